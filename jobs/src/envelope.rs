@@ -1,0 +1,120 @@
+//! The job envelope: everything the engine needs to deliver, retry and trace a job.
+//!
+//! The envelope travels as JSON in the `job` field of a stream entry. The
+//! payload stays an opaque [`serde_json::Value`] here; handlers decode it into
+//! their own type, so a malformed payload is caught by the worker that owns it
+//! and dead-lettered with the decoder's message.
+
+use serde::{Deserialize, Serialize};
+
+/// Wire-format version written into every envelope (`v`).
+pub const ENVELOPE_VERSION: u32 = 1;
+
+/// One job as it sits on a stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobEnvelope {
+    /// Wire-format version.
+    pub v: u32,
+    /// Unique id (a ULID), stable across retries.
+    pub id: String,
+    /// The job type; equals the stream the envelope sits on.
+    #[serde(rename = "type")]
+    pub job_type: String,
+    /// The type's payload, decoded by its handler.
+    pub payload: serde_json::Value,
+    /// Failed attempts so far (0 on first delivery).
+    pub attempt: u32,
+    /// Attempts allowed before the job is dead-lettered.
+    pub max_attempts: u32,
+    /// Wall-clock budget for one attempt, in milliseconds.
+    pub timeout_ms: u64,
+    /// Same key, same job: a second enqueue with this key returns the first job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+    /// The pipeline run this job belongs to, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
+    /// The bot that asked for it, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bot_id: Option<String>,
+}
+
+impl JobEnvelope {
+    /// Decodes an envelope, naming the problem when it cannot.
+    pub fn from_json(raw: &str) -> Result<Self, String> {
+        let env: JobEnvelope =
+            serde_json::from_str(raw).map_err(|e| format!("envelope is not valid: {e}"))?;
+        if env.v != ENVELOPE_VERSION {
+            return Err(format!(
+                "envelope version {} is not supported (expected {ENVELOPE_VERSION})",
+                env.v
+            ));
+        }
+        if env.id.is_empty() {
+            return Err("envelope field `id` is empty".into());
+        }
+        if env.max_attempts == 0 {
+            return Err("envelope field `max_attempts` must be at least 1".into());
+        }
+        Ok(env)
+    }
+
+    /// Encodes the envelope as compact JSON.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("a JobEnvelope always serialises")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> JobEnvelope {
+        JobEnvelope {
+            v: ENVELOPE_VERSION,
+            id: "01J0000000000000000000000".into(),
+            job_type: "sleep".into(),
+            payload: serde_json::json!({"ms": 5}),
+            attempt: 0,
+            max_attempts: 3,
+            timeout_ms: 1000,
+            idempotency_key: None,
+            run_id: Some("run-1".into()),
+            bot_id: None,
+        }
+    }
+
+    #[test]
+    fn round_trips() {
+        let env = sample();
+        assert_eq!(JobEnvelope::from_json(&env.to_json()).unwrap(), env);
+    }
+
+    #[test]
+    fn names_missing_field() {
+        let err = JobEnvelope::from_json(r#"{"v":1,"id":"x","type":"noop"}"#).unwrap_err();
+        assert!(err.contains("missing field `payload`"), "{err}");
+    }
+
+    #[test]
+    fn rejects_unknown_version_and_zero_attempts() {
+        let mut env = sample();
+        env.v = 9;
+        assert!(JobEnvelope::from_json(&env.to_json())
+            .unwrap_err()
+            .contains("version 9"));
+        let mut env = sample();
+        env.max_attempts = 0;
+        assert!(JobEnvelope::from_json(&env.to_json())
+            .unwrap_err()
+            .contains("max_attempts"));
+    }
+
+    #[test]
+    fn rejects_bad_json() {
+        assert!(JobEnvelope::from_json("{not json")
+            .unwrap_err()
+            .starts_with("envelope is not valid"));
+    }
+}

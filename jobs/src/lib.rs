@@ -1,0 +1,21 @@
+//! The contract between the synth-city engine and its workers.
+//!
+//! This crate says *what* a job is — its type name, its payload, its result, how
+//! many times it may be tried — and *how* a handler is called. It does no I/O:
+//! the engine (the root crate) moves envelopes through Redis, and the `workers`
+//! crate implements [`Handler`]s. Everything that crosses the wire is `serde`.
+//!
+//! Dependencies point one way: `jobs` <- `workers` <- `synth-city`.
+
+mod context;
+mod envelope;
+mod error;
+mod handler;
+pub mod ops;
+mod spec;
+
+pub use context::{JobContext, ProgressUpdate};
+pub use envelope::{JobEnvelope, ENVELOPE_VERSION};
+pub use error::JobError;
+pub use handler::{Handler, JobHandler, Registry};
+pub use spec::{catalog, find_type, JobSpec, JobTypeInfo};

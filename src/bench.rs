@@ -1,0 +1,144 @@
+//! `synth-city bench queue`: end-to-end throughput and latency of the queue itself.
+//!
+//! Starts W in-process workers on `noop`, enqueues N jobs in batches from a
+//! producer task running alongside them, and waits until every job's
+//! completion is recorded. Latency is enqueue-to-complete by the Redis clock
+//! (ms resolution). Runs under a fresh random key prefix and deletes its keys.
+
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::queue::{EnqueueRequest, Queue};
+use crate::worker::{Worker, WorkerOptions};
+
+/// Parameters of one run.
+#[derive(Debug, Clone)]
+pub struct QueueBench {
+    pub redis_url: String,
+    pub jobs: usize,
+    pub workers: usize,
+    pub concurrency: usize,
+    pub batch: usize,
+    pub enqueue_batch: usize,
+}
+
+/// What one run measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct QueueBenchReport {
+    pub jobs: usize,
+    pub workers: usize,
+    pub concurrency: usize,
+    pub seconds: f64,
+    pub jobs_per_sec: f64,
+    pub enqueue_seconds: f64,
+    pub p50_ms: u64,
+    pub p90_ms: u64,
+    pub p99_ms: u64,
+    pub max_ms: u64,
+}
+
+/// Runs the benchmark.
+pub async fn run(b: &QueueBench) -> anyhow::Result<QueueBenchReport> {
+    let prefix = format!("bench-{}", ulid::Ulid::new());
+    let queue = Queue::new(&b.redis_url, &prefix, Default::default())?;
+    crate::migrate::migrate(&queue).await?;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let shutdown = CancellationToken::new();
+    let mut handles = Vec::new();
+    for i in 0..b.workers {
+        let mut registry = jobs::Registry::new();
+        workers::register_builtin(&mut registry);
+        let opts = WorkerOptions {
+            roles: vec!["noop".into()],
+            concurrency: b.concurrency,
+            batch: b.batch,
+            name: Some(format!("bench{i}")),
+            ..Default::default()
+        };
+        let mut w = Worker::new(queue.clone(), registry, opts)?;
+        w.observe(tx.clone());
+        handles.push(tokio::spawn(w.run(shutdown.clone())));
+    }
+    drop(tx);
+    // Let the workers register their blocking reads before the clock starts.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let t0 = Instant::now();
+    let producer = tokio::spawn({
+        let queue = queue.clone();
+        let (n, chunk) = (b.jobs, b.enqueue_batch.max(1));
+        async move {
+            let mut sent = 0;
+            while sent < n {
+                let k = chunk.min(n - sent);
+                let reqs = (0..k)
+                    .map(|_| EnqueueRequest::new("noop", serde_json::json!({})))
+                    .collect();
+                queue.enqueue_many(reqs).await?;
+                sent += k;
+            }
+            anyhow::Ok(t0.elapsed())
+        }
+    });
+    let mut latencies = Vec::with_capacity(b.jobs);
+    while latencies.len() < b.jobs {
+        match tokio::time::timeout(Duration::from_secs(60), rx.recv()).await {
+            Ok(Some(o)) if o.outcome == "completed" => latencies.push(o.latency_ms),
+            Ok(Some(_)) => {}
+            Ok(None) => anyhow::bail!("workers stopped early"),
+            Err(_) => anyhow::bail!(
+                "no completion for 60 s after {} of {} jobs",
+                latencies.len(),
+                b.jobs
+            ),
+        }
+    }
+    let seconds = t0.elapsed().as_secs_f64();
+    let enqueue_seconds = producer.await??.as_secs_f64();
+    shutdown.cancel();
+    for h in handles {
+        h.await??;
+    }
+    cleanup(&queue).await?;
+    latencies.sort_unstable();
+    let pct = |p: f64| latencies[((latencies.len() as f64 - 1.0) * p).round() as usize];
+    Ok(QueueBenchReport {
+        jobs: b.jobs,
+        workers: b.workers,
+        concurrency: b.concurrency,
+        seconds,
+        jobs_per_sec: b.jobs as f64 / seconds,
+        enqueue_seconds,
+        p50_ms: pct(0.50),
+        p90_ms: pct(0.90),
+        p99_ms: pct(0.99),
+        max_ms: *latencies.last().unwrap_or(&0),
+    })
+}
+
+/// Deletes every key under the queue's prefix.
+pub async fn cleanup(queue: &Queue) -> anyhow::Result<()> {
+    let mut c = queue.conn().await?;
+    let pattern = format!("{{{}}}:*", queue.prefix());
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(&pattern)
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(&mut c)
+            .await?;
+        if !keys.is_empty() {
+            let _: () = redis::cmd("UNLINK").arg(&keys).query_async(&mut c).await?;
+        }
+        if next == 0 {
+            return Ok(());
+        }
+        cursor = next;
+    }
+}

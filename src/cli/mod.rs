@@ -1,0 +1,71 @@
+//! The `synth-city` command line: one binary, one subcommand per concern.
+//!
+//! Each subcommand parses its flags (clap), builds what it needs from the
+//! library, and prints either a table for people or one JSON object (`--json`)
+//! for programs. Long-running commands stop cleanly on SIGINT/SIGTERM.
+
+mod ops;
+pub mod sn50;
+
+use clap::{Parser, Subcommand};
+
+pub use ops::run;
+
+/// synth-city: a Redis-streams job-queue worker fleet for Bittensor SN50.
+#[derive(Debug, Parser)]
+#[command(name = "synth-city", version, about)]
+pub struct Cli {
+    /// Redis URL [default: $REDIS_URL, then .env, then redis://127.0.0.1:6379]
+    #[arg(long, global = true)]
+    pub redis_url: Option<String>,
+    /// Key prefix for this deployment [default: $SYNTH_CITY_PREFIX or "sc"]
+    #[arg(long, global = true)]
+    pub prefix: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a stateless worker for some job types.
+    Worker(ops::WorkerArgs),
+    /// List live workers: what they run and since when.
+    Workers {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Enqueue, inspect, cancel jobs; dead letters.
+    Jobs {
+        #[command(subcommand)]
+        command: ops::JobsCommand,
+    },
+    /// The Redis semaphore that caps concurrent pipeline runs.
+    Semaphore {
+        #[command(subcommand)]
+        command: ops::SemaphoreCommand,
+    },
+    /// Run the cron scheduler (any number may run at once).
+    Scheduler {
+        /// How often to look for due schedules, in ms.
+        #[arg(long, default_value_t = 1000)]
+        period_ms: u64,
+    },
+    /// Add, list and remove cron schedules.
+    Schedule {
+        #[command(subcommand)]
+        command: ops::ScheduleCommand,
+    },
+    /// Apply pending migrations of the Redis key layout.
+    Migrate,
+    /// Benchmarks.
+    Bench {
+        #[command(subcommand)]
+        command: ops::BenchCommand,
+    },
+    /// SN50 scoring: CRPS, leaderboard, backtests.
+    Score(sn50::ScoreArgs),
+    /// Validate a miner response as the SN50 validator does.
+    CheckShapes(sn50::CheckShapesArgs),
+    /// Market data: inspect and download.
+    Data(sn50::DataArgs),
+}

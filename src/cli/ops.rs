@@ -1,0 +1,600 @@
+//! The operator commands: worker, workers, jobs, semaphore, scheduler, schedule,
+//! migrate, bench.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use super::{Cli, Command};
+use crate::queue::{CancelOutcome, EnqueueRequest, Queue};
+use crate::semaphore::RedisSemaphore;
+use crate::worker::{Worker, WorkerOptions};
+use crate::{config, scheduler};
+
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    /// Job types to run, comma-separated (see `jobs types`).
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub roles: Vec<String>,
+    /// Jobs run at once.
+    #[arg(long, default_value_t = 8)]
+    pub concurrency: usize,
+    /// Most entries taken per read.
+    #[arg(long, default_value_t = 64)]
+    pub batch: usize,
+    /// Lease in ms: a job idle this long in a dead worker is taken over.
+    #[arg(long, default_value_t = 30_000)]
+    pub lease_ms: u64,
+    /// Shutdown grace in seconds for running jobs.
+    #[arg(long, default_value_t = 30)]
+    pub grace_secs: u64,
+    /// First retry delay in ms (doubles per attempt, with jitter).
+    #[arg(long, default_value_t = 1000)]
+    pub retry_base_ms: u64,
+    /// Longest retry delay in ms.
+    #[arg(long, default_value_t = 3_600_000)]
+    pub retry_cap_ms: u64,
+    /// Heartbeat period in ms.
+    #[arg(long, default_value_t = 5000)]
+    pub heartbeat_ms: u64,
+    /// Serve Prometheus metrics at ADDR/metrics (e.g. 127.0.0.1:9464).
+    #[arg(long)]
+    pub metrics_addr: Option<SocketAddr>,
+    /// A readable worker name (a unique suffix is added).
+    #[arg(long)]
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum JobsCommand {
+    /// Enqueue jobs.
+    Enqueue {
+        #[arg(long = "type")]
+        job_type: String,
+        /// The payload as JSON.
+        #[arg(long, default_value = "{}")]
+        payload: String,
+        /// Enqueue this many copies.
+        #[arg(long, default_value_t = 1)]
+        count: usize,
+        #[arg(long)]
+        idempotency_key: Option<String>,
+        /// Run no sooner than this many seconds from now.
+        #[arg(long)]
+        delay: Option<f64>,
+        #[arg(long)]
+        max_attempts: Option<u32>,
+        #[arg(long)]
+        timeout_ms: Option<u64>,
+        #[arg(long)]
+        run_id: Option<String>,
+        #[arg(long)]
+        bot_id: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// A job's status record.
+    Status {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Cancel a job (at once if waiting, cooperatively if running).
+    Cancel { id: String },
+    /// Per-type counts.
+    Stats {
+        #[arg(long)]
+        json: bool,
+    },
+    /// The job types this build knows.
+    Types,
+    /// Dead letters.
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DlqCommand {
+    /// List dead letters, oldest first.
+    List {
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put dead letters back on their streams with a fresh attempt count.
+    Retry {
+        /// Dead-letter entry ids (from `dlq list`).
+        ids: Vec<String>,
+        /// Retry every dead letter.
+        #[arg(long, conflicts_with = "ids")]
+        all: bool,
+    },
+    /// Delete every dead letter.
+    Purge {
+        /// Confirm.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SemaphoreCommand {
+    /// Holders, waiters, leases and the limit.
+    Status {
+        #[arg(long, default_value = crate::semaphore::PIPELINE)]
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set the number of permits.
+    SetLimit {
+        limit: u32,
+        #[arg(long, default_value = crate::semaphore::PIPELINE)]
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ScheduleCommand {
+    /// Add or replace a schedule.
+    Add {
+        #[arg(long)]
+        name: String,
+        /// Cron expression, UTC: `min hour dom mon dow` (or with seconds first).
+        #[arg(long)]
+        cron: String,
+        #[arg(long = "type")]
+        job_type: String,
+        #[arg(long, default_value = "{}")]
+        payload: String,
+        #[arg(long)]
+        max_attempts: Option<u32>,
+    },
+    /// List schedules with their next fire time.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a schedule.
+    Remove { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// End-to-end no-op throughput and latency of the queue.
+    Queue {
+        #[arg(long, default_value_t = 100_000)]
+        jobs: usize,
+        #[arg(long, default_value_t = 2)]
+        workers: usize,
+        /// Concurrency of each worker.
+        #[arg(long, default_value_t = 256)]
+        concurrency: usize,
+        #[arg(long, default_value_t = 256)]
+        batch: usize,
+        #[arg(long, default_value_t = 500)]
+        enqueue_batch: usize,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn parse_json(what: &str, s: &str) -> anyhow::Result<serde_json::Value> {
+    serde_json::from_str(s).with_context(|| format!("{what} is not valid JSON: {s}"))
+}
+
+/// Resolves on SIGINT or SIGTERM.
+fn shutdown_on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("install SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("signal received: shutting down");
+        t.cancel();
+    });
+    token
+}
+
+fn queue(cli: &Cli) -> anyhow::Result<Queue> {
+    let url = config::redis_url(cli.redis_url.as_deref());
+    let prefix = config::prefix(cli.prefix.as_deref()).map_err(anyhow::Error::msg)?;
+    Ok(Queue::new(&url, &prefix, Default::default())?)
+}
+
+fn fmt_ms(ms: Option<u64>) -> String {
+    ms.and_then(|m| chrono::DateTime::from_timestamp_millis(m as i64))
+        .map(|d| d.format("%Y-%m-%d %H:%M:%S%.3fZ").to_string())
+        .unwrap_or_else(|| "-".into())
+}
+
+/// Runs a parsed command line.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Score(a) => return super::sn50::score(a).await,
+        Command::CheckShapes(a) => return super::sn50::check_shapes(a).await,
+        Command::Data(a) => return super::sn50::data(a).await,
+        _ => {}
+    }
+    let q = queue(&cli)?;
+    match cli.command {
+        Command::Worker(a) => worker(q, a).await,
+        Command::Workers { json } => {
+            let ws = crate::worker::list_workers(&q).await?;
+            if json {
+                println!("{}", serde_json::to_string(&ws)?);
+            } else if ws.is_empty() {
+                println!("no live workers");
+            } else {
+                println!(
+                    "{:<40} {:<24} {:>5} {:>6} {:>10}  since",
+                    "worker", "roles", "conc", "busy", "processed"
+                );
+                for w in ws {
+                    println!(
+                        "{:<40} {:<24} {:>5} {:>6} {:>10}  {}",
+                        w.id,
+                        w.roles.join(","),
+                        w.concurrency,
+                        w.in_flight,
+                        w.processed,
+                        fmt_ms(Some(w.started_at_ms))
+                    );
+                }
+            }
+            Ok(())
+        }
+        Command::Jobs { command } => jobs(q, command).await,
+        Command::Semaphore { command } => semaphore(q, command).await,
+        Command::Scheduler { period_ms } => {
+            let stop = shutdown_on_signal();
+            Ok(scheduler::run(q, Duration::from_millis(period_ms.max(50)), stop).await?)
+        }
+        Command::Schedule { command } => schedule(q, command).await,
+        Command::Migrate => {
+            let applied = crate::migrate::migrate(&q).await?;
+            if applied.is_empty() {
+                println!("schema is up to date (version {})", crate::migrate::LATEST);
+            } else {
+                println!(
+                    "applied migrations {:?}; schema is at version {}",
+                    applied,
+                    crate::migrate::LATEST
+                );
+            }
+            Ok(())
+        }
+        Command::Bench { command } => bench(q, command).await,
+        Command::Score(_) | Command::CheckShapes(_) | Command::Data(_) => unreachable!(),
+    }
+}
+
+async fn worker(q: Queue, a: WorkerArgs) -> anyhow::Result<()> {
+    let mut registry = jobs::Registry::new();
+    workers::register_builtin(&mut registry);
+    let opts = WorkerOptions {
+        roles: a.roles,
+        concurrency: a.concurrency,
+        batch: a.batch,
+        lease: Duration::from_millis(a.lease_ms),
+        grace: Duration::from_secs(a.grace_secs),
+        retry_base: Duration::from_millis(a.retry_base_ms),
+        retry_cap: Duration::from_millis(a.retry_cap_ms),
+        heartbeat: Duration::from_millis(a.heartbeat_ms),
+        name: a.name,
+        ..Default::default()
+    };
+    let w = Worker::new(q, registry, opts)?;
+    let stop = shutdown_on_signal();
+    if let Some(addr) = a.metrics_addr {
+        w.metrics()
+            .spawn_server(addr, stop.clone())
+            .with_context(|| format!("cannot serve metrics on {addr}"))?;
+    }
+    println!("worker {} started", w.id());
+    w.run(stop).await?;
+    Ok(())
+}
+
+async fn jobs(q: Queue, c: JobsCommand) -> anyhow::Result<()> {
+    match c {
+        JobsCommand::Enqueue {
+            job_type,
+            payload,
+            count,
+            idempotency_key,
+            delay,
+            max_attempts,
+            timeout_ms,
+            run_id,
+            bot_id,
+            json,
+        } => {
+            let payload = parse_json("--payload", &payload)?;
+            if count == 0 {
+                bail!("--count must be at least 1");
+            }
+            if idempotency_key.is_some() && count > 1 {
+                bail!("--idempotency-key names one job; it cannot be used with --count > 1");
+            }
+            let delay_ms = match delay {
+                Some(d) if !(0.0..=1e9).contains(&d) => {
+                    bail!("--delay must be between 0 and 1e9 seconds, got {d}")
+                }
+                Some(d) => (d * 1000.0) as u64,
+                None => 0,
+            };
+            let reqs = (0..count)
+                .map(|_| EnqueueRequest {
+                    job_type: job_type.clone(),
+                    payload: payload.clone(),
+                    idempotency_key: idempotency_key.clone(),
+                    delay_ms,
+                    max_attempts,
+                    timeout_ms,
+                    run_id: run_id.clone(),
+                    bot_id: bot_id.clone(),
+                    ..Default::default()
+                })
+                .collect();
+            let out = q.enqueue_many(reqs).await?;
+            if json {
+                println!("{}", serde_json::to_string(&out)?);
+            } else {
+                for e in out {
+                    println!(
+                        "{} {}",
+                        e.id,
+                        if e.created {
+                            "enqueued"
+                        } else {
+                            "exists (idempotent)"
+                        }
+                    );
+                }
+            }
+        }
+        JobsCommand::Status { id, json } => match q.status(&id).await? {
+            None => bail!("no job {id:?} (unknown, or its record expired)"),
+            Some(s) if json => println!("{}", serde_json::to_string(&s)?),
+            Some(s) => {
+                println!("id        {}", s.id);
+                println!("type      {}", s.job_type);
+                println!("state     {}", s.state);
+                println!("attempt   {} (started {} times)", s.attempt, s.starts);
+                println!("enqueued  {}", fmt_ms(s.enqueued_at_ms));
+                println!("started   {}", fmt_ms(s.started_at_ms));
+                println!("finished  {}", fmt_ms(s.finished_at_ms));
+                if let Some(w) = s.worker {
+                    println!("worker    {w}");
+                }
+                if let Some(p) = s.progress {
+                    println!("progress  {p}");
+                }
+                if let Some(r) = s.result {
+                    println!("result    {r}");
+                }
+                if let Some(e) = s.error {
+                    println!("error     {e}");
+                }
+            }
+        },
+        JobsCommand::Cancel { id } => match q.cancel(&id).await? {
+            CancelOutcome::Cancelled => println!("{id}: cancelled"),
+            CancelOutcome::Cancelling => println!("{id}: running; asked to stop"),
+            CancelOutcome::Missing => bail!("no job {id:?} (unknown, or its record expired)"),
+            CancelOutcome::AlreadyFinished(s) => println!("{id}: already {s}; nothing to cancel"),
+        },
+        JobsCommand::Stats { json } => {
+            let stats = q.stats().await?;
+            if json {
+                println!("{}", serde_json::to_string(&stats)?);
+            } else {
+                println!(
+                    "{:<12} {:>9} {:>9} {:>8} {:>10} {:>8} {:>8} {:>6} {:>10}",
+                    "type",
+                    "waiting",
+                    "in_flight",
+                    "delayed",
+                    "completed",
+                    "failed",
+                    "retried",
+                    "dead",
+                    "oldest_ms"
+                );
+                for s in stats {
+                    println!(
+                        "{:<12} {:>9} {:>9} {:>8} {:>10} {:>8} {:>8} {:>6} {:>10}",
+                        s.job_type,
+                        s.waiting,
+                        s.in_flight,
+                        s.delayed,
+                        s.completed,
+                        s.failed,
+                        s.retried,
+                        s.dead,
+                        s.oldest_ms
+                    );
+                }
+            }
+        }
+        JobsCommand::Types => {
+            for t in jobs::catalog() {
+                println!(
+                    "{:<12} attempts {:>2}  timeout {:>7} ms  {}",
+                    t.name, t.max_attempts, t.timeout_ms, t.description
+                );
+            }
+        }
+        JobsCommand::Dlq { command } => match command {
+            DlqCommand::List { limit, json } => {
+                let ls = q.dlq_list(limit).await?;
+                if json {
+                    println!("{}", serde_json::to_string(&ls)?);
+                } else if ls.is_empty() {
+                    println!("no dead letters");
+                } else {
+                    for l in ls {
+                        println!(
+                            "{}  {:<10} {:<28} {}  {}",
+                            l.dlq_id,
+                            l.job_type,
+                            l.id,
+                            fmt_ms(Some(l.at_ms)),
+                            l.error
+                        );
+                    }
+                }
+            }
+            DlqCommand::Retry { ids, all } => {
+                if ids.is_empty() && !all {
+                    bail!("name dead-letter ids to retry, or pass --all");
+                }
+                let (n, skipped) = q.dlq_retry(&ids).await?;
+                println!("requeued {n}");
+                for s in skipped {
+                    println!("skipped {s}");
+                }
+            }
+            DlqCommand::Purge { yes } => {
+                if !yes {
+                    bail!("purge deletes every dead letter; pass --yes to confirm");
+                }
+                println!("purged {}", q.dlq_purge().await?);
+            }
+        },
+    }
+    Ok(())
+}
+
+async fn semaphore(q: Queue, c: SemaphoreCommand) -> anyhow::Result<()> {
+    match c {
+        SemaphoreCommand::Status { name, json } => {
+            let s = RedisSemaphore::new(q, &name).status().await?;
+            if json {
+                println!("{}", serde_json::to_string(&s)?);
+            } else {
+                println!(
+                    "semaphore {}: {} of {} permits held, {} waiting, fence {}",
+                    s.name,
+                    s.holders.len(),
+                    s.limit,
+                    s.waiters.len(),
+                    s.fence
+                );
+                for h in s.holders {
+                    println!(
+                        "  holder {:<40} fence {:>6}  lease left {} ms",
+                        h.holder, h.fence, h.lease_left_ms
+                    );
+                }
+                for (i, w) in s.waiters.iter().enumerate() {
+                    println!("  waiter {:>3} {w}", i + 1);
+                }
+            }
+        }
+        SemaphoreCommand::SetLimit { limit, name } => {
+            RedisSemaphore::new(q, &name).set_limit(limit).await?;
+            println!("semaphore {name}: limit {limit}");
+        }
+    }
+    Ok(())
+}
+
+async fn schedule(q: Queue, c: ScheduleCommand) -> anyhow::Result<()> {
+    match c {
+        ScheduleCommand::Add {
+            name,
+            cron,
+            job_type,
+            payload,
+            max_attempts,
+        } => {
+            let s = scheduler::Schedule {
+                name,
+                cron,
+                job_type,
+                payload: parse_json("--payload", &payload)?,
+                max_attempts,
+                timeout_ms: None,
+            };
+            let next = scheduler::add(&q, &s).await?;
+            println!(
+                "schedule {} added; next fire {}",
+                s.name,
+                fmt_ms(Some(next))
+            );
+        }
+        ScheduleCommand::List { json } => {
+            let ls = scheduler::list(&q).await?;
+            if json {
+                println!("{}", serde_json::to_string(&ls)?);
+            } else if ls.is_empty() {
+                println!("no schedules");
+            } else {
+                for s in ls {
+                    println!(
+                        "{:<20} {:<18} {:<10} next {}  last {}",
+                        s.schedule.name,
+                        s.schedule.cron,
+                        s.schedule.job_type,
+                        fmt_ms(s.next_fire_ms),
+                        fmt_ms(s.last_fire_ms)
+                    );
+                }
+            }
+        }
+        ScheduleCommand::Remove { name } => {
+            if !scheduler::remove(&q, &name).await? {
+                bail!("no schedule named {name:?}");
+            }
+            println!("schedule {name} removed");
+        }
+    }
+    Ok(())
+}
+
+async fn bench(q: Queue, c: BenchCommand) -> anyhow::Result<()> {
+    match c {
+        BenchCommand::Queue {
+            jobs,
+            workers,
+            concurrency,
+            batch,
+            enqueue_batch,
+            json,
+        } => {
+            if jobs == 0 || workers == 0 {
+                bail!("--jobs and --workers must be at least 1");
+            }
+            let b = crate::bench::QueueBench {
+                redis_url: q.url().to_string(),
+                jobs,
+                workers,
+                concurrency,
+                batch,
+                enqueue_batch,
+            };
+            let r = crate::bench::run(&b).await?;
+            if json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                println!(
+                    "{} jobs, {} workers x {}: {:.2} s, {:.0} jobs/s, p50 {} ms, p99 {} ms",
+                    r.jobs, r.workers, r.concurrency, r.seconds, r.jobs_per_sec, r.p50_ms, r.p99_ms
+                );
+            }
+        }
+    }
+    Ok(())
+}

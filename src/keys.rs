@@ -1,0 +1,94 @@
+//! The Redis key layout, in one place. The Lua scripts build the same names with
+//! `key(...)` in `lua/common.lua`; change both together (and add a migration).
+//!
+//! Every key is `{prefix}:...`: the braces make the prefix a hash tag, so one
+//! deployment's keys share a cluster slot and any script may touch any of them.
+//!
+//! | key | type | holds |
+//! |---|---|---|
+//! | `q:<type>` | stream, group `workers` | waiting and in-flight jobs of one type |
+//! | `job:<id>` | hash | status record: state, attempt, env, result, error, progress, times |
+//! | `delayed` | zset id -> ready ms | retries and delayed jobs |
+//! | `idem:<type>:<key>` | string | idempotency key -> job id |
+//! | `dlq` | stream | dead letters with their reason |
+//! | `events` | stream (capped) | job and permit events for live views |
+//! | `stats:<type>` | hash | counters: enqueued, completed, failed, retried, dead, ... |
+//! | `workers`, `worker:<id>` | zset, hash | heartbeats and what each worker runs |
+//! | `sem:<name>:*` | zset/hash/string | semaphore holders, line, fences, limit |
+//! | `cron:defs`, `cron:next`, `cron:last` | hash, zset, hash | schedules |
+//! | `meta` | hash | `schema_version` |
+
+/// The consumer group every job stream uses.
+pub const GROUP: &str = "workers";
+
+/// Builds key names under one prefix.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    pub fn new(prefix: impl Into<String>) -> Self {
+        Self {
+            prefix: prefix.into(),
+        }
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    fn k(&self, rest: &str) -> String {
+        format!("{{{}}}:{rest}", self.prefix)
+    }
+
+    pub fn stream(&self, job_type: &str) -> String {
+        self.k(&format!("q:{job_type}"))
+    }
+    pub fn job(&self, id: &str) -> String {
+        self.k(&format!("job:{id}"))
+    }
+    pub fn delayed(&self) -> String {
+        self.k("delayed")
+    }
+    pub fn dlq(&self) -> String {
+        self.k("dlq")
+    }
+    pub fn events(&self) -> String {
+        self.k("events")
+    }
+    pub fn stats(&self, job_type: &str) -> String {
+        self.k(&format!("stats:{job_type}"))
+    }
+    pub fn workers(&self) -> String {
+        self.k("workers")
+    }
+    pub fn worker(&self, id: &str) -> String {
+        self.k(&format!("worker:{id}"))
+    }
+    pub fn meta(&self) -> String {
+        self.k("meta")
+    }
+    pub fn sem(&self, name: &str, part: &str) -> String {
+        self.k(&format!("sem:{name}:{part}"))
+    }
+    pub fn cron(&self, part: &str) -> String {
+        self.k(&format!("cron:{part}"))
+    }
+    pub fn lock(&self, name: &str) -> String {
+        self.k(&format!("lock:{name}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_share_the_hash_tag() {
+        let k = Keys::new("t1");
+        assert_eq!(k.stream("sleep"), "{t1}:q:sleep");
+        assert_eq!(k.job("abc"), "{t1}:job:abc");
+        assert_eq!(k.sem("pipeline", "holders"), "{t1}:sem:pipeline:holders");
+    }
+}

@@ -1,0 +1,20 @@
+//! synth-city's engine: the Redis-streams job queue, the worker runtime, the
+//! semaphore, the cron scheduler, migrations, metrics and the CLI.
+//!
+//! The engine knows nothing of forecasting: job types and their payloads come
+//! from the `jobs` crate, their handlers from `workers`. See ARCHITECTURE.md.
+
+pub mod bench;
+pub mod cli;
+pub mod config;
+pub mod keys;
+pub mod metrics;
+pub mod migrate;
+pub mod queue;
+pub mod scheduler;
+pub mod scripts;
+pub mod semaphore;
+pub mod worker;
+
+pub use queue::{EnqueueRequest, Queue, QueueError};
+pub use worker::{Worker, WorkerOptions};

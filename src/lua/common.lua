@@ -1,0 +1,72 @@
+-- common.lua: prepended to every queue script (see src/scripts.rs).
+-- ARGV[1] is always the key prefix; every key shares the hash tag {prefix},
+-- so a whole script touches one cluster slot. Time comes from the server.
+local P = ARGV[1]
+local GROUP = 'workers'
+local EVENTS_MAXLEN = 10000
+local DLQ_MAXLEN = 100000
+
+local function key(...)
+  return '{' .. P .. '}:' .. table.concat({...}, ':')
+end
+
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- Appends one event to the capped events stream.
+local function emit(now, event, jtype, id, extra)
+  local args = {key('events'), 'MAXLEN', '~', EVENTS_MAXLEN, '*',
+                'event', event, 'type', jtype, 'id', id, 'at', now}
+  if extra then
+    for i = 1, #extra do args[#args + 1] = extra[i] end
+  end
+  redis.call('XADD', unpack(args))
+end
+
+-- True when `consumer` holds stream entry `sid` in the group's pending list.
+local function owns(stream, sid, consumer)
+  local p = redis.call('XPENDING', stream, GROUP, sid, sid, 1)
+  return p[1] ~= nil and p[1][2] == consumer
+end
+
+-- Acknowledges and deletes an entry, so streams hold only live work.
+local function ackdel(stream, sid)
+  redis.call('XACK', stream, GROUP, sid)
+  redis.call('XDEL', stream, sid)
+end
+
+-- Puts a job on its stream now, or in the delayed set until ready_at.
+-- Returns {id, 1} when created, {existing id, 0} when the idempotency key or
+-- the id was seen before.
+local function enqueue_one(now, jtype, id, env, idem, ready_at, ttl_ms)
+  if idem ~= '' then
+    local ik = key('idem', jtype, idem)
+    local existing = redis.call('GET', ik)
+    if existing then return {existing, 0} end
+    redis.call('SET', ik, id, 'PX', ttl_ms)
+  end
+  local jk = key('job', id)
+  if redis.call('EXISTS', jk) == 1 then return {id, 0} end
+  if ready_at > now then
+    redis.call('HSET', jk, 'id', id, 'type', jtype, 'state', 'delayed', 'env', env,
+               'enqueued_at', now, 'run_at', ready_at, 'attempt', 0)
+    redis.call('ZADD', key('delayed'), ready_at, id)
+    emit(now, 'delayed', jtype, id)
+  else
+    local sid = redis.call('XADD', key('q', jtype), '*', 'job', env, 'at', now)
+    redis.call('HSET', jk, 'id', id, 'type', jtype, 'state', 'waiting', 'env', env,
+               'enqueued_at', now, 'stream_id', sid, 'attempt', 0)
+    emit(now, 'enqueued', jtype, id)
+  end
+  redis.call('HINCRBY', key('stats', jtype), 'enqueued', 1)
+  return {id, 1}
+end
+
+-- Writes a dead-letter entry.
+local function bury(now, jtype, id, env, reason, sid)
+  redis.call('XADD', key('dlq'), 'MAXLEN', '~', DLQ_MAXLEN, '*', 'id', id, 'type', jtype,
+             'job', env, 'error', reason, 'stream_id', sid, 'at', now)
+  redis.call('HINCRBY', key('stats', jtype), 'dead', 1)
+end

@@ -1,0 +1,11 @@
+-- enqueue.lua: adds jobs. ARGV: prefix, ttl_ms, then 6 per job:
+--   type, id, envelope json, idempotency key ('' = none), run_at ms (0), delay ms (0)
+-- Returns one {id, created} pair per job.
+local ttl = tonumber(ARGV[2])
+local now = now_ms()
+local out = {}
+for i = 3, #ARGV, 6 do
+  local ready = math.max(tonumber(ARGV[i + 4]), now + tonumber(ARGV[i + 5]))
+  out[#out + 1] = enqueue_one(now, ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ready, ttl)
+end
+return out

@@ -1,0 +1,63 @@
+//! The Lua scripts, one per atomic step (BullMQ's pattern), loaded once per process.
+//!
+//! Each script is `lua/common.lua` (key naming, server time, events, enqueue and
+//! dead-letter helpers) followed by its own body. `redis::Script` runs EVALSHA
+//! and falls back to loading the script, so a restarted Redis with an empty
+//! script cache needs nothing from us.
+
+use redis::Script;
+
+macro_rules! script {
+    ($file:literal) => {
+        Script::new(concat!(
+            include_str!("lua/common.lua"),
+            "\n",
+            include_str!(concat!("lua/", $file))
+        ))
+    };
+}
+
+/// Every queue, semaphore and cron script.
+pub struct Scripts {
+    pub enqueue: Script,
+    pub start: Script,
+    pub finish: Script,
+    pub fail: Script,
+    pub bury_raw: Script,
+    pub renew: Script,
+    pub handback: Script,
+    pub promote: Script,
+    pub cancel: Script,
+    pub requeue: Script,
+    pub sem_acquire: Script,
+    pub sem_renew: Script,
+    pub sem_release: Script,
+    pub cron_fire: Script,
+}
+
+impl Scripts {
+    pub fn new() -> Self {
+        Self {
+            enqueue: script!("enqueue.lua"),
+            start: script!("start.lua"),
+            finish: script!("finish.lua"),
+            fail: script!("fail.lua"),
+            bury_raw: script!("bury_raw.lua"),
+            renew: script!("renew.lua"),
+            handback: script!("handback.lua"),
+            promote: script!("promote.lua"),
+            cancel: script!("cancel.lua"),
+            requeue: script!("requeue.lua"),
+            sem_acquire: script!("sem_acquire.lua"),
+            sem_renew: script!("sem_renew.lua"),
+            sem_release: script!("sem_release.lua"),
+            cron_fire: script!("cron_fire.lua"),
+        }
+    }
+}
+
+impl Default for Scripts {
+    fn default() -> Self {
+        Self::new()
+    }
+}
