@@ -484,7 +484,11 @@ async fn bury_raw(inner: &Inner, job_type: &str, entry: &StreamId, reason: &str,
             (k.clone(), serde_json::Value::String(s))
         })
         .collect();
-    let raw = serde_json::Value::Object(fields).to_string();
+    // Keep the envelope itself when there is one, so `dlq retry` can use it.
+    let raw = match fields.get("job") {
+        Some(serde_json::Value::String(job)) => job.clone(),
+        _ => serde_json::Value::Object(fields).to_string(),
+    };
     tracing::warn!(stream_id = %entry.id, r#type = job_type, reason, "malformed entry dead-lettered");
     let mut inv = inner.queue.scripts().bury_raw.prepare_invoke();
     inv.arg(inner.queue.prefix())
@@ -890,15 +894,18 @@ async fn reclaimer(inner: Arc<Inner>, stop: CancellationToken) {
             let stream = inner.queue.keys().stream(&t);
             let mut cursor = "0-0".to_string();
             loop {
-                let mut permits = Vec::new();
+                // Wait in the (fair) slot line like the fetcher does; the
+                // fetcher gives its slots back after each blocking read.
+                let first = tokio::select! {
+                    p = inner.slots.clone().acquire_owned() => p.expect("semaphore never closes"),
+                    _ = stop.cancelled() => return,
+                };
+                let mut permits = vec![first];
                 while permits.len() < inner.opts.batch {
                     match inner.slots.clone().try_acquire_owned() {
                         Ok(p) => permits.push(p),
                         Err(_) => break,
                     }
-                }
-                if permits.is_empty() || stop.is_cancelled() {
-                    break;
                 }
                 let res: Result<redis::streams::StreamAutoClaimReply, QueueError> = async {
                     let mut c = inner.queue.conn().await?;

@@ -1,7 +1,7 @@
 -- cancel.lua: cancels a job. ARGV: prefix, ttl_ms, job id.
 -- waiting/delayed: removed at once. active: flagged; the worker's lease keeper
 -- sees the flag and trips the handler's cancellation token.
--- Returns the outcome: cancelled | cancelling | missing | <terminal state>.
+-- Returns the outcome: cancelled | cancelling | missing | finished:<terminal state>.
 local ttl, id = tonumber(ARGV[2]), ARGV[3]
 local jk = key('job', id)
 local f = redis.call('HMGET', jk, 'state', 'type', 'stream_id')
@@ -24,4 +24,4 @@ elseif state == 'active' then
   emit(now, 'cancel_requested', jtype, id)
   return 'cancelling'
 end
-return state
+return 'finished:' .. state

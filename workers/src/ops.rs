@@ -23,9 +23,19 @@ pub struct SleepHandler;
 impl JobHandler for SleepHandler {
     type Job = Sleep;
     async fn run(&self, ctx: &JobContext, job: Sleep) -> Result<SleepOutput, JobError> {
-        tokio::select! {
-            _ = tokio::time::sleep(std::time::Duration::from_millis(job.ms)) => {}
-            _ = ctx.cancelled() => return Err(JobError::Cancelled),
+        // Two halves, with a progress report between them.
+        let half = std::time::Duration::from_millis(job.ms / 2);
+        for (i, d) in [half, std::time::Duration::from_millis(job.ms - job.ms / 2)]
+            .into_iter()
+            .enumerate()
+        {
+            tokio::select! {
+                _ = tokio::time::sleep(d) => {}
+                _ = ctx.cancelled() => return Err(JobError::Cancelled),
+            }
+            if i == 0 {
+                ctx.progress(serde_json::json!({"pct": 50}));
+            }
         }
         if job.fail_rate > 0.0 && rand::rng().random_bool(job.fail_rate) {
             return Err(JobError::retry(format!(

@@ -1,0 +1,434 @@
+//! The queue's promises, against a real redis-server: delivery, batching,
+//! retries and backoff, dead letters, delays, idempotency, timeouts,
+//! cancellation, graceful shutdown, malformed entries, crash recovery.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{eventually, queue, RedisServer};
+use redis::AsyncCommands;
+use serde_json::json;
+use synth_city::queue::{CancelOutcome, EnqueueRequest, Queue};
+use synth_city::worker::{Observation, Worker, WorkerOptions};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+struct Running {
+    stop: CancellationToken,
+    handle: tokio::task::JoinHandle<Result<(), synth_city::QueueError>>,
+    obs: mpsc::UnboundedReceiver<Observation>,
+}
+
+impl Running {
+    async fn stop(self) {
+        self.stop.cancel();
+        self.handle.await.unwrap().unwrap();
+    }
+}
+
+fn opts(roles: &[&str]) -> WorkerOptions {
+    WorkerOptions {
+        roles: roles.iter().map(|s| s.to_string()).collect(),
+        concurrency: 8,
+        batch: 16,
+        lease: Duration::from_millis(600),
+        block: Duration::from_millis(200),
+        grace: Duration::from_secs(5),
+        retry_base: Duration::from_millis(50),
+        retry_cap: Duration::from_millis(400),
+        heartbeat: Duration::from_millis(200),
+        name: Some("test".into()),
+    }
+}
+
+fn start(q: &Queue, o: WorkerOptions) -> Running {
+    let mut reg = jobs::Registry::new();
+    workers::register_builtin(&mut reg);
+    let mut w = Worker::new(q.clone(), reg, o).unwrap();
+    let (tx, obs) = mpsc::unbounded_channel();
+    w.observe(tx);
+    let stop = CancellationToken::new();
+    let handle = tokio::spawn(w.run(stop.clone()));
+    Running { stop, handle, obs }
+}
+
+async fn state(q: &Queue, id: &str) -> String {
+    q.status(id).await.unwrap().map(|s| s.state).unwrap_or_default()
+}
+
+async fn wait_state(q: &Queue, id: &str, want: &str, timeout: Duration) {
+    eventually(timeout, &format!("job {id} to be {want}"), || async {
+        state(q, id).await == want
+    })
+    .await;
+}
+
+async fn xlen(q: &Queue, t: &str) -> u64 {
+    let mut c = q.conn().await.unwrap();
+    c.xlen(q.keys().stream(t)).await.unwrap()
+}
+
+#[tokio::test]
+async fn delivers_every_job_once_and_leaves_streams_empty() {
+    let redis = RedisServer::start();
+    let q = queue(&redis).await;
+    let mut reqs: Vec<_> = (0..50)
+        .map(|_| EnqueueRequest::new("sleep", json!({"ms": 2})))
+        .collect();
+    reqs.extend((0..50).map(|_| EnqueueRequest::new("noop", json!({}))));
+    let ids = q.enqueue_many(reqs).await.unwrap();
+    assert!(ids.iter().all(|e| e.created));
+    let mut w = start(&q, opts(&["sleep", "noop"]));
+    let mut done = std::collections::HashSet::new();
+    while done.len() < 100 {
+        let o = tokio::time::timeout(Duration::from_secs(10), w.obs.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(o.outcome, "completed");
+        assert!(done.insert(o.job_id), "a job completed twice");
+    }
+    let s = q.status(&ids[0].id).await.unwrap().unwrap();
+    assert_eq!(s.state, "completed");
+    assert_eq!(s.result, Some(json!({"slept_ms": 2})));
+    assert_eq!(s.progress, Some(json!({"pct": 50})));
+    assert_eq!(s.starts, 1);
+    assert!(s.payload.is_none(), "the envelope is dropped once finished");
+    // Acked entries are deleted: the streams do not grow.
+    assert_eq!(xlen(&q, "sleep").await, 0);
+    assert_eq!(xlen(&q, "noop").await, 0);
+    let stats = q.stats().await.unwrap();
+    let sleep = stats.iter().find(|s| s.job_type == "sleep").unwrap();
+    assert_eq!((sleep.enqueued, sleep.completed, sleep.waiting, sleep.in_flight), (50, 50, 0, 0));
+    // The result record expires.
+    let mut c = q.conn().await.unwrap();
+    let ttl: i64 = c.pttl(q.keys().job(&ids[0].id)).await.unwrap();
+    assert!(ttl > 0, "finished jobs carry a TTL, got {ttl}");
+    w.stop().await;
+}
+
+#[tokio::test]
+async fn reads_in_batches_without_exceeding_concurrency() {
+    let redis = RedisServer::start();
+    let q = queue(&redis).await;
+    let n = 1000;
+    q.enqueue_many((0..n).map(|_| EnqueueRequest::new("noop", json!({}))).collect())
+        .await
+        .unwrap();
+    let mut o = opts(&["noop"]);
+    o.concurrency = 32;
+    o.batch = 32;
+    let mut w = start(&q, o);
+    for _ in 0..n {
+        let o = tokio::time::timeout(Duration::from_secs(10), w.obs.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(o.outcome, "completed");
+    }
+    assert_eq!(xlen(&q, "noop").await, 0);
+    w.stop().await;
+}
+
+#[tokio::test]
+async fn failures_retry_with_backoff_then_dead_letter() {
+    let redis = RedisServer::start();
+    let q = queue(&redis).await;
+    let mut req = EnqueueRequest::new("sleep", json!({"ms": 1, "fail_rate": 1.0}));
+    req.max_attempts = Some(3);
+    let id = q.enqueue(req).await.unwrap().id;
+    let mut w = start(&q, opts(&["sleep"]));
+    let mut outcomes = Vec::new();
+    while outcomes.last() != Some(&"dead") {
+        let o = tokio::time::timeout(Duration::from_secs(10), w.obs.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        outcomes.push(o.outcome);
+    }
+    assert_eq!(outcomes, ["retrying", "retrying", "dead"]);
+    let s = q.status(&id).await.unwrap().unwrap();
+    assert_eq!(s.state, "dead");
+    assert_eq!(s.attempt, 3);
+    assert_eq!(s.starts, 3);
+    assert!(s.error.unwrap().contains("attempt 3 of 3"));
+    // Backoff: each retry was scheduled at least base/2 ahead, growing.
+    let mut c = q.conn().await.unwrap();
+    let ev: redis::streams::StreamRangeReply =
+        c.xrange_all(q.keys().events()).await.unwrap();
+    let gaps: Vec<u64> = ev
+        .ids
+        .iter()
+        .filter(|e| e.get::<String>("event").as_deref() == Some("retrying"))
+        .map(|e| {
+            e.get::<String>("run_at").unwrap().parse::<u64>().unwrap()
+                - e.get::<String>("at").unwrap().parse::<u64>().unwrap()
+        })
+        .collect();
+    assert_eq!(gaps.len(), 2);
+    assert!(gaps[0] >= 25 && gaps[0] <= 51, "first retry delay {}", gaps[0]);
+    assert!(gaps[1] >= 50 && gaps[1] <= 101, "second retry delay {}", gaps[1]);
+    // The dead letter names the error; retrying it puts it back with attempt 0.
+    let dlq = q.dlq_list(10).await.unwrap();
+    assert_eq!(dlq.len(), 1);
+    assert_eq!(dlq[0].id, id);
+    assert!(dlq[0].error.contains("injected failure"));
+    let stats = q.stats().await.unwrap();
+    let st = stats.iter().find(|s| s.job_type == "sleep").unwrap();
+    assert_eq!((st.failed, st.retried, st.dead), (3, 2, 1));
+    w.stop().await;
+    let (n, skipped) = q.dlq_retry(&[]).await.unwrap();
+    assert_eq!((n, skipped.len()), (1, 0));
+    let s = q.status(&id).await.unwrap().unwrap();
+    assert_eq!((s.state.as_str(), s.attempt), ("waiting", 0));
+    assert!(q.dlq_list(10).await.unwrap().is_empty());
+    assert_eq!(q.dlq_retry(&[]).await.unwrap().0, 0, "a letter is retried once");
+}
+
+#[tokio::test]
+async fn delayed_jobs_wait_their_turn() {
+    let redis = RedisServer::start();
+    let q = queue(&redis).await;
+    let mut req = EnqueueRequest::new("noop", json!({}));
+    req.delay_ms = 700;
+    let id = q.enqueue(req).await.unwrap().id;
+    assert_eq!(state(&q, &id).await, "delayed");
+    assert_eq!(q.stats().await.unwrap().iter().find(|s| s.job_type == "noop").unwrap().delayed, 1);
+    let w = start(&q, opts(&["noop"]));
+    wait_state(&q, &id, "completed", Duration::from_secs(5)).await;
+    let s = q.status(&id).await.unwrap().unwrap();
+    let waited = s.started_at_ms.unwrap() - s.enqueued_at_ms.unwrap();
+    assert!(waited >= 700, "started after {waited} ms, before its delay");
+    w.stop().await;
+}
+
+#[tokio::test]
+async fn idempotent_enqueue_returns_the_first_job() {
+    let redis = RedisServer::start();
+    let q = queue(&redis).await;
+    let mk = || {
+        let mut r = EnqueueRequest::new("noop", json!({}));
+        r.idempotency_key = Some("sweep-2026-11-25".into());
+        r
+    };
+    let a = q.enqueue(mk()).await.unwrap();
+    let b = q.enqueue(mk()).await.unwrap();
+    assert!(a.created && !b.created);
+    assert_eq!(a.id, b.id);
+    assert_eq!(xlen(&q, "noop").await, 1);
+    // The same id twice is one job too (a retried enqueue after a timeout).
+    let mut r = EnqueueRequest::new("noop", json!({}));
+    r.id = Some(a.id.clone());
+    assert!(!q.enqueue(r).await.unwrap().created);
+    assert_eq!(xlen(&q, "noop").await, 1);
+}
+
+#[tokio::test]
+async fn a_job_over_its_timeout_fails() {
+    let redis = RedisServer::start();
+    let q = queue(&redis).await;
+    let mut req = EnqueueRequest::new("sleep", json!({"ms": 5000}));
+    req.timeout_ms = Some(200);
+    req.max_attempts = Some(1);
+    let id = q.enqueue(req).await.unwrap().id;
+    let w = start(&q, opts(&["sleep"]));
+    wait_state(&q, &id, "dead", Duration::from_secs(3)).await;
+    let s = q.status(&id).await.unwrap().unwrap();
+    assert!(s.error.unwrap().contains("timed out after 200 ms"));
+    w.stop().await;
+}
+
+#[tokio::test]
+async fn cancellation_stops_waiting_and_running_jobs() {
+    let redis = RedisServer::start();
+    let q = queue(&redis).await;
+    // Waiting: never starts.
+    let waiting = q
+        .enqueue(EnqueueRequest::new("sleep", json!({"ms": 1})))
+        .await
+        .unwrap()
+        .id;
+    assert_eq!(q.cancel(&waiting).await.unwrap(), CancelOutcome::Cancelled);
+    // Running: the handler sees its token trip.
+    let running = q
+        .enqueue(EnqueueRequest::new("sleep", json!({"ms": 30_000})))
+        .await
+        .unwrap()
+        .id;
+    let w = start(&q, opts(&["sleep"]));
+    wait_state(&q, &running, "active", Duration::from_secs(3)).await;
+    assert_eq!(q.cancel(&running).await.unwrap(), CancelOutcome::Cancelling);
+    wait_state(&q, &running, "cancelled", Duration::from_secs(3)).await;
+    let s = q.status(&waiting).await.unwrap().unwrap();
+    assert_eq!((s.state.as_str(), s.starts), ("cancelled", 0));
+    assert_eq!(
+        q.cancel(&running).await.unwrap(),
+        CancelOutcome::AlreadyFinished("cancelled".into())
+    );
+    assert_eq!(q.cancel("nope").await.unwrap(), CancelOutcome::Missing);
+    w.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_finishes_short_jobs_and_hands_back_long_ones() {
+    let redis = RedisServer::start();
+    let q = queue(&redis).await;
+    let short = q
+        .enqueue(EnqueueRequest::new("sleep", json!({"ms": 300})))
+        .await
+        .unwrap()
+        .id;
+    let long = q
+        .enqueue(EnqueueRequest::new("sleep", json!({"ms": 1500})))
+        .await
+        .unwrap()
+        .id;
+    let mut o = opts(&["sleep"]);
+    o.grace = Duration::from_millis(600);
+    let w = start(&q, o.clone());
+    wait_state(&q, &long, "active", Duration::from_secs(3)).await;
+    wait_state(&q, &short, "active", Duration::from_secs(3)).await;
+    w.stop().await;
+    assert_eq!(state(&q, &short).await, "completed");
+    let s = q.status(&long).await.unwrap().unwrap();
+    assert_eq!((s.state.as_str(), s.attempt), ("waiting", 0), "handed back, no attempt used");
+    // Another worker picks it up at once and finishes it.
+    let w2 = start(&q, o);
+    wait_state(&q, &long, "completed", Duration::from_secs(5)).await;
+    assert_eq!(q.status(&long).await.unwrap().unwrap().starts, 2);
+    w2.stop().await;
+}
+
+#[tokio::test]
+async fn malformed_entries_are_dead_lettered_and_the_worker_goes_on() {
+    let redis = RedisServer::start();
+    let q = queue(&redis).await;
+    let stream = q.keys().stream("sleep");
+    let mut c = q.conn().await.unwrap();
+    let _: String = c.xadd(&stream, "*", &[("job", "{not json")]).await.unwrap();
+    let _: String = c.xadd(&stream, "*", &[("other", "x")]).await.unwrap();
+    let wrong_type = json!({"v":1,"id":"w1","type":"noop","payload":{},"attempt":0,
+        "max_attempts":1,"timeout_ms":1000}).to_string();
+    let _: String = c.xadd(&stream, "*", &[("job", wrong_type.as_str())]).await.unwrap();
+    let missing = json!({"v":1,"id":"m1","type":"sleep","payload":{},"attempt":0,
+        "max_attempts":3,"timeout_ms":1000}).to_string();
+    let _: String = c.xadd(&stream, "*", &[("job", missing.as_str())]).await.unwrap();
+    let good = q
+        .enqueue(EnqueueRequest::new("sleep", json!({"ms": 1})))
+        .await
+        .unwrap()
+        .id;
+    let w = start(&q, opts(&["sleep"]));
+    wait_state(&q, &good, "completed", Duration::from_secs(5)).await;
+    eventually(Duration::from_secs(3), "four dead letters", || async {
+        q.dlq_list(10).await.unwrap().len() == 4
+    })
+    .await;
+    let reasons: Vec<String> = q.dlq_list(10).await.unwrap().into_iter().map(|l| l.error).collect();
+    let has = |s: &str| reasons.iter().any(|r| r.contains(s));
+    assert!(has("envelope is not valid"), "{reasons:?}");
+    assert!(has("no `job` field"), "{reasons:?}");
+    assert!(has("does not match its stream `sleep`"), "{reasons:?}");
+    assert!(has("missing field `ms`"), "{reasons:?}");
+    w.stop().await;
+    // A letter that does not decode cannot be retried, and says so.
+    let (n, skipped) = q.dlq_retry(&[]).await.unwrap();
+    assert_eq!(n, 2, "the two decodable envelopes go back");
+    assert_eq!(skipped.len(), 2);
+    assert!(skipped[0].contains("does not decode"));
+    assert_eq!(xlen(&q, "sleep").await, 1, "the missing-field job is back on `sleep`");
+    assert_eq!(xlen(&q, "noop").await, 1, "the wrong-stream job goes to its own type");
+    assert_eq!(q.dlq_purge().await.unwrap(), 2);
+}
+
+#[tokio::test]
+async fn jobs_of_a_dead_consumer_are_reclaimed_after_the_lease() {
+    let redis = RedisServer::start();
+    let q = queue(&redis).await;
+    let a = q.enqueue(EnqueueRequest::new("noop", json!({}))).await.unwrap().id;
+    let b = q.enqueue(EnqueueRequest::new("noop", json!({}))).await.unwrap().id;
+    // A "worker" reads both and dies: one before starting, one mid-run.
+    let mut c = q.conn().await.unwrap();
+    let _: redis::Value = redis::cmd("XREADGROUP")
+        .arg("GROUP").arg("workers").arg("ghost").arg("COUNT").arg(10)
+        .arg("STREAMS").arg(q.keys().stream("noop")).arg(">")
+        .query_async(&mut c).await.unwrap();
+    let _: () = c.hset(q.keys().job(&b), "state", "active").await.unwrap();
+    let t0 = std::time::Instant::now();
+    let w = start(&q, opts(&["noop"]));
+    wait_state(&q, &a, "completed", Duration::from_secs(5)).await;
+    wait_state(&q, &b, "completed", Duration::from_secs(5)).await;
+    assert!(t0.elapsed() >= Duration::from_millis(600), "not before the lease ran out");
+    let sa = q.status(&a).await.unwrap().unwrap();
+    let sb = q.status(&b).await.unwrap().unwrap();
+    assert_eq!(sa.attempt, 0, "never started: no attempt lost");
+    assert_eq!(sb.attempt, 1, "stalled mid-run: counts as an attempt");
+    let stats = q.stats().await.unwrap();
+    assert_eq!(stats.iter().find(|s| s.job_type == "noop").unwrap().stalled, 1);
+    w.stop().await;
+}
+
+#[tokio::test]
+async fn a_live_worker_keeps_its_long_job() {
+    let redis = RedisServer::start();
+    let q = queue(&redis).await;
+    // 2 s job, 600 ms lease, two workers: the lease keeper must stop the
+    // second worker's reclaimer from taking it.
+    let id = q
+        .enqueue(EnqueueRequest::new("sleep", json!({"ms": 2000})))
+        .await
+        .unwrap()
+        .id;
+    let w1 = start(&q, opts(&["sleep"]));
+    wait_state(&q, &id, "active", Duration::from_secs(3)).await;
+    let w2 = start(&q, opts(&["sleep"]));
+    wait_state(&q, &id, "completed", Duration::from_secs(5)).await;
+    let s = q.status(&id).await.unwrap().unwrap();
+    assert_eq!((s.starts, s.attempt), (1, 0));
+    w1.stop().await;
+    w2.stop().await;
+}
+
+#[tokio::test]
+async fn workers_refuse_an_unmigrated_redis() {
+    let redis = RedisServer::start();
+    let q = Queue::new(&redis.url(), "fresh", Default::default()).unwrap();
+    let mut reg = jobs::Registry::new();
+    workers::register_builtin(&mut reg);
+    let w = Worker::new(q, reg, opts(&["noop"])).unwrap();
+    let err = w.run(CancellationToken::new()).await.unwrap_err().to_string();
+    assert!(err.contains("version 0") && err.contains("run `synth-city migrate`"), "{err}");
+}
+
+#[tokio::test]
+async fn workers_register_with_a_heartbeat() {
+    let redis = RedisServer::start();
+    let q = queue(&redis).await;
+    let w = start(&q, opts(&["noop", "sleep"]));
+    eventually(Duration::from_secs(3), "a registered worker", || async {
+        synth_city::worker::list_workers(&q).await.unwrap().len() == 1
+    })
+    .await;
+    let ws = synth_city::worker::list_workers(&q).await.unwrap();
+    assert_eq!(ws[0].roles, ["noop", "sleep"]);
+    assert!(ws[0].id.starts_with("test-"));
+    w.stop().await;
+    assert!(synth_city::worker::list_workers(&q).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn bad_requests_never_reach_redis() {
+    let redis = RedisServer::start();
+    let q = queue(&redis).await;
+    for (t, p, want) in [
+        ("nope", json!({}), "unknown job type"),
+        ("sleep", json!({}), "missing field `ms`"),
+        ("sleep", json!({"ms": 1, "fail_rate": 3}), "fail_rate"),
+        ("noop", json!({"x": 1}), "unknown field `x`"),
+    ] {
+        let err = q.enqueue(EnqueueRequest::new(t, p)).await.unwrap_err().to_string();
+        assert!(err.contains(want), "{err}");
+    }
+    assert_eq!(xlen(&q, "sleep").await + xlen(&q, "noop").await, 0);
+}
