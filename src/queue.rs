@@ -405,9 +405,9 @@ impl Queue {
             "cancelled" => CancelOutcome::Cancelled,
             "cancelling" => CancelOutcome::Cancelling,
             "missing" => CancelOutcome::Missing,
-            other => CancelOutcome::AlreadyFinished(
-                other.trim_start_matches("finished:").to_string(),
-            ),
+            other => {
+                CancelOutcome::AlreadyFinished(other.trim_start_matches("finished:").to_string())
+            }
         })
     }
 

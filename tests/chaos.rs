@@ -18,9 +18,23 @@ use synth_city::queue::EnqueueRequest;
 fn spawn_worker(url: &str, n: usize) -> Child {
     Command::new(bin())
         .args([
-            "--redis-url", url, "--prefix", "t", "worker", "--roles", "sleep",
-            "--concurrency", "1", "--lease-ms", "1000", "--heartbeat-ms", "500",
-            "--grace-secs", "2", "--retry-base-ms", "50",
+            "--redis-url",
+            url,
+            "--prefix",
+            "t",
+            "worker",
+            "--roles",
+            "sleep",
+            "--concurrency",
+            "1",
+            "--lease-ms",
+            "1000",
+            "--heartbeat-ms",
+            "500",
+            "--grace-secs",
+            "2",
+            "--retry-base-ms",
+            "50",
         ])
         .arg("--name")
         .arg(format!("chaos{n}"))
@@ -89,9 +103,18 @@ async fn kill_nine_loses_nothing() {
         "chaos: {n} jobs in {:.1}s, {kills} kills, {duplicates} re-runs, stats {stats:?}",
         t0.elapsed().as_secs_f64()
     );
-    assert!(kills >= 3, "the run was too short to test anything ({kills} kills)");
-    assert_eq!(stats.completed, n as u64, "each job recorded complete exactly once");
+    assert!(
+        kills >= 3,
+        "the run was too short to test anything ({kills} kills)"
+    );
+    assert_eq!(
+        stats.completed, n as u64,
+        "each job recorded complete exactly once"
+    );
     assert_eq!(stats.dead, 0);
-    assert!(duplicates <= kills, "{duplicates} re-runs for {kills} kills");
+    assert!(
+        duplicates <= kills,
+        "{duplicates} re-runs for {kills} kills"
+    );
     assert_eq!((stats.waiting, stats.in_flight), (0, 0));
 }

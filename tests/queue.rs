@@ -54,7 +54,11 @@ fn start(q: &Queue, o: WorkerOptions) -> Running {
 }
 
 async fn state(q: &Queue, id: &str) -> String {
-    q.status(id).await.unwrap().map(|s| s.state).unwrap_or_default()
+    q.status(id)
+        .await
+        .unwrap()
+        .map(|s| s.state)
+        .unwrap_or_default()
 }
 
 async fn wait_state(q: &Queue, id: &str, want: &str, timeout: Duration) {
@@ -100,7 +104,15 @@ async fn delivers_every_job_once_and_leaves_streams_empty() {
     assert_eq!(xlen(&q, "noop").await, 0);
     let stats = q.stats().await.unwrap();
     let sleep = stats.iter().find(|s| s.job_type == "sleep").unwrap();
-    assert_eq!((sleep.enqueued, sleep.completed, sleep.waiting, sleep.in_flight), (50, 50, 0, 0));
+    assert_eq!(
+        (
+            sleep.enqueued,
+            sleep.completed,
+            sleep.waiting,
+            sleep.in_flight
+        ),
+        (50, 50, 0, 0)
+    );
     // The result record expires.
     let mut c = q.conn().await.unwrap();
     let ttl: i64 = c.pttl(q.keys().job(&ids[0].id)).await.unwrap();
@@ -113,9 +125,13 @@ async fn reads_in_batches_without_exceeding_concurrency() {
     let redis = RedisServer::start();
     let q = queue(&redis).await;
     let n = 1000;
-    q.enqueue_many((0..n).map(|_| EnqueueRequest::new("noop", json!({}))).collect())
-        .await
-        .unwrap();
+    q.enqueue_many(
+        (0..n)
+            .map(|_| EnqueueRequest::new("noop", json!({})))
+            .collect(),
+    )
+    .await
+    .unwrap();
     let mut o = opts(&["noop"]);
     o.concurrency = 32;
     o.batch = 32;
@@ -155,8 +171,7 @@ async fn failures_retry_with_backoff_then_dead_letter() {
     assert!(s.error.unwrap().contains("attempt 3 of 3"));
     // Backoff: each retry was scheduled at least base/2 ahead, growing.
     let mut c = q.conn().await.unwrap();
-    let ev: redis::streams::StreamRangeReply =
-        c.xrange_all(q.keys().events()).await.unwrap();
+    let ev: redis::streams::StreamRangeReply = c.xrange_all(q.keys().events()).await.unwrap();
     let gaps: Vec<u64> = ev
         .ids
         .iter()
@@ -167,8 +182,16 @@ async fn failures_retry_with_backoff_then_dead_letter() {
         })
         .collect();
     assert_eq!(gaps.len(), 2);
-    assert!(gaps[0] >= 25 && gaps[0] <= 51, "first retry delay {}", gaps[0]);
-    assert!(gaps[1] >= 50 && gaps[1] <= 101, "second retry delay {}", gaps[1]);
+    assert!(
+        gaps[0] >= 25 && gaps[0] <= 51,
+        "first retry delay {}",
+        gaps[0]
+    );
+    assert!(
+        gaps[1] >= 50 && gaps[1] <= 101,
+        "second retry delay {}",
+        gaps[1]
+    );
     // The dead letter names the error; retrying it puts it back with attempt 0.
     let dlq = q.dlq_list(10).await.unwrap();
     assert_eq!(dlq.len(), 1);
@@ -183,7 +206,11 @@ async fn failures_retry_with_backoff_then_dead_letter() {
     let s = q.status(&id).await.unwrap().unwrap();
     assert_eq!((s.state.as_str(), s.attempt), ("waiting", 0));
     assert!(q.dlq_list(10).await.unwrap().is_empty());
-    assert_eq!(q.dlq_retry(&[]).await.unwrap().0, 0, "a letter is retried once");
+    assert_eq!(
+        q.dlq_retry(&[]).await.unwrap().0,
+        0,
+        "a letter is retried once"
+    );
 }
 
 #[tokio::test]
@@ -194,7 +221,16 @@ async fn delayed_jobs_wait_their_turn() {
     req.delay_ms = 700;
     let id = q.enqueue(req).await.unwrap().id;
     assert_eq!(state(&q, &id).await, "delayed");
-    assert_eq!(q.stats().await.unwrap().iter().find(|s| s.job_type == "noop").unwrap().delayed, 1);
+    assert_eq!(
+        q.stats()
+            .await
+            .unwrap()
+            .iter()
+            .find(|s| s.job_type == "noop")
+            .unwrap()
+            .delayed,
+        1
+    );
     let w = start(&q, opts(&["noop"]));
     wait_state(&q, &id, "completed", Duration::from_secs(5)).await;
     let s = q.status(&id).await.unwrap().unwrap();
@@ -292,7 +328,11 @@ async fn shutdown_finishes_short_jobs_and_hands_back_long_ones() {
     w.stop().await;
     assert_eq!(state(&q, &short).await, "completed");
     let s = q.status(&long).await.unwrap().unwrap();
-    assert_eq!((s.state.as_str(), s.attempt), ("waiting", 0), "handed back, no attempt used");
+    assert_eq!(
+        (s.state.as_str(), s.attempt),
+        ("waiting", 0),
+        "handed back, no attempt used"
+    );
     // Another worker picks it up at once and finishes it.
     let w2 = start(&q, o);
     wait_state(&q, &long, "completed", Duration::from_secs(5)).await;
@@ -309,11 +349,19 @@ async fn malformed_entries_are_dead_lettered_and_the_worker_goes_on() {
     let _: String = c.xadd(&stream, "*", &[("job", "{not json")]).await.unwrap();
     let _: String = c.xadd(&stream, "*", &[("other", "x")]).await.unwrap();
     let wrong_type = json!({"v":1,"id":"w1","type":"noop","payload":{},"attempt":0,
-        "max_attempts":1,"timeout_ms":1000}).to_string();
-    let _: String = c.xadd(&stream, "*", &[("job", wrong_type.as_str())]).await.unwrap();
+        "max_attempts":1,"timeout_ms":1000})
+    .to_string();
+    let _: String = c
+        .xadd(&stream, "*", &[("job", wrong_type.as_str())])
+        .await
+        .unwrap();
     let missing = json!({"v":1,"id":"m1","type":"sleep","payload":{},"attempt":0,
-        "max_attempts":3,"timeout_ms":1000}).to_string();
-    let _: String = c.xadd(&stream, "*", &[("job", missing.as_str())]).await.unwrap();
+        "max_attempts":3,"timeout_ms":1000})
+    .to_string();
+    let _: String = c
+        .xadd(&stream, "*", &[("job", missing.as_str())])
+        .await
+        .unwrap();
     let good = q
         .enqueue(EnqueueRequest::new("sleep", json!({"ms": 1})))
         .await
@@ -325,7 +373,13 @@ async fn malformed_entries_are_dead_lettered_and_the_worker_goes_on() {
         q.dlq_list(10).await.unwrap().len() == 4
     })
     .await;
-    let reasons: Vec<String> = q.dlq_list(10).await.unwrap().into_iter().map(|l| l.error).collect();
+    let reasons: Vec<String> = q
+        .dlq_list(10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|l| l.error)
+        .collect();
     let has = |s: &str| reasons.iter().any(|r| r.contains(s));
     assert!(has("envelope is not valid"), "{reasons:?}");
     assert!(has("no `job` field"), "{reasons:?}");
@@ -337,8 +391,16 @@ async fn malformed_entries_are_dead_lettered_and_the_worker_goes_on() {
     assert_eq!(n, 2, "the two decodable envelopes go back");
     assert_eq!(skipped.len(), 2);
     assert!(skipped[0].contains("does not decode"));
-    assert_eq!(xlen(&q, "sleep").await, 1, "the missing-field job is back on `sleep`");
-    assert_eq!(xlen(&q, "noop").await, 1, "the wrong-stream job goes to its own type");
+    assert_eq!(
+        xlen(&q, "sleep").await,
+        1,
+        "the missing-field job is back on `sleep`"
+    );
+    assert_eq!(
+        xlen(&q, "noop").await,
+        1,
+        "the wrong-stream job goes to its own type"
+    );
     assert_eq!(q.dlq_purge().await.unwrap(), 2);
 }
 
@@ -346,26 +408,48 @@ async fn malformed_entries_are_dead_lettered_and_the_worker_goes_on() {
 async fn jobs_of_a_dead_consumer_are_reclaimed_after_the_lease() {
     let redis = RedisServer::start();
     let q = queue(&redis).await;
-    let a = q.enqueue(EnqueueRequest::new("noop", json!({}))).await.unwrap().id;
-    let b = q.enqueue(EnqueueRequest::new("noop", json!({}))).await.unwrap().id;
+    let a = q
+        .enqueue(EnqueueRequest::new("noop", json!({})))
+        .await
+        .unwrap()
+        .id;
+    let b = q
+        .enqueue(EnqueueRequest::new("noop", json!({})))
+        .await
+        .unwrap()
+        .id;
     // A "worker" reads both and dies: one before starting, one mid-run.
     let mut c = q.conn().await.unwrap();
     let _: redis::Value = redis::cmd("XREADGROUP")
-        .arg("GROUP").arg("workers").arg("ghost").arg("COUNT").arg(10)
-        .arg("STREAMS").arg(q.keys().stream("noop")).arg(">")
-        .query_async(&mut c).await.unwrap();
+        .arg("GROUP")
+        .arg("workers")
+        .arg("ghost")
+        .arg("COUNT")
+        .arg(10)
+        .arg("STREAMS")
+        .arg(q.keys().stream("noop"))
+        .arg(">")
+        .query_async(&mut c)
+        .await
+        .unwrap();
     let _: () = c.hset(q.keys().job(&b), "state", "active").await.unwrap();
     let t0 = std::time::Instant::now();
     let w = start(&q, opts(&["noop"]));
     wait_state(&q, &a, "completed", Duration::from_secs(5)).await;
     wait_state(&q, &b, "completed", Duration::from_secs(5)).await;
-    assert!(t0.elapsed() >= Duration::from_millis(600), "not before the lease ran out");
+    assert!(
+        t0.elapsed() >= Duration::from_millis(600),
+        "not before the lease ran out"
+    );
     let sa = q.status(&a).await.unwrap().unwrap();
     let sb = q.status(&b).await.unwrap().unwrap();
     assert_eq!(sa.attempt, 0, "never started: no attempt lost");
     assert_eq!(sb.attempt, 1, "stalled mid-run: counts as an attempt");
     let stats = q.stats().await.unwrap();
-    assert_eq!(stats.iter().find(|s| s.job_type == "noop").unwrap().stalled, 1);
+    assert_eq!(
+        stats.iter().find(|s| s.job_type == "noop").unwrap().stalled,
+        1
+    );
     w.stop().await;
 }
 
@@ -397,8 +481,15 @@ async fn workers_refuse_an_unmigrated_redis() {
     let mut reg = jobs::Registry::new();
     workers::register_builtin(&mut reg);
     let w = Worker::new(q, reg, opts(&["noop"])).unwrap();
-    let err = w.run(CancellationToken::new()).await.unwrap_err().to_string();
-    assert!(err.contains("version 0") && err.contains("run `synth-city migrate`"), "{err}");
+    let err = w
+        .run(CancellationToken::new())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("version 0") && err.contains("run `synth-city migrate`"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -414,7 +505,10 @@ async fn workers_register_with_a_heartbeat() {
     assert_eq!(ws[0].roles, ["noop", "sleep"]);
     assert!(ws[0].id.starts_with("test-"));
     w.stop().await;
-    assert!(synth_city::worker::list_workers(&q).await.unwrap().is_empty());
+    assert!(synth_city::worker::list_workers(&q)
+        .await
+        .unwrap()
+        .is_empty());
 }
 
 #[tokio::test]
@@ -427,7 +521,11 @@ async fn bad_requests_never_reach_redis() {
         ("sleep", json!({"ms": 1, "fail_rate": 3}), "fail_rate"),
         ("noop", json!({"x": 1}), "unknown field `x`"),
     ] {
-        let err = q.enqueue(EnqueueRequest::new(t, p)).await.unwrap_err().to_string();
+        let err = q
+            .enqueue(EnqueueRequest::new(t, p))
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(err.contains(want), "{err}");
     }
     assert_eq!(xlen(&q, "sleep").await + xlen(&q, "noop").await, 0);

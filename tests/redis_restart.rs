@@ -13,8 +13,19 @@ use synth_city::queue::EnqueueRequest;
 fn spawn_worker(url: &str) -> Child {
     Command::new(bin())
         .args([
-            "--redis-url", url, "--prefix", "t", "worker", "--roles", "sleep",
-            "--concurrency", "4", "--lease-ms", "2000", "--heartbeat-ms", "500",
+            "--redis-url",
+            url,
+            "--prefix",
+            "t",
+            "worker",
+            "--roles",
+            "sleep",
+            "--concurrency",
+            "4",
+            "--lease-ms",
+            "2000",
+            "--heartbeat-ms",
+            "500",
         ])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
@@ -26,7 +37,12 @@ fn spawn_worker(url: &str) -> Child {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_jobs_survive_a_redis_restart() {
     let mut redis = RedisServer::start_with(&[
-        "--appendonly", "yes", "--appendfsync", "always", "--save", "",
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "always",
+        "--save",
+        "",
     ]);
     let url = redis.url();
     let q = queue(&redis).await;
@@ -80,7 +96,10 @@ async fn acknowledged_jobs_survive_a_redis_restart() {
         }
     }
     for w in &mut workers {
-        assert!(w.try_wait().unwrap().is_none(), "a worker exited instead of reconnecting");
+        assert!(
+            w.try_wait().unwrap().is_none(),
+            "a worker exited instead of reconnecting"
+        );
         w.kill().unwrap();
         w.wait().unwrap();
     }

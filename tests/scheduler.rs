@@ -29,7 +29,11 @@ async fn three_schedulers_fire_each_time_once() {
     for _ in 0..3 {
         // Separate pools, as separate processes would have.
         let q = Queue::new(&redis.url(), "t", Default::default()).unwrap();
-        runs.push(tokio::spawn(scheduler::run(q, Duration::from_millis(20), stop.clone())));
+        runs.push(tokio::spawn(scheduler::run(
+            q,
+            Duration::from_millis(20),
+            stop.clone(),
+        )));
     }
     tokio::time::sleep(Duration::from_millis(3500)).await;
     stop.cancel();
@@ -38,18 +42,25 @@ async fn three_schedulers_fire_each_time_once() {
     }
     let mut c = q.conn().await.unwrap();
     let entries: redis::streams::StreamRangeReply =
-        redis::AsyncCommands::xrange_all(&mut c, q.keys().stream("noop")).await.unwrap();
+        redis::AsyncCommands::xrange_all(&mut c, q.keys().stream("noop"))
+            .await
+            .unwrap();
     let ids: Vec<String> = entries
         .ids
         .iter()
         .map(|e| {
-            let env: serde_json::Value = serde_json::from_str(&e.get::<String>("job").unwrap()).unwrap();
+            let env: serde_json::Value =
+                serde_json::from_str(&e.get::<String>("job").unwrap()).unwrap();
             env["id"].as_str().unwrap().to_string()
         })
         .collect();
     let unique: HashSet<_> = ids.iter().collect();
     assert_eq!(unique.len(), ids.len(), "duplicate fires: {ids:?}");
-    assert!((3..=4).contains(&ids.len()), "3.5 s of a 1 s schedule fired {} times", ids.len());
+    assert!(
+        (3..=4).contains(&ids.len()),
+        "3.5 s of a 1 s schedule fired {} times",
+        ids.len()
+    );
     let mut fires: Vec<u64> = ids
         .iter()
         .map(|id| id.rsplit('-').next().unwrap().parse().unwrap())
@@ -83,7 +94,11 @@ async fn schedules_are_checked_listed_and_removed() {
     let err = scheduler::add(&q, &s).await.unwrap_err().to_string();
     assert!(err.contains("payload for `sleep`"), "{err}");
     s.job_type = "nope".into();
-    assert!(scheduler::add(&q, &s).await.unwrap_err().to_string().contains("unknown job type"));
+    assert!(scheduler::add(&q, &s)
+        .await
+        .unwrap_err()
+        .to_string()
+        .contains("unknown job type"));
     assert_eq!(scheduler::list(&q).await.unwrap().len(), 1);
     assert!(scheduler::remove(&q, "sweep").await.unwrap());
     assert!(!scheduler::remove(&q, "sweep").await.unwrap());

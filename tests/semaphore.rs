@@ -19,7 +19,11 @@ async fn hundred_contenders_ten_permits_with_crashes() {
     let mut sem = RedisSemaphore::new(q.clone(), "pipeline");
     sem.lease = Duration::from_millis(900);
     sem.poll = Duration::from_millis(15);
-    assert_eq!(sem.status().await.unwrap().limit, 10, "migration 2 sets 10 permits");
+    assert_eq!(
+        sem.status().await.unwrap().limit,
+        10,
+        "migration 2 sets 10 permits"
+    );
 
     let live = Arc::new(AtomicUsize::new(0));
     let max_live = Arc::new(AtomicUsize::new(0));
@@ -80,10 +84,20 @@ async fn hundred_contenders_ten_permits_with_crashes() {
     }
     let max_in_redis = sampler.await.unwrap();
     assert!(max_live.load(Ordering::SeqCst) <= 10);
-    assert!(max_in_redis <= 10, "redis showed {max_in_redis} live holders");
-    assert!(crashes.load(Ordering::SeqCst) > 0, "the run had no crash to recover from");
+    assert!(
+        max_in_redis <= 10,
+        "redis showed {max_in_redis} live holders"
+    );
+    assert!(
+        crashes.load(Ordering::SeqCst) > 0,
+        "the run had no crash to recover from"
+    );
     let fences = fences.lock().unwrap().clone();
-    assert_eq!(fences.iter().collect::<HashSet<_>>().len(), 100, "fences are unique");
+    assert_eq!(
+        fences.iter().collect::<HashSet<_>>().len(),
+        100,
+        "fences are unique"
+    );
     // Once the lease has passed, no permit is lost: all ten can be taken again.
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let mut again = Vec::new();
@@ -96,7 +110,9 @@ async fn hundred_contenders_ten_permits_with_crashes() {
         );
     }
     assert!(sem.acquire("eleventh", None).await.unwrap().is_none());
-    assert!(again.iter().all(|p| p.fence > *fences.iter().max().unwrap()));
+    assert!(again
+        .iter()
+        .all(|p| p.fence > *fences.iter().max().unwrap()));
 }
 
 #[tokio::test]
@@ -109,14 +125,29 @@ async fn waiters_are_served_in_order_and_no_wait_is_refused() {
         TryAcquire::Granted(f) => f,
         other => panic!("{other:?}"),
     };
-    assert_eq!(sem.try_acquire("b", true).await.unwrap(), TryAcquire::Waiting(1));
-    assert_eq!(sem.try_acquire("c", true).await.unwrap(), TryAcquire::Waiting(2));
-    assert_eq!(sem.try_acquire("d", false).await.unwrap(), TryAcquire::Refused);
+    assert_eq!(
+        sem.try_acquire("b", true).await.unwrap(),
+        TryAcquire::Waiting(1)
+    );
+    assert_eq!(
+        sem.try_acquire("c", true).await.unwrap(),
+        TryAcquire::Waiting(2)
+    );
+    assert_eq!(
+        sem.try_acquire("d", false).await.unwrap(),
+        TryAcquire::Refused
+    );
     let st = sem.status().await.unwrap();
-    assert_eq!((st.holders.len(), st.waiters.clone()), (1, vec!["b".to_string(), "c".to_string()]));
+    assert_eq!(
+        (st.holders.len(), st.waiters.clone()),
+        (1, vec!["b".to_string(), "c".to_string()])
+    );
     assert!(sem.release("a", a).await.unwrap());
     // c asks first, but b is ahead in line.
-    assert_eq!(sem.try_acquire("c", true).await.unwrap(), TryAcquire::Waiting(2));
+    assert_eq!(
+        sem.try_acquire("c", true).await.unwrap(),
+        TryAcquire::Waiting(2)
+    );
     let b = sem.try_acquire("b", true).await.unwrap();
     assert!(matches!(b, TryAcquire::Granted(f) if f > a), "{b:?}");
     // A stale fence cannot release or renew someone else's permit.
@@ -133,7 +164,11 @@ async fn a_holder_learns_when_its_lease_is_lost() {
     let p = sem.acquire("x", None).await.unwrap().unwrap();
     // Someone deletes the holders set (an operator, a FLUSHALL): the keeper notices.
     let mut c = q.conn().await.unwrap();
-    let _: () = redis::AsyncCommands::del(&mut c, q.keys().sem("lost", "holders")).await.unwrap();
-    tokio::time::timeout(Duration::from_secs(2), p.lost()).await.expect("lost is signalled");
+    let _: () = redis::AsyncCommands::del(&mut c, q.keys().sem("lost", "holders"))
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(2), p.lost())
+        .await
+        .expect("lost is signalled");
     assert!(p.is_lost());
 }

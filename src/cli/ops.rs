@@ -16,7 +16,7 @@ use crate::{config, scheduler};
 
 #[derive(Debug, Args)]
 pub struct WorkerArgs {
-    /// Job types to run, comma-separated (see `jobs types`).
+    /// Job types to run, comma-separated (see `jobs types`), or `all`.
     #[arg(long, value_delimiter = ',', required = true)]
     pub roles: Vec<String>,
     /// Jobs run at once.
@@ -282,8 +282,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 async fn worker(q: Queue, a: WorkerArgs) -> anyhow::Result<()> {
     let mut registry = jobs::Registry::new();
     workers::register_builtin(&mut registry);
+    let roles = if a.roles.iter().any(|r| r == "all") {
+        registry.types().iter().map(|t| t.to_string()).collect()
+    } else {
+        a.roles
+    };
     let opts = WorkerOptions {
-        roles: a.roles,
+        roles,
         concurrency: a.concurrency,
         batch: a.batch,
         lease: Duration::from_millis(a.lease_ms),

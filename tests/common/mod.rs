@@ -57,7 +57,9 @@ impl RedisServer {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("redis-server must be installed (apt-get install redis-server; .ci/run does it)");
+            .expect(
+                "redis-server must be installed (apt-get install redis-server; .ci/run does it)",
+            );
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
@@ -66,7 +68,11 @@ impl RedisServer {
                     return;
                 }
             }
-            assert!(Instant::now() < deadline, "redis-server did not come up on {}", self.port);
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not come up on {}",
+                self.port
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }

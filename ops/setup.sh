@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Set up and run synth-city on one machine: install redis-server if missing,
+# start it if nothing answers, build, migrate, then run the scheduler in the
+# background and a worker for every job type in the foreground.
+#
+#   REDIS_PORT   port of the local Redis (default 6379)
+#   REDIS_URL    use this Redis instead of starting one
+#   CONCURRENCY  worker concurrency (default 8)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+if ! command -v redis-server >/dev/null 2>&1; then
+  echo "==> installing redis-server (apt-get)"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server redis-tools
+fi
+
+port="${REDIS_PORT:-6379}"
+export REDIS_URL="${REDIS_URL:-redis://127.0.0.1:${port}}"
+if ! redis-cli -u "$REDIS_URL" ping >/dev/null 2>&1; then
+  echo "==> starting redis-server on 127.0.0.1:${port} (data in ./data/redis, AOF on)"
+  mkdir -p data/redis
+  redis-server --port "$port" --bind 127.0.0.1 --dir "$PWD/data/redis" \
+    --appendonly yes --appendfsync everysec --daemonize yes \
+    --logfile "$PWD/data/redis/redis.log"
+  for _ in $(seq 50); do redis-cli -u "$REDIS_URL" ping >/dev/null 2>&1 && break; sleep 0.1; done
+fi
+
+echo "==> building (release)"
+cargo build --release --quiet
+bin=target/release/synth-city
+
+echo "==> migrating the Redis key layout"
+"$bin" migrate
+
+echo "==> starting the cron scheduler (background) and a worker for every job type"
+"$bin" scheduler &
+sched=$!
+trap 'kill "$sched" 2>/dev/null || true' EXIT
+"$bin" jobs enqueue --type noop >/dev/null
+exec "$bin" worker --roles all --concurrency "${CONCURRENCY:-8}" --metrics-addr 127.0.0.1:9464

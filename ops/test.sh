@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The test command: installs what the tests need (redis-server), then checks
+# formatting, lints, and runs every test. Tests start their own redis-server
+# processes on free ports; nothing here touches a running Redis.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+if ! command -v redis-server >/dev/null 2>&1; then
+  echo "==> installing redis-server (apt-get)"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server redis-tools
+fi
+# Debian's package may start a system Redis on 6379; the tests never use it.
+
+echo "==> cargo fmt --check"
+cargo fmt --all -- --check
+echo "==> cargo clippy"
+cargo clippy --all-targets --quiet -- -D warnings
+echo "==> cargo test"
+cargo test --workspace
