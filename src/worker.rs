@@ -142,6 +142,11 @@ struct Inner {
     processed: std::sync::atomic::AtomicU64,
     /// Wakes the local promoter when this worker schedules a retry.
     promote_now: tokio::sync::Notify,
+    /// Fires when the worker is asked to stop fetching.
+    shutdown: CancellationToken,
+    /// Fires when the finisher must stop; unrecorded outcomes are left to the
+    /// reclaimer rather than holding the process hostage while Redis is away.
+    closing: CancellationToken,
 }
 
 /// A worker process's runtime.
@@ -234,13 +239,14 @@ impl Worker {
             observer: self.observer,
             processed: Default::default(),
             promote_now: tokio::sync::Notify::new(),
+            shutdown: shutdown.clone(),
+            closing: CancellationToken::new(),
         });
         tracing::info!(worker = %inner.id, roles = ?inner.opts.roles,
             concurrency = inner.opts.concurrency, "worker started");
 
         let bg = CancellationToken::new();
-        let fin_stop = CancellationToken::new();
-        let finisher = tokio::spawn(finisher(inner.clone(), done_rx, fin_stop.clone()));
+        let finisher = tokio::spawn(finisher(inner.clone(), done_rx, inner.closing.clone()));
         let tasks = vec![
             tokio::spawn(lease_keeper(inner.clone(), bg.clone())),
             tokio::spawn(reclaimer(inner.clone(), shutdown.clone())),
@@ -274,7 +280,7 @@ impl Worker {
         for t in tasks {
             let _ = t.await;
         }
-        fin_stop.cancel();
+        inner.closing.cancel();
         let _ = finisher.await;
         deregister(&inner.queue, &inner.id).await;
         tracing::info!(worker = %inner.id, "worker stopped");
@@ -398,7 +404,7 @@ async fn start_entries(
             .await;
             match res {
                 Ok(v) => break v,
-                Err(e) if e.is_transient() => {
+                Err(e) if e.is_transient() && !inner.shutdown.is_cancelled() => {
                     tracing::warn!(%e, "start: redis unavailable, retrying");
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
@@ -664,7 +670,7 @@ async fn finisher(
 
 /// Retries `call` while Redis is unreachable; gives up (leaving the entry to
 /// the reclaimer) on any other error.
-async fn persist<T, F, Fut>(what: &str, mut call: F) -> Option<T>
+async fn persist<T, F, Fut>(closing: &CancellationToken, what: &str, mut call: F) -> Option<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, QueueError>>,
@@ -673,7 +679,7 @@ where
     loop {
         match call().await {
             Ok(v) => return Some(v),
-            Err(e) if e.is_transient() => {
+            Err(e) if e.is_transient() && !closing.is_cancelled() => {
                 let wait = backoff.next_delay();
                 tracing::warn!(%e, ?wait, "{what}: redis unavailable, retrying");
                 tokio::time::sleep(wait).await;
@@ -688,7 +694,7 @@ where
 
 async fn record_finishes(inner: &Inner, done: Vec<Done>) {
     let ttl = inner.queue.config().result_ttl.as_millis() as u64;
-    let res: Option<Vec<u64>> = persist("finish", || {
+    let res: Option<Vec<u64>> = persist(&inner.closing, "finish", || {
         let mut inv = inner.queue.scripts().finish.prepare_invoke();
         inv.arg(inner.queue.prefix()).arg(ttl).arg(&inner.id);
         for d in &done {
@@ -740,7 +746,7 @@ async fn record_fail(inner: &Inner, d: Done) {
     next.attempt += 1;
     let next = next.to_json();
     let delay: i64 = retry_in.map(|r| r.as_millis() as i64).unwrap_or(-1);
-    let res: Option<i64> = persist("fail", || {
+    let res: Option<i64> = persist(&inner.closing, "fail", || {
         let mut inv = inner.queue.scripts().fail.prepare_invoke();
         inv.arg(inner.queue.prefix())
             .arg(ttl)
@@ -780,7 +786,7 @@ async fn record_handbacks(inner: &Inner, done: Vec<Done>) {
         by_type.entry(&d.d.job_type).or_default().push(d);
     }
     for (t, ds) in by_type {
-        let _: Option<i64> = persist("hand back", || {
+        let _: Option<i64> = persist(&inner.closing, "hand back", || {
             let mut inv = inner.queue.scripts().handback.prepare_invoke();
             inv.arg(inner.queue.prefix()).arg(&inner.id).arg(t);
             for d in &ds {

@@ -55,7 +55,6 @@ pub fn register_builtin(registry: &mut Registry) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use jobs::Handler as _;
 
     #[tokio::test]
     async fn sleep_sleeps_and_fails_on_demand() {
