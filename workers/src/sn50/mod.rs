@@ -1,1 +1,26 @@
 //! Subnet 50 (Synth): everything that defines "good" exactly as the validator does.
+//!
+//! - [`constants`]: assets, coefficients, prompt types, sigmas, feed ids (TOML overridable).
+//! - [`crps`]: the validator's `calculate_crps_for_miner`, bit for bit.
+//! - [`vectors`]: the `sn50-crps-vectors/1` file format and the `score crps` command.
+//! - [`pyfloat`]: Python float `repr`/`round` semantics the format rules depend on.
+//! - [`response`]: the miner response serializer and the validator's format checks.
+//! - [`rewards`]: prompt scores, the rolling leaderboard, softmax and weights.
+//! - [`data`]: CSV bars, gaps, the realised-price grid, `data info`.
+//! - [`forecast`]: the [`forecast::Forecaster`] trait and the reference GBM.
+//! - [`backtest`]: windows from local data scored with the validator's CRPS.
+//!
+//! The arithmetic follows synth-subnet `ec8a625` (see `docs/sn50.md`).
+
+pub mod backtest;
+pub mod constants;
+pub mod crps;
+pub mod data;
+pub mod forecast;
+pub mod pyfloat;
+pub mod response;
+pub mod rewards;
+pub mod vectors;
+
+#[cfg(test)]
+mod vector_tests;

@@ -1,0 +1,484 @@
+//! Market data: a loader for the OHLCV CSV bars in `shared/data` (header
+//! `timestamp,open,high,low,close,volume`, `timestamp` = bar open in unix seconds), gap detection
+//! (a missing bar is a gap, never interpolated), the realised-price grid the validator builds, and
+//! the summary behind `synth-city data info`.
+//!
+//! The validator's grid (`price_data_provider.py`): `real[k]` is the close of the **1-minute**
+//! candle whose open time equals `start + k*time_increment`, else NaN. From a 5-minute file the
+//! same rule is applied to 5-minute candles: `real[k]` is the close of the 5-minute bar opening
+//! at the grid time, i.e. the price at `t + 300 s` instead of `t + 60 s`. Only 300-second grids
+//! (the low prompt) can be built from 5-minute files.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+/// Errors loading bars or building a grid.
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: the header must be timestamp,open,high,low,close,volume, found {found:?}")]
+    Header { path: String, found: String },
+    #[error("{path} line {line}: {message}")]
+    Line {
+        path: String,
+        line: usize,
+        message: String,
+    },
+    #[error("{path}: no bars")]
+    Empty { path: String },
+    #[error("cannot tell the bar length of {path}: name it ASSET_1m.csv or ASSET_5m.csv")]
+    BarLength { path: String },
+    #[error("a {increment} s grid cannot be built from {bar} s bars (the increment must be a multiple of the bar length)")]
+    GridResolution { increment: i64, bar: i64 },
+    #[error("no data file for {asset} in {dir} (looked for {candidates})")]
+    NoFile {
+        asset: String,
+        dir: String,
+        candidates: String,
+    },
+}
+
+/// One file of bars, columns in parallel vectors, sorted by open time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Bars {
+    /// Bar length in seconds (60 or 300 for the shared files).
+    pub bar_seconds: i64,
+    pub timestamps: Vec<i64>,
+    pub open: Vec<f64>,
+    pub high: Vec<f64>,
+    pub low: Vec<f64>,
+    pub close: Vec<f64>,
+    pub volume: Vec<f64>,
+}
+
+/// A run of missing bars: `from` is the first missing open time, `bars` how many are missing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Gap {
+    pub from: i64,
+    pub bars: i64,
+}
+
+impl Bars {
+    /// Parse CSV text. `bar_seconds` is the bar length; rows must be sorted, unique and on the
+    /// bar grid, with positive prices.
+    pub fn parse_csv(text: &str, bar_seconds: i64, origin: &str) -> Result<Bars, DataError> {
+        let mut lines = text.lines().enumerate();
+        let header = lines.next().map(|(_, l)| l.trim()).unwrap_or("");
+        if header != "timestamp,open,high,low,close,volume" {
+            return Err(DataError::Header {
+                path: origin.into(),
+                found: header.into(),
+            });
+        }
+        let mut b = Bars {
+            bar_seconds,
+            timestamps: Vec::new(),
+            open: Vec::new(),
+            high: Vec::new(),
+            low: Vec::new(),
+            close: Vec::new(),
+            volume: Vec::new(),
+        };
+        for (i, line) in lines {
+            let line = line.trim();
+            if line.is_empty() {
+                continue;
+            }
+            let err = |message: String| DataError::Line {
+                path: origin.into(),
+                line: i + 1,
+                message,
+            };
+            let mut f = line.split(',');
+            let ts_s = f.next().unwrap_or("");
+            let ts: i64 = ts_s
+                .parse()
+                .or_else(|_| ts_s.parse::<f64>().map(|x| x as i64))
+                .map_err(|_| err(format!("timestamp {ts_s:?} is not a number")))?;
+            let mut vals = [0.0f64; 5];
+            for (k, name) in ["open", "high", "low", "close", "volume"]
+                .iter()
+                .enumerate()
+            {
+                let s = f.next().ok_or_else(|| err(format!("missing {name}")))?;
+                vals[k] = s
+                    .trim()
+                    .parse()
+                    .map_err(|_| err(format!("{name} {s:?} is not a number")))?;
+            }
+            if f.next().is_some() {
+                return Err(err("more than 6 columns".into()));
+            }
+            if ts % bar_seconds != 0 {
+                return Err(err(format!(
+                    "timestamp {ts} is not a multiple of the bar length {bar_seconds}"
+                )));
+            }
+            if let Some(&prev) = b.timestamps.last() {
+                if ts <= prev {
+                    return Err(err(format!(
+                        "timestamp {ts} is not after the previous {prev}"
+                    )));
+                }
+            }
+            if !vals[..4].iter().all(|v| v.is_finite() && *v > 0.0) {
+                return Err(err("prices must be positive and finite".into()));
+            }
+            b.timestamps.push(ts);
+            b.open.push(vals[0]);
+            b.high.push(vals[1]);
+            b.low.push(vals[2]);
+            b.close.push(vals[3]);
+            b.volume.push(vals[4]);
+        }
+        if b.timestamps.is_empty() {
+            return Err(DataError::Empty {
+                path: origin.into(),
+            });
+        }
+        Ok(b)
+    }
+
+    /// Load a file; the bar length comes from its name (`_1m.csv` / `_5m.csv`).
+    pub fn load(path: &Path) -> Result<Bars, DataError> {
+        let p = path.display().to_string();
+        let bar = bar_seconds_from_name(path).ok_or(DataError::BarLength { path: p.clone() })?;
+        let text = std::fs::read_to_string(path).map_err(|source| DataError::Read {
+            path: p.clone(),
+            source,
+        })?;
+        Bars::parse_csv(&text, bar, &p)
+    }
+
+    pub fn len(&self) -> usize {
+        self.timestamps.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.timestamps.is_empty()
+    }
+
+    /// Every run of missing bars between the first and the last.
+    pub fn gaps(&self) -> Vec<Gap> {
+        self.timestamps
+            .windows(2)
+            .filter(|w| w[1] - w[0] > self.bar_seconds)
+            .map(|w| Gap {
+                from: w[0] + self.bar_seconds,
+                bars: (w[1] - w[0]) / self.bar_seconds - 1,
+            })
+            .collect()
+    }
+
+    /// Index of the bar opening exactly at `t`.
+    pub fn index_of(&self, t: i64) -> Option<usize> {
+        self.timestamps.binary_search(&t).ok()
+    }
+
+    /// The close of the bar opening at `t`, if there is one.
+    pub fn close_at(&self, t: i64) -> Option<f64> {
+        self.index_of(t).map(|i| self.close[i])
+    }
+
+    /// The realised price grid for a prompt starting at `start`: `real[k]` = close of the bar
+    /// opening at `start + k*increment`, NaN where there is none.
+    pub fn price_grid(
+        &self,
+        start: i64,
+        time_length: i64,
+        increment: i64,
+    ) -> Result<Vec<f64>, DataError> {
+        if increment <= 0 || increment % self.bar_seconds != 0 {
+            return Err(DataError::GridResolution {
+                increment,
+                bar: self.bar_seconds,
+            });
+        }
+        let n = time_length / increment;
+        Ok((0..=n)
+            .map(|k| self.close_at(start + k * increment).unwrap_or(f64::NAN))
+            .collect())
+    }
+
+    /// Whether the validator would score a request on this grid: the settlement guard (a candle
+    /// after `start + time_length` exists) and a non-NaN last price.
+    pub fn scoreable(&self, start: i64, time_length: i64, grid: &[f64]) -> bool {
+        let end = start + time_length;
+        let after = self.timestamps.last().is_some_and(|&t| t > end);
+        after && grid.last().is_some_and(|p| !p.is_nan())
+    }
+}
+
+/// `60` for `*_1m.csv`, `300` for `*_5m.csv`.
+pub fn bar_seconds_from_name(path: &Path) -> Option<i64> {
+    let name = path.file_name()?.to_str()?;
+    if name.ends_with("_1m.csv") {
+        Some(60)
+    } else if name.ends_with("_5m.csv") {
+        Some(300)
+    } else {
+        None
+    }
+}
+
+/// The data file for an SN50 asset in `dir`: `{stem}_1m.csv` or `{stem}_5m.csv`, where the
+/// stem is the shared data's name (`SPY` for SPYX, ...) or the asset name itself.
+pub fn asset_file(dir: &Path, asset: &str, bar_seconds: i64) -> Result<PathBuf, DataError> {
+    let suffix = if bar_seconds == 60 { "1m" } else { "5m" };
+    let mut stems = vec![asset.to_string()];
+    if let Some(info) = super::constants::asset_info(asset) {
+        if let Some(s) = info.data_stem {
+            stems.insert(0, s.to_string());
+        }
+    }
+    let candidates: Vec<PathBuf> = stems
+        .iter()
+        .map(|s| dir.join(format!("{s}_{suffix}.csv")))
+        .collect();
+    candidates
+        .iter()
+        .find(|p| p.is_file())
+        .cloned()
+        .ok_or_else(|| DataError::NoFile {
+            asset: asset.into(),
+            dir: dir.display().to_string(),
+            candidates: candidates
+                .iter()
+                .map(|p| {
+                    p.file_name()
+                        .unwrap_or_default()
+                        .to_string_lossy()
+                        .into_owned()
+                })
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
+}
+
+/// The SN50 asset a data file stem stands for (`SPY` -> `SPYX`), or the stem itself.
+pub fn asset_for_stem(stem: &str) -> String {
+    super::constants::ASSETS
+        .iter()
+        .find(|a| a.data_stem == Some(stem))
+        .map(|a| a.symbol.to_string())
+        .unwrap_or_else(|| stem.to_string())
+}
+
+/// One line of `data info`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FileInfo {
+    pub file: String,
+    pub asset: String,
+    pub bar_seconds: i64,
+    pub bars: usize,
+    pub first: i64,
+    pub last: i64,
+    pub first_utc: String,
+    pub last_utc: String,
+    pub gaps: usize,
+    pub missing_bars: i64,
+    pub largest_gap_bars: i64,
+}
+
+fn utc(t: i64) -> String {
+    chrono::DateTime::from_timestamp(t, 0)
+        .map(|d| d.format("%Y-%m-%d %H:%M").to_string())
+        .unwrap_or_else(|| t.to_string())
+}
+
+/// Summarise every `*_1m.csv` / `*_5m.csv` file in `dir`, sorted by file name.
+pub fn data_info(dir: &Path) -> Result<Vec<FileInfo>, DataError> {
+    let rd = std::fs::read_dir(dir).map_err(|source| DataError::Read {
+        path: dir.display().to_string(),
+        source,
+    })?;
+    let mut files: Vec<PathBuf> = rd
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| bar_seconds_from_name(p).is_some())
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .map(|p| {
+            let b = Bars::load(p)?;
+            let gaps = b.gaps();
+            let name = p
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
+            let stem = name.rsplit_once('_').map(|(s, _)| s).unwrap_or(&name);
+            Ok(FileInfo {
+                asset: asset_for_stem(stem),
+                file: name.clone(),
+                bar_seconds: b.bar_seconds,
+                bars: b.len(),
+                first: b.timestamps[0],
+                last: *b.timestamps.last().unwrap_or(&0),
+                first_utc: utc(b.timestamps[0]),
+                last_utc: utc(*b.timestamps.last().unwrap_or(&0)),
+                gaps: gaps.len(),
+                missing_bars: gaps.iter().map(|g| g.bars).sum(),
+                largest_gap_bars: gaps.iter().map(|g| g.bars).max().unwrap_or(0),
+            })
+        })
+        .collect()
+}
+
+/// A plain-text table of [`data_info`].
+pub fn data_info_text(infos: &[FileInfo]) -> String {
+    let mut out = format!(
+        "{:<14} {:<7} {:>4} {:>8}  {:<16}  {:<16} {:>6} {:>9} {:>11}\n",
+        "file",
+        "asset",
+        "bar",
+        "bars",
+        "first (UTC)",
+        "last (UTC)",
+        "gaps",
+        "missing",
+        "largest gap"
+    );
+    for i in infos {
+        out.push_str(&format!(
+            "{:<14} {:<7} {:>3}s {:>8}  {:<16}  {:<16} {:>6} {:>9} {:>11}\n",
+            i.file,
+            i.asset,
+            i.bar_seconds,
+            i.bars,
+            i.first_utc,
+            i.last_utc,
+            i.gaps,
+            i.missing_bars,
+            i.largest_gap_bars
+        ));
+    }
+    out
+}
+
+/// Cache of loaded files, keyed by path.
+#[derive(Debug, Default)]
+pub struct BarCache {
+    loaded: HashMap<PathBuf, Bars>,
+}
+
+impl BarCache {
+    /// The bars of `asset` at `bar_seconds` resolution in `dir`.
+    pub fn get(&mut self, dir: &Path, asset: &str, bar_seconds: i64) -> Result<&Bars, DataError> {
+        let path = asset_file(dir, asset, bar_seconds)?;
+        if !self.loaded.contains_key(&path) {
+            let b = Bars::load(&path)?;
+            self.loaded.insert(path.clone(), b);
+        }
+        Ok(&self.loaded[&path])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CSV: &str = "timestamp,open,high,low,close,volume\n\
+        600,1,1,1,10,5\n660,1,1,1,11,5\n720,1,1,1,12,5\n900,1,1,1,15,5\n960,1,1,1,16,5\n";
+
+    #[test]
+    fn parse_and_gaps() {
+        let b = Bars::parse_csv(CSV, 60, "t").unwrap();
+        assert_eq!(b.len(), 5);
+        assert_eq!(b.gaps(), vec![Gap { from: 780, bars: 2 }]);
+        assert_eq!(b.close_at(900), Some(15.0));
+        assert_eq!(b.close_at(780), None);
+    }
+
+    #[test]
+    fn grid_uses_the_candle_opening_at_each_time() {
+        let b = Bars::parse_csv(CSV, 60, "t").unwrap();
+        let g = b.price_grid(600, 360, 60).unwrap();
+        assert_eq!(g.len(), 7);
+        assert_eq!(g[0], 10.0);
+        assert!(g[3].is_nan() && g[4].is_nan()); // the gap stays a gap
+        assert_eq!(g[5], 15.0);
+        assert_eq!(g[6], 16.0);
+        assert!(!b.scoreable(600, 360, &g)); // no candle after 960: not settled yet
+        let g = b.price_grid(600, 300, 60).unwrap();
+        assert!(b.scoreable(600, 300, &g)); // the 960 candle settles it
+        let g = b.price_grid(600, 120, 60).unwrap();
+        assert!(b.scoreable(600, 120, &g));
+        let g = b.price_grid(600, 180, 60).unwrap();
+        assert!(!b.scoreable(600, 180, &g)); // the last price is missing
+        let g = b.price_grid(600, 300, 300).unwrap();
+        assert_eq!(g, vec![10.0, 15.0]);
+        let b5 = Bars::parse_csv(
+            "timestamp,open,high,low,close,volume\n300,1,1,1,1,1\n",
+            300,
+            "t",
+        )
+        .unwrap();
+        assert!(matches!(
+            b5.price_grid(300, 3600, 60),
+            Err(DataError::GridResolution { .. })
+        ));
+    }
+
+    #[test]
+    fn bad_rows_are_named() {
+        let e = Bars::parse_csv("time,o\n", 60, "f.csv").unwrap_err();
+        assert!(e.to_string().contains("f.csv"), "{e}");
+        let e = Bars::parse_csv(
+            "timestamp,open,high,low,close,volume\n60,1,1,1,1,1\n60,1,1,1,1,1\n",
+            60,
+            "f.csv",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("line 3"), "{e}");
+        let e = Bars::parse_csv(
+            "timestamp,open,high,low,close,volume\n61,1,1,1,1,1\n",
+            60,
+            "f.csv",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("multiple"), "{e}");
+        let e = Bars::parse_csv(
+            "timestamp,open,high,low,close,volume\n60,1,1,1,0,1\n",
+            60,
+            "f.csv",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("positive"), "{e}");
+        let e = Bars::parse_csv(
+            "timestamp,open,high,low,close,volume\n60,1,1,x,1,1\n",
+            60,
+            "f.csv",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("low"), "{e}");
+    }
+
+    #[test]
+    fn shared_data_loads() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data");
+        if !dir.is_dir() {
+            return; // the shared data is not part of every checkout
+        }
+        let infos = data_info(&dir).unwrap();
+        assert_eq!(infos.len(), 18);
+        let btc = infos.iter().find(|i| i.file == "BTC_1m.csv").unwrap();
+        assert_eq!(btc.bars, 220_000);
+        assert_eq!(btc.first, 1672531200);
+        assert!(btc.gaps > 0, "the crypto files are joined windows");
+        let spy = infos.iter().find(|i| i.file == "SPY_5m.csv").unwrap();
+        assert_eq!(spy.asset, "SPYX");
+        assert!(data_info_text(&infos).contains("GOOGLX"));
+        assert_eq!(
+            asset_file(&dir, "NVDAX", 300).unwrap().file_name().unwrap(),
+            "NVDA_5m.csv"
+        );
+        assert!(asset_file(&dir, "HYPE", 60).is_err());
+    }
+}

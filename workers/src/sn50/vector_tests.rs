@@ -1,0 +1,59 @@
+//! Tests: every case of shared/spec/crps-vectors.json (made by the validator's own code) must come
+//! out bit-identical from the Rust port.
+
+use std::path::Path;
+
+use super::vectors::{load_vectors, score_vectors_json};
+
+fn vectors_path() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/spec/crps-vectors.json")
+}
+
+#[test]
+fn all_crps_vectors_are_bit_identical() {
+    let file = load_vectors(&vectors_path()).expect("crps-vectors.json");
+    assert_eq!(
+        file.cases.len(),
+        42,
+        "the vectors file should hold 42 cases"
+    );
+    let mut failures = Vec::new();
+    let mut invalid = 0;
+    let mut full_size = 0;
+    for (i, case) in file.cases.iter().enumerate() {
+        let expected = case.expected.expect("every case has an expected value");
+        let got = case.score().unwrap_or_else(|e| panic!("case {i}: {e}"));
+        if expected == -1.0 {
+            invalid += 1;
+        }
+        if case.paths.len() == 1000 {
+            full_size += 1;
+        }
+        if got.to_bits() != expected.to_bits() {
+            failures.push(format!("case {i}: got {got:?}, expected {expected:?}"));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} mismatches:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    assert_eq!(invalid, 2, "two cases hold a zero price");
+    assert_eq!(full_size, 2, "two full-size cases");
+}
+
+#[test]
+fn json_results_follow_case_order() {
+    let file = load_vectors(&vectors_path()).expect("crps-vectors.json");
+    let out = score_vectors_json(&file);
+    let results = out["results"].as_array().unwrap();
+    assert_eq!(results.len(), file.cases.len());
+    for (i, (r, case)) in results.iter().zip(&file.cases).enumerate() {
+        assert_eq!(r["index"].as_u64(), Some(i as u64));
+        // Round-trip through the printed text must give the same bits.
+        let text = serde_json::to_string(&r["crps"]).unwrap();
+        let back: f64 = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.to_bits(), case.expected.unwrap().to_bits(), "case {i}");
+    }
+}
