@@ -4,6 +4,7 @@
 //! library, and prints either a table for people or one JSON object (`--json`)
 //! for programs. Long-running commands stop cleanly on SIGINT/SIGTERM.
 
+pub mod model;
 mod ops;
 pub mod sn50;
 
@@ -68,4 +69,6 @@ pub enum Command {
     CheckShapes(sn50::CheckShapesArgs),
     /// Market data: inspect and download.
     Data(sn50::DataArgs),
+    #[command(flatten)]
+    Model(model::ModelCommand),
 }

@@ -183,6 +183,10 @@ pub enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// SN50 CRPS scoring speed, against the validator's Python path.
+    Crps(super::sn50::BenchCrpsArgs),
+    /// Model training and simulation speed.
+    Train(super::model::BenchTrainArgs),
 }
 
 fn parse_json(what: &str, s: &str) -> anyhow::Result<serde_json::Value> {
@@ -224,6 +228,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Score(a) => return super::sn50::score(a).await,
         Command::CheckShapes(a) => return super::sn50::check_shapes(a).await,
         Command::Data(a) => return super::sn50::data(a).await,
+        Command::Model(c) => return super::model::run(c).await,
+        Command::Bench {
+            command: BenchCommand::Crps(a),
+        } => return super::sn50::bench_crps(a).await,
+        Command::Bench {
+            command: BenchCommand::Train(a),
+        } => return super::model::bench_train(a).await,
         _ => {}
     }
     let q = queue(&cli)?;
@@ -275,7 +286,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Bench { command } => bench(q, command).await,
-        Command::Score(_) | Command::CheckShapes(_) | Command::Data(_) => unreachable!(),
+        Command::Score(_) | Command::CheckShapes(_) | Command::Data(_) | Command::Model(_) => {
+            unreachable!("dispatched above")
+        }
     }
 }
 
@@ -600,6 +613,7 @@ async fn bench(q: Queue, c: BenchCommand) -> anyhow::Result<()> {
                 );
             }
         }
+        BenchCommand::Crps(_) | BenchCommand::Train(_) => unreachable!("dispatched in run"),
     }
     Ok(())
 }

@@ -272,3 +272,15 @@ pub async fn data(args: DataArgs) -> anyhow::Result<()> {
         }
     }
 }
+
+/// `synth-city bench crps ...`
+#[derive(Debug, clap::Args)]
+pub struct BenchCrpsArgs {
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs the CRPS benchmark.
+pub async fn bench_crps(_args: BenchCrpsArgs) -> anyhow::Result<()> {
+    anyhow::bail!("bench crps: under construction")
+}
