@@ -12,7 +12,7 @@
 //! | `idem:<type>:<key>` | string | idempotency key -> job id |
 //! | `dlq` | stream | dead letters with their reason |
 //! | `events` | stream (capped) | job and permit events for live views |
-//! | `stats:<type>` | hash | counters: enqueued, completed, failed, retried, dead, ... |
+//! | `stats:<type>` | hash | counters: enqueued, completed, failed, retried, dead, ...; `delayed_now` (a gauge) |
 //! | `workers`, `worker:<id>` | zset, hash | heartbeats and what each worker runs |
 //! | `sem:<name>:*` | zset/hash/string | semaphore holders, line, fences, limit |
 //! | `cron:defs`, `cron:next`, `cron:last` | hash, zset, hash | schedules |

@@ -424,20 +424,6 @@ impl Queue {
                 let (s, us): (u64, u64) = redis::cmd("TIME").query_async(&mut c).await?;
                 s * 1000 + us / 1000
             };
-            // Delayed counts per type need the job records; the delayed set is
-            // small (retries and scheduled jobs), so read its members once.
-            let delayed_ids: Vec<String> = c.zrange(self.keys.delayed(), 0, -1).await?;
-            let mut delayed_by_type: BTreeMap<String, u64> = BTreeMap::new();
-            if !delayed_ids.is_empty() {
-                let mut p = redis::pipe();
-                for id in &delayed_ids {
-                    p.hget(self.keys.job(id), "type");
-                }
-                let ts: Vec<Option<String>> = p.query_async(&mut c).await?;
-                for t in ts.into_iter().flatten() {
-                    *delayed_by_type.entry(t).or_default() += 1;
-                }
-            }
             let mut out = Vec::new();
             for t in types {
                 let stream = self.keys.stream(t);
@@ -470,7 +456,8 @@ impl Queue {
                     job_type: t.to_string(),
                     waiting: len.saturating_sub(pending),
                     in_flight: pending,
-                    delayed: delayed_by_type.get(*t).copied().unwrap_or(0),
+                    // Maintained by the scripts that add to / remove from `delayed`.
+                    delayed: g("delayed_now"),
                     enqueued: g("enqueued"),
                     completed: g("completed"),
                     failed: g("failed"),

@@ -187,6 +187,35 @@ fn operator_workflow() {
         .as_str()
         .unwrap()
         .to_string();
+    let at = json(&ok(
+        &redis,
+        &[
+            "jobs",
+            "enqueue",
+            "--type",
+            "noop",
+            "--at",
+            "2099-01-01T00:00:00Z",
+            "--json",
+        ],
+    ))[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let stats = json(&ok(&redis, &["jobs", "stats", "--json"]));
+    let noop = stats
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["type"] == "noop")
+        .unwrap();
+    assert_eq!(noop["delayed"], 2);
+    assert!(fails(
+        &redis,
+        &["jobs", "enqueue", "--type", "noop", "--at", "soon"]
+    )
+    .contains("--at"));
+    assert!(ok(&redis, &["jobs", "cancel", &at]).contains("cancelled"));
     assert!(ok(&redis, &["jobs", "cancel", &waiting]).contains("cancelled"));
     assert!(fails(&redis, &["jobs", "status", "missing-id"]).contains("no job"));
     assert!(ok(&redis, &["jobs", "dlq", "list"]).contains("no dead letters"));

@@ -199,7 +199,7 @@ async fn failures_retry_with_backoff_then_dead_letter() {
     assert!(dlq[0].error.contains("injected failure"));
     let stats = q.stats().await.unwrap();
     let st = stats.iter().find(|s| s.job_type == "sleep").unwrap();
-    assert_eq!((st.failed, st.retried, st.dead), (3, 2, 1));
+    assert_eq!((st.failed, st.retried, st.dead, st.delayed), (3, 2, 1, 0));
     w.stop().await;
     let (n, skipped) = q.dlq_retry(&[]).await.unwrap();
     assert_eq!((n, skipped.len()), (1, 0));
@@ -236,6 +236,17 @@ async fn delayed_jobs_wait_their_turn() {
     let s = q.status(&id).await.unwrap().unwrap();
     let waited = s.started_at_ms.unwrap() - s.enqueued_at_ms.unwrap();
     assert!(waited >= 700, "started after {waited} ms, before its delay");
+    let noop = q
+        .stats()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|s| s.job_type == "noop")
+        .unwrap();
+    assert_eq!(
+        noop.delayed, 0,
+        "promotion takes it out of the delayed count"
+    );
     w.stop().await;
 }
 

@@ -65,6 +65,9 @@ pub enum JobsCommand {
         /// Run no sooner than this many seconds from now.
         #[arg(long)]
         delay: Option<f64>,
+        /// Run at or after this time: RFC 3339 (`2026-11-25T12:00:00Z`) or Unix seconds.
+        #[arg(long, conflicts_with = "delay")]
+        at: Option<String>,
         #[arg(long)]
         max_attempts: Option<u32>,
         #[arg(long)]
@@ -191,6 +194,19 @@ pub enum BenchCommand {
 
 fn parse_json(what: &str, s: &str) -> anyhow::Result<serde_json::Value> {
     serde_json::from_str(s).with_context(|| format!("{what} is not valid JSON: {s}"))
+}
+
+/// Parses RFC 3339 or Unix seconds into Unix ms.
+fn parse_time_ms(s: &str) -> Result<u64, String> {
+    if let Ok(secs) = s.parse::<f64>() {
+        if secs.is_finite() && secs >= 0.0 {
+            return Ok((secs * 1000.0) as u64);
+        }
+        return Err(format!("{s:?} is not a time after 1970"));
+    }
+    chrono::DateTime::parse_from_rfc3339(s)
+        .map(|d| d.timestamp_millis().max(0) as u64)
+        .map_err(|e| format!("{s:?} is neither Unix seconds nor RFC 3339 ({e})"))
 }
 
 /// Resolves on SIGINT or SIGTERM.
@@ -332,12 +348,18 @@ async fn jobs(q: Queue, c: JobsCommand) -> anyhow::Result<()> {
             count,
             idempotency_key,
             delay,
+            at,
             max_attempts,
             timeout_ms,
             run_id,
             bot_id,
             json,
         } => {
+            let run_at_ms = match at.as_deref().map(parse_time_ms) {
+                Some(Err(e)) => bail!("--at: {e}"),
+                Some(Ok(ms)) => ms,
+                None => 0,
+            };
             let payload = parse_json("--payload", &payload)?;
             if count == 0 {
                 bail!("--count must be at least 1");
@@ -358,6 +380,7 @@ async fn jobs(q: Queue, c: JobsCommand) -> anyhow::Result<()> {
                     payload: payload.clone(),
                     idempotency_key: idempotency_key.clone(),
                     delay_ms,
+                    run_at_ms,
                     max_attempts,
                     timeout_ms,
                     run_id: run_id.clone(),

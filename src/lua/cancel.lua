@@ -12,7 +12,9 @@ if state == 'waiting' or state == 'delayed' then
   if state == 'waiting' and f[3] then
     redis.call('XDEL', key('q', jtype), f[3])
   end
-  redis.call('ZREM', key('delayed'), id)
+  if redis.call('ZREM', key('delayed'), id) == 1 then
+    redis.call('HINCRBY', key('stats', jtype), 'delayed_now', -1)
+  end
   redis.call('HSET', jk, 'state', 'cancelled', 'cancel', 1, 'finished_at', now)
   redis.call('HDEL', jk, 'env')
   redis.call('PEXPIRE', jk, ttl)

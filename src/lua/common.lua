@@ -53,6 +53,7 @@ local function enqueue_one(now, jtype, id, env, idem, ready_at, ttl_ms)
     redis.call('HSET', jk, 'id', id, 'type', jtype, 'state', 'delayed', 'env', env,
                'enqueued_at', now, 'run_at', ready_at, 'attempt', 0)
     redis.call('ZADD', key('delayed'), ready_at, id)
+    redis.call('HINCRBY', key('stats', jtype), 'delayed_now', 1)
     emit(now, 'delayed', jtype, id)
   else
     local sid = redis.call('XADD', key('q', jtype), '*', 'job', env, 'at', now)

@@ -16,6 +16,7 @@ if delay >= 0 then
   redis.call('HSET', jk, 'state', 'delayed', 'env', env, 'error', err, 'run_at', at)
   redis.call('HDEL', jk, 'stream_id')
   redis.call('ZADD', key('delayed'), at, id)
+  redis.call('HINCRBY', key('stats', jtype), 'delayed_now', 1)
   redis.call('HINCRBY', key('stats', jtype), 'retried', 1)
   emit(now, 'retrying', jtype, id, {'error', err, 'attempt', attempt, 'run_at', at})
 else

@@ -10,6 +10,9 @@ for _, id in ipairs(ids) do
   if redis.call('ZREM', dk, id) == 1 then
     local jk = key('job', id)
     local f = redis.call('HMGET', jk, 'type', 'env', 'state')
+    if f[1] then
+      redis.call('HINCRBY', key('stats', f[1]), 'delayed_now', -1)
+    end
     if f[1] and f[2] and f[3] == 'delayed' then
       local sid = redis.call('XADD', key('q', f[1]), '*', 'job', f[2], 'at', now)
       redis.call('HSET', jk, 'state', 'waiting', 'stream_id', sid)
