@@ -23,6 +23,8 @@ pub struct QueueBench {
     pub concurrency: usize,
     pub batch: usize,
     pub enqueue_batch: usize,
+    /// Offered load in jobs/s; 0 = enqueue as fast as possible (a burn-down).
+    pub rate: u64,
 }
 
 /// What one run measured.
@@ -31,6 +33,8 @@ pub struct QueueBenchReport {
     pub jobs: usize,
     pub workers: usize,
     pub concurrency: usize,
+    /// Offered load in jobs/s (0 = as fast as possible).
+    pub rate: u64,
     pub seconds: f64,
     pub jobs_per_sec: f64,
     pub enqueue_seconds: f64,
@@ -69,11 +73,18 @@ pub async fn run(b: &QueueBench) -> anyhow::Result<QueueBenchReport> {
     let t0 = Instant::now();
     let producer = tokio::spawn({
         let queue = queue.clone();
-        let (n, chunk) = (b.jobs, b.enqueue_batch.max(1));
+        let (n, chunk, rate) = (b.jobs, b.enqueue_batch.max(1), b.rate);
         async move {
             let mut sent = 0;
             while sent < n {
                 let k = chunk.min(n - sent);
+                if rate > 0 {
+                    // Pace: batch i leaves no earlier than i * chunk / rate seconds in.
+                    let due = Duration::from_secs_f64(sent as f64 / rate as f64);
+                    if let Some(wait) = due.checked_sub(t0.elapsed()) {
+                        tokio::time::sleep(wait).await;
+                    }
+                }
                 let reqs = (0..k)
                     .map(|_| EnqueueRequest::new("noop", serde_json::json!({})))
                     .collect();
@@ -109,6 +120,7 @@ pub async fn run(b: &QueueBench) -> anyhow::Result<QueueBenchReport> {
         jobs: b.jobs,
         workers: b.workers,
         concurrency: b.concurrency,
+        rate: b.rate,
         seconds,
         jobs_per_sec: b.jobs as f64 / seconds,
         enqueue_seconds,

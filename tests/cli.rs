@@ -262,3 +262,33 @@ fn sigterm(pid: u32) {
         .unwrap();
     assert!(st.success());
 }
+
+#[test]
+fn bench_queue_reports_what_it_measured_and_cleans_up() {
+    let redis = RedisServer::start();
+    let out = json(&ok(
+        &redis,
+        &[
+            "bench",
+            "queue",
+            "--jobs",
+            "300",
+            "--workers",
+            "2",
+            "--concurrency",
+            "8",
+            "--json",
+        ],
+    ));
+    for k in ["jobs", "seconds", "jobs_per_sec", "p50_ms", "p99_ms"] {
+        assert!(out.get(k).is_some(), "missing {k}: {out}");
+    }
+    assert_eq!(out["jobs"], 300);
+    assert!(out["jobs_per_sec"].as_f64().unwrap() > 0.0);
+    assert!(out["p50_ms"].as_u64().unwrap() <= out["p99_ms"].as_u64().unwrap());
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*")
+        .query(&mut redis.conn())
+        .unwrap();
+    assert!(keys.is_empty(), "bench left keys behind: {keys:?}");
+}

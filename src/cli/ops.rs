@@ -183,6 +183,9 @@ pub enum BenchCommand {
         batch: usize,
         #[arg(long, default_value_t = 500)]
         enqueue_batch: usize,
+        /// Offered load in jobs/s (0 = as fast as possible, a burn-down).
+        #[arg(long, default_value_t = 0)]
+        rate: u64,
         #[arg(long)]
         json: bool,
     },
@@ -613,6 +616,7 @@ async fn bench(q: Queue, c: BenchCommand) -> anyhow::Result<()> {
             concurrency,
             batch,
             enqueue_batch,
+            rate,
             json,
         } => {
             if jobs == 0 || workers == 0 {
@@ -625,6 +629,7 @@ async fn bench(q: Queue, c: BenchCommand) -> anyhow::Result<()> {
                 concurrency,
                 batch,
                 enqueue_batch,
+                rate,
             };
             let r = crate::bench::run(&b).await?;
             if json {
