@@ -5,13 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
-
-if ! command -v redis-server >/dev/null 2>&1; then
-  echo "==> installing redis-server (apt-get)"
-  as_root apt-get update -qq
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server redis-tools
-fi
+. ops/lib.sh
+ensure_redis_installed
 # Debian's package may start a system Redis on 6379; the tests never use it.
 
 echo "==> cargo fmt --check"

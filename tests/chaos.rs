@@ -7,22 +7,19 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
-use common::{bin, queue, RedisServer};
+use common::{queue, RedisServer};
 use rand::Rng;
 use serde_json::json;
 use synth_city::queue::EnqueueRequest;
 
 fn spawn_worker(url: &str, n: usize) -> Child {
-    Command::new(bin())
-        .args([
-            "--redis-url",
-            url,
-            "--prefix",
-            "t",
-            "worker",
+    let name = format!("chaos{n}");
+    common::spawn_worker(
+        url,
+        &[
             "--roles",
             "sleep",
             "--concurrency",
@@ -35,14 +32,10 @@ fn spawn_worker(url: &str, n: usize) -> Child {
             "2",
             "--retry-base-ms",
             "50",
-        ])
-        .arg("--name")
-        .arg(format!("chaos{n}"))
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
+            "--name",
+            &name,
+        ],
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,35 +3,23 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
-use common::{bin, queue, RedisServer};
+use common::{queue, RedisServer};
 use serde_json::json;
 use synth_city::queue::EnqueueRequest;
 
 fn spawn_worker(url: &str) -> Child {
-    Command::new(bin())
-        .args([
-            "--redis-url",
-            url,
-            "--prefix",
-            "t",
-            "worker",
-            "--roles",
-            "sleep",
-            "--concurrency",
-            "4",
-            "--lease-ms",
-            "2000",
-            "--heartbeat-ms",
-            "500",
-        ])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
+    let flags = [
+        "--roles",
+        "sleep",
+        "--concurrency",
+        "4",
+        "--lease-ms",
+        "2000",
+    ];
+    common::spawn_worker(url, &flags)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -135,3 +135,16 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Starts a `synth-city worker` process (prefix `t`) with extra flags; its
+/// output is discarded.
+pub fn spawn_worker(url: &str, flags: &[&str]) -> Child {
+    Command::new(bin())
+        .args(["--redis-url", url, "--prefix", "t", "worker"])
+        .args(flags)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
