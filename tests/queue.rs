@@ -221,6 +221,12 @@ async fn delayed_jobs_wait_their_turn() {
     req.delay_ms = 700;
     let id = q.enqueue(req).await.unwrap().id;
     assert_eq!(state(&q, &id).await, "delayed");
+    // Redis stamped the envelope with its own clock when it accepted it.
+    let mut c = q.conn().await.unwrap();
+    let env: String = c.hget(q.keys().job(&id), "env").await.unwrap();
+    let env = jobs::JobEnvelope::from_json(&env).unwrap();
+    let st = q.status(&id).await.unwrap().unwrap();
+    assert_eq!(Some(env.enqueued_at_ms), st.enqueued_at_ms);
     assert_eq!(
         q.stats()
             .await

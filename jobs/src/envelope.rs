@@ -38,6 +38,14 @@ pub struct JobEnvelope {
     /// The bot that asked for it, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bot_id: Option<String>,
+    /// When Redis first accepted the job (Unix ms, Redis clock). Producers
+    /// leave it 0; `enqueue.lua` stamps it, and retries keep it.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub enqueued_at_ms: u64,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 impl JobEnvelope {
@@ -82,6 +90,7 @@ mod tests {
             idempotency_key: None,
             run_id: Some("run-1".into()),
             bot_id: None,
+            enqueued_at_ms: 0,
         }
     }
 
@@ -89,6 +98,16 @@ mod tests {
     fn round_trips() {
         let env = sample();
         assert_eq!(JobEnvelope::from_json(&env.to_json()).unwrap(), env);
+        // What enqueue.lua does: append the server's time to the object.
+        let json = env.to_json();
+        let stamped = format!(
+            "{},\"enqueued_at_ms\":1795600000000}}",
+            &json[..json.len() - 1]
+        );
+        assert_eq!(
+            JobEnvelope::from_json(&stamped).unwrap().enqueued_at_ms,
+            1_795_600_000_000
+        );
     }
 
     #[test]

@@ -49,6 +49,10 @@ local function enqueue_one(now, jtype, id, env, idem, ready_at, ttl_ms)
   end
   local jk = key('job', id)
   if redis.call('EXISTS', jk) == 1 then return {id, 0} end
+  -- Stamp the server's time into the envelope (a JSON object from serde).
+  if not string.match(env, '"enqueued_at_ms":%d+}$') then
+    env = string.sub(env, 1, -2) .. ',"enqueued_at_ms":' .. now .. '}'
+  end
   if ready_at > now then
     redis.call('HSET', jk, 'id', id, 'type', jtype, 'state', 'delayed', 'env', env,
                'enqueued_at', now, 'run_at', ready_at, 'attempt', 0)
