@@ -9,7 +9,7 @@
 //! | `q:<type>` | stream, group `workers` | waiting and in-flight jobs of one type |
 //! | `job:<id>` | hash | status record: state, attempt, env, result, error, progress, times |
 //! | `delayed` | zset id -> ready ms | retries and delayed jobs |
-//! | `idem:<type>:<key>` | string | idempotency key -> job id |
+//! | `idem:<type>:<bot>:<key>` | string | idempotency key -> job id (scoped per bot) |
 //! | `dlq` | stream | dead letters with their reason |
 //! | `events` | stream (capped) | job and permit events for live views |
 //! | `stats:<type>` | hash | counters: enqueued, completed, failed, retried, dead, ...; `delayed_now` (a gauge) |

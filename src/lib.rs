@@ -1,10 +1,11 @@
 //! synth-city's engine: the Redis-streams job queue, the worker runtime, the
-//! semaphore, the cron scheduler, migrations, metrics and the CLI.
+//! semaphore, the cron scheduler, migrations, metrics, the HTTP bridge and the CLI.
 //!
 //! The engine knows nothing of forecasting: job types and their payloads come
 //! from the `jobs` crate, their handlers from `workers`. See ARCHITECTURE.md.
 
 pub mod bench;
+pub mod bridge;
 pub mod cli;
 pub mod config;
 pub mod keys;

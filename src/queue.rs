@@ -157,6 +157,9 @@ pub struct JobStatus {
     pub started_at_ms: Option<u64>,
     pub finished_at_ms: Option<u64>,
     pub cancel_requested: bool,
+    /// The bot that enqueued it, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bot_id: Option<String>,
 }
 
 /// Per-type counts for `jobs stats`.
@@ -340,7 +343,8 @@ impl Queue {
                             .arg(env.to_json())
                             .arg(env.idempotency_key.as_deref().unwrap_or(""))
                             .arg(*run_at)
-                            .arg(*delay);
+                            .arg(*delay)
+                            .arg(env.bot_id.as_deref().unwrap_or(""));
                     }
                     async move { Ok(inv.invoke_async(&mut c).await?) }
                 })
@@ -389,6 +393,7 @@ impl Queue {
             started_at_ms: num("started_at"),
             finished_at_ms: num("finished_at"),
             cancel_requested: h.get("cancel").map(|v| v == "1").unwrap_or(false),
+            bot_id: h.get("bot").filter(|b| !b.is_empty()).cloned(),
         }))
     }
 

@@ -58,6 +58,8 @@ pub enum Command {
     },
     /// Apply pending migrations of the Redis key layout.
     Migrate,
+    /// Serve the HTTP bridge for bots and people.
+    Bridge(ops::BridgeArgs),
     /// Benchmarks.
     Bench {
         #[command(subcommand)]

@@ -48,6 +48,17 @@ pub struct WorkerArgs {
     pub name: Option<String>,
 }
 
+#[derive(Debug, Args)]
+pub struct BridgeArgs {
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: std::net::IpAddr,
+    #[arg(long, default_value_t = 8377)]
+    pub port: u16,
+    /// Requests per minute allowed per bot.
+    #[arg(long, default_value_t = 600)]
+    pub rate_per_min: u32,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum JobsCommand {
     /// Enqueue jobs.
@@ -305,6 +316,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Bench { command } => bench(q, command).await,
+        Command::Bridge(a) => {
+            let cfg = crate::bridge::BridgeConfig {
+                addr: SocketAddr::new(a.host, a.port),
+                api_key: std::env::var("BRIDGE_API_KEY").ok(),
+                rate_per_min: a.rate_per_min,
+            };
+            crate::bridge::serve(q, cfg, shutdown_on_signal()).await
+        }
         Command::Score(_) | Command::CheckShapes(_) | Command::Data(_) | Command::Model(_) => {
             unreachable!("dispatched above")
         }

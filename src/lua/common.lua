@@ -40,9 +40,10 @@ end
 -- Puts a job on its stream now, or in the delayed set until ready_at.
 -- Returns {id, 1} when created, {existing id, 0} when the idempotency key or
 -- the id was seen before.
-local function enqueue_one(now, jtype, id, env, idem, ready_at, ttl_ms)
+local function enqueue_one(now, jtype, id, env, idem, ready_at, ttl_ms, bot)
   if idem ~= '' then
-    local ik = key('idem', jtype, idem)
+    -- Idempotency keys are scoped per bot: two bots never share a job by key.
+    local ik = key('idem', jtype, bot, idem)
     local existing = redis.call('GET', ik)
     if existing then return {existing, 0} end
     redis.call('SET', ik, id, 'PX', ttl_ms)
@@ -55,14 +56,14 @@ local function enqueue_one(now, jtype, id, env, idem, ready_at, ttl_ms)
   end
   if ready_at > now then
     redis.call('HSET', jk, 'id', id, 'type', jtype, 'state', 'delayed', 'env', env,
-               'enqueued_at', now, 'run_at', ready_at, 'attempt', 0)
+               'enqueued_at', now, 'run_at', ready_at, 'attempt', 0, 'bot', bot)
     redis.call('ZADD', key('delayed'), ready_at, id)
     redis.call('HINCRBY', key('stats', jtype), 'delayed_now', 1)
     emit(now, 'delayed', jtype, id)
   else
     local sid = redis.call('XADD', key('q', jtype), '*', 'job', env, 'at', now)
     redis.call('HSET', jk, 'id', id, 'type', jtype, 'state', 'waiting', 'env', env,
-               'enqueued_at', now, 'stream_id', sid, 'attempt', 0)
+               'enqueued_at', now, 'stream_id', sid, 'attempt', 0, 'bot', bot)
     emit(now, 'enqueued', jtype, id)
   end
   redis.call('HINCRBY', key('stats', jtype), 'enqueued', 1)

@@ -10,6 +10,6 @@ local cur = redis.call('ZSCORE', nk, name)
 if not cur or tonumber(cur) ~= tonumber(expected) then return 0 end
 redis.call('ZADD', nk, new_next, name)
 local now = now_ms()
-enqueue_one(now, ARGV[6], ARGV[7], ARGV[8], 'cron:' .. name .. ':' .. expected, now, ttl)
+enqueue_one(now, ARGV[6], ARGV[7], ARGV[8], 'cron:' .. name .. ':' .. expected, now, ttl, '')
 redis.call('HSET', key('cron', 'last'), name, expected)
 return 1

@@ -1,11 +1,13 @@
--- enqueue.lua: adds jobs. ARGV: prefix, ttl_ms, then 6 per job:
---   type, id, envelope json, idempotency key ('' = none), run_at ms (0), delay ms (0)
+-- enqueue.lua: adds jobs. ARGV: prefix, ttl_ms, then 7 per job:
+--   type, id, envelope json, idempotency key ('' = none), run_at ms (0), delay ms (0),
+--   bot id ('' = none)
 -- Returns one {id, created} pair per job.
 local ttl = tonumber(ARGV[2])
 local now = now_ms()
 local out = {}
-for i = 3, #ARGV, 6 do
+for i = 3, #ARGV, 7 do
   local ready = math.max(tonumber(ARGV[i + 4]), now + tonumber(ARGV[i + 5]))
-  out[#out + 1] = enqueue_one(now, ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ready, ttl)
+  out[#out + 1] = enqueue_one(now, ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ready, ttl,
+                              ARGV[i + 6])
 end
 return out

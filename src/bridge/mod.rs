@@ -1,0 +1,636 @@
+//! The HTTP bridge (warp): bots and people drive the queue over JSON.
+//!
+//! This first slice serves the engine: health, jobs (enqueue, status, cancel),
+//! queue stats, workers, the semaphore, cron schedules, live events (SSE) and
+//! the OpenAPI document. Pipeline and experiment endpoints join it with the
+//! pipeline issue.
+//!
+//! Rules every route follows:
+//! - binding anything but loopback needs `BRIDGE_API_KEY`; with a key set,
+//!   every route but `/health` needs `X-API-Key` (compared in constant time);
+//! - the caller's bot is `X-Bot-Id` (`[A-Za-z0-9._-]{1,64}`, default
+//!   `default`); a bot sees and cancels only its own jobs, and another bot's
+//!   job answers 404, exactly like a job that does not exist;
+//! - bodies are JSON of at most 1 MiB; errors are `{"error": ...}` with a 4xx
+//!   that names the field or header at fault; each bot has a request budget
+//!   per minute (429 with `Retry-After` when spent).
+
+mod openapi;
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+use warp::http::StatusCode;
+use warp::{Filter, Rejection, Reply};
+
+use crate::queue::{CancelOutcome, EnqueueRequest, Queue};
+use crate::scheduler::{self, Schedule};
+use crate::semaphore::RedisSemaphore;
+
+pub use openapi::{openapi, ROUTES};
+
+/// Largest accepted request body.
+pub const MAX_BODY: u64 = 1 << 20;
+
+/// How the bridge runs.
+#[derive(Debug, Clone)]
+pub struct BridgeConfig {
+    pub addr: SocketAddr,
+    pub api_key: Option<String>,
+    /// Requests per minute per bot.
+    pub rate_per_min: u32,
+}
+
+impl BridgeConfig {
+    /// Refuses a public bind without an API key.
+    pub fn check(&self) -> Result<(), String> {
+        if !self.addr.ip().is_loopback() && self.api_key.is_none() {
+            return Err(format!(
+                "refusing to listen on {} without BRIDGE_API_KEY: anyone who can reach it could \
+                 enqueue jobs. Set BRIDGE_API_KEY, or bind 127.0.0.1",
+                self.addr
+            ));
+        }
+        if self.api_key.as_deref() == Some("") {
+            return Err("BRIDGE_API_KEY is set but empty".into());
+        }
+        Ok(())
+    }
+}
+
+/// A 4xx/5xx with a message, as a warp rejection.
+#[derive(Debug)]
+struct ApiError {
+    status: StatusCode,
+    message: String,
+    retry_after: Option<u64>,
+}
+
+impl warp::reject::Reject for ApiError {}
+
+fn reject(status: StatusCode, message: impl Into<String>) -> Rejection {
+    warp::reject::custom(ApiError {
+        status,
+        message: message.into(),
+        retry_after: None,
+    })
+}
+
+fn internal(e: impl std::fmt::Display) -> Rejection {
+    tracing::error!(%e, "bridge: request failed");
+    reject(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("backend unavailable: {e}"),
+    )
+}
+
+/// Who is calling.
+#[derive(Debug, Clone)]
+struct Caller {
+    bot: String,
+}
+
+struct State {
+    queue: Queue,
+    cfg: BridgeConfig,
+    buckets: Mutex<HashMap<String, (f64, Instant)>>,
+}
+
+/// Constant-time equality, so response timing does not leak the key.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn valid_bot(b: &str) -> bool {
+    (1..=64).contains(&b.len())
+        && b.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+}
+
+/// Authenticates, identifies the bot and spends one unit of its budget.
+fn caller(state: Arc<State>) -> impl Filter<Extract = (Caller,), Error = Rejection> + Clone {
+    warp::header::optional::<String>("x-api-key")
+        .and(warp::header::optional::<String>("x-bot-id"))
+        .and_then(move |key: Option<String>, bot: Option<String>| {
+            let state = state.clone();
+            async move {
+                if let Some(want) = &state.cfg.api_key {
+                    match key {
+                        Some(k) if same(k.as_bytes(), want.as_bytes()) => {}
+                        Some(_) => {
+                            return Err(reject(StatusCode::UNAUTHORIZED, "X-API-Key is wrong"))
+                        }
+                        None => {
+                            return Err(reject(
+                                StatusCode::UNAUTHORIZED,
+                                "X-API-Key header is required",
+                            ))
+                        }
+                    }
+                }
+                let bot = bot.unwrap_or_else(|| "default".into());
+                if !valid_bot(&bot) {
+                    return Err(reject(
+                        StatusCode::BAD_REQUEST,
+                        "X-Bot-Id must be 1 to 64 of [A-Za-z0-9._-]",
+                    ));
+                }
+                spend(&state, &bot)?;
+                Ok(Caller { bot })
+            }
+        })
+}
+
+/// A token bucket per bot: `rate_per_min` tokens, refilled continuously.
+fn spend(state: &State, bot: &str) -> Result<(), Rejection> {
+    let cap = f64::from(state.cfg.rate_per_min.max(1));
+    let mut b = state.buckets.lock().unwrap();
+    let now = Instant::now();
+    let (tokens, last) = b.entry(bot.to_string()).or_insert((cap, now));
+    *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * cap / 60.0).min(cap);
+    *last = now;
+    if *tokens < 1.0 {
+        let wait = ((1.0 - *tokens) * 60.0 / cap).ceil() as u64;
+        return Err(warp::reject::custom(ApiError {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            message: format!("bot {bot:?} is over its {} requests per minute", cap as u32),
+            retry_after: Some(wait.max(1)),
+        }));
+    }
+    *tokens -= 1.0;
+    Ok(())
+}
+
+/// A JSON body of at most [`MAX_BODY`], decoded with errors that name the field.
+fn json_body<T: serde::de::DeserializeOwned + Send>(
+) -> impl Filter<Extract = (T,), Error = Rejection> + Clone {
+    warp::body::content_length_limit(MAX_BODY)
+        .and(warp::body::bytes())
+        .and_then(|b: bytes::Bytes| async move {
+            serde_json::from_slice::<T>(&b)
+                .map_err(|e| reject(StatusCode::BAD_REQUEST, format!("request body: {e}")))
+        })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EnqueueBody {
+    #[serde(rename = "type")]
+    job_type: String,
+    #[serde(default = "empty_object")]
+    payload: Value,
+    #[serde(default)]
+    idempotency_key: Option<String>,
+    #[serde(default)]
+    delay_secs: Option<f64>,
+    #[serde(default)]
+    max_attempts: Option<u32>,
+    #[serde(default)]
+    timeout_ms: Option<u64>,
+    #[serde(default)]
+    run_id: Option<String>,
+}
+
+fn empty_object() -> Value {
+    json!({})
+}
+
+fn reply(status: StatusCode, v: Value) -> warp::reply::Response {
+    warp::reply::with_status(warp::reply::json(&v), status).into_response()
+}
+
+/// The routes, ready to serve.
+pub fn routes(
+    queue: Queue,
+    cfg: BridgeConfig,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = Infallible> + Clone {
+    let state = Arc::new(State {
+        queue,
+        cfg,
+        buckets: Mutex::new(HashMap::new()),
+    });
+    let with = {
+        let s = state.clone();
+        warp::any().map(move || s.clone())
+    };
+    let who = caller(state.clone());
+
+    let health = warp::path!("health")
+        .and(warp::get())
+        .and(warp::header::optional::<String>("x-api-key"))
+        .and(with.clone())
+        .and_then(health);
+    let enqueue = warp::path!("jobs")
+        .and(warp::post())
+        .and(who.clone())
+        .and(with.clone())
+        .and(json_body::<EnqueueBody>())
+        .and_then(enqueue);
+    let status = warp::path!("jobs" / String)
+        .and(warp::get())
+        .and(who.clone())
+        .and(with.clone())
+        .and_then(job_status);
+    let cancel = warp::path!("jobs" / String / "cancel")
+        .and(warp::post())
+        .and(who.clone())
+        .and(with.clone())
+        .and_then(job_cancel);
+    let stats = warp::path!("queue" / "stats")
+        .and(warp::get())
+        .and(who.clone())
+        .and(with.clone())
+        .and_then(|_c: Caller, s: Arc<State>| async move {
+            let st = s.queue.stats().await.map_err(internal)?;
+            Ok::<_, Rejection>(reply(StatusCode::OK, json!({ "types": st })))
+        });
+    let workers = warp::path!("workers")
+        .and(warp::get())
+        .and(who.clone())
+        .and(with.clone())
+        .and_then(|_c: Caller, s: Arc<State>| async move {
+            let ws = crate::worker::list_workers(&s.queue)
+                .await
+                .map_err(internal)?;
+            Ok::<_, Rejection>(reply(StatusCode::OK, json!({ "workers": ws })))
+        });
+    let semaphore = warp::path!("semaphore")
+        .and(warp::get())
+        .and(who.clone())
+        .and(with.clone())
+        .and_then(|_c: Caller, s: Arc<State>| async move {
+            let st = RedisSemaphore::new(s.queue.clone(), crate::semaphore::PIPELINE)
+                .status()
+                .await
+                .map_err(internal)?;
+            Ok::<_, Rejection>(reply(StatusCode::OK, serde_json::to_value(st).unwrap()))
+        });
+    let schedules_list = warp::path!("schedules")
+        .and(warp::get())
+        .and(who.clone())
+        .and(with.clone())
+        .and_then(|_c: Caller, s: Arc<State>| async move {
+            let ls = scheduler::list(&s.queue).await.map_err(internal)?;
+            Ok::<_, Rejection>(reply(StatusCode::OK, json!({ "schedules": ls })))
+        });
+    let schedules_add = warp::path!("schedules")
+        .and(warp::post())
+        .and(who.clone())
+        .and(with.clone())
+        .and(json_body::<Schedule>())
+        .and_then(|_c: Caller, s: Arc<State>, sch: Schedule| async move {
+            match scheduler::add(&s.queue, &sch).await {
+                Ok(next) => Ok(reply(
+                    StatusCode::CREATED,
+                    json!({"name": sch.name, "next_fire_ms": next}),
+                )),
+                Err(e) if e.is_transient() => Err(internal(e)),
+                Err(e) => Err(reject(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())),
+            }
+        });
+    let schedules_remove = warp::path!("schedules" / String)
+        .and(warp::delete())
+        .and(who.clone())
+        .and(with.clone())
+        .and_then(|name: String, _c: Caller, s: Arc<State>| async move {
+            if scheduler::remove(&s.queue, &name).await.map_err(internal)? {
+                Ok(reply(StatusCode::OK, json!({"removed": name})))
+            } else {
+                Err(reject(
+                    StatusCode::NOT_FOUND,
+                    format!("no schedule named {name:?}"),
+                ))
+            }
+        });
+    let events = warp::path!("events")
+        .and(warp::get())
+        .and(who.clone())
+        .and(with.clone())
+        .and(warp::header::optional::<String>("last-event-id"))
+        .map(|c: Caller, s: Arc<State>, last: Option<String>| {
+            let stream = event_stream(s.queue.clone(), c.bot, last);
+            warp::sse::reply(warp::sse::keep_alive().stream(stream)).into_response()
+        });
+    let doc = warp::path!("openapi.json")
+        .and(warp::get())
+        .map(|| reply(StatusCode::OK, openapi()));
+
+    health
+        .or(enqueue)
+        .unify()
+        .or(status)
+        .unify()
+        .or(cancel)
+        .unify()
+        .or(stats)
+        .unify()
+        .or(workers)
+        .unify()
+        .or(semaphore)
+        .unify()
+        .or(schedules_list)
+        .unify()
+        .or(schedules_add)
+        .unify()
+        .or(schedules_remove)
+        .unify()
+        .or(events)
+        .unify()
+        .or(doc)
+        .unify()
+        .recover(recover)
+        .unify()
+}
+
+async fn health(key: Option<String>, s: Arc<State>) -> Result<warp::reply::Response, Rejection> {
+    let authed = match &s.cfg.api_key {
+        None => true,
+        Some(want) => key.is_some_and(|k| same(k.as_bytes(), want.as_bytes())),
+    };
+    if !authed {
+        return Ok(reply(StatusCode::OK, json!({"status": "ok"})));
+    }
+    let (redis, schema) = match s.queue.schema_version().await {
+        Ok(v) => ("ok", Some(v)),
+        Err(_) => ("unreachable", None),
+    };
+    Ok(reply(
+        StatusCode::OK,
+        json!({"status": "ok", "redis": redis, "schema_version": schema,
+               "expected_schema_version": crate::migrate::LATEST,
+               "version": env!("CARGO_PKG_VERSION")}),
+    ))
+}
+
+async fn enqueue(
+    c: Caller,
+    s: Arc<State>,
+    b: EnqueueBody,
+) -> Result<warp::reply::Response, Rejection> {
+    let delay_ms = match b.delay_secs {
+        Some(d) if !(0.0..=1e9).contains(&d) => {
+            return Err(reject(
+                StatusCode::BAD_REQUEST,
+                format!("field `delay_secs` must be within 0..=1e9, got {d}"),
+            ))
+        }
+        Some(d) => (d * 1000.0) as u64,
+        None => 0,
+    };
+    let req = EnqueueRequest {
+        job_type: b.job_type,
+        payload: b.payload,
+        idempotency_key: b.idempotency_key,
+        delay_ms,
+        max_attempts: b.max_attempts,
+        timeout_ms: b.timeout_ms,
+        run_id: b.run_id,
+        bot_id: Some(c.bot),
+        ..Default::default()
+    };
+    match s.queue.enqueue(req).await {
+        Ok(e) => Ok(reply(
+            if e.created {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            },
+            serde_json::to_value(e).unwrap(),
+        )),
+        Err(e) if e.is_transient() => Err(internal(e)),
+        Err(e) => Err(reject(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())),
+    }
+}
+
+/// The job's status if it exists and belongs to the caller's bot.
+async fn own_job(s: &State, c: &Caller, id: &str) -> Result<crate::queue::JobStatus, Rejection> {
+    match s.queue.status(id).await.map_err(internal)? {
+        Some(st) if st.bot_id.as_deref().unwrap_or("default") == c.bot => Ok(st),
+        _ => Err(reject(StatusCode::NOT_FOUND, format!("no job {id:?}"))),
+    }
+}
+
+async fn job_status(
+    id: String,
+    c: Caller,
+    s: Arc<State>,
+) -> Result<warp::reply::Response, Rejection> {
+    let st = own_job(&s, &c, &id).await?;
+    Ok(reply(StatusCode::OK, serde_json::to_value(st).unwrap()))
+}
+
+async fn job_cancel(
+    id: String,
+    c: Caller,
+    s: Arc<State>,
+) -> Result<warp::reply::Response, Rejection> {
+    own_job(&s, &c, &id).await?;
+    let out = s.queue.cancel(&id).await.map_err(internal)?;
+    let (status, outcome) = match out {
+        CancelOutcome::Cancelled => (StatusCode::OK, "cancelled".to_string()),
+        CancelOutcome::Cancelling => (StatusCode::ACCEPTED, "cancelling".to_string()),
+        CancelOutcome::Missing => {
+            return Err(reject(StatusCode::NOT_FOUND, format!("no job {id:?}")))
+        }
+        CancelOutcome::AlreadyFinished(st) => (StatusCode::CONFLICT, format!("already {st}")),
+    };
+    Ok(reply(status, json!({"id": id, "outcome": outcome})))
+}
+
+/// Job events for one bot, from the engine's events stream, as SSE. A task
+/// tails the stream and feeds a bounded channel; it stops when the client
+/// goes away (the channel closes).
+fn event_stream(
+    queue: Queue,
+    bot: String,
+    last: Option<String>,
+) -> impl futures::Stream<Item = Result<warp::sse::Event, Infallible>> + Send + Sync + 'static {
+    use futures::{SinkExt, StreamExt};
+    let (mut tx, rx) = futures::channel::mpsc::channel::<warp::sse::Event>(256);
+    tokio::spawn(async move {
+        let mut cursor = last.unwrap_or_else(|| "$".into());
+        let mut conn = None;
+        loop {
+            match read_events(&queue, &mut conn, &bot, &cursor).await {
+                Ok((next, evs)) => {
+                    cursor = next;
+                    for ev in evs {
+                        if tx.send(ev).await.is_err() {
+                            return;
+                        }
+                    }
+                    if tx.is_closed() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    conn = None;
+                    tracing::warn!(%e, "events: read failed; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    });
+    rx.map(Ok)
+}
+
+async fn read_events(
+    queue: &Queue,
+    conn: &mut Option<redis::aio::MultiplexedConnection>,
+    bot: &str,
+    cursor: &str,
+) -> Result<(String, Vec<warp::sse::Event>), crate::QueueError> {
+    if conn.is_none() {
+        *conn = Some(queue.dedicated(Duration::from_secs(10)).await?);
+    }
+    let c = conn.as_mut().expect("connected above");
+    let opts = redis::streams::StreamReadOptions::default()
+        .block(5000)
+        .count(200);
+    let reply: Option<redis::streams::StreamReadReply> =
+        redis::AsyncCommands::xread_options(c, &[queue.keys().events()], &[cursor], &opts)
+            .await?;
+    let mut next = cursor.to_string();
+    let mut out = Vec::new();
+    let entries = reply
+        .map(|r| r.keys.into_iter().flat_map(|k| k.ids).collect::<Vec<_>>())
+        .unwrap_or_default();
+    if entries.is_empty() {
+        return Ok((next, out));
+    }
+    // Which bot does each job belong to? One pipelined read per batch.
+    let mut p = redis::pipe();
+    for e in &entries {
+        let id = e.get::<String>("id").unwrap_or_default();
+        p.hget(queue.keys().job(&id), "bot");
+    }
+    let bots: Vec<Option<String>> = p.query_async(c).await?;
+    for (e, owner) in entries.into_iter().zip(bots) {
+        next = e.id.clone();
+        let owner = owner
+            .filter(|b| !b.is_empty())
+            .unwrap_or_else(|| "default".into());
+        if owner != bot {
+            continue;
+        }
+        let data: serde_json::Map<String, Value> = e
+            .map
+            .iter()
+            .map(|(k, v)| {
+                let s = redis::from_redis_value_ref::<String>(v).unwrap_or_default();
+                (k.clone(), Value::String(s))
+            })
+            .collect();
+        let name = e.get::<String>("event").unwrap_or_else(|| "event".into());
+        out.push(
+            warp::sse::Event::default()
+                .id(e.id.clone())
+                .event(name)
+                .json_data(data)
+                .expect("a JSON map serialises"),
+        );
+    }
+    Ok((next, out))
+}
+
+async fn recover(r: Rejection) -> Result<warp::reply::Response, Infallible> {
+    let (status, message, retry_after) = if let Some(e) = r.find::<ApiError>() {
+        (e.status, e.message.clone(), e.retry_after)
+    } else if r.is_not_found() {
+        (
+            StatusCode::NOT_FOUND,
+            "no such route; see /openapi.json".into(),
+            None,
+        )
+    } else if r.find::<warp::reject::PayloadTooLarge>().is_some() {
+        (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body is over {MAX_BODY} bytes"),
+            None,
+        )
+    } else if r.find::<warp::reject::MethodNotAllowed>().is_some() {
+        (
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method not allowed on this route".into(),
+            None,
+        )
+    } else if let Some(e) = r.find::<warp::reject::InvalidHeader>() {
+        (
+            StatusCode::BAD_REQUEST,
+            format!("header {}: invalid", e.name()),
+            None,
+        )
+    } else if r.find::<warp::reject::LengthRequired>().is_some() {
+        (
+            StatusCode::LENGTH_REQUIRED,
+            "Content-Length is required".into(),
+            None,
+        )
+    } else {
+        (StatusCode::BAD_REQUEST, format!("bad request: {r:?}"), None)
+    };
+    let mut res = reply(status, json!({ "error": message }));
+    if let Some(s) = retry_after {
+        res.headers_mut().insert(
+            warp::http::header::RETRY_AFTER,
+            warp::http::HeaderValue::from(s),
+        );
+    }
+    Ok(res)
+}
+
+/// Serves until `shutdown`. Runs on the calling task: warp 0.4's server
+/// future is not `Send`, so it is driven by the binary's main task.
+pub async fn serve(
+    queue: Queue,
+    cfg: BridgeConfig,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    cfg.check().map_err(anyhow::Error::msg)?;
+    let listener = tokio::net::TcpListener::bind(cfg.addr).await?;
+    tracing::info!(addr = %cfg.addr, auth = cfg.api_key.is_some(), "bridge listening");
+    println!("bridge listening on http://{}", listener.local_addr()?);
+    warp::serve(routes(queue, cfg))
+        .incoming(listener)
+        .graceful(async move { shutdown.cancelled().await })
+        .run()
+        .await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn constant_time_compare_and_bot_ids() {
+        assert!(same(b"abc", b"abc"));
+        assert!(!same(b"abc", b"abd") && !same(b"abc", b"ab"));
+        assert!(valid_bot("openclaw-7.a_b"));
+        assert!(!valid_bot("") && !valid_bot("a b") && !valid_bot(&"x".repeat(65)));
+    }
+
+    #[test]
+    fn public_bind_needs_a_key() {
+        let mut cfg = BridgeConfig {
+            addr: "0.0.0.0:8377".parse().unwrap(),
+            api_key: None,
+            rate_per_min: 60,
+        };
+        assert!(cfg.check().unwrap_err().contains("BRIDGE_API_KEY"));
+        cfg.api_key = Some("k".into());
+        assert!(cfg.check().is_ok());
+        cfg.addr = "127.0.0.1:8377".parse().unwrap();
+        cfg.api_key = None;
+        assert!(cfg.check().is_ok());
+    }
+}
