@@ -1,8 +1,20 @@
-//! Model-zoo commands: components, experiment, simulate, quick, sweep, bench train.
+//! Model-zoo commands: `components`, `experiment`, `simulate` and `bench train`.
 //!
-//! Thin clap wrappers over `workers::zoo`.
+//! Thin clap wrappers over `workers::zoo`: listing the registry, training a spec on local bars
+//! and scoring it against the GBM baseline, simulating an SN50 response from a checkpoint (or the
+//! reference GBM), and timing training steps and a 1000 x 289 simulation.
 
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::Context;
 use clap::{Args, Subcommand};
+use serde_json::json;
+use workers::sn50::constants::{PromptKind, Sn50Config};
+use workers::sn50::data::{asset_file, Bars};
+use workers::sn50::forecast::{ForecastRequest, Forecaster, Gbm};
+use workers::sn50::response::MinerResponse;
+use workers::zoo::{self, registry, spec::ExperimentSpec, train};
 
 /// The model-zoo subcommands, flattened into the top level.
 #[derive(Debug, Subcommand)]
@@ -12,6 +24,96 @@ pub enum ModelCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Train a model on local bars, then score it and the GBM baseline with the SN50 CRPS on the
+    /// same time-ordered validation windows.
+    Experiment(ExperimentArgs),
+    /// Simulate an SN50 response for a prompt starting at `--at`, from a checkpoint or `gbm`,
+    /// using only bars that closed by then.
+    Simulate(SimulateArgs),
+}
+
+/// `synth-city experiment ...`
+#[derive(Debug, Args)]
+pub struct ExperimentArgs {
+    /// Comma-separated blocks, e.g. `TransformerBlock,LSTMBlock` (see `components`).
+    #[arg(long, required_unless_present_any = ["spec", "preset"])]
+    pub blocks: Option<String>,
+    /// The head, e.g. `GBMHead`.
+    #[arg(long, required_unless_present_any = ["spec", "preset"])]
+    pub head: Option<String>,
+    /// Start from a preset instead of --blocks/--head.
+    #[arg(long, conflicts_with_all = ["blocks", "head", "spec"])]
+    pub preset: Option<String>,
+    /// A whole experiment spec (JSON); other flags given override it.
+    #[arg(long)]
+    pub spec: Option<PathBuf>,
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Comma-separated assets.
+    #[arg(long)]
+    pub asset: Option<String>,
+    /// `5m` (24 h prompts) or `1m` (1 h prompts).
+    #[arg(long)]
+    pub timeframe: Option<String>,
+    #[arg(long)]
+    pub d_model: Option<usize>,
+    #[arg(long)]
+    pub seq_len: Option<usize>,
+    #[arg(long)]
+    pub seed: Option<u64>,
+    #[arg(long)]
+    pub steps_per_epoch: Option<usize>,
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Validation windows per asset (loss and SN50 scoring).
+    #[arg(long)]
+    pub eval_windows: Option<usize>,
+    /// Paths per window in the SN50 scoring.
+    #[arg(long)]
+    pub eval_paths: Option<usize>,
+    /// Folder of `ASSET_5m.csv` / `ASSET_1m.csv` bars.
+    #[arg(long, default_value = "data")]
+    pub data_dir: PathBuf,
+    /// Checkpoints go to `OUT/<name>`.
+    #[arg(long, default_value = "runs")]
+    pub out: PathBuf,
+    /// Continue from the checkpoint in the output folder.
+    #[arg(long)]
+    pub resume: bool,
+    /// `cpu` or `cuda[:N]` (needs a build with `--features cuda`).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Validate the spec and print its size, without training.
+    #[arg(long)]
+    pub dry_run: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `synth-city simulate ...`
+#[derive(Debug, Args)]
+pub struct SimulateArgs {
+    /// A checkpoint folder (from `experiment`) or `gbm`.
+    #[arg(long)]
+    pub model: String,
+    #[arg(long, default_value = "BTC")]
+    pub asset: String,
+    /// `low` (24 h, 5 min) or `high` (1 h, 1 min).
+    #[arg(long, default_value = "low")]
+    pub prompt: String,
+    /// The prompt's start time (unix seconds); only bars that closed by then are used.
+    #[arg(long)]
+    pub at: i64,
+    #[arg(long, default_value = "data")]
+    pub data_dir: PathBuf,
+    #[arg(long, default_value_t = 1000)]
+    pub paths: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `synth-city bench train ...`
@@ -21,12 +123,286 @@ pub struct BenchTrainArgs {
     pub preset: String,
     #[arg(long)]
     pub json: bool,
+    #[arg(long, default_value = "data")]
+    pub data_dir: PathBuf,
+    #[arg(long, default_value = "BTC")]
+    pub asset: String,
+    /// Timed training steps (after 2 warm-up steps).
+    #[arg(long, default_value_t = 20)]
+    pub steps: usize,
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
 }
 
-pub async fn run(_cmd: ModelCommand) -> anyhow::Result<()> {
-    anyhow::bail!("model zoo: under construction")
+fn print_json(v: &serde_json::Value) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string(v)?);
+    Ok(())
 }
 
-pub async fn bench_train(_args: BenchTrainArgs) -> anyhow::Result<()> {
-    anyhow::bail!("bench train: under construction")
+fn split_list(s: &str) -> Vec<String> {
+    s.split(',')
+        .map(|x| x.trim().to_string())
+        .filter(|x| !x.is_empty())
+        .collect()
+}
+
+fn spec_error(e: Vec<zoo::spec::SpecIssue>) -> anyhow::Error {
+    anyhow::anyhow!(zoo::ZooError::Spec(e))
+}
+
+fn build_spec(a: &ExperimentArgs) -> anyhow::Result<ExperimentSpec> {
+    let mut spec = if let Some(p) = &a.spec {
+        let text =
+            std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?;
+        ExperimentSpec::from_json(&text)
+            .with_context(|| format!("{} is not a valid experiment spec", p.display()))?
+    } else if let Some(name) = &a.preset {
+        let p = registry::find_preset(name).ok_or_else(|| {
+            let known: Vec<&str> = registry::PRESETS.iter().map(|p| p.name).collect();
+            anyhow::anyhow!("unknown preset {name:?}; use one of {}", known.join(", "))
+        })?;
+        let mut s = ExperimentSpec::new(p.blocks, p.head);
+        s.model.backbone.d_model = p.d_model;
+        s.model.backbone.seq_len = p.seq_len;
+        s
+    } else {
+        let blocks = split_list(a.blocks.as_deref().unwrap_or(""));
+        let refs: Vec<&str> = blocks.iter().map(|s| s.as_str()).collect();
+        ExperimentSpec::new(&refs, a.head.as_deref().unwrap_or(""))
+    };
+    if let Some(e) = a.epochs {
+        spec.training.epochs = e;
+    }
+    if let Some(x) = &a.asset {
+        spec.data.assets = split_list(x);
+    }
+    if let Some(tf) = &a.timeframe {
+        spec.data.timeframe = tf.clone();
+        if let Some((_, h)) = zoo::spec::timeframe_info(tf) {
+            spec.training.horizon = h;
+        }
+    }
+    if let Some(d) = a.d_model {
+        spec.model.backbone.d_model = d;
+    }
+    if let Some(s) = a.seq_len {
+        spec.model.backbone.seq_len = s;
+    }
+    if let Some(s) = a.seed {
+        spec.training.seed = s;
+    }
+    if let Some(s) = a.steps_per_epoch {
+        spec.training.steps_per_epoch = s;
+    }
+    if let Some(l) = a.lr {
+        spec.training.lr = l;
+    }
+    if let Some(w) = a.eval_windows {
+        spec.training.eval_windows = w;
+    }
+    if let Some(p) = a.eval_paths {
+        spec.training.eval_paths = p;
+    }
+    Ok(spec)
+}
+
+fn run_name(spec: &ExperimentSpec) -> String {
+    let blocks: Vec<String> = spec
+        .model
+        .backbone
+        .blocks
+        .iter()
+        .map(|b| b.to_ascii_lowercase())
+        .collect();
+    format!(
+        "{}_{}_{}_{}_s{}",
+        blocks.join("+"),
+        spec.model.head.kind.to_ascii_lowercase(),
+        spec.data.assets.join("+"),
+        spec.data.timeframe,
+        spec.training.seed
+    )
+}
+
+fn experiment(a: ExperimentArgs) -> anyhow::Result<()> {
+    let spec = build_spec(&a)?;
+    spec.validate().map_err(spec_error)?;
+    let params = spec.param_count()?;
+    let flops = spec.flops_estimate()?;
+    if a.dry_run {
+        let v = json!({"status": "valid", "param_count": params, "flops_estimate": flops, "spec": spec});
+        return if a.json {
+            print_json(&v)
+        } else {
+            println!("valid: {params} parameters, about {flops} FLOPs per window");
+            Ok(())
+        };
+    }
+    let device = zoo::device(&a.device)?;
+    let out_dir = a.out.join(run_name(&spec));
+    let opts = train::TrainOptions {
+        data_dir: a.data_dir.clone(),
+        out_dir: out_dir.clone(),
+        device: device.clone(),
+        resume: a.resume,
+    };
+    let started = Instant::now();
+    let result = train::train(&spec, &opts, &mut |e| {
+        eprintln!(
+            "epoch {}/{}  loss {:.4}  val {:.4}{}  lr {:.2e}  {:.1}s",
+            e.epoch,
+            e.epochs,
+            e.train_loss,
+            e.val_loss,
+            if e.improved { " *" } else { "" },
+            e.lr,
+            e.seconds
+        );
+    })?;
+    let train_s = started.elapsed().as_secs_f64();
+    let r = spec.validate().map_err(spec_error)?;
+    let data = train::load_windows(&spec, &r, &a.data_dir)?;
+    let ck = train::load_checkpoint(&out_dir, &device)?;
+    let eval = train::evaluate_sn50(&spec, &ck.model, &data, &device)?;
+    let v = json!({
+        "status": "ok",
+        "val_crps": eval.val_crps,
+        "gbm_crps": eval.gbm_crps,
+        "crps_ratio": eval.val_crps / eval.gbm_crps,
+        "windows": eval.windows,
+        "invalid_windows": {"model": eval.invalid.0, "gbm": eval.invalid.1},
+        "per_asset": eval.per_asset.iter().map(|(k, (m, g))| (k.clone(), json!({"val_crps": m, "gbm_crps": g}))).collect::<serde_json::Map<_, _>>(),
+        "param_count": params,
+        "flops_estimate": flops,
+        "checkpoint": out_dir.display().to_string(),
+        "epochs_run": result.state.epochs_done,
+        "best_epoch": result.state.best_epoch,
+        "best_val_loss": result.state.best_val_loss,
+        "stopped_early": result.state.stopped_early,
+        "training_time_s": train_s,
+        "history": result.state.history,
+    });
+    if a.json {
+        print_json(&v)
+    } else {
+        println!(
+            "val CRPS {:.2} vs GBM {:.2} (ratio {:.3}) on {} windows; {} parameters; checkpoint {}",
+            eval.val_crps,
+            eval.gbm_crps,
+            eval.val_crps / eval.gbm_crps,
+            eval.windows,
+            params,
+            out_dir.display()
+        );
+        Ok(())
+    }
+}
+
+/// The close of the last bar that closed by `as_of`, at most an hour old.
+fn spot_at(bars: &Bars, as_of: i64) -> Option<f64> {
+    let i = bars
+        .timestamps
+        .partition_point(|&t| t + bars.bar_seconds <= as_of);
+    if i == 0 {
+        return None;
+    }
+    let closed = bars.timestamps[i - 1] + bars.bar_seconds;
+    (as_of - closed <= 3600).then(|| bars.close[i - 1])
+}
+
+fn simulate(a: SimulateArgs) -> anyhow::Result<()> {
+    let kind: PromptKind = a
+        .prompt
+        .parse()
+        .map_err(|e| anyhow::anyhow!("--prompt: {e}"))?;
+    let cfg = Sn50Config::default();
+    let prompt = cfg.prompt(kind).clone();
+    let device = zoo::device(&a.device)?;
+    let (forecaster, bar): (Box<dyn Forecaster>, i64) = if a.model == "gbm" {
+        let bar = if asset_file(&a.data_dir, &a.asset, 60).is_ok() {
+            60
+        } else {
+            300
+        };
+        (Box::new(Gbm::new(cfg.clone())), bar)
+    } else {
+        let f = zoo::forecaster::ZooForecaster::load(Path::new(&a.model), &device)?;
+        let (bar, _) =
+            zoo::spec::timeframe_info(&f.checkpoint().spec.data.timeframe).expect("validated");
+        (Box::new(f), bar)
+    };
+    let path = asset_file(&a.data_dir, &a.asset, bar)?;
+    let bars = Bars::load(&path)?;
+    let spot = spot_at(&bars, a.at).ok_or_else(|| {
+        anyhow::anyhow!(
+            "{}: no bar closed within the hour before {} in {}",
+            a.asset,
+            a.at,
+            path.display()
+        )
+    })?;
+    let req = ForecastRequest {
+        asset: a.asset.clone(),
+        start_time: a.at,
+        time_increment: prompt.time_increment,
+        time_length: prompt.time_length,
+        num_simulations: a.paths,
+        spot,
+        history: Some(&bars),
+        as_of: a.at,
+    };
+    let paths = forecaster.forecast(&req, &mut zoo::params::seeded_rng(a.seed))?;
+    let resp = MinerResponse::from_paths(a.at, prompt.time_increment as i64, &paths)?;
+    if a.json {
+        println!("{}", resp.to_json());
+    } else {
+        let last: Vec<f64> = (0..paths.n_paths())
+            .map(|i| *paths.row(i).last().unwrap_or(&f64::NAN))
+            .collect();
+        let mean = last.iter().sum::<f64>() / last.len().max(1) as f64;
+        println!(
+            "{} paths x {} points from spot {spot} at {}; mean final price {mean:.6}",
+            paths.n_paths(),
+            paths.n_points(),
+            a.at
+        );
+    }
+    Ok(())
+}
+
+pub async fn run(cmd: ModelCommand) -> anyhow::Result<()> {
+    match cmd {
+        ModelCommand::Components { json } => {
+            if json {
+                print_json(&registry::components_json())
+            } else {
+                print!("{}", registry::components_text());
+                Ok(())
+            }
+        }
+        ModelCommand::Experiment(a) => tokio::task::spawn_blocking(move || experiment(a)).await?,
+        ModelCommand::Simulate(a) => tokio::task::spawn_blocking(move || simulate(a)).await?,
+    }
+}
+
+fn bench(a: BenchTrainArgs) -> anyhow::Result<serde_json::Value> {
+    let device = zoo::device(&a.device)?;
+    let r = zoo::bench::bench_train(&a.preset, &a.data_dir, &a.asset, a.steps, &device)?;
+    let mut v = serde_json::to_value(&r)?;
+    v["device"] = json!(a.device);
+    Ok(v)
+}
+
+pub async fn bench_train(args: BenchTrainArgs) -> anyhow::Result<()> {
+    let json = args.json;
+    let v = tokio::task::spawn_blocking(move || bench(args)).await??;
+    if json {
+        print_json(&v)
+    } else {
+        println!(
+            "{}: {:.2} training steps/s (batch {}, {} paths), 1000x289 simulation {:.1} ms (median of 5)",
+            v["preset"], v["steps_per_s"].as_f64().unwrap_or(0.0), v["batch_size"], v["n_paths"], v["simulate_1000x289_ms_median"].as_f64().unwrap_or(0.0)
+        );
+        Ok(())
+    }
 }

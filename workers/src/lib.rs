@@ -6,5 +6,6 @@
 
 pub mod ops;
 pub mod sn50;
+pub mod zoo;
 
 pub use ops::register_builtin;

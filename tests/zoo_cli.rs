@@ -1,0 +1,196 @@
+//! End-to-end checks of the model-zoo commands through the built `synth-city` binary:
+//! `components`, `experiment` (train, score against GBM, checkpoint), `simulate` from that
+//! checkpoint and from `gbm`, with every response checked as the SN50 validator checks it.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use workers::sn50::response::{check_response, parse_python_json, PyValue, SimulationInput};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_synth-city"))
+}
+
+fn data_dir() -> Option<PathBuf> {
+    let d = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data");
+    d.is_dir().then_some(d)
+}
+
+fn run_json(cmd: &mut Command) -> serde_json::Value {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(text.trim().lines().count(), 1, "one JSON document: {text}");
+    serde_json::from_str(text.trim()).unwrap()
+}
+
+fn assert_valid_response(text: &str, start: i64, inc: i64, len: i64, n: i64) {
+    let v = parse_python_json(text).unwrap();
+    let input = SimulationInput {
+        asset: "BTC".into(),
+        start_time: chrono_iso(start),
+        time_increment: inc,
+        time_length: len,
+        num_simulations: n,
+    };
+    let report = check_response(&PyValue::from_json(&v), &input, true);
+    assert!(
+        report.ok,
+        "{} {:?}",
+        report.format_validation, report.scoring_issue
+    );
+}
+
+fn chrono_iso(t: i64) -> String {
+    chrono::DateTime::from_timestamp(t, 0)
+        .unwrap()
+        .format("%Y-%m-%dT%H:%M:%S+00:00")
+        .to_string()
+}
+
+#[test]
+fn zoo_components_lists_only_real_components() {
+    let v = run_json(bin().args(["components", "--json"]));
+    let blocks: Vec<&str> = v["blocks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["name"].as_str().unwrap())
+        .collect();
+    let heads: Vec<&str> = v["heads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["name"].as_str().unwrap())
+        .collect();
+    for b in [
+        "TransformerBlock",
+        "LSTMBlock",
+        "TCNBlock",
+        "WaveNetBlock",
+        "MambaBlock",
+    ] {
+        assert!(blocks.contains(&b), "{b} missing");
+    }
+    for h in ["GBMHead", "SDEHead", "MixtureHead"] {
+        assert!(heads.contains(&h), "{h} missing");
+    }
+    assert!(v["presets"].as_array().unwrap().len() >= 3);
+    let out = bin().arg("components").output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Vaswani"));
+}
+
+#[test]
+fn zoo_experiment_then_simulate() {
+    let Some(data) = data_dir() else { return };
+    let out_dir = std::env::temp_dir().join(format!("zoo-cli-{}", std::process::id()));
+    let v = run_json(
+        bin()
+            .args([
+                "experiment",
+                "--blocks",
+                "TCNBlock",
+                "--head",
+                "GBMHead",
+                "--epochs",
+                "1",
+                "--asset",
+                "BTC",
+                "--timeframe",
+                "5m",
+            ])
+            .args([
+                "--d-model",
+                "8",
+                "--seq-len",
+                "16",
+                "--steps-per-epoch",
+                "3",
+                "--eval-windows",
+                "3",
+                "--eval-paths",
+                "100",
+            ])
+            .arg("--data-dir")
+            .arg(&data)
+            .arg("--out")
+            .arg(&out_dir)
+            .arg("--json"),
+    );
+    let val = v["val_crps"].as_f64().unwrap();
+    let gbm = v["gbm_crps"].as_f64().unwrap();
+    assert!(
+        val.is_finite() && val > 0.0 && gbm.is_finite() && gbm > 0.0,
+        "{v}"
+    );
+    assert_eq!(v["windows"], 3);
+    assert!(v["param_count"].as_u64().unwrap() > 100);
+    let ck = v["checkpoint"].as_str().unwrap();
+    assert!(Path::new(ck).join("model.safetensors").is_file());
+    let at = 1_730_000_100i64;
+    for model in [ck, "gbm"] {
+        let out = bin()
+            .args([
+                "simulate",
+                "--model",
+                model,
+                "--asset",
+                "BTC",
+                "--prompt",
+                "low",
+                "--at",
+                &at.to_string(),
+                "--paths",
+                "1000",
+                "--json",
+            ])
+            .arg("--data-dir")
+            .arg(&data)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{model}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_valid_response(
+            &String::from_utf8(out.stdout).unwrap(),
+            at,
+            300,
+            86_400,
+            1000,
+        );
+    }
+    // invalid specs fail with every problem named
+    let out = bin()
+        .args([
+            "experiment",
+            "--blocks",
+            "TransformerBlock,Nope",
+            "--head",
+            "gbm",
+            "--d-model",
+            "30",
+            "--timeframe",
+            "15m",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    for needle in ["model.backbone.blocks[1]", "n_heads", "data.timeframe"] {
+        assert!(err.contains(needle), "{needle} not in {err}");
+    }
+    let _ = std::fs::remove_dir_all(&out_dir);
+}
+
+#[test]
+fn zoo_iso_helper_matches_known_dates() {
+    assert_eq!(chrono_iso(0), "1970-01-01T00:00:00+00:00");
+    assert_eq!(chrono_iso(1_730_000_100), "2024-10-27T03:35:00+00:00");
+}

@@ -1,0 +1,360 @@
+//! Distribution heads. A [`Head`] reads the backbone output `(batch, seq, d_model)` and samples
+//! `n` paths of `horizon` per-step log returns, in units of the training split's per-bar return
+//! standard deviation, as `(batch, n, horizon)`. Sampling is reparameterised: the noise comes
+//! from [`Noise`] and the sample is a differentiable function of the head's outputs, so the
+//! sample CRPS of the cumulated paths trains every head the same way.
+
+use candle_core::{DType, Module, Result, Tensor, D};
+use candle_nn::{layer_norm, linear, LayerNorm, Linear, VarBuilder};
+
+use super::params::{softplus, Noise};
+use super::registry::Params;
+
+/// Smallest per-step volatility (in training-return standard deviations).
+pub const MIN_SIGMA: f64 = 1e-3;
+
+/// Drift outputs are multiplied by this: a per-bar drift is a few hundredths of a per-bar
+/// standard deviation, and over a 288-step horizon an unscaled initial drift of order one would
+/// dominate the loss.
+pub const DRIFT_SCALE: f64 = 0.02;
+
+/// A distribution over future log-return paths.
+pub trait Head: Send + Sync {
+    /// `(b, s, d)` -> `(b, n, horizon)` per-step log returns (standardised units).
+    fn sample(&self, h: &Tensor, n: usize, horizon: usize, noise: &mut Noise) -> Result<Tensor>;
+}
+
+/// Build the head named `name` (a canonical registry name) for `horizon` steps.
+pub fn build_head(
+    name: &str,
+    p: &Params,
+    d: usize,
+    horizon: usize,
+    vb: VarBuilder,
+) -> Result<Box<dyn Head>> {
+    Ok(match name {
+        "GBMHead" => Box::new(GbmHead::new(d, vb)?),
+        "SDEHead" => Box::new(SdeHead::new(d, p.usize("hidden"), vb)?),
+        "MixtureHead" => Box::new(MixtureHead::new(d, p.usize("components"), vb)?),
+        "QuantileHead" => Box::new(QuantileHead::new(d, p.usize("quantiles"), horizon, vb)?),
+        "CopulaHead" => Box::new(CopulaHead::new(d, p.usize("rank"), horizon, vb)?),
+        "FlowHead" => Box::new(FlowHead::new(
+            d,
+            p.usize("layers"),
+            p.usize("hidden"),
+            horizon,
+            vb,
+        )?),
+        other => candle_core::bail!("head {other} is not available"),
+    })
+}
+
+/// The last time step of `(b, s, d)`: `(b, d)`.
+fn last_step(h: &Tensor) -> Result<Tensor> {
+    let s = h.dim(1)?;
+    h.narrow(1, s - 1, 1)?.squeeze(1)
+}
+
+fn check_horizon(name: &str, built: usize, asked: usize) -> Result<()> {
+    if built != asked {
+        candle_core::bail!("{name} was built for a horizon of {built} steps, asked for {asked}");
+    }
+    Ok(())
+}
+
+/// Geometric Brownian motion: one drift `mu` and one volatility `sigma` per sample from the
+/// last step (layer norm, linear; `sigma = softplus + 1e-3`); log returns `mu + sigma * eps`
+/// i.i.d. over steps (the Ito correction is absorbed in the learned drift).
+pub struct GbmHead {
+    ln: LayerNorm,
+    out: Linear,
+}
+
+impl GbmHead {
+    pub fn new(d: usize, vb: VarBuilder) -> Result<Self> {
+        Ok(GbmHead {
+            ln: layer_norm(d, 1e-5, vb.pp("ln"))?,
+            out: linear(d, 2, vb.pp("out"))?,
+        })
+    }
+}
+
+impl Head for GbmHead {
+    fn sample(&self, h: &Tensor, n: usize, horizon: usize, noise: &mut Noise) -> Result<Tensor> {
+        let o = self.out.forward(&self.ln.forward(&last_step(h)?)?)?; // (b, 2)
+        let b = o.dim(0)?;
+        let mu = (o.narrow(1, 0, 1)? * DRIFT_SCALE)?.unsqueeze(2)?; // (b, 1, 1)
+        let sigma = (softplus(&o.narrow(1, 1, 1)?)? + MIN_SIGMA)?.unsqueeze(2)?;
+        let eps = noise.normal((b, n, horizon))?;
+        eps.broadcast_mul(&sigma)?.broadcast_add(&mu)
+    }
+}
+
+/// Neural SDE in log price, `dy = f(c, y, t) dt + g(c, y, t) dW`, integrated by Euler-Maruyama
+/// with unit steps; `f` and `g` share one SiLU network of the context (projected once), the
+/// state (scaled by `1/sqrt(t+1)`) and the time fraction; `g = softplus + 1e-3`.
+pub struct SdeHead {
+    ln: LayerNorm,
+    ctx: Linear,
+    w_state: Tensor,
+    w_time: Tensor,
+    out: Linear,
+}
+
+impl SdeHead {
+    pub fn new(d: usize, hidden: usize, vb: VarBuilder) -> Result<Self> {
+        let init = candle_nn::Init::Randn {
+            mean: 0.0,
+            stdev: 0.1,
+        };
+        Ok(SdeHead {
+            ln: layer_norm(d, 1e-5, vb.pp("ln"))?,
+            ctx: linear(d, hidden, vb.pp("ctx"))?,
+            w_state: vb.get_with_hints(hidden, "w_state", init)?,
+            w_time: vb.get_with_hints(hidden, "w_time", init)?,
+            out: linear(hidden, 2, vb.pp("out"))?,
+        })
+    }
+}
+
+impl Head for SdeHead {
+    fn sample(&self, h: &Tensor, n: usize, horizon: usize, noise: &mut Noise) -> Result<Tensor> {
+        let c = self
+            .ctx
+            .forward(&self.ln.forward(&last_step(h)?)?)?
+            .unsqueeze(1)?; // (b, 1, hid)
+        let b = c.dim(0)?;
+        let eps = noise.normal((b, n, horizon))?;
+        let mut y = Tensor::zeros((b, n, 1), DType::F32, h.device())?;
+        let mut steps = Vec::with_capacity(horizon);
+        for t in 0..horizon {
+            let frac = t as f64 / horizon.max(1) as f64;
+            let state = (&y / ((t + 1) as f64).sqrt())?;
+            let z = c
+                .broadcast_add(&state.broadcast_mul(&self.w_state)?)?
+                .broadcast_add(&(&self.w_time * frac)?)?;
+            let fg = self.out.forward(&candle_nn::ops::silu(&z)?)?; // (b, n, 2)
+            let drift = (fg.narrow(2, 0, 1)? * DRIFT_SCALE)?;
+            let diff = (softplus(&fg.narrow(2, 1, 1)?)? + MIN_SIGMA)?;
+            let dy = (drift + (diff * eps.narrow(2, t, 1)?)?)?;
+            y = (y + &dy)?;
+            steps.push(dy);
+        }
+        Tensor::cat(&steps, 2)
+    }
+}
+
+/// Mixture density head: `K` Gaussian regimes (drift, volatility) with mixture weights from the
+/// last step; every path draws one regime for the whole horizon. The draw uses the
+/// straight-through Gumbel-softmax, so the weights get gradients too.
+pub struct MixtureHead {
+    ln: LayerNorm,
+    out: Linear,
+    k: usize,
+}
+
+impl MixtureHead {
+    pub fn new(d: usize, k: usize, vb: VarBuilder) -> Result<Self> {
+        Ok(MixtureHead {
+            ln: layer_norm(d, 1e-5, vb.pp("ln"))?,
+            out: linear(d, 3 * k, vb.pp("out"))?,
+            k,
+        })
+    }
+}
+
+impl Head for MixtureHead {
+    fn sample(&self, h: &Tensor, n: usize, horizon: usize, noise: &mut Noise) -> Result<Tensor> {
+        let k = self.k;
+        let o = self.out.forward(&self.ln.forward(&last_step(h)?)?)?; // (b, 3k)
+        let b = o.dim(0)?;
+        let mu = (o.narrow(1, 0, k)? * DRIFT_SCALE)?.unsqueeze(1)?; // (b, 1, k)
+        let sigma = (softplus(&o.narrow(1, k, k)?)? + MIN_SIGMA)?.unsqueeze(1)?;
+        let logits = o.narrow(1, 2 * k, k)?.unsqueeze(1)?;
+        let g = noise.gumbel((b, n, k))?;
+        let soft = candle_nn::ops::softmax_last_dim(&g.broadcast_add(&logits)?)?; // (b, n, k)
+        let arg = soft.argmax_keepdim(D::Minus1)?; // (b, n, 1)
+        let range = Tensor::arange(0u32, k as u32, h.device())?.reshape((1, 1, k))?;
+        let hard = range.broadcast_eq(&arg)?.to_dtype(DType::F32)?;
+        let onehot = ((hard - soft.detach())? + &soft)?;
+        let m = onehot.broadcast_mul(&mu)?.sum_keepdim(2)?; // (b, n, 1)
+        let s = onehot.broadcast_mul(&sigma)?.sum_keepdim(2)?;
+        let eps = noise.normal((b, n, horizon))?;
+        eps.broadcast_mul(&s)?.broadcast_add(&m)
+    }
+}
+
+/// Quantile head: `Q` monotone quantile knots of each step's log return at levels evenly spaced
+/// from 0.5% to 99.5% (first knot plus cumulative softplus increments); a path draws one uniform
+/// level per step and reads the piecewise-linear quantile function there (tent-weight
+/// interpolation, differentiable in the knots). Tails beyond the outer knots are cut.
+pub struct QuantileHead {
+    ln: LayerNorm,
+    out: Linear,
+    q: usize,
+    horizon: usize,
+}
+
+/// The outer quantile levels of [`QuantileHead`].
+pub const QUANTILE_RANGE: (f32, f32) = (0.005, 0.995);
+
+impl QuantileHead {
+    pub fn new(d: usize, q: usize, horizon: usize, vb: VarBuilder) -> Result<Self> {
+        Ok(QuantileHead {
+            ln: layer_norm(d, 1e-5, vb.pp("ln"))?,
+            out: linear(d, horizon * q, vb.pp("out"))?,
+            q,
+            horizon,
+        })
+    }
+
+    /// The knots `(b, horizon, q)`, non-decreasing along the last axis.
+    pub fn knots(&self, h: &Tensor) -> Result<Tensor> {
+        let o = self.out.forward(&self.ln.forward(&last_step(h)?)?)?;
+        let b = o.dim(0)?;
+        let o = o.reshape((b, self.horizon, self.q))?;
+        // centre the first knot near the 0.5% normal quantile
+        let first = (o.narrow(2, 0, 1)? - 2.5)?;
+        let inc = (softplus(&o.narrow(2, 1, self.q - 1)?)? + 1e-4)?;
+        Tensor::cat(&[first, inc], 2)?.cumsum(2)
+    }
+}
+
+impl Head for QuantileHead {
+    fn sample(&self, h: &Tensor, n: usize, horizon: usize, noise: &mut Noise) -> Result<Tensor> {
+        check_horizon("QuantileHead", self.horizon, horizon)?;
+        let knots = self.knots(h)?.unsqueeze(1)?; // (b, 1, H, Q)
+        let b = knots.dim(0)?;
+        let (lo, hi) = QUANTILE_RANGE;
+        let u = noise.uniform((b, n, horizon), lo, hi)?;
+        let pos = u.affine(
+            (self.q - 1) as f64 / (hi - lo) as f64,
+            -(lo as f64) * (self.q - 1) as f64 / (hi - lo) as f64,
+        )?;
+        let j = Tensor::arange(0u32, self.q as u32, h.device())?
+            .to_dtype(DType::F32)?
+            .reshape((1, 1, 1, self.q))?;
+        let w = pos
+            .unsqueeze(3)?
+            .broadcast_sub(&j)?
+            .abs()?
+            .affine(-1.0, 1.0)?
+            .relu()?; // (b, n, H, Q)
+        w.broadcast_mul(&knots)?.sum(3)
+    }
+}
+
+/// Gaussian-copula head: per-step sinh-arcsinh marginals (location, scale, skew, tail weight;
+/// Jones & Pewsey 2009) joined across the horizon by a Gaussian copula whose correlation is
+/// low rank plus diagonal, `z = (F f + e) / sqrt(diag(F F^T) + 1)`, all from the last step. The
+/// marginal transform `x = mu + sigma * sinh((asinh(z) + skew) / tail)` maps each standard
+/// normal coordinate to its marginal (Phi then the marginal's inverse CDF, in one step).
+pub struct CopulaHead {
+    ln: LayerNorm,
+    out: Linear,
+    rank: usize,
+    horizon: usize,
+}
+
+impl CopulaHead {
+    pub fn new(d: usize, rank: usize, horizon: usize, vb: VarBuilder) -> Result<Self> {
+        Ok(CopulaHead {
+            ln: layer_norm(d, 1e-5, vb.pp("ln"))?,
+            out: linear(d, horizon * (4 + rank), vb.pp("out"))?,
+            rank,
+            horizon,
+        })
+    }
+}
+
+impl Head for CopulaHead {
+    fn sample(&self, h: &Tensor, n: usize, horizon: usize, noise: &mut Noise) -> Result<Tensor> {
+        check_horizon("CopulaHead", self.horizon, horizon)?;
+        let (hz, r) = (self.horizon, self.rank);
+        let o = self.out.forward(&self.ln.forward(&last_step(h)?)?)?;
+        let b = o.dim(0)?;
+        let o = o.reshape((b, hz, 4 + r))?;
+        let mu = (o.narrow(2, 0, 1)? * DRIFT_SCALE)?
+            .squeeze(2)?
+            .unsqueeze(1)?; // (b, 1, H)
+        let sigma = (softplus(&o.narrow(2, 1, 1)?)? + MIN_SIGMA)?
+            .squeeze(2)?
+            .unsqueeze(1)?;
+        let skew = (o.narrow(2, 2, 1)?.tanh()? * 2.0)?
+            .squeeze(2)?
+            .unsqueeze(1)?;
+        let tail = (softplus(&o.narrow(2, 3, 1)?)? + 0.3)?
+            .squeeze(2)?
+            .unsqueeze(1)?;
+        let f = (o.narrow(2, 4, r)? / (r as f64).sqrt())?; // (b, H, r)
+        let common = noise.normal((b, n, r))?.matmul(&f.t()?.contiguous()?)?; // (b, n, H)
+        let norm = (f.sqr()?.sum(2)? + 1.0)?.sqrt()?.unsqueeze(1)?; // (b, 1, H)
+        let z = (common + noise.normal((b, n, hz))?)?.broadcast_div(&norm)?;
+        let asinh = (&z + (z.sqr()? + 1.0)?.sqrt()?)?.log()?;
+        let y = asinh
+            .broadcast_add(&skew)?
+            .broadcast_div(&tail)?
+            .clamp(-20f32, 20f32)?;
+        let sinh = ((y.exp()? - y.neg()?.exp()?)? * 0.5)?;
+        sinh.broadcast_mul(&sigma)?.broadcast_add(&mu)
+    }
+}
+
+/// RealNVP-style conditional normalising flow over the horizon's return vector: Gaussian noise
+/// passes through affine coupling layers with alternating even/odd masks; each layer's scale
+/// (`tanh`-bounded) and shift are computed from the masked coordinates and the context.
+pub struct FlowHead {
+    ln: LayerNorm,
+    layers: Vec<(Linear, Linear, Linear)>,
+    masks: Vec<Tensor>,
+    horizon: usize,
+}
+
+impl FlowHead {
+    pub fn new(
+        d: usize,
+        n_layers: usize,
+        hidden: usize,
+        horizon: usize,
+        vb: VarBuilder,
+    ) -> Result<Self> {
+        let mut layers = Vec::new();
+        let mut masks = Vec::new();
+        for i in 0..n_layers {
+            let v = vb.pp(format!("coupling{i}"));
+            layers.push((
+                linear(horizon, hidden, v.pp("x"))?,
+                linear(d, hidden, v.pp("c"))?,
+                linear(hidden, 2 * horizon, v.pp("out"))?,
+            ));
+            let m: Vec<f32> = (0..horizon).map(|t| ((t + i) % 2) as f32).collect();
+            masks.push(Tensor::from_vec(m, horizon, vb.device())?);
+        }
+        Ok(FlowHead {
+            ln: layer_norm(d, 1e-5, vb.pp("ln"))?,
+            layers,
+            masks,
+            horizon,
+        })
+    }
+}
+
+impl Head for FlowHead {
+    fn sample(&self, h: &Tensor, n: usize, horizon: usize, noise: &mut Noise) -> Result<Tensor> {
+        check_horizon("FlowHead", self.horizon, horizon)?;
+        let c = self.ln.forward(&last_step(h)?)?.unsqueeze(1)?; // (b, 1, d)
+        let b = c.dim(0)?;
+        let mut x = noise.normal((b, n, horizon))?;
+        for ((wx, wc, out), m) in self.layers.iter().zip(&self.masks) {
+            let keep = x.broadcast_mul(m)?;
+            let hid = wx.forward(&keep)?.broadcast_add(&wc.forward(&c)?)?.tanh()?;
+            let st = out.forward(&hid)?;
+            let s = st.narrow(2, 0, horizon)?.tanh()?;
+            let t = (st.narrow(2, horizon, horizon)? * DRIFT_SCALE)?;
+            let inv = m.affine(-1.0, 1.0)?;
+            let moved = ((&x * s.exp()?)? + t)?.broadcast_mul(&inv)?;
+            x = (keep + moved)?;
+        }
+        Ok(x)
+    }
+}

@@ -1,0 +1,76 @@
+//! The model zoo: backbone blocks, distribution heads, experiment specs, a trainer and a
+//! [`crate::sn50::forecast::Forecaster`] for trained checkpoints, all in candle (CPU by default,
+//! `--features cuda` for candle's CUDA backend).
+//!
+//! The uniform interface (see `docs/zoo.md`):
+//! - features `(batch, seq, features)` -> input projection -> `(batch, seq, d_model)`;
+//! - every [`blocks::Block`] maps `(batch, seq, d_model)` -> `(batch, seq, d_model)`, so any block
+//!   stacks with any other;
+//! - every [`heads::Head`] maps the backbone output to a distribution over future log-return
+//!   paths and samples `N` paths of `H` steps by reparameterisation (noise from a seeded RNG, the
+//!   sample a differentiable function of the parameters), so the sample CRPS trains it.
+//!
+//! Modules: [`params`] (seeded parameter store, noise), [`spec`] (experiment JSON, validation,
+//! parameter and FLOPs counts), [`registry`] (components and presets), [`features`] (bars to
+//! windows), [`model`] (backbone + head), [`train`] (loss, loop, checkpoints), [`forecaster`]
+//! (checkpoint -> SN50 paths), [`bench`] (training and simulation speed).
+
+pub mod bench;
+pub mod blocks;
+pub mod features;
+pub mod forecaster;
+pub mod heads;
+pub mod model;
+pub mod params;
+pub mod registry;
+pub mod spec;
+pub mod train;
+
+/// Errors from the zoo.
+#[derive(Debug, thiserror::Error)]
+pub enum ZooError {
+    #[error("tensor error: {0}")]
+    Candle(#[from] candle_core::Error),
+    #[error("invalid experiment spec:\n{}", .0.iter().map(|e| format!("  - {e}")).collect::<Vec<_>>().join("\n"))]
+    Spec(Vec<spec::SpecIssue>),
+    #[error(transparent)]
+    Data(#[from] crate::sn50::data::DataError),
+    #[error("{0}")]
+    Features(String),
+    #[error("cannot read or write {path}: {message}")]
+    Io { path: String, message: String },
+    #[error("checkpoint {path}: {message}")]
+    Checkpoint { path: String, message: String },
+    #[error("device {0:?} is not available: {1}")]
+    Device(String, String),
+    #[error("training diverged: {0}")]
+    Diverged(String),
+}
+
+/// The compute device by name: `cpu`, or `cuda` / `cuda:N` when built with `--features cuda`.
+pub fn device(name: &str) -> Result<candle_core::Device, ZooError> {
+    match name {
+        "cpu" => Ok(candle_core::Device::Cpu),
+        n if n == "cuda" || n.starts_with("cuda:") => {
+            let ord: usize = n
+                .strip_prefix("cuda:")
+                .map(|s| s.parse().unwrap_or(usize::MAX))
+                .unwrap_or(0);
+            if !cfg!(feature = "cuda") {
+                return Err(ZooError::Device(
+                    n.into(),
+                    "this build has no CUDA support: rebuild with `--features cuda`".into(),
+                ));
+            }
+            candle_core::Device::new_cuda(ord)
+                .map_err(|e| ZooError::Device(n.into(), e.to_string()))
+        }
+        other => Err(ZooError::Device(
+            other.into(),
+            "use `cpu` or `cuda[:N]`".into(),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests;

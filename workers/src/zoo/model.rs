@@ -1,0 +1,65 @@
+//! A model: input projection, the stacked blocks, a final layer norm and a head.
+
+use candle_core::{Module, Result, Tensor};
+use candle_nn::{layer_norm, linear, LayerNorm, Linear, VarBuilder};
+
+use super::blocks::{build_block, Block, BuildCtx};
+use super::heads::{build_head, Head};
+use super::params::Noise;
+use super::spec::{ExperimentSpec, Resolved};
+
+/// Backbone plus head, as built from a validated spec.
+pub struct ZooModel {
+    input: Linear,
+    blocks: Vec<Box<dyn Block>>,
+    norm: LayerNorm,
+    head: Box<dyn Head>,
+    pub horizon: usize,
+    pub d_model: usize,
+}
+
+impl ZooModel {
+    /// Build from a spec and its [`Resolved`] components; parameters come from `vb`.
+    pub fn build(spec: &ExperimentSpec, r: &Resolved, vb: VarBuilder) -> Result<Self> {
+        let bb = &spec.model.backbone;
+        let ctx = BuildCtx {
+            d_model: bb.d_model,
+            seq_len: bb.seq_len,
+        };
+        let blocks = r
+            .blocks
+            .iter()
+            .enumerate()
+            .map(|(i, (name, p))| build_block(name, p, ctx, vb.pp(format!("blocks.{i}"))))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(ZooModel {
+            input: linear(bb.features.len(), bb.d_model, vb.pp("input"))?,
+            blocks,
+            norm: layer_norm(bb.d_model, 1e-5, vb.pp("norm"))?,
+            head: build_head(
+                r.head.0,
+                &r.head.1,
+                bb.d_model,
+                spec.training.horizon,
+                vb.pp("head"),
+            )?,
+            horizon: spec.training.horizon,
+            d_model: bb.d_model,
+        })
+    }
+
+    /// `(b, seq, features)` -> `(b, seq, d_model)`.
+    pub fn backbone(&self, x: &Tensor) -> Result<Tensor> {
+        let mut h = self.input.forward(x)?;
+        for b in &self.blocks {
+            h = b.forward(&h)?;
+        }
+        self.norm.forward(&h)
+    }
+
+    /// `(b, seq, features)` -> `(b, n, horizon)` sampled per-step standardised log returns.
+    pub fn sample(&self, x: &Tensor, n: usize, noise: &mut Noise) -> Result<Tensor> {
+        let h = self.backbone(x)?;
+        self.head.sample(&h, n, self.horizon, noise)
+    }
+}
