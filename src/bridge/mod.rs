@@ -497,8 +497,7 @@ async fn read_events(
         .block(5000)
         .count(200);
     let reply: Option<redis::streams::StreamReadReply> =
-        redis::AsyncCommands::xread_options(c, &[queue.keys().events()], &[cursor], &opts)
-            .await?;
+        redis::AsyncCommands::xread_options(c, &[queue.keys().events()], &[cursor], &opts).await?;
     let mut next = cursor.to_string();
     let mut out = Vec::new();
     let entries = reply
