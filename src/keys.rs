@@ -16,6 +16,8 @@
 //! | `workers`, `worker:<id>` | zset, hash | heartbeats and what each worker runs |
 //! | `sem:<name>:*` | zset/hash/string | semaphore holders, line, fences, limit |
 //! | `cron:defs`, `cron:next`, `cron:last` | hash, zset, hash | schedules |
+//! | `run:<id>`, `runs` | hash, zset | pipeline run record (state, stage, attempt, task, summary); runs by creation |
+//! | `experiments`, `experiments:by_crps` | hash, zset | experiment records by fingerprint; ranking |
 //! | `meta` | hash | `schema_version` |
 
 /// The consumer group every job stream uses.
@@ -74,6 +76,18 @@ impl Keys {
     }
     pub fn cron(&self, part: &str) -> String {
         self.k(&format!("cron:{part}"))
+    }
+    pub fn run(&self, id: &str) -> String {
+        self.k(&format!("run:{id}"))
+    }
+    pub fn runs(&self) -> String {
+        self.k("runs")
+    }
+    pub fn experiments(&self) -> String {
+        self.k("experiments")
+    }
+    pub fn experiments_by_crps(&self) -> String {
+        self.k("experiments:by_crps")
     }
     pub fn lock(&self, name: &str) -> String {
         self.k(&format!("lock:{name}"))

@@ -11,6 +11,7 @@ pub mod config;
 pub mod keys;
 pub mod metrics;
 pub mod migrate;
+pub mod pipeline;
 pub mod queue;
 pub mod scheduler;
 pub mod scripts;

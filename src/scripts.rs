@@ -33,6 +33,9 @@ pub struct Scripts {
     pub sem_renew: Script,
     pub sem_release: Script,
     pub cron_fire: Script,
+    pub run_create: Script,
+    pub run_advance: Script,
+    pub run_cancel: Script,
 }
 
 impl Scripts {
@@ -52,6 +55,9 @@ impl Scripts {
             sem_renew: script!("sem_renew.lua"),
             sem_release: script!("sem_release.lua"),
             cron_fire: script!("cron_fire.lua"),
+            run_create: script!("run_create.lua"),
+            run_advance: script!("run_advance.lua"),
+            run_cancel: script!("run_cancel.lua"),
         }
     }
 }

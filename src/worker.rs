@@ -117,6 +117,8 @@ enum Outcome {
     Fail {
         error: String,
         retry_in: Option<Duration>,
+        /// False for a deferral: no attempt is used.
+        counts: bool,
     },
     HandBack,
 }
@@ -611,6 +613,17 @@ fn spawn_job(
 }
 
 fn failure(inner: &Inner, d: &Delivery, attempt: u32, e: JobError) -> Outcome {
+    if let JobError::Defer {
+        retry_in_ms,
+        reason,
+    } = e
+    {
+        return Outcome::Fail {
+            error: reason,
+            retry_in: Some(Duration::from_millis(retry_in_ms)),
+            counts: false,
+        };
+    }
     let next = attempt + 1;
     let retry_in = (e.is_retryable() && next < d.env.max_attempts)
         .then(|| retry_delay(inner.opts.retry_base, inner.opts.retry_cap, attempt));
@@ -621,7 +634,11 @@ fn failure(inner: &Inner, d: &Delivery, attempt: u32, e: JobError) -> Outcome {
         JobError::Permanent(_) => format!("non-retryable: {e}"),
         _ => e.to_string(),
     };
-    Outcome::Fail { error, retry_in }
+    Outcome::Fail {
+        error,
+        retry_in,
+        counts: true,
+    }
 }
 
 /// Records outcomes in Redis, batching successes. A slot is released (the
@@ -738,12 +755,19 @@ async fn record_finishes(inner: &Inner, done: Vec<Done>) {
 }
 
 async fn record_fail(inner: &Inner, d: Done) {
-    let Outcome::Fail { error, retry_in } = &d.outcome else {
+    let Outcome::Fail {
+        error,
+        retry_in,
+        counts,
+    } = &d.outcome
+    else {
         return;
     };
     let ttl = inner.queue.config().result_ttl.as_millis() as u64;
     let mut next = d.d.env.clone();
-    next.attempt += 1;
+    if *counts {
+        next.attempt += 1;
+    }
     let next = next.to_json();
     let delay: i64 = retry_in.map(|r| r.as_millis() as i64).unwrap_or(-1);
     let res: Option<i64> = persist(&inner.closing, "fail", || {
@@ -756,7 +780,8 @@ async fn record_fail(inner: &Inner, d: Done) {
             .arg(&d.d.env.id)
             .arg(&next)
             .arg(error)
-            .arg(delay);
+            .arg(delay)
+            .arg(if *counts { "1" } else { "0" });
         async move {
             let mut c = inner.queue.conn().await?;
             Ok(inv.invoke_async(&mut c).await?)
@@ -764,7 +789,11 @@ async fn record_fail(inner: &Inner, d: Done) {
     })
     .await;
     let t = &d.d.job_type;
-    if res == Some(1) {
+    if res == Some(1) && !*counts {
+        tracing::debug!(job = %d.d.env.id, r#type = %t, reason = %error, "job deferred");
+        inner.promote_now.notify_one();
+        observe(inner, &d.d, "deferred", 0);
+    } else if res == Some(1) {
         inner.metrics.failed.with_label_values(&[t]).inc();
         if retry_in.is_some() {
             inner.metrics.retried.with_label_values(&[t]).inc();

@@ -17,6 +17,10 @@ pub enum JobError {
     /// The handler noticed cancellation and stopped.
     #[error("cancelled")]
     Cancelled,
+    /// Not now, and not a failure (e.g. waiting for a permit): run again after
+    /// `retry_in_ms` without using an attempt.
+    #[error("deferred: {reason}")]
+    Defer { retry_in_ms: u64, reason: String },
 }
 
 impl JobError {

@@ -12,6 +12,7 @@ mod envelope;
 mod error;
 mod handler;
 pub mod ops;
+pub mod pipeline;
 mod spec;
 
 pub use context::{JobContext, ProgressUpdate};

@@ -6,6 +6,7 @@
 
 pub mod model;
 mod ops;
+pub mod pipeline;
 pub mod sn50;
 
 use clap::{Parser, Subcommand};
@@ -60,6 +61,13 @@ pub enum Command {
     Migrate,
     /// Serve the HTTP bridge for bots and people.
     Bridge(ops::BridgeArgs),
+    /// Run the research pipeline (plan, train, check, debug, publish) as jobs.
+    Pipeline(Box<pipeline::PipelineArgs>),
+    /// Pipeline runs: list, show, cancel.
+    Runs {
+        #[command(subcommand)]
+        command: pipeline::RunsCommand,
+    },
     /// Benchmarks.
     Bench {
         #[command(subcommand)]

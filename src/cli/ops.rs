@@ -316,6 +316,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Bench { command } => bench(q, command).await,
+        Command::Pipeline(a) => super::pipeline::pipeline(q, *a).await,
+        Command::Runs { command } => super::pipeline::runs(q, command).await,
         Command::Bridge(a) => {
             let cfg = crate::bridge::BridgeConfig {
                 addr: SocketAddr::new(a.host, a.port),
@@ -333,6 +335,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 async fn worker(q: Queue, a: WorkerArgs) -> anyhow::Result<()> {
     let mut registry = jobs::Registry::new();
     workers::register_builtin(&mut registry);
+    crate::pipeline::register(&mut registry, q.clone());
     let roles = if a.roles.iter().any(|r| r == "all") {
         registry.types().iter().map(|t| t.to_string()).collect()
     } else {

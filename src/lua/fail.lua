@@ -1,24 +1,36 @@
 -- fail.lua: records a failed attempt. ARGV: prefix, ttl_ms, consumer, type, stream id,
--- job id, next envelope (attempt + 1), error, delay ms (-1 = dead-letter now).
+-- job id, next envelope (attempt + 1), error, delay ms (-1 = dead-letter now),
+-- counts ('1' = a failed attempt; '0' = deferred: try again later, no attempt used).
 -- A retry goes to the delayed set; promote.lua puts it back on the stream.
 -- Returns 1 recorded, 0 stale (the entry is no longer ours).
 local ttl, consumer, jtype = tonumber(ARGV[2]), ARGV[3], ARGV[4]
 local sid, id, env, err, delay = ARGV[5], ARGV[6], ARGV[7], ARGV[8], tonumber(ARGV[9])
+local counts = ARGV[10] ~= '0'
 local stream = key('q', jtype)
 if not owns(stream, sid, consumer) then return 0 end
 local now = now_ms()
 ackdel(stream, sid)
 local jk = key('job', id)
-redis.call('HINCRBY', key('stats', jtype), 'failed', 1)
-local attempt = redis.call('HINCRBY', jk, 'attempt', 1)
+local attempt
+if counts then
+  redis.call('HINCRBY', key('stats', jtype), 'failed', 1)
+  attempt = redis.call('HINCRBY', jk, 'attempt', 1)
+else
+  redis.call('HINCRBY', key('stats', jtype), 'deferred', 1)
+  attempt = tonumber(redis.call('HGET', jk, 'attempt') or '0')
+end
 if delay >= 0 then
   local at = now + delay
   redis.call('HSET', jk, 'state', 'delayed', 'env', env, 'error', err, 'run_at', at)
   redis.call('HDEL', jk, 'stream_id')
   redis.call('ZADD', key('delayed'), at, id)
   redis.call('HINCRBY', key('stats', jtype), 'delayed_now', 1)
-  redis.call('HINCRBY', key('stats', jtype), 'retried', 1)
-  emit(now, 'retrying', jtype, id, {'error', err, 'attempt', attempt, 'run_at', at})
+  if counts then
+    redis.call('HINCRBY', key('stats', jtype), 'retried', 1)
+    emit(now, 'retrying', jtype, id, {'error', err, 'attempt', attempt, 'run_at', at})
+  else
+    emit(now, 'deferred', jtype, id, {'reason', err, 'run_at', at})
+  end
 else
   bury(now, jtype, id, env, err, sid)
   redis.call('HSET', jk, 'state', 'dead', 'error', err, 'finished_at', now)

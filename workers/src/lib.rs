@@ -5,6 +5,7 @@
 //! delivery, retries and state. That keeps every handler testable on its own.
 
 pub mod ops;
+pub mod pipeline;
 pub mod sn50;
 pub mod zoo;
 

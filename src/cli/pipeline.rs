@@ -1,0 +1,303 @@
+//! `synth-city pipeline` and `synth-city runs`: start research runs and follow them.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::bail;
+use clap::{Args, Subcommand};
+use tokio_util::sync::CancellationToken;
+use workers::pipeline::Budget;
+
+use crate::pipeline::{self, RunOptions};
+use crate::queue::Queue;
+use crate::worker::{Worker, WorkerOptions};
+
+/// `synth-city pipeline ...` (a flag given twice: the last one wins)
+#[derive(Debug, Args)]
+#[command(args_override_self = true)]
+pub struct PipelineArgs {
+    /// Publish the best model to the store when the check passes.
+    #[arg(long)]
+    pub publish: bool,
+    /// Check/debug rounds before a run gives up.
+    #[arg(long, default_value_t = 3)]
+    pub retries: u32,
+    /// Experiments per plan.
+    #[arg(long, default_value_t = 4)]
+    pub max_experiments: usize,
+    /// Runs, one after another (each plans from what the last learned).
+    #[arg(long, default_value_t = 1)]
+    pub loops: usize,
+    /// First-round epochs per experiment (doubled for survivors).
+    #[arg(long, default_value_t = 2)]
+    pub epochs: usize,
+    /// Successive-halving rounds.
+    #[arg(long, default_value_t = 2)]
+    pub rounds: usize,
+    #[arg(long, default_value_t = 20)]
+    pub steps_per_epoch: usize,
+    #[arg(long, default_value_t = 16)]
+    pub d_model: usize,
+    #[arg(long, default_value_t = 32)]
+    pub seq_len: usize,
+    #[arg(long, default_value_t = 8)]
+    pub batch_size: usize,
+    #[arg(long, default_value_t = 16)]
+    pub n_paths: usize,
+    /// Validation windows scored with the SN50 CRPS.
+    #[arg(long, default_value_t = 8)]
+    pub eval_windows: usize,
+    #[arg(long, default_value_t = 1000)]
+    pub eval_paths: usize,
+    #[arg(long, value_delimiter = ',', default_value = "BTC")]
+    pub assets: Vec<String>,
+    #[arg(long, default_value = "5m")]
+    pub timeframe: String,
+    #[arg(long, default_value = "data")]
+    pub data_dir: PathBuf,
+    #[arg(long, default_value = "runs")]
+    pub out: PathBuf,
+    #[arg(long, default_value = "store")]
+    pub store: PathBuf,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Only enqueue (for an external fleet) and print the run id.
+    #[arg(long)]
+    pub enqueue_only: bool,
+    /// Concurrency of the in-process workers.
+    #[arg(long, default_value_t = 2)]
+    pub concurrency: usize,
+    #[arg(long, default_value = "default")]
+    pub bot_id: String,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `synth-city runs ...`
+#[derive(Debug, Subcommand)]
+pub enum RunsCommand {
+    /// Recent runs, newest first.
+    List {
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One run: state, stages, experiments, summary.
+    Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Cancel a run.
+    Cancel { id: String },
+}
+
+impl PipelineArgs {
+    fn options(&self) -> RunOptions {
+        RunOptions {
+            budget: Budget {
+                experiments: self.max_experiments,
+                epochs: self.epochs,
+                steps_per_epoch: self.steps_per_epoch,
+                d_model: self.d_model,
+                seq_len: self.seq_len,
+                batch_size: self.batch_size,
+                n_paths: self.n_paths,
+                eval_windows: self.eval_windows,
+                eval_paths: self.eval_paths,
+                assets: self.assets.clone(),
+                timeframe: self.timeframe.clone(),
+                rounds: self.rounds,
+            },
+            retries: self.retries,
+            publish: self.publish,
+            data_dir: self.data_dir.clone(),
+            out_dir: self.out.clone(),
+            store_dir: self.store.clone(),
+            seed: self.seed,
+            ..Default::default()
+        }
+    }
+}
+
+/// The stage job types.
+pub const STAGES: [&str; 5] = ["plan", "train", "check", "debug", "publish"];
+
+/// Runs the pipeline command.
+pub async fn pipeline(q: Queue, a: PipelineArgs) -> anyhow::Result<()> {
+    q.check_schema().await?;
+    let opts = a.options();
+    opts.validate().map_err(anyhow::Error::msg)?;
+    if a.enqueue_only {
+        let id = pipeline::create_run(&q, opts, &a.bot_id).await?;
+        if a.json {
+            println!("{}", serde_json::json!({"run_id": id}));
+        } else {
+            println!("{id}");
+        }
+        return Ok(());
+    }
+    let stop = CancellationToken::new();
+    let mut registry = jobs::Registry::new();
+    pipeline::register(&mut registry, q.clone());
+    let w = Worker::new(
+        q.clone(),
+        registry,
+        WorkerOptions {
+            roles: STAGES.iter().map(|s| s.to_string()).collect(),
+            concurrency: a.concurrency,
+            batch: a.concurrency,
+            name: Some("pipeline".into()),
+            ..Default::default()
+        },
+    )?;
+    let worker = tokio::spawn(w.run(stop.clone()));
+    let mut summaries = Vec::new();
+    let mut all_ok = true;
+    for _ in 0..a.loops.max(1) {
+        let id = pipeline::create_run(&q, opts.clone(), &a.bot_id).await?;
+        let run = follow(&q, &id, !a.json).await?;
+        all_ok &= run.state == "succeeded";
+        summaries.push(run.summary.unwrap_or_default());
+    }
+    stop.cancel();
+    worker.await??;
+    if a.json {
+        let last = summaries.last().cloned().unwrap_or_default();
+        let mut out = last.clone();
+        out["success"] = serde_json::json!(all_ok);
+        if summaries.len() > 1 {
+            out["runs"] = serde_json::Value::Array(summaries);
+        }
+        println!("{out}");
+    } else {
+        for s in &summaries {
+            print_summary(s);
+        }
+    }
+    if !all_ok {
+        bail!("the pipeline did not succeed");
+    }
+    Ok(())
+}
+
+/// Waits for a run to finish, printing each stage as it completes.
+async fn follow(q: &Queue, id: &str, live: bool) -> anyhow::Result<pipeline::RunInfo> {
+    let mut printed = 0;
+    loop {
+        let Some(run) = pipeline::get_run(q, id).await? else {
+            bail!("run {id} disappeared");
+        };
+        if live {
+            if let Some(t) = &run.task {
+                for s in t.stages.iter().skip(printed) {
+                    eprintln!(
+                        "[{id}] {:<8} #{} {:<4} {:>6.1}s  {}",
+                        s.stage,
+                        s.attempt,
+                        if s.ok { "ok" } else { "FAIL" },
+                        s.seconds,
+                        s.note
+                    );
+                }
+                printed = t.stages.len();
+            }
+        }
+        if run.is_finished() {
+            return Ok(run);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn print_summary(s: &serde_json::Value) {
+    println!(
+        "run {}: {}",
+        s["run_id"].as_str().unwrap_or("?"),
+        if s["success"].as_bool() == Some(true) {
+            "succeeded".to_string()
+        } else {
+            format!("failed: {}", s["error"].as_str().unwrap_or("?"))
+        }
+    );
+    println!(
+        "{:>3}  {:<44} {:>10} {:>10} {:>7} {:>8}",
+        "#", "experiment", "CRPS", "GBM", "ratio", "params"
+    );
+    for (i, e) in s["experiments"].as_array().into_iter().flatten().enumerate() {
+        let f = |k: &str| e[k].as_f64().map(|v| format!("{v:.2}")).unwrap_or("-".into());
+        println!(
+            "{:>3}  {:<44} {:>10} {:>10} {:>7} {:>8}",
+            i + 1,
+            e["name"].as_str().unwrap_or("?"),
+            f("crps"),
+            f("gbm_crps"),
+            e["ratio"].as_f64().map(|v| format!("{v:.3}")).unwrap_or("-".into()),
+            e["param_count"]
+        );
+    }
+}
+
+/// Runs the runs command.
+pub async fn runs(q: Queue, c: RunsCommand) -> anyhow::Result<()> {
+    match c {
+        RunsCommand::List { limit, json } => {
+            let rs = pipeline::list_runs(&q, limit).await?;
+            if json {
+                println!("{}", serde_json::to_string(&rs)?);
+            } else if rs.is_empty() {
+                println!("no runs");
+            } else {
+                for r in rs {
+                    println!(
+                        "{}  {:<10} {:<8} #{}  best {}",
+                        r.id,
+                        r.state,
+                        r.stage,
+                        r.attempt,
+                        r.summary
+                            .as_ref()
+                            .and_then(|s| s["best_crps"].as_f64())
+                            .map(|c| format!("{c:.2}"))
+                            .unwrap_or_else(|| "-".into())
+                    );
+                }
+            }
+        }
+        RunsCommand::Show { id, json } => {
+            let Some(r) = pipeline::get_run(&q, &id).await? else {
+                bail!("no run {id:?}");
+            };
+            if json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                println!("run {}  state {}  stage {} #{}", r.id, r.state, r.stage, r.attempt);
+                if let Some(t) = &r.task {
+                    for s in &t.stages {
+                        println!(
+                            "  {:<8} #{} {:<4} {:>6.1}s  {}",
+                            s.stage,
+                            s.attempt,
+                            if s.ok { "ok" } else { "FAIL" },
+                            s.seconds,
+                            s.note
+                        );
+                    }
+                }
+                if let Some(s) = &r.summary {
+                    print_summary(s);
+                }
+            }
+        }
+        RunsCommand::Cancel { id } => {
+            let before = pipeline::cancel_run(&q, &id).await?;
+            match before.as_str() {
+                "missing" => bail!("no run {id:?}"),
+                "succeeded" | "failed" | "cancelled" => println!("{id}: already {before}"),
+                _ => println!("{id}: cancelled (was {before})"),
+            }
+        }
+    }
+    Ok(())
+}

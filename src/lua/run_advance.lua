@@ -1,0 +1,28 @@
+-- run_advance.lua: moves a run from one stage to the next, atomically with the
+-- next stage's enqueue. ARGV: prefix, ttl ms, run id, expected stage, expected
+-- attempt, new stage, new attempt, task json, new state ('' = running),
+-- summary ('' = none), then next job type, job id, envelope ('' = none).
+-- Only the stage job the run is waiting for may advance it: a stale or
+-- re-delivered job finds the run elsewhere and changes nothing (0); a
+-- cancelled or finished run is never advanced (-1). The next job's id is
+-- derived from (run, stage, attempt), so even a replay cannot duplicate it.
+local ttl, run_id = tonumber(ARGV[2]), ARGV[3]
+local rk = key('run', run_id)
+local f = redis.call('HMGET', rk, 'stage', 'attempt', 'state', 'bot')
+if not f[1] then return 0 end
+if f[3] == 'cancelled' or f[3] == 'succeeded' or f[3] == 'failed' then return -1 end
+if f[1] ~= ARGV[4] or f[2] ~= ARGV[5] then return 0 end
+local now = now_ms()
+local state = ARGV[9]
+if state == '' then state = 'running' end
+redis.call('HSET', rk, 'stage', ARGV[6], 'attempt', ARGV[7], 'task', ARGV[8], 'state', state,
+           'updated_at', now)
+if ARGV[10] ~= '' then
+  redis.call('HSET', rk, 'summary', ARGV[10], 'finished_at', now)
+end
+if ARGV[11] ~= '' then
+  redis.call('HSET', rk, 'job', ARGV[12])
+  enqueue_one(now, ARGV[11], ARGV[12], ARGV[13], '', now, ttl, f[4] or '')
+end
+emit(now, 'run_' .. state, 'run', run_id, {'stage', ARGV[6], 'attempt', ARGV[7]})
+return 1

@@ -1,0 +1,351 @@
+//! Pipeline runs as jobs: plan -> train -> check (<-> debug) -> publish.
+//!
+//! A run is a record in Redis (`run:<id>`: state, stage, attempt, task JSON,
+//! summary) driven by its stage jobs. Each stage handler (see `stages.rs`)
+//! checks that the run is waiting for exactly its (stage, attempt), holds the
+//! run's permit of the `pipeline` semaphore while it works, does the work
+//! with the built-in agents of `workers::pipeline`, and then calls
+//! `run_advance.lua`, which updates the record and enqueues the next stage job
+//! in one step, with a job id derived from (run, stage, attempt). A worker
+//! that dies mid-stage leaves the stage job pending; it is redelivered and the
+//! run goes on. A replayed or stale job cannot advance the run twice.
+
+pub mod stages;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use jobs::pipeline::StageJob;
+use jobs::JobEnvelope;
+use redis::AsyncCommands;
+use serde::{Deserialize, Serialize};
+use workers::pipeline::{Budget, ExperimentRecord};
+
+use crate::queue::{EnqueueRequest, Queue, QueueError, Result};
+
+pub use stages::register;
+
+/// How a run is carried out; stored in the run's task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunOptions {
+    pub budget: Budget,
+    /// Check/debug rounds before the run gives up.
+    pub retries: u32,
+    pub publish: bool,
+    pub data_dir: PathBuf,
+    /// Checkpoints go to `<out_dir>/<run_id>/...`.
+    pub out_dir: PathBuf,
+    /// The filesystem store the publisher writes to.
+    pub store_dir: PathBuf,
+    pub seed: u64,
+    /// LLM temperature schedule (recorded for LLM agents; the built-in agents
+    /// are deterministic).
+    pub base_temperature: f64,
+    pub temperature_step: f64,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        Self {
+            budget: Budget::default(),
+            retries: 3,
+            publish: false,
+            data_dir: "data".into(),
+            out_dir: "runs".into(),
+            store_dir: "store".into(),
+            seed: 42,
+            base_temperature: 0.1,
+            temperature_step: 0.1,
+        }
+    }
+}
+
+impl RunOptions {
+    /// Checks the options, naming every problem.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        let mut errs = Vec::new();
+        if !(1..=20).contains(&self.retries) {
+            errs.push(format!("retries must be within 1..=20, got {}", self.retries));
+        }
+        if !(1..=64).contains(&self.budget.experiments) {
+            errs.push(format!(
+                "max experiments must be within 1..=64, got {}",
+                self.budget.experiments
+            ));
+        }
+        if self.budget.epochs == 0 {
+            errs.push("epochs must be at least 1".into());
+        }
+        if !self.data_dir.is_dir() {
+            errs.push(format!(
+                "data dir {} does not exist (pass --data-dir with the CSV bars)",
+                self.data_dir.display()
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.base_temperature)
+            || !(0.0..=0.5).contains(&self.temperature_step)
+        {
+            errs.push("base temperature must be within 0..=1 and its step within 0..=0.5".into());
+        }
+        if errs.is_empty() {
+            Ok(())
+        } else {
+            Err(errs.join("; "))
+        }
+    }
+}
+
+/// One stage attempt, as the run records it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StageRecord {
+    pub stage: String,
+    pub attempt: u32,
+    pub ok: bool,
+    pub seconds: f64,
+    pub note: String,
+}
+
+/// A run's working state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Task {
+    pub options: RunOptions,
+    #[serde(default)]
+    pub plan: Option<workers::pipeline::planner::Plan>,
+    #[serde(default)]
+    pub results: Vec<ExperimentRecord>,
+    /// The experiment the debugger asked to train next, if any.
+    #[serde(default)]
+    pub fix: Option<workers::zoo::spec::ExperimentSpec>,
+    #[serde(default)]
+    pub problems: Vec<String>,
+    #[serde(default)]
+    pub stages: Vec<StageRecord>,
+    #[serde(default)]
+    pub published: Option<workers::pipeline::publisher::Published>,
+}
+
+impl Task {
+    /// The best result so far.
+    pub fn best(&self) -> Option<&ExperimentRecord> {
+        workers::pipeline::best(&self.results)
+    }
+}
+
+/// A run as `runs show` prints it.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunInfo {
+    pub id: String,
+    pub bot: String,
+    pub state: String,
+    pub stage: String,
+    pub attempt: u32,
+    pub created_at_ms: u64,
+    pub finished_at_ms: Option<u64>,
+    pub task: Option<Task>,
+    pub summary: Option<serde_json::Value>,
+}
+
+impl RunInfo {
+    pub fn is_finished(&self) -> bool {
+        matches!(self.state.as_str(), "succeeded" | "failed" | "cancelled")
+    }
+}
+
+fn stage_job_id(run_id: &str, stage: &str, attempt: u32) -> String {
+    format!("run-{run_id}-{stage}-{attempt}")
+}
+
+/// Builds the envelope of a stage job.
+fn stage_envelope(
+    stage: &str,
+    run_id: &str,
+    attempt: u32,
+    opts: &RunOptions,
+    bot: &str,
+) -> Result<JobEnvelope> {
+    let job = StageJob {
+        run_id: run_id.to_string(),
+        attempt,
+        temperature: (opts.base_temperature + attempt as f64 * opts.temperature_step).min(2.0),
+    };
+    let req = EnqueueRequest {
+        job_type: stage.to_string(),
+        payload: serde_json::to_value(job).expect("stage jobs serialise"),
+        id: Some(stage_job_id(run_id, stage, attempt)),
+        run_id: Some(run_id.to_string()),
+        bot_id: Some(bot.to_string()),
+        ..Default::default()
+    };
+    Ok(req.into_envelope()?.0)
+}
+
+/// Creates a run and enqueues its plan stage; returns the run id.
+pub async fn create_run(queue: &Queue, opts: RunOptions, bot: &str) -> Result<String> {
+    opts.validate().map_err(QueueError::Invalid)?;
+    let run_id = ulid::Ulid::new().to_string().to_lowercase()[..12].to_string();
+    let task = Task {
+        options: opts,
+        plan: None,
+        results: vec![],
+        fix: None,
+        problems: vec![],
+        stages: vec![],
+        published: None,
+    };
+    let env = stage_envelope("plan", &run_id, 0, &task.options, bot)?;
+    let task_json = serde_json::to_string(&task).expect("tasks serialise");
+    let ttl = queue.config().result_ttl.as_millis() as u64;
+    let _: i64 = queue
+        .retrying("create run", |mut c| {
+            let mut inv = queue.scripts().run_create.prepare_invoke();
+            inv.arg(queue.prefix())
+                .arg(ttl)
+                .arg(&run_id)
+                .arg(bot)
+                .arg(&task_json)
+                .arg("plan")
+                .arg(&env.id)
+                .arg(env.to_json());
+            async move { Ok(inv.invoke_async(&mut c).await?) }
+        })
+        .await?;
+    Ok(run_id)
+}
+
+/// Reads a run.
+pub async fn get_run(queue: &Queue, id: &str) -> Result<Option<RunInfo>> {
+    let key = queue.keys().run(id);
+    let h: BTreeMap<String, String> = queue
+        .retrying("run", |mut c| {
+            let key = key.clone();
+            async move { Ok(c.hgetall(key).await?) }
+        })
+        .await?;
+    if h.is_empty() {
+        return Ok(None);
+    }
+    let n = |k: &str| h.get(k).and_then(|v| v.parse::<u64>().ok());
+    Ok(Some(RunInfo {
+        id: id.to_string(),
+        bot: h.get("bot").cloned().unwrap_or_default(),
+        state: h.get("state").cloned().unwrap_or_default(),
+        stage: h.get("stage").cloned().unwrap_or_default(),
+        attempt: n("attempt").unwrap_or(0) as u32,
+        created_at_ms: n("created_at").unwrap_or(0),
+        finished_at_ms: n("finished_at"),
+        task: h.get("task").and_then(|t| serde_json::from_str(t).ok()),
+        summary: h.get("summary").and_then(|t| serde_json::from_str(t).ok()),
+    }))
+}
+
+/// The most recent runs, newest first.
+pub async fn list_runs(queue: &Queue, limit: usize) -> Result<Vec<RunInfo>> {
+    let key = queue.keys().runs();
+    let ids: Vec<String> = queue
+        .retrying("runs", |mut c| {
+            let key = key.clone();
+            async move { Ok(c.zrevrange(key, 0, limit.saturating_sub(1) as isize).await?) }
+        })
+        .await?;
+    let mut out = Vec::new();
+    for id in ids {
+        if let Some(mut r) = get_run(queue, &id).await? {
+            r.task = None; // the list stays small; `runs show` has it all
+            out.push(r);
+        }
+    }
+    Ok(out)
+}
+
+/// Cancels a run and its current stage job. Returns the state it had.
+pub async fn cancel_run(queue: &Queue, id: &str) -> Result<String> {
+    let (before, job): (String, String) = queue
+        .retrying("cancel run", |mut c| {
+            let mut inv = queue.scripts().run_cancel.prepare_invoke();
+            inv.arg(queue.prefix()).arg(id);
+            async move { Ok(inv.invoke_async(&mut c).await?) }
+        })
+        .await?;
+    if !job.is_empty() {
+        queue.cancel(&job).await?;
+    }
+    Ok(before)
+}
+
+/// Records experiment results for every future plan to learn from.
+pub async fn record_experiments(queue: &Queue, recs: &[ExperimentRecord]) -> Result<()> {
+    if recs.is_empty() {
+        return Ok(());
+    }
+    let keys = queue.keys().clone();
+    queue
+        .retrying("record experiments", |mut c| {
+            let mut p = redis::pipe();
+            for r in recs {
+                p.hset(
+                    keys.experiments(),
+                    &r.fingerprint,
+                    serde_json::to_string(r).expect("records serialise"),
+                )
+                .ignore();
+                if let Some(crps) = r.crps {
+                    p.zadd(keys.experiments_by_crps(), &r.fingerprint, crps).ignore();
+                }
+            }
+            async move {
+                let _: () = p.query_async(&mut c).await?;
+                Ok(())
+            }
+        })
+        .await
+}
+
+/// Every recorded experiment (the planner's history), best first.
+pub async fn experiment_history(queue: &Queue, limit: usize) -> Result<Vec<ExperimentRecord>> {
+    let keys = queue.keys().clone();
+    let all: BTreeMap<String, String> = queue
+        .retrying("experiment history", |mut c| {
+            let keys = keys.clone();
+            async move { Ok(c.hgetall(keys.experiments()).await?) }
+        })
+        .await?;
+    let mut recs: Vec<ExperimentRecord> = all
+        .values()
+        .filter_map(|v| serde_json::from_str(v).ok())
+        .collect();
+    recs.sort_by(|a, b| {
+        a.crps
+            .unwrap_or(f64::INFINITY)
+            .partial_cmp(&b.crps.unwrap_or(f64::INFINITY))
+            .unwrap_or(std::cmp::Ordering::Equal)
+    });
+    recs.truncate(limit);
+    Ok(recs)
+}
+
+/// The run's summary: stages, attempts, experiments ranked, best vs GBM.
+pub fn summarize(run_id: &str, task: &Task, success: bool, error: Option<&str>) -> serde_json::Value {
+    let mut ranked: Vec<&ExperimentRecord> = task.results.iter().collect();
+    ranked.sort_by(|a, b| {
+        a.crps
+            .unwrap_or(f64::INFINITY)
+            .partial_cmp(&b.crps.unwrap_or(f64::INFINITY))
+            .unwrap_or(std::cmp::Ordering::Equal)
+    });
+    let best = task.best();
+    serde_json::json!({
+        "run_id": run_id,
+        "success": success,
+        "error": error,
+        "best_experiment": best.map(|b| b.name.clone()),
+        "best_crps": best.and_then(|b| b.crps),
+        "gbm_crps": best.and_then(|b| b.gbm_crps),
+        "best_checkpoint": best.and_then(|b| b.checkpoint.clone()),
+        "experiments": ranked.iter().map(|r| serde_json::json!({
+            "name": r.name, "crps": r.crps, "gbm_crps": r.gbm_crps, "ratio": r.ratio(),
+            "param_count": r.param_count, "epochs": r.epochs, "status": r.status, "error": r.error,
+        })).collect::<Vec<_>>(),
+        "stages": task.stages,
+        "published": task.published,
+    })
+}

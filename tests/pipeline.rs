@@ -1,0 +1,332 @@
+//! The research pipeline through a real Redis, offline (built-in agents, CPU
+//! training on the real bars): a full run to a ranked, published result; a
+//! worker killed mid-stage; 30 runs against the limit of 10.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use common::{bin, spawn_worker, RedisServer};
+use serde_json::Value;
+
+fn data_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data")
+}
+
+/// A budget small enough for a debug build: tiny models, few steps, few windows.
+const TINY: &[&str] = &[
+    "--epochs",
+    "1",
+    "--steps-per-epoch",
+    "2",
+    "--d-model",
+    "8",
+    "--seq-len",
+    "16",
+    "--batch-size",
+    "2",
+    "--n-paths",
+    "4",
+    "--eval-windows",
+    "2",
+    "--eval-paths",
+    "50",
+];
+
+fn cli(redis: &RedisServer, args: &[&str], dir: &std::path::Path) -> Output {
+    Command::new(bin())
+        .arg("--redis-url")
+        .arg(redis.url())
+        .args(["--prefix", "t"])
+        .args(args)
+        .arg("--data-dir")
+        .arg(data_dir())
+        .arg("--out")
+        .arg(dir.join("runs"))
+        .arg("--store")
+        .arg(dir.join("store"))
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap()
+}
+
+fn plain(redis: &RedisServer, args: &[&str]) -> String {
+    let out = Command::new(bin())
+        .arg("--redis-url")
+        .arg(redis.url())
+        .args(["--prefix", "t"])
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn migrate(redis: &RedisServer) {
+    plain(redis, &["migrate"]);
+}
+
+fn run_state(redis: &RedisServer, id: &str) -> Value {
+    serde_json::from_str(&plain(redis, &["runs", "show", id, "--json"])).unwrap()
+}
+
+#[test]
+fn offline_pipeline_ranks_experiments_and_publishes() {
+    let redis = RedisServer::start();
+    migrate(&redis);
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = vec![
+        "pipeline",
+        "--max-experiments",
+        "2",
+        "--rounds",
+        "2",
+        "--publish",
+        "--json",
+    ];
+    args.extend_from_slice(TINY);
+    let out = cli(&redis, &args, dir.path());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let v: Value = serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("{e}: {stdout} {}", String::from_utf8_lossy(&out.stderr)));
+    let run_id = v["run_id"].as_str().unwrap().to_string();
+    for k in [
+        "success",
+        "run_id",
+        "best_experiment",
+        "best_crps",
+        "gbm_crps",
+    ] {
+        assert!(v.get(k).is_some(), "missing {k}: {v}");
+    }
+    let exps = v["experiments"].as_array().unwrap();
+    assert!(exps.len() >= 2, "{v}");
+    let crps: Vec<f64> = exps.iter().filter_map(|e| e["crps"].as_f64()).collect();
+    assert!(
+        crps.windows(2).all(|w| w[0] <= w[1]),
+        "ranked by CRPS: {crps:?}"
+    );
+    assert!(v["gbm_crps"].as_f64().unwrap() > 0.0);
+    let stages: Vec<&str> = v["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["stage"].as_str().unwrap())
+        .collect();
+    assert_eq!(stages[..3], ["plan", "train", "check"], "{stages:?}");
+    if v["success"] == true {
+        assert_eq!(*stages.last().unwrap(), "publish");
+        assert!(dir.path().join("store/models/production.json").exists());
+        assert!(dir
+            .path()
+            .join(format!("store/pipeline_runs/{run_id}/summary.json"))
+            .exists());
+        assert_eq!(v["best_crps"], crps[0]);
+    } else {
+        assert!(v["error"].as_str().unwrap().contains("check failed"), "{v}");
+    }
+    let listed: Value = serde_json::from_str(&plain(&redis, &["runs", "list", "--json"])).unwrap();
+    assert_eq!(listed[0]["id"], run_id.as_str());
+    assert!(listed[0]["state"] == "succeeded" || listed[0]["state"] == "failed");
+
+    // A second run learns from the first: nothing is trained twice.
+    let mut args2 = vec![
+        "pipeline",
+        "--max-experiments",
+        "2",
+        "--rounds",
+        "1",
+        "--json",
+    ];
+    args2.extend_from_slice(TINY);
+    let out2 = cli(&redis, &args2, dir.path());
+    let v2: Value = serde_json::from_str(String::from_utf8_lossy(&out2.stdout).trim()).unwrap();
+    let first: Vec<&str> = exps.iter().map(|e| e["name"].as_str().unwrap()).collect();
+    let second = v2["experiments"].as_array().unwrap();
+    let planned_again = second
+        .iter()
+        .take(2)
+        .filter(|e| first.contains(&e["name"].as_str().unwrap()))
+        .count();
+    assert_eq!(planned_again, 0, "first {first:?}, second {second:?}");
+}
+
+#[test]
+fn a_worker_killed_mid_stage_does_not_lose_the_run() {
+    let redis = RedisServer::start();
+    migrate(&redis);
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = vec![
+        "pipeline",
+        "--enqueue-only",
+        "--max-experiments",
+        "2",
+        "--rounds",
+        "1",
+        "--retries",
+        "1",
+        "--json",
+    ];
+    args.extend_from_slice(TINY);
+    args.extend_from_slice(&["--steps-per-epoch", "40"]);
+    let out = cli(&redis, &args, dir.path());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = serde_json::from_str::<Value>(String::from_utf8_lossy(&out.stdout).trim()).unwrap()
+        ["run_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let flags = ["--roles", "all", "--concurrency", "2", "--lease-ms", "1000"];
+    let mut first = spawn_worker(&redis.url(), &flags);
+    let train_job = format!("run-{id}-train-0");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = Command::new(bin())
+            .arg("--redis-url")
+            .arg(redis.url())
+            .args(["--prefix", "t", "jobs", "status", &train_job, "--json"])
+            .output()
+            .unwrap();
+        let s = String::from_utf8_lossy(&out.stdout).to_string();
+        if out.status.success() && serde_json::from_str::<Value>(&s).unwrap()["state"] == "active" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "train never started: {s}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let mut second = spawn_worker(&redis.url(), &flags);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let run = loop {
+        let r = run_state(&redis, &id);
+        if ["succeeded", "failed"].contains(&r["state"].as_str().unwrap()) {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "run never finished: {r}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    second.kill().unwrap();
+    second.wait().unwrap();
+    let job: Value =
+        serde_json::from_str(&plain(&redis, &["jobs", "status", &train_job, "--json"])).unwrap();
+    assert_eq!(job["state"], "completed");
+    assert!(
+        job["starts"].as_u64().unwrap() >= 2,
+        "the train stage was re-run: {job}"
+    );
+    let trains = run["task"]["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["stage"] == "train")
+        .count();
+    assert!(trains >= 1, "{run}");
+    assert!(run["summary"]["experiments"].as_array().unwrap().len() >= 2);
+}
+
+#[test]
+fn thirty_runs_never_exceed_ten_permits() {
+    let redis = RedisServer::start();
+    migrate(&redis);
+    let dir = tempfile::tempdir().unwrap();
+    let mut ids = Vec::new();
+    for _ in 0..30 {
+        let mut args = vec![
+            "pipeline",
+            "--enqueue-only",
+            "--max-experiments",
+            "1",
+            "--rounds",
+            "1",
+            "--retries",
+            "1",
+            "--json",
+        ];
+        args.extend_from_slice(TINY);
+        args.extend_from_slice(&[
+            "--steps-per-epoch",
+            "1",
+            "--eval-windows",
+            "1",
+            "--eval-paths",
+            "20",
+        ]);
+        let out = cli(&redis, &args, dir.path());
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        ids.push(
+            serde_json::from_str::<Value>(String::from_utf8_lossy(&out.stdout).trim()).unwrap()
+                ["run_id"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    let flags = ["--roles", "all", "--concurrency", "8", "--lease-ms", "5000"];
+    let mut workers = vec![
+        spawn_worker(&redis.url(), &flags),
+        spawn_worker(&redis.url(), &flags),
+    ];
+    let mut conn = redis.conn();
+    let holders_key = "{t}:sem:pipeline:holders";
+    let mut max_holders = 0usize;
+    let mut max_running = 0usize;
+    let deadline = Instant::now() + Duration::from_secs(240);
+    loop {
+        let (s, us): (u64, u64) = redis::cmd("TIME").query(&mut conn).unwrap();
+        let now = s * 1000 + us / 1000;
+        let live: usize = redis::cmd("ZCOUNT")
+            .arg(holders_key)
+            .arg(now)
+            .arg("+inf")
+            .query(&mut conn)
+            .unwrap();
+        max_holders = max_holders.max(live);
+        let mut done = 0;
+        let mut running = 0;
+        for id in &ids {
+            let st: Option<String> = redis::cmd("HGET")
+                .arg(format!("{{t}}:run:{id}"))
+                .arg("state")
+                .query(&mut conn)
+                .unwrap();
+            match st.as_deref() {
+                Some("succeeded") | Some("failed") => done += 1,
+                Some("running") => running += 1,
+                _ => {}
+            }
+        }
+        max_running = max_running.max(running);
+        if done == ids.len() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{done} of 30 runs finished");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for w in &mut workers {
+        w.kill().unwrap();
+        w.wait().unwrap();
+    }
+    eprintln!("30 runs: at most {max_holders} permits held, {max_running} runs running");
+    assert!(max_holders <= 10, "{max_holders} permits held at once");
+    assert!(max_running <= 10, "{max_running} runs running at once");
+    assert!(
+        max_holders >= 2,
+        "the runs never overlapped: nothing was tested"
+    );
+}
