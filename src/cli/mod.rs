@@ -4,6 +4,7 @@
 //! library, and prints either a table for people or one JSON object (`--json`)
 //! for programs. Long-running commands stop cleanly on SIGINT/SIGTERM.
 
+pub mod agent;
 pub mod model;
 mod ops;
 pub mod pipeline;
@@ -63,6 +64,8 @@ pub enum Command {
     Bridge(ops::BridgeArgs),
     /// Run the research pipeline (plan, train, check, debug, publish) as jobs.
     Pipeline(Box<pipeline::PipelineArgs>),
+    /// Run one LLM agent (planner, trainer, codechecker, debugger, publisher).
+    Agent(agent::AgentArgs),
     /// Pipeline runs: list, show, cancel.
     Runs {
         #[command(subcommand)]

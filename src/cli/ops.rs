@@ -259,6 +259,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::CheckShapes(a) => return super::sn50::check_shapes(a).await,
         Command::Data(a) => return super::sn50::data(a).await,
         Command::Model(c) => return super::model::run(c).await,
+        Command::Agent(a) => return super::agent::run(a).await,
         Command::Bench {
             command: BenchCommand::Crps(a),
         } => return super::sn50::bench_crps(a).await,
@@ -326,7 +327,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             crate::bridge::serve(q, cfg, shutdown_on_signal()).await
         }
-        Command::Score(_) | Command::CheckShapes(_) | Command::Data(_) | Command::Model(_) => {
+        Command::Score(_)
+        | Command::CheckShapes(_)
+        | Command::Data(_)
+        | Command::Model(_)
+        | Command::Agent(_) => {
             unreachable!("dispatched above")
         }
     }

@@ -4,6 +4,7 @@
 //! [`jobs::JobContext`] and return a result. The engine (the root crate) owns
 //! delivery, retries and state. That keeps every handler testable on its own.
 
+pub mod agents;
 pub mod ops;
 pub mod pipeline;
 pub mod sn50;
