@@ -1,9 +1,8 @@
 //! The HTTP bridge (warp): bots and people drive the queue over JSON.
 //!
-//! This first slice serves the engine: health, jobs (enqueue, status, cancel),
-//! queue stats, workers, the semaphore, cron schedules, live events (SSE) and
-//! the OpenAPI document. Pipeline and experiment endpoints join it with the
-//! pipeline issue.
+//! It serves the engine — health, jobs (enqueue, status, cancel), queue stats,
+//! workers, the semaphore, cron schedules, live events (SSE), the OpenAPI
+//! document — and pipeline runs (start, list, show, cancel; `runs.rs`).
 //!
 //! Rules every route follows:
 //! - binding anything but loopback needs `BRIDGE_API_KEY`; with a key set,
@@ -16,6 +15,7 @@
 //!   per minute (429 with `Retry-After` when spent).
 
 mod openapi;
+mod runs;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -45,6 +45,12 @@ pub struct BridgeConfig {
     pub api_key: Option<String>,
     /// Requests per minute per bot.
     pub rate_per_min: u32,
+    /// Market data for pipeline runs started over HTTP.
+    pub data_dir: std::path::PathBuf,
+    /// Checkpoints of those runs.
+    pub out_dir: std::path::PathBuf,
+    /// The store their publisher writes to.
+    pub store_dir: std::path::PathBuf,
 }
 
 impl BridgeConfig {
@@ -320,6 +326,27 @@ pub fn routes(
             let stream = event_stream(s.queue.clone(), c.bot, last);
             warp::sse::reply(warp::sse::keep_alive().stream(stream)).into_response()
         });
+    let run_start = warp::path!("pipeline" / "run")
+        .and(warp::post())
+        .and(who.clone())
+        .and(with.clone())
+        .and(json_body::<runs::RunBody>())
+        .and_then(runs::start);
+    let runs_list = warp::path!("runs")
+        .and(warp::get())
+        .and(who.clone())
+        .and(with.clone())
+        .and_then(runs::list);
+    let run_show = warp::path!("runs" / String)
+        .and(warp::get())
+        .and(who.clone())
+        .and(with.clone())
+        .and_then(runs::show);
+    let run_cancel = warp::path!("runs" / String / "cancel")
+        .and(warp::post())
+        .and(who.clone())
+        .and(with.clone())
+        .and_then(runs::cancel);
     let doc = warp::path!("openapi.json")
         .and(warp::get())
         .map(|| reply(StatusCode::OK, openapi()));
@@ -344,6 +371,14 @@ pub fn routes(
         .or(schedules_remove)
         .unify()
         .or(events)
+        .unify()
+        .or(run_start)
+        .unify()
+        .or(runs_list)
+        .unify()
+        .or(run_show)
+        .unify()
+        .or(run_cancel)
         .unify()
         .or(doc)
         .unify()
@@ -624,6 +659,9 @@ mod tests {
             addr: "0.0.0.0:8377".parse().unwrap(),
             api_key: None,
             rate_per_min: 60,
+            data_dir: "data".into(),
+            out_dir: "runs".into(),
+            store_dir: "store".into(),
         };
         assert!(cfg.check().unwrap_err().contains("BRIDGE_API_KEY"));
         cfg.api_key = Some("k".into());

@@ -16,6 +16,10 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
     ("post", "/schedules", "add or replace a schedule: {name, cron, job_type, payload}"),
     ("delete", "/schedules/{name}", "remove a schedule"),
     ("get", "/events", "server-sent job events for the caller's bot"),
+    ("post", "/pipeline/run", "start a pipeline run (budget fields optional; \"wait\": false answers 429 when no permit is free)"),
+    ("get", "/runs", "the caller's pipeline runs"),
+    ("get", "/runs/{id}", "one run: state, stages, experiments, summary"),
+    ("post", "/runs/{id}/cancel", "cancel a run"),
     ("get", "/openapi.json", "this document"),
 ];
 

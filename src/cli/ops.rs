@@ -57,6 +57,13 @@ pub struct BridgeArgs {
     /// Requests per minute allowed per bot.
     #[arg(long, default_value_t = 600)]
     pub rate_per_min: u32,
+    /// Market data for pipeline runs started over HTTP.
+    #[arg(long, default_value = "data")]
+    pub data_dir: std::path::PathBuf,
+    #[arg(long, default_value = "runs")]
+    pub out: std::path::PathBuf,
+    #[arg(long, default_value = "store")]
+    pub store: std::path::PathBuf,
 }
 
 #[derive(Debug, Subcommand)]
@@ -324,6 +331,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 addr: SocketAddr::new(a.host, a.port),
                 api_key: std::env::var("BRIDGE_API_KEY").ok(),
                 rate_per_min: a.rate_per_min,
+                data_dir: a.data_dir,
+                out_dir: a.out,
+                store_dir: a.store,
             };
             crate::bridge::serve(q, cfg, shutdown_on_signal()).await
         }
