@@ -1,4 +1,5 @@
-//! SN50 commands: `score crps|leaderboard|backtest|constants`, `check-shapes`, `data info`.
+//! SN50 commands: `score crps|leaderboard|backtest|constants`, `check-shapes`,
+//! `data info|download|spot`, `bench crps`.
 //!
 //! Thin clap wrappers over `workers::sn50`; the arithmetic lives there. Input formats are
 //! documented in docs/sn50.md. JSON output is one object on one line, floats printed with
@@ -8,7 +9,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use workers::sn50::{backtest, constants, data, forecast, response, rewards, vectors};
+use workers::sn50::{
+    backtest, bench, constants, data, download, forecast, pyth, response, rewards, vectors,
+};
 
 /// `synth-city score ...`
 #[derive(Debug, Args)]
@@ -105,6 +108,40 @@ pub enum DataCommand {
     Info {
         #[arg(long, default_value = "data")]
         data_dir: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Download Pyth benchmarks history (the validator's price source) into the data directory,
+    /// merged into ASSET_1m.csv / ASSET_5m.csv. `PYTH_BENCHMARKS_URL` overrides the server.
+    Download {
+        /// Comma-separated SN50 assets, e.g. BTC,ETH.
+        #[arg(long, value_delimiter = ',', required = true)]
+        assets: Vec<String>,
+        /// Days of history up to --end.
+        #[arg(long)]
+        days: u32,
+        #[arg(long, default_value = "data")]
+        data_dir: PathBuf,
+        /// Bar length in minutes: 1 or 5.
+        #[arg(long, default_value_t = 1)]
+        resolution: u32,
+        /// End of the range in unix seconds (default: now); only bars closed by then are kept.
+        #[arg(long)]
+        end: Option<i64>,
+        /// Bars per request.
+        #[arg(long, default_value_t = download::DEFAULT_CHUNK_BARS)]
+        chunk_bars: i64,
+        /// No progress bar.
+        #[arg(long)]
+        no_progress: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the latest Hermes (Pyth) price of assets. `PYTH_HERMES_URL` overrides the server.
+    Spot {
+        /// Comma-separated SN50 assets.
+        #[arg(long, value_delimiter = ',', required = true)]
+        assets: Vec<String>,
         #[arg(long)]
         json: bool,
     },
@@ -270,17 +307,204 @@ pub async fn data(args: DataArgs) -> anyhow::Result<()> {
                 Ok(())
             }
         }
+        DataCommand::Download {
+            assets,
+            days,
+            data_dir,
+            resolution,
+            end,
+            chunk_bars,
+            no_progress,
+            json,
+        } => {
+            let end = match end {
+                Some(e) => e,
+                None => std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)?
+                    .as_secs() as i64,
+            };
+            let assets: Vec<String> = assets
+                .iter()
+                .map(|a| a.trim().to_string())
+                .filter(|a| !a.is_empty())
+                .collect();
+            let mut opts = download::DownloadOptions::last_days(
+                assets,
+                days,
+                end,
+                pyth::Resolution::from_minutes(resolution)?,
+                data_dir,
+            )?;
+            opts.chunk_bars = chunk_bars;
+            opts.progress = !no_progress;
+            let client = pyth::PythClient::from_env()?;
+            let done = download::download(&client, &opts).await?;
+            if json {
+                return print_json(&serde_json::json!({
+                    "from": opts.from,
+                    "end": opts.end,
+                    "assets": done,
+                }));
+            }
+            for d in &done {
+                println!(
+                    "{:<7} {} ({}): {} request(s), {} bar(s) fetched, {} added, {} already present ({} with another close), {} in the file",
+                    d.asset,
+                    d.file,
+                    d.symbol,
+                    d.requests,
+                    d.fetched,
+                    d.added,
+                    d.already_present,
+                    d.differing,
+                    d.total
+                );
+            }
+            Ok(())
+        }
+        DataCommand::Spot { assets, json } => {
+            let client = pyth::PythClient::from_env()?;
+            let mut out = Vec::new();
+            for a in assets.iter().map(|a| a.trim()).filter(|a| !a.is_empty()) {
+                let p = client.latest_price(a).await?;
+                if !json {
+                    println!(
+                        "{:<7} {} (conf {}, published {})",
+                        p.asset, p.price, p.conf, p.publish_time
+                    );
+                }
+                out.push(serde_json::json!({
+                    "asset": p.asset,
+                    "feed_id": p.feed_id,
+                    "price": p.price,
+                    "conf": p.conf,
+                    "publish_time": p.publish_time,
+                }));
+            }
+            if json {
+                print_json(&serde_json::json!({ "prices": out }))?;
+            }
+            Ok(())
+        }
     }
 }
 
 /// `synth-city bench crps ...`
 #[derive(Debug, clap::Args)]
 pub struct BenchCrpsArgs {
+    /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Timed runs per case (after one warm-up run); every run is checked bit for bit.
+    #[arg(long, default_value_t = 200)]
+    pub iterations: usize,
+    /// Also run the batch mode: many miners' responses to one prompt scored across threads.
+    #[arg(long)]
+    pub batch: bool,
+    /// Threads for the batch mode (0 = every available core).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// Miner responses per prompt in the batch mode (16 distinct GBM responses, repeated).
+    #[arg(long, default_value_t = 256)]
+    pub miners: usize,
+    /// Timed rounds of the batch mode (the best is reported).
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
+    /// The crps-vectors file whose full-size (1000-path) cases are the 24 h prompts.
+    #[arg(long, default_value = "../shared/spec/crps-vectors.json")]
+    pub vectors: PathBuf,
+    /// The data directory the 1 h case is built from (1-minute bars of --high-asset).
+    #[arg(long, default_value = "../shared/data")]
+    pub data_dir: PathBuf,
+    /// The asset of the 1 h case.
+    #[arg(long, default_value = "BTC")]
+    pub high_asset: String,
+    /// Seed of the 1 h case's window and GBM paths.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Time the scalar path (one ensemble at a time, no AVX2 lanes) instead, for comparison.
+    #[arg(long)]
+    pub scalar: bool,
+    /// Write the cases (crps-vectors format, with expected values) for ops/bench/crps_python.py.
+    #[arg(long)]
+    pub write_cases: Option<PathBuf>,
 }
 
-/// Runs the CRPS benchmark.
-pub async fn bench_crps(_args: BenchCrpsArgs) -> anyhow::Result<()> {
-    anyhow::bail!("bench crps: under construction")
+/// `synth-city bench crps`: per-prompt CRPS time on one thread (bit-exact checked), optionally the
+/// multi-core batch mode.
+pub async fn bench_crps(args: BenchCrpsArgs) -> anyhow::Result<()> {
+    tokio::task::spawn_blocking(move || bench_crps_blocking(&args)).await?
+}
+
+fn bench_crps_blocking(args: &BenchCrpsArgs) -> anyhow::Result<()> {
+    let file = vectors::load_vectors(&args.vectors)?;
+    let mut cases = bench::cases_from_vectors(&file)?;
+    cases.push(bench::high_case_from_data(
+        &args.data_dir,
+        &args.high_asset,
+        args.seed,
+    )?);
+    if let Some(p) = &args.write_cases {
+        bench::write_cases(p, &cases)?;
+        if !args.json {
+            println!("wrote {} case(s) to {}", cases.len(), p.display());
+        }
+    }
+    let mut timings = Vec::new();
+    for c in &cases {
+        timings.push(bench::time_case(c, args.iterations, args.scalar)?);
+    }
+    let mut batches = Vec::new();
+    if args.batch {
+        let mut seen = std::collections::BTreeSet::new();
+        for c in cases.iter().filter(|c| seen.insert(c.prompt.clone())) {
+            let responses = bench::batch_responses(c, args.miners, args.seed)?;
+            batches.push(bench::time_batch(c, &responses, args.threads, args.rounds)?);
+        }
+    }
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let path = if args.scalar {
+        "scalar"
+    } else if workers::sn50::lanes::lanes_available() {
+        "avx2 lanes"
+    } else {
+        "scalar (no AVX2 on this CPU)"
+    };
+    if args.json {
+        return print_json(&serde_json::json!({
+            "path": path,
+            "cases": timings,
+            "batch": batches,
+            "available_parallelism": threads,
+        }));
+    }
+    println!("CRPS path: {path}");
+    println!(
+        "{:<44} {:>11} {:>6} {:>10} {:>10} {:>10}  bit-exact",
+        "case (one thread)", "paths x pts", "terms", "mean ms", "median ms", "min ms"
+    );
+    for t in &timings {
+        println!(
+            "{:<44} {:>11} {:>6} {:>10.3} {:>10.3} {:>10.3}  {}",
+            t.name,
+            format!("{}x{}", t.paths, t.points),
+            t.terms,
+            t.mean_ms,
+            t.median_ms,
+            t.min_ms,
+            if t.bit_exact { "yes" } else { "NO" }
+        );
+    }
+    for b in &batches {
+        println!(
+            "batch {}: {} responses on {} thread(s): {:.1} prompts/s (one thread: {:.1} prompts/s), bit-exact {}",
+            b.name,
+            b.responses,
+            b.threads,
+            b.prompts_per_second,
+            b.single_thread_prompts_per_second,
+            if b.bit_exact { "yes" } else { "NO" }
+        );
+    }
+    Ok(())
 }

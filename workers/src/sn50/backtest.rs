@@ -126,7 +126,7 @@ pub fn candidate_starts(bars: &Bars, time_length: i64, increment: i64) -> Vec<i6
 
 /// Round every price as the response serializer would (8 significant digits within the
 /// validator's digit rule); non-finite prices stay as they are (and score as the validator would).
-fn as_sent(paths: &Paths) -> Paths {
+pub fn as_sent(paths: &Paths) -> Paths {
     let data: Vec<f64> = paths
         .as_flat()
         .iter()

@@ -7,6 +7,7 @@
 //! `docs/sn50.md` and the spec's section 2 for the algorithm.
 
 use super::constants::ScoringInterval;
+use super::lanes::{self, change_bp, Term};
 
 /// What the validator stores for an invalid prediction.
 pub const INVALID_SCORE: f64 = -1.0;
@@ -98,10 +99,6 @@ impl Paths {
     /// All values, row-major.
     pub fn as_flat(&self) -> &[f64] {
         &self.data
-    }
-    #[inline]
-    fn at(&self, path: usize, point: usize) -> f64 {
-        self.data[path * self.n_points + point]
     }
 }
 
@@ -225,12 +222,6 @@ fn strided_indices(n: usize, steps: usize, is_gap: bool) -> Vec<usize> {
     idx
 }
 
-/// Price change between two grid points as the validator computes it, in basis points.
-#[inline]
-fn change_bp(prev: f64, next: f64) -> f64 {
-    ((next - prev) / prev) * 10_000.0
-}
-
 /// Port of `calculate_crps_for_miner(simulation_runs, real_price_path, time_increment,
 /// scoring_intervals)`; returns the total only. See [`calculate_crps_detailed`].
 pub fn calculate_crps_for_miner(
@@ -245,11 +236,44 @@ pub fn calculate_crps_for_miner(
 /// Port of `calculate_crps_for_miner` with the per-interval totals. `real` holds NaN for missing
 /// points. Returns the validator's value exactly: `-1.0` when any simulated price is zero, NaN
 /// when some CRPS term is NaN (the reward worker turns that into -1 too, see [`miner_score`]).
+///
+/// The validator's loop is followed in two passes: the first walks the intervals in order (the
+/// same errors, the same zero check, the same blocks of observed changes) and lists every CRPS
+/// term; the terms' CRPS values are then computed four at a time ([`super::lanes`]) and summed
+/// per block and interval in the validator's order.
 pub fn calculate_crps_detailed(
     sims: &Paths,
     real: &[f64],
     time_increment: u64,
     intervals: &[ScoringInterval],
+) -> Result<CrpsBreakdown, CrpsError> {
+    crps_detailed_impl(sims, real, time_increment, intervals, false)
+}
+
+/// [`calculate_crps_for_miner`] on the scalar path only (one ensemble at a time, no lanes): the
+/// reference the lane path is compared with, and the "before" of `bench crps --scalar`.
+pub fn calculate_crps_scalar(
+    sims: &Paths,
+    real: &[f64],
+    time_increment: u64,
+    intervals: &[ScoringInterval],
+) -> Result<f64, CrpsError> {
+    crps_detailed_impl(sims, real, time_increment, intervals, true).map(|b| b.total)
+}
+
+/// An interval's share of the term list: its blocks of observed changes as ranges of terms.
+struct IntervalPlan {
+    name: String,
+    is_abs: bool,
+    blocks: Vec<std::ops::Range<usize>>,
+}
+
+fn crps_detailed_impl(
+    sims: &Paths,
+    real: &[f64],
+    time_increment: u64,
+    intervals: &[ScoringInterval],
+    force_scalar: bool,
 ) -> Result<CrpsBreakdown, CrpsError> {
     if time_increment == 0 {
         return Err(CrpsError::ZeroIncrement);
@@ -264,11 +288,8 @@ pub fn calculate_crps_detailed(
         });
     }
     let t = real.len();
-    let s = sims.n_paths;
-    let mut sum_all = 0.0f64;
-    let mut out = Vec::with_capacity(intervals.len());
-    let mut column = vec![0.0f64; s];
-    let mut block_values: Vec<f64> = Vec::new();
+    let mut terms: Vec<Term> = Vec::new();
+    let mut plans: Vec<IntervalPlan> = Vec::with_capacity(intervals.len());
     let mut has_zero: Option<bool> = None;
 
     for iv in intervals {
@@ -288,12 +309,13 @@ pub fn calculate_crps_detailed(
                 steps -= 1;
             }
         }
-        // np.any(simulation_runs == 0), checked inside the loop as the validator does.
+        // np.any(simulation_runs == 0), checked inside the loop as the validator does (so
+        // before anything is scored: the first interval reaching here decides).
         let zero = *has_zero.get_or_insert_with(|| sims.data.contains(&0.0));
         if zero {
             return Ok(CrpsBreakdown {
                 total: INVALID_SCORE,
-                intervals: out,
+                intervals: Vec::new(),
             });
         }
         let idx = strided_indices(t, steps, is_gap);
@@ -309,9 +331,7 @@ pub fn calculate_crps_detailed(
                 change_bp(real[idx[j]], real[idx[j + 1]])
             }
         };
-        let last_real = real[t - 1];
-        let mut interval_sum = 0.0f64;
-        let mut terms = 0usize;
+        let mut blocks = Vec::new();
         let mut j = 0;
         while j < n_changes {
             if real_change(j).is_nan() {
@@ -319,37 +339,51 @@ pub fn calculate_crps_detailed(
                 continue;
             }
             // A maximal block of observed changes [j, end).
-            let mut end = j;
-            while end < n_changes && !real_change(end).is_nan() {
-                end += 1;
-            }
-            block_values.clear();
-            for k in j..end {
-                let obs = real_change(k);
-                let (a, b) = (idx[k], idx[k + 1]);
-                for (p, slot) in column.iter_mut().enumerate() {
-                    *slot = if is_abs {
-                        sims.at(p, b)
-                    } else {
-                        change_bp(sims.at(p, a), sims.at(p, b))
-                    };
+            let first = terms.len();
+            while j < n_changes {
+                let obs = real_change(j);
+                if obs.is_nan() {
+                    break;
                 }
-                let n_valid = sort_nan_last(&mut column);
-                let mut v = crps_sorted(obs, &column, n_valid);
-                if is_abs {
-                    v = v / last_real * 10_000.0;
-                }
-                block_values.push(v);
+                terms.push(Term {
+                    a: idx[j],
+                    b: idx[j + 1],
+                    abs: is_abs,
+                    obs,
+                });
+                j += 1;
             }
-            interval_sum += pairwise_sum(&block_values);
-            terms += end - j;
-            j = end;
+            blocks.push(first..terms.len());
+        }
+        plans.push(IntervalPlan {
+            name: iv.name.clone(),
+            is_abs,
+            blocks,
+        });
+    }
+
+    let mut values = lanes::term_values(sims, &terms, force_scalar);
+    let last_real = real[t - 1];
+    let mut sum_all = 0.0f64;
+    let mut out = Vec::with_capacity(plans.len());
+    for plan in plans {
+        let mut interval_sum = 0.0f64;
+        let mut n_terms = 0;
+        for block in plan.blocks {
+            let block_values = &mut values[block.clone()];
+            if plan.is_abs {
+                for v in block_values.iter_mut() {
+                    *v = *v / last_real * 10_000.0;
+                }
+            }
+            interval_sum += pairwise_sum(block_values);
+            n_terms += block.len();
         }
         sum_all += interval_sum;
         out.push(IntervalCrps {
-            name: iv.name.clone(),
+            name: plan.name,
             total: interval_sum,
-            terms,
+            terms: n_terms,
         });
     }
     Ok(CrpsBreakdown {
@@ -371,6 +405,54 @@ pub fn miner_score(
         Ok(v) => v,
         Err(_) => INVALID_SCORE,
     }
+}
+
+/// [`miner_score`] of many miners' responses to one prompt, on `threads` threads (`0` = every
+/// available core). Responses are handed out one at a time, so uneven costs balance; the scores
+/// come back in input order and are identical to scoring each response alone.
+pub fn miner_scores_parallel(
+    responses: &[Paths],
+    real: &[f64],
+    time_increment: u64,
+    intervals: &[ScoringInterval],
+    threads: usize,
+) -> Vec<f64> {
+    let threads = match threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        t => t,
+    }
+    .min(responses.len().max(1));
+    if threads <= 1 {
+        return responses
+            .iter()
+            .map(|p| miner_score(p, real, time_increment, intervals))
+            .collect();
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let mut out = vec![0.0f64; responses.len()];
+    let parts: Vec<Vec<(usize, f64)>> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut mine = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(p) = responses.get(i) else { break };
+                        mine.push((i, miner_score(p, real, time_increment, intervals)));
+                    }
+                    mine
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().expect("a scoring thread panicked"))
+            .collect()
+    });
+    for (i, v) in parts.into_iter().flatten() {
+        out[i] = v;
+    }
+    out
 }
 
 #[cfg(test)]

@@ -57,3 +57,20 @@ fn json_results_follow_case_order() {
         assert_eq!(back.to_bits(), case.expected.unwrap().to_bits(), "case {i}");
     }
 }
+
+#[test]
+fn the_scalar_path_is_bit_identical_too() {
+    use super::crps::calculate_crps_scalar;
+    let file = load_vectors(&vectors_path()).expect("crps-vectors.json");
+    for (i, case) in file.cases.iter().enumerate() {
+        let sims = case.sim_paths().unwrap();
+        let got = calculate_crps_scalar(
+            &sims,
+            &case.real_prices(),
+            case.time_increment,
+            &case.scoring_intervals(),
+        )
+        .unwrap();
+        assert_eq!(got.to_bits(), case.expected.unwrap().to_bits(), "case {i}");
+    }
+}
