@@ -162,7 +162,9 @@ fn operator_workflow() {
     let workers = json(&ok(&redis, &["workers", "--json"]));
     assert_eq!(workers.as_array().unwrap().len(), 1);
     let roles = workers[0]["roles"].as_array().unwrap();
-    for r in ["noop", "sleep", "plan", "train", "check", "debug", "publish"] {
+    for r in [
+        "noop", "sleep", "plan", "train", "check", "debug", "publish",
+    ] {
         assert!(roles.iter().any(|x| x == r), "{r} missing from {roles:?}");
     }
     let metrics = http_get(port, "/metrics");

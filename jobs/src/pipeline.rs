@@ -57,8 +57,33 @@ macro_rules! stage {
     };
 }
 
-stage!(Plan, "plan", "pipeline stage: plan the next experiments", 10 * 60_000);
-stage!(Train, "train", "pipeline stage: train and score the planned experiments", 6 * 3_600_000);
-stage!(Check, "check", "pipeline stage: check the best experiment", 30 * 60_000);
-stage!(Debug, "debug", "pipeline stage: propose a fix for a failed check", 10 * 60_000);
-stage!(Publish, "publish", "pipeline stage: publish the best model", 30 * 60_000);
+stage!(
+    Plan,
+    "plan",
+    "pipeline stage: plan the next experiments",
+    10 * 60_000
+);
+stage!(
+    Train,
+    "train",
+    "pipeline stage: train and score the planned experiments",
+    6 * 3_600_000
+);
+stage!(
+    Check,
+    "check",
+    "pipeline stage: check the best experiment",
+    30 * 60_000
+);
+stage!(
+    Debug,
+    "debug",
+    "pipeline stage: propose a fix for a failed check",
+    10 * 60_000
+);
+stage!(
+    Publish,
+    "publish",
+    "pipeline stage: publish the best model",
+    30 * 60_000
+);

@@ -225,15 +225,27 @@ fn print_summary(s: &serde_json::Value) {
         "{:>3}  {:<44} {:>10} {:>10} {:>7} {:>8}",
         "#", "experiment", "CRPS", "GBM", "ratio", "params"
     );
-    for (i, e) in s["experiments"].as_array().into_iter().flatten().enumerate() {
-        let f = |k: &str| e[k].as_f64().map(|v| format!("{v:.2}")).unwrap_or("-".into());
+    for (i, e) in s["experiments"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        let f = |k: &str| {
+            e[k].as_f64()
+                .map(|v| format!("{v:.2}"))
+                .unwrap_or("-".into())
+        };
         println!(
             "{:>3}  {:<44} {:>10} {:>10} {:>7} {:>8}",
             i + 1,
             e["name"].as_str().unwrap_or("?"),
             f("crps"),
             f("gbm_crps"),
-            e["ratio"].as_f64().map(|v| format!("{v:.3}")).unwrap_or("-".into()),
+            e["ratio"]
+                .as_f64()
+                .map(|v| format!("{v:.3}"))
+                .unwrap_or("-".into()),
             e["param_count"]
         );
     }
@@ -272,7 +284,10 @@ pub async fn runs(q: Queue, c: RunsCommand) -> anyhow::Result<()> {
             if json {
                 println!("{}", serde_json::to_string(&r)?);
             } else {
-                println!("run {}  state {}  stage {} #{}", r.id, r.state, r.stage, r.attempt);
+                println!(
+                    "run {}  state {}  stage {} #{}",
+                    r.id, r.state, r.stage, r.attempt
+                );
                 if let Some(t) = &r.task {
                     for s in &t.stages {
                         println!(

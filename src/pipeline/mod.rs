@@ -65,7 +65,10 @@ impl RunOptions {
     pub fn validate(&self) -> std::result::Result<(), String> {
         let mut errs = Vec::new();
         if !(1..=20).contains(&self.retries) {
-            errs.push(format!("retries must be within 1..=20, got {}", self.retries));
+            errs.push(format!(
+                "retries must be within 1..=20, got {}",
+                self.retries
+            ));
         }
         if !(1..=64).contains(&self.budget.experiments) {
             errs.push(format!(
@@ -244,7 +247,10 @@ pub async fn list_runs(queue: &Queue, limit: usize) -> Result<Vec<RunInfo>> {
     let ids: Vec<String> = queue
         .retrying("runs", |mut c| {
             let key = key.clone();
-            async move { Ok(c.zrevrange(key, 0, limit.saturating_sub(1) as isize).await?) }
+            async move {
+                Ok(c.zrevrange(key, 0, limit.saturating_sub(1) as isize)
+                    .await?)
+            }
         })
         .await?;
     let mut out = Vec::new();
@@ -289,7 +295,8 @@ pub async fn record_experiments(queue: &Queue, recs: &[ExperimentRecord]) -> Res
                 )
                 .ignore();
                 if let Some(crps) = r.crps {
-                    p.zadd(keys.experiments_by_crps(), &r.fingerprint, crps).ignore();
+                    p.zadd(keys.experiments_by_crps(), &r.fingerprint, crps)
+                        .ignore();
                 }
             }
             async move {
@@ -324,7 +331,12 @@ pub async fn experiment_history(queue: &Queue, limit: usize) -> Result<Vec<Exper
 }
 
 /// The run's summary: stages, attempts, experiments ranked, best vs GBM.
-pub fn summarize(run_id: &str, task: &Task, success: bool, error: Option<&str>) -> serde_json::Value {
+pub fn summarize(
+    run_id: &str,
+    task: &Task,
+    success: bool,
+    error: Option<&str>,
+) -> serde_json::Value {
     let mut ranked: Vec<&ExperimentRecord> = task.results.iter().collect();
     ranked.sort_by(|a, b| {
         a.crps

@@ -23,7 +23,10 @@ pub const RUN_LEASE: Duration = Duration::from_secs(120);
 /// What a stage decided.
 enum Next {
     Stage(&'static str, u32),
-    Finish { success: bool, error: Option<String> },
+    Finish {
+        success: bool,
+        error: Option<String>,
+    },
 }
 
 struct Ctx {
@@ -97,7 +100,10 @@ async fn permit(ctx: &Ctx, run: &RunInfo) -> Result<Permit, JobError> {
             .ok_or_else(|| JobError::retry("permit lost right after it was granted")),
         TryAcquire::Waiting(pos) => Err(JobError::Defer {
             retry_in_ms: DEFER.as_millis() as u64,
-            reason: format!("run {} is waiting for a pipeline permit (position {pos})", run.id),
+            reason: format!(
+                "run {} is waiting for a pipeline permit (position {pos})",
+                run.id
+            ),
         }),
         TryAcquire::Refused => Err(JobError::retry("the semaphore refused a waiter")),
     }
@@ -122,7 +128,10 @@ async fn run_stage(
         )}));
     }
     let Some(mut task) = run.task.clone() else {
-        return Err(JobError::permanent(format!("run {} has an unreadable task", run.id)));
+        return Err(JobError::permanent(format!(
+            "run {} has an unreadable task",
+            run.id
+        )));
     };
     let permit = permit(ctx, &run).await?;
     let started = Instant::now();
@@ -226,7 +235,11 @@ async fn train(
 ) -> Result<StageOut, JobError> {
     let specs = match task.fix.take() {
         Some(fix) => vec![fix],
-        None => task.plan.as_ref().map(|p| p.experiments.clone()).unwrap_or_default(),
+        None => task
+            .plan
+            .as_ref()
+            .map(|p| p.experiments.clone())
+            .unwrap_or_default(),
     };
     if specs.is_empty() {
         return Ok((
@@ -247,11 +260,18 @@ async fn train(
         if specs.len() == 1 {
             budget.rounds = 1;
         }
-        train_plan(&specs, &budget, &opts.data_dir, &opts.out_dir, &run_id, &mut |r| {
-            done += 1;
-            progress_ctx.progress(json!({"stage": "train", "experiments_done": done,
+        train_plan(
+            &specs,
+            &budget,
+            &opts.data_dir,
+            &opts.out_dir,
+            &run_id,
+            &mut |r| {
+                done += 1;
+                progress_ctx.progress(json!({"stage": "train", "experiments_done": done,
                 "last": r.name, "crps": r.crps, "gbm_crps": r.gbm_crps}));
-        })
+            },
+        )
     })
     .await
     .map_err(|e| JobError::retry(format!("training task failed: {e}")))?;
@@ -269,7 +289,10 @@ async fn train(
         return Ok((
             Next::Finish {
                 success: false,
-                error: Some(format!("no experiment trained successfully: {}", errors.join("; "))),
+                error: Some(format!(
+                    "no experiment trained successfully: {}",
+                    errors.join("; ")
+                )),
             },
             note,
             false,
@@ -315,7 +338,10 @@ async fn check(run: &RunInfo, task: &mut Task) -> Result<StageOut, JobError> {
 }
 
 async fn debug(run: &RunInfo, task: &mut Task) -> Result<StageOut, JobError> {
-    let best = task.best().cloned().expect("a check failed on a best result");
+    let best = task
+        .best()
+        .cloned()
+        .expect("a check failed on a best result");
     match debugger::debug(&best, &task.problems, run.attempt) {
         Some(fix) => {
             let note = fix.changes.join("; ");

@@ -67,14 +67,29 @@ pub fn check(rec: &ExperimentRecord, data_dir: &Path) -> CheckReport {
 /// Asks the checkpoint for 1,000 paths at the last bar of the data and runs
 /// the validator's checks on the answer.
 fn serve_check(rec: &ExperimentRecord, ckpt: &Path, data_dir: &Path) -> Result<(), String> {
-    let f = ZooForecaster::load(ckpt, &candle_core::Device::Cpu).map_err(|e| format!("checkpoint: {e}"))?;
-    let asset = rec.spec.data.assets.first().cloned().unwrap_or_else(|| "BTC".into());
-    let bar = if rec.spec.data.timeframe == "1m" { 60 } else { 300 };
+    let f = ZooForecaster::load(ckpt, &candle_core::Device::Cpu)
+        .map_err(|e| format!("checkpoint: {e}"))?;
+    let asset = rec
+        .spec
+        .data
+        .assets
+        .first()
+        .cloned()
+        .unwrap_or_else(|| "BTC".into());
+    let bar = if rec.spec.data.timeframe == "1m" {
+        60
+    } else {
+        300
+    };
     let path = asset_file(data_dir, &asset, bar).map_err(|e| format!("data: {e}"))?;
     let bars = Bars::load(&path).map_err(|e| format!("data: {e}"))?;
     let n = bars.timestamps.len();
     let as_of = bars.timestamps[n - 1] + bars.bar_seconds;
-    let (inc, len) = if bar == 60 { (60u64, 3600u64) } else { (300, 86400) };
+    let (inc, len) = if bar == 60 {
+        (60u64, 3600u64)
+    } else {
+        (300, 86400)
+    };
     let req = ForecastRequest {
         asset: asset.clone(),
         start_time: as_of,
@@ -86,7 +101,9 @@ fn serve_check(rec: &ExperimentRecord, ckpt: &Path, data_dir: &Path) -> Result<(
         as_of,
     };
     let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(1);
-    let paths = f.forecast(&req, &mut rng).map_err(|e| format!("simulate: {e}"))?;
+    let paths = f
+        .forecast(&req, &mut rng)
+        .map_err(|e| format!("simulate: {e}"))?;
     let resp = MinerResponse::from_paths(as_of, inc as i64, &paths)
         .map_err(|e| format!("response: {e}"))?;
     let start = chrono::DateTime::from_timestamp(as_of, 0)

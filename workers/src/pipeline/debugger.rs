@@ -31,7 +31,10 @@ pub fn debug(rec: &ExperimentRecord, problems: &[String], attempt: u32) -> Optio
             if m.contains("divisible") {
                 let d = s.model.backbone.d_model;
                 s.model.backbone.d_model = d.div_ceil(8) * 8;
-                changes.push(format!("d_model {d} -> {} (divisible by the heads)", s.model.backbone.d_model));
+                changes.push(format!(
+                    "d_model {d} -> {} (divisible by the heads)",
+                    s.model.backbone.d_model
+                ));
             } else if i.field.contains("blocks") {
                 s.model.backbone.blocks = vec!["LSTMBlock".into()];
                 changes.push(format!("{}: replaced the blocks with LSTMBlock", i.field));
@@ -46,7 +49,10 @@ pub fn debug(rec: &ExperimentRecord, problems: &[String], attempt: u32) -> Optio
         let lr = s.training.lr;
         s.training.lr = lr / 10.0;
         s.training.grad_clip = s.training.grad_clip.min(0.5);
-        changes.push(format!("learning rate {lr:e} -> {:e}, gradient clip 0.5 (divergence)", s.training.lr));
+        changes.push(format!(
+            "learning rate {lr:e} -> {:e}, gradient clip 0.5 (divergence)",
+            s.training.lr
+        ));
     }
     if text.contains("gbm baseline") || text.contains("sn50 validation") || changes.is_empty() {
         // Simpler and steadier: the smallest recurrent model with a GBM head,

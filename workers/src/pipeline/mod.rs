@@ -173,18 +173,19 @@ pub fn run_experiment(
         device: device.clone(),
         resume,
     };
-    let outcome = (|| -> Result<(usize, bool, crate::zoo::train::Sn50Eval), crate::zoo::ZooError> {
-        let result = train::train(spec, &opts, &mut |_| {})?;
-        let diverged = result
-            .step_losses
-            .iter()
-            .any(|l| !l.is_finite() || *l > 1e6);
-        let r = spec.validate().map_err(crate::zoo::ZooError::Spec)?;
-        let data = train::load_windows(spec, &r, data_dir)?;
-        let ck = train::load_checkpoint(out_dir, &device)?;
-        let eval = train::evaluate_sn50(spec, &ck.model, &data, &device)?;
-        Ok((result.state.epochs_done, diverged, eval))
-    })();
+    let outcome =
+        (|| -> Result<(usize, bool, crate::zoo::train::Sn50Eval), crate::zoo::ZooError> {
+            let result = train::train(spec, &opts, &mut |_| {})?;
+            let diverged = result
+                .step_losses
+                .iter()
+                .any(|l| !l.is_finite() || *l > 1e6);
+            let r = spec.validate().map_err(crate::zoo::ZooError::Spec)?;
+            let data = train::load_windows(spec, &r, data_dir)?;
+            let ck = train::load_checkpoint(out_dir, &device)?;
+            let eval = train::evaluate_sn50(spec, &ck.model, &data, &device)?;
+            Ok((result.state.epochs_done, diverged, eval))
+        })();
     match outcome {
         Ok((epochs, diverged, eval)) => {
             rec.epochs = epochs;

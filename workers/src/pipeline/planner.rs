@@ -64,10 +64,21 @@ pub fn plan(history: &[ExperimentRecord], budget: &Budget, seed: u64) -> Plan {
 
     // Exploit: mutate the best so far.
     let mut ranked: Vec<&ExperimentRecord> = history.iter().filter(|r| r.crps.is_some()).collect();
-    ranked.sort_by(|a, b| a.ratio().partial_cmp(&b.ratio()).unwrap_or(std::cmp::Ordering::Equal));
+    ranked.sort_by(|a, b| {
+        a.ratio()
+            .partial_cmp(&b.ratio())
+            .unwrap_or(std::cmp::Ordering::Equal)
+    });
     let exploit = if ranked.is_empty() { 0 } else { k.div_ceil(2) };
     'parents: for parent in ranked.iter().take(exploit) {
-        let blocks: Vec<&str> = parent.spec.model.backbone.blocks.iter().map(String::as_str).collect();
+        let blocks: Vec<&str> = parent
+            .spec
+            .model
+            .backbone
+            .blocks
+            .iter()
+            .map(String::as_str)
+            .collect();
         let lr = parent.spec.training.lr;
         let mut mutations: Vec<(ExperimentSpec, String)> = Vec::new();
         for f in [3.0, 1.0 / 3.0] {
@@ -123,7 +134,11 @@ pub fn plan(history: &[ExperimentRecord], budget: &Budget, seed: u64) -> Plan {
         guard += 1;
         let b = BLOCKS.choose(&mut rng).expect("blocks exist").name;
         let h = HEADS.choose(&mut rng).expect("heads exist").name;
-        take(spec(&[b], h, 1e-3, budget, seed), format!("explore: {b} + {h}"), &mut out);
+        take(
+            spec(&[b], h, 1e-3, budget, seed),
+            format!("explore: {b} + {h}"),
+            &mut out,
+        );
     }
     out
 }
@@ -175,7 +190,10 @@ mod tests {
         let next = plan(&history, &budget(4), 1);
         assert_eq!(next.experiments.len(), 4);
         let old: HashSet<_> = first.experiments.iter().map(fingerprint).collect();
-        assert!(next.experiments.iter().all(|s| !old.contains(&fingerprint(s))));
+        assert!(next
+            .experiments
+            .iter()
+            .all(|s| !old.contains(&fingerprint(s))));
         assert!(
             next.rationale[0].starts_with(&history[0].name),
             "the best experiment is mutated first: {:?}",

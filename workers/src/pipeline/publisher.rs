@@ -39,7 +39,10 @@ pub fn publish(
     summary: &serde_json::Value,
 ) -> std::io::Result<Published> {
     let ckpt = best.checkpoint.as_deref().ok_or_else(|| {
-        std::io::Error::new(std::io::ErrorKind::NotFound, "the best experiment has no checkpoint")
+        std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "the best experiment has no checkpoint",
+        )
     })?;
     let model_dir: PathBuf = store.join("models").join(run_id).join(&best.fingerprint);
     std::fs::create_dir_all(&model_dir)?;
@@ -56,8 +59,14 @@ pub fn publish(
         &model_dir.join("record.json"),
         &serde_json::to_string_pretty(best).expect("records serialise"),
     )?;
-    let summary_path = store.join("pipeline_runs").join(run_id).join("summary.json");
-    write_atomic(&summary_path, &serde_json::to_string_pretty(summary).expect("json"))?;
+    let summary_path = store
+        .join("pipeline_runs")
+        .join(run_id)
+        .join("summary.json");
+    write_atomic(
+        &summary_path,
+        &serde_json::to_string_pretty(summary).expect("json"),
+    )?;
     write_atomic(
         &store.join("pipeline_runs").join("latest.json"),
         &serde_json::json!({"run_id": run_id}).to_string(),
