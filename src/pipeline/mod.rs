@@ -354,7 +354,7 @@ pub fn summarize(
         "gbm_crps": best.and_then(|b| b.gbm_crps),
         "best_checkpoint": best.and_then(|b| b.checkpoint.clone()),
         "experiments": ranked.iter().map(|r| serde_json::json!({
-            "name": r.name, "crps": r.crps, "gbm_crps": r.gbm_crps, "ratio": r.ratio(),
+            "name": r.name, "crps": r.crps, "gbm_crps": r.gbm_crps, "ratio": r.crps_ratio(),
             "param_count": r.param_count, "epochs": r.epochs, "status": r.status, "error": r.error,
         })).collect::<Vec<_>>(),
         "stages": task.stages,

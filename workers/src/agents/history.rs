@@ -5,88 +5,14 @@
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::Value;
 
 use crate::zoo::spec::ExperimentSpec;
 
-/// The outcome of one experiment run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RunStatus {
-    Ok,
-    Failed,
-}
-
-/// One experiment as recorded: the spec, its scores or its error.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ExperimentRecord {
-    pub name: String,
-    /// The pipeline run (or agent session) that ran it.
-    #[serde(default)]
-    pub run_id: Option<String>,
-    /// [`fingerprint`] of the spec.
-    pub fingerprint: String,
-    pub spec: ExperimentSpec,
-    pub status: RunStatus,
-    /// Mean SN50 CRPS of the model on the validation windows (lower is better).
-    #[serde(default)]
-    pub crps: Option<f64>,
-    /// Mean SN50 CRPS of the reference GBM on the same windows.
-    #[serde(default)]
-    pub gbm_crps: Option<f64>,
-    #[serde(default)]
-    pub param_count: Option<usize>,
-    #[serde(default)]
-    pub error: Option<String>,
-    /// The checkpoint folder, if training got that far.
-    #[serde(default)]
-    pub checkpoint: Option<String>,
-    #[serde(default)]
-    pub training_time_s: Option<f64>,
-    /// Unix seconds.
-    pub recorded_at: i64,
-}
-
-impl ExperimentRecord {
-    /// `crps / gbm_crps` when both are known.
-    pub fn crps_ratio(&self) -> Option<f64> {
-        match (self.crps, self.gbm_crps) {
-            (Some(m), Some(g)) if g > 0.0 => Some(m / g),
-            _ => None,
-        }
-    }
-}
-
-/// The seed's novelty fingerprint over `blocks | head | d_model | lr | horizon | seq_len`, as
-/// 16 hex digits of FNV-1a (64 bit) instead of the seed's truncated SHA-256. Block and head
-/// names are canonicalised first, so `lstm` and `LSTMBlock` are the same experiment.
-pub fn fingerprint(spec: &ExperimentSpec) -> String {
-    let canon_block = |b: &String| {
-        crate::zoo::registry::find_block(b)
-            .map(|c| c.name.to_string())
-            .unwrap_or_else(|| b.clone())
-    };
-    let blocks: Vec<String> = spec.model.backbone.blocks.iter().map(canon_block).collect();
-    let head = crate::zoo::registry::find_head(&spec.model.head.kind)
-        .map(|c| c.name.to_string())
-        .unwrap_or_else(|| spec.model.head.kind.clone());
-    let key = format!(
-        "{}::{}::{}::{}::{}::{}",
-        blocks.join("|"),
-        head,
-        spec.model.backbone.d_model,
-        spec.training.lr,
-        spec.training.horizon,
-        spec.model.backbone.seq_len
-    );
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in key.bytes() {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    format!("{h:016x}")
-}
+/// The experiment record, its status and fingerprint are the pipeline's: one type for both the
+/// built-in agents and the LLM agents' history.
+pub use crate::pipeline::{fingerprint, ExperimentRecord, RunStatus};
 
 /// A history store failed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

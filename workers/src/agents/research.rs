@@ -10,7 +10,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 use schemars::JsonSchema;
 use serde::Deserialize;
@@ -119,33 +118,20 @@ impl ResearchSession {
 
     /// The best successful result of this session (lowest CRPS).
     pub fn best(&self) -> Option<ExperimentRecord> {
-        ranked(self.results())
-            .into_iter()
-            .find(|r| r.status == RunStatus::Ok && r.crps.is_some())
+        crate::pipeline::best(&self.results()).cloned()
     }
 }
 
 fn ranked(mut v: Vec<ExperimentRecord>) -> Vec<ExperimentRecord> {
     v.sort_by(|a, b| {
-        let key = |r: &ExperimentRecord| match (r.status, r.crps) {
-            (RunStatus::Ok, Some(c)) if c.is_finite() => (0, c),
+        let key = |r: &ExperimentRecord| match r.crps {
+            Some(c) if r.scored() => (0, c),
             _ => (1, f64::INFINITY),
         };
         let (ka, kb) = (key(a), key(b));
         ka.0.cmp(&kb.0).then(ka.1.total_cmp(&kb.1))
     });
     v
-}
-
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
-fn finite(x: f64) -> Option<f64> {
-    x.is_finite().then_some(x)
 }
 
 /// Read an experiment argument: a spec object, or `{"experiment": spec, ...}` as
@@ -501,50 +487,6 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| ToolError(format!("worker task failed: {e}")))?
 }
 
-struct TrainOutcome {
-    crps: f64,
-    gbm_crps: f64,
-    windows: usize,
-    params: usize,
-    epochs_run: usize,
-    best_epoch: usize,
-    best_val_loss: f64,
-    seconds: f64,
-}
-
-fn train_and_score(
-    spec: &ExperimentSpec,
-    data_dir: PathBuf,
-    out_dir: PathBuf,
-    device: &str,
-) -> Result<TrainOutcome, String> {
-    use crate::zoo::train;
-    let device = crate::zoo::device(device).map_err(|e| e.to_string())?;
-    let started = Instant::now();
-    let opts = train::TrainOptions {
-        data_dir: data_dir.clone(),
-        out_dir: out_dir.clone(),
-        device: device.clone(),
-        resume: false,
-    };
-    let result = train::train(spec, &opts, &mut |_| {}).map_err(|e| e.to_string())?;
-    let seconds = started.elapsed().as_secs_f64();
-    let r = spec.validate().map_err(|i| spec_error(&i).0)?;
-    let data = train::load_windows(spec, &r, &data_dir).map_err(|e| e.to_string())?;
-    let ck = train::load_checkpoint(&out_dir, &device).map_err(|e| e.to_string())?;
-    let eval = train::evaluate_sn50(spec, &ck.model, &data, &device).map_err(|e| e.to_string())?;
-    Ok(TrainOutcome {
-        crps: eval.val_crps,
-        gbm_crps: eval.gbm_crps,
-        windows: eval.windows,
-        params: result.param_count,
-        epochs_run: result.state.epochs_done,
-        best_epoch: result.state.best_epoch,
-        best_val_loss: result.state.best_val_loss,
-        seconds,
-    })
-}
-
 async fn run_experiment(s: Arc<ResearchSession>, a: RunExperimentArgs) -> Result<Value, ToolError> {
     let mut spec = parse_spec(&a.experiment)?;
     let run_no = {
@@ -575,56 +517,36 @@ async fn run_experiment(s: Arc<ResearchSession>, a: RunExperimentArgs) -> Result
     t.eval_paths = asked.3.clamp(1, b.max_eval_paths);
     let budget = json!({"epochs": t.epochs, "steps_per_epoch": t.steps_per_epoch,
         "eval_windows": t.eval_windows, "eval_paths": t.eval_paths});
-    let mut rec = ExperimentRecord {
-        name: name.clone(),
-        run_id: Some(s.run_id.clone()),
-        fingerprint: fingerprint(&spec),
-        spec: spec.clone(),
-        status: RunStatus::Failed,
-        crps: None,
-        gbm_crps: None,
-        param_count: None,
-        error: None,
-        checkpoint: None,
-        training_time_s: None,
-        recorded_at: now(),
-    };
     let out_dir = s.runs_dir.join(safe_name(&s.run_id)).join(&name);
-    let outcome = match spec.validate() {
-        Err(issues) => Err(spec_error(&issues).0),
-        Ok(_) => {
-            let (spec2, data, out, dev) = (
-                spec.clone(),
-                s.data_dir.clone(),
-                out_dir.clone(),
-                s.device.clone(),
-            );
-            blocking(move || Ok(train_and_score(&spec2, data, out, &dev))).await?
-        }
-    };
-    let reply = match outcome {
-        Ok(o) => {
-            rec.status = RunStatus::Ok;
-            rec.crps = finite(o.crps);
-            rec.gbm_crps = finite(o.gbm_crps);
-            rec.param_count = Some(o.params);
-            rec.checkpoint = Some(out_dir.display().to_string());
-            rec.training_time_s = Some(o.seconds);
-            json!({
-                "status": "ok", "name": name, "crps": rec.crps, "gbm_crps": rec.gbm_crps,
-                "crps_ratio": rec.crps_ratio(), "windows": o.windows, "param_count": o.params,
-                "epochs_run": o.epochs_run, "best_epoch": o.best_epoch,
-                "best_val_loss": finite(o.best_val_loss), "training_time_s": o.seconds,
-                "budget_applied": budget,
-            })
-        }
-        Err(e) => {
-            rec.error = Some(e.clone());
+    let (spec2, data, out, dev) = (
+        spec.clone(),
+        s.data_dir.clone(),
+        out_dir.clone(),
+        s.device.clone(),
+    );
+    let run = blocking(move || {
+        Ok(crate::pipeline::run_experiment(
+            &spec2, &data, &out, &dev, false,
+        ))
+    })
+    .await?;
+    let mut rec = run.record;
+    rec.name = name.clone();
+    rec.run_id = Some(s.run_id.clone());
+    let mut reply = match (rec.status, &rec.error) {
+        (RunStatus::Ok, _) => json!({
+            "status": "ok", "name": name, "crps": rec.crps, "gbm_crps": rec.gbm_crps,
+            "crps_ratio": rec.crps_ratio(), "windows": run.windows, "param_count": rec.param_count,
+            "epochs_run": rec.epochs, "best_epoch": run.best_epoch,
+            "best_val_loss": run.best_val_loss, "training_time_s": rec.training_time_s,
+            "budget_applied": budget,
+        }),
+        (RunStatus::Failed, e) => {
+            let e = e.clone().unwrap_or_default();
             json!({"status": "failed", "name": name, "error": e,
                    "error_category": error_category(&e), "budget_applied": budget})
         }
     };
-    let mut reply = reply;
     if let Err(e) = s.record(rec).await {
         reply["history_error"] = Value::String(e);
     }
@@ -1019,7 +941,7 @@ pub fn research_tools(session: Arc<ResearchSession>) -> ToolRegistry {
         }
     }));
     let s = session.clone();
-    reg.register(ToolDef::typed("check_experiment_novelty", "Whether an experiment was already run (same blocks, head, d_model, lr, horizon, seq_len), similar past runs and their failures.", move |a: ExperimentArg| {
+    reg.register(ToolDef::typed("check_experiment_novelty", "Whether an experiment was already run (same blocks, head, d_model, seq_len, lr, horizon, assets and timeframe), similar past runs and their failures.", move |a: ExperimentArg| {
         let s = s.clone();
         async move {
             let spec = parse_spec(&a.experiment)?;
@@ -1107,6 +1029,8 @@ mod tests {
                     crps,
                     gbm_crps: crps.map(|_| 100.0),
                     param_count: None,
+                    epochs: 0,
+                    diverged: false,
                     error: err.map(String::from),
                     checkpoint: None,
                     training_time_s: None,

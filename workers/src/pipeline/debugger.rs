@@ -76,22 +76,25 @@ pub fn debug(rec: &ExperimentRecord, problems: &[String], attempt: u32) -> Optio
 
 #[cfg(test)]
 mod tests {
+    use super::super::RunStatus;
     use super::*;
 
     fn record(spec: ExperimentSpec) -> ExperimentRecord {
         ExperimentRecord {
             name: "x".into(),
+            run_id: None,
             fingerprint: fingerprint(&spec),
             spec,
+            status: RunStatus::Failed,
             crps: None,
             gbm_crps: Some(100.0),
-            param_count: 0,
+            param_count: None,
             epochs: 0,
-            checkpoint: None,
-            status: "failed".into(),
-            error: None,
             diverged: true,
-            seconds: 0.0,
+            error: None,
+            checkpoint: None,
+            training_time_s: None,
+            recorded_at: 0,
         }
     }
 

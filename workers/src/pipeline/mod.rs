@@ -12,8 +12,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::zoo::registry;
 use crate::zoo::spec::ExperimentSpec;
-use crate::zoo::train;
+use crate::zoo::{train, ZooError};
 
 /// The budget a run gives every experiment: the planner applies it to each spec
 /// so that a pipeline run costs what the caller asked for.
@@ -75,53 +76,102 @@ impl Budget {
     }
 }
 
-/// One experiment and what came of it.
+/// The outcome of one experiment run (serialised as `"ok"` / `"failed"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    Ok,
+    Failed,
+}
+
+/// One experiment and what came of it: the record both the built-in pipeline
+/// (kept in Redis by the engine) and the LLM agents' history (`agents::history`)
+/// store. Everything but the identity is optional on input, so records written
+/// by either side (or by an older build) read back.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ExperimentRecord {
     pub name: String,
+    /// The pipeline run (or agent session) that ran it.
+    #[serde(default)]
+    pub run_id: Option<String>,
+    /// [`fingerprint`] of the spec.
     pub fingerprint: String,
     pub spec: ExperimentSpec,
+    pub status: RunStatus,
     /// Mean SN50 CRPS on the validation windows (lower is better).
+    #[serde(default)]
     pub crps: Option<f64>,
     /// The GBM baseline's CRPS on the same windows.
+    #[serde(default)]
     pub gbm_crps: Option<f64>,
-    pub param_count: usize,
+    #[serde(default)]
+    pub param_count: Option<usize>,
+    /// Epochs completed.
+    #[serde(default)]
     pub epochs: usize,
-    pub checkpoint: Option<String>,
-    /// ok | failed
-    pub status: String,
-    pub error: Option<String>,
     /// True when the training loss went NaN or exploded.
     #[serde(default)]
     pub diverged: bool,
-    pub seconds: f64,
+    #[serde(default)]
+    pub error: Option<String>,
+    /// The checkpoint folder, if training got that far.
+    #[serde(default)]
+    pub checkpoint: Option<String>,
+    /// Wall-clock seconds of the run (training and scoring).
+    #[serde(default, alias = "seconds")]
+    pub training_time_s: Option<f64>,
+    /// Unix seconds.
+    #[serde(default)]
+    pub recorded_at: i64,
 }
 
 impl ExperimentRecord {
-    /// CRPS relative to GBM (< 1 beats the baseline).
-    pub fn ratio(&self) -> Option<f64> {
+    /// CRPS relative to GBM (< 1 beats the baseline), when both are known.
+    pub fn crps_ratio(&self) -> Option<f64> {
         match (self.crps, self.gbm_crps) {
             (Some(c), Some(g)) if g > 0.0 => Some(c / g),
             _ => None,
         }
     }
+
+    /// Whether the run succeeded with a finite CRPS.
+    pub fn scored(&self) -> bool {
+        self.status == RunStatus::Ok && self.crps.is_some_and(f64::is_finite)
+    }
 }
 
-/// A stable fingerprint of what makes an experiment distinct (architecture,
-/// width, context, learning rate, horizon, data), for novelty checks.
+/// A stable fingerprint of what makes an experiment distinct, for novelty
+/// checks: blocks, head, width, context, learning rate, horizon and data
+/// (assets, timeframe). Block and head names are canonicalised first, so
+/// `lstm` and `LSTMBlock` are the same experiment. 16 hex digits of FNV-1a
+/// (64 bit): stable across runs and builds (unlike `DefaultHasher`).
 pub fn fingerprint(spec: &ExperimentSpec) -> String {
+    let block = |b: &String| {
+        registry::find_block(b)
+            .map(|c| c.name.to_string())
+            .unwrap_or_else(|| b.trim().to_ascii_lowercase())
+    };
+    let head = registry::find_head(&spec.model.head.kind)
+        .map(|c| c.name.to_string())
+        .unwrap_or_else(|| spec.model.head.kind.trim().to_ascii_lowercase());
+    let blocks: Vec<String> = spec.model.backbone.blocks.iter().map(block).collect();
+    let assets: Vec<String> = spec
+        .data
+        .assets
+        .iter()
+        .map(|a| a.trim().to_ascii_uppercase())
+        .collect();
     let key = format!(
         "{}|{}|{}|{}|{:e}|{}|{}|{}",
-        spec.model.backbone.blocks.join("+").to_ascii_lowercase(),
-        spec.model.head.kind.to_ascii_lowercase(),
+        blocks.join("+"),
+        head,
         spec.model.backbone.d_model,
         spec.model.backbone.seq_len,
         spec.training.lr,
         spec.training.horizon,
-        spec.data.assets.join("+"),
+        assets.join("+"),
         spec.data.timeframe,
     );
-    // FNV-1a, 64 bit: stable across runs and builds (unlike `DefaultHasher`).
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in key.bytes() {
         h ^= u64::from(b);
@@ -141,62 +191,102 @@ pub fn experiment_name(spec: &ExperimentSpec) -> String {
     )
 }
 
-/// Trains `spec` (resuming from `out_dir` when `resume`), then scores it and
-/// the GBM baseline with the exact SN50 CRPS on the validation windows. A
-/// failure is recorded, not raised: the pipeline learns from it.
+/// Now, in Unix seconds.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// What [`run_experiment`] did: the record, and training details for reports.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExperimentRun {
+    pub record: ExperimentRecord,
+    /// Validation windows scored (0 when the run failed before scoring).
+    pub windows: usize,
+    /// The epoch with the best validation loss.
+    pub best_epoch: usize,
+    /// That loss, when finite.
+    pub best_val_loss: Option<f64>,
+}
+
+/// Trains `spec` on `device` (`cpu`, or `cuda[:N]` in a CUDA build) into
+/// `out_dir` (resuming from it when `resume`), then scores it and the GBM
+/// baseline with the exact SN50 CRPS on the validation windows. A failure
+/// (an invalid spec, an unavailable device, a training error, a non-finite
+/// CRPS) is recorded, not raised: the pipeline and the agents learn from it.
+/// The record is named by [`experiment_name`] and has no `run_id`; callers
+/// set both as they need.
 pub fn run_experiment(
     spec: &ExperimentSpec,
     data_dir: &Path,
     out_dir: &Path,
+    device: &str,
     resume: bool,
-) -> ExperimentRecord {
+) -> ExperimentRun {
     let started = std::time::Instant::now();
-    let name = experiment_name(spec);
-    let mut rec = ExperimentRecord {
-        fingerprint: fingerprint(spec),
-        name,
-        spec: spec.clone(),
-        crps: None,
-        gbm_crps: None,
-        param_count: spec.param_count().unwrap_or(0),
-        epochs: 0,
-        checkpoint: None,
-        status: "failed".into(),
-        error: None,
-        diverged: false,
-        seconds: 0.0,
+    let mut run = ExperimentRun {
+        record: ExperimentRecord {
+            name: experiment_name(spec),
+            run_id: None,
+            fingerprint: fingerprint(spec),
+            spec: spec.clone(),
+            status: RunStatus::Failed,
+            crps: None,
+            gbm_crps: None,
+            param_count: spec.param_count().ok(),
+            epochs: 0,
+            diverged: false,
+            error: None,
+            checkpoint: None,
+            training_time_s: None,
+            recorded_at: unix_now(),
+        },
+        windows: 0,
+        best_epoch: 0,
+        best_val_loss: None,
     };
-    let device = candle_core::Device::Cpu;
-    let opts = train::TrainOptions {
-        data_dir: data_dir.to_path_buf(),
-        out_dir: out_dir.to_path_buf(),
-        device: device.clone(),
-        resume,
-    };
-    let outcome =
-        (|| -> Result<(usize, bool, crate::zoo::train::Sn50Eval), crate::zoo::ZooError> {
-            let result = train::train(spec, &opts, &mut |_| {})?;
-            let diverged = result
-                .step_losses
-                .iter()
-                .any(|l| !l.is_finite() || *l > 1e6);
-            let r = spec.validate().map_err(crate::zoo::ZooError::Spec)?;
-            let data = train::load_windows(spec, &r, data_dir)?;
-            let ck = train::load_checkpoint(out_dir, &device)?;
-            let eval = train::evaluate_sn50(spec, &ck.model, &data, &device)?;
-            Ok((result.state.epochs_done, diverged, eval))
-        })();
+    let outcome = (|| -> Result<(train::TrainResult, bool, train::Sn50Eval), ZooError> {
+        let r = spec.validate().map_err(ZooError::Spec)?;
+        let device = crate::zoo::device(device)?;
+        let opts = train::TrainOptions {
+            data_dir: data_dir.to_path_buf(),
+            out_dir: out_dir.to_path_buf(),
+            device: device.clone(),
+            resume,
+        };
+        let result = train::train(spec, &opts, &mut |_| {})?;
+        let diverged = result
+            .step_losses
+            .iter()
+            .any(|l| !l.is_finite() || *l > 1e6);
+        let data = train::load_windows(spec, &r, data_dir)?;
+        let ck = train::load_checkpoint(out_dir, &device)?;
+        let eval = train::evaluate_sn50(spec, &ck.model, &data, &device)?;
+        Ok((result, diverged, eval))
+    })();
+    let rec = &mut run.record;
     match outcome {
-        Ok((epochs, diverged, eval)) => {
-            rec.epochs = epochs;
+        Ok((result, diverged, eval)) => {
+            rec.param_count = Some(result.param_count);
+            rec.epochs = result.state.epochs_done;
             rec.diverged = diverged || !eval.val_crps.is_finite();
             rec.crps = eval.val_crps.is_finite().then_some(eval.val_crps);
-            rec.gbm_crps = Some(eval.gbm_crps);
+            rec.gbm_crps = eval.gbm_crps.is_finite().then_some(eval.gbm_crps);
             rec.checkpoint = Some(out_dir.display().to_string());
-            rec.status = if rec.crps.is_some() { "ok" } else { "failed" }.into();
-            if rec.crps.is_none() {
+            if rec.crps.is_some() {
+                rec.status = RunStatus::Ok;
+            } else {
                 rec.error = Some("validation CRPS is not finite (the model diverged)".into());
             }
+            run.windows = eval.windows;
+            run.best_epoch = result.state.best_epoch;
+            run.best_val_loss = result
+                .state
+                .best_val_loss
+                .is_finite()
+                .then_some(result.state.best_val_loss);
         }
         Err(e) => {
             let msg = e.to_string();
@@ -204,8 +294,8 @@ pub fn run_experiment(
             rec.error = Some(msg);
         }
     }
-    rec.seconds = started.elapsed().as_secs_f64();
-    rec
+    rec.training_time_s = Some(started.elapsed().as_secs_f64());
+    run
 }
 
 /// Where a run's checkpoints go: `<out>/<run_id>/<fingerprint>`.
@@ -227,7 +317,9 @@ pub fn train_plan(
     let mut records: Vec<ExperimentRecord> = specs
         .iter()
         .map(|s| {
-            let r = run_experiment(s, data_dir, &checkpoint_dir(out, run_id, s), false);
+            let dir = checkpoint_dir(out, run_id, s);
+            let mut r = run_experiment(s, data_dir, &dir, "cpu", false).record;
+            r.run_id = Some(run_id.to_string());
             progress(&r);
             r
         })
@@ -244,7 +336,8 @@ pub fn train_plan(
             let mut spec = records[i].spec.clone();
             spec.training.epochs = budget.epochs << round;
             let dir = checkpoint_dir(out, run_id, &records[i].spec);
-            let mut r = run_experiment(&spec, data_dir, &dir, true);
+            let mut r = run_experiment(&spec, data_dir, &dir, "cpu", true).record;
+            r.run_id = Some(run_id.to_string());
             r.fingerprint = records[i].fingerprint.clone();
             if r.crps.is_some() {
                 progress(&r);
@@ -255,10 +348,11 @@ pub fn train_plan(
     records
 }
 
-/// The best record by CRPS.
+/// The best successful record by CRPS (lowest first).
 pub fn best(records: &[ExperimentRecord]) -> Option<&ExperimentRecord> {
-    records
-        .iter()
-        .filter(|r| r.crps.is_some())
-        .min_by(|a, b| a.crps.partial_cmp(&b.crps).unwrap())
+    records.iter().filter(|r| r.scored()).min_by(|a, b| {
+        a.crps
+            .unwrap_or(f64::INFINITY)
+            .total_cmp(&b.crps.unwrap_or(f64::INFINITY))
+    })
 }

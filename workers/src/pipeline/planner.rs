@@ -65,8 +65,8 @@ pub fn plan(history: &[ExperimentRecord], budget: &Budget, seed: u64) -> Plan {
     // Exploit: mutate the best so far.
     let mut ranked: Vec<&ExperimentRecord> = history.iter().filter(|r| r.crps.is_some()).collect();
     ranked.sort_by(|a, b| {
-        a.ratio()
-            .partial_cmp(&b.ratio())
+        a.crps_ratio()
+            .partial_cmp(&b.crps_ratio())
             .unwrap_or(std::cmp::Ordering::Equal)
     });
     let exploit = if ranked.is_empty() { 0 } else { k.div_ceil(2) };
@@ -145,6 +145,7 @@ pub fn plan(history: &[ExperimentRecord], budget: &Budget, seed: u64) -> Plan {
 
 #[cfg(test)]
 mod tests {
+    use super::super::RunStatus;
     use super::*;
 
     fn budget(k: usize) -> Budget {
@@ -174,17 +175,19 @@ mod tests {
             .enumerate()
             .map(|(i, s)| ExperimentRecord {
                 name: super::super::experiment_name(s),
+                run_id: None,
                 fingerprint: fingerprint(s),
                 spec: s.clone(),
+                status: RunStatus::Ok,
                 crps: Some(100.0 + i as f64),
                 gbm_crps: Some(110.0),
-                param_count: 1,
+                param_count: Some(1),
                 epochs: 1,
-                checkpoint: None,
-                status: "ok".into(),
-                error: None,
                 diverged: false,
-                seconds: 0.0,
+                error: None,
+                checkpoint: None,
+                training_time_s: None,
+                recorded_at: 0,
             })
             .collect();
         let next = plan(&history, &budget(4), 1);
