@@ -4,6 +4,8 @@
 //! The engine knows nothing of forecasting: job types and their payloads come
 //! from the `jobs` crate, their handlers from `workers`. See ARCHITECTURE.md.
 
+#![recursion_limit = "512"]
+
 pub mod bench;
 pub mod bridge;
 pub mod cli;

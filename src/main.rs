@@ -1,5 +1,8 @@
 //! The `synth-city` binary: parses the command line and runs it.
 
+// warp's nested filter types need more than the default recursion depth in release builds.
+#![recursion_limit = "512"]
+
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
