@@ -1,6 +1,8 @@
 //! End-to-end checks of the model-zoo commands through the built `synth-city` binary:
 //! `components`, `experiment` (train, score against GBM, checkpoint), `simulate` from that
-//! checkpoint and from `gbm`, with every response checked as the SN50 validator checks it.
+//! checkpoint and from `gbm`, with every response checked as the SN50 validator checks it;
+//! `quick` and `sweep` (ranking with the GBM baseline); stderr stays quiet when it is not a
+//! terminal.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -186,6 +188,109 @@ fn zoo_experiment_then_simulate() {
     for needle in ["model.backbone.blocks[1]", "n_heads", "data.timeframe"] {
         assert!(err.contains(needle), "{needle} not in {err}");
     }
+    let _ = std::fs::remove_dir_all(&out_dir);
+}
+
+#[test]
+fn zoo_quick_and_sweep_rank_presets_with_the_gbm_baseline() {
+    let Some(data) = data_dir() else { return };
+    let out_dir = std::env::temp_dir().join(format!("zoo-sweep-{}", std::process::id()));
+    let small = [
+        "--eval-windows",
+        "2",
+        "--eval-paths",
+        "100",
+        "--asset",
+        "BTC",
+    ];
+    let mut quick = bin();
+    quick
+        .args(["quick", "--preset", "lstm_gbm", "--steps", "2"])
+        .args(small)
+        .arg("--data-dir")
+        .arg(&data)
+        .arg("--out")
+        .arg(&out_dir)
+        .arg("--json");
+    let out = quick.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.stderr.is_empty(),
+        "stderr is not a terminal: nothing may be drawn: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let q: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(q["preset"], "lstm_gbm");
+    assert_eq!(q["epochs_run"], 1);
+    assert_eq!(q["windows"], 2);
+    assert!(q["val_crps"].as_f64().unwrap() > 0.0, "{q}");
+    let v = run_json(
+        bin()
+            .args([
+                "sweep",
+                "--presets",
+                "lstm_gbm,tcn_mixture",
+                "--epochs",
+                "1",
+                "--steps-per-epoch",
+                "2",
+            ])
+            .args(small)
+            .arg("--data-dir")
+            .arg(&data)
+            .arg("--out")
+            .arg(&out_dir)
+            .arg("--json"),
+    );
+    let ranking = v["ranking"].as_array().unwrap();
+    assert_eq!(ranking.len(), 3, "two presets and the baseline: {v}");
+    let mut names: Vec<&str> = ranking
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["gbm", "lstm_gbm", "tcn_mixture"]);
+    let crps: Vec<f64> = ranking
+        .iter()
+        .map(|r| r["val_crps"].as_f64().unwrap())
+        .collect();
+    assert!(
+        crps.windows(2).all(|w| w[0] <= w[1]),
+        "not ranked: {crps:?}"
+    );
+    let ranks: Vec<u64> = ranking
+        .iter()
+        .map(|r| r["rank"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ranks, [1, 2, 3]);
+    // every preset was scored against the same GBM numbers, i.e. on the same windows
+    let gbm = v["gbm_crps"].as_f64().unwrap();
+    for r in ranking {
+        assert_eq!(r["gbm_crps"].as_f64().unwrap(), gbm, "{r}");
+        if r["name"] != "gbm" {
+            assert!(Path::new(r["checkpoint"].as_str().unwrap()).is_dir());
+            let ratio = r["val_crps"].as_f64().unwrap() / gbm;
+            assert!((r["crps_ratio"].as_f64().unwrap() - ratio).abs() < 1e-12);
+        }
+    }
+    // the same lstm_gbm run inside the sweep and as `quick`: same spec, same score
+    let lstm = ranking.iter().find(|r| r["name"] == "lstm_gbm").unwrap();
+    assert_eq!(lstm["val_crps"], q["val_crps"]);
+    // an unknown preset is refused by name before anything trains
+    let out = bin()
+        .args(["sweep", "--presets", "lstm_gbm,nope", "--json"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("\"nope\"") && err.contains("baseline_gbm"),
+        "{err}"
+    );
     let _ = std::fs::remove_dir_all(&out_dir);
 }
 

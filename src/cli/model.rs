@@ -1,9 +1,14 @@
-//! Model-zoo commands: `components`, `experiment`, `simulate` and `bench train`.
+//! Model-zoo commands: `components`, `experiment`, `quick`, `sweep`, `simulate` and
+//! `bench train`.
 //!
 //! Thin clap wrappers over `workers::zoo`: listing the registry, training a spec on local bars
-//! and scoring it against the GBM baseline, simulating an SN50 response from a checkpoint (or the
-//! reference GBM), and timing training steps and a 1000 x 289 simulation.
+//! and scoring it against the GBM baseline (`experiment`; `quick` is a one-epoch sanity run of a
+//! preset; `sweep` trains several presets on the same windows and ranks them with the GBM
+//! baseline), simulating an SN50 response from a checkpoint (or the reference GBM), and timing
+//! training steps and a 1000 x 289 simulation. Training draws a progress bar on stderr only when
+//! stderr is a terminal and `--json` is not given.
 
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -27,6 +32,11 @@ pub enum ModelCommand {
     /// Train a model on local bars, then score it and the GBM baseline with the SN50 CRPS on the
     /// same time-ordered validation windows.
     Experiment(ExperimentArgs),
+    /// A fast sanity run: one preset, one short epoch, scored against GBM on a few windows.
+    Quick(QuickArgs),
+    /// Train several presets on the same data and validation windows and rank them, with the
+    /// GBM baseline, by validation SN50 CRPS.
+    Sweep(SweepArgs),
     /// Simulate an SN50 response for a prompt starting at `--at`, from a checkpoint or `gbm`,
     /// using only bars that closed by then.
     Simulate(SimulateArgs),
@@ -49,6 +59,9 @@ pub struct ExperimentArgs {
     pub spec: Option<PathBuf>,
     #[arg(long)]
     pub epochs: Option<usize>,
+    /// Epochs without a better validation loss before training stops.
+    #[arg(long)]
+    pub patience: Option<usize>,
     /// Comma-separated assets.
     #[arg(long)]
     pub asset: Option<String>,
@@ -86,6 +99,72 @@ pub struct ExperimentArgs {
     /// Validate the spec and print its size, without training.
     #[arg(long)]
     pub dry_run: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `synth-city quick ...`
+#[derive(Debug, Args)]
+pub struct QuickArgs {
+    /// The preset to run (see `components`).
+    #[arg(long, default_value = "baseline_gbm")]
+    pub preset: String,
+    #[arg(long, default_value = "BTC")]
+    pub asset: String,
+    #[arg(long, default_value = "5m")]
+    pub timeframe: String,
+    /// Training steps (one epoch).
+    #[arg(long, default_value_t = 20)]
+    pub steps: usize,
+    /// Validation windows scored.
+    #[arg(long, default_value_t = 8)]
+    pub eval_windows: usize,
+    #[arg(long, default_value_t = 1000)]
+    pub eval_paths: usize,
+    #[arg(long)]
+    pub seed: Option<u64>,
+    #[arg(long, default_value = "data")]
+    pub data_dir: PathBuf,
+    #[arg(long, default_value = "runs/quick")]
+    pub out: PathBuf,
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `synth-city sweep ...`
+#[derive(Debug, Args)]
+pub struct SweepArgs {
+    /// Comma-separated presets (default: all of them).
+    #[arg(long)]
+    pub presets: Option<String>,
+    #[arg(long, default_value_t = 10)]
+    pub epochs: usize,
+    #[arg(long, default_value_t = 3)]
+    pub patience: usize,
+    /// Comma-separated assets (one model per preset, trained on all of them).
+    #[arg(long, default_value = "BTC")]
+    pub asset: String,
+    #[arg(long, default_value = "5m")]
+    pub timeframe: String,
+    /// One history length for every preset (the presets' own must agree otherwise).
+    #[arg(long)]
+    pub seq_len: Option<usize>,
+    #[arg(long)]
+    pub steps_per_epoch: Option<usize>,
+    #[arg(long)]
+    pub eval_windows: Option<usize>,
+    #[arg(long)]
+    pub eval_paths: Option<usize>,
+    #[arg(long)]
+    pub seed: Option<u64>,
+    #[arg(long, default_value = "data")]
+    pub data_dir: PathBuf,
+    #[arg(long, default_value = "runs")]
+    pub out: PathBuf,
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
     #[arg(long)]
     pub json: bool,
 }
@@ -173,6 +252,9 @@ fn build_spec(a: &ExperimentArgs) -> anyhow::Result<ExperimentSpec> {
     if let Some(e) = a.epochs {
         spec.training.epochs = e;
     }
+    if let Some(p) = a.patience {
+        spec.training.patience = p;
+    }
     if let Some(x) = &a.asset {
         spec.data.assets = split_list(x);
     }
@@ -224,12 +306,80 @@ fn run_name(spec: &ExperimentSpec) -> String {
     )
 }
 
+/// Train `spec` into `out_root/<run name>`, then score the best weights and the GBM baseline
+/// with the SN50 CRPS on the same validation windows: the `experiment --json` object.
+fn run_spec(
+    spec: &ExperimentSpec,
+    data_dir: &Path,
+    out_root: &Path,
+    device_name: &str,
+    resume: bool,
+    show_progress: bool,
+    label: &str,
+) -> anyhow::Result<serde_json::Value> {
+    let r = spec.validate().map_err(spec_error)?;
+    let params = spec.param_count()?;
+    let flops = spec.flops_estimate()?;
+    let device = zoo::device(device_name)?;
+    let out_dir = out_root.join(run_name(spec));
+    let opts = train::TrainOptions {
+        data_dir: data_dir.to_path_buf(),
+        out_dir: out_dir.clone(),
+        device: device.clone(),
+        resume,
+    };
+    let started = Instant::now();
+    let mut bar = zoo::progress::TrainBar::new(show_progress, label);
+    let result = train::train_observed(spec, &opts, &mut bar);
+    bar.finish();
+    let result = result?;
+    let train_s = started.elapsed().as_secs_f64();
+    let data = train::load_windows(spec, &r, data_dir)?;
+    let ck = train::load_checkpoint(&out_dir, &device)?;
+    let eval = train::evaluate_sn50(spec, &ck.model, &data, &device)?;
+    Ok(json!({
+        "status": "ok",
+        "val_crps": eval.val_crps,
+        "gbm_crps": eval.gbm_crps,
+        "crps_ratio": eval.val_crps / eval.gbm_crps,
+        "windows": eval.windows,
+        "invalid_windows": {"model": eval.invalid.0, "gbm": eval.invalid.1},
+        "per_asset": eval.per_asset.iter().map(|(k, (m, g))| (k.clone(), json!({"val_crps": m, "gbm_crps": g, "crps_ratio": m / g}))).collect::<serde_json::Map<_, _>>(),
+        "param_count": params,
+        "flops_estimate": flops,
+        "checkpoint": out_dir.display().to_string(),
+        "epochs_run": result.state.epochs_done,
+        "best_epoch": result.state.best_epoch,
+        "best_val_loss": result.state.best_val_loss,
+        "stopped_early": result.state.stopped_early,
+        "optimizer_restored": result.optimizer_restored,
+        "training_time_s": train_s,
+        "history": result.state.history,
+    }))
+}
+
+fn print_experiment(v: &serde_json::Value, json: bool) -> anyhow::Result<()> {
+    if json {
+        return print_json(v);
+    }
+    println!(
+        "val CRPS {:.2} vs GBM {:.2} (ratio {:.3}) on {} windows; {} parameters; checkpoint {}",
+        v["val_crps"].as_f64().unwrap_or(f64::NAN),
+        v["gbm_crps"].as_f64().unwrap_or(f64::NAN),
+        v["crps_ratio"].as_f64().unwrap_or(f64::NAN),
+        v["windows"],
+        v["param_count"],
+        v["checkpoint"].as_str().unwrap_or("")
+    );
+    Ok(())
+}
+
 fn experiment(a: ExperimentArgs) -> anyhow::Result<()> {
     let spec = build_spec(&a)?;
     spec.validate().map_err(spec_error)?;
-    let params = spec.param_count()?;
-    let flops = spec.flops_estimate()?;
     if a.dry_run {
+        let params = spec.param_count()?;
+        let flops = spec.flops_estimate()?;
         let v = json!({"status": "valid", "param_count": params, "flops_estimate": flops, "spec": spec});
         return if a.json {
             print_json(&v)
@@ -238,64 +388,235 @@ fn experiment(a: ExperimentArgs) -> anyhow::Result<()> {
             Ok(())
         };
     }
-    let device = zoo::device(&a.device)?;
-    let out_dir = a.out.join(run_name(&spec));
-    let opts = train::TrainOptions {
-        data_dir: a.data_dir.clone(),
-        out_dir: out_dir.clone(),
-        device: device.clone(),
-        resume: a.resume,
+    let label = a.preset.clone().unwrap_or_else(|| run_name(&spec));
+    let v = run_spec(
+        &spec,
+        &a.data_dir,
+        &a.out,
+        &a.device,
+        a.resume,
+        !a.json,
+        &label,
+    )?;
+    print_experiment(&v, a.json)
+}
+
+/// The spec `quick` runs: the preset, one epoch of `steps` steps, a few scored windows.
+fn quick_spec(a: &QuickArgs) -> anyhow::Result<ExperimentSpec> {
+    let mut spec = zoo::bench::preset_spec(&a.preset)?;
+    spec.data.assets = vec![a.asset.clone()];
+    spec.data.timeframe = a.timeframe.clone();
+    if let Some((_, h)) = zoo::spec::timeframe_info(&a.timeframe) {
+        spec.training.horizon = h;
+    }
+    spec.training.epochs = 1;
+    spec.training.steps_per_epoch = a.steps;
+    spec.training.eval_windows = a.eval_windows;
+    spec.training.eval_paths = a.eval_paths;
+    if let Some(s) = a.seed {
+        spec.training.seed = s;
+    }
+    Ok(spec)
+}
+
+fn quick(a: QuickArgs) -> anyhow::Result<()> {
+    let spec = quick_spec(&a)?;
+    spec.validate().map_err(spec_error)?;
+    let mut v = run_spec(
+        &spec,
+        &a.data_dir,
+        &a.out,
+        &a.device,
+        false,
+        !a.json,
+        &a.preset,
+    )?;
+    v["preset"] = json!(a.preset);
+    print_experiment(&v, a.json)
+}
+
+/// The specs a sweep trains, one per preset, after checking that they share the data and
+/// validation windows (same assets, timeframe, horizon, history length, split and stride).
+fn sweep_specs(a: &SweepArgs) -> anyhow::Result<Vec<(String, ExperimentSpec)>> {
+    let names: Vec<String> = match &a.presets {
+        Some(p) => split_list(p),
+        None => registry::PRESETS
+            .iter()
+            .map(|p| p.name.to_string())
+            .collect(),
     };
-    let started = Instant::now();
-    let result = train::train(&spec, &opts, &mut |e| {
-        eprintln!(
-            "epoch {}/{}  loss {:.4}  val {:.4}{}  lr {:.2e}  {:.1}s",
-            e.epoch,
-            e.epochs,
-            e.train_loss,
-            e.val_loss,
-            if e.improved { " *" } else { "" },
-            e.lr,
-            e.seconds
+    if names.is_empty() {
+        anyhow::bail!("--presets is empty; name at least one preset (see `components`)");
+    }
+    let mut out = Vec::new();
+    for name in names {
+        let mut spec = zoo::bench::preset_spec(&name)?;
+        spec.data.assets = split_list(&a.asset);
+        spec.data.timeframe = a.timeframe.clone();
+        if let Some((_, h)) = zoo::spec::timeframe_info(&a.timeframe) {
+            spec.training.horizon = h;
+        }
+        spec.training.epochs = a.epochs;
+        spec.training.patience = a.patience;
+        if let Some(s) = a.seq_len {
+            spec.model.backbone.seq_len = s;
+        }
+        if let Some(s) = a.steps_per_epoch {
+            spec.training.steps_per_epoch = s;
+        }
+        if let Some(w) = a.eval_windows {
+            spec.training.eval_windows = w;
+        }
+        if let Some(p) = a.eval_paths {
+            spec.training.eval_paths = p;
+        }
+        if let Some(s) = a.seed {
+            spec.training.seed = s;
+        }
+        spec.validate()
+            .map_err(|e| anyhow::anyhow!("preset {name}: {}", zoo::ZooError::Spec(e)))?;
+        out.push((name, spec));
+    }
+    let key = |s: &ExperimentSpec| {
+        (
+            s.data.assets.clone(),
+            s.data.timeframe.clone(),
+            s.training.horizon,
+            s.model.backbone.seq_len,
+            s.data.val_fraction.to_bits(),
+            s.data.stride,
+            s.training.eval_windows,
+            s.training.eval_paths,
+            s.training.seed,
+        )
+    };
+    let first = key(&out[0].1);
+    if let Some((name, s)) = out.iter().find(|(_, s)| key(s) != first) {
+        anyhow::bail!(
+            "preset {name} uses seq_len {} where {} uses {}: the presets would be scored on \
+             different windows; pass --seq-len to give them one history length",
+            s.model.backbone.seq_len,
+            out[0].0,
+            out[0].1.model.backbone.seq_len
         );
-    })?;
-    let train_s = started.elapsed().as_secs_f64();
-    let r = spec.validate().map_err(spec_error)?;
-    let data = train::load_windows(&spec, &r, &a.data_dir)?;
-    let ck = train::load_checkpoint(&out_dir, &device)?;
-    let eval = train::evaluate_sn50(&spec, &ck.model, &data, &device)?;
+    }
+    Ok(out)
+}
+
+/// Rank sweep rows by validation CRPS (failed runs last), with the GBM baseline as a row.
+fn rank_sweep(rows: &mut Vec<serde_json::Value>, gbm: Option<f64>) {
+    if let Some(g) = gbm {
+        rows.push(json!({"name": "gbm", "baseline": true, "status": "ok", "val_crps": g, "gbm_crps": g, "crps_ratio": 1.0}));
+    }
+    let score = |v: &serde_json::Value| {
+        v["val_crps"]
+            .as_f64()
+            .filter(|x| x.is_finite() && v["status"] == "ok")
+            .unwrap_or(f64::INFINITY)
+    };
+    rows.sort_by(|a, b| score(a).total_cmp(&score(b)));
+    for (i, r) in rows.iter_mut().enumerate() {
+        r["rank"] = json!(i + 1);
+    }
+}
+
+fn sweep(a: SweepArgs) -> anyhow::Result<()> {
+    let specs = sweep_specs(&a)?;
+    let started = Instant::now();
+    let mut rows = Vec::new();
+    let mut gbm: Option<f64> = None;
+    for (name, spec) in &specs {
+        let row = match run_spec(spec, &a.data_dir, &a.out, &a.device, false, !a.json, name) {
+            Ok(mut v) => {
+                if gbm.is_none() {
+                    gbm = v["gbm_crps"].as_f64();
+                }
+                if let serde_json::Value::Object(m) = &mut v {
+                    m.remove("history");
+                    m.remove("status");
+                }
+                let mut row = json!({"name": name, "status": "ok"});
+                if let (serde_json::Value::Object(r), serde_json::Value::Object(m)) = (&mut row, v)
+                {
+                    r.extend(m);
+                }
+                row
+            }
+            Err(e) => json!({"name": name, "status": "error", "error": format!("{e:#}")}),
+        };
+        if !a.json && std::io::stderr().is_terminal() {
+            match row["status"].as_str() {
+                Some("ok") => eprintln!(
+                    "{name}: val CRPS {:.2} (ratio {:.3})",
+                    row["val_crps"].as_f64().unwrap_or(f64::NAN),
+                    row["crps_ratio"].as_f64().unwrap_or(f64::NAN)
+                ),
+                _ => eprintln!("{name}: failed: {}", row["error"]),
+            }
+        }
+        rows.push(row);
+    }
+    rank_sweep(&mut rows, gbm);
+    let windows = rows.iter().find_map(|r| r["windows"].as_u64());
     let v = json!({
         "status": "ok",
-        "val_crps": eval.val_crps,
-        "gbm_crps": eval.gbm_crps,
-        "crps_ratio": eval.val_crps / eval.gbm_crps,
-        "windows": eval.windows,
-        "invalid_windows": {"model": eval.invalid.0, "gbm": eval.invalid.1},
-        "per_asset": eval.per_asset.iter().map(|(k, (m, g))| (k.clone(), json!({"val_crps": m, "gbm_crps": g}))).collect::<serde_json::Map<_, _>>(),
-        "param_count": params,
-        "flops_estimate": flops,
-        "checkpoint": out_dir.display().to_string(),
-        "epochs_run": result.state.epochs_done,
-        "best_epoch": result.state.best_epoch,
-        "best_val_loss": result.state.best_val_loss,
-        "stopped_early": result.state.stopped_early,
-        "training_time_s": train_s,
-        "history": result.state.history,
+        "assets": specs[0].1.data.assets,
+        "timeframe": specs[0].1.data.timeframe,
+        "windows": windows,
+        "gbm_crps": gbm,
+        "epochs": a.epochs,
+        "total_time_s": started.elapsed().as_secs_f64(),
+        "ranking": rows,
     });
     if a.json {
-        print_json(&v)
-    } else {
-        println!(
-            "val CRPS {:.2} vs GBM {:.2} (ratio {:.3}) on {} windows; {} parameters; checkpoint {}",
-            eval.val_crps,
-            eval.gbm_crps,
-            eval.val_crps / eval.gbm_crps,
-            eval.windows,
-            params,
-            out_dir.display()
-        );
-        Ok(())
+        return print_json(&v);
     }
+    println!(
+        "{:<4} {:<20} {:>12} {:>9} {:>9} {:>7} {:>8}",
+        "rank", "model", "val CRPS", "vs GBM", "params", "epochs", "train s"
+    );
+    for r in v["ranking"].as_array().into_iter().flatten() {
+        let name = r["name"].as_str().unwrap_or("?");
+        if r["status"] != "ok" {
+            println!(
+                "{:<4} {:<20} failed: {}",
+                r["rank"].as_u64().unwrap_or(0),
+                name,
+                r["error"].as_str().unwrap_or("?")
+            );
+            continue;
+        }
+        let opt = |k: &str| {
+            r.get(k)
+                .and_then(|x| x.as_f64())
+                .map(|x| format!("{x:.0}"))
+                .unwrap_or_else(|| "-".into())
+        };
+        println!(
+            "{:<4} {:<20} {:>12.2} {:>9.3} {:>9} {:>7} {:>8}",
+            r["rank"].as_u64().unwrap_or(0),
+            if r["baseline"] == true {
+                "gbm (baseline)"
+            } else {
+                name
+            },
+            r["val_crps"].as_f64().unwrap_or(f64::NAN),
+            r["crps_ratio"].as_f64().unwrap_or(f64::NAN),
+            opt("param_count"),
+            opt("epochs_run"),
+            r["training_time_s"]
+                .as_f64()
+                .map(|x| format!("{x:.1}"))
+                .unwrap_or_else(|| "-".into())
+        );
+    }
+    println!(
+        "{} windows of {} {}",
+        windows.unwrap_or(0),
+        a.asset,
+        a.timeframe
+    );
+    Ok(())
 }
 
 /// The close of the last bar that closed by `as_of`, at most an hour old.
@@ -381,6 +702,8 @@ pub async fn run(cmd: ModelCommand) -> anyhow::Result<()> {
             }
         }
         ModelCommand::Experiment(a) => tokio::task::spawn_blocking(move || experiment(a)).await?,
+        ModelCommand::Quick(a) => tokio::task::spawn_blocking(move || quick(a)).await?,
+        ModelCommand::Sweep(a) => tokio::task::spawn_blocking(move || sweep(a)).await?,
         ModelCommand::Simulate(a) => tokio::task::spawn_blocking(move || simulate(a)).await?,
     }
 }

@@ -5,10 +5,10 @@ use std::path::Path;
 use std::time::Instant;
 
 use candle_core::Device;
-use candle_nn::optim::{AdamW, Optimizer};
 use serde::Serialize;
 
 use super::model::ZooModel;
+use super::optim::AdamW;
 use super::params::{Noise, SeededVarMap};
 use super::registry::{find_preset, PRESETS};
 use super::spec::ExperimentSpec;
@@ -60,7 +60,7 @@ pub fn bench_train(
     let data = load_windows(&spec, &r, data_dir)?;
     let vm = SeededVarMap::new(spec.training.seed);
     let model = ZooModel::build(&spec, &r, vm.builder(device))?;
-    let mut opt = AdamW::new(vm.vars(), Default::default())?;
+    let mut opt = AdamW::new(vm.named_vars(), Default::default())?;
     let t = &spec.training;
     let mut noise = Noise::new(1, device);
     let windows: Vec<(usize, usize)> = data[0].train.iter().map(|&i| (0, i)).collect();

@@ -1,7 +1,8 @@
 //! [`ZooForecaster`]: a trained checkpoint as an SN50 [`Forecaster`]. It reads the request's
 //! history (only bars that closed by `as_of`), builds the model input from the last `seq_len`
 //! gap-free bars with the asset's training normaliser, and simulates `num_simulations` paths of
-//! `horizon` steps from the request's spot price.
+//! `horizon` steps from the request's spot price. [`load_forecaster`] turns a `--model` value
+//! (`gbm` or a checkpoint path) into a boxed forecaster.
 
 use std::path::Path;
 
@@ -12,8 +13,32 @@ use super::features::{history_input, Normalizer};
 use super::spec::timeframe_info;
 use super::train::{load_checkpoint, simulate, Checkpoint};
 use super::ZooError;
+use crate::sn50::constants::Sn50Config;
 use crate::sn50::crps::Paths;
-use crate::sn50::forecast::{ForecastError, ForecastRequest, Forecaster};
+use crate::sn50::forecast::{ForecastError, ForecastRequest, Forecaster, Gbm};
+
+/// The forecaster a `--model` value names: `gbm` (case-insensitive) is the reference GBM with
+/// the default SN50 configuration; anything else is a checkpoint folder written by
+/// `experiment` (or a file inside one), loaded on `device`. A path that is not a checkpoint
+/// fails with an error naming the path and the missing file.
+pub fn load_forecaster(
+    name_or_path: &str,
+    device: &Device,
+) -> Result<Box<dyn Forecaster>, ZooError> {
+    if name_or_path.trim().eq_ignore_ascii_case("gbm") {
+        return Ok(Box::new(Gbm::new(Sn50Config::default())));
+    }
+    let path = Path::new(name_or_path);
+    if !path.exists() {
+        return Err(ZooError::Checkpoint {
+            path: name_or_path.to_string(),
+            message: "no such file or folder; pass `gbm` or a checkpoint folder written by \
+                      `synth-city experiment` (its \"checkpoint\" field)"
+                .into(),
+        });
+    }
+    Ok(Box::new(ZooForecaster::load(path, device)?))
+}
 
 /// A checkpoint that answers SN50 requests.
 pub struct ZooForecaster {

@@ -12,8 +12,10 @@
 //!
 //! Modules: [`params`] (seeded parameter store, noise), [`spec`] (experiment JSON, validation,
 //! parameter and FLOPs counts), [`registry`] (components and presets), [`features`] (bars to
-//! windows), [`model`] (backbone + head), [`train`] (loss, loop, checkpoints), [`forecaster`]
-//! (checkpoint -> SN50 paths), [`bench`] (training and simulation speed).
+//! windows), [`model`] (backbone + head), [`ops`] (an O(n) differentiable cumsum), [`optim`] (AdamW with persistable moments),
+//! [`train`] (loss, loop, checkpoints), [`progress`] (the training progress bar),
+//! [`forecaster`] (checkpoint -> SN50 paths; [`forecaster::load_forecaster`] for `--model`),
+//! [`bench`] (training and simulation speed).
 
 pub mod bench;
 pub mod blocks;
@@ -21,7 +23,10 @@ pub mod features;
 pub mod forecaster;
 pub mod heads;
 pub mod model;
+pub mod ops;
+pub mod optim;
 pub mod params;
+pub mod progress;
 pub mod registry;
 pub mod spec;
 pub mod train;

@@ -46,6 +46,15 @@ impl SeededVarMap {
         named.into_iter().map(|(_, v)| v.clone()).collect()
     }
 
+    /// All trainable variables with their names, sorted by name.
+    pub fn named_vars(&self) -> Vec<(String, Var)> {
+        let data = self.map.data().lock().expect("var map lock");
+        let mut named: Vec<(String, Var)> =
+            data.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        named.sort_by(|a, b| a.0.cmp(&b.0));
+        named
+    }
+
     /// Total number of scalar parameters.
     pub fn param_count(&self) -> usize {
         self.vars().iter().map(|v| v.elem_count()).sum()

@@ -393,6 +393,29 @@ fn zoo_training_is_deterministic_checkpoints_resume_and_forecast() {
     assert_eq!(r2.step_losses.len(), 3, "only the second epoch ran");
     assert_eq!(r2.state.history.len(), 2);
     assert_eq!(r2.state.history[0], r1.state.history[0]);
+    // with the AdamW moments restored, the resumed epoch is the uninterrupted run's, bit for bit
+    assert!(r2.optimizer_restored);
+    assert_eq!(r2.step_losses, a.step_losses[3..].to_vec());
+    assert_eq!(r2.state.history[1].val_loss, a.state.history[1].val_loss);
+    assert_eq!(r2.state.steps, a.state.steps);
+    let weights = |dir: &Path| {
+        let mut m: Vec<(String, Vec<f32>)> =
+            candle_core::safetensors::load(dir.join("last.safetensors"), &Device::Cpu)
+                .unwrap()
+                .into_iter()
+                .map(|(k, t)| (k, t.flatten_all().unwrap().to_vec1::<f32>().unwrap()))
+                .collect();
+        m.sort_by(|x, y| x.0.cmp(&y.0));
+        m
+    };
+    assert_eq!(weights(&tmp.join("r")), weights(&tmp.join("a")));
+    // without them (an older checkpoint) the resumed epoch differs: the test can tell
+    std::fs::remove_dir_all(tmp.join("r")).unwrap();
+    train(&one, &opts("r", false), &mut |_| {}).unwrap();
+    std::fs::remove_file(tmp.join("r").join(super::train::OPTIM_FILE)).unwrap();
+    let cold = train(&spec, &opts("r", true), &mut |_| {}).unwrap();
+    assert!(!cold.optimizer_restored);
+    assert_ne!(cold.step_losses, a.step_losses[3..].to_vec());
     // the checkpoint answers an SN50 request from history before the request time
     let f = ZooForecaster::load(&tmp.join("a"), &Device::Cpu).unwrap();
     let bars = Bars::load(&dir.join("BTC_5m.csv")).unwrap();
@@ -424,6 +447,91 @@ fn zoo_training_is_deterministic_checkpoints_resume_and_forecast() {
         .unwrap_err();
     assert!(e.to_string().contains("288 steps of 300 s"), "{e}");
     let _ = std::fs::remove_dir_all(&tmp);
+}
+
+#[test]
+fn zoo_early_stopping_triggers_after_patience_on_real_data() {
+    use super::train::{train, TrainOptions};
+    let Some(dir) = data_dir() else { return };
+    // lr 1e-20: every update is below half an f32 ulp of the weights, so they never move, the
+    // validation loss (fixed noise) never improves after epoch 1 and training must stop after
+    // 1 + patience epochs of the 10 asked for.
+    let mut spec = tiny_spec(&["LSTMBlock"], "GBMHead");
+    spec.training.epochs = 10;
+    spec.training.patience = 2;
+    spec.training.steps_per_epoch = 2;
+    spec.training.batch_size = 4;
+    spec.training.eval_windows = 4;
+    spec.training.lr = 1e-20;
+    let tmp = std::env::temp_dir().join(format!("zoo-early-{}", std::process::id()));
+    let opts = TrainOptions {
+        data_dir: dir.clone(),
+        out_dir: tmp.clone(),
+        device: Device::Cpu,
+        resume: false,
+    };
+    let mut seen = Vec::new();
+    let r = train(&spec, &opts, &mut |e| seen.push((e.epoch, e.improved))).unwrap();
+    assert!(r.state.stopped_early, "{:?}", r.state);
+    assert_eq!(seen, vec![(1, true), (2, false), (3, false)]);
+    assert_eq!(r.state.epochs_done, 3);
+    assert_eq!(r.state.best_epoch, 1);
+    assert_eq!(r.step_losses.len(), 6);
+    let v: Vec<f64> = r.state.history.iter().map(|h| h.val_loss).collect();
+    assert!(v.iter().all(|x| x.is_finite() && *x == v[0]), "{v:?}");
+    // resuming a stopped run trains nothing more
+    let again = train(
+        &spec,
+        &TrainOptions {
+            resume: true,
+            ..opts.clone()
+        },
+        &mut |_| panic!("no epoch may run after early stopping"),
+    )
+    .unwrap();
+    assert!(again.step_losses.is_empty());
+    assert!(again.state.stopped_early);
+    // with a learning rate the same data trains all epochs asked for (patience not exhausted)
+    spec.training.lr = 3e-3;
+    spec.training.epochs = 2;
+    let trained = train(
+        &spec,
+        &TrainOptions {
+            out_dir: tmp.join("lr"),
+            ..opts.clone()
+        },
+        &mut |_| {},
+    )
+    .unwrap();
+    assert!(!trained.state.stopped_early);
+    assert_eq!(trained.state.epochs_done, 2);
+    let _ = std::fs::remove_dir_all(&tmp);
+}
+
+#[test]
+fn zoo_load_forecaster_names_gbm_and_checkpoints() {
+    use super::forecaster::load_forecaster;
+    let g = load_forecaster("gbm", &Device::Cpu).unwrap();
+    assert_eq!(g.name(), "gbm");
+    assert_eq!(load_forecaster("GBM", &Device::Cpu).unwrap().name(), "gbm");
+    let missing = std::env::temp_dir().join("zoo-no-such-checkpoint");
+    let e = load_forecaster(missing.to_str().unwrap(), &Device::Cpu)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("zoo-no-such-checkpoint") && e.contains("gbm"),
+        "{e}"
+    );
+    // a folder without a checkpoint names the missing file
+    let empty = std::env::temp_dir().join(format!("zoo-empty-{}", std::process::id()));
+    std::fs::create_dir_all(&empty).unwrap();
+    let e = load_forecaster(empty.to_str().unwrap(), &Device::Cpu)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("spec.json"), "{e}");
+    let _ = std::fs::remove_dir_all(&empty);
 }
 
 #[test]

@@ -11,13 +11,13 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor, Var};
-use candle_nn::optim::{AdamW, Optimizer, ParamsAdamW};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use super::features::{spread, AssetWindows};
 use super::model::ZooModel;
+use super::optim::{AdamW, AdamWParams};
 use super::params::{hash_str, Noise, SeededVarMap};
 use super::spec::{ExperimentSpec, LossKind, Resolved};
 use super::ZooError;
@@ -32,6 +32,8 @@ pub const WEIGHTS_FILE: &str = "model.safetensors";
 pub const LAST_WEIGHTS_FILE: &str = "last.safetensors";
 pub const SPEC_FILE: &str = "spec.json";
 pub const STATE_FILE: &str = "state.json";
+/// The AdamW moments and step counter after the last epoch (for `--resume`).
+pub const OPTIM_FILE: &str = "optimizer.safetensors";
 
 /// The sample CRPS of paths against targets, averaged over batch and steps.
 ///
@@ -86,7 +88,7 @@ pub fn batch_loss(
     let inc = model.sample(x, n_paths, noise)?; // (b, n, h)
     let h = inc.dim(2)?;
     let scale = horizon_scale(h, x.device())?;
-    let cum = inc.cumsum(2)?.broadcast_mul(&scale.unsqueeze(0)?)?; // (b, n, h)
+    let cum = super::ops::cumsum_last(&inc)?.broadcast_mul(&scale.unsqueeze(0)?)?; // (b, n, h)
     let samples = cum.transpose(1, 2)?.contiguous()?; // (b, h, n)
     let target = y.broadcast_mul(&scale)?;
     sample_crps(&samples, &target, kind, alpha)
@@ -114,6 +116,34 @@ pub struct EpochReport {
     pub seconds: f64,
 }
 
+/// One training step, as reported to a progress observer.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepReport {
+    /// 1-based epoch.
+    pub epoch: usize,
+    pub epochs: usize,
+    /// 1-based step within the epoch.
+    pub step: usize,
+    pub steps_per_epoch: usize,
+    pub loss: f64,
+    pub lr: f64,
+}
+
+/// Receives training progress: every step and every finished epoch.
+pub trait TrainObserver {
+    fn step(&mut self, _s: &StepReport) {}
+    fn epoch(&mut self, _e: &EpochReport) {}
+}
+
+/// An epoch-only observer from a closure.
+struct EpochFn<'a>(&'a mut dyn FnMut(&EpochReport));
+
+impl TrainObserver for EpochFn<'_> {
+    fn epoch(&mut self, e: &EpochReport) {
+        (self.0)(e)
+    }
+}
+
 /// What is saved next to the weights.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainState {
@@ -138,6 +168,9 @@ pub struct TrainResult {
     /// Every step's training loss, in order (this run only).
     pub step_losses: Vec<f64>,
     pub param_count: usize,
+    /// On resume: whether the AdamW moments were restored (false: the checkpoint had none, so
+    /// they restarted from zero).
+    pub optimizer_restored: bool,
 }
 
 fn io_err(path: &Path, e: impl std::fmt::Display) -> ZooError {
@@ -247,13 +280,51 @@ pub fn train(
     opts: &TrainOptions,
     progress: &mut dyn FnMut(&EpochReport),
 ) -> Result<TrainResult, ZooError> {
+    train_observed(spec, opts, &mut EpochFn(progress))
+}
+
+/// Load weights saved by candle into `vars` (by name), or say which is missing.
+fn load_named(
+    path: &Path,
+    vars: &[(String, Var)],
+    device: &Device,
+) -> Result<Vec<Tensor>, ZooError> {
+    let ck = |message: String| ZooError::Checkpoint {
+        path: path.display().to_string(),
+        message,
+    };
+    let mut saved = candle_core::safetensors::load(path, device).map_err(|e| ck(e.to_string()))?;
+    vars.iter()
+        .map(|(name, v)| {
+            let t = saved
+                .remove(name)
+                .ok_or_else(|| ck(format!("no tensor {name:?}")))?;
+            if t.shape() != v.shape() {
+                return Err(ck(format!(
+                    "{name}: shape {:?}, the model has {:?}",
+                    t.shape(),
+                    v.shape()
+                )));
+            }
+            Ok(t)
+        })
+        .collect()
+}
+
+/// [`train`] with a per-step and per-epoch observer (the CLI's progress bar).
+pub fn train_observed(
+    spec: &ExperimentSpec,
+    opts: &TrainOptions,
+    observer: &mut dyn TrainObserver,
+) -> Result<TrainResult, ZooError> {
     let r = spec.validate().map_err(ZooError::Spec)?;
     let t = &spec.training;
     let device = &opts.device;
     let data = load_windows(spec, &r, &opts.data_dir)?;
     let vm = SeededVarMap::new(t.seed);
     let model = ZooModel::build(spec, &r, vm.builder(device))?;
-    let vars = vm.vars();
+    let named = vm.named_vars();
+    let vars: Vec<Var> = named.iter().map(|(_, v)| v.clone()).collect();
     let param_count = vm.param_count();
     std::fs::create_dir_all(&opts.out_dir).map_err(|e| io_err(&opts.out_dir, e))?;
     let normalizers = data
@@ -274,6 +345,17 @@ pub fn train(
     let last_path = opts.out_dir.join(LAST_WEIGHTS_FILE);
     let state_path = opts.out_dir.join(STATE_FILE);
     let best_path = opts.out_dir.join(WEIGHTS_FILE);
+    let optim_path = opts.out_dir.join(OPTIM_FILE);
+    let mut opt = AdamW::new(
+        named.clone(),
+        AdamWParams {
+            lr: t.lr,
+            weight_decay: t.weight_decay,
+            ..Default::default()
+        },
+    )?;
+    let mut best = snapshot(&vars)?;
+    let mut optimizer_restored = false;
     if opts.resume && last_path.is_file() && state_path.is_file() {
         let old: TrainState = serde_json::from_str(
             &std::fs::read_to_string(&state_path).map_err(|e| io_err(&state_path, e))?,
@@ -291,17 +373,20 @@ pub fn train(
             normalizers: state.normalizers,
             ..old
         };
+        best = if best_path.is_file() {
+            load_named(&best_path, &named, device)?
+        } else {
+            snapshot(&vars)?
+        };
+        if optim_path.is_file() {
+            opt.load(&optim_path).map_err(|e| ZooError::Checkpoint {
+                path: optim_path.display().to_string(),
+                message: e.to_string(),
+            })?;
+            optimizer_restored = true;
+        }
     }
     save_json(&opts.out_dir.join(SPEC_FILE), spec)?;
-    let mut best = snapshot(&vars)?;
-    let mut opt = AdamW::new(
-        vars.clone(),
-        ParamsAdamW {
-            lr: t.lr,
-            weight_decay: t.weight_decay,
-            ..Default::default()
-        },
-    )?;
     let mut items: Vec<(usize, usize)> = Vec::new();
     for (a, d) in data.iter().enumerate() {
         items.extend(d.train.iter().map(|&i| (a, i)));
@@ -322,6 +407,7 @@ pub fn train(
         let order = noise.permutation(items.len());
         let mut sum = 0.0;
         let mut count = 0;
+        let steps_here = order.chunks(t.batch_size).take(t.steps_per_epoch).len();
         for chunk in order.chunks(t.batch_size).take(t.steps_per_epoch) {
             let batch: Vec<(usize, usize)> = chunk.iter().map(|&k| items[k]).collect();
             let (x, y) = make_batch(spec, &data, &batch, device)?;
@@ -364,6 +450,14 @@ pub fn train(
             step_losses.push(lv);
             sum += lv;
             count += 1;
+            observer.step(&StepReport {
+                epoch: epoch + 1,
+                epochs: t.epochs,
+                step: count,
+                steps_per_epoch: steps_here,
+                loss: lv,
+                lr: opt.learning_rate(),
+            });
         }
         let vl = val_loss(spec, &model, &data, device)?;
         let improved = vl < state.best_val_loss;
@@ -386,10 +480,17 @@ pub fn train(
             improved,
             seconds: started.elapsed().as_secs_f64(),
         };
-        progress(&rep);
+        observer.epoch(&rep);
         state.history.push(rep);
+        if state.bad_epochs >= t.patience && epoch + 1 < t.epochs {
+            state.stopped_early = true;
+        }
         vm.map.save(&last_path).map_err(|e| io_err(&last_path, e))?;
+        opt.save(&optim_path).map_err(|e| io_err(&optim_path, e))?;
         save_json(&state_path, &state)?;
+        if state.stopped_early {
+            break;
+        }
     }
     // leave the best weights in the model and on disk
     for (v, b) in vars.iter().zip(&best) {
@@ -404,6 +505,7 @@ pub fn train(
         state,
         step_losses,
         param_count,
+        optimizer_restored,
     })
 }
 
