@@ -167,6 +167,27 @@ fn zoo_experiment_then_simulate() {
             1000,
         );
     }
+    // the checkpoint backtests with the validator's CRPS, beside the GBM baseline
+    let mut crps = Vec::new();
+    for model in [ck, "gbm"] {
+        let v = run_json(
+            bin()
+                .args(["score", "backtest", "--model", model, "--assets", "BTC"])
+                .args(["--windows", "2", "--paths", "200", "--json", "--data-dir"])
+                .arg(&data),
+        );
+        let c = v["assets"]["BTC"]["mean_crps"].as_f64().unwrap_or(f64::NAN);
+        assert!(c.is_finite() && c > 0.0, "{model}: {v}");
+        assert_eq!(v["assets"]["BTC"]["windows"], 2, "{v}");
+        crps.push(c);
+    }
+    assert_ne!(crps[0], crps[1], "the checkpoint must not be the GBM");
+    let out = bin()
+        .args(["score", "backtest", "--model", "/no/such/ckpt", "--json"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/no/such/ckpt"));
     // invalid specs fail with every problem named
     let out = bin()
         .args([

@@ -45,9 +45,12 @@ pub enum ScoreCommand {
     },
     /// Backtest a model on local bars with the validator's CRPS.
     Backtest {
-        /// The model (`gbm`).
+        /// The model: `gbm`, or a checkpoint folder written by `experiment` / `model quick`.
         #[arg(long, default_value = "gbm")]
         model: String,
+        /// Where a checkpoint runs: `cpu` or `cuda` (a build with `--features cuda`).
+        #[arg(long, default_value = "cpu")]
+        device: String,
         /// `low` (24 h at 300 s) or `high` (1 h at 60 s).
         #[arg(long, default_value = "low")]
         prompt: String,
@@ -216,6 +219,7 @@ pub async fn score(args: ScoreArgs) -> anyhow::Result<()> {
         }
         ScoreCommand::Backtest {
             model,
+            device,
             prompt,
             assets,
             data_dir,
@@ -227,7 +231,12 @@ pub async fn score(args: ScoreArgs) -> anyhow::Result<()> {
             constants,
         } => {
             let cfg = load_constants(constants.as_deref())?;
-            let forecaster = forecast::model_by_name(&model, &cfg)?;
+            let forecaster = if model.trim().eq_ignore_ascii_case("gbm") {
+                forecast::model_by_name("gbm", &cfg)?
+            } else {
+                let device = workers::zoo::device(&device)?;
+                workers::zoo::forecaster::load_forecaster(&model, &device)?
+            };
             let opts = backtest::BacktestOptions {
                 prompt: prompt.parse()?,
                 assets: assets

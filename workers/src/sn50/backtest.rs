@@ -33,11 +33,8 @@ pub const MAX_SPOT_AGE_SECONDS: i64 = 3600;
 pub enum BacktestError {
     #[error(transparent)]
     Data(#[from] DataError),
-    #[error("{asset}: {source}")]
-    Forecast {
-        asset: String,
-        source: ForecastError,
-    },
+    #[error("{asset}: {error}")]
+    Forecast { asset: String, error: ForecastError },
     #[error("{asset}: no usable {prompt} window in {file}")]
     NoWindows {
         asset: String,
@@ -202,9 +199,9 @@ pub fn run_backtest(
             let paths =
                 model
                     .forecast(&req, &mut rng)
-                    .map_err(|source| BacktestError::Forecast {
+                    .map_err(|error| BacktestError::Forecast {
                         asset: asset.clone(),
-                        source,
+                        error,
                     })?;
             let real = bars.price_grid(start, len, inc)?;
             scores.push(miner_score(

@@ -176,6 +176,50 @@ impl Bars {
             .collect()
     }
 
+    /// These bars aggregated into `bar_seconds` bars (a multiple of this file's bar length),
+    /// aligned to multiples of `bar_seconds` since the epoch, from the sub-bars that open in
+    /// `[since, until)` and close by `until`. A bucket missing any sub-bar is left out (it
+    /// becomes a gap), so a coarse bar is never built from part of its interval.
+    pub fn resample(&self, bar_seconds: i64, since: i64, until: i64) -> Result<Bars, DataError> {
+        if bar_seconds < self.bar_seconds || bar_seconds % self.bar_seconds != 0 {
+            return Err(DataError::GridResolution {
+                increment: bar_seconds,
+                bar: self.bar_seconds,
+            });
+        }
+        let per = (bar_seconds / self.bar_seconds) as usize;
+        let from = self.timestamps.partition_point(|&t| t < since);
+        let to = self
+            .timestamps
+            .partition_point(|&t| t + self.bar_seconds <= until);
+        let mut out = Bars {
+            bar_seconds,
+            timestamps: Vec::new(),
+            open: Vec::new(),
+            high: Vec::new(),
+            low: Vec::new(),
+            close: Vec::new(),
+            volume: Vec::new(),
+        };
+        let mut i = from;
+        while i < to {
+            let bucket = self.timestamps[i].div_euclid(bar_seconds) * bar_seconds;
+            let end = i + self.timestamps[i..to].partition_point(|&t| t < bucket + bar_seconds);
+            if end - i == per {
+                out.timestamps.push(bucket);
+                out.open.push(self.open[i]);
+                out.high
+                    .push(self.high[i..end].iter().copied().fold(f64::MIN, f64::max));
+                out.low
+                    .push(self.low[i..end].iter().copied().fold(f64::MAX, f64::min));
+                out.close.push(self.close[end - 1]);
+                out.volume.push(self.volume[i..end].iter().sum());
+            }
+            i = end;
+        }
+        Ok(out)
+    }
+
     /// Index of the bar opening exactly at `t`.
     pub fn index_of(&self, t: i64) -> Option<usize> {
         self.timestamps.binary_search(&t).ok()
@@ -386,6 +430,33 @@ mod tests {
 
     const CSV: &str = "timestamp,open,high,low,close,volume\n\
         600,1,1,1,10,5\n660,1,1,1,11,5\n720,1,1,1,12,5\n900,1,1,1,15,5\n960,1,1,1,16,5\n";
+
+    #[test]
+    fn resample_builds_only_complete_buckets() {
+        // 1-minute bars 0..=14 minutes with minute 7 missing; 5-minute buckets at 0, 300, 600.
+        let mut csv = String::from("timestamp,open,high,low,close,volume\n");
+        for m in (0..15).filter(|&m| m != 7) {
+            let t = m * 60;
+            let p = m + 10;
+            csv.push_str(&format!("{t},{p},{},{},{p}.5,1\n", p + 1, p as f64 - 0.5));
+        }
+        let b = Bars::parse_csv(&csv, 60, "t").unwrap();
+        let r = b.resample(300, 0, 900).unwrap();
+        assert_eq!(r.bar_seconds, 300);
+        assert_eq!(
+            r.timestamps,
+            vec![0, 600],
+            "the bucket at 300 lacks minute 7"
+        );
+        assert_eq!(r.open, vec![10.0, 20.0]);
+        assert_eq!(r.high, vec![15.0, 25.0]);
+        assert_eq!(r.low, vec![9.5, 19.5]);
+        assert_eq!(r.close, vec![14.5, 24.5]);
+        assert_eq!(r.volume, vec![5.0, 5.0]);
+        // `until` cuts a bucket that has not closed yet
+        assert_eq!(b.resample(300, 0, 899).unwrap().timestamps, vec![0]);
+        assert!(b.resample(90, 0, 900).is_err(), "not a multiple of 60 s");
+    }
 
     #[test]
     fn parse_and_gaps() {

@@ -9,7 +9,7 @@ use std::path::Path;
 use candle_core::{Device, Tensor};
 use rand::RngCore;
 
-use super::features::{history_input, Normalizer};
+use super::features::{history_input, Normalizer, VOL_WINDOW};
 use super::spec::timeframe_info;
 use super::train::{load_checkpoint, simulate, Checkpoint};
 use super::ZooError;
@@ -110,14 +110,29 @@ impl Forecaster for ZooForecaster {
                 req.asset
             ))
         })?;
-        if history.bar_seconds != bar {
+        let bb = &spec.model.backbone;
+        let resampled;
+        let history = if history.bar_seconds == bar {
+            history
+        } else if bar % history.bar_seconds == 0 {
+            // Finer bars (the validator's 1-minute candles) aggregated into the model's bars:
+            // only the tail the features need when the normaliser is known.
+            let since = if self.ck.state.normalizers.contains_key(&req.asset) {
+                req.as_of - (bb.seq_len + VOL_WINDOW + 2) as i64 * bar
+            } else {
+                i64::MIN
+            };
+            resampled = history
+                .resample(bar, since, req.as_of)
+                .map_err(|e| ForecastError::Model(e.to_string()))?;
+            &resampled
+        } else {
             return Err(ForecastError::Model(format!(
                 "{}: history has {} s bars, the model was trained on {bar} s bars",
                 req.asset, history.bar_seconds
             )));
-        }
+        };
         let norm = self.normalizer(&req.asset, history, req.as_of)?;
-        let bb = &spec.model.backbone;
         let (_, x) = history_input(history, &norm, req.as_of, bb.seq_len, &bb.features)
             .map_err(|e| ForecastError::Model(format!("{}: {e}", req.asset)))?;
         let x = Tensor::from_vec(x, (1, bb.seq_len, bb.features.len()), &self.device)
