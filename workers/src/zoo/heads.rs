@@ -5,7 +5,9 @@
 //! sample CRPS of the cumulated paths trains every head the same way.
 
 use candle_core::{DType, Module, Result, Tensor, D};
-use candle_nn::{layer_norm, linear, LayerNorm, Linear, VarBuilder};
+use candle_nn::VarBuilder;
+
+use crate::zoo::fused::{affine_noise, layer_norm, linear, LayerNorm, Linear};
 
 use super::params::{softplus, Noise};
 use super::registry::Params;
@@ -86,7 +88,7 @@ impl Head for GbmHead {
         let mu = (o.narrow(1, 0, 1)? * DRIFT_SCALE)?.unsqueeze(2)?; // (b, 1, 1)
         let sigma = (softplus(&o.narrow(1, 1, 1)?)? + MIN_SIGMA)?.unsqueeze(2)?;
         let eps = noise.normal((b, n, horizon))?;
-        eps.broadcast_mul(&sigma)?.broadcast_add(&mu)
+        affine_noise(&eps, &mu, &sigma)
     }
 }
 
@@ -172,7 +174,7 @@ impl Head for MixtureHead {
         let sigma = (softplus(&o.narrow(1, k, k)?)? + MIN_SIGMA)?.unsqueeze(1)?;
         let logits = o.narrow(1, 2 * k, k)?.unsqueeze(1)?;
         let g = noise.gumbel((b, n, k))?;
-        let soft = candle_nn::ops::softmax_last_dim(&g.broadcast_add(&logits)?)?; // (b, n, k)
+        let soft = crate::zoo::fused::softmax_last_dim(&g.broadcast_add(&logits)?)?; // (b, n, k)
         let arg = soft.argmax_keepdim(D::Minus1)?; // (b, n, 1)
         let range = Tensor::arange(0u32, k as u32, h.device())?.reshape((1, 1, k))?;
         let hard = range.broadcast_eq(&arg)?.to_dtype(DType::F32)?;

@@ -12,7 +12,9 @@
 //!
 //! Modules: [`params`] (seeded parameter store, noise), [`spec`] (experiment JSON, validation,
 //! parameter and FLOPs counts), [`registry`] (components and presets), [`features`] (bars to
-//! windows), [`model`] (backbone + head), [`ops`] (an O(n) differentiable cumsum), [`optim`] (AdamW with persistable moments),
+//! windows), [`model`] (backbone + head), [`ops`] (an O(n) differentiable cumsum, the fused LSTM),
+//! [`fused`] (layer norm and the CRPS loss as CPU ops with hand-written gradients), [`optim`] (AdamW
+//! with persistable moments),
 //! [`train`] (loss, loop, checkpoints), [`progress`] (the training progress bar),
 //! [`forecaster`] (checkpoint -> SN50 paths; [`forecaster::load_forecaster`] for `--model`),
 //! [`bench`] (training and simulation speed).
@@ -21,6 +23,7 @@ pub mod bench;
 pub mod blocks;
 pub mod features;
 pub mod forecaster;
+pub mod fused;
 pub mod heads;
 pub mod model;
 pub mod ops;

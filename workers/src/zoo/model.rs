@@ -1,7 +1,9 @@
 //! A model: input projection, the stacked blocks, a final layer norm and a head.
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{layer_norm, linear, LayerNorm, Linear, VarBuilder};
+use candle_nn::VarBuilder;
+
+use super::fused::{layer_norm, linear, LayerNorm, Linear};
 
 use super::blocks::{build_block, Block, BuildCtx};
 use super::heads::{build_head, Head};

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::backprop::GradStore;
-use candle_core::{DType, Device, Result, Tensor, Var};
+use candle_core::{CpuStorage, DType, Device, Result, Storage, Tensor, Var};
 
 /// AdamW's hyper-parameters (the defaults are candle's and PyTorch's, weight decay 0.01).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -48,6 +48,79 @@ pub struct AdamW {
     slots: Vec<Slot>,
     step_t: usize,
     pub params: AdamWParams,
+}
+
+/// A contiguous f32 CPU tensor's values, borrowed.
+fn host_f32(t: &Tensor) -> Option<(std::sync::RwLockReadGuard<'_, Storage>, usize, usize)> {
+    let (st, l) = t.storage_and_layout();
+    let (a, z) = l.contiguous_offsets()?;
+    match &*st {
+        Storage::Cpu(CpuStorage::F32(_)) => Some((st, a, z)),
+        _ => None,
+    }
+}
+
+fn slice_of<'a>(g: &'a std::sync::RwLockReadGuard<'_, Storage>, a: usize, z: usize) -> &'a [f32] {
+    match &**g {
+        Storage::Cpu(CpuStorage::F32(v)) => &v[a..z],
+        _ => unreachable!("checked by host_f32"),
+    }
+}
+
+/// The AdamW update of one slot in one pass over its values on the CPU (f32, contiguous), the
+/// same arithmetic as the tensor-op version below, element by element (so the same bits: each
+/// `tensor * f64` is candle's affine `x * mul + 0`, done here in f32 the same way). Returns
+/// the new moments and parameter values, or `None` when the tensors are not host f32.
+fn fused_update(
+    s: &Slot,
+    g: &Tensor,
+    p: &AdamWParams,
+    scale_m: f64,
+    scale_v: f64,
+) -> Result<Option<(Tensor, Tensor, Tensor)>> {
+    let n = s.var.elem_count();
+    let (new_m, new_v, new_t) = {
+        let (Some(gg), Some(mg), Some(vg), Some(tg)) = (
+            host_f32(g),
+            host_f32(&s.m),
+            host_f32(&s.v),
+            host_f32(s.var.as_tensor()),
+        ) else {
+            return Ok(None);
+        };
+        let (gs, ms, vs, ts) = (
+            slice_of(&gg.0, gg.1, gg.2),
+            slice_of(&mg.0, mg.1, mg.2),
+            slice_of(&vg.0, vg.1, vg.2),
+            slice_of(&tg.0, tg.1, tg.2),
+        );
+        if gs.len() != n || ms.len() != n || vs.len() != n || ts.len() != n {
+            return Ok(None);
+        }
+        let (b1, c1) = (p.beta1 as f32, (1.0 - p.beta1) as f32);
+        let (b2, c2) = (p.beta2 as f32, (1.0 - p.beta2) as f32);
+        let (sm, sv, eps) = (scale_m as f32, scale_v as f32, p.eps as f32);
+        let (decay, lr) = ((1.0 - p.lr * p.weight_decay) as f32, p.lr as f32);
+        let mut new_m = Vec::with_capacity(n);
+        let mut new_v = Vec::with_capacity(n);
+        let mut new_t = Vec::with_capacity(n);
+        for i in 0..n {
+            let gi = gs[i];
+            let m = (ms[i] * b1 + 0.0) + (gi * c1 + 0.0);
+            let v = (vs[i] * b2 + 0.0) + ((gi * gi) * c2 + 0.0);
+            let update = (m * sm + 0.0) / ((v * sv + 0.0).sqrt() * 1.0 + eps);
+            new_t.push((ts[i] * decay + 0.0) - (update * lr + 0.0));
+            new_m.push(m);
+            new_v.push(v);
+        }
+        (new_m, new_v, new_t)
+    };
+    let (shape, dev) = (s.var.shape(), s.var.device());
+    Ok(Some((
+        Tensor::from_vec(new_m, shape, dev)?,
+        Tensor::from_vec(new_v, shape, dev)?,
+        Tensor::from_vec(new_t, shape, dev)?,
+    )))
 }
 
 /// The key under which the step counter is saved.
@@ -94,6 +167,12 @@ impl AdamW {
         let scale_v = 1.0 / (1.0 - p.beta2.powi(t));
         for s in &mut self.slots {
             let Some(g) = grads.get(&s.var) else { continue };
+            if let Some((m, v, theta)) = fused_update(s, g, &p, scale_m, scale_v)? {
+                s.var.set(&theta)?;
+                s.m = m;
+                s.v = v;
+                continue;
+            }
             let m = ((&s.m * p.beta1)? + (g * (1.0 - p.beta1))?)?;
             let v = ((&s.v * p.beta2)? + (g.sqr()? * (1.0 - p.beta2))?)?;
             let update = ((&m * scale_m)? / ((&v * scale_v)?.sqrt()? + p.eps)?)?;

@@ -573,3 +573,57 @@ fn zoo_windows_skip_gaps_and_split_in_time() {
         .iter()
         .all(|&i| !(i + 1 - s - super::features::VOL_WINDOW < k && i + h >= k)));
 }
+
+/// Every trainable parameter of every block (with the GBM head) and of every head (after a TCN
+/// block) receives a finite gradient from the training loss, and the input projection a
+/// non-zero one: the gradient reaches through the whole backbone. (candle-nn's `LayerNorm`
+/// dropped it: its fused forward has no backward, so the backbone did not train.)
+#[test]
+fn zoo_every_parameter_gets_a_gradient() {
+    let dev = Device::Cpu;
+    let mut combos: Vec<(Vec<&str>, &str)> =
+        BLOCKS.iter().map(|b| (vec![b.name], "GBMHead")).collect();
+    combos.extend(HEADS.iter().map(|h| (vec!["TCNBlock"], h.name)));
+    combos.push((vec!["TransformerBlock", "LSTMBlock"], "GBMHead"));
+    for (blocks, head) in combos {
+        let spec = tiny_spec(&blocks, head);
+        let r = spec.validate().unwrap();
+        let vm = SeededVarMap::new(3);
+        let model = ZooModel::build(&spec, &r, vm.builder(&dev)).unwrap();
+        let (b, s, f) = (
+            3,
+            spec.model.backbone.seq_len,
+            spec.model.backbone.features.len(),
+        );
+        let h = spec.training.horizon;
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let x: Vec<f32> = (0..b * s * f)
+            .map(|_| rand::Rng::random_range(&mut rng, -1.0f32..1.0))
+            .collect();
+        let y: Vec<f32> = (0..b * h).map(|k| ((k % h) as f32).sqrt() * 0.3).collect();
+        let x = Tensor::from_vec(x, (b, s, f), &dev).unwrap();
+        let y = Tensor::from_vec(y, (b, h), &dev).unwrap();
+        let mut noise = Noise::new(1, &dev);
+        let loss = batch_loss(&model, &x, &y, 8, LossKind::Crps, 0.95, &mut noise).unwrap();
+        let grads = loss.backward().unwrap();
+        for (name, v) in vm.named_vars() {
+            let g = grads
+                .get(&v)
+                .unwrap_or_else(|| panic!("{blocks:?}+{head}: no gradient for {name}"));
+            let norm = g
+                .sqr()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(
+                norm.is_finite(),
+                "{blocks:?}+{head}: {name} gradient {norm}"
+            );
+            if name.starts_with("input.") {
+                assert!(norm > 0.0, "{blocks:?}+{head}: zero gradient for {name}");
+            }
+        }
+    }
+}

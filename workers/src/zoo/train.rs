@@ -86,6 +86,10 @@ pub fn batch_loss(
     noise: &mut Noise,
 ) -> candle_core::Result<Tensor> {
     let inc = model.sample(x, n_paths, noise)?; // (b, n, h)
+    if inc.device().is_cpu() && inc.dtype() == DType::F32 {
+        // cumsum, horizon scale and sample CRPS as one op with its gradient
+        return super::fused::crps_loss(&inc, y, kind, alpha);
+    }
     let h = inc.dim(2)?;
     let scale = horizon_scale(h, x.device())?;
     let cum = super::ops::cumsum_last(&inc)?.broadcast_mul(&scale.unsqueeze(0)?)?; // (b, n, h)

@@ -2,7 +2,9 @@
 //! (two-stage attention) and TFT (gated residual networks + interpretable attention).
 
 use candle_core::{Module, Result, Tensor, D};
-use candle_nn::{layer_norm, linear, LayerNorm, Linear, VarBuilder};
+use candle_nn::VarBuilder;
+
+use crate::zoo::fused::{layer_norm, linear, LayerNorm, Linear};
 
 use super::{causal_mask, Block, BuildCtx, EncoderLayer, FeedForward, Mha};
 use crate::zoo::registry::Params;
@@ -81,7 +83,7 @@ impl InformerBlock {
             }
         }
         let mask = Tensor::from_vec(mask, (b, nh, l, 1), h.device())?;
-        let active = candle_nn::ops::softmax_last_dim(&scores)?.matmul(&v)?;
+        let active = crate::zoo::fused::softmax_last_dim(&scores)?.matmul(&v)?;
         let lazy = v.mean_keepdim(2)?.broadcast_as(active.shape())?;
         let mixed =
             (active.broadcast_mul(&mask)? + lazy.broadcast_mul(&mask.affine(-1.0, 1.0)?)?)?;
@@ -355,7 +357,7 @@ impl Block for TftBlock {
         let q = split(self.q.forward(&h)?)?;
         let k = split(self.k.forward(&h)?)?;
         let s = Mha::scores(&q, &k)?.broadcast_add(&causal_mask(l, x.device())?)?;
-        let a = candle_nn::ops::softmax_last_dim(&s)?.mean(1)?; // (b, l, l), averaged over heads
+        let a = crate::zoo::fused::softmax_last_dim(&s)?.mean(1)?; // (b, l, l), averaged over heads
         let attn = self.o.forward(&a.matmul(&self.v.forward(&h)?)?)?;
         let h = self.ln.forward(&(&h + glu(&self.gate.forward(&attn)?)?)?)?;
         let out = self.grn_out.forward(&h)?;

@@ -3,7 +3,9 @@
 //! form in [`super::Dft`] (candle has no FFT).
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{layer_norm, linear, LayerNorm, Linear, VarBuilder};
+use candle_nn::VarBuilder;
+
+use crate::zoo::fused::{layer_norm, linear, LayerNorm, Linear};
 
 use super::{moving_average, Block, BuildCtx, Dft, FeedForward};
 use crate::zoo::registry::Params;
@@ -225,7 +227,7 @@ impl AutoformerBlock {
             lags.len(),
             s.device(),
         )?;
-        let w = candle_nn::ops::softmax_last_dim(&(corr.index_select(&idx, 1)? / l as f64)?)?; // (b, k)
+        let w = crate::zoo::fused::softmax_last_dim(&(corr.index_select(&idx, 1)? / l as f64)?)?; // (b, k)
         let mut acc: Option<Tensor> = None;
         for (i, &tau) in lags.iter().enumerate() {
             let rolled = v.roll(-(tau as i32), 1)?;

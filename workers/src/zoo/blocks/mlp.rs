@@ -1,7 +1,9 @@
 //! The N-BEATS block (fully-connected basis expansion).
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{linear, Linear, VarBuilder};
+use candle_nn::VarBuilder;
+
+use crate::zoo::fused::{linear, Linear};
 
 use super::{Block, BuildCtx};
 use crate::zoo::registry::Params;
@@ -32,8 +34,8 @@ impl NBeatsBlock {
             fc,
             theta_b: linear(h, theta, vb.pp("theta_b"))?,
             theta_f: linear(h, theta, vb.pp("theta_f"))?,
-            basis_b: candle_nn::linear_no_bias(theta, l, vb.pp("basis_b"))?,
-            basis_f: candle_nn::linear_no_bias(theta, l, vb.pp("basis_f"))?,
+            basis_b: crate::zoo::fused::linear_no_bias(theta, l, vb.pp("basis_b"))?,
+            basis_f: crate::zoo::fused::linear_no_bias(theta, l, vb.pp("basis_f"))?,
         })
     }
 }

@@ -4,7 +4,9 @@
 //! and the real DFT built from matrix products (candle has no FFT).
 
 use candle_core::{DType, Device, Module, Result, Tensor, D};
-use candle_nn::{layer_norm, linear, LayerNorm, Linear, VarBuilder};
+use candle_nn::VarBuilder;
+
+use crate::zoo::fused::{layer_norm, linear, LayerNorm, Linear};
 
 use super::registry::Params;
 
@@ -111,11 +113,14 @@ impl Mha {
     /// Full attention; `mask` (added to the scores) broadcasts to `(b, heads, lq, lk)`.
     pub fn forward(&self, xq: &Tensor, xkv: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
         let (q, k, v) = self.qkv(xq, xkv)?;
+        if mask.is_none() {
+            return self.out(&crate::zoo::fused::attention(&q, &k, &v)?);
+        }
         let mut s = Self::scores(&q, &k)?;
         if let Some(m) = mask {
             s = s.broadcast_add(m)?;
         }
-        let a = candle_nn::ops::softmax_last_dim(&s)?;
+        let a = crate::zoo::fused::softmax_last_dim(&s)?;
         self.out(&a.matmul(&v)?)
     }
 }
@@ -145,7 +150,8 @@ impl FeedForward {
 
 impl Module for FeedForward {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.b.forward(&self.a.forward(x)?.gelu()?)
+        self.b
+            .forward(&crate::zoo::fused::gelu(&self.a.forward(x)?)?)
     }
 }
 

@@ -2,9 +2,9 @@
 
 use candle_core::{Module, Result, Tensor, D};
 use candle_nn::rnn::LSTMConfig;
-use candle_nn::{
-    conv1d, layer_norm, linear, linear_no_bias, Conv1d, Conv1dConfig, LayerNorm, Linear, VarBuilder,
-};
+use candle_nn::{conv1d, Conv1d, Conv1dConfig, VarBuilder};
+
+use crate::zoo::fused::{layer_norm, linear, linear_no_bias, LayerNorm, Linear};
 
 use super::{pad_left, Block, BuildCtx};
 use crate::zoo::params::softplus;
@@ -85,7 +85,15 @@ impl FastLstm {
     /// `(b, s, in)` -> hidden states `(b, s, hidden)` from zero initial state.
     pub fn seq(&self, x: &Tensor) -> Result<Tensor> {
         if x.device().is_cpu() && x.dtype() == candle_core::DType::F32 {
-            let hs = crate::zoo::ops::lstm_scan(&self.projections(x)?, &self.w_hh)?;
+            let (b, s, d) = x.dims3()?;
+            let xp = x
+                .transpose(0, 1)?
+                .contiguous()?
+                .reshape((s * b, d))?
+                .matmul(&self.w_ih.t()?)?
+                .reshape((s, b, 4 * self.hidden))?;
+            let bias = (&self.b_ih + &self.b_hh)?;
+            let hs = crate::zoo::ops::lstm_scan(&xp, &self.w_hh, &bias)?;
             return hs.transpose(0, 1)?.contiguous();
         }
         self.seq_ops(x)

@@ -189,7 +189,7 @@ impl Block for TimesNetBlock {
             freqs.len(),
             x.device(),
         )?;
-        let weights = candle_nn::ops::softmax_last_dim(&amp.index_select(&idx, 1)?)?; // (b, k)
+        let weights = crate::zoo::fused::softmax_last_dim(&amp.index_select(&idx, 1)?)?; // (b, k)
         let mut acc: Option<Tensor> = None;
         for (i, &f) in freqs.iter().enumerate() {
             let period = (l / f).max(1);
@@ -200,7 +200,7 @@ impl Block for TimesNetBlock {
                 .reshape((b, d, cycles, period))?;
             let y = self
                 .conv_b
-                .forward(&self.conv_a.forward(&folded)?.gelu()?)?;
+                .forward(&crate::zoo::fused::gelu(&self.conv_a.forward(&folded)?)?)?;
             let y = y.reshape((b, d, total))?.narrow(D::Minus1, 0, l)?;
             let w = weights.narrow(1, i, 1)?.unsqueeze(2)?; // (b, 1, 1)
             let y = y.broadcast_mul(&w)?;
