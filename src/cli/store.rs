@@ -1,0 +1,334 @@
+//! `synth-city publish` and `synth-city history`: the store from the command line.
+//!
+//! `publish --run ID [--hf]` runs the same code as the pipeline's publish
+//! stage (`workers::pipeline::publisher::publish_configured`) on a run Redis
+//! remembers; with `--hf`, a run already in the store is published to the
+//! Hugging Face Hub even when Redis no longer has it. `history` reads the
+//! store (a directory, or the bucket when `HIPPIUS_ENDPOINT` is set): runs'
+//! summaries, one run, experiments ranked by CRPS vs GBM, and the local
+//! metrics history (JSON lines).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::bail;
+use clap::{Args, Subcommand};
+use serde_json::{json, Value};
+use workers::pipeline::publisher;
+use workers::store::hf::{self, HfClient, HfConfig};
+use workers::store::records;
+use workers::store::{Store, StoreExt};
+
+use crate::queue::Queue;
+
+/// `publish` and `history`.
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// Publish a run's best model to the store (and the Hub with --hf).
+    Publish(PublishArgs),
+    /// Read the store: runs, one run, experiments, metrics.
+    History(HistoryArgs),
+}
+
+/// `synth-city publish ...`
+#[derive(Debug, Args)]
+pub struct PublishArgs {
+    /// The pipeline run.
+    #[arg(long = "run")]
+    pub run: String,
+    /// Also publish to the Hugging Face Hub (needs HF_TOKEN and HF_REPO_ID).
+    #[arg(long)]
+    pub hf: bool,
+    /// The store directory [default: the run's, else "store"] (ignored for
+    /// the bucket when HIPPIUS_ENDPOINT is set, but still holds metrics.jsonl).
+    #[arg(long)]
+    pub store: Option<PathBuf>,
+    /// Market data, for the data ranges in the model card [default: the run's].
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `synth-city history ...`
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    #[command(subcommand)]
+    pub what: HistoryWhat,
+    /// The store directory (when HIPPIUS_ENDPOINT is unset) and its metrics.jsonl.
+    #[arg(long, global = true, default_value = "store")]
+    pub store: PathBuf,
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HistoryWhat {
+    /// Runs with a summary in the store, the latest first.
+    Runs,
+    /// One run: its summary, experiments and publications.
+    Run { id: String },
+    /// Experiments, ranked by CRPS relative to GBM.
+    Experiments {
+        /// Only this run's.
+        #[arg(long = "run")]
+        run: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// The local metrics history (metrics.jsonl), the last lines.
+    Metrics {
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+}
+
+/// Runs `publish` or `history`. Redis (for `publish`) comes from the global flags.
+pub async fn run(
+    redis_url: Option<String>,
+    prefix: Option<String>,
+    c: StoreCommand,
+) -> anyhow::Result<()> {
+    match c {
+        StoreCommand::Publish(a) => publish(redis_url, prefix, a).await,
+        StoreCommand::History(a) => history(a).await,
+    }
+}
+
+async fn publish(
+    redis_url: Option<String>,
+    prefix: Option<String>,
+    a: PublishArgs,
+) -> anyhow::Result<()> {
+    records::check_run_id(&a.run)?;
+    let hf_cfg = if a.hf {
+        Some(HfConfig::require_from_env()?)
+    } else {
+        None
+    };
+    // The run as Redis remembers it (the same input the publish stage has).
+    let url = crate::config::redis_url(redis_url.as_deref());
+    let prefix = crate::config::prefix(prefix.as_deref()).map_err(anyhow::Error::msg)?;
+    let q = Queue::new(&url, &prefix, Default::default())?;
+    let run = match tokio::time::timeout(
+        Duration::from_secs(10),
+        crate::pipeline::get_run(&q, &a.run),
+    )
+    .await
+    {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
+            eprintln!("note: cannot read run {} from Redis ({e})", a.run);
+            None
+        }
+        Err(_) => {
+            eprintln!("note: Redis at {url} did not answer in 10 s");
+            None
+        }
+    };
+    let out = match run.and_then(|r| r.task.clone().map(|t| (r, t))) {
+        Some((r, task)) => {
+            let Some(best) = task.best().cloned() else {
+                bail!("run {} has no scored experiment to publish", a.run);
+            };
+            let summary = r
+                .summary
+                .clone()
+                .unwrap_or_else(|| crate::pipeline::summarize(&r.id, &task, true, None));
+            let store_dir = a.store.clone().unwrap_or(task.options.store_dir.clone());
+            let data_dir = a.data_dir.clone().unwrap_or(task.options.data_dir.clone());
+            let p = publisher::publish_configured(
+                &store_dir,
+                Some(&data_dir),
+                &a.run,
+                &best,
+                &summary,
+                a.hf,
+            )
+            .await?;
+            serde_json::to_value(&p)?
+        }
+        None => {
+            // Not in Redis: with --hf, publish what the store already holds.
+            let Some(cfg) = hf_cfg else {
+                bail!(
+                    "run {} is not in Redis; only a run already published to the store can be \
+                     sent on, with --hf",
+                    a.run
+                );
+            };
+            let store_dir = a.store.clone().unwrap_or_else(|| "store".into());
+            let store = workers::store::open(&store_dir)?;
+            let client = HfClient::new(cfg)?;
+            let p = hf::publish_run(&client, &*store, &a.run).await?;
+            json!({"hf": p, "store": store.describe()})
+        }
+    };
+    if a.json {
+        println!("{out}");
+    } else {
+        if let Some(dir) = out["model_dir"].as_str() {
+            println!("published run {} to {dir}", a.run);
+        }
+        let h = &out["hf"];
+        if !h.is_null() {
+            match h["commit_oid"].as_str() {
+                Some(c) => println!(
+                    "Hugging Face: committed {} to {} ({})",
+                    c,
+                    h["repo_id"].as_str().unwrap_or("?"),
+                    h["commit_url"].as_str().unwrap_or("")
+                ),
+                None => println!(
+                    "Hugging Face: {} already holds run {} as is; nothing committed",
+                    h["repo_id"].as_str().unwrap_or("?"),
+                    a.run
+                ),
+            }
+        }
+    }
+    Ok(())
+}
+
+fn f(v: Option<f64>, d: usize) -> String {
+    v.filter(|x| x.is_finite())
+        .map(|x| format!("{x:.d$}"))
+        .unwrap_or_else(|| "-".into())
+}
+
+async fn history(a: HistoryArgs) -> anyhow::Result<()> {
+    if let HistoryWhat::Metrics { limit } = a.what {
+        let path = records::metrics_path(&a.store);
+        let lines = records::read_metrics(&path, limit).map_err(anyhow::Error::msg)?;
+        if std::env::var("WANDB_API_KEY").is_ok_and(|v| !v.is_empty()) {
+            eprintln!(
+                "note: WANDB_API_KEY is set, but this build keeps metrics only in {} (no W&B)",
+                path.display()
+            );
+        }
+        if a.json {
+            println!("{}", Value::Array(lines));
+        } else if lines.is_empty() {
+            println!("no metrics in {}", path.display());
+        } else {
+            println!(
+                "{:<10} {:<14} {:<44} {:>10} {:>10} {:>7}",
+                "event", "run", "name", "CRPS", "GBM", "ratio"
+            );
+            for l in &lines {
+                println!(
+                    "{:<10} {:<14} {:<44} {:>10} {:>10} {:>7}",
+                    l["event"].as_str().unwrap_or("?"),
+                    l["run_id"].as_str().unwrap_or("?"),
+                    l["name"].as_str().unwrap_or("?"),
+                    f(l["crps"].as_f64(), 2),
+                    f(l["gbm_crps"].as_f64(), 2),
+                    f(l["ratio"].as_f64(), 3)
+                );
+            }
+        }
+        return Ok(());
+    }
+    let store: Arc<dyn Store> = workers::store::open(&a.store)?;
+    match a.what {
+        HistoryWhat::Runs => {
+            let rows = records::run_rows(store.clone()).await?;
+            if a.json {
+                println!("{}", serde_json::to_string(&rows)?);
+            } else if rows.is_empty() {
+                println!("no runs in {}", store.describe());
+            } else {
+                println!(
+                    "{:<16} {:<9} {:<44} {:>10} {:>10} {:>5}",
+                    "run", "result", "best", "CRPS", "GBM", "exps"
+                );
+                for r in rows {
+                    println!(
+                        "{:<16} {:<9} {:<44} {:>10} {:>10} {:>5}{}",
+                        r.run_id,
+                        match r.success {
+                            Some(true) => "ok",
+                            Some(false) => "failed",
+                            None => "?",
+                        },
+                        r.best_experiment.as_deref().unwrap_or("-"),
+                        f(r.best_crps, 2),
+                        f(r.gbm_crps, 2),
+                        r.experiments,
+                        if r.latest { "  (latest)" } else { "" }
+                    );
+                }
+            }
+        }
+        HistoryWhat::Run { id } => {
+            records::check_run_id(&id)?;
+            let summary: Option<Value> = store.get_json(&records::summary_key(&id)).await?;
+            let hf: Option<Value> = store.get_json(&records::hf_published_key(&id)).await?;
+            let exps = records::experiment_rows(store.clone(), Some(&id)).await?;
+            if summary.is_none() && exps.is_empty() {
+                bail!("no run {id:?} in {}", store.describe());
+            }
+            if a.json {
+                println!(
+                    "{}",
+                    json!({"run_id": id, "summary": summary, "experiments": exps, "hf": hf})
+                );
+            } else {
+                println!("run {id}");
+                if let Some(s) = &summary {
+                    println!(
+                        "  result {}  best {}  CRPS {}  GBM {}",
+                        match s["success"].as_bool() {
+                            Some(true) => "ok",
+                            Some(false) => "failed",
+                            None => "?",
+                        },
+                        s["best_experiment"].as_str().unwrap_or("-"),
+                        f(s["best_crps"].as_f64(), 4),
+                        f(s["gbm_crps"].as_f64(), 4)
+                    );
+                }
+                if let Some(h) = &hf {
+                    println!(
+                        "  Hugging Face: {} commit {}",
+                        h["repo_id"].as_str().unwrap_or("?"),
+                        h["commit_oid"].as_str().unwrap_or("-")
+                    );
+                }
+                print_experiments(&exps);
+            }
+        }
+        HistoryWhat::Experiments { run, limit } => {
+            let mut rows = records::experiment_rows(store.clone(), run.as_deref()).await?;
+            rows.truncate(limit);
+            if a.json {
+                println!("{}", serde_json::to_string(&rows)?);
+            } else if rows.is_empty() {
+                println!("no experiments in {}", store.describe());
+            } else {
+                print_experiments(&rows);
+            }
+        }
+        HistoryWhat::Metrics { .. } => unreachable!("handled above"),
+    }
+    Ok(())
+}
+
+fn print_experiments(rows: &[records::ExperimentRow]) {
+    println!(
+        "{:>3}  {:<14} {:<44} {:>10} {:>10} {:>7}",
+        "#", "run", "experiment", "CRPS", "GBM", "ratio"
+    );
+    for (i, r) in rows.iter().enumerate() {
+        println!(
+            "{:>3}  {:<14} {:<44} {:>10} {:>10} {:>7}",
+            i + 1,
+            r.run_id,
+            r.name,
+            f(r.crps, 2),
+            f(r.gbm_crps, 2),
+            f(r.ratio, 3)
+        );
+    }
+}

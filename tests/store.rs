@@ -1,0 +1,1130 @@
+//! The store against a real S3-compatible server, and Hub publishing against
+//! a local server that speaks the Hub's endpoints.
+//!
+//! S3: moto's server (PyPI `moto[server]`, pinned in ops/requirements-moto.txt)
+//! is installed on first use into `target/venvs/moto` under a file lock and
+//! started per test on a free 127.0.0.1 port, with IAM authentication on (an
+//! IAM user with an S3 policy is created, then `reset-auth` makes every
+//! request checked), so wrong credentials are refused as by a real service.
+//! When the venv cannot be installed the tests fail, saying why.
+//!
+//! Hub: an in-test HTTP server implementing `/api/repos/create`,
+//! `/api/models/{repo}/preupload/{rev}`, the LFS batch/upload/verify
+//! endpoints and `/api/models/{repo}/commit/{rev}` (NDJSON), with 401 for a
+//! wrong token and 409 for an existing repo; the client code under test is
+//! the real one.
+
+use std::collections::HashMap;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use synth_city::pipeline::RunOptions;
+use workers::pipeline::publisher;
+use workers::pipeline::{ExperimentRecord, RunStatus};
+use workers::store::hf::{self, HfClient, HfConfig, HfError, HfFile};
+use workers::store::records;
+use workers::store::{S3Config, S3Store, Store, StoreError, StoreExt};
+
+mod common;
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The moto venv, installed once (under `flock`) from ops/requirements-moto.txt.
+fn moto_venv() -> PathBuf {
+    let venvs = root().join("target/venvs");
+    let venv = venvs.join("moto");
+    let marker = venv.join(".installed");
+    if marker.exists() {
+        return venv;
+    }
+    std::fs::create_dir_all(&venvs).unwrap();
+    let script = format!(
+        "test -f '{m}' || {{ rm -rf '{v}' && python3 -m venv '{v}' && '{v}/bin/pip' install -q -r '{r}' && touch '{m}'; }}",
+        m = marker.display(),
+        v = venv.display(),
+        r = root().join("ops/requirements-moto.txt").display()
+    );
+    let out = Command::new("flock")
+        .arg(venvs.join("moto.lock"))
+        .args(["sh", "-c", &script])
+        .output()
+        .expect("run flock (util-linux) to install the moto venv");
+    assert!(
+        out.status.success() && marker.exists(),
+        "could not install moto[server] into {} (python3 -m venv + pip install -r ops/requirements-moto.txt): {}\n{}",
+        venv.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    venv
+}
+
+/// A moto server with authentication on; killed on drop.
+struct Moto {
+    child: Child,
+    endpoint: String,
+    access: String,
+    secret: String,
+    venv: PathBuf,
+}
+
+const IAM_SETUP: &str = r#"
+import json, sys, urllib.request, boto3
+ep = sys.argv[1]
+iam = boto3.client("iam", endpoint_url=ep, region_name="us-east-1",
+                   aws_access_key_id="setup", aws_secret_access_key="setup")
+iam.create_user(UserName="synth-city")
+pol = iam.create_policy(PolicyName="s3-all", PolicyDocument=json.dumps(
+    {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}))
+iam.attach_user_policy(UserName="synth-city", PolicyArn=pol["Policy"]["Arn"])
+k = iam.create_access_key(UserName="synth-city")["AccessKey"]
+req = urllib.request.Request(ep + "/moto-api/reset-auth", data=b"0", method="POST",
+                             headers={"Content-Type": "text/plain"})
+urllib.request.urlopen(req).read()
+print(k["AccessKeyId"], k["SecretAccessKey"])
+"#;
+
+impl Moto {
+    fn start() -> Moto {
+        let venv = moto_venv();
+        let port = free_port();
+        let child = Command::new(venv.join("bin/moto_server"))
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start moto_server");
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "moto_server did not listen on {port}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let mut m = Moto {
+            child,
+            endpoint,
+            access: String::new(),
+            secret: String::new(),
+            venv,
+        };
+        let out = m.python(IAM_SETUP, &[&m.endpoint.clone()]);
+        let mut it = out.split_whitespace();
+        m.access = it.next().expect("access key").to_string();
+        m.secret = it.next().expect("secret key").to_string();
+        m
+    }
+
+    /// Runs a Python snippet in the venv (boto3 is there); returns stdout.
+    fn python(&self, code: &str, args: &[&str]) -> String {
+        let out = Command::new(self.venv.join("bin/python"))
+            .arg("-c")
+            .arg(code)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "python failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn config(&self, bucket: &str) -> S3Config {
+        let mut c = S3Config::new(&self.endpoint, &self.access, &self.secret, bucket);
+        c.attempts = 3;
+        c.backoff = Duration::from_millis(50);
+        c.timeout = Duration::from_secs(20);
+        c.part_size = 5 * 1024 * 1024;
+        c
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{sig}");
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-CONT", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn bytes(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_put_get_list_overwrite_delete_and_the_bucket_is_created() {
+    let moto = Moto::start();
+    let s = S3Store::new(moto.config("sc-basic")).unwrap();
+    let info = s
+        .put("experiments/r1/a.json", b"{\"v\":1}".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(info.sha256, workers::store::sha256_hex(b"{\"v\":1}"));
+    assert!(!info.multipart);
+    s.put("experiments/r1/b.json", b"[]".to_vec())
+        .await
+        .unwrap();
+    s.put("pipeline_runs/latest.json", b"{}".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(
+        s.get("experiments/r1/a.json").await.unwrap().unwrap(),
+        b"{\"v\":1}"
+    );
+    assert_eq!(s.get("experiments/r1/none.json").await.unwrap(), None);
+    assert_eq!(
+        s.list("experiments/").await.unwrap(),
+        ["experiments/r1/a.json", "experiments/r1/b.json"]
+    );
+    assert_eq!(s.list("").await.unwrap().len(), 3);
+    // Overwrite: the new content, with its hash.
+    s.put("experiments/r1/a.json", b"{\"v\":2}".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(
+        s.get("experiments/r1/a.json").await.unwrap().unwrap(),
+        b"{\"v\":2}"
+    );
+    // More keys than one list page (1000).
+    let many: Vec<String> = (0..1005).map(|i| format!("many/k{i:05}")).collect();
+    let store: Arc<dyn Store> = Arc::new(S3Store::new(moto.config("sc-basic")).unwrap());
+    let mut set = tokio::task::JoinSet::new();
+    let gate = Arc::new(tokio::sync::Semaphore::new(8));
+    for k in many.clone() {
+        let (st, gate) = (store.clone(), gate.clone());
+        set.spawn(async move {
+            let _p = gate.acquire_owned().await;
+            st.put(&k, b"x".to_vec()).await.unwrap()
+        });
+    }
+    while set.join_next().await.is_some() {}
+    assert_eq!(s.list("many/").await.unwrap(), many);
+    s.delete("experiments/r1/a.json").await.unwrap();
+    s.delete("experiments/r1/a.json").await.unwrap();
+    assert_eq!(s.get("experiments/r1/a.json").await.unwrap(), None);
+    // A bad key never reaches the server.
+    assert!(matches!(
+        s.put("../x", b"x".to_vec()).await,
+        Err(StoreError::InvalidKey { .. })
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_reads_verify_the_recorded_hash() {
+    let moto = Moto::start();
+    let s = S3Store::new(moto.config("sc-hash")).unwrap();
+    s.put("a/ok.json", b"{}".to_vec()).await.unwrap();
+    // Another tool writes an object whose recorded hash does not match its content,
+    // and one with no recorded hash at all.
+    moto.python(
+        r#"
+import sys, boto3
+from botocore.config import Config
+s3 = boto3.client("s3", endpoint_url=sys.argv[1], region_name="decentralized",
+                  aws_access_key_id=sys.argv[2], aws_secret_access_key=sys.argv[3],
+                  config=Config(s3={"addressing_style": "path"}))
+s3.put_object(Bucket="sc-hash", Key="a/bad.json", Body=b"{}", Metadata={"sha256": "00" * 32})
+s3.put_object(Bucket="sc-hash", Key="a/foreign.json", Body=b"[1]")
+"#,
+        &[&moto.endpoint, &moto.access, &moto.secret],
+    );
+    let err = s.get("a/bad.json").await.unwrap_err();
+    assert!(matches!(err, StoreError::Integrity { .. }), "{err}");
+    assert!(err.to_string().contains("s3://sc-hash/a/bad.json"), "{err}");
+    assert_eq!(s.get("a/foreign.json").await.unwrap().unwrap(), b"[1]");
+    assert_eq!(s.get("a/ok.json").await.unwrap().unwrap(), b"{}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_large_objects_go_up_in_parts() {
+    let moto = Moto::start();
+    let parts = Arc::new(AtomicU32::new(0));
+    let p = parts.clone();
+    let s = S3Store::new(moto.config("sc-multi"))
+        .unwrap()
+        .with_part_progress(Arc::new(move |_, total| {
+            assert_eq!(total, 4);
+            p.fetch_add(1, Ordering::SeqCst);
+        }));
+    let data = bytes(17 * 1024 * 1024, 1);
+    let info = s
+        .put("models/r1/m/model.safetensors", data.clone())
+        .await
+        .unwrap();
+    assert!(info.multipart);
+    assert_eq!(parts.load(Ordering::SeqCst), 4);
+    s.put("models/r1/m/spec.json", b"{}".to_vec())
+        .await
+        .unwrap();
+    // The hash is recorded on the object itself, for single and multipart puts alike.
+    let meta = moto.python(
+        r#"
+import sys, boto3
+from botocore.config import Config
+s3 = boto3.client("s3", endpoint_url=sys.argv[1], region_name="decentralized",
+                  aws_access_key_id=sys.argv[2], aws_secret_access_key=sys.argv[3],
+                  config=Config(s3={"addressing_style": "path"}))
+for k in ["models/r1/m/model.safetensors", "models/r1/m/spec.json"]:
+    print(s3.head_object(Bucket="sc-multi", Key=k)["Metadata"].get("sha256"))
+"#,
+        &[&moto.endpoint, &moto.access, &moto.secret],
+    );
+    let recorded: Vec<&str> = meta.lines().collect();
+    assert_eq!(
+        recorded,
+        [
+            info.sha256.as_str(),
+            workers::store::sha256_hex(b"{}").as_str()
+        ]
+    );
+    let back = s
+        .get("models/r1/m/model.safetensors")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(back.len(), data.len());
+    assert!(back == data, "multipart content differs");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_wrong_credentials_are_a_clear_error() {
+    let moto = Moto::start();
+    // Make the bucket with the right key first, so the error is about the key.
+    S3Store::new(moto.config("sc-auth"))
+        .unwrap()
+        .put("a/b.json", b"{}".to_vec())
+        .await
+        .unwrap();
+    let mut wrong_secret = moto.config("sc-auth");
+    wrong_secret.secret_key = "not-the-secret".into();
+    let mut wrong_key = moto.config("sc-auth");
+    wrong_key.access_key = "AKIAWRONGWRONGWRONG1".into();
+    for (cfg, code) in [
+        (wrong_secret, "SignatureDoesNotMatch"),
+        (wrong_key, "InvalidAccessKeyId"),
+    ] {
+        let started = Instant::now();
+        let err = S3Store::new(cfg)
+            .unwrap()
+            .get("a/b.json")
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Credentials { .. }), "{err}");
+        let msg = err.to_string();
+        assert!(msg.contains(code), "{msg}");
+        assert!(msg.contains("HIPPIUS_ACCESS_KEY"), "{msg}");
+        assert!(started.elapsed() < Duration::from_secs(5), "not retried");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_a_missing_bucket_is_created_or_reported() {
+    let moto = Moto::start();
+    let mut cfg = moto.config("sc-missing");
+    cfg.create_bucket = false;
+    let err = S3Store::new(cfg)
+        .unwrap()
+        .put("a/b.json", b"{}".to_vec())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::BucketMissing { .. }), "{err}");
+    assert!(
+        err.to_string().contains("\"sc-missing\" does not exist"),
+        "{err}"
+    );
+    // With creation allowed (the default) the same bucket is created and used.
+    let s = S3Store::new(moto.config("sc-missing")).unwrap();
+    s.put("a/b.json", b"{}".to_vec()).await.unwrap();
+    assert_eq!(s.list("").await.unwrap(), ["a/b.json"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_a_server_that_stops_mid_upload_leaves_nothing_half_visible() {
+    let moto = Arc::new(Moto::start());
+    let key = "models/r1/m/model.safetensors";
+    // A first, small version of the object.
+    S3Store::new(moto.config("sc-stop"))
+        .unwrap()
+        .put(key, b"v1".to_vec())
+        .await
+        .unwrap();
+    let mut cfg = moto.config("sc-stop");
+    cfg.timeout = Duration::from_secs(2);
+    let stopped = Arc::new(AtomicBool::new(false));
+    let (m, st) = (moto.clone(), stopped.clone());
+    let s = S3Store::new(cfg)
+        .unwrap()
+        .with_part_progress(Arc::new(move |n, _| {
+            if n == 1 {
+                // The server freezes after the first part: no answers, no refusals.
+                m.signal("STOP");
+                st.store(true, Ordering::SeqCst);
+            }
+        }));
+    let started = Instant::now();
+    let err = s.put(key, bytes(16 * 1024 * 1024, 2)).await.unwrap_err();
+    assert!(stopped.load(Ordering::SeqCst));
+    match &err {
+        StoreError::Unavailable { op, attempts, .. } => {
+            assert_eq!(*attempts, 3);
+            assert!(op.contains("upload part 2/4"), "{op}");
+        }
+        other => panic!("expected Unavailable, got {other}"),
+    }
+    assert!(
+        err.to_string().contains("did not answer after 3 attempts"),
+        "{err}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(30));
+    // The server comes back: the old version is what readers see.
+    moto.signal("CONT");
+    let fresh = S3Store::new(moto.config("sc-stop")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match fresh.get(key).await {
+            Ok(v) => {
+                assert_eq!(v.unwrap(), b"v1", "a half upload became visible");
+                break;
+            }
+            Err(e) => assert!(Instant::now() < deadline, "server did not come back: {e}"),
+        }
+    }
+    assert_eq!(fresh.list("models/").await.unwrap(), [key]);
+}
+
+fn record(name: &str, crps: f64, lr: f64, ckpt: Option<&Path>) -> ExperimentRecord {
+    let mut spec = workers::zoo::spec::ExperimentSpec::new(&["lstm"], "gbm");
+    spec.training.lr = lr;
+    ExperimentRecord {
+        name: name.into(),
+        run_id: Some("run1".into()),
+        fingerprint: workers::pipeline::fingerprint(&spec),
+        spec,
+        status: RunStatus::Ok,
+        crps: Some(crps),
+        gbm_crps: Some(10.0),
+        param_count: Some(1234),
+        epochs: 2,
+        diverged: false,
+        error: None,
+        checkpoint: ckpt.map(|p| p.display().to_string()),
+        training_time_s: Some(1.5),
+        recorded_at: 1_700_000_000,
+    }
+}
+
+fn checkpoint(dir: &Path, weights: &[u8]) -> PathBuf {
+    let ck = dir.join("ckpt");
+    std::fs::create_dir_all(&ck).unwrap();
+    std::fs::write(ck.join("model.safetensors"), weights).unwrap();
+    std::fs::write(ck.join("spec.json"), b"{\"version\":1}").unwrap();
+    std::fs::write(ck.join("optimizer.safetensors"), b"not published").unwrap();
+    ck
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_publish_then_a_fresh_machine_continues_from_the_bucket() {
+    let moto = Moto::start();
+    let dir = tempfile::tempdir().unwrap();
+    let ck = checkpoint(dir.path(), &bytes(6 * 1024 * 1024, 3));
+    let best = record("lstm-gbm-d16", 5.0, 1e-3, Some(&ck));
+    let other = record("lstm-gbm-d16-fast", 7.0, 3e-3, None);
+    let store: Arc<dyn Store> = Arc::new(S3Store::new(moto.config("synth-city")).unwrap());
+    records::save_experiments(&*store, "run1", &[best.clone(), other.clone()])
+        .await
+        .unwrap();
+    let summary = json!({"run_id": "run1", "success": true, "best_experiment": best.name,
+        "best_crps": 5.0, "gbm_crps": 10.0, "experiments": [{"name": best.name}, {"name": other.name}]});
+    let p = publisher::publish(&*store, "run1", &best, &summary, None)
+        .await
+        .unwrap();
+    assert_eq!(p.model_dir, "s3://synth-city/models/run1/lstm-gbm-d16/");
+    let keys = store.list("models/").await.unwrap();
+    assert_eq!(
+        keys,
+        [
+            "models/production.json",
+            "models/run1/lstm-gbm-d16/model.safetensors",
+            "models/run1/lstm-gbm-d16/record.json",
+            "models/run1/lstm-gbm-d16/spec.json",
+        ]
+    );
+    assert!(
+        p.files.iter().any(|f| f.multipart),
+        "6 MiB weights go up in parts"
+    );
+    let prod: Value = store
+        .get_json("models/production.json")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(prod["run_id"], "run1");
+    assert_eq!(
+        prod["weights_sha256"],
+        workers::store::sha256_hex(&std::fs::read(ck.join("model.safetensors")).unwrap())
+    );
+    let latest: Value = store.get_json(records::LATEST).await.unwrap().unwrap();
+    assert_eq!(latest["run_id"], "run1");
+
+    // A fresh machine: a new client, nothing local, the same bucket.
+    let fresh: Arc<dyn Store> = Arc::new(S3Store::new(moto.config("synth-city")).unwrap());
+    let h = records::load_history(fresh.clone(), 50).await.unwrap();
+    assert_eq!(h.records.len(), 2);
+    assert_eq!(h.records[0].name, best.name);
+    let plan =
+        workers::pipeline::planner::plan(&h.records, &workers::pipeline::Budget::default(), 7);
+    assert!(!plan.experiments.is_empty());
+    let budget = workers::pipeline::Budget::default();
+    let known: Vec<String> = h
+        .records
+        .iter()
+        .map(|r| {
+            let mut s = r.spec.clone();
+            budget.apply(&mut s);
+            workers::pipeline::fingerprint(&s)
+        })
+        .collect();
+    for s in &plan.experiments {
+        assert!(
+            !known.contains(&workers::pipeline::fingerprint(s)),
+            "the plan repeats an experiment the bucket already has"
+        );
+    }
+    // The CLI reads the same bucket.
+    let out = Command::new(env!("CARGO_BIN_EXE_synth-city"))
+        .args(["history", "runs", "--json", "--store"])
+        .arg(dir.path().join("unused"))
+        .env("HIPPIUS_ENDPOINT", &moto.endpoint)
+        .env("HIPPIUS_ACCESS_KEY", &moto.access)
+        .env("HIPPIUS_SECRET_KEY", &moto.secret)
+        .env("HIPPIUS_BUCKET", "synth-city")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let runs: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(runs[0]["run_id"], "run1");
+    assert_eq!(runs[0]["latest"], true);
+    let out = Command::new(env!("CARGO_BIN_EXE_synth-city"))
+        .args(["history", "experiments", "--json"])
+        .env("HIPPIUS_ENDPOINT", &moto.endpoint)
+        .env("HIPPIUS_ACCESS_KEY", &moto.access)
+        .env("HIPPIUS_SECRET_KEY", &moto.secret)
+        .env("HIPPIUS_BUCKET", "synth-city")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let exps: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(exps[0]["name"], best.name);
+    assert_eq!(exps[0]["ratio"], 0.5);
+    // Wrong credentials on the command line: a clear error, exit 1.
+    let out = Command::new(env!("CARGO_BIN_EXE_synth-city"))
+        .args(["history", "runs"])
+        .env("HIPPIUS_ENDPOINT", &moto.endpoint)
+        .env("HIPPIUS_ACCESS_KEY", &moto.access)
+        .env("HIPPIUS_SECRET_KEY", "wrong")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("rejected the credentials"), "{err}");
+}
+
+// ---------------------------------------------------------------------------
+// A local Hugging Face Hub.
+
+#[derive(Default)]
+struct Hub {
+    token: String,
+    repos: HashMap<String, bool>,
+    /// path -> (bytes, lfs)
+    files: HashMap<String, (Vec<u8>, bool)>,
+    lfs: HashMap<String, Vec<u8>>,
+    commits: Vec<Value>,
+    lfs_puts: usize,
+    requests: Vec<String>,
+}
+
+struct Req {
+    method: String,
+    path: String,
+    headers: HashMap<String, String>,
+    body: Vec<u8>,
+}
+
+async fn read_req(sock: &mut tokio::net::TcpStream) -> Option<Req> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    let mut tmp = [0u8; 65536];
+    let head_end = loop {
+        let n = sock.read(&mut tmp).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&tmp[..n]);
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i;
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+    let mut lines = head.split("\r\n");
+    let mut first = lines.next()?.split_whitespace();
+    let (method, path) = (first.next()?.to_string(), first.next()?.to_string());
+    let headers: HashMap<String, String> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let len: usize = headers
+        .get("content-length")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let mut body = buf[head_end + 4..].to_vec();
+    while body.len() < len {
+        let n = sock.read(&mut tmp).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        body.extend_from_slice(&tmp[..n]);
+    }
+    Some(Req {
+        method,
+        path,
+        headers,
+        body,
+    })
+}
+
+fn b64decode(s: &str) -> Vec<u8> {
+    let val = |c: u8| -> u32 {
+        match c {
+            b'A'..=b'Z' => (c - b'A') as u32,
+            b'a'..=b'z' => (c - b'a' + 26) as u32,
+            b'0'..=b'9' => (c - b'0' + 52) as u32,
+            b'+' => 62,
+            b'/' => 63,
+            _ => panic!("bad base64 {c}"),
+        }
+    };
+    let s: Vec<u8> = s.bytes().filter(|c| *c != b'=').collect();
+    let mut out = Vec::new();
+    for chunk in s.chunks(4) {
+        let mut n = 0u32;
+        for (i, c) in chunk.iter().enumerate() {
+            n |= val(*c) << (18 - 6 * i);
+        }
+        let bytes = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
+        out.extend_from_slice(&bytes[..chunk.len() - 1]);
+    }
+    out
+}
+
+fn handle(hub: &Mutex<Hub>, base: &str, r: Req) -> (u16, Value) {
+    let mut h = hub.lock().unwrap();
+    h.requests.push(format!("{} {}", r.method, r.path));
+    let authed = r.headers.get("authorization") == Some(&format!("Bearer {}", h.token));
+    let repo_of = |p: &str, pre: &str, post: &str| -> Option<String> {
+        p.strip_prefix(pre)?
+            .split_once(post)
+            .map(|(a, _)| a.to_string())
+    };
+    if r.method == "PUT" && r.path.starts_with("/lfs-upload/") {
+        let oid = r.path.trim_start_matches("/lfs-upload/").to_string();
+        if workers::store::sha256_hex(&r.body) != oid {
+            return (400, json!({"error": "content does not match oid"}));
+        }
+        h.lfs.insert(oid, r.body);
+        h.lfs_puts += 1;
+        return (200, json!({}));
+    }
+    if !authed {
+        return (
+            401,
+            json!({"error": "Invalid credentials in Authorization header"}),
+        );
+    }
+    let body: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
+    if r.method == "POST" && r.path == "/api/repos/create" {
+        let id = format!(
+            "{}/{}",
+            body["organization"].as_str().unwrap_or(""),
+            body["name"].as_str().unwrap_or("")
+        );
+        if body["type"] != "model" {
+            return (400, json!({"error": "type"}));
+        }
+        if h.repos.contains_key(&id) {
+            return (409, json!({"error": "You already created this model repo"}));
+        }
+        h.repos.insert(id.clone(), true);
+        return (200, json!({"url": format!("{base}/{id}")}));
+    }
+    if let Some(repo) = repo_of(&r.path, "/api/models/", "/preupload/") {
+        if !h.repos.contains_key(&repo) {
+            return (404, json!({"error": "Repository not found"}));
+        }
+        let files: Vec<Value> = body["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| {
+                let path = f["path"].as_str().unwrap().to_string();
+                let lfs = path.ends_with(".safetensors");
+                let oid = h.files.get(&path).map(|(b, is_lfs)| {
+                    let f = HfFile {
+                        path: path.clone(),
+                        bytes: b.clone(),
+                    };
+                    if *is_lfs {
+                        f.sha256()
+                    } else {
+                        f.git_oid()
+                    }
+                });
+                json!({"path": path, "uploadMode": if lfs {"lfs"} else {"regular"},
+                       "shouldIgnore": false, "oid": oid})
+            })
+            .collect();
+        return (200, json!({"files": files}));
+    }
+    if r.method == "POST" && r.path.ends_with(".git/info/lfs/objects/batch") {
+        for h in ["accept", "content-type"] {
+            assert_eq!(
+                r.headers.get(h).map(String::as_str),
+                Some("application/vnd.git-lfs+json"),
+                "{h}"
+            );
+        }
+        let objects: Vec<Value> = body["objects"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| {
+                let oid = o["oid"].as_str().unwrap();
+                if h.lfs.contains_key(oid) {
+                    json!({"oid": oid, "size": o["size"]})
+                } else {
+                    json!({"oid": oid, "size": o["size"], "actions": {
+                        "upload": {"href": format!("{base}/lfs-upload/{oid}"), "header": {"x-upload": "1"}},
+                        "verify": {"href": format!("{base}/lfs-verify")}}})
+                }
+            })
+            .collect();
+        return (200, json!({"transfer": "basic", "objects": objects}));
+    }
+    if r.method == "POST" && r.path == "/lfs-verify" {
+        let oid = body["oid"].as_str().unwrap_or("");
+        return match h.lfs.get(oid) {
+            Some(b) if Some(b.len() as u64) == body["size"].as_u64() => (200, json!({})),
+            _ => (404, json!({"error": "object not uploaded"})),
+        };
+    }
+    if let Some(repo) = repo_of(&r.path, "/api/models/", "/commit/") {
+        if !h.repos.contains_key(&repo) {
+            return (404, json!({"error": "Repository not found"}));
+        }
+        assert_eq!(
+            r.headers.get("content-type").map(String::as_str),
+            Some("application/x-ndjson")
+        );
+        let text = String::from_utf8(r.body).unwrap();
+        let lines: Vec<Value> = text
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        if lines.first().map(|l| l["key"].clone()) != Some(json!("header")) {
+            return (400, json!({"error": "the first line must be the header"}));
+        }
+        let mut staged = Vec::new();
+        for l in &lines[1..] {
+            let v = &l["value"];
+            let path = v["path"].as_str().unwrap().to_string();
+            match l["key"].as_str() {
+                Some("file") => {
+                    assert_eq!(v["encoding"], "base64");
+                    staged.push((path, (b64decode(v["content"].as_str().unwrap()), false)));
+                }
+                Some("lfsFile") => {
+                    assert_eq!(v["algo"], "sha256");
+                    let Some(b) = h.lfs.get(v["oid"].as_str().unwrap()) else {
+                        return (
+                            422,
+                            json!({"error": format!("LFS object of {path} was not uploaded")}),
+                        );
+                    };
+                    staged.push((path, (b.clone(), true)));
+                }
+                other => return (400, json!({"error": format!("unknown key {other:?}")})),
+            }
+        }
+        for (p, f) in staged {
+            h.files.insert(p, f);
+        }
+        h.commits.push(lines[0]["value"].clone());
+        let oid = format!("{:040x}", h.commits.len());
+        return (
+            200,
+            json!({"commitOid": oid, "commitUrl": format!("{base}/{repo}/commit/{oid}")}),
+        );
+    }
+    (
+        404,
+        json!({"error": format!("no route {} {}", r.method, r.path)}),
+    )
+}
+
+/// Starts the local Hub; returns its base URL and state.
+async fn start_hub(token: &str) -> (String, Arc<Mutex<Hub>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let hub = Arc::new(Mutex::new(Hub {
+        token: token.into(),
+        ..Default::default()
+    }));
+    let (h, b) = (hub.clone(), base.clone());
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
+            let (h, b) = (h.clone(), b.clone());
+            tokio::spawn(async move {
+                use tokio::io::AsyncWriteExt;
+                let Some(req) = read_req(&mut sock).await else {
+                    return;
+                };
+                let (status, body) = handle(&h, &b, req);
+                let body = body.to_string();
+                let resp = format!(
+                    "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = sock.write_all(resp.as_bytes()).await;
+                let _ = sock.shutdown().await;
+            });
+        }
+    });
+    (base, hub)
+}
+
+fn hf_client(base: &str, token: &str) -> HfClient {
+    let mut c = HfConfig::new(base, token, "me/SN50-Hub");
+    c.attempts = 2;
+    c.backoff = Duration::from_millis(20);
+    HfClient::new(c).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hf_publish_commits_once_and_republishing_changes_nothing() {
+    let (base, hub) = start_hub("hf_good").await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = workers::store::FsStore::new(dir.path().join("store"));
+    let weights = bytes(4096, 4);
+    let ck = checkpoint(dir.path(), &weights);
+    let best = record("lstm-gbm-d16", 5.0, 1e-3, Some(&ck));
+    let summary = json!({"run_id": "run1", "success": true, "experiments": []});
+    publisher::publish(&store, "run1", &best, &summary, None)
+        .await
+        .unwrap();
+    let client = hf_client(&base, "hf_good");
+
+    let first = hf::publish_run(&client, &store, "run1").await.unwrap();
+    assert!(first.outcome.created_repo);
+    assert!(!first.unchanged);
+    assert_eq!(first.outcome.lfs_uploaded, ["runs/run1/model.safetensors"]);
+    {
+        let h = hub.lock().unwrap();
+        assert_eq!(h.commits.len(), 1);
+        assert_eq!(h.lfs_puts, 1);
+        assert_eq!(h.files["runs/run1/model.safetensors"].0, weights);
+        assert!(
+            h.files["runs/run1/model.safetensors"].1,
+            "weights go through LFS"
+        );
+        assert_eq!(h.files["runs/run1/spec.json"].0, b"{\"version\":1}");
+        let card = String::from_utf8(h.files["README.md"].0.clone()).unwrap();
+        for want in [
+            "CRPS vs GBM per asset",
+            "| BTC | 5.000000 | 10.000000 | 0.5000 |",
+            "## Architecture",
+            "lstm",
+            "run1",
+        ] {
+            assert!(card.contains(want), "model card lacks {want:?}:\n{card}");
+        }
+        assert!(!h.files.contains_key("runs/run1/optimizer.safetensors"));
+        assert!(h.commits[0]["summary"].as_str().unwrap().contains("run1"));
+    }
+    let stored: Value = store
+        .get_json(&records::hf_published_key("run1"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        stored["commit_oid"],
+        first.outcome.commit_oid.clone().unwrap()
+    );
+
+    // The same run again: the repo exists (409), every file is there as is: no commit.
+    let again = hf::publish_run(&client, &store, "run1").await.unwrap();
+    assert!(again.unchanged);
+    assert!(!again.outcome.created_repo);
+    assert_eq!(again.outcome.commit_oid, None);
+    {
+        let h = hub.lock().unwrap();
+        assert_eq!(h.commits.len(), 1, "no duplicate commit");
+        assert_eq!(h.lfs_puts, 1);
+        assert!(
+            h.requests
+                .iter()
+                .filter(|r| r.contains("/api/repos/create"))
+                .count()
+                == 2
+        );
+    }
+
+    // New weights for the run: one more commit, only the changed LFS object uploaded.
+    std::fs::write(ck.join("model.safetensors"), bytes(4096, 5)).unwrap();
+    publisher::publish(&store, "run1", &best, &summary, None)
+        .await
+        .unwrap();
+    let third = hf::publish_run(&client, &store, "run1").await.unwrap();
+    assert!(!third.unchanged);
+    let h = hub.lock().unwrap();
+    assert_eq!(h.commits.len(), 2);
+    assert_eq!(h.lfs_puts, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hf_a_wrong_token_is_a_clear_error_and_commits_nothing() {
+    let (base, hub) = start_hub("hf_good").await;
+    let client = hf_client(&base, "hf_wrong");
+    let err = client
+        .upload(
+            &[HfFile {
+                path: "README.md".into(),
+                bytes: b"# x".to_vec(),
+            }],
+            "s",
+            "d",
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, HfError::Unauthorized { status: 401, .. }),
+        "{err}"
+    );
+    let msg = err.to_string();
+    assert!(
+        msg.contains("HF_TOKEN") && msg.contains("me/SN50-Hub"),
+        "{msg}"
+    );
+    let h = hub.lock().unwrap();
+    assert!(h.commits.is_empty());
+    assert_eq!(h.requests.len(), 1, "a 401 is not retried");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hf_an_unreachable_hub_and_a_missing_model_are_clear_errors() {
+    let client = hf_client(&format!("http://127.0.0.1:{}", free_port()), "hf_good");
+    let err = client
+        .upload(
+            &[HfFile {
+                path: "a.json".into(),
+                bytes: b"{}".to_vec(),
+            }],
+            "s",
+            "d",
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, HfError::Unavailable { attempts: 2, .. }),
+        "{err}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let store = workers::store::FsStore::new(dir.path());
+    let (base, _hub) = start_hub("hf_good").await;
+    let err = hf::publish_run(&hf_client(&base, "hf_good"), &store, "nope")
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("synth-city publish --run nope"),
+        "{err}"
+    );
+}
+
+#[test]
+fn publish_cli_names_missing_hub_settings() {
+    let out = Command::new(env!("CARGO_BIN_EXE_synth-city"))
+        .args(["publish", "--run", "r1", "--hf"])
+        .env_remove("HF_TOKEN")
+        .env("HF_REPO_ID", "me/x")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("HF_REPO_ID is set but HF_TOKEN is not"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_cli_publishes_a_run_from_redis_and_commits_to_the_hub_once() {
+    let redis = common::RedisServer::start();
+    let q = common::queue(&redis).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("data")).unwrap();
+    let opts = RunOptions {
+        data_dir: dir.path().join("data"),
+        out_dir: dir.path().join("runs"),
+        store_dir: dir.path().join("store"),
+        ..Default::default()
+    };
+    let id = synth_city::pipeline::create_run(&q, opts, "default")
+        .await
+        .unwrap();
+    // What the train stage records: a scored experiment with its checkpoint.
+    let ck = checkpoint(dir.path(), &bytes(2048, 6));
+    let rec = record("lstm-gbm-d16", 5.0, 1e-3, Some(&ck));
+    let mut c = redis.conn();
+    let key = q.keys().run(&id);
+    let task: String = redis::cmd("HGET")
+        .arg(&key)
+        .arg("task")
+        .query(&mut c)
+        .unwrap();
+    let mut task: Value = serde_json::from_str(&task).unwrap();
+    task["results"] = json!([rec]);
+    let _: () = redis::cmd("HSET")
+        .arg(&key)
+        .arg("task")
+        .arg(task.to_string())
+        .query(&mut c)
+        .unwrap();
+    let (base, hub) = start_hub("hf_good").await;
+    let run_cli = |args: Vec<String>| {
+        let (url, base) = (redis.url(), base.clone());
+        tokio::task::spawn_blocking(move || {
+            Command::new(env!("CARGO_BIN_EXE_synth-city"))
+                .args(["--redis-url", &url, "--prefix", "t"])
+                .args(&args)
+                .env_remove("HIPPIUS_ENDPOINT")
+                .env("HF_TOKEN", "hf_good")
+                .env("HF_REPO_ID", "me/SN50-Hub")
+                .env("HF_ENDPOINT", base)
+                .output()
+                .unwrap()
+        })
+    };
+    let publish: Vec<String> = ["publish", "--run", &id, "--hf", "--json"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let out = run_cli(publish.clone()).await.unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["hf"]["commit_oid"].is_string(), "{v}");
+    let store = dir.path().join("store");
+    assert!(store.join("models/production.json").is_file());
+    assert!(store
+        .join(format!("models/{id}/lstm-gbm-d16/model.safetensors"))
+        .is_file());
+    let metrics = records::read_metrics(&records::metrics_path(&store), 10).unwrap();
+    assert_eq!(metrics.last().unwrap()["event"], "publish");
+
+    // Again: the store is rewritten in place, the Hub gets no second commit.
+    let out = run_cli(publish).await.unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["hf"]["commit_oid"].is_null(), "{v}");
+    assert_eq!(v["hf"]["unchanged"], true);
+    assert_eq!(hub.lock().unwrap().commits.len(), 1);
+
+    // `history run` shows the run and its Hub commit.
+    let out = run_cli(vec![
+        "history".into(),
+        "run".into(),
+        id.clone(),
+        "--json".into(),
+        "--store".into(),
+        store.display().to_string(),
+    ])
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["summary"]["run_id"], id.as_str());
+    assert!(v["hf"]["commit_oid"].is_string(), "{v}");
+    assert_eq!(v["experiments"][0]["name"], "lstm-gbm-d16");
+
+    // A run neither in Redis nor in the store: a clear error.
+    let out = run_cli(vec!["publish".into(), "--run".into(), "nosuchrun".into()])
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("nosuchrun") && err.contains("not in Redis"),
+        "{err}"
+    );
+}
