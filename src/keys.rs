@@ -18,6 +18,8 @@
 //! | `cron:defs`, `cron:next`, `cron:last` | hash, zset, hash | schedules |
 //! | `run:<id>`, `runs` | hash, zset | pipeline run record (state, stage, attempt, task, summary); runs by creation |
 //! | `experiments`, `experiments:by_crps` | hash, zset | experiment records by fingerprint; ranking |
+//! | `bot:<bot>:session`, `bot:<bot>:experiments`, `bot:<bot>:active`, `bots` | hash, hash, set, zset | a bridge bot's session, its experiments, its work in flight; bots by last activity |
+//! | `pipeline:def` | string | the pipeline definition and meta-strategy (JSON); absent = the default |
 //! | `meta` | hash | `schema_version` |
 
 /// The consumer group every job stream uses.
@@ -85,6 +87,18 @@ impl Keys {
     }
     pub fn experiments(&self) -> String {
         self.k("experiments")
+    }
+    /// One part (`session`, `experiments`, `active`) of a bridge bot's session.
+    pub fn bot(&self, bot: &str, part: &str) -> String {
+        self.k(&format!("bot:{bot}:{part}"))
+    }
+    /// Bridge bots by last activity.
+    pub fn bots(&self) -> String {
+        self.k("bots")
+    }
+    /// The pipeline definition and meta-strategy (one JSON document).
+    pub fn pipeline_def(&self) -> String {
+        self.k("pipeline:def")
     }
     pub fn experiments_by_crps(&self) -> String {
         self.k("experiments:by_crps")

@@ -189,7 +189,8 @@ fn a_worker_killed_mid_stage_does_not_lose_the_run() {
         .to_string();
     let flags = ["--roles", "all", "--concurrency", "2", "--lease-ms", "1000"];
     let mut first = spawn_worker(&redis.url(), &flags);
-    let train_job = format!("run-{id}-train-0");
+    // the run's second step (plan is step 0)
+    let train_job = format!("run-{id}-train-1");
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let out = Command::new(bin())
@@ -329,4 +330,158 @@ fn thirty_runs_never_exceed_ten_permits() {
         max_holders >= 2,
         "the runs never overlapped: nothing was tested"
     );
+}
+
+/// Runs `pipeline-def ...` with `input` on stdin.
+fn pipeline_def(redis: &RedisServer, args: &[&str], input: &str) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(bin())
+        .arg("--redis-url")
+        .arg(redis.url())
+        .args(["--prefix", "t", "pipeline-def"])
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn the_stored_definition_and_strategy_drive_runs() {
+    let redis = RedisServer::start();
+    migrate(&redis);
+    let dir = tempfile::tempdir().unwrap();
+    // the default: the seed's four stages
+    let shown: Value =
+        serde_json::from_str(&plain(&redis, &["pipeline-def", "show", "--json"])).unwrap();
+    let names: Vec<&str> = shown["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["planner", "trainer", "check_debug", "publisher"]);
+    assert_eq!(shown["strategy"]["max_retries"], 5);
+
+    // an invalid document is refused with every problem named, and nothing is stored
+    let mut bad = shown.clone();
+    bad["stages"].as_array_mut().unwrap().remove(0);
+    bad["strategy"]["stall_threshold"] = 0.into();
+    let out = pipeline_def(&redis, &["set", "-"], &bad.to_string());
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    for needle in [
+        "\"planner\" (planner) may not be removed",
+        "stall_threshold: 0",
+    ] {
+        assert!(err.contains(needle), "{needle} not in {err}");
+    }
+    let again: Value =
+        serde_json::from_str(&plain(&redis, &["pipeline-def", "show", "--json"])).unwrap();
+    assert_eq!(again, shown);
+
+    // the trainer retries twice at its own temperatures
+    let mut def = shown.clone();
+    def["strategy"]["per_stage_overrides"] = serde_json::json!({
+        "trainer": {"max_retries": 2, "base_temperature": 0.3, "temperature_step": 0.2}
+    });
+    let out = pipeline_def(&redis, &["set", "-"], &def.to_string());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // bars too short to train on: a recoverable failure, retried, then the run fails
+    let short = dir.path().join("short");
+    std::fs::create_dir_all(&short).unwrap();
+    let bars = std::fs::read_to_string(data_dir().join("BTC_5m.csv")).unwrap();
+    let head: Vec<&str> = bars.lines().take(40).collect();
+    std::fs::write(short.join("BTC_5m.csv"), head.join("\n") + "\n").unwrap();
+    let mut args = vec![
+        "pipeline",
+        "--max-experiments",
+        "1",
+        "--rounds",
+        "1",
+        "--json",
+    ];
+    args.extend_from_slice(TINY);
+    let out = Command::new(bin())
+        .arg("--redis-url")
+        .arg(redis.url())
+        .args(["--prefix", "t"])
+        .args(&args)
+        .arg("--data-dir")
+        .arg(&short)
+        .arg("--out")
+        .arg(dir.path().join("runs"))
+        .arg("--store")
+        .arg(dir.path().join("store"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let summary: Value = serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).unwrap();
+    let err = summary["error"].as_str().unwrap();
+    assert!(
+        err.contains("stage trainer failed after 2 attempt(s) (retries exhausted)"),
+        "{summary}"
+    );
+    let trains: Vec<&Value> = summary["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["stage"] == "train")
+        .collect();
+    assert_eq!(trains.len(), 2, "{summary}");
+    let temps: Vec<f64> = trains
+        .iter()
+        .map(|s| s["temperature"].as_f64().unwrap())
+        .collect();
+    assert!(
+        (temps[0] - 0.3).abs() < 1e-9 && (temps[1] - 0.5).abs() < 1e-9,
+        "{temps:?}"
+    );
+    assert_eq!(trains[1]["attempt"], 1);
+
+    // missing data is not recoverable: one attempt, whatever the strategy says
+    let empty = dir.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let out = Command::new(bin())
+        .arg("--redis-url")
+        .arg(redis.url())
+        .args(["--prefix", "t"])
+        .args(&args)
+        .arg("--data-dir")
+        .arg(&empty)
+        .arg("--out")
+        .arg(dir.path().join("runs"))
+        .arg("--store")
+        .arg(dir.path().join("store"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let summary: Value = serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).unwrap();
+    assert!(
+        summary["error"]
+            .as_str()
+            .unwrap()
+            .contains("after 1 attempt(s) (not recoverable)"),
+        "{summary}"
+    );
+
+    // reset: the default again
+    let out = pipeline_def(&redis, &["reset"], "");
+    assert!(out.status.success());
+    let back: Value =
+        serde_json::from_str(&plain(&redis, &["pipeline-def", "show", "--json"])).unwrap();
+    assert_eq!(back, shown);
 }

@@ -11,6 +11,7 @@ use serde_json::{json, Map, Value};
 use workers::agents::{
     self, AgentName, FsPublisher, JsonlHistory, LlmConfig, ResearchSession, RunBudget, RunOptions,
 };
+use workers::store::agents::{StoreHistory, StorePublisher};
 
 #[derive(Debug, Args)]
 pub struct AgentArgs {
@@ -29,12 +30,16 @@ pub struct AgentArgs {
     /// Where checkpoints go (runs/agents/<run id>/<experiment>/).
     #[arg(long, default_value = "runs/agents")]
     pub runs_dir: PathBuf,
-    /// The experiment history (JSON lines) [default: <runs-dir>/history.jsonl].
+    /// The store the agent's history and publications live in (the S3 store
+    /// when HIPPIUS_ENDPOINT is set), as the pipeline's (docs/storage.md).
+    #[arg(long, default_value = "store")]
+    pub store: PathBuf,
+    /// Keep the history in a JSON-lines file instead of the store.
     #[arg(long)]
     pub history: Option<PathBuf>,
-    /// Where publish_model writes.
-    #[arg(long, default_value = "published")]
-    pub publish_dir: PathBuf,
+    /// Publish into this directory instead of the store.
+    #[arg(long)]
+    pub publish_dir: Option<PathBuf>,
     /// Prompt channel.
     #[arg(long, default_value = "default")]
     pub channel: String,
@@ -90,18 +95,27 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
             .map(|d| d.as_secs())
             .unwrap_or(0)
     );
-    let history = args
-        .history
-        .clone()
-        .unwrap_or_else(|| args.runs_dir.join("history.jsonl"));
+    let store = workers::store::open(&args.store)?;
+    let history: Arc<dyn agents::ExperimentHistory> = match &args.history {
+        Some(file) => Arc::new(JsonlHistory::new(file.clone())),
+        None => Arc::new(StoreHistory {
+            store: store.clone(),
+            session: run_id.clone(),
+        }),
+    };
+    let publisher: Arc<dyn agents::Publisher> = match &args.publish_dir {
+        Some(dir) => Arc::new(FsPublisher { root: dir.clone() }),
+        None => Arc::new(StorePublisher {
+            store,
+            session: run_id.clone(),
+        }),
+    };
     let mut session = ResearchSession::new(
         &run_id,
         args.data_dir.clone(),
         args.runs_dir.clone(),
-        Arc::new(JsonlHistory::new(history)),
-        Arc::new(FsPublisher {
-            root: args.publish_dir.clone(),
-        }),
+        history,
+        publisher,
     );
     session.budget.max_epochs = args.max_epochs.max(1);
     session.budget.max_runs = args.max_experiments;

@@ -19,8 +19,9 @@ pub struct PipelineArgs {
     /// Publish the best model to the store when the check passes.
     #[arg(long)]
     pub publish: bool,
-    /// Check/debug rounds before a run gives up.
-    #[arg(long, default_value_t = 3)]
+    /// Attempts of a retried stage and rounds of the check/debug loop
+    /// (overrides the stored meta-strategy when not 5).
+    #[arg(long, default_value_t = pipeline::DEFAULT_RETRIES)]
     pub retries: u32,
     /// Experiments per plan.
     #[arg(long, default_value_t = 4)]
@@ -61,6 +62,10 @@ pub struct PipelineArgs {
     pub store: PathBuf,
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
+    /// Who carries out the stages: `auto` (the LLM agents when CHUTES_API_KEY
+    /// is set), `builtin` (offline) or `llm`.
+    #[arg(long, default_value = "auto", value_parser = pipeline::llm::AgentMode::parse)]
+    pub agents: pipeline::llm::AgentMode,
     /// Only enqueue (for an external fleet) and print the run id.
     #[arg(long)]
     pub enqueue_only: bool,
@@ -93,6 +98,94 @@ pub enum RunsCommand {
     Cancel { id: String },
 }
 
+/// `synth-city pipeline-def ...`
+#[derive(Debug, Subcommand)]
+pub enum PipelineDefCommand {
+    /// The definition new runs use (the stored one, or the default).
+    Show {
+        /// Print the JSON document (what `set` takes).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Validate a JSON document (`{"stages": [...], "strategy": {...}}`) and
+    /// store it; every problem is named and nothing is stored if any.
+    Set {
+        /// The file, or `-` for standard input.
+        file: PathBuf,
+    },
+    /// Go back to the default (the seed's pipeline and meta-strategy).
+    Reset,
+}
+
+/// Runs the pipeline-def command.
+pub async fn pipeline_def(q: Queue, c: PipelineDefCommand) -> anyhow::Result<()> {
+    use crate::pipeline::definition;
+    match c {
+        PipelineDefCommand::Show { json } => {
+            let def = definition::load(&q).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&def)?);
+                return Ok(());
+            }
+            println!(
+                "{:<3} {:<14} {:<12} {:<9} {:<9} {:<5} {:<8}  user message",
+                "#", "stage", "agent", "position", "protected", "retry", "optional"
+            );
+            for (i, s) in def.stages.iter().enumerate() {
+                println!(
+                    "{:<3} {:<14} {:<12} {:<9} {:<9} {:<5} {:<8}  {}",
+                    i + 1,
+                    s.name,
+                    s.agent,
+                    serde_json::to_value(s.position)?.as_str().unwrap_or("?"),
+                    s.protected,
+                    s.retry,
+                    s.optional,
+                    s.user_message
+                );
+            }
+            let m = &def.strategy;
+            println!(
+                "strategy: max_retries {}  base_temperature {}  temperature_step {}  \
+                 stall_threshold {}  cooldown_retries {}",
+                m.max_retries,
+                m.base_temperature,
+                m.temperature_step,
+                m.stall_threshold,
+                m.cooldown_retries
+            );
+            for (stage, o) in &m.per_stage_overrides {
+                println!("  {stage}: {}", serde_json::to_string(o)?);
+            }
+        }
+        PipelineDefCommand::Set { file } => {
+            let text = if file.as_os_str() == "-" {
+                std::io::read_to_string(std::io::stdin())?
+            } else {
+                std::fs::read_to_string(&file)
+                    .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?
+            };
+            let def = definition::PipelineDef::parse(&text)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            definition::store(&q, &def).await?;
+            println!(
+                "stored: {} stage(s): {}",
+                def.stages.len(),
+                def.stages
+                    .iter()
+                    .map(|s| s.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" -> ")
+            );
+        }
+        PipelineDefCommand::Reset => {
+            definition::reset(&q).await?;
+            println!("reset: new runs use the default pipeline");
+        }
+    }
+    Ok(())
+}
+
 impl PipelineArgs {
     fn options(&self) -> RunOptions {
         RunOptions {
@@ -116,6 +209,7 @@ impl PipelineArgs {
             out_dir: self.out.clone(),
             store_dir: self.store.clone(),
             seed: self.seed,
+            agents: self.agents,
             ..Default::default()
         }
     }
@@ -182,9 +276,34 @@ pub async fn pipeline(q: Queue, a: PipelineArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Waits for a run to finish, printing each stage as it completes.
+/// One line of live progress from a stage job's progress record.
+fn progress_line(p: &serde_json::Value) -> Option<String> {
+    let f = |k: &str| p[k].as_f64();
+    let exp = p["experiment"].as_str()?;
+    let mut line = exp.to_string();
+    if let (Some(e), Some(n)) = (p["epoch"].as_u64(), p["epochs"].as_u64()) {
+        line.push_str(&format!("  epoch {e}/{n}"));
+    }
+    if let Some(l) = f("loss") {
+        line.push_str(&format!("  loss {l:.5}"));
+    }
+    if let Some(l) = f("val_loss") {
+        line.push_str(&format!("  val {l:.5}"));
+    }
+    if let Some(c) = f("crps") {
+        line.push_str(&format!("  CRPS {c:.2}"));
+    }
+    if let Some(g) = f("gbm_crps") {
+        line.push_str(&format!("  (GBM {g:.2})"));
+    }
+    Some(line)
+}
+
+/// Waits for a run to finish, printing each stage as it completes and the
+/// running stage's progress (experiment, epoch, loss) as it changes.
 async fn follow(q: &Queue, id: &str, live: bool) -> anyhow::Result<pipeline::RunInfo> {
     let mut printed = 0;
+    let mut last_progress = String::new();
     loop {
         let Some(run) = pipeline::get_run(q, id).await? else {
             bail!("run {id} disappeared");
@@ -193,7 +312,8 @@ async fn follow(q: &Queue, id: &str, live: bool) -> anyhow::Result<pipeline::Run
             if let Some(t) = &run.task {
                 for s in t.stages.iter().skip(printed) {
                     eprintln!(
-                        "[{id}] {:<8} #{} {:<4} {:>6.1}s  {}",
+                        "[{id}] {:<12} {:<8} #{} {:<4} {:>6.1}s  {}",
+                        s.name,
                         s.stage,
                         s.attempt,
                         if s.ok { "ok" } else { "FAIL" },
@@ -202,6 +322,18 @@ async fn follow(q: &Queue, id: &str, live: bool) -> anyhow::Result<pipeline::Run
                     );
                 }
                 printed = t.stages.len();
+            }
+            if let Some(job) = run.job.as_deref().filter(|_| !run.is_finished()) {
+                let line = q
+                    .status(job)
+                    .await?
+                    .and_then(|s| s.progress)
+                    .and_then(|p| progress_line(&p))
+                    .map(|l| format!("[{id}] {:<12} {l}", run.stage));
+                if let Some(line) = line.filter(|l| *l != last_progress) {
+                    eprintln!("{line}");
+                    last_progress = line;
+                }
             }
         }
         if run.is_finished() {

@@ -9,7 +9,15 @@
 //! in one step, with a job id derived from (run, stage, attempt). A worker
 //! that dies mid-stage leaves the stage job pending; it is redelivered and the
 //! run goes on. A replayed or stale job cannot advance the run twice.
+//!
+//! Which stages a run goes through comes from the pipeline definition
+//! (`definition.rs`), copied into the run when it is created: the run's
+//! `cursor` points at the current definition stage, and the run record's
+//! `attempt` field is a step counter that grows with every stage job (so two
+//! stages of the same job type never share a job id).
 
+pub mod definition;
+pub mod llm;
 pub mod stages;
 
 use std::collections::BTreeMap;
@@ -29,7 +37,9 @@ pub use stages::register;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunOptions {
     pub budget: Budget,
-    /// Check/debug rounds before the run gives up.
+    /// The meta-strategy's `max_retries` for this run (attempts of a retried
+    /// stage, rounds of the check/debug loop). Like the seed, it overrides the
+    /// stored strategy only when it differs from the default (5).
     pub retries: u32,
     pub publish: bool,
     pub data_dir: PathBuf,
@@ -38,17 +48,21 @@ pub struct RunOptions {
     /// The filesystem store the publisher writes to.
     pub store_dir: PathBuf,
     pub seed: u64,
-    /// LLM temperature schedule (recorded for LLM agents; the built-in agents
-    /// are deterministic).
+    /// LLM temperature schedule (base + attempt x step), overriding the
+    /// stored strategy when it differs from the default (0.1 / 0.1). The
+    /// built-in agents are deterministic and only record it.
     pub base_temperature: f64,
     pub temperature_step: f64,
+    /// Who carries out the stages: the built-in agents or the LLM agents.
+    #[serde(default)]
+    pub agents: llm::AgentMode,
 }
 
 impl Default for RunOptions {
     fn default() -> Self {
         Self {
             budget: Budget::default(),
-            retries: 3,
+            retries: DEFAULT_RETRIES,
             publish: false,
             data_dir: "data".into(),
             out_dir: "runs".into(),
@@ -56,11 +70,36 @@ impl Default for RunOptions {
             seed: 42,
             base_temperature: 0.1,
             temperature_step: 0.1,
+            agents: llm::AgentMode::Builtin,
         }
     }
 }
 
+/// The seed's default `max_retries`.
+pub const DEFAULT_RETRIES: u32 = 5;
+
 impl RunOptions {
+    /// The run's copy of the stored definition: the strategy with this run's
+    /// overrides (only values that differ from the defaults, as in the seed),
+    /// and without the publish-position stages unless the run publishes.
+    pub fn apply_to(&self, mut def: definition::PipelineDef) -> definition::PipelineDef {
+        let d = definition::MetaStrategy::default();
+        if self.retries != d.max_retries {
+            def.strategy.max_retries = self.retries;
+        }
+        if self.base_temperature != d.base_temperature {
+            def.strategy.base_temperature = self.base_temperature;
+        }
+        if self.temperature_step != d.temperature_step {
+            def.strategy.temperature_step = self.temperature_step;
+        }
+        if !self.publish {
+            def.stages
+                .retain(|s| s.position != definition::Position::Publish);
+        }
+        def
+    }
+
     /// Checks the options, naming every problem.
     pub fn validate(&self) -> std::result::Result<(), String> {
         let mut errs = Vec::new();
@@ -101,8 +140,15 @@ impl RunOptions {
 /// One stage attempt, as the run records it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StageRecord {
+    /// The job type (plan, train, check, debug, publish).
     pub stage: String,
+    /// The definition stage it belongs to (e.g. `check_debug` for a debug job).
+    #[serde(default)]
+    pub name: String,
+    /// The stage attempt (retried stages) or check/debug round.
     pub attempt: u32,
+    #[serde(default)]
+    pub temperature: f64,
     pub ok: bool,
     pub seconds: f64,
     pub note: String,
@@ -125,9 +171,71 @@ pub struct Task {
     pub stages: Vec<StageRecord>,
     #[serde(default)]
     pub published: Option<workers::pipeline::publisher::Published>,
+    /// The run's copy of the pipeline definition and meta-strategy.
+    #[serde(default)]
+    pub definition: definition::PipelineDef,
+    /// Index of the current stage in `definition.stages`.
+    #[serde(default)]
+    pub cursor: usize,
+    /// Attempt of the current stage (a retried stage counts up).
+    #[serde(default)]
+    pub stage_attempt: u32,
+    /// Round of the check/debug loop of the current validate stage.
+    #[serde(default)]
+    pub round: u32,
+    /// Debugger fixes in a row that repeated an experiment already tried.
+    #[serde(default)]
+    pub stall_count: u32,
+    /// Token usage of the LLM agents, summed over the run.
+    #[serde(default)]
+    pub usage: Option<serde_json::Value>,
 }
 
 impl Task {
+    /// A fresh task for `options` over the definition `def`.
+    pub fn new(options: RunOptions, def: definition::PipelineDef) -> Self {
+        Task {
+            definition: options.apply_to(def),
+            options,
+            plan: None,
+            results: vec![],
+            fix: None,
+            problems: vec![],
+            stages: vec![],
+            published: None,
+            cursor: 0,
+            stage_attempt: 0,
+            round: 0,
+            stall_count: 0,
+            usage: None,
+        }
+    }
+
+    /// The current definition stage.
+    pub fn current(&self) -> Option<&definition::StageSpec> {
+        self.definition.stages.get(self.cursor)
+    }
+
+    /// The strategy of the current stage.
+    pub fn strategy(&self) -> definition::StageStrategy {
+        let name = self.current().map(|s| s.name.as_str()).unwrap_or("");
+        self.definition.strategy.for_stage(name)
+    }
+
+    /// The sampling temperature of a `job_type` job at the task's position:
+    /// the checker at the base temperature (as in the seed), the debugger and
+    /// the fix's training by round, a retried stage by attempt.
+    pub fn temperature(&self, job_type: &str) -> f64 {
+        let s = self.strategy();
+        let t = match job_type {
+            "check" => s.base_temperature,
+            "debug" => s.temperature(self.round),
+            "train" if self.fix.is_some() => s.temperature(self.round),
+            _ => s.temperature(self.stage_attempt),
+        };
+        t.clamp(0.0, 2.0)
+    }
+
     /// The best result so far.
     pub fn best(&self) -> Option<&ExperimentRecord> {
         workers::pipeline::best(&self.results)
@@ -144,6 +252,8 @@ pub struct RunInfo {
     pub attempt: u32,
     pub created_at_ms: u64,
     pub finished_at_ms: Option<u64>,
+    /// The id of the stage job the run waits on (or last ran).
+    pub job: Option<String>,
     pub task: Option<Task>,
     pub summary: Option<serde_json::Value>,
 }
@@ -154,27 +264,27 @@ impl RunInfo {
     }
 }
 
-fn stage_job_id(run_id: &str, stage: &str, attempt: u32) -> String {
-    format!("run-{run_id}-{stage}-{attempt}")
+fn stage_job_id(run_id: &str, stage: &str, step: u32) -> String {
+    format!("run-{run_id}-{stage}-{step}")
 }
 
-/// Builds the envelope of a stage job.
+/// Builds the envelope of the stage job for step `step` of a run.
 fn stage_envelope(
     stage: &str,
     run_id: &str,
-    attempt: u32,
-    opts: &RunOptions,
+    step: u32,
+    task: &Task,
     bot: &str,
 ) -> Result<JobEnvelope> {
     let job = StageJob {
         run_id: run_id.to_string(),
-        attempt,
-        temperature: (opts.base_temperature + attempt as f64 * opts.temperature_step).min(2.0),
+        attempt: step,
+        temperature: task.temperature(stage),
     };
     let req = EnqueueRequest {
         job_type: stage.to_string(),
         payload: serde_json::to_value(job).expect("stage jobs serialise"),
-        id: Some(stage_job_id(run_id, stage, attempt)),
+        id: Some(stage_job_id(run_id, stage, step)),
         run_id: Some(run_id.to_string()),
         bot_id: Some(bot.to_string()),
         ..Default::default()
@@ -182,20 +292,18 @@ fn stage_envelope(
     Ok(req.into_envelope()?.0)
 }
 
-/// Creates a run and enqueues its plan stage; returns the run id.
+/// Creates a run over the stored pipeline definition and enqueues its first
+/// stage; returns the run id.
 pub async fn create_run(queue: &Queue, opts: RunOptions, bot: &str) -> Result<String> {
     opts.validate().map_err(QueueError::Invalid)?;
+    let def = definition::load(queue).await?;
     let run_id = ulid::Ulid::new().to_string().to_lowercase()[..12].to_string();
-    let task = Task {
-        options: opts,
-        plan: None,
-        results: vec![],
-        fix: None,
-        problems: vec![],
-        stages: vec![],
-        published: None,
-    };
-    let env = stage_envelope("plan", &run_id, 0, &task.options, bot)?;
+    let task = Task::new(opts, def);
+    let first = task
+        .current()
+        .map(|s| s.job_type())
+        .ok_or_else(|| QueueError::Invalid("the pipeline definition has no stages".into()))?;
+    let env = stage_envelope(first, &run_id, 0, &task, bot)?;
     let task_json = serde_json::to_string(&task).expect("tasks serialise");
     let ttl = queue.config().result_ttl.as_millis() as u64;
     let _: i64 = queue
@@ -206,7 +314,7 @@ pub async fn create_run(queue: &Queue, opts: RunOptions, bot: &str) -> Result<St
                 .arg(&run_id)
                 .arg(bot)
                 .arg(&task_json)
-                .arg("plan")
+                .arg(first)
                 .arg(&env.id)
                 .arg(env.to_json());
             async move { Ok(inv.invoke_async(&mut c).await?) }
@@ -236,6 +344,7 @@ pub async fn get_run(queue: &Queue, id: &str) -> Result<Option<RunInfo>> {
         attempt: n("attempt").unwrap_or(0) as u32,
         created_at_ms: n("created_at").unwrap_or(0),
         finished_at_ms: n("finished_at"),
+        job: h.get("job").cloned(),
         task: h.get("task").and_then(|t| serde_json::from_str(t).ok()),
         summary: h.get("summary").and_then(|t| serde_json::from_str(t).ok()),
     }))
@@ -359,5 +468,7 @@ pub fn summarize(
         })).collect::<Vec<_>>(),
         "stages": task.stages,
         "published": task.published,
+        "agents": task.options.agents,
+        "usage": task.usage,
     })
 }

@@ -8,8 +8,9 @@ use async_trait::async_trait;
 use jobs::pipeline::{Check, Debug, Plan, Publish, StageJob, Train};
 use jobs::{JobContext, JobError, JobHandler, Registry};
 use serde_json::{json, Value};
-use workers::pipeline::{checker, debugger, planner, publisher, train_plan};
+use workers::pipeline::{checker, debugger, planner, publisher, train_plan, PlanEvent};
 
+use super::llm;
 use super::{
     experiment_history, get_run, record_experiments, stage_envelope, summarize, RunInfo,
     StageRecord, Task,
@@ -22,7 +23,7 @@ pub const RUN_LEASE: Duration = Duration::from_secs(120);
 
 /// What a stage decided.
 enum Next {
-    Stage(&'static str, u32),
+    Stage(&'static str),
     Finish {
         success: bool,
         error: Option<String>,
@@ -124,7 +125,8 @@ async fn run_stage(
     }
     if run.stage != stage || run.attempt != job.attempt {
         return Ok(json!({"skipped": format!(
-            "stale: the run is at {}#{}, this job is {stage}#{}", run.stage, run.attempt, job.attempt
+            "stale: the run is at {} step {}, this job is {stage} step {}",
+            run.stage, run.attempt, job.attempt
         )}));
     }
     let Some(mut task) = run.task.clone() else {
@@ -133,20 +135,38 @@ async fn run_stage(
             run.id
         )));
     };
+    let Some(spec) = task.current().cloned() else {
+        return Err(JobError::permanent(format!(
+            "run {} points past the end of its pipeline definition",
+            run.id
+        )));
+    };
     let permit = permit(ctx, &run).await?;
     let started = Instant::now();
-    jctx.progress(json!({"stage": stage, "attempt": job.attempt}));
+    let attempt = match stage {
+        "check" | "debug" => task.round,
+        "train" if task.fix.is_some() => task.round,
+        _ => task.stage_attempt,
+    };
+    let temperature = task.temperature(stage);
+    jctx.progress(json!({"stage": stage, "name": spec.name, "attempt": attempt}));
+    let llm_mode = task.options.agents == llm::AgentMode::Llm;
     let (next, note, ok) = match stage {
+        "plan" | "train" | "check" | "debug" | "publish" if llm_mode => {
+            llm_stage(q, &run, &mut task, stage, temperature, jctx).await?
+        }
         "plan" => plan(q, &run, &mut task).await?,
         "train" => train(q, &run, &mut task, jctx).await?,
-        "check" => check(&run, &mut task).await?,
-        "debug" => debug(&run, &mut task).await?,
+        "check" => check(&mut task).await?,
+        "debug" => debug(&mut task).await?,
         "publish" => publish(&run, &mut task).await?,
         other => return Err(JobError::permanent(format!("unknown stage {other}"))),
     };
     task.stages.push(StageRecord {
         stage: stage.into(),
-        attempt: job.attempt,
+        name: spec.name.clone(),
+        attempt,
+        temperature,
         ok,
         seconds: started.elapsed().as_secs_f64(),
         note: note.clone(),
@@ -156,7 +176,7 @@ async fn run_stage(
     if finished || advanced.0 < 0 {
         let _ = permit.release().await;
     }
-    Ok(json!({"stage": stage, "attempt": job.attempt, "ok": ok, "note": note}))
+    Ok(json!({"stage": stage, "name": spec.name, "attempt": attempt, "ok": ok, "note": note}))
 }
 
 /// Records the stage's outcome and enqueues the next one (one script).
@@ -165,22 +185,30 @@ async fn advance(
     q: &Queue,
     run: &RunInfo,
     stage: &str,
-    attempt: u32,
+    step: u32,
     task: &Task,
     next: Next,
 ) -> Result<(i64, bool), JobError> {
     let ttl = q.config().result_ttl.as_millis() as u64;
-    let (new_stage, new_attempt, state, summary, env) = match &next {
-        Next::Stage(s, a) => {
-            let env = stage_envelope(s, &run.id, *a, &task.options, &run.bot)
+    let (new_stage, new_step, state, summary, env) = match &next {
+        Next::Stage(s) => {
+            let env = stage_envelope(s, &run.id, step + 1, task, &run.bot)
                 .map_err(|e| JobError::permanent(e.to_string()))?;
-            (s.to_string(), *a, String::new(), String::new(), Some(env))
+            (
+                s.to_string(),
+                step + 1,
+                String::new(),
+                String::new(),
+                Some(env),
+            )
         }
         Next::Finish { success, error } => {
             let summary = summarize(&run.id, task, *success, error.as_deref());
+            workers::store::records::record_summary(&task.options.store_dir, &run.id, &summary)
+                .await;
             (
                 "done".to_string(),
-                attempt,
+                step,
                 if *success { "succeeded" } else { "failed" }.to_string(),
                 summary.to_string(),
                 None,
@@ -195,9 +223,9 @@ async fn advance(
                 .arg(ttl)
                 .arg(&run.id)
                 .arg(stage)
-                .arg(attempt)
+                .arg(step)
                 .arg(&new_stage)
-                .arg(new_attempt)
+                .arg(new_step)
                 .arg(&task_json)
                 .arg(&state)
                 .arg(&summary);
@@ -214,17 +242,116 @@ async fn advance(
 
 type StageOut = (Next, String, bool);
 
+/// The current stage succeeded: on to the next definition stage, or done.
+fn next_stage(task: &mut Task) -> Next {
+    task.cursor += 1;
+    task.stage_attempt = 0;
+    task.round = 0;
+    task.stall_count = 0;
+    task.fix = None;
+    match task.current() {
+        Some(s) => Next::Stage(s.job_type()),
+        None => Next::Finish {
+            success: true,
+            error: None,
+        },
+    }
+}
+
+/// The current stage failed with `error`. A retry stage tries again (the
+/// temperature escalates with the attempt) until its `max_retries`, unless
+/// the error is not recoverable; an optional stage lets the run go on; any
+/// other failure ends the run.
+fn stage_failed(task: &mut Task, error: String, recoverable: bool) -> Next {
+    let spec = task.current().cloned().expect("a current stage");
+    let strategy = task.strategy();
+    if spec.retry && recoverable && task.stage_attempt + 1 < strategy.max_retries {
+        task.stage_attempt += 1;
+        return Next::Stage(spec.job_type());
+    }
+    let why = if !recoverable {
+        "not recoverable"
+    } else if spec.retry {
+        "retries exhausted"
+    } else {
+        "no retry"
+    };
+    if spec.optional {
+        task.problems.push(format!(
+            "optional stage {} failed ({why}): {error}",
+            spec.name
+        ));
+        return next_stage(task);
+    }
+    Next::Finish {
+        success: false,
+        error: Some(format!(
+            "stage {} failed after {} attempt(s) ({why}): {error}",
+            spec.name,
+            task.stage_attempt + 1
+        )),
+    }
+}
+
+/// The seed's non-recoverable errors are environment errors: here, a data
+/// directory or file that is not there. Retrying cannot fix them.
+fn not_recoverable(errors: &[String]) -> bool {
+    !errors.is_empty()
+        && errors
+            .iter()
+            .all(|e| workers::agents::research::error_category(e) == "data")
+}
+
 async fn plan(q: &Queue, run: &RunInfo, task: &mut Task) -> Result<StageOut, JobError> {
-    let history = experiment_history(q, 500).await.map_err(transient)?;
-    let seed = task.options.seed ^ run.created_at_ms;
+    let mut history = experiment_history(q, 500).await.map_err(transient)?;
+    let stored = workers::store::records::history_from(&task.options.store_dir, 500).await;
+    workers::store::records::merge_history(&mut history, stored);
+    let seed = task.options.seed ^ run.created_at_ms ^ u64::from(task.stage_attempt);
     let p = planner::plan(&history, &task.options.budget, seed);
+    if p.experiments.is_empty() {
+        let note = "the planner produced no experiments".to_string();
+        return Ok((stage_failed(task, note.clone(), true), note, false));
+    }
     let note = format!(
         "{} experiments planned from a history of {}",
         p.experiments.len(),
         history.len()
     );
     task.plan = Some(p);
-    Ok((Next::Stage("train", run.attempt), note, true))
+    Ok((next_stage(task), note, true))
+}
+
+/// The specs a train job trains: the debugger's fix in the check/debug loop;
+/// on a retry of the trainer, the failed experiments of the last attempt
+/// changed by the debugger's rules; otherwise the plan.
+fn training_specs(task: &Task) -> Vec<workers::zoo::spec::ExperimentSpec> {
+    if let Some(fix) = &task.fix {
+        return vec![fix.clone()];
+    }
+    let plan = task
+        .plan
+        .as_ref()
+        .map(|p| p.experiments.clone())
+        .unwrap_or_default();
+    if task.stage_attempt == 0 {
+        return plan;
+    }
+    let tried: std::collections::BTreeSet<String> =
+        task.results.iter().map(|r| r.fingerprint.clone()).collect();
+    let failed: Vec<_> = task.results.iter().filter(|r| r.crps.is_none()).collect();
+    let fixed: Vec<_> = failed
+        .iter()
+        .filter_map(|r| {
+            let problems: Vec<String> = r.error.iter().cloned().collect();
+            debugger::debug(r, &problems, task.stage_attempt).map(|f| f.spec)
+        })
+        .filter(|s| !tried.contains(&workers::pipeline::fingerprint(s)))
+        .collect();
+    if fixed.is_empty() {
+        plan
+    } else {
+        fixed
+    }
 }
 
 async fn train(
@@ -233,24 +360,12 @@ async fn train(
     task: &mut Task,
     jctx: &JobContext,
 ) -> Result<StageOut, JobError> {
-    let specs = match task.fix.take() {
-        Some(fix) => vec![fix],
-        None => task
-            .plan
-            .as_ref()
-            .map(|p| p.experiments.clone())
-            .unwrap_or_default(),
-    };
+    let specs = training_specs(task);
     if specs.is_empty() {
-        return Ok((
-            Next::Finish {
-                success: false,
-                error: Some("nothing to train: the plan is empty".into()),
-            },
-            "empty plan".into(),
-            false,
-        ));
+        let note = "nothing to train: the plan is empty".to_string();
+        return Ok((stage_failed(task, note.clone(), false), note, false));
     }
+    let in_loop = task.fix.is_some();
     let opts = task.options.clone();
     let run_id = run.id.clone();
     let progress_ctx = jctx.clone();
@@ -266,117 +381,349 @@ async fn train(
             &opts.data_dir,
             &opts.out_dir,
             &run_id,
-            &mut |r| {
-                done += 1;
-                progress_ctx.progress(json!({"stage": "train", "experiments_done": done,
-                "last": r.name, "crps": r.crps, "gbm_crps": r.gbm_crps}));
+            &mut |ev| match ev {
+                PlanEvent::Epoch { name, report } => {
+                    progress_ctx.progress(json!({"stage": "train", "experiments_done": done,
+                        "experiment": name, "epoch": report.epoch, "epochs": report.epochs,
+                        "loss": report.train_loss, "val_loss": report.val_loss}));
+                }
+                PlanEvent::Done(r) => {
+                    done += 1;
+                    progress_ctx.progress(json!({"stage": "train", "experiments_done": done,
+                        "experiment": r.name, "crps": r.crps, "gbm_crps": r.gbm_crps}));
+                }
             },
         )
     })
     .await
     .map_err(|e| JobError::retry(format!("training task failed: {e}")))?;
     record_experiments(q, &records).await.map_err(transient)?;
+    workers::store::records::record_run(&task.options.store_dir, &run.id, &records).await;
     let ok = records.iter().filter(|r| r.crps.is_some()).count();
     let note = format!("{ok} of {} experiments trained and scored", records.len());
+    let errors: Vec<String> = records.iter().filter_map(|r| r.error.clone()).collect();
     task.results.extend(records);
-    if task.best().is_none() {
-        let errors: Vec<String> = task
-            .results
-            .iter()
-            .filter_map(|r| r.error.clone())
-            .take(3)
-            .collect();
-        return Ok((
-            Next::Finish {
-                success: false,
-                error: Some(format!(
-                    "no experiment trained successfully: {}",
-                    errors.join("; ")
-                )),
-            },
-            note,
-            false,
-        ));
+    if in_loop {
+        // The fix goes back to the checker of the same validate stage.
+        task.fix = None;
+        if task.best().is_some() {
+            return Ok((Next::Stage("check"), note, ok > 0));
+        }
     }
-    Ok((Next::Stage("check", run.attempt), note, ok > 0))
+    if ok == 0 || task.best().is_none() {
+        let first: Vec<String> = errors.iter().take(3).cloned().collect();
+        let error = format!("no experiment trained successfully: {}", first.join("; "));
+        let next = stage_failed(task, error, !not_recoverable(&errors));
+        return Ok((next, note, false));
+    }
+    Ok((next_stage(task), note, true))
 }
 
-async fn check(run: &RunInfo, task: &mut Task) -> Result<StageOut, JobError> {
-    let best = task.best().cloned().expect("train leaves a best result");
+async fn check(task: &mut Task) -> Result<StageOut, JobError> {
+    let Some(best) = task.best().cloned() else {
+        let note = "nothing to check: no experiment has a score".to_string();
+        return Ok((stage_failed(task, note.clone(), false), note, false));
+    };
     let data_dir = task.options.data_dir.clone();
     let report = tokio::task::spawn_blocking(move || checker::check(&best, &data_dir))
         .await
         .map_err(|e| JobError::retry(format!("check task failed: {e}")))?;
-    if report.passed {
-        task.problems.clear();
-        let next = if task.options.publish {
-            Next::Stage("publish", run.attempt)
-        } else {
-            Next::Finish {
-                success: true,
-                error: None,
-            }
-        };
-        return Ok((next, "passed".into(), true));
-    }
-    let note = report.problems.join("; ");
-    task.problems = report.problems;
-    if run.attempt + 1 >= task.options.retries {
-        return Ok((
-            Next::Finish {
-                success: false,
-                error: Some(format!(
-                    "check failed after {} rounds: {note}",
-                    run.attempt + 1
-                )),
-            },
-            note,
-            false,
-        ));
-    }
-    Ok((Next::Stage("debug", run.attempt + 1), note, false))
+    Ok(checked(task, report.passed, report.problems))
 }
 
-async fn debug(run: &RunInfo, task: &mut Task) -> Result<StageOut, JobError> {
-    let best = task
-        .best()
-        .cloned()
-        .expect("a check failed on a best result");
-    match debugger::debug(&best, &task.problems, run.attempt) {
-        Some(fix) => {
-            let note = fix.changes.join("; ");
-            task.fix = Some(fix.spec);
-            Ok((Next::Stage("train", run.attempt), note, true))
-        }
-        None => Ok((
-            Next::Finish {
-                success: false,
-                error: Some("the debugger found nothing to change".into()),
-            },
-            "no fix".into(),
-            false,
-        )),
+/// A check's verdict: on to the next stage, or a round of the debug loop
+/// (until the validate stage's `max_retries` rounds).
+fn checked(task: &mut Task, passed: bool, problems: Vec<String>) -> StageOut {
+    if passed {
+        task.problems.clear();
+        return (next_stage(task), "passed".into(), true);
     }
+    let note = problems.join("; ");
+    task.problems = problems;
+    if task.round + 1 >= task.strategy().max_retries {
+        let error = format!("check failed after {} round(s): {note}", task.round + 1);
+        return (stage_failed(task, error, true), note, false);
+    }
+    task.round += 1;
+    (Next::Stage("debug"), note, false)
+}
+
+/// The debugger, with the seed's stall detection: a fix that repeats an
+/// experiment already tried counts as a stall, and at `stall_threshold`
+/// stalls in a row the debugger changes course (another architecture).
+async fn debug(task: &mut Task) -> Result<StageOut, JobError> {
+    Ok(debug_with(task, None))
+}
+
+/// The debug step around a proposed fix: the LLM debugger's, or (None) the
+/// built-in debugger's.
+fn debug_with(task: &mut Task, proposal: Option<debugger::Fix>) -> StageOut {
+    let Some(best) = task.best().cloned() else {
+        let note = "nothing to debug: no experiment has a score".to_string();
+        return (stage_failed(task, note.clone(), false), note, false);
+    };
+    let tried: std::collections::BTreeSet<String> =
+        task.results.iter().map(|r| r.fingerprint.clone()).collect();
+    let mut fix = proposal.or_else(|| debugger::debug(&best, &task.problems, task.round));
+    let repeats = fix
+        .as_ref()
+        .is_none_or(|f| tried.contains(&workers::pipeline::fingerprint(&f.spec)));
+    let mut stalled = false;
+    if repeats {
+        task.stall_count += 1;
+        if task.stall_count >= task.strategy().stall_threshold {
+            let archs = task
+                .results
+                .iter()
+                .map(|r| debugger::architecture(&r.spec))
+                .collect();
+            fix = debugger::change_course(&best, &archs);
+            stalled = true;
+        }
+    } else {
+        task.stall_count = 0;
+    }
+    match fix {
+        Some(fix) => {
+            let mut note = fix.changes.join("; ");
+            if stalled {
+                note = format!("stall detected; {note}");
+                task.stall_count = 0;
+            }
+            task.fix = Some(fix.spec);
+            (Next::Stage("train"), note, true)
+        }
+        None => {
+            let error = "the debugger found nothing new to change".to_string();
+            (stage_failed(task, error.clone(), false), error, false)
+        }
+    }
+}
+
+/// A stage carried out by an LLM agent (`agents: llm`). Training a fix of
+/// the check/debug loop needs no decision and stays built-in.
+async fn llm_stage(
+    q: &Queue,
+    run: &RunInfo,
+    task: &mut Task,
+    stage: &'static str,
+    temperature: f64,
+    jctx: &JobContext,
+) -> Result<StageOut, JobError> {
+    if stage == "train" && task.fix.is_some() {
+        return train(q, run, task, jctx).await;
+    }
+    let (outcome, usage) = llm::run_stage(q, &run.id, task, stage, temperature).await;
+    add_usage(task, llm::agent_for(stage).as_str(), &usage);
+    Ok(match outcome {
+        llm::Outcome::Failed { error, recoverable } => {
+            let next = stage_failed(task, error.clone(), recoverable);
+            (next, error, false)
+        }
+        llm::Outcome::Planned(specs) => {
+            let note = format!("{} experiments planned by the planner agent", specs.len());
+            task.plan = Some(planner::Plan {
+                rationale: specs
+                    .iter()
+                    .map(|s| {
+                        format!(
+                            "{}: the planner agent",
+                            workers::pipeline::experiment_name(s)
+                        )
+                    })
+                    .collect(),
+                experiments: specs,
+            });
+            (next_stage(task), note, true)
+        }
+        llm::Outcome::Trained(records) => {
+            let ok = records.iter().filter(|r| r.crps.is_some()).count();
+            let note = format!(
+                "{ok} of {} experiments trained by the trainer agent",
+                records.len()
+            );
+            let errors: Vec<String> = records.iter().filter_map(|r| r.error.clone()).collect();
+            workers::store::records::record_run(&task.options.store_dir, &run.id, &records).await;
+            task.results.extend(records);
+            if ok == 0 {
+                let error = format!(
+                    "the trainer agent trained no experiment successfully: {}",
+                    errors
+                        .iter()
+                        .take(3)
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                );
+                let next = stage_failed(task, error, !not_recoverable(&errors));
+                (next, note, false)
+            } else {
+                (next_stage(task), note, true)
+            }
+        }
+        llm::Outcome::Checked { passed, report } => checked(task, passed, vec![report]),
+        llm::Outcome::Fixed(spec) => debug_with(
+            task,
+            Some(debugger::Fix {
+                spec: *spec,
+                changes: vec!["the debugger agent's experiment".into()],
+            }),
+        ),
+        llm::Outcome::Published(note) => (next_stage(task), note, true),
+    })
+}
+
+/// Adds an agent's token usage to the run's tally (per agent and in total).
+fn add_usage(task: &mut Task, agent: &str, usage: &workers::agents::Usage) {
+    let mut tally: std::collections::BTreeMap<String, workers::agents::Usage> = task
+        .usage
+        .as_ref()
+        .and_then(|u| serde_json::from_value(u.clone()).ok())
+        .unwrap_or_default();
+    tally.entry(agent.to_string()).or_default().add(usage);
+    tally.entry("total".to_string()).or_default().add(usage);
+    task.usage = serde_json::to_value(tally).ok();
 }
 
 async fn publish(run: &RunInfo, task: &mut Task) -> Result<StageOut, JobError> {
-    let best = task.best().cloned().expect("check passed on a best result");
-    let store = task.options.store_dir.clone();
+    let Some(best) = task.best().cloned() else {
+        let note = "nothing to publish: no experiment has a score".to_string();
+        return Ok((stage_failed(task, note.clone(), false), note, false));
+    };
     let summary = summarize(&run.id, task, true, None);
-    let run_id = run.id.clone();
-    let published =
-        tokio::task::spawn_blocking(move || publisher::publish(&store, &run_id, &best, &summary))
-            .await
-            .map_err(|e| JobError::retry(format!("publish task failed: {e}")))?
-            .map_err(|e| JobError::retry(format!("publish: {e}")))?;
-    let note = format!("published to {}", published.model_dir);
-    task.published = Some(published);
-    Ok((
-        Next::Finish {
-            success: true,
+    let published = publisher::publish_configured(
+        &task.options.store_dir,
+        Some(&task.options.data_dir),
+        &run.id,
+        &best,
+        &summary,
+        false,
+    )
+    .await
+    .map_err(|e| e.to_string());
+    match published {
+        Ok(p) => {
+            let note = format!("published to {}", p.model_dir);
+            task.published = Some(p);
+            Ok((next_stage(task), note, true))
+        }
+        Err(e) => {
+            let error = format!("publish: {e}");
+            Ok((stage_failed(task, error.clone(), true), error, false))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::definition::PipelineDef;
+    use crate::pipeline::RunOptions;
+    use workers::pipeline::{fingerprint, ExperimentRecord, RunStatus};
+    use workers::zoo::spec::ExperimentSpec;
+
+    fn record(spec: ExperimentSpec, crps: Option<f64>) -> ExperimentRecord {
+        ExperimentRecord {
+            name: workers::pipeline::experiment_name(&spec),
+            run_id: None,
+            fingerprint: fingerprint(&spec),
+            spec,
+            status: if crps.is_some() {
+                RunStatus::Ok
+            } else {
+                RunStatus::Failed
+            },
+            crps,
+            gbm_crps: Some(5.0),
+            param_count: None,
+            epochs: 1,
+            diverged: false,
             error: None,
-        },
-        note,
-        true,
-    ))
+            checkpoint: None,
+            training_time_s: None,
+            recorded_at: 0,
+        }
+    }
+
+    fn task_at(stage: &str) -> Task {
+        let opts = RunOptions {
+            publish: true,
+            ..Default::default()
+        };
+        let mut t = Task::new(opts, PipelineDef::default());
+        t.cursor = t
+            .definition
+            .stages
+            .iter()
+            .position(|s| s.name == stage)
+            .unwrap();
+        t
+    }
+
+    #[test]
+    fn retry_stages_retry_then_give_up_and_optional_stages_do_not_fail_the_run() {
+        let mut t = task_at("trainer");
+        t.definition.strategy.max_retries = 3;
+        for attempt in 1..3 {
+            assert!(matches!(
+                stage_failed(&mut t, "x".into(), true),
+                Next::Stage("train")
+            ));
+            assert_eq!(t.stage_attempt, attempt);
+            assert!((t.temperature("train") - (0.1 + 0.1 * attempt as f64)).abs() < 1e-12);
+        }
+        match stage_failed(&mut t, "boom".into(), true) {
+            Next::Finish { success, error } => {
+                assert!(!success);
+                assert!(error
+                    .unwrap()
+                    .contains("after 3 attempt(s) (retries exhausted): boom"));
+            }
+            Next::Stage(s) => panic!("retried {s} past max_retries"),
+        }
+        let mut t = task_at("trainer");
+        assert!(matches!(
+            stage_failed(&mut t, "no data".into(), false),
+            Next::Finish { .. }
+        ));
+        // the publisher is optional (and last): its failure ends the run successfully
+        let mut t = task_at("publisher");
+        match stage_failed(&mut t, "store down".into(), true) {
+            Next::Finish { success, .. } => assert!(success),
+            Next::Stage(s) => panic!("went on to {s}"),
+        }
+        assert!(t.problems[0].contains("optional stage publisher failed"));
+        // a stage that succeeds moves the cursor and resets the counters
+        let mut t = task_at("planner");
+        t.stage_attempt = 2;
+        assert!(matches!(next_stage(&mut t), Next::Stage("train")));
+        assert_eq!((t.cursor, t.stage_attempt), (1, 0));
+    }
+
+    #[tokio::test]
+    async fn a_repeated_fix_is_a_stall_and_changes_course() {
+        let mut t = task_at("check_debug");
+        let best = record(ExperimentSpec::new(&["LSTMBlock"], "GBMHead"), Some(10.0));
+        t.problems = vec!["CRPS 10 is more than 1.5x the GBM baseline's 5".into()];
+        let fix = debugger::debug(&best, &t.problems, 0).unwrap();
+        // the debugger's fix was already tried (and did worse)
+        t.results = vec![best.clone(), record(fix.spec.clone(), Some(20.0))];
+        let (next, note, ok) = debug(&mut t).await.unwrap();
+        assert!(ok && matches!(next, Next::Stage("train")));
+        assert!(note.starts_with("stall detected"), "{note}");
+        let new = t.fix.clone().unwrap();
+        assert_ne!(fingerprint(&new), fingerprint(&fix.spec));
+        assert_ne!(
+            debugger::architecture(&new),
+            debugger::architecture(&best.spec)
+        );
+        // under the threshold, the repeated fix stands
+        let mut t2 = task_at("check_debug");
+        t2.definition.strategy.stall_threshold = 2;
+        t2.problems = t.problems.clone();
+        t2.results = vec![best.clone(), record(fix.spec.clone(), Some(20.0))];
+        let (_, note, _) = debug(&mut t2).await.unwrap();
+        assert!(!note.contains("stall"), "{note}");
+        assert_eq!(t2.stall_count, 1);
+    }
 }

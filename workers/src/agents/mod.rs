@@ -32,8 +32,8 @@ use serde_json::{Map, Value};
 pub use client::{ChatClient, LlmError, Usage};
 pub use config::{ConfigError, LlmConfig, RetryPolicy};
 pub use history::{
-    ExperimentHistory, ExperimentRecord, FsPublisher, JsonlHistory, MemoryHistory, Publisher,
-    RunStatus,
+    ExperimentHistory, ExperimentRecord, FsPublisher, HistoryError, JsonlHistory, MemoryHistory,
+    PublishReceipt, PublishRequest, Publisher, RunStatus,
 };
 pub use research::{ResearchSession, RunBudget};
 pub use runner::{AgentResult, AgentRunner};

@@ -169,7 +169,11 @@ pub fn error_category(error: &str) -> &'static str {
         "out of memory"
     } else if e.contains("nan") || e.contains("diverged") || e.contains("non-finite") {
         "NaN/divergence"
-    } else if e.contains("cannot read") || e.contains("no such file") || e.contains("no file") {
+    } else if e.contains("cannot read")
+        || e.contains("no such file")
+        || e.contains("no file")
+        || e.contains("no data file")
+    {
         "data"
     } else {
         "other"

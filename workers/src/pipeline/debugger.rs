@@ -74,6 +74,66 @@ pub fn debug(rec: &ExperimentRecord, problems: &[String], attempt: u32) -> Optio
     Some(Fix { spec: s, changes })
 }
 
+/// The architectures [`change_course`] moves to, in order: small, steady combinations.
+const COURSES: &[(&[&str], &str)] = &[
+    (&["LSTMBlock"], "GBMHead"),
+    (&["TCNBlock"], "GBMHead"),
+    (&["TransformerBlock"], "GBMHead"),
+    (&["NBeatsBlock"], "GBMHead"),
+    (&["WaveNetBlock"], "SDEHead"),
+    (&["FreTSBlock"], "GBMHead"),
+    (&["LSTMBlock"], "MixtureHead"),
+    (&["PatchTSTBlock"], "GBMHead"),
+];
+
+/// An experiment's architecture: its canonical blocks and head, e.g. `LSTMBlock|GBMHead`.
+pub fn architecture(spec: &ExperimentSpec) -> String {
+    let blocks: Vec<String> = spec
+        .model
+        .backbone
+        .blocks
+        .iter()
+        .map(|b| {
+            crate::zoo::registry::find_block(b)
+                .map(|c| c.name.to_string())
+                .unwrap_or_else(|| b.clone())
+        })
+        .collect();
+    let head = crate::zoo::registry::find_head(&spec.model.head.kind)
+        .map(|c| c.name.to_string())
+        .unwrap_or_else(|| spec.model.head.kind.clone());
+    format!("{}|{head}", blocks.join("+"))
+}
+
+/// A different approach after the loop stalled (the same fix proposed again): the first of
+/// [`COURSES`] whose [`architecture`] is not in `tried`, keeping the width, window and budget
+/// of `rec` with half its learning rate. None when every course has been tried.
+pub fn change_course(
+    rec: &ExperimentRecord,
+    tried: &std::collections::BTreeSet<String>,
+) -> Option<Fix> {
+    COURSES.iter().find_map(|(blocks, head)| {
+        let mut s = rec.spec.clone();
+        s.model.backbone.blocks = blocks.iter().map(|b| b.to_string()).collect();
+        s.model.backbone.block_kwargs.clear();
+        s.model.head.kind = head.to_string();
+        s.model.head.kwargs.clear();
+        s.training.lr = rec.spec.training.lr * 0.5;
+        if s.validate().is_err() || tried.contains(&architecture(&s)) {
+            return None;
+        }
+        Some(Fix {
+            changes: vec![format!(
+                "stalled: changed course to {} + {head}, learning rate {:e} -> {:e}",
+                blocks.join("+"),
+                rec.spec.training.lr,
+                s.training.lr
+            )],
+            spec: s,
+        })
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::RunStatus;
@@ -105,6 +165,19 @@ mod tests {
         assert!(fix.spec.training.lr < rec.spec.training.lr);
         assert!(fix.changes.iter().any(|c| c.contains("divergence")));
         assert!(fix.spec.validate().is_ok());
+    }
+
+    #[test]
+    fn change_course_skips_what_was_tried() {
+        let rec = record(ExperimentSpec::new(&["LSTMBlock"], "GBMHead"));
+        let mut tried = std::collections::BTreeSet::from([architecture(&rec.spec)]);
+        assert_eq!(tried.first().unwrap(), "LSTMBlock|GBMHead");
+        let a = change_course(&rec, &tried).unwrap();
+        assert_eq!(a.spec.model.backbone.blocks, vec!["TCNBlock".to_string()]);
+        tried.insert(architecture(&a.spec));
+        let b = change_course(&rec, &tried).unwrap();
+        assert_ne!(architecture(&a.spec), architecture(&b.spec));
+        assert!(a.changes[0].starts_with("stalled"));
     }
 
     #[test]

@@ -225,6 +225,18 @@ pub fn run_experiment(
     device: &str,
     resume: bool,
 ) -> ExperimentRun {
+    run_experiment_with(spec, data_dir, out_dir, device, resume, &mut |_| {})
+}
+
+/// [`run_experiment`], calling `on_epoch` after every training epoch.
+pub fn run_experiment_with(
+    spec: &ExperimentSpec,
+    data_dir: &Path,
+    out_dir: &Path,
+    device: &str,
+    resume: bool,
+    on_epoch: &mut dyn FnMut(&train::EpochReport),
+) -> ExperimentRun {
     let started = std::time::Instant::now();
     let mut run = ExperimentRun {
         record: ExperimentRecord {
@@ -256,7 +268,7 @@ pub fn run_experiment(
             device: device.clone(),
             resume,
         };
-        let result = train::train(spec, &opts, &mut |_| {})?;
+        let result = train::train(spec, &opts, on_epoch)?;
         let diverged = result
             .step_losses
             .iter()
@@ -303,6 +315,18 @@ pub fn checkpoint_dir(out: &Path, run_id: &str, spec: &ExperimentSpec) -> PathBu
     out.join(run_id).join(fingerprint(spec))
 }
 
+/// What [`train_plan`] reports as it goes.
+#[derive(Debug, Clone, Copy)]
+pub enum PlanEvent<'a> {
+    /// An epoch of experiment `name` finished.
+    Epoch {
+        name: &'a str,
+        report: &'a train::EpochReport,
+    },
+    /// An experiment finished (trained and scored, or failed).
+    Done(&'a ExperimentRecord),
+}
+
 /// Successive halving over `specs`: every spec trains for the budget's epochs;
 /// the better half (by validation CRPS) continues for twice as many, and so on
 /// for `rounds` rounds. Returns the final record of every experiment.
@@ -312,15 +336,22 @@ pub fn train_plan(
     data_dir: &Path,
     out: &Path,
     run_id: &str,
-    progress: &mut dyn FnMut(&ExperimentRecord),
+    progress: &mut dyn FnMut(PlanEvent<'_>),
 ) -> Vec<ExperimentRecord> {
     let mut records: Vec<ExperimentRecord> = specs
         .iter()
         .map(|s| {
             let dir = checkpoint_dir(out, run_id, s);
-            let mut r = run_experiment(s, data_dir, &dir, "cpu", false).record;
+            let name = experiment_name(s);
+            let mut r = run_experiment_with(s, data_dir, &dir, "cpu", false, &mut |report| {
+                progress(PlanEvent::Epoch {
+                    name: &name,
+                    report,
+                })
+            })
+            .record;
             r.run_id = Some(run_id.to_string());
-            progress(&r);
+            progress(PlanEvent::Done(&r));
             r
         })
         .collect();
@@ -336,11 +367,18 @@ pub fn train_plan(
             let mut spec = records[i].spec.clone();
             spec.training.epochs = budget.epochs << round;
             let dir = checkpoint_dir(out, run_id, &records[i].spec);
-            let mut r = run_experiment(&spec, data_dir, &dir, "cpu", true).record;
+            let name = records[i].name.clone();
+            let mut r = run_experiment_with(&spec, data_dir, &dir, "cpu", true, &mut |report| {
+                progress(PlanEvent::Epoch {
+                    name: &name,
+                    report,
+                })
+            })
+            .record;
             r.run_id = Some(run_id.to_string());
             r.fingerprint = records[i].fingerprint.clone();
             if r.crps.is_some() {
-                progress(&r);
+                progress(PlanEvent::Done(&r));
                 records[i] = r;
             }
         }

@@ -1,0 +1,493 @@
+//! The pipeline definition and the meta-strategy: which stages a run goes
+//! through, in what order, and how hard it retries.
+//!
+//! One JSON document in Redis (`{prefix}:pipeline:def`), seeded with the
+//! seed's default pipeline (planner, trainer, check_debug, publisher) and its
+//! meta-strategy defaults, validated by the seed's rules before it is stored,
+//! and edited with `synth-city pipeline-def show|set|reset`. A run copies the
+//! document when it is created, so editing the definition never changes a run
+//! in flight.
+
+use std::collections::BTreeMap;
+
+use redis::AsyncCommands;
+use serde::{Deserialize, Serialize};
+
+use crate::queue::{Queue, QueueError, Result};
+
+/// Where a stage sits; positions never go backwards along the list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Position {
+    Plan,
+    Execute,
+    Validate,
+    Publish,
+    Post,
+}
+
+impl Position {
+    pub const ORDER: [Position; 5] = [
+        Position::Plan,
+        Position::Execute,
+        Position::Validate,
+        Position::Publish,
+        Position::Post,
+    ];
+}
+
+fn default_user_message() -> String {
+    "Begin the task.".into()
+}
+
+fn default_position() -> Position {
+    Position::Post
+}
+
+/// One stage of the pipeline (the seed's `StageSpec`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StageSpec {
+    pub name: String,
+    /// The agent that carries the stage out: planner, trainer, codechecker
+    /// (with the debugger in its check/debug loop), debugger or publisher.
+    #[serde(alias = "agent_name")]
+    pub agent: String,
+    /// A protected stage of the default pipeline may not be removed or unprotected.
+    #[serde(default)]
+    pub protected: bool,
+    #[serde(default = "default_position")]
+    pub position: Position,
+    /// Retry the stage (temperature escalating) when it fails.
+    #[serde(default)]
+    pub retry: bool,
+    /// A failed optional stage does not fail the run.
+    #[serde(default)]
+    pub optional: bool,
+    #[serde(default = "default_user_message")]
+    pub user_message: String,
+}
+
+/// The agents a stage may name, and the stage job type each runs as.
+pub const AGENTS: &[(&str, &str)] = &[
+    ("planner", "plan"),
+    ("trainer", "train"),
+    ("codechecker", "check"),
+    ("debugger", "debug"),
+    ("publisher", "publish"),
+];
+
+impl StageSpec {
+    /// The job type this stage's jobs run as.
+    pub fn job_type(&self) -> &'static str {
+        AGENTS
+            .iter()
+            .find(|(a, _)| *a == self.agent)
+            .map(|(_, j)| *j)
+            .unwrap_or("plan")
+    }
+}
+
+/// Retry parameters that a stage may override (the seed's `per_stage_overrides`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StageOverride {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_retries: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_temperature: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature_step: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stall_threshold: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cooldown_retries: Option<u32>,
+}
+
+/// The meta-strategy (the seed's `MetaStrategy`, same defaults and bounds).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetaStrategy {
+    /// Attempts of a retried stage, and rounds of the check/debug loop: 1..=20.
+    pub max_retries: u32,
+    /// Temperature of attempt 0: 0..=1.
+    pub base_temperature: f64,
+    /// Added per attempt: 0..=0.5.
+    pub temperature_step: f64,
+    /// Unchanged fixes in a row before the debugger is told to change course: 1..=10.
+    pub stall_threshold: u32,
+    /// Kept for the seed's format (0..=10); the seed never used it either.
+    pub cooldown_retries: u32,
+    #[serde(default)]
+    pub per_stage_overrides: BTreeMap<String, StageOverride>,
+}
+
+impl Default for MetaStrategy {
+    fn default() -> Self {
+        MetaStrategy {
+            max_retries: 5,
+            base_temperature: 0.1,
+            temperature_step: 0.1,
+            stall_threshold: 1,
+            cooldown_retries: 2,
+            per_stage_overrides: BTreeMap::new(),
+        }
+    }
+}
+
+/// The parameters that apply to one stage: the overrides merged over the globals.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct StageStrategy {
+    pub max_retries: u32,
+    pub base_temperature: f64,
+    pub temperature_step: f64,
+    pub stall_threshold: u32,
+}
+
+impl StageStrategy {
+    /// The temperature of attempt `attempt` (0-based).
+    pub fn temperature(&self, attempt: u32) -> f64 {
+        self.base_temperature + attempt as f64 * self.temperature_step
+    }
+}
+
+impl MetaStrategy {
+    /// The seed's `for_stage`.
+    pub fn for_stage(&self, stage: &str) -> StageStrategy {
+        let o = self.per_stage_overrides.get(stage);
+        let o = o.cloned().unwrap_or_default();
+        StageStrategy {
+            max_retries: o.max_retries.unwrap_or(self.max_retries),
+            base_temperature: o.base_temperature.unwrap_or(self.base_temperature),
+            temperature_step: o.temperature_step.unwrap_or(self.temperature_step),
+            stall_threshold: o.stall_threshold.unwrap_or(self.stall_threshold),
+        }
+    }
+
+    fn check(&self, at: &str, errs: &mut Vec<String>) {
+        let o = StageOverride {
+            max_retries: Some(self.max_retries),
+            base_temperature: Some(self.base_temperature),
+            temperature_step: Some(self.temperature_step),
+            stall_threshold: Some(self.stall_threshold),
+            cooldown_retries: Some(self.cooldown_retries),
+        };
+        check_override(&o, at, errs);
+        for (stage, o) in &self.per_stage_overrides {
+            check_override(o, &format!("{at}.per_stage_overrides.{stage}"), errs);
+        }
+    }
+}
+
+fn check_override(o: &StageOverride, at: &str, errs: &mut Vec<String>) {
+    let int = |v: Option<u32>, name: &str, lo: u32, hi: u32, errs: &mut Vec<String>| {
+        if let Some(v) = v {
+            if !(lo..=hi).contains(&v) {
+                errs.push(format!("{at}.{name}: {v} is outside {lo}..={hi}"));
+            }
+        }
+    };
+    let real = |v: Option<f64>, name: &str, hi: f64, errs: &mut Vec<String>| {
+        if let Some(v) = v {
+            if !(0.0..=hi).contains(&v) {
+                errs.push(format!("{at}.{name}: {v} is outside 0..={hi}"));
+            }
+        }
+    };
+    int(o.max_retries, "max_retries", 1, 20, errs);
+    real(o.base_temperature, "base_temperature", 1.0, errs);
+    real(o.temperature_step, "temperature_step", 0.5, errs);
+    int(o.stall_threshold, "stall_threshold", 1, 10, errs);
+    int(o.cooldown_retries, "cooldown_retries", 0, 10, errs);
+}
+
+/// The whole document: the stages in order and the meta-strategy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineDef {
+    pub stages: Vec<StageSpec>,
+    #[serde(default)]
+    pub strategy: MetaStrategy,
+}
+
+fn stage(
+    name: &str,
+    agent: &str,
+    protected: bool,
+    position: Position,
+    retry: bool,
+    optional: bool,
+    user_message: &str,
+) -> StageSpec {
+    StageSpec {
+        name: name.into(),
+        agent: agent.into(),
+        protected,
+        position,
+        retry,
+        optional,
+        user_message: user_message.into(),
+    }
+}
+
+impl Default for PipelineDef {
+    /// The seed's `DEFAULT_PIPELINE` and meta-strategy defaults.
+    fn default() -> Self {
+        PipelineDef {
+            stages: vec![
+                stage(
+                    "planner",
+                    "planner",
+                    true,
+                    Position::Plan,
+                    false,
+                    false,
+                    "Discover the available components and produce an experiment plan to find \
+                     the best architecture for SN50 CRPS.",
+                ),
+                stage(
+                    "trainer",
+                    "trainer",
+                    true,
+                    Position::Execute,
+                    true,
+                    false,
+                    "Begin the task.",
+                ),
+                stage(
+                    "check_debug",
+                    "codechecker",
+                    true,
+                    Position::Validate,
+                    false,
+                    false,
+                    "Validate the best experiment config and its results.",
+                ),
+                stage(
+                    "publisher",
+                    "publisher",
+                    false,
+                    Position::Publish,
+                    false,
+                    true,
+                    "Publish the best model to HF Hub.",
+                ),
+            ],
+            strategy: MetaStrategy::default(),
+        }
+    }
+}
+
+impl PipelineDef {
+    /// The seed's `validate_pipeline` (plus: every agent must be one this build runs, and
+    /// the meta-strategy must be within its bounds). Every problem is named at once.
+    pub fn validate(&self) -> std::result::Result<(), Vec<String>> {
+        let mut errs = Vec::new();
+        if self.stages.is_empty() {
+            errs.push("stages: the pipeline has no stages".into());
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, s) in self.stages.iter().enumerate() {
+            if s.name.trim().is_empty() {
+                errs.push(format!("stages[{i}].name: empty"));
+            } else if !seen.insert(s.name.as_str()) {
+                errs.push(format!(
+                    "stages[{i}].name: {:?} appears twice; names must be unique",
+                    s.name
+                ));
+            }
+            if !AGENTS.iter().any(|(a, _)| *a == s.agent) {
+                errs.push(format!(
+                    "stages[{i}].agent: unknown agent {:?}; one of {}",
+                    s.agent,
+                    AGENTS
+                        .iter()
+                        .map(|(a, _)| *a)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
+            if i > 0 && s.position < self.stages[i - 1].position {
+                errs.push(format!(
+                    "stages[{i}].position: {:?} comes after {:?} ({}); positions must follow \
+                     plan, execute, validate, publish, post",
+                    s.position,
+                    self.stages[i - 1].position,
+                    self.stages[i - 1].name
+                ));
+            }
+        }
+        if !self.stages.iter().any(|s| {
+            matches!(
+                s.position,
+                Position::Plan | Position::Execute | Position::Validate
+            )
+        }) {
+            errs.push("stages: at least one plan, execute or validate stage is required".into());
+        }
+        for d in PipelineDef::default().stages.iter().filter(|s| s.protected) {
+            match self.stages.iter().find(|s| s.name == d.name) {
+                None => errs.push(format!(
+                    "stages: the protected stage {:?} ({}) may not be removed",
+                    d.name, d.agent
+                )),
+                Some(s) if !s.protected => errs.push(format!(
+                    "stages: the stage {:?} must stay protected",
+                    d.name
+                )),
+                Some(_) => {}
+            }
+        }
+        self.strategy.check("strategy", &mut errs);
+        if errs.is_empty() {
+            Ok(())
+        } else {
+            Err(errs)
+        }
+    }
+
+    /// Parses and validates a document.
+    pub fn parse(text: &str) -> std::result::Result<PipelineDef, String> {
+        let def: PipelineDef =
+            serde_json::from_str(text).map_err(|e| format!("not a pipeline definition: {e}"))?;
+        def.validate().map_err(|e| e.join("; "))?;
+        Ok(def)
+    }
+}
+
+/// The stored definition, or the default when none is stored. A stored document that no
+/// longer parses (edited by hand) is an error naming the problem and the way out.
+pub async fn load(queue: &Queue) -> Result<PipelineDef> {
+    let key = queue.keys().pipeline_def();
+    let text: Option<String> = queue
+        .retrying("pipeline def", |mut c| {
+            let key = key.clone();
+            async move { Ok(c.get(key).await?) }
+        })
+        .await?;
+    match text {
+        None => Ok(PipelineDef::default()),
+        Some(t) => PipelineDef::parse(&t).map_err(|e| {
+            QueueError::Invalid(format!(
+                "the stored pipeline definition is invalid ({e}); fix it with \
+                 `synth-city pipeline-def set FILE` or `pipeline-def reset`"
+            ))
+        }),
+    }
+}
+
+/// Validates and stores a definition.
+pub async fn store(queue: &Queue, def: &PipelineDef) -> Result<()> {
+    def.validate()
+        .map_err(|e| QueueError::Invalid(e.join("; ")))?;
+    let key = queue.keys().pipeline_def();
+    let text = serde_json::to_string_pretty(def).expect("definitions serialise");
+    queue
+        .retrying("set pipeline def", |mut c| {
+            let (key, text) = (key.clone(), text.clone());
+            async move {
+                let _: () = c.set(key, text).await?;
+                Ok(())
+            }
+        })
+        .await
+}
+
+/// Forgets the stored definition: runs use the default again.
+pub async fn reset(queue: &Queue) -> Result<()> {
+    let key = queue.keys().pipeline_def();
+    queue
+        .retrying("reset pipeline def", |mut c| {
+            let key = key.clone();
+            async move {
+                let _: () = c.del(key).await?;
+                Ok(())
+            }
+        })
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_is_the_seeds_and_valid() {
+        let d = PipelineDef::default();
+        d.validate().unwrap();
+        let names: Vec<_> = d.stages.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["planner", "trainer", "check_debug", "publisher"]);
+        assert!(d.stages[1].retry && d.stages[3].optional && !d.stages[3].protected);
+        assert_eq!(d.stages[2].job_type(), "check");
+        let s = d.strategy.for_stage("trainer");
+        assert_eq!((s.max_retries, s.stall_threshold), (5, 1));
+        assert!((s.temperature(4) - 0.5).abs() < 1e-12);
+    }
+
+    #[test]
+    fn every_rule_is_named() {
+        let mut d = PipelineDef::default();
+        d.stages.remove(0); // planner: protected
+        d.stages[0].protected = false; // trainer
+        d.stages.push(d.stages[2].clone()); // publisher twice
+        d.stages.push(stage(
+            "x",
+            "author",
+            false,
+            Position::Plan,
+            false,
+            false,
+            "m",
+        ));
+        d.strategy.max_retries = 0;
+        d.strategy.per_stage_overrides.insert(
+            "trainer".into(),
+            StageOverride {
+                temperature_step: Some(0.9),
+                ..Default::default()
+            },
+        );
+        let errs = d.validate().unwrap_err().join("\n");
+        for needle in [
+            "\"planner\" (planner) may not be removed",
+            "\"trainer\" must stay protected",
+            "\"publisher\" appears twice",
+            "unknown agent \"author\"",
+            "stages[4].position",
+            "strategy.max_retries: 0 is outside 1..=20",
+            "strategy.per_stage_overrides.trainer.temperature_step: 0.9",
+        ] {
+            assert!(errs.contains(needle), "{needle} not in\n{errs}");
+        }
+        assert!(PipelineDef {
+            stages: vec![],
+            strategy: MetaStrategy::default()
+        }
+        .validate()
+        .unwrap_err()
+        .iter()
+        .any(|e| e.contains("no stages")));
+    }
+
+    #[test]
+    fn overrides_merge_over_the_globals() {
+        let mut m = MetaStrategy::default();
+        m.per_stage_overrides.insert(
+            "check_debug".into(),
+            StageOverride {
+                max_retries: Some(2),
+                ..Default::default()
+            },
+        );
+        assert_eq!(m.for_stage("check_debug").max_retries, 2);
+        assert_eq!(m.for_stage("check_debug").base_temperature, 0.1);
+        assert_eq!(m.for_stage("trainer").max_retries, 5);
+    }
+
+    #[test]
+    fn parse_names_unknown_fields() {
+        let e = PipelineDef::parse(r#"{"stages": [], "strategy": {"max_retries": 1, "nope": 2}}"#)
+            .unwrap_err();
+        assert!(e.contains("nope"), "{e}");
+    }
+}
