@@ -17,7 +17,20 @@ macro_rules! script {
     };
 }
 
-/// Every queue, semaphore and cron script.
+/// A bot-session script of the bridge: `common.lua`, `session.lua`, its body.
+macro_rules! session_script {
+    ($file:literal) => {
+        Script::new(concat!(
+            include_str!("lua/common.lua"),
+            "\n",
+            include_str!("lua/session.lua"),
+            "\n",
+            include_str!(concat!("lua/", $file))
+        ))
+    };
+}
+
+/// Every queue, semaphore, cron, run and bot-session script.
 pub struct Scripts {
     pub enqueue: Script,
     pub start: Script,
@@ -36,6 +49,11 @@ pub struct Scripts {
     pub run_create: Script,
     pub run_advance: Script,
     pub run_cancel: Script,
+    pub session_touch: Script,
+    pub session_put: Script,
+    pub session_update: Script,
+    pub session_clear: Script,
+    pub session_add_active: Script,
 }
 
 impl Scripts {
@@ -58,6 +76,11 @@ impl Scripts {
             run_create: script!("run_create.lua"),
             run_advance: script!("run_advance.lua"),
             run_cancel: script!("run_cancel.lua"),
+            session_touch: session_script!("session_touch.lua"),
+            session_put: session_script!("session_put.lua"),
+            session_update: session_script!("session_update.lua"),
+            session_clear: session_script!("session_clear.lua"),
+            session_add_active: session_script!("session_add_active.lua"),
         }
     }
 }

@@ -1,5 +1,9 @@
 //! The HTTP bridge over real HTTP, against a real redis-server: auth, bot
-//! isolation, validation errors, idempotency, rate limits, SSE, OpenAPI.
+//! isolation, validation errors, idempotency, rate limits, SSE, OpenAPI;
+//! sessions and their TTL, experiments trained by a real worker, compare,
+//! catalogues, market data, history, the `client` command, the dashboard in
+//! headless Chromium (screenshot, DOM, live events over the DevTools pipe) and
+//! a schemathesis fuzz run from /openapi.json (no 5xx).
 
 mod common;
 
@@ -32,6 +36,15 @@ fn free_port() -> u16 {
 }
 
 fn start(redis: &RedisServer, key: Option<&str>, extra: &[&str]) -> Bridge {
+    start_env(redis, key, extra, &[])
+}
+
+fn start_env(
+    redis: &RedisServer,
+    key: Option<&str>,
+    extra: &[&str],
+    envs: &[(&str, &str)],
+) -> Bridge {
     let port = free_port();
     let mut cmd = Command::new(bin());
     cmd.arg("--redis-url")
@@ -44,6 +57,7 @@ fn start(redis: &RedisServer, key: Option<&str>, extra: &[&str]) -> Bridge {
     if let Some(k) = key {
         cmd.env("BRIDGE_API_KEY", k);
     }
+    cmd.envs(envs.iter().copied());
     let child = cmd
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -226,6 +240,17 @@ fn jobs_over_http_are_authenticated_isolated_and_validated() {
             .contains("missing field `type`"),
         "{e}"
     );
+    for t in ["plan", "experiment"] {
+        let (st, e) = call(
+            &b,
+            "POST",
+            "/jobs",
+            "bot-a",
+            json!({"type": t, "payload": {}}),
+        );
+        assert_eq!(st, 403, "{e}");
+        assert!(err(&e).contains("field `type`"), "{e}");
+    }
     let (st, e) = call(&b, "POST", "/jobs", "bot-a", json!({"type": "nope"}));
     assert_eq!(st, 422);
     assert!(e["error"]
@@ -316,7 +341,12 @@ fn jobs_over_http_are_authenticated_isolated_and_validated() {
             paths[*path][*method].is_object(),
             "{method} {path} missing from the doc"
         );
-        if *method == "get" && !path.contains('{') && *path != "/events" {
+        let needs_query = ["/registry/read", "/agents/read", "/agents/prompts/read"];
+        if *method == "get"
+            && !path.contains('{')
+            && *path != "/events"
+            && !needs_query.contains(path)
+        {
             assert_eq!(
                 call(&b, "GET", path, "bot-a", Value::Null).0,
                 200,
@@ -517,4 +547,1037 @@ fn pipeline_runs_over_http_belong_to_their_bot() {
         202,
         "waiting is the default"
     );
+}
+
+fn migrate(redis: &RedisServer) {
+    let out = Command::new(bin())
+        .arg("--redis-url")
+        .arg(redis.url())
+        .args(["--prefix", "br", "migrate"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+}
+
+fn err(v: &Value) -> &str {
+    v["error"].as_str().unwrap_or_default()
+}
+
+/// A worker process for the bridge's prefix.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn worker(redis: &RedisServer, roles: &str) -> Proc {
+    Proc(
+        Command::new(bin())
+            .arg("--redis-url")
+            .arg(redis.url())
+            .args(["--prefix", "br", "worker", "--roles", roles])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+fn shared_data() -> String {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/data")
+        .display()
+        .to_string()
+}
+
+/// A tiny experiment: trains in seconds.
+fn tiny_create() -> Value {
+    json!({"blocks": ["lstm"], "head": "gbm", "d_model": 8, "seq_len": 16, "epochs": 1,
+           "steps_per_epoch": 1, "batch_size": 2, "n_paths": 4, "eval_windows": 1,
+           "eval_paths": 20, "name": "tiny-lstm"})
+}
+
+#[test]
+fn experiments_and_sessions_belong_to_their_bot() {
+    let redis = RedisServer::start();
+    migrate(&redis);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("runs").display().to_string();
+    let data = shared_data();
+    let b = start(
+        &redis,
+        Some("sekret"),
+        &["--data-dir", &data, "--out", &out],
+    );
+
+    // Create: validated and stored in the bot's session.
+    let (st, e) = call(&b, "POST", "/experiment/create", "bot-a", tiny_create());
+    assert_eq!(st, 201, "{e}");
+    let id = e["id"].as_str().unwrap().to_string();
+    assert_eq!(e["name"], "tiny-lstm");
+    assert!(e["param_count"].as_u64().unwrap() > 0, "{e}");
+    let (st, p) = call(
+        &b,
+        "POST",
+        "/experiment/create",
+        "bot-a",
+        json!({"preset": "lstm_gbm"}),
+    );
+    assert_eq!(st, 201, "{p}");
+    assert_eq!(p["spec"]["model"]["backbone"]["blocks"][0], "LSTMBlock");
+
+    // Bad bodies: a 4xx that names the field.
+    for (body, status, needle) in [
+        (json!({}), 400, "field `blocks`"),
+        (json!({"blocks": []}), 400, "field `blocks`"),
+        (json!({"preset": "nope"}), 400, "field `preset`"),
+        (
+            json!({"blocks": ["lstm"], "colour": 1}),
+            400,
+            "unknown field `colour`",
+        ),
+        (json!({"blocks": "lstm"}), 400, "invalid type"),
+        (json!({"blocks": ["nope"]}), 422, "model.backbone.blocks[0]"),
+        (
+            json!({"blocks": ["lstm"], "d_model": 0}),
+            422,
+            "model.backbone.d_model",
+        ),
+        (
+            json!({"blocks": ["lstm"], "horizon": 7}),
+            422,
+            "training.horizon",
+        ),
+    ] {
+        let (st, e) = call(&b, "POST", "/experiment/create", "bot-a", body.clone());
+        assert_eq!(st, status, "{body} -> {e}");
+        assert!(err(&e).contains(needle), "{body} -> {e}");
+    }
+    let (_, e) = call(
+        &b,
+        "POST",
+        "/experiment/create",
+        "bot-a",
+        json!({"blocks": ["nope"], "head": "nohead"}),
+    );
+    assert_eq!(e["issues"].as_array().unwrap().len(), 2, "{e}");
+
+    // Validate answers the question; malformed input is a 400.
+    let spec = e_spec(&b, &id);
+    let (st, v) = call(
+        &b,
+        "POST",
+        "/experiment/validate",
+        "bot-b",
+        json!({ "experiment": spec }),
+    );
+    assert_eq!((st, v["valid"].as_bool()), (200, Some(true)), "{v}");
+    let mut broken = spec.clone();
+    broken["model"]["head"]["kind"] = json!("NoHead");
+    let (st, v) = call(
+        &b,
+        "POST",
+        "/experiment/validate",
+        "bot-b",
+        json!({ "experiment": broken.to_string() }),
+    );
+    assert_eq!((st, v["valid"].as_bool()), (200, Some(false)), "{v}");
+    assert_eq!(v["issues"][0]["field"], "model.head.kind");
+    let (st, v) = call(&b, "POST", "/experiment/validate", "bot-b", json!({}));
+    assert_eq!(st, 400);
+    assert!(err(&v).contains("field `experiment`"), "{v}");
+    let (st, v) = call(
+        &b,
+        "POST",
+        "/experiment/validate",
+        "bot-b",
+        json!({"experiment": {"model": 1}}),
+    );
+    assert_eq!(st, 400, "{v}");
+    assert!(err(&v).contains("field `experiment`"), "{v}");
+
+    // Results and runs are the owner's alone.
+    let (st, r) = call(
+        &b,
+        "GET",
+        &format!("/experiment/results/{id}"),
+        "bot-a",
+        Value::Null,
+    );
+    assert_eq!((st, r["state"].as_str()), (200, Some("created")), "{r}");
+    let path = format!("/experiment/results/{id}");
+    assert_eq!(call(&b, "GET", &path, "bot-b", Value::Null).0, 404);
+    let (st, _) = call(&b, "POST", "/experiment/run", "bot-b", json!({ "id": id }));
+    assert_eq!(st, 404);
+    for (body, needle) in [
+        (json!({}), "field `experiment`"),
+        (json!({"id": id, "experiment": spec}), "field `id`"),
+        (json!({"id": id, "epochs": 0}), "field `epochs`"),
+        (json!({"id": id, "device": "tpu"}), "field `device`"),
+    ] {
+        let (st, e) = call(&b, "POST", "/experiment/run", "bot-a", body.clone());
+        assert_eq!(st, 400, "{body} -> {e}");
+        assert!(err(&e).contains(needle), "{body} -> {e}");
+    }
+    let (st, r) = call(&b, "POST", "/experiment/run", "bot-a", json!({ "id": id }));
+    assert_eq!(st, 202, "{r}");
+    let job = r["job_id"].as_str().unwrap().to_string();
+    assert_eq!(r["id"], json!(id));
+    let (st, j) = call(&b, "GET", &format!("/jobs/{job}"), "bot-a", Value::Null);
+    assert_eq!((st, j["type"].as_str()), (200, Some("experiment")), "{j}");
+    assert_eq!(
+        call(&b, "GET", &format!("/jobs/{job}"), "bot-b", Value::Null).0,
+        404
+    );
+    let (st, _) = call(&b, "POST", "/experiment/run", "bot-a", json!({ "id": id }));
+    assert_eq!(st, 409, "a queued experiment is not queued twice");
+
+    // The session: the caller's own; persistent while work is in flight.
+    let (st, l) = call(&b, "GET", "/bots/sessions", "bot-a", Value::Null);
+    assert_eq!((st, l["total"].as_u64()), (200, Some(1)), "{l}");
+    let me = &l["sessions"][0];
+    assert_eq!(me["bot_id"], "bot-a");
+    assert_eq!(me["running"], true, "{me}");
+    assert!(me["expires_in_s"].is_null(), "in flight: no TTL: {me}");
+    assert_eq!(
+        call(&b, "GET", "/bots/session/bot-b", "bot-a", Value::Null).0,
+        404
+    );
+    assert_eq!(
+        call(&b, "DELETE", "/bots/session/bot-b", "bot-a", Value::Null).0,
+        404
+    );
+    let (st, e) = call(&b, "DELETE", "/bots/session/bot-a", "bot-a", Value::Null);
+    assert_eq!(st, 409, "{e}");
+    assert!(err(&e).contains("in flight"));
+    assert_eq!(
+        call(&b, "POST", "/session/clear", "bot-a", Value::Null).0,
+        409
+    );
+
+    // A worker runs it; the result lands in the session.
+    let _w = worker(&redis, "experiment");
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let done = loop {
+        let (_, r) = call(&b, "GET", &path, "bot-a", Value::Null);
+        if !["queued", "running"].contains(&r["state"].as_str().unwrap_or("")) {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "experiment did not finish: {r}");
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert_eq!(done["state"], "completed", "{done}");
+    let crps = done["crps"].as_f64().unwrap();
+    assert!(crps.is_finite() && crps > 0.0, "{done}");
+    assert_eq!(done["result"]["record"]["status"], "ok");
+
+    // Compare: own only; compare/all across bots, tagged.
+    let (st, c) = call(&b, "GET", "/experiment/compare", "bot-a", Value::Null);
+    assert_eq!((st, c["total"].as_u64()), (200, Some(1)), "{c}");
+    assert_eq!(c["ranking"][0]["crps"].as_f64(), Some(crps));
+    let (_, c) = call(&b, "GET", "/experiment/compare", "bot-b", Value::Null);
+    assert_eq!(c["total"], 0, "{c}");
+    let (st, all) = call(&b, "GET", "/experiment/compare/all", "bot-b", Value::Null);
+    assert_eq!(st, 200);
+    assert_eq!(all["ranking"][0]["bot_id"], "bot-a", "{all}");
+    assert!(all["bots"].as_array().unwrap().contains(&json!("bot-a")));
+    let (_, h) = call(
+        &b,
+        "GET",
+        "/history/experiments?limit=1",
+        "bot-a",
+        Value::Null,
+    );
+    assert_eq!(h["experiments"][0]["id"], json!(id), "{h}");
+    let (st, h) = call(
+        &b,
+        "GET",
+        "/history/experiments?limit=0",
+        "bot-a",
+        Value::Null,
+    );
+    assert_eq!(st, 400);
+    assert!(err(&h).contains("`limit`"));
+    let (_, sum) = call(&b, "GET", "/session/summary", "bot-a", Value::Null);
+    assert_eq!(sum["best"]["id"], json!(id), "{sum}");
+    assert_eq!(sum["experiments"]["total"], 2);
+
+    // Idle again: the session has its TTL back; clearing now works.
+    let (_, me) = call(&b, "GET", "/bots/session/bot-a", "bot-a", Value::Null);
+    let ttl = me["expires_in_s"]
+        .as_i64()
+        .expect("an idle session expires");
+    assert!(ttl > 3500 && ttl <= 3600, "{me}");
+    let (st, c) = call(&b, "POST", "/session/clear", "bot-a", Value::Null);
+    assert_eq!(
+        (st, c["experiments_removed"].as_u64()),
+        (200, Some(2)),
+        "{c}"
+    );
+    assert_eq!(call(&b, "GET", &path, "bot-a", Value::Null).0, 404);
+}
+
+/// The stored spec of an experiment.
+fn e_spec(b: &Bridge, id: &str) -> Value {
+    let (_, r) = call(
+        b,
+        "GET",
+        &format!("/experiment/results/{id}"),
+        "bot-a",
+        Value::Null,
+    );
+    r["spec"].clone()
+}
+
+#[test]
+fn idle_sessions_expire_after_their_ttl() {
+    let redis = RedisServer::start();
+    migrate(&redis);
+    let b = start_env(&redis, None, &[], &[("BRIDGE_SESSION_TTL_SECS", "2")]);
+    let (st, e) = call(&b, "POST", "/experiment/create", "bot-c", tiny_create());
+    assert_eq!(st, 201, "{e}");
+    let path = format!("/experiment/results/{}", e["id"].as_str().unwrap());
+    assert_eq!(call(&b, "GET", &path, "bot-c", Value::Null).0, 200);
+    std::thread::sleep(Duration::from_millis(3500));
+    let (st, r) = call(&b, "GET", &path, "bot-c", Value::Null);
+    assert_eq!(st, 404, "the idle session should have expired: {r}");
+}
+
+/// A stand-in for Pyth Hermes on loopback (this machine has no internet):
+/// answers every request with one latest-price body for BTC.
+fn fake_hermes() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let body = json!({"parsed": [{"id": "e62df6c8b4a85fe1a67db44dc12de5db330f7ac66b72dc658afedf0f4a415b43",
+                "price": {"price": "9712345678901", "conf": "2345678", "expo": -8,
+                          "publish_time": 1764000000}}]})
+            .to_string();
+            let _ = write!(
+                s,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    port
+}
+
+#[test]
+fn catalog_market_history_and_auth_routes() {
+    let redis = RedisServer::start();
+    migrate(&redis);
+    let hermes = format!("http://127.0.0.1:{}", fake_hermes());
+    let b = start_env(
+        &redis,
+        Some("sekret"),
+        &[],
+        &[
+            ("PYTH_HERMES_URL", &hermes),
+            ("SYNTH_DATA_DIR", &shared_data()),
+        ],
+    );
+    let get = |path: &str| call(&b, "GET", path, "bot-a", Value::Null);
+
+    // Components come from the zoo's registry.
+    use workers::zoo::registry;
+    assert_eq!(get("/components/blocks").1["total"], registry::BLOCKS.len());
+    assert_eq!(get("/components/heads").1["total"], registry::HEADS.len());
+    let (st, p) = get("/components/presets");
+    assert_eq!(
+        (st, p["total"].as_u64()),
+        (200, Some(registry::PRESETS.len() as u64))
+    );
+    assert_eq!(p["presets"][0]["name"], registry::PRESETS[0].name);
+
+    // Registry sources: list and read, confined to the registry.
+    let (st, f) = get("/registry/files");
+    assert_eq!(st, 200);
+    let files: Vec<&str> = f["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["path"].as_str().unwrap())
+        .collect();
+    assert!(
+        files.contains(&"heads.rs") && files.contains(&"registry.rs"),
+        "{f}"
+    );
+    let (st, r) = get("/registry/read?path=heads.rs");
+    assert_eq!(st, 200);
+    let disk = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("workers/src/zoo/heads.rs"),
+    )
+    .unwrap();
+    assert_eq!(r["code"].as_str().unwrap(), disk);
+    for (q, status) in [
+        ("", 400),
+        ("?path=../mod.rs", 400),
+        ("?path=%2Fetc%2Fpasswd", 400),
+        ("?path=blocks/..%2F..%2Flib.rs", 400),
+        ("?path=Cargo.toml", 400),
+        ("?path=nope.rs", 404),
+    ] {
+        let (st, e) = get(&format!("/registry/read{q}"));
+        assert_eq!(st, status, "{q} -> {e}");
+        if status == 400 {
+            assert!(err(&e).contains("`path`"), "{q} -> {e}");
+        }
+    }
+
+    // Agents and prompts.
+    let (st, a) = get("/agents/list");
+    assert_eq!((st, a["total"].as_u64()), (200, Some(5)));
+    let (st, a) = get("/agents/read?filename=planner");
+    assert_eq!((st, a["name"].as_str()), (200, Some("planner")));
+    assert!(a["tools"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("list_blocks")));
+    assert_eq!(get("/agents/read?filename=nobody").0, 404);
+    let (st, e) = get("/agents/read");
+    assert_eq!(st, 400);
+    assert!(err(&e).contains("`filename`"));
+    assert_eq!(get("/agents/prompts/list").1["total"], 5);
+    let (st, p) = get("/agents/prompts/read?filename=planner.md");
+    assert_eq!(st, 200);
+    let disk = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("workers/prompts/planner.md"),
+    )
+    .unwrap();
+    assert_eq!(p["text"].as_str().unwrap(), disk);
+    assert!(!p["fragments"].as_array().unwrap().is_empty());
+    assert_eq!(get("/agents/prompts/read?filename=x.md").0, 404);
+    assert!(get("/agents/tools").1["total"].as_u64().unwrap() > 5);
+
+    // Market: price through (a stand-in for) Hermes, history from the data dir.
+    let (st, p) = get("/market/price/btc");
+    assert_eq!(st, 200, "{p}");
+    assert_eq!(p["asset"], "BTC");
+    assert!(
+        (p["price"].as_f64().unwrap() - 97123.45678901).abs() < 1e-6,
+        "{p}"
+    );
+    let (st, e) = get("/market/price/DOGE");
+    assert_eq!(st, 400);
+    assert!(
+        err(&e).contains("`asset`") && err(&e).contains("DOGE"),
+        "{e}"
+    );
+    let (st, h) = get("/market/history/BTC?days=1");
+    assert_eq!(st, 200, "{h}");
+    let n = h["count"].as_u64().unwrap();
+    assert!(
+        (280..=289).contains(&n),
+        "one day of 5-minute bars, got {n}"
+    );
+    assert_eq!(h["bars"].as_array().unwrap().len() as u64, n);
+    let (st, h1) = get("/market/history/eth?days=0.5&timeframe=1m");
+    assert_eq!(st, 200);
+    assert!(h1["count"].as_u64().unwrap() > 600, "{}", h1["count"]);
+    for (q, needle) in [
+        ("BTC?days=0", "`days`"),
+        ("BTC?days=x", "`days`"),
+        ("BTC?timeframe=3m", "`timeframe`"),
+        ("NOPE", "`asset`"),
+    ] {
+        let (st, e) = get(&format!("/market/history/{q}"));
+        assert_eq!(st, 400, "{q} -> {e}");
+        assert!(err(&e).contains(needle), "{q} -> {e}");
+    }
+    let (st, e) = get("/market/history/HYPE?days=1");
+    assert_eq!(st, 404, "no HYPE file in the shared data: {}", err(&e));
+
+    // The fan: quantiles in order, realised prices alongside.
+    let (st, f) = get("/dash/fan?asset=BTC&paths=100");
+    assert_eq!(st, 200, "{f}");
+    let q = &f["quantiles"];
+    assert_eq!(f["points"], 289);
+    for k in 0..289 {
+        let v = |p: &str| q[p][k].as_f64().unwrap();
+        assert!(v("p05") <= v("p50") && v("p50") <= v("p95"), "step {k}");
+    }
+    assert_eq!(f["realised"].as_array().unwrap().len(), 289);
+    assert_eq!(f["realised"][0].as_f64(), f["spot"].as_f64());
+    assert_eq!(get("/dash/fan?paths=1").0, 400);
+
+    // Pipeline status and history are per bot.
+    let (st, s) = get("/pipeline/status");
+    assert_eq!((st, s["status"].as_str()), (200, Some("idle")));
+    let (st, r) = call(
+        &b,
+        "POST",
+        "/pipeline/run",
+        "bot-a",
+        json!({"max_experiments": 1}),
+    );
+    assert_eq!(st, 202, "{r}");
+    let run = r["run_id"].as_str().unwrap().to_string();
+    assert_eq!(get("/pipeline/status").1["running"], true);
+    assert_eq!(
+        call(&b, "GET", "/pipeline/status", "bot-b", Value::Null).1["status"],
+        "idle"
+    );
+    assert_eq!(get(&format!("/history/run/{run}")).0, 200);
+    assert_eq!(
+        call(
+            &b,
+            "GET",
+            &format!("/history/run/{run}"),
+            "bot-b",
+            Value::Null
+        )
+        .0,
+        404
+    );
+    assert_eq!(get("/history/runs").1["total"], 1);
+    assert_eq!(
+        call(&b, "GET", "/history/runs", "bot-b", Value::Null).1["total"],
+        0
+    );
+
+    // The snapshot the dashboard draws.
+    let (st, s) = get("/dash/snapshot");
+    assert_eq!(st, 200);
+    assert_eq!(s["runs"][0]["id"], json!(run));
+    assert!(
+        s["totals"]["waiting"].as_u64().unwrap() >= 1,
+        "{}",
+        s["totals"]
+    );
+
+    // Every route but /health, /openapi.json and /dashboard needs the key.
+    for (method, path, _) in synth_city::bridge::ROUTES {
+        if ["/health", "/openapi.json", "/dashboard"].contains(path) {
+            continue;
+        }
+        let p = path
+            .replace("{id}", "x")
+            .replace("{name}", "x")
+            .replace("{asset}", "BTC");
+        let (st, _, body) = http(b.port, &method.to_uppercase(), &p, &[], "{}");
+        assert_eq!(st, 401, "{method} {p}: {body}");
+    }
+    let (st, _, page) = http(b.port, "GET", "/dashboard", &[], "");
+    assert_eq!(st, 200);
+    assert!(page.contains("EventSource"));
+}
+
+/// `synth-city client ...` against a bridge; returns (success, stdout JSON, stderr).
+fn client(b: &Bridge, bot: &str, args: &[&str]) -> (bool, Value, String) {
+    let out = Command::new(bin())
+        .arg("client")
+        .args(args)
+        .env("SYNTH_BRIDGE_URL", format!("http://127.0.0.1:{}", b.port))
+        .env("BRIDGE_API_KEY", "sekret")
+        .env("SYNTH_BOT_ID", bot)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    (
+        out.status.success(),
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+#[test]
+fn client_command_drives_the_bridge() {
+    let redis = RedisServer::start();
+    migrate(&redis);
+    let hermes = format!("http://127.0.0.1:{}", fake_hermes());
+    let b = start_env(
+        &redis,
+        Some("sekret"),
+        &[],
+        &[
+            ("PYTH_HERMES_URL", &hermes),
+            ("SYNTH_DATA_DIR", &shared_data()),
+        ],
+    );
+    let (ok, h, _) = client(&b, "bot-a", &["health"]);
+    assert!(ok);
+    assert_eq!(h["redis"], "ok", "the key was sent: {h}");
+    let (ok, bl, _) = client(&b, "bot-a", &["blocks"]);
+    assert!(ok && bl["total"].as_u64().unwrap() > 0);
+    assert!(client(&b, "bot-a", &["heads"]).0 && client(&b, "bot-a", &["presets"]).0);
+
+    let (ok, j, err) = client(
+        &b,
+        "bot-a",
+        &[
+            "jobs",
+            "enqueue",
+            "--type",
+            "sleep",
+            "--payload",
+            r#"{"ms": 1}"#,
+            "--delay",
+            "60",
+        ],
+    );
+    assert!(ok, "{err}");
+    let id = j["id"].as_str().unwrap().to_string();
+    let (ok, s, _) = client(&b, "bot-a", &["jobs", "status", &id]);
+    assert!(ok && s["state"] == "delayed", "{s}");
+    let (ok, _, err) = client(&b, "bot-b", &["jobs", "status", &id]);
+    assert!(!ok && err.contains("404"), "another bot's job: {err}");
+    assert!(client(&b, "bot-a", &["jobs", "cancel", &id]).0);
+    let (ok, st, _) = client(&b, "bot-a", &["jobs", "stats"]);
+    assert!(ok && st["types"].is_array());
+    assert!(client(&b, "bot-a", &["workers"]).0);
+    assert!(client(&b, "bot-a", &["semaphore"]).0);
+
+    let (ok, e, err) = client(
+        &b,
+        "bot-a",
+        &[
+            "experiment",
+            "create",
+            "--blocks",
+            "lstm,transformer",
+            "--d-model",
+            "16",
+        ],
+    );
+    assert!(ok, "{err}");
+    let eid = e["id"].as_str().unwrap().to_string();
+    let (ok, r, _) = client(&b, "bot-a", &["experiment", "results", &eid]);
+    assert!(ok && r["state"] == "created", "{r}");
+    let (ok, _, err) = client(&b, "bot-a", &["experiment", "create", "--blocks", "nope"]);
+    assert!(!ok && err.contains("model.backbone.blocks[0]"), "{err}");
+    let (ok, c, _) = client(&b, "bot-a", &["compare"]);
+    assert!(ok && c["total"] == 0, "{c}");
+    assert!(client(&b, "bot-a", &["compare", "--all"]).0);
+    let (ok, s, _) = client(&b, "bot-a", &["summary"]);
+    assert!(ok && s["experiments"]["total"] == 1, "{s}");
+
+    let (ok, p, err) = client(&b, "bot-a", &["price", "BTC"]);
+    assert!(ok, "{err}");
+    assert!(p["price"].as_f64().unwrap() > 90_000.0);
+    let (ok, h, _) = client(&b, "bot-a", &["history", "SOL", "--days", "1"]);
+    assert!(ok && h["count"].as_u64().unwrap() > 200, "{}", h["count"]);
+    let (ok, _, err) = client(&b, "bot-a", &["history", "NOPE"]);
+    assert!(!ok && err.contains("`asset`"), "{err}");
+
+    let (ok, r, err) = client(
+        &b,
+        "bot-a",
+        &["run", "--max-experiments", "1", "--epochs", "1"],
+    );
+    assert!(ok, "{err}");
+    assert!(r["run_id"].is_string());
+    let (ok, s, _) = client(&b, "bot-a", &["status"]);
+    assert!(ok && s["running"] == true, "{s}");
+    let (ok, r, _) = client(&b, "bot-a", &["runs"]);
+    assert!(ok && r["runs"].as_array().unwrap().len() == 1);
+    let (ok, a, _) = client(&b, "bot-a", &["agents", "planner"]);
+    assert!(ok && a["name"] == "planner");
+    let (ok, p, _) = client(&b, "bot-a", &["prompts", "debugger.md"]);
+    assert!(ok && p["agent"] == "debugger");
+    let (ok, f, _) = client(&b, "bot-a", &["registry"]);
+    assert!(ok && f["total"].as_u64().unwrap() > 5);
+    let (ok, o, _) = client(&b, "bot-a", &["call", "GET", "/openapi.json"]);
+    assert!(ok && o["openapi"] == "3.0.3");
+
+    // A wrong key is refused, clearly.
+    let out = Command::new(bin())
+        .args(["client", "workers"])
+        .env("SYNTH_BRIDGE_URL", format!("http://127.0.0.1:{}", b.port))
+        .env("BRIDGE_API_KEY", "wrong")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("X-API-Key is wrong"));
+}
+
+/// Width, height and distinct colours of a PNG (decoded by Python's zlib:
+/// the test needs no image crate).
+fn png_stats(path: &std::path::Path) -> Value {
+    const DECODE: &str = r#"
+import json, struct, sys, zlib
+b = open(sys.argv[1], 'rb').read()
+assert b[:8] == b'\x89PNG\r\n\x1a\n', 'not a PNG'
+i, idat, w, h, ct = 8, b'', 0, 0, 0
+while i < len(b):
+    n, kind = struct.unpack('>I4s', b[i:i + 8]); data = b[i + 8:i + 8 + n]; i += 12 + n
+    if kind == b'IHDR': w, h, depth, ct = struct.unpack('>IIBB', data[:10])
+    elif kind == b'IDAT': idat += data
+bpp = {2: 3, 6: 4}[ct]
+raw, stride, prev, out, colours = zlib.decompress(idat), w * bpp, bytearray(w * bpp), [], set()
+for y in range(h):
+    f, row = raw[y * (stride + 1)], bytearray(raw[y * (stride + 1) + 1:(y + 1) * (stride + 1)])
+    for x in range(stride):
+        a = row[x - bpp] if x >= bpp else 0; up = prev[x]; c = prev[x - bpp] if x >= bpp else 0
+        if f == 1: row[x] = (row[x] + a) & 255
+        elif f == 2: row[x] = (row[x] + up) & 255
+        elif f == 3: row[x] = (row[x] + ((a + up) >> 1)) & 255
+        elif f == 4:
+            p = a + up - c; pa, pb, pc = abs(p - a), abs(p - up), abs(p - c)
+            row[x] = (row[x] + (a if pa <= pb and pa <= pc else up if pb <= pc else c)) & 255
+    for x in range(0, stride, bpp * 2): colours.add(bytes(row[x:x + 3]))
+    prev = row
+print(json.dumps({'width': w, 'height': h, 'colours': len(colours)}))
+"#;
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(DECODE)
+        .arg(path)
+        .output()
+        .expect("python3 decodes the screenshot");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn chromium(args: &[&str], url: &str) -> std::process::Output {
+    let profile = tempfile::tempdir().unwrap();
+    Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            "--window-size=1280,900",
+            // Lets the page's first requests finish before the capture; the
+            // live stream opens only after the first picture (see the page).
+            "--virtual-time-budget=900",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .args(args)
+        .arg(url)
+        .stdin(Stdio::null())
+        .output()
+        .expect("chromium must be installed (apt-get install chromium; ops/test.sh does it)")
+}
+
+#[test]
+fn dashboard_renders_live_data_in_headless_chromium() {
+    let redis = RedisServer::start();
+    migrate(&redis);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("runs").display().to_string();
+    let data = shared_data();
+    let b = start_env(
+        &redis,
+        Some("sekret"),
+        &["--out", &out],
+        &[("SYNTH_DATA_DIR", &data)],
+    );
+    // A scored experiment for the leaderboard, then 7 jobs nobody runs.
+    let (st, e) = call(
+        &b,
+        "POST",
+        "/experiment/run",
+        "bot-a",
+        json!({"experiment": e_tiny_spec(), "name": "tiny-lstm"}),
+    );
+    assert_eq!(st, 202, "{e}");
+    let path = format!("/experiment/results/{}", e["id"].as_str().unwrap());
+    {
+        let _w = worker(&redis, "experiment");
+        let deadline = Instant::now() + Duration::from_secs(240);
+        while call(&b, "GET", &path, "bot-a", Value::Null).1["state"] != "completed" {
+            assert!(Instant::now() < deadline, "the experiment did not complete");
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+    for _ in 0..7 {
+        assert_eq!(
+            call(&b, "POST", "/jobs", "bot-a", json!({"type": "noop"})).0,
+            201
+        );
+    }
+    let url = format!("http://127.0.0.1:{}/dashboard#key=sekret&bot=bot-a", b.port);
+
+    let shot = dir.path().join("dash.png");
+    let o = chromium(&[&format!("--screenshot={}", shot.display())], &url);
+    assert!(
+        shot.is_file(),
+        "no screenshot: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let png = png_stats(&shot);
+    assert_eq!(
+        (png["width"].as_u64(), png["height"].as_u64()),
+        (Some(1280), Some(900)),
+        "{png}"
+    );
+    assert!(png["colours"].as_u64().unwrap() > 50, "a blank page? {png}");
+
+    let o = chromium(&["--dump-dom"], &url);
+    let dom = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        dom.contains(r#"id="jobs-waiting">7<"#),
+        "the job count did not render: {dom}"
+    );
+    assert!(dom.contains(r#"id="bot">bot: bot-a<"#));
+    assert!(dom.contains("tiny-lstm"), "the leaderboard did not render");
+    assert!(
+        dom.contains("GBM paths") || dom.contains("gbm paths"),
+        "no fan chart"
+    );
+    assert!(dom.matches("<circle").count() >= 1, "no CRPS point");
+}
+
+/// The spec `tiny_create` describes, as a full experiment spec.
+fn e_tiny_spec() -> Value {
+    let mut s = serde_json::to_value(workers::zoo::spec::ExperimentSpec::new(
+        &["LSTMBlock"],
+        "GBMHead",
+    ))
+    .unwrap();
+    s["model"]["backbone"]["d_model"] = json!(8);
+    s["model"]["backbone"]["seq_len"] = json!(16);
+    for (k, v) in [
+        ("epochs", 1),
+        ("steps_per_epoch", 1),
+        ("batch_size", 2),
+        ("n_paths", 4),
+        ("eval_windows", 1),
+        ("eval_paths", 20),
+    ] {
+        s["training"][k] = json!(v);
+    }
+    s
+}
+
+/// schemathesis (PyPI) in `target/venvs/schemathesis`, installed once under
+/// `flock`; fails, saying why, when it cannot be installed.
+fn schemathesis() -> std::path::PathBuf {
+    let venvs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/venvs");
+    let venv = venvs.join("schemathesis");
+    let marker = venv.join(".installed");
+    if marker.exists() {
+        return venv.join("bin/schemathesis");
+    }
+    std::fs::create_dir_all(&venvs).unwrap();
+    let script = format!(
+        "test -f '{m}' || {{ rm -rf '{v}' && python3 -m venv '{v}' && '{v}/bin/pip' install -q 'schemathesis==4.32.5' && touch '{m}'; }}",
+        m = marker.display(),
+        v = venv.display(),
+    );
+    let out = Command::new("flock")
+        .arg(venvs.join("schemathesis.lock"))
+        .args(["sh", "-c", &script])
+        .output()
+        .expect("run flock (util-linux) to install schemathesis");
+    assert!(
+        out.status.success() && marker.exists(),
+        "could not install schemathesis into {} (python3 -m venv + pip install schemathesis==4.32.5): {}\n{}",
+        venv.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    venv.join("bin/schemathesis")
+}
+
+/// Fuzzes every route from /openapi.json (examples, coverage and fuzzing
+/// phases, a fixed seed unless SCHEMATHESIS_SEED is set): no answer may be a
+/// 5xx. /events is left out (an endless stream); Pyth is the loopback stand-in.
+#[test]
+fn openapi_fuzzing_finds_no_server_errors() {
+    let st = schemathesis();
+    let redis = RedisServer::start();
+    migrate(&redis);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("runs").display().to_string();
+    let hermes = format!("http://127.0.0.1:{}", fake_hermes());
+    let b = start_env(
+        &redis,
+        Some("sekret"),
+        &["--out", &out, "--rate-per-min", "100000000"],
+        &[
+            ("PYTH_HERMES_URL", &hermes),
+            ("SYNTH_DATA_DIR", &shared_data()),
+        ],
+    );
+    let seed = std::env::var("SCHEMATHESIS_SEED").unwrap_or_else(|_| "7".into());
+    let o = Command::new(st)
+        .arg("run")
+        .arg(format!("http://127.0.0.1:{}/openapi.json", b.port))
+        .args(["--checks", "not_a_server_error", "-H", "X-API-Key: sekret"])
+        .args(["--exclude-path", "/events", "-n", "20", "--workers", "1"])
+        .args([
+            "--phases",
+            "examples,coverage,fuzzing",
+            "--request-timeout",
+            "30",
+        ])
+        .args(["--seed", &seed])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "schemathesis found problems:\n{text}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    // "Test cases: N generated, N passed": make sure it really exercised the API.
+    let generated: u64 = text
+        .split_once("Test cases:")
+        .and_then(|(_, rest)| rest.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0);
+    assert!(generated > 500, "too few test cases ran:\n{text}");
+    println!("schemathesis: {generated} test cases, no 5xx");
+}
+
+/// Drives Chromium over the DevTools protocol (`--remote-debugging-pipe`:
+/// NUL-separated JSON on fds 3 and 4; Python's standard library only): opens
+/// the dashboard, waits for its EventSource to connect, enqueues jobs over
+/// HTTP, and waits for the page to log their events and redraw the count.
+const CDP_LIVE: &str = r#"
+import json, os, subprocess, sys, time, urllib.request
+base, key, bot, profile = sys.argv[1:5]
+r3, w3 = os.pipe(); r4, w4 = os.pipe()
+def child():
+    a, b = os.dup(r3), os.dup(w4)
+    os.dup2(a, 3); os.dup2(b, 4)
+p = subprocess.Popen(["chromium", "--headless", "--no-sandbox", "--disable-gpu",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--no-first-run", "--window-size=1280,900", "--user-data-dir=" + profile,
+    "--remote-debugging-pipe", "about:blank"], preexec_fn=child, close_fds=False,
+    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+os.close(r3); os.close(w4)
+buf, n = b"", [0]
+def call(method, params=None, session=None):
+    n[0] += 1
+    msg = {"id": n[0], "method": method, "params": params or {}}
+    if session: msg["sessionId"] = session
+    os.write(w3, json.dumps(msg).encode() + b"\0")
+    global buf
+    while True:
+        while b"\0" not in buf:
+            chunk = os.read(r4, 65536)
+            if not chunk: raise SystemExit("chromium closed the pipe")
+            buf += chunk
+        line, buf = buf.split(b"\0", 1)
+        m = json.loads(line)
+        if m.get("id") == n[0]:
+            if "error" in m: raise SystemExit(method + ": " + json.dumps(m["error"]))
+            return m["result"]
+def js(session, expr):
+    return call("Runtime.evaluate", {"expression": expr, "returnByValue": True}, session)["result"].get("value")
+def wait(session, expr, what, secs=15):
+    end = time.time() + secs
+    while time.time() < end:
+        v = js(session, expr)
+        if v: return v
+        time.sleep(0.1)
+    raise SystemExit("timed out waiting for " + what + "; page says: " + str(js(session, "document.body.innerText")))
+def enqueue():
+    req = urllib.request.Request(base + "/jobs", data=b'{"type":"noop"}', method="POST",
+        headers={"X-API-Key": key, "X-Bot-Id": bot, "Content-Type": "application/json"})
+    urllib.request.urlopen(req).read()
+try:
+    target = call("Target.createTarget", {"url": base + "/dashboard#key=" + key + "&bot=" + bot})["targetId"]
+    s = call("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
+    wait(s, "document.getElementById('conn').textContent === 'live'", "the event stream")
+    before = int(js(s, "document.getElementById('jobs-waiting').textContent"))
+    for _ in range(3): enqueue()
+    wait(s, "document.getElementById('log').textContent.split('enqueued').length - 1 >= 3", "3 enqueued events")
+    wait(s, "document.getElementById('jobs-waiting').textContent === '%d'" % (before + 3), "the redraw", 4)
+    print(json.dumps({"before": before, "after": before + 3,
+                      "log": js(s, "document.getElementById('log').innerText")}))
+finally:
+    p.kill(); p.wait()
+"#;
+
+#[test]
+fn dashboard_follows_live_events_in_chromium() {
+    let redis = RedisServer::start();
+    migrate(&redis);
+    let b = start(&redis, Some("sekret"), &[]);
+    for _ in 0..2 {
+        assert_eq!(
+            call(&b, "POST", "/jobs", "bot-a", json!({"type": "noop"})).0,
+            201
+        );
+    }
+    // Another bot's jobs must not show up in bot-a's event log.
+    assert_eq!(
+        call(
+            &b,
+            "POST",
+            "/jobs",
+            "bot-b",
+            json!({"type": "sleep", "payload": {"ms": 1}})
+        )
+        .0,
+        201
+    );
+    let profile = tempfile::tempdir().unwrap();
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(CDP_LIVE)
+        .arg(format!("http://127.0.0.1:{}", b.port))
+        .args(["sekret", "bot-a"])
+        .arg(profile.path())
+        .output()
+        .expect("python3 drives chromium");
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    // Queue counts are the deployment's (as /queue/stats): both bots' jobs.
+    assert_eq!(r["before"], 3, "{r}");
+    assert!(!r["log"].as_str().unwrap().contains("sleep"), "{r}");
+}
+
+#[test]
+fn run_events_reach_only_the_runs_bot() {
+    let redis = RedisServer::start();
+    migrate(&redis);
+    let b = start_env(&redis, None, &[], &[("SYNTH_DATA_DIR", &shared_data())]);
+    let mut s = TcpStream::connect(("127.0.0.1", b.port)).unwrap();
+    // The query-string identity EventSource uses.
+    s.write_all(b"GET /events?bot_id=bot-a HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut r = BufReader::new(s);
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    assert!(line.contains("200"), "{line}");
+    std::thread::sleep(Duration::from_millis(300));
+    let tiny = json!({"max_experiments": 1, "epochs": 1});
+    let (st, theirs) = call(&b, "POST", "/pipeline/run", "bot-b", tiny.clone());
+    assert_eq!(st, 202, "{theirs}");
+    let (_, mine) = call(&b, "POST", "/pipeline/run", "bot-a", tiny);
+    let (theirs, mine) = (
+        theirs["run_id"].as_str().unwrap().to_string(),
+        mine["run_id"].as_str().unwrap().to_string(),
+    );
+    let mut seen = String::new();
+    let deadline = Instant::now() + Duration::from_secs(8);
+    let run_event = format!("\"id\":\"{mine}\"");
+    while !seen.contains(&run_event) {
+        assert!(
+            Instant::now() < deadline,
+            "no event for our run; saw: {seen}"
+        );
+        let mut l = String::new();
+        if r.read_line(&mut l).is_ok() {
+            seen.push_str(&l);
+        }
+    }
+    assert!(seen.contains("run_created"), "{seen}");
+    assert!(!seen.contains(&theirs), "another bot's run leaked: {seen}");
 }

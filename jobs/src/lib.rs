@@ -10,6 +10,7 @@
 mod context;
 mod envelope;
 mod error;
+pub mod experiment;
 mod handler;
 pub mod ops;
 pub mod pipeline;

@@ -67,6 +67,7 @@ pub fn catalog() -> &'static [JobTypeInfo] {
         JobTypeInfo::of::<crate::pipeline::Check>(),
         JobTypeInfo::of::<crate::pipeline::Debug>(),
         JobTypeInfo::of::<crate::pipeline::Publish>(),
+        JobTypeInfo::of::<crate::experiment::RunExperiment>(),
     ];
     CATALOG
 }

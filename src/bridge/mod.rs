@@ -2,7 +2,10 @@
 //!
 //! It serves the engine — health, jobs (enqueue, status, cancel), queue stats,
 //! workers, the semaphore, cron schedules, live events (SSE), the OpenAPI
-//! document — and pipeline runs (start, list, show, cancel; `runs.rs`).
+//! document — pipeline runs (start, list, show, cancel; `runs.rs`), bot
+//! sessions (`session.rs`), experiments and history (`experiments.rs`), the
+//! zoo's components, registry sources, agents and prompts (`catalog.rs`),
+//! market data (`market.rs`) and the dashboard (`dashboard.rs`).
 //!
 //! Rules every route follows:
 //! - binding anything but loopback needs `BRIDGE_API_KEY`; with a key set,
@@ -14,8 +17,13 @@
 //!   that names the field or header at fault; each bot has a request budget
 //!   per minute (429 with `Retry-After` when spent).
 
+mod catalog;
+mod dashboard;
+mod experiments;
+mod market;
 mod openapi;
 mod runs;
+mod session;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -33,6 +41,7 @@ use crate::queue::{CancelOutcome, EnqueueRequest, Queue};
 use crate::scheduler::{self, Schedule};
 use crate::semaphore::RedisSemaphore;
 
+pub use dashboard::PAGE as DASHBOARD_HTML;
 pub use openapi::{openapi, ROUTES};
 
 /// Largest accepted request body.
@@ -76,6 +85,8 @@ struct ApiError {
     status: StatusCode,
     message: String,
     retry_after: Option<u64>,
+    /// Extra fields for the error body (e.g. every spec issue).
+    detail: Option<Value>,
 }
 
 impl warp::reject::Reject for ApiError {}
@@ -85,6 +96,17 @@ fn reject(status: StatusCode, message: impl Into<String>) -> Rejection {
         status,
         message: message.into(),
         retry_after: None,
+        detail: None,
+    })
+}
+
+/// Like [`reject`], with extra fields merged into the error body.
+fn reject_with(status: StatusCode, message: impl Into<String>, detail: Value) -> Rejection {
+    warp::reject::custom(ApiError {
+        status,
+        message: message.into(),
+        retry_after: None,
+        detail: Some(detail),
     })
 }
 
@@ -106,6 +128,56 @@ struct State {
     queue: Queue,
     cfg: BridgeConfig,
     buckets: Mutex<HashMap<String, (f64, Instant)>>,
+    /// Per bot: when its session was last refreshed, requests since.
+    touched: Mutex<HashMap<String, (Instant, u64)>>,
+    /// Idle sessions expire after this many seconds (`BRIDGE_SESSION_TTL_SECS`).
+    session_ttl: u64,
+    /// Market data (see `market.rs`).
+    data_dir: std::path::PathBuf,
+    bars: Mutex<HashMap<(String, i64), Arc<workers::sn50::data::Bars>>>,
+    pyth: Result<workers::sn50::pyth::PythClient, String>,
+}
+
+/// How often a bot's session is refreshed by ordinary requests.
+const TOUCH_EVERY: Duration = Duration::from_secs(2);
+
+/// Counts a request against the bot's session, refreshing it in the
+/// background at most every [`TOUCH_EVERY`].
+fn note_request(state: &Arc<State>, bot: &str) {
+    let due = {
+        let mut t = state.touched.lock().unwrap();
+        let now = Instant::now();
+        let e = t
+            .entry(bot.to_string())
+            .or_insert((now - TOUCH_EVERY * 2, 0));
+        e.1 += 1;
+        if now.duration_since(e.0) >= TOUCH_EVERY {
+            e.0 = now;
+            Some(std::mem::take(&mut e.1))
+        } else {
+            None
+        }
+    };
+    if let Some(n) = due {
+        let (state, bot) = (state.clone(), bot.to_string());
+        tokio::spawn(async move {
+            if let Err(e) = session::touch(&state, &bot, n).await {
+                tracing::warn!(%e, bot, "bridge: session refresh failed");
+            }
+        });
+    }
+}
+
+/// Where market data is read: `SYNTH_DATA_DIR`, else `--data-dir` if it
+/// exists, else `../shared/data`.
+fn market_dir(cfg: &BridgeConfig) -> std::path::PathBuf {
+    if let Some(d) = std::env::var_os("SYNTH_DATA_DIR").filter(|d| !d.is_empty()) {
+        return d.into();
+    }
+    if cfg.data_dir.is_dir() {
+        return cfg.data_dir.clone();
+    }
+    "../shared/data".into()
 }
 
 /// Constant-time equality, so response timing does not leak the key.
@@ -128,32 +200,99 @@ fn caller(state: Arc<State>) -> impl Filter<Extract = (Caller,), Error = Rejecti
         .and(warp::header::optional::<String>("x-bot-id"))
         .and_then(move |key: Option<String>, bot: Option<String>| {
             let state = state.clone();
-            async move {
-                if let Some(want) = &state.cfg.api_key {
-                    match key {
-                        Some(k) if same(k.as_bytes(), want.as_bytes()) => {}
-                        Some(_) => {
-                            return Err(reject(StatusCode::UNAUTHORIZED, "X-API-Key is wrong"))
-                        }
-                        None => {
-                            return Err(reject(
-                                StatusCode::UNAUTHORIZED,
-                                "X-API-Key header is required",
-                            ))
-                        }
-                    }
-                }
-                let bot = bot.unwrap_or_else(|| "default".into());
-                if !valid_bot(&bot) {
-                    return Err(reject(
-                        StatusCode::BAD_REQUEST,
-                        "X-Bot-Id must be 1 to 64 of [A-Za-z0-9._-]",
-                    ));
-                }
-                spend(&state, &bot)?;
-                Ok(Caller { bot })
-            }
+            async move { authenticate(&state, key, bot) }
         })
+}
+
+/// Like [`caller`], also taking `api_key` and `bot_id` from the query string:
+/// for `/events`, which browsers open with EventSource (it cannot set headers).
+fn caller_or_query(
+    state: Arc<State>,
+) -> impl Filter<Extract = (Caller,), Error = Rejection> + Clone {
+    warp::header::optional::<String>("x-api-key")
+        .and(warp::header::optional::<String>("x-bot-id"))
+        .and(query())
+        .and_then(
+            move |key: Option<String>, bot: Option<String>, q: HashMap<String, String>| {
+                let state = state.clone();
+                async move {
+                    let key = key.or_else(|| q.get("api_key").cloned());
+                    let bot = bot.or_else(|| q.get("bot_id").cloned());
+                    authenticate(&state, key, bot)
+                }
+            },
+        )
+}
+
+fn authenticate(
+    state: &Arc<State>,
+    key: Option<String>,
+    bot: Option<String>,
+) -> Result<Caller, Rejection> {
+    if let Some(want) = &state.cfg.api_key {
+        match key {
+            Some(k) if same(k.as_bytes(), want.as_bytes()) => {}
+            Some(_) => return Err(reject(StatusCode::UNAUTHORIZED, "X-API-Key is wrong")),
+            None => {
+                return Err(reject(
+                    StatusCode::UNAUTHORIZED,
+                    "X-API-Key header is required",
+                ))
+            }
+        }
+    }
+    let bot = bot.unwrap_or_else(|| "default".into());
+    if !valid_bot(&bot) {
+        return Err(reject(
+            StatusCode::BAD_REQUEST,
+            "X-Bot-Id must be 1 to 64 of [A-Za-z0-9._-]",
+        ));
+    }
+    spend(state, &bot)?;
+    note_request(state, &bot);
+    Ok(Caller { bot })
+}
+
+/// The query string as a map (empty when there is none); a malformed one is
+/// a 400.
+fn query() -> impl Filter<Extract = (HashMap<String, String>,), Error = Rejection> + Clone {
+    warp::query::raw()
+        .or(warp::any().map(String::new))
+        .unify()
+        .and_then(|raw: String| async move {
+            let mut out = HashMap::new();
+            for pair in raw.split('&').filter(|p| !p.is_empty()) {
+                let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+                let dec = |x: &str| {
+                    percent_decode(&x.replace('+', " ")).ok_or_else(|| {
+                        reject(
+                            StatusCode::BAD_REQUEST,
+                            format!("query parameter {k:?}: bad percent-encoding"),
+                        )
+                    })
+                };
+                out.insert(dec(k)?, dec(v)?);
+            }
+            Ok::<_, Rejection>(out)
+        })
+}
+
+/// Decodes `%XX` escapes; `None` for a bad escape or invalid UTF-8.
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let h = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(h, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 /// A token bucket per bot: `rate_per_min` tokens, refilled continuously.
@@ -170,6 +309,7 @@ fn spend(state: &State, bot: &str) -> Result<(), Rejection> {
             status: StatusCode::TOO_MANY_REQUESTS,
             message: format!("bot {bot:?} is over its {} requests per minute", cap as u32),
             retry_after: Some(wait.max(1)),
+            detail: None,
         }));
     }
     *tokens -= 1.0;
@@ -214,20 +354,61 @@ fn reply(status: StatusCode, v: Value) -> warp::reply::Response {
     warp::reply::with_status(warp::reply::json(&v), status).into_response()
 }
 
+type Routes = warp::filters::BoxedFilter<(warp::reply::Response,)>;
+
+fn ok(v: Value) -> warp::reply::Response {
+    reply(StatusCode::OK, v)
+}
+
 /// The routes, ready to serve.
 pub fn routes(
     queue: Queue,
     cfg: BridgeConfig,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = Infallible> + Clone {
+    let session_ttl = std::env::var("BRIDGE_SESSION_TTL_SECS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|v| *v > 0)
+        .unwrap_or(3600);
+    let pyth = {
+        let mut c = workers::sn50::pyth::PythConfig::from_env();
+        // A bridge request should not hang for minutes on an absent upstream.
+        c.attempts = 2;
+        c.timeout = Duration::from_secs(10);
+        c.max_backoff = Duration::from_secs(1);
+        workers::sn50::pyth::PythClient::new(c).map_err(|e| e.to_string())
+    };
     let state = Arc::new(State {
         queue,
+        data_dir: market_dir(&cfg),
         cfg,
         buckets: Mutex::new(HashMap::new()),
+        touched: Mutex::new(HashMap::new()),
+        session_ttl,
+        bars: Mutex::new(HashMap::new()),
+        pyth,
     });
-    let with = {
-        let s = state.clone();
-        warp::any().map(move || s.clone())
-    };
+    engine_routes(state.clone())
+        .or(run_routes(state.clone()))
+        .unify()
+        .or(session_routes(state.clone()))
+        .unify()
+        .or(experiment_routes(state.clone()))
+        .unify()
+        .or(catalog_routes(state.clone()))
+        .unify()
+        .or(market_routes(state))
+        .unify()
+        .recover(recover)
+        .unify()
+}
+
+fn with_state(s: Arc<State>) -> impl Filter<Extract = (Arc<State>,), Error = Infallible> + Clone {
+    warp::any().map(move || s.clone())
+}
+
+fn engine_routes(state: Arc<State>) -> Routes {
+    let with = with_state(state.clone());
     let who = caller(state.clone());
 
     let health = warp::path!("health")
@@ -257,7 +438,7 @@ pub fn routes(
         .and(with.clone())
         .and_then(|_c: Caller, s: Arc<State>| async move {
             let st = s.queue.stats().await.map_err(internal)?;
-            Ok::<_, Rejection>(reply(StatusCode::OK, json!({ "types": st })))
+            Ok::<_, Rejection>(ok(json!({ "types": st })))
         });
     let workers = warp::path!("workers")
         .and(warp::get())
@@ -267,7 +448,7 @@ pub fn routes(
             let ws = crate::worker::list_workers(&s.queue)
                 .await
                 .map_err(internal)?;
-            Ok::<_, Rejection>(reply(StatusCode::OK, json!({ "workers": ws })))
+            Ok::<_, Rejection>(ok(json!({ "workers": ws })))
         });
     let semaphore = warp::path!("semaphore")
         .and(warp::get())
@@ -278,7 +459,7 @@ pub fn routes(
                 .status()
                 .await
                 .map_err(internal)?;
-            Ok::<_, Rejection>(reply(StatusCode::OK, serde_json::to_value(st).unwrap()))
+            Ok::<_, Rejection>(ok(serde_json::to_value(st).unwrap()))
         });
     let schedules_list = warp::path!("schedules")
         .and(warp::get())
@@ -286,7 +467,7 @@ pub fn routes(
         .and(with.clone())
         .and_then(|_c: Caller, s: Arc<State>| async move {
             let ls = scheduler::list(&s.queue).await.map_err(internal)?;
-            Ok::<_, Rejection>(reply(StatusCode::OK, json!({ "schedules": ls })))
+            Ok::<_, Rejection>(ok(json!({ "schedules": ls })))
         });
     let schedules_add = warp::path!("schedules")
         .and(warp::post())
@@ -309,7 +490,7 @@ pub fn routes(
         .and(with.clone())
         .and_then(|name: String, _c: Caller, s: Arc<State>| async move {
             if scheduler::remove(&s.queue, &name).await.map_err(internal)? {
-                Ok(reply(StatusCode::OK, json!({"removed": name})))
+                Ok(ok(json!({"removed": name})))
             } else {
                 Err(reject(
                     StatusCode::NOT_FOUND,
@@ -319,37 +500,16 @@ pub fn routes(
         });
     let events = warp::path!("events")
         .and(warp::get())
-        .and(who.clone())
+        .and(caller_or_query(state.clone()))
         .and(with.clone())
         .and(warp::header::optional::<String>("last-event-id"))
         .map(|c: Caller, s: Arc<State>, last: Option<String>| {
             let stream = event_stream(s.queue.clone(), c.bot, last);
             warp::sse::reply(warp::sse::keep_alive().stream(stream)).into_response()
         });
-    let run_start = warp::path!("pipeline" / "run")
-        .and(warp::post())
-        .and(who.clone())
-        .and(with.clone())
-        .and(json_body::<runs::RunBody>())
-        .and_then(runs::start);
-    let runs_list = warp::path!("runs")
-        .and(warp::get())
-        .and(who.clone())
-        .and(with.clone())
-        .and_then(runs::list);
-    let run_show = warp::path!("runs" / String)
-        .and(warp::get())
-        .and(who.clone())
-        .and(with.clone())
-        .and_then(runs::show);
-    let run_cancel = warp::path!("runs" / String / "cancel")
-        .and(warp::post())
-        .and(who.clone())
-        .and(with.clone())
-        .and_then(runs::cancel);
     let doc = warp::path!("openapi.json")
         .and(warp::get())
-        .map(|| reply(StatusCode::OK, openapi()));
+        .map(|| ok(openapi()));
 
     health
         .or(enqueue)
@@ -372,7 +532,42 @@ pub fn routes(
         .unify()
         .or(events)
         .unify()
-        .or(run_start)
+        .or(doc)
+        .unify()
+        .boxed()
+}
+
+fn run_routes(state: Arc<State>) -> Routes {
+    let with = with_state(state.clone());
+    let who = caller(state);
+    let run_start = warp::path!("pipeline" / "run")
+        .and(warp::post())
+        .and(who.clone())
+        .and(with.clone())
+        .and(json_body::<runs::RunBody>())
+        .and_then(runs::start);
+    let pipeline_status = warp::path!("pipeline" / "status")
+        .and(warp::get())
+        .and(who.clone())
+        .and(with.clone())
+        .and_then(session::pipeline_status);
+    let runs_list = warp::path!("runs")
+        .and(warp::get())
+        .and(who.clone())
+        .and(with.clone())
+        .and_then(runs::list);
+    let run_show = warp::path!("runs" / String)
+        .and(warp::get())
+        .and(who.clone())
+        .and(with.clone())
+        .and_then(runs::show);
+    let run_cancel = warp::path!("runs" / String / "cancel")
+        .and(warp::post())
+        .and(who.clone())
+        .and(with.clone())
+        .and_then(runs::cancel);
+    run_start
+        .or(pipeline_status)
         .unify()
         .or(runs_list)
         .unify()
@@ -380,10 +575,229 @@ pub fn routes(
         .unify()
         .or(run_cancel)
         .unify()
-        .or(doc)
+        .boxed()
+}
+
+fn session_routes(state: Arc<State>) -> Routes {
+    let with = with_state(state.clone());
+    let who = caller(state);
+    let list = warp::path!("bots" / "sessions")
+        .and(warp::get())
+        .and(who.clone())
+        .and(with.clone())
+        .and_then(session::list);
+    let show = warp::path!("bots" / "session" / String)
+        .and(warp::get())
+        .and(who.clone())
+        .and(with.clone())
+        .and_then(session::show);
+    let delete = warp::path!("bots" / "session" / String)
+        .and(warp::delete())
+        .and(who.clone())
+        .and(with.clone())
+        .and_then(session::delete);
+    let summary = warp::path!("session" / "summary")
+        .and(warp::get())
+        .and(who.clone())
+        .and(with.clone())
+        .and_then(session::summary);
+    let clear = warp::path!("session" / "clear")
+        .and(warp::post())
+        .and(who.clone())
+        .and(with.clone())
+        .and_then(session::clear);
+    list.or(show)
         .unify()
-        .recover(recover)
+        .or(delete)
         .unify()
+        .or(summary)
+        .unify()
+        .or(clear)
+        .unify()
+        .boxed()
+}
+
+fn experiment_routes(state: Arc<State>) -> Routes {
+    let with = with_state(state.clone());
+    let who = caller(state);
+    let create = warp::path!("experiment" / "create")
+        .and(warp::post())
+        .and(who.clone())
+        .and(with.clone())
+        .and(json_body::<experiments::CreateBody>())
+        .and_then(experiments::create);
+    let validate = warp::path!("experiment" / "validate")
+        .and(warp::post())
+        .and(who.clone())
+        .and(with.clone())
+        .and(json_body::<experiments::ValidateBody>())
+        .and_then(experiments::validate);
+    let run = warp::path!("experiment" / "run")
+        .and(warp::post())
+        .and(who.clone())
+        .and(with.clone())
+        .and(json_body::<experiments::RunBody>())
+        .and_then(experiments::run);
+    let results = warp::path!("experiment" / "results" / String)
+        .and(warp::get())
+        .and(who.clone())
+        .and(with.clone())
+        .and_then(experiments::results);
+    let compare = warp::path!("experiment" / "compare")
+        .and(warp::get())
+        .and(who.clone())
+        .and(with.clone())
+        .and_then(experiments::compare);
+    let compare_all = warp::path!("experiment" / "compare" / "all")
+        .and(warp::get())
+        .and(who.clone())
+        .and(with.clone())
+        .and_then(experiments::compare_all);
+    let h_runs = warp::path!("history" / "runs")
+        .and(warp::get())
+        .and(query())
+        .and(who.clone())
+        .and(with.clone())
+        .and_then(experiments::history_runs);
+    let h_run = warp::path!("history" / "run" / String)
+        .and(warp::get())
+        .and(who.clone())
+        .and(with.clone())
+        .and_then(runs::show);
+    let h_exps = warp::path!("history" / "experiments")
+        .and(warp::get())
+        .and(query())
+        .and(who.clone())
+        .and(with.clone())
+        .and_then(experiments::history_experiments);
+    create
+        .or(validate)
+        .unify()
+        .or(run)
+        .unify()
+        .or(results)
+        .unify()
+        .or(compare)
+        .unify()
+        .or(compare_all)
+        .unify()
+        .or(h_runs)
+        .unify()
+        .or(h_run)
+        .unify()
+        .or(h_exps)
+        .unify()
+        .boxed()
+}
+
+fn catalog_routes(state: Arc<State>) -> Routes {
+    let with = with_state(state.clone());
+    let who = caller(state);
+    let component = |kind: &'static str| {
+        warp::path("components")
+            .and(warp::path(kind))
+            .and(warp::path::end())
+            .and(warp::get())
+            .and(who.clone())
+            .map(move |_c: Caller| ok(catalog::components(kind)))
+    };
+    let files = warp::path!("registry" / "files")
+        .and(warp::get())
+        .and(who.clone())
+        .and(with.clone())
+        .and_then(catalog::registry_files);
+    let read = warp::path!("registry" / "read")
+        .and(warp::get())
+        .and(query())
+        .and(who.clone())
+        .and(with.clone())
+        .and_then(catalog::registry_read);
+    let agents_list = warp::path!("agents" / "list")
+        .and(warp::get())
+        .and(who.clone())
+        .map(|_c: Caller| ok(catalog::agents_list()));
+    let agents_read = warp::path!("agents" / "read")
+        .and(warp::get())
+        .and(query())
+        .and(who.clone())
+        .and_then(|q: HashMap<String, String>, _c: Caller| async move {
+            catalog::agents_read(&q).map(ok)
+        });
+    let agents_tools = warp::path!("agents" / "tools")
+        .and(warp::get())
+        .and(who.clone())
+        .map(|_c: Caller| ok(catalog::agents_tools()));
+    let prompts_list = warp::path!("agents" / "prompts" / "list")
+        .and(warp::get())
+        .and(who.clone())
+        .map(|_c: Caller| ok(catalog::prompts_list()));
+    let prompts_read = warp::path!("agents" / "prompts" / "read")
+        .and(warp::get())
+        .and(query())
+        .and(who.clone())
+        .and_then(|q: HashMap<String, String>, _c: Caller| async move {
+            catalog::prompts_read(&q).map(ok)
+        });
+    component("blocks")
+        .or(component("heads"))
+        .unify()
+        .or(component("presets"))
+        .unify()
+        .or(files)
+        .unify()
+        .or(read)
+        .unify()
+        .or(agents_list)
+        .unify()
+        .or(agents_read)
+        .unify()
+        .or(agents_tools)
+        .unify()
+        .or(prompts_list)
+        .unify()
+        .or(prompts_read)
+        .unify()
+        .boxed()
+}
+
+fn market_routes(state: Arc<State>) -> Routes {
+    let with = with_state(state.clone());
+    let who = caller(state);
+    let price = warp::path!("market" / "price" / String)
+        .and(warp::get())
+        .and(who.clone())
+        .and(with.clone())
+        .and_then(market::price);
+    let history = warp::path!("market" / "history" / String)
+        .and(warp::get())
+        .and(query())
+        .and(who.clone())
+        .and(with.clone())
+        .and_then(market::history);
+    let page = warp::path!("dashboard")
+        .and(warp::get())
+        .map(dashboard::page);
+    let snapshot = warp::path!("dash" / "snapshot")
+        .and(warp::get())
+        .and(who.clone())
+        .and(with.clone())
+        .and_then(dashboard::snapshot);
+    let fan = warp::path!("dash" / "fan")
+        .and(warp::get())
+        .and(query())
+        .and(who.clone())
+        .and(with.clone())
+        .and_then(market::fan);
+    price
+        .or(history)
+        .unify()
+        .or(page)
+        .unify()
+        .or(snapshot)
+        .unify()
+        .or(fan)
+        .unify()
+        .boxed()
 }
 
 async fn health(key: Option<String>, s: Arc<State>) -> Result<warp::reply::Response, Rejection> {
@@ -406,11 +820,29 @@ async fn health(key: Option<String>, s: Arc<State>) -> Result<warp::reply::Respo
     ))
 }
 
+/// Job types bots may not enqueue through `POST /jobs`: pipeline stages name a
+/// run (possibly another bot's) and `experiment` names server paths; they are
+/// enqueued by `/pipeline/run` and `/experiment/run`.
+const INTERNAL_TYPES: &[(&str, &str)] = &[
+    ("plan", "POST /pipeline/run"),
+    ("train", "POST /pipeline/run"),
+    ("check", "POST /pipeline/run"),
+    ("debug", "POST /pipeline/run"),
+    ("publish", "POST /pipeline/run"),
+    ("experiment", "POST /experiment/run"),
+];
+
 async fn enqueue(
     c: Caller,
     s: Arc<State>,
     b: EnqueueBody,
 ) -> Result<warp::reply::Response, Rejection> {
+    if let Some((t, route)) = INTERNAL_TYPES.iter().find(|(t, _)| *t == b.job_type) {
+        return Err(reject(
+            StatusCode::FORBIDDEN,
+            format!("field `type`: `{t}` jobs are enqueued by the bridge itself; use {route}"),
+        ));
+    }
     let delay_ms = match b.delay_secs {
         Some(d) if !(0.0..=1e9).contains(&d) => {
             return Err(reject(
@@ -545,7 +977,12 @@ async fn read_events(
     let mut p = redis::pipe();
     for e in &entries {
         let id = e.get::<String>("id").unwrap_or_default();
-        p.hget(queue.keys().job(&id), "bot");
+        // Run events name the run; job events the job.
+        if e.get::<String>("type").as_deref() == Some("run") {
+            p.hget(queue.keys().run(&id), "bot");
+        } else {
+            p.hget(queue.keys().job(&id), "bot");
+        }
     }
     let bots: Vec<Option<String>> = p.query_async(c).await?;
     for (e, owner) in entries.into_iter().zip(bots) {
@@ -577,7 +1014,9 @@ async fn read_events(
 }
 
 async fn recover(r: Rejection) -> Result<warp::reply::Response, Infallible> {
+    let mut detail = None;
     let (status, message, retry_after) = if let Some(e) = r.find::<ApiError>() {
+        detail = e.detail.clone();
         (e.status, e.message.clone(), e.retry_after)
     } else if r.is_not_found() {
         (
@@ -603,6 +1042,20 @@ async fn recover(r: Rejection) -> Result<warp::reply::Response, Infallible> {
             format!("header {}: invalid", e.name()),
             None,
         )
+    } else if let Some(e) = r.find::<warp::reject::InvalidQuery>() {
+        (StatusCode::BAD_REQUEST, format!("query string: {e}"), None)
+    } else if r.find::<warp::reject::UnsupportedMediaType>().is_some() {
+        (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported media type; send JSON".into(),
+            None,
+        )
+    } else if let Some(e) = r.find::<warp::reject::MissingHeader>() {
+        (
+            StatusCode::BAD_REQUEST,
+            format!("header {} is required", e.name()),
+            None,
+        )
     } else if r.find::<warp::reject::LengthRequired>().is_some() {
         (
             StatusCode::LENGTH_REQUIRED,
@@ -612,7 +1065,13 @@ async fn recover(r: Rejection) -> Result<warp::reply::Response, Infallible> {
     } else {
         (StatusCode::BAD_REQUEST, format!("bad request: {r:?}"), None)
     };
-    let mut res = reply(status, json!({ "error": message }));
+    let mut body = json!({ "error": message });
+    if let Some(Value::Object(extra)) = detail {
+        for (k, v) in extra {
+            body[k] = v;
+        }
+    }
+    let mut res = reply(status, body);
     if let Some(s) = retry_after {
         res.headers_mut().insert(
             warp::http::header::RETRY_AFTER,

@@ -31,6 +31,8 @@ pub(super) struct RunBody {
     retries: Option<u32>,
     publish: Option<bool>,
     seed: Option<u64>,
+    /// `auto` (the LLM agents when the bridge has CHUTES_API_KEY), `builtin` or `llm`.
+    agents: Option<String>,
     /// false: answer 429 instead of queueing when no permit is free.
     wait: Option<bool>,
 }
@@ -41,7 +43,7 @@ pub(super) async fn start(
     b: RunBody,
 ) -> Result<warp::reply::Response, Rejection> {
     let mut o = RunOptions {
-        data_dir: s.cfg.data_dir.clone(),
+        data_dir: s.data_dir.clone(),
         out_dir: s.cfg.out_dir.clone(),
         store_dir: s.cfg.store_dir.clone(),
         ..Default::default()
@@ -56,6 +58,8 @@ pub(super) async fn start(
          steps_per_epoch => bg.steps_per_epoch, d_model => bg.d_model, seq_len => bg.seq_len,
          eval_windows => bg.eval_windows, eval_paths => bg.eval_paths, assets => bg.assets,
          timeframe => bg.timeframe, retries => o.retries, publish => o.publish, seed => o.seed);
+    o.agents = pipeline::llm::AgentMode::parse(b.agents.as_deref().unwrap_or("auto"))
+        .map_err(|e| reject(StatusCode::UNPROCESSABLE_ENTITY, format!("agents: {e}")))?;
     o.validate()
         .map_err(|e| reject(StatusCode::UNPROCESSABLE_ENTITY, e))?;
     if b.wait == Some(false) {
@@ -83,10 +87,35 @@ pub(super) async fn start(
                 reject(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
             }
         })?;
+    super::session::add_active(&s, &c.bot, &format!("run:{id}"))
+        .await
+        .map_err(internal)?;
+    // Where the run stands: permits taken and runs already waiting for one.
+    let sem = RedisSemaphore::new(s.queue.clone(), PIPELINE)
+        .status()
+        .await
+        .map_err(internal)?;
+    let full = sem.holders.len() as u32 >= sem.limit;
     Ok(reply(
         StatusCode::ACCEPTED,
-        json!({"run_id": id, "state": "queued"}),
+        json!({"run_id": id, "state": "queued", "bot_id": c.bot,
+               "queue_position": if full { sem.waiters.len() + 1 } else { 0 },
+               "permits": {"limit": sem.limit, "taken": sem.holders.len(),
+                           "waiting": sem.waiters.len()}}),
     ))
+}
+
+/// The bot's runs, newest first (of the most recent `limit` runs).
+pub(super) async fn own_runs(
+    s: &State,
+    bot: &str,
+    limit: usize,
+) -> Result<Vec<pipeline::RunInfo>, crate::QueueError> {
+    Ok(pipeline::list_runs(&s.queue, limit)
+        .await?
+        .into_iter()
+        .filter(|r| r.bot == bot)
+        .collect())
 }
 
 async fn own(s: &State, c: &Caller, id: &str) -> Result<pipeline::RunInfo, Rejection> {
@@ -97,12 +126,7 @@ async fn own(s: &State, c: &Caller, id: &str) -> Result<pipeline::RunInfo, Rejec
 }
 
 pub(super) async fn list(c: Caller, s: Arc<State>) -> Result<warp::reply::Response, Rejection> {
-    let runs: Vec<_> = pipeline::list_runs(&s.queue, 200)
-        .await
-        .map_err(internal)?
-        .into_iter()
-        .filter(|r| r.bot == c.bot)
-        .collect();
+    let runs = own_runs(&s, &c.bot, 200).await.map_err(internal)?;
     Ok(reply(StatusCode::OK, json!({ "runs": runs })))
 }
 

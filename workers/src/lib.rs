@@ -5,9 +5,11 @@
 //! delivery, retries and state. That keeps every handler testable on its own.
 
 pub mod agents;
+pub mod experiment;
 pub mod ops;
 pub mod pipeline;
 pub mod sn50;
+pub mod store;
 pub mod zoo;
 
 pub use ops::register_builtin;

@@ -49,7 +49,10 @@ impl JobHandler for SleepHandler {
 
 /// Registers every built-in handler.
 pub fn register_builtin(registry: &mut Registry) {
-    registry.register(NoopHandler).register(SleepHandler);
+    registry
+        .register(NoopHandler)
+        .register(SleepHandler)
+        .register(crate::experiment::ExperimentHandler);
 }
 
 #[cfg(test)]

@@ -1,0 +1,84 @@
+//! The dashboard: `/dashboard` serves one self-contained HTML page
+//! (`dashboard.html`: inline CSS and JS, SVG charts, nothing fetched from
+//! elsewhere) and `/dash/snapshot` the JSON it draws — queues and workers,
+//! the semaphore, the caller's runs, the leaderboard (every bot, as
+//! `/experiment/compare/all`) and validation CRPS over time. The page then
+//! follows `/events` (EventSource) and refreshes on each event.
+//!
+//! The page itself carries no data, so it is served without a key; its
+//! requests send the key and bot the page was opened with
+//! (`/dashboard#key=...&bot=...`; the fragment never reaches a server).
+
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+use warp::http::StatusCode;
+use warp::{Rejection, Reply};
+
+use super::{internal, reply, Caller, State};
+use crate::semaphore::{RedisSemaphore, PIPELINE};
+
+/// The page.
+pub const PAGE: &str = include_str!("dashboard.html");
+
+pub(super) fn page() -> warp::reply::Response {
+    let mut r = warp::reply::html(PAGE).into_response();
+    r.headers_mut().insert(
+        warp::http::header::CACHE_CONTROL,
+        warp::http::HeaderValue::from_static("no-cache"),
+    );
+    r
+}
+
+/// `GET /dash/snapshot`.
+pub(super) async fn snapshot(c: Caller, s: Arc<State>) -> Result<warp::reply::Response, Rejection> {
+    let stats = s.queue.stats().await.map_err(internal)?;
+    let workers = crate::worker::list_workers(&s.queue)
+        .await
+        .map_err(internal)?;
+    let sem = RedisSemaphore::new(s.queue.clone(), PIPELINE)
+        .status()
+        .await
+        .map_err(internal)?;
+    let runs = super::runs::own_runs(&s, &c.bot, 50)
+        .await
+        .map_err(internal)?;
+    let (all, bots) = super::experiments::ranking_all(&s).await?;
+    let mut over_time: Vec<Value> = all
+        .iter()
+        .map(|e| {
+            json!({"t": e["recorded_at_ms"], "crps": e["crps"], "name": e["name"],
+                        "bot_id": e["bot_id"]})
+        })
+        .collect();
+    over_time.sort_by_key(|v| v["t"].as_u64().unwrap_or(0));
+    let mut totals = json!({"waiting": 0, "in_flight": 0, "delayed": 0, "completed": 0,
+                            "failed": 0, "dead": 0});
+    let st = serde_json::to_value(&stats).unwrap_or_default();
+    for t in st.as_array().into_iter().flatten() {
+        for k in [
+            "waiting",
+            "in_flight",
+            "delayed",
+            "completed",
+            "failed",
+            "dead",
+        ] {
+            totals[k] = json!(totals[k].as_u64().unwrap_or(0) + t[k].as_u64().unwrap_or(0));
+        }
+    }
+    Ok(reply(
+        StatusCode::OK,
+        json!({
+            "bot_id": c.bot,
+            "queues": st,
+            "totals": totals,
+            "workers": workers,
+            "semaphore": sem,
+            "runs": runs,
+            "leaderboard": all.iter().take(20).collect::<Vec<_>>(),
+            "crps_over_time": over_time,
+            "bots": bots,
+        }),
+    ))
+}
