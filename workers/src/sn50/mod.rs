@@ -22,6 +22,7 @@ pub mod constants;
 pub mod crps;
 pub mod data;
 pub mod download;
+pub mod encode;
 pub mod forecast;
 pub mod lanes;
 pub mod pyfloat;

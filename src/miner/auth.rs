@@ -1,0 +1,400 @@
+//! The axon's request authentication, as bittensor 10.0.1's `Axon` does it: the `bt_header_*`
+//! headers parsed into the synapse's terminal info (unparsable values are a 400), the sr25519
+//! signature over `{nonce}.{dendrite_hotkey}.{our_hotkey}.{uuid}.{computed_body_hash}` (signing
+//! context `substrate`; the `<Bytes>...</Bytes>` wrapping that `bittensor_wallet` also accepts),
+//! the nonce rules per `hotkey:uuid` (`default_verify`: a first nonce must be newer than
+//! `now - 4 s - timeout`, later ones must grow; a nonce is recorded only after its signature
+//! verifies), and the body hash: `sha3_256` over the concatenated `sha3_256` hex digests of the
+//! synapse's `required_hash_fields`, which for `Simulation` is none, so the hash is `sha3_256("")`.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use base64::Engine;
+use hyper::HeaderMap;
+use schnorrkel::{Keypair, Signature};
+use sha3::{Digest, Sha3_256};
+
+use super::keys;
+
+/// schnorrkel's signing context for substrate keys.
+pub const SIGNING_CONTEXT: &[u8] = b"substrate";
+/// `ALLOWED_DELTA`: how old a first nonce may be beyond the request's timeout, in ns.
+pub const ALLOWED_DELTA_NS: i128 = 4_000_000_000;
+/// `V_7_2_0`: dendrites from this version on get the time-window check.
+pub const V_7_2_0: i128 = 7_002_000;
+/// The synapse's default `timeout` when the header is absent.
+pub const DEFAULT_TIMEOUT_S: f64 = 12.0;
+/// The largest header `timeout` the nonce window honours (the header is not signed, so a
+/// replayed first request must not buy an unbounded window; validators send 60-120 s).
+pub const MAX_WINDOW_TIMEOUT_S: f64 = 600.0;
+
+/// Hex `sha3_256` of `data`.
+pub fn sha3_hex(data: &[u8]) -> String {
+    hex::encode(Sha3_256::digest(data))
+}
+
+/// The synapse body hash: `sha3_256("".join(sha3_256(str(field)).hexdigest() for field in
+/// required_hash_fields)).hexdigest()`, given each field's Python `str`.
+pub fn body_hash(required_field_strs: &[&str]) -> String {
+    let joined: String = required_field_strs
+        .iter()
+        .map(|f| sha3_hex(f.as_bytes()))
+        .collect();
+    sha3_hex(joined.as_bytes())
+}
+
+/// The body hash of every `Simulation` request (it has no `required_hash_fields`):
+/// `a7ffc6f8bf1ed76651c14756a061d662f580ff4de43b49fa82d80a4b80f8434a`.
+pub fn simulation_body_hash() -> String {
+    body_hash(&[])
+}
+
+/// The message a dendrite signs.
+pub fn signed_message(
+    nonce: i128,
+    dendrite_hotkey: &str,
+    axon_hotkey: &str,
+    uuid: &str,
+    body_hash: &str,
+) -> String {
+    format!("{nonce}.{dendrite_hotkey}.{axon_hotkey}.{uuid}.{body_hash}")
+}
+
+/// Sign `message` as a dendrite does: `"0x"` + the 64-byte signature in hex.
+pub fn sign(keypair: &Keypair, message: &str) -> String {
+    let ctx = schnorrkel::signing_context(SIGNING_CONTEXT);
+    let sig = keypair.sign(ctx.bytes(message.as_bytes()));
+    format!("0x{}", hex::encode(sig.to_bytes()))
+}
+
+/// Verify a dendrite's signature (`0x`-prefixed or bare hex) over `message` by the key of the
+/// ss58 address `signer`. The error is the reason, for a 401.
+pub fn verify(signer: &str, message: &str, signature: &str) -> Result<(), String> {
+    let public = keys::public_key(signer).map_err(|e| e.to_string())?;
+    let raw = hex::decode(signature.trim().trim_start_matches("0x"))
+        .map_err(|_| "the signature is not hex".to_string())?;
+    let sig = Signature::from_bytes(&raw)
+        .map_err(|e| format!("the signature is not a 64-byte sr25519 signature ({e})"))?;
+    let ok = |m: &[u8]| public.verify_simple(SIGNING_CONTEXT, m, &sig).is_ok();
+    let wrapped = format!("<Bytes>{message}</Bytes>");
+    if ok(message.as_bytes()) || ok(wrapped.as_bytes()) {
+        Ok(())
+    } else {
+        Err(format!("Signature mismatch with {message} and {signature}"))
+    }
+}
+
+/// The headers a bittensor `Dendrite` sends with a `Simulation` request, signed by
+/// `keypair` (whose address is `dendrite_ss58`) for the axon hotkey `axon_ss58`. Used by
+/// `mine --bench` and the tests to call the axon as a validator does.
+pub fn dendrite_headers(
+    keypair: &Keypair,
+    dendrite_ss58: &str,
+    axon_ss58: &str,
+    uuid: &str,
+    nonce: i128,
+    timeout_s: f64,
+) -> Vec<(&'static str, String)> {
+    let hash = simulation_body_hash();
+    let message = signed_message(nonce, dendrite_ss58, axon_ss58, uuid, &hash);
+    vec![
+        ("name", "Simulation".into()),
+        ("timeout", format!("{timeout_s:?}")),
+        ("bt_header_dendrite_ip", "127.0.0.1".into()),
+        ("bt_header_dendrite_version", "10000001".into()),
+        ("bt_header_dendrite_nonce", nonce.to_string()),
+        ("bt_header_dendrite_uuid", uuid.into()),
+        ("bt_header_dendrite_hotkey", dendrite_ss58.into()),
+        ("bt_header_dendrite_signature", sign(keypair, &message)),
+        ("bt_header_axon_hotkey", axon_ss58.into()),
+        ("bt_header_input_obj_simulation_input", "e30=".into()),
+        ("computed_body_hash", hash),
+        ("content-type", "application/json".into()),
+    ]
+}
+
+/// What the request headers say, parsed as `Synapse.from_headers` parses them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RequestHeaders {
+    /// The `timeout` header (seconds), 12.0 when absent.
+    pub timeout: f64,
+    pub timeout_raw: Option<String>,
+    pub dendrite_hotkey: Option<String>,
+    pub nonce: Option<i128>,
+    pub uuid: Option<String>,
+    pub version: Option<i128>,
+    pub signature: Option<String>,
+    pub dendrite_ip: Option<String>,
+    pub dendrite_port: Option<i64>,
+    pub computed_body_hash: Option<String>,
+}
+
+fn header_str<'a>(h: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, String> {
+    match h.get(name) {
+        None => Ok(None),
+        Some(v) => v
+            .to_str()
+            .map(|s| Some(s.trim()))
+            .map_err(|_| format!("header {name} is not visible ASCII")),
+    }
+}
+
+fn parse_int(name: &str, v: &str) -> Result<i128, String> {
+    v.parse::<i128>()
+        .map_err(|_| format!("header {name} must be an integer, got {:?}", short(v)))
+}
+
+fn parse_float(name: &str, v: &str) -> Result<f64, String> {
+    v.parse::<f64>()
+        .map_err(|_| format!("header {name} must be a number, got {:?}", short(v)))
+}
+
+fn short(v: &str) -> String {
+    v.chars().take(40).collect()
+}
+
+/// Parse the synapse headers. Every `bt_header_axon_*`/`bt_header_dendrite_*` value must fit
+/// its `TerminalInfo` type, `timeout` must be a non-negative finite number, and the required
+/// input `bt_header_input_obj_simulation_input` must be base64 of a JSON object (the dendrite
+/// sends `e30=`, `{}`); otherwise the error is the 400 message.
+pub fn parse_headers(h: &HeaderMap) -> Result<RequestHeaders, String> {
+    let mut out = RequestHeaders {
+        timeout: DEFAULT_TIMEOUT_S,
+        ..Default::default()
+    };
+    if let Some(t) = header_str(h, "timeout")? {
+        let v = parse_float("timeout", t)?;
+        if !(v.is_finite() && v >= 0.0) {
+            return Err(format!(
+                "header timeout must be a non-negative number of seconds, got {t:?}"
+            ));
+        }
+        out.timeout = v;
+        out.timeout_raw = Some(t.to_string());
+    }
+    for name in ["header_size", "total_size"] {
+        if let Some(v) = header_str(h, name)? {
+            parse_int(name, v)?;
+        }
+    }
+    for side in ["axon", "dendrite"] {
+        for (field, kind) in [
+            ("status_code", 'i'),
+            ("process_time", 'f'),
+            ("port", 'i'),
+            ("version", 'i'),
+            ("nonce", 'i'),
+        ] {
+            let name = format!("bt_header_{side}_{field}");
+            if let Some(v) = header_str(h, &name)? {
+                if kind == 'i' {
+                    parse_int(&name, v)?;
+                } else {
+                    parse_float(&name, v)?;
+                }
+            }
+        }
+    }
+    out.dendrite_hotkey = header_str(h, "bt_header_dendrite_hotkey")?
+        .filter(|s| !s.is_empty())
+        .map(str::to_string);
+    out.nonce = header_str(h, "bt_header_dendrite_nonce")?
+        .map(|v| parse_int("bt_header_dendrite_nonce", v))
+        .transpose()?;
+    out.version = header_str(h, "bt_header_dendrite_version")?
+        .map(|v| parse_int("bt_header_dendrite_version", v))
+        .transpose()?;
+    out.dendrite_port = header_str(h, "bt_header_dendrite_port")?
+        .map(|v| parse_int("bt_header_dendrite_port", v).map(|p| p as i64))
+        .transpose()?;
+    out.uuid = header_str(h, "bt_header_dendrite_uuid")?.map(str::to_string);
+    out.signature = header_str(h, "bt_header_dendrite_signature")?.map(str::to_string);
+    out.dendrite_ip = header_str(h, "bt_header_dendrite_ip")?.map(str::to_string);
+    out.computed_body_hash = header_str(h, "computed_body_hash")?.map(str::to_string);
+    let input = header_str(h, "bt_header_input_obj_simulation_input")?.ok_or_else(|| {
+        "missing header bt_header_input_obj_simulation_input: the Simulation synapse requires \
+         simulation_input (a dendrite sends base64 of \"{}\")"
+            .to_string()
+    })?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(input)
+        .map_err(|_| "header bt_header_input_obj_simulation_input is not base64".to_string())?;
+    match serde_json::from_slice::<serde_json::Value>(&decoded) {
+        Ok(serde_json::Value::Object(_)) => {}
+        _ => {
+            return Err(
+                "header bt_header_input_obj_simulation_input is not base64 of a JSON object".into(),
+            )
+        }
+    }
+    Ok(out)
+}
+
+/// The last nonce seen per `hotkey:uuid`. Entries are never dropped (as in the Python axon):
+/// only requests that passed the blacklist and verified reach it, so it holds one entry per
+/// validator process.
+#[derive(Debug, Default)]
+pub struct NonceStore {
+    last: Mutex<HashMap<String, i128>>,
+}
+
+impl NonceStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// `default_verify`'s nonce checks, before the signature is verified.
+    pub fn check(
+        &self,
+        key: &str,
+        nonce: i128,
+        version: Option<i128>,
+        timeout_s: f64,
+        now_ns: i128,
+    ) -> Result<(), String> {
+        let last = self.last.lock().expect("nonce lock").get(key).copied();
+        if version.is_some_and(|v| v >= V_7_2_0) && last.is_none() {
+            let window = (timeout_s.min(MAX_WINDOW_TIMEOUT_S) * 1e9) as i128;
+            if nonce <= now_ns - ALLOWED_DELTA_NS - window {
+                return Err("Nonce is too old".into());
+            }
+        }
+        if last.is_some_and(|l| nonce <= l) {
+            return Err("Nonce is too old, a newer one was last processed".into());
+        }
+        Ok(())
+    }
+
+    /// Record a verified nonce. Fails when a concurrent request with the same or a newer nonce
+    /// for the key was recorded first (a replay racing the original).
+    pub fn commit(&self, key: &str, nonce: i128) -> Result<(), String> {
+        let mut m = self.last.lock().expect("nonce lock");
+        match m.get(key) {
+            Some(&l) if nonce <= l => {
+                Err("Nonce is too old, a newer one was last processed".into())
+            }
+            _ => {
+                m.insert(key.to_string(), nonce);
+                Ok(())
+            }
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.last.lock().expect("nonce lock").len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Nanoseconds since the epoch, as `time.time_ns()`.
+pub fn now_ns() -> i128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i128)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::miner::keys::Hotkey;
+
+    #[test]
+    fn the_simulation_body_hash_is_sha3_of_nothing() {
+        assert_eq!(
+            simulation_body_hash(),
+            "a7ffc6f8bf1ed76651c14756a061d662f580ff4de43b49fa82d80a4b80f8434a"
+        );
+        // One field: sha3 of the field's digest.
+        assert_eq!(body_hash(&["x"]), sha3_hex(sha3_hex(b"x").as_bytes()));
+    }
+
+    #[test]
+    fn sign_and_verify_like_a_dendrite() {
+        let alice = Hotkey::from_uri("//Alice").unwrap();
+        let bob = Hotkey::from_uri("//Bob").unwrap();
+        let msg = signed_message(
+            1_795_533_681_267_709_911,
+            &alice.ss58,
+            &bob.ss58,
+            "b40bf324-e81a-11f1-91b9-02fc00000001",
+            &simulation_body_hash(),
+        );
+        let sig = sign(alice.keypair().unwrap(), &msg);
+        assert!(sig.starts_with("0x") && sig.len() == 130);
+        verify(&alice.ss58, &msg, &sig).unwrap();
+        verify(&alice.ss58, &msg, sig.trim_start_matches("0x")).unwrap();
+        // The `<Bytes>` form bittensor_wallet accepts.
+        let wrapped = sign(alice.keypair().unwrap(), &format!("<Bytes>{msg}</Bytes>"));
+        verify(&alice.ss58, &msg, &wrapped).unwrap();
+        // Another signer, another message, garbage.
+        let e = verify(&bob.ss58, &msg, &sig).unwrap_err();
+        assert!(e.starts_with("Signature mismatch"), "{e}");
+        assert!(verify(&alice.ss58, &format!("{msg}x"), &sig).is_err());
+        assert!(verify(&alice.ss58, &msg, "0xzz").is_err());
+        assert!(verify(&alice.ss58, &msg, "0x1234").is_err());
+        assert!(verify("5Nope", &msg, &sig).is_err());
+    }
+
+    #[test]
+    fn nonce_rules() {
+        let s = NonceStore::new();
+        let now = 1_800_000_000_000_000_000i128;
+        let v = Some(10_000_001);
+        // First nonce: within 4 s + timeout of now.
+        assert!(s.check("k", now - 5_000_000_000, v, 0.0, now).is_err());
+        s.check("k", now - 5_000_000_000, v, 2.0, now).unwrap();
+        // Old dendrites skip the window.
+        s.check("k", now - 100_000_000_000, Some(7_001_999), 0.0, now)
+            .unwrap();
+        s.check("k", now, v, 12.0, now).unwrap();
+        s.commit("k", now).unwrap();
+        // Replay and older: refused; newer: fine; other keys are separate.
+        let e = s.check("k", now, v, 12.0, now).unwrap_err();
+        assert_eq!(e, "Nonce is too old, a newer one was last processed");
+        assert!(s.check("k", now - 1, v, 12.0, now).is_err());
+        assert!(s.commit("k", now).is_err());
+        s.check("k", now + 1, v, 12.0, now).unwrap();
+        s.check("k2", now, v, 12.0, now).unwrap();
+        // A huge timeout header does not open an unbounded window.
+        assert!(s.check("k3", now - 3_600_000_000_000, v, 1e9, now).is_err());
+        assert_eq!(s.len(), 1);
+    }
+
+    #[test]
+    fn header_parsing() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "bt_header_input_obj_simulation_input",
+            "e30=".parse().unwrap(),
+        );
+        h.insert("bt_header_dendrite_nonce", "123".parse().unwrap());
+        h.insert("timeout", "90.5".parse().unwrap());
+        let p = parse_headers(&h).unwrap();
+        assert_eq!((p.nonce, p.timeout), (Some(123), 90.5));
+        let mut bad = h.clone();
+        bad.insert("bt_header_dendrite_nonce", "abc".parse().unwrap());
+        assert!(parse_headers(&bad)
+            .unwrap_err()
+            .contains("bt_header_dendrite_nonce"));
+        let mut bad = h.clone();
+        bad.insert("timeout", "inf".parse().unwrap());
+        assert!(parse_headers(&bad).unwrap_err().contains("timeout"));
+        let mut bad = h.clone();
+        bad.insert("bt_header_axon_port", "x".parse().unwrap());
+        assert!(parse_headers(&bad).is_err());
+        let mut bad = h.clone();
+        bad.insert(
+            "bt_header_input_obj_simulation_input",
+            "W10=".parse().unwrap(),
+        );
+        assert!(parse_headers(&bad).is_err());
+        let mut bad = h.clone();
+        bad.remove("bt_header_input_obj_simulation_input");
+        assert!(parse_headers(&bad).unwrap_err().contains("missing"));
+    }
+}
