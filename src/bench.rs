@@ -23,6 +23,8 @@ pub struct QueueBench {
     pub concurrency: usize,
     pub batch: usize,
     pub enqueue_batch: usize,
+    /// Concurrent producer tasks, each enqueuing its share of the jobs.
+    pub producers: usize,
     /// Offered load in jobs/s; 0 = enqueue as fast as possible (a burn-down).
     pub rate: u64,
 }
@@ -38,6 +40,8 @@ pub struct QueueBenchReport {
     pub seconds: f64,
     pub jobs_per_sec: f64,
     pub enqueue_seconds: f64,
+    /// Jobs enqueued per second (all producers together).
+    pub enqueue_per_sec: f64,
     pub p50_ms: u64,
     pub p90_ms: u64,
     pub p99_ms: u64,
@@ -71,29 +75,34 @@ pub async fn run(b: &QueueBench) -> anyhow::Result<QueueBenchReport> {
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     let t0 = Instant::now();
-    let producer = tokio::spawn({
-        let queue = queue.clone();
-        let (n, chunk, rate) = (b.jobs, b.enqueue_batch.max(1), b.rate);
-        async move {
-            let mut sent = 0;
-            while sent < n {
-                let k = chunk.min(n - sent);
-                if rate > 0 {
-                    // Pace: batch i leaves no earlier than i * chunk / rate seconds in.
-                    let due = Duration::from_secs_f64(sent as f64 / rate as f64);
-                    if let Some(wait) = due.checked_sub(t0.elapsed()) {
-                        tokio::time::sleep(wait).await;
+    let producers: Vec<_> = (0..b.producers.max(1))
+        .map(|p| {
+            let queue = queue.clone();
+            let np = b.producers.max(1);
+            // Producer p enqueues its share; the rate is split evenly.
+            let n = b.jobs / np + usize::from(p < b.jobs % np);
+            let (chunk, rate) = (b.enqueue_batch.max(1), b.rate / np as u64);
+            tokio::spawn(async move {
+                let mut sent = 0;
+                while sent < n {
+                    let k = chunk.min(n - sent);
+                    if rate > 0 {
+                        // Pace: batch i leaves no earlier than i * chunk / rate seconds in.
+                        let due = Duration::from_secs_f64(sent as f64 / rate as f64);
+                        if let Some(wait) = due.checked_sub(t0.elapsed()) {
+                            tokio::time::sleep(wait).await;
+                        }
                     }
+                    let reqs = (0..k)
+                        .map(|_| EnqueueRequest::new("noop", serde_json::json!({})))
+                        .collect();
+                    queue.enqueue_many(reqs).await?;
+                    sent += k;
                 }
-                let reqs = (0..k)
-                    .map(|_| EnqueueRequest::new("noop", serde_json::json!({})))
-                    .collect();
-                queue.enqueue_many(reqs).await?;
-                sent += k;
-            }
-            anyhow::Ok(t0.elapsed())
-        }
-    });
+                anyhow::Ok(t0.elapsed())
+            })
+        })
+        .collect();
     let mut latencies = Vec::with_capacity(b.jobs);
     while latencies.len() < b.jobs {
         match tokio::time::timeout(Duration::from_secs(60), rx.recv()).await {
@@ -108,7 +117,10 @@ pub async fn run(b: &QueueBench) -> anyhow::Result<QueueBenchReport> {
         }
     }
     let seconds = t0.elapsed().as_secs_f64();
-    let enqueue_seconds = producer.await??.as_secs_f64();
+    let mut enqueue_seconds = 0f64;
+    for p in producers {
+        enqueue_seconds = enqueue_seconds.max(p.await??.as_secs_f64());
+    }
     shutdown.cancel();
     for h in handles {
         h.await??;
@@ -124,6 +136,7 @@ pub async fn run(b: &QueueBench) -> anyhow::Result<QueueBenchReport> {
         seconds,
         jobs_per_sec: b.jobs as f64 / seconds,
         enqueue_seconds,
+        enqueue_per_sec: b.jobs as f64 / enqueue_seconds,
         p50_ms: pct(0.50),
         p90_ms: pct(0.90),
         p99_ms: pct(0.99),

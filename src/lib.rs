@@ -13,6 +13,7 @@ pub mod config;
 pub mod keys;
 pub mod metrics;
 pub mod migrate;
+pub mod miner;
 pub mod pipeline;
 pub mod queue;
 pub mod scheduler;

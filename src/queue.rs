@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use deadpool_redis::{Manager, Pool};
 use jobs::{JobEnvelope, ENVELOPE_VERSION};
-use redis::aio::MultiplexedConnection;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 use redis::{AsyncCommands, AsyncConnectionConfig, RedisError};
 use serde::Serialize;
 use thiserror::Error;
@@ -212,6 +212,10 @@ pub enum CancelOutcome {
 #[derive(Clone)]
 pub struct Queue {
     pool: Pool,
+    /// One multiplexed connection shared by every short request ([`Queue::retrying`]):
+    /// concurrent callers pipeline over it, with no per-request checkout round trip.
+    /// Created on first use; it reconnects by itself after a failure.
+    shared: Arc<tokio::sync::OnceCell<ConnectionManager>>,
     url: String,
     keys: Keys,
     scripts: Arc<Scripts>,
@@ -236,6 +240,7 @@ impl Queue {
             .map_err(|e| QueueError::Pool(e.to_string()))?;
         Ok(Self {
             pool,
+            shared: Arc::new(tokio::sync::OnceCell::new()),
             url: url.to_string(),
             keys: Keys::new(prefix),
             scripts: Arc::new(Scripts::new()),
@@ -278,17 +283,35 @@ impl Queue {
             .await?)
     }
 
-    /// Runs `op` with a pooled connection, retrying transient failures with
-    /// exponential backoff for `retry_for`, logging each wait.
+    /// The shared multiplexed connection (a cheap clone), connecting on first use.
+    pub async fn shared(&self) -> Result<ConnectionManager> {
+        let mgr = self
+            .shared
+            .get_or_try_init(|| async {
+                let client = redis::Client::open(self.url.as_str())?;
+                let cfg = ConnectionManagerConfig::new()
+                    .set_response_timeout(Some(self.cfg.response_timeout))
+                    .set_connection_timeout(Some(Duration::from_secs(2)))
+                    .set_number_of_retries(1)
+                    .set_max_delay(Duration::from_millis(500));
+                ConnectionManager::new_with_config(client, cfg).await
+            })
+            .await?;
+        Ok(mgr.clone())
+    }
+
+    /// Runs `op` with the shared connection, retrying transient failures with
+    /// exponential backoff for `retry_for`, logging each wait. `op` must not
+    /// block the connection (no blocking reads: use [`Queue::dedicated`]).
     pub async fn retrying<T, F, Fut>(&self, what: &str, mut op: F) -> Result<T>
     where
-        F: FnMut(deadpool_redis::Connection) -> Fut,
+        F: FnMut(ConnectionManager) -> Fut,
         Fut: std::future::Future<Output = Result<T>>,
     {
         let started = tokio::time::Instant::now();
         let mut backoff = Backoff::new();
         loop {
-            let res = match self.conn().await {
+            let res = match self.shared().await {
                 Ok(c) => op(c).await,
                 Err(e) => Err(e),
             };

@@ -5,10 +5,13 @@
 //! for programs. Long-running commands stop cleanly on SIGINT/SIGTERM.
 
 pub mod agent;
+pub mod client;
+pub mod mine;
 pub mod model;
 mod ops;
 pub mod pipeline;
 pub mod sn50;
+pub mod store;
 
 use clap::{Parser, Subcommand};
 
@@ -62,6 +65,8 @@ pub enum Command {
     Migrate,
     /// Serve the HTTP bridge for bots and people.
     Bridge(ops::BridgeArgs),
+    /// Call the HTTP bridge (SYNTH_BRIDGE_URL, BRIDGE_API_KEY, SYNTH_BOT_ID).
+    Client(client::ClientArgs),
     /// Run the research pipeline (plan, train, check, debug, publish) as jobs.
     Pipeline(Box<pipeline::PipelineArgs>),
     /// Run one LLM agent (planner, trainer, codechecker, debugger, publisher).
@@ -70,6 +75,11 @@ pub enum Command {
     Runs {
         #[command(subcommand)]
         command: pipeline::RunsCommand,
+    },
+    /// The pipeline definition and meta-strategy: show, set, reset.
+    PipelineDef {
+        #[command(subcommand)]
+        command: pipeline::PipelineDefCommand,
     },
     /// Benchmarks.
     Bench {
@@ -82,6 +92,11 @@ pub enum Command {
     CheckShapes(sn50::CheckShapesArgs),
     /// Market data: inspect and download.
     Data(sn50::DataArgs),
+    /// Run the SN50 miner's axon (`--check` before going live, `--bench` to measure it).
+    Mine(Box<mine::MineArgs>),
     #[command(flatten)]
     Model(model::ModelCommand),
+    /// Publish runs and read the store's history.
+    #[command(flatten)]
+    Store(store::StoreCommand),
 }

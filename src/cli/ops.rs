@@ -201,6 +201,9 @@ pub enum BenchCommand {
         batch: usize,
         #[arg(long, default_value_t = 500)]
         enqueue_batch: usize,
+        /// Concurrent producer tasks (they share one multiplexed connection).
+        #[arg(long, default_value_t = 1)]
+        producers: usize,
         /// Offered load in jobs/s (0 = as fast as possible, a burn-down).
         #[arg(long, default_value_t = 0)]
         rate: u64,
@@ -267,6 +270,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Data(a) => return super::sn50::data(a).await,
         Command::Model(c) => return super::model::run(c).await,
         Command::Agent(a) => return super::agent::run(a).await,
+        Command::Client(a) => return super::client::run(a).await,
+        Command::Mine(a) => return super::mine::run(*a).await,
+        Command::Store(c) => return super::store::run(cli.redis_url, cli.prefix, c).await,
         Command::Bench {
             command: BenchCommand::Crps(a),
         } => return super::sn50::bench_crps(a).await,
@@ -326,6 +332,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench { command } => bench(q, command).await,
         Command::Pipeline(a) => super::pipeline::pipeline(q, *a).await,
         Command::Runs { command } => super::pipeline::runs(q, command).await,
+        Command::PipelineDef { command } => super::pipeline::pipeline_def(q, command).await,
         Command::Bridge(a) => {
             let cfg = crate::bridge::BridgeConfig {
                 addr: SocketAddr::new(a.host, a.port),
@@ -341,7 +348,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         | Command::CheckShapes(_)
         | Command::Data(_)
         | Command::Model(_)
-        | Command::Agent(_) => {
+        | Command::Store(_)
+        | Command::Mine(_)
+        | Command::Agent(_)
+        | Command::Client(_) => {
             unreachable!("dispatched above")
         }
     }
@@ -653,11 +663,12 @@ async fn bench(q: Queue, c: BenchCommand) -> anyhow::Result<()> {
             concurrency,
             batch,
             enqueue_batch,
+            producers,
             rate,
             json,
         } => {
-            if jobs == 0 || workers == 0 {
-                bail!("--jobs and --workers must be at least 1");
+            if jobs == 0 || workers == 0 || producers == 0 {
+                bail!("--jobs, --workers and --producers must be at least 1");
             }
             let b = crate::bench::QueueBench {
                 redis_url: q.url().to_string(),
@@ -666,6 +677,7 @@ async fn bench(q: Queue, c: BenchCommand) -> anyhow::Result<()> {
                 concurrency,
                 batch,
                 enqueue_batch,
+                producers,
                 rate,
             };
             let r = crate::bench::run(&b).await?;

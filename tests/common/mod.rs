@@ -137,14 +137,25 @@ where
 }
 
 /// Starts a `synth-city worker` process (prefix `t`) with extra flags; its
-/// output is discarded.
+/// output is discarded. The worker is killed when the thread that started it
+/// ends (a test that panics leaves no worker behind; workers reconnect to a
+/// vanished Redis forever, by design).
 pub fn spawn_worker(url: &str, flags: &[&str]) -> Child {
-    Command::new(bin())
-        .args(["--redis-url", url, "--prefix", "t", "worker"])
+    use std::os::unix::process::CommandExt;
+    let mut cmd = Command::new(bin());
+    cmd.args(["--redis-url", url, "--prefix", "t", "worker"])
         .args(flags)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
+        .stderr(Stdio::null());
+    // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn().unwrap()
 }
