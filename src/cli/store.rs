@@ -203,7 +203,7 @@ async fn history(a: HistoryArgs) -> anyhow::Result<()> {
         let lines = records::read_metrics(&path, limit).map_err(anyhow::Error::msg)?;
         if std::env::var("WANDB_API_KEY").is_ok_and(|v| !v.is_empty()) {
             eprintln!(
-                "note: WANDB_API_KEY is set, but this build keeps metrics only in {} (no W&B)",
+                "note: WANDB_API_KEY is set: runs also log these rows to W&B; this is the local history in {}",
                 path.display()
             );
         }

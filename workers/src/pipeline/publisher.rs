@@ -197,9 +197,10 @@ pub async fn publish_run(
             "name": best.name, "crps": best.crps, "gbm_crps": best.gbm_crps,
             "ratio": best.crps_ratio(), "location": published.model_dir,
             "hf_commit": published.hf.as_ref().and_then(|h| h.outcome.commit_oid.clone())});
-        if let Err(e) = records::append_lines(path, &[line]) {
+        if let Err(e) = records::append_lines(path, std::slice::from_ref(&line)) {
             tracing::warn!(path = %path.display(), error = %e, "cannot append to the metrics history");
         }
+        crate::store::wandb::log_if_configured(run_id, None, &[line]).await;
     }
     Ok(published)
 }

@@ -1,8 +1,8 @@
 //! Where results live between runs and machines: one [`Store`] interface over
 //! a local directory ([`FsStore`], the default) or any S3-compatible service
 //! ([`S3Store`], Hippius by default, chosen whenever `HIPPIUS_ENDPOINT` is
-//! set), the seed's key layout on top of it ([`records`]), and Hugging Face
-//! Hub publishing ([`hf`]).
+//! set), the seed's key layout on top of it ([`records`]), Hugging Face
+//! Hub publishing ([`hf`]) and Weights & Biases metrics ([`wandb`]).
 //!
 //! Guarantees every backend keeps:
 //! - an object is visible whole or not at all (a file renamed into place; an
@@ -23,6 +23,7 @@ pub mod agents;
 pub mod hf;
 pub mod records;
 mod s3;
+pub mod wandb;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -19,7 +19,8 @@
 //! cannot seed the planner (their specs are not this build's).
 //!
 //! The metrics history is a local JSON-lines file (`metrics.jsonl` in the
-//! store directory), one line per experiment and per publication.
+//! store directory), one line per experiment and per publication; with
+//! `WANDB_API_KEY` set the same lines also go to Weights & Biases ([`super::wandb`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -338,18 +339,21 @@ pub fn metrics_path(store_dir: &Path) -> PathBuf {
     store_dir.join("metrics.jsonl")
 }
 
-/// Appends one line per experiment to the metrics history.
-pub fn append_metrics(path: &Path, run_id: &str, recs: &[ExperimentRecord]) -> std::io::Result<()> {
-    let lines: Vec<Value> = recs
-        .iter()
+/// The metrics history's lines for a run's experiments (one each).
+pub fn metrics_lines(run_id: &str, recs: &[ExperimentRecord]) -> Vec<Value> {
+    recs.iter()
         .map(|r| {
             json!({"event": "experiment", "ts": unix_now(), "run_id": run_id, "name": r.name,
                    "fingerprint": r.fingerprint, "crps": r.crps, "gbm_crps": r.gbm_crps,
                    "ratio": r.crps_ratio(), "status": r.status, "param_count": r.param_count,
                    "epochs": r.epochs, "training_time_s": r.training_time_s})
         })
-        .collect();
-    append_lines(path, &lines)
+        .collect()
+}
+
+/// Appends one line per experiment to the metrics history.
+pub fn append_metrics(path: &Path, run_id: &str, recs: &[ExperimentRecord]) -> std::io::Result<()> {
+    append_lines(path, &metrics_lines(run_id, recs))
 }
 
 /// Appends JSON values as lines (one `write` per call, so concurrent writers
@@ -440,13 +444,22 @@ pub async fn record_run(store_dir: &Path, run_id: &str, recs: &[ExperimentRecord
         }
         Err(e) => problems.push(format!("store: {e}")),
     }
-    if let Err(e) = append_metrics(&metrics_path(store_dir), run_id, recs) {
+    let lines = metrics_lines(run_id, recs);
+    if let Err(e) = append_lines(&metrics_path(store_dir), &lines) {
         problems.push(format!("metrics history: {e}"));
     }
     if !problems.is_empty() {
         let msg = problems.join("; ");
         tracing::warn!(run_id, error = %msg, "experiments not recorded outside Redis");
     }
+    // The same rows to Weights & Biases when WANDB_API_KEY is set (best effort).
+    let specs = recs.iter().map(|r| {
+        (
+            r.name.as_str(),
+            serde_json::to_value(&r.spec).unwrap_or(Value::Null),
+        )
+    });
+    super::wandb::log_if_configured(run_id, Some(super::wandb::config_of(specs)), &lines).await;
 }
 
 /// At the end of a run: saves its summary and comparison to the store
