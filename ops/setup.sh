@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Set up and run synth-city on one machine: install redis-server if missing,
-# start it if nothing answers, build, migrate, then run the scheduler in the
-# background and a worker for every job type in the foreground.
+# start it if nothing answers, build, migrate, then run the scheduler and the
+# HTTP bridge in the background and a worker for every job type in the foreground.
 #
 #   REDIS_PORT   port of the local Redis (default 6379)
 #   REDIS_URL    use this Redis instead of starting one
 #   CONCURRENCY  worker concurrency (default 8)
+#   BRIDGE_PORT  the HTTP bridge's port (default 8377, loopback only)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,9 +31,12 @@ bin=target/release/synth-city
 echo "==> migrating the Redis key layout"
 "$bin" migrate
 
-echo "==> starting the cron scheduler (background) and a worker for every job type"
+echo "==> starting the cron scheduler and the HTTP bridge (background; dashboard at"
+echo "    http://127.0.0.1:${BRIDGE_PORT:-8377}/dashboard) and a worker for every job type"
 "$bin" scheduler &
 sched=$!
-trap 'kill "$sched" 2>/dev/null || true' EXIT
+"$bin" bridge --port "${BRIDGE_PORT:-8377}" &
+bridge=$!
+trap 'kill "$sched" "$bridge" 2>/dev/null || true' EXIT
 "$bin" jobs enqueue --type noop >/dev/null
 exec "$bin" worker --roles all --concurrency "${CONCURRENCY:-8}" --metrics-addr 127.0.0.1:9464
