@@ -287,7 +287,8 @@ fn thirty_runs_never_exceed_ten_permits() {
     let holders_key = "{t}:sem:pipeline:holders";
     let mut max_holders = 0usize;
     let mut max_running = 0usize;
-    let deadline = Instant::now() + Duration::from_secs(240);
+    // generous: a loaded machine trains slowly; the assertions below are what matter
+    let deadline = Instant::now() + Duration::from_secs(480);
     loop {
         let (s, us): (u64, u64) = redis::cmd("TIME").query(&mut conn).unwrap();
         let now = s * 1000 + us / 1000;
