@@ -486,3 +486,55 @@ fn the_stored_definition_and_strategy_drive_runs() {
         serde_json::from_str(&plain(&redis, &["pipeline-def", "show", "--json"])).unwrap();
     assert_eq!(back, shown);
 }
+
+#[test]
+fn a_cancelled_run_gives_its_permit_back_at_once() {
+    let redis = RedisServer::start();
+    migrate(&redis);
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = vec!["pipeline", "--enqueue-only", "--max-experiments", "1"];
+    args.extend_from_slice(&["--rounds", "1", "--json"]);
+    args.extend_from_slice(TINY);
+    // long enough a training stage to be caught holding the permit
+    args.extend_from_slice(&["--steps-per-epoch", "400"]);
+    let out = cli(&redis, &args, dir.path());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = serde_json::from_str::<Value>(String::from_utf8_lossy(&out.stdout).trim()).unwrap()
+        ["run_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut conn = redis.conn();
+    let holders = "{t}:sem:pipeline:holders";
+    let held = |conn: &mut redis::Connection| -> Option<f64> {
+        redis::cmd("ZSCORE")
+            .arg(holders)
+            .arg(&id)
+            .query(conn)
+            .unwrap()
+    };
+    let mut worker = spawn_worker(&redis.url(), &["--roles", "all", "--concurrency", "2"]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while held(&mut conn).is_none() {
+        assert!(Instant::now() < deadline, "the run never took a permit");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // the worker dies mid-run: nothing will release the permit but the cancel
+    worker.kill().unwrap();
+    worker.wait().unwrap();
+    assert!(held(&mut conn).is_some());
+    let said = plain(&redis, &["runs", "cancel", &id]);
+    assert!(said.contains("cancelled"), "{said}");
+    assert_eq!(held(&mut conn), None, "the permit is back at once");
+    let fence: Option<String> = redis::cmd("HGET")
+        .arg("{t}:sem:pipeline:fences")
+        .arg(&id)
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(fence, None);
+    assert_eq!(run_state(&redis, &id)["state"], "cancelled");
+}

@@ -1,7 +1,10 @@
 -- run_advance.lua: moves a run from one stage to the next, atomically with the
 -- next stage's enqueue. ARGV: prefix, ttl ms, run id, expected stage, expected
 -- attempt, new stage, new attempt, task json, new state ('' = running),
--- summary ('' = none), then next job type, job id, envelope ('' = none).
+-- summary ('' = none), then next job type, job id, envelope ('' = none),
+-- then the run's permit lease in ms. Handing over to the next stage renews
+-- the run's `pipeline` permit for a whole lease, so the next stage job has all
+-- of it to be picked up.
 -- Only the stage job the run is waiting for may advance it: a stale or
 -- re-delivered job finds the run elsewhere and changes nothing (0); a
 -- cancelled or finished run is never advanced (-1). The next job's id is
@@ -23,6 +26,11 @@ end
 if ARGV[11] ~= '' then
   redis.call('HSET', rk, 'job', ARGV[12])
   enqueue_one(now, ARGV[11], ARGV[12], ARGV[13], '', now, ttl, f[4] or '')
+  local hk = key('sem', 'pipeline', 'holders')
+  local exp = redis.call('ZSCORE', hk, run_id)
+  if exp and tonumber(exp) > now then
+    redis.call('ZADD', hk, 'XX', now + tonumber(ARGV[14]), run_id)
+  end
 end
 emit(now, 'run_' .. state, 'run', run_id, {'stage', ARGV[6], 'attempt', ARGV[7]})
 return 1

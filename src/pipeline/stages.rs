@@ -233,6 +233,7 @@ async fn advance(
                 Some(e) => inv.arg(&e.job_type).arg(&e.id).arg(e.to_json()),
                 None => inv.arg("").arg("").arg(""),
             };
+            inv.arg(RUN_LEASE.as_millis() as u64);
             async move { Ok(inv.invoke_async(&mut c).await?) }
         })
         .await
