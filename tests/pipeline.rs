@@ -36,13 +36,23 @@ const TINY: &[&str] = &[
 ];
 
 fn cli(redis: &RedisServer, args: &[&str], dir: &std::path::Path) -> Output {
+    cli_with_data(redis, args, dir, &data_dir())
+}
+
+/// [`cli`] with bars from `data`.
+fn cli_with_data(
+    redis: &RedisServer,
+    args: &[&str],
+    dir: &std::path::Path,
+    data: &std::path::Path,
+) -> Output {
     Command::new(bin())
         .arg("--redis-url")
         .arg(redis.url())
         .args(["--prefix", "t"])
         .args(args)
         .arg("--data-dir")
-        .arg(data_dir())
+        .arg(data)
         .arg("--out")
         .arg(dir.join("runs"))
         .arg("--store")
@@ -416,21 +426,13 @@ fn the_stored_definition_and_strategy_drive_runs() {
         "--json",
     ];
     args.extend_from_slice(TINY);
-    let out = Command::new(bin())
-        .arg("--redis-url")
-        .arg(redis.url())
-        .args(["--prefix", "t"])
-        .args(&args)
-        .arg("--data-dir")
-        .arg(&short)
-        .arg("--out")
-        .arg(dir.path().join("runs"))
-        .arg("--store")
-        .arg(dir.path().join("store"))
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let summary: Value = serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).unwrap();
+    // a run that fails: its JSON summary
+    let failed_run = |data: &std::path::Path| -> Value {
+        let out = cli_with_data(&redis, &args, dir.path(), data);
+        assert!(!out.status.success());
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).unwrap()
+    };
+    let summary = failed_run(&short);
     let err = summary["error"].as_str().unwrap();
     assert!(
         err.contains("stage trainer failed after 2 attempt(s) (retries exhausted)"),
@@ -456,21 +458,7 @@ fn the_stored_definition_and_strategy_drive_runs() {
     // missing data is not recoverable: one attempt, whatever the strategy says
     let empty = dir.path().join("empty");
     std::fs::create_dir_all(&empty).unwrap();
-    let out = Command::new(bin())
-        .arg("--redis-url")
-        .arg(redis.url())
-        .args(["--prefix", "t"])
-        .args(&args)
-        .arg("--data-dir")
-        .arg(&empty)
-        .arg("--out")
-        .arg(dir.path().join("runs"))
-        .arg("--store")
-        .arg(dir.path().join("store"))
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let summary: Value = serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).unwrap();
+    let summary = failed_run(&empty);
     assert!(
         summary["error"]
             .as_str()

@@ -229,11 +229,19 @@ impl Task {
         let s = self.strategy();
         let t = match job_type {
             "check" => s.base_temperature,
-            "debug" => s.temperature(self.round),
-            "train" if self.fix.is_some() => s.temperature(self.round),
-            _ => s.temperature(self.stage_attempt),
+            _ => s.temperature(self.attempt(job_type)),
         };
         t.clamp(0.0, 2.0)
+    }
+
+    /// The attempt a `job_type` job is at: its check/debug round inside the
+    /// validate stage's loop (a fix's training included), else the stage's attempt.
+    pub fn attempt(&self, job_type: &str) -> u32 {
+        match job_type {
+            "check" | "debug" => self.round,
+            "train" if self.fix.is_some() => self.round,
+            _ => self.stage_attempt,
+        }
     }
 
     /// The best result so far.

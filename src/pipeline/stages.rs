@@ -143,11 +143,7 @@ async fn run_stage(
     };
     let permit = permit(ctx, &run).await?;
     let started = Instant::now();
-    let attempt = match stage {
-        "check" | "debug" => task.round,
-        "train" if task.fix.is_some() => task.round,
-        _ => task.stage_attempt,
-    };
+    let attempt = task.attempt(stage);
     let temperature = task.temperature(stage);
     jctx.progress(json!({"stage": stage, "name": spec.name, "attempt": attempt}));
     let llm_mode = task.options.agents == llm::AgentMode::Llm;

@@ -11,6 +11,7 @@
 
 use std::sync::{Arc, Mutex};
 
+use super::fused::{axpy, cpu_f32, fast_exp, fast_tanh};
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Result, Shape, Tensor, D};
 
 /// Prefix sum (`reverse: false`) or suffix sum (`reverse: true`) along the last axis.
@@ -100,22 +101,7 @@ struct LstmTrace {
 
 #[inline(always)]
 fn sigmoid(x: f32) -> f32 {
-    1.0 / (1.0 + crate::zoo::fused::fast_exp(-x))
-}
-
-/// `tanh(x) = 2 sigmoid(2x) - 1` with [`crate::zoo::fused::fast_exp`] (libm's `tanhf` costs
-/// about five times as much, and does not vectorise); absolute error within a few 1e-7.
-#[inline(always)]
-fn tanh(x: f32) -> f32 {
-    2.0 / (1.0 + crate::zoo::fused::fast_exp(-2.0 * x)) - 1.0
-}
-
-/// `acc += a * x` elementwise (an axpy the compiler vectorises).
-#[inline(always)]
-fn axpy(acc: &mut [f32], a: f32, x: &[f32]) {
-    for (y, &v) in acc.iter_mut().zip(x) {
-        *y += a * v;
-    }
+    1.0 / (1.0 + fast_exp(-x))
 }
 
 // The two scans run compiled for AVX2 when the CPU has it (checked at run time), else for the
@@ -187,14 +173,14 @@ fn lstm_forward_impl(
                 *v = sigmoid(*v);
             }
             for v in ifg[2 * hd..].iter_mut() {
-                *v = tanh(*v);
+                *v = fast_tanh(*v);
             }
             let o = (t * b + r) * hd;
             for k in 0..hd {
                 let cp = if t > 0 { c[o - b * hd + k] } else { 0.0 };
                 let ck = a[hd + k] * cp + a[k] * a[2 * hd + k];
                 c[o + k] = ck;
-                h[o + k] = a[3 * hd + k] * tanh(ck);
+                h[o + k] = a[3 * hd + k] * fast_tanh(ck);
             }
         }
     }
@@ -256,7 +242,7 @@ fn lstm_backward_impl(
             let dcn = &mut dc_next[r * hd..(r + 1) * hd];
             for k in 0..hd {
                 let (i, f, g, og) = (a[k], a[hd + k], a[2 * hd + k], a[3 * hd + k]);
-                let tc = tanh(tr.c[o + k]);
+                let tc = fast_tanh(tr.c[o + k]);
                 let dh = dh_out[o + k] + dhn[k];
                 let dc = dcn[k] + dh * og * (1.0 - tc * tc);
                 let cp = if t > 0 { tr.c[o - b * hd + k] } else { 0.0 };
@@ -277,16 +263,6 @@ fn lstm_backward_impl(
         }
     }
     (dxp, dw)
-}
-
-fn f32_slice<'a>(st: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
-    let Some((a, z)) = l.contiguous_offsets() else {
-        candle_core::bail!("zoo-lstm-scan: {what} must be contiguous")
-    };
-    match st {
-        CpuStorage::F32(v) => Ok(&v[a..z]),
-        _ => candle_core::bail!("zoo-lstm-scan: {what} must be f32"),
-    }
 }
 
 impl CustomOp3 for LstmScan {
@@ -313,9 +289,10 @@ impl CustomOp3 for LstmScan {
                 l3.dims()
             );
         }
-        let xp = f32_slice(s1, l1, "the input projections")?;
-        let w = f32_slice(s2, l2, "w_hh")?;
-        let bias = f32_slice(s3, l3, "the bias")?;
+        let op = self.name();
+        let xp = cpu_f32(s1, l1, op, "the input projections")?;
+        let w = cpu_f32(s2, l2, op, "w_hh")?;
+        let bias = cpu_f32(s3, l3, op, "the bias")?;
         let tr = lstm_forward(xp, w, bias, s, b, hd);
         let h = tr.h.clone();
         if self.want_grad {
