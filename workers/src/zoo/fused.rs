@@ -15,15 +15,21 @@
 //!   no mask), [`affine_noise`] (the Gaussian heads' `mu + sigma * eps`).
 //! - [`crps_loss`]: the training loss from per-step increments in one op: cumulative sum over
 //!   the horizon, the `1/sqrt(k)` horizon scale, and the sample CRPS per (window, step) in its
-//!   sorted form, the ranks of one step kept up to date from the previous step's by an
-//!   insertion sort. The forward pass also computes the gradient with respect to the
-//!   increments (rank weights and signs, then a suffix sum) when the input needs one; the
-//!   backward scales it by the incoming gradient.
+//!   sorted form. Ranks come from branch-free counting for up to 64 paths (a sort's
+//!   comparisons defeat the branch predictor), else from an insertion sort that keeps one
+//!   step's order from the previous step's. The forward pass also computes the gradient with
+//!   respect to the increments (rank weights and signs, then a suffix sum) when the input
+//!   needs one; the backward scales it by the incoming gradient.
+//! - [`crps_loss_affine`]: the same loss of Gaussian increments `mu + sigma * eps` as one op on
+//!   `(mu, sigma)`, so the GBM head's 147k increments per batch never enter candle's graph.
 //! - [`fast_exp`]: `e^x` without a libm call, so the loops above vectorise.
 
-use std::sync::{Arc, Mutex};
+use std::ops::{Deref, Range};
+use std::sync::{Arc, Mutex, RwLockReadGuard};
 
-use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Module, Result, Shape, Tensor};
+use candle_core::{
+    CpuStorage, CustomOp2, CustomOp3, DType, Layout, Module, Result, Shape, Storage, Tensor,
+};
 use candle_nn::VarBuilder;
 
 use super::spec::LossKind;
@@ -44,9 +50,39 @@ pub(super) fn cpu_f32<'a>(
     }
 }
 
-/// A contiguous f32 CPU tensor's values.
-fn values(t: &Tensor) -> Result<Vec<f32>> {
-    t.contiguous()?.flatten_all()?.to_vec1::<f32>()
+/// A tensor's f32 values: borrowed from its storage when it is a contiguous f32 CPU tensor
+/// (the common case in a backward pass, which then copies nothing), else a copy.
+enum Values<'a> {
+    Borrowed(RwLockReadGuard<'a, Storage>, Range<usize>),
+    Owned(Vec<f32>),
+}
+
+impl Deref for Values<'_> {
+    type Target = [f32];
+
+    fn deref(&self) -> &[f32] {
+        match self {
+            Values::Borrowed(guard, range) => match &**guard {
+                Storage::Cpu(CpuStorage::F32(v)) => &v[range.clone()],
+                // `values` only borrows f32 CPU storage
+                _ => unreachable!("a borrowed view is always of f32 CPU storage"),
+            },
+            Values::Owned(v) => v,
+        }
+    }
+}
+
+/// The f32 values of `t` (see [`Values`]).
+fn values(t: &Tensor) -> Result<Values<'_>> {
+    let (guard, layout) = t.storage_and_layout();
+    if let (Storage::Cpu(CpuStorage::F32(_)), Some((a, z))) = (&*guard, layout.contiguous_offsets())
+    {
+        return Ok(Values::Borrowed(guard, a..z));
+    }
+    drop(guard);
+    Ok(Values::Owned(
+        t.contiguous()?.flatten_all()?.to_vec1::<f32>()?,
+    ))
 }
 
 /// Layer norm over the last axis with an affine weight and bias (candle-nn's parameters).
@@ -90,12 +126,100 @@ struct LnOp {
     eps: f64,
 }
 
-/// Mean and `1/sqrt(var + eps)` of one row (biased variance, as candle-nn and PyTorch).
+/// Mean and `1/sqrt(var + eps)` of one row (biased variance, as candle-nn and PyTorch); the
+/// sums run in eight lanes so that they vectorise.
+#[inline(always)]
 fn row_stats(r: &[f32], eps: f64) -> (f32, f32) {
     let d = r.len() as f32;
-    let mean = r.iter().sum::<f32>() / d;
-    let var = r.iter().map(|&v| (v - mean) * (v - mean)).sum::<f32>() / d;
+    let mean = lanes(r, 0.0, |a, b| a + b) / d;
+    let mut sq = [0f32; 8];
+    let c = r.chunks_exact(8);
+    let mut rest = 0f32;
+    for &v in c.remainder() {
+        rest += (v - mean) * (v - mean);
+    }
+    for chunk in c {
+        for t in 0..8 {
+            sq[t] += (chunk[t] - mean) * (chunk[t] - mean);
+        }
+    }
+    let var = (sq.iter().sum::<f32>() + rest) / d;
     (mean, 1.0 / (var + eps as f32).sqrt())
+}
+
+/// Layer norm of the rows of `x` (`d` features each) into `y`.
+fn ln_fwd(x: &[f32], w: &[f32], b: &[f32], eps: f64, y: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2 (checked just above).
+        return unsafe { ln_fwd_avx2(x, w, b, eps, y) };
+    }
+    ln_fwd_impl(x, w, b, eps, y)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn ln_fwd_avx2(x: &[f32], w: &[f32], b: &[f32], eps: f64, y: &mut [f32]) {
+    ln_fwd_impl(x, w, b, eps, y)
+}
+
+#[inline(always)]
+fn ln_fwd_impl(x: &[f32], w: &[f32], b: &[f32], eps: f64, y: &mut [f32]) {
+    let d = w.len();
+    for (xr, yr) in x.chunks_exact(d).zip(y.chunks_exact_mut(d)) {
+        let (mean, rstd) = row_stats(xr, eps);
+        for (((o, &v), &wk), &bk) in yr.iter_mut().zip(xr).zip(w).zip(b) {
+            *o = (v - mean) * rstd * wk + bk;
+        }
+    }
+}
+
+/// The layer norm's gradients `(dx, dw, db)` from the input rows and the output gradient.
+fn ln_bwd(x: &[f32], w: &[f32], g: &[f32], eps: f64) -> Grads3 {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2 (checked just above).
+        return unsafe { ln_bwd_avx2(x, w, g, eps) };
+    }
+    ln_bwd_impl(x, w, g, eps)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn ln_bwd_avx2(x: &[f32], w: &[f32], g: &[f32], eps: f64) -> Grads3 {
+    ln_bwd_impl(x, w, g, eps)
+}
+
+#[inline(always)]
+fn ln_bwd_impl(x: &[f32], w: &[f32], g: &[f32], eps: f64) -> Grads3 {
+    let d = w.len();
+    let mut dx = vec![0f32; x.len()];
+    let mut dw = vec![0f32; d];
+    let mut db = vec![0f32; d];
+    let mut xhat = vec![0f32; d];
+    let mut dxhat = vec![0f32; d];
+    let df = d as f32;
+    for ((xr, gr), dxr) in x
+        .chunks_exact(d)
+        .zip(g.chunks_exact(d))
+        .zip(dx.chunks_exact_mut(d))
+    {
+        let (mean, rstd) = row_stats(xr, eps);
+        for k in 0..d {
+            xhat[k] = (xr[k] - mean) * rstd;
+            dxhat[k] = gr[k] * w[k];
+            dw[k] += gr[k] * xhat[k];
+            db[k] += gr[k];
+        }
+        let (m1, m2) = (
+            lanes(&dxhat, 0.0, |a, b| a + b) / df,
+            lane_dot(&dxhat, &xhat) / df,
+        );
+        for k in 0..d {
+            dxr[k] = rstd * (dxhat[k] - m1 - xhat[k] * m2);
+        }
+    }
+    (dx, dw, db)
 }
 
 impl CustomOp3 for LnOp {
@@ -126,12 +250,7 @@ impl CustomOp3 for LnOp {
             )
         }
         let mut y = vec![0f32; x.len()];
-        for (xr, yr) in x.chunks_exact(d).zip(y.chunks_exact_mut(d)) {
-            let (mean, rstd) = row_stats(xr, self.eps);
-            for k in 0..d {
-                yr[k] = (xr[k] - mean) * rstd * w[k] + b[k];
-            }
-        }
+        ln_fwd(x, w, b, self.eps, &mut y);
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
 
@@ -144,35 +263,7 @@ impl CustomOp3 for LnOp {
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let d = w.elem_count();
-        let xv = values(x)?;
-        let wv = values(w)?;
-        let gv = values(grad)?;
-        let mut dx = vec![0f32; xv.len()];
-        let mut dw = vec![0f32; d];
-        let mut db = vec![0f32; d];
-        let mut xhat = vec![0f32; d];
-        let mut dxhat = vec![0f32; d];
-        let df = d as f32;
-        for ((xr, gr), dxr) in xv
-            .chunks_exact(d)
-            .zip(gv.chunks_exact(d))
-            .zip(dx.chunks_exact_mut(d))
-        {
-            let (mean, rstd) = row_stats(xr, self.eps);
-            let (mut s1, mut s2) = (0f32, 0f32);
-            for k in 0..d {
-                xhat[k] = (xr[k] - mean) * rstd;
-                dxhat[k] = gr[k] * wv[k];
-                dw[k] += gr[k] * xhat[k];
-                db[k] += gr[k];
-                s1 += dxhat[k];
-                s2 += dxhat[k] * xhat[k];
-            }
-            let (m1, m2) = (s1 / df, s2 / df);
-            for k in 0..d {
-                dxr[k] = rstd * (dxhat[k] - m1 - xhat[k] * m2);
-            }
-        }
+        let (dx, dw, db) = ln_bwd(&values(x)?, &values(w)?, &values(grad)?, self.eps);
         let dev = x.device();
         Ok((
             Some(Tensor::from_vec(dx, x.shape(), dev)?),
@@ -371,7 +462,7 @@ impl candle_core::CustomOp1 for GeluOp {
         let gv = values(grad)?;
         let dx: Vec<f32> = xv
             .iter()
-            .zip(&gv)
+            .zip(gv.iter())
             .map(|(&v, &g)| {
                 let t = fast_tanh(GELU_C * (v + GELU_A * v * v * v));
                 let du = GELU_C * (1.0 + 3.0 * GELU_A * v * v);
@@ -740,6 +831,9 @@ struct CrpsLoss {
     grad: Arc<Mutex<Vec<f32>>>,
 }
 
+/// Above this many paths the loss ranks by sorting; at or below it, by counting.
+const RANK_BY_COUNT_MAX: usize = 64;
+
 /// Re-sort `order` (a permutation of `0..x.len()`) so that `x[order[..]]` is non-decreasing,
 /// and write each element's 0-based rank into `rank`. Insertion sort: from the previous step's
 /// order the cumulative sums of one step are nearly sorted already (they move by one increment
@@ -765,6 +859,145 @@ fn resort(x: &[f32], order: &mut [u32], rank: &mut [u32], fresh: bool) {
     }
 }
 
+/// Each element's 0-based rank in `x`, ties broken by index: the elements before it that are
+/// not above it plus the elements after it that are below it. Quadratic, but without a
+/// data-dependent branch, so it vectorises; for the few dozen paths of a training batch it is
+/// several times faster than a sort, whose comparisons the branch predictor cannot guess.
+#[inline(always)]
+fn rank_by_count(x: &[f32], rank: &mut [u32]) {
+    for (j, r) in rank.iter_mut().enumerate() {
+        let v = x[j];
+        let before = x[..j].iter().map(|&u| (u <= v) as u32).sum::<u32>();
+        let after = x[j + 1..].iter().map(|&u| (u < v) as u32).sum::<u32>();
+        *r = before + after;
+    }
+}
+
+/// `sum |x - t|`, in eight lanes so that it vectorises.
+#[inline(always)]
+fn abs_dev_sum(x: &[f32], t: f32) -> f32 {
+    let mut acc = [0f32; 8];
+    let c = x.chunks_exact(8);
+    let rest: f32 = c.remainder().iter().map(|&v| (v - t).abs()).sum();
+    for chunk in c {
+        for l in 0..8 {
+            acc[l] += (chunk[l] - t).abs();
+        }
+    }
+    acc.iter().sum::<f32>() + rest
+}
+
+/// The loss's arithmetic on plain slices: `inc (b, n, h)` and `y (b, h)` give the summed
+/// per-step CRPS (before the mean) and, when `want_grad`, d(mean loss)/d inc.
+fn crps_loss_values(
+    inc: &[f32],
+    y: &[f32],
+    (b, n, h): (usize, usize, usize),
+    factor: f32,
+    want_grad: bool,
+) -> (f64, Vec<f32>) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2 (checked just above).
+        return unsafe { crps_loss_values_avx2(inc, y, (b, n, h), factor, want_grad) };
+    }
+    crps_loss_values_impl(inc, y, (b, n, h), factor, want_grad)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn crps_loss_values_avx2(
+    inc: &[f32],
+    y: &[f32],
+    dims: (usize, usize, usize),
+    factor: f32,
+    want_grad: bool,
+) -> (f64, Vec<f32>) {
+    crps_loss_values_impl(inc, y, dims, factor, want_grad)
+}
+
+#[inline(always)]
+fn crps_loss_values_impl(
+    inc: &[f32],
+    y: &[f32],
+    (b, n, h): (usize, usize, usize),
+    factor: f32,
+    want_grad: bool,
+) -> (f64, Vec<f32>) {
+    let scale = horizon_scale_values(h);
+    let nf = n as f32;
+    let w: Vec<f32> = (0..n)
+        .map(|i| ((2.0 * i as f64 - n as f64 + 1.0) / (n as f64 * n as f64)) as f32)
+        .collect();
+    let norm = 1.0 / (b * h).max(1) as f32;
+    let mut grad = if want_grad {
+        vec![0f32; b * n * h]
+    } else {
+        Vec::new()
+    };
+    // (h, n), step-major: one window's cumulative sums, then its gradient
+    let mut cum = vec![0f32; h * n];
+    let mut gstep = if want_grad {
+        vec![0f32; h * n]
+    } else {
+        Vec::new()
+    };
+    let mut col = vec![0f32; n];
+    let mut rank = vec![0u32; n];
+    let mut wr = vec![0f32; n];
+    let mut order: Vec<u32> = (0..n as u32).collect();
+    let mut total = 0f64;
+    for bi in 0..b {
+        let block = &inc[bi * n * h..(bi + 1) * n * h];
+        for (j, row) in block.chunks_exact(h).enumerate() {
+            let mut acc = 0f32;
+            for (k, &v) in row.iter().enumerate() {
+                acc += v;
+                cum[k * n + j] = acc;
+            }
+        }
+        for k in 0..h {
+            let s = scale[k];
+            let t = y[bi * h + k] * s;
+            for (c, &v) in col.iter_mut().zip(&cum[k * n..(k + 1) * n]) {
+                *c = v * s;
+            }
+            if n <= RANK_BY_COUNT_MAX {
+                rank_by_count(&col, &mut rank);
+            } else {
+                resort(&col, &mut order, &mut rank, k == 0);
+            }
+            for (wj, &r) in wr.iter_mut().zip(&rank) {
+                *wj = w[r as usize];
+            }
+            let abs = abs_dev_sum(&col, t);
+            let spread = lane_dot(&wr, &col);
+            total += (abs / nf - spread * factor) as f64;
+            if want_grad {
+                let g = &mut gstep[k * n..(k + 1) * n];
+                let sn = s * norm;
+                for ((gj, &c), &wj) in g.iter_mut().zip(&col).zip(&wr) {
+                    // candle's |x| gradient at 0 is +1; the same subgradient here
+                    let sign = if c - t >= 0.0 { 1.0 } else { -1.0 };
+                    *gj = (sign / nf - factor * wj) * sn;
+                }
+            }
+        }
+        if want_grad {
+            // the gradient of a prefix sum is the suffix sum of the gradient: one step-major
+            // pass over whole rows of paths, then into the (n, h) layout of the input
+            for k in (0..h.saturating_sub(1)).rev() {
+                let (head, tail) = gstep.split_at_mut((k + 1) * n);
+                for (a, &c) in head[k * n..].iter_mut().zip(&tail[..n]) {
+                    *a += c;
+                }
+            }
+            transpose_into(&gstep, h, n, &mut grad[bi * n * h..(bi + 1) * n * h]);
+        }
+    }
+    (total, grad)
+}
+
 impl CustomOp2 for CrpsLoss {
     fn name(&self) -> &'static str {
         "zoo-crps-loss"
@@ -788,64 +1021,8 @@ impl CustomOp2 for CrpsLoss {
         }
         let inc = cpu_f32(s1, l1, op, "the increments")?;
         let y = cpu_f32(s2, l2, op, "the targets")?;
-        let scale = horizon_scale_values(h);
-        let nf = n as f32;
-        let w: Vec<f32> = (0..n)
-            .map(|i| ((2.0 * i as f64 - n as f64 + 1.0) / (n as f64 * n as f64)) as f32)
-            .collect();
+        let (total, grad) = crps_loss_values(inc, y, (b, n, h), self.factor, self.want_grad);
         let norm = 1.0 / (b * h).max(1) as f32;
-        let mut grad = if self.want_grad {
-            vec![0f32; b * n * h]
-        } else {
-            Vec::new()
-        };
-        // (h, n): the cumulative sums of one window, step-major
-        let mut cum = vec![0f32; h * n];
-        let mut col = vec![0f32; n];
-        let mut rank = vec![0u32; n];
-        let mut order: Vec<u32> = (0..n as u32).collect();
-        let mut total = 0f64;
-        for bi in 0..b {
-            let block = &inc[bi * n * h..(bi + 1) * n * h];
-            for (j, row) in block.chunks_exact(h).enumerate() {
-                let mut acc = 0f32;
-                for (k, &v) in row.iter().enumerate() {
-                    acc += v;
-                    cum[k * n + j] = acc;
-                }
-            }
-            for k in 0..h {
-                let s = scale[k];
-                let t = y[bi * h + k] * s;
-                for (c, &v) in col.iter_mut().zip(&cum[k * n..(k + 1) * n]) {
-                    *c = v * s;
-                }
-                resort(&col, &mut order, &mut rank, k == 0);
-                let (mut abs, mut spread) = (0f32, 0f32);
-                for j in 0..n {
-                    abs += (col[j] - t).abs();
-                    spread += w[rank[j] as usize] * col[j];
-                }
-                total += (abs / nf - spread * self.factor) as f64;
-                if self.want_grad {
-                    let g = &mut grad[bi * n * h..];
-                    for j in 0..n {
-                        let d = col[j] - t;
-                        // candle's |x| gradient at 0 is +1; the same subgradient here
-                        let sign = if d >= 0.0 { 1.0 } else { -1.0 };
-                        g[j * h + k] = (sign / nf - self.factor * w[rank[j] as usize]) * s * norm;
-                    }
-                }
-            }
-            if self.want_grad {
-                // the gradient of a prefix sum is the suffix sum of the gradient
-                for row in grad[bi * n * h..(bi + 1) * n * h].chunks_exact_mut(h) {
-                    for k in (0..h.saturating_sub(1)).rev() {
-                        row[k] += row[k + 1];
-                    }
-                }
-            }
-        }
         let loss = (total * norm as f64) as f32;
         if self.want_grad {
             *self.grad.lock().expect("crps gradient lock") = grad;
@@ -873,24 +1050,58 @@ impl CustomOp2 for CrpsLoss {
     }
 }
 
-/// The training loss from per-step increments `inc (b, n, h)` and realised per-step targets'
-/// cumulative sums `y (b, h)`: the sample CRPS of `cumsum(inc) / sqrt(k)` against `y / sqrt(k)`
-/// at every step k, averaged over windows and steps (see [`super::train::sample_crps`], which
-/// this equals to float rounding). CPU f32 only; differentiable in `inc`.
-pub fn crps_loss(inc: &Tensor, y: &Tensor, kind: LossKind, alpha: f64) -> Result<Tensor> {
-    let n = inc.dim(1)?;
+/// The spread term's factor: 1 for CRPS, `(n - 1 + alpha) / (n - 1)` for the almost-fair
+/// variant over `n` samples.
+fn crps_factor(kind: LossKind, alpha: f64, n: usize) -> f32 {
     let factor = match kind {
         LossKind::Crps => 1.0,
         LossKind::Afcrps if n > 1 => (n as f64 - 1.0 + alpha) / (n as f64 - 1.0),
         LossKind::Afcrps => 1.0,
     };
+    factor as f32
+}
+
+/// The training loss from per-step increments `inc (b, n, h)` and realised per-step targets'
+/// cumulative sums `y (b, h)`: the sample CRPS of `cumsum(inc) / sqrt(k)` against `y / sqrt(k)`
+/// at every step k, averaged over windows and steps (see [`super::train::sample_crps`], which
+/// this equals to float rounding). CPU f32 only; differentiable in `inc`.
+pub fn crps_loss(inc: &Tensor, y: &Tensor, kind: LossKind, alpha: f64) -> Result<Tensor> {
     let op = CrpsLoss {
-        factor: factor as f32,
+        factor: crps_factor(kind, alpha, inc.dim(1)?),
         want_grad: inc.track_op(),
         grad: Arc::new(Mutex::new(Vec::new())),
     };
     inc.contiguous()?
         .apply_op2(&y.to_dtype(DType::F32)?.contiguous()?, op)
+}
+
+/// `eps * sigma + mu` row by row: `eps (b, n, h)`, `mu` and `sigma` one value per window
+/// (`p` = 1) or per path (`p` = n).
+fn affine_values(eps: &[f32], mu: &[f32], sigma: &[f32], n: usize, h: usize, p: usize) -> Vec<f32> {
+    let mut out = vec![0f32; eps.len()];
+    for (r, (o, e)) in out.chunks_exact_mut(h).zip(eps.chunks_exact(h)).enumerate() {
+        let k = if p == 1 { r / n } else { r };
+        let (m, sg) = (mu[k], sigma[k]);
+        for (y, &z) in o.iter_mut().zip(e) {
+            *y = z * sg + m;
+        }
+    }
+    out
+}
+
+/// The gradients of [`affine_values`] in `mu` and `sigma` from the outputs' gradient `g`:
+/// `sum g` and `sum g * eps` per parameter.
+fn affine_grads(eps: &[f32], g: &[f32], n: usize, h: usize, p: usize) -> (Vec<f32>, Vec<f32>) {
+    let rows = eps.len() / h.max(1);
+    let params = if p == 1 { rows / n.max(1) } else { rows };
+    let mut dmu = vec![0f32; params];
+    let mut dsigma = vec![0f32; params];
+    for (r, (gr, e)) in g.chunks_exact(h).zip(eps.chunks_exact(h)).enumerate() {
+        let k = if p == 1 { r / n } else { r };
+        dmu[k] += lanes(gr, 0.0, |a, b| a + b);
+        dsigma[k] += lane_dot(gr, e);
+    }
+    (dmu, dsigma)
 }
 
 /// `mu + sigma * eps` for noise `eps (b, n, h)` and per-window (or per-path) parameters
@@ -933,14 +1144,7 @@ impl CustomOp3 for AffineNoise {
         let eps = cpu_f32(s1, l1, op, "the noise")?;
         let mu = cpu_f32(s2, l2, op, "mu")?;
         let sigma = cpu_f32(s3, l3, op, "sigma")?;
-        let mut out = vec![0f32; eps.len()];
-        for (r, (o, e)) in out.chunks_exact_mut(h).zip(eps.chunks_exact(h)).enumerate() {
-            let k = if p == 1 { r / n } else { r };
-            let (m, sg) = (mu[k], sigma[k]);
-            for (y, &z) in o.iter_mut().zip(e) {
-                *y = z * sg + m;
-            }
-        }
+        let out = affine_values(eps, mu, sigma, n, h, p);
         debug_assert_eq!(out.len(), b * n * h);
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
@@ -955,20 +1159,7 @@ impl CustomOp3 for AffineNoise {
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let (_, n, h) = eps.dims3()?;
         let p = mu.dim(1)?;
-        let ev = values(eps)?;
-        let gv = values(grad)?;
-        let mut dmu = vec![0f32; mu.elem_count()];
-        let mut dsigma = vec![0f32; mu.elem_count()];
-        for (r, (g, e)) in gv.chunks_exact(h).zip(ev.chunks_exact(h)).enumerate() {
-            let k = if p == 1 { r / n } else { r };
-            let (mut sm, mut ss) = (0f32, 0f32);
-            for (&gi, &z) in g.iter().zip(e) {
-                sm += gi;
-                ss += gi * z;
-            }
-            dmu[k] += sm;
-            dsigma[k] += ss;
-        }
+        let (dmu, dsigma) = affine_grads(&values(eps)?, &values(grad)?, n, h, p);
         Ok((
             None,
             Some(Tensor::from_vec(dmu, mu.shape(), mu.device())?),
@@ -990,6 +1181,112 @@ pub fn affine_noise(eps: &Tensor, mu: &Tensor, sigma: &Tensor) -> Result<Tensor>
     } else {
         eps.broadcast_mul(sigma)?.broadcast_add(mu)
     }
+}
+
+/// The sample CRPS loss of Gaussian increments `mu + sigma * eps` (see [`crps_loss`] and
+/// [`affine_noise`]) as one op on `(mu, sigma)`: the noise and the targets are constants held
+/// by the op, the increments never become a tensor of the graph (at batch 16 they are 147,456
+/// values that candle's backward would zero-fill, add and copy), and the forward pass leaves
+/// the gradients of `mu` and `sigma` for the backward to scale.
+struct CrpsAffineLoss {
+    eps: Tensor,
+    y: Tensor,
+    factor: f32,
+    want_grad: bool,
+    /// d loss / d (mu, sigma), filled by the forward pass when `want_grad`.
+    grads: Mutex<Option<(Vec<f32>, Vec<f32>)>>,
+}
+
+impl CustomOp2 for CrpsAffineLoss {
+    fn name(&self) -> &'static str {
+        "zoo-crps-affine-loss"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let op = self.name();
+        let (b, n, h, p) = AffineNoise::check(self.eps.layout(), l1, l2)?;
+        if self.y.dims() != [b, h] {
+            candle_core::bail!(
+                "{op}: noise {:?} and targets {:?} do not fit (need (b, n, h), (b, h))",
+                self.eps.dims(),
+                self.y.dims()
+            )
+        }
+        let (mu, sigma) = (cpu_f32(s1, l1, op, "mu")?, cpu_f32(s2, l2, op, "sigma")?);
+        let eps = values(&self.eps)?;
+        let inc = affine_values(&eps, mu, sigma, n, h, p);
+        let (total, ginc) = crps_loss_values(
+            &inc,
+            &values(&self.y)?,
+            (b, n, h),
+            self.factor,
+            self.want_grad,
+        );
+        if self.want_grad {
+            *self.grads.lock().expect("crps gradient lock") =
+                Some(affine_grads(&eps, &ginc, n, h, p));
+        }
+        let norm = 1.0 / (b * h).max(1) as f32;
+        Ok((
+            CpuStorage::F32(vec![(total * norm as f64) as f32]),
+            Shape::from(()),
+        ))
+    }
+
+    fn bwd(
+        &self,
+        mu: &Tensor,
+        _sigma: &Tensor,
+        _res: &Tensor,
+        grad_res: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let up = grad_res.to_dtype(DType::F32)?.to_scalar::<f32>()?;
+        let kept = self.grads.lock().expect("crps gradient lock");
+        let Some((dmu, dsigma)) = kept.as_ref() else {
+            candle_core::bail!(
+                "{}: no gradient was kept (the forward ran without one)",
+                self.name()
+            )
+        };
+        let scaled = |g: &[f32]| {
+            Tensor::from_vec(g.iter().map(|v| v * up).collect(), mu.shape(), mu.device())
+        };
+        Ok((Some(scaled(dmu)?), Some(scaled(dsigma)?)))
+    }
+}
+
+/// [`crps_loss`] of [`affine_noise`]`(eps, mu, sigma)` without the increments in between, as
+/// one op (CPU f32 only, as [`crps_loss`]; with a tracked noise it is those two ops).
+/// Differentiable in `mu` and `sigma`.
+pub fn crps_loss_affine(
+    eps: &Tensor,
+    mu: &Tensor,
+    sigma: &Tensor,
+    y: &Tensor,
+    kind: LossKind,
+    alpha: f64,
+) -> Result<Tensor> {
+    let fused = eps.device().is_cpu()
+        && [eps, mu, sigma].iter().all(|t| t.dtype() == DType::F32)
+        && !eps.track_op();
+    if !fused {
+        return crps_loss(&affine_noise(eps, mu, sigma)?, y, kind, alpha);
+    }
+    let n = eps.dim(1)?;
+    let op = CrpsAffineLoss {
+        eps: eps.contiguous()?,
+        y: y.to_dtype(DType::F32)?.contiguous()?,
+        factor: crps_factor(kind, alpha, n),
+        want_grad: mu.track_op() || sigma.track_op(),
+        grads: Mutex::new(None),
+    };
+    mu.contiguous()?.apply_op2(&sigma.contiguous()?, op)
 }
 
 #[cfg(test)]
@@ -1058,7 +1355,7 @@ mod tests {
         };
         let k = 13;
         let h = 1e-2;
-        let (mut up, mut dn) = (xv.clone(), xv.clone());
+        let (mut up, mut dn) = (xv.to_vec(), xv.to_vec());
         up[k] += h as f32;
         dn[k] -= h as f32;
         let fd = (loss_at(&up) - loss_at(&dn)) / (2.0 * h);
@@ -1121,7 +1418,7 @@ mod tests {
         };
         for k in [0, n * h / 2 + 1, b * n * h - 1] {
             let step = 1e-3;
-            let (mut up, mut dn) = (base.clone(), base.clone());
+            let (mut up, mut dn) = (base.to_vec(), base.to_vec());
             up[k] += step as f32;
             dn[k] -= step as f32;
             let fd = (loss_at(&up) - loss_at(&dn)) / (2.0 * step);
@@ -1154,6 +1451,66 @@ mod tests {
             .unwrap();
         let want = (1.0 + 2.0 / 2f32.sqrt()) / 2.0;
         assert!((l - want).abs() < 1e-6, "{l} vs {want}");
+    }
+
+    #[test]
+    fn zoo_fused_ranks_by_count_and_by_sort_agree() {
+        for n in [1, 2, 9, 32, 64] {
+            let x = wavy(n, 0.737);
+            let (mut by_count, mut by_sort) = (vec![0u32; n], vec![0u32; n]);
+            let mut order: Vec<u32> = (0..n as u32).collect();
+            rank_by_count(&x, &mut by_count);
+            resort(&x, &mut order, &mut by_sort, true);
+            assert_eq!(by_count, by_sort, "n={n}");
+        }
+        // ties get distinct ranks, the earlier index first: still a permutation
+        let x = [0.5, -1.0, 0.5, 0.5, -1.0];
+        let mut r = vec![0u32; x.len()];
+        rank_by_count(&x, &mut r);
+        assert_eq!(r, vec![2, 0, 3, 4, 1]);
+    }
+
+    #[test]
+    fn zoo_fused_crps_affine_loss_matches_the_two_ops_with_gradients() {
+        let dev = Device::Cpu;
+        for (b, n, h, kind) in [(3, 7, 5, LossKind::Crps), (2, 32, 9, LossKind::Afcrps)] {
+            let eps = Tensor::from_vec(wavy(b * n * h, 0.613), (b, n, h), &dev).unwrap();
+            let y = Tensor::from_vec(wavy(b * h, 0.41), (b, h), &dev).unwrap();
+            for p in [1, n] {
+                let mu = Var::from_vec(wavy(b * p, 1.3), (b, p, 1), &dev).unwrap();
+                let sv: Vec<f32> = wavy(b * p, 0.7).iter().map(|v| v.abs() + 0.2).collect();
+                let sigma = Var::from_vec(sv, (b, p, 1), &dev).unwrap();
+                let (m, sg) = (mu.as_tensor(), sigma.as_tensor());
+                let ours = crps_loss_affine(&eps, m, sg, &y, kind, 0.95).unwrap();
+                let theirs =
+                    crps_loss(&affine_noise(&eps, m, sg).unwrap(), &y, kind, 0.95).unwrap();
+                let (o, t) = (
+                    ours.to_scalar::<f32>().unwrap(),
+                    theirs.to_scalar::<f32>().unwrap(),
+                );
+                assert!((o - t).abs() < 1e-6 * (1.0 + t.abs()), "p={p}: {o} vs {t}");
+                // an incoming gradient other than 1 is applied, to both parameters
+                let g1 = (ours * 2.5).unwrap().backward().unwrap();
+                let g2 = (theirs * 2.5).unwrap().backward().unwrap();
+                for v in [&mu, &sigma] {
+                    let (a, e) = (g1.get(v).unwrap(), g2.get(v).unwrap());
+                    assert!(max_diff(a, e) < 1e-5, "p={p}: gradients differ");
+                    assert!(values(a).unwrap().iter().any(|x| x.abs() > 1e-4));
+                }
+            }
+        }
+        // a constant input keeps no gradient and gives the same loss
+        let eps = Tensor::from_vec(wavy(2 * 4 * 3, 0.5), (2, 4, 3), &dev).unwrap();
+        let mu = Tensor::zeros((2, 1, 1), DType::F32, &dev).unwrap();
+        let sigma = Tensor::ones((2, 1, 1), DType::F32, &dev).unwrap();
+        let y = Tensor::from_vec(wavy(6, 0.2), (2, 3), &dev).unwrap();
+        let a = crps_loss_affine(&eps, &mu, &sigma, &y, LossKind::Crps, 0.95).unwrap();
+        let b = crps_loss(&eps, &y, LossKind::Crps, 0.95).unwrap();
+        assert!(max_diff(&a, &b) < 1e-6);
+        // shapes that do not fit are an error naming them
+        let bad = Tensor::zeros((2, 3, 1), DType::F32, &dev).unwrap();
+        let e = crps_loss_affine(&eps, &bad, &bad, &y, LossKind::Crps, 0.95).unwrap_err();
+        assert!(e.to_string().contains("do not fit"), "{e}");
     }
 
     #[test]

@@ -24,6 +24,28 @@ pub const DRIFT_SCALE: f64 = 0.02;
 pub trait Head: Send + Sync {
     /// `(b, s, d)` -> `(b, n, horizon)` per-step log returns (standardised units).
     fn sample(&self, h: &Tensor, n: usize, horizon: usize, noise: &mut Noise) -> Result<Tensor>;
+
+    /// The same draw in Gaussian form, for heads whose increments are `mu + sigma * eps`:
+    /// the training loss then fuses sampling and scoring ([`crate::zoo::fused::crps_loss_affine`]).
+    /// It takes the same noise as [`Head::sample`], so both give the same increments; heads
+    /// without that form return `None` and take no noise.
+    fn sample_affine(
+        &self,
+        _h: &Tensor,
+        _n: usize,
+        _horizon: usize,
+        _noise: &mut Noise,
+    ) -> Result<Option<Affine>> {
+        Ok(None)
+    }
+}
+
+/// Increments `mu + sigma * eps`: noise `eps (b, n, h)`, `mu` and `sigma` of shape `(b, 1, 1)`
+/// or `(b, n, 1)`.
+pub struct Affine {
+    pub eps: Tensor,
+    pub mu: Tensor,
+    pub sigma: Tensor,
 }
 
 /// Build the head named `name` (a canonical registry name) for `horizon` steps.
@@ -83,12 +105,25 @@ impl GbmHead {
 
 impl Head for GbmHead {
     fn sample(&self, h: &Tensor, n: usize, horizon: usize, noise: &mut Noise) -> Result<Tensor> {
+        let Some(a) = self.sample_affine(h, n, horizon, noise)? else {
+            unreachable!("the GBM head always has a Gaussian form")
+        };
+        affine_noise(&a.eps, &a.mu, &a.sigma)
+    }
+
+    fn sample_affine(
+        &self,
+        h: &Tensor,
+        n: usize,
+        horizon: usize,
+        noise: &mut Noise,
+    ) -> Result<Option<Affine>> {
         let o = self.out.forward(&self.ln.forward(&last_step(h)?)?)?; // (b, 2)
         let b = o.dim(0)?;
         let mu = (o.narrow(1, 0, 1)? * DRIFT_SCALE)?.unsqueeze(2)?; // (b, 1, 1)
         let sigma = (softplus(&o.narrow(1, 1, 1)?)? + MIN_SIGMA)?.unsqueeze(2)?;
         let eps = noise.normal((b, n, horizon))?;
-        affine_noise(&eps, &mu, &sigma)
+        Ok(Some(Affine { eps, mu, sigma }))
     }
 }
 

@@ -6,7 +6,7 @@ use candle_nn::VarBuilder;
 use super::fused::{layer_norm, linear, LayerNorm, Linear};
 
 use super::blocks::{build_block, Block, BuildCtx};
-use super::heads::{build_head, Head};
+use super::heads::{build_head, Affine, Head};
 use super::params::Noise;
 use super::spec::{ExperimentSpec, Resolved};
 
@@ -64,4 +64,19 @@ impl ZooModel {
         let h = self.backbone(x)?;
         self.head.sample(&h, n, self.horizon, noise)
     }
+
+    /// The head's draw from a backbone output `h`, in Gaussian form where the head has one
+    /// (see [`Head::sample_affine`]), else as increments `(b, n, horizon)`.
+    pub fn head_sample(&self, h: &Tensor, n: usize, noise: &mut Noise) -> Result<HeadSample> {
+        Ok(match self.head.sample_affine(h, n, self.horizon, noise)? {
+            Some(a) => HeadSample::Affine(a),
+            None => HeadSample::Increments(self.head.sample(h, n, self.horizon, noise)?),
+        })
+    }
+}
+
+/// What [`ZooModel::head_sample`] drew.
+pub enum HeadSample {
+    Affine(Affine),
+    Increments(Tensor),
 }

@@ -16,7 +16,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use super::features::{spread, AssetWindows};
-use super::model::ZooModel;
+use super::model::{HeadSample, ZooModel};
 use super::optim::{AdamW, AdamWParams};
 use super::params::{hash_str, Noise, SeededVarMap};
 use super::spec::{ExperimentSpec, LossKind, Resolved};
@@ -85,7 +85,16 @@ pub fn batch_loss(
     alpha: f64,
     noise: &mut Noise,
 ) -> candle_core::Result<Tensor> {
-    let inc = model.sample(x, n_paths, noise)?; // (b, n, h)
+    let h = model.backbone(x)?;
+    let cpu_f32 = h.device().is_cpu() && h.dtype() == DType::F32;
+    let inc = match model.head_sample(&h, n_paths, noise)? {
+        // sampling and the loss as one op: the increments never enter the graph
+        HeadSample::Affine(a) if cpu_f32 => {
+            return super::fused::crps_loss_affine(&a.eps, &a.mu, &a.sigma, y, kind, alpha)
+        }
+        HeadSample::Affine(a) => super::fused::affine_noise(&a.eps, &a.mu, &a.sigma)?,
+        HeadSample::Increments(inc) => inc, // (b, n, h)
+    };
     if inc.device().is_cpu() && inc.dtype() == DType::F32 {
         // cumsum, horizon scale and sample CRPS as one op with its gradient
         return super::fused::crps_loss(&inc, y, kind, alpha);
