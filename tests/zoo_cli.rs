@@ -301,6 +301,68 @@ fn zoo_quick_and_sweep_rank_presets_with_the_gbm_baseline() {
     // the same lstm_gbm run inside the sweep and as `quick`: same spec, same score
     let lstm = ranking.iter().find(|r| r["name"] == "lstm_gbm").unwrap();
     assert_eq!(lstm["val_crps"], q["val_crps"]);
+    // several seeds: one run per seed, the mean ratio with its spread, ranked by the mean
+    let v = run_json(
+        bin()
+            .args([
+                "sweep",
+                "--presets",
+                "lstm_gbm",
+                "--epochs",
+                "1",
+                "--steps-per-epoch",
+                "2",
+                "--seeds",
+                "42,7",
+            ])
+            .args(small)
+            .arg("--data-dir")
+            .arg(&data)
+            .arg("--out")
+            .arg(&out_dir)
+            .arg("--json"),
+    );
+    assert_eq!(v["seeds"], serde_json::json!([42, 7]), "{v}");
+    let lstm7 = v["ranking"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "lstm_gbm")
+        .unwrap()
+        .clone();
+    let per_seed = lstm7["seeds"].as_array().unwrap();
+    assert_eq!(per_seed.len(), 2, "{lstm7}");
+    // seed 42 is the run above, to the bit; seed 7 trains and scores differently
+    assert_eq!(per_seed[0]["seed"], 42);
+    assert_eq!(per_seed[0]["val_crps"], lstm["val_crps"]);
+    assert_ne!(per_seed[1]["val_crps"], per_seed[0]["val_crps"]);
+    let ratios: Vec<f64> = per_seed
+        .iter()
+        .map(|r| r["crps_ratio"].as_f64().unwrap())
+        .collect();
+    let mean = (ratios[0] + ratios[1]) / 2.0;
+    assert!((lstm7["crps_ratio"].as_f64().unwrap() - mean).abs() < 1e-12);
+    let sd = (ratios[0] - ratios[1]).abs() / 2f64.sqrt();
+    assert!((lstm7["crps_ratio_sd"].as_f64().unwrap() - sd).abs() < 1e-12);
+    assert_eq!(
+        lstm7["beats_gbm"].as_u64().unwrap() as usize,
+        ratios.iter().filter(|&&r| r < 1.0).count()
+    );
+    // a seed that is not a number, and --seed beside --seeds, are refused before training
+    for (args, needle) in [
+        (vec!["--seeds", "1,x"], "\"x\" is not a seed"),
+        (vec!["--seeds", "3,3"], "3 is given twice"),
+        (vec!["--seeds", "1", "--seed", "2"], "cannot be used with"),
+    ] {
+        let out = bin()
+            .args(["sweep", "--presets", "lstm_gbm"])
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(needle), "{needle} not in {err}");
+    }
     // an unknown preset is refused by name before anything trains
     let out = bin()
         .args(["sweep", "--presets", "lstm_gbm,nope", "--json"])

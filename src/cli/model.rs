@@ -159,6 +159,10 @@ pub struct SweepArgs {
     pub eval_paths: Option<usize>,
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Comma-separated seeds: train every preset once per seed and rank by the mean ratio to
+    /// GBM, with its spread across seeds (instead of --seed).
+    #[arg(long, conflicts_with = "seed")]
+    pub seeds: Option<String>,
     #[arg(long, default_value = "data")]
     pub data_dir: PathBuf,
     #[arg(long, default_value = "runs")]
@@ -520,29 +524,139 @@ fn rank_sweep(rows: &mut Vec<serde_json::Value>, gbm: Option<f64>) {
     }
 }
 
+/// The seeds of a sweep: `--seeds`, else `--seed` (or the spec's default) alone.
+fn sweep_seeds(a: &SweepArgs) -> anyhow::Result<Vec<Option<u64>>> {
+    let Some(list) = &a.seeds else {
+        return Ok(vec![a.seed]);
+    };
+    let mut seeds = Vec::new();
+    for t in split_list(list) {
+        let s: u64 = t
+            .parse()
+            .map_err(|_| anyhow::anyhow!("--seeds: {t:?} is not a seed (a whole number)"))?;
+        if seeds.contains(&Some(s)) {
+            anyhow::bail!("--seeds: {s} is given twice");
+        }
+        seeds.push(Some(s));
+    }
+    if seeds.is_empty() {
+        anyhow::bail!("--seeds is empty; give at least one, e.g. --seeds 1,2,3");
+    }
+    Ok(seeds)
+}
+
+/// One preset's row over several seeds: the mean validation CRPS, GBM CRPS and ratio, the
+/// ratio's sample standard deviation, range and wins against GBM, and each seed's numbers.
+fn seeds_row(name: &str, runs: Vec<(u64, anyhow::Result<serde_json::Value>)>) -> serde_json::Value {
+    let mut per_seed = Vec::new();
+    let mut errors = Vec::new();
+    let mut first: Option<serde_json::Value> = None;
+    for (seed, run) in runs {
+        match run {
+            Ok(v) => {
+                per_seed.push(json!({
+                    "seed": seed,
+                    "val_crps": v["val_crps"],
+                    "gbm_crps": v["gbm_crps"],
+                    "crps_ratio": v["crps_ratio"],
+                    "epochs_run": v["epochs_run"],
+                    "training_time_s": v["training_time_s"],
+                    "checkpoint": v["checkpoint"],
+                }));
+                first.get_or_insert(v);
+            }
+            Err(e) => errors.push(format!("seed {seed}: {e:#}")),
+        }
+    }
+    if !errors.is_empty() {
+        return json!({"name": name, "status": "error", "error": errors.join("; "), "seeds": per_seed});
+    }
+    let col = |k: &str| -> Vec<f64> {
+        per_seed
+            .iter()
+            .map(|r| r[k].as_f64().unwrap_or(f64::NAN))
+            .collect()
+    };
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    let ratios = col("crps_ratio");
+    let m = mean(&ratios);
+    let sd = if ratios.len() > 1 {
+        (ratios.iter().map(|r| (r - m) * (r - m)).sum::<f64>() / (ratios.len() - 1) as f64).sqrt()
+    } else {
+        0.0
+    };
+    let first = first.unwrap_or_default();
+    json!({
+        "name": name,
+        "status": "ok",
+        "val_crps": mean(&col("val_crps")),
+        "gbm_crps": mean(&col("gbm_crps")),
+        "crps_ratio": m,
+        "crps_ratio_sd": sd,
+        "crps_ratio_min": ratios.iter().copied().fold(f64::INFINITY, f64::min),
+        "crps_ratio_max": ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+        "beats_gbm": ratios.iter().filter(|&&r| r < 1.0).count(),
+        "param_count": first["param_count"],
+        "windows": first["windows"],
+        "epochs_run": mean(&col("epochs_run")),
+        "training_time_s": col("training_time_s").iter().sum::<f64>(),
+        "seeds": per_seed,
+    })
+}
+
 fn sweep(a: SweepArgs) -> anyhow::Result<()> {
     let specs = sweep_specs(&a)?;
+    let seeds = sweep_seeds(&a)?;
+    let multi = a.seeds.is_some();
     let started = Instant::now();
     let mut rows = Vec::new();
     let mut gbm: Option<f64> = None;
     for (name, spec) in &specs {
-        let row = match run_spec(spec, &a.data_dir, &a.out, &a.device, false, !a.json, name) {
-            Ok(mut v) => {
-                if gbm.is_none() {
-                    gbm = v["gbm_crps"].as_f64();
-                }
-                if let serde_json::Value::Object(m) = &mut v {
-                    m.remove("history");
-                    m.remove("status");
-                }
-                let mut row = json!({"name": name, "status": "ok"});
-                if let (serde_json::Value::Object(r), serde_json::Value::Object(m)) = (&mut row, v)
-                {
-                    r.extend(m);
-                }
-                row
+        let row = if multi {
+            let mut runs = Vec::new();
+            for &seed in &seeds {
+                let mut spec = spec.clone();
+                let seed = seed.expect("--seeds gives every seed");
+                spec.training.seed = seed;
+                let label = format!("{name} seed {seed}");
+                runs.push((
+                    seed,
+                    run_spec(
+                        &spec,
+                        &a.data_dir,
+                        &a.out,
+                        &a.device,
+                        false,
+                        !a.json,
+                        &label,
+                    ),
+                ));
             }
-            Err(e) => json!({"name": name, "status": "error", "error": format!("{e:#}")}),
+            let row = seeds_row(name, runs);
+            if gbm.is_none() {
+                gbm = row["gbm_crps"].as_f64();
+            }
+            row
+        } else {
+            match run_spec(spec, &a.data_dir, &a.out, &a.device, false, !a.json, name) {
+                Ok(mut v) => {
+                    if gbm.is_none() {
+                        gbm = v["gbm_crps"].as_f64();
+                    }
+                    if let serde_json::Value::Object(m) = &mut v {
+                        m.remove("history");
+                        m.remove("status");
+                    }
+                    let mut row = json!({"name": name, "status": "ok"});
+                    if let (serde_json::Value::Object(r), serde_json::Value::Object(m)) =
+                        (&mut row, v)
+                    {
+                        r.extend(m);
+                    }
+                    row
+                }
+                Err(e) => json!({"name": name, "status": "error", "error": format!("{e:#}")}),
+            }
         };
         if !a.json && std::io::stderr().is_terminal() {
             match row["status"].as_str() {
@@ -565,6 +679,7 @@ fn sweep(a: SweepArgs) -> anyhow::Result<()> {
         "windows": windows,
         "gbm_crps": gbm,
         "epochs": a.epochs,
+        "seeds": seeds.iter().flatten().collect::<Vec<_>>(),
         "total_time_s": started.elapsed().as_secs_f64(),
         "ranking": rows,
     });
@@ -572,8 +687,15 @@ fn sweep(a: SweepArgs) -> anyhow::Result<()> {
         return print_json(&v);
     }
     println!(
-        "{:<4} {:<20} {:>12} {:>9} {:>9} {:>7} {:>8}",
-        "rank", "model", "val CRPS", "vs GBM", "params", "epochs", "train s"
+        "{:<4} {:<20} {:>12} {:>9} {:>9} {:>7} {:>8}{}",
+        "rank",
+        "model",
+        "val CRPS",
+        "vs GBM",
+        "params",
+        "epochs",
+        "train s",
+        if multi { "  sd across seeds, wins" } else { "" }
     );
     for r in v["ranking"].as_array().into_iter().flatten() {
         let name = r["name"].as_str().unwrap_or("?");
@@ -593,7 +715,7 @@ fn sweep(a: SweepArgs) -> anyhow::Result<()> {
                 .unwrap_or_else(|| "-".into())
         };
         println!(
-            "{:<4} {:<20} {:>12.2} {:>9.3} {:>9} {:>7} {:>8}",
+            "{:<4} {:<20} {:>12.2} {:>9.3} {:>9} {:>7} {:>8}{}",
             r["rank"].as_u64().unwrap_or(0),
             if r["baseline"] == true {
                 "gbm (baseline)"
@@ -607,7 +729,11 @@ fn sweep(a: SweepArgs) -> anyhow::Result<()> {
             r["training_time_s"]
                 .as_f64()
                 .map(|x| format!("{x:.1}"))
-                .unwrap_or_else(|| "-".into())
+                .unwrap_or_else(|| "-".into()),
+            match (r["crps_ratio_sd"].as_f64(), r["beats_gbm"].as_u64()) {
+                (Some(sd), Some(w)) => format!("  {sd:.4}, {w}/{}", seeds.len()),
+                _ => String::new(),
+            }
         );
     }
     println!(
