@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use common::{bin, spawn_worker, RedisServer};
+use common::{bin, spawn_worker, spawn_worker_env, RedisServer};
 use serde_json::Value;
 
 fn data_dir() -> PathBuf {
@@ -525,4 +525,83 @@ fn a_cancelled_run_gives_its_permit_back_at_once() {
         .unwrap();
     assert_eq!(fence, None);
     assert_eq!(run_state(&redis, &id)["state"], "cancelled");
+}
+
+#[test]
+fn a_waiting_stage_job_keeps_its_runs_permit_and_a_cancelled_one_fails_the_run() {
+    let redis = RedisServer::start();
+    migrate(&redis);
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = vec!["pipeline", "--enqueue-only", "--max-experiments", "1"];
+    args.extend_from_slice(&["--rounds", "1", "--json"]);
+    args.extend_from_slice(TINY);
+    let out = cli(&redis, &args, dir.path());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = serde_json::from_str::<Value>(String::from_utf8_lossy(&out.stdout).trim()).unwrap()
+        ["run_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut conn = redis.conn();
+    let run_key = format!("{{t}}:run:{id}");
+    let field = |conn: &mut redis::Connection, f: &str| -> Option<String> {
+        redis::cmd("HGET").arg(&run_key).arg(f).query(conn).unwrap()
+    };
+    // the permit's lease left, by Redis's clock (None: not held)
+    let lease_left_ms = |conn: &mut redis::Connection| -> Option<i64> {
+        let exp: Option<f64> = redis::cmd("ZSCORE")
+            .arg("{t}:sem:pipeline:holders")
+            .arg(&id)
+            .query(conn)
+            .unwrap();
+        let (s, us): (i64, i64) = redis::cmd("TIME").query(conn).unwrap();
+        exp.map(|e| e as i64 - (s * 1000 + us / 1000))
+    };
+    // a worker for the plan stage only, with a 2 s permit lease: after the plan, the train job
+    // waits in its stream with no worker to take it
+    let lease = [("SYNTH_CITY_RUN_LEASE_MS", "2000")];
+    let mut worker = spawn_worker_env(
+        &redis.url(),
+        &["--roles", "plan", "--concurrency", "1"],
+        &lease,
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while field(&mut conn, "stage").as_deref() != Some("train") {
+        assert!(Instant::now() < deadline, "the plan stage never finished");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // three leases later the run still holds its permit, kept alive while its job waits
+    std::thread::sleep(Duration::from_secs(6));
+    let left = lease_left_ms(&mut conn);
+    assert!(
+        matches!(left, Some(ms) if ms > 0),
+        "the waiting run lost its permit: {left:?}"
+    );
+    assert_eq!(field(&mut conn, "state").as_deref(), Some("running"));
+    // the train job is cancelled behind the run's back: it can never advance the run, so the
+    // keeper fails the run, which frees the permit
+    let job = field(&mut conn, "job").unwrap();
+    let said = plain(&redis, &["jobs", "cancel", &job]);
+    assert!(said.contains("cancelled"), "{said}");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while field(&mut conn, "state").as_deref() != Some("failed") {
+        assert!(Instant::now() < deadline, "the stuck run was never failed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(lease_left_ms(&mut conn), None, "the permit is back");
+    let run = run_state(&redis, &id);
+    let error = run["summary"]["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        error.contains(&job) && error.contains("cancelled"),
+        "the summary names the job and why: {run}"
+    );
+    worker.kill().unwrap();
+    worker.wait().unwrap();
 }

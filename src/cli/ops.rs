@@ -378,8 +378,18 @@ async fn worker(q: Queue, a: WorkerArgs) -> anyhow::Result<()> {
         name: a.name,
         ..Default::default()
     };
+    // a worker of any stage type also keeps runs between stages (their permits while the
+    // next stage job waits; runs whose stage job died are failed)
+    let keeps_runs = opts
+        .roles
+        .iter()
+        .any(|r| super::pipeline::STAGES.contains(&r.as_str()));
+    let keeper_q = q.clone();
     let w = Worker::new(q, registry, opts)?;
     let stop = shutdown_on_signal();
+    if keeps_runs {
+        tokio::spawn(crate::pipeline::keep_runs(keeper_q, stop.clone()));
+    }
     if let Some(addr) = a.metrics_addr {
         w.metrics()
             .spawn_server(addr, stop.clone())

@@ -247,6 +247,7 @@ pub async fn pipeline(q: Queue, a: PipelineArgs) -> anyhow::Result<()> {
         },
     )?;
     let worker = tokio::spawn(w.run(stop.clone()));
+    tokio::spawn(pipeline::keep_runs(q.clone(), stop.clone()));
     let mut summaries = Vec::new();
     let mut all_ok = true;
     for _ in 0..a.loops.max(1) {

@@ -4,7 +4,8 @@
 -- summary ('' = none), then next job type, job id, envelope ('' = none),
 -- then the run's permit lease in ms. Handing over to the next stage renews
 -- the run's `pipeline` permit for a whole lease, so the next stage job has all
--- of it to be picked up.
+-- of it to be picked up (run_keepalive.lua extends it while the job waits);
+-- finishing the run frees the permit.
 -- Only the stage job the run is waiting for may advance it: a stale or
 -- re-delivered job finds the run elsewhere and changes nothing (0); a
 -- cancelled or finished run is never advanced (-1). The next job's id is
@@ -22,6 +23,16 @@ redis.call('HSET', rk, 'stage', ARGV[6], 'attempt', ARGV[7], 'task', ARGV[8], 's
            'updated_at', now)
 if ARGV[10] ~= '' then
   redis.call('HSET', rk, 'summary', ARGV[10], 'finished_at', now)
+end
+if ARGV[9] ~= '' then
+  -- a finished run gives its permit (and any place in line) back here, in the
+  -- same step, whoever finishes it: its last stage or the engine's keeper
+  redis.call('ZREM', key('sem', 'pipeline', 'queue'), run_id)
+  redis.call('ZREM', key('sem', 'pipeline', 'qexp'), run_id)
+  if redis.call('ZREM', key('sem', 'pipeline', 'holders'), run_id) == 1 then
+    redis.call('HDEL', key('sem', 'pipeline', 'fences'), run_id)
+    emit(now, 'permit_released', 'semaphore', run_id, {'name', 'pipeline'})
+  end
 end
 if ARGV[11] ~= '' then
   redis.call('HSET', rk, 'job', ARGV[12])

@@ -31,7 +31,7 @@ use workers::pipeline::{Budget, ExperimentRecord};
 
 use crate::queue::{EnqueueRequest, Queue, QueueError, Result};
 
-pub use stages::register;
+pub use stages::{keep_runs, keep_runs_once, register, run_lease};
 
 /// How a run is carried out; stored in the run's task.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

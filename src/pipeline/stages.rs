@@ -18,8 +18,24 @@ use super::{
 use crate::queue::Queue;
 use crate::semaphore::{Permit, RedisSemaphore, TryAcquire};
 
-/// A run's permit lease: long enough to cover the hand-over between stages.
-pub const RUN_LEASE: Duration = Duration::from_secs(120);
+/// A run's permit lease when `SYNTH_CITY_RUN_LEASE_MS` does not set one: long enough to cover
+/// the hand-over between stages. While a stage runs, its worker renews the permit; while the
+/// next stage job waits, [`keep_runs`] does.
+pub const DEFAULT_RUN_LEASE: Duration = Duration::from_secs(120);
+
+/// A run's permit lease: `SYNTH_CITY_RUN_LEASE_MS` (at least 1000), else [`DEFAULT_RUN_LEASE`].
+/// Every process of a deployment must agree on it.
+pub fn run_lease() -> Duration {
+    static LEASE: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+    *LEASE.get_or_init(|| {
+        std::env::var("SYNTH_CITY_RUN_LEASE_MS")
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .filter(|&ms| ms >= 1000)
+            .map(Duration::from_millis)
+            .unwrap_or(DEFAULT_RUN_LEASE)
+    })
+}
 
 /// What a stage decided.
 enum Next {
@@ -91,7 +107,7 @@ pub const DEFER: Duration = Duration::from_millis(500);
 /// which would starve the stages of the runs that hold permits.
 async fn permit(ctx: &Ctx, run: &RunInfo) -> Result<Permit, JobError> {
     let mut sem = RedisSemaphore::new(ctx.queue.clone(), crate::semaphore::PIPELINE);
-    sem.lease = RUN_LEASE;
+    sem.lease = run_lease();
     sem.waiter_ttl = WAITER_TTL;
     match sem.try_acquire(&run.id, true).await.map_err(transient)? {
         TryAcquire::Granted(_) => sem
@@ -175,6 +191,68 @@ async fn run_stage(
     Ok(json!({"stage": stage, "name": spec.name, "attempt": attempt, "ok": ok, "note": note}))
 }
 
+/// The engine's keeper of runs between stages, run by every worker that handles a stage type
+/// until `stop`: every quarter lease, `run_keepalive.lua` extends the permits of runs whose
+/// current stage job is still queued or running, and the runs whose stage job can no longer
+/// run (dead, cancelled, or gone) are failed, which frees their permits.
+pub async fn keep_runs(queue: Queue, stop: tokio_util::sync::CancellationToken) {
+    let every = run_lease() / 4;
+    loop {
+        match keep_runs_once(&queue).await {
+            Ok(failed) => {
+                for id in failed {
+                    tracing::warn!(run = %id, "failed a run whose stage job can no longer run");
+                }
+            }
+            Err(e) => tracing::warn!(%e, "run keeper"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.cancelled() => return,
+        }
+    }
+}
+
+/// One pass of [`keep_runs`]; returns the runs it failed.
+pub async fn keep_runs_once(q: &Queue) -> Result<Vec<String>, crate::queue::QueueError> {
+    let stuck: Vec<String> = q
+        .retrying("run keepalive", |mut c| {
+            let mut inv = q.scripts().run_keepalive.prepare_invoke();
+            inv.arg(q.prefix()).arg(run_lease().as_millis() as u64);
+            async move { Ok(inv.invoke_async(&mut c).await?) }
+        })
+        .await?;
+    let mut failed = Vec::new();
+    for s in stuck.chunks_exact(4) {
+        let (run_id, job, state, error) = (&s[0], &s[1], &s[2], &s[3]);
+        let Some(run) = get_run(q, run_id).await? else {
+            continue;
+        };
+        let Some(task) = run.task.clone() else {
+            continue;
+        };
+        let why = match state.as_str() {
+            "missing" => format!("its {} stage job {job} is gone", run.stage),
+            "dead" => format!("its {} stage job {job} is dead: {error}", run.stage),
+            other => format!(
+                "its {} stage job {job} is {other} and cannot advance it",
+                run.stage
+            ),
+        };
+        let next = Next::Finish {
+            success: false,
+            error: Some(why),
+        };
+        // a run that moved on meanwhile is left alone (the script checks stage and step)
+        match advance(q, &run, &run.stage, run.attempt, &task, next).await {
+            Ok((1, _)) => failed.push(run.id.clone()),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(run = %run.id, error = ?e, "could not fail a stuck run"),
+        }
+    }
+    Ok(failed)
+}
+
 /// Records the stage's outcome and enqueues the next one (one script).
 /// Returns (script result, run finished).
 async fn advance(
@@ -229,7 +307,7 @@ async fn advance(
                 Some(e) => inv.arg(&e.job_type).arg(&e.id).arg(e.to_json()),
                 None => inv.arg("").arg("").arg(""),
             };
-            inv.arg(RUN_LEASE.as_millis() as u64);
+            inv.arg(run_lease().as_millis() as u64);
             async move { Ok(inv.invoke_async(&mut c).await?) }
         })
         .await

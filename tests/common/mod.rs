@@ -141,10 +141,16 @@ where
 /// ends (a test that panics leaves no worker behind; workers reconnect to a
 /// vanished Redis forever, by design).
 pub fn spawn_worker(url: &str, flags: &[&str]) -> Child {
+    spawn_worker_env(url, flags, &[])
+}
+
+/// [`spawn_worker`] with extra environment variables.
+pub fn spawn_worker_env(url: &str, flags: &[&str], env: &[(&str, &str)]) -> Child {
     use std::os::unix::process::CommandExt;
     let mut cmd = Command::new(bin());
     cmd.args(["--redis-url", url, "--prefix", "t", "worker"])
         .args(flags)
+        .envs(env.iter().copied())
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null());
