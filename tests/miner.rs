@@ -315,6 +315,11 @@ fn fallbacks(m: &Miner, reason: &str) -> u64 {
 
 /// Train a tiny 5-minute BTC checkpoint with the CLI (about a second).
 fn train_checkpoint(out: &Path) -> PathBuf {
+    train_checkpoint_at(out, "5m")
+}
+
+/// Train a tiny BTC checkpoint of `timeframe` with the CLI.
+fn train_checkpoint_at(out: &Path, timeframe: &str) -> PathBuf {
     let data = data_dir().unwrap();
     let o = bin()
         .args([
@@ -330,7 +335,7 @@ fn train_checkpoint(out: &Path) -> PathBuf {
             "--asset",
             "BTC",
             "--timeframe",
-            "5m",
+            timeframe,
             "--d-model",
             "8",
             "--seq-len",
@@ -400,7 +405,7 @@ async fn a_trained_model_answers_and_both_prompts_pass_the_validators_rules() {
     let ck = train_checkpoint(tmp.path());
     let mode = Arc::new(AtomicU8::new(0));
     let pyth = hermes(9_876_543_210_000, mode.clone()); // 98765.4321
-    let (models, _) = ModelHolder::load(ModelSpec::Path(ck.clone()), tmp.path()).unwrap();
+    let (models, _) = ModelHolder::load(ModelSpec::Paths(vec![ck.clone()]), tmp.path()).unwrap();
     let m = start(models, allow_alice(), |c| {
         c.pyth.hermes_url = pyth.url();
         c.spot_ttl = Duration::from_secs(600);
@@ -428,14 +433,15 @@ async fn a_trained_model_answers_and_both_prompts_pass_the_validators_rules() {
     assert_eq!(v["axon"]["status_code"], 200);
     assert_eq!(fallbacks(&m.miner, "error"), 0, "the model itself answered");
     assert_eq!(pyth.hits.load(Ordering::SeqCst), 1);
-    // 1 h: this 5-minute model cannot; the GBM answers, counted.
+    // 1 h: no 1-minute model is loaded; the GBM answers, counted as such (not as an error).
     let (start_s, _) = start_time_in(60);
     let (s, _, v) = d
         .call(&m.url, &body("BTC", &start_s, 60, 3_600, 1000))
         .await;
     assert_eq!(s, 200, "{v}");
     assert_valid(&v, "BTC", &start_s, 60, 3_600, 1000);
-    assert_eq!(fallbacks(&m.miner, "error"), 1);
+    assert_eq!(fallbacks(&m.miner, "no_model"), 1);
+    assert_eq!(fallbacks(&m.miner, "error"), 0);
     assert_eq!(
         pyth.hits.load(Ordering::SeqCst),
         1,
@@ -454,7 +460,7 @@ async fn a_trained_model_answers_and_both_prompts_pass_the_validators_rules() {
     // Metrics count what happened.
     let text = m.miner.metrics.render();
     assert!(
-        text.contains("sc_miner_fallbacks_total{reason=\"error\"} 2"),
+        text.contains("sc_miner_fallbacks_total{reason=\"no_model\"} 2"),
         "{text}"
     );
     assert!(
@@ -851,7 +857,7 @@ async fn latest_follows_the_production_pointer_without_a_restart() {
         c.reload_every = Duration::from_millis(100);
     })
     .await;
-    assert!(m.miner.models.current().is_gbm);
+    assert!(m.miner.models.current(300).is_gbm);
     let d = Dendrite::new("//Alice");
     let (start_s, _) = start_time_in(120);
     let b = body("BTC", &start_s, 300, 86_400, 100);
@@ -872,11 +878,11 @@ async fn latest_follows_the_production_pointer_without_a_restart() {
     publish(&ck);
     let wait_for = |want: &str| {
         let deadline = Instant::now() + Duration::from_secs(10);
-        while m.miner.models.current().label != want {
+        while m.miner.models.current(300).label != want {
             assert!(
                 Instant::now() < deadline,
                 "still serving {}",
-                m.miner.models.current().label
+                m.miner.models.current(300).label
             );
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -897,7 +903,7 @@ async fn latest_follows_the_production_pointer_without_a_restart() {
         assert!(Instant::now() < deadline);
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(m.miner.models.current().label, ck.display().to_string());
+    assert_eq!(m.miner.models.current(300).label, ck.display().to_string());
     // A second good publication (a copy elsewhere) is picked up.
     let ck2 = tmp.path().join("copy");
     std::fs::create_dir_all(&ck2).unwrap();
@@ -908,6 +914,85 @@ async fn latest_follows_the_production_pointer_without_a_restart() {
     publish(&ck2);
     wait_for(&ck2.display().to_string());
     assert_eq!(m.miner.metrics.reloads.with_label_values(&["ok"]).get(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_prompt_is_answered_by_the_model_of_its_timeframe() {
+    let Some(_) = data_dir() else {
+        eprintln!("skipped: ../shared/data is absent");
+        return;
+    };
+    use serde_json::json;
+    let tmp = tempfile::tempdir().unwrap();
+    let five = train_checkpoint_at(&tmp.path().join("runs"), "5m");
+    let one = train_checkpoint_at(&tmp.path().join("runs"), "1m");
+    let label = |p: &Path| p.display().to_string();
+    // two checkpoints of one timeframe are refused, naming both
+    let twice = ModelSpec::parse(&format!("{},{}", five.display(), five.display()));
+    let e = ModelHolder::load(twice, tmp.path()).err().unwrap();
+    assert!(e.contains("both simulate 300 s steps"), "{e}");
+    // --model FIVE,ONE: each prompt gets its own model and nothing falls back
+    let both = ModelSpec::parse(&format!("{},{}", five.display(), one.display()));
+    let (models, note) = ModelHolder::load(both, tmp.path()).unwrap();
+    assert!(note.is_none());
+    assert_eq!(models.current(300).label, label(&five));
+    assert_eq!(models.current(60).label, label(&one));
+    let m = start(models, allow_alice(), |_| {}).await;
+    let d = Dendrite::new("//Alice");
+    for (inc, len, lead) in [(300, 86_400, 120), (60, 3_600, 60)] {
+        let (start_s, _) = start_time_in(lead);
+        let (s, _, v) = d.call(&m.url, &body("BTC", &start_s, inc, len, 100)).await;
+        assert_eq!(s, 200, "{v}");
+        assert_valid(&v, "BTC", &start_s, inc, len, 100);
+    }
+    for reason in ["no_model", "error", "deadline", "output"] {
+        assert_eq!(fallbacks(&m.miner, reason), 0, "{reason} fallbacks");
+    }
+    // latest: a pointer per timeframe, as the publisher writes them, and production.json
+    // naming the newest publication (1m), which is not loaded a second time
+    let store = tmp.path().join("store");
+    std::fs::create_dir_all(store.join("models")).unwrap();
+    let write = |file: &str, dir: &Path, tf: &str| {
+        let v = json!({"model_dir": dir, "timeframe": tf});
+        std::fs::write(store.join("models").join(file), v.to_string()).unwrap();
+    };
+    // the 5m model as the publisher stores it: under the store, named by its key
+    let published = store.join("models/r1/five");
+    std::fs::create_dir_all(&published).unwrap();
+    for e in std::fs::read_dir(&five).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), published.join(e.file_name())).unwrap();
+    }
+    write("production-5m.json", Path::new("models/r1/five/"), "5m");
+    write("production-1m.json", &one, "1m");
+    write("production.json", &one, "1m");
+    let (models, note) = ModelHolder::load(ModelSpec::Latest, &store).unwrap();
+    assert!(note.is_none(), "{note:?}");
+    assert_eq!(
+        models.current(300).label,
+        label(&store.join("models/r1/five/"))
+    );
+    assert_eq!(models.current(60).label, label(&one));
+    assert_eq!(
+        models.describe(),
+        format!(
+            "5m: {}, 1m: {}",
+            label(&store.join("models/r1/five/")),
+            label(&one)
+        )
+    );
+    // a timeframe's pointer at a model of the other timeframe is refused by name, and the
+    // previous model stays
+    write("production-5m.json", &one, "5m");
+    let e = models.reload_if_changed().unwrap_err();
+    assert!(
+        e.contains("production-5m.json") && e.contains("60 s steps"),
+        "{e}"
+    );
+    assert_eq!(
+        models.current(300).label,
+        label(&store.join("models/r1/five/"))
+    );
 }
 
 #[test]

@@ -482,6 +482,7 @@ async fn s3_publish_then_a_fresh_machine_continues_from_the_bucket() {
     assert_eq!(
         keys,
         [
+            "models/production-5m.json",
             "models/production.json",
             "models/run1/lstm-gbm-d16/model.safetensors",
             "models/run1/lstm-gbm-d16/record.json",

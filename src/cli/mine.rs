@@ -41,8 +41,9 @@ pub struct MineArgs {
     pub host: IpAddr,
     #[arg(long, default_value_t = 8091)]
     pub port: u16,
-    /// `latest` (the publisher's production model, reloaded when it changes), `gbm`, or a
-    /// checkpoint folder.
+    /// `latest` (the publisher's production models, one per timeframe, reloaded when they
+    /// change), `gbm`, or checkpoint folders separated by commas (one per timeframe: a 5m model
+    /// answers the 24 h prompt, a 1m model the 1 h prompt; a prompt without one gets GBM).
     #[arg(long, default_value = "latest")]
     pub model: String,
     /// The publisher's store (for `--model latest`).
@@ -236,7 +237,7 @@ pub async fn run(a: MineArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
     let local = listener.local_addr()?;
-    let model_label = models.current().label.clone();
+    let model_label = models.describe();
     let miner = Miner::new(config(&a, local), key, models, bl).map_err(anyhow::Error::msg)?;
     let shutdown = shutdown_on_signal();
     miner.spawn_background(shutdown.clone());
@@ -269,7 +270,7 @@ async fn check(a: &MineArgs) -> anyhow::Result<()> {
         Err(e) => items.push(("wallet", false, format!("{e:#}"))),
     }
     match load_model(a).await {
-        Ok((m, None)) => items.push(("model", true, format!("serving {}", m.current().label))),
+        Ok((m, None)) => items.push(("model", true, format!("serving {}", m.describe()))),
         Ok((_, Some(note))) => items.push(("model", false, note)),
         Err(e) => items.push(("model", false, format!("{e:#}"))),
     }
@@ -384,7 +385,7 @@ async fn bench(a: &MineArgs) -> anyhow::Result<()> {
     }
     let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
     let addr = listener.local_addr()?;
-    let model_label = models.current().label.clone();
+    let model_label = models.describe();
     let miner = Miner::new(config(a, addr), key, models, bl).map_err(anyhow::Error::msg)?;
     let stop = CancellationToken::new();
     let server = tokio::spawn(server::serve(miner.clone(), listener, stop.clone()));

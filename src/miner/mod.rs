@@ -5,9 +5,10 @@
 //! hash, in the Python axon's order and with its status codes), then [`Miner::answer`]: the
 //! spot price ([`SpotCache`]: Pyth Hermes with a short cache, the last good price when Pyth is
 //! unreachable, else the last close in the data directory), the asset's bar history
-//! ([`HistoryCache`], re-read when its file changes), the model ([`ModelHolder`]: a checkpoint,
-//! `gbm`, or `latest`, which follows the publisher's `models/production.json` and swaps models
-//! without a restart), and the response encoder ([`encode`]: `workers::sn50::response`'s
+//! ([`HistoryCache`], re-read when its file changes), the model ([`ModelHolder`], one per step
+//! size: checkpoints, `gbm`, or `latest`, which follows the publisher's
+//! production pointers (`models/production-5m.json`, `-1m.json`, `production.json`) and swaps
+//! models without a restart; a step size with no trained model gets the GBM), and the response encoder ([`encode`]: `workers::sn50::response`'s
 //! rounding to 8 significant digits and the validator's digit rule, with a fast exact path). The model runs on a blocking thread under a deadline;
 //! when it fails, is too slow, or produces paths the validator would reject, the reference GBM
 //! answers instead, and the log and `sc_miner_fallbacks_total` say so.
@@ -96,20 +97,32 @@ impl Default for MinerConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub enum ModelSpec {
     Gbm,
-    /// Follow the publisher's production pointer.
+    /// Follow the publisher's production pointers (one per timeframe).
     Latest,
-    Path(PathBuf),
+    /// Checkpoint folders, at most one per step size.
+    Paths(Vec<PathBuf>),
 }
 
 impl ModelSpec {
+    /// `gbm`, `latest`, or checkpoint folders separated by commas.
     pub fn parse(s: &str) -> Self {
         match s.trim() {
             x if x.eq_ignore_ascii_case("gbm") => ModelSpec::Gbm,
             x if x.eq_ignore_ascii_case("latest") => ModelSpec::Latest,
-            x => ModelSpec::Path(PathBuf::from(x)),
+            x => ModelSpec::Paths(
+                x.split(',')
+                    .map(str::trim)
+                    .filter(|p| !p.is_empty())
+                    .map(PathBuf::from)
+                    .collect(),
+            ),
         }
     }
 }
+
+/// The step sizes SN50 asks for (the 24 h prompt's 5 minutes, the 1 h prompt's minute), with
+/// the timeframe names the publisher's per-timeframe pointers carry.
+pub const TIMEFRAMES: [(u64, &str); 2] = [(300, "5m"), (60, "1m")];
 
 /// A model being served.
 pub struct LoadedModel {
@@ -117,6 +130,8 @@ pub struct LoadedModel {
     /// The checkpoint folder, or `gbm`.
     pub label: String,
     pub is_gbm: bool,
+    /// The step size it simulates, in seconds (`None`: any, as the GBM).
+    pub increment: Option<u64>,
 }
 
 impl LoadedModel {
@@ -125,15 +140,31 @@ impl LoadedModel {
             forecaster: Arc::new(Gbm::new(Sn50Config::default())),
             label: "gbm".into(),
             is_gbm: true,
+            increment: None,
         }
     }
 }
 
 /// `models/production.json` in `store`: the model folder it points at, and the file's text
-/// (to notice a new publication). `Ok(None)` when nothing has been published.
+/// (to notice a new publication). `Ok(None)` when nothing has been published. The publisher
+/// writes the folder as a key of the store (`models/<run>/<name>/`), which is taken relative
+/// to `store`; an absolute path is taken as it is.
 pub fn production_pointer(store: &Path) -> Result<Option<(PathBuf, String)>, String> {
-    let path = store.join("models").join("production.json");
-    let text = match std::fs::read_to_string(&path) {
+    pointer_at(store, "production.json")
+}
+
+/// The production pointer of one timeframe (`models/production-5m.json`, ...).
+pub fn timeframe_pointer(
+    store: &Path,
+    timeframe: &str,
+) -> Result<Option<(PathBuf, String)>, String> {
+    pointer_at(store, &format!("production-{timeframe}.json"))
+}
+
+fn pointer_at(store: &Path, file: &str) -> Result<Option<(PathBuf, String)>, String> {
+    let path = store.join("models").join(file);
+    let path = path.as_path();
+    let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(format!("{}: {e}", path.display())),
@@ -144,7 +175,7 @@ pub fn production_pointer(store: &Path) -> Result<Option<(PathBuf, String)>, Str
         .get("model_dir")
         .and_then(|d| d.as_str())
         .ok_or_else(|| format!("{}: no \"model_dir\" string", path.display()))?;
-    Ok(Some((PathBuf::from(dir), text)))
+    Ok(Some((store.join(dir), text)))
 }
 
 fn load_checkpoint(dir: &Path) -> Result<LoadedModel, String> {
@@ -153,90 +184,223 @@ fn load_checkpoint(dir: &Path) -> Result<LoadedModel, String> {
         &candle_core::Device::Cpu,
     )
     .map_err(|e| e.to_string())?;
+    let increment = f.time_increment();
     Ok(LoadedModel {
         forecaster: Arc::from(f),
         label: dir.display().to_string(),
         is_gbm: false,
+        increment,
     })
 }
 
-/// The model being served, swapped atomically when `latest` sees a new publication.
+/// The models being served, one per step size, each swapped atomically when `latest` sees a
+/// new publication. A request whose step size has no trained model gets the GBM baseline.
 pub struct ModelHolder {
     pub spec: ModelSpec,
     store_dir: PathBuf,
-    current: RwLock<Arc<LoadedModel>>,
-    /// The production pointer text last acted on (loaded, or failed to load).
-    seen: Mutex<Option<String>>,
+    models: RwLock<std::collections::BTreeMap<u64, Arc<LoadedModel>>>,
+    gbm: Arc<LoadedModel>,
+    /// `latest`: each production pointer's text last acted on (loaded, or failed to load).
+    seen: Mutex<HashMap<String, String>>,
 }
 
 impl ModelHolder {
-    /// Serve a forecaster given directly (embedding, tests).
-    pub fn fixed(forecaster: Arc<dyn Forecaster>, label: &str) -> Self {
+    fn empty(spec: ModelSpec, store_dir: &Path) -> Self {
         ModelHolder {
-            spec: ModelSpec::Path(PathBuf::from(label)),
-            store_dir: PathBuf::new(),
-            current: RwLock::new(Arc::new(LoadedModel {
-                forecaster,
-                label: label.into(),
-                is_gbm: false,
-            })),
-            seen: Mutex::new(None),
+            spec,
+            store_dir: store_dir.to_path_buf(),
+            models: RwLock::new(Default::default()),
+            gbm: Arc::new(LoadedModel::gbm()),
+            seen: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Load what `spec` names (blocking). A checkpoint path that does not load is an error;
-    /// `latest` with nothing published, or with a publication that does not load, serves the
-    /// GBM and says why in the second value (the reload loop picks up the next publication).
+    fn put(&self, m: LoadedModel) {
+        let m = Arc::new(m);
+        let mut models = self.models.write().expect("model lock");
+        match m.increment {
+            Some(i) => {
+                models.insert(i, m);
+            }
+            // a forecaster for any step size serves every one
+            None => {
+                for (i, _) in TIMEFRAMES {
+                    models.insert(i, m.clone());
+                }
+            }
+        }
+    }
+
+    /// Serve a forecaster given directly (embedding, tests): its own step size, or all of them.
+    pub fn fixed(forecaster: Arc<dyn Forecaster>, label: &str) -> Self {
+        let h = Self::empty(ModelSpec::Paths(vec![PathBuf::from(label)]), Path::new(""));
+        let increment = forecaster.time_increment();
+        h.put(LoadedModel {
+            forecaster,
+            label: label.into(),
+            is_gbm: false,
+            increment,
+        });
+        h
+    }
+
+    /// Load what `spec` names (blocking). A checkpoint path that does not load, or two for
+    /// the same step size, is an error; `latest` with nothing published, or with a
+    /// publication that does not load, serves the GBM and says why in the second value (the
+    /// reload loop picks up the next publication).
     pub fn load(spec: ModelSpec, store_dir: &Path) -> Result<(Self, Option<String>), String> {
-        let holder = |m: LoadedModel| ModelHolder {
-            spec: spec.clone(),
-            store_dir: store_dir.to_path_buf(),
-            current: RwLock::new(Arc::new(m)),
-            seen: Mutex::new(None),
-        };
+        let h = Self::empty(spec.clone(), store_dir);
         match &spec {
-            ModelSpec::Gbm => Ok((holder(LoadedModel::gbm()), None)),
-            ModelSpec::Path(p) => Ok((holder(load_checkpoint(p)?), None)),
+            ModelSpec::Gbm => Ok((h, None)),
+            ModelSpec::Paths(paths) => {
+                if paths.is_empty() {
+                    return Err("no checkpoint folder given".into());
+                }
+                for p in paths {
+                    let m = load_checkpoint(p)?;
+                    let i = m.increment;
+                    if let Some(other) =
+                        i.and_then(|i| h.models.read().expect("lock").get(&i).cloned())
+                    {
+                        return Err(format!(
+                            "{} and {} both simulate {} s steps: give one checkpoint per timeframe",
+                            other.label,
+                            p.display(),
+                            i.unwrap_or(0)
+                        ));
+                    }
+                    h.put(m);
+                }
+                Ok((h, None))
+            }
             ModelSpec::Latest => {
-                let h = holder(LoadedModel::gbm());
-                let note = match h.reload_if_changed() {
-                    Ok(Some(_)) => None,
-                    Ok(None) => Some(format!(
-                        "nothing is published in {} yet (no models/production.json): serving the GBM baseline until it is",
+                let r = h.reload_if_changed();
+                let note = match r {
+                    Ok(loaded) if !loaded.is_empty() => None,
+                    Ok(_) => Some(format!(
+                        "nothing is published in {} yet (no models/production*.json): serving the GBM baseline until it is",
                         store_dir.display()
                     )),
-                    Err(e) => Some(format!("{e}: serving the GBM baseline")),
+                    Err(e) => Some(format!("{e}: serving the GBM baseline where no model loaded")),
                 };
                 Ok((h, note))
             }
         }
     }
 
-    pub fn current(&self) -> Arc<LoadedModel> {
-        self.current.read().expect("model lock").clone()
+    /// The model for requests of `increment`-second steps (the GBM when none is loaded).
+    pub fn current(&self, increment: u64) -> Arc<LoadedModel> {
+        self.models
+            .read()
+            .expect("model lock")
+            .get(&increment)
+            .cloned()
+            .unwrap_or_else(|| self.gbm.clone())
     }
 
-    /// For `latest`: load the production model if the pointer changed since last time
-    /// (blocking). `Ok(Some(label))` when a new model is now served.
-    pub fn reload_if_changed(&self) -> Result<Option<String>, String> {
+    /// What is served, per timeframe: `5m: runs/a, 1m: gbm`.
+    pub fn describe(&self) -> String {
+        TIMEFRAMES
+            .iter()
+            .map(|&(i, tf)| format!("{tf}: {}", self.current(i).label))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// For `latest`: load the production models whose pointers changed since last time
+    /// (blocking), and return their labels. A pointer per timeframe
+    /// (`models/production-5m.json`, `-1m.json`) wins over `models/production.json` (the
+    /// newest publication of any timeframe, as older publishers wrote only it) for its step
+    /// size. A model that does not load leaves the previous one served and is reported in
+    /// the error (after the others are loaded).
+    pub fn reload_if_changed(&self) -> Result<Vec<String>, String> {
         if self.spec != ModelSpec::Latest {
-            return Ok(None);
+            return Ok(Vec::new());
         }
-        let Some((dir, text)) = production_pointer(&self.store_dir)? else {
-            return Ok(None);
+        let (mut loaded, mut errors) = (Vec::new(), Vec::new());
+        let mut pointers = vec![("production.json".to_string(), None)];
+        pointers.extend(
+            TIMEFRAMES
+                .iter()
+                .map(|&(i, tf)| (format!("production-{tf}.json"), Some((i, tf)))),
+        );
+        let has_timeframe_pointer = |tf: &str| {
+            self.store_dir
+                .join("models")
+                .join(format!("production-{tf}.json"))
+                .exists()
         };
-        {
-            let mut seen = self.seen.lock().expect("seen lock");
-            if seen.as_deref() == Some(text.as_str()) {
-                return Ok(None);
+        for (file, timeframe) in pointers {
+            let found = match timeframe {
+                None => production_pointer(&self.store_dir),
+                Some((_, tf)) => timeframe_pointer(&self.store_dir, tf),
+            };
+            let (dir, text) = match found {
+                Ok(Some(p)) => p,
+                Ok(None) => continue,
+                Err(e) => {
+                    errors.push(e);
+                    continue;
+                }
+            };
+            {
+                let mut seen = self.seen.lock().expect("seen lock");
+                if seen.get(&file).map(String::as_str) == Some(text.as_str()) {
+                    continue;
+                }
+                seen.insert(file.clone(), text.clone());
             }
-            *seen = Some(text);
+            // the newest publication's own timeframe pointer serves it (no second load)
+            if timeframe.is_none() {
+                let tf = serde_json::from_str::<serde_json::Value>(&text)
+                    .ok()
+                    .and_then(|v| {
+                        v.get("timeframe")
+                            .and_then(|t| t.as_str())
+                            .map(String::from)
+                    });
+                if tf.is_some_and(|tf| has_timeframe_pointer(&tf)) {
+                    continue;
+                }
+            }
+            let m = match load_checkpoint(&dir) {
+                Ok(m) => m,
+                Err(e) => {
+                    errors.push(format!(
+                        "the production model {} ({file}) does not load: {e}",
+                        dir.display()
+                    ));
+                    continue;
+                }
+            };
+            if let (Some((want, tf)), Some(got)) = (timeframe, m.increment) {
+                if want != got {
+                    errors.push(format!(
+                        "{file} points at {}, a model of {got} s steps, not {tf}",
+                        dir.display()
+                    ));
+                    continue;
+                }
+            }
+            if timeframe.is_none() {
+                // an older pointer: its model's step size decides, unless that timeframe has
+                // its own pointer
+                let tf = TIMEFRAMES
+                    .iter()
+                    .find(|(i, _)| Some(*i) == m.increment)
+                    .map(|(_, tf)| *tf);
+                if tf.is_some_and(has_timeframe_pointer) {
+                    continue;
+                }
+            }
+            loaded.push(m.label.clone());
+            self.put(m);
         }
-        let m = load_checkpoint(&dir)
-            .map_err(|e| format!("the production model {} does not load: {e}", dir.display()))?;
-        let label = m.label.clone();
-        *self.current.write().expect("model lock") = Arc::new(m);
-        Ok(Some(label))
+        if errors.is_empty() {
+            Ok(loaded)
+        } else {
+            Err(errors.join("; "))
+        }
     }
 }
 
@@ -605,7 +769,7 @@ impl Miner {
     ) -> Result<Answer, ApiError> {
         let job = Arc::new(check_input(input)?);
         let as_of = chrono::Utc::now().timestamp();
-        let model = self.models.current();
+        let model = self.models.current(job.increment);
         let bar_seconds = job.increment as i64;
         // History: for the model, and for the last-close fallback of the spot price.
         let history = if model.is_gbm {
@@ -633,7 +797,10 @@ impl Miner {
             .inc();
         let mut fallback = None;
         if model.is_gbm && self.models.spec != ModelSpec::Gbm {
-            fallback = Some(("no_model", "no trained model is loaded".to_string()));
+            fallback = Some((
+                "no_model",
+                format!("no trained model for {} s steps is loaded", job.increment),
+            ));
         }
         if !model.is_gbm {
             let budget = self
@@ -708,15 +875,16 @@ impl Miner {
                     let r =
                         tokio::task::spawn_blocking(move || m2.models.reload_if_changed()).await;
                     match r {
-                        Ok(Ok(Some(label))) => {
-                            m.metrics.reloads.with_label_values(&["ok"]).inc();
-                            tracing::info!(model = %label, "serving the newly published production model");
+                        Ok(Ok(labels)) => {
+                            for label in labels {
+                                m.metrics.reloads.with_label_values(&["ok"]).inc();
+                                tracing::info!(model = %label, "serving the newly published production model");
+                            }
                         }
-                        Ok(Ok(None)) => {}
                         Ok(Err(e)) => {
                             m.metrics.reloads.with_label_values(&["failed"]).inc();
-                            tracing::error!(error = %e, model = %m.models.current().label,
-                                "could not load the published model; still serving the previous one");
+                            tracing::error!(error = %e, models = %m.models.describe(),
+                                "could not load a published model; still serving the previous one");
                         }
                         Err(e) => tracing::error!(error = %e, "model reload panicked"),
                     }
@@ -755,7 +923,11 @@ mod tests {
         assert_eq!(ModelSpec::parse("latest"), ModelSpec::Latest);
         assert_eq!(
             ModelSpec::parse("runs/x"),
-            ModelSpec::Path(PathBuf::from("runs/x"))
+            ModelSpec::Paths(vec![PathBuf::from("runs/x")])
+        );
+        assert_eq!(
+            ModelSpec::parse(" runs/a , runs/b,"),
+            ModelSpec::Paths(vec![PathBuf::from("runs/a"), PathBuf::from("runs/b")])
         );
     }
 
@@ -817,9 +989,23 @@ mod tests {
         );
         // latest with a pointer that does not load: GBM, with the reason.
         let (h, note) = ModelHolder::load(ModelSpec::Latest, d.path()).unwrap();
-        assert!(h.current().is_gbm);
+        assert!(h.current(300).is_gbm && h.current(60).is_gbm);
         assert!(note.unwrap().contains("/x/y"));
-        // A checkpoint path that does not exist is an error.
-        assert!(ModelHolder::load(ModelSpec::Path("/no/such".into()), d.path()).is_err());
+        // a timeframe pointer that does not load is named too
+        std::fs::write(
+            d.path().join("models/production-1m.json"),
+            r#"{"model_dir": "/x/one-minute", "timeframe": "1m"}"#,
+        )
+        .unwrap();
+        let (h, note) = ModelHolder::load(ModelSpec::Latest, d.path()).unwrap();
+        assert!(h.current(60).is_gbm);
+        let note = note.unwrap();
+        assert!(
+            note.contains("/x/one-minute") && note.contains("production-1m.json"),
+            "{note}"
+        );
+        // A checkpoint path that does not exist is an error, and so is none at all.
+        assert!(ModelHolder::load(ModelSpec::Paths(vec!["/no/such".into()]), d.path()).is_err());
+        assert!(ModelHolder::load(ModelSpec::Paths(vec![]), d.path()).is_err());
     }
 }

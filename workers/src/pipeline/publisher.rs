@@ -8,7 +8,8 @@
 //! (`models/{run_id}/{name}/model.safetensors`, `spec.json`, `state.json`),
 //! then the model's manifest `record.json` (record, file hashes, data ranges),
 //! then `pipeline_runs/{run_id}/comparison.json` and `summary.json`, and the
-//! pointers `pipeline_runs/latest.json` and `models/production.json` last, so
+//! pointers `pipeline_runs/latest.json`, `models/production-{timeframe}.json` and
+//! `models/production.json` last, so
 //! a reader that follows a pointer never finds half a publication. Each object
 //! is itself whole or absent. Publishing a run twice rewrites the same keys
 //! with the same content: no duplicate.
@@ -159,14 +160,17 @@ pub async fn publish(
         .iter()
         .find(|f| f.key.ends_with(WEIGHTS_FILE))
         .map(|f| f.sha256.clone());
-    store
-        .put_json(
-            PRODUCTION,
-            &json!({"run_id": run_id, "name": best.name, "model_dir": prefix,
+    // the model's own timeframe pointer (the miner serves each prompt from the model of its
+    // step size), then the newest publication's
+    let timeframe = &best.spec.data.timeframe;
+    let pointer = json!({"run_id": run_id, "name": best.name, "model_dir": prefix,
                     "location": store.location(&prefix), "crps": best.crps,
-                    "gbm_crps": best.gbm_crps, "weights_sha256": weights}),
-        )
+                    "gbm_crps": best.gbm_crps, "weights_sha256": weights,
+                    "timeframe": timeframe});
+    store
+        .put_json(&records::production_key(timeframe), &pointer)
         .await?;
+    store.put_json(PRODUCTION, &pointer).await?;
     Ok(Published {
         model_dir: store.location(&prefix),
         summary: store.location(&records::summary_key(run_id)),

@@ -80,6 +80,11 @@ pub trait Forecaster: Send + Sync {
         req: &ForecastRequest<'_>,
         rng: &mut dyn RngCore,
     ) -> Result<Paths, ForecastError>;
+    /// The one step size, in seconds, this forecaster simulates; `None` when it takes any
+    /// (the GBM). The miner serves each step size with its own model.
+    fn time_increment(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// The reference miner's GBM.

@@ -8,7 +8,8 @@
 //! | `pipeline_runs/latest.json` | `{run_id, timestamp}` (a pointer, written last) |
 //! | `models/{run_id}/{name}/model.safetensors`, `spec.json`, `state.json` | the checkpoint |
 //! | `models/{run_id}/{name}/record.json` | the model's manifest: record and file hashes (written after the files) |
-//! | `models/production.json` | the model to serve (a pointer, written last) |
+//! | `models/production-{timeframe}.json` | the model to serve for that timeframe (a pointer, written last) |
+//! | `models/production.json` | the newest published model (a pointer, written last) |
 //! | `published/hf/{run_id}.json` | where the run went on the Hugging Face Hub |
 //!
 //! [`load_history`] is the seed's `load_hippius_history`: every experiment
@@ -34,8 +35,13 @@ use crate::pipeline::{unix_now, ExperimentRecord};
 
 /// The pointer to the latest run.
 pub const LATEST: &str = "pipeline_runs/latest.json";
-/// The pointer to the model to serve.
+/// The pointer to the newest published model (of any timeframe).
 pub const PRODUCTION: &str = "models/production.json";
+
+/// The pointer to the model to serve for one timeframe (`models/production-5m.json`).
+pub fn production_key(timeframe: &str) -> String {
+    format!("models/production-{}.json", safe_name(timeframe))
+}
 /// The seed lists at most this many experiment objects.
 pub const HISTORY_SCAN_LIMIT: usize = 2000;
 

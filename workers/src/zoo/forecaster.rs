@@ -85,6 +85,10 @@ impl Forecaster for ZooForecaster {
         &self.name
     }
 
+    fn time_increment(&self) -> Option<u64> {
+        timeframe_info(&self.ck.spec.data.timeframe).map(|(bar, _)| bar as u64)
+    }
+
     fn forecast(
         &self,
         req: &ForecastRequest<'_>,
