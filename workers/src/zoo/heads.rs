@@ -20,10 +20,101 @@ pub const MIN_SIGMA: f64 = 1e-3;
 /// dominate the loss.
 pub const DRIFT_SCALE: f64 = 0.02;
 
+/// The per-step standard deviation the distribution heads start from: the increments are
+/// standardised log returns, so about one.
+const START_SCALE: f64 = 1.0;
+
+/// The standard normal quantile function (Acklam's rational approximation, relative error
+/// below 1.2e-9 on (0, 1)).
+fn normal_quantile(p: f64) -> f64 {
+    const A: [f64; 6] = [
+        -3.969_683_028_665_376e1,
+        2.209_460_984_245_205e2,
+        -2.759_285_104_469_687e2,
+        1.383_577_518_672_69e2,
+        -3.066_479_806_614_716e1,
+        2.506_628_277_459_239,
+    ];
+    const B: [f64; 5] = [
+        -5.447_609_879_822_406e1,
+        1.615_858_368_580_409e2,
+        -1.556_989_798_598_866e2,
+        6.680_131_188_771_972e1,
+        -1.328_068_155_288_572e1,
+    ];
+    const C: [f64; 6] = [
+        -7.784_894_002_430_293e-3,
+        -3.223_964_580_411_365e-1,
+        -2.400_758_277_161_838,
+        -2.549_732_539_343_734,
+        4.374_664_141_464_968,
+        2.938_163_982_698_783,
+    ];
+    const D: [f64; 4] = [
+        7.784_695_709_041_462e-3,
+        3.224_671_290_700_398e-1,
+        2.445_134_137_142_996,
+        3.754_408_661_907_416,
+    ];
+    let tail = |q: f64| {
+        (((((C[0] * q + C[1]) * q + C[2]) * q + C[3]) * q + C[4]) * q + C[5])
+            / ((((D[0] * q + D[1]) * q + D[2]) * q + D[3]) * q + 1.0)
+    };
+    if p < 0.02425 {
+        tail((-2.0 * p.ln()).sqrt())
+    } else if p > 1.0 - 0.02425 {
+        -tail((-2.0 * (1.0 - p).ln()).sqrt())
+    } else {
+        let q = p - 0.5;
+        let r = q * q;
+        (((((A[0] * r + A[1]) * r + A[2]) * r + A[3]) * r + A[4]) * r + A[5]) * q
+            / (((((B[0] * r + B[1]) * r + B[2]) * r + B[3]) * r + B[4]) * r + 1.0)
+    }
+}
+
+/// The inverse of `softplus`: the `x` with `ln(1 + e^x) = y`, for `y > 0`.
+fn inverse_softplus(y: f64) -> f64 {
+    y + (-(-y).exp_m1()).ln()
+}
+
+/// The output layer's weight at a tenth of its generic initialisation, so that at the start
+/// the head's outputs are close to the bias the head chooses.
+fn quiet_weight(current: &Tensor) -> Result<Option<Tensor>> {
+    Ok(Some((current * 0.1)?))
+}
+
+/// A bias of `horizon` identical groups of `values`.
+fn repeated_bias(current: &Tensor, horizon: usize, values: &[f64]) -> Result<Option<Tensor>> {
+    let v: Vec<f32> = (0..horizon)
+        .flat_map(|_| values.iter().map(|&x| x as f32))
+        .collect();
+    if v.len() != current.elem_count() {
+        candle_core::bail!(
+            "a head bias of {} values cannot start from {} per step over {horizon} steps",
+            current.elem_count(),
+            values.len()
+        )
+    }
+    Ok(Some(Tensor::from_vec(
+        v,
+        current.shape(),
+        current.device(),
+    )?))
+}
+
 /// A distribution over future log-return paths.
 pub trait Head: Send + Sync {
     /// `(b, s, d)` -> `(b, n, horizon)` per-step log returns (standardised units).
     fn sample(&self, h: &Tensor, n: usize, horizon: usize, noise: &mut Noise) -> Result<Tensor>;
+
+    /// A freshly built head's starting value for its parameter `name` (relative to the head,
+    /// e.g. `out.bias`) from the generic initialisation `current`, or `None` to keep it.
+    /// Training applies it once before the first step; a loaded checkpoint or a resumed run
+    /// overwrites every value, so this changes where training starts, never what a trained
+    /// head computes.
+    fn reinit(&self, _name: &str, _current: &Tensor) -> Result<Option<Tensor>> {
+        Ok(None)
+    }
 
     /// The same draw in Gaussian form, for heads whose increments are `mu + sigma * eps`:
     /// the training loss then fuses sampling and scoring ([`crate::zoo::fused::crps_loss_affine`]).
@@ -258,6 +349,29 @@ impl QuantileHead {
 }
 
 impl Head for QuantileHead {
+    /// The knots start at a normal distribution's quantiles ([`START_SCALE`]) at every step.
+    fn reinit(&self, name: &str, current: &Tensor) -> Result<Option<Tensor>> {
+        match name {
+            "out.weight" => quiet_weight(current),
+            "out.bias" => {
+                let (lo, hi) = QUANTILE_RANGE;
+                let knot = |j: usize| {
+                    let level = lo as f64 + j as f64 * (hi - lo) as f64 / (self.q - 1) as f64;
+                    START_SCALE * normal_quantile(level)
+                };
+                // knots(o) = cumsum(o_0 - 2.5, softplus(o_j) + 1e-4): solve for o
+                let values: Vec<f64> = (0..self.q)
+                    .map(|j| match j {
+                        0 => knot(0) + 2.5,
+                        _ => inverse_softplus(knot(j) - knot(j - 1) - 1e-4),
+                    })
+                    .collect();
+                repeated_bias(current, self.horizon, &values)
+            }
+            _ => Ok(None),
+        }
+    }
+
     fn sample(&self, h: &Tensor, n: usize, horizon: usize, noise: &mut Noise) -> Result<Tensor> {
         check_horizon("QuantileHead", self.horizon, horizon)?;
         let knots = self.knots(h)?.unsqueeze(1)?; // (b, 1, H, Q)
@@ -305,6 +419,25 @@ impl CopulaHead {
 }
 
 impl Head for CopulaHead {
+    /// Every step starts Gaussian ([`START_SCALE`], no skew, tail weight 1) and the steps
+    /// start independent (zero copula factors).
+    fn reinit(&self, name: &str, current: &Tensor) -> Result<Option<Tensor>> {
+        match name {
+            "out.weight" => quiet_weight(current),
+            "out.bias" => {
+                let mut values = vec![
+                    0.0,
+                    inverse_softplus(START_SCALE - MIN_SIGMA),
+                    0.0,
+                    inverse_softplus(1.0 - 0.3),
+                ];
+                values.resize(4 + self.rank, 0.0);
+                repeated_bias(current, self.horizon, &values)
+            }
+            _ => Ok(None),
+        }
+    }
+
     fn sample(&self, h: &Tensor, n: usize, horizon: usize, noise: &mut Noise) -> Result<Tensor> {
         check_horizon("CopulaHead", self.horizon, horizon)?;
         let (hz, r) = (self.horizon, self.rank);
@@ -393,5 +526,33 @@ impl Head for FlowHead {
             x = (keep + moved)?;
         }
         Ok(x)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zoo_normal_quantile_and_inverse_softplus() {
+        // scipy.stats.norm.ppf
+        for (p, want) in [
+            (0.5, 0.0),
+            (0.975, 1.959_963_984_540_054),
+            (0.005, -2.575_829_303_548_901),
+            (0.995, 2.575_829_303_548_901),
+            (0.1, -1.281_551_565_544_601),
+            (1e-6, -4.753_424_308_822_899),
+        ] {
+            let got = normal_quantile(p);
+            assert!(
+                (got - want).abs() < 1e-8 * (1.0 + want.abs()),
+                "{p}: {got} vs {want}"
+            );
+        }
+        for x in [-3.0, -0.5, 0.0, 0.7, 4.0] {
+            let y = (1.0 + f64::exp(x)).ln();
+            assert!((inverse_softplus(y) - x).abs() < 1e-9, "{x}");
+        }
     }
 }

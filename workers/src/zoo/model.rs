@@ -50,6 +50,19 @@ impl ZooModel {
         })
     }
 
+    /// Give a freshly built model's head its own starting values ([`Head::reinit`]); `named`
+    /// are the model's variables by full name (the head's start with `head.`).
+    pub fn init_head(&self, named: &[(String, candle_core::Var)]) -> Result<()> {
+        for (name, var) in named {
+            if let Some(rest) = name.strip_prefix("head.") {
+                if let Some(t) = self.head.reinit(rest, var.as_tensor())? {
+                    var.set(&t)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// `(b, seq, features)` -> `(b, seq, d_model)`.
     pub fn backbone(&self, x: &Tensor) -> Result<Tensor> {
         let mut h = self.input.forward(x)?;

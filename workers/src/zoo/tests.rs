@@ -333,6 +333,55 @@ fn zoo_init_is_deterministic() {
     let _ = ChaCha8Rng::seed_from_u64(0);
 }
 
+/// The quantile and copula heads start near a standard normal per step (their `reinit`), where
+/// the generic initialisation left them far off (an initial loss 10 to 50 times the GBM
+/// head's); the other heads keep their generic start.
+#[test]
+fn zoo_quantile_and_copula_heads_start_near_a_standard_normal() {
+    let dev = Device::Cpu;
+    for head in ["QuantileHead", "CopulaHead"] {
+        let s = tiny_spec(&["LSTMBlock"], head);
+        let r = s.validate().unwrap();
+        let vm = SeededVarMap::new(3);
+        let model = ZooModel::build(&s, &r, vm.builder(&dev)).unwrap();
+        let stats = |model: &ZooModel| {
+            let f = s.model.backbone.features.len();
+            let x = Tensor::randn(0f32, 1.0, (4, s.model.backbone.seq_len, f), &dev).unwrap();
+            let inc = model.sample(&x, 400, &mut Noise::new(9, &dev)).unwrap();
+            let v = inc.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let n = v.len() as f64;
+            let mean = v.iter().map(|&x| x as f64).sum::<f64>() / n;
+            let var = v.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / n;
+            (mean, var.sqrt())
+        };
+        let (_, generic_sd) = stats(&model);
+        model.init_head(&vm.named_vars()).unwrap();
+        let (mean, sd) = stats(&model);
+        assert!(mean.abs() < 0.1, "{head}: starts at mean {mean}");
+        assert!(
+            (sd - 1.0).abs() < 0.15,
+            "{head}: starts at sd {sd} (generic {generic_sd})"
+        );
+    }
+    // a head without its own start is left as built
+    let s = tiny_spec(&["LSTMBlock"], "GBMHead");
+    let r = s.validate().unwrap();
+    let vm = SeededVarMap::new(3);
+    let model = ZooModel::build(&s, &r, vm.builder(&dev)).unwrap();
+    let before: Vec<Vec<f32>> = vm
+        .vars()
+        .iter()
+        .map(|v| v.as_tensor().flatten_all().unwrap().to_vec1().unwrap())
+        .collect();
+    model.init_head(&vm.named_vars()).unwrap();
+    let after: Vec<Vec<f32>> = vm
+        .vars()
+        .iter()
+        .map(|v| v.as_tensor().flatten_all().unwrap().to_vec1().unwrap())
+        .collect();
+    assert_eq!(before, after);
+}
+
 #[test]
 fn zoo_training_is_deterministic_checkpoints_resume_and_forecast() {
     use super::forecaster::ZooForecaster;

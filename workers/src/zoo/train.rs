@@ -337,6 +337,8 @@ pub fn train_observed(
     let vm = SeededVarMap::new(t.seed);
     let model = ZooModel::build(spec, &r, vm.builder(device))?;
     let named = vm.named_vars();
+    // where the head starts (a resumed run overwrites it below)
+    model.init_head(&named)?;
     let vars: Vec<Var> = named.iter().map(|(_, v)| v.clone()).collect();
     let param_count = vm.param_count();
     std::fs::create_dir_all(&opts.out_dir).map_err(|e| io_err(&opts.out_dir, e))?;
