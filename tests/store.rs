@@ -1129,3 +1129,139 @@ async fn publish_cli_publishes_a_run_from_redis_and_commits_to_the_hub_once() {
         "{err}"
     );
 }
+
+/// A tiny trained BTC checkpoint of `timeframe`, by the CLI; `None` without the shared data.
+fn trained_checkpoint(out: &Path, timeframe: &str) -> Option<PathBuf> {
+    let data = root().join("../shared/data");
+    if !data.is_dir() {
+        return None;
+    }
+    let o = Command::new(env!("CARGO_BIN_EXE_synth-city"))
+        .args(["experiment", "--blocks", "TCNBlock", "--head", "GBMHead"])
+        .args(["--epochs", "1", "--steps-per-epoch", "2", "--asset", "BTC"])
+        .args([
+            "--timeframe",
+            timeframe,
+            "--d-model",
+            "8",
+            "--seq-len",
+            "16",
+        ])
+        .args(["--eval-windows", "2", "--eval-paths", "20", "--json"])
+        .arg("--data-dir")
+        .arg(&data)
+        .arg("--out")
+        .arg(out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    Some(PathBuf::from(v["checkpoint"].as_str().unwrap()))
+}
+
+/// The miner's `latest` on an object store: the publisher puts a model in the bucket, the
+/// miner mirrors the pointers and models into its local store directory and serves them, a
+/// new publication replaces the old, and an object whose recorded hash does not match is
+/// refused while the previous model keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_miner_serves_what_the_publisher_put_in_the_bucket() {
+    use synth_city::miner::{mirror_production, ModelHolder, ModelSpec};
+    let dir = tempfile::tempdir().unwrap();
+    let Some(five) = trained_checkpoint(&dir.path().join("runs"), "5m") else {
+        eprintln!("skipped: ../shared/data is absent");
+        return;
+    };
+    let one = trained_checkpoint(&dir.path().join("runs"), "1m").unwrap();
+    let moto = Moto::start();
+    let store = S3Store::new(moto.config("sc-miner")).unwrap();
+    let local = dir.path().join("mirror");
+    // nothing published: nothing copied, GBM for both prompts
+    assert_eq!(
+        mirror_production(&store, &local).await.unwrap(),
+        Vec::<String>::new()
+    );
+    // run1 publishes the 5-minute model, run2 the 1-minute one
+    let mut best5 = record("five", 5.0, 1e-3, Some(&five));
+    best5.run_id = Some("run1".into());
+    let mut best1 = record("one", 4.0, 1e-3, Some(&one));
+    best1.spec.data.timeframe = "1m".into();
+    best1.run_id = Some("run2".into());
+    let summary = json!({"success": true});
+    publisher::publish(&store, "run1", &best5, &summary, None)
+        .await
+        .unwrap();
+    publisher::publish(&store, "run2", &best1, &summary, None)
+        .await
+        .unwrap();
+    let mut changed = mirror_production(&store, &local).await.unwrap();
+    changed.sort();
+    assert_eq!(
+        changed,
+        [
+            "models/production-1m.json",
+            "models/production-5m.json",
+            "models/production.json"
+        ]
+    );
+    let (models, note) = ModelHolder::load(ModelSpec::Latest, &local).unwrap();
+    assert!(note.is_none(), "{note:?}");
+    let served = |m: &ModelHolder, inc: u64| m.current(inc).label.clone();
+    assert_eq!(
+        served(&models, 300),
+        local.join("models/run1/five/").display().to_string()
+    );
+    assert_eq!(
+        served(&models, 60),
+        local.join("models/run2/one/").display().to_string()
+    );
+    // the copy is the published bytes
+    assert_eq!(
+        std::fs::read(local.join("models/run1/five/model.safetensors")).unwrap(),
+        std::fs::read(five.join("model.safetensors")).unwrap()
+    );
+    // an unchanged bucket copies nothing again
+    assert!(mirror_production(&store, &local).await.unwrap().is_empty());
+    // a newer 5-minute publication replaces the old one
+    let mut again = record("five-b", 3.0, 1e-3, Some(&five));
+    again.run_id = Some("run3".into());
+    publisher::publish(&store, "run3", &again, &summary, None)
+        .await
+        .unwrap();
+    let changed = mirror_production(&store, &local).await.unwrap();
+    assert!(
+        changed.contains(&"models/production-5m.json".to_string()),
+        "{changed:?}"
+    );
+    assert_eq!(models.reload_if_changed().unwrap().len(), 1);
+    assert_eq!(
+        served(&models, 300),
+        local.join("models/run3/five-b/").display().to_string()
+    );
+    // weights changed behind the store's back are refused, whether the object's recorded hash
+    // still claims the old content (caught by the store) or the object was replaced without
+    // one (caught by the pointer's weights_sha256): the local pointer stays, and so does the
+    // served model
+    let mut bad = record("five-c", 2.0, 1e-3, Some(&five));
+    bad.run_id = Some("run4".into());
+    publisher::publish(&store, "run4", &bad, &summary, None)
+        .await
+        .unwrap();
+    for keep_metadata in ["True", "False"] {
+        moto.python(
+            "import boto3, sys\n\
+             s3 = boto3.client('s3', endpoint_url=sys.argv[1], region_name='us-east-1',\n\
+                               aws_access_key_id=sys.argv[2], aws_secret_access_key=sys.argv[3])\n\
+             key = 'models/run4/five-c/model.safetensors'\n\
+             meta = s3.head_object(Bucket='sc-miner', Key=key)['Metadata'] if sys.argv[4] == 'True' else {}\n\
+             s3.put_object(Bucket='sc-miner', Key=key, Body=b'tampered', Metadata=meta)\n",
+            &[&moto.endpoint, &moto.access, &moto.secret, keep_metadata],
+        );
+        let e = mirror_production(&store, &local).await.unwrap_err();
+        assert!(e.contains("model.safetensors"), "{keep_metadata}: {e}");
+        assert!(models.reload_if_changed().unwrap().is_empty());
+        assert_eq!(
+            served(&models, 300),
+            local.join("models/run3/five-b/").display().to_string()
+        );
+    }
+}

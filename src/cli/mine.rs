@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::miner::keys::{self, Hotkey};
 use crate::miner::metagraph::{Blacklist, BlacklistPolicy, MetagraphSource};
 use crate::miner::{auth, server, Miner, MinerConfig, ModelHolder, ModelSpec};
+use workers::store::{S3Config, S3Store, Store};
 
 /// A secret URI from the command line; `Debug` never shows it.
 #[derive(Clone)]
@@ -46,7 +47,8 @@ pub struct MineArgs {
     /// answers the 24 h prompt, a 1m model the 1 h prompt; a prompt without one gets GBM).
     #[arg(long, default_value = "latest")]
     pub model: String,
-    /// The publisher's store (for `--model latest`).
+    /// The publisher's store (for `--model latest`); with `HIPPIUS_ENDPOINT` set, the local
+    /// copy of the bucket's production models.
     #[arg(long, default_value = "store")]
     pub store_dir: PathBuf,
     /// Bars for the model's history and the last-close spot fallback.
@@ -160,7 +162,7 @@ fn blacklist(a: &MineArgs) -> anyhow::Result<Blacklist> {
     ))
 }
 
-fn config(a: &MineArgs, addr: SocketAddr) -> MinerConfig {
+fn config(a: &MineArgs, addr: SocketAddr) -> anyhow::Result<MinerConfig> {
     let mut c = MinerConfig {
         addr,
         store_dir: a.store_dir.clone(),
@@ -172,15 +174,41 @@ fn config(a: &MineArgs, addr: SocketAddr) -> MinerConfig {
         ..MinerConfig::default()
     };
     c.pyth.timeout = Duration::from_millis(a.pyth_timeout_ms.max(1));
-    c
+    c.remote_store = remote_store(a)?;
+    Ok(c)
 }
 
+/// For `--model latest` with `HIPPIUS_ENDPOINT` set: the object store the publisher writes
+/// to, whose production models are mirrored into `--store-dir`.
+fn remote_store(a: &MineArgs) -> anyhow::Result<Option<Arc<dyn Store>>> {
+    if ModelSpec::parse(&a.model) != ModelSpec::Latest {
+        return Ok(None);
+    }
+    match S3Config::from_env()? {
+        Some(cfg) => Ok(Some(Arc::new(S3Store::new(cfg)?))),
+        None => Ok(None),
+    }
+}
+
+/// The models `--model` names; for `latest` from an object store, after mirroring its
+/// production models (a failed copy is a note: the local copies, if any, still serve).
 async fn load_model(a: &MineArgs) -> anyhow::Result<(ModelHolder, Option<String>)> {
     let spec = ModelSpec::parse(&a.model);
+    let mut notes = Vec::new();
+    if let Some(remote) = remote_store(a)? {
+        if let Err(e) = crate::miner::mirror_production(remote.as_ref(), &a.store_dir).await {
+            notes.push(format!(
+                "could not copy the production models from {}: {e}",
+                remote.describe()
+            ));
+        }
+    }
     let store = a.store_dir.clone();
-    tokio::task::spawn_blocking(move || ModelHolder::load(spec, &store))
+    let (models, note) = tokio::task::spawn_blocking(move || ModelHolder::load(spec, &store))
         .await?
-        .map_err(|e| anyhow!("--model {}: {e}", a.model))
+        .map_err(|e| anyhow!("--model {}: {e}", a.model))?;
+    notes.extend(note);
+    Ok((models, (!notes.is_empty()).then(|| notes.join("; "))))
 }
 
 fn shutdown_on_signal() -> CancellationToken {
@@ -238,7 +266,7 @@ pub async fn run(a: MineArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {addr}"))?;
     let local = listener.local_addr()?;
     let model_label = models.describe();
-    let miner = Miner::new(config(&a, local), key, models, bl).map_err(anyhow::Error::msg)?;
+    let miner = Miner::new(config(&a, local)?, key, models, bl).map_err(anyhow::Error::msg)?;
     let shutdown = shutdown_on_signal();
     miner.spawn_background(shutdown.clone());
     if let Some(m) = a.metrics_addr {
@@ -304,7 +332,12 @@ async fn check(a: &MineArgs) -> anyhow::Result<()> {
         },
     }
     // Pyth: informative only (the miner falls back when it is away).
-    let cfg = config(a, addr);
+    let cfg = config(a, addr).unwrap_or_else(|e| {
+        items.push(("store", false, format!("{e:#}")));
+        let mut c = MinerConfig::default();
+        c.pyth.timeout = Duration::from_millis(a.pyth_timeout_ms.max(1));
+        c
+    });
     match workers::sn50::pyth::PythClient::new(cfg.pyth.clone()) {
         Ok(c) => match c.latest_price("BTC").await {
             Ok(p) => items.push((
@@ -386,7 +419,7 @@ async fn bench(a: &MineArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
     let addr = listener.local_addr()?;
     let model_label = models.describe();
-    let miner = Miner::new(config(a, addr), key, models, bl).map_err(anyhow::Error::msg)?;
+    let miner = Miner::new(config(a, addr)?, key, models, bl).map_err(anyhow::Error::msg)?;
     let stop = CancellationToken::new();
     let server = tokio::spawn(server::serve(miner.clone(), listener, stop.clone()));
     let url = format!("http://{addr}/Simulation");

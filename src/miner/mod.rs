@@ -33,6 +33,7 @@ use workers::sn50::data::{asset_file, Bars};
 use workers::sn50::forecast::{ForecastRequest, Forecaster, Gbm};
 use workers::sn50::pyth::{PythClient, PythConfig};
 use workers::sn50::response::{iso_start_timestamp, SimulationInput};
+use workers::store::Store;
 
 use keys::Hotkey;
 use metagraph::Blacklist;
@@ -60,6 +61,9 @@ pub struct MinerConfig {
     pub pyth: PythConfig,
     /// How often `latest` looks at `models/production.json`.
     pub reload_every: Duration,
+    /// For `latest` from an object store (S3 / Hippius): the store whose production models
+    /// are mirrored into `store_dir` before each look ([`mirror_production`]).
+    pub remote_store: Option<Arc<dyn Store>>,
     /// How often the metagraph is re-read.
     pub metagraph_every: Duration,
     /// The largest request body accepted.
@@ -83,6 +87,7 @@ impl Default for MinerConfig {
             spot_retry_after: Duration::from_secs(30),
             pyth,
             reload_every: Duration::from_secs(10),
+            remote_store: None,
             metagraph_every: Duration::from_secs(300),
             max_body_bytes: 1 << 20,
         }
@@ -191,6 +196,107 @@ fn load_checkpoint(dir: &Path) -> Result<LoadedModel, String> {
         is_gbm: false,
         increment,
     })
+}
+
+/// The store keys of the production pointers `latest` follows: the newest publication's, then
+/// one per timeframe.
+pub fn pointer_keys() -> Vec<String> {
+    let mut keys = vec![workers::store::records::PRODUCTION.to_string()];
+    keys.extend(
+        TIMEFRAMES
+            .iter()
+            .map(|(_, tf)| workers::store::records::production_key(tf)),
+    );
+    keys
+}
+
+/// For `latest` from an object store: copies the production pointers of `store` and the
+/// model objects they name into `local`, laid out by key as a filesystem store, so that
+/// [`ModelHolder`] loads them from there. Each object's recorded SHA-256 is checked as it is
+/// read ([`Store::get`]), and the weights against the pointer's `weights_sha256` as well; a
+/// model's files are written before its pointer, each by rename, so
+/// the local pointer never names a half-copied model. A pointer whose bytes match the local
+/// copy costs one read. Returns the pointer keys that changed; a pointer that cannot be
+/// mirrored is reported after the others are done, and leaves its old local copy.
+pub async fn mirror_production(store: &dyn Store, local: &Path) -> Result<Vec<String>, String> {
+    let (mut changed, mut errors) = (Vec::new(), Vec::new());
+    for key in pointer_keys() {
+        match mirror_pointer(store, local, &key).await {
+            Ok(true) => changed.push(key),
+            Ok(false) => {}
+            Err(e) => errors.push(e),
+        }
+    }
+    if errors.is_empty() {
+        Ok(changed)
+    } else {
+        Err(errors.join("; "))
+    }
+}
+
+async fn mirror_pointer(store: &dyn Store, local: &Path, key: &str) -> Result<bool, String> {
+    let Some(bytes) = store.get(key).await.map_err(|e| e.to_string())? else {
+        return Ok(false);
+    };
+    let dest = local.join(key);
+    if std::fs::read(&dest).ok().as_deref() == Some(&bytes[..]) {
+        return Ok(false);
+    }
+    let at = store.location(key);
+    let v: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|e| format!("{at}: not JSON ({e})"))?;
+    let dir = v
+        .get("model_dir")
+        .and_then(|d| d.as_str())
+        .ok_or_else(|| format!("{at}: no \"model_dir\" string"))?;
+    if dir.trim_matches('/').is_empty() {
+        return Err(format!("{at}: \"model_dir\" is empty"));
+    }
+    workers::store::check_prefix(dir)
+        .map_err(|e| format!("{at}: \"model_dir\" is not a key prefix of the store: {e}"))?;
+    let keys = store.list(dir).await.map_err(|e| e.to_string())?;
+    if keys.is_empty() {
+        return Err(format!(
+            "{at} names {}, which holds nothing",
+            store.location(dir)
+        ));
+    }
+    let weights_sha = v.get("weights_sha256").and_then(|h| h.as_str());
+    for k in keys {
+        let b = store
+            .get(&k)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("{} went away while it was copied", store.location(&k)))?;
+        // the pointer's own record of the weights, whatever the object's metadata says
+        if let Some(want) = weights_sha.filter(|_| k.ends_with(workers::zoo::train::WEIGHTS_FILE)) {
+            let got = workers::store::sha256_hex(&b);
+            if got != want {
+                return Err(format!(
+                    "{}: SHA-256 {got}, but {at} records {want}",
+                    store.location(&k)
+                ));
+            }
+        }
+        write_by_rename(&local.join(&k), &b)?;
+    }
+    write_by_rename(&dest, &bytes)?;
+    Ok(true)
+}
+
+/// Writes `bytes` to `path` through a temporary file beside it and a rename.
+fn write_by_rename(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    let parent = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+    let tmp = parent.join(format!(
+        ".{}.tmp-{}",
+        path.file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("object"),
+        std::process::id()
+    ));
+    std::fs::write(&tmp, bytes).map_err(|e| format!("{}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// The models being served, one per step size, each swapped atomically when `latest` sees a
@@ -870,6 +976,15 @@ impl Miner {
                     tokio::select! {
                         _ = stop.cancelled() => return,
                         _ = tick.tick() => {}
+                    }
+                    if let Some(remote) = &m.config.remote_store {
+                        if let Err(e) =
+                            mirror_production(remote.as_ref(), &m.config.store_dir).await
+                        {
+                            m.metrics.reloads.with_label_values(&["failed"]).inc();
+                            tracing::error!(error = %e, store = %remote.describe(),
+                                "could not copy a published model; still serving the previous one");
+                        }
                     }
                     let m2 = m.clone();
                     let r =
