@@ -147,20 +147,9 @@ fn row_stats(r: &[f32], eps: f64) -> (f32, f32) {
     (mean, 1.0 / (var + eps as f32).sqrt())
 }
 
-/// Layer norm of the rows of `x` (`d` features each) into `y`.
-fn ln_fwd(x: &[f32], w: &[f32], b: &[f32], eps: f64, y: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU supports AVX2 (checked just above).
-        return unsafe { ln_fwd_avx2(x, w, b, eps, y) };
-    }
-    ln_fwd_impl(x, w, b, eps, y)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn ln_fwd_avx2(x: &[f32], w: &[f32], b: &[f32], eps: f64, y: &mut [f32]) {
-    ln_fwd_impl(x, w, b, eps, y)
+avx2_dispatch! {
+    /// Layer norm of the rows of `x` (`d` features each) into `y`.
+    fn ln_fwd(x: &[f32], w: &[f32], b: &[f32], eps: f64, y: &mut [f32]) => ln_fwd_impl
 }
 
 #[inline(always)]
@@ -174,20 +163,9 @@ fn ln_fwd_impl(x: &[f32], w: &[f32], b: &[f32], eps: f64, y: &mut [f32]) {
     }
 }
 
-/// The layer norm's gradients `(dx, dw, db)` from the input rows and the output gradient.
-fn ln_bwd(x: &[f32], w: &[f32], g: &[f32], eps: f64) -> Grads3 {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU supports AVX2 (checked just above).
-        return unsafe { ln_bwd_avx2(x, w, g, eps) };
-    }
-    ln_bwd_impl(x, w, g, eps)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn ln_bwd_avx2(x: &[f32], w: &[f32], g: &[f32], eps: f64) -> Grads3 {
-    ln_bwd_impl(x, w, g, eps)
+avx2_dispatch! {
+    /// The layer norm's gradients `(dx, dw, db)` from the input rows and the output gradient.
+    fn ln_bwd(x: &[f32], w: &[f32], g: &[f32], eps: f64) -> Grads3 => ln_bwd_impl
 }
 
 #[inline(always)]
@@ -705,55 +683,23 @@ fn attention_bwd_impl(
     (dq, dk, dv)
 }
 
-fn attention_fwd(q: &[f32], k: &[f32], v: &[f32], l: usize, dh: usize) -> (Vec<f32>, Vec<f32>) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU supports AVX2 (checked just above).
-        return unsafe { attention_fwd_avx2(q, k, v, l, dh) };
-    }
-    attention_fwd_impl(q, k, v, l, dh)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn attention_fwd_avx2(
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
-    l: usize,
-    dh: usize,
-) -> (Vec<f32>, Vec<f32>) {
-    attention_fwd_impl(q, k, v, l, dh)
+avx2_dispatch! {
+    fn attention_fwd(q: &[f32], k: &[f32], v: &[f32], l: usize, dh: usize) -> (Vec<f32>, Vec<f32>)
+        => attention_fwd_impl
 }
 
 type Grads3 = (Vec<f32>, Vec<f32>, Vec<f32>);
 
-fn attention_bwd(
-    qkv: (&[f32], &[f32], &[f32]),
-    probs: &[f32],
-    dout: &[f32],
-    l: usize,
-    dh: usize,
-) -> Grads3 {
-    let (q, k, v) = qkv;
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU supports AVX2 (checked just above).
-        return unsafe { attention_bwd_avx2(qkv, probs, dout, l, dh) };
-    }
-    attention_bwd_impl(q, k, v, probs, dout, l, dh)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn attention_bwd_avx2(
-    qkv: (&[f32], &[f32], &[f32]),
-    probs: &[f32],
-    dout: &[f32],
-    l: usize,
-    dh: usize,
-) -> Grads3 {
-    attention_bwd_impl(qkv.0, qkv.1, qkv.2, probs, dout, l, dh)
+avx2_dispatch! {
+    fn attention_bwd(
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        probs: &[f32],
+        dout: &[f32],
+        l: usize,
+        dh: usize,
+    ) -> Grads3 => attention_bwd_impl
 }
 
 impl CustomOp3 for AttentionOp {
@@ -808,7 +754,7 @@ impl CustomOp3 for AttentionOp {
             recomputed = attention_fwd(&qv, &kv, &vv, l, dh).1;
             &recomputed
         };
-        let (dq, dk, dv) = attention_bwd((&qv, &kv, &vv), probs, &gv, l, dh);
+        let (dq, dk, dv) = attention_bwd(&qv, &kv, &vv, probs, &gv, l, dh);
         let (shape, dev) = (q.shape(), q.device());
         Ok((
             Some(Tensor::from_vec(dq, shape, dev)?),
@@ -887,33 +833,16 @@ fn abs_dev_sum(x: &[f32], t: f32) -> f32 {
     acc.iter().sum::<f32>() + rest
 }
 
-/// The loss's arithmetic on plain slices: `inc (b, n, h)` and `y (b, h)` give the summed
-/// per-step CRPS (before the mean) and, when `want_grad`, d(mean loss)/d inc.
-fn crps_loss_values(
-    inc: &[f32],
-    y: &[f32],
-    (b, n, h): (usize, usize, usize),
-    factor: f32,
-    want_grad: bool,
-) -> (f64, Vec<f32>) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU supports AVX2 (checked just above).
-        return unsafe { crps_loss_values_avx2(inc, y, (b, n, h), factor, want_grad) };
-    }
-    crps_loss_values_impl(inc, y, (b, n, h), factor, want_grad)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn crps_loss_values_avx2(
-    inc: &[f32],
-    y: &[f32],
-    dims: (usize, usize, usize),
-    factor: f32,
-    want_grad: bool,
-) -> (f64, Vec<f32>) {
-    crps_loss_values_impl(inc, y, dims, factor, want_grad)
+avx2_dispatch! {
+    /// The loss's arithmetic on plain slices: `inc (b, n, h)` and `y (b, h)` give the summed
+    /// per-step CRPS (before the mean) and, when `want_grad`, d(mean loss)/d inc.
+    fn crps_loss_values(
+        inc: &[f32],
+        y: &[f32],
+        dims: (usize, usize, usize),
+        factor: f32,
+        want_grad: bool,
+    ) -> (f64, Vec<f32>) => crps_loss_values_impl
 }
 
 #[inline(always)]

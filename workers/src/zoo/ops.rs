@@ -108,26 +108,9 @@ fn sigmoid(x: f32) -> f32 {
 // baseline target: the same arithmetic (no fused multiply-add), so the same bits either way, on
 // 8 lanes instead of 4.
 
-fn lstm_forward(xp: &[f32], w: &[f32], bias: &[f32], s: usize, b: usize, hd: usize) -> LstmTrace {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU supports AVX2 (checked just above).
-        return unsafe { lstm_forward_avx2(xp, w, bias, s, b, hd) };
-    }
-    lstm_forward_impl(xp, w, bias, s, b, hd)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn lstm_forward_avx2(
-    xp: &[f32],
-    w: &[f32],
-    bias: &[f32],
-    s: usize,
-    b: usize,
-    hd: usize,
-) -> LstmTrace {
-    lstm_forward_impl(xp, w, bias, s, b, hd)
+avx2_dispatch! {
+    fn lstm_forward(xp: &[f32], w: &[f32], bias: &[f32], s: usize, b: usize, hd: usize) -> LstmTrace
+        => lstm_forward_impl
 }
 
 #[inline(always)]
@@ -187,35 +170,17 @@ fn lstm_forward_impl(
     LstmTrace { act, c, h }
 }
 
-/// Gradients of `sum(dh * h)` with respect to `xp` (= the bias's, summed over rows) and
-/// `w_hh`, from the forward trace.
-fn lstm_backward(
-    tr: &LstmTrace,
-    w: &[f32],
-    dh_out: &[f32],
-    s: usize,
-    b: usize,
-    hd: usize,
-) -> (Vec<f32>, Vec<f32>) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU supports AVX2 (checked just above).
-        return unsafe { lstm_backward_avx2(tr, w, dh_out, s, b, hd) };
-    }
-    lstm_backward_impl(tr, w, dh_out, s, b, hd)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn lstm_backward_avx2(
-    tr: &LstmTrace,
-    w: &[f32],
-    dh_out: &[f32],
-    s: usize,
-    b: usize,
-    hd: usize,
-) -> (Vec<f32>, Vec<f32>) {
-    lstm_backward_impl(tr, w, dh_out, s, b, hd)
+avx2_dispatch! {
+    /// Gradients of `sum(dh * h)` with respect to `xp` (= the bias's, summed over rows) and
+    /// `w_hh`, from the forward trace.
+    fn lstm_backward(
+        tr: &LstmTrace,
+        w: &[f32],
+        dh_out: &[f32],
+        s: usize,
+        b: usize,
+        hd: usize,
+    ) -> (Vec<f32>, Vec<f32>) => lstm_backward_impl
 }
 
 #[inline(always)]

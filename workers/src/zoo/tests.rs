@@ -346,7 +346,9 @@ fn zoo_quantile_and_copula_heads_start_near_a_standard_normal() {
         let model = ZooModel::build(&s, &r, vm.builder(&dev)).unwrap();
         let stats = |model: &ZooModel| {
             let f = s.model.backbone.features.len();
-            let x = Tensor::randn(0f32, 1.0, (4, s.model.backbone.seq_len, f), &dev).unwrap();
+            let x = Noise::new(5, &dev)
+                .normal((4, s.model.backbone.seq_len, f))
+                .unwrap();
             let inc = model.sample(&x, 400, &mut Noise::new(9, &dev)).unwrap();
             let v = inc.flatten_all().unwrap().to_vec1::<f32>().unwrap();
             let n = v.len() as f64;
