@@ -605,3 +605,159 @@ fn a_waiting_stage_job_keeps_its_runs_permit_and_a_cancelled_one_fails_the_run()
     worker.kill().unwrap();
     worker.wait().unwrap();
 }
+
+/// A `run` payload with the tiny budget and this test's directories.
+fn run_payload(dir: &std::path::Path, extra: Value) -> String {
+    let mut run = serde_json::json!({"max_experiments": 1, "rounds": 1, "epochs": 1,
+        "steps_per_epoch": 2, "d_model": 8, "seq_len": 16, "batch_size": 2, "n_paths": 4,
+        "eval_windows": 2, "eval_paths": 50, "agents": "builtin"});
+    if let (Some(r), Value::Object(e)) = (run.as_object_mut(), extra) {
+        r.extend(e);
+    }
+    serde_json::json!({"run": run, "data_dir": data_dir(), "out_dir": dir.join("runs"),
+        "store_dir": dir.join("store")})
+    .to_string()
+}
+
+#[test]
+fn a_run_job_starts_one_run_and_a_schedule_starts_one_per_fire() {
+    let redis = RedisServer::start();
+    migrate(&redis);
+    let dir = tempfile::tempdir().unwrap();
+    let mut worker = spawn_worker(&redis.url(), &["--roles", "all", "--concurrency", "2"]);
+    // a `run` job: its result names the run, which goes through every stage
+    let payload = run_payload(dir.path(), serde_json::json!({}));
+    let out = plain(
+        &redis,
+        &[
+            "jobs",
+            "enqueue",
+            "--type",
+            "run",
+            "--payload",
+            &payload,
+            "--json",
+        ],
+    );
+    let job = serde_json::from_str::<Value>(&out).unwrap()[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let run_id = loop {
+        let st: Value =
+            serde_json::from_str(&plain(&redis, &["jobs", "status", &job, "--json"])).unwrap();
+        if st["state"] == "completed" {
+            assert_eq!(st["result"]["created"], true, "{st}");
+            break st["result"]["run_id"].as_str().unwrap().to_string();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the run job never finished: {st}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let state = run_state(&redis, &run_id)["state"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        if state == "succeeded" || state == "failed" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "run {run_id} is still {state}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let summary = run_state(&redis, &run_id)["summary"].clone();
+    assert!(
+        summary["experiments"]
+            .as_array()
+            .is_some_and(|e| !e.is_empty()),
+        "{summary}"
+    );
+    // a payload the run options refuse is dead-lettered with the reason; an unknown field is
+    // refused when it is enqueued
+    let bad = run_payload(dir.path(), serde_json::json!({"timeframe": "7m"}));
+    plain(
+        &redis,
+        &["jobs", "enqueue", "--type", "run", "--payload", &bad],
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let dead = plain(&redis, &["jobs", "dlq", "list", "--json"]);
+        if dead.contains("7m") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not dead-lettered: {dead}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let unknown = run_payload(dir.path(), serde_json::json!({"bogus": 1}));
+    let out = Command::new(bin())
+        .args(["--redis-url", &redis.url(), "--prefix", "t"])
+        .args(["jobs", "enqueue", "--type", "run", "--payload", &unknown])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bogus"));
+    // a schedule every 2 s, with two schedulers: one run per fire
+    let every = run_payload(dir.path(), serde_json::json!({"max_experiments": 1}));
+    plain(
+        &redis,
+        &[
+            "schedule",
+            "add",
+            "--name",
+            "research",
+            "--cron",
+            "*/2 * * * * *",
+            "--type",
+            "run",
+            "--payload",
+            &every,
+        ],
+    );
+    let schedulers: Vec<_> = (0..2)
+        .map(|_| {
+            Command::new(bin())
+                .args(["--redis-url", &redis.url(), "--prefix", "t", "scheduler"])
+                .env("RUST_LOG", "warn")
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(5));
+    plain(&redis, &["schedule", "remove", "research"]);
+    for mut s in schedulers {
+        s.kill().unwrap();
+        s.wait().unwrap();
+    }
+    // every fired `run` job finishes, each with its own run
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let runs = loop {
+        let listed: Value =
+            serde_json::from_str(&plain(&redis, &["runs", "list", "--json"])).unwrap();
+        let stats: Value =
+            serde_json::from_str(&plain(&redis, &["jobs", "stats", "--json"])).unwrap();
+        let fired = stats
+            .as_array()
+            .and_then(|a| a.iter().find(|t| t["type"] == "run"))
+            .map(|t| t["enqueued"].as_u64().unwrap_or(0))
+            .unwrap_or(0);
+        let runs = listed.as_array().unwrap().len() as u64;
+        // the first run, the dead-lettered one (no run), then one run per fire
+        if fired >= 4 && runs == fired - 1 {
+            break runs;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{fired} run jobs enqueued, {runs} runs: {listed}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(runs >= 3, "the schedule fired at least twice in 5 s");
+    worker.kill().unwrap();
+    worker.wait().unwrap();
+}

@@ -1,4 +1,5 @@
-//! The pipeline's stage job types: `plan`, `train`, `check`, `debug`, `publish`.
+//! The pipeline's job types: `run` (start a run) and the stages `plan`, `train`, `check`,
+//! `debug`, `publish`.
 //!
 //! Every stage job carries only its run id, the stage attempt it belongs to and
 //! the sampling temperature for an LLM agent; the run's state (options, plan,
@@ -87,3 +88,69 @@ stage!(
     "pipeline stage: publish the best model",
     30 * 60_000
 );
+
+/// What a pipeline run asks for: every field optional, the defaults of `synth-city pipeline`
+/// otherwise (the budget of the built-in planner, the assets and timeframe, publishing).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunRequest {
+    pub max_experiments: Option<usize>,
+    pub epochs: Option<usize>,
+    pub rounds: Option<usize>,
+    pub steps_per_epoch: Option<usize>,
+    pub d_model: Option<usize>,
+    pub seq_len: Option<usize>,
+    pub batch_size: Option<usize>,
+    pub n_paths: Option<usize>,
+    pub eval_windows: Option<usize>,
+    pub eval_paths: Option<usize>,
+    pub assets: Option<Vec<String>>,
+    pub timeframe: Option<String>,
+    pub retries: Option<u32>,
+    pub publish: Option<bool>,
+    pub seed: Option<u64>,
+    /// `auto` (the LLM agents when the worker has CHUTES_API_KEY), `builtin` or `llm`.
+    pub agents: Option<String>,
+}
+
+/// `run`: start a pipeline run (a cron schedule's nightly research run, say). The handler
+/// creates the run and enqueues its first stage; the run's id derives from this job's id, so
+/// a schedule's fire (one job id per fire) starts one run even if the job runs twice. The
+/// directories are the worker's paths (`data`, `runs`, `store` by default), which is why the
+/// bridge does not take this type from bots (they use `POST /pipeline/run`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StartRun {
+    #[serde(default)]
+    pub run: RunRequest,
+    pub data_dir: Option<std::path::PathBuf>,
+    pub out_dir: Option<std::path::PathBuf>,
+    pub store_dir: Option<std::path::PathBuf>,
+    /// The bot the run belongs to (`default` when absent).
+    pub bot_id: Option<String>,
+}
+
+impl JobSpec for StartRun {
+    const TYPE: &'static str = "run";
+    const DESCRIPTION: &'static str =
+        "start a pipeline run: {run: {assets, timeframe, publish, ...}, data_dir?, out_dir?, store_dir?, bot_id?}";
+    const MAX_ATTEMPTS: u32 = 3;
+    const TIMEOUT_MS: u64 = 60_000;
+    type Output = serde_json::Value;
+
+    fn validate(&self) -> Result<(), String> {
+        if let Some(a) = &self.run.agents {
+            if !matches!(a.as_str(), "auto" | "builtin" | "llm") {
+                return Err(format!(
+                    "field `run.agents` must be auto, builtin or llm, got {a:?}"
+                ));
+            }
+        }
+        if let Some(b) = &self.bot_id {
+            if b.is_empty() || b.len() > 64 {
+                return Err("field `bot_id` must be 1 to 64 characters".into());
+            }
+        }
+        Ok(())
+    }
+}

@@ -62,6 +62,7 @@ pub fn catalog() -> &'static [JobTypeInfo] {
     static CATALOG: &[JobTypeInfo] = &[
         JobTypeInfo::of::<crate::ops::Noop>(),
         JobTypeInfo::of::<crate::ops::Sleep>(),
+        JobTypeInfo::of::<crate::pipeline::StartRun>(),
         JobTypeInfo::of::<crate::pipeline::Plan>(),
         JobTypeInfo::of::<crate::pipeline::Train>(),
         JobTypeInfo::of::<crate::pipeline::Check>(),

@@ -824,6 +824,7 @@ async fn health(key: Option<String>, s: Arc<State>) -> Result<warp::reply::Respo
 /// run (possibly another bot's) and `experiment` names server paths; they are
 /// enqueued by `/pipeline/run` and `/experiment/run`.
 const INTERNAL_TYPES: &[(&str, &str)] = &[
+    ("run", "POST /pipeline/run"),
     ("plan", "POST /pipeline/run"),
     ("train", "POST /pipeline/run"),
     ("check", "POST /pipeline/run"),

@@ -48,19 +48,25 @@ pub(super) async fn start(
         store_dir: s.cfg.store_dir.clone(),
         ..Default::default()
     };
-    let bg = &mut o.budget;
-    macro_rules! set {
-        ($($field:ident => $target:expr),*) => {
-            $(if let Some(v) = b.$field { $target = v; })*
-        };
-    }
-    set!(max_experiments => bg.experiments, epochs => bg.epochs, rounds => bg.rounds,
-         steps_per_epoch => bg.steps_per_epoch, d_model => bg.d_model, seq_len => bg.seq_len,
-         eval_windows => bg.eval_windows, eval_paths => bg.eval_paths, assets => bg.assets,
-         timeframe => bg.timeframe, retries => o.retries, publish => o.publish, seed => o.seed);
-    o.agents = pipeline::llm::AgentMode::parse(b.agents.as_deref().unwrap_or("auto"))
-        .map_err(|e| reject(StatusCode::UNPROCESSABLE_ENTITY, format!("agents: {e}")))?;
-    o.validate()
+    let request = jobs::pipeline::RunRequest {
+        max_experiments: b.max_experiments,
+        epochs: b.epochs,
+        rounds: b.rounds,
+        steps_per_epoch: b.steps_per_epoch,
+        d_model: b.d_model,
+        seq_len: b.seq_len,
+        batch_size: None,
+        n_paths: None,
+        eval_windows: b.eval_windows,
+        eval_paths: b.eval_paths,
+        assets: b.assets,
+        timeframe: b.timeframe,
+        retries: b.retries,
+        publish: b.publish,
+        seed: b.seed,
+        agents: b.agents,
+    };
+    pipeline::apply_request(&mut o, &request)
         .map_err(|e| reject(StatusCode::UNPROCESSABLE_ENTITY, e))?;
     if b.wait == Some(false) {
         let st = RedisSemaphore::new(s.queue.clone(), PIPELINE)

@@ -118,6 +118,34 @@ impl RunOptions {
         if self.budget.epochs == 0 {
             errs.push("epochs must be at least 1".into());
         }
+        let b = &self.budget;
+        for (name, v, min) in [
+            ("rounds", b.rounds, 1),
+            ("steps per epoch", b.steps_per_epoch, 1),
+            ("d_model", b.d_model, 1),
+            ("seq_len", b.seq_len, 2),
+            ("batch size", b.batch_size, 1),
+            ("n_paths", b.n_paths, 2),
+            ("eval windows", b.eval_windows, 1),
+            ("eval paths", b.eval_paths, 1),
+        ] {
+            if v < min {
+                errs.push(format!("{name} must be at least {min}, got {v}"));
+            }
+        }
+        if workers::zoo::spec::timeframe_info(&b.timeframe).is_none() {
+            errs.push(format!("timeframe must be 5m or 1m, got {:?}", b.timeframe));
+        }
+        if b.assets.is_empty() {
+            errs.push("assets must name at least one asset (e.g. BTC)".into());
+        }
+        for a in &b.assets {
+            if a.is_empty() || a.len() > 16 || !a.chars().all(|c| c.is_ascii_alphanumeric()) {
+                errs.push(format!(
+                    "asset {a:?} is not an asset name (letters and digits, at most 16)"
+                ));
+            }
+        }
         if !self.data_dir.is_dir() {
             errs.push(format!(
                 "data dir {} does not exist (pass --data-dir with the CSV bars)",
@@ -303,9 +331,22 @@ fn stage_envelope(
 /// Creates a run over the stored pipeline definition and enqueues its first
 /// stage; returns the run id.
 pub async fn create_run(queue: &Queue, opts: RunOptions, bot: &str) -> Result<String> {
+    let run_id = ulid::Ulid::new().to_string().to_lowercase()[..12].to_string();
+    create_run_with_id(queue, opts, bot, &run_id).await?;
+    Ok(run_id)
+}
+
+/// [`create_run`] under a given id; `Ok(false)` (and nothing changed) when a run of that id
+/// exists already, so a replayed request starts one run.
+pub async fn create_run_with_id(
+    queue: &Queue,
+    opts: RunOptions,
+    bot: &str,
+    run_id: &str,
+) -> Result<bool> {
     opts.validate().map_err(QueueError::Invalid)?;
     let def = definition::load(queue).await?;
-    let run_id = ulid::Ulid::new().to_string().to_lowercase()[..12].to_string();
+    let run_id = run_id.to_string();
     let task = Task::new(opts, def);
     let first = task
         .current()
@@ -314,7 +355,7 @@ pub async fn create_run(queue: &Queue, opts: RunOptions, bot: &str) -> Result<St
     let env = stage_envelope(first, &run_id, 0, &task, bot)?;
     let task_json = serde_json::to_string(&task).expect("tasks serialise");
     let ttl = queue.config().result_ttl.as_millis() as u64;
-    let _: i64 = queue
+    let created: i64 = queue
         .retrying("create run", |mut c| {
             let mut inv = queue.scripts().run_create.prepare_invoke();
             inv.arg(queue.prefix())
@@ -328,7 +369,29 @@ pub async fn create_run(queue: &Queue, opts: RunOptions, bot: &str) -> Result<St
             async move { Ok(inv.invoke_async(&mut c).await?) }
         })
         .await?;
-    Ok(run_id)
+    Ok(created == 1)
+}
+
+/// Applies what a [`RunRequest`](jobs::pipeline::RunRequest) asks for to `o`; the message of
+/// an error names the field.
+pub fn apply_request(
+    o: &mut RunOptions,
+    r: &jobs::pipeline::RunRequest,
+) -> std::result::Result<(), String> {
+    let bg = &mut o.budget;
+    macro_rules! set {
+        ($($field:ident => $target:expr),*) => {
+            $(if let Some(v) = r.$field.clone() { $target = v; })*
+        };
+    }
+    set!(max_experiments => bg.experiments, epochs => bg.epochs, rounds => bg.rounds,
+         steps_per_epoch => bg.steps_per_epoch, d_model => bg.d_model, seq_len => bg.seq_len,
+         batch_size => bg.batch_size, n_paths => bg.n_paths,
+         eval_windows => bg.eval_windows, eval_paths => bg.eval_paths, assets => bg.assets,
+         timeframe => bg.timeframe, retries => o.retries, publish => o.publish, seed => o.seed);
+    o.agents = llm::AgentMode::parse(r.agents.as_deref().unwrap_or("auto"))
+        .map_err(|e| format!("agents: {e}"))?;
+    o.validate()
 }
 
 /// Reads a run.

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use jobs::pipeline::{Check, Debug, Plan, Publish, StageJob, Train};
+use jobs::pipeline::{Check, Debug, Plan, Publish, StageJob, StartRun, Train};
 use jobs::{JobContext, JobError, JobHandler, Registry};
 use serde_json::{json, Value};
 use workers::pipeline::{checker, debugger, planner, publisher, train_plan, PlanEvent};
@@ -50,8 +50,11 @@ struct Ctx {
     queue: Queue,
 }
 
-/// Registers the five stage handlers on `registry`.
+/// Registers the `run` handler and the five stage handlers on `registry`.
 pub fn register(registry: &mut Registry, queue: Queue) {
+    registry.register(Starter {
+        queue: queue.clone(),
+    });
     let ctx = Arc::new(Ctx { queue });
     registry
         .register(Stage::<Plan>::new(ctx.clone()))
@@ -59,6 +62,52 @@ pub fn register(registry: &mut Registry, queue: Queue) {
         .register(Stage::<Check>::new(ctx.clone()))
         .register(Stage::<Debug>::new(ctx.clone()))
         .register(Stage::<Publish>::new(ctx));
+}
+
+/// `run`: creates a pipeline run from a [`StartRun`] job with the worker's default directories
+/// where the job names none. The run's id derives from the job's id, so a replay of the job
+/// (or a second delivery after a crash) finds the run there and starts no other.
+struct Starter {
+    queue: Queue,
+}
+
+#[async_trait]
+impl JobHandler for Starter {
+    type Job = StartRun;
+
+    async fn run(&self, jctx: &JobContext, job: StartRun) -> Result<Value, JobError> {
+        let mut o = super::RunOptions::default();
+        if let Some(d) = job.data_dir {
+            o.data_dir = d;
+        }
+        if let Some(d) = job.out_dir {
+            o.out_dir = d;
+        }
+        if let Some(d) = job.store_dir {
+            o.store_dir = d;
+        }
+        super::apply_request(&mut o, &job.run).map_err(JobError::permanent)?;
+        let bot = job.bot_id.as_deref().unwrap_or("default");
+        let run_id = run_id_for_job(&jctx.job_id);
+        let created = super::create_run_with_id(&self.queue, o, bot, &run_id)
+            .await
+            .map_err(|e| {
+                if e.is_transient() {
+                    transient(e)
+                } else {
+                    JobError::permanent(e)
+                }
+            })?;
+        Ok(json!({"run_id": run_id, "created": created}))
+    }
+}
+
+/// The id of the run a `run` job starts: `r` and 11 hex digits of the job id's SHA-256.
+fn run_id_for_job(job_id: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let h = Sha256::digest(job_id.as_bytes());
+    let hex: String = h.iter().map(|b| format!("{b:02x}")).collect();
+    format!("r{}", &hex[..11])
 }
 
 struct Stage<J> {
