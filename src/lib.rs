@@ -19,6 +19,7 @@ pub mod queue;
 pub mod scheduler;
 pub mod scripts;
 pub mod semaphore;
+pub mod shadow;
 pub mod worker;
 
 pub use queue::{EnqueueRequest, Queue, QueueError};

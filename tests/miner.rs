@@ -7,6 +7,7 @@
 //! an HTTP endpoint, `--model latest` following `models/production.json`, `mine --check`, and
 //! the real client: Python bittensor 10.0.1's `Dendrite` calling the Rust axon.
 
+mod common;
 use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -320,45 +321,7 @@ fn train_checkpoint(out: &Path) -> PathBuf {
 
 /// Train a tiny BTC checkpoint of `timeframe` with the CLI.
 fn train_checkpoint_at(out: &Path, timeframe: &str) -> PathBuf {
-    let data = data_dir().unwrap();
-    let o = bin()
-        .args([
-            "experiment",
-            "--blocks",
-            "TCNBlock",
-            "--head",
-            "GBMHead",
-            "--epochs",
-            "1",
-        ])
-        .args([
-            "--asset",
-            "BTC",
-            "--timeframe",
-            timeframe,
-            "--d-model",
-            "8",
-            "--seq-len",
-            "16",
-        ])
-        .args([
-            "--steps-per-epoch",
-            "3",
-            "--eval-windows",
-            "2",
-            "--eval-paths",
-            "50",
-            "--json",
-        ])
-        .arg("--data-dir")
-        .arg(&data)
-        .arg("--out")
-        .arg(out)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    PathBuf::from(v["checkpoint"].as_str().unwrap())
+    common::tiny_checkpoint(&data_dir().unwrap(), out, timeframe)
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1133,30 +1133,8 @@ async fn publish_cli_publishes_a_run_from_redis_and_commits_to_the_hub_once() {
 /// A tiny trained BTC checkpoint of `timeframe`, by the CLI; `None` without the shared data.
 fn trained_checkpoint(out: &Path, timeframe: &str) -> Option<PathBuf> {
     let data = root().join("../shared/data");
-    if !data.is_dir() {
-        return None;
-    }
-    let o = Command::new(env!("CARGO_BIN_EXE_synth-city"))
-        .args(["experiment", "--blocks", "TCNBlock", "--head", "GBMHead"])
-        .args(["--epochs", "1", "--steps-per-epoch", "2", "--asset", "BTC"])
-        .args([
-            "--timeframe",
-            timeframe,
-            "--d-model",
-            "8",
-            "--seq-len",
-            "16",
-        ])
-        .args(["--eval-windows", "2", "--eval-paths", "20", "--json"])
-        .arg("--data-dir")
-        .arg(&data)
-        .arg("--out")
-        .arg(out)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
-    Some(PathBuf::from(v["checkpoint"].as_str().unwrap()))
+    data.is_dir()
+        .then(|| common::tiny_checkpoint(&data, out, timeframe))
 }
 
 /// The miner's `latest` on an object store: the publisher puts a model in the bucket, the

@@ -14,6 +14,7 @@ pub mod experiment;
 mod handler;
 pub mod ops;
 pub mod pipeline;
+pub mod shadow;
 mod spec;
 
 pub use context::{JobContext, ProgressUpdate};

@@ -69,6 +69,8 @@ pub fn catalog() -> &'static [JobTypeInfo] {
         JobTypeInfo::of::<crate::pipeline::Debug>(),
         JobTypeInfo::of::<crate::pipeline::Publish>(),
         JobTypeInfo::of::<crate::experiment::RunExperiment>(),
+        JobTypeInfo::of::<crate::shadow::ShadowPrompt>(),
+        JobTypeInfo::of::<crate::shadow::ShadowScore>(),
     ];
     CATALOG
 }

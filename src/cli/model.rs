@@ -747,14 +747,7 @@ fn sweep(a: SweepArgs) -> anyhow::Result<()> {
 
 /// The close of the last bar that closed by `as_of`, at most an hour old.
 fn spot_at(bars: &Bars, as_of: i64) -> Option<f64> {
-    let i = bars
-        .timestamps
-        .partition_point(|&t| t + bars.bar_seconds <= as_of);
-    if i == 0 {
-        return None;
-    }
-    let closed = bars.timestamps[i - 1] + bars.bar_seconds;
-    (as_of - closed <= 3600).then(|| bars.close[i - 1])
+    bars.close_by(as_of, workers::sn50::backtest::MAX_SPOT_AGE_SECONDS)
 }
 
 fn simulate(a: SimulateArgs) -> anyhow::Result<()> {

@@ -361,6 +361,7 @@ async fn worker(q: Queue, a: WorkerArgs) -> anyhow::Result<()> {
     let mut registry = jobs::Registry::new();
     workers::register_builtin(&mut registry);
     crate::pipeline::register(&mut registry, q.clone());
+    crate::shadow::register(&mut registry);
     let roles = if a.roles.iter().any(|r| r == "all") {
         registry.types().iter().map(|t| t.to_string()).collect()
     } else {

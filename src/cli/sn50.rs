@@ -43,6 +43,15 @@ pub enum ScoreCommand {
         #[arg(long, env = "SYNTH_CITY_SN50_CONSTANTS")]
         constants: Option<PathBuf>,
     },
+    /// The shadow scorer's results: the last days' CRPS of the served model against the GBM
+    /// on the prompts it recorded (the `shadow-prompt` and `shadow-score` jobs).
+    Shadow {
+        /// The store the jobs write to (a bucket when `HIPPIUS_ENDPOINT` is set).
+        #[arg(long, default_value = "store")]
+        store: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
     /// Backtest a model on local bars with the validator's CRPS.
     Backtest {
         /// The model: `gbm`, or a checkpoint folder written by `experiment` / `model quick`.
@@ -267,6 +276,57 @@ pub async fn score(args: ScoreArgs) -> anyhow::Result<()> {
                 );
             }
             println!("weighted CRPS {:.6}", result.weighted_crps);
+            Ok(())
+        }
+        ScoreCommand::Shadow { store, json } => {
+            use workers::store::StoreExt;
+            let st = workers::store::open(&store)?;
+            let Some(board) = st
+                .get_json::<serde_json::Value>(workers::sn50::shadow::LEADERBOARD_KEY)
+                .await?
+            else {
+                anyhow::bail!(
+                    "no shadow scores in {} yet: schedule `shadow-prompt` and `shadow-score` jobs (docs/sn50.md)",
+                    st.describe()
+                );
+            };
+            if json {
+                return print_json(&board);
+            }
+            println!("{:<12} {:>8} {:>10}", "day", "scored", "vs GBM");
+            for d in board["days"].as_array().into_iter().flatten() {
+                println!(
+                    "{:<12} {:>8} {:>10}",
+                    d["date"].as_str().unwrap_or("?"),
+                    d["scored"].as_u64().unwrap_or(0),
+                    d["ratio"]
+                        .as_f64()
+                        .map(|r| format!("{r:.4}"))
+                        .unwrap_or_else(|| "-".into())
+                );
+            }
+            println!();
+            println!(
+                "{:<8} {:>5} {:>11} {:>22} {:>22}",
+                "asset", "days", "mean ratio", "best day", "worst day"
+            );
+            for (asset, a) in board["assets"].as_object().into_iter().flatten() {
+                let day = |k: &str| {
+                    format!(
+                        "{} {:.4}",
+                        a[k]["date"].as_str().unwrap_or("?"),
+                        a[k]["ratio"].as_f64().unwrap_or(f64::NAN)
+                    )
+                };
+                println!(
+                    "{:<8} {:>5} {:>11.4} {:>22} {:>22}",
+                    asset,
+                    a["days"].as_u64().unwrap_or(0),
+                    a["mean_ratio"].as_f64().unwrap_or(f64::NAN),
+                    day("best"),
+                    day("worst")
+                );
+            }
             Ok(())
         }
         ScoreCommand::Constants { constants } => {

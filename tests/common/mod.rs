@@ -120,6 +120,49 @@ pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_synth-city"))
 }
 
+/// Trains a tiny BTC checkpoint of `timeframe` (TCN + GBM head, 3 steps) on the bars in `data`
+/// with the CLI, under `out`; returns its folder.
+pub fn tiny_checkpoint(data: &std::path::Path, out: &std::path::Path, timeframe: &str) -> PathBuf {
+    let o = Command::new(bin())
+        .args([
+            "experiment",
+            "--blocks",
+            "TCNBlock",
+            "--head",
+            "GBMHead",
+            "--epochs",
+            "1",
+        ])
+        .args([
+            "--asset",
+            "BTC",
+            "--timeframe",
+            timeframe,
+            "--d-model",
+            "8",
+            "--seq-len",
+            "16",
+        ])
+        .args([
+            "--steps-per-epoch",
+            "3",
+            "--eval-windows",
+            "2",
+            "--eval-paths",
+            "50",
+            "--json",
+        ])
+        .arg("--data-dir")
+        .arg(data)
+        .arg("--out")
+        .arg(out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    PathBuf::from(v["checkpoint"].as_str().unwrap())
+}
+
 /// Polls `f` until it returns true or `timeout` passes.
 pub async fn eventually<F, Fut>(timeout: Duration, what: &str, mut f: F)
 where

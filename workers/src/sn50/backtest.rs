@@ -92,14 +92,7 @@ fn hash_name(s: &str) -> u64 {
 
 /// The spot price at request time: the close of the last bar that closed by `as_of`.
 fn spot_at(bars: &Bars, as_of: i64) -> Option<f64> {
-    let cutoff = as_of - bars.bar_seconds; // open time of a bar closing exactly at as_of
-    let idx = match bars.timestamps.binary_search(&cutoff) {
-        Ok(i) => i,
-        Err(0) => return None,
-        Err(i) => i - 1,
-    };
-    let closed_at = bars.timestamps[idx] + bars.bar_seconds;
-    (as_of - closed_at <= MAX_SPOT_AGE_SECONDS).then(|| bars.close[idx])
+    bars.close_by(as_of, MAX_SPOT_AGE_SECONDS)
 }
 
 /// Every usable window start for a prompt in these bars.

@@ -225,6 +225,18 @@ impl Bars {
         self.timestamps.binary_search(&t).ok()
     }
 
+    /// The spot price at request time `as_of`: the close of the last bar that closed by then,
+    /// if it closed at most `max_age` seconds before.
+    pub fn close_by(&self, as_of: i64, max_age: i64) -> Option<f64> {
+        let i = self
+            .timestamps
+            .partition_point(|&t| t + self.bar_seconds <= as_of);
+        if i == 0 {
+            return None;
+        }
+        (as_of - (self.timestamps[i - 1] + self.bar_seconds) <= max_age).then(|| self.close[i - 1])
+    }
+
     /// The close of the bar opening at `t`, if there is one.
     pub fn close_at(&self, t: i64) -> Option<f64> {
         self.index_of(t).map(|i| self.close[i])

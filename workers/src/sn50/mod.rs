@@ -12,6 +12,7 @@
 //! - [`download`]: `data download`, Pyth history merged into the local CSV files.
 //! - [`forecast`]: the [`forecast::Forecaster`] trait and the reference GBM.
 //! - [`backtest`]: windows from local data scored with the validator's CRPS.
+//! - [`shadow`]: shadow-scoring records, their re-scoring once settled, daily summaries.
 //! - [`bench`]: the CRPS speed benchmark (per prompt on one core, and a many-miner batch).
 //!
 //! The arithmetic follows synth-subnet `ec8a625` (see `docs/sn50.md`).
@@ -29,6 +30,7 @@ pub mod pyfloat;
 pub mod pyth;
 pub mod response;
 pub mod rewards;
+pub mod shadow;
 pub mod vectors;
 
 #[cfg(test)]
