@@ -820,17 +820,25 @@ async fn health(key: Option<String>, s: Arc<State>) -> Result<warp::reply::Respo
     ))
 }
 
-/// Job types bots may not enqueue through `POST /jobs`: pipeline stages name a
-/// run (possibly another bot's) and `experiment` names server paths; they are
-/// enqueued by `/pipeline/run` and `/experiment/run`.
+/// Job types bots may not enqueue through `POST /jobs`, and what to do instead: pipeline
+/// stages name a run (possibly another bot's); `run`, `experiment` and the shadow scorer's
+/// jobs name server paths.
 const INTERNAL_TYPES: &[(&str, &str)] = &[
-    ("run", "POST /pipeline/run"),
-    ("plan", "POST /pipeline/run"),
-    ("train", "POST /pipeline/run"),
-    ("check", "POST /pipeline/run"),
-    ("debug", "POST /pipeline/run"),
-    ("publish", "POST /pipeline/run"),
-    ("experiment", "POST /experiment/run"),
+    ("run", "use POST /pipeline/run"),
+    ("plan", "use POST /pipeline/run"),
+    ("train", "use POST /pipeline/run"),
+    ("check", "use POST /pipeline/run"),
+    ("debug", "use POST /pipeline/run"),
+    ("publish", "use POST /pipeline/run"),
+    ("experiment", "use POST /experiment/run"),
+    (
+        "shadow-prompt",
+        "the operator schedules them (synth-city schedule add)",
+    ),
+    (
+        "shadow-score",
+        "the operator schedules them (synth-city schedule add)",
+    ),
 ];
 
 async fn enqueue(
@@ -841,7 +849,7 @@ async fn enqueue(
     if let Some((t, route)) = INTERNAL_TYPES.iter().find(|(t, _)| *t == b.job_type) {
         return Err(reject(
             StatusCode::FORBIDDEN,
-            format!("field `type`: `{t}` jobs are enqueued by the bridge itself; use {route}"),
+            format!("field `type`: `{t}` jobs are not taken from bots; {route}"),
         ));
     }
     let delay_ms = match b.delay_secs {
