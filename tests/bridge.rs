@@ -240,7 +240,14 @@ fn jobs_over_http_are_authenticated_isolated_and_validated() {
             .contains("missing field `type`"),
         "{e}"
     );
-    for t in ["plan", "experiment", "run", "shadow-prompt", "shadow-score"] {
+    for t in [
+        "plan",
+        "experiment",
+        "run",
+        "shadow-prompt",
+        "shadow-score",
+        "data-download",
+    ] {
         let (st, e) = call(
             &b,
             "POST",

@@ -10,6 +10,8 @@ use std::sync::{Arc, Mutex};
 
 use workers::sn50::data::Bars;
 
+mod common;
+
 /// A local stand-in for the benchmarks TradingView shim and Hermes.
 struct FakePyth {
     base: String,
@@ -349,4 +351,94 @@ fn spot_reads_hermes_from_the_configured_url() {
         "44465e17d2e9d390e70c999d5a11fda4f092847fcd2e3e5aa089d96c98a30e67"
     );
     assert!(server.requests()[0].starts_with("/v2/updates/price/latest?"));
+}
+
+/// The `data-download` job through a real Redis and worker (a cron schedule runs it in
+/// production): the same bars as the command, and a bad request dead-lettered with its reason.
+#[test]
+fn the_data_download_job_merges_bars_like_the_command() {
+    let server = FakePyth::start();
+    let dir = tmp_dir("job");
+    let redis = common::RedisServer::start();
+    let cli = |args: &[&str]| -> Output {
+        Command::new(common::bin())
+            .args(["--redis-url", &redis.url(), "--prefix", "t"])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    assert!(cli(&["migrate"]).status.success());
+    let env = [("PYTH_BENCHMARKS_URL", server.base.as_str())];
+    let mut worker = common::spawn_worker_env(
+        &redis.url(),
+        &["--roles", "data-download", "--retry-base-ms", "10"],
+        &env,
+    );
+    let payload = serde_json::json!({"assets": ["BTC"], "days": 2, "end": 864_000,
+        "data_dir": dir});
+    let out = cli(&[
+        "jobs",
+        "enqueue",
+        "--type",
+        "data-download",
+        "--payload",
+        &payload.to_string(),
+        "--json",
+    ]);
+    let id = json_of(&out)[0]["id"].as_str().unwrap().to_string();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let result = loop {
+        let st = json_of(&cli(&["jobs", "status", &id, "--json"]));
+        if st["state"] == "completed" {
+            break st["result"].clone();
+        }
+        assert!(std::time::Instant::now() < deadline, "{st}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let missing = (691_200i64 / 60..864_000 / 60)
+        .filter(|m| m % 50 == 7)
+        .count() as u64;
+    assert_eq!(
+        result["assets"][0]["added"].as_u64().unwrap(),
+        2880 - missing
+    );
+    let bars = Bars::load(&dir.join("BTC_1m.csv")).unwrap();
+    assert_eq!(bars.len() as u64, 2880 - missing);
+    // an asset without a benchmarks symbol: retried, then dead-lettered naming it
+    let bad = serde_json::json!({"assets": ["WTIOIL"], "days": 1, "end": 864_000,
+        "data_dir": dir});
+    let out = cli(&[
+        "jobs",
+        "enqueue",
+        "--type",
+        "data-download",
+        "--payload",
+        &bad.to_string(),
+    ]);
+    assert!(out.status.success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let dead = String::from_utf8(cli(&["jobs", "dlq", "list", "--json"]).stdout).unwrap();
+        if dead.contains("WTIOIL") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not dead-lettered: {dead}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // a resolution Pyth has no bars for is refused when it is enqueued
+    let out = cli(&[
+        "jobs",
+        "enqueue",
+        "--type",
+        "data-download",
+        "--payload",
+        r#"{"assets": ["BTC"], "resolution": 3}"#,
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("resolution"));
+    worker.kill().unwrap();
+    worker.wait().unwrap();
 }

@@ -8,6 +8,7 @@
 //! Dependencies point one way: `jobs` <- `workers` <- `synth-city`.
 
 mod context;
+pub mod data;
 mod envelope;
 mod error;
 pub mod experiment;

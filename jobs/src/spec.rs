@@ -69,6 +69,7 @@ pub fn catalog() -> &'static [JobTypeInfo] {
         JobTypeInfo::of::<crate::pipeline::Debug>(),
         JobTypeInfo::of::<crate::pipeline::Publish>(),
         JobTypeInfo::of::<crate::experiment::RunExperiment>(),
+        JobTypeInfo::of::<crate::data::DataDownload>(),
         JobTypeInfo::of::<crate::shadow::ShadowPrompt>(),
         JobTypeInfo::of::<crate::shadow::ShadowScore>(),
     ];

@@ -821,8 +821,8 @@ async fn health(key: Option<String>, s: Arc<State>) -> Result<warp::reply::Respo
 }
 
 /// Job types bots may not enqueue through `POST /jobs`, and what to do instead: pipeline
-/// stages name a run (possibly another bot's); `run`, `experiment` and the shadow scorer's
-/// jobs name server paths.
+/// stages name a run (possibly another bot's); `run`, `experiment`, the shadow scorer's jobs
+/// and `data-download` name server paths.
 const INTERNAL_TYPES: &[(&str, &str)] = &[
     ("run", "use POST /pipeline/run"),
     ("plan", "use POST /pipeline/run"),
@@ -837,6 +837,10 @@ const INTERNAL_TYPES: &[(&str, &str)] = &[
     ),
     (
         "shadow-score",
+        "the operator schedules them (synth-city schedule add)",
+    ),
+    (
+        "data-download",
         "the operator schedules them (synth-city schedule add)",
     ),
 ];

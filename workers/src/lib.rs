@@ -5,6 +5,7 @@
 //! delivery, retries and state. That keeps every handler testable on its own.
 
 pub mod agents;
+pub mod data_job;
 pub mod experiment;
 pub mod ops;
 pub mod pipeline;

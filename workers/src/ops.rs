@@ -52,7 +52,8 @@ pub fn register_builtin(registry: &mut Registry) {
     registry
         .register(NoopHandler)
         .register(SleepHandler)
-        .register(crate::experiment::ExperimentHandler);
+        .register(crate::experiment::ExperimentHandler)
+        .register(crate::data_job::DataDownloadHandler);
 }
 
 #[cfg(test)]
