@@ -502,8 +502,9 @@ async fn jobs(q: Queue, c: JobsCommand) -> anyhow::Result<()> {
             if json {
                 println!("{}", serde_json::to_string(&stats)?);
             } else {
+                let w = stats.iter().map(|s| s.job_type.len()).max().unwrap_or(4);
                 println!(
-                    "{:<12} {:>9} {:>9} {:>8} {:>10} {:>8} {:>8} {:>6} {:>10}",
+                    "{:<w$} {:>9} {:>9} {:>8} {:>10} {:>8} {:>8} {:>6} {:>10}",
                     "type",
                     "waiting",
                     "in_flight",
@@ -516,7 +517,7 @@ async fn jobs(q: Queue, c: JobsCommand) -> anyhow::Result<()> {
                 );
                 for s in stats {
                     println!(
-                        "{:<12} {:>9} {:>9} {:>8} {:>10} {:>8} {:>8} {:>6} {:>10}",
+                        "{:<w$} {:>9} {:>9} {:>8} {:>10} {:>8} {:>8} {:>6} {:>10}",
                         s.job_type,
                         s.waiting,
                         s.in_flight,
@@ -531,9 +532,14 @@ async fn jobs(q: Queue, c: JobsCommand) -> anyhow::Result<()> {
             }
         }
         JobsCommand::Types => {
+            let w = jobs::catalog()
+                .iter()
+                .map(|t| t.name.len())
+                .max()
+                .unwrap_or(0);
             for t in jobs::catalog() {
                 println!(
-                    "{:<12} attempts {:>2}  timeout {:>7} ms  {}",
+                    "{:<w$} attempts {:>2}  timeout {:>8} ms  {}",
                     t.name, t.max_attempts, t.timeout_ms, t.description
                 );
             }
