@@ -16,9 +16,9 @@ use async_trait::async_trait;
 use jobs::shadow::{ShadowPrompt, ShadowScore};
 use jobs::{JobContext, JobError, JobHandler, Registry};
 use serde_json::{json, Value};
-use workers::sn50::backtest::{MAX_SPOT_AGE_SECONDS, REQUEST_LEAD_SECONDS};
+use workers::sn50::backtest::{hash_name, MAX_SPOT_AGE_SECONDS, REQUEST_LEAD_SECONDS};
 use workers::sn50::constants::{PromptKind, Sn50Config};
-use workers::sn50::data::{asset_file, Bars};
+use workers::sn50::data::{asset_file_for_step, Bars};
 use workers::sn50::forecast::{Forecaster, Gbm};
 use workers::sn50::shadow::{self, ShadowRecord, ShadowResult};
 use workers::store::{Store, StoreExt};
@@ -79,24 +79,10 @@ async fn resolve_model(
     Ok("gbm".into())
 }
 
-/// Bars of `asset` at the prompt's step (1-minute files serve both prompts, 5-minute files the
-/// 24 h prompt).
+/// Bars of `asset` that price prompts of `increment`-second steps.
 fn load_bars(data_dir: &Path, asset: &str, increment: u64) -> Result<Bars, String> {
-    let path = match asset_file(data_dir, asset, 60) {
-        Ok(p) => p,
-        Err(e) if increment % 300 == 0 => {
-            asset_file(data_dir, asset, 300).map_err(|_| e.to_string())?
-        }
-        Err(e) => return Err(e.to_string()),
-    };
+    let path = asset_file_for_step(data_dir, asset, increment as i64).map_err(|e| e.to_string())?;
     Bars::load(&path).map_err(|e| e.to_string())
-}
-
-/// FNV-1a of a prompt id: the record's seed.
-fn seed_of(id: &str) -> u64 {
-    id.bytes().fold(0xcbf29ce484222325u64, |h, b| {
-        (h ^ b as u64).wrapping_mul(0x100000001b3)
-    })
 }
 
 struct Recorder;
@@ -167,7 +153,7 @@ impl JobHandler for Recorder {
             let (price, source) = spot.expect("set above");
             let id = format!("{asset}-{}-{start}", kind.label());
             let rec = ShadowRecord {
-                seed: seed_of(&id),
+                seed: hash_name(&id),
                 id,
                 asset,
                 prompt: kind.label().into(),

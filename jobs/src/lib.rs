@@ -23,3 +23,8 @@ pub use envelope::{JobEnvelope, ENVELOPE_VERSION};
 pub use error::JobError;
 pub use handler::{Handler, JobHandler, Registry};
 pub use spec::{catalog, find_type, JobSpec, JobTypeInfo};
+
+/// Whether `s` can name an SN50 asset in a payload: 1 to 16 ASCII letters and digits.
+pub fn is_asset_name(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 16 && s.chars().all(|c| c.is_ascii_alphanumeric())
+}

@@ -41,7 +41,7 @@ impl JobSpec for ShadowPrompt {
             }
         }
         for a in &self.assets {
-            if a.is_empty() || a.len() > 16 || !a.chars().all(|c| c.is_ascii_alphanumeric()) {
+            if !crate::is_asset_name(a) {
                 return Err(format!("field `assets`: {a:?} is not an asset name"));
             }
         }

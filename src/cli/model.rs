@@ -745,11 +745,6 @@ fn sweep(a: SweepArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The close of the last bar that closed by `as_of`, at most an hour old.
-fn spot_at(bars: &Bars, as_of: i64) -> Option<f64> {
-    bars.close_by(as_of, workers::sn50::backtest::MAX_SPOT_AGE_SECONDS)
-}
-
 fn simulate(a: SimulateArgs) -> anyhow::Result<()> {
     let kind: PromptKind = a
         .prompt
@@ -773,14 +768,16 @@ fn simulate(a: SimulateArgs) -> anyhow::Result<()> {
     };
     let path = asset_file(&a.data_dir, &a.asset, bar)?;
     let bars = Bars::load(&path)?;
-    let spot = spot_at(&bars, a.at).ok_or_else(|| {
-        anyhow::anyhow!(
-            "{}: no bar closed within the hour before {} in {}",
-            a.asset,
-            a.at,
-            path.display()
-        )
-    })?;
+    let spot = bars
+        .close_by(a.at, workers::sn50::backtest::MAX_SPOT_AGE_SECONDS)
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "{}: no bar closed within the hour before {} in {}",
+                a.asset,
+                a.at,
+                path.display()
+            )
+        })?;
     let req = ForecastRequest {
         asset: a.asset.clone(),
         start_time: a.at,

@@ -140,7 +140,7 @@ impl RunOptions {
             errs.push("assets must name at least one asset (e.g. BTC)".into());
         }
         for a in &b.assets {
-            if a.is_empty() || a.len() > 16 || !a.chars().all(|c| c.is_ascii_alphanumeric()) {
+            if !jobs::is_asset_name(a) {
                 errs.push(format!(
                     "asset {a:?} is not an asset name (letters and digits, at most 16)"
                 ));

@@ -104,10 +104,7 @@ impl JobHandler for Starter {
 
 /// The id of the run a `run` job starts: `r` and 11 hex digits of the job id's SHA-256.
 fn run_id_for_job(job_id: &str) -> String {
-    use sha2::{Digest, Sha256};
-    let h = Sha256::digest(job_id.as_bytes());
-    let hex: String = h.iter().map(|b| format!("{b:02x}")).collect();
-    format!("r{}", &hex[..11])
+    format!("r{}", &workers::store::sha256_hex(job_id.as_bytes())[..11])
 }
 
 struct Stage<J> {

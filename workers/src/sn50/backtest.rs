@@ -19,7 +19,7 @@ use serde::Serialize;
 
 use super::constants::{PromptKind, Sn50Config, WeightTable};
 use super::crps::{miner_score, Paths, INVALID_SCORE};
-use super::data::{asset_file, Bars, DataError};
+use super::data::{asset_file_for_step, Bars, DataError};
 use super::forecast::{ForecastError, ForecastRequest, Forecaster};
 use super::response::encode_price;
 
@@ -83,8 +83,8 @@ pub struct BacktestResult {
     pub weighted_crps: f64,
 }
 
-fn hash_name(s: &str) -> u64 {
-    // FNV-1a: stable across runs and platforms.
+/// FNV-1a of a name: a seed stable across runs and platforms.
+pub fn hash_name(s: &str) -> u64 {
     s.bytes().fold(0xcbf29ce484222325u64, |h, b| {
         (h ^ b as u64).wrapping_mul(0x100000001b3)
     })
@@ -141,11 +141,7 @@ pub fn run_backtest(
     let mut assets = BTreeMap::new();
     for asset in &opts.assets {
         // The validator's rule needs 1-minute candles; 5-minute files serve 300 s grids only.
-        let path = match asset_file(data_dir, asset, 60) {
-            Ok(p) => p,
-            Err(e) if inc % 300 == 0 => asset_file(data_dir, asset, 300).map_err(|_| e)?,
-            Err(e) => return Err(e.into()),
-        };
+        let path = asset_file_for_step(data_dir, asset, inc)?;
         let bars = Bars::load(&path)?;
         let file = path
             .file_name()

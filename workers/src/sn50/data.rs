@@ -283,6 +283,16 @@ pub fn bar_seconds_from_name(path: &Path) -> Option<i64> {
     }
 }
 
+/// The data file that prices a prompt of `increment`-second steps: the 1-minute file (the
+/// validator's rule needs 1-minute candles), else, for steps of 5 minutes, the 5-minute file.
+pub fn asset_file_for_step(dir: &Path, asset: &str, increment: i64) -> Result<PathBuf, DataError> {
+    match asset_file(dir, asset, 60) {
+        Ok(p) => Ok(p),
+        Err(e) if increment % 300 == 0 => asset_file(dir, asset, 300).map_err(|_| e),
+        Err(e) => Err(e),
+    }
+}
+
 /// The data file for an SN50 asset in `dir`: `{stem}_1m.csv` or `{stem}_5m.csv`, where the
 /// stem is the shared data's name (`SPY` for SPYX, ...) or the asset name itself.
 pub fn asset_file(dir: &Path, asset: &str, bar_seconds: i64) -> Result<PathBuf, DataError> {
