@@ -1,26 +1,14 @@
-//! synth-city's engine: the Redis-streams job queue, the worker runtime, the
-//! semaphore, the cron scheduler, migrations, metrics, the HTTP bridge and the CLI.
+//! The `synth-city` binary's library: the run state machine ([`pipeline`]), the HTTP bridge
+//! for bots ([`bridge`]), the SN50 miner ([`miner`]) and the command line ([`cli`]).
 //!
-//! The engine knows nothing of forecasting: job types and their payloads come
-//! from the `jobs` crate, their handlers from `workers`. See ARCHITECTURE.md.
+//! The queue core is the `engine` crate; job types are the `jobs` crate; the work itself is
+//! done by the role crates under `workers/` (trainer, scorer, agents, publisher) and the SN50
+//! rules by `sn50`. This crate wires them together; see ARCHITECTURE.md.
 
 #![recursion_limit = "512"]
 
-pub mod bench;
 pub mod bridge;
 pub mod cli;
-pub mod config;
-pub mod keys;
-pub mod metrics;
-pub mod migrate;
+pub mod handlers;
 pub mod miner;
 pub mod pipeline;
-pub mod queue;
-pub mod scheduler;
-pub mod scripts;
-pub mod semaphore;
-pub mod shadow;
-pub mod worker;
-
-pub use queue::{EnqueueRequest, Queue, QueueError};
-pub use worker::{Worker, WorkerOptions};

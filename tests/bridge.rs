@@ -895,7 +895,7 @@ fn catalog_market_history_and_auth_routes() {
     let get = |path: &str| call(&b, "GET", path, "bot-a", Value::Null);
 
     // Components come from the zoo's registry.
-    use workers::zoo::registry;
+    use trainer::zoo::registry;
     assert_eq!(get("/components/blocks").1["total"], registry::BLOCKS.len());
     assert_eq!(get("/components/heads").1["total"], registry::HEADS.len());
     let (st, p) = get("/components/presets");
@@ -957,7 +957,7 @@ fn catalog_market_history_and_auth_routes() {
     let (st, p) = get("/agents/prompts/read?filename=planner.md");
     assert_eq!(st, 200);
     let disk = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("workers/prompts/planner.md"),
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("workers/agents/prompts/planner.md"),
     )
     .unwrap();
     assert_eq!(p["text"].as_str().unwrap(), disk);
@@ -1343,7 +1343,7 @@ fn dashboard_renders_live_data_in_headless_chromium() {
 
 /// The spec `tiny_create` describes, as a full experiment spec.
 fn e_tiny_spec() -> Value {
-    let mut s = serde_json::to_value(workers::zoo::spec::ExperimentSpec::new(
+    let mut s = serde_json::to_value(trainer::zoo::spec::ExperimentSpec::new(
         &["LSTMBlock"],
         "GBMHead",
     ))
@@ -1587,4 +1587,66 @@ fn run_events_reach_only_the_runs_bot() {
     }
     assert!(seen.contains("run_created"), "{seen}");
     assert!(!seen.contains(&theirs), "another bot's run leaked: {seen}");
+}
+
+/// A job type added by a program that says nothing about bots is refused to them with 403
+/// (the allow-list is declared on the type, closed by default), while the operator's own
+/// queue takes it.
+#[tokio::test]
+async fn a_new_job_type_is_closed_to_bots_by_default() {
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct Reindex {
+        shard: u32,
+    }
+    impl jobs::JobSpec for Reindex {
+        const TYPE: &'static str = "reindex";
+        const DESCRIPTION: &'static str = "a type added by this test";
+        const ROLE: jobs::Role = jobs::Role::Engine;
+        type Output = ();
+    }
+    let redis = RedisServer::start();
+    let queue = engine::Queue::new(&redis.url(), "newtype", Default::default())
+        .unwrap()
+        .with_catalog(jobs::Catalog::default().with::<Reindex>());
+    engine::migrate::migrate(&queue).await.unwrap();
+    let cfg = synth_city::bridge::BridgeConfig {
+        addr: "127.0.0.1:0".parse().unwrap(),
+        api_key: None,
+        rate_per_min: 600,
+        data_dir: "data".into(),
+        out_dir: "runs".into(),
+        store_dir: "store".into(),
+    };
+    let routes = synth_city::bridge::routes(queue.clone(), cfg);
+    let res = warp::test::request()
+        .method("POST")
+        .path("/jobs")
+        .header("x-bot-id", "bot-a")
+        .json(&json!({"type": "reindex", "payload": {"shard": 1}}))
+        .reply(&routes)
+        .await;
+    assert_eq!(res.status(), 403, "{:?}", res.body());
+    let body: Value = serde_json::from_slice(res.body()).unwrap();
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("`reindex` jobs are not taken from bots"),
+        "{body}"
+    );
+    // an open type still goes through
+    let res = warp::test::request()
+        .method("POST")
+        .path("/jobs")
+        .header("x-bot-id", "bot-a")
+        .json(&json!({"type": "noop", "payload": {}}))
+        .reply(&routes)
+        .await;
+    assert!(res.status().is_success(), "{:?}", res.body());
+    // the operator enqueues the new type directly
+    let id = queue
+        .enqueue(engine::EnqueueRequest::new("reindex", json!({"shard": 2})))
+        .await
+        .unwrap();
+    assert!(!id.id.is_empty());
 }

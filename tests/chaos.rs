@@ -11,9 +11,9 @@ use std::process::Child;
 use std::time::{Duration, Instant};
 
 use common::{queue, RedisServer};
+use engine::queue::EnqueueRequest;
 use rand::Rng;
 use serde_json::json;
-use synth_city::queue::EnqueueRequest;
 
 fn spawn_worker(url: &str, n: usize) -> Child {
     let name = format!("chaos{n}");

@@ -18,14 +18,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rand::RngCore;
+use sn50::crps::Paths;
+use sn50::forecast::{ForecastError, ForecastRequest, Forecaster};
+use sn50::response::{check_response, parse_python_json, PyValue, SimulationInput};
 use synth_city::miner::auth;
 use synth_city::miner::keys::Hotkey;
 use synth_city::miner::metagraph::{Blacklist, BlacklistPolicy, Metagraph, MetagraphSource};
 use synth_city::miner::{Miner, MinerConfig, ModelHolder, ModelSpec};
 use tokio_util::sync::CancellationToken;
-use workers::sn50::crps::Paths;
-use workers::sn50::forecast::{ForecastError, ForecastRequest, Forecaster};
-use workers::sn50::response::{check_response, parse_python_json, PyValue, SimulationInput};
 
 const ALICE: &str = "5GrwvaEF5zXb26Fz9rcQpDWS57CtERHpNehXCPcNoHGKutQY";
 const BOB: &str = "5FHneW46xGXgs5mUiveU4sbTyGBzmstUspZC92UhjJM694ty";

@@ -14,8 +14,8 @@ use std::sync::{Arc, Mutex};
 
 use common::{bin, RedisServer};
 use serde_json::{json, Value};
-use workers::pipeline::Budget;
-use workers::zoo::spec::ExperimentSpec;
+use trainer::experiments::Budget;
+use trainer::zoo::spec::ExperimentSpec;
 
 fn data_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data")

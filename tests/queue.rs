@@ -7,16 +7,16 @@ mod common;
 use std::time::Duration;
 
 use common::{eventually, queue, RedisServer};
+use engine::queue::{CancelOutcome, EnqueueRequest, Queue};
+use engine::worker::{Observation, Worker, WorkerOptions};
 use redis::AsyncCommands;
 use serde_json::json;
-use synth_city::queue::{CancelOutcome, EnqueueRequest, Queue};
-use synth_city::worker::{Observation, Worker, WorkerOptions};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 struct Running {
     stop: CancellationToken,
-    handle: tokio::task::JoinHandle<Result<(), synth_city::QueueError>>,
+    handle: tokio::task::JoinHandle<Result<(), engine::QueueError>>,
     obs: mpsc::UnboundedReceiver<Observation>,
 }
 
@@ -44,7 +44,7 @@ fn opts(roles: &[&str]) -> WorkerOptions {
 
 fn start(q: &Queue, o: WorkerOptions) -> Running {
     let mut reg = jobs::Registry::new();
-    workers::register_builtin(&mut reg);
+    engine::builtin::register(&mut reg);
     let mut w = Worker::new(q.clone(), reg, o).unwrap();
     let (tx, obs) = mpsc::unbounded_channel();
     w.observe(tx);
@@ -496,7 +496,7 @@ async fn workers_refuse_an_unmigrated_redis() {
     let redis = RedisServer::start();
     let q = Queue::new(&redis.url(), "fresh", Default::default()).unwrap();
     let mut reg = jobs::Registry::new();
-    workers::register_builtin(&mut reg);
+    engine::builtin::register(&mut reg);
     let w = Worker::new(q, reg, opts(&["noop"])).unwrap();
     let err = w
         .run(CancellationToken::new())
@@ -515,17 +515,14 @@ async fn workers_register_with_a_heartbeat() {
     let q = queue(&redis).await;
     let w = start(&q, opts(&["noop", "sleep"]));
     eventually(Duration::from_secs(3), "a registered worker", || async {
-        synth_city::worker::list_workers(&q).await.unwrap().len() == 1
+        engine::worker::list_workers(&q).await.unwrap().len() == 1
     })
     .await;
-    let ws = synth_city::worker::list_workers(&q).await.unwrap();
+    let ws = engine::worker::list_workers(&q).await.unwrap();
     assert_eq!(ws[0].roles, ["noop", "sleep"]);
     assert!(ws[0].id.starts_with("test-"));
     w.stop().await;
-    assert!(synth_city::worker::list_workers(&q)
-        .await
-        .unwrap()
-        .is_empty());
+    assert!(engine::worker::list_workers(&q).await.unwrap().is_empty());
 }
 
 #[tokio::test]

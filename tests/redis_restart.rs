@@ -7,8 +7,8 @@ use std::process::Child;
 use std::time::{Duration, Instant};
 
 use common::{queue, RedisServer};
+use engine::queue::EnqueueRequest;
 use serde_json::json;
-use synth_city::queue::EnqueueRequest;
 
 fn spawn_worker(url: &str) -> Child {
     let flags = [

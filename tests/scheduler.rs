@@ -6,9 +6,9 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use common::{queue, RedisServer};
+use engine::queue::Queue;
+use engine::scheduler::{self, Schedule};
 use serde_json::json;
-use synth_city::queue::Queue;
-use synth_city::scheduler::{self, Schedule};
 use tokio_util::sync::CancellationToken;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{queue, RedisServer};
+use engine::semaphore::{RedisSemaphore, TryAcquire};
 use rand::Rng;
-use synth_city::semaphore::{RedisSemaphore, TryAcquire};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hundred_contenders_ten_permits_with_crashes() {

@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 
 use common::{bin, spawn_worker, RedisServer};
 use serde_json::{json, Value};
-use workers::sn50::constants::Sn50Config;
-use workers::sn50::data::Bars;
-use workers::sn50::forecast::Gbm;
-use workers::sn50::shadow::{self, ShadowRecord};
+use sn50::constants::Sn50Config;
+use sn50::data::Bars;
+use sn50::forecast::Gbm;
+use sn50::shadow::{self, ShadowRecord};
 
 fn data_dir() -> Option<PathBuf> {
     let d = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data");
@@ -126,11 +126,9 @@ fn shadow_prompts_are_recorded_then_scored_once_their_window_has_passed() {
     };
     let config = Sn50Config::default();
     let gbm = Gbm::new(config.clone());
-    let model = workers::zoo::forecaster::load_forecaster(
-        &ck.display().to_string(),
-        &candle_core::Device::Cpu,
-    )
-    .unwrap();
+    let model =
+        trainer::zoo::forecaster::load_forecaster(&ck.display().to_string(), &trainer::Device::Cpu)
+            .unwrap();
     for asset in ["BTC", "ETH"] {
         let rec = read(asset, past);
         assert_eq!(rec.as_of, past - 60);

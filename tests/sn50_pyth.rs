@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::{Arc, Mutex};
 
-use workers::sn50::data::Bars;
+use sn50::data::Bars;
 
 mod common;
 

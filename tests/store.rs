@@ -22,13 +22,13 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use publisher::publish;
+use publisher::store::hf::{self, HfClient, HfConfig, HfError, HfFile};
+use publisher::store::records;
+use publisher::store::{S3Config, S3Store, Store, StoreError, StoreExt};
 use serde_json::{json, Value};
 use synth_city::pipeline::RunOptions;
-use workers::pipeline::publisher;
-use workers::pipeline::{ExperimentRecord, RunStatus};
-use workers::store::hf::{self, HfClient, HfConfig, HfError, HfFile};
-use workers::store::records;
-use workers::store::{S3Config, S3Store, Store, StoreError, StoreExt};
+use trainer::experiments::{ExperimentRecord, RunStatus};
 
 mod common;
 
@@ -198,7 +198,7 @@ async fn s3_put_get_list_overwrite_delete_and_the_bucket_is_created() {
         .put("experiments/r1/a.json", b"{\"v\":1}".to_vec())
         .await
         .unwrap();
-    assert_eq!(info.sha256, workers::store::sha256_hex(b"{\"v\":1}"));
+    assert_eq!(info.sha256, publisher::store::sha256_hex(b"{\"v\":1}"));
     assert!(!info.multipart);
     s.put("experiments/r1/b.json", b"[]".to_vec())
         .await
@@ -313,7 +313,7 @@ for k in ["models/r1/m/model.safetensors", "models/r1/m/spec.json"]:
         recorded,
         [
             info.sha256.as_str(),
-            workers::store::sha256_hex(b"{}").as_str()
+            publisher::store::sha256_hex(b"{}").as_str()
         ]
     );
     let back = s
@@ -432,12 +432,12 @@ async fn s3_a_server_that_stops_mid_upload_leaves_nothing_half_visible() {
 }
 
 fn record(name: &str, crps: f64, lr: f64, ckpt: Option<&Path>) -> ExperimentRecord {
-    let mut spec = workers::zoo::spec::ExperimentSpec::new(&["lstm"], "gbm");
+    let mut spec = trainer::zoo::spec::ExperimentSpec::new(&["lstm"], "gbm");
     spec.training.lr = lr;
     ExperimentRecord {
         name: name.into(),
         run_id: Some("run1".into()),
-        fingerprint: workers::pipeline::fingerprint(&spec),
+        fingerprint: trainer::experiments::fingerprint(&spec),
         spec,
         status: RunStatus::Ok,
         crps: Some(crps),
@@ -474,7 +474,7 @@ async fn s3_publish_then_a_fresh_machine_continues_from_the_bucket() {
         .unwrap();
     let summary = json!({"run_id": "run1", "success": true, "best_experiment": best.name,
         "best_crps": 5.0, "gbm_crps": 10.0, "experiments": [{"name": best.name}, {"name": other.name}]});
-    let p = publisher::publish(&*store, "run1", &best, &summary, None)
+    let p = publish::publish(&*store, "run1", &best, &summary, None)
         .await
         .unwrap();
     assert_eq!(p.model_dir, "s3://synth-city/models/run1/lstm-gbm-d16/");
@@ -501,7 +501,7 @@ async fn s3_publish_then_a_fresh_machine_continues_from_the_bucket() {
     assert_eq!(prod["run_id"], "run1");
     assert_eq!(
         prod["weights_sha256"],
-        workers::store::sha256_hex(&std::fs::read(ck.join("model.safetensors")).unwrap())
+        publisher::store::sha256_hex(&std::fs::read(ck.join("model.safetensors")).unwrap())
     );
     let latest: Value = store.get_json(records::LATEST).await.unwrap().unwrap();
     assert_eq!(latest["run_id"], "run1");
@@ -512,21 +512,21 @@ async fn s3_publish_then_a_fresh_machine_continues_from_the_bucket() {
     assert_eq!(h.records.len(), 2);
     assert_eq!(h.records[0].name, best.name);
     let plan =
-        workers::pipeline::planner::plan(&h.records, &workers::pipeline::Budget::default(), 7);
+        agents::builtin::planner::plan(&h.records, &trainer::experiments::Budget::default(), 7);
     assert!(!plan.experiments.is_empty());
-    let budget = workers::pipeline::Budget::default();
+    let budget = trainer::experiments::Budget::default();
     let known: Vec<String> = h
         .records
         .iter()
         .map(|r| {
             let mut s = r.spec.clone();
             budget.apply(&mut s);
-            workers::pipeline::fingerprint(&s)
+            trainer::experiments::fingerprint(&s)
         })
         .collect();
     for s in &plan.experiments {
         assert!(
-            !known.contains(&workers::pipeline::fingerprint(s)),
+            !known.contains(&trainer::experiments::fingerprint(s)),
             "the plan repeats an experiment the bucket already has"
         );
     }
@@ -676,7 +676,7 @@ fn handle(hub: &Mutex<Hub>, base: &str, r: Req) -> (u16, Value) {
     };
     if r.method == "PUT" && r.path.starts_with("/lfs-upload/") {
         let oid = r.path.trim_start_matches("/lfs-upload/").to_string();
-        if workers::store::sha256_hex(&r.body) != oid {
+        if publisher::store::sha256_hex(&r.body) != oid {
             return (400, json!({"error": "content does not match oid"}));
         }
         h.lfs.insert(oid, r.body);
@@ -865,12 +865,12 @@ fn hf_client(base: &str, token: &str) -> HfClient {
 async fn hf_publish_commits_once_and_republishing_changes_nothing() {
     let (base, hub) = start_hub("hf_good").await;
     let dir = tempfile::tempdir().unwrap();
-    let store = workers::store::FsStore::new(dir.path().join("store"));
+    let store = publisher::store::FsStore::new(dir.path().join("store"));
     let weights = bytes(4096, 4);
     let ck = checkpoint(dir.path(), &weights);
     let best = record("lstm-gbm-d16", 5.0, 1e-3, Some(&ck));
     let summary = json!({"run_id": "run1", "success": true, "experiments": []});
-    publisher::publish(&store, "run1", &best, &summary, None)
+    publish::publish(&store, "run1", &best, &summary, None)
         .await
         .unwrap();
     let client = hf_client(&base, "hf_good");
@@ -932,7 +932,7 @@ async fn hf_publish_commits_once_and_republishing_changes_nothing() {
 
     // New weights for the run: one more commit, only the changed LFS object uploaded.
     std::fs::write(ck.join("model.safetensors"), bytes(4096, 5)).unwrap();
-    publisher::publish(&store, "run1", &best, &summary, None)
+    publish::publish(&store, "run1", &best, &summary, None)
         .await
         .unwrap();
     let third = hf::publish_run(&client, &store, "run1").await.unwrap();
@@ -990,7 +990,7 @@ async fn hf_an_unreachable_hub_and_a_missing_model_are_clear_errors() {
         "{err}"
     );
     let dir = tempfile::tempdir().unwrap();
-    let store = workers::store::FsStore::new(dir.path());
+    let store = publisher::store::FsStore::new(dir.path());
     let (base, _hub) = start_hub("hf_good").await;
     let err = hf::publish_run(&hf_client(&base, "hf_good"), &store, "nope")
         .await
@@ -1165,10 +1165,10 @@ async fn the_miner_serves_what_the_publisher_put_in_the_bucket() {
     best1.spec.data.timeframe = "1m".into();
     best1.run_id = Some("run2".into());
     let summary = json!({"success": true});
-    publisher::publish(&store, "run1", &best5, &summary, None)
+    publish::publish(&store, "run1", &best5, &summary, None)
         .await
         .unwrap();
-    publisher::publish(&store, "run2", &best1, &summary, None)
+    publish::publish(&store, "run2", &best1, &summary, None)
         .await
         .unwrap();
     let mut changed = mirror_production(&store, &local).await.unwrap();
@@ -1202,7 +1202,7 @@ async fn the_miner_serves_what_the_publisher_put_in_the_bucket() {
     // a newer 5-minute publication replaces the old one
     let mut again = record("five-b", 3.0, 1e-3, Some(&five));
     again.run_id = Some("run3".into());
-    publisher::publish(&store, "run3", &again, &summary, None)
+    publish::publish(&store, "run3", &again, &summary, None)
         .await
         .unwrap();
     let changed = mirror_production(&store, &local).await.unwrap();
@@ -1221,7 +1221,7 @@ async fn the_miner_serves_what_the_publisher_put_in_the_bucket() {
     // served model
     let mut bad = record("five-c", 2.0, 1e-3, Some(&five));
     bad.run_id = Some("run4".into());
-    publisher::publish(&store, "run4", &bad, &summary, None)
+    publish::publish(&store, "run4", &bad, &summary, None)
         .await
         .unwrap();
     for keep_metadata in ["True", "False"] {

@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use workers::sn50::response::{check_response, parse_python_json, PyValue, SimulationInput};
+use sn50::response::{check_response, parse_python_json, PyValue, SimulationInput};
 
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_synth-city"))

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::JobSpec;
+use crate::{BotAccess, JobSpec, Role};
 
 /// `data-download`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -25,6 +25,9 @@ pub struct DataDownload {
 
 impl JobSpec for DataDownload {
     const TYPE: &'static str = "data-download";
+    const ROLE: Role = Role::Scorer;
+    const BOTS: BotAccess =
+        BotAccess::Refused("the operator schedules them (synth-city schedule add)");
     const DESCRIPTION: &'static str =
         "merge Pyth benchmarks bars into the data dir: {assets, days?, resolution?, end?, data_dir?}";
     const MAX_ATTEMPTS: u32 = 3;

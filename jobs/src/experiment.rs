@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::JobSpec;
+use crate::{BotAccess, JobSpec, Role};
 
 /// Train `spec` on the bars in `data_dir`, checkpoint into `out_dir`, score it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -24,6 +24,8 @@ pub struct RunExperiment {
 
 impl JobSpec for RunExperiment {
     const TYPE: &'static str = "experiment";
+    const ROLE: Role = Role::Trainer;
+    const BOTS: BotAccess = BotAccess::Refused("use POST /experiment/run");
     const DESCRIPTION: &'static str =
         "train and score one experiment spec: {experiment_id, spec, data_dir, out_dir, device?}";
     const MAX_ATTEMPTS: u32 = 2;

@@ -7,6 +7,7 @@
 //!
 //! Dependencies point one way: `jobs` <- `workers` <- `synth-city`.
 
+pub mod artifact;
 mod context;
 pub mod data;
 mod envelope;
@@ -18,11 +19,12 @@ pub mod pipeline;
 pub mod shadow;
 mod spec;
 
+pub use artifact::{ProductionPointer, Timeframe};
 pub use context::{JobContext, ProgressUpdate};
 pub use envelope::{JobEnvelope, ENVELOPE_VERSION};
 pub use error::JobError;
 pub use handler::{Handler, JobHandler, Registry};
-pub use spec::{catalog, find_type, JobSpec, JobTypeInfo};
+pub use spec::{catalog, find_type, BotAccess, Catalog, JobSpec, JobTypeInfo, Role};
 
 /// Whether `s` can name an SN50 asset in a payload: 1 to 16 ASCII letters and digits.
 pub fn is_asset_name(s: &str) -> bool {

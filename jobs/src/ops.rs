@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::JobSpec;
+use crate::{BotAccess, JobSpec, Role};
 
 /// Does nothing; measures the queue itself.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -11,6 +11,8 @@ pub struct Noop {}
 
 impl JobSpec for Noop {
     const TYPE: &'static str = "noop";
+    const ROLE: Role = Role::Engine;
+    const BOTS: BotAccess = BotAccess::Allowed;
     const DESCRIPTION: &'static str = "does nothing; for benchmarks and smoke tests";
     type Output = serde_json::Value;
 }
@@ -32,6 +34,8 @@ pub struct SleepOutput {
 
 impl JobSpec for Sleep {
     const TYPE: &'static str = "sleep";
+    const ROLE: Role = Role::Engine;
+    const BOTS: BotAccess = BotAccess::Allowed;
     const DESCRIPTION: &'static str =
         "sleeps {\"ms\": N} milliseconds and fails with probability fail_rate; for tests";
     type Output = SleepOutput;

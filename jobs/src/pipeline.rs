@@ -8,7 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::JobSpec;
+use crate::{BotAccess, JobSpec, Role};
 
 /// What every stage job says.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -38,7 +38,7 @@ impl StageJob {
 }
 
 macro_rules! stage {
-    ($name:ident, $ty:literal, $desc:literal, $timeout:expr) => {
+    ($name:ident, $ty:literal, $role:ident, $desc:literal, $timeout:expr) => {
         #[doc = $desc]
         #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
         #[serde(transparent)]
@@ -46,6 +46,8 @@ macro_rules! stage {
 
         impl JobSpec for $name {
             const TYPE: &'static str = $ty;
+            const ROLE: Role = Role::$role;
+            const BOTS: BotAccess = BotAccess::Refused("use POST /pipeline/run");
             const DESCRIPTION: &'static str = $desc;
             const MAX_ATTEMPTS: u32 = 3;
             const TIMEOUT_MS: u64 = $timeout;
@@ -61,30 +63,35 @@ macro_rules! stage {
 stage!(
     Plan,
     "plan",
+    Agents,
     "pipeline stage: plan the next experiments",
     10 * 60_000
 );
 stage!(
     Train,
     "train",
+    Trainer,
     "pipeline stage: train and score the planned experiments",
     6 * 3_600_000
 );
 stage!(
     Check,
     "check",
+    Agents,
     "pipeline stage: check the best experiment",
     30 * 60_000
 );
 stage!(
     Debug,
     "debug",
+    Agents,
     "pipeline stage: propose a fix for a failed check",
     10 * 60_000
 );
 stage!(
     Publish,
     "publish",
+    Publisher,
     "pipeline stage: publish the best model",
     30 * 60_000
 );
@@ -132,6 +139,8 @@ pub struct StartRun {
 
 impl JobSpec for StartRun {
     const TYPE: &'static str = "run";
+    const ROLE: Role = Role::Engine;
+    const BOTS: BotAccess = BotAccess::Refused("use POST /pipeline/run");
     const DESCRIPTION: &'static str =
         "start a pipeline run: {run: {assets, timeframe, publish, ...}, data_dir?, out_dir?, store_dir?, bot_id?}";
     const MAX_ATTEMPTS: u32 = 3;

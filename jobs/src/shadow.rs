@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::JobSpec;
+use crate::{BotAccess, JobSpec, Role};
 
 /// `shadow-prompt`: record one prompt per asset.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -28,6 +28,9 @@ pub struct ShadowPrompt {
 
 impl JobSpec for ShadowPrompt {
     const TYPE: &'static str = "shadow-prompt";
+    const ROLE: Role = Role::Scorer;
+    const BOTS: BotAccess =
+        BotAccess::Refused("the operator schedules them (synth-city schedule add)");
     const DESCRIPTION: &'static str =
         "record shadow prompts for the served model: {assets?, prompt?, model?, at?, store_dir?, data_dir?}";
     const MAX_ATTEMPTS: u32 = 3;
@@ -64,6 +67,9 @@ pub struct ShadowScore {
 
 impl JobSpec for ShadowScore {
     const TYPE: &'static str = "shadow-score";
+    const ROLE: Role = Role::Scorer;
+    const BOTS: BotAccess =
+        BotAccess::Refused("the operator schedules them (synth-city schedule add)");
     const DESCRIPTION: &'static str =
         "score recorded shadow prompts whose window has passed: {days?, store_dir?, data_dir?}";
     const MAX_ATTEMPTS: u32 = 3;

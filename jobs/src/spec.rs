@@ -18,10 +18,80 @@ pub trait JobSpec: Serialize + DeserializeOwned + Send + Sync + 'static {
     const MAX_ATTEMPTS: u32 = 3;
     /// Per-attempt timeout unless the enqueuer says otherwise.
     const TIMEOUT_MS: u64 = 60_000;
+    /// The role whose workers run it.
+    const ROLE: Role;
+    /// Whether bots may enqueue it through the bridge. Closed by default: a new job type is
+    /// refused to bots (403) until its author opens it here.
+    const BOTS: BotAccess = BotAccess::Refused("ask the operator to enqueue or schedule it");
 
     /// Checks the payload beyond what serde checks; the message names the field.
     fn validate(&self) -> Result<(), String> {
         Ok(())
+    }
+}
+
+/// Which kind of worker runs a job type. A worker process serves the types of the roles it is
+/// started with (`synth-city worker --roles trainer,scorer`, or type names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Role {
+    /// The queue's own types (`noop`, `sleep`) and starting pipeline runs (`run`).
+    Engine,
+    /// LLM or built-in agents: planning, checking, debugging.
+    Agents,
+    /// Training in candle (CPU or CUDA).
+    Trainer,
+    /// SN50 scoring and market data.
+    Scorer,
+    /// The store, the Hub, W&B.
+    Publisher,
+}
+
+impl Role {
+    /// Every role.
+    pub const ALL: [Role; 5] = [
+        Role::Engine,
+        Role::Agents,
+        Role::Trainer,
+        Role::Scorer,
+        Role::Publisher,
+    ];
+
+    /// The role's name on the command line.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Role::Engine => "engine",
+            Role::Agents => "agents",
+            Role::Trainer => "trainer",
+            Role::Scorer => "scorer",
+            Role::Publisher => "publisher",
+        }
+    }
+
+    /// The role named `s`, if any.
+    pub fn parse(s: &str) -> Option<Role> {
+        Role::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Whether bots may enqueue a job type through the bridge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BotAccess {
+    /// Any authenticated bot may enqueue it (`POST /jobs`).
+    Allowed,
+    /// Refused with 403; the text says what a bot should do instead.
+    Refused(&'static str),
+}
+
+impl BotAccess {
+    /// Whether bots may enqueue it.
+    pub const fn allowed(self) -> bool {
+        matches!(self, BotAccess::Allowed)
     }
 }
 
@@ -32,6 +102,8 @@ pub struct JobTypeInfo {
     pub description: &'static str,
     pub max_attempts: u32,
     pub timeout_ms: u64,
+    pub role: Role,
+    pub bots: BotAccess,
     /// Decodes and validates a payload, naming what is wrong.
     pub validate: fn(&serde_json::Value) -> Result<(), String>,
 }
@@ -44,6 +116,8 @@ impl JobTypeInfo {
             description: J::DESCRIPTION,
             max_attempts: J::MAX_ATTEMPTS,
             timeout_ms: J::TIMEOUT_MS,
+            role: J::ROLE,
+            bots: J::BOTS,
             validate: validate_payload::<J>,
         }
     }
@@ -76,15 +150,64 @@ pub fn catalog() -> &'static [JobTypeInfo] {
     CATALOG
 }
 
-/// The catalog entry for `name`, or an error listing the known types.
+/// The catalog entry for `name` in this build's [`catalog`], or an error listing the known
+/// types.
 pub fn find_type(name: &str) -> Result<&'static JobTypeInfo, String> {
-    catalog().iter().find(|t| t.name == name).ok_or_else(|| {
-        let known: Vec<_> = catalog().iter().map(|t| t.name).collect();
+    find_in(catalog(), name)
+}
+
+fn find_in<'a>(types: &'a [JobTypeInfo], name: &str) -> Result<&'a JobTypeInfo, String> {
+    types.iter().find(|t| t.name == name).ok_or_else(|| {
+        let known: Vec<_> = types.iter().map(|t| t.name).collect();
         format!(
             "unknown job type `{name}`; known types: {}",
             known.join(", ")
         )
     })
+}
+
+/// The job types a queue accepts: this build's [`catalog`], plus any a program adds (an
+/// embedding application's own types, a test's). The queue checks every enqueue against it,
+/// workers their roles, and the bridge its bot rule.
+#[derive(Debug, Clone)]
+pub struct Catalog {
+    types: Vec<JobTypeInfo>,
+}
+
+impl Default for Catalog {
+    fn default() -> Self {
+        Catalog {
+            types: catalog().to_vec(),
+        }
+    }
+}
+
+impl Catalog {
+    /// Adds (or replaces) the type `J`.
+    pub fn with<J: JobSpec>(mut self) -> Self {
+        self.types.retain(|t| t.name != J::TYPE);
+        self.types.push(JobTypeInfo::of::<J>());
+        self
+    }
+
+    /// The entry for `name`, or an error listing the known types.
+    pub fn find(&self, name: &str) -> Result<&JobTypeInfo, String> {
+        find_in(&self.types, name)
+    }
+
+    /// Every entry.
+    pub fn types(&self) -> &[JobTypeInfo] {
+        &self.types
+    }
+
+    /// The names of the types `role` runs.
+    pub fn of_role(&self, role: Role) -> Vec<&'static str> {
+        self.types
+            .iter()
+            .filter(|t| t.role == role)
+            .map(|t| t.name)
+            .collect()
+    }
 }
 
 #[cfg(test)]
@@ -102,6 +225,29 @@ mod tests {
         names.sort();
         names.dedup();
         assert_eq!(names.len(), catalog().len());
+    }
+
+    #[test]
+    fn bots_are_refused_unless_a_type_opens_itself() {
+        #[derive(serde::Serialize, serde::Deserialize)]
+        struct Internal {}
+        impl JobSpec for Internal {
+            const TYPE: &'static str = "internal-thing";
+            const DESCRIPTION: &'static str = "a type that says nothing about bots";
+            const ROLE: Role = Role::Engine;
+            type Output = ();
+        }
+        let c = Catalog::default().with::<Internal>();
+        let t = c.find("internal-thing").unwrap();
+        assert!(!t.bots.allowed());
+        assert!(c.find("noop").unwrap().bots.allowed());
+        let open: Vec<_> = catalog()
+            .iter()
+            .filter(|t| t.bots.allowed())
+            .map(|t| t.name)
+            .collect();
+        assert_eq!(open, ["noop", "sleep"]);
+        assert_eq!(c.of_role(Role::Trainer), ["train", "experiment"]);
     }
 
     #[test]

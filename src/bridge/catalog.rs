@@ -1,5 +1,5 @@
 //! Read-only catalogues: the model zoo's components (blocks, heads, presets
-//! from `workers::zoo::registry`), the components' source files under the
+//! from `trainer::zoo::registry`), the components' source files under the
 //! registry directory (list and read; writing comes with component
 //! authoring), and the LLM agents (their configuration from
 //! `workers::agents`) and prompt templates (`workers/prompts/`).
@@ -18,8 +18,8 @@ use warp::http::StatusCode;
 use warp::Rejection;
 
 use super::{reject, reply, Caller, State};
-use workers::agents::{self, AgentName};
-use workers::zoo::registry;
+use agents::{self, AgentName};
+use trainer::zoo::registry;
 
 /// Where the components' sources live: `SYNTH_REGISTRY_DIR`, else this
 /// build's `workers/src/zoo`.

@@ -16,7 +16,7 @@ use warp::http::StatusCode;
 use warp::{Rejection, Reply};
 
 use super::{internal, reply, Caller, State};
-use crate::semaphore::{RedisSemaphore, PIPELINE};
+use engine::semaphore::{RedisSemaphore, PIPELINE};
 
 /// The page.
 pub const PAGE: &str = include_str!("dashboard.html");
@@ -33,7 +33,7 @@ pub(super) fn page() -> warp::reply::Response {
 /// `GET /dash/snapshot`.
 pub(super) async fn snapshot(c: Caller, s: Arc<State>) -> Result<warp::reply::Response, Rejection> {
     let stats = s.queue.stats().await.map_err(internal)?;
-    let workers = crate::worker::list_workers(&s.queue)
+    let workers = engine::worker::list_workers(&s.queue)
         .await
         .map_err(internal)?;
     let sem = RedisSemaphore::new(s.queue.clone(), PIPELINE)

@@ -3,7 +3,7 @@
 //! results by id, compare (own bot) and compare/all (every bot: the one
 //! deliberate cross-bot read), and the bot's history (runs and experiments).
 //!
-//! Specs are `workers::zoo::spec::ExperimentSpec`; bad ones answer 400 when
+//! Specs are `trainer::zoo::spec::ExperimentSpec`; bad ones answer 400 when
 //! they do not decode (serde names the field) and 422 with every issue, each
 //! naming its field, when they decode but do not validate.
 
@@ -16,9 +16,9 @@ use warp::Rejection;
 
 use super::session::{self, Experiment};
 use super::{internal, reject, reject_with, reply, Caller, State};
-use crate::queue::EnqueueRequest;
-use workers::zoo::registry;
-use workers::zoo::spec::{timeframe_info, ExperimentSpec, SpecIssue};
+use engine::queue::EnqueueRequest;
+use trainer::zoo::registry;
+use trainer::zoo::spec::{timeframe_info, ExperimentSpec, SpecIssue};
 
 /// `POST /experiment/create`: blocks (or a preset) and optional overrides.
 #[derive(Debug, Deserialize)]
@@ -141,8 +141,8 @@ async fn record(
         id: new_id(),
         name: name
             .filter(|n| !n.trim().is_empty())
-            .unwrap_or_else(|| workers::pipeline::experiment_name(&spec)),
-        fingerprint: workers::pipeline::fingerprint(&spec),
+            .unwrap_or_else(|| trainer::experiments::experiment_name(&spec)),
+        fingerprint: trainer::experiments::fingerprint(&spec),
         spec,
         param_count: params,
         created_at_ms: now,
@@ -268,8 +268,8 @@ pub(super) async fn validate(
         Ok((params, flops)) => reply(
             StatusCode::OK,
             json!({"valid": true, "issues": [], "param_count": params, "flops_estimate": flops,
-                   "name": workers::pipeline::experiment_name(&spec),
-                   "fingerprint": workers::pipeline::fingerprint(&spec)}),
+                   "name": trainer::experiments::experiment_name(&spec),
+                   "fingerprint": trainer::experiments::fingerprint(&spec)}),
         ),
         Err(issues) => reply(
             StatusCode::OK,

@@ -1,6 +1,6 @@
 //! Market data over HTTP: the latest Pyth price of an asset
-//! (`workers::sn50::pyth`, Hermes at `PYTH_HERMES_URL`), bars from the data
-//! directory (`workers::sn50::data`: `SYNTH_DATA_DIR`, else the bridge's
+//! (`sn50::pyth`, Hermes at `PYTH_HERMES_URL`), bars from the data
+//! directory (`sn50::data`: `SYNTH_DATA_DIR`, else the bridge's
 //! `--data-dir` when it exists, else `../shared/data`), and the fan chart's
 //! data: paths simulated by the reference GBM from a past moment of the
 //! data, against the prices that were realised after it.
@@ -18,9 +18,9 @@ use warp::http::StatusCode;
 use warp::Rejection;
 
 use super::{reject, reply, Caller, State};
-use workers::sn50::constants::{asset_info, ASSETS};
-use workers::sn50::data::{asset_file, Bars};
-use workers::sn50::forecast::{ForecastRequest, Forecaster, Gbm};
+use sn50::constants::{asset_info, ASSETS};
+use sn50::data::{asset_file, Bars};
+use sn50::forecast::{ForecastRequest, Forecaster, Gbm};
 
 /// The canonical asset name, or a 400 naming `param`.
 pub(super) fn asset(raw: &str, param: &str) -> Result<&'static str, Rejection> {

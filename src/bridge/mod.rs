@@ -37,9 +37,9 @@ use tokio_util::sync::CancellationToken;
 use warp::http::StatusCode;
 use warp::{Filter, Rejection, Reply};
 
-use crate::queue::{CancelOutcome, EnqueueRequest, Queue};
-use crate::scheduler::{self, Schedule};
-use crate::semaphore::RedisSemaphore;
+use engine::queue::{CancelOutcome, EnqueueRequest, Queue};
+use engine::scheduler::{self, Schedule};
+use engine::semaphore::RedisSemaphore;
 
 pub use dashboard::PAGE as DASHBOARD_HTML;
 pub use openapi::{openapi, ROUTES};
@@ -134,8 +134,8 @@ struct State {
     session_ttl: u64,
     /// Market data (see `market.rs`).
     data_dir: std::path::PathBuf,
-    bars: Mutex<HashMap<(String, i64), Arc<workers::sn50::data::Bars>>>,
-    pyth: Result<workers::sn50::pyth::PythClient, String>,
+    bars: Mutex<HashMap<(String, i64), Arc<sn50::data::Bars>>>,
+    pyth: Result<sn50::pyth::PythClient, String>,
 }
 
 /// How often a bot's session is refreshed by ordinary requests.
@@ -371,12 +371,12 @@ pub fn routes(
         .filter(|v| *v > 0)
         .unwrap_or(3600);
     let pyth = {
-        let mut c = workers::sn50::pyth::PythConfig::from_env();
+        let mut c = sn50::pyth::PythConfig::from_env();
         // A bridge request should not hang for minutes on an absent upstream.
         c.attempts = 2;
         c.timeout = Duration::from_secs(10);
         c.max_backoff = Duration::from_secs(1);
-        workers::sn50::pyth::PythClient::new(c).map_err(|e| e.to_string())
+        sn50::pyth::PythClient::new(c).map_err(|e| e.to_string())
     };
     let state = Arc::new(State {
         queue,
@@ -445,7 +445,7 @@ fn engine_routes(state: Arc<State>) -> Routes {
         .and(who.clone())
         .and(with.clone())
         .and_then(|_c: Caller, s: Arc<State>| async move {
-            let ws = crate::worker::list_workers(&s.queue)
+            let ws = engine::worker::list_workers(&s.queue)
                 .await
                 .map_err(internal)?;
             Ok::<_, Rejection>(ok(json!({ "workers": ws })))
@@ -455,7 +455,7 @@ fn engine_routes(state: Arc<State>) -> Routes {
         .and(who.clone())
         .and(with.clone())
         .and_then(|_c: Caller, s: Arc<State>| async move {
-            let st = RedisSemaphore::new(s.queue.clone(), crate::semaphore::PIPELINE)
+            let st = RedisSemaphore::new(s.queue.clone(), engine::semaphore::PIPELINE)
                 .status()
                 .await
                 .map_err(internal)?;
@@ -815,46 +815,29 @@ async fn health(key: Option<String>, s: Arc<State>) -> Result<warp::reply::Respo
     Ok(reply(
         StatusCode::OK,
         json!({"status": "ok", "redis": redis, "schema_version": schema,
-               "expected_schema_version": crate::migrate::LATEST,
+               "expected_schema_version": engine::migrate::LATEST,
                "version": env!("CARGO_PKG_VERSION")}),
     ))
 }
-
-/// Job types bots may not enqueue through `POST /jobs`, and what to do instead: pipeline
-/// stages name a run (possibly another bot's); `run`, `experiment`, the shadow scorer's jobs
-/// and `data-download` name server paths.
-const INTERNAL_TYPES: &[(&str, &str)] = &[
-    ("run", "use POST /pipeline/run"),
-    ("plan", "use POST /pipeline/run"),
-    ("train", "use POST /pipeline/run"),
-    ("check", "use POST /pipeline/run"),
-    ("debug", "use POST /pipeline/run"),
-    ("publish", "use POST /pipeline/run"),
-    ("experiment", "use POST /experiment/run"),
-    (
-        "shadow-prompt",
-        "the operator schedules them (synth-city schedule add)",
-    ),
-    (
-        "shadow-score",
-        "the operator schedules them (synth-city schedule add)",
-    ),
-    (
-        "data-download",
-        "the operator schedules them (synth-city schedule add)",
-    ),
-];
 
 async fn enqueue(
     c: Caller,
     s: Arc<State>,
     b: EnqueueBody,
 ) -> Result<warp::reply::Response, Rejection> {
-    if let Some((t, route)) = INTERNAL_TYPES.iter().find(|(t, _)| *t == b.job_type) {
-        return Err(reject(
-            StatusCode::FORBIDDEN,
-            format!("field `type`: `{t}` jobs are not taken from bots; {route}"),
-        ));
+    // Bots may enqueue only the types that open themselves to bots (`JobSpec::BOTS`):
+    // pipeline stages name a run (possibly another bot's); `run`, `experiment`, the shadow
+    // scorer's jobs and `data-download` name server paths. A new type is closed by default.
+    if let Ok(t) = s.queue.catalog().find(&b.job_type) {
+        if let jobs::BotAccess::Refused(instead) = t.bots {
+            return Err(reject(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "field `type`: `{}` jobs are not taken from bots; {instead}",
+                    t.name
+                ),
+            ));
+        }
     }
     let delay_ms = match b.delay_secs {
         Some(d) if !(0.0..=1e9).contains(&d) => {
@@ -892,7 +875,7 @@ async fn enqueue(
 }
 
 /// The job's status if it exists and belongs to the caller's bot.
-async fn own_job(s: &State, c: &Caller, id: &str) -> Result<crate::queue::JobStatus, Rejection> {
+async fn own_job(s: &State, c: &Caller, id: &str) -> Result<engine::queue::JobStatus, Rejection> {
     match s.queue.status(id).await.map_err(internal)? {
         Some(st) if st.bot_id.as_deref().unwrap_or("default") == c.bot => Ok(st),
         _ => Err(reject(StatusCode::NOT_FOUND, format!("no job {id:?}"))),
@@ -968,7 +951,7 @@ async fn read_events(
     conn: &mut Option<redis::aio::MultiplexedConnection>,
     bot: &str,
     cursor: &str,
-) -> Result<(String, Vec<warp::sse::Event>), crate::QueueError> {
+) -> Result<(String, Vec<warp::sse::Event>), engine::QueueError> {
     if conn.is_none() {
         *conn = Some(queue.dedicated(Duration::from_secs(10)).await?);
     }

@@ -11,7 +11,7 @@ use warp::Rejection;
 
 use super::{internal, reject, reply, Caller, State};
 use crate::pipeline::{self, RunOptions};
-use crate::semaphore::{RedisSemaphore, PIPELINE};
+use engine::semaphore::{RedisSemaphore, PIPELINE};
 
 /// `POST /pipeline/run`: every field optional; the server's data, output and
 /// store directories are used.
@@ -116,7 +116,7 @@ pub(super) async fn own_runs(
     s: &State,
     bot: &str,
     limit: usize,
-) -> Result<Vec<pipeline::RunInfo>, crate::QueueError> {
+) -> Result<Vec<pipeline::RunInfo>, engine::QueueError> {
     Ok(pipeline::list_runs(&s.queue, limit)
         .await?
         .into_iter()

@@ -26,8 +26,8 @@ use warp::http::StatusCode;
 use warp::Rejection;
 
 use super::{internal, reject, reply, Caller, State};
-use crate::queue::{Queue, QueueError};
-use workers::zoo::spec::ExperimentSpec;
+use engine::queue::{Queue, QueueError};
+use trainer::zoo::spec::ExperimentSpec;
 
 /// The keys of one bot's session.
 fn bot_key(q: &Queue, bot: &str, part: &str) -> String {

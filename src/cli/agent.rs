@@ -5,13 +5,13 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use agents::store_history::{StoreHistory, StorePublisher};
+use agents::{
+    self, AgentName, FsPublisher, JsonlHistory, LlmConfig, ResearchSession, RunBudget, RunOptions,
+};
 use anyhow::Context;
 use clap::Args;
 use serde_json::{json, Map, Value};
-use workers::agents::{
-    self, AgentName, FsPublisher, JsonlHistory, LlmConfig, ResearchSession, RunBudget, RunOptions,
-};
-use workers::store::agents::{StoreHistory, StorePublisher};
 
 #[derive(Debug, Args)]
 pub struct AgentArgs {
@@ -95,7 +95,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
             .map(|d| d.as_secs())
             .unwrap_or(0)
     );
-    let store = workers::store::open(&args.store)?;
+    let store = publisher::store::open(&args.store)?;
     let history: Arc<dyn agents::ExperimentHistory> = match &args.history {
         Some(file) => Arc::new(JsonlHistory::new(file.clone())),
         None => Arc::new(StoreHistory {

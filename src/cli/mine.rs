@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::miner::keys::{self, Hotkey};
 use crate::miner::metagraph::{Blacklist, BlacklistPolicy, MetagraphSource};
 use crate::miner::{auth, server, Miner, MinerConfig, ModelHolder, ModelSpec};
-use workers::store::{S3Config, S3Store, Store};
+use publisher::store::{S3Config, S3Store, Store};
 
 /// A secret URI from the command line; `Debug` never shows it.
 #[derive(Clone)]
@@ -338,7 +338,7 @@ async fn check(a: &MineArgs) -> anyhow::Result<()> {
         c.pyth.timeout = Duration::from_millis(a.pyth_timeout_ms.max(1));
         c
     });
-    match workers::sn50::pyth::PythClient::new(cfg.pyth.clone()) {
+    match sn50::pyth::PythClient::new(cfg.pyth.clone()) {
         Ok(c) => match c.latest_price("BTC").await {
             Ok(p) => items.push((
                 "pyth",
@@ -489,16 +489,16 @@ async fn bench(a: &MineArgs) -> anyhow::Result<()> {
             .await
             .map_err(|e| anyhow!("warm-up request: {e}"))?;
         if i == 0 {
-            let v = workers::sn50::response::parse_python_json(std::str::from_utf8(&bytes)?)?;
-            let input = workers::sn50::response::SimulationInput {
+            let v = sn50::response::parse_python_json(std::str::from_utf8(&bytes)?)?;
+            let input = sn50::response::SimulationInput {
                 asset: asset.clone(),
                 start_time,
                 time_increment: inc,
                 time_length: len,
                 num_simulations: 1000,
             };
-            let report = workers::sn50::response::check_response(
-                &workers::sn50::response::PyValue::from_json(&v["simulation_output"]),
+            let report = sn50::response::check_response(
+                &sn50::response::PyValue::from_json(&v["simulation_output"]),
                 &input,
                 true,
             );

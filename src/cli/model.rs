@@ -15,11 +15,11 @@ use std::time::Instant;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use serde_json::json;
-use workers::sn50::constants::{PromptKind, Sn50Config};
-use workers::sn50::data::{asset_file, Bars};
-use workers::sn50::forecast::{ForecastRequest, Forecaster, Gbm};
-use workers::sn50::response::MinerResponse;
-use workers::zoo::{self, registry, spec::ExperimentSpec, train};
+use sn50::constants::{PromptKind, Sn50Config};
+use sn50::data::{asset_file, Bars};
+use sn50::forecast::{ForecastRequest, Forecaster, Gbm};
+use sn50::response::MinerResponse;
+use trainer::zoo::{self, registry, spec::ExperimentSpec, train};
 
 /// The model-zoo subcommands, flattened into the top level.
 #[derive(Debug, Subcommand)]
@@ -769,7 +769,7 @@ fn simulate(a: SimulateArgs) -> anyhow::Result<()> {
     let path = asset_file(&a.data_dir, &a.asset, bar)?;
     let bars = Bars::load(&path)?;
     let spot = bars
-        .close_by(a.at, workers::sn50::backtest::MAX_SPOT_AGE_SECONDS)
+        .close_by(a.at, sn50::backtest::MAX_SPOT_AGE_SECONDS)
         .ok_or_else(|| {
             anyhow::anyhow!(
                 "{}: no bar closed within the hour before {} in {}",

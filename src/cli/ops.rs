@@ -9,14 +9,15 @@ use clap::{Args, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use super::{Cli, Command};
-use crate::queue::{CancelOutcome, EnqueueRequest, Queue};
-use crate::semaphore::RedisSemaphore;
-use crate::worker::{Worker, WorkerOptions};
-use crate::{config, scheduler};
+use engine::queue::{CancelOutcome, EnqueueRequest, Queue};
+use engine::semaphore::RedisSemaphore;
+use engine::worker::{Worker, WorkerOptions};
+use engine::{config, scheduler};
 
 #[derive(Debug, Args)]
 pub struct WorkerArgs {
-    /// Job types to run, comma-separated (see `jobs types`), or `all`.
+    /// Roles (`engine`, `agents`, `trainer`, `scorer`, `publisher`) or job types to run,
+    /// comma-separated (see `jobs types`), or `all`.
     #[arg(long, value_delimiter = ',', required = true)]
     pub roles: Vec<String>,
     /// Jobs run at once.
@@ -110,8 +111,12 @@ pub enum JobsCommand {
         #[arg(long)]
         json: bool,
     },
-    /// The job types this build knows.
-    Types,
+    /// The job types this build knows: each with the role that runs it and whether bots may
+    /// enqueue it through the bridge.
+    Types {
+        #[arg(long)]
+        json: bool,
+    },
     /// Dead letters.
     Dlq {
         #[command(subcommand)]
@@ -148,7 +153,7 @@ pub enum DlqCommand {
 pub enum SemaphoreCommand {
     /// Holders, waiters, leases and the limit.
     Status {
-        #[arg(long, default_value = crate::semaphore::PIPELINE)]
+        #[arg(long, default_value = engine::semaphore::PIPELINE)]
         name: String,
         #[arg(long)]
         json: bool,
@@ -156,7 +161,7 @@ pub enum SemaphoreCommand {
     /// Set the number of permits.
     SetLimit {
         limit: u32,
-        #[arg(long, default_value = crate::semaphore::PIPELINE)]
+        #[arg(long, default_value = engine::semaphore::PIPELINE)]
         name: String,
     },
 }
@@ -285,7 +290,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Worker(a) => worker(q, a).await,
         Command::Workers { json } => {
-            let ws = crate::worker::list_workers(&q).await?;
+            let ws = engine::worker::list_workers(&q).await?;
             if json {
                 println!("{}", serde_json::to_string(&ws)?);
             } else if ws.is_empty() {
@@ -317,14 +322,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Schedule { command } => schedule(q, command).await,
         Command::Migrate => {
-            let applied = crate::migrate::migrate(&q).await?;
+            let applied = engine::migrate::migrate(&q).await?;
             if applied.is_empty() {
-                println!("schema is up to date (version {})", crate::migrate::LATEST);
+                println!("schema is up to date (version {})", engine::migrate::LATEST);
             } else {
                 println!(
                     "applied migrations {:?}; schema is at version {}",
                     applied,
-                    crate::migrate::LATEST
+                    engine::migrate::LATEST
                 );
             }
             Ok(())
@@ -358,15 +363,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn worker(q: Queue, a: WorkerArgs) -> anyhow::Result<()> {
-    let mut registry = jobs::Registry::new();
-    workers::register_builtin(&mut registry);
-    crate::pipeline::register(&mut registry, q.clone());
-    crate::shadow::register(&mut registry);
-    let roles = if a.roles.iter().any(|r| r == "all") {
-        registry.types().iter().map(|t| t.to_string()).collect()
-    } else {
-        a.roles
-    };
+    let registry = crate::handlers::registry(&q);
+    let roles = crate::handlers::expand_roles(q.catalog(), &a.roles).map_err(anyhow::Error::msg)?;
     let opts = WorkerOptions {
         roles,
         concurrency: a.concurrency,
@@ -394,6 +392,7 @@ async fn worker(q: Queue, a: WorkerArgs) -> anyhow::Result<()> {
     if let Some(addr) = a.metrics_addr {
         w.metrics()
             .spawn_server(addr, stop.clone())
+            .await
             .with_context(|| format!("cannot serve metrics on {addr}"))?;
     }
     println!("worker {} started", w.id());
@@ -531,16 +530,41 @@ async fn jobs(q: Queue, c: JobsCommand) -> anyhow::Result<()> {
                 }
             }
         }
-        JobsCommand::Types => {
-            let w = jobs::catalog()
-                .iter()
-                .map(|t| t.name.len())
-                .max()
-                .unwrap_or(0);
-            for t in jobs::catalog() {
+        JobsCommand::Types { json } => {
+            let types = q.catalog().types();
+            if json {
+                let rows: Vec<_> = types
+                    .iter()
+                    .map(|t| {
+                        serde_json::json!({
+                            "type": t.name, "role": t.role.as_str(),
+                            "bots": t.bots.allowed(),
+                            "bots_instead": match t.bots {
+                                jobs::BotAccess::Refused(why) => Some(why),
+                                jobs::BotAccess::Allowed => None,
+                            },
+                            "max_attempts": t.max_attempts, "timeout_ms": t.timeout_ms,
+                            "description": t.description,
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string(&rows)?);
+                return Ok(());
+            }
+            let w = types.iter().map(|t| t.name.len()).max().unwrap_or(0).max(4);
+            println!(
+                "{:<w$}  {:<9}  {:<4}  attempts  {:>11}  description",
+                "type", "role", "bots", "timeout"
+            );
+            for t in types {
                 println!(
-                    "{:<w$} attempts {:>2}  timeout {:>8} ms  {}",
-                    t.name, t.max_attempts, t.timeout_ms, t.description
+                    "{:<w$}  {:<9}  {:<4}  {:>8}  {:>8} ms  {}",
+                    t.name,
+                    t.role.as_str(),
+                    if t.bots.allowed() { "yes" } else { "no" },
+                    t.max_attempts,
+                    t.timeout_ms,
+                    t.description
                 );
             }
         }
@@ -687,7 +711,7 @@ async fn bench(q: Queue, c: BenchCommand) -> anyhow::Result<()> {
             if jobs == 0 || workers == 0 || producers == 0 {
                 bail!("--jobs, --workers and --producers must be at least 1");
             }
-            let b = crate::bench::QueueBench {
+            let b = engine::bench::QueueBench {
                 redis_url: q.url().to_string(),
                 jobs,
                 workers,
@@ -697,7 +721,7 @@ async fn bench(q: Queue, c: BenchCommand) -> anyhow::Result<()> {
                 producers,
                 rate,
             };
-            let r = crate::bench::run(&b).await?;
+            let r = engine::bench::run(&b).await?;
             if json {
                 println!("{}", serde_json::to_string(&r)?);
             } else {

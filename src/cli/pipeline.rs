@@ -6,11 +6,11 @@ use std::time::Duration;
 use anyhow::bail;
 use clap::{Args, Subcommand};
 use tokio_util::sync::CancellationToken;
-use workers::pipeline::Budget;
+use trainer::experiments::Budget;
 
 use crate::pipeline::{self, RunOptions};
-use crate::queue::Queue;
-use crate::worker::{Worker, WorkerOptions};
+use engine::queue::Queue;
+use engine::worker::{Worker, WorkerOptions};
 
 /// `synth-city pipeline ...` (a flag given twice: the last one wins)
 #[derive(Debug, Args)]

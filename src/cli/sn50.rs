@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use workers::sn50::{
+use sn50::{
     backtest, bench, constants, data, download, forecast, pyth, response, rewards, vectors,
 };
 
@@ -243,8 +243,8 @@ pub async fn score(args: ScoreArgs) -> anyhow::Result<()> {
             let forecaster = if model.trim().eq_ignore_ascii_case("gbm") {
                 forecast::model_by_name("gbm", &cfg)?
             } else {
-                let device = workers::zoo::device(&device)?;
-                workers::zoo::forecaster::load_forecaster(&model, &device)?
+                let device = trainer::zoo::device(&device)?;
+                trainer::zoo::forecaster::load_forecaster(&model, &device)?
             };
             let opts = backtest::BacktestOptions {
                 prompt: prompt.parse()?,
@@ -279,10 +279,10 @@ pub async fn score(args: ScoreArgs) -> anyhow::Result<()> {
             Ok(())
         }
         ScoreCommand::Shadow { store, json } => {
-            use workers::store::StoreExt;
-            let st = workers::store::open(&store)?;
+            use publisher::store::StoreExt;
+            let st = publisher::store::open(&store)?;
             let Some(board) = st
-                .get_json::<serde_json::Value>(workers::sn50::shadow::LEADERBOARD_KEY)
+                .get_json::<serde_json::Value>(sn50::shadow::LEADERBOARD_KEY)
                 .await?
             else {
                 anyhow::bail!(
@@ -534,7 +534,7 @@ fn bench_crps_blocking(args: &BenchCrpsArgs) -> anyhow::Result<()> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let path = if args.scalar {
         "scalar"
-    } else if workers::sn50::lanes::lanes_available() {
+    } else if sn50::lanes::lanes_available() {
         "avx2 lanes"
     } else {
         "scalar (no AVX2 on this CPU)"

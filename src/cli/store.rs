@@ -1,7 +1,7 @@
 //! `synth-city publish` and `synth-city history`: the store from the command line.
 //!
 //! `publish --run ID [--hf]` runs the same code as the pipeline's publish
-//! stage (`workers::pipeline::publisher::publish_configured`) on a run Redis
+//! stage (`publisher::publish::publish_configured`) on a run Redis
 //! remembers; with `--hf`, a run already in the store is published to the
 //! Hugging Face Hub even when Redis no longer has it. `history` reads the
 //! store (a directory, or the bucket when `HIPPIUS_ENDPOINT` is set): runs'
@@ -14,13 +14,12 @@ use std::time::Duration;
 
 use anyhow::bail;
 use clap::{Args, Subcommand};
+use publisher::store::hf::{self, HfClient, HfConfig};
+use publisher::store::records;
+use publisher::store::{Store, StoreExt};
 use serde_json::{json, Value};
-use workers::pipeline::publisher;
-use workers::store::hf::{self, HfClient, HfConfig};
-use workers::store::records;
-use workers::store::{Store, StoreExt};
 
-use crate::queue::Queue;
+use engine::queue::Queue;
 
 /// `publish` and `history`.
 #[derive(Debug, Subcommand)]
@@ -108,8 +107,8 @@ async fn publish(
         None
     };
     // The run as Redis remembers it (the same input the publish stage has).
-    let url = crate::config::redis_url(redis_url.as_deref());
-    let prefix = crate::config::prefix(prefix.as_deref()).map_err(anyhow::Error::msg)?;
+    let url = engine::config::redis_url(redis_url.as_deref());
+    let prefix = engine::config::prefix(prefix.as_deref()).map_err(anyhow::Error::msg)?;
     let q = Queue::new(&url, &prefix, Default::default())?;
     let run = match tokio::time::timeout(
         Duration::from_secs(10),
@@ -138,7 +137,7 @@ async fn publish(
                 .unwrap_or_else(|| crate::pipeline::summarize(&r.id, &task, true, None));
             let store_dir = a.store.clone().unwrap_or(task.options.store_dir.clone());
             let data_dir = a.data_dir.clone().unwrap_or(task.options.data_dir.clone());
-            let p = publisher::publish_configured(
+            let p = publisher::publish::publish_configured(
                 &store_dir,
                 Some(&data_dir),
                 &a.run,
@@ -159,7 +158,7 @@ async fn publish(
                 );
             };
             let store_dir = a.store.clone().unwrap_or_else(|| "store".into());
-            let store = workers::store::open(&store_dir)?;
+            let store = publisher::store::open(&store_dir)?;
             let client = HfClient::new(cfg)?;
             let p = hf::publish_run(&client, &*store, &a.run).await?;
             json!({"hf": p, "store": store.describe()})
@@ -230,7 +229,7 @@ async fn history(a: HistoryArgs) -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    let store: Arc<dyn Store> = workers::store::open(&a.store)?;
+    let store: Arc<dyn Store> = publisher::store::open(&a.store)?;
     match a.what {
         HistoryWhat::Runs => {
             let rows = records::run_rows(store.clone()).await?;

@@ -8,7 +8,7 @@
 //! ([`HistoryCache`], re-read when its file changes), the model ([`ModelHolder`], one per step
 //! size: checkpoints, `gbm`, or `latest`, which follows the publisher's
 //! production pointers (`models/production-5m.json`, `-1m.json`, `production.json`) and swaps
-//! models without a restart; a step size with no trained model gets the GBM), and the response encoder ([`encode`]: `workers::sn50::response`'s
+//! models without a restart; a step size with no trained model gets the GBM), and the response encoder ([`encode`]: `sn50::response`'s
 //! rounding to 8 significant digits and the validator's digit rule, with a fast exact path). The model runs on a blocking thread under a deadline;
 //! when it fails, is too slow, or produces paths the validator would reject, the reference GBM
 //! answers instead, and the log and `sc_miner_fallbacks_total` say so.
@@ -25,15 +25,16 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
+use jobs::Timeframe;
+use publisher::store::Store;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+use sn50::constants::Sn50Config;
+use sn50::data::{asset_file, Bars};
+use sn50::forecast::{ForecastRequest, Forecaster, Gbm};
+use sn50::pyth::{PythClient, PythConfig};
+use sn50::response::{iso_start_timestamp, SimulationInput};
 use tokio_util::sync::CancellationToken;
-use workers::sn50::constants::Sn50Config;
-use workers::sn50::data::{asset_file, Bars};
-use workers::sn50::forecast::{ForecastRequest, Forecaster, Gbm};
-use workers::sn50::pyth::{PythClient, PythConfig};
-use workers::sn50::response::{iso_start_timestamp, SimulationInput};
-use workers::store::Store;
 
 use keys::Hotkey;
 use metagraph::Blacklist;
@@ -125,10 +126,6 @@ impl ModelSpec {
     }
 }
 
-/// The step sizes SN50 asks for (the 24 h prompt's 5 minutes, the 1 h prompt's minute), with
-/// the timeframe names the publisher's per-timeframe pointers carry.
-pub const TIMEFRAMES: [(u64, &str); 2] = [(300, "5m"), (60, "1m")];
-
 /// A model being served.
 pub struct LoadedModel {
     pub forecaster: Arc<dyn Forecaster>,
@@ -150,43 +147,10 @@ impl LoadedModel {
     }
 }
 
-/// `models/production.json` in `store`: the model folder it points at, and the file's text
-/// (to notice a new publication). `Ok(None)` when nothing has been published. The publisher
-/// writes the folder as a key of the store (`models/<run>/<name>/`), which is taken relative
-/// to `store`; an absolute path is taken as it is.
-pub fn production_pointer(store: &Path) -> Result<Option<(PathBuf, String)>, String> {
-    pointer_at(store, "production.json")
-}
-
-/// The production pointer of one timeframe (`models/production-5m.json`, ...).
-pub fn timeframe_pointer(
-    store: &Path,
-    timeframe: &str,
-) -> Result<Option<(PathBuf, String)>, String> {
-    pointer_at(store, &format!("production-{timeframe}.json"))
-}
-
-fn pointer_at(store: &Path, file: &str) -> Result<Option<(PathBuf, String)>, String> {
-    let path = store.join("models").join(file);
-    let path = path.as_path();
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(format!("{}: {e}", path.display())),
-    };
-    let v: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| format!("{}: not JSON ({e})", path.display()))?;
-    let dir = v
-        .get("model_dir")
-        .and_then(|d| d.as_str())
-        .ok_or_else(|| format!("{}: no \"model_dir\" string", path.display()))?;
-    Ok(Some((store.join(dir), text)))
-}
-
 fn load_checkpoint(dir: &Path) -> Result<LoadedModel, String> {
-    let f = workers::zoo::forecaster::load_forecaster(
+    let f = trainer::zoo::forecaster::load_forecaster(
         &dir.display().to_string(),
-        &candle_core::Device::Cpu,
+        &trainer::Device::Cpu,
     )
     .map_err(|e| e.to_string())?;
     let increment = f.time_increment();
@@ -198,105 +162,12 @@ fn load_checkpoint(dir: &Path) -> Result<LoadedModel, String> {
     })
 }
 
-/// The store keys of the production pointers `latest` follows: the newest publication's, then
-/// one per timeframe.
-pub fn pointer_keys() -> Vec<String> {
-    let mut keys = vec![workers::store::records::PRODUCTION.to_string()];
-    keys.extend(
-        TIMEFRAMES
-            .iter()
-            .map(|(_, tf)| workers::store::records::production_key(tf)),
-    );
-    keys
-}
-
 /// For `latest` from an object store: copies the production pointers of `store` and the
-/// model objects they name into `local`, laid out by key as a filesystem store, so that
-/// [`ModelHolder`] loads them from there. Each object's recorded SHA-256 is checked as it is
-/// read ([`Store::get`]), and the weights against the pointer's `weights_sha256` as well; a
-/// model's files are written before its pointer, each by rename, so
-/// the local pointer never names a half-copied model. A pointer whose bytes match the local
-/// copy costs one read. Returns the pointer keys that changed; a pointer that cannot be
-/// mirrored is reported after the others are done, and leaves its old local copy.
+/// model objects they name into `local` (see [`publisher::production::mirror`]).
 pub async fn mirror_production(store: &dyn Store, local: &Path) -> Result<Vec<String>, String> {
-    let (mut changed, mut errors) = (Vec::new(), Vec::new());
-    for key in pointer_keys() {
-        match mirror_pointer(store, local, &key).await {
-            Ok(true) => changed.push(key),
-            Ok(false) => {}
-            Err(e) => errors.push(e),
-        }
-    }
-    if errors.is_empty() {
-        Ok(changed)
-    } else {
-        Err(errors.join("; "))
-    }
-}
-
-async fn mirror_pointer(store: &dyn Store, local: &Path, key: &str) -> Result<bool, String> {
-    let Some(bytes) = store.get(key).await.map_err(|e| e.to_string())? else {
-        return Ok(false);
-    };
-    let dest = local.join(key);
-    if std::fs::read(&dest).ok().as_deref() == Some(&bytes[..]) {
-        return Ok(false);
-    }
-    let at = store.location(key);
-    let v: serde_json::Value =
-        serde_json::from_slice(&bytes).map_err(|e| format!("{at}: not JSON ({e})"))?;
-    let dir = v
-        .get("model_dir")
-        .and_then(|d| d.as_str())
-        .ok_or_else(|| format!("{at}: no \"model_dir\" string"))?;
-    if dir.trim_matches('/').is_empty() {
-        return Err(format!("{at}: \"model_dir\" is empty"));
-    }
-    workers::store::check_prefix(dir)
-        .map_err(|e| format!("{at}: \"model_dir\" is not a key prefix of the store: {e}"))?;
-    let keys = store.list(dir).await.map_err(|e| e.to_string())?;
-    if keys.is_empty() {
-        return Err(format!(
-            "{at} names {}, which holds nothing",
-            store.location(dir)
-        ));
-    }
-    let weights_sha = v.get("weights_sha256").and_then(|h| h.as_str());
-    for k in keys {
-        let b = store
-            .get(&k)
-            .await
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| format!("{} went away while it was copied", store.location(&k)))?;
-        // the pointer's own record of the weights, whatever the object's metadata says
-        if let Some(want) = weights_sha.filter(|_| k.ends_with(workers::zoo::train::WEIGHTS_FILE)) {
-            let got = workers::store::sha256_hex(&b);
-            if got != want {
-                return Err(format!(
-                    "{}: SHA-256 {got}, but {at} records {want}",
-                    store.location(&k)
-                ));
-            }
-        }
-        write_by_rename(&local.join(&k), &b)?;
-    }
-    write_by_rename(&dest, &bytes)?;
-    Ok(true)
-}
-
-/// Writes `bytes` to `path` through a temporary file beside it and a rename.
-fn write_by_rename(path: &Path, bytes: &[u8]) -> Result<(), String> {
-    let parent = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
-    let tmp = parent.join(format!(
-        ".{}.tmp-{}",
-        path.file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("object"),
-        std::process::id()
-    ));
-    std::fs::write(&tmp, bytes).map_err(|e| format!("{}: {e}", tmp.display()))?;
-    std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))
+    publisher::production::mirror(store, local, trainer::zoo::train::WEIGHTS_FILE)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// The models being served, one per step size, each swapped atomically when `latest` sees a
@@ -330,8 +201,8 @@ impl ModelHolder {
             }
             // a forecaster for any step size serves every one
             None => {
-                for (i, _) in TIMEFRAMES {
-                    models.insert(i, m.clone());
+                for tf in Timeframe::ALL {
+                    models.insert(tf.step_secs() as u64, m.clone());
                 }
             }
         }
@@ -406,9 +277,9 @@ impl ModelHolder {
 
     /// What is served, per timeframe: `5m: runs/a, 1m: gbm`.
     pub fn describe(&self) -> String {
-        TIMEFRAMES
+        Timeframe::ALL
             .iter()
-            .map(|&(i, tf)| format!("{tf}: {}", self.current(i).label))
+            .map(|tf| format!("{tf}: {}", self.current(tf.step_secs() as u64).label))
             .collect::<Vec<_>>()
             .join(", ")
     }
@@ -424,31 +295,24 @@ impl ModelHolder {
             return Ok(Vec::new());
         }
         let (mut loaded, mut errors) = (Vec::new(), Vec::new());
-        let mut pointers = vec![("production.json".to_string(), None)];
-        pointers.extend(
-            TIMEFRAMES
-                .iter()
-                .map(|&(i, tf)| (format!("production-{tf}.json"), Some((i, tf)))),
-        );
-        let has_timeframe_pointer = |tf: &str| {
+        let mut pointers = vec![None];
+        pointers.extend(Timeframe::ALL.into_iter().map(Some));
+        let has_timeframe_pointer = |tf: Timeframe| {
             self.store_dir
-                .join("models")
-                .join(format!("production-{tf}.json"))
+                .join(publisher::production::key_for(Some(tf)))
                 .exists()
         };
-        for (file, timeframe) in pointers {
-            let found = match timeframe {
-                None => production_pointer(&self.store_dir),
-                Some((_, tf)) => timeframe_pointer(&self.store_dir, tf),
-            };
-            let (dir, text) = match found {
-                Ok(Some(p)) => p,
-                Ok(None) => continue,
-                Err(e) => {
-                    errors.push(e);
-                    continue;
-                }
-            };
+        for timeframe in pointers {
+            let file = publisher::production::key_for(timeframe);
+            let (dir, pointer, text) =
+                match publisher::production::read_local(&self.store_dir, timeframe) {
+                    Ok(Some(p)) => (p.dir, p.pointer, p.text),
+                    Ok(None) => continue,
+                    Err(e) => {
+                        errors.push(e.to_string());
+                        continue;
+                    }
+                };
             {
                 let mut seen = self.seen.lock().expect("seen lock");
                 if seen.get(&file).map(String::as_str) == Some(text.as_str()) {
@@ -457,17 +321,8 @@ impl ModelHolder {
                 seen.insert(file.clone(), text.clone());
             }
             // the newest publication's own timeframe pointer serves it (no second load)
-            if timeframe.is_none() {
-                let tf = serde_json::from_str::<serde_json::Value>(&text)
-                    .ok()
-                    .and_then(|v| {
-                        v.get("timeframe")
-                            .and_then(|t| t.as_str())
-                            .map(String::from)
-                    });
-                if tf.is_some_and(|tf| has_timeframe_pointer(&tf)) {
-                    continue;
-                }
+            if timeframe.is_none() && pointer.timeframe.is_some_and(has_timeframe_pointer) {
+                continue;
             }
             let m = match load_checkpoint(&dir) {
                 Ok(m) => m,
@@ -479,8 +334,8 @@ impl ModelHolder {
                     continue;
                 }
             };
-            if let (Some((want, tf)), Some(got)) = (timeframe, m.increment) {
-                if want != got {
+            if let (Some(tf), Some(got)) = (timeframe, m.increment) {
+                if tf.step_secs() as u64 != got {
                     errors.push(format!(
                         "{file} points at {}, a model of {got} s steps, not {tf}",
                         dir.display()
@@ -491,10 +346,9 @@ impl ModelHolder {
             if timeframe.is_none() {
                 // an older pointer: its model's step size decides, unless that timeframe has
                 // its own pointer
-                let tf = TIMEFRAMES
-                    .iter()
-                    .find(|(i, _)| Some(*i) == m.increment)
-                    .map(|(_, tf)| *tf);
+                let tf = m
+                    .increment
+                    .and_then(|i| Timeframe::from_step_secs(i as i64));
                 if tf.is_some_and(has_timeframe_pointer) {
                     continue;
                 }
@@ -826,7 +680,7 @@ fn simulate_encoded(
             req.num_points()
         ));
     }
-    workers::sn50::encode::simulation_output_json(job.start, job.increment as i64, &paths)
+    sn50::encode::simulation_output_json(job.start, job.increment as i64, &paths)
 }
 
 /// The miner: configuration, key, model, caches, nonces, blacklist, metrics.
@@ -1088,20 +942,14 @@ mod tests {
 
     #[test]
     fn the_production_pointer() {
+        // (reading the pointer itself is tested in publisher::production)
         let d = tempfile::tempdir().unwrap();
-        assert_eq!(production_pointer(d.path()).unwrap(), None);
         std::fs::create_dir_all(d.path().join("models")).unwrap();
-        std::fs::write(d.path().join("models/production.json"), "{").unwrap();
-        assert!(production_pointer(d.path()).is_err());
         std::fs::write(
             d.path().join("models/production.json"),
             r#"{"model_dir": "/x/y", "run_id": "r"}"#,
         )
         .unwrap();
-        assert_eq!(
-            production_pointer(d.path()).unwrap().unwrap().0,
-            PathBuf::from("/x/y")
-        );
         // latest with a pointer that does not load: GBM, with the reason.
         let (h, note) = ModelHolder::load(ModelSpec::Latest, d.path()).unwrap();
         assert!(h.current(300).is_gbm && h.current(60).is_gbm);

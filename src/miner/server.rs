@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::auth::{self, RequestHeaders};
 use super::{ApiError, Miner};
-use workers::sn50::response::SimulationInput;
+use sn50::response::SimulationInput;
 
 /// The one synapse this axon serves.
 pub const SYNAPSE: &str = "Simulation";

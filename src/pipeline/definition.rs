@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
 
-use crate::queue::{Queue, QueueError, Result};
+use engine::queue::{Queue, QueueError, Result};
 
 /// Where a stage sits; positions never go backwards along the list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]

@@ -14,16 +14,16 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use serde_json::{json, Map, Value};
-use workers::agents::{
+use agents::{
     self, AgentName, AgentResult, ExperimentHistory, LlmConfig, PublishReceipt, PublishRequest,
     Publisher, ResearchSession, RunBudget,
 };
-use workers::pipeline::{publisher, ExperimentRecord};
-use workers::zoo::spec::ExperimentSpec;
+use serde_json::{json, Map, Value};
+use trainer::experiments::ExperimentRecord;
+use trainer::zoo::spec::ExperimentSpec;
 
 use super::{experiment_history, record_experiments, summarize, Task};
-use crate::queue::Queue;
+use engine::queue::Queue;
 
 /// Which agents carry out a run's stages.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -79,7 +79,7 @@ impl ExperimentHistory for RedisHistory {
 }
 
 /// A run's publication through the built-in publish stage's code (manifest, summary,
-/// pointers, the production marker) as the agents' [`Publisher`]. (`workers::store::agents`
+/// pointers, the production marker) as the agents' [`Publisher`]. (`agents::store_history`
 /// has a publisher for agents outside a run: it copies a checkpoint into the store only.)
 pub struct RunPublisher {
     pub store_dir: PathBuf,
@@ -106,7 +106,7 @@ impl Publisher for RunPublisher {
             .iter()
             .find(|r| r.checkpoint.as_deref() == Some(ckpt.as_str()))
             .ok_or_else(|| format!("{ckpt} is not a checkpoint of this run"))?;
-        let p = publisher::publish_configured(
+        let p = publisher::publish::publish_configured(
             &self.store_dir,
             Some(&self.data_dir),
             &self.run_id,

@@ -27,9 +27,9 @@ use jobs::pipeline::StageJob;
 use jobs::JobEnvelope;
 use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
-use workers::pipeline::{Budget, ExperimentRecord};
+use trainer::experiments::{Budget, ExperimentRecord};
 
-use crate::queue::{EnqueueRequest, Queue, QueueError, Result};
+use engine::queue::{EnqueueRequest, Queue, QueueError, Result};
 
 pub use stages::{keep_runs, keep_runs_once, register, run_lease};
 
@@ -133,7 +133,7 @@ impl RunOptions {
                 errs.push(format!("{name} must be at least {min}, got {v}"));
             }
         }
-        if workers::zoo::spec::timeframe_info(&b.timeframe).is_none() {
+        if trainer::zoo::spec::timeframe_info(&b.timeframe).is_none() {
             errs.push(format!("timeframe must be 5m or 1m, got {:?}", b.timeframe));
         }
         if b.assets.is_empty() {
@@ -187,18 +187,18 @@ pub struct StageRecord {
 pub struct Task {
     pub options: RunOptions,
     #[serde(default)]
-    pub plan: Option<workers::pipeline::planner::Plan>,
+    pub plan: Option<agents::builtin::planner::Plan>,
     #[serde(default)]
     pub results: Vec<ExperimentRecord>,
     /// The experiment the debugger asked to train next, if any.
     #[serde(default)]
-    pub fix: Option<workers::zoo::spec::ExperimentSpec>,
+    pub fix: Option<trainer::zoo::spec::ExperimentSpec>,
     #[serde(default)]
     pub problems: Vec<String>,
     #[serde(default)]
     pub stages: Vec<StageRecord>,
     #[serde(default)]
-    pub published: Option<workers::pipeline::publisher::Published>,
+    pub published: Option<publisher::publish::Published>,
     /// The run's copy of the pipeline definition and meta-strategy.
     #[serde(default)]
     pub definition: definition::PipelineDef,
@@ -274,7 +274,7 @@ impl Task {
 
     /// The best result so far.
     pub fn best(&self) -> Option<&ExperimentRecord> {
-        workers::pipeline::best(&self.results)
+        trainer::experiments::best(&self.results)
     }
 }
 

@@ -4,19 +4,20 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use agents::builtin::{checker, debugger, planner};
 use async_trait::async_trait;
 use jobs::pipeline::{Check, Debug, Plan, Publish, StageJob, StartRun, Train};
 use jobs::{JobContext, JobError, JobHandler, Registry};
 use serde_json::{json, Value};
-use workers::pipeline::{checker, debugger, planner, publisher, train_plan, PlanEvent};
+use trainer::experiments::{train_plan, PlanEvent};
 
 use super::llm;
 use super::{
     experiment_history, get_run, record_experiments, stage_envelope, summarize, RunInfo,
     StageRecord, Task,
 };
-use crate::queue::Queue;
-use crate::semaphore::{Permit, RedisSemaphore, TryAcquire};
+use engine::queue::Queue;
+use engine::semaphore::{Permit, RedisSemaphore, TryAcquire};
 
 /// A run's permit lease when `SYNTH_CITY_RUN_LEASE_MS` does not set one: long enough to cover
 /// the hand-over between stages. While a stage runs, its worker renews the permit; while the
@@ -104,7 +105,10 @@ impl JobHandler for Starter {
 
 /// The id of the run a `run` job starts: `r` and 11 hex digits of the job id's SHA-256.
 fn run_id_for_job(job_id: &str) -> String {
-    format!("r{}", &workers::store::sha256_hex(job_id.as_bytes())[..11])
+    format!(
+        "r{}",
+        &publisher::store::sha256_hex(job_id.as_bytes())[..11]
+    )
 }
 
 struct Stage<J> {
@@ -152,7 +156,7 @@ pub const DEFER: Duration = Duration::from_millis(500);
 /// line and its stage job is deferred — it does not sit in a worker slot,
 /// which would starve the stages of the runs that hold permits.
 async fn permit(ctx: &Ctx, run: &RunInfo) -> Result<Permit, JobError> {
-    let mut sem = RedisSemaphore::new(ctx.queue.clone(), crate::semaphore::PIPELINE);
+    let mut sem = RedisSemaphore::new(ctx.queue.clone(), engine::semaphore::PIPELINE);
     sem.lease = run_lease();
     sem.waiter_ttl = WAITER_TTL;
     match sem.try_acquire(&run.id, true).await.map_err(transient)? {
@@ -260,7 +264,7 @@ pub async fn keep_runs(queue: Queue, stop: tokio_util::sync::CancellationToken) 
 }
 
 /// One pass of [`keep_runs`]; returns the runs it failed.
-pub async fn keep_runs_once(q: &Queue) -> Result<Vec<String>, crate::queue::QueueError> {
+pub async fn keep_runs_once(q: &Queue) -> Result<Vec<String>, engine::queue::QueueError> {
     let stuck: Vec<String> = q
         .retrying("run keepalive", |mut c| {
             let mut inv = q.scripts().run_keepalive.prepare_invoke();
@@ -324,7 +328,7 @@ async fn advance(
         }
         Next::Finish { success, error } => {
             let summary = summarize(&run.id, task, *success, error.as_deref());
-            workers::store::records::record_summary(&task.options.store_dir, &run.id, &summary)
+            publisher::store::records::record_summary(&task.options.store_dir, &run.id, &summary)
                 .await;
             (
                 "done".to_string(),
@@ -420,13 +424,13 @@ fn not_recoverable(errors: &[String]) -> bool {
     !errors.is_empty()
         && errors
             .iter()
-            .all(|e| workers::agents::research::error_category(e) == "data")
+            .all(|e| agents::research::error_category(e) == "data")
 }
 
 async fn plan(q: &Queue, run: &RunInfo, task: &mut Task) -> Result<StageOut, JobError> {
     let mut history = experiment_history(q, 500).await.map_err(transient)?;
-    let stored = workers::store::records::history_from(&task.options.store_dir, 500).await;
-    workers::store::records::merge_history(&mut history, stored);
+    let stored = publisher::store::records::history_from(&task.options.store_dir, 500).await;
+    publisher::store::records::merge_history(&mut history, stored);
     let seed = task.options.seed ^ run.created_at_ms ^ u64::from(task.stage_attempt);
     let p = planner::plan(&history, &task.options.budget, seed);
     if p.experiments.is_empty() {
@@ -445,7 +449,7 @@ async fn plan(q: &Queue, run: &RunInfo, task: &mut Task) -> Result<StageOut, Job
 /// The specs a train job trains: the debugger's fix in the check/debug loop;
 /// on a retry of the trainer, the failed experiments of the last attempt
 /// changed by the debugger's rules; otherwise the plan.
-fn training_specs(task: &Task) -> Vec<workers::zoo::spec::ExperimentSpec> {
+fn training_specs(task: &Task) -> Vec<trainer::zoo::spec::ExperimentSpec> {
     if let Some(fix) = &task.fix {
         return vec![fix.clone()];
     }
@@ -466,7 +470,7 @@ fn training_specs(task: &Task) -> Vec<workers::zoo::spec::ExperimentSpec> {
             let problems: Vec<String> = r.error.iter().cloned().collect();
             debugger::debug(r, &problems, task.stage_attempt).map(|f| f.spec)
         })
-        .filter(|s| !tried.contains(&workers::pipeline::fingerprint(s)))
+        .filter(|s| !tried.contains(&trainer::experiments::fingerprint(s)))
         .collect();
     if fixed.is_empty() {
         plan
@@ -519,7 +523,7 @@ async fn train(
     .await
     .map_err(|e| JobError::retry(format!("training task failed: {e}")))?;
     record_experiments(q, &records).await.map_err(transient)?;
-    workers::store::records::record_run(&task.options.store_dir, &run.id, &records).await;
+    publisher::store::records::record_run(&task.options.store_dir, &run.id, &records).await;
     let ok = records.iter().filter(|r| r.crps.is_some()).count();
     let note = format!("{ok} of {} experiments trained and scored", records.len());
     let errors: Vec<String> = records.iter().filter_map(|r| r.error.clone()).collect();
@@ -588,7 +592,7 @@ fn debug_with(task: &mut Task, proposal: Option<debugger::Fix>) -> StageOut {
     let mut fix = proposal.or_else(|| debugger::debug(&best, &task.problems, task.round));
     let repeats = fix
         .as_ref()
-        .is_none_or(|f| tried.contains(&workers::pipeline::fingerprint(&f.spec)));
+        .is_none_or(|f| tried.contains(&trainer::experiments::fingerprint(&f.spec)));
     let mut stalled = false;
     if repeats {
         task.stall_count += 1;
@@ -649,7 +653,7 @@ async fn llm_stage(
                     .map(|s| {
                         format!(
                             "{}: the planner agent",
-                            workers::pipeline::experiment_name(s)
+                            trainer::experiments::experiment_name(s)
                         )
                     })
                     .collect(),
@@ -664,7 +668,7 @@ async fn llm_stage(
                 records.len()
             );
             let errors: Vec<String> = records.iter().filter_map(|r| r.error.clone()).collect();
-            workers::store::records::record_run(&task.options.store_dir, &run.id, &records).await;
+            publisher::store::records::record_run(&task.options.store_dir, &run.id, &records).await;
             task.results.extend(records);
             if ok == 0 {
                 let error = format!(
@@ -695,8 +699,8 @@ async fn llm_stage(
 }
 
 /// Adds an agent's token usage to the run's tally (per agent and in total).
-fn add_usage(task: &mut Task, agent: &str, usage: &workers::agents::Usage) {
-    let mut tally: std::collections::BTreeMap<String, workers::agents::Usage> = task
+fn add_usage(task: &mut Task, agent: &str, usage: &agents::Usage) {
+    let mut tally: std::collections::BTreeMap<String, agents::Usage> = task
         .usage
         .as_ref()
         .and_then(|u| serde_json::from_value(u.clone()).ok())
@@ -712,7 +716,7 @@ async fn publish(run: &RunInfo, task: &mut Task) -> Result<StageOut, JobError> {
         return Ok((stage_failed(task, note.clone(), false), note, false));
     };
     let summary = summarize(&run.id, task, true, None);
-    let published = publisher::publish_configured(
+    let published = publisher::publish::publish_configured(
         &task.options.store_dir,
         Some(&task.options.data_dir),
         &run.id,
@@ -740,12 +744,12 @@ mod tests {
     use super::*;
     use crate::pipeline::definition::PipelineDef;
     use crate::pipeline::RunOptions;
-    use workers::pipeline::{fingerprint, ExperimentRecord, RunStatus};
-    use workers::zoo::spec::ExperimentSpec;
+    use trainer::experiments::{fingerprint, ExperimentRecord, RunStatus};
+    use trainer::zoo::spec::ExperimentSpec;
 
     fn record(spec: ExperimentSpec, crps: Option<f64>) -> ExperimentRecord {
         ExperimentRecord {
-            name: workers::pipeline::experiment_name(&spec),
+            name: trainer::experiments::experiment_name(&spec),
             run_id: None,
             fingerprint: fingerprint(&spec),
             spec,

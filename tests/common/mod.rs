@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use synth_city::queue::Queue;
+use engine::queue::Queue;
 
 pub struct RedisServer {
     child: Option<Child>,
@@ -112,7 +112,7 @@ impl Drop for RedisServer {
 /// A migrated queue under a fresh prefix.
 pub async fn queue(redis: &RedisServer) -> Queue {
     let q = Queue::new(&redis.url(), "t", Default::default()).unwrap();
-    synth_city::migrate::migrate(&q).await.unwrap();
+    engine::migrate::migrate(&q).await.unwrap();
     q
 }
 

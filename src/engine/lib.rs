@@ -1,0 +1,23 @@
+//! synth-city's queue core: the Redis-streams job queue ([`queue`]), the worker runtime
+//! ([`worker`]), one Lua script per atomic step ([`scripts`]), the counting semaphore
+//! ([`semaphore`]), cron schedules ([`scheduler`]), migrations ([`migrate`]), the key layout
+//! ([`keys`]), Prometheus metrics ([`metrics`]) and the queue benchmark ([`bench`]).
+//!
+//! It knows nothing of forecasting: job types and payloads come from the `jobs` crate and
+//! handlers are registered by the binary. It does not depend on candle, warp or any object
+//! store, and its tests need only a redis-server.
+
+pub mod bench;
+pub mod builtin;
+pub mod config;
+pub mod keys;
+pub mod metrics;
+pub mod migrate;
+pub mod queue;
+pub mod scheduler;
+pub mod scripts;
+pub mod semaphore;
+pub mod worker;
+
+pub use queue::{EnqueueRequest, Queue, QueueError};
+pub use worker::{Worker, WorkerOptions};

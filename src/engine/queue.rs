@@ -1,0 +1,714 @@
+//! The producer and operator side of the queue: enqueue, status, cancel, stats,
+//! dead letters. Workers use the same [`Queue`] for their Redis access.
+//!
+//! Every mutation is one Lua script (see `scripts.rs`), so a crash between two
+//! Redis calls can never leave a job half-moved. Calls that fail because Redis
+//! is unreachable are retried with backoff for `QueueConfig::retry_for`; the
+//! scripts are written so that a retried call cannot duplicate its effect
+//! (enqueue checks the job id, finish/fail check entry ownership).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_redis::{Manager, Pool};
+use jobs::{Catalog, JobEnvelope, ENVELOPE_VERSION};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use redis::{AsyncCommands, AsyncConnectionConfig, RedisError};
+use serde::Serialize;
+use thiserror::Error;
+
+use crate::config::QueueConfig;
+use crate::keys::{Keys, GROUP};
+use crate::scripts::Scripts;
+
+/// What can go wrong talking to the queue.
+#[derive(Debug, Error)]
+pub enum QueueError {
+    #[error("redis: {0}")]
+    Redis(#[from] RedisError),
+    #[error("redis connection pool: {0}")]
+    Pool(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("redis schema is at version {found} but this build expects {expected}: run `synth-city migrate`")]
+    Schema { found: u32, expected: u32 },
+    #[error("redis at {url} is unreachable after retrying for {secs}s: {last}")]
+    Unreachable {
+        url: String,
+        secs: u64,
+        last: String,
+    },
+}
+
+impl QueueError {
+    /// Whether waiting and trying again may help (Redis down, restarting, loading).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            QueueError::Redis(e) => is_transient(e),
+            QueueError::Pool(_) => true,
+            _ => false,
+        }
+    }
+}
+
+/// Transient Redis errors: connection refused or dropped, timeouts, LOADING, TRYAGAIN.
+pub fn is_transient(e: &RedisError) -> bool {
+    e.is_io_error()
+        || e.is_timeout()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || matches!(e.retry_method(), redis::RetryMethod::WaitAndRetry)
+}
+
+pub type Result<T, E = QueueError> = std::result::Result<T, E>;
+
+/// A request to enqueue one job. Unset fields take the job type's defaults.
+#[derive(Debug, Clone, Default)]
+pub struct EnqueueRequest {
+    pub job_type: String,
+    pub payload: serde_json::Value,
+    pub id: Option<String>,
+    pub max_attempts: Option<u32>,
+    pub timeout_ms: Option<u64>,
+    pub idempotency_key: Option<String>,
+    /// Run no sooner than this many ms after Redis receives the job.
+    pub delay_ms: u64,
+    /// Run no sooner than this Unix time in ms (Redis clock).
+    pub run_at_ms: u64,
+    pub run_id: Option<String>,
+    pub bot_id: Option<String>,
+}
+
+impl EnqueueRequest {
+    pub fn new(job_type: impl Into<String>, payload: serde_json::Value) -> Self {
+        Self {
+            job_type: job_type.into(),
+            payload,
+            ..Default::default()
+        }
+    }
+
+    /// Checks the request against this build's catalog and builds the envelope.
+    pub fn into_envelope(self) -> Result<(JobEnvelope, u64, u64)> {
+        self.into_envelope_in(&Catalog::default())
+    }
+
+    /// Checks the request against `catalog` and builds the envelope.
+    pub fn into_envelope_in(self, catalog: &Catalog) -> Result<(JobEnvelope, u64, u64)> {
+        let info = catalog.find(&self.job_type).map_err(QueueError::Invalid)?;
+        (info.validate)(&self.payload).map_err(QueueError::Invalid)?;
+        if let Some(k) = &self.idempotency_key {
+            if k.is_empty() || k.len() > 200 {
+                return Err(QueueError::Invalid(
+                    "idempotency key must be 1 to 200 characters".into(),
+                ));
+            }
+        }
+        let max_attempts = self.max_attempts.unwrap_or(info.max_attempts);
+        if max_attempts == 0 {
+            return Err(QueueError::Invalid(
+                "max_attempts must be at least 1".into(),
+            ));
+        }
+        let timeout_ms = self.timeout_ms.unwrap_or(info.timeout_ms);
+        if timeout_ms == 0 {
+            return Err(QueueError::Invalid("timeout must be at least 1 ms".into()));
+        }
+        let env = JobEnvelope {
+            v: ENVELOPE_VERSION,
+            id: self.id.unwrap_or_else(|| ulid::Ulid::new().to_string()),
+            job_type: info.name.to_string(),
+            payload: self.payload,
+            attempt: 0,
+            max_attempts,
+            timeout_ms,
+            idempotency_key: self.idempotency_key,
+            run_id: self.run_id,
+            bot_id: self.bot_id,
+            enqueued_at_ms: 0,
+        };
+        Ok((env, self.run_at_ms, self.delay_ms))
+    }
+}
+
+/// The answer to an enqueue: the job id, and whether this call created it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Enqueued {
+    pub id: String,
+    pub created: bool,
+}
+
+/// A job's status record.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct JobStatus {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub job_type: String,
+    pub state: String,
+    pub attempt: u32,
+    pub starts: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payload: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub result: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub progress: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub worker: Option<String>,
+    pub enqueued_at_ms: Option<u64>,
+    pub started_at_ms: Option<u64>,
+    pub finished_at_ms: Option<u64>,
+    pub cancel_requested: bool,
+    /// The bot that enqueued it, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bot_id: Option<String>,
+}
+
+/// Per-type counts for `jobs stats`.
+#[derive(Debug, Clone, Serialize, Default, PartialEq)]
+pub struct TypeStats {
+    #[serde(rename = "type")]
+    pub job_type: String,
+    pub waiting: u64,
+    pub in_flight: u64,
+    pub delayed: u64,
+    pub enqueued: u64,
+    pub completed: u64,
+    pub failed: u64,
+    pub retried: u64,
+    pub dead: u64,
+    pub cancelled: u64,
+    pub stalled: u64,
+    /// Age of the oldest waiting-or-running entry, in ms.
+    pub oldest_ms: u64,
+}
+
+/// A dead letter.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct DeadLetter {
+    pub dlq_id: String,
+    pub id: String,
+    #[serde(rename = "type")]
+    pub job_type: String,
+    pub error: String,
+    pub at_ms: u64,
+    /// The envelope (or the raw entry when it could not be decoded).
+    pub job: String,
+}
+
+/// What `cancel` did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CancelOutcome {
+    /// It was waiting or delayed and will never run.
+    Cancelled,
+    /// It is running; its handler has been asked to stop.
+    Cancelling,
+    /// No such job (or its record expired).
+    Missing,
+    /// It already finished in this state.
+    AlreadyFinished(String),
+}
+
+/// A handle on one deployment's queue. Cheap to clone.
+#[derive(Clone)]
+pub struct Queue {
+    pool: Pool,
+    /// One multiplexed connection shared by every short request ([`Queue::retrying`]):
+    /// concurrent callers pipeline over it, with no per-request checkout round trip.
+    /// Created on first use; it reconnects by itself after a failure.
+    shared: Arc<tokio::sync::OnceCell<ConnectionManager>>,
+    url: String,
+    keys: Keys,
+    scripts: Arc<Scripts>,
+    cfg: QueueConfig,
+    catalog: Arc<Catalog>,
+}
+
+impl Queue {
+    /// Builds a handle; connects lazily, so Redis may come up later.
+    pub fn new(url: &str, prefix: &str, cfg: QueueConfig) -> Result<Self> {
+        crate::config::validate_prefix(prefix).map_err(QueueError::Invalid)?;
+        let conn_cfg = AsyncConnectionConfig::new()
+            .set_response_timeout(Some(cfg.response_timeout))
+            .set_connection_timeout(Some(Duration::from_secs(2)));
+        let manager = Manager::new_with_config(url, conn_cfg)
+            .map_err(|e| QueueError::Invalid(format!("bad redis url {url:?}: {e}")))?;
+        let pool = Pool::builder(manager)
+            .max_size(32)
+            .wait_timeout(Some(Duration::from_secs(10)))
+            .create_timeout(Some(Duration::from_secs(3)))
+            .runtime(deadpool_redis::Runtime::Tokio1)
+            .build()
+            .map_err(|e| QueueError::Pool(e.to_string()))?;
+        Ok(Self {
+            pool,
+            shared: Arc::new(tokio::sync::OnceCell::new()),
+            url: url.to_string(),
+            keys: Keys::new(prefix),
+            scripts: Arc::new(Scripts::new()),
+            cfg,
+            catalog: Arc::new(Catalog::default()),
+        })
+    }
+
+    /// The same queue accepting the job types of `catalog` (this build's by default).
+    pub fn with_catalog(mut self, catalog: Catalog) -> Self {
+        self.catalog = Arc::new(catalog);
+        self
+    }
+
+    /// The job types this queue accepts.
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+    pub fn scripts(&self) -> &Scripts {
+        &self.scripts
+    }
+    pub fn config(&self) -> &QueueConfig {
+        &self.cfg
+    }
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+    pub fn prefix(&self) -> &str {
+        self.keys.prefix()
+    }
+
+    /// A pooled connection. Long-lived loops keep one until it errors.
+    pub async fn conn(&self) -> Result<deadpool_redis::Connection> {
+        self.pool.get().await.map_err(|e| match e {
+            deadpool_redis::PoolError::Backend(e) => QueueError::Redis(e),
+            other => QueueError::Pool(other.to_string()),
+        })
+    }
+
+    /// A dedicated connection for blocking reads, with its own timeout.
+    pub async fn dedicated(&self, response_timeout: Duration) -> Result<MultiplexedConnection> {
+        let client = redis::Client::open(self.url.as_str())?;
+        let cfg = AsyncConnectionConfig::new()
+            .set_response_timeout(Some(response_timeout))
+            .set_connection_timeout(Some(Duration::from_secs(2)));
+        Ok(client
+            .get_multiplexed_async_connection_with_config(&cfg)
+            .await?)
+    }
+
+    /// The shared multiplexed connection (a cheap clone), connecting on first use.
+    pub async fn shared(&self) -> Result<ConnectionManager> {
+        let mgr = self
+            .shared
+            .get_or_try_init(|| async {
+                let client = redis::Client::open(self.url.as_str())?;
+                let cfg = ConnectionManagerConfig::new()
+                    .set_response_timeout(Some(self.cfg.response_timeout))
+                    .set_connection_timeout(Some(Duration::from_secs(2)))
+                    .set_number_of_retries(1)
+                    .set_max_delay(Duration::from_millis(500));
+                ConnectionManager::new_with_config(client, cfg).await
+            })
+            .await?;
+        Ok(mgr.clone())
+    }
+
+    /// Runs `op` with the shared connection, retrying transient failures with
+    /// exponential backoff for `retry_for`, logging each wait. `op` must not
+    /// block the connection (no blocking reads: use [`Queue::dedicated`]).
+    pub async fn retrying<T, F, Fut>(&self, what: &str, mut op: F) -> Result<T>
+    where
+        F: FnMut(ConnectionManager) -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        let started = tokio::time::Instant::now();
+        let mut backoff = Backoff::new();
+        loop {
+            let res = match self.shared().await {
+                Ok(c) => op(c).await,
+                Err(e) => Err(e),
+            };
+            match res {
+                Err(e) if e.is_transient() => {
+                    if started.elapsed() >= self.cfg.retry_for {
+                        return Err(QueueError::Unreachable {
+                            url: self.url.clone(),
+                            secs: self.cfg.retry_for.as_secs(),
+                            last: e.to_string(),
+                        });
+                    }
+                    let wait = backoff.next_delay();
+                    tracing::warn!(%e, ?wait, "{what}: redis unavailable, retrying");
+                    tokio::time::sleep(wait).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Redis server time in Unix ms.
+    pub async fn time_ms(&self) -> Result<u64> {
+        self.retrying("time", |mut c| async move {
+            let (s, us): (u64, u64) = redis::cmd("TIME").query_async(&mut c).await?;
+            Ok(s * 1000 + us / 1000)
+        })
+        .await
+    }
+
+    /// Enqueues one job.
+    pub async fn enqueue(&self, req: EnqueueRequest) -> Result<Enqueued> {
+        Ok(self.enqueue_many(vec![req]).await?.remove(0))
+    }
+
+    /// Enqueues many jobs in one atomic script call per 500 jobs.
+    pub async fn enqueue_many(&self, reqs: Vec<EnqueueRequest>) -> Result<Vec<Enqueued>> {
+        let mut prepared = Vec::with_capacity(reqs.len());
+        for r in reqs {
+            prepared.push(r.into_envelope_in(&self.catalog)?);
+        }
+        let mut out = Vec::with_capacity(prepared.len());
+        for chunk in prepared.chunks(500) {
+            let ttl = self.cfg.result_ttl.as_millis() as u64;
+            let res: Vec<(String, i64)> = self
+                .retrying("enqueue", |mut c| {
+                    let mut inv = self.scripts.enqueue.prepare_invoke();
+                    inv.arg(self.prefix()).arg(ttl);
+                    for (env, run_at, delay) in chunk {
+                        inv.arg(&env.job_type)
+                            .arg(&env.id)
+                            .arg(env.to_json())
+                            .arg(env.idempotency_key.as_deref().unwrap_or(""))
+                            .arg(*run_at)
+                            .arg(*delay)
+                            .arg(env.bot_id.as_deref().unwrap_or(""));
+                    }
+                    async move { Ok(inv.invoke_async(&mut c).await?) }
+                })
+                .await?;
+            out.extend(res.into_iter().map(|(id, created)| Enqueued {
+                id,
+                created: created == 1,
+            }));
+        }
+        Ok(out)
+    }
+
+    /// The status record of a job, or `None` if unknown or expired.
+    pub async fn status(&self, id: &str) -> Result<Option<JobStatus>> {
+        let key = self.keys.job(id);
+        let h: BTreeMap<String, String> = self
+            .retrying("status", |mut c| {
+                let key = key.clone();
+                async move { Ok(c.hgetall(key).await?) }
+            })
+            .await?;
+        if h.is_empty() {
+            return Ok(None);
+        }
+        let num = |k: &str| h.get(k).and_then(|v| v.parse::<u64>().ok());
+        let json = |k: &str| {
+            h.get(k)
+                .map(|v| serde_json::from_str(v).unwrap_or(serde_json::Value::String(v.clone())))
+        };
+        let payload = h
+            .get("env")
+            .and_then(|e| serde_json::from_str::<serde_json::Value>(e).ok())
+            .and_then(|mut e| e.get_mut("payload").map(serde_json::Value::take));
+        Ok(Some(JobStatus {
+            id: id.to_string(),
+            job_type: h.get("type").cloned().unwrap_or_default(),
+            state: h.get("state").cloned().unwrap_or_else(|| "unknown".into()),
+            attempt: num("attempt").unwrap_or(0) as u32,
+            starts: num("starts").unwrap_or(0) as u32,
+            payload,
+            result: json("result").filter(|v| !v.is_null()),
+            error: h.get("error").cloned(),
+            progress: json("progress"),
+            worker: h.get("worker").cloned(),
+            enqueued_at_ms: num("enqueued_at"),
+            started_at_ms: num("started_at"),
+            finished_at_ms: num("finished_at"),
+            cancel_requested: h.get("cancel").map(|v| v == "1").unwrap_or(false),
+            bot_id: h.get("bot").filter(|b| !b.is_empty()).cloned(),
+        }))
+    }
+
+    /// Cancels a job: at once if not yet running, cooperatively if running.
+    pub async fn cancel(&self, id: &str) -> Result<CancelOutcome> {
+        let ttl = self.cfg.result_ttl.as_millis() as u64;
+        let s: String = self
+            .retrying("cancel", |mut c| {
+                let mut inv = self.scripts.cancel.prepare_invoke();
+                inv.arg(self.prefix()).arg(ttl).arg(id);
+                async move { Ok(inv.invoke_async(&mut c).await?) }
+            })
+            .await?;
+        Ok(match s.as_str() {
+            "cancelled" => CancelOutcome::Cancelled,
+            "cancelling" => CancelOutcome::Cancelling,
+            "missing" => CancelOutcome::Missing,
+            other => {
+                CancelOutcome::AlreadyFinished(other.trim_start_matches("finished:").to_string())
+            }
+        })
+    }
+
+    /// Counts per job type, for every type in the catalog.
+    pub async fn stats(&self) -> Result<Vec<TypeStats>> {
+        let types: Vec<&str> = self.catalog.types().iter().map(|t| t.name).collect();
+        self.stats_for(&types).await
+    }
+
+    /// Counts for the given types.
+    pub async fn stats_for(&self, types: &[&str]) -> Result<Vec<TypeStats>> {
+        self.retrying("stats", |mut c| async move {
+            let now = {
+                let (s, us): (u64, u64) = redis::cmd("TIME").query_async(&mut c).await?;
+                s * 1000 + us / 1000
+            };
+            let mut out = Vec::new();
+            for t in types {
+                let stream = self.keys.stream(t);
+                let len: u64 = c.xlen(&stream).await?;
+                let pending: u64 = match redis::cmd("XPENDING")
+                    .arg(&stream)
+                    .arg(GROUP)
+                    .query_async::<redis::Value>(&mut c)
+                    .await
+                {
+                    Ok(redis::Value::Array(v)) => match v.first() {
+                        Some(redis::Value::Int(n)) => *n as u64,
+                        _ => 0,
+                    },
+                    Ok(_) => 0,
+                    Err(e) if e.code() == Some("NOGROUP") => 0,
+                    Err(e) => return Err(e.into()),
+                };
+                let first: redis::streams::StreamRangeReply =
+                    c.xrange_count(&stream, "-", "+", 1).await?;
+                let oldest_ms = first
+                    .ids
+                    .first()
+                    .and_then(|e| e.id.split('-').next()?.parse::<u64>().ok())
+                    .map(|ms| now.saturating_sub(ms))
+                    .unwrap_or(0);
+                let h: BTreeMap<String, u64> = c.hgetall(self.keys.stats(t)).await?;
+                let g = |k: &str| h.get(k).copied().unwrap_or(0);
+                out.push(TypeStats {
+                    job_type: t.to_string(),
+                    waiting: len.saturating_sub(pending),
+                    in_flight: pending,
+                    // Maintained by the scripts that add to / remove from `delayed`.
+                    delayed: g("delayed_now"),
+                    enqueued: g("enqueued"),
+                    completed: g("completed"),
+                    failed: g("failed"),
+                    retried: g("retried"),
+                    dead: g("dead"),
+                    cancelled: g("cancelled"),
+                    stalled: g("stalled"),
+                    oldest_ms,
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// The oldest `limit` dead letters.
+    pub async fn dlq_list(&self, limit: usize) -> Result<Vec<DeadLetter>> {
+        let key = self.keys.dlq();
+        let reply: redis::streams::StreamRangeReply = self
+            .retrying("dlq list", |mut c| {
+                let key = key.clone();
+                async move { Ok(c.xrange_count(key, "-", "+", limit).await?) }
+            })
+            .await?;
+        Ok(reply
+            .ids
+            .into_iter()
+            .map(|e| {
+                let f = |k: &str| e.get::<String>(k).unwrap_or_default();
+                DeadLetter {
+                    id: f("id"),
+                    job_type: f("type"),
+                    error: f("error"),
+                    at_ms: f("at").parse().unwrap_or(0),
+                    job: f("job"),
+                    dlq_id: e.id.clone(),
+                }
+            })
+            .collect())
+    }
+
+    /// Puts dead letters back on their streams with a fresh attempt count.
+    /// `ids` are dead-letter entry ids; empty means every retryable letter.
+    /// Returns (requeued, skipped with reasons).
+    pub async fn dlq_retry(&self, ids: &[String]) -> Result<(usize, Vec<String>)> {
+        let letters = self.dlq_list(100_000).await?;
+        let mut skipped = Vec::new();
+        let mut batch = Vec::new();
+        for l in letters {
+            if !ids.is_empty() && !ids.contains(&l.dlq_id) {
+                continue;
+            }
+            match JobEnvelope::from_json(&l.job) {
+                Ok(mut env) => {
+                    env.attempt = 0;
+                    batch.push((l.dlq_id, env));
+                }
+                Err(e) => skipped.push(format!(
+                    "{}: cannot be retried, its entry does not decode ({e})",
+                    l.dlq_id
+                )),
+            }
+        }
+        let mut n = 0;
+        for chunk in batch.chunks(200) {
+            let moved: usize = self
+                .retrying("dlq retry", |mut c| {
+                    let mut inv = self.scripts.requeue.prepare_invoke();
+                    inv.arg(self.prefix());
+                    for (did, env) in chunk {
+                        inv.arg(did)
+                            .arg(&env.job_type)
+                            .arg(&env.id)
+                            .arg(env.to_json());
+                    }
+                    async move { Ok(inv.invoke_async(&mut c).await?) }
+                })
+                .await?;
+            n += moved;
+        }
+        Ok((n, skipped))
+    }
+
+    /// Deletes every dead letter; returns how many.
+    pub async fn dlq_purge(&self) -> Result<u64> {
+        let key = self.keys.dlq();
+        self.retrying("dlq purge", |mut c| {
+            let key = key.clone();
+            async move {
+                let n: u64 = c.xlen(&key).await?;
+                let _: () = c.del(&key).await?;
+                Ok(n)
+            }
+        })
+        .await
+    }
+
+    /// The schema version recorded by `synth-city migrate` (0 = never migrated).
+    pub async fn schema_version(&self) -> Result<u32> {
+        let key = self.keys.meta();
+        self.retrying("schema version", |mut c| {
+            let key = key.clone();
+            async move {
+                let v: Option<u32> = c.hget(key, "schema_version").await?;
+                Ok(v.unwrap_or(0))
+            }
+        })
+        .await
+    }
+
+    /// Refuses to go on unless Redis is at this build's schema version.
+    pub async fn check_schema(&self) -> Result<()> {
+        let found = self.schema_version().await?;
+        let expected = crate::migrate::LATEST;
+        if found != expected {
+            return Err(QueueError::Schema { found, expected });
+        }
+        Ok(())
+    }
+}
+
+/// Exponential backoff with full jitter: 50 ms doubling to 5 s.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    attempt: u32,
+    base: Duration,
+    cap: Duration,
+}
+
+impl Backoff {
+    pub fn new() -> Self {
+        Self::with(Duration::from_millis(50), Duration::from_secs(5))
+    }
+
+    pub fn with(base: Duration, cap: Duration) -> Self {
+        Self {
+            attempt: 0,
+            base,
+            cap,
+        }
+    }
+
+    /// The next delay: uniform in [d/2, d] where d = min(cap, base * 2^attempt).
+    pub fn next_delay(&mut self) -> Duration {
+        let d = retry_delay(self.base, self.cap, self.attempt);
+        self.attempt = self.attempt.saturating_add(1);
+        d
+    }
+
+    pub fn reset(&mut self) {
+        self.attempt = 0;
+    }
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Exponential backoff with jitter for attempt `n` (0-based): a uniform draw
+/// from [d/2, d], d = min(cap, base * 2^n). Jitter keeps a crowd of failed jobs
+/// from retrying in lockstep.
+pub fn retry_delay(base: Duration, cap: Duration, n: u32) -> Duration {
+    use rand::Rng;
+    let exp = base.saturating_mul(2u32.saturating_pow(n.min(30)));
+    let d = exp.min(cap);
+    let half = d / 2;
+    let jitter_ms = rand::rng().random_range(0..=half.as_millis().max(1) as u64);
+    half + Duration::from_millis(jitter_ms)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_within_bounds() {
+        let base = Duration::from_millis(100);
+        let cap = Duration::from_secs(2);
+        for n in 0..20 {
+            let d = retry_delay(base, cap, n);
+            let full = base.saturating_mul(2u32.pow(n.min(30))).min(cap);
+            assert!(
+                d >= full / 2 && d <= full + Duration::from_millis(1),
+                "{n}: {d:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn enqueue_request_is_checked_against_the_catalog() {
+        let err = EnqueueRequest::new("nope", serde_json::json!({}))
+            .into_envelope()
+            .unwrap_err();
+        assert!(err.to_string().contains("unknown job type `nope`"));
+        let err = EnqueueRequest::new("sleep", serde_json::json!({"ms": -1}))
+            .into_envelope()
+            .unwrap_err();
+        assert!(err.to_string().contains("payload for `sleep`"), "{err}");
+        let (env, _, _) = EnqueueRequest::new("sleep", serde_json::json!({"ms": 5}))
+            .into_envelope()
+            .unwrap();
+        assert_eq!(env.max_attempts, 3);
+        assert_eq!(env.attempt, 0);
+    }
+}

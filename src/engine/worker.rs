@@ -1,0 +1,1193 @@
+//! The worker runtime: fetch, run, renew, finish, recover, shut down.
+//!
+//! One process runs these tasks around a shared table of in-flight jobs:
+//!
+//! - **fetch** (the main loop): waits for a free slot of `--concurrency`, then
+//!   `XREADGROUP ... BLOCK` on its roles' streams, and starts what it gets;
+//! - **reclaim**: `XAUTOCLAIM`s entries idle longer than the lease — those of a
+//!   worker that died — and starts them here (`start.lua` counts the stall);
+//! - **lease keeper**: every lease/3 re-claims (`XCLAIM JUSTID`) the entries of
+//!   running jobs so their idle time never reaches the lease, and trips a job's
+//!   cancellation token when an operator cancelled it or the lease was lost;
+//! - **finisher**: batches outcomes into `finish.lua` / `fail.lua` /
+//!   `handback.lua` calls, retrying while Redis is away; a slot is freed only
+//!   once its outcome is recorded;
+//! - **promoter**, **heartbeat**, **gauges**, **progress**: small loops.
+//!
+//! Lease time is the entry's idle time in the consumer group's pending list,
+//! measured by Redis, so no worker clock enters. Shutdown: stop fetching, wait
+//! `grace` for running jobs, then cancel them and hand their entries back to the
+//! stream without counting an attempt.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use jobs::{JobContext, JobEnvelope, JobError, ProgressUpdate, Registry};
+use redis::streams::{StreamAutoClaimOptions, StreamId, StreamReadOptions, StreamReadReply};
+use redis::AsyncCommands;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use crate::keys::GROUP;
+use crate::metrics::Metrics;
+use crate::queue::{retry_delay, Backoff, Queue, QueueError};
+
+/// How a worker behaves. Defaults suit production; tests shorten the times.
+#[derive(Debug, Clone)]
+pub struct WorkerOptions {
+    /// Job types this worker runs.
+    pub roles: Vec<String>,
+    /// Jobs run at once.
+    pub concurrency: usize,
+    /// Most entries taken per read.
+    pub batch: usize,
+    /// Idle time after which another worker may take a job over.
+    pub lease: Duration,
+    /// How long one blocking read waits for work.
+    pub block: Duration,
+    /// Shutdown: how long running jobs get to finish.
+    pub grace: Duration,
+    /// First retry delay of a failed job; doubles per attempt up to `retry_cap`.
+    pub retry_base: Duration,
+    pub retry_cap: Duration,
+    /// Heartbeat period (the registration expires after three).
+    pub heartbeat: Duration,
+    /// A readable name for this worker; a unique suffix is always added.
+    pub name: Option<String>,
+}
+
+impl Default for WorkerOptions {
+    fn default() -> Self {
+        Self {
+            roles: vec![],
+            concurrency: 8,
+            batch: 64,
+            lease: Duration::from_secs(30),
+            block: Duration::from_secs(1),
+            grace: Duration::from_secs(30),
+            retry_base: Duration::from_secs(1),
+            retry_cap: Duration::from_secs(3600),
+            heartbeat: Duration::from_secs(5),
+            name: None,
+        }
+    }
+}
+
+/// What the worker reports about each recorded job, for benchmarks and tests.
+#[derive(Debug, Clone)]
+pub struct Observation {
+    pub job_id: String,
+    pub job_type: String,
+    /// completed | cancelled | retrying | dead | handed_back
+    pub outcome: &'static str,
+    /// Enqueue (or ready) to recorded outcome, by the Redis clock.
+    pub latency_ms: u64,
+}
+
+/// Why a running job's token was tripped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StopReason {
+    Cancelled,
+    LeaseLost,
+    Shutdown,
+}
+
+struct InFlight {
+    job_type: String,
+    stream_id: String,
+    token: CancellationToken,
+    reason: Arc<Mutex<Option<StopReason>>>,
+}
+
+/// An entry delivered to this worker and decoded.
+struct Delivery {
+    job_type: String,
+    stream_id: String,
+    raw: String,
+    env: JobEnvelope,
+    ready_at_ms: u64,
+}
+
+enum Outcome {
+    Finish {
+        state: &'static str,
+        result: String,
+    },
+    Fail {
+        error: String,
+        retry_in: Option<Duration>,
+        /// False for a deferral: no attempt is used.
+        counts: bool,
+    },
+    HandBack,
+}
+
+struct Done {
+    d: Delivery,
+    outcome: Outcome,
+    run_time: Duration,
+    _permit: OwnedSemaphorePermit,
+}
+
+struct Inner {
+    queue: Queue,
+    registry: Registry,
+    opts: WorkerOptions,
+    id: String,
+    metrics: Metrics,
+    in_flight: Mutex<HashMap<String, InFlight>>,
+    slots: Arc<Semaphore>,
+    done_tx: mpsc::UnboundedSender<Done>,
+    progress_tx: mpsc::UnboundedSender<ProgressUpdate>,
+    observer: Option<mpsc::UnboundedSender<Observation>>,
+    processed: std::sync::atomic::AtomicU64,
+    /// Wakes the local promoter when this worker schedules a retry.
+    promote_now: tokio::sync::Notify,
+    /// Fires when the worker is asked to stop fetching.
+    shutdown: CancellationToken,
+    /// Fires when the finisher must stop; unrecorded outcomes are left to the
+    /// reclaimer rather than holding the process hostage while Redis is away.
+    closing: CancellationToken,
+}
+
+/// A worker process's runtime.
+pub struct Worker {
+    queue: Queue,
+    registry: Registry,
+    opts: WorkerOptions,
+    metrics: Metrics,
+    observer: Option<mpsc::UnboundedSender<Observation>>,
+    id: String,
+}
+
+impl Worker {
+    /// Builds a worker; `registry` must hold a handler for every role.
+    pub fn new(queue: Queue, registry: Registry, opts: WorkerOptions) -> Result<Self, QueueError> {
+        if opts.roles.is_empty() {
+            return Err(QueueError::Invalid(
+                "a worker needs at least one role".into(),
+            ));
+        }
+        for r in &opts.roles {
+            queue.catalog().find(r).map_err(QueueError::Invalid)?;
+            if registry.get(r).is_none() {
+                return Err(QueueError::Invalid(format!(
+                    "no handler for job type `{r}` in this build; handlers: {}",
+                    registry.types().join(", ")
+                )));
+            }
+        }
+        if opts.concurrency == 0 || opts.batch == 0 {
+            return Err(QueueError::Invalid(
+                "concurrency and batch must be at least 1".into(),
+            ));
+        }
+        if opts.lease < Duration::from_millis(300) {
+            return Err(QueueError::Invalid("lease must be at least 300 ms".into()));
+        }
+        let host = hostname::get()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_else(|_| "host".into());
+        // Unique per process: a reused consumer name would inherit a dead
+        // process's pending entries and never see them as orphans.
+        let id = format!(
+            "{}-{}-{}",
+            opts.name.clone().unwrap_or(host),
+            std::process::id(),
+            &ulid::Ulid::new().to_string()[20..]
+        );
+        Ok(Self {
+            queue,
+            registry,
+            opts,
+            metrics: Metrics::new(),
+            observer: None,
+            id,
+        })
+    }
+
+    /// The consumer name this worker reads under.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The worker's metrics (to serve them).
+    pub fn metrics(&self) -> Metrics {
+        self.metrics.clone()
+    }
+
+    /// Sends an [`Observation`] for every recorded outcome.
+    pub fn observe(&mut self, tx: mpsc::UnboundedSender<Observation>) {
+        self.observer = Some(tx);
+    }
+
+    /// Runs until `shutdown` fires, then drains and returns.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), QueueError> {
+        self.queue.check_schema().await?;
+        crate::migrate::ensure_groups(&self.queue, &self.opts.roles).await?;
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
+        let (progress_tx, progress_rx) = mpsc::unbounded_channel();
+        let inner = Arc::new(Inner {
+            slots: Arc::new(Semaphore::new(self.opts.concurrency)),
+            queue: self.queue,
+            registry: self.registry,
+            opts: self.opts,
+            id: self.id,
+            metrics: self.metrics,
+            in_flight: Mutex::new(HashMap::new()),
+            done_tx,
+            progress_tx,
+            observer: self.observer,
+            processed: Default::default(),
+            promote_now: tokio::sync::Notify::new(),
+            shutdown: shutdown.clone(),
+            closing: CancellationToken::new(),
+        });
+        tracing::info!(worker = %inner.id, roles = ?inner.opts.roles,
+            concurrency = inner.opts.concurrency, "worker started");
+
+        let bg = CancellationToken::new();
+        let finisher = tokio::spawn(finisher(inner.clone(), done_rx, inner.closing.clone()));
+        let tasks = vec![
+            tokio::spawn(lease_keeper(inner.clone(), bg.clone())),
+            tokio::spawn(reclaimer(inner.clone(), shutdown.clone())),
+            tokio::spawn(promoter(inner.clone(), bg.clone())),
+            tokio::spawn(heartbeat(inner.clone(), bg.clone())),
+            tokio::spawn(gauges(inner.clone(), bg.clone())),
+            tokio::spawn(progress_writer(inner.clone(), progress_rx, bg.clone())),
+        ];
+
+        fetch_loop(&inner, &shutdown).await;
+
+        // Drain: running jobs get `grace`, then are cancelled and handed back.
+        tracing::info!(worker = %inner.id, "shutting down: no new jobs");
+        let all = inner.opts.concurrency as u32;
+        let drained = tokio::time::timeout(inner.opts.grace, inner.slots.acquire_many(all)).await;
+        if drained.is_err() {
+            let n = {
+                let map = inner.in_flight.lock().unwrap();
+                for f in map.values() {
+                    *f.reason.lock().unwrap() = Some(StopReason::Shutdown);
+                    f.token.cancel();
+                }
+                map.len()
+            };
+            tracing::warn!(worker = %inner.id, jobs = n,
+                "grace period over: cancelling running jobs and handing them back");
+            let _ =
+                tokio::time::timeout(Duration::from_secs(10), inner.slots.acquire_many(all)).await;
+        }
+        bg.cancel();
+        for t in tasks {
+            let _ = t.await;
+        }
+        inner.closing.cancel();
+        let _ = finisher.await;
+        deregister(&inner.queue, &inner.id).await;
+        tracing::info!(worker = %inner.id, "worker stopped");
+        Ok(())
+    }
+}
+
+async fn fetch_loop(inner: &Arc<Inner>, shutdown: &CancellationToken) {
+    let streams: Vec<String> = inner
+        .opts
+        .roles
+        .iter()
+        .map(|r| inner.queue.keys().stream(r))
+        .collect();
+    let ids: Vec<&str> = streams.iter().map(|_| ">").collect();
+    let mut conn: Option<redis::aio::MultiplexedConnection> = None;
+    let mut backoff = Backoff::new();
+    while !shutdown.is_cancelled() {
+        let first = tokio::select! {
+            p = inner.slots.clone().acquire_owned() => p.expect("semaphore never closes"),
+            _ = shutdown.cancelled() => break,
+        };
+        let mut permits = vec![first];
+        while permits.len() < inner.opts.batch {
+            match inner.slots.clone().try_acquire_owned() {
+                Ok(p) => permits.push(p),
+                Err(_) => break,
+            }
+        }
+        if conn.is_none() {
+            match inner
+                .queue
+                .dedicated(inner.opts.block + Duration::from_secs(5))
+                .await
+            {
+                Ok(c) => conn = Some(c),
+                Err(e) => {
+                    let wait = backoff.next_delay();
+                    tracing::warn!(%e, ?wait, "fetch: cannot connect to redis, retrying");
+                    drop(permits);
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = shutdown.cancelled() => break,
+                    }
+                    continue;
+                }
+            }
+        }
+        let c = conn.as_mut().expect("connected above");
+        let opts = StreamReadOptions::default()
+            .group(GROUP, &inner.id)
+            .count(permits.len())
+            .block(inner.opts.block.as_millis() as usize);
+        let reply: redis::RedisResult<Option<StreamReadReply>> =
+            c.xread_options(&streams, &ids, &opts).await;
+        match reply {
+            Ok(Some(reply)) => {
+                backoff.reset();
+                let mut entries = Vec::new();
+                for k in reply.keys {
+                    let t = type_of_stream(inner, &k.key);
+                    entries.extend(k.ids.into_iter().map(|e| (t.clone(), e)));
+                }
+                start_entries(inner, entries, permits).await;
+            }
+            Ok(None) => backoff.reset(),
+            Err(e) => {
+                drop(permits);
+                conn = None;
+                if e.code() == Some("NOGROUP") {
+                    // The stream or group was deleted under us (e.g. FLUSHALL): recreate.
+                    let _ = crate::migrate::ensure_groups(&inner.queue, &inner.opts.roles).await;
+                }
+                let wait = backoff.next_delay();
+                tracing::warn!(%e, ?wait, "fetch: read failed, retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = shutdown.cancelled() => break,
+                }
+            }
+        }
+    }
+}
+
+fn type_of_stream(inner: &Inner, stream: &str) -> String {
+    inner
+        .opts
+        .roles
+        .iter()
+        .find(|r| inner.queue.keys().stream(r) == stream)
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// Decodes delivered entries, dead-letters the malformed ones, marks the rest
+/// started (one script call per type) and spawns them. Takes one permit per
+/// entry, waiting for more if the read returned more than it had.
+async fn start_entries(
+    inner: &Arc<Inner>,
+    entries: Vec<(String, StreamId)>,
+    mut permits: Vec<OwnedSemaphorePermit>,
+) {
+    let mut by_type: HashMap<String, Vec<Delivery>> = HashMap::new();
+    for (job_type, entry) in entries {
+        match decode(&job_type, &entry) {
+            Ok(d) => by_type.entry(job_type).or_default().push(d),
+            Err((reason, id)) => bury_raw(inner, &job_type, &entry, &reason, &id).await,
+        }
+    }
+    for (job_type, deliveries) in by_type {
+        let started = loop {
+            let mut inv = inner.queue.scripts().start.prepare_invoke();
+            inv.arg(inner.queue.prefix()).arg(&job_type).arg(&inner.id);
+            for d in &deliveries {
+                inv.arg(&d.stream_id).arg(&d.env.id).arg(d.env.max_attempts);
+            }
+            let res: Result<Vec<(String, u64, u32, u32)>, QueueError> = async {
+                let mut c = inner.queue.conn().await?;
+                Ok(inv.invoke_async(&mut c).await?)
+            }
+            .await;
+            match res {
+                Ok(v) => break v,
+                Err(e) if e.is_transient() && !inner.shutdown.is_cancelled() => {
+                    tracing::warn!(%e, "start: redis unavailable, retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(e) => {
+                    // Left pending: the reclaimer will offer them again after the lease.
+                    tracing::error!(%e, "start: script failed; entries stay pending");
+                    break Vec::new();
+                }
+            }
+        };
+        for (d, (code, now, attempt, starts)) in deliveries.into_iter().zip(started) {
+            match code.as_str() {
+                "run" => {
+                    let permit = match permits.pop() {
+                        Some(p) => p,
+                        None => inner
+                            .slots
+                            .clone()
+                            .acquire_owned()
+                            .await
+                            .expect("semaphore never closes"),
+                    };
+                    let wait = now.saturating_sub(d.ready_at_ms);
+                    inner
+                        .metrics
+                        .wait_seconds
+                        .with_label_values(&[&d.job_type])
+                        .observe(wait as f64 / 1000.0);
+                    spawn_job(inner, d, attempt, starts, permit);
+                }
+                "dead" => {
+                    inner.metrics.dead.with_label_values(&[&d.job_type]).inc();
+                    tracing::warn!(job = %d.env.id, r#type = %d.job_type, attempt,
+                        "job dead-lettered: its workers kept dying");
+                }
+                _ => tracing::debug!(job = %d.env.id, "skipped: already finished or cancelled"),
+            }
+        }
+    }
+}
+
+fn decode(job_type: &str, entry: &StreamId) -> Result<Delivery, (String, String)> {
+    let raw: Option<String> = entry.get("job");
+    let Some(raw) = raw else {
+        return Err(("stream entry has no `job` field".into(), String::new()));
+    };
+    let env = JobEnvelope::from_json(&raw).map_err(|reason| {
+        let id = serde_json::from_str::<serde_json::Value>(&raw)
+            .ok()
+            .and_then(|v| v.get("id")?.as_str().map(str::to_string))
+            .unwrap_or_default();
+        (reason, id)
+    })?;
+    if env.job_type != job_type {
+        return Err((
+            format!(
+                "envelope type `{}` does not match its stream `{job_type}`",
+                env.job_type
+            ),
+            env.id,
+        ));
+    }
+    let ready_at_ms = entry
+        .get::<String>("at")
+        .and_then(|s| s.parse().ok())
+        .or_else(|| entry.id.split('-').next()?.parse().ok())
+        .unwrap_or(0);
+    Ok(Delivery {
+        job_type: job_type.to_string(),
+        stream_id: entry.id.clone(),
+        raw,
+        env,
+        ready_at_ms,
+    })
+}
+
+async fn bury_raw(inner: &Inner, job_type: &str, entry: &StreamId, reason: &str, id: &str) {
+    let fields: serde_json::Map<String, serde_json::Value> = entry
+        .map
+        .iter()
+        .map(|(k, v)| {
+            let s = redis::from_redis_value_ref::<String>(v).unwrap_or_else(|_| format!("{v:?}"));
+            (k.clone(), serde_json::Value::String(s))
+        })
+        .collect();
+    // Keep the envelope itself when there is one, so `dlq retry` can use it.
+    let raw = match fields.get("job") {
+        Some(serde_json::Value::String(job)) => job.clone(),
+        _ => serde_json::Value::Object(fields).to_string(),
+    };
+    tracing::warn!(stream_id = %entry.id, r#type = job_type, reason, "malformed entry dead-lettered");
+    let mut inv = inner.queue.scripts().bury_raw.prepare_invoke();
+    inv.arg(inner.queue.prefix())
+        .arg(&inner.id)
+        .arg(job_type)
+        .arg(&entry.id)
+        .arg(raw)
+        .arg(format!("malformed entry: {reason}"))
+        .arg(id);
+    let res: Result<i64, QueueError> = async {
+        let mut c = inner.queue.conn().await?;
+        Ok(inv.invoke_async(&mut c).await?)
+    }
+    .await;
+    match res {
+        Ok(_) => inner.metrics.dead.with_label_values(&[job_type]).inc(),
+        Err(e) => tracing::error!(%e, "could not dead-letter a malformed entry; it stays pending"),
+    }
+}
+
+fn spawn_job(
+    inner: &Arc<Inner>,
+    d: Delivery,
+    attempt: u32,
+    starts: u32,
+    permit: OwnedSemaphorePermit,
+) {
+    let token = CancellationToken::new();
+    let reason = Arc::new(Mutex::new(None));
+    inner.in_flight.lock().unwrap().insert(
+        d.env.id.clone(),
+        InFlight {
+            job_type: d.job_type.clone(),
+            stream_id: d.stream_id.clone(),
+            token: token.clone(),
+            reason: reason.clone(),
+        },
+    );
+    inner
+        .metrics
+        .in_flight
+        .with_label_values(&[&d.job_type])
+        .inc();
+    let inner = inner.clone();
+    tokio::spawn(async move {
+        let handler = inner
+            .registry
+            .get(&d.job_type)
+            .expect("roles are checked against the registry at start");
+        let ctx = JobContext::new(
+            d.env.id.clone(),
+            d.job_type.clone(),
+            attempt,
+            d.env.max_attempts,
+            format!("{}/{starts}", d.stream_id),
+            d.env.run_id.clone(),
+            d.env.bot_id.clone(),
+            token.clone(),
+            Some(inner.progress_tx.clone()),
+        );
+        let t0 = Instant::now();
+        let timeout = Duration::from_millis(d.env.timeout_ms);
+        // The handler runs in its own task so that a panic is caught as a failure.
+        let handle = tokio::spawn({
+            let payload = d.env.payload.clone();
+            async move { handler.handle(ctx, payload).await }
+        });
+        let abort = handle.abort_handle();
+        let res = tokio::time::timeout(timeout, handle).await;
+        let run_time = t0.elapsed();
+        let stop = *reason.lock().unwrap();
+        let outcome = match (stop, res) {
+            (Some(StopReason::Shutdown), _) => {
+                abort.abort();
+                Outcome::HandBack
+            }
+            (_, Err(_elapsed)) => {
+                token.cancel();
+                abort.abort();
+                failure(
+                    &inner,
+                    &d,
+                    attempt,
+                    JobError::retry(format!("timed out after {} ms", d.env.timeout_ms)),
+                )
+            }
+            (_, Ok(Err(join))) => failure(
+                &inner,
+                &d,
+                attempt,
+                JobError::retry(format!("handler panicked: {join}")),
+            ),
+            (Some(StopReason::Cancelled), Ok(Ok(_))) => Outcome::Finish {
+                state: "cancelled",
+                result: "null".into(),
+            },
+            (_, Ok(Ok(Ok(v)))) => Outcome::Finish {
+                state: "completed",
+                result: v.to_string(),
+            },
+            (_, Ok(Ok(Err(JobError::Cancelled)))) => Outcome::Finish {
+                state: "cancelled",
+                result: "null".into(),
+            },
+            (_, Ok(Ok(Err(e)))) => failure(&inner, &d, attempt, e),
+        };
+        let _ = inner.done_tx.send(Done {
+            d,
+            outcome,
+            run_time,
+            _permit: permit,
+        });
+    });
+}
+
+fn failure(inner: &Inner, d: &Delivery, attempt: u32, e: JobError) -> Outcome {
+    if let JobError::Defer {
+        retry_in_ms,
+        reason,
+    } = e
+    {
+        return Outcome::Fail {
+            error: reason,
+            retry_in: Some(Duration::from_millis(retry_in_ms)),
+            counts: false,
+        };
+    }
+    let next = attempt + 1;
+    let retry_in = (e.is_retryable() && next < d.env.max_attempts)
+        .then(|| retry_delay(inner.opts.retry_base, inner.opts.retry_cap, attempt));
+    let error = match &e {
+        JobError::Retryable(_) if retry_in.is_none() => {
+            format!("{e} (attempt {next} of {})", d.env.max_attempts)
+        }
+        JobError::Permanent(_) => format!("non-retryable: {e}"),
+        _ => e.to_string(),
+    };
+    Outcome::Fail {
+        error,
+        retry_in,
+        counts: true,
+    }
+}
+
+/// Records outcomes in Redis, batching successes. A slot is released (the
+/// permit dropped) only after its outcome is recorded or found stale.
+async fn finisher(
+    inner: Arc<Inner>,
+    mut rx: mpsc::UnboundedReceiver<Done>,
+    stop: CancellationToken,
+) {
+    let mut buf = Vec::new();
+    loop {
+        // Stops only once told to and nothing is left to record.
+        let n = tokio::select! {
+            n = rx.recv_many(&mut buf, 256) => n,
+            _ = stop.cancelled() => {
+                while let Ok(d) = rx.try_recv() {
+                    buf.push(d);
+                }
+                if buf.is_empty() {
+                    return;
+                }
+                buf.len()
+            }
+        };
+        if n == 0 {
+            return;
+        }
+        let batch = std::mem::take(&mut buf);
+        let (finishes, rest): (Vec<_>, Vec<_>) = batch
+            .into_iter()
+            .partition(|d| matches!(d.outcome, Outcome::Finish { .. }));
+        if !finishes.is_empty() {
+            record_finishes(&inner, finishes).await;
+        }
+        let (handbacks, fails): (Vec<_>, Vec<_>) = rest
+            .into_iter()
+            .partition(|d| matches!(d.outcome, Outcome::HandBack));
+        for f in fails {
+            record_fail(&inner, f).await;
+        }
+        if !handbacks.is_empty() {
+            record_handbacks(&inner, handbacks).await;
+        }
+    }
+}
+
+/// Retries `call` while Redis is unreachable; gives up (leaving the entry to
+/// the reclaimer) on any other error.
+async fn persist<T, F, Fut>(closing: &CancellationToken, what: &str, mut call: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, QueueError>>,
+{
+    let mut backoff = Backoff::new();
+    loop {
+        match call().await {
+            Ok(v) => return Some(v),
+            Err(e) if e.is_transient() && !closing.is_cancelled() => {
+                let wait = backoff.next_delay();
+                tracing::warn!(%e, ?wait, "{what}: redis unavailable, retrying");
+                tokio::time::sleep(wait).await;
+            }
+            Err(e) => {
+                tracing::error!(%e, "{what}: failed; the entry stays pending for the reclaimer");
+                return None;
+            }
+        }
+    }
+}
+
+async fn record_finishes(inner: &Inner, done: Vec<Done>) {
+    let ttl = inner.queue.config().result_ttl.as_millis() as u64;
+    let res: Option<Vec<u64>> = persist(&inner.closing, "finish", || {
+        let mut inv = inner.queue.scripts().finish.prepare_invoke();
+        inv.arg(inner.queue.prefix()).arg(ttl).arg(&inner.id);
+        for d in &done {
+            let Outcome::Finish { state, result } = &d.outcome else {
+                unreachable!("partitioned above")
+            };
+            inv.arg(&d.d.job_type)
+                .arg(&d.d.stream_id)
+                .arg(&d.d.env.id)
+                .arg(*state)
+                .arg(result);
+        }
+        async move {
+            let mut c = inner.queue.conn().await?;
+            Ok(inv.invoke_async(&mut c).await?)
+        }
+    })
+    .await;
+    let (now, oks) = match res {
+        Some(v) if !v.is_empty() => (v[0], v[1..].to_vec()),
+        _ => (0, vec![0; done.len()]),
+    };
+    for (d, ok) in done.iter().zip(oks) {
+        let Outcome::Finish { state, .. } = &d.outcome else {
+            continue;
+        };
+        let t = &d.d.job_type;
+        if ok == 1 {
+            if *state == "completed" {
+                inner.metrics.processed.with_label_values(&[t]).inc();
+            }
+            inner
+                .processed
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            observe(inner, &d.d, state, now);
+        } else {
+            tracing::warn!(job = %d.d.env.id, "finished a job whose lease was lost; not recorded");
+        }
+        finish_local(inner, d);
+    }
+}
+
+async fn record_fail(inner: &Inner, d: Done) {
+    let Outcome::Fail {
+        error,
+        retry_in,
+        counts,
+    } = &d.outcome
+    else {
+        return;
+    };
+    let ttl = inner.queue.config().result_ttl.as_millis() as u64;
+    let mut next = d.d.env.clone();
+    if *counts {
+        next.attempt += 1;
+    }
+    let next = next.to_json();
+    let delay: i64 = retry_in.map(|r| r.as_millis() as i64).unwrap_or(-1);
+    let res: Option<i64> = persist(&inner.closing, "fail", || {
+        let mut inv = inner.queue.scripts().fail.prepare_invoke();
+        inv.arg(inner.queue.prefix())
+            .arg(ttl)
+            .arg(&inner.id)
+            .arg(&d.d.job_type)
+            .arg(&d.d.stream_id)
+            .arg(&d.d.env.id)
+            .arg(&next)
+            .arg(error)
+            .arg(delay)
+            .arg(if *counts { "1" } else { "0" });
+        async move {
+            let mut c = inner.queue.conn().await?;
+            Ok(inv.invoke_async(&mut c).await?)
+        }
+    })
+    .await;
+    let t = &d.d.job_type;
+    if res == Some(1) && !*counts {
+        tracing::debug!(job = %d.d.env.id, r#type = %t, reason = %error, "job deferred");
+        inner.promote_now.notify_one();
+        observe(inner, &d.d, "deferred", 0);
+    } else if res == Some(1) {
+        inner.metrics.failed.with_label_values(&[t]).inc();
+        if retry_in.is_some() {
+            inner.metrics.retried.with_label_values(&[t]).inc();
+            inner.promote_now.notify_one();
+            tracing::info!(job = %d.d.env.id, r#type = %t, %error, ?retry_in, "job failed; will retry");
+            observe(inner, &d.d, "retrying", 0);
+        } else {
+            inner.metrics.dead.with_label_values(&[t]).inc();
+            tracing::warn!(job = %d.d.env.id, r#type = %t, %error, "job dead-lettered");
+            observe(inner, &d.d, "dead", 0);
+        }
+    }
+    finish_local(inner, &d);
+}
+
+async fn record_handbacks(inner: &Inner, done: Vec<Done>) {
+    let mut by_type: HashMap<&str, Vec<&Done>> = HashMap::new();
+    for d in &done {
+        by_type.entry(&d.d.job_type).or_default().push(d);
+    }
+    for (t, ds) in by_type {
+        let _: Option<i64> = persist(&inner.closing, "hand back", || {
+            let mut inv = inner.queue.scripts().handback.prepare_invoke();
+            inv.arg(inner.queue.prefix()).arg(&inner.id).arg(t);
+            for d in &ds {
+                inv.arg(&d.d.stream_id).arg(&d.d.env.id).arg(&d.d.raw);
+            }
+            async move {
+                let mut c = inner.queue.conn().await?;
+                Ok(inv.invoke_async(&mut c).await?)
+            }
+        })
+        .await;
+    }
+    for d in &done {
+        observe(inner, &d.d, "handed_back", 0);
+        finish_local(inner, d);
+    }
+}
+
+fn observe(inner: &Inner, d: &Delivery, outcome: &'static str, now: u64) {
+    if let Some(tx) = &inner.observer {
+        let _ = tx.send(Observation {
+            job_id: d.env.id.clone(),
+            job_type: d.job_type.clone(),
+            outcome,
+            latency_ms: now.saturating_sub(d.ready_at_ms),
+        });
+    }
+}
+
+fn finish_local(inner: &Inner, d: &Done) {
+    inner.in_flight.lock().unwrap().remove(&d.d.env.id);
+    let t = &d.d.job_type;
+    inner.metrics.in_flight.with_label_values(&[t]).dec();
+    inner
+        .metrics
+        .run_seconds
+        .with_label_values(&[t])
+        .observe(d.run_time.as_secs_f64());
+}
+
+/// Keeps the leases of running jobs alive and relays cancellations.
+async fn lease_keeper(inner: Arc<Inner>, stop: CancellationToken) {
+    let period = inner.opts.lease / 3;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(period) => {}
+            _ = stop.cancelled() => return,
+        }
+        let snapshot: Vec<(String, String, String)> = inner
+            .in_flight
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(id, f)| (f.job_type.clone(), f.stream_id.clone(), id.clone()))
+            .collect();
+        let mut by_type: HashMap<String, Vec<(String, String)>> = HashMap::new();
+        for (t, sid, id) in snapshot {
+            by_type.entry(t).or_default().push((sid, id));
+        }
+        for (t, items) in by_type {
+            let mut inv = inner.queue.scripts().renew.prepare_invoke();
+            inv.arg(inner.queue.prefix()).arg(&t).arg(&inner.id);
+            for (sid, id) in &items {
+                inv.arg(sid).arg(id);
+            }
+            let res: Result<Vec<u8>, QueueError> = async {
+                let mut c = inner.queue.conn().await?;
+                Ok(inv.invoke_async(&mut c).await?)
+            }
+            .await;
+            let codes = match res {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(%e, "lease renewal failed; will try again");
+                    continue;
+                }
+            };
+            let map = inner.in_flight.lock().unwrap();
+            for ((_, id), code) in items.iter().zip(codes) {
+                let Some(f) = map.get(id) else { continue };
+                let why = match code {
+                    1 => StopReason::LeaseLost,
+                    2 => StopReason::Cancelled,
+                    _ => continue,
+                };
+                let mut r = f.reason.lock().unwrap();
+                if r.is_none() {
+                    *r = Some(why);
+                    if why == StopReason::LeaseLost {
+                        tracing::warn!(job = %id, "lease lost: another worker took the job over");
+                    } else {
+                        tracing::info!(job = %id, "cancel requested: stopping the job");
+                    }
+                    f.token.cancel();
+                }
+            }
+        }
+    }
+}
+
+/// Takes over entries whose worker stopped renewing them.
+async fn reclaimer(inner: Arc<Inner>, stop: CancellationToken) {
+    let period = (inner.opts.lease / 2).max(Duration::from_millis(100));
+    let lease_ms = inner.opts.lease.as_millis() as u64;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(period) => {}
+            _ = stop.cancelled() => return,
+        }
+        for t in inner.opts.roles.clone() {
+            let stream = inner.queue.keys().stream(&t);
+            let mut cursor = "0-0".to_string();
+            loop {
+                // Wait in the (fair) slot line like the fetcher does; the
+                // fetcher gives its slots back after each blocking read.
+                let first = tokio::select! {
+                    p = inner.slots.clone().acquire_owned() => p.expect("semaphore never closes"),
+                    _ = stop.cancelled() => return,
+                };
+                let mut permits = vec![first];
+                while permits.len() < inner.opts.batch {
+                    match inner.slots.clone().try_acquire_owned() {
+                        Ok(p) => permits.push(p),
+                        Err(_) => break,
+                    }
+                }
+                let res: Result<redis::streams::StreamAutoClaimReply, QueueError> = async {
+                    let mut c = inner.queue.conn().await?;
+                    Ok(c.xautoclaim_options(
+                        &stream,
+                        GROUP,
+                        &inner.id,
+                        lease_ms,
+                        &cursor,
+                        StreamAutoClaimOptions::default().count(permits.len()),
+                    )
+                    .await?)
+                }
+                .await;
+                let reply = match res {
+                    Ok(r) => r,
+                    Err(e) => {
+                        if !e.is_transient() {
+                            tracing::warn!(%e, "reclaim failed");
+                        }
+                        break;
+                    }
+                };
+                if !reply.claimed.is_empty() {
+                    tracing::info!(r#type = %t, n = reply.claimed.len(),
+                        "reclaimed jobs from a worker whose lease expired");
+                    let entries = reply.claimed.into_iter().map(|e| (t.clone(), e)).collect();
+                    start_entries(&inner, entries, permits).await;
+                }
+                cursor = reply.next_stream_id;
+                if cursor == "0-0" {
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Moves due delayed jobs onto their streams; sleeps until the next is due.
+async fn promoter(inner: Arc<Inner>, stop: CancellationToken) {
+    loop {
+        let res: Result<(u64, i64), QueueError> = async {
+            let mut inv = inner.queue.scripts().promote.prepare_invoke();
+            inv.arg(inner.queue.prefix()).arg(1000);
+            let mut c = inner.queue.conn().await?;
+            Ok(inv.invoke_async(&mut c).await?)
+        }
+        .await;
+        let wait = match res {
+            Ok((moved, _)) if moved >= 1000 => Duration::ZERO,
+            Ok((_, next)) if next >= 0 => Duration::from_millis((next as u64).clamp(5, 1000)),
+            Ok(_) => Duration::from_secs(1),
+            Err(e) => {
+                if !e.is_transient() {
+                    tracing::warn!(%e, "promote failed");
+                }
+                Duration::from_secs(1)
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = inner.promote_now.notified() => {}
+            _ = stop.cancelled() => return,
+        }
+    }
+}
+
+/// Registers this worker and keeps the registration fresh.
+async fn heartbeat(inner: Arc<Inner>, stop: CancellationToken) {
+    let started = tokio::select! {
+        t = inner.queue.time_ms() => t.unwrap_or(0),
+        _ = stop.cancelled() => return,
+    };
+    let ttl = inner.opts.heartbeat * 3;
+    loop {
+        let res: Result<(), QueueError> = async {
+            let mut c = inner.queue.conn().await?;
+            let (s, us): (u64, u64) = redis::cmd("TIME").query_async(&mut c).await?;
+            let now = s * 1000 + us / 1000;
+            let in_flight = inner.in_flight.lock().unwrap().len();
+            let key = inner.queue.keys().worker(&inner.id);
+            let mut p = redis::pipe();
+            p.zadd(inner.queue.keys().workers(), &inner.id, now)
+                .hset_multiple(
+                    &key,
+                    &[
+                        ("id", inner.id.clone()),
+                        ("roles", inner.opts.roles.join(",")),
+                        ("concurrency", inner.opts.concurrency.to_string()),
+                        ("in_flight", in_flight.to_string()),
+                        (
+                            "processed",
+                            inner
+                                .processed
+                                .load(std::sync::atomic::Ordering::Relaxed)
+                                .to_string(),
+                        ),
+                        ("started_at", started.to_string()),
+                        ("seen_at", now.to_string()),
+                        ("pid", std::process::id().to_string()),
+                    ],
+                )
+                .pexpire(&key, ttl.as_millis() as i64);
+            let _: () = p.query_async(&mut c).await?;
+            Ok(())
+        }
+        .await;
+        if let Err(e) = res {
+            if !e.is_transient() {
+                tracing::warn!(%e, "heartbeat failed");
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(inner.opts.heartbeat) => {}
+            _ = stop.cancelled() => return,
+        }
+    }
+}
+
+async fn deregister(queue: &Queue, id: &str) {
+    if let Ok(mut c) = queue.conn().await {
+        let _: redis::RedisResult<()> = redis::pipe()
+            .zrem(queue.keys().workers(), id)
+            .del(queue.keys().worker(id))
+            .query_async(&mut c)
+            .await;
+    }
+}
+
+/// Samples queue depth for this worker's roles into the gauges.
+async fn gauges(inner: Arc<Inner>, stop: CancellationToken) {
+    let roles: Vec<&str> = inner.opts.roles.iter().map(String::as_str).collect();
+    loop {
+        let sampled = tokio::select! {
+            s = inner.queue.stats_for(&roles) => s,
+            _ = stop.cancelled() => return,
+        };
+        if let Ok(stats) = sampled {
+            for s in stats {
+                let t = [s.job_type.as_str()];
+                let m = &inner.metrics;
+                m.queue_depth.with_label_values(&t).set(s.waiting as i64);
+                m.queue_in_flight
+                    .with_label_values(&t)
+                    .set(s.in_flight as i64);
+                m.queue_delayed.with_label_values(&t).set(s.delayed as i64);
+                m.queue_oldest.with_label_values(&t).set(s.oldest_ms as i64);
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+            _ = stop.cancelled() => return,
+        }
+    }
+}
+
+/// Writes progress reports to the job records and the events stream.
+async fn progress_writer(
+    inner: Arc<Inner>,
+    mut rx: mpsc::UnboundedReceiver<ProgressUpdate>,
+    stop: CancellationToken,
+) {
+    let mut buf = Vec::new();
+    loop {
+        let n = tokio::select! {
+            n = rx.recv_many(&mut buf, 256) => n,
+            _ = stop.cancelled() => return,
+        };
+        if n == 0 {
+            return;
+        }
+        let batch = std::mem::take(&mut buf);
+        let res: Result<(), QueueError> = async {
+            let mut c = inner.queue.conn().await?;
+            let mut p = redis::pipe();
+            for u in &batch {
+                let v = u.progress.to_string();
+                p.hset(inner.queue.keys().job(&u.job_id), "progress", &v)
+                    .ignore();
+                p.cmd("XADD")
+                    .arg(inner.queue.keys().events())
+                    .arg("MAXLEN")
+                    .arg("~")
+                    .arg(10_000)
+                    .arg("*")
+                    .arg("event")
+                    .arg("progress")
+                    .arg("type")
+                    .arg(&u.job_type)
+                    .arg("id")
+                    .arg(&u.job_id)
+                    .arg("progress")
+                    .arg(&v)
+                    .ignore();
+            }
+            let _: () = p.query_async(&mut c).await?;
+            Ok(())
+        }
+        .await;
+        if let Err(e) = res {
+            // Progress is advisory: losing a report while Redis is away is fine.
+            tracing::debug!(%e, "progress not written");
+        }
+    }
+}
+
+/// A registered worker, as `synth-city workers` shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct WorkerInfo {
+    pub id: String,
+    pub roles: Vec<String>,
+    pub concurrency: u32,
+    pub in_flight: u32,
+    pub processed: u64,
+    pub started_at_ms: u64,
+    pub seen_at_ms: u64,
+    pub pid: u32,
+}
+
+/// The live workers (registration not expired); prunes the dead from the index.
+pub async fn list_workers(queue: &Queue) -> Result<Vec<WorkerInfo>, QueueError> {
+    queue
+        .retrying("workers", |mut c| async move {
+            let ids: Vec<String> = c.zrange(queue.keys().workers(), 0, -1).await?;
+            let mut out = Vec::new();
+            for id in ids {
+                let h: HashMap<String, String> = c.hgetall(queue.keys().worker(&id)).await?;
+                if h.is_empty() {
+                    let _: () = c.zrem(queue.keys().workers(), &id).await?;
+                    continue;
+                }
+                let n = |k: &str| h.get(k).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+                out.push(WorkerInfo {
+                    roles: h
+                        .get("roles")
+                        .map(|r| r.split(',').map(str::to_string).collect())
+                        .unwrap_or_default(),
+                    concurrency: n("concurrency") as u32,
+                    in_flight: n("in_flight") as u32,
+                    processed: n("processed"),
+                    started_at_ms: n("started_at"),
+                    seen_at_ms: n("seen_at"),
+                    pid: n("pid") as u32,
+                    id,
+                });
+            }
+            Ok(out)
+        })
+        .await
+}

@@ -1,0 +1,206 @@
+//! The built-in planner: chooses the next experiments from the history.
+//!
+//! Half the plan exploits (mutations of the best experiments so far: another
+//! head, another block, a learning rate three times higher or lower), half
+//! explores (presets and block/head pairs never tried). Nothing already tried
+//! (same fingerprint under this budget) is proposed again. The trainer then
+//! runs the plan by successive halving, so cheap first rounds weed out the
+//! weak. Deterministic for a given history, budget and seed.
+
+use std::collections::HashSet;
+
+use rand::seq::{IndexedRandom, SliceRandom};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use trainer::experiments::{fingerprint, Budget, ExperimentRecord};
+use trainer::zoo::registry::{BLOCKS, HEADS, PRESETS};
+use trainer::zoo::spec::ExperimentSpec;
+
+/// What the planner proposes, and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    pub experiments: Vec<ExperimentSpec>,
+    /// One line per experiment: where it came from.
+    pub rationale: Vec<String>,
+}
+
+fn spec(blocks: &[&str], head: &str, lr: f64, budget: &Budget, seed: u64) -> ExperimentSpec {
+    let mut s = ExperimentSpec::new(blocks, head);
+    s.training.lr = lr;
+    s.training.seed = seed;
+    budget.apply(&mut s);
+    s
+}
+
+/// Plans `budget.experiments` experiments.
+pub fn plan(history: &[ExperimentRecord], budget: &Budget, seed: u64) -> Plan {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut seen: HashSet<String> = history
+        .iter()
+        .map(|r| {
+            let mut s = r.spec.clone();
+            budget.apply(&mut s);
+            fingerprint(&s)
+        })
+        .collect();
+    let k = budget.experiments.max(1);
+    let mut out = Plan {
+        experiments: Vec::new(),
+        rationale: Vec::new(),
+    };
+    let mut take = |s: ExperimentSpec, why: String, out: &mut Plan| -> bool {
+        if out.experiments.len() >= k || s.validate().is_err() {
+            return false;
+        }
+        if seen.insert(fingerprint(&s)) {
+            out.experiments.push(s);
+            out.rationale.push(why);
+            return true;
+        }
+        false
+    };
+
+    // Exploit: mutate the best so far.
+    let mut ranked: Vec<&ExperimentRecord> = history.iter().filter(|r| r.crps.is_some()).collect();
+    ranked.sort_by(|a, b| {
+        a.crps_ratio()
+            .partial_cmp(&b.crps_ratio())
+            .unwrap_or(std::cmp::Ordering::Equal)
+    });
+    let exploit = if ranked.is_empty() { 0 } else { k.div_ceil(2) };
+    'parents: for parent in ranked.iter().take(exploit) {
+        let blocks: Vec<&str> = parent
+            .spec
+            .model
+            .backbone
+            .blocks
+            .iter()
+            .map(String::as_str)
+            .collect();
+        let lr = parent.spec.training.lr;
+        let mut mutations: Vec<(ExperimentSpec, String)> = Vec::new();
+        for f in [3.0, 1.0 / 3.0] {
+            mutations.push((
+                spec(&blocks, &parent.spec.model.head.kind, lr * f, budget, seed),
+                format!("{}: learning rate x{f:.2}", parent.name),
+            ));
+        }
+        for h in HEADS {
+            if !h.name.eq_ignore_ascii_case(&parent.spec.model.head.kind) {
+                mutations.push((
+                    spec(&blocks, h.name, lr, budget, seed),
+                    format!("{}: head -> {}", parent.name, h.name),
+                ));
+            }
+        }
+        for b in BLOCKS {
+            let mut bl = blocks.clone();
+            if bl.len() < 2 {
+                bl.push(b.name);
+            } else {
+                let last = bl.len() - 1;
+                bl[last] = b.name;
+            }
+            mutations.push((
+                spec(&bl, &parent.spec.model.head.kind, lr, budget, seed),
+                format!("{}: blocks -> {}", parent.name, bl.join("+")),
+            ));
+        }
+        mutations.shuffle(&mut rng);
+        for (s, why) in mutations {
+            if out.experiments.len() >= exploit.min(k) {
+                break 'parents;
+            }
+            if take(s, why, &mut out) {
+                break;
+            }
+        }
+    }
+
+    // Explore: presets first, then random pairs.
+    let mut presets: Vec<_> = PRESETS.iter().collect();
+    presets.shuffle(&mut rng);
+    for p in presets {
+        take(
+            spec(p.blocks, p.head, 1e-3, budget, seed),
+            format!("explore: preset {}", p.name),
+            &mut out,
+        );
+    }
+    let mut guard = 0;
+    while out.experiments.len() < k && guard < 1000 {
+        guard += 1;
+        let b = BLOCKS.choose(&mut rng).expect("blocks exist").name;
+        let h = HEADS.choose(&mut rng).expect("heads exist").name;
+        take(
+            spec(&[b], h, 1e-3, budget, seed),
+            format!("explore: {b} + {h}"),
+            &mut out,
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use trainer::experiments::RunStatus;
+
+    fn budget(k: usize) -> Budget {
+        Budget {
+            experiments: k,
+            ..Budget::default()
+        }
+    }
+
+    #[test]
+    fn plans_valid_novel_experiments_deterministically() {
+        let p = plan(&[], &budget(5), 7);
+        assert_eq!(p.experiments.len(), 5);
+        assert_eq!(p, plan(&[], &budget(5), 7));
+        let fps: HashSet<_> = p.experiments.iter().map(fingerprint).collect();
+        assert_eq!(fps.len(), 5);
+        assert!(p.experiments.iter().all(|s| s.validate().is_ok()));
+        assert!(p.rationale.iter().all(|r| r.starts_with("explore")));
+    }
+
+    #[test]
+    fn exploits_the_best_and_never_repeats_history() {
+        let first = plan(&[], &budget(3), 1);
+        let history: Vec<ExperimentRecord> = first
+            .experiments
+            .iter()
+            .enumerate()
+            .map(|(i, s)| ExperimentRecord {
+                name: trainer::experiments::experiment_name(s),
+                run_id: None,
+                fingerprint: fingerprint(s),
+                spec: s.clone(),
+                status: RunStatus::Ok,
+                crps: Some(100.0 + i as f64),
+                gbm_crps: Some(110.0),
+                param_count: Some(1),
+                epochs: 1,
+                diverged: false,
+                error: None,
+                checkpoint: None,
+                training_time_s: None,
+                recorded_at: 0,
+            })
+            .collect();
+        let next = plan(&history, &budget(4), 1);
+        assert_eq!(next.experiments.len(), 4);
+        let old: HashSet<_> = first.experiments.iter().map(fingerprint).collect();
+        assert!(next
+            .experiments
+            .iter()
+            .all(|s| !old.contains(&fingerprint(s))));
+        assert!(
+            next.rationale[0].starts_with(&history[0].name),
+            "the best experiment is mutated first: {:?}",
+            next.rationale
+        );
+    }
+}

@@ -1,0 +1,630 @@
+//! The seed's key layout over a [`Store`], and what is read back from it:
+//!
+//! | key | content |
+//! |---|---|
+//! | `experiments/{run_id}/{name}-{fingerprint}.json` | `{run_id, name, timestamp, experiment, result, record}` |
+//! | `pipeline_runs/{run_id}/summary.json` | the run's summary |
+//! | `pipeline_runs/{run_id}/comparison.json` | `{run_id, timestamp, comparison}` (experiments ranked) |
+//! | `pipeline_runs/latest.json` | `{run_id, timestamp}` (a pointer, written last) |
+//! | `models/{run_id}/{name}/model.safetensors`, `spec.json`, `state.json` | the checkpoint |
+//! | `models/{run_id}/{name}/record.json` | the model's manifest: record and file hashes (written after the files) |
+//! | `models/production-{timeframe}.json` | the model to serve for that timeframe (a pointer, written last) |
+//! | `models/production.json` | the newest published model (a pointer, written last) |
+//! | `published/hf/{run_id}.json` | where the run went on the Hugging Face Hub |
+//!
+//! [`load_history`] is the seed's `load_hippius_history`: every experiment
+//! under `experiments/` (at most 2000 objects), best CRPS first, so the
+//! planner on a fresh machine pointed at the same bucket continues the
+//! research. Objects the seed's Python wrote (`result.crps` or
+//! `result.metrics.crps`, no `record`) are listed by [`experiment_rows`] but
+//! cannot seed the planner (their specs are not this build's).
+//!
+//! The metrics history is a local JSON-lines file (`metrics.jsonl` in the
+//! store directory), one line per experiment and per publication; with
+//! `WANDB_API_KEY` set the same lines also go to Weights & Biases ([`super::wandb`]).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::{Store, StoreError, StoreExt};
+use crate::store::safe_name;
+use trainer::experiments::{unix_now, ExperimentRecord};
+
+/// The pointer to the latest run.
+pub const LATEST: &str = "pipeline_runs/latest.json";
+/// The pointer to the newest published model (of any timeframe).
+pub const PRODUCTION: &str = "models/production.json";
+
+/// The pointer to the model to serve for one timeframe (`models/production-5m.json`).
+pub fn production_key(timeframe: jobs::Timeframe) -> String {
+    format!("models/production-{timeframe}.json")
+}
+/// The seed lists at most this many experiment objects.
+pub const HISTORY_SCAN_LIMIT: usize = 2000;
+
+pub fn experiment_key(run_id: &str, rec: &ExperimentRecord) -> String {
+    format!(
+        "experiments/{}/{}-{}.json",
+        safe_name(run_id),
+        safe_name(&rec.name),
+        safe_name(&rec.fingerprint)
+    )
+}
+
+pub fn summary_key(run_id: &str) -> String {
+    format!("pipeline_runs/{}/summary.json", safe_name(run_id))
+}
+
+pub fn comparison_key(run_id: &str) -> String {
+    format!("pipeline_runs/{}/comparison.json", safe_name(run_id))
+}
+
+/// `models/{run_id}/{name}/` (with the slash).
+pub fn model_prefix(run_id: &str, name: &str) -> String {
+    format!("models/{}/{}/", safe_name(run_id), safe_name(name))
+}
+
+pub fn hf_published_key(run_id: &str) -> String {
+    format!("published/hf/{}.json", safe_name(run_id))
+}
+
+/// Checks a run id given by a person: what the store's keys can hold.
+pub fn check_run_id(run_id: &str) -> Result<(), StoreError> {
+    if run_id.is_empty() || safe_name(run_id) != run_id || run_id.len() > 64 {
+        return Err(StoreError::InvalidKey {
+            key: run_id.to_string(),
+            reason: "a run id is 1-64 letters, digits, '-', '_', '.' or '+'".into(),
+        });
+    }
+    Ok(())
+}
+
+/// One experiment object: the seed's fields plus the full record.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StoredExperiment {
+    pub run_id: String,
+    pub name: String,
+    /// Unix seconds.
+    pub timestamp: f64,
+    /// The spec (the seed: the experiment config).
+    pub experiment: Value,
+    /// `{crps, gbm_crps, ratio, status, param_count, epochs, error, ...}`.
+    pub result: Value,
+    /// This build's record, when this build wrote it.
+    #[serde(default)]
+    pub record: Option<ExperimentRecord>,
+}
+
+impl StoredExperiment {
+    pub fn from_record(run_id: &str, rec: &ExperimentRecord) -> Self {
+        StoredExperiment {
+            run_id: run_id.to_string(),
+            name: rec.name.clone(),
+            timestamp: rec.recorded_at as f64,
+            experiment: serde_json::to_value(&rec.spec).unwrap_or(Value::Null),
+            result: json!({
+                "crps": rec.crps, "gbm_crps": rec.gbm_crps, "ratio": rec.crps_ratio(),
+                "status": rec.status, "param_count": rec.param_count, "epochs": rec.epochs,
+                "diverged": rec.diverged, "error": rec.error,
+                "training_time_s": rec.training_time_s, "fingerprint": rec.fingerprint,
+            }),
+            record: Some(rec.clone()),
+        }
+    }
+}
+
+/// Saves experiment records under `experiments/{run_id}/`; returns how many.
+/// Records without a run id are saved under `run_id` given.
+pub async fn save_experiments(
+    store: &dyn Store,
+    run_id: &str,
+    recs: &[ExperimentRecord],
+) -> Result<usize, StoreError> {
+    check_run_id(run_id)?;
+    for r in recs {
+        store
+            .put_json(
+                &experiment_key(run_id, r),
+                &StoredExperiment::from_record(run_id, r),
+            )
+            .await?;
+    }
+    Ok(recs.len())
+}
+
+/// What [`load_history`] found.
+#[derive(Debug, Clone, Default)]
+pub struct History {
+    /// Records this build can plan from, best CRPS first.
+    pub records: Vec<ExperimentRecord>,
+    /// Objects that are not this build's records (the seed's, or unreadable).
+    pub skipped: usize,
+}
+
+async fn fetch_all(
+    store: Arc<dyn Store>,
+    keys: Vec<String>,
+) -> Vec<(String, Result<Option<Vec<u8>>, StoreError>)> {
+    let sem = Arc::new(tokio::sync::Semaphore::new(16));
+    let mut set = tokio::task::JoinSet::new();
+    for (i, k) in keys.into_iter().enumerate() {
+        let (store, sem) = (store.clone(), sem.clone());
+        set.spawn(async move {
+            let _p = sem.acquire_owned().await;
+            let r = store.get(&k).await;
+            (i, k, r)
+        });
+    }
+    let mut out = Vec::new();
+    while let Some(r) = set.join_next().await {
+        if let Ok(v) = r {
+            out.push(v);
+        }
+    }
+    out.sort_by_key(|(i, _, _)| *i);
+    out.into_iter().map(|(_, k, r)| (k, r)).collect()
+}
+
+/// The seed's `load_hippius_history`: every experiment under `experiments/`
+/// (the first [`HISTORY_SCAN_LIMIT`] keys), this build's records best CRPS
+/// first, at most `limit`. A store that cannot be listed is an error; a single
+/// unreadable object is skipped with a warning.
+pub async fn load_history(store: Arc<dyn Store>, limit: usize) -> Result<History, StoreError> {
+    let mut keys = store.list("experiments/").await?;
+    keys.retain(|k| k.ends_with(".json"));
+    keys.truncate(HISTORY_SCAN_LIMIT);
+    let mut h = History::default();
+    for (k, r) in fetch_all(store, keys).await {
+        let parsed = match r {
+            Ok(Some(b)) => serde_json::from_slice::<StoredExperiment>(&b)
+                .ok()
+                .and_then(|s| s.record)
+                .or_else(|| serde_json::from_slice::<ExperimentRecord>(&b).ok()),
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(key = %k, error = %e, "skipping an unreadable experiment");
+                None
+            }
+        };
+        match parsed {
+            Some(rec) => h.records.push(rec),
+            None => h.skipped += 1,
+        }
+    }
+    h.records.sort_by(|a, b| {
+        a.crps
+            .unwrap_or(f64::INFINITY)
+            .total_cmp(&b.crps.unwrap_or(f64::INFINITY))
+    });
+    h.records.truncate(limit);
+    Ok(h)
+}
+
+/// One experiment as `synth-city history experiments` shows it; read from
+/// this build's objects and the seed's alike.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ExperimentRow {
+    pub key: String,
+    pub run_id: String,
+    pub name: String,
+    pub crps: Option<f64>,
+    pub gbm_crps: Option<f64>,
+    /// CRPS / GBM CRPS (< 1 beats the baseline).
+    pub ratio: Option<f64>,
+    pub status: Option<String>,
+    pub param_count: Option<u64>,
+}
+
+fn row_from(key: &str, v: &Value) -> ExperimentRow {
+    let res = &v["result"];
+    let f = |x: &Value| x.as_f64().filter(|c| c.is_finite());
+    let crps = f(&res["crps"]).or_else(|| f(&res["metrics"]["crps"]));
+    let gbm = f(&res["gbm_crps"]).or_else(|| f(&res["metrics"]["gbm_crps"]));
+    ExperimentRow {
+        key: key.to_string(),
+        run_id: v["run_id"].as_str().unwrap_or("").to_string(),
+        name: v["name"].as_str().unwrap_or("").to_string(),
+        crps,
+        gbm_crps: gbm,
+        ratio: match (crps, gbm) {
+            (Some(c), Some(g)) if g > 0.0 => Some(c / g),
+            _ => None,
+        },
+        status: res["status"].as_str().map(str::to_string),
+        param_count: res["param_count"].as_u64(),
+    }
+}
+
+/// Every experiment object under `experiments/` (or `experiments/{run_id}/`),
+/// ranked by CRPS relative to GBM (then by CRPS; unscored last).
+pub async fn experiment_rows(
+    store: Arc<dyn Store>,
+    run_id: Option<&str>,
+) -> Result<Vec<ExperimentRow>, StoreError> {
+    let prefix = match run_id {
+        Some(r) => {
+            check_run_id(r)?;
+            format!("experiments/{r}/")
+        }
+        None => "experiments/".to_string(),
+    };
+    let mut keys = store.list(&prefix).await?;
+    keys.retain(|k| k.ends_with(".json") && !k.ends_with("/_init.json"));
+    keys.truncate(HISTORY_SCAN_LIMIT);
+    let mut rows = Vec::new();
+    for (k, r) in fetch_all(store, keys).await {
+        match r {
+            Ok(Some(b)) => match serde_json::from_slice::<Value>(&b) {
+                Ok(v) => rows.push(row_from(&k, &v)),
+                Err(e) => {
+                    tracing::warn!(key = %k, error = %e, "skipping an experiment that is not JSON")
+                }
+            },
+            Ok(None) => {}
+            Err(e) => tracing::warn!(key = %k, error = %e, "skipping an unreadable experiment"),
+        }
+    }
+    let inf = f64::INFINITY;
+    rows.sort_by(|a, b| {
+        a.ratio
+            .unwrap_or(inf)
+            .total_cmp(&b.ratio.unwrap_or(inf))
+            .then(a.crps.unwrap_or(inf).total_cmp(&b.crps.unwrap_or(inf)))
+    });
+    Ok(rows)
+}
+
+/// A run as `synth-city history runs` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunRow {
+    pub run_id: String,
+    pub success: Option<bool>,
+    pub best_experiment: Option<String>,
+    pub best_crps: Option<f64>,
+    pub gbm_crps: Option<f64>,
+    pub experiments: usize,
+    pub latest: bool,
+}
+
+/// Every run with a summary under `pipeline_runs/`, newest pointer first.
+pub async fn run_rows(store: Arc<dyn Store>) -> Result<Vec<RunRow>, StoreError> {
+    let latest: Option<Value> = store.get_json(LATEST).await?;
+    let latest = latest
+        .as_ref()
+        .and_then(|v| v["run_id"].as_str())
+        .map(str::to_string);
+    let mut keys = store.list("pipeline_runs/").await?;
+    keys.retain(|k| k.ends_with("/summary.json"));
+    let mut rows = Vec::new();
+    for (k, r) in fetch_all(store, keys).await {
+        let Ok(Some(b)) = r else { continue };
+        let Ok(v) = serde_json::from_slice::<Value>(&b) else {
+            continue;
+        };
+        let run_id = v["run_id"]
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| k.split('/').nth(1).unwrap_or("").to_string());
+        rows.push(RunRow {
+            latest: latest.as_deref() == Some(run_id.as_str()),
+            success: v["success"].as_bool(),
+            best_experiment: v["best_experiment"].as_str().map(str::to_string),
+            best_crps: v["best_crps"].as_f64(),
+            gbm_crps: v["gbm_crps"].as_f64(),
+            experiments: v["experiments"].as_array().map(Vec::len).unwrap_or(0),
+            run_id,
+        });
+    }
+    rows.sort_by(|a, b| b.latest.cmp(&a.latest).then(b.run_id.cmp(&a.run_id)));
+    Ok(rows)
+}
+
+/// Saves a finished run's summary and comparison (the ranked experiments).
+pub async fn save_run_summary(
+    store: &dyn Store,
+    run_id: &str,
+    summary: &Value,
+) -> Result<(), StoreError> {
+    check_run_id(run_id)?;
+    store
+        .put_json(
+            &comparison_key(run_id),
+            &json!({"run_id": run_id, "timestamp": unix_now(),
+                    "comparison": summary.get("experiments").cloned().unwrap_or(Value::Null)}),
+        )
+        .await?;
+    store.put_json(&summary_key(run_id), summary).await?;
+    Ok(())
+}
+
+/// Where the metrics history of a store directory lives.
+pub fn metrics_path(store_dir: &Path) -> PathBuf {
+    store_dir.join("metrics.jsonl")
+}
+
+/// The metrics history's lines for a run's experiments (one each).
+pub fn metrics_lines(run_id: &str, recs: &[ExperimentRecord]) -> Vec<Value> {
+    recs.iter()
+        .map(|r| {
+            json!({"event": "experiment", "ts": unix_now(), "run_id": run_id, "name": r.name,
+                   "fingerprint": r.fingerprint, "crps": r.crps, "gbm_crps": r.gbm_crps,
+                   "ratio": r.crps_ratio(), "status": r.status, "param_count": r.param_count,
+                   "epochs": r.epochs, "training_time_s": r.training_time_s})
+        })
+        .collect()
+}
+
+/// Appends one line per experiment to the metrics history.
+pub fn append_metrics(path: &Path, run_id: &str, recs: &[ExperimentRecord]) -> std::io::Result<()> {
+    append_lines(path, &metrics_lines(run_id, recs))
+}
+
+/// Appends JSON values as lines (one `write` per call, so concurrent writers
+/// on one machine do not interleave within a line).
+pub fn append_lines(path: &Path, values: &[Value]) -> std::io::Result<()> {
+    use std::io::Write;
+    if values.is_empty() {
+        return Ok(());
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut buf = String::new();
+    for v in values {
+        buf.push_str(&v.to_string());
+        buf.push('\n');
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    f.write_all(buf.as_bytes())
+}
+
+/// Reads the metrics history (the last `limit` lines); a bad line is an
+/// error naming its number.
+pub fn read_metrics(path: &Path, limit: usize) -> Result<Vec<Value>, String> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+    };
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        out.push(
+            serde_json::from_str(line)
+                .map_err(|e| format!("{} line {}: {e}", path.display(), i + 1))?,
+        );
+    }
+    Ok(out.split_off(out.len().saturating_sub(limit)))
+}
+
+/// The planner's view of the store: this build's records (best first, at
+/// most `limit`) from the store at `store_dir` (or the S3 bucket when
+/// `HIPPIUS_ENDPOINT` is set). A store that cannot be read gives an empty
+/// history and a warning: planning goes on from what Redis remembers.
+pub async fn history_from(store_dir: &Path, limit: usize) -> Vec<ExperimentRecord> {
+    let loaded = match super::open(store_dir) {
+        Ok(store) => load_history(store, limit).await,
+        Err(e) => Err(e),
+    };
+    match loaded {
+        Ok(h) => h.records,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot load the experiment history from the store");
+            Vec::new()
+        }
+    }
+}
+
+/// Adds to `history` the records of `more` whose fingerprint it lacks;
+/// returns how many were added.
+pub fn merge_history(history: &mut Vec<ExperimentRecord>, more: Vec<ExperimentRecord>) -> usize {
+    let mut seen: std::collections::HashSet<String> =
+        history.iter().map(|r| r.fingerprint.clone()).collect();
+    let before = history.len();
+    for r in more {
+        if seen.insert(r.fingerprint.clone()) {
+            history.push(r);
+        }
+    }
+    history.len() - before
+}
+
+/// After training: saves the run's records to the store and appends them to
+/// the metrics history. Failures are logged, not raised (the records are in
+/// Redis already).
+pub async fn record_run(store_dir: &Path, run_id: &str, recs: &[ExperimentRecord]) {
+    let mut problems = Vec::new();
+    match super::open(store_dir) {
+        Ok(store) => {
+            if let Err(e) = save_experiments(&*store, run_id, recs).await {
+                problems.push(format!("store: {e}"));
+            }
+        }
+        Err(e) => problems.push(format!("store: {e}")),
+    }
+    let lines = metrics_lines(run_id, recs);
+    if let Err(e) = append_lines(&metrics_path(store_dir), &lines) {
+        problems.push(format!("metrics history: {e}"));
+    }
+    if !problems.is_empty() {
+        let msg = problems.join("; ");
+        tracing::warn!(run_id, error = %msg, "experiments not recorded outside Redis");
+    }
+    // The same rows to Weights & Biases when WANDB_API_KEY is set (best effort).
+    let specs = recs.iter().map(|r| {
+        (
+            r.name.as_str(),
+            serde_json::to_value(&r.spec).unwrap_or(Value::Null),
+        )
+    });
+    super::wandb::log_if_configured(run_id, Some(super::wandb::config_of(specs)), &lines).await;
+}
+
+/// At the end of a run: saves its summary and comparison to the store
+/// (logged, not raised, on failure).
+pub async fn record_summary(store_dir: &Path, run_id: &str, summary: &Value) {
+    let res = match super::open(store_dir) {
+        Ok(store) => save_run_summary(&*store, run_id, summary).await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = res {
+        tracing::warn!(run_id, error = %e, "cannot save the run summary to the store");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::FsStore;
+    use trainer::experiments::RunStatus;
+    use trainer::zoo::spec::ExperimentSpec;
+
+    pub(crate) fn record(name: &str, crps: Option<f64>, lr: f64) -> ExperimentRecord {
+        let mut spec = ExperimentSpec::new(&["lstm"], "gbm");
+        spec.training.lr = lr;
+        ExperimentRecord {
+            name: name.into(),
+            run_id: Some("r1".into()),
+            fingerprint: trainer::experiments::fingerprint(&spec),
+            spec,
+            status: if crps.is_some() {
+                RunStatus::Ok
+            } else {
+                RunStatus::Failed
+            },
+            crps,
+            gbm_crps: Some(10.0),
+            param_count: Some(100),
+            epochs: 2,
+            diverged: false,
+            error: None,
+            checkpoint: None,
+            training_time_s: Some(1.0),
+            recorded_at: 1_700_000_000,
+        }
+    }
+
+    fn tmp() -> PathBuf {
+        let p = std::env::temp_dir().join(format!(
+            "sc-records-{}-{}",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        std::fs::create_dir_all(&p).unwrap();
+        p
+    }
+
+    #[tokio::test]
+    async fn history_round_trips_and_ranks_including_the_seeds_objects() {
+        let dir = tmp();
+        let store: Arc<dyn Store> = Arc::new(FsStore::new(&dir));
+        let recs = vec![
+            record("b", Some(9.0), 1e-3),
+            record("a", Some(5.0), 3e-3),
+            record("f", None, 1e-2),
+        ];
+        assert_eq!(save_experiments(&*store, "r1", &recs).await.unwrap(), 3);
+        // An object in the seed's format (no record): listed, not planned from.
+        store
+            .put_json(
+                "experiments/seedrun/exp-1.json",
+                &json!({"run_id": "seedrun", "name": "exp-1", "timestamp": 1.0,
+                        "experiment": {"model": {}}, "result": {"metrics": {"crps": 4.0}}}),
+            )
+            .await
+            .unwrap();
+        let h = load_history(store.clone(), 10).await.unwrap();
+        assert_eq!(h.skipped, 1);
+        let names: Vec<&str> = h.records.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["a", "b", "f"]);
+        assert_eq!(h.records[0], recs[1]);
+        assert_eq!(
+            load_history(store.clone(), 1).await.unwrap().records.len(),
+            1
+        );
+
+        let rows = experiment_rows(store.clone(), None).await.unwrap();
+        assert_eq!(rows.len(), 4);
+        assert_eq!(rows[0].name, "a");
+        assert_eq!(rows[0].ratio, Some(0.5));
+        assert!(rows
+            .iter()
+            .any(|r| r.name == "exp-1" && r.crps == Some(4.0)));
+        assert_eq!(rows.last().unwrap().name, "f");
+        let only = experiment_rows(store.clone(), Some("seedrun"))
+            .await
+            .unwrap();
+        assert_eq!(only.len(), 1);
+        assert!(experiment_rows(store.clone(), Some("../x")).await.is_err());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn run_summaries_are_listed_latest_first() {
+        let dir = tmp();
+        let store: Arc<dyn Store> = Arc::new(FsStore::new(&dir));
+        for id in ["r1", "r2"] {
+            save_run_summary(
+                &*store,
+                id,
+                &json!({"run_id": id, "success": true,
+                "best_crps": 3.0, "experiments": [{"name": "x"}]}),
+            )
+            .await
+            .unwrap();
+        }
+        store
+            .put_json(LATEST, &json!({"run_id": "r1"}))
+            .await
+            .unwrap();
+        let rows = run_rows(store.clone()).await.unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].run_id, "r1");
+        assert!(rows[0].latest);
+        assert_eq!(rows[0].experiments, 1);
+        let cmp: Value = store
+            .get_json(&comparison_key("r2"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(cmp["comparison"][0]["name"], "x");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn metrics_history_appends_and_names_bad_lines() {
+        let dir = tmp();
+        let p = metrics_path(&dir);
+        assert!(read_metrics(&p, 10).unwrap().is_empty());
+        append_metrics(&p, "r1", &[record("a", Some(5.0), 1e-3)]).unwrap();
+        append_metrics(&p, "r2", &[record("b", Some(6.0), 1e-3)]).unwrap();
+        let m = read_metrics(&p, 10).unwrap();
+        assert_eq!(m.len(), 2);
+        assert_eq!(m[1]["run_id"], "r2");
+        assert_eq!(m[0]["ratio"], 0.5);
+        assert_eq!(read_metrics(&p, 1).unwrap().len(), 1);
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&p)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, b"{oops\n"))
+            .unwrap();
+        assert!(read_metrics(&p, 10).unwrap_err().contains("line 3"));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn run_ids_are_checked() {
+        check_run_id("01jabc-x").unwrap();
+        for bad in ["", "../x", "a/b", "a b"] {
+            assert!(check_run_id(bad).is_err(), "{bad:?}");
+        }
+    }
+}

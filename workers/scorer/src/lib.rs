@@ -1,0 +1,15 @@
+//! The scorer role: shadow scoring of the served models ([`shadow`]: the prompts a validator
+//! would send, scored once their window settles) and fresh market data ([`data_job`]: the
+//! `data-download` job).
+//!
+//! The SN50 arithmetic itself lives in the `sn50` crate; this crate holds the job handlers
+//! around it. It does not talk to Redis or serve HTTP.
+
+pub mod data_job;
+pub mod shadow;
+
+/// Registers the scorer role's handlers (`shadow-prompt`, `shadow-score`, `data-download`).
+pub fn register(registry: &mut jobs::Registry) {
+    shadow::register(registry);
+    registry.register(data_job::DataDownloadHandler);
+}

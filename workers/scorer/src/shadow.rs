@@ -1,0 +1,293 @@
+//! The shadow scorer's job handlers (`shadow-prompt`, `shadow-score`; the arithmetic is in
+//! `sn50::shadow`): record the prompts a validator would send to the served model,
+//! then score them with the validator's CRPS once their window has passed, beside the GBM.
+//! A cron schedule drives both (docs/sn50.md); `synth-city score shadow` reads the results.
+//!
+//! The model of a prompt is the production model of its timeframe in the store (`latest`,
+//! mirrored from a bucket first when `HIPPIUS_ENDPOINT` is set, as the miner does), `gbm`, or
+//! a checkpoint folder. A record names the checkpoint, so a later publication does not change
+//! what an older prompt is scored as.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use jobs::shadow::{ShadowPrompt, ShadowScore};
+use jobs::Timeframe;
+use jobs::{JobContext, JobError, JobHandler, Registry};
+use publisher::production;
+use publisher::store::{Store, StoreExt};
+use serde_json::{json, Value};
+use sn50::backtest::{hash_name, MAX_SPOT_AGE_SECONDS, REQUEST_LEAD_SECONDS};
+use sn50::constants::{PromptKind, Sn50Config};
+use sn50::data::{asset_file_for_step, Bars};
+use sn50::forecast::{Forecaster, Gbm};
+use sn50::shadow::{self, ShadowRecord, ShadowResult};
+
+/// The assets prompted when a job names none.
+pub const DEFAULT_ASSETS: [&str; 3] = ["BTC", "ETH", "SOL"];
+
+/// Registers the two shadow-scoring handlers.
+pub fn register(registry: &mut Registry) {
+    registry.register(Recorder).register(Scorer);
+}
+
+fn permanent(e: impl std::fmt::Display) -> JobError {
+    JobError::permanent(e)
+}
+
+/// The store of `store_dir` (a bucket when `HIPPIUS_ENDPOINT` is set).
+fn open_store(store_dir: &Path) -> Result<Arc<dyn Store>, JobError> {
+    publisher::store::open(store_dir).map_err(permanent)
+}
+
+/// The checkpoint folder (or `gbm`) that answers `kind` prompts under `model`.
+async fn resolve_model(
+    model: &str,
+    store_dir: &Path,
+    kind: PromptKind,
+) -> Result<String, JobError> {
+    match model {
+        "gbm" => return Ok("gbm".into()),
+        "latest" => {}
+        path => {
+            return if Path::new(path).is_dir() {
+                Ok(path.to_string())
+            } else {
+                Err(permanent(format!(
+                    "model {path:?} is not a checkpoint folder"
+                )))
+            }
+        }
+    }
+    if let Some(cfg) = publisher::store::S3Config::from_env().map_err(permanent)? {
+        let remote = publisher::store::S3Store::new(cfg).map_err(permanent)?;
+        production::mirror(&remote, store_dir, trainer::zoo::train::WEIGHTS_FILE)
+            .await
+            .map_err(JobError::retry)?;
+    }
+    let tf = if kind == PromptKind::High {
+        Timeframe::OneMinute
+    } else {
+        Timeframe::FiveMinutes
+    };
+    Ok(production::resolve_local(store_dir, tf)
+        .map_err(permanent)?
+        .map_or_else(|| "gbm".into(), |dir| dir.display().to_string()))
+}
+
+/// Bars of `asset` that price prompts of `increment`-second steps.
+fn load_bars(data_dir: &Path, asset: &str, increment: u64) -> Result<Bars, String> {
+    let path = asset_file_for_step(data_dir, asset, increment as i64).map_err(|e| e.to_string())?;
+    Bars::load(&path).map_err(|e| e.to_string())
+}
+
+struct Recorder;
+
+#[async_trait]
+impl JobHandler for Recorder {
+    type Job = ShadowPrompt;
+
+    async fn run(&self, _ctx: &JobContext, job: ShadowPrompt) -> Result<Value, JobError> {
+        let store_dir = job.store_dir.unwrap_or_else(|| PathBuf::from("store"));
+        let data_dir = job.data_dir.unwrap_or_else(|| PathBuf::from("data"));
+        let kind = match job.prompt.as_deref() {
+            Some("high") => PromptKind::High,
+            _ => PromptKind::Low,
+        };
+        let cfg = Sn50Config::default();
+        let p = cfg.prompt(kind).clone();
+        let assets: Vec<String> = if job.assets.is_empty() {
+            DEFAULT_ASSETS.iter().map(|a| a.to_string()).collect()
+        } else {
+            job.assets
+        };
+        let now = chrono::Utc::now().timestamp();
+        // live: the next minute, asked now; historical (`at`): asked a request lead before
+        let (start, as_of) = match job.at {
+            Some(t) => (t, t - REQUEST_LEAD_SECONDS),
+            None => ((now / 60 + 1) * 60, now),
+        };
+        let model =
+            resolve_model(job.model.as_deref().unwrap_or("latest"), &store_dir, kind).await?;
+        let store = open_store(&store_dir)?;
+        let pyth = match job.at {
+            Some(_) => None,
+            None => {
+                let mut c = sn50::pyth::PythConfig::from_env();
+                c.timeout = std::time::Duration::from_secs(3);
+                c.attempts = 2;
+                sn50::pyth::PythClient::new(c).ok()
+            }
+        };
+        let (mut recorded, mut skipped) = (Vec::new(), Vec::new());
+        for asset in assets {
+            let mut spot = None;
+            if let Some(client) = &pyth {
+                if let Ok(s) = client.latest_price(&asset).await {
+                    spot = Some((s.price, "pyth"));
+                }
+            }
+            if spot.is_none() {
+                let (d, a, inc) = (data_dir.clone(), asset.clone(), p.time_increment);
+                let close = tokio::task::spawn_blocking(move || {
+                    load_bars(&d, &a, inc).map(|b| b.close_by(as_of, MAX_SPOT_AGE_SECONDS))
+                })
+                .await
+                .map_err(JobError::retry)?;
+                match close {
+                    Ok(Some(c)) => spot = Some((c, "last_close")),
+                    Ok(None) => {
+                        skipped.push(json!({"asset": asset, "error": "no price within the hour before the request"}));
+                        continue;
+                    }
+                    Err(e) => {
+                        skipped.push(json!({"asset": asset, "error": e}));
+                        continue;
+                    }
+                }
+            }
+            let (price, source) = spot.expect("set above");
+            let id = format!("{asset}-{}-{start}", kind.label());
+            let rec = ShadowRecord {
+                seed: hash_name(&id),
+                id,
+                asset,
+                prompt: kind.label().into(),
+                start_time: start,
+                time_increment: p.time_increment,
+                time_length: p.time_length,
+                num_simulations: p.num_simulations,
+                as_of,
+                spot: price,
+                spot_source: source.into(),
+                model: model.clone(),
+                recorded_at: now,
+                result: None,
+            };
+            store
+                .put_json(&rec.key(), &rec)
+                .await
+                .map_err(JobError::retry)?;
+            recorded.push(rec.id);
+        }
+        Ok(json!({"recorded": recorded, "skipped": skipped, "model": model}))
+    }
+}
+
+struct Scorer;
+
+#[async_trait]
+impl JobHandler for Scorer {
+    type Job = ShadowScore;
+
+    async fn run(&self, _ctx: &JobContext, job: ShadowScore) -> Result<Value, JobError> {
+        let store_dir = job.store_dir.unwrap_or_else(|| PathBuf::from("store"));
+        let data_dir = job.data_dir.unwrap_or_else(|| PathBuf::from("data"));
+        let store = open_store(&store_dir)?;
+        let now = chrono::Utc::now().timestamp();
+        let dates: Vec<String> = if job.dates.is_empty() {
+            (0..job.days.unwrap_or(3) as i64)
+                .map(|d| shadow::date_of(now - d * 86_400))
+                .collect()
+        } else {
+            job.dates
+        };
+        let mut pending = Vec::new();
+        let mut by_date: BTreeMap<String, Vec<ShadowRecord>> = BTreeMap::new();
+        for date in &dates {
+            let keys = store
+                .list(&format!("scores/prompts/{date}/"))
+                .await
+                .map_err(JobError::retry)?;
+            for k in keys {
+                let Some(rec) = store
+                    .get_json::<ShadowRecord>(&k)
+                    .await
+                    .map_err(JobError::retry)?
+                else {
+                    continue;
+                };
+                if rec.result.is_none() {
+                    pending.push(rec.clone());
+                }
+                by_date.entry(date.clone()).or_default().push(rec);
+            }
+        }
+        // the arithmetic on a blocking thread: models and bars loaded once per job
+        let scored = tokio::task::spawn_blocking(move || score_all(pending, &data_dir, now))
+            .await
+            .map_err(JobError::retry)?;
+        let mut touched = BTreeSet::new();
+        for rec in &scored {
+            store
+                .put_json(&rec.key(), rec)
+                .await
+                .map_err(JobError::retry)?;
+            let date = shadow::date_of(rec.start_time);
+            if let Some(list) = by_date.get_mut(&date) {
+                if let Some(slot) = list.iter_mut().find(|r| r.id == rec.id) {
+                    *slot = rec.clone();
+                }
+            }
+            touched.insert(date);
+        }
+        for date in &touched {
+            let summary = shadow::summarize(&by_date[date]);
+            store
+                .put_json(&shadow::daily_key(date), &summary)
+                .await
+                .map_err(JobError::retry)?;
+        }
+        let mut days = Vec::new();
+        for k in store.list("scores/daily/").await.map_err(JobError::retry)? {
+            let date = k
+                .trim_start_matches("scores/daily/")
+                .trim_end_matches(".json")
+                .to_string();
+            if let Some(v) = store.get_json::<Value>(&k).await.map_err(JobError::retry)? {
+                days.push((date, v));
+            }
+        }
+        let board = shadow::leaderboard(days);
+        store
+            .put_json(shadow::LEADERBOARD_KEY, &board)
+            .await
+            .map_err(JobError::retry)?;
+        Ok(json!({"scored": scored.len(), "dates": touched, "leaderboard": board}))
+    }
+}
+
+/// Scores what can be scored of `pending` (records whose window the bars cover).
+fn score_all(pending: Vec<ShadowRecord>, data_dir: &Path, now: i64) -> Vec<ShadowRecord> {
+    let config = Sn50Config::default();
+    let gbm = Gbm::new(config.clone());
+    let mut models: HashMap<String, Result<Box<dyn Forecaster>, String>> = HashMap::new();
+    let mut bars: HashMap<(String, u64), Result<Bars, String>> = HashMap::new();
+    let mut out = Vec::new();
+    for mut rec in pending {
+        let b = bars
+            .entry((rec.asset.clone(), rec.time_increment))
+            .or_insert_with(|| load_bars(data_dir, &rec.asset, rec.time_increment));
+        let Ok(b) = b else { continue };
+        let model = models.entry(rec.model.clone()).or_insert_with(|| {
+            trainer::zoo::forecaster::load_forecaster(&rec.model, &trainer::Device::Cpu)
+                .map_err(|e| format!("the model {} does not load: {e}", rec.model))
+        });
+        let model = match &*model {
+            Ok(m) => Ok(m.as_ref()),
+            Err(e) => Err(e.clone()),
+        };
+        if let Some((crps, gbm_crps, error)) = shadow::score_record(&rec, model, &gbm, b, &config) {
+            rec.result = Some(ShadowResult {
+                crps,
+                gbm_crps,
+                scored_at: now,
+                error,
+            });
+            out.push(rec);
+        }
+    }
+    out
+}

@@ -1,0 +1,339 @@
+//! Offline backtests: pick prompt windows from local bars, ask a [`Forecaster`] for paths as the
+//! validator would ask a miner, round them as a response would carry them, and score them with
+//! the validator's CRPS against the realised grid. Behind `synth-city score backtest`.
+//!
+//! Windows: every grid-aligned start time (multiples of the time increment) at which the
+//! realised grid has its first and last price, a later candle exists (the validator's settlement
+//! guard) and a spot price is known at request time (`start - 60 s`: the close of the last bar
+//! that closed by then, at most one hour old). N of them are drawn per asset with a ChaCha8 RNG
+//! seeded from the seed and the asset name only, so every model gets the same windows for the
+//! same seed; each window's model RNG is seeded from (seed, asset, window).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use rand::seq::index::sample;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+
+use super::constants::{PromptKind, Sn50Config, WeightTable};
+use super::crps::{miner_score, Paths, INVALID_SCORE};
+use super::data::{asset_file_for_step, Bars, DataError};
+use super::forecast::{ForecastError, ForecastRequest, Forecaster};
+use super::response::encode_price;
+
+/// How long before `start_time` the request is made (the validator: 60-120 s).
+pub const REQUEST_LEAD_SECONDS: i64 = 60;
+/// The oldest a spot price may be at request time.
+pub const MAX_SPOT_AGE_SECONDS: i64 = 3600;
+
+/// Errors running a backtest.
+#[derive(Debug, thiserror::Error)]
+pub enum BacktestError {
+    #[error(transparent)]
+    Data(#[from] DataError),
+    #[error("{asset}: {error}")]
+    Forecast { asset: String, error: ForecastError },
+    #[error("{asset}: no usable {prompt} window in {file}")]
+    NoWindows {
+        asset: String,
+        prompt: &'static str,
+        file: String,
+    },
+    #[error("no assets given")]
+    NoAssets,
+}
+
+/// Backtest settings.
+#[derive(Debug, Clone)]
+pub struct BacktestOptions {
+    pub prompt: PromptKind,
+    pub assets: Vec<String>,
+    pub windows: usize,
+    pub seed: u64,
+    /// Paths per window (the validator asks for 1000).
+    pub num_simulations: usize,
+    pub weights: WeightTable,
+}
+
+/// One asset's result.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AssetResult {
+    /// Mean CRPS total over the valid windows.
+    pub mean_crps: f64,
+    /// Windows scored.
+    pub windows: usize,
+    /// Windows the validator would have scored -1.
+    pub invalid: usize,
+    /// The data file used.
+    pub file: String,
+    /// The window start times (unix seconds).
+    pub starts: Vec<i64>,
+}
+
+/// The whole result (`--json` prints it).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BacktestResult {
+    pub model: String,
+    pub prompt: String,
+    pub seed: u64,
+    pub assets: BTreeMap<String, AssetResult>,
+    /// The coefficient-weighted mean of the assets' mean CRPS.
+    pub weighted_crps: f64,
+}
+
+/// FNV-1a of a name: a seed stable across runs and platforms.
+pub fn hash_name(s: &str) -> u64 {
+    s.bytes().fold(0xcbf29ce484222325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100000001b3)
+    })
+}
+
+/// The spot price at request time: the close of the last bar that closed by `as_of`.
+fn spot_at(bars: &Bars, as_of: i64) -> Option<f64> {
+    bars.close_by(as_of, MAX_SPOT_AGE_SECONDS)
+}
+
+/// Every usable window start for a prompt in these bars.
+pub fn candidate_starts(bars: &Bars, time_length: i64, increment: i64) -> Vec<i64> {
+    let last_ts = match bars.timestamps.last() {
+        Some(&t) => t,
+        None => return Vec::new(),
+    };
+    bars.timestamps
+        .iter()
+        .copied()
+        .filter(|t| t % increment == 0)
+        .filter(|&t| {
+            let end = t + time_length;
+            last_ts > end
+                && bars.index_of(end).is_some()
+                && spot_at(bars, t - REQUEST_LEAD_SECONDS).is_some()
+        })
+        .collect()
+}
+
+/// Round every price as the response serializer would (8 significant digits within the
+/// validator's digit rule); non-finite prices stay as they are (and score as the validator would).
+pub fn as_sent(paths: &Paths) -> Paths {
+    let data: Vec<f64> = paths
+        .as_flat()
+        .iter()
+        .map(|&x| encode_price(x).map(|t| t.value()).unwrap_or(x))
+        .collect();
+    Paths::from_flat(data, paths.n_paths()).expect("same shape")
+}
+
+/// Run a backtest of `model` on the bars in `data_dir`.
+pub fn run_backtest(
+    model: &dyn Forecaster,
+    data_dir: &Path,
+    opts: &BacktestOptions,
+    config: &Sn50Config,
+) -> Result<BacktestResult, BacktestError> {
+    if opts.assets.is_empty() {
+        return Err(BacktestError::NoAssets);
+    }
+    let prompt = config.prompt(opts.prompt);
+    let inc = prompt.time_increment as i64;
+    let len = prompt.time_length as i64;
+    let mut assets = BTreeMap::new();
+    for asset in &opts.assets {
+        // The validator's rule needs 1-minute candles; 5-minute files serve 300 s grids only.
+        let path = asset_file_for_step(data_dir, asset, inc)?;
+        let bars = Bars::load(&path)?;
+        let file = path
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        let candidates = candidate_starts(&bars, len, inc);
+        if candidates.is_empty() {
+            return Err(BacktestError::NoWindows {
+                asset: asset.clone(),
+                prompt: if opts.prompt == PromptKind::Low {
+                    "low"
+                } else {
+                    "high"
+                },
+                file,
+            });
+        }
+        let mut window_rng = ChaCha8Rng::seed_from_u64(opts.seed ^ hash_name(asset));
+        let n = opts.windows.min(candidates.len());
+        let mut picks: Vec<usize> = sample(&mut window_rng, candidates.len(), n).into_vec();
+        picks.sort_unstable();
+        let starts: Vec<i64> = picks.iter().map(|&i| candidates[i]).collect();
+        let intervals = &prompt.scoring_intervals;
+        let mut scores = Vec::with_capacity(n);
+        for (w, &start) in starts.iter().enumerate() {
+            let as_of = start - REQUEST_LEAD_SECONDS;
+            let spot = spot_at(&bars, as_of).expect("candidate has a spot");
+            let req = ForecastRequest {
+                asset: asset.clone(),
+                start_time: start,
+                time_increment: prompt.time_increment,
+                time_length: prompt.time_length,
+                num_simulations: opts.num_simulations,
+                spot,
+                history: Some(&bars),
+                as_of,
+            };
+            let mut rng = ChaCha8Rng::seed_from_u64(
+                opts.seed
+                    ^ hash_name(asset).rotate_left(17)
+                    ^ (w as u64).wrapping_mul(0x9E3779B97F4A7C15),
+            );
+            let paths =
+                model
+                    .forecast(&req, &mut rng)
+                    .map_err(|error| BacktestError::Forecast {
+                        asset: asset.clone(),
+                        error,
+                    })?;
+            let real = bars.price_grid(start, len, inc)?;
+            scores.push(miner_score(
+                &as_sent(&paths),
+                &real,
+                prompt.time_increment,
+                intervals,
+            ));
+        }
+        let valid: Vec<f64> = scores
+            .iter()
+            .copied()
+            .filter(|&s| s != INVALID_SCORE)
+            .collect();
+        let mean = if valid.is_empty() {
+            f64::NAN
+        } else {
+            valid.iter().sum::<f64>() / valid.len() as f64
+        };
+        assets.insert(
+            asset.clone(),
+            AssetResult {
+                mean_crps: mean,
+                windows: scores.len(),
+                invalid: scores.len() - valid.len(),
+                file,
+                starts,
+            },
+        );
+    }
+    let (mut num, mut den) = (0.0, 0.0);
+    for (a, r) in &assets {
+        if r.mean_crps.is_finite() {
+            let c = config.coefficient(a, opts.weights);
+            num += c * r.mean_crps;
+            den += c;
+        }
+    }
+    Ok(BacktestResult {
+        model: model.name().to_string(),
+        prompt: opts.prompt.label().to_string(),
+        seed: opts.seed,
+        assets,
+        weighted_crps: if den > 0.0 { num / den } else { f64::NAN },
+    })
+}
+
+/// The `--json` output: `{"assets": {"BTC": {"mean_crps", "windows", ...}}, "weighted_crps",
+/// "model", "prompt", "seed"}`.
+pub fn backtest_json(r: &BacktestResult) -> serde_json::Value {
+    serde_json::to_value(r).expect("a backtest result serializes")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::forecast::Gbm;
+
+    /// A synthetic 1-minute file: a slow sine around 100 with a gap.
+    fn write_bars(dir: &Path, name: &str, start: i64, n: i64, gap: Option<(i64, i64)>) {
+        let mut s = String::from("timestamp,open,high,low,close,volume\n");
+        for k in 0..n {
+            if let Some((a, b)) = gap {
+                if k >= a && k < b {
+                    continue;
+                }
+            }
+            let p = 100.0 + (k as f64 / 50.0).sin();
+            s.push_str(&format!("{},{p},{p},{p},{p},1\n", start + k * 60));
+        }
+        std::fs::write(dir.join(name), s).unwrap();
+    }
+
+    fn opts(prompt: PromptKind, windows: usize, seed: u64) -> BacktestOptions {
+        BacktestOptions {
+            prompt,
+            assets: vec!["BTC".into(), "ETH".into()],
+            windows,
+            seed,
+            num_simulations: 50,
+            weights: WeightTable::Validator,
+        }
+    }
+
+    #[test]
+    fn spot_is_the_last_closed_bar() {
+        let b = Bars::parse_csv(
+            "timestamp,open,high,low,close,volume\n0,1,1,1,10,1\n60,1,1,1,11,1\n180,1,1,1,13,1\n",
+            60,
+            "t",
+        )
+        .unwrap();
+        assert_eq!(spot_at(&b, 120), Some(11.0)); // bar 60 closed at 120
+        assert_eq!(spot_at(&b, 119), Some(10.0));
+        assert_eq!(spot_at(&b, 239), Some(11.0)); // bar 180 closes at 240
+        assert_eq!(spot_at(&b, 30), None);
+    }
+
+    #[test]
+    fn backtest_is_reproducible_and_windows_do_not_depend_on_the_model() {
+        let dir = std::env::temp_dir().join(format!("sn50-bt-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        write_bars(
+            &dir,
+            "BTC_1m.csv",
+            1_699_999_200,
+            3 * 24 * 60,
+            Some((2000, 2100)),
+        );
+        write_bars(&dir, "ETH_1m.csv", 1_699_999_260, 3 * 24 * 60, None);
+        let cfg = Sn50Config::default();
+        let gbm = Gbm::new(cfg.clone());
+        let a = run_backtest(&gbm, &dir, &opts(PromptKind::High, 5, 42), &cfg).unwrap();
+        let b = run_backtest(&gbm, &dir, &opts(PromptKind::High, 5, 42), &cfg).unwrap();
+        assert_eq!(a, b);
+        let btc = &a.assets["BTC"];
+        assert_eq!(btc.windows, 5);
+        assert!(btc.mean_crps > 0.0 && btc.mean_crps.is_finite());
+        let mut wide = Gbm::new(cfg.clone());
+        wide.sigma_override = Some(0.05);
+        let c = run_backtest(&wide, &dir, &opts(PromptKind::High, 5, 42), &cfg).unwrap();
+        assert_eq!(
+            c.assets["BTC"].starts, btc.starts,
+            "same windows for every model"
+        );
+        assert_ne!(c.assets["BTC"].mean_crps, btc.mean_crps);
+        let d = run_backtest(&gbm, &dir, &opts(PromptKind::High, 5, 43), &cfg).unwrap();
+        assert_ne!(d.assets["BTC"].starts, btc.starts);
+        // Weighted mean uses the validator coefficients.
+        let ce = cfg.coefficient("ETH", WeightTable::Validator);
+        let expected = (btc.mean_crps + ce * a.assets["ETH"].mean_crps) / (1.0 + ce);
+        assert!((a.weighted_crps - expected).abs() < 1e-9 * expected);
+        // The low prompt works on 1-minute files too; every start is a 300 s multiple.
+        let l = run_backtest(&gbm, &dir, &opts(PromptKind::Low, 3, 1), &cfg).unwrap();
+        assert!(l.assets["ETH"].starts.iter().all(|s| s % 300 == 0));
+        let json = backtest_json(&l);
+        assert!(json["assets"]["BTC"]["mean_crps"].is_f64());
+        assert!(json["weighted_crps"].is_f64());
+        // A missing asset file is named.
+        let mut o = opts(PromptKind::High, 1, 1);
+        o.assets = vec!["XRP".into()];
+        let e = run_backtest(&gbm, &dir, &o, &cfg).unwrap_err();
+        assert!(e.to_string().contains("XRP"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,391 @@
+//! The research pipeline's domain, without Redis: what each built-in (non-LLM)
+//! agent does — plan, train, check, debug, publish — over the model zoo and the
+//! exact SN50 scoring. The engine (`src/pipeline` in the root crate) turns each
+//! into a job type and keeps the run's state in Redis.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::zoo::registry;
+use crate::zoo::spec::ExperimentSpec;
+use crate::zoo::{train, ZooError};
+
+/// The budget a run gives every experiment: the planner applies it to each spec
+/// so that a pipeline run costs what the caller asked for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Budget {
+    /// Experiments per plan.
+    pub experiments: usize,
+    /// Epochs of the first successive-halving round (doubled for survivors).
+    pub epochs: usize,
+    pub steps_per_epoch: usize,
+    pub d_model: usize,
+    pub seq_len: usize,
+    pub batch_size: usize,
+    pub n_paths: usize,
+    pub eval_windows: usize,
+    pub eval_paths: usize,
+    pub assets: Vec<String>,
+    pub timeframe: String,
+    /// Successive-halving rounds (1 = train each experiment once).
+    pub rounds: usize,
+}
+
+impl Default for Budget {
+    fn default() -> Self {
+        Budget {
+            experiments: 4,
+            epochs: 2,
+            steps_per_epoch: 20,
+            d_model: 16,
+            seq_len: 32,
+            batch_size: 8,
+            n_paths: 16,
+            eval_windows: 8,
+            eval_paths: 1000,
+            assets: vec!["BTC".into()],
+            timeframe: "5m".into(),
+            rounds: 2,
+        }
+    }
+}
+
+impl Budget {
+    /// Applies the budget to a spec (architecture and learning rate are kept).
+    pub fn apply(&self, spec: &mut ExperimentSpec) {
+        let b = &mut spec.model.backbone;
+        b.d_model = self.d_model;
+        b.seq_len = self.seq_len;
+        let t = &mut spec.training;
+        t.epochs = self.epochs;
+        t.steps_per_epoch = self.steps_per_epoch;
+        t.batch_size = self.batch_size;
+        t.n_paths = self.n_paths;
+        t.eval_windows = self.eval_windows;
+        t.eval_paths = self.eval_paths;
+        t.horizon = if self.timeframe == "1m" { 60 } else { 288 };
+        t.warmup_steps = t.warmup_steps.min(self.steps_per_epoch);
+        spec.data.assets = self.assets.clone();
+        spec.data.timeframe = self.timeframe.clone();
+    }
+}
+
+/// The outcome of one experiment run (serialised as `"ok"` / `"failed"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    Ok,
+    Failed,
+}
+
+/// One experiment and what came of it: the record both the built-in pipeline
+/// (kept in Redis by the engine) and the LLM agents' history (`agents::history`)
+/// store. Everything but the identity is optional on input, so records written
+/// by either side (or by an older build) read back.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExperimentRecord {
+    pub name: String,
+    /// The pipeline run (or agent session) that ran it.
+    #[serde(default)]
+    pub run_id: Option<String>,
+    /// [`fingerprint`] of the spec.
+    pub fingerprint: String,
+    pub spec: ExperimentSpec,
+    pub status: RunStatus,
+    /// Mean SN50 CRPS on the validation windows (lower is better).
+    #[serde(default)]
+    pub crps: Option<f64>,
+    /// The GBM baseline's CRPS on the same windows.
+    #[serde(default)]
+    pub gbm_crps: Option<f64>,
+    #[serde(default)]
+    pub param_count: Option<usize>,
+    /// Epochs completed.
+    #[serde(default)]
+    pub epochs: usize,
+    /// True when the training loss went NaN or exploded.
+    #[serde(default)]
+    pub diverged: bool,
+    #[serde(default)]
+    pub error: Option<String>,
+    /// The checkpoint folder, if training got that far.
+    #[serde(default)]
+    pub checkpoint: Option<String>,
+    /// Wall-clock seconds of the run (training and scoring).
+    #[serde(default, alias = "seconds")]
+    pub training_time_s: Option<f64>,
+    /// Unix seconds.
+    #[serde(default)]
+    pub recorded_at: i64,
+}
+
+impl ExperimentRecord {
+    /// CRPS relative to GBM (< 1 beats the baseline), when both are known.
+    pub fn crps_ratio(&self) -> Option<f64> {
+        match (self.crps, self.gbm_crps) {
+            (Some(c), Some(g)) if g > 0.0 => Some(c / g),
+            _ => None,
+        }
+    }
+
+    /// Whether the run succeeded with a finite CRPS.
+    pub fn scored(&self) -> bool {
+        self.status == RunStatus::Ok && self.crps.is_some_and(f64::is_finite)
+    }
+}
+
+/// A stable fingerprint of what makes an experiment distinct, for novelty
+/// checks: blocks, head, width, context, learning rate, horizon and data
+/// (assets, timeframe). Block and head names are canonicalised first, so
+/// `lstm` and `LSTMBlock` are the same experiment. 16 hex digits of FNV-1a
+/// (64 bit): stable across runs and builds (unlike `DefaultHasher`).
+pub fn fingerprint(spec: &ExperimentSpec) -> String {
+    let block = |b: &String| {
+        registry::find_block(b)
+            .map(|c| c.name.to_string())
+            .unwrap_or_else(|| b.trim().to_ascii_lowercase())
+    };
+    let head = registry::find_head(&spec.model.head.kind)
+        .map(|c| c.name.to_string())
+        .unwrap_or_else(|| spec.model.head.kind.trim().to_ascii_lowercase());
+    let blocks: Vec<String> = spec.model.backbone.blocks.iter().map(block).collect();
+    let assets: Vec<String> = spec
+        .data
+        .assets
+        .iter()
+        .map(|a| a.trim().to_ascii_uppercase())
+        .collect();
+    let key = format!(
+        "{}|{}|{}|{}|{:e}|{}|{}|{}",
+        blocks.join("+"),
+        head,
+        spec.model.backbone.d_model,
+        spec.model.backbone.seq_len,
+        spec.training.lr,
+        spec.training.horizon,
+        assets.join("+"),
+        spec.data.timeframe,
+    );
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in key.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+/// A readable name for an experiment.
+pub fn experiment_name(spec: &ExperimentSpec) -> String {
+    format!(
+        "{}-{}-d{}-lr{:.0e}",
+        spec.model.backbone.blocks.join("+").to_ascii_lowercase(),
+        spec.model.head.kind.to_ascii_lowercase(),
+        spec.model.backbone.d_model,
+        spec.training.lr
+    )
+}
+
+/// Now, in Unix seconds.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// What [`run_experiment`] did: the record, and training details for reports.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExperimentRun {
+    pub record: ExperimentRecord,
+    /// Validation windows scored (0 when the run failed before scoring).
+    pub windows: usize,
+    /// The epoch with the best validation loss.
+    pub best_epoch: usize,
+    /// That loss, when finite.
+    pub best_val_loss: Option<f64>,
+}
+
+/// Trains `spec` on `device` (`cpu`, or `cuda[:N]` in a CUDA build) into
+/// `out_dir` (resuming from it when `resume`), then scores it and the GBM
+/// baseline with the exact SN50 CRPS on the validation windows. A failure
+/// (an invalid spec, an unavailable device, a training error, a non-finite
+/// CRPS) is recorded, not raised: the pipeline and the agents learn from it.
+/// The record is named by [`experiment_name`] and has no `run_id`; callers
+/// set both as they need.
+pub fn run_experiment(
+    spec: &ExperimentSpec,
+    data_dir: &Path,
+    out_dir: &Path,
+    device: &str,
+    resume: bool,
+) -> ExperimentRun {
+    run_experiment_with(spec, data_dir, out_dir, device, resume, &mut |_| {})
+}
+
+/// [`run_experiment`], calling `on_epoch` after every training epoch.
+pub fn run_experiment_with(
+    spec: &ExperimentSpec,
+    data_dir: &Path,
+    out_dir: &Path,
+    device: &str,
+    resume: bool,
+    on_epoch: &mut dyn FnMut(&train::EpochReport),
+) -> ExperimentRun {
+    let started = std::time::Instant::now();
+    let mut run = ExperimentRun {
+        record: ExperimentRecord {
+            name: experiment_name(spec),
+            run_id: None,
+            fingerprint: fingerprint(spec),
+            spec: spec.clone(),
+            status: RunStatus::Failed,
+            crps: None,
+            gbm_crps: None,
+            param_count: spec.param_count().ok(),
+            epochs: 0,
+            diverged: false,
+            error: None,
+            checkpoint: None,
+            training_time_s: None,
+            recorded_at: unix_now(),
+        },
+        windows: 0,
+        best_epoch: 0,
+        best_val_loss: None,
+    };
+    let outcome = (|| -> Result<(train::TrainResult, bool, train::Sn50Eval), ZooError> {
+        let r = spec.validate().map_err(ZooError::Spec)?;
+        let device = crate::zoo::device(device)?;
+        let opts = train::TrainOptions {
+            data_dir: data_dir.to_path_buf(),
+            out_dir: out_dir.to_path_buf(),
+            device: device.clone(),
+            resume,
+        };
+        let result = train::train(spec, &opts, on_epoch)?;
+        let diverged = result
+            .step_losses
+            .iter()
+            .any(|l| !l.is_finite() || *l > 1e6);
+        let data = train::load_windows(spec, &r, data_dir)?;
+        let ck = train::load_checkpoint(out_dir, &device)?;
+        let eval = train::evaluate_sn50(spec, &ck.model, &data, &device)?;
+        Ok((result, diverged, eval))
+    })();
+    let rec = &mut run.record;
+    match outcome {
+        Ok((result, diverged, eval)) => {
+            rec.param_count = Some(result.param_count);
+            rec.epochs = result.state.epochs_done;
+            rec.diverged = diverged || !eval.val_crps.is_finite();
+            rec.crps = eval.val_crps.is_finite().then_some(eval.val_crps);
+            rec.gbm_crps = eval.gbm_crps.is_finite().then_some(eval.gbm_crps);
+            rec.checkpoint = Some(out_dir.display().to_string());
+            if rec.crps.is_some() {
+                rec.status = RunStatus::Ok;
+            } else {
+                rec.error = Some("validation CRPS is not finite (the model diverged)".into());
+            }
+            run.windows = eval.windows;
+            run.best_epoch = result.state.best_epoch;
+            run.best_val_loss = result
+                .state
+                .best_val_loss
+                .is_finite()
+                .then_some(result.state.best_val_loss);
+        }
+        Err(e) => {
+            let msg = e.to_string();
+            rec.diverged = msg.contains("NaN") || msg.contains("nan");
+            rec.error = Some(msg);
+        }
+    }
+    rec.training_time_s = Some(started.elapsed().as_secs_f64());
+    run
+}
+
+/// Where a run's checkpoints go: `<out>/<run_id>/<fingerprint>`.
+pub fn checkpoint_dir(out: &Path, run_id: &str, spec: &ExperimentSpec) -> PathBuf {
+    out.join(run_id).join(fingerprint(spec))
+}
+
+/// What [`train_plan`] reports as it goes.
+#[derive(Debug, Clone, Copy)]
+pub enum PlanEvent<'a> {
+    /// An epoch of experiment `name` finished.
+    Epoch {
+        name: &'a str,
+        report: &'a train::EpochReport,
+    },
+    /// An experiment finished (trained and scored, or failed).
+    Done(&'a ExperimentRecord),
+}
+
+/// Successive halving over `specs`: every spec trains for the budget's epochs;
+/// the better half (by validation CRPS) continues for twice as many, and so on
+/// for `rounds` rounds. Returns the final record of every experiment.
+pub fn train_plan(
+    specs: &[ExperimentSpec],
+    budget: &Budget,
+    data_dir: &Path,
+    out: &Path,
+    run_id: &str,
+    progress: &mut dyn FnMut(PlanEvent<'_>),
+) -> Vec<ExperimentRecord> {
+    let mut records: Vec<ExperimentRecord> = specs
+        .iter()
+        .map(|s| {
+            let dir = checkpoint_dir(out, run_id, s);
+            let name = experiment_name(s);
+            let mut r = run_experiment_with(s, data_dir, &dir, "cpu", false, &mut |report| {
+                progress(PlanEvent::Epoch {
+                    name: &name,
+                    report,
+                })
+            })
+            .record;
+            r.run_id = Some(run_id.to_string());
+            progress(PlanEvent::Done(&r));
+            r
+        })
+        .collect();
+    let mut alive: Vec<usize> = (0..records.len()).collect();
+    for round in 1..budget.rounds.max(1) {
+        alive.retain(|&i| records[i].crps.is_some());
+        alive.sort_by(|&a, &b| records[a].crps.partial_cmp(&records[b].crps).unwrap());
+        alive.truncate(alive.len().div_ceil(2));
+        if alive.len() <= 1 && round > 1 {
+            break;
+        }
+        for &i in &alive {
+            let mut spec = records[i].spec.clone();
+            spec.training.epochs = budget.epochs << round;
+            let dir = checkpoint_dir(out, run_id, &records[i].spec);
+            let name = records[i].name.clone();
+            let mut r = run_experiment_with(&spec, data_dir, &dir, "cpu", true, &mut |report| {
+                progress(PlanEvent::Epoch {
+                    name: &name,
+                    report,
+                })
+            })
+            .record;
+            r.run_id = Some(run_id.to_string());
+            r.fingerprint = records[i].fingerprint.clone();
+            if r.crps.is_some() {
+                progress(PlanEvent::Done(&r));
+                records[i] = r;
+            }
+        }
+    }
+    records
+}
+
+/// The best successful record by CRPS (lowest first).
+pub fn best(records: &[ExperimentRecord]) -> Option<&ExperimentRecord> {
+    records.iter().filter(|r| r.scored()).min_by(|a, b| {
+        a.crps
+            .unwrap_or(f64::INFINITY)
+            .total_cmp(&b.crps.unwrap_or(f64::INFINITY))
+    })
+}

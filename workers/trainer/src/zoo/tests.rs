@@ -1,0 +1,680 @@
+//! Tests of the zoo on real bars from `shared/data` (skipped where that folder is absent):
+//! every block with the GBM head and every head with one block learns on a fixed batch and
+//! simulates a response the SN50 validator accepts; the trainer's determinism, checkpoints and
+//! resume; the forecaster; spec validation.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use candle_core::{Device, Tensor};
+use candle_nn::optim::{AdamW, Optimizer, ParamsAdamW};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use super::features::AssetWindows;
+use super::model::ZooModel;
+use super::params::{Noise, SeededVarMap};
+use super::registry::{find_block, BLOCKS, HEADS, PRESETS};
+use super::spec::{ExperimentSpec, LossKind};
+use super::train::{batch_loss, make_batch, sample_crps, simulate};
+use sn50::data::Bars;
+use sn50::response::{check_response, MinerResponse, SimulationInput};
+
+fn data_dir() -> Option<PathBuf> {
+    let d = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data");
+    d.is_dir().then_some(d)
+}
+
+/// The last 6000 BTC 5-minute bars (enough for train and validation windows, quick to scan).
+fn btc() -> Option<&'static Bars> {
+    static B: OnceLock<Option<Bars>> = OnceLock::new();
+    B.get_or_init(|| {
+        let d = data_dir()?;
+        let b = Bars::load(&d.join("BTC_5m.csv")).ok()?;
+        let n = b.len();
+        let k = n - 6000;
+        Some(Bars {
+            bar_seconds: b.bar_seconds,
+            timestamps: b.timestamps[k..].to_vec(),
+            open: b.open[k..].to_vec(),
+            high: b.high[k..].to_vec(),
+            low: b.low[k..].to_vec(),
+            close: b.close[k..].to_vec(),
+            volume: b.volume[k..].to_vec(),
+        })
+    })
+    .as_ref()
+}
+
+/// A tiny spec for the tests.
+pub fn tiny_spec(blocks: &[&str], head: &str) -> ExperimentSpec {
+    let mut s = ExperimentSpec::new(blocks, head);
+    s.model.backbone.d_model = 8;
+    s.model.backbone.seq_len = 16;
+    s.model.backbone.block_kwargs = blocks
+        .iter()
+        .map(|b| {
+            let mut m = serde_json::Map::new();
+            let name = find_block(b).map(|i| i.name).unwrap_or("");
+            let set = |m: &mut serde_json::Map<String, serde_json::Value>, k: &str, v: u64| {
+                m.insert(k.to_string(), v.into());
+            };
+            match name {
+                "TransformerBlock" | "InformerBlock" | "TFTBlock" => set(&mut m, "n_heads", 2),
+                "PatchTSTBlock" => {
+                    set(&mut m, "patch_len", 4);
+                    set(&mut m, "d_patch", 8);
+                }
+                "CrossformerBlock" => {
+                    set(&mut m, "seg_len", 4);
+                    set(&mut m, "d_seg", 8);
+                    set(&mut m, "routers", 2);
+                }
+                "iTransformerBlock" => {
+                    set(&mut m, "d_token", 8);
+                    set(&mut m, "n_heads", 2);
+                }
+                "NBeatsBlock" => set(&mut m, "hidden", 16),
+                "MambaBlock" => set(&mut m, "d_state", 4),
+                "TimesNetBlock" => set(&mut m, "d_ff", 8),
+                "FEDformerBlock" => set(&mut m, "modes", 4),
+                _ => {}
+            }
+            m
+        })
+        .collect();
+    match head {
+        "SDEHead" => {
+            s.model.head.kwargs.insert("hidden".into(), 8.into());
+        }
+        "FlowHead" => {
+            s.model.head.kwargs.insert("hidden".into(), 16.into());
+            s.model.head.kwargs.insert("layers".into(), 2.into());
+        }
+        _ => {}
+    }
+    s.training.n_paths = 16;
+    s.training.batch_size = 8;
+    s.training.lr = 3e-3;
+    s
+}
+
+/// Train `steps` AdamW steps on one fixed batch of real windows; the loss under a fixed noise
+/// draw must be finite before and after and lower after. Then simulate 1000 paths of 289
+/// points and check the response the way the validator does.
+fn learns_and_simulates(blocks: &[&str], head: &str, steps: usize) {
+    let Some(bars) = btc() else { return };
+    let started = std::time::Instant::now();
+    let spec = tiny_spec(blocks, head);
+    let r = spec
+        .validate()
+        .unwrap_or_else(|e| panic!("{blocks:?}+{head}: {e:?}"));
+    let t = &spec.training;
+    let w = AssetWindows::new(
+        "BTC",
+        bars.clone(),
+        spec.model.backbone.seq_len,
+        t.horizon,
+        0.2,
+        12,
+    )
+    .unwrap();
+    let dev = Device::Cpu;
+    let vm = SeededVarMap::new(7);
+    let model = ZooModel::build(&spec, &r, vm.builder(&dev)).unwrap();
+    let items: Vec<(usize, usize)> = w.train.iter().rev().take(8).map(|&i| (0, i)).collect();
+    let data = [w];
+    let (x, y) = make_batch(&spec, &data, &items, &dev).unwrap();
+    let eval = |model: &ZooModel| -> f64 {
+        let mut noise = Noise::new(99, &dev);
+        batch_loss(model, &x, &y, 64, LossKind::Crps, 0.95, &mut noise)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap() as f64
+    };
+    let before = eval(&model);
+    let mut opt = AdamW::new(
+        vm.vars(),
+        ParamsAdamW {
+            lr: 1e-2,
+            weight_decay: 0.0,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let mut noise = Noise::new(1, &dev);
+    for _ in 0..steps {
+        let loss = batch_loss(&model, &x, &y, 16, LossKind::Crps, 0.95, &mut noise).unwrap();
+        let l = loss.to_scalar::<f32>().unwrap();
+        assert!(l.is_finite(), "{blocks:?}+{head}: loss {l}");
+        opt.backward_step(&loss).unwrap();
+    }
+    let after = eval(&model);
+    eprintln!(
+        "{blocks:?}+{head}: loss {before:.4} -> {after:.4} ({:.1}s)",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(
+        before.is_finite() && after.is_finite(),
+        "{blocks:?}+{head}: {before} -> {after}"
+    );
+    assert!(
+        after < before,
+        "{blocks:?}+{head}: loss did not decrease: {before} -> {after}"
+    );
+    // simulate a full SN50 response from the last window
+    let (x1, _) = make_batch(&spec, &data, &items[..1], &dev).unwrap();
+    let spot = data[0].bars.close[items[0].1];
+    let paths = simulate(&model, &x1, spot, 1000, data[0].norm.ret_std, 5).unwrap();
+    assert_eq!((paths.n_paths(), paths.n_points()), (1000, 289));
+    assert_response_ok(&paths, 1_730_000_100, 300, 86_400);
+}
+
+pub fn assert_response_ok(paths: &sn50::crps::Paths, start: i64, inc: i64, len: i64) {
+    let resp = MinerResponse::from_paths(start, inc, paths).expect("encodable paths");
+    let input = SimulationInput {
+        asset: "BTC".into(),
+        start_time: chrono::DateTime::from_timestamp(start, 0)
+            .unwrap()
+            .format("%Y-%m-%dT%H:%M:%S+00:00")
+            .to_string(),
+        time_increment: inc,
+        time_length: len,
+        num_simulations: paths.n_paths() as i64,
+    };
+    let report = check_response(&resp.to_py(), &input, true);
+    assert!(
+        report.ok,
+        "validator: {} {:?}",
+        report.format_validation, report.scoring_issue
+    );
+}
+
+#[test]
+fn zoo_sample_crps_matches_the_exact_ensemble_crps() {
+    let dev = Device::Cpu;
+    let xs = [0.3f32, -1.2, 2.5, 0.0, 0.7];
+    let y = 0.4f32;
+    let t = Tensor::from_vec(xs.to_vec(), (1, 1, 5), &dev).unwrap();
+    let yt = Tensor::from_vec(vec![y], (1, 1), &dev).unwrap();
+    let got = sample_crps(&t, &yt, LossKind::Crps, 0.95)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap() as f64;
+    let xs64: Vec<f64> = xs.iter().map(|&v| v as f64).collect();
+    let want = sn50::crps::crps_ensemble(y as f64, &xs64);
+    assert!((got - want).abs() < 1e-5, "{got} vs {want}");
+    // almost fair with alpha = 1 is the fair CRPS: spread over n(n-1)
+    let fair = sample_crps(&t, &yt, LossKind::Afcrps, 1.0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap() as f64;
+    let n = 5.0;
+    let abs: f64 = xs64.iter().map(|x| (x - y as f64).abs()).sum::<f64>() / n;
+    let pair: f64 = xs64
+        .iter()
+        .flat_map(|a| xs64.iter().map(move |b| (a - b).abs()))
+        .sum::<f64>();
+    let want_fair = abs - pair / (2.0 * n * (n - 1.0));
+    assert!((fair - want_fair).abs() < 1e-5, "{fair} vs {want_fair}");
+}
+
+// The blocks are split over two tests so the test harness runs them on two threads.
+#[test]
+fn zoo_every_block_learns_with_gbm_head_part_1() {
+    for b in BLOCKS.iter().step_by(2) {
+        learns_and_simulates(&[b.name], "GBMHead", 8);
+    }
+}
+
+#[test]
+fn zoo_every_block_learns_with_gbm_head_part_2() {
+    for b in BLOCKS.iter().skip(1).step_by(2) {
+        learns_and_simulates(&[b.name], "GBMHead", 8);
+    }
+}
+
+#[test]
+fn zoo_every_head_learns_with_one_block() {
+    for h in HEADS {
+        learns_and_simulates(&["TCNBlock"], h.name, 8);
+    }
+}
+
+#[test]
+fn zoo_presets_validate() {
+    for p in PRESETS {
+        let mut s = ExperimentSpec::new(p.blocks, p.head);
+        s.model.backbone.d_model = p.d_model;
+        s.model.backbone.seq_len = p.seq_len;
+        s.validate()
+            .unwrap_or_else(|e| panic!("preset {}: {e:?}", p.name));
+    }
+}
+
+#[test]
+fn zoo_validation_reports_every_error_with_field_and_fix() {
+    let mut s = ExperimentSpec::new(&["TransformerBlock", "NoSuchBlock"], "nohead");
+    s.model.backbone.d_model = 30;
+    s.model.backbone.block_kwargs = vec![
+        serde_json::json!({"n_heads": 4, "bogus": 1})
+            .as_object()
+            .unwrap()
+            .clone(),
+        Default::default(),
+    ];
+    s.training.horizon = 100;
+    s.training.lr = 0.0;
+    s.data.timeframe = "5m".into();
+    let errs = s.validate().unwrap_err();
+    let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
+    for f in [
+        "model.backbone.blocks[1]",
+        "model.backbone.block_kwargs[0].bogus",
+        "model.backbone.block_kwargs[0].n_heads",
+        "model.head.kind",
+        "training.horizon",
+        "training.lr",
+    ] {
+        assert!(fields.contains(&f), "{f} missing from {errs:?}");
+    }
+    let heads = errs.iter().find(|e| e.field.ends_with("n_heads")).unwrap();
+    assert!(
+        heads.message.contains("not divisible") && heads.message.contains("use n_heads in"),
+        "{}",
+        heads.message
+    );
+    let h = errs.iter().find(|e| e.field == "training.horizon").unwrap();
+    assert!(h.message.contains("set horizon to 288"), "{}", h.message);
+    // unknown JSON fields are refused by name
+    let e = ExperimentSpec::from_json(r#"{"model":{},"trainin":{}}"#).unwrap_err();
+    assert!(
+        e.to_string().contains("trainin") || e.to_string().contains("missing"),
+        "{e}"
+    );
+    let round = ExperimentSpec::from_json(
+        &serde_json::to_string(&tiny_spec(&["LSTMBlock"], "GBMHead")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(round, tiny_spec(&["LSTMBlock"], "GBMHead"));
+}
+
+#[test]
+fn zoo_param_count_and_flops() {
+    let s = tiny_spec(&["LSTMBlock"], "GBMHead");
+    // input 9*8+8, LSTM 4*(8*8 + 8*8 + 8 + 8) = 576, block LN 16, final LN 16, head LN 16 + 8*2+2
+    assert_eq!(s.param_count().unwrap(), 80 + 576 + 16 + 16 + 16 + 18);
+    let f = s.flops_estimate().unwrap();
+    assert!(f > 2 * 576 * 16, "{f}");
+    let big = tiny_spec(&["LSTMBlock", "LSTMBlock"], "GBMHead");
+    assert!(big.flops_estimate().unwrap() > f);
+}
+
+#[test]
+fn zoo_init_is_deterministic() {
+    let s = tiny_spec(&["TransformerBlock"], "GBMHead");
+    let r = s.validate().unwrap();
+    let weights = |seed| {
+        let vm = SeededVarMap::new(seed);
+        ZooModel::build(&s, &r, vm.builder(&Device::Cpu)).unwrap();
+        vm.vars()
+            .iter()
+            .map(|v| {
+                v.as_tensor()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1::<f32>()
+                    .unwrap()
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(weights(1), weights(1));
+    assert_ne!(weights(1), weights(2));
+    let _ = ChaCha8Rng::seed_from_u64(0);
+}
+
+/// The quantile and copula heads start near a standard normal per step (their `reinit`), where
+/// the generic initialisation left them far off (an initial loss 10 to 50 times the GBM
+/// head's); the other heads keep their generic start.
+#[test]
+fn zoo_quantile_and_copula_heads_start_near_a_standard_normal() {
+    let dev = Device::Cpu;
+    for head in ["QuantileHead", "CopulaHead"] {
+        let s = tiny_spec(&["LSTMBlock"], head);
+        let r = s.validate().unwrap();
+        let vm = SeededVarMap::new(3);
+        let model = ZooModel::build(&s, &r, vm.builder(&dev)).unwrap();
+        let stats = |model: &ZooModel| {
+            let f = s.model.backbone.features.len();
+            let x = Noise::new(5, &dev)
+                .normal((4, s.model.backbone.seq_len, f))
+                .unwrap();
+            let inc = model.sample(&x, 400, &mut Noise::new(9, &dev)).unwrap();
+            let v = inc.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let n = v.len() as f64;
+            let mean = v.iter().map(|&x| x as f64).sum::<f64>() / n;
+            let var = v.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / n;
+            (mean, var.sqrt())
+        };
+        let (_, generic_sd) = stats(&model);
+        model.init_head(&vm.named_vars()).unwrap();
+        let (mean, sd) = stats(&model);
+        assert!(mean.abs() < 0.1, "{head}: starts at mean {mean}");
+        assert!(
+            (sd - 1.0).abs() < 0.15,
+            "{head}: starts at sd {sd} (generic {generic_sd})"
+        );
+    }
+    // a head without its own start is left as built
+    let s = tiny_spec(&["LSTMBlock"], "GBMHead");
+    let r = s.validate().unwrap();
+    let vm = SeededVarMap::new(3);
+    let model = ZooModel::build(&s, &r, vm.builder(&dev)).unwrap();
+    let before: Vec<Vec<f32>> = vm
+        .vars()
+        .iter()
+        .map(|v| v.as_tensor().flatten_all().unwrap().to_vec1().unwrap())
+        .collect();
+    model.init_head(&vm.named_vars()).unwrap();
+    let after: Vec<Vec<f32>> = vm
+        .vars()
+        .iter()
+        .map(|v| v.as_tensor().flatten_all().unwrap().to_vec1().unwrap())
+        .collect();
+    assert_eq!(before, after);
+}
+
+#[test]
+fn zoo_training_is_deterministic_checkpoints_resume_and_forecast() {
+    use super::forecaster::ZooForecaster;
+    use super::train::{train, TrainOptions};
+    use sn50::forecast::{ForecastRequest, Forecaster};
+    let Some(dir) = data_dir() else { return };
+    let mut spec = tiny_spec(&["LSTMBlock"], "GBMHead");
+    spec.training.epochs = 2;
+    spec.training.steps_per_epoch = 3;
+    spec.training.batch_size = 4;
+    spec.training.eval_windows = 4;
+    let tmp = std::env::temp_dir().join(format!("zoo-test-{}", std::process::id()));
+    let opts = |name: &str, resume: bool| TrainOptions {
+        data_dir: dir.clone(),
+        out_dir: tmp.join(name),
+        device: Device::Cpu,
+        resume,
+    };
+    let mut epochs_seen = Vec::new();
+    let a = train(&spec, &opts("a", false), &mut |e| epochs_seen.push(e.epoch)).unwrap();
+    let b = train(&spec, &opts("b", false), &mut |_| {}).unwrap();
+    assert_eq!(epochs_seen, vec![1, 2]);
+    assert_eq!(a.step_losses.len(), 6);
+    assert!(a.step_losses.iter().all(|l| l.is_finite()));
+    assert_eq!(a.step_losses, b.step_losses, "same seed, same losses");
+    assert_eq!(
+        a.state
+            .history
+            .iter()
+            .map(|h| h.val_loss)
+            .collect::<Vec<_>>(),
+        b.state
+            .history
+            .iter()
+            .map(|h| h.val_loss)
+            .collect::<Vec<_>>()
+    );
+    for f in [
+        "model.safetensors",
+        "last.safetensors",
+        "spec.json",
+        "state.json",
+    ] {
+        assert!(tmp.join("a").join(f).is_file(), "{f} missing");
+    }
+    let mut other = spec.clone();
+    other.training.seed = 43;
+    let c = train(&other, &opts("c", false), &mut |_| {}).unwrap();
+    assert_ne!(a.step_losses, c.step_losses, "another seed, other losses");
+    // resume: one epoch, then continue to two
+    let mut one = spec.clone();
+    one.training.epochs = 1;
+    let r1 = train(&one, &opts("r", false), &mut |_| {}).unwrap();
+    assert_eq!(r1.state.epochs_done, 1);
+    assert_eq!(r1.step_losses, a.step_losses[..3].to_vec());
+    let r2 = train(&spec, &opts("r", true), &mut |_| {}).unwrap();
+    assert_eq!(r2.state.epochs_done, 2);
+    assert_eq!(r2.step_losses.len(), 3, "only the second epoch ran");
+    assert_eq!(r2.state.history.len(), 2);
+    assert_eq!(r2.state.history[0], r1.state.history[0]);
+    // with the AdamW moments restored, the resumed epoch is the uninterrupted run's, bit for bit
+    assert!(r2.optimizer_restored);
+    assert_eq!(r2.step_losses, a.step_losses[3..].to_vec());
+    assert_eq!(r2.state.history[1].val_loss, a.state.history[1].val_loss);
+    assert_eq!(r2.state.steps, a.state.steps);
+    let weights = |dir: &Path| {
+        let mut m: Vec<(String, Vec<f32>)> =
+            candle_core::safetensors::load(dir.join("last.safetensors"), &Device::Cpu)
+                .unwrap()
+                .into_iter()
+                .map(|(k, t)| (k, t.flatten_all().unwrap().to_vec1::<f32>().unwrap()))
+                .collect();
+        m.sort_by(|x, y| x.0.cmp(&y.0));
+        m
+    };
+    assert_eq!(weights(&tmp.join("r")), weights(&tmp.join("a")));
+    // without them (an older checkpoint) the resumed epoch differs: the test can tell
+    std::fs::remove_dir_all(tmp.join("r")).unwrap();
+    train(&one, &opts("r", false), &mut |_| {}).unwrap();
+    std::fs::remove_file(tmp.join("r").join(super::train::OPTIM_FILE)).unwrap();
+    let cold = train(&spec, &opts("r", true), &mut |_| {}).unwrap();
+    assert!(!cold.optimizer_restored);
+    assert_ne!(cold.step_losses, a.step_losses[3..].to_vec());
+    // the checkpoint answers an SN50 request from history before the request time
+    let f = ZooForecaster::load(&tmp.join("a"), &Device::Cpu).unwrap();
+    let bars = Bars::load(&dir.join("BTC_5m.csv")).unwrap();
+    let as_of = bars.timestamps[bars.len() - 400] + 300;
+    let req = ForecastRequest {
+        asset: "BTC".into(),
+        start_time: as_of,
+        time_increment: 300,
+        time_length: 86_400,
+        num_simulations: 1000,
+        spot: bars.close[bars.len() - 400],
+        history: Some(&bars),
+        as_of,
+    };
+    let p1 = f.forecast(&req, &mut ChaCha8Rng::seed_from_u64(3)).unwrap();
+    let p2 = f.forecast(&req, &mut ChaCha8Rng::seed_from_u64(3)).unwrap();
+    assert_eq!(p1, p2);
+    assert_eq!((p1.n_paths(), p1.n_points()), (1000, 289));
+    assert!((0..1000).all(|i| p1.row(i)[0] == req.spot));
+    assert_response_ok(&p1, as_of, 300, 86_400);
+    // a 1-minute request is refused by name
+    let bad = ForecastRequest {
+        time_increment: 60,
+        time_length: 3600,
+        ..req.clone()
+    };
+    let e = f
+        .forecast(&bad, &mut ChaCha8Rng::seed_from_u64(3))
+        .unwrap_err();
+    assert!(e.to_string().contains("288 steps of 300 s"), "{e}");
+    let _ = std::fs::remove_dir_all(&tmp);
+}
+
+#[test]
+fn zoo_early_stopping_triggers_after_patience_on_real_data() {
+    use super::train::{train, TrainOptions};
+    let Some(dir) = data_dir() else { return };
+    // lr 1e-20: every update is below half an f32 ulp of the weights, so they never move, the
+    // validation loss (fixed noise) never improves after epoch 1 and training must stop after
+    // 1 + patience epochs of the 10 asked for.
+    let mut spec = tiny_spec(&["LSTMBlock"], "GBMHead");
+    spec.training.epochs = 10;
+    spec.training.patience = 2;
+    spec.training.steps_per_epoch = 2;
+    spec.training.batch_size = 4;
+    spec.training.eval_windows = 4;
+    spec.training.lr = 1e-20;
+    let tmp = std::env::temp_dir().join(format!("zoo-early-{}", std::process::id()));
+    let opts = TrainOptions {
+        data_dir: dir.clone(),
+        out_dir: tmp.clone(),
+        device: Device::Cpu,
+        resume: false,
+    };
+    let mut seen = Vec::new();
+    let r = train(&spec, &opts, &mut |e| seen.push((e.epoch, e.improved))).unwrap();
+    assert!(r.state.stopped_early, "{:?}", r.state);
+    assert_eq!(seen, vec![(1, true), (2, false), (3, false)]);
+    assert_eq!(r.state.epochs_done, 3);
+    assert_eq!(r.state.best_epoch, 1);
+    assert_eq!(r.step_losses.len(), 6);
+    let v: Vec<f64> = r.state.history.iter().map(|h| h.val_loss).collect();
+    assert!(v.iter().all(|x| x.is_finite() && *x == v[0]), "{v:?}");
+    // resuming a stopped run trains nothing more
+    let again = train(
+        &spec,
+        &TrainOptions {
+            resume: true,
+            ..opts.clone()
+        },
+        &mut |_| panic!("no epoch may run after early stopping"),
+    )
+    .unwrap();
+    assert!(again.step_losses.is_empty());
+    assert!(again.state.stopped_early);
+    // with a learning rate the same data trains all epochs asked for (patience not exhausted)
+    spec.training.lr = 3e-3;
+    spec.training.epochs = 2;
+    let trained = train(
+        &spec,
+        &TrainOptions {
+            out_dir: tmp.join("lr"),
+            ..opts.clone()
+        },
+        &mut |_| {},
+    )
+    .unwrap();
+    assert!(!trained.state.stopped_early);
+    assert_eq!(trained.state.epochs_done, 2);
+    let _ = std::fs::remove_dir_all(&tmp);
+}
+
+#[test]
+fn zoo_load_forecaster_names_gbm_and_checkpoints() {
+    use super::forecaster::load_forecaster;
+    let g = load_forecaster("gbm", &Device::Cpu).unwrap();
+    assert_eq!(g.name(), "gbm");
+    assert_eq!(load_forecaster("GBM", &Device::Cpu).unwrap().name(), "gbm");
+    let missing = std::env::temp_dir().join("zoo-no-such-checkpoint");
+    let e = load_forecaster(missing.to_str().unwrap(), &Device::Cpu)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("zoo-no-such-checkpoint") && e.contains("gbm"),
+        "{e}"
+    );
+    // a folder without a checkpoint names the missing file
+    let empty = std::env::temp_dir().join(format!("zoo-empty-{}", std::process::id()));
+    std::fs::create_dir_all(&empty).unwrap();
+    let e = load_forecaster(empty.to_str().unwrap(), &Device::Cpu)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("spec.json"), "{e}");
+    let _ = std::fs::remove_dir_all(&empty);
+}
+
+#[test]
+fn zoo_windows_skip_gaps_and_split_in_time() {
+    let Some(bars) = btc() else { return };
+    let (s, h) = (16, 288);
+    let w = AssetWindows::new("BTC", bars.clone(), s, h, 0.2, 1).unwrap();
+    let runs = super::features::run_starts(&w.bars);
+    for &i in w.train.iter().chain(&w.val) {
+        assert!(
+            runs[i + h] + s + super::features::VOL_WINDOW <= i + 1,
+            "window {i} crosses a gap"
+        );
+    }
+    assert!(
+        w.train.iter().all(|&i| i + h < w.cutoff),
+        "a training target reaches the validation period"
+    );
+    assert!(w.val.iter().all(|&i| i >= w.cutoff));
+    assert!(w.norm.fitted_bars < w.cutoff);
+    // a gap in the data removes the windows that span it
+    let mut gapped = bars.clone();
+    let k = 3000;
+    for v in [
+        &mut gapped.open,
+        &mut gapped.high,
+        &mut gapped.low,
+        &mut gapped.close,
+        &mut gapped.volume,
+    ] {
+        v.remove(k);
+    }
+    gapped.timestamps.remove(k);
+    let g = AssetWindows::new("BTC", gapped, s, h, 0.2, 1).unwrap();
+    assert!(g.train.len() < w.train.len());
+    // the gap lies between bars k-1 and k: no window may hold both
+    assert!(g
+        .train
+        .iter()
+        .all(|&i| !(i + 1 - s - super::features::VOL_WINDOW < k && i + h >= k)));
+}
+
+/// Every trainable parameter of every block (with the GBM head) and of every head (after a TCN
+/// block) receives a finite gradient from the training loss, and the input projection a
+/// non-zero one: the gradient reaches through the whole backbone. (candle-nn's `LayerNorm`
+/// dropped it: its fused forward has no backward, so the backbone did not train.)
+#[test]
+fn zoo_every_parameter_gets_a_gradient() {
+    let dev = Device::Cpu;
+    let mut combos: Vec<(Vec<&str>, &str)> =
+        BLOCKS.iter().map(|b| (vec![b.name], "GBMHead")).collect();
+    combos.extend(HEADS.iter().map(|h| (vec!["TCNBlock"], h.name)));
+    combos.push((vec!["TransformerBlock", "LSTMBlock"], "GBMHead"));
+    for (blocks, head) in combos {
+        let spec = tiny_spec(&blocks, head);
+        let r = spec.validate().unwrap();
+        let vm = SeededVarMap::new(3);
+        let model = ZooModel::build(&spec, &r, vm.builder(&dev)).unwrap();
+        let (b, s, f) = (
+            3,
+            spec.model.backbone.seq_len,
+            spec.model.backbone.features.len(),
+        );
+        let h = spec.training.horizon;
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let x: Vec<f32> = (0..b * s * f)
+            .map(|_| rand::Rng::random_range(&mut rng, -1.0f32..1.0))
+            .collect();
+        let y: Vec<f32> = (0..b * h).map(|k| ((k % h) as f32).sqrt() * 0.3).collect();
+        let x = Tensor::from_vec(x, (b, s, f), &dev).unwrap();
+        let y = Tensor::from_vec(y, (b, h), &dev).unwrap();
+        let mut noise = Noise::new(1, &dev);
+        let loss = batch_loss(&model, &x, &y, 8, LossKind::Crps, 0.95, &mut noise).unwrap();
+        let grads = loss.backward().unwrap();
+        for (name, v) in vm.named_vars() {
+            let g = grads
+                .get(&v)
+                .unwrap_or_else(|| panic!("{blocks:?}+{head}: no gradient for {name}"));
+            let norm = g
+                .sqr()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(
+                norm.is_finite(),
+                "{blocks:?}+{head}: {name} gradient {norm}"
+            );
+            if name.starts_with("input.") {
+                assert!(norm > 0.0, "{blocks:?}+{head}: zero gradient for {name}");
+            }
+        }
+    }
+}
