@@ -2,7 +2,7 @@
 //! from `trainer::zoo::registry`), the components' source files under the
 //! registry directory (list and read; writing comes with component
 //! authoring), and the LLM agents (their configuration from
-//! `workers::agents`) and prompt templates (`workers/prompts/`).
+//! the `agents` crate) and prompt templates (`workers/agents/prompts/`).
 //!
 //! File reads are confined to the registry directory: a path must be
 //! relative, made of `[A-Za-z0-9_./-]`, free of `..`, name a `.rs` file and
@@ -22,13 +22,13 @@ use agents::{self, AgentName};
 use trainer::zoo::registry;
 
 /// Where the components' sources live: `SYNTH_REGISTRY_DIR`, else this
-/// build's `workers/src/zoo`.
+/// build's `workers/trainer/src/zoo`.
 pub(super) fn registry_dir() -> PathBuf {
     std::env::var("SYNTH_REGISTRY_DIR")
         .ok()
         .filter(|d| !d.is_empty())
         .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("workers/src/zoo"))
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("workers/trainer/src/zoo"))
 }
 
 /// `GET /components/blocks` and friends.
