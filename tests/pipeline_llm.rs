@@ -39,7 +39,7 @@ fn budget() -> Budget {
 
 fn spec(blocks: &[&str], lr: f64) -> ExperimentSpec {
     let mut s = ExperimentSpec::new(blocks, "GBMHead");
-    budget().apply(&mut s);
+    trainer::experiments::apply_budget(&budget(), &mut s);
     s.training.lr = lr;
     s
 }

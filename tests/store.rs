@@ -520,7 +520,7 @@ async fn s3_publish_then_a_fresh_machine_continues_from_the_bucket() {
         .iter()
         .map(|r| {
             let mut s = r.spec.clone();
-            budget.apply(&mut s);
+            trainer::experiments::apply_budget(&budget, &mut s);
             trainer::experiments::fingerprint(&s)
         })
         .collect();
@@ -1162,7 +1162,7 @@ async fn the_miner_serves_what_the_publisher_put_in_the_bucket() {
     let mut best5 = record("five", 5.0, 1e-3, Some(&five));
     best5.run_id = Some("run1".into());
     let mut best1 = record("one", 4.0, 1e-3, Some(&one));
-    best1.spec.data.timeframe = "1m".into();
+    best1.spec.data.timeframe = jobs::Timeframe::OneMinute;
     best1.run_id = Some("run2".into());
     let summary = json!({"success": true});
     publish::publish(&store, "run1", &best5, &summary, None)

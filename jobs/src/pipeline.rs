@@ -8,7 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{BotAccess, JobSpec, Role};
+use crate::{BotAccess, JobSpec, Role, Timeframe};
 
 /// What every stage job says.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -96,28 +96,131 @@ stage!(
     30 * 60_000
 );
 
-/// What a pipeline run asks for: every field optional, the defaults of `synth-city pipeline`
-/// otherwise (the budget of the built-in planner, the assets and timeframe, publishing).
+/// What a pipeline run may spend and on what: the built-in planner's budget. A run starts from
+/// [`Budget::default`] and a [`RunRequest`] overrides any of it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Budget {
+    /// Experiments per plan.
+    pub experiments: usize,
+    /// Epochs of the first successive-halving round (doubled for survivors).
+    pub epochs: usize,
+    pub steps_per_epoch: usize,
+    pub d_model: usize,
+    pub seq_len: usize,
+    pub batch_size: usize,
+    pub n_paths: usize,
+    pub eval_windows: usize,
+    pub eval_paths: usize,
+    pub assets: Vec<String>,
+    pub timeframe: Timeframe,
+    /// Successive-halving rounds (1 = train each experiment once).
+    pub rounds: usize,
+}
+
+impl Default for Budget {
+    fn default() -> Self {
+        Budget {
+            experiments: 4,
+            epochs: 2,
+            steps_per_epoch: 20,
+            d_model: 16,
+            seq_len: 32,
+            batch_size: 8,
+            n_paths: 16,
+            eval_windows: 8,
+            eval_paths: 1000,
+            assets: vec!["BTC".into()],
+            timeframe: Timeframe::FiveMinutes,
+            rounds: 2,
+        }
+    }
+}
+
+/// What a pipeline run asks for: every field optional, [`Budget::default`] and the run
+/// defaults otherwise. The one declaration of these fields: `POST /pipeline/run` takes it as
+/// JSON, the `run` job as its `run` field, and `synth-city pipeline` as flags (with the `clap`
+/// feature).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::Args))]
 #[serde(deny_unknown_fields)]
 pub struct RunRequest {
+    /// Experiments per plan (default 4).
+    #[cfg_attr(feature = "clap", arg(long))]
     pub max_experiments: Option<usize>,
+    /// First-round epochs per experiment, doubled for survivors (default 2).
+    #[cfg_attr(feature = "clap", arg(long))]
     pub epochs: Option<usize>,
+    /// Successive-halving rounds (default 2).
+    #[cfg_attr(feature = "clap", arg(long))]
     pub rounds: Option<usize>,
+    /// Training steps per epoch (default 20).
+    #[cfg_attr(feature = "clap", arg(long))]
     pub steps_per_epoch: Option<usize>,
+    /// Model width (default 16).
+    #[cfg_attr(feature = "clap", arg(long))]
     pub d_model: Option<usize>,
+    /// Bars of context (default 32).
+    #[cfg_attr(feature = "clap", arg(long))]
     pub seq_len: Option<usize>,
+    /// Training batch size (default 8).
+    #[cfg_attr(feature = "clap", arg(long))]
     pub batch_size: Option<usize>,
+    /// Paths sampled per training window (default 16).
+    #[cfg_attr(feature = "clap", arg(long))]
     pub n_paths: Option<usize>,
+    /// Validation windows scored with the SN50 CRPS (default 8).
+    #[cfg_attr(feature = "clap", arg(long))]
     pub eval_windows: Option<usize>,
+    /// Paths per validation window (default 1000).
+    #[cfg_attr(feature = "clap", arg(long))]
     pub eval_paths: Option<usize>,
+    /// Assets, comma-separated (default BTC).
+    #[cfg_attr(feature = "clap", arg(long, value_delimiter = ','))]
     pub assets: Option<Vec<String>>,
+    /// `5m` (the 24 h prompt, default) or `1m` (the 1 h prompt). Text on the wire, checked
+    /// into a [`Timeframe`] when the run's options are built, so that a bad value in a
+    /// queued `run` job is dead-lettered with its reason.
+    #[cfg_attr(feature = "clap", arg(long))]
     pub timeframe: Option<String>,
+    /// Attempts of a retried stage and rounds of the check/debug loop (default 5; overrides
+    /// the stored meta-strategy when not 5).
+    #[cfg_attr(feature = "clap", arg(long))]
     pub retries: Option<u32>,
+    /// Publish the best model to the store when the check passes.
+    #[cfg_attr(
+        feature = "clap",
+        arg(long, num_args = 0..=1, default_missing_value = "true")
+    )]
     pub publish: Option<bool>,
+    /// Seed of the planner and of training (default 42).
+    #[cfg_attr(feature = "clap", arg(long))]
     pub seed: Option<u64>,
-    /// `auto` (the LLM agents when the worker has CHUTES_API_KEY), `builtin` or `llm`.
+    /// Who carries out the stages: `auto` (the LLM agents when the worker has
+    /// CHUTES_API_KEY; the default), `builtin` (offline) or `llm`.
+    #[cfg_attr(feature = "clap", arg(long))]
     pub agents: Option<String>,
+}
+
+impl RunRequest {
+    /// Overrides `budget` with what this request sets. A timeframe that is not one is an
+    /// error naming the field.
+    pub fn apply_budget(&self, budget: &mut Budget) -> Result<(), String> {
+        macro_rules! set {
+            ($($field:ident => $target:ident),*) => {
+                $(if let Some(v) = self.$field.clone() { budget.$target = v; })*
+            };
+        }
+        set!(max_experiments => experiments, epochs => epochs, rounds => rounds,
+             steps_per_epoch => steps_per_epoch, d_model => d_model, seq_len => seq_len,
+             batch_size => batch_size, n_paths => n_paths, eval_windows => eval_windows,
+             eval_paths => eval_paths, assets => assets);
+        if let Some(tf) = &self.timeframe {
+            budget.timeframe = tf
+                .parse()
+                .map_err(|e: crate::artifact::UnknownTimeframe| format!("timeframe: {e}"))?;
+        }
+        Ok(())
+    }
 }
 
 /// `run`: start a pipeline run (a cron schedule's nightly research run, say). The handler

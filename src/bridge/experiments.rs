@@ -18,7 +18,7 @@ use super::session::{self, Experiment};
 use super::{internal, reject, reject_with, reply, Caller, State};
 use engine::queue::EnqueueRequest;
 use trainer::zoo::registry;
-use trainer::zoo::spec::{timeframe_info, ExperimentSpec, SpecIssue};
+use trainer::zoo::spec::{ExperimentSpec, SpecIssue};
 
 /// `POST /experiment/create`: blocks (or a preset) and optional overrides.
 #[derive(Debug, Deserialize)]
@@ -223,10 +223,9 @@ fn spec_from(b: &CreateBody) -> Result<ExperimentSpec, Rejection> {
         spec.data.assets = a.clone();
     }
     if let Some(tf) = &b.timeframe {
-        spec.data.timeframe = tf.clone();
-        if let Some((_, h)) = timeframe_info(tf) {
-            spec.training.horizon = h;
-        }
+        let tf: jobs::Timeframe = tf.parse().map_err(|e| bad("timeframe", format!("{e}")))?;
+        spec.data.timeframe = tf;
+        spec.training.horizon = tf.horizon_steps();
     }
     if let Some(h) = b.horizon {
         spec.training.horizon = h;

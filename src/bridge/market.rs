@@ -81,10 +81,16 @@ pub(super) async fn bars(s: &State, a: &str, bar_seconds: i64) -> Result<Arc<Bar
     if let Some(b) = s.bars.lock().unwrap().get(&k) {
         return Ok(b.clone());
     }
+    let tf = jobs::Timeframe::from_step_secs(bar_seconds).ok_or_else(|| {
+        reject(
+            StatusCode::BAD_REQUEST,
+            format!("no timeframe has {bar_seconds} s bars; use 1m or 5m"),
+        )
+    })?;
     let dir = s.data_dir.clone();
     let a2 = a.to_string();
     let loaded = tokio::task::spawn_blocking(move || {
-        let path = asset_file(&dir, &a2, bar_seconds)?;
+        let path = asset_file(&dir, &a2, tf)?;
         Bars::load(&path)
     })
     .await

@@ -14,6 +14,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
+use jobs::Timeframe;
 use serde_json::json;
 use sn50::constants::{PromptKind, Sn50Config};
 use sn50::data::{asset_file, Bars};
@@ -111,8 +112,9 @@ pub struct QuickArgs {
     pub preset: String,
     #[arg(long, default_value = "BTC")]
     pub asset: String,
+    /// `5m` (the 24 h prompt) or `1m` (the 1 h prompt).
     #[arg(long, default_value = "5m")]
-    pub timeframe: String,
+    pub timeframe: Timeframe,
     /// Training steps (one epoch).
     #[arg(long, default_value_t = 20)]
     pub steps: usize,
@@ -146,8 +148,9 @@ pub struct SweepArgs {
     /// Comma-separated assets (one model per preset, trained on all of them).
     #[arg(long, default_value = "BTC")]
     pub asset: String,
+    /// `5m` (the 24 h prompt) or `1m` (the 1 h prompt).
     #[arg(long, default_value = "5m")]
-    pub timeframe: String,
+    pub timeframe: Timeframe,
     /// One history length for every preset (the presets' own must agree otherwise).
     #[arg(long)]
     pub seq_len: Option<usize>,
@@ -233,7 +236,10 @@ fn spec_error(e: Vec<zoo::spec::SpecIssue>) -> anyhow::Error {
     anyhow::anyhow!(zoo::ZooError::Spec(e))
 }
 
-fn build_spec(a: &ExperimentArgs) -> anyhow::Result<ExperimentSpec> {
+/// The spec `experiment` runs, and the problems found in the flags themselves (a timeframe
+/// that is not one), which are reported with the spec's own.
+fn build_spec(a: &ExperimentArgs) -> anyhow::Result<(ExperimentSpec, Vec<zoo::spec::SpecIssue>)> {
+    let mut flag_issues = Vec::new();
     let mut spec = if let Some(p) = &a.spec {
         let text =
             std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?;
@@ -263,9 +269,15 @@ fn build_spec(a: &ExperimentArgs) -> anyhow::Result<ExperimentSpec> {
         spec.data.assets = split_list(x);
     }
     if let Some(tf) = &a.timeframe {
-        spec.data.timeframe = tf.clone();
-        if let Some((_, h)) = zoo::spec::timeframe_info(tf) {
-            spec.training.horizon = h;
+        match tf.parse::<Timeframe>() {
+            Ok(tf) => {
+                spec.data.timeframe = tf;
+                spec.training.horizon = tf.horizon_steps();
+            }
+            Err(e) => flag_issues.push(zoo::spec::SpecIssue {
+                field: "data.timeframe".into(),
+                message: format!("{e} (--timeframe)"),
+            }),
         }
     }
     if let Some(d) = a.d_model {
@@ -289,7 +301,7 @@ fn build_spec(a: &ExperimentArgs) -> anyhow::Result<ExperimentSpec> {
     if let Some(p) = a.eval_paths {
         spec.training.eval_paths = p;
     }
-    Ok(spec)
+    Ok((spec, flag_issues))
 }
 
 fn run_name(spec: &ExperimentSpec) -> String {
@@ -321,7 +333,7 @@ fn run_spec(
     show_progress: bool,
     label: &str,
 ) -> anyhow::Result<serde_json::Value> {
-    let r = spec.validate().map_err(spec_error)?;
+    spec.validate().map_err(spec_error)?;
     let params = spec.param_count()?;
     let flops = spec.flops_estimate()?;
     let device = zoo::device(device_name)?;
@@ -338,7 +350,7 @@ fn run_spec(
     bar.finish();
     let result = result?;
     let train_s = started.elapsed().as_secs_f64();
-    let data = train::load_windows(spec, &r, data_dir)?;
+    let data = train::load_windows(spec, data_dir)?;
     let ck = train::load_checkpoint(&out_dir, &device)?;
     let eval = train::evaluate_sn50(spec, &ck.model, &data, &device)?;
     Ok(json!({
@@ -379,8 +391,15 @@ fn print_experiment(v: &serde_json::Value, json: bool) -> anyhow::Result<()> {
 }
 
 fn experiment(a: ExperimentArgs) -> anyhow::Result<()> {
-    let spec = build_spec(&a)?;
-    spec.validate().map_err(spec_error)?;
+    let (spec, flag_issues) = build_spec(&a)?;
+    match spec.validate() {
+        Ok(_) if flag_issues.is_empty() => {}
+        Ok(_) => return Err(spec_error(flag_issues)),
+        Err(mut issues) => {
+            issues.extend(flag_issues);
+            return Err(spec_error(issues));
+        }
+    }
     if a.dry_run {
         let params = spec.param_count()?;
         let flops = spec.flops_estimate()?;
@@ -409,10 +428,8 @@ fn experiment(a: ExperimentArgs) -> anyhow::Result<()> {
 fn quick_spec(a: &QuickArgs) -> anyhow::Result<ExperimentSpec> {
     let mut spec = zoo::bench::preset_spec(&a.preset)?;
     spec.data.assets = vec![a.asset.clone()];
-    spec.data.timeframe = a.timeframe.clone();
-    if let Some((_, h)) = zoo::spec::timeframe_info(&a.timeframe) {
-        spec.training.horizon = h;
-    }
+    spec.data.timeframe = a.timeframe;
+    spec.training.horizon = a.timeframe.horizon_steps();
     spec.training.epochs = 1;
     spec.training.steps_per_epoch = a.steps;
     spec.training.eval_windows = a.eval_windows;
@@ -456,10 +473,8 @@ fn sweep_specs(a: &SweepArgs) -> anyhow::Result<Vec<(String, ExperimentSpec)>> {
     for name in names {
         let mut spec = zoo::bench::preset_spec(&name)?;
         spec.data.assets = split_list(&a.asset);
-        spec.data.timeframe = a.timeframe.clone();
-        if let Some((_, h)) = zoo::spec::timeframe_info(&a.timeframe) {
-            spec.training.horizon = h;
-        }
+        spec.data.timeframe = a.timeframe;
+        spec.training.horizon = a.timeframe.horizon_steps();
         spec.training.epochs = a.epochs;
         spec.training.patience = a.patience;
         if let Some(s) = a.seq_len {
@@ -753,20 +768,19 @@ fn simulate(a: SimulateArgs) -> anyhow::Result<()> {
     let cfg = Sn50Config::default();
     let prompt = cfg.prompt(kind).clone();
     let device = zoo::device(&a.device)?;
-    let (forecaster, bar): (Box<dyn Forecaster>, i64) = if a.model == "gbm" {
-        let bar = if asset_file(&a.data_dir, &a.asset, 60).is_ok() {
-            60
+    let (forecaster, tf): (Box<dyn Forecaster>, Timeframe) = if a.model == "gbm" {
+        let tf = if asset_file(&a.data_dir, &a.asset, Timeframe::OneMinute).is_ok() {
+            Timeframe::OneMinute
         } else {
-            300
+            Timeframe::FiveMinutes
         };
-        (Box::new(Gbm::new(cfg.clone())), bar)
+        (Box::new(Gbm::new(cfg.clone())), tf)
     } else {
         let f = zoo::forecaster::ZooForecaster::load(Path::new(&a.model), &device)?;
-        let (bar, _) =
-            zoo::spec::timeframe_info(&f.checkpoint().spec.data.timeframe).expect("validated");
-        (Box::new(f), bar)
+        let tf = f.checkpoint().spec.data.timeframe;
+        (Box::new(f), tf)
     };
-    let path = asset_file(&a.data_dir, &a.asset, bar)?;
+    let path = asset_file(&a.data_dir, &a.asset, tf)?;
     let bars = Bars::load(&path)?;
     let spot = bars
         .close_by(a.at, sn50::backtest::MAX_SPOT_AGE_SECONDS)

@@ -6,7 +6,6 @@ use std::time::Duration;
 use anyhow::bail;
 use clap::{Args, Subcommand};
 use tokio_util::sync::CancellationToken;
-use trainer::experiments::Budget;
 
 use crate::pipeline::{self, RunOptions};
 use engine::queue::Queue;
@@ -16,56 +15,18 @@ use engine::worker::{Worker, WorkerOptions};
 #[derive(Debug, Args)]
 #[command(args_override_self = true)]
 pub struct PipelineArgs {
-    /// Publish the best model to the store when the check passes.
-    #[arg(long)]
-    pub publish: bool,
-    /// Attempts of a retried stage and rounds of the check/debug loop
-    /// (overrides the stored meta-strategy when not 5).
-    #[arg(long, default_value_t = pipeline::DEFAULT_RETRIES)]
-    pub retries: u32,
-    /// Experiments per plan.
-    #[arg(long, default_value_t = 4)]
-    pub max_experiments: usize,
+    /// What the run asks for (the same fields as `POST /pipeline/run` and the `run` job).
+    #[command(flatten)]
+    pub run: jobs::pipeline::RunRequest,
     /// Runs, one after another (each plans from what the last learned).
     #[arg(long, default_value_t = 1)]
     pub loops: usize,
-    /// First-round epochs per experiment (doubled for survivors).
-    #[arg(long, default_value_t = 2)]
-    pub epochs: usize,
-    /// Successive-halving rounds.
-    #[arg(long, default_value_t = 2)]
-    pub rounds: usize,
-    #[arg(long, default_value_t = 20)]
-    pub steps_per_epoch: usize,
-    #[arg(long, default_value_t = 16)]
-    pub d_model: usize,
-    #[arg(long, default_value_t = 32)]
-    pub seq_len: usize,
-    #[arg(long, default_value_t = 8)]
-    pub batch_size: usize,
-    #[arg(long, default_value_t = 16)]
-    pub n_paths: usize,
-    /// Validation windows scored with the SN50 CRPS.
-    #[arg(long, default_value_t = 8)]
-    pub eval_windows: usize,
-    #[arg(long, default_value_t = 1000)]
-    pub eval_paths: usize,
-    #[arg(long, value_delimiter = ',', default_value = "BTC")]
-    pub assets: Vec<String>,
-    #[arg(long, default_value = "5m")]
-    pub timeframe: String,
     #[arg(long, default_value = "data")]
     pub data_dir: PathBuf,
     #[arg(long, default_value = "runs")]
     pub out: PathBuf,
     #[arg(long, default_value = "store")]
     pub store: PathBuf,
-    #[arg(long, default_value_t = 42)]
-    pub seed: u64,
-    /// Who carries out the stages: `auto` (the LLM agents when CHUTES_API_KEY
-    /// is set), `builtin` (offline) or `llm`.
-    #[arg(long, default_value = "auto", value_parser = pipeline::llm::AgentMode::parse)]
-    pub agents: pipeline::llm::AgentMode,
     /// Only enqueue (for an external fleet) and print the run id.
     #[arg(long)]
     pub enqueue_only: bool,
@@ -187,31 +148,17 @@ pub async fn pipeline_def(q: Queue, c: PipelineDefCommand) -> anyhow::Result<()>
 }
 
 impl PipelineArgs {
-    fn options(&self) -> RunOptions {
-        RunOptions {
-            budget: Budget {
-                experiments: self.max_experiments,
-                epochs: self.epochs,
-                steps_per_epoch: self.steps_per_epoch,
-                d_model: self.d_model,
-                seq_len: self.seq_len,
-                batch_size: self.batch_size,
-                n_paths: self.n_paths,
-                eval_windows: self.eval_windows,
-                eval_paths: self.eval_paths,
-                assets: self.assets.clone(),
-                timeframe: self.timeframe.clone(),
-                rounds: self.rounds,
-            },
-            retries: self.retries,
-            publish: self.publish,
+    /// The run's options: the defaults, this command's directories, then the request's
+    /// fields (checked as the `run` job and the bridge check them).
+    fn options(&self) -> anyhow::Result<RunOptions> {
+        let mut o = RunOptions {
             data_dir: self.data_dir.clone(),
             out_dir: self.out.clone(),
             store_dir: self.store.clone(),
-            seed: self.seed,
-            agents: self.agents,
             ..Default::default()
-        }
+        };
+        pipeline::apply_request(&mut o, &self.run).map_err(anyhow::Error::msg)?;
+        Ok(o)
     }
 }
 
@@ -220,9 +167,8 @@ pub const STAGES: [&str; 5] = ["plan", "train", "check", "debug", "publish"];
 
 /// Runs the pipeline command.
 pub async fn pipeline(q: Queue, a: PipelineArgs) -> anyhow::Result<()> {
-    q.check_schema().await?;
-    let opts = a.options();
-    opts.validate().map_err(anyhow::Error::msg)?;
+    engine::migrate::check_schema(&q).await?;
+    let opts = a.options()?;
     if a.enqueue_only {
         let id = pipeline::create_run(&q, opts, &a.bot_id).await?;
         if a.json {

@@ -401,7 +401,7 @@ pub async fn data(args: DataArgs) -> anyhow::Result<()> {
                 assets,
                 days,
                 end,
-                pyth::Resolution::from_minutes(resolution)?,
+                pyth::resolution_from_minutes(resolution)?,
                 data_dir,
             )?;
             opts.chunk_bars = chunk_bars;

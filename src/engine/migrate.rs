@@ -35,6 +35,18 @@ pub const MIGRATIONS: &[Migration] = &[
 /// The schema version this build expects.
 pub const LATEST: u32 = MIGRATIONS.len() as u32;
 
+/// Refuses to go on unless Redis is at this build's schema version ([`LATEST`]).
+pub async fn check_schema(queue: &Queue) -> Result<()> {
+    let found = queue.schema_version().await?;
+    if found != LATEST {
+        return Err(QueueError::Schema {
+            found,
+            expected: LATEST,
+        });
+    }
+    Ok(())
+}
+
 /// Applies the pending migrations; returns the versions applied.
 pub async fn migrate(queue: &Queue) -> Result<Vec<u32>> {
     let keys = queue.keys().clone();

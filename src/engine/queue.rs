@@ -614,16 +614,6 @@ impl Queue {
         })
         .await
     }
-
-    /// Refuses to go on unless Redis is at this build's schema version.
-    pub async fn check_schema(&self) -> Result<()> {
-        let found = self.schema_version().await?;
-        let expected = crate::migrate::LATEST;
-        if found != expected {
-            return Err(QueueError::Schema { found, expected });
-        }
-        Ok(())
-    }
 }
 
 /// Exponential backoff with full jitter: 50 ms doubling to 5 s.

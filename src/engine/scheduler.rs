@@ -222,7 +222,7 @@ pub async fn tick(queue: &Queue) -> Result<usize> {
 
 /// Runs the scheduler loop until `shutdown`.
 pub async fn run(queue: Queue, period: Duration, shutdown: CancellationToken) -> Result<()> {
-    queue.check_schema().await?;
+    crate::migrate::check_schema(&queue).await?;
     tracing::info!("scheduler started");
     let mut backoff = crate::queue::Backoff::new();
     loop {

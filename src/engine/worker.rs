@@ -224,7 +224,7 @@ impl Worker {
 
     /// Runs until `shutdown` fires, then drains and returns.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), QueueError> {
-        self.queue.check_schema().await?;
+        crate::migrate::check_schema(&self.queue).await?;
         crate::migrate::ensure_groups(&self.queue, &self.opts.roles).await?;
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         let (progress_tx, progress_rx) = mpsc::unbounded_channel();

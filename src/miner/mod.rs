@@ -535,7 +535,9 @@ impl HistoryCache {
 
     /// The bars of `asset` at `bar_seconds` (blocking: may read a file).
     pub fn get(&self, asset: &str, bar_seconds: i64) -> Result<Arc<Bars>, String> {
-        let path = asset_file(&self.dir, asset, bar_seconds).map_err(|e| e.to_string())?;
+        let tf = Timeframe::from_step_secs(bar_seconds)
+            .ok_or_else(|| format!("no timeframe has {bar_seconds} s bars"))?;
+        let path = asset_file(&self.dir, asset, tf).map_err(|e| e.to_string())?;
         let mtime = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
         let key = (asset.to_string(), bar_seconds);
         if let Some((t, b)) = self.loaded.lock().expect("history lock").get(&key) {

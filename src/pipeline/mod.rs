@@ -133,9 +133,6 @@ impl RunOptions {
                 errs.push(format!("{name} must be at least {min}, got {v}"));
             }
         }
-        if trainer::zoo::spec::timeframe_info(&b.timeframe).is_none() {
-            errs.push(format!("timeframe must be 5m or 1m, got {:?}", b.timeframe));
-        }
         if b.assets.is_empty() {
             errs.push("assets must name at least one asset (e.g. BTC)".into());
         }
@@ -378,17 +375,16 @@ pub fn apply_request(
     o: &mut RunOptions,
     r: &jobs::pipeline::RunRequest,
 ) -> std::result::Result<(), String> {
-    let bg = &mut o.budget;
-    macro_rules! set {
-        ($($field:ident => $target:expr),*) => {
-            $(if let Some(v) = r.$field.clone() { $target = v; })*
-        };
+    r.apply_budget(&mut o.budget)?;
+    if let Some(v) = r.retries {
+        o.retries = v;
     }
-    set!(max_experiments => bg.experiments, epochs => bg.epochs, rounds => bg.rounds,
-         steps_per_epoch => bg.steps_per_epoch, d_model => bg.d_model, seq_len => bg.seq_len,
-         batch_size => bg.batch_size, n_paths => bg.n_paths,
-         eval_windows => bg.eval_windows, eval_paths => bg.eval_paths, assets => bg.assets,
-         timeframe => bg.timeframe, retries => o.retries, publish => o.publish, seed => o.seed);
+    if let Some(v) = r.publish {
+        o.publish = v;
+    }
+    if let Some(v) = r.seed {
+        o.seed = v;
+    }
     o.agents = llm::AgentMode::parse(r.agents.as_deref().unwrap_or("auto"))
         .map_err(|e| format!("agents: {e}"))?;
     o.validate()

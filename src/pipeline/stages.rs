@@ -328,8 +328,7 @@ async fn advance(
         }
         Next::Finish { success, error } => {
             let summary = summarize(&run.id, task, *success, error.as_deref());
-            publisher::store::records::record_summary(&task.options.store_dir, &run.id, &summary)
-                .await;
+            publisher::run_log::record_summary(&task.options.store_dir, &run.id, &summary).await;
             (
                 "done".to_string(),
                 step,
@@ -523,7 +522,7 @@ async fn train(
     .await
     .map_err(|e| JobError::retry(format!("training task failed: {e}")))?;
     record_experiments(q, &records).await.map_err(transient)?;
-    publisher::store::records::record_run(&task.options.store_dir, &run.id, &records).await;
+    publisher::run_log::record_run(&task.options.store_dir, &run.id, &records).await;
     let ok = records.iter().filter(|r| r.crps.is_some()).count();
     let note = format!("{ok} of {} experiments trained and scored", records.len());
     let errors: Vec<String> = records.iter().filter_map(|r| r.error.clone()).collect();
@@ -668,7 +667,7 @@ async fn llm_stage(
                 records.len()
             );
             let errors: Vec<String> = records.iter().filter_map(|r| r.error.clone()).collect();
-            publisher::store::records::record_run(&task.options.store_dir, &run.id, &records).await;
+            publisher::run_log::record_run(&task.options.store_dir, &run.id, &records).await;
             task.results.extend(records);
             if ok == 0 {
                 let error = format!(

@@ -20,8 +20,9 @@ use super::history::{
     RunStatus,
 };
 use super::tools::{ToolDef, ToolError, ToolRegistry};
+use jobs::Timeframe;
 use trainer::zoo::registry::{self, BLOCKS, HEADS, PRESETS};
-use trainer::zoo::spec::{timeframe_info, ExperimentSpec, SpecIssue};
+use trainer::zoo::spec::{ExperimentSpec, SpecIssue};
 
 /// Caps on what `run_experiment` may spend, applied to every spec it trains.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -328,15 +329,23 @@ pub struct PublishArgs {
 // Tool bodies
 // ---------------------------------------------------------------------------------------------
 
-fn build_spec(a: &CreateExperimentArgs) -> (ExperimentSpec, Vec<String>) {
+/// A tool argument's timeframe (text at the tool's edge), or an error naming the field.
+fn timeframe_arg(tf: Option<&str>) -> Result<Option<Timeframe>, ToolError> {
+    tf.map(|t| {
+        t.parse()
+            .map_err(|e: jobs::artifact::UnknownTimeframe| ToolError(format!("timeframe: {e}")))
+    })
+    .transpose()
+}
+
+fn build_spec(a: &CreateExperimentArgs) -> Result<(ExperimentSpec, Vec<String>), ToolError> {
     let blocks: Vec<&str> = a.blocks.iter().map(|s| s.as_str()).collect();
     let mut spec = ExperimentSpec::new(&blocks, a.head.as_deref().unwrap_or("GBMHead"));
     let mut notes = Vec::new();
-    let tf = a.timeframe.clone().unwrap_or_else(|| "5m".into());
-    if let Some((_, h)) = timeframe_info(&tf) {
-        spec.training.horizon = h;
-        notes.push(format!("horizon set to {h} for timeframe {tf}"));
-    }
+    let tf = timeframe_arg(a.timeframe.as_deref())?.unwrap_or_default();
+    let h = tf.horizon_steps();
+    spec.training.horizon = h;
+    notes.push(format!("horizon set to {h} for timeframe {tf}"));
     spec.data.timeframe = tf;
     if let Some(v) = a.d_model {
         spec.model.backbone.d_model = v;
@@ -368,7 +377,7 @@ fn build_spec(a: &CreateExperimentArgs) -> (ExperimentSpec, Vec<String>) {
     if let Some(v) = &a.block_kwargs {
         spec.model.backbone.block_kwargs = v.clone();
     }
-    (spec, notes)
+    Ok((spec, notes))
 }
 
 fn validation_json(spec: &ExperimentSpec) -> Value {
@@ -443,7 +452,7 @@ fn describe(spec: &ExperimentSpec) -> Result<Value, ToolError> {
     }))
 }
 
-fn arch_spec(a: &ArchArgs) -> ExperimentSpec {
+fn arch_spec(a: &ArchArgs) -> Result<ExperimentSpec, ToolError> {
     let blocks: Vec<&str> = a.blocks.iter().map(|s| s.as_str()).collect();
     let mut spec = ExperimentSpec::new(&blocks, a.head.as_deref().unwrap_or("GBMHead"));
     if let Some(d) = a.d_model {
@@ -452,13 +461,11 @@ fn arch_spec(a: &ArchArgs) -> ExperimentSpec {
     if let Some(s) = a.seq_len {
         spec.model.backbone.seq_len = s;
     }
-    if let Some(tf) = &a.timeframe {
-        spec.data.timeframe = tf.clone();
-        if let Some((_, h)) = timeframe_info(tf) {
-            spec.training.horizon = h;
-        }
+    if let Some(tf) = timeframe_arg(a.timeframe.as_deref())? {
+        spec.data.timeframe = tf;
+        spec.training.horizon = tf.horizon_steps();
     }
-    spec
+    Ok(spec)
 }
 
 /// The seed's size tiers.
@@ -567,8 +574,8 @@ fn check_shapes(s: &ResearchSession, a: CheckShapesArgs) -> Result<Value, ToolEr
     let asset = a.asset.unwrap_or_else(|| "BTC".into());
     let cfg = Sn50Config::default();
     let err = |e: &dyn std::fmt::Display| ToolError(e.to_string());
-    let (forecaster, bar): (Box<dyn Forecaster>, i64) = if model.eq_ignore_ascii_case("gbm") {
-        (Box::new(Gbm::new(cfg.clone())), 300)
+    let (forecaster, tf): (Box<dyn Forecaster>, Timeframe) = if model.eq_ignore_ascii_case("gbm") {
+        (Box::new(Gbm::new(cfg.clone())), Timeframe::FiveMinutes)
     } else {
         let rec = s
             .results()
@@ -586,17 +593,12 @@ fn check_shapes(s: &ResearchSession, a: CheckShapesArgs) -> Result<Value, ToolEr
             &device,
         )
         .map_err(|e| err(&e))?;
-        let (bar, _) = timeframe_info(&f.checkpoint().spec.data.timeframe)
-            .ok_or_else(|| ToolError("checkpoint has an unknown timeframe".into()))?;
-        (Box::new(f), bar)
+        let tf = f.checkpoint().spec.data.timeframe;
+        (Box::new(f), tf)
     };
-    let kind = if bar == 60 {
-        PromptKind::High
-    } else {
-        PromptKind::Low
-    };
+    let kind = PromptKind::for_timeframe(tf);
     let prompt = cfg.prompt(kind).clone();
-    let path = asset_file(&s.data_dir, &asset, bar).map_err(|e| err(&e))?;
+    let path = asset_file(&s.data_dir, &asset, tf).map_err(|e| err(&e))?;
     let bars = Bars::load(&path).map_err(|e| err(&e))?;
     let last = bars
         .len()
@@ -817,7 +819,7 @@ pub fn research_tools(session: Arc<ResearchSession>) -> ToolRegistry {
     reg.register(ToolDef::typed("create_experiment", "Build an experiment spec from blocks, head and hyper-parameters; returns the spec under \"experiment\" with its validation result. The horizon follows the timeframe (5m -> 288, 1m -> 60).", move |a: CreateExperimentArgs| {
         let s = s.clone();
         async move {
-            let (spec, notes) = build_spec(&a);
+            let (spec, notes) = build_spec(&a)?;
             s.state.lock().expect("session lock").created += 1;
             let v = validation_json(&spec);
             Ok(json!({"experiment": spec, "valid": v["valid"], "errors": v["errors"], "notes": notes}))
@@ -838,7 +840,7 @@ pub fn research_tools(session: Arc<ResearchSession>) -> ToolRegistry {
     }));
     reg.register(ToolDef::typed("estimate_params", "Exact trainable parameter count of an architecture (built on the CPU), per component, with a size tier and the training memory for weights and AdamW moments.", |a: ArchArgs| async move {
         blocking(move || {
-            let spec = arch_spec(&a);
+            let spec = arch_spec(&a)?;
             spec.validate().map_err(|i| spec_error(&i))?;
             let parts = spec.param_breakdown().map_err(|e| ToolError(e.to_string()))?;
             let n: usize = parts.iter().map(|(_, n)| n).sum();
@@ -850,7 +852,13 @@ pub fn research_tools(session: Arc<ResearchSession>) -> ToolRegistry {
         blocking(move || {
             let mut rows: Vec<Value> = Vec::new();
             for arch in &a.architectures {
-                let spec = arch_spec(arch);
+                let spec = match arch_spec(arch) {
+                    Ok(spec) => spec,
+                    Err(e) => {
+                        rows.push(json!({"blocks": arch.blocks, "error": e.0}));
+                        continue;
+                    }
+                };
                 let row = match spec.validate() {
                     Err(i) => json!({"blocks": arch.blocks, "head": spec.model.head.kind, "error": spec_error(&i).0}),
                     Ok(_) => match (spec.flops_estimate(), spec.param_count()) {
@@ -929,8 +937,13 @@ pub fn research_tools(session: Arc<ResearchSession>) -> ToolRegistry {
                 Ok(json!({
                     "data_dir": dir.display().to_string(), "files": files,
                     "features": trainer::zoo::features::FEATURES,
-                    "timeframes": {"5m": {"bar_seconds": 300, "horizon": 288, "prompt": "low (24 h)"},
-                                   "1m": {"bar_seconds": 60, "horizon": 60, "prompt": "high (1 h)"}},
+                    "timeframes": Timeframe::ALL.iter().map(|tf| (tf.to_string(), json!({
+                        "bar_seconds": tf.step_secs(), "horizon": tf.horizon_steps(),
+                        "prompt": match sn50::constants::PromptKind::for_timeframe(*tf) {
+                            sn50::constants::PromptKind::Low => "low (24 h)",
+                            sn50::constants::PromptKind::High => "high (1 h)",
+                        },
+                    }))).collect::<serde_json::Map<_, _>>(),
                     "split": "walk-forward per asset: the last val_fraction (default 0.2) of bars is validation; windows never cross gaps",
                 }))
             }).await

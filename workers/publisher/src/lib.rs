@@ -7,4 +7,5 @@
 
 pub mod production;
 pub mod publish;
+pub mod run_log;
 pub mod store;

@@ -40,17 +40,7 @@ pub struct Published {
     pub hf: Option<HfPublication>,
 }
 
-/// `models/{run_id}/{name}/record.json`: what a published model is.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Manifest {
-    pub run_id: String,
-    pub record: ExperimentRecord,
-    /// The checkpoint objects (not the manifest itself).
-    pub files: Vec<ObjectInfo>,
-    /// Per asset: first and last bar, bar count, where validation starts.
-    #[serde(default)]
-    pub data: Value,
-}
+pub use crate::store::records::Manifest;
 
 /// A publication failed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -66,11 +56,6 @@ pub enum PublishError {
 /// The data the model was trained and validated on, per asset (best effort:
 /// an asset whose bars cannot be read is left out).
 pub fn data_ranges(rec: &ExperimentRecord, data_dir: &Path) -> Value {
-    let bar_seconds = if rec.spec.data.timeframe == "1m" {
-        60
-    } else {
-        300
-    };
     let utc = |t: i64| {
         chrono::DateTime::from_timestamp(t, 0)
             .map(|d| d.format("%Y-%m-%d %H:%M").to_string())
@@ -78,7 +63,7 @@ pub fn data_ranges(rec: &ExperimentRecord, data_dir: &Path) -> Value {
     };
     let mut rows = Vec::new();
     for asset in &rec.spec.data.assets {
-        let Ok(path) = sn50::data::asset_file(data_dir, asset, bar_seconds) else {
+        let Ok(path) = sn50::data::asset_file(data_dir, asset, rec.spec.data.timeframe) else {
             continue;
         };
         let Ok(bars) = sn50::data::Bars::load(&path) else {
@@ -170,7 +155,7 @@ pub async fn publish(
         crps: best.crps,
         gbm_crps: best.gbm_crps,
         weights_sha256: weights,
-        timeframe: best.spec.data.timeframe.parse().ok(),
+        timeframe: Some(best.spec.data.timeframe),
     };
     crate::production::write(store, &pointer).await?;
     Ok(Published {

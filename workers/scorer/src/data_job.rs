@@ -8,7 +8,7 @@ use jobs::data::DataDownload;
 use jobs::{JobContext, JobError, JobHandler};
 
 use sn50::download::{self, DownloadError, DownloadOptions};
-use sn50::pyth::{PythClient, Resolution};
+use sn50::pyth::PythClient;
 
 /// Merges fresh bars into the data directory.
 pub struct DataDownloadHandler;
@@ -23,8 +23,8 @@ impl JobHandler for DataDownloadHandler {
         job: DataDownload,
     ) -> Result<serde_json::Value, JobError> {
         let end = job.end.unwrap_or_else(|| chrono::Utc::now().timestamp());
-        let resolution =
-            Resolution::from_minutes(job.resolution.unwrap_or(1)).map_err(JobError::permanent)?;
+        let resolution = sn50::pyth::resolution_from_minutes(job.resolution.unwrap_or(1))
+            .map_err(JobError::permanent)?;
         let mut opts = DownloadOptions::last_days(
             job.assets,
             job.days.unwrap_or(2),

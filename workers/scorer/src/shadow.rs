@@ -14,7 +14,6 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use jobs::shadow::{ShadowPrompt, ShadowScore};
-use jobs::Timeframe;
 use jobs::{JobContext, JobError, JobHandler, Registry};
 use publisher::production;
 use publisher::store::{Store, StoreExt};
@@ -67,11 +66,7 @@ async fn resolve_model(
             .await
             .map_err(JobError::retry)?;
     }
-    let tf = if kind == PromptKind::High {
-        Timeframe::OneMinute
-    } else {
-        Timeframe::FiveMinutes
-    };
+    let tf = kind.timeframe();
     Ok(production::resolve_local(store_dir, tf)
         .map_err(permanent)?
         .map_or_else(|| "gbm".into(), |dir| dir.display().to_string()))

@@ -127,7 +127,7 @@ pub fn high_case_from_data(
     asset: &str,
     seed: u64,
 ) -> Result<BenchCase, BenchError> {
-    let path = asset_file(data_dir, asset, 60)?;
+    let path = asset_file(data_dir, asset, jobs::Timeframe::OneMinute)?;
     let bars = Bars::load(&path)?;
     let cands = candidate_starts(&bars, 3600, 60);
     if cands.is_empty() {

@@ -240,6 +240,22 @@ impl PromptKind {
             PromptKind::High => "high",
         }
     }
+
+    /// The step size of this prompt's paths, and so of the model that answers it.
+    pub fn timeframe(self) -> jobs::Timeframe {
+        match self {
+            PromptKind::Low => jobs::Timeframe::FiveMinutes,
+            PromptKind::High => jobs::Timeframe::OneMinute,
+        }
+    }
+
+    /// The prompt a model of `tf` answers.
+    pub fn for_timeframe(tf: jobs::Timeframe) -> PromptKind {
+        match tf {
+            jobs::Timeframe::FiveMinutes => PromptKind::Low,
+            jobs::Timeframe::OneMinute => PromptKind::High,
+        }
+    }
 }
 
 impl std::str::FromStr for PromptKind {

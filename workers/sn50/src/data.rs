@@ -9,9 +9,9 @@
 //! at the grid time, i.e. the price at `t + 300 s` instead of `t + 60 s`. Only 300-second grids
 //! (the low prompt) can be built from 5-minute files.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use jobs::Timeframe;
 use serde::Serialize;
 
 /// Errors loading bars or building a grid.
@@ -286,17 +286,18 @@ pub fn bar_seconds_from_name(path: &Path) -> Option<i64> {
 /// The data file that prices a prompt of `increment`-second steps: the 1-minute file (the
 /// validator's rule needs 1-minute candles), else, for steps of 5 minutes, the 5-minute file.
 pub fn asset_file_for_step(dir: &Path, asset: &str, increment: i64) -> Result<PathBuf, DataError> {
-    match asset_file(dir, asset, 60) {
+    match asset_file(dir, asset, Timeframe::OneMinute) {
         Ok(p) => Ok(p),
-        Err(e) if increment % 300 == 0 => asset_file(dir, asset, 300).map_err(|_| e),
+        Err(e) if increment % 300 == 0 => {
+            asset_file(dir, asset, Timeframe::FiveMinutes).map_err(|_| e)
+        }
         Err(e) => Err(e),
     }
 }
 
 /// The data file for an SN50 asset in `dir`: `{stem}_1m.csv` or `{stem}_5m.csv`, where the
 /// stem is the shared data's name (`SPY` for SPYX, ...) or the asset name itself.
-pub fn asset_file(dir: &Path, asset: &str, bar_seconds: i64) -> Result<PathBuf, DataError> {
-    let suffix = if bar_seconds == 60 { "1m" } else { "5m" };
+pub fn asset_file(dir: &Path, asset: &str, timeframe: Timeframe) -> Result<PathBuf, DataError> {
     let mut stems = vec![asset.to_string()];
     if let Some(info) = super::constants::asset_info(asset) {
         if let Some(s) = info.data_stem {
@@ -305,7 +306,7 @@ pub fn asset_file(dir: &Path, asset: &str, bar_seconds: i64) -> Result<PathBuf, 
     }
     let candidates: Vec<PathBuf> = stems
         .iter()
-        .map(|s| dir.join(format!("{s}_{suffix}.csv")))
+        .map(|s| dir.join(timeframe.data_file(s)))
         .collect();
     candidates
         .iter()
@@ -426,24 +427,6 @@ pub fn data_info_text(infos: &[FileInfo]) -> String {
         ));
     }
     out
-}
-
-/// Cache of loaded files, keyed by path.
-#[derive(Debug, Default)]
-pub struct BarCache {
-    loaded: HashMap<PathBuf, Bars>,
-}
-
-impl BarCache {
-    /// The bars of `asset` at `bar_seconds` resolution in `dir`.
-    pub fn get(&mut self, dir: &Path, asset: &str, bar_seconds: i64) -> Result<&Bars, DataError> {
-        let path = asset_file(dir, asset, bar_seconds)?;
-        if !self.loaded.contains_key(&path) {
-            let b = Bars::load(&path)?;
-            self.loaded.insert(path.clone(), b);
-        }
-        Ok(&self.loaded[&path])
-    }
 }
 
 #[cfg(test)]
@@ -569,9 +552,12 @@ mod tests {
         assert_eq!(spy.asset, "SPYX");
         assert!(data_info_text(&infos).contains("GOOGLX"));
         assert_eq!(
-            asset_file(&dir, "NVDAX", 300).unwrap().file_name().unwrap(),
+            asset_file(&dir, "NVDAX", Timeframe::FiveMinutes)
+                .unwrap()
+                .file_name()
+                .unwrap(),
             "NVDA_5m.csv"
         );
-        assert!(asset_file(&dir, "HYPE", 60).is_err());
+        assert!(asset_file(&dir, "HYPE", Timeframe::OneMinute).is_err());
     }
 }

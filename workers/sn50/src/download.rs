@@ -91,7 +91,7 @@ impl DownloadOptions {
 
     /// Open times of the first and last bar in range, or `None` when no closed bar fits.
     pub fn bar_range(&self) -> Option<(i64, i64)> {
-        let bar = self.resolution.seconds();
+        let bar = self.resolution.step_secs();
         let first = self.from.div_euclid(bar) * bar
             + if self.from.rem_euclid(bar) == 0 {
                 0
@@ -104,7 +104,7 @@ impl DownloadOptions {
 
     /// The `[from, to]` (inclusive open times) of each request.
     pub fn chunks(&self) -> Vec<(i64, i64)> {
-        let bar = self.resolution.seconds();
+        let bar = self.resolution.step_secs();
         let Some((first, last)) = self.bar_range() else {
             return Vec::new();
         };
@@ -145,11 +145,10 @@ pub struct AssetDownload {
 /// The file an asset's bars go to: the existing file `data::asset_file` finds, else
 /// `{stem}_{1m|5m}.csv` with the shared data's stem (`SPY` for SPYX) or the asset name.
 pub fn target_file(dir: &Path, asset: &str, resolution: Resolution) -> PathBuf {
-    let bar = resolution.seconds();
-    asset_file(dir, asset, bar).unwrap_or_else(|_| {
+    let tf = resolution;
+    asset_file(dir, asset, tf).unwrap_or_else(|_| {
         let stem = asset_info(asset).and_then(|a| a.data_stem).unwrap_or(asset);
-        let suffix = if bar == 60 { "1m" } else { "5m" };
-        dir.join(format!("{stem}_{suffix}.csv"))
+        dir.join(tf.data_file(stem))
     })
 }
 
@@ -234,7 +233,7 @@ pub async fn download(
         symbols.push(s);
     }
     let chunks = opts.chunks();
-    let bar = opts.resolution.seconds();
+    let bar = opts.resolution.step_secs();
     let pb = if opts.progress {
         ProgressBar::new((chunks.len() * opts.assets.len()) as u64)
     } else {

@@ -150,35 +150,23 @@ pub struct HistoryBar {
     pub volume: f64,
 }
 
-/// Bar resolution of a history request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Resolution {
-    OneMinute,
-    FiveMinutes,
+/// The bar length of a benchmarks history request: a [`Timeframe`] (1 or 5 minutes).
+pub use jobs::Timeframe as Resolution;
+
+/// The resolution of `m` minutes (1 or 5).
+pub fn resolution_from_minutes(m: u32) -> Result<Resolution, PythError> {
+    match m {
+        1 => Ok(Resolution::OneMinute),
+        5 => Ok(Resolution::FiveMinutes),
+        other => Err(PythError::Resolution(other)),
+    }
 }
 
-impl Resolution {
-    /// From the number of minutes (1 or 5).
-    pub fn from_minutes(m: u32) -> Result<Self, PythError> {
-        match m {
-            1 => Ok(Resolution::OneMinute),
-            5 => Ok(Resolution::FiveMinutes),
-            other => Err(PythError::Resolution(other)),
-        }
-    }
-    /// The `resolution` query value.
-    pub fn query(self) -> &'static str {
-        match self {
-            Resolution::OneMinute => "1",
-            Resolution::FiveMinutes => "5",
-        }
-    }
-    /// Bar length in seconds.
-    pub fn seconds(self) -> i64 {
-        match self {
-            Resolution::OneMinute => 60,
-            Resolution::FiveMinutes => 300,
-        }
+/// The `resolution` query value of the benchmarks history endpoint (minutes).
+fn resolution_query(r: Resolution) -> &'static str {
+    match r {
+        Resolution::OneMinute => "1",
+        Resolution::FiveMinutes => "5",
     }
 }
 
@@ -434,20 +422,20 @@ impl PythClient {
         );
         let query = [
             ("symbol", symbol.to_string()),
-            ("resolution", resolution.query().to_string()),
+            ("resolution", resolution_query(resolution).to_string()),
             ("from", from.to_string()),
             ("to", to.to_string()),
         ];
         let body = self.get_text(&url, &query).await?;
         let bars = parse_history(&url, &body)?;
-        if let Some(b) = bars.iter().find(|b| b.t % resolution.seconds() != 0) {
+        if let Some(b) = bars.iter().find(|b| b.t % resolution.step_secs() != 0) {
             return Err(PythError::Shape {
                 url,
                 message: format!(
                     "bar time {} is not on the {} s grid of resolution {}",
                     b.t,
-                    resolution.seconds(),
-                    resolution.query()
+                    resolution.step_secs(),
+                    resolution_query(resolution)
                 ),
             });
         }
@@ -937,6 +925,6 @@ mod tests {
         assert_eq!(tradingview_symbol("XAU").unwrap(), "Crypto.XAUT/USD");
         assert_eq!(tradingview_symbol("SPYX").unwrap(), "Crypto.SPYX/USD");
         assert_eq!(feed_id("BTC").unwrap(), BTC_FEED);
-        assert!(Resolution::from_minutes(15).is_err());
+        assert!(resolution_from_minutes(15).is_err());
     }
 }

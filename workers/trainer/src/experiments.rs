@@ -1,7 +1,9 @@
-//! The research pipeline's domain, without Redis: what each built-in (non-LLM)
-//! agent does — plan, train, check, debug, publish — over the model zoo and the
-//! exact SN50 scoring. The engine (`src/pipeline` in the root crate) turns each
-//! into a job type and keeps the run's state in Redis.
+//! Experiments: one spec trained and scored ([`run_experiment`]), a plan trained by successive
+//! halving ([`train_plan`]), and what a run records of each ([`ExperimentRecord`],
+//! [`fingerprint`], [`best`]).
+//!
+//! No Redis and no store here: the run state machine (`src/pipeline` in the binary crate)
+//! keeps runs in Redis, and the publisher crate stores checkpoints.
 
 use std::path::{Path, PathBuf};
 
@@ -11,64 +13,25 @@ use crate::zoo::registry;
 use crate::zoo::spec::ExperimentSpec;
 use crate::zoo::{train, ZooError};
 
-/// The budget a run gives every experiment: the planner applies it to each spec
-/// so that a pipeline run costs what the caller asked for.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Budget {
-    /// Experiments per plan.
-    pub experiments: usize,
-    /// Epochs of the first successive-halving round (doubled for survivors).
-    pub epochs: usize,
-    pub steps_per_epoch: usize,
-    pub d_model: usize,
-    pub seq_len: usize,
-    pub batch_size: usize,
-    pub n_paths: usize,
-    pub eval_windows: usize,
-    pub eval_paths: usize,
-    pub assets: Vec<String>,
-    pub timeframe: String,
-    /// Successive-halving rounds (1 = train each experiment once).
-    pub rounds: usize,
-}
+pub use jobs::pipeline::Budget;
 
-impl Default for Budget {
-    fn default() -> Self {
-        Budget {
-            experiments: 4,
-            epochs: 2,
-            steps_per_epoch: 20,
-            d_model: 16,
-            seq_len: 32,
-            batch_size: 8,
-            n_paths: 16,
-            eval_windows: 8,
-            eval_paths: 1000,
-            assets: vec!["BTC".into()],
-            timeframe: "5m".into(),
-            rounds: 2,
-        }
-    }
-}
-
-impl Budget {
-    /// Applies the budget to a spec (architecture and learning rate are kept).
-    pub fn apply(&self, spec: &mut ExperimentSpec) {
-        let b = &mut spec.model.backbone;
-        b.d_model = self.d_model;
-        b.seq_len = self.seq_len;
-        let t = &mut spec.training;
-        t.epochs = self.epochs;
-        t.steps_per_epoch = self.steps_per_epoch;
-        t.batch_size = self.batch_size;
-        t.n_paths = self.n_paths;
-        t.eval_windows = self.eval_windows;
-        t.eval_paths = self.eval_paths;
-        t.horizon = if self.timeframe == "1m" { 60 } else { 288 };
-        t.warmup_steps = t.warmup_steps.min(self.steps_per_epoch);
-        spec.data.assets = self.assets.clone();
-        spec.data.timeframe = self.timeframe.clone();
-    }
+/// Applies `budget` to `spec` (architecture and learning rate are kept): the planner does
+/// this to each spec so that a pipeline run costs what the caller asked for.
+pub fn apply_budget(budget: &Budget, spec: &mut ExperimentSpec) {
+    let b = &mut spec.model.backbone;
+    b.d_model = budget.d_model;
+    b.seq_len = budget.seq_len;
+    let t = &mut spec.training;
+    t.epochs = budget.epochs;
+    t.steps_per_epoch = budget.steps_per_epoch;
+    t.batch_size = budget.batch_size;
+    t.n_paths = budget.n_paths;
+    t.eval_windows = budget.eval_windows;
+    t.eval_paths = budget.eval_paths;
+    t.horizon = budget.timeframe.horizon_steps();
+    t.warmup_steps = t.warmup_steps.min(budget.steps_per_epoch);
+    spec.data.assets = budget.assets.clone();
+    spec.data.timeframe = budget.timeframe;
 }
 
 /// The outcome of one experiment run (serialised as `"ok"` / `"failed"`).
@@ -255,7 +218,7 @@ pub fn run_experiment_with(
         best_val_loss: None,
     };
     let outcome = (|| -> Result<(train::TrainResult, bool, train::Sn50Eval), ZooError> {
-        let r = spec.validate().map_err(ZooError::Spec)?;
+        spec.validate().map_err(ZooError::Spec)?;
         let device = crate::zoo::device(device)?;
         let opts = train::TrainOptions {
             data_dir: data_dir.to_path_buf(),
@@ -268,7 +231,7 @@ pub fn run_experiment_with(
             .step_losses
             .iter()
             .any(|l| !l.is_finite() || *l > 1e6);
-        let data = train::load_windows(spec, &r, data_dir)?;
+        let data = train::load_windows(spec, data_dir)?;
         let ck = train::load_checkpoint(out_dir, &device)?;
         let eval = train::evaluate_sn50(spec, &ck.model, &data, &device)?;
         Ok((result, diverged, eval))

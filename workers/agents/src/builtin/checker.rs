@@ -76,20 +76,12 @@ fn serve_check(rec: &ExperimentRecord, ckpt: &Path, data_dir: &Path) -> Result<(
         .first()
         .cloned()
         .unwrap_or_else(|| "BTC".into());
-    let bar = if rec.spec.data.timeframe == "1m" {
-        60
-    } else {
-        300
-    };
-    let path = asset_file(data_dir, &asset, bar).map_err(|e| format!("data: {e}"))?;
+    let tf = rec.spec.data.timeframe;
+    let path = asset_file(data_dir, &asset, tf).map_err(|e| format!("data: {e}"))?;
     let bars = Bars::load(&path).map_err(|e| format!("data: {e}"))?;
     let n = bars.timestamps.len();
     let as_of = bars.timestamps[n - 1] + bars.bar_seconds;
-    let (inc, len) = if bar == 60 {
-        (60u64, 3600u64)
-    } else {
-        (300, 86400)
-    };
+    let (inc, len) = (tf.step_secs() as u64, tf.horizon_secs() as u64);
     let req = ForecastRequest {
         asset: asset.clone(),
         start_time: as_of,

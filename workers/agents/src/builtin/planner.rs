@@ -30,7 +30,7 @@ fn spec(blocks: &[&str], head: &str, lr: f64, budget: &Budget, seed: u64) -> Exp
     let mut s = ExperimentSpec::new(blocks, head);
     s.training.lr = lr;
     s.training.seed = seed;
-    budget.apply(&mut s);
+    trainer::experiments::apply_budget(budget, &mut s);
     s
 }
 
@@ -41,7 +41,7 @@ pub fn plan(history: &[ExperimentRecord], budget: &Budget, seed: u64) -> Plan {
         .iter()
         .map(|r| {
             let mut s = r.spec.clone();
-            budget.apply(&mut s);
+            trainer::experiments::apply_budget(budget, &mut s);
             fingerprint(&s)
         })
         .collect();

@@ -753,7 +753,7 @@ pub async fn publish_run(
             store.describe()
         )));
     };
-    let manifest: crate::publish::Manifest = store
+    let manifest: super::records::Manifest = store
         .get_json(mkey)
         .await?
         .ok_or_else(|| HfError::Config(format!("{} disappeared", store.location(mkey))))?;

@@ -29,7 +29,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::{Store, StoreError, StoreExt};
+use super::{ObjectInfo, Store, StoreError, StoreExt};
 use crate::store::safe_name;
 use trainer::experiments::{unix_now, ExperimentRecord};
 
@@ -42,6 +42,18 @@ pub const PRODUCTION: &str = "models/production.json";
 pub fn production_key(timeframe: jobs::Timeframe) -> String {
     format!("models/production-{timeframe}.json")
 }
+/// `models/{run_id}/{name}/record.json`: what a published model is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub run_id: String,
+    pub record: ExperimentRecord,
+    /// The checkpoint objects (not the manifest itself).
+    pub files: Vec<ObjectInfo>,
+    /// Per asset: first and last bar, bar count, where validation starts.
+    #[serde(default)]
+    pub data: Value,
+}
+
 /// The seed lists at most this many experiment objects.
 pub const HISTORY_SCAN_LIMIT: usize = 2000;
 
@@ -435,49 +447,6 @@ pub fn merge_history(history: &mut Vec<ExperimentRecord>, more: Vec<ExperimentRe
         }
     }
     history.len() - before
-}
-
-/// After training: saves the run's records to the store and appends them to
-/// the metrics history. Failures are logged, not raised (the records are in
-/// Redis already).
-pub async fn record_run(store_dir: &Path, run_id: &str, recs: &[ExperimentRecord]) {
-    let mut problems = Vec::new();
-    match super::open(store_dir) {
-        Ok(store) => {
-            if let Err(e) = save_experiments(&*store, run_id, recs).await {
-                problems.push(format!("store: {e}"));
-            }
-        }
-        Err(e) => problems.push(format!("store: {e}")),
-    }
-    let lines = metrics_lines(run_id, recs);
-    if let Err(e) = append_lines(&metrics_path(store_dir), &lines) {
-        problems.push(format!("metrics history: {e}"));
-    }
-    if !problems.is_empty() {
-        let msg = problems.join("; ");
-        tracing::warn!(run_id, error = %msg, "experiments not recorded outside Redis");
-    }
-    // The same rows to Weights & Biases when WANDB_API_KEY is set (best effort).
-    let specs = recs.iter().map(|r| {
-        (
-            r.name.as_str(),
-            serde_json::to_value(&r.spec).unwrap_or(Value::Null),
-        )
-    });
-    super::wandb::log_if_configured(run_id, Some(super::wandb::config_of(specs)), &lines).await;
-}
-
-/// At the end of a run: saves its summary and comparison to the store
-/// (logged, not raised, on failure).
-pub async fn record_summary(store_dir: &Path, run_id: &str, summary: &Value) {
-    let res = match super::open(store_dir) {
-        Ok(store) => save_run_summary(&*store, run_id, summary).await,
-        Err(e) => Err(e),
-    };
-    if let Err(e) = res {
-        tracing::warn!(run_id, error = %e, "cannot save the run summary to the store");
-    }
 }
 
 #[cfg(test)]

@@ -867,7 +867,7 @@ mod tests {
         }
     }
 
-    /// The pipeline's hook: `records::record_run` writes `metrics.jsonl` and,
+    /// The pipeline's hook: `run_log::record_run` writes `metrics.jsonl` and,
     /// with `WANDB_API_KEY` set, sends the same rows; a W&B that does not
     /// answer costs a warning, never the local history. (The only test that
     /// sets `WANDB_*`; both halves run in it, one after the other.)
@@ -886,7 +886,7 @@ mod tests {
         std::env::set_var("WANDB_ENTITY", "ent");
         std::env::set_var("WANDB_PROJECT", "proj");
         let recs = [record("a", 5.0), record("b", 6.0)];
-        records::record_run(&dir, "r5", &recs).await;
+        crate::run_log::record_run(&dir, "r5", &recs).await;
         let local = records::read_metrics(&records::metrics_path(&dir), 10).unwrap();
         assert_eq!(local.len(), 2);
         let reqs = server.requests();
@@ -917,7 +917,7 @@ mod tests {
             l.local_addr().unwrap().port()
         };
         std::env::set_var("WANDB_BASE_URL", format!("http://127.0.0.1:{port}"));
-        records::record_run(&dir, "r6", &[record("c", 7.0)]).await;
+        crate::run_log::record_run(&dir, "r6", &[record("c", 7.0)]).await;
         for k in [
             "WANDB_API_KEY",
             "WANDB_BASE_URL",

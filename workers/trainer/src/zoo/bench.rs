@@ -57,7 +57,7 @@ pub fn bench_train(
     let mut spec = preset_spec(preset)?;
     spec.data.assets = vec![asset.to_string()];
     let r = spec.validate().map_err(ZooError::Spec)?;
-    let data = load_windows(&spec, &r, data_dir)?;
+    let data = load_windows(&spec, data_dir)?;
     let vm = SeededVarMap::new(spec.training.seed);
     let model = ZooModel::build(&spec, &r, vm.builder(device))?;
     let mut opt = AdamW::new(vm.named_vars(), Default::default())?;

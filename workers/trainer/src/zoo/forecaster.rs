@@ -10,7 +10,6 @@ use candle_core::{Device, Tensor};
 use rand::RngCore;
 
 use super::features::{history_input, Normalizer, VOL_WINDOW};
-use super::spec::timeframe_info;
 use super::train::{load_checkpoint, simulate, Checkpoint};
 use super::ZooError;
 use sn50::constants::Sn50Config;
@@ -86,7 +85,7 @@ impl Forecaster for ZooForecaster {
     }
 
     fn time_increment(&self) -> Option<u64> {
-        timeframe_info(&self.ck.spec.data.timeframe).map(|(bar, _)| bar as u64)
+        Some(self.ck.spec.data.timeframe.step_secs() as u64)
     }
 
     fn forecast(
@@ -95,7 +94,10 @@ impl Forecaster for ZooForecaster {
         rng: &mut dyn RngCore,
     ) -> Result<Paths, ForecastError> {
         let spec = &self.ck.spec;
-        let (bar, horizon) = timeframe_info(&spec.data.timeframe).expect("validated spec");
+        let (bar, horizon) = (
+            spec.data.timeframe.step_secs(),
+            spec.data.timeframe.horizon_steps(),
+        );
         if req.time_increment != bar as u64 || req.num_points() != horizon + 1 {
             return Err(ForecastError::Model(format!(
                 "this model simulates {horizon} steps of {bar} s ({} timeframe); the request asks for {} s steps over {} s",

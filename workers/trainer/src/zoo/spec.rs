@@ -6,6 +6,7 @@
 
 use std::collections::BTreeSet;
 
+use jobs::Timeframe;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -133,8 +134,8 @@ fn d_eval_paths() -> usize {
 #[serde(deny_unknown_fields)]
 pub struct DataSpec {
     pub assets: Vec<String>,
-    /// `5m` or `1m`.
-    pub timeframe: String,
+    /// `5m` (the 24 h prompt) or `1m` (the 1 h prompt).
+    pub timeframe: Timeframe,
     /// The last fraction of each asset's bars held out for validation (time-ordered).
     #[serde(default = "d_val")]
     pub val_fraction: f64,
@@ -169,15 +170,6 @@ pub struct Resolved {
     pub blocks: Vec<(&'static str, Params)>,
     pub head: (&'static str, Params),
     pub bar_seconds: i64,
-}
-
-/// Bars per timeframe and the SN50 horizon that goes with it.
-pub fn timeframe_info(tf: &str) -> Option<(i64, usize)> {
-    match tf {
-        "5m" => Some((300, 288)),
-        "1m" => Some((60, 60)),
-        _ => None,
-    }
 }
 
 impl ExperimentSpec {
@@ -217,7 +209,7 @@ impl ExperimentSpec {
             },
             data: DataSpec {
                 assets: vec!["BTC".into()],
-                timeframe: "5m".into(),
+                timeframe: Timeframe::FiveMinutes,
                 val_fraction: d_val(),
                 stride: d_stride(),
             },
@@ -337,14 +329,13 @@ impl ExperimentSpec {
             }
         };
         let t = &self.training;
-        let tf = timeframe_info(&self.data.timeframe);
-        match tf {
-            None => push("data.timeframe", format!("{:?} is not supported; use \"5m\" (24 h prompts) or \"1m\" (1 h prompts)", self.data.timeframe)),
-            Some((_, h)) if t.horizon != h => push(
+        let tf = self.data.timeframe;
+        let h = tf.horizon_steps();
+        if t.horizon != h {
+            push(
                 "training.horizon",
-                format!("{} does not match timeframe {}: an SN50 {} prompt needs {h} steps; set horizon to {h}", t.horizon, self.data.timeframe, if h == 288 { "24 h" } else { "1 h" }),
-            ),
-            _ => {}
+                format!("{} does not match timeframe {tf}: an SN50 {} prompt needs {h} steps; set horizon to {h}", t.horizon, if h == 288 { "24 h" } else { "1 h" }),
+            );
         }
         if t.n_paths < 2 {
             push(
@@ -425,7 +416,7 @@ impl ExperimentSpec {
             Ok(Resolved {
                 blocks,
                 head: head.expect("validated"),
-                bar_seconds: tf.expect("validated").0,
+                bar_seconds: tf.step_secs(),
             })
         } else {
             Err(issues)

@@ -265,7 +265,7 @@ fn zoo_validation_reports_every_error_with_field_and_fix() {
     ];
     s.training.horizon = 100;
     s.training.lr = 0.0;
-    s.data.timeframe = "5m".into();
+    s.data.timeframe = jobs::Timeframe::FiveMinutes;
     let errs = s.validate().unwrap_err();
     let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
     for f in [

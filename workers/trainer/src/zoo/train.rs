@@ -19,7 +19,7 @@ use super::features::{spread, AssetWindows};
 use super::model::{HeadSample, ZooModel};
 use super::optim::{AdamW, AdamWParams};
 use super::params::{hash_str, Noise, SeededVarMap};
-use super::spec::{ExperimentSpec, LossKind, Resolved};
+use super::spec::{ExperimentSpec, LossKind};
 use super::ZooError;
 use sn50::constants::{PromptKind, Sn50Config};
 use sn50::crps::{miner_score, Paths, INVALID_SCORE};
@@ -194,16 +194,12 @@ fn io_err(path: &Path, e: impl std::fmt::Display) -> ZooError {
 }
 
 /// Load every asset's bars and windows for a spec.
-pub fn load_windows(
-    spec: &ExperimentSpec,
-    r: &Resolved,
-    data_dir: &Path,
-) -> Result<Vec<AssetWindows>, ZooError> {
+pub fn load_windows(spec: &ExperimentSpec, data_dir: &Path) -> Result<Vec<AssetWindows>, ZooError> {
     spec.data
         .assets
         .iter()
         .map(|a| {
-            let path = asset_file(data_dir, a, r.bar_seconds)?;
+            let path = asset_file(data_dir, a, spec.data.timeframe)?;
             let bars = Bars::load(&path)?;
             AssetWindows::new(
                 a,
@@ -333,7 +329,7 @@ pub fn train_observed(
     let r = spec.validate().map_err(ZooError::Spec)?;
     let t = &spec.training;
     let device = &opts.device;
-    let data = load_windows(spec, &r, &opts.data_dir)?;
+    let data = load_windows(spec, &opts.data_dir)?;
     let vm = SeededVarMap::new(t.seed);
     let model = ZooModel::build(spec, &r, vm.builder(device))?;
     let named = vm.named_vars();
