@@ -16,6 +16,7 @@ pub mod experiment;
 mod handler;
 pub mod ops;
 pub mod pipeline;
+pub mod retry;
 pub mod shadow;
 mod spec;
 

@@ -499,7 +499,7 @@ fn sweep_specs(a: &SweepArgs) -> anyhow::Result<Vec<(String, ExperimentSpec)>> {
     let key = |s: &ExperimentSpec| {
         (
             s.data.assets.clone(),
-            s.data.timeframe.clone(),
+            s.data.timeframe,
             s.training.horizon,
             s.model.backbone.seq_len,
             s.data.val_fraction.to_bits(),

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_redis::{Manager, Pool};
+use jobs::retry::{Failure, RetryPolicy};
 use jobs::{Catalog, JobEnvelope, ENVELOPE_VERSION};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 use redis::{AsyncCommands, AsyncConnectionConfig, RedisError};
@@ -321,34 +322,51 @@ impl Queue {
     /// Runs `op` with the shared connection, retrying transient failures with
     /// exponential backoff for `retry_for`, logging each wait. `op` must not
     /// block the connection (no blocking reads: use [`Queue::dedicated`]).
-    pub async fn retrying<T, F, Fut>(&self, what: &str, mut op: F) -> Result<T>
+    pub async fn retrying<T, F, Fut>(&self, what: &str, op: F) -> Result<T>
     where
         F: FnMut(ConnectionManager) -> Fut,
         Fut: std::future::Future<Output = Result<T>>,
     {
-        let started = tokio::time::Instant::now();
-        let mut backoff = Backoff::new();
-        loop {
-            let res = match self.shared().await {
-                Ok(c) => op(c).await,
-                Err(e) => Err(e),
-            };
-            match res {
-                Err(e) if e.is_transient() => {
-                    if started.elapsed() >= self.cfg.retry_for {
-                        return Err(QueueError::Unreachable {
-                            url: self.url.clone(),
-                            secs: self.cfg.retry_for.as_secs(),
-                            last: e.to_string(),
-                        });
+        // 50 ms doubling to 5 s, jittered, for as long as `retry_for` allows.
+        let policy = RetryPolicy {
+            attempts: u32::MAX,
+            base: Duration::from_millis(50),
+            max_delay: Duration::from_secs(5),
+            jitter: true,
+            max_total_delay: Some(self.cfg.retry_for),
+        };
+        let op = std::sync::Mutex::new(op);
+        let op = &op;
+        let what = format!("{what}: redis");
+        policy
+            .run(&what, |_| async move {
+                let res = match self.shared().await {
+                    Ok(c) => {
+                        let fut = (op.lock().expect("retrying: op lock"))(c);
+                        fut.await
                     }
-                    let wait = backoff.next_delay();
-                    tracing::warn!(%e, ?wait, "{what}: redis unavailable, retrying");
-                    tokio::time::sleep(wait).await;
+                    Err(e) => Err(e),
+                };
+                res.map_err(|e| {
+                    if e.is_transient() {
+                        Failure::transient(e)
+                    } else {
+                        Failure::Permanent(e)
+                    }
+                })
+            })
+            .await
+            .map_err(|x| {
+                if x.error.is_transient() {
+                    QueueError::Unreachable {
+                        url: self.url.clone(),
+                        secs: self.cfg.retry_for.as_secs(),
+                        last: x.error.to_string(),
+                    }
+                } else {
+                    x.error
                 }
-                other => return other,
-            }
-        }
+            })
     }
 
     /// Redis server time in Unix ms.
@@ -616,7 +634,9 @@ impl Queue {
     }
 }
 
-/// Exponential backoff with full jitter: 50 ms doubling to 5 s.
+/// The backoff of a long-lived loop (a worker's fetch loop, the scheduler's tick) while Redis
+/// is away: 50 ms doubling to 5 s, jittered, reset after a success. Calls that give up use
+/// [`jobs::retry::RetryPolicy`] instead (see [`Queue::retrying`]).
 #[derive(Debug, Clone)]
 pub struct Backoff {
     attempt: u32,

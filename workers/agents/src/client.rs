@@ -9,6 +9,8 @@
 
 use std::time::Duration;
 
+use jobs::retry::Failure;
+
 use async_openai::types::chat::{
     CompletionUsage, CreateChatCompletionRequest, CreateChatCompletionResponse,
 };
@@ -100,15 +102,6 @@ fn snippet(s: &str) -> String {
     }
 }
 
-enum Attempt {
-    Done(Box<Completion>),
-    Retry {
-        why: String,
-        retry_after: Option<Duration>,
-    },
-    Fail(LlmError),
-}
-
 impl ChatClient {
     pub fn new(cfg: &LlmConfig) -> Result<Self, LlmError> {
         let http = reqwest::Client::builder()
@@ -134,30 +127,27 @@ impl ChatClient {
         &self,
         request: &CreateChatCompletionRequest,
     ) -> Result<Completion, LlmError> {
-        let attempts = self.retry.retries + 1;
-        let mut last = String::new();
-        for attempt in 1..=attempts {
-            match self.attempt(request, attempt).await {
-                Attempt::Done(c) => return Ok(*c),
-                Attempt::Fail(e) => return Err(e),
-                Attempt::Retry { why, retry_after } => {
-                    last = why;
-                    if attempt < attempts {
-                        let delay = retry_after
-                            .map(|d| d.min(self.retry.max_delay))
-                            .unwrap_or_else(|| self.retry.delay(attempt));
-                        tracing::warn!(
-                            url = %self.url, attempt, "LLM call failed ({last}); retrying in {delay:?}"
-                        );
-                        tokio::time::sleep(delay).await;
-                    }
-                }
-            }
-        }
-        Err(LlmError::Exhausted { attempts, last })
+        let url = self.url.as_str();
+        self.retry
+            .policy()
+            .run(url, |attempt| self.attempt(request, attempt))
+            .await
+            .map_err(|e| e.error)
     }
 
-    async fn attempt(&self, request: &CreateChatCompletionRequest, attempt: u32) -> Attempt {
+    async fn attempt(
+        &self,
+        request: &CreateChatCompletionRequest,
+        attempt: u32,
+    ) -> Result<Completion, Failure<LlmError>> {
+        let attempts = self.retry.retries + 1;
+        let retry = |why: String, after: Option<Duration>| Failure::Transient {
+            error: LlmError::Exhausted {
+                attempts,
+                last: why,
+            },
+            after,
+        };
         let sent = self
             .http
             .post(&self.url)
@@ -175,10 +165,7 @@ impl ChatClient {
                 } else {
                     "request failed"
                 };
-                return Attempt::Retry {
-                    why: format!("{kind}: {e}"),
-                    retry_after: None,
-                };
+                return Err(retry(format!("{kind}: {e}"), None));
             }
         };
         let status = resp.status();
@@ -197,55 +184,52 @@ impl ChatClient {
                 } else {
                     "reading the reply failed"
                 };
-                return Attempt::Retry {
-                    why: format!("{kind}: {e}"),
-                    retry_after: None,
-                };
+                return Err(retry(format!("{kind}: {e}"), None));
             }
         };
         if status.as_u16() == 429 || status.is_server_error() {
-            return Attempt::Retry {
-                why: format!(
+            return Err(retry(
+                format!(
                     "HTTP {} from {}: {}",
                     status.as_u16(),
                     self.url,
                     snippet(&body)
                 ),
-                retry_after: if status.as_u16() == 429 {
+                if status.as_u16() == 429 {
                     retry_after
                 } else {
                     None
                 },
-            };
+            ));
         }
         if !status.is_success() {
-            return Attempt::Fail(LlmError::Refused {
+            return Err(Failure::Permanent(LlmError::Refused {
                 status: status.as_u16(),
                 url: self.url.clone(),
                 body: snippet(&body),
-            });
+            }));
         }
         match serde_json::from_str::<CreateChatCompletionResponse>(&body) {
             Ok(response) => {
                 if response.choices.is_empty() {
-                    return Attempt::Fail(LlmError::BadReply {
+                    return Err(Failure::Permanent(LlmError::BadReply {
                         url: self.url.clone(),
                         why: "it has no choices".into(),
                         body: snippet(&body),
-                    });
+                    }));
                 }
                 let usage = Usage::from_completion(response.usage.as_ref());
-                Attempt::Done(Box::new(Completion {
+                Ok(Completion {
                     response,
                     usage,
                     attempts: attempt,
-                }))
+                })
             }
-            Err(e) => Attempt::Fail(LlmError::BadReply {
+            Err(e) => Err(Failure::Permanent(LlmError::BadReply {
                 url: self.url.clone(),
                 why: e.to_string(),
                 body: snippet(&body),
-            }),
+            })),
         }
     }
 }

@@ -26,7 +26,8 @@ pub fn default_model(agent: AgentName) -> &'static str {
     }
 }
 
-/// How often and how patiently a chat-completion call is retried.
+/// How often and how patiently a chat-completion call is retried (the LLM settings of the
+/// project's one [`jobs::retry::RetryPolicy`]).
 ///
 /// Retried: HTTP 429, HTTP 5xx, timeouts, connection and body-read errors. The delay before
 /// retry `k` (1-based) is `base_delay * 2^(k-1)`, capped at `max_delay`; a 429's `Retry-After`
@@ -52,11 +53,17 @@ impl Default for RetryPolicy {
 impl RetryPolicy {
     /// The delay before retry `retry` (1-based), without `Retry-After`.
     pub fn delay(&self, retry: u32) -> Duration {
-        let factor = 2u32.saturating_pow(retry.saturating_sub(1));
-        self.base_delay
-            .checked_mul(factor)
-            .unwrap_or(self.max_delay)
-            .min(self.max_delay)
+        self.policy().delay(retry)
+    }
+
+    /// These settings as the retry policy every client runs under.
+    pub fn policy(&self) -> jobs::retry::RetryPolicy {
+        jobs::retry::RetryPolicy {
+            attempts: self.retries + 1,
+            base: self.base_delay,
+            max_delay: self.max_delay,
+            ..Default::default()
+        }
     }
 }
 

@@ -11,6 +11,7 @@
 
 use std::time::Duration;
 
+use jobs::retry::{Failure, RetryPolicy};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -117,8 +118,17 @@ impl PythConfig {
 
     /// The delay before retry number `retry` (1-based).
     pub fn backoff_for(&self, retry: u32) -> Duration {
-        let factor = 1u32 << retry.saturating_sub(1).min(20);
-        self.backoff.saturating_mul(factor).min(self.max_backoff)
+        self.retry_policy().delay(retry)
+    }
+
+    /// The retry policy these settings describe (the one every client uses).
+    pub fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy {
+            attempts: self.attempts.max(1),
+            base: self.backoff,
+            max_delay: self.max_backoff,
+            ..RetryPolicy::default()
+        }
     }
 }
 
@@ -359,13 +369,6 @@ fn parse_json(url: &str, body: &str) -> Result<Value, PythError> {
     })
 }
 
-/// What one attempt ended with.
-enum Attempt {
-    Done(String),
-    Retry(PythError, Option<Duration>),
-    Fail(PythError),
-}
-
 /// The Pyth client.
 #[derive(Debug, Clone)]
 pub struct PythClient {
@@ -456,28 +459,19 @@ impl PythClient {
 
     /// GET with retries; the body of the first 2xx answer.
     async fn get_text(&self, url: &str, query: &[(&str, String)]) -> Result<String, PythError> {
-        let attempts = self.config.attempts.max(1);
-        let mut attempt = 1;
-        loop {
-            let outcome = self.try_once(url, query, attempt).await;
-            match outcome {
-                Attempt::Done(body) => return Ok(body),
-                Attempt::Fail(e) => return Err(e),
-                Attempt::Retry(e, _) if attempt >= attempts => return Err(e),
-                Attempt::Retry(e, retry_after) => {
-                    let delay = retry_after
-                        .unwrap_or_default()
-                        .max(self.config.backoff_for(attempt))
-                        .min(self.config.max_backoff);
-                    tracing::warn!(%url, attempt, delay_ms = delay.as_millis() as u64, error = %e, "Pyth request failed, retrying");
-                    tokio::time::sleep(delay).await;
-                    attempt += 1;
-                }
-            }
-        }
+        self.config
+            .retry_policy()
+            .run("Pyth request", |attempt| self.try_once(url, query, attempt))
+            .await
+            .map_err(|e| e.error)
     }
 
-    async fn try_once(&self, url: &str, query: &[(&str, String)], attempt: u32) -> Attempt {
+    async fn try_once(
+        &self,
+        url: &str,
+        query: &[(&str, String)],
+        attempt: u32,
+    ) -> Result<String, Failure<PythError>> {
         let transport = |e: reqwest::Error| {
             if e.is_timeout() {
                 PythError::Timeout {
@@ -495,8 +489,8 @@ impl PythClient {
         };
         let resp = match self.http.get(url).query(query).send().await {
             Ok(r) => r,
-            Err(e) if e.is_builder() => return Attempt::Fail(transport(e)),
-            Err(e) => return Attempt::Retry(transport(e), None),
+            Err(e) if e.is_builder() => return Err(Failure::Permanent(transport(e))),
+            Err(e) => return Err(Failure::transient(transport(e))),
         };
         let status = resp.status();
         let retry_after = resp
@@ -507,10 +501,10 @@ impl PythClient {
             .map(Duration::from_secs);
         let body = match resp.text().await {
             Ok(b) => b,
-            Err(e) => return Attempt::Retry(transport(e), None),
+            Err(e) => return Err(Failure::transient(transport(e))),
         };
         if status.is_success() {
-            return Attempt::Done(body);
+            return Ok(body);
         }
         let err = PythError::Status {
             url: url.to_string(),
@@ -519,9 +513,12 @@ impl PythClient {
             body: body.chars().take(200).collect(),
         };
         if status.as_u16() == 429 || status.is_server_error() {
-            Attempt::Retry(err, retry_after)
+            Err(Failure::Transient {
+                error: err,
+                after: retry_after,
+            })
         } else {
-            Attempt::Fail(err)
+            Err(Failure::Permanent(err))
         }
     }
 }

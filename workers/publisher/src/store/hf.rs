@@ -22,6 +22,8 @@
 
 use std::time::Duration;
 
+use jobs::retry::{Failure, RetryPolicy};
+
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -259,59 +261,61 @@ impl HfClient {
         headers: &[(String, String)],
         auth: bool,
     ) -> Result<(u16, String), HfError> {
-        let mut delay = self.cfg.backoff;
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let mut req = self.http.request(method.clone(), url);
-            if auth {
-                req = req.bearer_auth(&self.cfg.token);
-            }
-            for (k, v) in headers {
-                req = req.header(k.as_str(), v.as_str());
-            }
-            req = match body {
-                Body::Json(v) => req.json(v),
-                Body::Bytes(b, ct) => req.header("content-type", *ct).body(b.clone()),
-            };
-            let failure = match req.send().await {
-                Ok(resp) => {
-                    let status = resp.status().as_u16();
-                    let text = resp.text().await.unwrap_or_default();
-                    match status {
-                        401 | 403 => {
-                            return Err(HfError::Unauthorized {
-                                op: op.into(),
-                                repo: self.cfg.repo_id.clone(),
-                                status,
-                                detail: brief(&text),
-                            })
+        let policy = RetryPolicy {
+            attempts: self.cfg.attempts.max(1),
+            base: self.cfg.backoff,
+            max_delay: Duration::from_secs(30),
+            ..RetryPolicy::default()
+        };
+        let attempt_once = |attempt: u32| {
+            let method = method.clone();
+            async move {
+                let mut req = self.http.request(method, url);
+                if auth {
+                    req = req.bearer_auth(&self.cfg.token);
+                }
+                for (k, v) in headers {
+                    req = req.header(k.as_str(), v.as_str());
+                }
+                req = match body {
+                    Body::Json(v) => req.json(v),
+                    Body::Bytes(b, ct) => req.header("content-type", *ct).body(b.clone()),
+                };
+                let failure = match req.send().await {
+                    Ok(resp) => {
+                        let status = resp.status().as_u16();
+                        let text = resp.text().await.unwrap_or_default();
+                        match status {
+                            401 | 403 => {
+                                return Err(Failure::Permanent(HfError::Unauthorized {
+                                    op: op.into(),
+                                    repo: self.cfg.repo_id.clone(),
+                                    status,
+                                    detail: brief(&text),
+                                }))
+                            }
+                            429 | 500..=599 => format!("HTTP {status}: {}", brief(&text)),
+                            _ => return Ok((status, text)),
                         }
-                        429 | 500..=599 => format!("HTTP {status}: {}", brief(&text)),
-                        _ => return Ok((status, text)),
                     }
-                }
-                Err(e) => {
-                    let mut msg = e.to_string();
-                    let mut src = std::error::Error::source(&e);
-                    while let Some(s) = src {
-                        msg = format!("{msg}: {s}");
-                        src = s.source();
+                    Err(e) => {
+                        let mut msg = e.to_string();
+                        let mut src = std::error::Error::source(&e);
+                        while let Some(s) = src {
+                            msg = format!("{msg}: {s}");
+                            src = s.source();
+                        }
+                        msg
                     }
-                    msg
-                }
-            };
-            if attempt >= self.cfg.attempts {
-                return Err(HfError::Unavailable {
+                };
+                Err(Failure::transient(HfError::Unavailable {
                     op: op.into(),
                     attempts: attempt,
                     last: failure,
-                });
+                }))
             }
-            tracing::warn!(op, attempt, error = %failure, "Hub request failed; retrying");
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(30));
-        }
+        };
+        policy.run(op, attempt_once).await.map_err(|e| e.error)
     }
 
     fn expect_ok(op: &str, status: u16, text: &str) -> Result<(), HfError> {

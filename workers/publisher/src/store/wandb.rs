@@ -24,6 +24,7 @@
 
 use std::time::Duration;
 
+use jobs::retry::{Failure, RetryPolicy};
 use serde_json::{json, Map, Value};
 
 /// The project runs go to when `WANDB_PROJECT` is unset.
@@ -150,13 +151,6 @@ pub struct WandbClient {
     http: reqwest::Client,
 }
 
-/// What one attempt came to.
-enum Attempt {
-    Done(Value),
-    Retry(String),
-    Fatal(WandbError),
-}
-
 impl WandbClient {
     pub fn new(cfg: WandbConfig) -> Result<Self, WandbError> {
         let http = reqwest::Client::builder()
@@ -179,32 +173,33 @@ impl WandbClient {
     /// answer's JSON (`null` for an empty body).
     async fn post(&self, op: &str, path: &str, body: &Value) -> Result<Value, WandbError> {
         let url = format!("{}{path}", self.cfg.base_url);
-        let attempts = self.cfg.retries + 1;
-        let mut last = String::new();
-        for attempt in 1..=attempts {
-            if attempt > 1 {
-                let wait = self.cfg.backoff * 2u32.saturating_pow(attempt - 2);
-                tokio::time::sleep(wait).await;
-            }
-            match self.attempt(op, &url, body).await {
-                Attempt::Done(v) => return Ok(v),
-                Attempt::Fatal(e) => return Err(e),
-                Attempt::Retry(why) => {
-                    if attempt < attempts {
-                        tracing::warn!(op, attempt, error = %why, "W&B request failed; retrying");
-                    }
-                    last = why;
-                }
-            }
-        }
-        Err(WandbError::Unavailable {
-            op: op.to_string(),
-            attempts,
-            last,
-        })
+        let policy = RetryPolicy {
+            attempts: self.cfg.retries + 1,
+            base: self.cfg.backoff,
+            // doubling with no cap of its own beyond the last retry's delay
+            max_delay: self.cfg.backoff * 2u32.saturating_pow(self.cfg.retries),
+            ..RetryPolicy::default()
+        };
+        policy
+            .run(op, |attempt| self.attempt(op, &url, body, attempt))
+            .await
+            .map_err(|e| e.error)
     }
 
-    async fn attempt(&self, op: &str, url: &str, body: &Value) -> Attempt {
+    async fn attempt(
+        &self,
+        op: &str,
+        url: &str,
+        body: &Value,
+        attempt: u32,
+    ) -> Result<Value, Failure<WandbError>> {
+        let retry = |last: String| {
+            Failure::transient(WandbError::Unavailable {
+                op: op.to_string(),
+                attempts: attempt,
+                last,
+            })
+        };
         let res = self
             .http
             .post(url)
@@ -215,41 +210,40 @@ impl WandbClient {
         let resp = match res {
             Ok(r) => r,
             // Timeouts, refused or reset connections: worth another try.
-            Err(e) => return Attempt::Retry(format!("{url}: {e}")),
+            Err(e) => return Err(retry(format!("{url}: {e}"))),
         };
         let status = resp.status().as_u16();
         let text = match resp.text().await {
             Ok(t) => t,
-            Err(e) => return Attempt::Retry(format!("{url}: reading the answer: {e}")),
+            Err(e) => return Err(retry(format!("{url}: reading the answer: {e}"))),
         };
         match status {
             200..=299 => {}
             401 | 403 => {
-                return Attempt::Fatal(WandbError::Unauthorized {
+                return Err(Failure::Permanent(WandbError::Unauthorized {
                     base_url: self.cfg.base_url.clone(),
                     status,
-                })
+                }))
             }
             408 | 429 | 500..=599 => {
-                return Attempt::Retry(format!("{url}: HTTP {status}: {}", excerpt(&text)))
+                return Err(retry(format!("{url}: HTTP {status}: {}", excerpt(&text))))
             }
             _ => {
-                return Attempt::Fatal(WandbError::Failed {
+                return Err(Failure::Permanent(WandbError::Failed {
                     op: op.to_string(),
                     detail: format!("{url}: HTTP {status}: {}", excerpt(&text)),
-                })
+                }))
             }
         }
         if text.trim().is_empty() {
-            return Attempt::Done(Value::Null);
+            return Ok(Value::Null);
         }
-        match serde_json::from_str(&text) {
-            Ok(v) => Attempt::Done(v),
-            Err(e) => Attempt::Fatal(WandbError::Failed {
+        serde_json::from_str(&text).map_err(|e| {
+            Failure::Permanent(WandbError::Failed {
                 op: op.to_string(),
                 detail: format!("{url}: the answer is not JSON ({e}): {}", excerpt(&text)),
-            }),
-        }
+            })
+        })
     }
 
     /// One GraphQL request; GraphQL `errors` are an error naming them.
