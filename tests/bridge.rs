@@ -921,7 +921,7 @@ fn catalog_market_history_and_auth_routes() {
     let (st, r) = get("/registry/read?path=heads.rs");
     assert_eq!(st, 200);
     let disk = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("workers/src/zoo/heads.rs"),
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("workers/trainer/src/zoo/heads.rs"),
     )
     .unwrap();
     assert_eq!(r["code"].as_str().unwrap(), disk);

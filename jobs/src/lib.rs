@@ -1,20 +1,23 @@
 //! The contract between the synth-city engine and its workers.
 //!
 //! This crate says *what* a job is — its type name, its payload, its result, how
-//! many times it may be tried — and *how* a handler is called. It does no I/O:
-//! the engine (the root crate) moves envelopes through Redis, and the `workers`
-//! crate implements [`Handler`]s. Everything that crosses the wire is `serde`.
+//! many times it may be tried, which role runs it and whether bots may enqueue it
+//! — and *how* a handler is called, plus the vocabulary the contracts share
+//! ([`Timeframe`], [`ProductionPointer`], [`retry::RetryPolicy`]). It does no I/O:
+//! the engine (`engine`) moves envelopes through Redis, and the role crates under
+//! `workers/` implement [`Handler`]s. Everything that crosses the wire is `serde`.
 //!
-//! Dependencies point one way: `jobs` <- `workers` <- `synth-city`.
+//! Dependencies point one way: `jobs` <- `engine`, `sn50` <- the role crates <-
+//! the `synth-city` binary.
 
 pub mod artifact;
+pub mod builtin;
 mod context;
 pub mod data;
 mod envelope;
 mod error;
 pub mod experiment;
 mod handler;
-pub mod ops;
 pub mod pipeline;
 pub mod retry;
 pub mod shadow;

@@ -134,8 +134,8 @@ pub fn validate_payload<J: JobSpec>(value: &serde_json::Value) -> Result<(), Str
 /// Every job type of this build.
 pub fn catalog() -> &'static [JobTypeInfo] {
     static CATALOG: &[JobTypeInfo] = &[
-        JobTypeInfo::of::<crate::ops::Noop>(),
-        JobTypeInfo::of::<crate::ops::Sleep>(),
+        JobTypeInfo::of::<crate::builtin::Noop>(),
+        JobTypeInfo::of::<crate::builtin::Sleep>(),
         JobTypeInfo::of::<crate::pipeline::StartRun>(),
         JobTypeInfo::of::<crate::pipeline::Plan>(),
         JobTypeInfo::of::<crate::pipeline::Train>(),

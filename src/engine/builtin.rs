@@ -2,7 +2,7 @@
 //! Domain job types register through their role crates, never here.
 
 use async_trait::async_trait;
-use jobs::ops::{Noop, Sleep, SleepOutput};
+use jobs::builtin::{Noop, Sleep, SleepOutput};
 use jobs::{JobContext, JobError, JobHandler, Registry};
 use rand::Rng;
 
