@@ -151,7 +151,7 @@ pub const TABLE: &[Setting] = &[
         "sn50",
         "TOML overrides of the SN50 constants [default: the validator's]",
     )
-    .flag("score --constants"),
+    .flag("score leaderboard/backtest/constants --constants"),
     var("PYTH_HERMES_URL", "sn50 (Pyth)", "Pyth Hermes: spot prices")
         .or(sn50::constants::PYTH_HERMES_URL),
     var(
