@@ -1,5 +1,6 @@
 //! The `synth-city` binary's library: the run state machine ([`pipeline`]), the HTTP bridge
-//! for bots ([`bridge`]), the SN50 miner ([`miner`]) and the command line ([`cli`]).
+//! for bots ([`bridge`]), the SN50 miner ([`miner`]), the command line ([`cli`]) and the
+//! settings it reads from its environment ([`settings`]).
 //!
 //! The queue core is the `engine` crate; job types are the `jobs` crate; the work itself is
 //! done by the role crates under `workers/` (trainer, scorer, agents, publisher) and the SN50
@@ -12,3 +13,4 @@ pub mod cli;
 pub mod handlers;
 pub mod miner;
 pub mod pipeline;
+pub mod settings;

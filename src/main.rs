@@ -1,4 +1,9 @@
-//! The `synth-city` binary: parses the command line and runs it.
+//! The `synth-city` binary: loads the settings, parses the command line and runs it.
+//!
+//! The order matters: the settings (config file, `.env`, environment) are loaded and the
+//! values from the files exported into the process environment first, while the process
+//! has one thread; then logging starts (it reads `RUST_LOG`), clap parses (its `env`
+//! attributes see the resolved values; flags win), and only then the tokio runtime starts.
 
 // warp's nested filter types need more than the default recursion depth in release builds.
 #![recursion_limit = "512"]
@@ -6,8 +11,15 @@
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+fn main() -> std::process::ExitCode {
+    let settings = match synth_city::settings::Settings::load() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    settings.export();
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
@@ -15,7 +27,12 @@ async fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = synth_city::cli::Cli::parse();
-    match synth_city::cli::run(cli).await {
+    let result = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(anyhow::Error::from)
+        .and_then(|rt| rt.block_on(synth_city::cli::run(cli, settings)));
+    match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

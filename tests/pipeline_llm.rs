@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::Command;
@@ -52,26 +52,8 @@ struct Script {
 }
 
 fn read_request(s: &mut TcpStream) -> Option<Value> {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 65536];
-    loop {
-        let n = s.read(&mut chunk).ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..p]).to_ascii_lowercase();
-            let len: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(0);
-            if buf.len() >= p + 4 + len {
-                return serde_json::from_slice(&buf[p + 4..p + 4 + len]).ok();
-            }
-        }
-    }
+    let (_, body) = common::read_http_request(s)?;
+    serde_json::from_slice(&body).ok()
 }
 
 fn respond(s: &mut TcpStream, status: &str, body: &Value) {

@@ -12,15 +12,14 @@ use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 
+/// `SYNTH_BRIDGE_URL` when nothing sets it: the bridge's default address.
+pub const DEFAULT_BRIDGE_URL: &str = "http://127.0.0.1:8377";
+
 /// Where the bridge is and who is calling.
 #[derive(Debug, Args)]
 pub struct ClientArgs {
     /// The bridge's base URL.
-    #[arg(
-        long,
-        env = "SYNTH_BRIDGE_URL",
-        default_value = "http://127.0.0.1:8377"
-    )]
+    #[arg(long, env = "SYNTH_BRIDGE_URL", default_value = DEFAULT_BRIDGE_URL)]
     pub url: String,
     /// The API key (`X-API-Key`).
     #[arg(long, env = "BRIDGE_API_KEY", hide_env_values = true)]

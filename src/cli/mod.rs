@@ -6,6 +6,7 @@
 
 pub mod agent;
 pub mod client;
+pub mod config;
 pub mod mine;
 pub mod model;
 mod ops;
@@ -21,12 +22,17 @@ pub use ops::run;
 #[derive(Debug, Parser)]
 #[command(name = "synth-city", version, about)]
 pub struct Cli {
-    /// Redis URL [default: $REDIS_URL, then .env, then redis://127.0.0.1:6379]
+    /// Redis URL [default: REDIS_URL (environment, .env or config file), else
+    /// redis://127.0.0.1:6379]
     #[arg(long, global = true)]
     pub redis_url: Option<String>,
-    /// Key prefix for this deployment [default: $SYNTH_CITY_PREFIX or "sc"]
+    /// Key prefix for this deployment [default: SYNTH_CITY_PREFIX, else "sc"]
     #[arg(long, global = true)]
     pub prefix: Option<String>,
+    /// The TOML file of settings [default: synth-city.toml in the working directory, if any]
+    /// (read before the command line is parsed; see `config show`).
+    #[arg(long, global = true, env = "SYNTH_CITY_CONFIG", value_name = "FILE")]
+    pub config: Option<std::path::PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -94,6 +100,11 @@ pub enum Command {
     Data(sn50::DataArgs),
     /// Run the SN50 miner's axon (`--check` before going live, `--bench` to measure it).
     Mine(Box<mine::MineArgs>),
+    /// Settings: every variable synth-city reads, its value and where it came from.
+    Config {
+        #[command(subcommand)]
+        command: config::ConfigCommand,
+    },
     #[command(flatten)]
     Model(model::ModelCommand),
     /// Publish runs and read the store's history.

@@ -9,6 +9,7 @@ use clap::{Args, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use super::{Cli, Command};
+use crate::settings::Settings;
 use engine::queue::{CancelOutcome, EnqueueRequest, Queue};
 use engine::semaphore::RedisSemaphore;
 use engine::worker::{Worker, WorkerOptions};
@@ -267,9 +268,19 @@ fn fmt_ms(ms: Option<u64>) -> String {
         .unwrap_or_else(|| "-".into())
 }
 
-/// Runs a parsed command line.
-pub async fn run(cli: Cli) -> anyhow::Result<()> {
+/// Runs a parsed command line with the settings `main` loaded.
+pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
     match cli.command {
+        Command::Config { command } => {
+            let mut s = settings;
+            if let Some(url) = &cli.redis_url {
+                s.set_flag("REDIS_URL", "--redis-url", url);
+            }
+            if let Some(p) = &cli.prefix {
+                s.set_flag("SYNTH_CITY_PREFIX", "--prefix", p);
+            }
+            return super::config::run(command, &s);
+        }
         Command::Score(a) => return super::sn50::score(a).await,
         Command::CheckShapes(a) => return super::sn50::check_shapes(a).await,
         Command::Data(a) => return super::sn50::data(a).await,
@@ -341,7 +352,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bridge(a) => {
             let cfg = crate::bridge::BridgeConfig {
                 addr: SocketAddr::new(a.host, a.port),
-                api_key: std::env::var("BRIDGE_API_KEY").ok(),
+                api_key: settings.get("BRIDGE_API_KEY").map(String::from),
                 rate_per_min: a.rate_per_min,
                 data_dir: a.data_dir,
                 out_dir: a.out,
@@ -356,7 +367,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         | Command::Store(_)
         | Command::Mine(_)
         | Command::Agent(_)
-        | Command::Client(_) => {
+        | Command::Client(_)
+        | Command::Config { .. } => {
             unreachable!("dispatched above")
         }
     }

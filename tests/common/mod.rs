@@ -18,7 +18,8 @@ pub struct RedisServer {
     args: Vec<String>,
 }
 
-fn free_port() -> u16 {
+/// A port that was free a moment ago on 127.0.0.1.
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -207,4 +208,72 @@ pub fn spawn_worker_env(url: &str, flags: &[&str], env: &[(&str, &str)]) -> Chil
         });
     }
     cmd.spawn().unwrap()
+}
+
+/// Reads one HTTP/1.1 request: its head (request line and headers, lower-cased) and its
+/// body (`content-length` bytes). `None` when the peer closes or fails first.
+pub fn read_http_request(s: &mut impl std::io::Read) -> Option<(String, Vec<u8>)> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 65536];
+    loop {
+        let n = s.read(&mut chunk).ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..p]).to_ascii_lowercase();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            if buf.len() >= p + 4 + len {
+                return Some((head, buf[p + 4..p + 4 + len].to_vec()));
+            }
+        }
+    }
+}
+
+/// A local OpenAI-compatible chat-completions stand-in: answers every request with one
+/// `finish` tool call (std threads; enough for one agent turn). `base_url` ends in `/v1`;
+/// `heads` holds each request's head (request line and headers, lower-cased).
+pub struct ChatServer {
+    pub base_url: String,
+    pub heads: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl ChatServer {
+    pub fn start() -> Self {
+        use std::io::Write;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let heads = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = heads.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut s) = stream else { return };
+                if let Some((head, _)) = read_http_request(&mut s) {
+                    seen.lock().unwrap().push(head);
+                }
+                let args = serde_json::json!({"success": true, "result": "{\"experiments\": []}", "summary": "plan"}).to_string();
+                let body = serde_json::json!({
+                    "id": "c1", "object": "chat.completion", "created": 1, "model": "m",
+                    "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {"role": "assistant",
+                        "tool_calls": [{"id": "call_0", "type": "function", "function": {"name": "finish", "arguments": args}}]}}],
+                    "usage": {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}
+                })
+                .to_string();
+                let _ = write!(
+                    s,
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        ChatServer {
+            base_url: format!("http://{addr}/v1"),
+            heads,
+        }
+    }
 }
