@@ -253,46 +253,10 @@ fn authenticate(
     Ok(Caller { bot })
 }
 
-/// The query string as a map (empty when there is none); a malformed one is
-/// a 400.
+/// The query string as a map (empty when there is none), decoded as HTML
+/// forms are (warp's `serde_urlencoded`: `+` is a space, `%XX` escapes).
 fn query() -> impl Filter<Extract = (HashMap<String, String>,), Error = Rejection> + Clone {
-    warp::query::raw()
-        .or(warp::any().map(String::new))
-        .unify()
-        .and_then(|raw: String| async move {
-            let mut out = HashMap::new();
-            for pair in raw.split('&').filter(|p| !p.is_empty()) {
-                let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-                let dec = |x: &str| {
-                    percent_decode(&x.replace('+', " ")).ok_or_else(|| {
-                        reject(
-                            StatusCode::BAD_REQUEST,
-                            format!("query parameter {k:?}: bad percent-encoding"),
-                        )
-                    })
-                };
-                out.insert(dec(k)?, dec(v)?);
-            }
-            Ok::<_, Rejection>(out)
-        })
-}
-
-/// Decodes `%XX` escapes; `None` for a bad escape or invalid UTF-8.
-fn percent_decode(s: &str) -> Option<String> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            let h = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(h, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
+    warp::query::<HashMap<String, String>>()
 }
 
 /// A token bucket per bot: `rate_per_min` tokens, refilled continuously.
