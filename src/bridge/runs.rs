@@ -1,15 +1,21 @@
-//! Pipeline runs over HTTP: start one (`POST /pipeline/run`), list, read and
-//! cancel the caller's own runs. A run started here only enqueues its first
-//! stage: the worker fleet carries it out, under the `pipeline` semaphore.
-
-use std::sync::Arc;
+//! Pipeline runs over HTTP: start one (`POST /pipeline/run`), the caller's
+//! latest (`/pipeline/status`), list, read and cancel the caller's own runs.
+//! Another bot's run answers 404, exactly like one that does not exist.
+//!
+//! A run started here only creates the run and enqueues its first stage: the
+//! worker fleet carries it out, under the `pipeline` semaphore. This module
+//! does not validate budgets itself (`crate::pipeline::apply_request` does)
+//! and keeps no state (`session.rs` marks the run as the bot's work in flight).
 
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{json, Value};
 use warp::http::StatusCode;
 use warp::Rejection;
 
-use super::{internal, reject, reply, Caller, State};
+use super::error::{internal, reject};
+use super::route::{ok, reply, Answer, Call};
+use super::session;
+use super::State;
 use crate::pipeline::{self, RunOptions};
 use engine::semaphore::{RedisSemaphore, PIPELINE};
 
@@ -37,11 +43,24 @@ pub(super) struct RunBody {
     wait: Option<bool>,
 }
 
-pub(super) async fn start(
-    c: Caller,
-    s: Arc<State>,
-    b: RunBody,
-) -> Result<warp::reply::Response, Rejection> {
+impl RunBody {
+    /// The request body's JSON schema.
+    pub fn schema() -> Value {
+        let int = json!({"type": "integer", "minimum": 0});
+        json!({"type": "object", "properties": {
+            "max_experiments": int, "epochs": int, "rounds": int, "steps_per_epoch": int,
+            "d_model": int, "seq_len": int, "eval_windows": int, "eval_paths": int,
+            "assets": {"type": "array", "items": {"type": "string"}},
+            "timeframe": {"type": "string"}, "retries": int, "publish": {"type": "boolean"},
+            "seed": int, "wait": {"type": "boolean"},
+            "agents": {"type": "string", "enum": ["auto", "builtin", "llm"]}}})
+    }
+}
+
+/// `POST /pipeline/run`.
+pub(super) async fn start(c: Call) -> Answer {
+    let b: RunBody = c.json()?;
+    let s = &c.state;
     let mut o = RunOptions {
         data_dir: s.data_dir.clone(),
         out_dir: s.cfg.out_dir.clone(),
@@ -93,7 +112,7 @@ pub(super) async fn start(
                 reject(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
             }
         })?;
-    super::session::add_active(&s, &c.bot, &format!("run:{id}"))
+    session::add_active(s, &c.bot, &format!("run:{id}"))
         .await
         .map_err(internal)?;
     // Where the run stands: permits taken and runs already waiting for one.
@@ -111,50 +130,33 @@ pub(super) async fn start(
     ))
 }
 
-/// The bot's runs, newest first (of the most recent `limit` runs).
-pub(super) async fn own_runs(
-    s: &State,
-    bot: &str,
-    limit: usize,
-) -> Result<Vec<pipeline::RunInfo>, engine::QueueError> {
-    Ok(pipeline::list_runs(&s.queue, limit)
-        .await?
-        .into_iter()
-        .filter(|r| r.bot == bot)
-        .collect())
-}
-
-async fn own(s: &State, c: &Caller, id: &str) -> Result<pipeline::RunInfo, Rejection> {
+/// The run if it exists and belongs to `bot`.
+async fn own(s: &State, bot: &str, id: &str) -> Result<pipeline::RunInfo, Rejection> {
     match pipeline::get_run(&s.queue, id).await.map_err(internal)? {
-        Some(r) if r.bot == c.bot => Ok(r),
+        Some(r) if r.bot == bot => Ok(r),
         _ => Err(reject(StatusCode::NOT_FOUND, format!("no run {id:?}"))),
     }
 }
 
-pub(super) async fn list(c: Caller, s: Arc<State>) -> Result<warp::reply::Response, Rejection> {
-    let runs = own_runs(&s, &c.bot, 200).await.map_err(internal)?;
-    Ok(reply(StatusCode::OK, json!({ "runs": runs })))
+/// `GET /runs`.
+pub(super) async fn list(c: Call) -> Answer {
+    let runs = session::own_runs(&c.state, &c.bot, 200)
+        .await
+        .map_err(internal)?;
+    Ok(ok(json!({ "runs": runs })))
 }
 
-pub(super) async fn show(
-    id: String,
-    c: Caller,
-    s: Arc<State>,
-) -> Result<warp::reply::Response, Rejection> {
-    let r = own(&s, &c, &id).await?;
-    Ok(reply(
-        StatusCode::OK,
-        serde_json::to_value(r).expect("runs serialise"),
-    ))
+/// `GET /runs/{id}` and `GET /history/run/{id}`.
+pub(super) async fn show(c: Call) -> Answer {
+    let r = own(&c.state, &c.bot, c.param("id")?).await?;
+    Ok(ok(serde_json::to_value(r).expect("runs serialise")))
 }
 
-pub(super) async fn cancel(
-    id: String,
-    c: Caller,
-    s: Arc<State>,
-) -> Result<warp::reply::Response, Rejection> {
-    own(&s, &c, &id).await?;
-    let before = pipeline::cancel_run(&s.queue, &id)
+/// `POST /runs/{id}/cancel`: 409 if the run already ended.
+pub(super) async fn cancel(c: Call) -> Answer {
+    let id = c.param("id")?;
+    own(&c.state, &c.bot, id).await?;
+    let before = pipeline::cancel_run(&c.state.queue, id)
         .await
         .map_err(internal)?;
     match before.as_str() {
@@ -162,9 +164,23 @@ pub(super) async fn cancel(
             StatusCode::CONFLICT,
             format!("run {id} already {before}"),
         )),
-        _ => Ok(reply(
-            StatusCode::OK,
-            json!({"run_id": id, "state": "cancelled"}),
-        )),
+        _ => Ok(ok(json!({"run_id": id, "state": "cancelled"}))),
     }
+}
+
+/// `GET /pipeline/status`: the caller's latest pipeline run.
+pub(super) async fn status(c: Call) -> Answer {
+    let runs = session::own_runs(&c.state, &c.bot, 200)
+        .await
+        .map_err(internal)?;
+    let running = runs.iter().filter(|r| !r.is_finished()).count();
+    let latest = runs.first();
+    Ok(ok(json!({
+        "bot_id": c.bot,
+        "running": running > 0,
+        "runs_in_flight": running,
+        "status": latest.map(|r| r.state.clone()).unwrap_or_else(|| "idle".into()),
+        "current_stage": latest.filter(|r| !r.is_finished()).map(|r| r.stage.clone()),
+        "latest": latest,
+    })))
 }
