@@ -7,8 +7,7 @@
 //! does not validate budgets itself (`crate::pipeline::apply_request` does)
 //! and keeps no state (`session.rs` marks the run as the bot's work in flight).
 
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 use warp::http::StatusCode;
 use warp::Rejection;
 
@@ -18,38 +17,46 @@ use super::session;
 use super::State;
 use crate::pipeline::{self, RunOptions};
 use engine::semaphore::{RedisSemaphore, PIPELINE};
+use jobs::pipeline::RunRequest;
 
-/// `POST /pipeline/run`: every field optional; the server's data, output and
-/// store directories are used.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RunBody {
-    max_experiments: Option<usize>,
-    epochs: Option<usize>,
-    rounds: Option<usize>,
-    steps_per_epoch: Option<usize>,
-    d_model: Option<usize>,
-    seq_len: Option<usize>,
-    eval_windows: Option<usize>,
-    eval_paths: Option<usize>,
-    assets: Option<Vec<String>>,
-    timeframe: Option<String>,
-    retries: Option<u32>,
-    publish: Option<bool>,
-    seed: Option<u64>,
-    /// `auto` (the LLM agents when the bridge has CHUTES_API_KEY), `builtin` or `llm`.
-    agents: Option<String>,
+/// `POST /pipeline/run`: a [`RunRequest`] (every field optional; the
+/// bridge's data, output and store directories are used) and the bridge's
+/// own `wait`.
+#[derive(Debug)]
+pub(super) struct StartBody {
+    run: RunRequest,
     /// false: answer 429 instead of queueing when no permit is free.
     wait: Option<bool>,
 }
 
-impl RunBody {
+impl StartBody {
+    /// The body's `wait`, and the rest as a `RunRequest` (which refuses
+    /// unknown fields by name).
+    fn parse(c: &Call) -> Result<Self, Rejection> {
+        Self::from_fields(c.json()?)
+    }
+
+    fn from_fields(mut fields: Map<String, Value>) -> Result<Self, Rejection> {
+        let bad = |what: &str, e: serde_json::Error| {
+            reject(StatusCode::BAD_REQUEST, format!("request body: {what}{e}"))
+        };
+        let wait = fields
+            .remove("wait")
+            .map(serde_json::from_value::<Option<bool>>)
+            .transpose()
+            .map_err(|e| bad("field `wait`: ", e))?
+            .flatten();
+        let run = serde_json::from_value(Value::Object(fields)).map_err(|e| bad("", e))?;
+        Ok(StartBody { run, wait })
+    }
+
     /// The request body's JSON schema.
     pub fn schema() -> Value {
         let int = json!({"type": "integer", "minimum": 0});
         json!({"type": "object", "properties": {
             "max_experiments": int, "epochs": int, "rounds": int, "steps_per_epoch": int,
-            "d_model": int, "seq_len": int, "eval_windows": int, "eval_paths": int,
+            "d_model": int, "seq_len": int, "batch_size": int, "n_paths": int,
+            "eval_windows": int, "eval_paths": int,
             "assets": {"type": "array", "items": {"type": "string"}},
             "timeframe": {"type": "string"}, "retries": int, "publish": {"type": "boolean"},
             "seed": int, "wait": {"type": "boolean"},
@@ -59,7 +66,7 @@ impl RunBody {
 
 /// `POST /pipeline/run`.
 pub(super) async fn start(c: Call) -> Answer {
-    let b: RunBody = c.json()?;
+    let b = StartBody::parse(&c)?;
     let s = &c.state;
     let mut o = RunOptions {
         data_dir: s.data_dir.clone(),
@@ -67,25 +74,7 @@ pub(super) async fn start(c: Call) -> Answer {
         store_dir: s.cfg.store_dir.clone(),
         ..Default::default()
     };
-    let request = jobs::pipeline::RunRequest {
-        max_experiments: b.max_experiments,
-        epochs: b.epochs,
-        rounds: b.rounds,
-        steps_per_epoch: b.steps_per_epoch,
-        d_model: b.d_model,
-        seq_len: b.seq_len,
-        batch_size: None,
-        n_paths: None,
-        eval_windows: b.eval_windows,
-        eval_paths: b.eval_paths,
-        assets: b.assets,
-        timeframe: b.timeframe,
-        retries: b.retries,
-        publish: b.publish,
-        seed: b.seed,
-        agents: b.agents,
-    };
-    pipeline::apply_request(&mut o, &request)
+    pipeline::apply_request(&mut o, &b.run)
         .map_err(|e| reject(StatusCode::UNPROCESSABLE_ENTITY, e))?;
     if b.wait == Some(false) {
         let st = RedisSemaphore::new(s.queue.clone(), PIPELINE)
@@ -183,4 +172,39 @@ pub(super) async fn status(c: Call) -> Answer {
         "current_stage": latest.filter(|r| !r.is_finished()).map(|r| r.stage.clone()),
         "latest": latest,
     })))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::super::error::ApiError;
+    use super::StartBody;
+
+    fn parse(v: serde_json::Value) -> Result<StartBody, (u16, String)> {
+        StartBody::from_fields(v.as_object().unwrap().clone()).map_err(|r| {
+            let e = r.find::<ApiError>().expect("an ApiError");
+            (e.status.as_u16(), e.message.clone())
+        })
+    }
+
+    #[test]
+    fn the_body_is_a_run_request_and_wait() {
+        let b = parse(json!({"batch_size": 8, "n_paths": 50, "epochs": 1, "wait": false})).unwrap();
+        assert_eq!(
+            (b.run.batch_size, b.run.n_paths, b.run.epochs, b.wait),
+            (Some(8), Some(50), Some(1), Some(false))
+        );
+        // ... and reach the run's budget.
+        let mut o = crate::pipeline::RunOptions::default();
+        let _ = crate::pipeline::apply_request(&mut o, &b.run); // the data dir may be absent
+        assert_eq!((o.budget.batch_size, o.budget.n_paths), (8, 50));
+        assert_eq!(parse(json!({"wait": null})).unwrap().wait, None);
+        let (st, e) = parse(json!({"colour": 1})).unwrap_err();
+        assert_eq!(st, 400);
+        assert!(e.contains("unknown field `colour`"), "{e}");
+        let (st, e) = parse(json!({"wait": "no"})).unwrap_err();
+        assert_eq!(st, 400);
+        assert!(e.contains("field `wait`"), "{e}");
+    }
 }

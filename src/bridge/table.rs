@@ -60,7 +60,7 @@ pub(super) static TABLE: &[Route] = &[
             Param::optional("bot_id", STRING),
         ]),
     Route::post("/pipeline/run", "start a pipeline run (budget fields optional; \"wait\": false answers 429 when no permit is free)", bot!(runs::start))
-        .body(runs::RunBody::schema),
+        .body(runs::StartBody::schema),
     Route::get("/runs", "the caller's pipeline runs", bot!(runs::list)),
     Route::get("/runs/{id}", "one run: state, stages, experiments, summary", bot!(runs::show)),
     Route::post("/runs/{id}/cancel", "cancel a run", bot!(runs::cancel)),
@@ -146,7 +146,7 @@ mod tests {
     use serde_json::Value;
 
     use super::super::route::Handler;
-    use super::super::{experiments, jobs, runs, BridgeConfig};
+    use super::super::{experiments, jobs, BridgeConfig};
     use super::{openapi, ROUTES, TABLE};
 
     #[test]
@@ -221,10 +221,12 @@ mod tests {
     /// Each documented body names exactly the fields its route decodes.
     #[test]
     fn body_schemas_name_every_field() {
+        let mut run = fields_of::<::jobs::pipeline::RunRequest>();
+        run.insert("wait");
         let bodies = [
             ("/jobs", fields_of::<jobs::EnqueueBody>()),
             ("/schedules", fields_of::<engine::scheduler::Schedule>()),
-            ("/pipeline/run", fields_of::<runs::RunBody>()),
+            ("/pipeline/run", run),
             ("/experiment/create", fields_of::<experiments::CreateBody>()),
             (
                 "/experiment/validate",
