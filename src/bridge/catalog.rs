@@ -8,22 +8,25 @@
 //! relative, made of `[A-Za-z0-9_./-]`, free of `..`, name a `.rs` file and
 //! resolve (symlinks followed) inside the directory; anything else is a 400
 //! naming the parameter.
+//!
+//! Nothing here writes: components, agents and prompts change with the
+//! build (writing them over HTTP is the component-authoring issue).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use serde_json::{json, Value};
 use warp::http::StatusCode;
 use warp::Rejection;
 
-use super::{reject, reply, Caller, State};
+use super::error::reject;
+use super::route::{ok, Answer, Call};
 use agents::{self, AgentName};
 use trainer::zoo::registry;
 
 /// Where the components' sources live: `SYNTH_REGISTRY_DIR`, else this
 /// build's `workers/trainer/src/zoo`.
-pub(super) fn registry_dir() -> PathBuf {
+fn registry_dir() -> PathBuf {
     std::env::var("SYNTH_REGISTRY_DIR")
         .ok()
         .filter(|d| !d.is_empty())
@@ -31,13 +34,25 @@ pub(super) fn registry_dir() -> PathBuf {
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("workers/trainer/src/zoo"))
 }
 
-/// `GET /components/blocks` and friends.
-pub(super) fn components(kind: &str) -> Value {
-    match kind {
-        "blocks" => json!({"blocks": registry::BLOCKS, "total": registry::BLOCKS.len()}),
-        "heads" => json!({"heads": registry::HEADS, "total": registry::HEADS.len()}),
-        _ => json!({"presets": registry::PRESETS, "total": registry::PRESETS.len()}),
-    }
+/// `GET /components/blocks`.
+pub(super) async fn blocks(_c: Call) -> Answer {
+    Ok(ok(
+        json!({"blocks": registry::BLOCKS, "total": registry::BLOCKS.len()}),
+    ))
+}
+
+/// `GET /components/heads`.
+pub(super) async fn heads(_c: Call) -> Answer {
+    Ok(ok(
+        json!({"heads": registry::HEADS, "total": registry::HEADS.len()}),
+    ))
+}
+
+/// `GET /components/presets`.
+pub(super) async fn presets(_c: Call) -> Answer {
+    Ok(ok(
+        json!({"presets": registry::PRESETS, "total": registry::PRESETS.len()}),
+    ))
 }
 
 fn walk(root: &Path, dir: &Path, out: &mut Vec<Value>) {
@@ -59,10 +74,7 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<Value>) {
 }
 
 /// `GET /registry/files`.
-pub(super) async fn registry_files(
-    _c: Caller,
-    _s: Arc<State>,
-) -> Result<warp::reply::Response, Rejection> {
+pub(super) async fn registry_files(_c: Call) -> Answer {
     let root = registry_dir();
     let files = tokio::task::spawn_blocking(move || {
         let mut out = Vec::new();
@@ -72,8 +84,7 @@ pub(super) async fn registry_files(
     .await
     .unwrap_or_default();
     let n = files.len();
-    Ok(reply(
-        StatusCode::OK,
+    Ok(ok(
         json!({"root": registry_dir().display().to_string(), "files": files, "total": n}),
     ))
 }
@@ -119,18 +130,11 @@ fn confined(root: &Path, rel: &str, param: &str) -> Result<PathBuf, Rejection> {
 }
 
 /// `GET /registry/read?path=`.
-pub(super) async fn registry_read(
-    q: HashMap<String, String>,
-    _c: Caller,
-    _s: Arc<State>,
-) -> Result<warp::reply::Response, Rejection> {
-    let rel = q.get("path").cloned().unwrap_or_default();
+pub(super) async fn registry_read(c: Call) -> Answer {
+    let rel = c.query.get("path").cloned().unwrap_or_default();
     let p = confined(&registry_dir(), &rel, "path")?;
     match tokio::fs::read_to_string(&p).await {
-        Ok(code) => Ok(reply(
-            StatusCode::OK,
-            json!({"path": rel, "bytes": code.len(), "code": code}),
-        )),
+        Ok(code) => Ok(ok(json!({"path": rel, "bytes": code.len(), "code": code}))),
         Err(e) => Err(reject(
             StatusCode::NOT_FOUND,
             format!("cannot read {rel:?}: {e}"),
@@ -153,10 +157,10 @@ fn agent_json(a: AgentName) -> Value {
 }
 
 /// `GET /agents/list`.
-pub(super) fn agents_list() -> Value {
+pub(super) async fn agents_list(_c: Call) -> Answer {
     let list: Vec<Value> = AgentName::ALL.into_iter().map(agent_json).collect();
-    json!({"agents": list, "total": list.len(),
-           "llm_configured": std::env::var("CHUTES_API_KEY").is_ok_and(|k| !k.trim().is_empty())})
+    Ok(ok(json!({"agents": list, "total": list.len(),
+               "llm_configured": std::env::var("CHUTES_API_KEY").is_ok_and(|k| !k.trim().is_empty())})))
 }
 
 fn filename(q: &HashMap<String, String>) -> Result<String, Rejection> {
@@ -170,20 +174,20 @@ fn filename(q: &HashMap<String, String>) -> Result<String, Rejection> {
 }
 
 /// `GET /agents/read?filename=planner`.
-pub(super) fn agents_read(q: &HashMap<String, String>) -> Result<Value, Rejection> {
-    let f = filename(q)?;
+pub(super) async fn agents_read(c: Call) -> Answer {
+    let f = filename(&c.query)?;
     let stem = f.trim_end_matches(".md").trim_end_matches(".rs");
-    let a: AgentName = stem.parse().map_err(|e: String| {
+    let a = stem.parse::<AgentName>().map_err(|e| {
         reject(
             StatusCode::NOT_FOUND,
             format!("query parameter `filename`: {e}"),
         )
     })?;
-    Ok(agent_json(a))
+    Ok(ok(agent_json(a)))
 }
 
 /// `GET /agents/prompts/list`.
-pub(super) fn prompts_list() -> Value {
+pub(super) async fn prompts_list(_c: Call) -> Answer {
     let list: Vec<Value> = agents::prompts::TEMPLATES
         .iter()
         .map(|(agent, text)| {
@@ -194,12 +198,12 @@ pub(super) fn prompts_list() -> Value {
                    "bytes": text.len(), "fragments": frags})
         })
         .collect();
-    json!({"prompts": list, "total": list.len()})
+    Ok(ok(json!({"prompts": list, "total": list.len()})))
 }
 
 /// `GET /agents/prompts/read?filename=planner.md`.
-pub(super) fn prompts_read(q: &HashMap<String, String>) -> Result<Value, Rejection> {
-    let f = filename(q)?;
+pub(super) async fn prompts_read(c: Call) -> Answer {
+    let f = filename(&c.query)?;
     let stem = f.trim_end_matches(".md");
     let Some((agent, text)) = agents::prompts::TEMPLATES
         .iter()
@@ -222,14 +226,14 @@ pub(super) fn prompts_read(q: &HashMap<String, String>) -> Result<Value, Rejecti
         .into_iter()
         .map(|fr| json!({"name": fr.name, "channel": fr.channel, "priority": fr.priority}))
         .collect();
-    Ok(
+    Ok(ok(
         json!({"filename": format!("{agent}.md"), "agent": agent, "text": text,
               "fragments": fragments}),
-    )
+    ))
 }
 
 /// `GET /agents/tools`: every tool and which agents use it.
-pub(super) fn agents_tools() -> Value {
+pub(super) async fn agents_tools(_c: Call) -> Answer {
     let mut tools: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
     for a in AgentName::ALL {
         for t in a.tool_names() {
@@ -240,5 +244,5 @@ pub(super) fn agents_tools() -> Value {
         .into_iter()
         .map(|(t, a)| json!({"name": t, "agents": a}))
         .collect();
-    json!({"tools": list, "total": list.len()})
+    Ok(ok(json!({"tools": list, "total": list.len()})))
 }

@@ -8,30 +8,39 @@
 //! The page itself carries no data, so it is served without a key; its
 //! requests send the key and bot the page was opened with
 //! (`/dashboard#key=...&bot=...`; the fragment never reaches a server).
+//!
+//! The fan chart's data (`/dash/fan`) is `market.rs`'s, the leaderboard
+//! `experiments.rs`'s ranking; this module only assembles the snapshot.
 
 use std::sync::Arc;
 
 use serde_json::{json, Value};
-use warp::http::StatusCode;
-use warp::{Rejection, Reply};
+use warp::http::HeaderMap;
+use warp::Reply;
 
-use super::{internal, reply, Caller, State};
+use super::error::internal;
+use super::experiments;
+use super::route::{ok, Answer, Call};
+use super::session;
+use super::State;
 use engine::semaphore::{RedisSemaphore, PIPELINE};
 
 /// The page.
 pub const PAGE: &str = include_str!("dashboard.html");
 
-pub(super) fn page() -> warp::reply::Response {
+/// `GET /dashboard`.
+pub(super) async fn page(_s: Arc<State>, _h: HeaderMap) -> Answer {
     let mut r = warp::reply::html(PAGE).into_response();
     r.headers_mut().insert(
         warp::http::header::CACHE_CONTROL,
         warp::http::HeaderValue::from_static("no-cache"),
     );
-    r
+    Ok(r)
 }
 
 /// `GET /dash/snapshot`.
-pub(super) async fn snapshot(c: Caller, s: Arc<State>) -> Result<warp::reply::Response, Rejection> {
+pub(super) async fn snapshot(c: Call) -> Answer {
+    let s = &c.state;
     let stats = s.queue.stats().await.map_err(internal)?;
     let workers = engine::worker::list_workers(&s.queue)
         .await
@@ -40,10 +49,8 @@ pub(super) async fn snapshot(c: Caller, s: Arc<State>) -> Result<warp::reply::Re
         .status()
         .await
         .map_err(internal)?;
-    let runs = super::runs::own_runs(&s, &c.bot, 50)
-        .await
-        .map_err(internal)?;
-    let (all, bots) = super::experiments::ranking_all(&s).await?;
+    let runs = session::own_runs(s, &c.bot, 50).await.map_err(internal)?;
+    let (all, bots) = experiments::ranking_all(s).await?;
     let mut over_time: Vec<Value> = all
         .iter()
         .map(|e| {
@@ -67,18 +74,15 @@ pub(super) async fn snapshot(c: Caller, s: Arc<State>) -> Result<warp::reply::Re
             totals[k] = json!(totals[k].as_u64().unwrap_or(0) + t[k].as_u64().unwrap_or(0));
         }
     }
-    Ok(reply(
-        StatusCode::OK,
-        json!({
-            "bot_id": c.bot,
-            "queues": st,
-            "totals": totals,
-            "workers": workers,
-            "semaphore": sem,
-            "runs": runs,
-            "leaderboard": all.iter().take(20).collect::<Vec<_>>(),
-            "crps_over_time": over_time,
-            "bots": bots,
-        }),
-    ))
+    Ok(ok(json!({
+        "bot_id": c.bot,
+        "queues": st,
+        "totals": totals,
+        "workers": workers,
+        "semaphore": sem,
+        "runs": runs,
+        "leaderboard": all.iter().take(20).collect::<Vec<_>>(),
+        "crps_over_time": over_time,
+        "bots": bots,
+    })))
 }

@@ -6,16 +6,21 @@
 //! Specs are `trainer::zoo::spec::ExperimentSpec`; bad ones answer 400 when
 //! they do not decode (serde names the field) and 422 with every issue, each
 //! naming its field, when they decode but do not validate.
+//!
+//! It trains nothing: a run is an `experiment` job for the worker fleet, and
+//! the records live in the bot's session (`session.rs`).
 
-use std::sync::Arc;
+use std::collections::HashMap;
 
 use serde::Deserialize;
 use serde_json::{json, Value};
 use warp::http::StatusCode;
 use warp::Rejection;
 
+use super::error::{internal, reject, reject_with};
+use super::route::{ok, reply, Answer, Call};
 use super::session::{self, Experiment};
-use super::{internal, reject, reject_with, reply, Caller, State};
+use super::State;
 use engine::queue::EnqueueRequest;
 use trainer::zoo::registry;
 use trainer::zoo::spec::{ExperimentSpec, SpecIssue};
@@ -44,11 +49,34 @@ pub(super) struct CreateBody {
     timeframe: Option<String>,
 }
 
+impl CreateBody {
+    /// The request body's JSON schema.
+    pub fn schema() -> Value {
+        let int = json!({"type": "integer", "minimum": 0});
+        json!({"type": "object", "properties": {
+            "blocks": {"type": "array", "items": {"type": "string"}}, "head": {"type": "string"},
+            "preset": {"type": "string"}, "name": {"type": "string"}, "d_model": int,
+            "seq_len": int, "horizon": int, "n_paths": int, "batch_size": int,
+            "lr": {"type": "number"}, "epochs": int, "patience": int, "steps_per_epoch": int,
+            "eval_windows": int, "eval_paths": int, "seed": int,
+            "assets": {"type": "array", "items": {"type": "string"}},
+            "timeframe": {"type": "string"}}})
+    }
+}
+
 /// `POST /experiment/validate`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct ValidateBody {
     experiment: Option<Value>,
+}
+
+impl ValidateBody {
+    /// The request body's JSON schema.
+    pub fn schema() -> Value {
+        json!({"type": "object", "required": ["experiment"],
+            "properties": {"experiment": {"type": "object"}}})
+    }
 }
 
 /// `POST /experiment/run`: a stored experiment by `id`, or a spec.
@@ -60,6 +88,16 @@ pub(super) struct RunBody {
     epochs: Option<usize>,
     name: Option<String>,
     device: Option<String>,
+}
+
+impl RunBody {
+    /// The request body's JSON schema.
+    pub fn schema() -> Value {
+        let int = json!({"type": "integer", "minimum": 0});
+        json!({"type": "object", "properties": {
+            "id": {"type": "string"}, "experiment": {"type": "object"}, "epochs": int,
+            "name": {"type": "string"}, "device": {"type": "string"}}})
+    }
 }
 
 fn bad(field: &str, msg: impl std::fmt::Display) -> Rejection {
@@ -234,16 +272,14 @@ fn spec_from(b: &CreateBody) -> Result<ExperimentSpec, Rejection> {
 }
 
 /// `POST /experiment/create`.
-pub(super) async fn create(
-    c: Caller,
-    s: Arc<State>,
-    b: CreateBody,
-) -> Result<warp::reply::Response, Rejection> {
+pub(super) async fn create(c: Call) -> Answer {
+    let b: CreateBody = c.json()?;
+    let s = &c.state;
     check_name(&b.name)?;
     let spec = spec_from(&b)?;
     let (params, flops) = check(&spec).await.map_err(|i| invalid(&i))?;
-    let e = record(&s, spec, b.name.clone(), params).await?;
-    session::put_experiment(&s, &c.bot, &e, None)
+    let e = record(s, spec, b.name.clone(), params).await?;
+    session::put_experiment(s, &c.bot, &e, None)
         .await
         .map_err(internal)?;
     Ok(reply(
@@ -254,35 +290,26 @@ pub(super) async fn create(
 }
 
 /// `POST /experiment/validate`: 200 with `valid` and every issue.
-pub(super) async fn validate(
-    _c: Caller,
-    _s: Arc<State>,
-    b: ValidateBody,
-) -> Result<warp::reply::Response, Rejection> {
+pub(super) async fn validate(c: Call) -> Answer {
+    let b: ValidateBody = c.json()?;
     let v = b
         .experiment
         .ok_or_else(|| bad("experiment", "is required: an experiment spec"))?;
     let spec = parse_spec(v)?;
     Ok(match check(&spec).await {
-        Ok((params, flops)) => reply(
-            StatusCode::OK,
+        Ok((params, flops)) => ok(
             json!({"valid": true, "issues": [], "param_count": params, "flops_estimate": flops,
                    "name": trainer::experiments::experiment_name(&spec),
                    "fingerprint": trainer::experiments::fingerprint(&spec)}),
         ),
-        Err(issues) => reply(
-            StatusCode::OK,
-            json!({"valid": false, "issues": issues_json(&issues)}),
-        ),
+        Err(issues) => ok(json!({"valid": false, "issues": issues_json(&issues)})),
     })
 }
 
 /// `POST /experiment/run`: enqueue an `experiment` job; 202 with its ids.
-pub(super) async fn run(
-    c: Caller,
-    s: Arc<State>,
-    b: RunBody,
-) -> Result<warp::reply::Response, Rejection> {
+pub(super) async fn run(c: Call) -> Answer {
+    let b: RunBody = c.json()?;
+    let s = &c.state;
     check_name(&b.name)?;
     if b.epochs == Some(0) {
         return Err(bad("epochs", "must be at least 1"));
@@ -301,7 +328,7 @@ pub(super) async fn run(
             ))
         }
         (Some(id), None) => {
-            let e = session::experiment(&s, &c.bot, &id)
+            let e = session::experiment(s, &c.bot, &id)
                 .await
                 .map_err(internal)?
                 .ok_or_else(|| reject(StatusCode::NOT_FOUND, format!("no experiment {id:?}")))?;
@@ -315,7 +342,7 @@ pub(super) async fn run(
         }
         (None, Some(v)) => {
             let spec = parse_spec(v)?;
-            record(&s, spec, b.name.clone(), None).await?
+            record(s, spec, b.name.clone(), None).await?
         }
     };
     if let Some(n) = b.epochs {
@@ -346,7 +373,7 @@ pub(super) async fn run(
     // The record first (with the job's id), then the job, then the mark that
     // keeps the session alive: a job never runs without its record, and a
     // record whose job never landed reads as "lost".
-    session::put_experiment(&s, &c.bot, &e, None)
+    session::put_experiment(s, &c.bot, &e, None)
         .await
         .map_err(internal)?;
     let req = EnqueueRequest {
@@ -360,7 +387,7 @@ pub(super) async fn run(
         Err(err) => return Err(reject(StatusCode::UNPROCESSABLE_ENTITY, err.to_string())),
     }
     // In flight from now on: the session persists until the job ends.
-    session::add_active(&s, &c.bot, &format!("job:{job_id}"))
+    session::add_active(s, &c.bot, &format!("job:{job_id}"))
         .await
         .map_err(internal)?;
     Ok(reply(
@@ -371,19 +398,13 @@ pub(super) async fn run(
 }
 
 /// `GET /experiment/results/{id}`.
-pub(super) async fn results(
-    id: String,
-    c: Caller,
-    s: Arc<State>,
-) -> Result<warp::reply::Response, Rejection> {
-    match session::experiment(&s, &c.bot, &id)
+pub(super) async fn results(c: Call) -> Answer {
+    let id = c.param("id")?;
+    match session::experiment(&c.state, &c.bot, id)
         .await
         .map_err(internal)?
     {
-        Some(e) => Ok(reply(
-            StatusCode::OK,
-            serde_json::to_value(e).expect("experiments serialise"),
-        )),
+        Some(e) => Ok(ok(serde_json::to_value(e).expect("experiments serialise"))),
         None => Err(reject(
             StatusCode::NOT_FOUND,
             format!("no experiment {id:?}"),
@@ -408,7 +429,7 @@ pub(super) async fn ranking(s: &State, bot: &str) -> Result<Vec<Value>, Rejectio
         .filter(|e| e.crps.is_some_and(f64::is_finite))
         .map(|e| entry_of_experiment(bot, e))
         .collect();
-    for r in super::runs::own_runs(s, bot, 50).await.map_err(internal)? {
+    for r in session::own_runs(s, bot, 50).await.map_err(internal)? {
         let Some(full) = crate::pipeline::get_run(&s.queue, &r.id)
             .await
             .map_err(internal)?
@@ -437,13 +458,10 @@ fn sort_by_crps(v: &mut [Value]) {
 }
 
 /// `GET /experiment/compare`: the caller's ranking.
-pub(super) async fn compare(c: Caller, s: Arc<State>) -> Result<warp::reply::Response, Rejection> {
-    let r = ranking(&s, &c.bot).await?;
+pub(super) async fn compare(c: Call) -> Answer {
+    let r = ranking(&c.state, &c.bot).await?;
     let n = r.len();
-    Ok(reply(
-        StatusCode::OK,
-        json!({"bot_id": c.bot, "ranking": r, "total": n}),
-    ))
+    Ok(ok(json!({"bot_id": c.bot, "ranking": r, "total": n})))
 }
 
 /// The merged ranking of every bot with a session.
@@ -458,23 +476,14 @@ pub(super) async fn ranking_all(s: &State) -> Result<(Vec<Value>, Vec<String>), 
 }
 
 /// `GET /experiment/compare/all`: every bot's scored experiments, tagged.
-pub(super) async fn compare_all(
-    _c: Caller,
-    s: Arc<State>,
-) -> Result<warp::reply::Response, Rejection> {
-    let (all, bots) = ranking_all(&s).await?;
+pub(super) async fn compare_all(c: Call) -> Answer {
+    let (all, bots) = ranking_all(&c.state).await?;
     let n = all.len();
-    Ok(reply(
-        StatusCode::OK,
-        json!({"ranking": all, "total": n, "bots": bots}),
-    ))
+    Ok(ok(json!({"ranking": all, "total": n, "bots": bots})))
 }
 
 /// `?limit=` of the history routes: 1..=1000.
-pub(super) fn limit(
-    q: &std::collections::HashMap<String, String>,
-    default: usize,
-) -> Result<usize, Rejection> {
+fn limit(q: &HashMap<String, String>, default: usize) -> Result<usize, Rejection> {
     match q.get("limit") {
         None => Ok(default),
         Some(v) => match v.parse::<usize>() {
@@ -488,31 +497,22 @@ pub(super) fn limit(
 }
 
 /// `GET /history/runs`.
-pub(super) async fn history_runs(
-    q: std::collections::HashMap<String, String>,
-    c: Caller,
-    s: Arc<State>,
-) -> Result<warp::reply::Response, Rejection> {
-    let n = limit(&q, 50)?;
-    let mut runs = super::runs::own_runs(&s, &c.bot, 1000)
+pub(super) async fn history_runs(c: Call) -> Answer {
+    let n = limit(&c.query, 50)?;
+    let mut runs = session::own_runs(&c.state, &c.bot, 1000)
         .await
         .map_err(internal)?;
     runs.truncate(n);
     let total = runs.len();
-    Ok(reply(
-        StatusCode::OK,
-        json!({"bot_id": c.bot, "runs": runs, "total": total}),
-    ))
+    Ok(ok(json!({"bot_id": c.bot, "runs": runs, "total": total})))
 }
 
 /// `GET /history/experiments`: the caller's experiments, best first.
-pub(super) async fn history_experiments(
-    q: std::collections::HashMap<String, String>,
-    c: Caller,
-    s: Arc<State>,
-) -> Result<warp::reply::Response, Rejection> {
-    let n = limit(&q, 50)?;
-    let mut exps = session::experiments(&s, &c.bot).await.map_err(internal)?;
+pub(super) async fn history_experiments(c: Call) -> Answer {
+    let n = limit(&c.query, 50)?;
+    let mut exps = session::experiments(&c.state, &c.bot)
+        .await
+        .map_err(internal)?;
     exps.sort_by(|a, b| {
         a.crps
             .unwrap_or(f64::INFINITY)
@@ -520,8 +520,7 @@ pub(super) async fn history_experiments(
     });
     exps.truncate(n);
     let total = exps.len();
-    Ok(reply(
-        StatusCode::OK,
+    Ok(ok(
         json!({"bot_id": c.bot, "experiments": exps, "total": total}),
     ))
 }

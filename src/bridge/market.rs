@@ -8,19 +8,63 @@
 //! Assets are SN50's (`BTC`, `ETH`, `SOL`, `XAU`, `SPYX`, ...), matched
 //! case-insensitively; anything else is a 400 naming the parameter. An
 //! upstream failure (Pyth unreachable) is a 502 that says so.
+//!
+//! It only reads: bars are loaded once per (asset, timeframe) and kept for
+//! the bridge's lifetime (a restart picks up new data); downloading bars is
+//! the `data-download` job's.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use rand::SeedableRng;
 use serde_json::{json, Value};
 use warp::http::StatusCode;
 use warp::Rejection;
 
-use super::{reject, reply, Caller, State};
+use super::error::reject;
+use super::route::{ok, Answer, Call};
+use super::State;
 use sn50::constants::{asset_info, ASSETS};
 use sn50::data::{asset_file, Bars};
-use sn50::forecast::{ForecastRequest, Forecaster, Gbm};
+use sn50::forecast::{ForecastError, ForecastRequest, Forecaster, Gbm};
+use sn50::pyth::{PythClient, PythConfig, PythError};
+
+/// Where market data is read: `SYNTH_DATA_DIR`, else `configured` if it
+/// exists, else `../shared/data`.
+pub(super) fn data_dir(configured: &Path) -> PathBuf {
+    if let Some(d) = std::env::var_os("SYNTH_DATA_DIR").filter(|d| !d.is_empty()) {
+        return d.into();
+    }
+    if configured.is_dir() {
+        return configured.to_path_buf();
+    }
+    "../shared/data".into()
+}
+
+/// The market data the bridge keeps: bars already loaded, and the Pyth
+/// client (or why there is none).
+pub(super) struct Market {
+    bars: Mutex<HashMap<(String, i64), Arc<Bars>>>,
+    pyth: Result<PythClient, PythError>,
+}
+
+impl Market {
+    /// A Pyth client from the environment (`PYTH_HERMES_URL`, ...), with
+    /// short retries: a bridge request should not hang for minutes on an
+    /// absent upstream.
+    pub fn from_env() -> Self {
+        let mut c = PythConfig::from_env();
+        c.attempts = 2;
+        c.timeout = Duration::from_secs(10);
+        c.max_backoff = Duration::from_secs(1);
+        Market {
+            bars: Mutex::new(HashMap::new()),
+            pyth: PythClient::new(c),
+        }
+    }
+}
 
 /// The canonical asset name, or a 400 naming `param`.
 pub(super) fn asset(raw: &str, param: &str) -> Result<&'static str, Rejection> {
@@ -38,21 +82,16 @@ pub(super) fn asset(raw: &str, param: &str) -> Result<&'static str, Rejection> {
 }
 
 /// `GET /market/price/{asset}`.
-pub(super) async fn price(
-    raw: String,
-    _c: Caller,
-    s: Arc<State>,
-) -> Result<warp::reply::Response, Rejection> {
-    let a = asset(&raw, "path parameter `asset`")?;
-    let client = s.pyth.as_ref().map_err(|e| {
+pub(super) async fn price(c: Call) -> Answer {
+    let a = asset(c.param("asset")?, "path parameter `asset`")?;
+    let client = c.state.market.pyth.as_ref().map_err(|e| {
         reject(
             StatusCode::SERVICE_UNAVAILABLE,
             format!("no Pyth client: {e}"),
         )
     })?;
     match client.latest_price(a).await {
-        Ok(p) => Ok(reply(
-            StatusCode::OK,
+        Ok(p) => Ok(ok(
             json!({"asset": p.asset, "price": p.price, "conf": p.conf,
                    "publish_time": p.publish_time, "feed_id": p.feed_id,
                    "source": client.config().hermes_url}),
@@ -78,7 +117,7 @@ fn timeframe(q: &HashMap<String, String>) -> Result<(&'static str, i64), Rejecti
 /// The bars of an asset, loaded once and kept.
 pub(super) async fn bars(s: &State, a: &str, bar_seconds: i64) -> Result<Arc<Bars>, Rejection> {
     let k = (a.to_string(), bar_seconds);
-    if let Some(b) = s.bars.lock().unwrap().get(&k) {
+    if let Some(b) = s.market.bars.lock().unwrap().get(&k) {
         return Ok(b.clone());
     }
     let tf = jobs::Timeframe::from_step_secs(bar_seconds).ok_or_else(|| {
@@ -98,7 +137,7 @@ pub(super) async fn bars(s: &State, a: &str, bar_seconds: i64) -> Result<Arc<Bar
     match loaded {
         Ok(b) => {
             let b = Arc::new(b);
-            s.bars.lock().unwrap().insert(k, b.clone());
+            s.market.bars.lock().unwrap().insert(k, b.clone());
             Ok(b)
         }
         Err(e) => Err(reject(
@@ -110,13 +149,9 @@ pub(super) async fn bars(s: &State, a: &str, bar_seconds: i64) -> Result<Arc<Bar
 
 /// `GET /market/history/{asset}?days=30&timeframe=5m`: the last `days` of
 /// bars in the data directory (counted back from its last bar).
-pub(super) async fn history(
-    raw: String,
-    q: HashMap<String, String>,
-    _c: Caller,
-    s: Arc<State>,
-) -> Result<warp::reply::Response, Rejection> {
-    let a = asset(&raw, "path parameter `asset`")?;
+pub(super) async fn history(c: Call) -> Answer {
+    let (q, s) = (&c.query, &c.state);
+    let a = asset(c.param("asset")?, "path parameter `asset`")?;
     let days = match q.get("days") {
         None => 30.0,
         Some(v) => match v.parse::<f64>() {
@@ -129,8 +164,8 @@ pub(super) async fn history(
             }
         },
     };
-    let (tf, secs) = timeframe(&q)?;
-    let b = bars(&s, a, secs).await?;
+    let (tf, secs) = timeframe(q)?;
+    let b = bars(s, a, secs).await?;
     let last = *b.timestamps.last().unwrap_or(&0);
     let from = last - (days * 86_400.0) as i64;
     let start = b.timestamps.partition_point(|t| *t < from);
@@ -146,22 +181,16 @@ pub(super) async fn history(
             ])
         })
         .collect();
-    Ok(reply(
-        StatusCode::OK,
-        json!({"asset": a, "timeframe": tf, "days": days,
-               "columns": ["t", "open", "high", "low", "close", "volume"],
-               "first": b.timestamps.get(start), "last": last,
-               "count": rows.len(), "bars": rows}),
-    ))
+    Ok(ok(json!({"asset": a, "timeframe": tf, "days": days,
+                 "columns": ["t", "open", "high", "low", "close", "volume"],
+                 "first": b.timestamps.get(start), "last": last,
+                 "count": rows.len(), "bars": rows})))
 }
 
 /// `GET /dash/fan?asset=BTC&paths=200`: a 24 h GBM fan (5-minute grid) from
 /// the last moment of the data that has 24 h of realised prices after it.
-pub(super) async fn fan(
-    q: HashMap<String, String>,
-    _c: Caller,
-    s: Arc<State>,
-) -> Result<warp::reply::Response, Rejection> {
+pub(super) async fn fan(c: Call) -> Answer {
+    let q = &c.query;
     let a = asset(
         q.get("asset").map(String::as_str).unwrap_or("BTC"),
         "query parameter `asset`",
@@ -180,7 +209,7 @@ pub(super) async fn fan(
             }
         },
     };
-    let b = bars(&s, a, 300).await?;
+    let b = bars(&c.state, a, 300).await?;
     let (inc, len) = (300i64, 86_400i64);
     let steps = (len / inc) as usize;
     if b.len() < steps + 2 {
@@ -197,7 +226,7 @@ pub(super) async fn fan(
         ));
     };
     let b2 = b.clone();
-    let out = tokio::task::spawn_blocking(move || -> Result<Value, String> {
+    let out = tokio::task::spawn_blocking(move || -> Result<Value, ForecastError> {
         let gbm = Gbm::new(Default::default());
         let req = ForecastRequest {
             asset: a.to_string(),
@@ -210,7 +239,7 @@ pub(super) async fn fan(
             as_of: t0,
         };
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(t0 as u64);
-        let paths = gbm.forecast(&req, &mut rng).map_err(|e| e.to_string())?;
+        let paths = gbm.forecast(&req, &mut rng)?;
         let pts = paths.n_points();
         let mut q: Vec<Vec<f64>> = (0..5).map(|_| Vec::with_capacity(pts)).collect();
         let mut col = Vec::with_capacity(n);
@@ -235,6 +264,6 @@ pub(super) async fn fan(
     })
     .await
     .map_err(|e| reject(StatusCode::SERVICE_UNAVAILABLE, format!("simulation: {e}")))?
-    .map_err(|e| reject(StatusCode::UNPROCESSABLE_ENTITY, e))?;
-    Ok(reply(StatusCode::OK, out))
+    .map_err(|e| reject(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
+    Ok(ok(out))
 }

@@ -1,72 +1,80 @@
-//! Pipeline runs over HTTP: start one (`POST /pipeline/run`), list, read and
-//! cancel the caller's own runs. A run started here only enqueues its first
-//! stage: the worker fleet carries it out, under the `pipeline` semaphore.
+//! Pipeline runs over HTTP: start one (`POST /pipeline/run`), the caller's
+//! latest (`/pipeline/status`), list, read and cancel the caller's own runs.
+//! Another bot's run answers 404, exactly like one that does not exist.
+//!
+//! A run started here only creates the run and enqueues its first stage: the
+//! worker fleet carries it out, under the `pipeline` semaphore. This module
+//! does not validate budgets itself (`crate::pipeline::apply_request` does)
+//! and keeps no state (`session.rs` marks the run as the bot's work in flight).
 
-use std::sync::Arc;
-
-use serde::Deserialize;
-use serde_json::json;
+use serde_json::{json, Map, Value};
 use warp::http::StatusCode;
 use warp::Rejection;
 
-use super::{internal, reject, reply, Caller, State};
+use super::error::{internal, reject};
+use super::route::{ok, reply, Answer, Call};
+use super::session;
+use super::State;
 use crate::pipeline::{self, RunOptions};
 use engine::semaphore::{RedisSemaphore, PIPELINE};
+use jobs::pipeline::RunRequest;
 
-/// `POST /pipeline/run`: every field optional; the server's data, output and
-/// store directories are used.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RunBody {
-    max_experiments: Option<usize>,
-    epochs: Option<usize>,
-    rounds: Option<usize>,
-    steps_per_epoch: Option<usize>,
-    d_model: Option<usize>,
-    seq_len: Option<usize>,
-    eval_windows: Option<usize>,
-    eval_paths: Option<usize>,
-    assets: Option<Vec<String>>,
-    timeframe: Option<String>,
-    retries: Option<u32>,
-    publish: Option<bool>,
-    seed: Option<u64>,
-    /// `auto` (the LLM agents when the bridge has CHUTES_API_KEY), `builtin` or `llm`.
-    agents: Option<String>,
+/// `POST /pipeline/run`: a [`RunRequest`] (every field optional; the
+/// bridge's data, output and store directories are used) and the bridge's
+/// own `wait`.
+#[derive(Debug)]
+pub(super) struct StartBody {
+    run: RunRequest,
     /// false: answer 429 instead of queueing when no permit is free.
     wait: Option<bool>,
 }
 
-pub(super) async fn start(
-    c: Caller,
-    s: Arc<State>,
-    b: RunBody,
-) -> Result<warp::reply::Response, Rejection> {
+impl StartBody {
+    /// The body's `wait`, and the rest as a `RunRequest` (which refuses
+    /// unknown fields by name).
+    fn parse(c: &Call) -> Result<Self, Rejection> {
+        Self::from_fields(c.json()?)
+    }
+
+    fn from_fields(mut fields: Map<String, Value>) -> Result<Self, Rejection> {
+        let bad = |what: &str, e: serde_json::Error| {
+            reject(StatusCode::BAD_REQUEST, format!("request body: {what}{e}"))
+        };
+        let wait = fields
+            .remove("wait")
+            .map(serde_json::from_value::<Option<bool>>)
+            .transpose()
+            .map_err(|e| bad("field `wait`: ", e))?
+            .flatten();
+        let run = serde_json::from_value(Value::Object(fields)).map_err(|e| bad("", e))?;
+        Ok(StartBody { run, wait })
+    }
+
+    /// The request body's JSON schema.
+    pub fn schema() -> Value {
+        let int = json!({"type": "integer", "minimum": 0});
+        json!({"type": "object", "properties": {
+            "max_experiments": int, "epochs": int, "rounds": int, "steps_per_epoch": int,
+            "d_model": int, "seq_len": int, "batch_size": int, "n_paths": int,
+            "eval_windows": int, "eval_paths": int,
+            "assets": {"type": "array", "items": {"type": "string"}},
+            "timeframe": {"type": "string"}, "retries": int, "publish": {"type": "boolean"},
+            "seed": int, "wait": {"type": "boolean"},
+            "agents": {"type": "string", "enum": ["auto", "builtin", "llm"]}}})
+    }
+}
+
+/// `POST /pipeline/run`.
+pub(super) async fn start(c: Call) -> Answer {
+    let b = StartBody::parse(&c)?;
+    let s = &c.state;
     let mut o = RunOptions {
         data_dir: s.data_dir.clone(),
         out_dir: s.cfg.out_dir.clone(),
         store_dir: s.cfg.store_dir.clone(),
         ..Default::default()
     };
-    let request = jobs::pipeline::RunRequest {
-        max_experiments: b.max_experiments,
-        epochs: b.epochs,
-        rounds: b.rounds,
-        steps_per_epoch: b.steps_per_epoch,
-        d_model: b.d_model,
-        seq_len: b.seq_len,
-        batch_size: None,
-        n_paths: None,
-        eval_windows: b.eval_windows,
-        eval_paths: b.eval_paths,
-        assets: b.assets,
-        timeframe: b.timeframe,
-        retries: b.retries,
-        publish: b.publish,
-        seed: b.seed,
-        agents: b.agents,
-    };
-    pipeline::apply_request(&mut o, &request)
+    pipeline::apply_request(&mut o, &b.run)
         .map_err(|e| reject(StatusCode::UNPROCESSABLE_ENTITY, e))?;
     if b.wait == Some(false) {
         let st = RedisSemaphore::new(s.queue.clone(), PIPELINE)
@@ -93,7 +101,7 @@ pub(super) async fn start(
                 reject(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
             }
         })?;
-    super::session::add_active(&s, &c.bot, &format!("run:{id}"))
+    session::add_active(s, &c.bot, &format!("run:{id}"))
         .await
         .map_err(internal)?;
     // Where the run stands: permits taken and runs already waiting for one.
@@ -111,50 +119,33 @@ pub(super) async fn start(
     ))
 }
 
-/// The bot's runs, newest first (of the most recent `limit` runs).
-pub(super) async fn own_runs(
-    s: &State,
-    bot: &str,
-    limit: usize,
-) -> Result<Vec<pipeline::RunInfo>, engine::QueueError> {
-    Ok(pipeline::list_runs(&s.queue, limit)
-        .await?
-        .into_iter()
-        .filter(|r| r.bot == bot)
-        .collect())
-}
-
-async fn own(s: &State, c: &Caller, id: &str) -> Result<pipeline::RunInfo, Rejection> {
+/// The run if it exists and belongs to `bot`.
+async fn own(s: &State, bot: &str, id: &str) -> Result<pipeline::RunInfo, Rejection> {
     match pipeline::get_run(&s.queue, id).await.map_err(internal)? {
-        Some(r) if r.bot == c.bot => Ok(r),
+        Some(r) if r.bot == bot => Ok(r),
         _ => Err(reject(StatusCode::NOT_FOUND, format!("no run {id:?}"))),
     }
 }
 
-pub(super) async fn list(c: Caller, s: Arc<State>) -> Result<warp::reply::Response, Rejection> {
-    let runs = own_runs(&s, &c.bot, 200).await.map_err(internal)?;
-    Ok(reply(StatusCode::OK, json!({ "runs": runs })))
+/// `GET /runs`.
+pub(super) async fn list(c: Call) -> Answer {
+    let runs = session::own_runs(&c.state, &c.bot, 200)
+        .await
+        .map_err(internal)?;
+    Ok(ok(json!({ "runs": runs })))
 }
 
-pub(super) async fn show(
-    id: String,
-    c: Caller,
-    s: Arc<State>,
-) -> Result<warp::reply::Response, Rejection> {
-    let r = own(&s, &c, &id).await?;
-    Ok(reply(
-        StatusCode::OK,
-        serde_json::to_value(r).expect("runs serialise"),
-    ))
+/// `GET /runs/{id}` and `GET /history/run/{id}`.
+pub(super) async fn show(c: Call) -> Answer {
+    let r = own(&c.state, &c.bot, c.param("id")?).await?;
+    Ok(ok(serde_json::to_value(r).expect("runs serialise")))
 }
 
-pub(super) async fn cancel(
-    id: String,
-    c: Caller,
-    s: Arc<State>,
-) -> Result<warp::reply::Response, Rejection> {
-    own(&s, &c, &id).await?;
-    let before = pipeline::cancel_run(&s.queue, &id)
+/// `POST /runs/{id}/cancel`: 409 if the run already ended.
+pub(super) async fn cancel(c: Call) -> Answer {
+    let id = c.param("id")?;
+    own(&c.state, &c.bot, id).await?;
+    let before = pipeline::cancel_run(&c.state.queue, id)
         .await
         .map_err(internal)?;
     match before.as_str() {
@@ -162,9 +153,58 @@ pub(super) async fn cancel(
             StatusCode::CONFLICT,
             format!("run {id} already {before}"),
         )),
-        _ => Ok(reply(
-            StatusCode::OK,
-            json!({"run_id": id, "state": "cancelled"}),
-        )),
+        _ => Ok(ok(json!({"run_id": id, "state": "cancelled"}))),
+    }
+}
+
+/// `GET /pipeline/status`: the caller's latest pipeline run.
+pub(super) async fn status(c: Call) -> Answer {
+    let runs = session::own_runs(&c.state, &c.bot, 200)
+        .await
+        .map_err(internal)?;
+    let running = runs.iter().filter(|r| !r.is_finished()).count();
+    let latest = runs.first();
+    Ok(ok(json!({
+        "bot_id": c.bot,
+        "running": running > 0,
+        "runs_in_flight": running,
+        "status": latest.map(|r| r.state.clone()).unwrap_or_else(|| "idle".into()),
+        "current_stage": latest.filter(|r| !r.is_finished()).map(|r| r.stage.clone()),
+        "latest": latest,
+    })))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::super::error::ApiError;
+    use super::StartBody;
+
+    fn parse(v: serde_json::Value) -> Result<StartBody, (u16, String)> {
+        StartBody::from_fields(v.as_object().unwrap().clone()).map_err(|r| {
+            let e = r.find::<ApiError>().expect("an ApiError");
+            (e.status.as_u16(), e.message.clone())
+        })
+    }
+
+    #[test]
+    fn the_body_is_a_run_request_and_wait() {
+        let b = parse(json!({"batch_size": 8, "n_paths": 50, "epochs": 1, "wait": false})).unwrap();
+        assert_eq!(
+            (b.run.batch_size, b.run.n_paths, b.run.epochs, b.wait),
+            (Some(8), Some(50), Some(1), Some(false))
+        );
+        // ... and reach the run's budget.
+        let mut o = crate::pipeline::RunOptions::default();
+        let _ = crate::pipeline::apply_request(&mut o, &b.run); // the data dir may be absent
+        assert_eq!((o.budget.batch_size, o.budget.n_paths), (8, 50));
+        assert_eq!(parse(json!({"wait": null})).unwrap().wait, None);
+        let (st, e) = parse(json!({"colour": 1})).unwrap_err();
+        assert_eq!(st, 400);
+        assert!(e.contains("unknown field `colour`"), "{e}");
+        let (st, e) = parse(json!({"wait": "no"})).unwrap_err();
+        assert_eq!(st, 400);
+        assert!(e.contains("field `wait`"), "{e}");
     }
 }

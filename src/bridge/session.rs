@@ -1,6 +1,9 @@
-//! Bot sessions: each bot's state in Redis under its own namespace, and the
-//! session routes (`/bots/sessions`, `/bots/session/{id}`, `/session/summary`,
-//! `/session/clear`, `/pipeline/status`).
+//! Each bot's state in Redis, under its own namespace: its session, its
+//! experiments, the work it has in flight, and the runs it owns. The one place
+//! the route families (`sessions.rs`, `runs.rs`, `experiments.rs`,
+//! `dashboard.rs`) read and change what a bot owns; the router also counts
+//! each authenticated request here (the session is refreshed in the
+//! background, at most every 2 s per bot).
 //!
 //! | key | type | holds |
 //! |---|---|---|
@@ -9,23 +12,23 @@
 //! | `bot:<bot>:active` | set | `job:<id>` / `run:<id>` the bot has in flight |
 //! | `bots` | zset | bot -> last active ms (sessions are found here) |
 //!
-//! Every change is one Lua script (`src/lua/session_*.lua`, with
+//! Every change is one Lua script (`src/engine/lua/session_*.lua`, with
 //! `session.lua`'s helpers), which also prunes finished work
 //! from the active set and then either makes the session persistent (work in
 //! flight) or sets its idle TTL (default 3600 s, `BRIDGE_SESSION_TTL_SECS`).
-//! A bot only ever reads and clears its own session: another bot's id answers
-//! 404, exactly like a session that does not exist.
+//!
+//! It serves no route and checks no ownership of ids: a bot reads only its
+//! own records because the routes ask for the caller's bot.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use warp::http::StatusCode;
-use warp::Rejection;
 
-use super::{internal, reject, reply, Caller, State};
+use super::State;
 use engine::queue::{Queue, QueueError};
 use trainer::zoo::spec::ExperimentSpec;
 
@@ -326,43 +329,17 @@ pub(super) async fn session_json(s: &State, bot: &str) -> Result<Option<Value>, 
     })))
 }
 
-fn own_id(c: &Caller, id: &str) -> Result<(), Rejection> {
-    if id == c.bot {
-        Ok(())
-    } else {
-        Err(reject(
-            StatusCode::NOT_FOUND,
-            format!("no session {id:?} (a bot sees only its own session)"),
-        ))
-    }
+/// What clearing a session did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Cleared {
+    /// Forgotten, with this many experiments.
+    Done { experiments: u64 },
+    /// Not cleared: this many runs or experiment jobs are in flight.
+    Busy { in_flight: u64 },
 }
 
-/// `GET /bots/sessions`: the caller's own session (bots do not see each other).
-pub(super) async fn list(c: Caller, s: Arc<State>) -> Result<warp::reply::Response, Rejection> {
-    touch(&s, &c.bot, 0).await.map_err(internal)?;
-    let mine = session_json(&s, &c.bot).await.map_err(internal)?;
-    let sessions: Vec<Value> = mine.into_iter().collect();
-    let n = sessions.len();
-    Ok(reply(
-        StatusCode::OK,
-        json!({"sessions": sessions, "total": n}),
-    ))
-}
-
-/// `GET /bots/session/{id}`.
-pub(super) async fn show(
-    id: String,
-    c: Caller,
-    s: Arc<State>,
-) -> Result<warp::reply::Response, Rejection> {
-    own_id(&c, &id)?;
-    match session_json(&s, &id).await.map_err(internal)? {
-        Some(v) => Ok(reply(StatusCode::OK, v)),
-        None => Err(reject(StatusCode::NOT_FOUND, format!("no session {id:?}"))),
-    }
-}
-
-async fn clear_session(s: &State, bot: &str) -> Result<warp::reply::Response, Rejection> {
+/// Forgets a bot's session and experiments, unless work is in flight.
+pub(super) async fn clear(s: &State, bot: &str) -> Result<Cleared, QueueError> {
     let q = &s.queue;
     let (what, n): (String, u64) = eval(
         q,
@@ -370,94 +347,68 @@ async fn clear_session(s: &State, bot: &str) -> Result<warp::reply::Response, Re
         &q.scripts().session_clear,
         &[q.prefix().to_string(), bot.to_string()],
     )
-    .await
-    .map_err(internal)?;
-    if what == "busy" {
-        return Err(reject(
-            StatusCode::CONFLICT,
-            format!("bot {bot:?} has {n} run(s) or experiment(s) in flight; cancel them or wait"),
-        ));
+    .await?;
+    Ok(if what == "busy" {
+        Cleared::Busy { in_flight: n }
+    } else {
+        Cleared::Done { experiments: n }
+    })
+}
+
+/// The bot's pipeline runs, newest first (of the most recent `limit` runs).
+pub(super) async fn own_runs(
+    s: &State,
+    bot: &str,
+    limit: usize,
+) -> Result<Vec<crate::pipeline::RunInfo>, QueueError> {
+    Ok(crate::pipeline::list_runs(&s.queue, limit)
+        .await?
+        .into_iter()
+        .filter(|r| r.bot == bot)
+        .collect())
+}
+
+/// Idle sessions expire after `BRIDGE_SESSION_TTL_SECS` seconds (default 3600).
+pub(super) fn ttl_from_env() -> u64 {
+    std::env::var("BRIDGE_SESSION_TTL_SECS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|v| *v > 0)
+        .unwrap_or(3600)
+}
+
+/// How often a bot's session is refreshed by ordinary requests.
+const TOUCH_EVERY: Duration = Duration::from_secs(2);
+
+/// Per bot: when its session was last refreshed, and requests since.
+#[derive(Default)]
+pub(super) struct Activity {
+    touched: Mutex<HashMap<String, (Instant, u64)>>,
+}
+
+/// Counts a request against the bot's session, refreshing it in the
+/// background at most every [`TOUCH_EVERY`].
+pub(super) fn note_request(state: &Arc<State>, bot: &str) {
+    let due = {
+        let mut t = state.activity.touched.lock().unwrap();
+        let now = Instant::now();
+        let e = t
+            .entry(bot.to_string())
+            .or_insert((now - TOUCH_EVERY * 2, 0));
+        e.1 += 1;
+        if now.duration_since(e.0) >= TOUCH_EVERY {
+            e.0 = now;
+            Some(std::mem::take(&mut e.1))
+        } else {
+            None
+        }
+    };
+    if let Some(n) = due {
+        let (state, bot) = (state.clone(), bot.to_string());
+        tokio::spawn(async move {
+            if let Err(e) = touch(&state, &bot, n).await {
+                tracing::warn!(%e, bot, "bridge: session refresh failed");
+            }
+        });
     }
-    Ok(reply(
-        StatusCode::OK,
-        json!({"bot_id": bot, "cleared": true, "experiments_removed": n}),
-    ))
-}
-
-/// `DELETE /bots/session/{id}`: 409 while work is in flight.
-pub(super) async fn delete(
-    id: String,
-    c: Caller,
-    s: Arc<State>,
-) -> Result<warp::reply::Response, Rejection> {
-    own_id(&c, &id)?;
-    if session_json(&s, &id).await.map_err(internal)?.is_none() {
-        return Err(reject(StatusCode::NOT_FOUND, format!("no session {id:?}")));
-    }
-    clear_session(&s, &id).await
-}
-
-/// `POST /session/clear`: forget the caller's experiments and session.
-pub(super) async fn clear(c: Caller, s: Arc<State>) -> Result<warp::reply::Response, Rejection> {
-    clear_session(&s, &c.bot).await
-}
-
-/// `GET /session/summary`: the session, its experiments ranked, runs.
-pub(super) async fn summary(c: Caller, s: Arc<State>) -> Result<warp::reply::Response, Rejection> {
-    touch(&s, &c.bot, 0).await.map_err(internal)?;
-    let session = session_json(&s, &c.bot).await.map_err(internal)?;
-    let exps = experiments(&s, &c.bot).await.map_err(internal)?;
-    let mut by_state: BTreeMap<String, usize> = BTreeMap::new();
-    for e in &exps {
-        *by_state.entry(e.state.clone()).or_default() += 1;
-    }
-    let best = exps
-        .iter()
-        .filter(|e| e.crps.is_some())
-        .min_by(|a, b| a.crps.unwrap().total_cmp(&b.crps.unwrap()))
-        .map(|e| json!({"id": e.id, "name": e.name, "crps": e.crps, "crps_ratio": e.crps_ratio}));
-    let runs = super::runs::own_runs(&s, &c.bot, 50)
-        .await
-        .map_err(internal)?;
-    let list: Vec<Value> = exps
-        .iter()
-        .map(|e| {
-            json!({"id": e.id, "name": e.name, "state": e.state, "crps": e.crps,
-                   "crps_ratio": e.crps_ratio, "job_id": e.job_id})
-        })
-        .collect();
-    Ok(reply(
-        StatusCode::OK,
-        json!({
-            "bot_id": c.bot,
-            "session": session,
-            "experiments": {"total": exps.len(), "by_state": by_state, "list": list},
-            "best": best,
-            "runs": {"total": runs.len(),
-                     "running": runs.iter().filter(|r| !r.is_finished()).count()},
-        }),
-    ))
-}
-
-/// `GET /pipeline/status`: the caller's latest pipeline run.
-pub(super) async fn pipeline_status(
-    c: Caller,
-    s: Arc<State>,
-) -> Result<warp::reply::Response, Rejection> {
-    let runs = super::runs::own_runs(&s, &c.bot, 200)
-        .await
-        .map_err(internal)?;
-    let running = runs.iter().filter(|r| !r.is_finished()).count();
-    let latest = runs.first();
-    Ok(reply(
-        StatusCode::OK,
-        json!({
-            "bot_id": c.bot,
-            "running": running > 0,
-            "runs_in_flight": running,
-            "status": latest.map(|r| r.state.clone()).unwrap_or_else(|| "idle".into()),
-            "current_stage": latest.filter(|r| !r.is_finished()).map(|r| r.stage.clone()),
-            "latest": latest,
-        }),
-    ))
 }

@@ -1,0 +1,144 @@
+//! Jobs over HTTP: enqueue (`POST /jobs`), a job's status record, cancel,
+//! and the queue's per-type counts (`/queue/stats`). A bot sees and cancels
+//! only its own jobs; another bot's job answers 404, exactly like one that
+//! does not exist. Idempotency keys are per bot.
+//!
+//! Bots may enqueue only the job types that open themselves to bots
+//! (`JobSpec::BOTS`, asked of the queue's catalog); this module does not
+//! validate payloads itself (the queue's enqueue does, against the catalog).
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+use warp::http::StatusCode;
+use warp::Rejection;
+
+use super::error::{internal, reject};
+use super::route::{ok, reply, Answer, Call};
+use super::State;
+use engine::queue::{CancelOutcome, EnqueueRequest, JobStatus};
+
+/// `POST /jobs`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct EnqueueBody {
+    #[serde(rename = "type")]
+    job_type: String,
+    #[serde(default = "empty_object")]
+    payload: Value,
+    #[serde(default)]
+    idempotency_key: Option<String>,
+    #[serde(default)]
+    delay_secs: Option<f64>,
+    #[serde(default)]
+    max_attempts: Option<u32>,
+    #[serde(default)]
+    timeout_ms: Option<u64>,
+    #[serde(default)]
+    run_id: Option<String>,
+}
+
+fn empty_object() -> Value {
+    json!({})
+}
+
+impl EnqueueBody {
+    /// The request body's JSON schema.
+    pub fn schema() -> Value {
+        let int = json!({"type": "integer", "minimum": 0});
+        json!({"type": "object", "required": ["type"], "properties": {
+            "type": {"type": "string"}, "payload": {"type": "object"},
+            "idempotency_key": {"type": "string"}, "delay_secs": {"type": "number"},
+            "max_attempts": int, "timeout_ms": int, "run_id": {"type": "string"}}})
+    }
+}
+
+/// `POST /jobs`: 201 created, 200 for a repeated idempotency key.
+pub(super) async fn enqueue(c: Call) -> Answer {
+    let b: EnqueueBody = c.json()?;
+    let s = &c.state;
+    // Bots may enqueue only the types that open themselves to bots (`JobSpec::BOTS`):
+    // pipeline stages name a run (possibly another bot's); `run`, `experiment`, the shadow
+    // scorer's jobs and `data-download` name server paths. A new type is closed by default.
+    if let Ok(t) = s.queue.catalog().find(&b.job_type) {
+        if let ::jobs::BotAccess::Refused(instead) = t.bots {
+            return Err(reject(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "field `type`: `{}` jobs are not taken from bots; {instead}",
+                    t.name
+                ),
+            ));
+        }
+    }
+    let delay_ms = match b.delay_secs {
+        Some(d) if !(0.0..=1e9).contains(&d) => {
+            return Err(reject(
+                StatusCode::BAD_REQUEST,
+                format!("field `delay_secs` must be within 0..=1e9, got {d}"),
+            ))
+        }
+        Some(d) => (d * 1000.0) as u64,
+        None => 0,
+    };
+    let req = EnqueueRequest {
+        job_type: b.job_type,
+        payload: b.payload,
+        idempotency_key: b.idempotency_key,
+        delay_ms,
+        max_attempts: b.max_attempts,
+        timeout_ms: b.timeout_ms,
+        run_id: b.run_id,
+        bot_id: Some(c.bot.clone()),
+        ..Default::default()
+    };
+    match s.queue.enqueue(req).await {
+        Ok(e) => Ok(reply(
+            if e.created {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            },
+            serde_json::to_value(e).unwrap(),
+        )),
+        Err(e) if e.is_transient() => Err(internal(e)),
+        Err(e) => Err(reject(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())),
+    }
+}
+
+/// The job's status if it exists and belongs to `bot`.
+async fn own_job(s: &State, bot: &str, id: &str) -> Result<JobStatus, Rejection> {
+    match s.queue.status(id).await.map_err(internal)? {
+        Some(st) if st.bot_id.as_deref().unwrap_or("default") == bot => Ok(st),
+        _ => Err(reject(StatusCode::NOT_FOUND, format!("no job {id:?}"))),
+    }
+}
+
+/// `GET /jobs/{id}`.
+pub(super) async fn status(c: Call) -> Answer {
+    let st = own_job(&c.state, &c.bot, c.param("id")?).await?;
+    Ok(ok(serde_json::to_value(st).unwrap()))
+}
+
+/// `POST /jobs/{id}/cancel`: 200 cancelled, 202 cancelling (running), 409
+/// already finished.
+pub(super) async fn cancel(c: Call) -> Answer {
+    let id = c.param("id")?;
+    own_job(&c.state, &c.bot, id).await?;
+    let out = c.state.queue.cancel(id).await.map_err(internal)?;
+    let (status, outcome) = match out {
+        CancelOutcome::Cancelled => (StatusCode::OK, "cancelled".to_string()),
+        CancelOutcome::Cancelling => (StatusCode::ACCEPTED, "cancelling".to_string()),
+        CancelOutcome::Missing => {
+            return Err(reject(StatusCode::NOT_FOUND, format!("no job {id:?}")))
+        }
+        CancelOutcome::AlreadyFinished(st) => (StatusCode::CONFLICT, format!("already {st}")),
+    };
+    Ok(reply(status, json!({"id": id, "outcome": outcome})))
+}
+
+/// `GET /queue/stats`: per job type, waiting, in flight, delayed, completed,
+/// failed, retried, dead.
+pub(super) async fn stats(c: Call) -> Answer {
+    let st = c.state.queue.stats().await.map_err(internal)?;
+    Ok(ok(json!({ "types": st })))
+}

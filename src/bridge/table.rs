@@ -1,0 +1,348 @@
+//! The route table: every route of the bridge, declared once — method, path,
+//! summary, the query parameters it reads, its body's schema and its
+//! handler. `router.rs` serves exactly these rows and `openapi.rs` documents
+//! exactly these rows, so a route cannot be served undocumented or
+//! documented unserved.
+//!
+//! It holds no handler code (the family modules do) and no serving logic.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+use warp::http::HeaderMap;
+
+use super::route::{ok, Answer, Handler, Param, Route};
+use super::{
+    catalog, dashboard, experiments, fleet, jobs, market, runs, schedules, sessions, sse, State,
+};
+
+/// A bot route's handler from an `async fn(Call) -> Answer`.
+macro_rules! bot {
+    ($f:path) => {
+        Handler::Bot(|c| Box::pin($f(c)))
+    };
+}
+
+/// As `bot!`, for a route whose key and bot may also come in the query string.
+macro_rules! bot_or_query {
+    ($f:path) => {
+        Handler::BotOrQuery(|c| Box::pin($f(c)))
+    };
+}
+
+/// A public route's handler from an `async fn(Arc<State>, HeaderMap) -> Answer`.
+macro_rules! public {
+    ($f:path) => {
+        Handler::Public(|s, h| Box::pin($f(s, h)))
+    };
+}
+
+const LIMIT: Param = Param::optional("limit", r#"{"type":"integer","minimum":1,"maximum":1000}"#);
+const STRING: &str = r#"{"type":"string"}"#;
+
+/// Every route, in the order they are tried.
+pub(super) static TABLE: &[Route] = &[
+    Route::get("/health", "liveness; details only with a valid X-API-Key", public!(fleet::health)),
+    Route::post("/jobs", "enqueue a job: {type, payload, idempotency_key?, delay_secs?, max_attempts?, timeout_ms?, run_id?}", bot!(jobs::enqueue))
+        .body(jobs::EnqueueBody::schema),
+    Route::get("/jobs/{id}", "a job's status record (own bot only)", bot!(jobs::status)),
+    Route::post("/jobs/{id}/cancel", "cancel a job (own bot only)", bot!(jobs::cancel)),
+    Route::get("/queue/stats", "per job type: waiting, in flight, delayed, completed, failed, retried, dead", bot!(jobs::stats)),
+    Route::get("/workers", "live workers", bot!(fleet::workers)),
+    Route::get("/semaphore", "the pipeline-run semaphore: holders, waiters, limit", bot!(fleet::semaphore)),
+    Route::get("/schedules", "cron schedules", bot!(schedules::list)),
+    Route::post("/schedules", "add or replace a schedule: {name, cron, job_type, payload}", bot!(schedules::add))
+        .body(schedules::schema),
+    Route::delete("/schedules/{name}", "remove a schedule", bot!(schedules::remove)),
+    Route::get("/events", "server-sent job events for the caller's bot", bot_or_query!(sse::events))
+        .query(&[
+            Param::optional("api_key", STRING),
+            Param::optional("bot_id", STRING),
+        ]),
+    Route::post("/pipeline/run", "start a pipeline run (budget fields optional; \"wait\": false answers 429 when no permit is free)", bot!(runs::start))
+        .body(runs::StartBody::schema),
+    Route::get("/runs", "the caller's pipeline runs", bot!(runs::list)),
+    Route::get("/runs/{id}", "one run: state, stages, experiments, summary", bot!(runs::show)),
+    Route::post("/runs/{id}/cancel", "cancel a run", bot!(runs::cancel)),
+    Route::get("/pipeline/status", "the caller's latest pipeline run: running, status, current stage", bot!(runs::status)),
+    Route::get("/bots/sessions", "the caller's session (bots never see each other's)", bot!(sessions::list)),
+    Route::get("/bots/session/{id}", "one session (own bot only)", bot!(sessions::show)),
+    Route::delete("/bots/session/{id}", "remove the caller's session; 409 while work is in flight", bot!(sessions::delete)),
+    Route::get("/session/summary", "the caller's session: experiments by state, the best, runs", bot!(sessions::summary)),
+    Route::post("/session/clear", "forget the caller's experiments and session; 409 while work is in flight", bot!(sessions::clear)),
+    Route::post("/experiment/create", "validate and store a spec: {blocks | preset, head?, d_model?, seq_len?, horizon?, n_paths?, lr?, epochs?, assets?, timeframe?, name?, ...}", bot!(experiments::create))
+        .body(experiments::CreateBody::schema),
+    Route::post("/experiment/validate", "validate a spec: {experiment}; 200 with valid and every issue", bot!(experiments::validate))
+        .body(experiments::ValidateBody::schema),
+    Route::post("/experiment/run", "run a stored experiment {id} or a spec {experiment}; 202 with the job id", bot!(experiments::run))
+        .body(experiments::RunBody::schema),
+    Route::get("/experiment/results/{id}", "one experiment of the caller: state, CRPS, the job's result", bot!(experiments::results)),
+    Route::get("/experiment/compare", "the caller's scored experiments and run results, best CRPS first", bot!(experiments::compare)),
+    Route::get("/experiment/compare/all", "every bot's scored experiments, tagged bot_id, best CRPS first", bot!(experiments::compare_all)),
+    Route::get("/history/runs", "the caller's pipeline runs, newest first (?limit=50)", bot!(experiments::history_runs))
+        .query(&[LIMIT]),
+    Route::get("/history/run/{id}", "one pipeline run of the caller", bot!(runs::show)),
+    Route::get("/history/experiments", "the caller's experiments, best first (?limit=50)", bot!(experiments::history_experiments))
+        .query(&[LIMIT]),
+    Route::get("/components/blocks", "backbone blocks with their parameters", bot!(catalog::blocks)),
+    Route::get("/components/heads", "heads with their parameters", bot!(catalog::heads)),
+    Route::get("/components/presets", "known-good block and head combinations", bot!(catalog::presets)),
+    Route::get("/registry/files", "the components' source files", bot!(catalog::registry_files)),
+    Route::get("/registry/read", "one component source file (?path=blocks/lstm.rs)", bot!(catalog::registry_read))
+        .query(&[Param::required("path", STRING)]),
+    Route::get("/agents/list", "the LLM agents: model, tools, context keys", bot!(catalog::agents_list)),
+    Route::get("/agents/read", "one agent's configuration (?filename=planner)", bot!(catalog::agents_read))
+        .query(&[Param::required("filename", STRING)]),
+    Route::get("/agents/tools", "every agent tool and the agents that use it", bot!(catalog::agents_tools)),
+    Route::get("/agents/prompts/list", "the prompt templates", bot!(catalog::prompts_list)),
+    Route::get("/agents/prompts/read", "one prompt template and its fragments (?filename=planner.md)", bot!(catalog::prompts_read))
+        .query(&[Param::required("filename", STRING)]),
+    Route::get("/market/price/{asset}", "the latest Pyth Hermes price of an SN50 asset", bot!(market::price)),
+    Route::get("/market/history/{asset}", "bars from the data directory (?days=30&timeframe=5m)", bot!(market::history))
+        .query(&[
+            Param::optional("days", r#"{"type":"number","minimum":0,"exclusiveMinimum":true,"maximum":3650}"#),
+            Param::optional("timeframe", r#"{"type":"string","enum":["1m","5m"]}"#),
+        ]),
+    Route::get("/dashboard", "the live dashboard (HTML)", public!(dashboard::page)),
+    Route::get("/dash/snapshot", "what the dashboard draws: queues, workers, semaphore, runs, leaderboard, CRPS over time", bot!(dashboard::snapshot)),
+    Route::get("/dash/fan", "a 24 h GBM fan of simulated paths against realised prices (?asset=BTC&paths=200)", bot!(market::fan))
+        .query(&[
+            Param::optional("asset", STRING),
+            Param::optional("paths", r#"{"type":"integer","minimum":2,"maximum":2000}"#),
+        ]),
+    Route::get("/openapi.json", "this document", public!(openapi_json)),
+];
+
+/// Every route as (method, path, summary), in table order.
+pub static ROUTES: &[(&str, &str, &str)] = &summaries();
+
+const N: usize = TABLE.len();
+
+const fn summaries() -> [(&'static str, &'static str, &'static str); N] {
+    let mut out = [("", "", ""); N];
+    let mut i = 0;
+    while i < N {
+        let r = &TABLE[i];
+        out[i] = (r.method.as_str(), r.path, r.summary);
+        i += 1;
+    }
+    out
+}
+
+/// The OpenAPI document of the bridge (`/openapi.json`).
+pub fn openapi() -> Value {
+    super::openapi::document(TABLE)
+}
+
+async fn openapi_json(_s: Arc<State>, _h: HeaderMap) -> Answer {
+    Ok(ok(openapi()))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeSet, HashSet};
+
+    use serde::de::{self, Deserializer, Visitor};
+    use serde_json::Value;
+
+    use super::super::route::Handler;
+    use super::super::{experiments, jobs, BridgeConfig};
+    use super::{openapi, ROUTES, TABLE};
+
+    #[test]
+    fn each_method_and_path_is_one_row() {
+        let mut seen = HashSet::new();
+        for r in TABLE {
+            assert!(
+                seen.insert((r.method, r.path)),
+                "{} {} twice",
+                r.method.as_str(),
+                r.path
+            );
+        }
+    }
+
+    #[test]
+    fn routes_lists_the_table() {
+        assert_eq!(ROUTES.len(), TABLE.len());
+        for (t, r) in ROUTES.iter().zip(TABLE) {
+            assert_eq!(*t, (r.method.as_str(), r.path, r.summary));
+        }
+    }
+
+    #[test]
+    fn handler_kinds_fit_what_rows_declare() {
+        for r in TABLE {
+            let names: Vec<&str> = r.query.iter().map(|q| q.name).collect();
+            match r.handler {
+                Handler::Public(_) => assert!(
+                    names.is_empty() && r.body.is_none() && r.path_params().next().is_none(),
+                    "{}: a public route reads no parameters and no body",
+                    r.path
+                ),
+                Handler::BotOrQuery(_) => assert!(
+                    names.contains(&"api_key") && names.contains(&"bot_id"),
+                    "{}: declare the query parameters the caller may come in",
+                    r.path
+                ),
+                Handler::Bot(_) => {}
+            }
+        }
+    }
+
+    /// The field names serde expects of the struct `T`.
+    fn fields_of<T: serde::de::DeserializeOwned>() -> BTreeSet<&'static str> {
+        struct Probe<'a>(&'a mut BTreeSet<&'static str>);
+        impl<'de> Deserializer<'de> for Probe<'_> {
+            type Error = de::value::Error;
+            fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
+                Err(de::Error::custom("not a struct"))
+            }
+            fn deserialize_struct<V: Visitor<'de>>(
+                self,
+                _: &'static str,
+                fields: &'static [&'static str],
+                _: V,
+            ) -> Result<V::Value, Self::Error> {
+                self.0.extend(fields);
+                Err(de::Error::custom("probed"))
+            }
+            serde::forward_to_deserialize_any! {
+                bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
+                byte_buf option unit unit_struct newtype_struct seq tuple tuple_struct map enum
+                identifier ignored_any
+            }
+        }
+        let mut fields = BTreeSet::new();
+        let _ = T::deserialize(Probe(&mut fields));
+        fields
+    }
+
+    /// Each documented body names exactly the fields its route decodes.
+    #[test]
+    fn body_schemas_name_every_field() {
+        let mut run = fields_of::<::jobs::pipeline::RunRequest>();
+        run.insert("wait");
+        let bodies = [
+            ("/jobs", fields_of::<jobs::EnqueueBody>()),
+            ("/schedules", fields_of::<engine::scheduler::Schedule>()),
+            ("/pipeline/run", run),
+            ("/experiment/create", fields_of::<experiments::CreateBody>()),
+            (
+                "/experiment/validate",
+                fields_of::<experiments::ValidateBody>(),
+            ),
+            ("/experiment/run", fields_of::<experiments::RunBody>()),
+        ];
+        for r in TABLE {
+            let Some(schema) = r.body else { continue };
+            let (_, fields) = bodies
+                .iter()
+                .find(|(p, _)| *p == r.path)
+                .unwrap_or_else(|| panic!("{}: name its body type in this test", r.path));
+            let schema = schema();
+            let documented: BTreeSet<&str> = schema["properties"]
+                .as_object()
+                .unwrap_or_else(|| panic!("{}: the schema has no properties", r.path))
+                .keys()
+                .map(String::as_str)
+                .collect();
+            assert!(!fields.is_empty(), "{}: no fields probed", r.path);
+            assert_eq!(&documented, fields, "{}", r.path);
+        }
+    }
+
+    #[test]
+    fn the_document_has_every_row_and_its_parameters() {
+        let doc = openapi();
+        assert_eq!(doc["openapi"], "3.0.3");
+        for r in TABLE {
+            let op = &doc["paths"][r.path][r.method.as_str()];
+            assert!(
+                op.is_object(),
+                "{} {} undocumented",
+                r.method.as_str(),
+                r.path
+            );
+            let params: Vec<(&str, &str)> = op["parameters"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| (p["in"].as_str().unwrap(), p["name"].as_str().unwrap()))
+                .collect();
+            for name in r.path_params() {
+                assert!(params.contains(&("path", name)), "{}: {name}", r.path);
+            }
+            for q in r.query {
+                assert!(
+                    params.contains(&("query", q.name)),
+                    "{}: {}",
+                    r.path,
+                    q.name
+                );
+            }
+            assert_eq!(
+                op["requestBody"].is_object(),
+                r.body.is_some(),
+                "{}",
+                r.path
+            );
+        }
+        let documented: usize = doc["paths"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|p| p.as_object().unwrap().len())
+            .sum();
+        assert_eq!(documented, TABLE.len(), "the document lists only the table");
+    }
+
+    /// Every row answers (no Redis needed: with a key set and none sent, bot
+    /// routes answer 401 before any Redis call), and nothing else does.
+    #[tokio::test]
+    async fn every_row_is_served_and_nothing_else() {
+        let queue = engine::Queue::new("redis://127.0.0.1:1", "t", Default::default()).unwrap();
+        let cfg = BridgeConfig {
+            addr: "127.0.0.1:0".parse().unwrap(),
+            api_key: Some("k".into()),
+            rate_per_min: 10_000,
+            data_dir: "data".into(),
+            out_dir: "runs".into(),
+            store_dir: "store".into(),
+        };
+        let routes = super::super::routes(queue, cfg);
+        let call = |method: &str, path: &str| {
+            warp::test::request()
+                .method(method)
+                .path(path)
+                .header("content-length", "2")
+                .body("{}")
+                .reply(&routes)
+        };
+        for r in TABLE {
+            let path = r
+                .path
+                .replace("{id}", "x")
+                .replace("{name}", "x")
+                .replace("{asset}", "BTC");
+            let res = call(&r.method.as_str().to_uppercase(), &path).await;
+            let want = match r.handler {
+                Handler::Public(_) => 200,
+                Handler::Bot(_) | Handler::BotOrQuery(_) => 401,
+            };
+            assert_eq!(
+                res.status(),
+                want,
+                "{} {path}: {:?}",
+                r.method.as_str(),
+                res.body()
+            );
+        }
+        let res = call("GET", "/nowhere").await;
+        assert_eq!(res.status(), 404);
+        let body: Value = serde_json::from_slice(res.body()).unwrap();
+        assert_eq!(body["error"], "no such route; see /openapi.json");
+        assert_eq!(call("PUT", "/jobs").await.status(), 405);
+        assert_eq!(call("GET", "/jobs/x/cancel").await.status(), 405);
+    }
+}
