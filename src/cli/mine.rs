@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context};
 use tokio_util::sync::CancellationToken;
 
-use crate::miner::keys::{self, Hotkey};
+use crate::miner::hotkey::{self, Hotkey};
 use crate::miner::metagraph::{Blacklist, BlacklistPolicy, MetagraphSource};
 use crate::miner::{auth, server, Miner, MinerConfig, ModelHolder, ModelSpec};
 use publisher::store::{S3Config, S3Store, Store};
@@ -124,7 +124,7 @@ fn hotkey(a: &MineArgs) -> anyhow::Result<Hotkey> {
     let dir = a
         .wallet_path
         .clone()
-        .unwrap_or_else(keys::default_wallets_dir);
+        .unwrap_or_else(hotkey::default_wallets_dir);
     Ok(Hotkey::from_wallet(&dir, &a.wallet_name, &a.wallet_hotkey)?)
 }
 
@@ -135,7 +135,7 @@ fn blacklist(a: &MineArgs) -> anyhow::Result<Blacklist> {
         if hk.is_empty() {
             continue;
         }
-        keys::ss58_decode(hk).with_context(|| "--allow-hotkeys".to_string())?;
+        hotkey::ss58_decode(hk).with_context(|| "--allow-hotkeys".to_string())?;
         allow.insert(hk.to_string());
     }
     if !a.min_stake.is_finite() {

@@ -15,7 +15,7 @@ use hyper::HeaderMap;
 use schnorrkel::{Keypair, Signature};
 use sha3::{Digest, Sha3_256};
 
-use super::keys;
+use super::hotkey;
 
 /// schnorrkel's signing context for substrate keys.
 pub const SIGNING_CONTEXT: &[u8] = b"substrate";
@@ -71,7 +71,7 @@ pub fn sign(keypair: &Keypair, message: &str) -> String {
 /// Verify a dendrite's signature (`0x`-prefixed or bare hex) over `message` by the key of the
 /// ss58 address `signer`. The error is the reason, for a 401.
 pub fn verify(signer: &str, message: &str, signature: &str) -> Result<(), String> {
-    let public = keys::public_key(signer).map_err(|e| e.to_string())?;
+    let public = hotkey::public_key(signer).map_err(|e| e.to_string())?;
     let raw = hex::decode(signature.trim().trim_start_matches("0x"))
         .map_err(|_| "the signature is not hex".to_string())?;
     let sig = Signature::from_bytes(&raw)
@@ -301,7 +301,7 @@ pub fn now_ns() -> i128 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::miner::keys::Hotkey;
+    use crate::miner::hotkey::Hotkey;
 
     #[test]
     fn the_simulation_body_hash_is_sha3_of_nothing() {

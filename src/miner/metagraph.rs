@@ -17,7 +17,7 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
 
-use super::keys;
+use super::hotkey;
 
 /// One neuron's standing.
 #[derive(Debug, Clone, PartialEq)]
@@ -67,7 +67,7 @@ impl Metagraph {
             let hk = hotkey
                 .as_str()
                 .ok_or_else(|| format!("hotkey of uid {uid} is not a string"))?;
-            keys::ss58_decode(hk).map_err(|e| format!("uid {uid}: {e}"))?;
+            hotkey::ss58_decode(hk).map_err(|e| format!("uid {uid}: {e}"))?;
             if !stake.is_finite() {
                 return Err(format!("uid {uid}: stake {stake} is not finite"));
             }

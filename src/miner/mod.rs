@@ -14,7 +14,7 @@
 //! answers instead, and the log and `sc_miner_fallbacks_total` say so.
 
 pub mod auth;
-pub mod keys;
+pub mod hotkey;
 pub mod metagraph;
 pub mod metrics;
 pub mod server;
@@ -36,7 +36,7 @@ use sn50::pyth::{PythClient, PythConfig};
 use sn50::response::{iso_start_timestamp, SimulationInput};
 use tokio_util::sync::CancellationToken;
 
-use keys::Hotkey;
+use hotkey::Hotkey;
 use metagraph::Blacklist;
 use metrics::MinerMetrics;
 
