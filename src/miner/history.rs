@@ -1,0 +1,61 @@
+//! Bar history from the data directory: an asset's bars at a step size, loaded once and
+//! re-read when the file changes ([`HistoryCache`]), and the last close (the spot price of last
+//! resort).
+//!
+//! This module does not download bars (`synth-city data download` does), and does not cut the
+//! history at the request time (the forecaster uses only bars closed by then).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use sn50::data::{asset_file, Bars};
+
+/// Loaded bar files by (asset, bar seconds), with the file's modification time.
+type BarFiles = HashMap<(String, i64), (Option<SystemTime>, Arc<Bars>)>;
+
+/// Bar files from the data directory, loaded once and re-read when they change.
+pub struct HistoryCache {
+    dir: PathBuf,
+    loaded: Mutex<BarFiles>,
+}
+
+impl HistoryCache {
+    pub fn new(dir: PathBuf) -> Self {
+        HistoryCache {
+            dir,
+            loaded: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The bars of `asset` at `bar_seconds` (blocking: may read a file).
+    pub fn get(&self, asset: &str, bar_seconds: i64) -> Result<Arc<Bars>, String> {
+        let path = asset_file(&self.dir, asset, bar_seconds).map_err(|e| e.to_string())?;
+        let mtime = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
+        let key = (asset.to_string(), bar_seconds);
+        if let Some((t, b)) = self.loaded.lock().expect("history lock").get(&key) {
+            if *t == mtime {
+                return Ok(b.clone());
+            }
+        }
+        let bars = Arc::new(Bars::load(&path).map_err(|e| e.to_string())?);
+        self.loaded
+            .lock()
+            .expect("history lock")
+            .insert(key, (mtime, bars.clone()));
+        Ok(bars)
+    }
+
+    /// The last close of `asset` in the data directory: (price, close time).
+    pub fn last_close(&self, asset: &str) -> Option<(f64, i64)> {
+        [60, 300]
+            .iter()
+            .filter_map(|&s| self.get(asset, s).ok())
+            .filter_map(|b| {
+                let i = b.len().checked_sub(1)?;
+                Some((b.close[i], b.timestamps[i] + b.bar_seconds))
+            })
+            .max_by_key(|&(_, t)| t)
+    }
+}
