@@ -266,7 +266,7 @@ pub async fn run(a: MineArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {addr}"))?;
     let local = listener.local_addr()?;
     let model_label = models.describe();
-    let miner = Miner::new(config(&a, local)?, key, models, bl).map_err(anyhow::Error::msg)?;
+    let miner = Miner::new(config(&a, local)?, key, models, bl)?;
     let shutdown = shutdown_on_signal();
     miner.spawn_background(shutdown.clone());
     if let Some(m) = a.metrics_addr {
@@ -310,7 +310,7 @@ async fn check(a: &MineArgs) -> anyhow::Result<()> {
     match blacklist(a) {
         Err(e) => items.push(("metagraph", false, format!("{e:#}"))),
         Ok(bl) => match bl.refresh().await {
-            Err(e) => items.push(("metagraph", false, e)),
+            Err(e) => items.push(("metagraph", false, e.to_string())),
             Ok(n) => {
                 let mut msg = match &bl.source {
                     Some(s) => format!("{n} neurons from {s}"),
@@ -419,7 +419,7 @@ async fn bench(a: &MineArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
     let addr = listener.local_addr()?;
     let model_label = models.describe();
-    let miner = Miner::new(config(a, addr)?, key, models, bl).map_err(anyhow::Error::msg)?;
+    let miner = Miner::new(config(a, addr)?, key, models, bl)?;
     let stop = CancellationToken::new();
     let server = tokio::spawn(server::serve(miner.clone(), listener, stop.clone()));
     let url = format!("http://{addr}/Simulation");

@@ -13,7 +13,7 @@ use std::time::Duration;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use sn50::data::Bars;
-use sn50::forecast::{ForecastRequest, Forecaster};
+use sn50::forecast::{ForecastError, ForecastRequest, Forecaster};
 use sn50::response::{iso_start_timestamp, SimulationInput};
 
 use super::model::ModelSpec;
@@ -53,8 +53,39 @@ pub struct Answer {
     pub spot: Spot,
 }
 
-/// A checked request.
-struct Job {
+/// Why the model's paths cannot be sent (the GBM answers instead).
+#[derive(Debug, thiserror::Error)]
+enum SimulateError {
+    /// The forecaster failed (no history for the asset, a model error, ...).
+    #[error(transparent)]
+    Forecast(#[from] ForecastError),
+    /// It returned another number of paths or points than the request asks for.
+    #[error("the model returned {paths} x {points} prices, the request needs {want_paths} x {want_points}")]
+    Shape {
+        paths: usize,
+        points: usize,
+        want_paths: usize,
+        want_points: usize,
+    },
+    /// The encoder refused the prices (NaN, infinite or zero: `unusable output: ...`), or
+    /// could not write one.
+    #[error("{0}")]
+    Encode(String),
+}
+
+impl SimulateError {
+    /// The `reason` label of `sc_miner_fallbacks_total`: `output` for prices the validator
+    /// would reject, else `error`.
+    fn fallback_reason(&self) -> &'static str {
+        match self {
+            SimulateError::Encode(m) if m.starts_with("unusable output") => "output",
+            _ => "error",
+        }
+    }
+}
+
+/// A checked `simulation_input`.
+struct Prompt {
     asset: String,
     start: i64,
     increment: u64,
@@ -62,7 +93,7 @@ struct Job {
     paths: usize,
 }
 
-fn check_input(input: &SimulationInput) -> Result<Job, ApiError> {
+fn check_input(input: &SimulationInput) -> Result<Prompt, ApiError> {
     let bad = |m: String| ApiError::new(400, m);
     let asset = input.asset.trim();
     if asset.is_empty() || asset.len() > 32 {
@@ -99,7 +130,7 @@ fn check_input(input: &SimulationInput) -> Result<Job, ApiError> {
             input.num_simulations
         )));
     }
-    Ok(Job {
+    Ok(Prompt {
         asset: asset.to_string(),
         start,
         increment: input.time_increment as u64,
@@ -111,11 +142,11 @@ fn check_input(input: &SimulationInput) -> Result<Job, ApiError> {
 /// Simulate and encode (blocking).
 fn simulate_encoded(
     f: &dyn Forecaster,
-    job: &Job,
+    job: &Prompt,
     spot: f64,
     history: Option<&Bars>,
     as_of: i64,
-) -> Result<String, String> {
+) -> Result<String, SimulateError> {
     let req = ForecastRequest {
         asset: job.asset.clone(),
         start_time: job.start,
@@ -127,17 +158,17 @@ fn simulate_encoded(
         as_of,
     };
     let mut rng = ChaCha8Rng::from_rng(&mut rand::rng());
-    let paths = f.forecast(&req, &mut rng).map_err(|e| e.to_string())?;
+    let paths = f.forecast(&req, &mut rng)?;
     if paths.n_paths() != job.paths || paths.n_points() != req.num_points() {
-        return Err(format!(
-            "the model returned {} x {} prices, the request needs {} x {}",
-            paths.n_paths(),
-            paths.n_points(),
-            job.paths,
-            req.num_points()
-        ));
+        return Err(SimulateError::Shape {
+            paths: paths.n_paths(),
+            points: paths.n_points(),
+            want_paths: job.paths,
+            want_points: req.num_points(),
+        });
     }
     sn50::encode::simulation_output_json(job.start, job.increment as i64, &paths)
+        .map_err(SimulateError::Encode)
 }
 
 impl Miner {
@@ -169,7 +200,7 @@ impl Miner {
             self.spot
                 .get(&job.asset, move || h.last_close(&a))
                 .await
-                .map_err(|e| ApiError::new(503, e))?
+                .map_err(|e| ApiError::new(503, e.to_string()))?
         };
         self.metrics
             .spot_source
@@ -200,14 +231,7 @@ impl Miner {
                         spot,
                     })
                 }
-                Ok(Ok(Err(e))) => {
-                    let reason = if e.starts_with("unusable output") {
-                        "output"
-                    } else {
-                        "error"
-                    };
-                    fallback = Some((reason, e));
-                }
+                Ok(Ok(Err(e))) => fallback = Some((e.fallback_reason(), e.to_string())),
                 Ok(Err(join)) => fallback = Some(("error", format!("the model panicked: {join}"))),
                 Err(_) => {
                     fallback = Some((

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use sn50::data::{asset_file, Bars};
+use sn50::data::{asset_file, Bars, DataError};
 
 /// Loaded bar files by (asset, bar seconds), with the file's modification time.
 type BarFiles = HashMap<(String, i64), (Option<SystemTime>, Arc<Bars>)>;
@@ -30,8 +30,8 @@ impl HistoryCache {
     }
 
     /// The bars of `asset` at `bar_seconds` (blocking: may read a file).
-    pub fn get(&self, asset: &str, bar_seconds: i64) -> Result<Arc<Bars>, String> {
-        let path = asset_file(&self.dir, asset, bar_seconds).map_err(|e| e.to_string())?;
+    pub fn get(&self, asset: &str, bar_seconds: i64) -> Result<Arc<Bars>, DataError> {
+        let path = asset_file(&self.dir, asset, bar_seconds)?;
         let mtime = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
         let key = (asset.to_string(), bar_seconds);
         if let Some((t, b)) = self.loaded.lock().expect("history lock").get(&key) {
@@ -39,7 +39,7 @@ impl HistoryCache {
                 return Ok(b.clone());
             }
         }
-        let bars = Arc::new(Bars::load(&path).map_err(|e| e.to_string())?);
+        let bars = Arc::new(Bars::load(&path)?);
         self.loaded
             .lock()
             .expect("history lock")

@@ -20,6 +20,7 @@
 
 pub mod answer;
 pub mod auth;
+pub mod error;
 pub mod history;
 pub mod hotkey;
 pub mod metagraph;
@@ -40,9 +41,10 @@ use sn50::pyth::PythConfig;
 use tokio_util::sync::CancellationToken;
 
 pub use answer::{Answer, ApiError, MAX_PRICES, MAX_SIMULATIONS};
+pub use error::ErrorText;
 pub use history::HistoryCache;
-pub use model::{mirror_production, LoadedModel, ModelHolder, ModelSpec};
-pub use spot::{Spot, SpotCache, SpotSource};
+pub use model::{mirror_production, LoadedModel, ModelError, ModelHolder, ModelSpec};
+pub use spot::{PythOutage, Spot, SpotCache, SpotError, SpotSource};
 
 use hotkey::Hotkey;
 use metagraph::Blacklist;
@@ -112,12 +114,13 @@ pub struct Miner {
 }
 
 impl Miner {
+    /// Assemble a miner; fails only when the Pyth client cannot be built.
     pub fn new(
         config: MinerConfig,
         hotkey: Hotkey,
         models: ModelHolder,
         blacklist: Blacklist,
-    ) -> Result<Arc<Self>, String> {
+    ) -> Result<Arc<Self>, SpotError> {
         let spot = SpotCache::new(
             config.pyth.clone(),
             config.spot_ttl,

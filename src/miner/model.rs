@@ -12,9 +12,70 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
 use jobs::Timeframe;
+use publisher::production::ProductionError;
 use publisher::store::Store;
 use sn50::constants::Sn50Config;
 use sn50::forecast::{Forecaster, Gbm};
+use trainer::zoo::ZooError;
+
+use super::error::ErrorText;
+
+/// Why a model is not served.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    /// `--model` named neither `gbm`, `latest` nor a folder.
+    #[error("no checkpoint folder given: name one per timeframe (comma-separated), or use latest or gbm")]
+    NoCheckpoint,
+    /// A checkpoint folder that does not load (the trainer's error names the path).
+    #[error(transparent)]
+    Load(#[from] ZooError),
+    /// Two checkpoints for one step size.
+    #[error(
+        "{first} and {second} both simulate {step_secs} s steps: give one checkpoint per timeframe"
+    )]
+    SameTimeframe {
+        first: String,
+        second: String,
+        step_secs: u64,
+    },
+    /// A production pointer that cannot be read.
+    #[error(transparent)]
+    Pointer(#[from] ProductionError),
+    /// The model a production pointer names does not load.
+    #[error("the production model {dir} ({file}) does not load: {error}")]
+    ProductionLoad {
+        dir: String,
+        file: String,
+        error: Box<ModelError>,
+    },
+    /// A timeframe's pointer names a model of another step size.
+    #[error("{file} points at {dir}, a model of {got_secs} s steps, not {want}: publish a {want} model there")]
+    WrongTimeframe {
+        file: String,
+        dir: String,
+        got_secs: u64,
+        want: Timeframe,
+    },
+    /// The production models could not be copied from the bucket.
+    #[error(transparent)]
+    Mirror(ProductionError),
+    /// More than one of the above, from one look at the pointers.
+    #[error("{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))]
+    Several(Vec<ModelError>),
+}
+
+impl ErrorText for ModelError {}
+
+impl ModelError {
+    /// One error for all of `errors` (`None` when there are none).
+    fn all(mut errors: Vec<ModelError>) -> Option<ModelError> {
+        match errors.len() {
+            0 => None,
+            1 => errors.pop(),
+            _ => Some(ModelError::Several(errors)),
+        }
+    }
+}
 
 /// What `--model` names.
 #[derive(Debug, Clone, PartialEq)]
@@ -64,12 +125,11 @@ impl LoadedModel {
     }
 }
 
-fn load_checkpoint(dir: &Path) -> Result<LoadedModel, String> {
+fn load_checkpoint(dir: &Path) -> Result<LoadedModel, ModelError> {
     let f = trainer::zoo::forecaster::load_forecaster(
         &dir.display().to_string(),
         &trainer::Device::Cpu,
-    )
-    .map_err(|e| e.to_string())?;
+    )?;
     let increment = f.time_increment();
     Ok(LoadedModel {
         forecaster: Arc::from(f),
@@ -81,10 +141,10 @@ fn load_checkpoint(dir: &Path) -> Result<LoadedModel, String> {
 
 /// For `latest` from an object store: copies the production pointers of `store` and the
 /// model objects they name into `local` (see [`publisher::production::mirror`]).
-pub async fn mirror_production(store: &dyn Store, local: &Path) -> Result<Vec<String>, String> {
+pub async fn mirror_production(store: &dyn Store, local: &Path) -> Result<Vec<String>, ModelError> {
     publisher::production::mirror(store, local, trainer::zoo::train::WEIGHTS_FILE)
         .await
-        .map_err(|e| e.to_string())
+        .map_err(ModelError::Mirror)
 }
 
 /// The models being served, one per step size, each swapped atomically when `latest` sees a
@@ -142,13 +202,13 @@ impl ModelHolder {
     /// the same step size, is an error; `latest` with nothing published, or with a
     /// publication that does not load, serves the GBM and says why in the second value (the
     /// reload loop picks up the next publication).
-    pub fn load(spec: ModelSpec, store_dir: &Path) -> Result<(Self, Option<String>), String> {
+    pub fn load(spec: ModelSpec, store_dir: &Path) -> Result<(Self, Option<String>), ModelError> {
         let h = Self::empty(spec.clone(), store_dir);
         match &spec {
             ModelSpec::Gbm => Ok((h, None)),
             ModelSpec::Paths(paths) => {
                 if paths.is_empty() {
-                    return Err("no checkpoint folder given".into());
+                    return Err(ModelError::NoCheckpoint);
                 }
                 for p in paths {
                     let m = load_checkpoint(p)?;
@@ -156,12 +216,11 @@ impl ModelHolder {
                     if let Some(other) =
                         i.and_then(|i| h.models.read().expect("lock").get(&i).cloned())
                     {
-                        return Err(format!(
-                            "{} and {} both simulate {} s steps: give one checkpoint per timeframe",
-                            other.label,
-                            p.display(),
-                            i.unwrap_or(0)
-                        ));
+                        return Err(ModelError::SameTimeframe {
+                            first: other.label.clone(),
+                            second: p.display().to_string(),
+                            step_secs: i.unwrap_or(0),
+                        });
                     }
                     h.put(m);
                 }
@@ -207,7 +266,7 @@ impl ModelHolder {
     /// newest publication of any timeframe, as older publishers wrote only it) for its step
     /// size. A model that does not load leaves the previous one served and is reported in
     /// the error (after the others are loaded).
-    pub fn reload_if_changed(&self) -> Result<Vec<String>, String> {
+    pub fn reload_if_changed(&self) -> Result<Vec<String>, ModelError> {
         if self.spec != ModelSpec::Latest {
             return Ok(Vec::new());
         }
@@ -226,7 +285,7 @@ impl ModelHolder {
                     Ok(Some(p)) => (p.dir, p.pointer, p.text),
                     Ok(None) => continue,
                     Err(e) => {
-                        errors.push(e.to_string());
+                        errors.push(e.into());
                         continue;
                     }
                 };
@@ -244,19 +303,22 @@ impl ModelHolder {
             let m = match load_checkpoint(&dir) {
                 Ok(m) => m,
                 Err(e) => {
-                    errors.push(format!(
-                        "the production model {} ({file}) does not load: {e}",
-                        dir.display()
-                    ));
+                    errors.push(ModelError::ProductionLoad {
+                        dir: dir.display().to_string(),
+                        file: file.clone(),
+                        error: Box::new(e),
+                    });
                     continue;
                 }
             };
             if let (Some(tf), Some(got)) = (timeframe, m.increment) {
                 if tf.step_secs() as u64 != got {
-                    errors.push(format!(
-                        "{file} points at {}, a model of {got} s steps, not {tf}",
-                        dir.display()
-                    ));
+                    errors.push(ModelError::WrongTimeframe {
+                        file: file.clone(),
+                        dir: dir.display().to_string(),
+                        got_secs: got,
+                        want: tf,
+                    });
                     continue;
                 }
             }
@@ -273,10 +335,9 @@ impl ModelHolder {
             loaded.push(m.label.clone());
             self.put(m);
         }
-        if errors.is_empty() {
-            Ok(loaded)
-        } else {
-            Err(errors.join("; "))
+        match ModelError::all(errors) {
+            None => Ok(loaded),
+            Some(e) => Err(e),
         }
     }
 }

@@ -23,7 +23,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use super::auth::{self, RequestHeaders};
+use super::auth::{self, AuthError, RequestHeaders};
 use super::{ApiError, Miner};
 use sn50::response::SimulationInput;
 
@@ -164,7 +164,7 @@ fn authenticate(
             Some(h),
         )));
     }
-    let not_verified = |e: String, h: &RequestHeaders| {
+    let not_verified = |e: AuthError, h: &RequestHeaders| {
         tracing::warn!(%remote, hotkey = h.dendrite_hotkey.as_deref().unwrap_or("-"), error = %e,
             "refused: not verified");
         Box::new((
@@ -174,7 +174,7 @@ fn authenticate(
     };
     let hotkey = h.dendrite_hotkey.clone().unwrap_or_default();
     let Some(nonce) = h.nonce else {
-        return Err(not_verified("Missing Nonce".into(), &h));
+        return Err(not_verified(AuthError::MissingNonce, &h));
     };
     let uuid = h.uuid.clone().unwrap_or_else(|| "None".into());
     let key = format!("{hotkey}:{uuid}");
@@ -190,7 +190,7 @@ fn authenticate(
         h.computed_body_hash.as_deref().unwrap_or(""),
     );
     let Some(signature) = h.signature.as_deref() else {
-        return Err(not_verified("Missing signature".into(), &h));
+        return Err(not_verified(AuthError::MissingSignature, &h));
     };
     auth::verify(&hotkey, &message, signature).map_err(|e| not_verified(e, &h))?;
     miner

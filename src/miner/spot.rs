@@ -9,7 +9,33 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use sn50::pyth::{PythClient, PythConfig};
+use sn50::pyth::{PythClient, PythConfig, PythError};
+
+/// Why Pyth gave no price for this request.
+#[derive(Debug, thiserror::Error)]
+pub enum PythOutage {
+    /// It failed for this asset within the retry pause; it was not asked again.
+    #[error("Pyth failed a moment ago")]
+    Recent,
+    /// It was asked and failed.
+    #[error(transparent)]
+    Failed(#[from] PythError),
+}
+
+/// No spot price.
+#[derive(Debug, thiserror::Error)]
+pub enum SpotError {
+    /// The Pyth client cannot be built (its configuration).
+    #[error(transparent)]
+    Client(Box<PythError>),
+    /// Pyth is unreachable and there is nothing to fall back on (the 503 body).
+    #[error("no spot price for {asset}: Pyth ({hermes}) is unreachable ({why}), no earlier Pyth price is cached and the data directory has no bars for it")]
+    Unavailable {
+        asset: String,
+        hermes: String,
+        why: Box<PythOutage>,
+    },
+}
 
 /// Where a spot price came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,9 +81,9 @@ pub struct SpotCache {
 }
 
 impl SpotCache {
-    pub fn new(pyth: PythConfig, ttl: Duration, retry_after: Duration) -> Result<Self, String> {
+    pub fn new(pyth: PythConfig, ttl: Duration, retry_after: Duration) -> Result<Self, SpotError> {
         Ok(SpotCache {
-            client: PythClient::new(pyth).map_err(|e| e.to_string())?,
+            client: PythClient::new(pyth).map_err(|e| SpotError::Client(Box::new(e)))?,
             ttl,
             retry_after,
             last: Mutex::new(HashMap::new()),
@@ -80,7 +106,7 @@ impl SpotCache {
         &self,
         asset: &str,
         last_close: impl FnOnce() -> Option<(f64, i64)> + Send + 'static,
-    ) -> Result<Spot, String> {
+    ) -> Result<Spot, SpotError> {
         let fresh = |c: Option<(f64, Instant)>| {
             c.filter(|(_, at)| at.elapsed() < self.ttl)
                 .map(|(p, at)| Spot {
@@ -110,7 +136,7 @@ impl SpotCache {
             .expect("spot lock")
             .get(asset)
             .is_some_and(|t| Instant::now() < *t);
-        let mut why = "Pyth failed a moment ago".to_string();
+        let mut why = PythOutage::Recent;
         if !down {
             match self.client.latest_price(asset).await {
                 Ok(p) => {
@@ -131,7 +157,7 @@ impl SpotCache {
                         .lock()
                         .expect("spot lock")
                         .insert(asset.to_string(), Instant::now() + self.retry_after);
-                    why = e.to_string();
+                    why = PythOutage::Failed(e);
                 }
             }
         }
@@ -152,9 +178,10 @@ impl SpotCache {
                 age_s: (now - t).max(0) as f64,
             });
         }
-        Err(format!(
-            "no spot price for {asset}: Pyth ({}) is unreachable ({why}), no earlier Pyth price is cached and the data directory has no bars for it",
-            self.hermes_url()
-        ))
+        Err(SpotError::Unavailable {
+            asset: asset.to_string(),
+            hermes: self.hermes_url().to_string(),
+            why: Box::new(why),
+        })
     }
 }
