@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
+use jobs::Timeframe;
 use tokio_util::sync::CancellationToken;
 
 use crate::miner::hotkey::{self, Hotkey};
@@ -392,11 +393,12 @@ fn next_start_time() -> String {
 
 /// `mine --bench`.
 async fn bench(a: &MineArgs) -> anyhow::Result<()> {
-    let (inc, len) = match a.bench_prompt.as_str() {
-        "low" => (300, 86_400),
-        "high" => (60, 3_600),
+    let timeframe = match a.bench_prompt.as_str() {
+        "low" => Timeframe::FiveMinutes,
+        "high" => Timeframe::OneMinute,
         other => bail!("--bench-prompt {other:?}: use low or high"),
     };
+    let (inc, len) = (timeframe.step_secs(), timeframe.horizon_secs());
     if a.bench_concurrency == 0 || a.bench_requests == 0 {
         bail!("--bench-requests and --bench-concurrency must be positive");
     }

@@ -10,6 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use jobs::Timeframe;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use sn50::data::Bars;
@@ -181,19 +182,20 @@ impl Miner {
         let job = Arc::new(check_input(input)?);
         let as_of = chrono::Utc::now().timestamp();
         let model = self.models.current(job.increment);
-        let bar_seconds = job.increment as i64;
-        // History: for the model, and for the last-close fallback of the spot price.
-        let history = if model.is_gbm {
-            None
-        } else {
-            let (h, a) = (self.history.clone(), job.asset.clone());
-            tokio::task::spawn_blocking(move || h.get(&a, bar_seconds))
-                .await
-                .ok()
-                .and_then(|r| {
-                    r.map_err(|e| tracing::debug!(error = %e, "no history for the request"))
-                        .ok()
-                })
+        // The model's history: the asset's bars at the request's step (the GBM needs none).
+        let timeframe = Timeframe::from_step_secs(job.increment as i64).filter(|_| !model.is_gbm);
+        let history = match timeframe {
+            None => None,
+            Some(tf) => {
+                let (h, a) = (self.history.clone(), job.asset.clone());
+                tokio::task::spawn_blocking(move || h.get(&a, tf))
+                    .await
+                    .ok()
+                    .and_then(|r| {
+                        r.map_err(|e| tracing::debug!(error = %e, "no history for the request"))
+                            .ok()
+                    })
+            }
         };
         let spot = {
             let (h, a) = (self.history.clone(), job.asset.clone());

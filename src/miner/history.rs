@@ -10,10 +10,11 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
+use jobs::Timeframe;
 use sn50::data::{asset_file, Bars, DataError};
 
-/// Loaded bar files by (asset, bar seconds), with the file's modification time.
-type BarFiles = HashMap<(String, i64), (Option<SystemTime>, Arc<Bars>)>;
+/// Loaded bar files by (asset, timeframe), with the file's modification time.
+type BarFiles = HashMap<(String, Timeframe), (Option<SystemTime>, Arc<Bars>)>;
 
 /// Bar files from the data directory, loaded once and re-read when they change.
 pub struct HistoryCache {
@@ -29,11 +30,11 @@ impl HistoryCache {
         }
     }
 
-    /// The bars of `asset` at `bar_seconds` (blocking: may read a file).
-    pub fn get(&self, asset: &str, bar_seconds: i64) -> Result<Arc<Bars>, DataError> {
-        let path = asset_file(&self.dir, asset, bar_seconds)?;
+    /// The bars of `asset` at the step of `timeframe` (blocking: may read a file).
+    pub fn get(&self, asset: &str, timeframe: Timeframe) -> Result<Arc<Bars>, DataError> {
+        let path = asset_file(&self.dir, asset, timeframe.step_secs())?;
         let mtime = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
-        let key = (asset.to_string(), bar_seconds);
+        let key = (asset.to_string(), timeframe);
         if let Some((t, b)) = self.loaded.lock().expect("history lock").get(&key) {
             if *t == mtime {
                 return Ok(b.clone());
@@ -47,15 +48,17 @@ impl HistoryCache {
         Ok(bars)
     }
 
-    /// The last close of `asset` in the data directory: (price, close time).
+    /// The last close of `asset` in the data directory: (price, close time), the latest of its
+    /// bar files; on a tie, the 5-minute bar's.
     pub fn last_close(&self, asset: &str) -> Option<(f64, i64)> {
-        [60, 300]
-            .iter()
-            .filter_map(|&s| self.get(asset, s).ok())
-            .filter_map(|b| {
+        Timeframe::ALL
+            .into_iter()
+            .filter_map(|tf| Some((tf, self.get(asset, tf).ok()?)))
+            .filter_map(|(tf, b)| {
                 let i = b.len().checked_sub(1)?;
-                Some((b.close[i], b.timestamps[i] + b.bar_seconds))
+                Some((tf, b.close[i], b.timestamps[i] + b.bar_seconds))
             })
-            .max_by_key(|&(_, t)| t)
+            .max_by_key(|&(tf, _, t)| (t, tf == Timeframe::FiveMinutes))
+            .map(|(_, price, t)| (price, t))
     }
 }

@@ -7,7 +7,7 @@
 //! for a publication (the miner's reload loop does), and does not read or copy pointers itself:
 //! [`publisher::production`] reads them and mirrors a bucket's into the local store.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -29,15 +29,18 @@ pub enum ModelError {
     /// A checkpoint folder that does not load (the trainer's error names the path).
     #[error(transparent)]
     Load(#[from] ZooError),
-    /// Two checkpoints for one step size.
-    #[error(
-        "{first} and {second} both simulate {step_secs} s steps: give one checkpoint per timeframe"
-    )]
+    /// Two checkpoints for one timeframe.
+    #[error("{first} and {second} both simulate {} s steps: give one checkpoint per timeframe", .timeframe.step_secs())]
     SameTimeframe {
         first: String,
         second: String,
-        step_secs: u64,
+        timeframe: Timeframe,
     },
+    /// A checkpoint whose step size is no SN50 prompt's.
+    #[error(
+        "{dir} simulates {step_secs} s steps, which no prompt asks for: train it on 5m or 1m bars"
+    )]
+    UnknownStep { dir: String, step_secs: u64 },
     /// A production pointer that cannot be read.
     #[error(transparent)]
     Pointer(#[from] ProductionError),
@@ -49,11 +52,11 @@ pub enum ModelError {
         error: Box<ModelError>,
     },
     /// A timeframe's pointer names a model of another step size.
-    #[error("{file} points at {dir}, a model of {got_secs} s steps, not {want}: publish a {want} model there")]
+    #[error("{file} points at {dir}, a model of {} s steps, not {want}: publish a {want} model there", .got.step_secs())]
     WrongTimeframe {
         file: String,
         dir: String,
-        got_secs: u64,
+        got: Timeframe,
         want: Timeframe,
     },
     /// The production models could not be copied from the bucket.
@@ -110,8 +113,8 @@ pub struct LoadedModel {
     /// The checkpoint folder, or `gbm`.
     pub label: String,
     pub is_gbm: bool,
-    /// The step size it simulates, in seconds (`None`: any, as the GBM).
-    pub increment: Option<u64>,
+    /// The timeframe it simulates (`None`: any step size, as the GBM).
+    pub timeframe: Option<Timeframe>,
 }
 
 impl LoadedModel {
@@ -120,7 +123,7 @@ impl LoadedModel {
             forecaster: Arc::new(Gbm::new(Sn50Config::default())),
             label: "gbm".into(),
             is_gbm: true,
-            increment: None,
+            timeframe: None,
         }
     }
 }
@@ -130,12 +133,20 @@ fn load_checkpoint(dir: &Path) -> Result<LoadedModel, ModelError> {
         &dir.display().to_string(),
         &trainer::Device::Cpu,
     )?;
-    let increment = f.time_increment();
+    let timeframe = match f.time_increment() {
+        None => None,
+        Some(step_secs) => Some(Timeframe::from_step_secs(step_secs as i64).ok_or_else(|| {
+            ModelError::UnknownStep {
+                dir: dir.display().to_string(),
+                step_secs,
+            }
+        })?),
+    };
     Ok(LoadedModel {
         forecaster: Arc::from(f),
         label: dir.display().to_string(),
         is_gbm: false,
-        increment,
+        timeframe,
     })
 }
 
@@ -147,12 +158,12 @@ pub async fn mirror_production(store: &dyn Store, local: &Path) -> Result<Vec<St
         .map_err(ModelError::Mirror)
 }
 
-/// The models being served, one per step size, each swapped atomically when `latest` sees a
+/// The models being served, one per timeframe, each swapped atomically when `latest` sees a
 /// new publication. A request whose step size has no trained model gets the GBM baseline.
 pub struct ModelHolder {
     pub spec: ModelSpec,
     store_dir: PathBuf,
-    models: RwLock<std::collections::BTreeMap<u64, Arc<LoadedModel>>>,
+    models: RwLock<BTreeMap<Timeframe, Arc<LoadedModel>>>,
     gbm: Arc<LoadedModel>,
     /// `latest`: each production pointer's text last acted on (loaded, or failed to load).
     seen: Mutex<HashMap<String, String>>,
@@ -172,28 +183,35 @@ impl ModelHolder {
     fn put(&self, m: LoadedModel) {
         let m = Arc::new(m);
         let mut models = self.models.write().expect("model lock");
-        match m.increment {
-            Some(i) => {
-                models.insert(i, m);
+        match m.timeframe {
+            Some(tf) => {
+                models.insert(tf, m);
             }
-            // a forecaster for any step size serves every one
+            // a forecaster for any step size serves every timeframe
             None => {
                 for tf in Timeframe::ALL {
-                    models.insert(tf.step_secs() as u64, m.clone());
+                    models.insert(tf, m.clone());
                 }
             }
         }
     }
 
-    /// Serve a forecaster given directly (embedding, tests): its own step size, or all of them.
+    /// Serve a forecaster given directly (embedding, tests): for its own timeframe, or for all
+    /// of them when it takes any step size. One of a step size no prompt uses serves nothing.
     pub fn fixed(forecaster: Arc<dyn Forecaster>, label: &str) -> Self {
         let h = Self::empty(ModelSpec::Paths(vec![PathBuf::from(label)]), Path::new(""));
-        let increment = forecaster.time_increment();
+        let timeframe = match forecaster.time_increment() {
+            None => None,
+            Some(s) => match Timeframe::from_step_secs(s as i64) {
+                Some(tf) => Some(tf),
+                None => return h,
+            },
+        };
         h.put(LoadedModel {
             forecaster,
             label: label.into(),
             is_gbm: false,
-            increment,
+            timeframe,
         });
         h
     }
@@ -212,15 +230,14 @@ impl ModelHolder {
                 }
                 for p in paths {
                     let m = load_checkpoint(p)?;
-                    let i = m.increment;
-                    if let Some(other) =
-                        i.and_then(|i| h.models.read().expect("lock").get(&i).cloned())
-                    {
-                        return Err(ModelError::SameTimeframe {
-                            first: other.label.clone(),
-                            second: p.display().to_string(),
-                            step_secs: i.unwrap_or(0),
-                        });
+                    if let Some(tf) = m.timeframe {
+                        if let Some(other) = h.models.read().expect("lock").get(&tf) {
+                            return Err(ModelError::SameTimeframe {
+                                first: other.label.clone(),
+                                second: p.display().to_string(),
+                                timeframe: tf,
+                            });
+                        }
                     }
                     h.put(m);
                 }
@@ -241,12 +258,21 @@ impl ModelHolder {
         }
     }
 
-    /// The model for requests of `increment`-second steps (the GBM when none is loaded).
+    /// The model for requests of `increment`-second steps: the one of that timeframe, else
+    /// the GBM (also for a step size that is no timeframe's).
     pub fn current(&self, increment: u64) -> Arc<LoadedModel> {
+        match Timeframe::from_step_secs(increment as i64) {
+            Some(tf) => self.serving(tf),
+            None => self.gbm.clone(),
+        }
+    }
+
+    /// The model serving `timeframe` (the GBM when none is loaded).
+    pub fn serving(&self, timeframe: Timeframe) -> Arc<LoadedModel> {
         self.models
             .read()
             .expect("model lock")
-            .get(&increment)
+            .get(&timeframe)
             .cloned()
             .unwrap_or_else(|| self.gbm.clone())
     }
@@ -255,7 +281,7 @@ impl ModelHolder {
     pub fn describe(&self) -> String {
         Timeframe::ALL
             .iter()
-            .map(|tf| format!("{tf}: {}", self.current(tf.step_secs() as u64).label))
+            .map(|tf| format!("{tf}: {}", self.serving(*tf).label))
             .collect::<Vec<_>>()
             .join(", ")
     }
@@ -311,26 +337,21 @@ impl ModelHolder {
                     continue;
                 }
             };
-            if let (Some(tf), Some(got)) = (timeframe, m.increment) {
-                if tf.step_secs() as u64 != got {
+            if let (Some(want), Some(got)) = (timeframe, m.timeframe) {
+                if want != got {
                     errors.push(ModelError::WrongTimeframe {
                         file: file.clone(),
                         dir: dir.display().to_string(),
-                        got_secs: got,
-                        want: tf,
+                        got,
+                        want,
                     });
                     continue;
                 }
             }
-            if timeframe.is_none() {
-                // an older pointer: its model's step size decides, unless that timeframe has
-                // its own pointer
-                let tf = m
-                    .increment
-                    .and_then(|i| Timeframe::from_step_secs(i as i64));
-                if tf.is_some_and(has_timeframe_pointer) {
-                    continue;
-                }
+            // an older pointer: its model's timeframe decides, unless that timeframe has its
+            // own pointer
+            if timeframe.is_none() && m.timeframe.is_some_and(has_timeframe_pointer) {
+                continue;
             }
             loaded.push(m.label.clone());
             self.put(m);

@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::auth::{self, AuthError, RequestHeaders};
 use super::{ApiError, Miner};
+use jobs::Timeframe;
 use sn50::response::SimulationInput;
 
 /// The one synapse this axon serves.
@@ -219,11 +220,15 @@ fn response_body(mut body: serde_json::Map<String, serde_json::Value>, output_js
     Bytes::from(out)
 }
 
+/// The `prompt` label of `sc_miner_answer_seconds`: `low` for the 24 h prompt of 5-minute
+/// steps, `high` for the 1 h prompt of 1-minute steps, `other` for anything else.
 fn prompt_label(input: &SimulationInput) -> &'static str {
-    match (input.time_increment, input.time_length) {
-        (300, 86_400) => "low",
-        (60, 3_600) => "high",
-        _ => "other",
+    match Timeframe::from_step_secs(input.time_increment)
+        .filter(|tf| tf.horizon_secs() == input.time_length)
+    {
+        Some(Timeframe::FiveMinutes) => "low",
+        Some(Timeframe::OneMinute) => "high",
+        None => "other",
     }
 }
 
