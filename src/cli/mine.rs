@@ -2,6 +2,9 @@
 //! (`--check`: wallet, model, port, metagraph, Pyth), or measure it (`--bench`: the miner
 //! in-process on a loopback port, called over HTTP by signed dendrite requests, N concurrent
 //! callers, p50/p99 of the whole round trip including reading the ~3 MB body).
+//!
+//! This module turns flags into the miner's parts and reports; it holds no request handling,
+//! model loading or authentication of its own (all in `src/miner`).
 
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};

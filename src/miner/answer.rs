@@ -1,4 +1,4 @@
-//! Answering one `simulation_input`: the request checked ([`check_input`]), the spot price
+//! Answering one `simulation_input`: the request checked (`check_input`), the spot price
 //! and history gathered, the served model of its step size run on a blocking thread under the
 //! deadline, and the paths encoded as the validator reads them; the reference GBM answers
 //! instead when there is no model, or the model errs, is too slow, or gives paths the validator

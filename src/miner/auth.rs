@@ -6,6 +6,11 @@
 //! `now - 4 s - timeout`, later ones must grow; a nonce is recorded only after its signature
 //! verifies), and the body hash: `sha3_256` over the concatenated `sha3_256` hex digests of the
 //! synapse's `required_hash_fields`, which for `Simulation` is none, so the hash is `sha3_256("")`.
+//! It also signs as a dendrite does ([`dendrite_headers`]), for `mine --bench` and the tests.
+//!
+//! This module does not decide who may call ([`super::metagraph`]), does not read the request
+//! body or choose the HTTP status ([`super::server`]), and does not load our hotkey
+//! ([`super::hotkey`]).
 
 use std::collections::HashMap;
 use std::sync::Mutex;

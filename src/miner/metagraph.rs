@@ -9,6 +9,9 @@
 //! `{"hotkeys": [..], "stake": [..], "validator_permit": [..]}` (also `stakes`/`S`,
 //! `validator_permits`), or a list of neurons `[{"hotkey", "stake", "validator_permit"}]`, bare
 //! or under `"neurons"`. Stakes are in TAO.
+//!
+//! This module does not talk to the chain (the operator provides the snapshot) and does not
+//! verify signatures ([`super::auth`]): a caller it lets through is still unverified.
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;

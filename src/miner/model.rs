@@ -1,5 +1,5 @@
 //! What the miner serves: `--model` ([`ModelSpec`]), the checkpoints loaded from it
-//! ([`LoadedModel`], one per step size) and their hot swap ([`ModelHolder`]): `latest` follows
+//! ([`LoadedModel`], one per [`Timeframe`]) and their hot swap ([`ModelHolder`]): `latest` follows
 //! the publisher's production pointers and replaces a timeframe's model when its pointer
 //! changes, keeping the previous one when the new one does not load.
 //!

@@ -6,6 +6,10 @@
 //! `axon.status_code` 200). Every answer carries `{"message": ...}` on error and the axon status
 //! headers (`bt_header_axon_status_code`, `_status_message`, `_process_time`). The body is
 //! read only after authentication, capped, and under a time limit; headers have a read timeout.
+//!
+//! This module does not verify signatures or parse header values itself ([`super::auth`]),
+//! does not judge callers ([`super::metagraph`]), and does not compute the answer
+//! ([`super::answer`]); it orders those steps and turns their errors into HTTP replies.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
