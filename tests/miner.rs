@@ -22,9 +22,9 @@ use sn50::crps::Paths;
 use sn50::forecast::{ForecastError, ForecastRequest, Forecaster};
 use sn50::response::{check_response, parse_python_json, PyValue, SimulationInput};
 use synth_city::miner::auth;
-use synth_city::miner::keys::Hotkey;
+use synth_city::miner::hotkey::Hotkey;
 use synth_city::miner::metagraph::{Blacklist, BlacklistPolicy, Metagraph, MetagraphSource};
-use synth_city::miner::{Miner, MinerConfig, ModelHolder, ModelSpec};
+use synth_city::miner::{ErrorText, Miner, MinerConfig, ModelHolder, ModelSpec};
 use tokio_util::sync::CancellationToken;
 
 const ALICE: &str = "5GrwvaEF5zXb26Fz9rcQpDWS57CtERHpNehXCPcNoHGKutQY";

@@ -1143,7 +1143,7 @@ fn trained_checkpoint(out: &Path, timeframe: &str) -> Option<PathBuf> {
 /// refused while the previous model keeps serving.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_miner_serves_what_the_publisher_put_in_the_bucket() {
-    use synth_city::miner::{mirror_production, ModelHolder, ModelSpec};
+    use synth_city::miner::{mirror_production, ErrorText, ModelHolder, ModelSpec};
     let dir = tempfile::tempdir().unwrap();
     let Some(five) = trained_checkpoint(&dir.path().join("runs"), "5m") else {
         eprintln!("skipped: ../shared/data is absent");

@@ -2,6 +2,9 @@
 //! (`--check`: wallet, model, port, metagraph, Pyth), or measure it (`--bench`: the miner
 //! in-process on a loopback port, called over HTTP by signed dendrite requests, N concurrent
 //! callers, p50/p99 of the whole round trip including reading the ~3 MB body).
+//!
+//! This module turns flags into the miner's parts and reports; it holds no request handling,
+//! model loading or authentication of its own (all in `src/miner`).
 
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
@@ -10,9 +13,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
+use jobs::Timeframe;
 use tokio_util::sync::CancellationToken;
 
-use crate::miner::keys::{self, Hotkey};
+use crate::miner::hotkey::{self, Hotkey};
 use crate::miner::metagraph::{Blacklist, BlacklistPolicy, MetagraphSource};
 use crate::miner::{auth, server, Miner, MinerConfig, ModelHolder, ModelSpec};
 use publisher::store::{S3Config, S3Store, Store};
@@ -124,7 +128,7 @@ fn hotkey(a: &MineArgs) -> anyhow::Result<Hotkey> {
     let dir = a
         .wallet_path
         .clone()
-        .unwrap_or_else(keys::default_wallets_dir);
+        .unwrap_or_else(hotkey::default_wallets_dir);
     Ok(Hotkey::from_wallet(&dir, &a.wallet_name, &a.wallet_hotkey)?)
 }
 
@@ -135,7 +139,7 @@ fn blacklist(a: &MineArgs) -> anyhow::Result<Blacklist> {
         if hk.is_empty() {
             continue;
         }
-        keys::ss58_decode(hk).with_context(|| "--allow-hotkeys".to_string())?;
+        hotkey::ss58_decode(hk).with_context(|| "--allow-hotkeys".to_string())?;
         allow.insert(hk.to_string());
     }
     if !a.min_stake.is_finite() {
@@ -266,7 +270,7 @@ pub async fn run(a: MineArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {addr}"))?;
     let local = listener.local_addr()?;
     let model_label = models.describe();
-    let miner = Miner::new(config(&a, local)?, key, models, bl).map_err(anyhow::Error::msg)?;
+    let miner = Miner::new(config(&a, local)?, key, models, bl)?;
     let shutdown = shutdown_on_signal();
     miner.spawn_background(shutdown.clone());
     if let Some(m) = a.metrics_addr {
@@ -310,7 +314,7 @@ async fn check(a: &MineArgs) -> anyhow::Result<()> {
     match blacklist(a) {
         Err(e) => items.push(("metagraph", false, format!("{e:#}"))),
         Ok(bl) => match bl.refresh().await {
-            Err(e) => items.push(("metagraph", false, e)),
+            Err(e) => items.push(("metagraph", false, e.to_string())),
             Ok(n) => {
                 let mut msg = match &bl.source {
                     Some(s) => format!("{n} neurons from {s}"),
@@ -392,11 +396,12 @@ fn next_start_time() -> String {
 
 /// `mine --bench`.
 async fn bench(a: &MineArgs) -> anyhow::Result<()> {
-    let (inc, len) = match a.bench_prompt.as_str() {
-        "low" => (300, 86_400),
-        "high" => (60, 3_600),
+    let timeframe = match a.bench_prompt.as_str() {
+        "low" => Timeframe::FiveMinutes,
+        "high" => Timeframe::OneMinute,
         other => bail!("--bench-prompt {other:?}: use low or high"),
     };
+    let (inc, len) = (timeframe.step_secs(), timeframe.horizon_secs());
     if a.bench_concurrency == 0 || a.bench_requests == 0 {
         bail!("--bench-requests and --bench-concurrency must be positive");
     }
@@ -419,7 +424,7 @@ async fn bench(a: &MineArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
     let addr = listener.local_addr()?;
     let model_label = models.describe();
-    let miner = Miner::new(config(a, addr)?, key, models, bl).map_err(anyhow::Error::msg)?;
+    let miner = Miner::new(config(a, addr)?, key, models, bl)?;
     let stop = CancellationToken::new();
     let server = tokio::spawn(server::serve(miner.clone(), listener, stop.clone()));
     let url = format!("http://{addr}/Simulation");

@@ -6,6 +6,11 @@
 //! `now - 4 s - timeout`, later ones must grow; a nonce is recorded only after its signature
 //! verifies), and the body hash: `sha3_256` over the concatenated `sha3_256` hex digests of the
 //! synapse's `required_hash_fields`, which for `Simulation` is none, so the hash is `sha3_256("")`.
+//! It also signs as a dendrite does ([`dendrite_headers`]), for `mine --bench` and the tests.
+//!
+//! This module does not decide who may call ([`super::metagraph`]), does not read the request
+//! body or choose the HTTP status ([`super::server`]), and does not load our hotkey
+//! ([`super::hotkey`]).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -15,7 +20,66 @@ use hyper::HeaderMap;
 use schnorrkel::{Keypair, Signature};
 use sha3::{Digest, Sha3_256};
 
-use super::keys;
+use super::error::ErrorText;
+use super::hotkey::{self, KeyError};
+
+/// A request header that does not fit the synapse (the 400 `Improperly formatted request`).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum HeaderError {
+    #[error("header {name} is not visible ASCII")]
+    NotAscii { name: String },
+    #[error("header {name} must be an integer, got {value:?}")]
+    NotInteger { name: String, value: String },
+    #[error("header {name} must be a number, got {value:?}")]
+    NotNumber { name: String, value: String },
+    #[error("header timeout must be a non-negative number of seconds, got {value:?}")]
+    BadTimeout { value: String },
+    #[error(
+        "missing header bt_header_input_obj_simulation_input: the Simulation synapse requires \
+         simulation_input (a dendrite sends base64 of \"{{}}\")"
+    )]
+    MissingInput,
+    #[error("header bt_header_input_obj_simulation_input is not base64")]
+    InputNotBase64,
+    #[error("header bt_header_input_obj_simulation_input is not base64 of a JSON object")]
+    InputNotObject,
+}
+
+impl ErrorText for HeaderError {}
+
+/// Why a request is not verified (the 401 `Not Verified with error: ...`).
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("Missing Nonce")]
+    MissingNonce,
+    #[error("Missing signature")]
+    MissingSignature,
+    /// A first nonce older than the window (`now - 4 s - timeout`).
+    #[error("Nonce is too old")]
+    StaleNonce,
+    /// A nonce not newer than the last recorded for its `hotkey:uuid` (a replay).
+    #[error("Nonce is too old, a newer one was last processed")]
+    ReplayedNonce,
+    /// The dendrite's hotkey is not an sr25519 ss58 address.
+    #[error(transparent)]
+    Signer(#[from] KeyError),
+    #[error("the signature is not hex")]
+    SignatureNotHex,
+    #[error("the signature is not a 64-byte sr25519 signature ({0})")]
+    NotSignature(String),
+    /// A valid signature, but not by the signer over this message.
+    #[error("Signature mismatch with {message} and {signature}")]
+    Mismatch { message: String, signature: String },
+}
+
+impl ErrorText for AuthError {}
+
+/// An error equals its message (what the 401 body carries).
+impl PartialEq<&str> for AuthError {
+    fn eq(&self, other: &&str) -> bool {
+        self.to_string().as_str() == *other
+    }
+}
 
 /// schnorrkel's signing context for substrate keys.
 pub const SIGNING_CONTEXT: &[u8] = b"substrate";
@@ -70,18 +134,20 @@ pub fn sign(keypair: &Keypair, message: &str) -> String {
 
 /// Verify a dendrite's signature (`0x`-prefixed or bare hex) over `message` by the key of the
 /// ss58 address `signer`. The error is the reason, for a 401.
-pub fn verify(signer: &str, message: &str, signature: &str) -> Result<(), String> {
-    let public = keys::public_key(signer).map_err(|e| e.to_string())?;
+pub fn verify(signer: &str, message: &str, signature: &str) -> Result<(), AuthError> {
+    let public = hotkey::public_key(signer)?;
     let raw = hex::decode(signature.trim().trim_start_matches("0x"))
-        .map_err(|_| "the signature is not hex".to_string())?;
-    let sig = Signature::from_bytes(&raw)
-        .map_err(|e| format!("the signature is not a 64-byte sr25519 signature ({e})"))?;
+        .map_err(|_| AuthError::SignatureNotHex)?;
+    let sig = Signature::from_bytes(&raw).map_err(|e| AuthError::NotSignature(e.to_string()))?;
     let ok = |m: &[u8]| public.verify_simple(SIGNING_CONTEXT, m, &sig).is_ok();
     let wrapped = format!("<Bytes>{message}</Bytes>");
     if ok(message.as_bytes()) || ok(wrapped.as_bytes()) {
         Ok(())
     } else {
-        Err(format!("Signature mismatch with {message} and {signature}"))
+        Err(AuthError::Mismatch {
+            message: message.to_string(),
+            signature: signature.to_string(),
+        })
     }
 }
 
@@ -130,24 +196,28 @@ pub struct RequestHeaders {
     pub computed_body_hash: Option<String>,
 }
 
-fn header_str<'a>(h: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, String> {
+fn header_str<'a>(h: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, HeaderError> {
     match h.get(name) {
         None => Ok(None),
         Some(v) => v
             .to_str()
             .map(|s| Some(s.trim()))
-            .map_err(|_| format!("header {name} is not visible ASCII")),
+            .map_err(|_| HeaderError::NotAscii { name: name.into() }),
     }
 }
 
-fn parse_int(name: &str, v: &str) -> Result<i128, String> {
-    v.parse::<i128>()
-        .map_err(|_| format!("header {name} must be an integer, got {:?}", short(v)))
+fn parse_int(name: &str, v: &str) -> Result<i128, HeaderError> {
+    v.parse::<i128>().map_err(|_| HeaderError::NotInteger {
+        name: name.into(),
+        value: short(v),
+    })
 }
 
-fn parse_float(name: &str, v: &str) -> Result<f64, String> {
-    v.parse::<f64>()
-        .map_err(|_| format!("header {name} must be a number, got {:?}", short(v)))
+fn parse_float(name: &str, v: &str) -> Result<f64, HeaderError> {
+    v.parse::<f64>().map_err(|_| HeaderError::NotNumber {
+        name: name.into(),
+        value: short(v),
+    })
 }
 
 fn short(v: &str) -> String {
@@ -158,7 +228,7 @@ fn short(v: &str) -> String {
 /// its `TerminalInfo` type, `timeout` must be a non-negative finite number, and the required
 /// input `bt_header_input_obj_simulation_input` must be base64 of a JSON object (the dendrite
 /// sends `e30=`, `{}`); otherwise the error is the 400 message.
-pub fn parse_headers(h: &HeaderMap) -> Result<RequestHeaders, String> {
+pub fn parse_headers(h: &HeaderMap) -> Result<RequestHeaders, HeaderError> {
     let mut out = RequestHeaders {
         timeout: DEFAULT_TIMEOUT_S,
         ..Default::default()
@@ -166,9 +236,7 @@ pub fn parse_headers(h: &HeaderMap) -> Result<RequestHeaders, String> {
     if let Some(t) = header_str(h, "timeout")? {
         let v = parse_float("timeout", t)?;
         if !(v.is_finite() && v >= 0.0) {
-            return Err(format!(
-                "header timeout must be a non-negative number of seconds, got {t:?}"
-            ));
+            return Err(HeaderError::BadTimeout { value: t.into() });
         }
         out.timeout = v;
         out.timeout_raw = Some(t.to_string());
@@ -212,21 +280,14 @@ pub fn parse_headers(h: &HeaderMap) -> Result<RequestHeaders, String> {
     out.signature = header_str(h, "bt_header_dendrite_signature")?.map(str::to_string);
     out.dendrite_ip = header_str(h, "bt_header_dendrite_ip")?.map(str::to_string);
     out.computed_body_hash = header_str(h, "computed_body_hash")?.map(str::to_string);
-    let input = header_str(h, "bt_header_input_obj_simulation_input")?.ok_or_else(|| {
-        "missing header bt_header_input_obj_simulation_input: the Simulation synapse requires \
-         simulation_input (a dendrite sends base64 of \"{}\")"
-            .to_string()
-    })?;
+    let input =
+        header_str(h, "bt_header_input_obj_simulation_input")?.ok_or(HeaderError::MissingInput)?;
     let decoded = base64::engine::general_purpose::STANDARD
         .decode(input)
-        .map_err(|_| "header bt_header_input_obj_simulation_input is not base64".to_string())?;
+        .map_err(|_| HeaderError::InputNotBase64)?;
     match serde_json::from_slice::<serde_json::Value>(&decoded) {
         Ok(serde_json::Value::Object(_)) => {}
-        _ => {
-            return Err(
-                "header bt_header_input_obj_simulation_input is not base64 of a JSON object".into(),
-            )
-        }
+        _ => return Err(HeaderError::InputNotObject),
     }
     Ok(out)
 }
@@ -252,28 +313,26 @@ impl NonceStore {
         version: Option<i128>,
         timeout_s: f64,
         now_ns: i128,
-    ) -> Result<(), String> {
+    ) -> Result<(), AuthError> {
         let last = self.last.lock().expect("nonce lock").get(key).copied();
         if version.is_some_and(|v| v >= V_7_2_0) && last.is_none() {
             let window = (timeout_s.min(MAX_WINDOW_TIMEOUT_S) * 1e9) as i128;
             if nonce <= now_ns - ALLOWED_DELTA_NS - window {
-                return Err("Nonce is too old".into());
+                return Err(AuthError::StaleNonce);
             }
         }
         if last.is_some_and(|l| nonce <= l) {
-            return Err("Nonce is too old, a newer one was last processed".into());
+            return Err(AuthError::ReplayedNonce);
         }
         Ok(())
     }
 
     /// Record a verified nonce. Fails when a concurrent request with the same or a newer nonce
     /// for the key was recorded first (a replay racing the original).
-    pub fn commit(&self, key: &str, nonce: i128) -> Result<(), String> {
+    pub fn commit(&self, key: &str, nonce: i128) -> Result<(), AuthError> {
         let mut m = self.last.lock().expect("nonce lock");
         match m.get(key) {
-            Some(&l) if nonce <= l => {
-                Err("Nonce is too old, a newer one was last processed".into())
-            }
+            Some(&l) if nonce <= l => Err(AuthError::ReplayedNonce),
             _ => {
                 m.insert(key.to_string(), nonce);
                 Ok(())
@@ -301,7 +360,7 @@ pub fn now_ns() -> i128 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::miner::keys::Hotkey;
+    use crate::miner::hotkey::Hotkey;
 
     #[test]
     fn the_simulation_body_hash_is_sha3_of_nothing() {

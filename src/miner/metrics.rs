@@ -1,6 +1,9 @@
 //! The miner's Prometheus metrics: requests by status, answer latency by prompt, GBM fallbacks
 //! by reason (model error, deadline, unusable output, no model), where each spot price came from,
 //! and model reloads. Served at `--metrics-addr`/metrics, never on the axon port.
+//!
+//! This module only defines and renders the families; it does not serve them
+//! ([`super::server::serve_metrics`] does) and decides nothing from them.
 
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,

@@ -6,6 +6,10 @@
 //! `axon.status_code` 200). Every answer carries `{"message": ...}` on error and the axon status
 //! headers (`bt_header_axon_status_code`, `_status_message`, `_process_time`). The body is
 //! read only after authentication, capped, and under a time limit; headers have a read timeout.
+//!
+//! This module does not verify signatures or parse header values itself ([`super::auth`]),
+//! does not judge callers ([`super::metagraph`]), and does not compute the answer
+//! ([`super::answer`]); it orders those steps and turns their errors into HTTP replies.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -23,8 +27,9 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use super::auth::{self, RequestHeaders};
+use super::auth::{self, AuthError, RequestHeaders};
 use super::{ApiError, Miner};
+use jobs::Timeframe;
 use sn50::response::SimulationInput;
 
 /// The one synapse this axon serves.
@@ -164,7 +169,7 @@ fn authenticate(
             Some(h),
         )));
     }
-    let not_verified = |e: String, h: &RequestHeaders| {
+    let not_verified = |e: AuthError, h: &RequestHeaders| {
         tracing::warn!(%remote, hotkey = h.dendrite_hotkey.as_deref().unwrap_or("-"), error = %e,
             "refused: not verified");
         Box::new((
@@ -174,7 +179,7 @@ fn authenticate(
     };
     let hotkey = h.dendrite_hotkey.clone().unwrap_or_default();
     let Some(nonce) = h.nonce else {
-        return Err(not_verified("Missing Nonce".into(), &h));
+        return Err(not_verified(AuthError::MissingNonce, &h));
     };
     let uuid = h.uuid.clone().unwrap_or_else(|| "None".into());
     let key = format!("{hotkey}:{uuid}");
@@ -190,7 +195,7 @@ fn authenticate(
         h.computed_body_hash.as_deref().unwrap_or(""),
     );
     let Some(signature) = h.signature.as_deref() else {
-        return Err(not_verified("Missing signature".into(), &h));
+        return Err(not_verified(AuthError::MissingSignature, &h));
     };
     auth::verify(&hotkey, &message, signature).map_err(|e| not_verified(e, &h))?;
     miner
@@ -219,11 +224,15 @@ fn response_body(mut body: serde_json::Map<String, serde_json::Value>, output_js
     Bytes::from(out)
 }
 
+/// The `prompt` label of `sc_miner_answer_seconds`: `low` for the 24 h prompt of 5-minute
+/// steps, `high` for the 1 h prompt of 1-minute steps, `other` for anything else.
 fn prompt_label(input: &SimulationInput) -> &'static str {
-    match (input.time_increment, input.time_length) {
-        (300, 86_400) => "low",
-        (60, 3_600) => "high",
-        _ => "other",
+    match Timeframe::from_step_secs(input.time_increment)
+        .filter(|tf| tf.horizon_secs() == input.time_length)
+    {
+        Some(Timeframe::FiveMinutes) => "low",
+        Some(Timeframe::OneMinute) => "high",
+        None => "other",
     }
 }
 

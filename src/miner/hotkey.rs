@@ -13,6 +13,10 @@
 //!   `derived_key_simple`).
 //!
 //! Secrets never reach a log: [`Hotkey`]'s `Debug` prints only the address.
+//!
+//! This module does not verify or make signatures ([`super::auth`] does), does not decide who
+//! may call ([`super::metagraph`]), and never talks to the chain; it is not the engine's
+//! `keys.rs` (the Redis key layout).
 
 use std::fmt;
 use std::path::{Path, PathBuf};

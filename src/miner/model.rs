@@ -1,0 +1,415 @@
+//! What the miner serves: `--model` ([`ModelSpec`]), the checkpoints loaded from it
+//! ([`LoadedModel`], one per [`Timeframe`]) and their hot swap ([`ModelHolder`]): `latest` follows
+//! the publisher's production pointers and replaces a timeframe's model when its pointer
+//! changes, keeping the previous one when the new one does not load.
+//!
+//! This module does not answer requests (see [`super::answer`]), does not decide when to look
+//! for a publication (the miner's reload loop does), and does not read or copy pointers itself:
+//! [`publisher::production`] reads them and mirrors a bucket's into the local store.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+
+use jobs::Timeframe;
+use publisher::production::ProductionError;
+use publisher::store::Store;
+use sn50::constants::Sn50Config;
+use sn50::forecast::{Forecaster, Gbm};
+use trainer::zoo::ZooError;
+
+use super::error::ErrorText;
+
+/// Why a model is not served.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    /// `--model` named neither `gbm`, `latest` nor a folder.
+    #[error("no checkpoint folder given: name one per timeframe (comma-separated), or use latest or gbm")]
+    NoCheckpoint,
+    /// A checkpoint folder that does not load (the trainer's error names the path).
+    #[error(transparent)]
+    Load(#[from] ZooError),
+    /// Two checkpoints for one timeframe.
+    #[error("{first} and {second} both simulate {} s steps: give one checkpoint per timeframe", .timeframe.step_secs())]
+    SameTimeframe {
+        first: String,
+        second: String,
+        timeframe: Timeframe,
+    },
+    /// A checkpoint whose step size is no SN50 prompt's.
+    #[error(
+        "{dir} simulates {step_secs} s steps, which no prompt asks for: train it on 5m or 1m bars"
+    )]
+    UnknownStep { dir: String, step_secs: u64 },
+    /// A production pointer that cannot be read.
+    #[error(transparent)]
+    Pointer(#[from] ProductionError),
+    /// The model a production pointer names does not load.
+    #[error("the production model {dir} ({file}) does not load: {error}")]
+    ProductionLoad {
+        dir: String,
+        file: String,
+        error: Box<ModelError>,
+    },
+    /// A timeframe's pointer names a model of another step size.
+    #[error("{file} points at {dir}, a model of {} s steps, not {want}: publish a {want} model there", .got.step_secs())]
+    WrongTimeframe {
+        file: String,
+        dir: String,
+        got: Timeframe,
+        want: Timeframe,
+    },
+    /// The production models could not be copied from the bucket.
+    #[error(transparent)]
+    Mirror(ProductionError),
+    /// More than one of the above, from one look at the pointers.
+    #[error("{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))]
+    Several(Vec<ModelError>),
+}
+
+impl ErrorText for ModelError {}
+
+impl ModelError {
+    /// One error for all of `errors` (`None` when there are none).
+    fn all(mut errors: Vec<ModelError>) -> Option<ModelError> {
+        match errors.len() {
+            0 => None,
+            1 => errors.pop(),
+            _ => Some(ModelError::Several(errors)),
+        }
+    }
+}
+
+/// What `--model` names.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ModelSpec {
+    Gbm,
+    /// Follow the publisher's production pointers (one per timeframe).
+    Latest,
+    /// Checkpoint folders, at most one per step size.
+    Paths(Vec<PathBuf>),
+}
+
+impl ModelSpec {
+    /// `gbm`, `latest`, or checkpoint folders separated by commas.
+    pub fn parse(s: &str) -> Self {
+        match s.trim() {
+            x if x.eq_ignore_ascii_case("gbm") => ModelSpec::Gbm,
+            x if x.eq_ignore_ascii_case("latest") => ModelSpec::Latest,
+            x => ModelSpec::Paths(
+                x.split(',')
+                    .map(str::trim)
+                    .filter(|p| !p.is_empty())
+                    .map(PathBuf::from)
+                    .collect(),
+            ),
+        }
+    }
+}
+
+/// A model being served.
+pub struct LoadedModel {
+    pub forecaster: Arc<dyn Forecaster>,
+    /// The checkpoint folder, or `gbm`.
+    pub label: String,
+    pub is_gbm: bool,
+    /// The timeframe it simulates (`None`: any step size, as the GBM).
+    pub timeframe: Option<Timeframe>,
+}
+
+impl LoadedModel {
+    fn gbm() -> Self {
+        LoadedModel {
+            forecaster: Arc::new(Gbm::new(Sn50Config::default())),
+            label: "gbm".into(),
+            is_gbm: true,
+            timeframe: None,
+        }
+    }
+}
+
+fn load_checkpoint(dir: &Path) -> Result<LoadedModel, ModelError> {
+    let f = trainer::zoo::forecaster::load_forecaster(
+        &dir.display().to_string(),
+        &trainer::Device::Cpu,
+    )?;
+    let timeframe = match f.time_increment() {
+        None => None,
+        Some(step_secs) => Some(Timeframe::from_step_secs(step_secs as i64).ok_or_else(|| {
+            ModelError::UnknownStep {
+                dir: dir.display().to_string(),
+                step_secs,
+            }
+        })?),
+    };
+    Ok(LoadedModel {
+        forecaster: Arc::from(f),
+        label: dir.display().to_string(),
+        is_gbm: false,
+        timeframe,
+    })
+}
+
+/// For `latest` from an object store: copies the production pointers of `store` and the
+/// model objects they name into `local` (see [`publisher::production::mirror`]).
+pub async fn mirror_production(store: &dyn Store, local: &Path) -> Result<Vec<String>, ModelError> {
+    publisher::production::mirror(store, local, trainer::zoo::train::WEIGHTS_FILE)
+        .await
+        .map_err(ModelError::Mirror)
+}
+
+/// The models being served, one per timeframe, each swapped atomically when `latest` sees a
+/// new publication. A request whose step size has no trained model gets the GBM baseline.
+pub struct ModelHolder {
+    pub spec: ModelSpec,
+    store_dir: PathBuf,
+    models: RwLock<BTreeMap<Timeframe, Arc<LoadedModel>>>,
+    gbm: Arc<LoadedModel>,
+    /// `latest`: each production pointer's text last acted on (loaded, or failed to load).
+    seen: Mutex<HashMap<String, String>>,
+}
+
+impl ModelHolder {
+    fn empty(spec: ModelSpec, store_dir: &Path) -> Self {
+        ModelHolder {
+            spec,
+            store_dir: store_dir.to_path_buf(),
+            models: RwLock::new(Default::default()),
+            gbm: Arc::new(LoadedModel::gbm()),
+            seen: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn put(&self, m: LoadedModel) {
+        let m = Arc::new(m);
+        let mut models = self.models.write().expect("model lock");
+        match m.timeframe {
+            Some(tf) => {
+                models.insert(tf, m);
+            }
+            // a forecaster for any step size serves every timeframe
+            None => {
+                for tf in Timeframe::ALL {
+                    models.insert(tf, m.clone());
+                }
+            }
+        }
+    }
+
+    /// Serve a forecaster given directly (embedding, tests): for its own timeframe, or for all
+    /// of them when it takes any step size. One of a step size no prompt uses serves nothing.
+    pub fn fixed(forecaster: Arc<dyn Forecaster>, label: &str) -> Self {
+        let h = Self::empty(ModelSpec::Paths(vec![PathBuf::from(label)]), Path::new(""));
+        let timeframe = match forecaster.time_increment() {
+            None => None,
+            Some(s) => match Timeframe::from_step_secs(s as i64) {
+                Some(tf) => Some(tf),
+                None => return h,
+            },
+        };
+        h.put(LoadedModel {
+            forecaster,
+            label: label.into(),
+            is_gbm: false,
+            timeframe,
+        });
+        h
+    }
+
+    /// Load what `spec` names (blocking). A checkpoint path that does not load, or two for
+    /// the same step size, is an error; `latest` with nothing published, or with a
+    /// publication that does not load, serves the GBM and says why in the second value (the
+    /// reload loop picks up the next publication).
+    pub fn load(spec: ModelSpec, store_dir: &Path) -> Result<(Self, Option<String>), ModelError> {
+        let h = Self::empty(spec.clone(), store_dir);
+        match &spec {
+            ModelSpec::Gbm => Ok((h, None)),
+            ModelSpec::Paths(paths) => {
+                if paths.is_empty() {
+                    return Err(ModelError::NoCheckpoint);
+                }
+                for p in paths {
+                    let m = load_checkpoint(p)?;
+                    if let Some(tf) = m.timeframe {
+                        if let Some(other) = h.models.read().expect("lock").get(&tf) {
+                            return Err(ModelError::SameTimeframe {
+                                first: other.label.clone(),
+                                second: p.display().to_string(),
+                                timeframe: tf,
+                            });
+                        }
+                    }
+                    h.put(m);
+                }
+                Ok((h, None))
+            }
+            ModelSpec::Latest => {
+                let r = h.reload_if_changed();
+                let note = match r {
+                    Ok(loaded) if !loaded.is_empty() => None,
+                    Ok(_) => Some(format!(
+                        "nothing is published in {} yet (no models/production*.json): serving the GBM baseline until it is",
+                        store_dir.display()
+                    )),
+                    Err(e) => Some(format!("{e}: serving the GBM baseline where no model loaded")),
+                };
+                Ok((h, note))
+            }
+        }
+    }
+
+    /// The model for requests of `increment`-second steps: the one of that timeframe, else
+    /// the GBM (also for a step size that is no timeframe's).
+    pub fn current(&self, increment: u64) -> Arc<LoadedModel> {
+        match Timeframe::from_step_secs(increment as i64) {
+            Some(tf) => self.serving(tf),
+            None => self.gbm.clone(),
+        }
+    }
+
+    /// The model serving `timeframe` (the GBM when none is loaded).
+    pub fn serving(&self, timeframe: Timeframe) -> Arc<LoadedModel> {
+        self.models
+            .read()
+            .expect("model lock")
+            .get(&timeframe)
+            .cloned()
+            .unwrap_or_else(|| self.gbm.clone())
+    }
+
+    /// What is served, per timeframe: `5m: runs/a, 1m: gbm`.
+    pub fn describe(&self) -> String {
+        Timeframe::ALL
+            .iter()
+            .map(|tf| format!("{tf}: {}", self.serving(*tf).label))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// For `latest`: load the production models whose pointers changed since last time
+    /// (blocking), and return their labels. A pointer per timeframe
+    /// (`models/production-5m.json`, `-1m.json`) wins over `models/production.json` (the
+    /// newest publication of any timeframe, as older publishers wrote only it) for its step
+    /// size. A model that does not load leaves the previous one served and is reported in
+    /// the error (after the others are loaded).
+    pub fn reload_if_changed(&self) -> Result<Vec<String>, ModelError> {
+        if self.spec != ModelSpec::Latest {
+            return Ok(Vec::new());
+        }
+        let (mut loaded, mut errors) = (Vec::new(), Vec::new());
+        let mut pointers = vec![None];
+        pointers.extend(Timeframe::ALL.into_iter().map(Some));
+        let has_timeframe_pointer = |tf: Timeframe| {
+            self.store_dir
+                .join(publisher::production::key_for(Some(tf)))
+                .exists()
+        };
+        for timeframe in pointers {
+            let file = publisher::production::key_for(timeframe);
+            let (dir, pointer, text) =
+                match publisher::production::read_local(&self.store_dir, timeframe) {
+                    Ok(Some(p)) => (p.dir, p.pointer, p.text),
+                    Ok(None) => continue,
+                    Err(e) => {
+                        errors.push(e.into());
+                        continue;
+                    }
+                };
+            {
+                let mut seen = self.seen.lock().expect("seen lock");
+                if seen.get(&file).map(String::as_str) == Some(text.as_str()) {
+                    continue;
+                }
+                seen.insert(file.clone(), text.clone());
+            }
+            // the newest publication's own timeframe pointer serves it (no second load)
+            if timeframe.is_none() && pointer.timeframe.is_some_and(has_timeframe_pointer) {
+                continue;
+            }
+            let m = match load_checkpoint(&dir) {
+                Ok(m) => m,
+                Err(e) => {
+                    errors.push(ModelError::ProductionLoad {
+                        dir: dir.display().to_string(),
+                        file: file.clone(),
+                        error: Box::new(e),
+                    });
+                    continue;
+                }
+            };
+            if let (Some(want), Some(got)) = (timeframe, m.timeframe) {
+                if want != got {
+                    errors.push(ModelError::WrongTimeframe {
+                        file: file.clone(),
+                        dir: dir.display().to_string(),
+                        got,
+                        want,
+                    });
+                    continue;
+                }
+            }
+            // an older pointer: its model's timeframe decides, unless that timeframe has its
+            // own pointer
+            if timeframe.is_none() && m.timeframe.is_some_and(has_timeframe_pointer) {
+                continue;
+            }
+            loaded.push(m.label.clone());
+            self.put(m);
+        }
+        match ModelError::all(errors) {
+            None => Ok(loaded),
+            Some(e) => Err(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn model_specs() {
+        assert_eq!(ModelSpec::parse("GBM"), ModelSpec::Gbm);
+        assert_eq!(ModelSpec::parse("latest"), ModelSpec::Latest);
+        assert_eq!(
+            ModelSpec::parse("runs/x"),
+            ModelSpec::Paths(vec![PathBuf::from("runs/x")])
+        );
+        assert_eq!(
+            ModelSpec::parse(" runs/a , runs/b,"),
+            ModelSpec::Paths(vec![PathBuf::from("runs/a"), PathBuf::from("runs/b")])
+        );
+    }
+
+    #[test]
+    fn the_production_pointer() {
+        // (reading the pointer itself is tested in publisher::production)
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("models")).unwrap();
+        std::fs::write(
+            d.path().join("models/production.json"),
+            r#"{"model_dir": "/x/y", "run_id": "r"}"#,
+        )
+        .unwrap();
+        // latest with a pointer that does not load: GBM, with the reason.
+        let (h, note) = ModelHolder::load(ModelSpec::Latest, d.path()).unwrap();
+        assert!(h.current(300).is_gbm && h.current(60).is_gbm);
+        assert!(note.unwrap().contains("/x/y"));
+        // a timeframe pointer that does not load is named too
+        std::fs::write(
+            d.path().join("models/production-1m.json"),
+            r#"{"model_dir": "/x/one-minute", "timeframe": "1m"}"#,
+        )
+        .unwrap();
+        let (h, note) = ModelHolder::load(ModelSpec::Latest, d.path()).unwrap();
+        assert!(h.current(60).is_gbm);
+        let note = note.unwrap();
+        assert!(
+            note.contains("/x/one-minute") && note.contains("production-1m.json"),
+            "{note}"
+        );
+        // A checkpoint path that does not exist is an error, and so is none at all.
+        assert!(ModelHolder::load(ModelSpec::Paths(vec!["/no/such".into()]), d.path()).is_err());
+        assert!(ModelHolder::load(ModelSpec::Paths(vec![]), d.path()).is_err());
+    }
+}
