@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{BotAccess, JobSpec, Role};
+use crate::{BotAccess, InvalidPayload, JobSpec, Role};
 
 /// Does nothing; measures the queue itself.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -40,18 +40,16 @@ impl JobSpec for Sleep {
         "sleeps {\"ms\": N} milliseconds and fails with probability fail_rate; for tests";
     type Output = SleepOutput;
 
-    fn validate(&self) -> Result<(), String> {
+    fn validate(&self) -> Result<(), InvalidPayload> {
         if !(0.0..=1.0).contains(&self.fail_rate) {
             return Err(format!(
                 "field `fail_rate` must be within 0.0..=1.0, got {}",
                 self.fail_rate
-            ));
+            )
+            .into());
         }
         if self.ms > 24 * 3600 * 1000 {
-            return Err(format!(
-                "field `ms` must be at most one day, got {}",
-                self.ms
-            ));
+            return Err(format!("field `ms` must be at most one day, got {}", self.ms).into());
         }
         Ok(())
     }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{BotAccess, JobSpec, Role};
+use crate::{BotAccess, InvalidPayload, JobSpec, Role};
 
 /// `data-download`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -34,15 +34,15 @@ impl JobSpec for DataDownload {
     const TIMEOUT_MS: u64 = 1_800_000;
     type Output = serde_json::Value;
 
-    fn validate(&self) -> Result<(), String> {
+    fn validate(&self) -> Result<(), InvalidPayload> {
         if self.assets.is_empty() {
             return Err("field `assets` must name at least one asset".into());
         }
         if let Some(d) = self.days.filter(|d| !(1..=3660).contains(d)) {
-            return Err(format!("field `days` must be within 1..=3660, got {d}"));
+            return Err(format!("field `days` must be within 1..=3660, got {d}").into());
         }
         if let Some(r) = self.resolution.filter(|r| *r != 1 && *r != 5) {
-            return Err(format!("field `resolution` must be 1 or 5, got {r}"));
+            return Err(format!("field `resolution` must be 1 or 5, got {r}").into());
         }
         Ok(())
     }

@@ -48,22 +48,31 @@ fn is_zero(v: &u64) -> bool {
     *v == 0
 }
 
+/// A stream entry that is not a job this build can run.
+#[derive(Debug, thiserror::Error)]
+pub enum EnvelopeError {
+    #[error("envelope is not valid: {0}")]
+    Decode(#[from] serde_json::Error),
+    #[error("envelope version {0} is not supported (expected {ENVELOPE_VERSION})")]
+    Version(u32),
+    #[error("envelope field `id` is empty")]
+    EmptyId,
+    #[error("envelope field `max_attempts` must be at least 1")]
+    ZeroAttempts,
+}
+
 impl JobEnvelope {
     /// Decodes an envelope, naming the problem when it cannot.
-    pub fn from_json(raw: &str) -> Result<Self, String> {
-        let env: JobEnvelope =
-            serde_json::from_str(raw).map_err(|e| format!("envelope is not valid: {e}"))?;
+    pub fn from_json(raw: &str) -> Result<Self, EnvelopeError> {
+        let env: JobEnvelope = serde_json::from_str(raw)?;
         if env.v != ENVELOPE_VERSION {
-            return Err(format!(
-                "envelope version {} is not supported (expected {ENVELOPE_VERSION})",
-                env.v
-            ));
+            return Err(EnvelopeError::Version(env.v));
         }
         if env.id.is_empty() {
-            return Err("envelope field `id` is empty".into());
+            return Err(EnvelopeError::EmptyId);
         }
         if env.max_attempts == 0 {
-            return Err("envelope field `max_attempts` must be at least 1".into());
+            return Err(EnvelopeError::ZeroAttempts);
         }
         Ok(env)
     }
@@ -112,7 +121,9 @@ mod tests {
 
     #[test]
     fn names_missing_field() {
-        let err = JobEnvelope::from_json(r#"{"v":1,"id":"x","type":"noop"}"#).unwrap_err();
+        let err = JobEnvelope::from_json(r#"{"v":1,"id":"x","type":"noop"}"#)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("missing field `payload`"), "{err}");
     }
 
@@ -122,11 +133,13 @@ mod tests {
         env.v = 9;
         assert!(JobEnvelope::from_json(&env.to_json())
             .unwrap_err()
+            .to_string()
             .contains("version 9"));
         let mut env = sample();
         env.max_attempts = 0;
         assert!(JobEnvelope::from_json(&env.to_json())
             .unwrap_err()
+            .to_string()
             .contains("max_attempts"));
     }
 
@@ -134,6 +147,7 @@ mod tests {
     fn rejects_bad_json() {
         assert!(JobEnvelope::from_json("{not json")
             .unwrap_err()
+            .to_string()
             .starts_with("envelope is not valid"));
     }
 }

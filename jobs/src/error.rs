@@ -2,6 +2,37 @@
 
 use thiserror::Error;
 
+/// A payload that decodes but does not hold: the message names the field, what is wrong and
+/// how to fix it (`field `days` must be within 1..=366, got 0`).
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("{0}")]
+pub struct InvalidPayload(pub String);
+
+impl From<String> for InvalidPayload {
+    fn from(s: String) -> Self {
+        InvalidPayload(s)
+    }
+}
+
+impl From<&str> for InvalidPayload {
+    fn from(s: &str) -> Self {
+        InvalidPayload(s.to_string())
+    }
+}
+
+/// A job the catalog refuses before anything reaches Redis.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum CatalogError {
+    #[error("unknown job type `{name}`; known types: {known}")]
+    UnknownType { name: String, known: String },
+    /// The payload does not decode (serde's message) or does not validate.
+    #[error("payload for `{job_type}`: {message}")]
+    Payload {
+        job_type: &'static str,
+        message: String,
+    },
+}
+
 /// The failure of one attempt. The variant decides the job's fate.
 #[derive(Debug, Clone, PartialEq, Error)]
 pub enum JobError {

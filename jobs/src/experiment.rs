@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{BotAccess, JobSpec, Role};
+use crate::{BotAccess, InvalidPayload, JobSpec, Role};
 
 /// Train `spec` on the bars in `data_dir`, checkpoint into `out_dir`, score it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -32,7 +32,7 @@ impl JobSpec for RunExperiment {
     const TIMEOUT_MS: u64 = 6 * 3_600_000;
     type Output = serde_json::Value;
 
-    fn validate(&self) -> Result<(), String> {
+    fn validate(&self) -> Result<(), InvalidPayload> {
         if self.experiment_id.is_empty() || self.experiment_id.len() > 64 {
             return Err("field `experiment_id` must be 1 to 64 characters".into());
         }

@@ -49,7 +49,7 @@ impl<H: JobHandler> Handler for Typed<H> {
     ) -> Result<serde_json::Value, JobError> {
         let job: H::Job =
             serde_json::from_value(payload).map_err(|e| JobError::Malformed(e.to_string()))?;
-        job.validate().map_err(JobError::Malformed)?;
+        job.validate().map_err(|e| JobError::Malformed(e.0))?;
         let out = self.0.run(&ctx, job).await?;
         serde_json::to_value(out).map_err(|e| JobError::permanent(format!("result: {e}")))
     }

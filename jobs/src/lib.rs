@@ -25,8 +25,8 @@ mod spec;
 
 pub use artifact::{ProductionPointer, Timeframe};
 pub use context::{JobContext, ProgressUpdate};
-pub use envelope::{JobEnvelope, ENVELOPE_VERSION};
-pub use error::JobError;
+pub use envelope::{EnvelopeError, JobEnvelope, ENVELOPE_VERSION};
+pub use error::{CatalogError, InvalidPayload, JobError};
 pub use handler::{Handler, JobHandler, Registry};
 pub use spec::{catalog, find_type, BotAccess, Catalog, JobSpec, JobTypeInfo, Role};
 

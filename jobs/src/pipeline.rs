@@ -8,7 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{BotAccess, JobSpec, Role, Timeframe};
+use crate::{BotAccess, InvalidPayload, JobSpec, Role, Timeframe};
 
 /// What every stage job says.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -23,7 +23,7 @@ pub struct StageJob {
 }
 
 impl StageJob {
-    fn check(&self) -> Result<(), String> {
+    fn check(&self) -> Result<(), InvalidPayload> {
         if self.run_id.is_empty() || self.run_id.len() > 64 {
             return Err("field `run_id` must be 1 to 64 characters".into());
         }
@@ -31,7 +31,8 @@ impl StageJob {
             return Err(format!(
                 "field `temperature` must be within 0.0..=2.0, got {}",
                 self.temperature
-            ));
+            )
+            .into());
         }
         Ok(())
     }
@@ -53,7 +54,7 @@ macro_rules! stage {
             const TIMEOUT_MS: u64 = $timeout;
             type Output = serde_json::Value;
 
-            fn validate(&self) -> Result<(), String> {
+            fn validate(&self) -> Result<(), InvalidPayload> {
                 self.0.check()
             }
         }
@@ -204,7 +205,7 @@ pub struct RunRequest {
 impl RunRequest {
     /// Overrides `budget` with what this request sets. A timeframe that is not one is an
     /// error naming the field.
-    pub fn apply_budget(&self, budget: &mut Budget) -> Result<(), String> {
+    pub fn apply_budget(&self, budget: &mut Budget) -> Result<(), InvalidPayload> {
         macro_rules! set {
             ($($field:ident => $target:ident),*) => {
                 $(if let Some(v) = self.$field.clone() { budget.$target = v; })*
@@ -215,9 +216,9 @@ impl RunRequest {
              batch_size => batch_size, n_paths => n_paths, eval_windows => eval_windows,
              eval_paths => eval_paths, assets => assets);
         if let Some(tf) = &self.timeframe {
-            budget.timeframe = tf
-                .parse()
-                .map_err(|e: crate::artifact::UnknownTimeframe| format!("timeframe: {e}"))?;
+            budget.timeframe = tf.parse().map_err(|e: crate::artifact::UnknownTimeframe| {
+                InvalidPayload(format!("timeframe: {e}"))
+            })?;
         }
         Ok(())
     }
@@ -250,12 +251,12 @@ impl JobSpec for StartRun {
     const TIMEOUT_MS: u64 = 60_000;
     type Output = serde_json::Value;
 
-    fn validate(&self) -> Result<(), String> {
+    fn validate(&self) -> Result<(), InvalidPayload> {
         if let Some(a) = &self.run.agents {
             if !matches!(a.as_str(), "auto" | "builtin" | "llm") {
-                return Err(format!(
-                    "field `run.agents` must be auto, builtin or llm, got {a:?}"
-                ));
+                return Err(
+                    format!("field `run.agents` must be auto, builtin or llm, got {a:?}").into(),
+                );
             }
         }
         if let Some(b) = &self.bot_id {

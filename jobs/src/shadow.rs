@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{BotAccess, JobSpec, Role};
+use crate::{BotAccess, InvalidPayload, JobSpec, Role};
 
 /// `shadow-prompt`: record one prompt per asset.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -37,15 +37,15 @@ impl JobSpec for ShadowPrompt {
     const TIMEOUT_MS: u64 = 120_000;
     type Output = serde_json::Value;
 
-    fn validate(&self) -> Result<(), String> {
+    fn validate(&self) -> Result<(), InvalidPayload> {
         if let Some(p) = &self.prompt {
             if p != "low" && p != "high" {
-                return Err(format!("field `prompt` must be low or high, got {p:?}"));
+                return Err(format!("field `prompt` must be low or high, got {p:?}").into());
             }
         }
         for a in &self.assets {
             if !crate::is_asset_name(a) {
-                return Err(format!("field `assets`: {a:?} is not an asset name"));
+                return Err(format!("field `assets`: {a:?} is not an asset name").into());
             }
         }
         Ok(())
@@ -76,9 +76,9 @@ impl JobSpec for ShadowScore {
     const TIMEOUT_MS: u64 = 1_800_000;
     type Output = serde_json::Value;
 
-    fn validate(&self) -> Result<(), String> {
+    fn validate(&self) -> Result<(), InvalidPayload> {
         if let Some(d) = self.days.filter(|d| !(1..=366).contains(d)) {
-            return Err(format!("field `days` must be within 1..=366, got {d}"));
+            return Err(format!("field `days` must be within 1..=366, got {d}").into());
         }
         for d in &self.dates {
             let ok = d.len() == 10
@@ -90,7 +90,7 @@ impl JobSpec for ShadowScore {
                     }
                 });
             if !ok {
-                return Err(format!("field `dates`: {d:?} is not a YYYY-MM-DD date"));
+                return Err(format!("field `dates`: {d:?} is not a YYYY-MM-DD date").into());
             }
         }
         Ok(())

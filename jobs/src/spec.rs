@@ -6,6 +6,8 @@
 
 use serde::{de::DeserializeOwned, Serialize};
 
+use crate::error::{CatalogError, InvalidPayload};
+
 /// A job type: its payload (`Self`), its result, its name and its defaults.
 pub trait JobSpec: Serialize + DeserializeOwned + Send + Sync + 'static {
     /// The stream / type name, `[a-z0-9_.-]+`.
@@ -25,7 +27,7 @@ pub trait JobSpec: Serialize + DeserializeOwned + Send + Sync + 'static {
     const BOTS: BotAccess = BotAccess::Refused("ask the operator to enqueue or schedule it");
 
     /// Checks the payload beyond what serde checks; the message names the field.
-    fn validate(&self) -> Result<(), String> {
+    fn validate(&self) -> Result<(), InvalidPayload> {
         Ok(())
     }
 }
@@ -105,7 +107,7 @@ pub struct JobTypeInfo {
     pub role: Role,
     pub bots: BotAccess,
     /// Decodes and validates a payload, naming what is wrong.
-    pub validate: fn(&serde_json::Value) -> Result<(), String>,
+    pub validate: fn(&serde_json::Value) -> Result<(), CatalogError>,
 }
 
 impl JobTypeInfo {
@@ -124,11 +126,13 @@ impl JobTypeInfo {
 }
 
 /// Decodes `value` as `J` and runs its own checks.
-pub fn validate_payload<J: JobSpec>(value: &serde_json::Value) -> Result<(), String> {
-    let job: J = serde_json::from_value(value.clone())
-        .map_err(|e| format!("payload for `{}`: {e}", J::TYPE))?;
-    job.validate()
-        .map_err(|e| format!("payload for `{}`: {e}", J::TYPE))
+pub fn validate_payload<J: JobSpec>(value: &serde_json::Value) -> Result<(), CatalogError> {
+    let payload = |message: String| CatalogError::Payload {
+        job_type: J::TYPE,
+        message,
+    };
+    let job: J = serde_json::from_value(value.clone()).map_err(|e| payload(e.to_string()))?;
+    job.validate().map_err(|e| payload(e.0))
 }
 
 /// Every job type of this build.
@@ -152,18 +156,18 @@ pub fn catalog() -> &'static [JobTypeInfo] {
 
 /// The catalog entry for `name` in this build's [`catalog`], or an error listing the known
 /// types.
-pub fn find_type(name: &str) -> Result<&'static JobTypeInfo, String> {
+pub fn find_type(name: &str) -> Result<&'static JobTypeInfo, CatalogError> {
     find_in(catalog(), name)
 }
 
-fn find_in<'a>(types: &'a [JobTypeInfo], name: &str) -> Result<&'a JobTypeInfo, String> {
-    types.iter().find(|t| t.name == name).ok_or_else(|| {
-        let known: Vec<_> = types.iter().map(|t| t.name).collect();
-        format!(
-            "unknown job type `{name}`; known types: {}",
-            known.join(", ")
-        )
-    })
+fn find_in<'a>(types: &'a [JobTypeInfo], name: &str) -> Result<&'a JobTypeInfo, CatalogError> {
+    types
+        .iter()
+        .find(|t| t.name == name)
+        .ok_or_else(|| CatalogError::UnknownType {
+            name: name.to_string(),
+            known: types.iter().map(|t| t.name).collect::<Vec<_>>().join(", "),
+        })
 }
 
 /// The job types a queue accepts: this build's [`catalog`], plus any a program adds (an
@@ -191,7 +195,7 @@ impl Catalog {
     }
 
     /// The entry for `name`, or an error listing the known types.
-    pub fn find(&self, name: &str) -> Result<&JobTypeInfo, String> {
+    pub fn find(&self, name: &str) -> Result<&JobTypeInfo, CatalogError> {
         find_in(&self.types, name)
     }
 
@@ -252,7 +256,7 @@ mod tests {
 
     #[test]
     fn unknown_type_lists_known_ones() {
-        let err = find_type("nope").unwrap_err();
+        let err = find_type("nope").unwrap_err().to_string();
         assert!(
             err.contains("unknown job type `nope`") && err.contains("sleep"),
             "{err}"
@@ -262,9 +266,13 @@ mod tests {
     #[test]
     fn payload_errors_name_the_field() {
         let sleep = find_type("sleep").unwrap();
-        let err = (sleep.validate)(&serde_json::json!({"fail_rate": 0.5})).unwrap_err();
+        let err = (sleep.validate)(&serde_json::json!({"fail_rate": 0.5}))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("missing field `ms`"), "{err}");
-        let err = (sleep.validate)(&serde_json::json!({"ms": 1, "fail_rate": 2.0})).unwrap_err();
+        let err = (sleep.validate)(&serde_json::json!({"ms": 1, "fail_rate": 2.0}))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("fail_rate"), "{err}");
         assert!((sleep.validate)(&serde_json::json!({"ms": 1})).is_ok());
     }

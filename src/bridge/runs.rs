@@ -75,7 +75,7 @@ pub(super) async fn start(c: Call) -> Answer {
         ..Default::default()
     };
     pipeline::apply_request(&mut o, &b.run)
-        .map_err(|e| reject(StatusCode::UNPROCESSABLE_ENTITY, e))?;
+        .map_err(|e| reject(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
     if b.wait == Some(false) {
         let st = RedisSemaphore::new(s.queue.clone(), PIPELINE)
             .status()

@@ -21,8 +21,17 @@ pub fn redis_url(flag: Option<&str>) -> String {
     std::env::var("REDIS_URL").unwrap_or_else(|_| DEFAULT_REDIS_URL.to_string())
 }
 
+/// A key prefix that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PrefixError {
+    #[error("key prefix must be 1 to 64 characters, got {0:?}")]
+    Length(String),
+    #[error("key prefix {0:?} may hold only letters, digits, '_', '.' and '-'")]
+    Characters(String),
+}
+
 /// Resolves the key prefix from a flag and the environment.
-pub fn prefix(flag: Option<&str>) -> Result<String, String> {
+pub fn prefix(flag: Option<&str>) -> Result<String, PrefixError> {
     let p = match flag {
         Some(p) => p.to_string(),
         None => std::env::var("SYNTH_CITY_PREFIX").unwrap_or_else(|_| DEFAULT_PREFIX.into()),
@@ -32,20 +41,15 @@ pub fn prefix(flag: Option<&str>) -> Result<String, String> {
 }
 
 /// A prefix is `[A-Za-z0-9_.-]{1,64}`: it ends up inside a `{hash tag}`.
-pub fn validate_prefix(p: &str) -> Result<(), String> {
+pub fn validate_prefix(p: &str) -> Result<(), PrefixError> {
     if p.is_empty() || p.len() > 64 {
-        return Err(format!(
-            "key prefix must be 1 to 64 characters, got {:?}",
-            p
-        ));
+        return Err(PrefixError::Length(p.to_string()));
     }
     if !p
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
     {
-        return Err(format!(
-            "key prefix {p:?} may hold only letters, digits, '_', '.' and '-'"
-        ));
+        return Err(PrefixError::Characters(p.to_string()));
     }
     Ok(())
 }
@@ -80,7 +84,10 @@ mod tests {
         assert!(validate_prefix("sc").is_ok());
         assert!(validate_prefix("test-42.a_b").is_ok());
         assert!(validate_prefix("").is_err());
-        assert!(validate_prefix("a}b").unwrap_err().contains("only letters"));
+        assert!(validate_prefix("a}b")
+            .unwrap_err()
+            .to_string()
+            .contains("only letters"));
         assert!(validate_prefix(&"x".repeat(65)).is_err());
     }
 

@@ -32,6 +32,10 @@ pub enum QueueError {
     Pool(String),
     #[error("{0}")]
     Invalid(String),
+    #[error(transparent)]
+    Catalog(#[from] jobs::CatalogError),
+    #[error(transparent)]
+    Prefix(#[from] crate::config::PrefixError),
     #[error("redis schema is at version {found} but this build expects {expected}: run `synth-city migrate`")]
     Schema { found: u32, expected: u32 },
     #[error("redis at {url} is unreachable after retrying for {secs}s: {last}")]
@@ -97,8 +101,8 @@ impl EnqueueRequest {
 
     /// Checks the request against `catalog` and builds the envelope.
     pub fn into_envelope_in(self, catalog: &Catalog) -> Result<(JobEnvelope, u64, u64)> {
-        let info = catalog.find(&self.job_type).map_err(QueueError::Invalid)?;
-        (info.validate)(&self.payload).map_err(QueueError::Invalid)?;
+        let info = catalog.find(&self.job_type)?;
+        (info.validate)(&self.payload)?;
         if let Some(k) = &self.idempotency_key {
             if k.is_empty() || k.len() > 200 {
                 return Err(QueueError::Invalid(
@@ -232,7 +236,7 @@ pub struct Queue {
 impl Queue {
     /// Builds a handle; connects lazily, so Redis may come up later.
     pub fn new(url: &str, prefix: &str, cfg: QueueConfig) -> Result<Self> {
-        crate::config::validate_prefix(prefix).map_err(QueueError::Invalid)?;
+        crate::config::validate_prefix(prefix)?;
         let conn_cfg = AsyncConnectionConfig::new()
             .set_response_timeout(Some(cfg.response_timeout))
             .set_connection_timeout(Some(Duration::from_secs(2)));

@@ -170,7 +170,7 @@ impl Worker {
             ));
         }
         for r in &opts.roles {
-            queue.catalog().find(r).map_err(QueueError::Invalid)?;
+            queue.catalog().find(r)?;
             if registry.get(r).is_none() {
                 return Err(QueueError::Invalid(format!(
                     "no handler for job type `{r}` in this build; handlers: {}",
@@ -458,7 +458,7 @@ fn decode(job_type: &str, entry: &StreamId) -> Result<Delivery, (String, String)
             .ok()
             .and_then(|v| v.get("id")?.as_str().map(str::to_string))
             .unwrap_or_default();
-        (reason, id)
+        (reason.to_string(), id)
     })?;
     if env.job_type != job_type {
         return Err((

@@ -70,8 +70,8 @@ enum SimulateError {
     },
     /// The encoder refused the prices (NaN, infinite or zero: `unusable output: ...`), or
     /// could not write one.
-    #[error("{0}")]
-    Encode(String),
+    #[error(transparent)]
+    Encode(#[from] sn50::encode::EncodeError),
 }
 
 impl SimulateError {
@@ -79,7 +79,10 @@ impl SimulateError {
     /// would reject, else `error`.
     fn fallback_reason(&self) -> &'static str {
         match self {
-            SimulateError::Encode(m) if m.starts_with("unusable output") => "output",
+            SimulateError::Encode(
+                sn50::encode::EncodeError::NotFinite { .. }
+                | sn50::encode::EncodeError::Zero { .. },
+            ) => "output",
             _ => "error",
         }
     }

@@ -347,12 +347,21 @@ impl PipelineDef {
     }
 
     /// Parses and validates a document.
-    pub fn parse(text: &str) -> std::result::Result<PipelineDef, String> {
-        let def: PipelineDef =
-            serde_json::from_str(text).map_err(|e| format!("not a pipeline definition: {e}"))?;
-        def.validate().map_err(|e| e.join("; "))?;
+    pub fn parse(text: &str) -> std::result::Result<PipelineDef, DefinitionError> {
+        let def: PipelineDef = serde_json::from_str(text).map_err(DefinitionError::Decode)?;
+        def.validate().map_err(DefinitionError::Invalid)?;
         Ok(def)
     }
+}
+
+/// A pipeline definition that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum DefinitionError {
+    #[error("not a pipeline definition: {0}")]
+    Decode(serde_json::Error),
+    /// Every problem, each naming its field and how to fix it.
+    #[error("{}", .0.join("; "))]
+    Invalid(Vec<String>),
 }
 
 /// The stored definition, or the default when none is stored. A stored document that no
@@ -487,7 +496,8 @@ mod tests {
     #[test]
     fn parse_names_unknown_fields() {
         let e = PipelineDef::parse(r#"{"stages": [], "strategy": {"max_retries": 1, "nope": 2}}"#)
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("nope"), "{e}");
     }
 }

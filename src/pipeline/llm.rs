@@ -36,9 +36,14 @@ pub enum AgentMode {
     Llm,
 }
 
+/// An agent mode that is not one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown agent mode {0:?}; use auto, builtin or llm")]
+pub struct UnknownAgentMode(pub String);
+
 impl AgentMode {
     /// `auto` (LLM when `CHUTES_API_KEY` is set), `builtin` or `llm`.
-    pub fn parse(s: &str) -> Result<AgentMode, String> {
+    pub fn parse(s: &str) -> Result<AgentMode, UnknownAgentMode> {
         match s.trim().to_ascii_lowercase().as_str() {
             "builtin" | "offline" => Ok(AgentMode::Builtin),
             "llm" => Ok(AgentMode::Llm),
@@ -49,9 +54,7 @@ impl AgentMode {
                     AgentMode::Builtin
                 },
             ),
-            other => Err(format!(
-                "unknown agent mode {other:?}; use auto, builtin or llm"
-            )),
+            other => Err(UnknownAgentMode(other.to_string())),
         }
     }
 }
@@ -99,7 +102,10 @@ impl Publisher for RunPublisher {
         }
     }
 
-    async fn publish(&self, request: &PublishRequest) -> Result<PublishReceipt, String> {
+    async fn publish(
+        &self,
+        request: &PublishRequest,
+    ) -> Result<PublishReceipt, agents::PublishFailed> {
         let ckpt = request.checkpoint.display().to_string();
         let rec = self
             .records

@@ -101,7 +101,7 @@ impl RunOptions {
     }
 
     /// Checks the options, naming every problem.
-    pub fn validate(&self) -> std::result::Result<(), String> {
+    pub fn validate(&self) -> std::result::Result<(), InvalidRun> {
         let mut errs = Vec::new();
         if !(1..=20).contains(&self.retries) {
             errs.push(format!(
@@ -157,7 +157,7 @@ impl RunOptions {
         if errs.is_empty() {
             Ok(())
         } else {
-            Err(errs.join("; "))
+            Err(InvalidRun(errs))
         }
     }
 }
@@ -341,7 +341,8 @@ pub async fn create_run_with_id(
     bot: &str,
     run_id: &str,
 ) -> Result<bool> {
-    opts.validate().map_err(QueueError::Invalid)?;
+    opts.validate()
+        .map_err(|e| QueueError::Invalid(e.to_string()))?;
     let def = definition::load(queue).await?;
     let run_id = run_id.to_string();
     let task = Task::new(opts, def);
@@ -369,13 +370,19 @@ pub async fn create_run_with_id(
     Ok(created == 1)
 }
 
+/// Run options that cannot be used: every problem, each naming the field and the way to fix it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", .0.join("; "))]
+pub struct InvalidRun(pub Vec<String>);
+
 /// Applies what a [`RunRequest`](jobs::pipeline::RunRequest) asks for to `o`; the message of
 /// an error names the field.
 pub fn apply_request(
     o: &mut RunOptions,
     r: &jobs::pipeline::RunRequest,
-) -> std::result::Result<(), String> {
-    r.apply_budget(&mut o.budget)?;
+) -> std::result::Result<(), InvalidRun> {
+    r.apply_budget(&mut o.budget)
+        .map_err(|e| InvalidRun(vec![e.0]))?;
     if let Some(v) = r.retries {
         o.retries = v;
     }
@@ -386,7 +393,7 @@ pub fn apply_request(
         o.seed = v;
     }
     o.agents = llm::AgentMode::parse(r.agents.as_deref().unwrap_or("auto"))
-        .map_err(|e| format!("agents: {e}"))?;
+        .map_err(|e| InvalidRun(vec![format!("agents: {e}")]))?;
     o.validate()
 }
 

@@ -139,13 +139,24 @@ pub struct PublishReceipt {
     pub files: Vec<String>,
 }
 
+/// A publication that did not happen: what went wrong, for the agent to read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct PublishFailed(pub String);
+
+impl From<String> for PublishFailed {
+    fn from(s: String) -> Self {
+        PublishFailed(s)
+    }
+}
+
 /// A place models are published to. The engine may implement a remote store; this crate has
 /// [`FsPublisher`].
 #[async_trait::async_trait]
 pub trait Publisher: Send + Sync {
     /// One line saying where models go (shown to the agent).
     fn describe(&self) -> String;
-    async fn publish(&self, request: &PublishRequest) -> Result<PublishReceipt, String>;
+    async fn publish(&self, request: &PublishRequest) -> Result<PublishReceipt, PublishFailed>;
 }
 
 /// Publishes to `root/<name>/`: every file of the checkpoint folder, plus `metrics.json`.
@@ -162,7 +173,7 @@ impl Publisher for FsPublisher {
         format!("the local directory {}", self.root.display())
     }
 
-    async fn publish(&self, request: &PublishRequest) -> Result<PublishReceipt, String> {
+    async fn publish(&self, request: &PublishRequest) -> Result<PublishReceipt, PublishFailed> {
         let dest = self.root.join(safe_name(&request.name));
         let src = request.checkpoint.clone();
         let metrics = serde_json::to_string_pretty(&request.metrics).map_err(|e| e.to_string())?;
@@ -201,5 +212,6 @@ impl Publisher for FsPublisher {
         })
         .await
         .map_err(|e| format!("publish task failed: {e}"))?
+        .map_err(PublishFailed)
     }
 }

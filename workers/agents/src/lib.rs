@@ -35,7 +35,7 @@ pub use client::{ChatClient, LlmError, Usage};
 pub use config::{ConfigError, LlmConfig, RetryPolicy};
 pub use history::{
     ExperimentHistory, ExperimentRecord, FsPublisher, HistoryError, JsonlHistory, MemoryHistory,
-    PublishReceipt, PublishRequest, Publisher, RunStatus,
+    PublishFailed, PublishReceipt, PublishRequest, Publisher, RunStatus,
 };
 pub use research::{ResearchSession, RunBudget};
 pub use runner::{AgentResult, AgentRunner};

@@ -108,13 +108,13 @@ impl ResearchSession {
     }
 
     /// Record a result (also what `run_experiment` does) and save it to the history.
-    pub async fn record(&self, rec: ExperimentRecord) -> Result<(), String> {
+    pub async fn record(&self, rec: ExperimentRecord) -> Result<(), crate::HistoryError> {
         self.state
             .lock()
             .expect("session lock")
             .results
             .push(rec.clone());
-        self.history.save(&rec).await.map_err(|e| e.to_string())
+        self.history.save(&rec).await
     }
 
     /// The best successful result of this session (lowest CRPS).
@@ -559,7 +559,7 @@ async fn run_experiment(s: Arc<ResearchSession>, a: RunExperimentArgs) -> Result
         }
     };
     if let Err(e) = s.record(rec).await {
-        reply["history_error"] = Value::String(e);
+        reply["history_error"] = Value::String(e.to_string());
     }
     Ok(reply)
 }
@@ -984,7 +984,11 @@ pub fn research_tools(session: Arc<ResearchSession>) -> ToolRegistry {
                 metrics: json!({"crps": rec.crps, "gbm_crps": rec.gbm_crps, "crps_ratio": rec.crps_ratio(),
                                 "param_count": rec.param_count, "fingerprint": rec.fingerprint, "run_id": rec.run_id}),
             };
-            let receipt = s.publisher.publish(&req).await.map_err(ToolError)?;
+            let receipt = s
+                .publisher
+                .publish(&req)
+                .await
+                .map_err(|e| ToolError(e.to_string()))?;
             Ok(json!({"published": true, "location": receipt.location, "files": receipt.files}))
         }
     }));

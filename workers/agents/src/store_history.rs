@@ -6,7 +6,8 @@
 use std::sync::Arc;
 
 use crate::history::{
-    safe_name, ExperimentHistory, HistoryError, PublishReceipt, PublishRequest, Publisher,
+    safe_name, ExperimentHistory, HistoryError, PublishFailed, PublishReceipt, PublishRequest,
+    Publisher,
 };
 use trainer::experiments::ExperimentRecord;
 use trainer::zoo::train::WEIGHTS_FILE;
@@ -56,7 +57,7 @@ impl Publisher for StorePublisher {
         self.store.describe()
     }
 
-    async fn publish(&self, request: &PublishRequest) -> Result<PublishReceipt, String> {
+    async fn publish(&self, request: &PublishRequest) -> Result<PublishReceipt, PublishFailed> {
         let prefix = model_prefix(&self.session, &request.name);
         let mut names: Vec<String> = std::fs::read_dir(&request.checkpoint)
             .map_err(|e| {
@@ -74,7 +75,8 @@ impl Publisher for StorePublisher {
             return Err(format!(
                 "{} has no {WEIGHTS_FILE}: not a trained checkpoint",
                 request.checkpoint.display()
-            ));
+            )
+            .into());
         }
         let mut files = Vec::new();
         for n in &names {
@@ -161,6 +163,7 @@ mod tests {
             .publish(&req)
             .await
             .unwrap_err()
+            .0
             .contains("not a trained checkpoint"));
         std::fs::write(ck.join(WEIGHTS_FILE), b"w").unwrap();
         let receipt = p.publish(&req).await.unwrap();

@@ -165,7 +165,7 @@ fn finish(success: bool, result: &str, summary: &str) -> Reply {
 }
 
 fn session(dir: &Path) -> Arc<ResearchSession> {
-    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data");
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data");
     let mut s = ResearchSession::new(
         "test-run",
         data,

@@ -167,18 +167,18 @@ impl ToolRegistry {
     }
 
     /// The tools named, in that order of preference; every missing name is reported.
-    pub fn subset(&self, names: &[&str]) -> Result<ToolRegistry, String> {
+    pub fn subset(&self, names: &[&str]) -> Result<ToolRegistry, ToolError> {
         let missing: Vec<&str> = names
             .iter()
             .copied()
             .filter(|n| !self.tools.contains_key(*n))
             .collect();
         if !missing.is_empty() {
-            return Err(format!(
+            return Err(ToolError(format!(
                 "no such tool(s): {} (registered: {})",
                 missing.join(", "),
                 self.names().join(", ")
-            ));
+            )));
         }
         Ok(ToolRegistry {
             tools: names

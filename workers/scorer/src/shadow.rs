@@ -20,7 +20,7 @@ use publisher::store::{Store, StoreExt};
 use serde_json::{json, Value};
 use sn50::backtest::{hash_name, MAX_SPOT_AGE_SECONDS, REQUEST_LEAD_SECONDS};
 use sn50::constants::{PromptKind, Sn50Config};
-use sn50::data::{asset_file_for_step, Bars};
+use sn50::data::{asset_file_for_step, Bars, DataError};
 use sn50::forecast::{Forecaster, Gbm};
 use sn50::shadow::{self, ShadowRecord, ShadowResult};
 
@@ -73,9 +73,9 @@ async fn resolve_model(
 }
 
 /// Bars of `asset` that price prompts of `increment`-second steps.
-fn load_bars(data_dir: &Path, asset: &str, increment: u64) -> Result<Bars, String> {
-    let path = asset_file_for_step(data_dir, asset, increment as i64).map_err(|e| e.to_string())?;
-    Bars::load(&path).map_err(|e| e.to_string())
+fn load_bars(data_dir: &Path, asset: &str, increment: u64) -> Result<Bars, DataError> {
+    let path = asset_file_for_step(data_dir, asset, increment as i64)?;
+    Bars::load(&path)
 }
 
 struct Recorder;
@@ -138,7 +138,7 @@ impl JobHandler for Recorder {
                         continue;
                     }
                     Err(e) => {
-                        skipped.push(json!({"asset": asset, "error": e}));
+                        skipped.push(json!({"asset": asset, "error": e.to_string()}));
                         continue;
                     }
                 }
@@ -264,7 +264,9 @@ fn score_all(pending: Vec<ShadowRecord>, data_dir: &Path, now: i64) -> Vec<Shado
     for mut rec in pending {
         let b = bars
             .entry((rec.asset.clone(), rec.time_increment))
-            .or_insert_with(|| load_bars(data_dir, &rec.asset, rec.time_increment));
+            .or_insert_with(|| {
+                load_bars(data_dir, &rec.asset, rec.time_increment).map_err(|e| e.to_string())
+            });
         let Ok(b) = b else { continue };
         let model = models.entry(rec.model.clone()).or_insert_with(|| {
             trainer::zoo::forecaster::load_forecaster(&rec.model, &trainer::Device::Cpu)

@@ -538,7 +538,7 @@ mod tests {
 
     #[test]
     fn shared_data_loads() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data");
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data");
         if !dir.is_dir() {
             return; // the shared data is not part of every checkout
         }

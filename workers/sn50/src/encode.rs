@@ -59,19 +59,38 @@ fn round_fast(x: f64, buf: &mut ryu::Buffer) -> Option<f64> {
     (1.0..1e7).contains(&y).then_some(y)
 }
 
+/// Paths that cannot be sent: the validator would score them -1.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum EncodeError {
+    #[error("unusable output: path {path} point {point} is {value}, not a finite price")]
+    NotFinite {
+        path: usize,
+        point: usize,
+        value: f64,
+    },
+    #[error("unusable output: path {path} point {point} rounds to zero")]
+    Zero { path: usize, point: usize },
+    #[error(transparent)]
+    Price(#[from] super::response::ResponseError),
+}
+
 /// The token for one price: the fast path where it applies, else the reference encoder.
-fn token(x: f64, buf: &mut ryu::Buffer) -> Result<PriceToken, String> {
+fn token(x: f64, buf: &mut ryu::Buffer) -> Result<PriceToken, EncodeError> {
     if x.is_finite() && (1.0..1e7).contains(&x) {
         if let Some(y) = round_fast(x, buf) {
             return Ok(PriceToken::Float(y));
         }
     }
-    encode_price(x).map_err(|e| e.to_string())
+    Ok(encode_price(x)?)
 }
 
 /// `simulation_output` as JSON text: `[start, increment, [p, ...], ...]`. Refuses NaN,
 /// infinities and zeros (the validator scores them -1) naming the path and point.
-pub fn simulation_output_json(start: i64, increment: i64, paths: &Paths) -> Result<String, String> {
+pub fn simulation_output_json(
+    start: i64,
+    increment: i64,
+    paths: &Paths,
+) -> Result<String, EncodeError> {
     let mut out = String::with_capacity(16 + paths.n_paths() * paths.n_points() * 10);
     let mut buf = ryu::Buffer::new();
     let mut fbuf = ryu::Buffer::new();
@@ -83,9 +102,11 @@ pub fn simulation_output_json(start: i64, increment: i64, paths: &Paths) -> Resu
         out.push_str(",[");
         for (ti, &x) in paths.row(pi).iter().enumerate() {
             if !x.is_finite() {
-                return Err(format!(
-                    "unusable output: path {pi} point {ti} is {x}, not a finite price"
-                ));
+                return Err(EncodeError::NotFinite {
+                    path: pi,
+                    point: ti,
+                    value: x,
+                });
             }
             if ti > 0 {
                 out.push(',');
@@ -93,17 +114,19 @@ pub fn simulation_output_json(start: i64, increment: i64, paths: &Paths) -> Resu
             match token(x, &mut buf)? {
                 PriceToken::Int(i) => {
                     if i == 0 {
-                        return Err(format!(
-                            "unusable output: path {pi} point {ti} rounds to zero"
-                        ));
+                        return Err(EncodeError::Zero {
+                            path: pi,
+                            point: ti,
+                        });
                     }
                     out.push_str(&i.to_string());
                 }
                 PriceToken::Float(f) => {
                     if f == 0.0 {
-                        return Err(format!(
-                            "unusable output: path {pi} point {ti} rounds to zero"
-                        ));
+                        return Err(EncodeError::Zero {
+                            path: pi,
+                            point: ti,
+                        });
                     }
                     out.push_str(fbuf.format_finite(f));
                 }
@@ -194,10 +217,12 @@ mod tests {
         let bad = Paths::from_rows(&[vec![1.0, f64::NAN]]).unwrap();
         assert!(simulation_output_json(0, 60, &bad)
             .unwrap_err()
+            .to_string()
             .contains("path 0 point 1"));
         let zero = Paths::from_rows(&[vec![1.0, 0.0]]).unwrap();
         assert!(simulation_output_json(0, 60, &zero)
             .unwrap_err()
+            .to_string()
             .contains("zero"));
     }
 }

@@ -6,7 +6,7 @@ use std::path::Path;
 use super::vectors::{load_vectors, score_vectors_json};
 
 fn vectors_path() -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/spec/crps-vectors.json")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/spec/crps-vectors.json")
 }
 
 #[test]

@@ -33,12 +33,13 @@ pub struct BenchResult {
 
 /// The spec of a preset (d_model and seq_len from the preset, the rest defaults).
 pub fn preset_spec(name: &str) -> Result<ExperimentSpec, ZooError> {
-    let p = find_preset(name).ok_or_else(|| {
-        let known: Vec<&str> = PRESETS.iter().map(|p| p.name).collect();
-        ZooError::Features(format!(
-            "unknown preset {name:?}; use one of {}",
-            known.join(", ")
-        ))
+    let p = find_preset(name).ok_or_else(|| ZooError::UnknownPreset {
+        name: name.to_string(),
+        known: PRESETS
+            .iter()
+            .map(|p| p.name)
+            .collect::<Vec<_>>()
+            .join(", "),
     })?;
     let mut spec = ExperimentSpec::new(p.blocks, p.head);
     spec.model.backbone.d_model = p.d_model;

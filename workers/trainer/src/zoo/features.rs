@@ -72,9 +72,44 @@ pub fn run_starts(b: &Bars) -> Vec<usize> {
     out
 }
 
+/// Bars that cannot be made into model inputs; each variant says what is missing and what
+/// to change.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FeatureError {
+    #[error("only {found} gap-free bars to fit the feature normaliser on; need at least {need}")]
+    TooFewBars { found: usize, need: usize },
+    #[error("{asset}: {source}")]
+    Asset {
+        asset: String,
+        #[source]
+        source: Box<FeatureError>,
+    },
+    #[error("{asset}: no gap-free training window of {seq_len}+{horizon} bars before the cutoff")]
+    NoTrainingWindow {
+        asset: String,
+        seq_len: usize,
+        horizon: usize,
+    },
+    #[error("{asset}: no gap-free validation window of {seq_len}+{horizon} bars after the cutoff; lower seq_len or raise val_fraction")]
+    NoValidationWindow {
+        asset: String,
+        seq_len: usize,
+        horizon: usize,
+    },
+    #[error("no bar closed by {0}")]
+    NoBarBefore(i64),
+    #[error("the {need} bars before {as_of} are not consecutive (a gap in the data); the model needs {seq_len} history bars plus {vol_window} for its features")]
+    GapInHistory {
+        need: usize,
+        as_of: i64,
+        seq_len: usize,
+        vol_window: usize,
+    },
+}
+
 impl Normalizer {
     /// Fit on bars `[0, end)` (only bars whose look-back is gap-free count).
-    pub fn fit(b: &Bars, end: usize) -> Result<Self, String> {
+    pub fn fit(b: &Bars, end: usize) -> Result<Self, FeatureError> {
         let runs = run_starts(b);
         let mut sum = [0f64; RAW];
         let mut sq = [0f64; RAW];
@@ -96,10 +131,10 @@ impl Normalizer {
             n += 1;
         }
         if n < 2 * VOL_WINDOW {
-            return Err(format!(
-                "only {n} gap-free bars to fit the feature normaliser on; need at least {}",
-                2 * VOL_WINDOW
-            ));
+            return Err(FeatureError::TooFewBars {
+                found: n,
+                need: 2 * VOL_WINDOW,
+            });
         }
         let stats: Vec<[f64; 2]> = (0..RAW)
             .map(|k| {
@@ -168,10 +203,13 @@ impl AssetWindows {
         horizon: usize,
         val_fraction: f64,
         stride: usize,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, FeatureError> {
         let n = bars.len();
         let cutoff = ((n as f64) * (1.0 - val_fraction)).floor() as usize;
-        let norm = Normalizer::fit(&bars, cutoff).map_err(|e| format!("{asset}: {e}"))?;
+        let norm = Normalizer::fit(&bars, cutoff).map_err(|e| FeatureError::Asset {
+            asset: asset.to_string(),
+            source: Box::new(e),
+        })?;
         let runs = run_starts(&bars);
         let need = seq_len + VOL_WINDOW;
         let ok = |i: usize| i + 1 >= need && i + horizon < n && runs[i + horizon] + need <= i + 1;
@@ -184,10 +222,18 @@ impl AssetWindows {
             .filter(|&i| ok(i))
             .collect();
         if train.is_empty() {
-            return Err(format!("{asset}: no gap-free training window of {seq_len}+{horizon} bars before the cutoff"));
+            return Err(FeatureError::NoTrainingWindow {
+                asset: asset.to_string(),
+                seq_len,
+                horizon,
+            });
         }
         if val.is_empty() {
-            return Err(format!("{asset}: no gap-free validation window of {seq_len}+{horizon} bars after the cutoff; lower seq_len or raise val_fraction"));
+            return Err(FeatureError::NoValidationWindow {
+                asset: asset.to_string(),
+                seq_len,
+                horizon,
+            });
         }
         Ok(AssetWindows {
             asset: asset.to_string(),
@@ -233,19 +279,22 @@ pub fn history_input(
     as_of: i64,
     seq_len: usize,
     names: &[String],
-) -> Result<(usize, Vec<f32>), String> {
+) -> Result<(usize, Vec<f32>), FeatureError> {
     let cutoff = as_of - b.bar_seconds;
     let i = match b.timestamps.binary_search(&cutoff) {
         Ok(i) => i,
-        Err(0) => return Err(format!("no bar closed by {as_of}")),
+        Err(0) => return Err(FeatureError::NoBarBefore(as_of)),
         Err(i) => i - 1,
     };
     let need = seq_len + VOL_WINDOW;
     let runs = run_starts(b);
     if i + 1 < need || runs[i] + need > i + 1 {
-        return Err(format!(
-            "the {need} bars before {as_of} are not consecutive (a gap in the data); the model needs {seq_len} history bars plus {VOL_WINDOW} for its features"
-        ));
+        return Err(FeatureError::GapInHistory {
+            need,
+            as_of,
+            seq_len,
+            vol_window: VOL_WINDOW,
+        });
     }
     let mut out = Vec::with_capacity(seq_len * names.len());
     for j in i + 1 - seq_len..=i {

@@ -67,8 +67,14 @@ pub enum ZooError {
     Spec(Vec<spec::SpecIssue>),
     #[error(transparent)]
     Data(#[from] sn50::data::DataError),
-    #[error("{0}")]
-    Features(String),
+    #[error(transparent)]
+    Features(#[from] features::FeatureError),
+    #[error(transparent)]
+    Paths(#[from] sn50::crps::CrpsError),
+    #[error(transparent)]
+    Forecast(#[from] sn50::forecast::ForecastError),
+    #[error("unknown preset {name:?}; use one of {known}")]
+    UnknownPreset { name: String, known: String },
     #[error("cannot read or write {path}: {message}")]
     Io { path: String, message: String },
     #[error("checkpoint {path}: {message}")]

@@ -21,7 +21,7 @@ use sn50::data::Bars;
 use sn50::response::{check_response, MinerResponse, SimulationInput};
 
 fn data_dir() -> Option<PathBuf> {
-    let d = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data");
+    let d = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data");
     d.is_dir().then_some(d)
 }
 

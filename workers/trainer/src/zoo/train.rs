@@ -209,7 +209,7 @@ pub fn load_windows(spec: &ExperimentSpec, data_dir: &Path) -> Result<Vec<AssetW
                 spec.data.val_fraction,
                 spec.data.stride,
             )
-            .map_err(ZooError::Features)
+            .map_err(ZooError::from)
         })
         .collect()
 }
@@ -584,7 +584,7 @@ pub fn paths_from_increments(
             data.push(spot * (cum * ret_std).clamp(-MAX_LOG_MOVE, MAX_LOG_MOVE).exp());
         }
     }
-    Paths::from_flat(data, n).map_err(|e| ZooError::Features(e.to_string()))
+    Ok(Paths::from_flat(data, n)?)
 }
 
 /// Simulate `n` price paths for window input `x (1, s, f)`.
@@ -667,9 +667,7 @@ pub fn evaluate_sn50(
                 history: None,
                 as_of: d.bars.timestamps[i] + bar,
             };
-            let gp = gbm
-                .forecast(&req, &mut ChaCha8Rng::seed_from_u64(seed))
-                .map_err(|e| ZooError::Features(e.to_string()))?;
+            let gp = gbm.forecast(&req, &mut ChaCha8Rng::seed_from_u64(seed))?;
             let m = miner_score(&as_sent(&paths), &real, bar as u64, intervals);
             let g = miner_score(&as_sent(&gp), &real, bar as u64, intervals);
             if m == INVALID_SCORE {
