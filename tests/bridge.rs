@@ -1590,10 +1590,10 @@ fn run_events_reach_only_the_runs_bot() {
 }
 
 /// A job type added by a program that says nothing about bots is refused to them with 403
-/// (the allow-list is declared on the type, closed by default), while the operator's own
-/// queue takes it.
+/// (the allow-list is declared on the type, closed by default), at `POST /jobs` and at
+/// `POST /schedules` alike, while the operator's own queue takes it.
 #[tokio::test]
-async fn a_new_job_type_is_closed_to_bots_by_default() {
+async fn a_new_job_type_is_closed_to_bots_by_default_on_every_path_to_work() {
     #[derive(serde::Serialize, serde::Deserialize)]
     struct Reindex {
         shard: u32,
@@ -1643,6 +1643,30 @@ async fn a_new_job_type_is_closed_to_bots_by_default() {
         .reply(&routes)
         .await;
     assert!(res.status().is_success(), "{:?}", res.body());
+    // a schedule is a path to work too: its fires enqueue, so the same rule applies (the
+    // attack: a bot schedules a `run` job naming server paths, or the new type)
+    for (job_type, payload) in [
+        ("run", json!({"data_dir": "/etc", "out_dir": "/tmp/pwn"})),
+        ("reindex", json!({"shard": 1})),
+    ] {
+        let res = warp::test::request()
+            .method("POST")
+            .path("/schedules")
+            .header("x-bot-id", "bot-a")
+            .json(
+                &json!({"name": format!("pwn-{job_type}"), "cron": "* * * * *",
+                          "job_type": job_type, "payload": payload}),
+            )
+            .reply(&routes)
+            .await;
+        assert_eq!(res.status(), 403, "{job_type}: {:?}", res.body());
+        let body: Value = serde_json::from_slice(res.body()).unwrap();
+        assert!(
+            body["error"].as_str().unwrap().contains("field `job_type`"),
+            "{body}"
+        );
+    }
+    assert!(engine::scheduler::list(&queue).await.unwrap().is_empty());
     // the operator enqueues the new type directly
     let id = queue
         .enqueue(engine::EnqueueRequest::new("reindex", json!({"shard": 2})))

@@ -52,24 +52,36 @@ impl EnqueueBody {
     }
 }
 
-/// `POST /jobs`: 201 created, 200 for a repeated idempotency key.
-pub(super) async fn enqueue(c: Call) -> Answer {
-    let b: EnqueueBody = c.json()?;
-    let s = &c.state;
-    // Bots may enqueue only the types that open themselves to bots (`JobSpec::BOTS`):
-    // pipeline stages name a run (possibly another bot's); `run`, `experiment`, the shadow
-    // scorer's jobs and `data-download` name server paths. A new type is closed by default.
-    if let Ok(t) = s.queue.catalog().find(&b.job_type) {
+/// The one rule for every path by which a bot's request leads to a job (`POST /jobs`, and
+/// `POST /schedules`, whose fires enqueue): bots may enqueue only the types that open
+/// themselves to bots (`JobSpec::BOTS`). Pipeline stages name a run (possibly another bot's);
+/// `run`, `experiment`, the shadow scorer's jobs and `data-download` name server paths; a new
+/// type is closed by default. `field` names the body field that holds the type. An unknown
+/// type passes here and is refused (400) by the queue's own check.
+pub(super) fn bots_may_enqueue(
+    queue: &engine::Queue,
+    field: &str,
+    job_type: &str,
+) -> Result<(), warp::Rejection> {
+    if let Ok(t) = queue.catalog().find(job_type) {
         if let ::jobs::BotAccess::Refused(instead) = t.bots {
             return Err(reject(
                 StatusCode::FORBIDDEN,
                 format!(
-                    "field `type`: `{}` jobs are not taken from bots; {instead}",
+                    "field `{field}`: `{}` jobs are not taken from bots; {instead}",
                     t.name
                 ),
             ));
         }
     }
+    Ok(())
+}
+
+/// `POST /jobs`: 201 created, 200 for a repeated idempotency key.
+pub(super) async fn enqueue(c: Call) -> Answer {
+    let b: EnqueueBody = c.json()?;
+    let s = &c.state;
+    bots_may_enqueue(&s.queue, "type", &b.job_type)?;
     let delay_ms = match b.delay_secs {
         Some(d) if !(0.0..=1e9).contains(&d) => {
             return Err(reject(

@@ -2,7 +2,8 @@
 //! with the next fire time), remove. Schedules belong to no bot: they carry
 //! no bot id, and every authenticated caller sees and changes the same list.
 //!
-//! Cron parsing, firing and storage are `engine::scheduler`'s; this module
+//! A bot may schedule only the job types it may enqueue (`jobs::bots_may_enqueue`, 403
+//! otherwise). Cron parsing, firing and storage are `engine::scheduler`'s; this module
 //! only maps its answers to statuses (a bad schedule is a 422).
 
 use serde_json::{json, Value};
@@ -30,6 +31,8 @@ pub(super) async fn list(c: Call) -> Answer {
 /// `POST /schedules`.
 pub(super) async fn add(c: Call) -> Answer {
     let sch: Schedule = c.json()?;
+    // a schedule's fires enqueue its job type: the same rule as `POST /jobs`
+    super::jobs::bots_may_enqueue(&c.state.queue, "job_type", &sch.job_type)?;
     match scheduler::add(&c.state.queue, &sch).await {
         Ok(next) => Ok(reply(
             StatusCode::CREATED,
