@@ -5,18 +5,21 @@
 //! for programs. Long-running commands stop cleanly on SIGINT/SIGTERM.
 
 pub mod agent;
+mod bridge;
 pub mod client;
 pub mod config;
 pub mod mine;
 pub mod model;
-mod ops;
 pub mod pipeline;
+mod queue;
 pub mod sn50;
 pub mod store;
 
 use clap::{Parser, Subcommand};
+use engine::queue::Queue;
+use tokio_util::sync::CancellationToken;
 
-pub use ops::run;
+use crate::settings::Settings;
 
 /// synth-city: a Redis-streams job-queue worker fleet for Bittensor SN50.
 #[derive(Debug, Parser)]
@@ -40,7 +43,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a stateless worker for some job types.
-    Worker(ops::WorkerArgs),
+    Worker(queue::WorkerArgs),
     /// List live workers: what they run and since when.
     Workers {
         #[arg(long)]
@@ -49,12 +52,12 @@ pub enum Command {
     /// Enqueue, inspect, cancel jobs; dead letters.
     Jobs {
         #[command(subcommand)]
-        command: ops::JobsCommand,
+        command: queue::JobsCommand,
     },
     /// The Redis semaphore that caps concurrent pipeline runs.
     Semaphore {
         #[command(subcommand)]
-        command: ops::SemaphoreCommand,
+        command: queue::SemaphoreCommand,
     },
     /// Run the cron scheduler (any number may run at once).
     Scheduler {
@@ -65,12 +68,12 @@ pub enum Command {
     /// Add, list and remove cron schedules.
     Schedule {
         #[command(subcommand)]
-        command: ops::ScheduleCommand,
+        command: queue::ScheduleCommand,
     },
     /// Apply pending migrations of the Redis key layout.
     Migrate,
     /// Serve the HTTP bridge for bots and people.
-    Bridge(ops::BridgeArgs),
+    Bridge(bridge::BridgeArgs),
     /// Call the HTTP bridge (SYNTH_BRIDGE_URL, BRIDGE_API_KEY, SYNTH_BOT_ID).
     Client(client::ClientArgs),
     /// Run the research pipeline (plan, train, check, debug, publish) as jobs.
@@ -90,7 +93,7 @@ pub enum Command {
     /// Benchmarks.
     Bench {
         #[command(subcommand)]
-        command: ops::BenchCommand,
+        command: queue::BenchCommand,
     },
     /// SN50 scoring: CRPS, leaderboard, backtests.
     Score(sn50::ScoreArgs),
@@ -110,4 +113,85 @@ pub enum Command {
     /// Publish runs and read the store's history.
     #[command(flatten)]
     Store(store::StoreCommand),
+}
+
+/// Runs a parsed command line with the settings `main` loaded.
+pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Config { command } => {
+            let mut s = settings;
+            if let Some(url) = &cli.redis_url {
+                s.set_flag("REDIS_URL", "--redis-url", url);
+            }
+            if let Some(p) = &cli.prefix {
+                s.set_flag("SYNTH_CITY_PREFIX", "--prefix", p);
+            }
+            return config::run(command, &s);
+        }
+        Command::Score(a) => return sn50::score(a).await,
+        Command::CheckShapes(a) => return sn50::check_shapes(a).await,
+        Command::Data(a) => return sn50::data(a).await,
+        Command::Model(c) => return model::run(c).await,
+        Command::Agent(a) => return agent::run(a).await,
+        Command::Client(a) => return client::run(a).await,
+        Command::Mine(a) => return mine::run(*a).await,
+        Command::Store(c) => return store::run(cli.redis_url, cli.prefix, c).await,
+        Command::Bench {
+            command: queue::BenchCommand::Crps(a),
+        } => return sn50::bench_crps(a).await,
+        Command::Bench {
+            command: queue::BenchCommand::Train(a),
+        } => return model::bench_train(a).await,
+        _ => {}
+    }
+    let q = connect(&cli)?;
+    match cli.command {
+        Command::Worker(a) => queue::worker(q, a).await,
+        Command::Workers { json } => queue::workers(q, json).await,
+        Command::Jobs { command } => queue::jobs(q, command).await,
+        Command::Semaphore { command } => queue::semaphore(q, command).await,
+        Command::Scheduler { period_ms } => queue::scheduler(q, period_ms).await,
+        Command::Schedule { command } => queue::schedule(q, command).await,
+        Command::Migrate => queue::migrate(q).await,
+        Command::Bench { command } => queue::bench(q, command).await,
+        Command::Pipeline(a) => pipeline::pipeline(q, *a).await,
+        Command::Runs { command } => pipeline::runs(q, command).await,
+        Command::PipelineDef { command } => pipeline::pipeline_def(q, command).await,
+        Command::Bridge(a) => bridge::run(q, a, &settings).await,
+        Command::Score(_)
+        | Command::CheckShapes(_)
+        | Command::Data(_)
+        | Command::Model(_)
+        | Command::Store(_)
+        | Command::Mine(_)
+        | Command::Agent(_)
+        | Command::Client(_)
+        | Command::Config { .. } => {
+            unreachable!("dispatched above")
+        }
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub(crate) fn shutdown_on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("install SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("signal received: shutting down");
+        t.cancel();
+    });
+    token
+}
+
+/// The queue the global flags (and the settings) name.
+fn connect(cli: &Cli) -> anyhow::Result<Queue> {
+    let url = engine::config::redis_url(cli.redis_url.as_deref());
+    let prefix = engine::config::prefix(cli.prefix.as_deref()).map_err(anyhow::Error::msg)?;
+    Ok(Queue::new(&url, &prefix, Default::default())?)
 }

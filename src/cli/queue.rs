@@ -1,19 +1,18 @@
-//! The operator commands: worker, workers, jobs, semaphore, scheduler, schedule,
-//! migrate, bench.
+//! The queue's commands: worker, workers, jobs (and dead letters), semaphore, scheduler,
+//! schedule, migrate, bench queue. Each takes the connected [`Queue`]; the dispatch is in
+//! `cli/mod.rs`. Nothing here trains, scores or serves HTTP.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
-use tokio_util::sync::CancellationToken;
 
-use super::{Cli, Command};
-use crate::settings::Settings;
+use super::shutdown_on_signal;
 use engine::queue::{CancelOutcome, EnqueueRequest, Queue};
+use engine::scheduler;
 use engine::semaphore::RedisSemaphore;
 use engine::worker::{Worker, WorkerOptions};
-use engine::{config, scheduler};
 
 #[derive(Debug, Args)]
 pub struct WorkerArgs {
@@ -48,24 +47,6 @@ pub struct WorkerArgs {
     /// A readable worker name (a unique suffix is added).
     #[arg(long)]
     pub name: Option<String>,
-}
-
-#[derive(Debug, Args)]
-pub struct BridgeArgs {
-    #[arg(long, default_value = "127.0.0.1")]
-    pub host: std::net::IpAddr,
-    #[arg(long, default_value_t = 8377)]
-    pub port: u16,
-    /// Requests per minute allowed per bot.
-    #[arg(long, default_value_t = 600)]
-    pub rate_per_min: u32,
-    /// Market data for pipeline runs started over HTTP.
-    #[arg(long, default_value = "data")]
-    pub data_dir: std::path::PathBuf,
-    #[arg(long, default_value = "runs")]
-    pub out: std::path::PathBuf,
-    #[arg(long, default_value = "store")]
-    pub store: std::path::PathBuf,
 }
 
 #[derive(Debug, Subcommand)]
@@ -239,142 +220,13 @@ fn parse_time_ms(s: &str) -> Result<u64, String> {
         .map_err(|e| format!("{s:?} is neither Unix seconds nor RFC 3339 ({e})"))
 }
 
-/// Resolves on SIGINT or SIGTERM.
-fn shutdown_on_signal() -> CancellationToken {
-    let token = CancellationToken::new();
-    let t = token.clone();
-    tokio::spawn(async move {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("install SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-        tracing::info!("signal received: shutting down");
-        t.cancel();
-    });
-    token
-}
-
-fn queue(cli: &Cli) -> anyhow::Result<Queue> {
-    let url = config::redis_url(cli.redis_url.as_deref());
-    let prefix = config::prefix(cli.prefix.as_deref()).map_err(anyhow::Error::msg)?;
-    Ok(Queue::new(&url, &prefix, Default::default())?)
-}
-
 fn fmt_ms(ms: Option<u64>) -> String {
     ms.and_then(|m| chrono::DateTime::from_timestamp_millis(m as i64))
         .map(|d| d.format("%Y-%m-%d %H:%M:%S%.3fZ").to_string())
         .unwrap_or_else(|| "-".into())
 }
 
-/// Runs a parsed command line with the settings `main` loaded.
-pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
-    match cli.command {
-        Command::Config { command } => {
-            let mut s = settings;
-            if let Some(url) = &cli.redis_url {
-                s.set_flag("REDIS_URL", "--redis-url", url);
-            }
-            if let Some(p) = &cli.prefix {
-                s.set_flag("SYNTH_CITY_PREFIX", "--prefix", p);
-            }
-            return super::config::run(command, &s);
-        }
-        Command::Score(a) => return super::sn50::score(a).await,
-        Command::CheckShapes(a) => return super::sn50::check_shapes(a).await,
-        Command::Data(a) => return super::sn50::data(a).await,
-        Command::Model(c) => return super::model::run(c).await,
-        Command::Agent(a) => return super::agent::run(a).await,
-        Command::Client(a) => return super::client::run(a).await,
-        Command::Mine(a) => return super::mine::run(*a).await,
-        Command::Store(c) => return super::store::run(cli.redis_url, cli.prefix, c).await,
-        Command::Bench {
-            command: BenchCommand::Crps(a),
-        } => return super::sn50::bench_crps(a).await,
-        Command::Bench {
-            command: BenchCommand::Train(a),
-        } => return super::model::bench_train(a).await,
-        _ => {}
-    }
-    let q = queue(&cli)?;
-    match cli.command {
-        Command::Worker(a) => worker(q, a).await,
-        Command::Workers { json } => {
-            let ws = engine::worker::list_workers(&q).await?;
-            if json {
-                println!("{}", serde_json::to_string(&ws)?);
-            } else if ws.is_empty() {
-                println!("no live workers");
-            } else {
-                println!(
-                    "{:<40} {:<24} {:>5} {:>6} {:>10}  since",
-                    "worker", "roles", "conc", "busy", "processed"
-                );
-                for w in ws {
-                    println!(
-                        "{:<40} {:<24} {:>5} {:>6} {:>10}  {}",
-                        w.id,
-                        w.roles.join(","),
-                        w.concurrency,
-                        w.in_flight,
-                        w.processed,
-                        fmt_ms(Some(w.started_at_ms))
-                    );
-                }
-            }
-            Ok(())
-        }
-        Command::Jobs { command } => jobs(q, command).await,
-        Command::Semaphore { command } => semaphore(q, command).await,
-        Command::Scheduler { period_ms } => {
-            let stop = shutdown_on_signal();
-            Ok(scheduler::run(q, Duration::from_millis(period_ms.max(50)), stop).await?)
-        }
-        Command::Schedule { command } => schedule(q, command).await,
-        Command::Migrate => {
-            let applied = engine::migrate::migrate(&q).await?;
-            if applied.is_empty() {
-                println!("schema is up to date (version {})", engine::migrate::LATEST);
-            } else {
-                println!(
-                    "applied migrations {:?}; schema is at version {}",
-                    applied,
-                    engine::migrate::LATEST
-                );
-            }
-            Ok(())
-        }
-        Command::Bench { command } => bench(q, command).await,
-        Command::Pipeline(a) => super::pipeline::pipeline(q, *a).await,
-        Command::Runs { command } => super::pipeline::runs(q, command).await,
-        Command::PipelineDef { command } => super::pipeline::pipeline_def(q, command).await,
-        Command::Bridge(a) => {
-            let cfg = crate::bridge::BridgeConfig {
-                addr: SocketAddr::new(a.host, a.port),
-                api_key: settings.get("BRIDGE_API_KEY").map(String::from),
-                rate_per_min: a.rate_per_min,
-                data_dir: a.data_dir,
-                out_dir: a.out,
-                store_dir: a.store,
-            };
-            crate::bridge::serve(q, cfg, shutdown_on_signal()).await
-        }
-        Command::Score(_)
-        | Command::CheckShapes(_)
-        | Command::Data(_)
-        | Command::Model(_)
-        | Command::Store(_)
-        | Command::Mine(_)
-        | Command::Agent(_)
-        | Command::Client(_)
-        | Command::Config { .. } => {
-            unreachable!("dispatched above")
-        }
-    }
-}
-
-async fn worker(q: Queue, a: WorkerArgs) -> anyhow::Result<()> {
+pub(super) async fn worker(q: Queue, a: WorkerArgs) -> anyhow::Result<()> {
     let registry = crate::handlers::registry(&q);
     let roles = crate::handlers::expand_roles(q.catalog(), &a.roles).map_err(anyhow::Error::msg)?;
     let opts = WorkerOptions {
@@ -412,7 +264,7 @@ async fn worker(q: Queue, a: WorkerArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn jobs(q: Queue, c: JobsCommand) -> anyhow::Result<()> {
+pub(super) async fn jobs(q: Queue, c: JobsCommand) -> anyhow::Result<()> {
     match c {
         JobsCommand::Enqueue {
             job_type,
@@ -621,7 +473,7 @@ async fn jobs(q: Queue, c: JobsCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn semaphore(q: Queue, c: SemaphoreCommand) -> anyhow::Result<()> {
+pub(super) async fn semaphore(q: Queue, c: SemaphoreCommand) -> anyhow::Result<()> {
     match c {
         SemaphoreCommand::Status { name, json } => {
             let s = RedisSemaphore::new(q, &name).status().await?;
@@ -655,7 +507,7 @@ async fn semaphore(q: Queue, c: SemaphoreCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn schedule(q: Queue, c: ScheduleCommand) -> anyhow::Result<()> {
+pub(super) async fn schedule(q: Queue, c: ScheduleCommand) -> anyhow::Result<()> {
     match c {
         ScheduleCommand::Add {
             name,
@@ -708,7 +560,7 @@ async fn schedule(q: Queue, c: ScheduleCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn bench(q: Queue, c: BenchCommand) -> anyhow::Result<()> {
+pub(super) async fn bench(q: Queue, c: BenchCommand) -> anyhow::Result<()> {
     match c {
         BenchCommand::Queue {
             jobs,
@@ -744,6 +596,54 @@ async fn bench(q: Queue, c: BenchCommand) -> anyhow::Result<()> {
             }
         }
         BenchCommand::Crps(_) | BenchCommand::Train(_) => unreachable!("dispatched in run"),
+    }
+    Ok(())
+}
+
+/// `synth-city workers`: the live workers, what they run, since when.
+pub(super) async fn workers(q: Queue, json: bool) -> anyhow::Result<()> {
+    let ws = engine::worker::list_workers(&q).await?;
+    if json {
+        println!("{}", serde_json::to_string(&ws)?);
+    } else if ws.is_empty() {
+        println!("no live workers");
+    } else {
+        println!(
+            "{:<40} {:<24} {:>5} {:>6} {:>10}  since",
+            "worker", "roles", "conc", "busy", "processed"
+        );
+        for w in ws {
+            println!(
+                "{:<40} {:<24} {:>5} {:>6} {:>10}  {}",
+                w.id,
+                w.roles.join(","),
+                w.concurrency,
+                w.in_flight,
+                w.processed,
+                fmt_ms(Some(w.started_at_ms))
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `synth-city scheduler`: fires cron schedules until SIGINT/SIGTERM.
+pub(super) async fn scheduler(q: Queue, period_ms: u64) -> anyhow::Result<()> {
+    let stop = shutdown_on_signal();
+    Ok(scheduler::run(q, Duration::from_millis(period_ms.max(50)), stop).await?)
+}
+
+/// `synth-city migrate`: applies pending key-layout migrations.
+pub(super) async fn migrate(q: Queue) -> anyhow::Result<()> {
+    let applied = engine::migrate::migrate(&q).await?;
+    if applied.is_empty() {
+        println!("schema is up to date (version {})", engine::migrate::LATEST);
+    } else {
+        println!(
+            "applied migrations {:?}; schema is at version {}",
+            applied,
+            engine::migrate::LATEST
+        );
     }
     Ok(())
 }
