@@ -56,6 +56,37 @@ fn score_crps_json_is_bit_exact_and_ordered() {
     }
 }
 
+/// The v2 file (three competitions, the 1 h volatility term): each case's price, volatility,
+/// total and worker score printed in the file's own shape, bit for bit.
+#[test]
+fn score_crps_prints_the_v2_parts_bit_exact() {
+    let vectors = shared("spec/crps-vectors-v2.json");
+    let out = bin()
+        .args(["score", "crps", "--vectors"])
+        .arg(&vectors)
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let file: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&vectors).unwrap()).unwrap();
+    let results = got["results"].as_array().unwrap();
+    let cases = file["cases"].as_array().unwrap();
+    assert_eq!(results.len(), 64);
+    let bits = |v: &serde_json::Value| v.as_f64().map(f64::to_bits);
+    for (i, (r, c)) in results.iter().zip(cases).enumerate() {
+        for field in ["price_crps", "vol_crps", "total", "worker_score"] {
+            assert_eq!(bits(&r[field]), bits(&c[field]), "case {i} {field}");
+        }
+        assert_eq!(bits(&r["crps"]), bits(&c["expected"]), "case {i}");
+    }
+}
+
 #[test]
 fn check_shapes_reports_the_validator_string_and_exit_code() {
     let good = tmp(

@@ -23,12 +23,15 @@ pub struct ScoreArgs {
 /// The scoring subcommands.
 #[derive(Debug, Subcommand)]
 pub enum ScoreCommand {
-    /// Score a file of CRPS cases (the crps-vectors format) with the validator's CRPS.
+    /// Score a file of CRPS cases (the crps-vectors format) with the validator's scoring: the
+    /// price CRPS, plus the 1 h volatility term where a case has volatility blocks.
     Crps {
-        /// A `sn50-crps-vectors/1` JSON file.
+        /// A `sn50-crps-vectors/1` or `/2` JSON file.
         #[arg(long)]
         vectors: PathBuf,
-        /// Print `{"results": [{"index", "crps"}, ...]}` (-1.0 invalid, null NaN).
+        /// Print `{"results": [{"index", "crps"}, ...]}` (-1.0 invalid, null NaN); for a `/2`
+        /// file each result also carries `price_crps`, `vol_crps`, `total` and `worker_score`,
+        /// the shape of the file's own fields.
         #[arg(long)]
         json: bool,
     },

@@ -32,6 +32,7 @@ pub mod response;
 pub mod rewards;
 pub mod shadow;
 pub mod vectors;
+pub mod vol;
 
 #[cfg(test)]
 mod vector_tests;

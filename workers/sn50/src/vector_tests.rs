@@ -74,3 +74,49 @@ fn the_scalar_path_is_bit_identical_too() {
         assert_eq!(got.to_bits(), case.expected.unwrap().to_bits(), "case {i}");
     }
 }
+
+fn vectors_v2_path() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/spec/crps-vectors-v2.json")
+}
+
+/// Every case of crps-vectors-v2.json (the December 2026 validator's own functions, three
+/// competitions, the 1 h volatility term): price, volatility, total and worker score, bit for
+/// bit, and the volatility term's per-size sums.
+#[test]
+fn all_v2_vectors_are_bit_identical() {
+    let file = load_vectors(&vectors_v2_path()).expect("crps-vectors-v2.json");
+    assert_eq!(file.cases.len(), 64, "the v2 file should hold 64 cases");
+    let bits = |x: Option<f64>| x.map(f64::to_bits);
+    let mut failures = Vec::new();
+    let mut with_vol = 0;
+    for (i, case) in file.cases.iter().enumerate() {
+        let t = case
+            .total_score()
+            .unwrap_or_else(|e| panic!("case {i}: {e}"));
+        let vol = t.vol.as_ref().map(|v| v.total);
+        if vol.is_some() {
+            with_vol += 1;
+        }
+        for (what, got, want) in [
+            ("price_crps", Some(t.price), case.price_crps),
+            ("vol_crps", vol, case.vol_crps),
+            ("total", Some(t.total), case.total),
+            ("worker_score", Some(t.worker_score()), case.worker_score),
+            ("expected", Some(t.total), case.expected),
+        ] {
+            if bits(got) != bits(want) {
+                failures.push(format!("case {i} {what}: got {got:?}, expected {want:?}"));
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} mismatches:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    assert_eq!(
+        with_vol, 22,
+        "the 22 Crypto 1h cases carry the volatility term"
+    );
+}

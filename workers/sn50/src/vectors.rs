@@ -1,5 +1,7 @@
-//! The `sn50-crps-vectors/1` file format (`shared/spec/crps-vectors.json`): CRPS cases produced by
-//! the validator's own code, and the `synth-city score crps` command that scores such a file.
+//! The `sn50-crps-vectors/1` and `/2` file formats (`shared/spec/crps-vectors.json`, the
+//! May 2026 validator's price CRPS; `crps-vectors-v2.json`, the December 2026 validator's
+//! competitions with the 1 h volatility term): cases produced by the validator's own code, and
+//! the `synth-city score crps` command that scores such a file.
 
 use std::path::Path;
 
@@ -7,10 +9,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::constants::ScoringInterval;
-use super::crps::{calculate_crps_for_miner, CrpsError, Paths, INVALID_SCORE};
+use super::crps::{CrpsError, Paths, INVALID_SCORE};
+use super::vol::{calculate_total_score_for_miner, TotalScore, VolBlock};
 
-/// The format tag this module reads.
+/// The format tag of price-only cases.
 pub const FORMAT: &str = "sn50-crps-vectors/1";
+/// The format tag of cases with competitions and the volatility term.
+pub const FORMAT_V2: &str = "sn50-crps-vectors/2";
 
 /// Errors reading a vectors file.
 #[derive(Debug, thiserror::Error)]
@@ -25,7 +30,7 @@ pub enum VectorsError {
         path: String,
         source: serde_json::Error,
     },
-    #[error("CRPS vectors file {path} has format {found:?}, expected {FORMAT:?}")]
+    #[error("CRPS vectors file {path} has format {found:?}, expected {FORMAT:?} or {FORMAT_V2:?}")]
     Format { path: String, found: String },
 }
 
@@ -41,6 +46,8 @@ pub struct VectorFile {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct VectorCase {
     #[serde(default)]
+    pub competition: Option<String>,
+    #[serde(default)]
     pub prompt: Option<String>,
     #[serde(default)]
     pub asset: Option<String>,
@@ -52,8 +59,21 @@ pub struct VectorCase {
     pub real: Vec<Option<f64>>,
     /// Simulated paths; a null point is read as NaN (as `np.array(...).astype(float)` does).
     pub paths: Vec<Vec<Option<f64>>>,
+    /// `[[name, seconds, weight], ...]`: the volatility term's blocks (v2; empty for none).
+    #[serde(default)]
+    pub vol_blocks: Vec<(String, u64, f64)>,
     #[serde(default)]
     pub expected: Option<f64>,
+    /// v2: the validator's parts of the score (`vol_crps` null for 24 h prompts or a price
+    /// score of -1).
+    #[serde(default)]
+    pub price_crps: Option<f64>,
+    #[serde(default)]
+    pub vol_crps: Option<f64>,
+    #[serde(default)]
+    pub total: Option<f64>,
+    #[serde(default)]
+    pub worker_score: Option<f64>,
 }
 
 impl VectorCase {
@@ -80,14 +100,29 @@ impl VectorCase {
         Paths::from_rows(&rows)
     }
 
-    /// `calculate_crps_for_miner` on this case: -1.0 for a zero price, possibly NaN.
+    /// The volatility blocks (none for price-only cases).
+    pub fn volatility_blocks(&self) -> Vec<VolBlock> {
+        self.vol_blocks
+            .iter()
+            .map(|(n, s, w)| VolBlock::new(n, *s, *w))
+            .collect()
+    }
+
+    /// `calculate_total_score_for_miner` on this case: the price CRPS plus the volatility
+    /// term where the case has blocks; -1.0 for a zero price, possibly NaN.
     pub fn score(&self) -> Result<f64, CrpsError> {
+        self.total_score().map(|t| t.total)
+    }
+
+    /// The score with its parts.
+    pub fn total_score(&self) -> Result<TotalScore, CrpsError> {
         let sims = self.sim_paths()?;
-        calculate_crps_for_miner(
+        calculate_total_score_for_miner(
             &sims,
             &self.real_prices(),
             self.time_increment,
             &self.scoring_intervals(),
+            &self.volatility_blocks(),
         )
     }
 }
@@ -99,7 +134,7 @@ pub fn parse_vectors(text: &str, origin: &str) -> Result<VectorFile, VectorsErro
         source,
     })?;
     if let Some(f) = &file.format {
-        if f != FORMAT {
+        if f != FORMAT && f != FORMAT_V2 {
             return Err(VectorsError::Format {
                 path: origin.to_string(),
                 found: f.clone(),
@@ -145,6 +180,19 @@ pub struct CrpsResult {
     /// Why the validator's code would have raised, for cases scored -1 that way.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// v2 files: the parts, in the shape of the file's own fields (`vol_crps` null where the
+    /// validator gives none).
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub parts: Option<ScoreParts>,
+}
+
+/// The parts of a v2 case's score, named as the vectors file names them.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ScoreParts {
+    pub price_crps: Option<f64>,
+    pub vol_crps: Option<f64>,
+    pub total: Option<f64>,
+    pub worker_score: f64,
 }
 
 /// `{"results": [...]}`.
@@ -155,24 +203,33 @@ pub struct CrpsResults {
 
 /// Score every case, in order.
 pub fn score_vectors(file: &VectorFile) -> Vec<CrpsResult> {
+    let v2 = file.format.as_deref() == Some(FORMAT_V2);
+    let finite = |v: f64| (!v.is_nan()).then_some(v);
     file.cases
         .iter()
         .enumerate()
-        .map(|(index, case)| match case.score() {
-            Ok(v) if v.is_nan() => CrpsResult {
+        .map(|(index, case)| match case.total_score() {
+            Ok(t) => CrpsResult {
                 index,
-                crps: None,
+                crps: finite(t.total),
                 error: None,
-            },
-            Ok(v) => CrpsResult {
-                index,
-                crps: Some(v),
-                error: None,
+                parts: v2.then(|| ScoreParts {
+                    price_crps: finite(t.price),
+                    vol_crps: t.vol.as_ref().map(|v| v.total),
+                    total: finite(t.total),
+                    worker_score: t.worker_score(),
+                }),
             },
             Err(e) => CrpsResult {
                 index,
                 crps: Some(INVALID_SCORE),
                 error: Some(e.to_string()),
+                parts: v2.then_some(ScoreParts {
+                    price_crps: Some(INVALID_SCORE),
+                    vol_crps: None,
+                    total: Some(INVALID_SCORE),
+                    worker_score: INVALID_SCORE,
+                }),
             },
         })
         .collect()
