@@ -21,12 +21,11 @@ fn tmp(name: &str, text: &str) -> PathBuf {
     p
 }
 
-#[test]
-fn score_crps_json_is_bit_exact_and_ordered() {
-    let vectors = shared("spec/crps-vectors.json");
+/// `synth-city score crps --vectors FILE --json`'s output (the command must succeed).
+fn score_crps_json(vectors: &Path) -> String {
     let out = bin()
         .args(["score", "crps", "--vectors"])
-        .arg(&vectors)
+        .arg(vectors)
         .arg("--json")
         .output()
         .unwrap();
@@ -35,7 +34,13 @@ fn score_crps_json_is_bit_exact_and_ordered() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let text = String::from_utf8(out.stdout).unwrap();
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn score_crps_json_is_bit_exact_and_ordered() {
+    let vectors = shared("spec/crps-vectors.json");
+    let text = score_crps_json(&vectors);
     assert_eq!(text.trim().lines().count(), 1, "one JSON object");
     assert!(
         text.starts_with("{\"results\":[{\"index\":0,\"crps\":"),
@@ -61,18 +66,7 @@ fn score_crps_json_is_bit_exact_and_ordered() {
 #[test]
 fn score_crps_prints_the_v2_parts_bit_exact() {
     let vectors = shared("spec/crps-vectors-v2.json");
-    let out = bin()
-        .args(["score", "crps", "--vectors"])
-        .arg(&vectors)
-        .arg("--json")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let got: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let got: serde_json::Value = serde_json::from_str(&score_crps_json(&vectors)).unwrap();
     let file: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&vectors).unwrap()).unwrap();
     let results = got["results"].as_array().unwrap();
