@@ -18,10 +18,11 @@ use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
 use super::constants::{PromptKind, Sn50Config, WeightTable};
-use super::crps::{miner_score, Paths, INVALID_SCORE};
+use super::crps::{Paths, INVALID_SCORE};
 use super::data::{asset_file_for_step, Bars, DataError};
 use super::forecast::{ForecastError, ForecastRequest, Forecaster};
 use super::response::encode_price;
+use super::vol::miner_total_score;
 
 /// How long before `start_time` the request is made (the validator: 60-120 s).
 pub const REQUEST_LEAD_SECONDS: i64 = 60;
@@ -165,7 +166,6 @@ pub fn run_backtest(
         let mut picks: Vec<usize> = sample(&mut window_rng, candidates.len(), n).into_vec();
         picks.sort_unstable();
         let starts: Vec<i64> = picks.iter().map(|&i| candidates[i]).collect();
-        let intervals = &prompt.scoring_intervals;
         let mut scores = Vec::with_capacity(n);
         for (w, &start) in starts.iter().enumerate() {
             let as_of = start - REQUEST_LEAD_SECONDS;
@@ -193,12 +193,7 @@ pub fn run_backtest(
                         error,
                     })?;
             let real = bars.price_grid(start, len, inc)?;
-            scores.push(miner_score(
-                &as_sent(&paths),
-                &real,
-                prompt.time_increment,
-                intervals,
-            ));
+            scores.push(miner_total_score(&as_sent(&paths), &real, prompt));
         }
         let valid: Vec<f64> = scores
             .iter()

@@ -315,6 +315,10 @@ pub struct PromptConfig {
     pub timeout_extra_seconds: u64,
     /// Scoring intervals in the validator's (dict) order.
     pub scoring_intervals: Vec<ScoringInterval>,
+    /// The volatility term's blocks (the December 2026 validator's Crypto 1 h competition;
+    /// empty for the 24 h prompt).
+    #[serde(default)]
+    pub vol_blocks: Vec<super::vol::VolBlock>,
     /// The leaderboard window.
     pub window_days: u64,
     pub softmax_beta: f64,
@@ -333,6 +337,7 @@ impl PromptConfig {
             cycle_interval_minutes: 5,
             timeout_extra_seconds: 60,
             scoring_intervals: intervals_from(&LOW_SCORING_INTERVALS),
+            vol_blocks: Vec::new(),
             window_days: 10,
             softmax_beta: -0.1,
             smoothed_score_coefficient: 0.5,
@@ -350,6 +355,7 @@ impl PromptConfig {
             cycle_interval_minutes: 2,
             timeout_extra_seconds: 60,
             scoring_intervals: intervals_from(&HIGH_SCORING_INTERVALS),
+            vol_blocks: super::vol::VolBlock::crypto_1h(),
             window_days: 3,
             softmax_beta: -0.2,
             smoothed_score_coefficient: 0.5,

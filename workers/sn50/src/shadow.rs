@@ -17,9 +17,10 @@ use serde_json::{json, Value};
 
 use super::backtest::as_sent;
 use super::constants::{PromptKind, Sn50Config};
-use super::crps::{miner_score, INVALID_SCORE};
+use super::crps::INVALID_SCORE;
 use super::data::Bars;
 use super::forecast::{ForecastRequest, Forecaster};
+use super::vol::miner_total_score;
 
 /// The days the leaderboard covers.
 pub const LEADERBOARD_DAYS: usize = 10;
@@ -131,18 +132,13 @@ pub fn score_record(
     if !bars.scoreable(rec.start_time, rec.time_length as i64, &real) {
         return None;
     }
-    let intervals = &config.prompt(rec.kind()).scoring_intervals;
+    let prompt = config.prompt(rec.kind());
     let score = |f: &dyn Forecaster| -> Result<f64, String> {
         let mut rng = ChaCha8Rng::seed_from_u64(rec.seed);
         let paths = f
             .forecast(&request(rec, bars), &mut rng)
             .map_err(|e| e.to_string())?;
-        Ok(miner_score(
-            &as_sent(&paths),
-            &real,
-            rec.time_increment,
-            intervals,
-        ))
+        Ok(miner_total_score(&as_sent(&paths), &real, prompt))
     };
     let gbm_crps = score(gbm).unwrap_or(INVALID_SCORE);
     let (crps, error) = match model.and_then(score) {

@@ -120,3 +120,28 @@ fn all_v2_vectors_are_bit_identical() {
         "the 22 Crypto 1h cases carry the volatility term"
     );
 }
+
+/// The default prompt configurations score as the December 2026 validator does: every v2 case
+/// scored with this build's `low` or `high` prompt (its intervals and volatility blocks, not the
+/// case's own) gives the validator's worker score bit for bit.
+#[test]
+fn the_default_prompts_carry_todays_scoring() {
+    use super::constants::{PromptKind, Sn50Config};
+    use super::vol::miner_total_score;
+    let file = load_vectors(&vectors_v2_path()).expect("crps-vectors-v2.json");
+    let cfg = Sn50Config::default();
+    for (i, case) in file.cases.iter().enumerate() {
+        let kind = match case.prompt.as_deref() {
+            Some("high") => PromptKind::High,
+            _ => PromptKind::Low,
+        };
+        let sims = case.sim_paths().unwrap();
+        let got = miner_total_score(&sims, &case.real_prices(), cfg.prompt(kind));
+        assert_eq!(
+            got.to_bits(),
+            case.worker_score.unwrap().to_bits(),
+            "case {i} ({:?})",
+            case.competition
+        );
+    }
+}

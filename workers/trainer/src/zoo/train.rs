@@ -22,10 +22,11 @@ use super::params::{hash_str, Noise, SeededVarMap};
 use super::spec::{ExperimentSpec, LossKind};
 use super::ZooError;
 use sn50::constants::{PromptKind, Sn50Config};
-use sn50::crps::{miner_score, Paths, INVALID_SCORE};
+use sn50::crps::{Paths, INVALID_SCORE};
 use sn50::data::{asset_file, Bars};
 use sn50::forecast::{ForecastRequest, Forecaster, Gbm};
 use sn50::response::encode_price;
+use sn50::vol::miner_total_score;
 
 /// File names inside a checkpoint directory.
 pub const WEIGHTS_FILE: &str = "model.safetensors";
@@ -642,7 +643,7 @@ pub fn evaluate_sn50(
     } else {
         PromptKind::High
     };
-    let intervals = &cfg.prompt(kind).scoring_intervals;
+    let prompt = cfg.prompt(kind);
     let gbm = Gbm::new(cfg.clone());
     let (mut ms, mut gs) = (Vec::new(), Vec::new());
     let mut invalid = (0, 0);
@@ -668,8 +669,8 @@ pub fn evaluate_sn50(
                 as_of: d.bars.timestamps[i] + bar,
             };
             let gp = gbm.forecast(&req, &mut ChaCha8Rng::seed_from_u64(seed))?;
-            let m = miner_score(&as_sent(&paths), &real, bar as u64, intervals);
-            let g = miner_score(&as_sent(&gp), &real, bar as u64, intervals);
+            let m = miner_total_score(&as_sent(&paths), &real, prompt);
+            let g = miner_total_score(&as_sent(&gp), &real, prompt);
             if m == INVALID_SCORE {
                 invalid.0 += 1;
             } else {
