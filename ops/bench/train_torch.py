@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""PyTorch peer of `synth-city bench train --preset P` (workers/src/zoo/bench.rs).
+"""PyTorch peer of `synth-city bench train --preset P` (workers/trainer/src/zoo/bench.rs).
 
 The same architecture as the Rust presets `baseline_gbm` (TransformerBlock, LSTMBlock, GBMHead)
 and `lstm_gbm` (LSTMBlock, GBMHead), layer for layer, at the presets' sizes: 9 input features,
@@ -129,7 +129,7 @@ class ZooModel(nn.Module):
 
 
 def batch_loss(model, x, y, n, gen):
-    """Sample CRPS as workers/src/zoo/train.rs `batch_loss` + `sample_crps` (standard CRPS)."""
+    """Sample CRPS as workers/trainer/src/zoo/train.rs `batch_loss` + `sample_crps` (standard CRPS)."""
     inc = model.sample(x, n, gen)  # (b, n, h)
     h = inc.shape[2]
     scale = 1.0 / torch.arange(1, h + 1, dtype=torch.float32).sqrt()
