@@ -36,11 +36,13 @@ pub enum DataError {
     BarLength { path: String },
     #[error("a {increment} s grid cannot be built from {bar} s bars (the increment must be a multiple of the bar length)")]
     GridResolution { increment: i64, bar: i64 },
-    #[error("no data file for {asset} in {dir} (looked for {candidates})")]
+    #[error("no data file for {asset} in {dir} (looked for {candidates}); fetch the bars with `synth-city data download --assets {asset} --days 30 --resolution {minutes} --data-dir {dir}`, or point --data-dir at a folder that has them")]
     NoFile {
         asset: String,
         dir: String,
         candidates: String,
+        /// The bars' length in minutes (1 or 5), for the download command.
+        minutes: i64,
     },
 }
 
@@ -300,7 +302,7 @@ pub fn asset_file_for_step(dir: &Path, asset: &str, increment: i64) -> Result<Pa
 pub fn asset_file(dir: &Path, asset: &str, timeframe: Timeframe) -> Result<PathBuf, DataError> {
     let mut stems = vec![asset.to_string()];
     if let Some(info) = super::constants::asset_info(asset) {
-        if let Some(s) = info.data_stem {
+        if let Some(s) = info.data_stem.filter(|s| *s != asset) {
             stems.insert(0, s.to_string());
         }
     }
@@ -314,6 +316,7 @@ pub fn asset_file(dir: &Path, asset: &str, timeframe: Timeframe) -> Result<PathB
         .cloned()
         .ok_or_else(|| DataError::NoFile {
             asset: asset.into(),
+            minutes: timeframe.step_secs() / 60,
             dir: dir.display().to_string(),
             candidates: candidates
                 .iter()
@@ -559,5 +562,25 @@ mod tests {
             "NVDA_5m.csv"
         );
         assert!(asset_file(&dir, "HYPE", Timeframe::OneMinute).is_err());
+    }
+
+    #[test]
+    fn a_missing_file_is_named_once_with_the_command_that_fetches_it() {
+        let dir = std::env::temp_dir().join(format!("sc-no-data-{}", std::process::id()));
+        let e = asset_file(&dir, "BTC", Timeframe::FiveMinutes)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("(looked for BTC_5m.csv)"), "{e}");
+        assert!(
+            e.contains("synth-city data download --assets BTC --days 30 --resolution 5"),
+            "{e}"
+        );
+        let e = asset_file(&dir, "SPYX", Timeframe::OneMinute)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("SPY_1m.csv, SPYX_1m.csv") && e.contains("--resolution 1"),
+            "{e}"
+        );
     }
 }
