@@ -96,12 +96,17 @@ impl EnqueueRequest {
 
     /// Checks the request against this build's catalog and builds the envelope.
     pub fn into_envelope(self) -> Result<(JobEnvelope, u64, u64)> {
-        self.into_envelope_in(&Catalog::default())
+        let info = jobs::find_type(&self.job_type)?;
+        self.envelope_of(info)
     }
 
     /// Checks the request against `catalog` and builds the envelope.
     pub fn into_envelope_in(self, catalog: &Catalog) -> Result<(JobEnvelope, u64, u64)> {
         let info = catalog.find(&self.job_type)?;
+        self.envelope_of(info)
+    }
+
+    fn envelope_of(self, info: &jobs::JobTypeInfo) -> Result<(JobEnvelope, u64, u64)> {
         (info.validate)(&self.payload)?;
         if let Some(k) = &self.idempotency_key {
             if k.is_empty() || k.len() > 200 {
@@ -341,9 +346,8 @@ impl Queue {
         };
         let op = std::sync::Mutex::new(op);
         let op = &op;
-        let what = format!("{what}: redis");
         policy
-            .run(&what, |_| async move {
+            .run(what, |_| async move {
                 let res = match self.shared().await {
                     Ok(c) => {
                         let fut = (op.lock().expect("retrying: op lock"))(c);

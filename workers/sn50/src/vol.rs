@@ -87,12 +87,16 @@ fn bps_returns(prices: &[f64]) -> Vec<f64> {
 /// NaNs) squared and summed pairwise, divided by `count - 1`, square root; NaN when fewer
 /// than two values are observed.
 pub fn nanstd_ddof1(x: &[f64]) -> f64 {
-    let mut arr: Vec<f64> = x
-        .iter()
-        .map(|v| if v.is_nan() { 0.0 } else { *v })
-        .collect();
+    nanstd_ddof1_with(x, &mut Vec::with_capacity(x.len()))
+}
+
+/// [`nanstd_ddof1`] with a caller's scratch buffer (one per block size, not one per block and
+/// path).
+fn nanstd_ddof1_with(x: &[f64], arr: &mut Vec<f64>) -> f64 {
+    arr.clear();
+    arr.extend(x.iter().map(|v| if v.is_nan() { 0.0 } else { *v }));
     let cnt = x.iter().filter(|v| !v.is_nan()).count();
-    let avg = pairwise_sum(&arr) / cnt as f64;
+    let avg = pairwise_sum(arr) / cnt as f64;
     for (a, v) in arr.iter_mut().zip(x) {
         *a = if v.is_nan() { 0.0 } else { *a - avg };
     }
@@ -102,7 +106,7 @@ pub fn nanstd_ddof1(x: &[f64]) -> f64 {
     if cnt < 2 {
         return f64::NAN;
     }
-    (pairwise_sum(&arr) / (cnt - 1) as f64).sqrt()
+    (pairwise_sum(arr) / (cnt - 1) as f64).sqrt()
 }
 
 /// Port of `calculate_vol_crps_for_miner(simulation_runs, real_price_path, time_increment,
@@ -129,14 +133,15 @@ pub fn calculate_vol_crps_for_miner(
         let n_blocks = real_r.len() / steps;
         let mut sum: Option<f64> = None;
         let mut vols = vec![0.0f64; sim_r.len()];
+        let mut scratch = Vec::with_capacity(steps);
         for j in 0..n_blocks {
             let range = j * steps..(j + 1) * steps;
-            let real_vol = nanstd_ddof1(&real_r[range.clone()]);
+            let real_vol = nanstd_ddof1_with(&real_r[range.clone()], &mut scratch);
             if real_vol.is_nan() {
                 continue;
             }
             for (v, r) in vols.iter_mut().zip(&sim_r) {
-                *v = nanstd_ddof1(&r[range.clone()]);
+                *v = nanstd_ddof1_with(&r[range.clone()], &mut scratch);
             }
             let c = crps_ensemble(real_vol, &vols);
             // `float(0 + c_0 + c_1 + ...)`: a left fold from the integer 0
