@@ -101,7 +101,7 @@ fn check_shapes_reports_the_validator_string_and_exit_code() {
         "bad.json",
         r#"{"simulation_input": {"asset": "BTC", "start_time": "2026-06-01T12:00:00+00:00",
             "time_increment": 60, "time_length": 120, "num_simulations": 2},
-            "simulation_output": [1780315200, 60, [12345678.0, 2, 3], [1, 2, 3]]}"#,
+            "simulation_output": [1780315200, 60, [123456789.0, 2, 3], [1, 2, 3]]}"#,
     );
     let out = bin()
         .args(["check-shapes", "--json", "--input"])
@@ -112,9 +112,9 @@ fn check_shapes_reports_the_validator_string_and_exit_code() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
         v["format_validation"],
-        "Price format is incorrect: too many digits 12345678.0"
+        "Price format is incorrect: more than 8 significant digits 123456789.0"
     );
-    assert!(String::from_utf8_lossy(&out.stderr).contains("too many digits"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("8 significant digits"));
 
     let nan = tmp(
         "nan.json",
@@ -129,8 +129,23 @@ fn check_shapes_reports_the_validator_string_and_exit_code() {
         .unwrap();
     assert!(!out.status.success());
     let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(stdout.trim(), "Price is not finite: nan");
+
+    let zero = tmp(
+        "zero.json",
+        r#"{"simulation_input": {"start_time": "2026-06-01T12:00:00+00:00",
+            "time_increment": 60, "time_length": 120, "num_simulations": 1},
+            "simulation_output": [1780315200, 60, [1, 0.0, 3]]}"#,
+    );
+    let out = bin()
+        .args(["check-shapes", "--input"])
+        .arg(&zero)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
-        stdout.starts_with("CORRECT") && stdout.contains("nan"),
+        stdout.starts_with("CORRECT") && stdout.contains("zero"),
         "{stdout}"
     );
 }
@@ -152,10 +167,20 @@ fn leaderboard_and_backtest_print_json() {
         String::from_utf8_lossy(&out.stderr)
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let lb = v["low"]["leaderboard"].as_array().unwrap();
+    // BTC's 24 h prompt is scored by Crypto 24h, the second competition
+    let c24 = &v["competitions"][1];
+    assert_eq!(c24["id"], "crypto-24h");
+    assert_eq!(c24["softmax_beta"], -0.15);
+    let lb = c24["leaderboard"].as_array().unwrap();
     assert_eq!(lb.len(), 3);
     assert!(lb[0]["reward_weight"].as_f64().unwrap() > lb[1]["reward_weight"].as_f64().unwrap());
-    assert_eq!(v["weights"].as_array().unwrap().last().unwrap()["uid"], 248);
+    assert!(v["competitions"][0]["leaderboard"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+    // no burn unless the input names the owner
+    let weights = v["weights"].as_array().unwrap();
+    assert!(weights.iter().all(|w| w["uid"] != 248));
 
     let data = shared("data");
     if !data.is_dir() {
@@ -182,6 +207,12 @@ fn leaderboard_and_backtest_print_json() {
     assert_eq!(a["assets"]["BTC"]["windows"], 2);
     assert!(a["assets"]["XAU"]["mean_crps"].as_f64().unwrap() > 0.0);
     assert!(a["weighted_crps"].as_f64().unwrap() > 0.0);
+    // The GBM against the GBM: ratio 1, half of Crypto 1h's pool; XAU is in no 1 h competition.
+    assert_eq!(a["assets"]["BTC"]["ratio"], 1.0);
+    assert_eq!(a["assets"]["BTC"]["competition"], "crypto-1h");
+    assert!(a["assets"]["XAU"]["competition"].is_null());
+    assert_eq!(a["competitions"][0]["id"], "crypto-1h");
+    assert_eq!(a["competitions"][0]["share"]["pool_share"], 0.5);
     assert_eq!(a, run("7"), "same seed, same result");
 
     let out = bin()

@@ -60,13 +60,17 @@ pub enum ScoreCommand {
         /// The model: `gbm`, or a checkpoint folder written by `experiment` / `model quick`.
         #[arg(long, default_value = "gbm")]
         model: String,
+        /// The reference scored on the same windows (its share of each competition is the
+        /// model's complement): `gbm` or a checkpoint folder.
+        #[arg(long, default_value = "gbm")]
+        reference: String,
         /// Where a checkpoint runs: `cpu` or `cuda` (a build with `--features cuda`).
         #[arg(long, default_value = "cpu")]
         device: String,
         /// `low` (24 h at 300 s) or `high` (1 h at 60 s).
         #[arg(long, default_value = "low")]
         prompt: String,
-        /// Comma-separated SN50 assets, e.g. BTC,ETH,SPYX.
+        /// Comma-separated SN50 assets, e.g. BTC,ETH,SP500.
         #[arg(long, value_delimiter = ',', default_value = "BTC,ETH,SOL")]
         assets: Vec<String>,
         /// The directory holding ASSET_1m.csv / ASSET_5m.csv.
@@ -210,18 +214,30 @@ pub async fn score(args: ScoreArgs) -> anyhow::Result<()> {
             if json {
                 return print_json(&out);
             }
-            for label in ["low", "high"] {
-                println!("{label}: {} scored request(s)", out[label]["requests"]);
+            for c in out["competitions"].as_array().into_iter().flatten() {
+                println!(
+                    "{} ({} days, beta {}): {} scored request(s)",
+                    c["label"].as_str().unwrap_or("?"),
+                    c["window_days"],
+                    c["softmax_beta"],
+                    c["requests"]
+                );
                 println!(
                     "  {:>8} {:>6} {:>22} {:>24}",
                     "miner", "uid", "smoothed score", "reward weight"
                 );
-                for e in out[label]["leaderboard"].as_array().into_iter().flatten() {
+                for e in c["leaderboard"].as_array().into_iter().flatten() {
                     println!(
                         "  {:>8} {:>6} {:>22} {:>24}",
                         e["miner_id"], e["miner_uid"], e["smoothed_score"], e["reward_weight"]
                     );
                 }
+            }
+            if out["unscored_requests"].as_u64().unwrap_or(0) > 0 {
+                println!(
+                    "{} request(s) on an asset no competition scores were left out",
+                    out["unscored_requests"]
+                );
             }
             println!("weights (uid: weight):");
             for w in out["weights"].as_array().into_iter().flatten() {
@@ -231,6 +247,7 @@ pub async fn score(args: ScoreArgs) -> anyhow::Result<()> {
         }
         ScoreCommand::Backtest {
             model,
+            reference,
             device,
             prompt,
             assets,
@@ -243,12 +260,16 @@ pub async fn score(args: ScoreArgs) -> anyhow::Result<()> {
             constants,
         } => {
             let cfg = load_constants(constants.as_deref())?;
-            let forecaster = if model.trim().eq_ignore_ascii_case("gbm") {
-                forecast::model_by_name("gbm", &cfg)?
-            } else {
-                let device = trainer::zoo::device(&device)?;
-                trainer::zoo::forecaster::load_forecaster(&model, &device)?
+            let load = |name: &str| -> anyhow::Result<Box<dyn forecast::Forecaster>> {
+                Ok(if name.trim().eq_ignore_ascii_case("gbm") {
+                    forecast::model_by_name("gbm", &cfg)?
+                } else {
+                    let device = trainer::zoo::device(&device)?;
+                    trainer::zoo::forecaster::load_forecaster(name, &device)?
+                })
             };
+            let forecaster = load(&model)?;
+            let reference = load(&reference)?;
             let opts = backtest::BacktestOptions {
                 prompt: prompt.parse()?,
                 assets: assets
@@ -262,23 +283,51 @@ pub async fn score(args: ScoreArgs) -> anyhow::Result<()> {
                 weights: weights.parse()?,
             };
             let result = tokio::task::spawn_blocking(move || {
-                backtest::run_backtest(forecaster.as_ref(), &data_dir, &opts, &cfg)
+                backtest::run_backtest(
+                    forecaster.as_ref(),
+                    reference.as_ref(),
+                    &data_dir,
+                    &opts,
+                    &cfg,
+                )
             })
             .await??;
             if json {
                 return print_json(&backtest::backtest_json(&result));
             }
             println!(
-                "model {} prompt {} seed {}",
-                result.model, result.prompt, result.seed
+                "model {} against {} prompt {} seed {}",
+                result.model, result.reference, result.prompt, result.seed
             );
+            let opt = |v: Option<f64>, p: usize| {
+                v.map(|x| format!("{x:.p$}")).unwrap_or_else(|| "-".into())
+            };
             for (a, r) in &result.assets {
                 println!(
-                    "  {a:<7} mean CRPS {:>14.6} over {} window(s) ({} invalid) from {}",
-                    r.mean_crps, r.windows, r.invalid, r.file
+                    "  {a:<7} mean CRPS {:>14.6} (reference {:>14}, ratio {:>7}) over {} window(s) ({} invalid) from {} [{}]",
+                    r.mean_crps,
+                    opt(r.mean_reference_crps, 6),
+                    opt(r.ratio, 4),
+                    r.windows,
+                    r.invalid,
+                    r.file,
+                    r.competition.as_deref().unwrap_or("no competition")
                 );
             }
             println!("weighted CRPS {:.6}", result.weighted_crps);
+            for c in &result.competitions {
+                println!(
+                    "{} ({} days, beta {}): weighted CRPS {:.6} vs {:.6}, {} prompt(s): {:.1} % of its pool against the reference, {:.2} % of emission",
+                    c.label,
+                    c.share.window_days,
+                    c.share.softmax_beta,
+                    c.weighted_crps,
+                    c.weighted_reference_crps,
+                    c.share.prompts,
+                    100.0 * c.share.pool_share,
+                    100.0 * c.share.emission
+                );
+            }
             Ok(())
         }
         ScoreCommand::Shadow { store, json } => {
@@ -328,6 +377,36 @@ pub async fn score(args: ScoreArgs) -> anyhow::Result<()> {
                     a["mean_ratio"].as_f64().unwrap_or(f64::NAN),
                     day("best"),
                     day("worst")
+                );
+            }
+            let comps = board["competitions"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            if !comps.is_empty() {
+                println!();
+                println!(
+                    "{:<26} {:>5} {:>6} {:>8} {:>10} {:>12} {:>10}",
+                    "competition", "days", "beta", "prompts", "vs GBM", "pool share", "emission"
+                );
+                for c in &comps {
+                    println!(
+                        "{:<26} {:>5} {:>6} {:>8} {:>10} {:>11.1}% {:>9.2}%",
+                        c["label"].as_str().unwrap_or("?"),
+                        c["window_days"],
+                        c["softmax_beta"],
+                        c["prompts"],
+                        c["ratio"]
+                            .as_f64()
+                            .map(|r| format!("{r:.4}"))
+                            .unwrap_or_else(|| "-".into()),
+                        100.0 * c["pool_share"].as_f64().unwrap_or(0.0),
+                        100.0 * c["emission"].as_f64().unwrap_or(0.0)
+                    );
+                }
+                println!(
+                    "against the GBM alone, the model would take {:.2} % of the miners' emission",
+                    100.0 * board["emission"].as_f64().unwrap_or(0.0)
                 );
             }
             Ok(())

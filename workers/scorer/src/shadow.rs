@@ -245,7 +245,7 @@ impl JobHandler for Scorer {
                 days.push((date, v));
             }
         }
-        let board = shadow::leaderboard(days);
+        let board = shadow::leaderboard(days, &Sn50Config::default());
         store
             .put_json(shadow::LEADERBOARD_KEY, &board)
             .await

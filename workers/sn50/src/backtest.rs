@@ -1,6 +1,15 @@
 //! Offline backtests: pick prompt windows from local bars, ask a [`Forecaster`] for paths as the
 //! validator would ask a miner, round them as a response would carry them, and score them with
-//! the validator's CRPS against the realised grid. Behind `synth-city score backtest`.
+//! the validator's total score (price CRPS, plus the volatility term for Crypto 1h) against the
+//! realised grid; the same windows are scored for a reference (the GBM), and the result is
+//! reported per competition (its assets, coefficient-weighted mean, window and beta) with the
+//! share of the competition's emission the model would take from the reference in a field of
+//! two. Behind `synth-city score backtest`.
+//!
+//! The share treats every sampled window as inside the leaderboard window (the backtest's span
+//! may be longer than the competition's 5 or 10 days); beta, coefficients and prompt scoring are
+//! the competition's. It says nothing of the live field, whose median and softmax denominator
+//! are other miners'.
 //!
 //! Windows: every grid-aligned start time (multiples of the time increment) at which the
 //! realised grid has its first and last price, a later candle exists (the validator's settlement
@@ -17,11 +26,13 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
+use super::competition::Competition;
 use super::constants::{PromptKind, Sn50Config, WeightTable};
 use super::crps::{Paths, INVALID_SCORE};
 use super::data::{asset_file_for_step, Bars, DataError};
 use super::forecast::{ForecastError, ForecastRequest, Forecaster};
 use super::response::encode_price;
+use super::rewards::{share_against_reference, CompetitionShare, HeadToHead};
 use super::vol::miner_total_score;
 
 /// How long before `start_time` the request is made (the validator: 60-120 s).
@@ -44,6 +55,10 @@ pub enum BacktestError {
     },
     #[error("no assets given")]
     NoAssets,
+    #[error(
+        "no competition scores the {prompt} prompt's time length: check the competitions in the SN50 constants"
+    )]
+    NoCompetition { prompt: &'static str },
 }
 
 /// Backtest settings.
@@ -67,10 +82,34 @@ pub struct AssetResult {
     pub windows: usize,
     /// Windows the validator would have scored -1.
     pub invalid: usize,
+    /// The reference's (GBM's) mean CRPS total over the windows where both are valid.
+    pub mean_reference_crps: Option<f64>,
+    /// The model's mean over those same windows divided by the reference's.
+    pub ratio: Option<f64>,
+    /// The competition that scores this asset's prompts (`None`: no competition does, e.g. XAU
+    /// on the 1 h prompt; it was scored with that prompt's first competition's rules).
+    pub competition: Option<String>,
     /// The data file used.
     pub file: String,
     /// The window start times (unix seconds).
     pub starts: Vec<i64>,
+    /// Per window: the model's and the reference's total score (`-1` invalid).
+    #[serde(skip)]
+    pub head_to_head: Vec<(f64, f64)>,
+}
+
+/// One competition's part of a backtest.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CompetitionReport {
+    pub id: String,
+    pub label: String,
+    /// The backtested assets this competition scores.
+    pub assets: Vec<String>,
+    /// The coefficient-weighted mean of those assets' mean CRPS, for the model and the reference.
+    pub weighted_crps: f64,
+    pub weighted_reference_crps: f64,
+    /// The validator's reward pipeline on a field of two (see the module doc).
+    pub share: CompetitionShare,
 }
 
 /// The whole result (`--json` prints it).
@@ -80,8 +119,12 @@ pub struct BacktestResult {
     pub prompt: String,
     pub seed: u64,
     pub assets: BTreeMap<String, AssetResult>,
+    /// The reference model's name.
+    pub reference: String,
     /// The coefficient-weighted mean of the assets' mean CRPS.
     pub weighted_crps: f64,
+    /// Per competition with at least one backtested asset, in `ALL_COMPETITIONS` order.
+    pub competitions: Vec<CompetitionReport>,
 }
 
 /// FNV-1a of a name: a seed stable across runs and platforms.
@@ -126,9 +169,10 @@ pub fn as_sent(paths: &Paths) -> Paths {
     Paths::from_flat(data, paths.n_paths()).expect("same shape")
 }
 
-/// Run a backtest of `model` on the bars in `data_dir`.
+/// Run a backtest of `model` against `reference` on the bars in `data_dir`.
 pub fn run_backtest(
     model: &dyn Forecaster,
+    reference: &dyn Forecaster,
     data_dir: &Path,
     opts: &BacktestOptions,
     config: &Sn50Config,
@@ -137,6 +181,11 @@ pub fn run_backtest(
         return Err(BacktestError::NoAssets);
     }
     let prompt = config.prompt(opts.prompt);
+    let prompt_label = if opts.prompt == PromptKind::Low {
+        "low"
+    } else {
+        "high"
+    };
     let inc = prompt.time_increment as i64;
     let len = prompt.time_length as i64;
     let mut assets = BTreeMap::new();
@@ -153,14 +202,19 @@ pub fn run_backtest(
         if candidates.is_empty() {
             return Err(BacktestError::NoWindows {
                 asset: asset.clone(),
-                prompt: if opts.prompt == PromptKind::Low {
-                    "low"
-                } else {
-                    "high"
-                },
+                prompt: prompt_label,
                 file,
             });
         }
+        let scoring = config
+            .scoring(opts.prompt, asset)
+            .ok_or(BacktestError::NoCompetition {
+                prompt: prompt_label,
+            })?;
+        let competition = config
+            .competitions_for(opts.prompt, asset)
+            .next()
+            .map(|c| c.id.clone());
         let mut window_rng = ChaCha8Rng::seed_from_u64(opts.seed ^ hash_name(asset));
         let n = opts.windows.min(candidates.len());
         let mut picks: Vec<usize> = sample(&mut window_rng, candidates.len(), n).into_vec();
@@ -185,6 +239,7 @@ pub fn run_backtest(
                     ^ hash_name(asset).rotate_left(17)
                     ^ (w as u64).wrapping_mul(0x9E3779B97F4A7C15),
             );
+            let mut reference_rng = rng.clone();
             let paths =
                 model
                     .forecast(&req, &mut rng)
@@ -192,12 +247,22 @@ pub fn run_backtest(
                         asset: asset.clone(),
                         error,
                     })?;
+            let reference_paths =
+                reference
+                    .forecast(&req, &mut reference_rng)
+                    .map_err(|error| BacktestError::Forecast {
+                        asset: asset.clone(),
+                        error,
+                    })?;
             let real = bars.price_grid(start, len, inc)?;
-            scores.push(miner_total_score(&as_sent(&paths), &real, prompt));
+            scores.push((
+                miner_total_score(&as_sent(&paths), &real, scoring),
+                miner_total_score(&as_sent(&reference_paths), &real, scoring),
+            ));
         }
         let valid: Vec<f64> = scores
             .iter()
-            .copied()
+            .map(|s| s.0)
             .filter(|&s| s != INVALID_SCORE)
             .collect();
         let mean = if valid.is_empty() {
@@ -205,17 +270,39 @@ pub fn run_backtest(
         } else {
             valid.iter().sum::<f64>() / valid.len() as f64
         };
+        let both: Vec<(f64, f64)> = scores
+            .iter()
+            .copied()
+            .filter(|(m, r)| *m != INVALID_SCORE && *r != INVALID_SCORE)
+            .collect();
+        let (mean_reference_crps, ratio) = if both.is_empty() {
+            (None, None)
+        } else {
+            let m: f64 = both.iter().map(|b| b.0).sum::<f64>();
+            let r: f64 = both.iter().map(|b| b.1).sum::<f64>();
+            let n = both.len() as f64;
+            (Some(r / n), (r > 0.0).then(|| m / r))
+        };
         assets.insert(
             asset.clone(),
             AssetResult {
                 mean_crps: mean,
                 windows: scores.len(),
                 invalid: scores.len() - valid.len(),
+                mean_reference_crps,
+                ratio,
+                competition,
                 file,
                 starts,
+                head_to_head: scores,
             },
         );
     }
+    let competitions = config
+        .competitions
+        .iter()
+        .filter_map(|c| competition_report(c, &assets, len, config, opts.weights))
+        .collect();
     let (mut num, mut den) = (0.0, 0.0);
     for (a, r) in &assets {
         if r.mean_crps.is_finite() {
@@ -228,8 +315,68 @@ pub fn run_backtest(
         model: model.name().to_string(),
         prompt: opts.prompt.label().to_string(),
         seed: opts.seed,
+        reference: reference.name().to_string(),
         assets,
         weighted_crps: if den > 0.0 { num / den } else { f64::NAN },
+        competitions,
+    })
+}
+
+/// A competition's report over the backtested assets it scores, or `None` if it scores none.
+fn competition_report(
+    c: &Competition,
+    assets: &BTreeMap<String, AssetResult>,
+    time_length: i64,
+    config: &Sn50Config,
+    table: WeightTable,
+) -> Option<CompetitionReport> {
+    let mine: Vec<(&String, &AssetResult)> = assets
+        .iter()
+        .filter(|(_, r)| r.competition.as_deref() == Some(c.id.as_str()))
+        .collect();
+    if mine.is_empty() {
+        return None;
+    }
+    let weighted = |f: &dyn Fn(&AssetResult) -> Option<f64>| {
+        let (mut num, mut den) = (0.0, 0.0);
+        for (a, r) in &mine {
+            if let Some(v) = f(r).filter(|v| v.is_finite()) {
+                let w = config.coefficient(a, table);
+                num += w * v;
+                den += w;
+            }
+        }
+        if den > 0.0 {
+            num / den
+        } else {
+            f64::NAN
+        }
+    };
+    let mut prompts = Vec::new();
+    for (a, r) in &mine {
+        for (start, (m, g)) in r.starts.iter().zip(&r.head_to_head) {
+            prompts.push(HeadToHead {
+                scored_time: start + time_length,
+                asset: a.to_string(),
+                ours: *m,
+                reference: *g,
+            });
+        }
+    }
+    let now = prompts.iter().map(|p| p.scored_time).max().unwrap_or(0);
+    let first = prompts.iter().map(|p| p.scored_time).min().unwrap_or(0);
+    // Every sampled window counts: widen the leaderboard window to the backtest's span.
+    let mut whole = c.clone();
+    whole.window_days = whole.window_days.max(((now - first) / 86_400 + 1) as u64);
+    let mut share = share_against_reference(&prompts, now, &whole, config, table);
+    share.window_days = c.window_days;
+    Some(CompetitionReport {
+        id: c.id.clone(),
+        label: c.label.clone(),
+        assets: mine.iter().map(|(a, _)| a.to_string()).collect(),
+        weighted_crps: weighted(&|r| Some(r.mean_crps)),
+        weighted_reference_crps: weighted(&|r| r.mean_reference_crps),
+        share,
     })
 }
 
@@ -298,36 +445,51 @@ mod tests {
         write_bars(&dir, "ETH_1m.csv", 1_699_999_260, 3 * 24 * 60, None);
         let cfg = Sn50Config::default();
         let gbm = Gbm::new(cfg.clone());
-        let a = run_backtest(&gbm, &dir, &opts(PromptKind::High, 5, 42), &cfg).unwrap();
-        let b = run_backtest(&gbm, &dir, &opts(PromptKind::High, 5, 42), &cfg).unwrap();
+        let a = run_backtest(&gbm, &gbm, &dir, &opts(PromptKind::High, 5, 42), &cfg).unwrap();
+        let b = run_backtest(&gbm, &gbm, &dir, &opts(PromptKind::High, 5, 42), &cfg).unwrap();
         assert_eq!(a, b);
+        // The GBM against itself, same seeds: ratio 1 and half of Crypto 1h's pool.
+        assert_eq!(a.assets["BTC"].ratio, Some(1.0));
+        assert_eq!(a.competitions.len(), 1);
+        assert_eq!(a.competitions[0].id, "crypto-1h");
+        assert_eq!(a.competitions[0].share.pool_share, 0.5);
+        assert_eq!(a.competitions[0].share.softmax_beta, -0.3);
+        assert_eq!(a.competitions[0].share.window_days, 5);
         let btc = &a.assets["BTC"];
         assert_eq!(btc.windows, 5);
         assert!(btc.mean_crps > 0.0 && btc.mean_crps.is_finite());
         let mut wide = Gbm::new(cfg.clone());
         wide.sigma_override = Some(0.05);
-        let c = run_backtest(&wide, &dir, &opts(PromptKind::High, 5, 42), &cfg).unwrap();
+        let c = run_backtest(&wide, &gbm, &dir, &opts(PromptKind::High, 5, 42), &cfg).unwrap();
         assert_eq!(
             c.assets["BTC"].starts, btc.starts,
             "same windows for every model"
         );
         assert_ne!(c.assets["BTC"].mean_crps, btc.mean_crps);
-        let d = run_backtest(&gbm, &dir, &opts(PromptKind::High, 5, 43), &cfg).unwrap();
+        // A sigma ten times too wide loses to the GBM on this calm sine: less than half the pool.
+        assert!(c.assets["BTC"].ratio.unwrap() > 1.0);
+        assert!(c.competitions[0].share.pool_share < 0.5);
+        assert_eq!(c.assets["BTC"].mean_reference_crps, btc.mean_reference_crps);
+        let d = run_backtest(&gbm, &gbm, &dir, &opts(PromptKind::High, 5, 43), &cfg).unwrap();
         assert_ne!(d.assets["BTC"].starts, btc.starts);
         // Weighted mean uses the validator coefficients.
         let ce = cfg.coefficient("ETH", WeightTable::Validator);
         let expected = (btc.mean_crps + ce * a.assets["ETH"].mean_crps) / (1.0 + ce);
         assert!((a.weighted_crps - expected).abs() < 1e-9 * expected);
         // The low prompt works on 1-minute files too; every start is a 300 s multiple.
-        let l = run_backtest(&gbm, &dir, &opts(PromptKind::Low, 3, 1), &cfg).unwrap();
+        let l = run_backtest(&gbm, &gbm, &dir, &opts(PromptKind::Low, 3, 1), &cfg).unwrap();
         assert!(l.assets["ETH"].starts.iter().all(|s| s % 300 == 0));
+        assert_eq!(l.competitions[0].id, "crypto-24h");
+        assert_eq!(l.competitions[0].share.softmax_beta, -0.15);
         let json = backtest_json(&l);
         assert!(json["assets"]["BTC"]["mean_crps"].is_f64());
         assert!(json["weighted_crps"].is_f64());
+        assert_eq!(json["competitions"][0]["share"]["pool_share"], 0.5);
+        assert_eq!(json["assets"]["BTC"]["competition"], "crypto-24h");
         // A missing asset file is named.
         let mut o = opts(PromptKind::High, 1, 1);
         o.assets = vec!["XRP".into()];
-        let e = run_backtest(&gbm, &dir, &o, &cfg).unwrap_err();
+        let e = run_backtest(&gbm, &gbm, &dir, &o, &cfg).unwrap_err();
         assert!(e.to_string().contains("XRP"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
     }

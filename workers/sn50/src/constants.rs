@@ -1,18 +1,74 @@
-//! The SN50 constants in one place: assets, asset coefficients, prompt types, scoring intervals,
-//! baseline sigmas and Pyth feed ids, exactly as the validator (synth-subnet `ec8a625`) has them,
-//! plus [`Sn50Config`], an owned copy that can be overridden from a TOML file because the subnet
-//! changes these numbers from time to time.
+//! The SN50 constants in one place: assets, asset coefficients, the two request profiles (prompt
+//! types), baseline sigmas, Pyth feed ids and where the validator takes each asset's realised
+//! prices, as the December 2026 validator (synthdataco/synth-subnet, see
+//! `shared/spec/sn50-validator-2026-12.md`) has them, plus [`Sn50Config`], an owned copy that can
+//! be overridden from a TOML file because the subnet changes these numbers from time to time.
+//! The three competitions that score the prompts are in [`super::competition`].
 //!
-//! Sources: `synth/validator/prompt_config.py` (prompts), `synth/validator/moving_average.py`
+//! Sources: `synth/validator/prompt_config.py` (request profiles), `moving_average.py`
 //! (`ASSET_COEFFICIENTS`), `synth/miner/simulations.py` (`SIGMA_MAP`),
-//! `synth/miner/price_simulation.py` (`TOKEN_MAP`), `synth/validator/price_data_provider.py`
-//! (TradingView symbols). The seed repository's own weight table is kept as
-//! [`SEED_ASSET_WEIGHTS`] for comparison.
+//! `synth/miner/price_simulation.py` (`TOKEN_MAP`), the CHANGELOG's realised-price sources
+//! (Binance spot for BTC ETH SOL XRP, Hyperliquid for HYPE and the equities/commodities). The
+//! seed repository's own weight table is kept as [`SEED_ASSET_WEIGHTS`] for comparison.
+//!
+//! What this module does not do: fetch prices (see [`super::pyth`] and [`super::venues`]) or
+//! score anything.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
+
+use super::competition::{
+    check, Competition, CompetitionOverrides, OUTLIER_SCORE_MEDIAN_MULTIPLE,
+    SMOOTHED_SCORE_COEFFICIENT,
+};
+
+/// Where the validator reads an asset's realised prices (and so where a miner's spot price and
+/// history should come from, to forecast the series it is scored against).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Venue {
+    /// Pyth benchmarks (the TradingView shim): the May 2026 validator's source for every asset.
+    Pyth,
+    /// Binance spot klines (`GET /api/v3/klines`).
+    Binance,
+    /// Hyperliquid candles (`POST /info` `candleSnapshot`); `xyz:` coins are the trade.xyz HIP-3
+    /// perps the validator reads equities and commodities from.
+    Hyperliquid,
+}
+
+impl Venue {
+    /// The lower-case name used in TOML, JSON and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Venue::Pyth => "pyth",
+            Venue::Binance => "binance",
+            Venue::Hyperliquid => "hyperliquid",
+        }
+    }
+}
+
+impl std::str::FromStr for Venue {
+    type Err = ConstantsError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "pyth" => Ok(Venue::Pyth),
+            "binance" => Ok(Venue::Binance),
+            "hyperliquid" => Ok(Venue::Hyperliquid),
+            other => Err(ConstantsError::UnknownVenue(other.to_string())),
+        }
+    }
+}
+
+/// An asset's realised-price source: a venue and that venue's symbol for it
+/// (`BTCUSDT` on Binance, `xyz:SP500` on Hyperliquid, `Crypto.BTC/USD` on Pyth).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PriceSource {
+    pub venue: Venue,
+    pub symbol: String,
+}
 
 /// One static row of the asset table.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -21,125 +77,154 @@ pub struct AssetInfo {
     pub symbol: &'static str,
     /// `ASSET_COEFFICIENTS[symbol]` of the validator's leaderboard.
     pub coefficient: f64,
-    /// The reference miner's hourly volatility (`SIGMA_MAP`).
+    /// The reference miner's hourly volatility (`SIGMA_MAP`). SP500 takes SPYX's (the same index
+    /// at a tenth of the price; the sigma is a return volatility, so the scale does not matter);
+    /// SPCX has no history here and takes [`DEFAULT_SIGMA`], the reference miner's fallback.
     pub sigma: f64,
-    /// The Hermes price feed id (`TOKEN_MAP`), hex without `0x`.
-    pub pyth_feed_id: &'static str,
-    /// The Pyth benchmarks TradingView symbol; `None` where the validator uses another source
-    /// (WTIOIL comes from Hyperliquid).
+    /// The Hermes price feed id (`TOKEN_MAP`), hex without `0x`; `None` for assets Pyth does not
+    /// carry under the validator's name (SP500, SPCX), whose spot comes from their venue.
+    pub pyth_feed_id: Option<&'static str>,
+    /// The Pyth benchmarks TradingView symbol, where Pyth has one.
     pub tradingview_symbol: Option<&'static str>,
     /// The file stem of this asset in the shared market data (`BTC_1m.csv`), if there is one.
     pub data_stem: Option<&'static str>,
+    /// Where the validator reads the realised prices: venue and symbol. The Binance symbols and
+    /// the venues follow the CHANGELOG; the Hyperliquid coin names (`xyz:GOLD` for XAU, `xyz:CL`
+    /// for WTIOIL, `HYPE`) are this table's reading of the venue and can be overridden in TOML.
+    pub source: (Venue, &'static str),
 }
 
-/// All assets the validator knows, in the low-frequency round-robin order.
-pub const ASSETS: [AssetInfo; 12] = [
+/// All assets the validator knows, in the low-frequency round-robin order (SPYX is retired and
+/// replaced by SP500; SPCX is new).
+pub const ASSETS: [AssetInfo; 13] = [
     AssetInfo {
         symbol: "BTC",
         coefficient: 1.0,
         sigma: 0.00541,
-        pyth_feed_id: "e62df6c8b4a85fe1a67db44dc12de5db330f7ac66b72dc658afedf0f4a415b43",
+        pyth_feed_id: Some("e62df6c8b4a85fe1a67db44dc12de5db330f7ac66b72dc658afedf0f4a415b43"),
         tradingview_symbol: Some("Crypto.BTC/USD"),
         data_stem: Some("BTC"),
+        source: (Venue::Binance, "BTCUSDT"),
     },
     AssetInfo {
         symbol: "ETH",
         coefficient: 0.7064366394033871,
         sigma: 0.00766,
-        pyth_feed_id: "ff61491a931112ddf1bd8147cd1b641375f79f5825126d665480874634fd0ace",
+        pyth_feed_id: Some("ff61491a931112ddf1bd8147cd1b641375f79f5825126d665480874634fd0ace"),
         tradingview_symbol: Some("Crypto.ETH/USD"),
         data_stem: Some("ETH"),
+        source: (Venue::Binance, "ETHUSDT"),
     },
     AssetInfo {
         symbol: "XAU",
         coefficient: 1.7370922597118699,
         sigma: 0.00312,
-        pyth_feed_id: "44465e17d2e9d390e70c999d5a11fda4f092847fcd2e3e5aa089d96c98a30e67",
+        pyth_feed_id: Some("44465e17d2e9d390e70c999d5a11fda4f092847fcd2e3e5aa089d96c98a30e67"),
         tradingview_symbol: Some("Crypto.XAUT/USD"),
         data_stem: Some("XAU"),
+        source: (Venue::Hyperliquid, "xyz:GOLD"),
     },
     AssetInfo {
         symbol: "SOL",
         coefficient: 0.6310037175639559,
         sigma: 0.00858,
-        pyth_feed_id: "ef0d8b6fda2ceba41da15d4095d1da392a0d2f8ed0c6c7bc0f4cfac8c280b56d",
+        pyth_feed_id: Some("ef0d8b6fda2ceba41da15d4095d1da392a0d2f8ed0c6c7bc0f4cfac8c280b56d"),
         tradingview_symbol: Some("Crypto.SOL/USD"),
         data_stem: Some("SOL"),
+        source: (Venue::Binance, "SOLUSDT"),
     },
     AssetInfo {
-        symbol: "SPYX",
+        symbol: "SP500",
         coefficient: 3.437935601155441,
         sigma: 0.00157,
-        pyth_feed_id: "2817b78438c769357182c04346fddaad1178c82f4048828fe0997c3c64624e14",
-        tradingview_symbol: Some("Crypto.SPYX/USD"),
+        pyth_feed_id: None,
+        tradingview_symbol: None,
         data_stem: Some("SPY"),
+        source: (Venue::Hyperliquid, "xyz:SP500"),
     },
     AssetInfo {
         symbol: "NVDAX",
         coefficient: 1.6028217601617174,
         sigma: 0.00338,
-        pyth_feed_id: "4244d07890e4610f46bbde67de8f43a4bf8b569eebe904f136b469f148503b7f",
+        pyth_feed_id: Some("4244d07890e4610f46bbde67de8f43a4bf8b569eebe904f136b469f148503b7f"),
         tradingview_symbol: Some("Crypto.NVDAX/USD"),
         data_stem: Some("NVDA"),
+        source: (Venue::Hyperliquid, "xyz:NVDA"),
     },
     AssetInfo {
         symbol: "TSLAX",
         coefficient: 1.6068755936957768,
         sigma: 0.00337,
-        pyth_feed_id: "47a156470288850a440df3a6ce85a55917b813a19bb5b31128a33a986566a362",
+        pyth_feed_id: Some("47a156470288850a440df3a6ce85a55917b813a19bb5b31128a33a986566a362"),
         tradingview_symbol: Some("Crypto.TSLAX/USD"),
         data_stem: Some("TSLA"),
+        source: (Venue::Hyperliquid, "xyz:TSLA"),
     },
     AssetInfo {
         symbol: "AAPLX",
         coefficient: 2.0916380815843123,
         sigma: 0.00259,
-        pyth_feed_id: "978e6cc68a119ce066aa830017318563a9ed04ec3a0a6439010fc11296a58675",
+        pyth_feed_id: Some("978e6cc68a119ce066aa830017318563a9ed04ec3a0a6439010fc11296a58675"),
         tradingview_symbol: Some("Crypto.AAPLX/USD"),
         data_stem: Some("AAPL"),
+        source: (Venue::Hyperliquid, "xyz:AAPL"),
     },
     AssetInfo {
         symbol: "GOOGLX",
         coefficient: 1.6827392777257926,
         sigma: 0.00322,
-        pyth_feed_id: "b911b0329028cd0283e4259c33809d62942bd2716a58084e5f31d64c00b5424e",
+        pyth_feed_id: Some("b911b0329028cd0283e4259c33809d62942bd2716a58084e5f31d64c00b5424e"),
         tradingview_symbol: Some("Crypto.GOOGLX/USD"),
         data_stem: Some("GOOG"),
+        source: (Venue::Hyperliquid, "xyz:GOOGL"),
     },
     AssetInfo {
         symbol: "XRP",
         coefficient: 0.5658394110809131,
         sigma: 0.00956,
-        pyth_feed_id: "ec5d399846a9209f3fe5881d70aae9268c94339ff9817e8d18ff19fa05eea1c8",
+        pyth_feed_id: Some("ec5d399846a9209f3fe5881d70aae9268c94339ff9817e8d18ff19fa05eea1c8"),
         tradingview_symbol: Some("Crypto.XRP/USD"),
         data_stem: None,
+        source: (Venue::Binance, "XRPUSDT"),
     },
     AssetInfo {
         symbol: "HYPE",
         coefficient: 0.4784547133706857,
         sigma: 0.01131,
-        pyth_feed_id: "4279e31cc369bbcc2faf022b382b080e32a8e689ff20fbc530d2a603eb6cd98b",
+        pyth_feed_id: Some("4279e31cc369bbcc2faf022b382b080e32a8e689ff20fbc530d2a603eb6cd98b"),
         tradingview_symbol: Some("Crypto.HYPE/USD"),
         data_stem: None,
+        source: (Venue::Hyperliquid, "HYPE"),
     },
     AssetInfo {
         symbol: "WTIOIL",
         coefficient: 0.8475062847978935,
         sigma: 0.00639,
-        pyth_feed_id: "67784f72e95ac01337edb7d7bd5bbd1c03669101b7068a620df228ed4e52ef14",
+        pyth_feed_id: Some("67784f72e95ac01337edb7d7bd5bbd1c03669101b7068a620df228ed4e52ef14"),
         tradingview_symbol: None,
         data_stem: None,
+        source: (Venue::Hyperliquid, "xyz:CL"),
+    },
+    AssetInfo {
+        symbol: "SPCX",
+        coefficient: 0.4329342627683478,
+        sigma: DEFAULT_SIGMA,
+        pyth_feed_id: None,
+        tradingview_symbol: None,
+        data_stem: None,
+        source: (Venue::Hyperliquid, "xyz:SPCX"),
     },
 ];
 
-/// The seed repository's asset weights (`SN50_ASSETS` in synth-city `config.py`). Not what the
-/// validator uses today; kept as a named alternative (see [`WeightTable::Seed`]).
+/// The seed repository's asset weights (`SN50_ASSETS` in synth-city `config.py`; its SPYX row is
+/// SP500's here, the asset that replaced SPYX). Not what the validator uses; kept as a named
+/// alternative (see [`WeightTable::Seed`]).
 pub const SEED_ASSET_WEIGHTS: [(&str, f64); 9] = [
     ("BTC", 1.00),
     ("ETH", 0.67),
     ("SOL", 0.59),
     ("XAU", 2.26),
-    ("SPYX", 2.99),
+    ("SP500", 2.99),
     ("NVDAX", 1.39),
     ("TSLAX", 1.42),
     ("AAPLX", 1.86),
@@ -193,8 +278,8 @@ pub const HIGH_SCORING_INTERVALS: [(&str, u64); 18] = [
     ("0_60min_gaps", 3600),
 ];
 
-/// The high-frequency prompt's asset list, in round-robin order.
-pub const HIGH_ASSETS: [&str; 5] = ["BTC", "ETH", "XAU", "SOL", "HYPE"];
+/// The high-frequency prompt's asset list, in round-robin order (XAU left it; XRP joined).
+pub const HIGH_ASSETS: [&str; 5] = ["BTC", "ETH", "SOL", "XRP", "HYPE"];
 
 /// Errors from looking up or loading constants.
 #[derive(Debug, thiserror::Error)]
@@ -215,6 +300,8 @@ pub enum ConstantsError {
     UnknownPrompt(String),
     #[error("unknown weight table {0:?}: expected \"validator\" or \"seed\"")]
     UnknownWeightTable(String),
+    #[error("unknown price venue {0:?}: expected \"pyth\", \"binance\" or \"hyperliquid\"")]
+    UnknownVenue(String),
 }
 
 /// Look up the static row of an asset by its validator name (case-sensitive, as the validator).
@@ -302,7 +389,9 @@ pub fn intervals_from(table: &[(&str, u64)]) -> Vec<ScoringInterval> {
         .collect()
 }
 
-/// One prompt type's parameters (`PromptConfig` in the validator).
+/// One request profile (`PromptConfig` in the validator): which assets are asked, how often and
+/// for what horizon. Since the December 2026 validator it drives only the query cycle; how the
+/// answers are scored and rewarded is a [`Competition`]'s.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PromptConfig {
     pub label: String,
@@ -313,20 +402,10 @@ pub struct PromptConfig {
     pub num_simulations: usize,
     pub cycle_interval_minutes: u64,
     pub timeout_extra_seconds: u64,
-    /// Scoring intervals in the validator's (dict) order.
-    pub scoring_intervals: Vec<ScoringInterval>,
-    /// The volatility term's blocks (the December 2026 validator's Crypto 1 h competition;
-    /// empty for the 24 h prompt).
-    #[serde(default)]
-    pub vol_blocks: Vec<super::vol::VolBlock>,
-    /// The leaderboard window.
-    pub window_days: u64,
-    pub softmax_beta: f64,
-    pub smoothed_score_coefficient: f64,
 }
 
 impl PromptConfig {
-    /// `LOW_FREQUENCY` as the validator has it.
+    /// `LOW_FREQUENCY`: 24 h at 5 min for all thirteen assets.
     pub fn low() -> Self {
         PromptConfig {
             label: "low".into(),
@@ -336,15 +415,10 @@ impl PromptConfig {
             num_simulations: NUM_SIMULATIONS,
             cycle_interval_minutes: 5,
             timeout_extra_seconds: 60,
-            scoring_intervals: intervals_from(&LOW_SCORING_INTERVALS),
-            vol_blocks: Vec::new(),
-            window_days: 10,
-            softmax_beta: -0.1,
-            smoothed_score_coefficient: 0.5,
         }
     }
 
-    /// `HIGH_FREQUENCY` as the validator has it.
+    /// `HIGH_FREQUENCY`: 1 h at 1 min for the five crypto assets, no extra time (about 50 s).
     pub fn high() -> Self {
         PromptConfig {
             label: "high".into(),
@@ -353,12 +427,7 @@ impl PromptConfig {
             time_increment: 60,
             num_simulations: NUM_SIMULATIONS,
             cycle_interval_minutes: 2,
-            timeout_extra_seconds: 60,
-            scoring_intervals: intervals_from(&HIGH_SCORING_INTERVALS),
-            vol_blocks: super::vol::VolBlock::crypto_1h(),
-            window_days: 3,
-            softmax_beta: -0.2,
-            smoothed_score_coefficient: 0.5,
+            timeout_extra_seconds: 0,
         }
     }
 
@@ -390,7 +459,7 @@ impl std::str::FromStr for WeightTable {
 }
 
 /// An owned, overridable copy of every SN50 constant. [`Sn50Config::default`] is the validator
-/// as of the reference commit; [`Sn50Config::load_overrides`] layers a TOML file on top.
+/// of December 2026; [`Sn50Config::load_overrides`] layers a TOML file on top.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Sn50Config {
     /// Every asset the subnet knows, in the validator's order.
@@ -407,8 +476,17 @@ pub struct Sn50Config {
     pub pyth_feed_ids: BTreeMap<String, String>,
     /// Pyth benchmarks TradingView symbols.
     pub tradingview_symbols: BTreeMap<String, String>,
+    /// Where the validator reads each asset's realised prices.
+    pub price_sources: BTreeMap<String, PriceSource>,
+    /// The two request profiles.
     pub low: PromptConfig,
     pub high: PromptConfig,
+    /// The competitions that score the prompts, in `ALL_COMPETITIONS` order.
+    pub competitions: Vec<Competition>,
+    /// Each competition's share of the miners' emission (`SMOOTHED_SCORE_COEFFICIENT`).
+    pub smoothed_score_coefficient: f64,
+    /// A prompt's raw CRPS is clipped at this multiple of its median.
+    pub outlier_median_multiple: f64,
 }
 
 impl Default for Sn50Config {
@@ -431,7 +509,10 @@ impl Default for Sn50Config {
             default_coefficient: DEFAULT_COEFFICIENT,
             pyth_feed_ids: ASSETS
                 .iter()
-                .map(|a| (a.symbol.to_string(), a.pyth_feed_id.to_string()))
+                .filter_map(|a| {
+                    a.pyth_feed_id
+                        .map(|f| (a.symbol.to_string(), f.to_string()))
+                })
                 .collect(),
             tradingview_symbols: ASSETS
                 .iter()
@@ -440,14 +521,31 @@ impl Default for Sn50Config {
                         .map(|s| (a.symbol.to_string(), s.to_string()))
                 })
                 .collect(),
+            price_sources: ASSETS
+                .iter()
+                .map(|a| {
+                    let (venue, symbol) = a.source;
+                    (
+                        a.symbol.to_string(),
+                        PriceSource {
+                            venue,
+                            symbol: symbol.to_string(),
+                        },
+                    )
+                })
+                .collect(),
             low: PromptConfig::low(),
             high: PromptConfig::high(),
+            competitions: Competition::all(),
+            smoothed_score_coefficient: SMOOTHED_SCORE_COEFFICIENT,
+            outlier_median_multiple: OUTLIER_SCORE_MEDIAN_MULTIPLE,
         }
     }
 }
 
 /// The TOML overrides file: every key optional. Maps are merged key by key (a key present in the
-/// file replaces or adds that asset); lists and scalars replace the default.
+/// file replaces or adds that asset or competition's keys); lists and scalars replace the
+/// default.
 ///
 /// ```toml
 /// assets = ["BTC", "ETH", "NEWCOIN"]
@@ -455,9 +553,13 @@ impl Default for Sn50Config {
 /// NEWCOIN = 0.9
 /// [sigmas]
 /// NEWCOIN = 0.012
-/// [prompts.low]
-/// softmax_beta = -0.15
-/// scoring_intervals = [["5min", 300], ["24hour_abs", 86400]]
+/// [price_sources]
+/// NEWCOIN = { venue = "binance", symbol = "NEWUSDT" }
+/// [prompts.high]
+/// cycle_interval_minutes = 1
+/// [competitions.crypto-1h]
+/// softmax_beta = -0.25
+/// assets = ["BTC", "ETH", "SOL", "XRP", "HYPE", "NEWCOIN"]
 /// ```
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -470,7 +572,13 @@ pub struct Sn50Overrides {
     pub default_coefficient: Option<f64>,
     pub pyth_feed_ids: Option<BTreeMap<String, String>>,
     pub tradingview_symbols: Option<BTreeMap<String, String>>,
+    pub price_sources: Option<BTreeMap<String, PriceSource>>,
     pub prompts: Option<PromptOverridesByKind>,
+    /// `[competitions.<id>]`: keys of an existing competition (`com-equ-24h`, `crypto-24h`,
+    /// `crypto-1h`).
+    pub competitions: Option<BTreeMap<String, CompetitionOverrides>>,
+    pub smoothed_score_coefficient: Option<f64>,
+    pub outlier_median_multiple: Option<f64>,
 }
 
 /// `[prompts.low]` and `[prompts.high]`.
@@ -481,7 +589,7 @@ pub struct PromptOverridesByKind {
     pub high: Option<PromptOverrides>,
 }
 
-/// Overrides of one prompt type.
+/// Overrides of one request profile.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PromptOverrides {
@@ -491,11 +599,6 @@ pub struct PromptOverrides {
     pub num_simulations: Option<usize>,
     pub cycle_interval_minutes: Option<u64>,
     pub timeout_extra_seconds: Option<u64>,
-    /// `[[name, seconds], ...]` in scoring order.
-    pub scoring_intervals: Option<Vec<(String, u64)>>,
-    pub window_days: Option<u64>,
-    pub softmax_beta: Option<f64>,
-    pub smoothed_score_coefficient: Option<f64>,
 }
 
 impl PromptOverrides {
@@ -518,21 +621,6 @@ impl PromptOverrides {
         if let Some(v) = self.timeout_extra_seconds {
             p.timeout_extra_seconds = v;
         }
-        if let Some(v) = self.scoring_intervals {
-            p.scoring_intervals = v
-                .into_iter()
-                .map(|(name, seconds)| ScoringInterval { name, seconds })
-                .collect();
-        }
-        if let Some(v) = self.window_days {
-            p.window_days = v;
-        }
-        if let Some(v) = self.softmax_beta {
-            p.softmax_beta = v;
-        }
-        if let Some(v) = self.smoothed_score_coefficient {
-            p.smoothed_score_coefficient = v;
-        }
     }
 }
 
@@ -543,12 +631,49 @@ fn merge<V>(into: &mut BTreeMap<String, V>, from: Option<BTreeMap<String, V>>) {
 }
 
 impl Sn50Config {
-    /// The configuration of one prompt type.
+    /// The configuration of one request profile.
     pub fn prompt(&self, kind: PromptKind) -> &PromptConfig {
         match kind {
             PromptKind::Low => &self.low,
             PromptKind::High => &self.high,
         }
+    }
+
+    /// The competition with this id (`crypto-1h`).
+    pub fn competition(&self, id: &str) -> Option<&Competition> {
+        self.competitions.iter().find(|c| c.id == id)
+    }
+
+    /// The request profile a competition's prompts come from (by `time_length`).
+    pub fn prompt_of(&self, c: &Competition) -> Option<PromptKind> {
+        [PromptKind::Low, PromptKind::High]
+            .into_iter()
+            .find(|k| self.prompt(*k).time_length == c.time_length)
+    }
+
+    /// The competitions that score a prompt of `kind` on `asset`, as the validator routes it
+    /// (by `time_length` and asset list; today at most one).
+    pub fn competitions_for(
+        &self,
+        kind: PromptKind,
+        asset: &str,
+    ) -> impl Iterator<Item = &Competition> {
+        let t = self.prompt(kind).time_length;
+        let asset = asset.to_string();
+        self.competitions
+            .iter()
+            .filter(move |c| c.scores(t, &asset))
+    }
+
+    /// The rules a prompt of `kind` on `asset` is scored by: the competition that scores it, or,
+    /// for an asset no competition of that prompt scores (research on XAU's 1 h paths, say), the
+    /// first competition of the same `time_length`, so its paths are still measured the way that
+    /// prompt's assets are. `None` only if no competition has that prompt's `time_length`.
+    pub fn scoring(&self, kind: PromptKind, asset: &str) -> Option<&Competition> {
+        let t = self.prompt(kind).time_length;
+        self.competitions_for(kind, asset)
+            .next()
+            .or_else(|| self.competitions.iter().find(|c| c.time_length == t))
     }
 
     /// `ASSET_COEFFICIENTS.get(asset, 1.0)`, or the seed weight (1.0 where missing).
@@ -568,6 +693,11 @@ impl Sn50Config {
             .unwrap_or(self.default_sigma)
     }
 
+    /// Where the validator reads `asset`'s realised prices.
+    pub fn price_source(&self, asset: &str) -> Option<&PriceSource> {
+        self.price_sources.get(asset)
+    }
+
     /// Layer parsed overrides on top of this configuration and check the result.
     pub fn apply(&mut self, o: Sn50Overrides) -> Result<(), ConstantsError> {
         if let Some(v) = o.assets {
@@ -578,11 +708,18 @@ impl Sn50Config {
         merge(&mut self.sigmas, o.sigmas);
         merge(&mut self.pyth_feed_ids, o.pyth_feed_ids);
         merge(&mut self.tradingview_symbols, o.tradingview_symbols);
+        merge(&mut self.price_sources, o.price_sources);
         if let Some(v) = o.default_sigma {
             self.default_sigma = v;
         }
         if let Some(v) = o.default_coefficient {
             self.default_coefficient = v;
+        }
+        if let Some(v) = o.smoothed_score_coefficient {
+            self.smoothed_score_coefficient = v;
+        }
+        if let Some(v) = o.outlier_median_multiple {
+            self.outlier_median_multiple = v;
         }
         if let Some(p) = o.prompts {
             if let Some(low) = p.low {
@@ -591,6 +728,16 @@ impl Sn50Config {
             if let Some(high) = p.high {
                 high.apply(&mut self.high);
             }
+        }
+        for (id, over) in o.competitions.unwrap_or_default() {
+            let known: Vec<String> = self.competitions.iter().map(|c| c.id.clone()).collect();
+            let Some(c) = self.competitions.iter_mut().find(|c| c.id == id) else {
+                return Err(ConstantsError::Invalid(format!(
+                    "unknown competition [competitions.{id}]: the known ones are {}",
+                    known.join(", ")
+                )));
+            };
+            over.apply(c);
         }
         self.validate()
     }
@@ -630,17 +777,20 @@ impl Sn50Config {
                     p.time_length, p.time_increment
                 )));
             }
-            for iv in &p.scoring_intervals {
-                if iv.seconds < p.time_increment {
-                    return Err(ConstantsError::Invalid(format!(
-                        "prompt {label}: scoring interval {} ({} s) is shorter than the time increment {} s",
-                        iv.name, iv.seconds, p.time_increment
-                    )));
-                }
-            }
-            if !p.softmax_beta.is_finite() {
+        }
+        for c in &self.competitions {
+            check(c).map_err(ConstantsError::Invalid)?;
+        }
+        for (what, v) in [
+            (
+                "smoothed_score_coefficient",
+                self.smoothed_score_coefficient,
+            ),
+            ("outlier_median_multiple", self.outlier_median_multiple),
+        ] {
+            if !(v.is_finite() && v > 0.0) {
                 return Err(ConstantsError::Invalid(format!(
-                    "prompt {label}: softmax_beta must be finite"
+                    "{what} must be a positive finite number, got {v}"
                 )));
             }
         }
@@ -662,6 +812,14 @@ impl Sn50Config {
                 )));
             }
         }
+        for (k, s) in &self.price_sources {
+            if s.symbol.trim().is_empty() {
+                return Err(ConstantsError::Invalid(format!(
+                    "price source for {k}: the {} symbol must not be empty",
+                    s.venue.as_str()
+                )));
+            }
+        }
         Ok(())
     }
 }
@@ -676,48 +834,74 @@ mod tests {
         assert_eq!(
             c.assets,
             [
-                "BTC", "ETH", "XAU", "SOL", "SPYX", "NVDAX", "TSLAX", "AAPLX", "GOOGLX", "XRP",
-                "HYPE", "WTIOIL"
+                "BTC", "ETH", "XAU", "SOL", "SP500", "NVDAX", "TSLAX", "AAPLX", "GOOGLX", "XRP",
+                "HYPE", "WTIOIL", "SPCX"
             ]
         );
         assert_eq!(c.low.num_points(), 289);
         assert_eq!(c.high.num_points(), 61);
-        assert_eq!(c.low.softmax_beta, -0.1);
-        assert_eq!(c.high.softmax_beta, -0.2);
-        assert_eq!(c.low.window_days, 10);
-        assert_eq!(c.high.window_days, 3);
-        assert_eq!(c.high.assets, ["BTC", "ETH", "XAU", "SOL", "HYPE"]);
-        let low: Vec<_> = c
-            .low
-            .scoring_intervals
-            .iter()
-            .map(|i| i.name.as_str())
-            .collect();
-        assert_eq!(low, ["5min", "30min", "3hour", "24hour_abs"]);
-        assert_eq!(c.high.scoring_intervals.len(), 18);
-        assert_eq!(c.high.scoring_intervals[5].name, "60min_abs");
-        assert_eq!(c.high.scoring_intervals[17].name, "0_60min_gaps");
+        assert_eq!(c.high.assets, ["BTC", "ETH", "SOL", "XRP", "HYPE"]);
+        assert_eq!(c.low.assets.len(), 13);
+        assert_eq!(c.high.timeout_extra_seconds, 0);
+        assert_eq!(c.low.timeout_extra_seconds, 60);
+        // Every prompted asset is scored by exactly one competition of its prompt.
+        for kind in [PromptKind::Low, PromptKind::High] {
+            for a in &c.prompt(kind).assets {
+                assert_eq!(c.competitions_for(kind, a).count(), 1, "{a} {kind:?}");
+            }
+        }
         assert_eq!(
-            c.high
+            c.scoring(PromptKind::Low, "SP500").unwrap().id,
+            "com-equ-24h"
+        );
+        assert_eq!(c.scoring(PromptKind::Low, "BTC").unwrap().id, "crypto-24h");
+        assert_eq!(c.scoring(PromptKind::High, "BTC").unwrap().id, "crypto-1h");
+        // XAU left the 1 h set: no competition scores it, research falls back to Crypto 1h's rules.
+        assert_eq!(c.competitions_for(PromptKind::High, "XAU").count(), 0);
+        assert_eq!(c.scoring(PromptKind::High, "XAU").unwrap().id, "crypto-1h");
+        let crypto_1h = c.competition("crypto-1h").unwrap();
+        assert_eq!(c.prompt_of(crypto_1h), Some(PromptKind::High));
+        assert_eq!(crypto_1h.scoring_intervals.len(), 18);
+        assert_eq!(crypto_1h.scoring_intervals[5].name, "60min_abs");
+        assert_eq!(crypto_1h.scoring_intervals[17].name, "0_60min_gaps");
+        assert_eq!(
+            crypto_1h
                 .scoring_intervals
                 .iter()
                 .filter(|i| i.is_gap())
                 .count(),
             12
         );
+        assert_eq!(c.smoothed_score_coefficient, 1.0 / 3.0);
+        assert_eq!(c.outlier_median_multiple, 10.0);
         assert_eq!(
-            c.coefficient("SPYX", WeightTable::Validator),
+            c.coefficient("SP500", WeightTable::Validator),
             3.437935601155441
+        );
+        assert_eq!(
+            c.coefficient("SPCX", WeightTable::Validator),
+            0.4329342627683478
         );
         assert_eq!(c.coefficient("XAU", WeightTable::Seed), 2.26);
         assert_eq!(c.coefficient("XRP", WeightTable::Seed), 1.0);
         assert_eq!(c.coefficient("DOGE", WeightTable::Validator), 1.0);
         assert_eq!(c.sigma("HYPE"), 0.01131);
+        assert_eq!(c.sigma("SP500"), 0.00157);
+        assert_eq!(c.sigma("SPCX"), DEFAULT_SIGMA);
         assert_eq!(c.sigma("DOGE"), 0.005);
         assert_eq!(c.tradingview_symbols["XAU"], "Crypto.XAUT/USD");
         assert!(!c.tradingview_symbols.contains_key("WTIOIL"));
-        assert_eq!(c.pyth_feed_ids.len(), 12);
+        assert_eq!(c.pyth_feed_ids.len(), 11);
         assert!(c.pyth_feed_ids.values().all(|id| id.len() == 64));
+        // Realised prices: Binance spot for the four majors, Hyperliquid for the rest.
+        for a in &c.assets {
+            let s = c.price_source(a).unwrap();
+            let binance = ["BTC", "ETH", "SOL", "XRP"].contains(&a.as_str());
+            assert_eq!(s.venue == Venue::Binance, binance, "{a}");
+            assert_eq!(s.venue == Venue::Hyperliquid, !binance, "{a}");
+        }
+        assert_eq!(c.price_source("SP500").unwrap().symbol, "xyz:SP500");
+        assert_eq!(c.price_source("BTC").unwrap().symbol, "BTCUSDT");
         c.validate().unwrap();
     }
 
@@ -730,11 +914,16 @@ mod tests {
             BTC = 1.5
             [sigmas]
             NEWCOIN = 0.012
-            [prompts.low]
-            softmax_beta = -0.15
-            scoring_intervals = [["5min", 300], ["24hour_abs", 86400]]
+            [price_sources]
+            NEWCOIN = { venue = "binance", symbol = "NEWUSDT" }
             [prompts.high]
-            window_days = 5
+            cycle_interval_minutes = 1
+            [competitions.crypto-24h]
+            softmax_beta = -0.2
+            scoring_intervals = [["5min", 300], ["24hour_abs", 86400]]
+            [competitions.crypto-1h]
+            window_days = 7
+            assets = ["BTC", "NEWCOIN"]
         "#;
         let c = Sn50Config::from_toml_str(text, "test").unwrap();
         assert_eq!(c.assets, ["BTC", "NEWCOIN"]);
@@ -745,11 +934,18 @@ mod tests {
             0.7064366394033871
         );
         assert_eq!(c.sigma("NEWCOIN"), 0.012);
-        assert_eq!(c.low.softmax_beta, -0.15);
-        assert_eq!(c.low.scoring_intervals.len(), 2);
-        assert_eq!(c.low.window_days, 10);
-        assert_eq!(c.high.window_days, 5);
-        assert_eq!(c.high.softmax_beta, -0.2);
+        assert_eq!(c.price_source("NEWCOIN").unwrap().venue, Venue::Binance);
+        assert_eq!(c.high.cycle_interval_minutes, 1);
+        let c24 = c.competition("crypto-24h").unwrap();
+        assert_eq!(c24.softmax_beta, -0.2);
+        assert_eq!(c24.scoring_intervals.len(), 2);
+        assert_eq!(c24.window_days, 10);
+        let c1 = c.competition("crypto-1h").unwrap();
+        assert_eq!((c1.window_days, c1.softmax_beta), (7, -0.3));
+        assert_eq!(
+            c.scoring(PromptKind::High, "NEWCOIN").unwrap().id,
+            "crypto-1h"
+        );
     }
 
     #[test]
@@ -761,12 +957,27 @@ mod tests {
         assert!(e.to_string().contains("BTC"), "{e}");
         let e = Sn50Config::from_toml_str("[prompts.high]\ntime_increment = 0", "f").unwrap_err();
         assert!(e.to_string().contains("time_increment"), "{e}");
-        let e =
-            Sn50Config::from_toml_str("[prompts.low]\nscoring_intervals = [[\"1min\", 60]]", "f")
-                .unwrap_err();
+        let e = Sn50Config::from_toml_str(
+            "[competitions.crypto-24h]\nscoring_intervals = [[\"1min\", 60]]",
+            "f",
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("1min"), "{e}");
+        let e = Sn50Config::from_toml_str("[competitions.crypto-2h]\nwindow_days = 3", "f")
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("crypto-2h") && e.to_string().contains("crypto-1h"),
+            "{e}"
+        );
+        let e = Sn50Config::from_toml_str(
+            "[price_sources]\nBTC = { venue = \"kraken\", symbol = \"XBT\" }",
+            "f",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("kraken"), "{e}");
         assert!("mid".parse::<PromptKind>().is_err());
         assert_eq!("high".parse::<PromptKind>().unwrap(), PromptKind::High);
+        assert!("kraken".parse::<Venue>().is_err());
     }
 
     #[test]
@@ -775,9 +986,16 @@ mod tests {
             assert_eq!(asset_info(a.symbol), Some(&a));
         }
         assert!(asset_info("btc").is_none());
+        assert!(asset_info("SPYX").is_none(), "SPYX is retired");
         // Every seed-weighted asset is a validator asset.
         for (s, _) in SEED_ASSET_WEIGHTS {
             assert!(asset_info(s).is_some(), "{s}");
+        }
+        // Every competition asset is in the table.
+        for c in super::super::competition::Competition::all() {
+            for a in &c.assets {
+                assert!(asset_info(a).is_some(), "{a} of {}", c.id);
+            }
         }
     }
 }

@@ -298,7 +298,7 @@ pub fn asset_file_for_step(dir: &Path, asset: &str, increment: i64) -> Result<Pa
 }
 
 /// The data file for an SN50 asset in `dir`: `{stem}_1m.csv` or `{stem}_5m.csv`, where the
-/// stem is the shared data's name (`SPY` for SPYX, ...) or the asset name itself.
+/// stem is the shared data's name (`SPY` for SP500, ...) or the asset name itself.
 pub fn asset_file(dir: &Path, asset: &str, timeframe: Timeframe) -> Result<PathBuf, DataError> {
     let mut stems = vec![asset.to_string()];
     if let Some(info) = super::constants::asset_info(asset) {
@@ -331,7 +331,7 @@ pub fn asset_file(dir: &Path, asset: &str, timeframe: Timeframe) -> Result<PathB
         })
 }
 
-/// The SN50 asset a data file stem stands for (`SPY` -> `SPYX`), or the stem itself.
+/// The SN50 asset a data file stem stands for (`SPY` -> `SP500`), or the stem itself.
 pub fn asset_for_stem(stem: &str) -> String {
     super::constants::ASSETS
         .iter()
@@ -552,7 +552,7 @@ mod tests {
         assert_eq!(btc.first, 1672531200);
         assert!(btc.gaps > 0, "the crypto files are joined windows");
         let spy = infos.iter().find(|i| i.file == "SPY_5m.csv").unwrap();
-        assert_eq!(spy.asset, "SPYX");
+        assert_eq!(spy.asset, "SP500");
         assert!(data_info_text(&infos).contains("GOOGLX"));
         assert_eq!(
             asset_file(&dir, "NVDAX", Timeframe::FiveMinutes)
@@ -575,11 +575,11 @@ mod tests {
             e.contains("synth-city data download --assets BTC --days 30 --resolution 5"),
             "{e}"
         );
-        let e = asset_file(&dir, "SPYX", Timeframe::OneMinute)
+        let e = asset_file(&dir, "SP500", Timeframe::OneMinute)
             .unwrap_err()
             .to_string();
         assert!(
-            e.contains("SPY_1m.csv, SPYX_1m.csv") && e.contains("--resolution 1"),
+            e.contains("SPY_1m.csv, SP500_1m.csv") && e.contains("--resolution 1"),
             "{e}"
         );
     }

@@ -143,7 +143,7 @@ pub struct AssetDownload {
 }
 
 /// The file an asset's bars go to: the existing file `data::asset_file` finds, else
-/// `{stem}_{1m|5m}.csv` with the shared data's stem (`SPY` for SPYX) or the asset name.
+/// `{stem}_{1m|5m}.csv` with the shared data's stem (`SPY` for SP500) or the asset name.
 pub fn target_file(dir: &Path, asset: &str, resolution: Resolution) -> PathBuf {
     let tf = resolution;
     asset_file(dir, asset, tf).unwrap_or_else(|_| {
@@ -350,7 +350,7 @@ mod tests {
     fn merge_keeps_existing_bars_and_adds_missing_ones() {
         let dir = std::env::temp_dir().join(format!("sn50-merge-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let path = target_file(&dir, "SPYX", Resolution::OneMinute);
+        let path = target_file(&dir, "SP500", Resolution::OneMinute);
         assert!(path.ends_with("SPY_1m.csv"));
         assert_eq!(merge_into_file(&path, 60, &[]).unwrap(), (0, 0, 0, 0));
         assert!(!path.exists(), "no file without bars");
@@ -370,7 +370,7 @@ mod tests {
         assert_eq!(b.high[3], 14.25);
         assert!(b.gaps().is_empty());
         // The existing file is found again (not a second file).
-        assert_eq!(target_file(&dir, "SPYX", Resolution::OneMinute), path);
+        assert_eq!(target_file(&dir, "SP500", Resolution::OneMinute), path);
         assert!(target_file(&dir, "HYPE", Resolution::FiveMinutes).ends_with("HYPE_5m.csv"));
         let _ = std::fs::remove_dir_all(&dir);
     }

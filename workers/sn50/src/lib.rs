@@ -1,7 +1,11 @@
 //! Subnet 50 (Synth): everything that defines "good" exactly as the validator does.
 //!
-//! - [`constants`]: assets, coefficients, prompt types, sigmas, feed ids (TOML overridable).
+//! - [`constants`]: assets, coefficients, request profiles, sigmas, feed ids and realised-price
+//!   sources (TOML overridable).
+//! - [`competition`]: the three competitions (assets, intervals, volatility blocks, window, beta)
+//!   and how a prompt is routed to one.
 //! - [`crps`]: the validator's `calculate_crps_for_miner`, bit for bit.
+//! - [`vol`]: the Crypto 1 h volatility term and the total score, bit for bit.
 //! - [`lanes`]: the CRPS of four ensembles at once (AVX2 sorting network), bit-identical.
 //! - [`vectors`]: the `sn50-crps-vectors/1` file format and the `score crps` command.
 //! - [`pyfloat`]: Python float `repr`/`round` semantics the format rules depend on.
@@ -15,10 +19,14 @@
 //! - [`shadow`]: shadow-scoring records, their re-scoring once settled, daily summaries.
 //! - [`bench`]: the CRPS speed benchmark (per prompt on one core, and a many-miner batch).
 //!
-//! The arithmetic follows synth-subnet `ec8a625` (see `docs/sn50.md`).
+//! The rules are the December 2026 validator's (synthdataco/synth-subnet, described in
+//! `shared/spec/sn50-validator-2026-12.md`; see `docs/sn50.md`). The May 2026 rules (two
+//! prompt profiles, p90 clipping, the `len(str(x)) <= 8` digit rule) are gone: nothing needs
+//! them, and the price CRPS itself did not change.
 
 pub mod backtest;
 pub mod bench;
+pub mod competition;
 pub mod constants;
 pub mod crps;
 pub mod data;

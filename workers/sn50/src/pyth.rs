@@ -29,6 +29,10 @@ pub enum PythError {
     UnknownAsset(String),
     #[error("asset {0} has no Pyth benchmarks symbol: the validator takes its prices elsewhere")]
     NoSymbol(String),
+    #[error(
+        "asset {0} has no Pyth price feed: take its spot from its realised-price venue (`synth-city score constants` shows it)"
+    )]
+    NoFeed(String),
     #[error("unsupported resolution {0}: use 1 or 5 (minutes)")]
     Resolution(u32),
     #[error("bad time range: from {from} must not be after to {to}")]
@@ -182,9 +186,9 @@ fn resolution_query(r: Resolution) -> &'static str {
 
 /// The Hermes feed id of an SN50 asset.
 pub fn feed_id(asset: &str) -> Result<&'static str, PythError> {
-    asset_info(asset)
-        .map(|a| a.pyth_feed_id)
-        .ok_or_else(|| PythError::UnknownAsset(asset.to_string()))
+    let info = asset_info(asset).ok_or_else(|| PythError::UnknownAsset(asset.to_string()))?;
+    info.pyth_feed_id
+        .ok_or_else(|| PythError::NoFeed(asset.to_string()))
 }
 
 /// The benchmarks TradingView symbol of an SN50 asset (`Crypto.XAUT/USD` for XAU).
@@ -920,7 +924,12 @@ mod tests {
     #[test]
     fn symbols_and_feeds_come_from_the_constants() {
         assert_eq!(tradingview_symbol("XAU").unwrap(), "Crypto.XAUT/USD");
-        assert_eq!(tradingview_symbol("SPYX").unwrap(), "Crypto.SPYX/USD");
+        assert!(matches!(
+            tradingview_symbol("SP500"),
+            Err(PythError::NoSymbol(_))
+        ));
+        assert!(matches!(feed_id("SPCX"), Err(PythError::NoFeed(_))));
+        assert!(matches!(feed_id("SPYX"), Err(PythError::UnknownAsset(_))));
         assert_eq!(feed_id("BTC").unwrap(), BTC_FEED);
         assert!(resolution_from_minutes(15).is_err());
     }

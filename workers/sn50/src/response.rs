@@ -9,13 +9,17 @@
 //! 3. `response_validation_v2.validate_responses` runs its checks; an exception inside becomes
 //!    `"error during validation"` (`forward.py`);
 //! 4. at scoring time a zero price gives -1, and so does a NaN total.
+//!
+//! The value rules are the December 2026 validator's: int or float but not bool, finite, inside
+//! float32's range, at most 8 significant digits (`float(format(v, ".7e")) == v`), every path's
+//! shape checked before any value. (The May 2026 rule counted the characters of `str(v)`.)
 
 use serde::ser::{SerializeSeq, Serializer};
 use serde::Serialize;
 use serde_json::Value;
 
 use super::crps::Paths;
-use super::pyfloat::{py_float_repr, round_to_8_significant_digits, round_to_significant_digits};
+use super::pyfloat::{py_float_repr, round_to_8_significant_digits};
 
 /// The validator's success string.
 pub const CORRECT: &str = "CORRECT";
@@ -35,7 +39,7 @@ pub enum ResponseError {
     },
     #[error("path {path} point {point} is zero: the validator scores any zero price -1")]
     Zero { path: usize, point: usize },
-    #[error("cannot encode {value} within the validator's 8-character digit rule")]
+    #[error("cannot encode {value} as a price the validator accepts (8 significant digits, inside float32's range)")]
     Unencodable { value: f64 },
     #[error("the response is not JSON (even with Python's NaN/Infinity extensions): {0}")]
     Json(String),
@@ -357,8 +361,9 @@ fn py_floordiv(a: i64, b: i64) -> Option<i64> {
     })
 }
 
-/// `validate_path(path, expected_time_points)`.
-fn validate_path(path: &PyValue, expected_points: i64) -> Option<String> {
+/// The shape half of `validate_path(path, expected_time_points)`: a list of the right length.
+/// Every path's shape is checked before any value.
+fn validate_path_shape(path: &PyValue, expected_points: i64) -> Option<String> {
     let PyValue::List(points) = path else {
         return Some(format!(
             "Path format is incorrect: expected list, got {}",
@@ -371,16 +376,56 @@ fn validate_path(path: &PyValue, expected_points: i64) -> Option<String> {
             points.len()
         ));
     }
+    None
+}
+
+/// `float(format(value, ".7e")) == value`: the value has at most 8 significant digits (Python
+/// compares an int and a float exactly; an int goes through `float()` first).
+pub fn has_at_most_8_significant_digits(value: f64) -> bool {
+    format!("{value:.7e}").parse::<f64>() == Ok(value)
+}
+
+/// `np.float32(value)` neither overflows nor underflows to zero (zero itself is fine).
+pub fn fits_float32(value: f64) -> bool {
+    let f = value as f32;
+    f.is_finite() && (f != 0.0 || value == 0.0)
+}
+
+/// The value half of `validate_path`: each point an int or a float but not a bool, finite, in
+/// float32's range and with at most 8 significant digits. The rules are the December 2026
+/// validator's; the messages for the checks it added (finite, float32, significant digits) are
+/// this port's wording, as the validator's own strings were not available (anything but
+/// `CORRECT` scores as a miss either way).
+fn validate_path_values(path: &PyValue) -> Option<String> {
+    let PyValue::List(points) = path else {
+        return None; // shapes were checked first
+    };
     for p in points {
-        if !matches!(p, PyValue::Int(_) | PyValue::Bool(_) | PyValue::Float(_)) {
-            return Some(format!(
-                "Price format is incorrect: expected int or float, got {}",
-                p.type_repr()
-            ));
-        }
+        let value = match p {
+            PyValue::Float(f) => *f,
+            PyValue::Int(i) => *i as f64,
+            other => {
+                return Some(format!(
+                    "Price format is incorrect: expected int or float, got {}",
+                    other.type_repr()
+                ))
+            }
+        };
         let s = p.py_str();
-        if s.chars().filter(|&c| c != '.').count() > 8 {
-            return Some(format!("Price format is incorrect: too many digits {s}"));
+        if !value.is_finite() {
+            return Some(format!("Price is not finite: {s}"));
+        }
+        if !fits_float32(value) {
+            return Some(format!("Price is outside the float32 range: {s}"));
+        }
+        let exact = match p {
+            PyValue::Int(i) => has_at_most_8_significant_digits(value) && value as i128 == *i,
+            _ => has_at_most_8_significant_digits(value),
+        };
+        if !exact {
+            return Some(format!(
+                "Price format is incorrect: more than 8 significant digits {s}"
+            ));
         }
     }
     None
@@ -463,7 +508,12 @@ fn validate_inner(response: &PyValue, input: &SimulationInput) -> Result<String,
     }
     let expected_points = py_floordiv(input.time_length, input.time_increment).ok_or(())? + 1;
     for p in paths {
-        if let Some(e) = validate_path(p, expected_points) {
+        if let Some(e) = validate_path_shape(p, expected_points) {
+            return Ok(e);
+        }
+    }
+    for p in paths {
+        if let Some(e) = validate_path_values(p) {
             return Ok(e);
         }
     }
@@ -597,37 +647,26 @@ impl PriceToken {
     }
 }
 
-/// Encode a price as the reference miner rounds it (8 significant digits), then make sure
-/// Python's `str()` of it has at most 8 characters besides the point: an integer-valued price at
-/// or above 1e7 goes out as a JSON integer (`12345678`, not `12345678.0`), and a price whose
-/// repr is still too long (`0.00012345`) loses significant digits until it fits.
+/// Encode a price as the reference miner rounds it (8 significant digits) and make sure the
+/// validator's rules hold for it: at most 8 significant digits (`float(format(y, ".7e")) == y`;
+/// where the reference rounding misses by its `log10` near a power of ten, the 8-digit
+/// scientific rounding is used) and inside float32's range. An integral price of 1e7 or more
+/// goes out as a JSON integer, the shorter token.
 pub fn encode_price(x: f64) -> Result<PriceToken, ResponseError> {
     if !x.is_finite() {
         return Err(ResponseError::Unencodable { value: x });
     }
-    for digits in (1..=8).rev() {
-        let y = if digits == 8 {
-            round_to_8_significant_digits(x)
-        } else {
-            round_to_significant_digits(x, digits)
-        };
-        if y.fract() == 0.0 && y.abs() < 1e15 {
-            let i = y as i64;
-            if i.to_string().len() <= 8 {
-                // A float repr of an integer adds ".0"; prefer the shorter of the two.
-                let repr_len = py_float_repr(y).len() - 1;
-                return Ok(if repr_len <= 8 {
-                    PriceToken::Float(y)
-                } else {
-                    PriceToken::Int(i)
-                });
-            }
-        }
-        if py_float_repr(y).chars().filter(|&c| c != '.').count() <= 8 {
-            return Ok(PriceToken::Float(y));
-        }
+    let mut y = round_to_8_significant_digits(x);
+    if !has_at_most_8_significant_digits(y) {
+        y = format!("{x:.7e}").parse().unwrap_or(f64::NAN);
     }
-    Err(ResponseError::Unencodable { value: x })
+    if !(y.is_finite() && fits_float32(y) && has_at_most_8_significant_digits(y)) {
+        return Err(ResponseError::Unencodable { value: x });
+    }
+    if y.fract() == 0.0 && y.abs() >= 1e7 && y.abs() < 1e15 {
+        return Ok(PriceToken::Int(y as i64));
+    }
+    Ok(PriceToken::Float(y))
 }
 
 /// A miner response ready to serialize: `[start_ts, time_increment, [prices], ...]`.
@@ -824,22 +863,38 @@ mod tests {
             (
                 format!("[{TS}, 60, [1, 2, 3, 104523.456]]"),
                 1,
-                "Price format is incorrect: too many digits 104523.456",
+                "Price format is incorrect: more than 8 significant digits 104523.456",
             ),
             (
-                format!("[{TS}, 60, [1, 2, 3, 12345678.0]]"),
+                format!("[{TS}, 60, [1, 2, 3, 123456789.0]]"),
                 1,
-                "Price format is incorrect: too many digits 12345678.0",
+                "Price format is incorrect: more than 8 significant digits 123456789.0",
             ),
             (
-                format!("[{TS}, 60, [1, 2, 3, 0.00012345]]"),
+                format!("[{TS}, 60, [1, 2, 3, 123456789]]"),
                 1,
-                "Price format is incorrect: too many digits 0.00012345",
+                "Price format is incorrect: more than 8 significant digits 123456789",
             ),
             (
-                format!("[{TS}, 60, [1, 2, 3, -1234567.5]]"),
+                format!("[{TS}, 60, [1, 2, 3, NaN]]"),
                 1,
-                "Price format is incorrect: too many digits -1234567.5",
+                "Price is not finite: nan",
+            ),
+            (
+                format!("[{TS}, 60, [1, 2, 3, 1e39]]"),
+                1,
+                "Price is outside the float32 range: 1e+39",
+            ),
+            (
+                format!("[{TS}, 60, [1, 2, 3, 1e-50]]"),
+                1,
+                "Price is outside the float32 range: 1e-50",
+            ),
+            // Every shape before any value: path 2's length is reported, not path 1's digits.
+            (
+                format!("[{TS}, 60, [1, 2, 3, 104523.456], [1, 2, 3]]"),
+                2,
+                "Number of time points is incorrect: expected 4, got 3",
             ),
             (format!("[{TS}]"), 1, VALIDATION_EXCEPTION),
         ];
@@ -878,28 +933,33 @@ mod tests {
             1,
         );
         assert_eq!(r.format_validation, CORRECT);
-        // 12345678 as a JSON integer passes the digit rule; as a float it does not.
-        let r = check(&format!("[{TS}, 60, [12345678, 2, 3, 4]]"), 1);
-        assert_eq!(r.format_validation, CORRECT);
+        // 12345678 passes as an int and as a float; so do 0.00012345 and -1234.5678, which
+        // the May 2026 character count refused.
+        for ok in [
+            "12345678",
+            "12345678.0",
+            "0.00012345",
+            "-1234.5678",
+            "1.2345678e-20",
+        ] {
+            let r = check(&format!("[{TS}, 60, [{ok}, 2, 3, 4]]"), 1);
+            assert_eq!(r.format_validation, CORRECT, "{ok}");
+        }
+        // A bool that pydantic could not coerce (another element fails it) is refused.
+        let r = check(&format!("[{TS}, 60, [true, 2, 3, 4], 7]"), 1);
+        assert!(
+            r.format_validation.contains("expected"),
+            "{}",
+            r.format_validation
+        );
     }
 
     #[test]
-    fn nan_and_zero_pass_the_format_check_but_not_scoring() {
+    fn nan_fails_the_format_check_and_zero_fails_scoring() {
         let r = check(&format!("[{TS}, 60, [1, NaN, 3, 4]]"), 1);
-        assert_eq!(r.format_validation, CORRECT);
-        assert!(matches!(
-            r.scoring_issue,
-            Some(ScoringIssue::NonFinite {
-                path: 0,
-                point: 1,
-                ..
-            })
-        ));
+        assert_eq!(r.format_validation, "Price is not finite: nan");
         assert!(!r.ok);
-        let r = check(
-            &format!("[{TS}, 60, [1, 2, 3, 4], [1, 2, 0.0, -Infinity]]"),
-            2,
-        );
+        let r = check(&format!("[{TS}, 60, [1, 2, 3, 4], [1, 2, 0.0, 4]]"), 2);
         assert_eq!(r.format_validation, CORRECT);
         assert_eq!(
             r.scoring_issue,
@@ -943,16 +1003,18 @@ mod tests {
             PriceToken::Float(104523.46)
         );
         assert_eq!(encode_price(12345678.4).unwrap(), PriceToken::Int(12345678));
+        // Small prices keep all 8 significant digits now.
         assert_eq!(
             encode_price(0.000123456789).unwrap(),
-            PriceToken::Float(0.0001235)
+            PriceToken::Float(0.00012345679)
         );
         assert_eq!(encode_price(2.0).unwrap(), PriceToken::Float(2.0));
         assert_eq!(
             encode_price(1.23456789e-7).unwrap(),
-            PriceToken::Float(1.235e-7)
+            PriceToken::Float(1.2345679e-7)
         );
         assert!(encode_price(f64::NAN).is_err());
+        assert!(encode_price(1e39).is_err(), "beyond float32");
         for x in [
             1.0,
             0.1,
@@ -965,8 +1027,8 @@ mod tests {
         ] {
             let t = encode_price(x).unwrap();
             let s = PyValue::from_json(&serde_json::to_value(t).unwrap()).py_str();
-            assert!(s.replace('.', "").len() <= 8, "{x} -> {s}");
-            assert!((t.value() - x).abs() <= x.abs() * 1e-3, "{x} -> {s}");
+            assert!(has_at_most_8_significant_digits(t.value()), "{x} -> {s}");
+            assert!((t.value() - x).abs() <= x.abs() * 1e-7, "{x} -> {s}");
         }
     }
 
@@ -980,7 +1042,7 @@ mod tests {
         let r = MinerResponse::from_paths(TS, 60, &paths).unwrap();
         let json = r.to_json();
         assert!(
-            json.starts_with("[1780315200,60,[104523.46,104600.1,12345679,0.0001235]"),
+            json.starts_with("[1780315200,60,[104523.46,104600.1,12345679,0.00012345679]"),
             "{json}"
         );
         let parsed = PyValue::from_json(&parse_python_json(&json).unwrap());

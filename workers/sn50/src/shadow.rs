@@ -5,8 +5,13 @@
 //! history before the request and the spot) and scored with the validator's CRPS against the
 //! realised prices, beside the reference GBM on the same prompt. Only the record is kept, not
 //! the 289,000 prices of an answer. Store layout (the seed's): `scores/prompts/{date}/{id}.json`
-//! (the record, with its result once scored), `scores/daily/{date}.json` (that day's summary)
-//! and `scores/leaderboard.json` (the last ten days).
+//! (the record, with its result once scored), `scores/daily/{date}.json` (that day's summary,
+//! with its head-to-head prompts) and `scores/leaderboard.json` (the last ten days, and per
+//! competition, over that competition's own window: the weighted ratio to the GBM and the share
+//! of its emission the model would take from the GBM in a field of two).
+//!
+//! It does not fetch prices or run models (the `shadow-prompt`/`shadow-score` jobs in the scorer
+//! crate do) and does not model the live field of miners.
 
 use std::collections::BTreeMap;
 
@@ -16,10 +21,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::backtest::as_sent;
-use super::constants::{PromptKind, Sn50Config};
+use super::constants::{PromptKind, Sn50Config, WeightTable};
 use super::crps::INVALID_SCORE;
 use super::data::Bars;
 use super::forecast::{ForecastRequest, Forecaster};
+use super::rewards::{share_against_reference, HeadToHead};
 use super::vol::miner_total_score;
 
 /// The days the leaderboard covers.
@@ -132,7 +138,9 @@ pub fn score_record(
     if !bars.scoreable(rec.start_time, rec.time_length as i64, &real) {
         return None;
     }
-    let prompt = config.prompt(rec.kind());
+    // the rules of the competition that scores this prompt (`None`: no competition has the
+    // prompt's time length, a configuration the constants' validation does not rule out)
+    let prompt = config.scoring(rec.kind(), &rec.asset)?;
     let score = |f: &dyn Forecaster| -> Result<f64, String> {
         let mut rng = ChaCha8Rng::seed_from_u64(rec.seed);
         let paths = f
@@ -150,7 +158,9 @@ pub fn score_record(
 
 /// A summary of records: per asset and overall, the prompts recorded and scored, the mean CRPS
 /// of the model and of the GBM over the prompts where both are valid, their ratio, the prompts
-/// where the model beat the GBM, and the invalid answers.
+/// where the model beat the GBM, and the invalid answers; and `prompts`, every scored prompt as
+/// `[scored_time, asset, prompt, crps, gbm_crps]`, which the leaderboard's per-competition
+/// shares are computed from.
 pub fn summarize(records: &[ShadowRecord]) -> Value {
     #[derive(Default)]
     struct Acc {
@@ -188,17 +198,101 @@ pub fn summarize(records: &[ShadowRecord]) -> Value {
             "beats_gbm": a.wins,
         })
     };
+    let prompts: Vec<Value> = records
+        .iter()
+        .filter_map(|r| {
+            let res = r.result.as_ref()?;
+            Some(json!([
+                r.start_time + r.time_length as i64,
+                r.asset,
+                r.kind().label(),
+                res.crps,
+                res.gbm_crps
+            ]))
+        })
+        .collect();
     json!({
         "all": view(&all),
         "assets": per.iter().map(|(k, v)| (k.clone(), view(v))).collect::<BTreeMap<_, _>>(),
+        "prompts": prompts,
     })
 }
 
-/// The leaderboard from the newest days' summaries (`(date, summary)`, any order): per day
-/// the overall ratio, and over the days the mean of the daily ratios per asset, the best and
-/// the worst day.
-pub fn leaderboard(mut days: Vec<(String, Value)>) -> Value {
+/// The head-to-head prompts of a daily summary: `(prompt kind, prompt)`.
+fn summary_prompts(summary: &Value) -> Vec<(PromptKind, HeadToHead)> {
+    summary["prompts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| {
+            let kind = match p[2].as_str()? {
+                "high" => PromptKind::High,
+                _ => PromptKind::Low,
+            };
+            Some((
+                kind,
+                HeadToHead {
+                    scored_time: p[0].as_i64()?,
+                    asset: p[1].as_str()?.to_string(),
+                    ours: p[3].as_f64()?,
+                    reference: p[4].as_f64()?,
+                },
+            ))
+        })
+        .collect()
+}
+
+/// The leaderboard from the days' summaries (`(date, summary)`, any order): per day the overall
+/// ratio, over the newest ten days the mean of the daily ratios per asset with the best and the
+/// worst day, and per competition, over its own window ending at the newest scored prompt: the
+/// prompts, the coefficient-weighted ratio of mean CRPS to the GBM's, and the share of the
+/// competition's emission against the GBM in a field of two ([`share_against_reference`]);
+/// `emission` sums those shares (each competition pays a third).
+pub fn leaderboard(mut days: Vec<(String, Value)>, config: &Sn50Config) -> Value {
     days.sort_by(|a, b| b.0.cmp(&a.0));
+    let all_prompts: Vec<(PromptKind, HeadToHead)> =
+        days.iter().flat_map(|(_, s)| summary_prompts(s)).collect();
+    let now = all_prompts.iter().map(|p| p.1.scored_time).max();
+    let mut competitions = Vec::new();
+    let mut emission = 0.0;
+    for c in &config.competitions {
+        let Some(kind) = config.prompt_of(c) else {
+            continue;
+        };
+        let mine: Vec<HeadToHead> = all_prompts
+            .iter()
+            .filter(|(k, p)| *k == kind && c.assets.contains(&p.asset))
+            .map(|(_, p)| p.clone())
+            .collect();
+        let Some(now) = now.filter(|_| !mine.is_empty()) else {
+            continue;
+        };
+        let share = share_against_reference(&mine, now, c, config, WeightTable::Validator);
+        // the weighted ratio over the window, per asset mean then coefficient-weighted
+        let from = now - c.window_days as i64 * 86_400;
+        let mut per: BTreeMap<&str, (f64, f64, usize)> = BTreeMap::new();
+        for p in &mine {
+            if p.scored_time > from && p.ours != INVALID_SCORE && p.reference != INVALID_SCORE {
+                let e = per.entry(p.asset.as_str()).or_default();
+                e.0 += p.ours;
+                e.1 += p.reference;
+                e.2 += 1;
+            }
+        }
+        let (mut num, mut den) = (0.0, 0.0);
+        for (a, (m, r, n)) in &per {
+            let w = config.coefficient(a, WeightTable::Validator);
+            num += w * m / *n as f64;
+            den += w * r / *n as f64;
+        }
+        emission += share.emission;
+        competitions.push(json!({
+            "id": c.id, "label": c.label, "window_days": c.window_days,
+            "softmax_beta": c.softmax_beta, "prompts": share.prompts,
+            "ratio": (den > 0.0).then(|| num / den),
+            "pool_share": share.pool_share, "emission": share.emission,
+        }));
+    }
     days.truncate(LEADERBOARD_DAYS);
     let mut per: BTreeMap<String, Vec<(String, f64)>> = BTreeMap::new();
     for (date, s) in &days {
@@ -228,6 +322,8 @@ pub fn leaderboard(mut days: Vec<(String, Value)>) -> Value {
         "days": days.iter().map(|(d, s)| json!({"date": d, "ratio": s["all"]["ratio"],
             "scored": s["all"]["scored"]})).collect::<Vec<_>>(),
         "assets": assets,
+        "competitions": competitions,
+        "emission": emission,
     })
 }
 
@@ -287,12 +383,49 @@ mod tests {
                 )
             })
             .collect();
-        let b = leaderboard(days);
+        let b = leaderboard(days, &Sn50Config::default());
         assert_eq!(b["days"].as_array().unwrap().len(), LEADERBOARD_DAYS);
+        assert_eq!(b["competitions"].as_array().unwrap().len(), 0);
         assert_eq!(b["days"][0]["date"], "2026-11-12");
         assert_eq!(b["assets"]["BTC"]["days"], 10);
         assert_eq!(b["assets"]["BTC"]["best"]["date"], "2026-11-03");
         assert_eq!(b["assets"]["BTC"]["worst"]["date"], "2026-11-12");
         assert_eq!(date_of(86_400 * 365), "1971-01-01");
+    }
+
+    #[test]
+    fn the_leaderboard_reports_each_competition_over_its_window() {
+        let day = 86_400;
+        let mk = |asset: &str, prompt: &str, t: i64, crps: f64| {
+            let mut r = rec(asset, Some((crps, 100.0)));
+            r.prompt = prompt.into();
+            r.time_length = if prompt == "high" { 3600 } else { 86_400 };
+            r.start_time = t - r.time_length as i64;
+            r
+        };
+        // Day 1: the model loses on Crypto 1h; days 4-8 it wins on Crypto 1h (BTC) and ties on
+        // Com/Equ 24h (XAU). Crypto 1h's window is 5 days: day 1 falls out.
+        let mut days = Vec::new();
+        for d in [1i64, 4, 5, 6, 7, 8] {
+            let t = d * day;
+            let c1 = if d == 1 { 200.0 } else { 90.0 };
+            let recs = vec![mk("BTC", "high", t, c1), mk("XAU", "low", t, 100.0)];
+            days.push((date_of(t), summarize(&recs)));
+        }
+        let b = leaderboard(days, &Sn50Config::default());
+        let comps = b["competitions"].as_array().unwrap();
+        let ids: Vec<&str> = comps.iter().map(|c| c["id"].as_str().unwrap()).collect();
+        assert_eq!(ids, ["com-equ-24h", "crypto-1h"]);
+        let c1 = &comps[1];
+        assert_eq!(c1["window_days"], 5);
+        assert_eq!(c1["prompts"], 5, "day 1 is outside Crypto 1h's window");
+        assert_eq!(c1["ratio"], 0.9);
+        let expect = 1.0 / (1.0 + (-0.3f64 * 10.0).exp());
+        assert!((c1["pool_share"].as_f64().unwrap() - expect).abs() < 1e-12);
+        let ce = &comps[0];
+        assert_eq!(ce["prompts"], 6);
+        assert_eq!(ce["pool_share"], 0.5);
+        let total = b["emission"].as_f64().unwrap();
+        assert!((total - (0.5 + expect) / 3.0).abs() < 1e-12);
     }
 }

@@ -121,11 +121,12 @@ fn all_v2_vectors_are_bit_identical() {
     );
 }
 
-/// The default prompt configurations score as the December 2026 validator does: every v2 case
-/// scored with this build's `low` or `high` prompt (its intervals and volatility blocks, not the
-/// case's own) gives the validator's worker score bit for bit.
+/// The default competitions score as the December 2026 validator does: every v2 case, routed by
+/// this build's default configuration (prompt kind and asset) to a competition and scored with
+/// that competition's intervals and volatility blocks (not the case's own), lands in the case's
+/// competition and gives the validator's worker score bit for bit.
 #[test]
-fn the_default_prompts_carry_todays_scoring() {
+fn the_default_competitions_carry_todays_scoring() {
     use super::constants::{PromptKind, Sn50Config};
     use super::vol::miner_total_score;
     let file = load_vectors(&vectors_v2_path()).expect("crps-vectors-v2.json");
@@ -135,8 +136,16 @@ fn the_default_prompts_carry_todays_scoring() {
             Some("high") => PromptKind::High,
             _ => PromptKind::Low,
         };
+        let asset = case.asset.as_deref().expect("v2 cases name their asset");
+        let routed: Vec<_> = cfg.competitions_for(kind, asset).collect();
+        assert_eq!(routed.len(), 1, "case {i}: {asset} {kind:?}");
+        assert_eq!(
+            Some(routed[0].label.as_str()),
+            case.competition.as_deref(),
+            "case {i} is routed to its competition"
+        );
         let sims = case.sim_paths().unwrap();
-        let got = miner_total_score(&sims, &case.real_prices(), cfg.prompt(kind));
+        let got = miner_total_score(&sims, &case.real_prices(), routed[0]);
         assert_eq!(
             got.to_bits(),
             case.worker_score.unwrap().to_bits(),

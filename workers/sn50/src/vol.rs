@@ -9,7 +9,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::constants::{PromptConfig, ScoringInterval};
+use super::competition::Competition;
+use super::constants::ScoringInterval;
 use super::crps::{
     calculate_crps_detailed, crps_ensemble, pairwise_sum, CrpsError, Paths, INVALID_SCORE,
 };
@@ -158,16 +159,16 @@ pub fn calculate_vol_crps_for_miner(
     VolBreakdown { total, sizes }
 }
 
-/// The score the reward worker stores for one prompt of `prompt`'s kind: the total (price
-/// CRPS plus the prompt's volatility term), or `-1` when the validator would (zero price, a
+/// The score the reward worker stores for one prompt scored by `competition`: the total (price
+/// CRPS plus the competition's volatility term), or `-1` when the validator would (zero price, a
 /// total that is not finite, or an exception inside the calculation).
-pub fn miner_total_score(sims: &Paths, real: &[f64], prompt: &PromptConfig) -> f64 {
+pub fn miner_total_score(sims: &Paths, real: &[f64], competition: &Competition) -> f64 {
     match calculate_total_score_for_miner(
         sims,
         real,
-        prompt.time_increment,
-        &prompt.scoring_intervals,
-        &prompt.vol_blocks,
+        competition.time_increment,
+        &competition.scoring_intervals,
+        &competition.vol_blocks,
     ) {
         Ok(t) => t.worker_score(),
         Err(_) => INVALID_SCORE,

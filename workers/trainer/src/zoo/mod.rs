@@ -83,6 +83,10 @@ pub enum ZooError {
     Device(String, String),
     #[error("training diverged: {0}")]
     Diverged(String),
+    #[error(
+        "no SN50 competition scores the {0} prompt: check the competitions in the SN50 constants"
+    )]
+    NoCompetition(&'static str),
 }
 
 /// The compute device by name: `cpu`, or `cuda` / `cuda:N` when built with `--features cuda`.

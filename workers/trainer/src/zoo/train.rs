@@ -643,13 +643,16 @@ pub fn evaluate_sn50(
     } else {
         PromptKind::High
     };
-    let prompt = cfg.prompt(kind);
     let gbm = Gbm::new(cfg.clone());
     let (mut ms, mut gs) = (Vec::new(), Vec::new());
     let mut invalid = (0, 0);
     let mut per_asset = std::collections::BTreeMap::new();
     for (a, d) in data.iter().enumerate() {
         let bar = d.bars.bar_seconds;
+        // the rules of the competition that scores this asset's prompts
+        let prompt = cfg
+            .scoring(kind, &d.asset)
+            .ok_or(ZooError::NoCompetition(kind.label()))?;
         let (mut am, mut ag) = (Vec::new(), Vec::new());
         for k in spread(d.val.len(), t.eval_windows) {
             let i = d.val[k];
