@@ -5,7 +5,7 @@
 //! data: paths simulated by the reference GBM from a past moment of the
 //! data, against the prices that were realised after it.
 //!
-//! Assets are SN50's (`BTC`, `ETH`, `SOL`, `XAU`, `SPYX`, ...), matched
+//! Assets are SN50's (`BTC`, `ETH`, `SOL`, `XAU`, `SP500`, ...), matched
 //! case-insensitively; anything else is a 400 naming the parameter. An
 //! upstream failure (Pyth unreachable) is a 502 that says so.
 //!

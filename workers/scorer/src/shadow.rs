@@ -24,9 +24,6 @@ use sn50::data::{asset_file_for_step, Bars, DataError};
 use sn50::forecast::{Forecaster, Gbm};
 use sn50::shadow::{self, ShadowRecord, ShadowResult};
 
-/// The assets prompted when a job names none.
-pub const DEFAULT_ASSETS: [&str; 3] = ["BTC", "ETH", "SOL"];
-
 /// Registers the two shadow-scoring handlers.
 pub fn register(registry: &mut Registry) {
     registry.register(Recorder).register(Scorer);
@@ -93,8 +90,10 @@ impl JobHandler for Recorder {
         };
         let cfg = Sn50Config::default();
         let p = cfg.prompt(kind).clone();
+        // a job that names no assets prompts every asset the validator asks on this prompt
+        // (those without a spot price or bars are reported as skipped)
         let assets: Vec<String> = if job.assets.is_empty() {
-            DEFAULT_ASSETS.iter().map(|a| a.to_string()).collect()
+            p.assets.clone()
         } else {
             job.assets
         };
