@@ -57,11 +57,12 @@ pub enum ScoreCommand {
     },
     /// Backtest a model on local bars with the validator's CRPS.
     Backtest {
-        /// The model: `gbm`, or a checkpoint folder written by `experiment` / `model quick`.
+        /// The model: `gbm`, a classical baseline (`ewma`, `ewma-t`, `ewma-tod`, `ewma-tod-t`),
+        /// or a checkpoint folder written by `experiment` / `model quick`.
         #[arg(long, default_value = "gbm")]
         model: String,
         /// The reference scored on the same windows (its share of each competition is the
-        /// model's complement): `gbm` or a checkpoint folder.
+        /// model's complement): a name as for `--model`, or a checkpoint folder.
         #[arg(long, default_value = "gbm")]
         reference: String,
         /// Where a checkpoint runs: `cpu` or `cuda` (a build with `--features cuda`).
@@ -261,8 +262,9 @@ pub async fn score(args: ScoreArgs) -> anyhow::Result<()> {
         } => {
             let cfg = load_constants(constants.as_deref())?;
             let load = |name: &str| -> anyhow::Result<Box<dyn forecast::Forecaster>> {
-                Ok(if name.trim().eq_ignore_ascii_case("gbm") {
-                    forecast::model_by_name("gbm", &cfg)?
+                let name = name.trim();
+                Ok(if forecast::MODELS.contains(&name) {
+                    forecast::model_by_name(name, &cfg)?
                 } else {
                     let device = trainer::zoo::device(&device)?;
                     trainer::zoo::forecaster::load_forecaster(name, &device)?
@@ -313,6 +315,17 @@ pub async fn score(args: ScoreArgs) -> anyhow::Result<()> {
                     r.file,
                     r.competition.as_deref().unwrap_or("no competition")
                 );
+                if !r.fallbacks.is_empty() || r.reference_fallbacks > 0 {
+                    println!(
+                        "          answered by the GBM: {} model window(s){}, {} reference window(s)",
+                        r.fallbacks.len(),
+                        r.fallbacks
+                            .first()
+                            .map(|(t, why)| format!(" (first at {t}: {why})"))
+                            .unwrap_or_default(),
+                        r.reference_fallbacks
+                    );
+                }
             }
             println!("weighted CRPS {:.6}", result.weighted_crps);
             for c in &result.competitions {

@@ -6,6 +6,10 @@
 //! share of the competition's emission the model would take from the reference in a field of
 //! two. Behind `synth-city score backtest`.
 //!
+//! A window the model cannot answer (a history gap, too little history, a model error) does not
+//! abort the run: it is answered with the reference GBM, as the miner answers it, and recorded
+//! with its reason (`fallbacks`). The same holds for the reference.
+//!
 //! The share treats every sampled window as inside the leaderboard window (the backtest's span
 //! may be longer than the competition's 5 or 10 days); beta, coefficients and prompt scoring are
 //! the competition's. It says nothing of the live field, whose median and softmax denominator
@@ -30,7 +34,7 @@ use super::competition::Competition;
 use super::constants::{PromptKind, Sn50Config, WeightTable};
 use super::crps::{Paths, INVALID_SCORE};
 use super::data::{asset_file_for_step, Bars, DataError};
-use super::forecast::{ForecastError, ForecastRequest, Forecaster};
+use super::forecast::{ForecastError, ForecastRequest, Forecaster, Gbm};
 use super::response::encode_price;
 use super::rewards::{share_against_reference, CompetitionShare, HeadToHead};
 use super::vol::miner_total_score;
@@ -93,6 +97,11 @@ pub struct AssetResult {
     pub file: String,
     /// The window start times (unix seconds).
     pub starts: Vec<i64>,
+    /// Windows the model could not answer (answered with the GBM, as the miner would), with
+    /// the reason: `(start, reason)`.
+    pub fallbacks: Vec<(i64, String)>,
+    /// Windows the reference could not answer (also answered with the GBM).
+    pub reference_fallbacks: usize,
     /// Per window: the model's and the reference's total score (`-1` invalid).
     #[serde(skip)]
     pub head_to_head: Vec<(f64, f64)>,
@@ -181,6 +190,7 @@ pub fn run_backtest(
         return Err(BacktestError::NoAssets);
     }
     let prompt = config.prompt(opts.prompt);
+    let gbm = Gbm::new(config.clone());
     let prompt_label = if opts.prompt == PromptKind::Low {
         "low"
     } else {
@@ -221,6 +231,8 @@ pub fn run_backtest(
         picks.sort_unstable();
         let starts: Vec<i64> = picks.iter().map(|&i| candidates[i]).collect();
         let mut scores = Vec::with_capacity(n);
+        let mut fallbacks = Vec::new();
+        let mut reference_fallbacks = 0;
         for (w, &start) in starts.iter().enumerate() {
             let as_of = start - REQUEST_LEAD_SECONDS;
             let spot = spot_at(&bars, as_of).expect("candidate has a spot");
@@ -240,20 +252,30 @@ pub fn run_backtest(
                     ^ (w as u64).wrapping_mul(0x9E3779B97F4A7C15),
             );
             let mut reference_rng = rng.clone();
-            let paths =
-                model
-                    .forecast(&req, &mut rng)
-                    .map_err(|error| BacktestError::Forecast {
-                        asset: asset.clone(),
-                        error,
-                    })?;
-            let reference_paths =
-                reference
-                    .forecast(&req, &mut reference_rng)
-                    .map_err(|error| BacktestError::Forecast {
-                        asset: asset.clone(),
-                        error,
-                    })?;
+            let gbm_seed = rng.clone();
+            // what the miner does when its model fails: answer with the GBM
+            let answer = |f: &dyn Forecaster,
+                          rng: &mut ChaCha8Rng|
+             -> Result<(Paths, Option<String>), BacktestError> {
+                match f.forecast(&req, rng) {
+                    Ok(p) => Ok((p, None)),
+                    Err(e) => {
+                        let p = gbm.forecast(&req, &mut gbm_seed.clone()).map_err(|error| {
+                            BacktestError::Forecast {
+                                asset: asset.clone(),
+                                error,
+                            }
+                        })?;
+                        Ok((p, Some(e.to_string())))
+                    }
+                }
+            };
+            let (paths, why) = answer(model, &mut rng)?;
+            if let Some(why) = why {
+                fallbacks.push((start, why));
+            }
+            let (reference_paths, why) = answer(reference, &mut reference_rng)?;
+            reference_fallbacks += why.is_some() as usize;
             let real = bars.price_grid(start, len, inc)?;
             scores.push((
                 miner_total_score(&as_sent(&paths), &real, scoring),
@@ -294,6 +316,8 @@ pub fn run_backtest(
                 competition,
                 file,
                 starts,
+                fallbacks,
+                reference_fallbacks,
                 head_to_head: scores,
             },
         );
@@ -415,6 +439,63 @@ mod tests {
             num_simulations: 50,
             weights: WeightTable::Validator,
         }
+    }
+
+    /// A model that cannot answer windows starting in the first `until` seconds.
+    struct Picky {
+        until: i64,
+        gbm: Gbm,
+    }
+
+    impl Forecaster for Picky {
+        fn name(&self) -> &str {
+            "picky"
+        }
+        fn forecast(
+            &self,
+            req: &ForecastRequest<'_>,
+            rng: &mut dyn rand::RngCore,
+        ) -> Result<Paths, ForecastError> {
+            if req.start_time < self.until {
+                return Err(ForecastError::Model(
+                    "the 76 bars before are not consecutive".into(),
+                ));
+            }
+            self.gbm.forecast(req, rng)
+        }
+    }
+
+    #[test]
+    fn a_window_the_model_cannot_answer_is_answered_by_the_gbm_and_recorded() {
+        let dir = std::env::temp_dir().join(format!("sn50-bt-fb-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let t0 = 1_699_999_200;
+        write_bars(&dir, "BTC_1m.csv", t0, 3 * 24 * 60, None);
+        write_bars(&dir, "ETH_1m.csv", t0, 3 * 24 * 60, None);
+        let cfg = Sn50Config::default();
+        let gbm = Gbm::new(cfg.clone());
+        let picky = Picky {
+            until: t0 + 36 * 3600,
+            gbm: gbm.clone(),
+        };
+        let o = opts(PromptKind::High, 20, 5);
+        let r = run_backtest(&picky, &gbm, &dir, &o, &cfg).unwrap();
+        let btc = &r.assets["BTC"];
+        assert_eq!(btc.windows, 20, "no window is lost");
+        let early = btc.starts.iter().filter(|&&s| s < t0 + 36 * 3600).count();
+        assert!(early > 0 && early < 20, "{early}");
+        assert_eq!(btc.fallbacks.len(), early);
+        assert!(btc.fallbacks[0].1.contains("not consecutive"));
+        // answered by the GBM with the same seed as the reference: the same score there
+        assert_eq!(btc.ratio, Some(1.0));
+        assert_eq!(btc.reference_fallbacks, 0);
+        // the classical baseline as the reference: a real, different score on the same windows
+        let ewma = crate::classical::Ewma::by_name("ewma").unwrap();
+        let e = run_backtest(&gbm, &ewma, &dir, &o, &cfg).unwrap();
+        assert_eq!(e.assets["BTC"].starts, btc.starts);
+        assert_eq!(e.reference, "ewma");
+        assert!(e.assets["BTC"].ratio.is_some_and(|x| x != 1.0));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -145,8 +145,9 @@ impl Forecaster for Gbm {
     }
 }
 
-/// The models `--model` knows.
-pub const MODELS: &[&str] = &["gbm"];
+/// The models `--model` knows by name: the reference GBM and the classical baselines
+/// ([`super::classical`]).
+pub const MODELS: &[&str] = &["gbm", "ewma", "ewma-t", "ewma-tod", "ewma-tod-t"];
 
 /// Build a forecaster by name.
 pub fn model_by_name(
@@ -155,7 +156,10 @@ pub fn model_by_name(
 ) -> Result<Box<dyn Forecaster>, ForecastError> {
     match name {
         "gbm" => Ok(Box::new(Gbm::new(config.clone()))),
-        other => Err(ForecastError::UnknownModel(other.into(), MODELS.join(", "))),
+        other => match super::classical::Ewma::by_name(other) {
+            Some(m) => Ok(Box::new(m)),
+            None => Err(ForecastError::UnknownModel(other.into(), MODELS.join(", "))),
+        },
     }
 }
 
@@ -238,6 +242,12 @@ mod tests {
             Err(ForecastError::BadGrid { .. })
         ));
         assert!(model_by_name("lstm", &Sn50Config::default()).is_err());
+        for name in MODELS {
+            assert_eq!(
+                model_by_name(name, &Sn50Config::default()).unwrap().name(),
+                *name
+            );
+        }
         assert_eq!(
             model_by_name("gbm", &Sn50Config::default()).unwrap().name(),
             "gbm"

@@ -15,6 +15,7 @@
 //! - [`pyth`]: the Pyth Hermes (spot) and benchmarks (history) client, with retries.
 //! - [`download`]: `data download`, Pyth history merged into the local CSV files.
 //! - [`forecast`]: the [`forecast::Forecaster`] trait and the reference GBM.
+//! - [`classical`]: classical volatility baselines (EWMA, time-of-day profile, Student-t).
 //! - [`backtest`]: windows from local data scored with the validator's CRPS.
 //! - [`shadow`]: shadow-scoring records, their re-scoring once settled, daily summaries.
 //! - [`bench`]: the CRPS speed benchmark (per prompt on one core, and a many-miner batch).
@@ -26,6 +27,7 @@
 
 pub mod backtest;
 pub mod bench;
+pub mod classical;
 pub mod competition;
 pub mod constants;
 pub mod crps;

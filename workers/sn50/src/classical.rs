@@ -1,0 +1,298 @@
+//! Classical volatility forecasters: the anchors a learned model must beat beside the reference
+//! GBM, so that a "win" over a miscalibrated GBM shows for what it is.
+//!
+//! [`Ewma`] estimates the per-step volatility from the bars that closed before the request (an
+//! exponentially weighted mean of squared log returns, RiskMetrics style), optionally shaped by
+//! a UTC time-of-day profile (the mean squared return of each hour of the day over the lookback,
+//! relative to the whole), scaled by a calibration `width`, and simulates zero-drift log-price
+//! paths with Gaussian or unit-variance Student-t steps. It is fitted on nothing but the
+//! request's own history, so it can be scored on any window without leaking the future.
+//!
+//! Names (`--model` / `--reference`): `ewma`, `ewma-t` (Student-t, 5 degrees of freedom),
+//! `ewma-tod`, `ewma-tod-t`.
+//!
+//! It does not fit parameters by likelihood (no GARCH or HAR-RV yet) and needs history: without
+//! enough bars it is an error, which the backtest records and answers with the GBM, as the miner
+//! would.
+
+use rand::RngCore;
+use rand_distr::{Distribution, Normal, StudentT};
+
+use super::crps::Paths;
+use super::data::Bars;
+use super::forecast::{ForecastError, ForecastRequest, Forecaster};
+
+/// The names [`Ewma::by_name`] knows.
+pub const EWMA_MODELS: &[&str] = &["ewma", "ewma-t", "ewma-tod", "ewma-tod-t"];
+
+/// An EWMA-volatility random walk (see the module doc).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ewma {
+    name: String,
+    /// The half-life of the weights, in hours of history.
+    pub half_life_hours: f64,
+    /// How much history is read, in days.
+    pub lookback_days: f64,
+    /// Multiplies the estimated volatility (1 = as estimated).
+    pub width: f64,
+    /// Student-t steps with these degrees of freedom (scaled to unit variance); Gaussian if None.
+    pub student_t_df: Option<f64>,
+    /// Shape the step variance by the hour of day.
+    pub time_of_day: bool,
+    /// The fewest returns an estimate may rest on.
+    pub min_returns: usize,
+}
+
+impl Ewma {
+    /// A named variant: `ewma`, `ewma-t`, `ewma-tod`, `ewma-tod-t`.
+    pub fn by_name(name: &str) -> Option<Ewma> {
+        if !EWMA_MODELS.contains(&name) {
+            return None;
+        }
+        Some(Ewma {
+            name: name.to_string(),
+            half_life_hours: 24.0,
+            lookback_days: 14.0,
+            width: 1.0,
+            student_t_df: name.ends_with("-t").then_some(5.0),
+            time_of_day: name.contains("-tod"),
+            min_returns: 120,
+        })
+    }
+
+    /// Log returns of consecutive bars (no gap between them) that closed by `as_of`, within the
+    /// lookback: `(open time of the later bar, return)`.
+    fn returns(&self, bars: &Bars, as_of: i64) -> Vec<(i64, f64)> {
+        let end = bars
+            .timestamps
+            .partition_point(|&t| t + bars.bar_seconds <= as_of);
+        let from = as_of - (self.lookback_days * 86_400.0) as i64;
+        let begin = bars.timestamps[..end].partition_point(|&t| t < from);
+        (begin.max(1)..end)
+            .filter(|&i| bars.timestamps[i] - bars.timestamps[i - 1] == bars.bar_seconds)
+            .map(|i| (bars.timestamps[i], (bars.close[i] / bars.close[i - 1]).ln()))
+            .collect()
+    }
+
+    /// The per-bar variance (EWMA of squared returns, oldest first) and, if asked, the hourly
+    /// profile (24 multipliers averaging 1 over the hours that have data).
+    fn estimate(&self, rets: &[(i64, f64)], bar_seconds: i64) -> (f64, [f64; 24]) {
+        let half_life_bars = (self.half_life_hours * 3600.0 / bar_seconds as f64).max(1.0);
+        let lambda = 0.5f64.powf(1.0 / half_life_bars);
+        // seed with the plain mean of the first returns, then decay forward
+        let seed_n = rets.len().min(half_life_bars as usize).max(1);
+        let mut var = rets[..seed_n].iter().map(|r| r.1 * r.1).sum::<f64>() / seed_n as f64;
+        for (_, r) in &rets[seed_n..] {
+            var = lambda * var + (1.0 - lambda) * r * r;
+        }
+        let mut profile = [1.0; 24];
+        if self.time_of_day {
+            let mut sum = [0.0; 24];
+            let mut n = [0usize; 24];
+            for (t, r) in rets {
+                let h = (t.rem_euclid(86_400) / 3600) as usize;
+                sum[h] += r * r;
+                n[h] += 1;
+            }
+            let all = sum.iter().sum::<f64>() / rets.len() as f64;
+            if all > 0.0 {
+                let mut hours = 0usize;
+                let mut total = 0.0;
+                for h in 0..24 {
+                    // an hour needs a few returns to say anything; closed hours keep 1
+                    if n[h] >= 10 {
+                        profile[h] = (sum[h] / n[h] as f64) / all;
+                        total += profile[h];
+                        hours += 1;
+                    }
+                }
+                if hours > 0 {
+                    // the EWMA level is the recent hours' mix: keep the profile's mean at 1
+                    let mean = total / hours as f64;
+                    for (h, p) in profile.iter_mut().enumerate() {
+                        if n[h] >= 10 && mean > 0.0 {
+                            *p /= mean;
+                        }
+                    }
+                }
+            }
+        }
+        (var, profile)
+    }
+}
+
+impl Forecaster for Ewma {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn forecast(
+        &self,
+        req: &ForecastRequest<'_>,
+        rng: &mut dyn RngCore,
+    ) -> Result<Paths, ForecastError> {
+        if !(req.spot.is_finite() && req.spot > 0.0) {
+            return Err(ForecastError::BadSpot(req.spot));
+        }
+        if req.time_increment == 0 || req.time_length % req.time_increment != 0 {
+            return Err(ForecastError::BadGrid {
+                increment: req.time_increment,
+                length: req.time_length,
+            });
+        }
+        if req.num_simulations == 0 {
+            return Err(ForecastError::NoPaths);
+        }
+        let bars = req.history.ok_or_else(|| {
+            ForecastError::Model(format!("{}: no history for {}", self.name, req.asset))
+        })?;
+        let rets = self.returns(bars, req.as_of);
+        if rets.len() < self.min_returns {
+            return Err(ForecastError::Model(format!(
+                "{}: {} consecutive returns of {} before the request, {} needed",
+                self.name,
+                rets.len(),
+                req.asset,
+                self.min_returns
+            )));
+        }
+        let (var_bar, profile) = self.estimate(&rets, bars.bar_seconds);
+        let steps = (req.time_length / req.time_increment) as usize;
+        let per_step = req.time_increment as f64 / bars.bar_seconds as f64;
+        let sd: Vec<f64> = (0..steps)
+            .map(|k| {
+                let t = req.start_time + (k as i64) * req.time_increment as i64;
+                let h = (t.rem_euclid(86_400) / 3600) as usize;
+                self.width * (var_bar * per_step * profile[h]).sqrt()
+            })
+            .collect();
+        if sd.iter().any(|s| !s.is_finite()) {
+            return Err(ForecastError::BadSigma(var_bar));
+        }
+        let normal = Normal::new(0.0, 1.0).map_err(|e| ForecastError::Model(e.to_string()))?;
+        let t = match self.student_t_df {
+            Some(df) if df > 2.0 => Some((
+                StudentT::new(df).map_err(|e| ForecastError::Model(e.to_string()))?,
+                { (df / (df - 2.0)).sqrt() },
+            )),
+            _ => None,
+        };
+        let mut data = Vec::with_capacity(req.num_simulations * (steps + 1));
+        for _ in 0..req.num_simulations {
+            let mut log_p = req.spot.ln();
+            data.push(req.spot);
+            for s in &sd {
+                let z = match &t {
+                    Some((dist, scale)) => dist.sample(rng) / scale,
+                    None => normal.sample(rng),
+                };
+                log_p += s * z;
+                data.push(log_p.exp());
+            }
+        }
+        Paths::from_flat(data, req.num_simulations).map_err(|e| ForecastError::Model(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
+
+    /// Minute bars with a return of `+a`/`-a` alternating, `a` larger in UTC hours 14-15.
+    fn bars(n: i64, a: f64) -> Bars {
+        let mut s = String::from("timestamp,open,high,low,close,volume\n");
+        let mut p = 100.0f64;
+        for k in 0..n {
+            let t = k * 60;
+            let h = (t % 86_400) / 3600;
+            let step = if (14..16).contains(&h) { 3.0 * a } else { a };
+            p *= if k % 2 == 0 {
+                (step).exp()
+            } else {
+                (-step).exp()
+            };
+            s.push_str(&format!("{t},{p},{p},{p},{p},1\n"));
+        }
+        Bars::parse_csv(&s, 60, "t").unwrap()
+    }
+
+    fn req<'a>(b: &'a Bars, start: i64) -> ForecastRequest<'a> {
+        ForecastRequest {
+            asset: "BTC".into(),
+            start_time: start,
+            time_increment: 60,
+            time_length: 3600,
+            num_simulations: 2000,
+            spot: 100.0,
+            history: Some(b),
+            as_of: start - 60,
+        }
+    }
+
+    fn step_sd(p: &Paths, k: usize) -> f64 {
+        let r: Vec<f64> = (0..p.n_paths())
+            .map(|i| (p.row(i)[k + 1] / p.row(i)[k]).ln())
+            .collect();
+        (r.iter().map(|x| x * x).sum::<f64>() / r.len() as f64).sqrt()
+    }
+
+    #[test]
+    fn ewma_tracks_the_recent_volatility_and_the_hour_of_day() {
+        let b = bars(3 * 1440, 0.001);
+        let start = 3 * 86_400 + 12 * 3600; // noon UTC, after three days of bars
+        let m = Ewma::by_name("ewma").unwrap();
+        let p = m
+            .forecast(&req(&b, start), &mut ChaCha8Rng::seed_from_u64(1))
+            .unwrap();
+        assert_eq!((p.n_paths(), p.n_points()), (2000, 61));
+        assert!(p.row(0)[0] == 100.0);
+        // the EWMA level mixes the calm hours and the two loud ones: between 1 and 3 x 0.001
+        let sd = step_sd(&p, 0);
+        assert!(sd > 0.001 && sd < 0.003, "{sd}");
+        // with the hour-of-day profile, the 14:00 steps are about 3x the noon steps
+        let tod = Ewma::by_name("ewma-tod").unwrap();
+        let mut r = req(&b, 3 * 86_400 + 13 * 3600 + 30 * 60);
+        r.time_length = 3600;
+        let p = tod.forecast(&r, &mut ChaCha8Rng::seed_from_u64(2)).unwrap();
+        let (calm, loud) = (step_sd(&p, 0), step_sd(&p, 40)); // 13:30 and 14:10
+        assert!(loud / calm > 2.5 && loud / calm < 3.5, "{calm} {loud}");
+        // Student-t steps keep the variance but fatten the tails
+        let t = Ewma::by_name("ewma-t").unwrap();
+        let p = t
+            .forecast(&req(&b, start), &mut ChaCha8Rng::seed_from_u64(3))
+            .unwrap();
+        assert!((step_sd(&p, 0) / sd - 1.0).abs() < 0.1);
+        // deterministic given the seed
+        let again = t
+            .forecast(&req(&b, start), &mut ChaCha8Rng::seed_from_u64(3))
+            .unwrap();
+        assert_eq!(p, again);
+    }
+
+    #[test]
+    fn ewma_uses_only_the_past_and_needs_enough_of_it() {
+        let b = bars(3 * 1440, 0.001);
+        let m = Ewma::by_name("ewma").unwrap();
+        // one hour of history: 59 returns, fewer than 120
+        let e = m
+            .forecast(&req(&b, 3600), &mut ChaCha8Rng::seed_from_u64(1))
+            .unwrap_err();
+        assert!(e.to_string().contains("120 needed"), "{e}");
+        // bars after as_of do not change the forecast
+        let start = 2 * 86_400;
+        let cut = bars(2 * 1440 - 1, 0.001);
+        let a = m
+            .forecast(&req(&b, start), &mut ChaCha8Rng::seed_from_u64(4))
+            .unwrap();
+        let c = m
+            .forecast(&req(&cut, start), &mut ChaCha8Rng::seed_from_u64(4))
+            .unwrap();
+        assert_eq!(a, c);
+        assert!(Ewma::by_name("garch").is_none());
+        let mut r = req(&b, start);
+        r.history = None;
+        assert!(m.forecast(&r, &mut ChaCha8Rng::seed_from_u64(1)).is_err());
+    }
+}
