@@ -88,6 +88,9 @@ pub enum ScoreCommand {
         /// Asset weights for the weighted mean: `validator` or `seed`.
         #[arg(long, default_value = "validator")]
         weights: String,
+        /// Only windows starting in the last DAYS of each file (held-out data).
+        #[arg(long)]
+        last_days: Option<f64>,
         #[arg(long)]
         json: bool,
         /// TOML overrides of the SN50 constants.
@@ -257,10 +260,14 @@ pub async fn score(args: ScoreArgs) -> anyhow::Result<()> {
             seed,
             paths,
             weights,
+            last_days,
             json,
             constants,
         } => {
             let cfg = load_constants(constants.as_deref())?;
+            if last_days.is_some_and(|d| !(d.is_finite() && d > 0.0)) {
+                anyhow::bail!("--last-days must be a positive number of days");
+            }
             let load = |name: &str| -> anyhow::Result<Box<dyn forecast::Forecaster>> {
                 let name = name.trim();
                 Ok(if forecast::MODELS.contains(&name) {
@@ -283,6 +290,7 @@ pub async fn score(args: ScoreArgs) -> anyhow::Result<()> {
                 seed,
                 num_simulations: paths,
                 weights: weights.parse()?,
+                last_days,
             };
             let result = tokio::task::spawn_blocking(move || {
                 backtest::run_backtest(
@@ -340,6 +348,21 @@ pub async fn score(args: ScoreArgs) -> anyhow::Result<()> {
                     100.0 * c.share.pool_share,
                     100.0 * c.share.emission
                 );
+                let bands: Vec<String> = c
+                    .by_volatility
+                    .iter()
+                    .map(|b| {
+                        format!(
+                            "{} {} ({} windows)",
+                            b.band,
+                            b.ratio
+                                .map(|r| format!("{r:.4}"))
+                                .unwrap_or_else(|| "-".into()),
+                            b.windows
+                        )
+                    })
+                    .collect();
+                println!("  ratio by realised volatility: {}", bands.join(", "));
             }
             Ok(())
         }

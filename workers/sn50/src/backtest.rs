@@ -75,6 +75,9 @@ pub struct BacktestOptions {
     /// Paths per window (the validator asks for 1000).
     pub num_simulations: usize,
     pub weights: WeightTable,
+    /// Only windows that start within the last this many days of each asset's file (held-out
+    /// data, when the model was trained on what comes before); `None`: the whole file.
+    pub last_days: Option<f64>,
 }
 
 /// One asset's result.
@@ -105,6 +108,20 @@ pub struct AssetResult {
     /// Per window: the model's and the reference's total score (`-1` invalid).
     #[serde(skip)]
     pub head_to_head: Vec<(f64, f64)>,
+    /// Per window: the realised volatility (standard deviation of the log returns on the grid).
+    #[serde(skip)]
+    pub realised_vol: Vec<f64>,
+}
+
+/// The ratio to the reference over the windows of one volatility tercile.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct VolatilityBand {
+    /// `calm`, `middle` or `volatile`: the third of the windows by realised volatility, ranked
+    /// per asset.
+    pub band: String,
+    pub windows: usize,
+    /// Coefficient-weighted mean CRPS ratio, model over reference, on those windows.
+    pub ratio: Option<f64>,
 }
 
 /// One competition's part of a backtest.
@@ -119,6 +136,8 @@ pub struct CompetitionReport {
     pub weighted_reference_crps: f64,
     /// The validator's reward pipeline on a field of two (see the module doc).
     pub share: CompetitionShare,
+    /// How stable the ratio is: per tercile of the windows' realised volatility.
+    pub by_volatility: Vec<VolatilityBand>,
 }
 
 /// The whole result (`--json` prints it).
@@ -208,7 +227,11 @@ pub fn run_backtest(
             .unwrap_or_default()
             .to_string_lossy()
             .into_owned();
-        let candidates = candidate_starts(&bars, len, inc);
+        let mut candidates = candidate_starts(&bars, len, inc);
+        if let (Some(days), Some(&last)) = (opts.last_days, bars.timestamps.last()) {
+            let from = last - (days * 86_400.0) as i64;
+            candidates.retain(|&t| t >= from);
+        }
         if candidates.is_empty() {
             return Err(BacktestError::NoWindows {
                 asset: asset.clone(),
@@ -233,6 +256,7 @@ pub fn run_backtest(
         let mut scores = Vec::with_capacity(n);
         let mut fallbacks = Vec::new();
         let mut reference_fallbacks = 0;
+        let mut realised_vol = Vec::with_capacity(n);
         for (w, &start) in starts.iter().enumerate() {
             let as_of = start - REQUEST_LEAD_SECONDS;
             let spot = spot_at(&bars, as_of).expect("candidate has a spot");
@@ -277,6 +301,7 @@ pub fn run_backtest(
             let (reference_paths, why) = answer(reference, &mut reference_rng)?;
             reference_fallbacks += why.is_some() as usize;
             let real = bars.price_grid(start, len, inc)?;
+            realised_vol.push(grid_volatility(&real));
             scores.push((
                 miner_total_score(&as_sent(&paths), &real, scoring),
                 miner_total_score(&as_sent(&reference_paths), &real, scoring),
@@ -319,6 +344,7 @@ pub fn run_backtest(
                 fallbacks,
                 reference_fallbacks,
                 head_to_head: scores,
+                realised_vol,
             },
         );
     }
@@ -394,6 +420,44 @@ fn competition_report(
     whole.window_days = whole.window_days.max(((now - first) / 86_400 + 1) as u64);
     let mut share = share_against_reference(&prompts, now, &whole, config, table);
     share.window_days = c.window_days;
+    // per asset, rank its windows by realised volatility and cut them in thirds
+    let bands = ["calm", "middle", "volatile"];
+    let mut counts = [0usize; 3];
+    let mut per_band: Vec<BTreeMap<&str, (f64, f64, usize)>> = vec![BTreeMap::new(); 3];
+    for (a, r) in &mine {
+        let mut order: Vec<usize> = (0..r.head_to_head.len()).collect();
+        order.sort_by(|&i, &j| r.realised_vol[i].total_cmp(&r.realised_vol[j]));
+        let n = order.len();
+        for (rank, &i) in order.iter().enumerate() {
+            let (m, g) = r.head_to_head[i];
+            if m == INVALID_SCORE || g == INVALID_SCORE {
+                continue;
+            }
+            let b = (rank * 3 / n.max(1)).min(2);
+            let e = per_band[b].entry(a.as_str()).or_default();
+            e.0 += m;
+            e.1 += g;
+            e.2 += 1;
+            counts[b] += 1;
+        }
+    }
+    let by_volatility = bands
+        .iter()
+        .enumerate()
+        .map(|(b, name)| {
+            let (mut num, mut den) = (0.0, 0.0);
+            for (a, (m, g, k)) in &per_band[b] {
+                let w = config.coefficient(a, table);
+                num += w * m / *k as f64;
+                den += w * g / *k as f64;
+            }
+            VolatilityBand {
+                band: name.to_string(),
+                windows: counts[b],
+                ratio: (den > 0.0).then(|| num / den),
+            }
+        })
+        .collect();
     Some(CompetitionReport {
         id: c.id.clone(),
         label: c.label.clone(),
@@ -401,7 +465,23 @@ fn competition_report(
         weighted_crps: weighted(&|r| Some(r.mean_crps)),
         weighted_reference_crps: weighted(&|r| r.mean_reference_crps),
         share,
+        by_volatility,
     })
+}
+
+/// The standard deviation of the log returns between consecutive known prices of a grid (NaN
+/// with fewer than two returns).
+fn grid_volatility(real: &[f64]) -> f64 {
+    let r: Vec<f64> = real
+        .windows(2)
+        .filter(|w| w[0].is_finite() && w[1].is_finite() && w[0] > 0.0 && w[1] > 0.0)
+        .map(|w| (w[1] / w[0]).ln())
+        .collect();
+    if r.len() < 2 {
+        return f64::NAN;
+    }
+    let mean = r.iter().sum::<f64>() / r.len() as f64;
+    (r.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (r.len() - 1) as f64).sqrt()
 }
 
 /// The `--json` output: `{"assets": {"BTC": {"mean_crps", "windows", ...}}, "weighted_crps",
@@ -438,6 +518,7 @@ mod tests {
             seed,
             num_simulations: 50,
             weights: WeightTable::Validator,
+            last_days: None,
         }
     }
 
@@ -551,6 +632,17 @@ mod tests {
         assert!(c.assets["BTC"].ratio.unwrap() > 1.0);
         assert!(c.competitions[0].share.pool_share < 0.5);
         assert_eq!(c.assets["BTC"].mean_reference_crps, btc.mean_reference_crps);
+        // three bands of windows by realised volatility, each a ratio of 1 for the GBM vs itself
+        let bands = &a.competitions[0].by_volatility;
+        assert_eq!(bands.len(), 3);
+        assert_eq!(bands.iter().map(|b| b.windows).sum::<usize>(), 10);
+        assert!(bands.iter().all(|b| b.ratio == Some(1.0)));
+        // held-out windows only: every start within the last day of the file
+        let mut last = opts(PromptKind::High, 5, 42);
+        last.last_days = Some(1.0);
+        let h = run_backtest(&gbm, &gbm, &dir, &last, &cfg).unwrap();
+        let end = 1_699_999_260 + (3 * 24 * 60 - 1) * 60;
+        assert!(h.assets["ETH"].starts.iter().all(|&t| t >= end - 86_400));
         let d = run_backtest(&gbm, &gbm, &dir, &opts(PromptKind::High, 5, 43), &cfg).unwrap();
         assert_ne!(d.assets["BTC"].starts, btc.starts);
         // Weighted mean uses the validator coefficients.
