@@ -57,8 +57,9 @@ pub enum ScoreCommand {
     },
     /// Backtest a model on local bars with the validator's CRPS.
     Backtest {
-        /// The model: `gbm`, a classical baseline (`ewma`, `ewma-t`, `ewma-tod`, `ewma-tod-t`),
-        /// or a checkpoint folder written by `experiment` / `model quick`.
+        /// The model: `gbm`, a classical baseline (`ewma`, `ewma-t`, `ewma-tod`, `ewma-tod-t`,
+        /// `garch`, `garch-t`, `garch-tod`, `garch-tod-t`, `gjr-tod-t`, `har`, `har-tod`,
+        /// `har-tod-t`), or a checkpoint folder written by `experiment` / `model quick`.
         #[arg(long, default_value = "gbm")]
         model: String,
         /// The reference scored on the same windows (its share of each competition is the

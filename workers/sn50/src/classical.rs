@@ -11,9 +11,12 @@
 //! Names (`--model` / `--reference`): `ewma`, `ewma-t` (Student-t, 5 degrees of freedom),
 //! `ewma-tod`, `ewma-tod-t`.
 //!
-//! It does not fit parameters by likelihood (no GARCH or HAR-RV yet) and needs history: without
-//! enough bars it is an error, which the backtest records and answers with the GBM, as the miner
-//! would.
+//! The helpers the other classical forecasters share (returns before the request, the hour-of-day
+//! profile, innovations, the constant-width random walk) live here too; GARCH-family models are
+//! in [`super::garch`], HAR-RV in [`super::har`].
+//!
+//! It does not fit parameters by likelihood, and needs history: without enough bars it is an
+//! error, which the backtest records and answers with the GBM, as the miner would.
 
 use rand::RngCore;
 use rand_distr::{Distribution, Normal, StudentT};
@@ -60,64 +63,17 @@ impl Ewma {
         })
     }
 
-    /// Log returns of consecutive bars (no gap between them) that closed by `as_of`, within the
-    /// lookback: `(open time of the later bar, return)`.
-    fn returns(&self, bars: &Bars, as_of: i64) -> Vec<(i64, f64)> {
-        let end = bars
-            .timestamps
-            .partition_point(|&t| t + bars.bar_seconds <= as_of);
-        let from = as_of - (self.lookback_days * 86_400.0) as i64;
-        let begin = bars.timestamps[..end].partition_point(|&t| t < from);
-        (begin.max(1)..end)
-            .filter(|&i| bars.timestamps[i] - bars.timestamps[i - 1] == bars.bar_seconds)
-            .map(|i| (bars.timestamps[i], (bars.close[i] / bars.close[i - 1]).ln()))
-            .collect()
-    }
-
-    /// The per-bar variance (EWMA of squared returns, oldest first) and, if asked, the hourly
-    /// profile (24 multipliers averaging 1 over the hours that have data).
-    fn estimate(&self, rets: &[(i64, f64)], bar_seconds: i64) -> (f64, [f64; 24]) {
+    /// The per-bar variance: an EWMA of squared returns, oldest first, seeded with the plain
+    /// mean of the first half-life's returns.
+    fn level(&self, rets: &[(i64, f64)], bar_seconds: i64) -> f64 {
         let half_life_bars = (self.half_life_hours * 3600.0 / bar_seconds as f64).max(1.0);
         let lambda = 0.5f64.powf(1.0 / half_life_bars);
-        // seed with the plain mean of the first returns, then decay forward
         let seed_n = rets.len().min(half_life_bars as usize).max(1);
         let mut var = rets[..seed_n].iter().map(|r| r.1 * r.1).sum::<f64>() / seed_n as f64;
         for (_, r) in &rets[seed_n..] {
             var = lambda * var + (1.0 - lambda) * r * r;
         }
-        let mut profile = [1.0; 24];
-        if self.time_of_day {
-            let mut sum = [0.0; 24];
-            let mut n = [0usize; 24];
-            for (t, r) in rets {
-                let h = (t.rem_euclid(86_400) / 3600) as usize;
-                sum[h] += r * r;
-                n[h] += 1;
-            }
-            let all = sum.iter().sum::<f64>() / rets.len() as f64;
-            if all > 0.0 {
-                let mut hours = 0usize;
-                let mut total = 0.0;
-                for h in 0..24 {
-                    // an hour needs a few returns to say anything; closed hours keep 1
-                    if n[h] >= 10 {
-                        profile[h] = (sum[h] / n[h] as f64) / all;
-                        total += profile[h];
-                        hours += 1;
-                    }
-                }
-                if hours > 0 {
-                    // the EWMA level is the recent hours' mix: keep the profile's mean at 1
-                    let mean = total / hours as f64;
-                    for (h, p) in profile.iter_mut().enumerate() {
-                        if n[h] >= 10 && mean > 0.0 {
-                            *p /= mean;
-                        }
-                    }
-                }
-            }
-        }
-        (var, profile)
+        var
     }
 }
 
@@ -131,67 +87,171 @@ impl Forecaster for Ewma {
         req: &ForecastRequest<'_>,
         rng: &mut dyn RngCore,
     ) -> Result<Paths, ForecastError> {
-        if !(req.spot.is_finite() && req.spot > 0.0) {
-            return Err(ForecastError::BadSpot(req.spot));
-        }
-        if req.time_increment == 0 || req.time_length % req.time_increment != 0 {
-            return Err(ForecastError::BadGrid {
-                increment: req.time_increment,
-                length: req.time_length,
-            });
-        }
-        if req.num_simulations == 0 {
-            return Err(ForecastError::NoPaths);
-        }
-        let bars = req.history.ok_or_else(|| {
-            ForecastError::Model(format!("{}: no history for {}", self.name, req.asset))
-        })?;
-        let rets = self.returns(bars, req.as_of);
+        let bars = check_request(&self.name, req)?;
+        let rets = returns_before(bars, req.as_of, self.lookback_days);
         if rets.len() < self.min_returns {
-            return Err(ForecastError::Model(format!(
-                "{}: {} consecutive returns of {} before the request, {} needed",
-                self.name,
-                rets.len(),
-                req.asset,
-                self.min_returns
-            )));
+            return Err(too_few(&self.name, req, rets.len(), self.min_returns));
         }
-        let (var_bar, profile) = self.estimate(&rets, bars.bar_seconds);
-        let steps = (req.time_length / req.time_increment) as usize;
+        let var_bar = self.level(&rets, bars.bar_seconds);
+        let profile = if self.time_of_day {
+            hour_profile(&rets)
+        } else {
+            [1.0; 24]
+        };
         let per_step = req.time_increment as f64 / bars.bar_seconds as f64;
-        let sd: Vec<f64> = (0..steps)
-            .map(|k| {
-                let t = req.start_time + (k as i64) * req.time_increment as i64;
-                let h = (t.rem_euclid(86_400) / 3600) as usize;
-                self.width * (var_bar * per_step * profile[h]).sqrt()
-            })
+        let sd: Vec<f64> = step_hours(req)
+            .map(|h| self.width * (var_bar * per_step * profile[h]).sqrt())
             .collect();
         if sd.iter().any(|s| !s.is_finite()) {
             return Err(ForecastError::BadSigma(var_bar));
         }
-        let normal = Normal::new(0.0, 1.0).map_err(|e| ForecastError::Model(e.to_string()))?;
-        let t = match self.student_t_df {
-            Some(df) if df > 2.0 => Some((
-                StudentT::new(df).map_err(|e| ForecastError::Model(e.to_string()))?,
-                { (df / (df - 2.0)).sqrt() },
-            )),
-            _ => None,
-        };
-        let mut data = Vec::with_capacity(req.num_simulations * (steps + 1));
-        for _ in 0..req.num_simulations {
-            let mut log_p = req.spot.ln();
-            data.push(req.spot);
-            for s in &sd {
-                let z = match &t {
-                    Some((dist, scale)) => dist.sample(rng) / scale,
-                    None => normal.sample(rng),
-                };
-                log_p += s * z;
-                data.push(log_p.exp());
+        random_walk(req, &sd, self.student_t_df, rng)
+    }
+}
+
+/// Checks a request's grid, spot and path count, and returns the history it must have.
+pub(crate) fn check_request<'a>(
+    model: &str,
+    req: &ForecastRequest<'a>,
+) -> Result<&'a Bars, ForecastError> {
+    if !(req.spot.is_finite() && req.spot > 0.0) {
+        return Err(ForecastError::BadSpot(req.spot));
+    }
+    if req.time_increment == 0 || req.time_length % req.time_increment != 0 {
+        return Err(ForecastError::BadGrid {
+            increment: req.time_increment,
+            length: req.time_length,
+        });
+    }
+    if req.num_simulations == 0 {
+        return Err(ForecastError::NoPaths);
+    }
+    req.history
+        .ok_or_else(|| ForecastError::Model(format!("{model}: no history for {}", req.asset)))
+}
+
+/// The error for a history too short to estimate from.
+pub(crate) fn too_few(
+    model: &str,
+    req: &ForecastRequest<'_>,
+    have: usize,
+    need: usize,
+) -> ForecastError {
+    ForecastError::Model(format!(
+        "{model}: {have} consecutive returns of {} before the request, {need} needed",
+        req.asset
+    ))
+}
+
+/// Log returns of consecutive bars (no gap between them) that closed by `as_of`, within the
+/// last `lookback_days`: `(open time of the later bar, return)`, oldest first.
+pub(crate) fn returns_before(bars: &Bars, as_of: i64, lookback_days: f64) -> Vec<(i64, f64)> {
+    let end = bars
+        .timestamps
+        .partition_point(|&t| t + bars.bar_seconds <= as_of);
+    let from = as_of - (lookback_days * 86_400.0) as i64;
+    let begin = bars.timestamps[..end].partition_point(|&t| t < from);
+    (begin.max(1)..end)
+        .filter(|&i| bars.timestamps[i] - bars.timestamps[i - 1] == bars.bar_seconds)
+        .map(|i| (bars.timestamps[i], (bars.close[i] / bars.close[i - 1]).ln()))
+        .collect()
+}
+
+/// The UTC hour of day of a unix time.
+pub(crate) fn hour_of(t: i64) -> usize {
+    (t.rem_euclid(86_400) / 3600) as usize
+}
+
+/// The UTC hour of each step of a request's paths (the hour its step starts in).
+pub(crate) fn step_hours<'r>(req: &'r ForecastRequest<'_>) -> impl Iterator<Item = usize> + 'r {
+    let steps = (req.time_length / req.time_increment) as i64;
+    (0..steps).map(move |k| hour_of(req.start_time + k * req.time_increment as i64))
+}
+
+/// The hour-of-day variance profile of some returns: 24 multipliers, each hour's mean squared
+/// return relative to the others', averaging 1 over the hours that have at least ten returns;
+/// hours with fewer (closed hours) keep 1.
+pub(crate) fn hour_profile(rets: &[(i64, f64)]) -> [f64; 24] {
+    let mut profile = [1.0; 24];
+    let mut sum = [0.0; 24];
+    let mut n = [0usize; 24];
+    for (t, r) in rets {
+        let h = hour_of(*t);
+        sum[h] += r * r;
+        n[h] += 1;
+    }
+    let all = sum.iter().sum::<f64>() / rets.len().max(1) as f64;
+    if all <= 0.0 {
+        return profile;
+    }
+    let mut hours = 0usize;
+    let mut total = 0.0;
+    for h in 0..24 {
+        if n[h] >= 10 {
+            profile[h] = (sum[h] / n[h] as f64) / all;
+            total += profile[h];
+            hours += 1;
+        }
+    }
+    if hours > 0 {
+        // the level is the recent hours' mix: keep the profile's mean at 1
+        let mean = total / hours as f64;
+        for (h, p) in profile.iter_mut().enumerate() {
+            if n[h] >= 10 && mean > 0.0 {
+                *p /= mean;
             }
         }
-        Paths::from_flat(data, req.num_simulations).map_err(|e| ForecastError::Model(e.to_string()))
     }
+    profile
+}
+
+/// Innovations: standard normal, or Student-t with `df` degrees of freedom scaled to unit
+/// variance.
+pub(crate) enum Innovations {
+    Normal(Normal<f64>),
+    StudentT(StudentT<f64>, f64),
+}
+
+impl Innovations {
+    pub(crate) fn new(student_t_df: Option<f64>) -> Result<Innovations, ForecastError> {
+        Ok(match student_t_df {
+            Some(df) if df > 2.0 => Innovations::StudentT(
+                StudentT::new(df).map_err(|e| ForecastError::Model(e.to_string()))?,
+                (df / (df - 2.0)).sqrt(),
+            ),
+            _ => Innovations::Normal(
+                Normal::new(0.0, 1.0).map_err(|e| ForecastError::Model(e.to_string()))?,
+            ),
+        })
+    }
+
+    pub(crate) fn sample(&self, rng: &mut dyn RngCore) -> f64 {
+        match self {
+            Innovations::Normal(d) => d.sample(rng),
+            Innovations::StudentT(d, scale) => d.sample(rng) / scale,
+        }
+    }
+}
+
+/// Zero-drift log-price paths from the spot with independent steps of standard deviation
+/// `sd[k]` (one per step of the request's grid).
+pub(crate) fn random_walk(
+    req: &ForecastRequest<'_>,
+    sd: &[f64],
+    student_t_df: Option<f64>,
+    rng: &mut dyn RngCore,
+) -> Result<Paths, ForecastError> {
+    let z = Innovations::new(student_t_df)?;
+    let mut data = Vec::with_capacity(req.num_simulations * (sd.len() + 1));
+    for _ in 0..req.num_simulations {
+        let mut log_p = req.spot.ln();
+        data.push(req.spot);
+        for s in sd {
+            log_p += s * z.sample(rng);
+            data.push(log_p.exp());
+        }
+    }
+    Paths::from_flat(data, req.num_simulations).map_err(|e| ForecastError::Model(e.to_string()))
 }
 
 #[cfg(test)]

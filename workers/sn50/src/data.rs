@@ -285,15 +285,17 @@ pub fn bar_seconds_from_name(path: &Path) -> Option<i64> {
     }
 }
 
-/// The data file that prices a prompt of `increment`-second steps: the 1-minute file (the
-/// validator's rule needs 1-minute candles), else, for steps of 5 minutes, the 5-minute file.
+/// The data file that prices a prompt of `increment`-second steps and gives its models their
+/// history: the 5-minute file for steps that are whole multiples of 5 minutes (the 24 h prompt:
+/// its grid prices are the same closes either way, and the 5-minute files reach further back),
+/// the 1-minute file otherwise; the other file when the preferred one is missing and its bars fit
+/// the grid.
 pub fn asset_file_for_step(dir: &Path, asset: &str, increment: i64) -> Result<PathBuf, DataError> {
-    match asset_file(dir, asset, Timeframe::OneMinute) {
-        Ok(p) => Ok(p),
-        Err(e) if increment % 300 == 0 => {
-            asset_file(dir, asset, Timeframe::FiveMinutes).map_err(|_| e)
-        }
-        Err(e) => Err(e),
+    if increment % 300 == 0 {
+        asset_file(dir, asset, Timeframe::FiveMinutes)
+            .or_else(|e| asset_file(dir, asset, Timeframe::OneMinute).map_err(|_| e))
+    } else {
+        asset_file(dir, asset, Timeframe::OneMinute)
     }
 }
 

@@ -146,8 +146,22 @@ impl Forecaster for Gbm {
 }
 
 /// The models `--model` knows by name: the reference GBM and the classical baselines
-/// ([`super::classical`]).
-pub const MODELS: &[&str] = &["gbm", "ewma", "ewma-t", "ewma-tod", "ewma-tod-t"];
+/// ([`super::classical`], [`super::garch`], [`super::har`]).
+pub const MODELS: &[&str] = &[
+    "gbm",
+    "ewma",
+    "ewma-t",
+    "ewma-tod",
+    "ewma-tod-t",
+    "garch",
+    "garch-t",
+    "garch-tod",
+    "garch-tod-t",
+    "gjr-tod-t",
+    "har",
+    "har-tod",
+    "har-tod-t",
+];
 
 /// Build a forecaster by name.
 pub fn model_by_name(
@@ -156,10 +170,17 @@ pub fn model_by_name(
 ) -> Result<Box<dyn Forecaster>, ForecastError> {
     match name {
         "gbm" => Ok(Box::new(Gbm::new(config.clone()))),
-        other => match super::classical::Ewma::by_name(other) {
-            Some(m) => Ok(Box::new(m)),
-            None => Err(ForecastError::UnknownModel(other.into(), MODELS.join(", "))),
-        },
+        other => {
+            if let Some(m) = super::classical::Ewma::by_name(other) {
+                Ok(Box::new(m))
+            } else if let Some(m) = super::garch::Garch::by_name(other) {
+                Ok(Box::new(m))
+            } else if let Some(m) = super::har::Har::by_name(other) {
+                Ok(Box::new(m))
+            } else {
+                Err(ForecastError::UnknownModel(other.into(), MODELS.join(", ")))
+            }
+        }
     }
 }
 

@@ -35,6 +35,8 @@ pub mod data;
 pub mod download;
 pub mod encode;
 pub mod forecast;
+pub mod garch;
+pub mod har;
 pub mod lanes;
 pub mod pyfloat;
 pub mod pyth;
