@@ -18,6 +18,8 @@ use sn50::data::Bars;
 use sn50::pyth::{PythConfig, Resolution};
 use sn50::venues::{PriceClient, VenueClient, VenueConfig, VenueError};
 
+mod common;
+
 /// One request the server saw.
 #[derive(Debug, Clone)]
 struct Seen {
@@ -835,4 +837,66 @@ fn data_spot_reads_each_venue() {
             && err.contains("HTTP 400"),
         "{err}"
     );
+}
+
+/// The `data-download` job through a real Redis and worker: without a `source` it asks each
+/// asset's venue, like the command.
+#[test]
+fn the_data_download_job_asks_each_assets_venue() {
+    let server = FakeVenues::start(REAL_CAP);
+    let dir = tmp_dir("job");
+    let redis = common::RedisServer::start();
+    let cli = |args: &[&str]| -> Output {
+        Command::new(common::bin())
+            .args(["--redis-url", &redis.url(), "--prefix", "t"])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    assert!(cli(&["migrate"]).status.success());
+    let env = [
+        ("BINANCE_API_URL", server.base.as_str()),
+        ("HYPERLIQUID_API_URL", server.base.as_str()),
+        ("PYTH_BENCHMARKS_URL", "http://127.0.0.1:9"),
+    ];
+    let mut worker = common::spawn_worker_env(
+        &redis.url(),
+        &["--roles", "data-download", "--retry-base-ms", "10"],
+        &env,
+    );
+    let payload = serde_json::json!({"assets": ["BTC", "NVDAX"], "days": 1, "end": END,
+        "resolution": 5, "data_dir": dir});
+    let out = cli(&[
+        "jobs",
+        "enqueue",
+        "--type",
+        "data-download",
+        "--payload",
+        &payload.to_string(),
+        "--json",
+    ]);
+    let id = json_of(&out)[0]["id"].as_str().unwrap().to_string();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let result = loop {
+        let st = json_of(&cli(&["jobs", "status", &id, "--json"]));
+        if st["state"] == "completed" {
+            break st["result"].clone();
+        }
+        assert!(std::time::Instant::now() < deadline, "{st}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let want = grid(777_600_000, (END - 300) * 1000, 300);
+    assert_eq!(result["assets"][0]["venue"], "binance");
+    assert_eq!(result["assets"][1]["venue"], "hyperliquid");
+    for (asset, close) in [
+        ("BTC", binance_close("BTCUSDT", 777_600)),
+        ("NVDAX", hyperliquid_close("xyz:NVDA", 777_600)),
+    ] {
+        let bars = Bars::load(&dir.join(format!("{asset}_5m.csv"))).unwrap();
+        assert_eq!(bars.timestamps, want, "{asset}");
+        assert_eq!(bars.close_at(777_600), Some(close), "{asset}");
+    }
+    worker.kill().unwrap();
+    worker.wait().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
 }
