@@ -151,7 +151,7 @@ pub const TABLE: &[Setting] = &[
         "sn50",
         "TOML overrides of the SN50 constants [default: the validator's]",
     )
-    .flag("score leaderboard/backtest/constants --constants"),
+    .flag("score leaderboard/backtest/constants, data download/spot, mine --constants"),
     var("PYTH_HERMES_URL", "sn50 (Pyth)", "Pyth Hermes: spot prices")
         .or(sn50::constants::PYTH_HERMES_URL),
     var(
@@ -160,6 +160,18 @@ pub const TABLE: &[Setting] = &[
         "Pyth benchmarks: price history",
     )
     .or(sn50::constants::PYTH_BENCHMARKS_URL),
+    var(
+        "BINANCE_API_URL",
+        "sn50 (venues)",
+        "Binance spot REST: klines and last prices of BTC ETH SOL XRP",
+    )
+    .or(sn50::constants::BINANCE_API_URL),
+    var(
+        "HYPERLIQUID_API_URL",
+        "sn50 (venues)",
+        "Hyperliquid info API: candles and mids of HYPE and the xyz: perps",
+    )
+    .or(sn50::constants::HYPERLIQUID_API_URL),
     var(
         "CHUTES_API_KEY",
         "agents",

@@ -3,7 +3,7 @@
 //! refusal with the axon's status and `{"message"}` (bad signature, replayed and stale nonces,
 //! body-hash mismatch, blacklisted, unknown synapse, garbage headers and bodies), the GBM
 //! fallback when the model errs, is too slow or emits unusable prices, spot prices from a
-//! local server speaking Pyth Hermes' protocol (and its outage), the metagraph from a file and
+//! local server speaking Binance's ticker and Pyth Hermes' protocols (and their outage), the metagraph from a file and
 //! an HTTP endpoint, `--model latest` following `models/production.json`, `mine --check`, and
 //! the real client: Python bittensor 10.0.1's `Dendrite` calling the Rust axon.
 
@@ -103,14 +103,31 @@ impl Stub {
     }
 }
 
-/// Hermes `/v2/updates/price/latest?ids[]=...` as documented: `parsed[0].price` with a string
-/// mantissa and an exponent. `mode`: 0 up, 1 answers 503, 2 answers garbage.
+/// The spot venues of BTC and ETH: Binance `/api/v3/ticker/price?symbol=...`
+/// (`{"symbol","price"}`, the price a decimal string), and Hermes
+/// `/v2/updates/price/latest?ids[]=...` as documented (`parsed[0].price` with a string mantissa
+/// and an exponent) for assets whose source is Pyth. Both answer `price_mantissa` x 10^-8.
+/// `mode`: 0 up, 1 answers 503, 2 answers garbage.
 fn hermes(price_mantissa: i64, mode: Arc<AtomicU8>) -> Stub {
     Stub::start(Arc::new(move |target: &str| {
         match mode.load(Ordering::SeqCst) {
             1 => return (503, "{\"error\":\"overloaded\"}".into()),
             2 => return (200, "<html>".into()),
             _ => {}
+        }
+        if let Some(symbol) = target
+            .strip_prefix("/api/v3/ticker/price?symbol=")
+            .filter(|s| s.ends_with("USDT"))
+        {
+            let price = format!(
+                "{}.{:08}",
+                price_mantissa / 100_000_000,
+                price_mantissa % 100_000_000
+            );
+            return (
+                200,
+                serde_json::json!({"symbol": symbol, "price": price}).to_string(),
+            );
         }
         if !target.starts_with("/v2/updates/price/latest") {
             return (404, "{}".into());
@@ -170,6 +187,7 @@ async fn start(
     let pyth = hermes(6_000_000_000_000, Arc::new(AtomicU8::new(0)));
     let mut cfg = MinerConfig::default();
     cfg.pyth.hermes_url = pyth.url();
+    cfg.venues.binance_url = pyth.url();
     cfg.data_dir = data_dir().unwrap_or_else(|| PathBuf::from("/nonexistent"));
     tweak(&mut cfg);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -371,6 +389,7 @@ async fn a_trained_model_answers_and_both_prompts_pass_the_validators_rules() {
     let (models, _) = ModelHolder::load(ModelSpec::Paths(vec![ck.clone()]), tmp.path()).unwrap();
     let m = start(models, allow_alice(), |c| {
         c.pyth.hermes_url = pyth.url();
+        c.venues.binance_url = pyth.url();
         c.spot_ttl = Duration::from_secs(600);
     })
     .await;
@@ -630,6 +649,7 @@ async fn the_gbm_answers_when_the_model_fails_is_slow_or_emits_bad_prices() {
             allow_alice(),
             |c| {
                 c.pyth.hermes_url = pyth.url();
+                c.venues.binance_url = pyth.url();
                 c.model_budget = Duration::from_millis(300);
             },
         )
@@ -650,7 +670,7 @@ async fn the_gbm_answers_when_the_model_fails_is_slow_or_emits_bad_prices() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn spot_prices_survive_a_pyth_outage() {
+async fn spot_prices_survive_a_venue_outage() {
     let mode = Arc::new(AtomicU8::new(0));
     let pyth = hermes(10_000_012_345_678, mode.clone()); // 100000.12345678
     let data = tempfile::tempdir().unwrap();
@@ -662,8 +682,9 @@ async fn spot_prices_survive_a_pyth_outage() {
     let gbm = || ModelHolder::load(ModelSpec::Gbm, Path::new(".")).unwrap().0;
     let m = start(gbm(), allow_alice(), |c| {
         c.pyth.hermes_url = pyth.url();
+        c.venues.binance_url = pyth.url();
         c.data_dir = data.path().to_path_buf();
-        c.spot_ttl = Duration::ZERO; // ask Pyth every time
+        c.spot_ttl = Duration::ZERO; // ask the venue every time
         c.spot_retry_after = Duration::ZERO;
     })
     .await;
@@ -675,10 +696,11 @@ async fn spot_prices_survive_a_pyth_outage() {
     assert_eq!(
         first(&v),
         100000.12,
-        "8 significant digits of the Pyth price"
+        "8 significant digits of Binance's price"
     );
     let src = |m: &Miner, s: &str| m.metrics.spot_source.with_label_values(&[s]).get();
-    assert_eq!(src(&m.miner, "pyth"), 1);
+    assert_eq!(src(&m.miner, "binance"), 1, "BTC's venue is Binance");
+    assert_eq!(src(&m.miner, "pyth"), 0);
     // Outage (503, then garbage): the last good price.
     for bad in [1, 2] {
         mode.store(bad, Ordering::SeqCst);
@@ -687,14 +709,15 @@ async fn spot_prices_survive_a_pyth_outage() {
         assert_eq!(first(&v), 100000.12);
     }
     assert_eq!(src(&m.miner, "stale_cache"), 2);
-    // Back up: Pyth again.
+    // Back up: Binance again.
     mode.store(0, Ordering::SeqCst);
     let (s, _, _) = d.call(&m.url, &body("BTC", &start_s, 60, 3_600, 3)).await;
     assert_eq!(s, 200);
-    assert_eq!(src(&m.miner, "pyth"), 2);
-    // A miner that never reached Pyth: the last close in the data directory.
+    assert_eq!(src(&m.miner, "binance"), 2);
+    // A miner that never reached its venue: the last close in the data directory.
     let m2 = start(gbm(), allow_alice(), |c| {
         c.pyth.hermes_url = format!("http://127.0.0.1:{}", free_port());
+        c.venues.binance_url = c.pyth.hermes_url.clone();
         c.data_dir = data.path().to_path_buf();
     })
     .await;
@@ -705,6 +728,30 @@ async fn spot_prices_survive_a_pyth_outage() {
     // And no data either: 503 with the reason.
     let r = d.call(&m2.url, &body("ETH", &start_s, 60, 3_600, 3)).await;
     assert_refused(&r, 503, "no spot price for ETH");
+    assert_refused(&r, 503, "binance ETHUSDT at http://127.0.0.1:");
+    // An asset whose source the constants set to Pyth: its spot comes from Hermes.
+    let m3 = start(gbm(), allow_alice(), |c| {
+        c.pyth.hermes_url = pyth.url();
+        c.venues.binance_url = format!("http://127.0.0.1:{}", free_port());
+        c.constants
+            .apply(
+                toml::from_str(
+                    "[price_sources]\nBTC = { venue = \"pyth\", symbol = \"Crypto.BTC/USD\" }",
+                )
+                .unwrap(),
+            )
+            .unwrap();
+    })
+    .await;
+    let (s, _, v) = d.call(&m3.url, &body("BTC", &start_s, 60, 3_600, 3)).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(
+        first(&v),
+        100000.12,
+        "8 significant digits of the Pyth price"
+    );
+    assert_eq!(src(&m3.miner, "pyth"), 1);
+    assert_eq!(src(&m3.miner, "binance"), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -973,6 +1020,7 @@ fn mine_check_verifies_wallet_model_and_port() {
         ])
         .args(["--allow-hotkeys", ALICE, "--port", &port.to_string()])
         .env("PYTH_HERMES_URL", "http://127.0.0.1:9")
+        .env("BINANCE_API_URL", "http://127.0.0.1:9")
         .output()
         .unwrap();
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
@@ -1007,6 +1055,7 @@ fn mine_check_verifies_wallet_model_and_port() {
         ])
         .args(["--port", &busy.local_addr().unwrap().port().to_string()])
         .env("PYTH_HERMES_URL", "http://127.0.0.1:9")
+        .env("BINANCE_API_URL", "http://127.0.0.1:9")
         .output()
         .unwrap();
     assert!(!o.status.success());
@@ -1208,6 +1257,7 @@ fn python_bittensor_dendrite_calls_the_rust_axon() {
             .arg("--metagraph-file")
             .arg(&mg)
             .env("PYTH_HERMES_URL", pyth.url())
+            .env("BINANCE_API_URL", pyth.url())
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

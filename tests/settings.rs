@@ -246,7 +246,7 @@ fn mine_check_uses_the_wallet_named_in_dotenv() {
         (
             ".env",
             "BT_WALLET_PATH=dotenv-wallets\nBT_WALLET_NAME=dw\nBT_HOTKEY_NAME=dh\n\
-             PYTH_HERMES_URL=http://127.0.0.1:9\n",
+             PYTH_HERMES_URL=http://127.0.0.1:9\nBINANCE_API_URL=http://127.0.0.1:9\n",
         ),
     ]);
     let port = free_port().to_string();

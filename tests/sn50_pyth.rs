@@ -1,6 +1,7 @@
-//! `synth-city data download` and `data spot` through the built binary, against a local HTTP
-//! server standing in for Pyth (`PYTH_BENCHMARKS_URL` / `PYTH_HERMES_URL` point at it); nothing
-//! here reaches the internet.
+//! `synth-city data download --source pyth` and `data spot --source pyth` (the May 2026 price
+//! source, still selectable) through the built binary, against a local HTTP server standing in
+//! for Pyth (`PYTH_BENCHMARKS_URL` / `PYTH_HERMES_URL` point at it); nothing here reaches the
+//! internet. The default venues (Binance, Hyperliquid) are tested in `sn50_venues.rs`.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -155,11 +156,21 @@ fn tmp_dir(name: &str) -> PathBuf {
 
 fn download(server: &FakePyth, dir: &Path, extra: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_synth-city"))
-        .args(["data", "download", "--no-progress", "--json", "--data-dir"])
+        .args([
+            "data",
+            "download",
+            "--source",
+            "pyth",
+            "--no-progress",
+            "--json",
+        ])
+        .arg("--data-dir")
         .arg(dir)
         .args(extra)
         .env("PYTH_BENCHMARKS_URL", &server.base)
         .env("PYTH_HERMES_URL", "http://127.0.0.1:9") // never used here
+        .env("BINANCE_API_URL", "http://127.0.0.1:9") // nor these
+        .env("HYPERLIQUID_API_URL", "http://127.0.0.1:9")
         .output()
         .unwrap()
 }
@@ -337,8 +348,12 @@ fn download_errors_name_the_asset_and_the_cause() {
 fn spot_reads_hermes_from_the_configured_url() {
     let server = FakePyth::start();
     let out = Command::new(env!("CARGO_BIN_EXE_synth-city"))
-        .args(["data", "spot", "--assets", "BTC,XAU", "--json"])
+        .args([
+            "data", "spot", "--assets", "BTC,XAU", "--json", "--source", "pyth",
+        ])
         .env("PYTH_HERMES_URL", &server.base)
+        .env("BINANCE_API_URL", "http://127.0.0.1:9")
+        .env("HYPERLIQUID_API_URL", "http://127.0.0.1:9")
         .output()
         .unwrap();
     let v = json_of(&out);
@@ -375,7 +390,7 @@ fn the_data_download_job_merges_bars_like_the_command() {
         &env,
     );
     let payload = serde_json::json!({"assets": ["BTC"], "days": 2, "end": 864_000,
-        "data_dir": dir});
+        "data_dir": dir, "source": "pyth"});
     let out = cli(&[
         "jobs",
         "enqueue",
@@ -406,7 +421,7 @@ fn the_data_download_job_merges_bars_like_the_command() {
     assert_eq!(bars.len() as u64, 2880 - missing);
     // an asset without a benchmarks symbol: retried, then dead-lettered naming it
     let bad = serde_json::json!({"assets": ["WTIOIL"], "days": 1, "end": 864_000,
-        "data_dir": dir});
+        "data_dir": dir, "source": "pyth"});
     let out = cli(&[
         "jobs",
         "enqueue",
@@ -439,6 +454,18 @@ fn the_data_download_job_merges_bars_like_the_command() {
     ]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("resolution"));
+    // so is a source that is neither the venues nor Pyth
+    let out = cli(&[
+        "jobs",
+        "enqueue",
+        "--type",
+        "data-download",
+        "--payload",
+        r#"{"assets": ["BTC"], "source": "kraken"}"#,
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("source") && err.contains("kraken"), "{err}");
     worker.kill().unwrap();
     worker.wait().unwrap();
 }

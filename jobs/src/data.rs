@@ -1,6 +1,7 @@
-//! `data-download`: keep the data directory's bars fresh from Pyth's benchmarks history (the
-//! validator's price source), as `synth-city data download` does; a cron schedule runs it so
-//! that the miner's history and the shadow scorer's realised prices stay current.
+//! `data-download`: keep the data directory's bars fresh from each asset's realised-price venue
+//! (Binance, Hyperliquid; Pyth benchmarks with `"source": "pyth"`), as `synth-city data
+//! download` does; a cron schedule runs it so that the miner's history and the shadow scorer's
+//! realised prices stay current.
 
 use std::path::PathBuf;
 
@@ -21,6 +22,9 @@ pub struct DataDownload {
     /// End of the range (unix seconds; default now).
     pub end: Option<i64>,
     pub data_dir: Option<PathBuf>,
+    /// `venue` (each asset's realised-price venue, the default) or `pyth`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
 }
 
 impl JobSpec for DataDownload {
@@ -29,7 +33,7 @@ impl JobSpec for DataDownload {
     const BOTS: BotAccess =
         BotAccess::Refused("the operator schedules them (synth-city schedule add)");
     const DESCRIPTION: &'static str =
-        "merge Pyth benchmarks bars into the data dir: {assets, days?, resolution?, end?, data_dir?}";
+        "merge each asset's venue bars (or Pyth's) into the data dir: {assets, days?, resolution?, end?, data_dir?, source?: venue|pyth}";
     const MAX_ATTEMPTS: u32 = 3;
     const TIMEOUT_MS: u64 = 1_800_000;
     type Output = serde_json::Value;
@@ -43,6 +47,16 @@ impl JobSpec for DataDownload {
         }
         if let Some(r) = self.resolution.filter(|r| *r != 1 && *r != 5) {
             return Err(format!("field `resolution` must be 1 or 5, got {r}").into());
+        }
+        if let Some(s) = self
+            .source
+            .as_deref()
+            .filter(|s| !matches!(*s, "venue" | "pyth"))
+        {
+            return Err(format!(
+                "field `source` must be \"venue\" (each asset's realised-price venue) or \"pyth\", got {s:?}"
+            )
+            .into());
         }
         Ok(())
     }

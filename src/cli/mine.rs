@@ -1,5 +1,5 @@
 //! `synth-city mine`: run the SN50 miner's axon (src/miner), check its set-up before going live
-//! (`--check`: wallet, model, port, metagraph, Pyth), or measure it (`--bench`: the miner
+//! (`--check`: wallet, model, port, metagraph, the spot venue), or measure it (`--bench`: the miner
 //! in-process on a loopback port, called over HTTP by signed dendrite requests, N concurrent
 //! callers, p50/p99 of the whole round trip including reading the ~3 MB body).
 //!
@@ -92,16 +92,22 @@ pub struct MineArgs {
     /// How often `--model latest` looks for a new publication.
     #[arg(long, default_value_t = 10)]
     pub reload_secs: u64,
-    /// How long a Pyth spot price is reused.
+    /// How long a spot price from the asset's venue is reused.
     #[arg(long, default_value_t = 5)]
     pub spot_ttl_secs: u64,
-    /// Per-attempt timeout of a Pyth spot request (2 attempts).
-    #[arg(long, default_value_t = 2000)]
+    /// Per-attempt timeout of a spot request (2 attempts), to the asset's venue: Binance,
+    /// Hyperliquid, or Pyth Hermes where the constants say `pyth`. `--spot-timeout-ms` is the
+    /// same flag.
+    #[arg(long, alias = "spot-timeout-ms", default_value_t = 2000)]
     pub pyth_timeout_ms: u64,
+    /// TOML overrides of the SN50 constants; `[price_sources]` picks each asset's spot venue
+    /// and symbol.
+    #[arg(long, env = "SYNTH_CITY_SN50_CONSTANTS")]
+    pub constants: Option<PathBuf>,
     /// Serve Prometheus metrics at this address (`/metrics`).
     #[arg(long)]
     pub metrics_addr: Option<SocketAddr>,
-    /// Check the wallet, the model, the port, the metagraph and Pyth, then exit.
+    /// Check the wallet, the model, the port, the metagraph and the spot venue, then exit.
     #[arg(long)]
     pub check: bool,
     /// Measure the miner: in-process on a loopback port, signed requests over HTTP.
@@ -178,6 +184,10 @@ fn config(a: &MineArgs, addr: SocketAddr) -> anyhow::Result<MinerConfig> {
         ..MinerConfig::default()
     };
     c.pyth.timeout = Duration::from_millis(a.pyth_timeout_ms.max(1));
+    c.venues.timeout = c.pyth.timeout;
+    if let Some(p) = &a.constants {
+        c.constants = sn50::constants::Sn50Config::load_overrides(p)?;
+    }
     c.remote_store = remote_store(a)?;
     Ok(c)
 }
@@ -280,7 +290,7 @@ pub async fn run(a: MineArgs) -> anyhow::Result<()> {
         tokio::spawn(server::serve_metrics(miner.clone(), l, shutdown.clone()));
     }
     tracing::info!(addr = %local, hotkey = %miner.hotkey.ss58, model = %model_label,
-        hermes = %miner.spot.hermes_url(), "miner listening");
+        spot = %miner.spot.describe("BTC"), "miner listening");
     println!(
         "miner listening on http://{local} as {} serving {model_label}",
         miner.hotkey.ss58
@@ -335,27 +345,30 @@ async fn check(a: &MineArgs) -> anyhow::Result<()> {
             }
         },
     }
-    // Pyth: informative only (the miner falls back when it is away).
+    // The spot venue: informative only (the miner falls back when it is away).
     let cfg = config(a, addr).unwrap_or_else(|e| {
         items.push(("store", false, format!("{e:#}")));
         let mut c = MinerConfig::default();
         c.pyth.timeout = Duration::from_millis(a.pyth_timeout_ms.max(1));
+        c.venues.timeout = c.pyth.timeout;
         c
     });
-    match sn50::pyth::PythClient::new(cfg.pyth.clone()) {
-        Ok(c) => match c.latest_price("BTC").await {
-            Ok(p) => items.push((
-                "pyth",
-                true,
-                format!("BTC {} from {}", p.price, cfg.pyth.hermes_url),
-            )),
-            Err(e) => items.push((
-                "pyth",
-                true,
-                format!("unreachable, the miner will use its fallback: {e}"),
-            )),
-        },
-        Err(e) => items.push(("pyth", true, e.to_string())),
+    match sn50::venues::PriceClient::new(cfg.venues.clone(), cfg.pyth.clone(), &cfg.constants) {
+        Ok(c) => {
+            let from = c
+                .source("BTC")
+                .map(|s| c.describe(&s, true))
+                .unwrap_or_else(|e| e.to_string());
+            match c.spot("BTC").await {
+                Ok(p) => items.push(("spot", true, format!("BTC {} from {from}", p.price))),
+                Err(e) => items.push((
+                    "spot",
+                    true,
+                    format!("unreachable, the miner will use its fallback: {e}"),
+                )),
+            }
+        }
+        Err(e) => items.push(("spot", true, e.to_string())),
     }
     let ok = items.iter().all(|(_, ok, _)| *ok);
     if a.json {
@@ -487,7 +500,7 @@ async fn bench(a: &MineArgs) -> anyhow::Result<()> {
             }
         }
     };
-    // Warm up: history files, the Pyth cache, the first allocation of everything; and check
+    // Warm up: history files, the spot cache, the first allocation of everything; and check
     // one answer as the validator would.
     for i in 0..3 {
         let (_, bytes, start_time) = call(format!("warmup-{i}"))
@@ -555,14 +568,13 @@ async fn bench(a: &MineArgs) -> anyhow::Result<()> {
         .sum::<u64>()
         - fallbacks_before;
     let mean = ms.iter().sum::<f64>() / ms.len().max(1) as f64;
-    let spot_sources: serde_json::Map<String, serde_json::Value> =
-        ["pyth", "cache", "stale_cache", "last_close"]
-            .iter()
-            .map(|s| {
-                let n = miner.metrics.spot_source.with_label_values(&[s]).get();
-                (s.to_string(), serde_json::json!(n))
-            })
-            .collect();
+    let spot_sources: serde_json::Map<String, serde_json::Value> = crate::miner::SpotSource::LABELS
+        .iter()
+        .map(|s| {
+            let n = miner.metrics.spot_source.with_label_values(&[s]).get();
+            (s.to_string(), serde_json::json!(n))
+        })
+        .collect();
     let report = serde_json::json!({
         "prompt": a.bench_prompt, "asset": asset, "model": model_label,
         "requests": ms.len(), "errors": errors.len(), "concurrency": a.bench_concurrency,

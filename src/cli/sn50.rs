@@ -11,6 +11,7 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use sn50::{
     backtest, bench, constants, data, download, forecast, pyth, response, rewards, vectors,
+    venues::{self, SourceChoice},
 };
 
 /// `synth-city score ...`
@@ -135,8 +136,10 @@ pub enum DataCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Download Pyth benchmarks history (the validator's price source) into the data directory,
-    /// merged into ASSET_1m.csv / ASSET_5m.csv. `PYTH_BENCHMARKS_URL` overrides the server.
+    /// Download history from each asset's realised-price venue (Binance klines for BTC ETH SOL
+    /// XRP, Hyperliquid candles for HYPE and the `xyz:` equities/commodities), merged into
+    /// ASSET_1m.csv / ASSET_5m.csv. `BINANCE_API_URL`, `HYPERLIQUID_API_URL` (and, with
+    /// `--source pyth`, `PYTH_BENCHMARKS_URL`) override the servers.
     Download {
         /// Comma-separated SN50 assets, e.g. BTC,ETH.
         #[arg(long, value_delimiter = ',', required = true)]
@@ -160,14 +163,30 @@ pub enum DataCommand {
         no_progress: bool,
         #[arg(long)]
         json: bool,
+        /// `venue`: each asset's realised-price source from the SN50 constants (what the
+        /// validator scores against); `pyth`: Pyth benchmarks for every asset (the May 2026
+        /// source; bars go to the existing or legacy-stem file, e.g. SPY_1m.csv).
+        #[arg(long, default_value = "venue")]
+        source: SourceChoice,
+        /// TOML overrides of the SN50 constants (`[price_sources]` picks venues and symbols).
+        #[arg(long, env = "SYNTH_CITY_SN50_CONSTANTS")]
+        constants: Option<PathBuf>,
     },
-    /// Print the latest Hermes (Pyth) price of assets. `PYTH_HERMES_URL` overrides the server.
+    /// Print the latest price of assets from each asset's venue (Binance last price,
+    /// Hyperliquid mid), or Pyth Hermes with `--source pyth`. `BINANCE_API_URL`,
+    /// `HYPERLIQUID_API_URL` and `PYTH_HERMES_URL` override the servers.
     Spot {
         /// Comma-separated SN50 assets.
         #[arg(long, value_delimiter = ',', required = true)]
         assets: Vec<String>,
         #[arg(long)]
         json: bool,
+        /// `venue` (each asset's realised-price source) or `pyth` (Hermes for every asset).
+        #[arg(long, default_value = "venue")]
+        source: SourceChoice,
+        /// TOML overrides of the SN50 constants (`[price_sources]`, `[pyth_feed_ids]`).
+        #[arg(long, env = "SYNTH_CITY_SN50_CONSTANTS")]
+        constants: Option<PathBuf>,
     },
 }
 
@@ -504,6 +523,8 @@ pub async fn data(args: DataArgs) -> anyhow::Result<()> {
             chunk_bars,
             no_progress,
             json,
+            source,
+            constants,
         } => {
             let end = match end {
                 Some(e) => e,
@@ -525,7 +546,8 @@ pub async fn data(args: DataArgs) -> anyhow::Result<()> {
             )?;
             opts.chunk_bars = chunk_bars;
             opts.progress = !no_progress;
-            let client = pyth::PythClient::from_env()?;
+            opts.source = source;
+            let client = venues::PriceClient::from_env(&load_constants(constants.as_deref())?)?;
             let done = download::download(&client, &opts).await?;
             if json {
                 return print_json(&serde_json::json!({
@@ -536,9 +558,10 @@ pub async fn data(args: DataArgs) -> anyhow::Result<()> {
             }
             for d in &done {
                 println!(
-                    "{:<7} {} ({}): {} request(s), {} bar(s) fetched, {} added, {} already present ({} with another close), {} in the file",
+                    "{:<7} {} ({} {}): {} chunk(s), {} bar(s) fetched, {} added, {} already present ({} with another close), {} in the file",
                     d.asset,
                     d.file,
+                    d.venue,
                     d.symbol,
                     d.requests,
                     d.fetched,
@@ -550,24 +573,50 @@ pub async fn data(args: DataArgs) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        DataCommand::Spot { assets, json } => {
-            let client = pyth::PythClient::from_env()?;
+        DataCommand::Spot {
+            assets,
+            json,
+            source,
+            constants,
+        } => {
+            let client = venues::PriceClient::from_env(&load_constants(constants.as_deref())?)?;
             let mut out = Vec::new();
             for a in assets.iter().map(|a| a.trim()).filter(|a| !a.is_empty()) {
-                let p = client.latest_price(a).await?;
+                let p = client
+                    .spot_with(a, source)
+                    .await
+                    .with_context(|| format!("no spot price for {a}"))?;
                 if !json {
-                    println!(
-                        "{:<7} {} (conf {}, published {})",
-                        p.asset, p.price, p.conf, p.publish_time
-                    );
+                    match (p.conf, p.publish_time) {
+                        (Some(conf), Some(t)) => println!(
+                            "{:<7} {} ({} {}, conf {conf}, published {t})",
+                            p.asset,
+                            p.price,
+                            p.venue.as_str(),
+                            p.symbol
+                        ),
+                        _ => println!(
+                            "{:<7} {} ({} {})",
+                            p.asset,
+                            p.price,
+                            p.venue.as_str(),
+                            p.symbol
+                        ),
+                    }
                 }
-                out.push(serde_json::json!({
+                let mut row = serde_json::json!({
                     "asset": p.asset,
-                    "feed_id": p.feed_id,
+                    "venue": p.venue.as_str(),
+                    "symbol": p.symbol,
                     "price": p.price,
-                    "conf": p.conf,
-                    "publish_time": p.publish_time,
-                }));
+                    "url": p.url,
+                });
+                if p.venue == constants::Venue::Pyth {
+                    row["feed_id"] = serde_json::json!(p.symbol);
+                    row["conf"] = serde_json::json!(p.conf);
+                    row["publish_time"] = serde_json::json!(p.publish_time);
+                }
+                out.push(row);
             }
             if json {
                 print_json(&serde_json::json!({ "prices": out }))?;

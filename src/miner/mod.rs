@@ -5,9 +5,10 @@
 //!
 //! A request goes through [`server`] (route, headers, the blacklist of [`metagraph`], the
 //! signature and nonce rules of [`auth`] against our [`hotkey`], the body hash, in the Python
-//! axon's order and with its status codes), then [`answer`]: the spot price ([`spot`]: Pyth
-//! Hermes with a short cache, the last good price when Pyth is unreachable, else the last close
-//! in the data directory), the asset's bar history ([`history`], re-read when its file
+//! axon's order and with its status codes), then [`answer`]: the spot price ([`spot`]: the
+//! asset's realised-price venue, Binance or Hyperliquid (Pyth Hermes where the constants say
+//! so), with a short cache, the last good price when the venue is unreachable, else the last
+//! close in the data directory), the asset's bar history ([`history`], re-read when its file
 //! changes), the model of the request's step size ([`model`]: checkpoints, `gbm`, or `latest`,
 //! which follows the publisher's production pointers and swaps models without a restart; a step
 //! size with no trained model gets the GBM), and the response encoder (`sn50::encode`). The
@@ -38,13 +39,14 @@ use publisher::store::Store;
 use sn50::constants::Sn50Config;
 use sn50::forecast::Gbm;
 use sn50::pyth::PythConfig;
+use sn50::venues::{PriceClient, VenueConfig};
 use tokio_util::sync::CancellationToken;
 
 pub use answer::{Answer, ApiError, MAX_PRICES, MAX_SIMULATIONS};
 pub use error::ErrorText;
 pub use history::HistoryCache;
 pub use model::{mirror_production, LoadedModel, ModelError, ModelHolder, ModelSpec};
-pub use spot::{PythOutage, Spot, SpotCache, SpotError, SpotSource};
+pub use spot::{Spot, SpotCache, SpotError, SpotSource, VenueOutage};
 
 use hotkey::Hotkey;
 use metagraph::Blacklist;
@@ -60,11 +62,16 @@ pub struct MinerConfig {
     pub data_dir: PathBuf,
     /// The longest the served model may take before the GBM answers instead.
     pub model_budget: Duration,
-    /// How long a Pyth price is reused.
+    /// How long a venue's spot price is reused.
     pub spot_ttl: Duration,
-    /// After a failed Pyth fetch, how long to use the fallback without asking Pyth again.
+    /// After a failed spot fetch, how long to use the fallback without asking the venue again.
     pub spot_retry_after: Duration,
+    /// Pyth Hermes, for assets whose price source is `pyth`.
     pub pyth: PythConfig,
+    /// Binance and Hyperliquid, the validator's realised-price venues.
+    pub venues: VenueConfig,
+    /// The SN50 constants: each asset's price source (`price_sources`) and Pyth feed ids.
+    pub constants: Sn50Config,
     /// How often `latest` looks at `models/production.json`.
     pub reload_every: Duration,
     /// For `latest` from an object store (S3 / Hippius): the store whose production models
@@ -84,6 +91,11 @@ impl Default for MinerConfig {
         pyth.attempts = 2;
         pyth.backoff = Duration::from_millis(200);
         pyth.max_backoff = Duration::from_millis(500);
+        let mut venues = VenueConfig::from_env();
+        venues.timeout = pyth.timeout;
+        venues.attempts = pyth.attempts;
+        venues.backoff = pyth.backoff;
+        venues.max_backoff = pyth.max_backoff;
         MinerConfig {
             addr: SocketAddr::from(([127, 0, 0, 1], 8091)),
             store_dir: PathBuf::from("store"),
@@ -92,6 +104,8 @@ impl Default for MinerConfig {
             spot_ttl: Duration::from_secs(5),
             spot_retry_after: Duration::from_secs(30),
             pyth,
+            venues,
+            constants: Sn50Config::default(),
             reload_every: Duration::from_secs(10),
             remote_store: None,
             metagraph_every: Duration::from_secs(300),
@@ -114,18 +128,20 @@ pub struct Miner {
 }
 
 impl Miner {
-    /// Assemble a miner; fails only when the Pyth client cannot be built.
+    /// Assemble a miner; fails only when the price client cannot be built.
     pub fn new(
         config: MinerConfig,
         hotkey: Hotkey,
         models: ModelHolder,
         blacklist: Blacklist,
     ) -> Result<Arc<Self>, SpotError> {
-        let spot = SpotCache::new(
+        let prices = PriceClient::new(
+            config.venues.clone(),
             config.pyth.clone(),
-            config.spot_ttl,
-            config.spot_retry_after,
-        )?;
+            &config.constants,
+        )
+        .map_err(|e| SpotError::Client(Box::new(e)))?;
+        let spot = SpotCache::new(prices, config.spot_ttl, config.spot_retry_after);
         Ok(Arc::new(Miner {
             history: Arc::new(HistoryCache::new(config.data_dir.clone())),
             config,

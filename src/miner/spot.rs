@@ -1,64 +1,80 @@
-//! Spot prices: Pyth Hermes' latest price per asset, cached for a short TTL and fetched once
-//! per asset at a time ([`SpotCache`]); when Pyth fails, the last good Pyth price, else the
-//! last close in the data directory, and where each price came from ([`SpotSource`]).
+//! Spot prices from each asset's realised-price venue (Binance last price, Hyperliquid mid, or
+//! Pyth Hermes where the asset's source in the SN50 constants says `pyth`), cached for a short
+//! TTL and fetched once per asset at a time ([`SpotCache`]); when the venue fails, the last
+//! good price, else the last close in the data directory, and where each price came from
+//! ([`SpotSource`]).
 //!
 //! This module does not read bar files itself (the caller passes the last close, see
-//! [`super::history`]) and does not turn a missing price into an HTTP status (the answer does).
+//! [`super::history`]), does not speak any venue's protocol (`sn50::venues` does) and does not
+//! turn a missing price into an HTTP status (the answer does).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use sn50::pyth::{PythClient, PythConfig, PythError};
+use sn50::constants::Venue;
+use sn50::venues::{PriceClient, VenueError};
 
-/// Why Pyth gave no price for this request.
+/// Why the venue gave no price for this request.
 #[derive(Debug, thiserror::Error)]
-pub enum PythOutage {
+pub enum VenueOutage {
     /// It failed for this asset within the retry pause; it was not asked again.
-    #[error("Pyth failed a moment ago")]
+    #[error("it failed a moment ago and is not asked again yet")]
     Recent,
     /// It was asked and failed.
     #[error(transparent)]
-    Failed(#[from] PythError),
+    Failed(#[from] VenueError),
 }
 
 /// No spot price.
 #[derive(Debug, thiserror::Error)]
 pub enum SpotError {
-    /// The Pyth client cannot be built (its configuration).
+    /// The price client cannot be built (its configuration).
     #[error(transparent)]
-    Client(Box<PythError>),
-    /// Pyth is unreachable and there is nothing to fall back on (the 503 body).
-    #[error("no spot price for {asset}: Pyth ({hermes}) is unreachable ({why}), no earlier Pyth price is cached and the data directory has no bars for it")]
+    Client(Box<VenueError>),
+    /// The venue is unreachable and there is nothing to fall back on (the 503 body).
+    #[error("no spot price for {asset}: {from} gave none ({why}); no earlier price is cached and the data directory has no bars for it")]
     Unavailable {
         asset: String,
-        hermes: String,
-        why: Box<PythOutage>,
+        /// The venue, symbol and base URL asked (or why none could be).
+        from: String,
+        why: Box<VenueOutage>,
     },
 }
 
 /// Where a spot price came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SpotSource {
-    /// Fetched from Pyth for this request.
-    Pyth,
-    /// A Pyth price younger than the cache TTL.
+    /// Fetched from the asset's venue for this request.
+    Venue(Venue),
+    /// A venue price younger than the cache TTL.
     Cache,
-    /// Pyth failed: the last good Pyth price, however old.
+    /// The venue failed: the last good price, however old.
     StaleCache,
-    /// Pyth failed and never answered: the last close in the data directory.
+    /// The venue failed and never answered: the last close in the data directory.
     LastClose,
 }
 
 impl SpotSource {
+    /// The metrics label: the venue's name (`binance`, `hyperliquid`, `pyth`) or the fallback.
     pub fn as_str(self) -> &'static str {
         match self {
-            SpotSource::Pyth => "pyth",
+            SpotSource::Venue(v) => v.as_str(),
             SpotSource::Cache => "cache",
             SpotSource::StaleCache => "stale_cache",
             SpotSource::LastClose => "last_close",
         }
     }
+
+    /// Every label [`SpotSource::as_str`] can give.
+    pub const LABELS: [&'static str; 6] = [
+        "binance",
+        "hyperliquid",
+        "pyth",
+        "cache",
+        "stale_cache",
+        "last_close",
+    ];
 }
 
 /// A spot price and its provenance.
@@ -70,9 +86,9 @@ pub struct Spot {
     pub age_s: f64,
 }
 
-/// Pyth Hermes spot prices with a cache and a fallback.
+/// Venue spot prices with a cache and a fallback.
 pub struct SpotCache {
-    client: PythClient,
+    client: PriceClient,
     ttl: Duration,
     retry_after: Duration,
     last: Mutex<HashMap<String, (f64, Instant)>>,
@@ -81,27 +97,36 @@ pub struct SpotCache {
 }
 
 impl SpotCache {
-    pub fn new(pyth: PythConfig, ttl: Duration, retry_after: Duration) -> Result<Self, SpotError> {
-        Ok(SpotCache {
-            client: PythClient::new(pyth).map_err(|e| SpotError::Client(Box::new(e)))?,
+    pub fn new(client: PriceClient, ttl: Duration, retry_after: Duration) -> Self {
+        SpotCache {
+            client,
             ttl,
             retry_after,
             last: Mutex::new(HashMap::new()),
             down_until: Mutex::new(HashMap::new()),
             fetching: Mutex::new(HashMap::new()),
-        })
+        }
     }
 
-    pub fn hermes_url(&self) -> &str {
-        &self.client.config().hermes_url
+    pub fn client(&self) -> &PriceClient {
+        &self.client
+    }
+
+    /// Where `asset`'s spot is asked (`binance BTCUSDT at https://api.binance.com`), for logs
+    /// and errors.
+    pub fn describe(&self, asset: &str) -> String {
+        match self.client.source(asset) {
+            Ok(s) => self.client.describe(&s, true),
+            Err(_) => "its price source".to_string(),
+        }
     }
 
     fn cached(&self, asset: &str) -> Option<(f64, Instant)> {
         self.last.lock().expect("spot lock").get(asset).copied()
     }
 
-    /// The spot price of `asset`: a fresh cached price, else Pyth, else the last good price,
-    /// else `last_close` (price, close time in unix seconds).
+    /// The spot price of `asset`: a fresh cached price, else its venue, else the last good
+    /// price, else `last_close` (price, close time in unix seconds).
     pub async fn get(
         &self,
         asset: &str,
@@ -136,9 +161,9 @@ impl SpotCache {
             .expect("spot lock")
             .get(asset)
             .is_some_and(|t| Instant::now() < *t);
-        let mut why = PythOutage::Recent;
+        let mut why = VenueOutage::Recent;
         if !down {
-            match self.client.latest_price(asset).await {
+            match self.client.spot(asset).await {
                 Ok(p) => {
                     self.last
                         .lock()
@@ -146,18 +171,18 @@ impl SpotCache {
                         .insert(asset.to_string(), (p.price, Instant::now()));
                     return Ok(Spot {
                         price: p.price,
-                        source: SpotSource::Pyth,
+                        source: SpotSource::Venue(p.venue),
                         age_s: 0.0,
                     });
                 }
                 Err(e) => {
                     tracing::warn!(asset, error = %e, retry_in_s = self.retry_after.as_secs(),
-                        "Pyth spot price failed; using the fallback");
+                        "venue spot price failed; using the fallback");
                     self.down_until
                         .lock()
                         .expect("spot lock")
                         .insert(asset.to_string(), Instant::now() + self.retry_after);
-                    why = PythOutage::Failed(e);
+                    why = VenueOutage::Failed(e);
                 }
             }
         }
@@ -180,7 +205,7 @@ impl SpotCache {
         }
         Err(SpotError::Unavailable {
             asset: asset.to_string(),
-            hermes: self.hermes_url().to_string(),
+            from: self.describe(asset),
             why: Box::new(why),
         })
     }

@@ -1,14 +1,17 @@
-//! The handler of the `data-download` job type: `sn50::download` from Pyth's benchmarks
-//! history into the data directory, as `synth-city data download` does (no progress bar).
-//! A bad range or asset list is a permanent failure; a Pyth or disk failure is retried, then
-//! dead-lettered with its reason.
+//! The handler of the `data-download` job type: `sn50::download` from each asset's
+//! realised-price venue (Binance, Hyperliquid; Pyth benchmarks with `"source": "pyth"`) into
+//! the data directory, as `synth-city data download` does (no progress bar; the SN50 constants
+//! of `SYNTH_CITY_SN50_CONSTANTS` when set, else the validator's; base URLs from the
+//! environment). A bad range, source or asset list is a
+//! permanent failure; a venue or disk failure is retried, then dead-lettered with its reason.
 
 use async_trait::async_trait;
 use jobs::data::DataDownload;
 use jobs::{JobContext, JobError, JobHandler};
 
-use sn50::download::{self, DownloadError, DownloadOptions};
-use sn50::pyth::PythClient;
+use sn50::constants::Sn50Config;
+use sn50::download::{self, DownloadError, DownloadOptions, SourceChoice};
+use sn50::venues::PriceClient;
 
 /// Merges fresh bars into the data directory.
 pub struct DataDownloadHandler;
@@ -34,7 +37,19 @@ impl JobHandler for DataDownloadHandler {
         )
         .map_err(JobError::permanent)?;
         opts.progress = false;
-        let client = PythClient::from_env().map_err(JobError::permanent)?;
+        opts.source = job
+            .source
+            .as_deref()
+            .unwrap_or("venue")
+            .parse::<SourceChoice>()
+            .map_err(JobError::permanent)?;
+        let constants =
+            match std::env::var_os("SYNTH_CITY_SN50_CONSTANTS").filter(|p| !p.is_empty()) {
+                Some(p) => Sn50Config::load_overrides(std::path::Path::new(&p))
+                    .map_err(JobError::permanent)?,
+                None => Sn50Config::default(),
+            };
+        let client = PriceClient::from_env(&constants).map_err(JobError::permanent)?;
         let done = download::download(&client, &opts)
             .await
             .map_err(|e| match e {

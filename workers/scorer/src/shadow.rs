@@ -106,21 +106,28 @@ impl JobHandler for Recorder {
         let model =
             resolve_model(job.model.as_deref().unwrap_or("latest"), &store_dir, kind).await?;
         let store = open_store(&store_dir)?;
-        let pyth = match job.at {
+        // live: the spot from each asset's realised-price venue (Binance, Hyperliquid, or Pyth
+        // where the constants say so)
+        let prices = match job.at {
             Some(_) => None,
             None => {
-                let mut c = sn50::pyth::PythConfig::from_env();
-                c.timeout = std::time::Duration::from_secs(3);
-                c.attempts = 2;
-                sn50::pyth::PythClient::new(c).ok()
+                let mut pyth = sn50::pyth::PythConfig::from_env();
+                pyth.timeout = std::time::Duration::from_secs(3);
+                pyth.attempts = 2;
+                let mut venues = sn50::venues::VenueConfig::from_env();
+                venues.timeout = pyth.timeout;
+                venues.attempts = pyth.attempts;
+                sn50::venues::PriceClient::new(venues, pyth, &cfg).ok()
             }
         };
         let (mut recorded, mut skipped) = (Vec::new(), Vec::new());
         for asset in assets {
             let mut spot = None;
-            if let Some(client) = &pyth {
-                if let Ok(s) = client.latest_price(&asset).await {
-                    spot = Some((s.price, "pyth"));
+            if let Some(client) = &prices {
+                match client.spot(&asset).await {
+                    Ok(s) => spot = Some((s.price, s.venue.as_str())),
+                    Err(e) => tracing::warn!(%asset, error = %e,
+                        "venue spot price failed; using the last close"),
                 }
             }
             if spot.is_none() {

@@ -247,6 +247,10 @@ pub const SCORING_GATE_SECONDS: u64 = 90;
 pub const PYTH_HERMES_URL: &str = "https://hermes.pyth.network";
 /// Pyth benchmarks default base URL for the TradingView history shim.
 pub const PYTH_BENCHMARKS_URL: &str = "https://benchmarks.pyth.network";
+/// Binance spot REST default base URL (klines and ticker prices).
+pub const BINANCE_API_URL: &str = "https://api.binance.com";
+/// Hyperliquid default base URL (`POST /info`: candles and mid prices).
+pub const HYPERLIQUID_API_URL: &str = "https://api.hyperliquid.xyz";
 
 /// Low-frequency (24 h) scoring intervals, in the validator's order.
 pub const LOW_SCORING_INTERVALS: [(&str, u64); 4] = [

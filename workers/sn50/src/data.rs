@@ -299,13 +299,14 @@ pub fn asset_file_for_step(dir: &Path, asset: &str, increment: i64) -> Result<Pa
     }
 }
 
-/// The data file for an SN50 asset in `dir`: `{stem}_1m.csv` or `{stem}_5m.csv`, where the
-/// stem is the shared data's name (`SPY` for SP500, ...) or the asset name itself.
+/// The data file for an SN50 asset in `dir`: the asset's own `{ASSET}_1m.csv` /
+/// `{ASSET}_5m.csv` (what `data download` writes from the asset's venue) when it exists, else
+/// the shared data's legacy stem (`SPY_1m.csv` for SP500, `NVDA_5m.csv` for NVDAX, ...).
 pub fn asset_file(dir: &Path, asset: &str, timeframe: Timeframe) -> Result<PathBuf, DataError> {
     let mut stems = vec![asset.to_string()];
     if let Some(info) = super::constants::asset_info(asset) {
         if let Some(s) = info.data_stem.filter(|s| *s != asset) {
-            stems.insert(0, s.to_string());
+            stems.push(s.to_string());
         }
     }
     let candidates: Vec<PathBuf> = stems
@@ -581,8 +582,37 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            e.contains("SPY_1m.csv, SP500_1m.csv") && e.contains("--resolution 1"),
+            e.contains("SP500_1m.csv, SPY_1m.csv") && e.contains("--resolution 1"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn the_assets_own_file_wins_over_the_legacy_stem() {
+        let dir = std::env::temp_dir().join(format!("sc-own-file-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let csv = "timestamp,open,high,low,close,volume\n60,1,1,1,1,0\n";
+        std::fs::write(dir.join("SPY_1m.csv"), csv).unwrap();
+        let name = |tf| {
+            asset_file(&dir, "SP500", tf)
+                .unwrap()
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .into_owned()
+        };
+        assert_eq!(
+            name(Timeframe::OneMinute),
+            "SPY_1m.csv",
+            "the legacy file alone"
+        );
+        std::fs::write(dir.join("SP500_1m.csv"), csv).unwrap();
+        assert_eq!(
+            name(Timeframe::OneMinute),
+            "SP500_1m.csv",
+            "both: the asset's own"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -1,12 +1,18 @@
-//! `synth-city data download`: Pyth benchmarks history (the TradingView shim the validator reads
-//! its realised prices from) into the local data directory, in the CSV format of `shared/data`
+//! `synth-city data download`: history from each asset's realised-price venue (Binance klines,
+//! Hyperliquid candles, see [`super::venues`]), or from Pyth benchmarks with
+//! [`SourceChoice::Pyth`], into the local data directory, in the CSV format of `shared/data`
 //! (`timestamp,open,high,low,close,volume`, `timestamp` = bar open in unix seconds).
 //!
-//! The range is fetched in chunks of at most `chunk_bars` bars, one request each, with a progress
+//! Venue bars go to the asset's own file, `{ASSET}_1m.csv` / `{ASSET}_5m.csv` (`SP500_1m.csv`:
+//! the venue's index is not the legacy `SPY_*` series); Pyth bars go where they always went,
+//! the existing file or the shared data's stem. The range is fetched in chunks of at most `chunk_bars` bars, one request each, with a progress
 //! bar. Only closed bars are stored (open time + bar length <= the end of the range). New bars are
 //! merged into the asset's existing file: a bar already present is kept as it is (never
 //! duplicated, never overwritten), missing bars stay gaps. The file is written to a temporary
 //! name and renamed into place.
+//!
+//! What this module does not do: speak HTTP itself (the clients do) or pick an asset's venue
+//! (the constants do).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -15,8 +21,11 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
 use super::constants::asset_info;
+use super::constants::{PriceSource, Venue};
 use super::data::{asset_file, Bars, DataError};
-use super::pyth::{tradingview_symbol, HistoryBar, PythClient, PythError, Resolution};
+use super::pyth::{HistoryBar, Resolution};
+pub use super::venues::SourceChoice;
+use super::venues::{PriceClient, VenueError};
 
 /// Errors from a download.
 #[derive(Debug, thiserror::Error)]
@@ -30,14 +39,15 @@ pub enum DownloadError {
     #[error("{asset}: {source}")]
     Asset {
         asset: String,
-        source: Box<PythError>,
+        source: Box<VenueError>,
     },
-    #[error("{asset}: Pyth request for {from}..{to} failed ({source}); {saved}")]
+    #[error("{asset}: {venue} request for {from}..{to} failed ({source}); {saved}")]
     Fetch {
         asset: String,
+        venue: &'static str,
         from: i64,
         to: i64,
-        source: Box<PythError>,
+        source: Box<VenueError>,
         saved: String,
     },
     #[error("cannot merge into the existing data file: {0}")]
@@ -64,6 +74,8 @@ pub struct DownloadOptions {
     pub chunk_bars: i64,
     /// Draw a progress bar on stderr (drawn only when stderr is a terminal).
     pub progress: bool,
+    /// Each asset's venue (the default) or Pyth for all.
+    pub source: SourceChoice,
 }
 
 impl DownloadOptions {
@@ -86,6 +98,7 @@ impl DownloadOptions {
             data_dir,
             chunk_bars: DEFAULT_CHUNK_BARS,
             progress: true,
+            source: SourceChoice::Venue,
         })
     }
 
@@ -120,23 +133,28 @@ impl DownloadOptions {
     }
 }
 
-/// Bars per request by default: one day of 1-minute bars.
+/// Bars per chunk by default: one day of 1-minute bars (one Pyth request; the venue clients
+/// page inside a chunk as their servers need).
 pub const DEFAULT_CHUNK_BARS: i64 = 1440;
 
 /// The outcome for one asset.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AssetDownload {
     pub asset: String,
+    /// `binance`, `hyperliquid` or `pyth`.
+    pub venue: String,
+    /// The venue's symbol (`BTCUSDT`, `xyz:NVDA`, `Crypto.BTC/USD`).
     pub symbol: String,
     pub file: String,
+    /// Chunks of the range (each one request to Pyth; one or more to a venue).
     pub requests: usize,
-    /// Bars Pyth returned inside the range.
+    /// Bars the source returned inside the range.
     pub fetched: usize,
     /// Bars added to the file.
     pub added: usize,
     /// Bars already in the file (kept as they were).
     pub already_present: usize,
-    /// Of those, how many had a different close in Pyth's answer.
+    /// Of those, how many had a different close in the source's answer.
     pub differing: usize,
     /// Bars in the file afterwards.
     pub total: usize,
@@ -150,6 +168,15 @@ pub fn target_file(dir: &Path, asset: &str, resolution: Resolution) -> PathBuf {
         let stem = asset_info(asset).and_then(|a| a.data_stem).unwrap_or(asset);
         dir.join(tf.data_file(stem))
     })
+}
+
+/// The file bars from `venue` go to: for Pyth, [`target_file`]; for a venue, the asset's own
+/// `{ASSET}_{1m|5m}.csv` (never a legacy stem's file, which holds another series).
+pub fn target_file_for(dir: &Path, asset: &str, resolution: Resolution, venue: Venue) -> PathBuf {
+    match venue {
+        Venue::Pyth => target_file(dir, asset, resolution),
+        Venue::Binance | Venue::Hyperliquid => dir.join(resolution.data_file(asset)),
+    }
 }
 
 /// One CSV row.
@@ -214,7 +241,7 @@ pub fn merge_into_file(
 
 /// Download every asset of `opts` and merge the bars into its file.
 pub async fn download(
-    client: &PythClient,
+    client: &PriceClient,
     opts: &DownloadOptions,
 ) -> Result<Vec<AssetDownload>, DownloadError> {
     if opts.assets.is_empty() {
@@ -224,13 +251,15 @@ pub async fn download(
         return Err(DownloadError::ChunkBars);
     }
     // Check every asset before the first request.
-    let mut symbols = Vec::new();
+    let mut sources: Vec<PriceSource> = Vec::new();
     for a in &opts.assets {
-        let s = tradingview_symbol(a).map_err(|source| DownloadError::Asset {
-            asset: a.clone(),
-            source: Box::new(source),
-        })?;
-        symbols.push(s);
+        let s = client
+            .source_for(a, opts.source)
+            .map_err(|source| DownloadError::Asset {
+                asset: a.clone(),
+                source: Box::new(source),
+            })?;
+        sources.push(s);
     }
     let chunks = opts.chunks();
     let bar = opts.resolution.step_secs();
@@ -247,17 +276,17 @@ pub async fn download(
         .progress_chars("=> "),
     );
     let mut out = Vec::new();
-    for (asset, symbol) in opts.assets.iter().zip(symbols) {
+    for (asset, source) in opts.assets.iter().zip(sources) {
         pb.set_message(asset.clone());
-        let path = target_file(&opts.data_dir, asset, opts.resolution);
+        let path = target_file_for(&opts.data_dir, asset, opts.resolution, source.venue);
         let mut fetched: Vec<HistoryBar> = Vec::new();
         for &(from, to) in &chunks {
-            match client.history(symbol, opts.resolution, from, to).await {
+            match client.history(&source, opts.resolution, from, to).await {
                 Ok(bars) => {
                     fetched.extend(bars.into_iter().filter(|b| b.t >= from && b.t <= to));
                     pb.inc(1);
                 }
-                Err(source) => {
+                Err(error) => {
                     pb.abandon();
                     let saved = if fetched.is_empty() {
                         "nothing saved".to_string()
@@ -272,9 +301,10 @@ pub async fn download(
                     };
                     return Err(DownloadError::Fetch {
                         asset: asset.clone(),
+                        venue: source.venue.as_str(),
                         from,
                         to,
-                        source: Box::new(source),
+                        source: Box::new(error),
                         saved,
                     });
                 }
@@ -283,7 +313,8 @@ pub async fn download(
         let (added, already_present, differing, total) = merge_into_file(&path, bar, &fetched)?;
         out.push(AssetDownload {
             asset: asset.clone(),
-            symbol: symbol.to_string(),
+            venue: source.venue.as_str().to_string(),
+            symbol: source.symbol.clone(),
             file: path.display().to_string(),
             requests: chunks.len(),
             fetched: fetched.len(),
@@ -310,6 +341,7 @@ mod tests {
             data_dir: PathBuf::from("."),
             chunk_bars: chunk,
             progress: false,
+            source: SourceChoice::Venue,
         }
     }
 
@@ -372,6 +404,15 @@ mod tests {
         // The existing file is found again (not a second file).
         assert_eq!(target_file(&dir, "SP500", Resolution::OneMinute), path);
         assert!(target_file(&dir, "HYPE", Resolution::FiveMinutes).ends_with("HYPE_5m.csv"));
+        // Venue bars never go to the legacy stem's file.
+        assert!(
+            target_file_for(&dir, "SP500", Resolution::OneMinute, Venue::Hyperliquid)
+                .ends_with("SP500_1m.csv")
+        );
+        assert_eq!(
+            target_file_for(&dir, "SP500", Resolution::OneMinute, Venue::Pyth),
+            path
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

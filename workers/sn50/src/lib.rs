@@ -13,7 +13,9 @@
 //! - [`rewards`]: prompt scores, the rolling leaderboard, softmax and weights.
 //! - [`data`]: CSV bars, gaps, the realised-price grid, `data info`.
 //! - [`pyth`]: the Pyth Hermes (spot) and benchmarks (history) client, with retries.
-//! - [`download`]: `data download`, Pyth history merged into the local CSV files.
+//! - [`venues`]: Binance and Hyperliquid klines and spot prices, and the [`venues::PriceClient`]
+//!   that asks each asset's realised-price source (Pyth included).
+//! - [`download`]: `data download`, venue (or Pyth) history merged into the local CSV files.
 //! - [`forecast`]: the [`forecast::Forecaster`] trait and the reference GBM.
 //! - [`classical`]: classical volatility baselines (EWMA, time-of-day profile, Student-t).
 //! - [`backtest`]: windows from local data scored with the validator's CRPS.
@@ -44,6 +46,7 @@ pub mod response;
 pub mod rewards;
 pub mod shadow;
 pub mod vectors;
+pub mod venues;
 pub mod vol;
 
 #[cfg(test)]

@@ -402,7 +402,14 @@ impl PythClient {
 
     /// The latest Hermes price of an SN50 asset.
     pub async fn latest_price(&self, asset: &str) -> Result<SpotPrice, PythError> {
-        let feed = feed_id(asset)?;
+        self.latest_feed_price(asset, feed_id(asset)?).await
+    }
+
+    /// The latest Hermes price of feed `feed` (hex, no `0x`), reported under `asset` (for a
+    /// feed id taken from overridden constants rather than the static table).
+    pub async fn latest_feed_price(&self, asset: &str, feed: &str) -> Result<SpotPrice, PythError> {
+        let feed = feed.trim_start_matches("0x").to_ascii_lowercase();
+        let feed = feed.as_str();
         let url = format!(
             "{}/v2/updates/price/latest",
             self.config.hermes_url.trim_end_matches('/')
