@@ -662,13 +662,25 @@ pub struct BenchCrpsArgs {
     /// Time the scalar path (one ensemble at a time, no AVX2 lanes) instead, for comparison.
     #[arg(long)]
     pub scalar: bool,
-    /// Write the cases (crps-vectors format, with expected values) for ops/bench/crps_python.py.
+    /// Write the cases (crps-vectors `/2` format, with expected values and, for the 1 h total
+    /// cases, the volatility blocks and the price, volatility and total values) for
+    /// ops/bench/crps_python.py.
     #[arg(long)]
     pub write_cases: Option<PathBuf>,
+    /// The crps-vectors-v2 file whose full-size Crypto 1h cases (the validator's own totals) are
+    /// timed on the 1 h total score.
+    #[arg(long, default_value = "../shared/spec/crps-vectors-v2.json")]
+    pub vectors_v2: PathBuf,
+    /// 1 h prompts built from --data-dir (GBM on real 1-minute bars, cycling over the Crypto 1h
+    /// assets that have bars there) timed on the total score, price plus volatility, beside
+    /// the vectors-v2 cases.
+    #[arg(long, default_value_t = 6)]
+    pub high_windows: usize,
 }
 
-/// `synth-city bench crps`: per-prompt CRPS time on one thread (bit-exact checked), optionally the
-/// multi-core batch mode.
+/// `synth-city bench crps`: per-prompt CRPS time on one thread (bit-exact checked), the Crypto
+/// 1 h total score (price plus volatility) beside its price part, optionally the multi-core batch
+/// mode.
 pub async fn bench_crps(args: BenchCrpsArgs) -> anyhow::Result<()> {
     tokio::task::spawn_blocking(move || bench_crps_blocking(&args)).await?
 }
@@ -681,16 +693,31 @@ fn bench_crps_blocking(args: &BenchCrpsArgs) -> anyhow::Result<()> {
         &args.high_asset,
         args.seed,
     )?);
+    let mut totals = bench::total_cases_from_vectors(&vectors::load_vectors(&args.vectors_v2)?)?;
+    totals.extend(bench::total_cases_from_data(
+        &args.data_dir,
+        args.high_windows,
+        args.seed,
+    )?);
     if let Some(p) = &args.write_cases {
-        bench::write_cases(p, &cases)?;
+        bench::write_cases(p, &cases, &totals)?;
         if !args.json {
-            println!("wrote {} case(s) to {}", cases.len(), p.display());
+            println!(
+                "wrote {} case(s) to {}",
+                cases.len() + totals.len(),
+                p.display()
+            );
         }
     }
     let mut timings = Vec::new();
     for c in &cases {
         timings.push(bench::time_case(c, args.iterations, args.scalar)?);
     }
+    let mut total_timings = Vec::new();
+    for t in &totals {
+        total_timings.push(bench::time_total_case(t, args.iterations)?);
+    }
+    let summary = bench::summarize_totals(&total_timings);
     let mut batches = Vec::new();
     if args.batch {
         let mut seen = std::collections::BTreeSet::new();
@@ -711,6 +738,8 @@ fn bench_crps_blocking(args: &BenchCrpsArgs) -> anyhow::Result<()> {
         return print_json(&serde_json::json!({
             "path": path,
             "cases": timings,
+            "totals": total_timings,
+            "totals_summary": summary,
             "batch": batches,
             "available_parallelism": threads,
         }));
@@ -730,6 +759,34 @@ fn bench_crps_blocking(args: &BenchCrpsArgs) -> anyhow::Result<()> {
             t.median_ms,
             t.min_ms,
             if t.bit_exact { "yes" } else { "NO" }
+        );
+    }
+    if !total_timings.is_empty() {
+        println!(
+            "\n{:<44} {:>11} {:>15} {:>15} {:>12}  bit-exact (expected from)",
+            "1 h total = price + vol (one thread)",
+            "paths x pts",
+            "price median ms",
+            "total median ms",
+            "total/price"
+        );
+    }
+    for t in &total_timings {
+        println!(
+            "{:<44} {:>11} {:>15.3} {:>15.3} {:>12.2}  {} ({})",
+            t.name,
+            format!("{}x{}", t.paths, t.points),
+            t.price_ms.median_ms,
+            t.total_ms.median_ms,
+            t.total_ms.median_ms / t.price_ms.median_ms,
+            if t.bit_exact { "yes" } else { "NO" },
+            t.expected_from
+        );
+    }
+    if let Some(s) = &summary {
+        println!(
+            "1 h prompts: {}; median per prompt: price {:.3} ms, total {:.3} ms ({:.2}x the price part)",
+            s.prompts, s.price_median_ms, s.total_median_ms, s.total_over_price
         );
     }
     for b in &batches {
