@@ -1328,3 +1328,80 @@ fn python_bittensor_dendrite_calls_the_rust_axon() {
         "{w}"
     );
 }
+
+/// Minute bars of a random walk (0.23 % a minute) from `from` to `to` (bar opens), written as `name`.
+fn write_walk(dir: &Path, name: &str, from: i64, to: i64, seed: u64) {
+    use rand::SeedableRng;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut s = String::from("timestamp,open,high,low,close,volume\n");
+    let mut p = 60_000.0f64;
+    let mut t = from;
+    while t <= to {
+        let u = (rng.next_u32() as f64 / u32::MAX as f64) - 0.5;
+        p *= 1.0 + 0.008 * u;
+        s.push_str(&format!("{t},{p},{p},{p},{p},1\n"));
+        t += 60;
+    }
+    std::fs::write(dir.join(name), s).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_classical_baseline_answers_from_fresh_bars_and_stale_bars_get_the_gbm() {
+    let data = tempfile::tempdir().unwrap();
+    let now = chrono::Utc::now().timestamp() / 60 * 60;
+    // BTC: three weeks of minute bars up to now; ETH's end ten days ago
+    write_walk(data.path(), "BTC_1m.csv", now - 21 * 86_400, now - 60, 1);
+    write_walk(
+        data.path(),
+        "ETH_1m.csv",
+        now - 31 * 86_400,
+        now - 10 * 86_400,
+        2,
+    );
+    let gbm = || ModelHolder::load(ModelSpec::Gbm, data.path()).unwrap().0;
+    let models = gbm().with_baseline("garch-tod-t").unwrap();
+    assert_eq!(models.describe(), "5m: garch-tod-t, 1m: garch-tod-t");
+    let bad = gbm()
+        .with_baseline("garch-x")
+        .err()
+        .expect("an unknown name");
+    assert!(
+        bad.to_string().contains("--baseline garch-x") && bad.to_string().contains("har-tod-t"),
+        "{bad}"
+    );
+    let m = start(models, allow_alice(), |c| {
+        c.data_dir = data.path().to_path_buf();
+    })
+    .await;
+    let d = Dendrite::new("//Alice");
+    let (start_s, _) = start_time_in(60);
+    let (s, _, v) = d
+        .call(&m.url, &body("BTC", &start_s, 60, 3_600, 1000))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_valid(&v, "BTC", &start_s, 60, 3_600, 1000);
+    assert_eq!(
+        fallbacks(&m.miner, "error"),
+        0,
+        "GARCH answered from fresh bars"
+    );
+    assert_eq!(fallbacks(&m.miner, "no_model"), 0);
+    // the GARCH paths are not the GBM's: their hourly spread follows the bars' volatility
+    // (0.23 % a minute, about 1.8 % an hour), not the reference sigma's (about 0.5 % an hour)
+    let last: Vec<f64> = v["simulation_output"].as_array().unwrap()[2..]
+        .iter()
+        .map(|p| p.as_array().unwrap()[60].as_f64().unwrap())
+        .collect();
+    let mean = last.iter().sum::<f64>() / last.len() as f64;
+    let sd = (last.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / last.len() as f64).sqrt();
+    assert!(
+        sd / mean > 0.012 && sd / mean < 0.025,
+        "hourly spread {}",
+        sd / mean
+    );
+    // ETH's bars are ten days old: the model refuses them and the GBM answers, counted
+    let (s, _, v) = d.call(&m.url, &body("ETH", &start_s, 60, 3_600, 100)).await;
+    assert_eq!(s, 200, "{v}");
+    assert_valid(&v, "ETH", &start_s, 60, 3_600, 100);
+    assert_eq!(fallbacks(&m.miner, "error"), 1);
+}

@@ -51,6 +51,12 @@ pub struct MineArgs {
     /// answers the 24 h prompt, a 1m model the 1 h prompt; a prompt without one gets GBM).
     #[arg(long, default_value = "latest")]
     pub model: String,
+    /// What answers a prompt whose step size has no model: `gbm` (the reference baseline), or
+    /// a classical baseline fitted per request on the bars in `--data-dir` (`garch-tod-t`,
+    /// `ewma-tod-t`, `har-tod-t`, ...; `score backtest --help` lists them). Bars more than 4
+    /// days old are refused and the GBM answers: keep them fresh with `data download`.
+    #[arg(long, default_value = "gbm")]
+    pub baseline: String,
     /// The publisher's store (for `--model latest`); with `HIPPIUS_ENDPOINT` set, the local
     /// copy of the bucket's production models.
     #[arg(long, default_value = "store")]
@@ -221,6 +227,7 @@ async fn load_model(a: &MineArgs) -> anyhow::Result<(ModelHolder, Option<String>
     let (models, note) = tokio::task::spawn_blocking(move || ModelHolder::load(spec, &store))
         .await?
         .map_err(|e| anyhow!("--model {}: {e}", a.model))?;
+    let models = models.with_baseline(&a.baseline)?;
     notes.extend(note);
     Ok((models, (!notes.is_empty()).then(|| notes.join("; "))))
 }

@@ -41,6 +41,9 @@ pub enum ModelError {
         "{dir} simulates {step_secs} s steps, which no prompt asks for: train it on 5m or 1m bars"
     )]
     UnknownStep { dir: String, step_secs: u64 },
+    /// `--baseline` named no classical model.
+    #[error("--baseline {0}: {1}")]
+    Baseline(String, String),
     /// A production pointer that cannot be read.
     #[error(transparent)]
     Pointer(#[from] ProductionError),
@@ -164,6 +167,9 @@ pub struct ModelHolder {
     pub spec: ModelSpec,
     store_dir: PathBuf,
     models: RwLock<BTreeMap<Timeframe, Arc<LoadedModel>>>,
+    /// What answers a step size with no model: a classical baseline (`--baseline`), else the
+    /// GBM.
+    baseline: Arc<LoadedModel>,
     gbm: Arc<LoadedModel>,
     /// `latest`: each production pointer's text last acted on (loaded, or failed to load).
     seen: Mutex<HashMap<String, String>>,
@@ -175,6 +181,7 @@ impl ModelHolder {
             spec,
             store_dir: store_dir.to_path_buf(),
             models: RwLock::new(Default::default()),
+            baseline: Arc::new(LoadedModel::gbm()),
             gbm: Arc::new(LoadedModel::gbm()),
             seen: Mutex::new(HashMap::new()),
         }
@@ -258,8 +265,26 @@ impl ModelHolder {
         }
     }
 
+    /// Answer the step sizes that have no model with a classical baseline by name
+    /// (`garch-tod-t`, `ewma-tod-t`, ...: [`sn50::forecast::MODELS`]), fitted per request on the
+    /// bars of the data directory, instead of the GBM.
+    pub fn with_baseline(mut self, name: &str) -> Result<Self, ModelError> {
+        if name == "gbm" {
+            return Ok(self);
+        }
+        let f = sn50::forecast::model_by_name(name, &Sn50Config::default())
+            .map_err(|e| ModelError::Baseline(name.into(), e.to_string()))?;
+        self.baseline = Arc::new(LoadedModel {
+            forecaster: Arc::from(f),
+            label: name.into(),
+            is_gbm: false,
+            timeframe: None,
+        });
+        Ok(self)
+    }
+
     /// The model for requests of `increment`-second steps: the one of that timeframe, else
-    /// the GBM (also for a step size that is no timeframe's).
+    /// the baseline (the GBM for a step size that is no timeframe's).
     pub fn current(&self, increment: u64) -> Arc<LoadedModel> {
         match Timeframe::from_step_secs(increment as i64) {
             Some(tf) => self.serving(tf),
@@ -267,14 +292,14 @@ impl ModelHolder {
         }
     }
 
-    /// The model serving `timeframe` (the GBM when none is loaded).
+    /// The model serving `timeframe` (the baseline when none is loaded).
     pub fn serving(&self, timeframe: Timeframe) -> Arc<LoadedModel> {
         self.models
             .read()
             .expect("model lock")
             .get(&timeframe)
             .cloned()
-            .unwrap_or_else(|| self.gbm.clone())
+            .unwrap_or_else(|| self.baseline.clone())
     }
 
     /// What is served, per timeframe: `5m: runs/a, 1m: gbm`.

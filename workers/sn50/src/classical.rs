@@ -126,9 +126,35 @@ pub(crate) fn check_request<'a>(
     if req.num_simulations == 0 {
         return Err(ForecastError::NoPaths);
     }
-    req.history
-        .ok_or_else(|| ForecastError::Model(format!("{model}: no history for {}", req.asset)))
+    let bars = req
+        .history
+        .ok_or_else(|| ForecastError::Model(format!("{model}: no history for {}", req.asset)))?;
+    let end = bars
+        .timestamps
+        .partition_point(|&t| t + bars.bar_seconds <= req.as_of);
+    let age = match end {
+        0 => None,
+        n => Some(req.as_of - (bars.timestamps[n - 1] + bars.bar_seconds)),
+    };
+    match age {
+        Some(a) if a <= MAX_HISTORY_AGE_SECONDS => Ok(bars),
+        _ => Err(ForecastError::Model(format!(
+            "{model}: the history of {} is stale ({}; at most {} h allowed): refresh it with `synth-city data download --assets {}`",
+            req.asset,
+            age.map_or("no bar before the request".to_string(), |a| format!(
+                "its last bar before the request closed {:.1} h earlier",
+                a as f64 / 3600.0
+            )),
+            MAX_HISTORY_AGE_SECONDS / 3600,
+            req.asset
+        ))),
+    }
 }
+
+/// The oldest the last bar before a request may be for a classical model to fit on the
+/// history: four days, so that a weekend's closure of the equity bars still passes and a data
+/// directory nobody refreshes does not.
+pub const MAX_HISTORY_AGE_SECONDS: i64 = 4 * 86_400;
 
 /// The error for a history too short to estimate from.
 pub(crate) fn too_few(
@@ -354,5 +380,15 @@ mod tests {
         let mut r = req(&b, start);
         r.history = None;
         assert!(m.forecast(&r, &mut ChaCha8Rng::seed_from_u64(1)).is_err());
+        // history that ended days before the request is refused, with the command that fixes it
+        let r = req(&b, 3 * 86_400 + 5 * 86_400);
+        let e = m
+            .forecast(&r, &mut ChaCha8Rng::seed_from_u64(1))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("stale") && e.contains("data download --assets BTC"),
+            "{e}"
+        );
     }
 }
