@@ -57,6 +57,7 @@ pub mod progress;
 pub mod registry;
 pub mod spec;
 pub mod train;
+pub mod vol_loss;
 
 /// Errors from the zoo.
 #[derive(Debug, thiserror::Error)]
