@@ -382,3 +382,42 @@ fn zoo_iso_helper_matches_known_dates() {
     assert_eq!(chrono_iso(0), "1970-01-01T00:00:00+00:00");
     assert_eq!(chrono_iso(1_730_000_100), "2024-10-27T03:35:00+00:00");
 }
+
+/// `--timeframe 1m` trains with the volatility term at weight 1 (the spec the dry run prints
+/// says so), `--vol-loss-weight` overrides it, and a negative weight is refused by field.
+#[test]
+fn zoo_experiment_vol_loss_weight_flag() {
+    let dry = |extra: &[&str]| {
+        let mut c = bin();
+        c.args([
+            "experiment",
+            "--blocks",
+            "LSTMBlock",
+            "--head",
+            "GBMHead",
+            "--dry-run",
+            "--json",
+        ])
+        .args(extra);
+        c
+    };
+    let v = run_json(&mut dry(&["--timeframe", "1m"]));
+    assert_eq!(v["spec"]["training"]["vol_loss_weight"], 1.0, "{v}");
+    assert_eq!(v["spec"]["training"]["horizon"], 60);
+    let v = run_json(&mut dry(&[
+        "--timeframe",
+        "1m",
+        "--vol-loss-weight",
+        "0.25",
+    ]));
+    assert_eq!(v["spec"]["training"]["vol_loss_weight"], 0.25, "{v}");
+    // 5 m (the default) has no volatility term: the weight is 0 and left out of the spec
+    let v = run_json(&mut dry(&[]));
+    assert!(v["spec"]["training"]["vol_loss_weight"].is_null(), "{v}");
+    let out = dry(&["--timeframe", "1m", "--vol-loss-weight=-1"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("training.vol_loss_weight"), "{err}");
+}

@@ -262,8 +262,7 @@ fn spec_from(b: &CreateBody) -> Result<ExperimentSpec, Rejection> {
     }
     if let Some(tf) = &b.timeframe {
         let tf: jobs::Timeframe = tf.parse().map_err(|e| bad("timeframe", format!("{e}")))?;
-        spec.data.timeframe = tf;
-        spec.training.horizon = tf.horizon_steps();
+        spec.set_timeframe(tf);
     }
     if let Some(h) = b.horizon {
         spec.training.horizon = h;

@@ -85,6 +85,10 @@ pub struct ExperimentArgs {
     /// Paths per window in the SN50 scoring.
     #[arg(long)]
     pub eval_paths: Option<usize>,
+    /// The factor on the Crypto 1 h volatility term in the training loss (default: 1 with
+    /// `--timeframe 1m`, 0 with `5m`; 0 trains on the price CRPS alone).
+    #[arg(long)]
+    pub vol_loss_weight: Option<f64>,
     /// Folder of `ASSET_5m.csv` / `ASSET_1m.csv` bars.
     #[arg(long, default_value = "data")]
     pub data_dir: PathBuf,
@@ -270,10 +274,7 @@ fn build_spec(a: &ExperimentArgs) -> anyhow::Result<(ExperimentSpec, Vec<zoo::sp
     }
     if let Some(tf) = &a.timeframe {
         match tf.parse::<Timeframe>() {
-            Ok(tf) => {
-                spec.data.timeframe = tf;
-                spec.training.horizon = tf.horizon_steps();
-            }
+            Ok(tf) => spec.set_timeframe(tf),
             Err(e) => flag_issues.push(zoo::spec::SpecIssue {
                 field: "data.timeframe".into(),
                 message: format!("{e} (--timeframe)"),
@@ -300,6 +301,9 @@ fn build_spec(a: &ExperimentArgs) -> anyhow::Result<(ExperimentSpec, Vec<zoo::sp
     }
     if let Some(p) = a.eval_paths {
         spec.training.eval_paths = p;
+    }
+    if let Some(w) = a.vol_loss_weight {
+        spec.training.vol_loss_weight = w;
     }
     Ok((spec, flag_issues))
 }
@@ -358,6 +362,11 @@ fn run_spec(
         "val_crps": eval.val_crps,
         "gbm_crps": eval.gbm_crps,
         "crps_ratio": eval.val_crps / eval.gbm_crps,
+        "val_price_crps": eval.val_parts.0,
+        "val_vol_crps": eval.val_parts.1,
+        "gbm_price_crps": eval.gbm_parts.0,
+        "gbm_vol_crps": eval.gbm_parts.1,
+        "vol_loss_weight": spec.training.vol_loss_weight,
         "windows": eval.windows,
         "invalid_windows": {"model": eval.invalid.0, "gbm": eval.invalid.1},
         "per_asset": eval.per_asset.iter().map(|(k, (m, g))| (k.clone(), json!({"val_crps": m, "gbm_crps": g, "crps_ratio": m / g}))).collect::<serde_json::Map<_, _>>(),
@@ -378,15 +387,25 @@ fn print_experiment(v: &serde_json::Value, json: bool) -> anyhow::Result<()> {
     if json {
         return print_json(v);
     }
+    let f = |k: &str| v[k].as_f64().unwrap_or(f64::NAN);
     println!(
         "val CRPS {:.2} vs GBM {:.2} (ratio {:.3}) on {} windows; {} parameters; checkpoint {}",
-        v["val_crps"].as_f64().unwrap_or(f64::NAN),
-        v["gbm_crps"].as_f64().unwrap_or(f64::NAN),
-        v["crps_ratio"].as_f64().unwrap_or(f64::NAN),
+        f("val_crps"),
+        f("gbm_crps"),
+        f("crps_ratio"),
         v["windows"],
         v["param_count"],
         v["checkpoint"].as_str().unwrap_or("")
     );
+    if v["val_vol_crps"].is_number() {
+        println!(
+            "  price {:.2} + volatility {:.2} (GBM {:.2} + {:.2})",
+            f("val_price_crps"),
+            f("val_vol_crps"),
+            f("gbm_price_crps"),
+            f("gbm_vol_crps")
+        );
+    }
     Ok(())
 }
 
@@ -428,8 +447,7 @@ fn experiment(a: ExperimentArgs) -> anyhow::Result<()> {
 fn quick_spec(a: &QuickArgs) -> anyhow::Result<ExperimentSpec> {
     let mut spec = zoo::bench::preset_spec(&a.preset)?;
     spec.data.assets = vec![a.asset.clone()];
-    spec.data.timeframe = a.timeframe;
-    spec.training.horizon = a.timeframe.horizon_steps();
+    spec.set_timeframe(a.timeframe);
     spec.training.epochs = 1;
     spec.training.steps_per_epoch = a.steps;
     spec.training.eval_windows = a.eval_windows;
@@ -473,8 +491,7 @@ fn sweep_specs(a: &SweepArgs) -> anyhow::Result<Vec<(String, ExperimentSpec)>> {
     for name in names {
         let mut spec = zoo::bench::preset_spec(&name)?;
         spec.data.assets = split_list(&a.asset);
-        spec.data.timeframe = a.timeframe;
-        spec.training.horizon = a.timeframe.horizon_steps();
+        spec.set_timeframe(a.timeframe);
         spec.training.epochs = a.epochs;
         spec.training.patience = a.patience;
         if let Some(s) = a.seq_len {

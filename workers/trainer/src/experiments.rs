@@ -28,10 +28,9 @@ pub fn apply_budget(budget: &Budget, spec: &mut ExperimentSpec) {
     t.n_paths = budget.n_paths;
     t.eval_windows = budget.eval_windows;
     t.eval_paths = budget.eval_paths;
-    t.horizon = budget.timeframe.horizon_steps();
     t.warmup_steps = t.warmup_steps.min(budget.steps_per_epoch);
     spec.data.assets = budget.assets.clone();
-    spec.data.timeframe = budget.timeframe;
+    spec.set_timeframe(budget.timeframe);
 }
 
 /// The outcome of one experiment run (serialised as `"ok"` / `"failed"`).

@@ -15,7 +15,8 @@
 //! windows), [`model`] (backbone + head), [`ops`] (an O(n) differentiable cumsum, the fused LSTM),
 //! [`fused`] (layer norm and the CRPS loss as CPU ops with hand-written gradients), [`optim`] (AdamW
 //! with persistable moments),
-//! [`train`] (loss, loop, checkpoints), [`progress`] (the training progress bar),
+//! [`train`] (loss, loop, checkpoints), [`vol_loss`] (the Crypto 1 h volatility term as a
+//! differentiable loss), [`progress`] (the training progress bar),
 //! [`forecaster`] (checkpoint -> SN50 paths; [`forecaster::load_forecaster`] for `--model`),
 //! [`bench`] (training and simulation speed).
 
@@ -57,6 +58,7 @@ pub mod progress;
 pub mod registry;
 pub mod spec;
 pub mod train;
+pub mod vol_loss;
 
 /// Errors from the zoo.
 #[derive(Debug, thiserror::Error)]

@@ -106,6 +106,27 @@ pub struct TrainingSpec {
     /// Paths per window in the SN50 evaluation (the validator asks for 1000).
     #[serde(default = "d_eval_paths")]
     pub eval_paths: usize,
+    /// The factor on the volatility term in the training loss (`zoo::vol_loss`), for
+    /// competitions that score one (Crypto 1 h). 0 (the default, and what specs written before
+    /// it read as) trains on the price CRPS alone; [`ExperimentSpec::set_timeframe`] sets 1.0
+    /// when it switches a spec to `1m`. Left out of the JSON when 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub vol_loss_weight: f64,
+}
+
+fn is_zero(x: &f64) -> bool {
+    *x == 0.0
+}
+
+/// The volatility-loss weight a timeframe starts with: 1.0 for `1m` (the Crypto 1 h
+/// competition scores price CRPS plus a volatility term, weighed as the validator weighs them),
+/// 0 for `5m` (the 24 h competitions have none).
+pub fn default_vol_loss_weight(tf: Timeframe) -> f64 {
+    if tf == Timeframe::OneMinute {
+        1.0
+    } else {
+        0.0
+    }
 }
 
 fn d_wd() -> f64 {
@@ -206,6 +227,7 @@ impl ExperimentSpec {
                 steps_per_epoch: d_steps(),
                 eval_windows: d_eval_windows(),
                 eval_paths: d_eval_paths(),
+                vol_loss_weight: 0.0,
             },
             data: DataSpec {
                 assets: vec!["BTC".into()],
@@ -214,6 +236,18 @@ impl ExperimentSpec {
                 stride: d_stride(),
             },
         }
+    }
+
+    /// Switch the spec to `tf`: the timeframe, the horizon its prompt needs and, when the
+    /// timeframe changes, the volatility-loss weight that timeframe starts with
+    /// ([`default_vol_loss_weight`]). A spec already on `tf` keeps its weight, so an explicit
+    /// (or stored) weight survives re-applying the same timeframe.
+    pub fn set_timeframe(&mut self, tf: Timeframe) {
+        if self.data.timeframe != tf {
+            self.training.vol_loss_weight = default_vol_loss_weight(tf);
+        }
+        self.data.timeframe = tf;
+        self.training.horizon = tf.horizon_steps();
     }
 
     /// Parse JSON text (unknown fields are refused by name).
@@ -383,6 +417,15 @@ impl ExperimentSpec {
             push(
                 "training.crps_alpha",
                 format!("{} must be in [0, 1] (e.g. 0.95)", t.crps_alpha),
+            );
+        }
+        if !(t.vol_loss_weight >= 0.0 && t.vol_loss_weight.is_finite()) {
+            push(
+                "training.vol_loss_weight",
+                format!(
+                    "{} must be a finite number >= 0 (1.0 weighs the volatility term as the validator does, 0 leaves it out)",
+                    t.vol_loss_weight
+                ),
             );
         }
         if t.steps_per_epoch == 0 {

@@ -678,3 +678,160 @@ fn zoo_every_parameter_gets_a_gradient() {
         }
     }
 }
+
+/// The last 3000 BTC 1-minute bars.
+fn btc_1m() -> Option<&'static Bars> {
+    static B: OnceLock<Option<Bars>> = OnceLock::new();
+    B.get_or_init(|| {
+        let b = Bars::load(&data_dir()?.join("BTC_1m.csv")).ok()?;
+        let k = b.len() - 3000;
+        Some(Bars {
+            bar_seconds: b.bar_seconds,
+            timestamps: b.timestamps[k..].to_vec(),
+            open: b.open[k..].to_vec(),
+            high: b.high[k..].to_vec(),
+            low: b.low[k..].to_vec(),
+            close: b.close[k..].to_vec(),
+            volume: b.volume[k..].to_vec(),
+        })
+    })
+    .as_ref()
+}
+
+#[test]
+fn zoo_vol_loss_weight_follows_the_timeframe_and_old_specs_read_zero() {
+    use jobs::Timeframe;
+    let mut s = tiny_spec(&["LSTMBlock"], "GBMHead");
+    assert_eq!(s.training.vol_loss_weight, 0.0);
+    // a zero weight is left out of the JSON, so specs written before the field read back alike
+    let text = serde_json::to_string(&s).unwrap();
+    assert!(!text.contains("vol_loss_weight"), "{text}");
+    s.set_timeframe(Timeframe::OneMinute);
+    assert_eq!((s.training.horizon, s.training.vol_loss_weight), (60, 1.0));
+    let back = ExperimentSpec::from_json(&serde_json::to_string(&s).unwrap()).unwrap();
+    assert_eq!(back.training.vol_loss_weight, 1.0);
+    // re-applying the same timeframe keeps an explicit weight
+    s.training.vol_loss_weight = 0.0;
+    s.set_timeframe(Timeframe::OneMinute);
+    assert_eq!(s.training.vol_loss_weight, 0.0);
+    // a stored 1 m spec without the field reads 0: trained as it was
+    let old = serde_json::to_string(&s).unwrap();
+    assert!(!old.contains("vol_loss_weight"));
+    assert_eq!(
+        ExperimentSpec::from_json(&old)
+            .unwrap()
+            .training
+            .vol_loss_weight,
+        0.0
+    );
+    s.training.vol_loss_weight = 0.7;
+    s.set_timeframe(Timeframe::FiveMinutes);
+    assert_eq!((s.training.horizon, s.training.vol_loss_weight), (288, 0.0));
+    s.training.vol_loss_weight = -1.0;
+    let e = s.validate().unwrap_err();
+    assert!(
+        e.iter().any(|i| i.field == "training.vol_loss_weight"),
+        "{e:?}"
+    );
+    s.training.vol_loss_weight = f64::NAN;
+    assert!(s.validate().is_err());
+}
+
+/// On 1 m bars, for an affine head (the fused CPU path) and a head that returns increments:
+/// the loss with the term is the price loss plus `weight * term` on the same paths (linear in
+/// the weight, the noise unchanged), the term is positive and has gradients; with weight 0 the
+/// spec trains on the price loss alone.
+#[test]
+fn zoo_batch_loss_adds_the_weighted_vol_term() {
+    use super::train::{batch_loss_with, batch_ret_std, vol_loss_for};
+    let Some(bars) = btc_1m() else { return };
+    for head in ["GBMHead", "SDEHead"] {
+        let mut spec = tiny_spec(&["LSTMBlock"], head);
+        spec.set_timeframe(jobs::Timeframe::OneMinute);
+        let r = spec.validate().unwrap();
+        let w = AssetWindows::new("BTC", bars.clone(), 16, 60, 0.2, 12).unwrap();
+        let dev = Device::Cpu;
+        let vm = SeededVarMap::new(3);
+        let model = ZooModel::build(&spec, &r, vm.builder(&dev)).unwrap();
+        let items: Vec<(usize, usize)> = w.train.iter().take(6).map(|&i| (0, i)).collect();
+        let data = [w];
+        let (x, y) = make_batch(&spec, &data, &items, &dev).unwrap();
+        let rs = batch_ret_std(&data, &items, &dev).unwrap();
+        let vol1 = vol_loss_for(&spec)
+            .unwrap()
+            .expect("1 m trains with the term");
+        assert_eq!(vol1.weight, 1.0);
+        let mut vol2 = vol1.clone();
+        vol2.weight = 2.0;
+        let loss = |v: Option<&super::vol_loss::VolLoss>| {
+            let mut noise = Noise::new(17, &dev);
+            batch_loss_with(
+                &model,
+                &x,
+                &y,
+                16,
+                LossKind::Crps,
+                0.95,
+                &mut noise,
+                v.map(|v| (v, &rs)),
+            )
+            .unwrap()
+        };
+        let l0 = loss(None).to_scalar::<f32>().unwrap() as f64;
+        let mut noise = Noise::new(17, &dev);
+        let plain = batch_loss(&model, &x, &y, 16, LossKind::Crps, 0.95, &mut noise)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap() as f64;
+        assert_eq!(l0, plain);
+        let t1 = loss(Some(&vol1));
+        let l1 = t1.to_scalar::<f32>().unwrap() as f64;
+        let l2 = loss(Some(&vol2)).to_scalar::<f32>().unwrap() as f64;
+        let term = l1 - l0;
+        assert!(term > 1e-4 * l0, "{head}: term {term} of {l0}");
+        assert!(
+            ((l2 - l0) - 2.0 * term).abs() < 1e-4 * l0,
+            "{head}: {l0} {l1} {l2}"
+        );
+        let g = t1.backward().unwrap();
+        let n_grads = vm.vars().iter().filter(|v| g.get(v).is_some()).count();
+        assert_eq!(n_grads, vm.vars().len(), "{head}");
+        spec.training.vol_loss_weight = 0.0;
+        assert!(vol_loss_for(&spec).unwrap().is_none());
+    }
+}
+
+/// The evaluation's breakdown: the total is `miner_total_score`'s, bit for bit, and is the
+/// price CRPS plus the volatility term on a 1 h window of real bars.
+#[test]
+fn zoo_score_detail_is_the_validator_total_and_its_parts() {
+    use super::train::score_detail;
+    use sn50::constants::{PromptKind, Sn50Config};
+    use sn50::forecast::{ForecastRequest, Forecaster, Gbm};
+    let Some(bars) = btc_1m() else { return };
+    let cfg = Sn50Config::default();
+    let c = cfg.scoring(PromptKind::High, "BTC").unwrap();
+    let gbm = Gbm::new(cfg.clone());
+    let i = 1000;
+    let spot = bars.close[i];
+    let req = ForecastRequest {
+        asset: "BTC".into(),
+        start_time: bars.timestamps[i] + 60,
+        time_increment: 60,
+        time_length: 3600,
+        num_simulations: 200,
+        spot,
+        history: None,
+        as_of: bars.timestamps[i] + 60,
+    };
+    let paths = gbm
+        .forecast(&req, &mut ChaCha8Rng::seed_from_u64(4))
+        .unwrap();
+    let real = bars.close[i..=i + 60].to_vec();
+    let (total, price, vol) = score_detail(&paths, &real, c).unwrap();
+    let want = sn50::vol::miner_total_score(&paths, &real, c);
+    assert_eq!(total.to_bits(), want.to_bits());
+    let vol = vol.expect("the 1 h competition has a volatility term");
+    assert!(vol > 0.0 && price > 0.0);
+    assert_eq!((price + vol).to_bits(), total.to_bits());
+}

@@ -20,13 +20,14 @@ use super::model::{HeadSample, ZooModel};
 use super::optim::{AdamW, AdamWParams};
 use super::params::{hash_str, Noise, SeededVarMap};
 use super::spec::{ExperimentSpec, LossKind};
+use super::vol_loss::VolLoss;
 use super::ZooError;
 use sn50::constants::{PromptKind, Sn50Config};
 use sn50::crps::{Paths, INVALID_SCORE};
 use sn50::data::{asset_file, Bars};
 use sn50::forecast::{ForecastRequest, Forecaster, Gbm};
 use sn50::response::encode_price;
-use sn50::vol::miner_total_score;
+use sn50::vol::calculate_total_score_for_miner;
 
 /// File names inside a checkpoint directory.
 pub const WEIGHTS_FILE: &str = "model.safetensors";
@@ -76,7 +77,8 @@ fn horizon_scale(h: usize, device: &Device) -> candle_core::Result<Tensor> {
     Tensor::from_vec(v, (1, h), device)
 }
 
-/// The training loss of a model on one batch.
+/// The training loss of a model on one batch: the sample CRPS of the paths (see
+/// [`batch_loss_with`] for the volatility term).
 pub fn batch_loss(
     model: &ZooModel,
     x: &Tensor,
@@ -86,26 +88,89 @@ pub fn batch_loss(
     alpha: f64,
     noise: &mut Noise,
 ) -> candle_core::Result<Tensor> {
+    batch_loss_with(model, x, y, n_paths, kind, alpha, noise, None)
+}
+
+/// [`batch_loss`] plus, when `vol` is given and active, `weight * vol term`
+/// ([`VolLoss::loss`]) on the same sampled paths; `vol`'s tensor holds each window's `ret_std`
+/// (`(b)`, see [`batch_ret_std`]). The noise drawn is the same with or without the term.
+#[allow(clippy::too_many_arguments)]
+pub fn batch_loss_with(
+    model: &ZooModel,
+    x: &Tensor,
+    y: &Tensor,
+    n_paths: usize,
+    kind: LossKind,
+    alpha: f64,
+    noise: &mut Noise,
+    vol: Option<(&VolLoss, &Tensor)>,
+) -> candle_core::Result<Tensor> {
+    let vol = vol.filter(|(v, _)| v.is_active());
     let h = model.backbone(x)?;
     let cpu_f32 = h.device().is_cpu() && h.dtype() == DType::F32;
     let inc = match model.head_sample(&h, n_paths, noise)? {
         // sampling and the loss as one op: the increments never enter the graph
-        HeadSample::Affine(a) if cpu_f32 => {
+        HeadSample::Affine(a) if cpu_f32 && vol.is_none() => {
             return super::fused::crps_loss_affine(&a.eps, &a.mu, &a.sigma, y, kind, alpha)
         }
         HeadSample::Affine(a) => super::fused::affine_noise(&a.eps, &a.mu, &a.sigma)?,
         HeadSample::Increments(inc) => inc, // (b, n, h)
     };
-    if inc.device().is_cpu() && inc.dtype() == DType::F32 {
+    let price = if inc.device().is_cpu() && inc.dtype() == DType::F32 {
         // cumsum, horizon scale and sample CRPS as one op with its gradient
-        return super::fused::crps_loss(&inc, y, kind, alpha);
+        super::fused::crps_loss(&inc, y, kind, alpha)?
+    } else {
+        let h = inc.dim(2)?;
+        let scale = horizon_scale(h, x.device())?;
+        let cum = super::ops::cumsum_last(&inc)?.broadcast_mul(&scale.unsqueeze(0)?)?; // (b, n, h)
+        let samples = cum.transpose(1, 2)?.contiguous()?; // (b, h, n)
+        let target = y.broadcast_mul(&scale)?;
+        sample_crps(&samples, &target, kind, alpha)?
+    };
+    match vol {
+        Some((v, ret_std)) => price + v.loss(&inc, y, ret_std)?,
+        None => Ok(price),
     }
-    let h = inc.dim(2)?;
-    let scale = horizon_scale(h, x.device())?;
-    let cum = super::ops::cumsum_last(&inc)?.broadcast_mul(&scale.unsqueeze(0)?)?; // (b, n, h)
-    let samples = cum.transpose(1, 2)?.contiguous()?; // (b, h, n)
-    let target = y.broadcast_mul(&scale)?;
-    sample_crps(&samples, &target, kind, alpha)
+}
+
+/// The volatility term a spec trains with: `None` when `training.vol_loss_weight` is 0 or the
+/// competition that scores the spec's prompts (that of its first asset; every asset of one
+/// timeframe is scored by the same competition in the 2026-12 table) has no volatility blocks.
+pub fn vol_loss_for(spec: &ExperimentSpec) -> Result<Option<VolLoss>, ZooError> {
+    let t = &spec.training;
+    if t.vol_loss_weight <= 0.0 {
+        return Ok(None);
+    }
+    let cfg = Sn50Config::default();
+    let kind = prompt_kind(t.horizon);
+    let asset = spec.data.assets.first().map(String::as_str).unwrap_or("");
+    let c = cfg
+        .scoring(kind, asset)
+        .ok_or(ZooError::NoCompetition(kind.label()))?;
+    let v = VolLoss::new(t.vol_loss_weight, c, t.horizon);
+    Ok(v.is_active().then_some(v))
+}
+
+/// Each window's asset's `ret_std`, `(b)`, for [`batch_loss_with`].
+pub fn batch_ret_std(
+    data: &[AssetWindows],
+    items: &[(usize, usize)],
+    device: &Device,
+) -> candle_core::Result<Tensor> {
+    let v: Vec<f32> = items
+        .iter()
+        .map(|&(a, _)| data[a].norm.ret_std as f32)
+        .collect();
+    Tensor::from_vec(v, items.len(), device)
+}
+
+/// The prompt a horizon answers: 288 steps the 24 h prompt, anything else the 1 h one.
+fn prompt_kind(horizon: usize) -> PromptKind {
+    if horizon == 288 {
+        PromptKind::Low
+    } else {
+        PromptKind::High
+    }
 }
 
 /// Where training reads and writes.
@@ -256,6 +321,7 @@ fn val_loss(
     device: &Device,
 ) -> Result<f64, ZooError> {
     let t = &spec.training;
+    let vol = vol_loss_for(spec)?;
     let mut noise = Noise::new(t.seed ^ 0x0005_EED0_F7A1, device);
     let mut items = Vec::new();
     for (a, d) in data.iter().enumerate() {
@@ -267,7 +333,17 @@ fn val_loss(
     let mut count = 0usize;
     for chunk in items.chunks(t.batch_size.max(1)) {
         let (x, y) = make_batch(spec, data, chunk, device)?;
-        let l = batch_loss(model, &x, &y, t.n_paths, t.loss, t.crps_alpha, &mut noise)?;
+        let rs = batch_ret_std(data, chunk, device)?;
+        let l = batch_loss_with(
+            model,
+            &x,
+            &y,
+            t.n_paths,
+            t.loss,
+            t.crps_alpha,
+            &mut noise,
+            vol.as_ref().map(|v| (v, &rs)),
+        )?;
         total += l.to_scalar::<f32>()? as f64 * chunk.len() as f64;
         count += chunk.len();
     }
@@ -331,6 +407,7 @@ pub fn train_observed(
     let t = &spec.training;
     let device = &opts.device;
     let data = load_windows(spec, &opts.data_dir)?;
+    let vol = vol_loss_for(spec)?;
     let vm = SeededVarMap::new(t.seed);
     let model = ZooModel::build(spec, &r, vm.builder(device))?;
     let named = vm.named_vars();
@@ -423,8 +500,18 @@ pub fn train_observed(
         for chunk in order.chunks(t.batch_size).take(t.steps_per_epoch) {
             let batch: Vec<(usize, usize)> = chunk.iter().map(|&k| items[k]).collect();
             let (x, y) = make_batch(spec, &data, &batch, device)?;
+            let rs = batch_ret_std(&data, &batch, device)?;
             opt.set_learning_rate(lr_at(spec, state.steps, total_steps));
-            let loss = batch_loss(&model, &x, &y, t.n_paths, t.loss, t.crps_alpha, &mut noise)?;
+            let loss = batch_loss_with(
+                &model,
+                &x,
+                &y,
+                t.n_paths,
+                t.loss,
+                t.crps_alpha,
+                &mut noise,
+                vol.as_ref().map(|v| (v, &rs)),
+            )?;
             let lv = loss.to_scalar::<f32>()? as f64;
             if !lv.is_finite() {
                 return Err(ZooError::Diverged(format!(
@@ -617,14 +704,40 @@ pub fn as_sent(paths: &Paths) -> Paths {
 /// SN50 CRPS of a model and of the GBM baseline on the same validation windows.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Sn50Eval {
-    /// Mean SN50 CRPS of the model over the scored windows.
+    /// Mean SN50 score of the model over the scored windows: the validator's total (price CRPS
+    /// plus, where the competition has one, the volatility term).
     pub val_crps: f64,
-    /// Mean SN50 CRPS of the reference GBM on the same windows.
+    /// Mean SN50 score of the reference GBM on the same windows.
     pub gbm_crps: f64,
+    /// The model's mean price CRPS and mean volatility term over its valid windows
+    /// (`val_crps` is their sum); the term is `None` for competitions without one.
+    pub val_parts: (f64, Option<f64>),
+    /// The same for the GBM.
+    pub gbm_parts: (f64, Option<f64>),
     pub windows: usize,
     /// Windows the validator would score -1 (model / gbm).
     pub invalid: (usize, usize),
     pub per_asset: std::collections::BTreeMap<String, (f64, f64)>,
+}
+
+/// One window's exact validator score, `(total, price, vol)`, or `None` where the validator
+/// scores `-1`: the total is [`sn50::vol::miner_total_score`]'s (its body: the worker score of
+/// `calculate_total_score_for_miner`, `-1` on an error), with the breakdown it is the sum of.
+pub fn score_detail(
+    sims: &Paths,
+    real: &[f64],
+    c: &sn50::competition::Competition,
+) -> Option<(f64, f64, Option<f64>)> {
+    let d = calculate_total_score_for_miner(
+        sims,
+        real,
+        c.time_increment,
+        &c.scoring_intervals,
+        &c.vol_blocks,
+    )
+    .ok()?;
+    let total = d.worker_score();
+    (total != INVALID_SCORE).then(|| (total, d.price, d.vol.map(|v| v.total)))
 }
 
 /// Score `model` and the reference GBM with the validator's CRPS on up to
@@ -638,13 +751,11 @@ pub fn evaluate_sn50(
 ) -> Result<Sn50Eval, ZooError> {
     let t = &spec.training;
     let cfg = Sn50Config::default();
-    let kind = if t.horizon == 288 {
-        PromptKind::Low
-    } else {
-        PromptKind::High
-    };
+    let kind = prompt_kind(t.horizon);
     let gbm = Gbm::new(cfg.clone());
     let (mut ms, mut gs) = (Vec::new(), Vec::new());
+    // (price, vol) of the valid windows, model and GBM
+    let (mut mp, mut gp_parts) = (Vec::new(), Vec::new());
     let mut invalid = (0, 0);
     let mut per_asset = std::collections::BTreeMap::new();
     for (a, d) in data.iter().enumerate() {
@@ -672,17 +783,21 @@ pub fn evaluate_sn50(
                 as_of: d.bars.timestamps[i] + bar,
             };
             let gp = gbm.forecast(&req, &mut ChaCha8Rng::seed_from_u64(seed))?;
-            let m = miner_total_score(&as_sent(&paths), &real, prompt);
-            let g = miner_total_score(&as_sent(&gp), &real, prompt);
-            if m == INVALID_SCORE {
-                invalid.0 += 1;
-            } else {
-                am.push(m);
+            let m = score_detail(&as_sent(&paths), &real, prompt);
+            let g = score_detail(&as_sent(&gp), &real, prompt);
+            match m {
+                None => invalid.0 += 1,
+                Some((total, price, vol)) => {
+                    am.push(total);
+                    mp.push((price, vol));
+                }
             }
-            if g == INVALID_SCORE {
-                invalid.1 += 1;
-            } else {
-                ag.push(g);
+            match g {
+                None => invalid.1 += 1,
+                Some((total, price, vol)) => {
+                    ag.push(total);
+                    gp_parts.push((price, vol));
+                }
             }
         }
         let mean = |v: &[f64]| {
@@ -703,9 +818,16 @@ pub fn evaluate_sn50(
             v.iter().sum::<f64>() / v.len() as f64
         }
     };
+    let parts = |v: &[(f64, Option<f64>)]| {
+        let price: Vec<f64> = v.iter().map(|p| p.0).collect();
+        let vol: Vec<f64> = v.iter().filter_map(|p| p.1).collect();
+        (mean(&price), (!vol.is_empty()).then(|| mean(&vol)))
+    };
     Ok(Sn50Eval {
         val_crps: mean(&ms),
         gbm_crps: mean(&gs),
+        val_parts: parts(&mp),
+        gbm_parts: parts(&gp_parts),
         windows: ms.len().max(gs.len()),
         invalid,
         per_asset,
