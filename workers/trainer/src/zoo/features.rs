@@ -246,6 +246,14 @@ impl AssetWindows {
         })
     }
 
+    /// Whether window `i - 1` has its full history (`seq_len` bars and the features' look-back,
+    /// consecutive with bar `i`): what a validator's request for the path after bar `i` sees,
+    /// as it is sent before bar `i` closes.
+    pub fn has_request_history(&self, i: usize, seq_len: usize) -> bool {
+        let need = seq_len + VOL_WINDOW;
+        i >= need && i < self.runs.len() && self.runs[i] + need <= i
+    }
+
     /// The model input of window `i`: `seq_len x features`, row-major.
     pub fn input(&self, i: usize, seq_len: usize, names: &[String], out: &mut Vec<f32>) {
         for j in i + 1 - seq_len..=i {

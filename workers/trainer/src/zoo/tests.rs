@@ -623,6 +623,12 @@ fn zoo_windows_skip_gaps_and_split_in_time() {
         .train
         .iter()
         .all(|&i| !(i + 1 - s - super::features::VOL_WINDOW < k && i + h >= k)));
+    // the evaluation's request history (window i - 1) is whole right after a gap only once
+    // the full look-back has passed since it
+    let need = s + super::features::VOL_WINDOW;
+    assert!(!g.has_request_history(k + need - 1, s));
+    assert!(g.has_request_history(k + need, s));
+    assert!(!g.has_request_history(need - 1, s) && g.has_request_history(need, s));
 }
 
 /// Every trainable parameter of every block (with the GBM head) and of every head (after a TCN

@@ -742,7 +742,11 @@ pub fn score_detail(
 
 /// Score `model` and the reference GBM with the validator's CRPS on up to
 /// `training.eval_windows` validation windows per asset, `training.eval_paths` paths each. The
-/// realised path of window `i` is `close[i..=i+horizon]`, the grid the model simulates.
+/// realised path of window `i` is `close[i..=i+horizon]`, starting when bar `i` closes; the
+/// prompt is timed as validators time it, before that: the model sees the history up to bar
+/// `i - 1` and both it and the GBM start their paths from bar `i - 1`'s close, the spot a
+/// miner has at request time (`start - 60 s` on 1-minute bars; the last 5-minute close on
+/// 5-minute bars). A window without history before bar `i - 1` is skipped.
 pub fn evaluate_sn50(
     spec: &ExperimentSpec,
     model: &ZooModel,
@@ -765,10 +769,15 @@ pub fn evaluate_sn50(
             .scoring(kind, &d.asset)
             .ok_or(ZooError::NoCompetition(kind.label()))?;
         let (mut am, mut ag) = (Vec::new(), Vec::new());
+        let seq_len = spec.model.backbone.seq_len;
         for k in spread(d.val.len(), t.eval_windows) {
             let i = d.val[k];
-            let (x, _) = make_batch(spec, data, &[(a, i)], device)?;
-            let spot = d.bars.close[i];
+            if !d.has_request_history(i, seq_len) {
+                continue;
+            }
+            // the request is sent before bar i closes: history and spot end at bar i - 1
+            let (x, _) = make_batch(spec, data, &[(a, i - 1)], device)?;
+            let spot = d.bars.close[i - 1];
             let seed = t.seed ^ hash_str(&d.asset) ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
             let paths = simulate(model, &x, spot, t.eval_paths, d.norm.ret_std, seed)?;
             let real: Vec<f64> = d.bars.close[i..=i + t.horizon].to_vec();
@@ -780,7 +789,7 @@ pub fn evaluate_sn50(
                 num_simulations: t.eval_paths,
                 spot,
                 history: None,
-                as_of: d.bars.timestamps[i] + bar,
+                as_of: d.bars.timestamps[i],
             };
             let gp = gbm.forecast(&req, &mut ChaCha8Rng::seed_from_u64(seed))?;
             let m = score_detail(&as_sent(&paths), &real, prompt);
