@@ -140,7 +140,10 @@ fn shadow_prompts_are_recorded_then_scored_once_their_window_has_passed() {
         assert!(res.crps > 0.0 && res.gbm_crps > 0.0, "{res:?}");
         assert_eq!(res.error, None);
         // scoring the record again gives the same numbers, to the bit
-        let bars = Bars::load(&data.join(format!("{asset}_1m.csv"))).unwrap();
+        // the bars the scorer priced the 24 h prompt with (the 5-minute file)
+        let file = sn50::data::asset_file_for_step(&data, asset, 300).unwrap();
+        assert!(file.ends_with(format!("{asset}_5m.csv")), "{file:?}");
+        let bars = Bars::load(&file).unwrap();
         let again = shadow::score_record(&rec, Ok(model.as_ref()), &gbm, &bars, &config).unwrap();
         assert_eq!((again.0, again.1), (res.crps, res.gbm_crps));
     }
