@@ -60,7 +60,8 @@ pub enum ScoreCommand {
     Backtest {
         /// The model: `gbm`, a classical baseline (`ewma`, `ewma-t`, `ewma-tod`, `ewma-tod-t`,
         /// `garch`, `garch-t`, `garch-tod`, `garch-tod-t`, `gjr-tod-t`, `har`, `har-tod`,
-        /// `har-tod-t`), or a checkpoint folder written by `experiment` / `model quick`.
+        /// `har-tod-t`; `cal-` before a name fits its width on the asset's recent prompts, e.g.
+        /// `cal-garch-tod-t`), or a checkpoint folder written by `experiment` / `model quick`.
         #[arg(long, default_value = "gbm")]
         model: String,
         /// The reference scored on the same windows (its share of each competition is the
@@ -290,7 +291,7 @@ pub async fn score(args: ScoreArgs) -> anyhow::Result<()> {
             }
             let load = |name: &str| -> anyhow::Result<Box<dyn forecast::Forecaster>> {
                 let name = name.trim();
-                Ok(if forecast::MODELS.contains(&name) {
+                Ok(if forecast::is_model_name(name) {
                     forecast::model_by_name(name, &cfg)?
                 } else {
                     let device = trainer::zoo::device(&device)?;

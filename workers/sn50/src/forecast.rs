@@ -146,7 +146,8 @@ impl Forecaster for Gbm {
 }
 
 /// The models `--model` knows by name: the reference GBM and the classical baselines
-/// ([`super::classical`], [`super::garch`], [`super::har`]).
+/// ([`super::classical`], [`super::garch`], [`super::har`]); any of them with `cal-` before
+/// it is width-calibrated on recent prompts ([`super::calibrate`]).
 pub const MODELS: &[&str] = &[
     "gbm",
     "ewma",
@@ -163,11 +164,21 @@ pub const MODELS: &[&str] = &[
     "har-tod-t",
 ];
 
+/// Whether `name` is a model [`model_by_name`] builds: one of [`MODELS`], or `cal-` before one.
+pub fn is_model_name(name: &str) -> bool {
+    let base = name.strip_prefix(super::calibrate::PREFIX).unwrap_or(name);
+    MODELS.contains(&base)
+}
+
 /// Build a forecaster by name.
 pub fn model_by_name(
     name: &str,
     config: &Sn50Config,
 ) -> Result<Box<dyn Forecaster>, ForecastError> {
+    if let Some(inner) = name.strip_prefix(super::calibrate::PREFIX) {
+        let inner = model_by_name(inner, config)?;
+        return Ok(Box::new(super::calibrate::Calibrated::new(inner)));
+    }
     match name {
         "gbm" => Ok(Box::new(Gbm::new(config.clone()))),
         other => {
@@ -263,6 +274,14 @@ mod tests {
             Err(ForecastError::BadGrid { .. })
         ));
         assert!(model_by_name("lstm", &Sn50Config::default()).is_err());
+        assert!(model_by_name("cal-lstm", &Sn50Config::default()).is_err());
+        assert_eq!(
+            model_by_name("cal-garch-tod-t", &Sn50Config::default())
+                .unwrap()
+                .name(),
+            "cal-garch-tod-t"
+        );
+        assert!(is_model_name("cal-ewma") && is_model_name("har") && !is_model_name("cal-"));
         for name in MODELS {
             assert_eq!(
                 model_by_name(name, &Sn50Config::default()).unwrap().name(),

@@ -29,6 +29,7 @@
 
 pub mod backtest;
 pub mod bench;
+pub mod calibrate;
 pub mod classical;
 pub mod competition;
 pub mod constants;
