@@ -57,6 +57,17 @@ impl<E> Failure<E> {
         Failure::Transient { error, after: None }
     }
 
+    /// The same failure with its error converted.
+    pub fn map<F>(self, f: impl FnOnce(E) -> F) -> Failure<F> {
+        match self {
+            Failure::Transient { error, after } => Failure::Transient {
+                error: f(error),
+                after,
+            },
+            Failure::Permanent(error) => Failure::Permanent(f(error)),
+        }
+    }
+
     fn error(&self) -> &E {
         match self {
             Failure::Transient { error, .. } | Failure::Permanent(error) => error,

@@ -40,6 +40,7 @@ pub mod encode;
 pub mod forecast;
 pub mod garch;
 pub mod har;
+mod http;
 pub mod lanes;
 pub mod pyfloat;
 pub mod pyth;

@@ -16,6 +16,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::constants::{asset_info, PYTH_BENCHMARKS_URL, PYTH_HERMES_URL};
+use super::http::Fault;
 
 /// Environment variable overriding the Hermes base URL.
 pub const HERMES_URL_ENV: &str = "PYTH_HERMES_URL";
@@ -483,70 +484,28 @@ impl PythClient {
         query: &[(&str, String)],
         attempt: u32,
     ) -> Result<String, Failure<PythError>> {
-        let transport = |e: reqwest::Error| {
-            if e.is_timeout() {
-                PythError::Timeout {
+        let request = self.http.get(url).query(query);
+        super::http::send_once(request).await.map_err(|f| {
+            f.map(|fault| match fault {
+                Fault::Timeout => PythError::Timeout {
                     url: url.to_string(),
                     timeout_ms: self.config.timeout.as_millis(),
                     attempts: attempt,
-                }
-            } else {
-                PythError::Transport {
+                },
+                Fault::Transport(message) => PythError::Transport {
                     url: url.to_string(),
                     attempts: attempt,
-                    message: error_chain(&e),
-                }
-            }
-        };
-        let resp = match self.http.get(url).query(query).send().await {
-            Ok(r) => r,
-            Err(e) if e.is_builder() => return Err(Failure::Permanent(transport(e))),
-            Err(e) => return Err(Failure::transient(transport(e))),
-        };
-        let status = resp.status();
-        let retry_after = resp
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|h| h.to_str().ok())
-            .and_then(|s| s.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
-        let body = match resp.text().await {
-            Ok(b) => b,
-            Err(e) => return Err(Failure::transient(transport(e))),
-        };
-        if status.is_success() {
-            return Ok(body);
-        }
-        let err = PythError::Status {
-            url: url.to_string(),
-            status: status.as_u16(),
-            attempts: attempt,
-            body: body.chars().take(200).collect(),
-        };
-        if status.as_u16() == 429 || status.is_server_error() {
-            Err(Failure::Transient {
-                error: err,
-                after: retry_after,
+                    message,
+                },
+                Fault::Status { status, body } => PythError::Status {
+                    url: url.to_string(),
+                    status,
+                    attempts: attempt,
+                    body,
+                },
             })
-        } else {
-            Err(Failure::Permanent(err))
-        }
+        })
     }
-}
-
-/// An error with its sources, `a: b: c`.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(inner) = src {
-        let m = inner.to_string();
-        if !s.contains(&m) {
-            s.push_str(": ");
-            s.push_str(&m);
-        }
-        src = inner.source();
-    }
-    s
 }
 
 #[cfg(test)]

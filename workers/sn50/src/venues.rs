@@ -26,6 +26,7 @@ use jobs::retry::{Failure, RetryPolicy};
 use serde_json::Value;
 
 use super::constants::{PriceSource, Sn50Config, Venue, BINANCE_API_URL, HYPERLIQUID_API_URL};
+use super::http::Fault;
 use super::pyth::{HistoryBar, PythClient, PythConfig, PythError, Resolution};
 
 /// Environment variable overriding the Binance base URL.
@@ -655,74 +656,31 @@ impl VenueClient {
         req: &Request<'_>,
         attempt: u32,
     ) -> Result<String, Failure<VenueError>> {
-        let transport = |e: reqwest::Error| {
-            if e.is_timeout() {
-                VenueError::Timeout {
-                    url: named.to_string(),
-                    timeout_ms: self.config.timeout.as_millis(),
-                    attempts: attempt,
-                }
-            } else {
-                VenueError::Transport {
-                    url: named.to_string(),
-                    attempts: attempt,
-                    message: error_chain(&e),
-                }
-            }
-        };
-        let builder = match req {
+        let request = match req {
             Request::Get(query) => self.http.get(url).query(query),
             Request::Post(body) => self.http.post(url).json(body),
         };
-        let resp = match builder.send().await {
-            Ok(r) => r,
-            Err(e) if e.is_builder() => return Err(Failure::Permanent(transport(e))),
-            Err(e) => return Err(Failure::transient(transport(e))),
-        };
-        let status = resp.status();
-        let retry_after = resp
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|h| h.to_str().ok())
-            .and_then(|s| s.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
-        let body = match resp.text().await {
-            Ok(b) => b,
-            Err(e) => return Err(Failure::transient(transport(e))),
-        };
-        if status.is_success() {
-            return Ok(body);
-        }
-        let err = VenueError::Status {
-            url: named.to_string(),
-            status: status.as_u16(),
-            attempts: attempt,
-            body: body.chars().take(200).collect(),
-        };
-        if status.as_u16() == 429 || status.is_server_error() {
-            Err(Failure::Transient {
-                error: err,
-                after: retry_after,
+        super::http::send_once(request).await.map_err(|f| {
+            f.map(|fault| match fault {
+                Fault::Timeout => VenueError::Timeout {
+                    url: named.to_string(),
+                    timeout_ms: self.config.timeout.as_millis(),
+                    attempts: attempt,
+                },
+                Fault::Transport(message) => VenueError::Transport {
+                    url: named.to_string(),
+                    attempts: attempt,
+                    message,
+                },
+                Fault::Status { status, body } => VenueError::Status {
+                    url: named.to_string(),
+                    status,
+                    attempts: attempt,
+                    body,
+                },
             })
-        } else {
-            Err(Failure::Permanent(err))
-        }
+        })
     }
-}
-
-/// An error with its sources, `a: b: c`.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(inner) = src {
-        let m = inner.to_string();
-        if !s.contains(&m) {
-            s.push_str(": ");
-            s.push_str(&m);
-        }
-        src = inner.source();
-    }
-    s
 }
 
 /// Prices of SN50 assets from each asset's realised-price source (venue and symbol from the
