@@ -854,8 +854,9 @@ fn idle_sessions_expire_after_their_ttl() {
     assert_eq!(st, 404, "the idle session should have expired: {r}");
 }
 
-/// A stand-in for Pyth Hermes on loopback (this machine has no internet):
-/// answers every request with one latest-price body for BTC.
+/// A stand-in for Pyth Hermes and Binance's ticker on loopback (this machine
+/// has no internet): answers a Binance ticker request with BTCUSDT's price and
+/// every other request with one Hermes latest-price body for BTC.
 fn fake_hermes() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
@@ -863,11 +864,16 @@ fn fake_hermes() -> u16 {
         for s in l.incoming() {
             let Ok(mut s) = s else { continue };
             let mut buf = [0u8; 4096];
-            let _ = s.read(&mut buf);
-            let body = json!({"parsed": [{"id": "e62df6c8b4a85fe1a67db44dc12de5db330f7ac66b72dc658afedf0f4a415b43",
+            let n = s.read(&mut buf).unwrap_or(0);
+            let head = String::from_utf8_lossy(&buf[..n]);
+            let body = if head.starts_with("GET /api/v3/ticker/price") {
+                json!({"symbol": "BTCUSDT", "price": "97123.45678901"}).to_string()
+            } else {
+                json!({"parsed": [{"id": "e62df6c8b4a85fe1a67db44dc12de5db330f7ac66b72dc658afedf0f4a415b43",
                 "price": {"price": "9712345678901", "conf": "2345678", "expo": -8,
                           "publish_time": 1764000000}}]})
-            .to_string();
+                .to_string()
+            };
             let _ = write!(
                 s,
                 "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
@@ -889,6 +895,7 @@ fn catalog_market_history_and_auth_routes() {
         &[],
         &[
             ("PYTH_HERMES_URL", &hermes),
+            ("BINANCE_API_URL", &hermes),
             ("SYNTH_DATA_DIR", &shared_data()),
         ],
     );
@@ -965,10 +972,14 @@ fn catalog_market_history_and_auth_routes() {
     assert_eq!(get("/agents/prompts/read?filename=x.md").0, 404);
     assert!(get("/agents/tools").1["total"].as_u64().unwrap() > 5);
 
-    // Market: price through (a stand-in for) Hermes, history from the data dir.
+    // Market: price from BTC's venue (a stand-in for Binance), history from the data dir.
     let (st, p) = get("/market/price/btc");
     assert_eq!(st, 200, "{p}");
     assert_eq!(p["asset"], "BTC");
+    assert_eq!(
+        (p["venue"].as_str(), p["symbol"].as_str()),
+        (Some("binance"), Some("BTCUSDT"))
+    );
     assert!(
         (p["price"].as_f64().unwrap() - 97123.45678901).abs() < 1e-6,
         "{p}"
@@ -1107,6 +1118,8 @@ fn client_command_drives_the_bridge() {
         &[],
         &[
             ("PYTH_HERMES_URL", &hermes),
+            ("BINANCE_API_URL", &hermes),
+            ("HYPERLIQUID_API_URL", &hermes),
             ("SYNTH_DATA_DIR", &shared_data()),
         ],
     );
@@ -1410,6 +1423,8 @@ fn openapi_fuzzing_finds_no_server_errors() {
         &["--out", &out, "--rate-per-min", "100000000"],
         &[
             ("PYTH_HERMES_URL", &hermes),
+            ("BINANCE_API_URL", &hermes),
+            ("HYPERLIQUID_API_URL", &hermes),
             ("SYNTH_DATA_DIR", &shared_data()),
         ],
     );

@@ -1,5 +1,7 @@
-//! Market data over HTTP: the latest Pyth price of an asset
-//! (`sn50::pyth`, Hermes at `PYTH_HERMES_URL`), bars from the data
+//! Market data over HTTP: the latest price of an asset from its realised-price
+//! venue (`sn50::venues::PriceClient`: Binance at `BINANCE_API_URL`, Hyperliquid
+//! at `HYPERLIQUID_API_URL`, Pyth Hermes at `PYTH_HERMES_URL` for an asset whose
+//! source the constants, `SYNTH_CITY_SN50_CONSTANTS`, set to `pyth`), bars from the data
 //! directory (`sn50::data`: `SYNTH_DATA_DIR`, else the bridge's
 //! `--data-dir` when it exists, else `../shared/data`), and the fan chart's
 //! data: paths simulated by the reference GBM from a past moment of the
@@ -7,7 +9,7 @@
 //!
 //! Assets are SN50's (`BTC`, `ETH`, `SOL`, `XAU`, `SP500`, ...), matched
 //! case-insensitively; anything else is a 400 naming the parameter. An
-//! upstream failure (Pyth unreachable) is a 502 that says so.
+//! upstream failure (a venue unreachable) is a 502 that says so.
 //!
 //! It only reads: bars are loaded once per (asset, timeframe) and kept for
 //! the bridge's lifetime (a restart picks up new data); downloading bars is
@@ -26,10 +28,12 @@ use warp::Rejection;
 use super::error::reject;
 use super::route::{ok, Answer, Call};
 use super::State;
+use sn50::constants::Sn50Config;
 use sn50::constants::{asset_info, ASSETS};
 use sn50::data::{asset_file, Bars};
 use sn50::forecast::{ForecastError, ForecastRequest, Forecaster, Gbm};
-use sn50::pyth::{PythClient, PythConfig, PythError};
+use sn50::pyth::PythConfig;
+use sn50::venues::{PriceClient, VenueConfig, VenueError};
 
 /// Where market data is read: `SYNTH_DATA_DIR`, else `configured` if it
 /// exists, else `../shared/data`.
@@ -43,25 +47,35 @@ pub(super) fn data_dir(configured: &Path) -> PathBuf {
     "../shared/data".into()
 }
 
-/// The market data the bridge keeps: bars already loaded, and the Pyth
+/// The market data the bridge keeps: bars already loaded, and the price
 /// client (or why there is none).
 pub(super) struct Market {
     bars: Mutex<HashMap<(String, i64), Arc<Bars>>>,
-    pyth: Result<PythClient, PythError>,
+    prices: Result<PriceClient, VenueError>,
 }
 
 impl Market {
-    /// A Pyth client from the environment (`PYTH_HERMES_URL`, ...), with
-    /// short retries: a bridge request should not hang for minutes on an
-    /// absent upstream.
+    /// A price client from the environment (the venues' and Pyth's base URLs,
+    /// the SN50 constants), with short retries: a bridge request should not
+    /// hang for minutes on an absent upstream.
     pub fn from_env() -> Self {
-        let mut c = PythConfig::from_env();
-        c.attempts = 2;
-        c.timeout = Duration::from_secs(10);
-        c.max_backoff = Duration::from_secs(1);
+        let mut pyth = PythConfig::from_env();
+        pyth.attempts = 2;
+        pyth.timeout = Duration::from_secs(10);
+        pyth.max_backoff = Duration::from_secs(1);
+        let mut venues = VenueConfig::from_env();
+        venues.attempts = 2;
+        venues.timeout = Duration::from_secs(10);
+        venues.max_backoff = Duration::from_secs(1);
+        let constants =
+            match std::env::var_os("SYNTH_CITY_SN50_CONSTANTS").filter(|p| !p.is_empty()) {
+                Some(p) => Sn50Config::load_overrides(Path::new(&p))
+                    .map_err(|e| VenueError::Client(format!("SYNTH_CITY_SN50_CONSTANTS: {e}"))),
+                None => Ok(Sn50Config::default()),
+            };
         Market {
             bars: Mutex::new(HashMap::new()),
-            pyth: PythClient::new(c),
+            prices: constants.and_then(|c| PriceClient::new(venues, pyth, &c)),
         }
     }
 }
@@ -84,21 +98,21 @@ pub(super) fn asset(raw: &str, param: &str) -> Result<&'static str, Rejection> {
 /// `GET /market/price/{asset}`.
 pub(super) async fn price(c: Call) -> Answer {
     let a = asset(c.param("asset")?, "path parameter `asset`")?;
-    let client = c.state.market.pyth.as_ref().map_err(|e| {
+    let client = c.state.market.prices.as_ref().map_err(|e| {
         reject(
             StatusCode::SERVICE_UNAVAILABLE,
-            format!("no Pyth client: {e}"),
+            format!("no price client: {e}"),
         )
     })?;
-    match client.latest_price(a).await {
+    match client.spot(a).await {
         Ok(p) => Ok(ok(
-            json!({"asset": p.asset, "price": p.price, "conf": p.conf,
-                   "publish_time": p.publish_time, "feed_id": p.feed_id,
-                   "source": client.config().hermes_url}),
+            json!({"asset": p.asset, "price": p.price, "venue": p.venue.as_str(),
+                   "symbol": p.symbol, "conf": p.conf, "publish_time": p.publish_time,
+                   "source": p.url}),
         )),
         Err(e) => Err(reject(
             StatusCode::BAD_GATEWAY,
-            format!("Pyth Hermes did not give a price for {a}: {e}"),
+            format!("no price for {a} from its venue: {e}"),
         )),
     }
 }

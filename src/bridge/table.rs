@@ -97,7 +97,7 @@ pub(super) static TABLE: &[Route] = &[
     Route::get("/agents/prompts/list", "the prompt templates", bot!(catalog::prompts_list)),
     Route::get("/agents/prompts/read", "one prompt template and its fragments (?filename=planner.md)", bot!(catalog::prompts_read))
         .query(&[Param::required("filename", STRING)]),
-    Route::get("/market/price/{asset}", "the latest Pyth Hermes price of an SN50 asset", bot!(market::price)),
+    Route::get("/market/price/{asset}", "the latest price of an SN50 asset from its realised-price venue", bot!(market::price)),
     Route::get("/market/history/{asset}", "bars from the data directory (?days=30&timeframe=5m)", bot!(market::history))
         .query(&[
             Param::optional("days", r#"{"type":"number","minimum":0,"exclusiveMinimum":true,"maximum":3650}"#),

@@ -74,7 +74,7 @@ pub enum ClientCommand {
         #[arg(long)]
         all: bool,
     },
-    /// The latest Pyth price of an asset.
+    /// The latest price of an asset from its realised-price venue.
     Price { asset: String },
     /// Bars of an asset from the bridge's data directory.
     History {
