@@ -93,19 +93,15 @@ impl Forecaster for Ewma {
             return Err(too_few(&self.name, req, rets.len(), self.min_returns));
         }
         let var_bar = self.level(&rets, bars.bar_seconds);
-        let profile = if self.time_of_day {
-            hour_profile(&rets)
-        } else {
-            [1.0; 24]
+        let profile = profile_if(self.time_of_day, &rets);
+        let shape = WalkShape {
+            var_bar,
+            bar_seconds: bars.bar_seconds,
+            profile: &profile,
+            width: self.width,
+            student_t_df: self.student_t_df,
         };
-        let per_step = req.time_increment as f64 / bars.bar_seconds as f64;
-        let sd: Vec<f64> = step_hours(req)
-            .map(|h| self.width * (var_bar * per_step * profile[h]).sqrt())
-            .collect();
-        if sd.iter().any(|s| !s.is_finite()) {
-            return Err(ForecastError::BadSigma(var_bar));
-        }
-        random_walk(req, &sd, self.student_t_df, rng)
+        level_walk(req, &shape, rng)
     }
 }
 
@@ -229,6 +225,42 @@ pub(crate) fn hour_profile(rets: &[(i64, f64)]) -> [f64; 24] {
         }
     }
     profile
+}
+
+/// `hour_profile(rets)` when `on`, else a flat profile.
+pub(crate) fn profile_if(on: bool, rets: &[(i64, f64)]) -> [f64; 24] {
+    if on {
+        hour_profile(rets)
+    } else {
+        [1.0; 24]
+    }
+}
+
+/// A constant-level random walk: the per-bar variance, shaped by the hour of day and scaled
+/// by a width, with Gaussian or Student-t steps.
+pub(crate) struct WalkShape<'p> {
+    pub var_bar: f64,
+    pub bar_seconds: i64,
+    pub profile: &'p [f64; 24],
+    pub width: f64,
+    pub student_t_df: Option<f64>,
+}
+
+/// The paths of a [`WalkShape`] on the request's grid (each step's variance is the per-bar
+/// variance times the bars in a step and the profile of the step's hour).
+pub(crate) fn level_walk(
+    req: &ForecastRequest<'_>,
+    shape: &WalkShape<'_>,
+    rng: &mut dyn RngCore,
+) -> Result<Paths, ForecastError> {
+    let per_step = req.time_increment as f64 / shape.bar_seconds as f64;
+    let sd: Vec<f64> = step_hours(req)
+        .map(|h| shape.width * (shape.var_bar * per_step * shape.profile[h]).sqrt())
+        .collect();
+    if sd.iter().any(|s| !s.is_finite()) {
+        return Err(ForecastError::BadSigma(shape.var_bar));
+    }
+    random_walk(req, &sd, shape.student_t_df, rng)
 }
 
 /// Innovations: standard normal, or Student-t with `df` degrees of freedom scaled to unit

@@ -20,9 +20,7 @@
 
 use rand::RngCore;
 
-use super::classical::{
-    check_request, hour_of, hour_profile, returns_before, too_few, Innovations,
-};
+use super::classical::{check_request, hour_of, profile_if, returns_before, too_few, Innovations};
 use super::crps::Paths;
 use super::forecast::{ForecastError, ForecastRequest, Forecaster};
 
@@ -269,11 +267,7 @@ impl Forecaster for Garch {
         if rets.len() < self.min_returns {
             return Err(too_few(&self.name, req, rets.len(), self.min_returns));
         }
-        let profile = if self.time_of_day {
-            hour_profile(&rets)
-        } else {
-            [1.0; 24]
-        };
+        let profile = profile_if(self.time_of_day, &rets);
         let z: Vec<f64> = rets
             .iter()
             .map(|(t, r)| r / profile[hour_of(*t)].sqrt())

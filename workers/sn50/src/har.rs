@@ -18,9 +18,7 @@
 
 use rand::RngCore;
 
-use super::classical::{
-    check_request, hour_profile, random_walk, returns_before, step_hours, too_few,
-};
+use super::classical::{check_request, level_walk, profile_if, returns_before, too_few, WalkShape};
 use super::crps::Paths;
 use super::forecast::{ForecastError, ForecastRequest, Forecaster};
 
@@ -179,19 +177,15 @@ impl Forecaster for Har {
             )));
         }
         let var_bar = forecast_variance(&days).ok_or_else(|| too_few(&self.name, req, 0, 1))?;
-        let profile = if self.time_of_day {
-            hour_profile(&rets)
-        } else {
-            [1.0; 24]
+        let profile = profile_if(self.time_of_day, &rets);
+        let shape = WalkShape {
+            var_bar,
+            bar_seconds: bars.bar_seconds,
+            profile: &profile,
+            width: self.width,
+            student_t_df: self.student_t_df,
         };
-        let per_step = req.time_increment as f64 / bars.bar_seconds as f64;
-        let sd: Vec<f64> = step_hours(req)
-            .map(|h| self.width * (var_bar * per_step * profile[h]).sqrt())
-            .collect();
-        if sd.iter().any(|s| !s.is_finite()) {
-            return Err(ForecastError::BadSigma(var_bar));
-        }
-        random_walk(req, &sd, self.student_t_df, rng)
+        level_walk(req, &shape, rng)
     }
 }
 
