@@ -89,6 +89,17 @@ pub struct ExperimentArgs {
     /// `--timeframe 1m`, 0 with `5m`; 0 trains on the price CRPS alone).
     #[arg(long)]
     pub vol_loss_weight: Option<f64>,
+    /// How returns are standardised for the head: `global` (one standard deviation per
+    /// asset) or `ewma[:HOURS]` (each window's EWMA volatility, 24 h half-life by default).
+    #[arg(long)]
+    pub scale: Option<String>,
+    /// Comma-separated input features (see `components`; default the first nine).
+    #[arg(long)]
+    pub features: Option<String>,
+    /// Days at the end of each file left out of training and validation (score them with
+    /// `score backtest --model <checkpoint> --last-days N`).
+    #[arg(long)]
+    pub holdout_days: Option<f64>,
     /// Folder of `ASSET_5m.csv` / `ASSET_1m.csv` bars.
     #[arg(long, default_value = "data")]
     pub data_dir: PathBuf,
@@ -249,9 +260,29 @@ fn build_spec(a: &ExperimentArgs) -> anyhow::Result<(ExperimentSpec, Vec<zoo::sp
             std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?;
         ExperimentSpec::from_json(&text)
             .with_context(|| format!("{} is not a valid experiment spec", p.display()))?
+    } else if let Some(name) = a
+        .preset
+        .as_ref()
+        .filter(|n| n.trim().eq_ignore_ascii_case(registry::RECOMMENDED))
+    {
+        // the recommendation is per (asset, timeframe): the flags name the pair
+        let asset = a.asset.as_deref().map(split_list).unwrap_or_default();
+        let [asset] = asset.as_slice() else {
+            anyhow::bail!(
+                "--preset {name} is chosen per asset: pass one --asset (e.g. --asset BTC) and --timeframe 5m or 1m"
+            );
+        };
+        let tf = a
+            .timeframe
+            .as_deref()
+            .unwrap_or("5m")
+            .parse::<Timeframe>()
+            .map_err(|e| anyhow::anyhow!("{e} (--timeframe)"))?;
+        registry::recommended(asset, tf)
     } else if let Some(name) = &a.preset {
         let p = registry::find_preset(name).ok_or_else(|| {
-            let known: Vec<&str> = registry::PRESETS.iter().map(|p| p.name).collect();
+            let mut known: Vec<&str> = registry::PRESETS.iter().map(|p| p.name).collect();
+            known.push(registry::RECOMMENDED);
             anyhow::anyhow!("unknown preset {name:?}; use one of {}", known.join(", "))
         })?;
         let mut s = ExperimentSpec::new(p.blocks, p.head);
@@ -304,6 +335,21 @@ fn build_spec(a: &ExperimentArgs) -> anyhow::Result<(ExperimentSpec, Vec<zoo::sp
     }
     if let Some(w) = a.vol_loss_weight {
         spec.training.vol_loss_weight = w;
+    }
+    if let Some(sc) = &a.scale {
+        match sc.parse() {
+            Ok(sc) => spec.data.scale = sc,
+            Err(e) => flag_issues.push(zoo::spec::SpecIssue {
+                field: "data.scale".into(),
+                message: format!("{e} (--scale)"),
+            }),
+        }
+    }
+    if let Some(f) = &a.features {
+        spec.model.backbone.features = split_list(f);
+    }
+    if let Some(d) = a.holdout_days {
+        spec.data.holdout_days = d;
     }
     Ok((spec, flag_issues))
 }

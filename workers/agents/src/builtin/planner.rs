@@ -15,7 +15,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use trainer::experiments::{fingerprint, Budget, ExperimentRecord};
-use trainer::zoo::registry::{BLOCKS, HEADS, PRESETS};
+use trainer::zoo::registry::{recommended, BLOCKS, HEADS, PRESETS, RECOMMENDED};
 use trainer::zoo::spec::ExperimentSpec;
 
 /// What the planner proposes, and why.
@@ -24,6 +24,22 @@ pub struct Plan {
     pub experiments: Vec<ExperimentSpec>,
     /// One line per experiment: where it came from.
     pub rationale: Vec<String>,
+}
+
+/// A mutation of `parent`: other blocks, head or learning rate, with the parent's input
+/// features and return scale.
+fn child(
+    parent: &ExperimentSpec,
+    blocks: &[&str],
+    head: &str,
+    lr: f64,
+    budget: &Budget,
+    seed: u64,
+) -> ExperimentSpec {
+    let mut s = spec(blocks, head, lr, budget, seed);
+    s.model.backbone.features = parent.model.backbone.features.clone();
+    s.data.scale = parent.data.scale;
+    s
 }
 
 fn spec(blocks: &[&str], head: &str, lr: f64, budget: &Budget, seed: u64) -> ExperimentSpec {
@@ -83,14 +99,21 @@ pub fn plan(history: &[ExperimentRecord], budget: &Budget, seed: u64) -> Plan {
         let mut mutations: Vec<(ExperimentSpec, String)> = Vec::new();
         for f in [3.0, 1.0 / 3.0] {
             mutations.push((
-                spec(&blocks, &parent.spec.model.head.kind, lr * f, budget, seed),
+                child(
+                    &parent.spec,
+                    &blocks,
+                    &parent.spec.model.head.kind,
+                    lr * f,
+                    budget,
+                    seed,
+                ),
                 format!("{}: learning rate x{f:.2}", parent.name),
             ));
         }
         for h in HEADS {
             if !h.name.eq_ignore_ascii_case(&parent.spec.model.head.kind) {
                 mutations.push((
-                    spec(&blocks, h.name, lr, budget, seed),
+                    child(&parent.spec, &blocks, h.name, lr, budget, seed),
                     format!("{}: head -> {}", parent.name, h.name),
                 ));
             }
@@ -104,7 +127,14 @@ pub fn plan(history: &[ExperimentRecord], budget: &Budget, seed: u64) -> Plan {
                 bl[last] = b.name;
             }
             mutations.push((
-                spec(&bl, &parent.spec.model.head.kind, lr, budget, seed),
+                child(
+                    &parent.spec,
+                    &bl,
+                    &parent.spec.model.head.kind,
+                    lr,
+                    budget,
+                    seed,
+                ),
                 format!("{}: blocks -> {}", parent.name, bl.join("+")),
             ));
         }
@@ -119,7 +149,14 @@ pub fn plan(history: &[ExperimentRecord], budget: &Budget, seed: u64) -> Plan {
         }
     }
 
-    // Explore: presets first, then random pairs.
+    // Explore: the recommendation for the run's first asset and timeframe, the presets, then
+    // random pairs.
+    if let Some(asset) = budget.assets.first() {
+        let mut s = recommended(asset, budget.timeframe);
+        s.training.seed = seed;
+        trainer::experiments::apply_budget(budget, &mut s);
+        take(s, format!("explore: {RECOMMENDED}"), &mut out);
+    }
     let mut presets: Vec<_> = PRESETS.iter().collect();
     presets.shuffle(&mut rng);
     for p in presets {
@@ -164,6 +201,12 @@ mod tests {
         assert_eq!(fps.len(), 5);
         assert!(p.experiments.iter().all(|s| s.validate().is_ok()));
         assert!(p.rationale.iter().all(|r| r.starts_with("explore")));
+        // the run starts from the recommendation for its asset and timeframe
+        assert_eq!(p.rationale[0], "explore: recommended");
+        assert_eq!(
+            p.experiments[0].data.scale,
+            recommended("BTC", Default::default()).data.scale
+        );
     }
 
     #[test]

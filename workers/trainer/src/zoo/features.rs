@@ -1,19 +1,30 @@
 //! Features from real bars and the windows a model trains on.
 //!
 //! Per bar: `log_return`, `abs_return`, `realized_vol` (log of the root mean square of the last
-//! [`VOL_WINDOW`] returns), `range` (log of log(high/low)), `volume` (log1p), and the time of
-//! day and of week as sine/cosine pairs. Every non-time feature is z-scored with a
-//! [`Normalizer`] fitted on the training split only. A window (history of `seq_len` bars plus the
+//! [`VOL_WINDOW`] returns), `range` (log of log(high/low)), `volume` (log1p), the time of day
+//! and of week as sine/cosine pairs, and (on request) `ewma_vol`, the log of an exponentially
+//! weighted volatility over days of bars relative to the training split's, the long-memory
+//! context a 64-bar window lacks. Every non-time feature is z-scored with a [`Normalizer`]
+//! fitted on the training split only.
+//!
+//! Targets and simulated paths are log returns divided by a [`Scale`]: one standard deviation
+//! per asset (`global`, fitted on the training split), or each window's EWMA volatility at its
+//! last history bar (`ewma`), so that a head's standard normal is the classical EWMA forecast
+//! and the network learns corrections to it rather than the level of volatility, which moves
+//! between regimes the training split may not have seen. A window (history of `seq_len` bars plus the
 //! [`VOL_WINDOW`] bars its features look back on, and `horizon` target bars) is used only if all
 //! its bars are consecutive: windows that cross a gap are dropped. The split is time-ordered:
 //! training windows end (targets included) before the cutoff bar, validation windows start their
 //! targets after it.
 
+use std::fmt;
+use std::str::FromStr;
+
 use serde::{Deserialize, Serialize};
 
 use sn50::data::Bars;
 
-/// Every feature name, in the order of the default spec.
+/// Every feature name: the default spec's ([`DEFAULT_FEATURES`]) and then the optional ones.
 pub const FEATURES: &[&str] = &[
     "log_return",
     "abs_return",
@@ -24,7 +35,103 @@ pub const FEATURES: &[&str] = &[
     "tod_cos",
     "dow_sin",
     "dow_cos",
+    "ewma_vol",
 ];
+
+/// The features of a spec that names none, in order.
+pub const DEFAULT_FEATURES: &[&str] = FEATURES.split_at(9).0;
+
+/// The half-life of the `ewma_vol` feature's weights when the scale is `global`, in hours.
+pub const EWMA_FEATURE_HALF_LIFE_HOURS: f64 = 24.0;
+
+/// Half-lives of history an EWMA volatility looks back on; older bars would weigh under 1/16.
+const EWMA_LOOKBACK_HALF_LIVES: f64 = 4.0;
+
+/// How log returns are standardised for the head: see the module's documentation. Written
+/// `global`, `ewma` (a 24-hour half-life) or `ewma:HOURS`.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum Scale {
+    /// One standard deviation per asset, fitted on the training split.
+    #[default]
+    Global,
+    /// Each window's EWMA volatility at its last history bar, weights halving every
+    /// `half_life_hours` of bars, started from the training split's standard deviation.
+    Ewma { half_life_hours: f64 },
+}
+
+impl fmt::Display for Scale {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Scale::Global => f.write_str("global"),
+            Scale::Ewma { half_life_hours } => write!(f, "ewma:{half_life_hours}"),
+        }
+    }
+}
+
+impl FromStr for Scale {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || {
+            format!(
+                "scale {s:?} is not one: use `global`, `ewma` (24 h half-life) or `ewma:HOURS` (0 < HOURS <= 720)"
+            )
+        };
+        match s.trim() {
+            "global" => Ok(Scale::Global),
+            "ewma" => Ok(Scale::Ewma {
+                half_life_hours: 24.0,
+            }),
+            t => {
+                let h: f64 = t
+                    .strip_prefix("ewma:")
+                    .and_then(|h| h.parse().ok())
+                    .ok_or_else(bad)?;
+                if h > 0.0 && h <= 720.0 {
+                    Ok(Scale::Ewma { half_life_hours: h })
+                } else {
+                    Err(bad())
+                }
+            }
+        }
+    }
+}
+
+impl TryFrom<String> for Scale {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl From<Scale> for String {
+    fn from(s: Scale) -> String {
+        s.to_string()
+    }
+}
+
+/// The EWMA volatility of the log returns up to bar `i` (inclusive), weights halving every
+/// `half_life_hours`, over at most four half-lives of bars, starting from `prior` (a per-bar
+/// standard deviation). Returns across a gap in the bars (a closure, missing data) are left
+/// out: the closure's jump is not a bar's return.
+pub fn ewma_sigma(b: &Bars, i: usize, half_life_hours: f64, prior: f64) -> f64 {
+    let hl = (half_life_hours * 3600.0 / b.bar_seconds as f64).max(1.0);
+    let look = (hl * EWMA_LOOKBACK_HALF_LIVES).ceil() as usize;
+    let var = ewma_step(b, i.saturating_sub(look).max(1), i, hl, prior * prior);
+    var.sqrt().max(1e-12)
+}
+
+/// The EWMA recursion over bars `from..=to` from variance `var`, half-life `hl` bars.
+fn ewma_step(b: &Bars, from: usize, to: usize, hl: f64, mut var: f64) -> f64 {
+    let lambda = 0.5f64.powf(1.0 / hl);
+    for j in from.max(1)..=to {
+        if b.timestamps[j] - b.timestamps[j - 1] == b.bar_seconds {
+            let r = (b.close[j] / b.close[j - 1]).ln();
+            var = lambda * var + (1.0 - lambda) * r * r;
+        }
+    }
+    var
+}
 
 /// Returns the realised volatility looks back on (and the bars a window needs before its first).
 pub const VOL_WINDOW: usize = 12;
@@ -38,6 +145,9 @@ pub struct Normalizer {
     pub stats: Vec<[f64; 2]>,
     /// Bars the statistics were fitted on.
     pub fitted_bars: usize,
+    /// How returns are standardised (checkpoints from before it: `global`).
+    #[serde(default)]
+    pub scale: Scale,
 }
 
 const RAW: usize = 5;
@@ -109,7 +219,7 @@ pub enum FeatureError {
 
 impl Normalizer {
     /// Fit on bars `[0, end)` (only bars whose look-back is gap-free count).
-    pub fn fit(b: &Bars, end: usize) -> Result<Self, FeatureError> {
+    pub fn fit(b: &Bars, end: usize, scale: Scale) -> Result<Self, FeatureError> {
         let runs = run_starts(b);
         let mut sum = [0f64; RAW];
         let mut sq = [0f64; RAW];
@@ -149,11 +259,61 @@ impl Normalizer {
             ret_std,
             stats,
             fitted_bars: n,
+            scale,
         })
     }
 
-    /// The features of bar `j` in the order of `names`.
-    pub fn features_at(&self, b: &Bars, j: usize, names: &[String], out: &mut Vec<f32>) {
+    /// The per-bar standard deviation that standardises the returns after bar `i` (the last
+    /// history bar of a window): see [`Scale`].
+    pub fn scale_at(&self, b: &Bars, i: usize) -> f64 {
+        match self.scale {
+            Scale::Global => self.ret_std,
+            Scale::Ewma { half_life_hours } => ewma_sigma(b, i, half_life_hours, self.ret_std),
+        }
+    }
+
+    /// Bars before a window's first that its scale and `names`' `ewma_vol` look back on, for
+    /// `bar_seconds` bars (0 when neither is an EWMA).
+    pub fn lookback_bars(&self, bar_seconds: i64, names: &[String]) -> usize {
+        let ewma =
+            matches!(self.scale, Scale::Ewma { .. }) || names.iter().any(|n| n == "ewma_vol");
+        if !ewma {
+            return 0;
+        }
+        let hl = (self.feature_half_life() * 3600.0 / bar_seconds as f64).max(1.0);
+        (hl * EWMA_LOOKBACK_HALF_LIVES).ceil() as usize
+    }
+
+    /// The half-life of the `ewma_vol` feature: the scale's, or a day's.
+    fn feature_half_life(&self) -> f64 {
+        match self.scale {
+            Scale::Global => EWMA_FEATURE_HALF_LIFE_HOURS,
+            Scale::Ewma { half_life_hours } => half_life_hours,
+        }
+    }
+
+    /// The rows of bars `first..=last` in the order of `names`, appended to `out`. The
+    /// `ewma_vol` feature, when named, starts from [`ewma_sigma`] at `first` and steps on.
+    pub fn rows(&self, b: &Bars, first: usize, last: usize, names: &[String], out: &mut Vec<f32>) {
+        let wants_ewma = names.iter().any(|n| n == "ewma_vol");
+        let hl_hours = self.feature_half_life();
+        let hl = (hl_hours * 3600.0 / b.bar_seconds as f64).max(1.0);
+        let mut var = if wants_ewma {
+            ewma_sigma(b, first, hl_hours, self.ret_std).powi(2)
+        } else {
+            0.0
+        };
+        for j in first..=last {
+            if wants_ewma && j > first {
+                var = ewma_step(b, j, j, hl, var);
+            }
+            let ewma = (var.sqrt().max(1e-12) / self.ret_std).ln();
+            self.features_at(b, j, names, ewma, out);
+        }
+    }
+
+    /// The features of bar `j` in the order of `names`; `ewma` is the `ewma_vol` value.
+    fn features_at(&self, b: &Bars, j: usize, names: &[String], ewma: f64, out: &mut Vec<f32>) {
         let raw = raw_at(b, j);
         let ts = b.timestamps[j];
         let tau = std::f64::consts::TAU;
@@ -171,6 +331,7 @@ impl Normalizer {
                 "tod_cos" => (tau * day).cos() as f32,
                 "dow_sin" => (tau * week).sin() as f32,
                 "dow_cos" => (tau * week).cos() as f32,
+                "ewma_vol" => ewma as f32,
                 _ => 0.0,
             };
             // clip outliers (halts, spikes) so one bar cannot dominate a window
@@ -193,9 +354,22 @@ pub struct AssetWindows {
     pub val: Vec<usize>,
 }
 
+/// How an asset's bars are cut into windows: history and horizon lengths, the validation
+/// split, the training stride and the return scale.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct WindowOptions {
+    pub seq_len: usize,
+    pub horizon: usize,
+    /// The last fraction of the bars held out for validation.
+    pub val_fraction: f64,
+    /// Bars between consecutive training windows.
+    pub stride: usize,
+    pub scale: Scale,
+}
+
 impl AssetWindows {
     /// Split `bars` at `1 - val_fraction` of its length, fit the normaliser on the part before,
-    /// and list the gap-free windows on each side.
+    /// and list the gap-free windows on each side (returns on the `global` scale).
     pub fn new(
         asset: &str,
         bars: Bars,
@@ -204,9 +378,28 @@ impl AssetWindows {
         val_fraction: f64,
         stride: usize,
     ) -> Result<Self, FeatureError> {
+        let opts = WindowOptions {
+            seq_len,
+            horizon,
+            val_fraction,
+            stride,
+            scale: Scale::Global,
+        };
+        Self::build(asset, bars, &opts)
+    }
+
+    /// [`AssetWindows::new`] with every option.
+    pub fn build(asset: &str, bars: Bars, opts: &WindowOptions) -> Result<Self, FeatureError> {
+        let &WindowOptions {
+            seq_len,
+            horizon,
+            val_fraction,
+            stride,
+            scale,
+        } = opts;
         let n = bars.len();
         let cutoff = ((n as f64) * (1.0 - val_fraction)).floor() as usize;
-        let norm = Normalizer::fit(&bars, cutoff).map_err(|e| FeatureError::Asset {
+        let norm = Normalizer::fit(&bars, cutoff, scale).map_err(|e| FeatureError::Asset {
             asset: asset.to_string(),
             source: Box::new(e),
         })?;
@@ -256,17 +449,21 @@ impl AssetWindows {
 
     /// The model input of window `i`: `seq_len x features`, row-major.
     pub fn input(&self, i: usize, seq_len: usize, names: &[String], out: &mut Vec<f32>) {
-        for j in i + 1 - seq_len..=i {
-            self.norm.features_at(&self.bars, j, names, out);
-        }
+        self.norm.rows(&self.bars, i + 1 - seq_len, i, names, out);
     }
 
-    /// The target of window `i`: standardised cumulative log returns `ln(c[i+k]/c[i]) / ret_std`
-    /// for `k = 1..=horizon`.
+    /// The per-bar standard deviation of window `i`'s returns ([`Normalizer::scale_at`]).
+    pub fn scale(&self, i: usize) -> f64 {
+        self.norm.scale_at(&self.bars, i)
+    }
+
+    /// The target of window `i`: standardised cumulative log returns `ln(c[i+k]/c[i]) / scale`
+    /// for `k = 1..=horizon`, `scale` the window's [`AssetWindows::scale`].
     pub fn target(&self, i: usize, horizon: usize, out: &mut Vec<f32>) {
         let c0 = self.bars.close[i];
+        let scale = self.scale(i);
         for k in 1..=horizon {
-            out.push(((self.bars.close[i + k] / c0).ln() / self.norm.ret_std) as f32);
+            out.push(((self.bars.close[i + k] / c0).ln() / scale) as f32);
         }
     }
 }
@@ -305,8 +502,6 @@ pub fn history_input(
         });
     }
     let mut out = Vec::with_capacity(seq_len * names.len());
-    for j in i + 1 - seq_len..=i {
-        norm.features_at(b, j, names, &mut out);
-    }
+    norm.rows(b, i + 1 - seq_len, i, names, &mut out);
     Ok((i, out))
 }

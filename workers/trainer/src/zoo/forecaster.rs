@@ -75,7 +75,8 @@ impl ZooForecaster {
         let end = history
             .timestamps
             .partition_point(|&t| t + history.bar_seconds <= as_of);
-        Normalizer::fit(history, end).map_err(|e| ForecastError::Model(format!("{asset}: {e}")))
+        Normalizer::fit(history, end, self.ck.spec.data.scale)
+            .map_err(|e| ForecastError::Model(format!("{asset}: {e}")))
     }
 }
 
@@ -123,8 +124,9 @@ impl Forecaster for ZooForecaster {
         } else if bar % history.bar_seconds == 0 {
             // Finer bars (the validator's 1-minute candles) aggregated into the model's bars:
             // only the tail the features need when the normaliser is known.
-            let since = if self.ck.state.normalizers.contains_key(&req.asset) {
-                req.as_of - (bb.seq_len + VOL_WINDOW + 2) as i64 * bar
+            let since = if let Some(n) = self.ck.state.normalizers.get(&req.asset) {
+                let look = n.lookback_bars(bar, &bb.features);
+                req.as_of - (bb.seq_len + VOL_WINDOW + 2 + look) as i64 * bar
             } else {
                 i64::MIN
             };
@@ -139,8 +141,9 @@ impl Forecaster for ZooForecaster {
             )));
         };
         let norm = self.normalizer(&req.asset, history, req.as_of)?;
-        let (_, x) = history_input(history, &norm, req.as_of, bb.seq_len, &bb.features)
+        let (i, x) = history_input(history, &norm, req.as_of, bb.seq_len, &bb.features)
             .map_err(|e| ForecastError::Model(format!("{}: {e}", req.asset)))?;
+        let scale = norm.scale_at(history, i);
         let x = Tensor::from_vec(x, (1, bb.seq_len, bb.features.len()), &self.device)
             .map_err(|e| ForecastError::Model(e.to_string()))?;
         simulate(
@@ -148,7 +151,7 @@ impl Forecaster for ZooForecaster {
             &x,
             req.spot,
             req.num_simulations,
-            norm.ret_std,
+            scale,
             rng.next_u64(),
         )
         .map_err(|e| ForecastError::Model(e.to_string()))

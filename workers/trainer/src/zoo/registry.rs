@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 
+use super::spec::ExperimentSpec;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
@@ -313,6 +314,35 @@ pub const PRESETS: &[Preset] = &[
         description: "selective state space into a normalising flow",
     },
 ];
+
+/// The name `experiment --preset` takes for [`recommended`].
+pub const RECOMMENDED: &str = "recommended";
+
+/// The project's current recommendation for `asset` on `timeframe`: the spec that scored best
+/// out of sample in docs/benchmarks.md ("Held-out windows: the EWMA scale"), trained within
+/// ten minutes on a 2-core machine. Today one recipe for every pair: an LSTM into the GBM head
+/// (d_model 32, 64 bars of context) whose returns are standardised by each window's EWMA
+/// volatility (24 h half-life) and which also sees that volatility as the `ewma_vol` feature,
+/// 12 epochs of 200 steps with patience 4. The table is per pair so that a pair whose best
+/// model differs gets its own entry here, and the planner and the CLI follow.
+pub fn recommended(asset: &str, timeframe: jobs::Timeframe) -> ExperimentSpec {
+    let mut s = ExperimentSpec::new(&["LSTMBlock"], "GBMHead");
+    s.model.backbone.d_model = 32;
+    s.model.backbone.seq_len = 64;
+    s.model.backbone.features = super::features::FEATURES
+        .iter()
+        .map(|f| f.to_string())
+        .collect();
+    s.data.scale = super::features::Scale::Ewma {
+        half_life_hours: 24.0,
+    };
+    s.data.assets = vec![asset.to_string()];
+    s.set_timeframe(timeframe);
+    s.training.epochs = 12;
+    s.training.patience = 4;
+    s.training.steps_per_epoch = 200;
+    s
+}
 
 /// The canonical name of a block, matched case-insensitively, `Block` suffix optional.
 pub fn find_block(name: &str) -> Option<&'static ComponentInfo> {

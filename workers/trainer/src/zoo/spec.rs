@@ -10,7 +10,7 @@ use jobs::Timeframe;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::features::FEATURES;
+use super::features::{Scale, DEFAULT_FEATURES, FEATURES};
 use super::registry::{find_block, find_head, resolve, Params};
 
 /// The spec format version this build reads and writes.
@@ -20,7 +20,7 @@ fn v1() -> u32 {
     SPEC_VERSION
 }
 fn default_features() -> Vec<String> {
-    FEATURES.iter().map(|s| s.to_string()).collect()
+    DEFAULT_FEATURES.iter().map(|s| s.to_string()).collect()
 }
 
 /// A whole experiment.
@@ -163,6 +163,18 @@ pub struct DataSpec {
     /// Bars between consecutive training windows.
     #[serde(default = "d_stride")]
     pub stride: usize,
+    /// How returns are standardised for the head: `global` (one standard deviation per asset)
+    /// or `ewma[:HOURS]` (each window's EWMA volatility; see `features::Scale`).
+    #[serde(default, skip_serializing_if = "is_global")]
+    pub scale: Scale,
+    /// Days at the end of each asset's bars left out of training and validation alike, for a
+    /// test period no part of the experiment has seen (`score backtest --last-days` on it).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub holdout_days: f64,
+}
+
+fn is_global(s: &Scale) -> bool {
+    *s == Scale::Global
 }
 
 fn d_val() -> f64 {
@@ -234,6 +246,8 @@ impl ExperimentSpec {
                 timeframe: Timeframe::FiveMinutes,
                 val_fraction: d_val(),
                 stride: d_stride(),
+                scale: Scale::Global,
+                holdout_days: 0.0,
             },
         }
     }
@@ -454,6 +468,15 @@ impl ExperimentSpec {
         }
         if self.data.stride == 0 {
             push("data.stride", "must be at least 1 bar".into());
+        }
+        if !(self.data.holdout_days >= 0.0 && self.data.holdout_days <= 3650.0) {
+            push(
+                "data.holdout_days",
+                format!(
+                    "{} must be within 0..=3650 (days left out at the end)",
+                    self.data.holdout_days
+                ),
+            );
         }
         if issues.is_empty() {
             Ok(Resolved {

@@ -841,3 +841,91 @@ fn zoo_score_detail_is_the_validator_total_and_its_parts() {
     assert!(vol > 0.0 && price > 0.0);
     assert_eq!((price + vol).to_bits(), total.to_bits());
 }
+
+/// The EWMA scale: spelled `global`, `ewma`, `ewma:H`; it standardises each window by the
+/// volatility of the bars before it (a calm and a wild stretch get different scales; the
+/// targets' spread is near one either way), the `ewma_vol` feature is the same recursion
+/// stepped along the window, and the history-only input a forecaster builds at serving time
+/// equals the training input.
+#[test]
+fn zoo_ewma_scale_standardises_each_window_by_its_past() {
+    use super::features::{ewma_sigma, history_input, Scale};
+    assert_eq!("global".parse::<Scale>().unwrap(), Scale::Global);
+    assert_eq!(
+        "ewma".parse::<Scale>().unwrap(),
+        Scale::Ewma {
+            half_life_hours: 24.0
+        }
+    );
+    assert_eq!(
+        "ewma:6".parse::<Scale>().unwrap().to_string(),
+        "ewma:6",
+        "round trip"
+    );
+    for bad in ["ewma:0", "ewma:x", "local", "ewma:1000"] {
+        let e = bad.parse::<Scale>().unwrap_err();
+        assert!(e.contains("global") && e.contains("ewma:HOURS"), "{e}");
+    }
+    let Some(bars) = btc() else { return };
+    let (s, h) = (16, 288);
+    let sc = Scale::Ewma {
+        half_life_hours: 12.0,
+    };
+    let opts = super::features::WindowOptions {
+        seq_len: s,
+        horizon: h,
+        val_fraction: 0.2,
+        stride: 12,
+        scale: sc,
+    };
+    let w = AssetWindows::build("BTC", bars.clone(), &opts).unwrap();
+    assert_eq!(w.norm.scale, sc);
+    // the scale at bar i uses no bar after i
+    let i = w.train[w.train.len() / 2];
+    let cut = bars.clone().before(bars.timestamps[i + 1]);
+    assert_eq!(cut.len(), i + 1);
+    assert_eq!(w.scale(i), ewma_sigma(&cut, i, 12.0, w.norm.ret_std));
+    // scales differ between windows and standardise: the mean square of one-step targets is
+    // near one under the EWMA scale
+    let scales: Vec<f64> = w.train.iter().map(|&i| w.scale(i)).collect();
+    let (lo, hi) = scales
+        .iter()
+        .fold((f64::MAX, 0f64), |(l, u), &x| (l.min(x), u.max(x)));
+    assert!(hi > 1.5 * lo, "scales {lo}..{hi} hardly move");
+    let ms: f64 = w
+        .train
+        .iter()
+        .map(|&i| {
+            let mut y = Vec::new();
+            w.target(i, 1, &mut y);
+            (y[0] as f64).powi(2)
+        })
+        .sum::<f64>()
+        / w.train.len() as f64;
+    assert!(
+        (0.5..2.0).contains(&ms),
+        "mean square of standardised returns {ms}"
+    );
+    // the ewma_vol feature at the window's last bar is the log of the scale there over ret_std,
+    // (up to where the truncated look-back starts: the feature steps on from the window's
+    // first bar), and the serving input equals the training input
+    let names: Vec<String> = ["log_return", "ewma_vol"].map(String::from).to_vec();
+    let mut x = Vec::new();
+    w.input(i, s, &names, &mut x);
+    let last = x[x.len() - 1] as f64;
+    assert!(
+        (last - (w.scale(i) / w.norm.ret_std).ln()).abs() < 0.01,
+        "{last} vs {}",
+        (w.scale(i) / w.norm.ret_std).ln()
+    );
+    let (j, xh) = history_input(
+        &cut,
+        &w.norm,
+        bars.timestamps[i] + bars.bar_seconds,
+        s,
+        &names,
+    )
+    .unwrap();
+    assert_eq!(j, i);
+    assert_eq!(xh, x);
+}

@@ -15,7 +15,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use super::features::{spread, AssetWindows};
+use super::features::{spread, AssetWindows, WindowOptions};
 use super::model::{HeadSample, ZooModel};
 use super::optim::{AdamW, AdamWParams};
 use super::params::{hash_str, Noise, SeededVarMap};
@@ -151,7 +151,7 @@ pub fn vol_loss_for(spec: &ExperimentSpec) -> Result<Option<VolLoss>, ZooError> 
     Ok(v.is_active().then_some(v))
 }
 
-/// Each window's asset's `ret_std`, `(b)`, for [`batch_loss_with`].
+/// Each window's scale (`AssetWindows::scale`), `(b)`, for [`batch_loss_with`].
 pub fn batch_ret_std(
     data: &[AssetWindows],
     items: &[(usize, usize)],
@@ -159,7 +159,7 @@ pub fn batch_ret_std(
 ) -> candle_core::Result<Tensor> {
     let v: Vec<f32> = items
         .iter()
-        .map(|&(a, _)| data[a].norm.ret_std as f32)
+        .map(|&(a, i)| data[a].scale(i) as f32)
         .collect();
     Tensor::from_vec(v, items.len(), device)
 }
@@ -266,16 +266,20 @@ pub fn load_windows(spec: &ExperimentSpec, data_dir: &Path) -> Result<Vec<AssetW
         .iter()
         .map(|a| {
             let path = asset_file(data_dir, a, spec.data.timeframe)?;
-            let bars = Bars::load(&path)?;
-            AssetWindows::new(
-                a,
-                bars,
-                spec.model.backbone.seq_len,
-                spec.training.horizon,
-                spec.data.val_fraction,
-                spec.data.stride,
-            )
-            .map_err(ZooError::from)
+            let mut bars = Bars::load(&path)?;
+            if spec.data.holdout_days > 0.0 {
+                let last = bars.timestamps.last().copied().unwrap_or(0);
+                let end = last - (spec.data.holdout_days * 86_400.0) as i64;
+                bars = bars.before(end);
+            }
+            let opts = WindowOptions {
+                seq_len: spec.model.backbone.seq_len,
+                horizon: spec.training.horizon,
+                val_fraction: spec.data.val_fraction,
+                stride: spec.data.stride,
+                scale: spec.data.scale,
+            };
+            AssetWindows::build(a, bars, &opts).map_err(ZooError::from)
         })
         .collect()
 }
@@ -779,7 +783,7 @@ pub fn evaluate_sn50(
             let (x, _) = make_batch(spec, data, &[(a, i - 1)], device)?;
             let spot = d.bars.close[i - 1];
             let seed = t.seed ^ hash_str(&d.asset) ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-            let paths = simulate(model, &x, spot, t.eval_paths, d.norm.ret_std, seed)?;
+            let paths = simulate(model, &x, spot, t.eval_paths, d.scale(i - 1), seed)?;
             let real: Vec<f64> = d.bars.close[i..=i + t.horizon].to_vec();
             let req = ForecastRequest {
                 asset: d.asset.clone(),
