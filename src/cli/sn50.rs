@@ -191,10 +191,10 @@ pub enum DataCommand {
     },
 }
 
-fn load_constants(path: Option<&Path>) -> anyhow::Result<constants::Sn50Config> {
+fn load_constants(path: Option<&Path>) -> anyhow::Result<sn50::constants::Sn50Config> {
     Ok(match path {
-        Some(p) => constants::Sn50Config::load_overrides(p)?,
-        None => constants::Sn50Config::default(),
+        Some(p) => sn50::constants::Sn50Config::load_overrides(p)?,
+        None => sn50::constants::Sn50Config::default(),
     })
 }
 
@@ -289,17 +289,9 @@ pub async fn score(args: ScoreArgs) -> anyhow::Result<()> {
             if last_days.is_some_and(|d| !(d.is_finite() && d > 0.0)) {
                 anyhow::bail!("--last-days must be a positive number of days");
             }
-            let load = |name: &str| -> anyhow::Result<Box<dyn forecast::Forecaster>> {
-                let name = name.trim();
-                Ok(if forecast::is_model_name(name) {
-                    forecast::model_by_name(name, &cfg)?
-                } else {
-                    let device = trainer::zoo::device(&device)?;
-                    trainer::zoo::forecaster::load_forecaster(name, &device)?
-                })
-            };
-            let forecaster = load(&model)?;
-            let reference = load(&reference)?;
+            let device = trainer::zoo::device(&device)?;
+            let forecaster = load_model(&model, &cfg, &device)?;
+            let reference = load_model(&reference, &cfg, &device)?;
             let opts = backtest::BacktestOptions {
                 prompt: prompt.parse()?,
                 assets: assets
@@ -802,4 +794,29 @@ fn bench_crps_blocking(args: &BenchCrpsArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// A forecaster by `--model` name: `gbm` or a classical model, a checkpoint folder, an
+/// ensemble `mix:A,B,...` of those, or one of them with path-level volatility of volatility
+/// (`vov:NU:MODEL`).
+fn load_model(
+    name: &str,
+    cfg: &sn50::constants::Sn50Config,
+    device: &trainer::Device,
+) -> anyhow::Result<Box<dyn forecast::Forecaster>> {
+    let name = name.trim();
+    Ok(if let Some(v) = sn50::vov::parse(name) {
+        let (nu, inner) = v.map_err(anyhow::Error::msg)?;
+        Box::new(sn50::vov::Vov::new(nu, load_model(inner, cfg, device)?))
+    } else if let Some(members) = sn50::ensemble::member_names(name) {
+        let members = members
+            .iter()
+            .map(|m| load_model(m, cfg, device))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Box::new(sn50::ensemble::Ensemble::new(members)?)
+    } else if forecast::is_model_name(name) {
+        forecast::model_by_name(name, cfg)?
+    } else {
+        trainer::zoo::forecaster::load_forecaster(name, device)?
+    })
 }

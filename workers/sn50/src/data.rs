@@ -166,6 +166,22 @@ impl Bars {
         self.timestamps.is_empty()
     }
 
+    /// The bars that open before `t` (a held-out tail cut off).
+    pub fn before(mut self, t: i64) -> Bars {
+        let n = self.timestamps.partition_point(|&x| x < t);
+        for v in [
+            &mut self.open,
+            &mut self.high,
+            &mut self.low,
+            &mut self.close,
+            &mut self.volume,
+        ] {
+            v.truncate(n);
+        }
+        self.timestamps.truncate(n);
+        self
+    }
+
     /// Every run of missing bars between the first and the last.
     pub fn gaps(&self) -> Vec<Gap> {
         self.timestamps

@@ -37,6 +37,7 @@ pub mod crps;
 pub mod data;
 pub mod download;
 pub mod encode;
+pub mod ensemble;
 pub mod forecast;
 pub mod garch;
 pub mod har;
@@ -50,6 +51,7 @@ pub mod shadow;
 pub mod vectors;
 pub mod venues;
 pub mod vol;
+pub mod vov;
 
 #[cfg(test)]
 mod vector_tests;
