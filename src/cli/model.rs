@@ -93,6 +93,10 @@ pub struct ExperimentArgs {
     /// asset) or `ewma[:HOURS]` (each window's EWMA volatility, 24 h half-life by default).
     #[arg(long)]
     pub scale: Option<String>,
+    /// `drop` (windows of consecutive bars only, the default) or `bridge` (windows across
+    /// market closures and gaps, the steps inside them left out of the loss).
+    #[arg(long)]
+    pub gaps: Option<String>,
     /// Comma-separated input features (see `components`; default the first nine).
     #[arg(long)]
     pub features: Option<String>,
@@ -342,6 +346,16 @@ fn build_spec(a: &ExperimentArgs) -> anyhow::Result<(ExperimentSpec, Vec<zoo::sp
             Err(e) => flag_issues.push(zoo::spec::SpecIssue {
                 field: "data.scale".into(),
                 message: format!("{e} (--scale)"),
+            }),
+        }
+    }
+    if let Some(g) = &a.gaps {
+        match g.trim() {
+            "drop" => spec.data.gaps = zoo::features::Gaps::Drop,
+            "bridge" => spec.data.gaps = zoo::features::Gaps::Bridge,
+            other => flag_issues.push(zoo::spec::SpecIssue {
+                field: "data.gaps".into(),
+                message: format!("{other:?} is not one: use drop or bridge (--gaps)"),
             }),
         }
     }

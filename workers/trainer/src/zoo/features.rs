@@ -110,6 +110,24 @@ impl From<Scale> for String {
     }
 }
 
+/// What windows do with gaps in the bars (market closures, missing data).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Gaps {
+    /// Only windows whose history and target bars are all consecutive.
+    #[default]
+    Drop,
+    /// Windows across gaps: the history is the bars before the window's end as one sequence
+    /// (a closure's jump is the return of the first bar after it), at most
+    /// [`MAX_BRIDGED_HISTORY_SECS`] long; target steps that fall in a gap are missing (left
+    /// out of the loss, NaN in the evaluation's realised grid, as validators leave them). A
+    /// window needs its last target step and at least a quarter of the others.
+    Bridge,
+}
+
+/// The longest stretch of time a bridged history may span (a long weekend and some).
+pub const MAX_BRIDGED_HISTORY_SECS: i64 = 5 * 86_400;
+
 /// The EWMA volatility of the log returns up to bar `i` (inclusive), weights halving every
 /// `half_life_hours`, over at most four half-lives of bars, starting from `prior` (a per-bar
 /// standard deviation). Returns across a gap in the bars (a closure, missing data) are left
@@ -208,7 +226,7 @@ pub enum FeatureError {
     },
     #[error("no bar closed by {0}")]
     NoBarBefore(i64),
-    #[error("the {need} bars before {as_of} are not consecutive (a gap in the data); the model needs {seq_len} history bars plus {vol_window} for its features")]
+    #[error("the {need} bars before {as_of} are not consecutive (a gap in the data), or for a model that bridges gaps are missing or span more than 5 days; the model needs {seq_len} history bars plus {vol_window} for its features")]
     GapInHistory {
         need: usize,
         as_of: i64,
@@ -352,6 +370,7 @@ pub struct AssetWindows {
     pub cutoff: usize,
     pub train: Vec<usize>,
     pub val: Vec<usize>,
+    pub gaps: Gaps,
 }
 
 /// How an asset's bars are cut into windows: history and horizon lengths, the validation
@@ -365,6 +384,7 @@ pub struct WindowOptions {
     /// Bars between consecutive training windows.
     pub stride: usize,
     pub scale: Scale,
+    pub gaps: Gaps,
 }
 
 impl AssetWindows {
@@ -384,6 +404,7 @@ impl AssetWindows {
             val_fraction,
             stride,
             scale: Scale::Global,
+            gaps: Gaps::Drop,
         };
         Self::build(asset, bars, &opts)
     }
@@ -396,6 +417,7 @@ impl AssetWindows {
             val_fraction,
             stride,
             scale,
+            gaps,
         } = opts;
         let n = bars.len();
         let cutoff = ((n as f64) * (1.0 - val_fraction)).floor() as usize;
@@ -405,14 +427,29 @@ impl AssetWindows {
         })?;
         let runs = run_starts(&bars);
         let need = seq_len + VOL_WINDOW;
-        let ok = |i: usize| i + 1 >= need && i + horizon < n && runs[i + horizon] + need <= i + 1;
+        // the index of window i's last target bar, when the window may be used
+        let end = |i: usize| -> Option<usize> {
+            if i + 1 < need {
+                return None;
+            }
+            match gaps {
+                Gaps::Drop => (i + horizon < n && runs[i + horizon] + need <= i + 1)
+                    .then_some(i + horizon),
+                Gaps::Bridge => {
+                    let t = &bars.timestamps;
+                    let last = bars.index_of(t[i] + horizon as i64 * bars.bar_seconds)?;
+                    let span_ok = t[i] - t[i + 1 - need] <= MAX_BRIDGED_HISTORY_SECS;
+                    (span_ok && 4 * (last - i) >= horizon).then_some(last)
+                }
+            }
+        };
         let train: Vec<usize> = (need.saturating_sub(1)..cutoff.saturating_sub(horizon))
             .step_by(stride.max(1))
-            .filter(|&i| ok(i) && i + horizon < cutoff)
+            .filter(|&i| end(i).is_some_and(|e| e < cutoff))
             .collect();
         let val: Vec<usize> = (cutoff..n)
             .step_by(stride.max(1))
-            .filter(|&i| ok(i))
+            .filter(|&i| end(i).is_some())
             .collect();
         if train.is_empty() {
             return Err(FeatureError::NoTrainingWindow {
@@ -436,6 +473,7 @@ impl AssetWindows {
             cutoff,
             train,
             val,
+            gaps,
         })
     }
 
@@ -444,7 +482,16 @@ impl AssetWindows {
     /// as it is sent before bar `i` closes.
     pub fn has_request_history(&self, i: usize, seq_len: usize) -> bool {
         let need = seq_len + VOL_WINDOW;
-        i >= need && i < self.runs.len() && self.runs[i] + need <= i
+        if i < need || i >= self.runs.len() {
+            return false;
+        }
+        match self.gaps {
+            Gaps::Drop => self.runs[i] + need <= i,
+            Gaps::Bridge => {
+                let t = &self.bars.timestamps;
+                t[i - 1] - t[i - need] <= MAX_BRIDGED_HISTORY_SECS
+            }
+        }
     }
 
     /// The model input of window `i`: `seq_len x features`, row-major.
@@ -460,11 +507,49 @@ impl AssetWindows {
     /// The target of window `i`: standardised cumulative log returns `ln(c[i+k]/c[i]) / scale`
     /// for `k = 1..=horizon`, `scale` the window's [`AssetWindows::scale`].
     pub fn target(&self, i: usize, horizon: usize, out: &mut Vec<f32>) {
-        let c0 = self.bars.close[i];
+        let mut mask = Vec::new();
+        self.target_masked(i, horizon, out, &mut mask);
+    }
+
+    /// [`AssetWindows::target`] on the time grid: step `k` is the close of the bar opening
+    /// `k` bars after bar `i`'s; a step with no such bar (a gap, with [`Gaps::Bridge`]) gets
+    /// the value 0 and mask 0, every other step mask 1. Returns whether any step is missing.
+    pub fn target_masked(
+        &self,
+        i: usize,
+        horizon: usize,
+        out: &mut Vec<f32>,
+        mask: &mut Vec<f32>,
+    ) -> bool {
+        let b = &self.bars;
+        let c0 = b.close[i];
         let scale = self.scale(i);
+        let whole = i + horizon < b.len()
+            && b.timestamps[i + horizon] - b.timestamps[i] == horizon as i64 * b.bar_seconds;
+        let mut j = i;
         for k in 1..=horizon {
-            out.push(((self.bars.close[i + k] / c0).ln() / scale) as f32);
+            let close = if whole {
+                Some(b.close[i + k])
+            } else {
+                // the bars are sorted: walk forward to step k's open time
+                let t = b.timestamps[i] + k as i64 * b.bar_seconds;
+                while j + 1 < b.len() && b.timestamps[j + 1] <= t {
+                    j += 1;
+                }
+                (b.timestamps[j] == t).then(|| b.close[j])
+            };
+            match close {
+                Some(c) => {
+                    out.push(((c / c0).ln() / scale) as f32);
+                    mask.push(1.0);
+                }
+                None => {
+                    out.push(0.0);
+                    mask.push(0.0);
+                }
+            }
         }
+        !whole
     }
 }
 
@@ -477,13 +562,15 @@ pub fn spread(len: usize, n: usize) -> Vec<usize> {
 }
 
 /// The input rows of the `seq_len` bars ending at the last bar that closed by `as_of`, for
-/// simulation from history. Errors when there is no such gap-free stretch.
+/// simulation from history. Errors when there is no such gap-free stretch (with
+/// [`Gaps::Bridge`]: no such `need` bars within [`MAX_BRIDGED_HISTORY_SECS`]).
 pub fn history_input(
     b: &Bars,
     norm: &Normalizer,
     as_of: i64,
     seq_len: usize,
     names: &[String],
+    gaps: Gaps,
 ) -> Result<(usize, Vec<f32>), FeatureError> {
     let cutoff = as_of - b.bar_seconds;
     let i = match b.timestamps.binary_search(&cutoff) {
@@ -492,8 +579,13 @@ pub fn history_input(
         Err(i) => i - 1,
     };
     let need = seq_len + VOL_WINDOW;
-    let runs = run_starts(b);
-    if i + 1 < need || runs[i] + need > i + 1 {
+    let whole = match gaps {
+        Gaps::Drop => i + 1 >= need && run_starts(b)[i] + need <= i + 1,
+        Gaps::Bridge => {
+            i + 1 >= need && b.timestamps[i] - b.timestamps[i + 1 - need] <= MAX_BRIDGED_HISTORY_SECS
+        }
+    };
+    if !whole {
         return Err(FeatureError::GapInHistory {
             need,
             as_of,

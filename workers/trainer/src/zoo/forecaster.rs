@@ -141,7 +141,14 @@ impl Forecaster for ZooForecaster {
             )));
         };
         let norm = self.normalizer(&req.asset, history, req.as_of)?;
-        let (i, x) = history_input(history, &norm, req.as_of, bb.seq_len, &bb.features)
+        let (i, x) = history_input(
+            history,
+            &norm,
+            req.as_of,
+            bb.seq_len,
+            &bb.features,
+            spec.data.gaps,
+        )
             .map_err(|e| ForecastError::Model(format!("{}: {e}", req.asset)))?;
         let scale = norm.scale_at(history, i);
         let x = Tensor::from_vec(x, (1, bb.seq_len, bb.features.len()), &self.device)

@@ -323,7 +323,8 @@ pub const RECOMMENDED: &str = "recommended";
 /// ten minutes on a 2-core machine. Today one recipe for every pair: an LSTM into the GBM head
 /// (d_model 32, 64 bars of context) whose returns are standardised by each window's EWMA
 /// volatility (24 h half-life) and which also sees that volatility as the `ewma_vol` feature,
-/// 12 epochs of 200 steps with patience 4. The table is per pair so that a pair whose best
+/// 12 epochs of 200 steps with patience 4; for assets whose markets close, windows that bridge
+/// the closures (`data.gaps = bridge`). The table is per pair so that a pair whose best
 /// model differs gets its own entry here, and the planner and the CLI follow.
 pub fn recommended(asset: &str, timeframe: jobs::Timeframe) -> ExperimentSpec {
     let mut s = ExperimentSpec::new(&["LSTMBlock"], "GBMHead");
@@ -338,6 +339,12 @@ pub fn recommended(asset: &str, timeframe: jobs::Timeframe) -> ExperimentSpec {
     };
     s.data.assets = vec![asset.to_string()];
     s.set_timeframe(timeframe);
+    // markets that close (gold's daily break, the equities' nights and weekends) have no
+    // gap-free day: their windows bridge the closures
+    if !matches!(asset, "BTC" | "ETH" | "SOL") {
+        s.data.gaps = super::features::Gaps::Bridge;
+        s.training.vol_loss_weight = 0.0;
+    }
     s.training.epochs = 12;
     s.training.patience = 4;
     s.training.steps_per_epoch = 200;

@@ -10,7 +10,7 @@ use jobs::Timeframe;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::features::{Scale, DEFAULT_FEATURES, FEATURES};
+use super::features::{Gaps, Scale, DEFAULT_FEATURES, FEATURES};
 use super::registry::{find_block, find_head, resolve, Params};
 
 /// The spec format version this build reads and writes.
@@ -167,6 +167,10 @@ pub struct DataSpec {
     /// or `ewma[:HOURS]` (each window's EWMA volatility; see `features::Scale`).
     #[serde(default, skip_serializing_if = "is_global")]
     pub scale: Scale,
+    /// `drop` (windows of consecutive bars only) or `bridge` (windows across market closures
+    /// and gaps, missing target steps left out; see `features::Gaps`).
+    #[serde(default, skip_serializing_if = "is_drop")]
+    pub gaps: Gaps,
     /// Days at the end of each asset's bars left out of training and validation alike, for a
     /// test period no part of the experiment has seen (`score backtest --last-days` on it).
     #[serde(default, skip_serializing_if = "is_zero")]
@@ -175,6 +179,9 @@ pub struct DataSpec {
 
 fn is_global(s: &Scale) -> bool {
     *s == Scale::Global
+}
+fn is_drop(g: &Gaps) -> bool {
+    *g == Gaps::Drop
 }
 
 fn d_val() -> f64 {
@@ -247,6 +254,7 @@ impl ExperimentSpec {
                 val_fraction: d_val(),
                 stride: d_stride(),
                 scale: Scale::Global,
+                gaps: Gaps::Drop,
                 holdout_days: 0.0,
             },
         }
@@ -468,6 +476,12 @@ impl ExperimentSpec {
         }
         if self.data.stride == 0 {
             push("data.stride", "must be at least 1 bar".into());
+        }
+        if self.data.gaps == Gaps::Bridge && self.training.vol_loss_weight > 0.0 {
+            push(
+                "data.gaps",
+                "bridge leaves target steps out, which the volatility term cannot; set training.vol_loss_weight to 0 (--vol-loss-weight 0) or data.gaps to drop".into(),
+            );
         }
         if !(self.data.holdout_days >= 0.0 && self.data.holdout_days <= 3650.0) {
             push(

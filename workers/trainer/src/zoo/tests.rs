@@ -775,6 +775,7 @@ fn zoo_batch_loss_adds_the_weighted_vol_term() {
                 &model,
                 &x,
                 &y,
+                None,
                 16,
                 LossKind::Crps,
                 0.95,
@@ -877,6 +878,7 @@ fn zoo_ewma_scale_standardises_each_window_by_its_past() {
         val_fraction: 0.2,
         stride: 12,
         scale: sc,
+        gaps: super::features::Gaps::Drop,
     };
     let w = AssetWindows::build("BTC", bars.clone(), &opts).unwrap();
     assert_eq!(w.norm.scale, sc);
@@ -924,8 +926,79 @@ fn zoo_ewma_scale_standardises_each_window_by_its_past() {
         bars.timestamps[i] + bars.bar_seconds,
         s,
         &names,
+        super::features::Gaps::Drop,
     )
     .unwrap();
     assert_eq!(j, i);
     assert_eq!(xh, x);
+}
+
+/// Gaps bridged: XAU's 5-minute bars have a daily break, so no 24 h window is gap-free; with
+/// `bridge` windows cross it, their history runs over it, the steps inside it are masked, and
+/// the masked loss is the mean over the steps with a price (all ones: the plain loss).
+#[test]
+fn zoo_bridged_windows_cross_closures_with_masked_targets() {
+    use super::features::{Gaps, WindowOptions};
+    use super::train::{make_batch_masked, sample_crps_masked};
+    let Some(d) = data_dir() else { return };
+    let Ok(bars) = Bars::load(&d.join("XAU_5m.csv")) else {
+        return;
+    };
+    let mut opts = WindowOptions {
+        seq_len: 32,
+        horizon: 288,
+        val_fraction: 0.2,
+        stride: 12,
+        scale: super::features::Scale::Global,
+        gaps: Gaps::Drop,
+    };
+    let e = AssetWindows::build("XAU", bars.clone(), &opts).unwrap_err();
+    assert!(e.to_string().contains("no gap-free training window"), "{e}");
+    opts.gaps = Gaps::Bridge;
+    let w = AssetWindows::build("XAU", bars, &opts).unwrap();
+    assert!(w.train.len() > 500 && !w.val.is_empty(), "{}", w.train.len());
+    let mut spec = ExperimentSpec::new(&["LSTMBlock"], "GBMHead");
+    spec.model.backbone.seq_len = 32;
+    spec.data.gaps = Gaps::Bridge;
+    let data = vec![w];
+    let items: Vec<(usize, usize)> = data[0].train[..16].iter().map(|&i| (0, i)).collect();
+    let (_, y, mask) = make_batch_masked(&spec, &data, &items, &Device::Cpu).unwrap();
+    let mask = mask.expect("a day of XAU crosses its daily break");
+    let m: Vec<Vec<f32>> = mask.to_vec2().unwrap();
+    let yv: Vec<Vec<f32>> = y.to_vec2().unwrap();
+    for (row, (mr, yr)) in m.iter().zip(&yv).enumerate() {
+        let missing = mr.iter().filter(|&&x| x == 0.0).count();
+        assert!(missing > 0 && 4 * (288 - missing) >= 288, "row {row}: {missing} missing");
+        assert_eq!(*mr.last().unwrap(), 1.0, "the last step has a price");
+        assert!(mr.iter().zip(yr).all(|(&m, &y)| m == 1.0 || y == 0.0));
+    }
+    // the masked mean: all ones is the plain loss; masking steps drops their terms
+    let dev = Device::Cpu;
+    let samples = Tensor::randn(0f32, 1.0, (2, 3, 64), &dev).unwrap();
+    let target = Tensor::new(&[[0.1f32, -0.2, 3.0], [0.0, 0.5, -4.0]], &dev).unwrap();
+    let ones = Tensor::ones((2, 3), candle_core::DType::F32, &dev).unwrap();
+    let plain = sample_crps(&samples, &target, LossKind::Crps, 0.95)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    let all = sample_crps_masked(&samples, &target, &ones, LossKind::Crps, 0.95)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    assert!((plain - all).abs() < 1e-6);
+    let first = Tensor::new(&[[1f32, 1.0, 0.0], [1.0, 1.0, 0.0]], &dev).unwrap();
+    let part = sample_crps_masked(&samples, &target, &first, LossKind::Crps, 0.95)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    let sub = sample_crps(
+        &samples.narrow(1, 0, 2).unwrap(),
+        &target.narrow(1, 0, 2).unwrap(),
+        LossKind::Crps,
+        0.95,
+    )
+    .unwrap()
+    .to_scalar::<f32>()
+    .unwrap();
+    assert!((part - sub).abs() < 1e-5, "{part} vs {sub}");
 }

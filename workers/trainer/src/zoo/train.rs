@@ -49,6 +49,16 @@ pub fn sample_crps(
     kind: LossKind,
     alpha: f64,
 ) -> candle_core::Result<Tensor> {
+    sample_crps_per_step(samples, target, kind, alpha)?.mean_all()
+}
+
+/// The sample CRPS of each `(b, h)` entry.
+fn sample_crps_per_step(
+    samples: &Tensor,
+    target: &Tensor,
+    kind: LossKind,
+    alpha: f64,
+) -> candle_core::Result<Tensor> {
     let (_, _, n) = samples.dims3()?;
     let abs = samples
         .broadcast_sub(&target.unsqueeze(2)?)?
@@ -67,7 +77,20 @@ pub fn sample_crps(
         LossKind::Afcrps if n > 1 => (nf - 1.0 + alpha) / (nf - 1.0),
         LossKind::Afcrps => 1.0,
     };
-    (abs - (spread * factor)?)?.mean_all()
+    abs - (spread * factor)?
+}
+
+/// [`sample_crps`] over the `(b, h)` entries where `mask` is 1: their mean.
+pub fn sample_crps_masked(
+    samples: &Tensor,
+    target: &Tensor,
+    mask: &Tensor,
+    kind: LossKind,
+    alpha: f64,
+) -> candle_core::Result<Tensor> {
+    let per_step = sample_crps_per_step(samples, target, kind, alpha)?; // (b, h)
+    let count = mask.sum_all()?.to_scalar::<f32>()?.max(1.0);
+    per_step.mul(mask)?.sum_all()? / count as f64
 }
 
 /// Per-step scale `1/sqrt(k)`, k = 1..=h, shape `(1, h)`: cumulative returns grow like
@@ -88,17 +111,20 @@ pub fn batch_loss(
     alpha: f64,
     noise: &mut Noise,
 ) -> candle_core::Result<Tensor> {
-    batch_loss_with(model, x, y, n_paths, kind, alpha, noise, None)
+    batch_loss_with(model, x, y, None, n_paths, kind, alpha, noise, None)
 }
 
 /// [`batch_loss`] plus, when `vol` is given and active, `weight * vol term`
 /// ([`VolLoss::loss`]) on the same sampled paths; `vol`'s tensor holds each window's `ret_std`
 /// (`(b)`, see [`batch_ret_std`]). The noise drawn is the same with or without the term.
+/// With a `mask` (`(b, h)`, 1 where a target step has a price, see [`make_batch_masked`]) the
+/// price CRPS is the mean over the steps that have one.
 #[allow(clippy::too_many_arguments)]
 pub fn batch_loss_with(
     model: &ZooModel,
     x: &Tensor,
     y: &Tensor,
+    mask: Option<&Tensor>,
     n_paths: usize,
     kind: LossKind,
     alpha: f64,
@@ -110,13 +136,13 @@ pub fn batch_loss_with(
     let cpu_f32 = h.device().is_cpu() && h.dtype() == DType::F32;
     let inc = match model.head_sample(&h, n_paths, noise)? {
         // sampling and the loss as one op: the increments never enter the graph
-        HeadSample::Affine(a) if cpu_f32 && vol.is_none() => {
+        HeadSample::Affine(a) if cpu_f32 && vol.is_none() && mask.is_none() => {
             return super::fused::crps_loss_affine(&a.eps, &a.mu, &a.sigma, y, kind, alpha)
         }
         HeadSample::Affine(a) => super::fused::affine_noise(&a.eps, &a.mu, &a.sigma)?,
         HeadSample::Increments(inc) => inc, // (b, n, h)
     };
-    let price = if inc.device().is_cpu() && inc.dtype() == DType::F32 {
+    let price = if inc.device().is_cpu() && inc.dtype() == DType::F32 && mask.is_none() {
         // cumsum, horizon scale and sample CRPS as one op with its gradient
         super::fused::crps_loss(&inc, y, kind, alpha)?
     } else {
@@ -125,7 +151,10 @@ pub fn batch_loss_with(
         let cum = super::ops::cumsum_last(&inc)?.broadcast_mul(&scale.unsqueeze(0)?)?; // (b, n, h)
         let samples = cum.transpose(1, 2)?.contiguous()?; // (b, h, n)
         let target = y.broadcast_mul(&scale)?;
-        sample_crps(&samples, &target, kind, alpha)?
+        match mask {
+            None => sample_crps(&samples, &target, kind, alpha)?,
+            Some(m) => sample_crps_masked(&samples, &target, m, kind, alpha)?,
+        }
     };
     match vol {
         Some((v, ret_std)) => price + v.loss(&inc, y, ret_std)?,
@@ -278,6 +307,7 @@ pub fn load_windows(spec: &ExperimentSpec, data_dir: &Path) -> Result<Vec<AssetW
                 val_fraction: spec.data.val_fraction,
                 stride: spec.data.stride,
                 scale: spec.data.scale,
+                gaps: spec.data.gaps,
             };
             AssetWindows::build(a, bars, &opts).map_err(ZooError::from)
         })
@@ -291,18 +321,37 @@ pub fn make_batch(
     items: &[(usize, usize)],
     device: &Device,
 ) -> candle_core::Result<(Tensor, Tensor)> {
+    make_batch_masked(spec, data, items, device).map(|(x, y, _)| (x, y))
+}
+
+/// [`make_batch`] and the target mask `(b, h)` (1 where a step has a price), `None` when
+/// every step of every window has one.
+pub fn make_batch_masked(
+    spec: &ExperimentSpec,
+    data: &[AssetWindows],
+    items: &[(usize, usize)],
+    device: &Device,
+) -> candle_core::Result<(Tensor, Tensor, Option<Tensor>)> {
     let bb = &spec.model.backbone;
     let h = spec.training.horizon;
     let mut xs = Vec::with_capacity(items.len() * bb.seq_len * bb.features.len());
     let mut ys = Vec::with_capacity(items.len() * h);
+    let mut ms = Vec::with_capacity(items.len() * h);
+    let mut gaps = false;
     for &(a, i) in items {
         data[a].input(i, bb.seq_len, &bb.features, &mut xs);
-        data[a].target(i, h, &mut ys);
+        gaps |= data[a].target_masked(i, h, &mut ys, &mut ms);
     }
     let b = items.len();
+    let mask = if gaps && ms.contains(&0.0) {
+        Some(Tensor::from_vec(ms, (b, h), device)?)
+    } else {
+        None
+    };
     Ok((
         Tensor::from_vec(xs, (b, bb.seq_len, bb.features.len()), device)?,
         Tensor::from_vec(ys, (b, h), device)?,
+        mask,
     ))
 }
 
@@ -336,12 +385,13 @@ fn val_loss(
     let mut total = 0.0;
     let mut count = 0usize;
     for chunk in items.chunks(t.batch_size.max(1)) {
-        let (x, y) = make_batch(spec, data, chunk, device)?;
+        let (x, y, mask) = make_batch_masked(spec, data, chunk, device)?;
         let rs = batch_ret_std(data, chunk, device)?;
         let l = batch_loss_with(
             model,
             &x,
             &y,
+            mask.as_ref(),
             t.n_paths,
             t.loss,
             t.crps_alpha,
@@ -503,13 +553,14 @@ pub fn train_observed(
         let steps_here = order.chunks(t.batch_size).take(t.steps_per_epoch).len();
         for chunk in order.chunks(t.batch_size).take(t.steps_per_epoch) {
             let batch: Vec<(usize, usize)> = chunk.iter().map(|&k| items[k]).collect();
-            let (x, y) = make_batch(spec, &data, &batch, device)?;
+            let (x, y, mask) = make_batch_masked(spec, &data, &batch, device)?;
             let rs = batch_ret_std(&data, &batch, device)?;
             opt.set_learning_rate(lr_at(spec, state.steps, total_steps));
             let loss = batch_loss_with(
                 &model,
                 &x,
                 &y,
+                mask.as_ref(),
                 t.n_paths,
                 t.loss,
                 t.crps_alpha,
@@ -784,7 +835,11 @@ pub fn evaluate_sn50(
             let spot = d.bars.close[i - 1];
             let seed = t.seed ^ hash_str(&d.asset) ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
             let paths = simulate(model, &x, spot, t.eval_paths, d.scale(i - 1), seed)?;
-            let real: Vec<f64> = d.bars.close[i..=i + t.horizon].to_vec();
+            // the realised grid from bar i's open on: NaN where a gap leaves a step without
+            // a price, as validators leave it
+            let real = d
+                .bars
+                .price_grid(d.bars.timestamps[i], bar * t.horizon as i64, bar)?;
             let req = ForecastRequest {
                 asset: d.asset.clone(),
                 start_time: d.bars.timestamps[i] + bar,
