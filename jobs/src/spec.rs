@@ -26,10 +26,32 @@ pub trait JobSpec: Serialize + DeserializeOwned + Send + Sync + 'static {
     /// refused to bots (403) until its author opens it here.
     const BOTS: BotAccess = BotAccess::Refused("ask the operator to enqueue or schedule it");
 
+    /// Fields this type no longer takes, each with what to do instead. A payload naming one is
+    /// refused with that text (at enqueue, and dead-lettered if one is already queued) rather
+    /// than serde's bare "unknown field".
+    const RETIRED_FIELDS: &'static [(&'static str, &'static str)] = &[];
+
     /// Checks the payload beyond what serde checks; the message names the field.
     fn validate(&self) -> Result<(), InvalidPayload> {
         Ok(())
     }
+}
+
+/// Decodes `value` as `J` and runs its own checks: a retired field is named with what to do
+/// instead, a field serde refuses with serde's message, then [`JobSpec::validate`]. The one
+/// decoding path of enqueue checks and of handlers.
+pub fn decode_payload<J: JobSpec>(value: serde_json::Value) -> Result<J, InvalidPayload> {
+    if let Some(obj) = value.as_object() {
+        if let Some((field, instead)) = J::RETIRED_FIELDS
+            .iter()
+            .find(|(field, _)| obj.contains_key(*field))
+        {
+            return Err(format!("field `{field}` is no longer taken: {instead}").into());
+        }
+    }
+    let job: J = serde_json::from_value(value).map_err(|e| InvalidPayload(e.to_string()))?;
+    job.validate()?;
+    Ok(job)
 }
 
 /// Which kind of worker runs a job type. A worker process serves the types of the roles it is
@@ -127,12 +149,12 @@ impl JobTypeInfo {
 
 /// Decodes `value` as `J` and runs its own checks.
 pub fn validate_payload<J: JobSpec>(value: &serde_json::Value) -> Result<(), CatalogError> {
-    let payload = |message: String| CatalogError::Payload {
-        job_type: J::TYPE,
-        message,
-    };
-    let job: J = serde_json::from_value(value.clone()).map_err(|e| payload(e.to_string()))?;
-    job.validate().map_err(|e| payload(e.0))
+    decode_payload::<J>(value.clone())
+        .map(|_| ())
+        .map_err(|e| CatalogError::Payload {
+            job_type: J::TYPE,
+            message: e.0,
+        })
 }
 
 /// Every job type of this build.
