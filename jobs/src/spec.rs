@@ -298,4 +298,49 @@ mod tests {
         assert!(err.contains("fail_rate"), "{err}");
         assert!((sleep.validate)(&serde_json::json!({"ms": 1})).is_ok());
     }
+
+    #[test]
+    fn retired_directory_fields_say_what_to_do_instead() {
+        for (ty, payload) in [
+            ("run", serde_json::json!({"run": {}, "data_dir": "/data"})),
+            ("run", serde_json::json!({"out_dir": "/runs"})),
+            (
+                "experiment",
+                serde_json::json!({"experiment_id": "e", "spec": {}, "out_dir": "/x"}),
+            ),
+            ("shadow-score", serde_json::json!({"store_dir": "/s"})),
+            ("shadow-prompt", serde_json::json!({"data_dir": "/d"})),
+            (
+                "data-download",
+                serde_json::json!({"assets": ["BTC"], "data_dir": "/d"}),
+            ),
+        ] {
+            let t = find_type(ty).unwrap();
+            let err = (t.validate)(&payload).unwrap_err().to_string();
+            assert!(
+                err.contains("is no longer taken") && err.contains("synth-city worker --data-dir"),
+                "{ty}: {err}"
+            );
+            let field = payload
+                .as_object()
+                .unwrap()
+                .keys()
+                .find(|k| k.ends_with("_dir"))
+                .unwrap();
+            assert!(err.contains(&format!("`{field}`")), "{ty}: {err}");
+        }
+        // other unknown fields keep serde's message
+        let err = (find_type("run").unwrap().validate)(&serde_json::json!({"bogus": 1}))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown field `bogus`"), "{err}");
+        // a model by path is refused; by reference it is taken
+        let prompt = find_type("shadow-prompt").unwrap();
+        let err = (prompt.validate)(&serde_json::json!({"model": "/tmp/ck"}))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("field `model`"), "{err}");
+        let r = crate::ArtifactRef::of_manifest(&"0f".repeat(32), 99);
+        assert!((prompt.validate)(&serde_json::json!({"model": r.to_string()})).is_ok());
+    }
 }

@@ -22,6 +22,7 @@ use std::time::{Duration, SystemTime};
 
 use jobs::artifact::{artifact_key, ArtifactFile, ArtifactManifest};
 use jobs::{ArtifactRef, WorkerDirs};
+use trainer::experiments::ExperimentRecord;
 
 use crate::store::{sha256_hex, Store, StoreError};
 
@@ -119,6 +120,57 @@ pub async fn put_dir(
     let bytes = serde_json::to_vec(&manifest).expect("manifests serialise");
     let stored = put_content(store, bytes).await?;
     Ok(ArtifactRef::of_manifest(&stored.sha256, stored.size))
+}
+
+/// Stores the checkpoint of every record that has a local one and no artifact yet (the
+/// trainer's [`ARTIFACT_FILES`](trainer::experiments::ARTIFACT_FILES)) and sets its
+/// `artifact`. Records without a checkpoint (failed runs) are left as they are.
+pub async fn store_checkpoints(
+    store: &dyn Store,
+    recs: &mut [ExperimentRecord],
+) -> Result<(), ArtifactError> {
+    for r in recs.iter_mut().filter(|r| r.artifact.is_none()) {
+        if let Some(dir) = &r.checkpoint {
+            r.artifact = Some(put_dir(store, dir, &trainer::experiments::ARTIFACT_FILES).await?);
+        }
+    }
+    Ok(())
+}
+
+/// The folder of `rec`'s checkpoint on this machine: its artifact fetched into `cache`, else
+/// (in the process that trained it) its local checkpoint; an error when it has neither.
+pub async fn local_checkpoint(
+    store: &dyn Store,
+    cache: &ArtifactCache,
+    rec: &ExperimentRecord,
+) -> Result<PathBuf, ArtifactError> {
+    match (&rec.artifact, &rec.checkpoint) {
+        (Some(a), _) => cache.fetch(store, a).await,
+        (None, Some(dir)) => Ok(dir.clone()),
+        (None, None) => Err(ArtifactError::Bad {
+            reference: format!("of experiment {}", rec.name),
+            reason: "the experiment has no checkpoint in the store (it failed before one was \
+                     written, or an older build recorded only a local path)"
+                .into(),
+        }),
+    }
+}
+
+/// The binary's [`CheckpointSink`](trainer::handler::CheckpointSink) for the `experiment`
+/// handler: the configured store of `store_dir` (the bucket when `HIPPIUS_ENDPOINT` is set).
+#[derive(Debug, Clone)]
+pub struct StoreSink {
+    pub store_dir: PathBuf,
+}
+
+#[async_trait::async_trait]
+impl trainer::handler::CheckpointSink for StoreSink {
+    async fn put_checkpoint(&self, dir: &Path) -> Result<ArtifactRef, String> {
+        let store = crate::store::open(&self.store_dir).map_err(|e| e.to_string())?;
+        put_dir(&*store, dir, &trainer::experiments::ARTIFACT_FILES)
+            .await
+            .map_err(|e| e.to_string())
+    }
 }
 
 static TMP_SEQ: AtomicU64 = AtomicU64::new(0);
