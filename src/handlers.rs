@@ -3,18 +3,25 @@
 //! Each role crate exports its handlers and one `register` function; the run state machine
 //! registers `run` and the stage types. A worker process takes the whole set and serves the
 //! types its `--roles` name ([`expand_roles`]): role names (`trainer`, `scorer`, ...), type
-//! names, or `all`. This module decides nothing else.
+//! names, or `all`. Every handler that touches files gets the worker's own directories
+//! ([`WorkerDirs`], from its settings), and the trainer a sink that puts checkpoints in the
+//! store. This module decides nothing else.
+
+use std::sync::Arc;
 
 use engine::Queue;
-use jobs::{Catalog, Registry, Role};
+use jobs::{Catalog, Registry, Role, WorkerDirs};
 
-/// The handlers of every job type of this build.
-pub fn registry(queue: &Queue) -> Registry {
+/// The handlers of every job type of this build, working in `dirs`.
+pub fn registry(queue: &Queue, dirs: &WorkerDirs) -> Registry {
     let mut r = Registry::new();
     engine::builtin::register(&mut r); // noop, sleep
-    crate::pipeline::register(&mut r, queue.clone()); // run, plan, train, check, debug, publish
-    trainer::register(&mut r); // experiment
-    scorer::register(&mut r); // shadow-prompt, shadow-score, data-download
+    crate::pipeline::register(&mut r, queue.clone(), dirs.clone()); // run and the stages
+    let sink = publisher::artifacts::StoreSink {
+        store_dir: dirs.store_dir.clone(),
+    };
+    trainer::register(&mut r, dirs.clone(), Arc::new(sink)); // experiment
+    scorer::register(&mut r, dirs); // shadow-prompt, shadow-score, data-download
     r
 }
 
@@ -59,7 +66,7 @@ mod tests {
     #[test]
     fn every_type_has_one_handler_and_roles_expand() {
         let q = Queue::new("redis://127.0.0.1:1", "handlers-test", Default::default()).unwrap();
-        let r = registry(&q);
+        let r = registry(&q, &WorkerDirs::default());
         let mut handled = r.types();
         handled.sort_unstable();
         let mut known: Vec<_> = jobs::catalog().iter().map(|t| t.name).collect();

@@ -113,9 +113,33 @@ pub const TABLE: &[Setting] = &[
     .or("3600"),
     var(
         "SYNTH_DATA_DIR",
-        "bridge",
-        "market data for the bridge [default: --data-dir if it exists, else ../shared/data]",
-    ),
+        "worker, pipeline, publish, bridge",
+        "market data (bar files) a worker's handlers read; for the bridge it wins over its \
+         --data-dir, and absent that folder the bridge reads ../shared/data",
+    )
+    .or("data")
+    .flag("worker/pipeline/publish --data-dir"),
+    var(
+        "SYNTH_WORK_DIR",
+        "worker, pipeline, publish",
+        "a worker's scratch: checkpoints as they train, the artifact cache (<dir>/cache)",
+    )
+    .or("runs")
+    .flag("worker/pipeline/publish --work-dir"),
+    var(
+        "SYNTH_STORE_DIR",
+        "worker, pipeline, publish",
+        "a worker's filesystem store (with HIPPIUS_ENDPOINT: metrics.jsonl and mirrors)",
+    )
+    .or("store")
+    .flag("worker/pipeline/publish --store"),
+    var(
+        "SYNTH_CACHE_MAX_MB",
+        "worker, pipeline, publish",
+        "MiB the artifact cache keeps before evicting the least recently used",
+    )
+    .or("2048")
+    .flag("worker/pipeline/publish --cache-max-mb"),
     var(
         "SYNTH_REGISTRY_DIR",
         "bridge",
@@ -743,6 +767,14 @@ mod tests {
         assert_eq!(d("HIPPIUS_RETRIES"), (s3.attempts - 1).to_string());
         let hf = publisher::store::hf::HfConfig::new(&d("HF_ENDPOINT"), "t", "o/r");
         assert_eq!(d("HF_PRIVATE"), hf.private.to_string());
+        let dirs = jobs::WorkerDirs::default();
+        assert_eq!(d("SYNTH_DATA_DIR"), dirs.data_dir.display().to_string());
+        assert_eq!(d("SYNTH_WORK_DIR"), dirs.work_dir.display().to_string());
+        assert_eq!(d("SYNTH_STORE_DIR"), dirs.store_dir.display().to_string());
+        assert_eq!(
+            d("SYNTH_CACHE_MAX_MB"),
+            (dirs.cache_max_bytes >> 20).to_string()
+        );
     }
 
     /// Every variable the code reads by name (`env::var("X")`, clap's `env = "X"`, `*_ENV`

@@ -447,18 +447,7 @@ fn pipeline_runs_over_http_belong_to_their_bot() {
         .output()
         .unwrap();
     assert!(out.status.success());
-    let dir = tempfile::tempdir().unwrap();
-    let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data");
-    let (d, o, s) = (
-        data.display().to_string(),
-        dir.path().join("runs").display().to_string(),
-        dir.path().join("store").display().to_string(),
-    );
-    let b = start(
-        &redis,
-        None,
-        &["--data-dir", &d, "--out", &o, "--store", &s],
-    );
+    let b = start(&redis, None, &["--data-dir", &shared_data()]);
     let tiny = json!({"max_experiments": 1, "epochs": 1, "rounds": 1, "steps_per_epoch": 1,
         "d_model": 8, "seq_len": 16, "eval_windows": 1, "eval_paths": 20, "retries": 1});
     let (st, r) = call(&b, "POST", "/pipeline/run", "bot-a", tiny.clone());
@@ -580,12 +569,24 @@ impl Drop for Proc {
     }
 }
 
-fn worker(redis: &RedisServer, roles: &str) -> Proc {
+/// A worker process for the bridge's prefix, working in `dir` (its own work directory and
+/// store) on the shared bars: the bridge names no directory in the jobs it enqueues.
+fn worker(redis: &RedisServer, roles: &str, dir: &std::path::Path) -> Proc {
+    std::fs::create_dir_all(dir).unwrap();
     Proc(
         Command::new(bin())
             .arg("--redis-url")
             .arg(redis.url())
             .args(["--prefix", "br", "worker", "--roles", roles])
+            .args([
+                "--data-dir",
+                &shared_data(),
+                "--work-dir",
+                "work",
+                "--store",
+                "store",
+            ])
+            .current_dir(dir)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -613,13 +614,8 @@ fn experiments_and_sessions_belong_to_their_bot() {
     let redis = RedisServer::start();
     migrate(&redis);
     let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("runs").display().to_string();
     let data = shared_data();
-    let b = start(
-        &redis,
-        Some("sekret"),
-        &["--data-dir", &data, "--out", &out],
-    );
+    let b = start(&redis, Some("sekret"), &["--data-dir", &data]);
 
     // Create: validated and stored in the bot's session.
     let (st, e) = call(&b, "POST", "/experiment/create", "bot-a", tiny_create());
@@ -767,7 +763,7 @@ fn experiments_and_sessions_belong_to_their_bot() {
     );
 
     // A worker runs it; the result lands in the session.
-    let _w = worker(&redis, "experiment");
+    let _w = worker(&redis, "experiment", &dir.path().join("worker"));
     let deadline = Instant::now() + Duration::from_secs(240);
     let done = loop {
         let (_, r) = call(&b, "GET", &path, "bot-a", Value::Null);
@@ -781,6 +777,26 @@ fn experiments_and_sessions_belong_to_their_bot() {
     let crps = done["crps"].as_f64().unwrap();
     assert!(crps.is_finite() && crps > 0.0, "{done}");
     assert_eq!(done["result"]["record"]["status"], "ok");
+    // the checkpoint is named by its artifact in the worker's store, not by a path
+    let artifact = &done["result"]["record"]["artifact"];
+    let sha = artifact["sha256"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{done}"));
+    assert!(dir
+        .path()
+        .join("worker/store")
+        .join(artifact["key"].as_str().unwrap())
+        .is_file());
+    assert!(
+        done["result"]["record"].get("checkpoint").is_none(),
+        "{done}"
+    );
+    let text = done.to_string();
+    assert!(
+        !text.contains(&dir.path().display().to_string()) && !text.contains("\"/"),
+        "{done}"
+    );
+    assert_eq!(sha.len(), 64);
 
     // Compare: own only; compare/all across bots, tagged.
     let (st, c) = call(&b, "GET", "/experiment/compare", "bot-a", Value::Null);
@@ -1290,14 +1306,8 @@ fn dashboard_renders_live_data_in_headless_chromium() {
     let redis = RedisServer::start();
     migrate(&redis);
     let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("runs").display().to_string();
     let data = shared_data();
-    let b = start_env(
-        &redis,
-        Some("sekret"),
-        &["--out", &out],
-        &[("SYNTH_DATA_DIR", &data)],
-    );
+    let b = start_env(&redis, Some("sekret"), &[], &[("SYNTH_DATA_DIR", &data)]);
     // A scored experiment for the leaderboard, then 7 jobs nobody runs.
     let (st, e) = call(
         &b,
@@ -1309,7 +1319,7 @@ fn dashboard_renders_live_data_in_headless_chromium() {
     assert_eq!(st, 202, "{e}");
     let path = format!("/experiment/results/{}", e["id"].as_str().unwrap());
     {
-        let _w = worker(&redis, "experiment");
+        let _w = worker(&redis, "experiment", &dir.path().join("worker"));
         let deadline = Instant::now() + Duration::from_secs(240);
         while call(&b, "GET", &path, "bot-a", Value::Null).1["state"] != "completed" {
             assert!(Instant::now() < deadline, "the experiment did not complete");
@@ -1415,12 +1425,11 @@ fn openapi_fuzzing_finds_no_server_errors() {
     let redis = RedisServer::start();
     migrate(&redis);
     let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("runs").display().to_string();
     let hermes = format!("http://127.0.0.1:{}", fake_hermes());
     let b = start_env(
         &redis,
         Some("sekret"),
-        &["--out", &out, "--rate-per-min", "100000000"],
+        &["--rate-per-min", "100000000"],
         &[
             ("PYTH_HERMES_URL", &hermes),
             ("BINANCE_API_URL", &hermes),
@@ -1629,8 +1638,6 @@ async fn a_new_job_type_is_closed_to_bots_by_default_on_every_path_to_work() {
         api_key: None,
         rate_per_min: 600,
         data_dir: "data".into(),
-        out_dir: "runs".into(),
-        store_dir: "store".into(),
     };
     let routes = synth_city::bridge::routes(queue.clone(), cfg);
     let res = warp::test::request()
@@ -1659,9 +1666,9 @@ async fn a_new_job_type_is_closed_to_bots_by_default_on_every_path_to_work() {
         .await;
     assert!(res.status().is_success(), "{:?}", res.body());
     // a schedule is a path to work too: its fires enqueue, so the same rule applies (the
-    // attack: a bot schedules a `run` job naming server paths, or the new type)
+    // attack: a bot schedules a `run` job in another bot's name, or the new type)
     for (job_type, payload) in [
-        ("run", json!({"data_dir": "/etc", "out_dir": "/tmp/pwn"})),
+        ("run", json!({"run": {}, "bot_id": "bot-b"})),
         ("reindex", json!({"shard": 1})),
     ] {
         let res = warp::test::request()

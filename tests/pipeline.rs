@@ -4,36 +4,37 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
 
-use common::{bin, spawn_worker, spawn_worker_env, RedisServer};
+use common::{bin, spawn_worker_env, RedisServer, TINY};
 use serde_json::Value;
 
 fn data_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data")
 }
 
-/// A budget small enough for a debug build: tiny models, few steps, few windows.
-const TINY: &[&str] = &[
-    "--epochs",
-    "1",
-    "--steps-per-epoch",
-    "2",
-    "--d-model",
-    "8",
-    "--seq-len",
-    "16",
-    "--batch-size",
-    "2",
-    "--n-paths",
-    "4",
-    "--eval-windows",
-    "2",
-    "--eval-paths",
-    "50",
-];
+/// A worker process on this test's directories (its own settings: the shared bars,
+/// `<dir>/runs`, `<dir>/store`), with extra environment variables.
+fn worker_env_in(redis: &RedisServer, dir: &Path, flags: &[&str], env: &[(&str, &str)]) -> Child {
+    let dirs = [
+        "--data-dir".to_string(),
+        data_dir().display().to_string(),
+        "--work-dir".to_string(),
+        dir.join("runs").display().to_string(),
+        "--store".to_string(),
+        dir.join("store").display().to_string(),
+    ];
+    let mut all: Vec<&str> = flags.to_vec();
+    all.extend(dirs.iter().map(String::as_str));
+    spawn_worker_env(&redis.url(), &all, env)
+}
+
+/// [`worker_env_in`] without extra environment.
+fn worker_in(redis: &RedisServer, dir: &Path, flags: &[&str]) -> Child {
+    worker_env_in(redis, dir, flags, &[])
+}
 
 fn cli(redis: &RedisServer, args: &[&str], dir: &std::path::Path) -> Output {
     cli_with_data(redis, args, dir, &data_dir())
@@ -63,20 +64,7 @@ fn cli_with_data(
 }
 
 fn plain(redis: &RedisServer, args: &[&str]) -> String {
-    let out = Command::new(bin())
-        .arg("--redis-url")
-        .arg(redis.url())
-        .args(["--prefix", "t"])
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    common::stdout_of(common::cli_command(&redis.url()).args(args))
 }
 
 fn migrate(redis: &RedisServer) {
@@ -198,7 +186,7 @@ fn a_worker_killed_mid_stage_does_not_lose_the_run() {
         .unwrap()
         .to_string();
     let flags = ["--roles", "all", "--concurrency", "2", "--lease-ms", "1000"];
-    let mut first = spawn_worker(&redis.url(), &flags);
+    let mut first = worker_in(&redis, dir.path(), &flags);
     // the run's second step (plan is step 0)
     let train_job = format!("run-{id}-train-1");
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -218,7 +206,7 @@ fn a_worker_killed_mid_stage_does_not_lose_the_run() {
     }
     first.kill().unwrap();
     first.wait().unwrap();
-    let mut second = spawn_worker(&redis.url(), &flags);
+    let mut second = worker_in(&redis, dir.path(), &flags);
     let deadline = Instant::now() + Duration::from_secs(120);
     let run = loop {
         let r = run_state(&redis, &id);
@@ -290,8 +278,8 @@ fn thirty_runs_never_exceed_ten_permits() {
     }
     let flags = ["--roles", "all", "--concurrency", "8", "--lease-ms", "5000"];
     let mut workers = vec![
-        spawn_worker(&redis.url(), &flags),
-        spawn_worker(&redis.url(), &flags),
+        worker_in(&redis, dir.path(), &flags),
+        worker_in(&redis, dir.path(), &flags),
     ];
     let mut conn = redis.conn();
     let holders_key = "{t}:sem:pipeline:holders";
@@ -505,7 +493,11 @@ fn a_cancelled_run_gives_its_permit_back_at_once() {
             .query(conn)
             .unwrap()
     };
-    let mut worker = spawn_worker(&redis.url(), &["--roles", "all", "--concurrency", "2"]);
+    let mut worker = worker_in(
+        &redis,
+        dir.path(),
+        &["--roles", "all", "--concurrency", "2"],
+    );
     let deadline = Instant::now() + Duration::from_secs(60);
     while held(&mut conn).is_none() {
         assert!(Instant::now() < deadline, "the run never took a permit");
@@ -564,8 +556,9 @@ fn a_waiting_stage_job_keeps_its_runs_permit_and_a_cancelled_one_fails_the_run()
     // a worker for the plan stage only, with a 2 s permit lease: after the plan, the train job
     // waits in its stream with no worker to take it
     let lease = [("SYNTH_CITY_RUN_LEASE_MS", "2000")];
-    let mut worker = spawn_worker_env(
-        &redis.url(),
+    let mut worker = worker_env_in(
+        &redis,
+        dir.path(),
         &["--roles", "plan", "--concurrency", "1"],
         &lease,
     );
@@ -606,17 +599,15 @@ fn a_waiting_stage_job_keeps_its_runs_permit_and_a_cancelled_one_fails_the_run()
     worker.wait().unwrap();
 }
 
-/// A `run` payload with the tiny budget and this test's directories.
-fn run_payload(dir: &std::path::Path, extra: Value) -> String {
+/// A `run` payload with the tiny budget (the directories are the workers' own).
+fn run_payload(extra: Value) -> String {
     let mut run = serde_json::json!({"max_experiments": 1, "rounds": 1, "epochs": 1,
         "steps_per_epoch": 2, "d_model": 8, "seq_len": 16, "batch_size": 2, "n_paths": 4,
         "eval_windows": 2, "eval_paths": 50, "agents": "builtin"});
     if let (Some(r), Value::Object(e)) = (run.as_object_mut(), extra) {
         r.extend(e);
     }
-    serde_json::json!({"run": run, "data_dir": data_dir(), "out_dir": dir.join("runs"),
-        "store_dir": dir.join("store")})
-    .to_string()
+    serde_json::json!({ "run": run }).to_string()
 }
 
 #[test]
@@ -624,9 +615,13 @@ fn a_run_job_starts_one_run_and_a_schedule_starts_one_per_fire() {
     let redis = RedisServer::start();
     migrate(&redis);
     let dir = tempfile::tempdir().unwrap();
-    let mut worker = spawn_worker(&redis.url(), &["--roles", "all", "--concurrency", "2"]);
+    let mut worker = worker_in(
+        &redis,
+        dir.path(),
+        &["--roles", "all", "--concurrency", "2"],
+    );
     // a `run` job: its result names the run, which goes through every stage
-    let payload = run_payload(dir.path(), serde_json::json!({}));
+    let payload = run_payload(serde_json::json!({}));
     let out = plain(
         &redis,
         &[
@@ -677,8 +672,8 @@ fn a_run_job_starts_one_run_and_a_schedule_starts_one_per_fire() {
         "{summary}"
     );
     // a payload the run options refuse is dead-lettered with the reason; an unknown field is
-    // refused when it is enqueued
-    let bad = run_payload(dir.path(), serde_json::json!({"timeframe": "7m"}));
+    // refused when it is enqueued,
+    let bad = run_payload(serde_json::json!({"timeframe": "7m"}));
     plain(
         &redis,
         &["jobs", "enqueue", "--type", "run", "--payload", &bad],
@@ -692,16 +687,26 @@ fn a_run_job_starts_one_run_and_a_schedule_starts_one_per_fire() {
         assert!(Instant::now() < deadline, "not dead-lettered: {dead}");
         std::thread::sleep(Duration::from_millis(50));
     }
-    let unknown = run_payload(dir.path(), serde_json::json!({"bogus": 1}));
-    let out = Command::new(bin())
-        .args(["--redis-url", &redis.url(), "--prefix", "t"])
-        .args(["jobs", "enqueue", "--type", "run", "--payload", &unknown])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("bogus"));
+    // so is a directory, which is no longer a payload's to name: the refusal says where a
+    // worker's directories come from now
+    for (payload, needles) in [
+        (run_payload(serde_json::json!({"bogus": 1})), &["bogus"][..]),
+        (
+            serde_json::json!({"run": {}, "store_dir": "/srv/store"}).to_string(),
+            &["`store_dir` is no longer taken", "--store"][..],
+        ),
+    ] {
+        let out = Command::new(bin())
+            .args(["--redis-url", &redis.url(), "--prefix", "t"])
+            .args(["jobs", "enqueue", "--type", "run", "--payload", &payload])
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(needles.iter().all(|n| err.contains(n)), "{err}");
+    }
     // a schedule every 2 s, with two schedulers: one run per fire
-    let every = run_payload(dir.path(), serde_json::json!({"max_experiments": 1}));
+    let every = run_payload(serde_json::json!({"max_experiments": 1}));
     plain(
         &redis,
         &[

@@ -225,21 +225,12 @@ fn the_llm_agents_carry_a_run_through_check_debug_and_publish() {
     let script = Arc::new(Mutex::new(Script::default()));
     let url = scripted_server(script.clone());
     let dir = tempfile::tempdir().unwrap();
-    let b = budget();
     let out = Command::new(bin())
         .args(["--redis-url", &redis.url(), "--prefix", "t", "pipeline"])
         .args(["--agents", "llm", "--publish", "--json"])
-        .args(["--max-experiments", "1", "--rounds", "1", "--epochs", "1"])
-        .args(["--steps-per-epoch", &b.steps_per_epoch.to_string()])
-        .args(["--d-model", "8", "--seq-len", "16", "--batch-size", "2"])
-        .args([
-            "--n-paths",
-            "4",
-            "--eval-windows",
-            "2",
-            "--eval-paths",
-            "50",
-        ])
+        .args(["--max-experiments", "1", "--rounds", "1"])
+        // the budget() above, as flags
+        .args(common::TINY)
         .arg("--data-dir")
         .arg(data_dir())
         .arg("--out")

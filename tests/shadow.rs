@@ -1,7 +1,8 @@
 //! The shadow scorer through a real Redis and worker: prompts recorded for a trained
-//! checkpoint at historical times, scored with the validator's CRPS once the bars cover their
-//! window (and not before), beside the GBM; the day's summary, the leaderboard and
-//! `score shadow`; a re-score gives the same numbers.
+//! checkpoint (in the store, by artifact reference) at historical times, scored with the
+//! validator's CRPS once the bars cover their window (and not before), beside the GBM; the
+//! day's summary, the leaderboard and `score shadow`; a re-score gives the same numbers; the
+//! model is fetched into the worker's own cache, and no record names a path.
 
 mod common;
 
@@ -84,14 +85,44 @@ fn shadow_prompts_are_recorded_then_scored_once_their_window_has_passed() {
     let tmp = tempfile::tempdir().unwrap();
     let ck = common::tiny_checkpoint(&data, &tmp.path().join("runs"), "5m");
     let store = tmp.path().join("store");
-    let mut worker = spawn_worker(&redis.url(), &["--roles", "all", "--concurrency", "2"]);
+    // the checkpoint goes to the store; the scorer gets its reference, not its folder
+    let artifact = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(publisher::artifacts::put_dir(
+            &publisher::store::FsStore::new(&store),
+            &ck,
+            &trainer::experiments::ARTIFACT_FILES,
+        ))
+        .unwrap();
+    let model_ref = artifact.to_string();
+    let work = tmp.path().join("work");
+    let (d, s, w) = (
+        data.display().to_string(),
+        store.display().to_string(),
+        work.display().to_string(),
+    );
+    let mut worker = spawn_worker(
+        &redis.url(),
+        &[
+            "--roles",
+            "all",
+            "--concurrency",
+            "2",
+            "--data-dir",
+            &d,
+            "--store",
+            &s,
+            "--work-dir",
+            &w,
+        ],
+    );
     let btc = Bars::load(&data.join("BTC_1m.csv")).unwrap();
     let last = *btc.timestamps.last().unwrap();
     // two days before the end of the bars: the 24 h window is realised; an hour before the end
     // it is not yet
     let past = (last - 2 * 86_400) / 300 * 300;
     let recent = (last - 3_600) / 300 * 300;
-    let common = json!({"model": ck, "store_dir": store, "data_dir": data});
+    let common = json!({"model": model_ref});
     let with = |extra: Value| {
         let mut v = common.clone();
         v.as_object_mut()
@@ -105,7 +136,9 @@ fn shadow_prompts_are_recorded_then_scored_once_their_window_has_passed() {
         with(json!({"assets": ["BTC", "ETH"], "at": past})),
     );
     assert_eq!(r["recorded"].as_array().unwrap().len(), 2, "{r}");
-    assert_eq!(r["model"], ck.display().to_string());
+    assert_eq!(r["model"], model_ref.as_str());
+    // the worker fetched the model into its own cache
+    assert!(work.join("cache").join(&artifact.sha256).is_dir());
     let r = run_job(
         &redis,
         "shadow-prompt",
@@ -113,7 +146,7 @@ fn shadow_prompts_are_recorded_then_scored_once_their_window_has_passed() {
     );
     assert_eq!(r["recorded"].as_array().unwrap().len(), 1, "{r}");
     let dates = [shadow::date_of(past), shadow::date_of(recent)];
-    let score = json!({"dates": dates, "store_dir": store, "data_dir": data});
+    let score = json!({"dates": dates});
     let r = run_job(&redis, "shadow-score", score.clone());
     assert_eq!(r["scored"], 2, "the realised prompts only: {r}");
     // the records: results on the realised ones, none on the recent one
@@ -131,6 +164,10 @@ fn shadow_prompts_are_recorded_then_scored_once_their_window_has_passed() {
             .unwrap();
     for asset in ["BTC", "ETH"] {
         let rec = read(asset, past);
+        assert_eq!(
+            rec.model, model_ref,
+            "the record names the model by reference"
+        );
         assert_eq!(rec.as_of, past - 60);
         assert_eq!(rec.spot_source, "last_close");
         let res = rec

@@ -384,13 +384,15 @@ fn the_data_download_job_merges_bars_like_the_command() {
     };
     assert!(cli(&["migrate"]).status.success());
     let env = [("PYTH_BENCHMARKS_URL", server.base.as_str())];
+    // the bars go to the worker's own data directory (payloads name none)
+    let data = dir.display().to_string();
     let mut worker = common::spawn_worker_env(
         &redis.url(),
         &["--roles", "data-download", "--retry-base-ms", "10"],
-        &env,
+        &[&env[..], &[("SYNTH_DATA_DIR", data.as_str())]].concat(),
     );
     let payload = serde_json::json!({"assets": ["BTC"], "days": 2, "end": 864_000,
-        "data_dir": dir, "source": "pyth"});
+        "source": "pyth"});
     let out = cli(&[
         "jobs",
         "enqueue",
@@ -421,7 +423,7 @@ fn the_data_download_job_merges_bars_like_the_command() {
     assert_eq!(bars.len() as u64, 2880 - missing);
     // an asset without a benchmarks symbol: retried, then dead-lettered naming it
     let bad = serde_json::json!({"assets": ["WTIOIL"], "days": 1, "end": 864_000,
-        "data_dir": dir, "source": "pyth"});
+        "source": "pyth"});
     let out = cli(&[
         "jobs",
         "enqueue",

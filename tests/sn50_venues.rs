@@ -859,13 +859,22 @@ fn the_data_download_job_asks_each_assets_venue() {
         ("HYPERLIQUID_API_URL", server.base.as_str()),
         ("PYTH_BENCHMARKS_URL", "http://127.0.0.1:9"),
     ];
+    // the bars go to the worker's own data directory (payloads name none)
+    let data = dir.display().to_string();
     let mut worker = common::spawn_worker_env(
         &redis.url(),
-        &["--roles", "data-download", "--retry-base-ms", "10"],
+        &[
+            "--roles",
+            "data-download",
+            "--retry-base-ms",
+            "10",
+            "--data-dir",
+            &data,
+        ],
         &env,
     );
     let payload = serde_json::json!({"assets": ["BTC", "NVDAX"], "days": 1, "end": END,
-        "resolution": 5, "data_dir": dir});
+        "resolution": 5});
     let out = cli(&[
         "jobs",
         "enqueue",

@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use publisher::artifacts::ArtifactCache;
 use publisher::publish;
 use publisher::store::hf::{self, HfClient, HfConfig, HfError, HfFile};
 use publisher::store::records;
@@ -446,10 +447,17 @@ fn record(name: &str, crps: f64, lr: f64, ckpt: Option<&Path>) -> ExperimentReco
         epochs: 2,
         diverged: false,
         error: None,
-        checkpoint: ckpt.map(|p| p.display().to_string()),
+        artifact: None,
+        checkpoint: ckpt.map(Path::to_path_buf),
         training_time_s: Some(1.5),
         recorded_at: 1_700_000_000,
     }
+}
+
+/// The artifact cache of a publication in these tests (their records carry the checkpoint
+/// folder of this process, which a publication takes as it is).
+fn cache(dir: &Path) -> ArtifactCache {
+    ArtifactCache::new(dir.join("cache"), 1 << 30)
 }
 
 fn checkpoint(dir: &Path, weights: &[u8]) -> PathBuf {
@@ -474,10 +482,10 @@ async fn s3_publish_then_a_fresh_machine_continues_from_the_bucket() {
         .unwrap();
     let summary = json!({"run_id": "run1", "success": true, "best_experiment": best.name,
         "best_crps": 5.0, "gbm_crps": 10.0, "experiments": [{"name": best.name}, {"name": other.name}]});
-    let p = publish::publish(&*store, "run1", &best, &summary, None)
+    let p = publish::publish(&*store, &cache(dir.path()), "run1", &best, &summary, None)
         .await
         .unwrap();
-    assert_eq!(p.model_dir, "s3://synth-city/models/run1/lstm-gbm-d16/");
+    assert_eq!(p.model_dir, "models/run1/lstm-gbm-d16/");
     let keys = store.list("models/").await.unwrap();
     assert_eq!(
         keys,
@@ -870,7 +878,7 @@ async fn hf_publish_commits_once_and_republishing_changes_nothing() {
     let ck = checkpoint(dir.path(), &weights);
     let best = record("lstm-gbm-d16", 5.0, 1e-3, Some(&ck));
     let summary = json!({"run_id": "run1", "success": true, "experiments": []});
-    publish::publish(&store, "run1", &best, &summary, None)
+    publish::publish(&store, &cache(dir.path()), "run1", &best, &summary, None)
         .await
         .unwrap();
     let client = hf_client(&base, "hf_good");
@@ -932,7 +940,7 @@ async fn hf_publish_commits_once_and_republishing_changes_nothing() {
 
     // New weights for the run: one more commit, only the changed LFS object uploaded.
     std::fs::write(ck.join("model.safetensors"), bytes(4096, 5)).unwrap();
-    publish::publish(&store, "run1", &best, &summary, None)
+    publish::publish(&store, &cache(dir.path()), "run1", &best, &summary, None)
         .await
         .unwrap();
     let third = hf::publish_run(&client, &store, "run1").await.unwrap();
@@ -1023,18 +1031,24 @@ async fn publish_cli_publishes_a_run_from_redis_and_commits_to_the_hub_once() {
     let q = common::queue(&redis).await;
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("data")).unwrap();
-    let opts = RunOptions {
-        data_dir: dir.path().join("data"),
-        out_dir: dir.path().join("runs"),
-        store_dir: dir.path().join("store"),
-        ..Default::default()
-    };
-    let id = synth_city::pipeline::create_run(&q, opts, "default")
+    let id = synth_city::pipeline::create_run(&q, RunOptions::default(), "default")
         .await
         .unwrap();
-    // What the train stage records: a scored experiment with its checkpoint.
+    // What the train stage records: a scored experiment whose checkpoint is in the store
+    // (the record names it by artifact; the folder it was trained in is another machine's)
+    let store = dir.path().join("store");
     let ck = checkpoint(dir.path(), &bytes(2048, 6));
-    let rec = record("lstm-gbm-d16", 5.0, 1e-3, Some(&ck));
+    let mut rec = record("lstm-gbm-d16", 5.0, 1e-3, None);
+    rec.artifact = Some(
+        publisher::artifacts::put_dir(
+            &publisher::store::FsStore::new(&store),
+            &ck,
+            &trainer::experiments::ARTIFACT_FILES,
+        )
+        .await
+        .unwrap(),
+    );
+    std::fs::remove_dir_all(&ck).unwrap();
     let mut c = redis.conn();
     let key = q.keys().run(&id);
     let task: String = redis::cmd("HGET")
@@ -1065,10 +1079,24 @@ async fn publish_cli_publishes_a_run_from_redis_and_commits_to_the_hub_once() {
                 .unwrap()
         })
     };
-    let publish: Vec<String> = ["publish", "--run", &id, "--hf", "--json"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let (store_arg, work_arg) = (
+        store.display().to_string(),
+        dir.path().join("work").display().to_string(),
+    );
+    let publish: Vec<String> = [
+        "publish",
+        "--run",
+        &id,
+        "--hf",
+        "--json",
+        "--store",
+        &store_arg,
+        "--work-dir",
+        &work_arg,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
     let out = run_cli(publish.clone()).await.unwrap();
     assert!(
         out.status.success(),
@@ -1077,8 +1105,10 @@ async fn publish_cli_publishes_a_run_from_redis_and_commits_to_the_hub_once() {
     );
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(v["hf"]["commit_oid"].is_string(), "{v}");
-    let store = dir.path().join("store");
     assert!(store.join("models/production.json").is_file());
+    // the checkpoint came from the artifact, through the publisher's cache
+    let cached = dir.path().join("work/cache");
+    assert!(cached.join(&rec.artifact.as_ref().unwrap().sha256).is_dir());
     assert!(store
         .join(format!("models/{id}/lstm-gbm-d16/model.safetensors"))
         .is_file());
@@ -1165,10 +1195,10 @@ async fn the_miner_serves_what_the_publisher_put_in_the_bucket() {
     best1.spec.data.timeframe = jobs::Timeframe::OneMinute;
     best1.run_id = Some("run2".into());
     let summary = json!({"success": true});
-    publish::publish(&store, "run1", &best5, &summary, None)
+    publish::publish(&store, &cache(dir.path()), "run1", &best5, &summary, None)
         .await
         .unwrap();
-    publish::publish(&store, "run2", &best1, &summary, None)
+    publish::publish(&store, &cache(dir.path()), "run2", &best1, &summary, None)
         .await
         .unwrap();
     let mut changed = mirror_production(&store, &local).await.unwrap();
@@ -1202,7 +1232,7 @@ async fn the_miner_serves_what_the_publisher_put_in_the_bucket() {
     // a newer 5-minute publication replaces the old one
     let mut again = record("five-b", 3.0, 1e-3, Some(&five));
     again.run_id = Some("run3".into());
-    publish::publish(&store, "run3", &again, &summary, None)
+    publish::publish(&store, &cache(dir.path()), "run3", &again, &summary, None)
         .await
         .unwrap();
     let changed = mirror_production(&store, &local).await.unwrap();
@@ -1221,7 +1251,7 @@ async fn the_miner_serves_what_the_publisher_put_in_the_bucket() {
     // served model
     let mut bad = record("five-c", 2.0, 1e-3, Some(&five));
     bad.run_id = Some("run4".into());
-    publish::publish(&store, "run4", &bad, &summary, None)
+    publish::publish(&store, &cache(dir.path()), "run4", &bad, &summary, None)
         .await
         .unwrap();
     for keep_metadata in ["True", "False"] {

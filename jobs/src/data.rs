@@ -1,9 +1,8 @@
 //! `data-download`: keep the data directory's bars fresh from each asset's realised-price venue
 //! (Binance, Hyperliquid; Pyth benchmarks with `"source": "pyth"`), as `synth-city data
 //! download` does; a cron schedule runs it so that the miner's history and the shadow scorer's
-//! realised prices stay current.
-
-use std::path::PathBuf;
+//! realised prices stay current. The data directory is the worker's own
+//! ([`WorkerDirs`](crate::WorkerDirs)), never the payload's.
 
 use serde::{Deserialize, Serialize};
 
@@ -21,7 +20,6 @@ pub struct DataDownload {
     pub resolution: Option<u32>,
     /// End of the range (unix seconds; default now).
     pub end: Option<i64>,
-    pub data_dir: Option<PathBuf>,
     /// `venue` (each asset's realised-price venue, the default) or `pyth`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
@@ -33,9 +31,10 @@ impl JobSpec for DataDownload {
     const BOTS: BotAccess =
         BotAccess::Refused("the operator schedules them (synth-city schedule add)");
     const DESCRIPTION: &'static str =
-        "merge each asset's venue bars (or Pyth's) into the data dir: {assets, days?, resolution?, end?, data_dir?, source?: venue|pyth}";
+        "merge each asset's venue bars (or Pyth's) into the worker's data dir: {assets, days?, resolution?, end?, source?: venue|pyth}";
     const MAX_ATTEMPTS: u32 = 3;
     const TIMEOUT_MS: u64 = 1_800_000;
+    const RETIRED_FIELDS: &'static [(&'static str, &'static str)] = crate::dirs::DIR_FIELDS;
     type Output = serde_json::Value;
 
     fn validate(&self) -> Result<(), InvalidPayload> {

@@ -1,13 +1,15 @@
 //! The `experiment` job type: train and score one experiment spec for a bot
 //! (enqueued by the bridge's `POST /experiment/run`). The spec travels as JSON
 //! (this crate knows nothing of the model zoo); the handler in
-//! `workers::experiment` decodes and validates it before training.
+//! `trainer::handler` decodes and validates it before training, on the bars of the worker's
+//! own data directory, and its result names the checkpoint by [`ArtifactRef`](crate::ArtifactRef)
+//! (in the store), never by a path.
 
 use serde::{Deserialize, Serialize};
 
 use crate::{BotAccess, InvalidPayload, JobSpec, Role};
 
-/// Train `spec` on the bars in `data_dir`, checkpoint into `out_dir`, score it.
+/// Train `spec` on the worker's bars, score it, and put the checkpoint in the store.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RunExperiment {
@@ -15,8 +17,6 @@ pub struct RunExperiment {
     pub experiment_id: String,
     /// A `workers::zoo::spec::ExperimentSpec` as JSON.
     pub spec: serde_json::Value,
-    pub data_dir: String,
-    pub out_dir: String,
     /// `cpu` (default) or `cuda[:N]` in a CUDA build.
     #[serde(default)]
     pub device: Option<String>,
@@ -27,9 +27,10 @@ impl JobSpec for RunExperiment {
     const ROLE: Role = Role::Trainer;
     const BOTS: BotAccess = BotAccess::Refused("use POST /experiment/run");
     const DESCRIPTION: &'static str =
-        "train and score one experiment spec: {experiment_id, spec, data_dir, out_dir, device?}";
+        "train and score one experiment spec on the worker's bars; the result names the checkpoint's artifact: {experiment_id, spec, device?}";
     const MAX_ATTEMPTS: u32 = 2;
     const TIMEOUT_MS: u64 = 6 * 3_600_000;
+    const RETIRED_FIELDS: &'static [(&'static str, &'static str)] = crate::dirs::DIR_FIELDS;
     type Output = serde_json::Value;
 
     fn validate(&self) -> Result<(), InvalidPayload> {
@@ -38,12 +39,6 @@ impl JobSpec for RunExperiment {
         }
         if !self.spec.is_object() {
             return Err("field `spec` must be a JSON object (an experiment spec)".into());
-        }
-        if self.data_dir.is_empty() {
-            return Err("field `data_dir` must not be empty".into());
-        }
-        if self.out_dir.is_empty() {
-            return Err("field `out_dir` must not be empty".into());
         }
         Ok(())
     }

@@ -47,9 +47,7 @@ impl<H: JobHandler> Handler for Typed<H> {
         ctx: JobContext,
         payload: serde_json::Value,
     ) -> Result<serde_json::Value, JobError> {
-        let job: H::Job =
-            serde_json::from_value(payload).map_err(|e| JobError::Malformed(e.to_string()))?;
-        job.validate().map_err(|e| JobError::Malformed(e.0))?;
+        let job: H::Job = crate::decode_payload(payload).map_err(|e| JobError::Malformed(e.0))?;
         let out = self.0.run(&ctx, job).await?;
         serde_json::to_value(out).map_err(|e| JobError::permanent(format!("result: {e}")))
     }

@@ -226,17 +226,14 @@ impl RunRequest {
 
 /// `run`: start a pipeline run (a cron schedule's nightly research run, say). The handler
 /// creates the run and enqueues its first stage; the run's id derives from this job's id, so
-/// a schedule's fire (one job id per fire) starts one run even if the job runs twice. The
-/// directories are the worker's paths (`data`, `runs`, `store` by default), which is why the
-/// bridge does not take this type from bots (they use `POST /pipeline/run`).
+/// a schedule's fire (one job id per fire) starts one run even if the job runs twice. Each
+/// stage's worker uses its own directories ([`WorkerDirs`](crate::WorkerDirs)); the payload
+/// names none. Bots use `POST /pipeline/run` (it names the bot itself).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StartRun {
     #[serde(default)]
     pub run: RunRequest,
-    pub data_dir: Option<std::path::PathBuf>,
-    pub out_dir: Option<std::path::PathBuf>,
-    pub store_dir: Option<std::path::PathBuf>,
     /// The bot the run belongs to (`default` when absent).
     pub bot_id: Option<String>,
 }
@@ -246,9 +243,10 @@ impl JobSpec for StartRun {
     const ROLE: Role = Role::Engine;
     const BOTS: BotAccess = BotAccess::Refused("use POST /pipeline/run");
     const DESCRIPTION: &'static str =
-        "start a pipeline run: {run: {assets, timeframe, publish, ...}, data_dir?, out_dir?, store_dir?, bot_id?}";
+        "start a pipeline run: {run: {assets, timeframe, publish, ...}, bot_id?}";
     const MAX_ATTEMPTS: u32 = 3;
     const TIMEOUT_MS: u64 = 60_000;
+    const RETIRED_FIELDS: &'static [(&'static str, &'static str)] = crate::dirs::DIR_FIELDS;
     type Output = serde_json::Value;
 
     fn validate(&self) -> Result<(), InvalidPayload> {

@@ -1,12 +1,14 @@
 //! The shadow scorer's job types: `shadow-prompt` records what the served model is asked at a
 //! prompt time (as a validator would ask it), and `shadow-score` scores the recorded prompts
 //! whose 24 h (or 1 h) have passed, with the validator's CRPS, against the GBM baseline.
-
-use std::path::PathBuf;
+//!
+//! A model is named by what every machine can resolve: `latest` (the production pointer in the
+//! store), `gbm`, or an artifact reference; the store and the bars are the worker's own
+//! ([`WorkerDirs`](crate::WorkerDirs)), never the payload's.
 
 use serde::{Deserialize, Serialize};
 
-use crate::{BotAccess, InvalidPayload, JobSpec, Role};
+use crate::{ArtifactRef, BotAccess, InvalidPayload, JobSpec, Role};
 
 /// `shadow-prompt`: record one prompt per asset.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -18,12 +20,11 @@ pub struct ShadowPrompt {
     /// `low` (24 h at 5 min) or `high` (1 h at 1 min); default `low`.
     pub prompt: Option<String>,
     /// `latest` (the production model of the prompt's timeframe in the store), `gbm`, or a
-    /// checkpoint folder; default `latest`.
+    /// checkpoint in the store by its artifact reference (`sha256:<hex>:<size>`, e.g. an
+    /// experiment record's `artifact`); default `latest`.
     pub model: Option<String>,
     /// Prompt start time (unix seconds) for a historical prompt; default: the next minute.
     pub at: Option<i64>,
-    pub store_dir: Option<PathBuf>,
-    pub data_dir: Option<PathBuf>,
 }
 
 impl JobSpec for ShadowPrompt {
@@ -32,12 +33,23 @@ impl JobSpec for ShadowPrompt {
     const BOTS: BotAccess =
         BotAccess::Refused("the operator schedules them (synth-city schedule add)");
     const DESCRIPTION: &'static str =
-        "record shadow prompts for the served model: {assets?, prompt?, model?, at?, store_dir?, data_dir?}";
+        "record shadow prompts for the served model: {assets?, prompt?, model?: latest|gbm|sha256:<hex>:<size>, at?}";
     const MAX_ATTEMPTS: u32 = 3;
     const TIMEOUT_MS: u64 = 120_000;
+    const RETIRED_FIELDS: &'static [(&'static str, &'static str)] = crate::dirs::DIR_FIELDS;
     type Output = serde_json::Value;
 
     fn validate(&self) -> Result<(), InvalidPayload> {
+        if let Some(m) = self.model.as_deref() {
+            if m != "latest" && m != "gbm" && m.parse::<ArtifactRef>().is_err() {
+                return Err(format!(
+                    "field `model` must be latest, gbm or an artifact reference \
+                     (sha256:<hex>:<size>, from an experiment record's `artifact`), got {m:?}; \
+                     a checkpoint folder is a path of one machine: put it in the store first"
+                )
+                .into());
+            }
+        }
         if let Some(p) = &self.prompt {
             if p != "low" && p != "high" {
                 return Err(format!("field `prompt` must be low or high, got {p:?}").into());
@@ -61,8 +73,6 @@ pub struct ShadowScore {
     /// These days (`YYYY-MM-DD`) instead, e.g. for prompts recorded with `at` in the past.
     #[serde(default)]
     pub dates: Vec<String>,
-    pub store_dir: Option<PathBuf>,
-    pub data_dir: Option<PathBuf>,
 }
 
 impl JobSpec for ShadowScore {
@@ -71,9 +81,10 @@ impl JobSpec for ShadowScore {
     const BOTS: BotAccess =
         BotAccess::Refused("the operator schedules them (synth-city schedule add)");
     const DESCRIPTION: &'static str =
-        "score recorded shadow prompts whose window has passed: {days?, store_dir?, data_dir?}";
+        "score recorded shadow prompts whose window has passed: {days?, dates?}";
     const MAX_ATTEMPTS: u32 = 3;
     const TIMEOUT_MS: u64 = 1_800_000;
+    const RETIRED_FIELDS: &'static [(&'static str, &'static str)] = crate::dirs::DIR_FIELDS;
     type Output = serde_json::Value;
 
     fn validate(&self) -> Result<(), InvalidPayload> {

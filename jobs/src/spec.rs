@@ -26,10 +26,32 @@ pub trait JobSpec: Serialize + DeserializeOwned + Send + Sync + 'static {
     /// refused to bots (403) until its author opens it here.
     const BOTS: BotAccess = BotAccess::Refused("ask the operator to enqueue or schedule it");
 
+    /// Fields this type no longer takes, each with what to do instead. A payload naming one is
+    /// refused with that text (at enqueue, and dead-lettered if one is already queued) rather
+    /// than serde's bare "unknown field".
+    const RETIRED_FIELDS: &'static [(&'static str, &'static str)] = &[];
+
     /// Checks the payload beyond what serde checks; the message names the field.
     fn validate(&self) -> Result<(), InvalidPayload> {
         Ok(())
     }
+}
+
+/// Decodes `value` as `J` and runs its own checks: a retired field is named with what to do
+/// instead, a field serde refuses with serde's message, then [`JobSpec::validate`]. The one
+/// decoding path of enqueue checks and of handlers.
+pub fn decode_payload<J: JobSpec>(value: serde_json::Value) -> Result<J, InvalidPayload> {
+    if let Some(obj) = value.as_object() {
+        if let Some((field, instead)) = J::RETIRED_FIELDS
+            .iter()
+            .find(|(field, _)| obj.contains_key(*field))
+        {
+            return Err(format!("field `{field}` is no longer taken: {instead}").into());
+        }
+    }
+    let job: J = serde_json::from_value(value).map_err(|e| InvalidPayload(e.to_string()))?;
+    job.validate()?;
+    Ok(job)
 }
 
 /// Which kind of worker runs a job type. A worker process serves the types of the roles it is
@@ -127,12 +149,12 @@ impl JobTypeInfo {
 
 /// Decodes `value` as `J` and runs its own checks.
 pub fn validate_payload<J: JobSpec>(value: &serde_json::Value) -> Result<(), CatalogError> {
-    let payload = |message: String| CatalogError::Payload {
-        job_type: J::TYPE,
-        message,
-    };
-    let job: J = serde_json::from_value(value.clone()).map_err(|e| payload(e.to_string()))?;
-    job.validate().map_err(|e| payload(e.0))
+    decode_payload::<J>(value.clone())
+        .map(|_| ())
+        .map_err(|e| CatalogError::Payload {
+            job_type: J::TYPE,
+            message: e.0,
+        })
 }
 
 /// Every job type of this build.
@@ -275,5 +297,50 @@ mod tests {
             .to_string();
         assert!(err.contains("fail_rate"), "{err}");
         assert!((sleep.validate)(&serde_json::json!({"ms": 1})).is_ok());
+    }
+
+    #[test]
+    fn retired_directory_fields_say_what_to_do_instead() {
+        for (ty, payload) in [
+            ("run", serde_json::json!({"run": {}, "data_dir": "/data"})),
+            ("run", serde_json::json!({"out_dir": "/runs"})),
+            (
+                "experiment",
+                serde_json::json!({"experiment_id": "e", "spec": {}, "out_dir": "/x"}),
+            ),
+            ("shadow-score", serde_json::json!({"store_dir": "/s"})),
+            ("shadow-prompt", serde_json::json!({"data_dir": "/d"})),
+            (
+                "data-download",
+                serde_json::json!({"assets": ["BTC"], "data_dir": "/d"}),
+            ),
+        ] {
+            let t = find_type(ty).unwrap();
+            let err = (t.validate)(&payload).unwrap_err().to_string();
+            assert!(
+                err.contains("is no longer taken") && err.contains("synth-city worker --data-dir"),
+                "{ty}: {err}"
+            );
+            let field = payload
+                .as_object()
+                .unwrap()
+                .keys()
+                .find(|k| k.ends_with("_dir"))
+                .unwrap();
+            assert!(err.contains(&format!("`{field}`")), "{ty}: {err}");
+        }
+        // other unknown fields keep serde's message
+        let err = (find_type("run").unwrap().validate)(&serde_json::json!({"bogus": 1}))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown field `bogus`"), "{err}");
+        // a model by path is refused; by reference it is taken
+        let prompt = find_type("shadow-prompt").unwrap();
+        let err = (prompt.validate)(&serde_json::json!({"model": "/tmp/ck"}))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("field `model`"), "{err}");
+        let r = crate::ArtifactRef::of_manifest(&"0f".repeat(32), 99);
+        assert!((prompt.validate)(&serde_json::json!({"model": r.to_string()})).is_ok());
     }
 }

@@ -361,12 +361,11 @@ pub(super) async fn run(c: Call) -> Answer {
     e.result = None;
     e.error = None;
     e.finished_at_ms = None;
-    let out_dir = s.cfg.out_dir.join("bots").join(&c.bot).join(&e.id);
+    // no directories: the worker trains on its own bars, in its own work directory, and the
+    // result names the checkpoint by its artifact in the store
     let payload = json!({
         "experiment_id": e.id,
         "spec": e.spec,
-        "data_dir": s.data_dir.display().to_string(),
-        "out_dir": out_dir.display().to_string(),
         "device": b.device,
     });
     // The record first (with the job's id), then the job, then the mark that

@@ -55,8 +55,9 @@ impl EnqueueBody {
 /// The one rule for every path by which a bot's request leads to a job (`POST /jobs`, and
 /// `POST /schedules`, whose fires enqueue): bots may enqueue only the types that open
 /// themselves to bots (`JobSpec::BOTS`). Pipeline stages name a run (possibly another bot's);
-/// `run`, `experiment`, the shadow scorer's jobs and `data-download` name server paths; a new
-/// type is closed by default. `field` names the body field that holds the type. An unknown
+/// `run` and `experiment` would not be the bot's (its own routes record them in its session),
+/// and the shadow scorer's jobs and `data-download` spend the fleet's time and write the
+/// shared store and bars at the operator's say; a new type is closed by default. `field` names the body field that holds the type. An unknown
 /// type passes here and is refused (400) by the queue's own check.
 pub(super) fn bots_may_enqueue(
     queue: &engine::Queue,

@@ -74,12 +74,9 @@ pub struct BridgeConfig {
     pub api_key: Option<String>,
     /// Requests per minute per bot.
     pub rate_per_min: u32,
-    /// Market data for pipeline runs started over HTTP.
+    /// Market data for the market routes (`SYNTH_DATA_DIR` wins). Runs and experiments
+    /// started here name no directory: their workers use their own.
     pub data_dir: PathBuf,
-    /// Checkpoints of those runs.
-    pub out_dir: PathBuf,
-    /// The store their publisher writes to.
-    pub store_dir: PathBuf,
 }
 
 /// A configuration the bridge refuses to start with.
@@ -117,7 +114,7 @@ struct State {
     activity: session::Activity,
     /// Idle sessions expire after this many seconds (`BRIDGE_SESSION_TTL_SECS`).
     session_ttl: u64,
-    /// Market data, and the data of runs and experiments started here.
+    /// Market data.
     data_dir: PathBuf,
     /// Bars loaded, and the Pyth client.
     market: market::Market,
@@ -172,8 +169,6 @@ mod tests {
             api_key: None,
             rate_per_min: 60,
             data_dir: "data".into(),
-            out_dir: "runs".into(),
-            store_dir: "store".into(),
         };
         assert!(cfg
             .check()

@@ -20,7 +20,7 @@ use engine::semaphore::{RedisSemaphore, PIPELINE};
 use jobs::pipeline::RunRequest;
 
 /// `POST /pipeline/run`: a [`RunRequest`] (every field optional; the
-/// bridge's data, output and store directories are used) and the bridge's
+/// directories are those of the workers that carry the run out) and the bridge's
 /// own `wait`.
 #[derive(Debug)]
 pub(super) struct StartBody {
@@ -68,12 +68,7 @@ impl StartBody {
 pub(super) async fn start(c: Call) -> Answer {
     let b = StartBody::parse(&c)?;
     let s = &c.state;
-    let mut o = RunOptions {
-        data_dir: s.data_dir.clone(),
-        out_dir: s.cfg.out_dir.clone(),
-        store_dir: s.cfg.store_dir.clone(),
-        ..Default::default()
-    };
+    let mut o = RunOptions::default();
     pipeline::apply_request(&mut o, &b.run)
         .map_err(|e| reject(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
     if b.wait == Some(false) {

@@ -307,8 +307,6 @@ mod tests {
             api_key: Some("k".into()),
             rate_per_min: 10_000,
             data_dir: "data".into(),
-            out_dir: "runs".into(),
-            store_dir: "store".into(),
         };
         let routes = super::super::routes(queue, cfg);
         let call = |method: &str, path: &str| {

@@ -17,13 +17,11 @@ pub struct BridgeArgs {
     /// Requests per minute allowed per bot.
     #[arg(long, default_value_t = 600)]
     pub rate_per_min: u32,
-    /// Market data for pipeline runs started over HTTP.
+    /// Market data for the market routes [SYNTH_DATA_DIR wins; else this when it exists,
+    /// else ../shared/data]. Runs and experiments started over HTTP use their workers' own
+    /// directories.
     #[arg(long, default_value = "data")]
     pub data_dir: std::path::PathBuf,
-    #[arg(long, default_value = "runs")]
-    pub out: std::path::PathBuf,
-    #[arg(long, default_value = "store")]
-    pub store: std::path::PathBuf,
 }
 
 /// Starts the bridge with these flags and the settings' `BRIDGE_API_KEY`.
@@ -33,8 +31,6 @@ pub(super) async fn run(q: Queue, a: BridgeArgs, settings: &Settings) -> anyhow:
         api_key: settings.get("BRIDGE_API_KEY").map(String::from),
         rate_per_min: a.rate_per_min,
         data_dir: a.data_dir,
-        out_dir: a.out,
-        store_dir: a.store,
     };
     crate::bridge::serve(q, cfg, super::shutdown_on_signal()).await
 }

@@ -8,6 +8,7 @@ pub mod agent;
 mod bridge;
 pub mod client;
 pub mod config;
+pub mod dirs;
 pub mod mine;
 pub mod model;
 pub mod pipeline;

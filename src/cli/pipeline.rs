@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::dirs::DirsArgs;
+
 use anyhow::bail;
 use clap::{Args, Subcommand};
 use tokio_util::sync::CancellationToken;
@@ -21,13 +23,12 @@ pub struct PipelineArgs {
     /// Runs, one after another (each plans from what the last learned).
     #[arg(long, default_value_t = 1)]
     pub loops: usize,
-    #[arg(long, default_value = "data")]
-    pub data_dir: PathBuf,
-    #[arg(long, default_value = "runs")]
-    pub out: PathBuf,
-    #[arg(long, default_value = "store")]
-    pub store: PathBuf,
-    /// Only enqueue (for an external fleet) and print the run id.
+    /// The directories of the in-process workers (with --enqueue-only, unused: the fleet's
+    /// workers use their own).
+    #[command(flatten)]
+    pub dirs: DirsArgs,
+    /// Only enqueue (for an external fleet, whose workers' settings then apply) and print the
+    /// run id.
     #[arg(long)]
     pub enqueue_only: bool,
     /// Concurrency of the in-process workers.
@@ -148,15 +149,10 @@ pub async fn pipeline_def(q: Queue, c: PipelineDefCommand) -> anyhow::Result<()>
 }
 
 impl PipelineArgs {
-    /// The run's options: the defaults, this command's directories, then the request's
-    /// fields (checked as the `run` job and the bridge check them).
+    /// The run's options: the defaults, then the request's fields (checked as the `run` job
+    /// and the bridge check them).
     fn options(&self) -> anyhow::Result<RunOptions> {
-        let mut o = RunOptions {
-            data_dir: self.data_dir.clone(),
-            out_dir: self.out.clone(),
-            store_dir: self.store.clone(),
-            ..Default::default()
-        };
+        let mut o = RunOptions::default();
         pipeline::apply_request(&mut o, &self.run).map_err(anyhow::Error::msg)?;
         Ok(o)
     }
@@ -178,9 +174,16 @@ pub async fn pipeline(q: Queue, a: PipelineArgs) -> anyhow::Result<()> {
         }
         return Ok(());
     }
+    let dirs = a.dirs.dirs();
+    if !dirs.data_dir.is_dir() {
+        bail!(
+            "data dir {} does not exist (pass --data-dir with the CSV bars)",
+            dirs.data_dir.display()
+        );
+    }
     let stop = CancellationToken::new();
     let mut registry = jobs::Registry::new();
-    pipeline::register(&mut registry, q.clone());
+    pipeline::register(&mut registry, q.clone(), dirs.clone());
     let w = Worker::new(
         q.clone(),
         registry,
@@ -193,7 +196,7 @@ pub async fn pipeline(q: Queue, a: PipelineArgs) -> anyhow::Result<()> {
         },
     )?;
     let worker = tokio::spawn(w.run(stop.clone()));
-    tokio::spawn(pipeline::keep_runs(q.clone(), stop.clone()));
+    tokio::spawn(pipeline::keep_runs(q.clone(), dirs, stop.clone()));
     let mut summaries = Vec::new();
     let mut all_ok = true;
     for _ in 0..a.loops.max(1) {

@@ -47,6 +47,9 @@ pub struct WorkerArgs {
     /// A readable worker name (a unique suffix is added).
     #[arg(long)]
     pub name: Option<String>,
+    /// This worker's own directories (payloads name none).
+    #[command(flatten)]
+    pub dirs: super::dirs::DirsArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -227,7 +230,8 @@ fn fmt_ms(ms: Option<u64>) -> String {
 }
 
 pub(super) async fn worker(q: Queue, a: WorkerArgs) -> anyhow::Result<()> {
-    let registry = crate::handlers::registry(&q);
+    let dirs = a.dirs.dirs();
+    let registry = crate::handlers::registry(&q, &dirs);
     let roles = crate::handlers::expand_roles(q.catalog(), &a.roles).map_err(anyhow::Error::msg)?;
     let opts = WorkerOptions {
         roles,
@@ -251,7 +255,7 @@ pub(super) async fn worker(q: Queue, a: WorkerArgs) -> anyhow::Result<()> {
     let w = Worker::new(q, registry, opts)?;
     let stop = shutdown_on_signal();
     if keeps_runs {
-        tokio::spawn(crate::pipeline::keep_runs(keeper_q, stop.clone()));
+        tokio::spawn(crate::pipeline::keep_runs(keeper_q, dirs, stop.clone()));
     }
     if let Some(addr) = a.metrics_addr {
         w.metrics()

@@ -39,13 +39,11 @@ pub struct PublishArgs {
     /// Also publish to the Hugging Face Hub (needs HF_TOKEN and HF_REPO_ID).
     #[arg(long)]
     pub hf: bool,
-    /// The store directory [default: the run's, else "store"] (ignored for
-    /// the bucket when HIPPIUS_ENDPOINT is set, but still holds metrics.jsonl).
-    #[arg(long)]
-    pub store: Option<PathBuf>,
-    /// Market data, for the data ranges in the model card [default: the run's].
-    #[arg(long)]
-    pub data_dir: Option<PathBuf>,
+    /// Where this process works, as a worker would: the store (ignored for the bucket when
+    /// HIPPIUS_ENDPOINT is set, but still holds metrics.jsonl), the market data for the data
+    /// ranges in the model card, and the cache the checkpoint is fetched into.
+    #[command(flatten)]
+    pub dirs: super::dirs::DirsArgs,
     #[arg(long)]
     pub json: bool,
 }
@@ -135,11 +133,8 @@ async fn publish(
                 .summary
                 .clone()
                 .unwrap_or_else(|| crate::pipeline::summarize(&r.id, &task, true, None));
-            let store_dir = a.store.clone().unwrap_or(task.options.store_dir.clone());
-            let data_dir = a.data_dir.clone().unwrap_or(task.options.data_dir.clone());
             let p = publisher::publish::publish_configured(
-                &store_dir,
-                Some(&data_dir),
+                &a.dirs.dirs(),
                 &a.run,
                 &best,
                 &summary,
@@ -157,8 +152,7 @@ async fn publish(
                     a.run
                 );
             };
-            let store_dir = a.store.clone().unwrap_or_else(|| "store".into());
-            let store = publisher::store::open(&store_dir)?;
+            let store = publisher::store::open(&a.dirs.store)?;
             let client = HfClient::new(cfg)?;
             let p = hf::publish_run(&client, &*store, &a.run).await?;
             json!({"hf": p, "store": store.describe()})

@@ -9,15 +9,18 @@
 //! whose publisher is the same store publisher the built-in stage uses
 //! ([`RunPublisher`]). The agent's result becomes the stage's outcome; the
 //! state machine around it (retries, the check/debug loop, stall detection)
-//! is the one in `stages.rs`.
+//! is the one in `stages.rs`. The session works in the worker's directories; the run's
+//! records reach the checker and publisher agents with their checkpoints fetched from the
+//! store into the worker's cache.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use agents::{
     self, AgentName, AgentResult, ExperimentHistory, LlmConfig, PublishReceipt, PublishRequest,
     Publisher, ResearchSession, RunBudget,
 };
+use jobs::{JobError, WorkerDirs};
+use publisher::artifacts::{self, ArtifactCache};
 use serde_json::{json, Map, Value};
 use trainer::experiments::ExperimentRecord;
 use trainer::zoo::spec::ExperimentSpec;
@@ -85,10 +88,10 @@ impl ExperimentHistory for RedisHistory {
 /// pointers, the production marker) as the agents' [`Publisher`]. (`agents::store_history`
 /// has a publisher for agents outside a run: it copies a checkpoint into the store only.)
 pub struct RunPublisher {
-    pub store_dir: PathBuf,
-    pub data_dir: PathBuf,
+    pub dirs: WorkerDirs,
     pub run_id: String,
-    /// The run's results, to find the record of the checkpoint being published.
+    /// The run's results (their checkpoints fetched here), to find the record of the
+    /// checkpoint being published.
     pub records: Vec<ExperimentRecord>,
     pub summary: Value,
 }
@@ -98,7 +101,7 @@ impl Publisher for RunPublisher {
     fn describe(&self) -> String {
         match std::env::var("HIPPIUS_ENDPOINT") {
             Ok(e) if !e.trim().is_empty() => format!("the S3 store at {e}"),
-            _ => format!("the filesystem store at {}", self.store_dir.display()),
+            _ => format!("the filesystem store at {}", self.dirs.store_dir.display()),
         }
     }
 
@@ -106,15 +109,14 @@ impl Publisher for RunPublisher {
         &self,
         request: &PublishRequest,
     ) -> Result<PublishReceipt, agents::PublishFailed> {
-        let ckpt = request.checkpoint.display().to_string();
+        let ckpt = &request.checkpoint;
         let rec = self
             .records
             .iter()
-            .find(|r| r.checkpoint.as_deref() == Some(ckpt.as_str()))
-            .ok_or_else(|| format!("{ckpt} is not a checkpoint of this run"))?;
+            .find(|r| r.checkpoint.as_ref() == Some(ckpt))
+            .ok_or_else(|| format!("{} is not a checkpoint of this run", ckpt.display()))?;
         let p = publisher::publish::publish_configured(
-            &self.store_dir,
-            Some(&self.data_dir),
+            &self.dirs,
             &self.run_id,
             rec,
             &self.summary,
@@ -293,40 +295,67 @@ fn specs_in(v: &Value) -> Vec<Result<ExperimentSpec, String>> {
         .collect()
 }
 
-/// Runs the agent of `job_type` for the run's current stage. Returns the
-/// outcome and the tokens it used.
+/// The run's results with their checkpoints fetched from the store into the worker's cache,
+/// for the agents that load them (the checker's and publisher's tools). A store that does not
+/// answer fails the stage job, to be retried; a checkpoint that cannot be had leaves its
+/// record without one (the agent's tools then say so).
+async fn with_checkpoints(
+    dirs: &WorkerDirs,
+    records: &[ExperimentRecord],
+) -> Result<Vec<ExperimentRecord>, JobError> {
+    let store = publisher::store::open(&dirs.store_dir).map_err(JobError::permanent)?;
+    let cache = ArtifactCache::of(dirs);
+    let mut out = records.to_vec();
+    for r in out.iter_mut().filter(|r| r.artifact.is_some()) {
+        match artifacts::local_checkpoint(&*store, &cache, r).await {
+            Ok(dir) => r.checkpoint = Some(dir),
+            Err(e) if e.is_transient() => return Err(JobError::retry(e)),
+            Err(e) => tracing::warn!(experiment = %r.name, error = %e, "checkpoint unavailable"),
+        }
+    }
+    Ok(out)
+}
+
+/// Runs the agent of `job_type` for the run's current stage in the worker's directories.
+/// Returns the outcome and the tokens it used.
 pub async fn run_stage(
     q: &Queue,
+    dirs: &WorkerDirs,
     run_id: &str,
     task: &Task,
     job_type: &str,
     temperature: f64,
-) -> (Outcome, agents::Usage) {
+) -> Result<(Outcome, agents::Usage), JobError> {
     let agent = agent_for(job_type);
     let llm = match LlmConfig::from_env(agent) {
         Ok(c) => c,
         Err(e) => {
-            return (
+            return Ok((
                 Outcome::Failed {
                     error: format!("the {agent} agent cannot run: {e}"),
                     recoverable: false,
                 },
                 agents::Usage::default(),
-            )
+            ))
         }
     };
     let o = &task.options;
+    let loads_models = matches!(agent, AgentName::Publisher | AgentName::CodeChecker);
+    let records = if loads_models {
+        with_checkpoints(dirs, &task.results).await?
+    } else {
+        task.results.clone()
+    };
     let publisher = RunPublisher {
-        store_dir: o.store_dir.clone(),
-        data_dir: o.data_dir.clone(),
+        dirs: dirs.clone(),
         run_id: run_id.to_string(),
-        records: task.results.clone(),
+        records: records.clone(),
         summary: summarize(run_id, task, true, None),
     };
     let mut session = ResearchSession::new(
         run_id,
-        o.data_dir.clone(),
-        o.out_dir.clone(),
+        dirs.data_dir.clone(),
+        dirs.work_dir.clone(),
         Arc::new(RedisHistory { queue: q.clone() }),
         Arc::new(publisher),
     );
@@ -338,9 +367,9 @@ pub async fn run_stage(
         max_runs: o.budget.experiments.max(1),
     };
     let session = Arc::new(session);
-    if matches!(agent, AgentName::Publisher | AgentName::CodeChecker) {
-        for r in &task.results {
-            let _ = session.record(r.clone()).await;
+    if loads_models {
+        for r in records {
+            let _ = session.record(r).await;
         }
     }
     let map = agent_task(q, task, job_type).await;
@@ -351,13 +380,13 @@ pub async fn run_stage(
     let result = match agents::run_agent(agent, &llm, session.clone(), &map, &opts).await {
         Ok(r) => r,
         Err(e) => {
-            return (
+            return Ok((
                 Outcome::Failed {
                     error: format!("the {agent} agent could not start: {e}"),
                     recoverable: true,
                 },
                 agents::Usage::default(),
-            )
+            ))
         }
     };
     let usage = result.usage;
@@ -365,23 +394,23 @@ pub async fn run_stage(
         // The seed: a checker that does not pass (for whatever reason) sends
         // its report to the debugger.
         let report: String = result.raw_text.chars().take(10_000).collect();
-        return (
+        return Ok((
             Outcome::Checked {
                 passed: false,
                 report,
             },
             usage,
-        );
+        ));
     }
     if !result.success {
         let raw: String = result.raw_text.chars().take(3000).collect();
-        return (
+        return Ok((
             Outcome::Failed {
                 error: format!("the {agent} agent failed: {raw}"),
                 recoverable: !not_recoverable(&result),
             },
             usage,
-        );
+        ));
     }
     let v = result_of(&result);
     let outcome = match agent {
@@ -448,5 +477,5 @@ pub async fn run_stage(
             }
         }
     };
-    (outcome, usage)
+    Ok((outcome, usage))
 }

@@ -15,13 +15,18 @@
 //! `cursor` points at the current definition stage, and the run record's
 //! `attempt` field is a step counter that grows with every stage job (so two
 //! stages of the same job type never share a job id).
+//!
+//! Stateless: a run record names no directory. Each stage's worker reads bars, writes
+//! checkpoints and opens the store from its own settings ([`jobs::WorkerDirs`]), and the
+//! train stage hands checkpoints on by content-addressed reference (`ExperimentRecord::artifact`,
+//! `publisher::artifacts`), so the stages of one run may run on different machines that share
+//! only Redis and the store.
 
 pub mod definition;
 pub mod llm;
 pub mod stages;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
 use jobs::pipeline::StageJob;
 use jobs::JobEnvelope;
@@ -33,7 +38,9 @@ use engine::queue::{EnqueueRequest, Queue, QueueError, Result};
 
 pub use stages::{keep_runs, keep_runs_once, register, run_lease};
 
-/// How a run is carried out; stored in the run's task.
+/// How a run is carried out; stored in the run's task. No directories: each stage's worker
+/// has its own (records written by older builds with `data_dir`, `out_dir` and `store_dir`
+/// still read; those fields are ignored).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunOptions {
     pub budget: Budget,
@@ -42,11 +49,6 @@ pub struct RunOptions {
     /// stored strategy only when it differs from the default (5).
     pub retries: u32,
     pub publish: bool,
-    pub data_dir: PathBuf,
-    /// Checkpoints go to `<out_dir>/<run_id>/...`.
-    pub out_dir: PathBuf,
-    /// The filesystem store the publisher writes to.
-    pub store_dir: PathBuf,
     pub seed: u64,
     /// LLM temperature schedule (base + attempt x step), overriding the
     /// stored strategy when it differs from the default (0.1 / 0.1). The
@@ -64,9 +66,6 @@ impl Default for RunOptions {
             budget: Budget::default(),
             retries: DEFAULT_RETRIES,
             publish: false,
-            data_dir: "data".into(),
-            out_dir: "runs".into(),
-            store_dir: "store".into(),
             seed: 42,
             base_temperature: 0.1,
             temperature_step: 0.1,
@@ -142,12 +141,6 @@ impl RunOptions {
                     "asset {a:?} is not an asset name (letters and digits, at most 16)"
                 ));
             }
-        }
-        if !self.data_dir.is_dir() {
-            errs.push(format!(
-                "data dir {} does not exist (pass --data-dir with the CSV bars)",
-                self.data_dir.display()
-            ));
         }
         if !(0.0..=1.0).contains(&self.base_temperature)
             || !(0.0..=0.5).contains(&self.temperature_step)
@@ -535,7 +528,7 @@ pub fn summarize(
         "best_experiment": best.map(|b| b.name.clone()),
         "best_crps": best.and_then(|b| b.crps),
         "gbm_crps": best.and_then(|b| b.gbm_crps),
-        "best_checkpoint": best.and_then(|b| b.checkpoint.clone()),
+        "best_artifact": best.and_then(|b| b.artifact.clone()),
         "experiments": ranked.iter().map(|r| serde_json::json!({
             "name": r.name, "crps": r.crps, "gbm_crps": r.gbm_crps, "ratio": r.crps_ratio(),
             "param_count": r.param_count, "epochs": r.epochs, "status": r.status, "error": r.error,

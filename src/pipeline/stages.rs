@@ -1,5 +1,10 @@
 //! The stage handlers: one per stage job type, each a thin shell around a
 //! built-in agent of `workers::pipeline`, with the run bookkeeping around it.
+//!
+//! Every handler works in its worker's own directories ([`WorkerDirs`]): bars from its data
+//! directory, checkpoints trained under its work directory and put in the store as artifacts
+//! before the run records them, checkpoints to check or publish fetched from the store into
+//! its cache. Nothing a stage writes to the run names a path of its machine.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -7,7 +12,8 @@ use std::time::{Duration, Instant};
 use agents::builtin::{checker, debugger, planner};
 use async_trait::async_trait;
 use jobs::pipeline::{Check, Debug, Plan, Publish, StageJob, StartRun, Train};
-use jobs::{JobContext, JobError, JobHandler, Registry};
+use jobs::{JobContext, JobError, JobHandler, Registry, WorkerDirs};
+use publisher::artifacts::{self, ArtifactCache};
 use serde_json::{json, Value};
 use trainer::experiments::{train_plan, PlanEvent};
 
@@ -49,14 +55,16 @@ enum Next {
 
 struct Ctx {
     queue: Queue,
+    dirs: WorkerDirs,
 }
 
-/// Registers the `run` handler and the five stage handlers on `registry`.
-pub fn register(registry: &mut Registry, queue: Queue) {
+/// Registers the `run` handler and the five stage handlers on `registry`; the stages work in
+/// `dirs`.
+pub fn register(registry: &mut Registry, queue: Queue, dirs: WorkerDirs) {
     registry.register(Starter {
         queue: queue.clone(),
     });
-    let ctx = Arc::new(Ctx { queue });
+    let ctx = Arc::new(Ctx { queue, dirs });
     registry
         .register(Stage::<Plan>::new(ctx.clone()))
         .register(Stage::<Train>::new(ctx.clone()))
@@ -65,9 +73,9 @@ pub fn register(registry: &mut Registry, queue: Queue) {
         .register(Stage::<Publish>::new(ctx));
 }
 
-/// `run`: creates a pipeline run from a [`StartRun`] job with the worker's default directories
-/// where the job names none. The run's id derives from the job's id, so a replay of the job
-/// (or a second delivery after a crash) finds the run there and starts no other.
+/// `run`: creates a pipeline run from a [`StartRun`] job. The run's id derives from the job's
+/// id, so a replay of the job (or a second delivery after a crash) finds the run there and
+/// starts no other.
 struct Starter {
     queue: Queue,
 }
@@ -78,15 +86,6 @@ impl JobHandler for Starter {
 
     async fn run(&self, jctx: &JobContext, job: StartRun) -> Result<Value, JobError> {
         let mut o = super::RunOptions::default();
-        if let Some(d) = job.data_dir {
-            o.data_dir = d;
-        }
-        if let Some(d) = job.out_dir {
-            o.out_dir = d;
-        }
-        if let Some(d) = job.store_dir {
-            o.store_dir = d;
-        }
         super::apply_request(&mut o, &job.run).map_err(JobError::permanent)?;
         let bot = job.bot_id.as_deref().unwrap_or("default");
         let run_id = run_id_for_job(&jctx.job_id);
@@ -215,13 +214,13 @@ async fn run_stage(
     let llm_mode = task.options.agents == llm::AgentMode::Llm;
     let (next, note, ok) = match stage {
         "plan" | "train" | "check" | "debug" | "publish" if llm_mode => {
-            llm_stage(q, &run, &mut task, stage, temperature, jctx).await?
+            llm_stage(ctx, &run, &mut task, stage, temperature, jctx).await?
         }
-        "plan" => plan(q, &run, &mut task).await?,
-        "train" => train(q, &run, &mut task, jctx).await?,
-        "check" => check(&mut task).await?,
+        "plan" => plan(ctx, &run, &mut task).await?,
+        "train" => train(ctx, &run, &mut task, jctx).await?,
+        "check" => check(ctx, &mut task).await?,
         "debug" => debug(&mut task).await?,
-        "publish" => publish(&run, &mut task).await?,
+        "publish" => publish(ctx, &run, &mut task).await?,
         other => return Err(JobError::permanent(format!("unknown stage {other}"))),
     };
     task.stages.push(StageRecord {
@@ -233,7 +232,7 @@ async fn run_stage(
         seconds: started.elapsed().as_secs_f64(),
         note: note.clone(),
     });
-    let advanced = advance(q, &run, stage, job.attempt, &task, next).await?;
+    let advanced = advance(q, &ctx.dirs, &run, stage, job.attempt, &task, next).await?;
     let finished = advanced.1;
     if finished || advanced.0 < 0 {
         let _ = permit.release().await;
@@ -244,11 +243,12 @@ async fn run_stage(
 /// The engine's keeper of runs between stages, run by every worker that handles a stage type
 /// until `stop`: every quarter lease, `run_keepalive.lua` extends the permits of runs whose
 /// current stage job is still queued or running, and the runs whose stage job can no longer
-/// run (dead, cancelled, or gone) are failed, which frees their permits.
-pub async fn keep_runs(queue: Queue, stop: tokio_util::sync::CancellationToken) {
+/// run (dead, cancelled, or gone) are failed, which frees their permits (their summaries go to
+/// the store of `dirs`).
+pub async fn keep_runs(queue: Queue, dirs: WorkerDirs, stop: tokio_util::sync::CancellationToken) {
     let every = run_lease() / 4;
     loop {
-        match keep_runs_once(&queue).await {
+        match keep_runs_once(&queue, &dirs).await {
             Ok(failed) => {
                 for id in failed {
                     tracing::warn!(run = %id, "failed a run whose stage job can no longer run");
@@ -264,7 +264,10 @@ pub async fn keep_runs(queue: Queue, stop: tokio_util::sync::CancellationToken) 
 }
 
 /// One pass of [`keep_runs`]; returns the runs it failed.
-pub async fn keep_runs_once(q: &Queue) -> Result<Vec<String>, engine::queue::QueueError> {
+pub async fn keep_runs_once(
+    q: &Queue,
+    dirs: &WorkerDirs,
+) -> Result<Vec<String>, engine::queue::QueueError> {
     let stuck: Vec<String> = q
         .retrying("run keepalive", |mut c| {
             let mut inv = q.scripts().run_keepalive.prepare_invoke();
@@ -294,7 +297,7 @@ pub async fn keep_runs_once(q: &Queue) -> Result<Vec<String>, engine::queue::Que
             error: Some(why),
         };
         // a run that moved on meanwhile is left alone (the script checks stage and step)
-        match advance(q, &run, &run.stage, run.attempt, &task, next).await {
+        match advance(q, dirs, &run, &run.stage, run.attempt, &task, next).await {
             Ok((1, _)) => failed.push(run.id.clone()),
             Ok(_) => {}
             Err(e) => tracing::warn!(run = %run.id, error = ?e, "could not fail a stuck run"),
@@ -307,6 +310,7 @@ pub async fn keep_runs_once(q: &Queue) -> Result<Vec<String>, engine::queue::Que
 /// Returns (script result, run finished).
 async fn advance(
     q: &Queue,
+    dirs: &WorkerDirs,
     run: &RunInfo,
     stage: &str,
     step: u32,
@@ -328,7 +332,7 @@ async fn advance(
         }
         Next::Finish { success, error } => {
             let summary = summarize(&run.id, task, *success, error.as_deref());
-            publisher::run_log::record_summary(&task.options.store_dir, &run.id, &summary).await;
+            publisher::run_log::record_summary(&dirs.store_dir, &run.id, &summary).await;
             (
                 "done".to_string(),
                 step,
@@ -426,9 +430,11 @@ fn not_recoverable(errors: &[String]) -> bool {
             .all(|e| agents::research::error_category(e) == "data")
 }
 
-async fn plan(q: &Queue, run: &RunInfo, task: &mut Task) -> Result<StageOut, JobError> {
-    let mut history = experiment_history(q, 500).await.map_err(transient)?;
-    let stored = publisher::store::records::history_from(&task.options.store_dir, 500).await;
+async fn plan(ctx: &Ctx, run: &RunInfo, task: &mut Task) -> Result<StageOut, JobError> {
+    let mut history = experiment_history(&ctx.queue, 500)
+        .await
+        .map_err(transient)?;
+    let stored = publisher::store::records::history_from(&ctx.dirs.store_dir, 500).await;
     publisher::store::records::merge_history(&mut history, stored);
     let seed = task.options.seed ^ run.created_at_ms ^ u64::from(task.stage_attempt);
     let p = planner::plan(&history, &task.options.budget, seed);
@@ -478,8 +484,27 @@ fn training_specs(task: &Task) -> Vec<trainer::zoo::spec::ExperimentSpec> {
     }
 }
 
+/// The configured store of the worker (a bucket when `HIPPIUS_ENDPOINT` is set); a store that
+/// cannot be opened (its configuration) fails the stage job for good.
+fn open_store(dirs: &WorkerDirs) -> Result<Arc<dyn publisher::store::Store>, JobError> {
+    publisher::store::open(&dirs.store_dir).map_err(JobError::permanent)
+}
+
+/// Puts the freshly trained checkpoints of `records` in the store and names them in the
+/// records (before anything records them), so that any machine can check or publish them. A
+/// store that refuses is a retryable failure of the stage job.
+async fn store_checkpoints(
+    dirs: &WorkerDirs,
+    records: &mut [trainer::experiments::ExperimentRecord],
+) -> Result<(), JobError> {
+    let store = open_store(dirs)?;
+    artifacts::store_checkpoints(&*store, records)
+        .await
+        .map_err(|e| JobError::retry(format!("the checkpoints could not be stored: {e}")))
+}
+
 async fn train(
-    q: &Queue,
+    ctx: &Ctx,
     run: &RunInfo,
     task: &mut Task,
     jctx: &JobContext,
@@ -491,9 +516,10 @@ async fn train(
     }
     let in_loop = task.fix.is_some();
     let opts = task.options.clone();
+    let dirs = ctx.dirs.clone();
     let run_id = run.id.clone();
     let progress_ctx = jctx.clone();
-    let records = tokio::task::spawn_blocking(move || {
+    let mut records = tokio::task::spawn_blocking(move || {
         let mut done = 0usize;
         let mut budget = opts.budget.clone();
         if specs.len() == 1 {
@@ -502,8 +528,8 @@ async fn train(
         train_plan(
             &specs,
             &budget,
-            &opts.data_dir,
-            &opts.out_dir,
+            &dirs.data_dir,
+            &dirs.work_dir,
             &run_id,
             &mut |ev| match ev {
                 PlanEvent::Epoch { name, report } => {
@@ -521,8 +547,11 @@ async fn train(
     })
     .await
     .map_err(|e| JobError::retry(format!("training task failed: {e}")))?;
-    record_experiments(q, &records).await.map_err(transient)?;
-    publisher::run_log::record_run(&task.options.store_dir, &run.id, &records).await;
+    store_checkpoints(&ctx.dirs, &mut records).await?;
+    record_experiments(&ctx.queue, &records)
+        .await
+        .map_err(transient)?;
+    publisher::run_log::record_run(&ctx.dirs.store_dir, &run.id, &records).await;
     let ok = records.iter().filter(|r| r.crps.is_some()).count();
     let note = format!("{ok} of {} experiments trained and scored", records.len());
     let errors: Vec<String> = records.iter().filter_map(|r| r.error.clone()).collect();
@@ -543,15 +572,28 @@ async fn train(
     Ok((next_stage(task), note, true))
 }
 
-async fn check(task: &mut Task) -> Result<StageOut, JobError> {
-    let Some(best) = task.best().cloned() else {
+async fn check(ctx: &Ctx, task: &mut Task) -> Result<StageOut, JobError> {
+    let Some(mut best) = task.best().cloned() else {
         let note = "nothing to check: no experiment has a score".to_string();
         return Ok((stage_failed(task, note.clone(), false), note, false));
     };
-    let data_dir = task.options.data_dir.clone();
-    let report = tokio::task::spawn_blocking(move || checker::check(&best, &data_dir))
+    // the checkpoint from the store, into this worker's cache
+    let store = open_store(&ctx.dirs)?;
+    let cache = ArtifactCache::of(&ctx.dirs);
+    let mut unavailable = None;
+    match artifacts::local_checkpoint(&*store, &cache, &best).await {
+        Ok(dir) => best.checkpoint = Some(dir),
+        Err(e) if e.is_transient() => return Err(transient(e)),
+        Err(e) => unavailable = Some(format!("checkpoint: {e}")),
+    }
+    let data_dir = ctx.dirs.data_dir.clone();
+    let mut report = tokio::task::spawn_blocking(move || checker::check(&best, &data_dir))
         .await
         .map_err(|e| JobError::retry(format!("check task failed: {e}")))?;
+    if let Some(p) = unavailable {
+        report.passed = false;
+        report.problems.push(p);
+    }
     Ok(checked(task, report.passed, report.problems))
 }
 
@@ -627,7 +669,7 @@ fn debug_with(task: &mut Task, proposal: Option<debugger::Fix>) -> StageOut {
 /// A stage carried out by an LLM agent (`agents: llm`). Training a fix of
 /// the check/debug loop needs no decision and stays built-in.
 async fn llm_stage(
-    q: &Queue,
+    ctx: &Ctx,
     run: &RunInfo,
     task: &mut Task,
     stage: &'static str,
@@ -635,9 +677,10 @@ async fn llm_stage(
     jctx: &JobContext,
 ) -> Result<StageOut, JobError> {
     if stage == "train" && task.fix.is_some() {
-        return train(q, run, task, jctx).await;
+        return train(ctx, run, task, jctx).await;
     }
-    let (outcome, usage) = llm::run_stage(q, &run.id, task, stage, temperature).await;
+    let (outcome, usage) =
+        llm::run_stage(&ctx.queue, &ctx.dirs, &run.id, task, stage, temperature).await?;
     add_usage(task, llm::agent_for(stage).as_str(), &usage);
     Ok(match outcome {
         llm::Outcome::Failed { error, recoverable } => {
@@ -660,14 +703,18 @@ async fn llm_stage(
             });
             (next_stage(task), note, true)
         }
-        llm::Outcome::Trained(records) => {
+        llm::Outcome::Trained(mut records) => {
+            store_checkpoints(&ctx.dirs, &mut records).await?;
             let ok = records.iter().filter(|r| r.crps.is_some()).count();
             let note = format!(
                 "{ok} of {} experiments trained by the trainer agent",
                 records.len()
             );
             let errors: Vec<String> = records.iter().filter_map(|r| r.error.clone()).collect();
-            publisher::run_log::record_run(&task.options.store_dir, &run.id, &records).await;
+            record_experiments(&ctx.queue, &records)
+                .await
+                .map_err(transient)?;
+            publisher::run_log::record_run(&ctx.dirs.store_dir, &run.id, &records).await;
             task.results.extend(records);
             if ok == 0 {
                 let error = format!(
@@ -709,22 +756,16 @@ fn add_usage(task: &mut Task, agent: &str, usage: &agents::Usage) {
     task.usage = serde_json::to_value(tally).ok();
 }
 
-async fn publish(run: &RunInfo, task: &mut Task) -> Result<StageOut, JobError> {
+async fn publish(ctx: &Ctx, run: &RunInfo, task: &mut Task) -> Result<StageOut, JobError> {
     let Some(best) = task.best().cloned() else {
         let note = "nothing to publish: no experiment has a score".to_string();
         return Ok((stage_failed(task, note.clone(), false), note, false));
     };
     let summary = summarize(&run.id, task, true, None);
-    let published = publisher::publish::publish_configured(
-        &task.options.store_dir,
-        Some(&task.options.data_dir),
-        &run.id,
-        &best,
-        &summary,
-        false,
-    )
-    .await
-    .map_err(|e| e.to_string());
+    let published =
+        publisher::publish::publish_configured(&ctx.dirs, &run.id, &best, &summary, false)
+            .await
+            .map_err(|e| e.to_string());
     match published {
         Ok(p) => {
             let note = format!("published to {}", p.model_dir);
@@ -763,6 +804,7 @@ mod tests {
             epochs: 1,
             diverged: false,
             error: None,
+            artifact: None,
             checkpoint: None,
             training_time_s: None,
             recorded_at: 0,
@@ -822,6 +864,27 @@ mod tests {
         t.stage_attempt = 2;
         assert!(matches!(next_stage(&mut t), Next::Stage("train")));
         assert_eq!((t.cursor, t.stage_attempt), (1, 0));
+    }
+
+    /// A run record an older build wrote, with directories in its options and a checkpoint
+    /// path in its results, still reads; written again, it names no directory.
+    #[test]
+    fn old_run_records_read_and_are_written_without_paths() {
+        let mut t = serde_json::to_value(task_at("trainer")).unwrap();
+        t["options"]["data_dir"] = "/old/data".into();
+        t["options"]["out_dir"] = "/old/runs".into();
+        t["options"]["store_dir"] = "/old/store".into();
+        let mut rec = serde_json::to_value(record(
+            ExperimentSpec::new(&["LSTMBlock"], "GBMHead"),
+            Some(1.0),
+        ))
+        .unwrap();
+        rec["checkpoint"] = "/old/runs/r/abc".into();
+        t["results"] = serde_json::json!([rec]);
+        let task: Task = serde_json::from_value(t).unwrap();
+        assert_eq!(task.results[0].checkpoint, None);
+        let again = serde_json::to_string(&task).unwrap();
+        assert!(!again.contains("/old/"), "{again}");
     }
 
     #[tokio::test]

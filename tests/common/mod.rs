@@ -121,6 +121,46 @@ pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_synth-city"))
 }
 
+/// A `synth-city` command against `url` under prefix `t`, logging only warnings.
+pub fn cli_command(url: &str) -> Command {
+    let mut cmd = Command::new(bin());
+    cmd.args(["--redis-url", url, "--prefix", "t"])
+        .env("RUST_LOG", "warn");
+    cmd
+}
+
+/// Runs `cmd`, fails the test with its stderr unless it succeeds, and returns its stdout.
+pub fn stdout_of(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A pipeline budget small enough for a debug build: tiny models, few steps, few windows
+/// (`synth-city pipeline` flags).
+pub const TINY: &[&str] = &[
+    "--epochs",
+    "1",
+    "--steps-per-epoch",
+    "2",
+    "--d-model",
+    "8",
+    "--seq-len",
+    "16",
+    "--batch-size",
+    "2",
+    "--n-paths",
+    "4",
+    "--eval-windows",
+    "2",
+    "--eval-paths",
+    "50",
+];
+
 /// Trains a tiny BTC checkpoint of `timeframe` (TCN + GBM head, 3 steps) on the bars in `data`
 /// with the CLI, under `out`; returns its folder.
 pub fn tiny_checkpoint(data: &std::path::Path, out: &std::path::Path, timeframe: &str) -> PathBuf {
@@ -190,11 +230,19 @@ pub fn spawn_worker(url: &str, flags: &[&str]) -> Child {
 
 /// [`spawn_worker`] with extra environment variables.
 pub fn spawn_worker_env(url: &str, flags: &[&str], env: &[(&str, &str)]) -> Child {
+    let mut cmd = worker_command(url, flags);
+    cmd.envs(env.iter().copied());
+    cmd.spawn().unwrap()
+}
+
+/// The command of a `synth-city worker` process (prefix `t`) with `flags`, its output
+/// discarded, killed when the thread that spawns it ends; the caller adds what else it needs
+/// (environment, working directory) and spawns it.
+pub fn worker_command(url: &str, flags: &[&str]) -> Command {
     use std::os::unix::process::CommandExt;
     let mut cmd = Command::new(bin());
     cmd.args(["--redis-url", url, "--prefix", "t", "worker"])
         .args(flags)
-        .envs(env.iter().copied())
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null());
@@ -207,7 +255,7 @@ pub fn spawn_worker_env(url: &str, flags: &[&str], env: &[(&str, &str)]) -> Chil
             Ok(())
         });
     }
-    cmd.spawn().unwrap()
+    cmd
 }
 
 /// Reads one HTTP/1.1 request: its head (request line and headers, lower-cased) and its

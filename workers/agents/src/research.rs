@@ -588,11 +588,9 @@ fn check_shapes(s: &ResearchSession, a: CheckShapesArgs) -> Result<Value, ToolEr
                 ))
             })?;
         let device = trainer::zoo::device(&s.device).map_err(|e| err(&e))?;
-        let f = trainer::zoo::forecaster::ZooForecaster::load(
-            std::path::Path::new(rec.checkpoint.as_deref().unwrap_or_default()),
-            &device,
-        )
-        .map_err(|e| err(&e))?;
+        let dir = rec.checkpoint.clone().unwrap_or_default();
+        let f =
+            trainer::zoo::forecaster::ZooForecaster::load(&dir, &device).map_err(|e| err(&e))?;
         let tf = f.checkpoint().spec.data.timeframe;
         (Box::new(f), tf)
     };
@@ -979,7 +977,7 @@ pub fn research_tools(session: Arc<ResearchSession>) -> ToolRegistry {
                 .ok_or_else(|| ToolError(format!("no successful experiment named {:?} in this session; see compare_results", a.experiment_name)))?;
             let req = PublishRequest {
                 name: a.repo_id.clone().unwrap_or_else(|| rec.name.clone()),
-                checkpoint: PathBuf::from(rec.checkpoint.clone().unwrap_or_default()),
+                checkpoint: rec.checkpoint.clone().unwrap_or_default(),
                 spec: rec.spec.clone(),
                 metrics: json!({"crps": rec.crps, "gbm_crps": rec.gbm_crps, "crps_ratio": rec.crps_ratio(),
                                 "param_count": rec.param_count, "fingerprint": rec.fingerprint, "run_id": rec.run_id}),
@@ -1053,6 +1051,7 @@ mod tests {
                     epochs: 0,
                     diverged: false,
                     error: err.map(String::from),
+                    artifact: None,
                     checkpoint: None,
                     training_time_s: None,
                     recorded_at: 0,

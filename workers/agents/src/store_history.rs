@@ -131,6 +131,7 @@ mod tests {
                 epochs: 1,
                 diverged: false,
                 error: None,
+                artifact: None,
                 checkpoint: None,
                 training_time_s: None,
                 recorded_at: 100 + i as i64,

@@ -1,10 +1,12 @@
 //! The publisher role: where results live between runs and machines ([`store`]: the
-//! filesystem or any S3-compatible bucket, the record layout, the Hugging Face Hub, W&B) and
-//! a run's publication ([`publish`]).
+//! filesystem or any S3-compatible bucket, the record layout, the Hugging Face Hub, W&B),
+//! checkpoints handed between machines by content-addressed reference ([`artifacts`]: put in
+//! the store, fetched into a bounded local cache), and a run's publication ([`publish`]).
 //!
 //! It does not train or score models and does not talk to Redis; the run state machine calls
 //! [`publish::publish`] from the `publish` stage.
 
+pub mod artifacts;
 pub mod production;
 pub mod publish;
 pub mod run_log;

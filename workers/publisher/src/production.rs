@@ -1,7 +1,8 @@
 //! The production pointers: `models/production-{timeframe}.json`, one per [`Timeframe`], and
 //! `models/production.json`, the newest publication of any timeframe. One
 //! [`ProductionPointer`] type is written here (by [`write`], from the publisher) and read here
-//! (by the miner and the shadow scorer, through [`read_local`] and [`resolve_local`]).
+//! (by the miner and the shadow scorer, through [`read_local`], [`resolve_local`] and
+//! [`resolve`]).
 //!
 //! A pointer is written after every object it names, and [`mirror`] copies a bucket's
 //! pointers into a local filesystem store model files first, so a reader that follows a
@@ -173,16 +174,36 @@ async fn mirror_pointer(
     }
     let at = store.location(key);
     let pointer = parse(&bytes, &at)?;
-    let dir = pointer.model_dir.as_str();
-    check_prefix(dir).map_err(|e| ProductionError::Malformed {
-        at: at.clone(),
+    // the pointer's own record of the weights, whatever the object's metadata says
+    let weights = pointer
+        .weights_sha256
+        .as_deref()
+        .map(|want| (weights_file, want));
+    copy_model(store, local, &pointer.model_dir, weights, &at).await?;
+    write_by_rename(&dest, &bytes)?;
+    Ok(true)
+}
+
+/// Copies the model objects under the key prefix `model_dir` of `store` into `local`, laid out
+/// by key, each by rename (each object's recorded SHA-256 checked as it is read; with
+/// `weights = Some((file, sha256))`, the weights file against that hash too). `at` names what
+/// asked for the model in errors.
+pub async fn copy_model(
+    store: &dyn Store,
+    local: &Path,
+    model_dir: &str,
+    weights: Option<(&str, &str)>,
+    at: &str,
+) -> Result<(), ProductionError> {
+    check_prefix(model_dir).map_err(|e| ProductionError::Malformed {
+        at: at.to_string(),
         reason: format!("\"model_dir\" is not a key prefix of the store: {e}"),
     })?;
-    let keys = store.list(dir).await?;
+    let keys = store.list(model_dir).await?;
     if keys.is_empty() {
         return Err(ProductionError::Empty {
-            at,
-            prefix: store.location(dir),
+            at: at.to_string(),
+            prefix: store.location(model_dir),
         });
     }
     for k in keys {
@@ -190,26 +211,38 @@ async fn mirror_pointer(
             .get(&k)
             .await?
             .ok_or_else(|| ProductionError::Vanished(store.location(&k)))?;
-        // the pointer's own record of the weights, whatever the object's metadata says
-        if let Some(want) = pointer
-            .weights_sha256
-            .as_deref()
-            .filter(|_| k.ends_with(weights_file))
-        {
+        if let Some((_, want)) = weights.filter(|(file, _)| k.ends_with(file)) {
             let got = sha256_hex(&b);
             if got != want {
                 return Err(ProductionError::WeightsMismatch {
                     object: store.location(&k),
                     got,
                     want: want.to_string(),
-                    at,
+                    at: at.to_string(),
                 });
             }
         }
         write_by_rename(&local.join(&k), &b)?;
     }
-    write_by_rename(&dest, &bytes)?;
-    Ok(true)
+    Ok(())
+}
+
+/// The pointer that serves `timeframe` in `store` (any backend): its own pointer, else the
+/// newest publication's when that is of this timeframe; `Ok(None)` when neither is.
+pub async fn resolve(
+    store: &dyn Store,
+    timeframe: Timeframe,
+) -> Result<Option<ProductionPointer>, ProductionError> {
+    for (key, own) in [(key_for(Some(timeframe)), true), (key_for(None), false)] {
+        let Some(bytes) = store.get(&key).await? else {
+            continue;
+        };
+        let p = parse(&bytes, &store.location(&key))?;
+        if own || p.timeframe == Some(timeframe) {
+            return Ok(Some(p));
+        }
+    }
+    Ok(None)
 }
 
 /// Writes `bytes` to `path` through a temporary file beside it and a rename.

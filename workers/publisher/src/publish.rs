@@ -2,7 +2,9 @@
 //! [`Store`](crate::store::Store) (a directory, or an S3 bucket when
 //! `HIPPIUS_ENDPOINT` is set), marks it as the production model, and — when
 //! asked — publishes it to the Hugging Face Hub. The pipeline's publish stage
-//! and `synth-city publish` both call [`publish_run`].
+//! and `synth-city publish` both call [`publish_run`]. The checkpoint comes from the
+//! record's artifact (fetched into the worker's cache, [`crate::artifacts`]), so any machine
+//! sharing the store can publish what another trained.
 //!
 //! Order (the seed's key layout, see `store::records`): the checkpoint files
 //! (`models/{run_id}/{name}/model.safetensors`, `spec.json`, `state.json`),
@@ -19,6 +21,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use crate::artifacts::{ArtifactCache, ArtifactError};
 use crate::store::hf::{self, HfClient, HfError, HfPublication};
 use crate::store::records::{self, model_prefix, LATEST, PRODUCTION};
 use crate::store::safe_name;
@@ -26,11 +29,14 @@ use crate::store::{ObjectInfo, Store, StoreError, StoreExt};
 use trainer::experiments::ExperimentRecord;
 use trainer::zoo::train::{SPEC_FILE, STATE_FILE, WEIGHTS_FILE};
 
-/// Where a publication went (locations are paths or `s3://` URIs).
+/// Where a publication went: store keys (the same on every machine that shares the store).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Published {
+    /// The model's key prefix, `models/<run>/<name>/`.
     pub model_dir: String,
+    /// The run summary's key.
     pub summary: String,
+    /// The production pointer's key.
     pub production: String,
     /// The objects written for the model, with their hashes.
     #[serde(default)]
@@ -51,6 +57,8 @@ pub enum PublishError {
     Store(#[from] StoreError),
     #[error("publish to the Hugging Face Hub: {0}")]
     Hub(#[from] HfError),
+    #[error("publish: the checkpoint: {0}")]
+    Artifact(#[from] ArtifactError),
 }
 
 /// The data the model was trained and validated on, per asset (best effort:
@@ -83,21 +91,20 @@ pub fn data_ranges(rec: &ExperimentRecord, data_dir: &Path) -> Value {
     Value::Array(rows)
 }
 
-/// Publishes `best` of run `run_id` with the run's `summary` to `store`.
-/// `data_dir`, when given, is read for the data ranges in the manifest.
+/// Publishes `best` of run `run_id` with the run's `summary` to `store`, copying the
+/// checkpoint from its artifact (through `cache`). `data_dir`, when given, is read for the
+/// data ranges in the manifest.
 pub async fn publish(
     store: &dyn Store,
+    cache: &ArtifactCache,
     run_id: &str,
     best: &ExperimentRecord,
     summary: &Value,
     data_dir: Option<&Path>,
 ) -> Result<Published, PublishError> {
     records::check_run_id(run_id)?;
-    let ckpt = best
-        .checkpoint
-        .as_deref()
-        .ok_or_else(|| PublishError::Input("the best experiment has no checkpoint".into()))?;
-    let ckpt = Path::new(ckpt);
+    let ckpt = crate::artifacts::local_checkpoint(store, cache, best).await?;
+    let ckpt = ckpt.as_path();
     if !ckpt.join(WEIGHTS_FILE).is_file() {
         return Err(PublishError::Input(format!(
             "{} has no {WEIGHTS_FILE}: not a trained checkpoint",
@@ -159,9 +166,9 @@ pub async fn publish(
     };
     crate::production::write(store, &pointer).await?;
     Ok(Published {
-        model_dir: store.location(&prefix),
-        summary: store.location(&records::summary_key(run_id)),
-        production: store.location(PRODUCTION),
+        model_dir: prefix,
+        summary: records::summary_key(run_id),
+        production: PRODUCTION.to_string(),
         files,
         hf: None,
     })
@@ -170,8 +177,10 @@ pub async fn publish(
 /// [`publish`], then the Hub when `hf` is given (from the store's copy, so
 /// what the Hub gets is what the store verified). The metrics history gets
 /// a `publish` line when `metrics` is given.
+#[allow(clippy::too_many_arguments)]
 pub async fn publish_run(
     store: &dyn Store,
+    cache: &ArtifactCache,
     run_id: &str,
     best: &ExperimentRecord,
     summary: &Value,
@@ -179,7 +188,7 @@ pub async fn publish_run(
     hf: Option<&HfClient>,
     metrics: Option<&Path>,
 ) -> Result<Published, PublishError> {
-    let mut published = publish(store, run_id, best, summary, data_dir).await?;
+    let mut published = publish(store, cache, run_id, best, summary, data_dir).await?;
     if let Some(client) = hf {
         published.hf = Some(hf::publish_run(client, store, run_id).await?);
     }
@@ -202,25 +211,27 @@ impl PublishError {
         matches!(
             self,
             PublishError::Store(StoreError::Unavailable { .. })
+                | PublishError::Artifact(ArtifactError::Store(StoreError::Unavailable { .. }))
                 | PublishError::Hub(HfError::Unavailable { .. })
                 | PublishError::Hub(HfError::Store(StoreError::Unavailable { .. }))
         )
     }
 }
 
-/// What the pipeline's publish stage and `synth-city publish` run: opens the
-/// configured store (`store_dir`, or the bucket when `HIPPIUS_ENDPOINT` is
-/// set), publishes there, then to the Hub when `hub` is true or the
-/// environment has `HF_TOKEN` and `HF_REPO_ID` (`hub` makes them required),
-/// and appends to the metrics history in `store_dir`.
+/// What the pipeline's publish stage and `synth-city publish` run, on a worker's directories:
+/// opens the configured store (`store_dir`, or the bucket when `HIPPIUS_ENDPOINT` is set),
+/// publishes there (the checkpoint through the cache under `work_dir`, the data ranges from
+/// `data_dir`), then to the Hub when `hub` is true or the environment has `HF_TOKEN` and
+/// `HF_REPO_ID` (`hub` makes them required), and appends to the metrics history in
+/// `store_dir`.
 pub async fn publish_configured(
-    store_dir: &Path,
-    data_dir: Option<&Path>,
+    dirs: &jobs::WorkerDirs,
     run_id: &str,
     best: &ExperimentRecord,
     summary: &Value,
     hub: bool,
 ) -> Result<Published, PublishError> {
+    let store_dir = dirs.store_dir.as_path();
     let store = crate::store::open(store_dir)?;
     let cfg = if hub {
         Some(hf::HfConfig::require_from_env()?)
@@ -231,10 +242,11 @@ pub async fn publish_configured(
     let metrics = records::metrics_path(store_dir);
     publish_run(
         &*store,
+        &ArtifactCache::of(dirs),
         run_id,
         best,
         summary,
-        data_dir,
+        Some(&dirs.data_dir),
         client.as_ref(),
         Some(&metrics),
     )

@@ -1,6 +1,6 @@
 //! The handler of the `data-download` job type: `sn50::download` from each asset's
 //! realised-price venue (Binance, Hyperliquid; Pyth benchmarks with `"source": "pyth"`) into
-//! the data directory, as `synth-city data download` does (no progress bar; the SN50 constants
+//! the worker's data directory (its own setting, never the payload's), as `synth-city data download` does (no progress bar; the SN50 constants
 //! of `SYNTH_CITY_SN50_CONSTANTS` when set, else the validator's; base URLs from the
 //! environment). A bad range, source or asset list is a
 //! permanent failure; a venue or disk failure is retried, then dead-lettered with its reason.
@@ -13,8 +13,10 @@ use sn50::constants::Sn50Config;
 use sn50::download::{self, DownloadError, DownloadOptions, SourceChoice};
 use sn50::venues::PriceClient;
 
-/// Merges fresh bars into the data directory.
-pub struct DataDownloadHandler;
+/// Merges fresh bars into the worker's data directory.
+pub struct DataDownloadHandler {
+    pub data_dir: std::path::PathBuf,
+}
 
 #[async_trait]
 impl JobHandler for DataDownloadHandler {
@@ -33,7 +35,7 @@ impl JobHandler for DataDownloadHandler {
             job.days.unwrap_or(2),
             end,
             resolution,
-            job.data_dir.unwrap_or_else(|| "data".into()),
+            self.data_dir.clone(),
         )
         .map_err(JobError::permanent)?;
         opts.progress = false;

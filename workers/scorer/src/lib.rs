@@ -8,8 +8,11 @@
 pub mod data_job;
 pub mod shadow;
 
-/// Registers the scorer role's handlers (`shadow-prompt`, `shadow-score`, `data-download`).
-pub fn register(registry: &mut jobs::Registry) {
-    shadow::register(registry);
-    registry.register(data_job::DataDownloadHandler);
+/// Registers the scorer role's handlers (`shadow-prompt`, `shadow-score`, `data-download`),
+/// on the worker's own directories.
+pub fn register(registry: &mut jobs::Registry, dirs: &jobs::WorkerDirs) {
+    shadow::register(registry, dirs);
+    registry.register(data_job::DataDownloadHandler {
+        data_dir: dirs.data_dir.clone(),
+    });
 }

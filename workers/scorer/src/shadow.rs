@@ -3,18 +3,23 @@
 //! then score them with the validator's CRPS once their window has passed, beside the GBM.
 //! A cron schedule drives both (docs/sn50.md); `synth-city score shadow` reads the results.
 //!
-//! The model of a prompt is the production model of its timeframe in the store (`latest`,
-//! mirrored from a bucket first when `HIPPIUS_ENDPOINT` is set, as the miner does), `gbm`, or
-//! a checkpoint folder. A record names the checkpoint, so a later publication does not change
-//! what an older prompt is scored as.
+//! The model of a prompt is the production model of its timeframe in the store (`latest`),
+//! `gbm`, or a checkpoint in the store by artifact reference. A record names the model by what
+//! any machine sharing the store can resolve — the artifact reference (`sha256:<hex>:<size>`)
+//! of the checkpoint, or, for a publication older than artifacts, its key prefix
+//! (`models/<run>/<name>/`) — never by a path, so a later publication does not change what an
+//! older prompt is scored as, and any scorer can score it: artifacts are fetched into the
+//! worker's cache, old publications copied from a bucket into its store directory. The store,
+//! the bars and the cache are the worker's own ([`WorkerDirs`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use jobs::shadow::{ShadowPrompt, ShadowScore};
-use jobs::{JobContext, JobError, JobHandler, Registry};
+use jobs::{ArtifactRef, JobContext, JobError, JobHandler, Registry, WorkerDirs};
+use publisher::artifacts::{ArtifactCache, ArtifactError};
 use publisher::production;
 use publisher::store::{Store, StoreExt};
 use serde_json::{json, Value};
@@ -24,9 +29,11 @@ use sn50::data::{asset_file_for_step, Bars, DataError};
 use sn50::forecast::{Forecaster, Gbm};
 use sn50::shadow::{self, ShadowRecord, ShadowResult};
 
-/// Registers the two shadow-scoring handlers.
-pub fn register(registry: &mut Registry) {
-    registry.register(Recorder).register(Scorer);
+/// Registers the two shadow-scoring handlers, on the worker's directories.
+pub fn register(registry: &mut Registry, dirs: &WorkerDirs) {
+    registry
+        .register(Recorder { dirs: dirs.clone() })
+        .register(Scorer { dirs: dirs.clone() });
 }
 
 fn permanent(e: impl std::fmt::Display) -> JobError {
@@ -38,35 +45,83 @@ fn open_store(store_dir: &Path) -> Result<Arc<dyn Store>, JobError> {
     publisher::store::open(store_dir).map_err(permanent)
 }
 
-/// The checkpoint folder (or `gbm`) that answers `kind` prompts under `model`.
+fn artifact_failed(e: ArtifactError) -> JobError {
+    if e.is_transient() {
+        JobError::retry(e)
+    } else {
+        JobError::permanent(e)
+    }
+}
+
+/// What a record names for `kind` prompts under the payload's `model`: `gbm`, an artifact
+/// reference (checked to be fetchable), or for `latest` the production model's artifact (its
+/// key prefix for a publication older than artifacts; `gbm` when nothing is published).
 async fn resolve_model(
     model: &str,
-    store_dir: &Path,
+    store: &dyn Store,
+    cache: &ArtifactCache,
     kind: PromptKind,
 ) -> Result<String, JobError> {
     match model {
         "gbm" => return Ok("gbm".into()),
         "latest" => {}
-        path => {
-            return if Path::new(path).is_dir() {
-                Ok(path.to_string())
-            } else {
-                Err(permanent(format!(
-                    "model {path:?} is not a checkpoint folder"
-                )))
-            }
+        reference => {
+            let r: ArtifactRef = reference.parse().map_err(permanent)?;
+            cache.fetch(store, &r).await.map_err(artifact_failed)?;
+            return Ok(r.to_string());
         }
     }
-    if let Some(cfg) = publisher::store::S3Config::from_env().map_err(permanent)? {
-        let remote = publisher::store::S3Store::new(cfg).map_err(permanent)?;
-        production::mirror(&remote, store_dir, trainer::zoo::train::WEIGHTS_FILE)
-            .await
-            .map_err(JobError::retry)?;
+    let Some(p) = production::resolve(store, kind.timeframe())
+        .await
+        .map_err(JobError::retry)?
+    else {
+        return Ok("gbm".into());
+    };
+    let manifest: Option<publisher::publish::Manifest> = store
+        .get_json(&format!("{}record.json", p.model_dir))
+        .await
+        .map_err(JobError::retry)?;
+    Ok(match manifest.and_then(|m| m.record.artifact) {
+        Some(r) => r.to_string(),
+        None => p.model_dir,
+    })
+}
+
+/// The local folder (or `gbm`) of each model the records name: artifacts fetched into the
+/// cache, a publication's key prefix taken from the store directory (copied there from a
+/// bucket first), and anything else (a path an older build recorded) as it is. A model that
+/// cannot be had is an error for its records; a store that does not answer fails the job, to
+/// be retried.
+async fn local_models(
+    models: BTreeSet<String>,
+    dirs: &WorkerDirs,
+    store: &dyn Store,
+) -> Result<HashMap<String, Result<String, String>>, JobError> {
+    let cache = ArtifactCache::of(dirs);
+    let mut out = HashMap::new();
+    for m in models {
+        let local = if m == "gbm" {
+            Ok(m.clone())
+        } else if let Ok(r) = m.parse::<ArtifactRef>() {
+            match cache.fetch(store, &r).await {
+                Ok(dir) => Ok(dir.display().to_string()),
+                Err(e) if e.is_transient() => return Err(JobError::retry(e)),
+                Err(e) => Err(e.to_string()),
+            }
+        } else if m.starts_with("models/") {
+            let dir = dirs.store_dir.join(&m);
+            if !dir.is_dir() {
+                production::copy_model(store, &dirs.store_dir, &m, None, "a shadow record")
+                    .await
+                    .map_err(JobError::retry)?;
+            }
+            Ok(dir.display().to_string())
+        } else {
+            Ok(m.clone())
+        };
+        out.insert(m, local);
     }
-    let tf = kind.timeframe();
-    Ok(production::resolve_local(store_dir, tf)
-        .map_err(permanent)?
-        .map_or_else(|| "gbm".into(), |dir| dir.display().to_string()))
+    Ok(out)
 }
 
 /// Bars of `asset` that price prompts of `increment`-second steps.
@@ -75,15 +130,16 @@ fn load_bars(data_dir: &Path, asset: &str, increment: u64) -> Result<Bars, DataE
     Bars::load(&path)
 }
 
-struct Recorder;
+struct Recorder {
+    dirs: WorkerDirs,
+}
 
 #[async_trait]
 impl JobHandler for Recorder {
     type Job = ShadowPrompt;
 
     async fn run(&self, _ctx: &JobContext, job: ShadowPrompt) -> Result<Value, JobError> {
-        let store_dir = job.store_dir.unwrap_or_else(|| PathBuf::from("store"));
-        let data_dir = job.data_dir.unwrap_or_else(|| PathBuf::from("data"));
+        let data_dir = self.dirs.data_dir.clone();
         let kind = match job.prompt.as_deref() {
             Some("high") => PromptKind::High,
             _ => PromptKind::Low,
@@ -103,9 +159,15 @@ impl JobHandler for Recorder {
             Some(t) => (t, t - REQUEST_LEAD_SECONDS),
             None => ((now / 60 + 1) * 60, now),
         };
-        let model =
-            resolve_model(job.model.as_deref().unwrap_or("latest"), &store_dir, kind).await?;
-        let store = open_store(&store_dir)?;
+        let store = open_store(&self.dirs.store_dir)?;
+        let cache = ArtifactCache::of(&self.dirs);
+        let model = resolve_model(
+            job.model.as_deref().unwrap_or("latest"),
+            &*store,
+            &cache,
+            kind,
+        )
+        .await?;
         // live: the spot from each asset's realised-price venue (Binance, Hyperliquid, or Pyth
         // where the constants say so)
         let prices = match job.at {
@@ -177,16 +239,17 @@ impl JobHandler for Recorder {
     }
 }
 
-struct Scorer;
+struct Scorer {
+    dirs: WorkerDirs,
+}
 
 #[async_trait]
 impl JobHandler for Scorer {
     type Job = ShadowScore;
 
     async fn run(&self, _ctx: &JobContext, job: ShadowScore) -> Result<Value, JobError> {
-        let store_dir = job.store_dir.unwrap_or_else(|| PathBuf::from("store"));
-        let data_dir = job.data_dir.unwrap_or_else(|| PathBuf::from("data"));
-        let store = open_store(&store_dir)?;
+        let data_dir = self.dirs.data_dir.clone();
+        let store = open_store(&self.dirs.store_dir)?;
         let now = chrono::Utc::now().timestamp();
         let dates: Vec<String> = if job.dates.is_empty() {
             (0..job.days.unwrap_or(3) as i64)
@@ -216,10 +279,14 @@ impl JobHandler for Scorer {
                 by_date.entry(date.clone()).or_default().push(rec);
             }
         }
-        // the arithmetic on a blocking thread: models and bars loaded once per job
-        let scored = tokio::task::spawn_blocking(move || score_all(pending, &data_dir, now))
-            .await
-            .map_err(JobError::retry)?;
+        // the models on this machine, then the arithmetic on a blocking thread: models and bars
+        // loaded once per job
+        let names = pending.iter().map(|r| r.model.clone()).collect();
+        let models = local_models(names, &self.dirs, &*store).await?;
+        let scored =
+            tokio::task::spawn_blocking(move || score_all(pending, &models, &data_dir, now))
+                .await
+                .map_err(JobError::retry)?;
         let mut touched = BTreeSet::new();
         for rec in &scored {
             store
@@ -260,8 +327,14 @@ impl JobHandler for Scorer {
     }
 }
 
-/// Scores what can be scored of `pending` (records whose window the bars cover).
-fn score_all(pending: Vec<ShadowRecord>, data_dir: &Path, now: i64) -> Vec<ShadowRecord> {
+/// Scores what can be scored of `pending` (records whose window the bars cover), each model
+/// loaded from its local folder in `local`.
+fn score_all(
+    pending: Vec<ShadowRecord>,
+    local: &HashMap<String, Result<String, String>>,
+    data_dir: &Path,
+    now: i64,
+) -> Vec<ShadowRecord> {
     let config = Sn50Config::default();
     let gbm = Gbm::new(config.clone());
     let mut models: HashMap<String, Result<Box<dyn Forecaster>, String>> = HashMap::new();
@@ -275,8 +348,15 @@ fn score_all(pending: Vec<ShadowRecord>, data_dir: &Path, now: i64) -> Vec<Shado
             });
         let Ok(b) = b else { continue };
         let model = models.entry(rec.model.clone()).or_insert_with(|| {
-            trainer::zoo::forecaster::load_forecaster(&rec.model, &trainer::Device::Cpu)
-                .map_err(|e| format!("the model {} does not load: {e}", rec.model))
+            let dir = local
+                .get(&rec.model)
+                .cloned()
+                .unwrap_or_else(|| Ok(rec.model.clone()));
+            dir.and_then(|dir| {
+                trainer::zoo::forecaster::load_forecaster(&dir, &trainer::Device::Cpu)
+                    .map_err(|e| e.to_string())
+            })
+            .map_err(|e| format!("the model {} does not load: {e}", rec.model))
         });
         let model = match &*model {
             Ok(m) => Ok(m.as_ref()),

@@ -3,7 +3,9 @@
 //! [`fingerprint`], [`best`]).
 //!
 //! No Redis and no store here: the run state machine (`src/pipeline` in the binary crate)
-//! keeps runs in Redis, and the publisher crate stores checkpoints.
+//! keeps runs in Redis, and the publisher crate puts checkpoints in the store
+//! (`publisher::artifacts`), which is how a record names its checkpoint to other machines
+//! ([`ExperimentRecord::artifact`]).
 
 use std::path::{Path, PathBuf};
 
@@ -71,9 +73,16 @@ pub struct ExperimentRecord {
     pub diverged: bool,
     #[serde(default)]
     pub error: Option<String>,
-    /// The checkpoint folder, if training got that far.
+    /// The checkpoint in the store (content-addressed), once it is put there: what another
+    /// process or machine loads the model from.
     #[serde(default)]
-    pub checkpoint: Option<String>,
+    pub artifact: Option<jobs::ArtifactRef>,
+    /// This process's local copy of the checkpoint (where training wrote it, or where the
+    /// artifact was fetched to), if any. In-process only: never serialised, so no record that
+    /// leaves the process names a path of this machine (records written with a `checkpoint`
+    /// path by older builds still read; the path is ignored).
+    #[serde(skip)]
+    pub checkpoint: Option<PathBuf>,
     /// Wall-clock seconds of the run (training and scoring).
     #[serde(default, alias = "seconds")]
     pub training_time_s: Option<f64>,
@@ -208,6 +217,7 @@ pub fn run_experiment_with(
             epochs: 0,
             diverged: false,
             error: None,
+            artifact: None,
             checkpoint: None,
             training_time_s: None,
             recorded_at: unix_now(),
@@ -243,7 +253,7 @@ pub fn run_experiment_with(
             rec.diverged = diverged || !eval.val_crps.is_finite();
             rec.crps = eval.val_crps.is_finite().then_some(eval.val_crps);
             rec.gbm_crps = eval.gbm_crps.is_finite().then_some(eval.gbm_crps);
-            rec.checkpoint = Some(out_dir.display().to_string());
+            rec.checkpoint = Some(out_dir.to_path_buf());
             if rec.crps.is_some() {
                 rec.status = RunStatus::Ok;
             } else {
@@ -266,6 +276,10 @@ pub fn run_experiment_with(
     rec.training_time_s = Some(started.elapsed().as_secs_f64());
     run
 }
+
+/// The files of a checkpoint folder that another machine needs to load, check and publish the
+/// model (the optimizer state and last-epoch weights, for resuming, stay behind).
+pub const ARTIFACT_FILES: [&str; 3] = [train::WEIGHTS_FILE, train::SPEC_FILE, train::STATE_FILE];
 
 /// Where a run's checkpoints go: `<out>/<run_id>/<fingerprint>`.
 pub fn checkpoint_dir(out: &Path, run_id: &str, spec: &ExperimentSpec) -> PathBuf {
@@ -350,4 +364,46 @@ pub fn best(records: &[ExperimentRecord]) -> Option<&ExperimentRecord> {
             .unwrap_or(f64::INFINITY)
             .total_cmp(&b.crps.unwrap_or(f64::INFINITY))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_carry_an_artifact_and_never_a_local_path() {
+        let spec = ExperimentSpec::new(&["LSTMBlock"], "GBMHead");
+        let mut rec = ExperimentRecord {
+            name: experiment_name(&spec),
+            run_id: Some("r1".into()),
+            fingerprint: fingerprint(&spec),
+            spec,
+            status: RunStatus::Ok,
+            crps: Some(1.0),
+            gbm_crps: Some(2.0),
+            param_count: None,
+            epochs: 1,
+            diverged: false,
+            error: None,
+            artifact: Some(jobs::ArtifactRef::of_manifest(&"1f".repeat(32), 180)),
+            checkpoint: Some(PathBuf::from("/home/worker-a/runs/r1/abc")),
+            training_time_s: None,
+            recorded_at: 1,
+        };
+        let v = serde_json::to_value(&rec).unwrap();
+        assert!(v.get("checkpoint").is_none(), "{v}");
+        assert_eq!(
+            v["artifact"]["key"],
+            format!("artifacts/sha256/{}", "1f".repeat(32))
+        );
+        assert!(!v.to_string().contains("/home/"), "{v}");
+        // a record an older build wrote, with a local path: it reads, and the path is dropped
+        let mut old = v.clone();
+        old["checkpoint"] = "/old/machine/runs/r1/abc".into();
+        old.as_object_mut().unwrap().remove("artifact");
+        let back: ExperimentRecord = serde_json::from_value(old).unwrap();
+        assert_eq!((back.checkpoint, back.artifact), (None, None));
+        rec.checkpoint = None;
+        assert_eq!(serde_json::from_value::<ExperimentRecord>(v).unwrap(), rec);
+    }
 }

@@ -3,7 +3,9 @@
 //!
 //! This is the only crate of the workspace that depends on candle, and the one a GPU machine
 //! builds with `--features cuda`. It does not talk to Redis, serve HTTP or touch the store:
-//! a handler gets a decoded payload and returns a result; the engine delivers jobs.
+//! a handler gets a decoded payload and returns a result; the engine delivers jobs, and the
+//! binary gives the `experiment` handler its directories and the sink that stores checkpoints
+//! ([`handler::CheckpointSink`]).
 
 pub mod experiments;
 pub mod handler;
@@ -12,7 +14,12 @@ pub mod zoo;
 /// The compute device models run on (candle's), re-exported so that callers need no candle.
 pub use candle_core::Device;
 
-/// Registers the trainer role's handlers (`experiment`).
-pub fn register(registry: &mut jobs::Registry) {
-    registry.register(handler::ExperimentHandler);
+/// Registers the trainer role's handlers (`experiment`): training on the worker's own
+/// directories, checkpoints stored through `sink`.
+pub fn register(
+    registry: &mut jobs::Registry,
+    dirs: jobs::WorkerDirs,
+    sink: std::sync::Arc<dyn handler::CheckpointSink>,
+) {
+    registry.register(handler::ExperimentHandler { dirs, sink });
 }

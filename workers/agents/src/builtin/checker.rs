@@ -3,7 +3,9 @@
 //! Rules, each naming what failed: the spec validates; training did not
 //! diverge; the SN50 CRPS is finite, positive and not far worse than the GBM
 //! baseline's on the same windows; and the checkpoint, asked for a real 24 h
-//! prompt, answers with a response the validator accepts.
+//! prompt, answers with a response the validator accepts. The checkpoint is the record's local
+//! copy (`ExperimentRecord::checkpoint`): a caller holding a record from another process
+//! fetches its artifact first (`publisher::artifacts`).
 
 use std::path::Path;
 

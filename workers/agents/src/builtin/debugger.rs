@@ -152,6 +152,7 @@ mod tests {
             epochs: 0,
             diverged: true,
             error: None,
+            artifact: None,
             checkpoint: None,
             training_time_s: None,
             recorded_at: 0,

@@ -228,6 +228,7 @@ mod tests {
                 epochs: 1,
                 diverged: false,
                 error: None,
+                artifact: None,
                 checkpoint: None,
                 training_time_s: None,
                 recorded_at: 0,

@@ -855,6 +855,7 @@ mod tests {
             epochs: 2,
             diverged: false,
             error: None,
+            artifact: None,
             checkpoint: None,
             training_time_s: Some(1.0),
             recorded_at: 1_700_000_000,

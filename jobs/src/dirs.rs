@@ -1,0 +1,62 @@
+//! The directories of the machine a worker runs on ([`WorkerDirs`]): where it reads market
+//! data, where it keeps scratch work (checkpoints while they train, the artifact cache), and
+//! where the store is (a directory, or the local side of a bucket: `metrics.jsonl`, mirrored
+//! production models). A worker resolves them once from its own settings (`synth-city worker
+//! --data-dir D --work-dir W --store S`, or `SYNTH_DATA_DIR`, `SYNTH_WORK_DIR`,
+//! `SYNTH_STORE_DIR`) and hands them to every handler it registers.
+//!
+//! They never travel in a job payload, result or run record: another machine has its own.
+//! A payload that still names one of the retired directory fields ([`DIR_FIELDS`]) is refused
+//! with [`WORKER_DIRS_HINT`]. This module only holds the value; it does no I/O.
+
+use std::path::PathBuf;
+
+/// The default cap of the artifact cache: 2 GiB.
+pub const DEFAULT_CACHE_MAX_BYTES: u64 = 2 << 30;
+
+/// A worker's own directories. Relative paths are relative to the worker's working directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerDirs {
+    /// Market data: the bar files (`BTC_5m.csv`, ...).
+    pub data_dir: PathBuf,
+    /// Scratch: checkpoints as they train (`<work_dir>/<run>/<fingerprint>/`), and the cache of
+    /// artifacts fetched from the store (`<work_dir>/cache/`).
+    pub work_dir: PathBuf,
+    /// The filesystem store (ignored for objects when `HIPPIUS_ENDPOINT` names a bucket; it
+    /// still holds `metrics.jsonl` and mirrored production models).
+    pub store_dir: PathBuf,
+    /// Most bytes the artifact cache keeps before it evicts the least recently used entries.
+    pub cache_max_bytes: u64,
+}
+
+impl Default for WorkerDirs {
+    /// `data`, `runs`, `store` and a 2 GiB cache: the settings' defaults.
+    fn default() -> Self {
+        WorkerDirs {
+            data_dir: "data".into(),
+            work_dir: "runs".into(),
+            store_dir: "store".into(),
+            cache_max_bytes: DEFAULT_CACHE_MAX_BYTES,
+        }
+    }
+}
+
+impl WorkerDirs {
+    /// The artifact cache: `<work_dir>/cache`.
+    pub fn cache_dir(&self) -> PathBuf {
+        self.work_dir.join("cache")
+    }
+}
+
+/// What to do instead of naming a directory in a payload.
+pub const WORKER_DIRS_HINT: &str = "workers take their directories from their own settings: \
+     synth-city worker --data-dir DIR --work-dir DIR --store DIR (or SYNTH_DATA_DIR, \
+     SYNTH_WORK_DIR, SYNTH_STORE_DIR); remove the field from the payload";
+
+/// The directory fields payloads used to carry, each with what to do instead (a payload type
+/// lists them as its [`JobSpec::RETIRED_FIELDS`](crate::JobSpec::RETIRED_FIELDS)).
+pub const DIR_FIELDS: &[(&str, &str)] = &[
+    ("data_dir", WORKER_DIRS_HINT),
+    ("out_dir", WORKER_DIRS_HINT),
+    ("store_dir", WORKER_DIRS_HINT),
+];

@@ -1,0 +1,251 @@
+//! The fleet as separate machines would run it: two worker processes in separate working
+//! directories, each with its own data and work directories, that share only Redis and the
+//! store (a directory standing in for the bucket). One trains (`--roles trainer`); the other
+//! plans, checks, debugs, publishes and starts runs (`--roles agents,publisher,engine`). A
+//! pipeline run enqueued from a third directory succeeds and publishes; the checker's worker
+//! reads the checkpoint from its own cache, fetched from the store by reference; neither the
+//! run record nor any job result names a path of either machine; and a queued job that still
+//! names a directory is dead-lettered saying where directories come from now.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use common::{bin, worker_command, RedisServer, TINY};
+use serde_json::Value;
+
+fn shared_data() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data")
+}
+
+/// One machine: its own working directory, data (a copy of the BTC bars) and work directory.
+struct Machine {
+    root: PathBuf,
+    work: PathBuf,
+    child: Child,
+}
+
+impl Machine {
+    fn start(redis: &RedisServer, root: &Path, roles: &str, store: &Path) -> Machine {
+        let (data, work) = (root.join("data"), root.join("work"));
+        std::fs::create_dir_all(&data).unwrap();
+        std::fs::copy(shared_data().join("BTC_5m.csv"), data.join("BTC_5m.csv")).unwrap();
+        let mut cmd = worker_command(&redis.url(), &["--roles", roles, "--concurrency", "2"]);
+        cmd.arg("--data-dir")
+            .arg(&data)
+            .arg("--work-dir")
+            .arg(&work)
+            .arg("--store")
+            .arg(store)
+            .current_dir(root)
+            .env_remove("HIPPIUS_ENDPOINT")
+            .env_remove("CHUTES_API_KEY");
+        Machine {
+            root: root.to_path_buf(),
+            work,
+            child: cmd.spawn().unwrap(),
+        }
+    }
+}
+
+impl Drop for Machine {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs the CLI in `cwd` (no directory flags: the operator's machine is a third one).
+fn cli(redis: &RedisServer, cwd: &Path, args: &[&str]) -> String {
+    common::stdout_of(
+        common::cli_command(&redis.url())
+            .args(args)
+            .current_dir(cwd)
+            .env_remove("CHUTES_API_KEY"),
+    )
+}
+
+/// Every string in `v`, with where it is.
+fn strings<'a>(v: &'a Value, at: String, out: &mut Vec<(String, &'a str)>) {
+    match v {
+        Value::String(s) => out.push((at, s)),
+        Value::Array(a) => {
+            for (i, x) in a.iter().enumerate() {
+                strings(x, format!("{at}[{i}]"), out);
+            }
+        }
+        Value::Object(m) => {
+            for (k, x) in m {
+                strings(x, format!("{at}.{k}"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Fails naming the place when a string of `v` is an absolute path or names any of `dirs`.
+fn assert_no_paths(what: &str, v: &Value, dirs: &[&Path]) {
+    let mut all = Vec::new();
+    strings(v, String::new(), &mut all);
+    for (at, s) in all {
+        assert!(!s.starts_with('/'), "{what}{at} is an absolute path: {s:?}");
+        for d in dirs {
+            let d = d.display().to_string();
+            assert!(!s.contains(&d), "{what}{at} names {d}: {s:?}");
+        }
+    }
+}
+
+#[test]
+fn workers_on_separate_machines_share_only_redis_and_the_store() {
+    let redis = RedisServer::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let (root_a, root_b, operator) = (
+        tmp.path().join("machine-a"),
+        tmp.path().join("machine-b"),
+        tmp.path().join("operator"),
+    );
+    let store = tmp.path().join("bucket");
+    for d in [&root_a, &root_b, &operator, &store] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    cli(&redis, &operator, &["migrate"]);
+    let trainer = Machine::start(&redis, &root_a, "trainer", &store);
+    let agents = Machine::start(&redis, &root_b, "agents,publisher,engine", &store);
+
+    let mut args = vec![
+        "pipeline",
+        "--enqueue-only",
+        "--publish",
+        "--max-experiments",
+        "2",
+        "--rounds",
+        "1",
+        "--agents",
+        "builtin",
+        "--json",
+    ];
+    args.extend_from_slice(TINY);
+    let out = cli(&redis, &operator, &args);
+    let id = serde_json::from_str::<Value>(out.trim()).unwrap()["run_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let deadline = Instant::now() + Duration::from_secs(480);
+    let run: Value = loop {
+        let r: Value =
+            serde_json::from_str(&cli(&redis, &operator, &["runs", "show", &id, "--json"]))
+                .unwrap();
+        if ["succeeded", "failed", "cancelled"].contains(&r["state"].as_str().unwrap_or("")) {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "the run never finished: {r}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(run["state"], "succeeded", "{run}");
+    let stages: Vec<&str> = run["task"]["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["stage"].as_str().unwrap())
+        .collect();
+    assert_eq!(stages.first(), Some(&"plan"), "{stages:?}");
+    assert_eq!(stages.last(), Some(&"publish"), "{stages:?}");
+    assert!(stages.contains(&"check"), "{stages:?}");
+
+    // published to the shared store, from the artifact the trainer put there
+    let published = &run["task"]["published"];
+    let model_dir = published["model_dir"].as_str().unwrap();
+    assert!(
+        model_dir.starts_with(&format!("models/{id}/")),
+        "{published}"
+    );
+    assert!(store.join(model_dir).join("model.safetensors").is_file());
+    assert!(store.join("models/production.json").is_file());
+    let best = run["summary"]["best_artifact"].clone();
+    let sha = best["sha256"].as_str().unwrap_or_else(|| panic!("{run}"));
+    assert!(store.join(best["key"].as_str().unwrap()).is_file());
+    let results = run["task"]["results"].as_array().unwrap();
+    assert!(
+        results
+            .iter()
+            .filter(|r| r["status"] == "ok")
+            .all(|r| r["artifact"]["sha256"].is_string() && r.get("checkpoint").is_none()),
+        "{run}"
+    );
+
+    // machine A trained (its checkpoints are in its own work directory) and fetched nothing;
+    // machine B trained nothing and read the checkpoint from its own cache
+    assert!(trainer.work.join(&id).is_dir(), "A trained in its work dir");
+    assert!(!trainer.work.join("cache").exists(), "A fetched nothing");
+    assert!(!agents.work.join(&id).exists(), "B trained nothing");
+    let cached = agents.work.join("cache").join(sha);
+    assert!(
+        cached.join("model.safetensors").is_file(),
+        "B's cache has the checkpoint"
+    );
+    assert!(cached.join("spec.json").is_file());
+
+    // no path of either machine (nor any absolute path) in the run record or a job result
+    let dirs = [
+        trainer.root.as_path(),
+        agents.root.as_path(),
+        operator.as_path(),
+        store.as_path(),
+        tmp.path(),
+    ];
+    assert_no_paths("run", &run, &dirs);
+    let steps = run["attempt"].as_u64().unwrap();
+    let mut seen = 0;
+    for step in 0..=steps {
+        for stage in ["plan", "train", "check", "debug", "publish"] {
+            let job = format!("run-{id}-{stage}-{step}");
+            let out = Command::new(bin())
+                .args(["--redis-url", &redis.url(), "--prefix", "t"])
+                .args(["jobs", "status", &job, "--json"])
+                .current_dir(&operator)
+                .output()
+                .unwrap();
+            if !out.status.success() {
+                continue;
+            }
+            let st: Value = serde_json::from_slice(&out.stdout).unwrap();
+            assert_eq!(st["state"], "completed", "{st}");
+            assert_no_paths(&format!("job {job} result"), &st["result"], &dirs);
+            seen += 1;
+        }
+    }
+    assert_eq!(seen as u64, steps + 1, "one stage job per step");
+
+    // a job queued before the upgrade that still names a directory: dead-lettered, saying
+    // where a worker's directories come from now
+    let old = serde_json::json!({"v": 1, "id": "old-run", "type": "run",
+        "payload": {"run": {}, "data_dir": "/srv/data"}, "attempt": 0, "max_attempts": 3,
+        "timeout_ms": 60000});
+    let mut c = redis.conn();
+    let _: String = redis::cmd("XADD")
+        .arg("{t}:q:run")
+        .arg("*")
+        .arg("job")
+        .arg(old.to_string())
+        .query(&mut c)
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let dead = cli(&redis, &operator, &["jobs", "dlq", "list", "--json"]);
+        if dead.contains("old-run") {
+            assert!(
+                dead.contains("`data_dir` is no longer taken")
+                    && dead.contains("synth-city worker --data-dir"),
+                "{dead}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "not dead-lettered: {dead}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(agents);
+    drop(trainer);
+}
