@@ -32,7 +32,7 @@ pub enum ModelCommand {
     },
     /// Train a model on local bars, then score it and the GBM baseline with the SN50 CRPS on the
     /// same time-ordered validation windows.
-    Experiment(ExperimentArgs),
+    Experiment(Box<ExperimentArgs>),
     /// A fast sanity run: one preset, one short epoch, scored against GBM on a few windows.
     Quick(QuickArgs),
     /// Train several presets on the same data and validation windows and rank them, with the
@@ -908,7 +908,7 @@ pub async fn run(cmd: ModelCommand) -> anyhow::Result<()> {
                 Ok(())
             }
         }
-        ModelCommand::Experiment(a) => tokio::task::spawn_blocking(move || experiment(a)).await?,
+        ModelCommand::Experiment(a) => tokio::task::spawn_blocking(move || experiment(*a)).await?,
         ModelCommand::Quick(a) => tokio::task::spawn_blocking(move || quick(a)).await?,
         ModelCommand::Sweep(a) => tokio::task::spawn_blocking(move || sweep(a)).await?,
         ModelCommand::Simulate(a) => tokio::task::spawn_blocking(move || simulate(a)).await?,

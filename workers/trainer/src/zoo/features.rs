@@ -433,8 +433,9 @@ impl AssetWindows {
                 return None;
             }
             match gaps {
-                Gaps::Drop => (i + horizon < n && runs[i + horizon] + need <= i + 1)
-                    .then_some(i + horizon),
+                Gaps::Drop => {
+                    (i + horizon < n && runs[i + horizon] + need <= i + 1).then_some(i + horizon)
+                }
                 Gaps::Bridge => {
                     let t = &bars.timestamps;
                     let last = bars.index_of(t[i] + horizon as i64 * bars.bar_seconds)?;
@@ -582,7 +583,8 @@ pub fn history_input(
     let whole = match gaps {
         Gaps::Drop => i + 1 >= need && run_starts(b)[i] + need <= i + 1,
         Gaps::Bridge => {
-            i + 1 >= need && b.timestamps[i] - b.timestamps[i + 1 - need] <= MAX_BRIDGED_HISTORY_SECS
+            i + 1 >= need
+                && b.timestamps[i] - b.timestamps[i + 1 - need] <= MAX_BRIDGED_HISTORY_SECS
         }
     };
     if !whole {

@@ -149,7 +149,7 @@ impl Forecaster for ZooForecaster {
             &bb.features,
             spec.data.gaps,
         )
-            .map_err(|e| ForecastError::Model(format!("{}: {e}", req.asset)))?;
+        .map_err(|e| ForecastError::Model(format!("{}: {e}", req.asset)))?;
         let scale = norm.scale_at(history, i);
         let x = Tensor::from_vec(x, (1, bb.seq_len, bb.features.len()), &self.device)
             .map_err(|e| ForecastError::Model(e.to_string()))?;

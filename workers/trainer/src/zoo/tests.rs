@@ -956,7 +956,11 @@ fn zoo_bridged_windows_cross_closures_with_masked_targets() {
     assert!(e.to_string().contains("no gap-free training window"), "{e}");
     opts.gaps = Gaps::Bridge;
     let w = AssetWindows::build("XAU", bars, &opts).unwrap();
-    assert!(w.train.len() > 500 && !w.val.is_empty(), "{}", w.train.len());
+    assert!(
+        w.train.len() > 500 && !w.val.is_empty(),
+        "{}",
+        w.train.len()
+    );
     let mut spec = ExperimentSpec::new(&["LSTMBlock"], "GBMHead");
     spec.model.backbone.seq_len = 32;
     spec.data.gaps = Gaps::Bridge;
@@ -968,7 +972,10 @@ fn zoo_bridged_windows_cross_closures_with_masked_targets() {
     let yv: Vec<Vec<f32>> = y.to_vec2().unwrap();
     for (row, (mr, yr)) in m.iter().zip(&yv).enumerate() {
         let missing = mr.iter().filter(|&&x| x == 0.0).count();
-        assert!(missing > 0 && 4 * (288 - missing) >= 288, "row {row}: {missing} missing");
+        assert!(
+            missing > 0 && 4 * (288 - missing) >= 288,
+            "row {row}: {missing} missing"
+        );
         assert_eq!(*mr.last().unwrap(), 1.0, "the last step has a price");
         assert!(mr.iter().zip(yr).all(|(&m, &y)| m == 1.0 || y == 0.0));
     }
