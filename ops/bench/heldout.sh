@@ -7,12 +7,15 @@
 #   e.g. ops/bench/heldout.sh ewma high BTC,ETH,SOL -- --preset lstm_gbm --scale ewma
 #
 # Env: BIN (target/release/synth-city), DATA (../shared/data), HOLDOUT (60), WINDOWS (100),
-# SEED (2), PATHS (500), ANCHORS (garch-tod-t), OUT (runs/heldout). Prints one line per
-# asset and model: ratio to the GBM (mean total score), calm/middle/volatile tercile ratios.
+# SEED (2), PATHS (500), ANCHORS (garch-tod-t), BLEND (empty; a model name: also score the
+# ensemble mix:<checkpoint>,BLEND), OUT (runs/heldout). Prints one line per asset and model:
+# ratio to the GBM (mean total score), calm/middle/volatile tercile ratios, windows answered
+# by the GBM because the model could not (fallbacks).
 set -euo pipefail
 tag=$1 prompt=$2 assets=$3; shift 3; [ "${1:-}" = "--" ] && shift
 BIN=${BIN:-target/release/synth-city} DATA=${DATA:-../shared/data} HOLDOUT=${HOLDOUT:-60}
 WINDOWS=${WINDOWS:-100} SEED=${SEED:-2} PATHS=${PATHS:-500} ANCHORS=${ANCHORS:-garch-tod-t}
+BLEND=${BLEND:-}
 OUT=${OUT:-runs/heldout}
 tf=5m; [ "$prompt" = high ] && tf=1m
 summary() { python3 -c '
@@ -37,5 +40,6 @@ for a in "${list[@]}"; do
     ck=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["checkpoint"])' <<<"$res")
     dev=$(python3 -c 'import json,sys; d=json.load(sys.stdin); print("dev %.4f, epoch %s/%s" % (d["crps_ratio"], d["best_epoch"], d["epochs_run"]))' <<<"$res")
     backtest "$ck" "$a" | summary "$tag (${secs}s; $dev)"
+    [ -n "$BLEND" ] && backtest "mix:$ck,$BLEND" "$a" | summary "mix:$tag,$BLEND"
     for m in ${ANCHORS//,/ }; do backtest "$m" "$a" | summary "$m"; done
 done

@@ -57,6 +57,10 @@ pub struct MineArgs {
     /// days old are refused and the GBM answers: keep them fresh with `data download`.
     #[arg(long, default_value = "gbm")]
     pub baseline: String,
+    /// A classical model every trained model answers together with, half the paths each
+    /// (`garch-tod-t`, ...; fitted per request on the bars in `--data-dir`), or `none`.
+    #[arg(long, default_value = "none")]
+    pub blend: String,
     /// The publisher's store (for `--model latest`); with `HIPPIUS_ENDPOINT` set, the local
     /// copy of the bucket's production models.
     #[arg(long, default_value = "store")]
@@ -227,7 +231,7 @@ async fn load_model(a: &MineArgs) -> anyhow::Result<(ModelHolder, Option<String>
     let (models, note) = tokio::task::spawn_blocking(move || ModelHolder::load(spec, &store))
         .await?
         .map_err(|e| anyhow!("--model {}: {e}", a.model))?;
-    let models = models.with_baseline(&a.baseline)?;
+    let models = models.with_baseline(&a.baseline)?.with_blend(&a.blend)?;
     notes.extend(note);
     Ok((models, (!notes.is_empty()).then(|| notes.join("; "))))
 }

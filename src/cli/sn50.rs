@@ -811,7 +811,7 @@ fn load_model(
     } else if let Some(members) = sn50::ensemble::member_names(name) {
         let members = members
             .iter()
-            .map(|m| load_model(m, cfg, device))
+            .map(|m| load_model(m, cfg, device).map(std::sync::Arc::from))
             .collect::<anyhow::Result<Vec<_>>>()?;
         Box::new(sn50::ensemble::Ensemble::new(members)?)
     } else if forecast::is_model_name(name) {

@@ -44,6 +44,9 @@ pub enum ModelError {
     /// `--baseline` named no classical model.
     #[error("--baseline {0}: {1}")]
     Baseline(String, String),
+    /// `--blend` named no classical model.
+    #[error("--blend {0}: {1} (or none)")]
+    Blend(String, String),
     /// A production pointer that cannot be read.
     #[error(transparent)]
     Pointer(#[from] ProductionError),
@@ -171,6 +174,9 @@ pub struct ModelHolder {
     /// GBM.
     baseline: Arc<LoadedModel>,
     gbm: Arc<LoadedModel>,
+    /// `--blend`: a classical model every trained model answers together with, half the
+    /// paths each (`sn50::ensemble`).
+    blend: Option<(String, Arc<dyn Forecaster>)>,
     /// `latest`: each production pointer's text last acted on (loaded, or failed to load).
     seen: Mutex<HashMap<String, String>>,
 }
@@ -183,12 +189,13 @@ impl ModelHolder {
             models: RwLock::new(Default::default()),
             baseline: Arc::new(LoadedModel::gbm()),
             gbm: Arc::new(LoadedModel::gbm()),
+            blend: None,
             seen: Mutex::new(HashMap::new()),
         }
     }
 
     fn put(&self, m: LoadedModel) {
-        let m = Arc::new(m);
+        let m = Arc::new(self.blended(m));
         let mut models = self.models.write().expect("model lock");
         match m.timeframe {
             Some(tf) => {
@@ -263,6 +270,54 @@ impl ModelHolder {
                 Ok((h, note))
             }
         }
+    }
+
+    /// `m` answering together with the `--blend` model, when there is one and `m` is not the
+    /// GBM; `m` itself otherwise (or if the two cannot be combined, which a classical model
+    /// and one checkpoint always can).
+    fn blended(&self, m: LoadedModel) -> LoadedModel {
+        let Some((name, blend)) = self.blend.as_ref().filter(|_| !m.is_gbm) else {
+            return m;
+        };
+        match sn50::ensemble::Ensemble::new(vec![m.forecaster.clone(), blend.clone()]) {
+            Ok(e) => LoadedModel {
+                forecaster: Arc::new(e),
+                label: format!("{}{},{name}", sn50::ensemble::PREFIX, m.label),
+                ..m
+            },
+            Err(_) => m,
+        }
+    }
+
+    /// Answer with every trained model (loaded now or later by `latest`) blended with a
+    /// classical model by name (`garch-tod-t`, ...), half the paths each: the ensemble that
+    /// scored best on held-out 24 h windows (docs/benchmarks.md). `none` blends nothing.
+    pub fn with_blend(mut self, name: &str) -> Result<Self, ModelError> {
+        if name == "none" {
+            return Ok(self);
+        }
+        let f = sn50::forecast::model_by_name(name, &Sn50Config::default())
+            .map_err(|e| ModelError::Blend(name.into(), e.to_string()))?;
+        self.blend = Some((name.to_string(), Arc::from(f)));
+        let loaded: Vec<Arc<LoadedModel>> = {
+            let mut models = self.models.write().expect("model lock");
+            std::mem::take(&mut *models).into_values().collect()
+        };
+        let mut done: Vec<*const LoadedModel> = Vec::new();
+        for m in loaded {
+            // a model serving every timeframe sits under each of them: blend it once
+            if done.contains(&Arc::as_ptr(&m)) {
+                continue;
+            }
+            done.push(Arc::as_ptr(&m));
+            self.put(LoadedModel {
+                forecaster: m.forecaster.clone(),
+                label: m.label.clone(),
+                is_gbm: m.is_gbm,
+                timeframe: m.timeframe,
+            });
+        }
+        Ok(self)
     }
 
     /// Answer the step sizes that have no model with a classical baseline by name
@@ -391,6 +446,55 @@ impl ModelHolder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A trained model blended with a classical one answers as their ensemble (half the paths
+    /// each), under a `mix:` label; the GBM is never blended; a bad name is refused naming the
+    /// flag.
+    #[test]
+    fn a_blend_wraps_trained_models_but_not_the_gbm() {
+        struct FiveMinute(Gbm);
+        impl Forecaster for FiveMinute {
+            fn name(&self) -> &str {
+                "five"
+            }
+            fn time_increment(&self) -> Option<u64> {
+                Some(300)
+            }
+            fn forecast(
+                &self,
+                req: &sn50::forecast::ForecastRequest<'_>,
+                rng: &mut dyn rand::RngCore,
+            ) -> Result<sn50::crps::Paths, sn50::forecast::ForecastError> {
+                self.0.forecast(req, rng)
+            }
+        }
+        let five = Arc::new(FiveMinute(Gbm::new(Sn50Config::default())));
+        let h = ModelHolder::fixed(five, "runs/five")
+            .with_blend("garch-tod-t")
+            .unwrap();
+        assert_eq!(h.describe(), "5m: mix:runs/five,garch-tod-t, 1m: gbm");
+        assert!(h
+            .serving(Timeframe::FiveMinutes)
+            .forecaster
+            .name()
+            .starts_with("mix:five,garch"));
+        assert!(!h
+            .serving(Timeframe::OneMinute)
+            .forecaster
+            .name()
+            .starts_with("mix:"));
+        let e = ModelHolder::fixed(Arc::new(Gbm::new(Sn50Config::default())), "x")
+            .with_blend("garch-x")
+            .err()
+            .expect("an unknown name");
+        assert!(e.to_string().contains("--blend garch-x"), "{e}");
+        let none = ModelHolder::load(ModelSpec::Gbm, Path::new(""))
+            .unwrap()
+            .0
+            .with_blend("none")
+            .unwrap();
+        assert_eq!(none.describe(), "5m: gbm, 1m: gbm");
+    }
 
     #[test]
     fn model_specs() {

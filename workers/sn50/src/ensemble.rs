@@ -7,6 +7,8 @@
 //! when the split is uneven), fit anything, or fall back when a member cannot answer (the
 //! ensemble's error is the member's, and the caller's fallback applies to the whole request).
 
+use std::sync::Arc;
+
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -25,12 +27,12 @@ pub fn member_names(name: &str) -> Option<Vec<&str>> {
 /// Forecasters answering one request together.
 pub struct Ensemble {
     name: String,
-    members: Vec<Box<dyn Forecaster>>,
+    members: Vec<Arc<dyn Forecaster>>,
 }
 
 impl Ensemble {
     /// An ensemble of at least two members that agree on their step size (where they have one).
-    pub fn new(members: Vec<Box<dyn Forecaster>>) -> Result<Self, ForecastError> {
+    pub fn new(members: Vec<Arc<dyn Forecaster>>) -> Result<Self, ForecastError> {
         if members.len() < 2 {
             return Err(ForecastError::Model(format!(
                 "an ensemble needs at least two members ({PREFIX}A,B), got {}",
@@ -114,7 +116,7 @@ mod tests {
         wide.sigma_override = Some(0.05);
         let mut narrow = Gbm::new(cfg);
         narrow.sigma_override = Some(0.0);
-        let e = Ensemble::new(vec![Box::new(wide), Box::new(narrow)]).unwrap();
+        let e = Ensemble::new(vec![Arc::new(wide), Arc::new(narrow)]).unwrap();
         assert_eq!(e.name(), "mix:gbm,gbm");
         let p = e
             .forecast(&req(5), &mut ChaCha8Rng::seed_from_u64(1))
@@ -129,7 +131,7 @@ mod tests {
             .is_err());
         assert_eq!(member_names("mix:a, b"), Some(vec!["a", "b"]));
         assert_eq!(member_names("garch"), None);
-        let one = Ensemble::new(vec![Box::new(Gbm::new(Sn50Config::default()))]);
+        let one = Ensemble::new(vec![Arc::new(Gbm::new(Sn50Config::default()))]);
         assert!(one.err().unwrap().to_string().contains("at least two"));
     }
 }
