@@ -141,6 +141,14 @@ pub const TABLE: &[Setting] = &[
     .or("2048")
     .flag("worker/pipeline/publish --cache-max-mb"),
     var(
+        "SYNTH_DEVICE",
+        "worker, pipeline",
+        "what training runs on: auto (CUDA when the build has the `cuda` feature and a GPU \
+         answers, else the CPU), cpu, or cuda[:N]; resolved once at start",
+    )
+    .or("auto")
+    .flag("worker/pipeline --device"),
+    var(
         "SYNTH_REGISTRY_DIR",
         "bridge",
         "the zoo's sources for /registry [default: this build's workers/trainer/src/zoo]",

@@ -41,6 +41,7 @@ impl Machine {
             .arg(store)
             .current_dir(root)
             .env_remove("HIPPIUS_ENDPOINT")
+            .env_remove("SYNTH_DEVICE")
             .env_remove("CHUTES_API_KEY");
         Machine {
             root: root.to_path_buf(),
@@ -175,6 +176,43 @@ fn workers_on_separate_machines_share_only_redis_and_the_store() {
             .all(|r| r["artifact"]["sha256"].is_string() && r.get("checkpoint").is_none()),
         "{run}"
     );
+    // trained on the trainer's device (`auto`, which is the CPU on a machine without a GPU),
+    // recorded with its speed
+    assert!(
+        results
+            .iter()
+            .filter(|r| r["status"] == "ok")
+            .all(|r| r["device"] == "cpu"
+                && r["steps_per_sec"].as_f64().is_some_and(|s| s > 0.0)
+                && r["training_time_s"].as_f64().is_some_and(|s| s > 0.0)),
+        "{run}"
+    );
+    // both workers say which device they train on
+    let ws: Value = serde_json::from_str(&cli(&redis, &operator, &["workers", "--json"])).unwrap();
+    let devices: Vec<&Value> = ws
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| &w["device"])
+        .collect();
+    assert!(
+        devices.len() >= 2 && devices.iter().all(|d| *d == "cpu"),
+        "{ws}"
+    );
+    // a worker asking for CUDA from a build without it stops at once, naming the feature
+    if !cfg!(feature = "cuda") {
+        let out = common::cli_command(&redis.url())
+            .args(["worker", "--roles", "trainer", "--device", "cuda"])
+            .current_dir(&operator)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{err}");
+        assert!(
+            err.contains("--device cuda") && err.contains("--features cuda"),
+            "{err}"
+        );
+    }
 
     // machine A trained (its checkpoints are in its own work directory) and fetched nothing;
     // machine B trained nothing and read the checkpoint from its own cache

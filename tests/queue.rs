@@ -39,6 +39,7 @@ fn opts(roles: &[&str]) -> WorkerOptions {
         retry_cap: Duration::from_millis(400),
         heartbeat: Duration::from_millis(200),
         name: Some("test".into()),
+        device: None,
     }
 }
 

@@ -450,6 +450,8 @@ fn record(name: &str, crps: f64, lr: f64, ckpt: Option<&Path>) -> ExperimentReco
         artifact: None,
         checkpoint: ckpt.map(Path::to_path_buf),
         training_time_s: Some(1.5),
+        device: Some("cpu".into()),
+        steps_per_sec: Some(20.0),
         recorded_at: 1_700_000_000,
     }
 }

@@ -1,6 +1,6 @@
 //! The directories of the machine a worker runs on ([`WorkerDirs`]): where it reads market
-//! data, where it keeps scratch work (checkpoints while they train, the artifact cache), and
-//! where the store is (a directory, or the local side of a bucket: `metrics.jsonl`, mirrored
+//! data, where it keeps scratch work (checkpoints while they train, the artifact cache),
+//! which device it trains on, and where the store is (a directory, or the local side of a bucket: `metrics.jsonl`, mirrored
 //! production models). A worker resolves them once from its own settings (`synth-city worker
 //! --data-dir D --work-dir W --store S`, or `SYNTH_DATA_DIR`, `SYNTH_WORK_DIR`,
 //! `SYNTH_STORE_DIR`) and hands them to every handler it registers.
@@ -27,16 +27,22 @@ pub struct WorkerDirs {
     pub store_dir: PathBuf,
     /// Most bytes the artifact cache keeps before it evicts the least recently used entries.
     pub cache_max_bytes: u64,
+    /// The compute device its training runs on (`cpu`, `cuda:N`), resolved once when the
+    /// worker starts (`--device auto|cpu|cuda[:N]`, `SYNTH_DEVICE`). Not a directory, but as
+    /// much the machine's own: no payload names it (an `experiment` job may ask for one).
+    pub device: String,
 }
 
 impl Default for WorkerDirs {
-    /// `data`, `runs`, `store` and a 2 GiB cache: the settings' defaults.
+    /// `data`, `runs`, `store`, a 2 GiB cache and the CPU: the settings' defaults (`auto`
+    /// resolves to the CPU where there is no GPU).
     fn default() -> Self {
         WorkerDirs {
             data_dir: "data".into(),
             work_dir: "runs".into(),
             store_dir: "store".into(),
             cache_max_bytes: DEFAULT_CACHE_MAX_BYTES,
+            device: "cpu".into(),
         }
     }
 }

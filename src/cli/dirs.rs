@@ -1,7 +1,8 @@
 //! The flags of a process that runs handlers (`worker`, `pipeline`, `publish`): its own
 //! directories ([`jobs::WorkerDirs`]), resolved once from flags, else the settings
 //! (`SYNTH_DATA_DIR`, `SYNTH_WORK_DIR`, `SYNTH_STORE_DIR`, `SYNTH_CACHE_MAX_MB`), else the
-//! defaults (`data`, `runs`, `store`, 2048 MiB). Job payloads never name directories; this is
+//! defaults (`data`, `runs`, `store`, 2048 MiB); and, for `worker` and `pipeline`, the device
+//! training runs on (`--device`, `SYNTH_DEVICE`, default `auto`). Job payloads never name directories; this is
 //! where they come from. It only parses; the handlers do the I/O.
 
 use std::path::PathBuf;
@@ -32,6 +33,23 @@ pub struct DirsArgs {
     pub cache_max_mb: u64,
 }
 
+/// The compute device of a process that trains (`worker`, `pipeline`).
+#[derive(Debug, Clone, Args)]
+pub struct DeviceArgs {
+    /// What training runs on: auto (CUDA when this build has the `cuda` feature and a GPU
+    /// answers, else the CPU), cpu, or cuda[:N]. Resolved once at start.
+    #[arg(long, env = "SYNTH_DEVICE", default_value = "auto")]
+    pub device: String,
+}
+
+impl DeviceArgs {
+    /// The device's name, resolved (`auto` to `cuda:0` or `cpu`); an error says why the
+    /// choice cannot run here (for `cuda` in a build without it: the feature to build with).
+    pub fn resolve(&self) -> Result<String, trainer::zoo::ZooError> {
+        trainer::zoo::resolve_device(&self.device)
+    }
+}
+
 impl DirsArgs {
     /// The directories handlers get.
     pub fn dirs(&self) -> jobs::WorkerDirs {
@@ -40,6 +58,7 @@ impl DirsArgs {
             work_dir: self.work_dir.clone(),
             store_dir: self.store.clone(),
             cache_max_bytes: self.cache_max_mb.saturating_mul(1 << 20),
+            ..Default::default()
         }
     }
 }

@@ -27,6 +27,9 @@ pub struct PipelineArgs {
     /// workers use their own).
     #[command(flatten)]
     pub dirs: DirsArgs,
+    /// The in-process workers' device (with --enqueue-only, unused).
+    #[command(flatten)]
+    pub device: super::dirs::DeviceArgs,
     /// Only enqueue (for an external fleet, whose workers' settings then apply) and print the
     /// run id.
     #[arg(long)]
@@ -174,7 +177,8 @@ pub async fn pipeline(q: Queue, a: PipelineArgs) -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    let dirs = a.dirs.dirs();
+    let mut dirs = a.dirs.dirs();
+    dirs.device = a.device.resolve()?;
     if !dirs.data_dir.is_dir() {
         bail!(
             "data dir {} does not exist (pass --data-dir with the CSV bars)",
@@ -192,6 +196,7 @@ pub async fn pipeline(q: Queue, a: PipelineArgs) -> anyhow::Result<()> {
             concurrency: a.concurrency,
             batch: a.concurrency,
             name: Some("pipeline".into()),
+            device: Some(dirs.device.clone()),
             ..Default::default()
         },
     )?;

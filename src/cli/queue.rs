@@ -50,6 +50,8 @@ pub struct WorkerArgs {
     /// This worker's own directories (payloads name none).
     #[command(flatten)]
     pub dirs: super::dirs::DirsArgs,
+    #[command(flatten)]
+    pub device: super::dirs::DeviceArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -230,7 +232,12 @@ fn fmt_ms(ms: Option<u64>) -> String {
 }
 
 pub(super) async fn worker(q: Queue, a: WorkerArgs) -> anyhow::Result<()> {
-    let dirs = a.dirs.dirs();
+    let mut dirs = a.dirs.dirs();
+    dirs.device = a
+        .device
+        .resolve()
+        .with_context(|| format!("--device {}", a.device.device))?;
+    tracing::info!(device = %dirs.device, choice = %a.device.device, "training device");
     let registry = crate::handlers::registry(&q, &dirs);
     let roles = crate::handlers::expand_roles(q.catalog(), &a.roles).map_err(anyhow::Error::msg)?;
     let opts = WorkerOptions {
@@ -243,6 +250,7 @@ pub(super) async fn worker(q: Queue, a: WorkerArgs) -> anyhow::Result<()> {
         retry_cap: Duration::from_millis(a.retry_cap_ms),
         heartbeat: Duration::from_millis(a.heartbeat_ms),
         name: a.name,
+        device: Some(dirs.device.clone()),
         ..Default::default()
     };
     // a worker of any stage type also keeps runs between stages (their permits while the
@@ -252,6 +260,7 @@ pub(super) async fn worker(q: Queue, a: WorkerArgs) -> anyhow::Result<()> {
         .iter()
         .any(|r| super::pipeline::STAGES.contains(&r.as_str()));
     let keeper_q = q.clone();
+    let device = dirs.device.clone();
     let w = Worker::new(q, registry, opts)?;
     let stop = shutdown_on_signal();
     if keeps_runs {
@@ -263,7 +272,7 @@ pub(super) async fn worker(q: Queue, a: WorkerArgs) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot serve metrics on {addr}"))?;
     }
-    println!("worker {} started", w.id());
+    println!("worker {} started on {device}", w.id());
     w.run(stop).await?;
     Ok(())
 }
@@ -613,14 +622,15 @@ pub(super) async fn workers(q: Queue, json: bool) -> anyhow::Result<()> {
         println!("no live workers");
     } else {
         println!(
-            "{:<40} {:<24} {:>5} {:>6} {:>10}  since",
-            "worker", "roles", "conc", "busy", "processed"
+            "{:<40} {:<24} {:<8} {:>5} {:>6} {:>10}  since",
+            "worker", "roles", "device", "conc", "busy", "processed"
         );
         for w in ws {
             println!(
-                "{:<40} {:<24} {:>5} {:>6} {:>10}  {}",
+                "{:<40} {:<24} {:<8} {:>5} {:>6} {:>10}  {}",
                 w.id,
                 w.roles.join(","),
+                w.device.as_deref().unwrap_or("-"),
                 w.concurrency,
                 w.in_flight,
                 w.processed,

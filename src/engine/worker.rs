@@ -55,6 +55,9 @@ pub struct WorkerOptions {
     pub heartbeat: Duration,
     /// A readable name for this worker; a unique suffix is always added.
     pub name: Option<String>,
+    /// The compute device its handlers train on (`cpu`, `cuda:0`), shown in its registration;
+    /// the engine only reports it.
+    pub device: Option<String>,
 }
 
 impl Default for WorkerOptions {
@@ -70,6 +73,7 @@ impl Default for WorkerOptions {
             retry_cap: Duration::from_secs(3600),
             heartbeat: Duration::from_secs(5),
             name: None,
+            device: None,
         }
     }
 }
@@ -1041,6 +1045,7 @@ async fn heartbeat(inner: Arc<Inner>, stop: CancellationToken) {
                         ("started_at", started.to_string()),
                         ("seen_at", now.to_string()),
                         ("pid", std::process::id().to_string()),
+                        ("device", inner.opts.device.clone().unwrap_or_default()),
                     ],
                 )
                 .pexpire(&key, ttl.as_millis() as i64);
@@ -1158,6 +1163,8 @@ pub struct WorkerInfo {
     pub started_at_ms: u64,
     pub seen_at_ms: u64,
     pub pid: u32,
+    /// The device it trains on (`cpu`, `cuda:0`); absent for workers that did not say.
+    pub device: Option<String>,
 }
 
 /// The live workers (registration not expired); prunes the dead from the index.
@@ -1184,6 +1191,7 @@ pub async fn list_workers(queue: &Queue) -> Result<Vec<WorkerInfo>, QueueError> 
                     started_at_ms: n("started_at"),
                     seen_at_ms: n("seen_at"),
                     pid: n("pid") as u32,
+                    device: h.get("device").filter(|d| !d.is_empty()).cloned(),
                     id,
                 });
             }

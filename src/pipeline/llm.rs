@@ -359,6 +359,7 @@ pub async fn run_stage(
         Arc::new(RedisHistory { queue: q.clone() }),
         Arc::new(publisher),
     );
+    session.device = dirs.device.clone();
     session.budget = RunBudget {
         max_epochs: o.budget.epochs << o.budget.rounds.saturating_sub(1),
         max_steps_per_epoch: o.budget.steps_per_epoch,

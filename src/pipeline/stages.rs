@@ -530,6 +530,7 @@ async fn train(
             &budget,
             &dirs.data_dir,
             &dirs.work_dir,
+            &dirs.device,
             &run_id,
             &mut |ev| match ev {
                 PlanEvent::Epoch { name, report } => {
@@ -807,6 +808,8 @@ mod tests {
             artifact: None,
             checkpoint: None,
             training_time_s: None,
+            device: None,
+            steps_per_sec: None,
             recorded_at: 0,
         }
     }

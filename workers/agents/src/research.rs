@@ -1054,6 +1054,8 @@ mod tests {
                     artifact: None,
                     checkpoint: None,
                     training_time_s: None,
+                    device: None,
+                    steps_per_sec: None,
                     recorded_at: 0,
                 }
             };

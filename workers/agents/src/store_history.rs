@@ -134,6 +134,8 @@ mod tests {
                 artifact: None,
                 checkpoint: None,
                 training_time_s: None,
+                device: None,
+                steps_per_sec: None,
                 recorded_at: 100 + i as i64,
             });
         }

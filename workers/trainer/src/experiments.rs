@@ -86,6 +86,12 @@ pub struct ExperimentRecord {
     /// Wall-clock seconds of the run (training and scoring).
     #[serde(default, alias = "seconds")]
     pub training_time_s: Option<f64>,
+    /// The device it trained on (`cpu`, `cuda:0`): the worker's, or the `experiment` job's.
+    #[serde(default)]
+    pub device: Option<String>,
+    /// Training steps per second of training (scoring excluded), when it trained.
+    #[serde(default)]
+    pub steps_per_sec: Option<f64>,
     /// Unix seconds.
     #[serde(default)]
     pub recorded_at: i64,
@@ -220,12 +226,15 @@ pub fn run_experiment_with(
             artifact: None,
             checkpoint: None,
             training_time_s: None,
+            device: Some(device.to_string()),
+            steps_per_sec: None,
             recorded_at: unix_now(),
         },
         windows: 0,
         best_epoch: 0,
         best_val_loss: None,
     };
+    let mut train_s = 0.0;
     let outcome = (|| -> Result<(train::TrainResult, bool, train::Sn50Eval), ZooError> {
         spec.validate().map_err(ZooError::Spec)?;
         let device = crate::zoo::device(device)?;
@@ -235,7 +244,9 @@ pub fn run_experiment_with(
             device: device.clone(),
             resume,
         };
+        let t0 = std::time::Instant::now();
         let result = train::train(spec, &opts, on_epoch)?;
+        train_s = t0.elapsed().as_secs_f64();
         let diverged = result
             .step_losses
             .iter()
@@ -254,6 +265,8 @@ pub fn run_experiment_with(
             rec.crps = eval.val_crps.is_finite().then_some(eval.val_crps);
             rec.gbm_crps = eval.gbm_crps.is_finite().then_some(eval.gbm_crps);
             rec.checkpoint = Some(out_dir.to_path_buf());
+            rec.steps_per_sec = (train_s > 0.0 && !result.step_losses.is_empty())
+                .then(|| result.step_losses.len() as f64 / train_s);
             if rec.crps.is_some() {
                 rec.status = RunStatus::Ok;
             } else {
@@ -300,12 +313,14 @@ pub enum PlanEvent<'a> {
 
 /// Successive halving over `specs`: every spec trains for the budget's epochs;
 /// the better half (by validation CRPS) continues for twice as many, and so on
-/// for `rounds` rounds. Returns the final record of every experiment.
+/// for `rounds` rounds, on `device` (the worker's). Returns the final record of every
+/// experiment.
 pub fn train_plan(
     specs: &[ExperimentSpec],
     budget: &Budget,
     data_dir: &Path,
     out: &Path,
+    device: &str,
     run_id: &str,
     progress: &mut dyn FnMut(PlanEvent<'_>),
 ) -> Vec<ExperimentRecord> {
@@ -314,7 +329,7 @@ pub fn train_plan(
         .map(|s| {
             let dir = checkpoint_dir(out, run_id, s);
             let name = experiment_name(s);
-            let mut r = run_experiment_with(s, data_dir, &dir, "cpu", false, &mut |report| {
+            let mut r = run_experiment_with(s, data_dir, &dir, device, false, &mut |report| {
                 progress(PlanEvent::Epoch {
                     name: &name,
                     report,
@@ -339,7 +354,7 @@ pub fn train_plan(
             spec.training.epochs = budget.epochs << round;
             let dir = checkpoint_dir(out, run_id, &records[i].spec);
             let name = records[i].name.clone();
-            let mut r = run_experiment_with(&spec, data_dir, &dir, "cpu", true, &mut |report| {
+            let mut r = run_experiment_with(&spec, data_dir, &dir, device, true, &mut |report| {
                 progress(PlanEvent::Epoch {
                     name: &name,
                     report,
@@ -388,6 +403,8 @@ mod tests {
             artifact: Some(jobs::ArtifactRef::of_manifest(&"1f".repeat(32), 180)),
             checkpoint: Some(PathBuf::from("/home/worker-a/runs/r1/abc")),
             training_time_s: None,
+            device: Some("cpu".into()),
+            steps_per_sec: Some(12.5),
             recorded_at: 1,
         };
         let v = serde_json::to_value(&rec).unwrap();
@@ -400,9 +417,13 @@ mod tests {
         // a record an older build wrote, with a local path: it reads, and the path is dropped
         let mut old = v.clone();
         old["checkpoint"] = "/old/machine/runs/r1/abc".into();
-        old.as_object_mut().unwrap().remove("artifact");
+        for field in ["artifact", "device", "steps_per_sec"] {
+            old.as_object_mut().unwrap().remove(field);
+        }
         let back: ExperimentRecord = serde_json::from_value(old).unwrap();
         assert_eq!((back.checkpoint, back.artifact), (None, None));
+        assert_eq!((back.device, back.steps_per_sec), (None, None));
+        assert_eq!(v["device"], "cpu");
         rec.checkpoint = None;
         assert_eq!(serde_json::from_value::<ExperimentRecord>(v).unwrap(), rec);
     }

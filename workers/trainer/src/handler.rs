@@ -78,7 +78,11 @@ impl JobHandler for ExperimentHandler {
             )));
         }
         ctx.progress(serde_json::json!({"stage": "training", "experiment_id": job.experiment_id}));
-        let device = job.device.clone().unwrap_or_else(|| "cpu".into());
+        // the job's device when it names one, else the worker's (resolved at its start)
+        let device = job
+            .device
+            .clone()
+            .unwrap_or_else(|| self.dirs.device.clone());
         let (data_dir, out_dir) = (self.dirs.data_dir.clone(), self.scratch(&ctx.job_id));
         let mut run = tokio::task::spawn_blocking(move || {
             crate::experiments::run_experiment(&spec, &data_dir, &out_dir, &device, false)

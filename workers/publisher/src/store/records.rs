@@ -478,6 +478,8 @@ mod tests {
             artifact: None,
             checkpoint: None,
             training_time_s: Some(1.0),
+            device: Some("cpu".into()),
+            steps_per_sec: Some(20.0),
             recorded_at: 1_700_000_000,
         }
     }

@@ -116,5 +116,34 @@ pub fn device(name: &str) -> Result<candle_core::Device, ZooError> {
     }
 }
 
+/// A worker's `--device` choice resolved to the name it trains on: `auto` is `cuda:0` when this
+/// build has the `cuda` feature and a GPU answers, else `cpu`; `cpu` is `cpu`; `cuda` and
+/// `cuda:N` must be usable here (in a build without `cuda` the error names the feature to build
+/// with). The name is what [`device`] takes. Called once when a worker starts.
+pub fn resolve_device(choice: &str) -> Result<String, ZooError> {
+    match choice.trim() {
+        "auto" => {
+            if cfg!(feature = "cuda") && candle_core::Device::new_cuda(0).is_ok() {
+                Ok("cuda:0".into())
+            } else {
+                Ok("cpu".into())
+            }
+        }
+        "cpu" => Ok("cpu".into()),
+        n if n == "cuda" || n.starts_with("cuda:") => {
+            device(n)?;
+            Ok(if n == "cuda" {
+                "cuda:0".into()
+            } else {
+                n.into()
+            })
+        }
+        other => Err(ZooError::Device(
+            other.into(),
+            "use `auto`, `cpu` or `cuda[:N]`".into(),
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests;

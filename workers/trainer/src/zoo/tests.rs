@@ -1009,3 +1009,17 @@ fn zoo_bridged_windows_cross_closures_with_masked_targets() {
     .unwrap();
     assert!((part - sub).abs() < 1e-5, "{part} vs {sub}");
 }
+
+#[test]
+fn worker_devices_resolve_once_and_name_the_cuda_feature() {
+    assert_eq!(super::resolve_device("cpu").unwrap(), "cpu");
+    let err = super::resolve_device("gpu").unwrap_err().to_string();
+    assert!(err.contains("auto") && err.contains("cuda[:N]"), "{err}");
+    if !cfg!(feature = "cuda") {
+        assert_eq!(super::resolve_device("auto").unwrap(), "cpu");
+        for d in ["cuda", "cuda:1"] {
+            let err = super::resolve_device(d).unwrap_err().to_string();
+            assert!(err.contains("--features cuda"), "{err}");
+        }
+    }
+}
