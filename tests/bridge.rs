@@ -243,7 +243,6 @@ fn jobs_over_http_are_authenticated_isolated_and_validated() {
     for t in [
         "plan",
         "experiment",
-        "run",
         "shadow-prompt",
         "shadow-score",
         "data-download",
@@ -543,6 +542,92 @@ fn pipeline_runs_over_http_belong_to_their_bot() {
         202,
         "waiting is the default"
     );
+}
+
+/// A bot enqueues `run` at `POST /jobs` (issue 17 item 8): the run is the bot's, listed under
+/// its runs and not another bot's; a payload naming another bot is refused naming the field.
+#[test]
+fn bots_start_runs_with_run_jobs_as_themselves() {
+    let redis = RedisServer::start();
+    migrate(&redis);
+    let b = start(&redis, None, &[]);
+    let tmp = tempfile::tempdir().unwrap();
+    let _starter = worker(&redis, "run", tmp.path());
+    let run = json!({"max_experiments": 1, "epochs": 1, "rounds": 1, "steps_per_epoch": 1,
+        "d_model": 8, "seq_len": 16, "eval_windows": 1, "eval_paths": 20});
+    let enqueue = |payload: Value| {
+        call(
+            &b,
+            "POST",
+            "/jobs",
+            "bot-a",
+            json!({"type": "run", "payload": payload}),
+        )
+    };
+    // another bot's name: refused, naming the field
+    let (st, e) = enqueue(json!({"run": run, "bot_id": "bot-b"}));
+    assert_eq!(st, 403, "{e}");
+    assert!(err(&e).contains("field `payload.bot_id`"), "{e}");
+    // no bot id: the caller's; its own: kept
+    let (st, j) = enqueue(json!({"run": run}));
+    assert_eq!(st, 201, "{j}");
+    let (st, j2) = enqueue(json!({"run": run, "bot_id": "bot-a"}));
+    assert_eq!(st, 201, "{j2}");
+    let ids: Vec<String> = [&j, &j2]
+        .iter()
+        .map(|j| j["run_id"].as_str().unwrap().to_string())
+        .collect();
+    let (_, job) = call(
+        &b,
+        "GET",
+        &format!("/jobs/{}", j["id"].as_str().unwrap()),
+        "bot-a",
+        Value::Null,
+    );
+    assert_eq!(job["payload"]["bot_id"], "bot-a", "{job}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, mine) = call(&b, "GET", "/runs", "bot-a", Value::Null);
+        let listed: Vec<&str> = mine["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|r| r["id"].as_str())
+            .collect();
+        if ids.iter().all(|id| listed.contains(&id.as_str())) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "runs never started: {mine}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for id in &ids {
+        let (st, r) = call(&b, "GET", &format!("/runs/{id}"), "bot-a", Value::Null);
+        assert_eq!((st, r["bot"].as_str()), (200, Some("bot-a")), "{r}");
+        assert_eq!(
+            call(&b, "GET", &format!("/runs/{id}"), "bot-b", Value::Null).0,
+            404
+        );
+    }
+    let (_, theirs) = call(&b, "GET", "/runs", "bot-b", Value::Null);
+    assert!(theirs["runs"].as_array().unwrap().is_empty(), "{theirs}");
+    // a `run` schedule is the caller's too: its payload gets the caller's id, and another bot
+    // can neither replace nor remove it
+    let sched = json!({"name": "nightly", "cron": "0 2 * * *", "job_type": "run",
+        "payload": {"run": run}});
+    assert_eq!(
+        call(&b, "POST", "/schedules", "bot-a", sched.clone()).0,
+        201
+    );
+    let (_, l) = call(&b, "GET", "/schedules", "bot-a", Value::Null);
+    assert_eq!(l["schedules"][0]["payload"]["bot_id"], "bot-a", "{l}");
+    let (st, e) = call(&b, "POST", "/schedules", "bot-b", sched);
+    assert_eq!(st, 403, "{e}");
+    assert!(err(&e).contains("`name`"), "{e}");
+    let remove = |bot: &str| call(&b, "DELETE", "/schedules/nightly", bot, Value::Null).0;
+    assert_eq!((remove("bot-b"), remove("bot-a")), (403, 200));
 }
 
 fn migrate(redis: &RedisServer) {
@@ -1683,10 +1768,13 @@ async fn a_new_job_type_is_closed_to_bots_by_default_on_every_path_to_work() {
             .await;
         assert_eq!(res.status(), 403, "{job_type}: {:?}", res.body());
         let body: Value = serde_json::from_slice(res.body()).unwrap();
-        assert!(
-            body["error"].as_str().unwrap().contains("field `job_type`"),
-            "{body}"
-        );
+        // `run` is open to bots, as their own: naming another bot is what is refused
+        let field = if job_type == "run" {
+            "field `payload.bot_id`"
+        } else {
+            "field `job_type`"
+        };
+        assert!(body["error"].as_str().unwrap().contains(field), "{body}");
     }
     assert!(engine::scheduler::list(&queue).await.unwrap().is_empty());
     // the operator enqueues the new type directly

@@ -228,20 +228,22 @@ impl RunRequest {
 /// creates the run and enqueues its first stage; the run's id derives from this job's id, so
 /// a schedule's fire (one job id per fire) starts one run even if the job runs twice. Each
 /// stage's worker uses its own directories ([`WorkerDirs`](crate::WorkerDirs)); the payload
-/// names none. Bots use `POST /pipeline/run` (it names the bot itself).
+/// names none. Open to bots: the run belongs to the bot that enqueues it (the bridge sets
+/// `bot_id` to the caller and refuses a payload naming another bot).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StartRun {
     #[serde(default)]
     pub run: RunRequest,
-    /// The bot the run belongs to (`default` when absent).
+    /// The bot the run belongs to (`default` when absent). Over the bridge, always the
+    /// caller: set when absent, refused when it names another bot.
     pub bot_id: Option<String>,
 }
 
 impl JobSpec for StartRun {
     const TYPE: &'static str = "run";
     const ROLE: Role = Role::Engine;
-    const BOTS: BotAccess = BotAccess::Refused("use POST /pipeline/run");
+    const BOTS: BotAccess = BotAccess::Allowed;
     const DESCRIPTION: &'static str =
         "start a pipeline run: {run: {assets, timeframe, publish, ...}, bot_id?}";
     const MAX_ATTEMPTS: u32 = 3;

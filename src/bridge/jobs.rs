@@ -6,6 +6,8 @@
 //! Bots may enqueue only the job types that open themselves to bots
 //! (`JobSpec::BOTS`, asked of the queue's catalog); this module does not
 //! validate payloads itself (the queue's enqueue does, against the catalog).
+//! A `run` job starts a run that belongs to the caller ([`run_as_caller`]): its
+//! payload's `bot_id` is set to the caller, and one naming another bot is refused.
 
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -55,9 +57,10 @@ impl EnqueueBody {
 /// The one rule for every path by which a bot's request leads to a job (`POST /jobs`, and
 /// `POST /schedules`, whose fires enqueue): bots may enqueue only the types that open
 /// themselves to bots (`JobSpec::BOTS`). Pipeline stages name a run (possibly another bot's);
-/// `run` and `experiment` would not be the bot's (its own routes record them in its session),
-/// and the shadow scorer's jobs and `data-download` spend the fleet's time and write the
-/// shared store and bars at the operator's say; a new type is closed by default. `field` names the body field that holds the type. An unknown
+/// `experiment` would not be the bot's (its own route records it in its session), and the
+/// shadow scorer's jobs and `data-download` spend the fleet's time and write the shared store
+/// and bars at the operator's say; a new type is closed by default. `run` is open, as the
+/// caller's own ([`run_as_caller`]). `field` names the body field that holds the type. An unknown
 /// type passes here and is refused (400) by the queue's own check.
 pub(super) fn bots_may_enqueue(
     queue: &engine::Queue,
@@ -78,11 +81,48 @@ pub(super) fn bots_may_enqueue(
     Ok(())
 }
 
-/// `POST /jobs`: 201 created, 200 for a repeated idempotency key.
+/// Whether `job_type` is `run`, the type that starts a pipeline run.
+pub(super) fn starts_run(job_type: &str) -> bool {
+    job_type == <::jobs::pipeline::StartRun as ::jobs::JobSpec>::TYPE
+}
+
+/// A `run` job a bot asks for starts a run that is the bot's own: the payload's `bot_id` is
+/// set to `bot` when absent (or null), kept when it is `bot`, and refused (403 naming `field`)
+/// when it names another bot, so no bot starts a run as another. Other types and payloads
+/// that are not objects pass unchanged (the queue's own check refuses the latter).
+pub(super) fn run_as_caller(
+    job_type: &str,
+    payload: &mut Value,
+    field: &str,
+    bot: &str,
+) -> Result<(), Rejection> {
+    let Some(p) = payload.as_object_mut().filter(|_| starts_run(job_type)) else {
+        return Ok(());
+    };
+    match p.get("bot_id") {
+        None | Some(Value::Null) => {
+            p.insert("bot_id".into(), Value::String(bot.to_string()));
+            Ok(())
+        }
+        Some(Value::String(b)) if b == bot => Ok(()),
+        Some(other) => Err(reject(
+            StatusCode::FORBIDDEN,
+            format!(
+                "field `{field}`: a bot starts runs only as itself (X-Bot-Id {bot:?}), not as \
+                 {other}; leave the field out"
+            ),
+        )),
+    }
+}
+
+/// `POST /jobs`: 201 created, 200 for a repeated idempotency key. A `run` job answers the id
+/// of the run it starts (`run_id`), the caller's.
 pub(super) async fn enqueue(c: Call) -> Answer {
-    let b: EnqueueBody = c.json()?;
+    let mut b: EnqueueBody = c.json()?;
     let s = &c.state;
     bots_may_enqueue(&s.queue, "type", &b.job_type)?;
+    run_as_caller(&b.job_type, &mut b.payload, "payload.bot_id", &c.bot)?;
+    let starts_run = starts_run(&b.job_type);
     let delay_ms = match b.delay_secs {
         Some(d) if !(0.0..=1e9).contains(&d) => {
             return Err(reject(
@@ -105,14 +145,24 @@ pub(super) async fn enqueue(c: Call) -> Answer {
         ..Default::default()
     };
     match s.queue.enqueue(req).await {
-        Ok(e) => Ok(reply(
-            if e.created {
-                StatusCode::CREATED
-            } else {
-                StatusCode::OK
-            },
-            serde_json::to_value(e).unwrap(),
-        )),
+        Ok(e) => {
+            let mut body = serde_json::to_value(&e).unwrap();
+            if starts_run {
+                // the session stays while the job that starts the run waits
+                super::session::add_active(s, &c.bot, &format!("job:{}", e.id))
+                    .await
+                    .map_err(internal)?;
+                body["run_id"] = crate::pipeline::run_id_for_job(&e.id).into();
+            }
+            Ok(reply(
+                if e.created {
+                    StatusCode::CREATED
+                } else {
+                    StatusCode::OK
+                },
+                body,
+            ))
+        }
         Err(e) if e.is_transient() => Err(internal(e)),
         Err(e) => Err(reject(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())),
     }

@@ -36,7 +36,7 @@ use trainer::experiments::{Budget, ExperimentRecord};
 
 use engine::queue::{EnqueueRequest, Queue, QueueError, Result};
 
-pub use stages::{keep_runs, keep_runs_once, register, run_lease};
+pub use stages::{keep_runs, keep_runs_once, register, run_id_for_job, run_lease};
 
 /// How a run is carried out; stored in the run's task. No directories: each stage's worker
 /// has its own (records written by older builds with `data_dir`, `out_dir` and `store_dir`

@@ -102,8 +102,9 @@ impl JobHandler for Starter {
     }
 }
 
-/// The id of the run a `run` job starts: `r` and 11 hex digits of the job id's SHA-256.
-fn run_id_for_job(job_id: &str) -> String {
+/// The id of the run a `run` job starts: `r` and 11 hex digits of the job id's SHA-256 (the
+/// bridge answers it when a bot enqueues a `run` job).
+pub fn run_id_for_job(job_id: &str) -> String {
     format!(
         "r{}",
         &publisher::store::sha256_hex(job_id.as_bytes())[..11]
