@@ -272,7 +272,7 @@ mod tests {
             .filter(|t| t.bots.allowed())
             .map(|t| t.name)
             .collect();
-        assert_eq!(open, ["noop", "sleep"]);
+        assert_eq!(open, ["noop", "sleep", "run"]);
         assert_eq!(c.of_role(Role::Trainer), ["train", "experiment"]);
     }
 
