@@ -5,7 +5,10 @@
 //! pipeline run enqueued from a third directory succeeds and publishes; the checker's worker
 //! reads the checkpoint from its own cache, fetched from the store by reference; neither the
 //! run record nor any job result names a path of either machine; and a queued job that still
-//! names a directory is dead-lettered saying where directories come from now.
+//! names a directory is dead-lettered saying where directories come from now. A checkpoint
+//! that has gone from the store between training and the check is the environment's failure:
+//! the check job is retried, then dead-lettered with the cause, the run fails saying so, and
+//! the debugger is never asked.
 
 mod common;
 
@@ -29,11 +32,23 @@ struct Machine {
 
 impl Machine {
     fn start(redis: &RedisServer, root: &Path, roles: &str, store: &Path) -> Machine {
+        Self::start_with(redis, root, roles, store, &[])
+    }
+
+    /// [`Machine::start`] with more worker flags.
+    fn start_with(
+        redis: &RedisServer,
+        root: &Path,
+        roles: &str,
+        store: &Path,
+        extra: &[&str],
+    ) -> Machine {
         let (data, work) = (root.join("data"), root.join("work"));
         std::fs::create_dir_all(&data).unwrap();
         std::fs::copy(shared_data().join("BTC_5m.csv"), data.join("BTC_5m.csv")).unwrap();
         let mut cmd = worker_command(&redis.url(), &["--roles", roles, "--concurrency", "2"]);
-        cmd.arg("--data-dir")
+        cmd.args(extra)
+            .arg("--data-dir")
             .arg(&data)
             .arg("--work-dir")
             .arg(&work)
@@ -286,4 +301,95 @@ fn workers_on_separate_machines_share_only_redis_and_the_store() {
     }
     drop(agents);
     drop(trainer);
+}
+
+#[test]
+fn a_checkpoint_gone_from_the_store_is_an_environment_error_not_a_model_problem() {
+    let redis = RedisServer::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let (root_a, root_b, operator) = (
+        tmp.path().join("machine-a"),
+        tmp.path().join("machine-b"),
+        tmp.path().join("operator"),
+    );
+    let store = tmp.path().join("bucket");
+    for d in [&root_a, &root_b, &operator, &store] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    cli(&redis, &operator, &["migrate"]);
+    // machine B plans; then, with B gone, the trainer trains; then the artifacts vanish from
+    // the bucket before B comes back to check (its retries quick, so the test does not wait
+    // on backoff)
+    let quick = ["--retry-base-ms", "50", "--retry-cap-ms", "200"];
+    let agents = Machine::start_with(&redis, &root_b, "agents,engine", &store, &quick);
+    let mut args = vec![
+        "pipeline",
+        "--enqueue-only",
+        "--max-experiments",
+        "1",
+        "--rounds",
+        "1",
+        "--agents",
+        "builtin",
+        "--json",
+    ];
+    args.extend_from_slice(TINY);
+    let out = cli(&redis, &operator, &args);
+    let id = serde_json::from_str::<Value>(out.trim()).unwrap()["run_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let show = |id: &str| -> Value {
+        serde_json::from_str(&cli(&redis, &operator, &["runs", "show", id, "--json"])).unwrap()
+    };
+    let wait_for_stage = |stage: &str| {
+        let deadline = Instant::now() + Duration::from_secs(300);
+        loop {
+            let r = show(&id);
+            if r["stage"] == stage {
+                return;
+            }
+            assert!(Instant::now() < deadline, "never reached {stage}: {r}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    wait_for_stage("train");
+    drop(agents);
+    let trainer = Machine::start(&redis, &root_a, "trainer", &store);
+    wait_for_stage("check");
+    drop(trainer);
+    std::fs::remove_dir_all(store.join("artifacts")).unwrap();
+    let _agents = Machine::start_with(&redis, &root_b, "agents,engine", &store, &quick);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let run = loop {
+        let r = show(&id);
+        if ["succeeded", "failed", "cancelled"].contains(&r["state"].as_str().unwrap_or("")) {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "the run never finished: {r}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(run["state"], "failed", "{run}");
+    let error = run["summary"]["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("check stage job")
+            && error.contains("environment")
+            && error.contains("is not in"),
+        "the run's error names the cause: {run}"
+    );
+    let stages: Vec<&str> = run["task"]["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["stage"].as_str().unwrap())
+        .collect();
+    assert!(
+        !stages.contains(&"debug"),
+        "the debugger was asked: {stages:?}"
+    );
+    let dead = cli(&redis, &operator, &["jobs", "dlq", "list", "--json"]);
+    assert!(
+        dead.contains(&format!("run-{id}-check")) && dead.contains("environment"),
+        "{dead}"
+    );
 }

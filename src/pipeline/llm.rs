@@ -296,9 +296,10 @@ fn specs_in(v: &Value) -> Vec<Result<ExperimentSpec, String>> {
 }
 
 /// The run's results with their checkpoints fetched from the store into the worker's cache,
-/// for the agents that load them (the checker's and publisher's tools). A store that does not
-/// answer fails the stage job, to be retried; a checkpoint that cannot be had leaves its
-/// record without one (the agent's tools then say so).
+/// for the agents that load them (the checker's and publisher's tools). A checkpoint that
+/// cannot be had (a store that does not answer, a missing or corrupt artifact, a full disk)
+/// fails the stage job as an environment error, to be retried and then dead-lettered with
+/// its cause; the agents never see it as the model's problem.
 async fn with_checkpoints(
     dirs: &WorkerDirs,
     records: &[ExperimentRecord],
@@ -309,8 +310,7 @@ async fn with_checkpoints(
     for r in out.iter_mut().filter(|r| r.artifact.is_some()) {
         match artifacts::local_checkpoint(&*store, &cache, r).await {
             Ok(dir) => r.checkpoint = Some(dir),
-            Err(e) if e.is_transient() => return Err(JobError::retry(e)),
-            Err(e) => tracing::warn!(experiment = %r.name, error = %e, "checkpoint unavailable"),
+            Err(e) => return Err(super::stages::environment(e)),
         }
     }
     Ok(out)

@@ -146,6 +146,12 @@ fn transient(e: impl std::fmt::Display) -> JobError {
     JobError::retry(e)
 }
 
+/// A failure of the machine or the store around a stage (an artifact that cannot be fetched):
+/// retried, then dead-lettered with this cause; never a problem for the debugger.
+pub(super) fn environment(e: impl std::fmt::Display) -> JobError {
+    JobError::retry(format!("environment: {e}"))
+}
+
 /// How long a run that is waiting for a permit keeps its place in line
 /// between two polls (its stage job comes back every [`DEFER`]).
 pub const WAITER_TTL: Duration = Duration::from_secs(60);
@@ -579,23 +585,20 @@ async fn check(ctx: &Ctx, task: &mut Task) -> Result<StageOut, JobError> {
         let note = "nothing to check: no experiment has a score".to_string();
         return Ok((stage_failed(task, note.clone(), false), note, false));
     };
-    // the checkpoint from the store, into this worker's cache
+    // the checkpoint from the store, into this worker's cache: a store that does not answer,
+    // an artifact that is missing or corrupt, a disk that is full are the environment's
+    // failures, not the model's, so the stage job is retried (then dead-lettered with the
+    // cause, and the run fails saying it) and the debugger never sees them
     let store = open_store(&ctx.dirs)?;
     let cache = ArtifactCache::of(&ctx.dirs);
-    let mut unavailable = None;
-    match artifacts::local_checkpoint(&*store, &cache, &best).await {
-        Ok(dir) => best.checkpoint = Some(dir),
-        Err(e) if e.is_transient() => return Err(transient(e)),
-        Err(e) => unavailable = Some(format!("checkpoint: {e}")),
-    }
+    let dir = artifacts::local_checkpoint(&*store, &cache, &best)
+        .await
+        .map_err(environment)?;
+    best.checkpoint = Some(dir);
     let data_dir = ctx.dirs.data_dir.clone();
-    let mut report = tokio::task::spawn_blocking(move || checker::check(&best, &data_dir))
+    let report = tokio::task::spawn_blocking(move || checker::check(&best, &data_dir))
         .await
         .map_err(|e| JobError::retry(format!("check task failed: {e}")))?;
-    if let Some(p) = unavailable {
-        report.passed = false;
-        report.problems.push(p);
-    }
     Ok(checked(task, report.passed, report.problems))
 }
 
