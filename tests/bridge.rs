@@ -519,6 +519,37 @@ fn pipeline_runs_over_http_belong_to_their_bot() {
         .unwrap()
         .contains("unknown field `colour`"));
 
+    // The seed's bots send channel, message and temperature: the run takes them (the
+    // prompt channel, the planner's instructions, the base temperature); a bad channel is
+    // named.
+    let mut seed = tiny.clone();
+    seed["channel"] = json!("research");
+    seed["message"] = json!("Try small recurrent models first.");
+    seed["temperature"] = json!(0.3);
+    let (st, r) = call(&b, "POST", "/pipeline/run", "bot-a", seed);
+    assert_eq!(st, 202, "{r}");
+    let sid = r["run_id"].as_str().unwrap().to_string();
+    let (_, run) = call(&b, "GET", &format!("/runs/{sid}"), "bot-a", Value::Null);
+    let task = &run["task"];
+    assert_eq!(task["options"]["channel"], "research", "{run}");
+    assert_eq!(task["options"]["base_temperature"], 0.3, "{run}");
+    assert_eq!(
+        task["definition"]["stages"][0]["user_message"], "Try small recurrent models first.",
+        "{run}"
+    );
+    call(
+        &b,
+        "POST",
+        &format!("/runs/{sid}/cancel"),
+        "bot-a",
+        Value::Null,
+    );
+    let mut bad = tiny.clone();
+    bad["channel"] = json!("a/b");
+    let (st, e) = call(&b, "POST", "/pipeline/run", "bot-a", bad);
+    assert_eq!(st, 422, "{e}");
+    assert!(e["error"].as_str().unwrap().contains("channel"), "{e}");
+
     // With every permit taken, a caller that will not wait gets 429.
     let mut c = redis.conn();
     let _: () = redis::cmd("SET")

@@ -200,6 +200,18 @@ pub struct RunRequest {
     /// CHUTES_API_KEY; the default), `builtin` (offline) or `llm`.
     #[cfg_attr(feature = "clap", arg(long))]
     pub agents: Option<String>,
+    /// The LLM agents' base sampling temperature, raised by the strategy's step on each retry
+    /// (default 0.1; within 0..=1). The seed's `temperature`.
+    #[cfg_attr(feature = "clap", arg(long))]
+    pub temperature: Option<f64>,
+    /// The prompt channel whose fragments the LLM agents' prompts add (default `default`;
+    /// letters, digits, `-` and `_`, at most 64). The seed's `channel`.
+    #[cfg_attr(feature = "clap", arg(long))]
+    pub channel: Option<String>,
+    /// The planner's instructions for this run, in place of the pipeline definition's first
+    /// stage's user message (at most 4,000 characters). The seed's `message`.
+    #[cfg_attr(feature = "clap", arg(long))]
+    pub message: Option<String>,
 }
 
 impl RunRequest {

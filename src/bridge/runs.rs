@@ -60,7 +60,10 @@ impl StartBody {
             "assets": {"type": "array", "items": {"type": "string"}},
             "timeframe": {"type": "string"}, "retries": int, "publish": {"type": "boolean"},
             "seed": int, "wait": {"type": "boolean"},
-            "agents": {"type": "string", "enum": ["auto", "builtin", "llm"]}}})
+            "agents": {"type": "string", "enum": ["auto", "builtin", "llm"]},
+            "temperature": {"type": "number", "minimum": 0, "maximum": 1},
+            "channel": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"},
+            "message": {"type": "string", "minLength": 1, "maxLength": 4000}}})
     }
 }
 

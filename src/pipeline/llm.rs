@@ -202,7 +202,7 @@ async fn agent_task(q: &Queue, task: &Task, job_type: &str) -> Map<String, Value
         _ => stage.user_message.clone(),
     };
     t.insert("user_message".into(), json!(user));
-    t.insert("channel".into(), json!("default"));
+    t.insert("channel".into(), json!(task.options.channel));
     t.insert(
         "experiment_budget".into(),
         json!(task.options.budget.experiments),
@@ -376,6 +376,7 @@ pub async fn run_stage(
     let map = agent_task(q, task, job_type).await;
     let opts = agents::RunOptions {
         temperature: temperature as f32,
+        channel: task.options.channel.clone(),
         ..Default::default()
     };
     let result = match agents::run_agent(agent, &llm, session.clone(), &map, &opts).await {

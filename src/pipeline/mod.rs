@@ -58,6 +58,16 @@ pub struct RunOptions {
     /// Who carries out the stages: the built-in agents or the LLM agents.
     #[serde(default)]
     pub agents: llm::AgentMode,
+    /// The LLM agents' prompt channel.
+    #[serde(default = "default_channel")]
+    pub channel: String,
+    /// The first stage's user message for this run, in place of the definition's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+fn default_channel() -> String {
+    "default".into()
 }
 
 impl Default for RunOptions {
@@ -70,6 +80,8 @@ impl Default for RunOptions {
             base_temperature: 0.1,
             temperature_step: 0.1,
             agents: llm::AgentMode::Builtin,
+            channel: default_channel(),
+            message: None,
         }
     }
 }
@@ -95,6 +107,9 @@ impl RunOptions {
         if !self.publish {
             def.stages
                 .retain(|s| s.position != definition::Position::Publish);
+        }
+        if let (Some(m), Some(first)) = (&self.message, def.stages.first_mut()) {
+            first.user_message = m.clone();
         }
         def
     }
@@ -140,6 +155,25 @@ impl RunOptions {
                 errs.push(format!(
                     "asset {a:?} is not an asset name (letters and digits, at most 16)"
                 ));
+            }
+        }
+        if self.channel.is_empty()
+            || self.channel.len() > 64
+            || !self
+                .channel
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            errs.push(format!(
+                "channel {:?} must be 1 to 64 letters, digits, - or _ (e.g. default)",
+                self.channel
+            ));
+        }
+        if let Some(m) = &self.message {
+            if m.trim().is_empty() || m.chars().count() > 4000 {
+                errs.push(
+                    "message must be 1 to 4000 characters (the planner's instructions)".into(),
+                );
             }
         }
         if !(0.0..=1.0).contains(&self.base_temperature)
@@ -384,6 +418,15 @@ pub fn apply_request(
     }
     if let Some(v) = r.seed {
         o.seed = v;
+    }
+    if let Some(v) = r.temperature {
+        o.base_temperature = v;
+    }
+    if let Some(v) = &r.channel {
+        o.channel = v.trim().to_string();
+    }
+    if let Some(v) = &r.message {
+        o.message = Some(v.clone());
     }
     o.agents = llm::AgentMode::parse(r.agents.as_deref().unwrap_or("auto"))
         .map_err(|e| InvalidRun(vec![format!("agents: {e}")]))?;
