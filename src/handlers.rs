@@ -10,7 +10,8 @@
 use std::sync::Arc;
 
 use engine::Queue;
-use jobs::{Catalog, Registry, Role, WorkerDirs};
+use jobs::{Catalog, Registry, Role};
+use trainer::WorkerDirs;
 
 /// The handlers of every job type of this build, working in `dirs`.
 pub fn registry(queue: &Queue, dirs: &WorkerDirs) -> Registry {

@@ -775,7 +775,7 @@ mod tests {
         assert_eq!(d("HIPPIUS_RETRIES"), (s3.attempts - 1).to_string());
         let hf = publisher::store::hf::HfConfig::new(&d("HF_ENDPOINT"), "t", "o/r");
         assert_eq!(d("HF_PRIVATE"), hf.private.to_string());
-        let dirs = jobs::WorkerDirs::default();
+        let dirs = trainer::WorkerDirs::default();
         assert_eq!(d("SYNTH_DATA_DIR"), dirs.data_dir.display().to_string());
         assert_eq!(d("SYNTH_WORK_DIR"), dirs.work_dir.display().to_string());
         assert_eq!(d("SYNTH_STORE_DIR"), dirs.store_dir.display().to_string());

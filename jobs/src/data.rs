@@ -34,7 +34,7 @@ impl JobSpec for DataDownload {
         "merge each asset's venue bars (or Pyth's) into the worker's data dir: {assets, days?, resolution?, end?, source?: venue|pyth}";
     const MAX_ATTEMPTS: u32 = 3;
     const TIMEOUT_MS: u64 = 1_800_000;
-    const RETIRED_FIELDS: &'static [(&'static str, &'static str)] = crate::dirs::DIR_FIELDS;
+    const RETIRED_FIELDS: &'static [(&'static str, &'static str)] = crate::retired::DIR_FIELDS;
     type Output = serde_json::Value;
 
     fn validate(&self) -> Result<(), InvalidPayload> {

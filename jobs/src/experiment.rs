@@ -30,7 +30,7 @@ impl JobSpec for RunExperiment {
         "train and score one experiment spec on the worker's bars; the result names the checkpoint's artifact: {experiment_id, spec, device?}";
     const MAX_ATTEMPTS: u32 = 2;
     const TIMEOUT_MS: u64 = 6 * 3_600_000;
-    const RETIRED_FIELDS: &'static [(&'static str, &'static str)] = crate::dirs::DIR_FIELDS;
+    const RETIRED_FIELDS: &'static [(&'static str, &'static str)] = crate::retired::DIR_FIELDS;
     type Output = serde_json::Value;
 
     fn validate(&self) -> Result<(), InvalidPayload> {

@@ -260,7 +260,7 @@ impl JobSpec for StartRun {
         "start a pipeline run: {run: {assets, timeframe, publish, ...}, bot_id?}";
     const MAX_ATTEMPTS: u32 = 3;
     const TIMEOUT_MS: u64 = 60_000;
-    const RETIRED_FIELDS: &'static [(&'static str, &'static str)] = crate::dirs::DIR_FIELDS;
+    const RETIRED_FIELDS: &'static [(&'static str, &'static str)] = crate::retired::DIR_FIELDS;
     type Output = serde_json::Value;
 
     fn validate(&self) -> Result<(), InvalidPayload> {

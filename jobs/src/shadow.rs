@@ -36,7 +36,7 @@ impl JobSpec for ShadowPrompt {
         "record shadow prompts for the served model: {assets?, prompt?, model?: latest|gbm|sha256:<hex>:<size>, at?}";
     const MAX_ATTEMPTS: u32 = 3;
     const TIMEOUT_MS: u64 = 120_000;
-    const RETIRED_FIELDS: &'static [(&'static str, &'static str)] = crate::dirs::DIR_FIELDS;
+    const RETIRED_FIELDS: &'static [(&'static str, &'static str)] = crate::retired::DIR_FIELDS;
     type Output = serde_json::Value;
 
     fn validate(&self) -> Result<(), InvalidPayload> {
@@ -84,7 +84,7 @@ impl JobSpec for ShadowScore {
         "score recorded shadow prompts whose window has passed: {days?, dates?}";
     const MAX_ATTEMPTS: u32 = 3;
     const TIMEOUT_MS: u64 = 1_800_000;
-    const RETIRED_FIELDS: &'static [(&'static str, &'static str)] = crate::dirs::DIR_FIELDS;
+    const RETIRED_FIELDS: &'static [(&'static str, &'static str)] = crate::retired::DIR_FIELDS;
     type Output = serde_json::Value;
 
     fn validate(&self) -> Result<(), InvalidPayload> {

@@ -1,5 +1,5 @@
 //! The flags of a process that runs handlers (`worker`, `pipeline`, `publish`): its own
-//! directories ([`jobs::WorkerDirs`]), resolved once from flags, else the settings
+//! directories ([`trainer::WorkerDirs`]), resolved once from flags, else the settings
 //! (`SYNTH_DATA_DIR`, `SYNTH_WORK_DIR`, `SYNTH_STORE_DIR`, `SYNTH_CACHE_MAX_MB`), else the
 //! defaults (`data`, `runs`, `store`, 2048 MiB); and, for `worker` and `pipeline`, the device
 //! training runs on (`--device`, `SYNTH_DEVICE`, default `auto`). Job payloads never name directories; this is
@@ -29,7 +29,7 @@ pub struct DirsArgs {
     #[arg(long, env = "SYNTH_STORE_DIR", default_value = "store")]
     pub store: PathBuf,
     /// Most MiB the artifact cache keeps before it evicts the least recently used.
-    #[arg(long, env = "SYNTH_CACHE_MAX_MB", default_value_t = jobs::dirs::DEFAULT_CACHE_MAX_BYTES >> 20)]
+    #[arg(long, env = "SYNTH_CACHE_MAX_MB", default_value_t = trainer::dirs::DEFAULT_CACHE_MAX_BYTES >> 20)]
     pub cache_max_mb: u64,
 }
 
@@ -52,8 +52,8 @@ impl DeviceArgs {
 
 impl DirsArgs {
     /// The directories handlers get.
-    pub fn dirs(&self) -> jobs::WorkerDirs {
-        jobs::WorkerDirs {
+    pub fn dirs(&self) -> trainer::WorkerDirs {
+        trainer::WorkerDirs {
             data_dir: self.data_dir.clone(),
             work_dir: self.work_dir.clone(),
             store_dir: self.store.clone(),

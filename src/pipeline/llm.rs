@@ -19,11 +19,12 @@ use agents::{
     self, AgentName, AgentResult, ExperimentHistory, LlmConfig, PublishReceipt, PublishRequest,
     Publisher, ResearchSession, RunBudget,
 };
-use jobs::{JobError, WorkerDirs};
+use jobs::JobError;
 use publisher::artifacts::{self, ArtifactCache};
 use serde_json::{json, Map, Value};
 use trainer::experiments::ExperimentRecord;
 use trainer::zoo::spec::ExperimentSpec;
+use trainer::WorkerDirs;
 
 use super::{experiment_history, record_experiments, summarize, Task};
 use engine::queue::Queue;

@@ -17,7 +17,7 @@
 //! stages of the same job type never share a job id).
 //!
 //! Stateless: a run record names no directory. Each stage's worker reads bars, writes
-//! checkpoints and opens the store from its own settings ([`jobs::WorkerDirs`]), and the
+//! checkpoints and opens the store from its own settings ([`trainer::WorkerDirs`]), and the
 //! train stage hands checkpoints on by content-addressed reference (`ExperimentRecord::artifact`,
 //! `publisher::artifacts`), so the stages of one run may run on different machines that share
 //! only Redis and the store.

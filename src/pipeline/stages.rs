@@ -12,10 +12,11 @@ use std::time::{Duration, Instant};
 use agents::builtin::{checker, debugger, planner};
 use async_trait::async_trait;
 use jobs::pipeline::{Check, Debug, Plan, Publish, StageJob, StartRun, Train};
-use jobs::{JobContext, JobError, JobHandler, Registry, WorkerDirs};
+use jobs::{JobContext, JobError, JobHandler, Registry};
 use publisher::artifacts::{self, ArtifactCache};
 use serde_json::{json, Value};
 use trainer::experiments::{train_plan, PlanEvent};
+use trainer::WorkerDirs;
 
 use super::llm;
 use super::{

@@ -21,8 +21,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use jobs::artifact::{artifact_key, ArtifactFile, ArtifactManifest};
-use jobs::{ArtifactRef, WorkerDirs};
+use jobs::ArtifactRef;
 use trainer::experiments::ExperimentRecord;
+use trainer::WorkerDirs;
 
 use crate::store::{sha256_hex, Store, StoreError};
 

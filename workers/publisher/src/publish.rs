@@ -225,7 +225,7 @@ impl PublishError {
 /// `HF_REPO_ID` (`hub` makes them required), and appends to the metrics history in
 /// `store_dir`.
 pub async fn publish_configured(
-    dirs: &jobs::WorkerDirs,
+    dirs: &trainer::WorkerDirs,
     run_id: &str,
     best: &ExperimentRecord,
     summary: &Value,

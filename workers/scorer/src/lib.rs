@@ -10,7 +10,7 @@ pub mod shadow;
 
 /// Registers the scorer role's handlers (`shadow-prompt`, `shadow-score`, `data-download`),
 /// on the worker's own directories.
-pub fn register(registry: &mut jobs::Registry, dirs: &jobs::WorkerDirs) {
+pub fn register(registry: &mut jobs::Registry, dirs: &trainer::WorkerDirs) {
     shadow::register(registry, dirs);
     registry.register(data_job::DataDownloadHandler {
         data_dir: dirs.data_dir.clone(),

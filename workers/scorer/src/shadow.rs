@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use jobs::shadow::{ShadowPrompt, ShadowScore};
-use jobs::{ArtifactRef, JobContext, JobError, JobHandler, Registry, WorkerDirs};
+use jobs::{ArtifactRef, JobContext, JobError, JobHandler, Registry};
 use publisher::artifacts::{ArtifactCache, ArtifactError};
 use publisher::production;
 use publisher::store::{Store, StoreExt};
@@ -28,6 +28,7 @@ use sn50::constants::{PromptKind, Sn50Config};
 use sn50::data::{asset_file_for_step, Bars, DataError};
 use sn50::forecast::{Forecaster, Gbm};
 use sn50::shadow::{self, ShadowRecord, ShadowResult};
+use trainer::WorkerDirs;
 
 /// Registers the two shadow-scoring handlers, on the worker's directories.
 pub fn register(registry: &mut Registry, dirs: &WorkerDirs) {

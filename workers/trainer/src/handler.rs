@@ -14,7 +14,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use jobs::experiment::RunExperiment;
-use jobs::{ArtifactRef, JobContext, JobError, JobHandler, WorkerDirs};
+use jobs::{ArtifactRef, JobContext, JobError, JobHandler};
+
+use crate::WorkerDirs;
 
 use crate::zoo::spec::ExperimentSpec;
 

@@ -7,9 +7,12 @@
 //! binary gives the `experiment` handler its directories and the sink that stores checkpoints
 //! ([`handler::CheckpointSink`]).
 
+pub mod dirs;
 pub mod experiments;
 pub mod handler;
 pub mod zoo;
+
+pub use dirs::WorkerDirs;
 
 /// The compute device models run on (candle's), re-exported so that callers need no candle.
 pub use candle_core::Device;
@@ -18,7 +21,7 @@ pub use candle_core::Device;
 /// directories, checkpoints stored through `sink`.
 pub fn register(
     registry: &mut jobs::Registry,
-    dirs: jobs::WorkerDirs,
+    dirs: WorkerDirs,
     sink: std::sync::Arc<dyn handler::CheckpointSink>,
 ) {
     registry.register(handler::ExperimentHandler { dirs, sink });

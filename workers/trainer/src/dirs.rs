@@ -1,13 +1,15 @@
 //! The directories of the machine a worker runs on ([`WorkerDirs`]): where it reads market
 //! data, where it keeps scratch work (checkpoints while they train, the artifact cache),
-//! which device it trains on, and where the store is (a directory, or the local side of a bucket: `metrics.jsonl`, mirrored
-//! production models). A worker resolves them once from its own settings (`synth-city worker
-//! --data-dir D --work-dir W --store S`, or `SYNTH_DATA_DIR`, `SYNTH_WORK_DIR`,
-//! `SYNTH_STORE_DIR`) and hands them to every handler it registers.
+//! which device it trains on, and where the store is (a directory, or the local side of a
+//! bucket: `metrics.jsonl`, mirrored production models). The binary resolves them once from
+//! the worker's own settings (`synth-city worker --data-dir D --work-dir W --store S`, or
+//! `SYNTH_DATA_DIR`, `SYNTH_WORK_DIR`, `SYNTH_STORE_DIR`) and hands them to every handler it
+//! registers.
 //!
-//! They never travel in a job payload, result or run record: another machine has its own.
-//! A payload that still names one of the retired directory fields ([`DIR_FIELDS`]) is refused
-//! with [`WORKER_DIRS_HINT`]. This module only holds the value; it does no I/O.
+//! They live here, not in the `jobs` contract, because they never travel in a job payload,
+//! result or run record: another machine has its own. This is the lowest crate every role
+//! that reads them (trainer, publisher, scorer, the binary's stages) depends on. This module
+//! only holds the value; it does no I/O.
 
 use std::path::PathBuf;
 
@@ -53,16 +55,3 @@ impl WorkerDirs {
         self.work_dir.join("cache")
     }
 }
-
-/// What to do instead of naming a directory in a payload.
-pub const WORKER_DIRS_HINT: &str = "workers take their directories from their own settings: \
-     synth-city worker --data-dir DIR --work-dir DIR --store DIR (or SYNTH_DATA_DIR, \
-     SYNTH_WORK_DIR, SYNTH_STORE_DIR); remove the field from the payload";
-
-/// The directory fields payloads used to carry, each with what to do instead (a payload type
-/// lists them as its [`JobSpec::RETIRED_FIELDS`](crate::JobSpec::RETIRED_FIELDS)).
-pub const DIR_FIELDS: &[(&str, &str)] = &[
-    ("data_dir", WORKER_DIRS_HINT),
-    ("out_dir", WORKER_DIRS_HINT),
-    ("store_dir", WORKER_DIRS_HINT),
-];
