@@ -114,52 +114,100 @@ fn assert_no_paths(what: &str, v: &Value, dirs: &[&Path]) {
     }
 }
 
+/// Three "machines" in one temporary directory (A, B, and the operator's) and the shared
+/// bucket, created, with the key layout migrated.
+struct Fleet {
+    redis: RedisServer,
+    tmp: tempfile::TempDir,
+    root_a: PathBuf,
+    root_b: PathBuf,
+    operator: PathBuf,
+    store: PathBuf,
+}
+
+impl Fleet {
+    fn new() -> Fleet {
+        let redis = RedisServer::start();
+        let tmp = tempfile::tempdir().unwrap();
+        let p = tmp.path();
+        let (root_a, root_b, operator, store) = (
+            p.join("machine-a"),
+            p.join("machine-b"),
+            p.join("operator"),
+            p.join("bucket"),
+        );
+        for d in [&root_a, &root_b, &operator, &store] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        cli(&redis, &operator, &["migrate"]);
+        Fleet {
+            redis,
+            tmp,
+            root_a,
+            root_b,
+            operator,
+            store,
+        }
+    }
+
+    /// Enqueues a tiny built-in run of `experiments` experiments (one round) from the
+    /// operator's machine, with `extra` flags; returns its id.
+    fn enqueue_run(&self, experiments: &str, extra: &[&str]) -> String {
+        let mut args = vec![
+            "pipeline",
+            "--enqueue-only",
+            "--max-experiments",
+            experiments,
+        ];
+        args.extend_from_slice(&["--rounds", "1", "--agents", "builtin", "--json"]);
+        args.extend_from_slice(extra);
+        args.extend_from_slice(TINY);
+        let out = cli(&self.redis, &self.operator, &args);
+        serde_json::from_str::<Value>(out.trim()).unwrap()["run_id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    /// `runs show ID --json`.
+    fn show(&self, id: &str) -> Value {
+        serde_json::from_str(&cli(
+            &self.redis,
+            &self.operator,
+            &["runs", "show", id, "--json"],
+        ))
+        .unwrap()
+    }
+
+    /// Waits (up to `secs`) until `done` holds of the run record, and returns it.
+    fn wait(&self, id: &str, secs: u64, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let r = self.show(id);
+            if done(&r) {
+                return r;
+            }
+            assert!(Instant::now() < deadline, "{what}: {r}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Waits until the run has finished, and returns its record.
+    fn finished(&self, id: &str, secs: u64) -> Value {
+        self.wait(id, secs, "the run never finished", |r| {
+            ["succeeded", "failed", "cancelled"].contains(&r["state"].as_str().unwrap_or(""))
+        })
+    }
+}
+
 #[test]
 fn workers_on_separate_machines_share_only_redis_and_the_store() {
-    let redis = RedisServer::start();
-    let tmp = tempfile::tempdir().unwrap();
-    let (root_a, root_b, operator) = (
-        tmp.path().join("machine-a"),
-        tmp.path().join("machine-b"),
-        tmp.path().join("operator"),
-    );
-    let store = tmp.path().join("bucket");
-    for d in [&root_a, &root_b, &operator, &store] {
-        std::fs::create_dir_all(d).unwrap();
-    }
-    cli(&redis, &operator, &["migrate"]);
-    let trainer = Machine::start(&redis, &root_a, "trainer", &store);
-    let agents = Machine::start(&redis, &root_b, "agents,publisher,engine", &store);
-
-    let mut args = vec![
-        "pipeline",
-        "--enqueue-only",
-        "--publish",
-        "--max-experiments",
-        "2",
-        "--rounds",
-        "1",
-        "--agents",
-        "builtin",
-        "--json",
-    ];
-    args.extend_from_slice(TINY);
-    let out = cli(&redis, &operator, &args);
-    let id = serde_json::from_str::<Value>(out.trim()).unwrap()["run_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let deadline = Instant::now() + Duration::from_secs(480);
-    let run: Value = loop {
-        let r: Value =
-            serde_json::from_str(&cli(&redis, &operator, &["runs", "show", &id, "--json"]))
-                .unwrap();
-        if ["succeeded", "failed", "cancelled"].contains(&r["state"].as_str().unwrap_or("")) {
-            break r;
-        }
-        assert!(Instant::now() < deadline, "the run never finished: {r}");
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let f = Fleet::new();
+    let (redis, operator, store) = (&f.redis, &f.operator, &f.store);
+    let trainer = Machine::start(redis, &f.root_a, "trainer", store);
+    let agents = Machine::start(redis, &f.root_b, "agents,publisher,engine", store);
+    let id = f.enqueue_run("2", &["--publish"]);
+    let run = f.finished(&id, 480);
     assert_eq!(run["state"], "succeeded", "{run}");
     let stages: Vec<&str> = run["task"]["stages"]
         .as_array()
@@ -203,7 +251,7 @@ fn workers_on_separate_machines_share_only_redis_and_the_store() {
         "{run}"
     );
     // both workers say which device they train on
-    let ws: Value = serde_json::from_str(&cli(&redis, &operator, &["workers", "--json"])).unwrap();
+    let ws: Value = serde_json::from_str(&cli(redis, operator, &["workers", "--json"])).unwrap();
     let devices: Vec<&Value> = ws
         .as_array()
         .unwrap()
@@ -218,7 +266,7 @@ fn workers_on_separate_machines_share_only_redis_and_the_store() {
     if !cfg!(feature = "cuda") {
         let out = common::cli_command(&redis.url())
             .args(["worker", "--roles", "trainer", "--device", "cuda"])
-            .current_dir(&operator)
+            .current_dir(operator)
             .output()
             .unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
@@ -247,7 +295,7 @@ fn workers_on_separate_machines_share_only_redis_and_the_store() {
         agents.root.as_path(),
         operator.as_path(),
         store.as_path(),
-        tmp.path(),
+        f.tmp.path(),
     ];
     assert_no_paths("run", &run, &dirs);
     let steps = run["attempt"].as_u64().unwrap();
@@ -258,7 +306,7 @@ fn workers_on_separate_machines_share_only_redis_and_the_store() {
             let out = Command::new(bin())
                 .args(["--redis-url", &redis.url(), "--prefix", "t"])
                 .args(["jobs", "status", &job, "--json"])
-                .current_dir(&operator)
+                .current_dir(operator)
                 .output()
                 .unwrap();
             if !out.status.success() {
@@ -287,7 +335,7 @@ fn workers_on_separate_machines_share_only_redis_and_the_store() {
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let dead = cli(&redis, &operator, &["jobs", "dlq", "list", "--json"]);
+        let dead = cli(redis, operator, &["jobs", "dlq", "list", "--json"]);
         if dead.contains("old-run") {
             assert!(
                 dead.contains("`data_dir` is no longer taken")
@@ -305,70 +353,22 @@ fn workers_on_separate_machines_share_only_redis_and_the_store() {
 
 #[test]
 fn a_checkpoint_gone_from_the_store_is_an_environment_error_not_a_model_problem() {
-    let redis = RedisServer::start();
-    let tmp = tempfile::tempdir().unwrap();
-    let (root_a, root_b, operator) = (
-        tmp.path().join("machine-a"),
-        tmp.path().join("machine-b"),
-        tmp.path().join("operator"),
-    );
-    let store = tmp.path().join("bucket");
-    for d in [&root_a, &root_b, &operator, &store] {
-        std::fs::create_dir_all(d).unwrap();
-    }
-    cli(&redis, &operator, &["migrate"]);
+    let f = Fleet::new();
+    let (redis, store) = (&f.redis, &f.store);
     // machine B plans; then, with B gone, the trainer trains; then the artifacts vanish from
     // the bucket before B comes back to check (its retries quick, so the test does not wait
     // on backoff)
     let quick = ["--retry-base-ms", "50", "--retry-cap-ms", "200"];
-    let agents = Machine::start_with(&redis, &root_b, "agents,engine", &store, &quick);
-    let mut args = vec![
-        "pipeline",
-        "--enqueue-only",
-        "--max-experiments",
-        "1",
-        "--rounds",
-        "1",
-        "--agents",
-        "builtin",
-        "--json",
-    ];
-    args.extend_from_slice(TINY);
-    let out = cli(&redis, &operator, &args);
-    let id = serde_json::from_str::<Value>(out.trim()).unwrap()["run_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let show = |id: &str| -> Value {
-        serde_json::from_str(&cli(&redis, &operator, &["runs", "show", id, "--json"])).unwrap()
-    };
-    let wait_for_stage = |stage: &str| {
-        let deadline = Instant::now() + Duration::from_secs(300);
-        loop {
-            let r = show(&id);
-            if r["stage"] == stage {
-                return;
-            }
-            assert!(Instant::now() < deadline, "never reached {stage}: {r}");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    };
-    wait_for_stage("train");
+    let agents = Machine::start_with(redis, &f.root_b, "agents,engine", store, &quick);
+    let id = f.enqueue_run("1", &[]);
+    f.wait(&id, 300, "never planned", |r| r["stage"] == "train");
     drop(agents);
-    let trainer = Machine::start(&redis, &root_a, "trainer", &store);
-    wait_for_stage("check");
+    let trainer = Machine::start(redis, &f.root_a, "trainer", store);
+    f.wait(&id, 300, "never trained", |r| r["stage"] == "check");
     drop(trainer);
     std::fs::remove_dir_all(store.join("artifacts")).unwrap();
-    let _agents = Machine::start_with(&redis, &root_b, "agents,engine", &store, &quick);
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let run = loop {
-        let r = show(&id);
-        if ["succeeded", "failed", "cancelled"].contains(&r["state"].as_str().unwrap_or("")) {
-            break r;
-        }
-        assert!(Instant::now() < deadline, "the run never finished: {r}");
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let _agents = Machine::start_with(redis, &f.root_b, "agents,engine", store, &quick);
+    let run = f.finished(&id, 120);
     assert_eq!(run["state"], "failed", "{run}");
     let error = run["summary"]["error"].as_str().unwrap_or_default();
     assert!(
@@ -387,7 +387,7 @@ fn a_checkpoint_gone_from_the_store_is_an_environment_error_not_a_model_problem(
         !stages.contains(&"debug"),
         "the debugger was asked: {stages:?}"
     );
-    let dead = cli(&redis, &operator, &["jobs", "dlq", "list", "--json"]);
+    let dead = cli(redis, &f.operator, &["jobs", "dlq", "list", "--json"]);
     assert!(
         dead.contains(&format!("run-{id}-check")) && dead.contains("environment"),
         "{dead}"

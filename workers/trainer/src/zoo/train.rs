@@ -366,6 +366,33 @@ fn lr_at(spec: &ExperimentSpec, step: usize, total: usize) -> f64 {
     t.lr * (0.1 + 0.9 * cos)
 }
 
+/// The training loss of `spec`'s model on the windows `items`: their batch with its target
+/// mask, each window's scale for the volatility term `vol`, and [`batch_loss_with`].
+fn windows_loss(
+    spec: &ExperimentSpec,
+    model: &ZooModel,
+    data: &[AssetWindows],
+    items: &[(usize, usize)],
+    vol: Option<&VolLoss>,
+    noise: &mut Noise,
+    device: &Device,
+) -> candle_core::Result<Tensor> {
+    let t = &spec.training;
+    let (x, y, mask) = make_batch_masked(spec, data, items, device)?;
+    let rs = batch_ret_std(data, items, device)?;
+    batch_loss_with(
+        model,
+        &x,
+        &y,
+        mask.as_ref(),
+        t.n_paths,
+        t.loss,
+        t.crps_alpha,
+        noise,
+        vol.map(|v| (v, &rs)),
+    )
+}
+
 /// The validation loss on evenly spread validation windows with fixed noise.
 fn val_loss(
     spec: &ExperimentSpec,
@@ -385,19 +412,7 @@ fn val_loss(
     let mut total = 0.0;
     let mut count = 0usize;
     for chunk in items.chunks(t.batch_size.max(1)) {
-        let (x, y, mask) = make_batch_masked(spec, data, chunk, device)?;
-        let rs = batch_ret_std(data, chunk, device)?;
-        let l = batch_loss_with(
-            model,
-            &x,
-            &y,
-            mask.as_ref(),
-            t.n_paths,
-            t.loss,
-            t.crps_alpha,
-            &mut noise,
-            vol.as_ref().map(|v| (v, &rs)),
-        )?;
+        let l = windows_loss(spec, model, data, chunk, vol.as_ref(), &mut noise, device)?;
         total += l.to_scalar::<f32>()? as f64 * chunk.len() as f64;
         count += chunk.len();
     }
@@ -553,19 +568,15 @@ pub fn train_observed(
         let steps_here = order.chunks(t.batch_size).take(t.steps_per_epoch).len();
         for chunk in order.chunks(t.batch_size).take(t.steps_per_epoch) {
             let batch: Vec<(usize, usize)> = chunk.iter().map(|&k| items[k]).collect();
-            let (x, y, mask) = make_batch_masked(spec, &data, &batch, device)?;
-            let rs = batch_ret_std(&data, &batch, device)?;
             opt.set_learning_rate(lr_at(spec, state.steps, total_steps));
-            let loss = batch_loss_with(
+            let loss = windows_loss(
+                spec,
                 &model,
-                &x,
-                &y,
-                mask.as_ref(),
-                t.n_paths,
-                t.loss,
-                t.crps_alpha,
+                &data,
+                &batch,
+                vol.as_ref(),
                 &mut noise,
-                vol.as_ref().map(|v| (v, &rs)),
+                device,
             )?;
             let lv = loss.to_scalar::<f32>()? as f64;
             if !lv.is_finite() {
