@@ -90,7 +90,8 @@ pub struct ExperimentArgs {
     #[arg(long)]
     pub vol_loss_weight: Option<f64>,
     /// How returns are standardised for the head: `global` (one standard deviation per
-    /// asset) or `ewma[:HOURS]` (each window's EWMA volatility, 24 h half-life by default).
+    /// asset), `ewma[:HOURS]` (each window's EWMA volatility, 24 h half-life by default) or
+    /// `ewma-tod[:HOURS]` (the same, each step also scaled by its hour of day's profile).
     #[arg(long)]
     pub scale: Option<String>,
     /// `drop` (windows of consecutive bars only, the default) or `bridge` (windows across

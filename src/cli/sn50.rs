@@ -94,6 +94,10 @@ pub enum ScoreCommand {
         /// Only windows starting in the last DAYS of each file (held-out data).
         #[arg(long)]
         last_days: Option<f64>,
+        /// Leave out windows starting in the last DAYS of each file: with --last-days D, score
+        /// the D days before them (a walk-forward fold; see ops/bench/walkforward.sh).
+        #[arg(long, default_value_t = 0.0)]
+        skip_last_days: f64,
         #[arg(long)]
         json: bool,
         /// TOML overrides of the SN50 constants.
@@ -282,12 +286,16 @@ pub async fn score(args: ScoreArgs) -> anyhow::Result<()> {
             paths,
             weights,
             last_days,
+            skip_last_days,
             json,
             constants,
         } => {
             let cfg = load_constants(constants.as_deref())?;
             if last_days.is_some_and(|d| !(d.is_finite() && d > 0.0)) {
                 anyhow::bail!("--last-days must be a positive number of days");
+            }
+            if !(skip_last_days.is_finite() && skip_last_days >= 0.0) {
+                anyhow::bail!("--skip-last-days must be 0 or a positive number of days");
             }
             let device = trainer::zoo::device(&device)?;
             let forecaster = load_model(&model, &cfg, &device)?;
@@ -304,6 +312,7 @@ pub async fn score(args: ScoreArgs) -> anyhow::Result<()> {
                 num_simulations: paths,
                 weights: weights.parse()?,
                 last_days,
+                skip_last_days,
             };
             let result = tokio::task::spawn_blocking(move || {
                 backtest::run_backtest(

@@ -78,6 +78,10 @@ pub struct BacktestOptions {
     /// Only windows that start within the last this many days of each asset's file (held-out
     /// data, when the model was trained on what comes before); `None`: the whole file.
     pub last_days: Option<f64>,
+    /// Leave out the windows that start in the last this many days of each file: with
+    /// `last_days`, windows start in the `last_days` before them (one fold of a walk-forward
+    /// series, older than the folds after it). 0: none left out.
+    pub skip_last_days: f64,
 }
 
 /// One asset's result.
@@ -228,9 +232,12 @@ pub fn run_backtest(
             .to_string_lossy()
             .into_owned();
         let mut candidates = candidate_starts(&bars, len, inc);
-        if let (Some(days), Some(&last)) = (opts.last_days, bars.timestamps.last()) {
-            let from = last - (days * 86_400.0) as i64;
-            candidates.retain(|&t| t >= from);
+        if let Some(&last) = bars.timestamps.last() {
+            let until = last - (opts.skip_last_days * 86_400.0) as i64;
+            let from = opts
+                .last_days
+                .map_or(i64::MIN, |days| until - (days * 86_400.0) as i64);
+            candidates.retain(|&t| t >= from && t < until);
         }
         if candidates.is_empty() {
             return Err(BacktestError::NoWindows {
@@ -519,6 +526,7 @@ mod tests {
             num_simulations: 50,
             weights: WeightTable::Validator,
             last_days: None,
+            skip_last_days: 0.0,
         }
     }
 
@@ -643,6 +651,14 @@ mod tests {
         let h = run_backtest(&gbm, &gbm, &dir, &last, &cfg).unwrap();
         let end = 1_699_999_260 + (3 * 24 * 60 - 1) * 60;
         assert!(h.assets["ETH"].starts.iter().all(|&t| t >= end - 86_400));
+        // an older fold: the day before the last one, none of the last day's windows
+        last.skip_last_days = 1.0;
+        let older = run_backtest(&gbm, &gbm, &dir, &last, &cfg).unwrap();
+        let starts = &older.assets["ETH"].starts;
+        assert!(!starts.is_empty());
+        assert!(starts
+            .iter()
+            .all(|&t| t >= end - 2 * 86_400 && t < end - 86_400));
         let d = run_backtest(&gbm, &gbm, &dir, &opts(PromptKind::High, 5, 43), &cfg).unwrap();
         assert_ne!(d.assets["BTC"].starts, btc.starts);
         // Weighted mean uses the validator coefficients.

@@ -92,7 +92,7 @@ pub fn bench_train(
             &x,
             data[0].bars.close[i],
             1000,
-            data[0].norm.ret_std,
+            &data[0].step_scales(i, spec.training.horizon),
             s,
         )?;
         sims.push(t0.elapsed().as_secs_f64() * 1000.0);

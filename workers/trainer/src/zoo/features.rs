@@ -11,7 +11,10 @@
 //! per asset (`global`, fitted on the training split), or each window's EWMA volatility at its
 //! last history bar (`ewma`), so that a head's standard normal is the classical EWMA forecast
 //! and the network learns corrections to it rather than the level of volatility, which moves
-//! between regimes the training split may not have seen. A window (history of `seq_len` bars plus the
+//! between regimes the training split may not have seen. `ewma-tod` also divides each target
+//! step by its hour of day's share of the variance ([`Normalizer::tod`], fitted on the training
+//! split's last [`TOD_PROFILE_DAYS`]), so a head with one width per window still draws paths
+//! that are wider at the busy hours (the US open) and narrower at night. A window (history of `seq_len` bars plus the
 //! [`VOL_WINDOW`] bars its features look back on, and `horizon` target bars) is used only if all
 //! its bars are consecutive: windows that cross a gap are dropped. The split is time-ordered:
 //! training windows end (targets included) before the cutoff bar, validation windows start their
@@ -56,15 +59,28 @@ pub enum Scale {
     #[default]
     Global,
     /// Each window's EWMA volatility at its last history bar, weights halving every
-    /// `half_life_hours` of bars, started from the training split's standard deviation.
-    Ewma { half_life_hours: f64 },
+    /// `half_life_hours` of bars, started from the training split's standard deviation; with
+    /// `tod`, each step also scaled by its hour of day's profile ([`Normalizer::tod`]).
+    Ewma { half_life_hours: f64, tod: bool },
 }
+
+/// Days at the end of the training split the hour-of-day profile of `ewma-tod` is fitted on:
+/// recent enough to follow the seasons' shifts of the sessions, long enough for every hour to
+/// have hundreds of returns.
+pub const TOD_PROFILE_DAYS: i64 = 90;
 
 impl fmt::Display for Scale {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Scale::Global => f.write_str("global"),
-            Scale::Ewma { half_life_hours } => write!(f, "ewma:{half_life_hours}"),
+            Scale::Ewma {
+                half_life_hours,
+                tod: false,
+            } => write!(f, "ewma:{half_life_hours}"),
+            Scale::Ewma {
+                half_life_hours,
+                tod: true,
+            } => write!(f, "ewma-tod:{half_life_hours}"),
         }
     }
 }
@@ -74,26 +90,29 @@ impl FromStr for Scale {
     fn from_str(s: &str) -> Result<Self, String> {
         let bad = || {
             format!(
-                "scale {s:?} is not one: use `global`, `ewma` (24 h half-life) or `ewma:HOURS` (0 < HOURS <= 720)"
+                "scale {s:?} is not one: use `global`, `ewma` (24 h half-life), `ewma:HOURS` (0 < HOURS <= 720), or `ewma-tod[:HOURS]` (the same with an hour-of-day profile)"
             )
         };
-        match s.trim() {
-            "global" => Ok(Scale::Global),
-            "ewma" => Ok(Scale::Ewma {
-                half_life_hours: 24.0,
-            }),
-            t => {
-                let h: f64 = t
-                    .strip_prefix("ewma:")
-                    .and_then(|h| h.parse().ok())
-                    .ok_or_else(bad)?;
-                if h > 0.0 && h <= 720.0 {
-                    Ok(Scale::Ewma { half_life_hours: h })
-                } else {
-                    Err(bad())
-                }
-            }
+        let t = s.trim();
+        if t == "global" {
+            return Ok(Scale::Global);
         }
+        let (tod, rest) = match t.strip_prefix("ewma-tod") {
+            Some(rest) => (true, rest),
+            None => (false, t.strip_prefix("ewma").ok_or_else(bad)?),
+        };
+        let half_life_hours = match rest {
+            "" => 24.0,
+            r => r
+                .strip_prefix(':')
+                .and_then(|h| h.parse::<f64>().ok())
+                .filter(|h| *h > 0.0 && *h <= 720.0)
+                .ok_or_else(bad)?,
+        };
+        Ok(Scale::Ewma {
+            half_life_hours,
+            tod,
+        })
     }
 }
 
@@ -166,6 +185,64 @@ pub struct Normalizer {
     /// How returns are standardised (checkpoints from before it: `global`).
     #[serde(default)]
     pub scale: Scale,
+    /// With `ewma-tod`: the variance of each UTC hour's returns relative to the mean hour's,
+    /// 24 values averaging 1 over the hours that trade; hours that do not trade get the
+    /// per-bar variance of the moves across closures (see `tod_profile`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tod: Option<Vec<f64>>,
+}
+
+/// Returns an hour needs in the profile's days to get its own value in [`Normalizer::tod`].
+const TOD_MIN_RETURNS: usize = 30;
+
+/// The hour-of-day variance profile of the returns of bars `[0, end)` that open in the last
+/// [`TOD_PROFILE_DAYS`] before bar `end`: see [`Normalizer::tod`]. Hours that trade (with
+/// [`TOD_MIN_RETURNS`] consecutive-bar returns or more) get their mean square return; hours that
+/// do not (a market's nights and weekends) get the per-bar variance of the moves across its
+/// closures (each closure's return spread over the bars it spans), so paths drift through a
+/// closure about as far as the price jumps over one; all relative to the trading hours' mean.
+fn tod_profile(b: &Bars, end: usize) -> Vec<f64> {
+    let end = end.min(b.len());
+    let mut profile = vec![1.0; 24];
+    if end < 2 {
+        return profile;
+    }
+    let from = b.timestamps[end - 1] - TOD_PROFILE_DAYS * 86_400;
+    let (mut sum, mut n) = ([0f64; 24], [0usize; 24]);
+    let (mut gap_sq, mut gap_bars) = (0f64, 0f64);
+    for j in 1..end {
+        if b.timestamps[j] < from {
+            continue;
+        }
+        let r = (b.close[j] / b.close[j - 1]).ln();
+        let span = b.timestamps[j] - b.timestamps[j - 1];
+        if span == b.bar_seconds {
+            let h = hour_of(b.timestamps[j]);
+            sum[h] += r * r;
+            n[h] += 1;
+        } else if span > b.bar_seconds {
+            gap_sq += r * r;
+            gap_bars += (span / b.bar_seconds) as f64;
+        }
+    }
+    let hours: Vec<usize> = (0..24).filter(|&h| n[h] >= TOD_MIN_RETURNS).collect();
+    let mean = hours.iter().map(|&h| sum[h] / n[h] as f64).sum::<f64>() / hours.len().max(1) as f64;
+    if mean > 0.0 {
+        let closed = (gap_bars > 0.0).then(|| (gap_sq / gap_bars / mean).max(1e-3));
+        for (h, p) in profile.iter_mut().enumerate() {
+            if n[h] >= TOD_MIN_RETURNS {
+                *p = (sum[h] / n[h] as f64 / mean).max(1e-3);
+            } else if let Some(c) = closed {
+                *p = c;
+            }
+        }
+    }
+    profile
+}
+
+/// The UTC hour of a unix time.
+fn hour_of(t: i64) -> usize {
+    (t.rem_euclid(86_400) / 3600) as usize
 }
 
 const RAW: usize = 5;
@@ -273,12 +350,29 @@ impl Normalizer {
             .collect();
         // returns: standard deviation around zero (drift is negligible per bar)
         let ret_std = (sq[0] / n as f64).sqrt().max(1e-12);
+        let tod = matches!(scale, Scale::Ewma { tod: true, .. }).then(|| tod_profile(b, end));
         Ok(Normalizer {
             ret_std,
             stats,
             fitted_bars: n,
             scale,
+            tod,
         })
+    }
+
+    /// The per-bar log-return standard deviation of each of the `horizon` steps after bar `i`
+    /// (the last history bar): the window's [`Normalizer::scale_at`], times the square root
+    /// of the hour-of-day profile at each step's bar with `ewma-tod` (step `k`'s return is
+    /// the bar opening `k` bars after bar `i`'s open). Targets are divided by these, and
+    /// simulated increments multiplied by them.
+    pub fn step_scales(&self, b: &Bars, i: usize, horizon: usize) -> Vec<f64> {
+        let level = self.scale_at(b, i);
+        match &self.tod {
+            None => vec![level; horizon],
+            Some(p) => (1..=horizon as i64)
+                .map(|k| level * p[hour_of(b.timestamps[i] + k * b.bar_seconds)].sqrt())
+                .collect(),
+        }
     }
 
     /// The per-bar standard deviation that standardises the returns after bar `i` (the last
@@ -286,7 +380,9 @@ impl Normalizer {
     pub fn scale_at(&self, b: &Bars, i: usize) -> f64 {
         match self.scale {
             Scale::Global => self.ret_std,
-            Scale::Ewma { half_life_hours } => ewma_sigma(b, i, half_life_hours, self.ret_std),
+            Scale::Ewma {
+                half_life_hours, ..
+            } => ewma_sigma(b, i, half_life_hours, self.ret_std),
         }
     }
 
@@ -306,7 +402,9 @@ impl Normalizer {
     fn feature_half_life(&self) -> f64 {
         match self.scale {
             Scale::Global => EWMA_FEATURE_HALF_LIFE_HOURS,
-            Scale::Ewma { half_life_hours } => half_life_hours,
+            Scale::Ewma {
+                half_life_hours, ..
+            } => half_life_hours,
         }
     }
 
@@ -505,8 +603,15 @@ impl AssetWindows {
         self.norm.scale_at(&self.bars, i)
     }
 
-    /// The target of window `i`: standardised cumulative log returns `ln(c[i+k]/c[i]) / scale`
-    /// for `k = 1..=horizon`, `scale` the window's [`AssetWindows::scale`].
+    /// The per-step scales of window `i`'s `horizon` target steps ([`Normalizer::step_scales`]).
+    pub fn step_scales(&self, i: usize, horizon: usize) -> Vec<f64> {
+        self.norm.step_scales(&self.bars, i, horizon)
+    }
+
+    /// The target of window `i`: standardised cumulative log returns, the sum over steps
+    /// `j <= k` of `ln(c[i+j]/c[i+j-1]) / scale_j` for `k = 1..=horizon`, `scale_j` the
+    /// window's [`AssetWindows::step_scales`] (one value on the `global` and `ewma` scales,
+    /// so the target is `ln(c[i+k]/c[i]) / scale`).
     pub fn target(&self, i: usize, horizon: usize, out: &mut Vec<f32>) {
         let mut mask = Vec::new();
         self.target_masked(i, horizon, out, &mut mask);
@@ -524,7 +629,9 @@ impl AssetWindows {
     ) -> bool {
         let b = &self.bars;
         let c0 = b.close[i];
-        let scale = self.scale(i);
+        let scales = self.step_scales(i, horizon);
+        let flat = self.norm.tod.is_none();
+        let (mut prev, mut cum) = (c0, 0f64);
         let whole = i + horizon < b.len()
             && b.timestamps[i + horizon] - b.timestamps[i] == horizon as i64 * b.bar_seconds;
         let mut j = i;
@@ -541,7 +648,14 @@ impl AssetWindows {
             };
             match close {
                 Some(c) => {
-                    out.push(((c / c0).ln() / scale) as f32);
+                    if flat {
+                        cum = (c / c0).ln() / scales[0];
+                    } else {
+                        // a step after a gap carries the gap's move at its own hour's scale
+                        cum += (c / prev).ln() / scales[k - 1];
+                        prev = c;
+                    }
+                    out.push(cum as f32);
                     mask.push(1.0);
                 }
                 None => {

@@ -150,7 +150,7 @@ impl Forecaster for ZooForecaster {
             spec.data.gaps,
         )
         .map_err(|e| ForecastError::Model(format!("{}: {e}", req.asset)))?;
-        let scale = norm.scale_at(history, i);
+        let scales = norm.step_scales(history, i, horizon);
         let x = Tensor::from_vec(x, (1, bb.seq_len, bb.features.len()), &self.device)
             .map_err(|e| ForecastError::Model(e.to_string()))?;
         simulate(
@@ -158,7 +158,7 @@ impl Forecaster for ZooForecaster {
             &x,
             req.spot,
             req.num_simulations,
-            scale,
+            &scales,
             rng.next_u64(),
         )
         .map_err(|e| ForecastError::Model(e.to_string()))

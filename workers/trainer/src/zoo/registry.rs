@@ -338,6 +338,7 @@ pub fn recommended(asset: &str, timeframe: jobs::Timeframe) -> ExperimentSpec {
         .collect();
     s.data.scale = super::features::Scale::Ewma {
         half_life_hours: 24.0,
+        tod: false,
     };
     s.data.assets = vec![asset.to_string()];
     s.set_timeframe(timeframe);

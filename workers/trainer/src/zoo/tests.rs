@@ -165,7 +165,8 @@ fn learns_and_simulates(blocks: &[&str], head: &str, steps: usize) {
     // simulate a full SN50 response from the last window
     let (x1, _) = make_batch(&spec, &data, &items[..1], &dev).unwrap();
     let spot = data[0].bars.close[items[0].1];
-    let paths = simulate(&model, &x1, spot, 1000, data[0].norm.ret_std, 5).unwrap();
+    let scales = data[0].step_scales(items[0].1, 288);
+    let paths = simulate(&model, &x1, spot, 1000, &scales, 5).unwrap();
     assert_eq!((paths.n_paths(), paths.n_points()), (1000, 289));
     assert_response_ok(&paths, 1_730_000_100, 300, 86_400);
 }
@@ -855,7 +856,8 @@ fn zoo_ewma_scale_standardises_each_window_by_its_past() {
     assert_eq!(
         "ewma".parse::<Scale>().unwrap(),
         Scale::Ewma {
-            half_life_hours: 24.0
+            half_life_hours: 24.0,
+            tod: false
         }
     );
     assert_eq!(
@@ -871,6 +873,7 @@ fn zoo_ewma_scale_standardises_each_window_by_its_past() {
     let (s, h) = (16, 288);
     let sc = Scale::Ewma {
         half_life_hours: 12.0,
+        tod: false,
     };
     let opts = super::features::WindowOptions {
         seq_len: s,
@@ -931,6 +934,100 @@ fn zoo_ewma_scale_standardises_each_window_by_its_past() {
     .unwrap();
     assert_eq!(j, i);
     assert_eq!(xh, x);
+}
+
+/// `ewma-tod`: the EWMA level times each step's hour-of-day profile. The profile is fitted on
+/// the training split (24 values averaging one, the busy hours above), a window's step scales
+/// are its level times the profile's root at each step's hour, the targets' increments are the
+/// bars' log returns over those scales, and standardised that way the returns of the 24 hours
+/// are closer to one variance than with the level alone. Spelled `ewma-tod[:HOURS]`.
+#[test]
+fn zoo_ewma_tod_scale_shapes_each_step_by_its_hour() {
+    use super::features::{Gaps, Scale, WindowOptions};
+    assert_eq!(
+        "ewma-tod".parse::<Scale>().unwrap(),
+        Scale::Ewma {
+            half_life_hours: 24.0,
+            tod: true
+        }
+    );
+    assert_eq!(
+        "ewma-tod:6".parse::<Scale>().unwrap().to_string(),
+        "ewma-tod:6"
+    );
+    for bad in ["ewma-tod:0", "ewma-todd", "ewma-tod:x"] {
+        let e = bad.parse::<Scale>().unwrap_err();
+        assert!(e.contains("ewma-tod[:HOURS]"), "{e}");
+    }
+    let Some(bars) = btc() else { return };
+    let h = 288;
+    let build = |tod| {
+        let opts = WindowOptions {
+            seq_len: 16,
+            horizon: h,
+            val_fraction: 0.2,
+            stride: 12,
+            scale: Scale::Ewma {
+                half_life_hours: 24.0,
+                tod,
+            },
+            gaps: Gaps::Drop,
+        };
+        AssetWindows::build("BTC", bars.clone(), &opts).unwrap()
+    };
+    let (plain, tod) = (build(false), build(true));
+    assert!(plain.norm.tod.is_none());
+    let p = tod.norm.tod.clone().expect("ewma-tod fits a profile");
+    assert_eq!(p.len(), 24);
+    assert!((p.iter().sum::<f64>() / 24.0 - 1.0).abs() < 1e-9, "{p:?}");
+    let (lo, hi) = p
+        .iter()
+        .fold((f64::MAX, 0f64), |(l, u), &x| (l.min(x), u.max(x)));
+    assert!(hi > 1.5 * lo, "BTC's hours hardly differ: {lo}..{hi}");
+    // step k's scale: the window's level times the root of the profile at its bar's hour
+    let b = &tod.bars;
+    let i = tod.train[tod.train.len() / 2];
+    let sc = tod.step_scales(i, h);
+    assert_eq!(sc.len(), h);
+    for (k, s) in sc.iter().enumerate() {
+        let hour = ((b.timestamps[i] + (k as i64 + 1) * 300).rem_euclid(86_400) / 3600) as usize;
+        assert!((s - tod.scale(i) * p[hour].sqrt()).abs() < 1e-15);
+    }
+    assert!(plain.step_scales(i, h).iter().all(|&s| s == plain.scale(i)));
+    // targets: cumulative returns over the steps' scales; the plain scale's are unchanged
+    let (mut y, mut yp) = (Vec::new(), Vec::new());
+    tod.target(i, h, &mut y);
+    plain.target(i, h, &mut yp);
+    for k in 1..=h {
+        let r = (b.close[i + k] / b.close[i + k - 1]).ln();
+        let inc = y[k - 1] as f64 - if k > 1 { y[k - 2] as f64 } else { 0.0 };
+        assert!((inc - r / sc[k - 1]).abs() < 1e-3, "step {k}");
+        let whole = (b.close[i + k] / b.close[i]).ln() / plain.scale(i);
+        assert_eq!(yp[k - 1], whole as f32);
+    }
+    // the spread across hours of the standardised returns' mean square shrinks
+    let spread = |w: &AssetWindows| {
+        let (mut sum, mut n) = ([0f64; 24], [0f64; 24]);
+        for &i in &w.train {
+            let mut y = Vec::new();
+            w.target(i, h, &mut y);
+            for k in 0..h {
+                let inc = y[k] as f64 - if k > 0 { y[k - 1] as f64 } else { 0.0 };
+                let t = w.bars.timestamps[i] + (k as i64 + 1) * 300;
+                let hour = (t.rem_euclid(86_400) / 3600) as usize;
+                sum[hour] += inc * inc;
+                n[hour] += 1.0;
+            }
+        }
+        let ms: Vec<f64> = (0..24).map(|x| sum[x] / n[x]).collect();
+        let mean = ms.iter().sum::<f64>() / 24.0;
+        (ms.iter().map(|m| (m - mean).powi(2)).sum::<f64>() / 24.0).sqrt() / mean
+    };
+    let (sp, st) = (spread(&plain), spread(&tod));
+    assert!(
+        st < 0.7 * sp,
+        "hours' dispersion {sp} with ewma, {st} with ewma-tod"
+    );
 }
 
 /// Gaps bridged: XAU's 5-minute bars have a daily break, so no 24 h window is gap-free; with
@@ -1021,5 +1118,57 @@ fn worker_devices_resolve_once_and_name_the_cuda_feature() {
             let err = super::resolve_device(d).unwrap_err().to_string();
             assert!(err.contains("--features cuda"), "{err}");
         }
+    }
+}
+
+/// `ewma-tod` on a market that closes: the trading hours get their mean square returns, and
+/// the closed hours the per-bar variance of the moves across the closures, so a path drifts
+/// through a night about as far as the price jumps over one.
+#[test]
+fn zoo_ewma_tod_profile_spreads_the_closures_moves_over_the_closed_hours() {
+    use super::features::{Normalizer, Scale};
+    // 60 days of 5-minute bars from 14:00 to 20:55 UTC; each day's returns alternate +-a,
+    // and the first bar of a day carries the night's move, +-g
+    let (a, g) = (0.001f64, 0.006f64);
+    let mut b = Bars {
+        bar_seconds: 300,
+        timestamps: vec![],
+        open: vec![],
+        high: vec![],
+        low: vec![],
+        close: vec![],
+        volume: vec![],
+    };
+    let mut price = 100.0f64;
+    for day in 0..60i64 {
+        for k in 0..84i64 {
+            let t = 1_700_006_400 + day * 86_400 + 14 * 3600 + k * 300; // a midnight + 14 h
+            let r = match (k, (day + k) % 2) {
+                (0, 0) => g,
+                (0, _) => -g,
+                (_, 0) => a,
+                _ => -a,
+            };
+            price *= r.exp();
+            b.timestamps.push(t);
+            b.open.push(price);
+            b.high.push(price * 1.0005);
+            b.low.push(price * 0.9995);
+            b.close.push(price);
+            b.volume.push(1.0);
+        }
+    }
+    assert_eq!(b.timestamps[0] % 86_400, 14 * 3600);
+    let scale = Scale::Ewma {
+        half_life_hours: 24.0,
+        tod: true,
+    };
+    let norm = Normalizer::fit(&b, b.len(), scale).unwrap();
+    let p = norm.tod.expect("a profile");
+    // a night spans the 205 bars from 20:55 to 14:00
+    let closed = g * g / 205.0 / (a * a);
+    for (h, v) in p.iter().enumerate() {
+        let want = if (14..21).contains(&h) { 1.0 } else { closed };
+        assert!((v - want).abs() < 1e-6 * want, "hour {h}: {v} vs {want}");
     }
 }

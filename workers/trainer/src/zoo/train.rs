@@ -721,40 +721,48 @@ pub fn load_checkpoint(path: &Path, device: &Device) -> Result<Checkpoint, ZooEr
 pub const MAX_LOG_MOVE: f64 = 3.0;
 
 /// Price paths from standardised per-step log returns `(n, h)` row-major: `spot` then
-/// `spot * exp(ret_std * cumsum)`, the log move clamped to +-[`MAX_LOG_MOVE`].
+/// `spot * exp(cumsum(inc * scales))`, `scales` the `h` steps' per-bar standard deviations
+/// ([`AssetWindows::step_scales`]), the log move clamped to +-[`MAX_LOG_MOVE`].
 pub fn paths_from_increments(
     spot: f64,
     inc: &[f32],
     n: usize,
-    h: usize,
-    ret_std: f64,
+    scales: &[f64],
 ) -> Result<Paths, ZooError> {
+    let h = scales.len();
     let mut data = Vec::with_capacity(n * (h + 1));
     for p in 0..n {
         data.push(spot);
         let mut cum = 0f64;
-        for k in 0..h {
-            cum += inc[p * h + k] as f64;
-            data.push(spot * (cum * ret_std).clamp(-MAX_LOG_MOVE, MAX_LOG_MOVE).exp());
+        for (k, s) in scales.iter().enumerate() {
+            cum += inc[p * h + k] as f64 * s;
+            data.push(spot * cum.clamp(-MAX_LOG_MOVE, MAX_LOG_MOVE).exp());
         }
     }
     Ok(Paths::from_flat(data, n)?)
 }
 
-/// Simulate `n` price paths for window input `x (1, s, f)`.
+/// Simulate `n` price paths for window input `x (1, s, f)`, step `k`'s standardised increments
+/// multiplied by `scales[k]` (one per step the model simulates).
 pub fn simulate(
     model: &ZooModel,
     x: &Tensor,
     spot: f64,
     n: usize,
-    ret_std: f64,
+    scales: &[f64],
     seed: u64,
 ) -> Result<Paths, ZooError> {
     let mut noise = Noise::new(seed, x.device());
     let inc = model.sample(x, n, &mut noise)?; // (1, n, h)
     let h = inc.dim(2)?;
+    if h != scales.len() {
+        return Err(ZooError::StepScales {
+            steps: h,
+            scales: scales.len(),
+        });
+    }
     let v: Vec<f32> = inc.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?;
-    paths_from_increments(spot, &v, n, h, ret_std)
+    paths_from_increments(spot, &v, n, scales)
 }
 
 /// Round as a response carries prices (8 significant digits within the digit rule).
@@ -845,7 +853,14 @@ pub fn evaluate_sn50(
             let (x, _) = make_batch(spec, data, &[(a, i - 1)], device)?;
             let spot = d.bars.close[i - 1];
             let seed = t.seed ^ hash_str(&d.asset) ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-            let paths = simulate(model, &x, spot, t.eval_paths, d.scale(i - 1), seed)?;
+            let paths = simulate(
+                model,
+                &x,
+                spot,
+                t.eval_paths,
+                &d.step_scales(i - 1, t.horizon),
+                seed,
+            )?;
             // the realised grid from bar i's open on: NaN where a gap leaves a step without
             // a price, as validators leave it
             let real = d

@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Walk-forward (rolling-origin) comparison for issue 15: for each fold, train a zoo model per
+# asset on everything before the fold, then score it, the classical anchors and the reference
+# GBM on prompt windows inside the fold, with today's scoring. Fold 0 is the last FOLD_DAYS of
+# each file, fold 1 the FOLD_DAYS before it, and so on: no fold's model saw its own windows.
+#
+#   ops/bench/walkforward.sh TAG PROMPT ASSETS -- <experiment flags>
+#   e.g. ops/bench/walkforward.sh rec low BTC,ETH,SOL -- --preset recommended --seed 1
+#
+# Env: BIN (target/release/synth-city), DATA (../shared/data), FOLDS (3), FOLD_DAYS (60),
+# WINDOWS per fold and asset (50), SEED (2), PATHS (500), ANCHORS (garch-tod-t), BLEND (empty;
+# a model name: also score mix:<checkpoint>,BLEND), OUT (runs/walkforward).
+# Writes every backtest's JSON under OUT and prints, per asset and model, the ratio to the GBM
+# pooled over the folds and per fold (each fold a sub-period of its own volatility), then the
+# same per competition with the validator's asset coefficients.
+set -euo pipefail
+tag=$1 prompt=$2 assets=$3; shift 3; [ "${1:-}" = "--" ] && shift
+BIN=${BIN:-target/release/synth-city} DATA=${DATA:-../shared/data} FOLDS=${FOLDS:-3}
+FOLD_DAYS=${FOLD_DAYS:-60} WINDOWS=${WINDOWS:-50} SEED=${SEED:-2} PATHS=${PATHS:-500}
+ANCHORS=${ANCHORS:-garch-tod-t} BLEND=${BLEND:-} OUT=${OUT:-runs/walkforward}
+tf=5m; [ "$prompt" = high ] && tf=1m
+mkdir -p "$OUT"
+backtest() { # MODEL ASSET FOLD FILE
+    "$BIN" score backtest --model "$1" --reference gbm --prompt "$prompt" --data-dir "$DATA" \
+        --assets "$2" --windows "$WINDOWS" --seed "$SEED" --paths "$PATHS" \
+        --last-days "$FOLD_DAYS" --skip-last-days $(( $3 * FOLD_DAYS )) --json >"$4"
+}
+IFS=, read -ra list <<<"$assets"
+for a in "${list[@]}"; do
+    for ((f = 0; f < FOLDS; f++)); do
+        base="$OUT/$tag-$prompt-$a-f$f"
+        start=$(date +%s)
+        "$BIN" experiment --asset "$a" --timeframe "$tf" --data-dir "$DATA" --out "$base.ckpt" \
+            --holdout-days $(( (f + 1) * FOLD_DAYS )) --json "$@" >"$base.train.json"
+        ck=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["checkpoint"])' "$base.train.json")
+        echo "$a fold $f: trained in $(( $(date +%s) - start )) s" >&2
+        backtest "$ck" "$a" "$f" "$base.model.json"
+        [ -n "$BLEND" ] && backtest "mix:$ck,$BLEND" "$a" "$f" "$base.mix.json"
+        for m in ${ANCHORS//,/ }; do backtest "$m" "$a" "$f" "$base.$m.json"; done
+    done
+done
+"$BIN" score constants >"$OUT/constants.json"
+python3 - "$OUT" "$tag" "$prompt" "$FOLDS" "$assets" <<'EOF'
+import glob, json, os, sys
+out, tag, prompt, folds, assets = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5].split(",")
+coef = json.load(open(os.path.join(out, "constants.json")))["asset_coefficients"]
+rows = {}  # model -> asset -> fold -> (mean, ref mean, windows, competition)
+for a in assets:
+    for f in range(folds):
+        for path in glob.glob(os.path.join(out, f"{tag}-{prompt}-{a}-f{f}.*.json")):
+            model = path.rsplit(".", 2)[-2]
+            if model == "train":
+                continue
+            d = json.load(open(path))
+            for name, r in d["assets"].items():
+                comp = r.get("competition") or "-"
+                rows.setdefault(model, {}).setdefault(name, {})[f] = (
+                    r["mean_crps"], r["mean_reference_crps"], r["windows"], comp)
+def ratio(cells):
+    m = sum(c[0] * c[2] for c in cells); g = sum(c[1] * c[2] for c in cells)
+    return m / g if g else float("nan")
+print(f"# {tag}, {prompt} prompt, {folds} folds; ratio to the GBM, pooled and per fold (fold 0 newest)")
+for model, per in sorted(rows.items()):
+    for a, byf in sorted(per.items()):
+        cells = [byf[f] for f in sorted(byf)]
+        print("%-8s %-14s pooled %.4f  folds %s  windows %d" % (
+            a, model, ratio(cells), " ".join("%.4f" % ratio([byf[f]]) for f in sorted(byf)),
+            sum(c[2] for c in cells)))
+print("# per competition (validator coefficients), pooled and per fold")
+for model, per in sorted(rows.items()):
+    comps = {}
+    for a, byf in per.items():
+        for f, c in byf.items():
+            comps.setdefault(c[3], {}).setdefault(f, []).append((coef.get(a, 1.0), c))
+    for comp, byf in sorted(comps.items()):
+        def wr(items):
+            m = sum(w * c[0] * c[2] for w, c in items); g = sum(w * c[1] * c[2] for w, c in items)
+            return m / g if g else float("nan")
+        every = [x for f in byf for x in byf[f]]
+        print("%-12s %-14s pooled %.4f  folds %s" % (
+            comp, model, wr(every), " ".join("%.4f" % wr(byf[f]) for f in sorted(byf))))
+EOF
