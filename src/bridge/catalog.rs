@@ -99,7 +99,7 @@ fn confined(root: &Path, rel: &str, param: &str) -> Result<PathBuf, Rejection> {
     };
     if rel.is_empty() {
         return Err(bad(
-            "is required (e.g. blocks/lstm.rs; see /registry/files)",
+            "is required (e.g. blocks/recurrent.rs; see /registry/files)",
         ));
     }
     if rel.len() > 256

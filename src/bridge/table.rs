@@ -88,7 +88,7 @@ pub(super) static TABLE: &[Route] = &[
     Route::get("/components/heads", "heads with their parameters", bot!(catalog::heads)),
     Route::get("/components/presets", "known-good block and head combinations", bot!(catalog::presets)),
     Route::get("/registry/files", "the components' source files", bot!(catalog::registry_files)),
-    Route::get("/registry/read", "one component source file (?path=blocks/lstm.rs)", bot!(catalog::registry_read))
+    Route::get("/registry/read", "one component source file (?path=blocks/recurrent.rs)", bot!(catalog::registry_read))
         .query(&[Param::required("path", STRING)]),
     Route::get("/agents/list", "the LLM agents: model, tools, context keys", bot!(catalog::agents_list)),
     Route::get("/agents/read", "one agent's configuration (?filename=planner)", bot!(catalog::agents_read))
