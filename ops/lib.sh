@@ -1,19 +1,23 @@
-# Shared by ops/setup.sh and ops/test.sh: installs redis-server when missing.
+# Shared by ops/setup.sh and ops/test.sh: installs the Debian packages they need when missing.
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
-ensure_redis_installed() {
-  if ! command -v redis-server >/dev/null 2>&1; then
-    echo "==> installing redis-server (apt-get)"
+# ensure_command CMD PACKAGE...: apt-get install the packages unless CMD is on PATH.
+ensure_command() {
+  local cmd=$1; shift
+  if ! command -v "$cmd" >/dev/null 2>&1; then
+    echo "==> installing $* (apt-get, for $cmd)"
     as_root apt-get update -qq
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server redis-tools
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@"
   fi
 }
 
+ensure_redis_installed() { ensure_command redis-server redis-server redis-tools; }
+
 # The dashboard test renders /dashboard in headless Chromium (Debian's package).
-ensure_chromium_installed() {
-  if ! command -v chromium >/dev/null 2>&1; then
-    echo "==> installing chromium (apt-get)"
-    as_root apt-get update -qq
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
-  fi
+ensure_chromium_installed() { ensure_command chromium chromium; }
+
+# The OpenClaw skill's examples (tests/openclaw_skill.rs) run curl and jq.
+ensure_skill_tools_installed() {
+  ensure_command curl curl
+  ensure_command jq jq
 }

@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 . ops/lib.sh
 ensure_redis_installed
 ensure_chromium_installed
+ensure_skill_tools_installed
 # Debian's package may start a system Redis on 6379; the tests never use it.
 
 echo "==> cargo fmt --check"
