@@ -251,6 +251,23 @@ fn zoo_presets_validate() {
         s.validate()
             .unwrap_or_else(|e| panic!("preset {}: {e:?}", p.name));
     }
+    // the recommendation validates for every asset and prompt; its 24 h paths follow the hour
+    // of day except for the equities (regular trading hours only), and its 1 h models, which
+    // train on the volatility term, keep one scale per window
+    use super::features::Scale;
+    use jobs::Timeframe;
+    for asset in [
+        "BTC", "ETH", "SOL", "XAU", "SP500", "NVDAX", "TSLAX", "AAPLX", "GOOGLX",
+    ] {
+        for tf in [Timeframe::FiveMinutes, Timeframe::OneMinute] {
+            let s = super::registry::recommended(asset, tf);
+            s.validate()
+                .unwrap_or_else(|e| panic!("recommended {asset} {tf}: {e:?}"));
+            let tod = matches!(s.data.scale, Scale::Ewma { tod: true, .. });
+            let equity = !matches!(asset, "BTC" | "ETH" | "SOL" | "XAU");
+            assert_eq!(tod, tf == Timeframe::FiveMinutes && !equity, "{asset} {tf}");
+        }
+    }
 }
 
 #[test]
