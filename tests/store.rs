@@ -443,6 +443,7 @@ fn record(name: &str, crps: f64, lr: f64, ckpt: Option<&Path>) -> ExperimentReco
         status: RunStatus::Ok,
         crps: Some(crps),
         gbm_crps: Some(10.0),
+        classical_crps: None,
         param_count: Some(1234),
         epochs: 2,
         diverged: false,

@@ -130,6 +130,12 @@ fn zoo_experiment_then_simulate() {
         "{v}"
     );
     assert_eq!(v["windows"], 3);
+    // the classical anchor, fitted on the bars before each window, scored on the same windows
+    assert_eq!(v["classical_model"], "garch-tod-t");
+    let anchor = v["classical_crps"].as_f64().unwrap();
+    assert!(anchor.is_finite() && anchor > 0.0 && anchor != gbm, "{v}");
+    assert_eq!(v["classical_fallbacks"], 0, "{v}");
+    assert!((v["classical_ratio"].as_f64().unwrap() - val / anchor).abs() < 1e-12);
     assert!(v["param_count"].as_u64().unwrap() > 100);
     let ck = v["checkpoint"].as_str().unwrap();
     assert!(Path::new(ck).join("model.safetensors").is_file());

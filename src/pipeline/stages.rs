@@ -806,6 +806,7 @@ mod tests {
             },
             crps,
             gbm_crps: Some(5.0),
+            classical_crps: None,
             param_count: None,
             epochs: 1,
             diverged: false,

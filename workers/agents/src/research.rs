@@ -188,6 +188,8 @@ fn summary_of(r: &ExperimentRecord) -> Value {
         "crps": r.crps,
         "gbm_crps": r.gbm_crps,
         "crps_ratio": r.crps_ratio(),
+        "classical_crps": r.classical_crps,
+        "classical_ratio": r.classical_ratio(),
         "blocks": r.spec.model.backbone.blocks,
         "head": r.spec.model.head.kind,
         "d_model": r.spec.model.backbone.d_model,
@@ -547,7 +549,8 @@ async fn run_experiment(s: Arc<ResearchSession>, a: RunExperimentArgs) -> Result
     let mut reply = match (rec.status, &rec.error) {
         (RunStatus::Ok, _) => json!({
             "status": "ok", "name": name, "crps": rec.crps, "gbm_crps": rec.gbm_crps,
-            "crps_ratio": rec.crps_ratio(), "windows": run.windows, "param_count": rec.param_count,
+            "crps_ratio": rec.crps_ratio(), "classical_crps": rec.classical_crps,
+            "classical_ratio": rec.classical_ratio(), "windows": run.windows, "param_count": rec.param_count,
             "epochs_run": rec.epochs, "best_epoch": run.best_epoch,
             "best_val_loss": run.best_val_loss, "training_time_s": rec.training_time_s,
             "budget_applied": budget,
@@ -1047,6 +1050,7 @@ mod tests {
                     },
                     crps,
                     gbm_crps: crps.map(|_| 100.0),
+                    classical_crps: None,
                     param_count: None,
                     epochs: 0,
                     diverged: false,

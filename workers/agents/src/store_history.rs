@@ -127,6 +127,7 @@ mod tests {
                 status: trainer::experiments::RunStatus::Ok,
                 crps: Some(10.0 - i as f64),
                 gbm_crps: Some(10.0),
+                classical_crps: None,
                 param_count: None,
                 epochs: 1,
                 diverged: false,

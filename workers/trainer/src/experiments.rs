@@ -63,6 +63,11 @@ pub struct ExperimentRecord {
     /// The GBM baseline's CRPS on the same windows.
     #[serde(default)]
     pub gbm_crps: Option<f64>,
+    /// The classical anchor's (`train::CLASSICAL_ANCHOR`, GARCH-t with an hour-of-day
+    /// profile) CRPS on the same windows: a ratio to the GBM only counts as skill where the
+    /// model also beats this.
+    #[serde(default)]
+    pub classical_crps: Option<f64>,
     #[serde(default)]
     pub param_count: Option<usize>,
     /// Epochs completed.
@@ -102,6 +107,14 @@ impl ExperimentRecord {
     pub fn crps_ratio(&self) -> Option<f64> {
         match (self.crps, self.gbm_crps) {
             (Some(c), Some(g)) if g > 0.0 => Some(c / g),
+            _ => None,
+        }
+    }
+
+    /// CRPS relative to the classical anchor (< 1 beats it), when both are known.
+    pub fn classical_ratio(&self) -> Option<f64> {
+        match (self.crps, self.classical_crps) {
+            (Some(c), Some(a)) if a > 0.0 => Some(c / a),
             _ => None,
         }
     }
@@ -219,6 +232,7 @@ pub fn run_experiment_with(
             status: RunStatus::Failed,
             crps: None,
             gbm_crps: None,
+            classical_crps: None,
             param_count: spec.param_count().ok(),
             epochs: 0,
             diverged: false,
@@ -264,6 +278,7 @@ pub fn run_experiment_with(
             rec.diverged = diverged || !eval.val_crps.is_finite();
             rec.crps = eval.val_crps.is_finite().then_some(eval.val_crps);
             rec.gbm_crps = eval.gbm_crps.is_finite().then_some(eval.gbm_crps);
+            rec.classical_crps = eval.anchor_crps.is_finite().then_some(eval.anchor_crps);
             rec.checkpoint = Some(out_dir.to_path_buf());
             rec.steps_per_sec = (train_s > 0.0 && !result.step_losses.is_empty())
                 .then(|| result.step_losses.len() as f64 / train_s);
@@ -396,6 +411,7 @@ mod tests {
             status: RunStatus::Ok,
             crps: Some(1.0),
             gbm_crps: Some(2.0),
+            classical_crps: None,
             param_count: None,
             epochs: 1,
             diverged: false,

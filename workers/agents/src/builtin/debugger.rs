@@ -148,6 +148,7 @@ mod tests {
             status: RunStatus::Failed,
             crps: None,
             gbm_crps: Some(100.0),
+            classical_crps: None,
             param_count: None,
             epochs: 0,
             diverged: true,

@@ -224,6 +224,7 @@ mod tests {
                 status: RunStatus::Ok,
                 crps: Some(100.0 + i as f64),
                 gbm_crps: Some(110.0),
+                classical_crps: None,
                 param_count: Some(1),
                 epochs: 1,
                 diverged: false,

@@ -471,6 +471,7 @@ mod tests {
             },
             crps,
             gbm_crps: Some(10.0),
+            classical_crps: None,
             param_count: Some(100),
             epochs: 2,
             diverged: false,

@@ -851,6 +851,7 @@ mod tests {
             status: trainer::experiments::RunStatus::Ok,
             crps: Some(crps),
             gbm_crps: Some(10.0),
+            classical_crps: None,
             param_count: Some(100),
             epochs: 2,
             diverged: false,

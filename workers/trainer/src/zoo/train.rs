@@ -792,7 +792,19 @@ pub struct Sn50Eval {
     /// Windows the validator would score -1 (model / gbm).
     pub invalid: (usize, usize),
     pub per_asset: std::collections::BTreeMap<String, (f64, f64)>,
+    /// The classical anchor ([`CLASSICAL_ANCHOR`]) on the same windows, fitted on the bars
+    /// before each, so a ratio to the GBM that only reflects the GBM's fixed width shows: its
+    /// mean score over the windows the model scored (a window it cannot answer gets the GBM's
+    /// score, as a miner would answer), `NaN` when none.
+    pub anchor_crps: f64,
+    /// Windows the anchor could not answer (too little history).
+    pub anchor_fallbacks: usize,
 }
+
+/// The classical model every evaluation scores beside the GBM: the best of the project's
+/// classical baselines on held-out windows (docs/benchmarks.md), GARCH(1,1) with Student-t
+/// steps and an hour-of-day profile, fitted per window on the bars before it.
+pub const CLASSICAL_ANCHOR: &str = "garch-tod-t";
 
 /// One window's exact validator score, `(total, price, vol)`, or `None` where the validator
 /// scores `-1`: the total is [`sn50::vol::miner_total_score`]'s (its body: the worker score of
@@ -831,7 +843,9 @@ pub fn evaluate_sn50(
     let cfg = Sn50Config::default();
     let kind = prompt_kind(t.horizon);
     let gbm = Gbm::new(cfg.clone());
+    let anchor = sn50::forecast::model_by_name(CLASSICAL_ANCHOR, &cfg)?;
     let (mut ms, mut gs) = (Vec::new(), Vec::new());
+    let (mut anchor_scores, mut anchor_fallbacks) = (Vec::new(), 0);
     // (price, vol) of the valid windows, model and GBM
     let (mut mp, mut gp_parts) = (Vec::new(), Vec::new());
     let mut invalid = (0, 0);
@@ -879,6 +893,21 @@ pub fn evaluate_sn50(
             let gp = gbm.forecast(&req, &mut ChaCha8Rng::seed_from_u64(seed))?;
             let m = score_detail(&as_sent(&paths), &real, prompt);
             let g = score_detail(&as_sent(&gp), &real, prompt);
+            // the anchor sees the bars before the request only (it cuts its history at as_of)
+            let with_history = ForecastRequest {
+                history: Some(&d.bars),
+                ..req.clone()
+            };
+            let a = match anchor.forecast(&with_history, &mut ChaCha8Rng::seed_from_u64(seed)) {
+                Ok(ap) => score_detail(&as_sent(&ap), &real, prompt),
+                Err(_) => {
+                    anchor_fallbacks += 1;
+                    g
+                }
+            };
+            if let (Some(_), Some((total, _, _))) = (m, a) {
+                anchor_scores.push(total);
+            }
             match m {
                 None => invalid.0 += 1,
                 Some((total, price, vol)) => {
@@ -925,5 +954,7 @@ pub fn evaluate_sn50(
         windows: ms.len().max(gs.len()),
         invalid,
         per_asset,
+        anchor_crps: mean(&anchor_scores),
+        anchor_fallbacks,
     })
 }
