@@ -769,7 +769,7 @@ fn experiments_and_sessions_belong_to_their_bot() {
         (
             json!({"blocks": ["lstm"], "horizon": 7}),
             422,
-            "training.horizon",
+            "horizon: 7 is not a horizon SN50 asks for",
         ),
     ] {
         let (st, e) = call(&b, "POST", "/experiment/create", "bot-a", body.clone());
@@ -1814,4 +1814,184 @@ async fn a_new_job_type_is_closed_to_bots_by_default_on_every_path_to_work() {
         .await
         .unwrap();
     assert!(!id.id.is_empty());
+}
+
+/// The seed's bots' requests (issue 16, item 4): `/experiment/create` with the seed's horizons
+/// and preset names, the `_method` override, and `latest` for a run id, over real HTTP.
+#[test]
+fn the_seeds_requests_keep_working() {
+    let redis = RedisServer::start();
+    migrate(&redis);
+    let b = start(&redis, Some("sekret"), &[]);
+    let create = |body: Value| call(&b, "POST", "/experiment/create", "bot-a", body);
+
+    // the seed's default horizon 12, no timeframe: the default timeframe's 288, noted
+    let (st, v) = create(json!({"blocks": ["lstm"], "head": "gbm", "horizon": 12}));
+    assert_eq!(st, 201, "{v}");
+    assert_eq!(v["spec"]["training"]["horizon"], 288);
+    assert_eq!(v["spec"]["data"]["timeframe"], "5m");
+    assert_eq!(
+        (
+            &v["notes"][0]["field"],
+            &v["notes"][0]["given"],
+            &v["notes"][0]["used"]
+        ),
+        (&json!("horizon"), &json!(12), &json!(288)),
+        "{v}"
+    );
+    // with a timeframe, any horizon is the timeframe's
+    let (st, v) = create(json!({"blocks": ["lstm"], "horizon": 48, "timeframe": "1m"}));
+    assert_eq!(st, 201, "{v}");
+    assert_eq!(
+        (
+            &v["spec"]["training"]["horizon"],
+            &v["spec"]["data"]["timeframe"]
+        ),
+        (&json!(60), &json!("1m"))
+    );
+    assert!(
+        v["notes"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("horizon 48 replaced by 60"),
+        "{v}"
+    );
+    // a timeframe's own horizon picks it, with nothing to note
+    let (st, v) = create(json!({"blocks": ["lstm"], "horizon": 60}));
+    assert_eq!(st, 201, "{v}");
+    assert_eq!(v["spec"]["data"]["timeframe"], "1m");
+    assert_eq!(v["notes"], json!([]));
+    // any other horizon without a timeframe: 422 naming the field, the values and the fix
+    let (st, v) = create(json!({"blocks": ["lstm"], "horizon": 100}));
+    assert_eq!(st, 422, "{v}");
+    assert_eq!(v["issues"][0]["field"], "horizon");
+    let e = err(&v);
+    assert!(
+        e.contains("horizon")
+            && e.contains("288")
+            && e.contains("60")
+            && e.contains("\"timeframe\""),
+        "{e}"
+    );
+
+    // the seed's preset names
+    let (st, v) = create(json!({"preset": "sde_transformer"}));
+    assert_eq!(st, 201, "{v}");
+    assert_eq!(
+        v["spec"]["model"]["backbone"]["blocks"],
+        json!(["TransformerBlock"])
+    );
+    assert_eq!(v["spec"]["model"]["head"]["kind"], "SDEHead");
+    assert_eq!(v["notes"][0]["field"], "preset");
+    assert_eq!(v["notes"][0]["used"], "transformer_sde");
+    let (st, v) = create(json!({"preset": "conv_gru"}));
+    assert_eq!(st, 400, "{v}");
+    let e = err(&v);
+    assert!(
+        e.contains("field `preset`")
+            && e.contains("closest: tcn_mixture, lstm_gbm")
+            && e.contains("synth-city components"),
+        "{e}"
+    );
+    let (st, v) = call(&b, "GET", "/components/presets", "bot-a", Value::Null);
+    assert_eq!(st, 200);
+    let sde = v["presets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "transformer_sde")
+        .unwrap();
+    assert!(sde["aliases"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("sde_transformer")));
+    let gru = v["aliases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["alias"] == "conv_gru")
+        .unwrap();
+    assert_eq!(gru["preset"], Value::Null);
+
+    // `POST /bots/session/{id}` with {"_method": "DELETE"} is the DELETE, under its rules
+    let session = "/bots/session/bot-a";
+    assert_eq!(call(&b, "GET", session, "bot-a", Value::Null).0, 200);
+    let delete = json!({"_method": "DELETE"});
+    let (st, _, _) = http(
+        b.port,
+        "POST",
+        session,
+        &[("X-Bot-Id", "bot-a")],
+        &delete.to_string(),
+    );
+    assert_eq!(st, 401, "the key is checked as for DELETE");
+    let (st, v) = call(&b, "POST", session, "bot-b", delete.clone());
+    assert_eq!(st, 404, "another bot's session, as for DELETE: {v}");
+    let (st, v) = call(&b, "POST", session, "bot-a", json!({"_method": "PATCH"}));
+    assert_eq!(st, 405, "{v}");
+    assert!(
+        err(&v).contains("`_method`") && err(&v).contains("PATCH"),
+        "{v}"
+    );
+    let (st, v) = call(&b, "POST", session, "bot-a", json!({"_method": "TRACE"}));
+    assert_eq!(st, 400, "{v}");
+    assert!(err(&v).contains("`_method`"), "{v}");
+    let (st, v) = call(&b, "POST", session, "bot-a", Value::Null);
+    assert_eq!(st, 405, "{v}");
+    assert!(err(&v).contains(r#"{"_method": "DELETE"}"#), "{v}");
+    let (st, v) = call(&b, "POST", session, "bot-a", delete.clone());
+    assert_eq!((st, &v["cleared"]), (200, &json!(true)), "{v}");
+    assert_eq!(call(&b, "GET", session, "bot-a", Value::Null).0, 404);
+    let (st, v) = call(&b, "GET", "/openapi.json", "bot-a", Value::Null);
+    assert_eq!(st, 200);
+    assert!(v["paths"]["/bots/session/{id}"]["delete"]["description"]
+        .as_str()
+        .unwrap()
+        .contains("_method"));
+
+    // `latest` for a run id: the caller's newest run
+    let (st, v) = call(&b, "GET", "/runs/latest", "bot-a", Value::Null);
+    assert_eq!(st, 404, "{v}");
+    assert!(
+        err(&v).contains("no pipeline run of bot \"bot-a\" yet")
+            && err(&v).contains("/pipeline/run"),
+        "{v}"
+    );
+    let start_run = |bot: &str| {
+        let (st, v) = call(
+            &b,
+            "POST",
+            "/pipeline/run",
+            bot,
+            json!({"max_experiments": 1}),
+        );
+        assert_eq!(st, 202, "{v}");
+        v["run_id"].as_str().unwrap().to_string()
+    };
+    let first = start_run("bot-a");
+    let newest = start_run("bot-a");
+    let other = start_run("bot-b"); // newer still, but another bot's
+    for path in ["/runs/latest", "/history/run/latest"] {
+        let (st, v) = call(&b, "GET", path, "bot-a", Value::Null);
+        assert_eq!(
+            (st, v["id"].as_str()),
+            (200, Some(newest.as_str())),
+            "{path}: {v}"
+        );
+    }
+    let (st, v) = call(&b, "GET", "/runs/latest", "bot-b", Value::Null);
+    assert_eq!((st, v["id"].as_str()), (200, Some(other.as_str())));
+    let (st, v) = call(&b, "POST", "/runs/latest/cancel", "bot-a", json!({}));
+    assert_eq!(
+        (st, v["run_id"].as_str()),
+        (200, Some(newest.as_str())),
+        "{v}"
+    );
+    let (st, v) = call(&b, "GET", &format!("/runs/{first}"), "bot-a", Value::Null);
+    assert_eq!((st, v["state"].as_str()), (200, Some("queued")));
+    // and the client passes it through
+    let (ok, v, e) = client(&b, "bot-a", &["runs", "latest"]);
+    assert!(ok, "{e}");
+    assert_eq!(v["id"], newest.as_str());
+    assert_eq!(v["state"], "cancelled");
 }

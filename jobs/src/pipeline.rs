@@ -137,6 +137,16 @@ impl Default for Budget {
     }
 }
 
+/// The word that stands for the newest run wherever a run id is taken (`runs show latest`,
+/// `history run latest`, `publish --run latest`, `GET /runs/latest`, ...). No run id is ever
+/// this word: ids are ULIDs, or `r` and hex digits.
+pub const LATEST_RUN: &str = "latest";
+
+/// Whether a run id as given names the newest run ([`LATEST_RUN`], any case).
+pub fn is_latest_run(id: &str) -> bool {
+    id.trim().eq_ignore_ascii_case(LATEST_RUN)
+}
+
 /// What a pipeline run asks for: every field optional, [`Budget::default`] and the run
 /// defaults otherwise. The one declaration of these fields: `POST /pipeline/run` takes it as
 /// JSON, the `run` job as its `run` field, and `synth-city pipeline` as flags (with the `clap`

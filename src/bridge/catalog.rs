@@ -48,11 +48,12 @@ pub(super) async fn heads(_c: Call) -> Answer {
     ))
 }
 
-/// `GET /components/presets`.
+/// `GET /components/presets`: each preset with the aliases that resolve to it, and every
+/// alias (the seed's preset names and short names, those without a counterpart too).
 pub(super) async fn presets(_c: Call) -> Answer {
-    Ok(ok(
-        json!({"presets": registry::PRESETS, "total": registry::PRESETS.len()}),
-    ))
+    Ok(ok(json!({"presets": registry::presets_json(),
+                 "total": registry::PRESETS.len(),
+                 "aliases": registry::PRESET_ALIASES})))
 }
 
 fn walk(root: &Path, dir: &Path, out: &mut Vec<Value>) {

@@ -23,7 +23,7 @@ use super::session::{self, Experiment};
 use super::State;
 use engine::queue::EnqueueRequest;
 use trainer::zoo::registry;
-use trainer::zoo::spec::{ExperimentSpec, SpecIssue};
+use trainer::zoo::spec::{seed_horizon, ExperimentSpec, Replaced, SpecIssue};
 
 /// `POST /experiment/create`: blocks (or a preset) and optional overrides.
 #[derive(Debug, Deserialize)]
@@ -202,20 +202,24 @@ fn check_name(name: &Option<String>) -> Result<(), Rejection> {
     }
 }
 
-/// Builds the spec a create body describes.
-fn spec_from(b: &CreateBody) -> Result<ExperimentSpec, Rejection> {
+/// Builds the spec a create body describes, and the values it replaced (the seed's horizons).
+fn spec_from(b: &CreateBody) -> Result<(ExperimentSpec, Vec<Replaced>), Rejection> {
+    let mut notes = Vec::new();
     let mut spec = match (&b.preset, &b.blocks) {
         (Some(_), Some(_)) => {
             return Err(bad("preset", "give either `preset` or `blocks`, not both"))
         }
         (Some(p), None) => {
-            let Some(p) = registry::find_preset(p) else {
-                let known: Vec<&str> = registry::PRESETS.iter().map(|p| p.name).collect();
-                return Err(bad(
-                    "preset",
-                    format!("unknown preset {p:?}; use one of {}", known.join(", ")),
-                ));
-            };
+            let given = p;
+            let p = registry::resolve_preset(given).map_err(|e| bad("preset", e))?;
+            if let Some(a) = registry::find_alias(given) {
+                notes.push(Replaced {
+                    field: "preset".into(),
+                    given: given.as_str().into(),
+                    used: p.name.into(),
+                    message: format!("preset {given} is {} here ({})", p.name, a.note),
+                });
+            }
             let mut s = ExperimentSpec::new(p.blocks, b.head.as_deref().unwrap_or(p.head));
             s.model.backbone.d_model = p.d_model;
             s.model.backbone.seq_len = p.seq_len;
@@ -260,14 +264,20 @@ fn spec_from(b: &CreateBody) -> Result<ExperimentSpec, Rejection> {
     if let Some(a) = &b.assets {
         spec.data.assets = a.clone();
     }
-    if let Some(tf) = &b.timeframe {
-        let tf: jobs::Timeframe = tf.parse().map_err(|e| bad("timeframe", format!("{e}")))?;
+    let timeframe = b
+        .timeframe
+        .as_deref()
+        .map(|tf| tf.parse::<jobs::Timeframe>())
+        .transpose()
+        .map_err(|e| bad("timeframe", format!("{e}")))?;
+    // the seed's horizons: replaced by the timeframe's (noted), or refused naming the fix
+    let (timeframe, replaced) =
+        seed_horizon("horizon", b.horizon, timeframe).map_err(|i| invalid(&[i]))?;
+    if let Some(tf) = timeframe {
         spec.set_timeframe(tf);
     }
-    if let Some(h) = b.horizon {
-        spec.training.horizon = h;
-    }
-    Ok(spec)
+    notes.extend(replaced);
+    Ok((spec, notes))
 }
 
 /// `POST /experiment/create`.
@@ -275,7 +285,7 @@ pub(super) async fn create(c: Call) -> Answer {
     let b: CreateBody = c.json()?;
     let s = &c.state;
     check_name(&b.name)?;
-    let spec = spec_from(&b)?;
+    let (spec, notes) = spec_from(&b)?;
     let (params, flops) = check(&spec).await.map_err(|i| invalid(&i))?;
     let e = record(s, spec, b.name.clone(), params).await?;
     session::put_experiment(s, &c.bot, &e, None)
@@ -284,7 +294,8 @@ pub(super) async fn create(c: Call) -> Answer {
     Ok(reply(
         StatusCode::CREATED,
         json!({"id": e.id, "name": e.name, "fingerprint": e.fingerprint, "state": e.state,
-               "param_count": params, "flops_estimate": flops, "spec": e.spec}),
+               "param_count": params, "flops_estimate": flops, "spec": e.spec,
+               "notes": notes}),
     ))
 }
 

@@ -154,6 +154,10 @@ pub(super) async fn bars(s: &State, a: &str, bar_seconds: i64) -> Result<Arc<Bar
             s.market.bars.lock().unwrap().insert(k, b.clone());
             Ok(b)
         }
+        // the missing-data message already names the asset, the files and the fix
+        Err(e @ sn50::data::DataError::NoFile(_)) => {
+            Err(reject(StatusCode::NOT_FOUND, e.to_string()))
+        }
         Err(e) => Err(reject(
             StatusCode::NOT_FOUND,
             format!("no market data for {a}: {e}"),

@@ -43,6 +43,7 @@ mod fleet;
 mod jobs;
 mod limits;
 mod market;
+mod method_override;
 mod openapi;
 mod route;
 mod router;

@@ -33,6 +33,14 @@ pub(super) fn document(routes: &[Route]) -> Value {
                 "schema": {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,64}$"}})))
             .collect();
         op["parameters"] = Value::Array(params);
+        if super::method_override::reaches(routes, r) {
+            op["description"] = json!(format!(
+                "Also reached by POST {} with the body {{\"_method\": \"{}\"}} (the seed's \
+                 method override), under the same key, bot and rules.",
+                r.path,
+                r.method.as_str().to_ascii_uppercase()
+            ));
+        }
         if let Some(schema) = r.body {
             op["requestBody"] = json!({"required": true,
                 "content": {"application/json": {"schema": schema()}}});

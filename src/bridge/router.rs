@@ -7,6 +7,10 @@
 //! body (only if the row declares one: at most `MAX_BODY` bytes, 413
 //! beyond, 411 without `Content-Length`); then it calls the handler.
 //!
+//! After the rows, the seed's method override: on a path with a DELETE row
+//! and no POST row, a POST with `{"_method": "DELETE"}` is served by the
+//! DELETE row's handler after the same checks (`method_override.rs`).
+//!
 //! Since filters are built only from the table, nothing is served that the
 //! table (and so `/openapi.json`) does not list. This module knows no route
 //! and turns no rejection into a response (`error::recover` does).
@@ -23,6 +27,7 @@ use warp::{Filter, Rejection};
 use super::auth::{self, Caller};
 use super::error::ApiError;
 use super::limits::MAX_BODY;
+use super::method_override;
 use super::route::{Call, Handler, Method, Route};
 use super::session;
 use super::State;
@@ -30,9 +35,64 @@ use super::State;
 /// A route's filter, or several tried in turn.
 pub(super) type Routes = BoxedFilter<(Response,)>;
 
-/// Every route of `table`, tried in table order.
+/// Every route of `table`, tried in table order, then the method override (a POST standing
+/// for DELETE, `method_override.rs`) on the paths that take it.
 pub(super) fn serve(table: &'static [Route], state: Arc<State>) -> Routes {
-    any_of(table.iter().map(|r| route(r, state.clone())).collect())
+    let mut all: Vec<Routes> = table.iter().map(|r| route(r, state.clone())).collect();
+    all.extend(
+        method_override::paths(table)
+            .into_iter()
+            .map(|(p, rows)| overridden(p, rows, state.clone())),
+    );
+    any_of(all)
+}
+
+/// `POST path` with `{"_method": ...}`: the caller is checked as the real method's row checks
+/// it (key, bot, budget, session), then the body names the row, whose handler answers.
+fn overridden(p: &'static str, rows: Vec<&'static Route>, state: Arc<State>) -> Routes {
+    let auth_state = state.clone();
+    path(p)
+        .and(warp::post())
+        .and(auth::credentials())
+        .and_then(
+            move |params: Vec<String>, key: Option<String>, bot: Option<String>| {
+                let state = auth_state.clone();
+                async move {
+                    let caller = authenticate(&state, key, bot, None)?;
+                    Ok::<_, Rejection>((params, caller))
+                }
+            },
+        )
+        .untuple_one()
+        .and(with(state))
+        .and(warp::header::headers_cloned())
+        .and(warp::body::content_length_limit(MAX_BODY).and(warp::body::bytes()))
+        .and_then(
+            move |params: Vec<String>,
+                  caller: Caller,
+                  state: Arc<State>,
+                  headers: HeaderMap,
+                  body: Bytes| {
+                let picked = method_override::target(p, &rows, &body);
+                async move {
+                    let (row, body) = picked?;
+                    let call = Call {
+                        bot: caller.bot,
+                        state,
+                        query: HashMap::new(),
+                        headers,
+                        route: row,
+                        params,
+                        body,
+                    };
+                    match row.handler {
+                        Handler::Bot(h) | Handler::BotOrQuery(h) => h(call).await,
+                        Handler::Public(_) => Err(warp::reject::not_found()),
+                    }
+                }
+            },
+        )
+        .boxed()
 }
 
 /// The first of `routes` that accepts a request (a balanced tree of `or`, so

@@ -1,5 +1,6 @@
 //! Pipeline runs over HTTP: start one (`POST /pipeline/run`), the caller's
-//! latest (`/pipeline/status`), list, read and cancel the caller's own runs.
+//! latest (`/pipeline/status`), list, read and cancel the caller's own runs
+//! (`latest` in place of an id is the caller's newest run).
 //! Another bot's run answers 404, exactly like one that does not exist.
 //!
 //! A run started here only creates the run and enqueues its first stage: the
@@ -117,8 +118,14 @@ pub(super) async fn start(c: Call) -> Answer {
     ))
 }
 
-/// The run if it exists and belongs to `bot`.
+/// The run if it exists and belongs to `bot`; `latest` is the bot's newest run.
 async fn own(s: &State, bot: &str, id: &str) -> Result<pipeline::RunInfo, Rejection> {
+    let id = &pipeline::resolve_run_id(&s.queue, id, Some(bot))
+        .await
+        .map_err(|e| match e {
+            pipeline::RunIdError::Queue(e) => internal(e),
+            e => reject(StatusCode::NOT_FOUND, e.to_string()),
+        })?;
     match pipeline::get_run(&s.queue, id).await.map_err(internal)? {
         Some(r) if r.bot == bot => Ok(r),
         _ => Err(reject(StatusCode::NOT_FOUND, format!("no run {id:?}"))),
@@ -141,8 +148,8 @@ pub(super) async fn show(c: Call) -> Answer {
 
 /// `POST /runs/{id}/cancel`: 409 if the run already ended.
 pub(super) async fn cancel(c: Call) -> Answer {
-    let id = c.param("id")?;
-    own(&c.state, &c.bot, id).await?;
+    let run = own(&c.state, &c.bot, c.param("id")?).await?;
+    let id = run.id.as_str();
     let before = pipeline::cancel_run(&c.state.queue, id)
         .await
         .map_err(internal)?;

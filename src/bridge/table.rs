@@ -62,8 +62,8 @@ pub(super) static TABLE: &[Route] = &[
     Route::post("/pipeline/run", "start a pipeline run (budget fields optional; \"wait\": false answers 429 when no permit is free)", bot!(runs::start))
         .body(runs::StartBody::schema),
     Route::get("/runs", "the caller's pipeline runs", bot!(runs::list)),
-    Route::get("/runs/{id}", "one run: state, stages, experiments, summary", bot!(runs::show)),
-    Route::post("/runs/{id}/cancel", "cancel a run", bot!(runs::cancel)),
+    Route::get("/runs/{id}", "one run: state, stages, experiments, summary (id `latest`: the caller's newest)", bot!(runs::show)),
+    Route::post("/runs/{id}/cancel", "cancel a run (id `latest`: the caller's newest)", bot!(runs::cancel)),
     Route::get("/pipeline/status", "the caller's latest pipeline run: running, status, current stage", bot!(runs::status)),
     Route::get("/bots/sessions", "the caller's session (bots never see each other's)", bot!(sessions::list)),
     Route::get("/bots/session/{id}", "one session (own bot only)", bot!(sessions::show)),
@@ -81,7 +81,7 @@ pub(super) static TABLE: &[Route] = &[
     Route::get("/experiment/compare/all", "every bot's scored experiments, tagged bot_id, best CRPS first", bot!(experiments::compare_all)),
     Route::get("/history/runs", "the caller's pipeline runs, newest first (?limit=50)", bot!(experiments::history_runs))
         .query(&[LIMIT]),
-    Route::get("/history/run/{id}", "one pipeline run of the caller", bot!(runs::show)),
+    Route::get("/history/run/{id}", "one pipeline run of the caller (id `latest`: the newest)", bot!(runs::show)),
     Route::get("/history/experiments", "the caller's experiments, best first (?limit=50)", bot!(experiments::history_experiments))
         .query(&[LIMIT]),
     Route::get("/components/blocks", "backbone blocks with their parameters", bot!(catalog::blocks)),
@@ -341,6 +341,8 @@ mod tests {
         let body: Value = serde_json::from_slice(res.body()).unwrap();
         assert_eq!(body["error"], "no such route; see /openapi.json");
         assert_eq!(call("PUT", "/jobs").await.status(), 405);
+        // the method override checks the caller as the real method does
+        assert_eq!(call("POST", "/bots/session/x").await.status(), 401);
         assert_eq!(call("GET", "/jobs/x/cancel").await.status(), 405);
     }
 }

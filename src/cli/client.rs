@@ -65,9 +65,9 @@ pub enum ClientCommand {
     },
     /// The latest pipeline run of this bot.
     Status,
-    /// This bot's pipeline runs, or one run.
+    /// This bot's pipeline runs, or one run (an id, or `latest`: the newest).
     Runs { id: Option<String> },
-    /// Cancel a pipeline run.
+    /// Cancel a pipeline run (an id, or `latest`: the newest).
     CancelRun { id: String },
     /// Rank this bot's experiments (or every bot's, with --all).
     Compare {

@@ -69,6 +69,11 @@ pub struct ExperimentArgs {
     /// `5m` (24 h prompts) or `1m` (1 h prompts).
     #[arg(long)]
     pub timeframe: Option<String>,
+    /// Steps to forecast, the seed's flag: it follows the timeframe (288 for 5m, 60 for 1m);
+    /// 288 or 60 alone picks the timeframe, and the seed's 12, 24 or 48 is replaced by the
+    /// timeframe's (with a note).
+    #[arg(long)]
+    pub horizon: Option<usize>,
     #[arg(long)]
     pub d_model: Option<usize>,
     #[arg(long)]
@@ -285,11 +290,13 @@ fn build_spec(a: &ExperimentArgs) -> anyhow::Result<(ExperimentSpec, Vec<zoo::sp
             .map_err(|e| anyhow::anyhow!("{e} (--timeframe)"))?;
         registry::recommended(asset, tf)
     } else if let Some(name) = &a.preset {
-        let p = registry::find_preset(name).ok_or_else(|| {
-            let mut known: Vec<&str> = registry::PRESETS.iter().map(|p| p.name).collect();
-            known.push(registry::RECOMMENDED);
-            anyhow::anyhow!("unknown preset {name:?}; use one of {}", known.join(", "))
+        let p = registry::resolve_preset(name).map_err(|e| {
+            anyhow::anyhow!(
+                "{e}; --preset {} picks the recommendation for one --asset and --timeframe",
+                registry::RECOMMENDED
+            )
         })?;
+        note_alias(name, p);
         let mut s = ExperimentSpec::new(p.blocks, p.head);
         s.model.backbone.d_model = p.d_model;
         s.model.backbone.seq_len = p.seq_len;
@@ -314,6 +321,27 @@ fn build_spec(a: &ExperimentArgs) -> anyhow::Result<(ExperimentSpec, Vec<zoo::sp
             Err(e) => flag_issues.push(zoo::spec::SpecIssue {
                 field: "data.timeframe".into(),
                 message: format!("{e} (--timeframe)"),
+            }),
+        }
+    }
+    if a.horizon.is_some() {
+        // a timeframe is given by the flag, or by the spec file
+        let given = match &a.timeframe {
+            Some(tf) => tf.parse::<Timeframe>().ok(),
+            None => a.spec.as_ref().map(|_| spec.data.timeframe),
+        };
+        match zoo::spec::seed_horizon("--horizon", a.horizon, given) {
+            Ok((tf, replaced)) => {
+                if let Some(tf) = tf {
+                    spec.set_timeframe(tf);
+                }
+                if let Some(r) = replaced {
+                    eprintln!("note: --horizon: {}", r.message);
+                }
+            }
+            Err(issue) => flag_issues.push(zoo::spec::SpecIssue {
+                field: "training.horizon".into(),
+                message: format!("{} (--horizon)", issue.message),
             }),
         }
     }
@@ -508,9 +536,18 @@ fn experiment(a: ExperimentArgs) -> anyhow::Result<()> {
     print_experiment(&v, a.json)
 }
 
+/// Says on stderr which preset an alias (a seed's preset name, a short name) stands for.
+fn note_alias(given: &str, p: &registry::Preset) {
+    if let Some(a) = registry::find_alias(given) {
+        eprintln!("note: preset {given} is {} here ({})", p.name, a.note);
+    }
+}
+
 /// The spec `quick` runs: the preset, one epoch of `steps` steps, a few scored windows.
 fn quick_spec(a: &QuickArgs) -> anyhow::Result<ExperimentSpec> {
-    let mut spec = zoo::bench::preset_spec(&a.preset)?;
+    let p = registry::resolve_preset(&a.preset)?;
+    note_alias(&a.preset, p);
+    let mut spec = zoo::bench::preset_spec(p.name)?;
     spec.data.assets = vec![a.asset.clone()];
     spec.set_timeframe(a.timeframe);
     spec.training.epochs = 1;
@@ -552,9 +589,19 @@ fn sweep_specs(a: &SweepArgs) -> anyhow::Result<Vec<(String, ExperimentSpec)>> {
     if names.is_empty() {
         anyhow::bail!("--presets is empty; name at least one preset (see `components`)");
     }
-    let mut out = Vec::new();
-    for name in names {
-        let mut spec = zoo::bench::preset_spec(&name)?;
+    let mut out: Vec<(String, ExperimentSpec)> = Vec::new();
+    for given in names {
+        let p = registry::resolve_preset(&given)?;
+        if out.iter().any(|(n, _)| n == p.name) {
+            eprintln!(
+                "note: --presets: {given} is {} again; it is trained once",
+                p.name
+            );
+            continue;
+        }
+        note_alias(&given, p);
+        let name = p.name.to_string();
+        let mut spec = zoo::bench::preset_spec(p.name)?;
         spec.data.assets = split_list(&a.asset);
         spec.set_timeframe(a.timeframe);
         spec.training.epochs = a.epochs;
@@ -704,6 +751,8 @@ fn seeds_row(name: &str, runs: Vec<(u64, anyhow::Result<serde_json::Value>)>) ->
 fn sweep(a: SweepArgs) -> anyhow::Result<()> {
     let specs = sweep_specs(&a)?;
     let seeds = sweep_seeds(&a)?;
+    // every preset trains on the same bars: if they are missing, say so once, before any
+    sn50::data::check_files(&a.data_dir, &specs[0].1.data.assets, a.timeframe)?;
     let multi = a.seeds.is_some();
     let started = Instant::now();
     let mut rows = Vec::new();

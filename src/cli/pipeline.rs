@@ -55,12 +55,16 @@ pub enum RunsCommand {
     },
     /// One run: state, stages, experiments, summary.
     Show {
+        /// The run's id, or `latest` (the run created last).
         id: String,
         #[arg(long)]
         json: bool,
     },
     /// Cancel a run.
-    Cancel { id: String },
+    Cancel {
+        /// The run's id, or `latest` (the run created last).
+        id: String,
+    },
 }
 
 /// `synth-city pipeline-def ...`
@@ -180,10 +184,8 @@ pub async fn pipeline(q: Queue, a: PipelineArgs) -> anyhow::Result<()> {
     let mut dirs = a.dirs.dirs();
     dirs.device = a.device.resolve()?;
     if !dirs.data_dir.is_dir() {
-        bail!(
-            "data dir {} does not exist (pass --data-dir with the CSV bars)",
-            dirs.data_dir.display()
-        );
+        // no directory, no bars: the one missing-data message, before any run is made
+        sn50::data::check_files(&dirs.data_dir, &opts.budget.assets, opts.budget.timeframe)?;
     }
     let stop = CancellationToken::new();
     let mut registry = jobs::Registry::new();
@@ -365,6 +367,7 @@ pub async fn runs(q: Queue, c: RunsCommand) -> anyhow::Result<()> {
             }
         }
         RunsCommand::Show { id, json } => {
+            let id = pipeline::resolve_run_id(&q, &id, None).await?;
             let Some(r) = pipeline::get_run(&q, &id).await? else {
                 bail!("no run {id:?}");
             };
@@ -393,6 +396,7 @@ pub async fn runs(q: Queue, c: RunsCommand) -> anyhow::Result<()> {
             }
         }
         RunsCommand::Cancel { id } => {
+            let id = pipeline::resolve_run_id(&q, &id, None).await?;
             let before = pipeline::cancel_run(&q, &id).await?;
             match before.as_str() {
                 "missing" => bail!("no run {id:?}"),

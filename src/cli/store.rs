@@ -33,7 +33,7 @@ pub enum StoreCommand {
 /// `synth-city publish ...`
 #[derive(Debug, Args)]
 pub struct PublishArgs {
-    /// The pipeline run.
+    /// The pipeline run's id, or `latest` (the run created last).
     #[arg(long = "run")]
     pub run: String,
     /// Also publish to the Hugging Face Hub (needs HF_TOKEN and HF_REPO_ID).
@@ -65,13 +65,26 @@ pub enum HistoryWhat {
     /// Runs with a summary in the store, the latest first.
     Runs,
     /// One run: its summary, experiments and publications.
-    Run { id: String },
+    Run {
+        /// The run's id, or `latest` (the run the store saved last).
+        id: String,
+    },
     /// Experiments, ranked by CRPS relative to GBM.
     Experiments {
-        /// Only this run's.
+        /// Only this run's (an id, or `latest`).
         #[arg(long = "run")]
         run: Option<String>,
         #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// The seed's `history hippius` (our store is the Hippius bucket when HIPPIUS_ENDPOINT is
+    /// set): the runs, as `history runs`, or with --run-id one run, as `history run`.
+    Hippius {
+        /// One run: an id, or `latest`.
+        #[arg(long)]
+        run_id: Option<String>,
+        /// Runs listed at most.
+        #[arg(long, default_value_t = 20)]
         limit: usize,
     },
     /// The local metrics history (metrics.jsonl), the last lines.
@@ -98,7 +111,9 @@ async fn publish(
     prefix: Option<String>,
     a: PublishArgs,
 ) -> anyhow::Result<()> {
-    records::check_run_id(&a.run)?;
+    if !jobs::pipeline::is_latest_run(&a.run) {
+        records::check_run_id(&a.run)?;
+    }
     let hf_cfg = if a.hf {
         Some(HfConfig::require_from_env()?)
     } else {
@@ -108,6 +123,8 @@ async fn publish(
     let url = engine::config::redis_url(redis_url.as_deref());
     let prefix = engine::config::prefix(prefix.as_deref()).map_err(anyhow::Error::msg)?;
     let q = Queue::new(&url, &prefix, Default::default())?;
+    let run_id = latest_to_publish(&q, &url, &a).await?;
+    let a = PublishArgs { run: run_id, ..a };
     let run = match tokio::time::timeout(
         Duration::from_secs(10),
         crate::pipeline::get_run(&q, &a.run),
@@ -184,6 +201,35 @@ async fn publish(
     Ok(())
 }
 
+/// The run `publish --run` names: `latest` is the run Redis created last
+/// (`pipeline::resolve_run_id`); with `--hf` and no run in Redis (or no Redis), the newest run
+/// the store holds (`records::resolve_run_id`), since that is what `--hf` can send on.
+async fn latest_to_publish(q: &Queue, url: &str, a: &PublishArgs) -> anyhow::Result<String> {
+    if !jobs::pipeline::is_latest_run(&a.run) {
+        return Ok(a.run.clone());
+    }
+    let why = match tokio::time::timeout(
+        Duration::from_secs(10),
+        crate::pipeline::resolve_run_id(q, &a.run, None),
+    )
+    .await
+    {
+        Ok(Ok(id)) => {
+            eprintln!("note: latest is run {id}");
+            return Ok(id);
+        }
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => format!("Redis at {url} did not answer in 10 s"),
+    };
+    if !a.hf {
+        bail!("{why}; or name the run: --run ID (`synth-city runs list`)");
+    }
+    let store = publisher::store::open(&a.dirs.store)?;
+    let id = records::resolve_run_id(store, &a.run).await?;
+    eprintln!("note: {why}; latest is the store's newest run, {id}");
+    Ok(id)
+}
+
 fn f(v: Option<f64>, d: usize) -> String {
     v.filter(|x| x.is_finite())
         .map(|x| format!("{x:.d$}"))
@@ -224,9 +270,20 @@ async fn history(a: HistoryArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let store: Arc<dyn Store> = publisher::store::open(&a.store)?;
-    match a.what {
+    let (what, limit) = match a.what {
+        HistoryWhat::Hippius {
+            run_id: Some(id), ..
+        } => (HistoryWhat::Run { id }, None),
+        HistoryWhat::Hippius {
+            run_id: None,
+            limit,
+        } => (HistoryWhat::Runs, Some(limit)),
+        w => (w, None),
+    };
+    match what {
         HistoryWhat::Runs => {
-            let rows = records::run_rows(store.clone()).await?;
+            let mut rows = records::run_rows(store.clone()).await?;
+            rows.truncate(limit.unwrap_or(usize::MAX));
             if a.json {
                 println!("{}", serde_json::to_string(&rows)?);
             } else if rows.is_empty() {
@@ -249,13 +306,13 @@ async fn history(a: HistoryArgs) -> anyhow::Result<()> {
                         f(r.best_crps, 2),
                         f(r.gbm_crps, 2),
                         r.experiments,
-                        if r.latest { "  (latest)" } else { "" }
+                        if r.latest { "  (published latest)" } else { "" }
                     );
                 }
             }
         }
         HistoryWhat::Run { id } => {
-            records::check_run_id(&id)?;
+            let id = records::resolve_run_id(store.clone(), &id).await?;
             let summary: Option<Value> = store.get_json(&records::summary_key(&id)).await?;
             let hf: Option<Value> = store.get_json(&records::hf_published_key(&id)).await?;
             let exps = records::experiment_rows(store.clone(), Some(&id)).await?;
@@ -293,6 +350,10 @@ async fn history(a: HistoryArgs) -> anyhow::Result<()> {
             }
         }
         HistoryWhat::Experiments { run, limit } => {
+            let run = match run {
+                Some(r) => Some(records::resolve_run_id(store.clone(), &r).await?),
+                None => None,
+            };
             let mut rows = records::experiment_rows(store.clone(), run.as_deref()).await?;
             rows.truncate(limit);
             if a.json {
@@ -303,7 +364,9 @@ async fn history(a: HistoryArgs) -> anyhow::Result<()> {
                 print_experiments(&rows);
             }
         }
-        HistoryWhat::Metrics { .. } => unreachable!("handled above"),
+        HistoryWhat::Metrics { .. } | HistoryWhat::Hippius { .. } => {
+            unreachable!("handled above")
+        }
     }
     Ok(())
 }

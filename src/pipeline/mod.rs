@@ -482,6 +482,67 @@ pub async fn list_runs(queue: &Queue, limit: usize) -> Result<Vec<RunInfo>> {
     Ok(out)
 }
 
+/// A run id that names no run: `latest` when there is no run at all (of the bot, when one is
+/// asked about).
+#[derive(Debug, thiserror::Error)]
+pub enum RunIdError {
+    #[error(
+        "no pipeline run {}yet, so `latest` names none: start one with `synth-city pipeline` \
+         (or POST /pipeline/run, or `synth-city client run`)",
+        .bot.as_ref().map(|b| format!("of bot {b:?} ")).unwrap_or_default()
+    )]
+    NoRuns { bot: Option<String> },
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+}
+
+/// The run id `id` names: [`jobs::pipeline::LATEST_RUN`] (any case) stands for the newest run,
+/// the one created last by the run index (`{prefix}:runs`, scored by creation time on Redis's
+/// clock), only `bot`'s runs when a bot is given; any other id is returned as given (whether
+/// it exists is the caller's question). The one resolver of every command and route that
+/// takes the id of a run in Redis (`runs show|cancel`, `publish --run`, `/runs/{id}`,
+/// `/runs/{id}/cancel`, `/history/run/{id}`); the store's runs have their own index
+/// (`publisher::store::records::resolve_run_id`).
+pub async fn resolve_run_id(
+    queue: &Queue,
+    id: &str,
+    bot: Option<&str>,
+) -> std::result::Result<String, RunIdError> {
+    if !jobs::pipeline::is_latest_run(id) {
+        return Ok(id.to_string());
+    }
+    const PAGE: isize = 100;
+    let key = queue.keys().runs();
+    let mut start = 0;
+    loop {
+        let ids: Vec<String> = queue
+            .retrying("runs", |mut c| {
+                let key = key.clone();
+                async move { Ok(c.zrevrange(key, start, start + PAGE - 1).await?) }
+            })
+            .await?;
+        if ids.is_empty() {
+            return Err(RunIdError::NoRuns {
+                bot: bot.map(str::to_string),
+            });
+        }
+        for id in ids {
+            let rk = queue.keys().run(&id);
+            let owner: Option<String> = queue
+                .retrying("run", |mut c| {
+                    let rk = rk.clone();
+                    async move { Ok(c.hget(rk, "bot").await?) }
+                })
+                .await?;
+            // a run whose record has expired is no longer a run
+            if owner.is_some_and(|o| bot.is_none_or(|b| b == o)) {
+                return Ok(id);
+            }
+        }
+        start += PAGE;
+    }
+}
+
 /// Cancels a run and its current stage job. Returns the state it had.
 pub async fn cancel_run(queue: &Queue, id: &str) -> Result<String> {
     let (before, job): (String, String) = queue

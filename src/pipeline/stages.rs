@@ -429,6 +429,23 @@ fn stage_failed(task: &mut Task, error: String, recoverable: bool) -> Next {
     }
 }
 
+/// The first `n` different errors, each said once, joined by "; " (experiments of a plan
+/// that fail for one reason, e.g. the bars are missing, fail with the same message).
+fn distinct_errors(errors: &[String], n: usize) -> String {
+    let mut seen: Vec<&str> = Vec::new();
+    for e in errors {
+        if !seen.contains(&e.as_str()) {
+            seen.push(e);
+        }
+    }
+    let more = seen.len().saturating_sub(n);
+    let mut out = seen[..seen.len().min(n)].join("; ");
+    if more > 0 {
+        out.push_str(&format!("; and {more} other error(s)"));
+    }
+    out
+}
+
 /// The seed's non-recoverable errors are environment errors: here, a data
 /// directory or file that is not there. Retrying cannot fix them.
 fn not_recoverable(errors: &[String]) -> bool {
@@ -573,8 +590,10 @@ async fn train(
         }
     }
     if ok == 0 || task.best().is_none() {
-        let first: Vec<String> = errors.iter().take(3).cloned().collect();
-        let error = format!("no experiment trained successfully: {}", first.join("; "));
+        let error = format!(
+            "no experiment trained successfully: {}",
+            distinct_errors(&errors, 3)
+        );
         let next = stage_failed(task, error, !not_recoverable(&errors));
         return Ok((next, note, false));
     }
@@ -725,12 +744,7 @@ async fn llm_stage(
             if ok == 0 {
                 let error = format!(
                     "the trainer agent trained no experiment successfully: {}",
-                    errors
-                        .iter()
-                        .take(3)
-                        .cloned()
-                        .collect::<Vec<_>>()
-                        .join("; ")
+                    distinct_errors(&errors, 3)
                 );
                 let next = stage_failed(task, error, !not_recoverable(&errors));
                 (next, note, false)
@@ -873,6 +887,20 @@ mod tests {
         t.stage_attempt = 2;
         assert!(matches!(next_stage(&mut t), Next::Stage("train")));
         assert_eq!((t.cursor, t.stage_attempt), (1, 0));
+    }
+
+    #[test]
+    fn a_reason_shared_by_every_experiment_is_said_once() {
+        let e = |s: &str| s.to_string();
+        let same = [
+            e("no data file for BTC"),
+            e("no data file for BTC"),
+            e("no data file for BTC"),
+        ];
+        assert_eq!(distinct_errors(&same, 3), "no data file for BTC");
+        let mixed = [e("a"), e("b"), e("a"), e("c"), e("d"), e("e")];
+        assert_eq!(distinct_errors(&mixed, 3), "a; b; c; and 2 other error(s)");
+        assert_eq!(distinct_errors(&[], 3), "");
     }
 
     /// A run record an older build wrote, with directories in its options and a checkpoint

@@ -21,7 +21,7 @@ use super::history::{
 };
 use super::tools::{ToolDef, ToolError, ToolRegistry};
 use jobs::Timeframe;
-use trainer::zoo::registry::{self, BLOCKS, HEADS, PRESETS};
+use trainer::zoo::registry::{self, BLOCKS, HEADS};
 use trainer::zoo::spec::{ExperimentSpec, SpecIssue};
 
 /// Caps on what `run_experiment` may spend, applied to every spec it trains.
@@ -156,6 +156,10 @@ fn issues_json(issues: &[SpecIssue]) -> Value {
 /// The seed's error categories (`check_experiment_novelty`), over this project's messages.
 pub fn error_category(error: &str) -> &'static str {
     let e = error.to_ascii_lowercase();
+    // first: the missing-data message names a directory, which may hold any word below
+    if e.contains(sn50::data::NO_DATA_FILE) {
+        return "data";
+    }
     if e.contains("invalid experiment spec") || e.contains("not a valid spec") {
         if e.contains("divisible") {
             "d_model/n_heads"
@@ -170,11 +174,7 @@ pub fn error_category(error: &str) -> &'static str {
         "out of memory"
     } else if e.contains("nan") || e.contains("diverged") || e.contains("non-finite") {
         "NaN/divergence"
-    } else if e.contains("cannot read")
-        || e.contains("no such file")
-        || e.contains("no file")
-        || e.contains("no data file")
-    {
+    } else if e.contains("cannot read") || e.contains("no such file") || e.contains("no file") {
         "data"
     } else {
         "other"
@@ -813,8 +813,8 @@ pub fn research_tools(session: Arc<ResearchSession>) -> ToolRegistry {
     ));
     reg.register(ToolDef::typed(
         "list_presets",
-        "List the known-good block/head combinations.",
-        |_: NoArgs| async { Ok(json!({"presets": PRESETS})) },
+        "List the known-good block/head combinations (each with the seed's names it also takes).",
+        |_: NoArgs| async { Ok(json!({"presets": registry::presets_json()})) },
     ));
     let s = session.clone();
     reg.register(ToolDef::typed("create_experiment", "Build an experiment spec from blocks, head and hyper-parameters; returns the spec under \"experiment\" with its validation result. The horizon follows the timeframe (5m -> 288, 1m -> 60).", move |a: CreateExperimentArgs| {
@@ -1020,6 +1020,15 @@ mod tests {
             error_category("cannot read or write data/BTC_5m.csv"),
             "data"
         );
+        // the missing-data message, whatever its directory is called
+        let missing = sn50::data::asset_file(
+            std::path::Path::new("/home/nan/mismatch-shape"),
+            "BTC",
+            jobs::Timeframe::FiveMinutes,
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(error_category(&missing), "data");
         assert_eq!(error_category("something else"), "other");
     }
 

@@ -36,14 +36,118 @@ pub enum DataError {
     BarLength { path: String },
     #[error("a {increment} s grid cannot be built from {bar} s bars (the increment must be a multiple of the bar length)")]
     GridResolution { increment: i64, bar: i64 },
-    #[error("no data file for {asset} in {dir} (looked for {candidates}); fetch the bars with `synth-city data download --assets {asset} --days 30 --resolution {minutes} --data-dir {dir}`, or point --data-dir at a folder that has them")]
-    NoFile {
-        asset: String,
-        dir: String,
-        candidates: String,
-        /// The bars' length in minutes (1 or 5), for the download command.
-        minutes: i64,
-    },
+    #[error("{0}")]
+    NoFile(MissingData),
+}
+
+/// The words every missing-data message starts with (the agents sort an experiment's error
+/// into "data" by them).
+pub const NO_DATA_FILE: &str = "no data file";
+
+/// Bars that are not in a data directory: which assets, at which timeframe, the files looked
+/// for (each once), and the command that fetches them. Every "the bars are not there" error of
+/// the program is this one message (its `Display`), whoever looked: the trainer, the backtest,
+/// the checker, the miner, the shadow scorer, the bridge's market routes, the CLI.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MissingData {
+    /// The SN50 assets without bars, in the order asked.
+    pub assets: Vec<String>,
+    /// The timeframe whose bars the fetch command downloads.
+    pub timeframe: Timeframe,
+    /// The data directory, as given.
+    pub dir: String,
+    /// The file names looked for, each once, in the order looked.
+    pub files: Vec<String>,
+}
+
+impl MissingData {
+    /// Bars of `assets` at `timeframe` missing from `dir`, after looking for `files`.
+    pub fn new(
+        dir: &Path,
+        assets: impl IntoIterator<Item = String>,
+        timeframe: Timeframe,
+        files: impl IntoIterator<Item = String>,
+    ) -> Self {
+        let mut m = MissingData {
+            assets: Vec::new(),
+            timeframe,
+            dir: dir.display().to_string(),
+            files: Vec::new(),
+        };
+        m.add(assets, files);
+        m
+    }
+
+    /// Adds more assets and files, keeping each once.
+    fn add(
+        &mut self,
+        assets: impl IntoIterator<Item = String>,
+        files: impl IntoIterator<Item = String>,
+    ) {
+        for a in assets {
+            if !self.assets.contains(&a) {
+                self.assets.push(a);
+            }
+        }
+        for f in files {
+            if !self.files.contains(&f) {
+                self.files.push(f);
+            }
+        }
+    }
+
+    /// The command that fetches the missing bars into the directory.
+    pub fn fetch_command(&self) -> String {
+        format!(
+            "synth-city data download --assets {} --days 30 --resolution {} --data-dir {}",
+            self.assets.join(","),
+            self.timeframe.step_secs() / 60,
+            shell_word(&self.dir)
+        )
+    }
+}
+
+/// `s` as one shell word (quoted only when it needs to be).
+fn shell_word(s: &str) -> String {
+    let plain = !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-+:@%,=".contains(c));
+    if plain {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+impl std::fmt::Display for MissingData {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let it = if self.assets.len() == 1 { "it" } else { "them" };
+        write!(
+            f,
+            "{NO_DATA_FILE} for {} ({} bars) in {}: looked for {}; fetch {it} with `{}`, or point \
+             --data-dir (SYNTH_DATA_DIR) at a folder that has {it}",
+            self.assets.join(", "),
+            self.timeframe,
+            self.dir,
+            self.files.join(", "),
+            self.fetch_command()
+        )
+    }
+}
+
+/// The bars of every asset in `assets` at `timeframe` are in `dir`; otherwise one error naming
+/// every missing asset and file, and the one command that fetches them all.
+pub fn check_files(dir: &Path, assets: &[String], timeframe: Timeframe) -> Result<(), DataError> {
+    let mut missing: Option<MissingData> = None;
+    for a in assets {
+        if let Err(DataError::NoFile(m)) = asset_file(dir, a, timeframe) {
+            match &mut missing {
+                Some(all) => all.add(m.assets, m.files),
+                None => missing = Some(m),
+            }
+        }
+    }
+    missing.map_or(Ok(()), |m| Err(DataError::NoFile(m)))
 }
 
 /// One file of bars, columns in parallel vectors, sorted by open time.
@@ -308,8 +412,16 @@ pub fn bar_seconds_from_name(path: &Path) -> Option<i64> {
 /// the grid.
 pub fn asset_file_for_step(dir: &Path, asset: &str, increment: i64) -> Result<PathBuf, DataError> {
     if increment % 300 == 0 {
-        asset_file(dir, asset, Timeframe::FiveMinutes)
-            .or_else(|e| asset_file(dir, asset, Timeframe::OneMinute).map_err(|_| e))
+        asset_file(dir, asset, Timeframe::FiveMinutes).or_else(|e| {
+            asset_file(dir, asset, Timeframe::OneMinute).map_err(|e1| match (e, e1) {
+                // neither file: name both, and fetch the preferred (5-minute) bars
+                (DataError::NoFile(mut m), DataError::NoFile(m1)) => {
+                    m.add(m1.assets, m1.files);
+                    DataError::NoFile(m)
+                }
+                (e, _) => e,
+            })
+        })
     } else {
         asset_file(dir, asset, Timeframe::OneMinute)
     }
@@ -333,20 +445,18 @@ pub fn asset_file(dir: &Path, asset: &str, timeframe: Timeframe) -> Result<PathB
         .iter()
         .find(|p| p.is_file())
         .cloned()
-        .ok_or_else(|| DataError::NoFile {
-            asset: asset.into(),
-            minutes: timeframe.step_secs() / 60,
-            dir: dir.display().to_string(),
-            candidates: candidates
-                .iter()
-                .map(|p| {
+        .ok_or_else(|| {
+            DataError::NoFile(MissingData::new(
+                dir,
+                [asset.to_string()],
+                timeframe,
+                candidates.iter().map(|p| {
                     p.file_name()
                         .unwrap_or_default()
                         .to_string_lossy()
                         .into_owned()
-                })
-                .collect::<Vec<_>>()
-                .join(", "),
+                }),
+            ))
         })
 }
 
@@ -586,21 +696,55 @@ mod tests {
     #[test]
     fn a_missing_file_is_named_once_with_the_command_that_fetches_it() {
         let dir = std::env::temp_dir().join(format!("sc-no-data-{}", std::process::id()));
+        let d = dir.display();
         let e = asset_file(&dir, "BTC", Timeframe::FiveMinutes)
             .unwrap_err()
             .to_string();
-        assert!(e.contains("(looked for BTC_5m.csv)"), "{e}");
-        assert!(
-            e.contains("synth-city data download --assets BTC --days 30 --resolution 5"),
-            "{e}"
+        assert_eq!(
+            e,
+            format!(
+                "no data file for BTC (5m bars) in {d}: looked for BTC_5m.csv; fetch it with \
+                 `synth-city data download --assets BTC --days 30 --resolution 5 --data-dir {d}`, \
+                 or point --data-dir (SYNTH_DATA_DIR) at a folder that has it"
+            )
         );
+        assert!(e.starts_with(NO_DATA_FILE));
         let e = asset_file(&dir, "SP500", Timeframe::OneMinute)
             .unwrap_err()
             .to_string();
         assert!(
-            e.contains("SP500_1m.csv, SPY_1m.csv") && e.contains("--resolution 1"),
+            e.contains("(1m bars)")
+                && e.contains("looked for SP500_1m.csv, SPY_1m.csv;")
+                && e.contains("--assets SP500 --days 30 --resolution 1"),
             "{e}"
         );
+        // the 24 h prompt's file falls back to the 1-minute one: both named, each once
+        let e = asset_file_for_step(&dir, "BTC", 300)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("looked for BTC_5m.csv, BTC_1m.csv;") && e.contains("--resolution 5"),
+            "{e}"
+        );
+        // several assets: one message, one command for all of them
+        let assets = ["BTC", "ETH", "BTC"].map(String::from);
+        let e = check_files(&dir, &assets, Timeframe::FiveMinutes)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("no data file for BTC, ETH (5m bars)")
+                && e.contains("looked for BTC_5m.csv, ETH_5m.csv;")
+                && e.contains("--assets BTC,ETH --days 30")
+                && e.contains("has them"),
+            "{e}"
+        );
+        assert_eq!(e.matches("BTC_5m.csv").count(), 1, "{e}");
+        // a directory that needs quoting is quoted in the command
+        let odd = std::path::Path::new("my data");
+        let e = asset_file(odd, "ETH", Timeframe::OneMinute)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--data-dir 'my data'`"), "{e}");
     }
 
     #[test]

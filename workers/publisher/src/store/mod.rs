@@ -60,6 +60,11 @@ pub enum StoreError {
         attempts: u32,
         last: String,
     },
+    #[error(
+        "no pipeline run in {location} yet, so `latest` names none: a run is saved there when \
+         it ends; start one with `synth-city pipeline`"
+    )]
+    NoRuns { location: String },
     #[error("{op} {location}: {detail}")]
     Failed {
         op: String,

@@ -334,6 +334,49 @@ pub async fn run_rows(store: Arc<dyn Store>) -> Result<Vec<RunRow>, StoreError> 
     Ok(rows)
 }
 
+fn unix_now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// The run id `id` names in `store`: `latest` (any case, `jobs::pipeline::LATEST_RUN`) stands
+/// for the newest run saved there, the one whose comparison (written with its summary when
+/// the run ends, `save_run_summary`) is the most recent (`saved_at_ms`, else the
+/// seconds of `timestamp`; ties go to the greater run id); any other id is checked and
+/// returned as given. The store's counterpart of `synth_city::pipeline::resolve_run_id`, for
+/// `history run`, `history experiments --run` and `history hippius --run-id`.
+pub async fn resolve_run_id(store: Arc<dyn Store>, id: &str) -> Result<String, StoreError> {
+    if !jobs::pipeline::is_latest_run(id) {
+        check_run_id(id)?;
+        return Ok(id.to_string());
+    }
+    let mut keys = store.list("pipeline_runs/").await?;
+    keys.retain(|k| k.ends_with("/comparison.json"));
+    let location = store.describe();
+    let mut newest: Option<(u64, String)> = None;
+    for (k, r) in fetch_all(store, keys).await {
+        let Some(v) = r?.and_then(|b| serde_json::from_slice::<Value>(&b).ok()) else {
+            continue;
+        };
+        let run_id = v["run_id"]
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| k.split('/').nth(1).unwrap_or("").to_string());
+        let at = v["saved_at_ms"]
+            .as_u64()
+            .or_else(|| v["timestamp"].as_u64().map(|s| s * 1000))
+            .unwrap_or(0);
+        if newest.as_ref().is_none_or(|n| (at, &run_id) > (n.0, &n.1)) {
+            newest = Some((at, run_id));
+        }
+    }
+    newest
+        .map(|(_, id)| id)
+        .ok_or(StoreError::NoRuns { location })
+}
+
 /// Saves a finished run's summary and comparison (the ranked experiments).
 pub async fn save_run_summary(
     store: &dyn Store,
@@ -344,7 +387,7 @@ pub async fn save_run_summary(
     store
         .put_json(
             &comparison_key(run_id),
-            &json!({"run_id": run_id, "timestamp": unix_now(),
+            &json!({"run_id": run_id, "timestamp": unix_now(), "saved_at_ms": unix_now_ms(),
                     "comparison": summary.get("experiments").cloned().unwrap_or(Value::Null)}),
         )
         .await?;
@@ -569,6 +612,32 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(cmp["comparison"][0]["name"], "x");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn latest_names_the_run_saved_last() {
+        let dir = tmp();
+        let store: Arc<dyn Store> = Arc::new(FsStore::new(&dir));
+        let e = resolve_run_id(store.clone(), "latest").await.unwrap_err();
+        assert!(matches!(e, StoreError::NoRuns { .. }), "{e}");
+        assert!(e.to_string().contains("synth-city pipeline"), "{e}");
+        // saved later wins over a greater id
+        for id in ["zz-first", "aa-second"] {
+            save_run_summary(&*store, id, &json!({"run_id": id, "success": true}))
+                .await
+                .unwrap();
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        assert_eq!(
+            resolve_run_id(store.clone(), " LATEST ").await.unwrap(),
+            "aa-second"
+        );
+        assert_eq!(
+            resolve_run_id(store.clone(), "zz-first").await.unwrap(),
+            "zz-first"
+        );
+        assert!(resolve_run_id(store.clone(), "../x").await.is_err());
         std::fs::remove_dir_all(dir).unwrap();
     }
 

@@ -10,7 +10,7 @@ use serde::Serialize;
 use super::model::ZooModel;
 use super::optim::AdamW;
 use super::params::{Noise, SeededVarMap};
-use super::registry::{find_preset, PRESETS};
+use super::registry::resolve_preset;
 use super::spec::ExperimentSpec;
 use super::train::{batch_loss, load_windows, make_batch, simulate};
 use super::ZooError;
@@ -33,14 +33,7 @@ pub struct BenchResult {
 
 /// The spec of a preset (d_model and seq_len from the preset, the rest defaults).
 pub fn preset_spec(name: &str) -> Result<ExperimentSpec, ZooError> {
-    let p = find_preset(name).ok_or_else(|| ZooError::UnknownPreset {
-        name: name.to_string(),
-        known: PRESETS
-            .iter()
-            .map(|p| p.name)
-            .collect::<Vec<_>>()
-            .join(", "),
-    })?;
+    let p = resolve_preset(name)?;
     let mut spec = ExperimentSpec::new(p.blocks, p.head);
     spec.model.backbone.d_model = p.d_model;
     spec.model.backbone.seq_len = p.seq_len;

@@ -75,8 +75,8 @@ pub enum ZooError {
     Paths(#[from] sn50::crps::CrpsError),
     #[error(transparent)]
     Forecast(#[from] sn50::forecast::ForecastError),
-    #[error("unknown preset {name:?}; use one of {known}")]
-    UnknownPreset { name: String, known: String },
+    #[error(transparent)]
+    Preset(#[from] registry::PresetError),
     #[error("cannot read or write {path}: {message}")]
     Io { path: String, message: String },
     #[error("checkpoint {path}: {message}")]

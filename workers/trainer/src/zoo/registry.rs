@@ -390,11 +390,193 @@ pub fn find_head(name: &str) -> Option<&'static ComponentInfo> {
     })
 }
 
-/// A preset by name.
+/// A preset by name or alias (see [`resolve_preset`]).
 pub fn find_preset(name: &str) -> Option<&'static Preset> {
+    resolve_preset(name).ok()
+}
+
+/// A preset name of the seed, or a short name, and what it stands for here.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct PresetAlias {
+    pub alias: &'static str,
+    /// Where the name comes from: `osm` (open-synth-miner's presets), `seed` (the seed's
+    /// static list), `short` (a block's name for the preset built on that block alone).
+    pub origin: &'static str,
+    /// What the name was there.
+    pub seed: &'static str,
+    /// The preset it resolves to; `None` when nothing here corresponds.
+    pub preset: Option<&'static str>,
+    /// What differs from the seed's, or why nothing corresponds and what comes closest.
+    pub note: &'static str,
+    /// The nearest presets, for a name without a counterpart.
+    pub closest: &'static [&'static str],
+}
+
+const fn alias(
+    alias: &'static str,
+    origin: &'static str,
+    seed: &'static str,
+    preset: &'static str,
+    note: &'static str,
+) -> PresetAlias {
+    PresetAlias {
+        alias,
+        origin,
+        seed,
+        preset: Some(preset),
+        note,
+        closest: &[],
+    }
+}
+
+const fn missing(
+    name: &'static str,
+    origin: &'static str,
+    seed: &'static str,
+    closest: &'static [&'static str],
+    note: &'static str,
+) -> PresetAlias {
+    PresetAlias {
+        preset: None,
+        closest,
+        ..alias(name, origin, seed, "", note)
+    }
+}
+
+/// The seed's preset names (open-synth-miner's eight and the seed's static ten; the seed's own
+/// `baseline_gbm` is ours too) and short names, each resolved to a preset here, or to none with
+/// the nearest ones. RevIN (the seed's first block everywhere) has no block here because the
+/// features are normalised on the training split, which is its job.
+pub const PRESET_ALIASES: &[PresetAlias] = &[
+    alias("sde_transformer", "osm", "TransformerBlock into SDEHead", "transformer_sde", "the same combination"),
+    missing("horizon_transformer", "osm", "TransformerBlock, LSTMBlock into SimpleHorizonHead", &["baseline_gbm", "patchtst_quantile"], "no horizon head here: baseline_gbm has the backbone, patchtst_quantile a per-step head"),
+    alias("mixture_density", "osm", "TransformerBlock into MixtureDensityHead", "tcn_mixture", "the mixture preset here has a TCN backbone; `experiment --blocks TransformerBlock --head MixtureHead` has the seed's"),
+    missing("vol_term_structure", "osm", "TransformerBlock, LSTMBlock into VolTermStructureHead", &["baseline_gbm", "transformer_sde"], "no volatility term-structure head here"),
+    alias("revin_transformer", "osm", "RevIN, TransformerBlock, LSTMBlock into GBMHead", "baseline_gbm", "the same without RevIN"),
+    missing("dlinear_simple", "osm", "DLinear into GBMHead", &["lstm_gbm", "baseline_gbm"], "no DLinear block here"),
+    missing("timesnet_sde", "osm", "TimesNetBlock into SDEHead", &["transformer_sde", "patchtst_quantile"], "no preset, but the blocks are here: `experiment --blocks TimesNetBlock --head SDEHead`"),
+    alias("transformer_lstm", "seed", "RevIN, TransformerBlock, LSTMBlock into GBMHead", "baseline_gbm", "the same without RevIN"),
+    alias("pure_transformer", "seed", "RevIN, TransformerBlock into GBMHead", "transformer_sde", "the Transformer-only preset here has the SDE head; `experiment --blocks TransformerBlock --head GBMHead` has the seed's"),
+    missing("conv_gru", "seed", "RevIN, ResConvBlock, GRUBlock into GBMHead", &["tcn_mixture", "lstm_gbm"], "no GRU block here"),
+    missing("dlinear_baseline", "seed", "RevIN, DLinearBlock into GBMHead", &["lstm_gbm", "baseline_gbm"], "no DLinear block here"),
+    missing("fourier_lstm", "seed", "RevIN, FourierBlock, LSTMBlock into GBMHead", &["lstm_gbm"], "no preset; the frequency blocks here are FreTSBlock and FEDformerBlock: `experiment --blocks FreTSBlock,LSTMBlock --head GBMHead`"),
+    missing("timemixer", "seed", "RevIN, TimeMixerBlock into GBMHead", &["patchtst_quantile", "baseline_gbm"], "no TimeMixer block here"),
+    missing("bitcn_lstm", "seed", "RevIN, BiTCNBlock, LSTMBlock into GBMHead", &["tcn_mixture", "lstm_gbm"], "no bidirectional TCN here (TCNBlock is causal): `experiment --blocks TCNBlock,LSTMBlock --head GBMHead` comes closest"),
+    alias("sde_evolution", "seed", "RevIN, SDEEvolutionBlock into SDEHead", "transformer_sde", "no SDE-evolution block here; the SDE head is transformer_sde's"),
+    missing("unet_transformer", "seed", "RevIN, Unet1DBlock, TransformerBlock into GBMHead", &["baseline_gbm", "transformer_sde"], "no U-Net block here"),
+    missing("timesnet", "seed", "RevIN, TimesNetBlock into GBMHead", &["patchtst_quantile", "baseline_gbm"], "no preset, but the block is here: `experiment --blocks TimesNetBlock --head GBMHead`"),
+    alias("transformer", "short", "the seed README's `sweep --presets transformer,lstm,wavenet`", "transformer_sde", "the preset built on TransformerBlock alone"),
+    alias("lstm", "short", "the seed README's `sweep --presets transformer,lstm,wavenet`", "lstm_gbm", "the preset built on LSTMBlock alone"),
+    alias("wavenet", "short", "the seed README's `sweep --presets transformer,lstm,wavenet`", "wavenet_copula", "the preset built on WaveNetBlock alone"),
+    alias("tcn", "short", "a block's name", "tcn_mixture", "the preset built on TCNBlock alone"),
+    alias("patchtst", "short", "a block's name", "patchtst_quantile", "the preset built on PatchTSTBlock alone"),
+    alias("mamba", "short", "a block's name", "mamba_flow", "the preset built on MambaBlock alone"),
+];
+
+/// A preset name that resolves to no preset.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PresetError {
+    #[error(
+        "preset {name:?} is the seed's {seed} and has no counterpart here ({note}); closest: \
+         {closest}; `synth-city components` (GET /components/presets) lists every preset"
+    )]
+    NoCounterpart {
+        name: String,
+        seed: String,
+        note: String,
+        closest: String,
+    },
+    #[error(
+        "unknown preset {name:?}; {closest}; `synth-city components` (GET /components/presets) \
+         lists every preset and the seed's names it takes"
+    )]
+    Unknown { name: String, closest: String },
+}
+
+/// The one way a preset name is read (CLI `sweep`, `quick`, `experiment --preset`, the
+/// bridge's `/experiment/create`, anything else that takes one): a preset's own name, or an
+/// alias ([`PRESET_ALIASES`]), case-insensitively; else an error naming the nearest presets.
+pub fn resolve_preset(name: &str) -> Result<&'static Preset, PresetError> {
+    let n = name.trim();
+    let by_name = |p: &str| PRESETS.iter().find(|x| x.name == p);
+    if let Some(p) = PRESETS.iter().find(|p| p.name.eq_ignore_ascii_case(n)) {
+        return Ok(p);
+    }
+    if let Some(a) = find_alias(n) {
+        return match a.preset.and_then(by_name) {
+            Some(p) => Ok(p),
+            None => Err(PresetError::NoCounterpart {
+                name: a.alias.into(),
+                seed: a.seed.into(),
+                note: a.note.into(),
+                closest: a.closest.join(", "),
+            }),
+        };
+    }
+    let near = nearest_presets(n);
+    Err(PresetError::Unknown {
+        name: n.into(),
+        closest: if near.is_empty() {
+            let all: Vec<&str> = PRESETS.iter().map(|p| p.name).collect();
+            format!("use one of {}", all.join(", "))
+        } else {
+            format!("closest: {}", near.join(", "))
+        },
+    })
+}
+
+/// The alias entry of `name` (a seed's preset name or a short name), case-insensitively.
+pub fn find_alias(name: &str) -> Option<&'static PresetAlias> {
+    PRESET_ALIASES
+        .iter()
+        .find(|a| a.alias.eq_ignore_ascii_case(name.trim()))
+}
+
+/// Presets that share a word (3 letters or more) with `name`: in the preset's name, its
+/// blocks or its head.
+fn nearest_presets(name: &str) -> Vec<&'static str> {
+    let lower = name.to_ascii_lowercase();
+    let words: Vec<&str> = lower
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .filter(|w| w.len() >= 3)
+        .collect();
     PRESETS
         .iter()
-        .find(|p| p.name.eq_ignore_ascii_case(name.trim()))
+        .filter(|p| {
+            let mut own: Vec<String> = p.name.split('_').map(str::to_string).collect();
+            own.extend(p.blocks.iter().map(|b| b.to_ascii_lowercase()));
+            own.push(p.head.to_ascii_lowercase());
+            words.iter().any(|w| {
+                own.iter()
+                    .any(|o| o.starts_with(w) || w.starts_with(o.as_str()))
+            })
+        })
+        .map(|p| p.name)
+        .collect()
+}
+
+/// The aliases that resolve to `preset`.
+pub fn aliases_of(preset: &str) -> Vec<&'static str> {
+    PRESET_ALIASES
+        .iter()
+        .filter(|a| a.preset == Some(preset))
+        .map(|a| a.alias)
+        .collect()
+}
+
+/// The presets as listed (`components --json`, `GET /components/presets`, the agents'
+/// `list_presets`): each with the aliases that resolve to it.
+pub fn presets_json() -> Value {
+    Value::Array(
+        PRESETS
+            .iter()
+            .map(|p| {
+                let mut v = serde_json::to_value(p).expect("presets serialise");
+                v["aliases"] = serde_json::json!(aliases_of(p.name));
+                v
+            })
+            .collect(),
+    )
 }
 
 /// Resolved parameter values: the defaults overridden by the given keyword arguments.
@@ -473,7 +655,8 @@ pub fn components_json() -> Value {
     serde_json::json!({
         "blocks": BLOCKS,
         "heads": HEADS,
-        "presets": PRESETS,
+        "presets": presets_json(),
+        "preset_aliases": PRESET_ALIASES,
     })
 }
 
@@ -515,6 +698,20 @@ pub fn components_text() -> String {
             p.d_model,
             p.seq_len,
             p.description
+        ));
+        let aliases = aliases_of(p.name);
+        if !aliases.is_empty() {
+            s.push_str(&format!("      also: {}\n", aliases.join(", ")));
+        }
+    }
+    s.push_str("The seed's preset names with no counterpart here:\n");
+    for a in PRESET_ALIASES.iter().filter(|a| a.preset.is_none()) {
+        s.push_str(&format!(
+            "  {:<18} {}: {}; closest {}\n",
+            a.alias,
+            a.seed,
+            a.note,
+            a.closest.join(", ")
         ));
     }
     s

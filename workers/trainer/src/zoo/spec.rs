@@ -204,6 +204,85 @@ impl std::fmt::Display for SpecIssue {
     }
 }
 
+/// The horizons the seed's bots send (`POST /experiment/create` and `experiment --horizon`
+/// default to 12; its checker accepted 12, 24 and 48): steps of the seed's synthetic data,
+/// which no SN50 prompt asks for.
+pub const SEED_HORIZONS: [usize; 3] = [12, 24, 48];
+
+/// A value a request gave that was replaced, and why (answered beside the result, so the
+/// caller learns what was used).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Replaced {
+    pub field: String,
+    pub given: Value,
+    pub used: Value,
+    pub message: String,
+}
+
+/// The timeframe a request's `horizon` and `timeframe` (each optional) come to, the seed's way:
+/// a spec's horizon is the SN50 prompt's length on its timeframe (288 steps of 5 minutes, 60 of
+/// 1 minute), so
+///
+/// - with a timeframe, any horizon is replaced by that timeframe's (the seed forced `horizon`
+///   to `pred_len` whenever a timeframe was given), noted when it differed;
+/// - without one, a timeframe's own horizon picks it (288: 5m, 60: 1m), and a seed horizon
+///   ([`SEED_HORIZONS`]) is replaced by the default timeframe's (5m, 288), noted;
+/// - any other horizon without a timeframe is an issue naming `field`, the accepted values and
+///   the fix.
+///
+/// `Ok((None, _))`: neither was given; the spec keeps its own timeframe and horizon.
+pub fn seed_horizon(
+    field: &str,
+    horizon: Option<usize>,
+    timeframe: Option<Timeframe>,
+) -> Result<(Option<Timeframe>, Option<Replaced>), SpecIssue> {
+    let prompt = |tf: Timeframe| {
+        format!(
+            "timeframe {tf}'s SN50 prompt ({} h of {}-minute steps) needs {} steps",
+            tf.horizon_secs() / 3600,
+            tf.step_secs() / 60,
+            tf.horizon_steps()
+        )
+    };
+    let replaced = |h: usize, tf: Timeframe, why: String| Replaced {
+        field: field.to_string(),
+        given: h.into(),
+        used: tf.horizon_steps().into(),
+        message: format!(
+            "horizon {h} replaced by {}: {why}; leave `horizon` out to get it without this note",
+            tf.horizon_steps()
+        ),
+    };
+    match (horizon, timeframe) {
+        (None, tf) => Ok((tf, None)),
+        (Some(h), Some(tf)) if h == tf.horizon_steps() => Ok((Some(tf), None)),
+        (Some(h), Some(tf)) => Ok((Some(tf), Some(replaced(h, tf, prompt(tf))))),
+        (Some(h), None) => {
+            if let Some(tf) = Timeframe::ALL.into_iter().find(|t| t.horizon_steps() == h) {
+                return Ok((Some(tf), None));
+            }
+            let tf = Timeframe::FiveMinutes;
+            if SEED_HORIZONS.contains(&h) {
+                let why = format!(
+                    "without `timeframe` a spec is for {tf} ({}; send \"timeframe\": \"1m\" \
+                     for the 1 h prompt's {})",
+                    prompt(tf),
+                    Timeframe::OneMinute.horizon_steps()
+                );
+                return Ok((Some(tf), Some(replaced(h, tf, why))));
+            }
+            Err(SpecIssue {
+                field: field.to_string(),
+                message: format!(
+                    "{h} is not a horizon SN50 asks for: use 288 (timeframe \"5m\", the 24 h \
+                     prompt) or 60 (timeframe \"1m\", the 1 h prompt), or send \"timeframe\": \
+                     \"5m\" or \"1m\" and leave `horizon` out (it follows the timeframe)"
+                ),
+            })
+        }
+    }
+}
+
 /// A validated spec's components, canonical names with resolved parameters.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Resolved {

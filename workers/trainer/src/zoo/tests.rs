@@ -271,6 +271,151 @@ fn zoo_presets_validate() {
 }
 
 #[test]
+fn zoo_the_seeds_preset_names_resolve_or_name_the_closest() {
+    use super::registry::{find_alias, presets_json, resolve_preset, PresetError, PRESET_ALIASES};
+    // every alias resolves to a preset that exists, or names only presets that exist
+    for a in PRESET_ALIASES {
+        assert!(
+            PRESETS
+                .iter()
+                .all(|p| !p.name.eq_ignore_ascii_case(a.alias)),
+            "{} is a preset and an alias",
+            a.alias
+        );
+        match a.preset {
+            Some(p) => assert_eq!(resolve_preset(a.alias).unwrap().name, p),
+            None => {
+                assert!(!a.closest.is_empty(), "{}", a.alias);
+                for c in a.closest {
+                    assert!(resolve_preset(c).is_ok(), "{}: closest {c}", a.alias);
+                }
+            }
+        }
+    }
+    // both seed lists and the README's short names are there
+    for seed in [
+        "baseline_gbm",
+        "sde_transformer",
+        "horizon_transformer",
+        "mixture_density",
+        "vol_term_structure",
+        "revin_transformer",
+        "dlinear_simple",
+        "timesnet_sde",
+        "transformer_lstm",
+        "pure_transformer",
+        "conv_gru",
+        "dlinear_baseline",
+        "fourier_lstm",
+        "timemixer",
+        "bitcn_lstm",
+        "sde_evolution",
+        "unet_transformer",
+        "timesnet",
+        "transformer",
+        "lstm",
+        "wavenet",
+    ] {
+        assert!(
+            resolve_preset(seed).is_ok() || find_alias(seed).is_some(),
+            "{seed} is neither a preset nor an alias"
+        );
+    }
+    assert_eq!(
+        resolve_preset(" SDE_Transformer ").unwrap().name,
+        "transformer_sde"
+    );
+    assert_eq!(
+        resolve_preset("transformer_lstm").unwrap().name,
+        "baseline_gbm"
+    );
+    assert_eq!(resolve_preset("wavenet").unwrap().name, "wavenet_copula");
+    let e = resolve_preset("conv_gru").unwrap_err();
+    assert!(matches!(e, PresetError::NoCounterpart { .. }));
+    let e = e.to_string();
+    assert!(
+        e.contains("closest: tcn_mixture, lstm_gbm") && e.contains("synth-city components"),
+        "{e}"
+    );
+    let e = resolve_preset("transformer_xl").unwrap_err().to_string();
+    assert!(
+        e.contains("closest: baseline_gbm, transformer_sde") && e.contains("synth-city components"),
+        "{e}"
+    );
+    let e = resolve_preset("gru").unwrap_err().to_string();
+    assert!(e.contains("use one of baseline_gbm, lstm_gbm"), "{e}");
+    // the listing shows each preset's aliases
+    let listed = presets_json();
+    let sde = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "transformer_sde")
+        .unwrap();
+    let aliases: Vec<&str> = sde["aliases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert!(aliases.contains(&"sde_transformer") && aliases.contains(&"transformer"));
+    assert!(super::registry::components_text().contains("also: sde_transformer"));
+}
+
+#[test]
+fn zoo_the_seeds_horizons_follow_the_timeframe_or_are_refused_with_the_fix() {
+    use super::spec::seed_horizon;
+    use jobs::Timeframe::{FiveMinutes, OneMinute};
+    // nothing given: the spec keeps its own
+    assert_eq!(seed_horizon("horizon", None, None).unwrap(), (None, None));
+    assert_eq!(
+        seed_horizon("horizon", None, Some(OneMinute)).unwrap(),
+        (Some(OneMinute), None)
+    );
+    // with a timeframe, any horizon is that timeframe's; a different one is noted
+    assert_eq!(
+        seed_horizon("horizon", Some(60), Some(OneMinute)).unwrap(),
+        (Some(OneMinute), None)
+    );
+    for h in [12, 24, 48, 100, 288] {
+        let (tf, note) = seed_horizon("horizon", Some(h), Some(OneMinute)).unwrap();
+        assert_eq!(tf, Some(OneMinute));
+        let note = note.unwrap();
+        assert_eq!(
+            (note.field.as_str(), note.given.clone(), note.used.clone()),
+            ("horizon", h.into(), 60.into())
+        );
+        assert!(
+            note.message
+                .contains(&format!("horizon {h} replaced by 60")),
+            "{}",
+            note.message
+        );
+    }
+    // without one, a timeframe's horizon picks it, and the seed's are the default's
+    assert_eq!(
+        seed_horizon("horizon", Some(60), None).unwrap(),
+        (Some(OneMinute), None)
+    );
+    assert_eq!(
+        seed_horizon("horizon", Some(288), None).unwrap(),
+        (Some(FiveMinutes), None)
+    );
+    let (tf, note) = seed_horizon("horizon", Some(12), None).unwrap();
+    assert_eq!(tf, Some(FiveMinutes));
+    assert!(note.unwrap().message.contains("\"timeframe\": \"1m\""));
+    // anything else: the field, the accepted values and the fix
+    let e = seed_horizon("horizon", Some(100), None).unwrap_err();
+    assert_eq!(e.field, "horizon");
+    assert!(
+        e.message.contains("288")
+            && e.message.contains("60")
+            && e.message.contains("\"timeframe\""),
+        "{e}"
+    );
+}
+
+#[test]
 fn zoo_validation_reports_every_error_with_field_and_fix() {
     let mut s = ExperimentSpec::new(&["TransformerBlock", "NoSuchBlock"], "nohead");
     s.model.backbone.d_model = 30;
