@@ -43,9 +43,23 @@ impl Machine {
         store: &Path,
         extra: &[&str],
     ) -> Machine {
-        let (data, work) = (root.join("data"), root.join("work"));
+        let data = root.join("data");
         std::fs::create_dir_all(&data).unwrap();
         std::fs::copy(shared_data().join("BTC_5m.csv"), data.join("BTC_5m.csv")).unwrap();
+        Self::spawn(redis, root, roles, store, extra)
+    }
+
+    /// [`Machine::start_with`] on whatever the machine's data directory holds (nothing is
+    /// copied into it).
+    fn spawn(
+        redis: &RedisServer,
+        root: &Path,
+        roles: &str,
+        store: &Path,
+        extra: &[&str],
+    ) -> Machine {
+        let (data, work) = (root.join("data"), root.join("work"));
+        std::fs::create_dir_all(&data).unwrap();
         let mut cmd = worker_command(&redis.url(), &["--roles", roles, "--concurrency", "2"]);
         cmd.args(extra)
             .arg("--data-dir")
@@ -391,5 +405,44 @@ fn a_checkpoint_gone_from_the_store_is_an_environment_error_not_a_model_problem(
     assert!(
         dead.contains(&format!("run-{id}-check")) && dead.contains("environment"),
         "{dead}"
+    );
+}
+
+/// The machine that checks a model without the bars the check needs: an environment error
+/// like a missing checkpoint (retried, dead-lettered with the missing file and the command
+/// that fetches it, the run failed saying so), never a model problem for the debugger.
+#[test]
+fn bars_missing_on_the_checking_machine_are_an_environment_error() {
+    let f = Fleet::new();
+    let (redis, store) = (&f.redis, &f.store);
+    let quick = ["--retry-base-ms", "50", "--retry-cap-ms", "200"];
+    let agents = Machine::start_with(redis, &f.root_b, "agents,engine", store, &quick);
+    let id = f.enqueue_run("1", &[]);
+    f.wait(&id, 300, "never planned", |r| r["stage"] == "train");
+    drop(agents);
+    let trainer = Machine::start(redis, &f.root_a, "trainer", store);
+    f.wait(&id, 300, "never trained", |r| r["stage"] == "check");
+    drop(trainer);
+    std::fs::remove_file(f.root_b.join("data/BTC_5m.csv")).unwrap();
+    let _agents = Machine::spawn(redis, &f.root_b, "agents,engine", store, &quick);
+    let run = f.finished(&id, 120);
+    assert_eq!(run["state"], "failed", "{run}");
+    let error = run["summary"]["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("check stage job")
+            && error.contains("environment")
+            && error.contains("BTC_5m.csv")
+            && error.contains("synth-city data download"),
+        "the run's error names the missing bars and how to fetch them: {run}"
+    );
+    let stages: Vec<&str> = run["task"]["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["stage"].as_str().unwrap())
+        .collect();
+    assert!(
+        !stages.contains(&"debug"),
+        "the debugger was asked: {stages:?}"
     );
 }

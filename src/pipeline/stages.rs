@@ -615,7 +615,13 @@ async fn check(ctx: &Ctx, task: &mut Task) -> Result<StageOut, JobError> {
         .await
         .map_err(environment)?;
     best.checkpoint = Some(dir);
+    // so are bars this worker does not have: the check needs the asset's recent bars
     let data_dir = ctx.dirs.data_dir.clone();
+    let assets = match best.spec.data.assets.first() {
+        Some(a) => vec![a.clone()],
+        None => vec!["BTC".to_string()],
+    };
+    sn50::data::check_files(&data_dir, &assets, best.spec.data.timeframe).map_err(environment)?;
     let report = tokio::task::spawn_blocking(move || checker::check(&best, &data_dir))
         .await
         .map_err(|e| JobError::retry(format!("check task failed: {e}")))?;
