@@ -3,6 +3,8 @@
 # asset on everything before the fold, then score it, the classical anchors and the reference
 # GBM on prompt windows inside the fold, with today's scoring. Fold 0 is the last FOLD_DAYS of
 # each file, fold 1 the FOLD_DAYS before it, and so on: no fold's model saw its own windows.
+# Days are counted on the file's own clock, closures (nights, weekends) included but holes of
+# more than 3 days in the data left out, so a fold of a patchy file still holds FOLD_DAYS of bars.
 #
 #   ops/bench/walkforward.sh TAG PROMPT ASSETS -- <experiment flags>
 #   e.g. ops/bench/walkforward.sh rec low BTC,ETH,SOL -- --preset recommended --seed 1
@@ -20,24 +22,59 @@ FOLD_DAYS=${FOLD_DAYS:-60} WINDOWS=${WINDOWS:-50} SEED=${SEED:-2} PATHS=${PATHS:
 ANCHORS=${ANCHORS:-garch-tod-t} BLEND=${BLEND:-} OUT=${OUT:-runs/walkforward}
 tf=5m; [ "$prompt" = high ] && tf=1m
 mkdir -p "$OUT"
-backtest() { # MODEL ASSET FOLD FILE
+backtest() { # MODEL ASSET LAST_DAYS SKIP_DAYS FILE
     "$BIN" score backtest --model "$1" --reference gbm --prompt "$prompt" --data-dir "$DATA" \
         --assets "$2" --windows "$WINDOWS" --seed "$SEED" --paths "$PATHS" \
-        --last-days "$FOLD_DAYS" --skip-last-days $(( $3 * FOLD_DAYS )) --json >"$4"
+        --last-days "$3" --skip-last-days "$4" --json >"$5"
+}
+# folds ASSET: one line per fold, "HOLDOUT_DAYS LAST_DAYS SKIP_DAYS" in calendar days from the
+# file's last bar: the model trains on what is before HOLDOUT_DAYS, its windows start in the
+# LAST_DAYS before the last SKIP_DAYS.
+folds() {
+    python3 - "$DATA" "$1" "$tf" "$FOLDS" "$FOLD_DAYS" <<'PY'
+import os, sys
+data, asset, tf, folds, fold_days = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), float(sys.argv[5])
+stem = {"SP500": "SPY", "NVDAX": "NVDA", "TSLAX": "TSLA", "AAPLX": "AAPL", "GOOGLX": "GOOG"}.get(asset, asset)
+ts = []
+with open(os.path.join(data, f"{stem}_{tf}.csv")) as fh:
+    next(fh)
+    for line in fh:
+        if line.strip():
+            ts.append(int(float(line.split(",", 1)[0])))
+if ts[0] > 10**11:  # milliseconds
+    ts = [t // 1000 for t in ts]
+end, hole, clock, bounds = ts[-1], 3 * 86400, 0, []
+for i in range(len(ts) - 1, 0, -1):
+    step = ts[i] - ts[i - 1]
+    if step <= hole:
+        clock += step
+    if clock >= (len(bounds) + 1) * fold_days * 86400:
+        bounds.append(ts[i - 1])
+        if len(bounds) == folds:
+            break
+if len(bounds) < folds:
+    sys.exit(f"{asset}: {stem}_{tf}.csv holds fewer than {folds} folds of {fold_days:g} days")
+prev = end
+for b in bounds:
+    print("%.4f %.4f %.4f" % ((end - b) / 86400, (prev - b) / 86400, (end - prev) / 86400))
+    prev = b
+PY
 }
 IFS=, read -ra list <<<"$assets"
 for a in "${list[@]}"; do
-    for ((f = 0; f < FOLDS; f++)); do
+    f=0
+    while read -r holdout last skip; do
         base="$OUT/$tag-$prompt-$a-f$f"
         start=$(date +%s)
         "$BIN" experiment --asset "$a" --timeframe "$tf" --data-dir "$DATA" --out "$base.ckpt" \
-            --holdout-days $(( (f + 1) * FOLD_DAYS )) --json "$@" >"$base.train.json"
+            --holdout-days "$holdout" --json "$@" >"$base.train.json"
         ck=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["checkpoint"])' "$base.train.json")
-        echo "$a fold $f: trained in $(( $(date +%s) - start )) s" >&2
-        backtest "$ck" "$a" "$f" "$base.model.json"
-        [ -n "$BLEND" ] && backtest "mix:$ck,$BLEND" "$a" "$f" "$base.mix.json"
-        for m in ${ANCHORS//,/ }; do backtest "$m" "$a" "$f" "$base.$m.json"; done
-    done
+        echo "$a fold $f (windows from $last days before the last $skip): trained in $(( $(date +%s) - start )) s" >&2
+        backtest "$ck" "$a" "$last" "$skip" "$base.model.json"
+        [ -n "$BLEND" ] && backtest "mix:$ck,$BLEND" "$a" "$last" "$skip" "$base.mix.json"
+        for m in ${ANCHORS//,/ }; do backtest "$m" "$a" "$last" "$skip" "$base.$m.json"; done
+        f=$((f + 1))
+    done < <(folds "$a")
 done
 "$BIN" score constants >"$OUT/constants.json"
 python3 - "$OUT" "$tag" "$prompt" "$FOLDS" "$assets" <<'EOF'
