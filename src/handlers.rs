@@ -5,12 +5,15 @@
 //! types its `--roles` name ([`expand_roles`]): role names (`trainer`, `scorer`, ...), type
 //! names, or `all`. Every handler that touches files gets the worker's own directories
 //! ([`WorkerDirs`], from its settings), and the trainer a sink that puts checkpoints in the
-//! store. This module decides nothing else.
+//! store. Every handler is wrapped so that what it writes into a result or an error names
+//! none of the worker's directories ([`WorkerDirs::redact`]: `<data-dir>` in place of the
+//! path). This module decides nothing else.
 
 use std::sync::Arc;
 
+use async_trait::async_trait;
 use engine::Queue;
-use jobs::{Catalog, Registry, Role};
+use jobs::{Catalog, Handler, JobContext, JobError, Registry, Role};
 use trainer::WorkerDirs;
 
 /// The handlers of every job type of this build, working in `dirs`.
@@ -23,7 +26,41 @@ pub fn registry(queue: &Queue, dirs: &WorkerDirs) -> Registry {
     };
     trainer::register(&mut r, dirs.clone(), Arc::new(sink)); // experiment
     scorer::register(&mut r, dirs); // shadow-prompt, shadow-score, data-download
+    let dirs = dirs.clone();
+    r.wrap(|inner| {
+        Arc::new(Redacting {
+            inner,
+            dirs: dirs.clone(),
+        })
+    });
     r
+}
+
+/// A handler whose results and errors name none of the worker's directories.
+struct Redacting {
+    inner: Arc<dyn Handler>,
+    dirs: WorkerDirs,
+}
+
+#[async_trait]
+impl Handler for Redacting {
+    fn job_type(&self) -> &'static str {
+        self.inner.job_type()
+    }
+
+    async fn handle(
+        &self,
+        ctx: JobContext,
+        payload: serde_json::Value,
+    ) -> Result<serde_json::Value, JobError> {
+        match self.inner.handle(ctx, payload).await {
+            Ok(mut v) => {
+                self.dirs.redact_json(&mut v);
+                Ok(v)
+            }
+            Err(e) => Err(e.map_message(|m| self.dirs.redact(m))),
+        }
+    }
 }
 
 /// The job types that `roles` names: each entry a role (every type of that role), a job type,

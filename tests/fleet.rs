@@ -432,9 +432,16 @@ fn bars_missing_on_the_checking_machine_are_an_environment_error() {
         error.contains("check stage job")
             && error.contains("environment")
             && error.contains("BTC_5m.csv")
-            && error.contains("synth-city data download"),
+            && error.contains("synth-city data download")
+            && error.contains("<data-dir>"),
         "the run's error names the missing bars and how to fetch them: {run}"
     );
+    // and no path of either machine, in the run or in the dead letter
+    let machines = [f.root_a.as_path(), f.root_b.as_path(), f.tmp.path()];
+    assert_no_paths("the failed run", &run, &machines);
+    let dead = cli(redis, &f.operator, &["jobs", "dlq", "list", "--json"]);
+    let dead: Value = serde_json::from_str(dead.trim()).unwrap();
+    assert_no_paths("the dead letters", &dead, &machines);
     let stages: Vec<&str> = run["task"]["stages"]
         .as_array()
         .unwrap()

@@ -55,6 +55,23 @@ pub enum JobError {
 }
 
 impl JobError {
+    /// The same error with its message passed through `f` (the kind is kept).
+    pub fn map_message(self, f: impl Fn(&str) -> String) -> Self {
+        match self {
+            JobError::Retryable(m) => JobError::Retryable(f(&m)),
+            JobError::Permanent(m) => JobError::Permanent(f(&m)),
+            JobError::Malformed(m) => JobError::Malformed(f(&m)),
+            JobError::Cancelled => JobError::Cancelled,
+            JobError::Defer {
+                retry_in_ms,
+                reason,
+            } => JobError::Defer {
+                retry_in_ms,
+                reason: f(&reason),
+            },
+        }
+    }
+
     /// A retryable error from anything displayable.
     pub fn retry(msg: impl std::fmt::Display) -> Self {
         JobError::Retryable(msg.to_string())

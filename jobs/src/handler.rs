@@ -71,6 +71,15 @@ impl Registry {
         self
     }
 
+    /// Replaces every handler `h` with `f(h)`: a decorator around all of them (e.g. one that
+    /// rewrites what handlers write into results and errors).
+    pub fn wrap(&mut self, f: impl Fn(Arc<dyn Handler>) -> Arc<dyn Handler>) -> &mut Self {
+        for h in self.handlers.values_mut() {
+            *h = f(h.clone());
+        }
+        self
+    }
+
     /// The handler for `job_type`.
     pub fn get(&self, job_type: &str) -> Option<Arc<dyn Handler>> {
         self.handlers.get(job_type).cloned()

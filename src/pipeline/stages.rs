@@ -339,7 +339,8 @@ async fn advance(
             )
         }
         Next::Finish { success, error } => {
-            let summary = summarize(&run.id, task, *success, error.as_deref());
+            let mut summary = summarize(&run.id, task, *success, error.as_deref());
+            dirs.redact_json(&mut summary);
             publisher::run_log::record_summary(&dirs.store_dir, &run.id, &summary).await;
             (
                 "done".to_string(),
@@ -350,7 +351,10 @@ async fn advance(
             )
         }
     };
-    let task_json = serde_json::to_string(task).expect("tasks serialise");
+    // the run record names none of this worker's directories (errors and notes may quote them)
+    let mut task_value = serde_json::to_value(task).expect("tasks serialise");
+    dirs.redact_json(&mut task_value);
+    let task_json = task_value.to_string();
     let r: i64 = q
         .retrying("advance run", |mut c| {
             let mut inv = q.scripts().run_advance.prepare_invoke();
@@ -573,6 +577,12 @@ async fn train(
     })
     .await
     .map_err(|e| JobError::retry(format!("training task failed: {e}")))?;
+    // a failed experiment's error may quote this worker's directories: records travel
+    for r in &mut records {
+        if let Some(e) = &r.error {
+            r.error = Some(ctx.dirs.redact(e));
+        }
+    }
     store_checkpoints(&ctx.dirs, &mut records).await?;
     record_experiments(&ctx.queue, &records)
         .await
