@@ -766,3 +766,89 @@ fn a_run_job_starts_one_run_and_a_schedule_starts_one_per_fire() {
     worker.kill().unwrap();
     worker.wait().unwrap();
 }
+
+/// A cancelled run stops its training within a step: the train job ends `cancelled` in
+/// seconds, not when its long budget would have run out, and the worker is free again.
+#[test]
+fn a_cancelled_run_stops_its_training() {
+    let redis = RedisServer::start();
+    migrate(&redis);
+    let dir = tempfile::tempdir().unwrap();
+    // one experiment of 40 epochs x 500 steps: minutes of training on this machine
+    let args = [
+        "pipeline",
+        "--enqueue-only",
+        "--max-experiments",
+        "1",
+        "--rounds",
+        "1",
+        "--json",
+        "--epochs",
+        "40",
+        "--steps-per-epoch",
+        "500",
+        "--d-model",
+        "8",
+        "--seq-len",
+        "16",
+        "--batch-size",
+        "2",
+        "--n-paths",
+        "4",
+    ];
+    let out = cli(&redis, &args, dir.path());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = serde_json::from_str::<Value>(String::from_utf8_lossy(&out.stdout).trim()).unwrap()
+        ["run_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut worker = worker_in(
+        &redis,
+        dir.path(),
+        &["--roles", "all", "--concurrency", "2"],
+    );
+    let mut conn = redis.conn();
+    let run_key = format!("{{t}}:run:{id}");
+    let field = |conn: &mut redis::Connection, f: &str| -> Option<String> {
+        redis::cmd("HGET").arg(&run_key).arg(f).query(conn).unwrap()
+    };
+    let job_state = |job: &str| -> String {
+        let v: Value =
+            serde_json::from_str(&plain(&redis, &["jobs", "status", job, "--json"])).unwrap();
+        v["state"].as_str().unwrap_or_default().to_string()
+    };
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let job = loop {
+        if field(&mut conn, "stage").as_deref() == Some("train") {
+            let job = field(&mut conn, "job").unwrap();
+            if job_state(&job) == "active" {
+                break job;
+            }
+        }
+        assert!(Instant::now() < deadline, "training never started");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    std::thread::sleep(Duration::from_secs(2));
+    let said = plain(&redis, &["runs", "cancel", &id]);
+    assert!(said.contains("cancelled"), "{said}");
+    let cancelled_at = Instant::now();
+    loop {
+        let state = job_state(&job);
+        if state == "cancelled" {
+            break;
+        }
+        assert!(
+            cancelled_at.elapsed() < Duration::from_secs(20),
+            "the train job {job} is still {state} 20 s after its run was cancelled"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(run_state(&redis, &id)["state"], "cancelled");
+    worker.kill().unwrap();
+    worker.wait().unwrap();
+}

@@ -548,6 +548,7 @@ async fn train(
     let dirs = ctx.dirs.clone();
     let run_id = run.id.clone();
     let progress_ctx = jctx.clone();
+    let cancel_ctx = jctx.clone();
     let mut records = tokio::task::spawn_blocking(move || {
         let mut done = 0usize;
         let mut budget = opts.budget.clone();
@@ -573,10 +574,16 @@ async fn train(
                         "experiment": r.name, "crps": r.crps, "gbm_crps": r.gbm_crps}));
                 }
             },
+            // a cancelled run (or a lost lease, or a worker shutting down) stops training
+            // within a step, not after the plan
+            &|| cancel_ctx.is_cancelled(),
         )
     })
     .await
     .map_err(|e| JobError::retry(format!("training task failed: {e}")))?;
+    if jctx.is_cancelled() {
+        return Err(JobError::Cancelled);
+    }
     // a failed experiment's error may quote this worker's directories: records travel
     for r in &mut records {
         if let Some(e) = &r.error {

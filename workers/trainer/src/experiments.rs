@@ -210,7 +210,15 @@ pub fn run_experiment(
     device: &str,
     resume: bool,
 ) -> ExperimentRun {
-    run_experiment_with(spec, data_dir, out_dir, device, resume, &mut |_| {})
+    run_experiment_with(
+        spec,
+        data_dir,
+        out_dir,
+        device,
+        resume,
+        &mut |_| {},
+        &|| false,
+    )
 }
 
 /// [`run_experiment`], calling `on_epoch` after every training epoch.
@@ -221,6 +229,7 @@ pub fn run_experiment_with(
     device: &str,
     resume: bool,
     on_epoch: &mut dyn FnMut(&train::EpochReport),
+    stop: &dyn Fn() -> bool,
 ) -> ExperimentRun {
     let started = std::time::Instant::now();
     let mut run = ExperimentRun {
@@ -259,7 +268,7 @@ pub fn run_experiment_with(
             resume,
         };
         let t0 = std::time::Instant::now();
-        let result = train::train(spec, &opts, on_epoch)?;
+        let result = train::train_observed(spec, &opts, &mut Observe { on_epoch, stop })?;
         train_s = t0.elapsed().as_secs_f64();
         let diverged = result
             .step_losses
@@ -338,26 +347,32 @@ pub fn train_plan(
     device: &str,
     run_id: &str,
     progress: &mut dyn FnMut(PlanEvent<'_>),
+    stop: &dyn Fn() -> bool,
 ) -> Vec<ExperimentRecord> {
-    let mut records: Vec<ExperimentRecord> = specs
-        .iter()
-        .map(|s| {
-            let dir = checkpoint_dir(out, run_id, s);
-            let name = experiment_name(s);
-            let mut r = run_experiment_with(s, data_dir, &dir, device, false, &mut |report| {
-                progress(PlanEvent::Epoch {
-                    name: &name,
-                    report,
-                })
+    let mut records: Vec<ExperimentRecord> = Vec::with_capacity(specs.len());
+    for s in specs {
+        if stop() {
+            return records;
+        }
+        let dir = checkpoint_dir(out, run_id, s);
+        let name = experiment_name(s);
+        let mut on_epoch = |report: &train::EpochReport| {
+            progress(PlanEvent::Epoch {
+                name: &name,
+                report,
             })
-            .record;
-            r.run_id = Some(run_id.to_string());
-            progress(PlanEvent::Done(&r));
-            r
-        })
-        .collect();
+        };
+        let mut r =
+            run_experiment_with(s, data_dir, &dir, device, false, &mut on_epoch, stop).record;
+        r.run_id = Some(run_id.to_string());
+        progress(PlanEvent::Done(&r));
+        records.push(r);
+    }
     let mut alive: Vec<usize> = (0..records.len()).collect();
     for round in 1..budget.rounds.max(1) {
+        if stop() {
+            return records;
+        }
         alive.retain(|&i| records[i].crps.is_some());
         alive.sort_by(|&a, &b| records[a].crps.partial_cmp(&records[b].crps).unwrap());
         alive.truncate(alive.len().div_ceil(2));
@@ -369,13 +384,15 @@ pub fn train_plan(
             spec.training.epochs = budget.epochs << round;
             let dir = checkpoint_dir(out, run_id, &records[i].spec);
             let name = records[i].name.clone();
-            let mut r = run_experiment_with(&spec, data_dir, &dir, device, true, &mut |report| {
+            let mut on_epoch = |report: &train::EpochReport| {
                 progress(PlanEvent::Epoch {
                     name: &name,
                     report,
                 })
-            })
-            .record;
+            };
+            let mut r =
+                run_experiment_with(&spec, data_dir, &dir, device, true, &mut on_epoch, stop)
+                    .record;
             r.run_id = Some(run_id.to_string());
             r.fingerprint = records[i].fingerprint.clone();
             if r.crps.is_some() {
@@ -385,6 +402,22 @@ pub fn train_plan(
         }
     }
     records
+}
+
+/// The observer [`run_experiment_with`] trains under: each epoch to `on_epoch`, stopping
+/// when `stop` says so.
+struct Observe<'a> {
+    on_epoch: &'a mut dyn FnMut(&train::EpochReport),
+    stop: &'a dyn Fn() -> bool,
+}
+
+impl train::TrainObserver for Observe<'_> {
+    fn epoch(&mut self, e: &train::EpochReport) {
+        (self.on_epoch)(e)
+    }
+    fn stop(&self) -> bool {
+        (self.stop)()
+    }
 }
 
 /// The best successful record by CRPS (lowest first).

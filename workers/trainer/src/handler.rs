@@ -86,11 +86,23 @@ impl JobHandler for ExperimentHandler {
             .clone()
             .unwrap_or_else(|| self.dirs.device.clone());
         let (data_dir, out_dir) = (self.dirs.data_dir.clone(), self.scratch(&ctx.job_id));
+        let cancel = ctx.clone();
         let mut run = tokio::task::spawn_blocking(move || {
-            crate::experiments::run_experiment(&spec, &data_dir, &out_dir, &device, false)
+            crate::experiments::run_experiment_with(
+                &spec,
+                &data_dir,
+                &out_dir,
+                &device,
+                false,
+                &mut |_| {},
+                &|| cancel.is_cancelled(),
+            )
         })
         .await
         .map_err(|e| JobError::retry(format!("experiment thread: {e}")))?;
+        if ctx.is_cancelled() {
+            return Err(JobError::Cancelled);
+        }
         if let Some(dir) = run.record.checkpoint.clone() {
             ctx.progress(
                 serde_json::json!({"stage": "storing", "experiment_id": job.experiment_id}),

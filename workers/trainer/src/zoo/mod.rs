@@ -89,6 +89,8 @@ pub enum ZooError {
         "no SN50 competition scores the {0} prompt: check the competitions in the SN50 constants"
     )]
     NoCompetition(&'static str),
+    #[error("training stopped: the job that asked for it was cancelled")]
+    Stopped,
     #[error("the model simulates {steps} steps but {scales} step scales were given: a checkpoint and a horizon that disagree")]
     StepScales { steps: usize, scales: usize },
 }

@@ -237,10 +237,15 @@ pub struct StepReport {
     pub lr: f64,
 }
 
-/// Receives training progress: every step and every finished epoch.
+/// Receives training progress: every step and every finished epoch; and may stop it.
 pub trait TrainObserver {
     fn step(&mut self, _s: &StepReport) {}
     fn epoch(&mut self, _e: &EpochReport) {}
+    /// Asked after every step: `true` ends training with [`ZooError::Stopped`] (e.g. the job
+    /// that asked for it was cancelled). The checkpoint on disk is the last finished epoch's.
+    fn stop(&self) -> bool {
+        false
+    }
 }
 
 /// An epoch-only observer from a closure.
@@ -623,6 +628,9 @@ pub fn train_observed(
                 loss: lv,
                 lr: opt.learning_rate(),
             });
+            if observer.stop() {
+                return Err(ZooError::Stopped);
+            }
         }
         let vl = val_loss(spec, &model, &data, device)?;
         let improved = vl < state.best_val_loss;
