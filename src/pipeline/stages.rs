@@ -558,9 +558,7 @@ async fn train(
         train_plan(
             &specs,
             &budget,
-            &dirs.data_dir,
-            &dirs.work_dir,
-            &dirs.device,
+            &dirs,
             &run_id,
             &mut |ev| match ev {
                 PlanEvent::Epoch { name, report } => {

@@ -342,13 +342,16 @@ pub enum PlanEvent<'a> {
 pub fn train_plan(
     specs: &[ExperimentSpec],
     budget: &Budget,
-    data_dir: &Path,
-    out: &Path,
-    device: &str,
+    dirs: &crate::WorkerDirs,
     run_id: &str,
     progress: &mut dyn FnMut(PlanEvent<'_>),
     stop: &dyn Fn() -> bool,
 ) -> Vec<ExperimentRecord> {
+    let (data_dir, out, device) = (
+        dirs.data_dir.as_path(),
+        dirs.work_dir.as_path(),
+        dirs.device.as_str(),
+    );
     let mut records: Vec<ExperimentRecord> = Vec::with_capacity(specs.len());
     for s in specs {
         if stop() {
