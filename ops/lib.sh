@@ -21,3 +21,7 @@ ensure_skill_tools_installed() {
   ensure_command curl curl
   ensure_command jq jq
 }
+
+# tests/observability.rs runs a real Prometheus (and promtool) against a worker and the miner.
+# Under systemd the package also starts its own Prometheus on :9090; the tests never use it.
+ensure_prometheus_installed() { ensure_command prometheus prometheus; }

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The test command: installs what the tests need (redis-server), then checks
+# The test command: installs what the tests need (redis-server, chromium, curl/jq,
+# prometheus), then checks
 # formatting, lints, and runs every test. Tests start their own redis-server
 # processes on free ports; nothing here touches a running Redis.
 set -euo pipefail
@@ -9,6 +10,7 @@ cd "$(dirname "$0")/.."
 ensure_redis_installed
 ensure_chromium_installed
 ensure_skill_tools_installed
+ensure_prometheus_installed
 # Debian's package may start a system Redis on 6379; the tests never use it.
 
 echo "==> cargo fmt --check"

@@ -1,13 +1,21 @@
 //! Prometheus metrics of one worker process, served at `--metrics-addr`/metrics.
 //!
 //! Counters and histograms are updated by the worker as jobs move; the queue
-//! gauges (depth, in flight, delayed, oldest age) are sampled from Redis, so
-//! every worker reports the fleet-wide view of the types it runs.
+//! gauges (depth, in flight, delayed, oldest age), the dead-letter stream's
+//! length, the `pipeline` semaphore's permits and the number of live workers
+//! are sampled from Redis, so every worker reports the fleet-wide view (sum the
+//! counters over workers, take the `max` of the sampled gauges). The names are
+//! listed in docs/observability.md; `ops/grafana/synth-city.json` and
+//! `ops/prometheus/rules.yml` query them (tests/observability.rs checks they
+//! return series).
+//!
+//! Does not: decide anything from the numbers, or serve anything but `/metrics`.
 
 use std::net::SocketAddr;
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// The metric families of a worker.
@@ -25,6 +33,20 @@ pub struct Metrics {
     pub queue_oldest: IntGaugeVec,
     pub wait_seconds: HistogramVec,
     pub run_seconds: HistogramVec,
+    /// Jobs this worker runs at once (`--concurrency`).
+    pub slots: IntGauge,
+    /// Redis time of this worker's last successful heartbeat, in Unix seconds.
+    pub heartbeat: Gauge,
+    /// Workers whose registration has not expired (fleet-wide).
+    pub workers_alive: IntGauge,
+    /// Entries in the dead-letter stream (fleet-wide).
+    pub dlq_length: IntGauge,
+    /// Permits held (live leases) of a Redis semaphore, by `name` (fleet-wide).
+    pub sem_in_use: IntGaugeVec,
+    /// A Redis semaphore's limit, by `name`.
+    pub sem_limit: IntGaugeVec,
+    /// Holders waiting in a Redis semaphore's line, by `name`.
+    pub sem_waiters: IntGaugeVec,
 }
 
 fn counter(r: &Registry, name: &str, help: &str) -> IntCounterVec {
@@ -34,7 +56,17 @@ fn counter(r: &Registry, name: &str, help: &str) -> IntCounterVec {
 }
 
 fn gauge(r: &Registry, name: &str, help: &str) -> IntGaugeVec {
-    let g = IntGaugeVec::new(Opts::new(name, help), &["type"]).expect("valid metric");
+    labelled_gauge(r, name, help, "type")
+}
+
+fn labelled_gauge(r: &Registry, name: &str, help: &str, label: &str) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help), &[label]).expect("valid metric");
+    r.register(Box::new(g.clone())).expect("unique metric");
+    g
+}
+
+fn plain_gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
+    let g = IntGauge::new(name, help).expect("valid metric");
     r.register(Box::new(g.clone())).expect("unique metric");
     g
 }
@@ -89,7 +121,60 @@ impl Metrics {
             ),
             wait_seconds: histogram(&r, "sc_job_wait_seconds", "enqueue (or ready) to start"),
             run_seconds: histogram(&r, "sc_job_run_seconds", "handler run time"),
+            slots: plain_gauge(&r, "sc_worker_slots", "jobs this worker runs at once"),
+            heartbeat: {
+                let g = Gauge::new(
+                    "sc_worker_heartbeat_timestamp_seconds",
+                    "Redis time of this worker's last successful heartbeat",
+                )
+                .expect("valid metric");
+                r.register(Box::new(g.clone())).expect("unique metric");
+                g
+            },
+            workers_alive: plain_gauge(
+                &r,
+                "sc_workers_alive",
+                "workers whose registration has not expired (fleet-wide)",
+            ),
+            dlq_length: plain_gauge(
+                &r,
+                "sc_dlq_length",
+                "entries in the dead-letter stream (fleet-wide)",
+            ),
+            sem_in_use: labelled_gauge(
+                &r,
+                "sc_semaphore_permits_in_use",
+                "permits held under a live lease (fleet-wide)",
+                "name",
+            ),
+            sem_limit: labelled_gauge(
+                &r,
+                "sc_semaphore_permits_limit",
+                "permits a semaphore hands out",
+                "name",
+            ),
+            sem_waiters: labelled_gauge(
+                &r,
+                "sc_semaphore_waiters",
+                "holders waiting in a semaphore's line (fleet-wide)",
+                "name",
+            ),
             registry: r,
+        }
+    }
+
+    /// Creates every per-type series at zero for the types this worker runs, so a counter's
+    /// first increment is seen as an increase (`rate`, `increase` and alerts need the zero)
+    /// and every type has its series before its first job.
+    pub fn init_types<S: AsRef<str>>(&self, types: &[S]) {
+        for t in types {
+            let t = [t.as_ref()];
+            for c in [&self.processed, &self.failed, &self.retried, &self.dead] {
+                c.with_label_values(&t);
+            }
+            self.in_flight.with_label_values(&t);
+            self.wait_seconds.with_label_values(&t);
+            self.run_seconds.with_label_values(&t);
         }
     }
 
@@ -166,5 +251,32 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_type_starts_at_zero_and_the_fleet_gauges_are_exported() {
+        let m = Metrics::new();
+        m.init_types(&["noop", "sleep"]);
+        m.slots.set(4);
+        m.sem_limit.with_label_values(&["pipeline"]).set(10);
+        let text = m.render();
+        for line in [
+            "sc_jobs_processed_total{type=\"noop\"} 0",
+            "sc_jobs_dead_total{type=\"sleep\"} 0",
+            "sc_job_wait_seconds_count{type=\"sleep\"} 0",
+            "sc_worker_slots 4",
+            "sc_workers_alive 0",
+            "sc_dlq_length 0",
+            "sc_worker_heartbeat_timestamp_seconds 0",
+            "sc_semaphore_permits_limit{name=\"pipeline\"} 10",
+        ] {
+            assert!(text.contains(line), "{line} missing from:\n{text}");
+        }
+        assert!(!text.contains("type=\"train\""), "only the worker's types");
     }
 }

@@ -201,11 +201,14 @@ impl Worker {
             std::process::id(),
             &ulid::Ulid::new().to_string()[20..]
         );
+        let metrics = Metrics::new();
+        metrics.init_types(&opts.roles);
+        metrics.slots.set(opts.concurrency as i64);
         Ok(Self {
             queue,
             registry,
             opts,
-            metrics: Metrics::new(),
+            metrics,
             observer: None,
             id,
         })
@@ -1020,7 +1023,7 @@ async fn heartbeat(inner: Arc<Inner>, stop: CancellationToken) {
     };
     let ttl = inner.opts.heartbeat * 3;
     loop {
-        let res: Result<(), QueueError> = async {
+        let res: Result<u64, QueueError> = async {
             let mut c = inner.queue.conn().await?;
             let (s, us): (u64, u64) = redis::cmd("TIME").query_async(&mut c).await?;
             let now = s * 1000 + us / 1000;
@@ -1050,13 +1053,13 @@ async fn heartbeat(inner: Arc<Inner>, stop: CancellationToken) {
                 )
                 .pexpire(&key, ttl.as_millis() as i64);
             let _: () = p.query_async(&mut c).await?;
-            Ok(())
+            Ok(now)
         }
         .await;
-        if let Err(e) = res {
-            if !e.is_transient() {
-                tracing::warn!(%e, "heartbeat failed");
-            }
+        match res {
+            Ok(now) => inner.metrics.heartbeat.set(now as f64 / 1000.0),
+            Err(e) if !e.is_transient() => tracing::warn!(%e, "heartbeat failed"),
+            Err(_) => {}
         }
         tokio::select! {
             _ = tokio::time::sleep(inner.opts.heartbeat) => {}
@@ -1075,10 +1078,20 @@ async fn deregister(queue: &Queue, id: &str) {
     }
 }
 
-/// Samples queue depth for this worker's roles into the gauges.
+/// Samples queue depth for this worker's roles, the dead-letter stream, the `pipeline`
+/// semaphore and the live workers into the gauges.
 async fn gauges(inner: Arc<Inner>, stop: CancellationToken) {
     let roles: Vec<&str> = inner.opts.roles.iter().map(String::as_str).collect();
+    let pipeline =
+        crate::semaphore::RedisSemaphore::new(inner.queue.clone(), crate::semaphore::PIPELINE);
     loop {
+        let fleet = tokio::select! {
+            f = fleet_gauges(&inner, &pipeline) => f,
+            _ = stop.cancelled() => return,
+        };
+        if let Err(e) = fleet {
+            tracing::debug!(%e, "fleet gauges not sampled");
+        }
         let sampled = tokio::select! {
             s = inner.queue.stats_for(&roles) => s,
             _ = stop.cancelled() => return,
@@ -1100,6 +1113,35 @@ async fn gauges(inner: Arc<Inner>, stop: CancellationToken) {
             _ = stop.cancelled() => return,
         }
     }
+}
+
+/// The fleet-wide gauges that do not depend on the job type.
+async fn fleet_gauges(
+    inner: &Inner,
+    pipeline: &crate::semaphore::RedisSemaphore,
+) -> Result<(), QueueError> {
+    let m = &inner.metrics;
+    let dlq = inner.queue.keys().dlq();
+    let len: u64 = inner
+        .queue
+        .retrying("dlq length", |mut c| {
+            let dlq = dlq.clone();
+            async move { Ok(c.xlen(dlq).await?) }
+        })
+        .await?;
+    m.dlq_length.set(len as i64);
+    let sem = pipeline.status().await?;
+    let name = [sem.name.as_str()];
+    m.sem_in_use
+        .with_label_values(&name)
+        .set(sem.holders.len() as i64);
+    m.sem_limit.with_label_values(&name).set(sem.limit as i64);
+    m.sem_waiters
+        .with_label_values(&name)
+        .set(sem.waiters.len() as i64);
+    m.workers_alive
+        .set(list_workers(&inner.queue).await?.len() as i64);
+    Ok(())
 }
 
 /// Writes progress reports to the job records and the events stream.

@@ -346,6 +346,21 @@ async fn handle(miner: Arc<Miner>, req: Request<Incoming>, remote: SocketAddr) -
         .answer_seconds
         .with_label_values(&[prompt])
         .observe(elapsed.as_secs_f64());
+    let answered_by = if answer.fallback.is_none() && answer.model != "gbm" {
+        "model"
+    } else {
+        "gbm"
+    };
+    miner
+        .metrics
+        .answers
+        .with_label_values(&[answered_by])
+        .inc();
+    if h.timeout > 0.0 && elapsed.as_secs_f64() > h.timeout {
+        miner.metrics.late.with_label_values(&[prompt]).inc();
+        tracing::warn!(asset = %input.asset, prompt, ms = elapsed.as_millis() as u64,
+            timeout_s = h.timeout, "answered after the dendrite's timeout");
+    }
     tracing::info!(%remote, hotkey = h.dendrite_hotkey.as_deref().unwrap_or("-"), asset = %input.asset,
         prompt, model = %answer.model, fallback = answer.fallback.as_deref().unwrap_or("-"),
         spot = answer.spot.price, spot_source = answer.spot.source.as_str(),
