@@ -61,6 +61,14 @@ pub enum RunsCommand {
     },
     /// Cancel a run.
     Cancel { id: String },
+    /// Follow a run until it ends: each stage as it ends and the running stage's progress on
+    /// stderr, then its summary; the exit status is 0 only when the run succeeded.
+    Watch {
+        id: String,
+        /// Print the run's summary as JSON (progress still goes to stderr).
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `synth-city pipeline-def ...`
@@ -390,6 +398,21 @@ pub async fn runs(q: Queue, c: RunsCommand) -> anyhow::Result<()> {
                 if let Some(s) = &r.summary {
                     print_summary(s);
                 }
+            }
+        }
+        RunsCommand::Watch { id, json } => {
+            if pipeline::get_run(&q, &id).await?.is_none() {
+                bail!("no run {id:?} (synth-city runs list shows the runs)");
+            }
+            let run = follow(&q, &id, true).await?;
+            let summary = run.summary.unwrap_or_default();
+            if json {
+                println!("{summary}");
+            } else {
+                print_summary(&summary);
+            }
+            if run.state != "succeeded" {
+                bail!("run {id} {}", run.state);
             }
         }
         RunsCommand::Cancel { id } => {
