@@ -192,7 +192,7 @@ if [ -n "${SYNTH_BIN:-}" ]; then
   bin=$(abs "$SYNTH_BIN")
   echo "==> using $bin (SYNTH_BIN)"
 else
-  echo "==> building (release; the first build takes about 10 minutes on 2 cores)"
+  echo "==> building (release; the first build takes 10 to 20 minutes on 2 cores)"
   cargo build --release --quiet
   bin=$root/target/release/synth-city
 fi
@@ -320,6 +320,7 @@ if [ "${SETUP_MINER:-1}" = 1 ] && [ -s "$pointer" ]; then
     wallets=${BT_WALLET_PATH:-$HOME/.bittensor/wallets}
     if [ -f "$wallets/${BT_WALLET_NAME:-default}/hotkeys/${BT_HOTKEY_NAME:-default}" ]; then
       MINER_ARGS="--allow-hotkeys 5GrwvaEF5zXb26Fz9rcQpDWS57CtERHpNehXCPcNoHGKutQY"
+      miner_note="the local miner answers callers signed as //Alice only; MINER_ARGS with --metagraph-file or --metagraph-url serves validators (docs/miner.md)"
     else
       MINER_ARGS="--hotkey-uri //Bob --allow-hotkeys 5GrwvaEF5zXb26Fz9rcQpDWS57CtERHpNehXCPcNoHGKutQY"
       miner_note="no Bittensor wallet at $wallets/${BT_WALLET_NAME:-default}: the local miner uses the dev hotkey //Bob and answers //Alice (MINER_ARGS changes both; docs/miner.md)"
@@ -342,6 +343,8 @@ if [ "${SETUP_MINER:-1}" = 1 ] && [ -s "$pointer" ]; then
     start_bg miner "${miner_cmd[@]}" --metrics-addr "127.0.0.1:$miner_metrics_port"
     await_port miner "$miner_port"
   fi
+elif [ "${SETUP_MINER:-1}" = 1 ]; then
+  echo "==> no published model in $SYNTH_STORE_DIR yet: the miner is not started"
 fi
 
 # --- where to look ------------------------------------------------------------------------
