@@ -1019,6 +1019,8 @@ fn mine_check_verifies_wallet_model_and_port() {
             "gbm",
         ])
         .args(["--allow-hotkeys", ALICE, "--port", &port.to_string()])
+        .arg("--data-dir")
+        .arg(root().join("data/sample"))
         .env("PYTH_HERMES_URL", "http://127.0.0.1:9")
         .env("BINANCE_API_URL", "http://127.0.0.1:9")
         .output()
@@ -1028,6 +1030,37 @@ fn mine_check_verifies_wallet_model_and_port() {
         o.status.success(),
         "{v} {}",
         String::from_utf8_lossy(&o.stderr)
+    );
+    // Both prompts answered (the spot from the bars' last close) and valid by the
+    // validator's rules.
+    assert_eq!(v["checks"]["answer"]["ok"], true, "{v}");
+    let answer = v["checks"]["answer"]["detail"].as_str().unwrap();
+    for prompt in [
+        "24 h prompt: gbm answered, valid",
+        "1 h prompt: gbm answered, valid",
+    ] {
+        assert!(answer.contains(prompt), "{answer}");
+    }
+    // No venue and no bars: no spot, so no answer; said, exit 1.
+    let empty = tempfile::tempdir().unwrap();
+    let o = bin()
+        .args(["mine", "--check", "--json", "--hotkey-uri", "//Bob"])
+        .args(["--model", "gbm", "--allow-hotkeys", ALICE])
+        .args(["--port", &free_port().to_string(), "--data-dir"])
+        .arg(empty.path())
+        .env("PYTH_HERMES_URL", "http://127.0.0.1:9")
+        .env("BINANCE_API_URL", "http://127.0.0.1:9")
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(!o.status.success(), "{v}");
+    assert_eq!(v["checks"]["answer"]["ok"], false, "{v}");
+    assert!(
+        v["checks"]["answer"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("refused (503): no spot price for BTC"),
+        "{v}"
     );
     assert_eq!(v["checks"]["wallet"]["ok"], true);
     assert!(v["checks"]["wallet"]["detail"]

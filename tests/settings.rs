@@ -250,6 +250,8 @@ fn mine_check_uses_the_wallet_named_in_dotenv() {
         ),
     ]);
     let port = free_port().to_string();
+    // Bars for the check's answers (their last close is the spot when no venue answers).
+    let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/data/sample");
     let args = [
         "mine",
         "--check",
@@ -260,6 +262,8 @@ fn mine_check_uses_the_wallet_named_in_dotenv() {
         ALICE,
         "--port",
         &port,
+        "--data-dir",
+        sample,
     ];
     let o = run(d.path(), &args, &[]);
     let v: Value = serde_json::from_slice(&o.stdout).unwrap();

@@ -1,5 +1,6 @@
 //! `synth-city mine`: run the SN50 miner's axon (src/miner), check its set-up before going live
-//! (`--check`: wallet, model, port, metagraph, the spot venue), or measure it (`--bench`: the miner
+//! (`--check`: wallet, model, port, metagraph, the spot venue, and an answer of each timeframe's
+//! prompt checked with the validator's rules), or measure it (`--bench`: the miner
 //! in-process on a loopback port, called over HTTP by signed dendrite requests, N concurrent
 //! callers, p50/p99 of the whole round trip including reading the ~3 MB body).
 //!
@@ -117,7 +118,9 @@ pub struct MineArgs {
     /// Serve Prometheus metrics at this address (`/metrics`).
     #[arg(long)]
     pub metrics_addr: Option<SocketAddr>,
-    /// Check the wallet, the model, the port, the metagraph and the spot venue, then exit.
+    /// Check the wallet, the model, the port, the metagraph and the spot venue, answer a BTC
+    /// prompt of each timeframe with the served models and check it as the validator would,
+    /// then exit (status 1 when a required item fails).
     #[arg(long)]
     pub check: bool,
     /// Measure the miner: in-process on a loopback port, signed requests over HTTP.
@@ -322,8 +325,12 @@ async fn check(a: &MineArgs) -> anyhow::Result<()> {
         )),
         Err(e) => items.push(("wallet", false, format!("{e:#}"))),
     }
+    let mut served = None;
     match load_model(a).await {
-        Ok((m, None)) => items.push(("model", true, format!("serving {}", m.describe()))),
+        Ok((m, None)) => {
+            items.push(("model", true, format!("serving {}", m.describe())));
+            served = Some(m);
+        }
         Ok((_, Some(note))) => items.push(("model", false, note)),
         Err(e) => items.push(("model", false, format!("{e:#}"))),
     }
@@ -381,6 +388,14 @@ async fn check(a: &MineArgs) -> anyhow::Result<()> {
         }
         Err(e) => items.push(("spot", true, e.to_string())),
     }
+    if let Some(models) = served {
+        let key = match &key {
+            Ok(k) => k.clone(),
+            Err(_) => Hotkey::from_uri("//Bob")?,
+        };
+        let (ok, detail) = check_answers(cfg, key, models).await;
+        items.push(("answer", ok, detail));
+    }
     let ok = items.iter().all(|(_, ok, _)| *ok);
     if a.json {
         let v: serde_json::Map<String, serde_json::Value> = items
@@ -398,6 +413,80 @@ async fn check(a: &MineArgs) -> anyhow::Result<()> {
     } else {
         bail!("the miner is not ready to go live")
     }
+}
+
+/// `mine --check`'s `answer` item: a BTC prompt of each timeframe answered in-process by the
+/// served models, as a request would be (spot, history from `--data-dir`, the deadline), and
+/// checked with the validator's rules. Fails when an answer is refused or invalid, or when a
+/// loaded model fails and the GBM answers in its place (a timeframe with no model is noted).
+async fn check_answers(cfg: MinerConfig, key: Hotkey, models: ModelHolder) -> (bool, String) {
+    let miner = match Miner::new(cfg, key, models, Blacklist::new(Default::default(), None)) {
+        Ok(m) => m,
+        Err(e) => return (false, e.to_string()),
+    };
+    let mut ok = true;
+    let mut parts = Vec::new();
+    for tf in Timeframe::ALL {
+        let input = sn50::response::SimulationInput {
+            asset: "BTC".into(),
+            start_time: next_start_time(),
+            time_increment: tf.step_secs(),
+            time_length: tf.horizon_secs(),
+            num_simulations: 1000,
+        };
+        let prompt = format!("{} h prompt", tf.horizon_secs() / 3600);
+        let t0 = Instant::now();
+        let answer = match miner.answer(&input, 12.0).await {
+            Ok(a) => a,
+            Err(e) => {
+                ok = false;
+                parts.push(format!("{prompt}: refused ({}): {}", e.status, e.message));
+                continue;
+            }
+        };
+        let ms = t0.elapsed().as_millis();
+        let report = sn50::response::parse_python_json(&answer.output_json)
+            .map(|v| {
+                sn50::response::check_response(
+                    &sn50::response::PyValue::from_json(&v),
+                    &input,
+                    true,
+                )
+            })
+            .map_err(|e| e.to_string());
+        let valid = match report {
+            Ok(r) if r.ok => true,
+            Ok(r) => {
+                parts.push(format!(
+                    "{prompt}: {} answered, but the validator would refuse it: {r:?}",
+                    answer.model
+                ));
+                false
+            }
+            Err(e) => {
+                parts.push(format!("{prompt}: unreadable answer: {e}"));
+                false
+            }
+        };
+        ok &= valid;
+        match &answer.fallback {
+            Some(why) if !why.starts_with("no_model") => {
+                ok = false;
+                parts.push(format!(
+                    "{prompt}: the served model failed, the GBM answered: {why}"
+                ));
+            }
+            Some(_) if valid => parts.push(format!(
+                "{prompt}: gbm (no trained {tf} model), valid, {ms} ms"
+            )),
+            None if valid => parts.push(format!(
+                "{prompt}: {} answered, valid by the validator's rules, {ms} ms",
+                answer.model
+            )),
+            _ => {}
+        }
+    }
+    (ok, parts.join("; "))
 }
 
 fn percentile(sorted_ms: &[f64], q: f64) -> f64 {

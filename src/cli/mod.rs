@@ -81,7 +81,7 @@ pub enum Command {
     Pipeline(Box<pipeline::PipelineArgs>),
     /// Run one LLM agent (planner, trainer, codechecker, debugger, publisher).
     Agent(agent::AgentArgs),
-    /// Pipeline runs: list, show, cancel.
+    /// Pipeline runs: list, show, watch, cancel.
     Runs {
         #[command(subcommand)]
         command: pipeline::RunsCommand,

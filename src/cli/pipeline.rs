@@ -65,6 +65,15 @@ pub enum RunsCommand {
         /// The run's id, or `latest` (the run created last).
         id: String,
     },
+    /// Follow a run until it ends: each stage as it ends and the running stage's progress on
+    /// stderr, then its summary; the exit status is 0 only when the run succeeded.
+    Watch {
+        /// The run's id, or `latest` (the run created last).
+        id: String,
+        /// Print the run's summary as JSON (progress still goes to stderr).
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `synth-city pipeline-def ...`
@@ -393,6 +402,22 @@ pub async fn runs(q: Queue, c: RunsCommand) -> anyhow::Result<()> {
                 if let Some(s) = &r.summary {
                     print_summary(s);
                 }
+            }
+        }
+        RunsCommand::Watch { id, json } => {
+            let id = pipeline::resolve_run_id(&q, &id, None).await?;
+            if pipeline::get_run(&q, &id).await?.is_none() {
+                bail!("no run {id:?} (synth-city runs list shows the runs)");
+            }
+            let run = follow(&q, &id, true).await?;
+            let summary = run.summary.unwrap_or_default();
+            if json {
+                println!("{summary}");
+            } else {
+                print_summary(&summary);
+            }
+            if run.state != "succeeded" {
+                bail!("run {id} {}", run.state);
             }
         }
         RunsCommand::Cancel { id } => {
