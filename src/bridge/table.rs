@@ -13,7 +13,8 @@ use warp::http::HeaderMap;
 
 use super::route::{ok, Answer, Handler, Param, Route};
 use super::{
-    catalog, dashboard, experiments, fleet, jobs, market, runs, schedules, sessions, sse, State,
+    catalog, dashboard, experiments, fleet, hub, jobs, market, runs, schedules, sessions, sse,
+    State,
 };
 
 /// A bot route's handler from an `async fn(Call) -> Answer`.
@@ -84,6 +85,21 @@ pub(super) static TABLE: &[Route] = &[
     Route::get("/history/run/{id}", "one pipeline run of the caller (id `latest`: the newest)", bot!(runs::show)),
     Route::get("/history/experiments", "the caller's experiments, best first (?limit=50)", bot!(experiments::history_experiments))
         .query(&[LIMIT]),
+    Route::get("/hf/models", "models on the Hugging Face Hub (?author= | ?repo_id= (its owner) | ?search=, default HF_REPO_ID's owner; ?limit=50)", bot!(hub::models))
+        .query(&[
+            Param::optional("repo_id", STRING),
+            Param::optional("author", STRING),
+            Param::optional("search", STRING),
+            LIMIT,
+        ]),
+    Route::get("/hf/model-card", "a Hub repo's model card, README.md at a revision (?repo_id= default HF_REPO_ID, ?revision=main)", bot!(hub::model_card))
+        .query(&[Param::optional("repo_id", STRING), Param::optional("revision", STRING)]),
+    Route::get("/hf/artifact", "one file of a Hub repo at a revision, at most 10 MiB: text or base64 (?filename= required, ?repo_id=, ?revision=main)", bot!(hub::artifact))
+        .query(&[
+            Param::required("filename", STRING),
+            Param::optional("repo_id", STRING),
+            Param::optional("revision", STRING),
+        ]),
     Route::get("/components/blocks", "backbone blocks with their parameters", bot!(catalog::blocks)),
     Route::get("/components/heads", "heads with their parameters", bot!(catalog::heads)),
     Route::get("/components/presets", "known-good block and head combinations", bot!(catalog::presets)),

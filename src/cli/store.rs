@@ -6,7 +6,8 @@
 //! Hugging Face Hub even when Redis no longer has it. `history` reads the
 //! store (a directory, or the bucket when `HIPPIUS_ENDPOINT` is set): runs'
 //! summaries, one run, experiments ranked by CRPS vs GBM, and the local
-//! metrics history (JSON lines).
+//! metrics history (JSON lines); `history hf` reads the Hugging Face Hub
+//! (models, a model card, one file).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -86,6 +87,35 @@ pub enum HistoryWhat {
         /// Runs listed at most.
         #[arg(long, default_value_t = 20)]
         limit: usize,
+    },
+    /// The Hugging Face Hub as a source (the seed's `history hf`): the models of the repo's
+    /// owner; with --card the repo's model card; with --artifact FILE one file of the repo.
+    /// HF_ENDPOINT, HF_TOKEN (for private repos) and HF_REPO_ID (the default repo) apply.
+    Hf {
+        /// The repo (namespace/name); default HF_REPO_ID.
+        #[arg(long)]
+        repo_id: Option<String>,
+        /// The branch, tag or commit read by --card and --artifact.
+        #[arg(long, default_value = "main")]
+        revision: String,
+        /// Print the repo's model card (README.md).
+        #[arg(long, conflicts_with = "artifact")]
+        card: bool,
+        /// Read this file of the repo (a path in it, e.g. runs/ID/spec.json).
+        #[arg(long)]
+        artifact: Option<String>,
+        /// Write the file read by --card or --artifact here instead of printing it.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// List models whose id contains this (instead of the owner's).
+        #[arg(long)]
+        search: Option<String>,
+        /// Models listed at most.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// The largest file read, in bytes.
+        #[arg(long, default_value_t = hf::ARTIFACT_CAP)]
+        max_bytes: usize,
     },
     /// The local metrics history (metrics.jsonl), the last lines.
     Metrics {
@@ -236,7 +266,116 @@ fn f(v: Option<f64>, d: usize) -> String {
         .unwrap_or_else(|| "-".into())
 }
 
+/// `history hf`: reads the Hub.
+#[allow(clippy::too_many_arguments)]
+async fn history_hf(
+    json_out: bool,
+    repo_id: Option<String>,
+    revision: String,
+    card: bool,
+    artifact: Option<String>,
+    out: Option<PathBuf>,
+    search: Option<String>,
+    limit: usize,
+    max_bytes: usize,
+) -> anyhow::Result<()> {
+    let hub = HfClient::reader(HfConfig::reader_from_env()?)?;
+    let file = if card {
+        Some(hub.model_card(repo_id.as_deref(), &revision).await?)
+    } else if let Some(name) = &artifact {
+        Some(
+            hub.read_file(repo_id.as_deref(), &revision, name, max_bytes)
+                .await?,
+        )
+    } else {
+        None
+    };
+    if let Some(f) = file {
+        if let Some(path) = &out {
+            std::fs::write(path, &f.bytes)
+                .map_err(|e| anyhow::anyhow!("--out {}: {e}", path.display()))?;
+            eprintln!(
+                "wrote {} ({} bytes) of {} at {} to {}",
+                f.filename,
+                f.bytes.len(),
+                f.repo_id,
+                f.revision,
+                path.display()
+            );
+        } else if json_out {
+            println!("{}", f.to_json());
+        } else {
+            match std::str::from_utf8(&f.bytes) {
+                Ok(t) => print!("{t}"),
+                Err(_) => bail!(
+                    "{} is binary ({} bytes); write it with --out FILE or see it with --json (base64)",
+                    f.filename,
+                    f.bytes.len()
+                ),
+            }
+        }
+        return Ok(());
+    }
+    if out.is_some() {
+        bail!("--out needs --card or --artifact FILE");
+    }
+    let author = match (&repo_id, &search) {
+        (Some(r), _) => Some(hub.repo_or_default(Some(r))?),
+        (None, None) => Some(hub.repo_or_default(None).map_err(|_| {
+            anyhow::anyhow!("history hf: give --repo-id namespace/name or --search TEXT, or set HF_REPO_ID (its owner's models are listed)")
+        })?),
+        (None, Some(_)) => None,
+    }
+    .map(|r| r.split('/').next().unwrap_or_default().to_string());
+    let models = hub
+        .list_models(&hf::ModelQuery {
+            author: author.clone(),
+            search,
+            limit,
+        })
+        .await?;
+    if json_out {
+        println!("{}", serde_json::to_string(&models)?);
+    } else if models.is_empty() {
+        println!(
+            "no models on the Hub for {}",
+            author.as_deref().unwrap_or("that search")
+        );
+    } else {
+        println!(
+            "{:<50} {:<26} {:>9} {:>6}",
+            "model", "last modified", "downloads", "likes"
+        );
+        for m in &models {
+            println!(
+                "{:<50} {:<26} {:>9} {:>6}",
+                m.id,
+                m.last_modified.as_deref().unwrap_or("-"),
+                m.downloads.map(|d| d.to_string()).unwrap_or("-".into()),
+                m.likes.map(|d| d.to_string()).unwrap_or("-".into())
+            );
+        }
+    }
+    Ok(())
+}
+
 async fn history(a: HistoryArgs) -> anyhow::Result<()> {
+    if let HistoryWhat::Hf {
+        repo_id,
+        revision,
+        card,
+        artifact,
+        out,
+        search,
+        limit,
+        max_bytes,
+    } = a.what
+    {
+        return history_hf(
+            a.json, repo_id, revision, card, artifact, out, search, limit, max_bytes,
+        )
+        .await;
+    }
     if let HistoryWhat::Metrics { limit } = a.what {
         let path = records::metrics_path(&a.store);
         let lines = records::read_metrics(&path, limit).map_err(anyhow::Error::msg)?;
@@ -364,7 +503,7 @@ async fn history(a: HistoryArgs) -> anyhow::Result<()> {
                 print_experiments(&rows);
             }
         }
-        HistoryWhat::Metrics { .. } | HistoryWhat::Hippius { .. } => {
+        HistoryWhat::Metrics { .. } | HistoryWhat::Hippius { .. } | HistoryWhat::Hf { .. } => {
             unreachable!("handled above")
         }
     }
