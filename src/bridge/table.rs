@@ -13,7 +13,7 @@ use warp::http::HeaderMap;
 
 use super::route::{ok, Answer, Handler, Param, Route};
 use super::{
-    catalog, dashboard, experiments, fleet, hub, jobs, market, runs, schedules, sessions, sse,
+    catalog, dashboard, experiments, fleet, hub, jobs, market, results, runs, schedules, sessions, sse,
     State,
 };
 
@@ -100,6 +100,10 @@ pub(super) static TABLE: &[Route] = &[
             Param::optional("repo_id", STRING),
             Param::optional("revision", STRING),
         ]),
+    Route::post("/results/share", "write one of the caller's runs' comparison (scored experiments: names, specs, CRPS, ratios to GBM) as a public document to the store, and the Hub with hf: {run_id | \"latest\", hf?, source?}", bot!(results::share))
+        .body(results::ShareBody::schema),
+    Route::post("/results/ingest", "merge another miner's shared results into the experiment history, marked with their source: {url (http/https) | repo_id (Hub) | document}", bot!(results::ingest))
+        .body(results::IngestBody::schema),
     Route::get("/components/blocks", "backbone blocks with their parameters", bot!(catalog::blocks)),
     Route::get("/components/heads", "heads with their parameters", bot!(catalog::heads)),
     Route::get("/components/presets", "known-good block and head combinations", bot!(catalog::presets)),
@@ -162,7 +166,7 @@ mod tests {
     use serde_json::Value;
 
     use super::super::route::Handler;
-    use super::super::{experiments, jobs, BridgeConfig};
+    use super::super::{experiments, jobs, results, BridgeConfig};
     use super::{openapi, ROUTES, TABLE};
 
     #[test]
@@ -249,6 +253,8 @@ mod tests {
                 fields_of::<experiments::ValidateBody>(),
             ),
             ("/experiment/run", fields_of::<experiments::RunBody>()),
+            ("/results/share", fields_of::<results::ShareBody>()),
+            ("/results/ingest", fields_of::<results::IngestBody>()),
         ];
         for r in TABLE {
             let Some(schema) = r.body else { continue };

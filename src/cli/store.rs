@@ -7,7 +7,8 @@
 //! store (a directory, or the bucket when `HIPPIUS_ENDPOINT` is set): runs'
 //! summaries, one run, experiments ranked by CRPS vs GBM, and the local
 //! metrics history (JSON lines); `history hf` reads the Hugging Face Hub
-//! (models, a model card, one file).
+//! (models, a model card, one file). `results share` and `results ingest`
+//! exchange runs' comparisons with other miners (`publisher::store::shared`).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -16,7 +17,7 @@ use std::time::Duration;
 use anyhow::bail;
 use clap::{Args, Subcommand};
 use publisher::store::hf::{self, HfClient, HfConfig};
-use publisher::store::records;
+use publisher::store::{records, shared};
 use publisher::store::{Store, StoreExt};
 use serde_json::{json, Value};
 
@@ -29,6 +30,45 @@ pub enum StoreCommand {
     Publish(PublishArgs),
     /// Read the store: runs, one run, experiments, metrics.
     History(HistoryArgs),
+    /// Share a run's comparison with other miners, or ingest theirs.
+    Results(ResultsArgs),
+}
+
+/// `synth-city results ...`
+#[derive(Debug, Args)]
+pub struct ResultsArgs {
+    #[command(subcommand)]
+    pub what: ResultsWhat,
+    /// The store directory (when HIPPIUS_ENDPOINT is unset).
+    #[arg(long, global = true, env = "SYNTH_STORE_DIR", default_value = "store")]
+    pub store: PathBuf,
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ResultsWhat {
+    /// Write a run's comparison (its scored experiments: names, specs, CRPS, ratios to GBM)
+    /// as a public JSON document to the store (shared/results-RUN.json), and to the Hub repo
+    /// (results/RUN.json) with --hf.
+    Share {
+        /// The run's id, or `latest` (the run the store saved last).
+        #[arg(long = "run")]
+        run: String,
+        /// Also put it in the Hub repo (needs HF_TOKEN and HF_REPO_ID).
+        #[arg(long)]
+        hf: bool,
+        /// Who is sharing (the document's `source`; default SYNTH_MINER_NAME, else synth-city).
+        #[arg(long, env = "SYNTH_MINER_NAME", default_value = "synth-city")]
+        source: String,
+    },
+    /// Merge another miner's shared document into the experiment history, marked with its
+    /// source (the planner sees the rows as prior knowledge, never as runs of ours).
+    Ingest {
+        /// A file, an http(s) URL, or hf:namespace/name (that repo's results/latest.json).
+        #[arg(long = "from")]
+        from: String,
+    },
 }
 
 /// `synth-city publish ...`
@@ -133,7 +173,83 @@ pub async fn run(
     match c {
         StoreCommand::Publish(a) => publish(redis_url, prefix, a).await,
         StoreCommand::History(a) => history(a).await,
+        StoreCommand::Results(a) => results(a).await,
     }
+}
+
+async fn results(a: ResultsArgs) -> anyhow::Result<()> {
+    let store: Arc<dyn Store> = publisher::store::open(&a.store)?;
+    match a.what {
+        ResultsWhat::Share { run, hf, source } => {
+            let hub = if hf {
+                Some(HfClient::new(HfConfig::require_from_env()?)?)
+            } else {
+                None
+            };
+            let id = records::resolve_run_id(store.clone(), &run).await?;
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs() as i64)
+                .unwrap_or(0);
+            let doc = shared::build(&*store, &id, &source, now).await?;
+            let key = shared::save(&*store, &doc).await?;
+            let hub_out = match &hub {
+                Some(c) => Some(shared::share_to_hub(c, &doc).await?),
+                None => None,
+            };
+            if a.json {
+                println!(
+                    "{}",
+                    json!({"run_id": id, "key": key, "location": store.location(&key),
+                           "experiments": doc.experiments.len(), "hf": hub_out})
+                );
+            } else {
+                println!(
+                    "shared run {id}: {} experiments (best ratio to GBM {:.4}) at {}",
+                    doc.experiments.len(),
+                    doc.experiments[0].ratio,
+                    store.location(&key)
+                );
+                if let Some(o) = hub_out {
+                    println!(
+                        "  Hugging Face: {} {} ({})",
+                        o.repo_id,
+                        shared::hub_path(&id),
+                        o.commit_oid.as_deref().unwrap_or("unchanged, no commit")
+                    );
+                }
+            }
+        }
+        ResultsWhat::Ingest { from } => {
+            let doc = if from.starts_with("hf:") || from.contains("://") {
+                shared::fetch(&from).await?
+            } else {
+                let path = PathBuf::from(&from);
+                let meta = std::fs::metadata(&path)
+                    .map_err(|e| anyhow::anyhow!("--from {from}: {e}; give a file, an http(s) URL or hf:namespace/name"))?;
+                if meta.len() > shared::MAX_DOC_BYTES as u64 {
+                    bail!("--from {from}: {} bytes, over the cap of {}", meta.len(), shared::MAX_DOC_BYTES);
+                }
+                let bytes = std::fs::read(&path).map_err(|e| anyhow::anyhow!("--from {from}: {e}"))?;
+                shared::parse(&bytes).map_err(|e| anyhow::anyhow!("--from {from}: {e}"))?
+            };
+            let out = shared::ingest(&*store, &doc).await?;
+            if a.json {
+                println!("{}", serde_json::to_string(&out)?);
+            } else {
+                println!(
+                    "ingested {} experiments of {} (run {}) into {} as experiments/{}/ ({} already there)",
+                    out.rows,
+                    out.source,
+                    out.run_id,
+                    store.describe(),
+                    out.history_run,
+                    out.unchanged
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn publish(

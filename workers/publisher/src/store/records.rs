@@ -11,6 +11,8 @@
 //! | `models/production-{timeframe}.json` | the model to serve for that timeframe (a pointer, written last) |
 //! | `models/production.json` | the newest published model (a pointer, written last) |
 //! | `published/hf/{run_id}.json` | where the run went on the Hugging Face Hub |
+//! | `shared/results-{run_id}.json`, `shared/latest.json` | a run's comparison as shared with other miners ([`super::shared`]) |
+//! | `experiments/shared-{source}-{run_id}/…` | another miner's shared rows, ingested (each object has `source`) |
 //!
 //! [`load_history`] is the seed's `load_hippius_history`: every experiment
 //! under `experiments/` (at most 2000 objects), best CRPS first, so the
@@ -108,6 +110,10 @@ pub struct StoredExperiment {
     /// This build's record, when this build wrote it.
     #[serde(default)]
     pub record: Option<ExperimentRecord>,
+    /// The miner whose shared results this came from (`results ingest`);
+    /// `None` for our own experiments.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
 }
 
 impl StoredExperiment {
@@ -124,6 +130,7 @@ impl StoredExperiment {
                 "training_time_s": rec.training_time_s, "fingerprint": rec.fingerprint,
             }),
             record: Some(rec.clone()),
+            source: None,
         }
     }
 }
@@ -228,6 +235,9 @@ pub struct ExperimentRow {
     pub ratio: Option<f64>,
     pub status: Option<String>,
     pub param_count: Option<u64>,
+    /// The miner it was ingested from; absent for our own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
 }
 
 fn row_from(key: &str, v: &Value) -> ExperimentRow {
@@ -247,6 +257,7 @@ fn row_from(key: &str, v: &Value) -> ExperimentRow {
         },
         status: res["status"].as_str().map(str::to_string),
         param_count: res["param_count"].as_u64(),
+        source: v["source"].as_str().map(str::to_string),
     }
 }
 
