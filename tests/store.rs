@@ -1781,3 +1781,439 @@ async fn history_hf_lists_models_prints_the_card_and_saves_an_artifact() {
         tokio::task::block_in_place(|| run(&["--card", "--repo-id", "me/missing"]));
     assert!(!okay && err.contains("not found"), "{err}");
 }
+
+// ---------------------------------------------------------------------------
+// Results shared between miners: share, ingest, over the CLI, HTTP and the Hub.
+
+/// A store holding `run_id`'s three experiments (two scored, one failed) and its summary.
+async fn store_with_run(dir: &Path, run_id: &str) -> publisher::store::FsStore {
+    let store = publisher::store::FsStore::new(dir);
+    let mut recs = vec![
+        record("lstm-gbm-a", 5.0, 1e-3, Some(Path::new("/home/alice/ckpt"))),
+        record("lstm-gbm-b", 8.0, 2e-3, None),
+        record("lstm-gbm-c", 1.0, 3e-3, None),
+    ];
+    recs[2].status = RunStatus::Failed;
+    recs[2].crps = None;
+    for r in &mut recs {
+        r.run_id = Some(run_id.into());
+    }
+    records::save_experiments(&store, run_id, &recs)
+        .await
+        .unwrap();
+    records::save_run_summary(&store, run_id, &json!({"run_id": run_id, "success": true}))
+        .await
+        .unwrap();
+    store
+}
+
+fn results_cli(store: &Path, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_synth-city"))
+        .arg("results")
+        .args(args)
+        .arg("--store")
+        .arg(store)
+        .env_remove("HIPPIUS_ENDPOINT")
+        .env_remove("SYNTH_STORE_DIR")
+        .env_remove("SYNTH_MINER_NAME")
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_share_then_ingest_marks_the_source_and_refuses_bad_documents() {
+    let dir = tempfile::tempdir().unwrap();
+    let (alice, bob) = (dir.path().join("alice"), dir.path().join("bob"));
+    store_with_run(&alice, "run7").await;
+
+    let (okay, out, err) = tokio::task::block_in_place(|| {
+        results_cli(
+            &alice,
+            &["share", "--run", "latest", "--source", "alice", "--json"],
+        )
+    });
+    assert!(okay, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (v["run_id"].as_str(), v["experiments"].as_u64()),
+        (Some("run7"), Some(2))
+    );
+    let doc_path = alice.join("shared/results-run7.json");
+    let text = std::fs::read_to_string(&doc_path).unwrap();
+    assert!(
+        !text.contains("/home/alice") && !text.contains(alice.to_str().unwrap()),
+        "no local paths: {text}"
+    );
+    let doc: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(doc["schema"], "synth-city.results");
+    assert_eq!(doc["source"], "alice");
+    assert_eq!(
+        doc["experiments"][0]["name"], "lstm-gbm-a",
+        "best ratio first"
+    );
+    assert_eq!(doc["experiments"][0]["ratio"], 0.5);
+    assert_eq!(doc["experiments"][1]["ratio"], 0.8);
+    assert!(alice.join("shared/latest.json").exists());
+
+    // Bob ingests it: the rows are in his history, marked, and are no run of his.
+    let (okay, out, err) = tokio::task::block_in_place(|| {
+        results_cli(
+            &bob,
+            &["ingest", "--from", doc_path.to_str().unwrap(), "--json"],
+        )
+    });
+    assert!(okay, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (v["rows"].as_u64(), v["unchanged"].as_u64()),
+        (Some(2), Some(0))
+    );
+    let bob_store: Arc<dyn Store> = Arc::new(publisher::store::FsStore::new(&bob));
+    let rows = records::experiment_rows(bob_store.clone(), None)
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 2);
+    assert!(
+        rows.iter()
+            .all(|r| r.source.as_deref() == Some("alice") && r.run_id == "shared-alice-run7"),
+        "{rows:?}"
+    );
+    let planner = records::load_history(bob_store.clone(), 50).await.unwrap();
+    assert_eq!(planner.records.len(), 2, "the planner sees them");
+    assert_eq!(
+        planner.records[0].run_id.as_deref(),
+        Some("shared-alice-run7")
+    );
+    assert!(
+        records::run_rows(bob_store.clone())
+            .await
+            .unwrap()
+            .is_empty(),
+        "never our runs"
+    );
+    // Again: nothing changes; and rows ingested are not shared on as ours.
+    let (okay, out, _) = tokio::task::block_in_place(|| {
+        results_cli(
+            &bob,
+            &["ingest", "--from", doc_path.to_str().unwrap(), "--json"],
+        )
+    });
+    assert!(okay);
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["unchanged"], 2);
+    let (okay, _, err) =
+        tokio::task::block_in_place(|| results_cli(&bob, &["share", "--run", "shared-alice-run7"]));
+    assert!(!okay && err.contains("no scored experiment"), "{err}");
+
+    // Bad documents are refused, naming the field.
+    let good: Value = doc.clone();
+    let cases: Vec<(Value, &str)> = vec![
+        (
+            {
+                let mut d = good.clone();
+                d["version"] = json!(2);
+                d
+            },
+            "version",
+        ),
+        (
+            {
+                let mut d = good.clone();
+                d["schema"] = json!("other");
+                d
+            },
+            "schema",
+        ),
+        (
+            {
+                let mut d = good.clone();
+                d["experiments"][0]["crps"] = json!(0.0);
+                d
+            },
+            "experiments[0].crps",
+        ),
+        (
+            {
+                let mut d = good.clone();
+                d["experiments"][1]["ratio"] = json!(0.1);
+                d
+            },
+            "experiments[1].ratio",
+        ),
+        (
+            {
+                let mut d = good.clone();
+                d["experiments"][0]["name"] = json!("../x");
+                d
+            },
+            "experiments[0].name",
+        ),
+        (
+            {
+                let mut d = good.clone();
+                d["experiments"][0]["spec"]["training"]["lr"] = json!(-1.0);
+                d
+            },
+            "experiments[0].spec.training.lr",
+        ),
+        (
+            {
+                let mut d = good.clone();
+                d["experiments"] = json!([]);
+                d
+            },
+            "experiments",
+        ),
+        (
+            {
+                let mut d = good.clone();
+                d["local_path"] = json!("/tmp");
+                d
+            },
+            "unknown field",
+        ),
+        (
+            {
+                let mut d = good.clone();
+                d["source"] = json!("a b");
+                d
+            },
+            "source",
+        ),
+    ];
+    for (i, (bad, names)) in cases.into_iter().enumerate() {
+        let p = dir.path().join(format!("bad{i}.json"));
+        std::fs::write(&p, bad.to_string()).unwrap();
+        let (okay, _, err) = tokio::task::block_in_place(|| {
+            results_cli(&bob, &["ingest", "--from", p.to_str().unwrap()])
+        });
+        assert!(
+            !okay && err.contains(names),
+            "case {i} should name {names}: {err}"
+        );
+    }
+    let big = dir.path().join("big.json");
+    std::fs::write(
+        &big,
+        vec![b' '; publisher::store::shared::MAX_DOC_BYTES + 1],
+    )
+    .unwrap();
+    let (okay, _, err) = tokio::task::block_in_place(|| {
+        results_cli(&bob, &["ingest", "--from", big.to_str().unwrap()])
+    });
+    assert!(!okay && err.contains("over the cap"), "{err}");
+    let (okay, _, err) =
+        tokio::task::block_in_place(|| results_cli(&bob, &["ingest", "--from", "ftp://x/y.json"]));
+    assert!(!okay && err.contains("only http and https"), "{err}");
+    assert_eq!(
+        records::experiment_rows(bob_store, None)
+            .await
+            .unwrap()
+            .len(),
+        2,
+        "nothing bad was merged"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_share_to_the_hub_and_ingest_from_it_and_from_a_url() {
+    let dir = tempfile::tempdir().unwrap();
+    let (alice, bob) = (dir.path().join("alice"), dir.path().join("bob"));
+    store_with_run(&alice, "run8").await;
+    let (base, hub) = start_hub("hf_good").await;
+    let out = tokio::task::block_in_place(|| {
+        Command::new(env!("CARGO_BIN_EXE_synth-city"))
+            .args([
+                "results", "share", "--run", "run8", "--hf", "--source", "alice", "--store",
+            ])
+            .arg(&alice)
+            .env("HF_ENDPOINT", &base)
+            .env("HF_TOKEN", "hf_good")
+            .env("HF_REPO_ID", "alice/sn50")
+            .env_remove("HIPPIUS_ENDPOINT")
+            .output()
+            .unwrap()
+    });
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    {
+        let h = hub.lock().unwrap();
+        assert_eq!(h.commits.len(), 1);
+        assert!(
+            h.files.contains_key("results/run8.json")
+                && h.files.contains_key("results/latest.json")
+        );
+    }
+    // From the Hub by repo, and by its resolve URL (plain HTTP).
+    let ingest = |from: String| {
+        Command::new(env!("CARGO_BIN_EXE_synth-city"))
+            .args(["results", "ingest", "--json", "--from", &from, "--store"])
+            .arg(&bob)
+            .env("HF_ENDPOINT", &base)
+            .env_remove("HF_TOKEN")
+            .env_remove("HF_REPO_ID")
+            .env_remove("HIPPIUS_ENDPOINT")
+            .output()
+            .unwrap()
+    };
+    let out = tokio::task::block_in_place(|| ingest("hf:alice/sn50".into()));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (v["rows"].as_u64(), v["source"].as_str()),
+        (Some(2), Some("alice"))
+    );
+    let out = tokio::task::block_in_place(|| {
+        ingest(format!("{base}/alice/sn50/resolve/main/results/run8.json"))
+    });
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()["unchanged"],
+        2
+    );
+    // A URL that answers 404 is an error naming it.
+    let out = tokio::task::block_in_place(|| {
+        ingest(format!("{base}/alice/sn50/resolve/main/results/none.json"))
+    });
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("HTTP 404"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bridge_results_share_and_ingest_over_http() {
+    let redis = common::RedisServer::start();
+    let q = common::queue(&redis).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store_dir = dir.path().join("store");
+    let mine = synth_city::pipeline::create_run(&q, RunOptions::default(), "default")
+        .await
+        .unwrap();
+    let theirs = synth_city::pipeline::create_run(&q, RunOptions::default(), "other-bot")
+        .await
+        .unwrap();
+    store_with_run(&store_dir, &mine).await;
+    store_with_run(&store_dir, &theirs).await;
+    let port = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_synth-city"))
+        .args([
+            "--redis-url",
+            &redis.url(),
+            "--prefix",
+            "t",
+            "bridge",
+            "--port",
+        ])
+        .arg(port.to_string())
+        .env_remove("BRIDGE_API_KEY")
+        .env_remove("HF_TOKEN")
+        .env_remove("HIPPIUS_ENDPOINT")
+        .env("SYNTH_STORE_DIR", &store_dir)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _bridge = Kill(child);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "bridge did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let http = reqwest::Client::new();
+    let post = |path: &str, body: Value| {
+        let req = http
+            .post(format!("http://127.0.0.1:{port}{path}"))
+            .json(&body);
+        async move {
+            let r = req.send().await.unwrap();
+            (
+                r.status().as_u16(),
+                r.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }
+    };
+    let (st, v) = post(
+        "/results/share",
+        json!({"run_id": "latest", "source": "alice"}),
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["run_id"], mine.as_str(), "latest is the caller's newest");
+    assert_eq!(v["experiments"], 2);
+    assert!(store_dir
+        .join(format!("shared/results-{mine}.json"))
+        .exists());
+    let doc = v["document"].clone();
+    // Another bot's run is not the caller's to share.
+    let (st, v) = post("/results/share", json!({"run_id": theirs})).await;
+    assert_eq!(st, 404, "{v}");
+
+    // Ingest the document itself; again changes nothing.
+    let (st, v) = post("/results/ingest", json!({"document": doc})).await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(
+        (v["rows"].as_u64(), v["source"].as_str()),
+        (Some(2), Some("alice"))
+    );
+    let (_, v) = post("/results/ingest", json!({"document": doc})).await;
+    assert_eq!(v["unchanged"], 2);
+
+    let mut bad = doc.clone();
+    bad["experiments"][0]["gbm_crps"] = json!(-3.0);
+    for (body, status, names) in [
+        (json!({"run_id": "latest", "source": "a b"}), 400, "source"),
+        (json!({}), 400, "run_id"),
+    ] {
+        let (st, v) = post("/results/share", body.clone()).await;
+        assert_eq!(st, status, "{body}: {v}");
+        assert!(v["error"].as_str().unwrap().contains(names), "{v}");
+    }
+    for (body, status, names) in [
+        (
+            json!({"document": bad}),
+            400,
+            "document.experiments[0].gbm_crps",
+        ),
+        (
+            json!({"document": {"schema": "synth-city.results", "version": 9}}),
+            400,
+            "document",
+        ),
+        (json!({"url": "file:///etc/passwd"}), 400, "url"),
+        (json!({"url": "hf:me/x"}), 400, "url"),
+        (json!({"repo_id": "noslash"}), 400, "repo_id"),
+        (json!({}), 400, "exactly one"),
+        (
+            json!({"url": "http://x", "document": {}}),
+            400,
+            "exactly one",
+        ),
+        (
+            json!({"url": format!("http://127.0.0.1:{}/r.json", free_port())}),
+            502,
+            "cannot fetch",
+        ),
+    ] {
+        let (st, v) = post("/results/ingest", body.clone()).await;
+        assert_eq!(st, status, "{body}: {v}");
+        assert!(
+            v["error"].as_str().unwrap_or_default().contains(names),
+            "{body}: {v}"
+        );
+    }
+}

@@ -89,9 +89,10 @@ fn answer_err(e: SharedError, prefix: &str) -> Rejection {
         SharedError::Hf(HfError::BadInput { field, detail }) => {
             reject(StatusCode::BAD_REQUEST, format!("{field}: {detail}"))
         }
-        SharedError::Hf(HfError::Config(c)) => {
-            reject(StatusCode::SERVICE_UNAVAILABLE, format!("Hugging Face: {c}"))
-        }
+        SharedError::Hf(HfError::Config(c)) => reject(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("Hugging Face: {c}"),
+        ),
         e @ (SharedError::Fetch { .. } | SharedError::Hf(_)) => {
             reject(StatusCode::BAD_GATEWAY, e.to_string())
         }
@@ -118,7 +119,10 @@ pub(super) async fn share(c: Call) -> Answer {
                 format!("hf: the bridge cannot publish to the Hub: {e}"),
             )
         })?;
-        Some(HfClient::new(cfg).map_err(|e| reject(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?)
+        Some(
+            HfClient::new(cfg)
+                .map_err(|e| reject(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?,
+        )
     } else {
         None
     };

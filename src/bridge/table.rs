@@ -13,8 +13,8 @@ use warp::http::HeaderMap;
 
 use super::route::{ok, Answer, Handler, Param, Route};
 use super::{
-    catalog, dashboard, experiments, fleet, hub, jobs, market, results, runs, schedules, sessions, sse,
-    State,
+    catalog, dashboard, experiments, fleet, hub, jobs, market, results, runs, schedules, sessions,
+    sse, State,
 };
 
 /// A bot route's handler from an `async fn(Call) -> Answer`.

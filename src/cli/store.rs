@@ -225,12 +225,20 @@ async fn results(a: ResultsArgs) -> anyhow::Result<()> {
                 shared::fetch(&from).await?
             } else {
                 let path = PathBuf::from(&from);
-                let meta = std::fs::metadata(&path)
-                    .map_err(|e| anyhow::anyhow!("--from {from}: {e}; give a file, an http(s) URL or hf:namespace/name"))?;
+                let meta = std::fs::metadata(&path).map_err(|e| {
+                    anyhow::anyhow!(
+                        "--from {from}: {e}; give a file, an http(s) URL or hf:namespace/name"
+                    )
+                })?;
                 if meta.len() > shared::MAX_DOC_BYTES as u64 {
-                    bail!("--from {from}: {} bytes, over the cap of {}", meta.len(), shared::MAX_DOC_BYTES);
+                    bail!(
+                        "--from {from}: {} bytes, over the cap of {}",
+                        meta.len(),
+                        shared::MAX_DOC_BYTES
+                    );
                 }
-                let bytes = std::fs::read(&path).map_err(|e| anyhow::anyhow!("--from {from}: {e}"))?;
+                let bytes =
+                    std::fs::read(&path).map_err(|e| anyhow::anyhow!("--from {from}: {e}"))?;
                 shared::parse(&bytes).map_err(|e| anyhow::anyhow!("--from {from}: {e}"))?
             };
             let out = shared::ingest(&*store, &doc).await?;

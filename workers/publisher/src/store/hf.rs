@@ -55,7 +55,10 @@ pub const ARTIFACT_CAP: usize = 10 << 20;
 
 /// Reads a response's body, at most `cap` bytes: `Err(None)` past the cap,
 /// `Err(Some(e))` when the body breaks off.
-pub(crate) async fn read_capped(mut resp: reqwest::Response, cap: usize) -> Result<Vec<u8>, Option<String>> {
+pub(crate) async fn read_capped(
+    mut resp: reqwest::Response,
+    cap: usize,
+) -> Result<Vec<u8>, Option<String>> {
     if resp.content_length().is_some_and(|n| n > cap as u64) {
         return Err(None);
     }

@@ -22,8 +22,8 @@
 
 pub mod hf;
 pub mod records;
-pub mod shared;
 mod s3;
+pub mod shared;
 pub mod wandb;
 
 use std::path::{Path, PathBuf};

@@ -125,7 +125,10 @@ fn finite_pos(field: String, v: f64) -> Result<(), SharedError> {
     if v.is_finite() && v > 0.0 {
         Ok(())
     } else {
-        Err(invalid(field, format!("must be a finite number > 0, got {v}")))
+        Err(invalid(
+            field,
+            format!("must be a finite number > 0, got {v}"),
+        ))
     }
 }
 
@@ -213,10 +216,7 @@ pub fn parse(bytes: &[u8]) -> Result<SharedResults, SharedError> {
     if bytes.len() > MAX_DOC_BYTES {
         return Err(invalid(
             "document",
-            format!(
-                "is {} bytes, over the cap of {MAX_DOC_BYTES}",
-                bytes.len()
-            ),
+            format!("is {} bytes, over the cap of {MAX_DOC_BYTES}", bytes.len()),
         ));
     }
     let doc: SharedResults = serde_json::from_slice(bytes).map_err(|e| {
@@ -252,7 +252,12 @@ pub async fn build(
         if !key.ends_with(".json") {
             continue;
         }
-        let Some(obj) = store.get_json::<StoredExperiment>(&key).await.ok().flatten() else {
+        let Some(obj) = store
+            .get_json::<StoredExperiment>(&key)
+            .await
+            .ok()
+            .flatten()
+        else {
             continue;
         };
         if obj.source.is_some() {
@@ -381,7 +386,10 @@ pub const HUB_LATEST: &str = "results/latest.json";
 
 /// Puts a document in the Hub repo (`results/{run_id}.json` and
 /// `results/latest.json`, one commit; none when both are there as is).
-pub async fn share_to_hub(client: &HfClient, doc: &SharedResults) -> Result<HfOutcome, SharedError> {
+pub async fn share_to_hub(
+    client: &HfClient,
+    doc: &SharedResults,
+) -> Result<HfOutcome, SharedError> {
     let bytes = serde_json::to_vec_pretty(doc).map_err(|e| invalid("document", e.to_string()))?;
     let files = [
         HfFile {
@@ -400,7 +408,11 @@ pub async fn share_to_hub(client: &HfClient, doc: &SharedResults) -> Result<HfOu
         doc.experiments[0].ratio
     );
     Ok(client
-        .upload(&files, &summary, "Shared with `synth-city results share --hf`")
+        .upload(
+            &files,
+            &summary,
+            "Shared with `synth-city results share --hf`",
+        )
         .await?)
 }
 
@@ -449,7 +461,10 @@ pub async fn fetch(from: &str) -> Result<SharedResults, SharedError> {
     let bytes = super::hf::read_capped(resp, MAX_DOC_BYTES)
         .await
         .map_err(|e| match e {
-            None => invalid("document", format!("is over the cap of {MAX_DOC_BYTES} bytes")),
+            None => invalid(
+                "document",
+                format!("is over the cap of {MAX_DOC_BYTES} bytes"),
+            ),
             Some(e) => fetch_err(format!("the body broke off: {e}")),
         })?;
     if !status.is_success() {
