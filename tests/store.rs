@@ -2217,3 +2217,73 @@ async fn bridge_results_share_and_ingest_over_http() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_metrics_trends_per_family_and_period() {
+    let dir = tempfile::tempdir().unwrap();
+    let store_dir = dir.path().join("store");
+    let store = store_with_run(&store_dir, "run9").await;
+    // One more family, a week later.
+    let mut later = record("lstm-attn", 3.0, 1e-3, None);
+    later.spec = trainer::zoo::spec::ExperimentSpec::new(&["lstm", "attention"], "gbm");
+    later.fingerprint = trainer::experiments::fingerprint(&later.spec);
+    later.recorded_at += 7 * 86_400;
+    records::save_experiments(&store, "run10", &[later])
+        .await
+        .unwrap();
+    // Another miner's rows, ingested: not in our trends unless asked.
+    let doc = publisher::store::shared::build(&store, "run9", "bob", 1)
+        .await
+        .unwrap();
+    let mut doc = doc;
+    doc.run_id = "theirs".into();
+    publisher::store::shared::ingest(&store, &doc)
+        .await
+        .unwrap();
+
+    let hist = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_synth-city"))
+            .args(["history"])
+            .args(args)
+            .arg("--store")
+            .arg(&store_dir)
+            .env_remove("HIPPIUS_ENDPOINT")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let v: Value = serde_json::from_str(&tokio::task::block_in_place(|| {
+        hist(&["metrics", "--trends", "--json"])
+    }))
+    .unwrap();
+    let rows = v.as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{v}");
+    assert_eq!(rows[0]["family"], "lstm/gbm");
+    assert_eq!(rows[0]["period"], "2023-11-14");
+    assert_eq!(
+        (rows[0]["count"].as_u64(), rows[0]["scored"].as_u64()),
+        (Some(3), Some(2))
+    );
+    assert_eq!(rows[0]["best_ratio"], 0.5);
+    assert_eq!(rows[0]["median_ratio"], 0.65);
+    assert_eq!(
+        (rows[1]["family"].as_str(), rows[1]["period"].as_str()),
+        (Some("lstm+attention/gbm"), Some("2023-11-21"))
+    );
+    let v: Value = serde_json::from_str(&tokio::task::block_in_place(|| {
+        hist(&["metrics", "--trends", "--with-shared", "--json"])
+    }))
+    .unwrap();
+    assert_eq!(v[0]["count"], 5, "the shared rows counted: {v}");
+    // The seed's name, by week.
+    let out = tokio::task::block_in_place(|| hist(&["trackio", "--trends", "--by", "week"]));
+    assert!(
+        out.contains("week of") && out.contains("2023-11-13") && out.contains("lstm+attention/gbm"),
+        "{out}"
+    );
+}

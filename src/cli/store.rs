@@ -157,10 +157,23 @@ pub enum HistoryWhat {
         #[arg(long, default_value_t = hf::ARTIFACT_CAP)]
         max_bytes: usize,
     },
-    /// The local metrics history (metrics.jsonl), the last lines.
+    /// The local metrics history (metrics.jsonl), the last lines; with --trends, per
+    /// experiment family (blocks and head) and day or week: how many experiments, the best
+    /// and median CRPS / GBM ratio (from the store's experiments; the seed's
+    /// `history trackio --trends`).
+    #[command(alias = "trackio")]
     Metrics {
         #[arg(long, default_value_t = 50)]
         limit: usize,
+        /// Trends per experiment family over time instead of the last lines.
+        #[arg(long)]
+        trends: bool,
+        /// The trends' period.
+        #[arg(long, value_parser = ["day", "week"], default_value = "day")]
+        by: String,
+        /// Count rows ingested from other miners (`results ingest`) in the trends too.
+        #[arg(long)]
+        with_shared: bool,
     },
 }
 
@@ -500,7 +513,60 @@ async fn history(a: HistoryArgs) -> anyhow::Result<()> {
         )
         .await;
     }
-    if let HistoryWhat::Metrics { limit } = a.what {
+    if let HistoryWhat::Metrics {
+        trends: true,
+        by,
+        with_shared,
+        limit,
+    } = &a.what
+    {
+        let store: Arc<dyn Store> = publisher::store::open(&a.store)?;
+        let mut recs = records::load_history(store.clone(), usize::MAX)
+            .await?
+            .records;
+        if !with_shared {
+            recs.retain(|r| {
+                !r.run_id
+                    .as_deref()
+                    .is_some_and(|id| id.starts_with("shared-"))
+            });
+        }
+        let period = if by == "week" {
+            records::TrendPeriod::Week
+        } else {
+            records::TrendPeriod::Day
+        };
+        let mut rows = records::trends(&recs, period);
+        rows = rows.split_off(rows.len().saturating_sub(*limit));
+        if a.json {
+            println!("{}", serde_json::to_string(&rows)?);
+        } else if rows.is_empty() {
+            println!("no experiments with a time in {}", store.describe());
+        } else {
+            println!(
+                "{:<11} {:<40} {:>6} {:>6} {:>8} {:>8}",
+                if by == "week" { "week of" } else { "day" },
+                "family (blocks/head)",
+                "exps",
+                "scored",
+                "best",
+                "median"
+            );
+            for r in rows {
+                println!(
+                    "{:<11} {:<40} {:>6} {:>6} {:>8} {:>8}",
+                    r.period,
+                    r.family,
+                    r.count,
+                    r.scored,
+                    f(r.best_ratio, 4),
+                    f(r.median_ratio, 4)
+                );
+            }
+        }
+        return Ok(());
+    }
+    if let HistoryWhat::Metrics { limit, .. } = a.what {
         let path = records::metrics_path(&a.store);
         let lines = records::read_metrics(&path, limit).map_err(anyhow::Error::msg)?;
         if std::env::var("WANDB_API_KEY").is_ok_and(|v| !v.is_empty()) {
