@@ -833,13 +833,16 @@ fn handle(hub: &Mutex<Hub>, base: &str, r: Req) -> (u16, Value) {
     )
 }
 
+/// A raw answer: status, headers, body.
+type Answer = (u16, Vec<(String, String)>, Vec<u8>);
+
 /// The Hub's read endpoints, as its API documents them: `GET /api/models`
 /// (`author`, `search`, `limit`, `full`), `GET /{repo}/resolve/{revision}/{path}`
 /// (the file's bytes; an LFS file redirects (302) to its CDN URL, here
 /// `/lfs-download/{oid}`; 404 with `X-Error-Code` `RepoNotFound`,
 /// `RevisionNotFound` or `EntryNotFound`). Reads need no token; a wrong one is
 /// a 401. `None` for any other request.
-fn serve_read(hub: &Mutex<Hub>, r: &Req) -> Option<(u16, Vec<(String, String)>, Vec<u8>)> {
+fn serve_read(hub: &Mutex<Hub>, r: &Req) -> Option<Answer> {
     if r.method != "GET" {
         return None;
     }
