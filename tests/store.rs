@@ -1913,82 +1913,33 @@ async fn results_share_then_ingest_marks_the_source_and_refuses_bad_documents() 
     assert!(!okay && err.contains("no scored experiment"), "{err}");
 
     // Bad documents are refused, naming the field.
-    let good: Value = doc.clone();
-    let cases: Vec<(Value, &str)> = vec![
+    type Edit = fn(&mut Value);
+    let cases: [(Edit, &str); 9] = [
+        (|d| d["version"] = json!(2), "version"),
+        (|d| d["schema"] = json!("other"), "schema"),
         (
-            {
-                let mut d = good.clone();
-                d["version"] = json!(2);
-                d
-            },
-            "version",
-        ),
-        (
-            {
-                let mut d = good.clone();
-                d["schema"] = json!("other");
-                d
-            },
-            "schema",
-        ),
-        (
-            {
-                let mut d = good.clone();
-                d["experiments"][0]["crps"] = json!(0.0);
-                d
-            },
+            |d| d["experiments"][0]["crps"] = json!(0.0),
             "experiments[0].crps",
         ),
         (
-            {
-                let mut d = good.clone();
-                d["experiments"][1]["ratio"] = json!(0.1);
-                d
-            },
+            |d| d["experiments"][1]["ratio"] = json!(0.1),
             "experiments[1].ratio",
         ),
         (
-            {
-                let mut d = good.clone();
-                d["experiments"][0]["name"] = json!("../x");
-                d
-            },
+            |d| d["experiments"][0]["name"] = json!("../x"),
             "experiments[0].name",
         ),
         (
-            {
-                let mut d = good.clone();
-                d["experiments"][0]["spec"]["training"]["lr"] = json!(-1.0);
-                d
-            },
+            |d| d["experiments"][0]["spec"]["training"]["lr"] = json!(-1.0),
             "experiments[0].spec.training.lr",
         ),
-        (
-            {
-                let mut d = good.clone();
-                d["experiments"] = json!([]);
-                d
-            },
-            "experiments",
-        ),
-        (
-            {
-                let mut d = good.clone();
-                d["local_path"] = json!("/tmp");
-                d
-            },
-            "unknown field",
-        ),
-        (
-            {
-                let mut d = good.clone();
-                d["source"] = json!("a b");
-                d
-            },
-            "source",
-        ),
+        (|d| d["experiments"] = json!([]), "experiments"),
+        (|d| d["local_path"] = json!("/tmp"), "unknown field"),
+        (|d| d["source"] = json!("a b"), "source"),
     ];
-    for (i, (bad, names)) in cases.into_iter().enumerate() {
+    for (i, (edit, names)) in cases.into_iter().enumerate() {
+        let mut bad = doc.clone();
+        edit(&mut bad);
         let p = dir.path().join(format!("bad{i}.json"));
         std::fs::write(&p, bad.to_string()).unwrap();
         let (okay, _, err) = tokio::task::block_in_place(|| {
@@ -2245,20 +2196,14 @@ async fn history_metrics_trends_per_family_and_period() {
         .unwrap();
 
     let hist = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_synth-city"))
-            .args(["history"])
-            .args(args)
-            .arg("--store")
-            .arg(&store_dir)
-            .env_remove("HIPPIUS_ENDPOINT")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).to_string()
+        common::stdout_of(
+            Command::new(env!("CARGO_BIN_EXE_synth-city"))
+                .arg("history")
+                .args(args)
+                .arg("--store")
+                .arg(&store_dir)
+                .env_remove("HIPPIUS_ENDPOINT"),
+        )
     };
     let v: Value = serde_json::from_str(&tokio::task::block_in_place(|| {
         hist(&["metrics", "--trends", "--json"])

@@ -584,25 +584,12 @@ mod tests {
     #[test]
     fn trends_group_families_by_day_and_week() {
         let spec = |blocks: &[&str]| trainer::zoo::spec::ExperimentSpec::new(blocks, "gbm");
-        let rec = |blocks: &[&str], crps: Option<f64>, at: i64| ExperimentRecord {
-            name: "x".into(),
-            run_id: None,
-            fingerprint: "f".into(),
-            spec: spec(blocks),
-            status: trainer::experiments::RunStatus::Ok,
-            crps,
-            gbm_crps: Some(10.0),
-            classical_crps: None,
-            param_count: None,
-            epochs: 1,
-            diverged: false,
-            error: None,
-            artifact: None,
-            checkpoint: None,
-            training_time_s: None,
-            device: None,
-            steps_per_sec: None,
-            recorded_at: at,
+        let rec = |blocks: &[&str], crps: Option<f64>, at: i64| -> ExperimentRecord {
+            serde_json::from_value(
+                json!({"name": "x", "fingerprint": "f", "spec": spec(blocks),
+                "status": "ok", "crps": crps, "gbm_crps": 10.0, "recorded_at": at}),
+            )
+            .unwrap()
         };
         // 2024-01-01 is a Monday.
         let mon = 1_704_067_200;

@@ -339,26 +339,14 @@ pub async fn ingest(store: &dyn Store, doc: &SharedResults) -> Result<Ingested, 
         unchanged: 0,
     };
     for r in &doc.experiments {
-        let rec = ExperimentRecord {
-            name: r.name.clone(),
-            run_id: Some(history_run.clone()),
-            fingerprint: r.fingerprint.clone(),
-            spec: r.spec.clone(),
-            status: RunStatus::Ok,
-            crps: Some(r.crps),
-            gbm_crps: Some(r.gbm_crps),
-            classical_crps: r.classical_crps,
-            param_count: r.param_count,
-            epochs: r.epochs,
-            diverged: false,
-            error: None,
-            artifact: None,
-            checkpoint: None,
-            training_time_s: None,
-            device: None,
-            steps_per_sec: None,
-            recorded_at: r.recorded_at,
-        };
+        // Only what the document says; the rest (artifact, device, ...) stays unset.
+        let rec: ExperimentRecord = serde_json::from_value(serde_json::json!({
+            "name": r.name, "run_id": history_run, "fingerprint": r.fingerprint,
+            "spec": r.spec, "status": RunStatus::Ok, "crps": r.crps, "gbm_crps": r.gbm_crps,
+            "classical_crps": r.classical_crps, "param_count": r.param_count,
+            "epochs": r.epochs, "recorded_at": r.recorded_at,
+        }))
+        .map_err(|e| invalid("document", format!("cannot be made a record: {e}")))?;
         let mut obj = StoredExperiment::from_record(&history_run, &rec);
         obj.source = Some(doc.source.clone());
         let key = records::experiment_key(&history_run, &rec);
