@@ -2062,6 +2062,7 @@ async fn bridge_results_share_and_ingest_over_http() {
         .unwrap();
     store_with_run(&store_dir, &mine).await;
     store_with_run(&store_dir, &theirs).await;
+    let (hub_base, hub) = start_hub("hf_good").await;
     let port = free_port();
     let child = Command::new(env!("CARGO_BIN_EXE_synth-city"))
         .args([
@@ -2074,7 +2075,9 @@ async fn bridge_results_share_and_ingest_over_http() {
         ])
         .arg(port.to_string())
         .env_remove("BRIDGE_API_KEY")
-        .env_remove("HF_TOKEN")
+        .env("HF_ENDPOINT", &hub_base)
+        .env("HF_TOKEN", "hf_good")
+        .env("HF_REPO_ID", "alice/sn50")
         .env_remove("HIPPIUS_ENDPOINT")
         .env("SYNTH_STORE_DIR", &store_dir)
         .env("RUST_LOG", "warn")
@@ -2113,6 +2116,26 @@ async fn bridge_results_share_and_ingest_over_http() {
         .join(format!("shared/results-{mine}.json"))
         .exists());
     let doc = v["document"].clone();
+    assert!(v["hf"].is_null(), "no Hub unless asked: {v}");
+    // To the Hub too: one commit; then ingest it back by repo.
+    let (st, v) = post(
+        "/results/share",
+        json!({"run_id": mine, "hf": true, "source": "alice"}),
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+    assert!(v["hf"]["commit_oid"].is_string(), "{v}");
+    assert!(hub
+        .lock()
+        .unwrap()
+        .files
+        .contains_key("results/latest.json"));
+    let (st, v) = post("/results/ingest", json!({"repo_id": "alice/sn50"})).await;
+    assert_eq!(
+        (st, v["rows"].as_u64(), v["unchanged"].as_u64()),
+        (200, Some(2), Some(0)),
+        "{v}"
+    );
     // Another bot's run is not the caller's to share.
     let (st, v) = post("/results/share", json!({"run_id": theirs})).await;
     assert_eq!(st, 404, "{v}");
