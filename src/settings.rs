@@ -128,8 +128,8 @@ pub const TABLE: &[Setting] = &[
     .flag("worker/pipeline/publish --work-dir"),
     var(
         "SYNTH_STORE_DIR",
-        "worker, pipeline, publish",
-        "a worker's filesystem store (with HIPPIUS_ENDPOINT: metrics.jsonl and mirrors)",
+        "worker, pipeline, publish, results, bridge",
+        "a worker's filesystem store (with HIPPIUS_ENDPOINT: metrics.jsonl and mirrors); the store the bridge's /results routes use",
     )
     .or("store")
     .flag("worker/pipeline/publish --store"),
@@ -303,6 +303,12 @@ pub const TABLE: &[Setting] = &[
         "the Hub model repository (owner/name)",
     ),
     var("HF_ENDPOINT", "publisher (Hub)", "the Hub's URL").or("https://huggingface.co"),
+    var(
+        "SYNTH_MINER_NAME",
+        "results",
+        "who shares results (`results share`'s --source): letters, digits, '-', '_', '.'",
+    )
+    .or("synth-city"),
     var(
         "HF_PRIVATE",
         "publisher (Hub)",

@@ -11,8 +11,10 @@
 //! Hub: an in-test HTTP server implementing `/api/repos/create`,
 //! `/api/models/{repo}/preupload/{rev}`, the LFS batch/upload/verify
 //! endpoints and `/api/models/{repo}/commit/{rev}` (NDJSON), with 401 for a
-//! wrong token and 409 for an existing repo; the client code under test is
-//! the real one.
+//! wrong token and 409 for an existing repo, and the reads: `/api/models`
+//! and `/{repo}/resolve/{rev}/{path}` (LFS files by a 302 to their CDN URL);
+//! the client code under test is the real one, and the bridge's `/hf/*`
+//! routes and `history hf` are tested against it over HTTP.
 
 use std::collections::HashMap;
 use std::net::TcpListener;
@@ -831,6 +833,147 @@ fn handle(hub: &Mutex<Hub>, base: &str, r: Req) -> (u16, Value) {
     )
 }
 
+/// A raw answer: status, headers, body.
+type Answer = (u16, Vec<(String, String)>, Vec<u8>);
+
+/// The Hub's read endpoints, as its API documents them: `GET /api/models`
+/// (`author`, `search`, `limit`, `full`), `GET /{repo}/resolve/{revision}/{path}`
+/// (the file's bytes; an LFS file redirects (302) to its CDN URL, here
+/// `/lfs-download/{oid}`; 404 with `X-Error-Code` `RepoNotFound`,
+/// `RevisionNotFound` or `EntryNotFound`). Reads need no token; a wrong one is
+/// a 401. `None` for any other request.
+fn serve_read(hub: &Mutex<Hub>, r: &Req) -> Option<Answer> {
+    if r.method != "GET" {
+        return None;
+    }
+    let mut h = hub.lock().unwrap();
+    h.requests.push(format!("{} {}", r.method, r.path));
+    let json_of = |status: u16, v: Value| {
+        Some((
+            status,
+            vec![("content-type".to_string(), "application/json".to_string())],
+            v.to_string().into_bytes(),
+        ))
+    };
+    if let Some(auth) = r.headers.get("authorization") {
+        if auth != &format!("Bearer {}", h.token) {
+            return json_of(
+                401,
+                json!({"error": "Invalid credentials in Authorization header"}),
+            );
+        }
+    }
+    let (path, query) = r.path.split_once('?').unwrap_or((&r.path, ""));
+    let decode = |v: &str| -> String {
+        let b = v.replace('+', " ");
+        let mut out = Vec::new();
+        let bytes = b.as_bytes();
+        let mut i = 0;
+        while i < bytes.len() {
+            if bytes[i] == b'%' && i + 2 < bytes.len() {
+                out.push(u8::from_str_radix(&b[i + 1..i + 3], 16).unwrap());
+                i += 3;
+            } else {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+        String::from_utf8(out).unwrap()
+    };
+    let q: HashMap<String, String> = query
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), decode(v)))
+        .collect();
+    if path == "/api/models" {
+        let limit: usize = q.get("limit").and_then(|l| l.parse().ok()).unwrap_or(1000);
+        let mut ids: Vec<&String> = h
+            .repos
+            .keys()
+            .filter(|id| {
+                q.get("author")
+                    .is_none_or(|a| id.split('/').next() == Some(a.as_str()))
+            })
+            .filter(|id| q.get("search").is_none_or(|s| id.contains(s.as_str())))
+            .collect();
+        ids.sort();
+        let full = q.get("full").map(String::as_str) == Some("true");
+        let models: Vec<Value> = ids
+            .into_iter()
+            .take(limit)
+            .map(|id| {
+                let mut m = json!({"_id": id, "id": id, "modelId": id, "likes": 0, "downloads": 3,
+                                   "private": false, "tags": ["synth-city", "sn50"]});
+                if full {
+                    m["author"] = json!(id.split('/').next());
+                    m["lastModified"] = json!("2026-12-06T04:00:00.000Z");
+                    m["sha"] = json!(format!("{:040x}", h.commits.len()));
+                }
+                m
+            })
+            .collect();
+        return json_of(200, json!(models));
+    }
+    if let Some(oid) = path.strip_prefix("/lfs-download/") {
+        return match h.lfs.get(oid) {
+            Some(b) => Some((200, vec![], b.clone())),
+            None => json_of(404, json!({"error": "no such object"})),
+        };
+    }
+    let segs: Vec<String> = path
+        .trim_start_matches('/')
+        .split('/')
+        .map(decode)
+        .collect();
+    if segs.len() < 5 || segs[2] != "resolve" {
+        return None;
+    }
+    let repo = format!("{}/{}", segs[0], segs[1]);
+    let not_found = |code: &str, msg: String| {
+        Some((
+            404,
+            vec![
+                ("content-type".to_string(), "application/json".to_string()),
+                ("x-error-code".to_string(), code.to_string()),
+            ],
+            json!({"error": msg}).to_string().into_bytes(),
+        ))
+    };
+    if !h.repos.contains_key(&repo) {
+        // The Hub does not tell a missing repo from a private one.
+        return Some((
+            401,
+            vec![("x-error-code".to_string(), "RepoNotFound".to_string())],
+            json!({"error": "Repository not found"})
+                .to_string()
+                .into_bytes(),
+        ));
+    }
+    if segs[3] != "main" {
+        return not_found("RevisionNotFound", format!("Invalid rev id: {}", segs[3]));
+    }
+    let file = segs[4..].join("/");
+    match h.files.get(&file) {
+        Some((b, true)) => {
+            let oid = publisher::store::sha256_hex(b);
+            Some((
+                302,
+                vec![("location".to_string(), format!("/lfs-download/{oid}"))],
+                vec![],
+            ))
+        }
+        Some((b, false)) => Some((
+            200,
+            vec![(
+                "x-repo-commit".to_string(),
+                format!("{:040x}", h.commits.len()),
+            )],
+            b.clone(),
+        )),
+        None => not_found("EntryNotFound", format!("Entry not found: {file}")),
+    }
+}
+
 /// Starts the local Hub; returns its base URL and state.
 async fn start_hub(token: &str) -> (String, Arc<Mutex<Hub>>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -851,13 +994,24 @@ async fn start_hub(token: &str) -> (String, Arc<Mutex<Hub>>) {
                 let Some(req) = read_req(&mut sock).await else {
                     return;
                 };
-                let (status, body) = handle(&h, &b, req);
-                let body = body.to_string();
-                let resp = format!(
-                    "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                let (status, headers, body) = match serve_read(&h, &req) {
+                    Some(answer) => answer,
+                    None => {
+                        let (status, body) = handle(&h, &b, req);
+                        let ct = ("content-type".to_string(), "application/json".to_string());
+                        (status, vec![ct], body.to_string().into_bytes())
+                    }
+                };
+                let mut head = format!("HTTP/1.1 {status} X\r\n");
+                for (k, v) in headers {
+                    head.push_str(&format!("{k}: {v}\r\n"));
+                }
+                head.push_str(&format!(
+                    "content-length: {}\r\nconnection: close\r\n\r\n",
                     body.len()
-                );
-                let _ = sock.write_all(resp.as_bytes()).await;
+                ));
+                let _ = sock.write_all(head.as_bytes()).await;
+                let _ = sock.write_all(&body).await;
                 let _ = sock.shutdown().await;
             });
         }
@@ -1275,4 +1429,832 @@ async fn the_miner_serves_what_the_publisher_put_in_the_bucket() {
             local.join("models/run3/five-b/").display().to_string()
         );
     }
+}
+
+// ---------------------------------------------------------------------------
+// The Hub as a source: reads over HTTP, by the library, the bridge and the CLI.
+
+/// A local Hub holding run1's model as `publish_run` puts it there; returns
+/// (base URL, state, the weights).
+async fn hub_with_run1(dir: &Path) -> (String, Arc<Mutex<Hub>>, Vec<u8>) {
+    let (base, hub) = start_hub("hf_good").await;
+    let store = publisher::store::FsStore::new(dir.join("store"));
+    let weights = bytes(4096, 7);
+    let ck = checkpoint(dir, &weights);
+    let best = record("lstm-gbm-d16", 5.0, 1e-3, Some(&ck));
+    let summary = json!({"run_id": "run1", "success": true, "experiments": []});
+    publish::publish(&store, &cache(dir), "run1", &best, &summary, None)
+        .await
+        .unwrap();
+    hf::publish_run(&hf_client(&base, "hf_good"), &store, "run1")
+        .await
+        .unwrap();
+    hub.lock()
+        .unwrap()
+        .repos
+        .insert("other/unrelated".into(), true);
+    (base, hub, weights)
+}
+
+fn hf_reader(base: &str, token: &str, repo: &str) -> HfClient {
+    let mut c = HfConfig::new(base, token, repo);
+    c.attempts = 2;
+    c.backoff = Duration::from_millis(20);
+    HfClient::reader(c).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hf_reads_models_the_card_and_files_at_a_revision() {
+    let dir = tempfile::tempdir().unwrap();
+    let (base, hub, weights) = hub_with_run1(dir.path()).await;
+    // No token: public reads; the configured repo is the default.
+    let reader = hf_reader(&base, "", "me/SN50-Hub");
+    let models = reader
+        .list_models(&hf::ModelQuery {
+            author: Some("me".into()),
+            search: None,
+            limit: 10,
+        })
+        .await
+        .unwrap();
+    let ids: Vec<&str> = models.iter().map(|m| m.id.as_str()).collect();
+    assert_eq!(ids, ["me/SN50-Hub"], "only the author's models");
+    assert_eq!(models[0].author.as_deref(), Some("me"));
+    assert!(models[0].last_modified.is_some());
+    let found = reader
+        .list_models(&hf::ModelQuery {
+            author: None,
+            search: Some("unrel".into()),
+            limit: 10,
+        })
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].id, "other/unrelated");
+
+    let card = reader.model_card(None, "main").await.unwrap();
+    assert_eq!(card.repo_id, "me/SN50-Hub");
+    let text = String::from_utf8(card.bytes.clone()).unwrap();
+    assert!(text.contains("CRPS vs GBM per asset"), "{text}");
+    assert_eq!(card.to_json()["text"], text);
+
+    // An LFS file: the Hub redirects to its CDN; the bytes are the weights.
+    let w = reader
+        .read_file(
+            None,
+            "main",
+            "runs/run1/model.safetensors",
+            hf::ARTIFACT_CAP,
+        )
+        .await
+        .unwrap();
+    assert_eq!(w.bytes, weights);
+    assert!(w.to_json()["content_base64"].is_string() || w.to_json()["text"].is_string());
+    let spec = reader
+        .read_file(Some("me/SN50-Hub"), "main", "runs/run1/spec.json", 1000)
+        .await
+        .unwrap();
+    assert_eq!(spec.bytes, b"{\"version\":1}");
+
+    // Over the cap: refused, whatever the Hub sends.
+    let err = reader
+        .read_file(None, "main", "runs/run1/model.safetensors", 100)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, HfError::TooLarge { cap: 100, .. }), "{err}");
+
+    // Names that leave the repo are refused before any request.
+    let before = hub.lock().unwrap().requests.len();
+    for bad in ["../secrets", "runs/../../x", "/etc/passwd", "a//b", "a\\b"] {
+        let err = reader.read_file(None, "main", bad, 1000).await.unwrap_err();
+        assert!(
+            matches!(&err, HfError::BadInput { field, .. } if field == "filename"),
+            "{bad}: {err}"
+        );
+    }
+    let err = reader
+        .read_file(None, "a..b", "README.md", 1000)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, HfError::BadInput { field, .. } if field == "revision"),
+        "{err}"
+    );
+    let err = reader
+        .model_card(Some("no-slash"), "main")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, HfError::BadInput { field, .. } if field == "repo_id"),
+        "{err}"
+    );
+    assert_eq!(
+        hub.lock().unwrap().requests.len(),
+        before,
+        "bad input sends nothing"
+    );
+
+    // What the Hub does not have is a NotFound naming it.
+    for (repo, rev, file) in [
+        ("me/SN50-Hub", "main", "runs/nope/spec.json"),
+        ("me/SN50-Hub", "v9", "README.md"),
+        ("me/missing", "main", "README.md"),
+    ] {
+        let err = reader
+            .read_file(Some(repo), rev, file, 1000)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, HfError::NotFound { .. }),
+            "{repo} {rev} {file}: {err}"
+        );
+        assert!(err.to_string().contains(file), "{err}");
+    }
+    // A reader without a repo must be told one.
+    let bare = hf_reader(&base, "", "");
+    let err = bare.model_card(None, "main").await.unwrap_err();
+    assert!(err.to_string().contains("HF_REPO_ID"), "{err}");
+    // A wrong token is refused by the Hub (401), not retried.
+    let err = hf_reader(&base, "hf_wrong", "me/SN50-Hub")
+        .list_models(&hf::ModelQuery {
+            author: Some("me".into()),
+            search: None,
+            limit: 5,
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, HfError::Unauthorized { status: 401, .. }),
+        "{err}"
+    );
+}
+
+/// GET on the bridge; (status, JSON body).
+async fn get_json(http: &reqwest::Client, url: String) -> (u16, Value) {
+    let r = http.get(&url).send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+struct Kill(Child);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_bridge(redis: &common::RedisServer, envs: &[(&str, &str)]) -> (Kill, u16) {
+    let port = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_synth-city"))
+        .args([
+            "--redis-url",
+            &redis.url(),
+            "--prefix",
+            "hub",
+            "bridge",
+            "--port",
+        ])
+        .arg(port.to_string())
+        .env_remove("BRIDGE_API_KEY")
+        .env_remove("HF_TOKEN")
+        .env("RUST_LOG", "warn")
+        .envs(envs.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "bridge did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (Kill(child), port)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bridge_hf_routes_read_the_hub_and_refuse_bad_input_by_name() {
+    let redis = common::RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (base, _hub, _weights) = hub_with_run1(dir.path()).await;
+    let (_bridge, port) = start_bridge(
+        &redis,
+        &[("HF_ENDPOINT", &base), ("HF_REPO_ID", "me/SN50-Hub")],
+    );
+    let http = reqwest::Client::new();
+    let at = |p: &str| format!("http://127.0.0.1:{port}{p}");
+
+    let (st, v) = get_json(&http, at("/hf/models")).await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["author"], "me");
+    assert_eq!(v["models"][0]["id"], "me/SN50-Hub");
+    assert_eq!(v["count"], 1);
+    let (st, v) = get_json(&http, at("/hf/models?repo_id=other/x")).await;
+    assert_eq!(
+        (st, v["models"][0]["id"].clone()),
+        (200, json!("other/unrelated"))
+    );
+
+    let (st, v) = get_json(&http, at("/hf/model-card")).await;
+    assert_eq!(st, 200, "{v}");
+    assert!(v["text"]
+        .as_str()
+        .unwrap()
+        .contains("CRPS vs GBM per asset"));
+    assert_eq!(
+        (v["repo_id"].as_str(), v["revision"].as_str()),
+        (Some("me/SN50-Hub"), Some("main"))
+    );
+
+    let (st, v) = get_json(
+        &http,
+        at("/hf/artifact?filename=runs/run1/spec.json&revision=main"),
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["text"], "{\"version\":1}");
+    assert_eq!(v["size"], 13);
+
+    for (path, status, names) in [
+        ("/hf/artifact", 400, "filename"),
+        ("/hf/artifact?filename=../../etc/passwd", 400, "filename"),
+        (
+            "/hf/artifact?filename=README.md&repo_id=noslash",
+            400,
+            "repo_id",
+        ),
+        ("/hf/model-card?revision=a..b", 400, "revision"),
+        ("/hf/models?limit=0", 400, "limit"),
+        ("/hf/models?limit=many", 400, "limit"),
+        ("/hf/models?author=bad%20name", 400, "author"),
+        (
+            "/hf/artifact?filename=runs/nope.json",
+            404,
+            "runs/nope.json",
+        ),
+        ("/hf/model-card?repo_id=me/missing", 404, "me/missing"),
+    ] {
+        let (st, v) = get_json(&http, at(path)).await;
+        assert_eq!(st, status, "{path}: {v}");
+        let msg = v["error"].as_str().unwrap_or_default();
+        assert!(msg.contains(names), "{path}: {msg}");
+    }
+
+    // A Hub that does not answer is a 502 that says so.
+    let (_dead, dead_port) = start_bridge(
+        &redis,
+        &[
+            ("HF_ENDPOINT", &format!("http://127.0.0.1:{}", free_port())),
+            ("HF_REPO_ID", "me/SN50-Hub"),
+        ],
+    );
+    let (st, v) = get_json(&http, format!("http://127.0.0.1:{dead_port}/hf/model-card")).await;
+    assert_eq!(st, 502, "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("did not answer"),
+        "{v}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_hf_lists_models_prints_the_card_and_saves_an_artifact() {
+    let dir = tempfile::tempdir().unwrap();
+    let (base, _hub, weights) = hub_with_run1(dir.path()).await;
+    let cli = |args: &[&str]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_synth-city"));
+        c.args(["history", "hf"])
+            .args(args)
+            .env("HF_ENDPOINT", &base)
+            .env("HF_REPO_ID", "me/SN50-Hub")
+            .env_remove("HF_TOKEN");
+        c
+    };
+    let run = |args: &[&str]| {
+        let out = cli(args).output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (okay, out, err) = tokio::task::block_in_place(|| run(&[]));
+    assert!(okay, "{err}");
+    assert!(out.contains("me/SN50-Hub"), "{out}");
+    assert!(!out.contains("other/unrelated"), "only the owner's: {out}");
+    let (okay, out, err) = tokio::task::block_in_place(|| run(&["--json", "--search", "unrel"]));
+    assert!(okay, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v[0]["id"], "other/unrelated");
+
+    let (okay, out, err) = tokio::task::block_in_place(|| run(&["--card"]));
+    assert!(okay, "{err}");
+    assert!(out.contains("## Architecture"), "{out}");
+
+    let dest = dir.path().join("w.safetensors");
+    let (okay, _, err) = tokio::task::block_in_place(|| {
+        run(&[
+            "--artifact",
+            "runs/run1/model.safetensors",
+            "--out",
+            dest.to_str().unwrap(),
+        ])
+    });
+    assert!(okay, "{err}");
+    assert_eq!(std::fs::read(&dest).unwrap(), weights);
+    // A binary file is not printed to the terminal.
+    let (okay, _, err) =
+        tokio::task::block_in_place(|| run(&["--artifact", "runs/run1/model.safetensors"]));
+    assert!(!okay && err.contains("--out"), "{err}");
+
+    let (okay, _, err) = tokio::task::block_in_place(|| run(&["--artifact", "../x"]));
+    assert!(!okay && err.contains("filename"), "{err}");
+    let (okay, _, err) = tokio::task::block_in_place(|| {
+        run(&[
+            "--artifact",
+            "runs/run1/model.safetensors",
+            "--max-bytes",
+            "10",
+            "--out",
+            "/dev/null",
+        ])
+    });
+    assert!(!okay && err.contains("cap of 10 bytes"), "{err}");
+    let (okay, _, err) =
+        tokio::task::block_in_place(|| run(&["--card", "--repo-id", "me/missing"]));
+    assert!(!okay && err.contains("not found"), "{err}");
+}
+
+// ---------------------------------------------------------------------------
+// Results shared between miners: share, ingest, over the CLI, HTTP and the Hub.
+
+/// A store holding `run_id`'s three experiments (two scored, one failed) and its summary.
+async fn store_with_run(dir: &Path, run_id: &str) -> publisher::store::FsStore {
+    let store = publisher::store::FsStore::new(dir);
+    let mut recs = vec![
+        record("lstm-gbm-a", 5.0, 1e-3, Some(Path::new("/home/alice/ckpt"))),
+        record("lstm-gbm-b", 8.0, 2e-3, None),
+        record("lstm-gbm-c", 1.0, 3e-3, None),
+    ];
+    recs[2].status = RunStatus::Failed;
+    recs[2].crps = None;
+    for r in &mut recs {
+        r.run_id = Some(run_id.into());
+    }
+    records::save_experiments(&store, run_id, &recs)
+        .await
+        .unwrap();
+    records::save_run_summary(&store, run_id, &json!({"run_id": run_id, "success": true}))
+        .await
+        .unwrap();
+    store
+}
+
+fn results_cli(store: &Path, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_synth-city"))
+        .arg("results")
+        .args(args)
+        .arg("--store")
+        .arg(store)
+        .env_remove("HIPPIUS_ENDPOINT")
+        .env_remove("SYNTH_STORE_DIR")
+        .env_remove("SYNTH_MINER_NAME")
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_share_then_ingest_marks_the_source_and_refuses_bad_documents() {
+    let dir = tempfile::tempdir().unwrap();
+    let (alice, bob) = (dir.path().join("alice"), dir.path().join("bob"));
+    store_with_run(&alice, "run7").await;
+
+    let (okay, out, err) = tokio::task::block_in_place(|| {
+        results_cli(
+            &alice,
+            &["share", "--run", "latest", "--source", "alice", "--json"],
+        )
+    });
+    assert!(okay, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (v["run_id"].as_str(), v["experiments"].as_u64()),
+        (Some("run7"), Some(2))
+    );
+    let doc_path = alice.join("shared/results-run7.json");
+    let text = std::fs::read_to_string(&doc_path).unwrap();
+    assert!(
+        !text.contains("/home/alice") && !text.contains(alice.to_str().unwrap()),
+        "no local paths: {text}"
+    );
+    let doc: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(doc["schema"], "synth-city.results");
+    assert_eq!(doc["source"], "alice");
+    assert_eq!(
+        doc["experiments"][0]["name"], "lstm-gbm-a",
+        "best ratio first"
+    );
+    assert_eq!(doc["experiments"][0]["ratio"], 0.5);
+    assert_eq!(doc["experiments"][1]["ratio"], 0.8);
+    assert!(alice.join("shared/latest.json").exists());
+
+    // Bob ingests it: the rows are in his history, marked, and are no run of his.
+    let (okay, out, err) = tokio::task::block_in_place(|| {
+        results_cli(
+            &bob,
+            &["ingest", "--from", doc_path.to_str().unwrap(), "--json"],
+        )
+    });
+    assert!(okay, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (v["rows"].as_u64(), v["unchanged"].as_u64()),
+        (Some(2), Some(0))
+    );
+    let bob_store: Arc<dyn Store> = Arc::new(publisher::store::FsStore::new(&bob));
+    let rows = records::experiment_rows(bob_store.clone(), None)
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 2);
+    assert!(
+        rows.iter()
+            .all(|r| r.source.as_deref() == Some("alice") && r.run_id == "shared-alice-run7"),
+        "{rows:?}"
+    );
+    let planner = records::load_history(bob_store.clone(), 50).await.unwrap();
+    assert_eq!(planner.records.len(), 2, "the planner sees them");
+    assert_eq!(
+        planner.records[0].run_id.as_deref(),
+        Some("shared-alice-run7")
+    );
+    assert!(
+        records::run_rows(bob_store.clone())
+            .await
+            .unwrap()
+            .is_empty(),
+        "never our runs"
+    );
+    // Again: nothing changes; and rows ingested are not shared on as ours.
+    let (okay, out, _) = tokio::task::block_in_place(|| {
+        results_cli(
+            &bob,
+            &["ingest", "--from", doc_path.to_str().unwrap(), "--json"],
+        )
+    });
+    assert!(okay);
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["unchanged"], 2);
+    let (okay, _, err) =
+        tokio::task::block_in_place(|| results_cli(&bob, &["share", "--run", "shared-alice-run7"]));
+    assert!(!okay && err.contains("no scored experiment"), "{err}");
+
+    // Bad documents are refused, naming the field.
+    type Edit = fn(&mut Value);
+    let cases: [(Edit, &str); 9] = [
+        (|d| d["version"] = json!(2), "version"),
+        (|d| d["schema"] = json!("other"), "schema"),
+        (
+            |d| d["experiments"][0]["crps"] = json!(0.0),
+            "experiments[0].crps",
+        ),
+        (
+            |d| d["experiments"][1]["ratio"] = json!(0.1),
+            "experiments[1].ratio",
+        ),
+        (
+            |d| d["experiments"][0]["name"] = json!("../x"),
+            "experiments[0].name",
+        ),
+        (
+            |d| d["experiments"][0]["spec"]["training"]["lr"] = json!(-1.0),
+            "experiments[0].spec.training.lr",
+        ),
+        (|d| d["experiments"] = json!([]), "experiments"),
+        (|d| d["local_path"] = json!("/tmp"), "unknown field"),
+        (|d| d["source"] = json!("a b"), "source"),
+    ];
+    for (i, (edit, names)) in cases.into_iter().enumerate() {
+        let mut bad = doc.clone();
+        edit(&mut bad);
+        let p = dir.path().join(format!("bad{i}.json"));
+        std::fs::write(&p, bad.to_string()).unwrap();
+        let (okay, _, err) = tokio::task::block_in_place(|| {
+            results_cli(&bob, &["ingest", "--from", p.to_str().unwrap()])
+        });
+        assert!(
+            !okay && err.contains(names),
+            "case {i} should name {names}: {err}"
+        );
+    }
+    let big = dir.path().join("big.json");
+    std::fs::write(
+        &big,
+        vec![b' '; publisher::store::shared::MAX_DOC_BYTES + 1],
+    )
+    .unwrap();
+    let (okay, _, err) = tokio::task::block_in_place(|| {
+        results_cli(&bob, &["ingest", "--from", big.to_str().unwrap()])
+    });
+    assert!(!okay && err.contains("over the cap"), "{err}");
+    let (okay, _, err) =
+        tokio::task::block_in_place(|| results_cli(&bob, &["ingest", "--from", "ftp://x/y.json"]));
+    assert!(!okay && err.contains("only http and https"), "{err}");
+    assert_eq!(
+        records::experiment_rows(bob_store, None)
+            .await
+            .unwrap()
+            .len(),
+        2,
+        "nothing bad was merged"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_share_to_the_hub_and_ingest_from_it_and_from_a_url() {
+    let dir = tempfile::tempdir().unwrap();
+    let (alice, bob) = (dir.path().join("alice"), dir.path().join("bob"));
+    store_with_run(&alice, "run8").await;
+    let (base, hub) = start_hub("hf_good").await;
+    let out = tokio::task::block_in_place(|| {
+        Command::new(env!("CARGO_BIN_EXE_synth-city"))
+            .args([
+                "results", "share", "--run", "run8", "--hf", "--source", "alice", "--store",
+            ])
+            .arg(&alice)
+            .env("HF_ENDPOINT", &base)
+            .env("HF_TOKEN", "hf_good")
+            .env("HF_REPO_ID", "alice/sn50")
+            .env_remove("HIPPIUS_ENDPOINT")
+            .output()
+            .unwrap()
+    });
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    {
+        let h = hub.lock().unwrap();
+        assert_eq!(h.commits.len(), 1);
+        assert!(
+            h.files.contains_key("results/run8.json")
+                && h.files.contains_key("results/latest.json")
+        );
+    }
+    // From the Hub by repo, and by its resolve URL (plain HTTP).
+    let ingest = |from: String| {
+        Command::new(env!("CARGO_BIN_EXE_synth-city"))
+            .args(["results", "ingest", "--json", "--from", &from, "--store"])
+            .arg(&bob)
+            .env("HF_ENDPOINT", &base)
+            .env_remove("HF_TOKEN")
+            .env_remove("HF_REPO_ID")
+            .env_remove("HIPPIUS_ENDPOINT")
+            .output()
+            .unwrap()
+    };
+    let out = tokio::task::block_in_place(|| ingest("hf:alice/sn50".into()));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (v["rows"].as_u64(), v["source"].as_str()),
+        (Some(2), Some("alice"))
+    );
+    let out = tokio::task::block_in_place(|| {
+        ingest(format!("{base}/alice/sn50/resolve/main/results/run8.json"))
+    });
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()["unchanged"],
+        2
+    );
+    // A URL that answers 404 is an error naming it.
+    let out = tokio::task::block_in_place(|| {
+        ingest(format!("{base}/alice/sn50/resolve/main/results/none.json"))
+    });
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("HTTP 404"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bridge_results_share_and_ingest_over_http() {
+    let redis = common::RedisServer::start();
+    let q = common::queue(&redis).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store_dir = dir.path().join("store");
+    let mine = synth_city::pipeline::create_run(&q, RunOptions::default(), "default")
+        .await
+        .unwrap();
+    let theirs = synth_city::pipeline::create_run(&q, RunOptions::default(), "other-bot")
+        .await
+        .unwrap();
+    store_with_run(&store_dir, &mine).await;
+    store_with_run(&store_dir, &theirs).await;
+    let (hub_base, hub) = start_hub("hf_good").await;
+    let port = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_synth-city"))
+        .args([
+            "--redis-url",
+            &redis.url(),
+            "--prefix",
+            "t",
+            "bridge",
+            "--port",
+        ])
+        .arg(port.to_string())
+        .env_remove("BRIDGE_API_KEY")
+        .env("HF_ENDPOINT", &hub_base)
+        .env("HF_TOKEN", "hf_good")
+        .env("HF_REPO_ID", "alice/sn50")
+        .env_remove("HIPPIUS_ENDPOINT")
+        .env("SYNTH_STORE_DIR", &store_dir)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _bridge = Kill(child);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "bridge did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let http = reqwest::Client::new();
+    let post = |path: &str, body: Value| {
+        let req = http
+            .post(format!("http://127.0.0.1:{port}{path}"))
+            .json(&body);
+        async move {
+            let r = req.send().await.unwrap();
+            (
+                r.status().as_u16(),
+                r.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }
+    };
+    let (st, v) = post(
+        "/results/share",
+        json!({"run_id": "latest", "source": "alice"}),
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["run_id"], mine.as_str(), "latest is the caller's newest");
+    assert_eq!(v["experiments"], 2);
+    assert!(store_dir
+        .join(format!("shared/results-{mine}.json"))
+        .exists());
+    let doc = v["document"].clone();
+    assert!(v["hf"].is_null(), "no Hub unless asked: {v}");
+    // To the Hub too: one commit; then ingest it back by repo.
+    let (st, v) = post(
+        "/results/share",
+        json!({"run_id": mine, "hf": true, "source": "alice"}),
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+    assert!(v["hf"]["commit_oid"].is_string(), "{v}");
+    assert!(hub
+        .lock()
+        .unwrap()
+        .files
+        .contains_key("results/latest.json"));
+    let (st, v) = post("/results/ingest", json!({"repo_id": "alice/sn50"})).await;
+    assert_eq!(
+        (st, v["rows"].as_u64(), v["unchanged"].as_u64()),
+        (200, Some(2), Some(0)),
+        "{v}"
+    );
+    // Another bot's run is not the caller's to share.
+    let (st, v) = post("/results/share", json!({"run_id": theirs})).await;
+    assert_eq!(st, 404, "{v}");
+
+    // Ingest the document itself; again changes nothing.
+    let (st, v) = post("/results/ingest", json!({"document": doc})).await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(
+        (v["rows"].as_u64(), v["source"].as_str()),
+        (Some(2), Some("alice"))
+    );
+    let (_, v) = post("/results/ingest", json!({"document": doc})).await;
+    assert_eq!(v["unchanged"], 2);
+
+    let mut bad = doc.clone();
+    bad["experiments"][0]["gbm_crps"] = json!(-3.0);
+    for (body, status, names) in [
+        (json!({"run_id": "latest", "source": "a b"}), 400, "source"),
+        (json!({}), 400, "run_id"),
+    ] {
+        let (st, v) = post("/results/share", body.clone()).await;
+        assert_eq!(st, status, "{body}: {v}");
+        assert!(v["error"].as_str().unwrap().contains(names), "{v}");
+    }
+    for (body, status, names) in [
+        (
+            json!({"document": bad}),
+            400,
+            "document.experiments[0].gbm_crps",
+        ),
+        (
+            json!({"document": {"schema": "synth-city.results", "version": 9}}),
+            400,
+            "document",
+        ),
+        (json!({"url": "file:///etc/passwd"}), 400, "url"),
+        (json!({"url": "hf:me/x"}), 400, "url"),
+        (json!({"repo_id": "noslash"}), 400, "repo_id"),
+        (json!({}), 400, "exactly one"),
+        (
+            json!({"url": "http://x", "document": {}}),
+            400,
+            "exactly one",
+        ),
+        (
+            json!({"url": format!("http://127.0.0.1:{}/r.json", free_port())}),
+            502,
+            "cannot fetch",
+        ),
+    ] {
+        let (st, v) = post("/results/ingest", body.clone()).await;
+        assert_eq!(st, status, "{body}: {v}");
+        assert!(
+            v["error"].as_str().unwrap_or_default().contains(names),
+            "{body}: {v}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_metrics_trends_per_family_and_period() {
+    let dir = tempfile::tempdir().unwrap();
+    let store_dir = dir.path().join("store");
+    let store = store_with_run(&store_dir, "run9").await;
+    // One more family, a week later.
+    let mut later = record("lstm-attn", 3.0, 1e-3, None);
+    later.spec = trainer::zoo::spec::ExperimentSpec::new(&["lstm", "attention"], "gbm");
+    later.fingerprint = trainer::experiments::fingerprint(&later.spec);
+    later.recorded_at += 7 * 86_400;
+    records::save_experiments(&store, "run10", &[later])
+        .await
+        .unwrap();
+    // Another miner's rows, ingested: not in our trends unless asked.
+    let doc = publisher::store::shared::build(&store, "run9", "bob", 1)
+        .await
+        .unwrap();
+    let mut doc = doc;
+    doc.run_id = "theirs".into();
+    publisher::store::shared::ingest(&store, &doc)
+        .await
+        .unwrap();
+
+    let hist = |args: &[&str]| {
+        common::stdout_of(
+            Command::new(env!("CARGO_BIN_EXE_synth-city"))
+                .arg("history")
+                .args(args)
+                .arg("--store")
+                .arg(&store_dir)
+                .env_remove("HIPPIUS_ENDPOINT"),
+        )
+    };
+    let v: Value = serde_json::from_str(&tokio::task::block_in_place(|| {
+        hist(&["metrics", "--trends", "--json"])
+    }))
+    .unwrap();
+    let rows = v.as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{v}");
+    assert_eq!(rows[0]["family"], "lstm/gbm");
+    assert_eq!(rows[0]["period"], "2023-11-14");
+    assert_eq!(
+        (rows[0]["count"].as_u64(), rows[0]["scored"].as_u64()),
+        (Some(3), Some(2))
+    );
+    assert_eq!(rows[0]["best_ratio"], 0.5);
+    assert_eq!(rows[0]["median_ratio"], 0.65);
+    assert_eq!(
+        (rows[1]["family"].as_str(), rows[1]["period"].as_str()),
+        (Some("lstm+attention/gbm"), Some("2023-11-21"))
+    );
+    let v: Value = serde_json::from_str(&tokio::task::block_in_place(|| {
+        hist(&["metrics", "--trends", "--with-shared", "--json"])
+    }))
+    .unwrap();
+    assert_eq!(v[0]["count"], 5, "the shared rows counted: {v}");
+    // The seed's name, by week.
+    let out = tokio::task::block_in_place(|| hist(&["trackio", "--trends", "--by", "week"]));
+    assert!(
+        out.contains("week of") && out.contains("2023-11-13") && out.contains("lstm+attention/gbm"),
+        "{out}"
+    );
 }

@@ -17,7 +17,8 @@
 //!   `runs.rs` (pipeline runs), `sessions.rs` (session routes),
 //!   `experiments.rs` (experiments, history), `catalog.rs` (the zoo,
 //!   registry sources, agents, prompts), `market.rs` (prices, bars, the GBM
-//!   fan) and `dashboard.rs`;
+//!   fan), `hub.rs` (the Hugging Face Hub as a source: `/hf/*`),
+//!   `results.rs` (results shared between miners) and `dashboard.rs`;
 //! - `session.rs` keeps what each bot owns in Redis (session, experiments,
 //!   work in flight) and finds its runs; every family that reads or changes
 //!   it goes through there.
@@ -40,11 +41,13 @@ mod dashboard;
 mod error;
 mod experiments;
 mod fleet;
+mod hub;
 mod jobs;
 mod limits;
 mod market;
 mod method_override;
 mod openapi;
+mod results;
 mod route;
 mod router;
 mod runs;

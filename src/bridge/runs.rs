@@ -119,7 +119,7 @@ pub(super) async fn start(c: Call) -> Answer {
 }
 
 /// The run if it exists and belongs to `bot`; `latest` is the bot's newest run.
-async fn own(s: &State, bot: &str, id: &str) -> Result<pipeline::RunInfo, Rejection> {
+pub(super) async fn own(s: &State, bot: &str, id: &str) -> Result<pipeline::RunInfo, Rejection> {
     let id = &pipeline::resolve_run_id(&s.queue, id, Some(bot))
         .await
         .map_err(|e| match e {

@@ -13,7 +13,8 @@ use warp::http::HeaderMap;
 
 use super::route::{ok, Answer, Handler, Param, Route};
 use super::{
-    catalog, dashboard, experiments, fleet, jobs, market, runs, schedules, sessions, sse, State,
+    catalog, dashboard, experiments, fleet, hub, jobs, market, results, runs, schedules, sessions,
+    sse, State,
 };
 
 /// A bot route's handler from an `async fn(Call) -> Answer`.
@@ -84,6 +85,25 @@ pub(super) static TABLE: &[Route] = &[
     Route::get("/history/run/{id}", "one pipeline run of the caller (id `latest`: the newest)", bot!(runs::show)),
     Route::get("/history/experiments", "the caller's experiments, best first (?limit=50)", bot!(experiments::history_experiments))
         .query(&[LIMIT]),
+    Route::get("/hf/models", "models on the Hugging Face Hub (?author= | ?repo_id= (its owner) | ?search=, default HF_REPO_ID's owner; ?limit=50)", bot!(hub::models))
+        .query(&[
+            Param::optional("repo_id", STRING),
+            Param::optional("author", STRING),
+            Param::optional("search", STRING),
+            LIMIT,
+        ]),
+    Route::get("/hf/model-card", "a Hub repo's model card, README.md at a revision (?repo_id= default HF_REPO_ID, ?revision=main)", bot!(hub::model_card))
+        .query(&[Param::optional("repo_id", STRING), Param::optional("revision", STRING)]),
+    Route::get("/hf/artifact", "one file of a Hub repo at a revision, at most 10 MiB: text or base64 (?filename= required, ?repo_id=, ?revision=main)", bot!(hub::artifact))
+        .query(&[
+            Param::required("filename", STRING),
+            Param::optional("repo_id", STRING),
+            Param::optional("revision", STRING),
+        ]),
+    Route::post("/results/share", "write one of the caller's runs' comparison (scored experiments: names, specs, CRPS, ratios to GBM) as a public document to the store, and the Hub with hf: {run_id | \"latest\", hf?, source?}", bot!(results::share))
+        .body(results::ShareBody::schema),
+    Route::post("/results/ingest", "merge another miner's shared results into the experiment history, marked with their source: {url (http/https) | repo_id (Hub) | document}", bot!(results::ingest))
+        .body(results::IngestBody::schema),
     Route::get("/components/blocks", "backbone blocks with their parameters", bot!(catalog::blocks)),
     Route::get("/components/heads", "heads with their parameters", bot!(catalog::heads)),
     Route::get("/components/presets", "known-good block and head combinations", bot!(catalog::presets)),
@@ -146,7 +166,7 @@ mod tests {
     use serde_json::Value;
 
     use super::super::route::Handler;
-    use super::super::{experiments, jobs, BridgeConfig};
+    use super::super::{experiments, jobs, results, BridgeConfig};
     use super::{openapi, ROUTES, TABLE};
 
     #[test]
@@ -233,6 +253,8 @@ mod tests {
                 fields_of::<experiments::ValidateBody>(),
             ),
             ("/experiment/run", fields_of::<experiments::RunBody>()),
+            ("/results/share", fields_of::<results::ShareBody>()),
+            ("/results/ingest", fields_of::<results::IngestBody>()),
         ];
         for r in TABLE {
             let Some(schema) = r.body else { continue };

@@ -6,7 +6,9 @@
 //! Hugging Face Hub even when Redis no longer has it. `history` reads the
 //! store (a directory, or the bucket when `HIPPIUS_ENDPOINT` is set): runs'
 //! summaries, one run, experiments ranked by CRPS vs GBM, and the local
-//! metrics history (JSON lines).
+//! metrics history (JSON lines); `history hf` reads the Hugging Face Hub
+//! (models, a model card, one file). `results share` and `results ingest`
+//! exchange runs' comparisons with other miners (`publisher::store::shared`).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -15,7 +17,7 @@ use std::time::Duration;
 use anyhow::bail;
 use clap::{Args, Subcommand};
 use publisher::store::hf::{self, HfClient, HfConfig};
-use publisher::store::records;
+use publisher::store::{records, shared};
 use publisher::store::{Store, StoreExt};
 use serde_json::{json, Value};
 
@@ -28,6 +30,45 @@ pub enum StoreCommand {
     Publish(PublishArgs),
     /// Read the store: runs, one run, experiments, metrics.
     History(HistoryArgs),
+    /// Share a run's comparison with other miners, or ingest theirs.
+    Results(ResultsArgs),
+}
+
+/// `synth-city results ...`
+#[derive(Debug, Args)]
+pub struct ResultsArgs {
+    #[command(subcommand)]
+    pub what: ResultsWhat,
+    /// The store directory (when HIPPIUS_ENDPOINT is unset).
+    #[arg(long, global = true, env = "SYNTH_STORE_DIR", default_value = "store")]
+    pub store: PathBuf,
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ResultsWhat {
+    /// Write a run's comparison (its scored experiments: names, specs, CRPS, ratios to GBM)
+    /// as a public JSON document to the store (shared/results-RUN.json), and to the Hub repo
+    /// (results/RUN.json) with --hf.
+    Share {
+        /// The run's id, or `latest` (the run the store saved last).
+        #[arg(long = "run")]
+        run: String,
+        /// Also put it in the Hub repo (needs HF_TOKEN and HF_REPO_ID).
+        #[arg(long)]
+        hf: bool,
+        /// Who is sharing (the document's `source`; default SYNTH_MINER_NAME, else synth-city).
+        #[arg(long, env = "SYNTH_MINER_NAME", default_value = "synth-city")]
+        source: String,
+    },
+    /// Merge another miner's shared document into the experiment history, marked with its
+    /// source (the planner sees the rows as prior knowledge, never as runs of ours).
+    Ingest {
+        /// A file, an http(s) URL, or hf:namespace/name (that repo's results/latest.json).
+        #[arg(long = "from")]
+        from: String,
+    },
 }
 
 /// `synth-city publish ...`
@@ -87,10 +128,52 @@ pub enum HistoryWhat {
         #[arg(long, default_value_t = 20)]
         limit: usize,
     },
-    /// The local metrics history (metrics.jsonl), the last lines.
+    /// The Hugging Face Hub as a source (the seed's `history hf`): the models of the repo's
+    /// owner; with --card the repo's model card; with --artifact FILE one file of the repo.
+    /// HF_ENDPOINT, HF_TOKEN (for private repos) and HF_REPO_ID (the default repo) apply.
+    Hf {
+        /// The repo (namespace/name); default HF_REPO_ID.
+        #[arg(long)]
+        repo_id: Option<String>,
+        /// The branch, tag or commit read by --card and --artifact.
+        #[arg(long, default_value = "main")]
+        revision: String,
+        /// Print the repo's model card (README.md).
+        #[arg(long, conflicts_with = "artifact")]
+        card: bool,
+        /// Read this file of the repo (a path in it, e.g. runs/ID/spec.json).
+        #[arg(long)]
+        artifact: Option<String>,
+        /// Write the file read by --card or --artifact here instead of printing it.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// List models whose id contains this (instead of the owner's).
+        #[arg(long)]
+        search: Option<String>,
+        /// Models listed at most.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// The largest file read, in bytes.
+        #[arg(long, default_value_t = hf::ARTIFACT_CAP)]
+        max_bytes: usize,
+    },
+    /// The local metrics history (metrics.jsonl), the last lines; with --trends, per
+    /// experiment family (blocks and head) and day or week: how many experiments, the best
+    /// and median CRPS / GBM ratio (from the store's experiments; the seed's
+    /// `history trackio --trends`).
+    #[command(alias = "trackio")]
     Metrics {
         #[arg(long, default_value_t = 50)]
         limit: usize,
+        /// Trends per experiment family over time instead of the last lines.
+        #[arg(long)]
+        trends: bool,
+        /// The trends' period.
+        #[arg(long, value_parser = ["day", "week"], default_value = "day")]
+        by: String,
+        /// Count rows ingested from other miners (`results ingest`) in the trends too.
+        #[arg(long)]
+        with_shared: bool,
     },
 }
 
@@ -103,7 +186,91 @@ pub async fn run(
     match c {
         StoreCommand::Publish(a) => publish(redis_url, prefix, a).await,
         StoreCommand::History(a) => history(a).await,
+        StoreCommand::Results(a) => results(a).await,
     }
+}
+
+async fn results(a: ResultsArgs) -> anyhow::Result<()> {
+    let store: Arc<dyn Store> = publisher::store::open(&a.store)?;
+    match a.what {
+        ResultsWhat::Share { run, hf, source } => {
+            let hub = if hf {
+                Some(HfClient::new(HfConfig::require_from_env()?)?)
+            } else {
+                None
+            };
+            let id = records::resolve_run_id(store.clone(), &run).await?;
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs() as i64)
+                .unwrap_or(0);
+            let doc = shared::build(&*store, &id, &source, now).await?;
+            let key = shared::save(&*store, &doc).await?;
+            let hub_out = match &hub {
+                Some(c) => Some(shared::share_to_hub(c, &doc).await?),
+                None => None,
+            };
+            if a.json {
+                println!(
+                    "{}",
+                    json!({"run_id": id, "key": key, "location": store.location(&key),
+                           "experiments": doc.experiments.len(), "hf": hub_out})
+                );
+            } else {
+                println!(
+                    "shared run {id}: {} experiments (best ratio to GBM {:.4}) at {}",
+                    doc.experiments.len(),
+                    doc.experiments[0].ratio,
+                    store.location(&key)
+                );
+                if let Some(o) = hub_out {
+                    println!(
+                        "  Hugging Face: {} {} ({})",
+                        o.repo_id,
+                        shared::hub_path(&id),
+                        o.commit_oid.as_deref().unwrap_or("unchanged, no commit")
+                    );
+                }
+            }
+        }
+        ResultsWhat::Ingest { from } => {
+            let doc = if from.starts_with("hf:") || from.contains("://") {
+                shared::fetch(&from).await?
+            } else {
+                let path = PathBuf::from(&from);
+                let meta = std::fs::metadata(&path).map_err(|e| {
+                    anyhow::anyhow!(
+                        "--from {from}: {e}; give a file, an http(s) URL or hf:namespace/name"
+                    )
+                })?;
+                if meta.len() > shared::MAX_DOC_BYTES as u64 {
+                    bail!(
+                        "--from {from}: {} bytes, over the cap of {}",
+                        meta.len(),
+                        shared::MAX_DOC_BYTES
+                    );
+                }
+                let bytes =
+                    std::fs::read(&path).map_err(|e| anyhow::anyhow!("--from {from}: {e}"))?;
+                shared::parse(&bytes).map_err(|e| anyhow::anyhow!("--from {from}: {e}"))?
+            };
+            let out = shared::ingest(&*store, &doc).await?;
+            if a.json {
+                println!("{}", serde_json::to_string(&out)?);
+            } else {
+                println!(
+                    "ingested {} experiments of {} (run {}) into {} as experiments/{}/ ({} already there)",
+                    out.rows,
+                    out.source,
+                    out.run_id,
+                    store.describe(),
+                    out.history_run,
+                    out.unchanged
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn publish(
@@ -236,8 +403,170 @@ fn f(v: Option<f64>, d: usize) -> String {
         .unwrap_or_else(|| "-".into())
 }
 
+/// `history hf`: reads the Hub.
+#[allow(clippy::too_many_arguments)]
+async fn history_hf(
+    json_out: bool,
+    repo_id: Option<String>,
+    revision: String,
+    card: bool,
+    artifact: Option<String>,
+    out: Option<PathBuf>,
+    search: Option<String>,
+    limit: usize,
+    max_bytes: usize,
+) -> anyhow::Result<()> {
+    let hub = HfClient::reader(HfConfig::reader_from_env()?)?;
+    let file = if card {
+        Some(hub.model_card(repo_id.as_deref(), &revision).await?)
+    } else if let Some(name) = &artifact {
+        Some(
+            hub.read_file(repo_id.as_deref(), &revision, name, max_bytes)
+                .await?,
+        )
+    } else {
+        None
+    };
+    if let Some(f) = file {
+        if let Some(path) = &out {
+            std::fs::write(path, &f.bytes)
+                .map_err(|e| anyhow::anyhow!("--out {}: {e}", path.display()))?;
+            eprintln!(
+                "wrote {} ({} bytes) of {} at {} to {}",
+                f.filename,
+                f.bytes.len(),
+                f.repo_id,
+                f.revision,
+                path.display()
+            );
+        } else if json_out {
+            println!("{}", f.to_json());
+        } else {
+            match std::str::from_utf8(&f.bytes) {
+                Ok(t) => print!("{t}"),
+                Err(_) => bail!(
+                    "{} is binary ({} bytes); write it with --out FILE or see it with --json (base64)",
+                    f.filename,
+                    f.bytes.len()
+                ),
+            }
+        }
+        return Ok(());
+    }
+    if out.is_some() {
+        bail!("--out needs --card or --artifact FILE");
+    }
+    let author = match (&repo_id, &search) {
+        (Some(r), _) => Some(hub.repo_or_default(Some(r))?),
+        (None, None) => Some(hub.repo_or_default(None).map_err(|_| {
+            anyhow::anyhow!("history hf: give --repo-id namespace/name or --search TEXT, or set HF_REPO_ID (its owner's models are listed)")
+        })?),
+        (None, Some(_)) => None,
+    }
+    .map(|r| r.split('/').next().unwrap_or_default().to_string());
+    let models = hub
+        .list_models(&hf::ModelQuery {
+            author: author.clone(),
+            search,
+            limit,
+        })
+        .await?;
+    if json_out {
+        println!("{}", serde_json::to_string(&models)?);
+    } else if models.is_empty() {
+        println!(
+            "no models on the Hub for {}",
+            author.as_deref().unwrap_or("that search")
+        );
+    } else {
+        println!(
+            "{:<50} {:<26} {:>9} {:>6}",
+            "model", "last modified", "downloads", "likes"
+        );
+        for m in &models {
+            println!(
+                "{:<50} {:<26} {:>9} {:>6}",
+                m.id,
+                m.last_modified.as_deref().unwrap_or("-"),
+                m.downloads.map(|d| d.to_string()).unwrap_or("-".into()),
+                m.likes.map(|d| d.to_string()).unwrap_or("-".into())
+            );
+        }
+    }
+    Ok(())
+}
+
 async fn history(a: HistoryArgs) -> anyhow::Result<()> {
-    if let HistoryWhat::Metrics { limit } = a.what {
+    if let HistoryWhat::Hf {
+        repo_id,
+        revision,
+        card,
+        artifact,
+        out,
+        search,
+        limit,
+        max_bytes,
+    } = a.what
+    {
+        return history_hf(
+            a.json, repo_id, revision, card, artifact, out, search, limit, max_bytes,
+        )
+        .await;
+    }
+    if let HistoryWhat::Metrics {
+        trends: true,
+        by,
+        with_shared,
+        limit,
+    } = &a.what
+    {
+        let store: Arc<dyn Store> = publisher::store::open(&a.store)?;
+        let mut recs = records::load_history(store.clone(), usize::MAX)
+            .await?
+            .records;
+        if !with_shared {
+            recs.retain(|r| {
+                !r.run_id
+                    .as_deref()
+                    .is_some_and(|id| id.starts_with("shared-"))
+            });
+        }
+        let period = if by == "week" {
+            records::TrendPeriod::Week
+        } else {
+            records::TrendPeriod::Day
+        };
+        let mut rows = records::trends(&recs, period);
+        rows = rows.split_off(rows.len().saturating_sub(*limit));
+        if a.json {
+            println!("{}", serde_json::to_string(&rows)?);
+        } else if rows.is_empty() {
+            println!("no experiments with a time in {}", store.describe());
+        } else {
+            println!(
+                "{:<11} {:<40} {:>6} {:>6} {:>8} {:>8}",
+                if by == "week" { "week of" } else { "day" },
+                "family (blocks/head)",
+                "exps",
+                "scored",
+                "best",
+                "median"
+            );
+            for r in rows {
+                println!(
+                    "{:<11} {:<40} {:>6} {:>6} {:>8} {:>8}",
+                    r.period,
+                    r.family,
+                    r.count,
+                    r.scored,
+                    f(r.best_ratio, 4),
+                    f(r.median_ratio, 4)
+                );
+            }
+        }
+        return Ok(());
+    }
+    if let HistoryWhat::Metrics { limit, .. } = a.what {
         let path = records::metrics_path(&a.store);
         let lines = records::read_metrics(&path, limit).map_err(anyhow::Error::msg)?;
         if std::env::var("WANDB_API_KEY").is_ok_and(|v| !v.is_empty()) {
@@ -364,7 +693,7 @@ async fn history(a: HistoryArgs) -> anyhow::Result<()> {
                 print_experiments(&rows);
             }
         }
-        HistoryWhat::Metrics { .. } | HistoryWhat::Hippius { .. } => {
+        HistoryWhat::Metrics { .. } | HistoryWhat::Hippius { .. } | HistoryWhat::Hf { .. } => {
             unreachable!("handled above")
         }
     }

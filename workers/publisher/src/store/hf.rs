@@ -16,9 +16,19 @@
 //!    `header` (summary, description), then `file` (base64 content) or
 //!    `lfsFile` (path, `algo: sha256`, oid, size) operations.
 //!
+//! It also reads the Hub as a source (the seed's `list_hf_models`,
+//! `fetch_hf_model_card`, `fetch_hf_artifact`): `GET /api/models?author=&search=`
+//! lists models, `GET /{repo}/resolve/{revision}/{file}` reads a file at a
+//! revision (the model card is `README.md`), following the Hub's redirect to
+//! its CDN for LFS files, with a size cap and the file name checked (no `..`,
+//! no absolute path). Reads need no token; `HF_TOKEN`, when set, is sent so a
+//! private repo can be read.
+//!
 //! `HF_TOKEN` and `HF_REPO_ID` configure it; `HF_ENDPOINT` points it at
 //! another server (the tests' local Hub). Requests are retried with backoff
 //! on connection errors, 429 and 5xx; 401/403 are reported at once.
+//!
+//! It does not clone repos, resolve git history or cache what it reads.
 
 use std::time::Duration;
 
@@ -36,6 +46,31 @@ use trainer::experiments::ExperimentRecord;
 
 /// The git-lfs batch API's media type (request and answer).
 const LFS_JSON: &str = "application/vnd.git-lfs+json";
+
+/// The most bytes read of an API answer (JSON, error bodies).
+const ANSWER_CAP: usize = 16 << 20;
+
+/// The default cap on a file read from the Hub (`artifact`).
+pub const ARTIFACT_CAP: usize = 10 << 20;
+
+/// Reads a response's body, at most `cap` bytes: `Err(None)` past the cap,
+/// `Err(Some(e))` when the body breaks off.
+pub(crate) async fn read_capped(
+    mut resp: reqwest::Response,
+    cap: usize,
+) -> Result<Vec<u8>, Option<String>> {
+    if resp.content_length().is_some_and(|n| n > cap as u64) {
+        return Err(None);
+    }
+    let mut out = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| Some(e.to_string()))? {
+        if out.len() + chunk.len() > cap {
+            return Err(None);
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
+}
 
 /// A Hub operation failed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -63,6 +98,16 @@ pub enum HfError {
     },
     #[error("{op}: unexpected answer: {detail}")]
     Protocol { op: String, detail: String },
+    /// A request the caller got wrong (a repo id, revision or file name);
+    /// `field` names what to fix.
+    #[error("{field}: {detail}")]
+    BadInput { field: String, detail: String },
+    /// The Hub answered 404: no such repo, revision or file.
+    #[error("{op}: not found on the Hub ({detail})")]
+    NotFound { op: String, detail: String },
+    /// The file is larger than the cap the caller set.
+    #[error("{op}: the file is larger than the cap of {cap} bytes; raise the cap or download it from the Hub directly")]
+    TooLarge { op: String, cap: usize },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -142,23 +187,32 @@ impl HfConfig {
         })
     }
 
-    pub fn validate(&self) -> Result<(), HfError> {
-        let ok_part = |s: &str| {
-            !s.is_empty()
-                && s.len() <= 96
-                && s.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-                && !s.starts_with(['-', '.'])
-        };
-        match self.repo_id.split_once('/') {
-            Some((ns, name)) if ok_part(ns) && ok_part(name) => {}
-            _ => {
-                return Err(HfError::Config(format!(
-                    "HF_REPO_ID must be namespace/name (letters, digits, '-', '_', '.'), got {:?}",
-                    self.repo_id
-                )))
-            }
+    /// For reading the Hub: `HF_ENDPOINT` (default `https://huggingface.co`),
+    /// and `HF_TOKEN` and `HF_REPO_ID` when set (neither is required: a public
+    /// repo reads without a token; the repo is the default for reads that
+    /// name none).
+    pub fn reader_from_env() -> Result<Self, HfError> {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+        let endpoint = var("HF_ENDPOINT").unwrap_or_else(|| "https://huggingface.co".into());
+        let cfg = HfConfig::new(
+            &endpoint,
+            var("HF_TOKEN").unwrap_or_default().trim(),
+            var("HF_REPO_ID").unwrap_or_default().trim(),
+        );
+        if !cfg.repo_id.is_empty() {
+            check_repo_id("HF_REPO_ID", &cfg.repo_id)
+                .map_err(|e| HfError::Config(e.to_string()))?;
         }
+        cfg.validate_endpoint_and_token()?;
+        Ok(cfg)
+    }
+
+    pub fn validate(&self) -> Result<(), HfError> {
+        check_repo_id("HF_REPO_ID", &self.repo_id).map_err(|e| HfError::Config(e.to_string()))?;
+        self.validate_endpoint_and_token()
+    }
+
+    fn validate_endpoint_and_token(&self) -> Result<(), HfError> {
         if !(self.endpoint.starts_with("http://") || self.endpoint.starts_with("https://")) {
             return Err(HfError::Config(format!(
                 "HF_ENDPOINT must be an http(s) URL, got {:?}",
@@ -173,6 +227,176 @@ impl HfConfig {
             return Err(HfError::Config("HF_TOKEN contains whitespace".into()));
         }
         Ok(())
+    }
+}
+
+/// A name part of a repo id (namespace or name) or an author.
+fn ok_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 96
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && !s.starts_with(['-', '.'])
+        && !s.contains("..")
+}
+
+/// Checks a repo id is `namespace/name`; the error names `field`.
+pub fn check_repo_id(field: &str, repo_id: &str) -> Result<(), HfError> {
+    match repo_id.split_once('/') {
+        Some((ns, name)) if ok_name(ns) && ok_name(name) => Ok(()),
+        _ => Err(HfError::BadInput {
+            field: field.into(),
+            detail: format!(
+                "must be namespace/name (letters, digits, '-', '_', '.'), got {repo_id:?}"
+            ),
+        }),
+    }
+}
+
+/// Checks a revision (a branch, tag or commit): letters, digits, `-_./`, no
+/// `..`, at most 255 characters.
+pub fn check_revision(revision: &str) -> Result<(), HfError> {
+    let ok = !revision.is_empty()
+        && revision.len() <= 255
+        && !revision.starts_with(['/', '.', '-'])
+        && !revision.contains("..")
+        && revision
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'));
+    if ok {
+        Ok(())
+    } else {
+        Err(HfError::BadInput {
+            field: "revision".into(),
+            detail: format!(
+                "must be a branch, tag or commit (letters, digits, '-', '_', '.', '/', no '..'), got {revision:?}"
+            ),
+        })
+    }
+}
+
+/// Checks a file name in a repo: a relative path, no `..` or `.` segment, no
+/// empty segment, no backslash or control character, at most 1000 characters.
+pub fn check_filename(filename: &str) -> Result<(), HfError> {
+    let bad = |why: &str| {
+        HfError::BadInput {
+        field: "filename".into(),
+        detail: format!("{why}, got {filename:?}; give a path inside the repo such as README.md or runs/ID/spec.json"),
+    }
+    };
+    if filename.is_empty() || filename.len() > 1000 {
+        return Err(bad("must be 1 to 1000 characters"));
+    }
+    if filename.starts_with('/') {
+        return Err(bad("must be relative (no leading '/')"));
+    }
+    if filename.chars().any(|c| c == '\\' || c.is_control()) {
+        return Err(bad("must not hold a backslash or control character"));
+    }
+    if filename
+        .split('/')
+        .any(|seg| seg.is_empty() || seg == "." || seg == "..")
+    {
+        return Err(bad("must not hold '..', '.' or empty segments"));
+    }
+    Ok(())
+}
+
+/// Which models to list (`GET /api/models`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ModelQuery {
+    /// The models of this user or organisation.
+    pub author: Option<String>,
+    /// Models whose id contains this.
+    pub search: Option<String>,
+    /// At most this many (1 to 1000).
+    pub limit: usize,
+}
+
+impl ModelQuery {
+    /// Checks the query; the error names the field.
+    pub fn validate(&self) -> Result<(), HfError> {
+        if let Some(a) = &self.author {
+            if !ok_name(a) {
+                return Err(HfError::BadInput {
+                    field: "author".into(),
+                    detail: format!("must be a user or organisation name (letters, digits, '-', '_', '.'), got {a:?}"),
+                });
+            }
+        }
+        if let Some(q) = &self.search {
+            if q.is_empty() || q.len() > 200 || q.chars().any(char::is_control) {
+                return Err(HfError::BadInput {
+                    field: "search".into(),
+                    detail: "must be 1 to 200 characters without control characters".into(),
+                });
+            }
+        }
+        if self.author.is_none() && self.search.is_none() {
+            return Err(HfError::BadInput {
+                field: "author".into(),
+                detail: "give an author, a search, a repo_id or set HF_REPO_ID (its owner is the default author)".into(),
+            });
+        }
+        if !(1..=1000).contains(&self.limit) {
+            return Err(HfError::BadInput {
+                field: "limit".into(),
+                detail: format!("must be 1 to 1000, got {}", self.limit),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// A model the Hub lists.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HubModel {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub author: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha: Option<String>,
+    #[serde(
+        default,
+        rename(deserialize = "lastModified"),
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub last_modified: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub downloads: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub likes: Option<u64>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+}
+
+/// A file read from a repo at a revision.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HubFile {
+    pub repo_id: String,
+    pub revision: String,
+    pub filename: String,
+    pub bytes: Vec<u8>,
+}
+
+impl HubFile {
+    /// What the bridge and `--json` show: the file's name, size, sha256, and
+    /// its content as `text` when it is UTF-8, else as `content_base64`.
+    pub fn to_json(&self) -> Value {
+        let mut v = json!({
+            "repo_id": self.repo_id, "revision": self.revision, "filename": self.filename,
+            "size": self.bytes.len(), "sha256": hex::encode(Sha256::digest(&self.bytes)),
+        });
+        match std::str::from_utf8(&self.bytes) {
+            Ok(t) => v["text"] = json!(t),
+            Err(_) => {
+                v["content_base64"] =
+                    json!(base64::engine::general_purpose::STANDARD.encode(&self.bytes))
+            }
+        }
+        v
     }
 }
 
@@ -230,6 +454,7 @@ struct PreuploadFile {
 }
 
 enum Body {
+    None,
     Json(Value),
     Bytes(Vec<u8>, &'static str),
 }
@@ -237,6 +462,149 @@ enum Body {
 impl HfClient {
     pub fn new(cfg: HfConfig) -> Result<Self, HfError> {
         cfg.validate()?;
+        Self::build(cfg)
+    }
+
+    /// A client for reads ([`HfConfig::reader_from_env`]): the repo may be
+    /// unset, and then every read names its repo.
+    pub fn reader(cfg: HfConfig) -> Result<Self, HfError> {
+        if !cfg.repo_id.is_empty() {
+            cfg.validate()?;
+        }
+        cfg.validate_endpoint_and_token()?;
+        Self::build(cfg)
+    }
+
+    /// The configured repo (`HF_REPO_ID`), when there is one.
+    pub fn default_repo(&self) -> Option<&str> {
+        Some(self.cfg.repo_id.as_str()).filter(|r| !r.is_empty())
+    }
+
+    /// `repo_id` when given (checked), else the configured repo; the error
+    /// names `repo_id`.
+    pub fn repo_or_default(&self, repo_id: Option<&str>) -> Result<String, HfError> {
+        match repo_id.map(str::trim).filter(|r| !r.is_empty()) {
+            Some(r) => {
+                check_repo_id("repo_id", r)?;
+                Ok(r.to_string())
+            }
+            None => self
+                .default_repo()
+                .map(str::to_string)
+                .ok_or_else(|| HfError::BadInput {
+                    field: "repo_id".into(),
+                    detail: "no repo given and HF_REPO_ID is not set; pass repo_id=namespace/name"
+                        .into(),
+                }),
+        }
+    }
+
+    fn url(&self, segments: &[&str]) -> Result<reqwest::Url, HfError> {
+        let mut url = reqwest::Url::parse(&self.cfg.endpoint)
+            .map_err(|e| HfError::Config(format!("HF_ENDPOINT {:?}: {e}", self.cfg.endpoint)))?;
+        url.path_segments_mut()
+            .map_err(|_| {
+                HfError::Config(format!(
+                    "HF_ENDPOINT {:?} cannot be a base",
+                    self.cfg.endpoint
+                ))
+            })?
+            .pop_if_empty()
+            .extend(segments);
+        Ok(url)
+    }
+
+    /// Lists models (`GET /api/models?author=&search=&limit=&full=true`).
+    pub async fn list_models(&self, q: &ModelQuery) -> Result<Vec<HubModel>, HfError> {
+        q.validate()?;
+        let mut url = self.url(&["api", "models"])?;
+        {
+            let mut pairs = url.query_pairs_mut();
+            if let Some(a) = &q.author {
+                pairs.append_pair("author", a);
+            }
+            if let Some(s) = &q.search {
+                pairs.append_pair("search", s);
+            }
+            pairs.append_pair("limit", &q.limit.to_string());
+            pairs.append_pair("full", "true");
+        }
+        let op = "list models on the Hub";
+        let auth = !self.cfg.token.is_empty();
+        let (status, text) = self
+            .send(
+                op,
+                reqwest::Method::GET,
+                url.as_str(),
+                &Body::None,
+                &[],
+                auth,
+            )
+            .await?;
+        Self::expect_ok(op, status, &text)?;
+        serde_json::from_str(&text).map_err(|e| HfError::Protocol {
+            op: op.into(),
+            detail: format!("{e}: {}", brief(&text)),
+        })
+    }
+
+    /// Reads `filename` of `repo_id` (or the configured repo) at `revision`
+    /// (`GET /{repo}/resolve/{revision}/{filename}`), at most `cap` bytes.
+    pub async fn read_file(
+        &self,
+        repo_id: Option<&str>,
+        revision: &str,
+        filename: &str,
+        cap: usize,
+    ) -> Result<HubFile, HfError> {
+        let repo = self.repo_or_default(repo_id)?;
+        check_revision(revision)?;
+        check_filename(filename)?;
+        let (ns, name) = repo.split_once('/').expect("checked");
+        let mut segs = vec![ns, name, "resolve", revision];
+        segs.extend(filename.split('/'));
+        let url = self.url(&segs)?;
+        let op = format!("read {filename} of {repo} at {revision}");
+        let auth = !self.cfg.token.is_empty();
+        let (status, bytes) = self
+            .send_raw(&op, reqwest::Method::GET, url.as_str(), &Body::None, &[], auth, cap)
+            .await
+            .map_err(|e| match e {
+                // The Hub answers 401 for a repo that does not exist or is private.
+                HfError::Unauthorized { status, detail, .. } => HfError::NotFound {
+                    op: op.clone(),
+                    detail: format!(
+                        "HTTP {status}: {detail}; the repo does not exist or is private (a private one needs HF_TOKEN with read access)"
+                    ),
+                },
+                e => e,
+            })?;
+        if status == 404 {
+            return Err(HfError::NotFound {
+                op,
+                detail: brief(&String::from_utf8_lossy(&bytes)),
+            });
+        }
+        Self::expect_ok(&op, status, &String::from_utf8_lossy(&bytes))?;
+        Ok(HubFile {
+            repo_id: repo,
+            revision: revision.to_string(),
+            filename: filename.to_string(),
+            bytes,
+        })
+    }
+
+    /// The model card (`README.md`) of a repo at a revision.
+    pub async fn model_card(
+        &self,
+        repo_id: Option<&str>,
+        revision: &str,
+    ) -> Result<HubFile, HfError> {
+        self.read_file(repo_id, revision, "README.md", ARTIFACT_CAP)
+            .await
+    }
+
+    fn build(cfg: HfConfig) -> Result<Self, HfError> {
         let http = reqwest::Client::builder()
             .timeout(cfg.timeout)
             .connect_timeout(Duration::from_secs(10))
@@ -261,6 +629,25 @@ impl HfClient {
         headers: &[(String, String)],
         auth: bool,
     ) -> Result<(u16, String), HfError> {
+        let (status, bytes) = self
+            .send_raw(op, method, url, body, headers, auth, ANSWER_CAP)
+            .await?;
+        Ok((status, String::from_utf8_lossy(&bytes).into_owned()))
+    }
+
+    /// As [`send`](Self::send), the answer as bytes, at most `cap` of them
+    /// ([`HfError::TooLarge`] past it).
+    #[allow(clippy::too_many_arguments)]
+    async fn send_raw(
+        &self,
+        op: &str,
+        method: reqwest::Method,
+        url: &str,
+        body: &Body,
+        headers: &[(String, String)],
+        auth: bool,
+        cap: usize,
+    ) -> Result<(u16, Vec<u8>), HfError> {
         let policy = RetryPolicy {
             attempts: self.cfg.attempts.max(1),
             base: self.cfg.backoff,
@@ -278,24 +665,35 @@ impl HfClient {
                     req = req.header(k.as_str(), v.as_str());
                 }
                 req = match body {
+                    Body::None => req,
                     Body::Json(v) => req.json(v),
                     Body::Bytes(b, ct) => req.header("content-type", *ct).body(b.clone()),
                 };
                 let failure = match req.send().await {
                     Ok(resp) => {
                         let status = resp.status().as_u16();
-                        let text = resp.text().await.unwrap_or_default();
+                        let bytes = match read_capped(resp, cap).await {
+                            Ok(b) => b,
+                            Err(None) => {
+                                return Err(Failure::Permanent(HfError::TooLarge {
+                                    op: op.into(),
+                                    cap,
+                                }))
+                            }
+                            Err(Some(e)) => Vec::from(format!("(body unread: {e})")),
+                        };
+                        let text = || String::from_utf8_lossy(&bytes).into_owned();
                         match status {
                             401 | 403 => {
                                 return Err(Failure::Permanent(HfError::Unauthorized {
                                     op: op.into(),
                                     repo: self.cfg.repo_id.clone(),
                                     status,
-                                    detail: brief(&text),
+                                    detail: brief(&text()),
                                 }))
                             }
-                            429 | 500..=599 => format!("HTTP {status}: {}", brief(&text)),
-                            _ => return Ok((status, text)),
+                            429 | 500..=599 => format!("HTTP {status}: {}", brief(&text())),
+                            _ => return Ok((status, bytes)),
                         }
                     }
                     Err(e) => {

@@ -2,7 +2,8 @@
 //! a local directory ([`FsStore`], the default) or any S3-compatible service
 //! ([`S3Store`], Hippius by default, chosen whenever `HIPPIUS_ENDPOINT` is
 //! set), the seed's key layout on top of it ([`records`]), Hugging Face
-//! Hub publishing ([`hf`]) and Weights & Biases metrics ([`wandb`]).
+//! Hub publishing and reading ([`hf`]), results shared between miners
+//! ([`shared`]) and Weights & Biases metrics ([`wandb`]).
 //!
 //! Guarantees every backend keeps:
 //! - an object is visible whole or not at all (a file renamed into place; an
@@ -22,6 +23,7 @@
 pub mod hf;
 pub mod records;
 mod s3;
+pub mod shared;
 pub mod wandb;
 
 use std::path::{Path, PathBuf};

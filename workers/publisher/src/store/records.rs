@@ -11,6 +11,8 @@
 //! | `models/production-{timeframe}.json` | the model to serve for that timeframe (a pointer, written last) |
 //! | `models/production.json` | the newest published model (a pointer, written last) |
 //! | `published/hf/{run_id}.json` | where the run went on the Hugging Face Hub |
+//! | `shared/results-{run_id}.json`, `shared/latest.json` | a run's comparison as shared with other miners ([`super::shared`]) |
+//! | `experiments/shared-{source}-{run_id}/…` | another miner's shared rows, ingested (each object has `source`) |
 //!
 //! [`load_history`] is the seed's `load_hippius_history`: every experiment
 //! under `experiments/` (at most 2000 objects), best CRPS first, so the
@@ -108,6 +110,10 @@ pub struct StoredExperiment {
     /// This build's record, when this build wrote it.
     #[serde(default)]
     pub record: Option<ExperimentRecord>,
+    /// The miner whose shared results this came from (`results ingest`);
+    /// `None` for our own experiments.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
 }
 
 impl StoredExperiment {
@@ -124,6 +130,7 @@ impl StoredExperiment {
                 "training_time_s": rec.training_time_s, "fingerprint": rec.fingerprint,
             }),
             record: Some(rec.clone()),
+            source: None,
         }
     }
 }
@@ -228,6 +235,9 @@ pub struct ExperimentRow {
     pub ratio: Option<f64>,
     pub status: Option<String>,
     pub param_count: Option<u64>,
+    /// The miner it was ingested from; absent for our own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
 }
 
 fn row_from(key: &str, v: &Value) -> ExperimentRow {
@@ -247,6 +257,7 @@ fn row_from(key: &str, v: &Value) -> ExperimentRow {
         },
         status: res["status"].as_str().map(str::to_string),
         param_count: res["param_count"].as_u64(),
+        source: v["source"].as_str().map(str::to_string),
     }
 }
 
@@ -492,8 +503,128 @@ pub fn merge_history(history: &mut Vec<ExperimentRecord>, more: Vec<ExperimentRe
     history.len() - before
 }
 
+/// The period [`trends`] groups by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrendPeriod {
+    Day,
+    /// ISO weeks, Monday to Sunday.
+    Week,
+}
+
+/// One experiment family in one period: how many experiments, how many
+/// scored, the best and median CRPS / GBM ratio of the scored ones.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TrendRow {
+    /// `blocks+...` and the head: `lstm+attention/gbm`.
+    pub family: String,
+    /// The period's first day (UTC), `YYYY-MM-DD`.
+    pub period: String,
+    pub count: usize,
+    pub scored: usize,
+    pub best_ratio: Option<f64>,
+    pub median_ratio: Option<f64>,
+}
+
+/// An experiment's family: its blocks joined by `+`, `/`, its head.
+pub fn family(rec: &ExperimentRecord) -> String {
+    format!(
+        "{}/{}",
+        rec.spec.model.backbone.blocks.join("+"),
+        rec.spec.model.head.kind
+    )
+}
+
+/// Trends of experiment families over time (the seed's trackio trends):
+/// per family and day (or week) of `recorded_at`, oldest period first, then
+/// by family. Records without a time are left out.
+pub fn trends(recs: &[ExperimentRecord], by: TrendPeriod) -> Vec<TrendRow> {
+    use std::collections::BTreeMap;
+    let mut groups: BTreeMap<(i64, String), (usize, Vec<f64>)> = BTreeMap::new();
+    for r in recs.iter().filter(|r| r.recorded_at > 0) {
+        let day = r.recorded_at.div_euclid(86_400);
+        // 1970-01-01 was a Thursday: Monday is 3 days before.
+        let start = match by {
+            TrendPeriod::Day => day,
+            TrendPeriod::Week => day - (day + 3).rem_euclid(7),
+        };
+        let g = groups.entry((start, family(r))).or_default();
+        g.0 += 1;
+        if let Some(x) = r.crps_ratio().filter(|x| x.is_finite()) {
+            g.1.push(x);
+        }
+    }
+    groups
+        .into_iter()
+        .map(|((start, family), (count, mut ratios))| {
+            ratios.sort_by(f64::total_cmp);
+            let n = ratios.len();
+            let median = match n {
+                0 => None,
+                _ if n % 2 == 1 => Some(ratios[n / 2]),
+                _ => Some((ratios[n / 2 - 1] + ratios[n / 2]) / 2.0),
+            };
+            let period = chrono::DateTime::from_timestamp(start * 86_400, 0)
+                .map(|d| d.format("%Y-%m-%d").to_string())
+                .unwrap_or_default();
+            TrendRow {
+                family,
+                period,
+                count,
+                scored: n,
+                best_ratio: ratios.first().copied(),
+                median_ratio: median,
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn trends_group_families_by_day_and_week() {
+        let spec = |blocks: &[&str]| trainer::zoo::spec::ExperimentSpec::new(blocks, "gbm");
+        let rec = |blocks: &[&str], crps: Option<f64>, at: i64| -> ExperimentRecord {
+            serde_json::from_value(
+                json!({"name": "x", "fingerprint": "f", "spec": spec(blocks),
+                "status": "ok", "crps": crps, "gbm_crps": 10.0, "recorded_at": at}),
+            )
+            .unwrap()
+        };
+        // 2024-01-01 is a Monday.
+        let mon = 1_704_067_200;
+        let recs = vec![
+            rec(&["lstm"], Some(9.0), mon + 10),
+            rec(&["lstm"], Some(5.0), mon + 20),
+            rec(&["lstm"], Some(7.0), mon + 30),
+            rec(&["lstm"], None, mon + 40),
+            rec(&["lstm"], Some(4.0), mon + 86_400 * 6 + 5), // Sunday, same week
+            rec(&["lstm", "attention"], Some(2.0), mon + 86_400 * 7), // next Monday
+            rec(&["lstm"], Some(1.0), 0),                    // no time: left out
+        ];
+        let days = trends(&recs, TrendPeriod::Day);
+        assert_eq!(days.len(), 3);
+        assert_eq!(
+            (days[0].family.as_str(), days[0].period.as_str()),
+            ("lstm/gbm", "2024-01-01")
+        );
+        assert_eq!((days[0].count, days[0].scored), (4, 3));
+        assert_eq!(days[0].best_ratio, Some(0.5));
+        assert_eq!(days[0].median_ratio, Some(0.7));
+        assert_eq!(days[1].period, "2024-01-07");
+        let weeks = trends(&recs, TrendPeriod::Week);
+        assert_eq!(weeks.len(), 2);
+        assert_eq!(
+            (weeks[0].period.as_str(), weeks[0].count),
+            ("2024-01-01", 5)
+        );
+        assert_eq!(weeks[0].median_ratio, Some(0.6));
+        assert_eq!(
+            (weeks[1].family.as_str(), weeks[1].period.as_str()),
+            ("lstm+attention/gbm", "2024-01-08")
+        );
+    }
+
     use super::*;
     use crate::store::FsStore;
     use trainer::experiments::RunStatus;
