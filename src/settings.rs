@@ -115,7 +115,7 @@ pub const TABLE: &[Setting] = &[
         "SYNTH_DATA_DIR",
         "worker, pipeline, publish, bridge",
         "market data (bar files) a worker's handlers read; for the bridge it wins over its \
-         --data-dir, and absent that folder the bridge reads ../shared/data",
+         --data-dir; when that holds no bar files the bridge reads data/sample, then ../shared/data",
     )
     .or("data")
     .flag("worker/pipeline/publish --data-dir"),

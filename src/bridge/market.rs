@@ -3,7 +3,7 @@
 //! at `HYPERLIQUID_API_URL`, Pyth Hermes at `PYTH_HERMES_URL` for an asset whose
 //! source the constants, `SYNTH_CITY_SN50_CONSTANTS`, set to `pyth`), bars from the data
 //! directory (`sn50::data`: `SYNTH_DATA_DIR`, else the bridge's
-//! `--data-dir` when it exists, else `../shared/data`), and the fan chart's
+//! `--data-dir` when it holds bars, else the shipped `data/sample`, else `../shared/data`), and the fan chart's
 //! data: paths simulated by the reference GBM from a past moment of the
 //! data, against the prices that were realised after it.
 //!
@@ -35,16 +35,33 @@ use sn50::forecast::{ForecastError, ForecastRequest, Forecaster, Gbm};
 use sn50::pyth::PythConfig;
 use sn50::venues::{PriceClient, VenueConfig, VenueError};
 
-/// Where market data is read: `SYNTH_DATA_DIR`, else `configured` if it
-/// exists, else `../shared/data`.
+/// Where market data is read: `SYNTH_DATA_DIR`; else `configured` when it holds bar files
+/// (`ASSET_5m.csv`, `ASSET_1m.csv`); else the real sample shipped in `data/sample`; else
+/// `../shared/data` (a development checkout's data); else `configured` (whose missing files the
+/// market routes then name, with the command that fetches them).
 pub(super) fn data_dir(configured: &Path) -> PathBuf {
     if let Some(d) = std::env::var_os("SYNTH_DATA_DIR").filter(|d| !d.is_empty()) {
         return d.into();
     }
-    if configured.is_dir() {
-        return configured.to_path_buf();
+    let has_bars = |d: &Path| {
+        std::fs::read_dir(d).is_ok_and(|entries| {
+            entries.flatten().any(|e| {
+                let n = e.file_name();
+                let n = n.to_string_lossy();
+                n.ends_with("_5m.csv") || n.ends_with("_1m.csv")
+            })
+        })
+    };
+    for d in [
+        configured,
+        Path::new("data/sample"),
+        Path::new("../shared/data"),
+    ] {
+        if has_bars(d) {
+            return d.to_path_buf();
+        }
     }
-    "../shared/data".into()
+    configured.to_path_buf()
 }
 
 /// The market data the bridge keeps: bars already loaded, and the price

@@ -17,8 +17,8 @@ pub struct BridgeArgs {
     /// Requests per minute allowed per bot.
     #[arg(long, default_value_t = 600)]
     pub rate_per_min: u32,
-    /// Market data for the market routes [SYNTH_DATA_DIR wins; else this when it exists,
-    /// else ../shared/data]. Runs and experiments started over HTTP use their workers' own
+    /// Market data for the market routes [SYNTH_DATA_DIR wins; else this when it holds bar
+    /// files, else the shipped data/sample, else ../shared/data]. Runs and experiments started over HTTP use their workers' own
     /// directories.
     #[arg(long, default_value = "data")]
     pub data_dir: std::path::PathBuf,
