@@ -310,6 +310,11 @@ pub const TABLE: &[Setting] = &[
     )
     .or("synth-city"),
     var(
+        "SYNTH_INGEST_ALLOW_HOSTS",
+        "bridge",
+        "hosts (comma-separated) a bot's POST /results/ingest url may name although they are this machine or its private network",
+    ),
+    var(
         "HF_PRIVATE",
         "publisher (Hub)",
         "create the repository private (1/true/yes)",

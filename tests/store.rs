@@ -2180,10 +2180,21 @@ async fn bridge_results_share_and_ingest_over_http() {
             400,
             "exactly one",
         ),
+        // a bot may not have the bridge reach into its machine or private network
         (
             json!({"url": format!("http://127.0.0.1:{}/r.json", free_port())}),
-            502,
-            "cannot fetch",
+            403,
+            "SYNTH_INGEST_ALLOW_HOSTS",
+        ),
+        (
+            json!({"url": format!("http://localhost:{}/r.json", free_port())}),
+            403,
+            "url",
+        ),
+        (
+            json!({"url": "http://10.1.2.3/r.json"}),
+            403,
+            "private network",
         ),
     ] {
         let (st, v) = post("/results/ingest", body.clone()).await;

@@ -148,6 +148,61 @@ pub(super) async fn share(c: Call) -> Answer {
     })))
 }
 
+/// Hosts a bot may have the bridge fetch although they resolve to this machine or its
+/// private network (comma-separated names or addresses).
+pub const INGEST_ALLOW_HOSTS: &str = "SYNTH_INGEST_ALLOW_HOSTS";
+
+/// A bot's `url` must not make the bridge reach into the machine or its private network
+/// (loopback, private, link-local, unspecified addresses, after resolving the name), unless
+/// the operator lists the host in [`INGEST_ALLOW_HOSTS`]: 403 naming `url` and the setting.
+/// (The fetch resolves the name again; a name that changes its answer in between is not
+/// caught here.)
+async fn outside_only(url: &str) -> Result<(), Rejection> {
+    let parsed = reqwest::Url::parse(url.trim())
+        .map_err(|e| reject(StatusCode::BAD_REQUEST, format!("url: {e}")))?;
+    let Some(host) = parsed
+        .host_str()
+        .map(|h| h.trim_matches(['[', ']']).to_string())
+    else {
+        return Err(reject(StatusCode::BAD_REQUEST, "url: it names no host"));
+    };
+    let allowed = std::env::var(INGEST_ALLOW_HOSTS).unwrap_or_default();
+    if allowed
+        .split(',')
+        .map(str::trim)
+        .any(|a| !a.is_empty() && a.eq_ignore_ascii_case(&host))
+    {
+        return Ok(());
+    }
+    let port = parsed.port_or_known_default().unwrap_or(80);
+    let addrs: Vec<std::net::IpAddr> = match tokio::net::lookup_host((host.as_str(), port)).await {
+        Ok(a) => a.map(|s| s.ip()).collect(),
+        // a name that does not resolve fails at the fetch, with its own message
+        Err(_) => return Ok(()),
+    };
+    let inside = |ip: &std::net::IpAddr| match ip {
+        std::net::IpAddr::V4(v) => {
+            v.is_loopback() || v.is_private() || v.is_link_local() || v.is_unspecified()
+        }
+        std::net::IpAddr::V6(v) => {
+            v.is_loopback()
+                || v.is_unspecified()
+                || (v.segments()[0] & 0xfe00) == 0xfc00 // unique local
+                || (v.segments()[0] & 0xffc0) == 0xfe80 // link local
+                || v.to_ipv4_mapped().is_some_and(|m| m.is_loopback() || m.is_private())
+        }
+    };
+    if addrs.iter().any(inside) {
+        return Err(reject(
+            StatusCode::FORBIDDEN,
+            format!(
+                "url: {host} is this machine or its private network, which a bot may not have the bridge fetch; an operator can allow it with {INGEST_ALLOW_HOSTS}={host}, or use `synth-city results ingest --from URL`"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// `POST /results/ingest`.
 pub(super) async fn ingest(c: Call) -> Answer {
     let b: IngestBody = c.json()?;
@@ -165,6 +220,7 @@ pub(super) async fn ingest(c: Call) -> Answer {
                 "url: only http and https URLs are read; for a Hub repo send `repo_id`",
             ));
         }
+        outside_only(url).await?;
         shared::fetch(url).await.map_err(|e| match e {
             SharedError::Invalid { field, detail } if field == "from" => {
                 reject(StatusCode::BAD_REQUEST, format!("url: {detail}"))
