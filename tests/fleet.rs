@@ -291,9 +291,13 @@ fn workers_on_separate_machines_share_only_redis_and_the_store() {
         );
     }
 
-    // machine A trained (its checkpoints are in its own work directory) and fetched nothing;
-    // machine B trained nothing and read the checkpoint from its own cache
-    assert!(trainer.work.join(&id).is_dir(), "A trained in its work dir");
+    // machine A trained in its own work directory, removed its scratch checkpoints once they
+    // were in the store, and fetched nothing; machine B trained nothing and read the
+    // checkpoint from its own cache
+    assert!(
+        !trainer.work.join(&id).exists(),
+        "A's scratch checkpoints are gone once stored"
+    );
     assert!(!trainer.work.join("cache").exists(), "A fetched nothing");
     assert!(!agents.work.join(&id).exists(), "B trained nothing");
     let cached = agents.work.join("cache").join(sha);

@@ -529,7 +529,28 @@ async fn store_checkpoints(
     let store = open_store(dirs)?;
     artifacts::store_checkpoints(&*store, records)
         .await
-        .map_err(|e| JobError::retry(format!("the checkpoints could not be stored: {e}")))
+        .map_err(|e| JobError::retry(format!("the checkpoints could not be stored: {e}")))?;
+    // once in the store, a checkpoint's scratch copy is the work dir's clutter: every later
+    // reader (check, publish, the miner) fetches the artifact into its cache
+    let mut parents = std::collections::BTreeSet::new();
+    for r in records.iter_mut() {
+        if let (Some(_), Some(dir)) = (&r.artifact, &r.checkpoint) {
+            if dir.starts_with(&dirs.work_dir) && !dir.starts_with(dirs.cache_dir()) {
+                if let Err(e) = std::fs::remove_dir_all(dir) {
+                    tracing::warn!(dir = %dir.display(), %e, "could not remove a stored checkpoint's scratch copy");
+                }
+                if let Some(p) = dir.parent() {
+                    parents.insert(p.to_path_buf());
+                }
+                r.checkpoint = None;
+            }
+        }
+    }
+    for p in parents {
+        // the run's scratch folder, when nothing else is left in it
+        let _ = std::fs::remove_dir(&p);
+    }
+    Ok(())
 }
 
 async fn train(

@@ -112,6 +112,11 @@ impl JobHandler for ExperimentHandler {
                     JobError::retry(format!("the checkpoint could not be stored: {e}"))
                 })?;
             run.record.artifact = Some(artifact);
+            // the store holds it now; the scratch copy would only fill the work dir
+            if dir.starts_with(&self.dirs.work_dir) {
+                let _ = std::fs::remove_dir_all(&dir);
+                run.record.checkpoint = None;
+            }
         }
         Ok(serde_json::json!({
             "record": run.record,
