@@ -825,9 +825,7 @@ async fn publish(ctx: &Ctx, run: &RunInfo, task: &mut Task) -> Result<StageOut, 
     };
     let summary = summarize(&run.id, task, true, None);
     let published =
-        publisher::publish::publish_configured(&ctx.dirs, &run.id, &best, &summary, false)
-            .await
-            .map_err(|e| e.to_string());
+        publisher::publish::publish_configured(&ctx.dirs, &run.id, &best, &summary, false).await;
     match published {
         Ok(p) => {
             let note = format!("published to {}", p.model_dir);
@@ -835,8 +833,22 @@ async fn publish(ctx: &Ctx, run: &RunInfo, task: &mut Task) -> Result<StageOut, 
             Ok((next_stage(task), note, true))
         }
         Err(e) => {
-            let error = format!("publish: {e}");
+            let error = publish_failure(e)?;
             Ok((stage_failed(task, error.clone(), true), error, false))
+        }
+    }
+}
+
+/// A publish that failed, sorted by cause: the store, the Hub or the checkpoint's artifact
+/// not answering (or refusing the credentials) is the environment's failure, retried with
+/// backoff and then dead-lettered with its cause (`Err`); what is wrong with the run's own
+/// input fails the stage like a model problem (`Ok`, the stage's error text).
+fn publish_failure(e: publisher::publish::PublishError) -> Result<String, JobError> {
+    use publisher::publish::PublishError;
+    match e {
+        PublishError::Input(_) => Ok(e.to_string()),
+        PublishError::Store(_) | PublishError::Hub(_) | PublishError::Artifact(_) => {
+            Err(environment(e))
         }
     }
 }
@@ -889,6 +901,27 @@ mod tests {
             .position(|s| s.name == stage)
             .unwrap();
         t
+    }
+
+    #[test]
+    fn publish_failures_are_sorted_by_cause() {
+        use publisher::publish::PublishError;
+        use publisher::store::StoreError;
+        let down = PublishError::Store(StoreError::Config("the bucket does not answer".into()));
+        match publish_failure(down) {
+            Err(JobError::Retryable(m)) => {
+                assert!(
+                    m.starts_with("environment:") && m.contains("does not answer"),
+                    "{m}"
+                )
+            }
+            other => panic!("a store failure is the environment's: {other:?}"),
+        }
+        let bad = PublishError::Input("the run has no checkpoint".into());
+        assert_eq!(
+            publish_failure(bad).unwrap(),
+            "publish: the run has no checkpoint"
+        );
     }
 
     #[test]
