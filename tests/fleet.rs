@@ -369,13 +369,17 @@ fn workers_on_separate_machines_share_only_redis_and_the_store() {
     drop(trainer);
 }
 
-#[test]
-fn a_checkpoint_gone_from_the_store_is_an_environment_error_not_a_model_problem() {
-    let f = Fleet::new();
+/// Machine B plans; then, with B gone, machine A trains; then `break_it` takes something the
+/// check needs away before B comes back to check (B's retries quick, so the test does not wait
+/// on backoff; with `copy_data` B's bars are copied in again as it starts). The check must fail
+/// as the environment's failure: the run failed naming the check stage job and `environment`,
+/// and the debugger never asked. Returns the run's id and record.
+fn check_fails_for_the_environment(
+    f: &Fleet,
+    break_it: impl FnOnce(),
+    copy_data: bool,
+) -> (String, Value) {
     let (redis, store) = (&f.redis, &f.store);
-    // machine B plans; then, with B gone, the trainer trains; then the artifacts vanish from
-    // the bucket before B comes back to check (its retries quick, so the test does not wait
-    // on backoff)
     let quick = ["--retry-base-ms", "50", "--retry-cap-ms", "200"];
     let agents = Machine::start_with(redis, &f.root_b, "agents,engine", store, &quick);
     let id = f.enqueue_run("1", &[]);
@@ -384,15 +388,17 @@ fn a_checkpoint_gone_from_the_store_is_an_environment_error_not_a_model_problem(
     let trainer = Machine::start(redis, &f.root_a, "trainer", store);
     f.wait(&id, 300, "never trained", |r| r["stage"] == "check");
     drop(trainer);
-    std::fs::remove_dir_all(store.join("artifacts")).unwrap();
-    let _agents = Machine::start_with(redis, &f.root_b, "agents,engine", store, &quick);
+    break_it();
+    let _agents = if copy_data {
+        Machine::start_with(redis, &f.root_b, "agents,engine", store, &quick)
+    } else {
+        Machine::spawn(redis, &f.root_b, "agents,engine", store, &quick)
+    };
     let run = f.finished(&id, 120);
     assert_eq!(run["state"], "failed", "{run}");
     let error = run["summary"]["error"].as_str().unwrap_or_default();
     assert!(
-        error.contains("check stage job")
-            && error.contains("environment")
-            && error.contains("is not in"),
+        error.contains("check stage job") && error.contains("environment"),
         "the run's error names the cause: {run}"
     );
     let stages: Vec<&str> = run["task"]["stages"]
@@ -405,7 +411,22 @@ fn a_checkpoint_gone_from_the_store_is_an_environment_error_not_a_model_problem(
         !stages.contains(&"debug"),
         "the debugger was asked: {stages:?}"
     );
-    let dead = cli(redis, &f.operator, &["jobs", "dlq", "list", "--json"]);
+    (id, run)
+}
+
+#[test]
+fn a_checkpoint_gone_from_the_store_is_an_environment_error_not_a_model_problem() {
+    let f = Fleet::new();
+    // the artifacts vanish from the bucket before B checks
+    let artifacts = f.store.join("artifacts");
+    let (id, run) =
+        check_fails_for_the_environment(&f, || std::fs::remove_dir_all(artifacts).unwrap(), true);
+    let error = run["summary"]["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("is not in"),
+        "the run's error names the cause: {run}"
+    );
+    let dead = cli(&f.redis, &f.operator, &["jobs", "dlq", "list", "--json"]);
     assert!(
         dead.contains(&format!("run-{id}-check")) && dead.contains("environment"),
         "{dead}"
@@ -418,24 +439,12 @@ fn a_checkpoint_gone_from_the_store_is_an_environment_error_not_a_model_problem(
 #[test]
 fn bars_missing_on_the_checking_machine_are_an_environment_error() {
     let f = Fleet::new();
-    let (redis, store) = (&f.redis, &f.store);
-    let quick = ["--retry-base-ms", "50", "--retry-cap-ms", "200"];
-    let agents = Machine::start_with(redis, &f.root_b, "agents,engine", store, &quick);
-    let id = f.enqueue_run("1", &[]);
-    f.wait(&id, 300, "never planned", |r| r["stage"] == "train");
-    drop(agents);
-    let trainer = Machine::start(redis, &f.root_a, "trainer", store);
-    f.wait(&id, 300, "never trained", |r| r["stage"] == "check");
-    drop(trainer);
-    std::fs::remove_file(f.root_b.join("data/BTC_5m.csv")).unwrap();
-    let _agents = Machine::spawn(redis, &f.root_b, "agents,engine", store, &quick);
-    let run = f.finished(&id, 120);
-    assert_eq!(run["state"], "failed", "{run}");
+    let bars = f.root_b.join("data/BTC_5m.csv");
+    let (_, run) =
+        check_fails_for_the_environment(&f, || std::fs::remove_file(bars).unwrap(), false);
     let error = run["summary"]["error"].as_str().unwrap_or_default();
     assert!(
-        error.contains("check stage job")
-            && error.contains("environment")
-            && error.contains("BTC_5m.csv")
+        error.contains("BTC_5m.csv")
             && error.contains("synth-city data download")
             && error.contains("<data-dir>"),
         "the run's error names the missing bars and how to fetch them: {run}"
@@ -443,17 +452,7 @@ fn bars_missing_on_the_checking_machine_are_an_environment_error() {
     // and no path of either machine, in the run or in the dead letter
     let machines = [f.root_a.as_path(), f.root_b.as_path(), f.tmp.path()];
     assert_no_paths("the failed run", &run, &machines);
-    let dead = cli(redis, &f.operator, &["jobs", "dlq", "list", "--json"]);
+    let dead = cli(&f.redis, &f.operator, &["jobs", "dlq", "list", "--json"]);
     let dead: Value = serde_json::from_str(dead.trim()).unwrap();
     assert_no_paths("the dead letters", &dead, &machines);
-    let stages: Vec<&str> = run["task"]["stages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["stage"].as_str().unwrap())
-        .collect();
-    assert!(
-        !stages.contains(&"debug"),
-        "the debugger was asked: {stages:?}"
-    );
 }

@@ -71,6 +71,34 @@ fn migrate(redis: &RedisServer) {
     plain(redis, &["migrate"]);
 }
 
+/// Enqueues a one-experiment, one-round run with the [`TINY`] budget and `extra` flags (later
+/// flags win), from `dir`; returns its id.
+fn enqueue_tiny_run(redis: &RedisServer, dir: &Path, extra: &[&str]) -> String {
+    let mut args = vec!["pipeline", "--enqueue-only", "--max-experiments", "1"];
+    args.extend_from_slice(&["--rounds", "1", "--json"]);
+    args.extend_from_slice(TINY);
+    args.extend_from_slice(extra);
+    let out = cli(redis, &args, dir);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str::<Value>(String::from_utf8_lossy(&out.stdout).trim()).unwrap()["run_id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// One field of run `id`'s hash in Redis.
+fn run_field(conn: &mut redis::Connection, id: &str, f: &str) -> Option<String> {
+    redis::cmd("HGET")
+        .arg(format!("{{t}}:run:{id}"))
+        .arg(f)
+        .query(conn)
+        .unwrap()
+}
+
 fn run_state(redis: &RedisServer, id: &str) -> Value {
     serde_json::from_str(&plain(redis, &["runs", "show", id, "--json"])).unwrap()
 }
@@ -468,22 +496,8 @@ fn a_cancelled_run_gives_its_permit_back_at_once() {
     let redis = RedisServer::start();
     migrate(&redis);
     let dir = tempfile::tempdir().unwrap();
-    let mut args = vec!["pipeline", "--enqueue-only", "--max-experiments", "1"];
-    args.extend_from_slice(&["--rounds", "1", "--json"]);
-    args.extend_from_slice(TINY);
     // long enough a training stage to be caught holding the permit
-    args.extend_from_slice(&["--steps-per-epoch", "400"]);
-    let out = cli(&redis, &args, dir.path());
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let id = serde_json::from_str::<Value>(String::from_utf8_lossy(&out.stdout).trim()).unwrap()
-        ["run_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = enqueue_tiny_run(&redis, dir.path(), &["--steps-per-epoch", "400"]);
     let mut conn = redis.conn();
     let holders = "{t}:sem:pipeline:holders";
     let held = |conn: &mut redis::Connection| -> Option<f64> {
@@ -524,25 +538,9 @@ fn a_waiting_stage_job_keeps_its_runs_permit_and_a_cancelled_one_fails_the_run()
     let redis = RedisServer::start();
     migrate(&redis);
     let dir = tempfile::tempdir().unwrap();
-    let mut args = vec!["pipeline", "--enqueue-only", "--max-experiments", "1"];
-    args.extend_from_slice(&["--rounds", "1", "--json"]);
-    args.extend_from_slice(TINY);
-    let out = cli(&redis, &args, dir.path());
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let id = serde_json::from_str::<Value>(String::from_utf8_lossy(&out.stdout).trim()).unwrap()
-        ["run_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = enqueue_tiny_run(&redis, dir.path(), &[]);
     let mut conn = redis.conn();
-    let run_key = format!("{{t}}:run:{id}");
-    let field = |conn: &mut redis::Connection, f: &str| -> Option<String> {
-        redis::cmd("HGET").arg(&run_key).arg(f).query(conn).unwrap()
-    };
+    let field = |conn: &mut redis::Connection, f: &str| run_field(conn, &id, f);
     // the permit's lease left, by Redis's clock (None: not held)
     let lease_left_ms = |conn: &mut redis::Connection| -> Option<i64> {
         let exp: Option<f64> = redis::cmd("ZSCORE")
@@ -775,48 +773,18 @@ fn a_cancelled_run_stops_its_training() {
     migrate(&redis);
     let dir = tempfile::tempdir().unwrap();
     // one experiment of 40 epochs x 500 steps: minutes of training on this machine
-    let args = [
-        "pipeline",
-        "--enqueue-only",
-        "--max-experiments",
-        "1",
-        "--rounds",
-        "1",
-        "--json",
-        "--epochs",
-        "40",
-        "--steps-per-epoch",
-        "500",
-        "--d-model",
-        "8",
-        "--seq-len",
-        "16",
-        "--batch-size",
-        "2",
-        "--n-paths",
-        "4",
-    ];
-    let out = cli(&redis, &args, dir.path());
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let id = enqueue_tiny_run(
+        &redis,
+        dir.path(),
+        &["--epochs", "40", "--steps-per-epoch", "500"],
     );
-    let id = serde_json::from_str::<Value>(String::from_utf8_lossy(&out.stdout).trim()).unwrap()
-        ["run_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
     let mut worker = worker_in(
         &redis,
         dir.path(),
         &["--roles", "all", "--concurrency", "2"],
     );
     let mut conn = redis.conn();
-    let run_key = format!("{{t}}:run:{id}");
-    let field = |conn: &mut redis::Connection, f: &str| -> Option<String> {
-        redis::cmd("HGET").arg(&run_key).arg(f).query(conn).unwrap()
-    };
+    let field = |conn: &mut redis::Connection, f: &str| run_field(conn, &id, f);
     let job_state = |job: &str| -> String {
         let v: Value =
             serde_json::from_str(&plain(&redis, &["jobs", "status", job, "--json"])).unwrap();

@@ -31,12 +31,17 @@ backtest() { # MODEL ASSET LAST_DAYS SKIP_DAYS FILE
 # file's last bar: the model trains on what is before HOLDOUT_DAYS, its windows start in the
 # LAST_DAYS before the last SKIP_DAYS.
 folds() {
-    python3 - "$DATA" "$1" "$tf" "$FOLDS" "$FOLD_DAYS" <<'PY'
-import os, sys
+    local info; info=$("$BIN" data info --data-dir "$DATA" --json)
+    python3 - "$DATA" "$1" "$tf" "$FOLDS" "$FOLD_DAYS" "$info" <<'PY'
+import json, os, sys
 data, asset, tf, folds, fold_days = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), float(sys.argv[5])
-stem = {"SP500": "SPY", "NVDAX": "NVDA", "TSLAX": "TSLA", "AAPLX": "AAPL", "GOOGLX": "GOOG"}.get(asset, asset)
+# the file the CLI reads for the asset at this timeframe (`data info` knows the stems)
+bar = 300 if tf == "5m" else 60
+files = [f["file"] for f in json.loads(sys.argv[6])["files"] if f["asset"] == asset and f["bar_seconds"] == bar]
+if not files:
+    sys.exit(f"{asset}: no {tf} file in {data}")
 ts = []
-with open(os.path.join(data, f"{stem}_{tf}.csv")) as fh:
+with open(os.path.join(data, files[0])) as fh:
     next(fh)
     for line in fh:
         if line.strip():
@@ -53,7 +58,7 @@ for i in range(len(ts) - 1, 0, -1):
         if len(bounds) == folds:
             break
 if len(bounds) < folds:
-    sys.exit(f"{asset}: {stem}_{tf}.csv holds fewer than {folds} folds of {fold_days:g} days")
+    sys.exit(f"{asset}: {files[0]} holds fewer than {folds} folds of {fold_days:g} days")
 prev = end
 for b in bounds:
     print("%.4f %.4f %.4f" % ((end - b) / 86400, (prev - b) / 86400, (end - prev) / 86400))

@@ -180,7 +180,7 @@ pub(crate) fn returns_before(bars: &Bars, as_of: i64, lookback_days: f64) -> Vec
 }
 
 /// The UTC hour of day of a unix time.
-pub(crate) fn hour_of(t: i64) -> usize {
+pub fn hour_of(t: i64) -> usize {
     (t.rem_euclid(86_400) / 3600) as usize
 }
 

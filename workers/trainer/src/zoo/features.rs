@@ -25,6 +25,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use sn50::classical::hour_of;
 use sn50::data::Bars;
 
 /// Every feature name: the default spec's ([`DEFAULT_FEATURES`]) and then the optional ones.
@@ -238,11 +239,6 @@ fn tod_profile(b: &Bars, end: usize) -> Vec<f64> {
         }
     }
     profile
-}
-
-/// The UTC hour of a unix time.
-fn hour_of(t: i64) -> usize {
-    (t.rem_euclid(86_400) / 3600) as usize
 }
 
 const RAW: usize = 5;
