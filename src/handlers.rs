@@ -23,6 +23,7 @@ pub fn registry(queue: &Queue, dirs: &WorkerDirs) -> Registry {
     crate::pipeline::register(&mut r, queue.clone(), dirs.clone()); // run and the stages
     let sink = publisher::artifacts::StoreSink {
         store_dir: dirs.store_dir.clone(),
+        cache: publisher::artifacts::ArtifactCache::of(dirs),
     };
     trainer::register(&mut r, dirs.clone(), Arc::new(sink)); // experiment
     scorer::register(&mut r, dirs); // shadow-prompt, shadow-score, data-download

@@ -8,7 +8,9 @@
 //! names a directory is dead-lettered saying where directories come from now. A checkpoint
 //! that has gone from the store between training and the check is the environment's failure:
 //! the check job is retried, then dead-lettered with the cause, the run fails saying so, and
-//! the debugger is never asked.
+//! the debugger is never asked. Bars travel as a dataset: the train stage publishes the
+//! trainer's bars to the store and pins the run to them, and a machine with no bars of its own
+//! checks from them; a run pinned to a dataset the store lacks fails for the environment.
 
 mod common;
 
@@ -223,12 +225,7 @@ fn workers_on_separate_machines_share_only_redis_and_the_store() {
     let id = f.enqueue_run("2", &["--publish"]);
     let run = f.finished(&id, 480);
     assert_eq!(run["state"], "succeeded", "{run}");
-    let stages: Vec<&str> = run["task"]["stages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["stage"].as_str().unwrap())
-        .collect();
+    let stages = common::stage_names(&run);
     assert_eq!(stages.first(), Some(&"plan"), "{stages:?}");
     assert_eq!(stages.last(), Some(&"publish"), "{stages:?}");
     assert!(stages.contains(&"check"), "{stages:?}");
@@ -291,14 +288,44 @@ fn workers_on_separate_machines_share_only_redis_and_the_store() {
         );
     }
 
+    // the run pinned a dataset: A's own BTC bars, published to the store by the train stage;
+    // every record names it, and both machines read the bars from it
+    let ds = run["task"]["options"]["dataset"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{run}"));
+    assert!(ds.starts_with("ds-") && ds.len() == 19, "{ds}");
+    assert!(store.join(format!("datasets/{ds}.json")).is_file());
+    assert!(
+        results
+            .iter()
+            .all(|r| r["spec"]["data"]["dataset"].as_str() == Some(ds)),
+        "{run}"
+    );
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(store.join(format!("datasets/{ds}.json"))).unwrap())
+            .unwrap();
+    let bars_sha = manifest["artifact"]["sha256"].as_str().unwrap();
+    for m in [&trainer, &agents] {
+        let bars = m.work.join("cache").join(bars_sha).join("BTC_5m.csv");
+        assert_eq!(
+            std::fs::read(&bars).unwrap(),
+            std::fs::read(shared_data().join("BTC_5m.csv")).unwrap(),
+            "{} holds the dataset's bars",
+            bars.display()
+        );
+    }
+
     // machine A trained in its own work directory, removed its scratch checkpoints once they
-    // were in the store, and fetched nothing; machine B trained nothing and read the
+    // were in the store, and fetched no checkpoint; machine B trained nothing and read the
     // checkpoint from its own cache
     assert!(
         !trainer.work.join(&id).exists(),
         "A's scratch checkpoints are gone once stored"
     );
-    assert!(!trainer.work.join("cache").exists(), "A fetched nothing");
+    assert!(
+        !trainer.work.join("cache").join(sha).exists(),
+        "A fetched no checkpoint"
+    );
     assert!(!agents.work.join(&id).exists(), "B trained nothing");
     let cached = agents.work.join("cache").join(sha);
     assert!(
@@ -401,12 +428,7 @@ fn check_fails_for_the_environment(
         error.contains("check stage job") && error.contains("environment"),
         "the run's error names the cause: {run}"
     );
-    let stages: Vec<&str> = run["task"]["stages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["stage"].as_str().unwrap())
-        .collect();
+    let stages = common::stage_names(&run);
     assert!(
         !stages.contains(&"debug"),
         "the debugger was asked: {stages:?}"
@@ -433,26 +455,114 @@ fn a_checkpoint_gone_from_the_store_is_an_environment_error_not_a_model_problem(
     );
 }
 
-/// The machine that checks a model without the bars the check needs: an environment error
-/// like a missing checkpoint (retried, dead-lettered with the missing file and the command
-/// that fetches it, the run failed saying so), never a model problem for the debugger.
+/// The machine that checks a model has no bars of its own: it reads the run's dataset,
+/// pinned by the train stage on the machine that had them, from the store, and the run
+/// succeeds. A run pinned to a dataset that is not in the store fails as the environment's
+/// failure (retried, dead-lettered naming the id and the command that makes one), before
+/// anything trains, and the debugger is never asked.
 #[test]
-fn bars_missing_on_the_checking_machine_are_an_environment_error() {
+fn a_machine_without_bars_reads_the_runs_dataset_and_a_missing_dataset_is_an_environment_error() {
     let f = Fleet::new();
-    let bars = f.root_b.join("data/BTC_5m.csv");
-    let (_, run) =
-        check_fails_for_the_environment(&f, || std::fs::remove_file(bars).unwrap(), false);
+    let (redis, store) = (&f.redis, &f.store);
+    let quick = ["--retry-base-ms", "50", "--retry-cap-ms", "200"];
+    let trainer = Machine::start_with(redis, &f.root_a, "trainer", store, &quick);
+    let agents = Machine::spawn(redis, &f.root_b, "agents,publisher,engine", store, &quick);
+    let id = f.enqueue_run("1", &[]);
+    let run = f.finished(&id, 300);
+    assert_eq!(run["state"], "succeeded", "{run}");
+    let stages = common::stage_names(&run);
+    assert!(stages.contains(&"check"), "{stages:?}");
+    assert!(
+        std::fs::read_dir(f.root_b.join("data"))
+            .unwrap()
+            .next()
+            .is_none(),
+        "B has no bars of its own"
+    );
+    let ds = run["task"]["options"]["dataset"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // the operator lists it; the same bars published again are the same dataset
+    let listed = cli(
+        redis,
+        &f.operator,
+        &["data", "datasets", "--store", store.to_str().unwrap()],
+    );
+    assert!(
+        listed.contains(&ds) && listed.contains("(latest)"),
+        "{listed}"
+    );
+    let again = cli(
+        redis,
+        &f.operator,
+        &[
+            "data",
+            "publish",
+            "--data-dir",
+            f.root_a.join("data").to_str().unwrap(),
+            "--assets",
+            "BTC",
+            "--timeframe",
+            "5m",
+            "--store",
+            store.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(again.trim(), ds);
+
+    // a trainer with no bars of its own trains a run pinned to `latest` from the store
+    drop(trainer);
+    let root_c = f.tmp.path().join("machine-c");
+    let bare = Machine::spawn(redis, &root_c, "trainer", store, &quick);
+    let id = f.enqueue_run("1", &["--dataset", "latest"]);
+    let run = f.finished(&id, 300);
+    assert_eq!(run["state"], "succeeded", "{run}");
+    assert_eq!(
+        run["task"]["options"]["dataset"].as_str(),
+        Some(ds.as_str()),
+        "{run}"
+    );
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(store.join(format!("datasets/{ds}.json"))).unwrap())
+            .unwrap();
+    let bars_sha = manifest["artifact"]["sha256"].as_str().unwrap();
+    assert!(bare
+        .work
+        .join("cache")
+        .join(bars_sha)
+        .join("BTC_5m.csv")
+        .is_file());
+    drop(bare);
+    let trainer = Machine::start_with(redis, &f.root_a, "trainer", store, &quick);
+
+    // a dataset nobody published: the train stage fails for the environment, naming it
+    let missing = "ds-0123456789abcdef";
+    let id = f.enqueue_run("1", &["--dataset", missing]);
+    let run = f.finished(&id, 120);
+    assert_eq!(run["state"], "failed", "{run}");
     let error = run["summary"]["error"].as_str().unwrap_or_default();
     assert!(
-        error.contains("BTC_5m.csv")
-            && error.contains("synth-city data download")
-            && error.contains("<data-dir>"),
-        "the run's error names the missing bars and how to fetch them: {run}"
+        error.contains("train stage job")
+            && error.contains("environment")
+            && error.contains(missing)
+            && error.contains("synth-city data publish"),
+        "the run's error names the dataset and how to make one: {run}"
     );
-    // and no path of either machine, in the run or in the dead letter
     let machines = [f.root_a.as_path(), f.root_b.as_path(), f.tmp.path()];
     assert_no_paths("the failed run", &run, &machines);
-    let dead = cli(&f.redis, &f.operator, &["jobs", "dlq", "list", "--json"]);
-    let dead: Value = serde_json::from_str(dead.trim()).unwrap();
-    assert_no_paths("the dead letters", &dead, &machines);
+    // a malformed id is refused when the run is made
+    let out = common::cli_command(&redis.url())
+        .args(["pipeline", "--enqueue-only", "--dataset", "../etc"])
+        .current_dir(&f.operator)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("not a dataset id"),
+        "{err}"
+    );
+    drop(agents);
+    drop(trainer);
 }

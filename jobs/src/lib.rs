@@ -15,6 +15,7 @@ pub mod artifact;
 pub mod builtin;
 mod context;
 pub mod data;
+pub mod dataset;
 mod envelope;
 mod error;
 pub mod experiment;

@@ -222,6 +222,13 @@ pub struct RunRequest {
     /// stage's user message (at most 4,000 characters). The seed's `message`.
     #[cfg_attr(feature = "clap", arg(long))]
     pub message: Option<String>,
+    /// The market data the run trains and checks on: a dataset id from `synth-city data
+    /// publish` (`ds-` and 16 hex digits), or `latest` (the store's most recent). Without one,
+    /// the training worker's own bars are published as a dataset and pinned, so every later
+    /// stage, on any machine, reads the same bars.
+    #[cfg_attr(feature = "clap", arg(long))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataset: Option<String>,
 }
 
 impl RunRequest {

@@ -64,7 +64,8 @@ impl StartBody {
             "agents": {"type": "string", "enum": ["auto", "builtin", "llm"]},
             "temperature": {"type": "number", "minimum": 0, "maximum": 1},
             "channel": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"},
-            "message": {"type": "string", "minLength": 1, "maxLength": 4000}}})
+            "message": {"type": "string", "minLength": 1, "maxLength": 4000},
+            "dataset": {"type": "string", "pattern": "^(latest|ds-[0-9a-f]{16})$"}}})
     }
 }
 

@@ -176,6 +176,39 @@ pub enum DataCommand {
         /// TOML overrides of the SN50 constants (`[price_sources]` picks venues and symbols).
         #[arg(long, env = "SYNTH_CITY_SN50_CONSTANTS")]
         constants: Option<PathBuf>,
+        /// Then publish the downloaded assets' bars to the store as a dataset (as the
+        /// `data-download` job does), into this store directory (or the bucket when
+        /// HIPPIUS_ENDPOINT is set).
+        #[arg(long, value_name = "STORE_DIR", num_args = 0..=1, default_missing_value = "store")]
+        publish: Option<PathBuf>,
+    },
+    /// Put a data directory's bar files in the store as a dataset (content-addressed: the same
+    /// files give the same id) and make it the store's `latest`; prints its id, which runs pin
+    /// with `pipeline --dataset ID` (or `--dataset latest`) so that workers on any machine read
+    /// these bars. With HIPPIUS_ENDPOINT set, the store is the bucket.
+    Publish {
+        #[arg(long, default_value = "data")]
+        data_dir: PathBuf,
+        /// Only these SN50 assets (each must have a file for every timeframe); default: every
+        /// bar file in the directory.
+        #[arg(long, value_delimiter = ',')]
+        assets: Vec<String>,
+        /// Only this timeframe: 5m or 1m (default: both).
+        #[arg(long)]
+        timeframe: Option<jobs::Timeframe>,
+        /// The store directory (when HIPPIUS_ENDPOINT is unset).
+        #[arg(long, env = "SYNTH_STORE_DIR", default_value = "store")]
+        store: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the datasets in the store (oldest first; `latest` marked).
+    Datasets {
+        /// The store directory (when HIPPIUS_ENDPOINT is unset).
+        #[arg(long, env = "SYNTH_STORE_DIR", default_value = "store")]
+        store: PathBuf,
+        #[arg(long)]
+        json: bool,
     },
     /// Print the latest price of assets from each asset's venue (Binance last price,
     /// Hyperliquid mid), or Pyth Hermes with `--source pyth`. `BINANCE_API_URL`,
@@ -527,6 +560,7 @@ pub async fn data(args: DataArgs) -> anyhow::Result<()> {
             json,
             source,
             constants,
+            publish,
         } => {
             let end = match end {
                 Some(e) => e,
@@ -551,12 +585,37 @@ pub async fn data(args: DataArgs) -> anyhow::Result<()> {
             opts.source = source;
             let client = venues::PriceClient::from_env(&load_constants(constants.as_deref())?)?;
             let done = download::download(&client, &opts).await?;
+            let dataset = match publish {
+                Some(store) => {
+                    let st = publisher::store::open(&store)?;
+                    let sel = publisher::datasets::Selection {
+                        assets: opts.assets.clone(),
+                        timeframes: vec![if resolution == 5 {
+                            jobs::Timeframe::FiveMinutes
+                        } else {
+                            jobs::Timeframe::OneMinute
+                        }],
+                    };
+                    Some(
+                        publisher::datasets::publish(&*st, &opts.data_dir, &sel)
+                            .await?
+                            .id,
+                    )
+                }
+                None => None,
+            };
             if json {
                 return print_json(&serde_json::json!({
                     "from": opts.from,
                     "end": opts.end,
                     "assets": done,
+                    "dataset": dataset,
                 }));
+            }
+            if let Some(id) = &dataset {
+                println!(
+                    "published as dataset {id} (pin it with `synth-city pipeline --dataset {id}`)"
+                );
             }
             for d in &done {
                 println!(
@@ -572,6 +631,66 @@ pub async fn data(args: DataArgs) -> anyhow::Result<()> {
                     d.differing,
                     d.total
                 );
+            }
+            Ok(())
+        }
+        DataCommand::Publish {
+            data_dir,
+            assets,
+            timeframe,
+            store,
+            json,
+        } => {
+            let st = publisher::store::open(&store)?;
+            let sel = publisher::datasets::Selection {
+                assets: assets
+                    .iter()
+                    .map(|a| a.trim().to_string())
+                    .filter(|a| !a.is_empty())
+                    .collect(),
+                timeframes: timeframe.into_iter().collect(),
+            };
+            let m = publisher::datasets::publish(&*st, &data_dir, &sel).await?;
+            if json {
+                return print_json(&serde_json::to_value(&m)?);
+            }
+            println!("{}", m.id);
+            eprintln!(
+                "dataset {} in {}: {} file(s), {} bars; pin it with `synth-city pipeline --dataset {}`",
+                m.id,
+                st.describe(),
+                m.files.len(),
+                m.files.iter().map(|f| f.rows).sum::<u64>(),
+                m.id
+            );
+            Ok(())
+        }
+        DataCommand::Datasets { store, json } => {
+            let st = publisher::store::open(&store)?;
+            let all = publisher::datasets::list(&*st).await?;
+            let latest = publisher::datasets::latest_id(&*st).await?;
+            if json {
+                return print_json(&serde_json::json!({"latest": latest, "datasets": all}));
+            }
+            if all.is_empty() {
+                println!(
+                    "no datasets in {}: publish one with `{}`",
+                    st.describe(),
+                    publisher::datasets::PUBLISH_HINT
+                );
+            }
+            for m in &all {
+                let files: Vec<String> = m
+                    .files
+                    .iter()
+                    .map(|f| format!("{} {} ({} bars)", f.asset, f.timeframe, f.rows))
+                    .collect();
+                let mark = if latest.as_deref() == Some(m.id.as_str()) {
+                    " (latest)"
+                } else {
+                    ""
+                };
+                println!("{}{mark}  {}", m.id, files.join(", "));
             }
             Ok(())
         }

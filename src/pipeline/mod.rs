@@ -64,6 +64,10 @@ pub struct RunOptions {
     /// The first stage's user message for this run, in place of the definition's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// The dataset the run reads (`latest` until a stage resolves it; pinned to an id by the
+    /// first stage that reads bars: see `stages::run_data`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataset: Option<String>,
 }
 
 fn default_channel() -> String {
@@ -82,6 +86,7 @@ impl Default for RunOptions {
             agents: llm::AgentMode::Builtin,
             channel: default_channel(),
             message: None,
+            dataset: None,
         }
     }
 }
@@ -427,6 +432,11 @@ pub fn apply_request(
     }
     if let Some(v) = &r.message {
         o.message = Some(v.clone());
+    }
+    if let Some(v) = &r.dataset {
+        let v = v.trim();
+        jobs::dataset::check_dataset_id(v).map_err(|e| InvalidRun(vec![e.to_string()]))?;
+        o.dataset = Some(v.to_string());
     }
     o.agents = llm::AgentMode::parse(r.agents.as_deref().unwrap_or("auto"))
         .map_err(|e| InvalidRun(vec![format!("agents: {e}")]))?;

@@ -519,6 +519,62 @@ fn open_store(dirs: &WorkerDirs) -> Result<Arc<dyn publisher::store::Store>, Job
     publisher::store::open(&dirs.store_dir).map_err(JobError::permanent)
 }
 
+/// The directories a stage of this run works in: the worker's own, with the data directory
+/// replaced by the run's dataset, fetched into the worker's cache (verified; a second stage
+/// on the same machine finds it there). The first stage that reads bars pins the dataset in
+/// `task` (saved with the run when the stage advances it): the one the run named (`latest`
+/// resolved to its id), else this worker's own bars for the run's assets and timeframe,
+/// published to the store. So every stage, on any machine, reads the same bars, and each
+/// record names them (`spec.data.dataset`). With neither, the worker's own directories (the
+/// stage reports the missing bars).
+///
+/// A store that does not answer, a dataset that is not there, bars that are in neither the
+/// dataset nor this worker's data directory: the environment's failures (retried, then
+/// dead-lettered with the cause), never the model's.
+async fn run_dirs(ctx: &Ctx, task: &mut Task) -> Result<WorkerDirs, JobError> {
+    use publisher::datasets::{self, DatasetError, Selection};
+    let store = open_store(&ctx.dirs)?;
+    let cache = ArtifactCache::of(&ctx.dirs);
+    let assets = task.options.budget.assets.clone();
+    let tf = task.options.budget.timeframe;
+    let id = match task.options.dataset.clone() {
+        Some(id) => id,
+        // no dataset named: this worker's own bars, published and pinned; without them the
+        // stage goes on in its own directories and training fails saying which files are
+        // missing and how to fetch them, once, not recoverable (a fleet whose trainers have
+        // no bars runs with --dataset)
+        None => match sn50::data::check_files(&ctx.dirs.data_dir, &assets, tf) {
+            Ok(()) => {
+                let sel = Selection {
+                    assets: assets.clone(),
+                    timeframes: vec![tf],
+                };
+                datasets::publish(&*store, &ctx.dirs.data_dir, &sel)
+                    .await
+                    .map_err(|e| environment(ctx.dirs.redact(&e.to_string())))?
+                    .id
+            }
+            Err(_) => return Ok(ctx.dirs.clone()),
+        },
+    };
+    let (dir, m) = datasets::fetch(&*store, &cache, &id)
+        .await
+        .map_err(environment)?;
+    let lacking = m.missing(&assets, tf.as_str());
+    if !lacking.is_empty() {
+        let e = DatasetError::Lacks {
+            id: m.id,
+            timeframe: tf.as_str().to_string(),
+            assets: lacking.iter().map(|s| s.to_string()).collect(),
+        };
+        return Err(JobError::permanent(e));
+    }
+    task.options.dataset = Some(m.id);
+    let mut dirs = ctx.dirs.clone();
+    dirs.data_dir = dir;
+    Ok(dirs)
+}
+
 /// Puts the freshly trained checkpoints of `records` in the store and names them in the
 /// records (before anything records them), so that any machine can check or publish them. A
 /// store that refuses is a retryable failure of the stage job.
@@ -565,8 +621,13 @@ async fn train(
         return Ok((stage_failed(task, note.clone(), false), note, false));
     }
     let in_loop = task.fix.is_some();
+    let dirs = run_dirs(ctx, task).await?;
+    let mut specs = specs;
+    for s in &mut specs {
+        s.data.dataset = task.options.dataset.clone();
+    }
     let opts = task.options.clone();
-    let dirs = ctx.dirs.clone();
+    let redact = dirs.clone();
     let run_id = run.id.clone();
     let progress_ctx = jctx.clone();
     let cancel_ctx = jctx.clone();
@@ -606,7 +667,7 @@ async fn train(
     // a failed experiment's error may quote this worker's directories: records travel
     for r in &mut records {
         if let Some(e) = &r.error {
-            r.error = Some(ctx.dirs.redact(e));
+            r.error = Some(redact.redact(e));
         }
     }
     store_checkpoints(&ctx.dirs, &mut records).await?;
@@ -651,8 +712,8 @@ async fn check(ctx: &Ctx, task: &mut Task) -> Result<StageOut, JobError> {
         .await
         .map_err(environment)?;
     best.checkpoint = Some(dir);
-    // so are bars this worker does not have: the check needs the asset's recent bars
-    let data_dir = ctx.dirs.data_dir.clone();
+    // so are bars this worker does not have: the check reads the run's dataset
+    let data_dir = run_dirs(ctx, task).await?.data_dir;
     let assets = match best.spec.data.assets.first() {
         Some(a) => vec![a.clone()],
         None => vec!["BTC".to_string()],
@@ -746,8 +807,13 @@ async fn llm_stage(
     if stage == "train" && task.fix.is_some() {
         return train(ctx, run, task, jctx).await;
     }
+    // the agents' tools train, check and score on the run's dataset, as the built-in stages do
+    let dirs = match stage {
+        "train" | "check" => run_dirs(ctx, task).await?,
+        _ => ctx.dirs.clone(),
+    };
     let (outcome, usage) =
-        llm::run_stage(&ctx.queue, &ctx.dirs, &run.id, task, stage, temperature).await?;
+        llm::run_stage(&ctx.queue, &dirs, &run.id, task, stage, temperature).await?;
     add_usage(task, llm::agent_for(stage).as_str(), &usage);
     Ok(match outcome {
         llm::Outcome::Failed { error, recoverable } => {

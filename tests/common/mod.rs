@@ -325,3 +325,11 @@ impl ChatServer {
         }
     }
 }
+
+/// The stage names of a run record (`runs show --json`, `GET /pipeline/runs/{id}`), in order.
+pub fn stage_names(run: &serde_json::Value) -> Vec<&str> {
+    run["task"]["stages"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|s| s["stage"].as_str()).collect())
+        .unwrap_or_default()
+}

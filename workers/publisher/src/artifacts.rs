@@ -162,6 +162,8 @@ pub async fn local_checkpoint(
 #[derive(Debug, Clone)]
 pub struct StoreSink {
     pub store_dir: PathBuf,
+    /// Where datasets are fetched to (the worker's cache).
+    pub cache: ArtifactCache,
 }
 
 #[async_trait::async_trait]
@@ -170,6 +172,14 @@ impl trainer::handler::CheckpointSink for StoreSink {
         let store = crate::store::open(&self.store_dir).map_err(|e| e.to_string())?;
         put_dir(&*store, dir, &trainer::experiments::ARTIFACT_FILES)
             .await
+            .map_err(|e| e.to_string())
+    }
+
+    async fn dataset_dir(&self, id: &str) -> Result<PathBuf, String> {
+        let store = crate::store::open(&self.store_dir).map_err(|e| e.to_string())?;
+        crate::datasets::fetch(&*store, &self.cache, id)
+            .await
+            .map(|(dir, _)| dir)
             .map_err(|e| e.to_string())
     }
 }

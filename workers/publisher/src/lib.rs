@@ -1,12 +1,14 @@
 //! The publisher role: where results live between runs and machines ([`store`]: the
 //! filesystem or any S3-compatible bucket, the record layout, the Hugging Face Hub, W&B),
 //! checkpoints handed between machines by content-addressed reference ([`artifacts`]: put in
-//! the store, fetched into a bounded local cache), and a run's publication ([`publish`]).
+//! the store, fetched into a bounded local cache), market data as datasets in the store
+//! ([`datasets`]), and a run's publication ([`publish`]).
 //!
 //! It does not train or score models and does not talk to Redis; the run state machine calls
 //! [`publish::publish`] from the `publish` stage.
 
 pub mod artifacts;
+pub mod datasets;
 pub mod production;
 pub mod publish;
 pub mod run_log;

@@ -4,6 +4,9 @@
 //! of `SYNTH_CITY_SN50_CONSTANTS` when set, else the validator's; base URLs from the
 //! environment). A bad range, source or asset list is a
 //! permanent failure; a venue or disk failure is retried, then dead-lettered with its reason.
+//! What it merged is then published to the worker's store as a dataset
+//! (`publisher::datasets`): the result names its id (`dataset`), which runs pin
+//! (`--dataset ID`, or `latest`) so that workers on other machines read the same bars.
 
 use async_trait::async_trait;
 use jobs::data::DataDownload;
@@ -16,6 +19,8 @@ use sn50::venues::PriceClient;
 /// Merges fresh bars into the worker's data directory.
 pub struct DataDownloadHandler {
     pub data_dir: std::path::PathBuf,
+    /// The store the bars are published to as a dataset.
+    pub store_dir: std::path::PathBuf,
 }
 
 #[async_trait]
@@ -60,6 +65,22 @@ impl JobHandler for DataDownloadHandler {
                 }
                 other => JobError::retry(other),
             })?;
-        Ok(serde_json::json!({"from": opts.from, "end": opts.end, "assets": done}))
+        let timeframe = if job.resolution.unwrap_or(1) == 5 {
+            jobs::Timeframe::FiveMinutes
+        } else {
+            jobs::Timeframe::OneMinute
+        };
+        let store = publisher::store::open(&self.store_dir).map_err(JobError::permanent)?;
+        let sel = publisher::datasets::Selection {
+            assets: opts.assets.clone(),
+            timeframes: vec![timeframe],
+        };
+        let dataset = publisher::datasets::publish(&*store, &self.data_dir, &sel)
+            .await
+            .map_err(JobError::retry)?;
+        Ok(
+            serde_json::json!({"from": opts.from, "end": opts.end, "assets": done,
+            "dataset": dataset.id}),
+        )
     }
 }

@@ -14,5 +14,6 @@ pub fn register(registry: &mut jobs::Registry, dirs: &trainer::WorkerDirs) {
     shadow::register(registry, dirs);
     registry.register(data_job::DataDownloadHandler {
         data_dir: dirs.data_dir.clone(),
+        store_dir: dirs.store_dir.clone(),
     });
 }

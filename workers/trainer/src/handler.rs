@@ -1,6 +1,6 @@
 //! The handler of the `experiment` job type: decode and validate the spec, then
 //! [`crate::experiments::run_experiment`] on a blocking thread, on the bars of the worker's own
-//! data directory, into a scratch folder under its work directory; then the checkpoint goes to
+//! data directory (or of the dataset the spec names, `data.dataset`, from the store), into a scratch folder under its work directory; then the checkpoint goes to
 //! the store through a [`CheckpointSink`] and the result names it by [`ArtifactRef`], never by
 //! a path. A spec that does not decode or validate is a permanent failure naming the field; a
 //! run that fails (diverges, a data problem) still completes, with the failure in its record,
@@ -26,6 +26,11 @@ pub trait CheckpointSink: Send + Sync + 'static {
     /// Stores the checkpoint folder `dir` (its [`ARTIFACT_FILES`](crate::experiments::ARTIFACT_FILES))
     /// and returns its reference; the message of an error says what failed and where.
     async fn put_checkpoint(&self, dir: &Path) -> Result<ArtifactRef, String>;
+
+    /// The local folder (a data directory) of dataset `id` from the store, fetched into the
+    /// worker's cache when it is not there: where a spec naming `data.dataset` reads its bars.
+    /// The message of an error names the dataset and how to make one.
+    async fn dataset_dir(&self, id: &str) -> Result<PathBuf, String>;
 }
 
 /// Runs one experiment for a bot.
@@ -85,7 +90,15 @@ impl JobHandler for ExperimentHandler {
             .device
             .clone()
             .unwrap_or_else(|| self.dirs.device.clone());
-        let (data_dir, out_dir) = (self.dirs.data_dir.clone(), self.scratch(&ctx.job_id));
+        // a spec that names a dataset reads it from the store (the environment's failure when
+        // the store lacks it: retried, then dead-lettered with the cause); else the worker's bars
+        let data_dir = match &spec.data.dataset {
+            Some(id) => self.sink.dataset_dir(id).await.map_err(|e| {
+                JobError::retry(format!("environment: the dataset could not be read: {e}"))
+            })?,
+            None => self.dirs.data_dir.clone(),
+        };
+        let out_dir = self.scratch(&ctx.job_id);
         let cancel = ctx.clone();
         let mut run = tokio::task::spawn_blocking(move || {
             crate::experiments::run_experiment_with(
@@ -138,6 +151,9 @@ mod tests {
     impl CheckpointSink for NoSink {
         async fn put_checkpoint(&self, dir: &Path) -> Result<ArtifactRef, String> {
             Err(format!("no store in this test ({})", dir.display()))
+        }
+        async fn dataset_dir(&self, id: &str) -> Result<PathBuf, String> {
+            Err(format!("no store in this test ({id})"))
         }
     }
 

@@ -175,6 +175,12 @@ pub struct DataSpec {
     /// test period no part of the experiment has seen (`score backtest --last-days` on it).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub holdout_days: f64,
+    /// The dataset the bars came from (`ds-` and 16 hex digits, see `jobs::dataset`): set by a
+    /// pipeline run's train stage to the run's pinned dataset, so that the record says which
+    /// bars it was trained on (a result is reproducible from the dataset, the spec and the
+    /// seed). Absent: the bars of the data directory of the machine that trained it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataset: Option<String>,
 }
 
 fn is_global(s: &Scale) -> bool {
@@ -335,6 +341,7 @@ impl ExperimentSpec {
                 scale: Scale::Global,
                 gaps: Gaps::Drop,
                 holdout_days: 0.0,
+                dataset: None,
             },
         }
     }
@@ -578,6 +585,15 @@ impl ExperimentSpec {
                     self.data.holdout_days
                 ),
             );
+        }
+        if let Some(d) = &self.data.dataset {
+            if let Err(e) = jobs::dataset::check_dataset_id(d).and_then(|()| {
+                (d != jobs::dataset::LATEST)
+                    .then_some(())
+                    .ok_or(jobs::dataset::BadDatasetId(d.clone()))
+            }) {
+                push("data.dataset", e.to_string());
+            }
         }
         if issues.is_empty() {
             Ok(Resolved {
