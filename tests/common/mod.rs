@@ -64,7 +64,10 @@ impl RedisServer {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            if let Ok(mut c) = redis::Client::open(self.url()).and_then(|c| c.get_connection()) {
+            if let Ok(mut c) = engine::config::redis_client(&self.url())
+                .map_err(|e| redis::RedisError::from(std::io::Error::other(e)))
+                .and_then(|c| c.get_connection())
+            {
                 if redis::cmd("PING").query::<String>(&mut c).is_ok() {
                     return;
                 }
@@ -97,7 +100,7 @@ impl RedisServer {
     }
 
     pub fn conn(&self) -> redis::Connection {
-        redis::Client::open(self.url())
+        engine::config::redis_client(&self.url())
             .unwrap()
             .get_connection()
             .unwrap()

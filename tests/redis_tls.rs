@@ -1,0 +1,660 @@
+//! Redis over TLS with per-role ACL users, against a real `redis-server` in TLS mode whose
+//! CA, server and client certificates the test makes with the `openssl` CLI, and whose users
+//! come from `synth-city ops redis-acl`.
+//!
+//! A worker, a scheduler and a bridge each log in as their own user over `rediss://`; jobs
+//! enqueued by the operator (CLI), the scheduler (cron) and a bot (the bridge) finish, and no
+//! process logs a NOPERM. The worker user cannot FLUSHALL or read another deployment's keys;
+//! a plain `redis://` connection to the TLS port, a client trusting the wrong CA, and (with
+//! `--tls-auth-clients yes`) a client without a certificate all fail, the last two with
+//! messages naming the variables and files to check.
+
+mod common;
+
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{bin, free_port};
+use engine::config::RedisTls;
+use serde_json::Value;
+
+const PW: [(&str, &str); 4] = [
+    ("worker", "worker-password-0123456789"),
+    ("scheduler", "scheduler-password-0123456"),
+    ("bridge", "bridge-password-0123456789"),
+    ("operator", "operator-password-01234567"),
+];
+
+fn pw(role: &str) -> &'static str {
+    PW.iter().find(|(r, _)| *r == role).unwrap().1
+}
+
+/// Runs openssl with `args` in `dir`; fails the test with its stderr.
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl must be installed (ops/test.sh installs it)");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA (`<name>.crt`, `<name>.key`) made in `dir`.
+fn make_ca(dir: &Path, name: &str) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.crt"),
+            "-days",
+            "2",
+            "-subj",
+            &format!("/CN=synth-city test {name}"),
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ],
+    );
+}
+
+/// A leaf certificate `<name>.crt` + `<name>.key` signed by the CA `ca`, with `ext` (its
+/// subjectAltName and extendedKeyUsage).
+fn make_leaf(dir: &Path, ca: &str, name: &str, ext: &str) {
+    fs::write(dir.join(format!("{name}.ext")), ext).unwrap();
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.csr"),
+            "-subj",
+            &format!("/CN={name}"),
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{name}.csr"),
+            "-CA",
+            &format!("{ca}.crt"),
+            "-CAkey",
+            &format!("{ca}.key"),
+            "-CAcreateserial",
+            "-out",
+            &format!("{name}.crt"),
+            "-days",
+            "2",
+            "-extfile",
+            &format!("{name}.ext"),
+        ],
+    );
+}
+
+/// The test's PKI in `dir`: `ca`, a server certificate for 127.0.0.1 and localhost, a client
+/// certificate, and an unrelated CA `other-ca`.
+fn make_pki(dir: &Path) {
+    make_ca(dir, "ca");
+    make_ca(dir, "other-ca");
+    make_leaf(
+        dir,
+        "ca",
+        "server",
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
+    );
+    make_leaf(dir, "ca", "client", "extendedKeyUsage=clientAuth\n");
+}
+
+/// A `synth-city` command with prefix `t`, over `url`, trusting `ca`.
+fn sc(url: &str, ca: &Path) -> Command {
+    let mut cmd = Command::new(bin());
+    cmd.args(["--redis-url", url, "--prefix", "t"])
+        .env("RUST_LOG", "warn")
+        .env("SYNTH_REDIS_CA", ca)
+        .env_remove("REDIS_URL")
+        .env_remove("SYNTH_REDIS_CLIENT_CERT")
+        .env_remove("SYNTH_REDIS_CLIENT_KEY");
+    cmd
+}
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.stdin(Stdio::null()).output().unwrap()
+}
+
+fn ok(cmd: &mut Command) -> String {
+    let out = run(cmd);
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The ACL file `synth-city ops redis-acl` prints for `prefix` with the test's passwords.
+fn acl_file(prefix: &str, extra: &[&str]) -> String {
+    let mut cmd = Command::new(bin());
+    cmd.args(["--prefix", prefix, "ops", "redis-acl"])
+        .args(extra);
+    for (role, p) in PW {
+        cmd.env(format!("SYNTH_REDIS_{}_PASSWORD", role.to_uppercase()), p);
+    }
+    let out = run(&mut cmd);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Every password was given: none is generated.
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A `redis-server` listening only with TLS on a free port, with the users of `aclfile`.
+struct TlsRedis {
+    child: Child,
+    port: u16,
+}
+
+impl TlsRedis {
+    fn start(dir: &Path, aclfile: &Path, auth_clients: bool) -> Self {
+        let port = free_port();
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                "0",
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .arg("--tls-port")
+            .arg(port.to_string())
+            .arg("--tls-cert-file")
+            .arg(dir.join("server.crt"))
+            .arg("--tls-key-file")
+            .arg(dir.join("server.key"))
+            .arg("--tls-ca-cert-file")
+            .arg(dir.join("ca.crt"))
+            .args([
+                "--tls-auth-clients",
+                if auth_clients { "yes" } else { "no" },
+            ])
+            .arg("--aclfile")
+            .arg(aclfile)
+            .arg("--dir")
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (ops/test.sh installs it)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not listen on {port}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        TlsRedis { child, port }
+    }
+
+    fn url(&self, role: &str) -> String {
+        format!("rediss://{role}:{}@127.0.0.1:{}/", pw(role), self.port)
+    }
+}
+
+impl Drop for TlsRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A synchronous connection as `url` trusting `tls`'s files (through the project's one
+/// client constructor).
+fn connect(url: &str, tls: &RedisTls) -> redis::RedisResult<redis::Connection> {
+    let client = tls.client(url).expect("client");
+    client.get_connection_with_timeout(Duration::from_secs(3))
+}
+
+/// Spawns a long-running `synth-city` process with its stderr in `log`, killed with the test.
+fn spawn(mut cmd: Command, log: &Path) -> Child {
+    use std::os::unix::process::CommandExt;
+    cmd.stdout(Stdio::null())
+        .stderr(fs::File::create(log).unwrap());
+    // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn().unwrap()
+}
+
+fn read(path: &Path) -> String {
+    let mut s = String::new();
+    if let Ok(mut f) = fs::File::open(path) {
+        f.read_to_string(&mut s).unwrap();
+    }
+    s
+}
+
+/// Waits for `id` to complete, asking as the operator.
+fn wait_completed(url: &str, ca: &Path, id: &str, logs: &[&PathBuf]) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let s: Value =
+            serde_json::from_str(&ok(sc(url, ca).args(["jobs", "status", id, "--json"]))).unwrap();
+        if s["state"] == "completed" {
+            return;
+        }
+        if Instant::now() > deadline {
+            let logs: Vec<String> = logs.iter().map(|p| read(p)).collect();
+            panic!("job {id} did not complete: {s}\nlogs: {logs:#?}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Whether Redis refused `e` for the user's ACL (NOPERM).
+fn denied(e: &redis::RedisError) -> bool {
+    e.to_string().contains("no permissions")
+}
+
+fn kill(mut c: Child) {
+    let _ = c.kill();
+    let _ = c.wait();
+}
+
+#[test]
+fn roles_run_over_tls_and_the_acl_confines_them() {
+    let t0 = Instant::now();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    make_pki(dir);
+    let ca = dir.join("ca.crt");
+
+    // This deployment's users, and another deployment's (prefixed names), in one file.
+    let ours = acl_file("t", &[]);
+    let other = acl_file("other", &["--prefixed-names", "--keep-default-user"]);
+    assert!(ours.contains("user default off"), "{ours}");
+    assert!(ours.contains("user worker reset on #"), "{ours}");
+    assert!(
+        !ours.contains(pw("worker")),
+        "the file holds only hashes: {ours}"
+    );
+    assert!(
+        other.contains("user other-worker ") && other.contains("~{other}:*"),
+        "{other}"
+    );
+    // The test's own administrator reads ACL LOG (no role may).
+    let admin = "user admin on >admin-password-0123456789 ~* &* +@all\n";
+    let aclfile = dir.join("users.acl");
+    fs::write(&aclfile, format!("{ours}{other}{admin}")).unwrap();
+    let redis = TlsRedis::start(dir, &aclfile, false);
+    let tls = RedisTls {
+        ca: Some(ca.clone()),
+        client: None,
+    };
+
+    // The operator migrates and adds a schedule that fires every second.
+    let op = redis.url("operator");
+    ok(sc(&op, &ca).arg("migrate"));
+    ok(sc(&op, &ca).args([
+        "schedule",
+        "add",
+        "--name",
+        "tick",
+        "--cron",
+        "* * * * * *",
+        "--type",
+        "noop",
+    ]));
+
+    // A worker, a scheduler and a bridge, each as its own user.
+    let worker_log = dir.join("worker.log");
+    let mut w = sc(&redis.url("worker"), &ca);
+    w.args(["worker", "--roles", "noop,sleep", "--heartbeat-ms", "200"])
+        .arg("--metrics-addr")
+        .arg(format!("127.0.0.1:{}", free_port()))
+        .current_dir(dir);
+    let worker = spawn(w, &worker_log);
+    let sched_log = dir.join("scheduler.log");
+    let mut s = sc(&redis.url("scheduler"), &ca);
+    s.args(["scheduler", "--period-ms", "200"]);
+    let scheduler = spawn(s, &sched_log);
+    let bridge_log = dir.join("bridge.log");
+    let bridge_port = free_port();
+    let mut b = sc(&redis.url("bridge"), &ca);
+    b.args(["bridge", "--port", &bridge_port.to_string()])
+        .env_remove("BRIDGE_API_KEY")
+        .current_dir(dir);
+    let bridge = spawn(b, &bridge_log);
+    let logs = [&worker_log, &sched_log, &bridge_log];
+
+    // A job enqueued by the operator finishes.
+    let out = ok(sc(&op, &ca).args([
+        "jobs",
+        "enqueue",
+        "--type",
+        "sleep",
+        "--payload",
+        r#"{"ms":1}"#,
+        "--json",
+    ]));
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let id = v[0]["id"].as_str().unwrap().to_string();
+    wait_completed(&op, &ca, &id, &logs);
+
+    // A job a bot enqueues through the bridge finishes.
+    let client = |args: &[&str]| {
+        let mut c = Command::new(bin());
+        c.args([
+            "client",
+            "--url",
+            &format!("http://127.0.0.1:{bridge_port}"),
+        ])
+        .args(["--bot", "b1"])
+        .args(args)
+        .env_remove("BRIDGE_API_KEY");
+        c
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let bot_job = loop {
+        let out = run(&mut client(&["jobs", "enqueue", "--type", "noop"]));
+        if out.status.success() {
+            let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+            break v["id"].as_str().unwrap().to_string();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the bridge never answered: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            read(&bridge_log)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    wait_completed(&op, &ca, &bot_job, &logs);
+    let status: Value =
+        serde_json::from_str(&ok(&mut client(&["jobs", "status", &bot_job]))).unwrap();
+    assert_eq!(status["state"], "completed", "{status}");
+
+    // The scheduler's cron fires become noop jobs that finish.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let stats: Value =
+            serde_json::from_str(&ok(sc(&op, &ca).args(["jobs", "stats", "--json"]))).unwrap();
+        let noop = stats
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["type"] == "noop")
+            .cloned()
+            .unwrap_or_default();
+        // One noop came from the bot; the rest from the schedule.
+        if noop["completed"].as_u64().unwrap_or(0) >= 3 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the schedule's jobs did not finish: {noop}\n{}",
+            read(&sched_log)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let workers: Value =
+        serde_json::from_str(&ok(sc(&op, &ca).args(["workers", "--json"]))).unwrap();
+    assert_eq!(workers.as_array().unwrap().len(), 1, "{workers}");
+    // Let the worker sample its fleet gauges (every few seconds) under its ACL too.
+    std::thread::sleep(Duration::from_millis(1500));
+    kill(bridge);
+    kill(scheduler);
+    kill(worker);
+    for log in logs {
+        let text = read(log);
+        assert!(
+            !text.contains("no permissions"),
+            "{}: {text}",
+            log.display()
+        );
+    }
+    // Redis logs every command or key an ACL refused, also those only logged at debug level
+    // by our processes (the worker's gauges): none so far.
+    let mut adm = connect(
+        &format!(
+            "rediss://admin:admin-password-0123456789@127.0.0.1:{}/",
+            redis.port
+        ),
+        &tls,
+    )
+    .unwrap();
+    let refused: redis::Value = redis::cmd("ACL").arg("LOG").query(&mut adm).unwrap();
+    assert!(
+        matches!(&refused, redis::Value::Array(a) if a.is_empty()),
+        "ACL LOG: {refused:?}"
+    );
+
+    // The worker user: its own keys yes; FLUSHALL, another deployment's keys, no.
+    let mut c = connect(&redis.url("worker"), &tls).unwrap();
+    let v: Option<String> = redis::cmd("HGET")
+        .arg("{t}:meta")
+        .arg("schema_version")
+        .query(&mut c)
+        .unwrap();
+    assert!(v.is_some());
+    let mut oc = connect(
+        &format!(
+            "rediss://other-operator:{}@127.0.0.1:{}/",
+            pw("operator"),
+            redis.port
+        ),
+        &tls,
+    )
+    .unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("{other}:job:x")
+        .arg("secret")
+        .query(&mut oc)
+        .unwrap();
+    let e = redis::cmd("FLUSHALL").query::<()>(&mut c).unwrap_err();
+    assert!(denied(&e), "{e}");
+    let e = redis::cmd("GET")
+        .arg("{other}:job:x")
+        .query::<Option<String>>(&mut c)
+        .unwrap_err();
+    assert!(denied(&e), "{e}");
+    let e = redis::cmd("KEYS")
+        .arg("*")
+        .query::<Vec<String>>(&mut c)
+        .unwrap_err();
+    assert!(denied(&e), "{e}");
+    // The worker may not EVAL (only the queue's own scripts, by EVALSHA) ...
+    let e = redis::cmd("EVAL")
+        .arg("return 1")
+        .arg(0)
+        .query::<i64>(&mut c)
+        .unwrap_err();
+    assert!(denied(&e), "{e}");
+    // ... and a script reaches only the caller's keys: Redis checks each redis.call.
+    let mut opc = connect(&op, &tls).unwrap();
+    let e = redis::cmd("EVAL")
+        .arg("return redis.call('GET', '{other}:job:x')")
+        .arg(0)
+        .query::<Option<String>>(&mut opc)
+        .unwrap_err();
+    assert!(e.to_string().contains("can't access"), "{e}");
+    // Even the operator may not FLUSHALL.
+    let e = redis::cmd("FLUSHALL").query::<()>(&mut opc).unwrap_err();
+    assert!(denied(&e), "{e}");
+    // Without a password: the default user is off.
+    let mut anon = connect(&format!("rediss://127.0.0.1:{}/", redis.port), &tls).unwrap();
+    let e = redis::cmd("GET")
+        .arg("{t}:meta")
+        .query::<()>(&mut anon)
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("NOAUTH") || e.to_string().contains("NOPERM"),
+        "{e}"
+    );
+
+    // A plain redis:// connection to the TLS port gets nowhere.
+    let plain = RedisTls::default().client(&format!(
+        "redis://worker:{}@127.0.0.1:{}/",
+        pw("worker"),
+        redis.port
+    ))
+    .unwrap();
+    let r = plain
+        .get_connection_with_timeout(Duration::from_secs(2))
+        .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c));
+    assert!(r.is_err(), "plain redis:// to the TLS port answered: {r:?}");
+
+    // The wrong CA: a clear error naming the variable and the file, and no 30 s of retries.
+    let other_ca = dir.join("other-ca.crt");
+    let started = Instant::now();
+    let out = run(sc(&redis.url("worker"), &other_ca).args(["jobs", "stats"]));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("TLS") && err.contains(&format!("SYNTH_REDIS_CA={}", other_ca.display())),
+        "{err}"
+    );
+    assert!(!err.contains(pw("worker")), "the password leaked: {err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    // A CA file that is not there: named with its variable.
+    let out = run(sc(&redis.url("worker"), &dir.join("missing.crt")).args(["jobs", "stats"]));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("SYNTH_REDIS_CA=") && err.contains("missing.crt"),
+        "{err}"
+    );
+    // TLS files with a plain URL: refused before connecting.
+    let out = run(sc(&format!("redis://127.0.0.1:{}/", redis.port), &ca).args(["jobs", "stats"]));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("rediss://"), "{err}");
+    assert!(t0.elapsed() < Duration::from_secs(60), "{:?}", t0.elapsed());
+}
+
+#[test]
+fn mutual_tls_needs_the_client_certificate() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    make_pki(dir);
+    let ca = dir.join("ca.crt");
+    let aclfile = dir.join("users.acl");
+    fs::write(&aclfile, acl_file("t", &["--users", "operator,worker"])).unwrap();
+    let redis = TlsRedis::start(dir, &aclfile, true);
+    let op = redis.url("operator");
+
+    // Without a client certificate: refused, and the message says which variables to set.
+    let started = Instant::now();
+    let out = run(sc(&op, &ca).arg("migrate"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "migrated without a client certificate"
+    );
+    assert!(
+        err.contains("SYNTH_REDIS_CLIENT_CERT") && err.contains("SYNTH_REDIS_CLIENT_KEY"),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    // A certificate without its key: named.
+    let out = run(sc(&op, &ca)
+        .env("SYNTH_REDIS_CLIENT_CERT", dir.join("client.crt"))
+        .arg("migrate"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("SYNTH_REDIS_CLIENT_KEY"),
+        "{err}"
+    );
+
+    // With it: the operator migrates, a worker runs a job.
+    let with_cert = |mut c: Command| {
+        c.env("SYNTH_REDIS_CLIENT_CERT", dir.join("client.crt"))
+            .env("SYNTH_REDIS_CLIENT_KEY", dir.join("client.key"));
+        c
+    };
+    ok(&mut with_cert({
+        let mut c = sc(&op, &ca);
+        c.arg("migrate");
+        c
+    }));
+    let log = dir.join("worker.log");
+    let worker = spawn(
+        with_cert({
+            let mut c = sc(&redis.url("worker"), &ca);
+            c.args(["worker", "--roles", "noop"]).current_dir(dir);
+            c
+        }),
+        &log,
+    );
+    let out = ok(&mut with_cert({
+        let mut c = sc(&op, &ca);
+        c.args(["jobs", "enqueue", "--type", "noop", "--json"]);
+        c
+    }));
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let id = v[0]["id"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let s: Value = serde_json::from_str(&ok(&mut with_cert({
+            let mut c = sc(&op, &ca);
+            c.args(["jobs", "status", &id, "--json"]);
+            c
+        })))
+        .unwrap();
+        if s["state"] == "completed" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{s}\n{}", read(&log));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    kill(worker);
+    assert!(!read(&log).contains("no permissions"), "{}", read(&log));
+}
