@@ -534,12 +534,13 @@ fn roles_run_over_tls_and_the_acl_confines_them() {
     );
 
     // A plain redis:// connection to the TLS port gets nowhere.
-    let plain = RedisTls::default().client(&format!(
-        "redis://worker:{}@127.0.0.1:{}/",
-        pw("worker"),
-        redis.port
-    ))
-    .unwrap();
+    let plain = RedisTls::default()
+        .client(&format!(
+            "redis://worker:{}@127.0.0.1:{}/",
+            pw("worker"),
+            redis.port
+        ))
+        .unwrap();
     let r = plain
         .get_connection_with_timeout(Duration::from_secs(2))
         .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c));

@@ -352,14 +352,23 @@ impl Queue {
                 crate::config::ENV_CLIENT_KEY
             ),
         };
+        let server =
+            format!("the server's certificate must be signed by {trust} and name the URL's host");
+        // A certificate we reject says so; a server that rejects us sends an alert.
+        let hint = if lower.contains("peer certificate") {
+            server
+        } else if lower.contains("alert") {
+            client
+        } else {
+            format!("{server}; {client}")
+        };
         QueueError::Tls {
             url: self.shown_url(),
             detail,
-            hint: format!(
-                "the server's certificate must be signed by {trust} and name the URL's host; {client}"
-            ),
+            hint,
         }
     }
+
     pub fn prefix(&self) -> &str {
         self.keys.prefix()
     }
