@@ -292,6 +292,26 @@ fn wait_completed(url: &str, ca: &Path, id: &str, logs: &[&PathBuf]) {
     }
 }
 
+/// The test's own administrator, added to the printed file: it reads ACL LOG (no role may).
+const ADMIN: &str = "user admin on >admin-password-0123456789 ~* &* +@all\n";
+
+/// Fails the test unless Redis's ACL LOG is empty: no command or key was refused to anyone.
+fn assert_nothing_refused(redis: &TlsRedis, tls: &RedisTls) {
+    let mut adm = connect(
+        &format!(
+            "rediss://admin:admin-password-0123456789@127.0.0.1:{}/",
+            redis.port
+        ),
+        tls,
+    )
+    .unwrap();
+    let refused: redis::Value = redis::cmd("ACL").arg("LOG").query(&mut adm).unwrap();
+    assert!(
+        matches!(&refused, redis::Value::Array(a) if a.is_empty()),
+        "ACL LOG: {refused:?}"
+    );
+}
+
 /// Whether Redis refused `e` for the user's ACL (NOPERM).
 fn denied(e: &redis::RedisError) -> bool {
     e.to_string().contains("no permissions")
@@ -323,10 +343,8 @@ fn roles_run_over_tls_and_the_acl_confines_them() {
         other.contains("user other-worker ") && other.contains("~{other}:*"),
         "{other}"
     );
-    // The test's own administrator reads ACL LOG (no role may).
-    let admin = "user admin on >admin-password-0123456789 ~* &* +@all\n";
     let aclfile = dir.join("users.acl");
-    fs::write(&aclfile, format!("{ours}{other}{admin}")).unwrap();
+    fs::write(&aclfile, format!("{ours}{other}{ADMIN}")).unwrap();
     let redis = TlsRedis::start(dir, &aclfile, false);
     let tls = RedisTls {
         ca: Some(ca.clone()),
@@ -456,19 +474,7 @@ fn roles_run_over_tls_and_the_acl_confines_them() {
     }
     // Redis logs every command or key an ACL refused, also those only logged at debug level
     // by our processes (the worker's gauges): none so far.
-    let mut adm = connect(
-        &format!(
-            "rediss://admin:admin-password-0123456789@127.0.0.1:{}/",
-            redis.port
-        ),
-        &tls,
-    )
-    .unwrap();
-    let refused: redis::Value = redis::cmd("ACL").arg("LOG").query(&mut adm).unwrap();
-    assert!(
-        matches!(&refused, redis::Value::Array(a) if a.is_empty()),
-        "ACL LOG: {refused:?}"
-    );
+    assert_nothing_refused(&redis, &tls);
 
     // The worker user: its own keys yes; FLUSHALL, another deployment's keys, no.
     let mut c = connect(&redis.url("worker"), &tls).unwrap();
@@ -657,5 +663,134 @@ fn mutual_tls_needs_the_client_certificate() {
         std::thread::sleep(Duration::from_millis(100));
     }
     kill(worker);
+    assert!(!read(&log).contains("no permissions"), "{}", read(&log));
+}
+
+/// A pipeline run (plan, train, check, publish) a bot starts through a bridge logged in as
+/// `bridge`, carried out by a worker logged in as `worker`: every stage's commands and
+/// scripts are the worker's, the bot's routes the bridge's.
+#[test]
+fn a_bots_pipeline_run_needs_nothing_the_bridge_and_worker_users_lack() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    make_pki(dir);
+    let ca = dir.join("ca.crt");
+    let aclfile = dir.join("users.acl");
+    fs::write(&aclfile, format!("{}{ADMIN}", acl_file("t", &[]))).unwrap();
+    let redis = TlsRedis::start(dir, &aclfile, false);
+    let tls = RedisTls {
+        ca: Some(ca.clone()),
+        client: None,
+    };
+    let op = redis.url("operator");
+    ok(sc(&op, &ca).arg("migrate"));
+    let data = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data");
+    // A bot starts the run through a bridge that logs in as `bridge`.
+    let bridge_log = dir.join("bridge.log");
+    let bridge_port = free_port();
+    let mut b = sc(&redis.url("bridge"), &ca);
+    b.args(["bridge", "--port", &bridge_port.to_string()])
+        .env_remove("BRIDGE_API_KEY")
+        .current_dir(dir);
+    let bridge = spawn(b, &bridge_log);
+    let client = |args: &[&str]| {
+        let mut c = Command::new(bin());
+        c.args([
+            "client",
+            "--url",
+            &format!("http://127.0.0.1:{bridge_port}"),
+        ])
+        .args(["--bot", "b1"])
+        .args(args)
+        .env_remove("BRIDGE_API_KEY");
+        run(&mut c)
+    };
+    let tiny = r#"{"steps_per_epoch":2,"d_model":8,"seq_len":16,"batch_size":2,"n_paths":4,"eval_windows":2,"eval_paths":50}"#;
+    let run_args = [
+        "run",
+        "--max-experiments",
+        "1",
+        "--epochs",
+        "1",
+        "--rounds",
+        "1",
+        "--publish",
+        "--body",
+        tiny,
+    ];
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let run_id = loop {
+        let out = client(&run_args);
+        if out.status.success() {
+            let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+            break v["run_id"].as_str().unwrap().to_string();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the bridge never started the run: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            read(&bridge_log)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let log = dir.join("worker.log");
+    let mut w = sc(&redis.url("worker"), &ca);
+    w.args(["worker", "--roles", "all", "--data-dir"])
+        .arg(&data)
+        .arg("--work-dir")
+        .arg(dir.join("runs"))
+        .arg("--store")
+        .arg(dir.join("store"))
+        .current_dir(dir);
+    let worker = spawn(w, &log);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let run = loop {
+        let r: Value =
+            serde_json::from_str(&ok(sc(&op, &ca).args(["runs", "show", &run_id, "--json"])))
+                .unwrap();
+        if ["succeeded", "failed"].contains(&r["state"].as_str().unwrap_or("")) {
+            break r;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "run never finished: {r}\n{}",
+            read(&log)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    // The bot's reads of runs, workers, the semaphore, experiments and stats.
+    for args in [
+        &["status"][..],
+        &["runs"],
+        &["runs", &run_id],
+        &["workers"],
+        &["semaphore"],
+        &["compare", "--all"],
+        &["jobs", "stats"],
+    ] {
+        let out = client(args);
+        assert!(
+            out.status.success(),
+            "client {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    kill(bridge);
+    kill(worker);
+    assert_nothing_refused(&redis, &tls);
+    let stages: Vec<&str> = run["task"]["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["stage"].as_str().unwrap())
+        .collect();
+    assert_eq!(stages[..3], ["plan", "train", "check"], "{run}");
+    // A tiny model may fail its check; a run that fails for any other reason is a fault.
+    if run["state"] == "failed" {
+        let err = run.to_string();
+        assert!(err.contains("check failed"), "{run}\n{}", read(&log));
+    } else {
+        assert_eq!(stages.last(), Some(&"publish"), "{run}");
+    }
     assert!(!read(&log).contains("no permissions"), "{}", read(&log));
 }

@@ -111,14 +111,14 @@ pub const NEVER: &[&str] = &[
 /// Who may do what: one row per role, with why.
 pub const RULES: &[RoleRules] = &[
     // worker (`synth-city worker`): creates its types' consumer groups if missing (XGROUP
-    // CREATE, idempotent: `migrate::ensure_groups`), reads its streams with XREADGROUP, takes over stalled
-    // entries with XAUTOCLAIM, moves jobs only through the queue scripts (start, finish, fail,
-    // bury, renew, hand back, promote delayed), keeps its heartbeat (ZADD/HMSET/PEXPIRE, ZREM
-    // + DEL on exit), writes progress (HSET + XADD to events), samples the fleet gauges for
-    // /metrics (XLEN, XPENDING, XRANGE, HGETALL, ZRANGE, GET), and runs pipeline stages: the
-    // run scripts, the `pipeline` semaphore's scripts, experiment records (HSET/ZADD) and the
-    // history and definition they read (HGET/HGETALL/ZREVRANGE/GET). No EVAL (migrations are
-    // the operator's).
+    // CREATE, idempotent: `migrate::ensure_groups`), reads its streams with XREADGROUP, takes
+    // over stalled entries with XAUTOCLAIM, moves jobs only through the queue scripts (start,
+    // finish, fail, bury, renew, hand back, promote delayed), keeps its heartbeat
+    // (ZADD/HMSET/PEXPIRE, ZREM + DEL on exit), writes progress (HSET + XADD to events),
+    // samples the fleet gauges for /metrics (XLEN, XPENDING, XRANGE, HGETALL, ZRANGE, GET),
+    // and runs pipeline stages: the run scripts, the `pipeline` semaphore's scripts,
+    // experiment records (HSET/ZADD) and the history and definition they read
+    // (HGET/HGETALL/GET). No EVAL: migrations are the operator's.
     RoleRules {
         role: Role::Worker,
         name: "worker",
@@ -137,7 +137,6 @@ pub const RULES: &[RoleRules] = &[
             "zadd",
             "zrem",
             "zrange",
-            "zrevrange",
             "pexpire",
             "del",
             "get",

@@ -58,6 +58,8 @@ pub enum RedisConfigError {
         path: PathBuf,
         reason: String,
     },
+    #[error("{files}: these TLS files cannot be used: {reason}")]
+    Unusable { files: String, reason: String },
     #[error(
         "{set} is set but {missing} is not: a client certificate needs its key (mutual TLS); \
          set both or neither"
@@ -174,10 +176,9 @@ impl RedisTls {
                 root_cert,
             },
         )
-        .map_err(|e| RedisConfigError::Pem {
-            var: "TLS settings",
-            path: PathBuf::from(self.describe()),
-            reason: format!("cannot be used: {e}"),
+        .map_err(|e| RedisConfigError::Unusable {
+            files: self.describe(),
+            reason: e.to_string(),
         })
     }
 }

@@ -334,7 +334,8 @@ impl Queue {
         let trust = match &self.tls.ca {
             Some(ca) => format!("the CA in {}={}", crate::config::ENV_CA, ca.display()),
             None => format!(
-                "the system's root certificates ({} is not set; point it at the PEM file of the CA that signed the server's certificate)",
+                "the system's root certificates ({} is not set; point it at the PEM file of the \
+                 CA that signed the server's certificate)",
                 crate::config::ENV_CA
             ),
         };
