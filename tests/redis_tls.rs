@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use common::{bin, free_port};
 use engine::config::RedisTls;
 use serde_json::Value;
+use sha2::Digest;
 
 const PW: [(&str, &str); 4] = [
     ("worker", "worker-password-0123456789"),
@@ -46,20 +47,30 @@ fn openssl(dir: &Path, args: &[&str]) {
     );
 }
 
+/// `openssl req` with a new unencrypted P-256 key `<name>.key`, and `args`.
+fn req_with_new_key(dir: &Path, name: &str, args: &[&str]) {
+    let key = format!("{name}.key");
+    let mut all = vec![
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        &key,
+    ];
+    all.extend_from_slice(args);
+    openssl(dir, &all);
+}
+
 /// A CA (`<name>.crt`, `<name>.key`) made in `dir`.
 fn make_ca(dir: &Path, name: &str) {
-    openssl(
+    req_with_new_key(
         dir,
+        name,
         &[
-            "req",
             "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            &format!("{name}.key"),
             "-out",
             &format!("{name}.crt"),
             "-days",
@@ -78,17 +89,10 @@ fn make_ca(dir: &Path, name: &str) {
 /// subjectAltName and extendedKeyUsage).
 fn make_leaf(dir: &Path, ca: &str, name: &str, ext: &str) {
     fs::write(dir.join(format!("{name}.ext")), ext).unwrap();
-    openssl(
+    req_with_new_key(
         dir,
+        name,
         &[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            &format!("{name}.key"),
             "-out",
             &format!("{name}.csr"),
             "-subj",
@@ -165,29 +169,35 @@ fn acl_file(prefix: &str, extra: &[&str]) -> String {
     for (role, p) in PW {
         cmd.env(format!("SYNTH_REDIS_{}_PASSWORD", role.to_uppercase()), p);
     }
-    let out = run(&mut cmd);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    // Every password was given: none is generated.
-    assert!(
-        out.stderr.is_empty(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    let file = common::stdout_of(&mut cmd);
+    // Each user's line holds the SHA-256 of the password given, never the password.
+    for line in file.lines().filter(|l| !l.starts_with("user default ")) {
+        let (role, p) = PW
+            .iter()
+            .find(|(r, _)| line.contains(&format!("{r} reset on ")))
+            .unwrap_or_else(|| panic!("a user of no role: {line}"));
+        let hash = hex::encode(sha2::Sha256::digest(p.as_bytes()));
+        assert!(line.contains(&format!(" #{hash} ")), "{role}: {line}");
+        assert!(!line.contains(p), "{line}");
+    }
+    file
 }
 
-/// A `redis-server` listening only with TLS on a free port, with the users of `aclfile`.
+/// A `redis-server` listening only with TLS on a free port, with ACL users.
 struct TlsRedis {
     child: Child,
     port: u16,
+    /// The CA that signed the server's certificate (and the client's).
+    ca: PathBuf,
 }
 
 impl TlsRedis {
-    fn start(dir: &Path, aclfile: &Path, auth_clients: bool) -> Self {
+    /// Makes the test's PKI in `dir` ([`make_pki`]) and starts the server with the ACL users
+    /// `users` and the test's [`ADMIN`]; with `auth_clients`, clients need a certificate.
+    fn start(dir: &Path, users: &str, auth_clients: bool) -> Self {
+        make_pki(dir);
+        let aclfile = dir.join("users.acl");
+        fs::write(&aclfile, format!("{users}{ADMIN}")).unwrap();
         let port = free_port();
         let child = Command::new("redis-server")
             .args([
@@ -213,7 +223,7 @@ impl TlsRedis {
                 if auth_clients { "yes" } else { "no" },
             ])
             .arg("--aclfile")
-            .arg(aclfile)
+            .arg(&aclfile)
             .arg("--dir")
             .arg(dir)
             .stdout(Stdio::null())
@@ -228,7 +238,19 @@ impl TlsRedis {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-        TlsRedis { child, port }
+        TlsRedis {
+            child,
+            port,
+            ca: dir.join("ca.crt"),
+        }
+    }
+
+    /// The TLS files of a client trusting the test's CA.
+    fn tls(&self) -> RedisTls {
+        RedisTls {
+            ca: Some(self.ca.clone()),
+            client: None,
+        }
     }
 
     fn url(&self, role: &str) -> String {
@@ -252,18 +274,9 @@ fn connect(url: &str, tls: &RedisTls) -> redis::RedisResult<redis::Connection> {
 
 /// Spawns a long-running `synth-city` process with its stderr in `log`, killed with the test.
 fn spawn(mut cmd: Command, log: &Path) -> Child {
-    use std::os::unix::process::CommandExt;
     cmd.stdout(Stdio::null())
         .stderr(fs::File::create(log).unwrap());
-    // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    common::die_with_parent(&mut cmd);
     cmd.spawn().unwrap()
 }
 
@@ -317,6 +330,62 @@ fn denied(e: &redis::RedisError) -> bool {
     e.to_string().contains("no permissions")
 }
 
+/// A `synth-city bridge` logged in as `bridge` on a free port (its stderr in
+/// `<dir>/bridge.log`), and a bot `b1` calling it with `synth-city client`.
+struct Bridge {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+}
+
+impl Bridge {
+    fn start(redis: &TlsRedis, ca: &Path, dir: &Path) -> Self {
+        let port = free_port();
+        let log = dir.join("bridge.log");
+        let mut b = sc(&redis.url("bridge"), ca);
+        b.args(["bridge", "--port", &port.to_string()])
+            .env_remove("BRIDGE_API_KEY")
+            .current_dir(dir);
+        Bridge {
+            child: spawn(b, &log),
+            port,
+            log,
+        }
+    }
+
+    /// `synth-city client ARGS` as bot `b1`.
+    fn client(&self, args: &[&str]) -> Output {
+        let mut c = Command::new(bin());
+        c.args([
+            "client",
+            "--url",
+            &format!("http://127.0.0.1:{}", self.port),
+        ])
+        .args(["--bot", "b1"])
+        .args(args)
+        .env_remove("BRIDGE_API_KEY");
+        run(&mut c)
+    }
+
+    /// The JSON answer to `client ARGS`, retried while the bridge starts (up to 20 s).
+    fn first_answer(&self, args: &[&str]) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let out = self.client(args);
+            if out.status.success() {
+                return serde_json::from_slice(&out.stdout).unwrap();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the bridge never answered {args:?}: {}\n{}",
+                String::from_utf8_lossy(&out.stderr),
+                read(&self.log)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
 fn kill(mut c: Child) {
     let _ = c.kill();
     let _ = c.wait();
@@ -327,29 +396,17 @@ fn roles_run_over_tls_and_the_acl_confines_them() {
     let t0 = Instant::now();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    make_pki(dir);
-    let ca = dir.join("ca.crt");
-
     // This deployment's users, and another deployment's (prefixed names), in one file.
     let ours = acl_file("t", &[]);
     let other = acl_file("other", &["--prefixed-names", "--keep-default-user"]);
     assert!(ours.contains("user default off"), "{ours}");
     assert!(ours.contains("user worker reset on #"), "{ours}");
     assert!(
-        !ours.contains(pw("worker")),
-        "the file holds only hashes: {ours}"
-    );
-    assert!(
         other.contains("user other-worker ") && other.contains("~{other}:*"),
         "{other}"
     );
-    let aclfile = dir.join("users.acl");
-    fs::write(&aclfile, format!("{ours}{other}{ADMIN}")).unwrap();
-    let redis = TlsRedis::start(dir, &aclfile, false);
-    let tls = RedisTls {
-        ca: Some(ca.clone()),
-        client: None,
-    };
+    let redis = TlsRedis::start(dir, &format!("{ours}{other}"), false);
+    let (ca, tls) = (redis.ca.clone(), redis.tls());
 
     // The operator migrates and adds a schedule that fires every second.
     let op = redis.url("operator");
@@ -377,14 +434,8 @@ fn roles_run_over_tls_and_the_acl_confines_them() {
     let mut s = sc(&redis.url("scheduler"), &ca);
     s.args(["scheduler", "--period-ms", "200"]);
     let scheduler = spawn(s, &sched_log);
-    let bridge_log = dir.join("bridge.log");
-    let bridge_port = free_port();
-    let mut b = sc(&redis.url("bridge"), &ca);
-    b.args(["bridge", "--port", &bridge_port.to_string()])
-        .env_remove("BRIDGE_API_KEY")
-        .current_dir(dir);
-    let bridge = spawn(b, &bridge_log);
-    let logs = [&worker_log, &sched_log, &bridge_log];
+    let bridge = Bridge::start(&redis, &ca, dir);
+    let logs = [&worker_log, &sched_log, &bridge.log];
 
     // A job enqueued by the operator finishes.
     let out = ok(sc(&op, &ca).args([
@@ -401,36 +452,12 @@ fn roles_run_over_tls_and_the_acl_confines_them() {
     wait_completed(&op, &ca, &id, &logs);
 
     // A job a bot enqueues through the bridge finishes.
-    let client = |args: &[&str]| {
-        let mut c = Command::new(bin());
-        c.args([
-            "client",
-            "--url",
-            &format!("http://127.0.0.1:{bridge_port}"),
-        ])
-        .args(["--bot", "b1"])
-        .args(args)
-        .env_remove("BRIDGE_API_KEY");
-        c
-    };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let bot_job = loop {
-        let out = run(&mut client(&["jobs", "enqueue", "--type", "noop"]));
-        if out.status.success() {
-            let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-            break v["id"].as_str().unwrap().to_string();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the bridge never answered: {}\n{}",
-            String::from_utf8_lossy(&out.stderr),
-            read(&bridge_log)
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let bot_job = bridge.first_answer(&["jobs", "enqueue", "--type", "noop"])["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     wait_completed(&op, &ca, &bot_job, &logs);
-    let status: Value =
-        serde_json::from_str(&ok(&mut client(&["jobs", "status", &bot_job]))).unwrap();
+    let status = bridge.first_answer(&["jobs", "status", &bot_job]);
     assert_eq!(status["state"], "completed", "{status}");
 
     // The scheduler's cron fires become noop jobs that finish.
@@ -461,7 +488,7 @@ fn roles_run_over_tls_and_the_acl_confines_them() {
     assert_eq!(workers.as_array().unwrap().len(), 1, "{workers}");
     // Let the worker sample its fleet gauges (every few seconds) under its ACL too.
     std::thread::sleep(Duration::from_millis(1500));
-    kill(bridge);
+    kill(bridge.child);
     kill(scheduler);
     kill(worker);
     for log in logs {
@@ -587,11 +614,8 @@ fn roles_run_over_tls_and_the_acl_confines_them() {
 fn mutual_tls_needs_the_client_certificate() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    make_pki(dir);
-    let ca = dir.join("ca.crt");
-    let aclfile = dir.join("users.acl");
-    fs::write(&aclfile, acl_file("t", &["--users", "operator,worker"])).unwrap();
-    let redis = TlsRedis::start(dir, &aclfile, true);
+    let redis = TlsRedis::start(dir, &acl_file("t", &["--users", "operator,worker"]), true);
+    let ca = redis.ca.clone();
     let op = redis.url("operator");
 
     // Without a client certificate: refused, and the message says which variables to set.
@@ -673,39 +697,18 @@ fn mutual_tls_needs_the_client_certificate() {
 fn a_bots_pipeline_run_needs_nothing_the_bridge_and_worker_users_lack() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    make_pki(dir);
-    let ca = dir.join("ca.crt");
-    let aclfile = dir.join("users.acl");
-    fs::write(&aclfile, format!("{}{ADMIN}", acl_file("t", &[]))).unwrap();
-    let redis = TlsRedis::start(dir, &aclfile, false);
-    let tls = RedisTls {
-        ca: Some(ca.clone()),
-        client: None,
-    };
+    let redis = TlsRedis::start(dir, &acl_file("t", &[]), false);
+    let (ca, tls) = (redis.ca.clone(), redis.tls());
     let op = redis.url("operator");
     ok(sc(&op, &ca).arg("migrate"));
     let data = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data");
     // A bot starts the run through a bridge that logs in as `bridge`.
-    let bridge_log = dir.join("bridge.log");
-    let bridge_port = free_port();
-    let mut b = sc(&redis.url("bridge"), &ca);
-    b.args(["bridge", "--port", &bridge_port.to_string()])
-        .env_remove("BRIDGE_API_KEY")
-        .current_dir(dir);
-    let bridge = spawn(b, &bridge_log);
-    let client = |args: &[&str]| {
-        let mut c = Command::new(bin());
-        c.args([
-            "client",
-            "--url",
-            &format!("http://127.0.0.1:{bridge_port}"),
-        ])
-        .args(["--bot", "b1"])
-        .args(args)
-        .env_remove("BRIDGE_API_KEY");
-        run(&mut c)
-    };
-    let tiny = r#"{"steps_per_epoch":2,"d_model":8,"seq_len":16,"batch_size":2,"n_paths":4,"eval_windows":2,"eval_paths":50}"#;
+    let bridge = Bridge::start(&redis, &ca, dir);
+    // common::TINY's budget as body fields.
+    let tiny = concat!(
+        r#"{"steps_per_epoch":2,"d_model":8,"seq_len":16,"batch_size":2,"n_paths":4,"#,
+        r#""eval_windows":2,"eval_paths":50}"#
+    );
     let run_args = [
         "run",
         "--max-experiments",
@@ -718,21 +721,10 @@ fn a_bots_pipeline_run_needs_nothing_the_bridge_and_worker_users_lack() {
         "--body",
         tiny,
     ];
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let run_id = loop {
-        let out = client(&run_args);
-        if out.status.success() {
-            let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-            break v["run_id"].as_str().unwrap().to_string();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the bridge never started the run: {}\n{}",
-            String::from_utf8_lossy(&out.stderr),
-            read(&bridge_log)
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let run_id = bridge.first_answer(&run_args)["run_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let log = dir.join("worker.log");
     let mut w = sc(&redis.url("worker"), &ca);
     w.args(["worker", "--roles", "all", "--data-dir"])
@@ -768,14 +760,14 @@ fn a_bots_pipeline_run_needs_nothing_the_bridge_and_worker_users_lack() {
         &["compare", "--all"],
         &["jobs", "stats"],
     ] {
-        let out = client(args);
+        let out = bridge.client(args);
         assert!(
             out.status.success(),
             "client {args:?}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    kill(bridge);
+    kill(bridge.child);
     kill(worker);
     assert_nothing_refused(&redis, &tls);
     let stages: Vec<&str> = run["task"]["stages"]

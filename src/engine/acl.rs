@@ -56,7 +56,8 @@ pub struct RoleRules {
     /// The commands its process sends itself (lower case; `command|subcommand` for one
     /// subcommand), besides [`CONNECTION`].
     pub commands: &'static [&'static str],
-    /// The scripts ([`crate::scripts::SOURCES`] names) it runs: their commands are allowed too.
+    /// The scripts ([`crate::scripts::SOURCES`] names, or [`ALL_SCRIPTS`]) it runs: their
+    /// commands are allowed too.
     pub scripts: &'static [&'static str],
     /// Whether it applies migrations (`synth-city migrate`: EVAL of `migrations/*.lua`).
     pub migrates: bool,
@@ -214,7 +215,8 @@ pub const RULES: &[RoleRules] = &[
         migrates: false,
     },
     // operator (the CLI of a person: `migrate`, `jobs` incl. dead letters, `semaphore set`,
-    // `schedule`, `pipeline-def set/reset`, `pipeline`, `runs`, `workers`): everything the
+    // `schedule`, `pipeline-def set/reset`, `pipeline` (which runs the stages in its own
+    // process unless --enqueue-only: every script), `runs`, `workers`): everything the
     // other roles read and write, plus migrations (EVAL of the migration files, XGROUP CREATE
     // for new job types, SET NX of the migration lock, HSET meta), the dead-letter stream's
     // requeue and clear (the requeue script, DEL), and SET of the semaphore's limit and the
@@ -253,34 +255,13 @@ pub const RULES: &[RoleRules] = &[
             "zscore",
             "zrem",
         ],
-        scripts: &[
-            "enqueue",
-            "start",
-            "finish",
-            "fail",
-            "bury_raw",
-            "renew",
-            "handback",
-            "promote",
-            "cancel",
-            "requeue",
-            "sem_acquire",
-            "sem_renew",
-            "sem_release",
-            "cron_fire",
-            "run_create",
-            "run_advance",
-            "run_cancel",
-            "run_keepalive",
-            "session_touch",
-            "session_put",
-            "session_update",
-            "session_clear",
-            "session_add_active",
-        ],
+        scripts: ALL_SCRIPTS,
         migrates: true,
     },
 ];
+
+/// In [`RoleRules::scripts`]: every script of [`crate::scripts::SOURCES`].
+pub const ALL_SCRIPTS: &[&str] = &["*"];
 
 /// Commands whose ACL rule names a subcommand (`xgroup|create`).
 const WITH_SUBCOMMANDS: &[&str] = &["xgroup", "xinfo", "client", "script", "object", "memory"];
@@ -334,10 +315,10 @@ pub fn commands(role: Role) -> BTreeSet<String> {
         .chain(rules.commands)
         .map(|c| c.to_string())
         .collect();
-    for name in rules.scripts {
-        let src = crate::scripts::source(name)
-            .unwrap_or_else(|| panic!("RULES names script {name}, which SOURCES lacks"));
-        out.extend(lua_commands(src).expect("the scripts call literal commands"));
+    for (name, src) in crate::scripts::SOURCES {
+        if rules.scripts == ALL_SCRIPTS || rules.scripts.contains(name) {
+            out.extend(lua_commands(src).expect("the scripts call literal commands"));
+        }
     }
     if rules.migrates {
         for m in crate::migrate::MIGRATIONS {
@@ -425,6 +406,19 @@ mod tests {
         let m = lua_commands(crate::migrate::MIGRATIONS[0].lua).unwrap();
         assert!(m.contains("xgroup|create"), "{m:?}");
         assert!(lua_commands("redis.call(cmd, 'x')").is_err());
+    }
+
+    #[test]
+    fn every_script_a_role_names_exists() {
+        for r in RULES {
+            for name in r.scripts.iter().filter(|_| r.scripts != ALL_SCRIPTS) {
+                assert!(
+                    crate::scripts::source(name).is_some(),
+                    "{:?}: {name}",
+                    r.role
+                );
+            }
+        }
     }
 
     #[test]
