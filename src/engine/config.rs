@@ -8,8 +8,8 @@
 //! TLS: a `rediss://` URL connects over TLS. [`RedisTls::from_env`] reads the CA to trust
 //! (`SYNTH_REDIS_CA`, else the system's roots) and the optional client certificate and key
 //! (`SYNTH_REDIS_CLIENT_CERT` + `SYNTH_REDIS_CLIENT_KEY`, for servers that ask for one), and
-//! [`redis_client`] is the one constructor of `redis::Client` every connection of the project
-//! goes through. A user and password in the URL (`rediss://worker:pw@host:6380/`) log in as
+//! [`RedisTls::client`] is the one constructor of `redis::Client` every connection of the
+//! project goes through ([`redis_client`]: with the environment's files). A user and password in the URL (`rediss://worker:pw@host:6380/`) log in as
 //! that ACL user (see [`crate::acl`]).
 //!
 //! What it does not do: it opens no connection (a certificate the server does not match is
