@@ -65,9 +65,9 @@ pub struct RoleRules {
 
 /// What every role's connections send: the handshake (AUTH/HELLO, SELECT for a `/db` URL),
 /// the pool's health check (UNWATCH + PING), server time, scripts (EVALSHA, and SCRIPT LOAD
-/// when Redis has not cached one yet) and MULTI/EXEC pipelines. Not `CLIENT SETINFO`, which
-/// the client sends at connect and ignores the answer of: Redis 7.0 (Debian 12's) does not
-/// know it, and an ACL file naming an unknown command does not load.
+/// when Redis has not cached one yet) and MULTI/EXEC pipelines. Not `CLIENT SETINFO`:
+/// Redis 7.0 (Debian 12's) does not know it, an ACL file naming an unknown command does not
+/// load, and our client does not send it (`config::RedisTls::client`).
 pub const CONNECTION: &[&str] = &[
     "auth",
     "hello",

@@ -145,6 +145,11 @@ impl RedisTls {
         };
         let info =
             redis::IntoConnectionInfo::into_connection_info(url).map_err(|e| bad(e.to_string()))?;
+        // No `CLIENT SETINFO` at connect: the ACL users cannot allow it (Redis 7.0 does not
+        // know the subcommand, and an ACL file naming it does not load), so a 7.2 server
+        // would refuse it on every connection and fill its ACL LOG.
+        let settings = info.redis_settings().clone().set_skip_set_lib_name();
+        let info = info.set_redis_settings(settings);
         let tls = matches!(info.addr(), redis::ConnectionAddr::TcpTls { .. });
         if !tls {
             if self.is_set() {
