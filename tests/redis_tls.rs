@@ -483,6 +483,43 @@ fn roles_run_over_tls_and_the_acl_confines_them() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+    // The operator's chores: a dead letter listed, retried and purged, the semaphore, the
+    // schedules, the pipeline definition, runs, a cancel.
+    ok(sc(&op, &ca).args([
+        "jobs",
+        "enqueue",
+        "--type",
+        "sleep",
+        "--payload",
+        r#"{"ms":1,"fail_rate":1.0}"#,
+        "--max-attempts",
+        "1",
+    ]));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while serde_json::from_str::<Value>(&ok(sc(&op, &ca).args(["jobs", "dlq", "list", "--json"])))
+        .unwrap()
+        .as_array()
+        .is_none_or(|a| a.is_empty())
+    {
+        assert!(Instant::now() < deadline, "no dead letter");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let def = ok(sc(&op, &ca).args(["pipeline-def", "show", "--json"]));
+    fs::write(dir.join("def.json"), def).unwrap();
+    for args in [
+        &["jobs", "dlq", "retry", "--all"][..],
+        &["jobs", "dlq", "purge", "--yes"],
+        &["jobs", "cancel", &id],
+        &["semaphore", "set-limit", "7"],
+        &["semaphore", "status", "--json"],
+        &["schedule", "list", "--json"],
+        &["pipeline-def", "set", "def.json"],
+        &["pipeline-def", "reset"],
+        &["runs", "list", "--json"],
+        &["schedule", "remove", "tick"],
+    ] {
+        ok(sc(&op, &ca).args(args).current_dir(dir));
+    }
     let workers: Value =
         serde_json::from_str(&ok(sc(&op, &ca).args(["workers", "--json"]))).unwrap();
     assert_eq!(workers.as_array().unwrap().len(), 1, "{workers}");
