@@ -12,7 +12,7 @@
 mod common;
 
 use std::fs;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -787,9 +787,16 @@ fn a_bots_pipeline_run_needs_nothing_the_bridge_and_worker_users_lack() {
         );
         std::thread::sleep(Duration::from_millis(200));
     };
-    // The bot's reads of runs, workers, the semaphore, experiments and stats.
+    // The bot's reads of runs, workers, the semaphore, experiments, stats and its session,
+    // and a schedule of its own added and removed.
+    let schedule = r#"{"name":"b1-nightly","cron":"0 2 * * *","job_type":"noop","payload":{}}"#;
     for args in [
         &["status"][..],
+        &["summary"],
+        &["call", "GET", "/bots/sessions"],
+        &["call", "POST", "/schedules", "--body", schedule],
+        &["call", "GET", "/schedules"],
+        &["call", "DELETE", "/schedules/b1-nightly"],
         &["runs"],
         &["runs", &run_id],
         &["workers"],
@@ -804,6 +811,20 @@ fn a_bots_pipeline_run_needs_nothing_the_bridge_and_worker_users_lack() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+    // The bot's event stream (/events: XREAD on the events stream), opened and read.
+    let mut sse = std::net::TcpStream::connect(("127.0.0.1", bridge.port)).unwrap();
+    write!(
+        sse,
+        "GET /events HTTP/1.1\r\nHost: x\r\nX-Bot-Id: b1\r\n\r\n"
+    )
+    .unwrap();
+    sse.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut head = [0u8; 256];
+    let n = sse.read(&mut head).unwrap_or(0);
+    let head = String::from_utf8_lossy(&head[..n]);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    std::thread::sleep(Duration::from_millis(500));
+    drop(sse);
     kill(bridge.child);
     kill(worker);
     assert_nothing_refused(&redis, &tls);
