@@ -3,9 +3,10 @@
 //! come from `synth-city ops redis-acl`.
 //!
 //! A worker, a scheduler and a bridge each log in as their own user over `rediss://`; jobs
-//! enqueued by the operator (CLI), the scheduler (cron) and a bot (the bridge) finish, and no
-//! process logs a NOPERM. The worker user cannot FLUSHALL or read another deployment's keys;
-//! a plain `redis://` connection to the TLS port, a client trusting the wrong CA, and (with
+//! enqueued by the operator (CLI), the scheduler (cron) and a bot (the bridge) finish, a bot's
+//! pipeline run goes through every stage, and Redis's ACL LOG shows that nothing they sent was
+//! refused. The worker user cannot FLUSHALL, EVAL or read another deployment's keys; a plain
+//! `redis://` connection to the TLS port, a client trusting the wrong CA, and (with
 //! `--tls-auth-clients yes`) a client without a certificate all fail, the last two with
 //! messages naming the variables and files to check.
 
