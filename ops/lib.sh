@@ -13,6 +13,10 @@ ensure_command() {
 
 ensure_redis_installed() { ensure_command redis-server redis-server redis-tools; }
 
+# tests/redis_tls.rs makes its CA and certificates with the openssl CLI (Debian's
+# redis-server is built with TLS).
+ensure_openssl_installed() { ensure_command openssl openssl; }
+
 # The dashboard test renders /dashboard in headless Chromium (Debian's package).
 ensure_chromium_installed() { ensure_command chromium chromium; }
 

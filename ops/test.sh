@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The test command: installs what the tests need (redis-server, chromium, curl/jq,
+# The test command: installs what the tests need (redis-server, openssl, chromium, curl/jq,
 # prometheus), then checks
 # formatting, lints, and runs every test. Tests start their own redis-server
 # processes on free ports; nothing here touches a running Redis.
@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 
 . ops/lib.sh
 ensure_redis_installed
+ensure_openssl_installed
 ensure_chromium_installed
 ensure_skill_tools_installed
 ensure_prometheus_installed

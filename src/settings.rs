@@ -93,6 +93,50 @@ pub const TABLE: &[Setting] = &[
     .or(engine::config::DEFAULT_PREFIX)
     .flag("--prefix"),
     var(
+        engine::config::ENV_CA,
+        "queue",
+        "PEM file of the CA a rediss:// REDIS_URL trusts (unset: the system's roots)",
+    ),
+    var(
+        engine::config::ENV_CLIENT_CERT,
+        "queue",
+        "PEM client certificate for a Redis that asks for one (tls-auth-clients); with SYNTH_REDIS_CLIENT_KEY",
+    ),
+    var(
+        engine::config::ENV_CLIENT_KEY,
+        "queue",
+        "PEM private key of SYNTH_REDIS_CLIENT_CERT",
+    )
+    .secret(),
+    var(
+        "SYNTH_REDIS_WORKER_PASSWORD",
+        "ops redis-acl",
+        "the worker ACL user's password (unset: generated and printed once on stderr)",
+    )
+    .secret()
+    .flag("ops redis-acl --worker-password"),
+    var(
+        "SYNTH_REDIS_SCHEDULER_PASSWORD",
+        "ops redis-acl",
+        "the scheduler ACL user's password (unset: generated and printed once on stderr)",
+    )
+    .secret()
+    .flag("ops redis-acl --scheduler-password"),
+    var(
+        "SYNTH_REDIS_BRIDGE_PASSWORD",
+        "ops redis-acl",
+        "the bridge ACL user's password (unset: generated and printed once on stderr)",
+    )
+    .secret()
+    .flag("ops redis-acl --bridge-password"),
+    var(
+        "SYNTH_REDIS_OPERATOR_PASSWORD",
+        "ops redis-acl",
+        "the operator ACL user's password (unset: generated and printed once on stderr)",
+    )
+    .secret()
+    .flag("ops redis-acl --operator-password"),
+    var(
         "SYNTH_CITY_RUN_LEASE_MS",
         "pipeline",
         "a pipeline run's permit lease in ms (at least 1000; every process must agree)",
@@ -701,22 +745,7 @@ pub fn redact(value: &str) -> String {
 
 /// `scheme://user:password@host/...` with the password (or a lone user, often a token)
 /// replaced by `****`; any other value unchanged.
-pub fn redact_url_credentials(value: &str) -> String {
-    let Some(scheme_end) = value.find("://") else {
-        return value.to_string();
-    };
-    let rest = &value[scheme_end + 3..];
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let Some(at) = rest[..authority_end].rfind('@') else {
-        return value.to_string();
-    };
-    let userinfo = &rest[..at];
-    let hidden = match userinfo.split_once(':') {
-        Some((user, _)) => format!("{user}:****"),
-        None => "****".into(),
-    };
-    format!("{}{hidden}{}", &value[..scheme_end + 3], &rest[at..])
-}
+pub use engine::config::redact_url_credentials;
 
 /// `value` of `setting` as it may be printed.
 pub fn shown(setting: &Setting, value: &str) -> String {

@@ -11,6 +11,7 @@ pub mod config;
 pub mod dirs;
 pub mod mine;
 pub mod model;
+pub mod ops;
 pub mod pipeline;
 mod queue;
 pub mod sn50;
@@ -104,6 +105,11 @@ pub enum Command {
     Data(sn50::DataArgs),
     /// Run the SN50 miner's axon (`--check` before going live, `--bench` to measure it).
     Mine(Box<mine::MineArgs>),
+    /// Deployment chores: the Redis ACL file of a deployment (`ops redis-acl`).
+    Ops {
+        #[command(subcommand)]
+        command: ops::OpsCommand,
+    },
     /// Settings: every variable synth-city reads, its value and where it came from.
     Config {
         #[command(subcommand)]
@@ -137,6 +143,7 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
         Command::Client(a) => return client::run(a).await,
         Command::Mine(a) => return mine::run(*a).await,
         Command::Store(c) => return store::run(cli.redis_url, cli.prefix, c).await,
+        Command::Ops { command } => return ops::run(cli.prefix, command).await,
         Command::Bench {
             command: queue::BenchCommand::Crps(a),
         } => return sn50::bench_crps(a).await,
@@ -167,6 +174,7 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
         | Command::Mine(_)
         | Command::Agent(_)
         | Command::Client(_)
+        | Command::Ops { .. }
         | Command::Config { .. } => {
             unreachable!("dispatched above")
         }

@@ -1,10 +1,22 @@
-//! Where Redis is and how keys are named: resolved once, passed everywhere.
+//! Where Redis is, how to reach it and how keys are named: resolved once, passed everywhere.
 //!
 //! Precedence for the Redis URL: `--redis-url`, then `REDIS_URL` (which the binary fills
 //! from a `.env` file when the environment does not set it), then `redis://127.0.0.1:6379`. The key prefix
 //! comes from `SYNTH_CITY_PREFIX` (default `sc`) so that several deployments or
 //! test runs can share one Redis.
+//!
+//! TLS: a `rediss://` URL connects over TLS. [`RedisTls::from_env`] reads the CA to trust
+//! (`SYNTH_REDIS_CA`, else the system's roots) and the optional client certificate and key
+//! (`SYNTH_REDIS_CLIENT_CERT` + `SYNTH_REDIS_CLIENT_KEY`, for servers that ask for one), and
+//! [`RedisTls::client`] is the one constructor of `redis::Client` every connection of the
+//! project goes through ([`redis_client`]: with the environment's files). A user and password in the URL (`rediss://worker:pw@host:6380/`) log in as
+//! that ACL user (see [`crate::acl`]).
+//!
+//! What it does not do: it opens no connection (a certificate the server does not match is
+//! reported when the first connection is made, by [`crate::queue::Queue`], naming these
+//! variables), and it never turns verification off.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// The default Redis URL when nothing else is set.
@@ -19,6 +31,206 @@ pub fn redis_url(flag: Option<&str>) -> String {
         return url.to_string();
     }
     std::env::var("REDIS_URL").unwrap_or_else(|_| DEFAULT_REDIS_URL.to_string())
+}
+
+/// The PEM file of the CA (or CAs) a `rediss://` connection trusts; unset: the system's roots.
+pub const ENV_CA: &str = "SYNTH_REDIS_CA";
+/// The PEM client certificate (chain) presented to a server that asks for one (mutual TLS).
+pub const ENV_CLIENT_CERT: &str = "SYNTH_REDIS_CLIENT_CERT";
+/// The PEM private key of [`ENV_CLIENT_CERT`].
+pub const ENV_CLIENT_KEY: &str = "SYNTH_REDIS_CLIENT_KEY";
+
+/// A Redis URL or TLS setting that cannot be used. Every message names the variable and the
+/// file at fault and says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum RedisConfigError {
+    #[error("bad redis url {url}: {reason}")]
+    Url { url: String, reason: String },
+    #[error("{var}={}: cannot read the file: {source}; point {var} at a readable PEM file", path.display())]
+    Read {
+        var: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{var}={}: {reason}", path.display())]
+    Pem {
+        var: &'static str,
+        path: PathBuf,
+        reason: String,
+    },
+    #[error("{files}: these TLS files cannot be used: {reason}")]
+    Unusable { files: String, reason: String },
+    #[error(
+        "{set} is set but {missing} is not: a client certificate needs its key (mutual TLS); \
+         set both or neither"
+    )]
+    HalfPair {
+        set: &'static str,
+        missing: &'static str,
+    },
+    #[error(
+        "{vars} set, but the redis url {url} is not a TLS one: use rediss:// (or unset {vars} \
+         to connect without TLS)"
+    )]
+    NotTls { vars: String, url: String },
+}
+
+/// The TLS material of `rediss://` connections: which files, as the environment names them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RedisTls {
+    /// `SYNTH_REDIS_CA`: the CA certificate(s) to trust instead of the system's roots.
+    pub ca: Option<PathBuf>,
+    /// `SYNTH_REDIS_CLIENT_CERT` and `SYNTH_REDIS_CLIENT_KEY`: the client's certificate and key.
+    pub client: Option<(PathBuf, PathBuf)>,
+}
+
+impl RedisTls {
+    /// Reads `SYNTH_REDIS_CA`, `SYNTH_REDIS_CLIENT_CERT` and `SYNTH_REDIS_CLIENT_KEY` (an empty
+    /// value counts as unset). A certificate without its key (or a key without its
+    /// certificate) is an error.
+    pub fn from_env() -> Result<Self, RedisConfigError> {
+        let get = |k: &str| {
+            std::env::var_os(k)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        };
+        let client = match (get(ENV_CLIENT_CERT), get(ENV_CLIENT_KEY)) {
+            (Some(c), Some(k)) => Some((c, k)),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(RedisConfigError::HalfPair {
+                    set: ENV_CLIENT_CERT,
+                    missing: ENV_CLIENT_KEY,
+                })
+            }
+            (None, Some(_)) => {
+                return Err(RedisConfigError::HalfPair {
+                    set: ENV_CLIENT_KEY,
+                    missing: ENV_CLIENT_CERT,
+                })
+            }
+        };
+        Ok(Self {
+            ca: get(ENV_CA),
+            client,
+        })
+    }
+
+    /// Whether any TLS file is set.
+    pub fn is_set(&self) -> bool {
+        self.ca.is_some() || self.client.is_some()
+    }
+
+    /// The variables that are set, for messages (`SYNTH_REDIS_CA=/etc/ca.pem`).
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(ca) = &self.ca {
+            parts.push(format!("{ENV_CA}={}", ca.display()));
+        }
+        if let Some((c, k)) = &self.client {
+            parts.push(format!("{ENV_CLIENT_CERT}={}", c.display()));
+            parts.push(format!("{ENV_CLIENT_KEY}={}", k.display()));
+        }
+        parts.join(", ")
+    }
+
+    /// A client for `url` with these files: `rediss://` URLs verify the server against the CA
+    /// (or the system's roots) and present the client certificate when one is set; `redis://`
+    /// URLs are refused while any TLS file is set, so a forgotten `s` never sends the password
+    /// in the clear.
+    pub fn client(&self, url: &str) -> Result<redis::Client, RedisConfigError> {
+        let bad = |reason: String| RedisConfigError::Url {
+            url: redact_url_credentials(url),
+            reason,
+        };
+        let info =
+            redis::IntoConnectionInfo::into_connection_info(url).map_err(|e| bad(e.to_string()))?;
+        // No `CLIENT SETINFO` at connect: the ACL users cannot allow it (Redis 7.0 does not
+        // know the subcommand, and an ACL file naming it does not load), so a 7.2 server
+        // would refuse it on every connection and fill its ACL LOG.
+        let settings = info.redis_settings().clone().set_skip_set_lib_name();
+        let info = info.set_redis_settings(settings);
+        let tls = matches!(info.addr(), redis::ConnectionAddr::TcpTls { .. });
+        if !tls {
+            if self.is_set() {
+                return Err(RedisConfigError::NotTls {
+                    vars: self.describe(),
+                    url: redact_url_credentials(url),
+                });
+            }
+            return redis::Client::open(info).map_err(|e| bad(e.to_string()));
+        }
+        if !self.is_set() {
+            return redis::Client::open(info).map_err(|e| bad(e.to_string()));
+        }
+        let root_cert = match &self.ca {
+            Some(p) => Some(read_pem(ENV_CA, p, "CERTIFICATE")?),
+            None => None,
+        };
+        let client_tls = match &self.client {
+            Some((c, k)) => Some(redis::ClientTlsConfig {
+                client_cert: read_pem(ENV_CLIENT_CERT, c, "CERTIFICATE")?,
+                client_key: read_pem(ENV_CLIENT_KEY, k, "PRIVATE KEY")?,
+            }),
+            None => None,
+        };
+        redis::Client::build_with_tls(
+            info,
+            redis::TlsCertificates {
+                client_tls,
+                root_cert,
+            },
+        )
+        .map_err(|e| RedisConfigError::Unusable {
+            files: self.describe(),
+            reason: e.to_string(),
+        })
+    }
+}
+
+/// Reads a PEM file and checks that it holds a `-----BEGIN ...{what}-----` block.
+fn read_pem(var: &'static str, path: &Path, what: &str) -> Result<Vec<u8>, RedisConfigError> {
+    let bytes = std::fs::read(path).map_err(|source| RedisConfigError::Read {
+        var,
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let text = String::from_utf8_lossy(&bytes);
+    let found = text
+        .lines()
+        .any(|l| l.starts_with("-----BEGIN ") && l.trim_end().ends_with(&format!("{what}-----")));
+    if !found {
+        return Err(RedisConfigError::Pem {
+            var,
+            path: path.to_path_buf(),
+            reason: format!("no PEM {what} block in the file; {var} needs a PEM file"),
+        });
+    }
+    Ok(bytes)
+}
+
+/// The one constructor of `redis::Client`: `url` with the TLS files of the environment
+/// ([`RedisTls::from_env`]).
+pub fn redis_client(url: &str) -> Result<redis::Client, RedisConfigError> {
+    RedisTls::from_env()?.client(url)
+}
+
+/// `url` with its password (or a lone user part) replaced by `****`, for messages and logs.
+pub fn redact_url_credentials(value: &str) -> String {
+    let Some(scheme_end) = value.find("://") else {
+        return value.to_string();
+    };
+    let rest = &value[scheme_end + 3..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return value.to_string();
+    };
+    let userinfo = &rest[..at];
+    let hidden = match userinfo.split_once(':') {
+        Some((user, _)) => format!("{user}:****"),
+        None => "****".into(),
+    };
+    format!("{}{hidden}{}", &value[..scheme_end + 3], &rest[at..])
 }
 
 /// A key prefix that cannot be used.
@@ -89,6 +301,50 @@ mod tests {
             .to_string()
             .contains("only letters"));
         assert!(validate_prefix(&"x".repeat(65)).is_err());
+    }
+
+    #[test]
+    fn urls_lose_their_passwords_in_messages() {
+        assert_eq!(
+            redact_url_credentials("rediss://worker:s3cret@h:6380/0"),
+            "rediss://worker:****@h:6380/0"
+        );
+        assert_eq!(redact_url_credentials("redis://h:1"), "redis://h:1");
+    }
+
+    #[test]
+    fn tls_files_are_checked_and_named() {
+        let dir = std::env::temp_dir().join(format!("sc-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let missing = RedisTls {
+            ca: Some(dir.join("nope.pem")),
+            client: None,
+        };
+        let e = missing.client("rediss://h:6380").unwrap_err().to_string();
+        assert!(
+            e.contains("SYNTH_REDIS_CA=") && e.contains("nope.pem"),
+            "{e}"
+        );
+        let not_pem = dir.join("ca.txt");
+        std::fs::write(&not_pem, "hello").unwrap();
+        let e = RedisTls {
+            ca: Some(not_pem),
+            client: None,
+        }
+        .client("rediss://h:6380")
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("SYNTH_REDIS_CA=") && e.contains("no PEM CERTIFICATE"),
+            "{e}"
+        );
+        // TLS files with a plain URL: refused, password hidden.
+        let e = missing.client("redis://u:pw@h:1").unwrap_err().to_string();
+        assert!(e.contains("rediss://") && !e.contains("pw@"), "{e}");
+        // No TLS files: plain and TLS URLs both open (no connection is made).
+        assert!(RedisTls::default().client("redis://h:1").is_ok());
+        assert!(RedisTls::default().client("rediss://h:1").is_ok());
+        std::fs::remove_dir_all(&dir).ok();
     }
 
     #[test]

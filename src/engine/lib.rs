@@ -1,12 +1,14 @@
 //! synth-city's queue core: the Redis-streams job queue ([`queue`]), the worker runtime
 //! ([`worker`]), one Lua script per atomic step ([`scripts`]), the counting semaphore
 //! ([`semaphore`]), cron schedules ([`scheduler`]), migrations ([`migrate`]), the key layout
-//! ([`keys`]), Prometheus metrics ([`metrics`]) and the queue benchmark ([`bench`]).
+//! ([`keys`]), Prometheus metrics ([`metrics`]), the queue benchmark ([`bench`]), where Redis is
+//! and how to reach it over TLS ([`config`]) and the per-role Redis ACL users ([`acl`]).
 //!
 //! It knows nothing of forecasting: job types and payloads come from the `jobs` crate and
 //! handlers are registered by the binary. It does not depend on candle, warp or any object
 //! store, and its tests need only a redis-server.
 
+pub mod acl;
 pub mod bench;
 pub mod builtin;
 pub mod config;

@@ -19,7 +19,7 @@ use redis::{AsyncCommands, AsyncConnectionConfig, RedisError};
 use serde::Serialize;
 use thiserror::Error;
 
-use crate::config::QueueConfig;
+use crate::config::{redact_url_credentials, QueueConfig, RedisTls};
 use crate::keys::{Keys, GROUP};
 use crate::scripts::Scripts;
 
@@ -38,6 +38,14 @@ pub enum QueueError {
     Prefix(#[from] crate::config::PrefixError),
     #[error("redis schema is at version {found} but this build expects {expected}: run `synth-city migrate`")]
     Schema { found: u32, expected: u32 },
+    #[error(transparent)]
+    Config(#[from] crate::config::RedisConfigError),
+    #[error("TLS with redis at {url} failed: {detail}; {hint}")]
+    Tls {
+        url: String,
+        detail: String,
+        hint: String,
+    },
     #[error("redis at {url} is unreachable after retrying for {secs}s: {last}")]
     Unreachable {
         url: String,
@@ -231,6 +239,9 @@ pub struct Queue {
     /// concurrent callers pipeline over it, with no per-request checkout round trip.
     /// Created on first use; it reconnects by itself after a failure.
     shared: Arc<tokio::sync::OnceCell<ConnectionManager>>,
+    /// The one client every connection comes from (`config::redis_client`: TLS files and all).
+    client: redis::Client,
+    tls: RedisTls,
     url: String,
     keys: Keys,
     scripts: Arc<Scripts>,
@@ -239,14 +250,27 @@ pub struct Queue {
 }
 
 impl Queue {
-    /// Builds a handle; connects lazily, so Redis may come up later.
+    /// Builds a handle; connects lazily, so Redis may come up later. A `rediss://` URL uses
+    /// the TLS files of the environment (`SYNTH_REDIS_CA`, ...: [`RedisTls::from_env`]).
     pub fn new(url: &str, prefix: &str, cfg: QueueConfig) -> Result<Self> {
+        Self::new_with_tls(url, prefix, cfg, RedisTls::from_env()?)
+    }
+
+    /// [`Queue::new`] with TLS files given rather than read from the environment.
+    pub fn new_with_tls(url: &str, prefix: &str, cfg: QueueConfig, tls: RedisTls) -> Result<Self> {
         crate::config::validate_prefix(prefix)?;
+        let client = tls.client(url)?;
         let conn_cfg = AsyncConnectionConfig::new()
             .set_response_timeout(Some(cfg.response_timeout))
             .set_connection_timeout(Some(Duration::from_secs(2)));
-        let manager = Manager::new_with_config(url, conn_cfg)
-            .map_err(|e| QueueError::Invalid(format!("bad redis url {url:?}: {e}")))?;
+        // The pool's manager opens its client from the same connection info (TLS included).
+        let manager = Manager::new_with_config(client.get_connection_info().clone(), conn_cfg)
+            .map_err(|e| {
+                QueueError::Invalid(format!(
+                    "bad redis url {}: {e}",
+                    redact_url_credentials(url)
+                ))
+            })?;
         let pool = Pool::builder(manager)
             .max_size(32)
             .wait_timeout(Some(Duration::from_secs(10)))
@@ -257,6 +281,8 @@ impl Queue {
         Ok(Self {
             pool,
             shared: Arc::new(tokio::sync::OnceCell::new()),
+            client,
+            tls,
             url: url.to_string(),
             keys: Keys::new(prefix),
             scripts: Arc::new(Scripts::new()),
@@ -288,6 +314,62 @@ impl Queue {
     pub fn url(&self) -> &str {
         &self.url
     }
+    /// The URL with its password hidden, for messages.
+    pub fn shown_url(&self) -> String {
+        redact_url_credentials(&self.url)
+    }
+
+    /// `e` as it should reach a person: a failed TLS handshake or a certificate that does not
+    /// verify becomes [`QueueError::Tls`], naming the TLS variables and files to check (and is
+    /// not retried); anything else stays a Redis error.
+    pub fn explain(&self, e: RedisError) -> QueueError {
+        let detail = e.to_string();
+        let lower = detail.to_ascii_lowercase();
+        let tls_url = self.url.starts_with("rediss://");
+        if !tls_url
+            || !(lower.contains("certificate") || lower.contains("alert") || lower.contains("tls"))
+        {
+            return QueueError::Redis(e);
+        }
+        let trust = match &self.tls.ca {
+            Some(ca) => format!("the CA in {}={}", crate::config::ENV_CA, ca.display()),
+            None => format!(
+                "the system's root certificates ({} is not set; point it at the PEM file of the \
+                 CA that signed the server's certificate)",
+                crate::config::ENV_CA
+            ),
+        };
+        let client = match &self.tls.client {
+            Some((c, k)) => format!(
+                "the client certificate {}={} (key {}={}) must be one the server's CA accepts",
+                crate::config::ENV_CLIENT_CERT,
+                c.display(),
+                crate::config::ENV_CLIENT_KEY,
+                k.display()
+            ),
+            None => format!(
+                "if the server asks for a client certificate (tls-auth-clients), set {} and {}",
+                crate::config::ENV_CLIENT_CERT,
+                crate::config::ENV_CLIENT_KEY
+            ),
+        };
+        let server =
+            format!("the server's certificate must be signed by {trust} and name the URL's host");
+        // A certificate we reject says so; a server that rejects us sends an alert.
+        let hint = if lower.contains("peer certificate") {
+            server
+        } else if lower.contains("alert") {
+            client
+        } else {
+            format!("{server}; {client}")
+        };
+        QueueError::Tls {
+            url: self.shown_url(),
+            detail,
+            hint,
+        }
+    }
+
     pub fn prefix(&self) -> &str {
         self.keys.prefix()
     }
@@ -295,20 +377,20 @@ impl Queue {
     /// A pooled connection. Long-lived loops keep one until it errors.
     pub async fn conn(&self) -> Result<deadpool_redis::Connection> {
         self.pool.get().await.map_err(|e| match e {
-            deadpool_redis::PoolError::Backend(e) => QueueError::Redis(e),
+            deadpool_redis::PoolError::Backend(e) => self.explain(e),
             other => QueueError::Pool(other.to_string()),
         })
     }
 
     /// A dedicated connection for blocking reads, with its own timeout.
     pub async fn dedicated(&self, response_timeout: Duration) -> Result<MultiplexedConnection> {
-        let client = redis::Client::open(self.url.as_str())?;
         let cfg = AsyncConnectionConfig::new()
             .set_response_timeout(Some(response_timeout))
             .set_connection_timeout(Some(Duration::from_secs(2)));
-        Ok(client
+        self.client
             .get_multiplexed_async_connection_with_config(&cfg)
-            .await?)
+            .await
+            .map_err(|e| self.explain(e))
     }
 
     /// The shared multiplexed connection (a cheap clone), connecting on first use.
@@ -316,13 +398,14 @@ impl Queue {
         let mgr = self
             .shared
             .get_or_try_init(|| async {
-                let client = redis::Client::open(self.url.as_str())?;
                 let cfg = ConnectionManagerConfig::new()
                     .set_response_timeout(Some(self.cfg.response_timeout))
                     .set_connection_timeout(Some(Duration::from_secs(2)))
                     .set_number_of_retries(1)
                     .set_max_delay(Duration::from_millis(500));
-                ConnectionManager::new_with_config(client, cfg).await
+                ConnectionManager::new_with_config(self.client.clone(), cfg)
+                    .await
+                    .map_err(|e| self.explain(e))
             })
             .await?;
         Ok(mgr.clone())
@@ -367,7 +450,7 @@ impl Queue {
             .map_err(|x| {
                 if x.error.is_transient() {
                     QueueError::Unreachable {
-                        url: self.url.clone(),
+                        url: self.shown_url(),
                         secs: self.cfg.retry_for.as_secs(),
                         last: x.error.to_string(),
                     }

@@ -7,27 +7,68 @@
 
 use redis::Script;
 
-macro_rules! script {
+/// A script's source: `common.lua`, then its body.
+macro_rules! source {
     ($file:literal) => {
-        Script::new(concat!(
+        concat!(
             include_str!("lua/common.lua"),
             "\n",
             include_str!(concat!("lua/", $file))
-        ))
+        )
     };
 }
 
 /// A bot-session script of the bridge: `common.lua`, `session.lua`, its body.
-macro_rules! session_script {
+macro_rules! session_source {
     ($file:literal) => {
-        Script::new(concat!(
+        concat!(
             include_str!("lua/common.lua"),
             "\n",
             include_str!("lua/session.lua"),
             "\n",
             include_str!(concat!("lua/", $file))
-        ))
+        )
     };
+}
+
+/// Every script's name (its field in [`Scripts`]) and whole source. Also read by the ACL
+/// rules (`acl.rs`), which allow each role the commands its scripts call.
+pub const SOURCES: &[(&str, &str)] = &[
+    ("enqueue", source!("enqueue.lua")),
+    ("start", source!("start.lua")),
+    ("finish", source!("finish.lua")),
+    ("fail", source!("fail.lua")),
+    ("bury_raw", source!("bury_raw.lua")),
+    ("renew", source!("renew.lua")),
+    ("handback", source!("handback.lua")),
+    ("promote", source!("promote.lua")),
+    ("cancel", source!("cancel.lua")),
+    ("requeue", source!("requeue.lua")),
+    ("sem_acquire", source!("sem_acquire.lua")),
+    ("sem_renew", source!("sem_renew.lua")),
+    ("sem_release", source!("sem_release.lua")),
+    ("cron_fire", source!("cron_fire.lua")),
+    ("run_create", source!("run_create.lua")),
+    ("run_advance", source!("run_advance.lua")),
+    ("run_cancel", source!("run_cancel.lua")),
+    ("run_keepalive", source!("run_keepalive.lua")),
+    ("session_touch", session_source!("session_touch.lua")),
+    ("session_put", session_source!("session_put.lua")),
+    ("session_update", session_source!("session_update.lua")),
+    ("session_clear", session_source!("session_clear.lua")),
+    (
+        "session_add_active",
+        session_source!("session_add_active.lua"),
+    ),
+];
+
+/// The source of the script called `name` (a [`SOURCES`] name).
+pub fn source(name: &str) -> Option<&'static str> {
+    SOURCES.iter().find(|(n, _)| *n == name).map(|(_, s)| *s)
+}
+
+fn script(name: &str) -> Script {
+    Script::new(source(name).unwrap_or_else(|| panic!("no script {name} in SOURCES")))
 }
 
 /// Every queue, semaphore, cron, run and bot-session script.
@@ -60,29 +101,29 @@ pub struct Scripts {
 impl Scripts {
     pub fn new() -> Self {
         Self {
-            enqueue: script!("enqueue.lua"),
-            start: script!("start.lua"),
-            finish: script!("finish.lua"),
-            fail: script!("fail.lua"),
-            bury_raw: script!("bury_raw.lua"),
-            renew: script!("renew.lua"),
-            handback: script!("handback.lua"),
-            promote: script!("promote.lua"),
-            cancel: script!("cancel.lua"),
-            requeue: script!("requeue.lua"),
-            sem_acquire: script!("sem_acquire.lua"),
-            sem_renew: script!("sem_renew.lua"),
-            sem_release: script!("sem_release.lua"),
-            cron_fire: script!("cron_fire.lua"),
-            run_create: script!("run_create.lua"),
-            run_advance: script!("run_advance.lua"),
-            run_cancel: script!("run_cancel.lua"),
-            run_keepalive: script!("run_keepalive.lua"),
-            session_touch: session_script!("session_touch.lua"),
-            session_put: session_script!("session_put.lua"),
-            session_update: session_script!("session_update.lua"),
-            session_clear: session_script!("session_clear.lua"),
-            session_add_active: session_script!("session_add_active.lua"),
+            enqueue: script("enqueue"),
+            start: script("start"),
+            finish: script("finish"),
+            fail: script("fail"),
+            bury_raw: script("bury_raw"),
+            renew: script("renew"),
+            handback: script("handback"),
+            promote: script("promote"),
+            cancel: script("cancel"),
+            requeue: script("requeue"),
+            sem_acquire: script("sem_acquire"),
+            sem_renew: script("sem_renew"),
+            sem_release: script("sem_release"),
+            cron_fire: script("cron_fire"),
+            run_create: script("run_create"),
+            run_advance: script("run_advance"),
+            run_cancel: script("run_cancel"),
+            run_keepalive: script("run_keepalive"),
+            session_touch: script("session_touch"),
+            session_put: script("session_put"),
+            session_update: script("session_update"),
+            session_clear: script("session_clear"),
+            session_add_active: script("session_add_active"),
         }
     }
 }

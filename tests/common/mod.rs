@@ -64,7 +64,10 @@ impl RedisServer {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            if let Ok(mut c) = redis::Client::open(self.url()).and_then(|c| c.get_connection()) {
+            if let Ok(mut c) = engine::config::redis_client(&self.url())
+                .map_err(|e| redis::RedisError::from(std::io::Error::other(e)))
+                .and_then(|c| c.get_connection())
+            {
                 if redis::cmd("PING").query::<String>(&mut c).is_ok() {
                     return;
                 }
@@ -97,7 +100,7 @@ impl RedisServer {
     }
 
     pub fn conn(&self) -> redis::Connection {
-        redis::Client::open(self.url())
+        engine::config::redis_client(&self.url())
             .unwrap()
             .get_connection()
             .unwrap()
@@ -239,13 +242,20 @@ pub fn spawn_worker_env(url: &str, flags: &[&str], env: &[(&str, &str)]) -> Chil
 /// discarded, killed when the thread that spawns it ends; the caller adds what else it needs
 /// (environment, working directory) and spawns it.
 pub fn worker_command(url: &str, flags: &[&str]) -> Command {
-    use std::os::unix::process::CommandExt;
     let mut cmd = Command::new(bin());
     cmd.args(["--redis-url", url, "--prefix", "t", "worker"])
         .args(flags)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null());
+    die_with_parent(&mut cmd);
+    cmd
+}
+
+/// Makes the process `cmd` spawns die (SIGKILL) when the thread that spawned it ends, so a
+/// test that panics leaves nothing running.
+pub fn die_with_parent(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
     // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
     unsafe {
         cmd.pre_exec(|| {
@@ -255,7 +265,6 @@ pub fn worker_command(url: &str, flags: &[&str]) -> Command {
             Ok(())
         });
     }
-    cmd
 }
 
 /// Reads one HTTP/1.1 request: its head (request line and headers, lower-cased) and its
