@@ -829,12 +829,7 @@ fn a_bots_pipeline_run_needs_nothing_the_bridge_and_worker_users_lack() {
     kill(bridge.child);
     kill(worker);
     assert_nothing_refused(&redis, &tls);
-    let stages: Vec<&str> = run["task"]["stages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["stage"].as_str().unwrap())
-        .collect();
+    let stages = common::stage_names(&run);
     assert_eq!(stages[..3], ["plan", "train", "check"], "{run}");
     // A tiny model may fail its check; a run that fails for any other reason is a fault.
     if run["state"] == "failed" {
