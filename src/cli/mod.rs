@@ -5,6 +5,7 @@
 //! for programs. Long-running commands stop cleanly on SIGINT/SIGTERM.
 
 pub mod agent;
+mod bench_store;
 mod bridge;
 pub mod client;
 pub mod config;
@@ -150,6 +151,9 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
         Command::Bench {
             command: queue::BenchCommand::Train(a),
         } => return model::bench_train(a).await,
+        Command::Bench {
+            command: queue::BenchCommand::Store(a),
+        } => return bench_store::bench_store(a).await,
         _ => {}
     }
     let q = connect(&cli)?;

@@ -206,6 +206,8 @@ pub enum BenchCommand {
     Crps(super::sn50::BenchCrpsArgs),
     /// Model training and simulation speed.
     Train(super::model::BenchTrainArgs),
+    /// The store hand-off of one experiment's checkpoint: upload, download and verify.
+    Store(super::bench_store::BenchStoreArgs),
 }
 
 fn parse_json(what: &str, s: &str) -> anyhow::Result<serde_json::Value> {
@@ -608,7 +610,9 @@ pub(super) async fn bench(q: Queue, c: BenchCommand) -> anyhow::Result<()> {
                 );
             }
         }
-        BenchCommand::Crps(_) | BenchCommand::Train(_) => unreachable!("dispatched in run"),
+        BenchCommand::Crps(_) | BenchCommand::Train(_) | BenchCommand::Store(_) => {
+            unreachable!("dispatched in run")
+        }
     }
     Ok(())
 }
