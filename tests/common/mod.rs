@@ -11,6 +11,9 @@ use std::time::{Duration, Instant};
 
 use engine::queue::Queue;
 
+pub mod s3;
+pub mod tls;
+
 pub struct RedisServer {
     child: Option<Child>,
     pub port: u16,
@@ -341,4 +344,50 @@ pub fn stage_names(run: &serde_json::Value) -> Vec<&str> {
         .as_array()
         .map(|a| a.iter().filter_map(|s| s["stage"].as_str()).collect())
         .unwrap_or_default()
+}
+
+/// Spawns a long-running `synth-city` process with its stderr in `log`, killed with the test.
+pub fn spawn_logged(mut cmd: Command, log: &std::path::Path) -> Child {
+    cmd.stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap());
+    die_with_parent(&mut cmd);
+    cmd.spawn().unwrap()
+}
+
+/// The text of the file at `path`; empty when it cannot be read (a log not written yet).
+pub fn read_log(path: &std::path::Path) -> String {
+    std::fs::read(path)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default()
+}
+
+/// Every string in `v`, with where it is.
+pub fn strings<'a>(v: &'a serde_json::Value, at: String, out: &mut Vec<(String, &'a str)>) {
+    match v {
+        serde_json::Value::String(s) => out.push((at, s)),
+        serde_json::Value::Array(a) => {
+            for (i, x) in a.iter().enumerate() {
+                strings(x, format!("{at}[{i}]"), out);
+            }
+        }
+        serde_json::Value::Object(m) => {
+            for (k, x) in m {
+                strings(x, format!("{at}.{k}"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Fails naming the place when a string of `v` is an absolute path or names any of `dirs`.
+pub fn assert_no_paths(what: &str, v: &serde_json::Value, dirs: &[&std::path::Path]) {
+    let mut all = Vec::new();
+    strings(v, String::new(), &mut all);
+    for (at, s) in all {
+        assert!(!s.starts_with('/'), "{what}{at} is an absolute path: {s:?}");
+        for d in dirs {
+            let d = d.display().to_string();
+            assert!(!s.contains(&d), "{what}{at} names {d}: {s:?}");
+        }
+    }
 }
