@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use common::{assert_no_paths, bin, worker_command, RedisServer, TINY};
+use common::{assert_no_paths, bin, worker_command, RedisServer};
 use serde_json::Value;
 
 fn shared_data() -> PathBuf {
@@ -138,20 +138,8 @@ impl Fleet {
     /// Enqueues a tiny built-in run of `experiments` experiments (one round) from the
     /// operator's machine, with `extra` flags; returns its id.
     fn enqueue_run(&self, experiments: &str, extra: &[&str]) -> String {
-        let mut args = vec![
-            "pipeline",
-            "--enqueue-only",
-            "--max-experiments",
-            experiments,
-        ];
-        args.extend_from_slice(&["--rounds", "1", "--agents", "builtin", "--json"]);
-        args.extend_from_slice(extra);
-        args.extend_from_slice(TINY);
-        let out = cli(&self.redis, &self.operator, &args);
-        serde_json::from_str::<Value>(out.trim()).unwrap()["run_id"]
-            .as_str()
-            .unwrap()
-            .to_string()
+        let args = common::tiny_run_args(experiments, extra);
+        common::run_id_of(&cli(&self.redis, &self.operator, &args))
     }
 
     /// `runs show ID --json`.

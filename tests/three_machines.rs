@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use common::s3::Moto;
 use common::tls::{acl_file, assert_nothing_refused, pw, TlsRedis};
-use common::{assert_no_paths, bin, free_port, read_log, TINY};
+use common::{assert_no_paths, bin, free_port, read_log};
 use serde_json::Value;
 use sha2::Digest;
 
@@ -248,6 +248,17 @@ impl World {
         World { tmp, redis, moto }
     }
 
+    /// A (the BTC bars in its data directory) and B (none), both with Redis, each S3 client
+    /// with its own per-request timeout; B's operator migrates.
+    fn a_and_b(&self, a_s3_timeout: u32, b_s3_timeout: u32) -> (Machine, Machine) {
+        let a = self
+            .machine("machine-a", true, a_s3_timeout)
+            .with_bars(&["BTC_5m.csv"]);
+        let b = self.machine("machine-b", true, b_s3_timeout);
+        b.ok(Some("operator"), &["migrate"]);
+        (a, b)
+    }
+
     fn machine(&self, name: &str, redis: bool, s3_timeout: u32) -> Machine {
         Machine::new(
             self.tmp.path(),
@@ -262,20 +273,7 @@ impl World {
 /// Enqueues a tiny built-in run of `experiments` experiments (one round) from `op` with
 /// `extra` flags; returns its id.
 fn enqueue_run(op: &Machine, experiments: &str, extra: &[&str]) -> String {
-    let mut args = vec![
-        "pipeline",
-        "--enqueue-only",
-        "--max-experiments",
-        experiments,
-    ];
-    args.extend_from_slice(&["--rounds", "1", "--agents", "builtin", "--json"]);
-    args.extend_from_slice(extra);
-    args.extend_from_slice(TINY);
-    let out = op.ok(Some("operator"), &args);
-    serde_json::from_str::<Value>(out.trim()).unwrap()["run_id"]
-        .as_str()
-        .unwrap()
-        .to_string()
+    common::run_id_of(&op.ok(Some("operator"), &common::tiny_run_args(experiments, extra)))
 }
 
 /// Waits (up to `secs`) until `done` holds of the run record (read by `op`), and returns it;
@@ -362,12 +360,10 @@ fn assert_holds_artifact(moto: &Moto, dir: &Path, sha: &str) {
 fn three_machines_share_only_tls_redis_and_the_bucket() {
     let t0 = Instant::now();
     let w = World::new();
-    let mut a = w.machine("machine-a", true, 30).with_bars(&["BTC_5m.csv"]);
-    let mut b = w.machine("machine-b", true, 30);
+    let (mut a, mut b) = w.a_and_b(30, 30);
     let c = w
         .machine("machine-c", false, 30)
         .with_bars(&["BTC_5m.csv", "BTC_1m.csv"]);
-    b.ok(Some("operator"), &["migrate"]);
     a.worker("trainer", QUICK);
     b.worker("agents,publisher,engine", QUICK);
     let id = enqueue_run(&b, "4", &["--publish"]);
@@ -444,6 +440,8 @@ fn three_machines_share_only_tls_redis_and_the_bucket() {
         .arg(c.dir("data"))
         .args(["--hotkey-uri", "//Bob", "--allow-hotkeys", ALICE])
         .args(["--port", &port])
+        // a debug build on a busy machine: the model's answer may take longer than 5 s
+        .args(["--model-budget-ms", "60000"])
         .env("PYTH_HERMES_URL", "http://127.0.0.1:9")
         .env("BINANCE_API_URL", "http://127.0.0.1:9")
         .env("HYPERLIQUID_API_URL", "http://127.0.0.1:9");
@@ -484,28 +482,16 @@ fn three_machines_share_only_tls_redis_and_the_bucket() {
 fn a_trainer_killed_mid_upload_leaves_no_partial_object_and_the_run_succeeds() {
     let t0 = Instant::now();
     let w = World::new();
-    let mut a = w.machine("machine-a", true, 60).with_bars(&["BTC_5m.csv"]);
-    let mut b = w.machine("machine-b", true, 30);
-    b.ok(Some("operator"), &["migrate"]);
+    let (mut a, mut b) = w.a_and_b(60, 30);
     // the bars go to the bucket first, so every artifact PUT of the run is a checkpoint's
-    let data = a.dir("data");
-    let store = a.dir("store");
-    let ds = a.ok(
-        None,
-        &[
-            "data",
-            "publish",
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--assets",
-            "BTC",
-            "--timeframe",
-            "5m",
-            "--store",
-            store.to_str().unwrap(),
-        ],
-    );
-    let ds = ds.trim().to_string();
+    let (data, store) = (a.dir("data"), a.dir("store"));
+    let (data, store) = (data.to_str().unwrap(), store.to_str().unwrap());
+    let publish = ["data", "publish", "--assets", "BTC", "--timeframe", "5m"];
+    let publish: Vec<&str> = publish
+        .into_iter()
+        .chain(["--data-dir", data, "--store", store])
+        .collect();
+    let ds = a.ok(None, &publish).trim().to_string();
     let bars = assert_artifacts_whole(&w.moto, "after the bars");
     let lease = ["--lease-ms", "2000", "--heartbeat-ms", "500"];
     let flags: Vec<&str> = QUICK.iter().chain(lease.iter()).copied().collect();
@@ -578,7 +564,8 @@ fn a_trainer_killed_mid_upload_leaves_no_partial_object_and_the_run_succeeds() {
     assert_holds_artifact(&w.moto, &b.dir("work/cache").join(best), best);
     eprintln!(
         "trainer killed mid-upload: {} checkpoint PUTs before the freeze, {whole} whole \
-         artifacts after the kill ({bars} of them the bars), {n} at the end, {stalled} reclaimed; run succeeded in {:.1} s",
+         artifacts after the kill ({bars} of them the bars), {n} at the end, {stalled} \
+         reclaimed; run succeeded in {:.1} s",
         puts_at_stop - puts_before,
         t0.elapsed().as_secs_f64()
     );
@@ -588,10 +575,8 @@ fn a_trainer_killed_mid_upload_leaves_no_partial_object_and_the_run_succeeds() {
 fn a_store_frozen_during_the_check_is_an_environment_error_retried_never_debugged() {
     let t0 = Instant::now();
     let w = World::new();
-    let mut a = w.machine("machine-a", true, 30).with_bars(&["BTC_5m.csv"]);
     // B's S3 client gives up after 1 s and does not retry, so each check attempt is quick
-    let mut b = w.machine("machine-b", true, 1);
-    b.ok(Some("operator"), &["migrate"]);
+    let (mut a, mut b) = w.a_and_b(30, 1);
     let planner = b.worker("agents,engine", QUICK);
     let id = enqueue_run(&b, "1", &[]);
     let logs = || format!("A: {}\nB: {}", a.logs(), b.logs());

@@ -391,3 +391,66 @@ pub fn assert_no_paths(what: &str, v: &serde_json::Value, dirs: &[&std::path::Pa
         }
     }
 }
+
+/// A Python venv `target/venvs/<name>` with `pip install <pip_args>` (shell words) done, made
+/// once under `flock` so parallel tests install it once; fails, saying why, when it cannot be
+/// installed. Returns the venv's folder.
+pub fn python_venv(name: &str, pip_args: &str) -> PathBuf {
+    let venvs = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/venvs");
+    let venv = venvs.join(name);
+    let marker = venv.join(".installed");
+    if marker.exists() {
+        return venv;
+    }
+    std::fs::create_dir_all(&venvs).unwrap();
+    let script = format!(
+        "test -f '{m}' || {{ rm -rf '{v}' && python3 -m venv '{v}' && '{v}/bin/pip' install -q {pip_args} && touch '{m}'; }}",
+        m = marker.display(),
+        v = venv.display(),
+    );
+    let out = Command::new("flock")
+        .arg(venvs.join(format!("{name}.lock")))
+        .args(["sh", "-c", &script])
+        .output()
+        .expect("run flock (util-linux; ops/test.sh installs it) to install a Python venv");
+    assert!(
+        out.status.success() && marker.exists(),
+        "could not install {name} into {} (python3 -m venv + pip install {pip_args}): {}\n{}",
+        venv.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    venv
+}
+
+/// Waits until something listens on 127.0.0.1:`port` (`what` in the failure), up to `secs`.
+pub fn wait_listening(port: u16, secs: u64, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "{what} did not listen on {port}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The arguments of `synth-city pipeline --enqueue-only --json` for a tiny built-in run of
+/// `experiments` experiments in one round ([`TINY`]'s budget), with `extra` flags.
+pub fn tiny_run_args<'a>(experiments: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "pipeline",
+        "--enqueue-only",
+        "--max-experiments",
+        experiments,
+    ];
+    args.extend_from_slice(&["--rounds", "1", "--agents", "builtin", "--json"]);
+    args.extend_from_slice(extra);
+    args.extend_from_slice(TINY);
+    args
+}
+
+/// The `run_id` in `pipeline --json`'s output.
+pub fn run_id_of(out: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(out.trim()).unwrap()["run_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no run_id in {out}"))
+        .to_string()
+}

@@ -8,7 +8,7 @@
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use publisher::store::S3Config;
 
@@ -16,33 +16,8 @@ use super::free_port;
 
 /// The moto venv, installed once (under `flock`) from ops/requirements-moto.txt.
 pub fn moto_venv() -> PathBuf {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let venvs = root.join("target/venvs");
-    let venv = venvs.join("moto");
-    let marker = venv.join(".installed");
-    if marker.exists() {
-        return venv;
-    }
-    std::fs::create_dir_all(&venvs).unwrap();
-    let script = format!(
-        "test -f '{m}' || {{ rm -rf '{v}' && python3 -m venv '{v}' && '{v}/bin/pip' install -q -r '{r}' && touch '{m}'; }}",
-        m = marker.display(),
-        v = venv.display(),
-        r = root.join("ops/requirements-moto.txt").display()
-    );
-    let out = Command::new("flock")
-        .arg(venvs.join("moto.lock"))
-        .args(["sh", "-c", &script])
-        .output()
-        .expect("run flock (util-linux) to install the moto venv");
-    assert!(
-        out.status.success() && marker.exists(),
-        "could not install moto[server] into {} (python3 -m venv + pip install -r ops/requirements-moto.txt): {}\n{}",
-        venv.display(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    venv
+    let req = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("ops/requirements-moto.txt");
+    super::python_venv("moto", &format!("-r '{}'", req.display()))
 }
 
 /// A moto server with authentication on; killed on drop.
@@ -86,14 +61,7 @@ impl Moto {
             .spawn()
             .expect("start moto_server");
         let endpoint = format!("http://127.0.0.1:{port}");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "moto_server did not listen on {port}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        super::wait_listening(port, 60, "moto_server");
         let mut m = Moto {
             child,
             endpoint,
