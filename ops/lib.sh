@@ -17,6 +17,13 @@ ensure_redis_installed() { ensure_command redis-server redis-server redis-tools;
 # redis-server is built with TLS).
 ensure_openssl_installed() { ensure_command openssl openssl; }
 
+# tests/store.rs and tests/three_machines.rs run moto's S3 server from a venv they make under
+# flock (python3 -m venv, then pip install -r ops/requirements-moto.txt).
+ensure_moto_prereqs_installed() {
+  ensure_command python3 python3 python3-venv python3-pip
+  ensure_command flock util-linux
+}
+
 # The dashboard test renders /dashboard in headless Chromium (Debian's package).
 ensure_chromium_installed() { ensure_command chromium chromium; }
 

@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
-# The test command: installs what the tests need (redis-server, openssl, chromium, curl/jq,
-# prometheus), then checks formatting, lints, runs every test, and, where a Docker engine runs,
-# the docker suite (ops/docker/test.sh). Tests start their own redis-server processes on free
-# ports; nothing here touches a running Redis.
+# The test command: installs what the tests need (redis-server, openssl, python3 with venv for
+# moto, chromium, curl/jq, prometheus), then checks formatting, lints, runs every test, and,
+# where a Docker engine runs, the docker suite (ops/docker/test.sh). Tests start their own
+# redis-server processes on free ports; nothing here touches a running Redis.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 . ops/lib.sh
 ensure_redis_installed
 ensure_openssl_installed
+ensure_moto_prereqs_installed
 ensure_chromium_installed
 ensure_skill_tools_installed
 ensure_prometheus_installed

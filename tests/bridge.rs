@@ -1508,31 +1508,7 @@ fn e_tiny_spec() -> Value {
 /// schemathesis (PyPI) in `target/venvs/schemathesis`, installed once under
 /// `flock`; fails, saying why, when it cannot be installed.
 fn schemathesis() -> std::path::PathBuf {
-    let venvs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/venvs");
-    let venv = venvs.join("schemathesis");
-    let marker = venv.join(".installed");
-    if marker.exists() {
-        return venv.join("bin/schemathesis");
-    }
-    std::fs::create_dir_all(&venvs).unwrap();
-    let script = format!(
-        "test -f '{m}' || {{ rm -rf '{v}' && python3 -m venv '{v}' && '{v}/bin/pip' install -q 'schemathesis==4.32.5' && touch '{m}'; }}",
-        m = marker.display(),
-        v = venv.display(),
-    );
-    let out = Command::new("flock")
-        .arg(venvs.join("schemathesis.lock"))
-        .args(["sh", "-c", &script])
-        .output()
-        .expect("run flock (util-linux) to install schemathesis");
-    assert!(
-        out.status.success() && marker.exists(),
-        "could not install schemathesis into {} (python3 -m venv + pip install schemathesis==4.32.5): {}\n{}",
-        venv.display(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    venv.join("bin/schemathesis")
+    common::python_venv("schemathesis", "'schemathesis==4.32.5'").join("bin/schemathesis")
 }
 
 /// Fuzzes every route from /openapi.json (examples, coverage and fuzzing

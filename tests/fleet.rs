@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use common::{bin, worker_command, RedisServer, TINY};
+use common::{assert_no_paths, bin, worker_command, RedisServer};
 use serde_json::Value;
 
 fn shared_data() -> PathBuf {
@@ -99,37 +99,6 @@ fn cli(redis: &RedisServer, cwd: &Path, args: &[&str]) -> String {
     )
 }
 
-/// Every string in `v`, with where it is.
-fn strings<'a>(v: &'a Value, at: String, out: &mut Vec<(String, &'a str)>) {
-    match v {
-        Value::String(s) => out.push((at, s)),
-        Value::Array(a) => {
-            for (i, x) in a.iter().enumerate() {
-                strings(x, format!("{at}[{i}]"), out);
-            }
-        }
-        Value::Object(m) => {
-            for (k, x) in m {
-                strings(x, format!("{at}.{k}"), out);
-            }
-        }
-        _ => {}
-    }
-}
-
-/// Fails naming the place when a string of `v` is an absolute path or names any of `dirs`.
-fn assert_no_paths(what: &str, v: &Value, dirs: &[&Path]) {
-    let mut all = Vec::new();
-    strings(v, String::new(), &mut all);
-    for (at, s) in all {
-        assert!(!s.starts_with('/'), "{what}{at} is an absolute path: {s:?}");
-        for d in dirs {
-            let d = d.display().to_string();
-            assert!(!s.contains(&d), "{what}{at} names {d}: {s:?}");
-        }
-    }
-}
-
 /// Three "machines" in one temporary directory (A, B, and the operator's) and the shared
 /// bucket, created, with the key layout migrated.
 struct Fleet {
@@ -169,20 +138,8 @@ impl Fleet {
     /// Enqueues a tiny built-in run of `experiments` experiments (one round) from the
     /// operator's machine, with `extra` flags; returns its id.
     fn enqueue_run(&self, experiments: &str, extra: &[&str]) -> String {
-        let mut args = vec![
-            "pipeline",
-            "--enqueue-only",
-            "--max-experiments",
-            experiments,
-        ];
-        args.extend_from_slice(&["--rounds", "1", "--agents", "builtin", "--json"]);
-        args.extend_from_slice(extra);
-        args.extend_from_slice(TINY);
-        let out = cli(&self.redis, &self.operator, &args);
-        serde_json::from_str::<Value>(out.trim()).unwrap()["run_id"]
-            .as_str()
-            .unwrap()
-            .to_string()
+        let args = common::tiny_run_args(experiments, extra);
+        common::run_id_of(&cli(&self.redis, &self.operator, &args))
     }
 
     /// `runs show ID --json`.

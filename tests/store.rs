@@ -28,10 +28,12 @@ use publisher::artifacts::ArtifactCache;
 use publisher::publish;
 use publisher::store::hf::{self, HfClient, HfConfig, HfError, HfFile};
 use publisher::store::records;
-use publisher::store::{S3Config, S3Store, Store, StoreError, StoreExt};
+use publisher::store::{S3Store, Store, StoreError, StoreExt};
 use serde_json::{json, Value};
 use synth_city::pipeline::RunOptions;
 use trainer::experiments::{ExperimentRecord, RunStatus};
+
+use common::s3::Moto;
 
 mod common;
 
@@ -45,140 +47,6 @@ fn free_port() -> u16 {
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// The moto venv, installed once (under `flock`) from ops/requirements-moto.txt.
-fn moto_venv() -> PathBuf {
-    let venvs = root().join("target/venvs");
-    let venv = venvs.join("moto");
-    let marker = venv.join(".installed");
-    if marker.exists() {
-        return venv;
-    }
-    std::fs::create_dir_all(&venvs).unwrap();
-    let script = format!(
-        "test -f '{m}' || {{ rm -rf '{v}' && python3 -m venv '{v}' && '{v}/bin/pip' install -q -r '{r}' && touch '{m}'; }}",
-        m = marker.display(),
-        v = venv.display(),
-        r = root().join("ops/requirements-moto.txt").display()
-    );
-    let out = Command::new("flock")
-        .arg(venvs.join("moto.lock"))
-        .args(["sh", "-c", &script])
-        .output()
-        .expect("run flock (util-linux) to install the moto venv");
-    assert!(
-        out.status.success() && marker.exists(),
-        "could not install moto[server] into {} (python3 -m venv + pip install -r ops/requirements-moto.txt): {}\n{}",
-        venv.display(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    venv
-}
-
-/// A moto server with authentication on; killed on drop.
-struct Moto {
-    child: Child,
-    endpoint: String,
-    access: String,
-    secret: String,
-    venv: PathBuf,
-}
-
-const IAM_SETUP: &str = r#"
-import json, sys, urllib.request, boto3
-ep = sys.argv[1]
-iam = boto3.client("iam", endpoint_url=ep, region_name="us-east-1",
-                   aws_access_key_id="setup", aws_secret_access_key="setup")
-iam.create_user(UserName="synth-city")
-pol = iam.create_policy(PolicyName="s3-all", PolicyDocument=json.dumps(
-    {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}))
-iam.attach_user_policy(UserName="synth-city", PolicyArn=pol["Policy"]["Arn"])
-k = iam.create_access_key(UserName="synth-city")["AccessKey"]
-req = urllib.request.Request(ep + "/moto-api/reset-auth", data=b"0", method="POST",
-                             headers={"Content-Type": "text/plain"})
-urllib.request.urlopen(req).read()
-print(k["AccessKeyId"], k["SecretAccessKey"])
-"#;
-
-impl Moto {
-    fn start() -> Moto {
-        let venv = moto_venv();
-        let port = free_port();
-        let child = Command::new(venv.join("bin/moto_server"))
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start moto_server");
-        let endpoint = format!("http://127.0.0.1:{port}");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "moto_server did not listen on {port}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let mut m = Moto {
-            child,
-            endpoint,
-            access: String::new(),
-            secret: String::new(),
-            venv,
-        };
-        let out = m.python(IAM_SETUP, &[&m.endpoint.clone()]);
-        let mut it = out.split_whitespace();
-        m.access = it.next().expect("access key").to_string();
-        m.secret = it.next().expect("secret key").to_string();
-        m
-    }
-
-    /// Runs a Python snippet in the venv (boto3 is there); returns stdout.
-    fn python(&self, code: &str, args: &[&str]) -> String {
-        let out = Command::new(self.venv.join("bin/python"))
-            .arg("-c")
-            .arg(code)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "python failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
-
-    fn config(&self, bucket: &str) -> S3Config {
-        let mut c = S3Config::new(&self.endpoint, &self.access, &self.secret, bucket);
-        c.attempts = 3;
-        c.backoff = Duration::from_millis(50);
-        c.timeout = Duration::from_secs(20);
-        c.part_size = 5 * 1024 * 1024;
-        c
-    }
-
-    fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .arg(format!("-{sig}"))
-            .arg(self.child.id().to_string())
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "kill -{sig}");
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-CONT", &self.child.id().to_string()])
-            .status();
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn bytes(n: usize, seed: u64) -> Vec<u8> {

@@ -11,6 +11,9 @@ use std::time::{Duration, Instant};
 
 use engine::queue::Queue;
 
+pub mod s3;
+pub mod tls;
+
 pub struct RedisServer {
     child: Option<Child>,
     pub port: u16,
@@ -341,4 +344,113 @@ pub fn stage_names(run: &serde_json::Value) -> Vec<&str> {
         .as_array()
         .map(|a| a.iter().filter_map(|s| s["stage"].as_str()).collect())
         .unwrap_or_default()
+}
+
+/// Spawns a long-running `synth-city` process with its stderr in `log`, killed with the test.
+pub fn spawn_logged(mut cmd: Command, log: &std::path::Path) -> Child {
+    cmd.stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap());
+    die_with_parent(&mut cmd);
+    cmd.spawn().unwrap()
+}
+
+/// The text of the file at `path`; empty when it cannot be read (a log not written yet).
+pub fn read_log(path: &std::path::Path) -> String {
+    std::fs::read(path)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default()
+}
+
+/// Every string in `v`, with where it is.
+pub fn strings<'a>(v: &'a serde_json::Value, at: String, out: &mut Vec<(String, &'a str)>) {
+    match v {
+        serde_json::Value::String(s) => out.push((at, s)),
+        serde_json::Value::Array(a) => {
+            for (i, x) in a.iter().enumerate() {
+                strings(x, format!("{at}[{i}]"), out);
+            }
+        }
+        serde_json::Value::Object(m) => {
+            for (k, x) in m {
+                strings(x, format!("{at}.{k}"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Fails naming the place when a string of `v` is an absolute path or names any of `dirs`.
+pub fn assert_no_paths(what: &str, v: &serde_json::Value, dirs: &[&std::path::Path]) {
+    let mut all = Vec::new();
+    strings(v, String::new(), &mut all);
+    for (at, s) in all {
+        assert!(!s.starts_with('/'), "{what}{at} is an absolute path: {s:?}");
+        for d in dirs {
+            let d = d.display().to_string();
+            assert!(!s.contains(&d), "{what}{at} names {d}: {s:?}");
+        }
+    }
+}
+
+/// A Python venv `target/venvs/<name>` with `pip install <pip_args>` (shell words) done, made
+/// once under `flock` so parallel tests install it once; fails, saying why, when it cannot be
+/// installed. Returns the venv's folder.
+pub fn python_venv(name: &str, pip_args: &str) -> PathBuf {
+    let venvs = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/venvs");
+    let venv = venvs.join(name);
+    let marker = venv.join(".installed");
+    if marker.exists() {
+        return venv;
+    }
+    std::fs::create_dir_all(&venvs).unwrap();
+    let script = format!(
+        "test -f '{m}' || {{ rm -rf '{v}' && python3 -m venv '{v}' && '{v}/bin/pip' install -q {pip_args} && touch '{m}'; }}",
+        m = marker.display(),
+        v = venv.display(),
+    );
+    let out = Command::new("flock")
+        .arg(venvs.join(format!("{name}.lock")))
+        .args(["sh", "-c", &script])
+        .output()
+        .expect("run flock (util-linux; ops/test.sh installs it) to install a Python venv");
+    assert!(
+        out.status.success() && marker.exists(),
+        "could not install {name} into {} (python3 -m venv + pip install {pip_args}): {}\n{}",
+        venv.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    venv
+}
+
+/// Waits until something listens on 127.0.0.1:`port` (`what` in the failure), up to `secs`.
+pub fn wait_listening(port: u16, secs: u64, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "{what} did not listen on {port}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The arguments of `synth-city pipeline --enqueue-only --json` for a tiny built-in run of
+/// `experiments` experiments in one round ([`TINY`]'s budget), with `extra` flags.
+pub fn tiny_run_args<'a>(experiments: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "pipeline",
+        "--enqueue-only",
+        "--max-experiments",
+        experiments,
+    ];
+    args.extend_from_slice(&["--rounds", "1", "--agents", "builtin", "--json"]);
+    args.extend_from_slice(extra);
+    args.extend_from_slice(TINY);
+    args
+}
+
+/// The `run_id` in `pipeline --json`'s output.
+pub fn run_id_of(out: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(out.trim()).unwrap()["run_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no run_id in {out}"))
+        .to_string()
 }
