@@ -337,6 +337,21 @@ fn workers_on_separate_machines_share_only_redis_and_the_store() {
         }
     }
     assert_eq!(seen as u64, steps + 1, "one stage job per step");
+    // nor do the results of the train stages' children (one `train-one` job per experiment)
+    let children = run["task"]["children"].as_array().unwrap();
+    assert!(children.len() >= 2, "{run}");
+    for c in children {
+        let job = c["job"].as_str().unwrap();
+        let st: Value =
+            serde_json::from_str(&cli(redis, operator, &["jobs", "status", job, "--json"]))
+                .unwrap();
+        assert_eq!(st["state"], "completed", "{st}");
+        assert!(
+            st["result"]["record"]["artifact"]["sha256"].is_string(),
+            "{st}"
+        );
+        assert_no_paths(&format!("job {job} result"), &st["result"], &dirs);
+    }
 
     // a job queued before the upgrade that still names a directory: dead-lettered, saying
     // where a worker's directories come from now

@@ -174,8 +174,8 @@ impl PipelineArgs {
     }
 }
 
-/// The stage job types.
-pub const STAGES: [&str; 5] = ["plan", "train", "check", "debug", "publish"];
+/// The stage job types (with `train-one`, the train stage's children).
+pub const STAGES: [&str; 6] = ["plan", "train", "train-one", "check", "debug", "publish"];
 
 /// Runs the pipeline command.
 pub async fn pipeline(q: Queue, a: PipelineArgs) -> anyhow::Result<()> {

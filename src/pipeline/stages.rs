@@ -15,7 +15,6 @@ use jobs::pipeline::{Check, Debug, Plan, Publish, StageJob, StartRun, Train};
 use jobs::{JobContext, JobError, JobHandler, Registry};
 use publisher::artifacts::{self, ArtifactCache};
 use serde_json::{json, Value};
-use trainer::experiments::{train_plan, PlanEvent};
 use trainer::WorkerDirs;
 
 use super::llm;
@@ -59,8 +58,8 @@ struct Ctx {
     dirs: WorkerDirs,
 }
 
-/// Registers the `run` handler and the five stage handlers on `registry`; the stages work in
-/// `dirs`.
+/// Registers the `run` handler, the five stage handlers and `train-one` (the train stage's
+/// children) on `registry`; the stages work in `dirs`.
 pub fn register(registry: &mut Registry, queue: Queue, dirs: WorkerDirs) {
     registry.register(Starter {
         queue: queue.clone(),
@@ -71,7 +70,11 @@ pub fn register(registry: &mut Registry, queue: Queue, dirs: WorkerDirs) {
         .register(Stage::<Train>::new(ctx.clone()))
         .register(Stage::<Check>::new(ctx.clone()))
         .register(Stage::<Debug>::new(ctx.clone()))
-        .register(Stage::<Publish>::new(ctx));
+        .register(Stage::<Publish>::new(ctx.clone()))
+        .register(super::fanout::TrainOneStage::new(
+            ctx.queue.clone(),
+            ctx.dirs.clone(),
+        ));
 }
 
 /// `run`: creates a pipeline run from a [`StartRun`] job. The run's id derives from the job's
@@ -220,6 +223,7 @@ async fn run_stage(
     let temperature = task.temperature(stage);
     jctx.progress(json!({"stage": stage, "name": spec.name, "attempt": attempt}));
     let llm_mode = task.options.agents == llm::AgentMode::Llm;
+    let children_before = task.children.len();
     let (next, note, ok) = match stage {
         "plan" | "train" | "check" | "debug" | "publish" if llm_mode => {
             llm_stage(ctx, &run, &mut task, stage, temperature, jctx).await?
@@ -231,13 +235,17 @@ async fn run_stage(
         "publish" => publish(ctx, &run, &mut task).await?,
         other => return Err(JobError::permanent(format!("unknown stage {other}"))),
     };
+    // a fanned-out train stage took from its first child's start to its last child's end
+    let seconds = children_span(&task.children[children_before..])
+        .unwrap_or(0.0)
+        .max(started.elapsed().as_secs_f64());
     task.stages.push(StageRecord {
         stage: stage.into(),
         name: spec.name.clone(),
         attempt,
         temperature,
         ok,
-        seconds: started.elapsed().as_secs_f64(),
+        seconds,
         note: note.clone(),
     });
     let advanced = advance(q, &ctx.dirs, &run, stage, job.attempt, &task, next).await?;
@@ -246,6 +254,13 @@ async fn run_stage(
         let _ = permit.release().await;
     }
     Ok(json!({"stage": stage, "name": spec.name, "attempt": attempt, "ok": ok, "note": note}))
+}
+
+/// Seconds from the first child's start to the last child's end (the server's clock).
+fn children_span(children: &[super::fanout::ChildRun]) -> Option<f64> {
+    let start = children.iter().filter_map(|c| c.started_at_ms).min()?;
+    let end = children.iter().filter_map(|c| c.finished_at_ms).max()?;
+    Some(end.saturating_sub(start) as f64 / 1000.0)
 }
 
 /// The engine's keeper of runs between stages, run by every worker that handles a stage type
@@ -515,7 +530,7 @@ fn training_specs(task: &Task) -> Vec<trainer::zoo::spec::ExperimentSpec> {
 
 /// The configured store of the worker (a bucket when `HIPPIUS_ENDPOINT` is set); a store that
 /// cannot be opened (its configuration) fails the stage job for good.
-fn open_store(dirs: &WorkerDirs) -> Result<Arc<dyn publisher::store::Store>, JobError> {
+pub(super) fn open_store(dirs: &WorkerDirs) -> Result<Arc<dyn publisher::store::Store>, JobError> {
     publisher::store::open(&dirs.store_dir).map_err(JobError::permanent)
 }
 
@@ -565,44 +580,12 @@ async fn train(
         return Ok((stage_failed(task, note.clone(), false), note, false));
     }
     let in_loop = task.fix.is_some();
-    let opts = task.options.clone();
-    let dirs = ctx.dirs.clone();
-    let run_id = run.id.clone();
-    let progress_ctx = jctx.clone();
-    let cancel_ctx = jctx.clone();
-    let mut records = tokio::task::spawn_blocking(move || {
-        let mut done = 0usize;
-        let mut budget = opts.budget.clone();
-        if specs.len() == 1 {
-            budget.rounds = 1;
-        }
-        train_plan(
-            &specs,
-            &budget,
-            &dirs,
-            &run_id,
-            &mut |ev| match ev {
-                PlanEvent::Epoch { name, report } => {
-                    progress_ctx.progress(json!({"stage": "train", "experiments_done": done,
-                        "experiment": name, "epoch": report.epoch, "epochs": report.epochs,
-                        "loss": report.train_loss, "val_loss": report.val_loss}));
-                }
-                PlanEvent::Done(r) => {
-                    done += 1;
-                    progress_ctx.progress(json!({"stage": "train", "experiments_done": done,
-                        "experiment": r.name, "crps": r.crps, "gbm_crps": r.gbm_crps}));
-                }
-            },
-            // a cancelled run (or a lost lease, or a worker shutting down) stops training
-            // within a step, not after the plan
-            &|| cancel_ctx.is_cancelled(),
-        )
-    })
-    .await
-    .map_err(|e| JobError::retry(format!("training task failed: {e}")))?;
-    if jctx.is_cancelled() {
-        return Err(JobError::Cancelled);
-    }
+    // one `train-one` job per experiment of the round, on any trainer; this job runs again
+    // when they have all ended (Err(WaitForChildren) until the last round is in)
+    let (mut records, children) =
+        super::fanout::train_children(&ctx.queue, run, task, &specs, jctx).await?;
+    task.children.extend(children);
+    jctx.progress(json!({"stage": "train", "experiments_done": records.len()}));
     // a failed experiment's error may quote this worker's directories: records travel
     for r in &mut records {
         if let Some(e) = &r.error {
