@@ -2,7 +2,8 @@
 //! worker` processes in separate directories sharing Redis and a store directory): the
 //! experiments of a round are `train-one` jobs that several trainers run at once (recorded
 //! start and end times overlap, on different workers); a trainer killed with SIGKILL
-//! mid-experiment has its child reclaimed and re-run, counted once, and the run succeeds; a
+//! mid-experiment has its child reclaimed and re-run, counted once, and the run succeeds; the
+//! survivors of a successive-halving round fan out again, resuming from the store; a
 //! child that fails for good (here: cancelled) is recorded as a failed experiment and the run
 //! goes on; cancelling the run cancels its children and frees its permit.
 
@@ -241,6 +242,44 @@ fn two_trainers_train_the_experiments_of_a_round_at_once() {
         (parent["starts"].as_u64(), parent["attempt"].as_u64()),
         (Some(2), Some(0))
     );
+}
+
+#[test]
+fn successive_halving_rounds_fan_out_again_and_resume_from_the_store() {
+    let f = Fleet::new();
+    let _a = f.machine("trainer-a", "trainer", "1", &[]);
+    let _b = f.machine("trainer-b", "trainer", "1", &[]);
+    let _agents = f.agents();
+    let id = f.run("4", &["--rounds", "2"]);
+    let run = f.finished(&id, 150);
+    assert_eq!(run["state"], "succeeded", "{run}");
+    let all = run["task"]["children"].as_array().unwrap();
+    let round = |r: u64| -> Vec<&Value> {
+        all.iter()
+            .filter(|c| c["round"] == r && c["job"].as_str().unwrap().contains("-train-1-"))
+            .collect()
+    };
+    // four experiments, then the better half again for twice the epochs
+    assert_eq!(round(0).len(), 4, "{all:?}");
+    let second = round(1);
+    assert_eq!(second.len(), 2, "{all:?}");
+    for c in second {
+        let job = f.job(c["job"].as_str().unwrap()).unwrap();
+        let r = &job["result"];
+        assert_eq!(r["resumed"], true, "round 1 resumes from round 0: {job}");
+        assert_eq!(r["record"]["epochs"], 2, "{job}");
+    }
+    // the train job ran once per round and once to collect the last
+    let parent = f.job(&train_job(&id)).unwrap();
+    assert_eq!(parent["starts"], 3, "{parent}");
+    // every round-0 child stored the optimizer state a later round may resume
+    for c in round(0) {
+        let job = f.job(c["job"].as_str().unwrap()).unwrap();
+        let key = job["result"]["resume"]["key"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{job}"));
+        assert!(f.store.join(key).is_file(), "{key}");
+    }
 }
 
 #[test]

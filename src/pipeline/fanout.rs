@@ -70,6 +70,9 @@ pub struct TrainOneResult {
     /// The checkpoint with the optimizer state, for a later round to resume from.
     #[serde(default)]
     pub resume: Option<ArtifactRef>,
+    /// Whether it resumed from an earlier round's checkpoint (fetched from the store).
+    #[serde(default)]
+    pub resumed: bool,
 }
 
 /// The id of the child that trains `item` for the train job `parent`.
@@ -329,6 +332,7 @@ impl JobHandler for TrainOneStage {
             index: job.index,
             record: rec,
             resume: resume_ref,
+            resumed: resume,
         };
         Ok(serde_json::to_value(out).expect("results serialise"))
     }
