@@ -28,22 +28,13 @@ struct Machine {
 
 impl Machine {
     fn start(redis: &RedisServer, root: &Path, store: &Path, flags: &[&str]) -> Machine {
-        let (data, work) = (root.join("data"), root.join("work"));
+        let data = root.join("data");
         std::fs::create_dir_all(&data).unwrap();
         std::fs::copy(shared_data().join("BTC_5m.csv"), data.join("BTC_5m.csv")).unwrap();
-        let mut cmd = common::worker_command(&redis.url(), flags);
-        cmd.arg("--data-dir")
-            .arg(&data)
-            .arg("--work-dir")
-            .arg(&work)
-            .arg("--store")
-            .arg(store)
-            .current_dir(root)
-            .env_remove("HIPPIUS_ENDPOINT")
-            .env_remove("SYNTH_DEVICE")
-            .env_remove("CHUTES_API_KEY");
         Machine {
-            child: cmd.spawn().unwrap(),
+            child: common::machine_command(&redis.url(), root, store, flags)
+                .spawn()
+                .unwrap(),
         }
     }
 
@@ -102,6 +93,21 @@ impl Fleet {
     /// The planner and checker's machine.
     fn agents(&self) -> Machine {
         self.machine("agents", "agents,publisher,engine", "2", &[])
+    }
+
+    /// Two trainers of one slot each (`trainer-a`, `trainer-b`) and the agents' machine; a
+    /// run of 4 experiments with `extra` flags, followed until it succeeds (or the test
+    /// fails). Returns the run's record.
+    fn four_on_two_trainers(&self, extra: &[&str]) -> Value {
+        let _machines = [
+            self.machine("trainer-a", "trainer", "1", &[]),
+            self.machine("trainer-b", "trainer", "1", &[]),
+            self.agents(),
+        ];
+        let id = self.run("4", extra);
+        let run = self.finished(&id, 150);
+        assert_eq!(run["state"], "succeeded", "{run}");
+        run
     }
 
     /// Enqueues a tiny built-in run of `n` experiments, one round, with `extra` flags (later
@@ -171,15 +177,20 @@ fn child(id: &str, i: u32) -> String {
     format!("{}-r0-e{i}", train_job(id))
 }
 
-/// The run's record of its first train stage's children (round 0).
-fn children(run: &Value) -> Vec<Value> {
+/// The run's record of its first train stage's children of `round`.
+fn children_of(run: &Value, round: u64) -> Vec<Value> {
     run["task"]["children"]
         .as_array()
         .unwrap_or_else(|| panic!("no children recorded: {run}"))
         .iter()
-        .filter(|c| c["round"] == 0 && c["job"].as_str().unwrap().contains("-train-1-"))
+        .filter(|c| c["round"] == round && c["job"].as_str().unwrap().contains("-train-1-"))
         .cloned()
         .collect()
+}
+
+/// [`children_of`] round 0.
+fn children(run: &Value) -> Vec<Value> {
+    children_of(run, 0)
 }
 
 fn ms(c: &Value, k: &str) -> u64 {
@@ -189,12 +200,8 @@ fn ms(c: &Value, k: &str) -> u64 {
 #[test]
 fn two_trainers_train_the_experiments_of_a_round_at_once() {
     let f = Fleet::new();
-    let _a = f.machine("trainer-a", "trainer", "1", &[]);
-    let _b = f.machine("trainer-b", "trainer", "1", &[]);
-    let _agents = f.agents();
-    let id = f.run("4", &["--steps-per-epoch", "6"]);
-    let run = f.finished(&id, 150);
-    assert_eq!(run["state"], "succeeded", "{run}");
+    let run = f.four_on_two_trainers(&["--steps-per-epoch", "6"]);
+    let id = run["id"].as_str().unwrap().to_string();
     let kids = children(&run);
     assert_eq!(kids.len(), 4, "one child per experiment: {kids:?}");
     assert!(kids.iter().all(|c| c["state"] == "completed"), "{kids:?}");
@@ -247,23 +254,13 @@ fn two_trainers_train_the_experiments_of_a_round_at_once() {
 #[test]
 fn successive_halving_rounds_fan_out_again_and_resume_from_the_store() {
     let f = Fleet::new();
-    let _a = f.machine("trainer-a", "trainer", "1", &[]);
-    let _b = f.machine("trainer-b", "trainer", "1", &[]);
-    let _agents = f.agents();
-    let id = f.run("4", &["--rounds", "2"]);
-    let run = f.finished(&id, 150);
-    assert_eq!(run["state"], "succeeded", "{run}");
-    let all = run["task"]["children"].as_array().unwrap();
-    let round = |r: u64| -> Vec<&Value> {
-        all.iter()
-            .filter(|c| c["round"] == r && c["job"].as_str().unwrap().contains("-train-1-"))
-            .collect()
-    };
+    let run = f.four_on_two_trainers(&["--rounds", "2"]);
+    let id = run["id"].as_str().unwrap().to_string();
     // four experiments, then the better half again for twice the epochs
-    assert_eq!(round(0).len(), 4, "{all:?}");
-    let second = round(1);
-    assert_eq!(second.len(), 2, "{all:?}");
-    for c in second {
+    let (first, second) = (children_of(&run, 0), children_of(&run, 1));
+    assert_eq!(first.len(), 4, "{first:?}");
+    assert_eq!(second.len(), 2, "{second:?}");
+    for c in &second {
         let job = f.job(c["job"].as_str().unwrap()).unwrap();
         let r = &job["result"];
         assert_eq!(r["resumed"], true, "round 1 resumes from round 0: {job}");
@@ -273,7 +270,7 @@ fn successive_halving_rounds_fan_out_again_and_resume_from_the_store() {
     let parent = f.job(&train_job(&id)).unwrap();
     assert_eq!(parent["starts"], 3, "{parent}");
     // every round-0 child stored the optimizer state a later round may resume
-    for c in round(0) {
+    for c in &first {
         let job = f.job(c["job"].as_str().unwrap()).unwrap();
         let key = job["result"]["resume"]["key"]
             .as_str()

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use common::{bin, worker_command, RedisServer, TINY};
+use common::{bin, RedisServer, TINY};
 use serde_json::Value;
 
 fn shared_data() -> PathBuf {
@@ -58,23 +58,13 @@ impl Machine {
         store: &Path,
         extra: &[&str],
     ) -> Machine {
-        let (data, work) = (root.join("data"), root.join("work"));
-        std::fs::create_dir_all(&data).unwrap();
-        let mut cmd = worker_command(&redis.url(), &["--roles", roles, "--concurrency", "2"]);
-        cmd.args(extra)
-            .arg("--data-dir")
-            .arg(&data)
-            .arg("--work-dir")
-            .arg(&work)
-            .arg("--store")
-            .arg(store)
-            .current_dir(root)
-            .env_remove("HIPPIUS_ENDPOINT")
-            .env_remove("SYNTH_DEVICE")
-            .env_remove("CHUTES_API_KEY");
+        std::fs::create_dir_all(root.join("data")).unwrap();
+        let mut flags = vec!["--roles", roles, "--concurrency", "2"];
+        flags.extend_from_slice(extra);
+        let mut cmd = common::machine_command(&redis.url(), root, store, &flags);
         Machine {
             root: root.to_path_buf(),
-            work,
+            work: root.join("work"),
             child: cmd.spawn().unwrap(),
         }
     }

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use common::{eventually, RedisServer};
+use common::{eventually, job_state as state, RedisServer};
 use engine::queue::{CancelOutcome, EnqueueRequest, Queue};
 use engine::worker::{Worker, WorkerOptions};
 use jobs::{JobContext, JobError, JobHandler, JobSpec, Role};
@@ -147,14 +147,6 @@ fn start(
     let w = Worker::new(q.clone(), reg, o).unwrap();
     let stop = CancellationToken::new();
     (stop.clone(), tokio::spawn(w.run(stop)))
-}
-
-async fn state(q: &Queue, id: &str) -> String {
-    q.status(id)
-        .await
-        .unwrap()
-        .map(|s| s.state)
-        .unwrap_or_default()
 }
 
 #[tokio::test]

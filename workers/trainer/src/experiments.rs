@@ -238,24 +238,8 @@ pub fn run_experiment_with(
     let started = std::time::Instant::now();
     let mut run = ExperimentRun {
         record: ExperimentRecord {
-            name: experiment_name(spec),
-            run_id: None,
-            fingerprint: fingerprint(spec),
-            spec: spec.clone(),
-            status: RunStatus::Failed,
-            crps: None,
-            gbm_crps: None,
-            classical_crps: None,
-            param_count: spec.param_count().ok(),
-            epochs: 0,
-            diverged: false,
-            error: None,
-            artifact: None,
-            checkpoint: None,
-            training_time_s: None,
             device: Some(device.to_string()),
-            steps_per_sec: None,
-            recorded_at: unix_now(),
+            ..untrained(spec)
         },
         windows: 0,
         best_epoch: 0,
@@ -447,8 +431,17 @@ pub fn halving(
 /// `error`, for the run's record and the planner's history.
 pub fn failed_record(spec: &ExperimentSpec, run_id: &str, error: String) -> ExperimentRecord {
     ExperimentRecord {
-        name: experiment_name(spec),
         run_id: Some(run_id.to_string()),
+        error: Some(error),
+        ..untrained(spec)
+    }
+}
+
+/// The record of `spec` before it trains: failed, with nothing measured.
+fn untrained(spec: &ExperimentSpec) -> ExperimentRecord {
+    ExperimentRecord {
+        name: experiment_name(spec),
+        run_id: None,
         fingerprint: fingerprint(spec),
         spec: spec.clone(),
         status: RunStatus::Failed,
@@ -458,7 +451,7 @@ pub fn failed_record(spec: &ExperimentSpec, run_id: &str, error: String) -> Expe
         param_count: spec.param_count().ok(),
         epochs: 0,
         diverged: false,
-        error: Some(error),
+        error: None,
         artifact: None,
         checkpoint: None,
         training_time_s: None,
