@@ -537,6 +537,19 @@ impl Queue {
             .collect())
     }
 
+    /// The children of flow parent `id` that have no outcome yet (waiting or running).
+    pub async fn pending_children(&self, id: &str) -> Result<Vec<String>> {
+        let key = self.keys.pending(id);
+        let mut ids: Vec<String> = self
+            .retrying("pending children", |mut c| {
+                let key = key.clone();
+                async move { Ok(c.smembers(key).await?) }
+            })
+            .await?;
+        ids.sort();
+        Ok(ids)
+    }
+
     /// Cancels a job: at once if not yet running, cooperatively if running (a job waiting
     /// for its children is cancelled with every child that has not ended).
     pub async fn cancel(&self, id: &str) -> Result<CancelOutcome> {
