@@ -5,7 +5,8 @@
 //! mid-experiment has its child reclaimed and re-run, counted once, and the run succeeds; the
 //! survivors of a successive-halving round fan out again, resuming from the store; a
 //! child that fails for good (here: cancelled) is recorded as a failed experiment and the run
-//! goes on; cancelling the run cancels its children and frees its permit.
+//! goes on, and when every child fails for good (dead-lettered) the run fails as a failed
+//! train stage does; cancelling the run cancels its children and frees its permit.
 
 mod common;
 
@@ -370,6 +371,68 @@ fn a_child_that_fails_for_good_is_recorded_and_the_run_goes_on() {
         train["note"].as_str().unwrap().starts_with("2 of 3"),
         "{train}"
     );
+}
+
+/// Every child dead-lettered (the trainer's store refuses every checkpoint; each child's
+/// attempts are spent): each is recorded as a failed experiment saying why, and the train
+/// stage fails as a train stage whose experiments all fail does: the run fails.
+#[test]
+fn when_every_child_fails_for_good_the_run_fails_like_a_failed_train_stage() {
+    let f = Fleet::new();
+    let broken = f.tmp.path().join("not-a-store");
+    std::fs::write(&broken, b"a file where the store should be").unwrap();
+    let root = f.tmp.path().join("trainer-a");
+    std::fs::create_dir_all(root.join("data")).unwrap();
+    std::fs::copy(
+        shared_data().join("BTC_5m.csv"),
+        root.join("data/BTC_5m.csv"),
+    )
+    .unwrap();
+    let flags = [
+        "--roles",
+        "trainer",
+        "--concurrency",
+        "2",
+        "--name",
+        "trainer-a",
+        "--retry-base-ms",
+        "50",
+        "--retry-cap-ms",
+        "200",
+    ];
+    let _a = Machine {
+        child: common::machine_command(&f.redis.url(), &root, &broken, &flags)
+            .spawn()
+            .unwrap(),
+    };
+    let _agents = f.agents();
+    let id = f.run("2", &["--retries", "1"]);
+    let run = f.finished(&id, 120);
+    assert_eq!(run["state"], "failed", "{run}");
+    let kids = children(&run);
+    assert_eq!(kids.len(), 2, "{kids:?}");
+    for k in &kids {
+        assert_eq!(k["state"], "dead", "{k}");
+        let e = k["error"].as_str().unwrap();
+        assert!(
+            e.contains("failed for good") && e.contains("could not be stored"),
+            "{k}"
+        );
+        let job = f.job(k["job"].as_str().unwrap()).unwrap();
+        assert_eq!(job["attempt"], 3, "its attempts were spent: {job}");
+    }
+    let error = run["summary"]["error"].as_str().unwrap();
+    assert!(
+        error.contains("stage trainer failed") && error.contains("no experiment trained"),
+        "{error}"
+    );
+    let failed = run["task"]["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["status"] == "failed")
+        .count();
+    assert_eq!(failed, 2, "{run}");
 }
 
 #[test]
