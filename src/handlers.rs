@@ -114,7 +114,7 @@ mod tests {
 
         let c = Catalog::default();
         let got = expand_roles(&c, &["trainer".into(), "noop".into(), "train".into()]).unwrap();
-        assert_eq!(got, ["train", "experiment", "noop"]);
+        assert_eq!(got, ["train", "train-one", "experiment", "noop"]);
         assert_eq!(
             expand_roles(&c, &["all".into()]).unwrap().len(),
             known.len()

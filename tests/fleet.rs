@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use common::{assert_no_paths, bin, worker_command, RedisServer};
+use common::{assert_no_paths, bin, RedisServer};
 use serde_json::Value;
 
 fn shared_data() -> PathBuf {
@@ -60,23 +60,13 @@ impl Machine {
         store: &Path,
         extra: &[&str],
     ) -> Machine {
-        let (data, work) = (root.join("data"), root.join("work"));
-        std::fs::create_dir_all(&data).unwrap();
-        let mut cmd = worker_command(&redis.url(), &["--roles", roles, "--concurrency", "2"]);
-        cmd.args(extra)
-            .arg("--data-dir")
-            .arg(&data)
-            .arg("--work-dir")
-            .arg(&work)
-            .arg("--store")
-            .arg(store)
-            .current_dir(root)
-            .env_remove("HIPPIUS_ENDPOINT")
-            .env_remove("SYNTH_DEVICE")
-            .env_remove("CHUTES_API_KEY");
+        std::fs::create_dir_all(root.join("data")).unwrap();
+        let mut flags = vec!["--roles", roles, "--concurrency", "2"];
+        flags.extend_from_slice(extra);
+        let mut cmd = common::machine_command(&redis.url(), root, store, &flags);
         Machine {
             root: root.to_path_buf(),
-            work,
+            work: root.join("work"),
             child: cmd.spawn().unwrap(),
         }
     }
@@ -321,6 +311,21 @@ fn workers_on_separate_machines_share_only_redis_and_the_store() {
         }
     }
     assert_eq!(seen as u64, steps + 1, "one stage job per step");
+    // nor do the results of the train stages' children (one `train-one` job per experiment)
+    let children = run["task"]["children"].as_array().unwrap();
+    assert!(children.len() >= 2, "{run}");
+    for c in children {
+        let job = c["job"].as_str().unwrap();
+        let st: Value =
+            serde_json::from_str(&cli(redis, operator, &["jobs", "status", job, "--json"]))
+                .unwrap();
+        assert_eq!(st["state"], "completed", "{st}");
+        assert!(
+            st["result"]["record"]["artifact"]["sha256"].is_string(),
+            "{st}"
+        );
+        assert_no_paths(&format!("job {job} result"), &st["result"], &dirs);
+    }
 
     // a job queued before the upgrade that still names a directory: dead-lettered, saying
     // where a worker's directories come from now

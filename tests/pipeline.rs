@@ -215,23 +215,27 @@ fn a_worker_killed_mid_stage_does_not_lose_the_run() {
         .to_string();
     let flags = ["--roles", "all", "--concurrency", "2", "--lease-ms", "1000"];
     let mut first = worker_in(&redis, dir.path(), &flags);
-    // the run's second step (plan is step 0)
+    // the run's second step (plan is step 0) trains each experiment as a child job
     let train_job = format!("run-{id}-train-1");
+    let children = [format!("{train_job}-r0-e0"), format!("{train_job}-r0-e1")];
     let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let out = Command::new(bin())
-            .arg("--redis-url")
-            .arg(redis.url())
-            .args(["--prefix", "t", "jobs", "status", &train_job, "--json"])
-            .output()
-            .unwrap();
-        let s = String::from_utf8_lossy(&out.stdout).to_string();
-        if out.status.success() && serde_json::from_str::<Value>(&s).unwrap()["state"] == "active" {
-            break;
+    let training = loop {
+        let active = children.iter().find(|c| {
+            let out = Command::new(bin())
+                .arg("--redis-url")
+                .arg(redis.url())
+                .args(["--prefix", "t", "jobs", "status", c, "--json"])
+                .output()
+                .unwrap();
+            out.status.success()
+                && serde_json::from_slice::<Value>(&out.stdout).unwrap()["state"] == "active"
+        });
+        if let Some(c) = active {
+            break c.clone();
         }
-        assert!(Instant::now() < deadline, "train never started: {s}");
+        assert!(Instant::now() < deadline, "training never started");
         std::thread::sleep(Duration::from_millis(20));
-    }
+    };
     first.kill().unwrap();
     first.wait().unwrap();
     let mut second = worker_in(&redis, dir.path(), &flags);
@@ -247,12 +251,15 @@ fn a_worker_killed_mid_stage_does_not_lose_the_run() {
     second.kill().unwrap();
     second.wait().unwrap();
     let job: Value =
-        serde_json::from_str(&plain(&redis, &["jobs", "status", &train_job, "--json"])).unwrap();
+        serde_json::from_str(&plain(&redis, &["jobs", "status", &training, "--json"])).unwrap();
     assert_eq!(job["state"], "completed");
     assert!(
         job["starts"].as_u64().unwrap() >= 2,
-        "the train stage was re-run: {job}"
+        "the experiment was re-run: {job}"
     );
+    let job: Value =
+        serde_json::from_str(&plain(&redis, &["jobs", "status", &train_job, "--json"])).unwrap();
+    assert_eq!(job["state"], "completed", "{job}");
     let trains = run["task"]["stages"]
         .as_array()
         .unwrap()
@@ -765,8 +772,8 @@ fn a_run_job_starts_one_run_and_a_schedule_starts_one_per_fire() {
     worker.wait().unwrap();
 }
 
-/// A cancelled run stops its training within a step: the train job ends `cancelled` in
-/// seconds, not when its long budget would have run out, and the worker is free again.
+/// A cancelled run stops its training within a step: the train job is cancelled at once and
+/// its running child (`train-one`) ends `cancelled` in seconds, not when its long budget would have run out, and the worker is free again.
 #[test]
 fn a_cancelled_run_stops_its_training() {
     let redis = RedisServer::start();
@@ -790,12 +797,14 @@ fn a_cancelled_run_stops_its_training() {
             serde_json::from_str(&plain(&redis, &["jobs", "status", job, "--json"])).unwrap();
         v["state"].as_str().unwrap_or_default().to_string()
     };
+    // the train job waits for its one child, which trains
     let deadline = Instant::now() + Duration::from_secs(90);
-    let job = loop {
+    let (parent, job) = loop {
         if field(&mut conn, "stage").as_deref() == Some("train") {
-            let job = field(&mut conn, "job").unwrap();
-            if job_state(&job) == "active" {
-                break job;
+            let parent = field(&mut conn, "job").unwrap();
+            let job = format!("{parent}-r0-e0");
+            if job_state(&parent) == "waiting-children" && job_state(&job) == "active" {
+                break (parent, job);
             }
         }
         assert!(Instant::now() < deadline, "training never started");
@@ -804,6 +813,7 @@ fn a_cancelled_run_stops_its_training() {
     std::thread::sleep(Duration::from_secs(2));
     let said = plain(&redis, &["runs", "cancel", &id]);
     assert!(said.contains("cancelled"), "{said}");
+    assert_eq!(job_state(&parent), "cancelled");
     let cancelled_at = Instant::now();
     loop {
         let state = job_state(&job);
@@ -812,7 +822,7 @@ fn a_cancelled_run_stops_its_training() {
         }
         assert!(
             cancelled_at.elapsed() < Duration::from_secs(20),
-            "the train job {job} is still {state} 20 s after its run was cancelled"
+            "the train-one job {job} is still {state} 20 s after its run was cancelled"
         );
         std::thread::sleep(Duration::from_millis(100));
     }

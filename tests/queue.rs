@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{eventually, queue, RedisServer};
+use common::{eventually, job_state as state, queue, RedisServer};
 use engine::queue::{CancelOutcome, EnqueueRequest, Queue};
 use engine::worker::{Observation, Worker, WorkerOptions};
 use redis::AsyncCommands;
@@ -52,14 +52,6 @@ fn start(q: &Queue, o: WorkerOptions) -> Running {
     let stop = CancellationToken::new();
     let handle = tokio::spawn(w.run(stop.clone()));
     Running { stop, handle, obs }
-}
-
-async fn state(q: &Queue, id: &str) -> String {
-    q.status(id)
-        .await
-        .unwrap()
-        .map(|s| s.state)
-        .unwrap_or_default()
 }
 
 async fn wait_state(q: &Queue, id: &str, want: &str, timeout: Duration) {

@@ -52,6 +52,14 @@ pub enum JobError {
     /// `retry_in_ms` without using an attempt.
     #[error("deferred: {reason}")]
     Defer { retry_in_ms: u64, reason: String },
+    /// Not a failure: the job has handed its work to these child jobs and waits for them
+    /// (BullMQ's flows). The engine enqueues them and parks the job in `waiting-children`
+    /// in one step (`fan_out.lua`), records each child's outcome on the job as the child
+    /// completes, dies or is cancelled, and runs the job again, without using an attempt,
+    /// once the last child has an outcome (`Queue::children` reads them). Children whose ids
+    /// already have an outcome are not run again.
+    #[error("waiting for {} child job(s)", .0.len())]
+    WaitForChildren(Vec<crate::JobEnvelope>),
 }
 
 impl JobError {
@@ -69,6 +77,7 @@ impl JobError {
                 retry_in_ms,
                 reason: f(&reason),
             },
+            JobError::WaitForChildren(c) => JobError::WaitForChildren(c),
         }
     }
 

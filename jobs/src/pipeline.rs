@@ -97,6 +97,53 @@ stage!(
     30 * 60_000
 );
 
+/// `train-one`: one experiment of a run's train stage, a child of the stage's `train` job
+/// (the stage fans out one child per experiment of a successive-halving round, and any number
+/// of trainers take them at once; the `train` job runs again once every child has an outcome).
+/// The child trains `spec` (resuming from `resume_from` in later rounds) on its worker's bars,
+/// puts the checkpoint in the store and returns the experiment's record naming it by
+/// [`ArtifactRef`](crate::ArtifactRef); no path travels either way.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainOne {
+    pub run_id: String,
+    /// The run's step of the parent `train` job.
+    pub step: u32,
+    /// The successive-halving round (0 = first).
+    pub round: u32,
+    /// The experiment's index in the stage's list of experiments.
+    pub index: u32,
+    /// A `trainer::zoo::spec::ExperimentSpec` as JSON, with this round's epochs.
+    pub spec: serde_json::Value,
+    /// The previous round's checkpoint with its optimizer state, to resume from.
+    #[serde(default)]
+    pub resume_from: Option<crate::ArtifactRef>,
+    /// Whether to store this round's optimizer state too (a later round may resume it).
+    #[serde(default)]
+    pub keep_resume: bool,
+}
+
+impl JobSpec for TrainOne {
+    const TYPE: &'static str = "train-one";
+    const ROLE: Role = Role::Trainer;
+    const BOTS: BotAccess = BotAccess::Refused("use POST /pipeline/run");
+    const DESCRIPTION: &'static str =
+        "pipeline: train one experiment of a run's train stage (a child of the `train` job)";
+    const MAX_ATTEMPTS: u32 = 3;
+    const TIMEOUT_MS: u64 = 6 * 3_600_000;
+    type Output = serde_json::Value;
+
+    fn validate(&self) -> Result<(), InvalidPayload> {
+        if self.run_id.is_empty() || self.run_id.len() > 64 {
+            return Err("field `run_id` must be 1 to 64 characters".into());
+        }
+        if !self.spec.is_object() {
+            return Err("field `spec` must be a JSON object (an experiment spec)".into());
+        }
+        Ok(())
+    }
+}
+
 /// What a pipeline run may spend and on what: the built-in planner's budget. A run starts from
 /// [`Budget::default`] and a [`RunRequest`] overrides any of it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

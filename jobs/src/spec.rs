@@ -165,6 +165,7 @@ pub fn catalog() -> &'static [JobTypeInfo] {
         JobTypeInfo::of::<crate::pipeline::StartRun>(),
         JobTypeInfo::of::<crate::pipeline::Plan>(),
         JobTypeInfo::of::<crate::pipeline::Train>(),
+        JobTypeInfo::of::<crate::pipeline::TrainOne>(),
         JobTypeInfo::of::<crate::pipeline::Check>(),
         JobTypeInfo::of::<crate::pipeline::Debug>(),
         JobTypeInfo::of::<crate::pipeline::Publish>(),
@@ -273,7 +274,10 @@ mod tests {
             .map(|t| t.name)
             .collect();
         assert_eq!(open, ["noop", "sleep", "run"]);
-        assert_eq!(c.of_role(Role::Trainer), ["train", "experiment"]);
+        assert_eq!(
+            c.of_role(Role::Trainer),
+            ["train", "train-one", "experiment"]
+        );
     }
 
     #[test]

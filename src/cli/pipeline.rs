@@ -174,8 +174,8 @@ impl PipelineArgs {
     }
 }
 
-/// The stage job types.
-pub const STAGES: [&str; 5] = ["plan", "train", "check", "debug", "publish"];
+/// The stage job types (with `train-one`, the train stage's children).
+pub const STAGES: [&str; 6] = ["plan", "train", "train-one", "check", "debug", "publish"];
 
 /// Runs the pipeline command.
 pub async fn pipeline(q: Queue, a: PipelineArgs) -> anyhow::Result<()> {
@@ -269,7 +269,8 @@ fn progress_line(p: &serde_json::Value) -> Option<String> {
 /// running stage's progress (experiment, epoch, loss) as it changes.
 async fn follow(q: &Queue, id: &str, live: bool) -> anyhow::Result<pipeline::RunInfo> {
     let mut printed = 0;
-    let mut last_progress = String::new();
+    // the last progress line printed per job
+    let mut last_progress: std::collections::HashMap<String, String> = Default::default();
     loop {
         let Some(run) = pipeline::get_run(q, id).await? else {
             bail!("run {id} disappeared");
@@ -290,15 +291,22 @@ async fn follow(q: &Queue, id: &str, live: bool) -> anyhow::Result<pipeline::Run
                 printed = t.stages.len();
             }
             if let Some(job) = run.job.as_deref().filter(|_| !run.is_finished()) {
-                let line = q
-                    .status(job)
-                    .await?
-                    .and_then(|s| s.progress)
-                    .and_then(|p| progress_line(&p))
-                    .map(|l| format!("[{id}] {:<12} {l}", run.stage));
-                if let Some(line) = line.filter(|l| *l != last_progress) {
-                    eprintln!("{line}");
-                    last_progress = line;
+                // a train stage waiting for its experiments (`train-one` children): theirs
+                let mut jobs = q.pending_children(job).await?;
+                if jobs.is_empty() {
+                    jobs.push(job.to_string());
+                }
+                for j in jobs {
+                    let line = q
+                        .status(&j)
+                        .await?
+                        .and_then(|s| s.progress)
+                        .and_then(|p| progress_line(&p))
+                        .map(|l| format!("[{id}] {:<12} {l}", run.stage));
+                    if let Some(line) = line.filter(|l| last_progress.get(&j) != Some(l)) {
+                        eprintln!("{line}");
+                        last_progress.insert(j, line);
+                    }
                 }
             }
         }

@@ -152,6 +152,7 @@ pub const RULES: &[RoleRules] = &[
             "handback",
             "promote",
             "cancel",
+            "fan_out",
             "sem_acquire",
             "sem_renew",
             "sem_release",

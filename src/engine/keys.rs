@@ -8,6 +8,7 @@
 //! |---|---|---|
 //! | `q:<type>` | stream, group `workers` | waiting and in-flight jobs of one type |
 //! | `job:<id>` | hash | status record: state, attempt, env, result, error, progress, times |
+//! | `job:<id>:pending`, `job:<id>:children` | set, hash | a flow parent's children without an outcome; each child's outcome (JSON) — a child's `job:<id>` names its `parent` |
 //! | `delayed` | zset id -> ready ms | retries and delayed jobs |
 //! | `idem:<type>:<bot>:<key>` | string | idempotency key -> job id (scoped per bot) |
 //! | `dlq` | stream | dead letters with their reason |
@@ -51,6 +52,14 @@ impl Keys {
     }
     pub fn job(&self, id: &str) -> String {
         self.k(&format!("job:{id}"))
+    }
+    /// A flow parent's children's outcomes.
+    pub fn children(&self, id: &str) -> String {
+        self.k(&format!("job:{id}:children"))
+    }
+    /// A flow parent's children that have no outcome yet.
+    pub fn pending(&self, id: &str) -> String {
+        self.k(&format!("job:{id}:pending"))
     }
     pub fn delayed(&self) -> String {
         self.k("delayed")

@@ -185,6 +185,64 @@ pub struct JobStatus {
     pub bot_id: Option<String>,
 }
 
+/// What became of one child job of a flow (`JobError::WaitForChildren`), as its parent
+/// records it when the child completes, dies or is cancelled. Times are the server's.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ChildOutcome {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub job_type: String,
+    /// `completed`, `dead` or `cancelled`.
+    pub state: String,
+    /// The worker (consumer) that ran its last attempt, if any ran.
+    pub worker: Option<String>,
+    /// When its last attempt started (Unix ms), if one did.
+    pub started_at_ms: Option<u64>,
+    /// When it ended (Unix ms).
+    pub finished_at_ms: Option<u64>,
+    /// The handler's result, when it completed.
+    pub result: Option<serde_json::Value>,
+    /// Why it died, when it did.
+    pub error: Option<String>,
+}
+
+impl ChildOutcome {
+    /// Decodes the parent's record of child `id` (`record_child` in `lua/common.lua`).
+    fn decode(id: &str, raw: &str) -> ChildOutcome {
+        let v: serde_json::Value = serde_json::from_str(raw).unwrap_or_default();
+        let text = |k: &str| {
+            v.get(k)
+                .and_then(|s| s.as_str())
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+        };
+        let num = |k: &str| text(k).and_then(|s| s.parse::<u64>().ok());
+        let state = text("state").unwrap_or_else(|| "unknown".into());
+        let detail = text("detail");
+        let (result, error) = match state.as_str() {
+            "completed" => (
+                detail
+                    .as_deref()
+                    .and_then(|d| serde_json::from_str(d).ok())
+                    .filter(|r: &serde_json::Value| !r.is_null()),
+                None,
+            ),
+            "dead" => (None, detail),
+            _ => (None, None),
+        };
+        ChildOutcome {
+            id: id.to_string(),
+            job_type: text("type").unwrap_or_default(),
+            state,
+            worker: text("worker"),
+            started_at_ms: num("started_at"),
+            finished_at_ms: num("finished_at"),
+            result,
+            error,
+        }
+    }
+}
+
 /// Per-type counts for `jobs stats`.
 #[derive(Debug, Clone, Serialize, Default, PartialEq)]
 pub struct TypeStats {
@@ -547,7 +605,36 @@ impl Queue {
         }))
     }
 
-    /// Cancels a job: at once if not yet running, cooperatively if running.
+    /// The outcomes of the children of flow parent `id` that have one (every child once the
+    /// parent runs again), by child id.
+    pub async fn children(&self, id: &str) -> Result<Vec<ChildOutcome>> {
+        let key = self.keys.children(id);
+        let h: BTreeMap<String, String> = self
+            .retrying("children", |mut c| {
+                let key = key.clone();
+                async move { Ok(c.hgetall(key).await?) }
+            })
+            .await?;
+        Ok(h.iter()
+            .map(|(id, raw)| ChildOutcome::decode(id, raw))
+            .collect())
+    }
+
+    /// The children of flow parent `id` that have no outcome yet (waiting or running).
+    pub async fn pending_children(&self, id: &str) -> Result<Vec<String>> {
+        let key = self.keys.pending(id);
+        let mut ids: Vec<String> = self
+            .retrying("pending children", |mut c| {
+                let key = key.clone();
+                async move { Ok(c.smembers(key).await?) }
+            })
+            .await?;
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// Cancels a job: at once if not yet running, cooperatively if running (a job waiting
+    /// for its children is cancelled with every child that has not ended).
     pub async fn cancel(&self, id: &str) -> Result<CancelOutcome> {
         let ttl = self.cfg.result_ttl.as_millis() as u64;
         let s: String = self

@@ -10,8 +10,9 @@
 //!   running jobs so their idle time never reaches the lease, and trips a job's
 //!   cancellation token when an operator cancelled it or the lease was lost;
 //! - **finisher**: batches outcomes into `finish.lua` / `fail.lua` /
-//!   `handback.lua` calls, retrying while Redis is away; a slot is freed only
-//!   once its outcome is recorded;
+//!   `handback.lua` calls (and `fan_out.lua` for a job that waits for its
+//!   children, `JobError::WaitForChildren`), retrying while Redis is away; a slot
+//!   is freed only once its outcome is recorded;
 //! - **promoter**, **heartbeat**, **gauges**, **progress**: small loops.
 //!
 //! Lease time is the entry's idle time in the consumer group's pending list,
@@ -125,6 +126,10 @@ enum Outcome {
         counts: bool,
     },
     HandBack,
+    /// The handler handed its work to these children (`JobError::WaitForChildren`).
+    Fan {
+        children: Vec<JobEnvelope>,
+    },
 }
 
 struct Done {
@@ -620,6 +625,9 @@ fn spawn_job(
 }
 
 fn failure(inner: &Inner, d: &Delivery, attempt: u32, e: JobError) -> Outcome {
+    if let JobError::WaitForChildren(children) = e {
+        return Outcome::Fan { children };
+    }
     if let JobError::Defer {
         retry_in_ms,
         reason,
@@ -684,7 +692,11 @@ async fn finisher(
             .into_iter()
             .partition(|d| matches!(d.outcome, Outcome::HandBack));
         for f in fails {
-            record_fail(&inner, f).await;
+            if matches!(f.outcome, Outcome::Fan { .. }) {
+                record_fan(&inner, f).await;
+            } else {
+                record_fail(&inner, f).await;
+            }
         }
         if !handbacks.is_empty() {
             record_handbacks(&inner, handbacks).await;
@@ -811,6 +823,44 @@ async fn record_fail(inner: &Inner, d: Done) {
             inner.metrics.dead.with_label_values(&[t]).inc();
             tracing::warn!(job = %d.d.env.id, r#type = %t, %error, "job dead-lettered");
             observe(inner, &d.d, "dead", 0);
+        }
+    }
+    finish_local(inner, &d);
+}
+
+/// Parks a job in `waiting-children` and enqueues its children, in one script
+/// (`fan_out.lua`); the last child's outcome puts the job back on its stream.
+async fn record_fan(inner: &Inner, d: Done) {
+    let Outcome::Fan { children } = &d.outcome else {
+        return;
+    };
+    let ttl = inner.queue.config().result_ttl.as_millis() as u64;
+    let res: Option<i64> = persist(&inner.closing, "fan out", || {
+        let mut inv = inner.queue.scripts().fan_out.prepare_invoke();
+        inv.arg(inner.queue.prefix())
+            .arg(ttl)
+            .arg(&inner.id)
+            .arg(&d.d.job_type)
+            .arg(&d.d.stream_id)
+            .arg(&d.d.env.id);
+        for c in children {
+            inv.arg(&c.job_type).arg(&c.id).arg(c.to_json());
+        }
+        async move {
+            let mut c = inner.queue.conn().await?;
+            Ok(inv.invoke_async(&mut c).await?)
+        }
+    })
+    .await;
+    let t = &d.d.job_type;
+    match res {
+        Some(1) | Some(3) => {
+            tracing::debug!(job = %d.d.env.id, r#type = %t, children = children.len(), "job waits for its children");
+            observe(inner, &d.d, "waiting_children", 0);
+        }
+        Some(2) => observe(inner, &d.d, "cancelled", 0),
+        _ => {
+            tracing::warn!(job = %d.d.env.id, "fanned out a job whose lease was lost; not recorded")
         }
     }
     finish_local(inner, &d);

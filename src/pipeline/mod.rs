@@ -16,6 +16,11 @@
 //! `attempt` field is a step counter that grows with every stage job (so two
 //! stages of the same job type never share a job id).
 //!
+//! The train stage fans out (`fanout.rs`): one `train-one` job per experiment of a
+//! successive-halving round, taken by any number of trainers at once; the `train` job waits
+//! for them in the engine's `waiting-children` state and runs again when the last has ended,
+//! to fan out the next round or advance the run.
+//!
 //! Stateless: a run record names no directory. Each stage's worker reads bars, writes
 //! checkpoints and opens the store from its own settings ([`trainer::WorkerDirs`]), and the
 //! train stage hands checkpoints on by content-addressed reference (`ExperimentRecord::artifact`,
@@ -23,6 +28,7 @@
 //! only Redis and the store.
 
 pub mod definition;
+pub mod fanout;
 pub mod llm;
 pub mod stages;
 
@@ -246,6 +252,10 @@ pub struct Task {
     /// Token usage of the LLM agents, summed over the run.
     #[serde(default)]
     pub usage: Option<serde_json::Value>,
+    /// Every `train-one` job the run's train stages fanned out, in the order they were
+    /// collected: which worker ran it and when (the server's clock).
+    #[serde(default)]
+    pub children: Vec<fanout::ChildRun>,
 }
 
 impl Task {
@@ -265,6 +275,7 @@ impl Task {
             round: 0,
             stall_count: 0,
             usage: None,
+            children: vec![],
         }
     }
 

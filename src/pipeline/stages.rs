@@ -15,7 +15,6 @@ use jobs::pipeline::{Check, Debug, Plan, Publish, StageJob, StartRun, Train};
 use jobs::{JobContext, JobError, JobHandler, Registry};
 use publisher::artifacts::{self, ArtifactCache};
 use serde_json::{json, Value};
-use trainer::experiments::{train_plan, PlanEvent};
 use trainer::WorkerDirs;
 
 use super::llm;
@@ -59,8 +58,8 @@ struct Ctx {
     dirs: WorkerDirs,
 }
 
-/// Registers the `run` handler and the five stage handlers on `registry`; the stages work in
-/// `dirs`.
+/// Registers the `run` handler, the five stage handlers and `train-one` (the train stage's
+/// children) on `registry`; the stages work in `dirs`.
 pub fn register(registry: &mut Registry, queue: Queue, dirs: WorkerDirs) {
     registry.register(Starter {
         queue: queue.clone(),
@@ -71,7 +70,11 @@ pub fn register(registry: &mut Registry, queue: Queue, dirs: WorkerDirs) {
         .register(Stage::<Train>::new(ctx.clone()))
         .register(Stage::<Check>::new(ctx.clone()))
         .register(Stage::<Debug>::new(ctx.clone()))
-        .register(Stage::<Publish>::new(ctx));
+        .register(Stage::<Publish>::new(ctx.clone()))
+        .register(super::fanout::TrainOneStage::new(
+            ctx.queue.clone(),
+            ctx.dirs.clone(),
+        ));
 }
 
 /// `run`: creates a pipeline run from a [`StartRun`] job. The run's id derives from the job's
@@ -220,6 +223,7 @@ async fn run_stage(
     let temperature = task.temperature(stage);
     jctx.progress(json!({"stage": stage, "name": spec.name, "attempt": attempt}));
     let llm_mode = task.options.agents == llm::AgentMode::Llm;
+    let children_before = task.children.len();
     let (next, note, ok) = match stage {
         "plan" | "train" | "check" | "debug" | "publish" if llm_mode => {
             llm_stage(ctx, &run, &mut task, stage, temperature, jctx).await?
@@ -231,13 +235,17 @@ async fn run_stage(
         "publish" => publish(ctx, &run, &mut task).await?,
         other => return Err(JobError::permanent(format!("unknown stage {other}"))),
     };
+    // a fanned-out train stage took from its first child's start to its last child's end
+    let seconds = children_span(&task.children[children_before..])
+        .unwrap_or(0.0)
+        .max(started.elapsed().as_secs_f64());
     task.stages.push(StageRecord {
         stage: stage.into(),
         name: spec.name.clone(),
         attempt,
         temperature,
         ok,
-        seconds: started.elapsed().as_secs_f64(),
+        seconds,
         note: note.clone(),
     });
     let advanced = advance(q, &ctx.dirs, &run, stage, job.attempt, &task, next).await?;
@@ -246,6 +254,13 @@ async fn run_stage(
         let _ = permit.release().await;
     }
     Ok(json!({"stage": stage, "name": spec.name, "attempt": attempt, "ok": ok, "note": note}))
+}
+
+/// Seconds from the first child's start to the last child's end (the server's clock).
+fn children_span(children: &[super::fanout::ChildRun]) -> Option<f64> {
+    let start = children.iter().filter_map(|c| c.started_at_ms).min()?;
+    let end = children.iter().filter_map(|c| c.finished_at_ms).max()?;
+    Some(end.saturating_sub(start) as f64 / 1000.0)
 }
 
 /// The engine's keeper of runs between stages, run by every worker that handles a stage type
@@ -515,7 +530,7 @@ fn training_specs(task: &Task) -> Vec<trainer::zoo::spec::ExperimentSpec> {
 
 /// The configured store of the worker (a bucket when `HIPPIUS_ENDPOINT` is set); a store that
 /// cannot be opened (its configuration) fails the stage job for good.
-fn open_store(dirs: &WorkerDirs) -> Result<Arc<dyn publisher::store::Store>, JobError> {
+pub(super) fn open_store(dirs: &WorkerDirs) -> Result<Arc<dyn publisher::store::Store>, JobError> {
     publisher::store::open(&dirs.store_dir).map_err(JobError::permanent)
 }
 
@@ -532,13 +547,40 @@ fn open_store(dirs: &WorkerDirs) -> Result<Arc<dyn publisher::store::Store>, Job
 /// dataset nor this worker's data directory: the environment's failures (retried, then
 /// dead-lettered with the cause), never the model's.
 async fn run_dirs(ctx: &Ctx, task: &mut Task) -> Result<WorkerDirs, JobError> {
+    pin_dataset(ctx, task).await?;
+    let Some(id) = task.options.dataset.clone() else {
+        return Ok(ctx.dirs.clone());
+    };
+    let mut dirs = ctx.dirs.clone();
+    dirs.data_dir = dataset_dir(&ctx.dirs, &id).await?;
+    Ok(dirs)
+}
+
+/// The folder of dataset `id` in the cache of the worker of `dirs`, fetched from its store
+/// when it is not there; the environment's failure when it cannot be.
+pub(super) async fn dataset_dir(
+    dirs: &WorkerDirs,
+    id: &str,
+) -> Result<std::path::PathBuf, JobError> {
+    let store = open_store(dirs)?;
+    let cache = ArtifactCache::of(dirs);
+    publisher::datasets::fetch(&*store, &cache, id)
+        .await
+        .map(|(dir, _)| dir)
+        .map_err(environment)
+}
+
+/// Pins the run's dataset in `task` (see [`run_dirs`]): the one it names, checked to be in the
+/// store and to hold the run's assets (`latest` resolved to its id); else this worker's own
+/// bars for the run's assets and timeframe, published; else none (the worker's bars, which
+/// training reports missing).
+async fn pin_dataset(ctx: &Ctx, task: &mut Task) -> Result<(), JobError> {
     use publisher::datasets::{self, DatasetError, Selection};
     let store = open_store(&ctx.dirs)?;
-    let cache = ArtifactCache::of(&ctx.dirs);
     let assets = task.options.budget.assets.clone();
     let tf = task.options.budget.timeframe;
-    let id = match task.options.dataset.clone() {
-        Some(id) => id,
+    let m = match task.options.dataset.clone() {
+        Some(id) => datasets::resolve(&*store, &id).await.map_err(environment)?,
         // no dataset named: this worker's own bars, published and pinned; without them the
         // stage goes on in its own directories and training fails saying which files are
         // missing and how to fetch them, once, not recoverable (a fleet whose trainers have
@@ -552,14 +594,10 @@ async fn run_dirs(ctx: &Ctx, task: &mut Task) -> Result<WorkerDirs, JobError> {
                 datasets::publish(&*store, &ctx.dirs.data_dir, &sel)
                     .await
                     .map_err(|e| environment(ctx.dirs.redact(&e.to_string())))?
-                    .id
             }
-            Err(_) => return Ok(ctx.dirs.clone()),
+            Err(_) => return Ok(()),
         },
     };
-    let (dir, m) = datasets::fetch(&*store, &cache, &id)
-        .await
-        .map_err(environment)?;
     let lacking = m.missing(&assets, tf.as_str());
     if !lacking.is_empty() {
         let e = DatasetError::Lacks {
@@ -570,9 +608,7 @@ async fn run_dirs(ctx: &Ctx, task: &mut Task) -> Result<WorkerDirs, JobError> {
         return Err(JobError::permanent(e));
     }
     task.options.dataset = Some(m.id);
-    let mut dirs = ctx.dirs.clone();
-    dirs.data_dir = dir;
-    Ok(dirs)
+    Ok(())
 }
 
 /// Puts the freshly trained checkpoints of `records` in the store and names them in the
@@ -621,53 +657,27 @@ async fn train(
         return Ok((stage_failed(task, note.clone(), false), note, false));
     }
     let in_loop = task.fix.is_some();
-    let dirs = run_dirs(ctx, task).await?;
+    // the bars every child reads: the dataset its first round pinned (this job runs again
+    // for each round, and a task's changes are saved only when the stage ends), else the
+    // run's, pinned now
+    if task.options.dataset.is_none() {
+        task.options.dataset = super::fanout::pinned_dataset(&ctx.queue, &jctx.job_id).await?;
+    }
+    pin_dataset(ctx, task).await?;
     let mut specs = specs;
     for s in &mut specs {
         s.data.dataset = task.options.dataset.clone();
     }
-    let opts = task.options.clone();
-    let redact = dirs.clone();
-    let run_id = run.id.clone();
-    let progress_ctx = jctx.clone();
-    let cancel_ctx = jctx.clone();
-    let mut records = tokio::task::spawn_blocking(move || {
-        let mut done = 0usize;
-        let mut budget = opts.budget.clone();
-        if specs.len() == 1 {
-            budget.rounds = 1;
-        }
-        train_plan(
-            &specs,
-            &budget,
-            &dirs,
-            &run_id,
-            &mut |ev| match ev {
-                PlanEvent::Epoch { name, report } => {
-                    progress_ctx.progress(json!({"stage": "train", "experiments_done": done,
-                        "experiment": name, "epoch": report.epoch, "epochs": report.epochs,
-                        "loss": report.train_loss, "val_loss": report.val_loss}));
-                }
-                PlanEvent::Done(r) => {
-                    done += 1;
-                    progress_ctx.progress(json!({"stage": "train", "experiments_done": done,
-                        "experiment": r.name, "crps": r.crps, "gbm_crps": r.gbm_crps}));
-                }
-            },
-            // a cancelled run (or a lost lease, or a worker shutting down) stops training
-            // within a step, not after the plan
-            &|| cancel_ctx.is_cancelled(),
-        )
-    })
-    .await
-    .map_err(|e| JobError::retry(format!("training task failed: {e}")))?;
-    if jctx.is_cancelled() {
-        return Err(JobError::Cancelled);
-    }
+    // one `train-one` job per experiment of the round, on any trainer; this job runs again
+    // when they have all ended (Err(WaitForChildren) until the last round is in)
+    let (mut records, children) =
+        super::fanout::train_children(&ctx.queue, run, task, &specs, jctx).await?;
+    task.children.extend(children);
+    jctx.progress(json!({"stage": "train", "experiments_done": records.len()}));
     // a failed experiment's error may quote this worker's directories: records travel
     for r in &mut records {
         if let Some(e) = &r.error {
-            r.error = Some(redact.redact(e));
+            r.error = Some(ctx.dirs.redact(e));
         }
     }
     store_checkpoints(&ctx.dirs, &mut records).await?;

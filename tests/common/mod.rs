@@ -270,6 +270,39 @@ pub fn die_with_parent(cmd: &mut Command) {
     }
 }
 
+/// The command of a worker on a machine of its own: working directory `root`, bars in
+/// `<root>/data`, scratch in `<root>/work`, sharing only Redis (`url`) and the store
+/// directory `store` (no bucket, device or LLM key from this environment); the caller
+/// spawns it.
+pub fn machine_command(
+    url: &str,
+    root: &std::path::Path,
+    store: &std::path::Path,
+    flags: &[&str],
+) -> Command {
+    let mut cmd = worker_command(url, flags);
+    cmd.arg("--data-dir")
+        .arg(root.join("data"))
+        .arg("--work-dir")
+        .arg(root.join("work"))
+        .arg("--store")
+        .arg(store)
+        .current_dir(root)
+        .env_remove("HIPPIUS_ENDPOINT")
+        .env_remove("SYNTH_DEVICE")
+        .env_remove("CHUTES_API_KEY");
+    cmd
+}
+
+/// A job's state (`""` when it has no record).
+pub async fn job_state(q: &Queue, id: &str) -> String {
+    q.status(id)
+        .await
+        .unwrap()
+        .map(|s| s.state)
+        .unwrap_or_default()
+}
+
 /// Reads one HTTP/1.1 request: its head (request line and headers, lower-cased) and its
 /// body (`content-length` bytes). `None` when the peer closes or fails first.
 pub fn read_http_request(s: &mut impl std::io::Read) -> Option<(String, Vec<u8>)> {

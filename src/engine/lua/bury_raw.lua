@@ -10,4 +10,5 @@ if id ~= '' and redis.call('EXISTS', key('job', id)) == 1 then
   redis.call('HSET', key('job', id), 'state', 'dead', 'error', reason, 'finished_at', now)
 end
 emit(now, 'dead', jtype, id, {'error', reason})
+if id ~= '' then child_done(now, id, 'dead', reason) end
 return 1

@@ -76,3 +76,50 @@ local function bury(now, jtype, id, env, reason, sid)
              'job', env, 'error', reason, 'stream_id', sid, 'at', now)
   redis.call('HINCRBY', key('stats', jtype), 'dead', 1)
 end
+
+-- Flows (BullMQ's parent and children): a child's job hash names its `parent`;
+-- the parent's `job:<id>:pending` set holds its children without an outcome yet
+-- and `job:<id>:children` (hash, child id -> JSON) each child's outcome: state,
+-- type, worker, started_at and finished_at (server ms, as text), detail (the
+-- result JSON when completed, the error when dead).
+
+-- Writes one child's outcome on its parent.
+local function record_child(parent, id, state, jtype, worker, started, finished, detail)
+  redis.call('HSET', key('job', parent, 'children'), id, cjson.encode({
+    state = state, type = jtype or '', worker = worker or '',
+    started_at = tostring(started or ''), finished_at = tostring(finished or ''),
+    detail = detail or ''}))
+end
+
+-- Puts a parent whose children all have an outcome back on its stream (the
+-- handler runs again and reads them); a parent no longer waiting stays put.
+local function wake_parent(now, parent)
+  local pk = key('job', parent)
+  local p = redis.call('HMGET', pk, 'state', 'type', 'env')
+  if p[1] ~= 'waiting-children' or not p[3] then return end
+  local sid = redis.call('XADD', key('q', p[2]), '*', 'job', p[3], 'at', now)
+  redis.call('HSET', pk, 'state', 'waiting', 'stream_id', sid)
+  emit(now, 'children_done', p[2], parent)
+end
+
+-- A job reached a final state (completed, dead or cancelled): if it is a child,
+-- its outcome goes on its parent once (the SREM decides, so a child finished a
+-- second time, after a reclaim or a dead-letter retry, counts nothing), and the
+-- last child wakes the parent.
+local function child_done(now, id, state, detail)
+  local f = redis.call('HMGET', key('job', id), 'parent', 'type', 'worker', 'started_at')
+  local parent = f[1]
+  if not parent then return end
+  local pending = key('job', parent, 'pending')
+  if redis.call('SREM', pending, id) == 0 then return end
+  record_child(parent, id, state, f[2], f[3], f[4], now, detail)
+  if redis.call('SCARD', pending) == 0 then
+    wake_parent(now, parent)
+  end
+end
+
+-- A finished job's flow keys expire with its record.
+local function expire_flow(id, ttl)
+  redis.call('PEXPIRE', key('job', id, 'children'), ttl)
+  redis.call('PEXPIRE', key('job', id, 'pending'), ttl)
+end

@@ -1,6 +1,7 @@
 -- fail.lua: records a failed attempt. ARGV: prefix, ttl_ms, consumer, type, stream id,
 -- job id, next envelope (attempt + 1), error, delay ms (-1 = dead-letter now),
 -- counts ('1' = a failed attempt; '0' = deferred: try again later, no attempt used).
+-- A dead child's outcome goes on its parent (child_done in common.lua).
 -- A retry goes to the delayed set; promote.lua puts it back on the stream.
 -- Returns 1 recorded, 0 stale (the entry is no longer ours).
 local ttl, consumer, jtype = tonumber(ARGV[2]), ARGV[3], ARGV[4]
@@ -37,5 +38,7 @@ else
   redis.call('HDEL', jk, 'env')
   redis.call('PEXPIRE', jk, ttl)
   emit(now, 'dead', jtype, id, {'error', err})
+  expire_flow(id, ttl)
+  child_done(now, id, 'dead', err)
 end
 return 1

@@ -1,6 +1,7 @@
 -- run_cancel.lua: cancels a run that has not finished. ARGV: prefix, run id.
 -- Returns the state before (or 'missing'); the caller then cancels the
--- current stage job. The run's `pipeline` permit (and its place in line) go
+-- current stage job (cancel.lua: a train job waiting for its children
+-- cancels them too). The run's `pipeline` permit (and its place in line) go
 -- back here, at once: a stage job cancelled while it waits in its stream never
 -- runs a handler that could release them.
 local rk = key('run', ARGV[2])

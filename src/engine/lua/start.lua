@@ -29,6 +29,7 @@ for i = 4, #ARGV, 3 do
       bury(now, jtype, id, env, reason, sid)
       redis.call('HSET', jk, 'state', 'dead', 'error', reason, 'finished_at', now)
       emit(now, 'dead', jtype, id, {'error', reason})
+      child_done(now, id, 'dead', reason)
       out[#out + 1] = {'dead', now, attempt, 0}
     else
       if not state then

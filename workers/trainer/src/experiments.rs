@@ -1,6 +1,10 @@
-//! Experiments: one spec trained and scored ([`run_experiment`]), a plan trained by successive
-//! halving ([`train_plan`]), and what a run records of each ([`ExperimentRecord`],
-//! [`fingerprint`], [`best`]).
+//! Experiments: one spec trained and scored ([`run_experiment`]), the rounds of successive
+//! halving over a plan ([`halving`]: which experiments train next, given what the earlier ones
+//! gave), and what a run records of each ([`ExperimentRecord`], [`fingerprint`], [`best`]).
+//!
+//! It does not schedule the rounds: the run state machine (`src/pipeline`) fans each round out
+//! as one job per experiment that any trainer may take, and asks [`halving`] again when they
+//! have all ended.
 //!
 //! No Redis and no store here: the run state machine (`src/pipeline` in the binary crate)
 //! keeps runs in Redis, and the publisher crate puts checkpoints in the store
@@ -234,24 +238,8 @@ pub fn run_experiment_with(
     let started = std::time::Instant::now();
     let mut run = ExperimentRun {
         record: ExperimentRecord {
-            name: experiment_name(spec),
-            run_id: None,
-            fingerprint: fingerprint(spec),
-            spec: spec.clone(),
-            status: RunStatus::Failed,
-            crps: None,
-            gbm_crps: None,
-            classical_crps: None,
-            param_count: spec.param_count().ok(),
-            epochs: 0,
-            diverged: false,
-            error: None,
-            artifact: None,
-            checkpoint: None,
-            training_time_s: None,
             device: Some(device.to_string()),
-            steps_per_sec: None,
-            recorded_at: unix_now(),
+            ..untrained(spec)
         },
         windows: 0,
         best_epoch: 0,
@@ -323,88 +311,154 @@ pub fn checkpoint_dir(out: &Path, run_id: &str, spec: &ExperimentSpec) -> PathBu
     out.join(run_id).join(fingerprint(spec))
 }
 
-/// What [`train_plan`] reports as it goes.
-#[derive(Debug, Clone, Copy)]
-pub enum PlanEvent<'a> {
-    /// An epoch of experiment `name` finished.
-    Epoch {
-        name: &'a str,
-        report: &'a train::EpochReport,
-    },
-    /// An experiment finished (trained and scored, or failed).
-    Done(&'a ExperimentRecord),
+/// The files a later successive-halving round resumes from, on any machine: the checkpoint
+/// ([`ARTIFACT_FILES`]) plus the last epoch's weights and the optimizer's state.
+pub const RESUME_FILES: [&str; 5] = [
+    train::WEIGHTS_FILE,
+    train::SPEC_FILE,
+    train::STATE_FILE,
+    train::LAST_WEIGHTS_FILE,
+    train::OPTIM_FILE,
+];
+
+/// One experiment of one successive-halving round: what one trainer trains (a `train-one`
+/// job of the pipeline).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoundItem {
+    /// The round (0 = first).
+    pub round: u32,
+    /// The experiment's index in the plan.
+    pub index: u32,
+    /// The plan's spec with this round's epochs.
+    pub spec: ExperimentSpec,
+    /// The earlier round whose checkpoint of this experiment it resumes from (`None` in the
+    /// first round).
+    pub resume_from: Option<u32>,
+    /// Whether a later round may resume from this one (its optimizer state is worth keeping).
+    pub keep_resume: bool,
 }
 
-/// Successive halving over `specs`: every spec trains for the budget's epochs;
-/// the better half (by validation CRPS) continues for twice as many, and so on
-/// for `rounds` rounds, on `device` (the worker's). Returns the final record of every
-/// experiment.
-pub fn train_plan(
+/// What successive halving does next: train a round's experiments, or the final records.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Halving {
+    Train(Vec<RoundItem>),
+    Done(Vec<ExperimentRecord>),
+}
+
+/// Successive halving over `specs`, one round at a time: every spec trains for the budget's
+/// epochs; the better half (by validation CRPS) continues for twice as many, resuming from
+/// its checkpoint, and so on for the budget's `rounds` (one round for a single spec).
+/// `outcome(round, index)` is the record of an item that has trained (failed or not). The
+/// answer is the first round with an item that has no outcome yet (every item of it, so the
+/// caller can train them at once, anywhere), or the final record of every experiment once all
+/// rounds have one: an experiment's record is its last round that scored, under its
+/// first-round fingerprint. Deterministic in its arguments, so the caller keeps no state but
+/// the outcomes.
+pub fn halving(
     specs: &[ExperimentSpec],
     budget: &Budget,
-    dirs: &crate::WorkerDirs,
-    run_id: &str,
-    progress: &mut dyn FnMut(PlanEvent<'_>),
-    stop: &dyn Fn() -> bool,
-) -> Vec<ExperimentRecord> {
-    let (data_dir, out, device) = (
-        dirs.data_dir.as_path(),
-        dirs.work_dir.as_path(),
-        dirs.device.as_str(),
-    );
-    let mut records: Vec<ExperimentRecord> = Vec::with_capacity(specs.len());
-    for s in specs {
-        if stop() {
-            return records;
-        }
-        let dir = checkpoint_dir(out, run_id, s);
-        let name = experiment_name(s);
-        let mut on_epoch = |report: &train::EpochReport| {
-            progress(PlanEvent::Epoch {
-                name: &name,
-                report,
-            })
-        };
-        let mut r =
-            run_experiment_with(s, data_dir, &dir, device, false, &mut on_epoch, stop).record;
-        r.run_id = Some(run_id.to_string());
-        progress(PlanEvent::Done(&r));
-        records.push(r);
-    }
+    outcome: &dyn Fn(u32, u32) -> Option<ExperimentRecord>,
+) -> Halving {
+    let rounds = if specs.len() == 1 {
+        1
+    } else {
+        budget.rounds.max(1) as u32
+    };
+    let first: Vec<RoundItem> = specs
+        .iter()
+        .enumerate()
+        .map(|(i, s)| RoundItem {
+            round: 0,
+            index: i as u32,
+            spec: s.clone(),
+            resume_from: None,
+            keep_resume: rounds > 1,
+        })
+        .collect();
+    let Some(mut records) = first
+        .iter()
+        .map(|it| outcome(0, it.index))
+        .collect::<Option<Vec<_>>>()
+    else {
+        return Halving::Train(first);
+    };
+    let mut from = vec![0u32; records.len()];
     let mut alive: Vec<usize> = (0..records.len()).collect();
-    for round in 1..budget.rounds.max(1) {
-        if stop() {
-            return records;
-        }
+    for round in 1..rounds {
         alive.retain(|&i| records[i].crps.is_some());
-        alive.sort_by(|&a, &b| records[a].crps.partial_cmp(&records[b].crps).unwrap());
+        alive.sort_by(|&a, &b| {
+            let c = |i: usize| records[i].crps.unwrap_or(f64::INFINITY);
+            c(a).total_cmp(&c(b))
+        });
         alive.truncate(alive.len().div_ceil(2));
-        if alive.len() <= 1 && round > 1 {
+        if alive.is_empty() || (alive.len() <= 1 && round > 1) {
             break;
         }
-        for &i in &alive {
-            let mut spec = records[i].spec.clone();
-            spec.training.epochs = budget.epochs << round;
-            let dir = checkpoint_dir(out, run_id, &records[i].spec);
-            let name = records[i].name.clone();
-            let mut on_epoch = |report: &train::EpochReport| {
-                progress(PlanEvent::Epoch {
-                    name: &name,
-                    report,
-                })
-            };
-            let mut r =
-                run_experiment_with(&spec, data_dir, &dir, device, true, &mut on_epoch, stop)
-                    .record;
-            r.run_id = Some(run_id.to_string());
-            r.fingerprint = records[i].fingerprint.clone();
+        let items: Vec<RoundItem> = alive
+            .iter()
+            .map(|&i| {
+                let mut spec = records[i].spec.clone();
+                spec.training.epochs = budget.epochs << round;
+                RoundItem {
+                    round,
+                    index: i as u32,
+                    spec,
+                    resume_from: Some(from[i]),
+                    keep_resume: round + 1 < rounds,
+                }
+            })
+            .collect();
+        let Some(got) = items
+            .iter()
+            .map(|it| outcome(round, it.index))
+            .collect::<Option<Vec<_>>>()
+        else {
+            return Halving::Train(items);
+        };
+        for (it, mut r) in items.iter().zip(got) {
+            let i = it.index as usize;
             if r.crps.is_some() {
-                progress(PlanEvent::Done(&r));
+                r.fingerprint = records[i].fingerprint.clone();
                 records[i] = r;
+                from[i] = round;
             }
         }
     }
-    records
+    Halving::Done(records)
+}
+
+/// The record of an experiment that never trained (its job failed for good): failed, with
+/// `error`, for the run's record and the planner's history.
+pub fn failed_record(spec: &ExperimentSpec, run_id: &str, error: String) -> ExperimentRecord {
+    ExperimentRecord {
+        run_id: Some(run_id.to_string()),
+        error: Some(error),
+        ..untrained(spec)
+    }
+}
+
+/// The record of `spec` before it trains: failed, with nothing measured.
+fn untrained(spec: &ExperimentSpec) -> ExperimentRecord {
+    ExperimentRecord {
+        name: experiment_name(spec),
+        run_id: None,
+        fingerprint: fingerprint(spec),
+        spec: spec.clone(),
+        status: RunStatus::Failed,
+        crps: None,
+        gbm_crps: None,
+        classical_crps: None,
+        param_count: spec.param_count().ok(),
+        epochs: 0,
+        diverged: false,
+        error: None,
+        artifact: None,
+        checkpoint: None,
+        training_time_s: None,
+        device: None,
+        steps_per_sec: None,
+        recorded_at: unix_now(),
+    }
 }
 
 /// The observer [`run_experiment_with`] trains under: each epoch to `on_epoch`, stopping
@@ -435,6 +489,69 @@ pub fn best(records: &[ExperimentRecord]) -> Option<&ExperimentRecord> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn halving_trains_a_round_at_a_time_and_keeps_the_better_half() {
+        let specs: Vec<ExperimentSpec> =
+            ["LSTMBlock", "TransformerBlock", "TCNBlock", "WaveNetBlock"]
+                .iter()
+                .map(|b| ExperimentSpec::new(&[b], "GBMHead"))
+                .collect();
+        let budget = Budget {
+            rounds: 2,
+            epochs: 3,
+            ..Budget::default()
+        };
+        let crps0 = [4.0, 1.0, 3.0, 2.0];
+        let scored = |round: u32, i: u32, crps: Option<f64>| {
+            let mut r = failed_record(&specs[i as usize], "r", "x".into());
+            r.crps = crps;
+            r.status = RunStatus::Ok;
+            r.epochs = 3 << round;
+            r.fingerprint = format!("round{round}");
+            r
+        };
+        // nothing trained yet: the whole first round, each keeping what round 1 resumes
+        let Halving::Train(first) = halving(&specs, &budget, &|_, _| None) else {
+            panic!("the first round trains first")
+        };
+        assert_eq!(first.len(), 4);
+        assert!(first
+            .iter()
+            .all(|it| it.round == 0 && it.resume_from.is_none() && it.keep_resume));
+        // round 0 done: the better half (indices 1 and 3) resumes for twice the epochs
+        let round0 =
+            |round: u32, i: u32| (round == 0).then(|| scored(0, i, Some(crps0[i as usize])));
+        let Halving::Train(second) = halving(&specs, &budget, &round0) else {
+            panic!("round 1 follows")
+        };
+        let idx: Vec<u32> = second.iter().map(|it| it.index).collect();
+        assert_eq!(idx, [1, 3]);
+        assert!(second.iter().all(|it| it.round == 1
+            && it.spec.training.epochs == 6
+            && it.resume_from == Some(0)
+            && !it.keep_resume));
+        // round 1 done: index 1 improved, index 3 failed and keeps its round-0 record
+        let all = |round: u32, i: u32| match round {
+            0 => Some(scored(0, i, Some(crps0[i as usize]))),
+            _ => Some(scored(1, i, (i == 1).then_some(0.5))),
+        };
+        let Halving::Done(recs) = halving(&specs, &budget, &all) else {
+            panic!("two rounds are all")
+        };
+        assert_eq!(recs.len(), 4);
+        assert_eq!((recs[1].crps, recs[1].epochs), (Some(0.5), 6));
+        assert_eq!(
+            recs[1].fingerprint, "round0",
+            "the first round's fingerprint is kept"
+        );
+        assert_eq!((recs[3].crps, recs[3].epochs), (Some(2.0), 3));
+        // a single spec trains once
+        let Halving::Train(one) = halving(&specs[..1], &budget, &|_, _| None) else {
+            panic!()
+        };
+        assert!(!one[0].keep_resume);
+    }
 
     #[test]
     fn records_carry_an_artifact_and_never_a_local_path() {

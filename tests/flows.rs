@@ -1,0 +1,271 @@
+//! The engine's flows (BullMQ's parent and children) against a real redis-server, with
+//! in-process workers: a job that answers `JobError::WaitForChildren` waits in
+//! `waiting-children` while its children run on any worker; each child's outcome (completed,
+//! dead, cancelled) is recorded on the parent once, with its worker and times; the last one
+//! puts the parent back on its stream, and it runs again without using an attempt. A child
+//! finished a second time (retried from the dead letters) counts nothing; cancelling the
+//! parent cancels its children.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use common::{eventually, job_state as state, RedisServer};
+use engine::queue::{CancelOutcome, EnqueueRequest, Queue};
+use engine::worker::{Worker, WorkerOptions};
+use jobs::{JobContext, JobError, JobHandler, JobSpec, Role};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+
+/// A parent: `n` children, the one at `fail` failing for good.
+#[derive(Serialize, Deserialize)]
+struct Whole {
+    n: u32,
+    fail: Option<u32>,
+    ms: u64,
+}
+impl JobSpec for Whole {
+    const TYPE: &'static str = "whole";
+    const DESCRIPTION: &'static str = "a flow parent (tests/flows.rs)";
+    const ROLE: Role = Role::Engine;
+    type Output = Value;
+}
+
+/// A child: sleeps `ms` (0 = until cancelled), then answers `i`, or fails for good.
+#[derive(Serialize, Deserialize)]
+struct Part {
+    i: u32,
+    fail: bool,
+    ms: u64,
+}
+impl JobSpec for Part {
+    const TYPE: &'static str = "part";
+    const DESCRIPTION: &'static str = "a flow child (tests/flows.rs)";
+    const ROLE: Role = Role::Engine;
+    const MAX_ATTEMPTS: u32 = 1;
+    type Output = Value;
+}
+
+fn catalog() -> jobs::Catalog {
+    jobs::Catalog::default().with::<Whole>().with::<Part>()
+}
+
+struct WholeHandler {
+    queue: Queue,
+}
+
+#[async_trait]
+impl JobHandler for WholeHandler {
+    type Job = Whole;
+    async fn run(&self, ctx: &JobContext, job: Whole) -> Result<Value, JobError> {
+        let done = self.queue.children(&ctx.job_id).await.unwrap();
+        if done.is_empty() {
+            let children = (0..job.n)
+                .map(|i| {
+                    let req = EnqueueRequest {
+                        job_type: "part".into(),
+                        payload: json!({"i": i, "fail": job.fail == Some(i), "ms": job.ms}),
+                        id: Some(format!("{}-c{i}", ctx.job_id)),
+                        ..Default::default()
+                    };
+                    req.into_envelope_in(&catalog()).unwrap().0
+                })
+                .collect();
+            return Err(JobError::WaitForChildren(children));
+        }
+        let count = |s: &str| done.iter().filter(|c| c.state == s).count();
+        let sum: u64 = done
+            .iter()
+            .filter_map(|c| c.result.as_ref()?.as_u64())
+            .sum();
+        Ok(
+            json!({"completed": count("completed"), "dead": count("dead"),
+                  "cancelled": count("cancelled"), "sum": sum}),
+        )
+    }
+}
+
+struct PartHandler {
+    /// While set, the child told to fail fails.
+    failing: Arc<AtomicBool>,
+}
+
+#[async_trait]
+impl JobHandler for PartHandler {
+    type Job = Part;
+    async fn run(&self, ctx: &JobContext, job: Part) -> Result<Value, JobError> {
+        if job.ms == 0 {
+            ctx.cancelled().await;
+            return Err(JobError::Cancelled);
+        }
+        tokio::time::sleep(Duration::from_millis(job.ms)).await;
+        if job.fail && self.failing.load(Ordering::SeqCst) {
+            return Err(JobError::permanent(format!("child {} refuses", job.i)));
+        }
+        Ok(json!(job.i))
+    }
+}
+
+async fn flow_queue(redis: &RedisServer) -> Queue {
+    let q = Queue::new(&redis.url(), "t", Default::default())
+        .unwrap()
+        .with_catalog(catalog());
+    engine::migrate::migrate(&q).await.unwrap();
+    q
+}
+
+/// A worker of both types named `name`, with `concurrency` slots.
+fn start(
+    q: &Queue,
+    name: &str,
+    concurrency: usize,
+    failing: Arc<AtomicBool>,
+) -> (
+    CancellationToken,
+    tokio::task::JoinHandle<Result<(), engine::QueueError>>,
+) {
+    let mut reg = jobs::Registry::new();
+    reg.register(WholeHandler { queue: q.clone() })
+        .register(PartHandler { failing });
+    let o = WorkerOptions {
+        roles: vec!["whole".into(), "part".into()],
+        concurrency,
+        batch: concurrency,
+        lease: Duration::from_millis(600),
+        block: Duration::from_millis(100),
+        grace: Duration::from_secs(5),
+        retry_base: Duration::from_millis(50),
+        retry_cap: Duration::from_millis(400),
+        heartbeat: Duration::from_millis(200),
+        name: Some(name.into()),
+        device: None,
+    };
+    let w = Worker::new(q.clone(), reg, o).unwrap();
+    let stop = CancellationToken::new();
+    (stop.clone(), tokio::spawn(w.run(stop)))
+}
+
+#[tokio::test]
+async fn a_parent_waits_for_its_children_and_runs_again_with_their_outcomes() {
+    let redis = RedisServer::start();
+    let q = flow_queue(&redis).await;
+    let failing = Arc::new(AtomicBool::new(true));
+    let (stop_a, a) = start(&q, "wa", 2, failing.clone());
+    let (stop_b, b) = start(&q, "wb", 2, failing.clone());
+    let p = q
+        .enqueue(EnqueueRequest::new(
+            "whole",
+            json!({"n": 4, "fail": 1, "ms": 300}),
+        ))
+        .await
+        .unwrap()
+        .id;
+    eventually(Duration::from_secs(5), "the parent waits", || async {
+        state(&q, &p).await == "waiting-children"
+    })
+    .await;
+    eventually(Duration::from_secs(10), "the parent completes", || async {
+        state(&q, &p).await == "completed"
+    })
+    .await;
+    let s = q.status(&p).await.unwrap().unwrap();
+    assert_eq!(
+        s.result,
+        Some(json!({"completed": 3, "dead": 1, "cancelled": 0, "sum": 5}))
+    );
+    assert_eq!(s.attempt, 0, "waiting for children uses no attempt");
+    assert_eq!(s.starts, 2, "once to fan out, once with the outcomes");
+    let kids = q.children(&p).await.unwrap();
+    assert_eq!(kids.len(), 4);
+    for k in &kids {
+        let (start, end) = (k.started_at_ms.unwrap(), k.finished_at_ms.unwrap());
+        assert!(start <= end && end - start >= 250, "{k:?}");
+        assert!(k.worker.as_deref().is_some_and(|w| w.starts_with('w')));
+    }
+    let dead = kids.iter().find(|k| k.state == "dead").unwrap();
+    assert!(
+        dead.error.as_deref().unwrap().contains("child 1 refuses"),
+        "{dead:?}"
+    );
+    // four children of 300 ms on two workers of two slots: they ran at once, on both workers
+    let workers: std::collections::BTreeSet<&str> =
+        kids.iter().filter_map(|k| k.worker.as_deref()).collect();
+    assert_eq!(workers.len(), 2, "{kids:?}");
+    let first_end = kids.iter().filter_map(|k| k.finished_at_ms).min().unwrap();
+    let last_start = kids.iter().filter_map(|k| k.started_at_ms).max().unwrap();
+    assert!(last_start < first_end, "the children overlap: {kids:?}");
+
+    // the dead child, retried from the dead letters, now completes: its second outcome
+    // counts nothing (the parent's record and result stay as they were)
+    failing.store(false, Ordering::SeqCst);
+    let (n, _) = q.dlq_retry(&[]).await.unwrap();
+    assert_eq!(n, 1);
+    eventually(
+        Duration::from_secs(5),
+        "the retried child completes",
+        || async { state(&q, &dead.id).await == "completed" },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let again = q.status(&p).await.unwrap().unwrap();
+    assert_eq!((again.state.as_str(), again.starts), ("completed", 2));
+    let kids = q.children(&p).await.unwrap();
+    assert_eq!(kids.iter().filter(|k| k.state == "dead").count(), 1);
+
+    stop_a.cancel();
+    stop_b.cancel();
+    a.await.unwrap().unwrap();
+    b.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn cancelling_a_waiting_parent_cancels_its_children() {
+    let redis = RedisServer::start();
+    let q = flow_queue(&redis).await;
+    let (stop, w) = start(&q, "wa", 2, Arc::new(AtomicBool::new(false)));
+    // children that run until cancelled: two run, two wait
+    let p = q
+        .enqueue(EnqueueRequest::new("whole", json!({"n": 4, "ms": 0})))
+        .await
+        .unwrap()
+        .id;
+    let kid = |i: u32| format!("{p}-c{i}");
+    eventually(Duration::from_secs(5), "two children run", || async {
+        let mut active = 0;
+        for i in 0..4 {
+            active += usize::from(state(&q, &kid(i)).await == "active");
+        }
+        active == 2
+    })
+    .await;
+    assert_eq!(state(&q, &p).await, "waiting-children");
+    assert_eq!(q.cancel(&p).await.unwrap(), CancelOutcome::Cancelled);
+    eventually(
+        Duration::from_secs(5),
+        "every child is cancelled",
+        || async {
+            let mut n = 0;
+            for i in 0..4 {
+                n += usize::from(state(&q, &kid(i)).await == "cancelled");
+            }
+            n == 4
+        },
+    )
+    .await;
+    let kids = q.children(&p).await.unwrap();
+    assert_eq!(kids.len(), 4);
+    assert!(kids.iter().all(|k| k.state == "cancelled"), "{kids:?}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let s = q.status(&p).await.unwrap().unwrap();
+    assert_eq!(
+        (s.state.as_str(), s.starts),
+        ("cancelled", 1),
+        "never woken"
+    );
+    stop.cancel();
+    w.await.unwrap().unwrap();
+}
