@@ -12,6 +12,10 @@
 //! project goes through ([`redis_client`]: with the environment's files). A user and password in the URL (`rediss://worker:pw@host:6380/`) log in as
 //! that ACL user (see [`crate::acl`]).
 //!
+//! Queue tunables ([`QueueConfig`]): how long finished job records are kept
+//! (`SYNTH_JOB_RETENTION_SECS`) and the delivery cap (`SYNTH_MAX_DELIVERIES`), read by
+//! [`QueueConfig::from_env`]; every process of a deployment should agree on them.
+//!
 //! What it does not do: it opens no connection (a certificate the server does not match is
 //! reported when the first connection is made, by [`crate::queue::Queue`], naming these
 //! variables), and it never turns verification off.
