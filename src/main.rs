@@ -11,7 +11,36 @@
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
+/// A closed stdout (`synth-city ... | head -1`) ends the process quietly with status 0.
+///
+/// `println!` panics when stdout's reader has gone (EPIPE). That panic, its message and
+/// exit status 101 would tell a script that the command failed after it had done its work
+/// (an enqueue, say), and the script might do it again. The work is done by the time
+/// anything is printed, so the rest of the output has no reader: exit 0 like a Unix tool
+/// whose reader stopped early.
+///
+/// Why not restore SIGPIPE's default action (the usual fix): the same binary serves HTTP
+/// (bridge, miner, `/metrics`) and talks to Redis and S3 over sockets, and a vectored write
+/// to a socket whose peer reset raises SIGPIPE; Rust ignores the signal so such a write is an
+/// error one request handles, and the default action would let one client kill the server.
+fn quiet_broken_stdout() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if msg.starts_with("failed printing to stdout") && msg.contains("Broken pipe") {
+            std::process::exit(0);
+        }
+        default(info);
+    }));
+}
+
 fn main() -> std::process::ExitCode {
+    quiet_broken_stdout();
     let settings = match synth_city::settings::Settings::load() {
         Ok(s) => s,
         Err(e) => {

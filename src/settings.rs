@@ -93,6 +93,18 @@ pub const TABLE: &[Setting] = &[
     .or(engine::config::DEFAULT_PREFIX)
     .flag("--prefix"),
     var(
+        engine::config::ENV_JOB_RETENTION,
+        "queue",
+        "seconds a finished job's record (state, result, error) stays readable (1M jobs: ~1 GB)",
+    )
+    .or("86400"),
+    var(
+        engine::config::ENV_MAX_DELIVERIES,
+        "queue",
+        "deliveries of a stream entry without finishing before it is dead-lettered",
+    )
+    .or("10"),
+    var(
         engine::config::ENV_CA,
         "queue",
         "PEM file of the CA a rediss:// REDIS_URL trusts (unset: the system's roots)",
@@ -790,6 +802,15 @@ mod tests {
         let d = |n: &str| setting(n).and_then(|s| s.default).unwrap().to_string();
         let lease = crate::pipeline::stages::DEFAULT_RUN_LEASE.as_millis();
         assert_eq!(d("SYNTH_CITY_RUN_LEASE_MS"), lease.to_string());
+        let queue = engine::config::QueueConfig::default();
+        assert_eq!(
+            d(engine::config::ENV_JOB_RETENTION),
+            queue.result_ttl.as_secs().to_string()
+        );
+        assert_eq!(
+            d(engine::config::ENV_MAX_DELIVERIES),
+            queue.max_deliveries.to_string()
+        );
         let llm = agents::LlmConfig::new("http://x", "k", "m");
         assert_eq!(
             d("LLM_CONNECT_TIMEOUT_S"),

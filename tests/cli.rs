@@ -9,15 +9,18 @@ use std::time::{Duration, Instant};
 use common::{bin, RedisServer};
 use serde_json::Value;
 
-fn run(redis: &RedisServer, args: &[&str]) -> Output {
-    Command::new(bin())
-        .arg("--redis-url")
+/// `synth-city --redis-url URL --prefix cli`, logging only warnings.
+fn sc(redis: &RedisServer) -> Command {
+    let mut c = Command::new(bin());
+    c.arg("--redis-url")
         .arg(redis.url())
         .args(["--prefix", "cli"])
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .output()
-        .unwrap()
+        .env("RUST_LOG", "warn");
+    c
+}
+
+fn run(redis: &RedisServer, args: &[&str]) -> Output {
+    sc(redis).args(args).output().unwrap()
 }
 
 fn ok(redis: &RedisServer, args: &[&str]) -> String {
@@ -296,4 +299,127 @@ fn bench_queue_reports_what_it_measured_and_cleans_up() {
         .query(&mut redis.conn())
         .unwrap();
     assert!(keys.is_empty(), "bench left keys behind: {keys:?}");
+}
+
+/// `synth-city --redis-url URL --prefix cli ARGS | head -1` in bash: head's output, and
+/// synth-city's own exit status and stderr.
+fn piped_to_head(redis: &RedisServer, args: &[&str]) -> (String, Option<i32>, String) {
+    let direct = sc(redis);
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(r#""$@" | head -1; exit "${PIPESTATUS[0]}""#)
+        .arg("bash")
+        .arg(direct.get_program())
+        .args(direct.get_args())
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    (
+        String::from_utf8(out.stdout).unwrap(),
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Adds `n` live holders (leases a minute long) to the `pipeline` semaphore of prefix `cli`.
+fn add_holders(redis: &RedisServer, n: usize) {
+    let mut c = redis.conn();
+    let (s, _us): (u64, u64) = redis::cmd("TIME").query(&mut c).unwrap();
+    let mut z = redis::cmd("ZADD");
+    z.arg("{cli}:sem:pipeline:holders");
+    for i in 0..n {
+        z.arg(s * 1000 + 60_000).arg(format!("holder-{i:05}"));
+    }
+    let _: i64 = z.query(&mut c).unwrap();
+}
+
+#[test]
+fn output_piped_to_head_ends_quietly_after_the_work() {
+    let redis = RedisServer::start();
+    ok(&redis, &["migrate"]);
+    // 5000 ids (~180 KB) overflow the pipe once head has gone: the writes get EPIPE.
+    let (line, code, err) = piped_to_head(
+        &redis,
+        &["jobs", "enqueue", "--type", "noop", "--count", "5000"],
+    );
+    assert_eq!(code, Some(0), "exit status; stderr: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(line.trim_end().ends_with(" enqueued"), "{line}");
+    let n: u64 = redis::cmd("XLEN")
+        .arg("{cli}:q:noop")
+        .query(&mut redis.conn())
+        .unwrap();
+    assert_eq!(n, 5000, "every job was enqueued before the output was cut");
+
+    add_holders(&redis, 3000);
+    let (line, code, err) = piped_to_head(&redis, &["semaphore", "status"]);
+    assert_eq!(code, Some(0), "exit status; stderr: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(
+        line.starts_with("semaphore pipeline: 3000 of 10 permits held"),
+        "{line}"
+    );
+}
+
+#[test]
+fn lowering_the_limit_below_the_holders_says_what_happens() {
+    let redis = RedisServer::start();
+    ok(&redis, &["migrate"]);
+    add_holders(&redis, 10);
+    let out = ok(&redis, &["semaphore", "set-limit", "3"]);
+    assert!(out.contains("semaphore pipeline: limit 3"), "{out}");
+    for want in [
+        "10 holders are over the limit of 3",
+        "no permit is taken back",
+        "until they release them",
+        "new acquirers wait until fewer than 3 hold one",
+    ] {
+        assert!(out.contains(want), "missing {want:?} in: {out}");
+    }
+    let status = ok(&redis, &["semaphore", "status"]);
+    assert!(
+        status.contains("10 of 3 permits held") && status.contains("no permit is taken back"),
+        "{status}"
+    );
+    // At or under the limit: no note.
+    let out = ok(&redis, &["semaphore", "set-limit", "10"]);
+    assert!(!out.contains("over the limit"), "{out}");
+    let help = ok(&redis, &["semaphore", "set-limit", "--help"]);
+    assert!(help.contains("preempts no one"), "{help}");
+}
+
+#[test]
+fn job_retention_is_a_setting() {
+    let redis = RedisServer::start();
+    ok(&redis, &["migrate"]);
+    let with_retention = |v: &str, args: &[&str]| {
+        sc(&redis)
+            .args(args)
+            .env("SYNTH_JOB_RETENTION_SECS", v)
+            .output()
+            .unwrap()
+    };
+    let out = with_retention("1", &["jobs", "enqueue", "--type", "noop", "--json"]);
+    assert!(out.status.success(), "{out:?}");
+    let id = json(&String::from_utf8(out.stdout).unwrap())[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // Cancelling a waiting job finishes its record, which is then kept for the setting.
+    assert!(with_retention("1", &["jobs", "cancel", &id])
+        .status
+        .success());
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(format!("{{cli}}:job:{id}"))
+        .query(&mut redis.conn())
+        .unwrap();
+    assert!(ttl > 0 && ttl <= 1000, "kept 1 s, got {ttl} ms");
+    let out = with_retention("1h", &["jobs", "stats"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("SYNTH_JOB_RETENTION_SECS=\"1h\"") && err.contains("whole number"),
+        "{err}"
+    );
 }

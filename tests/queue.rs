@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{eventually, job_state as state, queue, RedisServer};
+use common::{eventually, job_state as state, queue, queue_with, RedisServer};
 use engine::queue::{CancelOutcome, EnqueueRequest, Queue};
 use engine::worker::{Observation, Worker, WorkerOptions};
 use redis::AsyncCommands;
@@ -536,4 +536,235 @@ async fn bad_requests_never_reach_redis() {
         assert!(err.contains(want), "{err}");
     }
     assert_eq!(xlen(&q, "sleep").await + xlen(&q, "noop").await, 0);
+}
+
+/// Enqueues one job; its id.
+async fn enqueue(q: &Queue, t: &str, payload: serde_json::Value) -> String {
+    q.enqueue(EnqueueRequest::new(t, payload)).await.unwrap().id
+}
+
+/// Dead letters, oldest first.
+async fn letters(q: &Queue) -> Vec<engine::queue::DeadLetter> {
+    q.dlq_list(100).await.unwrap()
+}
+
+/// Entries of `t`'s stream pending in the group (delivered, not acknowledged).
+async fn pending(q: &Queue, t: &str) -> u64 {
+    let mut c = q.conn().await.unwrap();
+    let summary: (u64, redis::Value, redis::Value, redis::Value) = redis::cmd("XPENDING")
+        .arg(q.keys().stream(t))
+        .arg("workers")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    summary.0
+}
+
+#[tokio::test]
+async fn one_poison_entry_harms_no_other_job_of_its_batch() {
+    let redis = RedisServer::start();
+    let q = queue(&redis).await;
+    let mut ids = Vec::new();
+    for _ in 0..8 {
+        ids.push(enqueue(&q, "noop", json!({})).await);
+    }
+    // The 8th job's record is overwritten with a string: every HMGET/HSET on it is WRONGTYPE.
+    let poison = ids[7].clone();
+    let mut c = q.conn().await.unwrap();
+    let _: () = c.set(q.keys().job(&poison), "not a hash").await.unwrap();
+    let o = opts(&["noop"]);
+    assert!(o.batch >= 8 && o.concurrency >= 8, "all 8 in one read");
+    let lease = o.lease;
+    let w = start(&q, o);
+    for id in &ids[..7] {
+        wait_state(&q, id, "completed", Duration::from_secs(5)).await;
+        let s = q.status(id).await.unwrap().unwrap();
+        assert_eq!(
+            (s.attempt, s.starts),
+            (0, 1),
+            "job {id}: its first attempt and its first start (no stall charged)"
+        );
+    }
+    eventually(lease, "the poison entry in the dead letters", || async {
+        letters(&q).await.len() == 1
+    })
+    .await;
+    let l = &letters(&q).await[0];
+    assert_eq!(l.id, poison);
+    let key = q.keys().job(&poison);
+    assert!(
+        l.error.contains(&key) && l.error.contains("WRONGTYPE") && l.error.contains("string"),
+        "the reason names the key and what is wrong: {}",
+        l.error
+    );
+    assert!(
+        l.job.contains(&poison),
+        "the letter keeps the envelope: {}",
+        l.job
+    );
+    // Never redelivered: three leases later nothing is pending, nothing stalled, one letter.
+    tokio::time::sleep(lease * 3).await;
+    assert_eq!(letters(&q).await.len(), 1);
+    assert_eq!((xlen(&q, "noop").await, pending(&q, "noop").await), (0, 0));
+    let stats = q.stats().await.unwrap();
+    let noop = stats.iter().find(|s| s.job_type == "noop").unwrap();
+    assert_eq!((noop.completed, noop.stalled, noop.dead), (7, 0, 1));
+    // The key the script could not use is left as it was, for the operator to look at.
+    let v: String = c.get(&key).await.unwrap();
+    assert_eq!(v, "not a hash");
+    w.stop().await;
+}
+
+#[tokio::test]
+async fn an_entry_delivered_too_often_is_dead_lettered() {
+    let redis = RedisServer::start();
+    let q = queue(&redis).await;
+    assert_eq!(q.config().max_deliveries, 10, "the default cap");
+    let over = enqueue(&q, "noop", json!({})).await;
+    let under = enqueue(&q, "noop", json!({})).await;
+    // A "worker" takes both and dies before starting them, again and again: the group
+    // counts the deliveries (RETRYCOUNT sets the count as if it had happened).
+    let stream = q.keys().stream("noop");
+    let mut c = q.conn().await.unwrap();
+    let read: redis::streams::StreamReadReply = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg("workers")
+        .arg("ghost")
+        .arg("COUNT")
+        .arg(10)
+        .arg("STREAMS")
+        .arg(&stream)
+        .arg(">")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let sids: Vec<String> = read.keys[0].ids.iter().map(|e| e.id.clone()).collect();
+    for (sid, count) in sids.iter().zip([10, 8]) {
+        let _: redis::Value = redis::cmd("XCLAIM")
+            .arg(&stream)
+            .arg("workers")
+            .arg("ghost")
+            .arg(0)
+            .arg(sid)
+            .arg("RETRYCOUNT")
+            .arg(count)
+            .query_async(&mut c)
+            .await
+            .unwrap();
+    }
+    // The reclaimer's XAUTOCLAIM is delivery 11 for one (over the cap) and 9 for the other.
+    let w = start(&q, opts(&["noop"]));
+    wait_state(&q, &under, "completed", Duration::from_secs(5)).await;
+    wait_state(&q, &over, "dead", Duration::from_secs(5)).await;
+    let s = q.status(&over).await.unwrap().unwrap();
+    let why = "delivered 11 times without finishing";
+    assert!(s.error.as_deref().unwrap_or("").contains(why), "{s:?}");
+    let l = letters(&q).await;
+    assert_eq!(l.len(), 1);
+    assert!(l[0].error.contains(why) && l[0].id == over, "{:?}", l[0]);
+    assert_eq!((xlen(&q, "noop").await, pending(&q, "noop").await), (0, 0));
+    w.stop().await;
+}
+
+#[tokio::test]
+async fn a_finish_retried_after_a_lost_reply_counts_once_as_processed() {
+    let redis = RedisServer::start();
+    // Replies slower than 300 ms time out, and the finisher retries the call.
+    let cfg = engine::config::QueueConfig {
+        response_timeout: Duration::from_millis(300),
+        ..Default::default()
+    };
+    let q = queue_with(&redis, cfg).await;
+    let mut o = opts(&["sleep"]);
+    o.lease = Duration::from_secs(20);
+    let mut w = start(&q, o);
+    // A first job loads the scripts, so the paused call below is the real finish.
+    let warm = enqueue(&q, "sleep", json!({"ms": 1})).await;
+    wait_state(&q, &warm, "completed", Duration::from_secs(5)).await;
+    let id = enqueue(&q, "sleep", json!({"ms": 600})).await;
+    wait_state(&q, &id, "active", Duration::from_secs(5)).await;
+    // Writes (scripts included) wait 1.5 s: the finish call times out on our side, is
+    // retried, and Redis applies the first call, then the retries, once the pause ends.
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(1500)
+        .arg("WRITE")
+        .query(&mut redis.conn())
+        .unwrap();
+    let seen = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let o = w.obs.recv().await.unwrap();
+            if o.job_id == id {
+                return o.outcome;
+            }
+        }
+    })
+    .await
+    .expect("the retried finish is recognised as this worker's own and observed");
+    assert_eq!(seen, "completed");
+    let s = q.status(&id).await.unwrap().unwrap();
+    assert_eq!((s.state.as_str(), s.starts), ("completed", 1));
+    let stats = q.stats().await.unwrap();
+    let sleep = stats.iter().find(|s| s.job_type == "sleep").unwrap();
+    assert_eq!(sleep.completed, 2, "applied once, not once per retry");
+    eventually(
+        Duration::from_secs(3),
+        "processed = 2 in the heartbeat",
+        || async {
+            engine::worker::list_workers(&q)
+                .await
+                .unwrap()
+                .first()
+                .is_some_and(|w| w.processed == 2)
+        },
+    )
+    .await;
+    w.stop().await;
+}
+
+#[tokio::test]
+async fn a_job_field_that_is_not_utf8_is_dead_lettered_as_such() {
+    let redis = RedisServer::start();
+    let q = queue(&redis).await;
+    let mut c = q.conn().await.unwrap();
+    let _: String = c
+        .xadd(
+            q.keys().stream("noop"),
+            "*",
+            &[("job", &b"{\"v\":1,\xff\xfe}"[..])],
+        )
+        .await
+        .unwrap();
+    let good = enqueue(&q, "noop", json!({})).await;
+    let w = start(&q, opts(&["noop"]));
+    wait_state(&q, &good, "completed", Duration::from_secs(5)).await;
+    eventually(Duration::from_secs(3), "one dead letter", || async {
+        letters(&q).await.len() == 1
+    })
+    .await;
+    let e = &letters(&q).await[0].error;
+    assert!(e.contains("field `job` is not UTF-8"), "{e}");
+    assert!(!e.contains("no `job` field"), "{e}");
+    w.stop().await;
+}
+
+#[tokio::test]
+async fn finished_records_are_kept_for_the_retention_setting() {
+    let redis = RedisServer::start();
+    let cfg = engine::config::QueueConfig {
+        result_ttl: Duration::from_secs(1),
+        ..Default::default()
+    };
+    let q = queue_with(&redis, cfg).await;
+    let id = enqueue(&q, "noop", json!({})).await;
+    let w = start(&q, opts(&["noop"]));
+    wait_state(&q, &id, "completed", Duration::from_secs(5)).await;
+    let mut c = q.conn().await.unwrap();
+    let ttl: i64 = c.pttl(q.keys().job(&id)).await.unwrap();
+    assert!(ttl > 0 && ttl <= 1000, "kept for the 1 s set, got {ttl} ms");
+    eventually(Duration::from_secs(3), "the record to expire", || async {
+        q.status(&id).await.unwrap().is_none()
+    })
+    .await;
+    w.stop().await;
 }

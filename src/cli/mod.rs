@@ -206,5 +206,6 @@ pub(crate) fn shutdown_on_signal() -> CancellationToken {
 fn connect(cli: &Cli) -> anyhow::Result<Queue> {
     let url = engine::config::redis_url(cli.redis_url.as_deref());
     let prefix = engine::config::prefix(cli.prefix.as_deref()).map_err(anyhow::Error::msg)?;
-    Ok(Queue::new(&url, &prefix, Default::default())?)
+    let cfg = engine::config::QueueConfig::from_env()?;
+    Ok(Queue::new(&url, &prefix, cfg)?)
 }

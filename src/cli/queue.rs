@@ -146,6 +146,11 @@ pub enum SemaphoreCommand {
         json: bool,
     },
     /// Set the number of permits.
+    ///
+    /// Lowering the limit below the number of holders preempts no one: holders keep their
+    /// permits until they release them (their runs finish) or their leases lapse, and new
+    /// acquirers wait in line until fewer than the new limit hold one. To shrink in-flight
+    /// work faster, cancel runs (`synth-city runs cancel ID`).
     SetLimit {
         limit: u32,
         #[arg(long, default_value = engine::semaphore::PIPELINE)]
@@ -503,6 +508,9 @@ pub(super) async fn semaphore(q: Queue, c: SemaphoreCommand) -> anyhow::Result<(
                     s.waiters.len(),
                     s.fence
                 );
+                if s.holders.len() > s.limit as usize {
+                    println!("  {}", over_limit(s.holders.len(), s.limit));
+                }
                 for h in s.holders {
                     println!(
                         "  holder {:<40} fence {:>6}  lease left {} ms",
@@ -515,11 +523,25 @@ pub(super) async fn semaphore(q: Queue, c: SemaphoreCommand) -> anyhow::Result<(
             }
         }
         SemaphoreCommand::SetLimit { limit, name } => {
-            RedisSemaphore::new(q, &name).set_limit(limit).await?;
+            let sem = RedisSemaphore::new(q, &name);
+            sem.set_limit(limit).await?;
             println!("semaphore {name}: limit {limit}");
+            let holders = sem.status().await?.holders.len();
+            if holders > limit as usize {
+                println!("{}", over_limit(holders, limit));
+            }
         }
     }
     Ok(())
+}
+
+/// What a semaphore with more holders than its limit does (no preemption).
+fn over_limit(holders: usize, limit: u32) -> String {
+    format!(
+        "{holders} holders are over the limit of {limit}: no permit is taken back; holders keep \
+         theirs until they release them (or their leases lapse), and new acquirers wait until \
+         fewer than {limit} hold one (`synth-city runs cancel ID` shrinks in-flight work sooner)"
+    )
 }
 
 pub(super) async fn schedule(q: Queue, c: ScheduleCommand) -> anyhow::Result<()> {

@@ -289,7 +289,7 @@ async fn publish(
     // The run as Redis remembers it (the same input the publish stage has).
     let url = engine::config::redis_url(redis_url.as_deref());
     let prefix = engine::config::prefix(prefix.as_deref()).map_err(anyhow::Error::msg)?;
-    let q = Queue::new(&url, &prefix, Default::default())?;
+    let q = Queue::new(&url, &prefix, engine::config::QueueConfig::from_env()?)?;
     let run_id = latest_to_publish(&q, &url, &a).await?;
     let a = PublishArgs { run: run_id, ..a };
     let run = match tokio::time::timeout(

@@ -12,6 +12,10 @@
 //! project goes through ([`redis_client`]: with the environment's files). A user and password in the URL (`rediss://worker:pw@host:6380/`) log in as
 //! that ACL user (see [`crate::acl`]).
 //!
+//! Queue tunables ([`QueueConfig`]): how long finished job records are kept
+//! (`SYNTH_JOB_RETENTION_SECS`) and the delivery cap (`SYNTH_MAX_DELIVERIES`), read by
+//! [`QueueConfig::from_env`]; every process of a deployment should agree on them.
+//!
 //! What it does not do: it opens no connection (a certificate the server does not match is
 //! reported when the first connection is made, by [`crate::queue::Queue`], naming these
 //! variables), and it never turns verification off.
@@ -266,24 +270,89 @@ pub fn validate_prefix(p: &str) -> Result<(), PrefixError> {
     Ok(())
 }
 
+/// `SYNTH_JOB_RETENTION_SECS`: how long a finished job's record (state, result, error) stays
+/// readable; [`QueueConfig::result_ttl`].
+pub const ENV_JOB_RETENTION: &str = "SYNTH_JOB_RETENTION_SECS";
+/// `SYNTH_MAX_DELIVERIES`: how many times a stream entry may be delivered without finishing
+/// before it is dead-lettered; [`QueueConfig::max_deliveries`].
+pub const ENV_MAX_DELIVERIES: &str = "SYNTH_MAX_DELIVERIES";
+/// Finished records are kept this long unless [`ENV_JOB_RETENTION`] says otherwise (24 h; a
+/// million finished jobs hold about 1 GB of Redis for that long).
+pub const DEFAULT_JOB_RETENTION_SECS: u64 = 24 * 3600;
+/// An entry delivered more often than this without finishing is dead-lettered.
+pub const DEFAULT_MAX_DELIVERIES: u32 = 10;
+
+/// A queue tunable from the environment that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("{var}={value:?}: {reason}")]
+pub struct TunableError {
+    pub var: &'static str,
+    pub value: String,
+    pub reason: String,
+}
+
 /// Tunables of the queue shared by producers and workers.
 #[derive(Debug, Clone)]
 pub struct QueueConfig {
-    /// How long a finished job's status and result stay readable.
+    /// How long a finished (completed, cancelled, dead) job's status and result stay
+    /// readable: `SYNTH_JOB_RETENTION_SECS`, default 24 h.
     pub result_ttl: Duration,
     /// Redis command timeout for ordinary calls.
     pub response_timeout: Duration,
     /// How long a producer keeps retrying while Redis is unreachable.
     pub retry_for: Duration,
+    /// The delivery cap: a stream entry delivered (XREADGROUP or XAUTOCLAIM, as the consumer
+    /// group counts it) more than this many times without finishing is dead-lettered with
+    /// "delivered N times without finishing" (`SYNTH_MAX_DELIVERIES`, default 10). It stops an
+    /// entry that kills or wedges every worker before its start is recorded from cycling forever.
+    pub max_deliveries: u32,
 }
 
 impl Default for QueueConfig {
     fn default() -> Self {
         Self {
-            result_ttl: Duration::from_secs(24 * 3600),
+            result_ttl: Duration::from_secs(DEFAULT_JOB_RETENTION_SECS),
             response_timeout: Duration::from_secs(5),
             retry_for: Duration::from_secs(30),
+            max_deliveries: DEFAULT_MAX_DELIVERIES,
         }
+    }
+}
+
+impl QueueConfig {
+    /// The defaults with `SYNTH_JOB_RETENTION_SECS` and `SYNTH_MAX_DELIVERIES` applied (unset
+    /// or empty: the default).
+    pub fn from_env() -> Result<Self, TunableError> {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// [`QueueConfig::from_env`] over any source of variables.
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, TunableError> {
+        let mut cfg = Self::default();
+        let read = |var: &'static str| -> Result<Option<u64>, TunableError> {
+            let Some(v) = get(var).filter(|v| !v.trim().is_empty()) else {
+                return Ok(None);
+            };
+            match v.trim().parse::<u64>() {
+                Ok(n) if n >= 1 => Ok(Some(n)),
+                _ => Err(TunableError {
+                    var,
+                    value: v,
+                    reason: "must be a whole number of at least 1".into(),
+                }),
+            }
+        };
+        if let Some(secs) = read(ENV_JOB_RETENTION)? {
+            cfg.result_ttl = Duration::from_secs(secs);
+        }
+        if let Some(n) = read(ENV_MAX_DELIVERIES)? {
+            cfg.max_deliveries = u32::try_from(n).map_err(|_| TunableError {
+                var: ENV_MAX_DELIVERIES,
+                value: n.to_string(),
+                reason: format!("must be at most {}", u32::MAX),
+            })?;
+        }
+        Ok(cfg)
     }
 }
 
@@ -345,6 +414,31 @@ mod tests {
         assert!(RedisTls::default().client("redis://h:1").is_ok());
         assert!(RedisTls::default().client("rediss://h:1").is_ok());
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn tunables_from_the_environment() {
+        let cfg = QueueConfig::from_lookup(|k| match k {
+            ENV_JOB_RETENTION => Some("60".into()),
+            ENV_MAX_DELIVERIES => Some(" 3 ".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(cfg.result_ttl, Duration::from_secs(60));
+        assert_eq!(cfg.max_deliveries, 3);
+        let d = QueueConfig::from_lookup(|_| Some(String::new())).unwrap();
+        assert_eq!(
+            d.result_ttl,
+            Duration::from_secs(DEFAULT_JOB_RETENTION_SECS)
+        );
+        assert_eq!(d.max_deliveries, DEFAULT_MAX_DELIVERIES);
+        let e = QueueConfig::from_lookup(|k| (k == ENV_JOB_RETENTION).then(|| "1h".into()))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("SYNTH_JOB_RETENTION_SECS") && e.contains("at least 1"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -112,6 +112,9 @@ struct Delivery {
     raw: String,
     env: JobEnvelope,
     ready_at_ms: u64,
+    /// Which start of the job this worker runs (set by `start.lua`; 0 until then): with the
+    /// stream id, the fencing token `finish.lua` checks a retried finish against.
+    starts: u32,
 }
 
 enum Outcome {
@@ -392,6 +395,12 @@ fn type_of_stream(inner: &Inner, stream: &str) -> String {
 /// Decodes delivered entries, dead-letters the malformed ones, marks the rest
 /// started (one script call per type) and spawns them. Takes one permit per
 /// entry, waiting for more if the read returned more than it had.
+///
+/// `start.lua` is all or nothing per entry: an entry it cannot start (its record
+/// overwritten, or delivered more than [`QueueConfig::max_deliveries`] times) comes back
+/// dead-lettered with its reason while the others start.
+///
+/// [`QueueConfig::max_deliveries`]: crate::config::QueueConfig::max_deliveries
 async fn start_entries(
     inner: &Arc<Inner>,
     entries: Vec<(String, StreamId)>,
@@ -406,12 +415,17 @@ async fn start_entries(
     }
     for (job_type, deliveries) in by_type {
         let started = loop {
+            let cfg = inner.queue.config();
             let mut inv = inner.queue.scripts().start.prepare_invoke();
-            inv.arg(inner.queue.prefix()).arg(&job_type).arg(&inner.id);
+            inv.arg(inner.queue.prefix())
+                .arg(&job_type)
+                .arg(&inner.id)
+                .arg(cfg.max_deliveries)
+                .arg(cfg.result_ttl.as_millis() as u64);
             for d in &deliveries {
                 inv.arg(&d.stream_id).arg(&d.env.id).arg(d.env.max_attempts);
             }
-            let res: Result<Vec<(String, u64, u32, u32)>, QueueError> = async {
+            let res: Result<Vec<Started>, QueueError> = async {
                 let mut c = inner.queue.conn().await?;
                 Ok(inv.invoke_async(&mut c).await?)
             }
@@ -423,13 +437,15 @@ async fn start_entries(
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
                 Err(e) => {
-                    // Left pending: the reclaimer will offer them again after the lease.
-                    tracing::error!(%e, "start: script failed; entries stay pending");
+                    // Nothing was written (the script checks before it writes); left
+                    // pending, the reclaimer offers them again after the lease.
+                    tracing::error!(%e, r#type = %job_type,
+                        "start: script failed before any write; entries stay pending");
                     break Vec::new();
                 }
             }
         };
-        for (d, (code, now, attempt, starts)) in deliveries.into_iter().zip(started) {
+        for (d, (code, now, attempt, starts, reason)) in deliveries.into_iter().zip(started) {
             match code.as_str() {
                 "run" => {
                     let permit = match permits.pop() {
@@ -451,8 +467,9 @@ async fn start_entries(
                 }
                 "dead" => {
                     inner.metrics.dead.with_label_values(&[&d.job_type]).inc();
-                    tracing::warn!(job = %d.env.id, r#type = %d.job_type, attempt,
-                        "job dead-lettered: its workers kept dying");
+                    tracing::warn!(job = %d.env.id, r#type = %d.job_type, attempt, %reason,
+                        "job dead-lettered at start");
+                    observe(inner, &d, "dead", now);
                 }
                 _ => tracing::debug!(job = %d.env.id, "skipped: already finished or cancelled"),
             }
@@ -460,10 +477,33 @@ async fn start_entries(
     }
 }
 
+/// One entry's answer from `start.lua`: code (run|skip|dead), server time, attempt, starts,
+/// and the reason when it was dead-lettered.
+type Started = (String, u64, u32, u32, String);
+
 fn decode(job_type: &str, entry: &StreamId) -> Result<Delivery, (String, String)> {
-    let raw: Option<String> = entry.get("job");
-    let Some(raw) = raw else {
+    let Some(field) = entry.map.get("job") else {
         return Err(("stream entry has no `job` field".into(), String::new()));
+    };
+    let raw = match redis::from_redis_value_ref::<Vec<u8>>(field).map(String::from_utf8) {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            return Err((
+                format!(
+                    "field `job` is not UTF-8 (invalid byte at {} of {}): an envelope is JSON \
+                     text; the producer wrote bytes",
+                    e.utf8_error().valid_up_to(),
+                    e.as_bytes().len()
+                ),
+                String::new(),
+            ))
+        }
+        Err(_) => {
+            return Err((
+                format!("field `job` is not a string ({field:?})"),
+                String::new(),
+            ))
+        }
     };
     let env = JobEnvelope::from_json(&raw).map_err(|reason| {
         let id = serde_json::from_str::<serde_json::Value>(&raw)
@@ -492,6 +532,7 @@ fn decode(job_type: &str, entry: &StreamId) -> Result<Delivery, (String, String)
         raw,
         env,
         ready_at_ms,
+        starts: 0,
     })
 }
 
@@ -531,11 +572,12 @@ async fn bury_raw(inner: &Inner, job_type: &str, entry: &StreamId, reason: &str,
 
 fn spawn_job(
     inner: &Arc<Inner>,
-    d: Delivery,
+    mut d: Delivery,
     attempt: u32,
     starts: u32,
     permit: OwnedSemaphorePermit,
 ) {
+    d.starts = starts;
     let token = CancellationToken::new();
     let reason = Arc::new(Mutex::new(None));
     inner.in_flight.lock().unwrap().insert(
@@ -741,7 +783,8 @@ async fn record_finishes(inner: &Inner, done: Vec<Done>) {
                 .arg(&d.d.stream_id)
                 .arg(&d.d.env.id)
                 .arg(*state)
-                .arg(result);
+                .arg(result)
+                .arg(d.d.starts);
         }
         async move {
             let mut c = inner.queue.conn().await?;
@@ -758,7 +801,11 @@ async fn record_finishes(inner: &Inner, done: Vec<Done>) {
             continue;
         };
         let t = &d.d.job_type;
-        if ok == 1 {
+        if ok == 2 {
+            // A retry of a call whose reply was lost (a timeout) after Redis applied it.
+            tracing::debug!(job = %d.d.env.id, "finish was already recorded by this worker");
+        }
+        if ok == 1 || ok == 2 {
             if *state == "completed" {
                 inner.metrics.processed.with_label_values(&[t]).inc();
             }
@@ -766,6 +813,11 @@ async fn record_finishes(inner: &Inner, done: Vec<Done>) {
                 .processed
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             observe(inner, &d.d, state, now);
+        } else if ok == 3 {
+            inner.metrics.dead.with_label_values(&[t]).inc();
+            tracing::warn!(job = %d.d.env.id, r#type = %t,
+                "finished a job whose record was overwritten (not a hash); dead-lettered");
+            observe(inner, &d.d, "dead", now);
         } else {
             tracing::warn!(job = %d.d.env.id, "finished a job whose lease was lost; not recorded");
         }
@@ -808,7 +860,12 @@ async fn record_fail(inner: &Inner, d: Done) {
     })
     .await;
     let t = &d.d.job_type;
-    if res == Some(1) && !*counts {
+    if res == Some(2) {
+        inner.metrics.dead.with_label_values(&[t]).inc();
+        tracing::warn!(job = %d.d.env.id, r#type = %t, %error,
+            "failed job's record was overwritten (not a hash); dead-lettered");
+        observe(inner, &d.d, "dead", 0);
+    } else if res == Some(1) && !*counts {
         tracing::debug!(job = %d.d.env.id, r#type = %t, reason = %error, "job deferred");
         inner.promote_now.notify_one();
         observe(inner, &d.d, "deferred", 0);

@@ -118,7 +118,12 @@ impl Drop for RedisServer {
 
 /// A migrated queue under a fresh prefix.
 pub async fn queue(redis: &RedisServer) -> Queue {
-    let q = Queue::new(&redis.url(), "t", Default::default()).unwrap();
+    queue_with(redis, Default::default()).await
+}
+
+/// A migrated queue under a fresh prefix, with these tunables.
+pub async fn queue_with(redis: &RedisServer, cfg: engine::config::QueueConfig) -> Queue {
+    let q = Queue::new(&redis.url(), "t", cfg).unwrap();
     engine::migrate::migrate(&q).await.unwrap();
     q
 }

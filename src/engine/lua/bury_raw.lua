@@ -1,13 +1,16 @@
 -- bury_raw.lua: dead-letters an entry that cannot be decoded. ARGV: prefix, consumer,
 -- type, stream id, raw entry (json of its fields), reason, job id ('' = unknown).
+-- The job's record is marked dead only when it is a hash (checked before any write).
 local consumer, jtype, sid, raw, reason, id = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
 local stream = key('q', jtype)
 if not owns(stream, sid, consumer) then return 0 end
+local jk = key('job', id)
+local record = id ~= '' and redis.call('TYPE', jk)['ok'] == 'hash'
 local now = now_ms()
 ackdel(stream, sid)
 bury(now, jtype, id, raw, reason, sid)
-if id ~= '' and redis.call('EXISTS', key('job', id)) == 1 then
-  redis.call('HSET', key('job', id), 'state', 'dead', 'error', reason, 'finished_at', now)
+if record then
+  redis.call('HSET', jk, 'state', 'dead', 'error', reason, 'finished_at', now)
 end
 emit(now, 'dead', jtype, id, {'error', reason})
 if id ~= '' then child_done(now, id, 'dead', reason) end

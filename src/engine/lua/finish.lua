@@ -1,18 +1,45 @@
--- finish.lua: records finished attempts. ARGV: prefix, ttl_ms, consumer, then 5 per
--- job: type, stream id, job id, state (completed|cancelled), result json.
+-- finish.lua: records finished attempts. ARGV: prefix, ttl_ms, consumer, then 6 per
+-- job: type, stream id, job id, state (completed|cancelled), result json, starts (the
+-- start this worker ran: the fencing token's second half).
 -- A child job's outcome goes on its parent (child_done in common.lua).
 -- Only the consumer that still owns the entry may finish it; a stale finisher
--- (its lease was lost and the job re-delivered) changes nothing.
--- Returns {now, ok_1, ok_2, ...} with ok = 1 recorded, 0 stale.
+-- (its lease was lost and the job re-delivered) changes nothing. A call that is
+-- retried after it was applied (its reply was lost to a timeout) finds its own finish:
+-- the record is in that state, by this worker, for this entry and start.
+-- A job whose record is not a hash (overwritten) is dead-lettered, not half-finished:
+-- every record's type is checked before the first write.
+-- Returns {now, ok_1, ok_2, ...} with ok = 1 recorded, 0 stale, 2 already recorded by
+-- this very finish, 3 dead-lettered (the record was not a hash).
 local ttl, consumer = tonumber(ARGV[2]), ARGV[3]
 local now = now_ms()
+local bad = {}
+for i = 4, #ARGV, 6 do
+  local kind = redis.call('TYPE', key('job', ARGV[i + 2]))['ok']
+  if kind ~= 'hash' and kind ~= 'none' then bad[i] = kind end
+end
 local out = {now}
-for i = 4, #ARGV, 5 do
+for i = 4, #ARGV, 6 do
   local jtype, sid, id, state, result = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
+  local starts = ARGV[i + 5]
   local stream = key('q', jtype)
-  if owns(stream, sid, consumer) then
+  local jk = key('job', id)
+  if not owns(stream, sid, consumer) then
+    local f = {}
+    if not bad[i] then f = redis.call('HMGET', jk, 'state', 'worker', 'stream_id', 'starts') end
+    if f[1] == state and f[2] == consumer and f[3] == sid and f[4] == starts then
+      out[#out + 1] = 2
+    else
+      out[#out + 1] = 0
+    end
+  elseif bad[i] then
+    local reason = '`' .. jk .. '` holds a ' .. bad[i] .. ', not a hash (WRONGTYPE): the job\'s ' ..
+                   'record was overwritten while it ran; its result is lost'
     ackdel(stream, sid)
-    local jk = key('job', id)
+    bury(now, jtype, id, '', reason, sid)
+    emit(now, 'dead', jtype, id, {'error', reason})
+    out[#out + 1] = 3
+  else
+    ackdel(stream, sid)
     redis.call('HSET', jk, 'state', state, 'result', result, 'finished_at', now)
     redis.call('HDEL', jk, 'env')
     redis.call('PEXPIRE', jk, ttl)
@@ -21,8 +48,6 @@ for i = 4, #ARGV, 5 do
     expire_flow(id, ttl)
     child_done(now, id, state, result)
     out[#out + 1] = 1
-  else
-    out[#out + 1] = 0
   end
 end
 return out

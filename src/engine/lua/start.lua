@@ -1,36 +1,130 @@
 -- start.lua: marks freshly delivered entries active. ARGV: prefix, type, consumer,
--- dlq reason for stalls, then 3 per entry: stream id, job id, max attempts.
--- An entry whose job is already `active` was stalled (its worker lost the
--- lease): that counts as a failed attempt, and past max attempts it is buried.
--- Returns per entry {code, now, attempt, starts} with code run|skip|dead.
+-- max deliveries, ttl_ms of finished records, then 3 per entry: stream id, job id,
+-- max attempts.
+-- All or nothing per entry: a first pass reads and checks everything the writes will
+-- touch (no write happens before it ends), so a script error can never leave half a batch
+-- started. An entry that cannot be started is dead-lettered with its reason and the
+-- others start:
+-- - its `job:<id>` key is not a hash, or its `attempt`/`starts` field is not an integer
+--   (the record was overwritten: WRONGTYPE);
+-- - it was delivered more than `max deliveries` times (XREADGROUP or XAUTOCLAIM, counted by
+--   the group's pending list) without finishing;
+-- - its job is already `active` (a stall: its worker lost the lease), which counts as a
+--   failed attempt, and that was its last.
+-- A shared key of the wrong type (stats, events, dlq) stops the whole call before any write.
+-- Returns per entry {code, now, attempt, starts, reason} with code run|skip|dead.
 local jtype, consumer = ARGV[2], ARGV[3]
+local max_deliveries, ttl = tonumber(ARGV[4]), tonumber(ARGV[5])
 local stream = key('q', jtype)
 local now = now_ms()
-local out = {}
-for i = 4, #ARGV, 3 do
-  local sid, id, max = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
+
+for _, k in ipairs({{key('stats', jtype), 'hash'}, {key('events'), 'stream'},
+                    {key('dlq'), 'stream'}}) do
+  local t = redis.call('TYPE', k[1])['ok']
+  if t ~= 'none' and t ~= k[2] then
+    return redis.error_reply('WRONGTYPE `' .. k[1] .. '` holds a ' .. t .. ', not a ' .. k[2] ..
+                             ': no job of type ' .. jtype .. ' can start until it is repaired')
+  end
+end
+
+local function is_int(v)
+  return v == false or v == nil or string.match(v, '^%-?%d+$') ~= nil
+end
+
+-- The envelope of a stream entry (for the dead letter), or ''.
+local function entry_job(sid)
+  local r = redis.call('XRANGE', stream, sid, sid)
+  if r[1] then
+    local f = r[1][2]
+    for j = 1, #f, 2 do
+      if f[j] == 'job' then return f[j + 1] end
+    end
+  end
+  return ''
+end
+
+-- Pass 1: reads only. Each entry gets a plan: skip, bad (reason), or go (its fields).
+local plans = {}
+for i = 6, #ARGV, 3 do
+  local sid, id = ARGV[i], ARGV[i + 1]
   local jk = key('job', id)
-  local f = redis.call('HMGET', jk, 'state', 'attempt')
-  local state = f[1]
-  if state == 'cancelled' or state == 'completed' or state == 'dead' then
-    ackdel(stream, sid)
-    out[#out + 1] = {'skip', now, 0, 0}
+  local plan = {sid = sid, id = id, jk = jk, max = tonumber(ARGV[i + 2])}
+  local p = redis.call('XPENDING', stream, GROUP, sid, sid, 1)
+  -- pcall: a record of another type answers an error table (WRONGTYPE) instead of raising.
+  local f = redis.pcall('HMGET', jk, 'state', 'attempt', 'starts')
+  if p[1] == nil or p[1][2] ~= consumer then
+    -- Acked meanwhile, or another worker holds it now: not ours to start.
+    plan.code = 'skip'
+  elseif f.err then
+    local kind = redis.call('TYPE', jk)['ok']
+    plan.code = 'bad'
+    plan.reason = '`' .. jk .. '` holds a ' .. kind .. ', not a hash (WRONGTYPE): the job\'s ' ..
+                  'record was overwritten; delete that key, then `synth-city dlq retry`'
   else
-    local attempt = tonumber(f[2] or '0')
+    plan.state, plan.attempt = f[1], f[2]
+    if not is_int(f[2]) or not is_int(f[3]) then
+      local name, v = 'attempt', f[2]
+      if is_int(f[2]) then name, v = 'starts', f[3] end
+      plan.code = 'bad'
+      plan.reason = 'field `' .. name .. '` of `' .. jk .. '` is not an integer (' .. v ..
+                    '): the job\'s record was overwritten; delete that key, then ' ..
+                    '`synth-city dlq retry`'
+    elseif tonumber(p[1][4]) > max_deliveries then
+      plan.code = 'bad'
+      plan.reason = 'delivered ' .. p[1][4] .. ' times without finishing (the cap is ' ..
+                    max_deliveries .. ')'
+      plan.record = true
+    else
+      plan.code = 'go'
+    end
+  end
+  plans[#plans + 1] = plan
+end
+
+-- Pass 2: writes.
+local out = {}
+for _, plan in ipairs(plans) do
+  local sid, id, jk = plan.sid, plan.id, plan.jk
+  local state = plan.state
+  if plan.code == 'skip' then
+    out[#out + 1] = {'skip', now, 0, 0, ''}
+  elseif plan.code == 'bad' then
+    local env = entry_job(sid)
+    if plan.record and state then
+      env = redis.call('HGET', jk, 'env') or env
+    end
+    ackdel(stream, sid)
+    bury(now, jtype, id, env, plan.reason, sid)
+    if plan.record then
+      redis.call('HSET', jk, 'state', 'dead', 'error', plan.reason, 'finished_at', now)
+      redis.call('HDEL', jk, 'env')
+      redis.call('PEXPIRE', jk, ttl)
+    end
+    emit(now, 'dead', jtype, id, {'error', plan.reason})
+    -- a child's parent learns it (a record that is not a hash names no parent)
+    if plan.record then child_done(now, id, 'dead', plan.reason) end
+    out[#out + 1] = {'dead', now, tonumber(plan.attempt or '0'), 0, plan.reason}
+  elseif state == 'cancelled' or state == 'completed' or state == 'dead' then
+    ackdel(stream, sid)
+    out[#out + 1] = {'skip', now, 0, 0, ''}
+  else
+    local attempt = tonumber(plan.attempt or '0')
     if state == 'active' then
       attempt = redis.call('HINCRBY', jk, 'attempt', 1)
       redis.call('HINCRBY', key('stats', jtype), 'stalled', 1)
       emit(now, 'stalled', jtype, id, {'attempt', attempt})
     end
-    if attempt >= max then
-      local env = redis.call('HGET', jk, 'env') or ''
+    if attempt >= plan.max then
+      local env = redis.call('HGET', jk, 'env') or entry_job(sid)
       local reason = 'worker lost ' .. attempt .. ' times (lease expired)'
       ackdel(stream, sid)
       bury(now, jtype, id, env, reason, sid)
       redis.call('HSET', jk, 'state', 'dead', 'error', reason, 'finished_at', now)
+      redis.call('HDEL', jk, 'env')
+      redis.call('PEXPIRE', jk, ttl)
       emit(now, 'dead', jtype, id, {'error', reason})
       child_done(now, id, 'dead', reason)
-      out[#out + 1] = {'dead', now, attempt, 0}
+      out[#out + 1] = {'dead', now, attempt, 0, reason}
     else
       if not state then
         redis.call('HSET', jk, 'id', id, 'type', jtype, 'attempt', attempt)
@@ -39,7 +133,7 @@ for i = 4, #ARGV, 3 do
                  'stream_id', sid)
       local starts = redis.call('HINCRBY', jk, 'starts', 1)
       emit(now, 'started', jtype, id, {'worker', consumer})
-      out[#out + 1] = {'run', now, attempt, starts}
+      out[#out + 1] = {'run', now, attempt, starts, ''}
     end
   end
 end
