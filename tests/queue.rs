@@ -768,3 +768,42 @@ async fn finished_records_are_kept_for_the_retention_setting() {
     .await;
     w.stop().await;
 }
+
+/// The bridge's index of bots forgets those whose sessions expired (a few per session touch),
+/// so bots that called once and never again do not pile up in Redis.
+#[tokio::test]
+async fn the_bots_index_forgets_expired_sessions() {
+    let redis = RedisServer::start();
+    let q = queue(&redis).await;
+    let client = redis::Client::open(redis.url()).unwrap();
+    let touch = |bot: String, ttl: u64| {
+        let (q, client) = (q.clone(), client.clone());
+        async move {
+            let mut inv = q.scripts().session_touch.prepare_invoke();
+            inv.arg(q.prefix()).arg(bot).arg(ttl).arg(1);
+            let mut c = client.get_multiplexed_async_connection().await.unwrap();
+            let _: u64 = inv.invoke_async(&mut c).await.unwrap();
+        }
+    };
+    for i in 0..30 {
+        touch(format!("once-{i}"), 1).await;
+    }
+    let mut c = redis.conn();
+    let idx = q.keys().bots();
+    let n: usize = redis::cmd("ZCARD").arg(&idx).query(&mut c).unwrap();
+    assert_eq!(n, 30);
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    touch("late".into(), 1).await;
+    touch("late".into(), 1).await;
+    let left: Vec<String> = redis::cmd("ZRANGE")
+        .arg(&idx)
+        .arg(0)
+        .arg(-1)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(
+        left,
+        vec!["late".to_string()],
+        "expired sessions are forgotten"
+    );
+}

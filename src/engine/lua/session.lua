@@ -3,7 +3,7 @@
 -- `bot:<bot>:experiments` (hash), `bot:<bot>:active` (set of `job:<id>` /
 -- `run:<id>` in flight) and its entry in the `bots` zset. `refresh` prunes
 -- finished work, then persists the session while work is in flight or sets
--- its idle TTL.
+-- its idle TTL, and drops up to 20 index entries whose sessions have expired.
 local DONE = {succeeded = true, failed = true, cancelled = true, completed = true, dead = true}
 local function prune(bot)
   local ak = key('bot', bot, 'active')
@@ -21,7 +21,13 @@ local function refresh(bot, ttl)
   local sk, ek, ak = key('bot', bot, 'session'), key('bot', bot, 'experiments'), key('bot', bot, 'active')
   redis.call('HSETNX', sk, 'created_at', now)
   redis.call('HSET', sk, 'last_active', now)
-  redis.call('ZADD', key('bots'), now, bot)
+  local idx = key('bots')
+  redis.call('ZADD', idx, now, bot)
+  -- the index forgets bots whose sessions have expired, a few per call (bounded work): bots
+  -- that called once and never again do not pile up in it
+  for _, b in ipairs(redis.call('ZRANGEBYSCORE', idx, '-inf', now - ttl * 1000, 'LIMIT', 0, 20)) do
+    if redis.call('EXISTS', key('bot', b, 'session')) == 0 then redis.call('ZREM', idx, b) end
+  end
   local active = prune(bot)
   if active > 0 then
     redis.call('PERSIST', sk); redis.call('PERSIST', ek); redis.call('PERSIST', ak)
