@@ -647,8 +647,8 @@ fn bots_start_runs_with_run_jobs_as_themselves() {
     }
     let (_, theirs) = call(&b, "GET", "/runs", "bot-b", Value::Null);
     assert!(theirs["runs"].as_array().unwrap().is_empty(), "{theirs}");
-    // a `run` schedule is the caller's too: its payload gets the caller's id, and another bot
-    // can neither replace nor remove it
+    // a schedule is the caller's: its runs are the caller's (the payload gets its id), names
+    // are per bot, and another bot can neither see, replace nor remove it
     let sched = json!({"name": "nightly", "cron": "0 2 * * *", "job_type": "run",
         "payload": {"run": run}});
     assert_eq!(
@@ -657,11 +657,29 @@ fn bots_start_runs_with_run_jobs_as_themselves() {
     );
     let (_, l) = call(&b, "GET", "/schedules", "bot-a", Value::Null);
     assert_eq!(l["schedules"][0]["payload"]["bot_id"], "bot-a", "{l}");
-    let (st, e) = call(&b, "POST", "/schedules", "bot-b", sched);
-    assert_eq!(st, 403, "{e}");
-    assert!(err(&e).contains("`name`"), "{e}");
+    assert_eq!(l["schedules"][0]["owner"], "bot-a", "{l}");
+    let (_, theirs) = call(&b, "GET", "/schedules", "bot-b", Value::Null);
+    assert_eq!(theirs["schedules"], json!([]), "bot-b sees none: {theirs}");
+    // bot-b's own `nightly` is another schedule, and leaves bot-a's as it was
+    let mut other = sched.clone();
+    other["cron"] = json!("0 3 * * *");
+    assert_eq!(call(&b, "POST", "/schedules", "bot-b", other).0, 201);
+    let (_, l) = call(&b, "GET", "/schedules", "bot-a", Value::Null);
+    assert_eq!(l["schedules"][0]["cron"], "0 2 * * *", "{l}");
+    // naming the owner, or another bot's runs, is refused
+    let mut owned = sched.clone();
+    owned["owner"] = json!("bot-a");
+    let (st, e) = call(&b, "POST", "/schedules", "bot-b", owned);
+    assert_eq!(st, 400, "{e}");
+    assert!(err(&e).contains("`owner`"), "{e}");
+    let mut theirs_run = sched.clone();
+    theirs_run["payload"]["bot_id"] = json!("bot-a");
+    assert_eq!(call(&b, "POST", "/schedules", "bot-b", theirs_run).0, 403);
     let remove = |bot: &str| call(&b, "DELETE", "/schedules/nightly", bot, Value::Null).0;
-    assert_eq!((remove("bot-b"), remove("bot-a")), (403, 200));
+    assert_eq!(
+        (remove("bot-b"), remove("bot-b"), remove("bot-a")),
+        (200, 404, 200)
+    );
 }
 
 fn migrate(redis: &RedisServer) {

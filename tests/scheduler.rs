@@ -22,6 +22,7 @@ async fn three_schedulers_fire_each_time_once() {
         payload: json!({}),
         max_attempts: None,
         timeout_ms: None,
+        owner: None,
     };
     scheduler::add(&q, &s).await.unwrap();
     let stop = CancellationToken::new();
@@ -84,6 +85,7 @@ async fn schedules_are_checked_listed_and_removed() {
         payload: json!({"ms": 1}),
         max_attempts: Some(2),
         timeout_ms: None,
+        owner: None,
     };
     let next = scheduler::add(&q, &s).await.unwrap();
     assert_eq!(next % 3_600_000, 0, "an hourly schedule fires on the hour");

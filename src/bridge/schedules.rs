@@ -1,14 +1,15 @@
 //! Cron schedules over HTTP: list, add or replace (`POST /schedules`, 201
-//! with the next fire time), remove. Schedules belong to no bot: they carry
-//! no bot id, and every authenticated caller sees and changes the same list.
+//! with the next fire time), remove. A bot's schedules are its own: `POST` sets the
+//! schedule's owner to the caller, names are per owner (two bots may both have a
+//! `nightly`; the scheduler stores them apart, `engine::scheduler::Schedule::key`), and a bot
+//! lists, replaces and removes only its own; the operator's schedules (the CLI's, no owner)
+//! are not seen by bots.
 //!
 //! A bot may schedule only the job types it may enqueue (`jobs::bots_may_enqueue`, 403
-//! otherwise). A `run` schedule's runs are the caller's (`jobs::run_as_caller`: its payload's
-//! `bot_id` is set to the caller; naming another bot is a 403), and a `run` schedule whose
-//! runs are another bot's can be neither replaced nor removed by this bot (403 naming
-//! `name`); the check reads the schedule before the change, so two bots racing on one name
-//! can still both pass. Cron parsing, firing and storage are `engine::scheduler`'s; this module
-//! only maps its answers to statuses (a bad schedule is a 422).
+//! otherwise): the same rule as `POST /jobs`. A `run` schedule's runs are the caller's
+//! (`jobs::run_as_caller`: its payload's `bot_id` is set to the caller; naming another bot is
+//! a 403). Cron parsing, firing and storage are `engine::scheduler`'s; this module only maps
+//! its answers to statuses (a bad schedule is a 422).
 
 use serde_json::{json, Value};
 use warp::http::StatusCode;
@@ -26,28 +27,11 @@ pub(super) fn schema() -> Value {
         "max_attempts": int, "timeout_ms": int}})
 }
 
-/// `GET /schedules`.
+/// `GET /schedules`: the caller's.
 pub(super) async fn list(c: Call) -> Answer {
-    let ls = scheduler::list(&c.state.queue).await.map_err(internal)?;
+    let mut ls = scheduler::list(&c.state.queue).await.map_err(internal)?;
+    ls.retain(|s| s.schedule.owner.as_deref() == Some(c.bot.as_str()));
     Ok(ok(json!({ "schedules": ls })))
-}
-
-/// Refuses (403 naming `name`) when the schedule `name` exists, starts runs, and its runs are
-/// another bot's than `bot`.
-async fn not_anothers_runs(c: &Call, name: &str) -> Result<(), warp::Rejection> {
-    let ls = scheduler::list(&c.state.queue).await.map_err(internal)?;
-    let Some(existing) = ls.iter().find(|s| s.schedule.name == name) else {
-        return Ok(());
-    };
-    let s = &existing.schedule;
-    let owner = s.payload["bot_id"].as_str().unwrap_or("default");
-    if super::jobs::starts_run(&s.job_type) && owner != c.bot {
-        return Err(reject(
-            StatusCode::FORBIDDEN,
-            format!("`name`: schedule {name:?} starts another bot's runs; only that bot may replace or remove it"),
-        ));
-    }
-    Ok(())
 }
 
 /// `POST /schedules`.
@@ -56,7 +40,13 @@ pub(super) async fn add(c: Call) -> Answer {
     // a schedule's fires enqueue its job type: the same rule as `POST /jobs`
     super::jobs::bots_may_enqueue(&c.state.queue, "job_type", &sch.job_type)?;
     super::jobs::run_as_caller(&sch.job_type, &mut sch.payload, "payload.bot_id", &c.bot)?;
-    not_anothers_runs(&c, &sch.name).await?;
+    if sch.owner.is_some() {
+        return Err(reject(
+            StatusCode::BAD_REQUEST,
+            "field `owner` is not taken: a schedule is the caller's (X-Bot-Id); leave it out",
+        ));
+    }
+    sch.owner = Some(c.bot.clone());
     match scheduler::add(&c.state.queue, &sch).await {
         Ok(next) => Ok(reply(
             StatusCode::CREATED,
@@ -70,8 +60,8 @@ pub(super) async fn add(c: Call) -> Answer {
 /// `DELETE /schedules/{name}`.
 pub(super) async fn remove(c: Call) -> Answer {
     let name = c.param("name")?;
-    not_anothers_runs(&c, name).await?;
-    if scheduler::remove(&c.state.queue, name)
+    let key = format!("{}:{name}", c.bot);
+    if scheduler::remove(&c.state.queue, &key)
         .await
         .map_err(internal)?
     {

@@ -179,7 +179,7 @@ pub enum ScheduleCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Remove a schedule.
+    /// Remove a schedule: its name, or `BOT:NAME` for a bot's (as `schedule list` shows it).
     Remove { name: String },
 }
 
@@ -560,6 +560,7 @@ pub(super) async fn schedule(q: Queue, c: ScheduleCommand) -> anyhow::Result<()>
                 payload: parse_json("--payload", &payload)?,
                 max_attempts,
                 timeout_ms: None,
+                owner: None,
             };
             let next = scheduler::add(&q, &s).await?;
             println!(
@@ -578,7 +579,8 @@ pub(super) async fn schedule(q: Queue, c: ScheduleCommand) -> anyhow::Result<()>
                 for s in ls {
                     println!(
                         "{:<20} {:<18} {:<10} next {}  last {}",
-                        s.schedule.name,
+                        // a bot's schedule as `BOT:NAME`, what `schedule remove` takes
+                        s.schedule.key(),
                         s.schedule.cron,
                         s.schedule.job_type,
                         fmt_ms(s.next_fire_ms),

@@ -30,6 +30,10 @@ pub struct Schedule {
     pub max_attempts: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
+    /// The bot whose schedule it is (set by the bridge to the caller; none for the operator's,
+    /// added from the CLI). Names are per owner: the schedule is stored under [`Schedule::key`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 /// A schedule with its next and last fire times.
@@ -78,11 +82,20 @@ fn validate_name(name: &str) -> Result<()> {
 }
 
 impl Schedule {
+    /// Where the schedule is stored: `OWNER:NAME` for a bot's, `NAME` for the operator's (a
+    /// name and an owner hold no `:`, so two owners' names never meet).
+    pub fn key(&self) -> String {
+        match &self.owner {
+            Some(o) => format!("{o}:{}", self.name),
+            None => self.name.clone(),
+        }
+    }
+
     fn request(&self, fire_ms: u64) -> EnqueueRequest {
         EnqueueRequest {
             job_type: self.job_type.clone(),
             payload: self.payload.clone(),
-            id: Some(format!("cron-{}-{fire_ms}", self.name)),
+            id: Some(format!("cron-{}-{fire_ms}", self.key())),
             max_attempts: self.max_attempts,
             timeout_ms: self.timeout_ms,
             ..Default::default()
@@ -93,6 +106,14 @@ impl Schedule {
 /// Adds or replaces a schedule; returns its next fire time.
 pub async fn add(queue: &Queue, s: &Schedule) -> Result<u64> {
     validate_name(&s.name)?;
+    if let Some(o) = &s.owner {
+        validate_name(o).map_err(|_| {
+            QueueError::Invalid(format!(
+                "schedule owner {o:?} must be 1 to 100 of [A-Za-z0-9_.-]"
+            ))
+        })?;
+    }
+    let key = s.key();
     let cron = parse_cron(&s.cron)?;
     s.request(0).into_envelope_in(queue.catalog())?; // checks type and payload now, not at fire time
     let now = queue.time_ms().await?;
@@ -103,12 +124,12 @@ pub async fn add(queue: &Queue, s: &Schedule) -> Result<u64> {
     let keys = queue.keys().clone();
     queue
         .retrying("schedule add", |mut c| {
-            let (keys, def) = (keys.clone(), def.clone());
+            let (keys, def, key) = (keys.clone(), def.clone(), key.clone());
             async move {
                 let _: () = redis::pipe()
                     .atomic()
-                    .hset(keys.cron("defs"), &s.name, def)
-                    .zadd(keys.cron("next"), &s.name, next)
+                    .hset(keys.cron("defs"), &key, def)
+                    .zadd(keys.cron("next"), &key, next)
                     .query_async(&mut c)
                     .await?;
                 Ok(())
@@ -118,7 +139,7 @@ pub async fn add(queue: &Queue, s: &Schedule) -> Result<u64> {
     Ok(next)
 }
 
-/// Removes a schedule; false if there was none.
+/// Removes the schedule stored under `name` (its [`Schedule::key`]); false if there was none.
 pub async fn remove(queue: &Queue, name: &str) -> Result<bool> {
     let keys = queue.keys().clone();
     queue
