@@ -340,7 +340,10 @@ if [ "${SETUP_MINER:-1}" = 1 ] && [ -s "$pointer" ]; then
     fi
     [ -z "$miner_note" ] || echo "    note: $miner_note"
     echo "==> mine --check passed; starting the miner"
-    start_bg miner "${miner_cmd[@]}" --metrics-addr "127.0.0.1:$miner_metrics_port"
+    # The verified nonces survive a restart next to the PID files (unless MINER_ARGS names a file).
+    nonce_args=(--nonce-file "$state/miner-nonces.jsonl")
+    case " $MINER_ARGS " in *" --nonce-file"*) nonce_args=() ;; esac
+    start_bg miner "${miner_cmd[@]}" --metrics-addr "127.0.0.1:$miner_metrics_port" "${nonce_args[@]}"
     await_port miner "$miner_port"
   fi
 elif [ "${SETUP_MINER:-1}" = 1 ]; then

@@ -1,7 +1,9 @@
 //! The SN50 miner's axon over real HTTP on loopback: signed requests answered with responses
 //! that pass the validator's rules (24 h and 1 h, a trained checkpoint and the GBM), every
 //! refusal with the axon's status and `{"message"}` (bad signature, replayed and stale nonces,
-//! body-hash mismatch, blacklisted, unknown synapse, garbage headers and bodies), the GBM
+//! body-hash mismatch, blacklisted, unknown synapse, garbage headers and bodies, an unknown
+//! asset), a two-hour-old signed request with a lowered dendrite version refused (and let
+//! through only with the legacy flag), a replay refused after a restart (the nonce file), the GBM
 //! fallback when the model errs, is too slow or emits unusable prices, spot prices from a
 //! local server speaking Binance's ticker and Pyth Hermes' protocols (and their outage), the metagraph from a file and
 //! an HTTP endpoint, `--model latest` following `models/production.json`, `mine --check`, and
@@ -612,7 +614,7 @@ async fn every_refusal_has_the_axons_status_and_message() {
         (r#"{"simulation_input": {"start_time": "tomorrow"}}"#.to_string(), 400, "start_time"),
         (r#"{"simulation_input": {"start_time": "2026-06-01T12:00:00+00:00", "time_increment": 7}}"#.to_string(), 400, "time_increment"),
         (r#"{"simulation_input": {"start_time": "2026-06-01T12:00:00+00:00", "num_simulations": 99999999}}"#.to_string(), 400, "num_simulations"),
-        (r#"{"simulation_input": {"asset": "NOPE", "start_time": "2026-06-01T12:00:00+00:00"}}"#.to_string(), 503, "no spot price for NOPE"),
+        (r#"{"simulation_input": {"asset": "NOPE", "start_time": "2026-06-01T12:00:00+00:00"}}"#.to_string(), 422, "\"NOPE\" is not an asset this miner knows; known assets: "),
         (huge, 413, "larger than"),
     ] {
         let r = alice.send(&m.url, alice.headers(auth::now_ns(), BOB), b).await;
@@ -630,6 +632,135 @@ async fn every_refusal_has_the_axons_status_and_message() {
         .await;
     assert_eq!(r.0, 200, "{}", r.2);
     assert_valid(&r.2, "BTC", &start_s, 60, 3_600, 5);
+}
+
+/// `headers` with `name` set to `value` (or removed when `None`).
+fn with_header(
+    mut headers: Vec<(&'static str, String)>,
+    name: &'static str,
+    value: Option<&str>,
+) -> Vec<(&'static str, String)> {
+    headers.retain(|(k, _)| *k != name);
+    if let Some(v) = value {
+        headers.push((name, v.to_string()));
+    }
+    headers
+}
+
+const TWO_HOURS_NS: i128 = 7_200 * 1_000_000_000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_signed_request_is_refused_whatever_version_it_claims() {
+    let gbm = || ModelHolder::load(ModelSpec::Gbm, Path::new(".")).unwrap().0;
+    let m = start(gbm(), allow_alice(), |_| {}).await;
+    let (start_s, _) = start_time_in(120);
+    let good = body("BTC", &start_s, 60, 3_600, 5).to_string();
+    // A signed request captured two hours ago, replayed with the unsigned version header
+    // lowered below 7.2.0, or removed: each uuid is new to this miner.
+    for version in [Some("7001999"), Some("0"), None] {
+        let old = Dendrite::new("//Alice");
+        let h = old.headers(auth::now_ns() - TWO_HOURS_NS, BOB);
+        let h = with_header(h, "bt_header_dendrite_version", version);
+        let r = old.send(&m.url, h, good.clone()).await;
+        assert_refused(
+            &r,
+            401,
+            "Nonce is too old: acceptable delta is 94.00 seconds",
+        );
+        assert_refused(&r, 401, "bt_header_dendrite_nonce");
+        assert_refused(&r, 401, "whatever bt_header_dendrite_version says");
+    }
+    assert!(m.miner.nonces.is_empty(), "nothing refused was recorded");
+    // A fresh request with an old version header is answered.
+    let alice = Dendrite::new("//Alice");
+    let h = with_header(
+        alice.headers(auth::now_ns(), BOB),
+        "bt_header_dendrite_version",
+        Some("7001999"),
+    );
+    let r = alice.send(&m.url, h, good.clone()).await;
+    assert_eq!(r.0, 200, "{}", r.2);
+    // An unknown asset: 422 naming it and the assets this miner knows.
+    let r = alice
+        .call(&m.url, &body("DOGEX", &start_s, 60, 3_600, 5))
+        .await;
+    assert_refused(&r, 422, "\"DOGEX\" is not an asset this miner knows");
+    assert_refused(&r, 422, "BTC, ");
+    assert_refused(&r, 422, "ETH");
+    drop(m);
+
+    // With --allow-legacy-nonce, the old behaviour: an old version skips the window (once
+    // per uuid), a version from 7.2.0 on does not.
+    let m = start(gbm(), allow_alice(), |c| c.allow_legacy_nonce = true).await;
+    let old = Dendrite::new("//Alice");
+    let h = with_header(
+        old.headers(auth::now_ns() - TWO_HOURS_NS, BOB),
+        "bt_header_dendrite_version",
+        Some("7001999"),
+    );
+    let r = old.send(&m.url, h.clone(), good.clone()).await;
+    assert_eq!(r.0, 200, "{}", r.2);
+    let r = old.send(&m.url, h, good.clone()).await;
+    assert_refused(&r, 401, "Nonce is too old, a newer one was last processed");
+    let new = Dendrite::new("//Alice");
+    let r = new
+        .send(
+            &m.url,
+            new.headers(auth::now_ns() - TWO_HOURS_NS, BOB),
+            good.clone(),
+        )
+        .await;
+    assert_refused(&r, 401, "Nonce is too old: acceptable delta");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_is_refused_after_a_restart() {
+    let gbm = || ModelHolder::load(ModelSpec::Gbm, Path::new(".")).unwrap().0;
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("state/miner-nonces.jsonl");
+    let (start_s, _) = start_time_in(120);
+    let good = body("BTC", &start_s, 60, 3_600, 5).to_string();
+    let alice = Dendrite::new("//Alice");
+    let h = alice.headers(auth::now_ns(), BOB);
+    let with_file = |c: &mut MinerConfig| c.nonce_file = Some(file.clone());
+    let m = start(gbm(), allow_alice(), with_file).await;
+    let r = alice.send(&m.url, h.clone(), good.clone()).await;
+    assert_eq!(r.0, 200, "{}", r.2);
+    drop(m);
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(
+        text.contains(&format!("{ALICE}:{}", alice.uuid)),
+        "the nonce file: {text}"
+    );
+    // A new miner on the same file refuses the replay of the answered request.
+    let m = start(gbm(), allow_alice(), with_file).await;
+    assert_eq!(m.miner.nonces.len(), 1);
+    let r = alice.send(&m.url, h.clone(), good.clone()).await;
+    assert_refused(&r, 401, "Nonce is too old, a newer one was last processed");
+    // The dendrite's next request goes through.
+    let r = alice.call(&m.url, &good.parse().unwrap()).await;
+    assert_eq!(r.0, 200, "{}", r.2);
+    drop(m);
+    // Without the file, a restarted miner would have answered the replay (still in its window).
+    let m = start(gbm(), allow_alice(), |_| {}).await;
+    let r = alice.send(&m.url, h, good.clone()).await;
+    assert_eq!(r.0, 200, "{}", r.2);
+    // An unusable path is named.
+    let blocker = tmp.path().join("blocker");
+    std::fs::write(&blocker, "x").unwrap();
+    let cfg = MinerConfig {
+        nonce_file: Some(blocker.join("nonces.jsonl")),
+        ..MinerConfig::default()
+    };
+    let e = Miner::new(
+        cfg,
+        Hotkey::from_uri("//Bob").unwrap(),
+        gbm(),
+        allow_alice(),
+    )
+    .err()
+    .expect("refused");
+    assert!(e.contains("--nonce-file") && e.contains("blocker"), "{e}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1289,6 +1420,8 @@ fn python_bittensor_dendrite_calls_the_rust_axon() {
             ])
             .arg("--metagraph-file")
             .arg(&mg)
+            .arg("--nonce-file")
+            .arg(tmp.path().join("state/nonces.jsonl"))
             .env("PYTH_HERMES_URL", pyth.url())
             .env("BINANCE_API_URL", pyth.url())
             .env("RUST_LOG", "warn")

@@ -469,6 +469,8 @@ async fn every_dashboard_query_returns_series_from_a_real_prometheus() {
         .arg(format!("127.0.0.1:{miner_metrics}"))
         .arg("--data-dir")
         .arg(tmp.path().join("no-data"))
+        .arg("--nonce-file")
+        .arg(tmp.path().join("miner-nonces.jsonl"))
         .env("BINANCE_API_URL", &venue)
         .env("PYTH_HERMES_URL", "http://127.0.0.1:9")
         .env("HYPERLIQUID_API_URL", "http://127.0.0.1:9")

@@ -115,6 +115,17 @@ pub struct MineArgs {
     /// and symbol.
     #[arg(long, env = "SYNTH_CITY_SN50_CONSTANTS")]
     pub constants: Option<PathBuf>,
+    /// Where the verified nonces (`hotkey:uuid` and its last nonce) are kept across restarts:
+    /// a JSON-lines file, read and compacted at start, entries older than the nonce window
+    /// dropped. A restart with another file lets a request of the last ~10 minutes be replayed.
+    #[arg(long, default_value = ".synth-city/miner-nonces.jsonl")]
+    pub nonce_file: PathBuf,
+    /// Let dendrites that claim a version below 7.2.0 (or none) skip the nonce's time window,
+    /// as bittensor's axon does. UNSAFE: the version header is not signed, so anyone holding
+    /// a signed request can replay it with the header lowered, once per uuid, however old. Only
+    /// for validators still on bittensor < 7.2 (docs/miner.md).
+    #[arg(long)]
+    pub allow_legacy_nonce: bool,
     /// Serve Prometheus metrics at this address (`/metrics`).
     #[arg(long)]
     pub metrics_addr: Option<SocketAddr>,
@@ -194,6 +205,7 @@ fn config(a: &MineArgs, addr: SocketAddr) -> anyhow::Result<MinerConfig> {
         spot_ttl: Duration::from_secs(a.spot_ttl_secs),
         reload_every: Duration::from_secs(a.reload_secs.max(1)),
         metagraph_every: Duration::from_secs(a.metagraph_refresh_secs.max(1)),
+        allow_legacy_nonce: a.allow_legacy_nonce,
         ..MinerConfig::default()
     };
     c.pyth.timeout = Duration::from_millis(a.pyth_timeout_ms.max(1));
@@ -294,7 +306,12 @@ pub async fn run(a: MineArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {addr}"))?;
     let local = listener.local_addr()?;
     let model_label = models.describe();
-    let miner = Miner::new(config(&a, local)?, key, models, bl)?;
+    let mut cfg = config(&a, local)?;
+    cfg.nonce_file = Some(a.nonce_file.clone());
+    let miner = Miner::new(cfg, key, models, bl)?;
+    if a.allow_legacy_nonce {
+        tracing::warn!("--allow-legacy-nonce: requests claiming a dendrite version below 7.2.0 skip the nonce's time window; a captured request can be replayed once per uuid");
+    }
     let shutdown = shutdown_on_signal();
     miner.spawn_background(shutdown.clone());
     if let Some(m) = a.metrics_addr {
@@ -304,7 +321,8 @@ pub async fn run(a: MineArgs) -> anyhow::Result<()> {
         tokio::spawn(server::serve_metrics(miner.clone(), l, shutdown.clone()));
     }
     tracing::info!(addr = %local, hotkey = %miner.hotkey.ss58, model = %model_label,
-        spot = %miner.spot.describe("BTC"), "miner listening");
+        spot = %miner.spot.describe("BTC"), nonce_file = %a.nonce_file.display(),
+        nonces = miner.nonces.len(), "miner listening");
     println!(
         "miner listening on http://{local} as {} serving {model_label}",
         miner.hotkey.ss58

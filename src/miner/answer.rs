@@ -1,5 +1,6 @@
-//! Answering one `simulation_input`: the request checked (`check_input`), the spot price
-//! and history gathered, the served model of its step size run on a blocking thread under the
+//! Answering one `simulation_input`: the request checked (`check_input`; an asset the SN50
+//! constants give no price source is a 422 naming the known ones), the spot price and history
+//! gathered, the served model of its step size run on a blocking thread under the
 //! deadline, and the paths encoded as the validator reads them; the reference GBM answers
 //! instead when there is no model, or the model errs, is too slow, or gives paths the validator
 //! would reject ([`Answer::fallback`] says why).
@@ -176,6 +177,24 @@ fn simulate_encoded(
 }
 
 impl Miner {
+    /// A 422 naming the asset and the known ones when the SN50 constants give `asset` no
+    /// price source (the validator's assets, plus any `--constants` adds).
+    fn check_asset(&self, asset: &str) -> Result<(), ApiError> {
+        let known = &self.config.constants.price_sources;
+        if known.contains_key(asset) {
+            return Ok(());
+        }
+        let names: Vec<&str> = known.keys().map(String::as_str).collect();
+        Err(ApiError::new(
+            422,
+            format!(
+                "simulation_input.asset {asset:?} is not an asset this miner knows; known assets: \
+                 {} (an operator adds one with --constants, [price_sources])",
+                names.join(", ")
+            ),
+        ))
+    }
+
     /// Answer a `simulation_input` within a dendrite timeout of `timeout_s`.
     pub async fn answer(
         &self,
@@ -183,6 +202,7 @@ impl Miner {
         timeout_s: f64,
     ) -> Result<Answer, ApiError> {
         let job = Arc::new(check_input(input)?);
+        self.check_asset(&job.asset)?;
         let as_of = chrono::Utc::now().timestamp();
         let model = self.models.current(job.increment);
         // The model's history: the asset's bars at the request's step (the GBM needs none).

@@ -2,18 +2,14 @@
 //! headers parsed into the synapse's terminal info (unparsable values are a 400), the sr25519
 //! signature over `{nonce}.{dendrite_hotkey}.{our_hotkey}.{uuid}.{computed_body_hash}` (signing
 //! context `substrate`; the `<Bytes>...</Bytes>` wrapping that `bittensor_wallet` also accepts),
-//! the nonce rules per `hotkey:uuid` (`default_verify`: a first nonce must be newer than
-//! `now - 4 s - timeout`, later ones must grow; a nonce is recorded only after its signature
-//! verifies), and the body hash: `sha3_256` over the concatenated `sha3_256` hex digests of the
-//! synapse's `required_hash_fields`, which for `Simulation` is none, so the hash is `sha3_256("")`.
+//! the errors of the nonce rules (the rules and their store are [`super::nonces`]), and the body
+//! hash: `sha3_256` over the concatenated `sha3_256` hex digests of the synapse's
+//! `required_hash_fields`, which for `Simulation` is none, so the hash is `sha3_256("")`.
 //! It also signs as a dendrite does ([`dendrite_headers`]), for `mine --bench` and the tests.
 //!
 //! This module does not decide who may call ([`super::metagraph`]), does not read the request
 //! body or choose the HTTP status ([`super::server`]), and does not load our hotkey
 //! ([`super::hotkey`]).
-
-use std::collections::HashMap;
-use std::sync::Mutex;
 
 use base64::Engine;
 use hyper::HeaderMap;
@@ -54,9 +50,15 @@ pub enum AuthError {
     MissingNonce,
     #[error("Missing signature")]
     MissingSignature,
-    /// A first nonce older than the window (`now - 4 s - timeout`).
-    #[error("Nonce is too old")]
-    StaleNonce,
+    /// A first nonce older than the window (`now - 4 s - timeout`), whatever version the
+    /// dendrite claims (unless `--allow-legacy-nonce`).
+    #[error(
+        "Nonce is too old: acceptable delta is {allowed_s:.2} seconds but request was \
+         {age_s:.2} seconds old (bt_header_dendrite_nonce must be newer than now - 4 s - the \
+         timeout header, whatever bt_header_dendrite_version says; a validator's dendrite \
+         sends the current time)"
+    )]
+    StaleNonce { allowed_s: f64, age_s: f64 },
     /// A nonce not newer than the last recorded for its `hotkey:uuid` (a replay).
     #[error("Nonce is too old, a newer one was last processed")]
     ReplayedNonce,
@@ -83,16 +85,8 @@ impl PartialEq<&str> for AuthError {
 
 /// schnorrkel's signing context for substrate keys.
 pub const SIGNING_CONTEXT: &[u8] = b"substrate";
-/// `ALLOWED_DELTA`: how old a first nonce may be beyond the request's timeout, in ns.
-pub const ALLOWED_DELTA_NS: i128 = 4_000_000_000;
-/// `V_7_2_0`: dendrites from this version on get the time-window check.
-pub const V_7_2_0: i128 = 7_002_000;
 /// The synapse's default `timeout` when the header is absent.
 pub const DEFAULT_TIMEOUT_S: f64 = 12.0;
-/// The largest header `timeout` the nonce window honours (the header is not signed, so a
-/// replayed first request must not buy an unbounded window; validators send 60-120 s).
-pub const MAX_WINDOW_TIMEOUT_S: f64 = 600.0;
-
 /// Hex `sha3_256` of `data`.
 pub fn sha3_hex(data: &[u8]) -> String {
     hex::encode(Sha3_256::digest(data))
@@ -292,63 +286,6 @@ pub fn parse_headers(h: &HeaderMap) -> Result<RequestHeaders, HeaderError> {
     Ok(out)
 }
 
-/// The last nonce seen per `hotkey:uuid`. Entries are never dropped (as in the Python axon):
-/// only requests that passed the blacklist and verified reach it, so it holds one entry per
-/// validator process.
-#[derive(Debug, Default)]
-pub struct NonceStore {
-    last: Mutex<HashMap<String, i128>>,
-}
-
-impl NonceStore {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// `default_verify`'s nonce checks, before the signature is verified.
-    pub fn check(
-        &self,
-        key: &str,
-        nonce: i128,
-        version: Option<i128>,
-        timeout_s: f64,
-        now_ns: i128,
-    ) -> Result<(), AuthError> {
-        let last = self.last.lock().expect("nonce lock").get(key).copied();
-        if version.is_some_and(|v| v >= V_7_2_0) && last.is_none() {
-            let window = (timeout_s.min(MAX_WINDOW_TIMEOUT_S) * 1e9) as i128;
-            if nonce <= now_ns - ALLOWED_DELTA_NS - window {
-                return Err(AuthError::StaleNonce);
-            }
-        }
-        if last.is_some_and(|l| nonce <= l) {
-            return Err(AuthError::ReplayedNonce);
-        }
-        Ok(())
-    }
-
-    /// Record a verified nonce. Fails when a concurrent request with the same or a newer nonce
-    /// for the key was recorded first (a replay racing the original).
-    pub fn commit(&self, key: &str, nonce: i128) -> Result<(), AuthError> {
-        let mut m = self.last.lock().expect("nonce lock");
-        match m.get(key) {
-            Some(&l) if nonce <= l => Err(AuthError::ReplayedNonce),
-            _ => {
-                m.insert(key.to_string(), nonce);
-                Ok(())
-            }
-        }
-    }
-
-    pub fn len(&self) -> usize {
-        self.last.lock().expect("nonce lock").len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
 /// Nanoseconds since the epoch, as `time.time_ns()`.
 pub fn now_ns() -> i128 {
     std::time::SystemTime::now()
@@ -397,31 +334,6 @@ mod tests {
         assert!(verify(&alice.ss58, &msg, "0xzz").is_err());
         assert!(verify(&alice.ss58, &msg, "0x1234").is_err());
         assert!(verify("5Nope", &msg, &sig).is_err());
-    }
-
-    #[test]
-    fn nonce_rules() {
-        let s = NonceStore::new();
-        let now = 1_800_000_000_000_000_000i128;
-        let v = Some(10_000_001);
-        // First nonce: within 4 s + timeout of now.
-        assert!(s.check("k", now - 5_000_000_000, v, 0.0, now).is_err());
-        s.check("k", now - 5_000_000_000, v, 2.0, now).unwrap();
-        // Old dendrites skip the window.
-        s.check("k", now - 100_000_000_000, Some(7_001_999), 0.0, now)
-            .unwrap();
-        s.check("k", now, v, 12.0, now).unwrap();
-        s.commit("k", now).unwrap();
-        // Replay and older: refused; newer: fine; other keys are separate.
-        let e = s.check("k", now, v, 12.0, now).unwrap_err();
-        assert_eq!(e, "Nonce is too old, a newer one was last processed");
-        assert!(s.check("k", now - 1, v, 12.0, now).is_err());
-        assert!(s.commit("k", now).is_err());
-        s.check("k", now + 1, v, 12.0, now).unwrap();
-        s.check("k2", now, v, 12.0, now).unwrap();
-        // A huge timeout header does not open an unbounded window.
-        assert!(s.check("k3", now - 3_600_000_000_000, v, 1e9, now).is_err());
-        assert_eq!(s.len(), 1);
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! says what is wrong and, where the operator can act, how to fix it: [`super::model::ModelError`],
 //! [`super::spot::SpotError`], [`super::auth::HeaderError`] and [`super::auth::AuthError`],
 //! [`super::metagraph::MetagraphError`], [`super::metagraph::Blacklisted`],
-//! [`super::hotkey::KeyError`]. Where a message reaches a caller (a 4xx or 503 body), it is the
+//! [`super::hotkey::KeyError`], [`super::nonces::NonceFileError`] (and [`super::StartError`],
+//! what `Miner::new` may fail with). Where a message reaches a caller (a 4xx or 503 body), it is the
 //! text the axon has always sent.
 //!
 //! This module defines no errors itself and maps none to an HTTP status ([`super::server`]

@@ -4,7 +4,8 @@
 //! refreshing the metagraph) and re-exports what the command and the tests use.
 //!
 //! A request goes through [`server`] (route, headers, the blacklist of [`metagraph`], the
-//! signature and nonce rules of [`auth`] against our [`hotkey`], the body hash, in the Python
+//! signature of [`auth`] against our [`hotkey`] and the nonce rules of [`nonces`] (kept in a
+//! file across restarts), the body hash, in the Python
 //! axon's order and with its status codes), then [`answer`]: the spot price ([`spot`]: the
 //! asset's realised-price venue, Binance or Hyperliquid (Pyth Hermes where the constants say
 //! so), with a short cache, the last good price when the venue is unreachable, else the last
@@ -27,6 +28,7 @@ pub mod hotkey;
 pub mod metagraph;
 pub mod metrics;
 pub mod model;
+pub mod nonces;
 pub mod server;
 pub mod spot;
 
@@ -81,6 +83,13 @@ pub struct MinerConfig {
     pub metagraph_every: Duration,
     /// The largest request body accepted.
     pub max_body_bytes: usize,
+    /// Where the verified nonces are kept across restarts ([`nonces::NonceStore::open`]);
+    /// `None` keeps them in memory only (`mine --bench`, `--check`, tests).
+    pub nonce_file: Option<PathBuf>,
+    /// `mine --allow-legacy-nonce`: a dendrite claiming a version below 7.2.0 (or none) skips
+    /// the nonce's time window, as in the Python axon. Unsafe: that header is not signed, so
+    /// a captured request can be replayed with it lowered, once per uuid, however old.
+    pub allow_legacy_nonce: bool,
 }
 
 impl Default for MinerConfig {
@@ -110,9 +119,22 @@ impl Default for MinerConfig {
             remote_store: None,
             metagraph_every: Duration::from_secs(300),
             max_body_bytes: 1 << 20,
+            nonce_file: None,
+            allow_legacy_nonce: false,
         }
     }
 }
+
+/// Why a miner cannot be assembled.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Spot(#[from] SpotError),
+    #[error(transparent)]
+    Nonces(#[from] nonces::NonceFileError),
+}
+
+impl ErrorText for StartError {}
 
 /// The miner: configuration, key, model, caches, nonces, blacklist, metrics.
 pub struct Miner {
@@ -121,20 +143,21 @@ pub struct Miner {
     pub models: ModelHolder,
     pub spot: SpotCache,
     pub history: Arc<HistoryCache>,
-    pub nonces: auth::NonceStore,
+    pub nonces: nonces::NonceStore,
     pub blacklist: Blacklist,
     pub metrics: MinerMetrics,
     gbm: Arc<Gbm>,
 }
 
 impl Miner {
-    /// Assemble a miner; fails only when the price client cannot be built.
+    /// Assemble a miner; fails when the price client cannot be built or the nonce file
+    /// cannot be read or written.
     pub fn new(
         config: MinerConfig,
         hotkey: Hotkey,
         models: ModelHolder,
         blacklist: Blacklist,
-    ) -> Result<Arc<Self>, SpotError> {
+    ) -> Result<Arc<Self>, StartError> {
         let prices = PriceClient::new(
             config.venues.clone(),
             config.pyth.clone(),
@@ -142,13 +165,19 @@ impl Miner {
         )
         .map_err(|e| SpotError::Client(Box::new(e)))?;
         let spot = SpotCache::new(prices, config.spot_ttl, config.spot_retry_after);
+        let nonces = match &config.nonce_file {
+            Some(path) => {
+                nonces::NonceStore::open(path, config.allow_legacy_nonce, auth::now_ns())?
+            }
+            None => nonces::NonceStore::in_memory(config.allow_legacy_nonce),
+        };
         Ok(Arc::new(Miner {
             history: Arc::new(HistoryCache::new(config.data_dir.clone())),
             config,
             hotkey,
             models,
             spot,
-            nonces: auth::NonceStore::new(),
+            nonces,
             blacklist,
             metrics: MinerMetrics::new(),
             gbm: Arc::new(Gbm::new(Sn50Config::default())),

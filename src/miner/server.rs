@@ -200,7 +200,7 @@ fn authenticate(
     auth::verify(&hotkey, &message, signature).map_err(|e| not_verified(e, &h))?;
     miner
         .nonces
-        .commit(&key, nonce)
+        .commit(&key, nonce, auth::now_ns())
         .map_err(|e| not_verified(e, &h))?;
     Ok(h)
 }
