@@ -357,3 +357,35 @@ fn event_streams_are_capped_per_bot() {
     );
     assert_eq!(b.errors(), Vec::<String>::new());
 }
+
+#[test]
+fn connections_beyond_the_cap_wait_for_a_free_one() {
+    let redis = RedisServer::start();
+    let b = Bridge::start(
+        &redis,
+        &["--max-connections", "3", "--header-timeout-secs", "2"],
+    );
+    // Three half-open connections take every slot.
+    let opened = Instant::now();
+    let _held: Vec<TcpStream> = (0..3)
+        .map(|_| {
+            let mut s = TcpStream::connect(("127.0.0.1", b.port)).unwrap();
+            s.write_all(b"GET /health HT").unwrap();
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    // A fourth is not refused: it waits in the backlog until the timeout frees a slot.
+    let (status, body) = request(b.port, "GET", "/health", &[], "");
+    let waited = opened.elapsed();
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        waited >= Duration::from_millis(1800),
+        "answered after {waited:?}, before a slot was free"
+    );
+    assert!(waited < Duration::from_secs(6), "waited {waited:?}");
+    eprintln!(
+        "at the cap of 3, a fourth connection was served after {} ms",
+        waited.as_millis()
+    );
+}
