@@ -1,5 +1,5 @@
 //! The `synth-city` binary's library: the run state machine ([`pipeline`]), the HTTP bridge
-//! for bots ([`bridge`]), the SN50 miner ([`miner`]), the command line ([`cli`]) and the
+//! for bots ([`bridge`]) and the connection limits it is served under ([`http_server`]), the SN50 miner ([`miner`]), the command line ([`cli`]) and the
 //! settings it reads from its environment ([`settings`]).
 //!
 //! The queue core is the `engine` crate; job types are the `jobs` crate; the work itself is
@@ -11,6 +11,7 @@
 pub mod bridge;
 pub mod cli;
 pub mod handlers;
+pub mod http_server;
 pub mod miner;
 pub mod pipeline;
 pub mod settings;

@@ -168,6 +168,28 @@ pub const TABLE: &[Setting] = &[
     )
     .or("3600"),
     var(
+        "SYNTH_BRIDGE_HEADER_TIMEOUT_SECS",
+        "bridge",
+        "seconds a client has to send a request's headers (an idle keep-alive connection is \
+         closed after as long)",
+    )
+    .or("10")
+    .flag("bridge --header-timeout-secs"),
+    var(
+        "SYNTH_BRIDGE_MAX_CONNECTIONS",
+        "bridge",
+        "connections the bridge serves at once; more wait in the listen backlog",
+    )
+    .or("1024")
+    .flag("bridge --max-connections"),
+    var(
+        "SYNTH_BRIDGE_MAX_SSE_PER_BOT",
+        "bridge",
+        "open /events streams per bot (429 beyond)",
+    )
+    .or("8")
+    .flag("bridge --max-sse-per-bot"),
+    var(
         "SYNTH_DATA_DIR",
         "worker, pipeline, publish, bridge",
         "market data (bar files) a worker's handlers read; for the bridge it wins over its \

@@ -1751,6 +1751,8 @@ async fn a_new_job_type_is_closed_to_bots_by_default_on_every_path_to_work() {
         api_key: None,
         rate_per_min: 600,
         data_dir: "data".into(),
+        conn: Default::default(),
+        sse_per_bot: 4,
     };
     let routes = synth_city::bridge::routes(queue.clone(), cfg);
     let res = warp::test::request()

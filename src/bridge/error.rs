@@ -13,7 +13,7 @@ use warp::http::StatusCode;
 use warp::{Rejection, Reply};
 
 use super::auth::AuthError;
-use super::limits::{OverBudget, MAX_BODY};
+use super::limits::{NotJson, OverBudget, TooManyStreams, MAX_BODY};
 
 /// A 4xx/5xx with a message, as a warp rejection.
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +56,18 @@ impl From<OverBudget> for ApiError {
             retry_after: Some(e.retry_after_s),
             ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, e.to_string())
         }
+    }
+}
+
+impl From<TooManyStreams> for ApiError {
+    fn from(e: TooManyStreams) -> Self {
+        ApiError::new(StatusCode::TOO_MANY_REQUESTS, e.to_string())
+    }
+}
+
+impl From<NotJson> for ApiError {
+    fn from(e: NotJson) -> Self {
+        ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, e.to_string())
     }
 }
 

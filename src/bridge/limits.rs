@@ -2,7 +2,9 @@
 //! `--rate-per-min` tokens, refilled continuously; over it, 429 with
 //! `Retry-After`), a budget of bots this bridge has not seen recently
 //! ([`NEW_BOTS_PER_MIN`]: cycling through bot ids to get a fresh budget each time
-//! gets 429 too), and the largest request body ([`MAX_BODY`]; 413 beyond).
+//! gets 429 too), the largest request body ([`MAX_BODY`]; 413 beyond), JSON
+//! bodies only (`Content-Type: application/json`; 415 otherwise), and at most
+//! so many open `/events` streams per bot ([`Streams`]; 429 beyond).
 //!
 //! State is bounded: a bucket that has refilled to full says nothing and is
 //! dropped once more than [`MAX_TRACKED`] bots are tracked; a bot seen again
@@ -12,7 +14,7 @@
 //! process only: each bridge counts its own requests.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 /// Largest accepted request body.
@@ -132,6 +134,102 @@ impl Budgets {
     }
 }
 
+/// A bot with every one of its `/events` streams open.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "bot {bot:?} already has {max} open /events streams (the limit per bot, \
+     SYNTH_BRIDGE_MAX_SSE_PER_BOT / --max-sse-per-bot): close one first"
+)]
+pub(super) struct TooManyStreams {
+    pub bot: String,
+    pub max: usize,
+}
+
+/// The open `/events` streams of every bot.
+pub(super) struct Streams {
+    max: usize,
+    open: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+/// One open stream; dropping it (the client went away) frees its place.
+#[derive(Debug)]
+pub(super) struct StreamSlot {
+    bot: String,
+    open: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+impl Streams {
+    pub fn new(max: usize) -> Self {
+        Streams {
+            max: max.max(1),
+            open: Arc::default(),
+        }
+    }
+
+    /// A place for one more of the bot's streams, or the refusal.
+    pub fn open(&self, bot: &str) -> Result<StreamSlot, TooManyStreams> {
+        let mut open = self.open.lock().unwrap();
+        let n = open.entry(bot.to_string()).or_insert(0);
+        if *n >= self.max {
+            return Err(TooManyStreams {
+                bot: bot.to_string(),
+                max: self.max,
+            });
+        }
+        *n += 1;
+        Ok(StreamSlot {
+            bot: bot.to_string(),
+            open: self.open.clone(),
+        })
+    }
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut open = self.open.lock().unwrap();
+        if let Some(n) = open.get_mut(&self.bot) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.bot);
+            }
+        }
+    }
+}
+
+/// The refusal of a body that is not declared JSON.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the request body must be JSON: send the header `Content-Type: application/json` \
+     (got {got}); e.g. curl -H 'Content-Type: application/json' -d '{{...}}'"
+)]
+pub(super) struct NotJson {
+    got: String,
+}
+
+/// Checks that a request with a body declares it JSON (`application/json`, parameters
+/// such as `; charset=utf-8` allowed). A request without a body passes.
+pub(super) fn json_content_type(
+    content_type: Option<&str>,
+    body_len: usize,
+) -> Result<(), NotJson> {
+    if body_len == 0 {
+        return Ok(());
+    }
+    let Some(ct) = content_type else {
+        return Err(NotJson {
+            got: "no Content-Type".into(),
+        });
+    };
+    let essence = ct.split(';').next().unwrap_or("").trim();
+    if essence.eq_ignore_ascii_case("application/json") {
+        Ok(())
+    } else {
+        Err(NotJson {
+            got: format!("`{ct}`"),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -162,5 +260,32 @@ mod tests {
         assert!(b.tracked() <= MAX_TRACKED);
         // a bot already tracked keeps its own budget
         assert!(b.spend("bot-0").is_ok());
+    }
+
+    #[test]
+    fn each_bot_has_its_own_streams_and_a_closed_one_frees_its_place() {
+        let s = Streams::new(2);
+        let a1 = s.open("a").unwrap();
+        let _a2 = s.open("a").unwrap();
+        let e = s.open("a").unwrap_err();
+        assert!(e.to_string().contains("2 open /events streams"), "{e}");
+        assert!(s.open("b").is_ok());
+        drop(a1);
+        assert!(s.open("a").is_ok());
+    }
+
+    #[test]
+    fn only_json_bodies_pass() {
+        assert!(json_content_type(Some("application/json"), 2).is_ok());
+        assert!(json_content_type(Some("Application/JSON; charset=utf-8"), 2).is_ok());
+        assert!(json_content_type(None, 0).is_ok());
+        let e = json_content_type(Some("text/plain"), 2).unwrap_err();
+        assert!(
+            e.to_string().contains("Content-Type: application/json"),
+            "{e}"
+        );
+        assert!(e.to_string().contains("text/plain"), "{e}");
+        assert!(json_content_type(None, 2).is_err());
+        assert!(json_content_type(Some("application/jsonx"), 2).is_err());
     }
 }

@@ -31,9 +31,12 @@
 //!   `default`); a bot sees and cancels only its own jobs, runs, experiments
 //!   and session, and another bot's answers 404, exactly like one that does
 //!   not exist;
-//! - bodies are JSON of at most 1 MiB; errors are `{"error": ...}` with a 4xx
+//! - bodies are JSON (`Content-Type: application/json`, 415 otherwise) of at most 1 MiB; errors are `{"error": ...}` with a 4xx
 //!   that names the field or header at fault; each bot has a request budget
-//!   per minute (429 with `Retry-After` when spent).
+//!   per minute (429 with `Retry-After` when spent) and a number of open
+//!   `/events` streams (429 beyond);
+//! - connections: a header-read timeout, a cap on concurrent connections
+//!   (`crate::http_server`); client disconnects are logged at debug.
 
 mod auth;
 mod catalog;
@@ -67,6 +70,8 @@ use warp::Filter;
 
 use engine::queue::Queue;
 
+pub use crate::http_server::ConnLimits;
+
 pub use dashboard::PAGE as DASHBOARD_HTML;
 pub use limits::MAX_BODY;
 pub use table::{openapi, ROUTES};
@@ -81,6 +86,10 @@ pub struct BridgeConfig {
     /// Market data for the market routes (`SYNTH_DATA_DIR` wins). Runs and experiments
     /// started here name no directory: their workers use their own.
     pub data_dir: PathBuf,
+    /// Header-read timeout, concurrent connections, shutdown drain.
+    pub conn: ConnLimits,
+    /// Concurrent `/events` streams per bot (429 beyond).
+    pub sse_per_bot: usize,
 }
 
 /// A configuration the bridge refuses to start with.
@@ -114,6 +123,8 @@ struct State {
     cfg: BridgeConfig,
     /// Each bot's request budget.
     budgets: limits::Budgets,
+    /// Each bot's open `/events` streams.
+    streams: limits::Streams,
     /// When each bot's session was last refreshed.
     activity: session::Activity,
     /// Idle sessions expire after this many seconds (`BRIDGE_SESSION_TTL_SECS`).
@@ -132,6 +143,7 @@ pub fn routes(
     let state = Arc::new(State {
         queue,
         budgets: limits::Budgets::new(cfg.rate_per_min),
+        streams: limits::Streams::new(cfg.sse_per_bot),
         activity: session::Activity::default(),
         session_ttl: session::ttl_from_env(),
         data_dir: market::data_dir(&cfg.data_dir),
@@ -143,8 +155,8 @@ pub fn routes(
         .unify()
 }
 
-/// Serves until `shutdown`. Runs on the calling task: warp 0.4's server
-/// future is not `Send`, so it is driven by the binary's main task.
+/// Serves until `shutdown`, through hyper under `cfg.conn`'s limits
+/// ([`crate::http_server`]); open connections get `cfg.conn.drain` to finish.
 pub async fn serve(
     queue: Queue,
     cfg: BridgeConfig,
@@ -152,13 +164,20 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     cfg.check()?;
     let listener = tokio::net::TcpListener::bind(cfg.addr).await?;
-    tracing::info!(addr = %cfg.addr, auth = cfg.api_key.is_some(), "bridge listening");
+    tracing::info!(addr = %cfg.addr, auth = cfg.api_key.is_some(),
+        header_timeout_s = cfg.conn.header_read_timeout.as_secs_f64(),
+        max_connections = cfg.conn.max_connections, sse_per_bot = cfg.sse_per_bot,
+        "bridge listening");
     println!("bridge listening on http://{}", listener.local_addr()?);
-    warp::serve(routes(queue, cfg))
-        .incoming(listener)
-        .graceful(async move { shutdown.cancelled().await })
-        .run()
-        .await;
+    let limits = cfg.conn;
+    let filter = routes(queue, cfg);
+    crate::http_server::serve(
+        listener,
+        limits,
+        move |_remote| hyper_util::service::TowerToHyperService::new(warp::service(filter.clone())),
+        shutdown,
+    )
+    .await;
     Ok(())
 }
 
@@ -173,6 +192,8 @@ mod tests {
             api_key: None,
             rate_per_min: 60,
             data_dir: "data".into(),
+            conn: ConnLimits::default(),
+            sse_per_bot: 4,
         };
         assert!(cfg
             .check()

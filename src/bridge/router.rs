@@ -5,7 +5,9 @@
 //! 400), the caller (key and bot, `auth.rs`; then one unit of the bot's
 //! budget, `limits.rs`; then the session's activity, `session.rs`), and the
 //! body (only if the row declares one: at most `MAX_BODY` bytes, 413
-//! beyond, 411 without `Content-Length`); then it calls the handler.
+//! beyond, 411 without `Content-Length`, 415 unless `Content-Type` is
+//! `application/json`; a body sent to a row that declares none is checked
+//! the same way); then it calls the handler.
 //!
 //! After the rows, the seed's method override: on a path with a DELETE row
 //! and no POST row, a POST with `{"_method": "DELETE"}` is served by the
@@ -26,7 +28,7 @@ use warp::{Filter, Rejection};
 
 use super::auth::{self, Caller};
 use super::error::ApiError;
-use super::limits::MAX_BODY;
+use super::limits::{self, MAX_BODY};
 use super::method_override;
 use super::route::{Call, Handler, Method, Route};
 use super::session;
@@ -66,7 +68,7 @@ fn overridden(p: &'static str, rows: Vec<&'static Route>, state: Arc<State>) -> 
         .untuple_one()
         .and(with(state))
         .and(warp::header::headers_cloned())
-        .and(warp::body::content_length_limit(MAX_BODY).and(warp::body::bytes()))
+        .and(json_body())
         .and_then(
             move |params: Vec<String>,
                   caller: Caller,
@@ -227,12 +229,42 @@ fn query(r: &Route) -> BoxedFilter<(HashMap<String, String>,)> {
 }
 
 /// The body, at most [`MAX_BODY`] bytes, for a route that declares one.
+/// Any route (GET aside) refuses a body not declared JSON.
 fn body(r: &Route) -> BoxedFilter<(Bytes,)> {
     if r.body.is_some() {
-        warp::body::content_length_limit(MAX_BODY)
-            .and(warp::body::bytes())
-            .boxed()
-    } else {
+        json_body()
+    } else if matches!(r.method, Method::Get) {
         warp::any().map(Bytes::new).boxed()
+    } else {
+        // Not read, and no `Content-Length` needed (a bare DELETE has none).
+        warp::header::optional::<String>("content-type")
+            .and(warp::header::optional::<u64>("content-length"))
+            .and(warp::header::optional::<String>("transfer-encoding"))
+            .and_then(
+                |ct: Option<String>, len: Option<u64>, te: Option<String>| async move {
+                    let sent = if te.is_some() {
+                        1
+                    } else {
+                        len.unwrap_or(0) as usize
+                    };
+                    limits::json_content_type(ct.as_deref(), sent)
+                        .map_err(|e| Rejection::from(ApiError::from(e)))?;
+                    Ok::<_, Rejection>(Bytes::new())
+                },
+            )
+            .boxed()
     }
+}
+
+/// The body, at most [`MAX_BODY`] bytes; a non-empty one must be declared
+/// `application/json` (415 otherwise, `limits::json_content_type`).
+fn json_body() -> BoxedFilter<(Bytes,)> {
+    warp::header::optional::<String>("content-type")
+        .and(warp::body::content_length_limit(MAX_BODY).and(warp::body::bytes()))
+        .and_then(|ct: Option<String>, body: Bytes| async move {
+            limits::json_content_type(ct.as_deref(), body.len())
+                .map_err(|e| Rejection::from(ApiError::from(e)))?;
+            Ok::<_, Rejection>(body)
+        })
+        .boxed()
 }

@@ -1,6 +1,7 @@
 //! `/events`: the caller's job and run events, as server-sent events, tailed
 //! from the engine's capped events stream (`Last-Event-ID` resumes after an
-//! entry). Each connection has a task that reads the stream on its own Redis
+//! entry). At most so many streams are open per bot (`limits::Streams`, 429
+//! beyond). Each connection has a task that reads the stream on its own Redis
 //! connection, keeps the entries whose job or run belongs to the caller's bot
 //! and feeds a bounded channel; it stops when the client goes away.
 //!
@@ -13,13 +14,21 @@ use std::time::Duration;
 use serde_json::Value;
 use warp::Reply;
 
+use futures::StreamExt;
+
+use super::error::ApiError;
 use super::route::{header, Answer, Call};
 use engine::queue::Queue;
 
-/// `GET /events`.
+/// `GET /events`: at most `--max-sse-per-bot` open at once per bot (429 beyond); the
+/// stream holds its place until the client goes away.
 pub(super) async fn events(c: Call) -> Answer {
     let last = header(&c.headers, "last-event-id")?;
-    let stream = event_stream(c.state.queue.clone(), c.bot, last);
+    let slot = c.state.streams.open(&c.bot).map_err(ApiError::from)?;
+    let stream = event_stream(c.state.queue.clone(), c.bot, last).map(move |ev| {
+        let _holds = &slot;
+        ev
+    });
     Ok(warp::sse::reply(warp::sse::keep_alive().stream(stream)).into_response())
 }
 
@@ -31,7 +40,7 @@ fn event_stream(
     bot: String,
     last: Option<String>,
 ) -> impl futures::Stream<Item = Result<warp::sse::Event, Infallible>> + Send + Sync + 'static {
-    use futures::{SinkExt, StreamExt};
+    use futures::SinkExt;
     let (mut tx, rx) = futures::channel::mpsc::channel::<warp::sse::Event>(256);
     tokio::spawn(async move {
         let mut cursor = last.unwrap_or_else(|| "$".into());

@@ -332,6 +332,8 @@ mod tests {
             api_key: Some("k".into()),
             rate_per_min: 10_000,
             data_dir: "data".into(),
+            conn: Default::default(),
+            sse_per_bot: 4,
         };
         let routes = super::super::routes(queue, cfg);
         let call = |method: &str, path: &str| {
