@@ -13,7 +13,6 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -370,58 +369,31 @@ async fn handle(miner: Arc<Miner>, req: Request<Incoming>, remote: SocketAddr) -
 }
 
 /// Serve the axon on `listener` until `shutdown`; in-flight requests get up to 10 s to finish.
+/// The connection handling (the header-read timeout that closes half-open connections, the
+/// connection cap, disconnects logged at debug) is the bridge's too: [`crate::http_server`].
 pub async fn serve(
     miner: Arc<Miner>,
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let active = Arc::new(AtomicUsize::new(0));
-    loop {
-        let (stream, remote) = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = stream.set_nodelay(true);
-        let m = miner.clone();
-        let active = active.clone();
-        let stop = shutdown.clone();
-        tokio::spawn(async move {
-            active.fetch_add(1, Ordering::SeqCst);
-            let svc = service_fn(move |req| {
+    let limits = crate::http_server::ConnLimits {
+        header_read_timeout: HEADER_READ_TIMEOUT,
+        drain: Duration::from_secs(10),
+        ..Default::default()
+    };
+    crate::http_server::serve(
+        listener,
+        limits,
+        move |remote| {
+            let m = miner.clone();
+            service_fn(move |req| {
                 let m = m.clone();
                 async move { Ok::<_, Infallible>(handle(m, req, remote).await) }
-            });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT)
-                .keep_alive(true)
-                .serve_connection(TokioIo::new(stream), svc);
-            tokio::pin!(conn);
-            tokio::select! {
-                r = conn.as_mut() => {
-                    if let Err(e) = r {
-                        tracing::debug!(%remote, error = %e, "connection ended with an error");
-                    }
-                }
-                _ = stop.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = tokio::time::timeout(Duration::from_secs(10), conn).await;
-                }
-            }
-            active.fetch_sub(1, Ordering::SeqCst);
-        });
-    }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while active.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+            })
+        },
+        shutdown,
+    )
+    .await;
     Ok(())
 }
 
