@@ -30,6 +30,11 @@ impl Drop for Bridge {
 
 impl Bridge {
     fn start(redis: &RedisServer, flags: &[&str]) -> Bridge {
+        Self::start_keyed(redis, flags, None)
+    }
+
+    /// [`Bridge::start`], with `BRIDGE_API_KEY` set to `key` when given.
+    fn start_keyed(redis: &RedisServer, flags: &[&str], key: Option<&str>) -> Bridge {
         stdout_of(cli_command(&redis.url()).arg("migrate"));
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("bridge.log");
@@ -40,6 +45,9 @@ impl Bridge {
             .env_remove("BRIDGE_API_KEY")
             // Connection errors are logged at debug: show them, to check their level.
             .env("RUST_LOG", "info,synth_city::http_server=debug");
+        if let Some(k) = key {
+            cmd.env("BRIDGE_API_KEY", k);
+        }
         let child = spawn_logged(cmd, &log);
         wait_listening(port, 20, "bridge");
         Bridge {
@@ -388,4 +396,26 @@ fn connections_beyond_the_cap_wait_for_a_free_one() {
         "at the cap of 3, a fourth connection was served after {} ms",
         waited.as_millis()
     );
+}
+
+/// Guessing the key is throttled: past 60 failed authentications a minute (over every
+/// caller), a missing or wrong key gets 429 with `Retry-After` instead of 401, while the right
+/// key is still served.
+#[test]
+fn failed_authentications_past_the_budget_get_429() {
+    let redis = RedisServer::start();
+    let key = "the-bridge-key-0123456789";
+    let b = Bridge::start_keyed(&redis, &[], Some(key));
+    let mut statuses = Vec::new();
+    for i in 0..70 {
+        let wrong = format!("X-API-Key: guess-{i}");
+        statuses.push(request(b.port, "GET", "/queue/stats", &[&wrong], "").0);
+    }
+    assert!(statuses[..60].iter().all(|s| *s == 401), "{statuses:?}");
+    assert!(statuses[60..].iter().all(|s| *s == 429), "{statuses:?}");
+    let (st, body) = request(b.port, "GET", "/queue/stats", &[], "");
+    assert_eq!(st, 429, "a missing key counts too: {body}");
+    assert!(body.contains("X-API-Key"), "{body}");
+    let right = format!("X-API-Key: {key}");
+    assert_eq!(request(b.port, "GET", "/queue/stats", &[&right], "").0, 200);
 }

@@ -2,7 +2,8 @@
 //! `--rate-per-min` tokens, refilled continuously; over it, 429 with
 //! `Retry-After`), a budget of bots this bridge has not seen recently
 //! ([`NEW_BOTS_PER_MIN`]: cycling through bot ids to get a fresh budget each time
-//! gets 429 too), the largest request body ([`MAX_BODY`]; 413 beyond), JSON
+//! gets 429 too), a budget of failed authentications over all callers
+//! ([`AUTH_FAILURES_PER_MIN`]; 429 beyond), the largest request body ([`MAX_BODY`]; 413 beyond), JSON
 //! bodies only (`Content-Type: application/json`; 415 otherwise), and at most
 //! so many open `/events` streams per bot ([`Streams`]; 429 beyond).
 //!
@@ -28,7 +29,13 @@ pub const NEW_BOTS_PER_MIN: u32 = 120;
 /// mid-budget, no new bot is let in.
 pub const MAX_TRACKED: usize = 10_000;
 
-/// A bot that has spent its budget, or a new bot over the new-bots budget.
+/// Failed authentications (a missing or wrong `X-API-Key`) answered with 401 per minute, over
+/// every caller together; beyond it they get 429 with `Retry-After`, so guessing the key is
+/// throttled. A request with the right key is never refused by it.
+pub const AUTH_FAILURES_PER_MIN: u32 = 60;
+
+/// A bot that has spent its budget, a new bot over the new-bots budget, or a failed
+/// authentication over the failures budget.
 #[derive(Debug, thiserror::Error)]
 #[error("{}", self.describe())]
 pub(super) struct OverBudget {
@@ -36,23 +43,66 @@ pub(super) struct OverBudget {
     pub per_min: u32,
     /// When the next request would be allowed.
     pub retry_after_s: u64,
-    /// Refused as a new bot (the new-bots budget), not for its own requests.
-    pub new_bot: bool,
+    /// Which budget was spent.
+    pub kind: Over,
+}
+
+/// Which budget a refused request spent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Over {
+    /// The bot's own requests.
+    Bot,
+    /// The budget of bots this bridge does not track yet.
+    NewBot,
+    /// The budget of failed authentications.
+    AuthFailures,
 }
 
 impl OverBudget {
     fn describe(&self) -> String {
-        if self.new_bot {
-            format!(
+        match self.kind {
+            Over::NewBot => format!(
                 "bot {:?} is new to this bridge and more than {} new bots a minute are calling; retry later",
                 self.bot, self.per_min
-            )
-        } else {
-            format!(
+            ),
+            Over::Bot => format!(
                 "bot {:?} is over its {} requests per minute",
                 self.bot, self.per_min
-            )
+            ),
+            Over::AuthFailures => format!(
+                "more than {} requests a minute came with a missing or wrong X-API-Key; send the bridge's key (retry later)",
+                self.per_min
+            ),
         }
+    }
+}
+
+/// The failed authentications of the last minute, over every caller (a token bucket).
+pub(super) struct AuthFailures(Mutex<Bucket>);
+
+impl AuthFailures {
+    pub fn new() -> Self {
+        AuthFailures(Mutex::new((
+            f64::from(AUTH_FAILURES_PER_MIN),
+            Instant::now(),
+        )))
+    }
+
+    /// Counts one failed authentication: `Err` (429) once the budget is spent.
+    pub fn fail(&self) -> Result<(), OverBudget> {
+        let cap = f64::from(AUTH_FAILURES_PER_MIN);
+        let mut b = self.0.lock().unwrap();
+        refill(&mut b, cap, Instant::now());
+        if b.0 < 1.0 {
+            return Err(OverBudget {
+                bot: String::new(),
+                per_min: AUTH_FAILURES_PER_MIN,
+                retry_after_s: wait_s(&b, cap),
+                kind: Over::AuthFailures,
+            });
+        }
+        b.0 -= 1.0;
+        Ok(())
     }
 }
 
@@ -113,7 +163,7 @@ impl Budgets {
                     bot: bot.to_string(),
                     per_min: NEW_BOTS_PER_MIN,
                     retry_after_s: wait_s(newcomers, new_cap),
-                    new_bot: true,
+                    kind: Over::NewBot,
                 });
             }
             newcomers.0 -= 1.0;
@@ -126,7 +176,7 @@ impl Budgets {
                 bot: bot.to_string(),
                 per_min: self.per_min,
                 retry_after_s: wait_s(b, cap),
-                new_bot: false,
+                kind: Over::Bot,
             });
         }
         b.0 -= 1.0;
@@ -245,12 +295,26 @@ mod tests {
     }
 
     #[test]
+    fn failed_authentications_are_throttled_together() {
+        let f = AuthFailures::new();
+        for _ in 0..AUTH_FAILURES_PER_MIN {
+            assert!(f.fail().is_ok());
+        }
+        let e = f.fail().unwrap_err();
+        assert!(
+            e.kind == Over::AuthFailures && e.retry_after_s >= 1,
+            "{e:?}"
+        );
+        assert!(e.to_string().contains("X-API-Key"), "{e}");
+    }
+
+    #[test]
     fn cycling_bot_ids_gets_no_fresh_budget_and_state_stays_bounded() {
         let b = Budgets::new(60);
         let mut refused = 0;
         for i in 0..20_000 {
             if let Err(e) = b.spend(&format!("bot-{i}")) {
-                assert!(e.new_bot && e.retry_after_s >= 1, "{e:?}");
+                assert!(e.kind == Over::NewBot && e.retry_after_s >= 1, "{e:?}");
                 assert!(e.to_string().contains("new bots a minute"), "{e}");
                 refused += 1;
             }

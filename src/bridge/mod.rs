@@ -123,6 +123,7 @@ struct State {
     cfg: BridgeConfig,
     /// Each bot's request budget.
     budgets: limits::Budgets,
+    auth_failures: limits::AuthFailures,
     /// Each bot's open `/events` streams.
     streams: limits::Streams,
     /// When each bot's session was last refreshed.
@@ -143,6 +144,7 @@ pub fn routes(
     let state = Arc::new(State {
         queue,
         budgets: limits::Budgets::new(cfg.rate_per_min),
+        auth_failures: limits::AuthFailures::new(),
         streams: limits::Streams::new(cfg.sse_per_bot),
         activity: session::Activity::default(),
         session_ttl: session::ttl_from_env(),

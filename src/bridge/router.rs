@@ -178,7 +178,15 @@ fn authenticate(
     let from_query = |name: &str| query.and_then(|q| q.get(name).cloned());
     let key = key.or_else(|| from_query("api_key"));
     let bot = bot.or_else(|| from_query("bot_id"));
-    let caller = auth::identify(state.cfg.api_key.as_deref(), key, bot).map_err(ApiError::from)?;
+    let caller = match auth::identify(state.cfg.api_key.as_deref(), key, bot) {
+        Ok(c) => c,
+        // a missing or wrong key spends the failures budget: past it, guessing gets 429
+        Err(e @ (auth::AuthError::MissingKey | auth::AuthError::WrongKey)) => {
+            state.auth_failures.fail().map_err(ApiError::from)?;
+            return Err(ApiError::from(e).into());
+        }
+        Err(e) => return Err(ApiError::from(e).into()),
+    };
     state.budgets.spend(&caller.bot).map_err(ApiError::from)?;
     session::note_request(state, &caller.bot);
     Ok(caller)
