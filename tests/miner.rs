@@ -1054,6 +1054,15 @@ async fn latest_follows_the_production_pointer_without_a_restart() {
     }
     publish(&ck2);
     wait_for(&ck2.display().to_string());
+    // the reload is counted just after the swap is visible: wait for the count too
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while m.miner.metrics.reloads.with_label_values(&["ok"]).get() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the second reload was never counted"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(m.miner.metrics.reloads.with_label_values(&["ok"]).get(), 2);
 }
 
