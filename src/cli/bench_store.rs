@@ -49,16 +49,6 @@ impl Drop for Scratch {
     }
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
 /// A copy of the checkpoint's files in `dir`, each with its last 8 bytes set to `n`.
 fn variant(src: &Path, dir: &Path, n: u64) -> anyhow::Result<u64> {
     std::fs::create_dir_all(dir)?;
@@ -111,7 +101,9 @@ pub async fn bench_store(a: BenchStoreArgs) -> anyhow::Result<()> {
         down.push(t.elapsed().as_secs_f64() * 1e3);
         anyhow::ensure!(got.join("model.safetensors").is_file() || got.join("spec.json").is_file());
     }
-    let (u, d) = (median(up.clone()), median(down.clone()));
+    // at least one repetition: both have a median
+    let median = |v: &[f64]| sn50::rewards::median(v).unwrap_or(f64::NAN);
+    let (u, d) = (median(&up), median(&down));
     let mb = bytes as f64 / (1 << 20) as f64;
     let v = json!({
         "store": store.describe(),

@@ -547,12 +547,16 @@ pub(super) fn open_store(dirs: &WorkerDirs) -> Result<Arc<dyn publisher::store::
 /// dataset nor this worker's data directory: the environment's failures (retried, then
 /// dead-lettered with the cause), never the model's.
 async fn run_dirs(ctx: &Ctx, task: &mut Task) -> Result<WorkerDirs, JobError> {
-    pin_dataset(ctx, task).await?;
-    let Some(id) = task.options.dataset.clone() else {
+    let Some(m) = pin_dataset(ctx, task).await? else {
         return Ok(ctx.dirs.clone());
     };
+    // the manifest pin_dataset read: its files into this worker's cache
+    let store = open_store(&ctx.dirs)?;
     let mut dirs = ctx.dirs.clone();
-    dirs.data_dir = dataset_dir(&ctx.dirs, &id).await?;
+    dirs.data_dir = ArtifactCache::of(&ctx.dirs)
+        .fetch(&*store, &m.artifact)
+        .await
+        .map_err(environment)?;
     Ok(dirs)
 }
 
@@ -573,8 +577,11 @@ pub(super) async fn dataset_dir(
 /// Pins the run's dataset in `task` (see [`run_dirs`]): the one it names, checked to be in the
 /// store and to hold the run's assets (`latest` resolved to its id); else this worker's own
 /// bars for the run's assets and timeframe, published; else none (the worker's bars, which
-/// training reports missing).
-async fn pin_dataset(ctx: &Ctx, task: &mut Task) -> Result<(), JobError> {
+/// training reports missing). Answers the pinned dataset's manifest.
+async fn pin_dataset(
+    ctx: &Ctx,
+    task: &mut Task,
+) -> Result<Option<jobs::dataset::DatasetManifest>, JobError> {
     use publisher::datasets::{self, DatasetError, Selection};
     let store = open_store(&ctx.dirs)?;
     let assets = task.options.budget.assets.clone();
@@ -595,7 +602,7 @@ async fn pin_dataset(ctx: &Ctx, task: &mut Task) -> Result<(), JobError> {
                     .await
                     .map_err(|e| environment(ctx.dirs.redact(&e.to_string())))?
             }
-            Err(_) => return Ok(()),
+            Err(_) => return Ok(None),
         },
     };
     let lacking = m.missing(&assets, tf.as_str());
@@ -607,8 +614,8 @@ async fn pin_dataset(ctx: &Ctx, task: &mut Task) -> Result<(), JobError> {
         };
         return Err(JobError::permanent(e));
     }
-    task.options.dataset = Some(m.id);
-    Ok(())
+    task.options.dataset = Some(m.id.clone());
+    Ok(Some(m))
 }
 
 /// Puts the freshly trained checkpoints of `records` in the store and names them in the
