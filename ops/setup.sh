@@ -24,6 +24,9 @@
 # Everything it uses can be set from the environment, so two copies can run side by side:
 #   REDIS_PORT          the local Redis's port (default 6379); REDIS_URL: use that Redis instead
 #   BRIDGE_PORT         the HTTP bridge and dashboard (default 8377, loopback only)
+#   BRIDGE_LOOPBACK_OPERATOR  1 (default here): callers on this machine without a key act as
+#                       the operator (the dashboard, `synth-city client`, a local bot); 0: every
+#                       request needs a key (`synth-city bots add NAME`; docs/bridge.md)
 #   METRICS_PORT        the worker's Prometheus /metrics (default 9464)
 #   MINER_PORT          the SN50 miner's axon (default 8091, loopback)
 #   MINER_METRICS_PORT  the miner's /metrics (default 9465)
@@ -253,7 +256,18 @@ require_free bridge "$bridge_port" BRIDGE_PORT
 require_free worker "$metrics_port" METRICS_PORT
 echo "==> the fleet (in the background; logs in $logs)"
 start_bg scheduler "$bin" scheduler
-start_bg bridge "$bin" bridge --port "$bridge_port" --data-dir "$SYNTH_DATA_DIR"
+# one machine, one operator: keyless local callers are the operator unless told otherwise
+loopback_operator=${BRIDGE_LOOPBACK_OPERATOR:-1}
+case "$loopback_operator" in
+  1 | true) bridge_auth=(--loopback-operator) ;;
+  0 | false) bridge_auth=() ;;
+  *)
+    echo "error: BRIDGE_LOOPBACK_OPERATOR must be 1 or 0, not \"$loopback_operator\"" >&2
+    exit 2
+    ;;
+esac
+start_bg bridge "$bin" bridge --port "$bridge_port" \
+  --data-dir "$SYNTH_DATA_DIR" "${bridge_auth[@]}"
 start_bg worker "$bin" worker --roles all --concurrency "${CONCURRENCY:-8}" \
   --metrics-addr "127.0.0.1:$metrics_port" --data-dir "$SYNTH_DATA_DIR" \
   --work-dir "$SYNTH_WORK_DIR" --store "$SYNTH_STORE_DIR"
@@ -267,6 +281,11 @@ running scheduler >/dev/null || {
 }
 dashboard="http://127.0.0.1:$bridge_port/dashboard"
 echo "    dashboard: $dashboard"
+if [ ${#bridge_auth[@]} -gt 0 ]; then
+  echo "    bridge: callers on this machine without a key act as the operator (BRIDGE_LOOPBACK_OPERATOR=0 to require keys; bots get theirs from \`synth-city bots add NAME\`)"
+else
+  echo "    bridge: every request needs a key (BRIDGE_API_KEY, or a bot's from \`synth-city bots add NAME\`)"
+fi
 
 # --- the first research run ---------------------------------------------------------------
 

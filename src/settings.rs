@@ -157,10 +157,18 @@ pub const TABLE: &[Setting] = &[
     var(
         "BRIDGE_API_KEY",
         "bridge, client",
-        "the bridge's API key (X-API-Key); required off loopback",
+        "the operator's API key on the bridge (X-API-Key); required off loopback. Bots get \
+         their own keys: `synth-city bots add`",
     )
     .secret()
     .flag("client --key"),
+    var(
+        "BRIDGE_LOOPBACK_OPERATOR",
+        "bridge",
+        "1: requests without a key from the bridge's own machine act as the operator (else \
+         every request needs a key)",
+    )
+    .flag("bridge --loopback-operator"),
     var(
         "BRIDGE_SESSION_TTL_SECS",
         "bridge",

@@ -53,10 +53,16 @@ fn start_env(
     cmd.arg(port.to_string())
         .args(extra)
         .env("RUST_LOG", "warn");
-    cmd.env_remove("BRIDGE_API_KEY");
-    if let Some(k) = key {
-        cmd.env("BRIDGE_API_KEY", k);
-    }
+    cmd.env_remove("BRIDGE_API_KEY")
+        .env_remove("BRIDGE_LOOPBACK_OPERATOR");
+    match key {
+        Some(k) => cmd.env("BRIDGE_API_KEY", k),
+        // no key asked for: this machine's keyless callers are the operator, as
+        // `ops/setup.sh` starts it; `call` sends the operator's key `sekret`
+        None => cmd
+            .arg("--loopback-operator")
+            .env("BRIDGE_API_KEY", "sekret"),
+    };
     cmd.envs(envs.iter().copied());
     let child = cmd
         .stdout(Stdio::null())
@@ -1748,16 +1754,19 @@ async fn a_new_job_type_is_closed_to_bots_by_default_on_every_path_to_work() {
     engine::migrate::migrate(&queue).await.unwrap();
     let cfg = synth_city::bridge::BridgeConfig {
         addr: "127.0.0.1:0".parse().unwrap(),
-        api_key: None,
+        // served in process, with no TCP peer: callers need a key
+        api_key: Some("op-key".into()),
         rate_per_min: 600,
         data_dir: "data".into(),
         conn: Default::default(),
         sse_per_bot: 4,
+        loopback_operator: true,
     };
     let routes = synth_city::bridge::routes(queue.clone(), cfg);
     let res = warp::test::request()
         .method("POST")
         .path("/jobs")
+        .header("x-api-key", "op-key")
         .header("x-bot-id", "bot-a")
         .json(&json!({"type": "reindex", "payload": {"shard": 1}}))
         .reply(&routes)
@@ -1775,6 +1784,7 @@ async fn a_new_job_type_is_closed_to_bots_by_default_on_every_path_to_work() {
     let res = warp::test::request()
         .method("POST")
         .path("/jobs")
+        .header("x-api-key", "op-key")
         .header("x-bot-id", "bot-a")
         .json(&json!({"type": "noop", "payload": {}}))
         .reply(&routes)
@@ -1789,6 +1799,7 @@ async fn a_new_job_type_is_closed_to_bots_by_default_on_every_path_to_work() {
         let res = warp::test::request()
             .method("POST")
             .path("/schedules")
+            .header("x-api-key", "op-key")
             .header("x-bot-id", "bot-a")
             .json(
                 &json!({"name": format!("pwn-{job_type}"), "cron": "* * * * *",
@@ -1993,4 +2004,200 @@ fn the_seeds_requests_keep_working() {
     assert!(ok, "{e}");
     assert_eq!(v["id"], newest.as_str());
     assert_eq!(v["state"], "cancelled");
+}
+
+/// `synth-city bots ...` against the bridge's Redis (prefix `br`).
+fn bots(redis: &RedisServer, args: &[&str]) -> std::process::Output {
+    Command::new(bin())
+        .arg("--redis-url")
+        .arg(redis.url())
+        .args(["--prefix", "br", "bots"])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// A request with `key` (and `bot` in X-Bot-Id when given).
+fn as_key(
+    b: &Bridge,
+    method: &str,
+    path: &str,
+    key: &str,
+    bot: Option<&str>,
+    body: Value,
+) -> (u16, Value) {
+    let mut headers = vec![("X-API-Key", key)];
+    if let Some(bot) = bot {
+        headers.push(("X-Bot-Id", bot));
+    }
+    let body = if body.is_null() {
+        String::new()
+    } else {
+        body.to_string()
+    };
+    let (st, _, text) = http(b.port, method, path, &headers, &body);
+    (
+        st,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+/// The attacks of issue 18 on identity: bot ids come from keys, not headers. Each bot has
+/// its own key (`bots add`, stored hashed); a bot key naming another bot is a 403, another
+/// bot's job is a 404 (read or cancel), a read-only key changes nothing, keyless callers are
+/// refused unless the operator allowed loopback, revoked and rotated keys stop working, and
+/// the CLI's jobs are no bot's (the operator's `default` used to be anyone's).
+#[test]
+fn bots_are_principals_with_their_own_keys() {
+    let redis = RedisServer::start();
+    migrate(&redis);
+    let b = start(&redis, Some("op-key"), &[]);
+    let key_of = |name: &str, extra: &[&str]| -> String {
+        let mut args = vec!["add", name, "--json"];
+        args.extend_from_slice(extra);
+        let o = bots(&redis, &args);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(v["bot"], name);
+        v["key"].as_str().unwrap().to_string()
+    };
+    let alice = key_of("alice", &[]);
+    let bob = key_of("bob", &["--note", "the second bot"]);
+    let viewer = key_of("viewer", &["--role", "read-only"]);
+    assert!(alice.starts_with("sck_") && alice != bob);
+    // names the bridge gives keyless callers are not for keys; a second key needs --rotate
+    let o = bots(&redis, &["add", "default"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("reserved"));
+    let o = bots(&redis, &["add", "alice"]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--rotate"));
+    let o = bots(&redis, &["add", "a b"]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not valid"));
+
+    // the key names the bot: alice's job is alice's without any X-Bot-Id
+    let (st, job) = as_key(&b, "POST", "/jobs", &alice, None, json!({"type": "noop"}));
+    assert_eq!(st, 201, "{job}");
+    let id = job["id"].as_str().unwrap().to_string();
+    let (st, rec) = as_key(&b, "GET", &format!("/jobs/{id}"), &alice, None, Value::Null);
+    assert_eq!((st, rec["bot_id"].as_str()), (200, Some("alice")), "{rec}");
+    // impersonation: bob's key with alice's id is a 403; bob sees no job of alice's
+    let (st, e) = as_key(
+        &b,
+        "POST",
+        &format!("/jobs/{id}/cancel"),
+        &bob,
+        Some("alice"),
+        Value::Null,
+    );
+    assert_eq!(st, 403, "{e}");
+    assert!(
+        e["error"].as_str().unwrap().contains("not this key's bot"),
+        "{e}"
+    );
+    for (m, p) in [
+        ("GET", format!("/jobs/{id}")),
+        ("POST", format!("/jobs/{id}/cancel")),
+    ] {
+        assert_eq!(as_key(&b, m, &p, &bob, None, Value::Null).0, 404, "{m} {p}");
+    }
+    // a bot still enqueues only the types open to bots; the operator any
+    let (st, e) = as_key(
+        &b,
+        "POST",
+        "/jobs",
+        &bob,
+        None,
+        json!({"type": "data-download"}),
+    );
+    assert_eq!(st, 403, "{e}");
+    let sched =
+        json!({"name": "shadow", "cron": "0 0 * * *", "job_type": "shadow-prompt", "payload": {}});
+    assert_eq!(
+        as_key(&b, "POST", "/schedules", &bob, None, sched.clone()).0,
+        403
+    );
+    let (st, e) = as_key(&b, "POST", "/schedules", "op-key", None, sched);
+    assert_eq!(st, 201, "{e}");
+    // read-only: reads, changes nothing
+    assert_eq!(
+        as_key(&b, "GET", "/queue/stats", &viewer, None, Value::Null).0,
+        200
+    );
+    let (st, e) = as_key(&b, "POST", "/jobs", &viewer, None, json!({"type": "noop"}));
+    assert_eq!(st, 403, "{e}");
+    assert!(e["error"].as_str().unwrap().contains("read-only"), "{e}");
+    // no key: refused on loopback too, unless the operator allowed it
+    let (st, _, text) = http(b.port, "GET", "/queue/stats", &[("X-Bot-Id", "alice")], "");
+    assert_eq!(st, 401, "{text}");
+    assert!(text.contains("--loopback-operator"), "{text}");
+    // the operator reaches any job by id, and a job with no bot (the CLI's) is no bot's
+    let (st, _) = as_key(
+        &b,
+        "GET",
+        &format!("/jobs/{id}"),
+        "op-key",
+        None,
+        Value::Null,
+    );
+    assert_eq!(st, 200);
+    let o = Command::new(bin())
+        .arg("--redis-url")
+        .arg(redis.url())
+        .args(["--prefix", "br", "jobs", "enqueue", "--type", "noop"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    let cli_job = out.split_whitespace().next().unwrap().to_string();
+    let p = format!("/jobs/{cli_job}");
+    assert_eq!(as_key(&b, "GET", &p, &bob, None, Value::Null).0, 404);
+    assert_eq!(as_key(&b, "GET", &p, "op-key", None, Value::Null).0, 200);
+    // keyless loopback callers are the operator only where the operator said so
+    let local = start_env(&redis, None, &[], &[]);
+    let (st, _, text) = http(local.port, "GET", &p, &[], "");
+    assert_eq!(st, 200, "{text}");
+    let (st, _, _) = http(local.port, "GET", &p, &[("X-Bot-Id", "bob")], "");
+    assert_eq!(st, 404, "acting as bob, the operator has bob's rights");
+    drop(local);
+
+    // the list shows roles and a hash prefix, never a key
+    let o = bots(&redis, &["list", "--json"]);
+    let text = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(
+        !text.contains(&alice) && !text.contains(&alice[4..]),
+        "{text}"
+    );
+    let rows: Value = serde_json::from_str(&text).unwrap();
+    let roles: Vec<(String, String)> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["bot"].as_str().unwrap().into(),
+                r["role"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        roles,
+        [("alice", "bot"), ("bob", "bot"), ("viewer", "read-only")]
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+    );
+    // revoked: the next request is refused; rotated: the old key stops, the new one works
+    assert!(bots(&redis, &["revoke", "alice"]).status.success());
+    assert_eq!(
+        as_key(&b, "GET", "/queue/stats", &alice, None, Value::Null).0,
+        401
+    );
+    assert!(!bots(&redis, &["revoke", "alice"]).status.success());
+    let bob2 = key_of("bob", &["--rotate"]);
+    assert_eq!(
+        as_key(&b, "GET", "/queue/stats", &bob, None, Value::Null).0,
+        401
+    );
+    assert_eq!(
+        as_key(&b, "GET", "/queue/stats", &bob2, None, Value::Null).0,
+        200
+    );
 }

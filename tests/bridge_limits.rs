@@ -43,11 +43,13 @@ impl Bridge {
         cmd.args(["bridge", "--port", &port.to_string()])
             .args(flags)
             .env_remove("BRIDGE_API_KEY")
+            .env_remove("BRIDGE_LOOPBACK_OPERATOR")
             // Connection errors are logged at debug: show them, to check their level.
             .env("RUST_LOG", "info,synth_city::http_server=debug");
-        if let Some(k) = key {
-            cmd.env("BRIDGE_API_KEY", k);
-        }
+        match key {
+            Some(k) => cmd.env("BRIDGE_API_KEY", k),
+            None => cmd.arg("--loopback-operator"),
+        };
         let child = spawn_logged(cmd, &log);
         wait_listening(port, 20, "bridge");
         Bridge {

@@ -58,7 +58,7 @@ impl Bridge {
         let port = free_port();
         let log = dir.join("bridge.log");
         let mut b = sc(&redis.url("bridge"), ca);
-        b.args(["bridge", "--port", &port.to_string()])
+        b.args(["bridge", "--port", &port.to_string(), "--loopback-operator"])
             .env_remove("BRIDGE_API_KEY")
             .current_dir(dir);
         Bridge {

@@ -1485,6 +1485,7 @@ fn start_bridge(redis: &common::RedisServer, envs: &[(&str, &str)]) -> (Kill, u1
             "--port",
         ])
         .arg(port.to_string())
+        .arg("--loopback-operator")
         .env_remove("BRIDGE_API_KEY")
         .env_remove("HF_TOKEN")
         .env("RUST_LOG", "warn")
@@ -1942,6 +1943,7 @@ async fn bridge_results_share_and_ingest_over_http() {
             "--port",
         ])
         .arg(port.to_string())
+        .arg("--loopback-operator")
         .env_remove("BRIDGE_API_KEY")
         .env("HF_ENDPOINT", &hub_base)
         .env("HF_TOKEN", "hf_good")

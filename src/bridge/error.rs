@@ -45,6 +45,8 @@ impl From<AuthError> for ApiError {
         let status = match e {
             AuthError::MissingKey | AuthError::WrongKey => StatusCode::UNAUTHORIZED,
             AuthError::BadBot => StatusCode::BAD_REQUEST,
+            AuthError::NotYourBot { .. } | AuthError::ReadOnly(_) => StatusCode::FORBIDDEN,
+            AuthError::Lookup(_) => StatusCode::SERVICE_UNAVAILABLE,
         };
         ApiError::new(status, e.to_string())
     }

@@ -4,7 +4,7 @@
 //! does not exist. Idempotency keys are per bot.
 //!
 //! Bots may enqueue only the job types that open themselves to bots
-//! (`JobSpec::BOTS`, asked of the queue's catalog); this module does not
+//! (`JobSpec::BOTS`, asked of the queue's catalog; the operator any, [`may_enqueue`]); this module does not
 //! validate payloads itself (the queue's enqueue does, against the catalog).
 //! A `run` job starts a run that belongs to the caller ([`run_as_caller`]): its
 //! payload's `bot_id` is set to the caller, and one naming another bot is refused.
@@ -16,7 +16,7 @@ use warp::Rejection;
 
 use super::error::{internal, reject};
 use super::route::{ok, reply, Answer, Call};
-use super::State;
+use engine::principals::Role;
 use engine::queue::{CancelOutcome, EnqueueRequest, JobStatus};
 
 /// `POST /jobs`.
@@ -54,19 +54,23 @@ impl EnqueueBody {
     }
 }
 
-/// The one rule for every path by which a bot's request leads to a job (`POST /jobs`, and
-/// `POST /schedules`, whose fires enqueue): bots may enqueue only the types that open
-/// themselves to bots (`JobSpec::BOTS`). Pipeline stages name a run (possibly another bot's);
+/// The one rule for every path by which a caller's request leads to a job (`POST /jobs`, and
+/// `POST /schedules`, whose fires enqueue): the operator may enqueue any type; bots may
+/// enqueue only the types that open themselves to bots (`JobSpec::BOTS`). Pipeline stages name a run (possibly another bot's);
 /// `experiment` would not be the bot's (its own route records it in its session), and the
 /// shadow scorer's jobs and `data-download` spend the fleet's time and write the shared store
 /// and bars at the operator's say; a new type is closed by default. `run` is open, as the
 /// caller's own ([`run_as_caller`]). `field` names the body field that holds the type. An unknown
 /// type passes here and is refused (400) by the queue's own check.
-pub(super) fn bots_may_enqueue(
+pub(super) fn may_enqueue(
     queue: &engine::Queue,
+    role: Role,
     field: &str,
     job_type: &str,
 ) -> Result<(), warp::Rejection> {
+    if role == Role::Operator {
+        return Ok(());
+    }
     if let Ok(t) = queue.catalog().find(job_type) {
         if let ::jobs::BotAccess::Refused(instead) = t.bots {
             return Err(reject(
@@ -108,8 +112,8 @@ pub(super) fn run_as_caller(
         Some(other) => Err(reject(
             StatusCode::FORBIDDEN,
             format!(
-                "field `{field}`: a bot starts runs only as itself (X-Bot-Id {bot:?}), not as \
-                 {other}; leave the field out"
+                "field `{field}`: a bot starts runs only as itself ({bot:?}), not as {other}; \
+                 leave the field out"
             ),
         )),
     }
@@ -120,7 +124,7 @@ pub(super) fn run_as_caller(
 pub(super) async fn enqueue(c: Call) -> Answer {
     let mut b: EnqueueBody = c.json()?;
     let s = &c.state;
-    bots_may_enqueue(&s.queue, "type", &b.job_type)?;
+    may_enqueue(&s.queue, c.role, "type", &b.job_type)?;
     run_as_caller(&b.job_type, &mut b.payload, "payload.bot_id", &c.bot)?;
     let starts_run = starts_run(&b.job_type);
     let delay_ms = match b.delay_secs {
@@ -168,17 +172,20 @@ pub(super) async fn enqueue(c: Call) -> Answer {
     }
 }
 
-/// The job's status if it exists and belongs to `bot`.
-async fn own_job(s: &State, bot: &str, id: &str) -> Result<JobStatus, Rejection> {
-    match s.queue.status(id).await.map_err(internal)? {
-        Some(st) if st.bot_id.as_deref().unwrap_or("default") == bot => Ok(st),
+/// The job's status if it exists and the caller may see it: a bot its own jobs only (a job
+/// with no bot, e.g. the CLI's, is no bot's), the operator any.
+async fn own_job(c: &Call, id: &str) -> Result<JobStatus, Rejection> {
+    match c.state.queue.status(id).await.map_err(internal)? {
+        Some(st) if c.role == Role::Operator || st.bot_id.as_deref() == Some(c.bot.as_str()) => {
+            Ok(st)
+        }
         _ => Err(reject(StatusCode::NOT_FOUND, format!("no job {id:?}"))),
     }
 }
 
 /// `GET /jobs/{id}`.
 pub(super) async fn status(c: Call) -> Answer {
-    let st = own_job(&c.state, &c.bot, c.param("id")?).await?;
+    let st = own_job(&c, c.param("id")?).await?;
     Ok(ok(serde_json::to_value(st).unwrap()))
 }
 
@@ -186,7 +193,7 @@ pub(super) async fn status(c: Call) -> Answer {
 /// already finished.
 pub(super) async fn cancel(c: Call) -> Answer {
     let id = c.param("id")?;
-    own_job(&c.state, &c.bot, id).await?;
+    own_job(&c, id).await?;
     let out = c.state.queue.cancel(id).await.map_err(internal)?;
     let (status, outcome) = match out {
         CancelOutcome::Cancelled => (StatusCode::OK, "cancelled".to_string()),

@@ -24,13 +24,18 @@
 //!   it goes through there.
 //!
 //! Rules every route follows:
-//! - binding anything but loopback needs `BRIDGE_API_KEY`; with a key set,
-//!   every route but `/health`, `/dashboard` and `/openapi.json` needs
-//!   `X-API-Key` (compared in constant time);
-//! - the caller's bot is `X-Bot-Id` (`[A-Za-z0-9._-]{1,64}`, default
-//!   `default`); a bot sees and cancels only its own jobs, runs, experiments
-//!   and session, and another bot's answers 404, exactly like one that does
-//!   not exist;
+//! - binding anything but loopback needs `BRIDGE_API_KEY`; every route but
+//!   `/health`, `/dashboard` and `/openapi.json` needs a principal's key in
+//!   `X-API-Key` (`auth.rs`): the operator's (`BRIDGE_API_KEY`, constant
+//!   time) or one made by `synth-city bots add` (role `bot`, `read-only` or
+//!   `operator`; looked up by its hash); keyless loopback callers are the
+//!   operator only with `--loopback-operator`;
+//! - the caller's bot is its key's; the operator is bot `default` with every
+//!   right, or names in `X-Bot-Id` (`[A-Za-z0-9._-]{1,64}`) a bot to act as,
+//!   with that bot's rights; a bot key naming another bot there is a 403; a read-only key gets 403 on every
+//!   POST and DELETE; a bot sees and cancels only its own jobs, runs,
+//!   experiments and session, and another bot's answers 404, exactly like one
+//!   that does not exist (the operator reaches any job by id);
 //! - bodies are JSON (`Content-Type: application/json`, 415 otherwise) of at most 1 MiB; errors are `{"error": ...}` with a 4xx
 //!   that names the field or header at fault; each bot has a request budget
 //!   per minute (429 with `Retry-After` when spent) and a number of open
@@ -72,6 +77,8 @@ use engine::queue::Queue;
 
 pub use crate::http_server::ConnLimits;
 
+pub use auth::Peer;
+
 pub use dashboard::PAGE as DASHBOARD_HTML;
 pub use limits::MAX_BODY;
 pub use table::{openapi, ROUTES};
@@ -90,6 +97,9 @@ pub struct BridgeConfig {
     pub conn: ConnLimits,
     /// Concurrent `/events` streams per bot (429 beyond).
     pub sse_per_bot: usize,
+    /// Requests without a key from a loopback peer act as the operator
+    /// (`--loopback-operator`, `BRIDGE_LOOPBACK_OPERATOR`); off, they are refused (401).
+    pub loopback_operator: bool,
 }
 
 /// A configuration the bridge refuses to start with.
@@ -166,7 +176,8 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     cfg.check()?;
     let listener = tokio::net::TcpListener::bind(cfg.addr).await?;
-    tracing::info!(addr = %cfg.addr, auth = cfg.api_key.is_some(),
+    tracing::info!(addr = %cfg.addr, operator_key = cfg.api_key.is_some(),
+        loopback_operator = cfg.loopback_operator,
         header_timeout_s = cfg.conn.header_read_timeout.as_secs_f64(),
         max_connections = cfg.conn.max_connections, sse_per_bot = cfg.sse_per_bot,
         "bridge listening");
@@ -176,11 +187,45 @@ pub async fn serve(
     crate::http_server::serve(
         listener,
         limits,
-        move |_remote| hyper_util::service::TowerToHyperService::new(warp::service(filter.clone())),
+        move |remote| {
+            hyper_util::service::TowerToHyperService::new(WithPeer {
+                inner: warp::service(filter.clone()),
+                peer: auth::Peer(remote),
+            })
+        },
         shutdown,
     )
     .await;
     Ok(())
+}
+
+/// A service that puts the connection's peer into each request's extensions (where
+/// `auth::credentials` reads it) before `inner` answers.
+#[derive(Clone)]
+struct WithPeer<S> {
+    inner: S,
+    peer: auth::Peer,
+}
+
+impl<S, B> tower_service::Service<warp::http::Request<B>> for WithPeer<S>
+where
+    S: tower_service::Service<warp::http::Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: warp::http::Request<B>) -> Self::Future {
+        req.extensions_mut().insert(self.peer);
+        self.inner.call(req)
+    }
 }
 
 #[cfg(test)]
@@ -196,6 +241,7 @@ mod tests {
             data_dir: "data".into(),
             conn: ConnLimits::default(),
             sse_per_bot: 4,
+            loopback_operator: false,
         };
         assert!(cfg
             .check()

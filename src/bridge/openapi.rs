@@ -30,6 +30,8 @@ pub(super) fn document(routes: &[Route]) -> Value {
                        "schema": serde_json::from_str::<Value>(q.schema).expect("schemas are JSON")})
             }))
             .chain(std::iter::once(json!({"name": "X-Bot-Id", "in": "header", "required": false,
+                "description": "With the operator's key, the bot to act as (with that bot's \
+                    rights); with a bot's key, absent or the key's own bot (another is a 403)",
                 "schema": {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,64}$"}})))
             .collect();
         op["parameters"] = Value::Array(params);

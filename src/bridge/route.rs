@@ -77,7 +77,8 @@ pub(super) enum Handler {
     /// No key needed: the route shows no bot's data (`/health` without the
     /// key, the dashboard page, the OpenAPI document).
     Public(fn(Arc<State>, HeaderMap) -> Pending),
-    /// The key (when the bridge has one) in `X-API-Key`, the bot in `X-Bot-Id`.
+    /// A principal's key in `X-API-Key` (`auth.rs`); the operator names the bot it acts as in
+    /// `X-Bot-Id`.
     Bot(fn(Call) -> Pending),
     /// As `Bot`, and the key and bot may also come as `?api_key=` and
     /// `?bot_id=` (browsers' EventSource cannot set headers); the route
@@ -154,8 +155,10 @@ impl Route {
 /// A request to a bot's route, as the router hands it to the handler: the
 /// caller is authenticated and within its budget.
 pub(super) struct Call {
-    /// The caller's bot (`X-Bot-Id`, default `default`).
+    /// The caller's bot: its key's, or for the operator `X-Bot-Id` (default `default`).
     pub bot: String,
+    /// What the caller may do (`auth.rs`).
+    pub role: engine::principals::Role,
     pub state: Arc<State>,
     /// The query string, decoded (empty unless the route declares parameters).
     pub query: HashMap<String, String>,

@@ -57,10 +57,11 @@ fn overridden(p: &'static str, rows: Vec<&'static Route>, state: Arc<State>) -> 
         .and(warp::post())
         .and(auth::credentials())
         .and_then(
-            move |params: Vec<String>, key: Option<String>, bot: Option<String>| {
+            move |params: Vec<String>, key: Option<String>, bot: Option<String>, local: bool| {
                 let state = auth_state.clone();
                 async move {
-                    let caller = authenticate(&state, key, bot, None)?;
+                    // every overridable row is a DELETE: it writes
+                    let caller = authenticate(&state, key, bot, local, None, true).await?;
                     Ok::<_, Rejection>((params, caller))
                 }
             },
@@ -80,6 +81,7 @@ fn overridden(p: &'static str, rows: Vec<&'static Route>, state: Arc<State>) -> 
                     let (row, body) = picked?;
                     let call = Call {
                         bot: caller.bot,
+                        role: caller.role,
                         state,
                         query: HashMap::new(),
                         headers,
@@ -123,6 +125,7 @@ fn route(r: &'static Route, state: Arc<State>) -> Routes {
             .boxed(),
         Handler::Bot(h) | Handler::BotOrQuery(h) => {
             let from_query = matches!(r.handler, Handler::BotOrQuery(_));
+            let writes = !matches!(r.method, Method::Get);
             let auth_state = state.clone();
             head.and(query(r))
                 .and(auth::credentials())
@@ -130,11 +133,12 @@ fn route(r: &'static Route, state: Arc<State>) -> Routes {
                     move |params: Vec<String>,
                           query: HashMap<String, String>,
                           key: Option<String>,
-                          bot: Option<String>| {
+                          bot: Option<String>,
+                          local: bool| {
                         let state = auth_state.clone();
                         async move {
                             let q = from_query.then_some(&query);
-                            let caller = authenticate(&state, key, bot, q)?;
+                            let caller = authenticate(&state, key, bot, local, q, writes).await?;
                             Ok::<_, Rejection>((params, query, caller))
                         }
                     },
@@ -152,6 +156,7 @@ fn route(r: &'static Route, state: Arc<State>) -> Routes {
                           body: Bytes| {
                         h(Call {
                             bot: caller.bot,
+                            role: caller.role,
                             state,
                             query,
                             headers,
@@ -166,27 +171,48 @@ fn route(r: &'static Route, state: Arc<State>) -> Routes {
     }
 }
 
-/// Identifies the caller (with `?api_key=` and `?bot_id=` as fallbacks for
-/// the headers when `query` is given), spends one unit of the bot's budget
-/// and notes its activity.
-fn authenticate(
+/// Identifies the caller (with `?api_key=` and `?bot_id=` as fallbacks for the headers when
+/// `query` is given; `local`: the peer is loopback), refuses a read-only caller a route that
+/// `writes`, spends one unit of the bot's budget and notes its activity. A missing, wrong or
+/// impersonating key spends the failed-authentication budget first (429 past it).
+async fn authenticate(
     state: &Arc<State>,
     key: Option<String>,
     bot: Option<String>,
+    local: bool,
     query: Option<&HashMap<String, String>>,
+    writes: bool,
 ) -> Result<Caller, Rejection> {
-    let from_query = |name: &str| query.and_then(|q| q.get(name).cloned());
+    let from_query = |name: &str| {
+        query
+            .and_then(|q| q.get(name).cloned())
+            .filter(|v| !v.trim().is_empty())
+    };
     let key = key.or_else(|| from_query("api_key"));
     let bot = bot.or_else(|| from_query("bot_id"));
-    let caller = match auth::identify(state.cfg.api_key.as_deref(), key, bot) {
+    let presented = auth::present(
+        &state.queue,
+        state.cfg.api_key.as_deref(),
+        key.as_deref(),
+        local,
+    )
+    .await
+    .map_err(ApiError::from)?;
+    let caller = match auth::decide(presented, bot, state.cfg.loopback_operator) {
         Ok(c) => c,
-        // a missing or wrong key spends the failures budget: past it, guessing gets 429
-        Err(e @ (auth::AuthError::MissingKey | auth::AuthError::WrongKey)) => {
+        Err(
+            e @ (auth::AuthError::MissingKey
+            | auth::AuthError::WrongKey
+            | auth::AuthError::NotYourBot { .. }),
+        ) => {
             state.auth_failures.fail().map_err(ApiError::from)?;
             return Err(ApiError::from(e).into());
         }
         Err(e) => return Err(ApiError::from(e).into()),
     };
+    if writes && !caller.role.writes() {
+        return Err(ApiError::from(auth::AuthError::ReadOnly(caller.bot)).into());
+    }
     state.budgets.spend(&caller.bot).map_err(ApiError::from)?;
     session::note_request(state, &caller.bot);
     Ok(caller)

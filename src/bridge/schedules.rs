@@ -5,7 +5,7 @@
 //! lists, replaces and removes only its own; the operator's schedules (the CLI's, no owner)
 //! are not seen by bots.
 //!
-//! A bot may schedule only the job types it may enqueue (`jobs::bots_may_enqueue`, 403
+//! A bot may schedule only the job types it may enqueue (`jobs::may_enqueue`, 403
 //! otherwise): the same rule as `POST /jobs`. A `run` schedule's runs are the caller's
 //! (`jobs::run_as_caller`: its payload's `bot_id` is set to the caller; naming another bot is
 //! a 403). Cron parsing, firing and storage are `engine::scheduler`'s; this module only maps
@@ -38,12 +38,12 @@ pub(super) async fn list(c: Call) -> Answer {
 pub(super) async fn add(c: Call) -> Answer {
     let mut sch: Schedule = c.json()?;
     // a schedule's fires enqueue its job type: the same rule as `POST /jobs`
-    super::jobs::bots_may_enqueue(&c.state.queue, "job_type", &sch.job_type)?;
+    super::jobs::may_enqueue(&c.state.queue, c.role, "job_type", &sch.job_type)?;
     super::jobs::run_as_caller(&sch.job_type, &mut sch.payload, "payload.bot_id", &c.bot)?;
     if sch.owner.is_some() {
         return Err(reject(
             StatusCode::BAD_REQUEST,
-            "field `owner` is not taken: a schedule is the caller's (X-Bot-Id); leave it out",
+            "field `owner` is not taken: a schedule is the caller's (its key's bot); leave it out",
         ));
     }
     sch.owner = Some(c.bot.clone());

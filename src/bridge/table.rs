@@ -334,6 +334,7 @@ mod tests {
             data_dir: "data".into(),
             conn: Default::default(),
             sse_per_bot: 4,
+            loopback_operator: false,
         };
         let routes = super::super::routes(queue, cfg);
         let call = |method: &str, path: &str| {

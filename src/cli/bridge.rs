@@ -33,6 +33,12 @@ pub struct BridgeArgs {
     #[arg(long, env = "SYNTH_BRIDGE_MAX_CONNECTIONS", default_value_t = 1024,
           value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub max_connections: u64,
+    /// Requests without a key from this machine (a loopback peer) act as the operator. Off,
+    /// every request needs a key: `BRIDGE_API_KEY` (the operator's) or a bot's
+    /// (`synth-city bots add`).
+    #[arg(long, env = "BRIDGE_LOOPBACK_OPERATOR", value_parser = clap::builder::BoolishValueParser::new(),
+          default_value_t = false, num_args = 0..=1, default_missing_value = "true")]
+    pub loopback_operator: bool,
     /// Open `/events` streams per bot; beyond it, 429.
     #[arg(long, env = "SYNTH_BRIDGE_MAX_SSE_PER_BOT", default_value_t = 8,
           value_parser = clap::value_parser!(u64).range(1..=10_000))]
@@ -54,6 +60,7 @@ pub(super) async fn run(q: Queue, a: BridgeArgs, settings: &Settings) -> anyhow:
             ..Default::default()
         },
         sse_per_bot: a.max_sse_per_bot as usize,
+        loopback_operator: a.loopback_operator,
     };
     crate::bridge::serve(q, cfg, super::shutdown_on_signal()).await
 }

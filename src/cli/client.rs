@@ -1,8 +1,9 @@
 //! `synth-city client <command>`: the bridge's HTTP API from the command line.
 //!
 //! Reads `SYNTH_BRIDGE_URL` (default `http://127.0.0.1:8377`), `BRIDGE_API_KEY`
-//! (sent as `X-API-Key`) and `SYNTH_BOT_ID` (sent as `X-Bot-Id`), or the
-//! matching flags. Prints the answer as pretty JSON; an HTTP error prints the
+//! (sent as `X-API-Key`: the operator's key or a bot's, `synth-city bots add`) and
+//! `SYNTH_BOT_ID` (sent as `X-Bot-Id` when set: the bot an operator acts as; a bot's key names
+//! its bot itself), or the matching flags. Prints the answer as pretty JSON; an HTTP error prints the
 //! bridge's `{"error": ...}` to stderr and exits non-zero. Connection failures
 //! and timeouts are retried (2 s, then 4 s) before giving up.
 
@@ -21,12 +22,13 @@ pub struct ClientArgs {
     /// The bridge's base URL.
     #[arg(long, env = "SYNTH_BRIDGE_URL", default_value = DEFAULT_BRIDGE_URL)]
     pub url: String,
-    /// The API key (`X-API-Key`).
+    /// The API key (`X-API-Key`): the operator's, or a bot's (`synth-city bots add`).
     #[arg(long, env = "BRIDGE_API_KEY", hide_env_values = true)]
     pub key: Option<String>,
-    /// The bot id (`X-Bot-Id`).
-    #[arg(long, env = "SYNTH_BOT_ID", default_value = "default")]
-    pub bot: String,
+    /// The bot an operator acts as (`X-Bot-Id`); with a bot's key, leave it out (the key
+    /// names the bot) or give that bot's own id.
+    #[arg(long, env = "SYNTH_BOT_ID")]
+    pub bot: Option<String>,
     /// Seconds to wait for an answer.
     #[arg(long, env = "SYNTH_BRIDGE_TIMEOUT", default_value_t = 300)]
     pub timeout: u64,
@@ -362,8 +364,10 @@ pub async fn run(a: ClientArgs) -> anyhow::Result<()> {
             "POST" => http.post(&url),
             "DELETE" => http.delete(&url),
             _ => http.get(&url),
+        };
+        if let Some(b) = &a.bot {
+            req = req.header("X-Bot-Id", b);
         }
-        .header("X-Bot-Id", &a.bot);
         if let Some(k) = &a.key {
             req = req.header("X-API-Key", k);
         }

@@ -6,6 +6,7 @@
 
 pub mod agent;
 mod bench_store;
+mod bots;
 mod bridge;
 pub mod client;
 pub mod config;
@@ -77,6 +78,11 @@ pub enum Command {
     Migrate,
     /// Serve the HTTP bridge for bots and people.
     Bridge(bridge::BridgeArgs),
+    /// The bridge's principals: a key per bot (add, list, revoke).
+    Bots {
+        #[command(subcommand)]
+        command: bots::BotsCommand,
+    },
     /// Call the HTTP bridge (SYNTH_BRIDGE_URL, BRIDGE_API_KEY, SYNTH_BOT_ID).
     Client(client::ClientArgs),
     /// Run the research pipeline (plan, train, check, debug, publish) as jobs.
@@ -170,6 +176,7 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
         Command::Runs { command } => pipeline::runs(q, command).await,
         Command::PipelineDef { command } => pipeline::pipeline_def(q, command).await,
         Command::Bridge(a) => bridge::run(q, a, &settings).await,
+        Command::Bots { command } => bots::run(q, command).await,
         Command::Score(_)
         | Command::CheckShapes(_)
         | Command::Data(_)

@@ -20,6 +20,7 @@
 //! | `run:<id>`, `runs` | hash, zset | pipeline run record (state, stage, attempt, task, summary); runs by creation |
 //! | `experiments`, `experiments:by_crps` | hash, zset | experiment records by fingerprint; ranking |
 //! | `bot:<bot>:session`, `bot:<bot>:experiments`, `bot:<bot>:active`, `bots` | hash, hash, set, zset | a bridge bot's session, its experiments, its work in flight; bots by last activity |
+//! | `principals`, `principals:keys` | hash, hash | bridge principals: bot -> its key record (role, the key's SHA-256, created); key SHA-256 -> `{bot, role}` (`principals.rs`) |
 //! | `pipeline:def` | string | the pipeline definition and meta-strategy (JSON); absent = the default |
 //! | `meta` | hash | `schema_version` |
 
@@ -104,6 +105,14 @@ impl Keys {
     /// Bridge bots by last activity.
     pub fn bots(&self) -> String {
         self.k("bots")
+    }
+    /// Bridge principals by bot (`part` empty) or by key hash (`part` = `keys`).
+    pub fn principals(&self, part: &str) -> String {
+        if part.is_empty() {
+            self.k("principals")
+        } else {
+            self.k(&format!("principals:{part}"))
+        }
     }
     /// The pipeline definition and meta-strategy (one JSON document).
     pub fn pipeline_def(&self) -> String {

@@ -2,7 +2,8 @@
 //! ([`worker`]), one Lua script per atomic step ([`scripts`]), the counting semaphore
 //! ([`semaphore`]), cron schedules ([`scheduler`]), migrations ([`migrate`]), the key layout
 //! ([`keys`]), Prometheus metrics ([`metrics`]), the queue benchmark ([`bench`]), where Redis is
-//! and how to reach it over TLS ([`config`]) and the per-role Redis ACL users ([`acl`]).
+//! and how to reach it over TLS ([`config`]), the per-role Redis ACL users ([`acl`]) and the
+//! bridge's principals, each with its own API key and role ([`principals`]).
 //!
 //! It knows nothing of forecasting: job types and payloads come from the `jobs` crate and
 //! handlers are registered by the binary. It does not depend on candle, warp or any object
@@ -15,6 +16,7 @@ pub mod config;
 pub mod keys;
 pub mod metrics;
 pub mod migrate;
+pub mod principals;
 pub mod queue;
 pub mod scheduler;
 pub mod scripts;

@@ -61,6 +61,8 @@ pub const SOURCES: &[(&str, &str)] = &[
         "session_add_active",
         session_source!("session_add_active.lua"),
     ),
+    ("principal_add", source!("principal_add.lua")),
+    ("principal_revoke", source!("principal_revoke.lua")),
 ];
 
 /// The source of the script called `name` (a [`SOURCES`] name).
@@ -72,7 +74,7 @@ fn script(name: &str) -> Script {
     Script::new(source(name).unwrap_or_else(|| panic!("no script {name} in SOURCES")))
 }
 
-/// Every queue, semaphore, cron, run and bot-session script.
+/// Every queue, semaphore, cron, run, bot-session and principal script.
 pub struct Scripts {
     pub enqueue: Script,
     pub start: Script,
@@ -98,6 +100,8 @@ pub struct Scripts {
     pub session_update: Script,
     pub session_clear: Script,
     pub session_add_active: Script,
+    pub principal_add: Script,
+    pub principal_revoke: Script,
 }
 
 impl Scripts {
@@ -127,6 +131,8 @@ impl Scripts {
             session_update: script("session_update"),
             session_clear: script("session_clear"),
             session_add_active: script("session_add_active"),
+            principal_add: script("principal_add"),
+            principal_revoke: script("principal_revoke"),
         }
     }
 }
