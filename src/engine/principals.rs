@@ -226,13 +226,14 @@ pub async fn revoke(q: &Queue, bot: &str) -> Result<bool, PrincipalError> {
     Ok(n == 1)
 }
 
-/// The principal whose key is `key`, if any (one HGET by the key's hash).
+/// The principal whose key is `key`, if any (one HGET by the key's hash, on the queue's
+/// shared multiplexed connection, as producers enqueue).
 pub async fn lookup(q: &Queue, key: &str) -> Result<Option<Principal>, QueueError> {
-    let mut c = q.conn().await?;
+    let mut c = q.shared().await?;
     let v: Option<String> = c
         .hget(q.keys().principals("keys"), key_hash(key))
         .await
-        .map_err(QueueError::Redis)?;
+        .map_err(|e| q.explain(e))?;
     Ok(v.and_then(|v| serde_json::from_str(&v).ok()))
 }
 
