@@ -144,6 +144,7 @@ impl EnqueueRequest {
             idempotency_key: self.idempotency_key,
             run_id: self.run_id,
             bot_id: self.bot_id,
+            parent: None,
             enqueued_at_ms: 0,
         };
         Ok((env, self.run_at_ms, self.delay_ms))
