@@ -616,6 +616,68 @@ async fn one_poison_entry_harms_no_other_job_of_its_batch() {
 }
 
 #[tokio::test]
+async fn a_record_overwritten_while_delayed_is_dead_lettered_and_a_poisoned_letter_waits_for_repair(
+) {
+    let redis = RedisServer::start();
+    let q = queue(&redis).await;
+    let mut c = q.conn().await.unwrap();
+    // `late` waits in the delayed set, `early` in its stream, with their records overwritten;
+    // `fine` is delayed like `late`.
+    let delayed = |ms| EnqueueRequest {
+        delay_ms: ms,
+        ..EnqueueRequest::new("noop", json!({}))
+    };
+    let late = q.enqueue(delayed(300)).await.unwrap().id;
+    let fine = q.enqueue(delayed(300)).await.unwrap().id;
+    let early = enqueue(&q, "noop", json!({})).await;
+    for id in [&late, &early] {
+        let _: () = c.set(q.keys().job(id), "poison").await.unwrap();
+    }
+    let w = start(&q, opts(&["noop"]));
+    wait_state(&q, &fine, "completed", Duration::from_secs(5)).await;
+    eventually(Duration::from_secs(3), "two dead letters", || async {
+        letters(&q).await.len() == 2
+    })
+    .await;
+    let l = letters(&q).await;
+    let letter = |id: &str| l.iter().find(|l| l.id == id).unwrap().clone();
+    assert!(
+        letter(&late)
+            .error
+            .contains("overwritten while it waited to run"),
+        "{l:?}"
+    );
+    assert!(
+        letter(&early).job.contains(&early),
+        "the envelope is kept: {l:?}"
+    );
+    // Retrying while the key is still poisoned leaves the letter whole and names the key.
+    let (n, skipped) = q.dlq_retry(&[]).await.unwrap();
+    assert_eq!(n, 0, "{skipped:?}");
+    assert_eq!(skipped.len(), 2, "{skipped:?}");
+    let poisoned = format!(
+        "cannot be retried while `{}` holds a string",
+        q.keys().job(&early)
+    );
+    assert!(skipped.iter().any(|s| s.contains(&poisoned)), "{skipped:?}");
+    assert!(
+        skipped.iter().any(|s| s.contains("does not decode")),
+        "the lost envelope: {skipped:?}"
+    );
+    assert_eq!(letters(&q).await.len(), 2);
+    assert_eq!(
+        xlen(&q, "noop").await,
+        0,
+        "nothing half-moved onto the stream"
+    );
+    // Repaired (the key deleted), it is retried and runs.
+    let _: () = c.del(q.keys().job(&early)).await.unwrap();
+    assert_eq!(q.dlq_retry(&[]).await.unwrap().0, 1);
+    wait_state(&q, &early, "completed", Duration::from_secs(5)).await;
+    w.stop().await;
+}
+
+#[tokio::test]
 async fn an_entry_delivered_too_often_is_dead_lettered() {
     let redis = RedisServer::start();
     let q = queue(&redis).await;

@@ -71,11 +71,14 @@ local function enqueue_one(now, jtype, id, env, idem, ready_at, ttl_ms, bot)
 end
 
 -- Writes a dead-letter entry. `by` (optional) is the fencing token of the worker call
--- that wrote it (see fence), so that call, retried, finds it (buried_by).
+-- that wrote it (see fence), so that call, retried, finds it (buried_by). A job of unknown
+-- type ('') is counted in no type's stats.
 local function bury(now, jtype, id, env, reason, sid, by)
   redis.call('XADD', key('dlq'), 'MAXLEN', '~', DLQ_MAXLEN, '*', 'id', id, 'type', jtype,
              'job', env, 'error', reason, 'stream_id', sid, 'at', now, 'by', by or '')
-  redis.call('HINCRBY', key('stats', jtype), 'dead', 1)
+  if jtype ~= '' then
+    redis.call('HINCRBY', key('stats', jtype), 'dead', 1)
+  end
 end
 
 -- A worker's call that moves a job (finish, fail, fan_out) may be applied by Redis while
