@@ -4,7 +4,9 @@
 //! dead, cancelled) is recorded on the parent once, with its worker and times; the last one
 //! puts the parent back on its stream, and it runs again without using an attempt. A child
 //! finished a second time (retried from the dead letters) counts nothing; cancelling the
-//! parent cancels its children.
+//! parent cancels its children. A child whose record was overwritten (poison) or deleted
+//! still reaches its parent through its envelope, and a fan-out whose reply was lost is
+//! recognised when the worker retries it.
 
 mod common;
 
@@ -17,16 +19,20 @@ use common::{eventually, job_state as state, RedisServer};
 use engine::queue::{CancelOutcome, EnqueueRequest, Queue};
 use engine::worker::{Worker, WorkerOptions};
 use jobs::{JobContext, JobError, JobHandler, JobSpec, Role};
+use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
-/// A parent: `n` children, the one at `fail` failing for good.
+/// A parent: `n` children, the one at `fail` failing for good; it works `pause` ms before
+/// it fans out.
 #[derive(Serialize, Deserialize)]
 struct Whole {
     n: u32,
     fail: Option<u32>,
     ms: u64,
+    #[serde(default)]
+    pause: u64,
 }
 impl JobSpec for Whole {
     const TYPE: &'static str = "whole";
@@ -64,6 +70,7 @@ impl JobHandler for WholeHandler {
     async fn run(&self, ctx: &JobContext, job: Whole) -> Result<Value, JobError> {
         let done = self.queue.children(&ctx.job_id).await.unwrap();
         if done.is_empty() {
+            tokio::time::sleep(Duration::from_millis(job.pause)).await;
             let children = (0..job.n)
                 .map(|i| {
                     let req = EnqueueRequest {
@@ -111,7 +118,11 @@ impl JobHandler for PartHandler {
 }
 
 async fn flow_queue(redis: &RedisServer) -> Queue {
-    let q = Queue::new(&redis.url(), "t", Default::default())
+    flow_queue_with(redis, Default::default()).await
+}
+
+async fn flow_queue_with(redis: &RedisServer, cfg: engine::config::QueueConfig) -> Queue {
+    let q = Queue::new(&redis.url(), "t", cfg)
         .unwrap()
         .with_catalog(catalog());
     engine::migrate::migrate(&q).await.unwrap();
@@ -128,11 +139,27 @@ fn start(
     CancellationToken,
     tokio::task::JoinHandle<Result<(), engine::QueueError>>,
 ) {
+    let (stop, handle, _) = start_roles(q, name, &["whole", "part"], concurrency, failing);
+    (stop, handle)
+}
+
+/// A worker of `roles` named `name`, with `concurrency` slots, and what it observes.
+fn start_roles(
+    q: &Queue,
+    name: &str,
+    roles: &[&str],
+    concurrency: usize,
+    failing: Arc<AtomicBool>,
+) -> (
+    CancellationToken,
+    tokio::task::JoinHandle<Result<(), engine::QueueError>>,
+    tokio::sync::mpsc::UnboundedReceiver<engine::worker::Observation>,
+) {
     let mut reg = jobs::Registry::new();
     reg.register(WholeHandler { queue: q.clone() })
         .register(PartHandler { failing });
     let o = WorkerOptions {
-        roles: vec!["whole".into(), "part".into()],
+        roles: roles.iter().map(|r| r.to_string()).collect(),
         concurrency,
         batch: concurrency,
         lease: Duration::from_millis(600),
@@ -144,9 +171,11 @@ fn start(
         name: Some(name.into()),
         device: None,
     };
-    let w = Worker::new(q.clone(), reg, o).unwrap();
+    let mut w = Worker::new(q.clone(), reg, o).unwrap();
+    let (tx, obs) = tokio::sync::mpsc::unbounded_channel();
+    w.observe(tx);
     let stop = CancellationToken::new();
-    (stop.clone(), tokio::spawn(w.run(stop)))
+    (stop.clone(), tokio::spawn(w.run(stop)), obs)
 }
 
 #[tokio::test]
@@ -265,6 +294,174 @@ async fn cancelling_a_waiting_parent_cancels_its_children() {
         (s.state.as_str(), s.starts),
         ("cancelled", 1),
         "never woken"
+    );
+    stop.cancel();
+    w.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn a_child_whose_record_was_overwritten_or_deleted_still_counts_for_its_parent() {
+    let redis = RedisServer::start();
+    let q = flow_queue(&redis).await;
+    let failing = Arc::new(AtomicBool::new(true));
+    // Only parents run at first: the children wait in their stream.
+    let (stop_a, a, _) = start_roles(&q, "wa", &["whole"], 2, failing.clone());
+    let p = q
+        .enqueue(EnqueueRequest::new(
+            "whole",
+            json!({"n": 5, "fail": 4, "ms": 1500}),
+        ))
+        .await
+        .unwrap()
+        .id;
+    eventually(Duration::from_secs(5), "the parent waits", || async {
+        state(&q, &p).await == "waiting-children"
+    })
+    .await;
+    let kid = |i: u32| format!("{p}-c{i}");
+    let mut c = q.conn().await.unwrap();
+    // c0's record is overwritten while it waits: start.lua dead-letters it as poison;
+    // c1's record is deleted while it waits: it runs and completes all the same.
+    let _: () = c.set(q.keys().job(&kid(0)), "poison").await.unwrap();
+    let _: () = c.del(q.keys().job(&kid(1))).await.unwrap();
+    let (stop_b, b, _) = start_roles(&q, "wb", &["part"], 4, failing.clone());
+    eventually(Duration::from_secs(5), "c2, c3 and c4 run", || async {
+        let mut n = 0;
+        for i in 2..5 {
+            n += usize::from(state(&q, &kid(i)).await == "active");
+        }
+        n == 3
+    })
+    .await;
+    // c2 (it will complete: finish.lua) and c4 (it will fail: fail.lua) are overwritten
+    // while they run.
+    let _: () = c.set(q.keys().job(&kid(2)), "poison").await.unwrap();
+    let _: () = c.set(q.keys().job(&kid(4)), "poison").await.unwrap();
+    eventually(
+        Duration::from_secs(10),
+        "the parent hears of every child and completes",
+        || async { state(&q, &p).await == "completed" },
+    )
+    .await;
+    let s = q.status(&p).await.unwrap().unwrap();
+    assert_eq!(
+        s.result,
+        Some(json!({"completed": 2, "dead": 3, "cancelled": 0, "sum": 4})),
+        "c1 and c3 completed; the three poisoned children count as failed children"
+    );
+    assert_eq!(s.starts, 2, "woken once");
+    let kids = q.children(&p).await.unwrap();
+    let outcome = |i: u32| kids.iter().find(|k| k.id == kid(i)).unwrap();
+    for (i, why) in [
+        (0, "not a hash (WRONGTYPE)"),
+        (2, "its result is lost"),
+        (4, "last error: "),
+    ] {
+        let k = outcome(i);
+        assert_eq!(k.state, "dead", "{k:?}");
+        assert!(k.error.as_deref().unwrap_or("").contains(why), "{k:?}");
+    }
+    assert!(outcome(4)
+        .error
+        .as_deref()
+        .unwrap()
+        .contains("child 4 refuses"));
+    assert_eq!(outcome(1).state, "completed");
+    assert_eq!(
+        outcome(4).worker.as_deref().map(|w| w.starts_with("wb")),
+        Some(true)
+    );
+    let mut dead: Vec<String> = q
+        .dlq_list(10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|l| l.id)
+        .collect();
+    dead.sort();
+    assert_eq!(dead, vec![kid(0), kid(2), kid(4)]);
+    assert!(q.pending_children(&p).await.unwrap().is_empty());
+    for (stop, w) in [(stop_a, a), (stop_b, b)] {
+        stop.cancel();
+        w.await.unwrap().unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_fan_out_retried_after_a_lost_reply_is_recognised() {
+    let redis = RedisServer::start();
+    // Replies slower than 300 ms time out, and the finisher retries the call.
+    let cfg = engine::config::QueueConfig {
+        response_timeout: Duration::from_millis(300),
+        ..Default::default()
+    };
+    let q = flow_queue_with(&redis, cfg).await;
+    let (stop, w, mut obs) = start_roles(
+        &q,
+        "wa",
+        &["whole", "part"],
+        4,
+        Arc::new(AtomicBool::new(false)),
+    );
+    // A first flow loads the scripts, so the paused call below is the real fan-out.
+    let warm = q
+        .enqueue(EnqueueRequest::new("whole", json!({"n": 1, "ms": 1})))
+        .await
+        .unwrap()
+        .id;
+    eventually(
+        Duration::from_secs(5),
+        "the first flow completes",
+        || async { state(&q, &warm).await == "completed" },
+    )
+    .await;
+    let p = q
+        .enqueue(EnqueueRequest::new(
+            "whole",
+            json!({"n": 2, "ms": 50, "pause": 600}),
+        ))
+        .await
+        .unwrap()
+        .id;
+    eventually(Duration::from_secs(5), "the parent runs", || async {
+        state(&q, &p).await == "active"
+    })
+    .await;
+    // Writes (scripts included) wait 1.5 s: the fan-out times out on our side, is retried,
+    // and Redis applies the first call, then the retries, once the pause ends.
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(1500)
+        .arg("WRITE")
+        .query(&mut redis.conn())
+        .unwrap();
+    let seen = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let o = obs.recv().await.unwrap();
+            if o.job_id == p {
+                return o.outcome;
+            }
+        }
+    })
+    .await
+    .expect("the retried fan-out is recognised as this worker's own and observed");
+    assert_eq!(seen, "waiting_children");
+    eventually(Duration::from_secs(5), "the parent completes", || async {
+        state(&q, &p).await == "completed"
+    })
+    .await;
+    let s = q.status(&p).await.unwrap().unwrap();
+    assert_eq!(
+        s.result,
+        Some(json!({"completed": 2, "dead": 0, "cancelled": 0, "sum": 1}))
+    );
+    assert_eq!(s.starts, 2, "fanned out once, woken once");
+    let stats = q.stats().await.unwrap();
+    let part = stats.iter().find(|s| s.job_type == "part").unwrap();
+    assert_eq!(
+        (part.enqueued, part.completed),
+        (3, 3),
+        "the children were made once"
     );
     stop.cancel();
     w.await.unwrap().unwrap();

@@ -616,6 +616,68 @@ async fn one_poison_entry_harms_no_other_job_of_its_batch() {
 }
 
 #[tokio::test]
+async fn a_record_overwritten_while_delayed_is_dead_lettered_and_a_poisoned_letter_waits_for_repair(
+) {
+    let redis = RedisServer::start();
+    let q = queue(&redis).await;
+    let mut c = q.conn().await.unwrap();
+    // `late` waits in the delayed set, `early` in its stream, with their records overwritten;
+    // `fine` is delayed like `late`.
+    let delayed = |ms| EnqueueRequest {
+        delay_ms: ms,
+        ..EnqueueRequest::new("noop", json!({}))
+    };
+    let late = q.enqueue(delayed(300)).await.unwrap().id;
+    let fine = q.enqueue(delayed(300)).await.unwrap().id;
+    let early = enqueue(&q, "noop", json!({})).await;
+    for id in [&late, &early] {
+        let _: () = c.set(q.keys().job(id), "poison").await.unwrap();
+    }
+    let w = start(&q, opts(&["noop"]));
+    wait_state(&q, &fine, "completed", Duration::from_secs(5)).await;
+    eventually(Duration::from_secs(3), "two dead letters", || async {
+        letters(&q).await.len() == 2
+    })
+    .await;
+    let l = letters(&q).await;
+    let letter = |id: &str| l.iter().find(|l| l.id == id).unwrap().clone();
+    assert!(
+        letter(&late)
+            .error
+            .contains("overwritten while it waited to run"),
+        "{l:?}"
+    );
+    assert!(
+        letter(&early).job.contains(&early),
+        "the envelope is kept: {l:?}"
+    );
+    // Retrying while the key is still poisoned leaves the letter whole and names the key.
+    let (n, skipped) = q.dlq_retry(&[]).await.unwrap();
+    assert_eq!(n, 0, "{skipped:?}");
+    assert_eq!(skipped.len(), 2, "{skipped:?}");
+    let poisoned = format!(
+        "cannot be retried while `{}` holds a string",
+        q.keys().job(&early)
+    );
+    assert!(skipped.iter().any(|s| s.contains(&poisoned)), "{skipped:?}");
+    assert!(
+        skipped.iter().any(|s| s.contains("does not decode")),
+        "the lost envelope: {skipped:?}"
+    );
+    assert_eq!(letters(&q).await.len(), 2);
+    assert_eq!(
+        xlen(&q, "noop").await,
+        0,
+        "nothing half-moved onto the stream"
+    );
+    // Repaired (the key deleted), it is retried and runs.
+    let _: () = c.del(q.keys().job(&early)).await.unwrap();
+    assert_eq!(q.dlq_retry(&[]).await.unwrap().0, 1);
+    wait_state(&q, &early, "completed", Duration::from_secs(5)).await;
+    w.stop().await;
+}
+
+#[tokio::test]
 async fn an_entry_delivered_too_often_is_dead_lettered() {
     let redis = RedisServer::start();
     let q = queue(&redis).await;
@@ -720,6 +782,155 @@ async fn a_finish_retried_after_a_lost_reply_counts_once_as_processed() {
     )
     .await;
     w.stop().await;
+}
+
+#[tokio::test]
+async fn a_failure_retried_after_a_lost_reply_is_recorded_once() {
+    let redis = RedisServer::start();
+    // Replies slower than 300 ms time out, and the finisher retries the call.
+    let cfg = engine::config::QueueConfig {
+        response_timeout: Duration::from_millis(300),
+        ..Default::default()
+    };
+    let q = queue_with(&redis, cfg).await;
+    let mut o = opts(&["sleep"]);
+    o.lease = Duration::from_secs(20);
+    let mut w = start(&q, o);
+    // A first job loads the scripts, so the paused calls below are the real ones.
+    let warm = q
+        .enqueue(EnqueueRequest {
+            max_attempts: Some(1),
+            ..EnqueueRequest::new("sleep", json!({"ms": 1, "fail_rate": 1.0}))
+        })
+        .await
+        .unwrap()
+        .id;
+    wait_state(&q, &warm, "dead", Duration::from_secs(5)).await;
+    // Two attempts that both fail: the first is scheduled for a retry, the second
+    // dead-letters the job. Each fail.lua call is held back until its reply times out.
+    let id = q
+        .enqueue(EnqueueRequest {
+            max_attempts: Some(2),
+            ..EnqueueRequest::new("sleep", json!({"ms": 600, "fail_rate": 1.0}))
+        })
+        .await
+        .unwrap()
+        .id;
+    for want in ["retrying", "dead"] {
+        wait_state(&q, &id, "active", Duration::from_secs(5)).await;
+        // Writes (scripts included) wait 1.5 s: the call times out on our side, is
+        // retried, and Redis applies the first call, then the retries, once the pause ends.
+        let _: () = redis::cmd("CLIENT")
+            .arg("PAUSE")
+            .arg(1500)
+            .arg("WRITE")
+            .query(&mut redis.conn())
+            .unwrap();
+        let outcome = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                let o = w.obs.recv().await.unwrap();
+                if o.job_id == id {
+                    return o.outcome;
+                }
+            }
+        })
+        .await
+        .expect("an outcome is observed");
+        assert_eq!(
+            outcome, want,
+            "the first outcome observed for the job is that of the paused call"
+        );
+    }
+    let s = q.status(&id).await.unwrap().unwrap();
+    assert_eq!((s.state.as_str(), s.attempt, s.starts), ("dead", 2, 2));
+    let stats = q.stats().await.unwrap();
+    let sleep = stats.iter().find(|s| s.job_type == "sleep").unwrap();
+    assert_eq!(
+        (sleep.failed, sleep.retried, sleep.dead),
+        (3, 1, 2),
+        "applied once per attempt, not once per retried call (the first job failed once)"
+    );
+    let l = letters(&q).await;
+    assert_eq!(l.len(), 2, "one dead letter each: {l:?}");
+    assert_eq!(
+        (l[0].id.as_str(), l[1].id.as_str()),
+        (warm.as_str(), id.as_str())
+    );
+    assert_eq!(
+        (xlen(&q, "sleep").await, pending(&q, "sleep").await),
+        (0, 0)
+    );
+    // Nothing else is observed for the job (no second "dead").
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    while let Ok(o) = w.obs.try_recv() {
+        assert_ne!(o.job_id, id, "{o:?}");
+    }
+    w.stop().await;
+}
+
+#[tokio::test]
+async fn renew_and_handback_pass_over_a_record_that_is_not_a_hash() {
+    let redis = RedisServer::start();
+    let q = queue(&redis).await;
+    let poison = enqueue(&q, "noop", json!({})).await;
+    let good = enqueue(&q, "noop", json!({})).await;
+    // Consumer `w` holds both entries, as a worker running them would.
+    let mut c = q.conn().await.unwrap();
+    let read: redis::streams::StreamReadReply = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg("workers")
+        .arg("w")
+        .arg("COUNT")
+        .arg(10)
+        .arg("STREAMS")
+        .arg(q.keys().stream("noop"))
+        .arg(">")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let held: Vec<(String, String, String)> = read.keys[0]
+        .ids
+        .iter()
+        .map(|e| {
+            let env: String = e.get("job").unwrap();
+            let id = serde_json::from_str::<serde_json::Value>(&env).unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            (e.id.clone(), id, env)
+        })
+        .collect();
+    assert_eq!(
+        (held[0].1.as_str(), held[1].1.as_str()),
+        (poison.as_str(), good.as_str())
+    );
+    let _: () = c.set(q.keys().job(&poison), "poison").await.unwrap();
+    let _: () = c.hset(q.keys().job(&good), "cancel", 1).await.unwrap();
+    // The poisoned record, first in the batch, does not fail the renewal of the others.
+    let mut renew = q.scripts().renew.prepare_invoke();
+    renew.arg(q.prefix()).arg("noop").arg("w");
+    for (sid, id, _) in &held {
+        renew.arg(sid).arg(id);
+    }
+    let codes: Vec<u8> = renew.invoke_async(&mut c).await.unwrap();
+    assert_eq!(codes, [0, 2], "renewed; renewed and cancel requested");
+    // Nor does it fail the hand-back: both entries go back, and a retried call moves none.
+    let mut back = q.scripts().handback.prepare_invoke();
+    back.arg(q.prefix()).arg("w").arg("noop");
+    for (sid, id, env) in &held {
+        back.arg(sid).arg(id).arg(env);
+    }
+    let n: i64 = back.invoke_async(&mut c).await.unwrap();
+    assert_eq!(n, 2);
+    let again: i64 = back.invoke_async(&mut c).await.unwrap();
+    assert_eq!(again, 0);
+    assert_eq!((xlen(&q, "noop").await, pending(&q, "noop").await), (2, 0));
+    assert_eq!(state(&q, &good).await, "waiting");
+    let v: String = c.get(q.keys().job(&poison)).await.unwrap();
+    assert_eq!(
+        v, "poison",
+        "left for the operator; start.lua dead-letters its entry"
+    );
 }
 
 #[tokio::test]

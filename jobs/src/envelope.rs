@@ -38,6 +38,11 @@ pub struct JobEnvelope {
     /// The bot that asked for it, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bot_id: Option<String>,
+    /// The flow parent that waits for this job (set by the worker that fans the parent out,
+    /// `JobError::WaitForChildren`). The job's record names its parent too; this copy lets
+    /// the child reach its parent when that record was overwritten or deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
     /// When Redis first accepted the job (Unix ms, Redis clock). Producers
     /// leave it 0; `enqueue.lua` stamps it, and retries keep it.
     #[serde(default, skip_serializing_if = "is_zero")]
@@ -99,6 +104,7 @@ mod tests {
             idempotency_key: None,
             run_id: Some("run-1".into()),
             bot_id: None,
+            parent: None,
             enqueued_at_ms: 0,
         }
     }
@@ -117,6 +123,19 @@ mod tests {
             JobEnvelope::from_json(&stamped).unwrap().enqueued_at_ms,
             1_795_600_000_000
         );
+    }
+
+    #[test]
+    fn a_parent_round_trips_and_is_optional() {
+        let mut env = sample();
+        env.parent = Some("01JPARENT".into());
+        let json = env.to_json();
+        assert!(json.contains(r#""parent":"01JPARENT""#), "{json}");
+        assert_eq!(JobEnvelope::from_json(&json).unwrap(), env);
+        // Envelopes written before the field existed (no `parent`) still decode.
+        let old = sample().to_json();
+        assert!(!old.contains("parent"), "{old}");
+        assert_eq!(JobEnvelope::from_json(&old).unwrap().parent, None);
     }
 
     #[test]

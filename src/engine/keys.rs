@@ -7,11 +7,11 @@
 //! | key | type | holds |
 //! |---|---|---|
 //! | `q:<type>` | stream, group `workers` | waiting and in-flight jobs of one type |
-//! | `job:<id>` | hash | status record: state, attempt, env, result, error, progress, times |
-//! | `job:<id>:pending`, `job:<id>:children` | set, hash | a flow parent's children without an outcome; each child's outcome (JSON) — a child's `job:<id>` names its `parent` |
+//! | `job:<id>` | hash | status record: state, attempt, env, result, error, progress, times; `failed_by`/`fanned_by`: the fencing token of the last `fail.lua`/`fan_out.lua` call (its retry recognises itself) |
+//! | `job:<id>:pending`, `job:<id>:children` | set, hash | a flow parent's children without an outcome; each child's outcome (JSON) — a child's `job:<id>` names its `parent`, and so does its envelope |
 //! | `delayed` | zset id -> ready ms | retries and delayed jobs |
 //! | `idem:<type>:<bot>:<key>` | string | idempotency key -> job id (scoped per bot) |
-//! | `dlq` | stream | dead letters with their reason |
+//! | `dlq` | stream | dead letters with their reason; `by`: the fencing token of the worker call that wrote it, when one did |
 //! | `events` | stream (capped) | job and permit events for live views |
 //! | `stats:<type>` | hash | counters: enqueued, completed, failed, retried, dead, ...; `delayed_now` (a gauge) |
 //! | `workers`, `worker:<id>` | zset, hash | heartbeats and what each worker runs |

@@ -144,6 +144,7 @@ impl EnqueueRequest {
             idempotency_key: self.idempotency_key,
             run_id: self.run_id,
             bot_id: self.bot_id,
+            parent: None,
             enqueued_at_ms: 0,
         };
         Ok((env, self.run_at_ms, self.delay_ms))
@@ -744,7 +745,8 @@ impl Queue {
 
     /// Puts dead letters back on their streams with a fresh attempt count.
     /// `ids` are dead-letter entry ids; empty means every retryable letter.
-    /// Returns (requeued, skipped with reasons).
+    /// Returns (requeued, skipped with reasons): a letter that does not decode, or whose
+    /// job's record is not a hash (it stays in the dead letters until that key is deleted).
     pub async fn dlq_retry(&self, ids: &[String]) -> Result<(usize, Vec<String>)> {
         let letters = self.dlq_list(100_000).await?;
         let mut skipped = Vec::new();
@@ -766,7 +768,9 @@ impl Queue {
         }
         let mut n = 0;
         for chunk in batch.chunks(200) {
-            let moved: usize = self
+            // {moved, then (letter id, record type) per letter left because its job's
+            // record is not a hash}
+            let reply: Vec<String> = self
                 .retrying("dlq retry", |mut c| {
                     let mut inv = self.scripts.requeue.prepare_invoke();
                     inv.arg(self.prefix());
@@ -779,7 +783,23 @@ impl Queue {
                     async move { Ok(inv.invoke_async(&mut c).await?) }
                 })
                 .await?;
-            n += moved;
+            n += reply
+                .first()
+                .and_then(|m| m.parse::<usize>().ok())
+                .unwrap_or(0);
+            for left in reply.get(1..).unwrap_or_default().chunks(2) {
+                let [did, kind] = left else { continue };
+                let id = chunk
+                    .iter()
+                    .find(|(d, _)| d == did)
+                    .map(|(_, env)| env.id.as_str())
+                    .unwrap_or_default();
+                skipped.push(format!(
+                    "{did}: cannot be retried while `{}` holds a {kind}, not a hash (the \
+                     job's record was overwritten); delete that key, then retry again",
+                    self.keys.job(id)
+                ));
+            }
         }
         Ok((n, skipped))
     }

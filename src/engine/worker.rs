@@ -113,7 +113,8 @@ struct Delivery {
     env: JobEnvelope,
     ready_at_ms: u64,
     /// Which start of the job this worker runs (set by `start.lua`; 0 until then): with the
-    /// stream id, the fencing token `finish.lua` checks a retried finish against.
+    /// stream id, the fencing token `finish.lua`, `fail.lua` and `fan_out.lua` check a
+    /// retried call against (`fence` in `lua/common.lua`).
     starts: u32,
 }
 
@@ -410,7 +411,7 @@ async fn start_entries(
     for (job_type, entry) in entries {
         match decode(&job_type, &entry) {
             Ok(d) => by_type.entry(job_type).or_default().push(d),
-            Err((reason, id)) => bury_raw(inner, &job_type, &entry, &reason, &id).await,
+            Err(bad) => bury_raw(inner, &job_type, &entry, bad).await,
         }
     }
     for (job_type, deliveries) in by_type {
@@ -423,7 +424,10 @@ async fn start_entries(
                 .arg(cfg.max_deliveries)
                 .arg(cfg.result_ttl.as_millis() as u64);
             for d in &deliveries {
-                inv.arg(&d.stream_id).arg(&d.env.id).arg(d.env.max_attempts);
+                inv.arg(&d.stream_id)
+                    .arg(&d.env.id)
+                    .arg(d.env.max_attempts)
+                    .arg(parent_of(&d.env));
             }
             let res: Result<Vec<Started>, QueueError> = async {
                 let mut c = inner.queue.conn().await?;
@@ -481,45 +485,71 @@ async fn start_entries(
 /// and the reason when it was dead-lettered.
 type Started = (String, u64, u32, u32, String);
 
-fn decode(job_type: &str, entry: &StreamId) -> Result<Delivery, (String, String)> {
+/// An entry that does not decode: why, and the job id and flow parent it names (`''` when
+/// it names none), so its record and its parent still learn that it is dead.
+struct Undecodable {
+    reason: String,
+    id: String,
+    parent: String,
+}
+
+impl Undecodable {
+    fn new(reason: impl Into<String>) -> Self {
+        Self {
+            reason: reason.into(),
+            id: String::new(),
+            parent: String::new(),
+        }
+    }
+}
+
+/// The flow parent an envelope names, `""` for none (the scripts' argument).
+fn parent_of(env: &JobEnvelope) -> &str {
+    env.parent.as_deref().unwrap_or("")
+}
+
+fn decode(job_type: &str, entry: &StreamId) -> Result<Delivery, Undecodable> {
     let Some(field) = entry.map.get("job") else {
-        return Err(("stream entry has no `job` field".into(), String::new()));
+        return Err(Undecodable::new("stream entry has no `job` field"));
     };
     let raw = match redis::from_redis_value_ref::<Vec<u8>>(field).map(String::from_utf8) {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
-            return Err((
-                format!(
-                    "field `job` is not UTF-8 (invalid byte at {} of {}): an envelope is JSON \
-                     text; the producer wrote bytes",
-                    e.utf8_error().valid_up_to(),
-                    e.as_bytes().len()
-                ),
-                String::new(),
-            ))
+            return Err(Undecodable::new(format!(
+                "field `job` is not UTF-8 (invalid byte at {} of {}): an envelope is JSON \
+                 text; the producer wrote bytes",
+                e.utf8_error().valid_up_to(),
+                e.as_bytes().len()
+            )))
         }
         Err(_) => {
-            return Err((
-                format!("field `job` is not a string ({field:?})"),
-                String::new(),
-            ))
+            return Err(Undecodable::new(format!(
+                "field `job` is not a string ({field:?})"
+            )))
         }
     };
     let env = JobEnvelope::from_json(&raw).map_err(|reason| {
-        let id = serde_json::from_str::<serde_json::Value>(&raw)
-            .ok()
-            .and_then(|v| v.get("id")?.as_str().map(str::to_string))
-            .unwrap_or_default();
-        (reason.to_string(), id)
+        let v = serde_json::from_str::<serde_json::Value>(&raw).ok();
+        let text = |k: &str| {
+            v.as_ref()
+                .and_then(|v| v.get(k)?.as_str().map(str::to_string))
+                .unwrap_or_default()
+        };
+        Undecodable {
+            reason: reason.to_string(),
+            id: text("id"),
+            parent: text("parent"),
+        }
     })?;
     if env.job_type != job_type {
-        return Err((
-            format!(
+        return Err(Undecodable {
+            reason: format!(
                 "envelope type `{}` does not match its stream `{job_type}`",
                 env.job_type
             ),
-            env.id,
-        ));
+            parent: parent_of(&env).to_string(),
+            id: env.id,
+        });
     }
     let ready_at_ms = entry
         .get::<String>("at")
@@ -536,7 +566,8 @@ fn decode(job_type: &str, entry: &StreamId) -> Result<Delivery, (String, String)
     })
 }
 
-async fn bury_raw(inner: &Inner, job_type: &str, entry: &StreamId, reason: &str, id: &str) {
+async fn bury_raw(inner: &Inner, job_type: &str, entry: &StreamId, bad: Undecodable) {
+    let Undecodable { reason, id, parent } = bad;
     let fields: serde_json::Map<String, serde_json::Value> = entry
         .map
         .iter()
@@ -550,7 +581,7 @@ async fn bury_raw(inner: &Inner, job_type: &str, entry: &StreamId, reason: &str,
         Some(serde_json::Value::String(job)) => job.clone(),
         _ => serde_json::Value::Object(fields).to_string(),
     };
-    tracing::warn!(stream_id = %entry.id, r#type = job_type, reason, "malformed entry dead-lettered");
+    tracing::warn!(stream_id = %entry.id, r#type = job_type, %reason, "malformed entry dead-lettered");
     let mut inv = inner.queue.scripts().bury_raw.prepare_invoke();
     inv.arg(inner.queue.prefix())
         .arg(&inner.id)
@@ -558,7 +589,8 @@ async fn bury_raw(inner: &Inner, job_type: &str, entry: &StreamId, reason: &str,
         .arg(&entry.id)
         .arg(raw)
         .arg(format!("malformed entry: {reason}"))
-        .arg(id);
+        .arg(id)
+        .arg(parent);
     let res: Result<i64, QueueError> = async {
         let mut c = inner.queue.conn().await?;
         Ok(inv.invoke_async(&mut c).await?)
@@ -784,7 +816,8 @@ async fn record_finishes(inner: &Inner, done: Vec<Done>) {
                 .arg(&d.d.env.id)
                 .arg(*state)
                 .arg(result)
-                .arg(d.d.starts);
+                .arg(d.d.starts)
+                .arg(parent_of(&d.d.env));
         }
         async move {
             let mut c = inner.queue.conn().await?;
@@ -852,7 +885,9 @@ async fn record_fail(inner: &Inner, d: Done) {
             .arg(&next)
             .arg(error)
             .arg(delay)
-            .arg(if *counts { "1" } else { "0" });
+            .arg(if *counts { "1" } else { "0" })
+            .arg(d.d.starts)
+            .arg(parent_of(&d.d.env));
         async move {
             let mut c = inner.queue.conn().await?;
             Ok(inv.invoke_async(&mut c).await?)
@@ -860,7 +895,15 @@ async fn record_fail(inner: &Inner, d: Done) {
     })
     .await;
     let t = &d.d.job_type;
-    if res == Some(2) {
+    if res == Some(3) {
+        // A retry of a call whose reply was lost (a timeout) after Redis applied it.
+        tracing::debug!(job = %d.d.env.id, "failure was already recorded by this worker");
+    }
+    let res = if res == Some(3) { Some(1) } else { res };
+    if res == Some(0) {
+        tracing::warn!(job = %d.d.env.id, r#type = %t, %error,
+            "failed a job whose lease was lost; not recorded");
+    } else if res == Some(2) {
         inner.metrics.dead.with_label_values(&[t]).inc();
         tracing::warn!(job = %d.d.env.id, r#type = %t, %error,
             "failed job's record was overwritten (not a hash); dead-lettered");
@@ -891,6 +934,15 @@ async fn record_fan(inner: &Inner, d: Done) {
     let Outcome::Fan { children } = &d.outcome else {
         return;
     };
+    // Each child's envelope names this job as its parent: a child whose record is later
+    // overwritten or deleted still reaches it (child_done in common.lua).
+    let children: Vec<JobEnvelope> = children
+        .iter()
+        .map(|c| JobEnvelope {
+            parent: Some(d.d.env.id.clone()),
+            ..c.clone()
+        })
+        .collect();
     let ttl = inner.queue.config().result_ttl.as_millis() as u64;
     let res: Option<i64> = persist(&inner.closing, "fan out", || {
         let mut inv = inner.queue.scripts().fan_out.prepare_invoke();
@@ -899,8 +951,11 @@ async fn record_fan(inner: &Inner, d: Done) {
             .arg(&inner.id)
             .arg(&d.d.job_type)
             .arg(&d.d.stream_id)
-            .arg(&d.d.env.id);
-        for c in children {
+            .arg(&d.d.env.id)
+            .arg(d.d.starts)
+            .arg(parent_of(&d.d.env))
+            .arg(&d.d.raw);
+        for c in &children {
             inv.arg(&c.job_type).arg(&c.id).arg(c.to_json());
         }
         async move {
@@ -916,6 +971,12 @@ async fn record_fan(inner: &Inner, d: Done) {
             observe(inner, &d.d, "waiting_children", 0);
         }
         Some(2) => observe(inner, &d.d, "cancelled", 0),
+        Some(4) => {
+            inner.metrics.dead.with_label_values(&[t]).inc();
+            tracing::warn!(job = %d.d.env.id, r#type = %t,
+                "fanning out a job whose record was overwritten (not a hash); dead-lettered");
+            observe(inner, &d.d, "dead", 0);
+        }
         _ => {
             tracing::warn!(job = %d.d.env.id, "fanned out a job whose lease was lost; not recorded")
         }

@@ -70,11 +70,53 @@ local function enqueue_one(now, jtype, id, env, idem, ready_at, ttl_ms, bot)
   return {id, 1}
 end
 
--- Writes a dead-letter entry.
-local function bury(now, jtype, id, env, reason, sid)
+-- Writes a dead-letter entry. `by` (optional) is the fencing token of the worker call
+-- that wrote it (see fence), so that call, retried, finds it (buried_by). A job of unknown
+-- type ('') is counted in no type's stats.
+local function bury(now, jtype, id, env, reason, sid, by)
   redis.call('XADD', key('dlq'), 'MAXLEN', '~', DLQ_MAXLEN, '*', 'id', id, 'type', jtype,
-             'job', env, 'error', reason, 'stream_id', sid, 'at', now)
-  redis.call('HINCRBY', key('stats', jtype), 'dead', 1)
+             'job', env, 'error', reason, 'stream_id', sid, 'at', now, 'by', by or '')
+  if jtype ~= '' then
+    redis.call('HINCRBY', key('stats', jtype), 'dead', 1)
+  end
+end
+
+-- A worker's call that moves a job (finish, fail, fan_out) may be applied by Redis while
+-- its reply is lost (a timeout); the worker then sends the same call again, which no longer
+-- owns the entry. Such a call identifies itself by its fencing token: the consumer, the
+-- stream entry and the start it ran (`starts`, set by start.lua), unique to one start of
+-- one job by one worker. It leaves the token where its retry looks: in the job's record
+-- (finish: `worker`/`stream_id`/`starts`; fail: `failed_by`; fan_out: `fanned_by`), or,
+-- when the record is not a hash, in its dead letter's `by` field.
+local function fence(consumer, sid, starts)
+  return consumer .. '/' .. sid .. '/' .. starts
+end
+
+-- How far back buried_by looks: a retry comes within seconds of the call it repeats.
+local BURIED_BY_SCAN = 500
+
+-- True when one of the newest dead letters is job `id`'s, written by the call `token`.
+local function buried_by(id, token)
+  if redis.call('TYPE', key('dlq'))['ok'] ~= 'stream' then return false end
+  for _, e in ipairs(redis.call('XREVRANGE', key('dlq'), '+', '-', 'COUNT', BURIED_BY_SCAN)) do
+    local f, lid, lby = e[2], nil, nil
+    for j = 1, #f, 2 do
+      if f[j] == 'id' then lid = f[j + 1] elseif f[j] == 'by' then lby = f[j + 1] end
+    end
+    if lid == id and lby == token then return true end
+  end
+  return false
+end
+
+-- The type of `k` (string, hash, stream, set, none, ...).
+local function type_of(k)
+  return redis.call('TYPE', k)['ok']
+end
+
+-- True when `k` holds a `t` or nothing: a write of that type cannot fail with WRONGTYPE.
+local function holds(k, t)
+  local kt = type_of(k)
+  return kt == t or kt == 'none'
 end
 
 -- Flows (BullMQ's parent and children): a child's job hash names its `parent`;
@@ -92,9 +134,11 @@ local function record_child(parent, id, state, jtype, worker, started, finished,
 end
 
 -- Puts a parent whose children all have an outcome back on its stream (the
--- handler runs again and reads them); a parent no longer waiting stays put.
+-- handler runs again and reads them); a parent no longer waiting stays put, and so does
+-- one whose record is not a hash (overwritten: its envelope is lost with it).
 local function wake_parent(now, parent)
   local pk = key('job', parent)
+  if type_of(pk) ~= 'hash' then return end
   local p = redis.call('HMGET', pk, 'state', 'type', 'env')
   if p[1] ~= 'waiting-children' or not p[3] then return end
   local sid = redis.call('XADD', key('q', p[2]), '*', 'job', p[3], 'at', now)
@@ -106,13 +150,26 @@ end
 -- its outcome goes on its parent once (the SREM decides, so a child finished a
 -- second time, after a reclaim or a dead-letter retry, counts nothing), and the
 -- last child wakes the parent.
-local function child_done(now, id, state, detail)
-  local f = redis.call('HMGET', key('job', id), 'parent', 'type', 'worker', 'started_at')
-  local parent = f[1]
-  if not parent then return end
+-- The parent is the one the child's record names; `parent` (optional: the parent its
+-- envelope names, '' = none) stands in when the record cannot name one: it was
+-- overwritten by a non-hash (poison) or deleted (and recreated without it). `jtype` and
+-- `worker` (optional) likewise stand in for the record's. A parent whose pending set does
+-- not hold this child counts nothing, so the envelope's word alone moves no parent.
+-- Never fails on a key of the wrong type: it is called after other writes.
+local function child_done(now, id, state, detail, parent, jtype, worker)
+  local jk = key('job', id)
+  local f = {}
+  if type_of(jk) == 'hash' then
+    f = redis.call('HMGET', jk, 'parent', 'type', 'worker', 'started_at')
+  end
+  parent = f[1] or parent
+  if not parent or parent == '' then return end
   local pending = key('job', parent, 'pending')
+  if type_of(pending) ~= 'set' or not holds(key('job', parent, 'children'), 'hash') then
+    return
+  end
   if redis.call('SREM', pending, id) == 0 then return end
-  record_child(parent, id, state, f[2], f[3], f[4], now, detail)
+  record_child(parent, id, state, f[2] or jtype, f[3] or worker, f[4], now, detail)
   if redis.call('SCARD', pending) == 0 then
     wake_parent(now, parent)
   end

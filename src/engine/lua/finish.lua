@@ -1,33 +1,40 @@
--- finish.lua: records finished attempts. ARGV: prefix, ttl_ms, consumer, then 6 per
+-- finish.lua: records finished attempts. ARGV: prefix, ttl_ms, consumer, then 7 per
 -- job: type, stream id, job id, state (completed|cancelled), result json, starts (the
--- start this worker ran: the fencing token's second half).
--- A child job's outcome goes on its parent (child_done in common.lua).
+-- start this worker ran: the fencing token's second half), parent (the flow parent its
+-- envelope names, '' = none).
+-- A child job's outcome goes on its parent (child_done in common.lua), found through the
+-- envelope's parent when the record cannot name it.
 -- Only the consumer that still owns the entry may finish it; a stale finisher
 -- (its lease was lost and the job re-delivered) changes nothing. A call that is
 -- retried after it was applied (its reply was lost to a timeout) finds its own finish:
--- the record is in that state, by this worker, for this entry and start.
+-- the record is in that state, by this worker, for this entry and start; or, when the
+-- record is not a hash, its own dead letter (buried_by in common.lua).
 -- A job whose record is not a hash (overwritten) is dead-lettered, not half-finished:
 -- every record's type is checked before the first write.
 -- Returns {now, ok_1, ok_2, ...} with ok = 1 recorded, 0 stale, 2 already recorded by
--- this very finish, 3 dead-lettered (the record was not a hash).
+-- this very finish, 3 dead-lettered (the record was not a hash; a retry of that call
+-- answers 3 again).
 local ttl, consumer = tonumber(ARGV[2]), ARGV[3]
 local now = now_ms()
 local bad = {}
-for i = 4, #ARGV, 6 do
-  local kind = redis.call('TYPE', key('job', ARGV[i + 2]))['ok']
+for i = 4, #ARGV, 7 do
+  local kind = type_of(key('job', ARGV[i + 2]))
   if kind ~= 'hash' and kind ~= 'none' then bad[i] = kind end
 end
 local out = {now}
-for i = 4, #ARGV, 6 do
+for i = 4, #ARGV, 7 do
   local jtype, sid, id, state, result = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
-  local starts = ARGV[i + 5]
+  local starts, parent = ARGV[i + 5], ARGV[i + 6]
   local stream = key('q', jtype)
   local jk = key('job', id)
+  local by = fence(consumer, sid, starts)
   if not owns(stream, sid, consumer) then
     local f = {}
     if not bad[i] then f = redis.call('HMGET', jk, 'state', 'worker', 'stream_id', 'starts') end
     if f[1] == state and f[2] == consumer and f[3] == sid and f[4] == starts then
       out[#out + 1] = 2
+    elseif bad[i] and buried_by(id, by) then
+      out[#out + 1] = 3
     else
       out[#out + 1] = 0
     end
@@ -35,8 +42,9 @@ for i = 4, #ARGV, 6 do
     local reason = '`' .. jk .. '` holds a ' .. bad[i] .. ', not a hash (WRONGTYPE): the job\'s ' ..
                    'record was overwritten while it ran; its result is lost'
     ackdel(stream, sid)
-    bury(now, jtype, id, '', reason, sid)
+    bury(now, jtype, id, '', reason, sid, by)
     emit(now, 'dead', jtype, id, {'error', reason})
+    child_done(now, id, 'dead', reason, parent, jtype, consumer)
     out[#out + 1] = 3
   else
     ackdel(stream, sid)
@@ -46,7 +54,7 @@ for i = 4, #ARGV, 6 do
     redis.call('HINCRBY', key('stats', jtype), state, 1)
     emit(now, state, jtype, id)
     expire_flow(id, ttl)
-    child_done(now, id, state, result)
+    child_done(now, id, state, result, parent, jtype, consumer)
     out[#out + 1] = 1
   end
 end

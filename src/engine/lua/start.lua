@@ -1,6 +1,9 @@
 -- start.lua: marks freshly delivered entries active. ARGV: prefix, type, consumer,
--- max deliveries, ttl_ms of finished records, then 3 per entry: stream id, job id,
--- max attempts.
+-- max deliveries, ttl_ms of finished records, then 4 per entry: stream id, job id,
+-- max attempts, parent (the flow parent its envelope names, '' = none).
+-- A child dead-lettered here tells its parent (child_done in common.lua), through its
+-- envelope's parent when its record is not a hash; a child whose record was deleted gets
+-- a fresh one that names the parent again.
 -- All or nothing per entry: a first pass reads and checks everything the writes will
 -- touch (no write happens before it ends), so a script error can never leave half a batch
 -- started. An entry that cannot be started is dead-lettered with its reason and the
@@ -45,10 +48,10 @@ end
 
 -- Pass 1: reads only. Each entry gets a plan: skip, bad (reason), or go (its fields).
 local plans = {}
-for i = 6, #ARGV, 3 do
+for i = 6, #ARGV, 4 do
   local sid, id = ARGV[i], ARGV[i + 1]
   local jk = key('job', id)
-  local plan = {sid = sid, id = id, jk = jk, max = tonumber(ARGV[i + 2])}
+  local plan = {sid = sid, id = id, jk = jk, max = tonumber(ARGV[i + 2]), parent = ARGV[i + 3]}
   local p = redis.call('XPENDING', stream, GROUP, sid, sid, 1)
   -- pcall: a record of another type answers an error table (WRONGTYPE) instead of raising.
   local f = redis.pcall('HMGET', jk, 'state', 'attempt', 'starts')
@@ -101,8 +104,8 @@ for _, plan in ipairs(plans) do
       redis.call('PEXPIRE', jk, ttl)
     end
     emit(now, 'dead', jtype, id, {'error', plan.reason})
-    -- a child's parent learns it (a record that is not a hash names no parent)
-    if plan.record then child_done(now, id, 'dead', plan.reason) end
+    -- a child's parent learns it (named by the envelope when the record is not a hash)
+    child_done(now, id, 'dead', plan.reason, plan.parent, jtype)
     out[#out + 1] = {'dead', now, tonumber(plan.attempt or '0'), 0, plan.reason}
   elseif state == 'cancelled' or state == 'completed' or state == 'dead' then
     ackdel(stream, sid)
@@ -123,11 +126,12 @@ for _, plan in ipairs(plans) do
       redis.call('HDEL', jk, 'env')
       redis.call('PEXPIRE', jk, ttl)
       emit(now, 'dead', jtype, id, {'error', reason})
-      child_done(now, id, 'dead', reason)
+      child_done(now, id, 'dead', reason, plan.parent, jtype)
       out[#out + 1] = {'dead', now, attempt, 0, reason}
     else
       if not state then
         redis.call('HSET', jk, 'id', id, 'type', jtype, 'attempt', attempt)
+        if plan.parent ~= '' then redis.call('HSET', jk, 'parent', plan.parent) end
       end
       redis.call('HSET', jk, 'state', 'active', 'started_at', now, 'worker', consumer,
                  'stream_id', sid)
