@@ -319,7 +319,13 @@ pub fn decide(input: GateInput, params: GateParams) -> Result<GateDecision, Gate
         (Some(c), Some(name)) if enough => Some(compare(format!("champion {name}"), c)),
         _ => None,
     };
-    let pct = |x: f64| format!("{:.2} %", 100.0 * (1.0 - x));
+    let rel = |x: f64| {
+        if x <= 1.0 {
+            format!("{:.2} % better", 100.0 * (1.0 - x))
+        } else {
+            format!("{:.2} % worse", 100.0 * (x - 1.0))
+        }
+    };
     let (verdict, reason) = if candidate_invalid > 0 {
         (
             Verdict::Refuse,
@@ -343,11 +349,11 @@ pub fn decide(input: GateInput, params: GateParams) -> Result<GateDecision, Gate
             let p = c.test.map_or(f64::NAN, |t| t.p_value);
             if !c.beats_margin {
                 why.push(format!(
-                    "its mean score is {:.4} of the {}'s ({} better; {} needed)",
+                    "its mean score is {:.4} of the {}'s ({}; at least {:.2} % better needed)",
                     c.ratio,
                     c.against,
-                    pct(c.ratio),
-                    pct(1.0 - params.margin)
+                    rel(c.ratio),
+                    100.0 * params.margin
                 ));
             } else if !c.significant {
                 why.push(format!(
