@@ -301,6 +301,53 @@ async fn only_a_candidate_that_passes_the_gate_becomes_champion_of_its_pair() {
     assert_eq!(v["champion"]["candidate"], good.as_str());
     assert_eq!(v["decision"]["gate"]["verdict"], "promote");
 
+    // the miner serves each pair's champion, the GBM elsewhere, and follows changes without
+    // a restart; a publication alone changes nothing it serves
+    use synth_city::miner::{ModelHolder, ModelSpec};
+    let (models, _) = ModelHolder::load(ModelSpec::Champions, &dir.path().join("store")).unwrap();
+    let mcache = ArtifactCache::new(dir.path().join("miner-cache"), 1 << 30);
+    let loaded = models.reload_champions(&store, &mcache).await.unwrap();
+    assert_eq!(loaded.len(), 1, "{loaded:?}");
+    assert_eq!(models.current_for("ETH", 300).label, good);
+    assert!(!models.current_for("ETH", 300).is_gbm);
+    assert!(models.current_for("BTC", 300).is_gbm);
+    assert!(models.current_for("ETH", 60).is_gbm);
+    assert!(
+        models.describe().contains(&format!("5m ETH {good}")),
+        "{}",
+        models.describe()
+    );
+    let again = candidate(&store, &cache, &data, &work, "run-again", 1, 1).await;
+    assert!(models
+        .reload_champions(&store, &mcache)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(models.current_for("ETH", 300).label, good);
+    // promoted (forced) for BTC: BTC swaps, ETH stays
+    let mut f = req(&again, "BTC");
+    f.force = true;
+    champions::promote(&store, &cache, &f, &eval, &opts)
+        .await
+        .unwrap();
+    assert_eq!(
+        models
+            .reload_champions(&store, &mcache)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(models.current_for("BTC", 300).label, again);
+    assert_eq!(models.current_for("ETH", 300).label, good);
+    // rolled back: the GBM answers ETH again at the next look
+    champions::rollback(&store, PromptKind::Low, "ETH", "operator")
+        .await
+        .unwrap();
+    models.reload_champions(&store, &mcache).await.unwrap();
+    assert!(models.current_for("ETH", 300).is_gbm);
+    assert_eq!(models.current_for("BTC", 300).label, again);
+
     // bad requests say what is wrong
     let e = champions::promote(&store, &cache, &req(&good, "NOPE"), &eval, &opts)
         .await
