@@ -274,6 +274,13 @@ async fn only_a_candidate_that_passes_the_gate_becomes_champion_of_its_pair() {
     assert!(!ok && err.contains("nothing to roll back"), "{err}");
     let (ok, _, err) = cli(&["show", "--asset", "BTC", "--prompt", "daily"]);
     assert!(!ok && err.contains("use low (24 h) or high (1 h)"), "{err}");
+    // ETH's champion is the weak model (forced in); the good one must beat it, on the same
+    // windows, through the gate
+    let mut weak_eth = req(&weak, "ETH");
+    weak_eth.force = true;
+    champions::promote(&store, &cache, &weak_eth, &eval, &opts)
+        .await
+        .unwrap();
     // promote from the command line: gated, per pair, and the refusal is the exit status
     let (ok, out, err) = cli(&[
         "promote",
@@ -291,10 +298,20 @@ async fn only_a_candidate_that_passes_the_gate_becomes_champion_of_its_pair() {
         "--json",
     ]);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
-    eprintln!("cli ETH: {}", v["decisions"][0]["reason"]);
+    eprintln!(
+        "cli ETH over the weak champion: {}",
+        v["decisions"][0]["reason"]
+    );
     assert!(ok, "{out}{err}");
     assert_eq!(v["decisions"][0]["action"], "promote");
     assert_eq!(v["decisions"][0]["asset"], "ETH");
+    let vc = &v["decisions"][0]["gate"]["vs_champion"];
+    assert_eq!(vc["against"], format!("champion {weak}"));
+    assert!(
+        vc["beats_margin"] == true && vc["significant"] == true,
+        "{vc}"
+    );
+    assert_eq!(v["decisions"][0]["previous"]["candidate"], weak.as_str());
     let (ok, out, _) = cli(&["show", "--asset", "ETH", "--json"]);
     assert!(ok);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
@@ -340,7 +357,13 @@ async fn only_a_candidate_that_passes_the_gate_becomes_champion_of_its_pair() {
     );
     assert_eq!(models.current_for("BTC", 300).label, again);
     assert_eq!(models.current_for("ETH", 300).label, good);
-    // rolled back: the GBM answers ETH again at the next look
+    // rolled back: ETH's previous champion (the weak one) answers at the next look, then,
+    // rolled back again, the GBM
+    champions::rollback(&store, PromptKind::Low, "ETH", "operator")
+        .await
+        .unwrap();
+    models.reload_champions(&store, &mcache).await.unwrap();
+    assert_eq!(models.current_for("ETH", 300).label, weak);
     champions::rollback(&store, PromptKind::Low, "ETH", "operator")
         .await
         .unwrap();
