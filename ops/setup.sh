@@ -9,8 +9,10 @@
 #   4. start the cron scheduler, the HTTP bridge (dashboard) and a worker for every job type,
 #      in the background;
 #   5. enqueue a first research run (unless the store already has a published model), follow
-#      it live until its model is published, check the miner against it (`mine --check`) and
-#      start the miner in the background;
+#      it live until its model is published, check the miner (`mine --check`) and start it in
+#      the background: it serves each (asset, prompt) pair's champion, the GBM until a model
+#      passes the promotion gate (`synth-city models promote RUN/NAME --asset BTC`,
+#      docs/promotion.md);
 #   6. print where to look: the dashboard, `runs list`, the logs, how to stop.
 #
 # Running it again is safe: processes it started are found by their PID files and left
@@ -352,7 +354,7 @@ if [ "${SETUP_MINER:-1}" = 1 ] && [ -s "$pointer" ]; then
   else
     require_free miner "$miner_port" MINER_PORT
     require_free miner "$miner_metrics_port" MINER_METRICS_PORT
-    echo "==> checking the miner against the published model (mine --check)"
+    echo "==> checking the miner (mine --check; it serves champions, the GBM until a model passes the gate)"
     if ! RUST_LOG=off "${miner_cmd[@]}" --check | sed 's/^/    /'; then
       echo "error: mine --check failed (above); the fleet keeps running; ./ops/setup.sh stop stops it" >&2
       exit 1

@@ -7,7 +7,8 @@
 //! The first run must end with the run succeeded and its model published in the store, the
 //! dashboard's fan chart answering (`/dash/fan?asset=BTC&paths=200`: 200 with paths), the run
 //! on the dashboard's snapshot, `mine --check` passed (in setup's output, and again here on
-//! another port, exit 0 with the `answer` item ok) and the miner serving. The second run must
+//! another port, exit 0 with the `answer` item ok, the GBM answering: a published model is a
+//! candidate until it passes the promotion gate) and the miner serving. The second run must
 //! start nothing (the same PIDs, "already running", no second run), and `ops/setup.sh stop`
 //! must stop every process it started. A guard stops everything when the test fails part-way.
 //!
@@ -343,10 +344,19 @@ fn setup_starts_the_main_job_is_idempotent_and_stops_what_it_started() {
         "mine --check: {report} {}",
         String::from_utf8_lossy(&check.stderr)
     );
+    // Published is not served: the run's model is a candidate until it passes the promotion
+    // gate (`models promote`), so the GBM answers the 24 h prompt and the check says why.
     let answer = report["checks"]["answer"]["detail"].as_str().unwrap();
     assert!(
-        answer.contains("24 h prompt: ") && answer.contains(model.to_str().unwrap()),
-        "the published model did not answer the 24 h prompt: {answer}"
+        answer.contains("24 h prompt: gbm (no BTC 5m champion), valid")
+            && !answer.contains(model.to_str().unwrap()),
+        "a model that did not pass the gate answered the 24 h prompt: {answer}"
+    );
+    assert!(
+        report["checks"]["model"]["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("champions: none yet")),
+        "{report}"
     );
 
     // Second run: nothing new.

@@ -47,10 +47,13 @@ pub struct MineArgs {
     pub host: IpAddr,
     #[arg(long, default_value_t = 8091)]
     pub port: u16,
-    /// `latest` (the publisher's production models, one per timeframe, reloaded when they
-    /// change), `gbm`, or checkpoint folders separated by commas (one per timeframe: a 5m model
-    /// answers the 24 h prompt, a 1m model the 1 h prompt; a prompt without one gets GBM).
-    #[arg(long, default_value = "latest")]
+    /// `champions` (each (asset, prompt) pair's model that passed the promotion gate, from the
+    /// store; `synth-city models`), `latest` (the publisher's production models, one per
+    /// timeframe, ungated: whatever was published last), `gbm`, or checkpoint folders separated
+    /// by commas (one per timeframe: a 5m model answers the 24 h prompt, a 1m model the 1 h
+    /// prompt). `champions` and `latest` reload when their pointers change; a pair or prompt
+    /// without a model gets the --baseline.
+    #[arg(long, default_value = "champions")]
     pub model: String,
     /// What answers a prompt whose step size has no model: `gbm` (the reference baseline), or
     /// a classical baseline fitted per request on the bars in `--data-dir` (`garch-tod-t`,
@@ -62,10 +65,13 @@ pub struct MineArgs {
     /// (`garch-tod-t`, ...; fitted per request on the bars in `--data-dir`), or `none`.
     #[arg(long, default_value = "none")]
     pub blend: String,
-    /// The publisher's store (for `--model latest`); with `HIPPIUS_ENDPOINT` set, the local
-    /// copy of the bucket's production models.
+    /// The publisher's store (for `--model champions` and `latest`); with `HIPPIUS_ENDPOINT`
+    /// set, the bucket is read instead (`latest`: copied here first).
     #[arg(long, default_value = "store")]
     pub store_dir: PathBuf,
+    /// For `--model champions`: where the champions' checkpoints are fetched to (by content).
+    #[arg(long, default_value = ".synth-city/miner-cache")]
+    pub cache_dir: PathBuf,
     /// Bars for the model's history and the last-close spot fallback.
     #[arg(long, default_value = "data")]
     pub data_dir: PathBuf,
@@ -206,6 +212,7 @@ fn config(a: &MineArgs, addr: SocketAddr) -> anyhow::Result<MinerConfig> {
         reload_every: Duration::from_secs(a.reload_secs.max(1)),
         metagraph_every: Duration::from_secs(a.metagraph_refresh_secs.max(1)),
         allow_legacy_nonce: a.allow_legacy_nonce,
+        champion_cache: a.cache_dir.clone(),
         ..MinerConfig::default()
     };
     c.pyth.timeout = Duration::from_millis(a.pyth_timeout_ms.max(1));
@@ -217,10 +224,14 @@ fn config(a: &MineArgs, addr: SocketAddr) -> anyhow::Result<MinerConfig> {
     Ok(c)
 }
 
-/// For `--model latest` with `HIPPIUS_ENDPOINT` set: the object store the publisher writes
-/// to, whose production models are mirrored into `--store-dir`.
+/// For `--model latest` or `champions` with `HIPPIUS_ENDPOINT` set: the object store the
+/// publisher writes to (`latest`: its production models are mirrored into `--store-dir`;
+/// `champions`: its champion pointers are read there).
 fn remote_store(a: &MineArgs) -> anyhow::Result<Option<Arc<dyn Store>>> {
-    if ModelSpec::parse(&a.model) != ModelSpec::Latest {
+    if !matches!(
+        ModelSpec::parse(&a.model),
+        ModelSpec::Latest | ModelSpec::Champions
+    ) {
         return Ok(None);
     }
     match S3Config::from_env()? {
@@ -230,10 +241,29 @@ fn remote_store(a: &MineArgs) -> anyhow::Result<Option<Arc<dyn Store>>> {
 }
 
 /// The models `--model` names; for `latest` from an object store, after mirroring its
-/// production models (a failed copy is a note: the local copies, if any, still serve).
+/// production models (a failed copy is a note: the local copies, if any, still serve); for
+/// `champions`, each pair's champion from the store (one that does not load is a note: the
+/// baseline serves that pair, and the reload loop tries again).
 async fn load_model(a: &MineArgs) -> anyhow::Result<(ModelHolder, Option<String>)> {
     let spec = ModelSpec::parse(&a.model);
     let mut notes = Vec::new();
+    if spec == ModelSpec::Champions {
+        let (models, _) = ModelHolder::load(spec, &a.store_dir)?;
+        let models = models.with_baseline(&a.baseline)?.with_blend(&a.blend)?;
+        let remote = remote_store(a)?;
+        let store: Arc<dyn Store> =
+            remote.unwrap_or_else(|| Arc::new(publisher::store::FsStore::new(a.store_dir.clone())));
+        let cache = publisher::artifacts::ArtifactCache::new(
+            a.cache_dir.clone(),
+            trainer::dirs::DEFAULT_CACHE_MAX_BYTES,
+        );
+        // no champion at all is no fault: the baseline serves until one passes the gate
+        // (`describe` says so)
+        if let Err(e) = models.reload_champions(store.as_ref(), &cache).await {
+            notes.push(format!("{e}: the baseline serves those pairs"));
+        }
+        return Ok((models, (!notes.is_empty()).then(|| notes.join("; "))));
+    }
     if let Some(remote) = remote_store(a)? {
         if let Err(e) = crate::miner::mirror_production(remote.as_ref(), &a.store_dir).await {
             notes.push(format!(
@@ -494,9 +524,11 @@ async fn check_answers(cfg: MinerConfig, key: Hotkey, models: ModelHolder) -> (b
                     "{prompt}: the served model failed, the GBM answered: {why}"
                 ));
             }
-            Some(_) if valid => parts.push(format!(
-                "{prompt}: gbm (no trained {tf} model), valid, {ms} ms"
-            )),
+            Some(_) if valid => parts.push(if miner.models.spec == ModelSpec::Champions {
+                format!("{prompt}: gbm (no BTC {tf} champion), valid, {ms} ms")
+            } else {
+                format!("{prompt}: gbm (no trained {tf} model), valid, {ms} ms")
+            }),
             None if valid => parts.push(format!(
                 "{prompt}: {} answered, valid by the validator's rules, {ms} ms",
                 answer.model

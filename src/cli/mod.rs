@@ -13,6 +13,7 @@ pub mod config;
 pub mod dirs;
 pub mod mine;
 pub mod model;
+pub mod models;
 pub mod ops;
 pub mod pipeline;
 mod queue;
@@ -122,6 +123,8 @@ pub enum Command {
         #[command(subcommand)]
         command: config::ConfigCommand,
     },
+    /// Champions per (asset, prompt): list, show, promote (through the gate), rollback, history.
+    Models(models::ModelsArgs),
     #[command(flatten)]
     Model(model::ModelCommand),
     /// Publish runs and read the store's history.
@@ -146,6 +149,7 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
         Command::CheckShapes(a) => return sn50::check_shapes(a).await,
         Command::Data(a) => return sn50::data(a).await,
         Command::Model(c) => return model::run(c).await,
+        Command::Models(a) => return models::run(a).await,
         Command::Agent(a) => return agent::run(a).await,
         Command::Client(a) => return client::run(a).await,
         Command::Mine(a) => return mine::run(*a).await,
@@ -181,6 +185,7 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
         | Command::CheckShapes(_)
         | Command::Data(_)
         | Command::Model(_)
+        | Command::Models(_)
         | Command::Store(_)
         | Command::Mine(_)
         | Command::Agent(_)

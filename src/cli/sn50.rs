@@ -346,6 +346,7 @@ pub async fn score(args: ScoreArgs) -> anyhow::Result<()> {
                 weights: weights.parse()?,
                 last_days,
                 skip_last_days,
+                not_before: None,
             };
             let result = tokio::task::spawn_blocking(move || {
                 backtest::run_backtest(

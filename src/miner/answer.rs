@@ -204,7 +204,7 @@ impl Miner {
         let job = Arc::new(check_input(input)?);
         self.check_asset(&job.asset)?;
         let as_of = chrono::Utc::now().timestamp();
-        let model = self.models.current(job.increment);
+        let model = self.models.current_for(&job.asset, job.increment);
         // The model's history: the asset's bars at the request's step (the GBM needs none).
         let timeframe = Timeframe::from_step_secs(job.increment as i64).filter(|_| !model.is_gbm);
         let history = match timeframe {
@@ -235,7 +235,14 @@ impl Miner {
         if model.is_gbm && self.models.spec != ModelSpec::Gbm {
             fallback = Some((
                 "no_model",
-                format!("no trained model for {} s steps is loaded", job.increment),
+                if self.models.spec == ModelSpec::Champions {
+                    format!(
+                        "{} has no champion for {} s steps (none has passed the promotion gate)",
+                        job.asset, job.increment
+                    )
+                } else {
+                    format!("no trained model for {} s steps is loaded", job.increment)
+                },
             ));
         }
         if !model.is_gbm {

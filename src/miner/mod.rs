@@ -10,9 +10,11 @@
 //! asset's realised-price venue, Binance or Hyperliquid (Pyth Hermes where the constants say
 //! so), with a short cache, the last good price when the venue is unreachable, else the last
 //! close in the data directory), the asset's bar history ([`history`], re-read when its file
-//! changes), the model of the request's step size ([`model`]: checkpoints, `gbm`, or `latest`,
-//! which follows the publisher's production pointers and swaps models without a restart; a step
-//! size with no trained model gets the GBM), and the response encoder (`sn50::encode`). The
+//! changes), the model of the request's asset and step size ([`model`]: `champions`, each
+//! (asset, prompt) pair's model that passed the promotion gate, checkpoints, `gbm`, or
+//! `latest`, which follows the publisher's production pointers, ungated; both swap models
+//! without a restart; a pair or step size with no trained model gets the GBM), and the
+//! response encoder (`sn50::encode`). The
 //! model runs on a blocking thread under a deadline; when it fails, is too slow, or produces
 //! paths the validator would reject, the reference GBM answers instead, and the log and
 //! [`metrics`] (`sc_miner_fallbacks_total`) say so.
@@ -77,8 +79,11 @@ pub struct MinerConfig {
     /// How often `latest` looks at `models/production.json`.
     pub reload_every: Duration,
     /// For `latest` from an object store (S3 / Hippius): the store whose production models
-    /// are mirrored into `store_dir` before each look ([`mirror_production`]).
+    /// are mirrored into `store_dir` before each look ([`mirror_production`]); for
+    /// `champions`, the store whose champion pointers are read (`None`: `store_dir`).
     pub remote_store: Option<Arc<dyn Store>>,
+    /// For `champions`: where champions' checkpoints are fetched to (by content).
+    pub champion_cache: PathBuf,
     /// How often the metagraph is re-read.
     pub metagraph_every: Duration,
     /// The largest request body accepted.
@@ -117,6 +122,7 @@ impl Default for MinerConfig {
             constants: Sn50Config::default(),
             reload_every: Duration::from_secs(10),
             remote_store: None,
+            champion_cache: PathBuf::from(".synth-city/miner-cache"),
             metagraph_every: Duration::from_secs(300),
             max_body_bytes: 1 << 20,
             nonce_file: None,
@@ -184,8 +190,53 @@ impl Miner {
         }))
     }
 
-    /// Background work until `shutdown`: reload `latest`, refresh the metagraph.
+    /// The store `champions` reads: the remote one, else the filesystem store at `store_dir`.
+    pub fn champion_store(config: &MinerConfig) -> Arc<dyn Store> {
+        config
+            .remote_store
+            .clone()
+            .unwrap_or_else(|| Arc::new(publisher::store::FsStore::new(config.store_dir.clone())))
+    }
+
+    /// The cache `champions` fetches checkpoints into.
+    pub fn champion_cache(config: &MinerConfig) -> publisher::artifacts::ArtifactCache {
+        publisher::artifacts::ArtifactCache::new(
+            config.champion_cache.clone(),
+            trainer::dirs::DEFAULT_CACHE_MAX_BYTES,
+        )
+    }
+
+    /// Background work until `shutdown`: reload `latest` or `champions`, refresh the
+    /// metagraph.
     pub fn spawn_background(self: &Arc<Self>, shutdown: CancellationToken) {
+        if self.models.spec == ModelSpec::Champions {
+            let m = self.clone();
+            let stop = shutdown.clone();
+            tokio::spawn(async move {
+                let store = Miner::champion_store(&m.config);
+                let cache = Miner::champion_cache(&m.config);
+                let mut tick = tokio::time::interval(m.config.reload_every);
+                loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tick.tick() => {}
+                    }
+                    match m.models.reload_champions(store.as_ref(), &cache).await {
+                        Ok(labels) => {
+                            for label in labels {
+                                m.metrics.reloads.with_label_values(&["ok"]).inc();
+                                tracing::info!(model = %label, "serving a new champion");
+                            }
+                        }
+                        Err(e) => {
+                            m.metrics.reloads.with_label_values(&["failed"]).inc();
+                            tracing::error!(error = %e, models = %m.models.describe(),
+                                "could not load a champion; still serving the previous model");
+                        }
+                    }
+                }
+            });
+        }
         if self.models.spec == ModelSpec::Latest {
             let m = self.clone();
             let stop = shutdown.clone();

@@ -1,6 +1,9 @@
 //! What the miner serves: `--model` ([`ModelSpec`]), the checkpoints loaded from it
-//! ([`LoadedModel`], one per [`Timeframe`]) and their hot swap ([`ModelHolder`]): `latest` follows
-//! the publisher's production pointers and replaces a timeframe's model when its pointer
+//! ([`LoadedModel`], one per [`Timeframe`], or one per (asset, prompt) for `champions`) and
+//! their hot swap ([`ModelHolder`]): `champions` (the default) follows the champion pointers of
+//! `publisher::champions` — only models that passed the promotion gate, the GBM (or
+//! `--baseline`) for a pair without one — and `latest` (ungated: whatever was published last)
+//! follows the publisher's production pointers; either replaces a model when its pointer
 //! changes, keeping the previous one when the new one does not load.
 //!
 //! This module does not answer requests (see [`super::answer`]), does not decide when to look
@@ -12,6 +15,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
 use jobs::Timeframe;
+use publisher::artifacts::ArtifactCache;
+use publisher::champions::{Champion, ChampionError};
 use publisher::production::ProductionError;
 use publisher::store::Store;
 use sn50::constants::Sn50Config;
@@ -68,6 +73,18 @@ pub enum ModelError {
     /// The production models could not be copied from the bucket.
     #[error(transparent)]
     Mirror(ProductionError),
+    /// The champion pointers could not be read.
+    #[error("the champions: {0}")]
+    Champions(#[from] ChampionError),
+    /// A champion's checkpoint could not be fetched or does not load, or simulates another
+    /// step size than its prompt's.
+    #[error("the champion {candidate} of {prompt}/{asset}: {error}")]
+    ChampionLoad {
+        candidate: String,
+        prompt: String,
+        asset: String,
+        error: String,
+    },
     /// More than one of the above, from one look at the pointers.
     #[error("{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))]
     Several(Vec<ModelError>),
@@ -90,17 +107,21 @@ impl ModelError {
 #[derive(Debug, Clone, PartialEq)]
 pub enum ModelSpec {
     Gbm,
-    /// Follow the publisher's production pointers (one per timeframe).
+    /// Follow the publisher's production pointers (one per timeframe), ungated.
     Latest,
+    /// Serve each (asset, prompt) pair's champion (`publisher::champions`); the baseline where
+    /// a pair has none.
+    Champions,
     /// Checkpoint folders, at most one per step size.
     Paths(Vec<PathBuf>),
 }
 
 impl ModelSpec {
-    /// `gbm`, `latest`, or checkpoint folders separated by commas.
+    /// `gbm`, `latest`, `champions`, or checkpoint folders separated by commas.
     pub fn parse(s: &str) -> Self {
         match s.trim() {
             x if x.eq_ignore_ascii_case("gbm") => ModelSpec::Gbm,
+            x if x.eq_ignore_ascii_case("champions") => ModelSpec::Champions,
             x if x.eq_ignore_ascii_case("latest") => ModelSpec::Latest,
             x => ModelSpec::Paths(
                 x.split(',')
@@ -179,6 +200,10 @@ pub struct ModelHolder {
     blend: Option<(String, Arc<dyn Forecaster>)>,
     /// `latest`: each production pointer's text last acted on (loaded, or failed to load).
     seen: Mutex<HashMap<String, String>>,
+    /// `champions`: the model of each (timeframe, asset) pair that has a champion.
+    champions: RwLock<BTreeMap<(Timeframe, String), Arc<LoadedModel>>>,
+    /// `champions`: each pair's pointer (as JSON) last acted on.
+    champion_seen: Mutex<HashMap<(Timeframe, String), String>>,
 }
 
 impl ModelHolder {
@@ -191,6 +216,8 @@ impl ModelHolder {
             gbm: Arc::new(LoadedModel::gbm()),
             blend: None,
             seen: Mutex::new(HashMap::new()),
+            champions: RwLock::new(BTreeMap::new()),
+            champion_seen: Mutex::new(HashMap::new()),
         }
     }
 
@@ -238,6 +265,8 @@ impl ModelHolder {
         let h = Self::empty(spec.clone(), store_dir);
         match &spec {
             ModelSpec::Gbm => Ok((h, None)),
+            // the champions are read from the store, asynchronously: `reload_champions`
+            ModelSpec::Champions => Ok((h, None)),
             ModelSpec::Paths(paths) => {
                 if paths.is_empty() {
                     return Err(ModelError::NoCheckpoint);
@@ -338,6 +367,22 @@ impl ModelHolder {
         Ok(self)
     }
 
+    /// The model for `asset`'s requests of `increment`-second steps: the pair's champion
+    /// (`champions`), else [`ModelHolder::current`].
+    pub fn current_for(&self, asset: &str, increment: u64) -> Arc<LoadedModel> {
+        if let Some(tf) = Timeframe::from_step_secs(increment as i64) {
+            if let Some(m) = self
+                .champions
+                .read()
+                .expect("champion lock")
+                .get(&(tf, asset.to_string()))
+            {
+                return m.clone();
+            }
+        }
+        self.current(increment)
+    }
+
     /// The model for requests of `increment`-second steps: the one of that timeframe, else
     /// the baseline (the GBM for a step size that is no timeframe's).
     pub fn current(&self, increment: u64) -> Arc<LoadedModel> {
@@ -357,13 +402,92 @@ impl ModelHolder {
             .unwrap_or_else(|| self.baseline.clone())
     }
 
-    /// What is served, per timeframe: `5m: runs/a, 1m: gbm`.
+    /// What is served, per timeframe: `5m: runs/a, 1m: gbm`; for `champions`, per pair:
+    /// `champions: 5m BTC run/m; otherwise gbm`.
     pub fn describe(&self) -> String {
+        if self.spec == ModelSpec::Champions {
+            let c = self.champions.read().expect("champion lock");
+            let pairs: Vec<String> = c
+                .iter()
+                .map(|((tf, asset), m)| format!("{tf} {asset} {}", m.label))
+                .collect();
+            return format!(
+                "champions: {}; otherwise {}",
+                if pairs.is_empty() {
+                    "none yet (no model has passed the promotion gate: synth-city models promote)"
+                        .to_string()
+                } else {
+                    pairs.join(", ")
+                },
+                self.baseline.label
+            );
+        }
         Timeframe::ALL
             .iter()
             .map(|tf| format!("{tf}: {}", self.serving(*tf).label))
             .collect::<Vec<_>>()
             .join(", ")
+    }
+
+    /// For `champions`: load the champion of every pair whose pointer in `store` changed since
+    /// last time (its checkpoint fetched by content into `cache`), and drop the pairs that no
+    /// longer have one (a rollback to the GBM), so the baseline answers them. Returns what was
+    /// loaded; a champion that does not load leaves the pair's previous model served and is
+    /// reported in the error (after the others are loaded).
+    pub async fn reload_champions(
+        &self,
+        store: &dyn Store,
+        cache: &ArtifactCache,
+    ) -> Result<Vec<String>, ModelError> {
+        if self.spec != ModelSpec::Champions {
+            return Ok(Vec::new());
+        }
+        let all = publisher::champions::list(store).await?;
+        let (mut loaded, mut errors) = (Vec::new(), Vec::new());
+        let pairs: Vec<(Timeframe, String)> = all
+            .iter()
+            .map(|c| (c.prompt.timeframe(), c.asset.clone()))
+            .collect();
+        for c in all {
+            let pair = (c.prompt.timeframe(), c.asset.clone());
+            let text = serde_json::to_string(&c).unwrap_or_default();
+            {
+                let mut seen = self.champion_seen.lock().expect("seen lock");
+                if seen.get(&pair) == Some(&text) {
+                    continue;
+                }
+                seen.insert(pair.clone(), text);
+            }
+            match load_champion(store, cache, &c).await {
+                Ok(m) => {
+                    loaded.push(format!("{} {} {}", pair.0, pair.1, m.label));
+                    let m = Arc::new(self.blended(m));
+                    self.champions
+                        .write()
+                        .expect("champion lock")
+                        .insert(pair, m);
+                }
+                Err(error) => errors.push(ModelError::ChampionLoad {
+                    candidate: c.candidate.clone(),
+                    prompt: c.prompt.label().to_string(),
+                    asset: c.asset.clone(),
+                    error,
+                }),
+            }
+        }
+        // a pair whose pointer is gone: the baseline serves it again
+        self.champions
+            .write()
+            .expect("champion lock")
+            .retain(|k, _| pairs.contains(k));
+        self.champion_seen
+            .lock()
+            .expect("seen lock")
+            .retain(|k, _| pairs.contains(k));
+        match ModelError::all(errors) {
+            None => Ok(loaded),
+            Some(e) => Err(e),
+        }
     }
 
     /// For `latest`: load the production models whose pointers changed since last time
@@ -443,6 +567,32 @@ impl ModelHolder {
     }
 }
 
+/// A champion's checkpoint, fetched by content and loaded (on a blocking thread), labelled with
+/// its candidate name; refused when it simulates another step size than its prompt's.
+async fn load_champion(
+    store: &dyn Store,
+    cache: &ArtifactCache,
+    c: &Champion,
+) -> Result<LoadedModel, String> {
+    let dir = cache
+        .fetch(store, &c.artifact)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut m = tokio::task::spawn_blocking(move || load_checkpoint(&dir))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    let want = c.prompt.timeframe();
+    if m.timeframe.is_some_and(|tf| tf != want) {
+        return Err(format!(
+            "it simulates other steps than the {} prompt's {want}",
+            c.prompt.label()
+        ));
+    }
+    m.label = c.candidate.clone();
+    Ok(m)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -500,6 +650,7 @@ mod tests {
     fn model_specs() {
         assert_eq!(ModelSpec::parse("GBM"), ModelSpec::Gbm);
         assert_eq!(ModelSpec::parse("latest"), ModelSpec::Latest);
+        assert_eq!(ModelSpec::parse("Champions"), ModelSpec::Champions);
         assert_eq!(
             ModelSpec::parse("runs/x"),
             ModelSpec::Paths(vec![PathBuf::from("runs/x")])

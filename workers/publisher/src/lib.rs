@@ -8,6 +8,7 @@
 //! [`publish::publish`] from the `publish` stage.
 
 pub mod artifacts;
+pub mod champions;
 pub mod datasets;
 pub mod production;
 pub mod publish;

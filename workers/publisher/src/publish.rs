@@ -1,6 +1,8 @@
 //! The built-in publisher: puts the winning checkpoint and its record in the
 //! [`Store`](crate::store::Store) (a directory, or an S3 bucket when
-//! `HIPPIUS_ENDPOINT` is set), marks it as the production model, and — when
+//! `HIPPIUS_ENDPOINT` is set) as a candidate, moves the production pointers (the newest
+//! publication, which only `mine --model latest` serves; the default miner serves the
+//! champions of [`crate::champions`], which a publication never changes), and — when
 //! asked — publishes it to the Hugging Face Hub. The pipeline's publish stage
 //! and `synth-city publish` both call [`publish_run`]. The checkpoint comes from the
 //! record's artifact (fetched into the worker's cache, [`crate::artifacts`]), so any machine

@@ -82,6 +82,9 @@ pub struct BacktestOptions {
     /// `last_days`, windows start in the `last_days` before them (one fold of a walk-forward
     /// series, older than the folds after it). 0: none left out.
     pub skip_last_days: f64,
+    /// Only windows that start at or after this time (unix seconds): data no contender was
+    /// trained on (the promotion gate's walk-forward windows). `None`: no bound.
+    pub not_before: Option<i64>,
 }
 
 /// One asset's result.
@@ -238,6 +241,9 @@ pub fn run_backtest(
                 .last_days
                 .map_or(i64::MIN, |days| until - (days * 86_400.0) as i64);
             candidates.retain(|&t| t >= from && t < until);
+        }
+        if let Some(t0) = opts.not_before {
+            candidates.retain(|&t| t >= t0);
         }
         if candidates.is_empty() {
             return Err(BacktestError::NoWindows {
@@ -527,6 +533,7 @@ mod tests {
             weights: WeightTable::Validator,
             last_days: None,
             skip_last_days: 0.0,
+            not_before: None,
         }
     }
 
@@ -659,6 +666,12 @@ mod tests {
         assert!(starts
             .iter()
             .all(|&t| t >= end - 2 * 86_400 && t < end - 86_400));
+        // walk-forward from a training end: no window starts before it
+        let mut fresh = opts(PromptKind::High, 5, 42);
+        fresh.not_before = Some(end - 12 * 3600);
+        let f = run_backtest(&gbm, &gbm, &dir, &fresh, &cfg).unwrap();
+        assert_eq!(f.assets["ETH"].windows, 5);
+        assert!(f.assets["ETH"].starts.iter().all(|&t| t >= end - 12 * 3600));
         let d = run_backtest(&gbm, &gbm, &dir, &opts(PromptKind::High, 5, 43), &cfg).unwrap();
         assert_ne!(d.assets["BTC"].starts, btc.starts);
         // Weighted mean uses the validator coefficients.

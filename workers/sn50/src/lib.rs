@@ -19,6 +19,7 @@
 //! - [`forecast`]: the [`forecast::Forecaster`] trait and the reference GBM.
 //! - [`classical`]: classical volatility baselines (EWMA, time-of-day profile, Student-t).
 //! - [`backtest`]: windows from local data scored with the validator's CRPS.
+//! - [`gate`]: the promotion gate (margin and a Diebold–Mariano test on per-window scores).
 //! - [`shadow`]: shadow-scoring records, their re-scoring once settled, daily summaries.
 //! - [`bench`]: the CRPS speed benchmark (per prompt on one core, and a many-miner batch).
 //!
@@ -40,6 +41,7 @@ pub mod encode;
 pub mod ensemble;
 pub mod forecast;
 pub mod garch;
+pub mod gate;
 pub mod har;
 mod http;
 pub mod lanes;

@@ -1,0 +1,387 @@
+//! The promotion gate end to end on the filesystem store: real checkpoints trained on bars
+//! whose volatility is a quarter of the reference GBM's, published as candidates, scored with
+//! the exact SN50 scoring on walk-forward windows after their training data, promoted or
+//! refused per (asset, prompt), and rolled back.
+
+use std::path::Path;
+
+use publisher::artifacts::ArtifactCache;
+use publisher::champions::{self, Action, EvalData, EvalOptions, PromoteRequest};
+use publisher::store::{FsStore, Store};
+use sn50::constants::PromptKind;
+use trainer::experiments::ExperimentRecord;
+use trainer::zoo::spec::ExperimentSpec;
+
+const DAYS: i64 = 21;
+const HOLDOUT_DAYS: f64 = 7.0;
+
+/// 5-minute bars of a geometric random walk with a quarter of the GBM's sigma for `asset`.
+fn write_bars(dir: &Path, asset: &str, seed: u64) {
+    let sigma = sn50::constants::Sn50Config::default().sigma(asset) / 4.0;
+    let sd = sigma * (5.0f64 / 60.0).sqrt();
+    let mut x = seed;
+    let mut uniform = || {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((x >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+    };
+    let t0 = 1_764_000_000 / 300 * 300;
+    let mut p = 1000.0f64;
+    let mut s = String::from("timestamp,open,high,low,close,volume\n");
+    for k in 0..DAYS * 288 {
+        let z = (-2.0 * uniform().ln()).sqrt() * (2.0 * std::f64::consts::PI * uniform()).cos();
+        let open = p;
+        p *= (sd * z).exp();
+        s.push_str(&format!(
+            "{},{open},{},{},{p},1\n",
+            t0 + k * 300,
+            open.max(p),
+            open.min(p)
+        ));
+    }
+    std::fs::write(dir.join(format!("{asset}_5m.csv")), s).unwrap();
+}
+
+/// Trains a tiny TCN on BTC and ETH for `steps` steps (the last `HOLDOUT_DAYS` left out) and
+/// publishes it as `run/m`; returns the candidate's name.
+async fn candidate(
+    store: &dyn Store,
+    cache: &ArtifactCache,
+    data: &Path,
+    work: &Path,
+    run: &str,
+    epochs: usize,
+    steps: usize,
+) -> String {
+    let mut spec = ExperimentSpec::new(&["TCNBlock"], "GBMHead");
+    spec.model.backbone.d_model = 8;
+    spec.model.backbone.seq_len = 16;
+    spec.data.assets = vec!["BTC".into(), "ETH".into()];
+    spec.data.holdout_days = HOLDOUT_DAYS;
+    spec.training.epochs = epochs;
+    spec.training.steps_per_epoch = steps;
+    spec.training.eval_windows = 2;
+    spec.training.eval_paths = 50;
+    spec.training.lr = 3e-3;
+    let out = work.join(run);
+    let (spec2, data2, out2) = (spec.clone(), data.to_path_buf(), out.clone());
+    let r = tokio::task::spawn_blocking(move || {
+        trainer::experiments::run_experiment(&spec2, &data2, &out2, "cpu", false)
+    })
+    .await
+    .unwrap();
+    let mut rec: ExperimentRecord = r.record;
+    assert!(rec.checkpoint.is_some(), "{:?}", rec.error);
+    rec.name = "m".into();
+    rec.run_id = Some(run.into());
+    publisher::artifacts::store_checkpoints(store, std::slice::from_mut(&mut rec))
+        .await
+        .unwrap();
+    publisher::publish::publish(
+        store,
+        cache,
+        run,
+        &rec,
+        &serde_json::json!({"success": true}),
+        Some(data),
+    )
+    .await
+    .unwrap();
+    format!("{run}/m")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_a_candidate_that_passes_the_gate_becomes_champion_of_its_pair() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    write_bars(&data, "BTC", 1);
+    write_bars(&data, "ETH", 2);
+    let store = FsStore::new(dir.path().join("store"));
+    let cache = ArtifactCache::new(dir.path().join("cache"), 1 << 30);
+    let work = dir.path().join("runs");
+    let eval = EvalData {
+        dir: data.clone(),
+        label: "data directory".into(),
+    };
+    let opts = EvalOptions {
+        windows: 24,
+        num_simulations: 200,
+        ..EvalOptions::default()
+    };
+    let req = |c: &str, asset: &str| PromoteRequest {
+        candidate: c.into(),
+        asset: asset.into(),
+        prompt: None,
+        force: false,
+        by: "operator".into(),
+    };
+
+    // a trained model against the GBM alone (no champion yet): promoted for BTC
+    let good = candidate(&store, &cache, &data, &work, "run-good", 3, 30).await;
+    let d = champions::promote(&store, &cache, &req(&good, "BTC"), &eval, &opts)
+        .await
+        .unwrap();
+    eprintln!("good: {}", d.reason);
+    let gate = d.gate.as_ref().unwrap();
+    assert_eq!(d.action, Action::Promote, "{}", d.reason);
+    assert!(gate.champion.is_none() && d.previous.is_none());
+    assert!(gate.windows.len() >= 20, "{}", gate.windows.len());
+    // every window starts after the training data (the last 7 days were held out)
+    let not_before = d.evaluation.as_ref().unwrap().not_before;
+    assert!(gate.windows.iter().all(|&t| t >= not_before));
+    assert!(gate.vs_gbm.as_ref().unwrap().ratio < 0.99);
+    assert!(!d.forced);
+    let btc = champions::current(&store, PromptKind::Low, "BTC")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(btc.candidate, good);
+    assert_eq!(btc.decision, d.key);
+    // that pair only: ETH's 24 h prompt and BTC's 1 h prompt still have none (the GBM serves)
+    assert!(champions::current(&store, PromptKind::Low, "ETH")
+        .await
+        .unwrap()
+        .is_none());
+    assert!(champions::current(&store, PromptKind::High, "BTC")
+        .await
+        .unwrap()
+        .is_none());
+
+    // one training step: refused against the champion, which keeps serving, and the record
+    // says why
+    let weak = candidate(&store, &cache, &data, &work, "run-weak", 1, 1).await;
+    let d = champions::promote(&store, &cache, &req(&weak, "BTC"), &eval, &opts)
+        .await
+        .unwrap();
+    eprintln!("weak: {}", d.reason);
+    assert_eq!(d.action, Action::Refuse, "{}", d.reason);
+    assert!(
+        d.reason.contains(&format!("champion {good}")),
+        "{}",
+        d.reason
+    );
+    let gate = d.gate.as_ref().unwrap();
+    assert_eq!(gate.champion.as_deref(), Some(good.as_str()));
+    assert_eq!(
+        gate.champion_scores.as_ref().unwrap().len(),
+        gate.windows.len()
+    );
+    assert_eq!(
+        champions::current(&store, PromptKind::Low, "BTC")
+            .await
+            .unwrap()
+            .unwrap(),
+        btc
+    );
+    // the refusal is in the history, as stored JSON
+    let stored: serde_json::Value =
+        serde_json::from_slice(&store.get(&d.key).await.unwrap().unwrap()).unwrap();
+    assert_eq!(stored["action"], "refuse");
+    assert_eq!(stored["gate"]["verdict"], "refuse");
+    assert!(stored["gate"]["vs_champion"]["test"]["p_value"].is_f64());
+
+    // the operator forces it in anyway: recorded as forced; rollback restores the champion at once
+    let mut forced = req(&weak, "BTC");
+    forced.force = true;
+    let d = champions::promote(&store, &cache, &forced, &eval, &opts)
+        .await
+        .unwrap();
+    assert_eq!(d.action, Action::Promote);
+    assert!(
+        d.forced && d.reason.starts_with("forced by operator"),
+        "{}",
+        d.reason
+    );
+    let now = champions::current(&store, PromptKind::Low, "BTC")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(now.candidate, weak);
+    assert!(now.forced);
+    let r = champions::rollback(&store, PromptKind::Low, "BTC", "operator")
+        .await
+        .unwrap();
+    assert_eq!(r.action, Action::Rollback);
+    let back = champions::current(&store, PromptKind::Low, "BTC")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(back.candidate, good);
+    assert_eq!(back.restored_by.as_deref(), Some(r.key.as_str()));
+    // again: before the good model there was none, so the GBM serves BTC again
+    champions::rollback(&store, PromptKind::Low, "BTC", "operator")
+        .await
+        .unwrap();
+    assert!(champions::current(&store, PromptKind::Low, "BTC")
+        .await
+        .unwrap()
+        .is_none());
+    let e = champions::rollback(&store, PromptKind::Low, "BTC", "operator")
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("nothing to roll back"), "{e}");
+    let h = champions::history(&store, Some((PromptKind::Low, "BTC")))
+        .await
+        .unwrap();
+    let actions: Vec<Action> = h.iter().map(|d| d.action).collect();
+    assert_eq!(
+        actions,
+        [
+            Action::Promote,
+            Action::Refuse,
+            Action::Promote,
+            Action::Rollback,
+            Action::Rollback
+        ]
+    );
+
+    // the operator's command line reads the same store
+    let cli = |args: &[&str]| {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_synth-city"))
+            .arg("models")
+            .args(args)
+            .arg("--store")
+            .arg(dir.path().join("store"))
+            .env_remove("HIPPIUS_ENDPOINT")
+            .output()
+            .unwrap();
+        (
+            o.status.success(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let (ok, out, err) = cli(&["history", "--asset", "BTC", "--prompt", "low", "--json"]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["decisions"].as_array().unwrap().len(), 5);
+    assert_eq!(v["decisions"][1]["action"], "refuse");
+    let (ok, out, err) = cli(&["history"]);
+    assert!(
+        ok && out.contains("refuse") && out.contains("DM "),
+        "{out}{err}"
+    );
+    let (ok, out, _) = cli(&["list", "--json"]);
+    assert!(ok);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["champions"].as_array().unwrap().len(), 0);
+    let (ok, out, _) = cli(&["show", "--asset", "BTC"]);
+    assert!(ok && out.contains("the GBM serves it"), "{out}");
+    // a rollback with nothing to roll back, and a bad prompt, fail with the reason
+    let (ok, _, err) = cli(&["rollback", "--asset", "BTC"]);
+    assert!(!ok && err.contains("nothing to roll back"), "{err}");
+    let (ok, _, err) = cli(&["show", "--asset", "BTC", "--prompt", "daily"]);
+    assert!(!ok && err.contains("use low (24 h) or high (1 h)"), "{err}");
+    // ETH's champion is the weak model (forced in); the good one must beat it, on the same
+    // windows, through the gate
+    let mut weak_eth = req(&weak, "ETH");
+    weak_eth.force = true;
+    champions::promote(&store, &cache, &weak_eth, &eval, &opts)
+        .await
+        .unwrap();
+    // promote from the command line: gated, per pair, and the refusal is the exit status
+    let (ok, out, err) = cli(&[
+        "promote",
+        &good,
+        "--asset",
+        "ETH",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--work-dir",
+        work.to_str().unwrap(),
+        "--windows",
+        "24",
+        "--paths",
+        "200",
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
+    eprintln!(
+        "cli ETH over the weak champion: {}",
+        v["decisions"][0]["reason"]
+    );
+    assert!(ok, "{out}{err}");
+    assert_eq!(v["decisions"][0]["action"], "promote");
+    assert_eq!(v["decisions"][0]["asset"], "ETH");
+    let vc = &v["decisions"][0]["gate"]["vs_champion"];
+    assert_eq!(vc["against"], format!("champion {weak}"));
+    assert!(
+        vc["beats_margin"] == true && vc["significant"] == true,
+        "{vc}"
+    );
+    assert_eq!(v["decisions"][0]["previous"]["candidate"], weak.as_str());
+    let (ok, out, _) = cli(&["show", "--asset", "ETH", "--json"]);
+    assert!(ok);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["champion"]["candidate"], good.as_str());
+    assert_eq!(v["decision"]["gate"]["verdict"], "promote");
+
+    // the miner serves each pair's champion, the GBM elsewhere, and follows changes without
+    // a restart; a publication alone changes nothing it serves
+    use synth_city::miner::{ModelHolder, ModelSpec};
+    let (models, _) = ModelHolder::load(ModelSpec::Champions, &dir.path().join("store")).unwrap();
+    let mcache = ArtifactCache::new(dir.path().join("miner-cache"), 1 << 30);
+    let loaded = models.reload_champions(&store, &mcache).await.unwrap();
+    assert_eq!(loaded.len(), 1, "{loaded:?}");
+    assert_eq!(models.current_for("ETH", 300).label, good);
+    assert!(!models.current_for("ETH", 300).is_gbm);
+    assert!(models.current_for("BTC", 300).is_gbm);
+    assert!(models.current_for("ETH", 60).is_gbm);
+    assert!(
+        models.describe().contains(&format!("5m ETH {good}")),
+        "{}",
+        models.describe()
+    );
+    let again = candidate(&store, &cache, &data, &work, "run-again", 1, 1).await;
+    assert!(models
+        .reload_champions(&store, &mcache)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(models.current_for("ETH", 300).label, good);
+    // promoted (forced) for BTC: BTC swaps, ETH stays
+    let mut f = req(&again, "BTC");
+    f.force = true;
+    champions::promote(&store, &cache, &f, &eval, &opts)
+        .await
+        .unwrap();
+    assert_eq!(
+        models
+            .reload_champions(&store, &mcache)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(models.current_for("BTC", 300).label, again);
+    assert_eq!(models.current_for("ETH", 300).label, good);
+    // rolled back: ETH's previous champion (the weak one) answers at the next look, then,
+    // rolled back again, the GBM
+    champions::rollback(&store, PromptKind::Low, "ETH", "operator")
+        .await
+        .unwrap();
+    models.reload_champions(&store, &mcache).await.unwrap();
+    assert_eq!(models.current_for("ETH", 300).label, weak);
+    champions::rollback(&store, PromptKind::Low, "ETH", "operator")
+        .await
+        .unwrap();
+    models.reload_champions(&store, &mcache).await.unwrap();
+    assert!(models.current_for("ETH", 300).is_gbm);
+    assert_eq!(models.current_for("BTC", 300).label, again);
+
+    // bad requests say what is wrong
+    let e = champions::promote(&store, &cache, &req(&good, "NOPE"), &eval, &opts)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("not an SN50 asset"), "{e}");
+    let e = champions::promote(&store, &cache, &req(&good, "SOL"), &eval, &opts)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("was not trained on SOL"), "{e}");
+    let e = champions::promote(&store, &cache, &req("run-none/m", "BTC"), &eval, &opts)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("not a published model"), "{e}");
+}

@@ -1,0 +1,663 @@
+//! Champions: per (asset, prompt), the published model the miner serves, and the only way a
+//! published candidate becomes one — through the promotion gate ([`sn50::gate`]).
+//!
+//! Store layout (keys of the store the publisher writes to):
+//!
+//! | key | content |
+//! |---|---|
+//! | `models/champions/{prompt}/{ASSET}.json` | [`Champion`]: the candidate (`run/name`), its content-addressed checkpoint ([`jobs::ArtifactRef`]), the decision that put it there |
+//! | `models/decisions/{prompt}/{ASSET}/{ms}-{action}-{rand}.json` | [`Decision`]: one per promotion, refusal or rollback, never rewritten (the append-only history) |
+//!
+//! [`promote`] scores a published candidate, the pair's champion (none: the GBM serves) and the
+//! GBM on the same walk-forward windows that start after the end of both models' training data
+//! (the candidate's pinned dataset, or its manifest's data ranges, less its holdout), with the
+//! exact SN50 scoring of `score backtest` ([`sn50::backtest::run_backtest`]); the gate decides;
+//! the decision is written, then (when it promotes) the champion pointer. `force` (the
+//! operator's) promotes whatever the gate says and is recorded as forced. [`rollback`] puts
+//! back the champion the current one replaced (the GBM when there was none), at once, and
+//! records it.
+//!
+//! This module does not train, publish or serve models, and does not decide who may promote
+//! (the CLI is the operator's); two promotions of one pair at the same moment both record their
+//! decision and the last pointer written wins.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use jobs::{ArtifactRef, Timeframe};
+use serde::{Deserialize, Serialize};
+use sn50::backtest::{run_backtest, BacktestError, BacktestOptions};
+use sn50::constants::{PromptKind, Sn50Config, WeightTable};
+use sn50::forecast::{Forecaster, Gbm};
+use sn50::gate::{self, GateDecision, GateError, GateInput, GateParams, Verdict};
+
+use crate::artifacts::{ArtifactCache, ArtifactError};
+use crate::datasets::DatasetError;
+use crate::store::records::{check_run_id, model_prefix, Manifest};
+use crate::store::{safe_name, Store, StoreError, StoreExt};
+
+/// Where the champion pointers live.
+pub const CHAMPIONS_PREFIX: &str = "models/champions/";
+/// Where the decisions live.
+pub const DECISIONS_PREFIX: &str = "models/decisions/";
+/// The record format this build writes.
+pub const VERSION: u32 = 1;
+
+/// A promotion, rollback or read that could not be carried out.
+#[derive(Debug, thiserror::Error)]
+pub enum ChampionError {
+    #[error("{0}")]
+    Input(String),
+    #[error("{candidate} is not a published model: {key} is not in {store} (publish it with synth-city publish --run RUN, then name it RUN/NAME)")]
+    NotPublished {
+        candidate: String,
+        key: String,
+        store: String,
+    },
+    #[error("{candidate} has no checkpoint in the store (an older build published it without an artifact): publish its run again")]
+    NoArtifact { candidate: String },
+    #[error("{candidate}: where its {asset} training data ends is unknown (no pinned dataset and no data range in its record.json): train it in a pipeline run with --dataset")]
+    NoTrainingRange { candidate: String, asset: String },
+    #[error("{prompt}/{asset} has no champion: the GBM serves it already, nothing to roll back")]
+    NothingToRollBack { asset: String, prompt: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Artifact(#[from] ArtifactError),
+    #[error(transparent)]
+    Dataset(#[from] DatasetError),
+    #[error("{what} does not load: {error}")]
+    Load { what: String, error: String },
+    #[error("scoring {candidate} on {asset}: {error}")]
+    Backtest {
+        candidate: String,
+        asset: String,
+        error: Box<BacktestError>,
+    },
+    #[error(transparent)]
+    Gate(#[from] GateError),
+    #[error("the evaluation stopped: {0}")]
+    Join(String),
+}
+
+/// The model serving one (asset, prompt) pair: `models/champions/{prompt}/{ASSET}.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Champion {
+    pub version: u32,
+    pub asset: String,
+    pub prompt: PromptKind,
+    /// The published model, `run/name`.
+    pub candidate: String,
+    pub run_id: String,
+    pub name: String,
+    /// The checkpoint, by content: what the miner fetches and loads.
+    pub artifact: ArtifactRef,
+    /// The published copy's key prefix, `models/{run}/{name}/`.
+    pub model_dir: String,
+    /// The key of the decision that made it champion.
+    pub decision: String,
+    /// When (unix seconds).
+    pub promoted_at: i64,
+    /// Promoted by the operator's `--force`, whatever the gate said.
+    pub forced: bool,
+    /// The end of its training data for this asset (unix seconds): the gate's windows start
+    /// after it.
+    pub trained_until: i64,
+    /// The rollback that put it back, when one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restored_by: Option<String>,
+}
+
+/// What a decision did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    Promote,
+    Refuse,
+    Rollback,
+}
+
+/// One decision about a pair, never rewritten.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Decision {
+    pub version: u32,
+    /// Its own key.
+    pub key: String,
+    pub action: Action,
+    pub asset: String,
+    pub prompt: PromptKind,
+    /// Unix milliseconds.
+    pub at_ms: i64,
+    /// Who asked (`operator`, ...).
+    pub by: String,
+    /// The candidate (promote, refuse).
+    #[serde(default)]
+    pub candidate: Option<String>,
+    /// `--force`: promoted whatever the gate said.
+    #[serde(default)]
+    pub forced: bool,
+    /// The gate's decision: windows, every score, means, ratios, the test.
+    #[serde(default)]
+    pub gate: Option<GateDecision>,
+    /// Where the evaluation bars came from (`dataset ds-...`, `data directory`), and the first
+    /// window start it allowed.
+    #[serde(default)]
+    pub evaluation: Option<EvaluationInfo>,
+    pub reason: String,
+    /// The champion before (`None`: the GBM).
+    pub previous: Option<Champion>,
+    /// The champion after (`None`: the GBM).
+    pub champion: Option<Champion>,
+}
+
+/// How a candidate was evaluated.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvaluationInfo {
+    /// Where the bars came from: `dataset ds-...` or `data directory` (never a path).
+    pub data: String,
+    /// Windows start at or after this (unix seconds): the later training end of candidate and
+    /// champion.
+    pub not_before: i64,
+    pub windows_requested: usize,
+    pub seed: u64,
+    pub num_simulations: usize,
+    /// Windows the candidate could not answer (answered by the GBM, as the miner would).
+    pub candidate_fallbacks: usize,
+    pub champion_fallbacks: usize,
+}
+
+/// How to evaluate.
+#[derive(Debug, Clone)]
+pub struct EvalOptions {
+    /// Windows to draw from the walk-forward period.
+    pub windows: usize,
+    pub seed: u64,
+    /// Paths per window (the validator asks for 1000).
+    pub num_simulations: usize,
+    pub params: GateParams,
+    pub config: Sn50Config,
+}
+
+impl Default for EvalOptions {
+    fn default() -> Self {
+        EvalOptions {
+            windows: 40,
+            seed: 0,
+            num_simulations: sn50::constants::NUM_SIMULATIONS,
+            params: GateParams::default(),
+            config: Sn50Config::default(),
+        }
+    }
+}
+
+/// The bars the candidates are scored on.
+#[derive(Debug, Clone)]
+pub struct EvalData {
+    /// A data directory on this machine (a fetched dataset, or the operator's).
+    pub dir: PathBuf,
+    /// What to record: `dataset ds-...` or `data directory`.
+    pub label: String,
+}
+
+/// A promotion request.
+#[derive(Debug, Clone)]
+pub struct PromoteRequest {
+    /// The published model, `run/name`.
+    pub candidate: String,
+    pub asset: String,
+    /// `None`: the prompt of the candidate's timeframe.
+    pub prompt: Option<PromptKind>,
+    pub force: bool,
+    pub by: String,
+}
+
+/// The key of the champion pointer of a pair.
+pub fn champion_key(prompt: PromptKind, asset: &str) -> String {
+    format!("{CHAMPIONS_PREFIX}{}/{asset}.json", prompt.label())
+}
+
+/// The key prefix of a pair's decisions.
+pub fn decisions_prefix(prompt: PromptKind, asset: &str) -> String {
+    format!("{DECISIONS_PREFIX}{}/{asset}/", prompt.label())
+}
+
+/// Checks `asset` is an SN50 asset.
+pub fn check_asset(asset: &str) -> Result<(), ChampionError> {
+    if sn50::constants::asset_info(asset).is_none() {
+        let known: Vec<&str> = sn50::constants::ASSETS.iter().map(|a| a.symbol).collect();
+        return Err(ChampionError::Input(format!(
+            "{asset:?} is not an SN50 asset: one of {}",
+            known.join(", ")
+        )));
+    }
+    Ok(())
+}
+
+/// A published model and where its record is.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    /// `run/name`.
+    pub id: String,
+    pub manifest: Manifest,
+    pub model_dir: String,
+}
+
+/// Reads the published model `run/name` (`models/{run}/{name}/record.json`).
+pub async fn load_candidate(store: &dyn Store, id: &str) -> Result<Candidate, ChampionError> {
+    let Some((run, name)) = id.split_once('/') else {
+        return Err(ChampionError::Input(format!(
+            "{id:?}: name a published model as RUN/NAME (synth-city history runs lists runs; models/RUN/NAME/ in the store)"
+        )));
+    };
+    check_run_id(run)?;
+    let model_dir = model_prefix(run, &safe_name(name));
+    let key = format!("{model_dir}record.json");
+    let manifest: Manifest =
+        store
+            .get_json(&key)
+            .await?
+            .ok_or_else(|| ChampionError::NotPublished {
+                candidate: id.to_string(),
+                key: key.clone(),
+                store: store.describe(),
+            })?;
+    if manifest.record.artifact.is_none() {
+        return Err(ChampionError::NoArtifact {
+            candidate: id.to_string(),
+        });
+    }
+    Ok(Candidate {
+        id: id.to_string(),
+        manifest,
+        model_dir,
+    })
+}
+
+/// The end of `c`'s training data for `asset` (unix seconds; windows starting then are unseen):
+/// the last bar of its pinned dataset's file (or of its manifest's data range) plus one step,
+/// less the spec's holdout days.
+pub async fn trained_until(
+    store: &dyn Store,
+    c: &Candidate,
+    asset: &str,
+) -> Result<i64, ChampionError> {
+    let spec = &c.manifest.record.spec;
+    let tf = spec.data.timeframe;
+    let holdout = (spec.data.holdout_days * 86_400.0) as i64;
+    let last = match &spec.data.dataset {
+        Some(id) => crate::datasets::resolve(store, id)
+            .await?
+            .file_for(asset, tf.as_str())
+            .map(|f| f.last),
+        None => None,
+    };
+    let last = last.or_else(|| {
+        c.manifest.data.as_array()?.iter().find_map(|row| {
+            if row["asset"].as_str()? != asset {
+                return None;
+            }
+            let s = row["last_utc"].as_str()?;
+            chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M")
+                .ok()
+                .map(|d| d.and_utc().timestamp())
+        })
+    });
+    let last = last.ok_or_else(|| ChampionError::NoTrainingRange {
+        candidate: c.id.clone(),
+        asset: asset.to_string(),
+    })?;
+    Ok(last + tf.step_secs() - holdout)
+}
+
+/// The champion of a pair, if any.
+pub async fn current(
+    store: &dyn Store,
+    prompt: PromptKind,
+    asset: &str,
+) -> Result<Option<Champion>, ChampionError> {
+    Ok(store.get_json(&champion_key(prompt, asset)).await?)
+}
+
+/// Every champion in the store, by prompt then asset.
+pub async fn list(store: &dyn Store) -> Result<Vec<Champion>, ChampionError> {
+    let mut out = Vec::new();
+    for key in store.list(CHAMPIONS_PREFIX).await? {
+        if key.ends_with(".json") {
+            if let Some(c) = store.get_json::<Champion>(&key).await? {
+                out.push(c);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The decisions of one pair (or every pair: `None`), oldest first.
+pub async fn history(
+    store: &dyn Store,
+    pair: Option<(PromptKind, &str)>,
+) -> Result<Vec<Decision>, ChampionError> {
+    let prefix = pair.map_or_else(
+        || DECISIONS_PREFIX.to_string(),
+        |(p, a)| decisions_prefix(p, a),
+    );
+    let mut out = Vec::new();
+    for key in store.list(&prefix).await? {
+        if key.ends_with(".json") {
+            if let Some(d) = store.get_json::<Decision>(&key).await? {
+                out.push(d);
+            }
+        }
+    }
+    out.sort_by(|a, b| (a.at_ms, &a.key).cmp(&(b.at_ms, &b.key)));
+    Ok(out)
+}
+
+/// One decision by key.
+pub async fn decision(store: &dyn Store, key: &str) -> Result<Option<Decision>, ChampionError> {
+    Ok(store.get_json(key).await?)
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn new_key(prompt: PromptKind, asset: &str, at_ms: i64, action: Action) -> String {
+    let action = match action {
+        Action::Promote => "promote",
+        Action::Refuse => "refuse",
+        Action::Rollback => "rollback",
+    };
+    format!(
+        "{}{at_ms:013}-{action}-{:08x}.json",
+        decisions_prefix(prompt, asset),
+        rand::random::<u32>()
+    )
+}
+
+/// Loads a checkpoint folder as a forecaster on the CPU.
+pub fn load_checkpoint(dir: &Path, what: &str) -> Result<Box<dyn Forecaster>, ChampionError> {
+    trainer::zoo::forecaster::load_forecaster(&dir.display().to_string(), &trainer::Device::Cpu)
+        .map_err(|e| ChampionError::Load {
+            what: what.to_string(),
+            error: e.to_string(),
+        })
+}
+
+/// Scores `candidate`, `champion` (when there is one) and the GBM with the exact SN50 scoring
+/// of `score backtest` on the same windows of `asset`'s bars in `data_dir` that start at or
+/// after `not_before`, and hands the scores to the gate. No window at all is a refusal for
+/// lack of evidence, like too few.
+#[allow(clippy::too_many_arguments)]
+pub fn evaluate(
+    candidate: (&str, &dyn Forecaster),
+    champion: Option<(&str, &dyn Forecaster)>,
+    asset: &str,
+    prompt: PromptKind,
+    data_dir: &Path,
+    not_before: i64,
+    opts: &EvalOptions,
+) -> Result<(GateDecision, usize, usize), ChampionError> {
+    let gbm = Gbm::new(opts.config.clone());
+    let bt = BacktestOptions {
+        prompt,
+        assets: vec![asset.to_string()],
+        windows: opts.windows,
+        seed: opts.seed,
+        num_simulations: opts.num_simulations,
+        weights: WeightTable::Validator,
+        last_days: None,
+        skip_last_days: 0.0,
+        not_before: Some(not_before),
+    };
+    let horizon_secs = opts.config.prompt(prompt).time_length as i64;
+    let run =
+        |name: &str, f: &dyn Forecaster| match run_backtest(f, &gbm, data_dir, &bt, &opts.config) {
+            Ok(mut r) => Ok(r.assets.remove(asset)),
+            Err(BacktestError::NoWindows { .. }) => Ok(None),
+            Err(error) => Err(ChampionError::Backtest {
+                candidate: name.to_string(),
+                asset: asset.to_string(),
+                error: Box::new(error),
+            }),
+        };
+    let cand = run(candidate.0, candidate.1)?;
+    let champ = match champion {
+        Some((name, f)) => Some((name, run(name, f)?)),
+        None => None,
+    };
+    let scores = |r: &Option<sn50::backtest::AssetResult>, pick: fn(&(f64, f64)) -> f64| {
+        r.as_ref()
+            .map(|r| r.head_to_head.iter().map(pick).collect::<Vec<f64>>())
+            .unwrap_or_default()
+    };
+    let windows = cand.as_ref().map(|r| r.starts.clone()).unwrap_or_default();
+    if let Some((_, Some(c))) = &champ {
+        if c.starts != windows {
+            return Err(ChampionError::Input(
+                "the champion was scored on other windows than the candidate (the bars changed while they were scored): try again".into(),
+            ));
+        }
+    }
+    let input = GateInput {
+        candidate: candidate.0.to_string(),
+        champion: champ.as_ref().map(|(n, _)| n.to_string()),
+        asset: asset.to_string(),
+        prompt: prompt.label().to_string(),
+        windows,
+        horizon_secs,
+        candidate_scores: scores(&cand, |s| s.0),
+        champion_scores: champ.as_ref().map(|(_, r)| scores(r, |s| s.0)),
+        gbm_scores: scores(&cand, |s| s.1),
+    };
+    let fallbacks =
+        |r: &Option<sn50::backtest::AssetResult>| r.as_ref().map_or(0, |r| r.fallbacks.len());
+    let champion_fallbacks = champ.as_ref().map_or(0, |(_, r)| fallbacks(r));
+    Ok((
+        gate::decide(input, opts.params)?,
+        fallbacks(&cand),
+        champion_fallbacks,
+    ))
+}
+
+/// Writes a decision, then (when it changes what serves) the pointer.
+async fn commit(store: &dyn Store, d: &Decision) -> Result<(), ChampionError> {
+    store.put_json(&d.key, d).await?;
+    let key = champion_key(d.prompt, &d.asset);
+    match (d.action, &d.champion) {
+        (Action::Refuse, _) => {}
+        (_, Some(c)) => {
+            store.put_json(&key, c).await?;
+        }
+        (_, None) => store.delete(&key).await?,
+    }
+    Ok(())
+}
+
+/// Evaluates the published `req.candidate` for (`req.asset`, its prompt) against the pair's
+/// champion and the GBM on the bars of `data`, and promotes it when the gate passes (or
+/// `req.force`). Returns the decision, which is in the store either way.
+pub async fn promote(
+    store: &dyn Store,
+    cache: &ArtifactCache,
+    req: &PromoteRequest,
+    data: &EvalData,
+    opts: &EvalOptions,
+) -> Result<Decision, ChampionError> {
+    check_asset(&req.asset)?;
+    let cand = load_candidate(store, &req.candidate).await?;
+    let spec = &cand.manifest.record.spec;
+    let tf: Timeframe = spec.data.timeframe;
+    let prompt = PromptKind::for_timeframe(tf);
+    if let Some(p) = req.prompt.filter(|p| *p != prompt) {
+        return Err(ChampionError::Input(format!(
+            "{} simulates {tf} steps, which answer the {} prompt, not {}",
+            cand.id,
+            prompt.label(),
+            p.label()
+        )));
+    }
+    if !spec.data.assets.iter().any(|a| a == &req.asset) {
+        return Err(ChampionError::Input(format!(
+            "{} was not trained on {} (it was on {}): promote it for one of those",
+            cand.id,
+            req.asset,
+            spec.data.assets.join(", ")
+        )));
+    }
+    let previous = current(store, prompt, &req.asset).await?;
+    let cand_until = trained_until(store, &cand, &req.asset).await?;
+    let not_before = cand_until.max(previous.as_ref().map_or(i64::MIN, |c| c.trained_until));
+    let cand_dir = crate::artifacts::local_checkpoint(store, cache, &cand.manifest.record).await?;
+    let champ_dir = match &previous {
+        Some(c) => Some(cache.fetch(store, &c.artifact).await?),
+        None => None,
+    };
+    let cand_f: Arc<dyn Forecaster> = Arc::from(load_checkpoint(
+        &cand_dir,
+        &format!("candidate {}", cand.id),
+    )?);
+    let champ_f: Option<(String, Arc<dyn Forecaster>)> = match (&previous, champ_dir) {
+        (Some(c), Some(dir)) => Some((
+            c.candidate.clone(),
+            Arc::from(load_checkpoint(&dir, &format!("champion {}", c.candidate))?),
+        )),
+        _ => None,
+    };
+    let (asset, id, dir, o) = (
+        req.asset.clone(),
+        cand.id.clone(),
+        data.dir.clone(),
+        opts.clone(),
+    );
+    let (gate, cand_fb, champ_fb) = tokio::task::spawn_blocking(move || {
+        evaluate(
+            (&id, cand_f.as_ref()),
+            champ_f.as_ref().map(|(n, f)| (n.as_str(), f.as_ref())),
+            &asset,
+            prompt,
+            &dir,
+            not_before,
+            &o,
+        )
+    })
+    .await
+    .map_err(|e| ChampionError::Join(e.to_string()))??;
+    let at_ms = now_ms();
+    let promoted = gate.verdict == Verdict::Promote || req.force;
+    let action = if promoted {
+        Action::Promote
+    } else {
+        Action::Refuse
+    };
+    let key = new_key(prompt, &req.asset, at_ms, action);
+    let record = &cand.manifest.record;
+    let champion = promoted.then(|| Champion {
+        version: VERSION,
+        asset: req.asset.clone(),
+        prompt,
+        candidate: cand.id.clone(),
+        run_id: cand.manifest.run_id.clone(),
+        name: record.name.clone(),
+        artifact: record.artifact.clone().expect("checked in load_candidate"),
+        model_dir: cand.model_dir.clone(),
+        decision: key.clone(),
+        promoted_at: at_ms / 1000,
+        forced: req.force && gate.verdict != Verdict::Promote,
+        trained_until: cand_until,
+        restored_by: None,
+    });
+    let reason = if promoted && gate.verdict != Verdict::Promote {
+        format!(
+            "forced by {} although the gate refused: {}",
+            req.by, gate.reason
+        )
+    } else {
+        gate.reason.clone()
+    };
+    let d = Decision {
+        version: VERSION,
+        key,
+        action,
+        asset: req.asset.clone(),
+        prompt,
+        at_ms,
+        by: req.by.clone(),
+        candidate: Some(cand.id.clone()),
+        forced: champion.as_ref().is_some_and(|c| c.forced),
+        evaluation: Some(EvaluationInfo {
+            data: data.label.clone(),
+            not_before,
+            windows_requested: opts.windows,
+            seed: opts.seed,
+            num_simulations: opts.num_simulations,
+            candidate_fallbacks: cand_fb,
+            champion_fallbacks: champ_fb,
+        }),
+        gate: Some(gate),
+        reason,
+        champion: if promoted { champion } else { previous.clone() },
+        previous,
+    };
+    commit(store, &d).await?;
+    Ok(d)
+}
+
+/// Puts back the champion the pair's current one replaced (none: the GBM serves again), and
+/// records it. Rolling back again goes one further back.
+pub async fn rollback(
+    store: &dyn Store,
+    prompt: PromptKind,
+    asset: &str,
+    by: &str,
+) -> Result<Decision, ChampionError> {
+    check_asset(asset)?;
+    let Some(cur) = current(store, prompt, asset).await? else {
+        return Err(ChampionError::NothingToRollBack {
+            asset: asset.to_string(),
+            prompt: prompt.label().to_string(),
+        });
+    };
+    let installed = decision(store, &cur.decision).await?.ok_or_else(|| {
+        ChampionError::Input(format!(
+            "{}: the decision that made {} champion ({}) is not in {}: the history is incomplete; promote a model with --force instead",
+            champion_key(prompt, asset),
+            cur.candidate,
+            cur.decision,
+            store.describe()
+        ))
+    })?;
+    let at_ms = now_ms();
+    let key = new_key(prompt, asset, at_ms, Action::Rollback);
+    let restored = installed.previous.map(|mut c| {
+        c.restored_by = Some(key.clone());
+        c
+    });
+    let reason = format!(
+        "{by} rolled back {}; {} serves again",
+        cur.candidate,
+        restored
+            .as_ref()
+            .map_or("the GBM".to_string(), |c| c.candidate.clone())
+    );
+    let d = Decision {
+        version: VERSION,
+        key,
+        action: Action::Rollback,
+        asset: asset.to_string(),
+        prompt,
+        at_ms,
+        by: by.to_string(),
+        candidate: Some(cur.candidate.clone()),
+        forced: false,
+        gate: None,
+        evaluation: None,
+        reason,
+        previous: Some(cur),
+        champion: restored,
+    };
+    commit(store, &d).await?;
+    Ok(d)
+}
