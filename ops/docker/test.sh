@@ -7,7 +7,8 @@
 #     the sample bars), checks on the agents container (which has no bars: it reads the run's
 #     dataset from the bucket), publishes to the bucket, and succeeds;
 #   - the two trainer replicas registered, each on its own host;
-#   - the miner container serves the published model (`mine --check --model latest` names it)
+#   - the miner container loads the published model (`mine --check --model latest` names it);
+#     what it serves is each pair's champion (`--model champions`), GBM until one passes the gate
 #     and the bridge answers on the host's loopback;
 #   - Redis's append-only file is on and survives a restart of the redis container: the run is
 #     still there afterwards.
@@ -87,7 +88,7 @@ assert len(hosts) >= 2, f"expected trainers on two hosts: {ws}"
 print(f"trainers on {len(hosts)} hosts")
 PY
 
-echo "==> the miner container serves the published model"
+echo "==> the miner container can load the published model; it serves the gated champions"
 model=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["task"]["published"]["model_dir"])' "$record")
 check=$(dc exec -T miner sh -c "synth-city mine --check --model latest --port 8092 $MINER_ARGS" 2>&1) ||
     fail "mine --check failed: $check"
