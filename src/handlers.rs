@@ -27,6 +27,7 @@ pub fn registry(queue: &Queue, dirs: &WorkerDirs) -> Registry {
     };
     trainer::register(&mut r, dirs.clone(), Arc::new(sink)); // experiment
     scorer::register(&mut r, dirs); // shadow-prompt, shadow-score, data-download
+    publisher::register(&mut r, dirs); // promote
     let dirs = dirs.clone();
     r.wrap(|inner| {
         Arc::new(Redacting {

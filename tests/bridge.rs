@@ -1421,27 +1421,38 @@ print(json.dumps({'width': w, 'height': h, 'colours': len(colours)}))
 }
 
 fn chromium(args: &[&str], url: &str) -> std::process::Output {
-    let profile = tempfile::tempdir().unwrap();
-    Command::new("chromium")
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--no-first-run",
-            "--window-size=1280,900",
-            // Lets the page's first requests finish before the capture; the
-            // live stream opens only after the first picture (see the page).
-            "--virtual-time-budget=900",
-        ])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .args(args)
-        .arg(url)
-        .stdin(Stdio::null())
-        .output()
-        .expect("chromium must be installed (apt-get install chromium; ops/test.sh does it)")
+    // Headless Chromium with a virtual-time budget has been seen to hang for good on a loaded
+    // machine (once in many runs, 17 minutes until killed): each try is bounded, and a try
+    // that ran out of time is made again; what the page shows is still asserted by the caller.
+    for _ in 0..3 {
+        let profile = tempfile::tempdir().unwrap();
+        let o = Command::new("timeout")
+            .args(["-k", "5", "90", "chromium"])
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+                "--window-size=1280,900",
+                // Lets the page's first requests finish before the capture; the
+                // live stream opens only after the first picture (see the page).
+                "--virtual-time-budget=900",
+            ])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .args(args)
+            .arg(url)
+            .stdin(Stdio::null())
+            .output()
+            .expect("chromium must be installed (apt-get install chromium; ops/test.sh does it)");
+        if !matches!(o.status.code(), Some(124) | Some(137)) {
+            return o;
+        }
+        eprintln!("chromium ran out of time; trying again");
+    }
+    panic!("chromium did not finish in 90 s, three times");
 }
 
 #[test]

@@ -3,7 +3,11 @@
 //! the exact SN50 scoring on walk-forward windows after their training data, promoted or
 //! refused per (asset, prompt), and rolled back.
 
+mod common;
+
 use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use publisher::artifacts::ArtifactCache;
 use publisher::champions::{self, Action, EvalData, EvalOptions, PromoteRequest};
@@ -384,4 +388,224 @@ async fn only_a_candidate_that_passes_the_gate_becomes_champion_of_its_pair() {
         .await
         .unwrap_err();
     assert!(e.to_string().contains("not a published model"), "{e}");
+}
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A blocking HTTP request with `key`; (status, JSON body).
+fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    key: &str,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    use std::io::{Read, Write};
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-API-Key: {key}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let (head, rest) = raw.split_once("\r\n\r\n").unwrap();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (
+        status,
+        serde_json::from_str(rest).unwrap_or(serde_json::Value::String(rest.into())),
+    )
+}
+
+/// Promotion over HTTP (issue 19's "who may promote"): a bot asks for its candidate to be put
+/// through the gate (a `promote` job a publisher worker runs, in the bot's name); it may not
+/// force it, change the gate or roll a champion back (403 naming why); a read-only key may not
+/// ask; the operator rolls back; champions and decisions are readable, and the dashboard's
+/// snapshot shows them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bots_ask_for_promotion_and_only_the_operator_forces_or_rolls_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    write_bars(&data, "BTC", 1);
+    write_bars(&data, "ETH", 2);
+    let store_dir = dir.path().join("store");
+    let store = FsStore::new(&store_dir);
+    let cache = ArtifactCache::new(dir.path().join("cache"), 1 << 30);
+    let good = candidate(
+        &store,
+        &cache,
+        &data,
+        &dir.path().join("runs"),
+        "run-good",
+        3,
+        30,
+    )
+    .await;
+
+    let redis = common::RedisServer::start();
+    let sc = |args: &[&str]| {
+        let mut c = Command::new(common::bin());
+        c.args(["--redis-url", &redis.url(), "--prefix", "pr"])
+            .args(args);
+        c.env("SYNTH_STORE_DIR", &store_dir)
+            .env("SYNTH_DATA_DIR", &data)
+            .env("SYNTH_WORK_DIR", dir.path().join("work"))
+            .env_remove("HIPPIUS_ENDPOINT")
+            .env_remove("BRIDGE_LOOPBACK_OPERATOR")
+            .env("RUST_LOG", "warn");
+        c
+    };
+    assert!(sc(&["migrate"]).status().unwrap().success());
+    let key_of = |name: &str, role: &str| -> String {
+        let o = sc(&["bots", "add", name, "--role", role]).output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
+    let bot = key_of("alice", "bot");
+    let viewer = key_of("viewer", "read-only");
+    let port = common::free_port();
+    let _bridge = Killed(
+        sc(&["bridge", "--port", &port.to_string()])
+            .env("BRIDGE_API_KEY", "op-key")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let _worker = Killed(
+        sc(&["worker", "--roles", "publisher", "--concurrency", "1"])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "the bridge did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let ask =
+        serde_json::json!({"candidate": good, "assets": ["BTC"], "windows": 24, "paths": 200});
+
+    // what a bot may not do: force, change the gate, roll back; a read-only key may not ask
+    for (field, extra) in [
+        ("force", serde_json::json!(true)),
+        ("alpha", serde_json::json!(0.5)),
+    ] {
+        let mut body = ask.clone();
+        body[field] = extra;
+        let (st, e) = http(port, "POST", "/models/promote", &bot, Some(body));
+        assert_eq!(st, 403, "{e}");
+        assert!(
+            e["error"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("field `{field}`")),
+            "{e}"
+        );
+    }
+    let (st, e) = http(
+        port,
+        "POST",
+        "/models/rollback",
+        &bot,
+        Some(serde_json::json!({"asset": "BTC"})),
+    );
+    assert_eq!(st, 403, "{e}");
+    assert_eq!(
+        http(port, "POST", "/models/promote", &viewer, Some(ask.clone())).0,
+        403
+    );
+    let (st, e) = http(
+        port,
+        "POST",
+        "/models/promote",
+        &bot,
+        Some(serde_json::json!({"candidate": good, "assets": ["DOGE"]})),
+    );
+    assert_eq!(st, 400, "{e}");
+    assert!(
+        e["error"].as_str().unwrap().contains("not an SN50 asset"),
+        "{e}"
+    );
+    // a bot's request goes through the gate on a publisher worker, in the bot's name
+    let (st, r) = http(port, "POST", "/models/promote", &bot, Some(ask.clone()));
+    assert_eq!(st, 202, "{r}");
+    assert_eq!(r["requested_by"], "alice");
+    let job = r["job_id"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let done = loop {
+        let (st, j) = http(port, "GET", &format!("/jobs/{job}"), &bot, None);
+        assert_eq!(st, 200, "{j}");
+        if ["completed", "dead", "failed"].contains(&j["state"].as_str().unwrap_or("")) {
+            break j;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the promote job did not finish: {j}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert_eq!(done["state"], "completed", "{done}");
+    let result = &done["result"];
+    assert_eq!(result["promoted"], serde_json::json!(["BTC"]), "{result}");
+    assert_eq!(result["decisions"][0]["by"], "alice", "{result}");
+    // readable by anyone with a key, the viewer too
+    let (st, c) = http(port, "GET", "/models/champions", &viewer, None);
+    assert_eq!(st, 200, "{c}");
+    assert_eq!(c["champions"][0]["candidate"], good.as_str());
+    let (st, h) = http(
+        port,
+        "GET",
+        "/models/history?asset=BTC&prompt=low",
+        &bot,
+        None,
+    );
+    assert_eq!(st, 200, "{h}");
+    assert_eq!(h["decisions"][0]["action"], "promote");
+    assert!(
+        h["decisions"][0]["gate"]["vs_gbm"]["test"]["p_value"].is_f64(),
+        "{h}"
+    );
+    assert_eq!(
+        http(port, "GET", "/models/history?prompt=mid", &bot, None).0,
+        400
+    );
+    let (st, snap) = http(port, "GET", "/dash/snapshot", &bot, None);
+    assert_eq!(st, 200);
+    assert_eq!(
+        snap["champions"][0]["asset"], "BTC",
+        "{}",
+        snap["champions"]
+    );
+    assert_eq!(snap["decisions"][0]["by"], "alice");
+    // the operator rolls back at once: the GBM serves BTC again; a second rollback has nothing
+    let (st, r) = http(
+        port,
+        "POST",
+        "/models/rollback",
+        "op-key",
+        Some(serde_json::json!({"asset": "BTC"})),
+    );
+    assert_eq!(st, 200, "{r}");
+    assert_eq!(r["decision"]["action"], "rollback");
+    let (_, c) = http(port, "GET", "/models/champions", &bot, None);
+    assert_eq!(c["champions"], serde_json::json!([]), "{c}");
+    let (st, e) = http(
+        port,
+        "POST",
+        "/models/rollback",
+        "op-key",
+        Some(serde_json::json!({"asset": "BTC"})),
+    );
+    assert_eq!(st, 409, "{e}");
 }

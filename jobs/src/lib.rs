@@ -20,6 +20,7 @@ mod envelope;
 mod error;
 pub mod experiment;
 mod handler;
+pub mod models;
 pub mod pipeline;
 pub mod retired;
 pub mod retry;

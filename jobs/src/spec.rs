@@ -173,6 +173,7 @@ pub fn catalog() -> &'static [JobTypeInfo] {
         JobTypeInfo::of::<crate::data::DataDownload>(),
         JobTypeInfo::of::<crate::shadow::ShadowPrompt>(),
         JobTypeInfo::of::<crate::shadow::ShadowScore>(),
+        JobTypeInfo::of::<crate::models::Promote>(),
     ];
     CATALOG
 }

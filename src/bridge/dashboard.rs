@@ -2,7 +2,9 @@
 //! (`dashboard.html`: inline CSS and JS, SVG charts, nothing fetched from
 //! elsewhere) and `/dash/snapshot` the JSON it draws — queues and workers,
 //! the semaphore, the caller's runs, the leaderboard (every bot, as
-//! `/experiment/compare/all`) and validation CRPS over time. The page then
+//! `/experiment/compare/all`), validation CRPS over time, and what the miner serves (each pair's
+//! champion and the last promotion decisions, `publisher::champions`; left empty when the store
+//! cannot be read). The page then
 //! follows `/events` (EventSource) and refreshes on each event.
 //!
 //! The page itself carries no data, so it is served without a key; its
@@ -74,7 +76,32 @@ pub(super) async fn snapshot(c: Call) -> Answer {
             totals[k] = json!(totals[k].as_u64().unwrap_or(0) + t[k].as_u64().unwrap_or(0));
         }
     }
+    // what the miner serves; the store may be a bucket that is away: the rest still draws
+    let (champions, decisions) = match super::results::store() {
+        Ok(store) => {
+            let champs = publisher::champions::list(&*store)
+                .await
+                .unwrap_or_default();
+            let mut ds = publisher::champions::history(&*store, None)
+                .await
+                .unwrap_or_default();
+            ds.reverse();
+            ds.truncate(10);
+            let ds: Vec<Value> = ds
+                .iter()
+                .map(|d| {
+                    json!({"at_ms": d.at_ms, "asset": d.asset, "prompt": d.prompt.label(),
+                           "action": d.action, "forced": d.forced, "candidate": d.candidate,
+                           "by": d.by, "reason": d.reason})
+                })
+                .collect();
+            (serde_json::to_value(champs).unwrap_or_default(), ds)
+        }
+        Err(_) => (json!([]), Vec::new()),
+    };
     Ok(ok(json!({
+        "champions": champions,
+        "decisions": decisions,
         "bot_id": c.bot,
         "queues": st,
         "totals": totals,

@@ -18,7 +18,8 @@
 //!   `experiments.rs` (experiments, history), `catalog.rs` (the zoo,
 //!   registry sources, agents, prompts), `market.rs` (prices, bars, the GBM
 //!   fan), `hub.rs` (the Hugging Face Hub as a source: `/hf/*`),
-//!   `results.rs` (results shared between miners) and `dashboard.rs`;
+//!   `results.rs` (results shared between miners), `models.rs` (champions per
+//!   asset and prompt: read, ask for a promotion, roll back) and `dashboard.rs`;
 //! - `session.rs` keeps what each bot owns in Redis (session, experiments,
 //!   work in flight) and finds its runs; every family that reads or changes
 //!   it goes through there.
@@ -54,6 +55,7 @@ mod jobs;
 mod limits;
 mod market;
 mod method_override;
+mod models;
 mod openapi;
 mod results;
 mod route;

@@ -66,7 +66,9 @@ impl IngestBody {
     }
 }
 
-fn store() -> Result<Arc<dyn Store>, Rejection> {
+/// The store (`SYNTH_STORE_DIR`, or the bucket when `HIPPIUS_ENDPOINT` is set); 503 when it
+/// cannot be opened. Also `models.rs`'s.
+pub(super) fn store() -> Result<Arc<dyn Store>, Rejection> {
     let dir = std::env::var_os("SYNTH_STORE_DIR")
         .filter(|d| !d.is_empty())
         .map(PathBuf::from)

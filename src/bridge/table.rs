@@ -13,8 +13,8 @@ use warp::http::HeaderMap;
 
 use super::route::{ok, Answer, Handler, Param, Route};
 use super::{
-    catalog, dashboard, experiments, fleet, hub, jobs, market, results, runs, schedules, sessions,
-    sse, State,
+    catalog, dashboard, experiments, fleet, hub, jobs, market, models, results, runs, schedules,
+    sessions, sse, State,
 };
 
 /// A bot route's handler from an `async fn(Call) -> Answer`.
@@ -104,6 +104,17 @@ pub(super) static TABLE: &[Route] = &[
         .body(results::ShareBody::schema),
     Route::post("/results/ingest", "merge another miner's shared results into the experiment history, marked with their source: {url (http/https) | repo_id (Hub) | document}", bot!(results::ingest))
         .body(results::IngestBody::schema),
+    Route::get("/models/champions", "each (asset, prompt) pair's champion, the model the miner serves (the GBM serves pairs without one)", bot!(models::list)),
+    Route::get("/models/history", "promotion decisions, newest first: windows, scores, the Diebold-Mariano test, who asked (?asset=, ?prompt=low|high, ?limit=50)", bot!(models::history))
+        .query(&[
+            Param::optional("asset", STRING),
+            Param::optional("prompt", r#"{"type":"string","enum":["low","high"]}"#),
+            LIMIT,
+        ]),
+    Route::post("/models/promote", "put a published candidate through the promotion gate per asset, as a job in the caller's name: {candidate: RUN/NAME, assets, prompt?, dataset?, windows?, seed?, paths?}; force and the gate's parameters are the operator's; 202 with the job id", bot!(models::promote))
+        .body(models::promote_schema),
+    Route::post("/models/rollback", "the operator's: the pair's previous champion (or the GBM) serves again at once: {asset, prompt?}", bot!(models::rollback))
+        .body(models::RollbackBody::schema),
     Route::get("/components/blocks", "backbone blocks with their parameters", bot!(catalog::blocks)),
     Route::get("/components/heads", "heads with their parameters", bot!(catalog::heads)),
     Route::get("/components/presets", "known-good block and head combinations", bot!(catalog::presets)),
@@ -166,7 +177,7 @@ mod tests {
     use serde_json::Value;
 
     use super::super::route::Handler;
-    use super::super::{experiments, jobs, results, BridgeConfig};
+    use super::super::{experiments, jobs, models, results, BridgeConfig};
     use super::{openapi, ROUTES, TABLE};
 
     #[test]
@@ -246,6 +257,9 @@ mod tests {
         // a schedule's owner is the caller, never the body's
         let mut schedule = fields_of::<engine::scheduler::Schedule>();
         schedule.remove("owner");
+        // a promotion is asked in the caller's name, never the body's
+        let mut promote = fields_of::<::jobs::models::Promote>();
+        promote.remove("requested_by");
         let bodies = [
             ("/jobs", fields_of::<jobs::EnqueueBody>()),
             ("/schedules", schedule),
@@ -258,6 +272,8 @@ mod tests {
             ("/experiment/run", fields_of::<experiments::RunBody>()),
             ("/results/share", fields_of::<results::ShareBody>()),
             ("/results/ingest", fields_of::<results::IngestBody>()),
+            ("/models/promote", promote),
+            ("/models/rollback", fields_of::<models::RollbackBody>()),
         ];
         for r in TABLE {
             let Some(schema) = r.body else { continue };

@@ -11,9 +11,8 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use publisher::artifacts::ArtifactCache;
-use publisher::champions::{self, Action, Champion, Decision, EvalData, EvalOptions};
+use publisher::champions::{self, Action, Champion, Decision};
 use sn50::constants::PromptKind;
-use sn50::gate::GateParams;
 
 use super::dirs::DirsArgs;
 
@@ -303,54 +302,34 @@ async fn promote(a: PromoteArgs) -> anyhow::Result<()> {
     let dirs = a.dirs.dirs();
     let store = publisher::store::open(&dirs.store_dir)?;
     let cache = ArtifactCache::of(&dirs);
-    let params = GateParams {
-        margin: a.margin,
-        alpha: a.alpha,
-        min_windows: a.min_windows,
+    if let Some(p) = &a.prompt {
+        prompt(p)?;
+    }
+    // the same request a `promote` job carries: one path for the CLI and the job
+    let req = jobs::models::Promote {
+        candidate: a.candidate.clone(),
+        assets: a.asset.iter().map(|s| s.trim().to_string()).collect(),
+        prompt: a.prompt.clone(),
+        dataset: a.dataset.clone(),
+        windows: Some(a.windows),
+        seed: Some(a.seed),
+        paths: Some(a.paths),
+        force: a.force,
+        margin: Some(a.margin),
+        alpha: Some(a.alpha),
+        min_windows: Some(a.min_windows),
         lag: a.lag,
+        requested_by: Some("operator".into()),
     };
-    params.check()?;
-    let prompt = a.prompt.as_deref().map(prompt).transpose()?;
-    let data = match &a.dataset {
-        Some(id) => {
-            let (dir, m) = publisher::datasets::fetch(&*store, &cache, id)
-                .await
-                .with_context(|| format!("--dataset {id}"))?;
-            EvalData {
-                dir,
-                label: format!("dataset {}", m.id),
-            }
-        }
-        None => EvalData {
-            dir: dirs.data_dir.clone(),
-            label: "data directory".into(),
-        },
-    };
-    let opts = EvalOptions {
-        windows: a.windows,
-        seed: a.seed,
-        num_simulations: a.paths,
-        params,
-        ..EvalOptions::default()
-    };
-    let mut decisions = Vec::new();
-    for asset in &a.asset {
-        let req = champions::PromoteRequest {
-            candidate: a.candidate.clone(),
-            asset: asset.trim().to_string(),
-            prompt,
-            force: a.force,
-            by: "operator".into(),
-        };
-        let d = champions::promote(&*store, &cache, &req, &data, &opts)
-            .await
-            .with_context(|| format!("promoting {} for {}", a.candidate, req.asset))?;
-        if !a.json {
-            for l in decision_lines(&d) {
+    let decisions = champions::promote_request(&*store, &cache, &dirs.data_dir, &req)
+        .await
+        .with_context(|| format!("promoting {} for {}", a.candidate, a.asset.join(", ")))?;
+    if !a.json {
+        for d in &decisions {
+            for l in decision_lines(d) {
                 println!("{l}");
             }
         }
-        decisions.push(d);
     }
     if a.json {
         print_json(&serde_json::json!({"decisions": decisions}))?;

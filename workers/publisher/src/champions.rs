@@ -211,6 +211,101 @@ pub struct PromoteRequest {
     pub by: String,
 }
 
+impl ChampionError {
+    /// Worth trying again later (the store did not answer, or a fetch from it failed).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ChampionError::Store(StoreError::Unavailable { .. }) => true,
+            ChampionError::Artifact(e) => e.is_transient(),
+            ChampionError::Dataset(e) => e.is_transient(),
+            _ => false,
+        }
+    }
+}
+
+/// Runs a `promote` job's request ([`jobs::models::Promote`]; also what `synth-city models
+/// promote` builds): the gate's parameters (its defaults where the request names none), the
+/// bars (the named dataset fetched from `store`, else `data_dir`), then [`promote`] for each
+/// asset in turn. Returns the decisions, all in the store.
+pub async fn promote_request(
+    store: &dyn Store,
+    cache: &ArtifactCache,
+    data_dir: &Path,
+    req: &jobs::models::Promote,
+) -> Result<Vec<Decision>, ChampionError> {
+    let d = GateParams::default();
+    let params = GateParams {
+        margin: req.margin.unwrap_or(d.margin),
+        alpha: req.alpha.unwrap_or(d.alpha),
+        min_windows: req.min_windows.unwrap_or(d.min_windows),
+        lag: req.lag.or(d.lag),
+    };
+    params.check()?;
+    let prompt = req
+        .prompt
+        .as_deref()
+        .map(|p| {
+            p.parse::<PromptKind>().map_err(|_| {
+                ChampionError::Input(format!("prompt {p:?}: use low (24 h) or high (1 h)"))
+            })
+        })
+        .transpose()?;
+    let data = match &req.dataset {
+        Some(id) => {
+            let (dir, m) = crate::datasets::fetch(store, cache, id).await?;
+            EvalData {
+                dir,
+                label: format!("dataset {}", m.id),
+            }
+        }
+        None => EvalData {
+            dir: data_dir.to_path_buf(),
+            label: "data directory".into(),
+        },
+    };
+    let d = EvalOptions::default();
+    let opts = EvalOptions {
+        windows: req.windows.unwrap_or(d.windows),
+        seed: req.seed.unwrap_or(d.seed),
+        num_simulations: req.paths.unwrap_or(d.num_simulations),
+        params,
+        ..d
+    };
+    let by = req.requested_by.as_deref().unwrap_or("operator");
+    let mut out = Vec::new();
+    for asset in &req.assets {
+        let one = PromoteRequest {
+            candidate: req.candidate.clone(),
+            asset: asset.trim().to_string(),
+            prompt,
+            force: req.force,
+            by: by.to_string(),
+        };
+        out.push(promote(store, cache, &one, &data, &opts).await?);
+    }
+    Ok(out)
+}
+
+/// What a `promote` job answers per decision: enough to read the verdict (the whole decision,
+/// with every window's score, is in the store under `key`).
+pub fn summary(d: &Decision) -> serde_json::Value {
+    let tests: Vec<serde_json::Value> = d
+        .gate
+        .iter()
+        .flat_map(|g| g.vs_champion.iter().chain(g.vs_gbm.iter()))
+        .map(|c| {
+            serde_json::json!({"against": c.against, "ratio": c.ratio,
+                "p_value": c.test.map(|t| t.p_value)})
+        })
+        .collect();
+    serde_json::json!({
+        "asset": d.asset, "prompt": d.prompt.label(), "action": d.action, "forced": d.forced,
+        "candidate": d.candidate, "by": d.by, "reason": d.reason, "key": d.key,
+        "windows": d.gate.as_ref().map(|g| g.windows.len()), "tests": tests,
+        "champion": d.champion.as_ref().map(|c| &c.candidate),
+    })
+}
+
 /// The key of the champion pointer of a pair.
 pub fn champion_key(prompt: PromptKind, asset: &str) -> String {
     format!("{CHAMPIONS_PREFIX}{}/{asset}.json", prompt.label())
