@@ -503,7 +503,10 @@ mod tests {
         let e = QueueConfig::from_lookup(|k| (k == ENV_MIN_REPLICAS_ACK).then(|| "-1".into()))
             .unwrap_err()
             .to_string();
-        assert!(e.contains(ENV_MIN_REPLICAS_ACK) && e.contains("at least 0"), "{e}");
+        assert!(
+            e.contains(ENV_MIN_REPLICAS_ACK) && e.contains("at least 0"),
+            "{e}"
+        );
     }
 
     #[test]

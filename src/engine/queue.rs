@@ -19,8 +19,8 @@ use serde::Serialize;
 use thiserror::Error;
 
 use crate::config::{redact_url_credentials, QueueConfig, RedisTls};
-pub use crate::connection::{PooledConnection, SharedConnection};
 use crate::connection::{Pool, PoolManager, SharedSlot};
+pub use crate::connection::{PooledConnection, SharedConnection};
 use crate::keys::{Keys, GROUP};
 use crate::scripts::Scripts;
 use crate::sentinel::Locator;

@@ -42,7 +42,8 @@ pub const ENV_SENTINEL_USERNAME: &str = "REDIS_SENTINEL_USERNAME";
 /// The port of a Sentinel named without one.
 pub const DEFAULT_SENTINEL_PORT: u16 = 26379;
 
-const FORM: &str = "the form is redis+sentinel://[user:pass@]host1:26379,host2:26379/mymaster[/db] \
+const FORM: &str =
+    "the form is redis+sentinel://[user:pass@]host1:26379,host2:26379/mymaster[/db] \
                     (rediss+sentinel:// for TLS)";
 
 /// Whether `url` names a Sentinel set rather than one server.
@@ -113,7 +114,8 @@ impl SentinelSet {
                     "empty host (give host[:port], comma-separated)".into(),
                 ));
             }
-            sentinels.push(parse_host(h).map_err(|reason| bad(format!("sentinel host `{h}`"), reason))?);
+            sentinels
+                .push(parse_host(h).map_err(|reason| bad(format!("sentinel host `{h}`"), reason))?);
         }
         let mut parts = path.split('/');
         let master = parts.next().unwrap_or("").to_string();
@@ -256,10 +258,15 @@ pub struct Locator {
     kind: Kind,
 }
 
+// One per queue, behind an Arc: the size of a variant does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Kind {
     Direct(redis::Client),
-    Sentinel(Box<SentinelState>),
+    Sentinel(SentinelState),
 }
+
+/// The primary found in one generation: (generation, client, `host:port`).
+type Found = (u64, redis::Client, String);
 
 struct SentinelState {
     set: SentinelSet,
@@ -268,7 +275,7 @@ struct SentinelState {
     generation: AtomicU64,
     /// The primary found in a generation: (generation, client, host:port), and the Sentinel
     /// that answered last (asked first next time).
-    current: tokio::sync::Mutex<(Option<(u64, redis::Client, String)>, usize)>,
+    current: tokio::sync::Mutex<(Option<Found>, usize)>,
 }
 
 impl Locator {
@@ -286,16 +293,20 @@ impl Locator {
         let (h, p) = set.sentinels[0].clone();
         tls.client(&set.node_url(&h, p))?;
         let get = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-        let auth = get(ENV_SENTINEL_PASSWORD)
-            .map(|p| (get(ENV_SENTINEL_USERNAME).unwrap_or_else(|| "default".into()), p));
+        let auth = get(ENV_SENTINEL_PASSWORD).map(|p| {
+            (
+                get(ENV_SENTINEL_USERNAME).unwrap_or_else(|| "default".into()),
+                p,
+            )
+        });
         Ok(Self {
-            kind: Kind::Sentinel(Box::new(SentinelState {
+            kind: Kind::Sentinel(SentinelState {
                 set,
                 tls: tls.clone(),
                 auth,
                 generation: AtomicU64::new(1),
                 current: tokio::sync::Mutex::new((None, 0)),
-            })),
+            }),
         })
     }
 
@@ -316,8 +327,7 @@ impl Locator {
     /// report it): the next connection asks the Sentinels again. Nothing for one server.
     pub fn stale(&self, generation: u64) {
         if let Kind::Sentinel(s) = &self.kind {
-            if s
-                .generation
+            if s.generation
                 .compare_exchange(
                     generation,
                     generation + 1,
@@ -346,14 +356,22 @@ impl Locator {
         cfg: &AsyncConnectionConfig,
     ) -> RedisResult<(u64, MultiplexedConnection)> {
         let s = match &self.kind {
-            Kind::Direct(c) => return Ok((0, c.get_multiplexed_async_connection_with_config(cfg).await?)),
+            Kind::Direct(c) => {
+                return Ok((
+                    0,
+                    c.get_multiplexed_async_connection_with_config(cfg).await?,
+                ))
+            }
             Kind::Sentinel(s) => s,
         };
         let mut last = None;
         // A stale answer costs one more round: the Sentinels are asked again at once.
         for _ in 0..2 {
             let (generation, client, addr) = s.primary().await?;
-            match client.get_multiplexed_async_connection_with_config(cfg).await {
+            match client
+                .get_multiplexed_async_connection_with_config(cfg)
+                .await
+            {
                 Ok(mut c) => match role(&mut c).await {
                     Ok(r) if r == "master" => return Ok((generation, c)),
                     Ok(r) => {
@@ -381,7 +399,7 @@ impl Locator {
 
 impl SentinelState {
     /// The primary of the current generation, asking the Sentinels if none is known.
-    async fn primary(&self) -> RedisResult<(u64, redis::Client, String)> {
+    async fn primary(&self) -> RedisResult<Found> {
         let mut guard = self.current.lock().await;
         let generation = self.generation.load(Ordering::Acquire);
         if let Some((g, client, addr)) = &guard.0 {
@@ -431,7 +449,9 @@ impl SentinelState {
         let cfg = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(1)))
             .set_response_timeout(Some(Duration::from_secs(1)));
-        let mut c = client.get_multiplexed_async_connection_with_config(&cfg).await?;
+        let mut c = client
+            .get_multiplexed_async_connection_with_config(&cfg)
+            .await?;
         let reply: Option<(String, String)> = redis::cmd("SENTINEL")
             .arg("get-master-addr-by-name")
             .arg(&self.set.master)
@@ -494,9 +514,15 @@ mod tests {
     fn bad_sentinel_urls_name_the_part() {
         let e = |u: &str| SentinelSet::parse(u).unwrap_err().to_string();
         let m = e("redis+sentinel://h1:26379,h2:x/m");
-        assert!(m.contains("sentinel host `h2:x`") && m.contains("port `x`"), "{m}");
+        assert!(
+            m.contains("sentinel host `h2:x`") && m.contains("port `x`"),
+            "{m}"
+        );
         let m = e("redis+sentinel://h1:26379");
-        assert!(m.contains("master name") && m.contains(ENV_SENTINEL_MASTER), "{m}");
+        assert!(
+            m.contains("master name") && m.contains(ENV_SENTINEL_MASTER),
+            "{m}"
+        );
         let m = e("redis+sentinel://u:secret@h1,,h2/m");
         assert!(m.contains("host #2") && !m.contains("secret"), "{m}");
         let m = e("redis+sentinel://h1/m/zero");
