@@ -201,6 +201,7 @@ async fn acknowledged_jobs_survive_a_sentinel_failover() {
     let mut other_errors = Vec::new();
     let mut killed_at = None;
     let mut spare = None;
+    let mut answered_after: Option<Duration> = None;
     while acked.len() < 2000 {
         assert!(
             t0.elapsed() < Duration::from_secs(45),
@@ -215,6 +216,10 @@ async fn acknowledged_jobs_survive_a_sentinel_failover() {
             Err(QueueError::NotReplicated { acked: n, .. }) => {
                 assert_eq!(n, 0);
                 not_replicated += 1;
+                // The first write the new primary took (and could not get confirmed).
+                if let (Some(k), None) = (killed_at, answered_after) {
+                    answered_after = Some(Instant::elapsed(&k));
+                }
             }
             Err(e) => other_errors.push(e.to_string()),
         }
@@ -298,6 +303,7 @@ async fn acknowledged_jobs_survive_a_sentinel_failover() {
     eprintln!(
         "sentinel failover: {} acknowledged jobs all completed; {not_replicated} enqueues refused \
          as not replicated, {} other errors ({other_errors:?}); {extra_starts} extra starts; \
+         the new primary took a write {answered_after:?} after the kill; \
          {:.1}s from the kill to the end",
         acked.len(),
         other_errors.len(),

@@ -1,7 +1,9 @@
 //! Where Redis is, how to reach it and how keys are named: resolved once, passed everywhere.
 //!
 //! Precedence for the Redis URL: `--redis-url`, then `REDIS_URL` (which the binary fills
-//! from a `.env` file when the environment does not set it), then `redis://127.0.0.1:6379`. The key prefix
+//! from a `.env` file when the environment does not set it), then the Sentinel settings
+//! (`REDIS_SENTINELS` + `REDIS_SENTINEL_MASTER`, see [`crate::sentinel`]), then
+//! `redis://127.0.0.1:6379`. The key prefix
 //! comes from `SYNTH_CITY_PREFIX` (default `sc`) so that several deployments or
 //! test runs can share one Redis.
 //!
@@ -13,7 +15,9 @@
 //! that ACL user (see [`crate::acl`]).
 //!
 //! Queue tunables ([`QueueConfig`]): how long finished job records are kept
-//! (`SYNTH_JOB_RETENTION_SECS`) and the delivery cap (`SYNTH_MAX_DELIVERIES`), read by
+//! (`SYNTH_JOB_RETENTION_SECS`), the delivery cap (`SYNTH_MAX_DELIVERIES`) and the replicas
+//! that must confirm the writes that matter (`SYNTH_REDIS_MIN_REPLICAS_ACK`,
+//! `SYNTH_REDIS_WAIT_MS`), read by
 //! [`QueueConfig::from_env`]; every process of a deployment should agree on them.
 //!
 //! What it does not do: it opens no connection (a certificate the server does not match is
