@@ -175,10 +175,21 @@ pub struct SharedConnection {
 /// Where a queue keeps its shared connection between uses.
 #[derive(Default)]
 pub struct SharedSlot {
-    current: tokio::sync::Mutex<Option<SharedConnection>>,
+    /// The connection in use (read by every call: a lock held for a clone).
+    current: std::sync::RwLock<Option<SharedConnection>>,
+    /// Held while a new connection is made, so only one caller makes it.
+    connecting: tokio::sync::Mutex<()>,
 }
 
 impl SharedSlot {
+    /// The slot's connection if it may still be used.
+    fn usable(&self, locator: &Locator) -> Option<SharedConnection> {
+        let cur = self.current.read().unwrap_or_else(|e| e.into_inner());
+        cur.as_ref()
+            .filter(|c| !c.broken.load(Ordering::Acquire) && locator.is_current(c.generation))
+            .cloned()
+    }
+
     /// The shared connection, made (or made again, when the last one broke or its primary
     /// moved) with `cfg`.
     pub async fn get(
@@ -186,11 +197,13 @@ impl SharedSlot {
         locator: &Arc<Locator>,
         cfg: &AsyncConnectionConfig,
     ) -> Result<SharedConnection, RedisError> {
-        let mut cur = self.current.lock().await;
-        if let Some(c) = cur.as_ref() {
-            if !c.broken.load(Ordering::Acquire) && locator.is_current(c.generation) {
-                return Ok(c.clone());
-            }
+        if let Some(c) = self.usable(locator) {
+            return Ok(c);
+        }
+        let _making = self.connecting.lock().await;
+        // Another caller may have made it while this one waited.
+        if let Some(c) = self.usable(locator) {
+            return Ok(c);
         }
         let (generation, conn) = locator.connect(cfg).await?;
         let c = SharedConnection {
@@ -199,7 +212,7 @@ impl SharedSlot {
             broken: Arc::new(AtomicBool::new(false)),
             locator: locator.clone(),
         };
-        *cur = Some(c.clone());
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Some(c.clone());
         Ok(c)
     }
 }
