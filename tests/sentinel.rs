@@ -204,7 +204,7 @@ async fn acknowledged_jobs_survive_a_sentinel_failover() {
     let mut answered_after: Option<Duration> = None;
     while acked.len() < 2000 {
         assert!(
-            t0.elapsed() < Duration::from_secs(45),
+            t0.elapsed() < Duration::from_secs(90),
             "enqueueing stalled: {} acknowledged, {not_replicated} not replicated, errors: {other_errors:?}",
             acked.len()
         );
@@ -311,8 +311,139 @@ async fn acknowledged_jobs_survive_a_sentinel_failover() {
     );
 }
 
-/// A replica answers writes with READONLY: transient (retried, then reported as Redis being
-/// unavailable, with the replica's answer), not a hard failure.
+/// The old primary is cut off (SIGSTOP) rather than killed, and comes back (SIGCONT) once
+/// Sentinel has promoted the replica: the writes it took alone (the calls that were waiting on
+/// it) were never reported acknowledged, so every acknowledged job is on the new primary and
+/// completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_primary_acknowledges_nothing_alone() {
+    let primary = RedisServer::start();
+    let replica_of = primary.port.to_string();
+    let replica = RedisServer::start_with(&[
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--replicaof",
+        "127.0.0.1",
+        &replica_of,
+    ]);
+    wait_synced(&replica);
+    let sentinels = Sentinels::start(primary.port);
+    sentinels.wait_ready();
+    let url = sentinels.url();
+    let cfg = QueueConfig {
+        min_replicas_ack: 1,
+        replica_wait: Duration::from_millis(300),
+        response_timeout: Duration::from_secs(1),
+        retry_for: Duration::from_secs(20),
+        ..Default::default()
+    };
+    let q = Queue::new(&url, "t", cfg).unwrap();
+    engine::migrate::migrate(&q).await.unwrap();
+    let flags = [
+        "--roles",
+        "sleep",
+        "--concurrency",
+        "8",
+        "--lease-ms",
+        "5000",
+    ];
+    let mut workers = vec![
+        common::spawn_worker(&url, &flags),
+        common::spawn_worker(&url, &flags),
+    ];
+    let pid = primary.pid().expect("running") as libc::pid_t;
+    let t0 = Instant::now();
+    let mut acked: Vec<String> = Vec::new();
+    let mut refused = 0;
+    let mut stopped = None;
+    let mut resumed = None;
+    let mut spare = None;
+    while acked.len() < 1000 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(90),
+            "enqueueing stalled: {} acknowledged, {refused} refused",
+            acked.len()
+        );
+        let batch = (0..10)
+            .map(|_| EnqueueRequest::new("sleep", json!({"ms": 5})))
+            .collect();
+        match q.enqueue_many(batch).await {
+            Ok(ids) => acked.extend(ids.into_iter().map(|e| e.id)),
+            Err(_) => refused += 1,
+        }
+        if stopped.is_none() && acked.len() >= 300 {
+            // SAFETY: a signal to the redis-server this test started.
+            assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+            stopped = Some(Instant::now());
+        }
+        if let (Some(at), None) = (stopped, resumed) {
+            if sentinels.primary_port() != Some(replica.port) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+            // Failover done: the old primary comes back, still believing it is the primary
+            // until Sentinel demotes it; a fresh replica lets the new primary acknowledge.
+            assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0);
+            resumed = Some(at.elapsed());
+            let of = replica.port.to_string();
+            spare = Some(RedisServer::start_with(&[
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--replicaof",
+                "127.0.0.1",
+                &of,
+            ]));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let failover = resumed.expect("Sentinel promoted the replica");
+    assert!(spare.is_some());
+
+    // Read from the new primary itself: every acknowledged job is there and completes.
+    let deadline = Instant::now() + Duration::from_secs(45);
+    let mut pending = acked.clone();
+    while !pending.is_empty() {
+        let mut still = Vec::new();
+        for id in pending {
+            match q.status(&id).await.unwrap() {
+                Some(s) if s.state == "completed" => {}
+                Some(_) => still.push(id),
+                None => panic!("acknowledged job {id} is not on the new primary"),
+            }
+        }
+        pending = still;
+        if !pending.is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "{} acknowledged jobs never completed after the partition",
+                pending.len()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    for w in &mut workers {
+        assert!(
+            w.try_wait().unwrap().is_none(),
+            "a worker exited instead of following the new primary"
+        );
+        w.kill().unwrap();
+        w.wait().unwrap();
+    }
+    eprintln!(
+        "partition: {} acknowledged jobs all completed on the new primary, {refused} calls refused; \
+         failover {failover:?} after the SIGSTOP; {:.1}s in all",
+        acked.len(),
+        t0.elapsed().as_secs_f64()
+    );
+}
+
+/// A replica answers writes with READONLY, a primary cut off from its replicas NOREPLICAS:
+/// transient (retried, then reported as Redis being unavailable, with the server's answer),
+/// not a hard failure.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_is_a_transient_failure() {
     let primary = RedisServer::start();
@@ -336,6 +467,34 @@ async fn a_replica_is_a_transient_failure() {
         .unwrap_err();
     assert!(
         matches!(e, QueueError::Unreachable { .. }) && e.to_string().contains("read only replica"),
+        "{e}"
+    );
+
+    // A primary told to refuse writes without a replica (min-replicas-to-write) and cut off
+    // from it: NOREPLICAS, transient too.
+    let cut_off = RedisServer::start();
+    let q_cut = Queue::new(
+        &cut_off.url(),
+        "t",
+        QueueConfig {
+            retry_for: Duration::from_millis(300),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    engine::migrate::migrate(&q_cut).await.unwrap();
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("min-replicas-to-write")
+        .arg("1")
+        .query(&mut cut_off.conn())
+        .unwrap();
+    let e = q_cut
+        .enqueue(EnqueueRequest::new("sleep", json!({"ms": 1})))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, QueueError::Unreachable { .. }) && e.to_string().contains("NOREPLICAS"),
         "{e}"
     );
 

@@ -82,14 +82,18 @@ impl QueueError {
 }
 
 /// Transient Redis errors: connection refused or dropped, timeouts, LOADING, TRYAGAIN, and
-/// the answers of a demoted primary during a failover (READONLY, MASTERDOWN).
+/// the answers of a demoted or cut-off primary during a failover (READONLY, MASTERDOWN,
+/// NOREPLICAS).
 pub fn is_transient(e: &RedisError) -> bool {
     e.is_io_error()
         || e.is_timeout()
         || e.is_connection_dropped()
         || e.is_connection_refusal()
         || matches!(e.retry_method(), redis::RetryMethod::WaitAndRetry)
-        || matches!(e.code(), Some("READONLY" | "MASTERDOWN" | "LOADING"))
+        || matches!(
+            e.code(),
+            Some("READONLY" | "MASTERDOWN" | "LOADING" | "NOREPLICAS")
+        )
 }
 
 pub type Result<T, E = QueueError> = std::result::Result<T, E>;

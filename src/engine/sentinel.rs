@@ -12,7 +12,8 @@
 //! URL is one fixed client; a Sentinel set asks each Sentinel in turn `SENTINEL
 //! get-master-addr-by-name`, connects to the address named and checks with `ROLE` that it is
 //! the primary. The answer is kept until something says it is stale ([`Locator::stale`]: a
-//! connection that fails, breaks, times out or is answered `READONLY`/`LOADING`/`MASTERDOWN`,
+//! connection that fails, breaks, times out or is answered `READONLY`/`LOADING`/`MASTERDOWN`/
+//! `NOREPLICAS`,
 //! or a `ROLE` that is not `master`); the next connection asks the Sentinels again. Every
 //! connection (pooled, shared or dedicated) checks `ROLE` when it is made, so a connection
 //! never starts out on a demoted primary.
@@ -237,13 +238,17 @@ fn parse_host(h: &str) -> Result<(String, u16), String> {
 
 /// Whether `e` says the server we talk to may no longer be the primary (or is gone): the
 /// connection failed, broke or timed out, or the server answered as a replica
-/// (`READONLY`, `MASTERDOWN`) or one still loading its data (`LOADING`).
+/// (`READONLY`, `MASTERDOWN`), as one still loading its data (`LOADING`), or as a primary
+/// cut off from its replicas (`NOREPLICAS`, with `min-replicas-to-write` set).
 pub fn primary_may_have_moved(e: &RedisError) -> bool {
     e.is_io_error()
         || e.is_timeout()
         || e.is_connection_dropped()
         || e.is_connection_refusal()
-        || matches!(e.code(), Some("READONLY" | "MASTERDOWN" | "LOADING"))
+        || matches!(
+            e.code(),
+            Some("READONLY" | "MASTERDOWN" | "LOADING" | "NOREPLICAS")
+        )
 }
 
 /// The transient error of a Sentinel set whose primary cannot be found or used right now.
