@@ -56,8 +56,9 @@ pub enum QueueError {
     },
     #[error(
         "{what}: written, but only {acked} of the {wanted} replicas asked for ({var}) confirmed \
-         it within {wait_ms} ms, so it may not survive a failover; it is safe to retry (the \
-         write is idempotent), or check the replicas (INFO replication on the primary)"
+         it within {wait_ms} ms, so it may not survive a failover; a retry that names the same \
+         job (its id or idempotency key) creates nothing twice, and check the replicas (INFO \
+         replication on the primary)"
     )]
     NotReplicated {
         what: String,
