@@ -93,8 +93,8 @@ pub enum RedisConfigError {
         missing: &'static str,
     },
     #[error(
-        "{vars} set, but the redis url {url} is not a TLS one: use rediss:// (or unset {vars} \
-         to connect without TLS)"
+        "{vars} set, but the redis url {url} is not a TLS one: use rediss:// (rediss+sentinel:// \
+         for Sentinels), or unset {vars} to connect without TLS"
     )]
     NotTls { vars: String, url: String },
 }

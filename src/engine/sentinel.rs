@@ -294,6 +294,12 @@ impl Locator {
             });
         }
         let set = SentinelSet::parse(url)?;
+        if tls.is_set() && !set.tls {
+            return Err(RedisConfigError::NotTls {
+                vars: tls.describe(),
+                url: redact_url_credentials(url),
+            });
+        }
         // Check the URLs it will build now, so a bad TLS file or credential fails here.
         let (h, p) = set.sentinels[0].clone();
         tls.client(&set.node_url(&h, p))?;
@@ -538,6 +544,29 @@ mod tests {
         assert!(m.contains("query") && m.contains("the form is"), "{m}");
         let m = e("redis+sentinel://:0/m");
         assert!(m.contains("empty host"), "{m}");
+    }
+
+    #[test]
+    fn tls_files_need_a_tls_sentinel_url() {
+        let tls = RedisTls {
+            ca: Some("/etc/ca.pem".into()),
+            client: None,
+        };
+        let e = Locator::new("redis+sentinel://u:secret@h1/m", &tls)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains("SYNTH_REDIS_CA=/etc/ca.pem")
+                && e.contains("rediss+sentinel://")
+                && !e.contains("secret"),
+            "{e}"
+        );
+        let plain = Locator::new("redis+sentinel://h1,h2:1/m", &RedisTls::default()).unwrap();
+        assert!(plain.is_sentinel());
+        assert!(!Locator::new("redis://h:1", &RedisTls::default())
+            .unwrap()
+            .is_sentinel());
     }
 
     #[test]
