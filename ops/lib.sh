@@ -11,6 +11,7 @@ ensure_command() {
   fi
 }
 
+# redis-server also runs Sentinel (`redis-server sentinel.conf --sentinel`: tests/sentinel.rs).
 ensure_redis_installed() { ensure_command redis-server redis-server redis-tools; }
 
 # tests/redis_tls.rs makes its CA and certificates with the openssl CLI (Debian's

@@ -105,6 +105,39 @@ pub const TABLE: &[Setting] = &[
     )
     .or("10"),
     var(
+        engine::sentinel::ENV_SENTINELS,
+        "queue",
+        "Redis Sentinels (host:port, comma-separated) to ask where the primary is; used when REDIS_URL is unset (or write REDIS_URL=redis+sentinel://h1:26379,h2:26379/mymaster)",
+    ),
+    var(
+        engine::sentinel::ENV_SENTINEL_MASTER,
+        "queue",
+        "the name the Sentinels monitor the primary under (sentinel monitor <name> ...); with REDIS_SENTINELS",
+    ),
+    var(
+        engine::sentinel::ENV_SENTINEL_USERNAME,
+        "queue",
+        "the Sentinels' ACL user, with REDIS_SENTINEL_PASSWORD (unset: default)",
+    ),
+    var(
+        engine::sentinel::ENV_SENTINEL_PASSWORD,
+        "queue",
+        "the Sentinels' own password (requirepass in sentinel.conf); the data nodes' user is the URL's",
+    )
+    .secret(),
+    var(
+        engine::config::ENV_MIN_REPLICAS_ACK,
+        "queue",
+        "replicas that must confirm (WAIT) an enqueue, run create or run advance before it is reported done; 0: none",
+    )
+    .or("0"),
+    var(
+        engine::config::ENV_WAIT_MS,
+        "queue",
+        "ms such a write waits for its replicas before it fails as not replicated (below 5000)",
+    )
+    .or("1000"),
+    var(
         engine::config::ENV_CA,
         "queue",
         "PEM file of the CA a rediss:// REDIS_URL trusts (unset: the system's roots)",

@@ -80,6 +80,11 @@ pub const CONNECTION: &[&str] = &[
     "multi",
     "exec",
     "discard",
+    // A Sentinel set: every new connection checks that it reached the primary (ROLE);
+    // replica-acknowledged writes bump `{prefix}:ack_mark` and WAIT (`Queue::retrying_acked`).
+    "role",
+    "incr",
+    "wait",
 ];
 
 /// Commands no role may run, whatever the table says (checked by the tests).

@@ -1,7 +1,9 @@
 //! Where Redis is, how to reach it and how keys are named: resolved once, passed everywhere.
 //!
 //! Precedence for the Redis URL: `--redis-url`, then `REDIS_URL` (which the binary fills
-//! from a `.env` file when the environment does not set it), then `redis://127.0.0.1:6379`. The key prefix
+//! from a `.env` file when the environment does not set it), then the Sentinel settings
+//! (`REDIS_SENTINELS` + `REDIS_SENTINEL_MASTER`, see [`crate::sentinel`]), then
+//! `redis://127.0.0.1:6379`. The key prefix
 //! comes from `SYNTH_CITY_PREFIX` (default `sc`) so that several deployments or
 //! test runs can share one Redis.
 //!
@@ -13,7 +15,9 @@
 //! that ACL user (see [`crate::acl`]).
 //!
 //! Queue tunables ([`QueueConfig`]): how long finished job records are kept
-//! (`SYNTH_JOB_RETENTION_SECS`) and the delivery cap (`SYNTH_MAX_DELIVERIES`), read by
+//! (`SYNTH_JOB_RETENTION_SECS`), the delivery cap (`SYNTH_MAX_DELIVERIES`) and the replicas
+//! that must confirm the writes that matter (`SYNTH_REDIS_MIN_REPLICAS_ACK`,
+//! `SYNTH_REDIS_WAIT_MS`), read by
 //! [`QueueConfig::from_env`]; every process of a deployment should agree on them.
 //!
 //! What it does not do: it opens no connection (a certificate the server does not match is
@@ -29,12 +33,22 @@ pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
 pub const DEFAULT_PREFIX: &str = "sc";
 
 /// Resolves the Redis URL from a flag, then the environment (`REDIS_URL`; the binary has
-/// already merged `.env` into it), then [`DEFAULT_REDIS_URL`].
+/// already merged `.env` into it), then the Sentinel settings (`REDIS_SENTINELS` and
+/// `REDIS_SENTINEL_MASTER`, turned into a `redis+sentinel://` URL: [`crate::sentinel`]), then
+/// [`DEFAULT_REDIS_URL`].
 pub fn redis_url(flag: Option<&str>) -> String {
     if let Some(url) = flag {
         return url.to_string();
     }
-    std::env::var("REDIS_URL").unwrap_or_else(|_| DEFAULT_REDIS_URL.to_string())
+    if let Ok(url) = std::env::var("REDIS_URL") {
+        return url;
+    }
+    let get = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+    if let Some(hosts) = get(crate::sentinel::ENV_SENTINELS) {
+        let master = get(crate::sentinel::ENV_SENTINEL_MASTER).unwrap_or_default();
+        return crate::sentinel::url_from_settings(&hosts, &master);
+    }
+    DEFAULT_REDIS_URL.to_string()
 }
 
 /// The PEM file of the CA (or CAs) a `rediss://` connection trusts; unset: the system's roots.
@@ -50,6 +64,12 @@ pub const ENV_CLIENT_KEY: &str = "SYNTH_REDIS_CLIENT_KEY";
 pub enum RedisConfigError {
     #[error("bad redis url {url}: {reason}")]
     Url { url: String, reason: String },
+    #[error("bad redis sentinel url {url}: {part}: {reason}")]
+    Sentinel {
+        url: String,
+        part: String,
+        reason: String,
+    },
     #[error("{var}={}: cannot read the file: {source}; point {var} at a readable PEM file", path.display())]
     Read {
         var: &'static str,
@@ -73,8 +93,8 @@ pub enum RedisConfigError {
         missing: &'static str,
     },
     #[error(
-        "{vars} set, but the redis url {url} is not a TLS one: use rediss:// (or unset {vars} \
-         to connect without TLS)"
+        "{vars} set, but the redis url {url} is not a TLS one: use rediss:// (rediss+sentinel:// \
+         for Sentinels), or unset {vars} to connect without TLS"
     )]
     NotTls { vars: String, url: String },
 }
@@ -276,6 +296,13 @@ pub const ENV_JOB_RETENTION: &str = "SYNTH_JOB_RETENTION_SECS";
 /// `SYNTH_MAX_DELIVERIES`: how many times a stream entry may be delivered without finishing
 /// before it is dead-lettered; [`QueueConfig::max_deliveries`].
 pub const ENV_MAX_DELIVERIES: &str = "SYNTH_MAX_DELIVERIES";
+/// `SYNTH_REDIS_MIN_REPLICAS_ACK`: how many replicas must confirm an enqueue or a run advance
+/// (`WAIT`) before it is reported done; 0 (the default) waits for none.
+pub const ENV_MIN_REPLICAS_ACK: &str = "SYNTH_REDIS_MIN_REPLICAS_ACK";
+/// `SYNTH_REDIS_WAIT_MS`: how long such a write waits for its replicas (default 1000 ms).
+pub const ENV_WAIT_MS: &str = "SYNTH_REDIS_WAIT_MS";
+/// The default of [`ENV_WAIT_MS`].
+pub const DEFAULT_WAIT_MS: u64 = 1000;
 /// Finished records are kept this long unless [`ENV_JOB_RETENTION`] says otherwise (24 h; a
 /// million finished jobs hold about 1 GB of Redis for that long).
 pub const DEFAULT_JOB_RETENTION_SECS: u64 = 24 * 3600;
@@ -306,6 +333,12 @@ pub struct QueueConfig {
     /// "delivered N times without finishing" (`SYNTH_MAX_DELIVERIES`, default 10). It stops an
     /// entry that kills or wedges every worker before its start is recorded from cycling forever.
     pub max_deliveries: u32,
+    /// Replicas that must acknowledge the writes that matter (enqueue, run advance) before
+    /// they are reported done (`SYNTH_REDIS_MIN_REPLICAS_ACK`, default 0: none);
+    /// see [`crate::queue::Queue::retrying_acked`].
+    pub min_replicas_ack: u32,
+    /// How long such a write waits for them (`SYNTH_REDIS_WAIT_MS`, default 1 s).
+    pub replica_wait: Duration,
 }
 
 impl Default for QueueConfig {
@@ -315,13 +348,16 @@ impl Default for QueueConfig {
             response_timeout: Duration::from_secs(5),
             retry_for: Duration::from_secs(30),
             max_deliveries: DEFAULT_MAX_DELIVERIES,
+            min_replicas_ack: 0,
+            replica_wait: Duration::from_millis(DEFAULT_WAIT_MS),
         }
     }
 }
 
 impl QueueConfig {
-    /// The defaults with `SYNTH_JOB_RETENTION_SECS` and `SYNTH_MAX_DELIVERIES` applied (unset
-    /// or empty: the default).
+    /// The defaults with `SYNTH_JOB_RETENTION_SECS`, `SYNTH_MAX_DELIVERIES`,
+    /// `SYNTH_REDIS_MIN_REPLICAS_ACK` and `SYNTH_REDIS_WAIT_MS` applied (unset or empty: the
+    /// default).
     pub fn from_env() -> Result<Self, TunableError> {
         Self::from_lookup(|k| std::env::var(k).ok())
     }
@@ -329,19 +365,20 @@ impl QueueConfig {
     /// [`QueueConfig::from_env`] over any source of variables.
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, TunableError> {
         let mut cfg = Self::default();
-        let read = |var: &'static str| -> Result<Option<u64>, TunableError> {
+        let read_min = |var: &'static str, min: u64| -> Result<Option<u64>, TunableError> {
             let Some(v) = get(var).filter(|v| !v.trim().is_empty()) else {
                 return Ok(None);
             };
             match v.trim().parse::<u64>() {
-                Ok(n) if n >= 1 => Ok(Some(n)),
+                Ok(n) if n >= min => Ok(Some(n)),
                 _ => Err(TunableError {
                     var,
                     value: v,
-                    reason: "must be a whole number of at least 1".into(),
+                    reason: format!("must be a whole number of at least {min}"),
                 }),
             }
         };
+        let read = |var: &'static str| read_min(var, 1);
         if let Some(secs) = read(ENV_JOB_RETENTION)? {
             cfg.result_ttl = Duration::from_secs(secs);
         }
@@ -351,6 +388,25 @@ impl QueueConfig {
                 value: n.to_string(),
                 reason: format!("must be at most {}", u32::MAX),
             })?;
+        }
+        if let Some(n) = read_min(ENV_MIN_REPLICAS_ACK, 0)? {
+            cfg.min_replicas_ack = u32::try_from(n).map_err(|_| TunableError {
+                var: ENV_MIN_REPLICAS_ACK,
+                value: n.to_string(),
+                reason: "must be a number of replicas".into(),
+            })?;
+        }
+        if let Some(ms) = read(ENV_WAIT_MS)? {
+            // WAIT must answer before the connection's own command timeout gives up on it.
+            let limit = cfg.response_timeout.as_millis() as u64;
+            if ms >= limit {
+                return Err(TunableError {
+                    var: ENV_WAIT_MS,
+                    value: ms.to_string(),
+                    reason: format!("must be below {limit} (the Redis command timeout, in ms)"),
+                });
+            }
+            cfg.replica_wait = Duration::from_millis(ms);
         }
         Ok(cfg)
     }
@@ -437,6 +493,22 @@ mod tests {
             .to_string();
         assert!(
             e.contains("SYNTH_JOB_RETENTION_SECS") && e.contains("at least 1"),
+            "{e}"
+        );
+        let cfg = QueueConfig::from_lookup(|k| match k {
+            ENV_MIN_REPLICAS_ACK => Some("1".into()),
+            ENV_WAIT_MS => Some("250".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(cfg.min_replicas_ack, 1);
+        assert_eq!(cfg.replica_wait, Duration::from_millis(250));
+        assert_eq!(d.min_replicas_ack, 0);
+        let e = QueueConfig::from_lookup(|k| (k == ENV_MIN_REPLICAS_ACK).then(|| "-1".into()))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(ENV_MIN_REPLICAS_ACK) && e.contains("at least 0"),
             "{e}"
         );
     }

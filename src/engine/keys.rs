@@ -23,6 +23,7 @@
 //! | `principals`, `principals:keys` | hash, hash | bridge principals: bot -> its key record (role, the key's SHA-256, created); key SHA-256 -> `{bot, role}` (`principals.rs`) |
 //! | `pipeline:def` | string | the pipeline definition and meta-strategy (JSON); absent = the default |
 //! | `meta` | hash | `schema_version` |
+//! | `ack_mark` | string (counter) | written after each replica-acknowledged write, so its `WAIT` covers earlier tries (`Queue::retrying_acked`) |
 
 /// The consumer group every job stream uses.
 pub const GROUP: &str = "workers";
@@ -82,6 +83,10 @@ impl Keys {
     }
     pub fn meta(&self) -> String {
         self.k("meta")
+    }
+    /// The counter a replica-acknowledged write increments before its `WAIT`.
+    pub fn ack_mark(&self) -> String {
+        self.k("ack_mark")
     }
     pub fn sem(&self, name: &str, part: &str) -> String {
         self.k(&format!("sem:{name}:{part}"))

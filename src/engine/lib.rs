@@ -2,7 +2,7 @@
 //! ([`worker`]), one Lua script per atomic step ([`scripts`]), the counting semaphore
 //! ([`semaphore`]), cron schedules ([`scheduler`]), migrations ([`migrate`]), the key layout
 //! ([`keys`]), Prometheus metrics ([`metrics`]), the queue benchmark ([`bench`]), where Redis is
-//! and how to reach it over TLS ([`config`]), the per-role Redis ACL users ([`acl`]) and the
+//! and how to reach it over TLS ([`config`]) or through Redis Sentinel ([`sentinel`], [`connection`]), the per-role Redis ACL users ([`acl`]) and the
 //! bridge's principals, each with its own API key and role ([`principals`]).
 //!
 //! It knows nothing of forecasting: job types and payloads come from the `jobs` crate and
@@ -13,6 +13,7 @@ pub mod acl;
 pub mod bench;
 pub mod builtin;
 pub mod config;
+pub mod connection;
 pub mod keys;
 pub mod metrics;
 pub mod migrate;
@@ -21,6 +22,7 @@ pub mod queue;
 pub mod scheduler;
 pub mod scripts;
 pub mod semaphore;
+pub mod sentinel;
 pub mod worker;
 
 pub use queue::{EnqueueRequest, Queue, QueueError};

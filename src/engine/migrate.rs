@@ -81,7 +81,7 @@ pub async fn migrate(queue: &Queue) -> Result<Vec<u32>> {
     result
 }
 
-async fn apply(queue: &Queue, conn: &mut deadpool_redis::Connection) -> Result<Vec<u32>> {
+async fn apply(queue: &Queue, conn: &mut crate::queue::PooledConnection) -> Result<Vec<u32>> {
     let meta = queue.keys().meta();
     let current: u32 = conn
         .hget::<_, _, Option<u32>>(&meta, "schema_version")

@@ -187,7 +187,7 @@ pub async fn add(
         .arg(serde_json::to_string(&rec).expect("a key record serialises"))
         .arg(serde_json::to_string(&lookup).expect("a principal serialises"))
         .arg(if rotate { "1" } else { "0" })
-        .invoke_async(&mut *c)
+        .invoke_async(&mut c)
         .await?;
     if out.first().map(String::as_str) == Some("exists") {
         return Err(PrincipalError::Exists(bot.into()));
@@ -221,7 +221,7 @@ pub async fn revoke(q: &Queue, bot: &str) -> Result<bool, PrincipalError> {
         .principal_revoke
         .arg(q.prefix())
         .arg(bot)
-        .invoke_async(&mut *c)
+        .invoke_async(&mut c)
         .await?;
     Ok(n == 1)
 }

@@ -11,17 +11,19 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use deadpool_redis::{Manager, Pool};
 use jobs::retry::{Failure, RetryPolicy};
 use jobs::{Catalog, JobEnvelope, ENVELOPE_VERSION};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use redis::aio::MultiplexedConnection;
 use redis::{AsyncCommands, AsyncConnectionConfig, RedisError};
 use serde::Serialize;
 use thiserror::Error;
 
 use crate::config::{redact_url_credentials, QueueConfig, RedisTls};
+use crate::connection::{Pool, PoolManager, SharedSlot};
+pub use crate::connection::{PooledConnection, SharedConnection};
 use crate::keys::{Keys, GROUP};
 use crate::scripts::Scripts;
+use crate::sentinel::Locator;
 
 /// What can go wrong talking to the queue.
 #[derive(Debug, Error)]
@@ -52,26 +54,47 @@ pub enum QueueError {
         secs: u64,
         last: String,
     },
+    #[error(
+        "{what}: written, but only {acked} of the {wanted} replicas asked for ({var}) confirmed \
+         it within {wait_ms} ms, so it may not survive a failover; a retry that names the same \
+         job (its id or idempotency key) creates nothing twice, and check the replicas (INFO \
+         replication on the primary)"
+    )]
+    NotReplicated {
+        what: String,
+        acked: u32,
+        wanted: u32,
+        wait_ms: u64,
+        var: &'static str,
+    },
 }
 
 impl QueueError {
-    /// Whether waiting and trying again may help (Redis down, restarting, loading).
+    /// Whether waiting and trying again may help (Redis down, restarting, loading, a failover
+    /// under way, a write not yet confirmed by its replicas).
     pub fn is_transient(&self) -> bool {
         match self {
             QueueError::Redis(e) => is_transient(e),
             QueueError::Pool(_) => true,
+            QueueError::NotReplicated { .. } => true,
             _ => false,
         }
     }
 }
 
-/// Transient Redis errors: connection refused or dropped, timeouts, LOADING, TRYAGAIN.
+/// Transient Redis errors: connection refused or dropped, timeouts, LOADING, TRYAGAIN, and
+/// the answers of a demoted or cut-off primary during a failover (READONLY, MASTERDOWN,
+/// NOREPLICAS).
 pub fn is_transient(e: &RedisError) -> bool {
     e.is_io_error()
         || e.is_timeout()
         || e.is_connection_dropped()
         || e.is_connection_refusal()
         || matches!(e.retry_method(), redis::RetryMethod::WaitAndRetry)
+        || matches!(
+            e.code(),
+            Some("READONLY" | "MASTERDOWN" | "LOADING" | "NOREPLICAS")
+        )
 }
 
 pub type Result<T, E = QueueError> = std::result::Result<T, E>;
@@ -296,10 +319,11 @@ pub struct Queue {
     pool: Pool,
     /// One multiplexed connection shared by every short request ([`Queue::retrying`]):
     /// concurrent callers pipeline over it, with no per-request checkout round trip.
-    /// Created on first use; it reconnects by itself after a failure.
-    shared: Arc<tokio::sync::OnceCell<ConnectionManager>>,
-    /// The one client every connection comes from (`config::redis_client`: TLS files and all).
-    client: redis::Client,
+    /// Created on first use; made again on the next use after it breaks.
+    shared: Arc<SharedSlot>,
+    /// Where every connection goes: one server, or the current primary of a Sentinel set
+    /// (TLS files and all).
+    locator: Arc<Locator>,
     tls: RedisTls,
     url: String,
     keys: Keys,
@@ -310,7 +334,8 @@ pub struct Queue {
 
 impl Queue {
     /// Builds a handle; connects lazily, so Redis may come up later. A `rediss://` URL uses
-    /// the TLS files of the environment (`SYNTH_REDIS_CA`, ...: [`RedisTls::from_env`]).
+    /// the TLS files of the environment (`SYNTH_REDIS_CA`, ...: [`RedisTls::from_env`]); a
+    /// `redis+sentinel://` URL follows the primary of a Sentinel set ([`crate::sentinel`]).
     pub fn new(url: &str, prefix: &str, cfg: QueueConfig) -> Result<Self> {
         Self::new_with_tls(url, prefix, cfg, RedisTls::from_env()?)
     }
@@ -318,29 +343,27 @@ impl Queue {
     /// [`Queue::new`] with TLS files given rather than read from the environment.
     pub fn new_with_tls(url: &str, prefix: &str, cfg: QueueConfig, tls: RedisTls) -> Result<Self> {
         crate::config::validate_prefix(prefix)?;
-        let client = tls.client(url)?;
+        let locator = Arc::new(Locator::new(url, &tls)?);
         let conn_cfg = AsyncConnectionConfig::new()
             .set_response_timeout(Some(cfg.response_timeout))
             .set_connection_timeout(Some(Duration::from_secs(2)));
-        // The pool's manager opens its client from the same connection info (TLS included).
-        let manager = Manager::new_with_config(client.get_connection_info().clone(), conn_cfg)
-            .map_err(|e| {
-                QueueError::Invalid(format!(
-                    "bad redis url {}: {e}",
-                    redact_url_credentials(url)
-                ))
-            })?;
+        let manager = PoolManager {
+            locator: locator.clone(),
+            cfg: conn_cfg,
+        };
+        // A Sentinel lookup and the ROLE check come before a pooled connection is ready.
+        let create_timeout = if locator.is_sentinel() { 8 } else { 3 };
         let pool = Pool::builder(manager)
             .max_size(32)
             .wait_timeout(Some(Duration::from_secs(10)))
-            .create_timeout(Some(Duration::from_secs(3)))
-            .runtime(deadpool_redis::Runtime::Tokio1)
+            .create_timeout(Some(Duration::from_secs(create_timeout)))
+            .runtime(deadpool::Runtime::Tokio1)
             .build()
             .map_err(|e| QueueError::Pool(e.to_string()))?;
         Ok(Self {
             pool,
-            shared: Arc::new(tokio::sync::OnceCell::new()),
-            client,
+            shared: Arc::new(SharedSlot::default()),
+            locator,
             tls,
             url: url.to_string(),
             keys: Keys::new(prefix),
@@ -384,7 +407,8 @@ impl Queue {
     pub fn explain(&self, e: RedisError) -> QueueError {
         let detail = e.to_string();
         let lower = detail.to_ascii_lowercase();
-        let tls_url = self.url.starts_with("rediss://");
+        let tls_url =
+            self.url.starts_with("rediss://") || self.url.starts_with("rediss+sentinel://");
         if !tls_url
             || !(lower.contains("certificate") || lower.contains("alert") || lower.contains("tls"))
         {
@@ -433,41 +457,39 @@ impl Queue {
         self.keys.prefix()
     }
 
-    /// A pooled connection. Long-lived loops keep one until it errors.
-    pub async fn conn(&self) -> Result<deadpool_redis::Connection> {
-        self.pool.get().await.map_err(|e| match e {
-            deadpool_redis::PoolError::Backend(e) => self.explain(e),
-            other => QueueError::Pool(other.to_string()),
-        })
+    /// A pooled connection (to the current primary). Long-lived loops keep one until it errors.
+    pub async fn conn(&self) -> Result<PooledConnection> {
+        match self.pool.get().await {
+            Ok(obj) => Ok(PooledConnection::new(obj, self.locator.clone())),
+            Err(deadpool::managed::PoolError::Backend(e)) => Err(self.explain(e)),
+            Err(other) => Err(QueueError::Pool(other.to_string())),
+        }
     }
 
-    /// A dedicated connection for blocking reads, with its own timeout.
+    /// A dedicated connection for blocking reads, with its own timeout (to the current
+    /// primary, checked with `ROLE` for a Sentinel set). Its owner makes a new one after any
+    /// error.
     pub async fn dedicated(&self, response_timeout: Duration) -> Result<MultiplexedConnection> {
         let cfg = AsyncConnectionConfig::new()
             .set_response_timeout(Some(response_timeout))
             .set_connection_timeout(Some(Duration::from_secs(2)));
-        self.client
-            .get_multiplexed_async_connection_with_config(&cfg)
+        self.locator
+            .connect(&cfg)
             .await
+            .map(|(_, c)| c)
             .map_err(|e| self.explain(e))
     }
 
-    /// The shared multiplexed connection (a cheap clone), connecting on first use.
-    pub async fn shared(&self) -> Result<ConnectionManager> {
-        let mgr = self
-            .shared
-            .get_or_try_init(|| async {
-                let cfg = ConnectionManagerConfig::new()
-                    .set_response_timeout(Some(self.cfg.response_timeout))
-                    .set_connection_timeout(Some(Duration::from_secs(2)))
-                    .set_number_of_retries(1)
-                    .set_max_delay(Duration::from_millis(500));
-                ConnectionManager::new_with_config(self.client.clone(), cfg)
-                    .await
-                    .map_err(|e| self.explain(e))
-            })
-            .await?;
-        Ok(mgr.clone())
+    /// The shared multiplexed connection (a cheap clone), connecting on first use and again
+    /// after it broke or its primary moved.
+    pub async fn shared(&self) -> Result<SharedConnection> {
+        let cfg = AsyncConnectionConfig::new()
+            .set_response_timeout(Some(self.cfg.response_timeout))
+            .set_connection_timeout(Some(Duration::from_secs(2)));
+        self.shared
+            .get(&self.locator, &cfg)
+            .await
+            .map_err(|e| self.explain(e))
     }
 
     /// Runs `op` with the shared connection, retrying transient failures with
@@ -475,7 +497,31 @@ impl Queue {
     /// block the connection (no blocking reads: use [`Queue::dedicated`]).
     pub async fn retrying<T, F, Fut>(&self, what: &str, op: F) -> Result<T>
     where
-        F: FnMut(ConnectionManager) -> Fut,
+        F: FnMut(SharedConnection) -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        self.retry(what, false, op).await
+    }
+
+    /// [`Queue::retrying`] for the writes that must survive a failover once reported done
+    /// (enqueue, run advance). With `SYNTH_REDIS_MIN_REPLICAS_ACK` = 0 (the default) it is
+    /// `retrying`. Otherwise `op` runs on a pooled connection of its own, and after it that
+    /// connection sends `INCR {prefix}:ack_mark` and `WAIT n SYNTH_REDIS_WAIT_MS`: the mark
+    /// is a write of this connection after `op`'s, so the `WAIT` also covers a write that an
+    /// earlier try (or an earlier call) made and this one found already done. Fewer replicas
+    /// than asked confirming it is [`QueueError::NotReplicated`], returned at once (not retried
+    /// here; it is transient, and `op` must be idempotent for a caller's retry to be safe).
+    pub async fn retrying_acked<T, F, Fut>(&self, what: &str, op: F) -> Result<T>
+    where
+        F: FnMut(SharedConnection) -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        self.retry(what, self.cfg.min_replicas_ack > 0, op).await
+    }
+
+    async fn retry<T, F, Fut>(&self, what: &str, acked: bool, op: F) -> Result<T>
+    where
+        F: FnMut(SharedConnection) -> Fut,
         Fut: std::future::Future<Output = Result<T>>,
     {
         // 50 ms doubling to 5 s, jittered, for as long as `retry_for` allows.
@@ -488,17 +534,26 @@ impl Queue {
         };
         let op = std::sync::Mutex::new(op);
         let op = &op;
+        let not_replicated = |e: &QueueError| matches!(e, QueueError::NotReplicated { .. });
         policy
             .run(what, |_| async move {
-                let res = match self.shared().await {
-                    Ok(c) => {
+                let res = async {
+                    if !acked {
+                        let c = self.shared().await?;
                         let fut = (op.lock().expect("retrying: op lock"))(c);
-                        fut.await
+                        return fut.await;
                     }
-                    Err(e) => Err(e),
-                };
+                    // Held until the WAIT has answered: no other caller writes on it meanwhile.
+                    let pooled = self.conn().await?;
+                    let c = pooled.handle();
+                    let fut = (op.lock().expect("retrying: op lock"))(c.clone());
+                    let v = fut.await?;
+                    self.wait_for_replicas(what, c).await?;
+                    Ok(v)
+                }
+                .await;
                 res.map_err(|e| {
-                    if e.is_transient() {
+                    if e.is_transient() && !not_replicated(&e) {
                         Failure::transient(e)
                     } else {
                         Failure::Permanent(e)
@@ -507,7 +562,7 @@ impl Queue {
             })
             .await
             .map_err(|x| {
-                if x.error.is_transient() {
+                if x.error.is_transient() && !not_replicated(&x.error) {
                     QueueError::Unreachable {
                         url: self.shown_url(),
                         secs: self.cfg.retry_for.as_secs(),
@@ -517,6 +572,31 @@ impl Queue {
                     x.error
                 }
             })
+    }
+
+    /// After a write on `c`: a write of the mark, then `WAIT` for the replicas asked for.
+    async fn wait_for_replicas(&self, what: &str, mut c: SharedConnection) -> Result<()> {
+        let wanted = self.cfg.min_replicas_ack;
+        let wait_ms = self.cfg.replica_wait.as_millis() as u64;
+        let (acked,): (u32,) = redis::pipe()
+            .cmd("INCR")
+            .arg(self.keys.ack_mark())
+            .ignore()
+            .cmd("WAIT")
+            .arg(wanted)
+            .arg(wait_ms)
+            .query_async(&mut c)
+            .await?;
+        if acked < wanted {
+            return Err(QueueError::NotReplicated {
+                what: what.to_string(),
+                acked,
+                wanted,
+                wait_ms,
+                var: crate::config::ENV_MIN_REPLICAS_ACK,
+            });
+        }
+        Ok(())
     }
 
     /// Redis server time in Unix ms.
@@ -543,7 +623,7 @@ impl Queue {
         for chunk in prepared.chunks(500) {
             let ttl = self.cfg.result_ttl.as_millis() as u64;
             let res: Vec<(String, i64)> = self
-                .retrying("enqueue", |mut c| {
+                .retrying_acked("enqueue", |mut c| {
                     let mut inv = self.scripts.enqueue.prepare_invoke();
                     inv.arg(self.prefix()).arg(ttl);
                     for (env, run_at, delay) in chunk {

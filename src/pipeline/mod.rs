@@ -397,7 +397,7 @@ pub async fn create_run_with_id(
     let task_json = serde_json::to_string(&task).expect("tasks serialise");
     let ttl = queue.config().result_ttl.as_millis() as u64;
     let created: i64 = queue
-        .retrying("create run", |mut c| {
+        .retrying_acked("create run", |mut c| {
             let mut inv = queue.scripts().run_create.prepare_invoke();
             inv.arg(queue.prefix())
                 .arg(ttl)

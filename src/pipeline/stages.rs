@@ -371,7 +371,7 @@ async fn advance(
     dirs.redact_json(&mut task_value);
     let task_json = task_value.to_string();
     let r: i64 = q
-        .retrying("advance run", |mut c| {
+        .retrying_acked("advance run", |mut c| {
             let mut inv = q.scripts().run_advance.prepare_invoke();
             inv.arg(q.prefix())
                 .arg(ttl)

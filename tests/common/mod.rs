@@ -96,6 +96,11 @@ impl RedisServer {
         }
     }
 
+    /// The server's process id, while it runs (to SIGSTOP it, say).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     /// Starts it again on the same port and directory.
     pub fn restart(&mut self) {
         self.kill();

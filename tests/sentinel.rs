@@ -1,0 +1,579 @@
+//! Redis Sentinel, with real processes: one primary, one replica and three Sentinels
+//! (`redis-server --sentinel`) on free ports. The primary is SIGKILLed while two
+//! `synth-city worker` processes run 2,000 jobs; Sentinel promotes the replica, the workers
+//! and the producer follow it without a restart, and every job whose enqueue was
+//! acknowledged (confirmed by a replica: `SYNTH_REDIS_MIN_REPLICAS_ACK=1`) completes.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{free_port, RedisServer};
+use engine::config::QueueConfig;
+use engine::queue::{EnqueueRequest, Queue, QueueError};
+use serde_json::json;
+
+const MASTER: &str = "mymaster";
+
+/// Three Sentinels watching one primary; killed when dropped.
+struct Sentinels {
+    children: Vec<Child>,
+    ports: Vec<u16>,
+    _dir: tempfile::TempDir,
+}
+
+impl Sentinels {
+    fn start(master_port: u16) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut children = Vec::new();
+        let mut ports = Vec::new();
+        for i in 0..3 {
+            let port = free_port();
+            let conf = dir.path().join(format!("sentinel-{i}.conf"));
+            // Short timings so a failover takes a few seconds, not a minute.
+            std::fs::write(
+                &conf,
+                format!(
+                    "port {port}\nbind 127.0.0.1\ndir {}\n\
+                     sentinel monitor {MASTER} 127.0.0.1 {master_port} 2\n\
+                     sentinel down-after-milliseconds {MASTER} 1000\n\
+                     sentinel failover-timeout {MASTER} 5000\n\
+                     sentinel parallel-syncs {MASTER} 1\n",
+                    dir.path().display()
+                ),
+            )
+            .unwrap();
+            let mut cmd = Command::new("redis-server");
+            cmd.arg(&conf)
+                .arg("--sentinel")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            common::die_with_parent(&mut cmd);
+            children.push(
+                cmd.spawn()
+                    .expect("redis-server (with --sentinel) must be installed"),
+            );
+            ports.push(port);
+        }
+        Sentinels {
+            children,
+            ports,
+            _dir: dir,
+        }
+    }
+
+    fn url(&self) -> String {
+        let hosts: Vec<String> = self
+            .ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect();
+        format!("redis+sentinel://{}/{MASTER}", hosts.join(","))
+    }
+
+    /// `SENTINEL MASTER` of one Sentinel, as field -> value.
+    fn master_info(&self, i: usize) -> Option<std::collections::HashMap<String, String>> {
+        let client = redis::Client::open(format!("redis://127.0.0.1:{}", self.ports[i])).ok()?;
+        let mut c = client.get_connection().ok()?;
+        let v: Vec<String> = redis::cmd("SENTINEL")
+            .arg("MASTER")
+            .arg(MASTER)
+            .query(&mut c)
+            .ok()?;
+        Some(
+            v.chunks(2)
+                .filter(|p| p.len() == 2)
+                .map(|p| (p[0].clone(), p[1].clone()))
+                .collect(),
+        )
+    }
+
+    /// Waits until every Sentinel knows the other two and the replica.
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let ready = (0..3).all(|i| {
+                self.master_info(i).is_some_and(|m| {
+                    m.get("num-other-sentinels").map(String::as_str) == Some("2")
+                        && m.get("num-slaves").map(String::as_str) == Some("1")
+                })
+            });
+            if ready {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the Sentinels did not find each other and the replica"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The port of the primary as the first Sentinel names it.
+    fn primary_port(&self) -> Option<u16> {
+        let client = redis::Client::open(format!("redis://127.0.0.1:{}", self.ports[0])).ok()?;
+        let mut c = client.get_connection().ok()?;
+        let (_, port): (String, u16) = redis::cmd("SENTINEL")
+            .arg("get-master-addr-by-name")
+            .arg(MASTER)
+            .query(&mut c)
+            .ok()?;
+        Some(port)
+    }
+}
+
+impl Drop for Sentinels {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Waits until the replica at `replica` has finished its first sync from its primary.
+fn wait_synced(replica: &RedisServer) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let info: String = redis::cmd("INFO")
+            .arg("replication")
+            .query(&mut replica.conn())
+            .unwrap();
+        if info.contains("master_link_status:up") {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the replica never synced: {info}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_jobs_survive_a_sentinel_failover() {
+    let mut primary = RedisServer::start();
+    let replica_of = primary.port.to_string();
+    let replica = RedisServer::start_with(&[
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--replicaof",
+        "127.0.0.1",
+        &replica_of,
+    ]);
+    wait_synced(&replica);
+    let sentinels = Sentinels::start(primary.port);
+    sentinels.wait_ready();
+    let url = sentinels.url();
+
+    let cfg = QueueConfig {
+        min_replicas_ack: 1,
+        replica_wait: Duration::from_millis(300),
+        retry_for: Duration::from_secs(20),
+        ..Default::default()
+    };
+    let q = Queue::new(&url, "t", cfg).unwrap();
+    engine::migrate::migrate(&q).await.unwrap();
+
+    let flags = [
+        "--roles",
+        "sleep",
+        "--concurrency",
+        "8",
+        "--lease-ms",
+        "5000",
+    ];
+    let mut workers = vec![
+        common::spawn_worker(&url, &flags),
+        common::spawn_worker(&url, &flags),
+    ];
+
+    // The producer enqueues 2,000 jobs in batches of 10; only the ids of a call that
+    // returned Ok (written and confirmed by a replica) are promised. The primary is killed
+    // half-way; the old primary comes back (as Sentinel's replica of the new one) once a write
+    // has been refused for want of a replica.
+    let t0 = Instant::now();
+    let mut acked: Vec<String> = Vec::new();
+    let mut not_replicated = 0;
+    let mut other_errors = Vec::new();
+    let mut killed_at = None;
+    let mut spare = None;
+    let mut answered_after: Option<Duration> = None;
+    while acked.len() < 2000 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(90),
+            "enqueueing stalled: {} acknowledged, {not_replicated} not replicated, errors: {other_errors:?}",
+            acked.len()
+        );
+        let batch = (0..10)
+            .map(|_| EnqueueRequest::new("sleep", json!({"ms": 5})))
+            .collect();
+        match q.enqueue_many(batch).await {
+            Ok(ids) => acked.extend(ids.into_iter().map(|e| e.id)),
+            Err(QueueError::NotReplicated { acked: n, .. }) => {
+                assert_eq!(n, 0);
+                not_replicated += 1;
+                // The first write the new primary took (and could not get confirmed).
+                if let (Some(k), None) = (killed_at, answered_after) {
+                    answered_after = Some(Instant::elapsed(&k));
+                }
+            }
+            Err(e) => other_errors.push(e.to_string()),
+        }
+        if killed_at.is_none() && acked.len() >= 1000 {
+            primary.kill();
+            killed_at = Some(Instant::now());
+        }
+        if killed_at.is_some() && spare.is_none() && not_replicated > 0 {
+            // The new primary has no replica now: writes are refused, not acknowledged.
+            let of = replica.port.to_string();
+            spare = Some(RedisServer::start_with(&[
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--replicaof",
+                "127.0.0.1",
+                &of,
+            ]));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let killed_at = killed_at.expect("the primary was killed");
+    assert!(
+        spare.is_some(),
+        "no enqueue was refused while the new primary had no replica"
+    );
+    assert_eq!(
+        sentinels.primary_port(),
+        Some(replica.port),
+        "Sentinel promoted the replica"
+    );
+
+    // Every acknowledged job completes; none is lost.
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let mut pending = acked.clone();
+    let mut extra_starts = 0u32;
+    let mut most_starts = 0u32;
+    while !pending.is_empty() {
+        let mut still = Vec::new();
+        for id in pending {
+            match q.status(&id).await.unwrap() {
+                Some(s) if s.state == "completed" => {
+                    extra_starts += s.starts.saturating_sub(1);
+                    most_starts = most_starts.max(s.starts);
+                }
+                Some(_) => still.push(id),
+                None => panic!("acknowledged job {id} was lost in the failover"),
+            }
+        }
+        pending = still;
+        if !pending.is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "{} acknowledged jobs never completed after the failover",
+                pending.len()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    // At least once: a job runs again only when the failover lost its start or finish, or its
+    // lease ran out while no primary answered. Jobs in flight at the kill are at most the two
+    // workers' 8 slots each (plus the entries each had read ahead), so re-runs stay in the tens,
+    // and no job uses up its 3 attempts.
+    assert!(
+        most_starts <= 3,
+        "a job started {most_starts} times: more than its attempts"
+    );
+    assert!(
+        extra_starts <= 64,
+        "{extra_starts} extra starts: more than the jobs in flight at the failover"
+    );
+    for w in &mut workers {
+        assert!(
+            w.try_wait().unwrap().is_none(),
+            "a worker exited instead of following the new primary"
+        );
+        w.kill().unwrap();
+        w.wait().unwrap();
+    }
+    eprintln!(
+        "sentinel failover: {} acknowledged jobs all completed; {not_replicated} enqueues refused \
+         as not replicated, {} other errors ({other_errors:?}); {extra_starts} extra starts; \
+         the new primary took a write {answered_after:?} after the kill; \
+         {:.1}s from the kill to the end",
+        acked.len(),
+        other_errors.len(),
+        killed_at.elapsed().as_secs_f64()
+    );
+}
+
+/// The old primary is cut off (SIGSTOP) rather than killed, and comes back (SIGCONT) once
+/// Sentinel has promoted the replica: the writes it took alone (the calls that were waiting on
+/// it) were never reported acknowledged, so every acknowledged job is on the new primary and
+/// completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_primary_acknowledges_nothing_alone() {
+    let primary = RedisServer::start();
+    let replica_of = primary.port.to_string();
+    let replica = RedisServer::start_with(&[
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--replicaof",
+        "127.0.0.1",
+        &replica_of,
+    ]);
+    wait_synced(&replica);
+    let sentinels = Sentinels::start(primary.port);
+    sentinels.wait_ready();
+    let url = sentinels.url();
+    let cfg = QueueConfig {
+        min_replicas_ack: 1,
+        replica_wait: Duration::from_millis(300),
+        response_timeout: Duration::from_secs(1),
+        retry_for: Duration::from_secs(20),
+        ..Default::default()
+    };
+    let q = Queue::new(&url, "t", cfg).unwrap();
+    engine::migrate::migrate(&q).await.unwrap();
+    let flags = [
+        "--roles",
+        "sleep",
+        "--concurrency",
+        "8",
+        "--lease-ms",
+        "5000",
+    ];
+    let mut workers = vec![
+        common::spawn_worker(&url, &flags),
+        common::spawn_worker(&url, &flags),
+    ];
+    let pid = primary.pid().expect("running") as libc::pid_t;
+    let t0 = Instant::now();
+    let mut acked: Vec<String> = Vec::new();
+    let mut refused = 0;
+    let mut stopped = None;
+    let mut resumed = None;
+    let mut spare = None;
+    while acked.len() < 1000 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(90),
+            "enqueueing stalled: {} acknowledged, {refused} refused",
+            acked.len()
+        );
+        let batch = (0..10)
+            .map(|_| EnqueueRequest::new("sleep", json!({"ms": 5})))
+            .collect();
+        match q.enqueue_many(batch).await {
+            Ok(ids) => acked.extend(ids.into_iter().map(|e| e.id)),
+            Err(_) => refused += 1,
+        }
+        if stopped.is_none() && acked.len() >= 300 {
+            // SAFETY: a signal to the redis-server this test started.
+            assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+            stopped = Some(Instant::now());
+        }
+        if let (Some(at), None) = (stopped, resumed) {
+            if sentinels.primary_port() != Some(replica.port) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+            // Failover done: the old primary comes back, still believing it is the primary
+            // until Sentinel demotes it; a fresh replica lets the new primary acknowledge.
+            assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0);
+            resumed = Some(at.elapsed());
+            let of = replica.port.to_string();
+            spare = Some(RedisServer::start_with(&[
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--replicaof",
+                "127.0.0.1",
+                &of,
+            ]));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let failover = resumed.expect("Sentinel promoted the replica");
+    assert!(spare.is_some());
+
+    // Read from the new primary itself: every acknowledged job is there and completes.
+    let deadline = Instant::now() + Duration::from_secs(45);
+    let mut pending = acked.clone();
+    while !pending.is_empty() {
+        let mut still = Vec::new();
+        for id in pending {
+            match q.status(&id).await.unwrap() {
+                Some(s) if s.state == "completed" => {}
+                Some(_) => still.push(id),
+                None => panic!("acknowledged job {id} is not on the new primary"),
+            }
+        }
+        pending = still;
+        if !pending.is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "{} acknowledged jobs never completed after the partition",
+                pending.len()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    for w in &mut workers {
+        assert!(
+            w.try_wait().unwrap().is_none(),
+            "a worker exited instead of following the new primary"
+        );
+        w.kill().unwrap();
+        w.wait().unwrap();
+    }
+    eprintln!(
+        "partition: {} acknowledged jobs all completed on the new primary, {refused} calls refused; \
+         failover {failover:?} after the SIGSTOP; {:.1}s in all",
+        acked.len(),
+        t0.elapsed().as_secs_f64()
+    );
+}
+
+/// A replica answers writes with READONLY, a primary cut off from its replicas NOREPLICAS:
+/// transient (retried, then reported as Redis being unavailable, with the server's answer),
+/// not a hard failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_is_a_transient_failure() {
+    let primary = RedisServer::start();
+    let port = primary.port.to_string();
+    let replica = RedisServer::start_with(&["--save", "", "--replicaof", "127.0.0.1", &port]);
+    wait_synced(&replica);
+    let q = Queue::new(&primary.url(), "t", Default::default()).unwrap();
+    engine::migrate::migrate(&q).await.unwrap();
+    let on_replica = Queue::new(
+        &replica.url(),
+        "t",
+        QueueConfig {
+            retry_for: Duration::from_millis(300),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let e = on_replica
+        .enqueue(EnqueueRequest::new("sleep", json!({"ms": 1})))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, QueueError::Unreachable { .. }) && e.to_string().contains("read only replica"),
+        "{e}"
+    );
+
+    // A primary told to refuse writes without a replica (min-replicas-to-write) and cut off
+    // from it: NOREPLICAS, transient too.
+    let cut_off = RedisServer::start();
+    let q_cut = Queue::new(
+        &cut_off.url(),
+        "t",
+        QueueConfig {
+            retry_for: Duration::from_millis(300),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    engine::migrate::migrate(&q_cut).await.unwrap();
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("min-replicas-to-write")
+        .arg("1")
+        .query(&mut cut_off.conn())
+        .unwrap();
+    let e = q_cut
+        .enqueue(EnqueueRequest::new("sleep", json!({"ms": 1})))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, QueueError::Unreachable { .. }) && e.to_string().contains("NOREPLICAS"),
+        "{e}"
+    );
+
+    // With a replica asked for and none there, the write is done but not acknowledged.
+    let alone = RedisServer::start();
+    let q = Queue::new(
+        &alone.url(),
+        "t",
+        QueueConfig {
+            min_replicas_ack: 1,
+            replica_wait: Duration::from_millis(50),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    engine::migrate::migrate(&q).await.unwrap();
+    let e = q
+        .enqueue(EnqueueRequest {
+            id: Some("j1".into()),
+            ..EnqueueRequest::new("sleep", json!({"ms": 1}))
+        })
+        .await
+        .unwrap_err();
+    assert!(e.is_transient(), "{e}");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("0 of the 1 replicas")
+            && msg.contains("SYNTH_REDIS_MIN_REPLICAS_ACK")
+            && msg.contains("may not survive a failover"),
+        "{msg}"
+    );
+    assert_eq!(common::job_state(&q, "j1").await, "waiting");
+    // The same Queue with the replica confirming: acknowledged.
+    let q = Queue::new(
+        &primary.url(),
+        "t",
+        QueueConfig {
+            min_replicas_ack: 1,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    q.enqueue(EnqueueRequest::new("sleep", json!({"ms": 1})))
+        .await
+        .unwrap();
+}
+
+/// A Sentinel URL that cannot be used says which part is wrong; Sentinels that do not know
+/// the name say so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sentinel_urls_are_checked() {
+    let e = Queue::new("redis+sentinel://127.0.0.1:x/m", "t", Default::default())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("sentinel host `127.0.0.1:x`"), "{e}");
+    let primary = RedisServer::start();
+    let sentinels = Sentinels::start(primary.port);
+    let url = sentinels.url().replace(MASTER, "othername");
+    let q = Queue::new(
+        &url,
+        "t",
+        QueueConfig {
+            retry_for: Duration::from_millis(500),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let mut e = String::new();
+    // The Sentinels may still be starting: wait for their answer.
+    for _ in 0..50 {
+        e = q.time_ms().await.unwrap_err().to_string();
+        if e.contains("knows no master named `othername`") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(e.contains("knows no master named `othername`"), "{e}");
+    // The right name reaches the primary.
+    let q = Queue::new(&sentinels.url(), "t", Default::default()).unwrap();
+    assert!(q.time_ms().await.unwrap() > 0);
+}
