@@ -28,12 +28,19 @@ impl ZooModel {
             d_model: bb.d_model,
             seq_len: bb.seq_len,
         };
-        let blocks = r
-            .blocks
-            .iter()
-            .enumerate()
-            .map(|(i, (name, p))| build_block(name, p, ctx, vb.pp(format!("blocks.{i}"))))
-            .collect::<Result<Vec<_>>>()?;
+        let blocks =
+            r.blocks
+                .iter()
+                .enumerate()
+                .map(|(i, (name, p))| {
+                    let vb = vb.pp(format!("blocks.{i}"));
+                    match r.graphs.get(&i) {
+                        Some(g) => Ok(Box::new(super::graph::compile::GraphBlock::new(g, vb)?)
+                            as Box<dyn Block>),
+                        None => build_block(name, p, ctx, vb),
+                    }
+                })
+                .collect::<Result<Vec<_>>>()?;
         Ok(ZooModel {
             input: linear(bb.features.len(), bb.d_model, vb.pp("input"))?,
             blocks,

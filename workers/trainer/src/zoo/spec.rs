@@ -39,7 +39,18 @@ pub struct ExperimentSpec {
 pub struct ModelSpec {
     pub backbone: BackboneSpec,
     pub head: HeadSpec,
+    /// Component graphs (`zoo::graph`, docs/components.md) this model uses, carried inline as
+    /// data: a block named `graph:<name>` is the block document of that name here. Saved with
+    /// the spec in every checkpoint, so a checkpoint keeps the graph it was trained with.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub components: Vec<super::graph::ComponentDoc>,
 }
+
+/// The prefix of a block name that refers to a component graph in `model.components`.
+pub const GRAPH_PREFIX: &str = "graph:";
+
+/// The most component graphs a spec may carry.
+pub const MAX_COMPONENTS: usize = 8;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -292,7 +303,10 @@ pub fn seed_horizon(
 /// A validated spec's components, canonical names with resolved parameters.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Resolved {
+    /// Canonical block names with resolved parameters; a graph block is named `"graph"`, its
+    /// checked graph in [`Resolved::graphs`] under the same index.
     pub blocks: Vec<(&'static str, Params)>,
+    pub graphs: std::collections::BTreeMap<usize, std::sync::Arc<super::graph::Checked>>,
     pub head: (&'static str, Params),
     pub bar_seconds: i64,
 }
@@ -314,6 +328,7 @@ impl ExperimentSpec {
                     kind: head.to_string(),
                     kwargs: Map::new(),
                 },
+                components: Vec::new(),
             },
             training: TrainingSpec {
                 horizon: 288,
@@ -429,8 +444,80 @@ impl ExperimentSpec {
         }
         let empty = Map::new();
         let mut blocks = Vec::new();
+        let mut graphs = std::collections::BTreeMap::new();
+        let comps = &self.model.components;
+        if comps.len() > MAX_COMPONENTS {
+            push(
+                "model.components",
+                format!(
+                    "{} component graphs; a spec carries at most {MAX_COMPONENTS}",
+                    comps.len()
+                ),
+            );
+        }
+        for (j, c) in comps.iter().enumerate() {
+            if comps[..j].iter().any(|o| o.name == c.name) {
+                push(
+                    &format!("model.components[{j}].name"),
+                    format!(
+                        "{:?} is used twice; give each component its own name",
+                        c.name
+                    ),
+                );
+            }
+            let used = bb
+                .blocks
+                .iter()
+                .any(|b| b.strip_prefix(GRAPH_PREFIX) == Some(&c.name));
+            if !used {
+                push(
+                    &format!("model.components[{j}]"),
+                    format!(
+                        "{:?} is not used; name it in model.backbone.blocks as \"{GRAPH_PREFIX}{}\" or remove it",
+                        c.name, c.name
+                    ),
+                );
+            }
+        }
         for (i, name) in bb.blocks.iter().enumerate() {
             let field = format!("model.backbone.blocks[{i}]");
+            if let Some(gname) = name.strip_prefix(GRAPH_PREFIX) {
+                let Some(j) = comps.iter().position(|c| c.name == gname) else {
+                    let have: Vec<&str> = comps.iter().map(|c| c.name.as_str()).collect();
+                    push(
+                        &field,
+                        format!(
+                            "no component graph named {gname:?} in model.components ({}); add its document there (see docs/components.md)",
+                            if have.is_empty() { "none given".to_string() } else { format!("given: {}", have.join(", ")) }
+                        ),
+                    );
+                    continue;
+                };
+                let kw = bb.block_kwargs.get(i).unwrap_or(&empty);
+                let ctx = super::graph::Ctx {
+                    d_model: d,
+                    seq_len: s,
+                };
+                match super::graph::check(&comps[j], ctx, kw) {
+                    Ok(c) => {
+                        blocks.push(("graph", Params(c.params.clone().into_iter().collect())));
+                        graphs.insert(blocks.len() - 1, std::sync::Arc::new(c));
+                    }
+                    Err(errs) => {
+                        for e in errs {
+                            let f = match e.field.strip_prefix("params.") {
+                                Some(k) if kw.contains_key(k) => {
+                                    format!("model.backbone.block_kwargs[{i}].{k}")
+                                }
+                                _ => format!("model.components[{j}].{}", e.field),
+                            };
+                            let at = e.node.map(|n| format!("node {n:?}: ")).unwrap_or_default();
+                            push(&f, format!("{at}{}", e.message));
+                        }
+                    }
+                }
+                continue;
+            }
             let Some(info) = find_block(name) else {
                 let known: Vec<&str> = super::registry::BLOCKS.iter().map(|b| b.name).collect();
                 push(
@@ -598,6 +685,7 @@ impl ExperimentSpec {
         if issues.is_empty() {
             Ok(Resolved {
                 blocks,
+                graphs,
                 head: head.expect("validated"),
                 bar_seconds: tf.step_secs(),
             })
@@ -658,6 +746,10 @@ impl ExperimentSpec {
         };
         let mut flops = 2 * get("input") * s + 2 * get("norm") * s;
         for (i, (name, p)) in r.blocks.iter().enumerate() {
+            if let Some(g) = r.graphs.get(&i) {
+                flops += g.estimate.flops;
+                continue;
+            }
             let params = get(&format!("blocks.{i}"));
             let f = |k: &str| p.usize(k) as u64;
             flops += match *name {

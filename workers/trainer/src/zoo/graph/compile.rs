@@ -1,0 +1,232 @@
+//! A checked component graph as candle ops: [`GraphBlock`] implements the same
+//! [`Block`] trait as the built-in blocks, its parameters registered through the model's
+//! `VarBuilder` under `<node id>.<name>` (so the same ids give the same names, the same seeded
+//! initial values and the same checkpoint keys as a built-in block with those names), with
+//! autograd through every op.
+//!
+//! Does NOT: check anything (that is [`super::check`]'s job; a plan is trusted to be valid), or
+//! hold any op outside the vocabulary.
+
+use candle_core::{Module, Result, Tensor, D};
+use candle_nn::{Conv1d, Conv1dConfig, Init, VarBuilder};
+
+use super::{Checked, Op};
+use crate::zoo::blocks::{causal_mask, moving_average, Block, Mha};
+use crate::zoo::fused::{self, LayerNorm, Linear};
+
+enum Built {
+    Linear(Linear),
+    Conv1d {
+        conv: Conv1d,
+        left: usize,
+        right: usize,
+    },
+    LayerNorm(LayerNorm),
+    RmsNorm {
+        weight: Tensor,
+        eps: f64,
+    },
+    Attention {
+        mha: Mha,
+        mask: Option<Tensor>,
+    },
+    Ema {
+        decay: Tensor,
+        lag: Tensor,
+        keep: Tensor,
+    },
+    Plain(Op),
+}
+
+struct Step {
+    built: Built,
+    inputs: Vec<usize>,
+}
+
+/// A component graph compiled to candle ops: `(batch, seq, d_model) -> (batch, seq, d_model)`.
+pub struct GraphBlock {
+    steps: Vec<Step>,
+    output: usize,
+}
+
+impl GraphBlock {
+    /// Build the graph's modules, registering parameters under `vb` by node id.
+    pub fn new(c: &Checked, vb: VarBuilder) -> Result<Self> {
+        let ctx = c.ctx;
+        let steps = c
+            .plan
+            .iter()
+            .map(|p| {
+                let vb = vb.pp(&p.id);
+                let x = p.in_shapes[0];
+                let width = x.at(2, ctx);
+                let rows = x.at(1, ctx);
+                let built = match &p.op {
+                    Op::Linear { out, bias } => {
+                        let o = super::Shape::size(*out, ctx);
+                        Built::Linear(if *bias {
+                            fused::linear(width, o, vb)?
+                        } else {
+                            fused::linear_no_bias(width, o, vb)?
+                        })
+                    }
+                    Op::Conv1d {
+                        out,
+                        kernel,
+                        dilation,
+                        causal,
+                        bias,
+                    } => {
+                        let cfg = Conv1dConfig {
+                            dilation: *dilation,
+                            ..Default::default()
+                        };
+                        let conv = if *bias {
+                            candle_nn::conv1d(width, *out, *kernel, cfg, vb)?
+                        } else {
+                            candle_nn::conv1d_no_bias(width, *out, *kernel, cfg, vb)?
+                        };
+                        let pad = (kernel - 1) * dilation;
+                        let (left, right) = if *causal {
+                            (pad, 0)
+                        } else {
+                            (pad / 2, pad - pad / 2)
+                        };
+                        Built::Conv1d { conv, left, right }
+                    }
+                    Op::LayerNorm { eps } => Built::LayerNorm(fused::layer_norm(width, *eps, vb)?),
+                    Op::RmsNorm { eps } => Built::RmsNorm {
+                        weight: vb.get_with_hints(width, "weight", Init::Const(1.0))?,
+                        eps: *eps,
+                    },
+                    Op::Attention { heads, causal } => Built::Attention {
+                        mask: if *causal {
+                            Some(causal_mask(rows, vb.device())?)
+                        } else {
+                            None
+                        },
+                        mha: Mha::new(width, *heads, vb)?,
+                    },
+                    Op::Ema => {
+                        // lag[t][u] = t - u below the diagonal; keep masks the rest
+                        let mut lag = vec![0f32; rows * rows];
+                        let mut keep = vec![0f32; rows * rows];
+                        for t in 0..rows {
+                            for u in 0..=t {
+                                lag[t * rows + u] = (t - u) as f32;
+                                keep[t * rows + u] = 1.0;
+                            }
+                        }
+                        Built::Ema {
+                            decay: vb.get_with_hints(width, "decay", Init::Const(2.0))?,
+                            lag: Tensor::from_vec(lag, (1, rows, rows), vb.device())?,
+                            keep: Tensor::from_vec(keep, (1, rows, rows), vb.device())?,
+                        }
+                    }
+                    other => Built::Plain(other.clone()),
+                };
+                Ok(Step {
+                    built,
+                    inputs: p.inputs.clone(),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(GraphBlock {
+            steps,
+            output: c.output,
+        })
+    }
+}
+
+fn elementwise(op: &Op, xs: &[&Tensor]) -> Result<Tensor> {
+    let mut acc = xs[0].clone();
+    for y in &xs[1..] {
+        let same = acc.shape() == y.shape();
+        acc = match (op, same) {
+            (Op::Add, true) => (&acc + *y)?,
+            (Op::Add, false) => acc.broadcast_add(y)?,
+            (Op::Sub, true) => (&acc - *y)?,
+            (Op::Sub, false) => acc.broadcast_sub(y)?,
+            (Op::Mul, true) => (&acc * *y)?,
+            _ => acc.broadcast_mul(y)?,
+        };
+    }
+    Ok(acc)
+}
+
+/// Along the middle axis of `(b, m, c)`: transpose to `(b, c, m)`, apply, transpose back.
+fn along_middle(x: &Tensor, f: impl FnOnce(&Tensor) -> Result<Tensor>) -> Result<Tensor> {
+    f(&x.transpose(1, 2)?.contiguous()?)?
+        .transpose(1, 2)?
+        .contiguous()
+}
+
+impl Block for GraphBlock {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let mut vals: Vec<Tensor> = Vec::with_capacity(self.steps.len() + 1);
+        vals.push(x.clone());
+        for s in &self.steps {
+            let ins: Vec<&Tensor> = s.inputs.iter().map(|&i| &vals[i]).collect();
+            let a = ins[0];
+            let y = match &s.built {
+                Built::Linear(l) => l.forward(a)?,
+                Built::Conv1d { conv, left, right } => along_middle(a, |t| {
+                    let t = if left + right > 0 {
+                        t.pad_with_zeros(D::Minus1, *left, *right)?
+                    } else {
+                        t.clone()
+                    };
+                    conv.forward(&t)
+                })?,
+                Built::LayerNorm(n) => n.forward(a)?,
+                Built::RmsNorm { weight, eps } => {
+                    let ms = a.sqr()?.mean_keepdim(D::Minus1)?;
+                    a.broadcast_div(&(ms + *eps)?.sqrt()?)?
+                        .broadcast_mul(weight)?
+                }
+                Built::Attention { mha, mask } => mha.forward(a, a, mask.as_ref())?,
+                Built::Ema { decay, lag, keep } => {
+                    let c = decay.dim(0)?;
+                    let a_coef = candle_nn::ops::sigmoid(decay)?;
+                    let log_a = crate::zoo::params::softplus(&decay.neg()?)?.neg()?;
+                    // w[c][t][u] = (1 - a_c) a_c^(t-u) for u <= t
+                    let w = lag
+                        .broadcast_mul(&log_a.reshape((c, 1, 1))?)?
+                        .exp()?
+                        .broadcast_mul(keep)?
+                        .broadcast_mul(&a_coef.affine(-1.0, 1.0)?.reshape((c, 1, 1))?)?;
+                    along_middle(a, |t| {
+                        // (b, c, m) -> (b, c, m, 1); (1, c, m, m) @ it
+                        w.unsqueeze(0)?
+                            .broadcast_matmul(&t.unsqueeze(3)?)?
+                            .squeeze(3)
+                    })?
+                }
+                Built::Plain(op) => match op {
+                    Op::Relu => a.relu()?,
+                    Op::Gelu => fused::gelu(a)?,
+                    Op::Silu => a.silu()?,
+                    Op::Tanh => a.tanh()?,
+                    Op::Sigmoid => candle_nn::ops::sigmoid(a)?,
+                    Op::Softplus => crate::zoo::params::softplus(a)?,
+                    Op::Glu => {
+                        let h = a.dim(D::Minus1)? / 2;
+                        (a.narrow(D::Minus1, 0, h)?
+                            * candle_nn::ops::sigmoid(&a.narrow(D::Minus1, h, h)?)?)?
+                    }
+                    Op::Add | Op::Sub | Op::Mul => elementwise(op, &ins)?,
+                    Op::Scale { factor } => a.affine(*factor, 0.0)?,
+                    Op::Concat => Tensor::cat(&ins, D::Minus1)?,
+                    Op::Slice { start, len } => a.narrow(D::Minus1, *start, *len)?.contiguous()?,
+                    Op::Transpose => a.transpose(1, 2)?.contiguous()?,
+                    Op::MeanTime => a.mean_keepdim(1)?,
+                    Op::Cumsum => along_middle(a, crate::zoo::ops::cumsum_last)?,
+                    Op::MovingAverage { kernel } => moving_average(a, *kernel)?,
+                    other => candle_core::bail!("op {other:?} was not built"),
+                },
+            };
+            vals.push(y);
+        }
+        Ok(vals.swap_remove(self.output))
+    }
+}
