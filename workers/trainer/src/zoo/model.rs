@@ -45,13 +45,16 @@ impl ZooModel {
             input: linear(bb.features.len(), bb.d_model, vb.pp("input"))?,
             blocks,
             norm: layer_norm(bb.d_model, 1e-5, vb.pp("norm"))?,
-            head: build_head(
-                r.head.0,
-                &r.head.1,
-                bb.d_model,
-                spec.training.horizon,
-                vb.pp("head"),
-            )?,
+            head: match &r.head_graph {
+                Some(g) => Box::new(super::graph::compile::GraphHead::new(g, vb.pp("head"))?),
+                None => build_head(
+                    r.head.0,
+                    &r.head.1,
+                    bb.d_model,
+                    spec.training.horizon,
+                    vb.pp("head"),
+                )?,
+            },
             horizon: spec.training.horizon,
             d_model: bb.d_model,
         })

@@ -1,5 +1,6 @@
 //! A checked component graph as candle ops: [`GraphBlock`] implements the same
-//! [`Block`] trait as the built-in blocks, its parameters registered through the model's
+//! [`Block`] trait as the built-in blocks and [`GraphHead`] the same [`Head`] trait as the
+//! built-in heads, its parameters registered through the model's
 //! `VarBuilder` under `<node id>.<name>` (so the same ids give the same names, the same seeded
 //! initial values and the same checkpoint keys as a built-in block with those names), with
 //! autograd through every op.
@@ -13,6 +14,8 @@ use candle_nn::{Conv1d, Conv1dConfig, Init, VarBuilder};
 use super::{Checked, Op};
 use crate::zoo::blocks::{causal_mask, moving_average, Block, Mha};
 use crate::zoo::fused::{self, LayerNorm, Linear};
+use crate::zoo::heads::{Affine, Head};
+use crate::zoo::params::Noise;
 
 enum Built {
     Linear(Linear),
@@ -163,9 +166,72 @@ fn along_middle(x: &Tensor, f: impl FnOnce(&Tensor) -> Result<Tensor>) -> Result
 
 impl Block for GraphBlock {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let mut vals: Vec<Tensor> = Vec::with_capacity(self.steps.len() + 1);
+        let mut vals = self.values(x, self.steps.len())?;
+        Ok(vals.swap_remove(self.output))
+    }
+}
+
+/// A head graph compiled to candle ops: the nodes before the distribution give one drift and
+/// one scale per window, `(b, 1, 1)` each; the increments are `mu + sigma * eps`, `eps` standard
+/// normal (`gaussian`) or Student-t (`student_t`), drawn from the seeded noise.
+pub struct GraphHead {
+    body: GraphBlock,
+    mu: usize,
+    sigma: usize,
+    df: Option<f64>,
+}
+
+impl GraphHead {
+    /// Build a checked head graph, registering parameters under `vb` by node id.
+    pub fn new(c: &Checked, vb: VarBuilder) -> Result<Self> {
+        let body = GraphBlock::new(c, vb)?;
+        let Some(last) = c.plan.last().filter(|p| p.op.is_distribution()) else {
+            candle_core::bail!("head graph {} does not end in a distribution", c.doc.name)
+        };
+        Ok(GraphHead {
+            mu: last.inputs[0],
+            sigma: last.inputs[1],
+            df: match last.op {
+                Op::StudentT { df } => Some(df),
+                _ => None,
+            },
+            body,
+        })
+    }
+}
+
+impl Head for GraphHead {
+    fn sample(&self, h: &Tensor, n: usize, horizon: usize, noise: &mut Noise) -> Result<Tensor> {
+        let Some(a) = self.sample_affine(h, n, horizon, noise)? else {
+            unreachable!("a graph head always has the affine form")
+        };
+        fused::affine_noise(&a.eps, &a.mu, &a.sigma)
+    }
+
+    fn sample_affine(
+        &self,
+        h: &Tensor,
+        n: usize,
+        horizon: usize,
+        noise: &mut Noise,
+    ) -> Result<Option<Affine>> {
+        let vals = self.body.values(h, self.body.steps.len() - 1)?;
+        let (mu, sigma) = (vals[self.mu].clone(), vals[self.sigma].clone());
+        let b = mu.dim(0)?;
+        let eps = match self.df {
+            None => noise.normal((b, n, horizon))?,
+            Some(df) => noise.student_t((b, n, horizon), df)?,
+        };
+        Ok(Some(Affine { eps, mu, sigma }))
+    }
+}
+
+impl GraphBlock {
+    /// The input and the values of the first `upto` steps, by slot.
+    fn values(&self, x: &Tensor, upto: usize) -> Result<Vec<Tensor>> {
+        let mut vals: Vec<Tensor> = Vec::with_capacity(upto + 1);
         vals.push(x.clone());
-        for s in &self.steps {
+        for s in &self.steps[..upto] {
             let ins: Vec<&Tensor> = s.inputs.iter().map(|&i| &vals[i]).collect();
             let a = ins[0];
             let y = match &s.built {
@@ -215,7 +281,8 @@ impl Block for GraphBlock {
                             * candle_nn::ops::sigmoid(&a.narrow(D::Minus1, h, h)?)?)?
                     }
                     Op::Add | Op::Sub | Op::Mul => elementwise(op, &ins)?,
-                    Op::Scale { factor } => a.affine(*factor, 0.0)?,
+                    Op::Scale { factor, offset } => a.affine(*factor, *offset)?,
+                    Op::LastTime => a.narrow(1, a.dim(1)? - 1, 1)?,
                     Op::Concat => Tensor::cat(&ins, D::Minus1)?,
                     Op::Slice { start, len } => a.narrow(D::Minus1, *start, *len)?.contiguous()?,
                     Op::Transpose => a.transpose(1, 2)?.contiguous()?,
@@ -227,6 +294,6 @@ impl Block for GraphBlock {
             };
             vals.push(y);
         }
-        Ok(vals.swap_remove(self.output))
+        Ok(vals)
     }
 }

@@ -1,5 +1,5 @@
 //! Components as graphs: a versioned JSON document (`synth-city/component@1`) that describes a
-//! backbone block as a small DAG of operations from a fixed vocabulary ([`OPS`]), its strict
+//! backbone block or a head as a small DAG of operations from a fixed vocabulary ([`OPS`]), its strict
 //! parsing, its validation (every shape inferred, every problem named by node id and field with
 //! the fix) and its size and cost estimates (parameters, FLOPs, activation memory), each bounded.
 //! [`compile`] turns a checked graph into a [`super::blocks::Block`] of candle ops.
@@ -8,9 +8,11 @@
 //! one of the vocabulary's, every number is bounded, and a document that fails any check is
 //! refused whole.
 //!
-//! Does NOT: store or version documents (that is the registry's job, a later slice), express
-//! heads (a document of `"kind": "head"` is refused with that reason), loop (repetition is
-//! unrolled by the author), or run anything but the vocabulary's candle ops.
+//! A head is the same kind of document ending in a distribution node (`gaussian`, `student_t`)
+//! whose inputs are one drift and one scale per window.
+//!
+//! Does NOT: store or version documents (that is the registry's job, a later slice), loop
+//! (repetition is unrolled by the author), or run anything but the vocabulary's candle ops.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -216,6 +218,7 @@ pub enum Op {
     Mul,
     Scale {
         factor: f64,
+        offset: f64,
     },
     Concat,
     Slice {
@@ -233,6 +236,18 @@ pub enum Op {
     MovingAverage {
         kernel: usize,
     },
+    LastTime,
+    Gaussian,
+    StudentT {
+        df: f64,
+    },
+}
+
+impl Op {
+    /// A distribution: the last node of a head, read by nothing.
+    pub fn is_distribution(&self) -> bool {
+        matches!(self, Op::Gaussian | Op::StudentT { .. })
+    }
 }
 
 /// One op of the vocabulary as documented: its name, how many inputs it takes, its attributes
@@ -266,7 +281,7 @@ pub const OPS: &[OpInfo] = &[
     OpInfo { op: "add", inputs: (2, MANY), attrs: &[], help: "sum (residual); an axis of width 1 broadcasts" },
     OpInfo { op: "sub", inputs: (2, 2), attrs: &[], help: "first minus second; an axis of width 1 broadcasts" },
     OpInfo { op: "mul", inputs: (2, MANY), attrs: &[], help: "product (gating); an axis of width 1 broadcasts" },
-    OpInfo { op: "scale", inputs: (1, 1), attrs: &[("factor", REQ)], help: "x times a constant" },
+    OpInfo { op: "scale", inputs: (1, 1), attrs: &[("factor", REQ), ("offset", "0")], help: "x * factor + offset (constants)" },
     OpInfo { op: "concat", inputs: (2, MANY), attrs: &[], help: "concatenate on the last axis (split: use `slice`)" },
     OpInfo { op: "slice", inputs: (1, 1), attrs: &[("start", REQ), ("len", REQ)], help: "features start..start+len of the last axis" },
     OpInfo { op: "transpose", inputs: (1, 1), attrs: &[], help: "swap the middle and last axes: (batch, seq, d) <-> (batch, d, seq), for ops along time (N-BEATS) or across channels" },
@@ -274,6 +289,9 @@ pub const OPS: &[OpInfo] = &[
     OpInfo { op: "attention", inputs: (1, 1), attrs: &[("heads", REQ), ("causal", "false")], help: "multi-head self-attention over the middle axis with q, k, v, o projections; causal masks later positions; params <id>.q/.k/.v/.o .weight/.bias" },
     OpInfo { op: "cumsum", inputs: (1, 1), attrs: &[], help: "cumulative sum along the middle axis (a scan)" },
     OpInfo { op: "ema", inputs: (1, 1), attrs: &[], help: "linear recurrence h_t = a h_(t-1) + (1 - a) x_t along the middle axis, a = sigmoid(<id>.decay) learned per channel (starts at 0.88)" },
+    OpInfo { op: "last_time", inputs: (1, 1), attrs: &[], help: "the last position of the middle axis, kept as width 1 (a head reads the last step)" },
+    OpInfo { op: "gaussian", inputs: (2, 2), attrs: &[], help: "heads only, as the output: increments mu + sigma * eps, eps standard normal; inputs mu and sigma of shape (batch, 1, 1), sigma positive (e.g. softplus then scale with an offset)" },
+    OpInfo { op: "student_t", inputs: (2, 2), attrs: &[("df", "5")], help: "heads only, as the output: increments mu + sigma * t, t Student-t with df degrees of freedom (2 < df <= 1000); inputs as gaussian's" },
     OpInfo { op: "moving_average", inputs: (1, 1), attrs: &[("kernel", REQ)], help: "centred moving average along the middle axis with replicate padding (a frequency-free low-pass filter; x minus it is the high-pass)" },
 ];
 
@@ -327,6 +345,41 @@ pub struct Report {
     pub estimate: Estimate,
     pub bounds: Estimate,
     pub output_shape: String,
+}
+
+impl Report {
+    /// The report as text: `ok`, the context, the resolved params, each estimate with its bound.
+    pub fn text(&self) -> String {
+        let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+        let e = &self.estimate;
+        let b = &self.bounds;
+        let mut s = format!(
+            "ok: {} {:?} {} -> {} at d_model {}, seq_len {}\n",
+            match self.kind {
+                Kind::Block => "block",
+                Kind::Head => "head",
+            },
+            self.name,
+            Shape([Dim::Batch, Dim::Seq, Dim::N(self.ctx.d_model)]),
+            self.output_shape,
+            self.ctx.d_model,
+            self.ctx.seq_len
+        );
+        if !self.params.is_empty() {
+            let p: Vec<String> = self
+                .params
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            s.push_str(&format!("  params: {}\n", p.join(", ")));
+        }
+        s.push_str(&format!(
+            "  parameters           {:>14}  (limit {})\n  forward FLOPs/window {:>14}  (limit {})\n  activations/window   {:>11.2} MiB  (limit {:.0} MiB)\n  body                 {:>8} bytes  (limit {})\n  nodes                {:>14}  (limit {})\n",
+            e.params, b.params, e.flops, b.flops, mib(e.activation_bytes), mib(b.activation_bytes),
+            e.body_bytes, b.body_bytes, e.nodes, b.nodes
+        ));
+        s
+    }
 }
 
 impl Checked {
@@ -696,9 +749,6 @@ pub fn check(
             ),
         ));
     }
-    if doc.kind == Kind::Head {
-        issues.push(issue(None, "kind", "heads as graphs are not supported by this build yet; write a block ((batch, seq, d_model) -> same) or use a built-in head"));
-    }
     if !valid_ident(&doc.name, false) {
         issues.push(issue(
             None,
@@ -730,7 +780,7 @@ pub fn check(
             None,
             "inputs",
             format!(
-                "a block has exactly one input, (batch, seq, d_model); found {}: write e.g. [\"x\"]",
+                "a block or a head has exactly one input, (batch, seq, d_model); found {}: write e.g. [\"x\"]",
                 doc.inputs.len()
             ),
         ));
@@ -989,7 +1039,40 @@ pub fn check(
         }
     }
     let out_shape = shapes[out_slot].expect("inferred");
-    if out_shape != d_in {
+    for p in &plan {
+        for (j, &s) in p.inputs.iter().enumerate() {
+            if s > 0 && is_dist_name(&doc.nodes[s - 1].op) {
+                issues.push(issue(
+                    Some(&p.id),
+                    format!("nodes[{}].in[{j}]", doc.nodes.iter().position(|n| n.id == p.id).unwrap_or(0)),
+                    format!(
+                        "{:?} is a distribution; only a head's output may be one, and nothing reads it",
+                        doc.nodes[s - 1].id
+                    ),
+                ));
+            }
+        }
+    }
+    let out_is_dist = out_slot > 0 && is_dist_name(&doc.nodes[out_slot - 1].op);
+    if doc.kind == Kind::Head {
+        if !out_is_dist {
+            issues.push(issue(
+                Some(&doc.output),
+                "output",
+                format!(
+                    "a head ends in a distribution node (gaussian or student_t) reading mu and sigma of shape (batch, 1, 1); {:?} is a {}",
+                    doc.output,
+                    if out_slot == 0 { "input" } else { doc.nodes[out_slot - 1].op.as_str() }
+                ),
+            ));
+        }
+    } else if out_is_dist {
+        issues.push(issue(
+            Some(&doc.output),
+            "output",
+            "a block returns (batch, seq, d_model), not a distribution; distributions end heads (\"kind\": \"head\")",
+        ));
+    } else if out_shape != d_in {
         issues.push(issue(
             Some(&doc.output),
             "output",
@@ -1044,6 +1127,10 @@ pub fn check(
         estimate: est,
         param_names,
     })
+}
+
+fn is_dist_name(op: &str) -> bool {
+    matches!(op, "gaussian" | "student_t")
 }
 
 type Inferred = (Op, Shape, Vec<(&'static str, u64)>, u64);
@@ -1175,8 +1262,15 @@ fn infer(node: &Node, info: &OpInfo, ins: &[Shape], at: &mut Attrs, ctx: Ctx) ->
             Some((op, s, vec![], s.numel(ctx) * (ins.len() as u64 - 1)))
         }
         "scale" => {
-            let factor = at.real("factor", None)?;
-            same(Op::Scale { factor }, 1)
+            let factor = at.real("factor", None);
+            let offset = at.real("offset", Some(0.0));
+            same(
+                Op::Scale {
+                    factor: factor?,
+                    offset: offset?,
+                },
+                2,
+            )
         }
         "concat" => {
             let mut total = 0usize;
@@ -1247,6 +1341,33 @@ fn infer(node: &Node, info: &OpInfo, ins: &[Shape], at: &mut Attrs, ctx: Ctx) ->
             ))
         }
         "cumsum" => same(Op::Cumsum, 1),
+        "last_time" => Some((Op::LastTime, Shape([b, Dim::N(1), c]), vec![], 0)),
+        "gaussian" | "student_t" => {
+            let one = Shape([Dim::Batch, Dim::N(1), Dim::N(1)]);
+            for (j, y) in ins.iter().enumerate() {
+                if *y != one {
+                    at.fail(
+                        &format!("in[{j}]"),
+                        format!("{} reads mu and sigma of shape {one}, one per window; {:?} is {y} (`last_time`, then a `linear` with \"out\": 2 and two `slice`s, make them)", info.op, node.inputs[j]),
+                    );
+                    return None;
+                }
+            }
+            let op = if info.op == "gaussian" {
+                Op::Gaussian
+            } else {
+                let df = at.real("df", Some(5.0))?;
+                if !(df > 2.0 && df <= 1000.0) {
+                    at.fail(
+                        "df",
+                        format!("{df} degrees of freedom: use 2 < df <= 1000 (a finite variance)"),
+                    );
+                    return None;
+                }
+                Op::StudentT { df }
+            };
+            Some((op, one, vec![], 0))
+        }
         "ema" => Some((Op::Ema, x, vec![("decay", width)], 2 * rows * numel)),
         "moving_average" => {
             let kernel = at.usize("kernel", None, 1)?;

@@ -1,6 +1,6 @@
 //! Tests of component graphs: the shipped documents check; the graph forms of TCN, Transformer
-//! and N-BEATS have the built-ins' parameter counts and train to the built-ins' losses on real
-//! bars (same seed, same data); invalid documents are refused naming the node, the field and the
+//! and N-BEATS and of the GBM head have the built-ins' parameter counts and train to the
+//! built-ins' losses on real bars (same seed, same data); a Student-t head learns; invalid documents are refused naming the node, the field and the
 //! fix; a spec carrying a graph trains, checkpoints and simulates.
 
 use std::path::Path;
@@ -40,7 +40,14 @@ fn pair(builtin: &str, graph: &str) -> (ExperimentSpec, ExperimentSpec) {
 
 #[test]
 fn graph_shipped_components_check_with_estimates() {
-    for name in ["tcn", "transformer", "nbeats", "gated_conv"] {
+    for name in [
+        "tcn",
+        "transformer",
+        "nbeats",
+        "gated_conv",
+        "gaussian",
+        "student_t",
+    ] {
         let c = check_text(&component(name), Ctx::default()).unwrap_or_else(|e| {
             panic!(
                 "{name}: {}",
@@ -56,7 +63,12 @@ fn graph_shipped_components_check_with_estimates() {
             "{name}: {e:?}"
         );
         assert!(e.body_bytes > 0 && e.nodes == c.doc.nodes.len());
-        assert_eq!(c.report().output_shape, "(batch, seq, 32)");
+        let out = if c.doc.kind == Kind::Head {
+            "(batch, 1, 1)"
+        } else {
+            "(batch, seq, 32)"
+        };
+        assert_eq!(c.report().output_shape, out, "{name}");
     }
 }
 
@@ -167,6 +179,65 @@ fn graph_blocks_train_to_the_builtins_losses() {
             );
         }
     }
+}
+
+/// `tiny_spec` with the GBM head, and the same with the graph `graph` as its head.
+fn head_pair(block: &str, graph: &str) -> (ExperimentSpec, ExperimentSpec) {
+    let a = tiny_spec(&[block], "GBMHead");
+    let mut b = a.clone();
+    b.model.head.kind = format!("graph:{graph}");
+    b.model.components = vec![doc(graph)];
+    (a, b)
+}
+
+#[test]
+fn graph_heads_match_the_gbm_head_and_student_t_learns() {
+    let (a, b) = head_pair("TCNBlock", "gaussian");
+    assert_eq!(a.param_breakdown().unwrap(), b.param_breakdown().unwrap());
+    let r = b.validate().unwrap();
+    let built = b.param_breakdown().unwrap();
+    assert_eq!(
+        r.head_graph.as_ref().unwrap().estimate.params,
+        built.iter().find(|(k, _)| k == "head").unwrap().1 as u64
+    );
+    let Some(la) = losses(&a, 30) else { return };
+    let lb = losses(&b, 30).unwrap();
+    let worst = la
+        .iter()
+        .zip(&lb)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f64::max);
+    eprintln!(
+        "GBMHead: {:.5} -> {:.5}; graph:gaussian: {:.5} -> {:.5}; largest step difference {worst:e}",
+        la[0], la[29], lb[0], lb[29]
+    );
+    assert!(worst <= 1e-4 * la[0].abs().max(1.0), "{la:?} vs {lb:?}");
+    // Student-t increments: the same parameters, other noise; it learns
+    let (_, t) = head_pair("TCNBlock", "student_t");
+    assert_eq!(t.param_count().unwrap(), a.param_count().unwrap());
+    let lt = losses(&t, 30).unwrap();
+    eprintln!("graph:student_t: {:.5} -> {:.5}", lt[0], lt[29]);
+    assert!(lt.iter().all(|x| x.is_finite()) && lt[29] < lt[0], "{lt:?}");
+    assert_ne!(lt, lb, "t noise is not Gaussian noise");
+    // the head's declared df is a head kwarg, bounded
+    let mut bad = t.clone();
+    bad.model.head.kwargs.insert("df".into(), json!(1.5));
+    let e = bad.validate().unwrap_err();
+    assert!(
+        e.iter()
+            .any(|i| i.field == "model.head.df" && i.message.contains("[2.5, 100]")),
+        "{e:?}"
+    );
+    // a head graph named as a block, and a block graph as the head
+    let mut swap = t.clone();
+    swap.model.backbone.blocks = vec!["graph:student_t".into()];
+    swap.model.head.kind = "GBMHead".into();
+    let e = swap.validate().unwrap_err();
+    assert!(
+        e.iter()
+            .any(|i| i.field == "model.backbone.blocks[0]" && i.message.contains("is not a block")),
+        "{e:?}"
+    );
 }
 
 #[test]
@@ -369,9 +440,33 @@ fn graph_invalid_documents_name_the_node_field_and_fix() {
         "a",
     ));
     has(&e, Some("a"), "nodes[1].id", &["used twice"]);
+    // a head that does not end in a distribution; a block that does, or reads one
     let mut v = base(json!([{"id": "a", "op": "relu", "in": ["x"]}]), "a");
     v["kind"] = json!("head");
-    has(&refuse(v), None, "kind", &["heads as graphs"]);
+    has(
+        &refuse(v),
+        Some("a"),
+        "output",
+        &["a head ends in a distribution", "relu"],
+    );
+    let dist = json!([{"id": "l", "op": "last_time", "in": ["x"]},
+                      {"id": "m", "op": "slice", "in": ["l"], "start": 0, "len": 1},
+                      {"id": "d", "op": "gaussian", "in": ["m", "m"]},
+                      {"id": "r", "op": "relu", "in": ["d"]}]);
+    let e = refuse(base(dist.clone(), "r"));
+    has(&e, Some("r"), "nodes[3].in[0]", &["is a distribution"]);
+    let e = refuse(base(
+        json!([{"id": "l", "op": "last_time", "in": ["x"]},
+                               {"id": "m", "op": "slice", "in": ["l"], "start": 0, "len": 1},
+                               {"id": "d", "op": "student_t", "in": ["m", "l"], "df": 1}]),
+        "d",
+    ));
+    has(
+        &e,
+        Some("d"),
+        "nodes[2].in[1]",
+        &["(batch, 1, 1)", "(batch, 1, 8)"],
+    );
 }
 
 #[test]
@@ -429,6 +524,8 @@ fn graph_checkpoint_keeps_its_graph_and_simulates() {
     };
     let (_, mut spec) = pair("TCNBlock", "gated_conv");
     spec.model.backbone.block_kwargs = vec![];
+    spec.model.head.kind = "graph:student_t".into();
+    spec.model.components.push(doc("student_t"));
     spec.training.epochs = 1;
     spec.training.steps_per_epoch = 3;
     spec.training.batch_size = 4;
@@ -445,6 +542,7 @@ fn graph_checkpoint_keeps_its_graph_and_simulates() {
     // the checkpoint's spec carries the graph: the author's later edits do not reach it
     let saved = std::fs::read_to_string(tmp.join("spec.json")).unwrap();
     assert!(saved.contains("\"graph:gated_conv\"") && saved.contains("\"op\": \"ema\""));
+    assert!(saved.contains("\"graph:student_t\"") && saved.contains("\"op\": \"student_t\""));
     let ck = load_checkpoint(&tmp, &Device::Cpu).unwrap();
     assert_eq!(ck.spec.model.components, spec.model.components);
     let w = AssetWindows::new("BTC", btc().unwrap().clone(), 16, 288, 0.2, 12).unwrap();
