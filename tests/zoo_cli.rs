@@ -427,3 +427,51 @@ fn zoo_experiment_vol_loss_weight_flag() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("training.vol_loss_weight"), "{err}");
 }
+
+#[test]
+fn zoo_components_check_validates_a_graph_and_names_the_fault() {
+    let tcn = Path::new(env!("CARGO_MANIFEST_DIR")).join("workers/trainer/components/tcn.json");
+    let out = bin()
+        .args(["components", "check"])
+        .arg(&tcn)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // TCNBlock's parameter count at d_model 32 with kernel 3: 3 levels x 2 x (32*32*3 + 32)
+    assert!(text.starts_with("ok: block \"tcn\""), "{text}");
+    assert!(
+        text.contains(&format!("{}", 6 * (32 * 32 * 3 + 32))),
+        "{text}"
+    );
+    let v = run_json(
+        bin()
+            .args(["components", "check", "--json", "--d-model", "16"])
+            .arg(&tcn),
+    );
+    assert_eq!(v["ok"], true);
+    assert_eq!(v["report"]["estimate"]["params"], 6 * (16 * 16 * 3 + 16));
+    // a graph with an unknown op: non-zero, naming the node, the field and the vocabulary
+    let bad = std::env::temp_dir().join(format!("bad-graph-{}.json", std::process::id()));
+    let doc = std::fs::read_to_string(&tcn)
+        .unwrap()
+        .replacen("\"relu\"", "\"fft\"", 1);
+    std::fs::write(&bad, doc).unwrap();
+    let out = bin()
+        .args(["components", "check"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("nodes[1].op (node \"l0a_relu\"): unknown op \"fft\"")
+            && err.contains("conv1d"),
+        "{err}"
+    );
+    let _ = std::fs::remove_file(&bad);
+}
