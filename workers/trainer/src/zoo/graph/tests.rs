@@ -423,6 +423,24 @@ fn graph_invalid_documents_name_the_node_field_and_fix() {
     ));
     has(&e, None, "(estimate)", &["parameters", "5000000"]);
     has(&e, None, "(estimate)", &["FLOPs"]);
+    // an ema over a long window holds a (width, seq, seq) matrix: refused on memory
+    let d: ComponentDoc =
+        serde_json::from_value(base(json!([{"id": "a", "op": "ema", "in": ["x"]}]), "a")).unwrap();
+    let e = check(
+        &d,
+        Ctx {
+            d_model: 256,
+            seq_len: 4096,
+        },
+        &Map::new(),
+    )
+    .unwrap_err();
+    has(
+        &e,
+        None,
+        "(estimate)",
+        &["bytes of activations", "seq_len 4096"],
+    );
     // a body over 256 KiB
     let nodes: Vec<Value> = (0..5000)
         .map(|i| json!({"id": format!("n{i}_with_a_long_name_to_grow_the_body"), "op": "relu", "in": ["x"]}))
