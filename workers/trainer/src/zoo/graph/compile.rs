@@ -157,13 +157,6 @@ fn elementwise(op: &Op, xs: &[&Tensor]) -> Result<Tensor> {
     Ok(acc)
 }
 
-/// Along the middle axis of `(b, m, c)`: transpose to `(b, c, m)`, apply, transpose back.
-fn along_middle(x: &Tensor, f: impl FnOnce(&Tensor) -> Result<Tensor>) -> Result<Tensor> {
-    f(&x.transpose(1, 2)?.contiguous()?)?
-        .transpose(1, 2)?
-        .contiguous()
-}
-
 impl Block for GraphBlock {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let mut vals = self.values(x, self.steps.len())?;
@@ -226,74 +219,172 @@ impl Head for GraphHead {
     }
 }
 
+/// A value as computed: rows-first `(b, m, c)` and/or channels-first `(b, c, m)`, the other
+/// layout made (once) when asked for. Ops along the middle axis (`conv1d`, `cumsum`, `ema`) run
+/// channels-first, elementwise ops in whichever layout their inputs already have, so a chain of
+/// time-axis ops (a TCN's convolutions, ReLUs and residual sums) transposes once on the way in
+/// and once on the way out, as a built-in block does.
+struct Val {
+    rows: Option<Tensor>,
+    cf: Option<Tensor>,
+}
+
+impl Val {
+    fn rows(t: Tensor) -> Self {
+        Val {
+            rows: Some(t),
+            cf: None,
+        }
+    }
+
+    fn cf(t: Tensor) -> Self {
+        Val {
+            rows: None,
+            cf: Some(t),
+        }
+    }
+
+    fn get_rows(&mut self) -> Result<Tensor> {
+        if let Some(t) = &self.rows {
+            return Ok(t.clone());
+        }
+        let t = self.cf.as_ref().expect("a value has a layout");
+        let t = t.transpose(1, 2)?.contiguous()?;
+        self.rows = Some(t.clone());
+        Ok(t)
+    }
+
+    fn get_cf(&mut self) -> Result<Tensor> {
+        if let Some(t) = &self.cf {
+            return Ok(t.clone());
+        }
+        let t = self.rows.as_ref().expect("a value has a layout");
+        let t = t.transpose(1, 2)?.contiguous()?;
+        self.cf = Some(t.clone());
+        Ok(t)
+    }
+}
+
 impl GraphBlock {
-    /// The input and the values of the first `upto` steps, by slot.
+    /// The input and the values of the first `upto` steps, by slot, rows-first.
     fn values(&self, x: &Tensor, upto: usize) -> Result<Vec<Tensor>> {
-        let mut vals: Vec<Tensor> = Vec::with_capacity(upto + 1);
-        vals.push(x.clone());
+        let mut vals: Vec<Val> = Vec::with_capacity(upto + 1);
+        vals.push(Val::rows(x.clone()));
         for s in &self.steps[..upto] {
-            let ins: Vec<&Tensor> = s.inputs.iter().map(|&i| &vals[i]).collect();
-            let a = ins[0];
-            let y = match &s.built {
-                Built::Linear(l) => l.forward(a)?,
-                Built::Conv1d { conv, left, right } => along_middle(a, |t| {
-                    let t = if left + right > 0 {
-                        t.pad_with_zeros(D::Minus1, *left, *right)?
-                    } else {
-                        t.clone()
-                    };
-                    conv.forward(&t)
-                })?,
-                Built::LayerNorm(n) => n.forward(a)?,
-                Built::RmsNorm { weight, eps } => {
-                    let ms = a.sqr()?.mean_keepdim(D::Minus1)?;
-                    a.broadcast_div(&(ms + *eps)?.sqrt()?)?
-                        .broadcast_mul(weight)?
-                }
-                Built::Attention { mha, mask } => mha.forward(a, a, mask.as_ref())?,
-                Built::Ema { decay, lag, keep } => {
-                    let c = decay.dim(0)?;
-                    let a_coef = candle_nn::ops::sigmoid(decay)?;
-                    let log_a = crate::zoo::params::softplus(&decay.neg()?)?.neg()?;
-                    // w[c][t][u] = (1 - a_c) a_c^(t-u) for u <= t
-                    let w = lag
-                        .broadcast_mul(&log_a.reshape((c, 1, 1))?)?
-                        .exp()?
-                        .broadcast_mul(keep)?
-                        .broadcast_mul(&a_coef.affine(-1.0, 1.0)?.reshape((c, 1, 1))?)?;
-                    along_middle(a, |t| {
-                        // (b, c, m) -> (b, c, m, 1); (1, c, m, m) @ it
-                        w.unsqueeze(0)?
-                            .broadcast_matmul(&t.unsqueeze(3)?)?
-                            .squeeze(3)
-                    })?
-                }
-                Built::Plain(op) => match op {
-                    Op::Relu => a.relu()?,
-                    Op::Gelu => fused::gelu(a)?,
-                    Op::Silu => a.silu()?,
-                    Op::Tanh => a.tanh()?,
-                    Op::Sigmoid => candle_nn::ops::sigmoid(a)?,
-                    Op::Softplus => crate::zoo::params::softplus(a)?,
-                    Op::Glu => {
-                        let h = a.dim(D::Minus1)? / 2;
-                        (a.narrow(D::Minus1, 0, h)?
-                            * candle_nn::ops::sigmoid(&a.narrow(D::Minus1, h, h)?)?)?
-                    }
-                    Op::Add | Op::Sub | Op::Mul => elementwise(op, &ins)?,
-                    Op::Scale { factor, offset } => a.affine(*factor, *offset)?,
-                    Op::LastTime => a.narrow(1, a.dim(1)? - 1, 1)?,
-                    Op::Concat => Tensor::cat(&ins, D::Minus1)?,
-                    Op::Slice { start, len } => a.narrow(D::Minus1, *start, *len)?.contiguous()?,
-                    Op::Transpose => a.transpose(1, 2)?.contiguous()?,
-                    Op::MeanTime => a.mean_keepdim(1)?,
-                    Op::Cumsum => along_middle(a, crate::zoo::ops::cumsum_last)?,
-                    Op::MovingAverage { kernel } => moving_average(a, *kernel)?,
-                    other => candle_core::bail!("op {other:?} was not built"),
-                },
-            };
+            let y = self.step(s, &mut vals)?;
             vals.push(y);
         }
-        Ok(vals)
+        vals.iter_mut().map(Val::get_rows).collect()
+    }
+
+    /// One step's value from the values so far.
+    fn step(&self, s: &Step, vals: &mut [Val]) -> Result<Val> {
+        let first = s.inputs[0];
+        // the layout-free ops run channels-first when every input has that layout and one has
+        // no other
+        let all_cf = s.inputs.iter().all(|&i| vals[i].cf.is_some())
+            && s.inputs.iter().any(|&i| vals[i].rows.is_none());
+        let shapes_equal = s.inputs.windows(2).all(|w| {
+            vals[w[0]].cf.as_ref().map(|t| t.dims().to_vec())
+                == vals[w[1]].cf.as_ref().map(|t| t.dims().to_vec())
+        });
+        let ins_cf = |vals: &mut [Val]| -> Result<Vec<Tensor>> {
+            s.inputs.iter().map(|&i| vals[i].get_cf()).collect()
+        };
+        let ins_rows = |vals: &mut [Val]| -> Result<Vec<Tensor>> {
+            s.inputs.iter().map(|&i| vals[i].get_rows()).collect()
+        };
+        let unary = |vals: &mut [Val], f: &dyn Fn(&Tensor) -> Result<Tensor>| -> Result<Val> {
+            Ok(if all_cf {
+                Val::cf(f(&vals[first].get_cf()?)?)
+            } else {
+                Val::rows(f(&vals[first].get_rows()?)?)
+            })
+        };
+        Ok(match &s.built {
+            Built::Conv1d { conv, left, right } => {
+                let t = vals[first].get_cf()?;
+                let t = if left + right > 0 {
+                    t.pad_with_zeros(D::Minus1, *left, *right)?
+                } else {
+                    t
+                };
+                Val::cf(conv.forward(&t)?)
+            }
+            Built::Ema { decay, lag, keep } => {
+                let c = decay.dim(0)?;
+                let a_coef = candle_nn::ops::sigmoid(decay)?;
+                let log_a = crate::zoo::params::softplus(&decay.neg()?)?.neg()?;
+                // w[c][t][u] = (1 - a_c) a_c^(t-u) for u <= t
+                let w = lag
+                    .broadcast_mul(&log_a.reshape((c, 1, 1))?)?
+                    .exp()?
+                    .broadcast_mul(keep)?
+                    .broadcast_mul(&a_coef.affine(-1.0, 1.0)?.reshape((c, 1, 1))?)?;
+                // (1, c, m, m) @ (b, c, m, 1)
+                let t = vals[first].get_cf()?;
+                Val::cf(
+                    w.unsqueeze(0)?
+                        .broadcast_matmul(&t.unsqueeze(3)?)?
+                        .squeeze(3)?,
+                )
+            }
+            Built::Plain(Op::Cumsum) => {
+                Val::cf(crate::zoo::ops::cumsum_last(&vals[first].get_cf()?)?)
+            }
+            // the transposed value is the channels-first layout of the input
+            Built::Plain(Op::Transpose) => Val {
+                rows: Some(vals[first].get_cf()?),
+                cf: vals[first].rows.clone(),
+            },
+            Built::Plain(Op::Relu) => unary(vals, &|a| a.relu())?,
+            Built::Plain(Op::Gelu) => unary(vals, &fused::gelu)?,
+            Built::Plain(Op::Silu) => unary(vals, &|a| a.silu())?,
+            Built::Plain(Op::Tanh) => unary(vals, &|a| a.tanh())?,
+            Built::Plain(Op::Sigmoid) => unary(vals, &candle_nn::ops::sigmoid)?,
+            Built::Plain(Op::Softplus) => unary(vals, &crate::zoo::params::softplus)?,
+            Built::Plain(Op::Scale { factor, offset }) => {
+                unary(vals, &|a| a.affine(*factor, *offset))?
+            }
+            Built::Plain(op @ (Op::Add | Op::Sub | Op::Mul)) => {
+                if all_cf && shapes_equal {
+                    let ins = ins_cf(vals)?;
+                    Val::cf(elementwise(op, &ins.iter().collect::<Vec<_>>())?)
+                } else {
+                    let ins = ins_rows(vals)?;
+                    Val::rows(elementwise(op, &ins.iter().collect::<Vec<_>>())?)
+                }
+            }
+            built => {
+                let ins = ins_rows(vals)?;
+                let a = &ins[0];
+                Val::rows(match built {
+                    Built::Linear(l) => l.forward(a)?,
+                    Built::LayerNorm(n) => n.forward(a)?,
+                    Built::RmsNorm { weight, eps } => {
+                        let ms = a.sqr()?.mean_keepdim(D::Minus1)?;
+                        a.broadcast_div(&(ms + *eps)?.sqrt()?)?
+                            .broadcast_mul(weight)?
+                    }
+                    Built::Attention { mha, mask } => mha.forward(a, a, mask.as_ref())?,
+                    Built::Plain(op) => match op {
+                        Op::Glu => {
+                            let h = a.dim(D::Minus1)? / 2;
+                            (a.narrow(D::Minus1, 0, h)?
+                                * candle_nn::ops::sigmoid(&a.narrow(D::Minus1, h, h)?)?)?
+                        }
+                        Op::LastTime => a.narrow(1, a.dim(1)? - 1, 1)?,
+                        Op::Concat => Tensor::cat(&ins, D::Minus1)?,
+                        Op::Slice { start, len } => {
+                            a.narrow(D::Minus1, *start, *len)?.contiguous()?
+                        }
+                        Op::MeanTime => a.mean_keepdim(1)?,
+                        Op::MovingAverage { kernel } => moving_average(a, *kernel)?,
+                        other => candle_core::bail!("op {other:?} was not built"),
+                    },
+                    _ => candle_core::bail!("a built op was not matched"),
+                })
+            }
+        })
     }
 }

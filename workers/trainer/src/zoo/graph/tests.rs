@@ -580,3 +580,54 @@ fn graph_checkpoint_keeps_its_graph_and_simulates() {
     crate::zoo::tests::assert_response_ok(&paths, 1_730_000_100, 300, 86_400);
     let _ = std::fs::remove_dir_all(&tmp);
 }
+
+#[test]
+fn graph_time_axis_ops_compute_what_they_say_in_either_layout() {
+    use crate::zoo::blocks::Block;
+    let d: ComponentDoc = serde_json::from_value(base(
+        json!([
+            {"id": "c", "op": "cumsum", "in": ["x"]},
+            {"id": "s", "op": "scale", "in": ["c"], "factor": 2.0, "offset": 0.5},
+            {"id": "r", "op": "relu", "in": ["s"]},
+            {"id": "e", "op": "ema", "in": ["x"]},
+            {"id": "out", "op": "add", "in": ["r", "x", "e"]}
+        ]),
+        "out",
+    ))
+    .unwrap();
+    let ctx = Ctx {
+        d_model: 3,
+        seq_len: 5,
+    };
+    let c = check(&d, ctx, &Map::new()).unwrap();
+    let vm = SeededVarMap::new(1);
+    let g = compile::GraphBlock::new(&c, vm.builder(&Device::Cpu)).unwrap();
+    let xs: Vec<f32> = (0..2 * 5 * 3)
+        .map(|i| ((i * 7 % 11) as f32 - 5.0) / 4.0)
+        .collect();
+    let x = candle_core::Tensor::from_vec(xs.clone(), (2, 5, 3), &Device::Cpu).unwrap();
+    let y: Vec<f32> = g
+        .forward(&x)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    let a = 1.0 / (1.0 + (-2.0f32).exp()); // the ema's starting decay
+    for b in 0..2 {
+        for ch in 0..3 {
+            let (mut cum, mut h) = (0f32, 0f32);
+            for t in 0..5 {
+                let v = xs[(b * 5 + t) * 3 + ch];
+                cum += v;
+                h = a * h + (1.0 - a) * v;
+                let want = (2.0 * cum + 0.5).max(0.0) + v + h;
+                let got = y[(b * 5 + t) * 3 + ch];
+                assert!(
+                    (got - want).abs() < 1e-5,
+                    "b {b} t {t} c {ch}: {got} vs {want}"
+                );
+            }
+        }
+    }
+}
