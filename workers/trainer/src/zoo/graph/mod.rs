@@ -409,6 +409,14 @@ impl Checked {
     }
 }
 
+/// 16 hex digits of FNV-1a over the document's compact JSON (fields in a fixed order,
+/// attributes and params sorted): the same document gives the same hash on every build, an
+/// edited one another (experiment fingerprints name graphs by it).
+pub fn content_hash(doc: &ComponentDoc) -> String {
+    let text = serde_json::to_string(doc).unwrap_or_default();
+    format!("{:016x}", crate::zoo::params::hash_str(&text))
+}
+
 /// Parse a document's text strictly (size first, then unknown fields refused by name).
 pub fn parse(text: &str) -> Result<ComponentDoc, Vec<GraphIssue>> {
     if text.len() > MAX_BODY_BYTES {

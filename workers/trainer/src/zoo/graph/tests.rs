@@ -525,6 +525,14 @@ fn graph_spec_errors_point_into_the_spec() {
     let (_, b) = pair("TransformerBlock", "transformer");
     let text = serde_json::to_string(&b).unwrap();
     assert_eq!(ExperimentSpec::from_json(&text).unwrap(), b);
+    // experiment fingerprints name a graph by its content: an edit is a new experiment
+    let fp = crate::experiments::fingerprint;
+    let (plain, b) = pair("TransformerBlock", "transformer");
+    let mut edited = b.clone();
+    edited.model.components[0].nodes[5].op = "relu".into();
+    assert_eq!(fp(&b), fp(&b.clone()));
+    assert_ne!(fp(&b), fp(&edited));
+    assert_ne!(fp(&b), fp(&plain));
     // a spec without components serialises as before (no `components` key)
     let a = tiny_spec(&["TCNBlock"], "GBMHead");
     assert!(!serde_json::to_string(&a).unwrap().contains("components"));
