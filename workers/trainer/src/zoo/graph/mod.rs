@@ -1405,7 +1405,6 @@ fn infer(node: &Node, info: &OpInfo, ins: &[Shape], at: &mut Attrs, ctx: Ctx) ->
         }
         other => {
             at.fail("op", format!("{other} has no shape rule"));
-            let _ = node;
             None
         }
     }
