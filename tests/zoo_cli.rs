@@ -427,3 +427,141 @@ fn zoo_experiment_vol_loss_weight_flag() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("training.vol_loss_weight"), "{err}");
 }
+
+#[test]
+fn zoo_components_check_validates_a_graph_and_names_the_fault() {
+    let tcn = Path::new(env!("CARGO_MANIFEST_DIR")).join("workers/trainer/components/tcn.json");
+    let out = bin()
+        .args(["components", "check"])
+        .arg(&tcn)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // TCNBlock's parameter count at d_model 32 with kernel 3: 3 levels x 2 x (32*32*3 + 32)
+    assert!(text.starts_with("ok: block \"tcn\""), "{text}");
+    assert!(
+        text.contains(&format!("{}", 6 * (32 * 32 * 3 + 32))),
+        "{text}"
+    );
+    let v = run_json(
+        bin()
+            .args(["components", "check", "--json", "--d-model", "16"])
+            .arg(&tcn),
+    );
+    assert_eq!(v["ok"], true);
+    assert_eq!(v["report"]["estimate"]["params"], 6 * (16 * 16 * 3 + 16));
+    // a graph with an unknown op: non-zero, naming the node, the field and the vocabulary
+    let bad = std::env::temp_dir().join(format!("bad-graph-{}.json", std::process::id()));
+    let doc = std::fs::read_to_string(&tcn)
+        .unwrap()
+        .replacen("\"relu\"", "\"fft\"", 1);
+    std::fs::write(&bad, doc).unwrap();
+    let out = bin()
+        .args(["components", "check"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("nodes[1].op (node \"l0a_relu\"): unknown op \"fft\"")
+            && err.contains("conv1d"),
+        "{err}"
+    );
+    let _ = std::fs::remove_file(&bad);
+}
+
+#[test]
+fn zoo_experiment_trains_graph_components_and_the_checkpoint_keeps_them() {
+    let Some(data) = data_dir() else { return };
+    let comp = |name: &str| -> serde_json::Value {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join(format!("workers/trainer/components/{name}.json"));
+        serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+    };
+    let mut spec = serde_json::json!({
+        "version": 1,
+        "model": {
+            "backbone": {"blocks": ["graph:gated_conv"], "d_model": 8, "seq_len": 16,
+                         "block_kwargs": [{"dilation": 4}]},
+            "head": {"kind": "graph:student_t", "df": 4},
+            "components": [comp("gated_conv"), comp("student_t")]
+        },
+        "training": {"horizon": 288, "n_paths": 16, "batch_size": 8, "lr": 0.003, "epochs": 1,
+                     "patience": 1, "seed": 3, "steps_per_epoch": 3},
+        "data": {"assets": ["BTC"], "timeframe": "5m"}
+    });
+    let dir = std::env::temp_dir().join(format!("zoo-cli-graph-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let spec_file = dir.join("spec.json");
+    std::fs::write(&spec_file, spec.to_string()).unwrap();
+    let out_dir = dir.join("out");
+    let v = run_json(
+        bin()
+            .arg("experiment")
+            .arg("--spec")
+            .arg(&spec_file)
+            .args(["--eval-windows", "3", "--eval-paths", "100", "--json"])
+            .arg("--data-dir")
+            .arg(&data)
+            .arg("--out")
+            .arg(&out_dir),
+    );
+    let val = v["val_crps"].as_f64().unwrap();
+    assert!(val.is_finite() && val > 0.0, "{v}");
+    let ck = v["checkpoint"].as_str().unwrap().to_string();
+    // the author edits the component afterwards: the checkpoint keeps the graph it was trained with
+    spec["model"]["components"][0]["nodes"][7]["op"] = "cumsum".into();
+    std::fs::write(&spec_file, spec.to_string()).unwrap();
+    let saved = std::fs::read_to_string(Path::new(&ck).join("spec.json")).unwrap();
+    assert!(saved.contains("\"op\": \"ema\"") && saved.contains("\"graph:student_t\""));
+    let at = 1_730_000_100i64;
+    let out = bin()
+        .args([
+            "simulate", "--model", &ck, "--asset", "BTC", "--prompt", "low",
+        ])
+        .args(["--at", &at.to_string(), "--paths", "1000", "--json"])
+        .arg("--data-dir")
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_valid_response(
+        &String::from_utf8(out.stdout).unwrap(),
+        at,
+        300,
+        86_400,
+        1000,
+    );
+    // a spec whose graph is invalid fails before training, naming the node and the fix
+    spec["model"]["components"][0]["nodes"][7]["op"] = "fft".into();
+    std::fs::write(&spec_file, spec.to_string()).unwrap();
+    let out = bin()
+        .arg("experiment")
+        .arg("--spec")
+        .arg(&spec_file)
+        .arg("--data-dir")
+        .arg(&data)
+        .arg("--out")
+        .arg(dir.join("out2"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("model.components[0].nodes[7].op")
+            && err.contains("node \"smooth\"")
+            && err.contains("unknown op \"fft\""),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -25,10 +25,13 @@ use trainer::zoo::{self, registry, spec::ExperimentSpec, train};
 /// The model-zoo subcommands, flattened into the top level.
 #[derive(Debug, Subcommand)]
 pub enum ModelCommand {
-    /// List backbone blocks, heads and presets.
+    /// List backbone blocks, heads and presets; `components check FILE` validates a component
+    /// graph (docs/components.md).
     Components {
         #[arg(long)]
         json: bool,
+        #[command(subcommand)]
+        action: Option<ComponentsAction>,
     },
     /// Train a model on local bars, then score it and the GBM baseline with the SN50 CRPS on the
     /// same time-ordered validation windows.
@@ -41,6 +44,25 @@ pub enum ModelCommand {
     /// Simulate an SN50 response for a prompt starting at `--at`, from a checkpoint or `gbm`,
     /// using only bars that closed by then.
     Simulate(SimulateArgs),
+}
+
+/// `synth-city components ...`
+#[derive(Debug, Subcommand)]
+pub enum ComponentsAction {
+    /// Validate a component graph document and print its estimates (parameters, FLOPs and
+    /// activation memory per window, body size) against the bounds; exits non-zero, naming
+    /// each problem's node, field and fix, when it is invalid.
+    Check {
+        file: PathBuf,
+        /// The backbone width it is checked for.
+        #[arg(long, default_value_t = 32)]
+        d_model: usize,
+        /// The window length it is checked for.
+        #[arg(long, default_value_t = 64)]
+        seq_len: usize,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `synth-city experiment ...`
@@ -954,7 +976,17 @@ fn simulate(a: SimulateArgs) -> anyhow::Result<()> {
 
 pub async fn run(cmd: ModelCommand) -> anyhow::Result<()> {
     match cmd {
-        ModelCommand::Components { json } => {
+        ModelCommand::Components {
+            action:
+                Some(ComponentsAction::Check {
+                    file,
+                    d_model,
+                    seq_len,
+                    json,
+                }),
+            ..
+        } => check_component(&file, d_model, seq_len, json),
+        ModelCommand::Components { json, .. } => {
             if json {
                 print_json(&registry::components_json())
             } else {
@@ -966,6 +998,43 @@ pub async fn run(cmd: ModelCommand) -> anyhow::Result<()> {
         ModelCommand::Quick(a) => tokio::task::spawn_blocking(move || quick(a)).await?,
         ModelCommand::Sweep(a) => tokio::task::spawn_blocking(move || sweep(a)).await?,
         ModelCommand::Simulate(a) => tokio::task::spawn_blocking(move || simulate(a)).await?,
+    }
+}
+
+fn check_component(file: &Path, d_model: usize, seq_len: usize, json: bool) -> anyhow::Result<()> {
+    use std::io::Read;
+    use zoo::graph;
+    let mut text = String::new();
+    std::fs::File::open(file)
+        .with_context(|| format!("cannot open {}", file.display()))?
+        .take(graph::MAX_BODY_BYTES as u64 + 1)
+        .read_to_string(&mut text)
+        .with_context(|| format!("{} is not UTF-8 text", file.display()))?;
+    let ctx = graph::Ctx { d_model, seq_len };
+    match graph::check_text(&text, ctx) {
+        Ok(c) => {
+            let r = c.report();
+            if json {
+                print_json(&serde_json::json!({"ok": true, "report": r}))
+            } else {
+                print!("{}", r.text());
+                Ok(())
+            }
+        }
+        Err(issues) => {
+            if json {
+                print_json(&serde_json::json!({"ok": false, "issues": issues}))?;
+            }
+            anyhow::bail!(
+                "{} is not a valid component graph:\n{}",
+                file.display(),
+                issues
+                    .iter()
+                    .map(|i| format!("  - {i}"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            )
+        }
     }
 }
 

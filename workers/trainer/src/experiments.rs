@@ -132,16 +132,28 @@ impl ExperimentRecord {
 /// A stable fingerprint of what makes an experiment distinct, for novelty
 /// checks: blocks, head, width, context, learning rate, horizon and data
 /// (assets, timeframe). Block and head names are canonicalised first, so
-/// `lstm` and `LSTMBlock` are the same experiment. 16 hex digits of FNV-1a
-/// (64 bit): stable across runs and builds (unlike `DefaultHasher`).
+/// `lstm` and `LSTMBlock` are the same experiment; a component graph
+/// (`graph:<name>`) is named with its document's content hash, so an edited
+/// graph is a new experiment. 16 hex digits of FNV-1a (64 bit): stable across
+/// runs and builds (unlike `DefaultHasher`).
 pub fn fingerprint(spec: &ExperimentSpec) -> String {
+    let graph = |b: &str| {
+        let name = b.trim().strip_prefix(crate::zoo::spec::GRAPH_PREFIX)?;
+        let doc = spec.model.components.iter().find(|c| c.name == name)?;
+        Some(format!(
+            "graph:{name}@{}",
+            crate::zoo::graph::content_hash(doc)
+        ))
+    };
     let block = |b: &String| {
         registry::find_block(b)
             .map(|c| c.name.to_string())
+            .or_else(|| graph(b))
             .unwrap_or_else(|| b.trim().to_ascii_lowercase())
     };
     let head = registry::find_head(&spec.model.head.kind)
         .map(|c| c.name.to_string())
+        .or_else(|| graph(&spec.model.head.kind))
         .unwrap_or_else(|| spec.model.head.kind.trim().to_ascii_lowercase());
     let blocks: Vec<String> = spec.model.backbone.blocks.iter().map(block).collect();
     let assets: Vec<String> = spec

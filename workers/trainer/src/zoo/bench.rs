@@ -1,5 +1,6 @@
 //! `bench train`: training steps per second of a preset on real windows, and the latency of
-//! simulating 1,000 paths of 289 points (one SN50 low-frequency response) from one window.
+//! simulating 1,000 paths of 289 points (one SN50 low-frequency response) from one window; of a
+//! preset or of any spec ([`bench_train_spec`]: a graph block against its built-in).
 
 use std::path::Path;
 use std::time::Instant;
@@ -48,7 +49,20 @@ pub fn bench_train(
     steps: usize,
     device: &Device,
 ) -> Result<BenchResult, ZooError> {
-    let mut spec = preset_spec(preset)?;
+    bench_train_spec(preset, preset_spec(preset)?, data_dir, asset, steps, device)
+}
+
+/// [`bench_train`] for a whole spec (e.g. one whose blocks are component graphs), reported under
+/// `label`.
+pub fn bench_train_spec(
+    label: &str,
+    mut spec: ExperimentSpec,
+    data_dir: &Path,
+    asset: &str,
+    steps: usize,
+    device: &Device,
+) -> Result<BenchResult, ZooError> {
+    let preset = label;
     spec.data.assets = vec![asset.to_string()];
     let r = spec.validate().map_err(ZooError::Spec)?;
     let data = load_windows(&spec, data_dir)?;

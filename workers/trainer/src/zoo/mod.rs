@@ -18,7 +18,8 @@
 //! [`train`] (loss, loop, checkpoints), [`vol_loss`] (the Crypto 1 h volatility term as a
 //! differentiable loss), [`progress`] (the training progress bar),
 //! [`forecaster`] (checkpoint -> SN50 paths; [`forecaster::load_forecaster`] for `--model`),
-//! [`bench`] (training and simulation speed).
+//! [`bench`] (training and simulation speed), [`graph`] (components as graphs of ops: the
+//! format, its validation and estimates, and its compilation to a block).
 
 /// `fn $name(args) -> ret` that runs `$body` (an `#[inline(always)]` function of the same
 /// arguments) compiled for AVX2 when the CPU has it (checked at run time), else for the baseline
@@ -49,6 +50,7 @@ pub mod blocks;
 pub mod features;
 pub mod forecaster;
 pub mod fused;
+pub mod graph;
 pub mod heads;
 pub mod model;
 pub mod ops;

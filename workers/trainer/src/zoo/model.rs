@@ -28,23 +28,33 @@ impl ZooModel {
             d_model: bb.d_model,
             seq_len: bb.seq_len,
         };
-        let blocks = r
-            .blocks
-            .iter()
-            .enumerate()
-            .map(|(i, (name, p))| build_block(name, p, ctx, vb.pp(format!("blocks.{i}"))))
-            .collect::<Result<Vec<_>>>()?;
+        let blocks =
+            r.blocks
+                .iter()
+                .enumerate()
+                .map(|(i, (name, p))| {
+                    let vb = vb.pp(format!("blocks.{i}"));
+                    match r.graphs.get(&i) {
+                        Some(g) => Ok(Box::new(super::graph::compile::GraphBlock::new(g, vb)?)
+                            as Box<dyn Block>),
+                        None => build_block(name, p, ctx, vb),
+                    }
+                })
+                .collect::<Result<Vec<_>>>()?;
         Ok(ZooModel {
             input: linear(bb.features.len(), bb.d_model, vb.pp("input"))?,
             blocks,
             norm: layer_norm(bb.d_model, 1e-5, vb.pp("norm"))?,
-            head: build_head(
-                r.head.0,
-                &r.head.1,
-                bb.d_model,
-                spec.training.horizon,
-                vb.pp("head"),
-            )?,
+            head: match &r.head_graph {
+                Some(g) => Box::new(super::graph::compile::GraphHead::new(g, vb.pp("head"))?),
+                None => build_head(
+                    r.head.0,
+                    &r.head.1,
+                    bb.d_model,
+                    spec.training.horizon,
+                    vb.pp("head"),
+                )?,
+            },
             horizon: spec.training.horizon,
             d_model: bb.d_model,
         })

@@ -157,6 +157,17 @@ impl Noise {
         Tensor::from_vec(v, s, &self.device)
     }
 
+    /// Student-t noise with `df` degrees of freedom (f32); `df` must be positive and finite.
+    pub fn student_t<S: Into<Shape>>(&mut self, shape: S, df: f64) -> Result<Tensor> {
+        let s: Shape = shape.into();
+        let t = rand_distr::StudentT::new(df)
+            .map_err(|e| candle_core::Error::Msg(format!("student-t with df {df}: {e}")))?;
+        let v: Vec<f32> = (0..s.elem_count())
+            .map(|_| t.sample(&mut self.rng) as f32)
+            .collect();
+        Tensor::from_vec(v, s, &self.device)
+    }
+
     /// Uniform noise in `[lo, hi)`.
     pub fn uniform<S: Into<Shape>>(&mut self, shape: S, lo: f32, hi: f32) -> Result<Tensor> {
         let s: Shape = shape.into();

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::features::{Gaps, Scale, DEFAULT_FEATURES, FEATURES};
+use super::graph::Kind;
 use super::registry::{find_block, find_head, resolve, Params};
 
 /// The spec format version this build reads and writes.
@@ -39,7 +40,18 @@ pub struct ExperimentSpec {
 pub struct ModelSpec {
     pub backbone: BackboneSpec,
     pub head: HeadSpec,
+    /// Component graphs (`zoo::graph`, docs/components.md) this model uses, carried inline as
+    /// data: a block named `graph:<name>` is the block document of that name here. Saved with
+    /// the spec in every checkpoint, so a checkpoint keeps the graph it was trained with.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub components: Vec<super::graph::ComponentDoc>,
 }
+
+/// The prefix of a block name that refers to a component graph in `model.components`.
+pub const GRAPH_PREFIX: &str = "graph:";
+
+/// The most component graphs a spec may carry.
+pub const MAX_COMPONENTS: usize = 8;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -292,7 +304,12 @@ pub fn seed_horizon(
 /// A validated spec's components, canonical names with resolved parameters.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Resolved {
+    /// Canonical block names with resolved parameters; a graph block is named `"graph"`, its
+    /// checked graph in [`Resolved::graphs`] under the same index.
     pub blocks: Vec<(&'static str, Params)>,
+    pub graphs: std::collections::BTreeMap<usize, std::sync::Arc<super::graph::Checked>>,
+    /// The head's checked graph when the head is `graph:<name>` (its name is then `"graph"`).
+    pub head_graph: Option<std::sync::Arc<super::graph::Checked>>,
     pub head: (&'static str, Params),
     pub bar_seconds: i64,
 }
@@ -314,6 +331,7 @@ impl ExperimentSpec {
                     kind: head.to_string(),
                     kwargs: Map::new(),
                 },
+                components: Vec::new(),
             },
             training: TrainingSpec {
                 horizon: 288,
@@ -428,9 +446,63 @@ impl ExperimentSpec {
             }
         }
         let empty = Map::new();
+        let ctx = super::graph::Ctx {
+            d_model: d,
+            seq_len: s,
+        };
+        let mut issues_extend: Vec<SpecIssue> = Vec::new();
+        let mut head_graph = None;
         let mut blocks = Vec::new();
+        let mut graphs = std::collections::BTreeMap::new();
+        let comps = &self.model.components;
+        if comps.len() > MAX_COMPONENTS {
+            push(
+                "model.components",
+                format!(
+                    "{} component graphs; a spec carries at most {MAX_COMPONENTS}",
+                    comps.len()
+                ),
+            );
+        }
+        for (j, c) in comps.iter().enumerate() {
+            if comps[..j].iter().any(|o| o.name == c.name) {
+                push(
+                    &format!("model.components[{j}].name"),
+                    format!(
+                        "{:?} is used twice; give each component its own name",
+                        c.name
+                    ),
+                );
+            }
+            let used = bb
+                .blocks
+                .iter()
+                .chain(std::iter::once(&self.model.head.kind))
+                .any(|b| b.strip_prefix(GRAPH_PREFIX) == Some(&c.name));
+            if !used {
+                push(
+                    &format!("model.components[{j}]"),
+                    format!(
+                        "{:?} is not used; name it in model.backbone.blocks as \"{GRAPH_PREFIX}{}\" or remove it",
+                        c.name, c.name
+                    ),
+                );
+            }
+        }
         for (i, name) in bb.blocks.iter().enumerate() {
             let field = format!("model.backbone.blocks[{i}]");
+            if let Some(gname) = name.strip_prefix(GRAPH_PREFIX) {
+                let kw = bb.block_kwargs.get(i).unwrap_or(&empty);
+                let kw_field = format!("model.backbone.block_kwargs[{i}]");
+                match check_graph(comps, gname, Kind::Block, ctx, kw, &field, &kw_field) {
+                    Ok(c) => {
+                        blocks.push(("graph", Params(c.params.clone())));
+                        graphs.insert(blocks.len() - 1, std::sync::Arc::new(c));
+                    }
+                    Err(errs) => issues_extend.extend(errs),
+                }
+                continue;
+            }
             let Some(info) = find_block(name) else {
                 let known: Vec<&str> = super::registry::BLOCKS.iter().map(|b| b.name).collect();
                 push(
@@ -450,6 +522,28 @@ impl ExperimentSpec {
             blocks.push((info.name, p));
         }
         let head = match find_head(&self.model.head.kind) {
+            None if self.model.head.kind.starts_with(GRAPH_PREFIX) => {
+                let gname = &self.model.head.kind[GRAPH_PREFIX.len()..];
+                match check_graph(
+                    comps,
+                    gname,
+                    Kind::Head,
+                    ctx,
+                    &self.model.head.kwargs,
+                    "model.head.kind",
+                    "model.head",
+                ) {
+                    Ok(c) => {
+                        let p = Params(c.params.clone());
+                        head_graph = Some(std::sync::Arc::new(c));
+                        Some(("graph", p))
+                    }
+                    Err(errs) => {
+                        issues_extend.extend(errs);
+                        None
+                    }
+                }
+            }
             None => {
                 let known: Vec<&str> = super::registry::HEADS.iter().map(|h| h.name).collect();
                 push(
@@ -595,9 +689,12 @@ impl ExperimentSpec {
                 push("data.dataset", e.to_string());
             }
         }
+        issues.extend(issues_extend);
         if issues.is_empty() {
             Ok(Resolved {
                 blocks,
+                graphs,
+                head_graph,
                 head: head.expect("validated"),
                 bar_seconds: tf.step_secs(),
             })
@@ -658,6 +755,10 @@ impl ExperimentSpec {
         };
         let mut flops = 2 * get("input") * s + 2 * get("norm") * s;
         for (i, (name, p)) in r.blocks.iter().enumerate() {
+            if let Some(g) = r.graphs.get(&i) {
+                flops += g.estimate.flops;
+                continue;
+            }
             let params = get(&format!("blocks.{i}"));
             let f = |k: &str| p.usize(k) as u64;
             flops += match *name {
@@ -683,6 +784,62 @@ impl ExperimentSpec {
         flops += 2 * get("head") * self.training.horizon as u64;
         Ok(flops)
     }
+}
+
+/// Check the component graph `name` of `comps` as a `kind`; its problems in the spec's terms:
+/// `field` where the name is given, `kw_field.<k>` for a bad given value, and
+/// `model.components[j].<path>` (with the node) for the document's own.
+fn check_graph(
+    comps: &[super::graph::ComponentDoc],
+    name: &str,
+    kind: Kind,
+    ctx: super::graph::Ctx,
+    kw: &Map<String, Value>,
+    field: &str,
+    kw_field: &str,
+) -> Result<super::graph::Checked, Vec<SpecIssue>> {
+    let what = match kind {
+        Kind::Block => "block",
+        Kind::Head => "head",
+    };
+    let Some(j) = comps.iter().position(|c| c.name == name) else {
+        let have: Vec<&str> = comps.iter().map(|c| c.name.as_str()).collect();
+        return Err(vec![SpecIssue {
+            field: field.into(),
+            message: format!(
+                "no component graph named {name:?} in model.components ({}); add its document there (see docs/components.md)",
+                if have.is_empty() {
+                    "none given".to_string()
+                } else {
+                    format!("given: {}", have.join(", "))
+                }
+            ),
+        }]);
+    };
+    if comps[j].kind != kind {
+        return Err(vec![SpecIssue {
+            field: field.into(),
+            message: format!(
+                "component graph {name:?} is not a {what} (model.components[{j}].kind); name it where a {} goes",
+                if kind == Kind::Block { "head" } else { "block" }
+            ),
+        }]);
+    }
+    super::graph::check(&comps[j], ctx, kw).map_err(|errs| {
+        errs.into_iter()
+            .map(|e| {
+                let f = match e.field.strip_prefix("params.") {
+                    Some(k) if kw.contains_key(k) => format!("{kw_field}.{k}"),
+                    _ => format!("model.components[{j}].{}", e.field),
+                };
+                let at = e.node.map(|n| format!("node {n:?}: ")).unwrap_or_default();
+                SpecIssue {
+                    field: f,
+                    message: format!("{at}{}", e.message),
+                }
+            })
+            .collect()
+    })
 }
 
 /// Constraints between a block's parameters and the backbone's width and window.

@@ -26,7 +26,7 @@ fn data_dir() -> Option<PathBuf> {
 }
 
 /// The last 6000 BTC 5-minute bars (enough for train and validation windows, quick to scan).
-fn btc() -> Option<&'static Bars> {
+pub fn btc() -> Option<&'static Bars> {
     static B: OnceLock<Option<Bars>> = OnceLock::new();
     B.get_or_init(|| {
         let d = data_dir()?;
