@@ -100,6 +100,16 @@ pub(super) fn internal(e: impl std::fmt::Display) -> Rejection {
     )
 }
 
+/// What a backend answered to a request it did not take: a 503 when it failed (`transient`:
+/// Redis or the store did not answer; try again), else a 422 with its reason.
+pub(super) fn refused(transient: bool, e: impl std::fmt::Display) -> Rejection {
+    if transient {
+        internal(e)
+    } else {
+        reject(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
+    }
+}
+
 /// Every rejection as a JSON error body with its status.
 pub(super) async fn recover(r: Rejection) -> Result<warp::reply::Response, Infallible> {
     let mut detail = None;

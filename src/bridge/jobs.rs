@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use warp::http::StatusCode;
 use warp::Rejection;
 
-use super::error::{internal, reject};
+use super::error::{internal, refused, reject};
 use super::route::{ok, reply, Answer, Call};
 use engine::principals::Role;
 use engine::queue::{CancelOutcome, EnqueueRequest, JobStatus};
@@ -167,8 +167,7 @@ pub(super) async fn enqueue(c: Call) -> Answer {
                 body,
             ))
         }
-        Err(e) if e.is_transient() => Err(internal(e)),
-        Err(e) => Err(reject(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())),
+        Err(e) => Err(refused(e.is_transient(), e)),
     }
 }
 

@@ -17,17 +17,13 @@ use sn50::constants::PromptKind;
 use warp::http::StatusCode;
 use warp::Rejection;
 
-use super::error::{internal, reject};
+use super::error::{internal, refused, reject};
 use super::route::{ok, reply, Answer, Call};
 use engine::principals::Role;
 use engine::queue::EnqueueRequest;
 
 fn store_err(e: champions::ChampionError) -> Rejection {
-    if e.is_transient() {
-        reject(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
-    } else {
-        reject(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
-    }
+    refused(e.is_transient(), e)
 }
 
 fn prompt_of(field: &str, s: &str) -> Result<PromptKind, Rejection> {
@@ -142,13 +138,7 @@ pub(super) async fn promote(c: Call) -> Answer {
             ..EnqueueRequest::new(<jobs::models::Promote as jobs::JobSpec>::TYPE, payload)
         })
         .await
-        .map_err(|e| {
-            if e.is_transient() {
-                internal(e)
-            } else {
-                reject(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
-            }
-        })?;
+        .map_err(|e| refused(e.is_transient(), e))?;
     Ok(reply(
         StatusCode::ACCEPTED,
         json!({"job_id": e.id, "candidate": req.candidate, "assets": req.assets,

@@ -12,7 +12,7 @@ use serde_json::{json, Map, Value};
 use warp::http::StatusCode;
 use warp::Rejection;
 
-use super::error::{internal, reject};
+use super::error::{internal, refused, reject};
 use super::route::{ok, reply, Answer, Call};
 use super::session;
 use super::State;
@@ -94,13 +94,7 @@ pub(super) async fn start(c: Call) -> Answer {
     }
     let id = pipeline::create_run(&s.queue, o, &c.bot)
         .await
-        .map_err(|e| {
-            if e.is_transient() {
-                internal(e)
-            } else {
-                reject(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
-            }
-        })?;
+        .map_err(|e| refused(e.is_transient(), e))?;
     session::add_active(s, &c.bot, &format!("run:{id}"))
         .await
         .map_err(internal)?;

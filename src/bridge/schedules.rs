@@ -14,7 +14,7 @@
 use serde_json::{json, Value};
 use warp::http::StatusCode;
 
-use super::error::{internal, reject};
+use super::error::{internal, refused, reject};
 use super::route::{ok, reply, Answer, Call};
 use engine::scheduler::{self, Schedule};
 
@@ -52,8 +52,7 @@ pub(super) async fn add(c: Call) -> Answer {
             StatusCode::CREATED,
             json!({"name": sch.name, "next_fire_ms": next}),
         )),
-        Err(e) if e.is_transient() => Err(internal(e)),
-        Err(e) => Err(reject(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())),
+        Err(e) => Err(refused(e.is_transient(), e)),
     }
 }
 
