@@ -1,5 +1,6 @@
 //! Read-only catalogues: the model zoo's components (blocks, heads, presets
-//! from `trainer::zoo::registry`), the components' source files under the
+//! from `trainer::zoo::registry`; blocks and heads also list the registry's
+//! authored components, marked, from `authored.rs`), the components' source files under the
 //! registry directory (list and read; writing comes with component
 //! authoring), and the LLM agents (their configuration from
 //! the `agents` crate) and prompt templates (`workers/agents/prompts/`).
@@ -9,8 +10,8 @@
 //! resolve (symlinks followed) inside the directory; anything else is a 400
 //! naming the parameter.
 //!
-//! Nothing here writes: components, agents and prompts change with the
-//! build (writing them over HTTP is the component-authoring issue).
+//! Nothing here writes: built-in components, agents and prompts change with
+//! the build (authored components are written through `authored.rs`).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -34,18 +35,37 @@ fn registry_dir() -> PathBuf {
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("workers/trainer/src/zoo"))
 }
 
-/// `GET /components/blocks`.
-pub(super) async fn blocks(_c: Call) -> Answer {
-    Ok(ok(
-        json!({"blocks": registry::BLOCKS, "total": registry::BLOCKS.len()}),
-    ))
+/// The built-ins of a list, each marked `"source": "built-in"`, then the registry's
+/// authored components of `kind` (`"source": "authored"`, with owner and version).
+async fn listed(
+    c: &Call,
+    list: &[registry::ComponentInfo],
+    kind: &str,
+) -> Result<Vec<Value>, Rejection> {
+    let mut out: Vec<Value> = list
+        .iter()
+        .map(|i| {
+            let mut v = serde_json::to_value(i).expect("components serialise");
+            v["source"] = json!("built-in");
+            v
+        })
+        .collect();
+    out.extend(super::authored::authored_of(c, kind).await?);
+    Ok(out)
 }
 
-/// `GET /components/heads`.
-pub(super) async fn heads(_c: Call) -> Answer {
-    Ok(ok(
-        json!({"heads": registry::HEADS, "total": registry::HEADS.len()}),
-    ))
+/// `GET /components/blocks`: the built-in blocks and the registry's authored ones.
+pub(super) async fn blocks(c: Call) -> Answer {
+    let all = listed(&c, registry::BLOCKS, "block").await?;
+    let n = all.len();
+    Ok(ok(json!({"blocks": all, "total": n})))
+}
+
+/// `GET /components/heads`: the built-in heads and the registry's authored ones.
+pub(super) async fn heads(c: Call) -> Answer {
+    let all = listed(&c, registry::HEADS, "head").await?;
+    let n = all.len();
+    Ok(ok(json!({"heads": all, "total": n})))
 }
 
 /// `GET /components/presets`: each preset with the aliases that resolve to it, and every

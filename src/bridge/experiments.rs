@@ -7,6 +7,11 @@
 //! they do not decode (serde names the field) and 422 with every issue, each
 //! naming its field, when they decode but do not validate.
 //!
+//! A spec naming a registry component (`graph:<name>`, or a bare name that is no
+//! built-in) that it does not carry gets the registry's document copied into
+//! `model.components` when it is created, validated or run (`authored.rs`), so
+//! the job payload carries the graph and the worker looks nothing up.
+//!
 //! It trains nothing: a run is an `experiment` job for the worker fleet, and
 //! the records live in the bot's session (`session.rs`).
 
@@ -285,7 +290,8 @@ pub(super) async fn create(c: Call) -> Answer {
     let b: CreateBody = c.json()?;
     let s = &c.state;
     check_name(&b.name)?;
-    let (spec, notes) = spec_from(&b)?;
+    let (mut spec, notes) = spec_from(&b)?;
+    let used = super::authored::resolve(&c, &mut spec).await?;
     let (params, flops) = check(&spec).await.map_err(|i| invalid(&i))?;
     let e = record(s, spec, b.name.clone(), params).await?;
     session::put_experiment(s, &c.bot, &e, None)
@@ -295,7 +301,7 @@ pub(super) async fn create(c: Call) -> Answer {
         StatusCode::CREATED,
         json!({"id": e.id, "name": e.name, "fingerprint": e.fingerprint, "state": e.state,
                "param_count": params, "flops_estimate": flops, "spec": e.spec,
-               "notes": notes}),
+               "notes": notes, "registry_components": used}),
     ))
 }
 
@@ -305,12 +311,14 @@ pub(super) async fn validate(c: Call) -> Answer {
     let v = b
         .experiment
         .ok_or_else(|| bad("experiment", "is required: an experiment spec"))?;
-    let spec = parse_spec(v)?;
+    let mut spec = parse_spec(v)?;
+    let used = super::authored::resolve(&c, &mut spec).await?;
     Ok(match check(&spec).await {
         Ok((params, flops)) => ok(
             json!({"valid": true, "issues": [], "param_count": params, "flops_estimate": flops,
                    "name": trainer::experiments::experiment_name(&spec),
-                   "fingerprint": trainer::experiments::fingerprint(&spec)}),
+                   "fingerprint": trainer::experiments::fingerprint(&spec),
+                   "registry_components": used}),
         ),
         Err(issues) => ok(json!({"valid": false, "issues": issues_json(&issues)})),
     })
@@ -329,6 +337,7 @@ pub(super) async fn run(c: Call) -> Answer {
             return Err(bad("device", format!("{d:?}: use cpu, cuda or cuda:N")));
         }
     }
+    let mut used = Vec::new();
     let mut e = match (b.id, b.experiment) {
         (Some(_), Some(_)) => return Err(bad("id", "give either `id` or `experiment`, not both")),
         (None, None) => {
@@ -351,7 +360,8 @@ pub(super) async fn run(c: Call) -> Answer {
             e
         }
         (None, Some(v)) => {
-            let spec = parse_spec(v)?;
+            let mut spec = parse_spec(v)?;
+            used = super::authored::resolve(&c, &mut spec).await?;
             record(s, spec, b.name.clone(), None).await?
         }
     };
@@ -402,7 +412,8 @@ pub(super) async fn run(c: Call) -> Answer {
     Ok(reply(
         StatusCode::ACCEPTED,
         json!({"id": e.id, "job_id": job_id, "state": "queued", "name": e.name,
-               "param_count": params, "results": format!("/experiment/results/{}", e.id)}),
+               "param_count": params, "results": format!("/experiment/results/{}", e.id),
+               "registry_components": used}),
     ))
 }
 

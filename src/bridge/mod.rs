@@ -16,7 +16,8 @@
 //!   `fleet.rs` (health, workers, semaphore), `sse.rs` (`/events`),
 //!   `runs.rs` (pipeline runs), `sessions.rs` (session routes),
 //!   `experiments.rs` (experiments, history), `catalog.rs` (the zoo,
-//!   registry sources, agents, prompts), `market.rs` (prices, bars, the GBM
+//!   registry sources, agents, prompts), `authored.rs` (the registry of
+//!   authored components: write, remove, list, read), `market.rs` (prices, bars, the GBM
 //!   fan), `hub.rs` (the Hugging Face Hub as a source: `/hf/*`),
 //!   `results.rs` (results shared between miners), `models.rs` (champions per
 //!   asset and prompt: read, ask for a promotion, roll back) and `dashboard.rs`;
@@ -45,6 +46,7 @@
 //!   (`crate::http_server`); client disconnects are logged at debug.
 
 mod auth;
+mod authored;
 mod catalog;
 mod dashboard;
 mod error;

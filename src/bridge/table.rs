@@ -13,8 +13,8 @@ use warp::http::HeaderMap;
 
 use super::route::{ok, Answer, Handler, Param, Route};
 use super::{
-    catalog, dashboard, experiments, fleet, hub, jobs, market, models, results, runs, schedules,
-    sessions, sse, State,
+    authored, catalog, dashboard, experiments, fleet, hub, jobs, market, models, results, runs,
+    schedules, sessions, sse, State,
 };
 
 /// A bot route's handler from an `async fn(Call) -> Answer`.
@@ -118,6 +118,11 @@ pub(super) static TABLE: &[Route] = &[
     Route::get("/components/blocks", "backbone blocks with their parameters", bot!(catalog::blocks)),
     Route::get("/components/heads", "heads with their parameters", bot!(catalog::heads)),
     Route::get("/components/presets", "known-good block and head combinations", bot!(catalog::presets)),
+    Route::post("/registry/write", "store an authored component graph under a global name, as the caller's: {name?, document}; validated first (422 naming node and field, 413 past 256 KiB); 201 new, 200 overwritten; a built-in's name or another bot's component is a 403", bot!(authored::write))
+        .body(authored::WriteBody::schema),
+    Route::delete("/registry/{name}", "remove an authored component: the owner's (the operator any); built-ins are read-only (403)", bot!(authored::delete)),
+    Route::get("/registry/components", "every component, built-in and authored, marked, with owner, version and content hash, and the registry version", bot!(authored::list)),
+    Route::get("/registry/component/{name}", "one component: an authored one with its document, or a built-in's description", bot!(authored::show)),
     Route::get("/registry/files", "the components' source files", bot!(catalog::registry_files)),
     Route::get("/registry/read", "one component source file (?path=blocks/recurrent.rs)", bot!(catalog::registry_read))
         .query(&[Param::required("path", STRING)]),
@@ -177,7 +182,7 @@ mod tests {
     use serde_json::Value;
 
     use super::super::route::Handler;
-    use super::super::{experiments, jobs, models, results, BridgeConfig};
+    use super::super::{authored, experiments, jobs, models, results, BridgeConfig};
     use super::{openapi, ROUTES, TABLE};
 
     #[test]
@@ -274,6 +279,7 @@ mod tests {
             ("/results/ingest", fields_of::<results::IngestBody>()),
             ("/models/promote", promote),
             ("/models/rollback", fields_of::<models::RollbackBody>()),
+            ("/registry/write", fields_of::<authored::WriteBody>()),
         ];
         for r in TABLE {
             let Some(schema) = r.body else { continue };

@@ -134,6 +134,20 @@ pub enum Command {
 
 /// Runs a parsed command line with the settings `main` loaded.
 pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
+    if let Command::Model(model::ModelCommand::Components {
+        action: Some(a), ..
+    }) = &cli.command
+    {
+        if a.uses_registry() {
+            let q = connect(&cli)?;
+            if let Command::Model(model::ModelCommand::Components {
+                action: Some(a), ..
+            }) = cli.command
+            {
+                return model::registry_command(q, a).await;
+            }
+        }
+    }
     match cli.command {
         Command::Config { command } => {
             let mut s = settings;

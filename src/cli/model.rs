@@ -26,7 +26,8 @@ use trainer::zoo::{self, registry, spec::ExperimentSpec, train};
 #[derive(Debug, Subcommand)]
 pub enum ModelCommand {
     /// List backbone blocks, heads and presets; `components check FILE` validates a component
-    /// graph (docs/components.md).
+    /// graph (docs/components.md); `components add|show|remove` keep the registry of authored
+    /// ones in Redis.
     Components {
         #[arg(long)]
         json: bool,
@@ -63,6 +64,35 @@ pub enum ComponentsAction {
         #[arg(long)]
         json: bool,
     },
+    /// Validate a component graph and store it in the registry (Redis) under its name (or
+    /// `--name`), owned by `--bot`; experiments then use it as `graph:<name>`. The operator's
+    /// command: it may overwrite any bot's component.
+    Add {
+        file: PathBuf,
+        /// The registry name (replaces the document's `name`).
+        #[arg(long)]
+        name: Option<String>,
+        /// The owner of a new component (an existing one keeps its owner).
+        #[arg(long, default_value = "default")]
+        bot: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a registry component: owner, version, content hash and document.
+    Show {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a registry component (the operator's command: any owner's).
+    Remove { name: String },
+}
+
+impl ComponentsAction {
+    /// Whether it reads or writes the registry in Redis.
+    pub fn uses_registry(&self) -> bool {
+        !matches!(self, ComponentsAction::Check { .. })
+    }
 }
 
 /// `synth-city experiment ...`
@@ -986,6 +1016,11 @@ pub async fn run(cmd: ModelCommand) -> anyhow::Result<()> {
                 }),
             ..
         } => check_component(&file, d_model, seq_len, json),
+        ModelCommand::Components {
+            action: Some(_), ..
+        } => {
+            anyhow::bail!("components add|show|remove need Redis: run them with the queue's flags")
+        }
         ModelCommand::Components { json, .. } => {
             if json {
                 print_json(&registry::components_json())
@@ -998,6 +1033,80 @@ pub async fn run(cmd: ModelCommand) -> anyhow::Result<()> {
         ModelCommand::Quick(a) => tokio::task::spawn_blocking(move || quick(a)).await?,
         ModelCommand::Sweep(a) => tokio::task::spawn_blocking(move || sweep(a)).await?,
         ModelCommand::Simulate(a) => tokio::task::spawn_blocking(move || simulate(a)).await?,
+    }
+}
+
+/// `components add|show|remove`: the registry of authored components in Redis.
+pub async fn registry_command(q: engine::Queue, action: ComponentsAction) -> anyhow::Result<()> {
+    use crate::registry::{self, WriteError};
+    match action {
+        ComponentsAction::Add {
+            file,
+            name,
+            bot,
+            json,
+        } => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            let doc: serde_json::Value = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not JSON", file.display()))?;
+            match registry::write(&q, name.as_deref(), doc, &bot, true).await {
+                Ok((p, w)) => {
+                    if json {
+                        print_json(&json!({"name": p.doc.name, "owner": w.owner,
+                            "version": w.version, "created": w.created,
+                            "content_hash": p.content_hash, "report": p.report}))
+                    } else {
+                        println!(
+                            "{} {:?} (owner {}, registry version {}, content hash {}); use it as graph:{}",
+                            if w.created { "added" } else { "updated" },
+                            p.doc.name, w.owner, w.version, p.content_hash, p.doc.name
+                        );
+                        print!("{}", p.report.text());
+                        Ok(())
+                    }
+                }
+                Err(WriteError::Invalid(issues)) => anyhow::bail!(
+                    "{} is not a valid component graph; nothing stored:\n{}",
+                    file.display(),
+                    issues
+                        .iter()
+                        .map(|i| format!("  - {i}"))
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                ),
+                Err(e) => Err(anyhow::anyhow!("{e}; nothing stored")),
+            }
+        }
+        ComponentsAction::Show { name, json } => {
+            let name = name.strip_prefix("graph:").unwrap_or(&name);
+            let Some(a) = engine::registry::get(&q, name).await? else {
+                anyhow::bail!(
+                    "no authored component {name:?} in the registry{}",
+                    registry::builtin(name)
+                        .map(|(k, n)| format!(
+                            " ({name} is the built-in {k} {n}: see `components`)"
+                        ))
+                        .unwrap_or_default()
+                );
+            };
+            if json {
+                print_json(&serde_json::to_value(&a)?)
+            } else {
+                println!(
+                    "{} {:?}: owner {}, version {}, content hash {}, use as graph:{}",
+                    a.kind, a.name, a.owner, a.version, a.content_hash, a.name
+                );
+                println!("{}", serde_json::to_string_pretty(&a.document)?);
+                Ok(())
+            }
+        }
+        ComponentsAction::Remove { name } => {
+            let v = registry::remove(&q, &name, "default", true).await?;
+            println!("removed {name:?} (registry version {v})");
+            Ok(())
+        }
+        ComponentsAction::Check { .. } => unreachable!("checked without Redis"),
     }
 }
 

@@ -182,8 +182,9 @@ pub const RULES: &[RoleRules] = &[
     // scripts), keeps bot sessions (session_* scripts; HGETALL/HLEN/SMEMBERS/TTL/EXISTS,
     // ZREVRANGE/ZREM of the bots index), reads status, stats, workers, runs, experiments and
     // the semaphore (HGET/HGETALL, XLEN/XPENDING/XRANGE, ZRANGE/ZREVRANGE/ZSCORE, GET), follows
-    // the events stream for /events (XREAD), and adds or removes schedules for bots (a
-    // MULTI/EXEC of HSET/ZADD or HDEL/ZREM).
+    // the events stream for /events (XREAD), adds or removes schedules for bots (a
+    // MULTI/EXEC of HSET/ZADD or HDEL/ZREM), and writes and removes authored components
+    // (the registry scripts; HGET/HGETALL/GET to read them).
     RoleRules {
         role: Role::Bridge,
         name: "bridge",
@@ -217,6 +218,8 @@ pub const RULES: &[RoleRules] = &[
             "session_update",
             "session_clear",
             "session_add_active",
+            "registry_put",
+            "registry_delete",
         ],
         migrates: false,
     },

@@ -126,6 +126,11 @@ impl Keys {
     pub fn experiments_by_crps(&self) -> String {
         self.k("experiments:by_crps")
     }
+    /// The component registry: `components` (name -> record), `owners` (name -> bot),
+    /// `version` (bumped on every change).
+    pub fn registry(&self, part: &str) -> String {
+        self.k(&format!("registry:{part}"))
+    }
     pub fn lock(&self, name: &str) -> String {
         self.k(&format!("lock:{name}"))
     }

@@ -2,8 +2,9 @@
 //! ([`worker`]), one Lua script per atomic step ([`scripts`]), the counting semaphore
 //! ([`semaphore`]), cron schedules ([`scheduler`]), migrations ([`migrate`]), the key layout
 //! ([`keys`]), Prometheus metrics ([`metrics`]), the queue benchmark ([`bench`]), where Redis is
-//! and how to reach it over TLS ([`config`]) or through Redis Sentinel ([`sentinel`], [`connection`]), the per-role Redis ACL users ([`acl`]) and the
-//! bridge's principals, each with its own API key and role ([`principals`]).
+//! and how to reach it over TLS ([`config`]) or through Redis Sentinel ([`sentinel`], [`connection`]), the per-role Redis ACL users ([`acl`]), the
+//! bridge's principals, each with its own API key and role ([`principals`]) and the store of
+//! authored components ([`registry`]).
 //!
 //! It knows nothing of forecasting: job types and payloads come from the `jobs` crate and
 //! handlers are registered by the binary. It does not depend on candle, warp or any object
@@ -19,6 +20,7 @@ pub mod metrics;
 pub mod migrate;
 pub mod principals;
 pub mod queue;
+pub mod registry;
 pub mod scheduler;
 pub mod scripts;
 pub mod semaphore;

@@ -63,6 +63,8 @@ pub const SOURCES: &[(&str, &str)] = &[
     ),
     ("principal_add", source!("principal_add.lua")),
     ("principal_revoke", source!("principal_revoke.lua")),
+    ("registry_put", source!("registry_put.lua")),
+    ("registry_delete", source!("registry_delete.lua")),
 ];
 
 /// The source of the script called `name` (a [`SOURCES`] name).
@@ -102,6 +104,8 @@ pub struct Scripts {
     pub session_add_active: Script,
     pub principal_add: Script,
     pub principal_revoke: Script,
+    pub registry_put: Script,
+    pub registry_delete: Script,
 }
 
 impl Scripts {
@@ -133,6 +137,8 @@ impl Scripts {
             session_add_active: script("session_add_active"),
             principal_add: script("principal_add"),
             principal_revoke: script("principal_revoke"),
+            registry_put: script("registry_put"),
+            registry_delete: script("registry_delete"),
         }
     }
 }
