@@ -2212,3 +2212,383 @@ fn bots_are_principals_with_their_own_keys() {
         200
     );
 }
+
+/// A component document of `kind` named `name` with these nodes, output `out`.
+fn graph_doc(name: &str, nodes: Value, out: &str) -> Value {
+    json!({"format": "synth-city/component@1", "kind": "block", "name": name,
+           "inputs": ["x"], "nodes": nodes, "output": out})
+}
+
+/// The registry's version, as `GET /registry/components` reports it.
+fn registry_version(b: &Bridge) -> u64 {
+    let (st, l) = call(b, "GET", "/registry/components", "bot-a", Value::Null);
+    assert_eq!(st, 200, "{l}");
+    l["version"].as_u64().unwrap()
+}
+
+/// Issue 20: bots write component graphs into the registry (Redis) and experiments use them
+/// by name. A worker started before the component existed trains it (no restart, no lookup:
+/// the bridge copies the document into the job's spec); another bot can use it but not
+/// overwrite or remove it; built-ins are read-only; invalid graphs are refused naming the
+/// node and field, and nothing is stored; the CLI adds, shows and removes.
+#[test]
+fn bots_author_components_in_the_registry_and_use_them() {
+    let redis = RedisServer::start();
+    migrate(&redis);
+    let dir = tempfile::tempdir().unwrap();
+    let b = start(&redis, Some("sekret"), &["--data-dir", &shared_data()]);
+    let _w = worker(&redis, "experiment", &dir.path().join("worker"));
+    assert_eq!(registry_version(&b), 0);
+
+    // Bot A writes a gated dilated convolution block: 201, owned by A, listed as authored.
+    let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("workers/trainer/components/gated_conv.json");
+    let gated: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    let (st, w) = call(
+        &b,
+        "POST",
+        "/registry/write",
+        "bot-a",
+        json!({"name": "gated_a", "document": gated}),
+    );
+    assert_eq!(st, 201, "{w}");
+    assert_eq!(
+        (
+            w["owner"].as_str(),
+            w["version"].as_u64(),
+            w["kind"].as_str()
+        ),
+        (Some("bot-a"), Some(1), Some("block")),
+        "{w}"
+    );
+    assert_eq!(w["content_hash"].as_str().unwrap().len(), 16, "{w}");
+    let (_, l) = call(&b, "GET", "/registry/components", "bot-b", Value::Null);
+    let find = |l: &Value, n: &str| {
+        l["components"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == n)
+            .cloned()
+            .unwrap_or_else(|| panic!("{n} not listed: {l}"))
+    };
+    let mine = find(&l, "gated_a");
+    assert_eq!(
+        (mine["source"].as_str(), mine["owner"].as_str()),
+        (Some("authored"), Some("bot-a")),
+        "{mine}"
+    );
+    assert_eq!(mine["writable"], false, "bot-b may not change it: {mine}");
+    assert_eq!(find(&l, "TCNBlock")["source"], "built-in");
+    let (_, bl) = call(&b, "GET", "/components/blocks", "bot-b", Value::Null);
+    let listed: Vec<(String, String)> = bl["blocks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["name"].as_str().unwrap().to_string(),
+                c["source"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert!(
+        listed.contains(&("gated_a".into(), "authored".into())),
+        "{bl}"
+    );
+    assert!(
+        listed.contains(&("LSTMBlock".into(), "built-in".into())),
+        "{bl}"
+    );
+    let (st, one) = call(
+        &b,
+        "GET",
+        "/registry/component/gated_a",
+        "bot-b",
+        Value::Null,
+    );
+    assert_eq!(st, 200, "{one}");
+    assert_eq!(one["document"]["nodes"], gated["nodes"]);
+
+    // Bot B cannot overwrite or remove A's component; the registry is unchanged.
+    let mut other = gated.clone();
+    other["description"] = json!("bot-b's edit");
+    let (st, e) = call(
+        &b,
+        "POST",
+        "/registry/write",
+        "bot-b",
+        json!({"name": "gated_a", "document": other}),
+    );
+    assert_eq!(st, 403, "{e}");
+    assert!(err(&e).contains("belongs to bot \"bot-a\""), "{e}");
+    let (st, e) = call(&b, "DELETE", "/registry/gated_a", "bot-b", Value::Null);
+    assert_eq!(st, 403, "{e}");
+    assert_eq!(registry_version(&b), 1);
+    // A overwrites its own: 200, a new version
+    let (st, w) = call(
+        &b,
+        "POST",
+        "/registry/write",
+        "bot-a",
+        json!({"name": "gated_a", "document": gated}),
+    );
+    assert_eq!((st, w["version"].as_u64()), (200, Some(2)), "{w}");
+
+    // Built-ins are read-only names, by any spelling.
+    for name in ["TCNBlock", "tcn", "GBMHead"] {
+        let (st, e) = call(
+            &b,
+            "POST",
+            "/registry/write",
+            "bot-a",
+            json!({"name": name, "document": gated}),
+        );
+        assert_eq!(st, 403, "{name}: {e}");
+        assert!(err(&e).contains("read-only"), "{e}");
+    }
+    let (st, e) = call(&b, "DELETE", "/registry/TCNBlock", "bot-a", Value::Null);
+    assert_eq!(st, 403, "{e}");
+
+    // Invalid graphs: a 4xx naming the problem, nothing stored.
+    let huge = "x".repeat(300 * 1024);
+    let cases = [
+        (
+            graph_doc(
+                "bad_shape",
+                json!([{"id": "a", "op": "linear", "in": ["x"], "out": 4},
+                       {"id": "b", "op": "add", "in": ["x", "a"]}]),
+                "b",
+            ),
+            422,
+            "nodes[1].in[1] (node \"b\")",
+        ),
+        (
+            graph_doc(
+                "bad_cycle",
+                json!([{"id": "a", "op": "add", "in": ["x", "b"]},
+                       {"id": "b", "op": "relu", "in": ["a"]}]),
+                "b",
+            ),
+            422,
+            "cycle",
+        ),
+        (
+            graph_doc(
+                "bad_op",
+                json!([{"id": "a", "op": "fft", "in": ["x"]}]),
+                "a",
+            ),
+            422,
+            "nodes[0].op (node \"a\"): unknown op \"fft\"",
+        ),
+        (
+            graph_doc(
+                "bad_size",
+                json!([{"id": "a", "op": "linear", "in": ["x"], "out": 65536},
+                       {"id": "b", "op": "linear", "in": ["a"], "out": 65536},
+                       {"id": "c", "op": "linear", "in": ["b"], "out": "d_model"}]),
+                "c",
+            ),
+            422,
+            "parameters",
+        ),
+        (
+            {
+                let mut d = gated.clone();
+                d["name"] = json!("bad_huge");
+                d["description"] = json!(huge);
+                d
+            },
+            413,
+            "over the 262144-byte limit",
+        ),
+    ];
+    for (doc, status, needle) in cases {
+        let name = doc["name"].as_str().unwrap().to_string();
+        let (st, e) = call(
+            &b,
+            "POST",
+            "/registry/write",
+            "bot-a",
+            json!({ "document": doc }),
+        );
+        assert_eq!(st, status, "{name}: {e}");
+        assert!(err(&e).contains(needle), "{name}: {e}");
+        let path = format!("/registry/component/{name}");
+        assert_eq!(
+            call(&b, "GET", &path, "bot-a", Value::Null).0,
+            404,
+            "{name}"
+        );
+    }
+    let (_, e) = call(
+        &b,
+        "POST",
+        "/registry/write",
+        "bot-a",
+        json!({"document": graph_doc("bad_op", json!([{"id": "a", "op": "fft", "in": ["x"]}]), "a")}),
+    );
+    assert_eq!(e["issues"][0]["node"], "a", "{e}");
+    assert_eq!(e["issues"][0]["field"], "nodes[0].op", "{e}");
+    assert_eq!(registry_version(&b), 2, "nothing stored");
+
+    // A read-only key writes nothing.
+    let o = bots(&redis, &["add", "viewer", "--role", "read-only", "--json"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let viewer: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let body = json!({"name": "viewer_one", "document": gated});
+    let (st, _) = as_key(
+        &b,
+        "POST",
+        "/registry/write",
+        viewer["key"].as_str().unwrap(),
+        None,
+        body,
+    );
+    assert_eq!(st, 403);
+
+    // Bot B uses A's component by its bare name: the document is copied into the spec.
+    let mut create = tiny_create();
+    create["blocks"] = json!(["gated_a"]);
+    create["name"] = json!("b-uses-a");
+    let (st, c) = call(&b, "POST", "/experiment/create", "bot-b", create);
+    assert_eq!(st, 201, "{c}");
+    assert_eq!(c["spec"]["model"]["backbone"]["blocks"][0], "graph:gated_a");
+    assert_eq!(c["spec"]["model"]["components"][0]["name"], "gated_a");
+    assert_eq!(c["registry_components"][0]["owner"], "bot-a", "{c}");
+
+    // Bot A runs it as graph:gated_a; the worker, started before the component existed,
+    // trains it.
+    let mut spec = e_tiny_spec();
+    spec["model"]["backbone"]["blocks"] = json!(["graph:gated_a"]);
+    let (st, r) = call(
+        &b,
+        "POST",
+        "/experiment/run",
+        "bot-a",
+        json!({"experiment": spec, "name": "gated-a"}),
+    );
+    assert_eq!(st, 202, "{r}");
+    assert_eq!(r["registry_components"][0]["version"], 2, "{r}");
+    let id = r["id"].as_str().unwrap().to_string();
+    let path = format!("/experiment/results/{id}");
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let done = loop {
+        let (_, r) = call(&b, "GET", &path, "bot-a", Value::Null);
+        if !["queued", "running"].contains(&r["state"].as_str().unwrap_or("")) {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "experiment did not finish: {r}");
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert_eq!(done["state"], "completed", "{done}");
+    let crps = done["crps"].as_f64().unwrap();
+    assert!(crps.is_finite() && crps > 0.0, "{done}");
+    assert_eq!(done["spec"]["model"]["components"][0]["name"], "gated_a");
+
+    // A removes it; the experiment keeps its copy; a new spec naming it no longer validates.
+    let (st, d) = call(&b, "DELETE", "/registry/gated_a", "bot-a", Value::Null);
+    assert_eq!((st, d["version"].as_u64()), (200, Some(3)), "{d}");
+    assert_eq!(
+        call(
+            &b,
+            "GET",
+            "/registry/component/gated_a",
+            "bot-a",
+            Value::Null
+        )
+        .0,
+        404
+    );
+    assert_eq!(e_spec(&b, &id)["model"]["components"][0]["name"], "gated_a");
+    let (st, v) = call(
+        &b,
+        "POST",
+        "/experiment/validate",
+        "bot-a",
+        json!({ "experiment": spec }),
+    );
+    assert_eq!((st, v["valid"].as_bool()), (200, Some(false)), "{v}");
+    assert!(v.to_string().contains("no component graph named"), "{v}");
+
+    // The operator may remove any bot's component.
+    let (st, _) = call(
+        &b,
+        "POST",
+        "/registry/write",
+        "bot-b",
+        json!({"name": "gated_b", "document": gated}),
+    );
+    assert_eq!(st, 201);
+    let (st, d) = as_key(
+        &b,
+        "DELETE",
+        "/registry/gated_b",
+        "sekret",
+        None,
+        Value::Null,
+    );
+    assert_eq!(st, 200, "{d}");
+
+    // The CLI: add (owned by --bot), show, remove.
+    let cli = |args: &[&str]| {
+        Command::new(bin())
+            .arg("--redis-url")
+            .arg(redis.url())
+            .args(["--prefix", "br", "components"])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let path = file.display().to_string();
+    let o = cli(&[
+        "add",
+        &path,
+        "--name",
+        "gated_cli",
+        "--bot",
+        "cli-bot",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let added: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(added["owner"], "cli-bot", "{added}");
+    let (_, one) = call(
+        &b,
+        "GET",
+        "/registry/component/gated_cli",
+        "bot-a",
+        Value::Null,
+    );
+    assert_eq!(one["owner"], "cli-bot", "{one}");
+    let o = cli(&["show", "gated_cli"]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("owner cli-bot"));
+    let bad = dir.path().join("bad.json");
+    std::fs::write(
+        &bad,
+        graph_doc(
+            "bad_op",
+            json!([{"id": "a", "op": "fft", "in": ["x"]}]),
+            "a",
+        )
+        .to_string(),
+    )
+    .unwrap();
+    let o = cli(&["add", &bad.display().to_string()]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("unknown op \"fft\""));
+    let o = cli(&["remove", "gated_cli"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        call(
+            &b,
+            "GET",
+            "/registry/component/gated_cli",
+            "bot-a",
+            Value::Null
+        )
+        .0,
+        404
+    );
+}
