@@ -807,7 +807,7 @@ fn check_graph(
         return Err(vec![SpecIssue {
             field: field.into(),
             message: format!(
-                "no component graph named {name:?} in model.components ({}); add its document there (see docs/components.md)",
+                "no component graph named {name:?} in model.components ({}); add its document there, or write it to the registry (POST /registry/write, synth-city components add) so the bridge copies it in (docs/components.md)",
                 if have.is_empty() {
                     "none given".to_string()
                 } else {
