@@ -2564,6 +2564,17 @@ fn bots_author_components_in_the_registry_and_use_them() {
     assert_eq!(one["owner"], "cli-bot", "{one}");
     let o = cli(&["show", "gated_cli"]);
     assert!(String::from_utf8_lossy(&o.stdout).contains("owner cli-bot"));
+    // `components --json` lists the built-ins and, marked, the authored ones
+    let o = cli(&["--json"]);
+    let all: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let authored = all["authored"].as_array().expect("authored listed");
+    assert!(
+        authored.iter().any(|c| c["name"] == "gated_cli"
+            && c["source"] == "authored"
+            && c["owner"] == "cli-bot"),
+        "{authored:?}"
+    );
+    assert!(all["blocks"].as_array().unwrap().len() >= 15);
     let bad = dir.path().join("bad.json");
     std::fs::write(
         &bad,

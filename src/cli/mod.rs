@@ -148,6 +148,15 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
             }
         }
     }
+    // `components` alone: the built-ins, and the registry's authored components when Redis
+    // answers (the zoo's listing needs no Redis; one that is away is said, not fatal)
+    if let Command::Model(model::ModelCommand::Components { action: None, json }) = &cli.command {
+        let authored = match connect(&cli) {
+            Ok(q) => model::authored_components(&q).await,
+            Err(e) => Err(e.to_string()),
+        };
+        return model::list_components(*json, authored);
+    }
     match cli.command {
         Command::Config { command } => {
             let mut s = settings;

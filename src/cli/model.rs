@@ -1021,19 +1021,67 @@ pub async fn run(cmd: ModelCommand) -> anyhow::Result<()> {
         } => {
             anyhow::bail!("components add|show|remove need Redis: run them with the queue's flags")
         }
-        ModelCommand::Components { json, .. } => {
-            if json {
-                print_json(&registry::components_json())
-            } else {
-                print!("{}", registry::components_text());
-                Ok(())
-            }
-        }
+        ModelCommand::Components { json, .. } => list_components(json, Err("not read".into())),
         ModelCommand::Experiment(a) => tokio::task::spawn_blocking(move || experiment(*a)).await?,
         ModelCommand::Quick(a) => tokio::task::spawn_blocking(move || quick(a)).await?,
         ModelCommand::Sweep(a) => tokio::task::spawn_blocking(move || sweep(a)).await?,
         ModelCommand::Simulate(a) => tokio::task::spawn_blocking(move || simulate(a)).await?,
     }
+}
+
+/// The registry's authored components (name, kind, owner, version, hash), or why they could
+/// not be read: one connection attempt first, so a machine without Redis lists the built-ins
+/// at once.
+pub async fn authored_components(q: &engine::Queue) -> Result<Vec<serde_json::Value>, String> {
+    if let Err(e) = q.dedicated(std::time::Duration::from_secs(2)).await {
+        return Err(format!("Redis at {} does not answer: {e}", q.shown_url()));
+    }
+    match tokio::time::timeout(std::time::Duration::from_secs(3), engine::registry::list(q)).await {
+        Ok(Ok(all)) => Ok(all
+            .into_iter()
+            .map(|a| {
+                serde_json::json!({"name": a.name, "kind": a.kind, "owner": a.owner,
+                    "version": a.version, "content_hash": a.content_hash, "source": "authored"})
+            })
+            .collect()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("Redis at {} did not answer in 3 s", q.shown_url())),
+    }
+}
+
+/// `components`: the built-in blocks, heads and presets, then the authored components (or why
+/// they are missing: JSON `authored_error`, a line on stderr).
+pub fn list_components(
+    json: bool,
+    authored: Result<Vec<serde_json::Value>, String>,
+) -> anyhow::Result<()> {
+    if json {
+        let mut v = registry::components_json();
+        match authored {
+            Ok(a) => v["authored"] = serde_json::json!(a),
+            Err(e) => v["authored_error"] = serde_json::json!(e),
+        }
+        return print_json(&v);
+    }
+    print!("{}", registry::components_text());
+    match authored {
+        Ok(a) if a.is_empty() => println!("\nAuthored (the registry): none"),
+        Ok(a) => {
+            println!("\nAuthored (the registry; use as graph:<name>):");
+            for c in &a {
+                println!(
+                    "  {:<18} {:<5} owner {} v{} {}",
+                    c["name"].as_str().unwrap_or(""),
+                    c["kind"].as_str().unwrap_or(""),
+                    c["owner"].as_str().unwrap_or(""),
+                    c["version"],
+                    c["content_hash"].as_str().unwrap_or("")
+                );
+            }
+        }
+        Err(e) => eprintln!("(authored components not listed: {e})"),
+    }
+    Ok(())
 }
 
 /// `components add|show|remove`: the registry of authored components in Redis.
