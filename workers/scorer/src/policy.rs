@@ -1,0 +1,622 @@
+//! Shadow challengers and the shadow policy (issue 19, item 4).
+//!
+//! A pair's **challengers** ([`challengers`]) are the last K published candidates for that
+//! (asset, prompt) that the gate refused for the pair or that are newer than its champion (all
+//! of them, newest first, when the GBM serves); the shadow scorer records them beside the
+//! champion on every live prompt and scores them on the same request once it settles.
+//!
+//! The **evidence** of a pair ([`evaluate_pair`]) is its settled prompts answered by the
+//! current champion (the GBM where none): per challenger, the prompts where it was scored too.
+//! Each challenger is put through the promotion gate ([`sn50::gate::decide`]) on those paired
+//! per-prompt scores (candidate = challenger, champion, GBM); the champion is put against the
+//! GBM the same way (the GBM in the candidate's seat: its comparison with the champion is the
+//! test). Evidence counts once it covers [`ShadowSettings::min_days`] distinct days.
+//!
+//! The **policy** ([`run`], `SYNTH_SHADOW_POLICY`): `off` (the default) only reports; `promote`
+//! promotes the best challenger the gate passes on ready evidence; `promote-demote` also demotes
+//! a champion the GBM beats on ready evidence (its predecessor, or the GBM, serves again). Each
+//! is a decision in the pair's history (`by: "shadow-policy"`, the gate's decision on the
+//! evidence, the evidence's dates), through `publisher::champions`.
+//!
+//! It does not score prompts (`crate::shadow` does), and reads no bars or checkpoints: only the
+//! records in the store.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::str::FromStr;
+
+use jobs::Timeframe;
+use publisher::champions::{self, Action, Champion, ChampionError, EvaluationInfo};
+use publisher::store::{Store, StoreError, StoreExt};
+use serde_json::{json, Value};
+use sn50::constants::PromptKind;
+use sn50::gate::{self, GateDecision, GateError, GateInput, GateParams, Verdict};
+use sn50::shadow::{date_of, Contender, ShadowRecord};
+
+/// How many challengers a pair has (default 3).
+pub const CHALLENGERS_ENV: &str = "SYNTH_SHADOW_CHALLENGERS";
+/// `off`, `promote` or `promote-demote` (default `off`).
+pub const POLICY_ENV: &str = "SYNTH_SHADOW_POLICY";
+/// Settled days of evidence before the policy acts (default 7).
+pub const MIN_DAYS_ENV: &str = "SYNTH_SHADOW_MIN_DAYS";
+/// Who the policy's decisions name.
+pub const BY: &str = "shadow-policy";
+/// Where the shadow-score job leaves the policy's last report.
+pub const REPORT_KEY: &str = "scores/shadow-policy.json";
+/// The newest days of prompts the evidence is read from.
+pub const LOOKBACK_DATES: usize = 60;
+const PROMPTS_PREFIX: &str = "scores/prompts/";
+
+/// A setting that makes no policy, or the store.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("{name}={value:?}: {fix}")]
+    Setting {
+        name: &'static str,
+        value: String,
+        fix: &'static str,
+    },
+    #[error(transparent)]
+    Champion(#[from] ChampionError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Gate(#[from] GateError),
+}
+
+impl PolicyError {
+    /// Worth trying again later (the store did not answer).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            PolicyError::Champion(e) => e.is_transient(),
+            PolicyError::Store(e) => matches!(e, StoreError::Unavailable { .. }),
+            _ => false,
+        }
+    }
+}
+
+/// What the policy may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Policy {
+    /// Report only.
+    Off,
+    /// Promote a challenger that passes the gate on ready evidence.
+    Promote,
+    /// Also demote a champion the GBM beats on ready evidence.
+    PromoteDemote,
+}
+
+impl Policy {
+    pub fn label(self) -> &'static str {
+        match self {
+            Policy::Off => "off",
+            Policy::Promote => "promote",
+            Policy::PromoteDemote => "promote-demote",
+        }
+    }
+}
+
+impl FromStr for Policy {
+    type Err = PolicyError;
+    fn from_str(s: &str) -> Result<Self, PolicyError> {
+        match s.trim() {
+            "" | "off" => Ok(Policy::Off),
+            "promote" => Ok(Policy::Promote),
+            "promote-demote" => Ok(Policy::PromoteDemote),
+            _ => Err(PolicyError::Setting {
+                name: POLICY_ENV,
+                value: s.to_string(),
+                fix: "use off (report only), promote, or promote-demote",
+            }),
+        }
+    }
+}
+
+/// The shadow scorer's settings.
+#[derive(Debug, Clone)]
+pub struct ShadowSettings {
+    /// Challengers per pair (`SYNTH_SHADOW_CHALLENGERS`, 3).
+    pub challengers: usize,
+    /// `SYNTH_SHADOW_POLICY`, off.
+    pub policy: Policy,
+    /// Distinct days of settled evidence before the policy acts (`SYNTH_SHADOW_MIN_DAYS`, 7).
+    pub min_days: usize,
+    /// The gate's parameters (its defaults, as `models promote`).
+    pub params: GateParams,
+}
+
+impl Default for ShadowSettings {
+    fn default() -> Self {
+        ShadowSettings {
+            challengers: 3,
+            policy: Policy::Off,
+            min_days: 7,
+            params: GateParams::default(),
+        }
+    }
+}
+
+impl ShadowSettings {
+    /// From the environment (defaults for what is unset); a bad value is an error naming it.
+    pub fn from_env() -> Result<Self, PolicyError> {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// From any lookup of the three settings.
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, PolicyError> {
+        let mut s = ShadowSettings::default();
+        let num = |name: &'static str, max: usize, fix: &'static str| -> Result<Option<usize>, PolicyError> {
+            match get(name) {
+                None => Ok(None),
+                Some(v) if v.trim().is_empty() => Ok(None),
+                Some(v) => match v.trim().parse::<usize>() {
+                    Ok(n) if n <= max => Ok(Some(n)),
+                    _ => Err(PolicyError::Setting {
+                        name,
+                        value: v,
+                        fix,
+                    }),
+                },
+            }
+        };
+        if let Some(n) = num(
+            CHALLENGERS_ENV,
+            20,
+            "a whole number of challengers per pair, 0 to 20",
+        )? {
+            s.challengers = n;
+        }
+        if let Some(n) = num(MIN_DAYS_ENV, 366, "a whole number of days, 1 to 366")? {
+            if n == 0 {
+                return Err(PolicyError::Setting {
+                    name: MIN_DAYS_ENV,
+                    value: "0".into(),
+                    fix: "a whole number of days, 1 to 366",
+                });
+            }
+            s.min_days = n;
+        }
+        if let Some(p) = get(POLICY_ENV) {
+            s.policy = p.parse()?;
+        }
+        Ok(s)
+    }
+}
+
+/// The timeframe whose models answer `prompt`.
+fn timeframe_of(prompt: PromptKind) -> Timeframe {
+    prompt.timeframe()
+}
+
+/// What a pair's records name as the served model: the champion's checkpoint, or `gbm`.
+pub fn served_model(champion: Option<&Champion>) -> String {
+    champion.map_or_else(|| "gbm".to_string(), |c| c.artifact.to_string())
+}
+
+/// The pair's challengers, at most `k`, newest published first: candidates for the pair's
+/// timeframe trained on `asset` (with a checkpoint in the store) that the gate refused for this
+/// pair or that were recorded after the champion's own record; with no champion, every such
+/// candidate. Never the champion itself.
+pub async fn challengers(
+    store: &dyn Store,
+    prompt: PromptKind,
+    asset: &str,
+    champion: Option<&Champion>,
+    k: usize,
+) -> Result<Vec<Contender>, PolicyError> {
+    if k == 0 {
+        return Ok(Vec::new());
+    }
+    let refused: BTreeSet<String> = champions::history(store, Some((prompt, asset)))
+        .await?
+        .into_iter()
+        .filter(|d| d.action == Action::Refuse)
+        .filter_map(|d| d.candidate)
+        .collect();
+    let champion_at = match champion {
+        Some(c) => champions::load_candidate(store, &c.candidate)
+            .await
+            .ok()
+            .map(|m| m.manifest.record.recorded_at),
+        None => None,
+    };
+    let tf = timeframe_of(prompt);
+    let mut out = Vec::new();
+    for c in champions::published(store).await? {
+        let spec = &c.manifest.record.spec;
+        if champion.is_some_and(|ch| ch.candidate == c.id)
+            || spec.data.timeframe != tf
+            || !spec.data.assets.iter().any(|a| a == asset)
+        {
+            continue;
+        }
+        let newer = match (champion, champion_at) {
+            (None, _) => true,
+            (Some(_), Some(t)) => c.manifest.record.recorded_at > t,
+            (Some(_), None) => false,
+        };
+        if newer || refused.contains(&c.id) {
+            let Some(artifact) = &c.manifest.record.artifact else {
+                continue;
+            };
+            out.push(Contender {
+                candidate: c.id.clone(),
+                model: artifact.to_string(),
+                result: None,
+            });
+            if out.len() == k {
+                break;
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Paired per-prompt scores of one contender against the served model and the GBM.
+#[derive(Debug, Clone, Default)]
+pub struct Evidence {
+    /// Prompt start times, sorted.
+    pub windows: Vec<i64>,
+    pub contender: Vec<f64>,
+    pub served: Vec<f64>,
+    pub gbm: Vec<f64>,
+    /// Distinct UTC days of the prompts.
+    pub dates: BTreeSet<String>,
+    /// Prompts the contender could not answer (scored invalid).
+    pub errors: usize,
+    pub served_errors: usize,
+    pub horizon_secs: i64,
+    pub num_simulations: usize,
+}
+
+impl Evidence {
+    fn push(&mut self, rec: &ShadowRecord, contender: f64, error: bool) {
+        let res = rec.result.as_ref().expect("settled");
+        self.windows.push(rec.start_time);
+        self.contender.push(contender);
+        self.served.push(res.crps);
+        self.gbm.push(res.gbm_crps);
+        self.dates.insert(date_of(rec.start_time));
+        self.errors += error as usize;
+        self.served_errors += res.error.is_some() as usize;
+        self.horizon_secs = rec.time_length as i64;
+        self.num_simulations = rec.num_simulations;
+    }
+
+    /// What a decision records as its evaluation.
+    pub fn info(&self) -> EvaluationInfo {
+        let first = self.dates.first().cloned().unwrap_or_default();
+        let last = self.dates.last().cloned().unwrap_or_default();
+        EvaluationInfo {
+            data: format!(
+                "shadow prompts {first}..{last}: {} settled prompts on {} days",
+                self.windows.len(),
+                self.dates.len()
+            ),
+            not_before: self.windows.first().copied().unwrap_or(0),
+            windows_requested: self.windows.len(),
+            seed: 0,
+            num_simulations: self.num_simulations,
+            candidate_fallbacks: self.errors,
+            champion_fallbacks: self.served_errors,
+        }
+    }
+}
+
+/// A pair's settled records answered by `served`, sorted by start time.
+fn settled<'a>(records: &'a [ShadowRecord], served: &str) -> Vec<&'a ShadowRecord> {
+    let mut out: Vec<&ShadowRecord> = records
+        .iter()
+        .filter(|r| r.result.is_some() && r.model == served)
+        .collect();
+    out.sort_by_key(|r| r.start_time);
+    out
+}
+
+/// Per challenger (by candidate, in the order first seen), its evidence against `served`.
+pub fn challenger_evidence(records: &[ShadowRecord], served: &str) -> Vec<(String, Evidence)> {
+    let mut order = Vec::new();
+    let mut by: BTreeMap<String, Evidence> = BTreeMap::new();
+    for r in settled(records, served) {
+        for c in &r.challengers {
+            let Some(res) = &c.result else { continue };
+            if !by.contains_key(&c.candidate) {
+                order.push(c.candidate.clone());
+            }
+            by.entry(c.candidate.clone())
+                .or_default()
+                .push(r, res.crps, res.error.is_some());
+        }
+    }
+    order
+        .into_iter()
+        .map(|c| {
+            let e = by.remove(&c).unwrap_or_default();
+            (c, e)
+        })
+        .collect()
+}
+
+/// The served model's own evidence against the GBM (every settled prompt it answered).
+pub fn champion_evidence(records: &[ShadowRecord], served: &str) -> Evidence {
+    let mut e = Evidence::default();
+    for r in settled(records, served) {
+        let res = r.result.as_ref().expect("settled");
+        e.push(r, res.crps, res.error.is_some());
+    }
+    e
+}
+
+/// The gate on a challenger's evidence: candidate = the challenger, the champion (none: the
+/// GBM serves), the GBM.
+pub fn challenger_gate(
+    candidate: &str,
+    champion: Option<&Champion>,
+    asset: &str,
+    prompt: PromptKind,
+    e: &Evidence,
+    params: GateParams,
+) -> Result<GateDecision, GateError> {
+    gate::decide(
+        GateInput {
+            candidate: candidate.to_string(),
+            champion: champion.map(|c| c.candidate.clone()),
+            asset: asset.to_string(),
+            prompt: prompt.label().to_string(),
+            windows: e.windows.clone(),
+            horizon_secs: e.horizon_secs,
+            candidate_scores: e.contender.clone(),
+            champion_scores: champion.map(|_| e.served.clone()),
+            gbm_scores: e.gbm.clone(),
+        },
+        params,
+    )
+}
+
+/// The gate on the champion's evidence with the GBM in the candidate's seat: its verdict is
+/// `promote` when the GBM beats the champion by the margin, significantly (the comparison
+/// `vs_champion`; the GBM against itself, `vs_gbm`, is dropped).
+pub fn demotion_gate(
+    champion: &Champion,
+    e: &Evidence,
+    params: GateParams,
+) -> Result<GateDecision, GateError> {
+    let mut d = gate::decide(
+        GateInput {
+            candidate: "gbm".into(),
+            champion: Some(champion.candidate.clone()),
+            asset: champion.asset.clone(),
+            prompt: champion.prompt.label().to_string(),
+            windows: e.windows.clone(),
+            horizon_secs: e.horizon_secs,
+            candidate_scores: e.gbm.clone(),
+            champion_scores: Some(e.served.clone()),
+            gbm_scores: e.gbm.clone(),
+        },
+        params,
+    )?;
+    d.vs_gbm = None;
+    if let Some(c) = &d.vs_champion {
+        let p = c.test.map_or(f64::NAN, |t| t.p_value);
+        let (verdict, reason) = if c.beats_margin && c.significant {
+            (
+                Verdict::Promote,
+                format!(
+                    "the GBM beats it on {} settled prompts: the GBM's mean score is {:.4} of its (p = {p:.4})",
+                    e.windows.len(),
+                    c.ratio
+                ),
+            )
+        } else if !c.beats_margin {
+            (
+                Verdict::Refuse,
+                format!(
+                    "the GBM's mean score is {:.4} of its (a demotion needs at most {:.4})",
+                    c.ratio,
+                    1.0 - params.margin
+                ),
+            )
+        } else {
+            (
+                Verdict::Refuse,
+                format!(
+                    "the GBM's lead ({:.4} of its mean) is not significant: Diebold-Mariano p = {p:.4}, alpha {}",
+                    c.ratio, params.alpha
+                ),
+            )
+        };
+        d.verdict = verdict;
+        d.reason = reason;
+    }
+    Ok(d)
+}
+
+/// The pairs with recorded prompts in the newest [`LOOKBACK_DATES`] days, with their records'
+/// keys: `(prompt, asset) -> keys`.
+async fn pair_keys(
+    store: &dyn Store,
+) -> Result<BTreeMap<(String, String), Vec<String>>, PolicyError> {
+    let keys = store.list(PROMPTS_PREFIX).await?;
+    let mut dates: Vec<&str> = keys
+        .iter()
+        .filter_map(|k| k.strip_prefix(PROMPTS_PREFIX)?.split('/').next())
+        .collect();
+    dates.sort_unstable();
+    dates.dedup();
+    let from = dates
+        .len()
+        .checked_sub(LOOKBACK_DATES)
+        .map_or("", |i| dates[i]);
+    let mut out: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+    for k in &keys {
+        let Some(rest) = k.strip_prefix(PROMPTS_PREFIX) else {
+            continue;
+        };
+        let Some((date, file)) = rest.split_once('/') else {
+            continue;
+        };
+        let Some(stem) = file.strip_suffix(".json") else {
+            continue;
+        };
+        let mut parts = stem.splitn(3, '-');
+        let (Some(asset), Some(prompt)) = (parts.next(), parts.next()) else {
+            continue;
+        };
+        if date < from || (prompt != "low" && prompt != "high") {
+            continue;
+        }
+        out.entry((prompt.to_string(), asset.to_string()))
+            .or_default()
+            .push(k.clone());
+    }
+    Ok(out)
+}
+
+/// Evaluates one pair's evidence and, when `act` and the policy allow it, promotes or demotes.
+/// Returns the pair's report.
+pub async fn evaluate_pair(
+    store: &dyn Store,
+    prompt: PromptKind,
+    asset: &str,
+    records: &[ShadowRecord],
+    settings: &ShadowSettings,
+    act: bool,
+) -> Result<Value, PolicyError> {
+    let champion = champions::current(store, prompt, asset).await?;
+    let served = served_model(champion.as_ref());
+    let ready = |e: &Evidence| e.dates.len() >= settings.min_days;
+    let mut rows = Vec::new();
+    let mut best: Option<(f64, String, GateDecision, EvaluationInfo)> = None;
+    for (candidate, e) in challenger_evidence(records, &served) {
+        let g = challenger_gate(
+            &candidate,
+            champion.as_ref(),
+            asset,
+            prompt,
+            &e,
+            settings.params,
+        )?;
+        let passes = g.verdict == Verdict::Promote && ready(&e);
+        rows.push(json!({
+            "candidate": candidate, "prompts": e.windows.len(), "days": e.dates.len(),
+            "ready": ready(&e), "errors": e.errors,
+            "mean": finite(g.candidate_mean), "champion_mean": g.champion_mean.and_then(finite),
+            "gbm_mean": finite(g.gbm_mean),
+            "vs_champion": g.vs_champion.as_ref().map(|c| json!({"ratio": finite(c.ratio), "p_value": c.test.map(|t| t.p_value)})),
+            "vs_gbm": g.vs_gbm.as_ref().map(|c| json!({"ratio": finite(c.ratio), "p_value": c.test.map(|t| t.p_value)})),
+            "verdict": g.verdict, "reason": g.reason,
+        }));
+        if passes
+            && best
+                .as_ref()
+                .is_none_or(|b| g.candidate_mean < b.0)
+        {
+            best = Some((g.candidate_mean, candidate, g, e.info()));
+        }
+    }
+    let mut demotion = None;
+    let mut demote_gate = None;
+    if let Some(ch) = &champion {
+        let e = champion_evidence(records, &served);
+        let g = demotion_gate(ch, &e, settings.params)?;
+        demotion = Some(json!({
+            "prompts": e.windows.len(), "days": e.dates.len(), "ready": ready(&e),
+            "mean": g.champion_mean.and_then(finite), "gbm_mean": finite(g.gbm_mean),
+            "verdict": if g.verdict == Verdict::Promote { "demote" } else { "keep" },
+            "reason": g.reason,
+        }));
+        if g.verdict == Verdict::Promote && ready(&e) {
+            demote_gate = Some((g, e.info()));
+        }
+    }
+    let mut action = Value::Null;
+    let mut would = Value::Null;
+    if let Some((_, candidate, _, _)) = &best {
+        would = json!({"action": "promote", "candidate": candidate});
+    } else if demote_gate.is_some() {
+        would = json!({"action": "demote"});
+    }
+    if act {
+        if let (Some((_, candidate, g, info)), true) = (best, settings.policy != Policy::Off) {
+            let d =
+                champions::promote_on_evidence(store, &candidate, asset, prompt, g, info, BY)
+                    .await?;
+            action = json!({"action": "promote", "candidate": candidate, "key": d.key});
+        } else if let (Some((g, info)), Policy::PromoteDemote) = (demote_gate, settings.policy) {
+            let reason = g.reason.clone();
+            let d = champions::demote(store, prompt, asset, g, info, BY, &reason).await?;
+            action = json!({"action": "demote", "key": d.key,
+                "champion": d.champion.as_ref().map(|c| &c.candidate)});
+        }
+    }
+    Ok(json!({
+        "asset": asset, "prompt": prompt.label(),
+        "champion": champion.as_ref().map(|c| &c.candidate), "served": served,
+        "challengers": rows, "demotion": demotion, "would": would, "action": action,
+    }))
+}
+
+fn finite(x: f64) -> Option<f64> {
+    x.is_finite().then_some(x)
+}
+
+/// Reads every pair's records of the newest [`LOOKBACK_DATES`] days and evaluates each pair
+/// ([`evaluate_pair`]); acts only when `act` (the `shadow-score` job; `models shadow` reports).
+pub async fn run(
+    store: &dyn Store,
+    settings: &ShadowSettings,
+    act: bool,
+) -> Result<Value, PolicyError> {
+    let mut pairs = Vec::new();
+    for ((prompt, asset), keys) in pair_keys(store).await? {
+        let kind: PromptKind = if prompt == "high" {
+            PromptKind::High
+        } else {
+            PromptKind::Low
+        };
+        let mut records = Vec::new();
+        for k in keys {
+            if let Some(r) = store.get_json::<ShadowRecord>(&k).await? {
+                records.push(r);
+            }
+        }
+        pairs.push(evaluate_pair(store, kind, &asset, &records, settings, act).await?);
+    }
+    Ok(json!({
+        "policy": settings.policy.label(), "min_days": settings.min_days,
+        "challengers": settings.challengers, "acted": act && settings.policy != Policy::Off,
+        "pairs": pairs,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_parse_and_bad_values_are_named() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        let s = ShadowSettings::from_lookup(env(&[])).unwrap();
+        assert_eq!((s.challengers, s.policy, s.min_days), (3, Policy::Off, 7));
+        let s = ShadowSettings::from_lookup(env(&[
+            (POLICY_ENV, "promote-demote"),
+            (MIN_DAYS_ENV, "2"),
+            (CHALLENGERS_ENV, "0"),
+        ]))
+        .unwrap();
+        assert_eq!((s.challengers, s.policy, s.min_days), (0, Policy::PromoteDemote, 2));
+        let e = ShadowSettings::from_lookup(env(&[(POLICY_ENV, "yes")])).unwrap_err();
+        assert!(e.to_string().contains("SYNTH_SHADOW_POLICY=\"yes\""), "{e}");
+        assert!(e.to_string().contains("promote-demote"), "{e}");
+        let e = ShadowSettings::from_lookup(env(&[(MIN_DAYS_ENV, "0")])).unwrap_err();
+        assert!(e.to_string().contains("SYNTH_SHADOW_MIN_DAYS"), "{e}");
+        let e = ShadowSettings::from_lookup(env(&[(CHALLENGERS_ENV, "x")])).unwrap_err();
+        assert!(e.to_string().contains("0 to 20"), "{e}");
+    }
+}
