@@ -925,6 +925,13 @@ mod tests {
             d("SYNTH_CACHE_MAX_MB"),
             (dirs.cache_max_bytes >> 20).to_string()
         );
+        let shadow = scorer::policy::ShadowSettings::default();
+        assert_eq!(
+            d("SYNTH_SHADOW_CHALLENGERS"),
+            shadow.challengers.to_string()
+        );
+        assert_eq!(d("SYNTH_SHADOW_POLICY"), shadow.policy.label());
+        assert_eq!(d("SYNTH_SHADOW_MIN_DAYS"), shadow.min_days.to_string());
     }
 
     /// Every variable the code reads by name (`env::var("X")`, clap's `env = "X"`, `*_ENV`

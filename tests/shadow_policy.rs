@@ -93,9 +93,16 @@ async fn candidate(
     publisher::artifacts::store_checkpoints(store, std::slice::from_mut(&mut rec))
         .await
         .unwrap();
-    publisher::publish::publish(store, cache, run, &rec, &json!({"success": true}), Some(data))
-        .await
-        .unwrap();
+    publisher::publish::publish(
+        store,
+        cache,
+        run,
+        &rec,
+        &json!({"success": true}),
+        Some(data),
+    )
+    .await
+    .unwrap();
     format!("{run}/m")
 }
 
@@ -314,11 +321,15 @@ async fn the_shadow_policy_promotes_a_challenger_and_demotes_a_champion_worse_th
         assert_eq!(c.map(|c| c.candidate).as_deref(), Some(name));
     };
     unchanged(
-        champions::current(&store, PromptKind::Low, "BTC").await.unwrap(),
+        champions::current(&store, PromptKind::Low, "BTC")
+            .await
+            .unwrap(),
         &weak,
     );
     unchanged(
-        champions::current(&store, PromptKind::Low, "ETH").await.unwrap(),
+        champions::current(&store, PromptKind::Low, "ETH")
+            .await
+            .unwrap(),
         &bad,
     );
     let shadow_decisions = || async {
@@ -336,7 +347,11 @@ async fn the_shadow_policy_promotes_a_challenger_and_demotes_a_champion_worse_th
         .env_remove("HIPPIUS_ENDPOINT")
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let shown: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(pair(&shown, "BTC")["would"]["candidate"], good.as_str());
     // with fewer settled days than required, nothing would be done
@@ -370,11 +385,15 @@ async fn the_shadow_policy_promotes_a_challenger_and_demotes_a_champion_worse_th
     let btc = pair(&r["policy"], "BTC");
     assert_eq!(btc["action"]["action"], "promote", "{btc}");
     unchanged(
-        champions::current(&store, PromptKind::Low, "BTC").await.unwrap(),
+        champions::current(&store, PromptKind::Low, "BTC")
+            .await
+            .unwrap(),
         &good,
     );
     unchanged(
-        champions::current(&store, PromptKind::Low, "ETH").await.unwrap(),
+        champions::current(&store, PromptKind::Low, "ETH")
+            .await
+            .unwrap(),
         &bad,
     );
     let ds = shadow_decisions().await;
@@ -387,7 +406,12 @@ async fn the_shadow_policy_promotes_a_challenger_and_demotes_a_champion_worse_th
     assert_eq!(g.windows, starts, "the evidence is the settled prompts");
     assert_eq!(g.champion.as_deref(), Some(weak.as_str()));
     assert!(g.vs_champion.as_ref().unwrap().significant);
-    assert!(d.evaluation.as_ref().unwrap().data.starts_with("shadow prompts"));
+    assert!(d
+        .evaluation
+        .as_ref()
+        .unwrap()
+        .data
+        .starts_with("shadow prompts"));
     // the new champion has no evidence yet: a second look changes nothing
     let r = run_job(&redis, "shadow-score", score.clone());
     assert!(pair(&r["policy"], "BTC")["action"].is_null());
@@ -405,7 +429,9 @@ async fn the_shadow_policy_promotes_a_challenger_and_demotes_a_champion_worse_th
         .unwrap()
         .is_none());
     unchanged(
-        champions::current(&store, PromptKind::Low, "BTC").await.unwrap(),
+        champions::current(&store, PromptKind::Low, "BTC")
+            .await
+            .unwrap(),
         &good,
     );
     let ds = shadow_decisions().await;

@@ -318,7 +318,9 @@ pub async fn run(a: ModelsArgs) -> anyhow::Result<()> {
                 settings.min_days
             );
             if pairs.is_empty() {
-                println!("no shadow prompts recorded yet (schedule shadow-prompt and shadow-score jobs)");
+                println!(
+                    "no shadow prompts recorded yet (schedule shadow-prompt and shadow-score jobs)"
+                );
             }
             for p in &pairs {
                 println!(

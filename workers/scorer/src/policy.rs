@@ -144,7 +144,10 @@ impl ShadowSettings {
     /// From any lookup of the three settings.
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, PolicyError> {
         let mut s = ShadowSettings::default();
-        let num = |name: &'static str, max: usize, fix: &'static str| -> Result<Option<usize>, PolicyError> {
+        let num = |name: &'static str,
+                   max: usize,
+                   fix: &'static str|
+         -> Result<Option<usize>, PolicyError> {
             match get(name) {
                 None => Ok(None),
                 Some(v) if v.trim().is_empty() => Ok(None),
@@ -401,7 +404,7 @@ pub fn demotion_gate(
             (
                 Verdict::Promote,
                 format!(
-                    "the GBM beats it on {} settled prompts: the GBM's mean score is {:.4} of its (p = {p:.4})",
+                    "the GBM beats it on {} settled prompts: the GBM's mean score is {:.4} of the champion's (p = {p:.4})",
                     e.windows.len(),
                     c.ratio
                 ),
@@ -410,7 +413,7 @@ pub fn demotion_gate(
             (
                 Verdict::Refuse,
                 format!(
-                    "the GBM's mean score is {:.4} of its (a demotion needs at most {:.4})",
+                    "the GBM's mean score is {:.4} of the champion's (a demotion needs at most {:.4})",
                     c.ratio,
                     1.0 - params.margin
                 ),
@@ -419,7 +422,7 @@ pub fn demotion_gate(
             (
                 Verdict::Refuse,
                 format!(
-                    "the GBM's lead ({:.4} of its mean) is not significant: Diebold-Mariano p = {p:.4}, alpha {}",
+                    "the GBM's lead ({:.4} of the champion's mean) is not significant: Diebold-Mariano p = {p:.4}, alpha {}",
                     c.ratio, params.alpha
                 ),
             )
@@ -505,11 +508,7 @@ pub async fn evaluate_pair(
             "vs_gbm": g.vs_gbm.as_ref().map(|c| json!({"ratio": finite(c.ratio), "p_value": c.test.map(|t| t.p_value)})),
             "verdict": g.verdict, "reason": g.reason,
         }));
-        if passes
-            && best
-                .as_ref()
-                .is_none_or(|b| g.candidate_mean < b.0)
-        {
+        if passes && best.as_ref().is_none_or(|b| g.candidate_mean < b.0) {
             best = Some((g.candidate_mean, candidate, g, e.info()));
         }
     }
@@ -537,9 +536,8 @@ pub async fn evaluate_pair(
     }
     if act {
         if let (Some((_, candidate, g, info)), true) = (best, settings.policy != Policy::Off) {
-            let d =
-                champions::promote_on_evidence(store, &candidate, asset, prompt, g, info, BY)
-                    .await?;
+            let d = champions::promote_on_evidence(store, &candidate, asset, prompt, g, info, BY)
+                .await?;
             action = json!({"action": "promote", "candidate": candidate, "key": d.key});
         } else if let (Some((g, info)), Policy::PromoteDemote) = (demote_gate, settings.policy) {
             let reason = g.reason.clone();
@@ -592,6 +590,121 @@ pub async fn run(
 mod tests {
     use super::*;
 
+    /// A settled 24 h prompt every 6 h from `t0`, answered by `served` with `challenger`.
+    fn records(
+        served: &str,
+        n: usize,
+        scores: impl Fn(usize) -> (f64, f64, f64),
+    ) -> Vec<ShadowRecord> {
+        (0..n)
+            .map(|i| {
+                let (champ, gbm, chall) = scores(i);
+                let start = 1_764_000_000 + i as i64 * 6 * 3_600;
+                ShadowRecord {
+                    id: format!("BTC-low-{start}"),
+                    asset: "BTC".into(),
+                    prompt: "low".into(),
+                    start_time: start,
+                    time_increment: 300,
+                    time_length: 86_400,
+                    num_simulations: 1000,
+                    as_of: start - 60,
+                    spot: 1.0,
+                    spot_source: "last_close".into(),
+                    model: served.into(),
+                    seed: i as u64,
+                    recorded_at: 0,
+                    result: Some(sn50::shadow::ShadowResult {
+                        crps: champ,
+                        gbm_crps: gbm,
+                        scored_at: 0,
+                        error: None,
+                    }),
+                    champion: None,
+                    challengers: vec![Contender {
+                        candidate: "run-c/m".into(),
+                        model: "sha256:c".into(),
+                        result: Some(sn50::shadow::ContenderResult {
+                            crps: chall,
+                            error: None,
+                        }),
+                    }],
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_evidence_pairs_prompts_of_the_served_model_and_the_gate_decides_on_it() {
+        // the challenger is 20 % better than the champion, which is 10 % better than the GBM,
+        // with a wobble; prompts answered by another model do not count
+        let wobble = |i: usize| 1.0 + 0.05 * ((i * 7 % 5) as f64 - 2.0);
+        let mut recs = records("sha256:champ", 28, |i| {
+            let g = 100.0 * wobble(i);
+            (0.9 * g, g, 0.72 * g * wobble(i + 1))
+        });
+        recs.extend(records("sha256:older", 5, |_| (1.0, 1.0, 9.0)));
+        let ev = challenger_evidence(&recs, "sha256:champ");
+        assert_eq!(ev.len(), 1);
+        let (name, e) = &ev[0];
+        assert_eq!(name, "run-c/m");
+        assert_eq!(e.windows.len(), 28);
+        assert_eq!(e.dates.len(), 8, "{:?}", e.dates);
+        let champion = Champion {
+            version: 1,
+            asset: "BTC".into(),
+            prompt: PromptKind::Low,
+            candidate: "run-champ/m".into(),
+            run_id: "run-champ".into(),
+            name: "m".into(),
+            artifact: format!("sha256:{}:1", "0".repeat(64)).parse().unwrap(),
+            model_dir: "models/run-champ/m/".into(),
+            decision: "models/decisions/low/BTC/x.json".into(),
+            promoted_at: 0,
+            forced: false,
+            trained_until: 0,
+            restored_by: None,
+        };
+        let g = challenger_gate(
+            name,
+            Some(&champion),
+            "BTC",
+            PromptKind::Low,
+            e,
+            GateParams::default(),
+        )
+        .unwrap();
+        assert_eq!(g.verdict, Verdict::Promote, "{}", g.reason);
+        assert!(g.vs_champion.as_ref().unwrap().ratio < 0.85);
+        // the champion beats the GBM: no demotion; a champion 20 % worse is demoted
+        let own = champion_evidence(&recs, "sha256:champ");
+        assert_eq!(own.windows.len(), 28);
+        let d = demotion_gate(&champion, &own, GateParams::default()).unwrap();
+        assert_eq!(d.verdict, Verdict::Refuse, "{}", d.reason);
+        assert!(d.vs_gbm.is_none());
+        let worse = records("sha256:champ", 28, |i| {
+            let g = 100.0 * wobble(i);
+            (1.2 * g * wobble(i + 2), g, g)
+        });
+        let d = demotion_gate(
+            &champion,
+            &champion_evidence(&worse, "sha256:champ"),
+            GateParams::default(),
+        )
+        .unwrap();
+        assert_eq!(d.verdict, Verdict::Promote, "{}", d.reason);
+        assert!(
+            d.reason.starts_with("the GBM beats it on 28"),
+            "{}",
+            d.reason
+        );
+        // too few prompts: not enough evidence, whatever the scores
+        let few = champion_evidence(&worse[..10], "sha256:champ");
+        let d = demotion_gate(&champion, &few, GateParams::default()).unwrap();
+        assert_eq!(d.verdict, Verdict::Refuse);
+        assert!(d.reason.contains("not enough evidence"), "{}", d.reason);
+    }
+
     #[test]
     fn settings_parse_and_bad_values_are_named() {
         let env = |pairs: &'static [(&'static str, &'static str)]| {
@@ -610,7 +723,10 @@ mod tests {
             (CHALLENGERS_ENV, "0"),
         ]))
         .unwrap();
-        assert_eq!((s.challengers, s.policy, s.min_days), (0, Policy::PromoteDemote, 2));
+        assert_eq!(
+            (s.challengers, s.policy, s.min_days),
+            (0, Policy::PromoteDemote, 2)
+        );
         let e = ShadowSettings::from_lookup(env(&[(POLICY_ENV, "yes")])).unwrap_err();
         assert!(e.to_string().contains("SYNTH_SHADOW_POLICY=\"yes\""), "{e}");
         assert!(e.to_string().contains("promote-demote"), "{e}");

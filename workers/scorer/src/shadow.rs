@@ -332,7 +332,8 @@ impl JobHandler for Scorer {
         let names = pending
             .iter()
             .flat_map(|r| {
-                std::iter::once(r.model.clone()).chain(r.challengers.iter().map(|c| c.model.clone()))
+                std::iter::once(r.model.clone())
+                    .chain(r.challengers.iter().map(|c| c.model.clone()))
             })
             .collect();
         let models = local_models(names, &self.dirs, &*store).await?;
@@ -385,8 +386,10 @@ impl JobHandler for Scorer {
             .put_json(policy::REPORT_KEY, &report)
             .await
             .map_err(JobError::retry)?;
-        Ok(json!({"scored": scored.len(), "dates": touched, "leaderboard": board,
-            "policy": report}))
+        Ok(
+            json!({"scored": scored.len(), "dates": touched, "leaderboard": board,
+            "policy": report}),
+        )
     }
 }
 
@@ -414,7 +417,10 @@ fn score_all(
             .chain(rec.challengers.iter().map(|c| c.model.clone()));
         for name in names {
             models.entry(name.clone()).or_insert_with(|| {
-                let dir = local.get(&name).cloned().unwrap_or_else(|| Ok(name.clone()));
+                let dir = local
+                    .get(&name)
+                    .cloned()
+                    .unwrap_or_else(|| Ok(name.clone()));
                 dir.and_then(|dir| {
                     trainer::zoo::forecaster::load_forecaster(&dir, &trainer::Device::Cpu)
                         .map_err(|e| e.to_string())
