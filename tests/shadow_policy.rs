@@ -301,6 +301,19 @@ async fn the_shadow_policy_promotes_a_challenger_and_demotes_a_champion_worse_th
         let cr = c.result.as_ref().unwrap();
         assert!(cr.crps > 0.0 && cr.error.is_none(), "{c:?}");
     }
+    // the day's evidence, as the policy reads it: one row per settled prompt and asset
+    let ev: Value = serde_json::from_slice(
+        &std::fs::read(store_dir.join(format!("scores/evidence/{}.json", dates[1]))).unwrap(),
+    )
+    .unwrap();
+    let btc_rows: Vec<&Value> = ev
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["asset"] == "BTC")
+        .collect();
+    assert_eq!(btc_rows.len(), 4, "four prompts a day: {ev}");
+    assert_eq!(btc_rows[0]["challengers"].as_array().unwrap().len(), 2);
     let btc = pair(rep, "BTC");
     assert_eq!(btc["champion"], weak.as_str());
     let good_row = btc["challengers"]

@@ -27,6 +27,7 @@ use std::str::FromStr;
 use jobs::Timeframe;
 use publisher::champions::{self, Action, Champion, ChampionError, EvaluationInfo};
 use publisher::store::{Store, StoreError, StoreExt};
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sn50::constants::PromptKind;
 use sn50::gate::{self, GateDecision, GateError, GateInput, GateParams, Verdict};
@@ -42,9 +43,73 @@ pub const MIN_DAYS_ENV: &str = "SYNTH_SHADOW_MIN_DAYS";
 pub const BY: &str = "shadow-policy";
 /// Where the shadow-score job leaves the policy's last report.
 pub const REPORT_KEY: &str = "scores/shadow-policy.json";
-/// The newest days of prompts the evidence is read from.
-pub const LOOKBACK_DATES: usize = 60;
-const PROMPTS_PREFIX: &str = "scores/prompts/";
+/// Where the scorer keeps each day's settled evidence ([`Row`]s), one object per UTC date.
+pub const EVIDENCE_PREFIX: &str = "scores/evidence/";
+
+/// The key of a day's evidence.
+pub fn evidence_key(date: &str) -> String {
+    format!("{EVIDENCE_PREFIX}{date}.json")
+}
+
+/// One settled prompt as the policy reads it: what the served model, the GBM and each
+/// challenger scored (a compact copy of the record's results, so the policy reads one object
+/// per day instead of every record).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Row {
+    pub asset: String,
+    /// `low` or `high`.
+    pub prompt: String,
+    /// The prompt's start time (unix seconds).
+    pub start: i64,
+    /// Its time length (seconds).
+    pub length: u64,
+    pub paths: usize,
+    /// The served model (an artifact reference, or `gbm`).
+    pub model: String,
+    pub crps: f64,
+    pub gbm: f64,
+    /// The served model could not answer (scored invalid).
+    #[serde(default)]
+    pub failed: bool,
+    /// `[candidate, score, failed]` per challenger.
+    #[serde(default)]
+    pub challengers: Vec<(String, f64, bool)>,
+}
+
+/// The settled records among `records`, as rows.
+pub fn rows(records: &[ShadowRecord]) -> Vec<Row> {
+    records
+        .iter()
+        .filter_map(|r| {
+            let res = r.result.as_ref()?;
+            Some(Row {
+                asset: r.asset.clone(),
+                prompt: r.prompt.clone(),
+                start: r.start_time,
+                length: r.time_length,
+                paths: r.num_simulations,
+                model: r.model.clone(),
+                crps: res.crps,
+                gbm: res.gbm_crps,
+                failed: res.error.is_some(),
+                challengers: r
+                    .challengers
+                    .iter()
+                    .filter_map(|c| {
+                        let cr = c.result.as_ref()?;
+                        Some((c.candidate.clone(), cr.crps, cr.error.is_some()))
+                    })
+                    .collect(),
+            })
+        })
+        .collect()
+}
+
+/// How many of the newest days of evidence the policy reads: twice the days it needs, at
+/// least 14.
+pub fn lookback_dates(settings: &ShadowSettings) -> usize {
+    (2 * settings.min_days).max(14)
+}
 
 /// A setting that makes no policy, or the store.
 #[derive(Debug, thiserror::Error)]
@@ -195,12 +260,13 @@ pub fn served_model(champion: Option<&Champion>) -> String {
     champion.map_or_else(|| "gbm".to_string(), |c| c.artifact.to_string())
 }
 
-/// The pair's challengers, at most `k`, newest published first: candidates for the pair's
-/// timeframe trained on `asset` (with a checkpoint in the store) that the gate refused for this
-/// pair or that were recorded after the champion's own record; with no champion, every such
-/// candidate. Never the champion itself.
+/// The pair's challengers, at most `k`, newest published first: candidates among `published`
+/// ([`champions::published`], read once for every pair) for the pair's timeframe trained on
+/// `asset` that the gate refused for this pair or that were recorded after the champion's own
+/// record; with no champion, every such candidate. Never the champion itself.
 pub async fn challengers(
     store: &dyn Store,
+    published: &[champions::Candidate],
     prompt: PromptKind,
     asset: &str,
     champion: Option<&Champion>,
@@ -215,16 +281,15 @@ pub async fn challengers(
         .filter(|d| d.action == Action::Refuse)
         .filter_map(|d| d.candidate)
         .collect();
-    let champion_at = match champion {
-        Some(c) => champions::load_candidate(store, &c.candidate)
-            .await
-            .ok()
-            .map(|m| m.manifest.record.recorded_at),
-        None => None,
-    };
+    let champion_at = champion.and_then(|ch| {
+        published
+            .iter()
+            .find(|c| c.id == ch.candidate)
+            .map(|c| c.manifest.record.recorded_at)
+    });
     let tf = timeframe_of(prompt);
     let mut out = Vec::new();
-    for c in champions::published(store).await? {
+    for c in published {
         let spec = &c.manifest.record.spec;
         if champion.is_some_and(|ch| ch.candidate == c.id)
             || spec.data.timeframe != tf
@@ -272,17 +337,16 @@ pub struct Evidence {
 }
 
 impl Evidence {
-    fn push(&mut self, rec: &ShadowRecord, contender: f64, error: bool) {
-        let res = rec.result.as_ref().expect("settled");
-        self.windows.push(rec.start_time);
+    fn push(&mut self, row: &Row, contender: f64, error: bool) {
+        self.windows.push(row.start);
         self.contender.push(contender);
-        self.served.push(res.crps);
-        self.gbm.push(res.gbm_crps);
-        self.dates.insert(date_of(rec.start_time));
+        self.served.push(row.crps);
+        self.gbm.push(row.gbm);
+        self.dates.insert(date_of(row.start));
         self.errors += error as usize;
-        self.served_errors += res.error.is_some() as usize;
-        self.horizon_secs = rec.time_length as i64;
-        self.num_simulations = rec.num_simulations;
+        self.served_errors += row.failed as usize;
+        self.horizon_secs = row.length as i64;
+        self.num_simulations = row.paths;
     }
 
     /// What a decision records as its evaluation.
@@ -305,29 +369,26 @@ impl Evidence {
     }
 }
 
-/// A pair's settled records answered by `served`, sorted by start time.
-fn settled<'a>(records: &'a [ShadowRecord], served: &str) -> Vec<&'a ShadowRecord> {
-    let mut out: Vec<&ShadowRecord> = records
-        .iter()
-        .filter(|r| r.result.is_some() && r.model == served)
-        .collect();
-    out.sort_by_key(|r| r.start_time);
+/// A pair's settled prompts answered by `served`, sorted by start time (one per start).
+fn settled<'a>(rows: &'a [Row], served: &str) -> Vec<&'a Row> {
+    let mut out: Vec<&Row> = rows.iter().filter(|r| r.model == served).collect();
+    out.sort_by_key(|r| r.start);
+    out.dedup_by_key(|r| r.start);
     out
 }
 
 /// Per challenger (by candidate, in the order first seen), its evidence against `served`.
-pub fn challenger_evidence(records: &[ShadowRecord], served: &str) -> Vec<(String, Evidence)> {
+pub fn challenger_evidence(rows: &[Row], served: &str) -> Vec<(String, Evidence)> {
     let mut order = Vec::new();
     let mut by: BTreeMap<String, Evidence> = BTreeMap::new();
-    for r in settled(records, served) {
-        for c in &r.challengers {
-            let Some(res) = &c.result else { continue };
-            if !by.contains_key(&c.candidate) {
-                order.push(c.candidate.clone());
+    for r in settled(rows, served) {
+        for (candidate, crps, failed) in &r.challengers {
+            if !by.contains_key(candidate) {
+                order.push(candidate.clone());
             }
-            by.entry(c.candidate.clone())
+            by.entry(candidate.clone())
                 .or_default()
-                .push(r, res.crps, res.error.is_some());
+                .push(r, *crps, *failed);
         }
     }
     order
@@ -340,11 +401,10 @@ pub fn challenger_evidence(records: &[ShadowRecord], served: &str) -> Vec<(Strin
 }
 
 /// The served model's own evidence against the GBM (every settled prompt it answered).
-pub fn champion_evidence(records: &[ShadowRecord], served: &str) -> Evidence {
+pub fn champion_evidence(rows: &[Row], served: &str) -> Evidence {
     let mut e = Evidence::default();
-    for r in settled(records, served) {
-        let res = r.result.as_ref().expect("settled");
-        e.push(r, res.crps, res.error.is_some());
+    for r in settled(rows, served) {
+        e.push(r, r.crps, r.failed);
     }
     e
 }
@@ -433,63 +493,22 @@ pub fn demotion_gate(
     Ok(d)
 }
 
-/// The pairs with recorded prompts in the newest [`LOOKBACK_DATES`] days, with their records'
-/// keys: `(prompt, asset) -> keys`.
-async fn pair_keys(
-    store: &dyn Store,
-) -> Result<BTreeMap<(String, String), Vec<String>>, PolicyError> {
-    let keys = store.list(PROMPTS_PREFIX).await?;
-    let mut dates: Vec<&str> = keys
-        .iter()
-        .filter_map(|k| k.strip_prefix(PROMPTS_PREFIX)?.split('/').next())
-        .collect();
-    dates.sort_unstable();
-    dates.dedup();
-    let from = dates
-        .len()
-        .checked_sub(LOOKBACK_DATES)
-        .map_or("", |i| dates[i]);
-    let mut out: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
-    for k in &keys {
-        let Some(rest) = k.strip_prefix(PROMPTS_PREFIX) else {
-            continue;
-        };
-        let Some((date, file)) = rest.split_once('/') else {
-            continue;
-        };
-        let Some(stem) = file.strip_suffix(".json") else {
-            continue;
-        };
-        let mut parts = stem.splitn(3, '-');
-        let (Some(asset), Some(prompt)) = (parts.next(), parts.next()) else {
-            continue;
-        };
-        if date < from || (prompt != "low" && prompt != "high") {
-            continue;
-        }
-        out.entry((prompt.to_string(), asset.to_string()))
-            .or_default()
-            .push(k.clone());
-    }
-    Ok(out)
-}
-
 /// Evaluates one pair's evidence and, when `act` and the policy allow it, promotes or demotes.
 /// Returns the pair's report.
 pub async fn evaluate_pair(
     store: &dyn Store,
     prompt: PromptKind,
     asset: &str,
-    records: &[ShadowRecord],
+    rows: &[Row],
     settings: &ShadowSettings,
     act: bool,
 ) -> Result<Value, PolicyError> {
     let champion = champions::current(store, prompt, asset).await?;
     let served = served_model(champion.as_ref());
     let ready = |e: &Evidence| e.dates.len() >= settings.min_days;
-    let mut rows = Vec::new();
+    let mut report = Vec::new();
     let mut best: Option<(f64, String, GateDecision, EvaluationInfo)> = None;
-    for (candidate, e) in challenger_evidence(records, &served) {
+    for (candidate, e) in challenger_evidence(rows, &served) {
         let g = challenger_gate(
             &candidate,
             champion.as_ref(),
@@ -499,7 +518,7 @@ pub async fn evaluate_pair(
             settings.params,
         )?;
         let passes = g.verdict == Verdict::Promote && ready(&e);
-        rows.push(json!({
+        report.push(json!({
             "candidate": candidate, "prompts": e.windows.len(), "days": e.dates.len(),
             "ready": ready(&e), "errors": e.errors,
             "mean": finite(g.candidate_mean), "champion_mean": g.champion_mean.and_then(finite),
@@ -515,7 +534,7 @@ pub async fn evaluate_pair(
     let mut demotion = None;
     let mut demote_gate = None;
     if let Some(ch) = &champion {
-        let e = champion_evidence(records, &served);
+        let e = champion_evidence(rows, &served);
         let g = demotion_gate(ch, &e, settings.params)?;
         demotion = Some(json!({
             "prompts": e.windows.len(), "days": e.dates.len(), "ready": ready(&e),
@@ -549,7 +568,7 @@ pub async fn evaluate_pair(
     Ok(json!({
         "asset": asset, "prompt": prompt.label(),
         "champion": champion.as_ref().map(|c| &c.candidate), "served": served,
-        "challengers": rows, "demotion": demotion, "would": would, "action": action,
+        "challengers": report, "demotion": demotion, "would": would, "action": action,
     }))
 }
 
@@ -557,27 +576,38 @@ fn finite(x: f64) -> Option<f64> {
     x.is_finite().then_some(x)
 }
 
-/// Reads every pair's records of the newest [`LOOKBACK_DATES`] days and evaluates each pair
+/// Reads the newest [`lookback_dates`] days of evidence and evaluates each pair found there
 /// ([`evaluate_pair`]); acts only when `act` (the `shadow-score` job; `models shadow` reports).
 pub async fn run(
     store: &dyn Store,
     settings: &ShadowSettings,
     act: bool,
 ) -> Result<Value, PolicyError> {
+    let mut keys: Vec<String> = store
+        .list(EVIDENCE_PREFIX)
+        .await?
+        .into_iter()
+        .filter(|k| k.ends_with(".json"))
+        .collect();
+    keys.sort_unstable();
+    let skip = keys.len().saturating_sub(lookback_dates(settings));
+    let mut by_pair: BTreeMap<(String, String), Vec<Row>> = BTreeMap::new();
+    for k in &keys[skip..] {
+        for r in store.get_json::<Vec<Row>>(k).await?.unwrap_or_default() {
+            by_pair
+                .entry((r.prompt.clone(), r.asset.clone()))
+                .or_default()
+                .push(r);
+        }
+    }
     let mut pairs = Vec::new();
-    for ((prompt, asset), keys) in pair_keys(store).await? {
+    for ((prompt, asset), rows) in by_pair {
         let kind: PromptKind = if prompt == "high" {
             PromptKind::High
         } else {
             PromptKind::Low
         };
-        let mut records = Vec::new();
-        for k in keys {
-            if let Some(r) = store.get_json::<ShadowRecord>(&k).await? {
-                records.push(r);
-            }
-        }
-        pairs.push(evaluate_pair(store, kind, &asset, &records, settings, act).await?);
+        pairs.push(evaluate_pair(store, kind, &asset, &rows, settings, act).await?);
     }
     Ok(json!({
         "policy": settings.policy.label(), "min_days": settings.min_days,
@@ -644,6 +674,7 @@ mod tests {
             (0.9 * g, g, 0.72 * g * wobble(i + 1))
         });
         recs.extend(records("sha256:older", 5, |_| (1.0, 1.0, 9.0)));
+        let recs = rows(&recs);
         let ev = challenger_evidence(&recs, "sha256:champ");
         assert_eq!(ev.len(), 1);
         let (name, e) = &ev[0];
@@ -686,6 +717,7 @@ mod tests {
             let g = 100.0 * wobble(i);
             (1.2 * g * wobble(i + 2), g, g)
         });
+        let worse = rows(&worse);
         let d = demotion_gate(
             &champion,
             &champion_evidence(&worse, "sha256:champ"),

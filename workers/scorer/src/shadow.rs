@@ -187,6 +187,13 @@ impl JobHandler for Recorder {
             (resolve_model(mode, &*store, &cache, kind).await?, None)
         };
         let mut served = serde_json::Map::new();
+        // the published candidates, read once for every asset's challengers
+        let published = match &settings {
+            Some(_) => publisher::champions::published(&*store)
+                .await
+                .map_err(|e| policy_failed(e.into()))?,
+            None => Vec::new(),
+        };
         // live: the spot from each asset's realised-price venue (Binance, Hyperliquid, or Pyth
         // where the constants say so)
         let prices = match job.at {
@@ -238,6 +245,7 @@ impl JobHandler for Recorder {
                         .map_err(|e| policy_failed(e.into()))?;
                     let challengers = policy::challengers(
                         &*store,
+                        &published,
                         kind,
                         &asset,
                         champion.as_ref(),
@@ -359,6 +367,11 @@ impl JobHandler for Scorer {
             let summary = shadow::summarize(&by_date[date]);
             store
                 .put_json(&shadow::daily_key(date), &summary)
+                .await
+                .map_err(JobError::retry)?;
+            // the day's settled prompts as the shadow policy reads them
+            store
+                .put_json(&policy::evidence_key(date), &policy::rows(&by_date[date]))
                 .await
                 .map_err(JobError::retry)?;
         }
