@@ -260,6 +260,24 @@ pub const TABLE: &[Setting] = &[
     .or("2048")
     .flag("worker/pipeline/publish --cache-max-mb"),
     var(
+        "SYNTH_SHADOW_CHALLENGERS",
+        "worker (scorer), models shadow",
+        "challengers per (asset, prompt) pair the shadow scorer scores beside the champion: the last published candidates the gate refused or newer than the champion, 0 to 20",
+    )
+    .or("3"),
+    var(
+        "SYNTH_SHADOW_POLICY",
+        "worker (scorer)",
+        "what the shadow policy does after scoring: off (report only), promote (a challenger that passes the gate on settled live prompts), promote-demote (also demote a champion the GBM beats)",
+    )
+    .or("off"),
+    var(
+        "SYNTH_SHADOW_MIN_DAYS",
+        "worker (scorer), models shadow",
+        "distinct days of settled shadow prompts before the shadow policy acts on them",
+    )
+    .or("7"),
+    var(
         "SYNTH_DEVICE",
         "worker, pipeline",
         "what training runs on: auto (CUDA when the build has the `cuda` feature and a GPU \
@@ -907,6 +925,13 @@ mod tests {
             d("SYNTH_CACHE_MAX_MB"),
             (dirs.cache_max_bytes >> 20).to_string()
         );
+        let shadow = scorer::policy::ShadowSettings::default();
+        assert_eq!(
+            d("SYNTH_SHADOW_CHALLENGERS"),
+            shadow.challengers.to_string()
+        );
+        assert_eq!(d("SYNTH_SHADOW_POLICY"), shadow.policy.label());
+        assert_eq!(d("SYNTH_SHADOW_MIN_DAYS"), shadow.min_days.to_string());
     }
 
     /// Every variable the code reads by name (`env::var("X")`, clap's `env = "X"`, `*_ENV`

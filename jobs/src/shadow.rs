@@ -2,8 +2,9 @@
 //! prompt time (as a validator would ask it), and `shadow-score` scores the recorded prompts
 //! whose 24 h (or 1 h) have passed, with the validator's CRPS, against the GBM baseline.
 //!
-//! A model is named by what every machine can resolve: `latest` (the production pointer in the
-//! store), `gbm`, or an artifact reference; the store and the bars are the worker's own
+//! A model is named by what every machine can resolve: `champions` (each (asset, prompt) pair's
+//! champion, what the miner serves, with the pair's challengers beside it), `latest` (the
+//! production pointer in the store), `gbm`, or an artifact reference; the store and the bars are the worker's own
 //! ([`WorkerDirs`](crate::WorkerDirs)), never the payload's.
 
 use serde::{Deserialize, Serialize};
@@ -19,9 +20,10 @@ pub struct ShadowPrompt {
     pub assets: Vec<String>,
     /// `low` (24 h at 5 min) or `high` (1 h at 1 min); default `low`.
     pub prompt: Option<String>,
-    /// `latest` (the production model of the prompt's timeframe in the store), `gbm`, or a
-    /// checkpoint in the store by its artifact reference (`sha256:<hex>:<size>`, e.g. an
-    /// experiment record's `artifact`); default `latest`.
+    /// `champions` (each pair's champion, the GBM where none, and the pair's challengers
+    /// scored beside it), `latest` (the production model of the prompt's timeframe in the
+    /// store), `gbm`, or a checkpoint in the store by its artifact reference
+    /// (`sha256:<hex>:<size>`, e.g. an experiment record's `artifact`); default `champions`.
     pub model: Option<String>,
     /// Prompt start time (unix seconds) for a historical prompt; default: the next minute.
     pub at: Option<i64>,
@@ -33,7 +35,7 @@ impl JobSpec for ShadowPrompt {
     const BOTS: BotAccess =
         BotAccess::Refused("the operator schedules them (synth-city schedule add)");
     const DESCRIPTION: &'static str =
-        "record shadow prompts for the served model: {assets?, prompt?, model?: latest|gbm|sha256:<hex>:<size>, at?}";
+        "record shadow prompts for the served model: {assets?, prompt?, model?: champions|latest|gbm|sha256:<hex>:<size>, at?}";
     const MAX_ATTEMPTS: u32 = 3;
     const TIMEOUT_MS: u64 = 120_000;
     const RETIRED_FIELDS: &'static [(&'static str, &'static str)] = crate::retired::DIR_FIELDS;
@@ -41,9 +43,9 @@ impl JobSpec for ShadowPrompt {
 
     fn validate(&self) -> Result<(), InvalidPayload> {
         if let Some(m) = self.model.as_deref() {
-            if m != "latest" && m != "gbm" && m.parse::<ArtifactRef>().is_err() {
+            if !["champions", "latest", "gbm"].contains(&m) && m.parse::<ArtifactRef>().is_err() {
                 return Err(format!(
-                    "field `model` must be latest, gbm or an artifact reference \
+                    "field `model` must be champions, latest, gbm or an artifact reference \
                      (sha256:<hex>:<size>, from an experiment record's `artifact`), got {m:?}; \
                      a checkpoint folder is a path of one machine: put it in the store first"
                 )
@@ -64,7 +66,9 @@ impl JobSpec for ShadowPrompt {
     }
 }
 
-/// `shadow-score`: score the recorded prompts that can be scored.
+/// `shadow-score`: score the recorded prompts that can be scored (the served model, the GBM and
+/// the challengers), then run the shadow policy over the settled evidence (the worker's
+/// `SYNTH_SHADOW_POLICY`; off by default: it only reports).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ShadowScore {

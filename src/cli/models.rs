@@ -1,4 +1,4 @@
-//! `synth-city models list|show|promote|rollback|history [--json]`: the champion of each
+//! `synth-city models list|show|promote|rollback|history|shadow [--json]`: the champion of each
 //! (asset, prompt) pair and how it got there (`publisher::champions`). `promote` puts a
 //! published candidate through the gate (`sn50::gate`) and `--force` overrides it; both, and
 //! `rollback`, are the operator's (this command line), and every one is recorded.
@@ -67,6 +67,15 @@ pub enum ModelsCommand {
     Rollback {
         #[command(flatten)]
         pair: PairArgs,
+        #[command(flatten)]
+        store: StoreArg,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The shadow evidence of every pair with recorded prompts: each challenger against the
+    /// champion and the GBM on the settled live prompts, through the gate, and what the shadow
+    /// policy would do (SYNTH_SHADOW_MIN_DAYS, SYNTH_SHADOW_POLICY); it changes nothing.
+    Shadow {
         #[command(flatten)]
         store: StoreArg,
         #[arg(long)]
@@ -295,6 +304,61 @@ pub async fn run(a: ModelsArgs) -> anyhow::Result<()> {
             Ok(())
         }
         ModelsCommand::Promote(a) => promote(*a).await,
+        ModelsCommand::Shadow { store, json } => {
+            let s = publisher::store::open(&store.store)?;
+            let settings = scorer::policy::ShadowSettings::from_env()?;
+            let report = scorer::policy::run(&*s, &settings, false).await?;
+            if json {
+                return print_json(&report);
+            }
+            let pairs = report["pairs"].as_array().cloned().unwrap_or_default();
+            println!(
+                "shadow policy {} (acts after {} settled days; `models shadow` only reports)",
+                settings.policy.label(),
+                settings.min_days
+            );
+            if pairs.is_empty() {
+                println!(
+                    "no shadow prompts recorded yet (schedule shadow-prompt and shadow-score jobs)"
+                );
+            }
+            for p in &pairs {
+                println!(
+                    "{:<5} {:<7} champion {}",
+                    p["prompt"].as_str().unwrap_or(""),
+                    p["asset"].as_str().unwrap_or(""),
+                    p["champion"].as_str().unwrap_or("none (the GBM)")
+                );
+                for c in p["challengers"].as_array().into_iter().flatten() {
+                    println!(
+                        "  challenger {}: {} prompts on {} days, {}: {}",
+                        c["candidate"].as_str().unwrap_or(""),
+                        c["prompts"],
+                        c["days"],
+                        c["verdict"].as_str().unwrap_or(""),
+                        c["reason"].as_str().unwrap_or("")
+                    );
+                }
+                if let Some(d) = p["demotion"].as_object() {
+                    println!(
+                        "  against the GBM: {} prompts on {} days, {}: {}",
+                        d["prompts"],
+                        d["days"],
+                        d["verdict"].as_str().unwrap_or(""),
+                        d["reason"].as_str().unwrap_or("")
+                    );
+                }
+                match p["would"]["action"].as_str() {
+                    Some("promote") => println!(
+                        "  ready: the policy would promote {}",
+                        p["would"]["candidate"].as_str().unwrap_or("")
+                    ),
+                    Some("demote") => println!("  ready: the policy would demote the champion"),
+                    _ => {}
+                }
+            }
+            Ok(())
+        }
     }
 }
 

@@ -756,3 +756,150 @@ pub async fn rollback(
     commit(store, &d).await?;
     Ok(d)
 }
+
+/// Every published candidate with a checkpoint in the store (`models/{run}/{name}/record.json`),
+/// newest record first. Publications older than artifacts are left out (nothing can fetch them
+/// by content).
+pub async fn published(store: &dyn Store) -> Result<Vec<Candidate>, ChampionError> {
+    let mut out = Vec::new();
+    for key in store.list("models/").await? {
+        let Some(prefix) = key.strip_suffix("record.json") else {
+            continue;
+        };
+        if key.starts_with(CHAMPIONS_PREFIX) || key.starts_with(DECISIONS_PREFIX) {
+            continue;
+        }
+        let Some(m) = store.get_json::<Manifest>(&key).await? else {
+            continue;
+        };
+        if m.record.artifact.is_none() {
+            continue;
+        }
+        out.push(Candidate {
+            id: format!("{}/{}", m.run_id, m.record.name),
+            model_dir: prefix.to_string(),
+            manifest: m,
+        });
+    }
+    out.sort_by(|a, b| {
+        (b.manifest.record.recorded_at, &b.id).cmp(&(a.manifest.record.recorded_at, &a.id))
+    });
+    Ok(out)
+}
+
+/// Promotes `candidate` for (`asset`, `prompt`) on evidence gathered elsewhere (the shadow
+/// scorer's settled live prompts): `gate` is the gate's decision on that evidence and must say
+/// promote; `evaluation` says what the evidence was. Recorded like any promotion (decision
+/// first, then the pointer), `by` naming who decided (`shadow-policy`).
+pub async fn promote_on_evidence(
+    store: &dyn Store,
+    candidate: &str,
+    asset: &str,
+    prompt: PromptKind,
+    gate: GateDecision,
+    evaluation: EvaluationInfo,
+    by: &str,
+) -> Result<Decision, ChampionError> {
+    check_asset(asset)?;
+    if gate.verdict != Verdict::Promote {
+        return Err(ChampionError::Input(format!(
+            "{candidate}: the gate refused it on this evidence ({}): nothing to promote",
+            gate.reason
+        )));
+    }
+    let cand = load_candidate(store, candidate).await?;
+    let previous = current(store, prompt, asset).await?;
+    let trained = trained_until(store, &cand, asset).await?;
+    let at_ms = now_ms();
+    let key = new_key(prompt, asset, at_ms, Action::Promote);
+    let record = &cand.manifest.record;
+    let champion = Champion {
+        version: VERSION,
+        asset: asset.to_string(),
+        prompt,
+        candidate: cand.id.clone(),
+        run_id: cand.manifest.run_id.clone(),
+        name: record.name.clone(),
+        artifact: record.artifact.clone().expect("checked in load_candidate"),
+        model_dir: cand.model_dir.clone(),
+        decision: key.clone(),
+        promoted_at: at_ms / 1000,
+        forced: false,
+        trained_until: trained,
+        restored_by: None,
+    };
+    let d = Decision {
+        version: VERSION,
+        key,
+        action: Action::Promote,
+        asset: asset.to_string(),
+        prompt,
+        at_ms,
+        by: by.to_string(),
+        candidate: Some(cand.id.clone()),
+        forced: false,
+        reason: format!("{by}: {}", gate.reason),
+        gate: Some(gate),
+        evaluation: Some(evaluation),
+        previous,
+        champion: Some(champion),
+    };
+    commit(store, &d).await?;
+    Ok(d)
+}
+
+/// Demotes the pair's champion on evidence gathered elsewhere (the GBM beat it on the shadow
+/// scorer's settled live prompts): like [`rollback`] (the champion it replaced serves again,
+/// the GBM when there was none), recorded with `by`, the gate's decision on the evidence and
+/// `reason`.
+pub async fn demote(
+    store: &dyn Store,
+    prompt: PromptKind,
+    asset: &str,
+    gate: GateDecision,
+    evaluation: EvaluationInfo,
+    by: &str,
+    reason: &str,
+) -> Result<Decision, ChampionError> {
+    check_asset(asset)?;
+    let Some(cur) = current(store, prompt, asset).await? else {
+        return Err(ChampionError::NothingToRollBack {
+            asset: asset.to_string(),
+            prompt: prompt.label().to_string(),
+        });
+    };
+    let restored = match decision(store, &cur.decision).await? {
+        Some(installed) => installed.previous,
+        None => None,
+    };
+    let at_ms = now_ms();
+    let key = new_key(prompt, asset, at_ms, Action::Rollback);
+    let restored = restored.map(|mut c| {
+        c.restored_by = Some(key.clone());
+        c
+    });
+    let d = Decision {
+        version: VERSION,
+        key,
+        action: Action::Rollback,
+        asset: asset.to_string(),
+        prompt,
+        at_ms,
+        by: by.to_string(),
+        candidate: Some(cur.candidate.clone()),
+        forced: false,
+        gate: Some(gate),
+        evaluation: Some(evaluation),
+        reason: format!(
+            "{by} demoted {}: {reason}; {} serves again",
+            cur.candidate,
+            restored
+                .as_ref()
+                .map_or("the GBM".to_string(), |c| c.candidate.clone())
+        ),
+        previous: Some(cur),
+        champion: restored,
+    };
+    commit(store, &d).await?;
+    Ok(d)
+}

@@ -3,8 +3,12 @@
 //! then score them with the validator's CRPS once their window has passed, beside the GBM.
 //! A cron schedule drives both (docs/sn50.md); `synth-city score shadow` reads the results.
 //!
-//! The model of a prompt is the production model of its timeframe in the store (`latest`),
-//! `gbm`, or a checkpoint in the store by artifact reference. A record names the model by what
+//! The model of a prompt is, by default (`champions`), what the miner serves for its (asset,
+//! prompt) pair: the pair's champion (`publisher::champions`), the GBM where none, with the
+//! pair's challengers ([`crate::policy::challengers`]) recorded beside it and scored on the same
+//! request; or the production model of its timeframe in the store (`latest`), `gbm`, or a
+//! checkpoint in the store by artifact reference. After scoring, `shadow-score` runs the
+//! shadow policy ([`crate::policy::run`]) over the settled evidence. A record names the model by what
 //! any machine sharing the store can resolve — the artifact reference (`sha256:<hex>:<size>`)
 //! of the checkpoint, or, for a publication older than artifacts, its key prefix
 //! (`models/<run>/<name>/`) — never by a path, so a later publication does not change what an
@@ -27,8 +31,10 @@ use sn50::backtest::{hash_name, MAX_SPOT_AGE_SECONDS, REQUEST_LEAD_SECONDS};
 use sn50::constants::{PromptKind, Sn50Config};
 use sn50::data::{asset_file_for_step, Bars, DataError};
 use sn50::forecast::{Forecaster, Gbm};
-use sn50::shadow::{self, ShadowRecord, ShadowResult};
+use sn50::shadow::{self, ContenderResult, ShadowRecord, ShadowResult};
 use trainer::WorkerDirs;
+
+use crate::policy::{self, PolicyError, ShadowSettings};
 
 /// Registers the two shadow-scoring handlers, on the worker's directories.
 pub fn register(registry: &mut Registry, dirs: &WorkerDirs) {
@@ -44,6 +50,14 @@ fn permanent(e: impl std::fmt::Display) -> JobError {
 /// The store of `store_dir` (a bucket when `HIPPIUS_ENDPOINT` is set).
 fn open_store(store_dir: &Path) -> Result<Arc<dyn Store>, JobError> {
     publisher::store::open(store_dir).map_err(permanent)
+}
+
+fn policy_failed(e: PolicyError) -> JobError {
+    if e.is_transient() {
+        JobError::retry(e)
+    } else {
+        JobError::permanent(e)
+    }
 }
 
 fn artifact_failed(e: ArtifactError) -> JobError {
@@ -162,13 +176,24 @@ impl JobHandler for Recorder {
         };
         let store = open_store(&self.dirs.store_dir)?;
         let cache = ArtifactCache::of(&self.dirs);
-        let model = resolve_model(
-            job.model.as_deref().unwrap_or("latest"),
-            &*store,
-            &cache,
-            kind,
-        )
-        .await?;
+        let mode = job.model.as_deref().unwrap_or("champions");
+        // `champions`: each asset's own champion and challengers, below; else one model for all
+        let (model, settings) = if mode == "champions" {
+            (
+                "champions".to_string(),
+                Some(ShadowSettings::from_env().map_err(permanent)?),
+            )
+        } else {
+            (resolve_model(mode, &*store, &cache, kind).await?, None)
+        };
+        let mut served = serde_json::Map::new();
+        // the published candidates, read once for every asset's challengers
+        let published = match &settings {
+            Some(_) => publisher::champions::published(&*store)
+                .await
+                .map_err(|e| policy_failed(e.into()))?,
+            None => Vec::new(),
+        };
         // live: the spot from each asset's realised-price venue (Binance, Hyperliquid, or Pyth
         // where the constants say so)
         let prices = match job.at {
@@ -213,6 +238,34 @@ impl JobHandler for Recorder {
                 }
             }
             let (price, source) = spot.expect("set above");
+            let (answers, champion, challengers) = match &settings {
+                Some(settings) => {
+                    let champion = publisher::champions::current(&*store, kind, &asset)
+                        .await
+                        .map_err(|e| policy_failed(e.into()))?;
+                    let challengers = policy::challengers(
+                        &*store,
+                        &published,
+                        kind,
+                        &asset,
+                        champion.as_ref(),
+                        settings.challengers,
+                    )
+                    .await
+                    .map_err(policy_failed)?;
+                    (
+                        policy::served_model(champion.as_ref()),
+                        champion.map(|c| c.candidate),
+                        challengers,
+                    )
+                }
+                None => (model.clone(), None, Vec::new()),
+            };
+            served.insert(
+                asset.clone(),
+                json!({"model": answers, "champion": champion,
+                    "challengers": challengers.iter().map(|c| &c.candidate).collect::<Vec<_>>()}),
+            );
             let id = format!("{asset}-{}-{start}", kind.label());
             let rec = ShadowRecord {
                 seed: hash_name(&id),
@@ -226,9 +279,11 @@ impl JobHandler for Recorder {
                 as_of,
                 spot: price,
                 spot_source: source.into(),
-                model: model.clone(),
+                model: answers,
                 recorded_at: now,
                 result: None,
+                champion,
+                challengers,
             };
             store
                 .put_json(&rec.key(), &rec)
@@ -236,7 +291,7 @@ impl JobHandler for Recorder {
                 .map_err(JobError::retry)?;
             recorded.push(rec.id);
         }
-        Ok(json!({"recorded": recorded, "skipped": skipped, "model": model}))
+        Ok(json!({"recorded": recorded, "skipped": skipped, "model": model, "served": served}))
     }
 }
 
@@ -282,7 +337,13 @@ impl JobHandler for Scorer {
         }
         // the models on this machine, then the arithmetic on a blocking thread: models and bars
         // loaded once per job
-        let names = pending.iter().map(|r| r.model.clone()).collect();
+        let names = pending
+            .iter()
+            .flat_map(|r| {
+                std::iter::once(r.model.clone())
+                    .chain(r.challengers.iter().map(|c| c.model.clone()))
+            })
+            .collect();
         let models = local_models(names, &self.dirs, &*store).await?;
         let scored =
             tokio::task::spawn_blocking(move || score_all(pending, &models, &data_dir, now))
@@ -308,6 +369,11 @@ impl JobHandler for Scorer {
                 .put_json(&shadow::daily_key(date), &summary)
                 .await
                 .map_err(JobError::retry)?;
+            // the day's settled prompts as the shadow policy reads them
+            store
+                .put_json(&policy::evidence_key(date), &policy::rows(&by_date[date]))
+                .await
+                .map_err(JobError::retry)?;
         }
         let mut days = Vec::new();
         for k in store.list("scores/daily/").await.map_err(JobError::retry)? {
@@ -324,7 +390,19 @@ impl JobHandler for Scorer {
             .put_json(shadow::LEADERBOARD_KEY, &board)
             .await
             .map_err(JobError::retry)?;
-        Ok(json!({"scored": scored.len(), "dates": touched, "leaderboard": board}))
+        // the policy over the settled evidence (off: it only reports)
+        let settings = ShadowSettings::from_env().map_err(permanent)?;
+        let report = policy::run(&*store, &settings, true)
+            .await
+            .map_err(policy_failed)?;
+        store
+            .put_json(policy::REPORT_KEY, &report)
+            .await
+            .map_err(JobError::retry)?;
+        Ok(
+            json!({"scored": scored.len(), "dates": touched, "leaderboard": board,
+            "policy": report}),
+        )
     }
 }
 
@@ -348,28 +426,39 @@ fn score_all(
                 load_bars(data_dir, &rec.asset, rec.time_increment).map_err(|e| e.to_string())
             });
         let Ok(b) = b else { continue };
-        let model = models.entry(rec.model.clone()).or_insert_with(|| {
-            let dir = local
-                .get(&rec.model)
-                .cloned()
-                .unwrap_or_else(|| Ok(rec.model.clone()));
-            dir.and_then(|dir| {
-                trainer::zoo::forecaster::load_forecaster(&dir, &trainer::Device::Cpu)
-                    .map_err(|e| e.to_string())
-            })
-            .map_err(|e| format!("the model {} does not load: {e}", rec.model))
-        });
-        let model = match &*model {
+        let names = std::iter::once(rec.model.clone())
+            .chain(rec.challengers.iter().map(|c| c.model.clone()));
+        for name in names {
+            models.entry(name.clone()).or_insert_with(|| {
+                let dir = local
+                    .get(&name)
+                    .cloned()
+                    .unwrap_or_else(|| Ok(name.clone()));
+                dir.and_then(|dir| {
+                    trainer::zoo::forecaster::load_forecaster(&dir, &trainer::Device::Cpu)
+                        .map_err(|e| e.to_string())
+                })
+                .map_err(|e| format!("the model {name} does not load: {e}"))
+            });
+        }
+        let get = |name: &str| match &models[name] {
             Ok(m) => Ok(m.as_ref()),
             Err(e) => Err(e.clone()),
         };
-        if let Some((crps, gbm_crps, error)) = shadow::score_record(&rec, model, &gbm, b, &config) {
+        let challengers: Vec<Result<&dyn Forecaster, String>> =
+            rec.challengers.iter().map(|c| get(&c.model)).collect();
+        let scores =
+            shadow::score_record_with(&rec, get(&rec.model), &gbm, &challengers, b, &config);
+        if let Some((crps, gbm_crps, error, others)) = scores {
             rec.result = Some(ShadowResult {
                 crps,
                 gbm_crps,
                 scored_at: now,
                 error,
             });
+            for (c, (crps, error)) in rec.challengers.iter_mut().zip(others) {
+                c.result = Some(ContenderResult { crps, error });
+            }
             out.push(rec);
         }
     }

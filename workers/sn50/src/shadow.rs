@@ -49,12 +49,41 @@ pub struct ShadowRecord {
     pub spot: f64,
     /// `pyth` or `last_close`.
     pub spot_source: String,
-    /// `gbm`, or the checkpoint folder that answers.
+    /// `gbm`, or the checkpoint that answers (an artifact reference, or an older build's
+    /// folder).
     pub model: String,
     pub seed: u64,
     pub recorded_at: i64,
     #[serde(default)]
     pub result: Option<ShadowResult>,
+    /// The pair's champion (`run/name`) when `model` is the champion the miner serves; `None`
+    /// for the GBM or a model named by the job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub champion: Option<String>,
+    /// The challengers scored on the same prompt (same request, seed and spot), beside `model`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub challengers: Vec<Contender>,
+}
+
+/// A challenger of a recorded prompt: a published candidate scored beside the served model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Contender {
+    /// The published model, `run/name`.
+    pub candidate: String,
+    /// Its checkpoint, by artifact reference.
+    pub model: String,
+    /// Its score once the prompt settles.
+    #[serde(default)]
+    pub result: Option<ContenderResult>,
+}
+
+/// A challenger's score on a settled prompt.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContenderResult {
+    /// The validator's score of its paths (`INVALID_SCORE` when invalid or it could not answer).
+    pub crps: f64,
+    #[serde(default)]
+    pub error: Option<String>,
 }
 
 /// A scored prompt.
@@ -127,6 +156,25 @@ pub fn score_record(
     bars: &Bars,
     config: &Sn50Config,
 ) -> Option<(f64, f64, Option<String>)> {
+    let mut out = score_record_with(rec, model, gbm, &[], bars, config)?;
+    Some((out.0, out.1, out.2.take()))
+}
+
+/// What [`score_record_with`] gives: the served model's score, the GBM's, why the model could
+/// not answer, and each challenger's score and error.
+pub type RecordScores = (f64, f64, Option<String>, Vec<(f64, Option<String>)>);
+
+/// [`score_record`] with challengers: each of `challengers` answers the same request with the
+/// same seed and is scored against the same realised prices (a challenger that errs scores
+/// `INVALID_SCORE`, with the reason). `None` while the window is not settled.
+pub fn score_record_with(
+    rec: &ShadowRecord,
+    model: Result<&dyn Forecaster, String>,
+    gbm: &dyn Forecaster,
+    challengers: &[Result<&dyn Forecaster, String>],
+    bars: &Bars,
+    config: &Sn50Config,
+) -> Option<RecordScores> {
     let real = bars
         .price_grid(
             rec.start_time,
@@ -149,11 +197,13 @@ pub fn score_record(
         Ok(miner_total_score(&as_sent(&paths), &real, prompt))
     };
     let gbm_crps = score(gbm).unwrap_or(INVALID_SCORE);
-    let (crps, error) = match model.and_then(score) {
+    let scored = |m: Result<&dyn Forecaster, String>| match m.and_then(score) {
         Ok(c) => (c, None),
         Err(e) => (INVALID_SCORE, Some(e)),
     };
-    Some((crps, gbm_crps, error))
+    let (crps, error) = scored(model);
+    let others = challengers.iter().map(|c| scored(c.clone())).collect();
+    Some((crps, gbm_crps, error, others))
 }
 
 /// A summary of records: per asset and overall, the prompts recorded and scored, the mean CRPS
@@ -346,6 +396,8 @@ mod tests {
             model: "gbm".into(),
             seed: 1,
             recorded_at: 0,
+            champion: None,
+            challengers: Vec::new(),
             result: crps.map(|(crps, gbm_crps)| ShadowResult {
                 crps,
                 gbm_crps,
