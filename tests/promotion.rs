@@ -580,6 +580,9 @@ async fn bots_ask_for_promotion_and_only_the_operator_forces_or_rolls_back() {
         http(port, "GET", "/models/history?prompt=mid", &bot, None).0,
         400
     );
+    // no shadow-score job has run here: the shadow policy has no report yet
+    let (st, sh) = http(port, "GET", "/models/shadow", &viewer, None);
+    assert_eq!((st, &sh["report"]), (200, &serde_json::Value::Null), "{sh}");
     let (st, snap) = http(port, "GET", "/dash/snapshot", &bot, None);
     assert_eq!(st, 200);
     assert_eq!(

@@ -1,6 +1,9 @@
 //! Champions over HTTP (`publisher::champions`): read every pair's champion and the decisions
 //! (promotions, refusals, rollbacks), ask for a promotion, roll one back.
 //!
+//! `GET /models/shadow` serves the shadow policy's last report (challengers scored beside the
+//! champion on live prompts; docs/promotion.md), as the scorer wrote it.
+//!
 //! Who may do what: anyone with a key reads. `POST /models/promote` enqueues a `promote` job
 //! (a publisher worker scores the candidate, the pair's champion and the GBM on windows after
 //! their training data; the gate decides), in the caller's name (`requested_by`, recorded in
@@ -84,6 +87,23 @@ pub(super) async fn history(c: Call) -> Answer {
     out.reverse();
     out.truncate(limit);
     Ok(ok(json!({ "decisions": out })))
+}
+
+/// `GET /models/shadow`: the shadow policy's last report (`scores/shadow-policy.json`, written by
+/// each `shadow-score` job): per pair, the champion's and each challenger's settled evidence,
+/// the gate's verdict on it, and what the policy did or would do; `null` before the first.
+pub(super) async fn shadow(_c: Call) -> Answer {
+    let s = super::results::store()?;
+    let report: Option<Value> =
+        publisher::store::StoreExt::get_json(&*s, scorer::policy::REPORT_KEY)
+            .await
+            .map_err(|e| {
+                refused(
+                    matches!(e, publisher::store::StoreError::Unavailable { .. }),
+                    e,
+                )
+            })?;
+    Ok(ok(json!({ "report": report })))
 }
 
 /// The JSON schema of `POST /models/promote`'s body ([`jobs::models::Promote`] less

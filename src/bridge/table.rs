@@ -111,6 +111,7 @@ pub(super) static TABLE: &[Route] = &[
             Param::optional("prompt", r#"{"type":"string","enum":["low","high"]}"#),
             LIMIT,
         ]),
+    Route::get("/models/shadow", "the shadow policy's last report: per pair, the champion's and each challenger's settled live evidence, the gate's verdict on it, what the policy did or would do (null before the first)", bot!(models::shadow)),
     Route::post("/models/promote", "put a published candidate through the promotion gate per asset, as a job in the caller's name: {candidate: RUN/NAME, assets, prompt?, dataset?, windows?, seed?, paths?}; force and the gate's parameters are the operator's; 202 with the job id", bot!(models::promote))
         .body(models::promote_schema),
     Route::post("/models/rollback", "the operator's: the pair's previous champion (or the GBM) serves again at once: {asset, prompt?}", bot!(models::rollback))
