@@ -5,103 +5,22 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::candidates::{candidate, write_bars};
 use publisher::artifacts::ArtifactCache;
 use publisher::champions::{self, Action, EvalData, EvalOptions, PromoteRequest};
 use publisher::store::{FsStore, Store};
 use sn50::constants::PromptKind;
-use trainer::experiments::ExperimentRecord;
-use trainer::zoo::spec::ExperimentSpec;
-
-const DAYS: i64 = 21;
-const HOLDOUT_DAYS: f64 = 7.0;
-
-/// 5-minute bars of a geometric random walk with a quarter of the GBM's sigma for `asset`.
-fn write_bars(dir: &Path, asset: &str, seed: u64) {
-    let sigma = sn50::constants::Sn50Config::default().sigma(asset) / 4.0;
-    let sd = sigma * (5.0f64 / 60.0).sqrt();
-    let mut x = seed;
-    let mut uniform = || {
-        x = x
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((x >> 11) as f64 + 0.5) / (1u64 << 53) as f64
-    };
-    let t0 = 1_764_000_000 / 300 * 300;
-    let mut p = 1000.0f64;
-    let mut s = String::from("timestamp,open,high,low,close,volume\n");
-    for k in 0..DAYS * 288 {
-        let z = (-2.0 * uniform().ln()).sqrt() * (2.0 * std::f64::consts::PI * uniform()).cos();
-        let open = p;
-        p *= (sd * z).exp();
-        s.push_str(&format!(
-            "{},{open},{},{},{p},1\n",
-            t0 + k * 300,
-            open.max(p),
-            open.min(p)
-        ));
-    }
-    std::fs::write(dir.join(format!("{asset}_5m.csv")), s).unwrap();
-}
-
-/// Trains a tiny TCN on BTC and ETH for `steps` steps (the last `HOLDOUT_DAYS` left out) and
-/// publishes it as `run/m`; returns the candidate's name.
-async fn candidate(
-    store: &dyn Store,
-    cache: &ArtifactCache,
-    data: &Path,
-    work: &Path,
-    run: &str,
-    epochs: usize,
-    steps: usize,
-) -> String {
-    let mut spec = ExperimentSpec::new(&["TCNBlock"], "GBMHead");
-    spec.model.backbone.d_model = 8;
-    spec.model.backbone.seq_len = 16;
-    spec.data.assets = vec!["BTC".into(), "ETH".into()];
-    spec.data.holdout_days = HOLDOUT_DAYS;
-    spec.training.epochs = epochs;
-    spec.training.steps_per_epoch = steps;
-    spec.training.eval_windows = 2;
-    spec.training.eval_paths = 50;
-    spec.training.lr = 3e-3;
-    let out = work.join(run);
-    let (spec2, data2, out2) = (spec.clone(), data.to_path_buf(), out.clone());
-    let r = tokio::task::spawn_blocking(move || {
-        trainer::experiments::run_experiment(&spec2, &data2, &out2, "cpu", false)
-    })
-    .await
-    .unwrap();
-    let mut rec: ExperimentRecord = r.record;
-    assert!(rec.checkpoint.is_some(), "{:?}", rec.error);
-    rec.name = "m".into();
-    rec.run_id = Some(run.into());
-    publisher::artifacts::store_checkpoints(store, std::slice::from_mut(&mut rec))
-        .await
-        .unwrap();
-    publisher::publish::publish(
-        store,
-        cache,
-        run,
-        &rec,
-        &serde_json::json!({"success": true}),
-        Some(data),
-    )
-    .await
-    .unwrap();
-    format!("{run}/m")
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_a_candidate_that_passes_the_gate_becomes_champion_of_its_pair() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
-    write_bars(&data, "BTC", 1);
-    write_bars(&data, "ETH", 2);
+    write_bars(&data, "BTC", 1, 0.25);
+    write_bars(&data, "ETH", 2, 0.25);
     let store = FsStore::new(dir.path().join("store"));
     let cache = ArtifactCache::new(dir.path().join("cache"), 1 << 30);
     let work = dir.path().join("runs");
@@ -123,7 +42,7 @@ async fn only_a_candidate_that_passes_the_gate_becomes_champion_of_its_pair() {
     };
 
     // a trained model against the GBM alone (no champion yet): promoted for BTC
-    let good = candidate(&store, &cache, &data, &work, "run-good", 3, 30).await;
+    let good = candidate(&store, &cache, &data, &work, "run-good", 3, 30, None).await;
     let d = champions::promote(&store, &cache, &req(&good, "BTC"), &eval, &opts)
         .await
         .unwrap();
@@ -155,7 +74,7 @@ async fn only_a_candidate_that_passes_the_gate_becomes_champion_of_its_pair() {
 
     // one training step: refused against the champion, which keeps serving, and the record
     // says why
-    let weak = candidate(&store, &cache, &data, &work, "run-weak", 1, 1).await;
+    let weak = candidate(&store, &cache, &data, &work, "run-weak", 1, 1, None).await;
     let d = champions::promote(&store, &cache, &req(&weak, "BTC"), &eval, &opts)
         .await
         .unwrap();
@@ -338,7 +257,7 @@ async fn only_a_candidate_that_passes_the_gate_becomes_champion_of_its_pair() {
         "{}",
         models.describe()
     );
-    let again = candidate(&store, &cache, &data, &work, "run-again", 1, 1).await;
+    let again = candidate(&store, &cache, &data, &work, "run-again", 1, 1, None).await;
     assert!(models
         .reload_champions(&store, &mcache)
         .await
@@ -390,15 +309,6 @@ async fn only_a_candidate_that_passes_the_gate_becomes_champion_of_its_pair() {
     assert!(e.to_string().contains("not a published model"), "{e}");
 }
 
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// A blocking HTTP request with `key`; (status, JSON body).
 fn http(
     port: u16,
@@ -437,8 +347,8 @@ async fn bots_ask_for_promotion_and_only_the_operator_forces_or_rolls_back() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
-    write_bars(&data, "BTC", 1);
-    write_bars(&data, "ETH", 2);
+    write_bars(&data, "BTC", 1, 0.25);
+    write_bars(&data, "ETH", 2, 0.25);
     let store_dir = dir.path().join("store");
     let store = FsStore::new(&store_dir);
     let cache = ArtifactCache::new(dir.path().join("cache"), 1 << 30);
@@ -450,6 +360,7 @@ async fn bots_ask_for_promotion_and_only_the_operator_forces_or_rolls_back() {
         "run-good",
         3,
         30,
+        None,
     )
     .await;
 
@@ -475,14 +386,14 @@ async fn bots_ask_for_promotion_and_only_the_operator_forces_or_rolls_back() {
     let bot = key_of("alice", "bot");
     let viewer = key_of("viewer", "read-only");
     let port = common::free_port();
-    let _bridge = Killed(
+    let _bridge = common::Killed(
         sc(&["bridge", "--port", &port.to_string()])
             .env("BRIDGE_API_KEY", "op-key")
             .stdout(Stdio::null())
             .spawn()
             .unwrap(),
     );
-    let _worker = Killed(
+    let _worker = common::Killed(
         sc(&["worker", "--roles", "publisher", "--concurrency", "1"])
             .stdout(Stdio::null())
             .spawn()
@@ -603,6 +514,24 @@ async fn bots_ask_for_promotion_and_only_the_operator_forces_or_rolls_back() {
     assert_eq!(r["decision"]["action"], "rollback");
     let (_, c) = http(port, "GET", "/models/champions", &bot, None);
     assert_eq!(c["champions"], serde_json::json!([]), "{c}");
+    // newest first: the rollback, then the promotion; `limit` keeps the newest
+    let (_, h) = http(port, "GET", "/models/history?asset=BTC", &bot, None);
+    let actions: Vec<&str> = h["decisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["rollback", "promote"], "{h}");
+    let (_, h) = http(
+        port,
+        "GET",
+        "/models/history?prompt=low&limit=1",
+        &bot,
+        None,
+    );
+    assert_eq!(h["decisions"].as_array().unwrap().len(), 1);
+    assert_eq!(h["decisions"][0]["action"], "rollback");
     let (st, e) = http(
         port,
         "POST",

@@ -10,110 +10,17 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::{Child, Command};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::candidates::{candidate, write_bars, T0};
 use common::{bin, spawn_worker_env, RedisServer};
 use publisher::artifacts::ArtifactCache;
 use publisher::champions::{self, Action, EvalData, EvalOptions, PromoteRequest};
-use publisher::store::{FsStore, Store};
+use publisher::store::FsStore;
 use serde_json::{json, Value};
 use sn50::constants::PromptKind;
 use sn50::shadow::{self, ShadowRecord};
-use trainer::experiments::ExperimentRecord;
-use trainer::zoo::spec::ExperimentSpec;
-
-const DAYS: i64 = 21;
-const HOLDOUT_DAYS: f64 = 7.0;
-const T0: i64 = 1_764_000_000 / 300 * 300;
-
-/// 5-minute bars of a geometric random walk with `scale` times the GBM's sigma for `asset`.
-fn write_bars(dir: &Path, asset: &str, seed: u64, scale: f64) {
-    let sigma = sn50::constants::Sn50Config::default().sigma(asset) * scale;
-    let sd = sigma * (5.0f64 / 60.0).sqrt();
-    let mut x = seed;
-    let mut uniform = || {
-        x = x
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((x >> 11) as f64 + 0.5) / (1u64 << 53) as f64
-    };
-    let mut p = 1000.0f64;
-    let mut s = String::from("timestamp,open,high,low,close,volume\n");
-    for k in 0..DAYS * 288 {
-        let z = (-2.0 * uniform().ln()).sqrt() * (2.0 * std::f64::consts::PI * uniform()).cos();
-        let open = p;
-        p *= (sd * z).exp();
-        s.push_str(&format!(
-            "{},{open},{},{},{p},1\n",
-            T0 + k * 300,
-            open.max(p),
-            open.min(p)
-        ));
-    }
-    std::fs::write(dir.join(format!("{asset}_5m.csv")), s).unwrap();
-}
-
-/// Trains a tiny TCN on BTC and ETH of `data` (the last `HOLDOUT_DAYS` left out) and publishes
-/// it as `run/m`, recorded at `recorded_at`; returns the candidate's name.
-#[allow(clippy::too_many_arguments)]
-async fn candidate(
-    store: &dyn Store,
-    cache: &ArtifactCache,
-    data: &Path,
-    work: &Path,
-    run: &str,
-    epochs: usize,
-    steps: usize,
-    recorded_at: i64,
-) -> String {
-    let mut spec = ExperimentSpec::new(&["TCNBlock"], "GBMHead");
-    spec.model.backbone.d_model = 8;
-    spec.model.backbone.seq_len = 16;
-    spec.data.assets = vec!["BTC".into(), "ETH".into()];
-    spec.data.holdout_days = HOLDOUT_DAYS;
-    spec.training.epochs = epochs;
-    spec.training.steps_per_epoch = steps;
-    spec.training.eval_windows = 2;
-    spec.training.eval_paths = 50;
-    spec.training.lr = 3e-3;
-    let out = work.join(run);
-    let (spec2, data2, out2) = (spec.clone(), data.to_path_buf(), out.clone());
-    let r = tokio::task::spawn_blocking(move || {
-        trainer::experiments::run_experiment(&spec2, &data2, &out2, "cpu", false)
-    })
-    .await
-    .unwrap();
-    let mut rec: ExperimentRecord = r.record;
-    assert!(rec.checkpoint.is_some(), "{:?}", rec.error);
-    rec.name = "m".into();
-    rec.run_id = Some(run.into());
-    rec.recorded_at = recorded_at;
-    publisher::artifacts::store_checkpoints(store, std::slice::from_mut(&mut rec))
-        .await
-        .unwrap();
-    publisher::publish::publish(
-        store,
-        cache,
-        run,
-        &rec,
-        &json!({"success": true}),
-        Some(data),
-    )
-    .await
-    .unwrap();
-    format!("{run}/m")
-}
-
-struct Worker(Child);
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn ok(redis: &RedisServer, args: &[&str]) -> String {
     let out = Command::new(bin())
@@ -188,9 +95,9 @@ async fn the_shadow_policy_promotes_a_challenger_and_demotes_a_champion_worse_th
     let work = dir.path().join("runs");
     // published in this order: weak (one step), good, bad (trained on bars eight times as
     // volatile as those it will answer on)
-    let weak = candidate(&store, &cache, &data, &work, "run-weak", 1, 1, 1_000).await;
-    let good = candidate(&store, &cache, &data, &work, "run-good", 3, 30, 2_000).await;
-    let bad = candidate(&store, &cache, &hot, &work, "run-bad", 3, 30, 3_000).await;
+    let weak = candidate(&store, &cache, &data, &work, "run-weak", 1, 1, Some(1_000)).await;
+    let good = candidate(&store, &cache, &data, &work, "run-good", 3, 30, Some(2_000)).await;
+    let bad = candidate(&store, &cache, &hot, &work, "run-bad", 3, 30, Some(3_000)).await;
     // the operator forces weak in for BTC and bad for ETH (the gate's verdict does not matter)
     let eval = EvalData {
         dir: data.clone(),
@@ -235,7 +142,7 @@ async fn the_shadow_policy_promotes_a_challenger_and_demotes_a_champion_worse_th
         &w,
     ];
     let worker = |policy: &str| {
-        Worker(spawn_worker_env(
+        common::Killed(spawn_worker_env(
             &redis.url(),
             &flags,
             &[("SYNTH_SHADOW_POLICY", policy)],

@@ -82,11 +82,9 @@ pub(super) async fn snapshot(c: Call) -> Answer {
             let champs = publisher::champions::list(&*store)
                 .await
                 .unwrap_or_default();
-            let mut ds = publisher::champions::history(&*store, None)
+            let ds = publisher::champions::recent(&*store, None, None, 10)
                 .await
                 .unwrap_or_default();
-            ds.reverse();
-            ds.truncate(10);
             let ds: Vec<Value> = ds
                 .iter()
                 .map(|d| {

@@ -13,7 +13,7 @@
 //!
 //! It scores nothing itself (the job does) and serves no model (the miner reads the champions).
 
-use publisher::champions::{self, Decision};
+use publisher::champions;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use sn50::constants::PromptKind;
@@ -74,18 +74,9 @@ pub(super) async fn history(c: Call) -> Answer {
         None => 50,
     };
     let s = super::results::store()?;
-    let all = match (prompt, &asset) {
-        (Some(p), Some(a)) => champions::history(&*s, Some((p, a))).await,
-        _ => champions::history(&*s, None).await,
-    }
-    .map_err(store_err)?;
-    let mut out: Vec<Decision> = all
-        .into_iter()
-        .filter(|d| prompt.is_none_or(|p| d.prompt == p))
-        .filter(|d| asset.as_ref().is_none_or(|a| &d.asset == a))
-        .collect();
-    out.reverse();
-    out.truncate(limit);
+    let out = champions::recent(&*s, prompt, asset.as_deref(), limit)
+        .await
+        .map_err(store_err)?;
     Ok(ok(json!({ "decisions": out })))
 }
 

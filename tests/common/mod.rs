@@ -11,8 +11,19 @@ use std::time::{Duration, Instant};
 
 use engine::queue::Queue;
 
+pub mod candidates;
 pub mod s3;
 pub mod tls;
+
+/// A child process killed (and reaped) when dropped.
+pub struct Killed(pub Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
 
 pub struct RedisServer {
     child: Option<Child>,

@@ -447,6 +447,46 @@ pub async fn history(
     Ok(out)
 }
 
+/// The newest `limit` decisions, newest first, of the pairs `prompt` and `asset` select (`None`:
+/// any). The keys name the pair and start with the decision's time, so only the `limit` files
+/// returned are read (what the dashboard and the bridge ask on every refresh).
+pub async fn recent(
+    store: &dyn Store,
+    prompt: Option<PromptKind>,
+    asset: Option<&str>,
+    limit: usize,
+) -> Result<Vec<Decision>, ChampionError> {
+    let prefix = match (prompt, asset) {
+        (Some(p), Some(a)) => decisions_prefix(p, a),
+        (Some(p), None) => format!("{DECISIONS_PREFIX}{}/", p.label()),
+        _ => DECISIONS_PREFIX.to_string(),
+    };
+    // `{prefix}{prompt}/{ASSET}/{ms:013}-{action}-{rand}.json`
+    let mut keys: Vec<(String, String)> = store
+        .list(&prefix)
+        .await?
+        .into_iter()
+        .filter(|k| k.ends_with(".json"))
+        .filter_map(|k| {
+            let rest = k.strip_prefix(DECISIONS_PREFIX)?;
+            let mut parts = rest.splitn(3, '/');
+            let (_, a, file) = (parts.next()?, parts.next()?, parts.next()?);
+            if asset.is_some_and(|want| want != a) {
+                return None;
+            }
+            Some((file.to_string(), k))
+        })
+        .collect();
+    keys.sort_unstable_by(|x, y| y.cmp(x));
+    let mut out = Vec::new();
+    for (_, key) in keys.into_iter().take(limit) {
+        if let Some(d) = store.get_json::<Decision>(&key).await? {
+            out.push(d);
+        }
+    }
+    Ok(out)
+}
+
 /// One decision by key.
 pub async fn decision(store: &dyn Store, key: &str) -> Result<Option<Decision>, ChampionError> {
     Ok(store.get_json(key).await?)
