@@ -541,3 +541,140 @@ async fn bots_ask_for_promotion_and_only_the_operator_forces_or_rolls_back() {
     );
     assert_eq!(st, 409, "{e}");
 }
+
+/// A classical model goes through the same gate as a trained one (on windows of the latest
+/// days, since it fits on each window's own history), becomes its pair's champion, is served
+/// by the miner for that pair only, and is the champion a trained candidate must then beat.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_classical_model_passes_the_same_gate_and_serves_its_pair() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    write_bars(&data, "BTC", 1, 0.25);
+    write_bars(&data, "ETH", 2, 0.25);
+    let store = FsStore::new(dir.path().join("store"));
+    let cache = ArtifactCache::new(dir.path().join("cache"), 1 << 30);
+    let eval = EvalData {
+        dir: data.clone(),
+        label: "data directory".into(),
+    };
+    let opts = EvalOptions {
+        windows: 24,
+        num_simulations: 200,
+        ..EvalOptions::default()
+    };
+    let req = |c: &str, asset: &str, prompt: Option<PromptKind>| PromoteRequest {
+        candidate: c.into(),
+        asset: asset.into(),
+        prompt,
+        force: false,
+        by: "operator".into(),
+    };
+    let garch = "classical:garch-tod-t";
+
+    // bars a quarter as volatile as the reference GBM assumes: GARCH tracks them and wins
+    let d = champions::promote(
+        &store,
+        &cache,
+        &req(garch, "BTC", Some(PromptKind::Low)),
+        &eval,
+        &opts,
+    )
+    .await
+    .unwrap();
+    assert_eq!(d.action, Action::Promote, "{}", d.reason);
+    let gate = d.gate.as_ref().unwrap();
+    assert!(gate.windows.len() >= 20, "{}", gate.windows.len());
+    assert!(gate.vs_gbm.as_ref().unwrap().ratio < 0.9, "{}", d.reason);
+    let ev = d.evaluation.as_ref().unwrap();
+    assert_eq!(ev.recent_days, Some(90.0));
+    let c = champions::current(&store, PromptKind::Low, "BTC")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (
+            c.candidate.as_str(),
+            c.classical.as_deref(),
+            c.artifact.is_none()
+        ),
+        (garch, Some("garch-tod-t"), true)
+    );
+    assert_eq!(c.served(), garch);
+    assert_eq!(c.trained_until, champions::CLASSICAL_TRAINED_UNTIL);
+
+    // the miner serves it for BTC's 24 h prompt only
+    use synth_city::miner::{ModelHolder, ModelSpec};
+    let (models, _) = ModelHolder::load(ModelSpec::Champions, &dir.path().join("store")).unwrap();
+    let mcache = ArtifactCache::new(dir.path().join("miner-cache"), 1 << 30);
+    models.reload_champions(&store, &mcache).await.unwrap();
+    assert_eq!(models.current_for("BTC", 300).label, garch);
+    assert!(!models.current_for("BTC", 300).is_gbm);
+    assert!(models.current_for("BTC", 60).is_gbm);
+    assert!(models.current_for("ETH", 300).is_gbm);
+
+    // a trained candidate now has the classical champion to beat, on the windows after its
+    // own training data, both scored on the same windows
+    let work = dir.path().join("runs");
+    let good = candidate(&store, &cache, &data, &work, "run-good", 3, 30, None).await;
+    let d = champions::promote(&store, &cache, &req(&good, "BTC", None), &eval, &opts)
+        .await
+        .unwrap();
+    eprintln!("trained vs classical: {}", d.reason);
+    let gate = d.gate.as_ref().unwrap();
+    assert_eq!(gate.champion.as_deref(), Some(garch));
+    assert_eq!(
+        gate.champion_scores.as_ref().map(Vec::len),
+        Some(gate.windows.len())
+    );
+    assert!(d.evaluation.as_ref().unwrap().recent_days.is_none());
+    assert_eq!(d.previous.as_ref().unwrap().candidate, garch);
+
+    // the trained model and the classical one answering together (half the paths each), put
+    // forward as one candidate on the trained model's unseen windows; forced here, to check
+    // what the champion records and the miner serves
+    let mix = format!("mix:{good},garch-tod-t");
+    let mut f = req(&mix, "BTC", None);
+    f.force = true;
+    let d = champions::promote(&store, &cache, &f, &eval, &opts)
+        .await
+        .unwrap();
+    assert_eq!(d.action, Action::Promote);
+    assert!(d.evaluation.as_ref().unwrap().recent_days.is_none());
+    let c = d.champion.as_ref().unwrap();
+    assert_eq!(c.candidate, mix);
+    assert_eq!(c.classical.as_deref(), Some("garch-tod-t"));
+    let artifact = c
+        .artifact
+        .as_ref()
+        .expect("the checkpoint travels by content");
+    assert_eq!(c.served(), format!("mix:{artifact},{garch}"));
+    models.reload_champions(&store, &mcache).await.unwrap();
+    let served = models.current_for("BTC", 300);
+    assert_eq!(served.label, mix);
+    assert!(
+        served.forecaster.name().starts_with("mix:")
+            && served.forecaster.name().ends_with(",garch-tod-t"),
+        "{}",
+        served.forecaster.name()
+    );
+
+    // what is not a classical candidate, or has no prompt, says so and changes nothing
+    for (bad, prompt, says) in [
+        ("classical:gbm", Some(PromptKind::Low), "no classical model"),
+        ("classical:arima", Some(PromptKind::Low), "garch-tod-t"),
+        (garch, None, "--prompt"),
+        ("mix:garch-tod-t,ewma", None, "RUN/NAME,CLASSICAL"),
+        ("mix:run-good/m", None, "RUN/NAME,CLASSICAL"),
+        ("mix:run-good/m,arima", None, "garch-tod-t"),
+    ] {
+        let e = champions::promote(&store, &cache, &req(bad, "ETH", prompt), &eval, &opts)
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains(says), "{bad}: {e}");
+    }
+    assert!(champions::current(&store, PromptKind::Low, "ETH")
+        .await
+        .unwrap()
+        .is_none());
+}

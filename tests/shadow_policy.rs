@@ -183,7 +183,7 @@ async fn the_shadow_policy_promotes_a_challenger_and_demotes_a_champion_worse_th
         .unwrap()
         .unwrap();
     let rec = read("BTC", starts[0]);
-    assert_eq!(rec.model, btc_champion.artifact.to_string());
+    assert_eq!(rec.model, btc_champion.served());
     assert_eq!(rec.champion.as_deref(), Some(weak.as_str()));
     assert!(rec.result.is_none());
 

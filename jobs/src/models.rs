@@ -1,6 +1,6 @@
-//! `promote`: put a published candidate through the promotion gate for some assets, on a
-//! publisher worker (the evaluation scores three models on tens of windows: minutes of CPU,
-//! which no bridge or CLI request should hold). What it does is `publisher::champions`'s; this
+//! `promote`: put a published candidate (or a classical model) through the promotion gate for
+//! some assets, on a publisher worker (the evaluation scores three models on tens of windows:
+//! minutes of CPU, which no bridge or CLI request should hold). What it does is `publisher::champions`'s; this
 //! is only the payload.
 //!
 //! Who may ask, and for what, is decided before the job exists: bots reach it only through
@@ -16,9 +16,10 @@ use crate::{BotAccess, InvalidPayload, JobSpec, Role};
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Promote {
-    /// The published model, `RUN/NAME`.
+    /// The published model, `RUN/NAME`, or a classical model, `classical:NAME` (with `prompt`).
     pub candidate: String,
-    /// The SN50 assets to decide, each on its own.
+    /// The SN50 assets to decide, each on its own (`["all"]`: every asset the candidate was
+    /// trained on, or a classical model's prompt's).
     pub assets: Vec<String>,
     /// `low` or `high`; default: the prompt of the candidate's timeframe.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -80,15 +81,23 @@ impl JobSpec for Promote {
         "use POST /models/promote, which puts your candidate through the gate in your name",
     );
     const DESCRIPTION: &'static str =
-        "put a published candidate through the promotion gate per asset: {candidate: RUN/NAME, assets, prompt?, dataset?, windows?, seed?, paths?, force?, margin?, alpha?, min_windows?, lag?}";
+        "put a published candidate through the promotion gate per asset: {candidate: RUN/NAME | classical:NAME, assets, prompt?, dataset?, windows?, seed?, paths?, force?, margin?, alpha?, min_windows?, lag?}";
     const MAX_ATTEMPTS: u32 = 2;
     const TIMEOUT_MS: u64 = 3_600_000;
     type Output = serde_json::Value;
 
     fn validate(&self) -> Result<(), InvalidPayload> {
-        if !self.candidate.contains('/') {
+        let classical = self.candidate.starts_with("classical:");
+        if !self.candidate.contains('/') && !classical {
             return Err(format!(
-                "field `candidate` must name a published model as RUN/NAME, got {:?}",
+                "field `candidate` must name a published model as RUN/NAME or a classical model as classical:NAME, got {:?}",
+                self.candidate
+            )
+            .into());
+        }
+        if classical && self.prompt.is_none() {
+            return Err(format!(
+                "field `prompt`: {} answers either prompt; send \"low\" (24 h) or \"high\" (1 h)",
                 self.candidate
             )
             .into());

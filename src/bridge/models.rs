@@ -132,8 +132,11 @@ pub(super) async fn promote(c: Call) -> Answer {
             ));
         }
     }
-    for a in &req.assets {
-        asset_of("field `assets`", a)?;
+    // `["all"]`: every asset the candidate was trained on (the job expands it)
+    if !matches!(req.assets.as_slice(), [a] if a == "all") {
+        for a in &req.assets {
+            asset_of("field `assets`", a)?;
+        }
     }
     req.requested_by = Some(if c.role == Role::Operator {
         "operator".to_string()

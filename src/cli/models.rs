@@ -59,9 +59,12 @@ pub enum ModelsCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Put a published candidate (RUN/NAME) through the gate for each asset given: scored with
-    /// the champion and the GBM on windows after its training data, promoted only when it beats
-    /// both by the margin, significantly. Exit status 1 when any pair refuses it.
+    /// Put a published candidate (RUN/NAME) or a classical model (`classical:garch-tod-t`, with
+    /// --prompt) through the gate for each asset given: scored with the champion and the GBM on
+    /// windows after its training data (a classical model fits on each window's own history:
+    /// against another classical model or the GBM, windows of the latest 90 days), promoted
+    /// only when it beats both by the margin, significantly. Exit status 1 when any pair
+    /// refuses it.
     Promote(Box<PromoteArgs>),
     /// Put back the champion the pair's current one replaced (the GBM when there was none).
     Rollback {
@@ -99,12 +102,16 @@ pub enum ModelsCommand {
 /// `models promote`.
 #[derive(Debug, Args)]
 pub struct PromoteArgs {
-    /// The published model, RUN/NAME (its `models/RUN/NAME/record.json`).
+    /// The published model, RUN/NAME (its `models/RUN/NAME/record.json`), or a classical model,
+    /// `classical:NAME` (`ewma-tod-t`, `garch-tod-t`, `har-tod-t`, ...: `score backtest --help`).
     pub candidate: String,
-    /// Comma-separated SN50 assets it was trained on; each pair is decided on its own.
+    /// Comma-separated SN50 assets (those it was trained on), or `all` (every asset it was
+    /// trained on; a classical model: every asset of the prompt); each pair is decided on its
+    /// own.
     #[arg(long, value_delimiter = ',', required = true)]
     pub asset: Vec<String>,
-    /// `low` or `high`; default: the prompt of the candidate's timeframe.
+    /// `low` or `high`; default: the prompt of the candidate's timeframe (required for a
+    /// classical model, which answers either).
     #[arg(long)]
     pub prompt: Option<String>,
     /// Score on this dataset (`ds-...` or `latest`) instead of the bars in --data-dir.
@@ -247,7 +254,13 @@ pub async fn run(a: ModelsArgs) -> anyhow::Result<()> {
                 ),
                 Some(c) => {
                     println!("{}", champion_line(c));
-                    println!("  checkpoint {}", c.artifact);
+                    match (&c.artifact, &c.classical) {
+                        (Some(a), _) => println!("  checkpoint {a}"),
+                        (None, Some(name)) => {
+                            println!("  classical {name}, fitted per request on the bars before it")
+                        }
+                        (None, None) => println!("  names no model: roll it back"),
+                    }
                     if let Some(d) = &d {
                         for l in decision_lines(d) {
                             println!("  {l}");

@@ -568,20 +568,43 @@ impl ModelHolder {
 }
 
 /// A champion's checkpoint, fetched by content and loaded (on a blocking thread), labelled with
-/// its candidate name; refused when it simulates another step size than its prompt's.
+/// its candidate name; refused when it simulates another step size than its prompt's. A
+/// classical champion is its model, fitted per request on the bars of the data directory; a
+/// champion naming both answers with the two together (half the paths each).
 async fn load_champion(
     store: &dyn Store,
     cache: &ArtifactCache,
     c: &Champion,
 ) -> Result<LoadedModel, String> {
+    let artifact = match (&c.artifact, &c.classical) {
+        (Some(a), _) => a,
+        (None, Some(name)) => {
+            let f = sn50::forecast::model_by_name(name, &Sn50Config::default())
+                .map_err(|e| e.to_string())?;
+            return Ok(LoadedModel {
+                forecaster: Arc::from(f),
+                label: c.candidate.clone(),
+                is_gbm: false,
+                timeframe: None,
+            });
+        }
+        (None, None) => return Err("it names neither a checkpoint nor a classical model".into()),
+    };
     let dir = cache
-        .fetch(store, &c.artifact)
+        .fetch(store, artifact)
         .await
         .map_err(|e| e.to_string())?;
     let mut m = tokio::task::spawn_blocking(move || load_checkpoint(&dir))
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
+    if let Some(name) = &c.classical {
+        let classical = sn50::forecast::model_by_name(name, &Sn50Config::default())
+            .map_err(|e| e.to_string())?;
+        let e = sn50::ensemble::Ensemble::new(vec![m.forecaster.clone(), Arc::from(classical)])
+            .map_err(|e| e.to_string())?;
+        m.forecaster = Arc::new(e);
+    }
     let want = c.prompt.timeframe();
     if m.timeframe.is_some_and(|tf| tf != want) {
         return Err(format!(

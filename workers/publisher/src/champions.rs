@@ -86,13 +86,20 @@ pub struct Champion {
     pub version: u32,
     pub asset: String,
     pub prompt: PromptKind,
-    /// The published model, `run/name`.
+    /// The published model, `run/name`, or a classical model, `classical:NAME`.
     pub candidate: String,
+    /// The run that published it (empty for a classical model).
     pub run_id: String,
     pub name: String,
-    /// The checkpoint, by content: what the miner fetches and loads.
-    pub artifact: ArtifactRef,
-    /// The published copy's key prefix, `models/{run}/{name}/`.
+    /// The checkpoint, by content: what the miner fetches and loads (none for a classical
+    /// model).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact: Option<ArtifactRef>,
+    /// A classical model ([`sn50::forecast::MODELS`]) fitted per request on the bars before
+    /// it: instead of a checkpoint, or with one (the two answer together, half the paths each).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classical: Option<String>,
+    /// The published copy's key prefix, `models/{run}/{name}/` (empty for a classical model).
     pub model_dir: String,
     /// The key of the decision that made it champion.
     pub decision: String,
@@ -101,11 +108,28 @@ pub struct Champion {
     /// Promoted by the operator's `--force`, whatever the gate said.
     pub forced: bool,
     /// The end of its training data for this asset (unix seconds): the gate's windows start
-    /// after it.
+    /// after it. 0 for a classical model, which fits on each request's own history.
     pub trained_until: i64,
     /// The rollback that put it back, when one did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restored_by: Option<String>,
+}
+
+impl Champion {
+    /// What serves the pair, as the shadow scorer and `load_forecaster` name it: the
+    /// checkpoint's artifact reference, `classical:NAME`, or both as `mix:REF,classical:NAME`.
+    pub fn served(&self) -> String {
+        match (&self.artifact, &self.classical) {
+            (Some(a), Some(name)) => format!(
+                "{}{a},{}{name}",
+                sn50::ensemble::PREFIX,
+                sn50::forecast::CLASSICAL_PREFIX
+            ),
+            (Some(a), None) => a.to_string(),
+            (None, Some(name)) => format!("{}{name}", sn50::forecast::CLASSICAL_PREFIX),
+            (None, None) => "gbm".into(),
+        }
+    }
 }
 
 /// What a decision did.
@@ -164,6 +188,10 @@ pub struct EvaluationInfo {
     /// Windows the candidate could not answer (answered by the GBM, as the miner would).
     pub candidate_fallbacks: usize,
     pub champion_fallbacks: usize,
+    /// When no trained model took part (a classical candidate against a classical champion or
+    /// the GBM): windows were drawn from the latest this many days of each file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recent_days: Option<f64>,
 }
 
 /// How to evaluate.
@@ -176,6 +204,9 @@ pub struct EvalOptions {
     pub num_simulations: usize,
     pub params: GateParams,
     pub config: Sn50Config,
+    /// Where windows come from when no trained model bounds them (classical against classical
+    /// or the GBM): the latest this many days of the asset's bars.
+    pub recent_days: f64,
 }
 
 impl Default for EvalOptions {
@@ -186,6 +217,7 @@ impl Default for EvalOptions {
             num_simulations: sn50::constants::NUM_SIMULATIONS,
             params: GateParams::default(),
             config: Sn50Config::default(),
+            recent_days: 90.0,
         }
     }
 }
@@ -273,7 +305,7 @@ pub async fn promote_request(
     };
     let by = req.requested_by.as_deref().unwrap_or("operator");
     let mut out = Vec::new();
-    for asset in &req.assets {
+    for asset in &expand_assets(store, req, prompt, &opts).await? {
         let one = PromoteRequest {
             candidate: req.candidate.clone(),
             asset: asset.trim().to_string(),
@@ -284,6 +316,28 @@ pub async fn promote_request(
         out.push(promote(store, cache, &one, &data, &opts).await?);
     }
     Ok(out)
+}
+
+/// The request's assets; `all` alone is every asset the candidate was trained on (a classical
+/// model: every asset of its prompt).
+async fn expand_assets(
+    store: &dyn Store,
+    req: &jobs::models::Promote,
+    prompt: Option<PromptKind>,
+    opts: &EvalOptions,
+) -> Result<Vec<String>, ChampionError> {
+    if !matches!(req.assets.as_slice(), [a] if a.trim() == "all") {
+        return Ok(req.assets.clone());
+    }
+    Ok(match Contender::read(store, &req.candidate).await? {
+        Contender::Published(c) | Contender::Mix(c, _) => {
+            c.manifest.record.spec.data.assets.clone()
+        }
+        Contender::Classical(name) => match prompt {
+            Some(p) => opts.config.prompt(p).assets.clone(),
+            None => return Err(no_prompt(&name)),
+        },
+    })
 }
 
 /// What a `promote` job answers per decision: enough to read the verdict (the whole decision,
@@ -523,8 +577,9 @@ pub fn load_checkpoint(dir: &Path, what: &str) -> Result<Box<dyn Forecaster>, Ch
 
 /// Scores `candidate`, `champion` (when there is one) and the GBM with the exact SN50 scoring
 /// of `score backtest` on the same windows of `asset`'s bars in `data_dir` that start at or
-/// after `not_before`, and hands the scores to the gate. No window at all is a refusal for
-/// lack of evidence, like too few.
+/// after `not_before` (0 or less: in the latest `opts.recent_days` of the bars, as when no
+/// trained model takes part), and hands the scores to the gate. No window at all is a refusal
+/// for lack of evidence, like too few.
 #[allow(clippy::too_many_arguments)]
 pub fn evaluate(
     candidate: (&str, &dyn Forecaster),
@@ -543,9 +598,9 @@ pub fn evaluate(
         seed: opts.seed,
         num_simulations: opts.num_simulations,
         weights: WeightTable::Validator,
-        last_days: None,
+        last_days: (not_before <= 0).then_some(opts.recent_days),
         skip_last_days: 0.0,
-        not_before: Some(not_before),
+        not_before: (not_before > 0).then_some(not_before),
     };
     let horizon_secs = opts.config.prompt(prompt).time_length as i64;
     let run =
@@ -622,51 +677,44 @@ pub async fn promote(
     opts: &EvalOptions,
 ) -> Result<Decision, ChampionError> {
     check_asset(&req.asset)?;
-    let cand = load_candidate(store, &req.candidate).await?;
-    let spec = &cand.manifest.record.spec;
-    let tf: Timeframe = spec.data.timeframe;
-    let prompt = PromptKind::for_timeframe(tf);
-    if let Some(p) = req.prompt.filter(|p| *p != prompt) {
-        return Err(ChampionError::Input(format!(
-            "{} simulates {tf} steps, which answer the {} prompt, not {}",
-            cand.id,
-            prompt.label(),
-            p.label()
-        )));
-    }
-    if !spec.data.assets.iter().any(|a| a == &req.asset) {
-        return Err(ChampionError::Input(format!(
-            "{} was not trained on {} (it was on {}): promote it for one of those",
-            cand.id,
-            req.asset,
-            spec.data.assets.join(", ")
-        )));
-    }
+    let cand = Contender::read(store, &req.candidate).await?;
+    let prompt = match &cand {
+        Contender::Published(c) | Contender::Mix(c, _) => {
+            let spec = &c.manifest.record.spec;
+            let tf: Timeframe = spec.data.timeframe;
+            let prompt = PromptKind::for_timeframe(tf);
+            if let Some(p) = req.prompt.filter(|p| *p != prompt) {
+                return Err(ChampionError::Input(format!(
+                    "{} simulates {tf} steps, which answer the {} prompt, not {}",
+                    c.id,
+                    prompt.label(),
+                    p.label()
+                )));
+            }
+            if !spec.data.assets.iter().any(|a| a == &req.asset) {
+                return Err(ChampionError::Input(format!(
+                    "{} was not trained on {} (it was on {}): promote it for one of those",
+                    c.id,
+                    req.asset,
+                    spec.data.assets.join(", ")
+                )));
+            }
+            prompt
+        }
+        Contender::Classical(name) => req.prompt.ok_or_else(|| no_prompt(name))?,
+    };
     let previous = current(store, prompt, &req.asset).await?;
-    let cand_until = trained_until(store, &cand, &req.asset).await?;
+    let cand_until = cand.trained_until(store, &req.asset).await?;
     let not_before = cand_until.max(previous.as_ref().map_or(i64::MIN, |c| c.trained_until));
-    let cand_dir = crate::artifacts::local_checkpoint(store, cache, &cand.manifest.record).await?;
-    let champ_dir = match &previous {
-        Some(c) => Some(cache.fetch(store, &c.artifact).await?),
+    let cand_f: Arc<dyn Forecaster> = Arc::from(cand.forecaster(store, cache, opts).await?);
+    let champ_f: Option<(String, Arc<dyn Forecaster>)> = match &previous {
+        Some(c) => Some((
+            c.candidate.clone(),
+            Arc::from(champion_forecaster(store, cache, c, opts).await?),
+        )),
         None => None,
     };
-    let cand_f: Arc<dyn Forecaster> = Arc::from(load_checkpoint(
-        &cand_dir,
-        &format!("candidate {}", cand.id),
-    )?);
-    let champ_f: Option<(String, Arc<dyn Forecaster>)> = match (&previous, champ_dir) {
-        (Some(c), Some(dir)) => Some((
-            c.candidate.clone(),
-            Arc::from(load_checkpoint(&dir, &format!("champion {}", c.candidate))?),
-        )),
-        _ => None,
-    };
-    let (asset, id, dir, o) = (
-        req.asset.clone(),
-        cand.id.clone(),
-        data.dir.clone(),
-        opts.clone(),
-    );
+    let (asset, id, dir, o) = (req.asset.clone(), cand.id(), data.dir.clone(), opts.clone());
     let (gate, cand_fb, champ_fb) = tokio::task::spawn_blocking(move || {
         evaluate(
             (&id, cand_f.as_ref()),
@@ -688,21 +736,11 @@ pub async fn promote(
         Action::Refuse
     };
     let key = new_key(prompt, &req.asset, at_ms, action);
-    let record = &cand.manifest.record;
-    let champion = promoted.then(|| Champion {
-        version: VERSION,
-        asset: req.asset.clone(),
-        prompt,
-        candidate: cand.id.clone(),
-        run_id: cand.manifest.run_id.clone(),
-        name: record.name.clone(),
-        artifact: record.artifact.clone().expect("checked in load_candidate"),
-        model_dir: cand.model_dir.clone(),
-        decision: key.clone(),
-        promoted_at: at_ms / 1000,
-        forced: req.force && gate.verdict != Verdict::Promote,
-        trained_until: cand_until,
-        restored_by: None,
+    let champion = promoted.then(|| {
+        let mut c = cand.champion(&req.asset, prompt, &key, cand_until);
+        c.promoted_at = at_ms / 1000;
+        c.forced = req.force && gate.verdict != Verdict::Promote;
+        c
     });
     let reason = if promoted && gate.verdict != Verdict::Promote {
         format!(
@@ -720,7 +758,7 @@ pub async fn promote(
         prompt,
         at_ms,
         by: req.by.clone(),
-        candidate: Some(cand.id.clone()),
+        candidate: Some(cand.id()),
         forced: champion.as_ref().is_some_and(|c| c.forced),
         evaluation: Some(EvaluationInfo {
             data: data.label.clone(),
@@ -730,6 +768,7 @@ pub async fn promote(
             num_simulations: opts.num_simulations,
             candidate_fallbacks: cand_fb,
             champion_fallbacks: champ_fb,
+            recent_days: (not_before <= 0).then_some(opts.recent_days),
         }),
         gate: Some(gate),
         reason,
@@ -738,6 +777,216 @@ pub async fn promote(
     };
     commit(store, &d).await?;
     Ok(d)
+}
+
+/// A classical champion's `trained_until`: it fits on each request's own history, so every
+/// window is unseen.
+pub const CLASSICAL_TRAINED_UNTIL: i64 = 0;
+
+/// What a promotion puts forward: a published checkpoint, a classical model by name, or the
+/// two answering together (half the paths each, [`sn50::ensemble`]).
+#[derive(Debug, Clone)]
+pub enum Contender {
+    Published(Box<Candidate>),
+    Classical(String),
+    Mix(Box<Candidate>, String),
+}
+
+impl Contender {
+    /// `classical:NAME` (a name of [`sn50::forecast::MODELS`] other than `gbm`, which is what
+    /// serves without a champion), `mix:RUN/NAME,NAME` (a published model and a classical one),
+    /// else a published model `RUN/NAME` read from the store.
+    pub async fn read(store: &dyn Store, id: &str) -> Result<Contender, ChampionError> {
+        if let Some(members) = sn50::ensemble::member_names(id) {
+            let bad = || {
+                ChampionError::Input(format!(
+                    "{id:?}: an ensemble candidate is {}RUN/NAME,CLASSICAL (a published model and a classical one, e.g. {}run-x/m,garch-tod-t)",
+                    sn50::ensemble::PREFIX,
+                    sn50::ensemble::PREFIX
+                ))
+            };
+            let [model, classical] = members.as_slice() else {
+                return Err(bad());
+            };
+            let classical = sn50::forecast::classical_name(classical).unwrap_or(classical);
+            if !model.contains('/') {
+                return Err(bad());
+            }
+            let name = check_classical(classical, id)?;
+            return Ok(Contender::Mix(
+                Box::new(load_candidate(store, model).await?),
+                name,
+            ));
+        }
+        let Some(name) = sn50::forecast::classical_name(id) else {
+            return Ok(Contender::Published(Box::new(
+                load_candidate(store, id).await?,
+            )));
+        };
+        Ok(Contender::Classical(check_classical(name, id)?))
+    }
+
+    /// As decisions and champions name it: `RUN/NAME`, `classical:NAME` or
+    /// `mix:RUN/NAME,NAME`.
+    pub fn id(&self) -> String {
+        match self {
+            Contender::Published(c) => c.id.clone(),
+            Contender::Classical(name) => format!("{}{name}", sn50::forecast::CLASSICAL_PREFIX),
+            Contender::Mix(c, name) => format!("{}{},{name}", sn50::ensemble::PREFIX, c.id),
+        }
+    }
+
+    /// The end of its training data for `asset` ([`trained_until`]; a classical model's:
+    /// [`CLASSICAL_TRAINED_UNTIL`]).
+    pub async fn trained_until(
+        &self,
+        store: &dyn Store,
+        asset: &str,
+    ) -> Result<i64, ChampionError> {
+        match self {
+            Contender::Published(c) | Contender::Mix(c, _) => trained_until(store, c, asset).await,
+            Contender::Classical(_) => Ok(CLASSICAL_TRAINED_UNTIL),
+        }
+    }
+
+    /// The forecaster it answers with (a checkpoint fetched by content and loaded on the CPU).
+    async fn forecaster(
+        &self,
+        store: &dyn Store,
+        cache: &ArtifactCache,
+        opts: &EvalOptions,
+    ) -> Result<Box<dyn Forecaster>, ChampionError> {
+        let published = |c: &Candidate| {
+            let c = c.clone();
+            async move {
+                let dir =
+                    crate::artifacts::local_checkpoint(store, cache, &c.manifest.record).await?;
+                load_checkpoint(&dir, &format!("candidate {}", c.id))
+            }
+        };
+        match self {
+            Contender::Published(c) => published(c).await,
+            Contender::Classical(name) => classical_forecaster(name, opts),
+            Contender::Mix(c, name) => mix(published(c).await?, classical_forecaster(name, opts)?),
+        }
+    }
+
+    /// The champion record it becomes for (`asset`, `prompt`) by decision `key` (promotion
+    /// time and `forced` left for the caller).
+    fn champion(&self, asset: &str, prompt: PromptKind, key: &str, trained_until: i64) -> Champion {
+        let (run_id, name, artifact, classical, model_dir) = match self {
+            Contender::Published(c) => (
+                c.manifest.run_id.clone(),
+                c.manifest.record.name.clone(),
+                c.manifest.record.artifact.clone(),
+                None,
+                c.model_dir.clone(),
+            ),
+            Contender::Classical(name) => (
+                String::new(),
+                name.clone(),
+                None,
+                Some(name.clone()),
+                String::new(),
+            ),
+            Contender::Mix(c, name) => (
+                c.manifest.run_id.clone(),
+                c.manifest.record.name.clone(),
+                c.manifest.record.artifact.clone(),
+                Some(name.clone()),
+                c.model_dir.clone(),
+            ),
+        };
+        Champion {
+            version: VERSION,
+            asset: asset.to_string(),
+            prompt,
+            candidate: self.id(),
+            run_id,
+            name,
+            artifact,
+            classical,
+            model_dir,
+            decision: key.to_string(),
+            promoted_at: 0,
+            forced: false,
+            trained_until,
+            restored_by: None,
+        }
+    }
+}
+
+/// `name` when it is a classical model other than the GBM, else what the names are.
+fn check_classical(name: &str, id: &str) -> Result<String, ChampionError> {
+    if name == "gbm" || !sn50::forecast::is_model_name(name) {
+        let known: Vec<&str> = sn50::forecast::MODELS
+            .iter()
+            .copied()
+            .filter(|m| *m != "gbm")
+            .collect();
+        return Err(ChampionError::Input(format!(
+                "{id:?} is no classical model: name one of {} after {} (the GBM serves a pair with no champion already)",
+                known.join(", "),
+                sn50::forecast::CLASSICAL_PREFIX
+            )));
+    }
+    Ok(name.to_string())
+}
+
+/// A checkpoint and a classical model answering together, half the paths each.
+fn mix(
+    model: Box<dyn Forecaster>,
+    classical: Box<dyn Forecaster>,
+) -> Result<Box<dyn Forecaster>, ChampionError> {
+    sn50::ensemble::Ensemble::new(vec![Arc::from(model), Arc::from(classical)])
+        .map(|e| Box::new(e) as Box<dyn Forecaster>)
+        .map_err(|e| ChampionError::Load {
+            what: "an ensemble".into(),
+            error: e.to_string(),
+        })
+}
+
+fn no_prompt(name: &str) -> ChampionError {
+    ChampionError::Input(format!(
+        "{}{name} answers either prompt: name one (--prompt low for 24 h, high for 1 h)",
+        sn50::forecast::CLASSICAL_PREFIX
+    ))
+}
+
+fn classical_forecaster(
+    name: &str,
+    opts: &EvalOptions,
+) -> Result<Box<dyn Forecaster>, ChampionError> {
+    sn50::forecast::model_by_name(name, &opts.config).map_err(|e| ChampionError::Load {
+        what: format!("{}{name}", sn50::forecast::CLASSICAL_PREFIX),
+        error: e.to_string(),
+    })
+}
+
+/// The forecaster a champion answers with: its checkpoint fetched by content (loaded on the
+/// CPU), its classical model, or the two together when it names both.
+pub async fn champion_forecaster(
+    store: &dyn Store,
+    cache: &ArtifactCache,
+    c: &Champion,
+    opts: &EvalOptions,
+) -> Result<Box<dyn Forecaster>, ChampionError> {
+    match (&c.artifact, &c.classical) {
+        (Some(a), classical) => {
+            let dir = cache.fetch(store, a).await?;
+            let model = load_checkpoint(&dir, &format!("champion {}", c.candidate))?;
+            match classical {
+                Some(name) => mix(model, classical_forecaster(name, opts)?),
+                None => Ok(model),
+            }
+        }
+        (None, Some(name)) => classical_forecaster(name, opts),
+        (None, None) => Err(ChampionError::Input(format!(
+            "{}: the champion {} names neither a checkpoint nor a classical model: roll it back or promote another",
+            champion_key(c.prompt, &c.asset),
+            c.candidate
+        ))),
+    }
 }
 
 /// Puts back the champion the pair's current one replaced (none: the GBM serves again), and
@@ -847,27 +1096,13 @@ pub async fn promote_on_evidence(
             gate.reason
         )));
     }
-    let cand = load_candidate(store, candidate).await?;
+    let cand = Contender::read(store, candidate).await?;
     let previous = current(store, prompt, asset).await?;
-    let trained = trained_until(store, &cand, asset).await?;
+    let trained = cand.trained_until(store, asset).await?;
     let at_ms = now_ms();
     let key = new_key(prompt, asset, at_ms, Action::Promote);
-    let record = &cand.manifest.record;
-    let champion = Champion {
-        version: VERSION,
-        asset: asset.to_string(),
-        prompt,
-        candidate: cand.id.clone(),
-        run_id: cand.manifest.run_id.clone(),
-        name: record.name.clone(),
-        artifact: record.artifact.clone().expect("checked in load_candidate"),
-        model_dir: cand.model_dir.clone(),
-        decision: key.clone(),
-        promoted_at: at_ms / 1000,
-        forced: false,
-        trained_until: trained,
-        restored_by: None,
-    };
+    let mut champion = cand.champion(asset, prompt, &key, trained);
+    champion.promoted_at = at_ms / 1000;
     let d = Decision {
         version: VERSION,
         key,
@@ -876,7 +1111,7 @@ pub async fn promote_on_evidence(
         prompt,
         at_ms,
         by: by.to_string(),
-        candidate: Some(cand.id.clone()),
+        candidate: Some(cand.id()),
         forced: false,
         reason: format!("{by}: {}", gate.reason),
         gate: Some(gate),

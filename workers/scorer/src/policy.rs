@@ -255,9 +255,10 @@ fn timeframe_of(prompt: PromptKind) -> Timeframe {
     prompt.timeframe()
 }
 
-/// What a pair's records name as the served model: the champion's checkpoint, or `gbm`.
+/// What a pair's records name as the served model: the champion's checkpoint, its classical
+/// model (`classical:NAME`), or `gbm`.
 pub fn served_model(champion: Option<&Champion>) -> String {
-    champion.map_or_else(|| "gbm".to_string(), |c| c.artifact.to_string())
+    champion.map_or_else(|| "gbm".to_string(), Champion::served)
 }
 
 /// The pair's challengers, at most `k`, newest published first: candidates among `published`
@@ -365,6 +366,7 @@ impl Evidence {
             num_simulations: self.num_simulations,
             candidate_fallbacks: self.errors,
             champion_fallbacks: self.served_errors,
+            recent_days: None,
         }
     }
 }
@@ -688,7 +690,8 @@ mod tests {
             candidate: "run-champ/m".into(),
             run_id: "run-champ".into(),
             name: "m".into(),
-            artifact: format!("sha256:{}:1", "0".repeat(64)).parse().unwrap(),
+            artifact: Some(format!("sha256:{}:1", "0".repeat(64)).parse().unwrap()),
+            classical: None,
             model_dir: "models/run-champ/m/".into(),
             decision: "models/decisions/low/BTC/x.json".into(),
             promoted_at: 0,

@@ -104,9 +104,9 @@ async fn resolve_model(
 
 /// The local folder (or `gbm`) of each model the records name: artifacts fetched into the
 /// cache, a publication's key prefix taken from the store directory (copied there from a
-/// bucket first), and anything else (a path an older build recorded) as it is. A model that
-/// cannot be had is an error for its records; a store that does not answer fails the job, to
-/// be retried.
+/// bucket first), and anything else (a classical model's `classical:NAME`, a path an older
+/// build recorded) as it is; an ensemble `mix:A,B` member by member. A model that cannot be
+/// had is an error for its records; a store that does not answer fails the job, to be retried.
 async fn local_models(
     models: BTreeSet<String>,
     dirs: &WorkerDirs,
@@ -115,28 +115,50 @@ async fn local_models(
     let cache = ArtifactCache::of(dirs);
     let mut out = HashMap::new();
     for m in models {
-        let local = if m == "gbm" {
-            Ok(m.clone())
-        } else if let Ok(r) = m.parse::<ArtifactRef>() {
-            match cache.fetch(store, &r).await {
-                Ok(dir) => Ok(dir.display().to_string()),
-                Err(e) if e.is_transient() => return Err(JobError::retry(e)),
-                Err(e) => Err(e.to_string()),
+        let local = match sn50::ensemble::member_names(&m) {
+            Some(members) => {
+                let mut locals = Vec::new();
+                for member in members {
+                    locals.push(local_model(member, dirs, store, &cache).await?);
+                }
+                locals
+                    .into_iter()
+                    .collect::<Result<Vec<String>, String>>()
+                    .map(|l| format!("{}{}", sn50::ensemble::PREFIX, l.join(",")))
             }
-        } else if m.starts_with("models/") {
-            let dir = dirs.store_dir.join(&m);
-            if !dir.is_dir() {
-                production::copy_model(store, &dirs.store_dir, &m, None, "a shadow record")
-                    .await
-                    .map_err(JobError::retry)?;
-            }
-            Ok(dir.display().to_string())
-        } else {
-            Ok(m.clone())
+            None => local_model(&m, dirs, store, &cache).await?,
         };
         out.insert(m, local);
     }
     Ok(out)
+}
+
+/// One model of [`local_models`].
+async fn local_model(
+    m: &str,
+    dirs: &WorkerDirs,
+    store: &dyn Store,
+    cache: &ArtifactCache,
+) -> Result<Result<String, String>, JobError> {
+    Ok(if m == "gbm" {
+        Ok(m.to_string())
+    } else if let Ok(r) = m.parse::<ArtifactRef>() {
+        match cache.fetch(store, &r).await {
+            Ok(dir) => Ok(dir.display().to_string()),
+            Err(e) if e.is_transient() => return Err(JobError::retry(e)),
+            Err(e) => Err(e.to_string()),
+        }
+    } else if m.starts_with("models/") {
+        let dir = dirs.store_dir.join(m);
+        if !dir.is_dir() {
+            production::copy_model(store, &dirs.store_dir, m, None, "a shadow record")
+                .await
+                .map_err(JobError::retry)?;
+        }
+        Ok(dir.display().to_string())
+    } else {
+        Ok(m.to_string())
+    })
 }
 
 /// Bars of `asset` that price prompts of `increment`-second steps.

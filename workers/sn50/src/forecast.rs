@@ -164,6 +164,15 @@ pub const MODELS: &[&str] = &[
     "har-tod-t",
 ];
 
+/// How a classical model is named where a checkpoint could be named too (a champion, a
+/// shadow record, `load_forecaster`): `classical:garch-tod-t`.
+pub const CLASSICAL_PREFIX: &str = "classical:";
+
+/// The model name in `classical:NAME`, when `s` has that form (the name itself unchecked).
+pub fn classical_name(s: &str) -> Option<&str> {
+    s.strip_prefix(CLASSICAL_PREFIX)
+}
+
 /// Whether `name` is a model [`model_by_name`] builds: one of [`MODELS`], or `cal-` before one.
 pub fn is_model_name(name: &str) -> bool {
     let base = name.strip_prefix(super::calibrate::PREFIX).unwrap_or(name);

@@ -2,7 +2,7 @@
 //! history (only bars that closed by `as_of`), builds the model input from the last `seq_len`
 //! gap-free bars with the asset's training normaliser, and simulates `num_simulations` paths of
 //! `horizon` steps from the request's spot price. [`load_forecaster`] turns a `--model` value
-//! (`gbm` or a checkpoint path) into a boxed forecaster.
+//! (`gbm`, `classical:NAME`, `mix:A,B` or a checkpoint path) into a boxed forecaster.
 
 use std::path::Path;
 
@@ -17,7 +17,10 @@ use sn50::crps::Paths;
 use sn50::forecast::{ForecastError, ForecastRequest, Forecaster, Gbm};
 
 /// The forecaster a `--model` value names: `gbm` (case-insensitive) is the reference GBM with
-/// the default SN50 configuration; anything else is a checkpoint folder written by
+/// the default SN50 configuration; `classical:NAME` is that classical model
+/// ([`sn50::forecast::model_by_name`], fitted per request on its history); `mix:A,B` is the
+/// equal-weight ensemble of the forecasters its members name; anything else is a
+/// checkpoint folder written by
 /// `experiment` (or a file inside one), loaded on `device`. A path that is not a checkpoint
 /// fails with an error naming the path and the missing file.
 pub fn load_forecaster(
@@ -26,6 +29,26 @@ pub fn load_forecaster(
 ) -> Result<Box<dyn Forecaster>, ZooError> {
     if name_or_path.trim().eq_ignore_ascii_case("gbm") {
         return Ok(Box::new(Gbm::new(Sn50Config::default())));
+    }
+    if let Some(members) = sn50::ensemble::member_names(name_or_path) {
+        let members = members
+            .into_iter()
+            .map(|m| load_forecaster(m, device).map(std::sync::Arc::from))
+            .collect::<Result<Vec<_>, _>>()?;
+        return sn50::ensemble::Ensemble::new(members)
+            .map(|e| Box::new(e) as Box<dyn Forecaster>)
+            .map_err(|e| ZooError::Checkpoint {
+                path: name_or_path.to_string(),
+                message: e.to_string(),
+            });
+    }
+    if let Some(name) = sn50::forecast::classical_name(name_or_path.trim()) {
+        return sn50::forecast::model_by_name(name, &Sn50Config::default()).map_err(|e| {
+            ZooError::Checkpoint {
+                path: name_or_path.to_string(),
+                message: e.to_string(),
+            }
+        });
     }
     let path = Path::new(name_or_path);
     if !path.exists() {
@@ -162,5 +185,25 @@ impl Forecaster for ZooForecaster {
             rng.next_u64(),
         )
         .map_err(|e| ForecastError::Model(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `classical:NAME` is the classical model, as champions and shadow records name it; an
+    /// unknown one lists the models there are.
+    #[test]
+    fn classical_names_load_as_classical_models() {
+        let f = load_forecaster("classical:garch-tod-t", &Device::Cpu).unwrap();
+        assert_eq!(f.time_increment(), None);
+        let e = load_forecaster("classical:arima", &Device::Cpu)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("garch-tod-t") && e.contains("arima"), "{e}");
+        let m = load_forecaster("mix:gbm,classical:ewma-tod-t", &Device::Cpu).unwrap();
+        assert_eq!(m.name(), "mix:gbm,ewma-tod-t");
     }
 }
