@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use common::{free_port, RedisServer};
 use engine::config::QueueConfig;
 use engine::queue::{EnqueueRequest, Queue, QueueError};
+use engine::semaphore::RedisSemaphore;
 use serde_json::json;
 
 const MASTER: &str = "mymaster";
@@ -132,6 +133,30 @@ impl Drop for Sentinels {
     }
 }
 
+/// A throwaway replica of the server on `port`.
+fn replica_of(port: u16) -> RedisServer {
+    let port = port.to_string();
+    RedisServer::start_with(&[
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--replicaof",
+        "127.0.0.1",
+        &port,
+    ])
+}
+
+/// A primary, its replica (synced) and three Sentinels that know both and each other.
+fn three_nodes() -> (RedisServer, RedisServer, Sentinels) {
+    let primary = RedisServer::start();
+    let replica = replica_of(primary.port);
+    wait_synced(&replica);
+    let sentinels = Sentinels::start(primary.port);
+    sentinels.wait_ready();
+    (primary, replica, sentinels)
+}
+
 /// Waits until the replica at `replica` has finished its first sync from its primary.
 fn wait_synced(replica: &RedisServer) {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -153,20 +178,7 @@ fn wait_synced(replica: &RedisServer) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_jobs_survive_a_sentinel_failover() {
-    let mut primary = RedisServer::start();
-    let replica_of = primary.port.to_string();
-    let replica = RedisServer::start_with(&[
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-        "--replicaof",
-        "127.0.0.1",
-        &replica_of,
-    ]);
-    wait_synced(&replica);
-    let sentinels = Sentinels::start(primary.port);
-    sentinels.wait_ready();
+    let (mut primary, replica, sentinels) = three_nodes();
     let url = sentinels.url();
 
     let cfg = QueueConfig {
@@ -229,16 +241,7 @@ async fn acknowledged_jobs_survive_a_sentinel_failover() {
         }
         if killed_at.is_some() && spare.is_none() && not_replicated > 0 {
             // The new primary has no replica now: writes are refused, not acknowledged.
-            let of = replica.port.to_string();
-            spare = Some(RedisServer::start_with(&[
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--replicaof",
-                "127.0.0.1",
-                &of,
-            ]));
+            spare = Some(replica_of(replica.port));
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -317,20 +320,7 @@ async fn acknowledged_jobs_survive_a_sentinel_failover() {
 /// completes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partitioned_primary_acknowledges_nothing_alone() {
-    let primary = RedisServer::start();
-    let replica_of = primary.port.to_string();
-    let replica = RedisServer::start_with(&[
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-        "--replicaof",
-        "127.0.0.1",
-        &replica_of,
-    ]);
-    wait_synced(&replica);
-    let sentinels = Sentinels::start(primary.port);
-    sentinels.wait_ready();
+    let (primary, replica, sentinels) = three_nodes();
     let url = sentinels.url();
     let cfg = QueueConfig {
         min_replicas_ack: 1,
@@ -387,16 +377,7 @@ async fn a_partitioned_primary_acknowledges_nothing_alone() {
             // until Sentinel demotes it; a fresh replica lets the new primary acknowledge.
             assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0);
             resumed = Some(at.elapsed());
-            let of = replica.port.to_string();
-            spare = Some(RedisServer::start_with(&[
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--replicaof",
-                "127.0.0.1",
-                &of,
-            ]));
+            spare = Some(replica_of(replica.port));
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -438,6 +419,258 @@ async fn a_partitioned_primary_acknowledges_nothing_alone() {
          failover {failover:?} after the SIGSTOP; {:.1}s in all",
         acked.len(),
         t0.elapsed().as_secs_f64()
+    );
+}
+
+/// One snapshot of the `pipeline` semaphore and two runs' states, read in one MULTI (so a run
+/// that finishes, which frees its permit in the same script, is never seen half-way).
+struct Snapshot {
+    limit: usize,
+    /// Holders with a live lease (the server's clock), with their fencing tokens.
+    holders: Vec<(String, u64)>,
+    states: [Option<String>; 2],
+}
+
+async fn snapshot(q: &Queue, runs: [&str; 2]) -> Snapshot {
+    let k = |p: &str| format!("{{t}}:sem:pipeline:{p}");
+    let (holders_key, fences_key, limit_key) = (k("holders"), k("fences"), k("limit"));
+    let run_keys = runs.map(|r| format!("{{t}}:run:{r}"));
+    type Raw = (
+        (i64, i64),
+        Vec<(String, i64)>,
+        std::collections::HashMap<String, u64>,
+        Option<usize>,
+        Option<String>,
+        Option<String>,
+    );
+    let (time, holders, fences, limit, a, b): Raw = q
+        .retrying("semaphore snapshot", |mut c| {
+            let mut p = redis::pipe();
+            p.atomic()
+                .cmd("TIME")
+                .cmd("ZRANGE")
+                .arg(&holders_key)
+                .arg(0)
+                .arg(-1)
+                .arg("WITHSCORES")
+                .cmd("HGETALL")
+                .arg(&fences_key)
+                .cmd("GET")
+                .arg(&limit_key)
+                .cmd("HGET")
+                .arg(&run_keys[0])
+                .arg("state")
+                .cmd("HGET")
+                .arg(&run_keys[1])
+                .arg("state");
+            async move { Ok(p.query_async(&mut c).await?) }
+        })
+        .await
+        .unwrap();
+    let now = time.0 * 1000 + time.1 / 1000;
+    Snapshot {
+        limit: limit.unwrap_or(engine::semaphore::DEFAULT_LIMIT as usize),
+        holders: holders
+            .into_iter()
+            .filter(|(_, exp)| *exp > now)
+            .map(|(h, _)| {
+                let fence = fences.get(&h).copied().unwrap_or(0);
+                (h, fence)
+            })
+            .collect(),
+        states: [a, b],
+    }
+}
+
+/// A pipeline run in flight across a failover: one `synth-city worker --roles all` that knows
+/// only the Sentinels, the `pipeline` semaphore's limit set to 1, run A training and run B
+/// waiting in line for the one permit. The primary is SIGKILLed while A's experiment trains;
+/// Sentinel promotes the replica. Polled all along (one MULTI per poll): the semaphore never
+/// has more live holders than its limit, never are two runs `running`, A holds its permit
+/// whenever it is running (with one fencing token: never re-taken), B gets it only after A
+/// finished, both runs succeed, and the worker is the process first started.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipeline_run_keeps_its_permit_across_a_failover() {
+    let (mut primary, replica, sentinels) = three_nodes();
+    let url = sentinels.url();
+    let cfg = QueueConfig {
+        min_replicas_ack: 1,
+        replica_wait: Duration::from_millis(300),
+        retry_for: Duration::from_secs(30),
+        ..Default::default()
+    };
+    let q = Queue::new(&url, "t", cfg).unwrap();
+    engine::migrate::migrate(&q).await.unwrap();
+    let sem = RedisSemaphore::new(q.clone(), engine::semaphore::PIPELINE);
+    sem.set_limit(1).await.unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/data/sample");
+    let (work, store) = (dir.path().join("work"), dir.path().join("store"));
+    let acked = [
+        ("SYNTH_REDIS_MIN_REPLICAS_ACK", "1"),
+        ("SYNTH_REDIS_WAIT_MS", "300"),
+    ];
+    let enqueue = || {
+        // Enough steps that the experiment trains for a few seconds.
+        let mut args = common::tiny_run_args("1", &[]);
+        args.extend_from_slice(&["--steps-per-epoch", "60"]);
+        common::run_id_of(&common::stdout_of(
+            common::cli_command(&url)
+                .args(&args)
+                .current_dir(dir.path())
+                .envs(acked)
+                .env_remove("CHUTES_API_KEY"),
+        ))
+    };
+    let a = enqueue();
+    let mut worker = common::worker_command(
+        &url,
+        &["--roles", "all", "--concurrency", "2", "--data-dir", sample],
+    );
+    worker
+        .arg("--work-dir")
+        .arg(&work)
+        .arg("--store")
+        .arg(&store)
+        .current_dir(dir.path())
+        .envs(acked)
+        .env_remove("CHUTES_API_KEY")
+        .env_remove("HIPPIUS_ENDPOINT");
+    let mut worker = worker.spawn().unwrap();
+
+    // A's experiment is training: B joins, and waits in line for the one permit.
+    let child = format!("run-{a}-train-1-r0-e0");
+    common::eventually(Duration::from_secs(90), "run A's experiment trains", || {
+        let (q, child) = (&q, &child);
+        async move { common::job_state(q, child).await == "active" }
+    })
+    .await;
+    let b = enqueue();
+    let before = snapshot(&q, [&a, &b]).await;
+    let fence_a = before
+        .holders
+        .iter()
+        .find(|(h, _)| *h == a)
+        .map(|(_, f)| *f)
+        .expect("run A holds a permit while it trains");
+    assert_eq!(before.holders.len(), 1, "{:?}", before.holders);
+    let killed_at_ms = q.time_ms().await.unwrap();
+    primary.kill();
+    let killed_at = Instant::now();
+
+    let deadline = killed_at + Duration::from_secs(180);
+    let mut spare = None;
+    let mut promoted_after = None;
+    let mut polls = 0u32;
+    let mut fences_b = std::collections::BTreeSet::new();
+    let mut a_finished_at_poll = None;
+    let mut a_trained_through = false;
+    loop {
+        let s = snapshot(&q, [&a, &b]).await;
+        polls += 1;
+        assert_eq!(s.limit, 1);
+        assert!(
+            s.holders.len() <= s.limit,
+            "poll {polls}: {} live holders over a limit of {}: {:?}",
+            s.holders.len(),
+            s.limit,
+            s.holders
+        );
+        let running = s
+            .states
+            .iter()
+            .filter(|st| st.as_deref() == Some("running"))
+            .count();
+        assert!(
+            running <= 1,
+            "poll {polls}: two runs running: {:?}",
+            s.states
+        );
+        let holds = |run: &str| s.holders.iter().find(|(h, _)| h == run).map(|(_, f)| *f);
+        match s.states[0].as_deref() {
+            Some("running") => {
+                assert_eq!(
+                    holds(&a),
+                    Some(fence_a),
+                    "poll {polls}, {:.1}s after the kill: run A is running without its permit \
+                     (fence {fence_a}): {:?}",
+                    killed_at.elapsed().as_secs_f64(),
+                    s.holders
+                );
+                if spare.is_some() {
+                    a_trained_through = true;
+                }
+            }
+            Some("succeeded") => {
+                a_finished_at_poll.get_or_insert(polls);
+                assert_ne!(holds(&a), Some(fence_a), "a finished run keeps its permit");
+            }
+            other => panic!("run A is {other:?} after the failover"),
+        }
+        if s.states[1].as_deref() == Some("running") {
+            assert!(
+                a_finished_at_poll.is_some(),
+                "poll {polls}: run B runs before A finished"
+            );
+            let fence = holds(&b).expect("run B is running without a permit");
+            assert!(fence > fence_a, "B's fence {fence} is not newer than A's");
+            fences_b.insert(fence);
+        }
+        if promoted_after.is_none() && sentinels.primary_port() == Some(replica.port) {
+            promoted_after = Some(killed_at.elapsed());
+            // The new primary needs a replica to acknowledge the runs' advances.
+            spare = Some(replica_of(replica.port));
+        }
+        let finished = |st: &Option<String>| {
+            matches!(st.as_deref(), Some("succeeded" | "failed" | "cancelled"))
+        };
+        if s.states.iter().all(finished) {
+            assert_eq!(s.states[1].as_deref(), Some("succeeded"), "run B");
+            assert!(s.holders.is_empty(), "{:?}", s.holders);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the runs never finished after the failover: {:?}",
+            s.states
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let promoted_after = promoted_after.expect("Sentinel promoted the replica");
+    assert!(
+        a_trained_through,
+        "run A finished before the new primary was found: nothing was tested"
+    );
+    assert_eq!(
+        fences_b.len(),
+        1,
+        "run B's permit changed hands: {fences_b:?}"
+    );
+    assert!(
+        worker.try_wait().unwrap().is_none(),
+        "the worker exited instead of following the new primary"
+    );
+    worker.kill().unwrap();
+    worker.wait().unwrap();
+    let child = q.status(&child).await.unwrap().unwrap();
+    assert_eq!(child.state, "completed");
+    let finished_ms = child.finished_at_ms.unwrap();
+    assert!(
+        finished_ms > killed_at_ms,
+        "A's experiment finished before the kill: nothing was in flight"
+    );
+    // Two permits were ever granted, one per run: A's was never re-taken.
+    let status = sem.status().await.unwrap();
+    assert_eq!((status.fence, status.holders.len()), (2, 0), "{status:?}");
+    eprintln!(
+        "pipeline failover: run A kept permit {fence_a} through the kill, run B took {fences_b:?} \
+         after; the replica was promoted {promoted_after:?} after the kill; A's experiment started \
+         {} times and finished {} ms after the kill; {polls} polls, {:.1}s from the kill to \
+         both runs done",
+        child.starts,
+        finished_ms - killed_at_ms,
+        killed_at.elapsed().as_secs_f64()
     );
 }
 
