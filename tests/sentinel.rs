@@ -2,7 +2,11 @@
 //! (`redis-server --sentinel`) on free ports. The primary is SIGKILLed while two
 //! `synth-city worker` processes run 2,000 jobs; Sentinel promotes the replica, the workers
 //! and the producer follow it without a restart, and every job whose enqueue was
-//! acknowledged (confirmed by a replica: `SYNTH_REDIS_MIN_REPLICAS_ACK=1`) completes.
+//! acknowledged (confirmed by a replica: `SYNTH_REDIS_MIN_REPLICAS_ACK=1`) completes. Also:
+//! a partitioned (SIGSTOPped) primary acknowledges nothing alone; a pipeline run in flight
+//! keeps its `pipeline` permit across a failover without the limit being exceeded; the
+//! `ops/sentinel/` templates run as shipped (ACL users, a failover that rewrites both files);
+//! replicas and bad URLs are named errors.
 
 mod common;
 
@@ -12,6 +16,7 @@ use std::time::{Duration, Instant};
 use common::{free_port, RedisServer};
 use engine::config::QueueConfig;
 use engine::queue::{EnqueueRequest, Queue, QueueError};
+use engine::semaphore::RedisSemaphore;
 use serde_json::json;
 
 const MASTER: &str = "mymaster";
@@ -20,32 +25,40 @@ const MASTER: &str = "mymaster";
 struct Sentinels {
     children: Vec<Child>,
     ports: Vec<u16>,
+    /// The name they monitor the primary under.
+    name: String,
     _dir: tempfile::TempDir,
 }
 
 impl Sentinels {
     fn start(master_port: u16) -> Self {
+        // Short timings so a failover takes a few seconds, not a minute.
+        Self::start_with(MASTER, |_, port, dir| {
+            format!(
+                "port {port}\nbind 127.0.0.1\ndir {}\n\
+                 sentinel monitor {MASTER} 127.0.0.1 {master_port} 2\n\
+                 sentinel down-after-milliseconds {MASTER} 1000\n\
+                 sentinel failover-timeout {MASTER} 5000\n\
+                 sentinel parallel-syncs {MASTER} 1\n",
+                dir.display()
+            )
+        })
+    }
+
+    /// Three Sentinels watching the primary under `name`, the i-th with the configuration
+    /// `conf(i, port, dir)` on a free port, in a directory of its own.
+    fn start_with(name: &str, conf: impl Fn(usize, u16, &std::path::Path) -> String) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mut children = Vec::new();
         let mut ports = Vec::new();
         for i in 0..3 {
             let port = free_port();
-            let conf = dir.path().join(format!("sentinel-{i}.conf"));
-            // Short timings so a failover takes a few seconds, not a minute.
-            std::fs::write(
-                &conf,
-                format!(
-                    "port {port}\nbind 127.0.0.1\ndir {}\n\
-                     sentinel monitor {MASTER} 127.0.0.1 {master_port} 2\n\
-                     sentinel down-after-milliseconds {MASTER} 1000\n\
-                     sentinel failover-timeout {MASTER} 5000\n\
-                     sentinel parallel-syncs {MASTER} 1\n",
-                    dir.path().display()
-                ),
-            )
-            .unwrap();
+            let own = dir.path().join(format!("sentinel-{i}"));
+            std::fs::create_dir(&own).unwrap();
+            let file = own.join("sentinel.conf");
+            std::fs::write(&file, conf(i, port, &own)).unwrap();
             let mut cmd = Command::new("redis-server");
-            cmd.arg(&conf)
+            cmd.arg(&file)
                 .arg("--sentinel")
                 .stdout(Stdio::null())
                 .stderr(Stdio::null());
@@ -59,17 +72,27 @@ impl Sentinels {
         Sentinels {
             children,
             ports,
+            name: name.to_string(),
             _dir: dir,
         }
     }
 
     fn url(&self) -> String {
+        self.url_as("")
+    }
+
+    /// The Sentinels' URL with `userinfo` (`user:password@`, or empty) for the data nodes.
+    fn url_as(&self, userinfo: &str) -> String {
         let hosts: Vec<String> = self
             .ports
             .iter()
             .map(|p| format!("127.0.0.1:{p}"))
             .collect();
-        format!("redis+sentinel://{}/{MASTER}", hosts.join(","))
+        format!(
+            "redis+sentinel://{userinfo}{}/{}",
+            hosts.join(","),
+            self.name
+        )
     }
 
     /// `SENTINEL MASTER` of one Sentinel, as field -> value.
@@ -78,7 +101,7 @@ impl Sentinels {
         let mut c = client.get_connection().ok()?;
         let v: Vec<String> = redis::cmd("SENTINEL")
             .arg("MASTER")
-            .arg(MASTER)
+            .arg(&self.name)
             .query(&mut c)
             .ok()?;
         Some(
@@ -116,7 +139,7 @@ impl Sentinels {
         let mut c = client.get_connection().ok()?;
         let (_, port): (String, u16) = redis::cmd("SENTINEL")
             .arg("get-master-addr-by-name")
-            .arg(MASTER)
+            .arg(&self.name)
             .query(&mut c)
             .ok()?;
         Some(port)
@@ -130,6 +153,44 @@ impl Drop for Sentinels {
             let _ = c.wait();
         }
     }
+}
+
+/// A throwaway replica of the server on `port`.
+fn replica_of(port: u16) -> RedisServer {
+    let port = port.to_string();
+    RedisServer::start_with(&[
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--replicaof",
+        "127.0.0.1",
+        &port,
+    ])
+}
+
+/// A primary, its replica (synced) and three Sentinels that know both and each other.
+fn three_nodes() -> (RedisServer, RedisServer, Sentinels) {
+    let primary = RedisServer::start();
+    let replica = replica_of(primary.port);
+    wait_synced(&replica);
+    let sentinels = Sentinels::start(primary.port);
+    sentinels.wait_ready();
+    (primary, replica, sentinels)
+}
+
+/// A migrated queue (prefix `t`) on `url` whose acknowledged writes wait for one replica
+/// (300 ms), retrying calls for `retry_for` while no primary answers.
+async fn acked_queue(url: &str, retry_for: Duration) -> Queue {
+    let cfg = QueueConfig {
+        min_replicas_ack: 1,
+        replica_wait: Duration::from_millis(300),
+        retry_for,
+        ..Default::default()
+    };
+    let q = Queue::new(url, "t", cfg).unwrap();
+    engine::migrate::migrate(&q).await.unwrap();
+    q
 }
 
 /// Waits until the replica at `replica` has finished its first sync from its primary.
@@ -153,30 +214,9 @@ fn wait_synced(replica: &RedisServer) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_jobs_survive_a_sentinel_failover() {
-    let mut primary = RedisServer::start();
-    let replica_of = primary.port.to_string();
-    let replica = RedisServer::start_with(&[
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-        "--replicaof",
-        "127.0.0.1",
-        &replica_of,
-    ]);
-    wait_synced(&replica);
-    let sentinels = Sentinels::start(primary.port);
-    sentinels.wait_ready();
+    let (mut primary, replica, sentinels) = three_nodes();
     let url = sentinels.url();
-
-    let cfg = QueueConfig {
-        min_replicas_ack: 1,
-        replica_wait: Duration::from_millis(300),
-        retry_for: Duration::from_secs(20),
-        ..Default::default()
-    };
-    let q = Queue::new(&url, "t", cfg).unwrap();
-    engine::migrate::migrate(&q).await.unwrap();
+    let q = acked_queue(&url, Duration::from_secs(20)).await;
 
     let flags = [
         "--roles",
@@ -229,16 +269,7 @@ async fn acknowledged_jobs_survive_a_sentinel_failover() {
         }
         if killed_at.is_some() && spare.is_none() && not_replicated > 0 {
             // The new primary has no replica now: writes are refused, not acknowledged.
-            let of = replica.port.to_string();
-            spare = Some(RedisServer::start_with(&[
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--replicaof",
-                "127.0.0.1",
-                &of,
-            ]));
+            spare = Some(replica_of(replica.port));
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -317,20 +348,7 @@ async fn acknowledged_jobs_survive_a_sentinel_failover() {
 /// completes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partitioned_primary_acknowledges_nothing_alone() {
-    let primary = RedisServer::start();
-    let replica_of = primary.port.to_string();
-    let replica = RedisServer::start_with(&[
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-        "--replicaof",
-        "127.0.0.1",
-        &replica_of,
-    ]);
-    wait_synced(&replica);
-    let sentinels = Sentinels::start(primary.port);
-    sentinels.wait_ready();
+    let (primary, replica, sentinels) = three_nodes();
     let url = sentinels.url();
     let cfg = QueueConfig {
         min_replicas_ack: 1,
@@ -387,16 +405,7 @@ async fn a_partitioned_primary_acknowledges_nothing_alone() {
             // until Sentinel demotes it; a fresh replica lets the new primary acknowledge.
             assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0);
             resumed = Some(at.elapsed());
-            let of = replica.port.to_string();
-            spare = Some(RedisServer::start_with(&[
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--replicaof",
-                "127.0.0.1",
-                &of,
-            ]));
+            spare = Some(replica_of(replica.port));
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -438,6 +447,421 @@ async fn a_partitioned_primary_acknowledges_nothing_alone() {
          failover {failover:?} after the SIGSTOP; {:.1}s in all",
         acked.len(),
         t0.elapsed().as_secs_f64()
+    );
+}
+
+/// One snapshot of the `pipeline` semaphore and two runs' states, read in one MULTI (so a run
+/// that finishes, which frees its permit in the same script, is never seen half-way).
+struct Snapshot {
+    limit: usize,
+    /// Holders with a live lease (the server's clock), with their fencing tokens.
+    holders: Vec<(String, u64)>,
+    states: [Option<String>; 2],
+}
+
+async fn snapshot(q: &Queue, runs: [&str; 2]) -> Snapshot {
+    let k = |p: &str| format!("{{t}}:sem:pipeline:{p}");
+    let (holders_key, fences_key, limit_key) = (k("holders"), k("fences"), k("limit"));
+    let run_keys = runs.map(|r| format!("{{t}}:run:{r}"));
+    type Raw = (
+        (i64, i64),
+        Vec<(String, i64)>,
+        std::collections::HashMap<String, u64>,
+        Option<usize>,
+        Option<String>,
+        Option<String>,
+    );
+    let (time, holders, fences, limit, a, b): Raw = q
+        .retrying("semaphore snapshot", |mut c| {
+            let mut p = redis::pipe();
+            p.atomic()
+                .cmd("TIME")
+                .cmd("ZRANGE")
+                .arg(&holders_key)
+                .arg(0)
+                .arg(-1)
+                .arg("WITHSCORES")
+                .cmd("HGETALL")
+                .arg(&fences_key)
+                .cmd("GET")
+                .arg(&limit_key)
+                .cmd("HGET")
+                .arg(&run_keys[0])
+                .arg("state")
+                .cmd("HGET")
+                .arg(&run_keys[1])
+                .arg("state");
+            async move { Ok(p.query_async(&mut c).await?) }
+        })
+        .await
+        .unwrap();
+    let now = time.0 * 1000 + time.1 / 1000;
+    Snapshot {
+        limit: limit.unwrap_or(engine::semaphore::DEFAULT_LIMIT as usize),
+        holders: holders
+            .into_iter()
+            .filter(|(_, exp)| *exp > now)
+            .map(|(h, _)| {
+                let fence = fences.get(&h).copied().unwrap_or(0);
+                (h, fence)
+            })
+            .collect(),
+        states: [a, b],
+    }
+}
+
+/// A pipeline run in flight across a failover: one `synth-city worker --roles all` that knows
+/// only the Sentinels, the `pipeline` semaphore's limit set to 1, run A training and run B
+/// waiting in line for the one permit. The primary is SIGKILLed while A's experiment trains;
+/// Sentinel promotes the replica. Polled all along (one MULTI per poll): the semaphore never
+/// has more live holders than its limit, never are two runs `running`, A holds its permit
+/// whenever it is running (with one fencing token: never re-taken), B gets it only after A
+/// finished, both runs succeed, and the worker is the process first started.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipeline_run_keeps_its_permit_across_a_failover() {
+    let (mut primary, replica, sentinels) = three_nodes();
+    let url = sentinels.url();
+    let q = acked_queue(&url, Duration::from_secs(30)).await;
+    let sem = RedisSemaphore::new(q.clone(), engine::semaphore::PIPELINE);
+    sem.set_limit(1).await.unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/data/sample");
+    let (work, store) = (dir.path().join("work"), dir.path().join("store"));
+    let acked = [
+        ("SYNTH_REDIS_MIN_REPLICAS_ACK", "1"),
+        ("SYNTH_REDIS_WAIT_MS", "300"),
+    ];
+    let enqueue = || {
+        // Enough steps that the experiment trains for a few seconds.
+        let mut args = common::tiny_run_args("1", &[]);
+        args.extend_from_slice(&["--steps-per-epoch", "60"]);
+        common::run_id_of(&common::stdout_of(
+            common::cli_command(&url)
+                .args(&args)
+                .current_dir(dir.path())
+                .envs(acked)
+                .env_remove("CHUTES_API_KEY"),
+        ))
+    };
+    let a = enqueue();
+    let mut worker = common::worker_command(
+        &url,
+        &["--roles", "all", "--concurrency", "2", "--data-dir", sample],
+    );
+    worker
+        .arg("--work-dir")
+        .arg(&work)
+        .arg("--store")
+        .arg(&store)
+        .current_dir(dir.path())
+        .envs(acked)
+        .env_remove("CHUTES_API_KEY")
+        .env_remove("HIPPIUS_ENDPOINT");
+    let mut worker = worker.spawn().unwrap();
+
+    // A's experiment is training: B joins, and waits in line for the one permit.
+    let child = format!("run-{a}-train-1-r0-e0");
+    common::eventually(Duration::from_secs(90), "run A's experiment trains", || {
+        let (q, child) = (&q, &child);
+        async move { common::job_state(q, child).await == "active" }
+    })
+    .await;
+    let b = enqueue();
+    let before = snapshot(&q, [&a, &b]).await;
+    let fence_a = before
+        .holders
+        .iter()
+        .find(|(h, _)| *h == a)
+        .map(|(_, f)| *f)
+        .expect("run A holds a permit while it trains");
+    assert_eq!(before.holders.len(), 1, "{:?}", before.holders);
+    let killed_at_ms = q.time_ms().await.unwrap();
+    primary.kill();
+    let killed_at = Instant::now();
+
+    let deadline = killed_at + Duration::from_secs(180);
+    let mut spare = None;
+    let mut promoted_after = None;
+    let mut polls = 0u32;
+    let mut fences_b = std::collections::BTreeSet::new();
+    let mut a_finished_at_poll = None;
+    let mut a_trained_through = false;
+    loop {
+        let s = snapshot(&q, [&a, &b]).await;
+        polls += 1;
+        assert_eq!(s.limit, 1);
+        assert!(
+            s.holders.len() <= s.limit,
+            "poll {polls}: {} live holders over a limit of {}: {:?}",
+            s.holders.len(),
+            s.limit,
+            s.holders
+        );
+        let running = s
+            .states
+            .iter()
+            .filter(|st| st.as_deref() == Some("running"))
+            .count();
+        assert!(
+            running <= 1,
+            "poll {polls}: two runs running: {:?}",
+            s.states
+        );
+        let holds = |run: &str| s.holders.iter().find(|(h, _)| h == run).map(|(_, f)| *f);
+        match s.states[0].as_deref() {
+            Some("running") => {
+                assert_eq!(
+                    holds(&a),
+                    Some(fence_a),
+                    "poll {polls}, {:.1}s after the kill: run A is running without its permit \
+                     (fence {fence_a}): {:?}",
+                    killed_at.elapsed().as_secs_f64(),
+                    s.holders
+                );
+                if spare.is_some() {
+                    a_trained_through = true;
+                }
+            }
+            Some("succeeded") => {
+                a_finished_at_poll.get_or_insert(polls);
+                assert_ne!(holds(&a), Some(fence_a), "a finished run keeps its permit");
+            }
+            other => panic!("run A is {other:?} after the failover"),
+        }
+        if s.states[1].as_deref() == Some("running") {
+            assert!(
+                a_finished_at_poll.is_some(),
+                "poll {polls}: run B runs before A finished"
+            );
+            let fence = holds(&b).expect("run B is running without a permit");
+            assert!(fence > fence_a, "B's fence {fence} is not newer than A's");
+            fences_b.insert(fence);
+        }
+        if promoted_after.is_none() && sentinels.primary_port() == Some(replica.port) {
+            promoted_after = Some(killed_at.elapsed());
+            // The new primary needs a replica to acknowledge the runs' advances.
+            spare = Some(replica_of(replica.port));
+        }
+        let finished = |st: &Option<String>| {
+            matches!(st.as_deref(), Some("succeeded" | "failed" | "cancelled"))
+        };
+        if s.states.iter().all(finished) {
+            assert_eq!(s.states[1].as_deref(), Some("succeeded"), "run B");
+            assert!(s.holders.is_empty(), "{:?}", s.holders);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the runs never finished after the failover: {:?}",
+            s.states
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let promoted_after = promoted_after.expect("Sentinel promoted the replica");
+    assert!(
+        a_trained_through,
+        "run A finished before the new primary was found: nothing was tested"
+    );
+    assert_eq!(
+        fences_b.len(),
+        1,
+        "run B's permit changed hands: {fences_b:?}"
+    );
+    assert!(
+        worker.try_wait().unwrap().is_none(),
+        "the worker exited instead of following the new primary"
+    );
+    worker.kill().unwrap();
+    worker.wait().unwrap();
+    let child = q.status(&child).await.unwrap().unwrap();
+    assert_eq!(child.state, "completed");
+    let finished_ms = child.finished_at_ms.unwrap();
+    assert!(
+        finished_ms > killed_at_ms,
+        "A's experiment finished before the kill: nothing was in flight"
+    );
+    // Two permits were ever granted, one per run: A's was never re-taken.
+    let status = sem.status().await.unwrap();
+    assert_eq!((status.fence, status.holders.len()), (2, 0), "{status:?}");
+    eprintln!(
+        "pipeline failover: run A kept permit {fence_a} through the kill, run B took {fences_b:?} \
+         after; the replica was promoted {promoted_after:?} after the kill; A's experiment started \
+         {} times and finished {} ms after the kill; {polls} polls, {:.1}s from the kill to \
+         both runs done",
+        child.starts,
+        finished_ms - killed_at_ms,
+        killed_at.elapsed().as_secs_f64()
+    );
+}
+
+/// The three-node example as shipped: `ops/sentinel/redis-node.conf` and `sentinel.conf`
+/// rendered for nodes A, B and C on loopback addresses of their own (127.0.0.2 to .4, free
+/// ports, temporary directories), with the deployment's ACL users (`ops redis-acl`) and the
+/// replication and Sentinel users exactly as docs/ops.md gives them. The replica syncs as
+/// `replicator`, the Sentinels (as `sentinel`) find each other and the replica, and a failover
+/// (`SENTINEL FAILOVER`) promotes B and turns A into its replica, rewriting both files, so a
+/// restarted node keeps its role; the worker user then enqueues through the Sentinels' URL,
+/// acknowledged by A.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ops_sentinel_example_runs_as_written() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let read = |p: &str| std::fs::read_to_string(root.join(p)).unwrap();
+    let (node_conf, sentinel_conf, ops_md) = (
+        read("ops/sentinel/redis-node.conf"),
+        read("ops/sentinel/sentinel.conf"),
+        read("docs/ops.md"),
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let acl = tmp.path().join("users.acl");
+    let users = common::stdout_of(common::cli_command("redis://127.0.0.1:1").args([
+        "ops",
+        "redis-acl",
+        "--worker-password",
+        "worker-password-1",
+        "--scheduler-password",
+        "scheduler-password-1",
+        "--bridge-password",
+        "bridge-password-1",
+        "--operator-password",
+        "operator-password-1",
+    ]));
+    let docs_users: Vec<&str> = ops_md
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("user replicator ") || l.starts_with("user sentinel "))
+        .collect();
+    assert_eq!(
+        docs_users.len(),
+        2,
+        "docs/ops.md gives the replicator and sentinel users"
+    );
+    let extra = docs_users
+        .join("\n")
+        .replace("REPLICATOR-PASSWORD", "replicator-pw")
+        .replace("SENTINEL-USER-PASSWORD", "sentinel-pw");
+    std::fs::write(&acl, format!("{users}{extra}\n")).unwrap();
+
+    // Nodes A (127.0.0.2) and B (127.0.0.3, `replicaof` A), each with its own file.
+    let (ip_a, ip_b) = ("127.0.0.2", "127.0.0.3");
+    let (port_a, port_b) = (free_port(), free_port());
+    let node = |name: &str, ip: &str, port: u16, replica: bool| {
+        let dir = tmp.path().join(name);
+        std::fs::create_dir(&dir).unwrap();
+        let mut conf = node_conf
+            .replace("NODE_IP", ip)
+            .replace("port 6379", &format!("port {port}"))
+            .replace("dir /var/lib/redis", &format!("dir {}", dir.display()))
+            .replace("/etc/redis/users.acl", &acl.display().to_string())
+            .replace("REPLICATOR-PASSWORD", "replicator-pw");
+        if replica {
+            conf = conf.replace(
+                "# replicaof NODE_A_IP 6379",
+                &format!("replicaof {ip_a} {port_a}"),
+            );
+        }
+        let file = dir.join("synth-city.conf");
+        std::fs::write(&file, conf).unwrap();
+        let mut cmd = Command::new("redis-server");
+        cmd.arg(&file).stdout(Stdio::null()).stderr(Stdio::null());
+        common::die_with_parent(&mut cmd);
+        let child = common::Killed(cmd.spawn().unwrap());
+        common::wait_listening(port, 10, name);
+        (child, file)
+    };
+    let (_a, file_a) = node("a", ip_a, port_a, false);
+    let (_b, file_b) = node("b", ip_b, port_b, true);
+    // INFO is the Sentinels' command (the deployment's users have none of it).
+    let replication = |port: u16| -> String {
+        let url = format!("redis://sentinel:sentinel-pw@127.0.0.1:{port}");
+        let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
+        redis::cmd("INFO")
+            .arg("replication")
+            .query(&mut c)
+            .unwrap_or_else(|e| format!("INFO: {e}"))
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !replication(port_b).contains("master_link_status:up") {
+        assert!(
+            Instant::now() < deadline,
+            "B never synced from A as `replicator`: {}",
+            replication(port_b)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // Sentinels on A, B and C, from the one template.
+    let ips = [ip_a, ip_b, "127.0.0.4"];
+    let sentinels = Sentinels::start_with("synth-city", |i, port, dir| {
+        sentinel_conf
+            .replace("NODE_A_IP 6379", &format!("{ip_a} {port_a}"))
+            .replace("NODE_IP", ips[i])
+            .replace("port 26379", &format!("port {port}"))
+            .replace("dir /var/lib/redis", &format!("dir {}", dir.display()))
+            .replace("SENTINEL-USER-PASSWORD", "sentinel-pw")
+    });
+    sentinels.wait_ready();
+
+    // A failover: B is promoted and A follows it; both files say so.
+    let mut c = redis::Client::open(format!("redis://127.0.0.1:{}", sentinels.ports[0]))
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let t0 = Instant::now();
+    let _: String = redis::cmd("SENTINEL")
+        .arg("FAILOVER")
+        .arg("synth-city")
+        .query(&mut c)
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let a = replication(port_a);
+        if sentinels.primary_port() == Some(port_b)
+            && a.contains("role:slave")
+            && a.contains("master_link_status:up")
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the failover to B never finished: A says {a}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let failover = t0.elapsed();
+    let conf_a = std::fs::read_to_string(&file_a).unwrap();
+    let conf_b = std::fs::read_to_string(&file_b).unwrap();
+    assert!(
+        conf_a.contains(&format!("replicaof {ip_b} {port_b}")),
+        "A's file does not name B as its primary:\n{conf_a}"
+    );
+    assert!(
+        !conf_b.lines().any(|l| l.starts_with("replicaof")),
+        "B's file still makes it a replica:\n{conf_b}"
+    );
+
+    // The deployment's users through the Sentinels: the operator migrates, the worker
+    // enqueues, acknowledged by A.
+    let url = sentinels.url_as("operator:operator-password-1@");
+    common::stdout_of(common::cli_command(&url).arg("migrate"));
+    let q = Queue::new(
+        &sentinels.url_as("worker:worker-password-1@"),
+        "t",
+        QueueConfig {
+            min_replicas_ack: 1,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let id = q
+        .enqueue(EnqueueRequest::new("sleep", json!({"ms": 1})))
+        .await
+        .unwrap()
+        .id;
+    assert_eq!(common::job_state(&q, &id).await, "waiting");
+    eprintln!(
+        "ops example: the templates' failover to B took {failover:?}; A follows it; an \
+         acknowledged enqueue as `worker` through the Sentinels"
     );
 }
 

@@ -12,11 +12,22 @@
 #     and the bridge answers on the host's loopback;
 #   - Redis's append-only file is on and survives a restart of the redis container: the run is
 #     still there afterwards.
-# Everything it started is removed on exit (containers, network, volume).
+# The `sentinel` case starts compose.yml with compose.sentinel.yml on top (a primary, a replica
+# and three Sentinels; the fleet knows only the Sentinels) under a project of its own, and checks
+# that jobs enqueued (and acknowledged by the replica) all complete although the primary's
+# container is SIGKILLed while they run: the Sentinels promote the replica, the worker follows it
+# without a restart, and the old primary, started again, comes back as a replica (an
+# acknowledged enqueue works again).
+# Everything it started is removed on exit (containers, network, volumes).
 #
-# Usage: ops/docker/test.sh          (SKIP_BUILD=1 reuses the images)
+# Usage: ops/docker/test.sh [fleet] [sentinel]   (both by default; SKIP_BUILD=1 reuses the images)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+cases=("$@")
+[ ${#cases[@]} -gt 0 ] || cases=(fleet sentinel)
+for c in "${cases[@]}"; do
+    case "$c" in fleet|sentinel) ;; *) echo "unknown case $c (use fleet, sentinel)" >&2; exit 2 ;; esac
+done
 [ -n "${SKIP_BUILD:-}" ] || ops/docker/build.sh --profile debug
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -25,7 +36,9 @@ BRIDGE_API_KEY=$(python3 -c 'import secrets; print(secrets.token_hex(16))')
 export BRIDGE_API_KEY MINER_ARGS="--hotkey-uri //Bob --allow-hotkeys 5GrwvaEF5zXb26Fz9rcQpDWS57CtERHpNehXCPcNoHGKutQY"
 bridge() { curl -sf -H "X-API-Key: $BRIDGE_API_KEY" "http://127.0.0.1:$BRIDGE_PORT$1"; }
 if docker compose version >/dev/null 2>&1; then compose=(docker compose); else compose=(docker-compose); fi
-dc() { "${compose[@]}" -f ops/docker/compose.yml "$@"; }
+# the compose files of the case that runs (the sentinel case adds its own)
+files=(-f ops/docker/compose.yml)
+dc() { "${compose[@]}" "${files[@]}" "$@"; }
 logs=target/docker/test-logs
 cleanup() {
     status=$?
@@ -41,6 +54,7 @@ trap cleanup EXIT
 fail() { echo "docker suite: $*" >&2; exit 1; }
 sc() { dc exec -T agents synth-city "$@"; }
 
+fleet_case() {
 echo "==> docker compose up ($COMPOSE_PROJECT_NAME; bridge 127.0.0.1:$BRIDGE_PORT, miner 127.0.0.1:$MINER_PORT)"
 dc up -d --scale trainer=2 2>&1 | tail -n 3
 for _ in $(seq 1 120); do
@@ -102,4 +116,66 @@ echo "==> Redis restarts from its append-only file"
 dc restart redis >/dev/null
 for _ in $(seq 1 60); do sc runs show "$run" --json >/dev/null 2>&1 && break; sleep 1; done
 sc runs show "$run" --json | grep -q '"succeeded"' || fail "the run is gone after a Redis restart"
-echo "==> docker suite passed"
+dc down -v --remove-orphans >/dev/null 2>&1
+}
+
+# The sentinel case: compose.sentinel.yml on top, only the agents worker (its engine role runs
+# `sleep` jobs) and what it needs; the Sentinels declare a primary down after 1 s.
+sentinel_case() {
+    export COMPOSE_PROJECT_NAME=sc-test-$$-sentinel SENTINEL_DOWN_AFTER_MS=1000
+    files=(-f ops/docker/compose.yml -f ops/docker/compose.sentinel.yml)
+    echo "==> Redis Sentinel: a primary, a replica, three Sentinels ($COMPOSE_PROJECT_NAME)"
+    local t0=$SECONDS
+    dc up -d agents 2>&1 | tail -n 3
+    sentinel() { dc exec -T sentinel-1 redis-cli -p 26379 "$@"; }
+    field() { { sentinel sentinel master synth-city || true; } | paste - - | awk -v f="$1" '$1 == f {print $2}'; }
+    primary() { { sentinel sentinel get-master-addr-by-name synth-city || true; } | head -n 1; }
+    local known=
+    for _ in $(seq 1 60); do
+        known="$(field num-slaves) $(field num-other-sentinels)"
+        [ "$known" = "1 2" ] && break
+        sleep 1
+    done
+    [ "$known" = "1 2" ] || fail "the Sentinels never found the replica and each other (replicas, other sentinels: $known)"
+    local before after agents_was agents_now ids states
+    before=$(primary)
+    agents_was=$(docker inspect -f '{{.RestartCount}} {{.State.StartedAt}}' "$(dc ps -q agents)")
+    # 200 jobs of 200 ms on 8 slots: about 5 s of work, in flight when the primary dies
+    ids=$(sc jobs enqueue --type sleep --payload '{"ms": 200}' --count 200 --json |
+        python3 -c 'import json,sys; print(" ".join(j["id"] for j in json.load(sys.stdin)))')
+    dc kill redis >/dev/null 2>&1
+    local killed=$SECONDS
+    echo "    primary $before killed (SIGKILL) $((killed - t0)) s after up"
+    after=$before
+    for _ in $(seq 1 60); do
+        after=$(primary)
+        [ -n "$after" ] && [ "$after" != "$before" ] && break
+        sleep 0.5
+    done
+    [ "$after" != "$before" ] || fail "the Sentinels never promoted the replica (primary still $before)"
+    echo "    replica $after promoted within $((SECONDS - killed)) s"
+    for _ in $(seq 1 90); do
+        states=$(printf 'HGET {sc}:job:%s state\n' $ids | { dc exec -T sentinel-1 redis-cli -h "$after" || true; } | sort | uniq -c | awk '{print $1, $2}')
+        [ "$states" = "200 completed" ] && break
+        sleep 1
+    done
+    [ "$states" = "200 completed" ] || fail "not every acknowledged job completed after the failover: $states"
+    echo "    200 acknowledged jobs completed, $((SECONDS - killed)) s after the kill"
+    agents_now=$(docker inspect -f '{{.RestartCount}} {{.State.StartedAt}}' "$(dc ps -q agents)")
+    [ "$agents_now" = "$agents_was" ] || fail "the agents worker was restarted ($agents_was, now $agents_now)"
+    # node A comes back as a replica of B: acknowledged writes work again
+    dc start redis >/dev/null 2>&1
+    local role=
+    for _ in $(seq 1 60); do
+        role=$({ dc exec -T redis redis-cli role 2>/dev/null || true; } | head -n 1)
+        [ "$role" = slave ] && sc jobs enqueue --type noop --json >/dev/null 2>&1 && break
+        sleep 1
+    done
+    [ "$role" = slave ] || fail "the old primary did not come back as a replica (role: $role)"
+    sc jobs enqueue --type noop --json >/dev/null || fail "an acknowledged enqueue failed with the old primary back as a replica"
+    echo "    the old primary is a replica again; the Sentinel case took $((SECONDS - t0)) s"
+    dc down -v --remove-orphans >/dev/null 2>&1
+}
+
+for c in "${cases[@]}"; do "${c}_case"; done
+echo "==> docker suite passed (${cases[*]})"
