@@ -305,7 +305,7 @@ pub async fn promote_request(
     };
     let by = req.requested_by.as_deref().unwrap_or("operator");
     let mut out = Vec::new();
-    for asset in &expand_assets(store, req, prompt, &opts).await? {
+    for asset in &expand_assets(store, req, prompt, &opts, &data.dir).await? {
         let one = PromoteRequest {
             candidate: req.candidate.clone(),
             asset: asset.trim().to_string(),
@@ -319,25 +319,52 @@ pub async fn promote_request(
 }
 
 /// The request's assets; `all` alone is every asset the candidate was trained on (a classical
-/// model: every asset of its prompt).
+/// model: every asset of its prompt) that has bars for its prompt in `data_dir` (the others
+/// are logged and left out; none at all is an error naming the directory's gap).
 async fn expand_assets(
     store: &dyn Store,
     req: &jobs::models::Promote,
     prompt: Option<PromptKind>,
     opts: &EvalOptions,
+    data_dir: &Path,
 ) -> Result<Vec<String>, ChampionError> {
     if !matches!(req.assets.as_slice(), [a] if a.trim() == "all") {
         return Ok(req.assets.clone());
     }
-    Ok(match Contender::read(store, &req.candidate).await? {
+    let (assets, prompt) = match Contender::read(store, &req.candidate).await? {
         Contender::Published(c) | Contender::Mix(c, _) => {
-            c.manifest.record.spec.data.assets.clone()
+            let spec = &c.manifest.record.spec;
+            (
+                spec.data.assets.clone(),
+                PromptKind::for_timeframe(spec.data.timeframe),
+            )
         }
         Contender::Classical(name) => match prompt {
-            Some(p) => opts.config.prompt(p).assets.clone(),
+            Some(p) => (opts.config.prompt(p).assets.clone(), p),
             None => return Err(no_prompt(&name)),
         },
-    })
+    };
+    let step = opts.config.prompt(prompt).time_increment as i64;
+    let (mut with_bars, mut missing) = (Vec::new(), Vec::new());
+    for a in assets {
+        match sn50::data::asset_file_for_step(data_dir, &a, step) {
+            Ok(_) => with_bars.push(a),
+            Err(e) => missing.push((a, e)),
+        }
+    }
+    for (a, e) in &missing {
+        tracing::warn!("promote --asset all: {a} left out: {e}");
+    }
+    if with_bars.is_empty() {
+        return Err(ChampionError::Input(format!(
+            "--asset all: no asset has bars for the {} prompt in the evaluation data: {}",
+            prompt.label(),
+            missing
+                .first()
+                .map_or(String::new(), |(_, e)| e.to_string())
+        )));
+    }
+    Ok(with_bars)
 }
 
 /// What a `promote` job answers per decision: enough to read the verdict (the whole decision,
