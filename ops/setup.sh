@@ -13,7 +13,9 @@
 #      the background: it serves each (asset, prompt) pair's champion, the GBM until a model
 #      passes the promotion gate (`synth-city models promote RUN/NAME --asset BTC`,
 #      docs/promotion.md);
-#   6. print where to look: the dashboard, `runs list`, the logs, how to stop.
+#   6. enqueue, once, a classical model (garch-tod-t) through the promotion gate for every pair
+#      with bars: the worker decides in the background, and each pair it wins is served;
+#   7. print where to look: the dashboard, `runs list`, the logs, how to stop.
 #
 # Running it again is safe: processes it started are found by their PID files and left
 # running, the data is not fetched again while it is fresh, and no second run is started
@@ -44,6 +46,11 @@
 #   SETUP_DOWNLOAD      auto (default: when the venues answer and the bars are older than
 #                       SETUP_DATA_MAX_AGE_H hours, default 24) or never
 #   SETUP_MINER         1 (default: check and start the miner) or 0
+#   SETUP_CLASSICAL     a classical model put through the promotion gate for every pair with
+#                       bars, once, as background `promote` jobs (default garch-tod-t; the miner
+#                       serves each pair it wins without a restart), or none.
+#                       SETUP_CLASSICAL_ASSETS (default all), SETUP_CLASSICAL_WINDOWS and
+#                       SETUP_CLASSICAL_PATHS (default: the gate's 40 windows, 1000 paths)
 #   MINER_ARGS          the miner's identity flags (default: the wallet BT_WALLET_NAME /
 #                       BT_HOTKEY_NAME when it exists, else the dev hotkey //Bob, callers
 #                       allowed: //Alice), e.g. "--wallet-name miner --metagraph-file m.json"
@@ -331,6 +338,26 @@ if [ -n "$run_id" ]; then
     echo "    the fleet keeps running; ./ops/setup.sh stop stops it" >&2
     exit 1
   fi
+fi
+
+# --- classical champions --------------------------------------------------------------------
+# A classical model through the promotion gate for every pair with bars, once, as background
+# `promote` jobs for the worker: each pair it wins gets a champion, which the miner serves
+# without a restart (docs/promotion.md, "Classical champions").
+
+classical=${SETUP_CLASSICAL:-garch-tod-t}
+if [ "$classical" != none ] && [ ! -e "$state/classical-enqueued" ]; then
+  assets=$(printf '%s' "${SETUP_CLASSICAL_ASSETS:-all}" | sed 's/[^,][^,]*/"&"/g')
+  extra=
+  [ -z "${SETUP_CLASSICAL_WINDOWS:-}" ] || extra="$extra,\"windows\":$SETUP_CLASSICAL_WINDOWS"
+  [ -z "${SETUP_CLASSICAL_PATHS:-}" ] || extra="$extra,\"paths\":$SETUP_CLASSICAL_PATHS"
+  for p in low high; do
+    "$bin" jobs enqueue --type promote --idempotency-key "setup-classical-$classical-$p" \
+      --payload "{\"candidate\":\"classical:$classical\",\"assets\":[$assets],\"prompt\":\"$p\"$extra}" >/dev/null
+  done
+  touch "$state/classical-enqueued"
+  echo "==> classical:$classical enqueued for the promotion gate on every pair with bars (${SETUP_CLASSICAL_ASSETS:-all});"
+  echo "    the worker decides in the background: $bin models list (the champions), models history (why)"
 fi
 
 # --- the miner ----------------------------------------------------------------------------

@@ -86,6 +86,10 @@ impl Setup {
             ("SETUP_RUN_ARGS", run_args.to_string()),
             ("SETUP_RUN_TIMEOUT", "150".to_string()),
             ("CONCURRENCY", "2".to_string()),
+            // The classical champions, on a pair the BTC checks below do not read, and small.
+            ("SETUP_CLASSICAL_ASSETS", "ETH".to_string()),
+            ("SETUP_CLASSICAL_WINDOWS", "20".to_string()),
+            ("SETUP_CLASSICAL_PATHS", "100".to_string()),
             // No wallet: the dev hotkey; and no venue answers.
             ("BT_WALLET_PATH", d("wallets")),
             ("BINANCE_API_URL", closed.clone()),
@@ -352,16 +356,53 @@ fn setup_starts_the_main_job_is_idempotent_and_stops_what_it_started() {
             && !answer.contains(model.to_str().unwrap()),
         "a model that did not pass the gate answered the 24 h prompt: {answer}"
     );
+    // (ETH's pairs may have their classical champion already: the setup's promote jobs)
     assert!(
         report["checks"]["model"]["detail"]
             .as_str()
-            .is_some_and(|d| d.contains("champions: none yet")),
+            .is_some_and(|d| d.contains("champions: ") && !d.contains(" BTC ")),
         "{report}"
     );
+
+    // The classical model went through the gate for ETH's two prompts on the worker, in the
+    // background: a decision per pair, recorded (promoted or refused, as the sample decides).
+    assert!(
+        out.contains("classical:garch-tod-t enqueued for the promotion gate"),
+        "{out}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let decisions = loop {
+        let h: Value = serde_json::from_str(&common::stdout_of(s.cli().args([
+            "models",
+            "history",
+            "--asset",
+            "ETH",
+            "--json",
+            "--store",
+            s.dir("store").to_str().unwrap(),
+        ])))
+        .unwrap();
+        let d = h["decisions"].as_array().cloned().unwrap_or_default();
+        if d.len() >= 2 || Instant::now() > deadline {
+            break d;
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    };
+    let mut prompts: Vec<&str> = decisions
+        .iter()
+        .map(|d| {
+            assert_eq!(d["candidate"], "classical:garch-tod-t", "{d}");
+            assert_eq!(d["by"], "operator", "{d}");
+            d["prompt"].as_str().unwrap()
+        })
+        .collect();
+    prompts.sort();
+    assert_eq!(prompts, ["high", "low"], "{decisions:?}");
 
     // Second run: nothing new.
     let second = s.run(&[], Duration::from_secs(120));
     let out2 = text(&second);
+    assert!(!out2.contains("enqueued for the promotion gate"), "{out2}");
     assert!(
         second.status.success(),
         "second ops/setup.sh failed:\n{out2}"
