@@ -8,6 +8,7 @@
 
 #![recursion_limit = "512"]
 
+pub mod agent_defs;
 pub mod bridge;
 pub mod cli;
 pub mod handlers;
