@@ -17,7 +17,7 @@ use super::authored::store_refusal;
 use super::error::{reject, reject_with};
 use super::route::{ok, reply, Answer, Call};
 use crate::agent_defs::{self, DefError};
-use agents::definition::AgentDef;
+use agents::definition::{self, AgentDef};
 use agents::AgentName;
 use engine::principals::Role;
 use engine::registry::{self as store, Authored, Shelf, Written};
@@ -124,6 +124,10 @@ pub(super) async fn list(c: Call) -> Answer {
 /// that the caller may see (its own; the operator's view: every bot's).
 pub(super) async fn show(c: Call) -> Answer {
     let name = c.param("name")?.to_string();
+    if definition::RESERVED.contains(&name.as_str()) {
+        // `/agents/list`, `/agents/read`, ...: their own rows answer (with their errors)
+        return Err(warp::reject::not_found());
+    }
     let q = &c.state.queue;
     let Some((def, rec)) = agent_defs::agent(q, &name).await.map_err(refusal)? else {
         return Err(refusal(DefError::Unknown(name)));
