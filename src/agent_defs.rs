@@ -80,12 +80,24 @@ fn decode<T: serde::de::DeserializeOwned>(
         .map_err(|e| invalid("document", format!("{e}; see docs/agents.md for {what}")))
 }
 
-fn hash_of(v: &impl Serialize) -> String {
-    publisher::store::sha256_hex(
-        serde_json::to_string(v)
-            .expect("a document serialises")
-            .as_bytes(),
-    )
+/// Stores a checked document on `shelf` (kind `agent` or `prompt`) with the SHA-256 of its
+/// JSON; what the store did and that hash.
+async fn put(
+    q: &Queue,
+    shelf: Shelf,
+    name: &str,
+    doc: &impl Serialize,
+    caller: &str,
+    operator: bool,
+) -> Result<(Written, String), DefError> {
+    let value = serde_json::to_value(doc).expect("a document serialises");
+    let hash = publisher::store::sha256_hex(value.to_string().as_bytes());
+    let kind = match shelf {
+        Shelf::Prompts => "prompt",
+        _ => "agent",
+    };
+    let w = store::put_on(q, shelf, name, kind, &hash, &value, caller, operator).await?;
+    Ok((w, hash))
 }
 
 /// Checks an agent definition (named `name` when given) for storing.
@@ -108,19 +120,7 @@ pub async fn write_agent(
     operator: bool,
 ) -> Result<(AgentDef, Written, String), DefError> {
     let def = prepare_agent(name, document)?;
-    let value = serde_json::to_value(&def).expect("a definition serialises");
-    let hash = hash_of(&def);
-    let w = store::put_on(
-        q,
-        Shelf::Agents,
-        &def.name,
-        "agent",
-        &hash,
-        &value,
-        caller,
-        operator,
-    )
-    .await?;
+    let (w, hash) = put(q, Shelf::Agents, &def.name, &def, caller, operator).await?;
     Ok((def, w, hash))
 }
 
@@ -146,19 +146,7 @@ pub async fn write_prompt(
             ),
         ));
     }
-    let value = serde_json::to_value(&m).expect("a module serialises");
-    let hash = hash_of(&m);
-    let w = store::put_on(
-        q,
-        Shelf::Prompts,
-        &m.name,
-        "prompt",
-        &hash,
-        &value,
-        caller,
-        operator,
-    )
-    .await?;
+    let (w, hash) = put(q, Shelf::Prompts, &m.name, &m, caller, operator).await?;
     Ok((m, w, hash))
 }
 

@@ -2,7 +2,8 @@
 //! an agent definition written over HTTP by bot A is placed in the pipeline definition as a new
 //! stage and runs on a worker started before it existed, against a local server speaking the
 //! OpenAI chat-completions protocol (its prompt, bot A's prompt module and not bot B's, its
-//! model, temperature and tools reach the model; its plan is what the run trains); the
+//! model, temperature and tools reach the model; its plan is what the run trains; its next
+//! version reaches the same worker, not restarted, at the next run); the
 //! built-in planner says which directives of the run's message it applied. The 4xx of the
 //! agent routes (invalid, too large, built-in, another bot's, unknown agent, in use) and the
 //! `agents` command.
@@ -18,7 +19,6 @@ use std::time::{Duration, Instant};
 
 use common::{bin, free_port, http, stdout_of, Killed, RedisServer};
 use serde_json::{json, Value};
-use trainer::experiments::Budget;
 use trainer::zoo::spec::ExperimentSpec;
 
 const PREFIX: &str = "t";
@@ -71,26 +71,10 @@ fn call(port: u16, method: &str, path: &str, bot: Option<&str>, body: Value) -> 
     )
 }
 
-fn budget() -> Budget {
-    Budget {
-        experiments: 1,
-        epochs: 1,
-        steps_per_epoch: 2,
-        d_model: 8,
-        seq_len: 16,
-        batch_size: 2,
-        n_paths: 4,
-        eval_windows: 2,
-        eval_paths: 50,
-        rounds: 1,
-        ..Default::default()
-    }
-}
-
 /// The scout's plan: one TCN at a learning rate no built-in planner proposes.
 fn scout_spec() -> ExperimentSpec {
     let mut s = ExperimentSpec::new(&["TCNBlock"], "GBMHead");
-    trainer::experiments::apply_budget(&budget(), &mut s);
+    trainer::experiments::apply_budget(&common::tiny_budget(), &mut s);
     s.training.lr = 7e-4;
     s
 }
@@ -161,6 +145,32 @@ fn definition_with(agent: &str, dir: &Path) -> std::path::PathBuf {
     let f = dir.join(format!("def-{agent}.json"));
     std::fs::write(&f, def.to_string()).unwrap();
     f
+}
+
+/// Starts a tiny run as bot A (built-in agents but for authored stages) with `message` and
+/// waits for its end; the run record.
+fn run_to_end(port: u16, message: &str) -> Value {
+    let run = json!({"max_experiments": 1, "epochs": 1, "rounds": 1, "steps_per_epoch": 2,
+        "d_model": 8, "seq_len": 16, "batch_size": 2, "n_paths": 4, "eval_windows": 2,
+        "eval_paths": 50, "retries": 1, "agents": "builtin", "message": message});
+    let (st, r) = call(port, "POST", "/pipeline/run", Some("bot-a"), run);
+    assert_eq!(st, 202, "{r}");
+    let id = r["run_id"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(240);
+    loop {
+        let (_, run) = call(
+            port,
+            "GET",
+            &format!("/runs/{id}"),
+            Some("bot-a"),
+            Value::Null,
+        );
+        if matches!(run["state"].as_str(), Some("succeeded" | "failed")) {
+            return run;
+        }
+        assert!(Instant::now() < deadline, "the run did not end: {run}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
 }
 
 #[test]
@@ -264,40 +274,8 @@ fn an_agent_written_over_http_runs_as_a_new_stage_with_its_bots_prompt_modules()
     );
 
     // bot A's run, with built-in agents for the other stages and a steering message
-    let run = json!({"max_experiments": 1, "epochs": 1, "rounds": 1, "steps_per_epoch": 2,
-        "d_model": 8, "seq_len": 16, "batch_size": 2, "n_paths": 4, "eval_windows": 2,
-        "eval_paths": 50, "retries": 1, "agents": "builtin",
-        "message": "favour block lstm; be brilliant"});
-    let (st, r) = call(port, "POST", "/pipeline/run", Some("bot-a"), run);
-    assert_eq!(st, 202, "{r}");
-    let id = r["run_id"].as_str().unwrap().to_string();
-    let deadline = Instant::now() + Duration::from_secs(240);
-    let run = loop {
-        let (_, run) = call(
-            port,
-            "GET",
-            &format!("/runs/{id}"),
-            Some("bot-a"),
-            Value::Null,
-        );
-        if matches!(run["state"].as_str(), Some("succeeded" | "failed")) {
-            break run;
-        }
-        assert!(Instant::now() < deadline, "the run did not end: {run}");
-        std::thread::sleep(Duration::from_millis(300));
-    };
-    let stages: Vec<(String, String, bool)> = run["task"]["stages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| {
-            (
-                s["name"].as_str().unwrap().to_string(),
-                s["stage"].as_str().unwrap().to_string(),
-                s["ok"].as_bool().unwrap(),
-            )
-        })
-        .collect();
+    let run = run_to_end(port, "favour block lstm; be brilliant");
+    let stages = common::stage_rows(&run["task"]["stages"]);
     assert_eq!(
         &stages[..3],
         &[
@@ -359,6 +337,25 @@ fn an_agent_written_over_http_runs_as_a_new_stage_with_its_bots_prompt_modules()
         "{texts:?}"
     );
     assert_eq!(texts.last(), Some(&"Plan the next experiment."));
+
+    // bot A changes its agent: the same worker, not restarted, runs the new version
+    let (st, w) = call(
+        port,
+        "POST",
+        "/agents/write",
+        Some("bot-a"),
+        json!({"document": scout("You are the Scout, second edition.")}),
+    );
+    assert_eq!((st, w["version"].as_u64()), (200, Some(2)), "{w}");
+    let again = run_to_end(port, "favour block lstm");
+    assert_eq!(again["task"]["stages"][1]["ok"], true, "{again}");
+    let reqs = seen.lock().unwrap().clone();
+    assert_eq!(reqs.len(), 2);
+    let system = reqs[1]["messages"][0]["content"].as_str().unwrap();
+    assert!(
+        system.starts_with("You are the Scout, second edition.\n\nBot A says"),
+        "{system}"
+    );
 }
 
 #[test]

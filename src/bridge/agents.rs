@@ -8,12 +8,11 @@
 //! A caller sees its own prompt modules only (the operator every bot's): a module reaches only
 //! its owner's runs. It runs no agent.
 
-use serde::Deserialize;
 use serde_json::{json, Value};
 use warp::http::StatusCode;
 use warp::Rejection;
 
-use super::authored::store_refusal;
+use super::authored::{store_refusal, WriteBody};
 use super::error::{reject, reject_with};
 use super::route::{ok, reply, Answer, Call};
 use crate::agent_defs::{self, DefError};
@@ -22,30 +21,21 @@ use agents::AgentName;
 use engine::principals::Role;
 use engine::registry::{self as store, Authored, Shelf, Written};
 
-/// `POST /agents/write` and `POST /agents/prompts/write`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct WriteBody {
-    name: Option<String>,
-    document: Option<Value>,
+/// The body of `POST /agents/write` and `POST /agents/prompts/write`: the registry's
+/// `{name?, document}`, with an agent's or module's name.
+pub(super) fn write_schema() -> Value {
+    json!({"type": "object", "required": ["document"], "properties": {
+        "name": {"type": "string", "pattern": "^[a-z][a-z0-9_]{0,47}$"},
+        "document": {"type": "object"}}})
 }
 
-impl WriteBody {
-    /// The request body's JSON schema.
-    pub fn schema() -> Value {
-        json!({"type": "object", "required": ["document"], "properties": {
-            "name": {"type": "string", "pattern": "^[a-z][a-z0-9_]{0,47}$"},
-            "document": {"type": "object"}}})
-    }
-
-    fn document(&self, what: &str) -> Result<Value, Rejection> {
-        self.document.clone().ok_or_else(|| {
-            reject(
-                StatusCode::BAD_REQUEST,
-                format!("field `document`: is required: {what} (see docs/agents.md)"),
-            )
-        })
-    }
+fn document(b: &WriteBody, what: &str) -> Result<Value, Rejection> {
+    b.document.clone().ok_or_else(|| {
+        reject(
+            StatusCode::BAD_REQUEST,
+            format!("field `document`: is required: {what} (see docs/agents.md)"),
+        )
+    })
 }
 
 fn refusal(e: DefError) -> Rejection {
@@ -151,7 +141,7 @@ pub(super) async fn show(c: Call) -> Answer {
 /// `POST /agents/write`: 201 for a new name, 200 for an overwrite of the caller's own.
 pub(super) async fn write(c: Call) -> Answer {
     let b: WriteBody = c.json()?;
-    let doc = b.document("an agent definition (synth-city/agent@1)")?;
+    let doc = document(&b, "an agent definition (synth-city/agent@1)")?;
     let (def, w, hash) =
         agent_defs::write_agent(&c.state.queue, b.name.as_deref(), doc, &c.bot, operator(&c))
             .await
@@ -172,7 +162,7 @@ fn status_of(w: &Written) -> StatusCode {
 /// `POST /agents/prompts/write`: a prompt module for an agent, as the caller's.
 pub(super) async fn write_prompt(c: Call) -> Answer {
     let b: WriteBody = c.json()?;
-    let doc = b.document("a prompt module (synth-city/prompt@1)")?;
+    let doc = document(&b, "a prompt module (synth-city/prompt@1)")?;
     let (m, w, hash) =
         agent_defs::write_prompt(&c.state.queue, b.name.as_deref(), doc, &c.bot, operator(&c))
             .await

@@ -23,8 +23,8 @@ use trainer::zoo::registry as zoo;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct WriteBody {
-    name: Option<String>,
-    document: Option<Value>,
+    pub(super) name: Option<String>,
+    pub(super) document: Option<Value>,
 }
 
 impl WriteBody {

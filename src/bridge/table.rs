@@ -136,9 +136,9 @@ pub(super) static TABLE: &[Route] = &[
         .query(&[Param::required("filename", STRING)]),
     Route::get("/agents", "every agent, the five built-ins (read-only) and the authored ones, marked, with acts_as, tools, owner and version, and the agent shelf's version", bot!(agents::list)),
     Route::post("/agents/write", "store an agent definition (synth-city/agent@1: name, acts_as, model?, temperature?, max_turns, tools, fragments, context_keys) under a global name, as the caller's: {name?, document}; validated first (422 naming each field, 413 past 64 KiB); 201 new, 200 overwritten; a built-in's name or another bot's agent is a 403", bot!(agents::write))
-        .body(agents::WriteBody::schema),
+        .body(agents::write_schema),
     Route::post("/agents/prompts/write", "store a prompt module (synth-city/prompt@1: name, agent, fragments with channel and priority) as the caller's; it reaches only the caller's runs: {name?, document}; 422 naming each field or an unknown agent; 201 new, 200 overwritten; another bot's module is a 403", bot!(agents::write_prompt))
-        .body(agents::WriteBody::schema),
+        .body(agents::write_schema),
     Route::delete("/agents/prompts/{name}", "remove a prompt module: the owner's (the operator any)", bot!(agents::delete_prompt)),
     Route::get("/agents/{name}", "one agent: its definition (a built-in's: its template's fragments, tools and context keys) and the caller's prompt modules for it", bot!(agents::show)),
     Route::delete("/agents/{name}", "remove an authored agent: the owner's (the operator any); built-ins are read-only (403); 409 while the pipeline definition names it", bot!(agents::delete)),
@@ -191,7 +191,7 @@ mod tests {
     use serde_json::Value;
 
     use super::super::route::Handler;
-    use super::super::{agents, authored, experiments, jobs, models, results, BridgeConfig};
+    use super::super::{authored, experiments, jobs, models, results, BridgeConfig};
     use super::{openapi, ROUTES, TABLE};
 
     #[test]
@@ -289,8 +289,8 @@ mod tests {
             ("/models/promote", promote),
             ("/models/rollback", fields_of::<models::RollbackBody>()),
             ("/registry/write", fields_of::<authored::WriteBody>()),
-            ("/agents/write", fields_of::<agents::WriteBody>()),
-            ("/agents/prompts/write", fields_of::<agents::WriteBody>()),
+            ("/agents/write", fields_of::<authored::WriteBody>()),
+            ("/agents/prompts/write", fields_of::<authored::WriteBody>()),
         ];
         for r in TABLE {
             let Some(schema) = r.body else { continue };

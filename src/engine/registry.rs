@@ -134,30 +134,6 @@ struct Fields<'a> {
     document: &'a Value,
 }
 
-/// Stores the component `document` (already validated) as `name`, for `caller`; `operator`
-/// may overwrite any.
-pub async fn put(
-    q: &Queue,
-    name: &str,
-    kind: &str,
-    content_hash: &str,
-    document: &Value,
-    caller: &str,
-    operator: bool,
-) -> Result<Written, RegistryError> {
-    put_on(
-        q,
-        Shelf::Components,
-        name,
-        kind,
-        content_hash,
-        document,
-        caller,
-        operator,
-    )
-    .await
-}
-
 /// Stores `document` (already validated) as `name` on `shelf`, for `caller`; `operator` may
 /// overwrite any.
 #[allow(clippy::too_many_arguments)]

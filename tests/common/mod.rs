@@ -188,6 +188,23 @@ pub const TINY: &[&str] = &[
     "50",
 ];
 
+/// [`TINY`] as a budget, with one experiment in one round.
+pub fn tiny_budget() -> trainer::experiments::Budget {
+    trainer::experiments::Budget {
+        experiments: 1,
+        epochs: 1,
+        steps_per_epoch: 2,
+        d_model: 8,
+        seq_len: 16,
+        batch_size: 2,
+        n_paths: 4,
+        eval_windows: 2,
+        eval_paths: 50,
+        rounds: 1,
+        ..Default::default()
+    }
+}
+
 /// Trains a tiny BTC checkpoint of `timeframe` (TCN + GBM head, 3 steps) on the bars in `data`
 /// with the CLI, under `out`; returns its folder.
 pub fn tiny_checkpoint(data: &std::path::Path, out: &std::path::Path, timeframe: &str) -> PathBuf {
@@ -390,6 +407,23 @@ impl ChatServer {
             heads,
         }
     }
+}
+
+/// A run's stage records (`task.stages` of a run, `stages` of a summary) as (definition
+/// stage name, stage job type, ok), in order.
+pub fn stage_rows(stages: &serde_json::Value) -> Vec<(String, String, bool)> {
+    stages
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap().to_string(),
+                s["stage"].as_str().unwrap().to_string(),
+                s["ok"].as_bool().unwrap(),
+            )
+        })
+        .collect()
 }
 
 /// The stage names of a run record (`runs show --json`, `GET /pipeline/runs/{id}`), in order.

@@ -254,6 +254,31 @@ fn check_fragments(frags: &[FragmentDoc], out: &mut Vec<DefIssue>) {
     }
 }
 
+/// The checks an agent definition and a prompt module share: the format tag, the name, the
+/// description, the fragments and the document's size.
+fn check_common(
+    doc: &impl Serialize,
+    (format, want): (&str, &str),
+    name: &str,
+    description: &str,
+    fragments: &[FragmentDoc],
+    out: &mut Vec<DefIssue>,
+) {
+    if format != want {
+        issue(
+            out,
+            "format",
+            format!("{format:?}; this build reads {want:?}"),
+        );
+    }
+    check_name(name, "name", out);
+    if description.len() > 1000 {
+        issue(out, "description", "longer than 1000 bytes");
+    }
+    check_fragments(fragments, out);
+    check_size(doc, out);
+}
+
 fn check_size(v: &impl Serialize, out: &mut Vec<DefIssue>) {
     let n = serde_json::to_string(v).map(|s| s.len()).unwrap_or(0);
     if n > MAX_DOC_BYTES {
@@ -312,14 +337,14 @@ impl AgentDef {
     /// read-only).
     pub fn check(&self) -> Result<(), Vec<DefIssue>> {
         let mut out = Vec::new();
-        if self.format != AGENT_FORMAT {
-            issue(
-                &mut out,
-                "format",
-                format!("{:?}; this build reads {AGENT_FORMAT:?}", self.format),
-            );
-        }
-        check_name(&self.name, "name", &mut out);
+        check_common(
+            self,
+            (&self.format, AGENT_FORMAT),
+            &self.name,
+            &self.description,
+            &self.fragments,
+            &mut out,
+        );
         if is_builtin(&self.name) {
             issue(
                 &mut out,
@@ -343,9 +368,6 @@ impl AgentDef {
         }
         if let Err(e) = self.acts_as.parse::<AgentName>() {
             issue(&mut out, "acts_as", e);
-        }
-        if self.description.len() > 1000 {
-            issue(&mut out, "description", "longer than 1000 bytes");
         }
         if let Some(m) = &self.model {
             if m.trim().is_empty() || m.len() > 200 || m.chars().any(|c| c.is_control()) {
@@ -408,8 +430,6 @@ impl AgentDef {
                 );
             }
         }
-        check_fragments(&self.fragments, &mut out);
-        check_size(self, &mut out);
         if out.is_empty() {
             Ok(())
         } else {
@@ -455,20 +475,15 @@ impl PromptModule {
     /// the registry).
     pub fn check(&self) -> Result<(), Vec<DefIssue>> {
         let mut out = Vec::new();
-        if self.format != PROMPT_FORMAT {
-            issue(
-                &mut out,
-                "format",
-                format!("{:?}; this build reads {PROMPT_FORMAT:?}", self.format),
-            );
-        }
-        check_name(&self.name, "name", &mut out);
+        check_common(
+            self,
+            (&self.format, PROMPT_FORMAT),
+            &self.name,
+            &self.description,
+            &self.fragments,
+            &mut out,
+        );
         check_name(&self.agent, "agent", &mut out);
-        if self.description.len() > 1000 {
-            issue(&mut out, "description", "longer than 1000 bytes");
-        }
-        check_fragments(&self.fragments, &mut out);
-        check_size(self, &mut out);
         if out.is_empty() {
             Ok(())
         } else {
