@@ -543,6 +543,35 @@ mod tests {
     }
 
     #[test]
+    fn a_stage_may_name_a_registered_authored_agent() {
+        let mut d = PipelineDef::default();
+        let mut scout = stage("scout", "scout", false, Position::Plan, false, false, "go");
+        d.stages.insert(1, scout.clone());
+        // not registered: refused, naming it and the registered ones
+        let none = BTreeMap::new();
+        let errs = d.validate_with(Some(&none)).unwrap_err().join("\n");
+        assert!(errs.contains("unknown agent \"scout\""), "{errs}");
+        let mut roles = BTreeMap::new();
+        roles.insert("critic".to_string(), "codechecker".to_string());
+        let errs = d.validate_with(Some(&roles)).unwrap_err().join("\n");
+        assert!(errs.contains(": critic"), "{errs}");
+        roles.insert("scout".to_string(), "planner".to_string());
+        d.validate_with(Some(&roles)).unwrap();
+        // stored, the stage carries the part it plays, which decides its job type
+        assert!(
+            d.validate().is_err(),
+            "without acts_as a stored stage is unknown"
+        );
+        scout.acts_as = Some("planner".into());
+        d.stages[1] = scout;
+        d.validate().unwrap();
+        assert!(d.stages[1].is_authored() && !d.stages[0].is_authored());
+        assert_eq!(d.stages[1].job_type(), "plan");
+        let text = serde_json::to_string(&d).unwrap();
+        assert_eq!(PipelineDef::parse(&text).unwrap(), d);
+    }
+
+    #[test]
     fn overrides_merge_over_the_globals() {
         let mut m = MetaStrategy::default();
         m.per_stage_overrides.insert(
