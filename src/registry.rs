@@ -112,8 +112,9 @@ pub async fn write(
         graph::Kind::Block => "block",
         graph::Kind::Head => "head",
     };
-    let w = store::put(
+    let w = store::put_on(
         q,
+        store::Shelf::Components,
         &p.doc.name,
         kind,
         &p.content_hash,

@@ -14,32 +14,15 @@ use std::sync::{Arc, Mutex};
 
 use common::{bin, RedisServer};
 use serde_json::{json, Value};
-use trainer::experiments::Budget;
 use trainer::zoo::spec::ExperimentSpec;
 
 fn data_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data")
 }
 
-fn budget() -> Budget {
-    Budget {
-        experiments: 1,
-        epochs: 1,
-        steps_per_epoch: 2,
-        d_model: 8,
-        seq_len: 16,
-        batch_size: 2,
-        n_paths: 4,
-        eval_windows: 2,
-        eval_paths: 50,
-        rounds: 1,
-        ..Default::default()
-    }
-}
-
 fn spec(blocks: &[&str], lr: f64) -> ExperimentSpec {
     let mut s = ExperimentSpec::new(blocks, "GBMHead");
-    trainer::experiments::apply_budget(&budget(), &mut s);
+    trainer::experiments::apply_budget(&common::tiny_budget(), &mut s);
     s.training.lr = lr;
     s
 }
@@ -229,7 +212,7 @@ fn the_llm_agents_carry_a_run_through_check_debug_and_publish() {
         .args(["--redis-url", &redis.url(), "--prefix", "t", "pipeline"])
         .args(["--agents", "llm", "--publish", "--json"])
         .args(["--max-experiments", "1", "--rounds", "1"])
-        // the budget() above, as flags
+        // common::tiny_budget(), as flags
         .args(common::TINY)
         .arg("--data-dir")
         .arg(data_dir())
@@ -253,18 +236,7 @@ fn the_llm_agents_carry_a_run_through_check_debug_and_publish() {
     let summary: Value = serde_json::from_str(stdout.trim()).unwrap();
     assert_eq!(summary["success"], true, "{summary}");
     assert_eq!(summary["agents"], "llm");
-    let stages: Vec<(String, String, bool)> = summary["stages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| {
-            (
-                s["name"].as_str().unwrap().to_string(),
-                s["stage"].as_str().unwrap().to_string(),
-                s["ok"].as_bool().unwrap(),
-            )
-        })
-        .collect();
+    let stages = common::stage_rows(&summary["stages"]);
     let expect = [
         ("planner", "plan", true),
         ("trainer", "train", true),

@@ -100,7 +100,7 @@ async fn racing_bots_one_owner_versions_bounds_and_removal() {
         .await
         .unwrap_err();
     assert!(
-        matches!(e, WriteError::Store(RegistryError::Missing(_))),
+        matches!(e, WriteError::Store(RegistryError::Missing { .. })),
         "{e}"
     );
     assert_eq!(store::list(&q).await.unwrap().len(), MAX_PER_OWNER);

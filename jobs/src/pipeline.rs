@@ -266,7 +266,9 @@ pub struct RunRequest {
     #[cfg_attr(feature = "clap", arg(long))]
     pub channel: Option<String>,
     /// The planner's instructions for this run, in place of the pipeline definition's first
-    /// stage's user message (at most 4,000 characters). The seed's `message`.
+    /// stage's user message (at most 4,000 characters). The seed's `message`. The built-in
+    /// planner follows its directives (`favour block tcn; avoid head SDEHead; only family
+    /// attention`, docs/pipeline.md) and says which it applied.
     #[cfg_attr(feature = "clap", arg(long))]
     pub message: Option<String>,
     /// The market data the run trains and checks on: a dataset id from `synth-city data

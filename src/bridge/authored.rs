@@ -23,8 +23,8 @@ use trainer::zoo::registry as zoo;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct WriteBody {
-    name: Option<String>,
-    document: Option<Value>,
+    pub(super) name: Option<String>,
+    pub(super) document: Option<Value>,
 }
 
 impl WriteBody {
@@ -50,10 +50,10 @@ pub(super) fn refusal(e: WriteError) -> Rejection {
     }
 }
 
-fn store_refusal(e: RegistryError) -> Rejection {
+pub(super) fn store_refusal(e: RegistryError) -> Rejection {
     match e {
         RegistryError::NotOwner { .. } => reject(StatusCode::FORBIDDEN, e.to_string()),
-        RegistryError::Missing(_) => reject(StatusCode::NOT_FOUND, e.to_string()),
+        RegistryError::Missing { .. } => reject(StatusCode::NOT_FOUND, e.to_string()),
         RegistryError::Full { .. } => reject(StatusCode::CONFLICT, e.to_string()),
         RegistryError::Corrupt { .. } | RegistryError::Queue(_) => internal(e),
     }

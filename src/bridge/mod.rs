@@ -45,6 +45,7 @@
 //! - connections: a header-read timeout, a cap on concurrent connections
 //!   (`crate::http_server`); client disconnects are logged at debug.
 
+mod agents;
 mod auth;
 mod authored;
 mod catalog;

@@ -13,8 +13,8 @@ use warp::http::HeaderMap;
 
 use super::route::{ok, Answer, Handler, Param, Route};
 use super::{
-    authored, catalog, dashboard, experiments, fleet, hub, jobs, market, models, results, runs,
-    schedules, sessions, sse, State,
+    agents, authored, catalog, dashboard, experiments, fleet, hub, jobs, market, models, results,
+    runs, schedules, sessions, sse, State,
 };
 
 /// A bot route's handler from an `async fn(Call) -> Answer`.
@@ -134,6 +134,14 @@ pub(super) static TABLE: &[Route] = &[
     Route::get("/agents/prompts/list", "the prompt templates", bot!(catalog::prompts_list)),
     Route::get("/agents/prompts/read", "one prompt template and its fragments (?filename=planner.md)", bot!(catalog::prompts_read))
         .query(&[Param::required("filename", STRING)]),
+    Route::get("/agents", "every agent, the five built-ins (read-only) and the authored ones, marked, with acts_as, tools, owner and version, and the agent shelf's version", bot!(agents::list)),
+    Route::post("/agents/write", "store an agent definition (synth-city/agent@1: name, acts_as, model?, temperature?, max_turns, tools, fragments, context_keys) under a global name, as the caller's: {name?, document}; validated first (422 naming each field, 413 past 64 KiB); 201 new, 200 overwritten; a built-in's name or another bot's agent is a 403", bot!(agents::write))
+        .body(agents::write_schema),
+    Route::post("/agents/prompts/write", "store a prompt module (synth-city/prompt@1: name, agent, fragments with channel and priority) as the caller's; it reaches only the caller's runs: {name?, document}; 422 naming each field or an unknown agent; 201 new, 200 overwritten; another bot's module is a 403", bot!(agents::write_prompt))
+        .body(agents::write_schema),
+    Route::delete("/agents/prompts/{name}", "remove a prompt module: the owner's (the operator any)", bot!(agents::delete_prompt)),
+    Route::get("/agents/{name}", "one agent: its definition (a built-in's: its template's fragments, tools and context keys) and the caller's prompt modules for it", bot!(agents::show)),
+    Route::delete("/agents/{name}", "remove an authored agent: the owner's (the operator any); built-ins are read-only (403); 409 while the pipeline definition names it", bot!(agents::delete)),
     Route::get("/market/price/{asset}", "the latest price of an SN50 asset from its realised-price venue", bot!(market::price)),
     Route::get("/market/history/{asset}", "bars from the data directory (?days=30&timeframe=5m)", bot!(market::history))
         .query(&[
@@ -281,6 +289,8 @@ mod tests {
             ("/models/promote", promote),
             ("/models/rollback", fields_of::<models::RollbackBody>()),
             ("/registry/write", fields_of::<authored::WriteBody>()),
+            ("/agents/write", fields_of::<authored::WriteBody>()),
+            ("/agents/prompts/write", fields_of::<authored::WriteBody>()),
         ];
         for r in TABLE {
             let Some(schema) = r.body else { continue };
@@ -359,22 +369,31 @@ mod tests {
             sse_per_bot: 4,
             loopback_operator: false,
         };
-        let routes = super::super::routes(queue, cfg);
-        let call = |method: &str, path: &str| {
-            warp::test::request()
-                .method(method)
-                .path(path)
-                .header("content-length", "2")
-                .body("{}")
-                .reply(&routes)
-        };
-        for r in TABLE {
+        // failed authentications are throttled over every caller (60 a minute): a fresh
+        // bridge for each chunk of rows
+        let fresh = || super::super::routes(queue.clone(), cfg.clone());
+        let mut routes = fresh();
+        macro_rules! call {
+            ($routes:expr, $method:expr, $path:expr) => {
+                warp::test::request()
+                    .method($method)
+                    .path($path)
+                    .header("content-length", "2")
+                    .body("{}")
+                    .reply(&$routes)
+                    .await
+            };
+        }
+        for (i, r) in TABLE.iter().enumerate() {
+            if i > 0 && i % 50 == 0 {
+                routes = fresh();
+            }
             let path = r
                 .path
                 .replace("{id}", "x")
                 .replace("{name}", "x")
                 .replace("{asset}", "BTC");
-            let res = call(&r.method.as_str().to_uppercase(), &path).await;
+            let res = call!(routes, &r.method.as_str().to_uppercase(), &path);
             let want = match r.handler {
                 Handler::Public(_) => 200,
                 Handler::Bot(_) | Handler::BotOrQuery(_) => 401,
@@ -387,13 +406,14 @@ mod tests {
                 res.body()
             );
         }
-        let res = call("GET", "/nowhere").await;
+        routes = fresh();
+        let res = call!(routes, "GET", "/nowhere");
         assert_eq!(res.status(), 404);
         let body: Value = serde_json::from_slice(res.body()).unwrap();
         assert_eq!(body["error"], "no such route; see /openapi.json");
-        assert_eq!(call("PUT", "/jobs").await.status(), 405);
+        assert_eq!(call!(routes, "PUT", "/jobs").status(), 405);
         // the method override checks the caller as the real method does
-        assert_eq!(call("POST", "/bots/session/x").await.status(), 401);
-        assert_eq!(call("GET", "/jobs/x/cancel").await.status(), 405);
+        assert_eq!(call!(routes, "POST", "/bots/session/x").status(), 401);
+        assert_eq!(call!(routes, "GET", "/jobs/x/cancel").status(), 405);
     }
 }

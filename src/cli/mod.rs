@@ -5,6 +5,7 @@
 //! for programs. Long-running commands stop cleanly on SIGINT/SIGTERM.
 
 pub mod agent;
+pub mod agents;
 mod bench_store;
 mod bots;
 mod bridge;
@@ -90,6 +91,11 @@ pub enum Command {
     Pipeline(Box<pipeline::PipelineArgs>),
     /// Run one LLM agent (planner, trainer, codechecker, debugger, publisher).
     Agent(agent::AgentArgs),
+    /// Agents as data: list, show, add (a definition or a prompt module), remove.
+    Agents {
+        #[command(subcommand)]
+        command: agents::AgentsCommand,
+    },
     /// Pipeline runs: list, show, watch, cancel.
     Runs {
         #[command(subcommand)]
@@ -204,6 +210,7 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
         Command::PipelineDef { command } => pipeline::pipeline_def(q, command).await,
         Command::Bridge(a) => bridge::run(q, a, &settings).await,
         Command::Bots { command } => bots::run(q, command).await,
+        Command::Agents { command } => agents::run(q, command).await,
         Command::Score(_)
         | Command::CheckShapes(_)
         | Command::Data(_)

@@ -143,9 +143,11 @@ pub async fn pipeline_def(q: Queue, c: PipelineDefCommand) -> anyhow::Result<()>
                 std::fs::read_to_string(&file)
                     .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?
             };
-            let def = definition::PipelineDef::parse(&text)
+            let def = definition::PipelineDef::decode(&text)
                 .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
-            definition::store(&q, &def).await?;
+            let def = definition::store(&q, &def)
+                .await
+                .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
             println!(
                 "stored: {} stage(s): {}",
                 def.stages.len(),

@@ -124,7 +124,9 @@ pub const RULES: &[RoleRules] = &[
     // samples the fleet gauges for /metrics (XLEN, XPENDING, XRANGE, HGETALL, ZRANGE, GET),
     // and runs pipeline stages: the run scripts, the `pipeline` semaphore's scripts,
     // experiment records (HSET/ZADD) and the history and definition they read
-    // (HGET/HGETALL/GET). No EVAL: migrations are the operator's.
+    // (HGET/HGETALL/GET), and, when a stage job starts, its agent's definition and the run
+    // bot's prompt modules on the registry (HGET/HGETALL). No EVAL: migrations are the
+    // operator's.
     RoleRules {
         role: Role::Worker,
         name: "worker",
@@ -183,8 +185,9 @@ pub const RULES: &[RoleRules] = &[
     // ZREVRANGE/ZREM of the bots index), reads status, stats, workers, runs, experiments and
     // the semaphore (HGET/HGETALL, XLEN/XPENDING/XRANGE, ZRANGE/ZREVRANGE/ZSCORE, GET), follows
     // the events stream for /events (XREAD), adds or removes schedules for bots (a
-    // MULTI/EXEC of HSET/ZADD or HDEL/ZREM), and writes and removes authored components
-    // (the registry scripts; HGET/HGETALL/GET to read them).
+    // MULTI/EXEC of HSET/ZADD or HDEL/ZREM), and writes and removes authored components,
+    // agent definitions and prompt modules (the registry scripts, one per shelf's keys;
+    // HGET/HGETALL/GET to read them).
     RoleRules {
         role: Role::Bridge,
         name: "bridge",

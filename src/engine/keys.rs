@@ -126,8 +126,9 @@ impl Keys {
     pub fn experiments_by_crps(&self) -> String {
         self.k("experiments:by_crps")
     }
-    /// The component registry: `components` (name -> record), `owners` (name -> bot),
-    /// `version` (bumped on every change).
+    /// The registry of authored documents: `components` (name -> record), `owners` (name ->
+    /// bot), `version` (bumped on every change); the same for agents (`agents`,
+    /// `agents:owners`, `agents:version`) and prompt modules (`prompts`, ...).
     pub fn registry(&self, part: &str) -> String {
         self.k(&format!("registry:{part}"))
     }

@@ -1,19 +1,25 @@
-//! The store of authored components (issue 20): small JSON documents that bots write under a
-//! global name, each with its owner bot, a version and a content hash, in Redis.
+//! The store of authored documents (issue 20): small JSON documents that bots write under a
+//! global name, each with its owner bot, a version and a content hash, in Redis. Three
+//! shelves ([`Shelf`]) share one layout and the same two scripts: components (graphs), agent
+//! definitions and prompt modules.
 //!
 //! | key | type | holds |
 //! |---|---|---|
 //! | `registry:components` | hash | name -> [`Authored`] JSON |
 //! | `registry:owners` | hash | name -> owner bot |
 //! | `registry:version` | string | a counter bumped by every write and removal |
+//! | `registry:agents`, `registry:agents:owners`, `registry:agents:version` | | the same for agent definitions |
+//! | `registry:prompts`, `registry:prompts:owners`, `registry:prompts:version` | | the same for prompt modules |
 //!
 //! A write and a removal are one script each (`registry_put.lua`, `registry_delete.lua`), which
 //! check ownership in the same step: a name held by another bot is refused unless the caller
-//! is the operator. Names are global, so any bot can use any component by name.
+//! is the operator. Names are global per shelf, so any bot can use any component or agent by
+//! name.
 //!
-//! What it does not do: it never reads a document. Validation (the graph validator, the size
-//! bound, built-in names) is the caller's (`synth_city::registry`), before anything is stored;
-//! this crate knows nothing of graphs.
+//! What it does not do: it never reads a document. Validation (the graph validator, the agent
+//! definition rules, the size bounds, built-in names) is the caller's
+//! (`synth_city::registry`, `synth_city::agent_defs`), before anything is stored; this crate
+//! knows nothing of graphs or prompts.
 
 use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
@@ -21,8 +27,49 @@ use serde_json::Value;
 
 use crate::queue::{Queue, QueueError};
 
-/// Most components one bot may hold (the operator is not bounded).
+/// Most documents one bot may hold on one shelf (the operator is not bounded).
 pub const MAX_PER_OWNER: usize = 64;
+
+/// Which kind of authored document: each shelf has its own names, owners and version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Shelf {
+    /// Component graphs (blocks and heads).
+    Components,
+    /// Agent definitions (`synth-city/agent@1`).
+    Agents,
+    /// Prompt modules (`synth-city/prompt@1`).
+    Prompts,
+}
+
+impl Shelf {
+    /// The key parts (under `registry:`) of the records hash, the owners hash and the version.
+    fn parts(self) -> [&'static str; 3] {
+        match self {
+            Shelf::Components => ["components", "owners", "version"],
+            Shelf::Agents => ["agents", "agents:owners", "agents:version"],
+            Shelf::Prompts => ["prompts", "prompts:owners", "prompts:version"],
+        }
+    }
+
+    /// What one document of the shelf is called in messages.
+    pub fn noun(self) -> &'static str {
+        match self {
+            Shelf::Components => "component",
+            Shelf::Agents => "agent",
+            Shelf::Prompts => "prompt module",
+        }
+    }
+
+    /// Where a caller lists the shelf.
+    fn listing(self) -> &'static str {
+        match self {
+            Shelf::Components => "GET /registry/components",
+            Shelf::Agents => "GET /agents",
+            Shelf::Prompts => "GET /agents/{agent}",
+        }
+    }
+}
 
 /// One authored component as stored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -44,12 +91,20 @@ pub struct Authored {
 /// What the store refuses.
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
-    #[error("component {name:?} belongs to bot {owner:?}; a bot may change only its own components (write it under another name)")]
-    NotOwner { name: String, owner: String },
-    #[error("no authored component {0:?} (see GET /registry/components)")]
-    Missing(String),
-    #[error("bot {owner:?} already holds {n} components, the most one bot may hold ({MAX_PER_OWNER}); remove one first")]
-    Full { owner: String, n: usize },
+    #[error("{} {name:?} belongs to bot {owner:?}; a bot may change only its own (write it under another name)", .shelf.noun())]
+    NotOwner {
+        shelf: Shelf,
+        name: String,
+        owner: String,
+    },
+    #[error("no authored {} {name:?} (see {})", .shelf.noun(), .shelf.listing())]
+    Missing { shelf: Shelf, name: String },
+    #[error("bot {owner:?} already holds {n} of the {}s, the most one bot may hold ({MAX_PER_OWNER}); remove one first", .shelf.noun())]
+    Full {
+        shelf: Shelf,
+        owner: String,
+        n: usize,
+    },
     #[error("the registry's record of {name:?} is not readable: {detail}")]
     Corrupt { name: String, detail: String },
     #[error(transparent)]
@@ -79,9 +134,12 @@ struct Fields<'a> {
     document: &'a Value,
 }
 
-/// Stores `document` (already validated) as `name`, for `caller`; `operator` may overwrite any.
-pub async fn put(
+/// Stores `document` (already validated) as `name` on `shelf`, for `caller`; `operator` may
+/// overwrite any.
+#[allow(clippy::too_many_arguments)]
+pub async fn put_on(
     q: &Queue,
+    shelf: Shelf,
     name: &str,
     kind: &str,
     content_hash: &str,
@@ -106,14 +164,17 @@ pub async fn put(
         .arg(if operator { "1" } else { "0" })
         .arg(rec)
         .arg(MAX_PER_OWNER)
+        .arg(&shelf.parts()[..])
         .invoke_async(&mut c)
         .await?;
     match out.first().map(String::as_str) {
         Some("forbidden") => Err(RegistryError::NotOwner {
+            shelf,
             name: name.into(),
             owner: out.get(1).cloned().unwrap_or_default(),
         }),
         Some("full") => Err(RegistryError::Full {
+            shelf,
             owner: caller.into(),
             n: out.get(1).and_then(|n| n.parse().ok()).unwrap_or(0),
         }),
@@ -129,9 +190,22 @@ pub async fn put(
     }
 }
 
-/// Removes `name` for `caller` (its owner, or the operator); the registry version after it.
+/// Removes the component `name` for `caller` (its owner, or the operator); the registry
+/// version after it.
 pub async fn remove(
     q: &Queue,
+    name: &str,
+    caller: &str,
+    operator: bool,
+) -> Result<u64, RegistryError> {
+    remove_from(q, Shelf::Components, name, caller, operator).await
+}
+
+/// Removes `name` from `shelf` for `caller` (its owner, or the operator); the shelf's version
+/// after it.
+pub async fn remove_from(
+    q: &Queue,
+    shelf: Shelf,
     name: &str,
     caller: &str,
     operator: bool,
@@ -144,11 +218,16 @@ pub async fn remove(
         .arg(name)
         .arg(caller)
         .arg(if operator { "1" } else { "0" })
+        .arg(&shelf.parts()[..])
         .invoke_async(&mut c)
         .await?;
     match out.first().map(String::as_str) {
-        Some("missing") => Err(RegistryError::Missing(name.into())),
+        Some("missing") => Err(RegistryError::Missing {
+            shelf,
+            name: name.into(),
+        }),
         Some("forbidden") => Err(RegistryError::NotOwner {
+            shelf,
             name: name.into(),
             owner: out.get(1).cloned().unwrap_or_default(),
         }),
@@ -165,7 +244,16 @@ fn decode(name: &str, text: &str) -> Result<Authored, RegistryError> {
 
 /// One component by name.
 pub async fn get(q: &Queue, name: &str) -> Result<Option<Authored>, RegistryError> {
-    let key = q.keys().registry("components");
+    get_from(q, Shelf::Components, name).await
+}
+
+/// One document of `shelf` by name.
+pub async fn get_from(
+    q: &Queue,
+    shelf: Shelf,
+    name: &str,
+) -> Result<Option<Authored>, RegistryError> {
+    let key = q.keys().registry(shelf.parts()[0]);
     let name_owned = name.to_string();
     let text: Option<String> = q
         .retrying("read a component", |mut c| {
@@ -178,7 +266,12 @@ pub async fn get(q: &Queue, name: &str) -> Result<Option<Authored>, RegistryErro
 
 /// Every component, by name; unreadable records are skipped with a warning.
 pub async fn list(q: &Queue) -> Result<Vec<Authored>, RegistryError> {
-    let key = q.keys().registry("components");
+    list_of(q, Shelf::Components).await
+}
+
+/// Every document of `shelf`, by name; unreadable records are skipped with a warning.
+pub async fn list_of(q: &Queue, shelf: Shelf) -> Result<Vec<Authored>, RegistryError> {
+    let key = q.keys().registry(shelf.parts()[0]);
     let all: Vec<(String, String)> = q
         .retrying("list components", |mut c| {
             let key = key.clone();
@@ -190,7 +283,7 @@ pub async fn list(q: &Queue) -> Result<Vec<Authored>, RegistryError> {
         .filter_map(|(name, text)| match decode(&name, &text) {
             Ok(a) => Some(a),
             Err(e) => {
-                tracing::warn!(%name, error = %e, "an authored component is not readable; skipped");
+                tracing::warn!(%name, error = %e, shelf = shelf.noun(), "an authored document is not readable; skipped");
                 None
             }
         })
@@ -199,9 +292,14 @@ pub async fn list(q: &Queue) -> Result<Vec<Authored>, RegistryError> {
     Ok(out)
 }
 
-/// The registry version: 0 before the first write.
+/// The component registry's version: 0 before the first write.
 pub async fn version(q: &Queue) -> Result<u64, RegistryError> {
-    let key = q.keys().registry("version");
+    version_of(q, Shelf::Components).await
+}
+
+/// The version of `shelf`: 0 before its first write.
+pub async fn version_of(q: &Queue, shelf: Shelf) -> Result<u64, RegistryError> {
+    let key = q.keys().registry(shelf.parts()[2]);
     let v: Option<u64> = q
         .retrying("read the registry version", |mut c| {
             let key = key.clone();

@@ -7,6 +7,11 @@
 //! and edited with `synth-city pipeline-def show|set|reset`. A run copies the
 //! document when it is created, so editing the definition never changes a run
 //! in flight.
+//!
+//! A stage may name an authored agent (`crate::agent_defs`, issue 20) besides the
+//! five built-ins: [`store`] accepts the names registered at that moment and writes
+//! into the stage the built-in part the agent plays (`acts_as`: the stage job type it
+//! runs as); its worker reads the agent's current definition when the stage job starts.
 
 use std::collections::BTreeMap;
 
@@ -50,9 +55,14 @@ fn default_position() -> Position {
 pub struct StageSpec {
     pub name: String,
     /// The agent that carries the stage out: planner, trainer, codechecker
-    /// (with the debugger in its check/debug loop), debugger or publisher.
+    /// (with the debugger in its check/debug loop), debugger or publisher, or an
+    /// authored agent's name (`GET /agents`).
     #[serde(alias = "agent_name")]
     pub agent: String,
+    /// For an authored agent, the built-in part it plays (its definition's `acts_as`),
+    /// written by [`store`] from the registry; none for a built-in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acts_as: Option<String>,
     /// A protected stage of the default pipeline may not be removed or unprotected.
     #[serde(default)]
     pub protected: bool,
@@ -77,14 +87,22 @@ pub const AGENTS: &[(&str, &str)] = &[
     ("publisher", "publish"),
 ];
 
+fn job_type_of(agent: &str) -> Option<&'static str> {
+    AGENTS.iter().find(|(a, _)| *a == agent).map(|(_, j)| *j)
+}
+
 impl StageSpec {
-    /// The job type this stage's jobs run as.
+    /// The job type this stage's jobs run as: the built-in agent's, or for an authored agent
+    /// the one of the built-in it acts as.
     pub fn job_type(&self) -> &'static str {
-        AGENTS
-            .iter()
-            .find(|(a, _)| *a == self.agent)
-            .map(|(_, j)| *j)
+        job_type_of(&self.agent)
+            .or_else(|| self.acts_as.as_deref().and_then(job_type_of))
             .unwrap_or("plan")
+    }
+
+    /// Whether the stage names an authored agent rather than a built-in.
+    pub fn is_authored(&self) -> bool {
+        job_type_of(&self.agent).is_none()
     }
 }
 
@@ -222,6 +240,7 @@ fn stage(
     StageSpec {
         name: name.into(),
         agent: agent.into(),
+        acts_as: None,
         protected,
         position,
         retry,
@@ -280,8 +299,20 @@ impl Default for PipelineDef {
 
 impl PipelineDef {
     /// The seed's `validate_pipeline` (plus: every agent must be one this build runs, and
-    /// the meta-strategy must be within its bounds). Every problem is named at once.
+    /// the meta-strategy must be within its bounds). Every problem is named at once. A stage
+    /// naming an authored agent must carry the part it plays (`acts_as`, as [`store`] writes
+    /// it).
     pub fn validate(&self) -> std::result::Result<(), Vec<String>> {
+        self.validate_with(None)
+    }
+
+    /// [`validate`](Self::validate), with the authored agents registered now (name -> the
+    /// built-in part it plays): a stage may name one of them, and only them besides the
+    /// built-ins.
+    pub fn validate_with(
+        &self,
+        authored: Option<&BTreeMap<String, String>>,
+    ) -> std::result::Result<(), Vec<String>> {
         let mut errs = Vec::new();
         if self.stages.is_empty() {
             errs.push("stages: the pipeline has no stages".into());
@@ -296,15 +327,29 @@ impl PipelineDef {
                     s.name
                 ));
             }
-            if !AGENTS.iter().any(|(a, _)| *a == s.agent) {
+            let known = match authored {
+                _ if !s.is_authored() => true,
+                Some(map) => map.contains_key(&s.agent),
+                None => s.acts_as.as_deref().and_then(job_type_of).is_some(),
+            };
+            if !known {
+                let names: Vec<&str> = authored
+                    .map(|m| m.keys().map(String::as_str).collect())
+                    .unwrap_or_default();
                 errs.push(format!(
-                    "stages[{i}].agent: unknown agent {:?}; one of {}",
+                    "stages[{i}].agent: unknown agent {:?}; one of {}, or an authored agent \
+                     (GET /agents, `synth-city agents list`){}",
                     s.agent,
                     AGENTS
                         .iter()
                         .map(|(a, _)| *a)
                         .collect::<Vec<_>>()
-                        .join(", ")
+                        .join(", "),
+                    if names.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {}", names.join(", "))
+                    }
                 ));
             }
             if i > 0 && s.position < self.stages[i - 1].position {
@@ -346,11 +391,16 @@ impl PipelineDef {
         }
     }
 
-    /// Parses and validates a document.
+    /// Parses and validates a stored document.
     pub fn parse(text: &str) -> std::result::Result<PipelineDef, DefinitionError> {
-        let def: PipelineDef = serde_json::from_str(text).map_err(DefinitionError::Decode)?;
+        let def = PipelineDef::decode(text)?;
         def.validate().map_err(DefinitionError::Invalid)?;
         Ok(def)
+    }
+
+    /// Parses a document without checking it ([`store`] checks it against the registry).
+    pub fn decode(text: &str) -> std::result::Result<PipelineDef, DefinitionError> {
+        serde_json::from_str(text).map_err(DefinitionError::Decode)
     }
 }
 
@@ -385,12 +435,25 @@ pub async fn load(queue: &Queue) -> Result<PipelineDef> {
     }
 }
 
-/// Validates and stores a definition.
-pub async fn store(queue: &Queue, def: &PipelineDef) -> Result<()> {
-    def.validate()
+/// Validates and stores a definition: its stages may name the built-in agents and the
+/// authored agents registered now, whose `acts_as` is written into their stages. Answers the
+/// definition as stored.
+pub async fn store(queue: &Queue, def: &PipelineDef) -> Result<PipelineDef> {
+    let roles = crate::agent_defs::authored_roles(queue)
+        .await
+        .map_err(|e| QueueError::Invalid(format!("the agent registry cannot be read: {e}")))?;
+    let mut def = def.clone();
+    for s in &mut def.stages {
+        s.acts_as = if s.is_authored() {
+            roles.get(&s.agent).cloned()
+        } else {
+            None
+        };
+    }
+    def.validate_with(Some(&roles))
         .map_err(|e| QueueError::Invalid(e.join("; ")))?;
     let key = queue.keys().pipeline_def();
-    let text = serde_json::to_string_pretty(def).expect("definitions serialise");
+    let text = serde_json::to_string_pretty(&def).expect("definitions serialise");
     queue
         .retrying("set pipeline def", |mut c| {
             let (key, text) = (key.clone(), text.clone());
@@ -399,7 +462,8 @@ pub async fn store(queue: &Queue, def: &PipelineDef) -> Result<()> {
                 Ok(())
             }
         })
-        .await
+        .await?;
+    Ok(def)
 }
 
 /// Forgets the stored definition: runs use the default again.
@@ -476,6 +540,35 @@ mod tests {
         .unwrap_err()
         .iter()
         .any(|e| e.contains("no stages")));
+    }
+
+    #[test]
+    fn a_stage_may_name_a_registered_authored_agent() {
+        let mut d = PipelineDef::default();
+        let mut scout = stage("scout", "scout", false, Position::Plan, false, false, "go");
+        d.stages.insert(1, scout.clone());
+        // not registered: refused, naming it and the registered ones
+        let none = BTreeMap::new();
+        let errs = d.validate_with(Some(&none)).unwrap_err().join("\n");
+        assert!(errs.contains("unknown agent \"scout\""), "{errs}");
+        let mut roles = BTreeMap::new();
+        roles.insert("critic".to_string(), "codechecker".to_string());
+        let errs = d.validate_with(Some(&roles)).unwrap_err().join("\n");
+        assert!(errs.contains(": critic"), "{errs}");
+        roles.insert("scout".to_string(), "planner".to_string());
+        d.validate_with(Some(&roles)).unwrap();
+        // stored, the stage carries the part it plays, which decides its job type
+        assert!(
+            d.validate().is_err(),
+            "without acts_as a stored stage is unknown"
+        );
+        scout.acts_as = Some("planner".into());
+        d.stages[1] = scout;
+        d.validate().unwrap();
+        assert!(d.stages[1].is_authored() && !d.stages[0].is_authored());
+        assert_eq!(d.stages[1].job_type(), "plan");
+        let text = serde_json::to_string(&d).unwrap();
+        assert_eq!(PipelineDef::parse(&text).unwrap(), d);
     }
 
     #[test]

@@ -132,7 +132,17 @@ impl Publisher for RunPublisher {
     }
 }
 
-/// The agent of a stage job type.
+/// The agent that runs a stage job of `job_type` for the run's current stage: the stage's
+/// authored agent when the job is the stage's own (not the debugger or trainer of a check
+/// stage's loop), else the built-in agent of the job type.
+pub fn stage_agent(task: &Task, job_type: &str) -> String {
+    match task.current() {
+        Some(s) if s.is_authored() && s.job_type() == job_type => s.agent.clone(),
+        _ => agent_for(job_type).as_str().to_string(),
+    }
+}
+
+/// The built-in agent of a stage job type (the part any agent of such a job plays).
 pub fn agent_for(job_type: &str) -> AgentName {
     match job_type {
         "plan" => AgentName::Planner,
@@ -204,6 +214,9 @@ async fn agent_task(q: &Queue, task: &Task, job_type: &str) -> Map<String, Value
     };
     t.insert("user_message".into(), json!(user));
     t.insert("channel".into(), json!(task.options.channel));
+    if let Some(m) = &task.options.message {
+        t.insert("message".into(), json!(m));
+    }
     t.insert(
         "experiment_budget".into(),
         json!(task.options.budget.experiments),
@@ -317,28 +330,41 @@ async fn with_checkpoints(
     Ok(out)
 }
 
-/// Runs the agent of `job_type` for the run's current stage in the worker's directories.
-/// Returns the outcome and the tokens it used.
+/// Runs the agent of `job_type` for the run's current stage in the worker's directories: the
+/// stage's agent ([`stage_agent`]) as the registry defines it when the job starts, with the
+/// run bot's prompt modules for it. Returns the outcome and the tokens it used.
 pub async fn run_stage(
     q: &Queue,
     dirs: &WorkerDirs,
-    run_id: &str,
+    run: (&str, &str),
     task: &Task,
     job_type: &str,
     temperature: f64,
 ) -> Result<(Outcome, agents::Usage), JobError> {
+    let (run_id, bot) = run;
     let agent = agent_for(job_type);
+    let name = stage_agent(task, job_type);
+    let failed = |error: String, recoverable: bool| {
+        Ok((
+            Outcome::Failed { error, recoverable },
+            agents::Usage::default(),
+        ))
+    };
+    let (def, modules) = match crate::agent_defs::for_stage(q, &name, bot).await {
+        Ok(d) => d,
+        Err(crate::agent_defs::DefError::Store(engine::registry::RegistryError::Queue(e))) => {
+            return Err(JobError::retry(format!("the agent registry: {e}")))
+        }
+        Err(e) => {
+            return failed(
+                format!("the stage's agent {name:?} cannot be had: {e}"),
+                false,
+            )
+        }
+    };
     let llm = match LlmConfig::from_env(agent) {
         Ok(c) => c,
-        Err(e) => {
-            return Ok((
-                Outcome::Failed {
-                    error: format!("the {agent} agent cannot run: {e}"),
-                    recoverable: false,
-                },
-                agents::Usage::default(),
-            ))
-        }
+        Err(e) => return failed(format!("the {name} agent cannot run: {e}"), false),
     };
     let o = &task.options;
     let loads_models = matches!(agent, AgentName::Publisher | AgentName::CodeChecker);
@@ -380,17 +406,9 @@ pub async fn run_stage(
         channel: task.options.channel.clone(),
         ..Default::default()
     };
-    let result = match agents::run_agent(agent, &llm, session.clone(), &map, &opts).await {
+    let result = match agents::run_def(&def, &modules, &llm, session.clone(), &map, &opts).await {
         Ok(r) => r,
-        Err(e) => {
-            return Ok((
-                Outcome::Failed {
-                    error: format!("the {agent} agent could not start: {e}"),
-                    recoverable: true,
-                },
-                agents::Usage::default(),
-            ))
-        }
+        Err(e) => return failed(format!("the {name} agent could not start: {e}"), true),
     };
     let usage = result.usage;
     if agent == AgentName::CodeChecker && !result.success && !not_recoverable(&result) {
@@ -409,7 +427,7 @@ pub async fn run_stage(
         let raw: String = result.raw_text.chars().take(3000).collect();
         return Ok((
             Outcome::Failed {
-                error: format!("the {agent} agent failed: {raw}"),
+                error: format!("the {name} agent failed: {raw}"),
                 recoverable: !not_recoverable(&result),
             },
             usage,

@@ -222,7 +222,9 @@ async fn run_stage(
     let attempt = task.attempt(stage);
     let temperature = task.temperature(stage);
     jctx.progress(json!({"stage": stage, "name": spec.name, "attempt": attempt}));
-    let llm_mode = task.options.agents == llm::AgentMode::Llm;
+    // an authored agent's stage runs as an LLM stage whatever the run's mode
+    let llm_mode = task.options.agents == llm::AgentMode::Llm
+        || (spec.is_authored() && spec.job_type() == stage);
     let children_before = task.children.len();
     let (next, note, ok) = match stage {
         "plan" | "train" | "check" | "debug" | "publish" if llm_mode => {
@@ -481,13 +483,21 @@ async fn plan(ctx: &Ctx, run: &RunInfo, task: &mut Task) -> Result<StageOut, Job
     let stored = publisher::store::records::history_from(&ctx.dirs.store_dir, 500).await;
     publisher::store::records::merge_history(&mut history, stored);
     let seed = task.options.seed ^ run.created_at_ms ^ u64::from(task.stage_attempt);
-    let p = planner::plan(&history, &task.options.budget, seed);
+    // the run's message steers the built-in planner (docs/pipeline.md, "Steering")
+    let steer =
+        agents::builtin::steering::Steering::parse(task.options.message.as_deref().unwrap_or(""));
+    let p = planner::plan_steered(&history, &task.options.budget, seed, &steer);
+    let steered = if p.steering.is_empty() {
+        String::new()
+    } else {
+        format!("; steering: {}", p.steering.join("; "))
+    };
     if p.experiments.is_empty() {
-        let note = "the planner produced no experiments".to_string();
+        let note = format!("the planner produced no experiments{steered}");
         return Ok((stage_failed(task, note.clone(), true), note, false));
     }
     let note = format!(
-        "{} experiments planned from a history of {}",
+        "{} experiments planned from a history of {}{steered}",
         p.experiments.len(),
         history.len()
     );
@@ -829,27 +839,36 @@ async fn llm_stage(
         "train" | "check" => run_dirs(ctx, task).await?,
         _ => ctx.dirs.clone(),
     };
-    let (outcome, usage) =
-        llm::run_stage(&ctx.queue, &dirs, &run.id, task, stage, temperature).await?;
-    add_usage(task, llm::agent_for(stage).as_str(), &usage);
+    let agent = llm::stage_agent(task, stage);
+    let (outcome, usage) = llm::run_stage(
+        &ctx.queue,
+        &dirs,
+        (&run.id, &run.bot),
+        task,
+        stage,
+        temperature,
+    )
+    .await?;
+    add_usage(task, &agent, &usage);
     Ok(match outcome {
         llm::Outcome::Failed { error, recoverable } => {
             let next = stage_failed(task, error.clone(), recoverable);
             (next, error, false)
         }
         llm::Outcome::Planned(specs) => {
-            let note = format!("{} experiments planned by the planner agent", specs.len());
+            let note = format!("{} experiments planned by the {agent} agent", specs.len());
             task.plan = Some(planner::Plan {
                 rationale: specs
                     .iter()
                     .map(|s| {
                         format!(
-                            "{}: the planner agent",
+                            "{}: the {agent} agent",
                             trainer::experiments::experiment_name(s)
                         )
                     })
                     .collect(),
                 experiments: specs,
+                steering: Vec::new(),
             });
             (next_stage(task), note, true)
         }

@@ -188,6 +188,23 @@ pub const TINY: &[&str] = &[
     "50",
 ];
 
+/// [`TINY`] as a budget, with one experiment in one round.
+pub fn tiny_budget() -> trainer::experiments::Budget {
+    trainer::experiments::Budget {
+        experiments: 1,
+        epochs: 1,
+        steps_per_epoch: 2,
+        d_model: 8,
+        seq_len: 16,
+        batch_size: 2,
+        n_paths: 4,
+        eval_windows: 2,
+        eval_paths: 50,
+        rounds: 1,
+        ..Default::default()
+    }
+}
+
 /// Trains a tiny BTC checkpoint of `timeframe` (TCN + GBM head, 3 steps) on the bars in `data`
 /// with the CLI, under `out`; returns its folder.
 pub fn tiny_checkpoint(data: &std::path::Path, out: &std::path::Path, timeframe: &str) -> PathBuf {
@@ -392,6 +409,23 @@ impl ChatServer {
     }
 }
 
+/// A run's stage records (`task.stages` of a run, `stages` of a summary) as (definition
+/// stage name, stage job type, ok), in order.
+pub fn stage_rows(stages: &serde_json::Value) -> Vec<(String, String, bool)> {
+    stages
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap().to_string(),
+                s["stage"].as_str().unwrap().to_string(),
+                s["ok"].as_bool().unwrap(),
+            )
+        })
+        .collect()
+}
+
 /// The stage names of a run record (`runs show --json`, `GET /pipeline/runs/{id}`), in order.
 pub fn stage_names(run: &serde_json::Value) -> Vec<&str> {
     run["task"]["stages"]
@@ -507,4 +541,55 @@ pub fn run_id_of(out: &str) -> String {
         .as_str()
         .unwrap_or_else(|| panic!("no run_id in {out}"))
         .to_string()
+}
+
+/// One HTTP/1.1 request to 127.0.0.1:`port` (JSON body, `Connection: close`); returns
+/// (status, raw headers, body).
+pub fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str(&format!(
+        "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    ));
+    s.write_all(req.as_bytes()).unwrap();
+    // The server may answer (413) and close before the whole body is sent.
+    let _ = s.write_all(body.as_bytes());
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let raw = String::from_utf8_lossy(&raw).to_string();
+    let (head, rest) = raw.split_once("\r\n\r\n").unwrap();
+    let status: u16 = head.split(' ').nth(1).unwrap().parse().unwrap();
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(rest)
+    } else {
+        rest.to_string()
+    };
+    (status, head.to_string(), body)
+}
+
+pub fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    loop {
+        let (len, rest) = s.split_once("\r\n").unwrap();
+        let n = usize::from_str_radix(len.trim(), 16).unwrap();
+        if n == 0 {
+            return out;
+        }
+        out.push_str(&rest[..n]);
+        s = &rest[n + 2..];
+    }
 }

@@ -12,6 +12,9 @@
 //! - [`history`]: the [`ExperimentHistory`] and [`Publisher`] traits the engine implements, with
 //!   in-memory, JSON-lines and filesystem implementations.
 //! - [`prompts`]: the per-agent template files and their fragments.
+//! - [`definition`]: agents and prompt modules as data (`synth-city/agent@1`,
+//!   `synth-city/prompt@1`): validation, the built-ins as definitions, the system prompt;
+//!   [`run_def`] runs one.
 //!
 //! Without an API key nothing here runs: [`config::ConfigError::NoApiKey`] says so, and the
 //! pipeline uses its built-in (non-LLM) agents instead.
@@ -20,6 +23,7 @@ pub mod builtin;
 pub mod client;
 pub mod coerce;
 pub mod config;
+pub mod definition;
 pub mod history;
 pub mod prompts;
 pub mod research;
@@ -156,8 +160,13 @@ impl std::str::FromStr for AgentName {
 /// The context messages for `agent` from the task, as the seed builds them: one message per
 /// present key, `experiment_budget` as the seed's instruction.
 pub fn context_messages(agent: AgentName, task: &Map<String, Value>) -> Vec<String> {
+    context_for(agent.context_keys(), agent, task)
+}
+
+/// The context messages for `keys` from the task, for an agent playing the part of `role`.
+pub fn context_for(keys: &[&str], role: AgentName, task: &Map<String, Value>) -> Vec<String> {
     let mut out = Vec::new();
-    for key in agent.context_keys() {
+    for key in keys {
         let Some(v) = task.get(*key).filter(|v| !v.is_null()) else {
             continue;
         };
@@ -165,7 +174,7 @@ pub fn context_messages(agent: AgentName, task: &Map<String, Value>) -> Vec<Stri
             Value::String(s) => s.clone(),
             other => serde_json::to_string_pretty(other).unwrap_or_else(|_| other.to_string()),
         };
-        out.push(match (*key, agent) {
+        out.push(match (*key, role) {
             ("experiment_budget", AgentName::Planner) => {
                 format!("Your plan MUST include exactly {text} experiment(s).")
             }
@@ -213,15 +222,47 @@ pub async fn run_agent(
     task: &Map<String, Value>,
     opts: &RunOptions,
 ) -> Result<AgentResult, LlmError> {
+    let mut def = definition::AgentDef::builtin(agent);
+    def.max_turns = opts.max_turns;
+    run_def(&def, &[], llm, session, task, opts).await
+}
+
+/// Run an agent definition with its prompt modules: the system prompt from its fragments and
+/// the modules' for `opts.channel`, context from its keys, the user message
+/// `task["user_message"]` (default "Begin the task."), its tools over `session`, its model
+/// (else `llm`'s), temperature (else `opts`'s) and turn limit. A tool it names that this build
+/// lacks is left out with a warning (definitions are checked when written).
+pub async fn run_def(
+    def: &definition::AgentDef,
+    modules: &[definition::PromptModule],
+    llm: &LlmConfig,
+    session: Arc<ResearchSession>,
+    task: &Map<String, Value>,
+    opts: &RunOptions,
+) -> Result<AgentResult, LlmError> {
+    let all = research::research_tools(session);
+    let names: Vec<&str> = def
+        .tools
+        .iter()
+        .map(String::as_str)
+        .filter(|t| {
+            let there = all.get(t).is_some();
+            if !there {
+                tracing::warn!(agent = %def.name, tool = %t, "the definition names a tool this build lacks; left out");
+            }
+            there
+        })
+        .collect();
+    let tools = all.subset(&names).expect("only registered tools are kept");
     let runner = AgentRunner {
         client: ChatClient::new(llm)?,
-        model: llm.model.clone(),
-        temperature: opts.temperature,
-        max_turns: opts.max_turns,
-        tools: tools_for(agent, session),
+        model: def.model.clone().unwrap_or_else(|| llm.model.clone()),
+        temperature: def.temperature.unwrap_or(opts.temperature),
+        max_turns: def.max_turns,
+        tools,
     };
-    let system = prompts::assemble_prompt(agent.as_str(), &opts.channel, task);
-    let context = context_messages(agent, task);
+    let system = def.system_prompt(modules, &opts.channel, task);
+    let context = def.context_messages(task);
     let user = task
         .get("user_message")
         .and_then(|v| v.as_str())

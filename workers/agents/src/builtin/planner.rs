@@ -6,6 +6,10 @@
 //! (same fingerprint under this budget) is proposed again. The trainer then
 //! runs the plan by successive halving, so cheap first rounds weed out the
 //! weak. Deterministic for a given history, budget and seed.
+//!
+//! A run's message steers it ([`plan_steered`], [`super::steering`]): favoured blocks and
+//! heads come first (up to half the plan), avoided ones and those outside an `only` never
+//! appear, and the plan says which directives it applied and which it ignored.
 
 use std::collections::HashSet;
 
@@ -18,12 +22,18 @@ use trainer::experiments::{fingerprint, Budget, ExperimentRecord};
 use trainer::zoo::registry::{recommended, BLOCKS, HEADS, PRESETS, RECOMMENDED};
 use trainer::zoo::spec::ExperimentSpec;
 
+use super::steering::Steering;
+
 /// What the planner proposes, and why.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Plan {
     pub experiments: Vec<ExperimentSpec>,
     /// One line per experiment: where it came from.
     pub rationale: Vec<String>,
+    /// What the planner made of the run's message: one line per directive it applied or
+    /// ignored (see [`super::steering`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steering: Vec<String>,
 }
 
 /// A mutation of `parent`: other blocks, head or learning rate, with the parent's input
@@ -52,6 +62,17 @@ fn spec(blocks: &[&str], head: &str, lr: f64, budget: &Budget, seed: u64) -> Exp
 
 /// Plans `budget.experiments` experiments.
 pub fn plan(history: &[ExperimentRecord], budget: &Budget, seed: u64) -> Plan {
+    plan_steered(history, budget, seed, &Steering::default())
+}
+
+/// Plans `budget.experiments` experiments as `steer` asks; the plan's `steering` lists what
+/// was applied and ignored.
+pub fn plan_steered(
+    history: &[ExperimentRecord],
+    budget: &Budget,
+    seed: u64,
+    steer: &Steering,
+) -> Plan {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut seen: HashSet<String> = history
         .iter()
@@ -65,9 +86,10 @@ pub fn plan(history: &[ExperimentRecord], budget: &Budget, seed: u64) -> Plan {
     let mut out = Plan {
         experiments: Vec::new(),
         rationale: Vec::new(),
+        steering: steer.notes.clone(),
     };
     let mut take = |s: ExperimentSpec, why: String, out: &mut Plan| -> bool {
-        if out.experiments.len() >= k || s.validate().is_err() {
+        if out.experiments.len() >= k || s.validate().is_err() || !steer.allows(&s) {
             return false;
         }
         if seen.insert(fingerprint(&s)) {
@@ -78,6 +100,33 @@ pub fn plan(history: &[ExperimentRecord], budget: &Budget, seed: u64) -> Plan {
         false
     };
 
+    // Favoured: the favoured blocks with the favoured heads (or any allowed), first.
+    if steer.favours() {
+        let mut blocks: Vec<&str> = steer.favour_blocks.clone();
+        if blocks.is_empty() {
+            blocks = BLOCKS.iter().map(|b| b.name).collect();
+            blocks.shuffle(&mut rng);
+        }
+        let mut heads: Vec<&str> = steer.favour_heads.clone();
+        if heads.is_empty() {
+            heads = HEADS.iter().map(|h| h.name).collect();
+            heads.shuffle(&mut rng);
+        }
+        let quota = k.div_ceil(2);
+        'favoured: for b in &blocks {
+            for h in &heads {
+                if out.experiments.len() >= quota {
+                    break 'favoured;
+                }
+                take(
+                    spec(&[b], h, 1e-3, budget, seed),
+                    format!("favoured: {b} + {h}"),
+                    &mut out,
+                );
+            }
+        }
+    }
+
     // Exploit: mutate the best so far.
     let mut ranked: Vec<&ExperimentRecord> = history.iter().filter(|r| r.crps.is_some()).collect();
     ranked.sort_by(|a, b| {
@@ -85,7 +134,11 @@ pub fn plan(history: &[ExperimentRecord], budget: &Budget, seed: u64) -> Plan {
             .partial_cmp(&b.crps_ratio())
             .unwrap_or(std::cmp::Ordering::Equal)
     });
-    let exploit = if ranked.is_empty() { 0 } else { k.div_ceil(2) };
+    let exploit = if ranked.is_empty() {
+        0
+    } else {
+        (out.experiments.len() + k.div_ceil(2)).min(k)
+    };
     'parents: for parent in ranked.iter().take(exploit) {
         let blocks: Vec<&str> = parent
             .spec
@@ -166,11 +219,21 @@ pub fn plan(history: &[ExperimentRecord], budget: &Budget, seed: u64) -> Plan {
             &mut out,
         );
     }
+    let blocks: Vec<&str> = BLOCKS
+        .iter()
+        .map(|b| b.name)
+        .filter(|b| steer.block_allowed(b))
+        .collect();
+    let heads: Vec<&str> = HEADS
+        .iter()
+        .map(|h| h.name)
+        .filter(|h| steer.head_allowed(h))
+        .collect();
     let mut guard = 0;
-    while out.experiments.len() < k && guard < 1000 {
+    while out.experiments.len() < k && guard < 1000 && !blocks.is_empty() && !heads.is_empty() {
         guard += 1;
-        let b = BLOCKS.choose(&mut rng).expect("blocks exist").name;
-        let h = HEADS.choose(&mut rng).expect("heads exist").name;
+        let b = *blocks.choose(&mut rng).expect("blocks exist");
+        let h = *heads.choose(&mut rng).expect("heads exist");
         take(
             spec(&[b], h, 1e-3, budget, seed),
             format!("explore: {b} + {h}"),
@@ -206,6 +269,48 @@ mod tests {
         assert_eq!(
             p.experiments[0].data.scale,
             recommended("BTC", Default::default()).data.scale
+        );
+    }
+
+    #[test]
+    fn a_message_steers_the_plan_and_the_plan_says_how() {
+        let steer = Steering::parse(
+            "favour block wavenet; avoid head SDEHead; only family convolutional; hello",
+        );
+        let p = plan_steered(&[], &budget(6), 3, &steer);
+        assert_eq!(p.experiments.len(), 6);
+        let conv = ["TCNBlock", "WaveNetBlock", "TimesNetBlock"];
+        for s in &p.experiments {
+            assert!(
+                s.model
+                    .backbone
+                    .blocks
+                    .iter()
+                    .all(|b| conv.contains(&b.as_str())),
+                "{:?}",
+                s.model.backbone.blocks
+            );
+            assert_ne!(s.model.head.kind, "SDEHead");
+        }
+        // the favoured block comes first, in half the plan
+        for s in &p.experiments[..3] {
+            assert_eq!(s.model.backbone.blocks, ["WaveNetBlock"]);
+        }
+        assert!(
+            p.rationale[0].starts_with("favoured: WaveNetBlock"),
+            "{:?}",
+            p.rationale
+        );
+        assert_eq!(p.steering.len(), 4, "{:?}", p.steering);
+        assert!(
+            p.steering[3].starts_with("ignored: \"hello\""),
+            "{:?}",
+            p.steering
+        );
+        // without a message, the plan is the unsteered one
+        assert_eq!(
+            plan_steered(&[], &budget(4), 3, &Steering::default()),
+            plan(&[], &budget(4), 3)
         );
     }
 
