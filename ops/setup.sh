@@ -227,6 +227,7 @@ elif [ "$age_h" -lt "${SETUP_DATA_MAX_AGE_H:-24}" ]; then
 elif ! probe=$(RUST_LOG=off timeout 20 "$bin" data spot --assets BTC 2>&1); then
   echo "    the market venues do not answer (BTC spot: $(printf '%s' "$probe" | tail -n 1 | sed 's/.*: //' | cut -c1-80)); using the bundled real sample"
 else
+  venues_answer=1
   echo "    the venues answer: downloading the last 30 days of 5-minute bars and 7 days of 1-minute bars"
   # A failed download must not stop the setup: what it merged stays, the sample fills the rest.
   RUST_LOG=warn "$bin" data download --assets BTC,ETH,SOL,XAU,SP500,NVDAX,TSLAX,AAPLX,GOOGLX \
@@ -294,6 +295,16 @@ if [ ${#bridge_auth[@]} -gt 0 ]; then
   echo "    bridge: callers on this machine without a key act as the operator (BRIDGE_LOOPBACK_OPERATOR=0 to require keys; bots get theirs from \`synth-city bots add NAME\`)"
 else
   echo "    bridge: every request needs a key (BRIDGE_API_KEY, or a bot's from \`synth-city bots add NAME\`)"
+fi
+
+# The venues answered: a schedule keeps the bars fresh (the miner's models read their history
+# from them, and the classical champions refuse bars more than 4 days old).
+if [ -n "${venues_answer:-}" ]; then
+  "$bin" schedule add --name bars-5m --cron "*/5 * * * *" --type data-download \
+    --payload '{"assets": ["BTC","ETH","SOL","XAU","SP500","NVDAX","TSLAX","AAPLX","GOOGLX"], "days": 1, "resolution": 5}' >/dev/null
+  "$bin" schedule add --name bars-1m --cron "*/5 * * * *" --type data-download \
+    --payload '{"assets": ["BTC","ETH","SOL"], "days": 1, "resolution": 1}' >/dev/null
+  echo "    schedules bars-5m and bars-1m download the last day of bars every 5 minutes (schedule list)"
 fi
 
 # --- the first research run ---------------------------------------------------------------
