@@ -1,5 +1,5 @@
 //! The `synth-city` binary's library: the run state machine ([`pipeline`]), the HTTP bridge
-//! for bots ([`bridge`]) and the connection limits it is served under ([`http_server`]), the SN50 miner ([`miner`]), authored components in the registry ([`registry`]), the command line ([`cli`]) and the
+//! for bots ([`bridge`]) and the connection limits it is served under ([`http_server`]), the SN50 miner ([`miner`]), GPU trainer pods on Basilica ([`basilica`], the client; [`fleet`], the autoscaler), authored components in the registry ([`registry`]), the command line ([`cli`]) and the
 //! settings it reads from its environment ([`settings`]).
 //!
 //! The queue core is the `engine` crate; job types are the `jobs` crate; the work itself is
@@ -8,8 +8,10 @@
 
 #![recursion_limit = "512"]
 
+pub mod basilica;
 pub mod bridge;
 pub mod cli;
+pub mod fleet;
 pub mod handlers;
 pub mod http_server;
 pub mod miner;

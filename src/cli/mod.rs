@@ -11,6 +11,7 @@ mod bridge;
 pub mod client;
 pub mod config;
 pub mod dirs;
+mod fleet;
 pub mod mine;
 pub mod model;
 pub mod models;
@@ -77,6 +78,12 @@ pub enum Command {
     },
     /// Apply pending migrations of the Redis key layout.
     Migrate,
+    /// GPU trainer pods on Basilica: the autoscaler (`run`), `status`, manual `rent` and
+    /// `release`.
+    Fleet {
+        #[command(subcommand)]
+        command: fleet::FleetCommand,
+    },
     /// Serve the HTTP bridge for bots and people.
     Bridge(bridge::BridgeArgs),
     /// The bridge's principals: a key per bot (add, list, revoke).
@@ -204,6 +211,7 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
         Command::PipelineDef { command } => pipeline::pipeline_def(q, command).await,
         Command::Bridge(a) => bridge::run(q, a, &settings).await,
         Command::Bots { command } => bots::run(q, command).await,
+        Command::Fleet { command } => fleet::run(q, command).await,
         Command::Score(_)
         | Command::CheckShapes(_)
         | Command::Data(_)

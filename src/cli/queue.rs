@@ -47,6 +47,13 @@ pub struct WorkerArgs {
     /// A readable worker name (a unique suffix is added).
     #[arg(long)]
     pub name: Option<String>,
+    /// Answer health probes (`GET /health`: 200 while serving, 503 once draining) on this
+    /// port (8378 on a Basilica pod).
+    #[arg(long, env = "SYNTH_HEALTH_PORT")]
+    pub health_port: Option<u16>,
+    /// The address the health port binds (0.0.0.0 in a pod, where the probes come from outside).
+    #[arg(long, env = "SYNTH_HEALTH_HOST", default_value = "127.0.0.1")]
+    pub health_host: std::net::IpAddr,
     /// This worker's own directories (payloads name none).
     #[command(flatten)]
     pub dirs: super::dirs::DirsArgs,
@@ -279,9 +286,63 @@ pub(super) async fn worker(q: Queue, a: WorkerArgs) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot serve metrics on {addr}"))?;
     }
+    if let Some(port) = a.health_port {
+        let addr = SocketAddr::new(a.health_host, port);
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot serve health probes on {addr}"))?;
+        tokio::spawn(serve_health(listener, w.id().to_string(), stop.clone()));
+    }
     println!("worker {} started on {device}", w.id());
     w.run(stop).await?;
     Ok(())
+}
+
+/// The worker's health endpoint: `GET /health` answers 200 with the worker's id while it
+/// serves and 503 once it drains (SIGTERM); the listener stays open until the worker ends, so
+/// a probe during the drain sees the 503 rather than a refused connection.
+async fn serve_health(
+    listener: tokio::net::TcpListener,
+    id: String,
+    draining: tokio_util::sync::CancellationToken,
+) {
+    use http_body_util::Full;
+    use hyper::{body::Bytes, Response, StatusCode};
+    let limits = crate::http_server::ConnLimits {
+        max_connections: 16,
+        ..Default::default()
+    };
+    crate::http_server::serve(
+        listener,
+        limits,
+        move |_| {
+            let id = id.clone();
+            let draining = draining.clone();
+            hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                let res = if req.uri().path() != "/health" {
+                    Response::builder()
+                        .status(StatusCode::NOT_FOUND)
+                        .body(Full::new(Bytes::from_static(b"not found; try /health\n")))
+                } else if draining.is_cancelled() {
+                    Response::builder()
+                        .status(StatusCode::SERVICE_UNAVAILABLE)
+                        .body(Full::new(Bytes::from(format!(
+                            "{{\"status\":\"draining\",\"worker\":\"{id}\"}}"
+                        ))))
+                } else {
+                    Response::builder()
+                        .header("content-type", "application/json")
+                        .body(Full::new(Bytes::from(format!(
+                            "{{\"status\":\"ok\",\"worker\":\"{id}\"}}"
+                        ))))
+                };
+                async move { res }
+            })
+        },
+        // served until the process ends: the drain answers 503
+        tokio_util::sync::CancellationToken::new(),
+    )
+    .await;
 }
 
 pub(super) async fn jobs(q: Queue, c: JobsCommand) -> anyhow::Result<()> {
