@@ -489,11 +489,43 @@ impl Fleet {
         })
     }
 
+    /// Entries each consumer (worker id) holds now, over the watched job types: the
+    /// group's pending list, exact at this moment (a heartbeat's count may be seconds old).
+    async fn held_by_consumer(&self) -> Result<HashMap<String, u64>, FleetError> {
+        let mut c = self.conn().await?;
+        let mut out: HashMap<String, u64> = HashMap::new();
+        for t in &self.cfg.job_types {
+            let v: redis::Value = match redis::cmd("XPENDING")
+                .arg(self.q.keys().stream(t))
+                .arg(engine::keys::GROUP)
+                .query_async(&mut c)
+                .await
+            {
+                Ok(v) => v,
+                Err(e) if e.code() == Some("NOGROUP") => continue,
+                Err(e) => return Err(e.into()),
+            };
+            let redis::Value::Array(parts) = v else {
+                continue;
+            };
+            let Some(redis::Value::Array(consumers)) = parts.get(3) else {
+                continue;
+            };
+            for pair in consumers {
+                if let Ok((who, n)) = redis::from_redis_value::<(String, String)>(pair.clone()) {
+                    *out.entry(who).or_default() += n.parse::<u64>().unwrap_or(0);
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// One tick of the leader: observe, account, decide, act, report.
     pub async fn tick(&self) -> Result<FleetStatus, FleetError> {
         let now = self.q.time_ms().await?;
         let backlog = self.backlog().await?;
         let workers = list_workers(&self.q).await?;
+        let held = self.held_by_consumer().await?;
         let mut recs = self.records().await?;
         let mut views = Vec::new();
         for r in recs.iter_mut() {
@@ -510,7 +542,11 @@ impl Fleet {
                 .iter()
                 .filter(|w| w.id.starts_with(&prefix))
                 .collect();
-            let in_flight: u32 = mine.iter().map(|w| w.in_flight).sum();
+            let in_flight = held
+                .iter()
+                .filter(|(who, _)| who.starts_with(&prefix))
+                .map(|(_, n)| *n as u32)
+                .sum::<u32>();
             if in_flight > 0 {
                 r.last_busy_ms = now;
             }

@@ -1,0 +1,333 @@
+//! GPU trainer pods on Basilica, end to end with real processes: a real Redis, real
+//! `synth-city fleet` processes (the autoscaler), and pods that are real `synth-city worker`
+//! processes joining through Redis, started by the one stand-in, a local server speaking the
+//! Basilica API as our client uses it (tests/common/basilica.rs).
+//!
+//! The backlog is `sleep` jobs and the pods' workers run `sleep` (`--job-types sleep
+//! --pod-roles sleep`): what is under test is the fleet (queue depth to pods, budgets, idle
+//! deletion, leases, the create's retry), which is the same whatever the jobs train; a pod
+//! training a real experiment is a worker like any other (tests/fleet.rs, tests/fanout.rs).
+//! Not covered here: a pod killed mid-job (the decision to replace it is unit-tested in
+//! `fleet::decide`; the reclaim of its job is the queue's, tests/fanout.rs).
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::basilica::{offering, Basilica};
+use common::{cli_command, stdout_of, Killed, RedisServer};
+use serde_json::Value;
+
+fn migrate(redis: &RedisServer) {
+    stdout_of(cli_command(&redis.url()).arg("migrate"));
+}
+
+/// The flags of a fleet for these tests: A4000 at $1/h allowed, $2.5/h and $10/day, 3 s idle.
+const FLEET: &[&str] = &[
+    "--job-types",
+    "sleep",
+    "--pod-roles",
+    "sleep",
+    "--pod-device",
+    "cpu",
+    "--allowed-gpu-types",
+    "A4000",
+    "--max-hourly-rate",
+    "1.5",
+    "--budget-per-hour",
+    "2.5",
+    "--budget-per-day",
+    "10",
+    "--idle-minutes",
+    "0.05",
+    "--startup-grace-secs",
+    "60",
+    "--max-pods",
+    "4",
+    "--tick-ms",
+    "200",
+    "--lease-ms",
+    "1500",
+    "--request-timeout-ms",
+    "1000",
+    "--attempts",
+    "3",
+];
+
+/// A `fleet` command: [`FLEET`]'s flags, each flag in `extra` (flag, value) replacing its own.
+fn fleet_command(redis: &RedisServer, b: &Basilica, sub: &[&str], extra: &[&str]) -> Command {
+    let mut flags: Vec<&str> = FLEET.to_vec();
+    for pair in extra.chunks(2) {
+        match flags.iter().position(|f| *f == pair[0]) {
+            Some(i) => flags[i + 1] = pair[1],
+            None => flags.extend_from_slice(pair),
+        }
+    }
+    let mut cmd = cli_command(&redis.url());
+    cmd.arg("fleet")
+        .args(sub)
+        .args(flags)
+        .env("BASILICA_API_URL", &b.url)
+        .env("BASILICA_API_TOKEN", &b.token)
+        .env_remove("BASILICA_ALLOWED_GPU_TYPES")
+        .env_remove("BASILICA_MAX_HOURLY_RATE");
+    cmd
+}
+
+fn spawn_fleet(redis: &RedisServer, b: &Basilica, extra: &[&str]) -> Killed {
+    let mut cmd = fleet_command(redis, b, &["run"], extra);
+    cmd.stdout(Stdio::null()).stderr(Stdio::null());
+    Killed(cmd.spawn().unwrap())
+}
+
+fn status(redis: &RedisServer) -> Value {
+    let out = stdout_of(
+        cli_command(&redis.url())
+            .args(["fleet", "status", "--json"])
+            .env("RUST_LOG", "error"),
+    );
+    serde_json::from_str(out.trim()).unwrap()
+}
+
+fn until(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn enqueue_sleeps(redis: &RedisServer, n: usize, ms: u64) -> Vec<String> {
+    let out = stdout_of(cli_command(&redis.url()).args([
+        "jobs",
+        "enqueue",
+        "--type",
+        "sleep",
+        "--payload",
+        &format!("{{\"ms\": {ms}}}"),
+        "--count",
+        &n.to_string(),
+        "--json",
+    ]));
+    let v: Value = serde_json::from_str(out.trim()).unwrap();
+    let ids: Vec<String> = v
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|j| j["id"].as_str().map(str::to_string))
+                .collect()
+        })
+        .or_else(|| v["id"].as_str().map(|s| vec![s.to_string()]))
+        .unwrap_or_default();
+    assert_eq!(ids.len(), n, "{out}");
+    ids
+}
+
+fn job(redis: &RedisServer, id: &str) -> Value {
+    let out = stdout_of(cli_command(&redis.url()).args(["jobs", "status", id, "--json"]));
+    serde_json::from_str(out.trim()).unwrap()
+}
+
+fn a4000() -> Vec<Value> {
+    vec![
+        offering("o-a4000", "A4000", "1.00"),
+        offering("o-h100", "H100", "3.00"),
+    ]
+}
+
+#[test]
+fn a_backlog_rents_pods_up_to_the_budget_the_jobs_finish_on_them_and_idle_pods_go() {
+    let redis = RedisServer::start();
+    migrate(&redis);
+    let b = Basilica::start(a4000(), 100.0);
+    let ids = enqueue_sleeps(&redis, 6, 1500);
+    let t0 = Instant::now();
+    let _fleet = spawn_fleet(&redis, &b, &[]);
+
+    // 6 jobs want 6 pods; $2.5/h at $1/h allows 2
+    until(30, "two pods", || b.live().len() == 2);
+    let pods = b.live();
+    let first_running = {
+        until(30, "a pod running", || {
+            pods.iter()
+                .any(|p| b.phase(p).as_deref() == Some("Running"))
+        });
+        t0.elapsed()
+    };
+    let body = b.body(&pods[0]).unwrap();
+    assert_eq!(body["resources"]["gpus"]["model"][0], "A4000", "{body}");
+    assert_eq!(body["healthCheck"]["liveness"]["path"], "/health", "{body}");
+    assert_eq!(body["env"]["SYNTH_CITY_PREFIX"], "t", "{body}");
+    let s = status(&redis);
+    let blocked = s["status"]["blocked"].to_string();
+    assert!(blocked.contains("hourly budget"), "{s}");
+
+    // every job finishes, on the pods' workers
+    until(60, "the jobs complete", || {
+        ids.iter().all(|id| job(&redis, id)["state"] == "completed")
+    });
+    for id in &ids {
+        let w = job(&redis, id)["worker"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert!(
+            pods.iter().any(|p| w.starts_with(&format!("{p}-"))),
+            "job {id} ran on {w}, not a pod's worker ({pods:?})"
+        );
+    }
+    assert_eq!(b.peak_live(), 2, "never more pods than the budget allows");
+    assert_eq!(b.created(), 2);
+
+    // idle for 3 s: both deleted (scale to zero), their spend recorded
+    until(30, "idle pods deleted", || b.live().is_empty());
+    let mut deleted = b.deleted();
+    deleted.sort();
+    let mut rented = pods.clone();
+    rented.sort();
+    assert_eq!(deleted, rented);
+    until(10, "a status without pods", || {
+        status(&redis)["status"]["pods"]
+            .as_array()
+            .is_some_and(|p| p.is_empty())
+    });
+    let s = status(&redis);
+    let spent = s["status"]["spent_today"].as_f64().unwrap();
+    // two pods at $1/h for some seconds each
+    assert!(spent > 0.0 && spent < 0.1, "{s}");
+    let mut c = redis.conn();
+    let per_pod: std::collections::HashMap<String, f64> = redis::cmd("HGETALL")
+        .arg("{t}:fleet:spend:pods")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(per_pod.len(), 2, "{per_pod:?}");
+    let sum: f64 = per_pod.values().sum();
+    assert!(
+        (sum - spent).abs() < 1e-6,
+        "per pod {sum} vs per day {spent}"
+    );
+    eprintln!("backlog to first pod running: {:?}", first_running);
+}
+
+#[test]
+fn a_create_that_fails_or_times_out_rents_exactly_one_pod() {
+    let redis = RedisServer::start();
+    migrate(&redis);
+    let b = Basilica::start(a4000(), 100.0);
+
+    // 500, then success: one pod
+    b.fail_next_creates(1);
+    let out = stdout_of(&mut fleet_command(
+        &redis,
+        &b,
+        &["rent", "--gpu", "A4000"],
+        &[],
+    ));
+    assert!(out.contains("rented sc-"), "{out}");
+    assert_eq!(b.create_requests(), 2);
+    assert_eq!(b.live().len(), 1);
+    let first = b.live()[0].clone();
+    assert!(out.contains(&first), "{out}");
+
+    // the create is carried out but answered after the client's 1 s: looked up, not re-sent
+    b.delay_next_create(Duration::from_secs(3));
+    let out = stdout_of(&mut fleet_command(
+        &redis,
+        &b,
+        &["rent", "--gpu", "A4000"],
+        &[],
+    ));
+    assert!(out.contains("rented sc-"), "{out}");
+    assert_eq!(b.create_requests(), 3, "one request for the slow create");
+    assert_eq!(b.live().len(), 2);
+    assert_eq!(b.created(), 2);
+
+    // the manual pods are pinned and listed; release deletes one
+    let out = stdout_of(&mut fleet_command(&redis, &b, &["release", &first], &[]));
+    assert!(out.contains(&format!("released {first}")), "{out}");
+    assert_eq!(b.live().len(), 1);
+    assert!(!b.live().contains(&first));
+
+    // a third would pass $2.5/h
+    let out = fleet_command(&redis, &b, &["rent", "--gpu", "A4000", "--count", "2"], &[])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("hourly budget"), "{err}");
+    assert_eq!(b.live().len(), 2, "the first of the two fit");
+}
+
+#[test]
+fn only_the_leader_rents_and_a_standby_takes_over_without_renting_twice() {
+    let redis = RedisServer::start();
+    migrate(&redis);
+    let b = Basilica::start(a4000(), 100.0);
+    // pods that run `noop` never take the `sleep` backlog: it stays, and so do they
+    enqueue_sleeps(&redis, 5, 1000);
+    let mut a = spawn_fleet(&redis, &b, &["--pod-roles", "noop"]);
+    until(30, "two pods", || b.live().len() == 2);
+    let leader_a = status(&redis)["leader"].as_str().unwrap().to_string();
+    let _standby = spawn_fleet(&redis, &b, &["--pod-roles", "noop"]);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(status(&redis)["leader"], leader_a.as_str());
+    assert_eq!(b.created(), 2);
+
+    // the leader dies without resigning: the standby takes over within a lease
+    let pid = a.0.id();
+    let _ = a.0.kill();
+    let _ = a.0.wait();
+    let t = Instant::now();
+    until(10, "a new leader", || {
+        let s = status(&redis);
+        s["leader"].as_str().is_some_and(|l| l != leader_a) && s["status"]["leader"] == s["leader"]
+    });
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        b.created(),
+        2,
+        "nothing rented twice (old leader pid {pid})"
+    );
+    assert_eq!(b.live().len(), 2);
+    let s = status(&redis);
+    assert_eq!(s["status"]["pods"].as_array().unwrap().len(), 2, "{s}");
+}
+
+#[test]
+fn a_low_balance_or_an_unoffered_gpu_rents_nothing_and_says_why() {
+    let redis = RedisServer::start();
+    migrate(&redis);
+    let b = Basilica::start(a4000(), 0.40);
+    enqueue_sleeps(&redis, 2, 1000);
+    {
+        let _f = spawn_fleet(&redis, &b, &[]);
+        until(20, "a status naming the balance", || {
+            status(&redis)["status"]["blocked"]
+                .to_string()
+                .contains("balance too low")
+        });
+    }
+    assert_eq!(b.created(), 0);
+
+    b.set_balance(100.0);
+    {
+        let _f = spawn_fleet(&redis, &b, &["--allowed-gpu-types", "B200"]);
+        until(20, "a status naming the GPU type", || {
+            let s = status(&redis)["status"]["blocked"].to_string();
+            s.contains("GPU type not offered") && s.contains("B200")
+        });
+    }
+    assert_eq!(b.created(), 0);
+    let out = fleet_command(&redis, &b, &["rent", "--gpu", "B200"], &[])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("GPU type not offered") && err.contains("1xA4000"),
+        "{err}"
+    );
+    assert_eq!(b.create_requests(), 0);
+}
