@@ -7,8 +7,6 @@
 //! --pod-roles sleep`): what is under test is the fleet (queue depth to pods, budgets, idle
 //! deletion, leases, the create's retry), which is the same whatever the jobs train; a pod
 //! training a real experiment is a worker like any other (tests/fleet.rs, tests/fanout.rs).
-//! Not covered here: a pod killed mid-job (the decision to replace it is unit-tested in
-//! `fleet::decide`; the reclaim of its job is the queue's, tests/fanout.rs).
 
 mod common;
 
@@ -208,6 +206,47 @@ fn a_backlog_rents_pods_up_to_the_budget_the_jobs_finish_on_them_and_idle_pods_g
         "per pod {sum} vs per day {spent}"
     );
     eprintln!("backlog to first pod running: {:?}", first_running);
+}
+
+#[test]
+fn a_pod_killed_mid_job_is_replaced_and_its_job_finishes_elsewhere() {
+    let redis = RedisServer::start();
+    migrate(&redis);
+    let b = Basilica::start(a4000(), 100.0);
+    let ids = enqueue_sleeps(&redis, 4, 4000);
+    let _fleet = spawn_fleet(
+        &redis,
+        &b,
+        &["--pod-lease-ms", "1500", "--pod-heartbeat-ms", "300"],
+    );
+    until(30, "two pods", || b.live().len() == 2);
+    let pods = b.live();
+    // a job running on the first pod
+    let mut victim = None;
+    until(30, "a job on the first pod", || {
+        victim = ids.iter().find(|id| {
+            let j = job(&redis, id);
+            j["state"] == "active"
+                && j["worker"]
+                    .as_str()
+                    .is_some_and(|w| w.starts_with(&format!("{}-", pods[0])))
+        });
+        victim.is_some()
+    });
+    let victim = victim.unwrap().clone();
+    b.kill_pod(&pods[0]);
+
+    // the failed pod is deleted and replaced within the budget
+    until(30, "a replacement pod", || {
+        b.deleted().contains(&pods[0]) && b.created() == 3
+    });
+    until(60, "every job completes", || {
+        ids.iter().all(|id| job(&redis, id)["state"] == "completed")
+    });
+    let w = job(&redis, &victim)["worker"].as_str().unwrap().to_string();
+    assert!(!w.starts_with(&format!("{}-", pods[0])), "{w}");
+    assert!(w.starts_with("sc-"), "finished on a pod: {w}");
+    assert_eq!(b.peak_live(), 2, "the replacement came after the delete");
 }
 
 #[test]

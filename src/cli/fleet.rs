@@ -98,6 +98,15 @@ pub struct FleetArgs {
     pub pod_memory: String,
     #[arg(long)]
     pub min_gpu_memory_gb: Option<u32>,
+    /// The pods' workers' lease: a lost pod's jobs are taken over after it.
+    #[arg(long, default_value_t = 30_000)]
+    pub pod_lease_ms: u64,
+    /// The pods' workers' heartbeat period (a pod whose heartbeat lapses is replaced).
+    #[arg(long, default_value_t = 5_000)]
+    pub pod_heartbeat_ms: u64,
+    /// How long a deleted pod's running jobs get to finish before they are handed back.
+    #[arg(long, default_value_t = 30)]
+    pub pod_grace_secs: u64,
     /// Basilica deletes a pod after this many hours whatever happens here.
     #[arg(long, default_value_t = 12)]
     pub ttl_hours: u64,
@@ -191,6 +200,9 @@ impl FleetArgs {
                 .clone()
                 .unwrap_or_else(|| q.url().to_string()),
             prefix: q.prefix().to_string(),
+            lease_ms: self.pod_lease_ms,
+            heartbeat_ms: self.pod_heartbeat_ms,
+            grace_secs: self.pod_grace_secs,
             env,
         };
         let mut cc = ClientConfig::from_env();

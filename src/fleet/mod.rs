@@ -69,6 +69,11 @@ pub struct PodTemplate {
     /// The Redis URL pods reach (the fleet's own when unset).
     pub redis_url: String,
     pub prefix: String,
+    /// The pod worker's `--lease-ms` (a dead pod's jobs are reclaimed after it),
+    /// `--heartbeat-ms` and `--grace-secs` (the drain on SIGTERM).
+    pub lease_ms: u64,
+    pub heartbeat_ms: u64,
+    pub grace_secs: u64,
     /// Environment (secrets included) every pod gets.
     #[serde(skip)]
     pub env: BTreeMap<String, String>,
@@ -399,6 +404,12 @@ impl Fleet {
                 name.to_string(),
                 "--concurrency".into(),
                 self.cfg.policy.jobs_per_pod.max(1).to_string(),
+                "--lease-ms".into(),
+                t.lease_ms.to_string(),
+                "--heartbeat-ms".into(),
+                t.heartbeat_ms.to_string(),
+                "--grace-secs".into(),
+                t.grace_secs.to_string(),
             ],
             env,
             resources: Some(Resources {
