@@ -35,12 +35,19 @@ fn first_pod_running(tick_ms: u64) -> (Duration, Duration) {
     ]));
     let t0 = Instant::now();
     let mut cmd = cli_command(&redis.url());
-    cmd.args(["fleet", "run", "--job-types", "sleep", "--pod-roles", "sleep"])
-        .args(["--pod-device", "cpu", "--tick-ms", &tick_ms.to_string()])
-        .env("BASILICA_API_URL", &b.url)
-        .env("BASILICA_API_TOKEN", &b.token)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+    cmd.args([
+        "fleet",
+        "run",
+        "--job-types",
+        "sleep",
+        "--pod-roles",
+        "sleep",
+    ])
+    .args(["--pod-device", "cpu", "--tick-ms", &tick_ms.to_string()])
+    .env("BASILICA_API_URL", &b.url)
+    .env("BASILICA_API_TOKEN", &b.token)
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
     let _fleet = Killed(cmd.spawn().unwrap());
     let created = loop {
         if !b.live().is_empty() {
@@ -148,7 +155,5 @@ fn main() {
         "backlog -> pod running (ms, tick {tick} ms, {runs} runs): min {rmin:.0} median {rmed:.0} max {rmax:.0}"
     );
     let (dps, rented) = decisions_per_sec();
-    println!(
-        "decide: {dps:.0} decisions/s (20 pods, 30 offerings; {rented} rentals per decision)"
-    );
+    println!("decide: {dps:.0} decisions/s (20 pods, 30 offerings; {rented} rentals per decision)");
 }

@@ -122,6 +122,32 @@ fn enqueue_sleeps(redis: &RedisServer, n: usize, ms: u64) -> Vec<String> {
     ids
 }
 
+/// A bridge (prefix `t`, operator key `sekret`) on a free port; its base URL.
+fn bridge(redis: &RedisServer) -> (Killed, String) {
+    let port = common::free_port();
+    let child = cli_command(&redis.url())
+        .args(["bridge", "--port", &port.to_string()])
+        .env("BRIDGE_API_KEY", "sekret")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    common::wait_listening(port, 20, "the bridge");
+    (Killed(child), format!("http://127.0.0.1:{port}"))
+}
+
+/// `GET path` on the bridge as bot `b1`, through `synth-city client call`.
+fn get(url: &str, path: &str) -> Value {
+    let out = stdout_of(
+        Command::new(common::bin())
+            .args(["client", "call", "GET", path])
+            .env("SYNTH_BRIDGE_URL", url)
+            .env("BRIDGE_API_KEY", "sekret")
+            .env("SYNTH_BOT_ID", "b1"),
+    );
+    serde_json::from_str(out.trim()).unwrap()
+}
+
 fn job(redis: &RedisServer, id: &str) -> Value {
     let out = stdout_of(cli_command(&redis.url()).args(["jobs", "status", id, "--json"]));
     serde_json::from_str(out.trim()).unwrap()
@@ -160,6 +186,12 @@ fn a_backlog_rents_pods_up_to_the_budget_the_jobs_finish_on_them_and_idle_pods_g
     let s = status(&redis);
     let blocked = s["status"]["blocked"].to_string();
     assert!(blocked.contains("hourly budget"), "{s}");
+    // bots read the same over the bridge
+    let (_bridge, url) = bridge(&redis);
+    let p = get(&url, "/fleet/pods");
+    assert_eq!(p["pods"].as_array().map(Vec::len), Some(2), "{p}");
+    assert!(p["blocked"].to_string().contains("hourly budget"), "{p}");
+    assert_eq!(p["leader"], s["leader"], "{p}");
 
     // every job finishes, on the pods' workers
     until(60, "the jobs complete", || {

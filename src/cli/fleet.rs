@@ -263,17 +263,7 @@ pub(super) async fn run(q: Queue, c: FleetCommand) -> anyhow::Result<()> {
 }
 
 async fn status(q: Queue, json: bool) -> anyhow::Result<()> {
-    let keys = crate::fleet::FleetKeys::new(&q);
-    let mut c = q.conn().await?;
-    let s: Option<String> = redis::cmd("GET")
-        .arg(&keys.status)
-        .query_async(&mut c)
-        .await?;
-    let leader: Option<String> = redis::cmd("GET")
-        .arg(&keys.leader)
-        .query_async(&mut c)
-        .await?;
-    let status: Option<crate::fleet::FleetStatus> = s.and_then(|s| serde_json::from_str(&s).ok());
+    let (leader, status) = crate::fleet::read_status(&q).await?;
     if json {
         println!(
             "{}",

@@ -329,43 +329,12 @@ impl Fleet {
 
     /// Dollars spent on the UTC day of `now`.
     pub async fn spent_on(&self, now: u64) -> Result<f64, FleetError> {
-        let mut c = self.conn().await?;
-        let v: Option<String> = redis::cmd("GET")
-            .arg(self.keys.day(now))
-            .query_async(&mut c)
-            .await?;
-        Ok(float(v))
+        read_spent_on(&self.q, now).await
     }
 
     /// Dollars spent per pod, ever.
     pub async fn spent_per_pod(&self) -> Result<BTreeMap<String, f64>, FleetError> {
-        let mut c = self.conn().await?;
-        let h: HashMap<String, String> = redis::cmd("HGETALL")
-            .arg(&self.keys.spend_pods)
-            .query_async(&mut c)
-            .await?;
-        Ok(h.into_iter()
-            .map(|(k, v)| (k, v.parse().unwrap_or(0.0)))
-            .collect())
-    }
-
-    /// The last status a leader wrote.
-    pub async fn status(&self) -> Result<Option<FleetStatus>, FleetError> {
-        let mut c = self.conn().await?;
-        let v: Option<String> = redis::cmd("GET")
-            .arg(&self.keys.status)
-            .query_async(&mut c)
-            .await?;
-        Ok(v.and_then(|s| serde_json::from_str(&s).ok()))
-    }
-
-    /// The current leader's id, if any.
-    pub async fn leader(&self) -> Result<Option<String>, FleetError> {
-        let mut c = self.conn().await?;
-        Ok(redis::cmd("GET")
-            .arg(&self.keys.leader)
-            .query_async(&mut c)
-            .await?)
+        read_spent_per_pod(&self.q).await
     }
 
     /// A fresh pod name: `sc-<ulid>` (lower case: a Kubernetes name).
@@ -713,4 +682,77 @@ impl Fleet {
         }
         Ok(())
     }
+}
+
+/// Dollars spent on the UTC day of `now` (Redis time, ms).
+pub async fn read_spent_on(q: &Queue, now: u64) -> Result<f64, FleetError> {
+    let mut c = q.conn().await?;
+    let v: Option<String> = redis::cmd("GET")
+        .arg(FleetKeys::new(q).day(now))
+        .query_async(&mut c)
+        .await?;
+    Ok(float(v))
+}
+
+/// Dollars spent per pod, ever (pods gone included).
+pub async fn read_spent_per_pod(q: &Queue) -> Result<BTreeMap<String, f64>, FleetError> {
+    let mut c = q.conn().await?;
+    let h: HashMap<String, String> = redis::cmd("HGETALL")
+        .arg(FleetKeys::new(q).spend_pods)
+        .query_async(&mut c)
+        .await?;
+    Ok(h.into_iter()
+        .map(|(k, v)| (k, v.parse().unwrap_or(0.0)))
+        .collect())
+}
+
+/// The current leader (`None`: no fleet leads) and the last status a leader wrote.
+pub async fn read_status(q: &Queue) -> Result<(Option<String>, Option<FleetStatus>), FleetError> {
+    let keys = FleetKeys::new(q);
+    let mut c = q.conn().await?;
+    let (leader, status): (Option<String>, Option<String>) = redis::pipe()
+        .cmd("GET")
+        .arg(&keys.leader)
+        .cmd("GET")
+        .arg(&keys.status)
+        .query_async(&mut c)
+        .await?;
+    Ok((leader, status.and_then(|s| serde_json::from_str(&s).ok())))
+}
+
+/// What the fleet has spent and may still spend, as `GET /fleet/spend` and `fleet status`
+/// report it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SpendReport {
+    /// The UTC day.
+    pub day: String,
+    pub spent_today: f64,
+    /// $/h of the pods at the leader's last report.
+    pub rate_now: f64,
+    /// The budgets of the leader's last report (`None`: no leader has reported).
+    pub budget_per_hour: Option<f64>,
+    pub budget_per_day: Option<f64>,
+    pub budget_left_today: Option<f64>,
+    pub balance: Option<f64>,
+    /// Dollars per pod, ever.
+    pub per_pod: BTreeMap<String, f64>,
+}
+
+/// The spend report now.
+pub async fn read_spend(q: &Queue) -> Result<SpendReport, FleetError> {
+    let now = q.time_ms().await?;
+    let (_, status) = read_status(q).await?;
+    let spent_today = read_spent_on(q, now).await?;
+    Ok(SpendReport {
+        day: utc_day(now),
+        spent_today,
+        rate_now: status.as_ref().map(|s| s.rate_now).unwrap_or(0.0),
+        budget_per_hour: status.as_ref().map(|s| s.budget_per_hour),
+        budget_per_day: status.as_ref().map(|s| s.budget_per_day),
+        budget_left_today: status
+            .as_ref()
+            .map(|s| (s.budget_per_day - spent_today).max(0.0)),
+        balance: status.as_ref().and_then(|s| s.balance),
+        per_pod: read_spent_per_pod(q).await?,
+    })
 }
