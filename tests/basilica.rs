@@ -337,8 +337,29 @@ fn only_the_leader_rents_and_a_standby_takes_over_without_renting_twice() {
     let b = Basilica::start(a4000(), 100.0);
     // pods that run `noop` never take the `sleep` backlog: it stays, and so do they
     enqueue_sleeps(&redis, 5, 1000);
-    let mut a = spawn_fleet(&redis, &b, &["--pod-roles", "noop"]);
+    let metrics = common::free_port();
+    let addr = format!("127.0.0.1:{metrics}");
+    let mut a = spawn_fleet(
+        &redis,
+        &b,
+        &["--pod-roles", "noop", "--metrics-addr", &addr],
+    );
     until(30, "two pods", || b.live().len() == 2);
+    // its gauges: leading, two pods, $2/h, two more wanted (5 jobs, at most 4 pods)
+    until(10, "the gauges", || {
+        let Some((_, m)) = common::basilica::http_get(metrics, "/metrics") else {
+            return false;
+        };
+        let pods: f64 = m
+            .lines()
+            .filter(|l| l.starts_with("sc_fleet_pods{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        m.contains("sc_fleet_leader 1")
+            && pods == 2.0
+            && m.contains("sc_fleet_rate_dollars_per_hour 2")
+            && m.contains("sc_fleet_wanted_pods 2")
+    });
     let leader_a = status(&redis)["leader"].as_str().unwrap().to_string();
     let _standby = spawn_fleet(&redis, &b, &["--pod-roles", "noop"]);
     std::thread::sleep(Duration::from_secs(2));

@@ -19,7 +19,13 @@ use crate::fleet::{Fleet, FleetConfig, PodTemplate};
 #[derive(Debug, Subcommand)]
 pub enum FleetCommand {
     /// Run the autoscaler until SIGINT/SIGTERM (one of several leads; the others stand by).
-    Run(FleetArgs),
+    Run {
+        #[command(flatten)]
+        fleet: FleetArgs,
+        /// Serve Prometheus gauges at ADDR/metrics (e.g. 127.0.0.1:9465).
+        #[arg(long)]
+        metrics_addr: Option<std::net::SocketAddr>,
+    },
     /// The leader's last report: pods, spend, budgets, and why nothing more was rented.
     Status {
         #[arg(long)]
@@ -225,10 +231,25 @@ impl FleetArgs {
 
 pub(super) async fn run(q: Queue, c: FleetCommand) -> anyhow::Result<()> {
     match c {
-        FleetCommand::Run(a) => {
-            let f = a.fleet(q)?;
+        FleetCommand::Run {
+            fleet,
+            metrics_addr,
+        } => {
+            let f = fleet.fleet(q)?;
+            let stop = shutdown_on_signal();
+            if let Some(addr) = metrics_addr {
+                let l = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot serve metrics on {addr}"))?;
+                let m = f.metrics.clone();
+                let answer = move |path: &str| match path {
+                    "/metrics" => (200, "text/plain; version=0.0.4; charset=utf-8", m.render()),
+                    _ => (404, "text/plain", "not found; try /metrics\n".to_string()),
+                };
+                tokio::spawn(crate::http_server::serve_plain(l, answer, stop.clone()));
+            }
             println!("fleet {} started", f.id);
-            f.run(shutdown_on_signal()).await?;
+            f.run(stop).await?;
             Ok(())
         }
         FleetCommand::Status { json } => status(q, json).await,

@@ -306,43 +306,20 @@ async fn serve_health(
     id: String,
     draining: tokio_util::sync::CancellationToken,
 ) {
-    use http_body_util::Full;
-    use hyper::{body::Bytes, Response, StatusCode};
-    let limits = crate::http_server::ConnLimits {
-        max_connections: 16,
-        ..Default::default()
+    let answer = move |path: &str| {
+        if path != "/health" {
+            (404, "text/plain", "not found; try /health\n".to_string())
+        } else if draining.is_cancelled() {
+            let body = serde_json::json!({"status": "draining", "worker": id});
+            (503, "application/json", body.to_string())
+        } else {
+            let body = serde_json::json!({"status": "ok", "worker": id});
+            (200, "application/json", body.to_string())
+        }
     };
-    crate::http_server::serve(
-        listener,
-        limits,
-        move |_| {
-            let id = id.clone();
-            let draining = draining.clone();
-            hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                let res = if req.uri().path() != "/health" {
-                    Response::builder()
-                        .status(StatusCode::NOT_FOUND)
-                        .body(Full::new(Bytes::from_static(b"not found; try /health\n")))
-                } else if draining.is_cancelled() {
-                    Response::builder()
-                        .status(StatusCode::SERVICE_UNAVAILABLE)
-                        .body(Full::new(Bytes::from(format!(
-                            "{{\"status\":\"draining\",\"worker\":\"{id}\"}}"
-                        ))))
-                } else {
-                    Response::builder()
-                        .header("content-type", "application/json")
-                        .body(Full::new(Bytes::from(format!(
-                            "{{\"status\":\"ok\",\"worker\":\"{id}\"}}"
-                        ))))
-                };
-                async move { res }
-            })
-        },
-        // served until the process ends: the drain answers 503
-        tokio_util::sync::CancellationToken::new(),
-    )
-    .await;
+    // served until the process ends: the drain answers 503
+    crate::http_server::serve_plain(listener, answer, tokio_util::sync::CancellationToken::new())
+        .await;
 }
 
 pub(super) async fn jobs(q: Queue, c: JobsCommand) -> anyhow::Result<()> {

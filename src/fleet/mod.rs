@@ -24,6 +24,7 @@
 //! [`crate::basilica`] does).
 
 pub mod decide;
+pub mod metrics;
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -230,6 +231,8 @@ pub struct Fleet {
     pub cfg: FleetConfig,
     /// This process's lease holder id.
     pub id: String,
+    /// Its gauges (`fleet run --metrics-addr`).
+    pub metrics: metrics::FleetMetrics,
 }
 
 fn float(s: Option<String>) -> f64 {
@@ -253,6 +256,7 @@ impl Fleet {
             keys,
             cfg,
             id,
+            metrics: metrics::FleetMetrics::new(),
         }
     }
 
@@ -660,8 +664,9 @@ impl Fleet {
                         println!("fleet {} leading", self.id);
                     }
                     leading = true;
-                    if let Err(e) = self.tick().await {
-                        tracing::warn!(%e, "fleet tick failed");
+                    match self.tick().await {
+                        Ok(s) => self.metrics.observe(&s),
+                        Err(e) => tracing::warn!(%e, "fleet tick failed"),
                     }
                 }
                 Ok(false) => {
@@ -672,6 +677,7 @@ impl Fleet {
                 }
                 Err(e) => tracing::warn!(%e, "fleet lease unreachable"),
             }
+            self.metrics.set_leader(leading);
             tokio::select! {
                 _ = stop.cancelled() => break,
                 _ = tokio::time::sleep(self.cfg.tick) => {}

@@ -85,23 +85,24 @@ fn error(code: &str, message: &str) -> Value {
     json!({"error": {"code": code, "message": message}})
 }
 
-fn healthy(port: u16) -> bool {
+/// `GET path` on 127.0.0.1:`port`: the status line and the body (`None`: no answer).
+pub fn http_get(port: u16, path: &str) -> Option<(String, String)> {
     use std::io::Read;
-    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
-    if write!(
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    let _ = s.set_read_timeout(Some(Duration::from_millis(2000)));
+    write!(
         s,
-        "GET /health HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n\r\n"
     )
-    .is_err()
-    {
-        return false;
-    }
+    .ok()?;
     let mut buf = String::new();
     let _ = s.read_to_string(&mut buf);
-    buf.starts_with("HTTP/1.1 200")
+    let (head, body) = buf.split_once("\r\n\r\n")?;
+    Some((head.lines().next()?.to_string(), body.to_string()))
+}
+
+fn healthy(port: u16) -> bool {
+    http_get(port, "/health").is_some_and(|(status, _)| status.starts_with("HTTP/1.1 200"))
 }
 
 impl Pod {
