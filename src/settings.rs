@@ -332,7 +332,6 @@ pub const TABLE: &[Setting] = &[
         "fleet",
         "the Redis URL trainer pods use (TLS, the worker ACL user) [default: the fleet's own]",
     )
-    .secret()
     .flag("fleet --pod-redis-url"),
     var(
         "SYNTH_REGISTRY_DIR",

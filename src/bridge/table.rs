@@ -361,14 +361,16 @@ mod tests {
             sse_per_bot: 4,
             loopback_operator: false,
         };
-        let routes = super::super::routes(queue, cfg);
+        // fresh routes per call: the failed-authentication budget
+        // (limits::AUTH_FAILURES_PER_MIN) is smaller than the table
         let call = |method: &str, path: &str| {
-            warp::test::request()
+            let routes = super::super::routes(queue.clone(), cfg.clone());
+            let req = warp::test::request()
                 .method(method)
                 .path(path)
                 .header("content-length", "2")
-                .body("{}")
-                .reply(&routes)
+                .body("{}");
+            async move { req.reply(&routes).await }
         };
         for r in TABLE {
             let path = r
