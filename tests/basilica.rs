@@ -153,6 +153,18 @@ fn job(redis: &RedisServer, id: &str) -> Value {
     serde_json::from_str(out.trim()).unwrap()
 }
 
+/// `fleet rent --gpu A4000`, which must succeed; its output.
+fn rent_a4000(redis: &RedisServer, b: &Basilica) -> String {
+    let out = stdout_of(&mut fleet_command(
+        redis,
+        b,
+        &["rent", "--gpu", "A4000"],
+        &[],
+    ));
+    assert!(out.contains("rented sc-"), "{out}");
+    out
+}
+
 fn a4000() -> Vec<Value> {
     vec![
         offering("o-a4000", "A4000", "1.00"),
@@ -289,13 +301,7 @@ fn a_create_that_fails_or_times_out_rents_exactly_one_pod() {
 
     // 500, then success: one pod
     b.fail_next_creates(1);
-    let out = stdout_of(&mut fleet_command(
-        &redis,
-        &b,
-        &["rent", "--gpu", "A4000"],
-        &[],
-    ));
-    assert!(out.contains("rented sc-"), "{out}");
+    let out = rent_a4000(&redis, &b);
     assert_eq!(b.create_requests(), 2);
     assert_eq!(b.live().len(), 1);
     let first = b.live()[0].clone();
@@ -303,13 +309,7 @@ fn a_create_that_fails_or_times_out_rents_exactly_one_pod() {
 
     // the create is carried out but answered after the client's 1 s: looked up, not re-sent
     b.delay_next_create(Duration::from_secs(3));
-    let out = stdout_of(&mut fleet_command(
-        &redis,
-        &b,
-        &["rent", "--gpu", "A4000"],
-        &[],
-    ));
-    assert!(out.contains("rented sc-"), "{out}");
+    let out = rent_a4000(&redis, &b);
     assert_eq!(b.create_requests(), 3, "one request for the slow create");
     assert_eq!(b.live().len(), 2);
     assert_eq!(b.created(), 2);

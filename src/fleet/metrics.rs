@@ -6,7 +6,7 @@
 //!
 //! Does not: decide anything from the numbers.
 
-use prometheus::{Encoder, Gauge, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{Gauge, IntGauge, IntGaugeVec, Opts, Registry};
 
 use super::FleetStatus;
 
@@ -106,10 +106,6 @@ impl FleetMetrics {
 
     /// The text exposition.
     pub fn render(&self) -> String {
-        let mut buf = Vec::new();
-        TextEncoder::new()
-            .encode(&self.registry.gather(), &mut buf)
-            .expect("text encoding");
-        String::from_utf8(buf).expect("utf-8")
+        engine::metrics::render(&self.registry)
     }
 }
