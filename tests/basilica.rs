@@ -309,7 +309,7 @@ fn a_create_that_fails_or_times_out_rents_exactly_one_pod() {
 
     // the create is carried out but answered after the client's 1 s: looked up, not re-sent
     b.delay_next_create(Duration::from_secs(3));
-    let out = rent_a4000(&redis, &b);
+    rent_a4000(&redis, &b);
     assert_eq!(b.create_requests(), 3, "one request for the slow create");
     assert_eq!(b.live().len(), 2);
     assert_eq!(b.created(), 2);
@@ -422,4 +422,47 @@ fn a_low_balance_or_an_unoffered_gpu_rents_nothing_and_says_why() {
         "{err}"
     );
     assert_eq!(b.create_requests(), 0);
+}
+
+/// The pod's side: a worker with `--health-port` answers `GET /health` 200 while it serves;
+/// on SIGTERM it drains (503 on the probe), and a job still running when the grace ends goes
+/// back to the queue without using an attempt.
+#[test]
+fn a_pods_worker_answers_its_probe_and_drains_on_sigterm() {
+    let redis = RedisServer::start();
+    migrate(&redis);
+    let port = common::free_port();
+    let mut w = Killed(common::spawn_worker(
+        &redis.url(),
+        &[
+            "--roles",
+            "sleep",
+            "--health-port",
+            &port.to_string(),
+            "--grace-secs",
+            "2",
+        ],
+    ));
+    until(20, "the probe answers 200", || {
+        common::basilica::http_get(port, "/health")
+            .is_some_and(|(s, b)| s.contains(" 200") && b.contains("\"ok\""))
+    });
+    let id = enqueue_sleeps(&redis, 1, 30_000).remove(0);
+    until(20, "the job runs", || job(&redis, &id)["state"] == "active");
+    let attempt = job(&redis, &id)["attempt"].clone();
+
+    // SAFETY: signalling a child this test spawned and has not reaped.
+    unsafe {
+        libc::kill(w.0.id() as i32, libc::SIGTERM);
+    }
+    until(5, "the probe says draining", || {
+        common::basilica::http_get(port, "/health")
+            .is_some_and(|(s, b)| s.contains(" 503") && b.contains("draining"))
+    });
+    until(20, "the worker exits", || {
+        matches!(w.0.try_wait(), Ok(Some(_)))
+    });
+    let j = job(&redis, &id);
+    assert_eq!(j["state"], "waiting", "handed back: {j}");
+    assert_eq!(j["attempt"], attempt, "no attempt used: {j}");
 }
