@@ -5,8 +5,9 @@
 //!
 //! Several may run: one leads through a Redis lease (`fleet:leader`, renewed every tick; a
 //! leader that dies is replaced within a lease) and the others stand by. Only the leader
-//! rents, deletes and records spend, and each of its writes is one script fenced by the lease
-//! (`ACCOUNT`), so a deposed leader's late write changes nothing.
+//! rents, deletes and records spend; it renews the lease before each Basilica call that acts
+//! (so a tick that outlasts the lease stops), and each of its writes is one script fenced by
+//! the lease (`ACCOUNT`), so a deposed leader's late write changes nothing.
 //!
 //! State in Redis, under the deployment's prefix: `fleet:pods` (a hash: pod name → its
 //! record: offering, rate, rent time, last busy time, spend accounted up to), `fleet:spend:pods`
@@ -276,6 +277,16 @@ impl Fleet {
         Ok(n == 1)
     }
 
+    /// Renews the lease before an action; an error once another process leads (a tick that
+    /// outlasted the lease stops there).
+    async fn still_leading(&self) -> Result<(), FleetError> {
+        if self.lead().await? {
+            Ok(())
+        } else {
+            Err(FleetError::Refused("no longer the fleet's leader".into()))
+        }
+    }
+
     /// Gives the lease up (at shutdown), so a standby takes over at once.
     pub async fn resign(&self) {
         if let Ok(mut c) = self.conn().await {
@@ -513,6 +524,7 @@ impl Fleet {
         let mut recs = self.records().await?;
         let mut views = Vec::new();
         for r in recs.iter_mut() {
+            self.still_leading().await?;
             let phase = match self.client.get(&r.name).await {
                 Ok(d) => d.phase_or_state().to_string(),
                 Err(BasilicaError::NotFound(_)) => "Gone".into(),
@@ -580,6 +592,7 @@ impl Fleet {
         );
         let mut actions = Vec::new();
         for d in &decision.delete {
+            self.still_leading().await?;
             match self.release(&d.name, true).await {
                 Ok(()) => actions.push(format!("deleted {}: {}", d.name, d.reason)),
                 Err(e) => actions.push(format!("delete {} failed: {e}", d.name)),
@@ -590,6 +603,7 @@ impl Fleet {
             let Some(o) = offerings.iter().find(|o| o.id == r.offering_id) else {
                 continue;
             };
+            self.still_leading().await?;
             match self.rent(o, false, true).await {
                 Ok(rec) => actions.push(format!(
                     "rented {} ({}x{} ${:.2}/h)",
