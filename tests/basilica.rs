@@ -204,6 +204,13 @@ fn a_backlog_rents_pods_up_to_the_budget_the_jobs_finish_on_them_and_idle_pods_g
     assert_eq!(p["pods"].as_array().map(Vec::len), Some(2), "{p}");
     assert!(p["blocked"].to_string().contains("hourly budget"), "{p}");
     assert_eq!(p["leader"], s["leader"], "{p}");
+    let dash = get(&url, "/dash/snapshot");
+    assert_eq!(
+        dash["fleet"]["pods"].as_array().map(Vec::len),
+        Some(2),
+        "{dash}"
+    );
+    assert_eq!(dash["fleet"]["budget_per_hour"], 2.5, "{dash}");
 
     // every job finishes, on the pods' workers
     until(60, "the jobs complete", || {
