@@ -198,6 +198,9 @@ fn a_backlog_rents_pods_up_to_the_budget_the_jobs_finish_on_them_and_idle_pods_g
     let s = status(&redis);
     let blocked = s["status"]["blocked"].to_string();
     assert!(blocked.contains("hourly budget"), "{s}");
+    let text = stdout_of(cli_command(&redis.url()).args(["fleet", "status"]));
+    assert!(text.contains(&pods[0]) && text.contains(&pods[1]), "{text}");
+    assert!(text.contains("held back: hourly budget"), "{text}");
     // bots read the same over the bridge
     let (_bridge, url) = bridge(&redis);
     let p = get(&url, "/fleet/pods");
