@@ -432,6 +432,19 @@ fn a_low_balance_or_an_unoffered_gpu_rents_nothing_and_says_why() {
         "{err}"
     );
     assert_eq!(b.create_requests(), 0);
+
+    // a 4xx is not retried and names what was wrong
+    let out = fleet_command(&redis, &b, &["rent", "--gpu", "A4000"], &[])
+        .env("BASILICA_API_TOKEN", "wrong")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("HTTP 401") && err.contains("BASILICA_API_TOKEN"),
+        "{err}"
+    );
+    assert!(!err.contains("retrying"), "a 4xx is not retried: {err}");
 }
 
 /// The pod's side: a worker with `--health-port` answers `GET /health` 200 while it serves;
