@@ -489,3 +489,61 @@ fn a_pods_worker_answers_its_probe_and_drains_on_sigterm() {
     assert_eq!(j["state"], "waiting", "handed back: {j}");
     assert_eq!(j["attempt"], attempt, "no attempt used: {j}");
 }
+
+/// In a deployment with ACL users over TLS (docs/ops.md): the fleet runs as the `operator`
+/// user, its pods' workers as the `worker` user (`--pod-redis-url`, the CA passed with
+/// `--pod-env`), a backlog gets a pod whose worker finishes it, and Redis refuses nothing to
+/// anyone (its ACL LOG stays empty: the fleet's scripts are in the rules).
+#[test]
+fn over_tls_the_fleet_runs_as_the_operator_and_its_pods_as_workers() {
+    use common::tls::{acl_file, assert_nothing_refused, ok, sc, TlsRedis};
+    let tmp = tempfile::tempdir().unwrap();
+    let redis = TlsRedis::start(tmp.path(), &acl_file("t", &[]), false);
+    let (op, ca) = (redis.url("operator"), redis.ca.clone());
+    ok(sc(&op, &ca).arg("migrate"));
+    let b = Basilica::start(a4000(), 100.0);
+    let out = ok(sc(&op, &ca).args([
+        "jobs",
+        "enqueue",
+        "--type",
+        "sleep",
+        "--payload",
+        r#"{"ms": 200}"#,
+        "--json",
+    ]));
+    let id = serde_json::from_str::<Value>(&out).unwrap()[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut flags: Vec<String> = FLEET.iter().map(|s| s.to_string()).collect();
+    flags.extend([
+        "--pod-redis-url".to_string(),
+        redis.url("worker"),
+        "--pod-env".to_string(),
+        format!("SYNTH_REDIS_CA={}", ca.display()),
+    ]);
+    let mut cmd = sc(&op, &ca);
+    cmd.args(["fleet", "run"])
+        .args(&flags)
+        .env("BASILICA_API_URL", &b.url)
+        .env("BASILICA_API_TOKEN", &b.token)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let _fleet = Killed(cmd.spawn().unwrap());
+    until(60, "the job completes on a pod", || {
+        let j: Value =
+            serde_json::from_str(&ok(sc(&op, &ca).args(["jobs", "status", &id, "--json"])))
+                .unwrap();
+        j["state"] == "completed" && j["worker"].as_str().is_some_and(|w| w.starts_with("sc-"))
+    });
+    let pod = b.live().first().cloned().expect("a pod");
+    assert!(
+        b.body(&pod).unwrap()["env"]["REDIS_URL"]
+            .as_str()
+            .unwrap()
+            .starts_with("rediss://worker:"),
+        "the pod is the worker user"
+    );
+    until(30, "the idle pod deleted", || b.live().is_empty());
+    assert_nothing_refused(&redis, &redis.tls());
+}

@@ -7,7 +7,9 @@
 //! leader that dies is replaced within a lease) and the others stand by. Only the leader
 //! rents, deletes and records spend; it renews the lease before each Basilica call that acts
 //! (so a tick that outlasts the lease stops), and each of its writes is one script fenced by
-//! the lease (`ACCOUNT`), so a deposed leader's late write changes nothing.
+//! the lease (the engine's `fleet_lease.lua`, `fleet_unlease.lua`, `fleet_account.lua`, so the
+//! ACL rules allow the operator user what they call), so a deposed leader's late write changes
+//! nothing.
 //!
 //! State in Redis, under the deployment's prefix: `fleet:pods` (a hash: pod name → its
 //! record: offering, rate, rent time, last busy time, spend accounted up to), `fleet:spend:pods`
@@ -180,49 +182,6 @@ pub fn utc_day(ms: u64) -> String {
         .unwrap_or_else(|| "1970-01-01".into())
 }
 
-/// Take or keep the lease: 1 when `ARGV[1]` holds it after the call.
-const LEASE: &str = r#"
-local cur = redis.call('GET', KEYS[1])
-if cur == false then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return 1
-end
-if cur == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return 1
-end
-return 0
-"#;
-
-/// Give the lease up if held.
-const UNLEASE: &str = r#"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-"#;
-
-/// A leader's write of a pod's record and the spend since it was last accounted, fenced by
-/// the lease. KEYS: leader, pods, spend:pods, spend:day:<day>. ARGV: me, name, record JSON
-/// (empty: the pod is gone, remove it), dollars.
-const ACCOUNT: &str = r#"
-if ARGV[1] ~= '' and redis.call('GET', KEYS[1]) ~= ARGV[1] then
-  return 0
-end
-if ARGV[3] == '' then
-  redis.call('HDEL', KEYS[2], ARGV[2])
-else
-  redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
-end
-local d = tonumber(ARGV[4])
-if d and d > 0 then
-  redis.call('HINCRBYFLOAT', KEYS[3], ARGV[2], ARGV[4])
-  redis.call('INCRBYFLOAT', KEYS[4], ARGV[4])
-  redis.call('EXPIRE', KEYS[4], 40 * 86400)
-end
-return 1
-"#;
-
 /// The fleet's view of Redis and Basilica.
 #[derive(Clone)]
 pub struct Fleet {
@@ -268,8 +227,11 @@ impl Fleet {
     /// Takes or renews the lease; true while this process leads.
     pub async fn lead(&self) -> Result<bool, FleetError> {
         let mut c = self.conn().await?;
-        let n: i64 = redis::Script::new(LEASE)
-            .key(&self.keys.leader)
+        let n: i64 = self
+            .q
+            .scripts()
+            .fleet_lease
+            .arg(self.q.prefix())
             .arg(&self.id)
             .arg(self.cfg.lease.as_millis() as u64)
             .invoke_async(&mut c)
@@ -290,8 +252,11 @@ impl Fleet {
     /// Gives the lease up (at shutdown), so a standby takes over at once.
     pub async fn resign(&self) {
         if let Ok(mut c) = self.conn().await {
-            let _: Result<i64, _> = redis::Script::new(UNLEASE)
-                .key(&self.keys.leader)
+            let _: Result<i64, _> = self
+                .q
+                .scripts()
+                .fleet_unlease
+                .arg(self.q.prefix())
                 .arg(&self.id)
                 .invoke_async(&mut c)
                 .await;
@@ -328,15 +293,16 @@ impl Fleet {
             Some(r) => serde_json::to_string(r).expect("a record serialises"),
             None => String::new(),
         };
-        let n: i64 = redis::Script::new(ACCOUNT)
-            .key(&self.keys.leader)
-            .key(&self.keys.pods)
-            .key(&self.keys.spend_pods)
-            .key(self.keys.day(now))
+        let n: i64 = self
+            .q
+            .scripts()
+            .fleet_account
+            .arg(self.q.prefix())
             .arg(if fenced { self.id.as_str() } else { "" })
             .arg(name)
             .arg(json)
             .arg(format!("{dollars:.9}"))
+            .arg(utc_day(now))
             .invoke_async(&mut c)
             .await?;
         Ok(n == 1)
