@@ -502,19 +502,7 @@ fn over_tls_the_fleet_runs_as_the_operator_and_its_pods_as_workers() {
     let (op, ca) = (redis.url("operator"), redis.ca.clone());
     ok(sc(&op, &ca).arg("migrate"));
     let b = Basilica::start(a4000(), 100.0);
-    let out = ok(sc(&op, &ca).args([
-        "jobs",
-        "enqueue",
-        "--type",
-        "sleep",
-        "--payload",
-        r#"{"ms": 200}"#,
-        "--json",
-    ]));
-    let id = serde_json::from_str::<Value>(&out).unwrap()[0]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let id = common::tls::enqueue_sleep(&op, &ca, 200);
     let mut flags: Vec<String> = FLEET.iter().map(|s| s.to_string()).collect();
     flags.extend([
         "--pod-redis-url".to_string(),
