@@ -8,7 +8,7 @@
 //! header timeout, a malformed request) and are logged at debug, never at error.
 //!
 //! It knows no route and builds no response: the caller's service does (the bridge's warp
-//! filter through [`warp::service`]). It does not limit requests per caller (the bridge's
+//! filter through [`warp::service`]; for [`serve_plain`], the caller's function of the path). It does not limit requests per caller (the bridge's
 //! budgets do) nor body sizes (the service does).
 
 use std::error::Error as StdError;
@@ -109,6 +109,38 @@ pub async fn serve<S, F>(
     drop(listener);
     // Every slot back means every connection has ended.
     let _ = tokio::time::timeout(limits.drain, slots.acquire_many(max as u32)).await;
+}
+
+/// Serves small plain answers (a health probe, Prometheus metrics) under [`serve`]:
+/// `answer(path)` gives each request's status, content type and body; at most 16 connections,
+/// a 10 s header timeout.
+pub async fn serve_plain<F>(listener: TcpListener, answer: F, shutdown: CancellationToken)
+where
+    F: Fn(&str) -> (u16, &'static str, String) + Clone + Send + Sync + 'static,
+{
+    use http_body_util::Full;
+    use hyper::body::Bytes;
+    let limits = ConnLimits {
+        max_connections: 16,
+        ..Default::default()
+    };
+    serve(
+        listener,
+        limits,
+        move |_| {
+            let answer = answer.clone();
+            hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+                let (status, kind, body) = answer(req.uri().path());
+                let res = hyper::Response::builder()
+                    .status(status)
+                    .header("content-type", kind)
+                    .body(Full::new(Bytes::from(body)));
+                async move { res }
+            })
+        },
+        shutdown,
+    )
+    .await;
 }
 
 /// What ended a connection, at debug: every such error is the client's or the network's.

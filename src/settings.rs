@@ -286,6 +286,54 @@ pub const TABLE: &[Setting] = &[
     .or("auto")
     .flag("worker/pipeline --device"),
     var(
+        "SYNTH_HEALTH_PORT",
+        "worker",
+        "answer health probes (GET /health) on this port; a Basilica pod's worker uses 8378",
+    )
+    .flag("worker --health-port"),
+    var(
+        "SYNTH_HEALTH_HOST",
+        "worker",
+        "the address the health port binds (0.0.0.0 in a pod, where the probes come from outside)",
+    )
+    .or("127.0.0.1")
+    .flag("worker --health-host"),
+    var("BASILICA_API_URL", "fleet", "the Basilica API").or(crate::basilica::DEFAULT_API_URL),
+    var(
+        "BASILICA_API_TOKEN",
+        "fleet",
+        "the Basilica API token (Bearer); unset: requests go unauthenticated and are refused",
+    )
+    .secret(),
+    var(
+        "BASILICA_ALLOWED_GPU_TYPES",
+        "fleet",
+        "GPU types the fleet may rent, comma-separated; empty: any within the price cap",
+    )
+    .flag("fleet --allowed-gpu-types"),
+    var("BASILICA_MAX_HOURLY_RATE", "fleet", "most $/h per GPU the fleet pays")
+        .or("1")
+        .flag("fleet --max-hourly-rate"),
+    var(
+        "BASILICA_BUDGET_PER_HOUR",
+        "fleet",
+        "most $/h for all the fleet's pods together",
+    )
+    .or("4")
+    .flag("fleet --budget-per-hour"),
+    var("BASILICA_BUDGET_PER_DAY", "fleet", "most $ the fleet spends per UTC day")
+        .or("48")
+        .flag("fleet --budget-per-day"),
+    var("BASILICA_IMAGE", "fleet", "the trainer pods' container image")
+        .or("synth-city-cuda:local")
+        .flag("fleet --image"),
+    var(
+        "SYNTH_POD_REDIS_URL",
+        "fleet",
+        "the Redis URL trainer pods use (TLS, the worker ACL user) [default: the fleet's own]",
+    )
+    .flag("fleet --pod-redis-url"),
+    var(
         "SYNTH_REGISTRY_DIR",
         "bridge",
         "the zoo's sources for /registry [default: this build's workers/trainer/src/zoo]",

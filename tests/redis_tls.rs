@@ -153,17 +153,7 @@ fn roles_run_over_tls_and_the_acl_confines_them() {
     let logs = [&worker_log, &sched_log, &bridge.log];
 
     // A job enqueued by the operator finishes.
-    let out = ok(sc(&op, &ca).args([
-        "jobs",
-        "enqueue",
-        "--type",
-        "sleep",
-        "--payload",
-        r#"{"ms":1}"#,
-        "--json",
-    ]));
-    let v: Value = serde_json::from_str(&out).unwrap();
-    let id = v[0]["id"].as_str().unwrap().to_string();
+    let id = common::tls::enqueue_sleep(&op, &ca, 1);
     wait_completed(&op, &ca, &id, &logs);
 
     // A job a bot enqueues through the bridge finishes.

@@ -97,7 +97,17 @@ pub(super) async fn snapshot(c: Call) -> Answer {
         }
         Err(_) => (json!([]), Vec::new()),
     };
+    // the GPU pod fleet, as its leader last reported it (absent: none has)
+    let fleet = match crate::fleet::read_status(&s.queue).await {
+        Ok((leader, Some(f))) => json!({"leader": leader, "pods": f.pods, "rate_now": f.rate_now,
+            "spent_today": f.spent_today, "budget_per_hour": f.budget_per_hour,
+            "budget_per_day": f.budget_per_day, "wanted": f.wanted, "blocked": f.blocked,
+            "at_ms": f.at_ms}),
+        Ok((leader, None)) => json!({"leader": leader, "pods": [], "blocked": []}),
+        Err(e) => return Err(internal(e)),
+    };
     Ok(ok(json!({
+        "fleet": fleet,
         "champions": champions,
         "decisions": decisions,
         "bot_id": c.bot,

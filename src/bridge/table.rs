@@ -51,6 +51,8 @@ pub(super) static TABLE: &[Route] = &[
     Route::get("/queue/stats", "per job type: waiting, in flight, delayed, completed, failed, retried, dead", bot!(jobs::stats)),
     Route::get("/workers", "live workers", bot!(fleet::workers)),
     Route::get("/semaphore", "the pipeline-run semaphore: holders, waiters, limit", bot!(fleet::semaphore)),
+    Route::get("/fleet/pods", "GPU trainer pods on Basilica: the fleet leader's last report (pods, backlog, why it held back)", bot!(fleet::pods)),
+    Route::get("/fleet/spend", "GPU pod spend: today, per pod, the budgets and what is left today", bot!(fleet::spend)),
     Route::get("/schedules", "cron schedules", bot!(schedules::list)),
     Route::post("/schedules", "add or replace a schedule: {name, cron, job_type, payload}", bot!(schedules::add))
         .body(schedules::schema),

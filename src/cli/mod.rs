@@ -12,6 +12,7 @@ mod bridge;
 pub mod client;
 pub mod config;
 pub mod dirs;
+mod fleet;
 pub mod mine;
 pub mod model;
 pub mod models;
@@ -78,6 +79,12 @@ pub enum Command {
     },
     /// Apply pending migrations of the Redis key layout.
     Migrate,
+    /// GPU trainer pods on Basilica: the autoscaler (`run`), `status`, manual `rent` and
+    /// `release`.
+    Fleet {
+        #[command(subcommand)]
+        command: fleet::FleetCommand,
+    },
     /// Serve the HTTP bridge for bots and people.
     Bridge(bridge::BridgeArgs),
     /// The bridge's principals: a key per bot (add, list, revoke).
@@ -211,6 +218,7 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
         Command::Bridge(a) => bridge::run(q, a, &settings).await,
         Command::Bots { command } => bots::run(q, command).await,
         Command::Agents { command } => agents::run(q, command).await,
+        Command::Fleet { command } => fleet::run(q, command).await,
         Command::Score(_)
         | Command::CheckShapes(_)
         | Command::Data(_)

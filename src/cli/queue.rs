@@ -47,6 +47,13 @@ pub struct WorkerArgs {
     /// A readable worker name (a unique suffix is added).
     #[arg(long)]
     pub name: Option<String>,
+    /// Answer health probes (`GET /health`: 200 while serving, 503 once draining) on this
+    /// port (8378 on a Basilica pod).
+    #[arg(long, env = "SYNTH_HEALTH_PORT")]
+    pub health_port: Option<u16>,
+    /// The address the health port binds (0.0.0.0 in a pod, where the probes come from outside).
+    #[arg(long, env = "SYNTH_HEALTH_HOST", default_value = "127.0.0.1")]
+    pub health_host: std::net::IpAddr,
     /// This worker's own directories (payloads name none).
     #[command(flatten)]
     pub dirs: super::dirs::DirsArgs,
@@ -279,9 +286,40 @@ pub(super) async fn worker(q: Queue, a: WorkerArgs) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot serve metrics on {addr}"))?;
     }
+    if let Some(port) = a.health_port {
+        let addr = SocketAddr::new(a.health_host, port);
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot serve health probes on {addr}"))?;
+        tokio::spawn(serve_health(listener, w.id().to_string(), stop.clone()));
+    }
     println!("worker {} started on {device}", w.id());
     w.run(stop).await?;
     Ok(())
+}
+
+/// The worker's health endpoint: `GET /health` answers 200 with the worker's id while it
+/// serves and 503 once it drains (SIGTERM); the listener stays open until the worker ends, so
+/// a probe during the drain sees the 503 rather than a refused connection.
+async fn serve_health(
+    listener: tokio::net::TcpListener,
+    id: String,
+    draining: tokio_util::sync::CancellationToken,
+) {
+    let answer = move |path: &str| {
+        if path != "/health" {
+            (404, "text/plain", "not found; try /health\n".to_string())
+        } else if draining.is_cancelled() {
+            let body = serde_json::json!({"status": "draining", "worker": id});
+            (503, "application/json", body.to_string())
+        } else {
+            let body = serde_json::json!({"status": "ok", "worker": id});
+            (200, "application/json", body.to_string())
+        }
+    };
+    // served until the process ends: the drain answers 503
+    crate::http_server::serve_plain(listener, answer, tokio_util::sync::CancellationToken::new())
+        .await;
 }
 
 pub(super) async fn jobs(q: Queue, c: JobsCommand) -> anyhow::Result<()> {

@@ -81,6 +81,11 @@ impl Keys {
     pub fn worker(&self, id: &str) -> String {
         self.k(&format!("worker:{id}"))
     }
+    /// The GPU pod autoscaler's keys (`fleet:leader`, `fleet:pods`, `fleet:spend:...`,
+    /// `fleet:status`; the binary's `fleet` module).
+    pub fn fleet(&self, part: &str) -> String {
+        self.k(&format!("fleet:{part}"))
+    }
     pub fn meta(&self) -> String {
         self.k("meta")
     }

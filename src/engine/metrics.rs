@@ -18,6 +18,16 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
+/// A registry's metrics in the Prometheus text exposition format (every process's
+/// `/metrics`: a worker's, the miner's, the fleet's).
+pub fn render(registry: &Registry) -> String {
+    let mut buf = Vec::new();
+    TextEncoder::new()
+        .encode(&registry.gather(), &mut buf)
+        .expect("text encoding cannot fail");
+    String::from_utf8(buf).expect("prometheus text is utf-8")
+}
+
 /// The metric families of a worker.
 #[derive(Clone)]
 pub struct Metrics {
@@ -180,11 +190,7 @@ impl Metrics {
 
     /// The text exposition format.
     pub fn render(&self) -> String {
-        let mut buf = Vec::new();
-        TextEncoder::new()
-            .encode(&self.registry.gather(), &mut buf)
-            .expect("text encoding cannot fail");
-        String::from_utf8(buf).expect("prometheus text is utf-8")
+        render(&self.registry)
     }
 
     /// Serves `/metrics` until `shutdown` fires (any other path answers 404). Returns once the

@@ -65,6 +65,9 @@ pub const SOURCES: &[(&str, &str)] = &[
     ("principal_revoke", source!("principal_revoke.lua")),
     ("registry_put", source!("registry_put.lua")),
     ("registry_delete", source!("registry_delete.lua")),
+    ("fleet_lease", source!("fleet_lease.lua")),
+    ("fleet_unlease", source!("fleet_unlease.lua")),
+    ("fleet_account", source!("fleet_account.lua")),
 ];
 
 /// The source of the script called `name` (a [`SOURCES`] name).
@@ -76,7 +79,7 @@ fn script(name: &str) -> Script {
     Script::new(source(name).unwrap_or_else(|| panic!("no script {name} in SOURCES")))
 }
 
-/// Every queue, semaphore, cron, run, bot-session and principal script.
+/// Every queue, semaphore, cron, run, bot-session, principal, registry and fleet script.
 pub struct Scripts {
     pub enqueue: Script,
     pub start: Script,
@@ -106,6 +109,9 @@ pub struct Scripts {
     pub principal_revoke: Script,
     pub registry_put: Script,
     pub registry_delete: Script,
+    pub fleet_lease: Script,
+    pub fleet_unlease: Script,
+    pub fleet_account: Script,
 }
 
 impl Scripts {
@@ -139,6 +145,9 @@ impl Scripts {
             principal_revoke: script("principal_revoke"),
             registry_put: script("registry_put"),
             registry_delete: script("registry_delete"),
+            fleet_lease: script("fleet_lease"),
+            fleet_unlease: script("fleet_unlease"),
+            fleet_account: script("fleet_account"),
         }
     }
 }

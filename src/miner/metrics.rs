@@ -8,9 +8,7 @@
 //! This module only defines and renders the families; it does not serve them
 //! ([`super::server::serve_metrics`] does) and decides nothing from them.
 
-use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
-};
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
 
 /// The metric families of one miner.
 #[derive(Clone)]
@@ -117,11 +115,7 @@ impl MinerMetrics {
 
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
-        let mut buf = Vec::new();
-        TextEncoder::new()
-            .encode(&self.registry.gather(), &mut buf)
-            .expect("text encoding cannot fail");
-        String::from_utf8(buf).expect("prometheus text is utf-8")
+        engine::metrics::render(&self.registry)
     }
 
     /// The count of one label value of a counter (tests, logs).

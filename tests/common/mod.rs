@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use engine::queue::Queue;
 
+pub mod basilica;
 pub mod candidates;
 pub mod s3;
 pub mod tls;
@@ -144,8 +145,16 @@ pub async fn queue_with(redis: &RedisServer, cfg: engine::config::QueueConfig) -
     q
 }
 
+/// The `synth-city` binary of this build (for a program outside the tests, such as
+/// examples/bench_fleet.rs, the one in the target directory above its own).
 pub fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_synth-city"))
+    match option_env!("CARGO_BIN_EXE_synth-city") {
+        Some(p) => PathBuf::from(p),
+        None => {
+            let exe = std::env::current_exe().unwrap();
+            exe.ancestors().nth(2).unwrap().join("synth-city")
+        }
+    }
 }
 
 /// A `synth-city` command against `url` under prefix `t`, logging only warnings.

@@ -154,6 +154,21 @@ pub fn ok(cmd: &mut Command) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// Enqueues one `sleep` job of `ms` milliseconds as `url`'s user; its id.
+pub fn enqueue_sleep(url: &str, ca: &Path, ms: u64) -> String {
+    let out = ok(sc(url, ca).args([
+        "jobs",
+        "enqueue",
+        "--type",
+        "sleep",
+        "--payload",
+        &format!(r#"{{"ms":{ms}}}"#),
+        "--json",
+    ]));
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    v[0]["id"].as_str().unwrap().to_string()
+}
+
 /// The ACL file `synth-city ops redis-acl` prints for `prefix` with the test's passwords.
 pub fn acl_file(prefix: &str, extra: &[&str]) -> String {
     let mut cmd = Command::new(bin());

@@ -1,0 +1,22 @@
+-- fleet_account.lua: one write of a pod's record and of the spend since it was last
+-- accounted, fenced by the fleet's lease (a deposed leader's late write changes nothing).
+-- ARGV: prefix, holder id ('' for an operator's manual rent or release: not fenced), pod
+-- name, record JSON ('' removes the pod), dollars, UTC day (YYYY-MM-DD). Returns 1 when
+-- written, 0 when the caller no longer leads.
+local me, name, rec, dollars, day = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+if me ~= '' and redis.call('GET', key('fleet', 'leader')) ~= me then
+  return 0
+end
+if rec == '' then
+  redis.call('HDEL', key('fleet', 'pods'), name)
+else
+  redis.call('HSET', key('fleet', 'pods'), name, rec)
+end
+local d = tonumber(dollars)
+if d and d > 0 then
+  redis.call('HINCRBYFLOAT', key('fleet', 'spend', 'pods'), name, dollars)
+  local dk = key('fleet', 'spend', 'day', day)
+  redis.call('INCRBYFLOAT', dk, dollars)
+  redis.call('EXPIRE', dk, 40 * 86400)
+end
+return 1
