@@ -1,8 +1,10 @@
 //! Redis Sentinel, with real processes: one primary, one replica and three Sentinels
 //! (`redis-server --sentinel`) on free ports. The primary is SIGKILLed while two
-//! `synth-city worker` processes run 2,000 jobs; Sentinel promotes the replica, the workers
-//! and the producer follow it without a restart, and every job whose enqueue was
-//! acknowledged (confirmed by a replica: `SYNTH_REDIS_MIN_REPLICAS_ACK=1`) completes. Also:
+//! `synth-city worker` processes run 2,000 jobs, a `synth-city scheduler` fires a schedule
+//! every second and a `synth-city bridge` takes a bot's jobs; Sentinel promotes the replica,
+//! the workers, the scheduler, the bridge and the producer follow it without a restart, and
+//! every job whose enqueue was acknowledged (confirmed by a replica:
+//! `SYNTH_REDIS_MIN_REPLICAS_ACK=1`) completes, each fire time making one job. Also:
 //! a partitioned (SIGSTOPped) primary acknowledges nothing alone; a pipeline run in flight
 //! keeps its `pipeline` permit across a failover without the limit being exceeded; the
 //! `ops/sentinel/` templates run as shipped (ACL users, a failover that rewrites both files);
@@ -212,11 +214,140 @@ fn wait_synced(replica: &RedisServer) {
     }
 }
 
+/// The schedule the failover test's scheduler fires: a `sleep` job every second.
+const EVERY_SECOND: &str = "every-second";
+
+/// A `synth-city bridge` on a free loopback port that knows only `url`, whose keyless
+/// loopback callers are the operator, its enqueues acknowledged by one replica (300 ms); its
+/// stderr in `log`. Returns it and its port once it listens.
+fn spawn_bridge(url: &str, log: &std::path::Path) -> (Child, u16) {
+    let port = free_port();
+    let mut cmd = common::cli_command(url);
+    cmd.args(["bridge", "--port", &port.to_string(), "--loopback-operator"])
+        .env_remove("BRIDGE_API_KEY")
+        .env_remove("BRIDGE_LOOPBACK_OPERATOR")
+        .env("SYNTH_REDIS_MIN_REPLICAS_ACK", "1")
+        .env("SYNTH_REDIS_WAIT_MS", "300");
+    let child = common::spawn_logged(cmd, log);
+    common::wait_listening(port, 10, "the bridge");
+    (child, port)
+}
+
+/// What a bot calling the bridge through a failover saw.
+#[derive(Default)]
+struct Posts {
+    /// Jobs the bridge answered 201 or 200 for (acknowledged), with when.
+    acked: Vec<(String, Instant)>,
+    /// 503 answers (no primary, or no replica confirmed the write yet), each retried.
+    unavailable: u32,
+    /// Anything else: an answer that is neither, or no answer at all.
+    failures: Vec<String>,
+}
+
+/// Posts one `sleep` job after another to the bridge on `port` (`POST /jobs`, each with an
+/// idempotency key of its own) until `stop`, as a client should: a 503 is retried with the
+/// same key, so a write made but not confirmed is found, not made twice.
+async fn post_jobs(
+    port: u16,
+    posts: std::sync::Arc<std::sync::Mutex<Posts>>,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(40))
+        .build()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}/jobs");
+    let mut i = 0u32;
+    while !stop.is_cancelled() {
+        let body =
+            json!({"type": "sleep", "payload": {"ms": 5}, "idempotency_key": format!("b-{i}")});
+        let answer = match http.post(&url).json(&body).send().await {
+            Ok(r) => {
+                let status = r.status().as_u16();
+                (
+                    status,
+                    r.json::<serde_json::Value>().await.unwrap_or_default(),
+                )
+            }
+            Err(e) => (0, json!({"error": e.to_string()})),
+        };
+        {
+            let mut p = posts.lock().unwrap();
+            match answer {
+                (200 | 201, v) => {
+                    p.acked
+                        .push((v["id"].as_str().unwrap().to_string(), Instant::now()));
+                    i += 1;
+                }
+                (503, _) => p.unavailable += 1,
+                (status, v) => p.failures.push(format!("{status}: {v}")),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The fire times in the ids of the jobs of schedule `name` in `text` (`cron-NAME-MS`), with
+/// how often each occurs.
+fn fire_times(text: &str, name: &str) -> std::collections::BTreeMap<u64, u32> {
+    let tag = format!("cron-{name}-");
+    let mut out = std::collections::BTreeMap::new();
+    for (at, _) in text.match_indices(&tag) {
+        let digits: String = text[at + tag.len()..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        if let Ok(ms) = digits.parse() {
+            *out.entry(ms).or_insert(0) += 1;
+        }
+    }
+    out
+}
+
+/// Waits (up to 20 s) until the schedule has fired `n` times at or after `since.0` (the
+/// server's ms) and the bridge acknowledged `n` jobs after `since.1`.
+async fn at_work(q: &Queue, posts: &std::sync::Mutex<Posts>, n: usize, since: (u64, Instant)) {
+    let what = format!("the scheduler fires {n} times and the bridge takes {n} jobs");
+    common::eventually(Duration::from_secs(20), &what, || async move {
+        let fired = fire_times(&cron_jobs(q, EVERY_SECOND).await.join(" "), EVERY_SECOND);
+        let bridged = posts
+            .lock()
+            .unwrap()
+            .acked
+            .iter()
+            .filter(|(_, at)| *at > since.1)
+            .count();
+        fired.range(since.0..).count() >= n && bridged >= n
+    })
+    .await;
+}
+
+/// The ids of the job records of schedule `name` (on the current primary).
+async fn cron_jobs(q: &Queue, name: &str) -> Vec<String> {
+    let pattern = q.keys().job(&format!("cron-{name}-*"));
+    let keys: Vec<String> = q
+        .retrying("cron jobs", |mut c| {
+            let pattern = pattern.clone();
+            async move { Ok(redis::cmd("KEYS").arg(pattern).query_async(&mut c).await?) }
+        })
+        .await
+        .unwrap();
+    let cut = q.keys().job("");
+    keys.iter().map(|k| k[cut.len()..].to_string()).collect()
+}
+
+/// The issue's run: two workers, a scheduler (a `sleep` job every second) and a bridge (a bot
+/// posting a job every 100 ms) know only the Sentinels; 2,000 jobs are enqueued and the primary
+/// is SIGKILLed half-way. Every acknowledged job completes (the producer's, the bridge's and
+/// every fire's); each fire time makes one job, fired a second time only when the kill lost
+/// the first; the scheduler fires and the bridge answers `/health` and `POST /jobs` on the new
+/// primary; no process was restarted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_jobs_survive_a_sentinel_failover() {
     let (mut primary, replica, sentinels) = three_nodes();
     let url = sentinels.url();
     let q = acked_queue(&url, Duration::from_secs(20)).await;
+    let logs = tempfile::tempdir().unwrap();
 
     let flags = [
         "--roles",
@@ -226,10 +357,38 @@ async fn acknowledged_jobs_survive_a_sentinel_failover() {
         "--lease-ms",
         "5000",
     ];
-    let mut workers = vec![
+    let mut workers = [
         common::spawn_worker(&url, &flags),
         common::spawn_worker(&url, &flags),
     ];
+    engine::scheduler::add(
+        &q,
+        &engine::scheduler::Schedule {
+            name: EVERY_SECOND.into(),
+            cron: "* * * * * *".into(),
+            job_type: "sleep".into(),
+            payload: json!({"ms": 5}),
+            max_attempts: None,
+            timeout_ms: None,
+            owner: None,
+        },
+    )
+    .await
+    .unwrap();
+    let scheduler_log = logs.path().join("scheduler.log");
+    let mut scheduler = common::cli_command(&url);
+    scheduler
+        .args(["scheduler", "--period-ms", "200"])
+        .env("RUST_LOG", "warn,engine::scheduler=info");
+    let mut scheduler = common::spawn_logged(scheduler, &scheduler_log);
+    let bridge_log = logs.path().join("bridge.log");
+    let (mut bridge, bridge_port) = spawn_bridge(&url, &bridge_log);
+    let pids = (scheduler.id(), bridge.id());
+    let posts = std::sync::Arc::new(std::sync::Mutex::new(Posts::default()));
+    let stop_posting = tokio_util::sync::CancellationToken::new();
+    let poster = tokio::spawn(post_jobs(bridge_port, posts.clone(), stop_posting.clone()));
+    // Both at work before the kill.
+    at_work(&q, &posts, 2, (0, Instant::now())).await;
 
     // The producer enqueues 2,000 jobs in batches of 10; only the ids of a call that
     // returned Ok (written and confirmed by a replica) are promised. The primary is killed
@@ -242,6 +401,8 @@ async fn acknowledged_jobs_survive_a_sentinel_failover() {
     let mut killed_at = None;
     let mut spare = None;
     let mut answered_after: Option<Duration> = None;
+    let mut killed_at_ms = 0;
+    let mut acked_again: Option<Duration> = None;
     while acked.len() < 2000 {
         assert!(
             t0.elapsed() < Duration::from_secs(90),
@@ -252,7 +413,12 @@ async fn acknowledged_jobs_survive_a_sentinel_failover() {
             .map(|_| EnqueueRequest::new("sleep", json!({"ms": 5})))
             .collect();
         match q.enqueue_many(batch).await {
-            Ok(ids) => acked.extend(ids.into_iter().map(|e| e.id)),
+            Ok(ids) => {
+                acked.extend(ids.into_iter().map(|e| e.id));
+                if let (Some(k), None) = (killed_at, acked_again) {
+                    acked_again = Some(Instant::elapsed(&k));
+                }
+            }
             Err(QueueError::NotReplicated { acked: n, .. }) => {
                 assert_eq!(n, 0);
                 not_replicated += 1;
@@ -264,6 +430,7 @@ async fn acknowledged_jobs_survive_a_sentinel_failover() {
             Err(e) => other_errors.push(e.to_string()),
         }
         if killed_at.is_none() && acked.len() >= 1000 {
+            killed_at_ms = q.time_ms().await.unwrap();
             primary.kill();
             killed_at = Some(Instant::now());
         }
@@ -284,9 +451,48 @@ async fn acknowledged_jobs_survive_a_sentinel_failover() {
         "Sentinel promoted the replica"
     );
 
+    // On the new primary (with its fresh replica), the scheduler keeps firing and the bridge
+    // keeps taking jobs, from the processes first started.
+    let resumed = Instant::now();
+    let resumed_ms = q.time_ms().await.unwrap();
+    at_work(&q, &posts, 3, (resumed_ms, resumed)).await;
+    let health: serde_json::Value = reqwest::get(format!("http://127.0.0.1:{bridge_port}/health"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (health["status"].as_str(), health["redis"].as_str()),
+        (Some("ok"), Some("ok")),
+        "the bridge's /health after the failover: {health}"
+    );
+    stop_posting.cancel();
+    poster.await.unwrap();
+    let posts = std::mem::take(&mut *posts.lock().unwrap());
+    assert!(
+        posts.failures.is_empty(),
+        "the bridge answered neither 2xx nor 503: {:?}\n{}",
+        posts.failures,
+        common::read_log(&bridge_log)
+    );
+    let bridged: Vec<String> = posts.acked.iter().map(|(id, _)| id.clone()).collect();
+    let unique: std::collections::HashSet<&String> = bridged.iter().collect();
+    assert_eq!(
+        unique.len(),
+        bridged.len(),
+        "one key, two jobs: {bridged:?}"
+    );
+    let cron_ids = cron_jobs(&q, EVERY_SECOND).await;
+
     // Every acknowledged job completes; none is lost.
     let deadline = Instant::now() + Duration::from_secs(40);
-    let mut pending = acked.clone();
+    let mut pending: Vec<String> = acked
+        .iter()
+        .chain(&bridged)
+        .chain(&cron_ids)
+        .cloned()
+        .collect();
     let mut extra_starts = 0u32;
     let mut most_starts = 0u32;
     while !pending.is_empty() {
@@ -323,7 +529,75 @@ async fn acknowledged_jobs_survive_a_sentinel_failover() {
         extra_starts <= 64,
         "{extra_starts} extra starts: more than the jobs in flight at the failover"
     );
-    for w in &mut workers {
+
+    // The schedule: one job per fire time, on the second, before and after the kill. A fire is
+    // made twice only when the kill lost the first (its job and the schedule's move went
+    // together, so the new primary fires the same time again, as the same job): at most the
+    // one fire made in the moment before the kill.
+    let fires = fire_times(&cron_ids.join(" "), EVERY_SECOND);
+    assert_eq!(fires.len(), cron_ids.len(), "{cron_ids:?}");
+    let times: Vec<u64> = fires.keys().copied().collect();
+    assert!(
+        times.iter().all(|t| t % 1000 == 0) && times.windows(2).all(|w| w[1] - w[0] >= 1000),
+        "fire times not one a second: {times:?}"
+    );
+    assert!(
+        fires.range(..killed_at_ms).count() >= 2 && fires.range(resumed_ms..).count() >= 3,
+        "fires before the kill ({killed_at_ms}) and after the failover ({resumed_ms}): {times:?}"
+    );
+    // The log is read after the jobs were listed: it may name later fires.
+    let last = *times.last().unwrap();
+    let mut logged = fire_times(&common::read_log(&scheduler_log), EVERY_SECOND);
+    logged.retain(|t, _| *t <= last);
+    assert_eq!(
+        logged.keys().collect::<Vec<_>>(),
+        fires.keys().collect::<Vec<_>>(),
+        "the scheduler's log and the jobs disagree on the fires (kill at {killed_at_ms}, \
+         resumed at {resumed_ms})"
+    );
+    let refired: Vec<(&u64, &u32)> = logged.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(
+        refired.len() <= 1
+            && refired
+                .iter()
+                .all(|(t, n)| **n == 2
+                    && (killed_at_ms.saturating_sub(2000)..=resumed_ms).contains(*t)),
+        "fires made more than once beyond the one the kill may lose: {refired:?} \
+         (kill at {killed_at_ms}, resumed at {resumed_ms})"
+    );
+    // The gaps: a fire not made while no primary answered collapses into the first made after.
+    let skipped: u64 = times.windows(2).map(|w| (w[1] - w[0]) / 1000 - 1).sum();
+
+    let offsets: Vec<i64> = times
+        .iter()
+        .map(|t| *t as i64 - killed_at_ms as i64)
+        .collect();
+    let bridge_back = posts
+        .acked
+        .iter()
+        .find(|(_, at)| *at > killed_at)
+        .map(|(_, at)| at.duration_since(killed_at));
+
+    // Nobody was restarted: the processes first started are alive, and the workers registered
+    // on the new primary are those two.
+    assert_eq!((scheduler.id(), bridge.id()), pids);
+    for (what, p) in [("scheduler", &mut scheduler), ("bridge", &mut bridge)] {
+        assert!(
+            p.try_wait().unwrap().is_none(),
+            "the {what} exited instead of following the new primary"
+        );
+    }
+    let mut registered: Vec<u32> = engine::worker::list_workers(&q)
+        .await
+        .unwrap()
+        .iter()
+        .map(|w| w.pid)
+        .collect();
+    registered.sort();
+    let mut started: Vec<u32> = workers.iter().map(Child::id).collect();
+    started.sort();
+    assert_eq!(registered, started, "the workers on the new primary");
+    for w in workers.iter_mut().chain([&mut scheduler, &mut bridge]) {
         assert!(
             w.try_wait().unwrap().is_none(),
             "a worker exited instead of following the new primary"
@@ -334,11 +608,20 @@ async fn acknowledged_jobs_survive_a_sentinel_failover() {
     eprintln!(
         "sentinel failover: {} acknowledged jobs all completed; {not_replicated} enqueues refused \
          as not replicated, {} other errors ({other_errors:?}); {extra_starts} extra starts; \
-         the new primary took a write {answered_after:?} after the kill; \
-         {:.1}s from the kill to the end",
+         the new primary took a write {answered_after:?} after the kill and acknowledged one \
+         {acked_again:?} after it (with the fresh replica); \
+         {:.1}s from the kill to the end. Scheduler: {} fires ({} after the failover), \
+         {skipped} fire times skipped, made twice: {refired:?}, fire times from the kill (ms): \
+         {offsets:?}. Bridge: {} jobs acknowledged ({} after the failover), {} answers 503, the \
+         first 2xx after the kill {bridge_back:?} after it",
         acked.len(),
         other_errors.len(),
-        killed_at.elapsed().as_secs_f64()
+        killed_at.elapsed().as_secs_f64(),
+        fires.len(),
+        fires.range(resumed_ms..).count(),
+        posts.acked.len(),
+        posts.acked.iter().filter(|(_, at)| *at > resumed).count(),
+        posts.unavailable,
     );
 }
 
@@ -459,7 +742,7 @@ struct Snapshot {
     states: [Option<String>; 2],
 }
 
-async fn snapshot(q: &Queue, runs: [&str; 2]) -> Snapshot {
+async fn snapshot(q: &Queue, runs: [&str; 2]) -> Result<Snapshot, QueueError> {
     let k = |p: &str| format!("{{t}}:sem:pipeline:{p}");
     let (holders_key, fences_key, limit_key) = (k("holders"), k("fences"), k("limit"));
     let run_keys = runs.map(|r| format!("{{t}}:run:{r}"));
@@ -493,10 +776,9 @@ async fn snapshot(q: &Queue, runs: [&str; 2]) -> Snapshot {
                 .arg("state");
             async move { Ok(p.query_async(&mut c).await?) }
         })
-        .await
-        .unwrap();
+        .await?;
     let now = time.0 * 1000 + time.1 / 1000;
-    Snapshot {
+    Ok(Snapshot {
         limit: limit.unwrap_or(engine::semaphore::DEFAULT_LIMIT as usize),
         holders: holders
             .into_iter()
@@ -507,7 +789,7 @@ async fn snapshot(q: &Queue, runs: [&str; 2]) -> Snapshot {
             })
             .collect(),
         states: [a, b],
-    }
+    })
 }
 
 /// A pipeline run in flight across a failover: one `synth-city worker --roles all` that knows
@@ -568,7 +850,7 @@ async fn a_pipeline_run_keeps_its_permit_across_a_failover() {
     })
     .await;
     let b = enqueue();
-    let before = snapshot(&q, [&a, &b]).await;
+    let before = snapshot(&q, [&a, &b]).await.unwrap();
     let fence_a = before
         .holders
         .iter()
@@ -587,8 +869,34 @@ async fn a_pipeline_run_keeps_its_permit_across_a_failover() {
     let mut fences_b = std::collections::BTreeSet::new();
     let mut a_finished_at_poll = None;
     let mut a_trained_through = false;
+    // Polls give up after 200 ms without a primary (rather than backing off for seconds), so
+    // the promotion is seen, and the fresh replica started, within a poll of it.
+    let poll_q = Queue::new(
+        &url,
+        "t",
+        QueueConfig {
+            retry_for: Duration::from_millis(200),
+            ..Default::default()
+        },
+    )
+    .unwrap();
     loop {
-        let s = snapshot(&q, [&a, &b]).await;
+        if promoted_after.is_none() && sentinels.primary_port() == Some(replica.port) {
+            promoted_after = Some(killed_at.elapsed());
+            // The new primary needs a replica to acknowledge the runs' advances.
+            spare = Some(replica_of(replica.port));
+        }
+        let s = match snapshot(&poll_q, [&a, &b]).await {
+            Ok(s) => s,
+            Err(e) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "no primary answered after the kill: {e}"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
         polls += 1;
         assert_eq!(s.limit, 1);
         assert!(
@@ -637,11 +945,6 @@ async fn a_pipeline_run_keeps_its_permit_across_a_failover() {
             let fence = holds(&b).expect("run B is running without a permit");
             assert!(fence > fence_a, "B's fence {fence} is not newer than A's");
             fences_b.insert(fence);
-        }
-        if promoted_after.is_none() && sentinels.primary_port() == Some(replica.port) {
-            promoted_after = Some(killed_at.elapsed());
-            // The new primary needs a replica to acknowledge the runs' advances.
-            spare = Some(replica_of(replica.port));
         }
         let finished = |st: &Option<String>| {
             matches!(st.as_deref(), Some("succeeded" | "failed" | "cancelled"))
