@@ -14,8 +14,16 @@ use publisher::champions::{self, Action, EvalData, EvalOptions, PromoteRequest};
 use publisher::store::{FsStore, Store};
 use sn50::constants::PromptKind;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn only_a_candidate_that_passes_the_gate_becomes_champion_of_its_pair() {
+/// A temp dir with BTC and ETH bars a quarter as volatile as the reference GBM assumes, a
+/// store and a cache in it, and the gate's evaluation on those bars (24 windows of 200 paths).
+fn gate_bench() -> (
+    tempfile::TempDir,
+    std::path::PathBuf,
+    FsStore,
+    ArtifactCache,
+    EvalData,
+    EvalOptions,
+) {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
@@ -23,7 +31,6 @@ async fn only_a_candidate_that_passes_the_gate_becomes_champion_of_its_pair() {
     write_bars(&data, "ETH", 2, 0.25);
     let store = FsStore::new(dir.path().join("store"));
     let cache = ArtifactCache::new(dir.path().join("cache"), 1 << 30);
-    let work = dir.path().join("runs");
     let eval = EvalData {
         dir: data.clone(),
         label: "data directory".into(),
@@ -33,6 +40,13 @@ async fn only_a_candidate_that_passes_the_gate_becomes_champion_of_its_pair() {
         num_simulations: 200,
         ..EvalOptions::default()
     };
+    (dir, data, store, cache, eval, opts)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_a_candidate_that_passes_the_gate_becomes_champion_of_its_pair() {
+    let (dir, data, store, cache, eval, opts) = gate_bench();
+    let work = dir.path().join("runs");
     let req = |c: &str, asset: &str| PromoteRequest {
         candidate: c.into(),
         asset: asset.into(),
@@ -547,22 +561,7 @@ async fn bots_ask_for_promotion_and_only_the_operator_forces_or_rolls_back() {
 /// by the miner for that pair only, and is the champion a trained candidate must then beat.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_classical_model_passes_the_same_gate_and_serves_its_pair() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    write_bars(&data, "BTC", 1, 0.25);
-    write_bars(&data, "ETH", 2, 0.25);
-    let store = FsStore::new(dir.path().join("store"));
-    let cache = ArtifactCache::new(dir.path().join("cache"), 1 << 30);
-    let eval = EvalData {
-        dir: data.clone(),
-        label: "data directory".into(),
-    };
-    let opts = EvalOptions {
-        windows: 24,
-        num_simulations: 200,
-        ..EvalOptions::default()
-    };
+    let (dir, data, store, cache, eval, opts) = gate_bench();
     let req = |c: &str, asset: &str, prompt: Option<PromptKind>| PromoteRequest {
         candidate: c.into(),
         asset: asset.into(),
