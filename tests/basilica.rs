@@ -537,25 +537,9 @@ fn over_tls_the_fleet_runs_as_the_operator_and_its_pods_as_workers() {
     assert_nothing_refused(&redis, &redis.tls());
 }
 
-/// A tiny `experiment` spec (LSTM, d_model 8, one step) on the BTC 5m bars of dataset `ds`.
+/// A tiny `experiment` spec (common's) on the BTC 5m bars of dataset `ds`.
 fn tiny_experiment(ds: &str) -> Value {
-    let mut s = serde_json::to_value(trainer::zoo::spec::ExperimentSpec::new(
-        &["LSTMBlock"],
-        "GBMHead",
-    ))
-    .unwrap();
-    s["model"]["backbone"]["d_model"] = serde_json::json!(8);
-    s["model"]["backbone"]["seq_len"] = serde_json::json!(16);
-    for (k, v) in [
-        ("epochs", 1),
-        ("steps_per_epoch", 1),
-        ("batch_size", 2),
-        ("n_paths", 4),
-        ("eval_windows", 1),
-        ("eval_paths", 20),
-    ] {
-        s["training"][k] = serde_json::json!(v);
-    }
+    let mut s = common::tiny_experiment_spec();
     s["data"]["dataset"] = serde_json::json!(ds);
     s
 }
