@@ -653,8 +653,14 @@ fn a_backlog_of_experiments_trains_on_a_pod_that_reads_its_bars_from_the_store()
     let run_a = per_run["run-a"].as_f64().unwrap();
     let pod_spent = spend["per_pod"][&pod].as_f64().unwrap();
     assert!(run_a > 0.0 && run_a < pod_spent, "{spend}");
+    assert_eq!(
+        spend["rate_now"].to_string(),
+        "0.0",
+        "no pods, $0/h: {spend}"
+    );
     let text = stdout_of(cli_command(&redis.url()).args(["fleet", "status"]));
     assert!(text.contains("run run-a: $"), "{text}");
+    assert!(text.contains("$0.00/h now"), "{text}");
     let (_bridge, url) = bridge(&redis);
     let over_http = get(&url, "/fleet/spend");
     assert_eq!(

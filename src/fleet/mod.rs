@@ -636,7 +636,8 @@ impl Fleet {
             waiting: backlog.waiting,
             in_flight: backlog.in_flight,
             oldest_ms: backlog.oldest_ms,
-            rate_now: pods.iter().map(|p| p.rate).sum(),
+            // a fold from +0.0: an empty `sum` of floats is -0.0, which prints as `$-0.00/h`
+            rate_now: pods.iter().fold(0.0, |a, p| a + p.rate),
             pods,
             spent_today: self.spent_on(now).await?,
             budget_per_hour: self.cfg.policy.budget_per_hour,
