@@ -3,10 +3,11 @@
 //! processes joining through Redis, started by the one stand-in, a local server speaking the
 //! Basilica API as our client uses it (tests/common/basilica.rs).
 //!
-//! The backlog is `sleep` jobs and the pods' workers run `sleep` (`--job-types sleep
-//! --pod-roles sleep`): what is under test is the fleet (queue depth to pods, budgets, idle
-//! deletion, leases, the create's retry), which is the same whatever the jobs train; a pod
-//! training a real experiment is a worker like any other (tests/fleet.rs, tests/fanout.rs).
+//! Most backlogs are `sleep` jobs and the pods' workers run `sleep` (`--job-types sleep
+//! --pod-roles sleep`): what is under test there is the fleet (queue depth to pods, budgets,
+//! idle deletion, leases, the create's retry), which is the same whatever the jobs train. One
+//! test has a pod that trains: tiny `experiment` jobs on a dataset in the store, run by a pod's
+//! `trainer` worker with no bars of its own, and their spend charged to their pipeline run.
 
 mod common;
 
@@ -534,4 +535,137 @@ fn over_tls_the_fleet_runs_as_the_operator_and_its_pods_as_workers() {
     );
     until(30, "the idle pod deleted", || b.live().is_empty());
     assert_nothing_refused(&redis, &redis.tls());
+}
+
+/// A tiny `experiment` spec (common's) on the BTC 5m bars of dataset `ds`.
+fn tiny_experiment(ds: &str) -> Value {
+    let mut s = common::tiny_experiment_spec();
+    s["data"]["dataset"] = serde_json::json!(ds);
+    s
+}
+
+/// A pod that trains: the operator publishes bars to the store as a dataset, a backlog of
+/// tiny `experiment` jobs on it rents a pod whose worker (`--pod-roles trainer`, in a directory
+/// of its own, sharing only Redis and the store: no bars of its own) reads the dataset from the
+/// store, trains, puts the checkpoint in the store, and the idle pod is deleted after.
+#[test]
+fn a_backlog_of_experiments_trains_on_a_pod_that_reads_its_bars_from_the_store() {
+    let redis = RedisServer::start();
+    migrate(&redis);
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    let sample = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/sample");
+    let ds = stdout_of(
+        cli_command(&redis.url())
+            .args(["data", "publish", "--assets", "BTC", "--timeframe", "5m"])
+            .arg("--data-dir")
+            .arg(&sample)
+            .arg("--store")
+            .arg(&store)
+            .current_dir(tmp.path()),
+    )
+    .trim()
+    .to_string();
+    assert!(ds.starts_with("ds-"), "{ds}");
+    let spec = tiny_experiment(&ds);
+    // the first belongs to a pipeline run (its envelope's run id), the second to none
+    let ids: Vec<String> = (0..2)
+        .map(|i| {
+            let mut spec = spec.clone();
+            if i == 0 {
+                // long enough (a few hundred steps) for the fleet's ticks to see it held
+                spec["training"]["steps_per_epoch"] = serde_json::json!(1000);
+            }
+            let payload = serde_json::json!({"experiment_id": format!("e{i}"), "spec": spec});
+            let mut cmd = cli_command(&redis.url());
+            cmd.args([
+                "jobs",
+                "enqueue",
+                "--type",
+                "experiment",
+                "--payload",
+                &payload.to_string(),
+                "--json",
+            ]);
+            if i == 0 {
+                cmd.args(["--run-id", "run-a"]);
+            }
+            let out = stdout_of(&mut cmd);
+            let v: Value = serde_json::from_str(out.trim()).unwrap();
+            v[0]["id"].as_str().expect(&out).to_string()
+        })
+        .collect();
+
+    let b = Basilica::start(a4000(), 100.0);
+    let store_env = format!("SYNTH_STORE_DIR={}", store.display());
+    let _fleet = spawn_fleet(
+        &redis,
+        &b,
+        &[
+            "--job-types",
+            "experiment",
+            "--pod-roles",
+            "trainer",
+            "--max-pods",
+            "1",
+            "--pod-env",
+            &store_env,
+        ],
+    );
+    until(30, "a pod", || b.live().len() == 1);
+    let pod = b.live()[0].clone();
+    until(60, "the experiments complete", || {
+        ids.iter().all(|id| {
+            let j = job(&redis, id);
+            assert_ne!(j["state"], "dead", "{j}\npod log:\n{}", b.log(&pod));
+            j["state"] == "completed"
+        })
+    });
+    for id in &ids {
+        let j = job(&redis, id);
+        let w = j["worker"].as_str().unwrap_or_default();
+        assert!(w.starts_with(&format!("{pod}-")), "ran on {w}, not {pod}");
+        let record = &j["result"]["record"];
+        assert_eq!(record["status"], "ok", "{j}");
+        assert_eq!(record["spec"]["data"]["dataset"], ds.as_str(), "{j}");
+        assert!(record["crps"].as_f64().is_some_and(f64::is_finite), "{j}");
+        // the checkpoint is in the shared store, named by its artifact
+        let key = record["artifact"]["key"].as_str().expect("an artifact");
+        assert!(store.join(key).is_file(), "{key} in the store");
+    }
+    // the pod had no bars of its own: what it trained on came from the store
+    let pod_dir = b.root.path().join(&pod);
+    assert!(pod_dir.is_dir());
+    assert!(
+        !pod_dir.join("data").exists(),
+        "the pod has no data directory"
+    );
+
+    until(30, "the idle pod deleted", || b.live().is_empty());
+    assert_eq!(b.deleted(), vec![pod.clone()]);
+    assert_eq!(b.created(), 1);
+
+    // spend per run: run-a was charged its share of the pod while the pod held its job, and
+    // no more than the pod cost; the job outside a run charged no run
+    let spend = status(&redis)["spend"].clone();
+    let per_run = spend["per_run"].as_object().expect("per_run").clone();
+    assert_eq!(per_run.keys().collect::<Vec<_>>(), vec!["run-a"], "{spend}");
+    let run_a = per_run["run-a"].as_f64().unwrap();
+    let pod_spent = spend["per_pod"][&pod].as_f64().unwrap();
+    assert!(run_a > 0.0 && run_a < pod_spent, "{spend}");
+    assert_eq!(
+        spend["rate_now"].to_string(),
+        "0.0",
+        "no pods, $0/h: {spend}"
+    );
+    let text = stdout_of(cli_command(&redis.url()).args(["fleet", "status"]));
+    assert!(text.contains("run run-a: $"), "{text}");
+    assert!(text.contains("$0.00/h now"), "{text}");
+    let (_bridge, url) = bridge(&redis);
+    let over_http = get(&url, "/fleet/spend");
+    assert_eq!(
+        over_http["per_run"]["run-a"].as_f64(),
+        Some(run_a),
+        "{over_http}"
+    );
 }

@@ -1473,24 +1473,7 @@ fn dashboard_renders_live_data_in_headless_chromium() {
 
 /// The spec `tiny_create` describes, as a full experiment spec.
 fn e_tiny_spec() -> Value {
-    let mut s = serde_json::to_value(trainer::zoo::spec::ExperimentSpec::new(
-        &["LSTMBlock"],
-        "GBMHead",
-    ))
-    .unwrap();
-    s["model"]["backbone"]["d_model"] = json!(8);
-    s["model"]["backbone"]["seq_len"] = json!(16);
-    for (k, v) in [
-        ("epochs", 1),
-        ("steps_per_epoch", 1),
-        ("batch_size", 2),
-        ("n_paths", 4),
-        ("eval_windows", 1),
-        ("eval_paths", 20),
-    ] {
-        s["training"][k] = json!(v);
-    }
-    s
+    common::tiny_experiment_spec()
 }
 
 /// schemathesis (PyPI) in `target/venvs/schemathesis`, installed once under

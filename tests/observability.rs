@@ -1,5 +1,6 @@
-//! Observability end to end: a real Prometheus (Debian's package) scrapes a real worker and
-//! the real miner, started with `--metrics-addr` beside a redis-server of the test's own, under
+//! Observability end to end: a real Prometheus (Debian's package) scrapes a real worker, the
+//! real miner and a real GPU pod fleet (`fleet run` against the Basilica stand-in of
+//! tests/common/basilica.rs), started with `--metrics-addr` beside a redis-server of the test's own, under
 //! the scrape configuration and rules shipped in `ops/prometheus/` (only the targets, the
 //! intervals and the rules' path swapped for the test's). After some work (jobs completed, one
 //! retried and dead-lettered, a pipeline permit held, two signed miner requests), every query of
@@ -29,6 +30,7 @@ const BOB: &str = "5FHneW46xGXgs5mUiveU4sbTyGBzmstUspZC92UhjJM694ty";
 /// The targets of ops/prometheus/prometheus.yml that the test points at its own processes.
 const WORKER_TARGET: &str = "127.0.0.1:9464";
 const MINER_TARGET: &str = "127.0.0.1:9465";
+const FLEET_TARGET: &str = "127.0.0.1:9467";
 /// What `$__rate_interval` becomes in the test (scrapes every second).
 const RATE_INTERVAL: &str = "30s";
 
@@ -187,6 +189,14 @@ fn the_dashboard_is_an_importable_grafana_model_of_what_the_issue_asks() {
         "sc_miner_answers_total",
         "sc_miner_fallbacks_total",
         "sc_miner_late_answers_total",
+        // issue 21: the GPU pod fleet's gauges
+        "sc_fleet_pods",
+        "sc_fleet_wanted_pods",
+        "sc_fleet_rate_dollars_per_hour",
+        "sc_fleet_spend_today_dollars",
+        "sc_fleet_budget_left_today_dollars",
+        "sc_fleet_balance_dollars",
+        "sc_fleet_leader",
     ] {
         assert!(used.contains(m), "no panel queries {m}; used: {used:?}");
     }
@@ -281,11 +291,12 @@ fn binance_stub() -> String {
 
 /// The Prometheus configuration of the test: ops/prometheus/prometheus.yml with its targets
 /// pointed at the test's processes, scrapes and evaluations every second.
-fn test_config(dir: &Path, worker: u16, miner: u16) -> PathBuf {
+fn test_config(dir: &Path, worker: u16, miner: u16, fleet: u16) -> PathBuf {
     let shipped = std::fs::read_to_string(root().join("ops/prometheus/prometheus.yml")).unwrap();
     for needle in [
         WORKER_TARGET,
         MINER_TARGET,
+        FLEET_TARGET,
         "scrape_interval: 15s",
         "evaluation_interval: 15s",
         "- rules.yml",
@@ -298,6 +309,7 @@ fn test_config(dir: &Path, worker: u16, miner: u16) -> PathBuf {
     let text = shipped
         .replace(WORKER_TARGET, &format!("127.0.0.1:{worker}"))
         .replace(MINER_TARGET, &format!("127.0.0.1:{miner}"))
+        .replace(FLEET_TARGET, &format!("127.0.0.1:{fleet}"))
         .replace("scrape_interval: 15s", "scrape_interval: 1s")
         .replace("evaluation_interval: 15s", "evaluation_interval: 1s");
     std::fs::copy(
@@ -485,8 +497,31 @@ async fn every_dashboard_query_returns_series_from_a_real_prometheus() {
     std::io::BufReader::new(out).read_line(&mut line).unwrap();
     assert!(line.contains("miner listening"), "the miner said: {line:?}");
 
+    // The GPU pod fleet's leader (`fleet run`) against the Basilica stand-in, with no backlog
+    // of its job type: it rents nothing and exports its gauges (no pods, $0/h, the balance).
+    let basilica = common::basilica::Basilica::start(
+        vec![common::basilica::offering("o-a4000", "A4000", "1.00")],
+        100.0,
+    );
+    let fleet_metrics = free_port();
+    procs.add(
+        cli_command(&url)
+            .args(["fleet", "run", "--job-types", "experiment"])
+            .args(["--allowed-gpu-types", "A4000", "--max-hourly-rate", "1.5"])
+            .args(["--budget-per-hour", "2.5", "--budget-per-day", "10"])
+            .args(["--tick-ms", "500"])
+            .arg("--metrics-addr")
+            .arg(format!("127.0.0.1:{fleet_metrics}"))
+            .env("BASILICA_API_URL", &basilica.url)
+            .env("BASILICA_API_TOKEN", &basilica.token)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+
     // Prometheus under the shipped configuration, pointed at them.
-    let config = test_config(tmp.path(), worker_metrics, miner_metrics);
+    let config = test_config(tmp.path(), worker_metrics, miner_metrics, fleet_metrics);
     let prom_port = free_port();
     let log = tmp.path().join("prometheus.log");
     procs.add(
@@ -617,6 +652,9 @@ async fn every_dashboard_query_returns_series_from_a_real_prometheus() {
         ("sum(sc_miner_answer_seconds_count)", 2.0),
         ("sum(sc_miner_requests_total{status=\"200\"})", 2.0),
         ("sum(sc_miner_spot_source_total)", 2.0),
+        ("sum(sc_fleet_leader)", 1.0),
+        ("sum(sc_fleet_pods)", 0.0),
+        ("max(sc_fleet_balance_dollars)", 100.0),
     ] {
         assert_eq!(prom.value(q).await, want, "{q}");
     }

@@ -285,10 +285,11 @@ pub(super) async fn run(q: Queue, c: FleetCommand) -> anyhow::Result<()> {
 
 async fn status(q: Queue, json: bool) -> anyhow::Result<()> {
     let (leader, status) = crate::fleet::read_status(&q).await?;
+    let spend = crate::fleet::read_spend(&q).await?;
     if json {
         println!(
             "{}",
-            serde_json::json!({"leader": leader, "status": status})
+            serde_json::json!({"leader": leader, "status": status, "spend": spend})
         );
         return Ok(());
     }
@@ -326,6 +327,9 @@ async fn status(q: Queue, json: bool) -> anyhow::Result<()> {
             p.spent,
             if p.manual { " (pinned)" } else { "" }
         );
+    }
+    for (run, dollars) in &spend.per_run {
+        println!("run {run}: ${dollars:.4}");
     }
     for b in &s.blocked {
         println!("held back: {b}");

@@ -13,8 +13,10 @@
 //!
 //! State in Redis, under the deployment's prefix: `fleet:pods` (a hash: pod name → its
 //! record: offering, rate, rent time, last busy time, spend accounted up to), `fleet:spend:pods`
-//! (pod → dollars, kept after the pod goes), `fleet:spend:day:<YYYY-MM-DD>` (dollars, UTC day),
-//! `fleet:status` (the leader's last report, what `fleet status` prints).
+//! (pod → dollars, kept after the pod goes), `fleet:spend:runs` (pipeline run → its share of
+//! the pods' dollars: each tick a pod's dollars are shared among the jobs it holds, and a job's
+//! share goes to its envelope's run; [`spend::split_by_run`]), `fleet:spend:day:<YYYY-MM-DD>`
+//! (dollars, UTC day), `fleet:status` (the leader's last report, what `fleet status` prints).
 //!
 //! What a pod runs: `synth-city worker --roles <pod roles> --name <pod name> --concurrency
 //! <jobs per pod>` with the Redis
@@ -28,6 +30,7 @@
 
 pub mod decide;
 pub mod metrics;
+pub mod spend;
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -153,6 +156,7 @@ pub struct FleetKeys {
     pub leader: String,
     pub pods: String,
     pub spend_pods: String,
+    pub spend_runs: String,
     pub status: String,
     day_prefix: String,
 }
@@ -164,6 +168,7 @@ impl FleetKeys {
             leader: k.fleet("leader"),
             pods: k.fleet("pods"),
             spend_pods: k.fleet("spend:pods"),
+            spend_runs: k.fleet("spend:runs"),
             status: k.fleet("status"),
             day_prefix: k.fleet("spend:day:"),
         }
@@ -278,13 +283,15 @@ impl Fleet {
         Ok(v)
     }
 
-    /// Writes `rec` (or removes `name` when `rec` is `None`) and adds `dollars` of spend,
-    /// fenced by the lease when `fenced`; false when the lease was lost.
+    /// Writes `rec` (or removes `name` when `rec` is `None`) and adds `dollars` of spend (and
+    /// each run's share of them, `runs`), fenced by the lease when `fenced`; false when the
+    /// lease was lost.
     async fn account(
         &self,
         name: &str,
         rec: Option<&PodRecord>,
         dollars: f64,
+        runs: &BTreeMap<String, f64>,
         now: u64,
         fenced: bool,
     ) -> Result<bool, FleetError> {
@@ -293,18 +300,17 @@ impl Fleet {
             Some(r) => serde_json::to_string(r).expect("a record serialises"),
             None => String::new(),
         };
-        let n: i64 = self
-            .q
-            .scripts()
-            .fleet_account
-            .arg(self.q.prefix())
+        let mut inv = self.q.scripts().fleet_account.prepare_invoke();
+        inv.arg(self.q.prefix())
             .arg(if fenced { self.id.as_str() } else { "" })
             .arg(name)
             .arg(json)
             .arg(format!("{dollars:.9}"))
-            .arg(utc_day(now))
-            .invoke_async(&mut c)
-            .await?;
+            .arg(utc_day(now));
+        for (run, share) in runs {
+            inv.arg(run).arg(format!("{share:.9}"));
+        }
+        let n: i64 = inv.invoke_async(&mut c).await?;
         Ok(n == 1)
     }
 
@@ -403,7 +409,7 @@ impl Fleet {
             manual,
         };
         if !self
-            .account(&rec.name, Some(&rec), 0.0, now, fenced)
+            .account(&rec.name, Some(&rec), 0.0, &BTreeMap::new(), now, fenced)
             .await?
         {
             return Err(FleetError::Refused("no longer the fleet's leader".into()));
@@ -416,7 +422,8 @@ impl Fleet {
                 Err(e.into())
             }
             Err(e) => {
-                self.account(&rec.name, None, 0.0, now, false).await?;
+                self.account(&rec.name, None, 0.0, &BTreeMap::new(), now, false)
+                    .await?;
                 Err(e.into())
             }
         }
@@ -435,7 +442,9 @@ impl Fleet {
             .find(|r| r.name == name)
             .map(|r| r.rate * now.saturating_sub(r.accounted_ms) as f64 / 3.6e6)
             .unwrap_or(0.0);
-        self.account(name, None, dollars, now, fenced).await?;
+        // the last interval's jobs are not known here: no run is charged for it
+        self.account(name, None, dollars, &BTreeMap::new(), now, fenced)
+            .await?;
         Ok(())
     }
 
@@ -450,15 +459,20 @@ impl Fleet {
         })
     }
 
-    /// Entries each consumer (worker id) holds now, over the watched job types: the
-    /// group's pending list, exact at this moment (a heartbeat's count may be seconds old).
-    async fn held_by_consumer(&self) -> Result<HashMap<String, u64>, FleetError> {
+    /// The jobs each consumer (worker id) holds now over the watched job types, each as its
+    /// envelope's run id (`None`: a job outside a run): the group's pending list, exact at this
+    /// moment (a heartbeat's count may be seconds old), and each entry's envelope.
+    async fn held_by_consumer(&self) -> Result<HashMap<String, Vec<Option<String>>>, FleetError> {
         let mut c = self.conn().await?;
-        let mut out: HashMap<String, u64> = HashMap::new();
+        let mut out: HashMap<String, Vec<Option<String>>> = HashMap::new();
         for t in &self.cfg.job_types {
-            let v: redis::Value = match redis::cmd("XPENDING")
-                .arg(self.q.keys().stream(t))
+            let stream = self.q.keys().stream(t);
+            let pending: redis::streams::StreamPendingCountReply = match redis::cmd("XPENDING")
+                .arg(&stream)
                 .arg(engine::keys::GROUP)
+                .arg("-")
+                .arg("+")
+                .arg(10_000)
                 .query_async(&mut c)
                 .await
             {
@@ -466,16 +480,20 @@ impl Fleet {
                 Err(e) if e.code() == Some("NOGROUP") => continue,
                 Err(e) => return Err(e.into()),
             };
-            let redis::Value::Array(parts) = v else {
-                continue;
-            };
-            let Some(redis::Value::Array(consumers)) = parts.get(3) else {
-                continue;
-            };
-            for pair in consumers {
-                if let Ok((who, n)) = redis::from_redis_value::<(String, String)>(pair.clone()) {
-                    *out.entry(who).or_default() += n.parse::<u64>().unwrap_or(0);
-                }
+            for p in pending.ids {
+                let entry: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+                    .arg(&stream)
+                    .arg(&p.id)
+                    .arg(&p.id)
+                    .query_async(&mut c)
+                    .await?;
+                let run = entry
+                    .ids
+                    .first()
+                    .and_then(|e| e.get::<String>("job"))
+                    .and_then(|raw| jobs::JobEnvelope::from_json(&raw).ok())
+                    .and_then(|env| env.run_id);
+                out.entry(p.consumer).or_default().push(run);
             }
         }
         Ok(out)
@@ -504,17 +522,22 @@ impl Fleet {
                 .iter()
                 .filter(|w| w.id.starts_with(&prefix))
                 .collect();
-            let in_flight = held
+            let runs: Vec<Option<String>> = held
                 .iter()
                 .filter(|(who, _)| who.starts_with(&prefix))
-                .map(|(_, n)| *n as u32)
-                .sum::<u32>();
+                .flat_map(|(_, jobs)| jobs.iter().cloned())
+                .collect();
+            let in_flight = runs.len() as u32;
             if in_flight > 0 {
                 r.last_busy_ms = now;
             }
             let dollars = r.rate * now.saturating_sub(r.accounted_ms) as f64 / 3.6e6;
             r.accounted_ms = now;
-            if !self.account(&r.name, Some(r), dollars, now, true).await? {
+            let per_run = spend::split_by_run(dollars, &runs);
+            if !self
+                .account(&r.name, Some(r), dollars, &per_run, now, true)
+                .await?
+            {
                 return Err(FleetError::Refused("lost the lease mid-tick".into()));
             }
             views.push(PodView {
@@ -613,7 +636,8 @@ impl Fleet {
             waiting: backlog.waiting,
             in_flight: backlog.in_flight,
             oldest_ms: backlog.oldest_ms,
-            rate_now: pods.iter().map(|p| p.rate).sum(),
+            // a fold from +0.0: an empty `sum` of floats is -0.0, which prints as `$-0.00/h`
+            rate_now: pods.iter().fold(0.0, |a, p| a + p.rate),
             pods,
             spent_today: self.spent_on(now).await?,
             budget_per_hour: self.cfg.policy.budget_per_hour,
@@ -682,14 +706,21 @@ pub async fn read_spent_on(q: &Queue, now: u64) -> Result<f64, FleetError> {
 
 /// Dollars spent per pod, ever (pods gone included).
 pub async fn read_spent_per_pod(q: &Queue) -> Result<BTreeMap<String, f64>, FleetError> {
+    read_dollars(q, &FleetKeys::new(q).spend_pods).await
+}
+
+/// A hash of dollars (`fleet:spend:pods`, `fleet:spend:runs`).
+async fn read_dollars(q: &Queue, key: &str) -> Result<BTreeMap<String, f64>, FleetError> {
     let mut c = q.conn().await?;
-    let h: HashMap<String, String> = redis::cmd("HGETALL")
-        .arg(FleetKeys::new(q).spend_pods)
-        .query_async(&mut c)
-        .await?;
+    let h: HashMap<String, String> = redis::cmd("HGETALL").arg(key).query_async(&mut c).await?;
     Ok(h.into_iter()
         .map(|(k, v)| (k, v.parse().unwrap_or(0.0)))
         .collect())
+}
+
+/// Dollars per pipeline run, ever: each run's share of the pods that held its jobs.
+pub async fn read_spent_per_run(q: &Queue) -> Result<BTreeMap<String, f64>, FleetError> {
+    read_dollars(q, &FleetKeys::new(q).spend_runs).await
 }
 
 /// The current leader (`None`: no fleet leads) and the last status a leader wrote.
@@ -722,6 +753,9 @@ pub struct SpendReport {
     pub balance: Option<f64>,
     /// Dollars per pod, ever.
     pub per_pod: BTreeMap<String, f64>,
+    /// Dollars per pipeline run, ever (its share of the pods that held its jobs; jobs outside
+    /// a run are charged to no run).
+    pub per_run: BTreeMap<String, f64>,
 }
 
 /// The spend report now.
@@ -740,5 +774,6 @@ pub async fn read_spend(q: &Queue) -> Result<SpendReport, FleetError> {
             .map(|s| (s.budget_per_day - spent_today).max(0.0)),
         balance: status.as_ref().and_then(|s| s.balance),
         per_pod: read_spent_per_pod(q).await?,
+        per_run: read_spent_per_run(q).await?,
     })
 }

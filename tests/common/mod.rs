@@ -602,3 +602,26 @@ pub fn dechunk(mut s: &str) -> String {
         s = &rest[n + 2..];
     }
 }
+
+/// A tiny `experiment` spec (LSTM, GBM head, d_model 8, seq_len 16, one epoch of one step, 4
+/// paths, one evaluation window of 20 paths) on BTC 5m bars: seconds on a CPU.
+pub fn tiny_experiment_spec() -> serde_json::Value {
+    let mut s = serde_json::to_value(trainer::zoo::spec::ExperimentSpec::new(
+        &["LSTMBlock"],
+        "GBMHead",
+    ))
+    .unwrap();
+    s["model"]["backbone"]["d_model"] = serde_json::json!(8);
+    s["model"]["backbone"]["seq_len"] = serde_json::json!(16);
+    for (k, v) in [
+        ("epochs", 1),
+        ("steps_per_epoch", 1),
+        ("batch_size", 2),
+        ("n_paths", 4),
+        ("eval_windows", 1),
+        ("eval_paths", 20),
+    ] {
+        s["training"][k] = serde_json::json!(v);
+    }
+    s
+}
