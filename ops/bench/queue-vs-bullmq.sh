@@ -10,7 +10,8 @@
 #        JOBS (20000), ROUNDS (5), PORT (16483), MODE (bulk | single)
 #   bulk:   ours `bench queue --jobs N --workers 1` (enqueue batches of 500);
 #           peer `add_bulk` chunks of 1,000, one worker of concurrency 100.
-#   single: one job per enqueue call: ours `--enqueue-batch 1 --producers 8`; peer `add` x N.
+#   single: one job per enqueue call, one producer awaiting each: ours `--enqueue-batch 1`;
+#           peer `add` x N.
 # Stops only the redis-server it started.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -25,18 +26,14 @@ if [ -z "${PEER:-}" ]; then
   cargo build --release --quiet --manifest-path ops/bench/bullmq-peer/Cargo.toml
   PEER=$CARGO_TARGET_DIR/release/bullmq-peer
 fi
-DIR=$(mktemp -d)
-redis-server --port "$PORT" --bind 127.0.0.1 --save '' --appendonly no --dir "$DIR" \
-  --daemonize yes --pidfile "$DIR/redis.pid" >/dev/null
-trap 'kill "$(cat "$DIR/redis.pid")" 2>/dev/null; rm -rf "$DIR"' EXIT
-for _ in $(seq 50); do redis-cli -p "$PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
-URL=redis://127.0.0.1:$PORT
+. ops/bench/redis.sh
+bench_redis_start "$PORT"
 echo "# redis $(redis-server --version | sed 's/.*v=\([^ ]*\).*/\1/'), $JOBS jobs, mode $MODE, $(nproc) cpus, $(date -u +%FT%TZ)"
 
 rate() { sed -n 's/.*"jobs_per_sec":\([0-9.]*\).*/\1/p' | head -1; }
 ours() { # BIN -> jobs/s
   local args=(--workers 1)
-  [ "$MODE" = single ] && args+=(--enqueue-batch 1 --producers 8)
+  [ "$MODE" = single ] && args+=(--enqueue-batch 1 --producers 1)
   "$1" --redis-url "$URL" --prefix qvb bench queue --jobs "$JOBS" "${args[@]}" --json 2>/dev/null | rate
 }
 peer() {
