@@ -321,6 +321,8 @@ pub struct Queue {
     /// concurrent callers pipeline over it, with no per-request checkout round trip.
     /// Created on first use; made again on the next use after it breaks.
     shared: Arc<SharedSlot>,
+    /// A second multiplexed connection for the workers' batch scripts ([`Queue::batch_conn`]).
+    batch: Arc<SharedSlot>,
     /// Where every connection goes: one server, or the current primary of a Sentinel set
     /// (TLS files and all).
     locator: Arc<Locator>,
@@ -363,6 +365,7 @@ impl Queue {
         Ok(Self {
             pool,
             shared: Arc::new(SharedSlot::default()),
+            batch: Arc::new(SharedSlot::default()),
             locator,
             tls,
             url: url.to_string(),
@@ -483,11 +486,22 @@ impl Queue {
     /// The shared multiplexed connection (a cheap clone), connecting on first use and again
     /// after it broke or its primary moved.
     pub async fn shared(&self) -> Result<SharedConnection> {
+        self.slot_conn(&self.shared).await
+    }
+
+    /// The workers' multiplexed connection for their batch scripts (`start.lua`,
+    /// `finish.lua`; a cheap clone, connecting on first use and again after it broke or its
+    /// primary moved): no pool checkout (and its `PING`) per batch, and their large requests
+    /// and replies never queue ahead of the short requests on [`Queue::shared`].
+    pub async fn batch_conn(&self) -> Result<SharedConnection> {
+        self.slot_conn(&self.batch).await
+    }
+
+    async fn slot_conn(&self, slot: &SharedSlot) -> Result<SharedConnection> {
         let cfg = AsyncConnectionConfig::new()
             .set_response_timeout(Some(self.cfg.response_timeout))
             .set_connection_timeout(Some(Duration::from_secs(2)));
-        self.shared
-            .get(&self.locator, &cfg)
+        slot.get(&self.locator, &cfg)
             .await
             .map_err(|e| self.explain(e))
     }

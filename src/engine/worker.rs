@@ -429,8 +429,9 @@ async fn start_entries(
                     .arg(d.env.max_attempts)
                     .arg(parent_of(&d.env));
             }
+            // The batch connection: no pool checkout (and its PING) per batch.
             let res: Result<Vec<Started>, QueueError> = async {
-                let mut c = inner.queue.conn().await?;
+                let mut c = inner.queue.batch_conn().await?;
                 Ok(inv.invoke_async(&mut c).await?)
             }
             .await;
@@ -820,7 +821,7 @@ async fn record_finishes(inner: &Inner, done: Vec<Done>) {
                 .arg(parent_of(&d.d.env));
         }
         async move {
-            let mut c = inner.queue.conn().await?;
+            let mut c = inner.queue.batch_conn().await?;
             Ok(inv.invoke_async(&mut c).await?)
         }
     })

@@ -31,6 +31,37 @@ local function owns(stream, sid, consumer)
   return p[1] ~= nil and p[1][2] == consumer
 end
 
+-- True when stream id `a` sorts before `b` (ms-seq, decimal without leading zeros).
+local function sid_before(a, b)
+  local am, as = string.match(a, '^(%d+)%-(%d+)$')
+  local bm, bs = string.match(b, '^(%d+)%-(%d+)$')
+  if am ~= bm then
+    if #am ~= #bm then return #am < #bm end
+    return am < bm
+  end
+  if #as ~= #bs then return #as < #bs end
+  return as < bs
+end
+
+-- Which of the entries `sids` of `stream` `consumer` holds in the group's pending list:
+-- sid -> its delivery count. One XPENDING over the lowest to the highest id for the whole
+-- batch (what `owns` answers per entry); the consumer's pending list is bounded by its
+-- in-flight jobs, so the reply is too. An entry missing from it was acked meanwhile or is
+-- held by another worker now.
+local function held_by(stream, consumer, sids)
+  local held = {}
+  if #sids == 0 then return held end
+  local lo, hi = sids[1], sids[1]
+  for i = 2, #sids do
+    if sid_before(sids[i], lo) then lo = sids[i] end
+    if sid_before(hi, sids[i]) then hi = sids[i] end
+  end
+  for _, e in ipairs(redis.call('XPENDING', stream, GROUP, lo, hi, 1000000000, consumer)) do
+    held[e[1]] = e[4]
+  end
+  return held
+end
+
 -- Acknowledges and deletes an entry, so streams hold only live work.
 local function ackdel(stream, sid)
   redis.call('XACK', stream, GROUP, sid)
@@ -39,8 +70,9 @@ end
 
 -- Puts a job on its stream now, or in the delayed set until ready_at.
 -- Returns {id, 1} when created, {existing id, 0} when the idempotency key or
--- the id was seen before.
-local function enqueue_one(now, jtype, id, env, idem, ready_at, ttl_ms, bot)
+-- the id was seen before. `counts` (optional): a table type -> jobs created that the caller
+-- adds to the stats once per batch (`add_counts`) instead of one HINCRBY per job.
+local function enqueue_one(now, jtype, id, env, idem, ready_at, ttl_ms, bot, counts)
   if idem ~= '' then
     -- Idempotency keys are scoped per bot: two bots never share a job by key.
     local ik = key('idem', jtype, bot, idem)
@@ -66,8 +98,20 @@ local function enqueue_one(now, jtype, id, env, idem, ready_at, ttl_ms, bot)
                'enqueued_at', now, 'stream_id', sid, 'attempt', 0, 'bot', bot)
     emit(now, 'enqueued', jtype, id)
   end
-  redis.call('HINCRBY', key('stats', jtype), 'enqueued', 1)
+  if counts then
+    counts[jtype] = (counts[jtype] or 0) + 1
+  else
+    redis.call('HINCRBY', key('stats', jtype), 'enqueued', 1)
+  end
   return {id, 1}
+end
+
+-- Adds a batch's counts (type -> n) to field `field` of each type's stats: one HINCRBY per
+-- type per call rather than per job.
+local function add_counts(counts, field)
+  for jtype, n in pairs(counts) do
+    redis.call('HINCRBY', key('stats', jtype), field, n)
+  end
 end
 
 -- Writes a dead-letter entry. `by` (optional) is the fencing token of the worker call
@@ -155,12 +199,17 @@ end
 -- overwritten by a non-hash (poison) or deleted (and recreated without it). `jtype` and
 -- `worker` (optional) likewise stand in for the record's. A parent whose pending set does
 -- not hold this child counts nothing, so the envelope's word alone moves no parent.
+-- `f` (optional) is the record's {parent, type, worker, started_at} as the caller already
+-- read them (HMGET, its first four fields) from a record known to be a hash or absent; without
+-- it they are read here.
 -- Never fails on a key of the wrong type: it is called after other writes.
-local function child_done(now, id, state, detail, parent, jtype, worker)
-  local jk = key('job', id)
-  local f = {}
-  if type_of(jk) == 'hash' then
-    f = redis.call('HMGET', jk, 'parent', 'type', 'worker', 'started_at')
+local function child_done(now, id, state, detail, parent, jtype, worker, f)
+  if not f then
+    f = {}
+    local jk = key('job', id)
+    if type_of(jk) == 'hash' then
+      f = redis.call('HMGET', jk, 'parent', 'type', 'worker', 'started_at')
+    end
   end
   parent = f[1] or parent
   if not parent or parent == '' then return end

@@ -5,9 +5,11 @@
 local ttl = tonumber(ARGV[2])
 local now = now_ms()
 local out = {}
+local counts = {}
 for i = 3, #ARGV, 7 do
   local ready = math.max(tonumber(ARGV[i + 4]), now + tonumber(ARGV[i + 5]))
   out[#out + 1] = enqueue_one(now, ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ready, ttl,
-                              ARGV[i + 6])
+                              ARGV[i + 6], counts)
 end
+add_counts(counts, 'enqueued')
 return out

@@ -16,19 +16,35 @@
 -- answers 3 again).
 local ttl, consumer = tonumber(ARGV[2]), ARGV[3]
 local now = now_ms()
-local bad = {}
+-- Pass 1, reads only: each record's fields that child_done needs (the first four) and
+-- `fanned_by`, which fan_out.lua leaves on a job that fanned out. pcall: a record that is not
+-- a hash answers WRONGTYPE (an error table) instead of raising; its type is read for the
+-- dead letter.
+local bad, fields = {}, {}
 for i = 4, #ARGV, 7 do
-  local kind = type_of(key('job', ARGV[i + 2]))
-  if kind ~= 'hash' and kind ~= 'none' then bad[i] = kind end
+  local jk = key('job', ARGV[i + 2])
+  local f = redis.pcall('HMGET', jk, 'parent', 'type', 'worker', 'started_at', 'fanned_by')
+  if f.err then bad[i] = type_of(jk) else fields[i] = f end
+end
+-- Ownership for the whole batch: one XPENDING per stream (type) instead of one per job.
+local by_stream = {}
+for i = 4, #ARGV, 7 do
+  local s = by_stream[ARGV[i]] or {}
+  s[#s + 1] = ARGV[i + 1]
+  by_stream[ARGV[i]] = s
+end
+for jtype, sids in pairs(by_stream) do
+  by_stream[jtype] = held_by(key('q', jtype), consumer, sids)
 end
 local out = {now}
+local counts = {} -- state -> type -> jobs, added to the stats once per call
 for i = 4, #ARGV, 7 do
   local jtype, sid, id, state, result = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
   local starts, parent = ARGV[i + 5], ARGV[i + 6]
   local stream = key('q', jtype)
   local jk = key('job', id)
   local by = fence(consumer, sid, starts)
-  if not owns(stream, sid, consumer) then
+  if not by_stream[jtype][sid] then
     local f = {}
     if not bad[i] then f = redis.call('HMGET', jk, 'state', 'worker', 'stream_id', 'starts') end
     if f[1] == state and f[2] == consumer and f[3] == sid and f[4] == starts then
@@ -47,15 +63,22 @@ for i = 4, #ARGV, 7 do
     child_done(now, id, 'dead', reason, parent, jtype, consumer)
     out[#out + 1] = 3
   else
+    -- Flow keys of its own exist only if the job fanned out (`fanned_by`); a record without
+    -- a `type` was deleted under it and cannot say, so those expire too.
+    local f = fields[i]
+    local flow = f[5] or not f[2]
     ackdel(stream, sid)
     redis.call('HSET', jk, 'state', state, 'result', result, 'finished_at', now)
     redis.call('HDEL', jk, 'env')
     redis.call('PEXPIRE', jk, ttl)
-    redis.call('HINCRBY', key('stats', jtype), state, 1)
+    local c = counts[state] or {}
+    c[jtype] = (c[jtype] or 0) + 1
+    counts[state] = c
     emit(now, state, jtype, id)
-    expire_flow(id, ttl)
-    child_done(now, id, state, result, parent, jtype, consumer)
+    if flow then expire_flow(id, ttl) end
+    child_done(now, id, state, result, parent, jtype, consumer, f)
     out[#out + 1] = 1
   end
 end
+for state, c in pairs(counts) do add_counts(c, state) end
 return out

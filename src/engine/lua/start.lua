@@ -46,16 +46,21 @@ local function entry_job(sid)
   return ''
 end
 
+-- Which of the batch's entries this consumer holds (one XPENDING for the batch).
+local sids = {}
+for i = 6, #ARGV, 4 do sids[#sids + 1] = ARGV[i] end
+local held = held_by(stream, consumer, sids)
+
 -- Pass 1: reads only. Each entry gets a plan: skip, bad (reason), or go (its fields).
 local plans = {}
 for i = 6, #ARGV, 4 do
   local sid, id = ARGV[i], ARGV[i + 1]
   local jk = key('job', id)
   local plan = {sid = sid, id = id, jk = jk, max = tonumber(ARGV[i + 2]), parent = ARGV[i + 3]}
-  local p = redis.call('XPENDING', stream, GROUP, sid, sid, 1)
+  local deliveries = held[sid]
   -- pcall: a record of another type answers an error table (WRONGTYPE) instead of raising.
   local f = redis.pcall('HMGET', jk, 'state', 'attempt', 'starts')
-  if p[1] == nil or p[1][2] ~= consumer then
+  if deliveries == nil then
     -- Acked meanwhile, or another worker holds it now: not ours to start.
     plan.code = 'skip'
   elseif f.err then
@@ -64,7 +69,7 @@ for i = 6, #ARGV, 4 do
     plan.reason = '`' .. jk .. '` holds a ' .. kind .. ', not a hash (WRONGTYPE): the job\'s ' ..
                   'record was overwritten; delete that key, then `synth-city dlq retry`'
   else
-    plan.state, plan.attempt = f[1], f[2]
+    plan.state, plan.attempt, plan.starts = f[1], f[2], f[3]
     if not is_int(f[2]) or not is_int(f[3]) then
       local name, v = 'attempt', f[2]
       if is_int(f[2]) then name, v = 'starts', f[3] end
@@ -72,9 +77,9 @@ for i = 6, #ARGV, 4 do
       plan.reason = 'field `' .. name .. '` of `' .. jk .. '` is not an integer (' .. v ..
                     '): the job\'s record was overwritten; delete that key, then ' ..
                     '`synth-city dlq retry`'
-    elseif tonumber(p[1][4]) > max_deliveries then
+    elseif tonumber(deliveries) > max_deliveries then
       plan.code = 'bad'
-      plan.reason = 'delivered ' .. p[1][4] .. ' times without finishing (the cap is ' ..
+      plan.reason = 'delivered ' .. deliveries .. ' times without finishing (the cap is ' ..
                     max_deliveries .. ')'
       plan.record = true
     else
@@ -86,6 +91,7 @@ end
 
 -- Pass 2: writes.
 local out = {}
+local started = {} -- job key -> the `starts` written by this call
 for _, plan in ipairs(plans) do
   local sid, id, jk = plan.sid, plan.id, plan.jk
   local state = plan.state
@@ -133,9 +139,12 @@ for _, plan in ipairs(plans) do
         redis.call('HSET', jk, 'id', id, 'type', jtype, 'attempt', attempt)
         if plan.parent ~= '' then redis.call('HSET', jk, 'parent', plan.parent) end
       end
+      -- `starts` was read (and checked to be an integer) in pass 1; only an earlier entry of
+      -- this batch for the same job can have changed it since.
+      local starts = (started[jk] or tonumber(plan.starts or '0')) + 1
+      started[jk] = starts
       redis.call('HSET', jk, 'state', 'active', 'started_at', now, 'worker', consumer,
-                 'stream_id', sid)
-      local starts = redis.call('HINCRBY', jk, 'starts', 1)
+                 'stream_id', sid, 'starts', starts)
       emit(now, 'started', jtype, id, {'worker', consumer})
       out[#out + 1] = {'run', now, attempt, starts, ''}
     end
