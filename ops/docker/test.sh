@@ -130,13 +130,20 @@ sentinel_case() {
     sentinel() { dc exec -T sentinel-1 redis-cli -p 26379 "$@"; }
     field() { { sentinel sentinel master synth-city || true; } | paste - - | awk -v f="$1" '$1 == f {print $2}'; }
     primary() { { sentinel sentinel get-master-addr-by-name synth-city || true; } | head -n 1; }
+    # Every Sentinel must know the replica, in sync: each learns it from the primary's INFO on
+    # its own (every 10 s), and the one elected to fail over aborts with no replica it knows
+    # (-failover-abort-no-good-slave), as a replica still in its first sync is no good either.
+    seen_by() {
+        { dc exec -T "$1" redis-cli -p 26379 sentinel replicas synth-city || true; } |
+            paste - - | awk '$1 == "master-link-status" {print $2}' | head -n 1
+    }
     local known=
     for _ in $(seq 1 60); do
-        known="$(field num-slaves) $(field num-other-sentinels)"
-        [ "$known" = "1 2" ] && break
+        known="$(field num-other-sentinels) $(seen_by sentinel-1) $(seen_by sentinel-2) $(seen_by sentinel-3)"
+        [ "$known" = "2 ok ok ok" ] && break
         sleep 1
     done
-    [ "$known" = "1 2" ] || fail "the Sentinels never found the replica and each other (replicas, other sentinels: $known)"
+    [ "$known" = "2 ok ok ok" ] || fail "the Sentinels never all found the replica in sync and each other (other sentinels, the replica's link per Sentinel: $known)"
     local before after agents_was agents_now ids states
     before=$(primary)
     agents_was=$(docker inspect -f '{{.RestartCount}} {{.State.StartedAt}}' "$(dc ps -q agents)")
