@@ -8,7 +8,6 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 use common::{bin, spawn_worker, RedisServer};
 use serde_json::{json, Value};
@@ -44,34 +43,7 @@ fn ok(redis: &RedisServer, args: &[&str]) -> String {
 
 /// Enqueues one job and waits for its result.
 fn run_job(redis: &RedisServer, job_type: &str, payload: Value) -> Value {
-    let out = ok(
-        redis,
-        &[
-            "jobs",
-            "enqueue",
-            "--type",
-            job_type,
-            "--payload",
-            &payload.to_string(),
-            "--json",
-        ],
-    );
-    let id = serde_json::from_str::<Value>(&out).unwrap()[0]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let deadline = Instant::now() + Duration::from_secs(180);
-    loop {
-        let st: Value =
-            serde_json::from_str(&ok(redis, &["jobs", "status", &id, "--json"])).unwrap();
-        match st["state"].as_str() {
-            Some("completed") => return st["result"].clone(),
-            Some("dead") => panic!("{job_type} died: {st}"),
-            _ => {}
-        }
-        assert!(Instant::now() < deadline, "{job_type} never finished: {st}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    common::run_job_cli(&redis.url(), job_type, &payload, 180)
 }
 
 #[test]

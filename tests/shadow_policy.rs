@@ -11,7 +11,6 @@
 mod common;
 
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 use common::candidates::{candidate, write_bars, T0};
 use common::{bin, spawn_worker_env, RedisServer};
@@ -23,51 +22,16 @@ use sn50::constants::PromptKind;
 use sn50::shadow::{self, ShadowRecord};
 
 fn ok(redis: &RedisServer, args: &[&str]) -> String {
-    let out = Command::new(bin())
-        .args(["--redis-url", &redis.url(), "--prefix", "t"])
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .env_remove("HIPPIUS_ENDPOINT")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    common::stdout_of(
+        common::cli_command(&redis.url())
+            .args(args)
+            .env_remove("HIPPIUS_ENDPOINT"),
+    )
 }
 
 /// Enqueues one job and waits for its result.
 fn run_job(redis: &RedisServer, job_type: &str, payload: Value) -> Value {
-    let out = ok(
-        redis,
-        &[
-            "jobs",
-            "enqueue",
-            "--type",
-            job_type,
-            "--payload",
-            &payload.to_string(),
-            "--json",
-        ],
-    );
-    let id = serde_json::from_str::<Value>(&out).unwrap()[0]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let deadline = Instant::now() + Duration::from_secs(900);
-    loop {
-        let st: Value =
-            serde_json::from_str(&ok(redis, &["jobs", "status", &id, "--json"])).unwrap();
-        match st["state"].as_str() {
-            Some("completed") => return st["result"].clone(),
-            Some("dead") => panic!("{job_type} died: {st}"),
-            _ => {}
-        }
-        assert!(Instant::now() < deadline, "{job_type} never finished: {st}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    common::run_job_cli(&redis.url(), job_type, &payload, 900)
 }
 
 fn pair<'a>(report: &'a Value, asset: &str) -> &'a Value {

@@ -176,6 +176,45 @@ pub fn stdout_of(cmd: &mut Command) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// Enqueues one job with the CLI (prefix `t`, no store credentials) and waits up to `secs` for
+/// its result; fails the test if it dies or never finishes.
+pub fn run_job_cli(
+    url: &str,
+    job_type: &str,
+    payload: &serde_json::Value,
+    secs: u64,
+) -> serde_json::Value {
+    let cli = |args: &[&str]| stdout_of(cli_command(url).args(args).env_remove("HIPPIUS_ENDPOINT"));
+    let out = cli(&[
+        "jobs",
+        "enqueue",
+        "--type",
+        job_type,
+        "--payload",
+        &payload.to_string(),
+        "--json",
+    ]);
+    let id = serde_json::from_str::<serde_json::Value>(&out).unwrap()[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        let st: serde_json::Value =
+            serde_json::from_str(&cli(&["jobs", "status", &id, "--json"])).unwrap();
+        match st["state"].as_str() {
+            Some("completed") => return st["result"].clone(),
+            Some("dead") => panic!("{job_type} died: {st}"),
+            _ => {}
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{job_type} never finished: {st}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
 /// A pipeline budget small enough for a debug build: tiny models, few steps, few windows
 /// (`synth-city pipeline` flags).
 pub const TINY: &[&str] = &[

@@ -1024,13 +1024,7 @@ pub async fn rollback(
     asset: &str,
     by: &str,
 ) -> Result<Decision, ChampionError> {
-    check_asset(asset)?;
-    let Some(cur) = current(store, prompt, asset).await? else {
-        return Err(ChampionError::NothingToRollBack {
-            asset: asset.to_string(),
-            prompt: prompt.label().to_string(),
-        });
-    };
+    let cur = serving(store, prompt, asset).await?;
     let installed = decision(store, &cur.decision).await?.ok_or_else(|| {
         ChampionError::Input(format!(
             "{}: the decision that made {} champion ({}) is not in {}: the history is incomplete; promote a model with --force instead",
@@ -1040,20 +1034,53 @@ pub async fn rollback(
             store.describe()
         ))
     })?;
+    let what = format!("rolled back {}", cur.candidate);
+    let d = rollback_decision(prompt, asset, by, cur, installed.previous, None, &what);
+    commit(store, &d).await?;
+    Ok(d)
+}
+
+/// The pair's champion, or the error that there is none to roll back or demote.
+async fn serving(
+    store: &dyn Store,
+    prompt: PromptKind,
+    asset: &str,
+) -> Result<Champion, ChampionError> {
+    check_asset(asset)?;
+    current(store, prompt, asset)
+        .await?
+        .ok_or_else(|| ChampionError::NothingToRollBack {
+            asset: asset.to_string(),
+            prompt: prompt.label().to_string(),
+        })
+}
+
+/// The decision that takes `cur` out of service and puts `previous` (the champion it
+/// replaced; `None`: the GBM) back: a rollback by `by`, or a demotion when it carries the
+/// gate's evidence. `what` says what happened to `cur` ("rolled back X", "demoted X: why").
+fn rollback_decision(
+    prompt: PromptKind,
+    asset: &str,
+    by: &str,
+    cur: Champion,
+    previous: Option<Champion>,
+    evidence: Option<(GateDecision, EvaluationInfo)>,
+    what: &str,
+) -> Decision {
     let at_ms = now_ms();
     let key = new_key(prompt, asset, at_ms, Action::Rollback);
-    let restored = installed.previous.map(|mut c| {
+    let restored = previous.map(|mut c| {
         c.restored_by = Some(key.clone());
         c
     });
     let reason = format!(
-        "{by} rolled back {}; {} serves again",
-        cur.candidate,
+        "{by} {what}; {} serves again",
         restored
             .as_ref()
             .map_or("the GBM".to_string(), |c| c.candidate.clone())
     );
-    let d = Decision {
+    let (gate, evaluation) = evidence.unzip();
+    Decision {
         version: VERSION,
         key,
         action: Action::Rollback,
@@ -1063,14 +1090,12 @@ pub async fn rollback(
         by: by.to_string(),
         candidate: Some(cur.candidate.clone()),
         forced: false,
-        gate: None,
-        evaluation: None,
+        gate,
+        evaluation,
         reason,
         previous: Some(cur),
         champion: restored,
-    };
-    commit(store, &d).await?;
-    Ok(d)
+    }
 }
 
 /// Every published candidate with a checkpoint in the store (`models/{run}/{name}/record.json`),
@@ -1163,45 +1188,20 @@ pub async fn demote(
     by: &str,
     reason: &str,
 ) -> Result<Decision, ChampionError> {
-    check_asset(asset)?;
-    let Some(cur) = current(store, prompt, asset).await? else {
-        return Err(ChampionError::NothingToRollBack {
-            asset: asset.to_string(),
-            prompt: prompt.label().to_string(),
-        });
-    };
-    let restored = match decision(store, &cur.decision).await? {
-        Some(installed) => installed.previous,
-        None => None,
-    };
-    let at_ms = now_ms();
-    let key = new_key(prompt, asset, at_ms, Action::Rollback);
-    let restored = restored.map(|mut c| {
-        c.restored_by = Some(key.clone());
-        c
-    });
-    let d = Decision {
-        version: VERSION,
-        key,
-        action: Action::Rollback,
-        asset: asset.to_string(),
+    let cur = serving(store, prompt, asset).await?;
+    let previous = decision(store, &cur.decision)
+        .await?
+        .and_then(|installed| installed.previous);
+    let what = format!("demoted {}: {reason}", cur.candidate);
+    let d = rollback_decision(
         prompt,
-        at_ms,
-        by: by.to_string(),
-        candidate: Some(cur.candidate.clone()),
-        forced: false,
-        gate: Some(gate),
-        evaluation: Some(evaluation),
-        reason: format!(
-            "{by} demoted {}: {reason}; {} serves again",
-            cur.candidate,
-            restored
-                .as_ref()
-                .map_or("the GBM".to_string(), |c| c.candidate.clone())
-        ),
-        previous: Some(cur),
-        champion: restored,
-    };
+        asset,
+        by,
+        cur,
+        previous,
+        Some((gate, evaluation)),
+        &what,
+    );
     commit(store, &d).await?;
     Ok(d)
 }
