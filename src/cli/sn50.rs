@@ -379,6 +379,9 @@ pub async fn score(args: ScoreArgs) -> anyhow::Result<()> {
                     r.file,
                     r.competition.as_deref().unwrap_or("no competition")
                 );
+                if !r.terms.is_empty() {
+                    println!("          {}", terms_line(&r.terms));
+                }
                 if !r.fallbacks.is_empty() || r.reference_fallbacks > 0 {
                     println!(
                         "          answered by the GBM: {} model window(s){}, {} reference window(s)",
@@ -419,6 +422,7 @@ pub async fn score(args: ScoreArgs) -> anyhow::Result<()> {
                     })
                     .collect();
                 println!("  ratio by realised volatility: {}", bands.join(", "));
+                println!("  {}", terms_line(&c.terms));
             }
             Ok(())
         }
@@ -948,4 +952,25 @@ fn load_model(
     } else {
         trainer::zoo::forecaster::load_forecaster(name, device)?
     })
+}
+
+/// A backtest's score terms on one line: each term's share of the reference's total and the
+/// model's ratio to the reference on that term.
+fn terms_line(terms: &[backtest::ScoreTerm]) -> String {
+    let total: f64 = terms.iter().map(|t| t.reference).sum();
+    let parts: Vec<String> = terms
+        .iter()
+        .map(|t| {
+            format!(
+                "{} {:.0} % x{:.4}",
+                t.term,
+                100.0 * t.reference / total,
+                t.model / t.reference
+            )
+        })
+        .collect();
+    format!(
+        "terms (share of the reference's score, ratio): {}",
+        parts.join(", ")
+    )
 }

@@ -37,7 +37,7 @@ use super::data::{asset_file_for_step, Bars, DataError};
 use super::forecast::{ForecastError, ForecastRequest, Forecaster, Gbm};
 use super::response::encode_price;
 use super::rewards::{share_against_reference, CompetitionShare, HeadToHead};
-use super::vol::miner_total_score;
+use super::vol::{score_terms, total_score_detailed, TotalScore};
 
 /// How long before `start_time` the request is made (the validator: 60-120 s).
 pub const REQUEST_LEAD_SECONDS: i64 = 60;
@@ -118,6 +118,26 @@ pub struct AssetResult {
     /// Per window: the realised volatility (standard deviation of the log returns on the grid).
     #[serde(skip)]
     pub realised_vol: Vec<f64>,
+    /// Where the score comes from: each term's mean (scoring interval, the folded gap
+    /// intervals, each volatility block size) for the model and the reference, over the
+    /// windows where both are valid.
+    pub terms: Vec<ScoreTerm>,
+}
+
+/// One term of the total score, averaged over windows (see [`AssetResult::terms`]).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ScoreTerm {
+    pub term: String,
+    pub model: f64,
+    pub reference: f64,
+}
+
+/// A window's worker score (`-1` where the validator's would be) and its terms.
+fn scored(t: Option<TotalScore>) -> (f64, Vec<(String, f64)>) {
+    match t {
+        Some(t) if t.worker_score() != INVALID_SCORE => (t.total, score_terms(&t)),
+        _ => (INVALID_SCORE, Vec::new()),
+    }
 }
 
 /// The ratio to the reference over the windows of one volatility tercile.
@@ -145,6 +165,8 @@ pub struct CompetitionReport {
     pub share: CompetitionShare,
     /// How stable the ratio is: per tercile of the windows' realised volatility.
     pub by_volatility: Vec<VolatilityBand>,
+    /// Where the score comes from: the assets' [`AssetResult::terms`], coefficient-weighted.
+    pub terms: Vec<ScoreTerm>,
 }
 
 /// The whole result (`--json` prints it).
@@ -270,6 +292,8 @@ pub fn run_backtest(
         let mut fallbacks = Vec::new();
         let mut reference_fallbacks = 0;
         let mut realised_vol = Vec::with_capacity(n);
+        let mut terms: Vec<ScoreTerm> = Vec::new();
+        let mut both_valid = 0usize;
         for (w, &start) in starts.iter().enumerate() {
             let as_of = start - REQUEST_LEAD_SECONDS;
             let spot = spot_at(&bars, as_of).expect("candidate has a spot");
@@ -315,10 +339,33 @@ pub fn run_backtest(
             reference_fallbacks += why.is_some() as usize;
             let real = bars.price_grid(start, len, inc)?;
             realised_vol.push(grid_volatility(&real));
-            scores.push((
-                miner_total_score(&as_sent(&paths), &real, scoring),
-                miner_total_score(&as_sent(&reference_paths), &real, scoring),
+            let (ours, our_terms) = scored(total_score_detailed(&as_sent(&paths), &real, scoring));
+            let (theirs, their_terms) = scored(total_score_detailed(
+                &as_sent(&reference_paths),
+                &real,
+                scoring,
             ));
+            if ours != INVALID_SCORE && theirs != INVALID_SCORE {
+                both_valid += 1;
+                for ((name, m), (_, r)) in our_terms.into_iter().zip(their_terms) {
+                    match terms.iter_mut().find(|t| t.term == name) {
+                        Some(t) => {
+                            t.model += m;
+                            t.reference += r;
+                        }
+                        None => terms.push(ScoreTerm {
+                            term: name,
+                            model: m,
+                            reference: r,
+                        }),
+                    }
+                }
+            }
+            scores.push((ours, theirs));
+        }
+        for t in &mut terms {
+            t.model /= both_valid as f64;
+            t.reference /= both_valid as f64;
         }
         let valid: Vec<f64> = scores
             .iter()
@@ -358,6 +405,7 @@ pub fn run_backtest(
                 reference_fallbacks,
                 head_to_head: scores,
                 realised_vol,
+                terms,
             },
         );
     }
@@ -471,6 +519,32 @@ fn competition_report(
             }
         })
         .collect();
+    let mut terms: Vec<ScoreTerm> = Vec::new();
+    let mut total_weight = 0.0;
+    for (a, r) in &mine {
+        if r.terms.is_empty() {
+            continue;
+        }
+        let w = config.coefficient(a, table);
+        total_weight += w;
+        for t in &r.terms {
+            match terms.iter_mut().find(|x| x.term == t.term) {
+                Some(x) => {
+                    x.model += w * t.model;
+                    x.reference += w * t.reference;
+                }
+                None => terms.push(ScoreTerm {
+                    term: t.term.clone(),
+                    model: w * t.model,
+                    reference: w * t.reference,
+                }),
+            }
+        }
+    }
+    for t in &mut terms {
+        t.model /= total_weight;
+        t.reference /= total_weight;
+    }
     Some(CompetitionReport {
         id: c.id.clone(),
         label: c.label.clone(),
@@ -479,6 +553,7 @@ fn competition_report(
         weighted_reference_crps: weighted(&|r| r.mean_reference_crps),
         share,
         by_volatility,
+        terms,
     })
 }
 
@@ -647,6 +722,35 @@ mod tests {
         assert!(c.assets["BTC"].ratio.unwrap() > 1.0);
         assert!(c.competitions[0].share.pool_share < 0.5);
         assert_eq!(c.assets["BTC"].mean_reference_crps, btc.mean_reference_crps);
+        // the terms: the 1 h prompt's five plain intervals, the folded gaps and three volatility
+        // sizes, adding up to the mean totals; the too-wide sigma loses on every one of them
+        let terms = &c.assets["BTC"].terms;
+        let names: Vec<&str> = terms.iter().map(|t| t.term.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "1min",
+                "2min",
+                "5min",
+                "15min",
+                "30min",
+                "60min_abs",
+                "gaps",
+                "vol_60min",
+                "vol_15min",
+                "vol_5min"
+            ]
+        );
+        let sum = |f: fn(&ScoreTerm) -> f64| terms.iter().map(f).sum::<f64>();
+        assert!(
+            (sum(|t| t.model) - c.assets["BTC"].mean_crps).abs() < 1e-9 * c.assets["BTC"].mean_crps
+        );
+        assert!(
+            (sum(|t| t.reference) - btc.mean_reference_crps.unwrap()).abs()
+                < 1e-9 * btc.mean_reference_crps.unwrap()
+        );
+        assert!(terms.iter().all(|t| t.model > t.reference), "{terms:?}");
+        assert_eq!(c.competitions[0].terms.len(), terms.len());
         // three bands of windows by realised volatility, each a ratio of 1 for the GBM vs itself
         let bands = &a.competitions[0].by_volatility;
         assert_eq!(bands.len(), 3);

@@ -93,7 +93,7 @@ impl Forecaster for Ewma {
             return Err(too_few(&self.name, req, rets.len(), self.min_returns));
         }
         let var_bar = self.level(&rets, bars.bar_seconds);
-        let profile = profile_if(self.time_of_day, &rets);
+        let profile = profile_if(self.time_of_day, &rets, bars, req.as_of, self.lookback_days);
         let shape = WalkShape {
             var_bar,
             bar_seconds: bars.bar_seconds,
@@ -190,10 +190,34 @@ pub(crate) fn step_hours<'r>(req: &'r ForecastRequest<'_>) -> impl Iterator<Item
     (0..steps).map(move |k| hour_of(req.start_time + k * req.time_increment as i64))
 }
 
+/// The per-bar variance of the price's moves across the market's overnight closures in the
+/// `lookback_days` before `as_of`: each closure's log move (close before it to the first close
+/// after it) squared, summed, over the bars the closures span. Closures are holes of more than
+/// one bar and at most a day (a weekend, or a hole of days in the data, is left out: an
+/// overnight closure is what a 24 h window crosses); `None` when there were none.
+pub(crate) fn closure_variance(bars: &Bars, as_of: i64, lookback_days: f64) -> Option<f64> {
+    let end = bars
+        .timestamps
+        .partition_point(|&t| t + bars.bar_seconds <= as_of);
+    let from = as_of - (lookback_days * 86_400.0) as i64;
+    let begin = bars.timestamps[..end].partition_point(|&t| t < from);
+    let (mut sum_sq, mut spanned) = (0.0, 0.0);
+    for i in begin.max(1)..end {
+        let span = bars.timestamps[i] - bars.timestamps[i - 1];
+        if span > bars.bar_seconds && span <= 86_400 {
+            sum_sq += (bars.close[i] / bars.close[i - 1]).ln().powi(2);
+            spanned += (span / bars.bar_seconds) as f64;
+        }
+    }
+    (spanned > 0.0 && sum_sq.is_finite()).then(|| sum_sq / spanned)
+}
+
 /// The hour-of-day variance profile of some returns: 24 multipliers, each hour's mean squared
-/// return relative to the others', averaging 1 over the hours that have at least ten returns;
-/// hours with fewer (closed hours) keep 1.
-pub(crate) fn hour_profile(rets: &[(i64, f64)]) -> [f64; 24] {
+/// return relative to the others', averaging 1 over the hours that have at least ten returns.
+/// Hours with fewer (a market's closed hours) get `closed_var`, the per-bar variance of the
+/// moves across its closures ([`closure_variance`]), relative to the same mean, so paths move
+/// through a closure about as far as the price jumps over one; without it they keep 1.
+pub(crate) fn hour_profile(rets: &[(i64, f64)], closed_var: Option<f64>) -> [f64; 24] {
     let mut profile = [1.0; 24];
     let mut sum = [0.0; 24];
     let mut n = [0usize; 24];
@@ -221,16 +245,26 @@ pub(crate) fn hour_profile(rets: &[(i64, f64)]) -> [f64; 24] {
         for (h, p) in profile.iter_mut().enumerate() {
             if n[h] >= 10 && mean > 0.0 {
                 *p /= mean;
+            } else if let Some(v) = closed_var.filter(|_| mean > 0.0) {
+                // the open hours' mean per-bar variance is `mean * all`
+                *p = (v / (mean * all)).max(1e-3);
             }
         }
     }
     profile
 }
 
-/// `hour_profile(rets)` when `on`, else a flat profile.
-pub(crate) fn profile_if(on: bool, rets: &[(i64, f64)]) -> [f64; 24] {
+/// The hour-of-day profile of a request's returns ([`hour_profile`], closed hours from the
+/// closures in the same lookback) when `on`, else a flat profile.
+pub(crate) fn profile_if(
+    on: bool,
+    rets: &[(i64, f64)],
+    bars: &Bars,
+    as_of: i64,
+    lookback_days: f64,
+) -> [f64; 24] {
     if on {
-        hour_profile(rets)
+        hour_profile(rets, closure_variance(bars, as_of, lookback_days))
     } else {
         [1.0; 24]
     }
@@ -422,5 +456,70 @@ mod tests {
             e.contains("stale") && e.contains("data download --assets BTC"),
             "{e}"
         );
+    }
+
+    /// Five-minute bars of a market open 14:00-20:00 UTC on every day, steps of `+a`/`-a`,
+    /// and an overnight jump of `+g`/`-g` (alternating nights) at each open.
+    fn session_bars(days: i64, a: f64, g: f64) -> Bars {
+        let mut s = String::from("timestamp,open,high,low,close,volume\n");
+        let mut p = 100.0f64;
+        for d in 0..days {
+            for k in 0..72 {
+                let t = d * 86_400 + 14 * 3600 + k * 300;
+                let r = if k == 0 && d > 0 {
+                    if d % 2 == 0 {
+                        g
+                    } else {
+                        -g
+                    }
+                } else if k % 2 == 0 {
+                    a
+                } else {
+                    -a
+                };
+                p *= r.exp();
+                s.push_str(&format!("{t},{p},{p},{p},{p},1\n"));
+            }
+        }
+        Bars::parse_csv(&s, 300, "t").unwrap()
+    }
+
+    #[test]
+    fn closed_hours_move_as_far_as_the_price_jumps_over_a_closure() {
+        let (a, g) = (0.001, 0.01);
+        let b = session_bars(40, a, g);
+        let as_of = 39 * 86_400 + 15 * 3600;
+        // each night's jump spread over the 217 bars from the last close (19:55) to the open
+        let v = closure_variance(&b, as_of, 30.0).unwrap();
+        assert!((v / (g * g / 217.0) - 1.0).abs() < 1e-9, "{v}");
+        let rets = returns_before(&b, as_of, 30.0);
+        let profile = hour_profile(&rets, Some(v));
+        assert!(
+            (profile[15] - 1.0).abs() < 1e-9,
+            "open hours average 1: {profile:?}"
+        );
+        let closed = g * g / 217.0 / (a * a);
+        assert!((profile[2] / closed - 1.0).abs() < 1e-6, "{profile:?}");
+        assert_eq!(hour_profile(&rets, None)[2], 1.0, "no closures: as before");
+        // a day's paths spread as far as the bars do over a day: 72 steps and one jump
+        let m = Ewma::by_name("ewma-tod").unwrap();
+        let r = ForecastRequest {
+            asset: "NVDAX".into(),
+            start_time: as_of + 60,
+            time_increment: 300,
+            time_length: 86_400,
+            num_simulations: 4000,
+            spot: 100.0,
+            history: Some(&b),
+            as_of,
+        };
+        let p = m.forecast(&r, &mut ChaCha8Rng::seed_from_u64(4)).unwrap();
+        let last = p.n_points() - 1;
+        let day: Vec<f64> = (0..p.n_paths())
+            .map(|i| (p.row(i)[last] / 100.0).ln())
+            .collect();
+        let sd = (day.iter().map(|x| x * x).sum::<f64>() / day.len() as f64).sqrt();
+        let want = (72.0 * a * a + g * g).sqrt();
+        assert!((sd / want - 1.0).abs() < 0.1, "{sd} vs {want}");
     }
 }

@@ -267,7 +267,7 @@ impl Forecaster for Garch {
         if rets.len() < self.min_returns {
             return Err(too_few(&self.name, req, rets.len(), self.min_returns));
         }
-        let profile = profile_if(self.time_of_day, &rets);
+        let profile = profile_if(self.time_of_day, &rets, bars, req.as_of, self.lookback_days);
         let z: Vec<f64> = rets
             .iter()
             .map(|(t, r)| r / profile[hour_of(*t)].sqrt())

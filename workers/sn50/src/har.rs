@@ -177,7 +177,7 @@ impl Forecaster for Har {
             )));
         }
         let var_bar = forecast_variance(&days).ok_or_else(|| too_few(&self.name, req, 0, 1))?;
-        let profile = profile_if(self.time_of_day, &rets);
+        let profile = profile_if(self.time_of_day, &rets, bars, req.as_of, self.lookback_days);
         let shape = WalkShape {
             var_bar,
             bar_seconds: bars.bar_seconds,

@@ -12,7 +12,8 @@ use serde::{Deserialize, Serialize};
 use super::competition::Competition;
 use super::constants::ScoringInterval;
 use super::crps::{
-    calculate_crps_detailed, crps_ensemble, pairwise_sum, CrpsError, Paths, INVALID_SCORE,
+    calculate_crps_detailed, crps_ensemble, pairwise_sum, CrpsError, IntervalCrps, Paths,
+    INVALID_SCORE,
 };
 
 /// `VOL_CRPS_LAMBDA`: the volatility term's overall weight, split across block sizes.
@@ -59,6 +60,8 @@ pub struct VolBreakdown {
 #[derive(Debug, Clone, PartialEq)]
 pub struct TotalScore {
     pub price: f64,
+    /// The price CRPS per scoring interval, as [`calculate_crps_detailed`] details it.
+    pub price_detail: Vec<IntervalCrps>,
     pub vol: Option<VolBreakdown>,
     /// `price + vol`; `-1.0` for a zero simulated price.
     pub total: f64,
@@ -159,20 +162,50 @@ pub fn calculate_vol_crps_for_miner(
     VolBreakdown { total, sizes }
 }
 
-/// The score the reward worker stores for one prompt scored by `competition`: the total (price
-/// CRPS plus the competition's volatility term), or `-1` when the validator would (zero price, a
-/// total that is not finite, or an exception inside the calculation).
-pub fn miner_total_score(sims: &Paths, real: &[f64], competition: &Competition) -> f64 {
-    match calculate_total_score_for_miner(
+/// A miner's whole score for one prompt scored by `competition`, with its parts (`None` where
+/// the validator's calculation raises, which the reward worker turns into `-1`).
+pub fn total_score_detailed(
+    sims: &Paths,
+    real: &[f64],
+    competition: &Competition,
+) -> Option<TotalScore> {
+    calculate_total_score_for_miner(
         sims,
         real,
         competition.time_increment,
         &competition.scoring_intervals,
         &competition.vol_blocks,
-    ) {
-        Ok(t) => t.worker_score(),
-        Err(_) => INVALID_SCORE,
+    )
+    .ok()
+}
+
+/// A total score's parts as `(term, value)`: each scoring interval's price CRPS (the `_gaps`
+/// intervals folded into one `gaps` term, as the validator's detail rows fold them) and each
+/// volatility block size's weighted sum. The terms add up to the total (up to rounding).
+pub fn score_terms(t: &TotalScore) -> Vec<(String, f64)> {
+    let mut out: Vec<(String, f64)> = Vec::new();
+    for i in &t.price_detail {
+        let name = if i.name.ends_with("_gaps") {
+            "gaps"
+        } else {
+            i.name.as_str()
+        };
+        match out.iter_mut().find(|(n, _)| n == name) {
+            Some(e) => e.1 += i.total,
+            None => out.push((name.to_string(), i.total)),
+        }
     }
+    for (name, sum, weight) in t.vol.iter().flat_map(|v| &v.sizes) {
+        out.push((name.clone(), sum * weight));
+    }
+    out
+}
+
+/// The score the reward worker stores for one prompt scored by `competition`: the total (price
+/// CRPS plus the competition's volatility term), or `-1` when the validator would (zero price, a
+/// total that is not finite, or an exception inside the calculation).
+pub fn miner_total_score(sims: &Paths, real: &[f64], competition: &Competition) -> f64 {
+    total_score_detailed(sims, real, competition).map_or(INVALID_SCORE, |t| t.worker_score())
 }
 
 /// Port of `calculate_total_score_for_miner`: the price CRPS, plus the volatility term when
@@ -184,10 +217,12 @@ pub fn calculate_total_score_for_miner(
     intervals: &[ScoringInterval],
     blocks: &[VolBlock],
 ) -> Result<TotalScore, CrpsError> {
-    let price = calculate_crps_detailed(sims, real, time_increment, intervals)?.total;
+    let detail = calculate_crps_detailed(sims, real, time_increment, intervals)?;
+    let price = detail.total;
     if price == INVALID_SCORE || blocks.is_empty() {
         return Ok(TotalScore {
             price,
+            price_detail: detail.intervals,
             vol: None,
             total: price,
         });
@@ -195,6 +230,7 @@ pub fn calculate_total_score_for_miner(
     let vol = calculate_vol_crps_for_miner(sims, real, time_increment, blocks);
     Ok(TotalScore {
         price,
+        price_detail: detail.intervals,
         total: price + vol.total,
         vol: Some(vol),
     })
