@@ -436,3 +436,88 @@ fn the_pod_routes_serve_bots_their_own_pods_and_refuse_read_only_keys() {
     }
     eprintln!("pod routes: {:.1}s", started.elapsed().as_secs_f64());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agents_pod_is_the_fleets_idle_pods_go_and_the_run_pays_for_its_pod() {
+    let started = Instant::now();
+    let redis = RedisServer::start();
+    let q = common::queue(&redis).await;
+    let b = Basilica::start(offerings(), 100.0);
+    let agent = agents::pods::pod_tools(
+        Arc::new(FleetDesk::for_run(
+            fleet(&q, &redis, &b, 2.5),
+            "run-idle",
+            "alice",
+        )),
+        Duration::from_millis(100),
+    );
+    let mut args = Map::new();
+    args.insert("gpu_type".into(), json!("A4000"));
+    let v = agent
+        .get("create_training_deployment")
+        .unwrap()
+        .call(args)
+        .await
+        .unwrap();
+    let pod = v["pod"]["name"].as_str().unwrap().to_string();
+    let pinned = FleetDesk::for_caller(fleet(&q, &redis, &b, 2.5), "default", true);
+    let pinned = agents::pods::PodDesk::rent(&pinned, "A4000")
+        .await
+        .unwrap()
+        .name;
+
+    // the autoscaler: 3 s idle; nothing waits, so the agent's pod goes and the pinned one stays
+    let _fleet = Killed(
+        cli_command(&redis.url())
+            .args([
+                "fleet",
+                "run",
+                "--job-types",
+                "sleep",
+                "--pod-roles",
+                "sleep",
+            ])
+            .args(["--pod-device", "cpu", "--allowed-gpu-types", "A4000"])
+            .args(["--max-hourly-rate", "1.5", "--budget-per-hour", "2.5"])
+            .args([
+                "--idle-minutes",
+                "0.05",
+                "--tick-ms",
+                "200",
+                "--lease-ms",
+                "1500",
+            ])
+            .env("BASILICA_API_URL", &b.url)
+            .env("BASILICA_API_TOKEN", &b.token)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !b.deleted().contains(&pod) {
+        assert!(
+            Instant::now() < deadline,
+            "the idle agent's pod was not deleted"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(b.live(), vec![pinned.clone()], "the pinned pod stays");
+    let per_pod = synth_city::fleet::read_spent_per_pod(&q).await.unwrap();
+    let per_run = synth_city::fleet::read_spent_per_run(&q).await.unwrap();
+    assert!(per_pod[&pod] > 0.0, "{per_pod:?}");
+    assert!(
+        (per_run["run-idle"] - per_pod[&pod]).abs() < 1e-9,
+        "the leader's ticks charge the renting run all of its pod: {per_run:?} {per_pod:?}"
+    );
+    assert_eq!(
+        per_run.len(),
+        1,
+        "the pinned pod held no run's job: {per_run:?}"
+    );
+    eprintln!(
+        "idle agent pod reaped: {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+}
