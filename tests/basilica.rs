@@ -423,13 +423,33 @@ fn a_low_balance_or_an_unoffered_gpu_rents_nothing_and_says_why() {
         });
     }
     assert_eq!(b.created(), 0);
-    let out = fleet_command(&redis, &b, &["rent", "--gpu", "B200"], &[])
-        .output()
-        .unwrap();
+    let out = fleet_command(
+        &redis,
+        &b,
+        &["rent", "--gpu", "B200"],
+        &["--allowed-gpu-types", "A4000,B200"],
+    )
+    .output()
+    .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("GPU type not offered") && err.contains("1xA4000"),
+        "{err}"
+    );
+    // a manual rental keeps to the allowed types too
+    let out = fleet_command(
+        &redis,
+        &b,
+        &["rent", "--gpu", "A4000"],
+        &["--allowed-gpu-types", "B200"],
+    )
+    .output()
+    .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("GPU type not allowed: A4000 is not in BASILICA_ALLOWED_GPU_TYPES (B200)"),
         "{err}"
     );
     assert_eq!(b.create_requests(), 0);

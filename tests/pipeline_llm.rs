@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 
+use common::chat::{finish, tool_calls};
 use common::{bin, RedisServer};
 use serde_json::{json, Value};
 use trainer::zoo::spec::ExperimentSpec;
@@ -46,30 +47,6 @@ fn respond(s: &mut TcpStream, status: &str, body: &Value) {
         "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()
     );
-}
-
-fn tool_calls(calls: &[(&str, Value)]) -> Value {
-    let calls: Vec<Value> = calls
-        .iter()
-        .enumerate()
-        .map(|(i, (name, args))| {
-            json!({"id": format!("call_{i}"), "type": "function",
-                   "function": {"name": name, "arguments": args.to_string()}})
-        })
-        .collect();
-    json!({
-        "id": "c", "object": "chat.completion", "created": 1, "model": "scripted",
-        "choices": [{"index": 0, "finish_reason": "tool_calls",
-                     "message": {"role": "assistant", "content": null, "tool_calls": calls}}],
-        "usage": {"prompt_tokens": 100, "completion_tokens": 10, "total_tokens": 110}
-    })
-}
-
-fn finish(success: bool, result: Value, summary: &str) -> Value {
-    tool_calls(&[(
-        "finish",
-        json!({"success": success, "result": result.to_string(), "summary": summary}),
-    )])
 }
 
 /// Which agent a request is from, by the tools it is offered.

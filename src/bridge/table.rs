@@ -53,6 +53,13 @@ pub(super) static TABLE: &[Route] = &[
     Route::get("/semaphore", "the pipeline-run semaphore: holders, waiters, limit", bot!(fleet::semaphore)),
     Route::get("/fleet/pods", "GPU trainer pods on Basilica: the fleet leader's last report (pods, backlog, why it held back)", bot!(fleet::pods)),
     Route::get("/fleet/spend", "GPU pod spend: today, per pod, the budgets and what is left today", bot!(fleet::spend)),
+    Route::get("/fleet/offerings", "GPU offerings on Basilica with their prices and whether the fleet's rules allow each (503 without BASILICA_API_TOKEN)", bot!(fleet::offerings)),
+    Route::get("/fleet/balance", "the Basilica balance, the pods' $/h now, spend today and the budgets every rental must fit", bot!(fleet::balance)),
+    Route::post("/fleet/pods", "rent one GPU pod within the rules (allowed types, price cap, hourly and daily budgets, balance): {gpu_type}; a bot's pod is its own and is deleted when it idles, the operator's is pinned; 201 with the pod, 409 naming the rule that refused it", bot!(fleet::rent))
+        .body(fleet::RentBody::schema),
+    Route::delete("/fleet/pods/{id}", "delete a pod: a bot its own (rented by it or its runs' agents), the operator any", bot!(fleet::release)),
+    Route::get("/fleet/pods/{id}/logs", "the last lines of a pod's logs (?tail=100, at most 1000): a bot its own pods, the operator any", bot!(fleet::logs))
+        .query(&[Param::optional("tail", r#"{"type":"integer","minimum":1,"maximum":1000}"#)]),
     Route::get("/schedules", "cron schedules", bot!(schedules::list)),
     Route::post("/schedules", "add or replace a schedule: {name, cron, job_type, payload}", bot!(schedules::add))
         .body(schedules::schema),

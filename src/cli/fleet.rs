@@ -13,8 +13,8 @@ use engine::queue::Queue;
 
 use super::shutdown_on_signal;
 use crate::basilica::{Client, ClientConfig};
-use crate::fleet::decide::{affordable, pick_offering, Policy};
-use crate::fleet::{Fleet, FleetConfig, PodTemplate};
+use crate::fleet::decide::Policy;
+use crate::fleet::{Fleet, FleetConfig, PodTemplate, Renter};
 
 #[derive(Debug, Subcommand)]
 pub enum FleetCommand {
@@ -90,13 +90,18 @@ pub struct FleetArgs {
     )]
     pub job_types: Vec<String>,
     /// `--roles` of the pods' workers.
-    #[arg(long, value_delimiter = ',', default_value = "trainer")]
+    #[arg(
+        long,
+        env = "SYNTH_POD_ROLES",
+        value_delimiter = ',',
+        default_value = "trainer"
+    )]
     pub pod_roles: Vec<String>,
     /// The pods' container image (ops/docker/Dockerfile.cuda).
     #[arg(long, env = "BASILICA_IMAGE", default_value = "synth-city-cuda:local")]
     pub image: String,
     /// `--device` of the pods' workers.
-    #[arg(long, default_value = "cuda")]
+    #[arg(long, env = "SYNTH_POD_DEVICE", default_value = "cuda")]
     pub pod_device: String,
     #[arg(long, default_value = "4")]
     pub pod_cpu: String,
@@ -121,7 +126,7 @@ pub struct FleetArgs {
     pub pod_redis_url: Option<String>,
     /// Environment for the pods: NAME (its value from here) or NAME=VALUE; store
     /// credentials and other secrets go here.
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, env = "SYNTH_POD_ENV", value_delimiter = ',')]
     pub pod_env: Vec<String>,
     /// How often the leader looks and acts, ms.
     #[arg(long, default_value_t = 15_000)]
@@ -176,7 +181,22 @@ impl FleetArgs {
         })
     }
 
-    fn fleet(&self, q: Queue) -> anyhow::Result<Fleet> {
+    /// The fleet's settings from the environment alone (`BASILICA_*`, `SYNTH_POD_*`; the
+    /// flags' defaults otherwise): how the bridge and the agents' pod tools see the fleet.
+    pub fn from_env() -> anyhow::Result<Self> {
+        #[derive(clap::Parser)]
+        struct FromEnv {
+            #[command(flatten)]
+            fleet: FleetArgs,
+        }
+        use clap::Parser;
+        Ok(FromEnv::try_parse_from(["fleet"])
+            .context("the fleet's settings in the environment")?
+            .fleet)
+    }
+
+    /// The fleet these settings describe, over `q` (its Basilica client from the environment).
+    pub fn fleet(&self, q: Queue) -> anyhow::Result<Fleet> {
         let mut env = BTreeMap::new();
         for e in &self.pod_env {
             let e = e.trim();
@@ -229,6 +249,15 @@ impl FleetArgs {
     }
 }
 
+/// The fleet as the environment configures it, for the bridge and the agents' pod tools;
+/// `None` where Basilica is not configured (`BASILICA_API_TOKEN` unset).
+pub fn fleet_from_env(q: Queue) -> anyhow::Result<Option<Fleet>> {
+    if !agents::pods::configured() {
+        return Ok(None);
+    }
+    FleetArgs::from_env()?.fleet(q).map(Some)
+}
+
 pub(super) async fn run(q: Queue, c: FleetCommand) -> anyhow::Result<()> {
     match c {
         FleetCommand::Run {
@@ -255,17 +284,12 @@ pub(super) async fn run(q: Queue, c: FleetCommand) -> anyhow::Result<()> {
         FleetCommand::Status { json } => status(q, json).await,
         FleetCommand::Rent { gpu, count, fleet } => {
             let f = fleet.fleet(q)?;
-            let offerings = f.client.offerings().await.context("GPU offerings")?;
-            let o =
-                pick_offering(&f.cfg.policy, &offerings, Some(&gpu)).map_err(anyhow::Error::msg)?;
-            let balance = f.client.balance().await.context("balance")?.balance;
+            let who = Renter {
+                pinned: true,
+                ..Renter::default()
+            };
             for _ in 0..count {
-                let now = f.q.time_ms().await?;
-                let rate_now: f64 = f.records().await?.iter().map(|r| r.rate).sum();
-                let spent = f.spent_on(now).await?;
-                affordable(&f.cfg.policy, rate_now, o.hourly_rate, spent, Some(balance))
-                    .map_err(anyhow::Error::msg)?;
-                let rec = f.rent(o, true, false).await?;
+                let rec = f.rent_checked(&gpu, &who).await?;
                 println!(
                     "rented {} ({}x{} ${:.2}/h)",
                     rec.name, rec.gpu_count, rec.gpu_type, rec.rate

@@ -12,7 +12,7 @@ mod bridge;
 pub mod client;
 pub mod config;
 pub mod dirs;
-mod fleet;
+pub mod fleet;
 pub mod mine;
 pub mod model;
 pub mod models;

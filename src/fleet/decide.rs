@@ -115,6 +115,12 @@ pub fn pick_offering<'o>(
     offerings: &'o [Offering],
     gpu_type: Option<&str>,
 ) -> Result<&'o Offering, String> {
+    if let Some(t) = gpu_type.filter(|t| !allowed(policy, t)) {
+        return Err(format!(
+            "GPU type not allowed: {t} is not in BASILICA_ALLOWED_GPU_TYPES ({})",
+            policy.allowed_gpu_types.join(",")
+        ));
+    }
     let mut fits: Vec<&Offering> = offerings
         .iter()
         .filter(|o| o.availability && o.gpu_count == policy.gpus_per_pod.max(1))
@@ -443,6 +449,23 @@ mod tests {
         let d = decide(&policy(), &i);
         assert!(d.rent.is_empty());
         assert!(d.blocked[0].contains("balance too low"), "{d:?}");
+    }
+
+    #[test]
+    fn a_type_asked_for_by_name_must_be_allowed_and_offered() {
+        let offers = [offer("a", "A4000", 0.8), offer("h", "H100", 0.9)];
+        let o = pick_offering(&policy(), &offers, Some("a4000")).unwrap();
+        assert_eq!(o.id, "a");
+        let e = pick_offering(&policy(), &offers, Some("H100")).unwrap_err();
+        assert!(
+            e.starts_with("GPU type not allowed: H100 is not in BASILICA_ALLOWED_GPU_TYPES"),
+            "{e}"
+        );
+        let e = pick_offering(&policy(), &offers, Some("RTX4090")).unwrap_err();
+        assert!(e.starts_with("GPU type not offered"), "{e}");
+        let mut any = policy();
+        any.allowed_gpu_types.clear();
+        assert_eq!(pick_offering(&any, &offers, Some("H100")).unwrap().id, "h");
     }
 
     #[test]

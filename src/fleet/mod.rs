@@ -29,6 +29,7 @@
 //! [`crate::basilica`] does).
 
 pub mod decide;
+pub mod desk;
 pub mod metrics;
 pub mod spend;
 
@@ -59,6 +60,22 @@ pub enum FleetError {
     Redis(#[from] redis::RedisError),
     #[error("{0}")]
     Refused(String),
+    /// A rental the rules refuse (allowed GPU types, price cap, budgets, balance): names it.
+    #[error("{0}")]
+    Rule(String),
+}
+
+/// Whom a rental is for: the autoscaler's have no run and no bot; `fleet rent` and the
+/// operator's `POST /fleet/pods` pin theirs; an agent's pod is its run's and its bot's, a
+/// bot's (`POST /fleet/pods`) its own.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Renter {
+    /// The pipeline run the pod's spend is charged to.
+    pub run_id: Option<String>,
+    /// The bot that may delete it.
+    pub bot: Option<String>,
+    /// Never deleted for idleness.
+    pub pinned: bool,
 }
 
 /// What the pods run and how they are shaped.
@@ -111,6 +128,12 @@ pub struct PodRecord {
     /// Spend is recorded up to this time.
     pub accounted_ms: u64,
     pub manual: bool,
+    /// The run that rented it (an agent's): its spend is charged to that run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
+    /// The bot it was rented for (an agent's run's, or a bot's `POST /fleet/pods`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bot: Option<String>,
 }
 
 /// One pod in a status report.
@@ -125,6 +148,10 @@ pub struct PodStatus {
     pub manual: bool,
     pub spent: f64,
     pub created_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bot: Option<String>,
 }
 
 /// The leader's report of one tick (`fleet:status`, `fleet status`).
@@ -388,12 +415,40 @@ impl Fleet {
         }
     }
 
-    /// Rents one pod of `offering`: its record first (so a create that half-happened is
-    /// still ours to find), then the create. `fenced`: only while this process leads.
+    /// Rents one pod of `gpu_type` for `who` within the rules: the cheapest allowed offering
+    /// under the price cap ([`decide::pick_offering`]), if one more pod keeps within the hourly
+    /// and daily budgets and the balance ([`decide::affordable`]); otherwise
+    /// [`FleetError::Rule`] naming the rule. The one path of `fleet rent`, `POST /fleet/pods`
+    /// and the agents' `create_training_deployment`.
+    pub async fn rent_checked(
+        &self,
+        gpu_type: &str,
+        who: &Renter,
+    ) -> Result<PodRecord, FleetError> {
+        let offerings = self.client.offerings().await?;
+        let o = decide::pick_offering(&self.cfg.policy, &offerings, Some(gpu_type))
+            .map_err(FleetError::Rule)?;
+        let balance = self.client.balance().await?.balance;
+        let now = self.q.time_ms().await?;
+        let rate_now: f64 = self.records().await?.iter().map(|r| r.rate).sum();
+        let spent = self.spent_on(now).await?;
+        decide::affordable(
+            &self.cfg.policy,
+            rate_now,
+            o.hourly_rate,
+            spent,
+            Some(balance),
+        )
+        .map_err(FleetError::Rule)?;
+        self.rent(o, who, false).await
+    }
+
+    /// Rents one pod of `offering` for `who`: its record first (so a create that half-happened
+    /// is still ours to find), then the create. `fenced`: only while this process leads.
     pub async fn rent(
         &self,
         offering: &Offering,
-        manual: bool,
+        who: &Renter,
         fenced: bool,
     ) -> Result<PodRecord, FleetError> {
         let now = self.q.time_ms().await?;
@@ -406,7 +461,9 @@ impl Fleet {
             created_ms: now,
             last_busy_ms: now,
             accounted_ms: now,
-            manual,
+            manual: who.pinned,
+            run_id: who.run_id.clone(),
+            bot: who.bot.clone(),
         };
         if !self
             .account(&rec.name, Some(&rec), 0.0, &BTreeMap::new(), now, fenced)
@@ -437,13 +494,17 @@ impl Fleet {
         }
         let now = self.q.time_ms().await?;
         let recs = self.records().await?;
-        let dollars = recs
-            .iter()
-            .find(|r| r.name == name)
+        let rec = recs.iter().find(|r| r.name == name);
+        let dollars = rec
             .map(|r| r.rate * now.saturating_sub(r.accounted_ms) as f64 / 3.6e6)
             .unwrap_or(0.0);
-        // the last interval's jobs are not known here: no run is charged for it
-        self.account(name, None, dollars, &BTreeMap::new(), now, fenced)
+        // the last interval's jobs are not known here: only a run that rented the pod is
+        // charged for it
+        let runs = match rec.and_then(|r| r.run_id.clone()) {
+            Some(run) => spend::split_by_run(dollars, &[Some(run)]),
+            None => BTreeMap::new(),
+        };
+        self.account(name, None, dollars, &runs, now, fenced)
             .await?;
         Ok(())
     }
@@ -533,7 +594,11 @@ impl Fleet {
             }
             let dollars = r.rate * now.saturating_sub(r.accounted_ms) as f64 / 3.6e6;
             r.accounted_ms = now;
-            let per_run = spend::split_by_run(dollars, &runs);
+            // a pod a run rented is that run's; the others' are shared by the jobs they hold
+            let per_run = match &r.run_id {
+                Some(run) => spend::split_by_run(dollars, &[Some(run.clone())]),
+                None => spend::split_by_run(dollars, &runs),
+            };
             if !self
                 .account(&r.name, Some(r), dollars, &per_run, now, true)
                 .await?
@@ -593,7 +658,7 @@ impl Fleet {
                 continue;
             };
             self.still_leading().await?;
-            match self.rent(o, false, true).await {
+            match self.rent(o, &Renter::default(), true).await {
                 Ok(rec) => actions.push(format!(
                     "rented {} ({}x{} ${:.2}/h)",
                     rec.name, rec.gpu_count, rec.gpu_type, rec.rate
@@ -626,6 +691,8 @@ impl Fleet {
                     manual: r.manual,
                     spent: spent.get(&r.name).copied().unwrap_or(0.0),
                     created_ms: r.created_ms,
+                    run_id: r.run_id.clone(),
+                    bot: r.bot.clone(),
                 }
             })
             .filter(|p| !deleted.contains(&p.name.as_str()))

@@ -330,6 +330,23 @@ async fn with_checkpoints(
     Ok(out)
 }
 
+/// The GPU pods the run's agents may rent, where Basilica is configured (the agents'
+/// `create_training_deployment` and the rest; `crate::fleet::desk`): charged to the run,
+/// deletable by its bot. A fleet the environment misconfigures leaves the agents without pod
+/// tools, with a warning.
+fn pod_desk(q: &Queue, run_id: &str, bot: &str) -> Option<Arc<dyn agents::pods::PodDesk>> {
+    match crate::cli::fleet::fleet_from_env(q.clone()) {
+        Ok(Some(f)) => Some(Arc::new(crate::fleet::desk::FleetDesk::for_run(
+            f, run_id, bot,
+        ))),
+        Ok(None) => None,
+        Err(e) => {
+            tracing::warn!(%e, "Basilica is configured but the fleet's settings are not usable; the agents get no pod tools");
+            None
+        }
+    }
+}
+
 /// Runs the agent of `job_type` for the run's current stage in the worker's directories: the
 /// stage's agent ([`stage_agent`]) as the registry defines it when the job starts, with the
 /// run bot's prompt modules for it. Returns the outcome and the tokens it used.
@@ -387,6 +404,7 @@ pub async fn run_stage(
         Arc::new(publisher),
     );
     session.device = dirs.device.clone();
+    session.pods = pod_desk(q, run_id, bot);
     session.budget = RunBudget {
         max_epochs: o.budget.epochs << o.budget.rounds.saturating_sub(1),
         max_steps_per_epoch: o.budget.steps_per_epoch,

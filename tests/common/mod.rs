@@ -13,6 +13,7 @@ use engine::queue::Queue;
 
 pub mod basilica;
 pub mod candidates;
+pub mod chat;
 pub mod s3;
 pub mod tls;
 

@@ -148,7 +148,8 @@ impl std::fmt::Display for DefIssue {
     }
 }
 
-/// Every tool an agent definition may name (the research tools this build compiles).
+/// Every tool an agent definition may name (the research tools this build compiles, and the
+/// pod tools, which a run has where Basilica is configured).
 pub fn tool_names() -> &'static [String] {
     static NAMES: OnceLock<Vec<String>> = OnceLock::new();
     NAMES.get_or_init(|| {
@@ -160,11 +161,13 @@ pub fn tool_names() -> &'static [String] {
             Arc::new(super::MemoryHistory::default()),
             Arc::new(super::FsPublisher { root: dir }),
         );
-        super::research::research_tools(Arc::new(session))
+        let mut names: Vec<String> = super::research::research_tools(Arc::new(session))
             .names()
             .into_iter()
             .map(String::from)
-            .collect()
+            .collect();
+        names.extend(super::pods::POD_TOOLS.iter().map(|s| s.to_string()));
+        names
     })
 }
 
@@ -290,6 +293,15 @@ fn check_size(v: &impl Serialize, out: &mut Vec<DefIssue>) {
     }
 }
 
+/// The pod tools a built-in agent has: the trainer's, where Basilica is configured.
+fn pod_tools_of(agent: AgentName) -> &'static [&'static str] {
+    if agent == AgentName::Trainer && super::pods::configured() {
+        super::pods::POD_TOOLS
+    } else {
+        &[]
+    }
+}
+
 /// Whether `name` is a built-in agent's name.
 pub fn is_builtin(name: &str) -> bool {
     AgentName::ALL.iter().any(|a| a.as_str() == name)
@@ -322,7 +334,12 @@ impl AgentDef {
             model: None,
             temperature: None,
             max_turns: config::DEFAULT_MAX_TURNS,
-            tools: agent.tool_names().iter().map(|s| s.to_string()).collect(),
+            tools: agent
+                .tool_names()
+                .iter()
+                .chain(pod_tools_of(agent))
+                .map(|s| s.to_string())
+                .collect(),
             fragments,
             context_keys: agent.context_keys().iter().map(|s| s.to_string()).collect(),
         }

@@ -11,6 +11,7 @@
 //!   [`ResearchSession`].
 //! - [`history`]: the [`ExperimentHistory`] and [`Publisher`] traits the engine implements, with
 //!   in-memory, JSON-lines and filesystem implementations.
+//! - [`pods`]: the GPU pod tools (Basilica) over a [`pods::PodDesk`] the binary implements.
 //! - [`prompts`]: the per-agent template files and their fragments.
 //! - [`definition`]: agents and prompt modules as data (`synth-city/agent@1`,
 //!   `synth-city/prompt@1`): validation, the built-ins as definitions, the system prompt;
@@ -25,6 +26,7 @@ pub mod coerce;
 pub mod config;
 pub mod definition;
 pub mod history;
+pub mod pods;
 pub mod prompts;
 pub mod research;
 pub mod runner;
@@ -240,7 +242,8 @@ pub async fn run_def(
     task: &Map<String, Value>,
     opts: &RunOptions,
 ) -> Result<AgentResult, LlmError> {
-    let all = research::research_tools(session);
+    let mut all = research::research_tools(session.clone());
+    pods::add_pod_tools(&mut all, session.pods.clone());
     let names: Vec<&str> = def
         .tools
         .iter()

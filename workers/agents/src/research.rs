@@ -4,7 +4,8 @@
 //! and publishing. A [`ResearchSession`] holds what one agent session did (experiments created,
 //! results), the data folder, a training budget and the history/publisher back ends.
 //!
-//! Not here, because this project cannot do it: GPU deployments (Basilica), the HF Hub, W&B /
+//! Not here: GPU deployments (Basilica; [`crate::pods`], added where the session has a desk).
+//! Not here, because this project cannot do it: the HF Hub, W&B /
 //! trackio, Hippius. No tool pretends to.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -65,6 +66,8 @@ pub struct ResearchSession {
     /// `cpu`, or `cuda[:N]` in a CUDA build.
     pub device: String,
     pub budget: RunBudget,
+    /// GPU pods for this session's run (`None`: no pod tools; see [`crate::pods`]).
+    pub pods: Option<Arc<dyn crate::pods::PodDesk>>,
     history: Arc<dyn ExperimentHistory>,
     publisher: Arc<dyn Publisher>,
     state: Mutex<SessionState>,
@@ -96,6 +99,7 @@ impl ResearchSession {
             runs_dir,
             device: "cpu".into(),
             budget: RunBudget::default(),
+            pods: None,
             history,
             publisher,
             state: Mutex::new(SessionState::default()),
