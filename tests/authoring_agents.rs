@@ -9,29 +9,16 @@
 
 mod common;
 
-use std::io::Write;
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
-use common::{bin, free_port, http, stdout_of, Killed, RedisServer};
+use common::agents::{call_as, llm_worker, operator_bridge, scripted_chat, tiny_run_to_end};
+use common::{stdout_of, Killed, RedisServer};
 use serde_json::{json, Value};
 
-const PREFIX: &str = "t";
-
 fn cli(redis: &RedisServer) -> Command {
-    let mut c = Command::new(bin());
-    c.args(["--redis-url", &redis.url(), "--prefix", PREFIX]);
-    c
-}
-
-fn shared_data() -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/data")
-        .display()
-        .to_string()
+    common::cli_command(&redis.url())
 }
 
 fn gated_conv() -> Value {
@@ -40,16 +27,7 @@ fn gated_conv() -> Value {
     serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap()
 }
 
-/// A chat-completions reply calling `tool` with `args`.
-fn tool_call(tool: &str, args: Value) -> Value {
-    json!({
-        "id": "c", "object": "chat.completion", "created": 1, "model": "scripted",
-        "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
-            "role": "assistant", "content": null, "tool_calls": [{"id": "call_0",
-            "type": "function", "function": {"name": tool, "arguments": args.to_string()}}]}}],
-        "usage": {"prompt_tokens": 50, "completion_tokens": 5, "total_tokens": 55}
-    })
-}
+use common::agents::tool_call_reply as tool_call;
 
 fn finish(summary: &str) -> Value {
     tool_call(
@@ -147,30 +125,6 @@ fn script(agent: &str, turn: usize) -> Value {
     }
 }
 
-/// The scripted chat-completions server; keeps each request's body.
-fn scripted(seen: Arc<Mutex<Vec<Value>>>) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut s) = stream else { return };
-            let Some((_, body)) = common::read_http_request(&mut s) else {
-                continue;
-            };
-            let req: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-            let (agent, turn) = agent_and_turn(&req);
-            seen.lock().unwrap().push(req);
-            let body = script(agent, turn).to_string();
-            let _ = write!(
-                s,
-                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                body.len()
-            );
-        }
-    });
-    format!("http://{addr}/v1")
-}
-
 /// Redis migrated, the scripted server, a worker of every role and a bridge (operator key
 /// `sekret`; callers name their bot in `X-Bot-Id`).
 struct Fleet {
@@ -186,40 +140,13 @@ fn fleet() -> Fleet {
     let out = cli(&redis).arg("migrate").output().unwrap();
     assert!(out.status.success(), "{out:?}");
     let seen = Arc::new(Mutex::new(Vec::new()));
-    let llm = scripted(seen.clone());
+    let llm = scripted_chat(seen.clone(), |req| {
+        let (agent, turn) = agent_and_turn(req);
+        script(agent, turn)
+    });
     let dir = tempfile::tempdir().unwrap();
-    let wdir = dir.path().join("worker");
-    std::fs::create_dir_all(&wdir).unwrap();
-    let mut wcmd = common::worker_command(
-        &redis.url(),
-        &[
-            "--roles",
-            "all",
-            "--data-dir",
-            &shared_data(),
-            "--work-dir",
-            "work",
-            "--store",
-            "store",
-        ],
-    );
-    wcmd.current_dir(&wdir)
-        .env("CHUTES_API_KEY", "test-key")
-        .env("CHUTES_BASE_URL", &llm)
-        .env_remove("HIPPIUS_ENDPOINT");
-    let worker = Killed(wcmd.spawn().unwrap());
-    let port = free_port();
-    let mut cmd = cli(&redis);
-    cmd.args(["bridge", "--port", &port.to_string(), "--data-dir"])
-        .arg(shared_data())
-        .env("BRIDGE_API_KEY", "sekret")
-        .env_remove("BRIDGE_LOOPBACK_OPERATOR")
-        .env("RUST_LOG", "warn")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
-    common::die_with_parent(&mut cmd);
-    let bridge = Killed(cmd.spawn().unwrap());
-    common::wait_listening(port, 10, "the bridge");
+    let worker = llm_worker(&redis.url(), &dir.path().join("worker"), &llm);
+    let (bridge, port) = operator_bridge(&redis.url());
     Fleet {
         redis,
         port,
@@ -232,20 +159,7 @@ fn fleet() -> Fleet {
 impl Fleet {
     /// A request as `bot` (None: the operator itself).
     fn call(&self, method: &str, path: &str, bot: Option<&str>, body: Value) -> (u16, Value) {
-        let body = if body.is_null() {
-            String::new()
-        } else {
-            body.to_string()
-        };
-        let mut headers = vec![("X-API-Key", "sekret")];
-        if let Some(b) = bot {
-            headers.push(("X-Bot-Id", b));
-        }
-        let (st, _, text) = http(self.port, method, path, &headers, &body);
-        (
-            st,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
+        call_as(self.port, method, path, bot, body)
     }
 
     /// Stores the pipeline definition with `stages` (`pipeline-def set`).
@@ -266,21 +180,7 @@ impl Fleet {
 
     /// A tiny run as `bot` (built-in agents for the stage agents), to its end.
     fn run_to_end(&self, bot: Option<&str>) -> Value {
-        let run = json!({"max_experiments": 1, "epochs": 1, "rounds": 1, "steps_per_epoch": 2,
-            "d_model": 8, "seq_len": 16, "batch_size": 2, "n_paths": 4, "eval_windows": 2,
-            "eval_paths": 50, "retries": 1, "agents": "builtin"});
-        let (st, r) = self.call("POST", "/pipeline/run", bot, run);
-        assert_eq!(st, 202, "{r}");
-        let id = r["run_id"].as_str().unwrap().to_string();
-        let deadline = Instant::now() + Duration::from_secs(240);
-        loop {
-            let (_, run) = self.call("GET", &format!("/runs/{id}"), bot, Value::Null);
-            if matches!(run["state"].as_str(), Some("succeeded" | "failed")) {
-                return run;
-            }
-            assert!(Instant::now() < deadline, "the run did not end: {run}");
-            std::thread::sleep(Duration::from_millis(300));
-        }
+        tiny_run_to_end(self.port, bot, json!({}))
     }
 
     /// The tool results `agent` got in the requests seen so far, by turn (the last request

@@ -22,7 +22,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::definition::{AgentDef, FragmentDoc, AGENT_FORMAT};
+use super::definition::{template_fragments, AgentDef, AGENT_FORMAT};
 use super::tools::{ToolDef, ToolError, ToolRegistry};
 
 /// The three authoring agents.
@@ -122,16 +122,7 @@ impl AuthoringAgent {
     /// The agent as a read-only definition: its template's fragments, tools and context keys.
     /// `acts_as` is its own name: its stage runs as the `author` stage job.
     pub fn definition(self) -> AgentDef {
-        let fragments = super::prompts::parse_template(self.as_str(), self.template())
-            .expect("embedded prompt templates parse")
-            .into_iter()
-            .map(|f| FragmentDoc {
-                name: f.name,
-                channel: f.channel,
-                priority: f.priority,
-                text: f.text,
-            })
-            .collect();
+        let fragments = template_fragments(self.as_str(), self.template());
         AgentDef {
             format: AGENT_FORMAT.into(),
             name: self.as_str().into(),

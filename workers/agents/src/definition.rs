@@ -296,6 +296,20 @@ pub fn is_builtin(name: &str) -> bool {
         || super::authoring::AuthoringAgent::parse(name).is_some()
 }
 
+/// The fragments of an embedded prompt template (a built-in agent's).
+pub fn template_fragments(agent: &str, text: &str) -> Vec<FragmentDoc> {
+    prompts::parse_template(agent, text)
+        .expect("embedded prompt templates parse")
+        .into_iter()
+        .map(|f| FragmentDoc {
+            name: f.name,
+            channel: f.channel,
+            priority: f.priority,
+            text: f.text,
+        })
+        .collect()
+}
+
 impl AgentDef {
     /// A built-in agent as a definition: its template's fragments, its tools and context keys,
     /// the stage's temperature and the default turn limit, the environment's model.
@@ -305,16 +319,7 @@ impl AgentDef {
             .find(|(a, _)| *a == agent.as_str())
             .map(|(_, t)| *t)
             .unwrap_or("");
-        let fragments = prompts::parse_template(agent.as_str(), text)
-            .expect("embedded prompt templates parse")
-            .into_iter()
-            .map(|f| FragmentDoc {
-                name: f.name,
-                channel: f.channel,
-                priority: f.priority,
-                text: f.text,
-            })
-            .collect();
+        let fragments = template_fragments(agent.as_str(), text);
         AgentDef {
             format: AGENT_FORMAT.into(),
             name: agent.as_str().into(),
