@@ -207,6 +207,15 @@ impl Fleet {
     }
 }
 
+/// Asserts that tool result `i` says `needle`.
+fn says(results: &[String], i: usize, needle: &str) {
+    assert!(
+        results[i].contains(needle),
+        "tool result {i} does not say {needle:?}: {}",
+        results[i]
+    );
+}
+
 fn names(stages: &Value) -> Vec<String> {
     stages
         .as_array()
@@ -260,27 +269,11 @@ fn the_pipeline_architect_reshapes_the_pipeline_and_the_next_run_follows() {
     let results = f.tool_results("architect");
     assert_eq!(results.len(), 1, "one architect conversation so far");
     let r = &results[0];
-    assert!(
-        r[0].contains(run["id"].as_str().unwrap()),
-        "run_history: {}",
-        r[0]
-    );
-    assert!(
-        r[1].contains("pipeline_shapes"),
-        "strategy_effectiveness: {}",
-        r[1]
-    );
-    assert!(
-        r[4].contains("the protected stage \\\"trainer\\\""),
-        "remove_stage: {}",
-        r[4]
-    );
-    assert!(r[4].contains("refused by the pipeline's rules"), "{}", r[4]);
-    assert!(
-        r[5].contains("positions must follow"),
-        "reorder_stage: {}",
-        r[5]
-    );
+    says(r, 0, run["id"].as_str().unwrap());
+    says(r, 1, "pipeline_shapes");
+    says(r, 4, "the protected stage \\\"trainer\\\"");
+    says(r, 4, "refused by the pipeline's rules");
+    says(r, 5, "positions must follow");
     let def = f.definition();
     assert_eq!(
         names(&def["stages"]),
@@ -326,7 +319,7 @@ fn the_pipeline_architect_reshapes_the_pipeline_and_the_next_run_follows() {
         (Some(1), Some(1)),
         "{eff}"
     );
-    assert!(results[1][2].contains("appears twice"), "{}", results[1][2]);
+    says(&results[1], 2, "appears twice");
 
     // a bot's run cannot change the pipeline: each edit is a tool error saying why
     let run3 = f.run_to_end(Some("bot-a"));
@@ -337,11 +330,7 @@ fn the_pipeline_architect_reshapes_the_pipeline_and_the_next_run_follows() {
         .to_string();
     assert!(note.contains("0 change(s) [], 5 refused"), "{note}");
     let results = f.tool_results("architect");
-    assert!(
-        results[2][2].contains("the operator's act"),
-        "{}",
-        results[2][2]
-    );
+    says(&results[2], 2, "the operator's act");
     assert_eq!(f.definition(), def, "unchanged by the bot's run");
 }
 
@@ -404,17 +393,9 @@ fn the_author_and_agent_designer_write_in_the_run_bots_name() {
     assert_eq!(st, 200, "{a}");
     assert_eq!(a["owner"], "bot-a", "{a}");
     let author = &f.tool_results("author")[0];
-    assert!(
-        author[1].contains("teleport"),
-        "validate_component: {}",
-        author[1]
-    );
-    assert!(
-        author[3].contains("belongs to bot \\\"bot-b\\\""),
-        "{}",
-        author[3]
-    );
-    assert!(author[4].contains("read-only"), "{}", author[4]);
+    says(author, 1, "teleport");
+    says(author, 3, "belongs to bot \\\"bot-b\\\"");
+    says(author, 4, "read-only");
     let designer = &f.tool_results("designer")[0];
-    assert!(designer[3].contains("read-only"), "{}", designer[3]);
+    says(designer, 3, "read-only");
 }
