@@ -499,3 +499,75 @@ const WRITES: &[&str] = &["write_", "add_", "remove_", "reorder_", "update_", "r
 fn changes(tool: &str) -> bool {
     WRITES.iter().any(|p| tool.starts_with(p))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::stages::tests::record;
+    use trainer::zoo::spec::ExperimentSpec;
+
+    fn run(id: &str, at: u64, state: &str, blocks: &[&str], crps: f64, short: bool) -> RunInfo {
+        let mut task = Task::new(Default::default(), PipelineDef::default());
+        if short {
+            task.definition.stages.pop();
+        }
+        task.results
+            .push(record(ExperimentSpec::new(blocks, "GBMHead"), Some(crps)));
+        RunInfo {
+            id: id.into(),
+            bot: OPERATOR_BOT.into(),
+            state: state.into(),
+            stage: "done".into(),
+            attempt: 0,
+            created_at_ms: at,
+            finished_at_ms: None,
+            job: None,
+            task: Some(task),
+            summary: None,
+        }
+    }
+
+    #[test]
+    fn effectiveness_is_per_shape_and_family_in_creation_order() {
+        // newest first, as the history lists them
+        let runs = [
+            run("c", 3, "failed", &["LSTMBlock"], 1.2, true),
+            run("b", 2, "succeeded", &["TCNBlock"], 0.9, false),
+            run("a", 1, "succeeded", &["TCNBlock"], 1.0, false),
+        ];
+        let e = effectiveness(&runs);
+        let shape = |s: &str| {
+            e["pipeline_shapes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|r| r["stages"] == s)
+                .cloned()
+                .unwrap_or_else(|| panic!("{e}"))
+        };
+        let full = shape("planner -> trainer -> check_debug");
+        assert_eq!(
+            (
+                full["runs"].as_u64(),
+                full["succeeded"].as_u64(),
+                full["best_crps"].as_f64()
+            ),
+            (Some(2), Some(2), Some(0.9)),
+            "{e}"
+        );
+        assert_eq!(
+            full["share_improved"], 1.0,
+            "a then b each beat every earlier run"
+        );
+        let short = shape("planner -> trainer");
+        assert_eq!(
+            (short["runs"].as_u64(), short["share_improved"].as_f64()),
+            (Some(1), Some(0.0))
+        );
+        let fam = &e["block_families"];
+        assert_eq!(fam[0]["blocks"], "LSTMBlock", "{e}");
+        assert_eq!(fam[1]["blocks"], "TCNBlock");
+        assert!((fam[1]["mean_best_crps_ratio"].as_f64().unwrap() - 0.19).abs() < 1e-9);
+        assert_eq!(e["best_crps"], 0.9);
+    }
+}

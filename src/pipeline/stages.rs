@@ -976,14 +976,14 @@ fn publish_failure(e: publisher::publish::PublishError) -> Result<String, JobErr
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::pipeline::definition::PipelineDef;
     use crate::pipeline::RunOptions;
     use trainer::experiments::{fingerprint, ExperimentRecord, RunStatus};
     use trainer::zoo::spec::ExperimentSpec;
 
-    fn record(spec: ExperimentSpec, crps: Option<f64>) -> ExperimentRecord {
+    pub(in crate::pipeline) fn record(spec: ExperimentSpec, crps: Option<f64>) -> ExperimentRecord {
         ExperimentRecord {
             name: trainer::experiments::experiment_name(&spec),
             run_id: None,
