@@ -17,6 +17,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use serde_json::Value;
 
+use agents::authoring::AuthoringAgent;
 use agents::definition::{self, AgentDef, DefIssue, PromptModule};
 use agents::AgentName;
 use engine::queue::Queue;
@@ -197,16 +198,28 @@ fn module_of(a: &Authored) -> Result<PromptModule, RegistryError> {
     })
 }
 
+/// Every built-in agent as a definition: the five stage agents, then the three authoring
+/// agents (`agents::authoring`).
+pub fn builtins() -> Vec<AgentDef> {
+    AgentName::ALL
+        .into_iter()
+        .map(AgentDef::builtin)
+        .chain(
+            AuthoringAgent::ALL
+                .into_iter()
+                .map(AuthoringAgent::definition),
+        )
+        .collect()
+}
+
 /// An agent by name: a built-in's definition (no record), or the registry's current version
 /// with its record; None when it is neither.
 pub async fn agent(
     q: &Queue,
     name: &str,
 ) -> Result<Option<(AgentDef, Option<Authored>)>, DefError> {
-    if let Ok(a) = name.parse::<AgentName>() {
-        if a.as_str() == name {
-            return Ok(Some((AgentDef::builtin(a), None)));
-        }
+    if let Some(def) = builtins().into_iter().find(|d| d.name == name) {
+        return Ok(Some((def, None)));
     }
     match store::get_from(q, Shelf::Agents, name).await? {
         Some(rec) => Ok(Some((agent_of(&rec)?, Some(rec)))),

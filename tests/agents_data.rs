@@ -10,14 +10,14 @@
 
 mod common;
 
-use std::io::Write;
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
-use common::{bin, free_port, http, stdout_of, Killed, RedisServer};
+use common::agents::{
+    call_as as call, llm_worker, operator_bridge, scripted_chat, tool_call_reply,
+};
+use common::{bin, stdout_of, RedisServer};
 use serde_json::{json, Value};
 use trainer::zoo::spec::ExperimentSpec;
 
@@ -29,46 +29,8 @@ fn cli(redis: &RedisServer) -> Command {
     c
 }
 
-fn shared_data() -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/data")
-        .display()
-        .to_string()
-}
-
-/// A bridge with the operator key `sekret` (callers name their bot in `X-Bot-Id`).
-fn bridge(redis: &RedisServer) -> (Killed, u16) {
-    let port = free_port();
-    let mut cmd = cli(redis);
-    cmd.args(["bridge", "--port", &port.to_string(), "--data-dir"])
-        .arg(shared_data())
-        .env("BRIDGE_API_KEY", "sekret")
-        .env_remove("BRIDGE_LOOPBACK_OPERATOR")
-        .env("RUST_LOG", "warn")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
-    common::die_with_parent(&mut cmd);
-    let child = Killed(cmd.spawn().unwrap());
-    common::wait_listening(port, 10, "the bridge");
-    (child, port)
-}
-
-/// A request as `bot` (None: the operator itself).
-fn call(port: u16, method: &str, path: &str, bot: Option<&str>, body: Value) -> (u16, Value) {
-    let body = if body.is_null() {
-        String::new()
-    } else {
-        body.to_string()
-    };
-    let mut headers = vec![("X-API-Key", "sekret")];
-    if let Some(b) = bot {
-        headers.push(("X-Bot-Id", b));
-    }
-    let (st, _, text) = http(port, method, path, &headers, &body);
-    (
-        st,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
+fn bridge(redis: &RedisServer) -> (common::Killed, u16) {
+    operator_bridge(&redis.url())
 }
 
 /// The scout's plan: one TCN at a learning rate no built-in planner proposes.
@@ -97,35 +59,11 @@ fn scout(text: &str) -> Value {
 /// A chat-completions server that answers every request with the scout's plan and keeps
 /// each request's body.
 fn scripted(seen: Arc<Mutex<Vec<Value>>>) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut s) = stream else { return };
-            let Some((_, body)) = common::read_http_request(&mut s) else {
-                continue;
-            };
-            let req: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-            seen.lock().unwrap().push(req);
-            let args = json!({"success": true, "summary": "one TCN",
-                "result": json!({"experiments": [scout_spec()]}).to_string()});
-            let body = json!({
-                "id": "c", "object": "chat.completion", "created": 1, "model": "scripted",
-                "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
-                    "role": "assistant", "content": null, "tool_calls": [{"id": "call_0",
-                    "type": "function", "function": {"name": "finish",
-                    "arguments": args.to_string()}}]}}],
-                "usage": {"prompt_tokens": 50, "completion_tokens": 5, "total_tokens": 55}
-            })
-            .to_string();
-            let _ = write!(
-                s,
-                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                body.len()
-            );
-        }
-    });
-    format!("http://{addr}/v1")
+    scripted_chat(seen, |_| {
+        let args = json!({"success": true, "summary": "one TCN",
+            "result": json!({"experiments": [scout_spec()]}).to_string()});
+        tool_call_reply("finish", args)
+    })
 }
 
 fn migrate(redis: &RedisServer) {
@@ -150,27 +88,7 @@ fn definition_with(agent: &str, dir: &Path) -> std::path::PathBuf {
 /// Starts a tiny run as bot A (built-in agents but for authored stages) with `message` and
 /// waits for its end; the run record.
 fn run_to_end(port: u16, message: &str) -> Value {
-    let run = json!({"max_experiments": 1, "epochs": 1, "rounds": 1, "steps_per_epoch": 2,
-        "d_model": 8, "seq_len": 16, "batch_size": 2, "n_paths": 4, "eval_windows": 2,
-        "eval_paths": 50, "retries": 1, "agents": "builtin", "message": message});
-    let (st, r) = call(port, "POST", "/pipeline/run", Some("bot-a"), run);
-    assert_eq!(st, 202, "{r}");
-    let id = r["run_id"].as_str().unwrap().to_string();
-    let deadline = Instant::now() + Duration::from_secs(240);
-    loop {
-        let (_, run) = call(
-            port,
-            "GET",
-            &format!("/runs/{id}"),
-            Some("bot-a"),
-            Value::Null,
-        );
-        if matches!(run["state"].as_str(), Some("succeeded" | "failed")) {
-            return run;
-        }
-        assert!(Instant::now() < deadline, "the run did not end: {run}");
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    common::agents::tiny_run_to_end(port, Some("bot-a"), json!({ "message": message }))
 }
 
 #[test]
@@ -181,26 +99,7 @@ fn an_agent_written_over_http_runs_as_a_new_stage_with_its_bots_prompt_modules()
     let llm = scripted(seen.clone());
     let dir = tempfile::tempdir().unwrap();
     // the worker starts before the agent exists; it reads the definition at the job's start
-    let wdir = dir.path().join("worker");
-    std::fs::create_dir_all(&wdir).unwrap();
-    let mut wcmd = common::worker_command(
-        &redis.url(),
-        &[
-            "--roles",
-            "all",
-            "--data-dir",
-            &shared_data(),
-            "--work-dir",
-            "work",
-            "--store",
-            "store",
-        ],
-    );
-    wcmd.current_dir(&wdir)
-        .env("CHUTES_API_KEY", "test-key")
-        .env("CHUTES_BASE_URL", &llm)
-        .env_remove("HIPPIUS_ENDPOINT");
-    let _worker = Killed(wcmd.spawn().unwrap());
+    let _worker = llm_worker(&redis.url(), &dir.path().join("worker"), &llm);
     let (_b, port) = bridge(&redis);
 
     // bot A writes the agent and a prompt module for it; bot B a module of its own
@@ -427,7 +326,19 @@ fn agent_routes_validate_isolate_and_refuse_with_the_fix() {
     let (st, l) = call(port, "GET", "/agents", Some("bot-b"), Value::Null);
     assert_eq!(st, 200);
     let agents = l["agents"].as_array().unwrap();
-    assert_eq!(agents.len(), 6, "{l}");
+    assert_eq!(
+        agents.len(),
+        9,
+        "the 5 stage agents, the 3 authoring agents, scout: {l}"
+    );
+    let a = agents
+        .iter()
+        .find(|a| a["name"] == "pipeline_architect")
+        .unwrap();
+    assert_eq!(
+        (a["source"].as_str(), a["acts_as"].as_str()),
+        (Some("built-in"), Some("pipeline_architect"))
+    );
     let s = agents.iter().find(|a| a["name"] == "scout").unwrap();
     assert_eq!(
         (

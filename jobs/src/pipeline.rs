@@ -90,6 +90,13 @@ stage!(
     10 * 60_000
 );
 stage!(
+    Author,
+    "author",
+    Agents,
+    "pipeline stage: an authoring agent (author, agent_designer, pipeline_architect) writes components, agents or the pipeline's shape",
+    10 * 60_000
+);
+stage!(
     Publish,
     "publish",
     Publisher,

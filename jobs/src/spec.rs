@@ -169,6 +169,7 @@ pub fn catalog() -> &'static [JobTypeInfo] {
         JobTypeInfo::of::<crate::pipeline::Check>(),
         JobTypeInfo::of::<crate::pipeline::Debug>(),
         JobTypeInfo::of::<crate::pipeline::Publish>(),
+        JobTypeInfo::of::<crate::pipeline::Author>(),
         JobTypeInfo::of::<crate::experiment::RunExperiment>(),
         JobTypeInfo::of::<crate::data::DataDownload>(),
         JobTypeInfo::of::<crate::shadow::ShadowPrompt>(),

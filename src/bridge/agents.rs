@@ -17,7 +17,6 @@ use super::error::{reject, reject_with};
 use super::route::{ok, reply, Answer, Call};
 use crate::agent_defs::{self, DefError};
 use agents::definition::{self, AgentDef};
-use agents::AgentName;
 use engine::principals::Role;
 use engine::registry::{self as store, Authored, Shelf, Written};
 
@@ -91,9 +90,9 @@ pub(super) async fn list(c: Call) -> Answer {
     let version = store::version_of(q, Shelf::Agents)
         .await
         .map_err(store_refusal)?;
-    let mut all: Vec<Value> = AgentName::ALL
-        .into_iter()
-        .map(|a| entry(&AgentDef::builtin(a), None, &c))
+    let mut all: Vec<Value> = agent_defs::builtins()
+        .iter()
+        .map(|d| entry(d, None, &c))
         .collect();
     let authored = store::list_of(q, Shelf::Agents)
         .await

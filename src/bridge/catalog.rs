@@ -255,10 +255,10 @@ pub(super) async fn prompts_read(c: Call) -> Answer {
 
 /// `GET /agents/tools`: every tool and which agents use it.
 pub(super) async fn agents_tools(_c: Call) -> Answer {
-    let mut tools: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
-    for a in AgentName::ALL {
-        for t in a.tool_names() {
-            tools.entry(t).or_default().push(a.as_str());
+    let mut tools: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for d in crate::agent_defs::builtins() {
+        for t in d.tools {
+            tools.entry(t).or_default().push(d.name.clone());
         }
     }
     let list: Vec<Value> = tools

@@ -12,8 +12,6 @@ use clap::Subcommand;
 use serde_json::json;
 
 use crate::agent_defs::{self, DefError};
-use agents::definition::AgentDef;
-use agents::AgentName;
 use engine::queue::Queue;
 use engine::registry::{self as store, Shelf};
 
@@ -73,8 +71,7 @@ pub async fn run(q: Queue, c: AgentsCommand) -> anyhow::Result<()> {
     match c {
         AgentsCommand::List { json } => {
             let mut rows = Vec::new();
-            for a in AgentName::ALL {
-                let d = AgentDef::builtin(a);
+            for d in agent_defs::builtins() {
                 rows.push(
                     json!({"name": d.name, "acts_as": d.acts_as, "source": "built-in",
                     "tools": d.tools.len(), "fragments": d.fragments.len()}),

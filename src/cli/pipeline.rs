@@ -177,7 +177,15 @@ impl PipelineArgs {
 }
 
 /// The stage job types (with `train-one`, the train stage's children).
-pub const STAGES: [&str; 6] = ["plan", "train", "train-one", "check", "debug", "publish"];
+pub const STAGES: [&str; 7] = [
+    "plan",
+    "train",
+    "train-one",
+    "check",
+    "debug",
+    "publish",
+    "author",
+];
 
 /// Runs the pipeline command.
 pub async fn pipeline(q: Queue, a: PipelineArgs) -> anyhow::Result<()> {

@@ -78,13 +78,18 @@ pub struct StageSpec {
     pub user_message: String,
 }
 
-/// The agents a stage may name, and the stage job type each runs as.
+/// The agents a stage may name, and the stage job type each runs as. The three authoring
+/// agents (`agents::authoring`) run as the `author` stage job: its result is recorded and the
+/// run moves on (it plans, trains and publishes nothing).
 pub const AGENTS: &[(&str, &str)] = &[
     ("planner", "plan"),
     ("trainer", "train"),
     ("codechecker", "check"),
     ("debugger", "debug"),
     ("publisher", "publish"),
+    ("author", "author"),
+    ("agent_designer", "author"),
+    ("pipeline_architect", "author"),
 ];
 
 fn job_type_of(agent: &str) -> Option<&'static str> {
@@ -505,7 +510,7 @@ mod tests {
         d.stages.push(d.stages[2].clone()); // publisher twice
         d.stages.push(stage(
             "x",
-            "author",
+            "ghost",
             false,
             Position::Plan,
             false,
@@ -525,7 +530,7 @@ mod tests {
             "\"planner\" (planner) may not be removed",
             "\"trainer\" must stay protected",
             "\"publisher\" appears twice",
-            "unknown agent \"author\"",
+            "unknown agent \"ghost\"",
             "stages[4].position",
             "strategy.max_retries: 0 is outside 1..=20",
             "strategy.per_stage_overrides.trainer.temperature_step: 0.9",

@@ -192,7 +192,7 @@ fn retry_message(task: &Task, stage: &str, base: &str) -> String {
 }
 
 /// The task dictionary the agent sees (the seed's keys).
-async fn agent_task(q: &Queue, task: &Task, job_type: &str) -> Map<String, Value> {
+pub(super) async fn agent_task(q: &Queue, task: &Task, job_type: &str) -> Map<String, Value> {
     let stage = task.current().cloned().expect("a current stage");
     let mut t = Map::new();
     let user = match job_type {

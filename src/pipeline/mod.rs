@@ -27,6 +27,7 @@
 //! `publisher::artifacts`), so the stages of one run may run on different machines that share
 //! only Redis and the store.
 
+pub mod authoring;
 pub mod definition;
 pub mod fanout;
 pub mod llm;

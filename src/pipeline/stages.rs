@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use agents::builtin::{checker, debugger, planner};
 use async_trait::async_trait;
-use jobs::pipeline::{Check, Debug, Plan, Publish, StageJob, StartRun, Train};
+use jobs::pipeline::{Author, Check, Debug, Plan, Publish, StageJob, StartRun, Train};
 use jobs::{JobContext, JobError, JobHandler, Registry};
 use publisher::artifacts::{self, ArtifactCache};
 use serde_json::{json, Value};
@@ -71,6 +71,7 @@ pub fn register(registry: &mut Registry, queue: Queue, dirs: WorkerDirs) {
         .register(Stage::<Check>::new(ctx.clone()))
         .register(Stage::<Debug>::new(ctx.clone()))
         .register(Stage::<Publish>::new(ctx.clone()))
+        .register(Stage::<Author>::new(ctx.clone()))
         .register(super::fanout::TrainOneStage::new(
             ctx.queue.clone(),
             ctx.dirs.clone(),
@@ -145,6 +146,7 @@ handler!(Train, "train");
 handler!(Check, "check");
 handler!(Debug, "debug");
 handler!(Publish, "publish");
+handler!(Author, "author");
 
 fn transient(e: impl std::fmt::Display) -> JobError {
     JobError::retry(e)
@@ -235,6 +237,7 @@ async fn run_stage(
         "check" => check(ctx, &mut task).await?,
         "debug" => debug(&mut task).await?,
         "publish" => publish(ctx, &run, &mut task).await?,
+        "author" => author(ctx, &run, &mut task, temperature).await?,
         other => return Err(JobError::permanent(format!("unknown stage {other}"))),
     };
     // a fanned-out train stage took from its first child's start to its last child's end
@@ -908,6 +911,23 @@ async fn llm_stage(
     })
 }
 
+/// An authoring stage (`author`, `agent_designer`, `pipeline_architect`, or an authored agent
+/// acting as one): its result is recorded and the run moves on.
+async fn author(
+    ctx: &Ctx,
+    run: &RunInfo,
+    task: &mut Task,
+    temperature: f64,
+) -> Result<StageOut, JobError> {
+    let (agent, outcome, usage) =
+        super::authoring::run_stage(&ctx.queue, &ctx.dirs, run, task, temperature).await?;
+    add_usage(task, &agent, &usage);
+    Ok(match outcome {
+        Ok(note) => (next_stage(task), note, true),
+        Err((error, recoverable)) => (stage_failed(task, error.clone(), recoverable), error, false),
+    })
+}
+
 /// Adds an agent's token usage to the run's tally (per agent and in total).
 fn add_usage(task: &mut Task, agent: &str, usage: &agents::Usage) {
     let mut tally: std::collections::BTreeMap<String, agents::Usage> = task
@@ -956,14 +976,14 @@ fn publish_failure(e: publisher::publish::PublishError) -> Result<String, JobErr
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::pipeline::definition::PipelineDef;
     use crate::pipeline::RunOptions;
     use trainer::experiments::{fingerprint, ExperimentRecord, RunStatus};
     use trainer::zoo::spec::ExperimentSpec;
 
-    fn record(spec: ExperimentSpec, crps: Option<f64>) -> ExperimentRecord {
+    pub(in crate::pipeline) fn record(spec: ExperimentSpec, crps: Option<f64>) -> ExperimentRecord {
         ExperimentRecord {
             name: trainer::experiments::experiment_name(&spec),
             run_id: None,

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use engine::queue::Queue;
 
+pub mod agents;
 pub mod basilica;
 pub mod candidates;
 pub mod chat;

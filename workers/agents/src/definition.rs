@@ -100,7 +100,7 @@ pub struct AgentDef {
     pub format: String,
     pub name: String,
     /// The built-in agent whose part it plays: planner, trainer, codechecker, debugger or
-    /// publisher.
+    /// publisher, or an authoring agent (author, agent_designer, pipeline_architect).
     pub acts_as: String,
     #[serde(default)]
     pub description: String,
@@ -149,7 +149,8 @@ impl std::fmt::Display for DefIssue {
 }
 
 /// Every tool an agent definition may name (the research tools this build compiles, and the
-/// pod tools, which a run has where Basilica is configured).
+/// pod tools, which a run has where Basilica is configured, and the authoring tools, which only
+/// a stage running as an authoring agent is given).
 pub fn tool_names() -> &'static [String] {
     static NAMES: OnceLock<Vec<String>> = OnceLock::new();
     NAMES.get_or_init(|| {
@@ -161,12 +162,10 @@ pub fn tool_names() -> &'static [String] {
             Arc::new(super::MemoryHistory::default()),
             Arc::new(super::FsPublisher { root: dir }),
         );
-        let mut names: Vec<String> = super::research::research_tools(Arc::new(session))
-            .names()
-            .into_iter()
-            .map(String::from)
-            .collect();
+        let research = super::research::research_tools(Arc::new(session));
+        let mut names: Vec<String> = research.names().into_iter().map(String::from).collect();
         names.extend(super::pods::POD_TOOLS.iter().map(|s| s.to_string()));
+        names.extend(super::authoring::TOOL_NAMES.iter().map(|s| s.to_string()));
         names
     })
 }
@@ -305,6 +304,21 @@ fn pod_tools_of(agent: AgentName) -> &'static [&'static str] {
 /// Whether `name` is a built-in agent's name.
 pub fn is_builtin(name: &str) -> bool {
     AgentName::ALL.iter().any(|a| a.as_str() == name)
+        || super::authoring::AuthoringAgent::parse(name).is_some()
+}
+
+/// The fragments of an embedded prompt template (a built-in agent's).
+pub fn template_fragments(agent: &str, text: &str) -> Vec<FragmentDoc> {
+    prompts::parse_template(agent, text)
+        .expect("embedded prompt templates parse")
+        .into_iter()
+        .map(|f| FragmentDoc {
+            name: f.name,
+            channel: f.channel,
+            priority: f.priority,
+            text: f.text,
+        })
+        .collect()
 }
 
 impl AgentDef {
@@ -316,16 +330,7 @@ impl AgentDef {
             .find(|(a, _)| *a == agent.as_str())
             .map(|(_, t)| *t)
             .unwrap_or("");
-        let fragments = prompts::parse_template(agent.as_str(), text)
-            .expect("embedded prompt templates parse")
-            .into_iter()
-            .map(|f| FragmentDoc {
-                name: f.name,
-                channel: f.channel,
-                priority: f.priority,
-                text: f.text,
-            })
-            .collect();
+        let fragments = template_fragments(agent.as_str(), text);
         AgentDef {
             format: AGENT_FORMAT.into(),
             name: agent.as_str().into(),
@@ -383,8 +388,16 @@ impl AgentDef {
                 ),
             );
         }
-        if let Err(e) = self.acts_as.parse::<AgentName>() {
-            issue(&mut out, "acts_as", e);
+        if super::authoring::AuthoringAgent::parse(&self.acts_as).is_none() {
+            if let Err(e) = self.acts_as.parse::<AgentName>() {
+                issue(
+                    &mut out,
+                    "acts_as",
+                    format!(
+                        "{e}, or an authoring agent: author, agent_designer, pipeline_architect"
+                    ),
+                );
+            }
         }
         if let Some(m) = &self.model {
             if m.trim().is_empty() || m.len() > 200 || m.chars().any(|c| c.is_control()) {
@@ -574,7 +587,7 @@ mod tests {
     fn every_problem_is_named_with_its_fix() {
         let mut d = authored();
         d.name = "Bad Name".into();
-        d.acts_as = "author".into();
+        d.acts_as = "oracle".into();
         d.tools.push("rm_rf".into());
         d.context_keys.push("secrets".into());
         d.max_turns = 0;
@@ -590,7 +603,7 @@ mod tests {
         let all = text.join("\n");
         for needle in [
             "name: \"Bad Name\" is not a valid name",
-            "acts_as: unknown agent \"author\"",
+            "acts_as: unknown agent \"oracle\"",
             "tools[2]: unknown tool \"rm_rf\"; the registered tools are: ",
             "context_keys[1]: unknown context key \"secrets\"",
             "max_turns: 0 is outside 1..=50",

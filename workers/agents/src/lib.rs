@@ -16,10 +16,13 @@
 //! - [`definition`]: agents and prompt modules as data (`synth-city/agent@1`,
 //!   `synth-city/prompt@1`): validation, the built-ins as definitions, the system prompt;
 //!   [`run_def`] runs one.
+//! - [`authoring`]: the authoring agents (author, agent_designer, pipeline_architect) and
+//!   their tools over a [`authoring::Workshop`] the engine implements.
 //!
 //! Without an API key nothing here runs: [`config::ConfigError::NoApiKey`] says so, and the
 //! pipeline uses its built-in (non-LLM) agents instead.
 
+pub mod authoring;
 pub mod builtin;
 pub mod client;
 pub mod coerce;
@@ -242,8 +245,25 @@ pub async fn run_def(
     task: &Map<String, Value>,
     opts: &RunOptions,
 ) -> Result<AgentResult, LlmError> {
+    run_def_with(def, modules, llm, session, None, task, opts).await
+}
+
+/// [`run_def`] with `extra` tools besides the research tools (the authoring tools of an
+/// authoring stage).
+pub async fn run_def_with(
+    def: &definition::AgentDef,
+    modules: &[definition::PromptModule],
+    llm: &LlmConfig,
+    session: Arc<ResearchSession>,
+    extra: Option<&ToolRegistry>,
+    task: &Map<String, Value>,
+    opts: &RunOptions,
+) -> Result<AgentResult, LlmError> {
     let mut all = research::research_tools(session.clone());
     pods::add_pod_tools(&mut all, session.pods.clone());
+    for t in extra.map(|e| e.names()).unwrap_or_default() {
+        all.register(extra.and_then(|e| e.get(t)).expect("a listed tool").clone());
+    }
     let names: Vec<&str> = def
         .tools
         .iter()
