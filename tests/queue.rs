@@ -1018,3 +1018,148 @@ async fn the_bots_index_forgets_expired_sessions() {
         "expired sessions are forgotten"
     );
 }
+
+/// A queue whose completed and dead records are kept as `completed` and `failed` say.
+async fn queue_keeping(
+    redis: &RedisServer,
+    completed: engine::config::Keep,
+    failed: engine::config::Keep,
+) -> Queue {
+    let cfg = engine::config::QueueConfig {
+        keep_completed: completed,
+        keep_failed: failed,
+        ..Default::default()
+    };
+    queue_with(redis, cfg).await
+}
+
+/// The ids of `kept:<class>:<type>`, oldest first.
+async fn kept(q: &Queue, class: &str, t: &str) -> Vec<String> {
+    let mut c = q.conn().await.unwrap();
+    c.zrange(q.keys().kept(class, t), 0, -1).await.unwrap()
+}
+
+/// Enqueues a `noop` job and waits until the stats count it completed (its record may be gone).
+async fn run_noop(q: &Queue, n: u64) -> String {
+    let id = enqueue(q, "noop", json!({})).await;
+    eventually(Duration::from_secs(5), "the job to complete", || async {
+        q.stats_for(&["noop"]).await.unwrap()[0].completed >= n
+    })
+    .await;
+    id
+}
+
+#[tokio::test]
+async fn retention_by_count_keeps_the_newest_completed_records_of_a_type() {
+    let redis = RedisServer::start();
+    let keep = engine::config::Keep {
+        count: Some(3),
+        age: None,
+    };
+    let q = queue_keeping(&redis, keep, Default::default()).await;
+    let w = start(&q, opts(&["noop"]));
+    let mut ids = Vec::new();
+    for n in 1..=7 {
+        ids.push(run_noop(&q, n).await);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    for (i, id) in ids.iter().enumerate() {
+        let st = q.status(id).await.unwrap();
+        if i < 4 {
+            assert!(
+                st.is_none(),
+                "job {i} ({id}) is beyond the newest 3: {st:?}"
+            );
+        } else {
+            assert_eq!(st.map(|s| s.state).as_deref(), Some("completed"), "job {i}");
+        }
+    }
+    assert_eq!(kept(&q, "completed", "noop").await, ids[4..].to_vec());
+    w.stop().await;
+}
+
+#[tokio::test]
+async fn retention_by_age_drops_older_records_and_forgets_them_in_the_index() {
+    let redis = RedisServer::start();
+    let keep = engine::config::Keep {
+        count: Some(100),
+        age: Some(Duration::from_millis(400)),
+    };
+    let q = queue_keeping(&redis, keep, Default::default()).await;
+    let w = start(&q, opts(&["noop"]));
+    let old = run_noop(&q, 1).await;
+    let mut c = q.conn().await.unwrap();
+    let ttl: i64 = c.pttl(q.keys().job(&old)).await.unwrap();
+    assert!(
+        ttl > 0 && ttl <= 400,
+        "kept for the 400 ms set, got {ttl} ms"
+    );
+    eventually(
+        Duration::from_secs(3),
+        "the old record to expire",
+        || async { q.status(&old).await.unwrap().is_none() },
+    )
+    .await;
+    let new = run_noop(&q, 2).await;
+    assert_eq!(state(&q, &new).await, "completed");
+    assert_eq!(kept(&q, "completed", "noop").await, vec![new]);
+    w.stop().await;
+}
+
+#[tokio::test]
+async fn retention_zero_drops_completed_records_at_finish_and_failed_follow_their_own() {
+    let redis = RedisServer::start();
+    let drop = engine::config::Keep {
+        count: Some(0),
+        age: None,
+    };
+    let one = engine::config::Keep {
+        count: Some(1),
+        age: None,
+    };
+    let q = queue_keeping(&redis, drop, one).await;
+    let w = start(&q, opts(&["noop", "sleep"]));
+    let done = run_noop(&q, 1).await;
+    assert!(
+        q.status(&done).await.unwrap().is_none(),
+        "dropped at finish"
+    );
+    let mut c = q.conn().await.unwrap();
+    let left: bool = c.exists(q.keys().job(&done)).await.unwrap();
+    assert!(!left);
+    assert!(
+        kept(&q, "completed", "noop").await.is_empty(),
+        "no index under 0"
+    );
+    // two dead-lettered jobs: the newer one's record is kept, the older one's dropped, and
+    // both dead letters stay (retention is about records)
+    let mut dead = Vec::new();
+    for n in 1..=2u64 {
+        let id = q
+            .enqueue(EnqueueRequest {
+                max_attempts: Some(1),
+                ..EnqueueRequest::new("sleep", json!({"ms": 0, "fail_rate": 1.0}))
+            })
+            .await
+            .unwrap()
+            .id;
+        eventually(Duration::from_secs(5), "the job to die", || async {
+            q.stats_for(&["sleep"]).await.unwrap()[0].dead >= n
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        dead.push(id);
+    }
+    assert!(q.status(&dead[0]).await.unwrap().is_none());
+    assert_eq!(state(&q, &dead[1]).await, "dead");
+    assert_eq!(kept(&q, "dead", "sleep").await, vec![dead[1].clone()]);
+    assert_eq!(q.dlq_list(10).await.unwrap().len(), 2);
+    // a retried dead letter leaves the index: a later trim cannot drop its live record
+    w.stop().await;
+    let letters = q.dlq_list(10).await.unwrap();
+    let letter = letters.iter().find(|l| l.id == dead[1]).unwrap();
+    let (n, _) = q.dlq_retry(&[letter.dlq_id.clone()]).await.unwrap();
+    assert_eq!(n, 1);
+    assert!(kept(&q, "dead", "sleep").await.is_empty());
+    assert_eq!(state(&q, &dead[1]).await, "waiting");
+}

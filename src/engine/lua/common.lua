@@ -229,3 +229,55 @@ local function expire_flow(id, ttl)
   redis.call('PEXPIRE', key('job', id, 'children'), ttl)
   redis.call('PEXPIRE', key('job', id, 'pending'), ttl)
 end
+
+-- Finished-record retention (config.rs, `Keep`): the finishing scripts' ARGV[2] is
+-- `ttl ms,completed count,completed age ms,failed count,failed age ms` (count -1: no limit),
+-- or a plain ttl in ms (every record kept for it). Cancelled records keep `ttl`.
+local function keep_policy(arg)
+  local t, cc, ca, fc, fa = string.match(arg, '^(%d+),(%-?%d+),(%d+),(%-?%d+),(%d+)$')
+  if not t then
+    local ttl = tonumber(arg)
+    return {ttl = ttl, completed = {count = -1, age = ttl}, dead = {count = -1, age = ttl}}
+  end
+  return {ttl = tonumber(t), completed = {count = tonumber(cc), age = tonumber(ca)},
+          dead = {count = tonumber(fc), age = tonumber(fa)}}
+end
+
+-- Whether `keep` drops a record as soon as it finishes (count 0 or age 0).
+local function drops(keep)
+  return keep.count == 0 or keep.age == 0
+end
+
+-- Deletes a job's record and its flow keys.
+local function drop_record(id)
+  redis.call('UNLINK', key('job', id), key('job', id, 'children'), key('job', id, 'pending'))
+end
+
+-- Lets a finished record (already written, state `class`: completed or dead) go as `keep`
+-- says: dropped now, or expiring after its age (its flow keys with it, when `flow`), and,
+-- under a count, indexed by finish time in `kept:<class>:<type>` for trim_kept.
+local function retire(now, class, jtype, id, keep, flow)
+  if drops(keep) then
+    drop_record(id)
+    return
+  end
+  redis.call('PEXPIRE', key('job', id), keep.age)
+  if flow then expire_flow(id, keep.age) end
+  if keep.count > 0 then
+    redis.call('ZADD', key('kept', class, jtype), now, id)
+  end
+end
+
+-- Once per call and type after retire: forgets index entries whose records expired and
+-- drops the oldest records beyond the count (requeue.lua takes a retried job out first).
+local function trim_kept(now, class, jtype, keep)
+  if keep.count <= 0 or keep.age == 0 then return end
+  local idx = key('kept', class, jtype)
+  redis.call('ZREMRANGEBYSCORE', idx, '-inf', now - keep.age)
+  local over = redis.call('ZCARD', idx) - keep.count
+  if over > 0 then
+    local popped = redis.call('ZPOPMIN', idx, over)
+    for j = 1, #popped, 2 do drop_record(popped[j]) end
+  end
+  redis.call('PEXPIRE', idx, keep.age)
+end

@@ -1,4 +1,6 @@
--- finish.lua: records finished attempts. ARGV: prefix, ttl_ms, consumer, then 7 per
+-- finish.lua: records finished attempts. ARGV: prefix, retention (keep_policy in
+-- common.lua: a completed record is dropped at once, or expires and is counted in its
+-- type's `kept:completed` index; a cancelled one keeps the ttl), consumer, then 7 per
 -- job: type, stream id, job id, state (completed|cancelled), result json, starts (the
 -- start this worker ran: the fencing token's second half), parent (the flow parent its
 -- envelope names, '' = none).
@@ -13,8 +15,10 @@
 -- every record's type is checked before the first write.
 -- Returns {now, ok_1, ok_2, ...} with ok = 1 recorded, 0 stale, 2 already recorded by
 -- this very finish, 3 dead-lettered (the record was not a hash; a retry of that call
--- answers 3 again).
-local ttl, consumer = tonumber(ARGV[2]), ARGV[3]
+-- answers 3 again). A retry of a finish whose record was dropped at once finds nothing of
+-- its own and answers 0.
+local K, consumer = keep_policy(ARGV[2]), ARGV[3]
+local ttl = K.ttl
 local now = now_ms()
 -- Pass 1, reads only: each record's fields that child_done needs (the first four) and
 -- `fanned_by`, which fan_out.lua leaves on a job that fanned out. pcall: a record that is not
@@ -68,17 +72,27 @@ for i = 4, #ARGV, 7 do
     local f = fields[i]
     local flow = f[5] or not f[2]
     ackdel(stream, sid)
-    redis.call('HSET', jk, 'state', state, 'result', result, 'finished_at', now)
-    redis.call('HDEL', jk, 'env')
-    redis.call('PEXPIRE', jk, ttl)
     local c = counts[state] or {}
     c[jtype] = (c[jtype] or 0) + 1
     counts[state] = c
+    if state ~= 'completed' then
+      redis.call('HSET', jk, 'state', state, 'result', result, 'finished_at', now)
+      redis.call('HDEL', jk, 'env')
+      redis.call('PEXPIRE', jk, ttl)
+      if flow then expire_flow(id, ttl) end
+    elseif drops(K.completed) then
+      drop_record(id)
+    else
+      redis.call('HSET', jk, 'state', state, 'result', result, 'finished_at', now)
+      redis.call('HDEL', jk, 'env')
+      retire(now, 'completed', jtype, id, K.completed, flow)
+    end
     emit(now, state, jtype, id)
-    if flow then expire_flow(id, ttl) end
+    -- (the record's fields it needs were read in pass 1: a dropped record is no loss)
     child_done(now, id, state, result, parent, jtype, consumer, f)
     out[#out + 1] = 1
   end
 end
 for state, c in pairs(counts) do add_counts(c, state) end
+for jtype in pairs(counts.completed or {}) do trim_kept(now, 'completed', jtype, K.completed) end
 return out

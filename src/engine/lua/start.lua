@@ -1,5 +1,6 @@
 -- start.lua: marks freshly delivered entries active. ARGV: prefix, type, consumer,
--- max deliveries, ttl_ms of finished records, then 4 per entry: stream id, job id,
+-- max deliveries, retention of finished records (keep_policy in common.lua: what a record
+-- dead-lettered here keeps), then 4 per entry: stream id, job id,
 -- max attempts, parent (the flow parent its envelope names, '' = none).
 -- A child dead-lettered here tells its parent (child_done in common.lua), through its
 -- envelope's parent when its record is not a hash; a child whose record was deleted gets
@@ -17,7 +18,8 @@
 -- A shared key of the wrong type (stats, events, dlq) stops the whole call before any write.
 -- Returns per entry {code, now, attempt, starts, reason} with code run|skip|dead.
 local jtype, consumer = ARGV[2], ARGV[3]
-local max_deliveries, ttl = tonumber(ARGV[4]), tonumber(ARGV[5])
+local max_deliveries, K = tonumber(ARGV[4]), keep_policy(ARGV[5])
+local buried = false -- a record dead-lettered here: trim_kept once at the end
 local stream = key('q', jtype)
 local now = now_ms()
 
@@ -107,11 +109,14 @@ for _, plan in ipairs(plans) do
     if plan.record then
       redis.call('HSET', jk, 'state', 'dead', 'error', plan.reason, 'finished_at', now)
       redis.call('HDEL', jk, 'env')
-      redis.call('PEXPIRE', jk, ttl)
     end
     emit(now, 'dead', jtype, id, {'error', plan.reason})
     -- a child's parent learns it (named by the envelope when the record is not a hash)
     child_done(now, id, 'dead', plan.reason, plan.parent, jtype)
+    if plan.record then
+      retire(now, 'dead', jtype, id, K.dead, false)
+      buried = true
+    end
     out[#out + 1] = {'dead', now, tonumber(plan.attempt or '0'), 0, plan.reason}
   elseif state == 'cancelled' or state == 'completed' or state == 'dead' then
     ackdel(stream, sid)
@@ -130,9 +135,10 @@ for _, plan in ipairs(plans) do
       bury(now, jtype, id, env, reason, sid)
       redis.call('HSET', jk, 'state', 'dead', 'error', reason, 'finished_at', now)
       redis.call('HDEL', jk, 'env')
-      redis.call('PEXPIRE', jk, ttl)
       emit(now, 'dead', jtype, id, {'error', reason})
       child_done(now, id, 'dead', reason, plan.parent, jtype)
+      retire(now, 'dead', jtype, id, K.dead, false)
+      buried = true
       out[#out + 1] = {'dead', now, attempt, 0, reason}
     else
       if not state then
@@ -150,4 +156,5 @@ for _, plan in ipairs(plans) do
     end
   end
 end
+if buried then trim_kept(now, 'dead', jtype, K.dead) end
 return out
