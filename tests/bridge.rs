@@ -363,6 +363,72 @@ fn events_stream_shows_only_the_callers_jobs() {
     );
 }
 
+/// Completed records dropped at finish (`SYNTH_KEEP_COMPLETED_COUNT=0`): `/events` still hands
+/// a bot its job's `completed` event (the engine's batch entries name each job's bot), and
+/// not another bot's.
+#[test]
+fn events_reach_their_bot_after_the_record_is_dropped() {
+    let redis = RedisServer::start();
+    let keep = [("SYNTH_KEEP_COMPLETED_COUNT", "0")];
+    let b = start_env(&redis, None, &[], &keep);
+    let mut s = TcpStream::connect(("127.0.0.1", b.port)).unwrap();
+    s.write_all(b"GET /events HTTP/1.1\r\nHost: x\r\nX-Bot-Id: bot-a\r\n\r\n")
+        .unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut r = BufReader::new(s);
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    assert!(line.contains("200"), "{line}");
+    std::thread::sleep(Duration::from_millis(300)); // the tail starts at "now"
+    let (_, theirs) = call(&b, "POST", "/jobs", "bot-b", json!({"type": "noop"}));
+    let (_, mine) = call(&b, "POST", "/jobs", "bot-a", json!({"type": "noop"}));
+    let (theirs, mine) = (
+        theirs["id"].as_str().unwrap().to_string(),
+        mine["id"].as_str().unwrap().to_string(),
+    );
+    let migrated = Command::new(bin())
+        .args(["--redis-url", &redis.url(), "--prefix", "br", "migrate"])
+        .output()
+        .unwrap();
+    assert!(migrated.status.success(), "{migrated:?}");
+    let mut worker = Command::new(bin())
+        .args(["--redis-url", &redis.url(), "--prefix", "br", "worker"])
+        .args(["--roles", "noop"])
+        .envs(keep)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut seen = String::new();
+    let done = format!("\"event\":\"completed\",\"id\":\"{mine}\"");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !seen.contains(&done) {
+        if Instant::now() > deadline {
+            let _ = worker.kill();
+            panic!("no completed event for our job; saw: {seen}");
+        }
+        let mut l = String::new();
+        if r.read_line(&mut l).is_ok() {
+            seen.push_str(&l);
+        }
+    }
+    let _ = worker.kill();
+    let _ = worker.wait();
+    let (st, _) = call(&b, "GET", &format!("/jobs/{mine}"), "bot-a", Value::Null);
+    assert_eq!(st, 404, "the record was dropped at finish");
+    assert!(
+        !seen.contains(&theirs),
+        "another bot's job leaked into the stream: {seen}"
+    );
+    // the id of a job's event in a batch entry is `<entry>/<n>`
+    assert!(
+        seen.lines()
+            .any(|l| l.starts_with("id:") && l.contains('/')),
+        "{seen}"
+    );
+}
+
 #[test]
 fn limits_and_refusals() {
     let redis = RedisServer::start();

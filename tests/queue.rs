@@ -1158,8 +1158,59 @@ async fn retention_zero_drops_completed_records_at_finish_and_failed_follow_thei
     w.stop().await;
     let letters = q.dlq_list(10).await.unwrap();
     let letter = letters.iter().find(|l| l.id == dead[1]).unwrap();
-    let (n, _) = q.dlq_retry(&[letter.dlq_id.clone()]).await.unwrap();
+    let (n, _) = q.dlq_retry(std::slice::from_ref(&letter.dlq_id)).await.unwrap();
     assert_eq!(n, 1);
     assert!(kept(&q, "dead", "sleep").await.is_empty());
     assert_eq!(state(&q, &dead[1]).await, "waiting");
+}
+
+/// The ids of the events of kind `event` in the events stream, and how many entries held them.
+async fn event_ids(q: &Queue, event: &str) -> (Vec<String>, usize) {
+    let mut c = q.conn().await.unwrap();
+    let ev: redis::streams::StreamRangeReply = c.xrange_all(q.keys().events()).await.unwrap();
+    let mut ids = Vec::new();
+    let mut entries = 0;
+    for e in ev.ids.iter() {
+        if e.get::<String>("event").as_deref() != Some(event) {
+            continue;
+        }
+        entries += 1;
+        let batch: Vec<String> = serde_json::from_str(&e.get::<String>("ids").unwrap()).unwrap();
+        let bots: Vec<String> = serde_json::from_str(&e.get::<String>("bots").unwrap()).unwrap();
+        assert_eq!(batch.len(), bots.len(), "a bot per job");
+        ids.extend(batch);
+    }
+    (ids, entries)
+}
+
+#[tokio::test]
+async fn events_are_written_once_per_script_call_naming_every_job() {
+    let redis = RedisServer::start();
+    let q = queue(&redis).await;
+    let reqs = (0..40)
+        .map(|_| EnqueueRequest::new("noop", json!({})))
+        .collect();
+    let mut ids: Vec<String> = q
+        .enqueue_many(reqs)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    ids.sort();
+    let w = start(&q, opts(&["noop"]));
+    eventually(Duration::from_secs(5), "every job completes", || async {
+        q.stats_for(&["noop"]).await.unwrap()[0].completed == 40
+    })
+    .await;
+    w.stop().await;
+    for (event, most) in [("enqueued", 1), ("started", 39), ("completed", 39)] {
+        let (mut got, entries) = event_ids(&q, event).await;
+        got.sort();
+        assert_eq!(got, ids, "{event}: every job once");
+        assert!(
+            entries >= 1 && entries <= most,
+            "{event}: {entries} entries for 40 jobs"
+        );
+    }
 }

@@ -25,6 +25,37 @@ local function emit(now, event, jtype, id, extra)
   redis.call('XADD', unpack(args))
 end
 
+-- Appends one event for several jobs of one type (a script's batch): `ids` and `bots` (each
+-- job's bot, '' = none) as JSON arrays in step, instead of one entry per job. The bridge's
+-- /events (src/bridge/sse.rs) hands them out one per job, as `emit` writes them. `extra`
+-- (optional): more field-value pairs, shared by the jobs.
+local function emit_batch(now, event, jtype, ids, bots, extra)
+  if #ids == 0 then return end
+  local args = {key('events'), 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'event', event,
+                'type', jtype, 'ids', cjson.encode(ids), 'bots', cjson.encode(bots), 'at', now}
+  if extra then
+    for i = 1, #extra do args[#args + 1] = extra[i] end
+  end
+  redis.call('XADD', unpack(args))
+end
+
+-- Adds job `id` (of bot `bot`, false/nil = none) to `batch[event][jtype]` for emit_batches.
+local function batch_event(batch, event, jtype, id, bot)
+  local e = batch[event] or {}
+  batch[event] = e
+  local t = e[jtype] or {ids = {}, bots = {}}
+  e[jtype] = t
+  t.ids[#t.ids + 1] = id
+  t.bots[#t.bots + 1] = bot or ''
+end
+
+-- One emit_batch per event and type collected by batch_event, each with `extra`.
+local function emit_batches(now, batch, extra)
+  for event, types in pairs(batch) do
+    for jtype, t in pairs(types) do emit_batch(now, event, jtype, t.ids, t.bots, extra) end
+  end
+end
+
 -- True when `consumer` holds stream entry `sid` in the group's pending list.
 local function owns(stream, sid, consumer)
   local p = redis.call('XPENDING', stream, GROUP, sid, sid, 1)
@@ -71,8 +102,10 @@ end
 -- Puts a job on its stream now, or in the delayed set until ready_at.
 -- Returns {id, 1} when created, {existing id, 0} when the idempotency key or
 -- the id was seen before. `counts` (optional): a table type -> jobs created that the caller
--- adds to the stats once per batch (`add_counts`) instead of one HINCRBY per job.
-local function enqueue_one(now, jtype, id, env, idem, ready_at, ttl_ms, bot, counts)
+-- adds to the stats once per batch (`add_counts`) instead of one HINCRBY per job; `events`
+-- (optional): the batch's events (batch_event), written once per batch (emit_batches)
+-- instead of one per job.
+local function enqueue_one(now, jtype, id, env, idem, ready_at, ttl_ms, bot, counts, events)
   if idem ~= '' then
     -- Idempotency keys are scoped per bot: two bots never share a job by key.
     local ik = key('idem', jtype, bot, idem)
@@ -91,12 +124,14 @@ local function enqueue_one(now, jtype, id, env, idem, ready_at, ttl_ms, bot, cou
                'enqueued_at', now, 'run_at', ready_at, 'attempt', 0, 'bot', bot)
     redis.call('ZADD', key('delayed'), ready_at, id)
     redis.call('HINCRBY', key('stats', jtype), 'delayed_now', 1)
-    emit(now, 'delayed', jtype, id)
+    if events then batch_event(events, 'delayed', jtype, id, bot)
+    else emit(now, 'delayed', jtype, id, {'bot', bot}) end
   else
     local sid = redis.call('XADD', key('q', jtype), '*', 'job', env, 'at', now)
     redis.call('HSET', jk, 'id', id, 'type', jtype, 'state', 'waiting', 'env', env,
                'enqueued_at', now, 'stream_id', sid, 'attempt', 0, 'bot', bot)
-    emit(now, 'enqueued', jtype, id)
+    if events then batch_event(events, 'enqueued', jtype, id, bot)
+    else emit(now, 'enqueued', jtype, id, {'bot', bot}) end
   end
   if counts then
     counts[jtype] = (counts[jtype] or 0) + 1

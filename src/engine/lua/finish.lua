@@ -1,4 +1,5 @@
--- finish.lua: records finished attempts. ARGV: prefix, retention (keep_policy in
+-- finish.lua: records finished attempts; one event per state and type for the whole call
+-- (emit_batch in common.lua). ARGV: prefix, retention (keep_policy in
 -- common.lua: a completed record is dropped at once, or expires and is counted in its
 -- type's `kept:completed` index; a cancelled one keeps the ttl), consumer, then 7 per
 -- job: type, stream id, job id, state (completed|cancelled), result json, starts (the
@@ -20,14 +21,14 @@
 local K, consumer = keep_policy(ARGV[2]), ARGV[3]
 local ttl = K.ttl
 local now = now_ms()
--- Pass 1, reads only: each record's fields that child_done needs (the first four) and
--- `fanned_by`, which fan_out.lua leaves on a job that fanned out. pcall: a record that is not
+-- Pass 1, reads only: each record's fields that child_done needs (the first four),
+-- `fanned_by`, which fan_out.lua leaves on a job that fanned out, and `bot` (for the event). pcall: a record that is not
 -- a hash answers WRONGTYPE (an error table) instead of raising; its type is read for the
 -- dead letter.
 local bad, fields = {}, {}
 for i = 4, #ARGV, 7 do
   local jk = key('job', ARGV[i + 2])
-  local f = redis.pcall('HMGET', jk, 'parent', 'type', 'worker', 'started_at', 'fanned_by')
+  local f = redis.pcall('HMGET', jk, 'parent', 'type', 'worker', 'started_at', 'fanned_by', 'bot')
   if f.err then bad[i] = type_of(jk) else fields[i] = f end
 end
 -- Ownership for the whole batch: one XPENDING per stream (type) instead of one per job.
@@ -42,6 +43,7 @@ for jtype, sids in pairs(by_stream) do
 end
 local out = {now}
 local counts = {} -- state -> type -> jobs, added to the stats once per call
+local events = {} -- state -> type -> ids and bots: one event per state and type (emit_batch)
 for i = 4, #ARGV, 7 do
   local jtype, sid, id, state, result = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
   local starts, parent = ARGV[i + 5], ARGV[i + 6]
@@ -87,12 +89,13 @@ for i = 4, #ARGV, 7 do
       redis.call('HDEL', jk, 'env')
       retire(now, 'completed', jtype, id, K.completed, flow)
     end
-    emit(now, state, jtype, id)
+    batch_event(events, state, jtype, id, f[6])
     -- (the record's fields it needs were read in pass 1: a dropped record is no loss)
     child_done(now, id, state, result, parent, jtype, consumer, f)
     out[#out + 1] = 1
   end
 end
 for state, c in pairs(counts) do add_counts(c, state) end
+emit_batches(now, events)
 for jtype in pairs(counts.completed or {}) do trim_kept(now, 'completed', jtype, K.completed) end
 return out

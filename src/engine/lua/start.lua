@@ -20,6 +20,7 @@
 local jtype, consumer = ARGV[2], ARGV[3]
 local max_deliveries, K = tonumber(ARGV[4]), keep_policy(ARGV[5])
 local buried = false -- a record dead-lettered here: trim_kept once at the end
+local events = {} -- the started jobs, for one event (batch_event)
 local stream = key('q', jtype)
 local now = now_ms()
 
@@ -61,7 +62,7 @@ for i = 6, #ARGV, 4 do
   local plan = {sid = sid, id = id, jk = jk, max = tonumber(ARGV[i + 2]), parent = ARGV[i + 3]}
   local deliveries = held[sid]
   -- pcall: a record of another type answers an error table (WRONGTYPE) instead of raising.
-  local f = redis.pcall('HMGET', jk, 'state', 'attempt', 'starts')
+  local f = redis.pcall('HMGET', jk, 'state', 'attempt', 'starts', 'bot')
   if deliveries == nil then
     -- Acked meanwhile, or another worker holds it now: not ours to start.
     plan.code = 'skip'
@@ -71,7 +72,7 @@ for i = 6, #ARGV, 4 do
     plan.reason = '`' .. jk .. '` holds a ' .. kind .. ', not a hash (WRONGTYPE): the job\'s ' ..
                   'record was overwritten; delete that key, then `synth-city dlq retry`'
   else
-    plan.state, plan.attempt, plan.starts = f[1], f[2], f[3]
+    plan.state, plan.attempt, plan.starts, plan.bot = f[1], f[2], f[3], f[4]
     if not is_int(f[2]) or not is_int(f[3]) then
       local name, v = 'attempt', f[2]
       if is_int(f[2]) then name, v = 'starts', f[3] end
@@ -151,10 +152,12 @@ for _, plan in ipairs(plans) do
       started[jk] = starts
       redis.call('HSET', jk, 'state', 'active', 'started_at', now, 'worker', consumer,
                  'stream_id', sid, 'starts', starts)
-      emit(now, 'started', jtype, id, {'worker', consumer})
+      batch_event(events, 'started', jtype, id, plan.bot)
       out[#out + 1] = {'run', now, attempt, starts, ''}
     end
   end
 end
 if buried then trim_kept(now, 'dead', jtype, K.dead) end
+-- one `started` event for the call's jobs (emit_batch), naming this worker
+emit_batches(now, events, {'worker', consumer})
 return out
