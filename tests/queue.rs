@@ -730,10 +730,26 @@ async fn an_entry_delivered_too_often_is_dead_lettered() {
 
 #[tokio::test]
 async fn a_finish_retried_after_a_lost_reply_counts_once_as_processed() {
+    finish_retried_after_a_lost_reply(Default::default()).await;
+}
+
+/// The same with completed records dropped at finish: the retry finds no record of its own
+/// and still counts the job once, as completed.
+#[tokio::test]
+async fn a_finish_retried_after_a_lost_reply_counts_once_when_records_are_dropped() {
+    finish_retried_after_a_lost_reply(engine::config::Keep {
+        count: Some(0),
+        age: None,
+    })
+    .await;
+}
+
+async fn finish_retried_after_a_lost_reply(keep: engine::config::Keep) {
     let redis = RedisServer::start();
     // Replies slower than 300 ms time out, and the finisher retries the call.
     let cfg = engine::config::QueueConfig {
         response_timeout: Duration::from_millis(300),
+        keep_completed: keep,
         ..Default::default()
     };
     let q = queue_with(&redis, cfg).await;
@@ -741,8 +757,13 @@ async fn a_finish_retried_after_a_lost_reply_counts_once_as_processed() {
     o.lease = Duration::from_secs(20);
     let mut w = start(&q, o);
     // A first job loads the scripts, so the paused call below is the real finish.
-    let warm = enqueue(&q, "sleep", json!({"ms": 1})).await;
-    wait_state(&q, &warm, "completed", Duration::from_secs(5)).await;
+    enqueue(&q, "sleep", json!({"ms": 1})).await;
+    eventually(
+        Duration::from_secs(5),
+        "the first job completes",
+        || async { q.stats_for(&["sleep"]).await.unwrap()[0].completed == 1 },
+    )
+    .await;
     let id = enqueue(&q, "sleep", json!({"ms": 600})).await;
     wait_state(&q, &id, "active", Duration::from_secs(5)).await;
     // Writes (scripts included) wait 1.5 s: the finish call times out on our side, is
@@ -764,8 +785,13 @@ async fn a_finish_retried_after_a_lost_reply_counts_once_as_processed() {
     .await
     .expect("the retried finish is recognised as this worker's own and observed");
     assert_eq!(seen, "completed");
-    let s = q.status(&id).await.unwrap().unwrap();
-    assert_eq!((s.state.as_str(), s.starts), ("completed", 1));
+    let s = q.status(&id).await.unwrap();
+    if keep.drops_at_finish() {
+        assert!(s.is_none(), "dropped at finish: {s:?}");
+    } else {
+        let s = s.unwrap();
+        assert_eq!((s.state.as_str(), s.starts), ("completed", 1));
+    }
     let stats = q.stats().await.unwrap();
     let sleep = stats.iter().find(|s| s.job_type == "sleep").unwrap();
     assert_eq!(sleep.completed, 2, "applied once, not once per retry");
@@ -1158,7 +1184,10 @@ async fn retention_zero_drops_completed_records_at_finish_and_failed_follow_thei
     w.stop().await;
     let letters = q.dlq_list(10).await.unwrap();
     let letter = letters.iter().find(|l| l.id == dead[1]).unwrap();
-    let (n, _) = q.dlq_retry(std::slice::from_ref(&letter.dlq_id)).await.unwrap();
+    let (n, _) = q
+        .dlq_retry(std::slice::from_ref(&letter.dlq_id))
+        .await
+        .unwrap();
     assert_eq!(n, 1);
     assert!(kept(&q, "dead", "sleep").await.is_empty());
     assert_eq!(state(&q, &dead[1]).await, "waiting");

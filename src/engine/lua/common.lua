@@ -28,10 +28,13 @@ end
 -- Appends one event for several jobs of one type (a script's batch): `ids` and `bots` (each
 -- job's bot, '' = none) as JSON arrays in step, instead of one entry per job. The bridge's
 -- /events (src/bridge/sse.rs) hands them out one per job, as `emit` writes them. `extra`
--- (optional): more field-value pairs, shared by the jobs.
+-- (optional): more field-value pairs, shared by the jobs. The stream keeps about
+-- EVENTS_MAXLEN jobs' events, not entries: an entry of n jobs trims it to EVENTS_MAXLEN / n
+-- entries (10,000 entries of a 500-job enqueue batch each would be about 150 MB).
 local function emit_batch(now, event, jtype, ids, bots, extra)
   if #ids == 0 then return end
-  local args = {key('events'), 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'event', event,
+  local cap = math.max(1, math.floor(EVENTS_MAXLEN / #ids))
+  local args = {key('events'), 'MAXLEN', '~', cap, '*', 'event', event,
                 'type', jtype, 'ids', cjson.encode(ids), 'bots', cjson.encode(bots), 'at', now}
   if extra then
     for i = 1, #extra do args[#args + 1] = extra[i] end

@@ -16,8 +16,8 @@
 -- every record's type is checked before the first write.
 -- Returns {now, ok_1, ok_2, ...} with ok = 1 recorded, 0 stale, 2 already recorded by
 -- this very finish, 3 dead-lettered (the record was not a hash; a retry of that call
--- answers 3 again). A retry of a finish whose record was dropped at once finds nothing of
--- its own and answers 0.
+-- answers 3 again). A retry of a completion whose record was dropped at finish (retention
+-- 0) finds no record and answers 2: it cannot tell its own finish from another worker's.
 local K, consumer = keep_policy(ARGV[2]), ARGV[3]
 local ttl = K.ttl
 local now = now_ms()
@@ -54,6 +54,10 @@ for i = 4, #ARGV, 7 do
     local f = {}
     if not bad[i] then f = redis.call('HMGET', jk, 'state', 'worker', 'stream_id', 'starts') end
     if f[1] == state and f[2] == consumer and f[3] == sid and f[4] == starts then
+      out[#out + 1] = 2
+    elseif not bad[i] and not f[1] and state == 'completed' and drops(K.completed) then
+      -- no record, and completed ones are dropped at finish: this call's own finish (or
+      -- another worker's, of the same job after a lost lease) was applied; nothing to do
       out[#out + 1] = 2
     elseif bad[i] and buried_by(id, by) then
       out[#out + 1] = 3
