@@ -355,17 +355,21 @@ fn read_until(r: &mut BufReader<TcpStream>, want: &str, secs: u64) -> String {
     seen
 }
 
+/// One `noop` job enqueued by bot-b, then one by bot-a: their ids.
+fn noop_jobs_of_b_and_a(b: &Bridge) -> (String, String) {
+    let id = |bot: &str| {
+        let (_, job) = call(b, "POST", "/jobs", bot, json!({"type": "noop"}));
+        job["id"].as_str().unwrap().to_string()
+    };
+    (id("bot-b"), id("bot-a"))
+}
+
 #[test]
 fn events_stream_shows_only_the_callers_jobs() {
     let redis = RedisServer::start();
     let b = start(&redis, None, &[]);
     let mut r = open_events(&b, "bot-a", None);
-    let (_, theirs) = call(&b, "POST", "/jobs", "bot-b", json!({"type": "noop"}));
-    let (_, mine) = call(&b, "POST", "/jobs", "bot-a", json!({"type": "noop"}));
-    let (theirs, mine) = (
-        theirs["id"].as_str().unwrap().to_string(),
-        mine["id"].as_str().unwrap().to_string(),
-    );
+    let (theirs, mine) = noop_jobs_of_b_and_a(&b);
     let seen = read_until(&mut r, &mine, 8);
     assert!(
         seen.contains("event:enqueued") || seen.contains("event: enqueued"),
@@ -386,12 +390,7 @@ fn events_reach_their_bot_after_the_record_is_dropped() {
     let keep = [("SYNTH_KEEP_COMPLETED_COUNT", "0")];
     let b = start_env(&redis, None, &[], &keep);
     let mut r = open_events(&b, "bot-a", None);
-    let (_, theirs) = call(&b, "POST", "/jobs", "bot-b", json!({"type": "noop"}));
-    let (_, mine) = call(&b, "POST", "/jobs", "bot-a", json!({"type": "noop"}));
-    let (theirs, mine) = (
-        theirs["id"].as_str().unwrap().to_string(),
-        mine["id"].as_str().unwrap().to_string(),
-    );
+    let (theirs, mine) = noop_jobs_of_b_and_a(&b);
     let migrated = Command::new(bin())
         .args(["--redis-url", &redis.url(), "--prefix", "br", "migrate"])
         .output()
