@@ -16,9 +16,9 @@
 //!
 //! Queue tunables ([`QueueConfig`]): how long finished job records are kept
 //! (`SYNTH_JOB_RETENTION_SECS`; completed and dead-lettered ones by count and age:
-//! [`Keep`], `SYNTH_KEEP_COMPLETED_COUNT`/`_SECS`, `SYNTH_KEEP_FAILED_COUNT`/`_SECS`), the delivery cap (`SYNTH_MAX_DELIVERIES`) and the replicas
-//! that must confirm the writes that matter (`SYNTH_REDIS_MIN_REPLICAS_ACK`,
-//! `SYNTH_REDIS_WAIT_MS`), read by
+//! [`Keep`], `SYNTH_KEEP_COMPLETED_COUNT`/`_SECS`, `SYNTH_KEEP_FAILED_COUNT`/`_SECS`), the
+//! delivery cap (`SYNTH_MAX_DELIVERIES`) and the replicas that must confirm the writes that
+//! matter (`SYNTH_REDIS_MIN_REPLICAS_ACK`, `SYNTH_REDIS_WAIT_MS`), read by
 //! [`QueueConfig::from_env`]; every process of a deployment should agree on them.
 //!
 //! What it does not do: it opens no connection (a certificate the server does not match is
