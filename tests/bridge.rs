@@ -445,6 +445,19 @@ fn events_resume_in_the_middle_of_a_batch_entry() {
     assert!(seen.contains("\"id\":\"j2\""), "{seen}");
     assert!(!seen.contains("\"j0\""), "j0 was seen before: {seen}");
     assert!(!seen.contains("\"j1\""), "another bot's job: {seen}");
+    let (st, _, text) = http(
+        b.port,
+        "GET",
+        "/events",
+        &[
+            ("X-API-Key", "sekret"),
+            ("X-Bot-Id", "bot-a"),
+            ("Last-Event-ID", "$"),
+        ],
+        "",
+    );
+    assert_eq!(st, 400, "{text}");
+    assert!(text.contains("Last-Event-ID"), "{text}");
 }
 
 #[test]

@@ -30,12 +30,35 @@ use engine::queue::Queue;
 /// stream holds its place until the client goes away.
 pub(super) async fn events(c: Call) -> Answer {
     let last = header(&c.headers, "last-event-id")?;
+    if let Some(l) = last.as_deref().filter(|l| !is_event_id(l)) {
+        return Err(super::error::reject(
+            warp::http::StatusCode::BAD_REQUEST,
+            format!(
+                "Last-Event-ID {l:?} is not an event id: send back the `id:` of the last event \
+                 received (`<ms>-<seq>` or `<ms>-<seq>/<n>`), or no Last-Event-ID to start now"
+            ),
+        ));
+    }
     let slot = c.state.streams.open(&c.bot).map_err(ApiError::from)?;
     let stream = event_stream(c.state.queue.clone(), c.bot, last).map(move |ev| {
         let _holds = &slot;
         ev
     });
     Ok(warp::sse::reply(warp::sse::keep_alive().stream(stream)).into_response())
+}
+
+/// Whether `s` is an id `/events` hands out: a stream entry id `<ms>-<seq>`, with `/<n>` for
+/// the n-th job of a batch entry.
+fn is_event_id(s: &str) -> bool {
+    let digits = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit());
+    let (entry, n) = match s.split_once('/') {
+        Some((e, n)) => (e, Some(n)),
+        None => (s, None),
+    };
+    n.is_none_or(digits)
+        && entry
+            .split_once('-')
+            .is_some_and(|(a, b)| digits(a) && digits(b))
 }
 
 /// Job events for one bot, from the engine's events stream, as SSE. A task
@@ -269,6 +292,12 @@ mod tests {
         );
         // a one-job entry: as written, its bot when it names one
         let one = jobs_of(&entry("6-0", &[("event", "retrying"), ("id", "c")]));
+        for ok in ["6-0", "1796573955213-0/12"] {
+            assert!(is_event_id(ok), "{ok}");
+        }
+        for bad in ["", "$", "6", "6-", "-0", "6-0/", "6-0/x", "a-0", "6-0/1/2"] {
+            assert!(!is_event_id(bad), "{bad}");
+        }
         assert_eq!((one[0].sse_id.as_str(), one[0].bot.as_ref()), ("6-0", None));
     }
 }
