@@ -1243,3 +1243,80 @@ async fn events_are_written_once_per_script_call_naming_every_job() {
         );
     }
 }
+
+/// A type whose finished record is read after it finishes (as the bridge's sessions read an
+/// `experiment`'s): retention by count leaves it alone.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ReadLater {}
+impl jobs::JobSpec for ReadLater {
+    const TYPE: &'static str = "read-later";
+    const DESCRIPTION: &'static str = "a job whose record is read after it finished (tests)";
+    const ROLE: jobs::Role = jobs::Role::Engine;
+    const RECORD_READ_AFTER_FINISH: bool = true;
+    type Output = serde_json::Value;
+}
+
+struct ReadLaterHandler;
+#[async_trait::async_trait]
+impl jobs::JobHandler for ReadLaterHandler {
+    type Job = ReadLater;
+    async fn run(
+        &self,
+        _: &jobs::JobContext,
+        _: ReadLater,
+    ) -> Result<serde_json::Value, jobs::JobError> {
+        Ok(json!("read me"))
+    }
+}
+
+#[tokio::test]
+async fn a_type_whose_record_is_read_after_finish_keeps_it_under_retention_zero() {
+    let redis = RedisServer::start();
+    let cfg = engine::config::QueueConfig {
+        keep_completed: engine::config::Keep {
+            count: Some(0),
+            age: None,
+        },
+        ..Default::default()
+    };
+    let catalog = jobs::Catalog::default()
+        .with::<jobs::builtin::Noop>()
+        .with::<ReadLater>();
+    let q = Queue::new(&redis.url(), "t", cfg)
+        .unwrap()
+        .with_catalog(catalog);
+    engine::migrate::migrate(&q).await.unwrap();
+    // the build's `experiment` (a bridge session reads its result) and this test's type
+    let arg = q.retention_arg();
+    let exempt: Vec<&str> = arg.split_once(';').unwrap().1.split(',').collect();
+    assert!(
+        exempt.contains(&"experiment")
+            && exempt.contains(&"read-later")
+            && !exempt.contains(&"noop"),
+        "{arg}"
+    );
+    let mut reg = jobs::Registry::new();
+    engine::builtin::register(&mut reg);
+    reg.register(ReadLaterHandler);
+    let w = Worker::new(q.clone(), reg, opts(&["noop", "read-later"])).unwrap();
+    let stop = CancellationToken::new();
+    let handle = tokio::spawn(w.run(stop.clone()));
+    let kept = enqueue(&q, "read-later", json!({})).await;
+    let dropped = enqueue(&q, "noop", json!({})).await;
+    wait_state(&q, &kept, "completed", Duration::from_secs(5)).await;
+    eventually(Duration::from_secs(5), "the noop job completes", || async {
+        q.stats_for(&["noop"]).await.unwrap()[0].completed == 1
+    })
+    .await;
+    let st = q.status(&kept).await.unwrap().unwrap();
+    assert_eq!(st.result, Some(json!("read me")));
+    let mut c = q.conn().await.unwrap();
+    let ttl: i64 = c.pttl(q.keys().job(&kept)).await.unwrap();
+    assert!(
+        ttl > 3_600_000,
+        "kept for SYNTH_JOB_RETENTION_SECS, got {ttl} ms"
+    );
+    assert!(q.status(&dropped).await.unwrap().is_none());
+    stop.cancel();
+    handle.await.unwrap().unwrap();
+}

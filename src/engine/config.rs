@@ -324,7 +324,8 @@ pub const ENV_KEEP_FAILED_SECS: &str = "SYNTH_KEEP_FAILED_SECS";
 /// `removeOnComplete`/`removeOnFail` `{count, age}`. A record is dropped when it is older than
 /// its age or when `count` newer ones of its job type are kept; `count` 0 or age 0 drops it at
 /// finish (its status then reads as not found). Cancelled records are not affected: they stay
-/// for [`QueueConfig::result_ttl`]. A flow child's outcome lives on its parent
+/// for [`QueueConfig::result_ttl`], and so do those of the types whose records are read after
+/// they finish (`jobs::JobSpec::RECORD_READ_AFTER_FINISH`, [`crate::queue::Queue::retention_arg`]). A flow child's outcome lives on its parent
 /// (`job:<parent>:children`), so dropping the child's own record loses nothing the parent reads.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Keep {

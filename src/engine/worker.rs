@@ -422,7 +422,7 @@ async fn start_entries(
                 .arg(&job_type)
                 .arg(&inner.id)
                 .arg(cfg.max_deliveries)
-                .arg(cfg.retention_arg());
+                .arg(inner.queue.retention_arg());
             for d in &deliveries {
                 inv.arg(&d.stream_id)
                     .arg(&d.env.id)
@@ -804,7 +804,7 @@ where
 }
 
 async fn record_finishes(inner: &Inner, done: Vec<Done>) {
-    let keep = inner.queue.config().retention_arg();
+    let keep = inner.queue.retention_arg();
     let res: Option<Vec<u64>> = persist(&inner.closing, "finish", || {
         let mut inv = inner.queue.scripts().finish.prepare_invoke();
         inv.arg(inner.queue.prefix()).arg(&keep).arg(&inner.id);
@@ -868,7 +868,7 @@ async fn record_fail(inner: &Inner, d: Done) {
     else {
         return;
     };
-    let keep = inner.queue.config().retention_arg();
+    let keep = inner.queue.retention_arg();
     let mut next = d.d.env.clone();
     if *counts {
         next.attempt += 1;

@@ -268,17 +268,29 @@ local function expire_flow(id, ttl)
   redis.call('PEXPIRE', key('job', id, 'pending'), ttl)
 end
 
--- Finished-record retention (config.rs, `Keep`): the finishing scripts' ARGV[2] is
--- `ttl ms,completed count,completed age ms,failed count,failed age ms` (count -1: no limit),
--- or a plain ttl in ms (every record kept for it). Cancelled records keep `ttl`.
+-- Finished-record retention (config.rs, `Keep`; `Queue::retention_arg`): the finishing
+-- scripts' ARGV[2] is `ttl ms,completed count,completed age ms,failed count,failed age ms`
+-- (count -1: no limit), then `;` and the job types whose records are read after they finish
+-- (comma-separated; those keep `ttl`), or a plain ttl in ms (every record kept for it).
+-- Cancelled records keep `ttl`.
 local function keep_policy(arg)
-  local t, cc, ca, fc, fa = string.match(arg, '^(%d+),(%-?%d+),(%d+),(%-?%d+),(%d+)$')
+  local t, cc, ca, fc, fa, rest =
+    string.match(arg, '^(%d+),(%-?%d+),(%d+),(%-?%d+),(%d+);?(.*)$')
   if not t then
     local ttl = tonumber(arg)
-    return {ttl = ttl, completed = {count = -1, age = ttl}, dead = {count = -1, age = ttl}}
+    return {ttl = ttl, completed = {count = -1, age = ttl}, dead = {count = -1, age = ttl},
+            exempt = {}}
   end
+  local exempt = {}
+  for jtype in string.gmatch(rest, '[^,]+') do exempt[jtype] = true end
   return {ttl = tonumber(t), completed = {count = tonumber(cc), age = tonumber(ca)},
-          dead = {count = tonumber(fc), age = tonumber(fa)}}
+          dead = {count = tonumber(fc), age = tonumber(fa)}, exempt = exempt}
+end
+
+-- What policy `K` keeps of a `class` (completed, dead) record of `jtype`.
+local function keep_for(K, class, jtype)
+  if K.exempt[jtype] then return {count = -1, age = K.ttl} end
+  return K[class]
 end
 
 -- Whether `keep` drops a record as soon as it finishes (count 0 or age 0).

@@ -70,7 +70,7 @@ else
   redis.call('HDEL', jk, 'env')
   emit(now, 'dead', jtype, id, {'error', err})
   child_done(now, id, 'dead', err, parent, jtype, consumer)
-  retire(now, 'dead', jtype, id, K.dead, true)
-  trim_kept(now, 'dead', jtype, K.dead)
+  retire(now, 'dead', jtype, id, keep_for(K, 'dead', jtype), true)
+  trim_kept(now, 'dead', jtype, keep_for(K, 'dead', jtype))
 end
 return 1

@@ -55,7 +55,8 @@ for i = 4, #ARGV, 7 do
     if not bad[i] then f = redis.call('HMGET', jk, 'state', 'worker', 'stream_id', 'starts') end
     if f[1] == state and f[2] == consumer and f[3] == sid and f[4] == starts then
       out[#out + 1] = 2
-    elseif not bad[i] and not f[1] and state == 'completed' and drops(K.completed) then
+    elseif not bad[i] and not f[1] and state == 'completed'
+           and drops(keep_for(K, 'completed', jtype)) then
       -- no record, and completed ones are dropped at finish: this call's own finish (or
       -- another worker's, of the same job after a lost lease) was applied; nothing to do
       out[#out + 1] = 2
@@ -86,12 +87,12 @@ for i = 4, #ARGV, 7 do
       redis.call('HDEL', jk, 'env')
       redis.call('PEXPIRE', jk, ttl)
       if flow then expire_flow(id, ttl) end
-    elseif drops(K.completed) then
+    elseif drops(keep_for(K, 'completed', jtype)) then
       drop_record(id)
     else
       redis.call('HSET', jk, 'state', state, 'result', result, 'finished_at', now)
       redis.call('HDEL', jk, 'env')
-      retire(now, 'completed', jtype, id, K.completed, flow)
+      retire(now, 'completed', jtype, id, keep_for(K, 'completed', jtype), flow)
     end
     batch_event(events, state, jtype, id, f[6])
     -- (the record's fields it needs were read in pass 1: a dropped record is no loss)
@@ -101,5 +102,7 @@ for i = 4, #ARGV, 7 do
 end
 for state, c in pairs(counts) do add_counts(c, state) end
 emit_batches(now, events)
-for jtype in pairs(counts.completed or {}) do trim_kept(now, 'completed', jtype, K.completed) end
+for jtype in pairs(counts.completed or {}) do
+  trim_kept(now, 'completed', jtype, keep_for(K, 'completed', jtype))
+end
 return out

@@ -115,7 +115,7 @@ for _, plan in ipairs(plans) do
     -- a child's parent learns it (named by the envelope when the record is not a hash)
     child_done(now, id, 'dead', plan.reason, plan.parent, jtype)
     if plan.record then
-      retire(now, 'dead', jtype, id, K.dead, false)
+      retire(now, 'dead', jtype, id, keep_for(K, 'dead', jtype), false)
       buried = true
     end
     out[#out + 1] = {'dead', now, tonumber(plan.attempt or '0'), 0, plan.reason}
@@ -138,7 +138,7 @@ for _, plan in ipairs(plans) do
       redis.call('HDEL', jk, 'env')
       emit(now, 'dead', jtype, id, {'error', reason})
       child_done(now, id, 'dead', reason, plan.parent, jtype)
-      retire(now, 'dead', jtype, id, K.dead, false)
+      retire(now, 'dead', jtype, id, keep_for(K, 'dead', jtype), false)
       buried = true
       out[#out + 1] = {'dead', now, attempt, 0, reason}
     else
@@ -157,7 +157,7 @@ for _, plan in ipairs(plans) do
     end
   end
 end
-if buried then trim_kept(now, 'dead', jtype, K.dead) end
+if buried then trim_kept(now, 'dead', jtype, keep_for(K, 'dead', jtype)) end
 -- one `started` event for the call's jobs (emit_batch), naming this worker
 emit_batches(now, events, {'worker', consumer})
 return out
