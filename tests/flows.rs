@@ -474,10 +474,7 @@ async fn a_fan_out_retried_after_a_lost_reply_is_recognised() {
 async fn a_parent_gets_its_childrens_outcomes_when_completed_records_are_dropped_at_finish() {
     let redis = RedisServer::start();
     let cfg = engine::config::QueueConfig {
-        keep_completed: engine::config::Keep {
-            count: Some(0),
-            age: None,
-        },
+        keep_completed: engine::config::Keep::NONE,
         ..Default::default()
     };
     let q = flow_queue_with(&redis, cfg).await;

@@ -737,11 +737,7 @@ async fn a_finish_retried_after_a_lost_reply_counts_once_as_processed() {
 /// and still counts the job once, as completed.
 #[tokio::test]
 async fn a_finish_retried_after_a_lost_reply_counts_once_when_records_are_dropped() {
-    finish_retried_after_a_lost_reply(engine::config::Keep {
-        count: Some(0),
-        age: None,
-    })
-    .await;
+    finish_retried_after_a_lost_reply(engine::config::Keep::NONE).await;
 }
 
 async fn finish_retried_after_a_lost_reply(keep: engine::config::Keep) {
@@ -1078,10 +1074,7 @@ async fn run_noop(q: &Queue, n: u64) -> String {
 #[tokio::test]
 async fn retention_by_count_keeps_the_newest_completed_records_of_a_type() {
     let redis = RedisServer::start();
-    let keep = engine::config::Keep {
-        count: Some(3),
-        age: None,
-    };
+    let keep = engine::config::Keep::newest(3);
     let q = queue_keeping(&redis, keep, Default::default()).await;
     let w = start(&q, opts(&["noop"]));
     let mut ids = Vec::new();
@@ -1135,14 +1128,8 @@ async fn retention_by_age_drops_older_records_and_forgets_them_in_the_index() {
 #[tokio::test]
 async fn retention_zero_drops_completed_records_at_finish_and_failed_follow_their_own() {
     let redis = RedisServer::start();
-    let drop = engine::config::Keep {
-        count: Some(0),
-        age: None,
-    };
-    let one = engine::config::Keep {
-        count: Some(1),
-        age: None,
-    };
+    let drop = engine::config::Keep::NONE;
+    let one = engine::config::Keep::newest(1);
     let q = queue_keeping(&redis, drop, one).await;
     let w = start(&q, opts(&["noop", "sleep"]));
     let done = run_noop(&q, 1).await;
@@ -1273,10 +1260,7 @@ impl jobs::JobHandler for ReadLaterHandler {
 async fn a_type_whose_record_is_read_after_finish_keeps_it_under_retention_zero() {
     let redis = RedisServer::start();
     let cfg = engine::config::QueueConfig {
-        keep_completed: engine::config::Keep {
-            count: Some(0),
-            age: None,
-        },
+        keep_completed: engine::config::Keep::NONE,
         ..Default::default()
     };
     let catalog = jobs::Catalog::default()

@@ -336,6 +336,20 @@ pub struct Keep {
 }
 
 impl Keep {
+    /// No record: each is dropped as it finishes.
+    pub const NONE: Keep = Keep {
+        count: Some(0),
+        age: None,
+    };
+
+    /// The newest `n` records of each type, for the default age.
+    pub const fn newest(n: u64) -> Self {
+        Keep {
+            count: Some(n),
+            age: None,
+        }
+    }
+
     /// Whether a record is dropped as soon as it finishes.
     pub fn drops_at_finish(&self) -> bool {
         self.count == Some(0) || self.age.is_some_and(|a| a.is_zero())
