@@ -99,6 +99,26 @@ pub const TABLE: &[Setting] = &[
     )
     .or("86400"),
     var(
+        engine::config::ENV_KEEP_COMPLETED_COUNT,
+        "queue",
+        "completed job records kept per job type, newest first (unset: all; 0: dropped at finish; a flow parent still gets its child's outcome)",
+    ),
+    var(
+        engine::config::ENV_KEEP_COMPLETED_SECS,
+        "queue",
+        "seconds a completed job's record is kept (unset: SYNTH_JOB_RETENTION_SECS; 0: dropped at finish)",
+    ),
+    var(
+        engine::config::ENV_KEEP_FAILED_COUNT,
+        "queue",
+        "dead-lettered job records kept per job type, newest first (unset: all; 0: dropped; the dead letter itself stays)",
+    ),
+    var(
+        engine::config::ENV_KEEP_FAILED_SECS,
+        "queue",
+        "seconds a dead-lettered job's record is kept (unset: SYNTH_JOB_RETENTION_SECS; 0: dropped)",
+    ),
+    var(
         engine::config::ENV_MAX_DELIVERIES,
         "queue",
         "deliveries of a stream entry without finishing before it is dead-lettered",

@@ -322,37 +322,55 @@ fn jobs_over_http_are_authenticated_isolated_and_validated() {
     }
 }
 
-#[test]
-fn events_stream_shows_only_the_callers_jobs() {
-    let redis = RedisServer::start();
-    let b = start(&redis, None, &[]);
+/// An open `GET /events` for `bot` (resuming after `last`, a `Last-Event-ID`), past its
+/// status line, once the tail has started.
+fn open_events(b: &Bridge, bot: &str, last: Option<&str>) -> BufReader<TcpStream> {
     let mut s = TcpStream::connect(("127.0.0.1", b.port)).unwrap();
-    s.write_all(b"GET /events HTTP/1.1\r\nHost: x\r\nX-Bot-Id: bot-a\r\n\r\n")
-        .unwrap();
+    let resume = last.map_or(String::new(), |l| format!("Last-Event-ID: {l}\r\n"));
+    write!(
+        s,
+        "GET /events HTTP/1.1\r\nHost: x\r\nX-Bot-Id: {bot}\r\n{resume}\r\n"
+    )
+    .unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let mut r = BufReader::new(s);
     let mut line = String::new();
     r.read_line(&mut line).unwrap();
     assert!(line.contains("200"), "{line}");
     std::thread::sleep(Duration::from_millis(300)); // the tail starts at "now"
-    let (_, theirs) = call(&b, "POST", "/jobs", "bot-b", json!({"type": "noop"}));
-    let (_, mine) = call(&b, "POST", "/jobs", "bot-a", json!({"type": "noop"}));
-    let (theirs, mine) = (
-        theirs["id"].as_str().unwrap().to_string(),
-        mine["id"].as_str().unwrap().to_string(),
-    );
+    r
+}
+
+/// Reads the stream until it holds `want` (panics after `secs`, showing what it saw).
+fn read_until(r: &mut BufReader<TcpStream>, want: &str, secs: u64) -> String {
     let mut seen = String::new();
-    let deadline = Instant::now() + Duration::from_secs(8);
-    while !seen.contains(&mine) {
-        assert!(
-            Instant::now() < deadline,
-            "no event for our job; saw: {seen}"
-        );
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !seen.contains(want) {
+        assert!(Instant::now() < deadline, "no {want:?} in: {seen}");
         let mut l = String::new();
         if r.read_line(&mut l).is_ok() {
             seen.push_str(&l);
         }
     }
+    seen
+}
+
+/// One `noop` job enqueued by bot-b, then one by bot-a: their ids.
+fn noop_jobs_of_b_and_a(b: &Bridge) -> (String, String) {
+    let id = |bot: &str| {
+        let (_, job) = call(b, "POST", "/jobs", bot, json!({"type": "noop"}));
+        job["id"].as_str().unwrap().to_string()
+    };
+    (id("bot-b"), id("bot-a"))
+}
+
+#[test]
+fn events_stream_shows_only_the_callers_jobs() {
+    let redis = RedisServer::start();
+    let b = start(&redis, None, &[]);
+    let mut r = open_events(&b, "bot-a", None);
+    let (theirs, mine) = noop_jobs_of_b_and_a(&b);
+    let seen = read_until(&mut r, &mine, 8);
     assert!(
         seen.contains("event:enqueued") || seen.contains("event: enqueued"),
         "{seen}"
@@ -361,6 +379,85 @@ fn events_stream_shows_only_the_callers_jobs() {
         !seen.contains(&theirs),
         "another bot's job leaked into the stream: {seen}"
     );
+}
+
+/// Completed records dropped at finish (`SYNTH_KEEP_COMPLETED_COUNT=0`): `/events` still hands
+/// a bot its job's `completed` event (the engine's batch entries name each job's bot), and
+/// not another bot's.
+#[test]
+fn events_reach_their_bot_after_the_record_is_dropped() {
+    let redis = RedisServer::start();
+    let keep = [("SYNTH_KEEP_COMPLETED_COUNT", "0")];
+    let b = start_env(&redis, None, &[], &keep);
+    let mut r = open_events(&b, "bot-a", None);
+    let (theirs, mine) = noop_jobs_of_b_and_a(&b);
+    let migrated = Command::new(bin())
+        .args(["--redis-url", &redis.url(), "--prefix", "br", "migrate"])
+        .output()
+        .unwrap();
+    assert!(migrated.status.success(), "{migrated:?}");
+    let mut worker = Command::new(bin())
+        .args(["--redis-url", &redis.url(), "--prefix", "br", "worker"])
+        .args(["--roles", "noop"])
+        .envs(keep)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let done = format!("\"event\":\"completed\",\"id\":\"{mine}\"");
+    let seen = read_until(&mut r, &done, 10);
+    let _ = worker.kill();
+    let _ = worker.wait();
+    let (st, _) = call(&b, "GET", &format!("/jobs/{mine}"), "bot-a", Value::Null);
+    assert_eq!(st, 404, "the record was dropped at finish");
+    assert!(
+        !seen.contains(&theirs),
+        "another bot's job leaked into the stream: {seen}"
+    );
+    // the id of a job's event in a batch entry is `<entry>/<n>`
+    assert!(
+        seen.lines()
+            .any(|l| l.starts_with("id:") && l.contains('/')),
+        "{seen}"
+    );
+}
+
+/// A client that left in the middle of a batch entry resumes with the rest of its jobs.
+#[test]
+fn events_resume_in_the_middle_of_a_batch_entry() {
+    let redis = RedisServer::start();
+    let b = start(&redis, None, &[]);
+    let entry: String = redis::cmd("XADD")
+        .arg("{br}:events")
+        .arg("*")
+        .arg(&["event", "completed", "type", "noop", "at", "1"])
+        .arg(&[
+            "ids",
+            r#"["j0","j1","j2"]"#,
+            "bots",
+            r#"["bot-a","bot-b","bot-a"]"#,
+        ])
+        .query(&mut redis.conn())
+        .unwrap();
+    let mut r = open_events(&b, "bot-a", Some(&format!("{entry}/0")));
+    let seen = read_until(&mut r, &format!("id:{entry}/2"), 8);
+    assert!(seen.contains("\"id\":\"j2\""), "{seen}");
+    assert!(!seen.contains("\"j0\""), "j0 was seen before: {seen}");
+    assert!(!seen.contains("\"j1\""), "another bot's job: {seen}");
+    let (st, _, text) = http(
+        b.port,
+        "GET",
+        "/events",
+        &[
+            ("X-API-Key", "sekret"),
+            ("X-Bot-Id", "bot-a"),
+            ("Last-Event-ID", "$"),
+        ],
+        "",
+    );
+    assert_eq!(st, 400, "{text}");
+    assert!(text.contains("Last-Event-ID"), "{text}");
 }
 
 #[test]

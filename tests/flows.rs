@@ -466,3 +466,55 @@ async fn a_fan_out_retried_after_a_lost_reply_is_recognised() {
     stop.cancel();
     w.await.unwrap().unwrap();
 }
+
+/// Completed records dropped at finish (`SYNTH_KEEP_COMPLETED_COUNT=0`): the children's
+/// outcomes still reach their parent (they live on `job:<parent>:children`, not in the
+/// children's records), which runs once more with them and does not fan out again.
+#[tokio::test]
+async fn a_parent_gets_its_childrens_outcomes_when_completed_records_are_dropped_at_finish() {
+    let redis = RedisServer::start();
+    let cfg = engine::config::QueueConfig {
+        keep_completed: engine::config::Keep::NONE,
+        ..Default::default()
+    };
+    let q = flow_queue_with(&redis, cfg).await;
+    let (stop, w) = start(&q, "w", 4, Arc::new(AtomicBool::new(true)));
+    let p = q
+        .enqueue(EnqueueRequest::new(
+            "whole",
+            json!({"n": 3, "fail": 1, "ms": 50}),
+        ))
+        .await
+        .unwrap()
+        .id;
+    let stats = |t: &'static str| {
+        let q = q.clone();
+        async move { q.stats_for(&[t]).await.unwrap().remove(0) }
+    };
+    eventually(Duration::from_secs(10), "the parent completes", || async {
+        stats("whole").await.completed == 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (parent, part) = (stats("whole").await, stats("part").await);
+    assert_eq!((parent.completed, parent.enqueued), (1, 1));
+    assert_eq!(
+        (part.enqueued, part.completed, part.dead),
+        (3, 2, 1),
+        "one fan-out: the parent read its children's outcomes"
+    );
+    assert!(q.status(&p).await.unwrap().is_none(), "dropped at finish");
+    assert!(q.status(&format!("{p}-c0")).await.unwrap().is_none());
+    // the dead child follows the failed setting (default: kept)
+    assert_eq!(state(&q, &format!("{p}-c1")).await, "dead");
+    let mut c = q.conn().await.unwrap();
+    let events: Vec<(String, Vec<(String, String)>)> =
+        c.xrange_all(q.keys().events()).await.unwrap();
+    let woke = events.iter().any(|(_, f)| {
+        f.contains(&("event".into(), "children_done".into()))
+            && f.contains(&("id".into(), p.clone()))
+    });
+    assert!(woke, "the last child woke the parent");
+    stop.cancel();
+    w.await.unwrap().unwrap();
+}

@@ -730,10 +730,22 @@ async fn an_entry_delivered_too_often_is_dead_lettered() {
 
 #[tokio::test]
 async fn a_finish_retried_after_a_lost_reply_counts_once_as_processed() {
+    finish_retried_after_a_lost_reply(Default::default()).await;
+}
+
+/// The same with completed records dropped at finish: the retry finds no record of its own
+/// and still counts the job once, as completed.
+#[tokio::test]
+async fn a_finish_retried_after_a_lost_reply_counts_once_when_records_are_dropped() {
+    finish_retried_after_a_lost_reply(engine::config::Keep::NONE).await;
+}
+
+async fn finish_retried_after_a_lost_reply(keep: engine::config::Keep) {
     let redis = RedisServer::start();
     // Replies slower than 300 ms time out, and the finisher retries the call.
     let cfg = engine::config::QueueConfig {
         response_timeout: Duration::from_millis(300),
+        keep_completed: keep,
         ..Default::default()
     };
     let q = queue_with(&redis, cfg).await;
@@ -741,8 +753,13 @@ async fn a_finish_retried_after_a_lost_reply_counts_once_as_processed() {
     o.lease = Duration::from_secs(20);
     let mut w = start(&q, o);
     // A first job loads the scripts, so the paused call below is the real finish.
-    let warm = enqueue(&q, "sleep", json!({"ms": 1})).await;
-    wait_state(&q, &warm, "completed", Duration::from_secs(5)).await;
+    enqueue(&q, "sleep", json!({"ms": 1})).await;
+    eventually(
+        Duration::from_secs(5),
+        "the first job completes",
+        || async { q.stats_for(&["sleep"]).await.unwrap()[0].completed == 1 },
+    )
+    .await;
     let id = enqueue(&q, "sleep", json!({"ms": 600})).await;
     wait_state(&q, &id, "active", Duration::from_secs(5)).await;
     // Writes (scripts included) wait 1.5 s: the finish call times out on our side, is
@@ -764,8 +781,13 @@ async fn a_finish_retried_after_a_lost_reply_counts_once_as_processed() {
     .await
     .expect("the retried finish is recognised as this worker's own and observed");
     assert_eq!(seen, "completed");
-    let s = q.status(&id).await.unwrap().unwrap();
-    assert_eq!((s.state.as_str(), s.starts), ("completed", 1));
+    let s = q.status(&id).await.unwrap();
+    if keep.drops_at_finish() {
+        assert!(s.is_none(), "dropped at finish: {s:?}");
+    } else {
+        let s = s.unwrap();
+        assert_eq!((s.state.as_str(), s.starts), ("completed", 1));
+    }
     let stats = q.stats().await.unwrap();
     let sleep = stats.iter().find(|s| s.job_type == "sleep").unwrap();
     assert_eq!(sleep.completed, 2, "applied once, not once per retry");
@@ -1017,4 +1039,268 @@ async fn the_bots_index_forgets_expired_sessions() {
         vec!["late".to_string()],
         "expired sessions are forgotten"
     );
+}
+
+/// A queue whose completed and dead records are kept as `completed` and `failed` say.
+async fn queue_keeping(
+    redis: &RedisServer,
+    completed: engine::config::Keep,
+    failed: engine::config::Keep,
+) -> Queue {
+    let cfg = engine::config::QueueConfig {
+        keep_completed: completed,
+        keep_failed: failed,
+        ..Default::default()
+    };
+    queue_with(redis, cfg).await
+}
+
+/// The ids of `kept:<class>:<type>`, oldest first.
+async fn kept(q: &Queue, class: &str, t: &str) -> Vec<String> {
+    let mut c = q.conn().await.unwrap();
+    c.zrange(q.keys().kept(class, t), 0, -1).await.unwrap()
+}
+
+/// Enqueues a `noop` job and waits until the stats count it completed (its record may be gone).
+async fn run_noop(q: &Queue, n: u64) -> String {
+    let id = enqueue(q, "noop", json!({})).await;
+    eventually(Duration::from_secs(5), "the job to complete", || async {
+        q.stats_for(&["noop"]).await.unwrap()[0].completed >= n
+    })
+    .await;
+    id
+}
+
+#[tokio::test]
+async fn retention_by_count_keeps_the_newest_completed_records_of_a_type() {
+    let redis = RedisServer::start();
+    let keep = engine::config::Keep::newest(3);
+    let q = queue_keeping(&redis, keep, Default::default()).await;
+    let w = start(&q, opts(&["noop"]));
+    let mut ids = Vec::new();
+    for n in 1..=7 {
+        ids.push(run_noop(&q, n).await);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    for (i, id) in ids.iter().enumerate() {
+        let st = q.status(id).await.unwrap();
+        if i < 4 {
+            assert!(
+                st.is_none(),
+                "job {i} ({id}) is beyond the newest 3: {st:?}"
+            );
+        } else {
+            assert_eq!(st.map(|s| s.state).as_deref(), Some("completed"), "job {i}");
+        }
+    }
+    assert_eq!(kept(&q, "completed", "noop").await, ids[4..].to_vec());
+    w.stop().await;
+}
+
+#[tokio::test]
+async fn retention_by_age_drops_older_records_and_forgets_them_in_the_index() {
+    let redis = RedisServer::start();
+    let keep = engine::config::Keep {
+        count: Some(100),
+        age: Some(Duration::from_millis(400)),
+    };
+    let q = queue_keeping(&redis, keep, Default::default()).await;
+    let w = start(&q, opts(&["noop"]));
+    let old = run_noop(&q, 1).await;
+    let mut c = q.conn().await.unwrap();
+    let ttl: i64 = c.pttl(q.keys().job(&old)).await.unwrap();
+    assert!(
+        ttl > 0 && ttl <= 400,
+        "kept for the 400 ms set, got {ttl} ms"
+    );
+    eventually(
+        Duration::from_secs(3),
+        "the old record to expire",
+        || async { q.status(&old).await.unwrap().is_none() },
+    )
+    .await;
+    let new = run_noop(&q, 2).await;
+    assert_eq!(state(&q, &new).await, "completed");
+    assert_eq!(kept(&q, "completed", "noop").await, vec![new]);
+    w.stop().await;
+}
+
+#[tokio::test]
+async fn retention_zero_drops_completed_records_at_finish_and_failed_follow_their_own() {
+    let redis = RedisServer::start();
+    let drop = engine::config::Keep::NONE;
+    let one = engine::config::Keep::newest(1);
+    let q = queue_keeping(&redis, drop, one).await;
+    let w = start(&q, opts(&["noop", "sleep"]));
+    let done = run_noop(&q, 1).await;
+    assert!(
+        q.status(&done).await.unwrap().is_none(),
+        "dropped at finish"
+    );
+    let mut c = q.conn().await.unwrap();
+    let left: bool = c.exists(q.keys().job(&done)).await.unwrap();
+    assert!(!left);
+    assert!(
+        kept(&q, "completed", "noop").await.is_empty(),
+        "no index under 0"
+    );
+    // two dead-lettered jobs: the newer one's record is kept, the older one's dropped, and
+    // both dead letters stay (retention is about records)
+    let mut dead = Vec::new();
+    for n in 1..=2u64 {
+        let id = q
+            .enqueue(EnqueueRequest {
+                max_attempts: Some(1),
+                ..EnqueueRequest::new("sleep", json!({"ms": 0, "fail_rate": 1.0}))
+            })
+            .await
+            .unwrap()
+            .id;
+        eventually(Duration::from_secs(5), "the job to die", || async {
+            q.stats_for(&["sleep"]).await.unwrap()[0].dead >= n
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        dead.push(id);
+    }
+    assert!(q.status(&dead[0]).await.unwrap().is_none());
+    assert_eq!(state(&q, &dead[1]).await, "dead");
+    assert_eq!(kept(&q, "dead", "sleep").await, vec![dead[1].clone()]);
+    assert_eq!(q.dlq_list(10).await.unwrap().len(), 2);
+    // a retried dead letter leaves the index: a later trim cannot drop its live record
+    w.stop().await;
+    let letters = q.dlq_list(10).await.unwrap();
+    let letter = letters.iter().find(|l| l.id == dead[1]).unwrap();
+    let (n, _) = q
+        .dlq_retry(std::slice::from_ref(&letter.dlq_id))
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    assert!(kept(&q, "dead", "sleep").await.is_empty());
+    assert_eq!(state(&q, &dead[1]).await, "waiting");
+}
+
+/// The ids of the events of kind `event` in the events stream, and how many entries held them.
+async fn event_ids(q: &Queue, event: &str) -> (Vec<String>, usize) {
+    let mut c = q.conn().await.unwrap();
+    let ev: redis::streams::StreamRangeReply = c.xrange_all(q.keys().events()).await.unwrap();
+    let mut ids = Vec::new();
+    let mut entries = 0;
+    for e in ev.ids.iter() {
+        if e.get::<String>("event").as_deref() != Some(event) {
+            continue;
+        }
+        entries += 1;
+        let batch: Vec<String> = serde_json::from_str(&e.get::<String>("ids").unwrap()).unwrap();
+        let bots: Vec<String> = serde_json::from_str(&e.get::<String>("bots").unwrap()).unwrap();
+        assert_eq!(batch.len(), bots.len(), "a bot per job");
+        ids.extend(batch);
+    }
+    (ids, entries)
+}
+
+#[tokio::test]
+async fn events_are_written_once_per_script_call_naming_every_job() {
+    let redis = RedisServer::start();
+    let q = queue(&redis).await;
+    let reqs = (0..40)
+        .map(|_| EnqueueRequest::new("noop", json!({})))
+        .collect();
+    let mut ids: Vec<String> = q
+        .enqueue_many(reqs)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    ids.sort();
+    let w = start(&q, opts(&["noop"]));
+    eventually(Duration::from_secs(5), "every job completes", || async {
+        q.stats_for(&["noop"]).await.unwrap()[0].completed == 40
+    })
+    .await;
+    w.stop().await;
+    for (event, most) in [("enqueued", 1), ("started", 39), ("completed", 39)] {
+        let (mut got, entries) = event_ids(&q, event).await;
+        got.sort();
+        assert_eq!(got, ids, "{event}: every job once");
+        assert!(
+            entries >= 1 && entries <= most,
+            "{event}: {entries} entries for 40 jobs"
+        );
+    }
+}
+
+/// A type whose finished record is read after it finishes (as the bridge's sessions read an
+/// `experiment`'s): retention by count leaves it alone.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ReadLater {}
+impl jobs::JobSpec for ReadLater {
+    const TYPE: &'static str = "read-later";
+    const DESCRIPTION: &'static str = "a job whose record is read after it finished (tests)";
+    const ROLE: jobs::Role = jobs::Role::Engine;
+    const RECORD_READ_AFTER_FINISH: bool = true;
+    type Output = serde_json::Value;
+}
+
+struct ReadLaterHandler;
+#[async_trait::async_trait]
+impl jobs::JobHandler for ReadLaterHandler {
+    type Job = ReadLater;
+    async fn run(
+        &self,
+        _: &jobs::JobContext,
+        _: ReadLater,
+    ) -> Result<serde_json::Value, jobs::JobError> {
+        Ok(json!("read me"))
+    }
+}
+
+#[tokio::test]
+async fn a_type_whose_record_is_read_after_finish_keeps_it_under_retention_zero() {
+    let redis = RedisServer::start();
+    let cfg = engine::config::QueueConfig {
+        keep_completed: engine::config::Keep::NONE,
+        ..Default::default()
+    };
+    let catalog = jobs::Catalog::default()
+        .with::<jobs::builtin::Noop>()
+        .with::<ReadLater>();
+    let q = Queue::new(&redis.url(), "t", cfg)
+        .unwrap()
+        .with_catalog(catalog);
+    engine::migrate::migrate(&q).await.unwrap();
+    // the build's `experiment` (a bridge session reads its result) and this test's type
+    let arg = q.retention_arg();
+    let exempt: Vec<&str> = arg.split_once(';').unwrap().1.split(',').collect();
+    assert!(
+        exempt.contains(&"experiment")
+            && exempt.contains(&"read-later")
+            && !exempt.contains(&"noop"),
+        "{arg}"
+    );
+    let mut reg = jobs::Registry::new();
+    engine::builtin::register(&mut reg);
+    reg.register(ReadLaterHandler);
+    let w = Worker::new(q.clone(), reg, opts(&["noop", "read-later"])).unwrap();
+    let stop = CancellationToken::new();
+    let handle = tokio::spawn(w.run(stop.clone()));
+    let kept = enqueue(&q, "read-later", json!({})).await;
+    let dropped = enqueue(&q, "noop", json!({})).await;
+    wait_state(&q, &kept, "completed", Duration::from_secs(5)).await;
+    eventually(Duration::from_secs(5), "the noop job completes", || async {
+        q.stats_for(&["noop"]).await.unwrap()[0].completed == 1
+    })
+    .await;
+    let st = q.status(&kept).await.unwrap().unwrap();
+    assert_eq!(st.result, Some(json!("read me")));
+    let mut c = q.conn().await.unwrap();
+    let ttl: i64 = c.pttl(q.keys().job(&kept)).await.unwrap();
+    assert!(
+        ttl > 3_600_000,
+        "kept for SYNTH_JOB_RETENTION_SECS, got {ttl} ms"
+    );
+    assert!(q.status(&dropped).await.unwrap().is_none());
+    stop.cancel();
+    handle.await.unwrap().unwrap();
 }

@@ -31,6 +31,8 @@ impl JobSpec for RunExperiment {
     const MAX_ATTEMPTS: u32 = 2;
     const TIMEOUT_MS: u64 = 6 * 3_600_000;
     const RETIRED_FIELDS: &'static [(&'static str, &'static str)] = crate::retired::DIR_FIELDS;
+    // A bridge session reads the result from the record (src/bridge/session.rs, `sync`).
+    const RECORD_READ_AFTER_FINISH: bool = true;
     type Output = serde_json::Value;
 
     fn validate(&self) -> Result<(), InvalidPayload> {

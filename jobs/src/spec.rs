@@ -31,6 +31,12 @@ pub trait JobSpec: Serialize + DeserializeOwned + Send + Sync + 'static {
     /// than serde's bare "unknown field".
     const RETIRED_FIELDS: &'static [(&'static str, &'static str)] = &[];
 
+    /// Whether something reads this type's finished record after it finished (a bridge
+    /// session takes an experiment's result from it): the retention settings that drop or
+    /// count records (`SYNTH_KEEP_*`) leave it alone, and it is kept for
+    /// `SYNTH_JOB_RETENTION_SECS`.
+    const RECORD_READ_AFTER_FINISH: bool = false;
+
     /// Checks the payload beyond what serde checks; the message names the field.
     fn validate(&self) -> Result<(), InvalidPayload> {
         Ok(())
@@ -128,6 +134,8 @@ pub struct JobTypeInfo {
     pub timeout_ms: u64,
     pub role: Role,
     pub bots: BotAccess,
+    /// [`JobSpec::RECORD_READ_AFTER_FINISH`].
+    pub record_read_after_finish: bool,
     /// Decodes and validates a payload, naming what is wrong.
     pub validate: fn(&serde_json::Value) -> Result<(), CatalogError>,
 }
@@ -142,6 +150,7 @@ impl JobTypeInfo {
             timeout_ms: J::TIMEOUT_MS,
             role: J::ROLE,
             bots: J::BOTS,
+            record_read_after_finish: J::RECORD_READ_AFTER_FINISH,
             validate: validate_payload::<J>,
         }
     }
@@ -220,6 +229,15 @@ impl Catalog {
     }
 
     /// The entry for `name`, or an error listing the known types.
+    /// The types whose finished records are read after they finish
+    /// ([`JobSpec::RECORD_READ_AFTER_FINISH`]).
+    pub fn records_read_after_finish(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.types
+            .iter()
+            .filter(|t| t.record_read_after_finish)
+            .map(|t| t.name)
+    }
+
     pub fn find(&self, name: &str) -> Result<&JobTypeInfo, CatalogError> {
         find_in(&self.types, name)
     }

@@ -661,6 +661,7 @@ pub(super) async fn bench(q: Queue, c: BenchCommand) -> anyhow::Result<()> {
                 enqueue_batch,
                 producers,
                 rate,
+                config: q.config().clone(),
             };
             let r = engine::bench::run(&b).await?;
             if json {

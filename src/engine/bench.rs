@@ -27,6 +27,8 @@ pub struct QueueBench {
     pub producers: usize,
     /// Offered load in jobs/s; 0 = enqueue as fast as possible (a burn-down).
     pub rate: u64,
+    /// The queue's tunables (the CLI's: the environment's, so retention settings apply).
+    pub config: crate::config::QueueConfig,
 }
 
 /// What one run measured.
@@ -64,7 +66,7 @@ pub enum BenchError {
 /// Runs the benchmark.
 pub async fn run(b: &QueueBench) -> Result<QueueBenchReport, BenchError> {
     let prefix = format!("bench-{}", ulid::Ulid::new());
-    let queue = Queue::new(&b.redis_url, &prefix, Default::default())?;
+    let queue = Queue::new(&b.redis_url, &prefix, b.config.clone())?;
     crate::migrate::migrate(&queue).await?;
     let (tx, mut rx) = mpsc::unbounded_channel();
     let shutdown = CancellationToken::new();

@@ -15,9 +15,10 @@
 //! that ACL user (see [`crate::acl`]).
 //!
 //! Queue tunables ([`QueueConfig`]): how long finished job records are kept
-//! (`SYNTH_JOB_RETENTION_SECS`), the delivery cap (`SYNTH_MAX_DELIVERIES`) and the replicas
-//! that must confirm the writes that matter (`SYNTH_REDIS_MIN_REPLICAS_ACK`,
-//! `SYNTH_REDIS_WAIT_MS`), read by
+//! (`SYNTH_JOB_RETENTION_SECS`; completed and dead-lettered ones by count and age:
+//! [`Keep`], `SYNTH_KEEP_COMPLETED_COUNT`/`_SECS`, `SYNTH_KEEP_FAILED_COUNT`/`_SECS`), the
+//! delivery cap (`SYNTH_MAX_DELIVERIES`) and the replicas that must confirm the writes that
+//! matter (`SYNTH_REDIS_MIN_REPLICAS_ACK`, `SYNTH_REDIS_WAIT_MS`), read by
 //! [`QueueConfig::from_env`]; every process of a deployment should agree on them.
 //!
 //! What it does not do: it opens no connection (a certificate the server does not match is
@@ -308,6 +309,59 @@ pub const DEFAULT_WAIT_MS: u64 = 1000;
 pub const DEFAULT_JOB_RETENTION_SECS: u64 = 24 * 3600;
 /// An entry delivered more often than this without finishing is dead-lettered.
 pub const DEFAULT_MAX_DELIVERIES: u32 = 10;
+/// `SYNTH_KEEP_COMPLETED_COUNT`: how many completed records of each job type are kept (the
+/// newest by finish time); unset: no limit; 0: none (dropped at finish).
+pub const ENV_KEEP_COMPLETED_COUNT: &str = "SYNTH_KEEP_COMPLETED_COUNT";
+/// `SYNTH_KEEP_COMPLETED_SECS`: how long a completed record is kept; unset:
+/// `SYNTH_JOB_RETENTION_SECS`; 0: dropped at finish.
+pub const ENV_KEEP_COMPLETED_SECS: &str = "SYNTH_KEEP_COMPLETED_SECS";
+/// `SYNTH_KEEP_FAILED_COUNT`: like [`ENV_KEEP_COMPLETED_COUNT`] for dead-lettered records.
+pub const ENV_KEEP_FAILED_COUNT: &str = "SYNTH_KEEP_FAILED_COUNT";
+/// `SYNTH_KEEP_FAILED_SECS`: like [`ENV_KEEP_COMPLETED_SECS`] for dead-lettered records.
+pub const ENV_KEEP_FAILED_SECS: &str = "SYNTH_KEEP_FAILED_SECS";
+
+/// Which finished records of one kind (completed, or dead-lettered) are kept: BullMQ's
+/// `removeOnComplete`/`removeOnFail` `{count, age}`. A record is dropped when it is older than
+/// its age or when `count` newer ones of its job type are kept; `count` 0 or age 0 drops it at
+/// finish (its status then reads as not found). Cancelled records are not affected: they stay
+/// for [`QueueConfig::result_ttl`], and so do those of the types whose records are read after
+/// they finish (`jobs::JobSpec::RECORD_READ_AFTER_FINISH`, [`crate::queue::Queue::retention_arg`]). A flow child's outcome lives on its parent
+/// (`job:<parent>:children`), so dropping the child's own record loses nothing the parent reads.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Keep {
+    /// The newest records kept per job type; `None`: no limit.
+    pub count: Option<u64>,
+    /// How long a record is kept after it finished; `None`: [`QueueConfig::result_ttl`].
+    pub age: Option<Duration>,
+}
+
+impl Keep {
+    /// No record: each is dropped as it finishes.
+    pub const NONE: Keep = Keep {
+        count: Some(0),
+        age: None,
+    };
+
+    /// The newest `n` records of each type, for the default age.
+    pub const fn newest(n: u64) -> Self {
+        Keep {
+            count: Some(n),
+            age: None,
+        }
+    }
+
+    /// Whether a record is dropped as soon as it finishes.
+    pub fn drops_at_finish(&self) -> bool {
+        self.count == Some(0) || self.age.is_some_and(|a| a.is_zero())
+    }
+
+    /// `count,age ms` as the scripts read it (`-1`: no count limit), `ttl` standing in for an
+    /// unset age.
+    fn arg(&self, ttl: Duration) -> String {
+        let count = self.count.map_or(-1, |c| c.min(i64::MAX as u64) as i64);
+        format!("{count},{}", self.age.unwrap_or(ttl).as_millis())
+    }
+}
 
 /// A queue tunable from the environment that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -324,6 +378,12 @@ pub struct QueueConfig {
     /// How long a finished (completed, cancelled, dead) job's status and result stay
     /// readable: `SYNTH_JOB_RETENTION_SECS`, default 24 h.
     pub result_ttl: Duration,
+    /// Which completed records are kept ([`Keep`]): `SYNTH_KEEP_COMPLETED_COUNT` (default: no
+    /// limit) and `SYNTH_KEEP_COMPLETED_SECS` (default: [`QueueConfig::result_ttl`]).
+    pub keep_completed: Keep,
+    /// Which dead-lettered records are kept: `SYNTH_KEEP_FAILED_COUNT` and
+    /// `SYNTH_KEEP_FAILED_SECS`, with the same defaults.
+    pub keep_failed: Keep,
     /// Redis command timeout for ordinary calls.
     pub response_timeout: Duration,
     /// How long a producer keeps retrying while Redis is unreachable.
@@ -345,6 +405,8 @@ impl Default for QueueConfig {
     fn default() -> Self {
         Self {
             result_ttl: Duration::from_secs(DEFAULT_JOB_RETENTION_SECS),
+            keep_completed: Keep::default(),
+            keep_failed: Keep::default(),
             response_timeout: Duration::from_secs(5),
             retry_for: Duration::from_secs(30),
             max_deliveries: DEFAULT_MAX_DELIVERIES,
@@ -355,7 +417,19 @@ impl Default for QueueConfig {
 }
 
 impl QueueConfig {
-    /// The defaults with `SYNTH_JOB_RETENTION_SECS`, `SYNTH_MAX_DELIVERIES`,
+    /// The retention argument of the scripts that finish jobs (`finish.lua`, `fail.lua`,
+    /// `start.lua`): `ttl ms,completed count,completed age ms,failed count,failed age ms`
+    /// (`keep_policy` in `lua/common.lua`).
+    pub fn retention_arg(&self) -> String {
+        format!(
+            "{},{},{}",
+            self.result_ttl.as_millis(),
+            self.keep_completed.arg(self.result_ttl),
+            self.keep_failed.arg(self.result_ttl)
+        )
+    }
+
+    /// The defaults with `SYNTH_JOB_RETENTION_SECS`, `SYNTH_KEEP_*`, `SYNTH_MAX_DELIVERIES`,
     /// `SYNTH_REDIS_MIN_REPLICAS_ACK` and `SYNTH_REDIS_WAIT_MS` applied (unset or empty: the
     /// default).
     pub fn from_env() -> Result<Self, TunableError> {
@@ -381,6 +455,23 @@ impl QueueConfig {
         let read = |var: &'static str| read_min(var, 1);
         if let Some(secs) = read(ENV_JOB_RETENTION)? {
             cfg.result_ttl = Duration::from_secs(secs);
+        }
+        for (keep, count_var, secs_var) in [
+            (
+                &mut cfg.keep_completed,
+                ENV_KEEP_COMPLETED_COUNT,
+                ENV_KEEP_COMPLETED_SECS,
+            ),
+            (
+                &mut cfg.keep_failed,
+                ENV_KEEP_FAILED_COUNT,
+                ENV_KEEP_FAILED_SECS,
+            ),
+        ] {
+            *keep = Keep {
+                count: read_min(count_var, 0)?,
+                age: read_min(secs_var, 0)?.map(Duration::from_secs),
+            };
         }
         if let Some(n) = read(ENV_MAX_DELIVERIES)? {
             cfg.max_deliveries = u32::try_from(n).map_err(|_| TunableError {
@@ -481,7 +572,26 @@ mod tests {
         })
         .unwrap();
         assert_eq!(cfg.result_ttl, Duration::from_secs(60));
+        assert_eq!(cfg.keep_completed, Keep::default());
+        assert_eq!(cfg.retention_arg(), "60000,-1,60000,-1,60000");
         assert_eq!(cfg.max_deliveries, 3);
+        let cfg = QueueConfig::from_lookup(|k| match k {
+            ENV_KEEP_COMPLETED_COUNT => Some("1000".into()),
+            ENV_KEEP_FAILED_SECS => Some("0".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(cfg.keep_completed.count, Some(1000));
+        assert!(!cfg.keep_completed.drops_at_finish());
+        assert!(cfg.keep_failed.drops_at_finish());
+        assert_eq!(cfg.retention_arg(), "86400000,1000,86400000,-1,0");
+        let e = QueueConfig::from_lookup(|k| (k == ENV_KEEP_FAILED_COUNT).then(|| "many".into()))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(ENV_KEEP_FAILED_COUNT) && e.contains("at least 0"),
+            "{e}"
+        );
         let d = QueueConfig::from_lookup(|_| Some(String::new())).unwrap();
         assert_eq!(
             d.result_ttl,

@@ -393,6 +393,15 @@ impl Queue {
     pub fn scripts(&self) -> &Scripts {
         &self.scripts
     }
+    /// The retention argument of the scripts that finish jobs: the config's
+    /// ([`QueueConfig::retention_arg`]), then `;` and the catalog's types whose records are
+    /// read after they finish (`jobs::JobSpec::RECORD_READ_AFTER_FINISH`), comma-separated:
+    /// those keep `result_ttl` whatever the `SYNTH_KEEP_*` settings say.
+    pub fn retention_arg(&self) -> String {
+        let exempt: Vec<&str> = self.catalog.records_read_after_finish().collect();
+        format!("{};{}", self.cfg.retention_arg(), exempt.join(","))
+    }
+
     pub fn config(&self) -> &QueueConfig {
         &self.cfg
     }

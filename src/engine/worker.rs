@@ -422,7 +422,7 @@ async fn start_entries(
                 .arg(&job_type)
                 .arg(&inner.id)
                 .arg(cfg.max_deliveries)
-                .arg(cfg.result_ttl.as_millis() as u64);
+                .arg(inner.queue.retention_arg());
             for d in &deliveries {
                 inv.arg(&d.stream_id)
                     .arg(&d.env.id)
@@ -804,10 +804,10 @@ where
 }
 
 async fn record_finishes(inner: &Inner, done: Vec<Done>) {
-    let ttl = inner.queue.config().result_ttl.as_millis() as u64;
+    let keep = inner.queue.retention_arg();
     let res: Option<Vec<u64>> = persist(&inner.closing, "finish", || {
         let mut inv = inner.queue.scripts().finish.prepare_invoke();
-        inv.arg(inner.queue.prefix()).arg(ttl).arg(&inner.id);
+        inv.arg(inner.queue.prefix()).arg(&keep).arg(&inner.id);
         for d in &done {
             let Outcome::Finish { state, result } = &d.outcome else {
                 unreachable!("partitioned above")
@@ -868,7 +868,7 @@ async fn record_fail(inner: &Inner, d: Done) {
     else {
         return;
     };
-    let ttl = inner.queue.config().result_ttl.as_millis() as u64;
+    let keep = inner.queue.retention_arg();
     let mut next = d.d.env.clone();
     if *counts {
         next.attempt += 1;
@@ -878,7 +878,7 @@ async fn record_fail(inner: &Inner, d: Done) {
     let res: Option<i64> = persist(&inner.closing, "fail", || {
         let mut inv = inner.queue.scripts().fail.prepare_invoke();
         inv.arg(inner.queue.prefix())
-            .arg(ttl)
+            .arg(&keep)
             .arg(&inner.id)
             .arg(&d.d.job_type)
             .arg(&d.d.stream_id)

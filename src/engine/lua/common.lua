@@ -25,6 +25,40 @@ local function emit(now, event, jtype, id, extra)
   redis.call('XADD', unpack(args))
 end
 
+-- Appends one event for several jobs of one type (a script's batch): `ids` and `bots` (each
+-- job's bot, '' = none) as JSON arrays in step, instead of one entry per job. The bridge's
+-- /events (src/bridge/sse.rs) hands them out one per job, as `emit` writes them. `extra`
+-- (optional): more field-value pairs, shared by the jobs. The stream keeps about
+-- EVENTS_MAXLEN jobs' events, not entries: an entry of n jobs trims it to EVENTS_MAXLEN / n
+-- entries (10,000 entries of a 500-job enqueue batch each would be about 150 MB).
+local function emit_batch(now, event, jtype, ids, bots, extra)
+  if #ids == 0 then return end
+  local cap = math.max(1, math.floor(EVENTS_MAXLEN / #ids))
+  local args = {key('events'), 'MAXLEN', '~', cap, '*', 'event', event,
+                'type', jtype, 'ids', cjson.encode(ids), 'bots', cjson.encode(bots), 'at', now}
+  if extra then
+    for i = 1, #extra do args[#args + 1] = extra[i] end
+  end
+  redis.call('XADD', unpack(args))
+end
+
+-- Adds job `id` (of bot `bot`, false/nil = none) to `batch[event][jtype]` for emit_batches.
+local function batch_event(batch, event, jtype, id, bot)
+  local e = batch[event] or {}
+  batch[event] = e
+  local t = e[jtype] or {ids = {}, bots = {}}
+  e[jtype] = t
+  t.ids[#t.ids + 1] = id
+  t.bots[#t.bots + 1] = bot or ''
+end
+
+-- One emit_batch per event and type collected by batch_event, each with `extra`.
+local function emit_batches(now, batch, extra)
+  for event, types in pairs(batch) do
+    for jtype, t in pairs(types) do emit_batch(now, event, jtype, t.ids, t.bots, extra) end
+  end
+end
+
 -- True when `consumer` holds stream entry `sid` in the group's pending list.
 local function owns(stream, sid, consumer)
   local p = redis.call('XPENDING', stream, GROUP, sid, sid, 1)
@@ -71,8 +105,10 @@ end
 -- Puts a job on its stream now, or in the delayed set until ready_at.
 -- Returns {id, 1} when created, {existing id, 0} when the idempotency key or
 -- the id was seen before. `counts` (optional): a table type -> jobs created that the caller
--- adds to the stats once per batch (`add_counts`) instead of one HINCRBY per job.
-local function enqueue_one(now, jtype, id, env, idem, ready_at, ttl_ms, bot, counts)
+-- adds to the stats once per batch (`add_counts`) instead of one HINCRBY per job; `events`
+-- (optional): the batch's events (batch_event), written once per batch (emit_batches)
+-- instead of one per job.
+local function enqueue_one(now, jtype, id, env, idem, ready_at, ttl_ms, bot, counts, events)
   if idem ~= '' then
     -- Idempotency keys are scoped per bot: two bots never share a job by key.
     local ik = key('idem', jtype, bot, idem)
@@ -91,12 +127,14 @@ local function enqueue_one(now, jtype, id, env, idem, ready_at, ttl_ms, bot, cou
                'enqueued_at', now, 'run_at', ready_at, 'attempt', 0, 'bot', bot)
     redis.call('ZADD', key('delayed'), ready_at, id)
     redis.call('HINCRBY', key('stats', jtype), 'delayed_now', 1)
-    emit(now, 'delayed', jtype, id)
+    if events then batch_event(events, 'delayed', jtype, id, bot)
+    else emit(now, 'delayed', jtype, id, {'bot', bot}) end
   else
     local sid = redis.call('XADD', key('q', jtype), '*', 'job', env, 'at', now)
     redis.call('HSET', jk, 'id', id, 'type', jtype, 'state', 'waiting', 'env', env,
                'enqueued_at', now, 'stream_id', sid, 'attempt', 0, 'bot', bot)
-    emit(now, 'enqueued', jtype, id)
+    if events then batch_event(events, 'enqueued', jtype, id, bot)
+    else emit(now, 'enqueued', jtype, id, {'bot', bot}) end
   end
   if counts then
     counts[jtype] = (counts[jtype] or 0) + 1
@@ -228,4 +266,68 @@ end
 local function expire_flow(id, ttl)
   redis.call('PEXPIRE', key('job', id, 'children'), ttl)
   redis.call('PEXPIRE', key('job', id, 'pending'), ttl)
+end
+
+-- Finished-record retention (config.rs, `Keep`; `Queue::retention_arg`): the finishing
+-- scripts' ARGV[2] is `ttl ms,completed count,completed age ms,failed count,failed age ms`
+-- (count -1: no limit), then `;` and the job types whose records are read after they finish
+-- (comma-separated; those keep `ttl`), or a plain ttl in ms (every record kept for it).
+-- Cancelled records keep `ttl`.
+local function keep_policy(arg)
+  local t, cc, ca, fc, fa, rest =
+    string.match(arg, '^(%d+),(%-?%d+),(%d+),(%-?%d+),(%d+);?(.*)$')
+  if not t then
+    local ttl = tonumber(arg)
+    return {ttl = ttl, completed = {count = -1, age = ttl}, dead = {count = -1, age = ttl},
+            exempt = {}}
+  end
+  local exempt = {}
+  for jtype in string.gmatch(rest, '[^,]+') do exempt[jtype] = true end
+  return {ttl = tonumber(t), completed = {count = tonumber(cc), age = tonumber(ca)},
+          dead = {count = tonumber(fc), age = tonumber(fa)}, exempt = exempt}
+end
+
+-- What policy `K` keeps of a `class` (completed, dead) record of `jtype`.
+local function keep_for(K, class, jtype)
+  if K.exempt[jtype] then return {count = -1, age = K.ttl} end
+  return K[class]
+end
+
+-- Whether `keep` drops a record as soon as it finishes (count 0 or age 0).
+local function drops(keep)
+  return keep.count == 0 or keep.age == 0
+end
+
+-- Deletes a job's record and its flow keys.
+local function drop_record(id)
+  redis.call('UNLINK', key('job', id), key('job', id, 'children'), key('job', id, 'pending'))
+end
+
+-- Lets a finished record (already written, state `class`: completed or dead) go as `keep`
+-- says: dropped now, or expiring after its age (its flow keys with it, when `flow`), and,
+-- under a count, indexed by finish time in `kept:<class>:<type>` for trim_kept.
+local function retire(now, class, jtype, id, keep, flow)
+  if drops(keep) then
+    drop_record(id)
+    return
+  end
+  redis.call('PEXPIRE', key('job', id), keep.age)
+  if flow then expire_flow(id, keep.age) end
+  if keep.count > 0 then
+    redis.call('ZADD', key('kept', class, jtype), now, id)
+  end
+end
+
+-- Once per call and type after retire: forgets index entries whose records expired and
+-- drops the oldest records beyond the count (requeue.lua takes a retried job out first).
+local function trim_kept(now, class, jtype, keep)
+  if keep.count <= 0 or keep.age == 0 then return end
+  local idx = key('kept', class, jtype)
+  redis.call('ZREMRANGEBYSCORE', idx, '-inf', now - keep.age)
+  local over = redis.call('ZCARD', idx) - keep.count
+  if over > 0 then
+    local popped = redis.call('ZPOPMIN', idx, over)
+    for j = 1, #popped, 2 do drop_record(popped[j]) end
+  end
+  redis.call('PEXPIRE', idx, keep.age)
 end

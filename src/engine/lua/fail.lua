@@ -1,4 +1,6 @@
--- fail.lua: records a failed attempt. ARGV: prefix, ttl_ms, consumer, type, stream id,
+-- fail.lua: records a failed attempt. ARGV: prefix, retention (keep_policy in common.lua:
+-- a dead record is dropped, or expires and is counted in its type's `kept:dead` index),
+-- consumer, type, stream id,
 -- job id, next envelope (attempt + 1), error, delay ms (-1 = dead-letter now),
 -- counts ('1' = a failed attempt; '0' = deferred: try again later, no attempt used),
 -- starts (the start this worker ran: the fencing token's second half), parent (the flow
@@ -13,7 +15,7 @@
 -- Returns 1 recorded, 0 stale (the entry is no longer ours), 2 dead-lettered because the
 -- job's record is not a hash (overwritten; checked before any write; a retry of that call
 -- answers 2 again), 3 already recorded by this very call (a retry of an applied call).
-local ttl, consumer, jtype = tonumber(ARGV[2]), ARGV[3], ARGV[4]
+local K, consumer, jtype = keep_policy(ARGV[2]), ARGV[3], ARGV[4]
 local sid, id, env, err, delay = ARGV[5], ARGV[6], ARGV[7], ARGV[8], tonumber(ARGV[9])
 local counts = ARGV[10] ~= '0'
 local starts, parent = ARGV[11], ARGV[12]
@@ -66,9 +68,9 @@ else
   bury(now, jtype, id, env, err, sid, by)
   redis.call('HSET', jk, 'state', 'dead', 'error', err, 'finished_at', now)
   redis.call('HDEL', jk, 'env')
-  redis.call('PEXPIRE', jk, ttl)
   emit(now, 'dead', jtype, id, {'error', err})
-  expire_flow(id, ttl)
   child_done(now, id, 'dead', err, parent, jtype, consumer)
+  retire(now, 'dead', jtype, id, keep_for(K, 'dead', jtype), true)
+  trim_kept(now, 'dead', jtype, keep_for(K, 'dead', jtype))
 end
 return 1

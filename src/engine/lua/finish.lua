@@ -1,4 +1,7 @@
--- finish.lua: records finished attempts. ARGV: prefix, ttl_ms, consumer, then 7 per
+-- finish.lua: records finished attempts; one event per state and type for the whole call
+-- (emit_batch in common.lua). ARGV: prefix, retention (keep_policy in
+-- common.lua: a completed record is dropped at once, or expires and is counted in its
+-- type's `kept:completed` index; a cancelled one keeps the ttl), consumer, then 7 per
 -- job: type, stream id, job id, state (completed|cancelled), result json, starts (the
 -- start this worker ran: the fencing token's second half), parent (the flow parent its
 -- envelope names, '' = none).
@@ -13,17 +16,19 @@
 -- every record's type is checked before the first write.
 -- Returns {now, ok_1, ok_2, ...} with ok = 1 recorded, 0 stale, 2 already recorded by
 -- this very finish, 3 dead-lettered (the record was not a hash; a retry of that call
--- answers 3 again).
-local ttl, consumer = tonumber(ARGV[2]), ARGV[3]
+-- answers 3 again). A retry of a completion whose record was dropped at finish (retention
+-- 0) finds no record and answers 2: it cannot tell its own finish from another worker's.
+local K, consumer = keep_policy(ARGV[2]), ARGV[3]
+local ttl = K.ttl
 local now = now_ms()
--- Pass 1, reads only: each record's fields that child_done needs (the first four) and
--- `fanned_by`, which fan_out.lua leaves on a job that fanned out. pcall: a record that is not
+-- Pass 1, reads only: each record's fields that child_done needs (the first four),
+-- `fanned_by`, which fan_out.lua leaves on a job that fanned out, and `bot` (for the event). pcall: a record that is not
 -- a hash answers WRONGTYPE (an error table) instead of raising; its type is read for the
 -- dead letter.
 local bad, fields = {}, {}
 for i = 4, #ARGV, 7 do
   local jk = key('job', ARGV[i + 2])
-  local f = redis.pcall('HMGET', jk, 'parent', 'type', 'worker', 'started_at', 'fanned_by')
+  local f = redis.pcall('HMGET', jk, 'parent', 'type', 'worker', 'started_at', 'fanned_by', 'bot')
   if f.err then bad[i] = type_of(jk) else fields[i] = f end
 end
 -- Ownership for the whole batch: one XPENDING per stream (type) instead of one per job.
@@ -38,6 +43,7 @@ for jtype, sids in pairs(by_stream) do
 end
 local out = {now}
 local counts = {} -- state -> type -> jobs, added to the stats once per call
+local events = {} -- state -> type -> ids and bots: one event per state and type (emit_batch)
 for i = 4, #ARGV, 7 do
   local jtype, sid, id, state, result = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
   local starts, parent = ARGV[i + 5], ARGV[i + 6]
@@ -48,6 +54,11 @@ for i = 4, #ARGV, 7 do
     local f = {}
     if not bad[i] then f = redis.call('HMGET', jk, 'state', 'worker', 'stream_id', 'starts') end
     if f[1] == state and f[2] == consumer and f[3] == sid and f[4] == starts then
+      out[#out + 1] = 2
+    elseif not bad[i] and not f[1] and state == 'completed'
+           and drops(keep_for(K, 'completed', jtype)) then
+      -- no record, and completed ones are dropped at finish: this call's own finish (or
+      -- another worker's, of the same job after a lost lease) was applied; nothing to do
       out[#out + 1] = 2
     elseif bad[i] and buried_by(id, by) then
       out[#out + 1] = 3
@@ -68,17 +79,30 @@ for i = 4, #ARGV, 7 do
     local f = fields[i]
     local flow = f[5] or not f[2]
     ackdel(stream, sid)
-    redis.call('HSET', jk, 'state', state, 'result', result, 'finished_at', now)
-    redis.call('HDEL', jk, 'env')
-    redis.call('PEXPIRE', jk, ttl)
     local c = counts[state] or {}
     c[jtype] = (c[jtype] or 0) + 1
     counts[state] = c
-    emit(now, state, jtype, id)
-    if flow then expire_flow(id, ttl) end
+    if state ~= 'completed' then
+      redis.call('HSET', jk, 'state', state, 'result', result, 'finished_at', now)
+      redis.call('HDEL', jk, 'env')
+      redis.call('PEXPIRE', jk, ttl)
+      if flow then expire_flow(id, ttl) end
+    elseif drops(keep_for(K, 'completed', jtype)) then
+      drop_record(id)
+    else
+      redis.call('HSET', jk, 'state', state, 'result', result, 'finished_at', now)
+      redis.call('HDEL', jk, 'env')
+      retire(now, 'completed', jtype, id, keep_for(K, 'completed', jtype), flow)
+    end
+    batch_event(events, state, jtype, id, f[6])
+    -- (the record's fields it needs were read in pass 1: a dropped record is no loss)
     child_done(now, id, state, result, parent, jtype, consumer, f)
     out[#out + 1] = 1
   end
 end
 for state, c in pairs(counts) do add_counts(c, state) end
+emit_batches(now, events)
+for jtype in pairs(counts.completed or {}) do
+  trim_kept(now, 'completed', jtype, keep_for(K, 'completed', jtype))
+end
 return out

@@ -19,6 +19,8 @@ for i = 2, #ARGV, 4 do
   elseif redis.call('XDEL', key('dlq'), did) == 1 then
     local sid = redis.call('XADD', key('q', jtype), '*', 'job', env, 'at', now)
     redis.call('PERSIST', jk)
+    -- no longer a finished record: retention's count (trim_kept) must not drop it
+    redis.call('ZREM', key('kept', 'dead', jtype), id)
     redis.call('HSET', jk, 'id', id, 'type', jtype, 'state', 'waiting', 'env', env,
                'stream_id', sid, 'attempt', 0, 'enqueued_at', now)
     redis.call('HDEL', jk, 'error', 'result', 'finished_at', 'cancel')

@@ -1,5 +1,6 @@
 -- start.lua: marks freshly delivered entries active. ARGV: prefix, type, consumer,
--- max deliveries, ttl_ms of finished records, then 4 per entry: stream id, job id,
+-- max deliveries, retention of finished records (keep_policy in common.lua: what a record
+-- dead-lettered here keeps), then 4 per entry: stream id, job id,
 -- max attempts, parent (the flow parent its envelope names, '' = none).
 -- A child dead-lettered here tells its parent (child_done in common.lua), through its
 -- envelope's parent when its record is not a hash; a child whose record was deleted gets
@@ -17,7 +18,9 @@
 -- A shared key of the wrong type (stats, events, dlq) stops the whole call before any write.
 -- Returns per entry {code, now, attempt, starts, reason} with code run|skip|dead.
 local jtype, consumer = ARGV[2], ARGV[3]
-local max_deliveries, ttl = tonumber(ARGV[4]), tonumber(ARGV[5])
+local max_deliveries, K = tonumber(ARGV[4]), keep_policy(ARGV[5])
+local buried = false -- a record dead-lettered here: trim_kept once at the end
+local events = {} -- the started jobs, for one event (batch_event)
 local stream = key('q', jtype)
 local now = now_ms()
 
@@ -59,7 +62,7 @@ for i = 6, #ARGV, 4 do
   local plan = {sid = sid, id = id, jk = jk, max = tonumber(ARGV[i + 2]), parent = ARGV[i + 3]}
   local deliveries = held[sid]
   -- pcall: a record of another type answers an error table (WRONGTYPE) instead of raising.
-  local f = redis.pcall('HMGET', jk, 'state', 'attempt', 'starts')
+  local f = redis.pcall('HMGET', jk, 'state', 'attempt', 'starts', 'bot')
   if deliveries == nil then
     -- Acked meanwhile, or another worker holds it now: not ours to start.
     plan.code = 'skip'
@@ -69,7 +72,7 @@ for i = 6, #ARGV, 4 do
     plan.reason = '`' .. jk .. '` holds a ' .. kind .. ', not a hash (WRONGTYPE): the job\'s ' ..
                   'record was overwritten; delete that key, then `synth-city dlq retry`'
   else
-    plan.state, plan.attempt, plan.starts = f[1], f[2], f[3]
+    plan.state, plan.attempt, plan.starts, plan.bot = f[1], f[2], f[3], f[4]
     if not is_int(f[2]) or not is_int(f[3]) then
       local name, v = 'attempt', f[2]
       if is_int(f[2]) then name, v = 'starts', f[3] end
@@ -107,11 +110,14 @@ for _, plan in ipairs(plans) do
     if plan.record then
       redis.call('HSET', jk, 'state', 'dead', 'error', plan.reason, 'finished_at', now)
       redis.call('HDEL', jk, 'env')
-      redis.call('PEXPIRE', jk, ttl)
     end
     emit(now, 'dead', jtype, id, {'error', plan.reason})
     -- a child's parent learns it (named by the envelope when the record is not a hash)
     child_done(now, id, 'dead', plan.reason, plan.parent, jtype)
+    if plan.record then
+      retire(now, 'dead', jtype, id, keep_for(K, 'dead', jtype), false)
+      buried = true
+    end
     out[#out + 1] = {'dead', now, tonumber(plan.attempt or '0'), 0, plan.reason}
   elseif state == 'cancelled' or state == 'completed' or state == 'dead' then
     ackdel(stream, sid)
@@ -130,9 +136,10 @@ for _, plan in ipairs(plans) do
       bury(now, jtype, id, env, reason, sid)
       redis.call('HSET', jk, 'state', 'dead', 'error', reason, 'finished_at', now)
       redis.call('HDEL', jk, 'env')
-      redis.call('PEXPIRE', jk, ttl)
       emit(now, 'dead', jtype, id, {'error', reason})
       child_done(now, id, 'dead', reason, plan.parent, jtype)
+      retire(now, 'dead', jtype, id, keep_for(K, 'dead', jtype), false)
+      buried = true
       out[#out + 1] = {'dead', now, attempt, 0, reason}
     else
       if not state then
@@ -145,9 +152,12 @@ for _, plan in ipairs(plans) do
       started[jk] = starts
       redis.call('HSET', jk, 'state', 'active', 'started_at', now, 'worker', consumer,
                  'stream_id', sid, 'starts', starts)
-      emit(now, 'started', jtype, id, {'worker', consumer})
+      batch_event(events, 'started', jtype, id, plan.bot)
       out[#out + 1] = {'run', now, attempt, starts, ''}
     end
   end
 end
+if buried then trim_kept(now, 'dead', jtype, keep_for(K, 'dead', jtype)) end
+-- one `started` event for the call's jobs (emit_batch), naming this worker
+emit_batches(now, events, {'worker', consumer})
 return out
