@@ -468,3 +468,65 @@ fn agent_routes_validate_isolate_and_refuse_with_the_fix() {
         404
     );
 }
+
+/// Steering reaches registry components (issue 20): a run whose message favours a block bot A
+/// wrote into the registry after the worker started has it planned first by the built-in
+/// planner, its document carried in the train job, and trained; a favoured component the
+/// registry lacks is noted as ignored, and the run trains what the planner proposes.
+#[test]
+fn a_run_favouring_a_registry_component_trains_it_on_a_worker_started_before_it() {
+    let redis = RedisServer::start();
+    migrate(&redis);
+    let dir = tempfile::tempdir().unwrap();
+    let llm = scripted(Arc::new(Mutex::new(Vec::new())));
+    let _worker = llm_worker(&redis.url(), &dir.path().join("worker"), &llm);
+    let (_b, port) = bridge(&redis);
+    let skip = json!({"format": "synth-city/component@1", "kind": "block", "name": "skip_mix",
+        "inputs": ["x"],
+        "nodes": [{"id": "a", "op": "linear", "in": ["x"], "out": "d_model"},
+                  {"id": "r", "op": "add", "in": ["x", "a"]}],
+        "output": "r"});
+    let (st, w) = call(
+        port,
+        "POST",
+        "/registry/write",
+        Some("bot-a"),
+        json!({"name": "skip_mix", "document": skip}),
+    );
+    assert_eq!(st, 201, "{w}");
+
+    let run = run_to_end(port, "favour block graph:skip_mix");
+    let note = run["task"]["stages"][0]["note"].as_str().unwrap();
+    assert!(
+        note.contains("applied: favour block graph:skip_mix (the registry's, by bot-a version 1)"),
+        "{note}"
+    );
+    let planned = &run["task"]["plan"]["experiments"];
+    assert_eq!(planned.as_array().map(Vec::len), Some(1), "{run}");
+    assert_eq!(
+        planned[0]["model"]["backbone"]["blocks"][0], "graph:skip_mix",
+        "{run}"
+    );
+    let results = run["task"]["results"].as_array().unwrap();
+    assert_eq!(results.len(), 1, "{run}");
+    assert_eq!(
+        results[0]["spec"]["model"]["backbone"]["blocks"][0], "graph:skip_mix",
+        "{run}"
+    );
+    assert!(
+        results[0]["crps"].as_f64().is_some_and(f64::is_finite),
+        "{run}"
+    );
+
+    let run = run_to_end(port, "favour block graph:nowhere");
+    let note = run["task"]["stages"][0]["note"].as_str().unwrap();
+    assert!(
+        note.contains("ignored: favour block graph:nowhere"),
+        "{note}"
+    );
+    let planned = &run["task"]["plan"]["experiments"];
+    assert_ne!(
+        planned[0]["model"]["backbone"]["blocks"][0], "graph:nowhere",
+        "{run}"
+    );
+}

@@ -489,7 +489,8 @@ async fn plan(ctx: &Ctx, run: &RunInfo, task: &mut Task) -> Result<StageOut, Job
     // the run's message steers the built-in planner (docs/pipeline.md, "Steering")
     let steer =
         agents::builtin::steering::Steering::parse(task.options.message.as_deref().unwrap_or(""));
-    let p = planner::plan_steered(&history, &task.options.budget, seed, &steer);
+    let mut p = planner::plan_steered(&history, &task.options.budget, seed, &steer);
+    favour_components(&ctx.queue, &steer, &task.options.budget, seed, &mut p).await;
     let steered = if p.steering.is_empty() {
         String::new()
     } else {
@@ -506,6 +507,63 @@ async fn plan(ctx: &Ctx, run: &RunInfo, task: &mut Task) -> Result<StageOut, Job
     );
     task.plan = Some(p);
     Ok((next_stage(task), note, true))
+}
+
+/// Puts the registry components a run's message favours (`favour block graph:NAME`) first in
+/// the plan, each as the one block of an experiment with the favoured head (else the GBM head),
+/// its document copied into the spec as the bridge copies it ([`crate::registry::resolve`]), so
+/// the train job carries it and any trainer trains it; the plan stays `budget.experiments`
+/// long. Each is noted as applied (with its owner and version) or ignored (no such component,
+/// or one that does not validate).
+async fn favour_components(
+    queue: &engine::queue::Queue,
+    steer: &agents::builtin::steering::Steering,
+    budget: &trainer::experiments::Budget,
+    seed: u64,
+    p: &mut planner::Plan,
+) {
+    let head = steer.favour_heads.first().copied().unwrap_or("GBMHead");
+    let mut picked = Vec::new();
+    for name in &steer.components {
+        let block = format!("graph:{name}");
+        let mut s = trainer::zoo::spec::ExperimentSpec::new(&[block.as_str()], head);
+        s.training.seed = seed;
+        trainer::experiments::apply_budget(budget, &mut s);
+        let used = crate::registry::resolve(queue, &mut s).await;
+        let valid = s.validate().map(|_| ()).map_err(|issues| {
+            issues
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")
+        });
+        let note = match (used, valid) {
+            (Ok(used), Ok(())) if !used.is_empty() => {
+                let u = &used[0];
+                picked.push((s, format!("favoured: registry component {name} + {head}")));
+                format!(
+                    "applied: favour block {block} (the registry's, by {} version {})",
+                    u.owner, u.version
+                )
+            }
+            (Err(e), _) => format!("ignored: favour block {block}: {e}"),
+            (Ok(_), Err(e)) => format!("ignored: favour block {block}: {e}"),
+            (Ok(_), Ok(())) => {
+                format!("ignored: favour block {block}: no registry component {name:?}")
+            }
+        };
+        p.steering.push(note);
+    }
+    if picked.is_empty() {
+        return;
+    }
+    let k = budget.experiments.max(1);
+    let (specs, why): (Vec<_>, Vec<_>) = picked.into_iter().take(k).unzip();
+    let keep = k - specs.len();
+    p.experiments.truncate(keep);
+    p.rationale.truncate(keep);
+    p.experiments.splice(0..0, specs);
+    p.rationale.splice(0..0, why);
 }
 
 /// The specs a train job trains: the debugger's fix in the check/debug loop;

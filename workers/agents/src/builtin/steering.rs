@@ -11,7 +11,9 @@
 //! ```
 //!
 //! NAME is a built-in block or head (`TCNBlock` or `tcn`, suffix optional); FAMILY one of
-//! [`FAMILIES`]. `favour` puts experiments with the component first in the plan; `avoid`
+//! [`FAMILIES`]. `favour block graph:NAME` (or a NAME no built-in has) asks for a registry
+//! component (issue 20): the parse keeps the name in [`Steering::components`], and the plan
+//! stage, which can read the registry, plans it or says it found none. `favour` puts experiments with the component first in the plan; `avoid`
 //! keeps it out; `only` keeps everything else out (several `only` of one kind are a union).
 //! A clause that is no directive, or names what does not exist, is ignored with a note, never
 //! an error. The planner says in its plan which directives it applied and which it ignored.
@@ -64,6 +66,9 @@ pub struct Steering {
     pub only_blocks: Vec<&'static str>,
     /// Heads allowed by `only head` (empty: no restriction).
     pub only_heads: Vec<&'static str>,
+    /// Registry components asked for by `favour block graph:NAME` (or a NAME that is no
+    /// built-in block): their names, without `graph:`, for the plan stage to look up.
+    pub components: Vec<String>,
     /// One line per clause: `applied: ...` or `ignored: ...`.
     pub notes: Vec<String>,
 }
@@ -127,6 +132,14 @@ impl Steering {
             let (blocks, heads): (Vec<&'static str>, Vec<&'static str>) = match kind.as_str() {
                 "block" => match find_block(name) {
                     Some(b) => (vec![b.name], vec![]),
+                    None if verb == "favour" => {
+                        let n = shown.get(..6).filter(|p| p.eq_ignore_ascii_case("graph:"));
+                        let n = n.map_or(shown, |_| &shown[6..]).to_string();
+                        if !s.components.contains(&n) {
+                            s.components.push(n);
+                        }
+                        continue;
+                    }
                     None => {
                         s.notes.push(format!(
                             "ignored: {clause:?}: no block {shown:?} (one of {})",
@@ -218,7 +231,7 @@ mod tests {
     fn directives_parse_and_unknown_ones_are_noted() {
         let s = Steering::parse(
             "Favour block tcn; avoid head SDEHead\nonly family frequency, paint it red. \
-             avoid colour blue; favour block NoSuch",
+             avoid colour blue; favour block NoSuch; favour block graph:Gated; avoid block NoSuch",
         );
         assert_eq!(s.favour_blocks, ["TCNBlock"]);
         assert_eq!(s.avoid_heads, ["SDEHead"]);
@@ -238,10 +251,13 @@ mod tests {
             "applied: only family frequency",
             "ignored: \"paint it red\" is not a directive",
             "ignored: \"avoid colour blue\": \"colour\" is not block, head or family",
-            "ignored: \"favour block NoSuch\": no block \"NoSuch\"",
+            "ignored: \"avoid block NoSuch\": no block \"NoSuch\"",
         ] {
             assert!(notes.contains(n), "{n} not in\n{notes}");
         }
+        // a favoured block no built-in has is left for the plan stage to find in the registry
+        assert_eq!(s.components, ["NoSuch", "Gated"]);
+        assert!(!notes.contains("favour block NoSuch"), "{notes}");
         assert!(s.block_allowed("FreTSBlock") && !s.block_allowed("LSTMBlock"));
         assert!(!s.head_allowed("SDEHead") && s.head_allowed("GBMHead"));
         assert_eq!(Steering::parse(""), Steering::default());
