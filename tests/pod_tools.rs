@@ -21,7 +21,7 @@ use serde_json::{json, Map, Value};
 use synth_city::basilica::{Client, ClientConfig};
 use synth_city::fleet::decide::Policy;
 use synth_city::fleet::desk::FleetDesk;
-use synth_city::fleet::{Fleet, FleetConfig, PodTemplate};
+use synth_city::fleet::{Fleet, FleetConfig, PodTemplate, Renter};
 
 /// A4000 at $1/h (allowed) and H100 at $1.2/h (offered, not allowed).
 fn offerings() -> Vec<Value> {
@@ -273,6 +273,47 @@ async fn a_rental_over_the_budget_or_of_a_gpu_type_not_allowed_is_refused_naming
     assert_eq!(b.create_requests(), 0, "nothing was asked of Basilica");
     let f = fleet(&q, &redis, &b, 2.5);
     assert!(f.records().await.unwrap().is_empty(), "nothing recorded");
+}
+
+/// Rentals at the same instant from several processes (here: six fleets of their own over one
+/// Redis, as the autoscaler, `fleet rent`, the bridge and agents would be) never pass the hourly
+/// budget together: the budget check and the pod's record are one script
+/// (`fleet_reserve.lua`), not a check on a snapshot followed by a write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rentals_at_the_same_instant_never_pass_the_budget_together() {
+    let redis = RedisServer::start();
+    let q = common::queue(&redis).await;
+    let b = Basilica::start(offerings(), 100.0);
+    // $2.5/h: two A4000s at $1/h fit, a third does not
+    let rentals: Vec<_> = (0..6)
+        .map(|i| {
+            let f = fleet(&q, &redis, &b, 2.5);
+            let who = Renter {
+                bot: Some(format!("bot-{i}")),
+                ..Renter::default()
+            };
+            tokio::spawn(async move { f.rent_checked("A4000", &who).await })
+        })
+        .collect();
+    let (mut rented, mut refused) = (0, Vec::new());
+    for r in rentals {
+        match r.await.unwrap() {
+            Ok(_) => rented += 1,
+            Err(e) => refused.push(e.to_string()),
+        }
+    }
+    assert_eq!(rented, 2, "{refused:?}");
+    assert!(
+        refused.iter().all(|e| e.contains("hourly budget")),
+        "{refused:?}"
+    );
+    let f = fleet(&q, &redis, &b, 2.5);
+    assert_eq!(f.records().await.unwrap().len(), 2);
+    assert_eq!(
+        b.create_requests(),
+        2,
+        "Basilica was asked for two pods only"
+    );
 }
 
 #[test]

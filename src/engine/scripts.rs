@@ -68,6 +68,7 @@ pub const SOURCES: &[(&str, &str)] = &[
     ("fleet_lease", source!("fleet_lease.lua")),
     ("fleet_unlease", source!("fleet_unlease.lua")),
     ("fleet_account", source!("fleet_account.lua")),
+    ("fleet_reserve", source!("fleet_reserve.lua")),
 ];
 
 /// The source of the script called `name` (a [`SOURCES`] name).
@@ -112,6 +113,7 @@ pub struct Scripts {
     pub fleet_lease: Script,
     pub fleet_unlease: Script,
     pub fleet_account: Script,
+    pub fleet_reserve: Script,
 }
 
 impl Scripts {
@@ -148,6 +150,7 @@ impl Scripts {
             fleet_lease: script("fleet_lease"),
             fleet_unlease: script("fleet_unlease"),
             fleet_account: script("fleet_account"),
+            fleet_reserve: script("fleet_reserve"),
         }
     }
 }

@@ -341,6 +341,47 @@ impl Fleet {
         Ok(n == 1)
     }
 
+    /// Records the new pod `rec` if one more pod at its rate keeps within the hourly and daily
+    /// budgets, checked and written in one script (`fleet_reserve.lua`), so rentals from
+    /// several processes at once never pass the budgets together; otherwise
+    /// [`FleetError::Rule`] naming the budget ([`decide::affordable`]'s words), or
+    /// [`FleetError::Refused`] when `fenced` and this process no longer leads.
+    async fn reserve(&self, rec: &PodRecord, now: u64, fenced: bool) -> Result<(), FleetError> {
+        let mut c = self.conn().await?;
+        let (code, rate_now, spent): (i64, String, String) = self
+            .q
+            .scripts()
+            .fleet_reserve
+            .prepare_invoke()
+            .arg(self.q.prefix())
+            .arg(if fenced { self.id.as_str() } else { "" })
+            .arg(&rec.name)
+            .arg(serde_json::to_string(rec).expect("a record serialises"))
+            .arg(self.cfg.policy.budget_per_hour)
+            .arg(self.cfg.policy.budget_per_day)
+            .arg(utc_day(now))
+            .invoke_async(&mut c)
+            .await?;
+        match code {
+            1 => Ok(()),
+            0 => Err(FleetError::Refused("no longer the fleet's leader".into())),
+            _ => {
+                let (rate_now, spent) = (
+                    rate_now.parse().unwrap_or(f64::NAN),
+                    spent.parse().unwrap_or(f64::NAN),
+                );
+                let why = decide::affordable(&self.cfg.policy, rate_now, rec.rate, spent, None)
+                    .err()
+                    .unwrap_or_else(|| {
+                        format!(
+                            "the budgets, at ${rate_now:.2}/h running and ${spent:.2} spent today"
+                        )
+                    });
+                Err(FleetError::Rule(why))
+            }
+        }
+    }
+
     /// Dollars spent on the UTC day of `now`.
     pub async fn spent_on(&self, now: u64) -> Result<f64, FleetError> {
         read_spent_on(&self.q, now).await
@@ -465,12 +506,7 @@ impl Fleet {
             run_id: who.run_id.clone(),
             bot: who.bot.clone(),
         };
-        if !self
-            .account(&rec.name, Some(&rec), 0.0, &BTreeMap::new(), now, fenced)
-            .await?
-        {
-            return Err(FleetError::Refused("no longer the fleet's leader".into()));
-        }
+        self.reserve(&rec, now, fenced).await?;
         let req = self.request(&rec.name, &offering.gpu_type, offering.gpu_count);
         match self.client.create(&req).await {
             Ok(_) => Ok(rec),
