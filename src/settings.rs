@@ -354,6 +354,26 @@ pub const TABLE: &[Setting] = &[
     )
     .flag("fleet --pod-redis-url"),
     var(
+        "SYNTH_POD_ROLES",
+        "fleet",
+        "`--roles` of the trainer pods' workers",
+    )
+    .or("trainer")
+    .flag("fleet --pod-roles"),
+    var(
+        "SYNTH_POD_DEVICE",
+        "fleet",
+        "`--device` of the trainer pods' workers",
+    )
+    .or("cuda")
+    .flag("fleet --pod-device"),
+    var(
+        "SYNTH_POD_ENV",
+        "fleet",
+        "environment for the pods, comma-separated: NAME (its value from this process's environment: the way to pass store credentials and other secrets, which this setting is not) or NAME=VALUE",
+    )
+    .flag("fleet --pod-env"),
+    var(
         "SYNTH_REGISTRY_DIR",
         "bridge",
         "the zoo's sources for /registry [default: this build's workers/trainer/src/zoo]",

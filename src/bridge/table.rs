@@ -200,7 +200,7 @@ mod tests {
     use serde_json::Value;
 
     use super::super::route::Handler;
-    use super::super::{authored, experiments, jobs, models, results, BridgeConfig};
+    use super::super::{authored, experiments, fleet, jobs, models, results, BridgeConfig};
     use super::{openapi, ROUTES, TABLE};
 
     #[test]
@@ -300,6 +300,7 @@ mod tests {
             ("/registry/write", fields_of::<authored::WriteBody>()),
             ("/agents/write", fields_of::<authored::WriteBody>()),
             ("/agents/prompts/write", fields_of::<authored::WriteBody>()),
+            ("/fleet/pods", fields_of::<fleet::RentBody>()),
         ];
         for r in TABLE {
             let Some(schema) = r.body else { continue };
