@@ -11,7 +11,8 @@
 #
 # Env: BIN (target/release/synth-city), DATA (../shared/data), FOLDS (3), FOLD_DAYS (60),
 # WINDOWS per fold and asset (50), SEED (2), PATHS (500), ANCHORS (garch-tod-t), BLEND (empty;
-# a model name: also score mix:<checkpoint>,BLEND), OUT (runs/walkforward).
+# a model name: also score mix:<checkpoint>,BLEND), OUT (runs/walkforward), TRAIN (1; 0: score
+# the ANCHORS only, on the same folds and windows, without training a model).
 # Writes every backtest's JSON under OUT and prints, per asset and model, the ratio to the GBM
 # pooled over the folds and per fold (each fold a sub-period of its own volatility), then the
 # same per competition with the validator's asset coefficients.
@@ -19,7 +20,7 @@ set -euo pipefail
 tag=$1 prompt=$2 assets=$3; shift 3; [ "${1:-}" = "--" ] && shift
 BIN=${BIN:-target/release/synth-city} DATA=${DATA:-../shared/data} FOLDS=${FOLDS:-3}
 FOLD_DAYS=${FOLD_DAYS:-60} WINDOWS=${WINDOWS:-50} SEED=${SEED:-2} PATHS=${PATHS:-500}
-ANCHORS=${ANCHORS:-garch-tod-t} BLEND=${BLEND:-} OUT=${OUT:-runs/walkforward}
+ANCHORS=${ANCHORS:-garch-tod-t} BLEND=${BLEND:-} OUT=${OUT:-runs/walkforward} TRAIN=${TRAIN:-1}
 tf=5m; [ "$prompt" = high ] && tf=1m
 mkdir -p "$OUT"
 backtest() { # MODEL ASSET LAST_DAYS SKIP_DAYS FILE
@@ -70,6 +71,11 @@ for a in "${list[@]}"; do
     f=0
     while read -r holdout last skip; do
         base="$OUT/$tag-$prompt-$a-f$f"
+        if [ "$TRAIN" = 0 ]; then
+            for m in ${ANCHORS//,/ }; do backtest "$m" "$a" "$last" "$skip" "$base.$m.json"; done
+            f=$((f + 1))
+            continue
+        fi
         start=$(date +%s)
         "$BIN" experiment --asset "$a" --timeframe "$tf" --data-dir "$DATA" --out "$base.ckpt" \
             --holdout-days "$holdout" --json "$@" >"$base.train.json"
