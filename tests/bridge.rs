@@ -54,7 +54,8 @@ fn start_env(
         .args(extra)
         .env("RUST_LOG", "warn");
     cmd.env_remove("BRIDGE_API_KEY")
-        .env_remove("BRIDGE_LOOPBACK_OPERATOR");
+        .env_remove("BRIDGE_LOOPBACK_OPERATOR")
+        .env_remove("BASILICA_API_TOKEN");
     match key {
         Some(k) => cmd.env("BRIDGE_API_KEY", k),
         // no key asked for: this machine's keyless callers are the operator, as
@@ -307,7 +308,16 @@ fn jobs_over_http_are_authenticated_isolated_and_validated() {
         let needs_query = ["/registry/read", "/agents/read", "/agents/prompts/read"];
         // The Hub's reads need a Hub (tests/store.rs runs them against a local one).
         let needs_hub = path.starts_with("/hf/");
-        if *method == "get"
+        // Basilica's reads need its token: without one they say so (tests/pod_tools.rs runs
+        // them against the stand-in).
+        let needs_basilica = ["/fleet/offerings", "/fleet/balance"].contains(path);
+        if *method == "get" && needs_basilica {
+            assert_eq!(
+                call(&b, "GET", path, "bot-a", Value::Null).0,
+                503,
+                "GET {path} without BASILICA_API_TOKEN"
+            );
+        } else if *method == "get"
             && !path.contains('{')
             && *path != "/events"
             && !needs_query.contains(path)
