@@ -1599,6 +1599,11 @@ fn openapi_fuzzing_finds_no_server_errors() {
     migrate(&redis);
     let dir = tempfile::tempdir().unwrap();
     let hermes = format!("http://127.0.0.1:{}", fake_hermes());
+    // the pod routes against the Basilica stand-in (a pod it rents runs a `sleep` worker)
+    let basilica = common::basilica::Basilica::start(
+        vec![common::basilica::offering("a4000-1", "A4000", "1.00")],
+        100.0,
+    );
     let b = start_env(
         &redis,
         Some("sekret"),
@@ -1608,6 +1613,12 @@ fn openapi_fuzzing_finds_no_server_errors() {
             ("BINANCE_API_URL", &hermes),
             ("HYPERLIQUID_API_URL", &hermes),
             ("SYNTH_DATA_DIR", &shared_data()),
+            ("BASILICA_API_URL", &basilica.url),
+            ("BASILICA_API_TOKEN", &basilica.token),
+            ("BASILICA_ALLOWED_GPU_TYPES", "A4000"),
+            ("BASILICA_BUDGET_PER_HOUR", "2.5"),
+            ("SYNTH_POD_ROLES", "sleep"),
+            ("SYNTH_POD_DEVICE", "cpu"),
         ],
     );
     let seed = std::env::var("SCHEMATHESIS_SEED").unwrap_or_else(|_| "7".into());
