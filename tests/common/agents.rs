@@ -2,8 +2,6 @@
 //! request as a bot, a local chat-completions server that answers each request with what a
 //! script says, a worker of every role pointed at it, and a tiny pipeline run to its end.
 
-use std::io::Write;
-use std::net::TcpListener;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -60,42 +58,18 @@ pub fn call_as(
     )
 }
 
-/// A chat-completions reply that calls `tool` with `args`.
+/// A completion that calls `tool` with `args` ([`super::chat::tool_calls`] of one call).
 pub fn tool_call_reply(tool: &str, args: Value) -> Value {
-    json!({
-        "id": "c", "object": "chat.completion", "created": 1, "model": "scripted",
-        "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
-            "role": "assistant", "content": null, "tool_calls": [{"id": "call_0",
-            "type": "function", "function": {"name": tool, "arguments": args.to_string()}}]}}],
-        "usage": {"prompt_tokens": 50, "completion_tokens": 5, "total_tokens": 55}
-    })
+    super::chat::tool_calls(&[(tool, args)])
 }
 
 /// A chat-completions server on 127.0.0.1 that keeps each request's body in `seen` and
-/// answers it with `reply(request)`; its base URL.
+/// answers it with `reply(request)` ([`super::chat::ScriptedChat`]); its base URL.
 pub fn scripted_chat(
     seen: Arc<Mutex<Vec<Value>>>,
-    reply: impl Fn(&Value) -> Value + Send + 'static,
+    reply: impl Fn(&Value) -> Value + Send + Sync + 'static,
 ) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut s) = stream else { return };
-            let Some((_, body)) = super::read_http_request(&mut s) else {
-                continue;
-            };
-            let req: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-            let body = reply(&req).to_string();
-            seen.lock().unwrap().push(req);
-            let _ = write!(
-                s,
-                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                body.len()
-            );
-        }
-    });
-    format!("http://{addr}/v1")
+    super::chat::ScriptedChat::recording(seen, reply).base_url
 }
 
 /// A worker of every role in `dir`, on the shared bars, whose LLM agents talk to `llm`.

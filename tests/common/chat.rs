@@ -21,9 +21,16 @@ pub struct ScriptedChat {
 
 impl ScriptedChat {
     pub fn start(script: impl Fn(&Value) -> Value + Send + Sync + 'static) -> Self {
+        Self::recording(Arc::new(Mutex::new(Vec::new())), script)
+    }
+
+    /// [`ScriptedChat::start`], keeping the request bodies in `requests`.
+    pub fn recording(
+        requests: Arc<Mutex<Vec<Value>>>,
+        script: impl Fn(&Value) -> Value + Send + Sync + 'static,
+    ) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
-        let requests = Arc::new(Mutex::new(Vec::new()));
         let seen = requests.clone();
         let script = Arc::new(script);
         std::thread::spawn(move || {

@@ -165,15 +165,21 @@ pub(crate) fn too_few(
     ))
 }
 
-/// Log returns of consecutive bars (no gap between them) that closed by `as_of`, within the
-/// last `lookback_days`: `(open time of the later bar, return)`, oldest first.
-pub(crate) fn returns_before(bars: &Bars, as_of: i64, lookback_days: f64) -> Vec<(i64, f64)> {
+/// The indices of the bars that closed by `as_of` and opened within the `lookback_days` before
+/// it, each with a bar before it (so `i - 1` is a valid index).
+fn lookback(bars: &Bars, as_of: i64, lookback_days: f64) -> std::ops::Range<usize> {
     let end = bars
         .timestamps
         .partition_point(|&t| t + bars.bar_seconds <= as_of);
     let from = as_of - (lookback_days * 86_400.0) as i64;
     let begin = bars.timestamps[..end].partition_point(|&t| t < from);
-    (begin.max(1)..end)
+    begin.max(1)..end
+}
+
+/// Log returns of consecutive bars (no gap between them) that closed by `as_of`, within the
+/// last `lookback_days`: `(open time of the later bar, return)`, oldest first.
+pub(crate) fn returns_before(bars: &Bars, as_of: i64, lookback_days: f64) -> Vec<(i64, f64)> {
+    lookback(bars, as_of, lookback_days)
         .filter(|&i| bars.timestamps[i] - bars.timestamps[i - 1] == bars.bar_seconds)
         .map(|i| (bars.timestamps[i], (bars.close[i] / bars.close[i - 1]).ln()))
         .collect()
@@ -196,13 +202,8 @@ pub(crate) fn step_hours<'r>(req: &'r ForecastRequest<'_>) -> impl Iterator<Item
 /// one bar and at most a day (a weekend, or a hole of days in the data, is left out: an
 /// overnight closure is what a 24 h window crosses); `None` when there were none.
 pub(crate) fn closure_variance(bars: &Bars, as_of: i64, lookback_days: f64) -> Option<f64> {
-    let end = bars
-        .timestamps
-        .partition_point(|&t| t + bars.bar_seconds <= as_of);
-    let from = as_of - (lookback_days * 86_400.0) as i64;
-    let begin = bars.timestamps[..end].partition_point(|&t| t < from);
     let (mut sum_sq, mut spanned) = (0.0, 0.0);
-    for i in begin.max(1)..end {
+    for i in lookback(bars, as_of, lookback_days) {
         let span = bars.timestamps[i] - bars.timestamps[i - 1];
         if span > bars.bar_seconds && span <= 86_400 {
             sum_sq += (bars.close[i] / bars.close[i - 1]).ln().powi(2);
