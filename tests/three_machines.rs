@@ -191,7 +191,12 @@ impl Machine {
             for kv in environ.split(|b| *b == 0) {
                 let kv = String::from_utf8_lossy(kv);
                 if let Some((k, v)) = kv.split_once('=') {
-                    if k != "PATH" {
+                    // a credential is no path, whatever its first character (moto's secret
+                    // keys are base64 and may start with '/')
+                    let credential = ["_KEY", "_SECRET", "_TOKEN", "_PASSWORD"]
+                        .iter()
+                        .any(|s| k.ends_with(s));
+                    if k != "PATH" && !credential {
                         held.push((format!("${k}"), v.to_string()));
                     }
                 }
