@@ -1304,3 +1304,225 @@ async fn a_type_whose_record_is_read_after_finish_keeps_it_under_retention_zero(
     stop.cancel();
     handle.await.unwrap().unwrap();
 }
+
+/// `finish_start.lua`'s reply: time, finish codes, start answers per type, entries read.
+type FinishStart = (
+    u64,
+    Vec<u64>,
+    Vec<(String, Vec<(String, u64, u32, u32, String)>)>,
+    Vec<(
+        String,
+        String,
+        std::collections::HashMap<String, redis::Value>,
+    )>,
+);
+
+/// One `finish_start.lua` call as consumer `who`: finishes (stream id, job id, starts) of
+/// `noop` as completed, starts (stream id, job id) of `noop`, reads up to `read` entries.
+async fn finish_start(
+    q: &Queue,
+    who: &str,
+    retried: bool,
+    read: usize,
+    finishes: &[(&str, &str, u32)],
+    starts: &[(&str, &str)],
+) -> FinishStart {
+    let mut inv = q.scripts().finish_start.prepare_invoke();
+    inv.arg(q.prefix())
+        .arg(q.retention_arg())
+        .arg(who)
+        .arg(q.config().max_deliveries)
+        .arg(if retried { "1" } else { "0" })
+        .arg(read)
+        .arg(1)
+        .arg("noop")
+        .arg(finishes.len());
+    for (sid, id, n) in finishes {
+        inv.arg("noop")
+            .arg(sid)
+            .arg(id)
+            .arg("completed")
+            .arg("{}")
+            .arg(n)
+            .arg("");
+    }
+    if !starts.is_empty() {
+        inv.arg("noop").arg(starts.len());
+        for (sid, id) in starts {
+            inv.arg(sid).arg(id).arg(3).arg("");
+        }
+    }
+    let mut c = q.conn().await.unwrap();
+    inv.invoke_async(&mut c).await.unwrap()
+}
+
+/// The stream id of job `id`'s entry (its record's `stream_id`).
+async fn stream_id_of(q: &Queue, id: &str) -> String {
+    let mut c = q.conn().await.unwrap();
+    c.hget(q.keys().job(id), "stream_id").await.unwrap()
+}
+
+/// One call finishes, starts what the last call read, and reads the next entries without
+/// starting them; a stale finisher (its lease lost, the entry now another consumer's)
+/// records nothing, and the starts of that same call still go ahead.
+#[tokio::test]
+async fn a_combined_finish_and_start_keeps_ownership() {
+    let redis = RedisServer::start();
+    let q = queue(&redis).await;
+    let a = enqueue(&q, "noop", json!({})).await;
+    let b = enqueue(&q, "noop", json!({})).await;
+    let c3 = enqueue(&q, "noop", json!({})).await;
+    let (sa, sb) = (stream_id_of(&q, &a).await, stream_id_of(&q, &b).await);
+    // First call: nothing to finish or start; reads two entries for "w1", starts none.
+    let (_, oks, started, read) = finish_start(&q, "w1", false, 2, &[], &[]).await;
+    assert!(oks.is_empty() && started.is_empty());
+    let got: Vec<&str> = read.iter().map(|(_, sid, _)| sid.as_str()).collect();
+    assert_eq!(got, [sa.as_str(), sb.as_str()]);
+    assert_eq!(read[0].0, "noop");
+    assert!(read[0].2.contains_key("job") && read[0].2.contains_key("at"));
+    assert_eq!(state(&q, &a).await, "waiting", "read, not started");
+    assert_eq!(pending(&q, "noop").await, 2);
+    // Second: start a.
+    let (_, _, started, read) = finish_start(&q, "w1", false, 0, &[], &[(&sa, &a)]).await;
+    assert!(read.is_empty(), "read count 0 reads nothing");
+    assert_eq!(started.len(), 1);
+    assert_eq!(started[0].1[0].0, "run");
+    assert_eq!(started[0].1[0].3, 1, "first start");
+    assert_eq!(state(&q, &a).await, "active");
+    // a's lease is lost: another worker takes its entry over.
+    let mut c = q.conn().await.unwrap();
+    let _: redis::Value = redis::cmd("XCLAIM")
+        .arg(q.keys().stream("noop"))
+        .arg("workers")
+        .arg("w2")
+        .arg(0)
+        .arg(&sa)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    // w1 finishes a (stale: not recorded) and starts b in the same call, and reads c.
+    let (_, oks, started, read) =
+        finish_start(&q, "w1", false, 5, &[(&sa, &a, 1)], &[(&sb, &b)]).await;
+    assert_eq!(oks, [0], "a stale finisher changes nothing");
+    assert_eq!(state(&q, &a).await, "active", "still the other worker's");
+    assert_eq!(started[0].1[0].0, "run", "the same call's start goes ahead");
+    assert_eq!(state(&q, &b).await, "active");
+    assert_eq!(read.len(), 1);
+    assert_eq!(read[0].1, stream_id_of(&q, &c3).await);
+    let s = &q.stats_for(&["noop"]).await.unwrap()[0];
+    assert_eq!((s.completed, s.stalled), (0, 0));
+    // w1 finishes b: recorded.
+    let (_, oks, _, _) = finish_start(&q, "w1", false, 0, &[(&sb, &b, 1)], &[]).await;
+    assert_eq!(oks, [1]);
+    assert_eq!(state(&q, &b).await, "completed");
+}
+
+/// A combined call retried after its reply was lost (applied once already): its finishes
+/// answer 2 (already recorded by this very call), its starts answer `run` again with the
+/// same start and attempt, and nothing is counted twice or as a stall.
+#[tokio::test]
+async fn a_combined_call_retried_after_a_lost_reply_is_applied_once() {
+    let redis = RedisServer::start();
+    let q = queue(&redis).await;
+    let a = enqueue(&q, "noop", json!({})).await;
+    let b = enqueue(&q, "noop", json!({})).await;
+    let (sa, sb) = (stream_id_of(&q, &a).await, stream_id_of(&q, &b).await);
+    let (_, _, _, read) = finish_start(&q, "w1", false, 2, &[], &[]).await;
+    assert_eq!(read.len(), 2);
+    let (_, _, started, _) = finish_start(&q, "w1", false, 0, &[], &[(&sa, &a)]).await;
+    assert_eq!(started[0].1[0].3, 1);
+    // The call: finish a, start b. Applied, then sent again as a retry.
+    let first = finish_start(&q, "w1", false, 0, &[(&sa, &a, 1)], &[(&sb, &b)]).await;
+    let again = finish_start(&q, "w1", true, 0, &[(&sa, &a, 1)], &[(&sb, &b)]).await;
+    assert_eq!(first.1, [1]);
+    assert_eq!(again.1, [2], "the retry finds its own finish");
+    let (f, g) = (&first.2[0].1[0], &again.2[0].1[0]);
+    assert_eq!((f.0.as_str(), f.2, f.3), ("run", 0, 1));
+    assert_eq!(
+        (g.0.as_str(), g.2, g.3),
+        ("run", 0, 1),
+        "the same start, answered again"
+    );
+    let s = &q.stats_for(&["noop"]).await.unwrap()[0];
+    assert_eq!((s.completed, s.stalled), (1, 0));
+    let st = q.status(&b).await.unwrap().unwrap();
+    assert_eq!((st.state.as_str(), st.attempt, st.starts), ("active", 0, 1));
+    // Without the retry flag the same start is a stall (another start of an active job).
+    let third = finish_start(&q, "w1", false, 0, &[], &[(&sb, &b)]).await;
+    assert_eq!(third.2[0].1[0].2, 1, "a stall counts an attempt");
+    assert_eq!(q.stats_for(&["noop"]).await.unwrap()[0].stalled, 1);
+}
+
+/// The combined call checks a started type's shared keys before its first write: a stats key
+/// of the wrong type fails the whole call, and its finishes are not applied either.
+#[tokio::test]
+async fn a_combined_call_with_a_broken_shared_key_writes_nothing() {
+    let redis = RedisServer::start();
+    let q = queue(&redis).await;
+    let a = enqueue(&q, "noop", json!({})).await;
+    let b = enqueue(&q, "noop", json!({})).await;
+    let (sa, sb) = (stream_id_of(&q, &a).await, stream_id_of(&q, &b).await);
+    finish_start(&q, "w1", false, 2, &[], &[]).await;
+    finish_start(&q, "w1", false, 0, &[], &[(&sa, &a)]).await;
+    let mut c = q.conn().await.unwrap();
+    let _: () = c.del(q.keys().stats("noop")).await.unwrap();
+    let _: () = c.set(q.keys().stats("noop"), "x").await.unwrap();
+    let mut inv = q.scripts().finish_start.prepare_invoke();
+    inv.arg(q.prefix())
+        .arg(q.retention_arg())
+        .arg("w1")
+        .arg(10)
+        .arg("0")
+        .arg(1)
+        .arg(1)
+        .arg("noop")
+        .arg(1)
+        .arg("noop")
+        .arg(&sa)
+        .arg(&a)
+        .arg("completed")
+        .arg("{}")
+        .arg(1)
+        .arg("")
+        .arg("noop")
+        .arg(1)
+        .arg(&sb)
+        .arg(&b)
+        .arg(3)
+        .arg("");
+    let err = inv
+        .invoke_async::<redis::Value>(&mut c)
+        .await
+        .expect_err("a wrong-typed stats key stops the call");
+    assert!(err.to_string().contains("WRONGTYPE"), "{err}");
+    assert_eq!(state(&q, &a).await, "active", "the finish was not applied");
+    assert_eq!(state(&q, &b).await, "waiting", "nor the start");
+    assert_eq!(pending(&q, "noop").await, 2);
+}
+
+/// A steady worker starts jobs through `finish_start.lua` (what its last finish call read)
+/// as well as through its fetch loop; every job still starts and completes once, and the
+/// streams end empty.
+#[tokio::test]
+async fn a_steady_worker_starts_jobs_with_its_finish_calls() {
+    let redis = RedisServer::start();
+    let q = queue(&redis).await;
+    let w = start(&q, opts(&["noop"]));
+    let n = 600;
+    for _ in 0..6 {
+        let reqs = (0..n / 6)
+            .map(|_| EnqueueRequest::new("noop", json!({})))
+            .collect();
+        q.enqueue_many(reqs).await.unwrap();
+    }
+    eventually(Duration::from_secs(20), "every job completes", || async {
+        q.stats_for(&["noop"]).await.unwrap()[0].completed == n
+    })
+    .await;
+    w.stop().await;
+    let (started, _) = event_ids(&q, "started").await;
+    assert_eq!(started.len() as u64, n, "each job started once");
+    let s = &q.stats_for(&["noop"]).await.unwrap()[0];
+    assert_eq!((s.stalled, s.dead), (0, 0));
+    assert_eq!((xlen(&q, "noop").await, pending(&q, "noop").await), (0, 0));
+}

@@ -153,6 +153,7 @@ pub const RULES: &[RoleRules] = &[
             "enqueue",
             "start",
             "finish",
+            "finish_start",
             "fail",
             "bury_raw",
             "renew",

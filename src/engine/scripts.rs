@@ -1,7 +1,9 @@
 //! The Lua scripts, one per atomic step (BullMQ's pattern), loaded once per process.
 //!
 //! Each script is `lua/common.lua` (key naming, server time, events, enqueue and
-//! dead-letter helpers) followed by its own body. `redis::Script` runs EVALSHA
+//! dead-letter helpers) followed by its own body; the ones that start or finish jobs
+//! (`start`, `finish`, `finish_start`) also carry `lua/start_batch.lua` and
+//! `lua/finish_batch.lua`, whose functions they share. `redis::Script` runs EVALSHA
 //! and falls back to loading the script, so a restarted Redis with an empty
 //! script cache needs nothing from us.
 
@@ -12,6 +14,22 @@ macro_rules! source {
     ($file:literal) => {
         concat!(
             include_str!("lua/common.lua"),
+            "\n",
+            include_str!(concat!("lua/", $file))
+        )
+    };
+}
+
+/// A script that starts or finishes jobs: `common.lua`, `start_batch.lua`,
+/// `finish_batch.lua` (their bodies as functions), its body.
+macro_rules! worker_source {
+    ($file:literal) => {
+        concat!(
+            include_str!("lua/common.lua"),
+            "\n",
+            include_str!("lua/start_batch.lua"),
+            "\n",
+            include_str!("lua/finish_batch.lua"),
             "\n",
             include_str!(concat!("lua/", $file))
         )
@@ -35,8 +53,9 @@ macro_rules! session_source {
 /// rules (`acl.rs`), which allow each role the commands its scripts call.
 pub const SOURCES: &[(&str, &str)] = &[
     ("enqueue", source!("enqueue.lua")),
-    ("start", source!("start.lua")),
-    ("finish", source!("finish.lua")),
+    ("start", worker_source!("start.lua")),
+    ("finish", worker_source!("finish.lua")),
+    ("finish_start", worker_source!("finish_start.lua")),
     ("fail", source!("fail.lua")),
     ("bury_raw", source!("bury_raw.lua")),
     ("renew", source!("renew.lua")),
@@ -85,6 +104,7 @@ pub struct Scripts {
     pub enqueue: Script,
     pub start: Script,
     pub finish: Script,
+    pub finish_start: Script,
     pub fail: Script,
     pub bury_raw: Script,
     pub renew: Script,
@@ -122,6 +142,7 @@ impl Scripts {
             enqueue: script("enqueue"),
             start: script("start"),
             finish: script("finish"),
+            finish_start: script("finish_start"),
             fail: script("fail"),
             bury_raw: script("bury_raw"),
             renew: script("renew"),

@@ -140,7 +140,9 @@ struct Done {
     d: Delivery,
     outcome: Outcome,
     run_time: Duration,
-    _permit: OwnedSemaphorePermit,
+    /// The job's slot, freed once its outcome is recorded (or handed to the entry that
+    /// `finish_start.lua` reads in the same call).
+    permit: Option<OwnedSemaphorePermit>,
 }
 
 struct Inner {
@@ -405,15 +407,35 @@ fn type_of_stream(inner: &Inner, stream: &str) -> String {
 async fn start_entries(
     inner: &Arc<Inner>,
     entries: Vec<(String, StreamId)>,
-    mut permits: Vec<OwnedSemaphorePermit>,
+    permits: Vec<OwnedSemaphorePermit>,
 ) {
-    let mut by_type: HashMap<String, Vec<Delivery>> = HashMap::new();
+    let mut by_type: Vec<(String, Vec<Delivery>)> = Vec::new();
     for (job_type, entry) in entries {
         match decode(&job_type, &entry) {
-            Ok(d) => by_type.entry(job_type).or_default().push(d),
+            Ok(d) => push_by_type(&mut by_type, d),
             Err(bad) => bury_raw(inner, &job_type, &entry, bad).await,
         }
     }
+    start_deliveries(inner, by_type, permits, false).await;
+}
+
+/// Adds `d` to its type's group, in first-seen order.
+fn push_by_type(by_type: &mut Vec<(String, Vec<Delivery>)>, d: Delivery) {
+    match by_type.iter_mut().find(|(t, _)| *t == d.job_type) {
+        Some((_, ds)) => ds.push(d),
+        None => by_type.push((d.job_type.clone(), vec![d])),
+    }
+}
+
+/// Marks decoded deliveries started, one `start.lua` call per type, and acts on the
+/// answers ([`on_started`]). `retried`: the first call already is a retry of one whose
+/// reply was lost (`finish_start.lua`'s, when it failed).
+async fn start_deliveries(
+    inner: &Arc<Inner>,
+    by_type: Vec<(String, Vec<Delivery>)>,
+    mut permits: Vec<OwnedSemaphorePermit>,
+    mut retried: bool,
+) {
     for (job_type, deliveries) in by_type {
         let started = loop {
             let cfg = inner.queue.config();
@@ -422,7 +444,8 @@ async fn start_entries(
                 .arg(&job_type)
                 .arg(&inner.id)
                 .arg(cfg.max_deliveries)
-                .arg(inner.queue.retention_arg());
+                .arg(inner.queue.retention_arg())
+                .arg(if retried { "1" } else { "0" });
             for d in &deliveries {
                 inv.arg(&d.stream_id)
                     .arg(&d.env.id)
@@ -439,6 +462,9 @@ async fn start_entries(
                 Ok(v) => break v,
                 Err(e) if e.is_transient() && !inner.shutdown.is_cancelled() => {
                     tracing::warn!(%e, "start: redis unavailable, retrying");
+                    // The call may have been applied with its reply lost: the retry
+                    // answers this worker's own starts again instead of counting stalls.
+                    retried = true;
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
                 Err(e) => {
@@ -450,34 +476,46 @@ async fn start_entries(
                 }
             }
         };
-        for (d, (code, now, attempt, starts, reason)) in deliveries.into_iter().zip(started) {
-            match code.as_str() {
-                "run" => {
-                    let permit = match permits.pop() {
-                        Some(p) => p,
-                        None => inner
-                            .slots
-                            .clone()
-                            .acquire_owned()
-                            .await
-                            .expect("semaphore never closes"),
-                    };
-                    let wait = now.saturating_sub(d.ready_at_ms);
-                    inner
-                        .metrics
-                        .wait_seconds
-                        .with_label_values(&[&d.job_type])
-                        .observe(wait as f64 / 1000.0);
-                    spawn_job(inner, d, attempt, starts, permit);
-                }
-                "dead" => {
-                    inner.metrics.dead.with_label_values(&[&d.job_type]).inc();
-                    tracing::warn!(job = %d.env.id, r#type = %d.job_type, attempt, %reason,
-                        "job dead-lettered at start");
-                    observe(inner, &d, "dead", now);
-                }
-                _ => tracing::debug!(job = %d.env.id, "skipped: already finished or cancelled"),
+        on_started(inner, deliveries, started, &mut permits).await;
+    }
+}
+
+/// Acts on the start scripts' answer per delivery: `run` spawns the job with a slot from
+/// `permits` (waiting for one if none is left), `dead` (dead-lettered at start) is counted
+/// and observed, `skip` is dropped.
+async fn on_started(
+    inner: &Arc<Inner>,
+    deliveries: Vec<Delivery>,
+    started: Vec<Started>,
+    permits: &mut Vec<OwnedSemaphorePermit>,
+) {
+    for (d, (code, now, attempt, starts, reason)) in deliveries.into_iter().zip(started) {
+        match code.as_str() {
+            "run" => {
+                let permit = match permits.pop() {
+                    Some(p) => p,
+                    None => inner
+                        .slots
+                        .clone()
+                        .acquire_owned()
+                        .await
+                        .expect("semaphore never closes"),
+                };
+                let wait = now.saturating_sub(d.ready_at_ms);
+                inner
+                    .metrics
+                    .wait_seconds
+                    .with_label_values(&[&d.job_type])
+                    .observe(wait as f64 / 1000.0);
+                spawn_job(inner, d, attempt, starts, permit);
             }
+            "dead" => {
+                inner.metrics.dead.with_label_values(&[&d.job_type]).inc();
+                tracing::warn!(job = %d.env.id, r#type = %d.job_type, attempt, %reason,
+                    "job dead-lettered at start");
+                observe(inner, &d, "dead", now);
+            }
+            _ => tracing::debug!(job = %d.env.id, "skipped: already finished or cancelled"),
         }
     }
 }
@@ -694,7 +732,7 @@ fn spawn_job(
             d,
             outcome,
             run_time,
-            _permit: permit,
+            permit: Some(permit),
         });
     });
 }
@@ -731,37 +769,73 @@ fn failure(inner: &Inner, d: &Delivery, attempt: u32, e: JobError) -> Outcome {
     }
 }
 
+/// Entries the finisher read with its last `finish_start.lua` call, decoded, each with a
+/// slot (permit), for its next call to start.
+#[derive(Default)]
+struct Next {
+    by_type: Vec<(String, Vec<Delivery>)>,
+    permits: Vec<OwnedSemaphorePermit>,
+}
+
+impl Next {
+    fn is_empty(&self) -> bool {
+        self.by_type.is_empty()
+    }
+}
+
 /// Records outcomes in Redis, batching successes. A slot is released (the
 /// permit dropped) only after its outcome is recorded or found stale.
+///
+/// Finishes go with `finish_start.lua`, which also starts the entries the previous call
+/// read and reads new ones into the slots that the finishes free: a steady worker makes one
+/// script call per batch, and the fetch loop's blocking read serves what is left (an idle
+/// queue, slots this loop did not fill).
 async fn finisher(
     inner: Arc<Inner>,
     mut rx: mpsc::UnboundedReceiver<Done>,
     stop: CancellationToken,
 ) {
     let mut buf = Vec::new();
+    let mut next = Next::default();
     loop {
-        // Stops only once told to and nothing is left to record.
-        let n = tokio::select! {
-            n = rx.recv_many(&mut buf, 256) => n,
-            _ = stop.cancelled() => {
-                while let Ok(d) = rx.try_recv() {
-                    buf.push(d);
+        if next.is_empty() {
+            // Stops only once told to and nothing is left to record.
+            let n = tokio::select! {
+                n = rx.recv_many(&mut buf, 256) => n,
+                _ = stop.cancelled() => {
+                    while let Ok(d) = rx.try_recv() {
+                        buf.push(d);
+                    }
+                    if buf.is_empty() {
+                        return;
+                    }
+                    buf.len()
                 }
-                if buf.is_empty() {
-                    return;
-                }
-                buf.len()
+            };
+            if n == 0 {
+                return;
             }
-        };
-        if n == 0 {
-            return;
+        } else {
+            // Entries wait to start: go now, with the outcomes already here (a short job
+            // that the last call started may have finished meanwhile).
+            tokio::task::yield_now().await;
+            while buf.len() < 256 {
+                match rx.try_recv() {
+                    Ok(d) => buf.push(d),
+                    Err(_) => break,
+                }
+            }
         }
         let batch = std::mem::take(&mut buf);
         let (finishes, rest): (Vec<_>, Vec<_>) = batch
             .into_iter()
             .partition(|d| matches!(d.outcome, Outcome::Finish { .. }));
-        if !finishes.is_empty() {
-            record_finishes(&inner, finishes).await;
+        if stop.is_cancelled() && !next.is_empty() {
+            // Closing: what was read stays pending, for the reclaimer.
+            next = Next::default();
+        }
+        if !finishes.is_empty() || !next.is_empty() {
+            next = finish_and_start(&inner, finishes, std::mem::take(&mut next)).await;
         }
         let (handbacks, fails): (Vec<_>, Vec<_>) = rest
             .into_iter()
@@ -777,6 +851,123 @@ async fn finisher(
             record_handbacks(&inner, handbacks).await;
         }
     }
+}
+
+/// `finish_start.lua`'s reply: server time, a code per finish, per group of starts its type
+/// and answers, and the entries read (type, stream id, fields).
+type FinishStartReply = (
+    u64,
+    Vec<u64>,
+    Vec<(String, Vec<Started>)>,
+    Vec<(String, String, HashMap<String, redis::Value>)>,
+);
+
+/// One `finish_start.lua` call: records `done` (finishes), starts `next` (what the last call
+/// read) and reads new entries into the slots left over (the finished jobs', and free ones
+/// up to the batch size; none once the worker is shutting down). Returns the entries read,
+/// decoded, each with its slot; a malformed one is dead-lettered (`bury_raw`). When the call
+/// fails for good (not a lost connection: that is retried, as a retry), the finishes and
+/// starts go the separate ways, `finish.lua` and `start.lua`, as retries of this call.
+async fn finish_and_start(inner: &Arc<Inner>, mut done: Vec<Done>, next: Next) -> Next {
+    let Next {
+        by_type,
+        mut permits,
+    } = next;
+    permits.extend(done.iter_mut().filter_map(|d| d.permit.take()));
+    let held: usize = by_type.iter().map(|(_, ds)| ds.len()).sum();
+    let read = if inner.shutdown.is_cancelled() {
+        0
+    } else {
+        while permits.len() - held < inner.opts.batch {
+            match inner.slots.clone().try_acquire_owned() {
+                Ok(p) => permits.push(p),
+                Err(_) => break,
+            }
+        }
+        (permits.len() - held).min(inner.opts.batch)
+    };
+    let keep = inner.queue.retention_arg();
+    let max_deliveries = inner.queue.config().max_deliveries;
+    let mut tries = 0u32;
+    let res: Option<FinishStartReply> = persist(&inner.closing, "finish", || {
+        tries += 1;
+        let mut inv = inner.queue.scripts().finish_start.prepare_invoke();
+        inv.arg(inner.queue.prefix())
+            .arg(&keep)
+            .arg(&inner.id)
+            .arg(max_deliveries)
+            .arg(if tries > 1 { "1" } else { "0" })
+            .arg(read)
+            .arg(inner.opts.roles.len());
+        for r in &inner.opts.roles {
+            inv.arg(r);
+        }
+        inv.arg(done.len());
+        for d in &done {
+            let Outcome::Finish { state, result } = &d.outcome else {
+                unreachable!("only finishes come here")
+            };
+            inv.arg(&d.d.job_type)
+                .arg(&d.d.stream_id)
+                .arg(&d.d.env.id)
+                .arg(*state)
+                .arg(result)
+                .arg(d.d.starts)
+                .arg(parent_of(&d.d.env));
+        }
+        for (t, ds) in &by_type {
+            inv.arg(t).arg(ds.len());
+            for d in ds {
+                inv.arg(&d.stream_id)
+                    .arg(&d.env.id)
+                    .arg(d.env.max_attempts)
+                    .arg(parent_of(&d.env));
+            }
+        }
+        async move {
+            let mut c = inner.queue.batch_conn().await?;
+            Ok(inv.invoke_async(&mut c).await?)
+        }
+    })
+    .await;
+    let Some((now, oks, started, entries)) = res else {
+        if !done.is_empty() {
+            record_finishes(inner, done).await;
+        }
+        start_deliveries(inner, by_type, permits, true).await;
+        return Next::default();
+    };
+    on_finished(inner, &done, now, oks);
+    let mut by_type = by_type.into_iter();
+    for (t, answers) in started {
+        let Some((_, ds)) = by_type.next() else { break };
+        debug_assert_eq!(
+            t,
+            ds.first().map(|d| d.job_type.clone()).unwrap_or_default()
+        );
+        on_started(inner, ds, answers, &mut permits).await;
+    }
+    let mut out = Next::default();
+    for (job_type, id, map) in entries {
+        let entry = StreamId {
+            id,
+            map,
+            ..Default::default()
+        };
+        match decode(&job_type, &entry) {
+            Ok(d) => match permits.pop() {
+                Some(p) => {
+                    out.permits.push(p);
+                    push_by_type(&mut out.by_type, d);
+                }
+                // Cannot happen (the call reads no more than the slots held); left
+                // pending, the reclaimer would offer it again after the lease.
+                None => tracing::error!(job = %d.env.id, "read an entry without a free slot"),
+            },
+            Err(bad) => bury_raw(inner, &job_type, &entry, bad).await,
+        }
+    }
+    out
 }
 
 /// Retries `call` while Redis is unreachable; gives up (leaving the entry to
@@ -803,6 +994,7 @@ where
     }
 }
 
+/// Records finishes with `finish.lua` alone (when `finish_start.lua` failed for good).
 async fn record_finishes(inner: &Inner, done: Vec<Done>) {
     let keep = inner.queue.retention_arg();
     let res: Option<Vec<u64>> = persist(&inner.closing, "finish", || {
@@ -830,7 +1022,12 @@ async fn record_finishes(inner: &Inner, done: Vec<Done>) {
         Some(v) if !v.is_empty() => (v[0], v[1..].to_vec()),
         _ => (0, vec![0; done.len()]),
     };
-    for (d, ok) in done.iter().zip(oks) {
+    on_finished(inner, &done, now, oks);
+}
+
+/// Acts on the finish codes (`finish.lua`'s) of `done`: counts, observes and forgets each job.
+fn on_finished(inner: &Inner, done: &[Done], now: u64, oks: Vec<u64>) {
+    for (d, ok) in done.iter().zip(oks.into_iter().chain(std::iter::repeat(0))) {
         let Outcome::Finish { state, .. } = &d.outcome else {
             continue;
         };

@@ -1,0 +1,95 @@
+-- finish_batch.lua: finish_batch, the body of finish.lua as a function, so
+-- finish_start.lua records finishes with the same code. Prepended after common.lua to the
+-- scripts that finish jobs (src/scripts.rs, `worker_source!`).
+
+-- Records finished attempts (finish.lua's header says how); `A` holds 7 values per job from
+-- index `first` to `last`: type, stream id, job id, state (completed|cancelled), result json,
+-- starts, parent. Returns {ok_1, ok_2, ...} (the codes of finish.lua's reply, without `now`).
+local function finish_batch(now, K, consumer, A, first, last)
+  local ttl = K.ttl
+  -- Pass 1, reads only: each record's fields that child_done needs (the first four),
+  -- `fanned_by`, which fan_out.lua leaves on a job that fanned out, and `bot` (for the
+  -- event). pcall: a record that is not a hash answers WRONGTYPE (an error table) instead
+  -- of raising; its type is read for the dead letter.
+  local bad, fields = {}, {}
+  for i = first, last, 7 do
+    local jk = key('job', A[i + 2])
+    local f = redis.pcall('HMGET', jk, 'parent', 'type', 'worker', 'started_at', 'fanned_by', 'bot')
+    if f.err then bad[i] = type_of(jk) else fields[i] = f end
+  end
+  -- Ownership for the whole batch: one XPENDING per stream (type) instead of one per job.
+  local by_stream = {}
+  for i = first, last, 7 do
+    local s = by_stream[A[i]] or {}
+    s[#s + 1] = A[i + 1]
+    by_stream[A[i]] = s
+  end
+  for jtype, sids in pairs(by_stream) do
+    by_stream[jtype] = held_by(key('q', jtype), consumer, sids)
+  end
+  local out = {}
+  local counts = {} -- state -> type -> jobs, added to the stats once per call
+  local events = {} -- state -> type -> ids and bots: one event per state and type (emit_batch)
+  for i = first, last, 7 do
+    local jtype, sid, id, state, result = A[i], A[i + 1], A[i + 2], A[i + 3], A[i + 4]
+    local starts, parent = A[i + 5], A[i + 6]
+    local stream = key('q', jtype)
+    local jk = key('job', id)
+    local by = fence(consumer, sid, starts)
+    if not by_stream[jtype][sid] then
+      local f = {}
+      if not bad[i] then f = redis.call('HMGET', jk, 'state', 'worker', 'stream_id', 'starts') end
+      if f[1] == state and f[2] == consumer and f[3] == sid and f[4] == starts then
+        out[#out + 1] = 2
+      elseif not bad[i] and not f[1] and state == 'completed'
+             and drops(keep_for(K, 'completed', jtype)) then
+        -- no record, and completed ones are dropped at finish: this call's own finish (or
+        -- another worker's, of the same job after a lost lease) was applied; nothing to do
+        out[#out + 1] = 2
+      elseif bad[i] and buried_by(id, by) then
+        out[#out + 1] = 3
+      else
+        out[#out + 1] = 0
+      end
+    elseif bad[i] then
+      local reason = '`' .. jk .. '` holds a ' .. bad[i] .. ', not a hash (WRONGTYPE): the ' ..
+                     'job\'s record was overwritten while it ran; its result is lost'
+      ackdel(stream, sid)
+      bury(now, jtype, id, '', reason, sid, by)
+      emit(now, 'dead', jtype, id, {'error', reason})
+      child_done(now, id, 'dead', reason, parent, jtype, consumer)
+      out[#out + 1] = 3
+    else
+      -- Flow keys of its own exist only if the job fanned out (`fanned_by`); a record
+      -- without a `type` was deleted under it and cannot say, so those expire too.
+      local f = fields[i]
+      local flow = f[5] or not f[2]
+      ackdel(stream, sid)
+      local c = counts[state] or {}
+      c[jtype] = (c[jtype] or 0) + 1
+      counts[state] = c
+      if state ~= 'completed' then
+        redis.call('HSET', jk, 'state', state, 'result', result, 'finished_at', now)
+        redis.call('HDEL', jk, 'env')
+        redis.call('PEXPIRE', jk, ttl)
+        if flow then expire_flow(id, ttl) end
+      elseif drops(keep_for(K, 'completed', jtype)) then
+        drop_record(id)
+      else
+        redis.call('HSET', jk, 'state', state, 'result', result, 'finished_at', now)
+        redis.call('HDEL', jk, 'env')
+        retire(now, 'completed', jtype, id, keep_for(K, 'completed', jtype), flow)
+      end
+      batch_event(events, state, jtype, id, f[6])
+      -- (the record's fields it needs were read in pass 1: a dropped record is no loss)
+      child_done(now, id, state, result, parent, jtype, consumer, f)
+      out[#out + 1] = 1
+    end
+  end
+  for state, c in pairs(counts) do add_counts(c, state) end
+  emit_batches(now, events)
+  for jtype in pairs(counts.completed or {}) do
+    trim_kept(now, 'completed', jtype, keep_for(K, 'completed', jtype))
+  end
+  return out
+end

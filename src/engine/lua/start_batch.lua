@@ -1,0 +1,163 @@
+-- start_batch.lua: start_check and start_batch, the body of start.lua as functions, so
+-- finish_start.lua starts entries with the same code. Prepended after common.lua to the
+-- scripts that start jobs (src/scripts.rs, `worker_source!`).
+
+-- nil, or why no job of `jtype` can start: a shared key of the wrong type (stats, events,
+-- dlq). Reads only: a caller checks every type it starts before its first write.
+local function start_check(jtype)
+  for _, k in ipairs({{key('stats', jtype), 'hash'}, {key('events'), 'stream'},
+                      {key('dlq'), 'stream'}}) do
+    local t = redis.call('TYPE', k[1])['ok']
+    if t ~= 'none' and t ~= k[2] then
+      return 'WRONGTYPE `' .. k[1] .. '` holds a ' .. t .. ', not a ' .. k[2] ..
+             ': no job of type ' .. jtype .. ' can start until it is repaired'
+    end
+  end
+  return nil
+end
+
+local function is_int(v)
+  return v == false or v == nil or string.match(v, '^%-?%d+$') ~= nil
+end
+
+-- Marks freshly delivered entries of `jtype` active (start.lua's header says how); `A` holds
+-- 4 values per entry from index `first` to `last`: stream id, job id, max attempts, parent
+-- ('' = none). `retried`: this call repeats one whose reply was lost (a timeout), so an
+-- entry already `active` by `consumer` under this very stream id is its own start, answered
+-- again (run, same attempt and starts) without a write, rather than counted as a stall.
+-- Returns per entry {code, now, attempt, starts, reason}. start_check(jtype) must have
+-- passed first.
+local function start_batch(now, jtype, consumer, max_deliveries, K, A, first, last, retried)
+  local buried = false -- a record dead-lettered here: trim_kept once at the end
+  local events = {} -- the started jobs, for one event (batch_event)
+  local stream = key('q', jtype)
+
+  -- The envelope of a stream entry (for the dead letter), or ''.
+  local function entry_job(sid)
+    local r = redis.call('XRANGE', stream, sid, sid)
+    if r[1] then
+      local f = r[1][2]
+      for j = 1, #f, 2 do
+        if f[j] == 'job' then return f[j + 1] end
+      end
+    end
+    return ''
+  end
+
+  -- Which of the batch's entries this consumer holds (one XPENDING for the batch).
+  local sids = {}
+  for i = first, last, 4 do sids[#sids + 1] = A[i] end
+  local held = held_by(stream, consumer, sids)
+
+  -- Pass 1: reads only. Each entry gets a plan: skip, bad (reason), again, or go (its fields).
+  local plans = {}
+  for i = first, last, 4 do
+    local sid, id = A[i], A[i + 1]
+    local jk = key('job', id)
+    local plan = {sid = sid, id = id, jk = jk, max = tonumber(A[i + 2]), parent = A[i + 3]}
+    local deliveries = held[sid]
+    -- pcall: a record of another type answers an error table (WRONGTYPE) instead of raising.
+    local f = redis.pcall('HMGET', jk, 'state', 'attempt', 'starts', 'bot', 'worker', 'stream_id')
+    if deliveries == nil then
+      -- Acked meanwhile, or another worker holds it now: not ours to start.
+      plan.code = 'skip'
+    elseif f.err then
+      local kind = redis.call('TYPE', jk)['ok']
+      plan.code = 'bad'
+      plan.reason = '`' .. jk .. '` holds a ' .. kind .. ', not a hash (WRONGTYPE): the job\'s ' ..
+                    'record was overwritten; delete that key, then `synth-city dlq retry`'
+    else
+      plan.state, plan.attempt, plan.starts, plan.bot = f[1], f[2], f[3], f[4]
+      if not is_int(f[2]) or not is_int(f[3]) then
+        local name, v = 'attempt', f[2]
+        if is_int(f[2]) then name, v = 'starts', f[3] end
+        plan.code = 'bad'
+        plan.reason = 'field `' .. name .. '` of `' .. jk .. '` is not an integer (' .. v ..
+                      '): the job\'s record was overwritten; delete that key, then ' ..
+                      '`synth-city dlq retry`'
+      elseif retried and f[1] == 'active' and f[5] == consumer and f[6] == sid then
+        plan.code = 'again'
+      elseif tonumber(deliveries) > max_deliveries then
+        plan.code = 'bad'
+        plan.reason = 'delivered ' .. deliveries .. ' times without finishing (the cap is ' ..
+                      max_deliveries .. ')'
+        plan.record = true
+      else
+        plan.code = 'go'
+      end
+    end
+    plans[#plans + 1] = plan
+  end
+
+  -- Pass 2: writes.
+  local out = {}
+  local started = {} -- job key -> the `starts` written by this call
+  for _, plan in ipairs(plans) do
+    local sid, id, jk = plan.sid, plan.id, plan.jk
+    local state = plan.state
+    if plan.code == 'skip' then
+      out[#out + 1] = {'skip', now, 0, 0, ''}
+    elseif plan.code == 'again' then
+      out[#out + 1] = {'run', now, tonumber(plan.attempt or '0'), tonumber(plan.starts or '0'), ''}
+    elseif plan.code == 'bad' then
+      local env = entry_job(sid)
+      if plan.record and state then
+        env = redis.call('HGET', jk, 'env') or env
+      end
+      ackdel(stream, sid)
+      bury(now, jtype, id, env, plan.reason, sid)
+      if plan.record then
+        redis.call('HSET', jk, 'state', 'dead', 'error', plan.reason, 'finished_at', now)
+        redis.call('HDEL', jk, 'env')
+      end
+      emit(now, 'dead', jtype, id, {'error', plan.reason})
+      -- a child's parent learns it (named by the envelope when the record is not a hash)
+      child_done(now, id, 'dead', plan.reason, plan.parent, jtype)
+      if plan.record then
+        retire(now, 'dead', jtype, id, keep_for(K, 'dead', jtype), false)
+        buried = true
+      end
+      out[#out + 1] = {'dead', now, tonumber(plan.attempt or '0'), 0, plan.reason}
+    elseif state == 'cancelled' or state == 'completed' or state == 'dead' then
+      ackdel(stream, sid)
+      out[#out + 1] = {'skip', now, 0, 0, ''}
+    else
+      local attempt = tonumber(plan.attempt or '0')
+      if state == 'active' then
+        attempt = redis.call('HINCRBY', jk, 'attempt', 1)
+        redis.call('HINCRBY', key('stats', jtype), 'stalled', 1)
+        emit(now, 'stalled', jtype, id, {'attempt', attempt})
+      end
+      if attempt >= plan.max then
+        local env = redis.call('HGET', jk, 'env') or entry_job(sid)
+        local reason = 'worker lost ' .. attempt .. ' times (lease expired)'
+        ackdel(stream, sid)
+        bury(now, jtype, id, env, reason, sid)
+        redis.call('HSET', jk, 'state', 'dead', 'error', reason, 'finished_at', now)
+        redis.call('HDEL', jk, 'env')
+        emit(now, 'dead', jtype, id, {'error', reason})
+        child_done(now, id, 'dead', reason, plan.parent, jtype)
+        retire(now, 'dead', jtype, id, keep_for(K, 'dead', jtype), false)
+        buried = true
+        out[#out + 1] = {'dead', now, attempt, 0, reason}
+      else
+        if not state then
+          redis.call('HSET', jk, 'id', id, 'type', jtype, 'attempt', attempt)
+          if plan.parent ~= '' then redis.call('HSET', jk, 'parent', plan.parent) end
+        end
+        -- `starts` was read (and checked to be an integer) in pass 1; only an earlier entry
+        -- of this batch for the same job can have changed it since.
+        local starts = (started[jk] or tonumber(plan.starts or '0')) + 1
+        started[jk] = starts
+        redis.call('HSET', jk, 'state', 'active', 'started_at', now, 'worker', consumer,
+                   'stream_id', sid, 'starts', starts)
+        batch_event(events, 'started', jtype, id, plan.bot)
+        out[#out + 1] = {'run', now, attempt, starts, ''}
+      end
+    end
+  end
+  if buried then trim_kept(now, 'dead', jtype, keep_for(K, 'dead', jtype)) end
+  -- one `started` event for the call's jobs (emit_batch), naming this worker
+  emit_batches(now, events, {'worker', consumer})
+  return out
+end
