@@ -686,7 +686,8 @@ fn spawn_job(
         let timeout = Duration::from_millis(d.env.timeout_ms);
         // The handler runs in its own task so that a panic is caught as a failure.
         let handle = tokio::spawn({
-            let payload = d.env.payload.clone();
+            // Moved, not cloned: a failure re-reads it from `raw` (`record_fail`).
+            let payload = std::mem::take(&mut d.env.payload);
             async move { handler.handle(ctx, payload).await }
         });
         let abort = handle.abort_handle();
@@ -1066,7 +1067,8 @@ async fn record_fail(inner: &Inner, d: Done) {
         return;
     };
     let keep = inner.queue.retention_arg();
-    let mut next = d.d.env.clone();
+    // The handler took the payload (`spawn_job`): the envelope is read again from the entry.
+    let mut next = JobEnvelope::from_json(&d.d.raw).unwrap_or_else(|_| d.d.env.clone());
     if *counts {
         next.attempt += 1;
     }
