@@ -417,8 +417,8 @@ impl Default for QueueConfig {
 }
 
 impl QueueConfig {
-    /// The retention argument of the scripts that finish jobs (`finish.lua`, `fail.lua`,
-    /// `start.lua`): `ttl ms,completed count,completed age ms,failed count,failed age ms`
+    /// The retention argument of the scripts that finish jobs (`finish.lua`,
+    /// `finish_start.lua`, `fail.lua`, `start.lua`): `ttl ms,completed count,completed age ms,failed count,failed age ms`
     /// (`keep_policy` in `lua/common.lua`).
     pub fn retention_arg(&self) -> String {
         format!(

@@ -13,7 +13,7 @@
 //! | `idem:<type>:<bot>:<key>` | string | idempotency key -> job id (scoped per bot) |
 //! | `dlq` | stream | dead letters with their reason; `by`: the fencing token of the worker call that wrote it, when one did |
 //! | `events` | stream (capped) | job and permit events for live views |
-//! | `kept:<completed\|dead>:<type>` | zset id -> finish ms | finished records under a retention count (`config::Keep`), trimmed in `finish.lua`/`fail.lua`/`start.lua` |
+//! | `kept:<completed\|dead>:<type>` | zset id -> finish ms | finished records under a retention count (`config::Keep`), trimmed in `finish.lua`/`finish_start.lua`/`fail.lua`/`start.lua` |
 //! | `stats:<type>` | hash | counters: enqueued, completed, failed, retried, dead, ...; `delayed_now` (a gauge) |
 //! | `workers`, `worker:<id>` | zset, hash | heartbeats and what each worker runs |
 //! | `sem:<name>:*` | zset/hash/string | semaphore holders, line, fences, limit |

@@ -9,10 +9,12 @@
 //! - **lease keeper**: every lease/3 re-claims (`XCLAIM JUSTID`) the entries of
 //!   running jobs so their idle time never reaches the lease, and trips a job's
 //!   cancellation token when an operator cancelled it or the lease was lost;
-//! - **finisher**: batches outcomes into `finish.lua` / `fail.lua` /
+//! - **finisher**: batches outcomes into `finish_start.lua` / `fail.lua` /
 //!   `handback.lua` calls (and `fan_out.lua` for a job that waits for its
 //!   children, `JobError::WaitForChildren`), retrying while Redis is away; a slot
-//!   is freed only once its outcome is recorded;
+//!   is freed only once its outcome is recorded. `finish_start.lua` also starts
+//!   the entries its previous call read and reads new ones into the freed slots,
+//!   so a steady worker makes one script call per batch;
 //! - **promoter**, **heartbeat**, **gauges**, **progress**: small loops.
 //!
 //! Lease time is the entry's idle time in the consumer group's pending list,
@@ -864,8 +866,8 @@ type FinishStartReply = (
 );
 
 /// One `finish_start.lua` call: records `done` (finishes), starts `next` (what the last call
-/// read) and reads new entries into the slots left over (the finished jobs', and free ones
-/// up to the batch size; none once the worker is shutting down). Returns the entries read,
+/// read) and reads new entries into the finished jobs' slots (up to the batch size; none
+/// once the worker is shutting down). Returns the entries read,
 /// decoded, each with its slot; a malformed one is dead-lettered (`bury_raw`). When the call
 /// fails for good (not a lost connection: that is retried, as a retry), the finishes and
 /// starts go the separate ways, `finish.lua` and `start.lua`, as retries of this call.
@@ -876,15 +878,11 @@ async fn finish_and_start(inner: &Arc<Inner>, mut done: Vec<Done>, next: Next) -
     } = next;
     permits.extend(done.iter_mut().filter_map(|d| d.permit.take()));
     let held: usize = by_type.iter().map(|(_, ds)| ds.len()).sum();
+    // Only the finished jobs' slots: free ones stay with the fetch loop, whose blocking
+    // read serves a job that arrives while this call runs.
     let read = if inner.shutdown.is_cancelled() {
         0
     } else {
-        while permits.len() - held < inner.opts.batch {
-            match inner.slots.clone().try_acquire_owned() {
-                Ok(p) => permits.push(p),
-                Err(_) => break,
-            }
-        }
         (permits.len() - held).min(inner.opts.batch)
     };
     let keep = inner.queue.retention_arg();

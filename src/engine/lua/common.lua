@@ -6,8 +6,16 @@ local GROUP = 'workers'
 local EVENTS_MAXLEN = 10000
 local DLQ_MAXLEN = 100000
 
-local function key(...)
-  return '{' .. P .. '}:' .. table.concat({...}, ':')
+local KP = '{' .. P .. '}:'
+
+-- `{prefix}:a:b:...`. Up to four parts without building a table (every job's scripts call
+-- it several times).
+local function key(a, b, c, d, ...)
+  if b == nil then return KP .. a end
+  if c == nil then return KP .. a .. ':' .. b end
+  if d == nil then return KP .. a .. ':' .. b .. ':' .. c end
+  if select('#', ...) == 0 then return KP .. a .. ':' .. b .. ':' .. c .. ':' .. d end
+  return KP .. table.concat({a, b, c, d, ...}, ':')
 end
 
 local function now_ms()
@@ -118,8 +126,9 @@ local function enqueue_one(now, jtype, id, env, idem, ready_at, ttl_ms, bot, cou
   end
   local jk = key('job', id)
   if redis.call('EXISTS', jk) == 1 then return {id, 0} end
-  -- Stamp the server's time into the envelope (a JSON object from serde).
-  if not string.match(env, '"enqueued_at_ms":%d+}$') then
+  -- Stamp the server's time into the envelope (a JSON object from serde); only its tail can
+  -- hold the stamp (the last field), so only the tail is searched.
+  if not string.match(string.sub(env, -40), '"enqueued_at_ms":%d+}$') then
     env = string.sub(env, 1, -2) .. ',"enqueued_at_ms":' .. now .. '}'
   end
   if ready_at > now then

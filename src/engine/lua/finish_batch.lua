@@ -35,7 +35,6 @@ local function finish_batch(now, K, consumer, A, first, last)
     local starts, parent = A[i + 5], A[i + 6]
     local stream = key('q', jtype)
     local jk = key('job', id)
-    local by = fence(consumer, sid, starts)
     if not by_stream[jtype][sid] then
       local f = {}
       if not bad[i] then f = redis.call('HMGET', jk, 'state', 'worker', 'stream_id', 'starts') end
@@ -46,7 +45,7 @@ local function finish_batch(now, K, consumer, A, first, last)
         -- no record, and completed ones are dropped at finish: this call's own finish (or
         -- another worker's, of the same job after a lost lease) was applied; nothing to do
         out[#out + 1] = 2
-      elseif bad[i] and buried_by(id, by) then
+      elseif bad[i] and buried_by(id, fence(consumer, sid, starts)) then
         out[#out + 1] = 3
       else
         out[#out + 1] = 0
@@ -55,7 +54,7 @@ local function finish_batch(now, K, consumer, A, first, last)
       local reason = '`' .. jk .. '` holds a ' .. bad[i] .. ', not a hash (WRONGTYPE): the ' ..
                      'job\'s record was overwritten while it ran; its result is lost'
       ackdel(stream, sid)
-      bury(now, jtype, id, '', reason, sid, by)
+      bury(now, jtype, id, '', reason, sid, fence(consumer, sid, starts))
       emit(now, 'dead', jtype, id, {'error', reason})
       child_done(now, id, 'dead', reason, parent, jtype, consumer)
       out[#out + 1] = 3

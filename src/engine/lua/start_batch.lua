@@ -57,7 +57,13 @@ local function start_batch(now, jtype, consumer, max_deliveries, K, A, first, la
     local plan = {sid = sid, id = id, jk = jk, max = tonumber(A[i + 2]), parent = A[i + 3]}
     local deliveries = held[sid]
     -- pcall: a record of another type answers an error table (WRONGTYPE) instead of raising.
-    local f = redis.pcall('HMGET', jk, 'state', 'attempt', 'starts', 'bot', 'worker', 'stream_id')
+    -- Who started it and under which entry matter only to a retried call.
+    local f
+    if retried then
+      f = redis.pcall('HMGET', jk, 'state', 'attempt', 'starts', 'bot', 'worker', 'stream_id')
+    else
+      f = redis.pcall('HMGET', jk, 'state', 'attempt', 'starts', 'bot')
+    end
     if deliveries == nil then
       -- Acked meanwhile, or another worker holds it now: not ours to start.
       plan.code = 'skip'
