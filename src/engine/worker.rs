@@ -879,8 +879,11 @@ async fn finish_and_start(inner: &Arc<Inner>, mut done: Vec<Done>, next: Next) -
     permits.extend(done.iter_mut().filter_map(|d| d.permit.take()));
     let held: usize = by_type.iter().map(|(_, ds)| ds.len()).sum();
     // Only the finished jobs' slots: free ones stay with the fetch loop, whose blocking
-    // read serves a job that arrives while this call runs.
-    let read = if inner.shutdown.is_cancelled() {
+    // read serves a job that arrives while this call runs. A call that finishes one job
+    // alone reads nothing: jobs are trickling in, one per enqueue call, and each is the
+    // fetch loop's at once (Redis serves a blocked read right after the XADD), while one
+    // read here would start one call later.
+    let read = if inner.shutdown.is_cancelled() || (done.len() < 2 && held == 0) {
         0
     } else {
         (permits.len() - held).min(inner.opts.batch)
