@@ -23,6 +23,7 @@
 //! stream without counting an attempt.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -159,6 +160,8 @@ struct Inner {
     progress_tx: mpsc::UnboundedSender<ProgressUpdate>,
     observer: Option<mpsc::UnboundedSender<Observation>>,
     processed: std::sync::atomic::AtomicU64,
+    /// True while the fetch loop's blocking read waits (its stream had nothing for it).
+    fetch_waiting: std::sync::atomic::AtomicBool,
     /// Wakes the local promoter when this worker schedules a retry.
     promote_now: tokio::sync::Notify,
     /// Fires when the worker is asked to stop fetching.
@@ -260,6 +263,7 @@ impl Worker {
             progress_tx,
             observer: self.observer,
             processed: Default::default(),
+            fetch_waiting: Default::default(),
             promote_now: tokio::sync::Notify::new(),
             shutdown: shutdown.clone(),
             closing: CancellationToken::new(),
@@ -356,8 +360,10 @@ async fn fetch_loop(inner: &Arc<Inner>, shutdown: &CancellationToken) {
             .group(GROUP, &inner.id)
             .count(permits.len())
             .block(inner.opts.block.as_millis() as usize);
+        inner.fetch_waiting.store(true, Ordering::Relaxed);
         let reply: redis::RedisResult<Option<StreamReadReply>> =
             c.xread_options(&streams, &ids, &opts).await;
+        inner.fetch_waiting.store(false, Ordering::Relaxed);
         match reply {
             Ok(Some(reply)) => {
                 backoff.reset();
@@ -879,11 +885,12 @@ async fn finish_and_start(inner: &Arc<Inner>, mut done: Vec<Done>, next: Next) -
     permits.extend(done.iter_mut().filter_map(|d| d.permit.take()));
     let held: usize = by_type.iter().map(|(_, ds)| ds.len()).sum();
     // Only the finished jobs' slots: free ones stay with the fetch loop, whose blocking
-    // read serves a job that arrives while this call runs. A call that finishes one job
-    // alone reads nothing: jobs are trickling in, one per enqueue call, and each is the
-    // fetch loop's at once (Redis serves a blocked read right after the XADD), while one
-    // read here would start one call later.
-    let read = if inner.shutdown.is_cancelled() || (done.len() < 2 && held == 0) {
+    // read serves a job that arrives while this call runs. While that read is waiting the
+    // stream had nothing left for it: jobs trickle in, each is the fetch loop's at once
+    // (Redis serves a blocked read right after the XADD), and a read here would only take
+    // one and start it a call later; so this call reads only while the fetch loop is not
+    // waiting on an empty stream (it waits for slots: a backlog).
+    let read = if inner.shutdown.is_cancelled() || inner.fetch_waiting.load(Ordering::Relaxed) {
         0
     } else {
         (permits.len() - held).min(inner.opts.batch)
