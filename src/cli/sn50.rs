@@ -61,7 +61,9 @@ pub enum ScoreCommand {
         /// The model: `gbm`, a classical baseline (`ewma`, `ewma-t`, `ewma-tod`, `ewma-tod-t`,
         /// `garch`, `garch-t`, `garch-tod`, `garch-tod-t`, `gjr-tod-t`, `har`, `har-tod`,
         /// `har-tod-t`; `cal-` before a name fits its width on the asset's recent prompts, e.g.
-        /// `cal-garch-tod-t`), or a checkpoint folder written by `experiment` / `model quick`.
+        /// `cal-garch-tod-t`), or a checkpoint folder written by `experiment` / `model quick`;
+        /// `mix:A,B` and `vov:NU:A` wrap them; `hindsight`, `hindsight-t`, `hindsight-tod-t` are
+        /// the ceiling that reads each window's own realised volatility (not a forecaster).
         #[arg(long, default_value = "gbm")]
         model: String,
         /// The reference scored on the same windows (its share of each competition is the
@@ -931,7 +933,8 @@ fn bench_crps_blocking(args: &BenchCrpsArgs) -> anyhow::Result<()> {
 
 /// A forecaster by `--model` name: `gbm` or a classical model, a checkpoint folder, an
 /// ensemble `mix:A,B,...` of those, or one of them with path-level volatility of volatility
-/// (`vov:NU:MODEL`).
+/// (`vov:NU:MODEL`); here only (a backtest), the hindsight ceiling (`hindsight[-tod]-t`, which
+/// reads the window it is scored on).
 fn load_model(
     name: &str,
     cfg: &sn50::constants::Sn50Config,
@@ -949,6 +952,8 @@ fn load_model(
         Box::new(sn50::ensemble::Ensemble::new(members)?)
     } else if forecast::is_model_name(name) {
         forecast::model_by_name(name, cfg)?
+    } else if let Some(h) = sn50::hindsight::by_name(name) {
+        Box::new(h)
     } else {
         trainer::zoo::forecaster::load_forecaster(name, device)?
     })

@@ -43,6 +43,7 @@ pub mod forecast;
 pub mod garch;
 pub mod gate;
 pub mod har;
+pub mod hindsight;
 mod http;
 pub mod lanes;
 pub mod pyfloat;
