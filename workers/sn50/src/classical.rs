@@ -3,15 +3,16 @@
 //!
 //! [`Ewma`] estimates the per-step volatility from the bars that closed before the request (an
 //! exponentially weighted mean of squared log returns, RiskMetrics style), optionally shaped by
-//! a UTC time-of-day profile (the mean squared return of each hour of the day over the lookback,
-//! relative to the whole), scaled by a calibration `width`, and simulates zero-drift log-price
+//! a UTC seasonal profile ([`Profile`]: the mean squared return of each hour of the day over the
+//! lookback, weekdays and weekends apart, relative to the whole; the level is then estimated on
+//! returns divided by it), scaled by a calibration `width`, and simulates zero-drift log-price
 //! paths with Gaussian or unit-variance Student-t steps. It is fitted on nothing but the
 //! request's own history, so it can be scored on any window without leaking the future.
 //!
 //! Names (`--model` / `--reference`): `ewma`, `ewma-t` (Student-t, 5 degrees of freedom),
 //! `ewma-tod`, `ewma-tod-t`.
 //!
-//! The helpers the other classical forecasters share (returns before the request, the hour-of-day
+//! The helpers the other classical forecasters share (returns before the request, the seasonal
 //! profile, innovations, the constant-width random walk) live here too; GARCH-family models are
 //! in [`super::garch`], HAR-RV in [`super::har`].
 //!
@@ -63,15 +64,18 @@ impl Ewma {
         })
     }
 
-    /// The per-bar variance: an EWMA of squared returns, oldest first, seeded with the plain
-    /// mean of the first half-life's returns.
-    fn level(&self, rets: &[(i64, f64)], bar_seconds: i64) -> f64 {
+    /// The per-bar variance of the profile's mean hour: an EWMA of squared returns, each
+    /// divided by its hour's profile value (so a calm weekend or night does not drag the level
+    /// of the hours after it), oldest first, seeded with the plain mean of the first
+    /// half-life's returns.
+    fn level(&self, rets: &[(i64, f64)], bar_seconds: i64, profile: &Profile) -> f64 {
         let half_life_bars = (self.half_life_hours * 3600.0 / bar_seconds as f64).max(1.0);
         let lambda = 0.5f64.powf(1.0 / half_life_bars);
+        let sq = |(t, r): &(i64, f64)| r * r / profile.at(*t);
         let seed_n = rets.len().min(half_life_bars as usize).max(1);
-        let mut var = rets[..seed_n].iter().map(|r| r.1 * r.1).sum::<f64>() / seed_n as f64;
-        for (_, r) in &rets[seed_n..] {
-            var = lambda * var + (1.0 - lambda) * r * r;
+        let mut var = rets[..seed_n].iter().map(sq).sum::<f64>() / seed_n as f64;
+        for r in &rets[seed_n..] {
+            var = lambda * var + (1.0 - lambda) * sq(r);
         }
         var
     }
@@ -92,8 +96,8 @@ impl Forecaster for Ewma {
         if rets.len() < self.min_returns {
             return Err(too_few(&self.name, req, rets.len(), self.min_returns));
         }
-        let var_bar = self.level(&rets, bars.bar_seconds);
         let profile = profile_if(self.time_of_day, &rets, bars, req.as_of, self.lookback_days);
+        let var_bar = self.level(&rets, bars.bar_seconds, &profile);
         let shape = WalkShape {
             var_bar,
             bar_seconds: bars.bar_seconds,
@@ -190,10 +194,38 @@ pub fn hour_of(t: i64) -> usize {
     (t.rem_euclid(86_400) / 3600) as usize
 }
 
-/// The UTC hour of each step of a request's paths (the hour its step starts in).
-pub(crate) fn step_hours<'r>(req: &'r ForecastRequest<'_>) -> impl Iterator<Item = usize> + 'r {
+/// The start time of each step of a request's paths.
+pub(crate) fn step_times<'r>(req: &'r ForecastRequest<'_>) -> impl Iterator<Item = i64> + 'r {
     let steps = (req.time_length / req.time_increment) as i64;
-    (0..steps).map(move |k| hour_of(req.start_time + k * req.time_increment as i64))
+    (0..steps).map(move |k| req.start_time + k * req.time_increment as i64)
+}
+
+/// Whether a unix time falls on a Saturday or Sunday, UTC (1970-01-01 was a Thursday).
+pub fn is_weekend(t: i64) -> bool {
+    (t.div_euclid(86_400) + 3).rem_euclid(7) >= 5
+}
+
+/// A UTC seasonal variance profile: a multiplier of the per-bar variance for each hour of the
+/// day, one set for weekdays and one for weekends (Saturday and Sunday, UTC), so a crypto
+/// market's calmer weekends and its weekday sessions (the US open) each get their own shape.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Profile {
+    /// `[weekday, weekend][hour]`.
+    pub hours: [[f64; 24]; 2],
+}
+
+impl Profile {
+    /// No shape: every hour 1.
+    pub fn flat() -> Profile {
+        Profile {
+            hours: [[1.0; 24]; 2],
+        }
+    }
+
+    /// The multiplier at a unix time.
+    pub fn at(&self, t: i64) -> f64 {
+        self.hours[is_weekend(t) as usize][hour_of(t)]
+    }
 }
 
 /// The per-bar variance of the price's moves across the market's overnight closures in the
@@ -213,49 +245,77 @@ pub(crate) fn closure_variance(bars: &Bars, as_of: i64, lookback_days: f64) -> O
     (spanned > 0.0 && sum_sq.is_finite()).then(|| sum_sq / spanned)
 }
 
-/// The hour-of-day variance profile of some returns: 24 multipliers, each hour's mean squared
-/// return relative to the others', averaging 1 over the hours that have at least ten returns.
-/// Hours with fewer (a market's closed hours) get `closed_var`, the per-bar variance of the
-/// moves across its closures ([`closure_variance`]), relative to the same mean, so paths move
-/// through a closure about as far as the price jumps over one; without it they keep 1.
-pub(crate) fn hour_profile(rets: &[(i64, f64)], closed_var: Option<f64>) -> [f64; 24] {
-    let mut profile = [1.0; 24];
-    let mut sum = [0.0; 24];
-    let mut n = [0usize; 24];
+/// How far a seasonal profile's open buckets move from 1: each bucket's estimate `x` is used
+/// as `1 + PROFILE_SHRINK * (x - 1)`. A bucket rests on 10 to 200 returns of one to four weeks,
+/// and its noise is sampled into every path; shrinking toward the flat profile scored better on
+/// issue 15's walk-forward folds (docs/benchmarks.md, "Seasonal profiles": 0.5 to 0.75 about
+/// alike for crypto, 0.75 best with the equities' sessions).
+pub const PROFILE_SHRINK: f64 = 0.75;
+
+/// The seasonal variance profile of some returns ([`Profile`]). Each (day kind, hour) bucket
+/// with at least ten returns gets its mean absolute return relative to the open buckets' mean,
+/// squared (a robust estimate of its variance ratio: one crash in an hour does not make that
+/// hour loud for a month, as a mean square would), shrunk toward 1 by [`PROFILE_SHRINK`], then
+/// scaled so the open buckets' mean is 1 (weekday buckets weighing 5, weekend ones 2: the mean
+/// hour of a week). A weekend hour with fewer returns takes its weekday hour's value (a market
+/// shut at weekends keeps the weekday shape); a weekday hour with fewer (a market's closed
+/// hours) gets `closed_var`, the per-bar variance of the moves across its closures
+/// ([`closure_variance`]), relative to the open buckets' mean square return, so paths move
+/// through a closure about as far as the price jumps over one; without it it keeps 1.
+pub(crate) fn hour_profile(rets: &[(i64, f64)], closed_var: Option<f64>) -> Profile {
+    const MIN: usize = 10;
+    const WEIGHT: [f64; 2] = [5.0, 2.0];
+    let (mut sq, mut ab, mut n) = ([[0.0; 24]; 2], [[0.0; 24]; 2], [[0usize; 24]; 2]);
     for (t, r) in rets {
-        let h = hour_of(*t);
-        sum[h] += r * r;
-        n[h] += 1;
+        let (w, h) = (is_weekend(*t) as usize, hour_of(*t));
+        sq[w][h] += r * r;
+        ab[w][h] += r.abs();
+        n[w][h] += 1;
     }
-    let all = sum.iter().sum::<f64>() / rets.len().max(1) as f64;
-    if all <= 0.0 {
-        return profile;
-    }
-    let mut hours = 0usize;
-    let mut total = 0.0;
-    for h in 0..24 {
-        if n[h] >= 10 {
-            profile[h] = (sum[h] / n[h] as f64) / all;
-            total += profile[h];
-            hours += 1;
-        }
-    }
-    if hours > 0 {
-        // the level is the recent hours' mix: keep the profile's mean at 1
-        let mean = total / hours as f64;
-        for (h, p) in profile.iter_mut().enumerate() {
-            if n[h] >= 10 && mean > 0.0 {
-                *p /= mean;
-            } else if let Some(v) = closed_var.filter(|_| mean > 0.0) {
-                // the open hours' mean per-bar variance is `mean * all`
-                *p = (v / (mean * all)).max(1e-3);
+    // the open buckets' mean square and mean absolute return, weighted by day kind
+    let (mut var_open, mut abs_open, mut weight) = (0.0, 0.0, 0.0);
+    for w in 0..2 {
+        for h in 0..24 {
+            if n[w][h] >= MIN {
+                var_open += WEIGHT[w] * sq[w][h] / n[w][h] as f64;
+                abs_open += WEIGHT[w] * ab[w][h] / n[w][h] as f64;
+                weight += WEIGHT[w];
             }
         }
+    }
+    let mut profile = Profile::flat();
+    if weight == 0.0 || var_open <= 0.0 || abs_open <= 0.0 {
+        return profile;
+    }
+    let (var_open, abs_open) = (var_open / weight, abs_open / weight);
+    let mut total = 0.0;
+    for w in 0..2 {
+        for h in 0..24 {
+            if n[w][h] >= MIN {
+                let raw = (ab[w][h] / n[w][h] as f64 / abs_open).powi(2);
+                profile.hours[w][h] = 1.0 + PROFILE_SHRINK * (raw - 1.0);
+                total += WEIGHT[w] * profile.hours[w][h];
+            }
+        }
+    }
+    // the level is the recent hours' mix: keep the open buckets' mean at 1
+    let mean = total / weight;
+    if mean <= 0.0 {
+        return Profile::flat();
+    }
+    let [weekday, weekend] = &mut profile.hours;
+    for (h, (d, e)) in weekday.iter_mut().zip(weekend.iter_mut()).enumerate() {
+        if n[0][h] >= MIN {
+            *d /= mean;
+        } else if let Some(v) = closed_var {
+            *d = (v / var_open).max(1e-3);
+        }
+        *e = if n[1][h] >= MIN { *e / mean } else { *d };
     }
     profile
 }
 
-/// The hour-of-day profile of a request's returns ([`hour_profile`], closed hours from the
+/// The seasonal profile of a request's returns ([`hour_profile`], closed hours from the
 /// closures in the same lookback) when `on`, else a flat profile.
 pub(crate) fn profile_if(
     on: bool,
@@ -263,11 +323,11 @@ pub(crate) fn profile_if(
     bars: &Bars,
     as_of: i64,
     lookback_days: f64,
-) -> [f64; 24] {
+) -> Profile {
     if on {
         hour_profile(rets, closure_variance(bars, as_of, lookback_days))
     } else {
-        [1.0; 24]
+        Profile::flat()
     }
 }
 
@@ -276,7 +336,7 @@ pub(crate) fn profile_if(
 pub(crate) struct WalkShape<'p> {
     pub var_bar: f64,
     pub bar_seconds: i64,
-    pub profile: &'p [f64; 24],
+    pub profile: &'p Profile,
     pub width: f64,
     pub student_t_df: Option<f64>,
 }
@@ -289,8 +349,8 @@ pub(crate) fn level_walk(
     rng: &mut dyn RngCore,
 ) -> Result<Paths, ForecastError> {
     let per_step = req.time_increment as f64 / shape.bar_seconds as f64;
-    let sd: Vec<f64> = step_hours(req)
-        .map(|h| shape.width * (shape.var_bar * per_step * shape.profile[h]).sqrt())
+    let sd: Vec<f64> = step_times(req)
+        .map(|t| shape.width * (shape.var_bar * per_step * shape.profile.at(t)).sqrt())
         .collect();
     if sd.iter().any(|s| !s.is_finite()) {
         return Err(ForecastError::BadSigma(shape.var_bar));
@@ -404,13 +464,20 @@ mod tests {
         // the EWMA level mixes the calm hours and the two loud ones: between 1 and 3 x 0.001
         let sd = step_sd(&p, 0);
         assert!(sd > 0.001 && sd < 0.003, "{sd}");
-        // with the hour-of-day profile, the 14:00 steps are about 3x the noon steps
+        // with the hour-of-day profile, the 14:00 steps are about 3x the noon steps, less
+        // the shrinkage toward a flat profile (2.55x with 0.75)
         let tod = Ewma::by_name("ewma-tod").unwrap();
         let mut r = req(&b, 3 * 86_400 + 13 * 3600 + 30 * 60);
         r.time_length = 3600;
         let p = tod.forecast(&r, &mut ChaCha8Rng::seed_from_u64(2)).unwrap();
         let (calm, loud) = (step_sd(&p, 0), step_sd(&p, 40)); // 13:30 and 14:10
-        assert!(loud / calm > 2.5 && loud / calm < 3.5, "{calm} {loud}");
+        let m = (22.0 + 2.0 * 3.0) / 24.0; // the mean absolute step, in units of 0.001
+        let shrunk = |x: f64| 1.0 + PROFILE_SHRINK * (x - 1.0);
+        let want = (shrunk((3.0f64 / m).powi(2)) / shrunk((1.0f64 / m).powi(2))).sqrt();
+        assert!(
+            (loud / calm / want - 1.0).abs() < 0.1,
+            "{calm} {loud} {want}"
+        );
         // Student-t steps keep the variance but fatten the tails
         let t = Ewma::by_name("ewma-t").unwrap();
         let p = t
@@ -459,6 +526,57 @@ mod tests {
         );
     }
 
+    #[test]
+    fn weekends_get_their_own_hours() {
+        // 1970-01-03 and -04 were a Saturday and a Sunday
+        assert!(!is_weekend(0) && !is_weekend(86_400) && !is_weekend(7 * 86_400 - 1));
+        assert!(is_weekend(2 * 86_400) && is_weekend(4 * 86_400 - 1) && !is_weekend(4 * 86_400));
+        // three weeks of minute bars, steps of +-a on weekdays and +-a/2 at weekends
+        let a = 0.001f64;
+        let mut s = String::from("timestamp,open,high,low,close,volume\n");
+        let mut p = 100.0f64;
+        for k in 0..21 * 1440i64 {
+            let t = k * 60;
+            let step = if is_weekend(t) { a / 2.0 } else { a };
+            p *= if k % 2 == 0 {
+                step.exp()
+            } else {
+                (-step).exp()
+            };
+            s.push_str(&format!("{t},{p},{p},{p},{p},1\n"));
+        }
+        let b = Bars::parse_csv(&s, 60, "t").unwrap();
+        // the profile: a week's mean hour is 1; a weekend hour's absolute returns are half a
+        // weekday hour's, its variance a quarter of it before the shrinkage
+        let rets = returns_before(&b, 21 * 86_400, 14.0);
+        let profile = hour_profile(&rets, None);
+        let (wd, we) = (profile.hours[0][12], profile.hours[1][12]);
+        let shrunk = |x: f64| 1.0 + PROFILE_SHRINK * (x - 1.0);
+        let (raw_wd, raw_we) = ((7.0f64 / 6.0).powi(2), (7.0f64 / 12.0).powi(2));
+        let mean = (5.0 * shrunk(raw_wd) + 2.0 * shrunk(raw_we)) / 7.0;
+        assert!((wd - shrunk(raw_wd) / mean).abs() < 0.02, "{wd}");
+        assert!((we - shrunk(raw_we) / mean).abs() < 0.02, "{we}");
+        assert!(we / wd < 0.5, "{wd} {we}");
+        // a forecast for Saturday, made on Friday night, is narrower than one for a weekday by
+        // the profile: the level is the mean hour's, whichever days the last half-life held
+        let m = Ewma::by_name("ewma-tod").unwrap();
+        let saturday = 16 * 86_400 + 12 * 3600; // 1970-01-17
+        let wednesday = 20 * 86_400 + 12 * 3600; // 1970-01-21
+        let mut r = req(&b, saturday);
+        r.as_of = saturday - 12 * 3600 - 60; // Friday 23:59
+        let sat = step_sd(
+            &m.forecast(&r, &mut ChaCha8Rng::seed_from_u64(5)).unwrap(),
+            0,
+        );
+        let wed = step_sd(
+            &m.forecast(&req(&b, wednesday), &mut ChaCha8Rng::seed_from_u64(5))
+                .unwrap(),
+            0,
+        );
+        assert!((sat / (a * (we / wd).sqrt()) - 1.0).abs() < 0.1, "{sat}");
+        assert!((wed / a - 1.0).abs() < 0.1, "{wed}");
+    }
+
     /// Five-minute bars of a market open 14:00-20:00 UTC on every day, steps of `+a`/`-a`,
     /// and an overnight jump of `+g`/`-g` (alternating nights) at each open.
     fn session_bars(days: i64, a: f64, g: f64) -> Bars {
@@ -496,12 +614,19 @@ mod tests {
         let rets = returns_before(&b, as_of, 30.0);
         let profile = hour_profile(&rets, Some(v));
         assert!(
-            (profile[15] - 1.0).abs() < 1e-9,
+            (profile.hours[0][15] - 1.0).abs() < 1e-9,
             "open hours average 1: {profile:?}"
         );
         let closed = g * g / 217.0 / (a * a);
-        assert!((profile[2] / closed - 1.0).abs() < 1e-6, "{profile:?}");
-        assert_eq!(hour_profile(&rets, None)[2], 1.0, "no closures: as before");
+        assert!(
+            (profile.hours[0][2] / closed - 1.0).abs() < 1e-6,
+            "{profile:?}"
+        );
+        assert_eq!(
+            hour_profile(&rets, None).hours[0][2],
+            1.0,
+            "no closures: as before"
+        );
         // a day's paths spread as far as the bars do over a day: 72 steps and one jump
         let m = Ewma::by_name("ewma-tod").unwrap();
         let r = ForecastRequest {

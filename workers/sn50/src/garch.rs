@@ -20,7 +20,7 @@
 
 use rand::RngCore;
 
-use super::classical::{check_request, hour_of, profile_if, returns_before, too_few, Innovations};
+use super::classical::{check_request, profile_if, returns_before, too_few, Innovations};
 use super::crps::Paths;
 use super::forecast::{ForecastError, ForecastRequest, Forecaster};
 
@@ -270,7 +270,7 @@ impl Forecaster for Garch {
         let profile = profile_if(self.time_of_day, &rets, bars, req.as_of, self.lookback_days);
         let z: Vec<f64> = rets
             .iter()
-            .map(|(t, r)| r / profile[hour_of(*t)].sqrt())
+            .map(|(t, r)| r / profile.at(*t).sqrt())
             .collect();
         let g = fit(&z, self.asymmetric).ok_or_else(|| {
             ForecastError::Model(format!(
@@ -292,7 +292,7 @@ impl Forecaster for Garch {
         let sub_seconds = req.time_increment as i64 / sub as i64;
         let steps = (req.time_length / req.time_increment) as usize;
         let sd_hour: Vec<f64> = (0..steps * sub)
-            .map(|j| profile[hour_of(req.start_time + j as i64 * sub_seconds)].sqrt() * self.width)
+            .map(|j| profile.at(req.start_time + j as i64 * sub_seconds).sqrt() * self.width)
             .collect();
         let innov = Innovations::new(self.student_t_df)?;
         let mut data = Vec::with_capacity(req.num_simulations * (steps + 1));
