@@ -10,7 +10,8 @@
 #   e.g. ops/bench/walkforward.sh rec low BTC,ETH,SOL -- --preset recommended --seed 1
 #
 # Env: BIN (target/release/synth-city), DATA (../shared/data), FOLDS (3), FOLD_DAYS (60),
-# WINDOWS per fold and asset (50), SEED (2), PATHS (500), ANCHORS (garch-tod-t), BLEND (empty;
+# WINDOWS per fold and asset (50), SEED (2), PATHS (500), ANCHORS (garch-tod-t; comma-separated,
+# or semicolon-separated when a name holds a comma: 'ewma-tod-t;mix:ewma-tod-t,garch-tod-t'), BLEND (empty;
 # a model name: also score mix:<checkpoint>,BLEND), OUT (runs/walkforward), TRAIN (1; 0: score
 # the ANCHORS only, on the same folds and windows, without training a model).
 # Writes every backtest's JSON under OUT and prints, per asset and model, the ratio to the GBM
@@ -22,6 +23,8 @@ BIN=${BIN:-target/release/synth-city} DATA=${DATA:-../shared/data} FOLDS=${FOLDS
 FOLD_DAYS=${FOLD_DAYS:-60} WINDOWS=${WINDOWS:-50} SEED=${SEED:-2} PATHS=${PATHS:-500}
 ANCHORS=${ANCHORS:-garch-tod-t} BLEND=${BLEND:-} OUT=${OUT:-runs/walkforward} TRAIN=${TRAIN:-1}
 tf=5m; [ "$prompt" = high ] && tf=1m
+sep=,; [[ $ANCHORS == *';'* ]] && sep=';'
+IFS=$sep read -ra anchors <<<"$ANCHORS"
 mkdir -p "$OUT"
 backtest() { # MODEL ASSET LAST_DAYS SKIP_DAYS FILE
     "$BIN" score backtest --model "$1" --reference gbm --prompt "$prompt" --data-dir "$DATA" \
@@ -72,7 +75,7 @@ for a in "${list[@]}"; do
     while read -r holdout last skip; do
         base="$OUT/$tag-$prompt-$a-f$f"
         if [ "$TRAIN" = 0 ]; then
-            for m in ${ANCHORS//,/ }; do backtest "$m" "$a" "$last" "$skip" "$base.$m.json"; done
+            for m in "${anchors[@]}"; do backtest "$m" "$a" "$last" "$skip" "$base.$m.json"; done
             f=$((f + 1))
             continue
         fi
@@ -83,7 +86,7 @@ for a in "${list[@]}"; do
         echo "$a fold $f (windows from $last days before the last $skip): trained in $(( $(date +%s) - start )) s" >&2
         backtest "$ck" "$a" "$last" "$skip" "$base.model.json"
         [ -n "$BLEND" ] && backtest "mix:$ck,$BLEND" "$a" "$last" "$skip" "$base.mix.json"
-        for m in ${ANCHORS//,/ }; do backtest "$m" "$a" "$last" "$skip" "$base.$m.json"; done
+        for m in "${anchors[@]}"; do backtest "$m" "$a" "$last" "$skip" "$base.$m.json"; done
         f=$((f + 1))
     done < <(folds "$a")
 done
@@ -95,8 +98,9 @@ coef = json.load(open(os.path.join(out, "constants.json")))["asset_coefficients"
 rows = {}  # model -> asset -> fold -> (mean, ref mean, windows, competition)
 for a in assets:
     for f in range(folds):
-        for path in glob.glob(os.path.join(out, f"{tag}-{prompt}-{a}-f{f}.*.json")):
-            model = path.rsplit(".", 2)[-2]
+        prefix = f"{tag}-{prompt}-{a}-f{f}."
+        for path in glob.glob(os.path.join(out, glob.escape(prefix) + "*.json")):
+            model = os.path.basename(path)[len(prefix):-len(".json")]
             if model == "train":
                 continue
             d = json.load(open(path))
