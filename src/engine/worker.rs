@@ -912,18 +912,7 @@ async fn finish_and_start(inner: &Arc<Inner>, mut done: Vec<Done>, next: Next) -
             inv.arg(r);
         }
         inv.arg(done.len());
-        for d in &done {
-            let Outcome::Finish { state, result } = &d.outcome else {
-                unreachable!("only finishes come here")
-            };
-            inv.arg(&d.d.job_type)
-                .arg(&d.d.stream_id)
-                .arg(&d.d.env.id)
-                .arg(*state)
-                .arg(result)
-                .arg(d.d.starts)
-                .arg(parent_of(&d.d.env));
-        }
+        finish_args(&mut inv, &done);
         for (t, ds) in &by_type {
             inv.arg(t).arg(ds.len());
             for d in ds {
@@ -1003,24 +992,30 @@ where
     }
 }
 
+/// Appends the seven arguments per finished job that `finish.lua` and `finish_start.lua` share
+/// (type, stream id, job id, state, result, starts, parent); `done` holds finishes only.
+fn finish_args(inv: &mut redis::ScriptInvocation<'_>, done: &[Done]) {
+    for d in done {
+        let Outcome::Finish { state, result } = &d.outcome else {
+            unreachable!("only finishes are recorded by the finish scripts")
+        };
+        inv.arg(&d.d.job_type)
+            .arg(&d.d.stream_id)
+            .arg(&d.d.env.id)
+            .arg(*state)
+            .arg(result)
+            .arg(d.d.starts)
+            .arg(parent_of(&d.d.env));
+    }
+}
+
 /// Records finishes with `finish.lua` alone (when `finish_start.lua` failed for good).
 async fn record_finishes(inner: &Inner, done: Vec<Done>) {
     let keep = inner.queue.retention_arg();
     let res: Option<Vec<u64>> = persist(&inner.closing, "finish", || {
         let mut inv = inner.queue.scripts().finish.prepare_invoke();
         inv.arg(inner.queue.prefix()).arg(&keep).arg(&inner.id);
-        for d in &done {
-            let Outcome::Finish { state, result } = &d.outcome else {
-                unreachable!("partitioned above")
-            };
-            inv.arg(&d.d.job_type)
-                .arg(&d.d.stream_id)
-                .arg(&d.d.env.id)
-                .arg(*state)
-                .arg(result)
-                .arg(d.d.starts)
-                .arg(parent_of(&d.d.env));
-        }
+        finish_args(&mut inv, &done);
         async move {
             let mut c = inner.queue.batch_conn().await?;
             Ok(inv.invoke_async(&mut c).await?)
