@@ -779,11 +779,13 @@ fn a_cancelled_run_stops_its_training() {
     let redis = RedisServer::start();
     migrate(&redis);
     let dir = tempfile::tempdir().unwrap();
-    // one experiment of 40 epochs x 500 steps: minutes of training on this machine
+    // one experiment of 40 epochs x 50,000 steps: even if early stopping ends it after a few
+    // epochs (a tiny model's validation stops improving at once), minutes of training; with
+    // 500 steps an epoch, it once finished by itself before the cancel reached it (CI, loaded)
     let id = enqueue_tiny_run(
         &redis,
         dir.path(),
-        &["--epochs", "40", "--steps-per-epoch", "500"],
+        &["--epochs", "40", "--steps-per-epoch", "50000"],
     );
     let mut worker = worker_in(
         &redis,
