@@ -57,11 +57,10 @@ impl Forecaster for Hindsight {
         let lookback_days = 30.0;
         let past = returns_before(bars, req.as_of, lookback_days);
         let profile = profile_if(self.time_of_day, &past, bars, req.as_of, lookback_days);
-        // the returns of the bars that close inside the window, deseasonalised
+        // the returns of the bars that open and close inside the window, deseasonalised
         let end = req.start_time + req.time_length as i64;
         let window: Vec<f64> = returns_before(bars, end, req.time_length as f64 / 86_400.0)
             .into_iter()
-            .filter(|(t, _)| t + bars.bar_seconds > req.start_time)
             .map(|(t, r)| r * r / profile.at(t))
             .collect();
         if window.len() < MIN_RETURNS {
