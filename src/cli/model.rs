@@ -147,8 +147,10 @@ pub struct ExperimentArgs {
     #[arg(long)]
     pub vol_loss_weight: Option<f64>,
     /// How returns are standardised for the head: `global` (one standard deviation per
-    /// asset), `ewma[:HOURS]` (each window's EWMA volatility, 24 h half-life by default) or
-    /// `ewma-tod[:HOURS]` (the same, each step also scaled by its hour of day's profile).
+    /// asset), `ewma[:HOURS]` (each window's EWMA volatility, 24 h half-life by default),
+    /// `ewma-tod[:HOURS]` (the same, each step also scaled by its hour of day's profile), or
+    /// `classical` / `classical-tod` (each step's width as the SN50 anchor `ewma` / `ewma-tod`
+    /// would draw it from the window's own two weeks: the model learns corrections to it).
     #[arg(long)]
     pub scale: Option<String>,
     /// `drop` (windows of consecutive bars only, the default) or `bridge` (windows across

@@ -74,14 +74,14 @@ impl Ewma {
     /// half-life's returns.
     fn level(
         &self,
-        req: &ForecastRequest<'_>,
+        horizon_seconds: u64,
         rets: &[(i64, f64)],
         bar_seconds: i64,
         profile: &Profile,
     ) -> f64 {
         let half_life_hours = self
             .half_life_hours
-            .unwrap_or_else(|| auto_half_life(req.time_length));
+            .unwrap_or_else(|| auto_half_life(horizon_seconds));
         let half_life_bars = (half_life_hours * 3600.0 / bar_seconds as f64).max(1.0);
         let lambda = 0.5f64.powf(1.0 / half_life_bars);
         let sq = |(t, r): &(i64, f64)| r * r / profile.at(*t);
@@ -92,6 +92,48 @@ impl Ewma {
         }
         var
     }
+
+    /// The standard deviation of the log return of each step of a grid that starts at
+    /// `start_time`, `time_increment` seconds a step over `time_length`, as this model would
+    /// simulate it from the bars of `bars` that closed by `as_of` (the variance level, the
+    /// seasonal profile at each step's start and the width; not the Student-t shape). What
+    /// [`Forecaster::forecast`] samples from, and what a learned model standardised on this
+    /// anchor (the trainer's `classical` scales) divides its targets by. An error when the
+    /// lookback holds fewer than `min_returns` consecutive returns.
+    pub fn step_sds(
+        &self,
+        bars: &Bars,
+        as_of: i64,
+        start_time: i64,
+        time_increment: u64,
+        time_length: u64,
+    ) -> Result<Vec<f64>, TooFewReturns> {
+        let rets = returns_before(bars, as_of, self.lookback_days);
+        if rets.len() < self.min_returns {
+            return Err(TooFewReturns {
+                have: rets.len(),
+                need: self.min_returns,
+            });
+        }
+        let profile = profile_if(self.time_of_day, &rets, bars, as_of, self.lookback_days);
+        let var_bar = self.level(time_length, &rets, bars.bar_seconds, &profile);
+        let per_step = time_increment as f64 / bars.bar_seconds as f64;
+        let steps = (time_length / time_increment.max(1)) as i64;
+        Ok((0..steps)
+            .map(|k| {
+                let t = start_time + k * time_increment as i64;
+                self.width * (var_bar * per_step * profile.at(t)).sqrt()
+            })
+            .collect())
+    }
+}
+
+/// Too few consecutive returns in a model's lookback to estimate from ([`Ewma::step_sds`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("{have} consecutive returns before the request, {need} needed")]
+pub struct TooFewReturns {
+    pub have: usize,
+    pub need: usize,
 }
 
 /// The EWMA half-life for a horizon of `horizon_seconds`: a third of it, between 2 and 24
@@ -114,20 +156,19 @@ impl Forecaster for Ewma {
         rng: &mut dyn RngCore,
     ) -> Result<Paths, ForecastError> {
         let bars = check_request(&self.name, req)?;
-        let rets = returns_before(bars, req.as_of, self.lookback_days);
-        if rets.len() < self.min_returns {
-            return Err(too_few(&self.name, req, rets.len(), self.min_returns));
+        let sd = self
+            .step_sds(
+                bars,
+                req.as_of,
+                req.start_time,
+                req.time_increment,
+                req.time_length,
+            )
+            .map_err(|e| too_few(&self.name, req, e.have, e.need))?;
+        if sd.iter().any(|s| !s.is_finite()) {
+            return Err(ForecastError::BadSigma(sd[0]));
         }
-        let profile = profile_if(self.time_of_day, &rets, bars, req.as_of, self.lookback_days);
-        let var_bar = self.level(req, &rets, bars.bar_seconds, &profile);
-        let shape = WalkShape {
-            var_bar,
-            bar_seconds: bars.bar_seconds,
-            profile: &profile,
-            width: self.width,
-            student_t_df: self.student_t_df,
-        };
-        level_walk(req, &shape, rng)
+        random_walk(req, &sd, self.student_t_df, rng)
     }
 }
 

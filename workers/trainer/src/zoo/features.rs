@@ -14,7 +14,12 @@
 //! between regimes the training split may not have seen. `ewma-tod` also divides each target
 //! step by its hour of day's share of the variance ([`Normalizer::tod`], fitted on the training
 //! split's last [`TOD_PROFILE_DAYS`]), so a head with one width per window still draws paths
-//! that are wider at the busy hours (the US open) and narrower at night. A window (history of `seq_len` bars plus the
+//! that are wider at the busy hours (the US open) and narrower at night. `classical` and
+//! `classical-tod` divide each target step by exactly what the SN50 anchor `ewma` /
+//! `ewma-tod` (`sn50::classical::Ewma`) would sample it with, fitted on the window's own last
+//! two weeks (level on deseasonalised returns, weekday and weekend profiles, the half-life
+//! following the horizon): the head then learns corrections to the best classical forecaster
+//! itself. A window (history of `seq_len` bars plus the
 //! [`VOL_WINDOW`] bars its features look back on, and `horizon` target bars) is used only if all
 //! its bars are consecutive: windows that cross a gap are dropped. The split is time-ordered:
 //! training windows end (targets included) before the cutoff bar, validation windows start their
@@ -25,7 +30,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use sn50::classical::hour_of;
+use sn50::classical::{hour_of, Ewma};
 use sn50::data::Bars;
 
 /// Every feature name: the default spec's ([`DEFAULT_FEATURES`]) and then the optional ones.
@@ -52,7 +57,8 @@ pub const EWMA_FEATURE_HALF_LIFE_HOURS: f64 = 24.0;
 const EWMA_LOOKBACK_HALF_LIVES: f64 = 4.0;
 
 /// How log returns are standardised for the head: see the module's documentation. Written
-/// `global`, `ewma` (a 24-hour half-life) or `ewma:HOURS`.
+/// `global`, `ewma` (a 24-hour half-life), `ewma:HOURS`, `ewma-tod[:HOURS]`, `classical` or
+/// `classical-tod`.
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub enum Scale {
@@ -63,7 +69,15 @@ pub enum Scale {
     /// `half_life_hours` of bars, started from the training split's standard deviation; with
     /// `tod`, each step also scaled by its hour of day's profile ([`Normalizer::tod`]).
     Ewma { half_life_hours: f64, tod: bool },
+    /// Each target step's standard deviation as the SN50 classical anchor `ewma` (without
+    /// `tod`) or `ewma-tod` would simulate it from the window's own history
+    /// ([`classical_step_sds`]).
+    Classical { tod: bool },
 }
+
+/// Days of history the `classical` scales fit on, as the anchor does
+/// (`sn50::classical::Ewma::lookback_days`).
+const CLASSICAL_LOOKBACK_DAYS: i64 = 14;
 
 /// Days at the end of the training split the hour-of-day profile of `ewma-tod` is fitted on:
 /// recent enough to follow the seasons' shifts of the sessions, long enough for every hour to
@@ -82,6 +96,8 @@ impl fmt::Display for Scale {
                 half_life_hours,
                 tod: true,
             } => write!(f, "ewma-tod:{half_life_hours}"),
+            Scale::Classical { tod: false } => f.write_str("classical"),
+            Scale::Classical { tod: true } => f.write_str("classical-tod"),
         }
     }
 }
@@ -91,12 +107,15 @@ impl FromStr for Scale {
     fn from_str(s: &str) -> Result<Self, String> {
         let bad = || {
             format!(
-                "scale {s:?} is not one: use `global`, `ewma` (24 h half-life), `ewma:HOURS` (0 < HOURS <= 720), or `ewma-tod[:HOURS]` (the same with an hour-of-day profile)"
+                "scale {s:?} is not one: use `global`, `ewma` (24 h half-life), `ewma:HOURS` (0 < HOURS <= 720), `ewma-tod[:HOURS]` (the same with an hour-of-day profile), `classical` or `classical-tod` (the SN50 anchor `ewma` / `ewma-tod` per window)"
             )
         };
         let t = s.trim();
-        if t == "global" {
-            return Ok(Scale::Global);
+        match t {
+            "global" => return Ok(Scale::Global),
+            "classical" => return Ok(Scale::Classical { tod: false }),
+            "classical-tod" => return Ok(Scale::Classical { tod: true }),
+            _ => {}
         }
         let (tod, rest) = match t.strip_prefix("ewma-tod") {
             Some(rest) => (true, rest),
@@ -191,6 +210,25 @@ pub struct Normalizer {
     /// per-bar variance of the moves across closures (see `tod_profile`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tod: Option<Vec<f64>>,
+    /// Bars a window's paths span: the `classical` scales' EWMA half-life follows it, as the
+    /// anchor's follows the prompt's horizon (0 in checkpoints from before them).
+    #[serde(default)]
+    pub horizon: usize,
+}
+
+/// The per-step standard deviations of the `horizon` bars after bar `i` (the last history bar)
+/// as the SN50 anchor `ewma-tod` (`tod`) or `ewma` would simulate them, fitted on the bars that
+/// closed by bar `i`'s close (`sn50::classical::Ewma::step_sds`: two weeks of history, the
+/// level on deseasonalised returns, weekday and weekend hour profiles, the half-life a third of
+/// the horizon); `None` when those two weeks hold too few consecutive returns.
+pub fn classical_step_sds(b: &Bars, i: usize, horizon: usize, tod: bool) -> Option<Vec<f64>> {
+    let model = Ewma::by_name(if tod { "ewma-tod" } else { "ewma" })?;
+    let as_of = b.timestamps[i] + b.bar_seconds;
+    let step = b.bar_seconds as u64;
+    model
+        .step_sds(b, as_of, as_of, step, horizon as u64 * step)
+        .ok()
+        .filter(|sd| sd.iter().all(|s| s.is_finite() && *s > 0.0))
 }
 
 /// Returns an hour needs in the profile's days to get its own value in [`Normalizer::tod`].
@@ -309,8 +347,9 @@ pub enum FeatureError {
 }
 
 impl Normalizer {
-    /// Fit on bars `[0, end)` (only bars whose look-back is gap-free count).
-    pub fn fit(b: &Bars, end: usize, scale: Scale) -> Result<Self, FeatureError> {
+    /// Fit on bars `[0, end)` (only bars whose look-back is gap-free count), for windows whose
+    /// paths span `horizon` bars.
+    pub fn fit(b: &Bars, end: usize, scale: Scale, horizon: usize) -> Result<Self, FeatureError> {
         let runs = run_starts(b);
         let mut sum = [0f64; RAW];
         let mut sq = [0f64; RAW];
@@ -353,15 +392,28 @@ impl Normalizer {
             fitted_bars: n,
             scale,
             tod,
+            horizon,
         })
+    }
+
+    /// Whether the steps of a window have scales of their own (an hour-of-day profile), so
+    /// targets are summed step by step rather than divided once.
+    pub fn per_step(&self) -> bool {
+        self.tod.is_some() || self.scale == Scale::Classical { tod: true }
     }
 
     /// The per-bar log-return standard deviation of each of the `horizon` steps after bar `i`
     /// (the last history bar): the window's [`Normalizer::scale_at`], times the square root
     /// of the hour-of-day profile at each step's bar with `ewma-tod` (step `k`'s return is
-    /// the bar opening `k` bars after bar `i`'s open). Targets are divided by these, and
-    /// simulated increments multiplied by them.
+    /// the bar opening `k` bars after bar `i`'s open); on the `classical` scales the anchor's
+    /// own ([`classical_step_sds`]; where it has too few returns, the 24 h EWMA). Targets are
+    /// divided by these, and simulated increments multiplied by them.
     pub fn step_scales(&self, b: &Bars, i: usize, horizon: usize) -> Vec<f64> {
+        if let Scale::Classical { tod } = self.scale {
+            return classical_step_sds(b, i, horizon, tod).unwrap_or_else(|| {
+                vec![ewma_sigma(b, i, EWMA_FEATURE_HALF_LIFE_HOURS, self.ret_std); horizon]
+            });
+        }
         let level = self.scale_at(b, i);
         match &self.tod {
             None => vec![level; horizon],
@@ -372,32 +424,41 @@ impl Normalizer {
     }
 
     /// The per-bar standard deviation that standardises the returns after bar `i` (the last
-    /// history bar of a window): see [`Scale`].
+    /// history bar of a window): see [`Scale`]; on the `classical` scales the root mean square
+    /// of the window's [`Normalizer::step_scales`] over [`Normalizer::horizon`] bars.
     pub fn scale_at(&self, b: &Bars, i: usize) -> f64 {
         match self.scale {
             Scale::Global => self.ret_std,
             Scale::Ewma {
                 half_life_hours, ..
             } => ewma_sigma(b, i, half_life_hours, self.ret_std),
+            Scale::Classical { .. } => {
+                let sd = self.step_scales(b, i, self.horizon.max(1));
+                (sd.iter().map(|s| s * s).sum::<f64>() / sd.len() as f64).sqrt()
+            }
         }
     }
 
     /// Bars before a window's first that its scale and `names`' `ewma_vol` look back on, for
     /// `bar_seconds` bars (0 when neither is an EWMA).
     pub fn lookback_bars(&self, bar_seconds: i64, names: &[String]) -> usize {
-        let ewma =
-            matches!(self.scale, Scale::Ewma { .. }) || names.iter().any(|n| n == "ewma_vol");
+        let classical = match self.scale {
+            // the anchor's lookback, and the bar before its first return
+            Scale::Classical { .. } => CLASSICAL_LOOKBACK_DAYS * 86_400 / bar_seconds + 1,
+            _ => 0,
+        } as usize;
+        let ewma = !matches!(self.scale, Scale::Global) || names.iter().any(|n| n == "ewma_vol");
         if !ewma {
             return 0;
         }
         let hl = (self.feature_half_life() * 3600.0 / bar_seconds as f64).max(1.0);
-        (hl * EWMA_LOOKBACK_HALF_LIVES).ceil() as usize
+        classical.max((hl * EWMA_LOOKBACK_HALF_LIVES).ceil() as usize)
     }
 
     /// The half-life of the `ewma_vol` feature: the scale's, or a day's.
     fn feature_half_life(&self) -> f64 {
         match self.scale {
-            Scale::Global => EWMA_FEATURE_HALF_LIFE_HOURS,
+            Scale::Global | Scale::Classical { .. } => EWMA_FEATURE_HALF_LIFE_HOURS,
             Scale::Ewma {
                 half_life_hours, ..
             } => half_life_hours,
@@ -515,10 +576,11 @@ impl AssetWindows {
         } = opts;
         let n = bars.len();
         let cutoff = ((n as f64) * (1.0 - val_fraction)).floor() as usize;
-        let norm = Normalizer::fit(&bars, cutoff, scale).map_err(|e| FeatureError::Asset {
-            asset: asset.to_string(),
-            source: Box::new(e),
-        })?;
+        let norm =
+            Normalizer::fit(&bars, cutoff, scale, horizon).map_err(|e| FeatureError::Asset {
+                asset: asset.to_string(),
+                source: Box::new(e),
+            })?;
         let runs = run_starts(&bars);
         let need = seq_len + VOL_WINDOW;
         // the index of window i's last target bar, when the window may be used
@@ -626,7 +688,7 @@ impl AssetWindows {
         let b = &self.bars;
         let c0 = b.close[i];
         let scales = self.step_scales(i, horizon);
-        let flat = self.norm.tod.is_none();
+        let flat = !self.norm.per_step();
         let (mut prev, mut cum) = (c0, 0f64);
         let whole = i + horizon < b.len()
             && b.timestamps[i + horizon] - b.timestamps[i] == horizon as i64 * b.bar_seconds;

@@ -98,8 +98,13 @@ impl ZooForecaster {
         let end = history
             .timestamps
             .partition_point(|&t| t + history.bar_seconds <= as_of);
-        Normalizer::fit(history, end, self.ck.spec.data.scale)
-            .map_err(|e| ForecastError::Model(format!("{asset}: {e}")))
+        Normalizer::fit(
+            history,
+            end,
+            self.ck.spec.data.scale,
+            self.ck.spec.training.horizon,
+        )
+        .map_err(|e| ForecastError::Model(format!("{asset}: {e}")))
     }
 }
 

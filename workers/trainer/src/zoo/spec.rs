@@ -663,12 +663,14 @@ impl ExperimentSpec {
                 "bridge leaves target steps out, which the volatility term cannot; set training.vol_loss_weight to 0 (--vol-loss-weight 0) or data.gaps to drop".into(),
             );
         }
-        if matches!(self.data.scale, Scale::Ewma { tod: true, .. })
-            && self.training.vol_loss_weight > 0.0
+        if matches!(
+            self.data.scale,
+            Scale::Ewma { tod: true, .. } | Scale::Classical { tod: true }
+        ) && self.training.vol_loss_weight > 0.0
         {
             push(
                 "data.scale",
-                "ewma-tod scales each step by its hour, which the volatility term's one scale per window cannot; set training.vol_loss_weight to 0 (--vol-loss-weight 0) or data.scale to ewma".into(),
+                format!("{} scales each step by its hour, which the volatility term's one scale per window cannot; set training.vol_loss_weight to 0 (--vol-loss-weight 0) or data.scale to ewma or classical", self.data.scale),
             );
         }
         if !(self.data.holdout_days >= 0.0 && self.data.holdout_days <= 3650.0) {

@@ -1192,6 +1192,90 @@ fn zoo_ewma_tod_scale_shapes_each_step_by_its_hour() {
     );
 }
 
+/// `classical-tod`: each target step is divided by exactly the standard deviation the SN50
+/// anchor `ewma-tod` would sample it with from the window's own history (the anchor's step
+/// sds at the window's close), so a head's standard normal is the anchor; standardised that way
+/// BTC's 24 hours are closer to one variance than on the level alone (`classical`), and the
+/// names parse, print and look back two weeks.
+#[test]
+fn zoo_classical_scale_is_the_anchors_step_sds() {
+    use super::features::{classical_step_sds, Gaps, Scale, WindowOptions};
+    assert_eq!(
+        "classical-tod".parse::<Scale>().unwrap(),
+        Scale::Classical { tod: true }
+    );
+    assert_eq!(
+        "classical".parse::<Scale>().unwrap().to_string(),
+        "classical"
+    );
+    let e = "classical-x".parse::<Scale>().unwrap_err();
+    assert!(e.contains("classical-tod"), "{e}");
+    let Some(bars) = btc() else { return };
+    let h = 288;
+    let build = |tod| {
+        let opts = WindowOptions {
+            seq_len: 16,
+            horizon: h,
+            val_fraction: 0.2,
+            stride: 12,
+            scale: Scale::Classical { tod },
+            gaps: Gaps::Drop,
+        };
+        AssetWindows::build("BTC", bars.clone(), &opts).unwrap()
+    };
+    let (plain, tod) = (build(false), build(true));
+    assert!(tod.norm.per_step() && !plain.norm.per_step());
+    assert_eq!(tod.norm.horizon, h);
+    // two weeks of 5-minute bars, the anchor's lookback
+    assert!(tod.norm.lookback_bars(300, &[]) >= 14 * 288);
+    let b = &tod.bars;
+    let i = tod.train[tod.train.len() / 2];
+    let model = sn50::classical::Ewma::by_name("ewma-tod").unwrap();
+    let as_of = b.timestamps[i] + 300;
+    let want = model.step_sds(b, as_of, as_of, 300, 86_400).unwrap();
+    assert_eq!(tod.step_scales(i, h), want);
+    assert_eq!(classical_step_sds(b, i, h, true).unwrap(), want);
+    // the plain one is flat, at the anchor's level for the 24 h horizon (8 h half-life)
+    let flat = plain.step_scales(i, h);
+    assert!(flat.iter().all(|&s| s == flat[0]));
+    assert!((plain.scale(i) / flat[0] - 1.0).abs() < 1e-12);
+    let (lo, hi) = want
+        .iter()
+        .fold((f64::MAX, 0f64), |(l, u), &x| (l.min(x), u.max(x)));
+    assert!(hi > 1.2 * lo, "BTC's hours hardly differ: {lo}..{hi}");
+    // targets: the increments are the bars' log returns over the anchor's step sds
+    let mut y = Vec::new();
+    tod.target(i, h, &mut y);
+    for k in 1..=h {
+        let r = (b.close[i + k] / b.close[i + k - 1]).ln();
+        let inc = y[k - 1] as f64 - if k > 1 { y[k - 2] as f64 } else { 0.0 };
+        assert!((inc - r / want[k - 1]).abs() < 1e-3, "step {k}");
+    }
+    // the anchor's hours shape the standardised returns' spread across hours
+    let spread = |w: &AssetWindows| {
+        let (mut sum, mut n) = ([0f64; 24], [0f64; 24]);
+        for &i in w.train.iter().step_by(8) {
+            let mut y = Vec::new();
+            w.target(i, h, &mut y);
+            for k in 0..h {
+                let inc = y[k] as f64 - if k > 0 { y[k - 1] as f64 } else { 0.0 };
+                let t = w.bars.timestamps[i] + (k as i64 + 1) * 300;
+                let hour = (t.rem_euclid(86_400) / 3600) as usize;
+                sum[hour] += inc * inc;
+                n[hour] += 1.0;
+            }
+        }
+        let ms: Vec<f64> = (0..24).map(|x| sum[x] / n[x]).collect();
+        let mean = ms.iter().sum::<f64>() / 24.0;
+        (ms.iter().map(|m| (m - mean).powi(2)).sum::<f64>() / 24.0).sqrt() / mean
+    };
+    let (sp, st) = (spread(&plain), spread(&tod));
+    assert!(
+        st < 0.7 * sp,
+        "hours' dispersion {sp} with classical, {st} with classical-tod"
+    );
+}
+
 /// Gaps bridged: XAU's 5-minute bars have a daily break, so no 24 h window is gap-free; with
 /// `bridge` windows cross it, their history runs over it, the steps inside it are masked, and
 /// the masked loss is the mean over the steps with a price (all ones: the plain loss).
@@ -1325,7 +1409,7 @@ fn zoo_ewma_tod_profile_spreads_the_closures_moves_over_the_closed_hours() {
         half_life_hours: 24.0,
         tod: true,
     };
-    let norm = Normalizer::fit(&b, b.len(), scale).unwrap();
+    let norm = Normalizer::fit(&b, b.len(), scale, 288).unwrap();
     let p = norm.tod.expect("a profile");
     // a night spans the 205 bars from 20:55 to 14:00
     let closed = g * g / 205.0 / (a * a);
