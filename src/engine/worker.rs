@@ -339,13 +339,7 @@ async fn fetch_loop(inner: &Arc<Inner>, shutdown: &CancellationToken) {
             p = inner.slots.clone().acquire_owned() => p.expect("semaphore never closes"),
             _ = shutdown.cancelled() => break,
         };
-        let mut permits = vec![first];
-        while permits.len() < inner.opts.batch {
-            match inner.slots.clone().try_acquire_owned() {
-                Ok(p) => permits.push(p),
-                Err(_) => break,
-            }
-        }
+        let slots = more_slots(inner, first);
         if conn.is_none() {
             match inner
                 .queue
@@ -356,7 +350,7 @@ async fn fetch_loop(inner: &Arc<Inner>, shutdown: &CancellationToken) {
                 Err(e) => {
                     let wait = backoff.next_delay();
                     tracing::warn!(%e, ?wait, "fetch: cannot connect to redis, retrying");
-                    drop(permits);
+                    drop(slots);
                     tokio::select! {
                         _ = tokio::time::sleep(wait) => {}
                         _ = shutdown.cancelled() => break,
@@ -368,7 +362,7 @@ async fn fetch_loop(inner: &Arc<Inner>, shutdown: &CancellationToken) {
         let c = conn.as_mut().expect("connected above");
         let opts = StreamReadOptions::default()
             .group(GROUP, &inner.id)
-            .count(permits.len())
+            .count(slots.num_permits())
             .block(inner.opts.block.as_millis() as usize);
         inner.fetch_waiting.store(true, Ordering::Relaxed);
         let reply: redis::RedisResult<Option<StreamReadReply>> =
@@ -382,11 +376,12 @@ async fn fetch_loop(inner: &Arc<Inner>, shutdown: &CancellationToken) {
                     let t = type_of_stream(inner, &k.key);
                     entries.extend(k.ids.into_iter().map(|e| (t.clone(), e)));
                 }
+                let permits = one_each(slots, entries.len());
                 start_entries(inner, entries, permits).await;
             }
             Ok(None) => backoff.reset(),
             Err(e) => {
-                drop(permits);
+                drop(slots);
                 conn = None;
                 if e.code() == Some("NOGROUP") {
                     // The stream or group was deleted under us (e.g. FLUSHALL): recreate.
@@ -401,6 +396,24 @@ async fn fetch_loop(inner: &Arc<Inner>, shutdown: &CancellationToken) {
             }
         }
     }
+}
+
+/// `first` and as many more free slots as are there, up to the batch size, as one permit
+/// (one semaphore operation, rather than one per slot).
+fn more_slots(inner: &Inner, mut first: OwnedSemaphorePermit) -> OwnedSemaphorePermit {
+    let more = (inner.opts.batch - 1).min(inner.slots.available_permits());
+    if more > 0 {
+        if let Ok(p) = inner.slots.clone().try_acquire_many_owned(more as u32) {
+            first.merge(p);
+        }
+    }
+    first
+}
+
+/// `n` permits of one slot each, split off `all` (as many as it holds); its other slots
+/// are freed at once when it drops.
+fn one_each(mut all: OwnedSemaphorePermit, n: usize) -> Vec<OwnedSemaphorePermit> {
+    (0..n).map_while(|_| all.split(1)).collect()
 }
 
 fn type_of_stream(inner: &Inner, stream: &str) -> String {
@@ -1388,13 +1401,7 @@ async fn reclaimer(inner: Arc<Inner>, stop: CancellationToken) {
                     p = inner.slots.clone().acquire_owned() => p.expect("semaphore never closes"),
                     _ = stop.cancelled() => return,
                 };
-                let mut permits = vec![first];
-                while permits.len() < inner.opts.batch {
-                    match inner.slots.clone().try_acquire_owned() {
-                        Ok(p) => permits.push(p),
-                        Err(_) => break,
-                    }
-                }
+                let slots = more_slots(&inner, first);
                 let res: Result<redis::streams::StreamAutoClaimReply, QueueError> = async {
                     let mut c = inner.queue.conn().await?;
                     Ok(c.xautoclaim_options(
@@ -1403,7 +1410,7 @@ async fn reclaimer(inner: Arc<Inner>, stop: CancellationToken) {
                         &inner.id,
                         lease_ms,
                         &cursor,
-                        StreamAutoClaimOptions::default().count(permits.len()),
+                        StreamAutoClaimOptions::default().count(slots.num_permits()),
                     )
                     .await?)
                 }
@@ -1420,7 +1427,9 @@ async fn reclaimer(inner: Arc<Inner>, stop: CancellationToken) {
                 if !reply.claimed.is_empty() {
                     tracing::info!(r#type = %t, n = reply.claimed.len(),
                         "reclaimed jobs from a worker whose lease expired");
-                    let entries = reply.claimed.into_iter().map(|e| (t.clone(), e)).collect();
+                    let entries: Vec<_> =
+                        reply.claimed.into_iter().map(|e| (t.clone(), e)).collect();
+                    let permits = one_each(slots, entries.len());
                     start_entries(&inner, entries, permits).await;
                 }
                 cursor = reply.next_stream_id;
