@@ -14,7 +14,9 @@
 //!   children, `JobError::WaitForChildren`), retrying while Redis is away; a slot
 //!   is freed only once its outcome is recorded. `finish_start.lua` also starts
 //!   the entries its previous call read and reads new ones into the freed slots,
-//!   so a steady worker makes one script call per batch;
+//!   so a steady worker makes one script call per batch; while the fetch loop
+//!   waits on an empty stream, finishes linger (`WorkerOptions::linger`) for the
+//!   fetch loop's call that starts the next job to record them;
 //! - **promoter**, **heartbeat**, **gauges**, **progress**: small loops.
 //!
 //! Lease time is the entry's idle time in the consumer group's pending list,
