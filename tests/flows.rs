@@ -170,6 +170,7 @@ fn start_roles(
         heartbeat: Duration::from_millis(200),
         name: Some(name.into()),
         device: None,
+        linger: Duration::from_millis(1),
     };
     let mut w = Worker::new(q.clone(), reg, o).unwrap();
     let (tx, obs) = tokio::sync::mpsc::unbounded_channel();

@@ -40,6 +40,7 @@ fn opts(roles: &[&str]) -> WorkerOptions {
         heartbeat: Duration::from_millis(200),
         name: Some("test".into()),
         device: None,
+        linger: Duration::from_millis(1),
     }
 }
 
@@ -1525,4 +1526,84 @@ async fn a_steady_worker_starts_jobs_with_its_finish_calls() {
     let s = &q.stats_for(&["noop"]).await.unwrap()[0];
     assert_eq!((s.stalled, s.dead), (0, 0));
     assert_eq!((xlen(&q, "noop").await, pending(&q, "noop").await), (0, 0));
+}
+
+/// The index of the events-stream entry of kind `event` that names job `id`, and its `at`.
+async fn event_of(q: &Queue, event: &str, id: &str) -> (usize, String) {
+    let mut c = q.conn().await.unwrap();
+    let ev: redis::streams::StreamRangeReply = c.xrange_all(q.keys().events()).await.unwrap();
+    for (i, e) in ev.ids.iter().enumerate() {
+        if e.get::<String>("event").as_deref() != Some(event) {
+            continue;
+        }
+        let ids: Vec<String> = match e.get::<String>("ids") {
+            Some(ids) => serde_json::from_str(&ids).unwrap(),
+            None => vec![e.get::<String>("id").unwrap_or_default()],
+        };
+        if ids.iter().any(|x| x == id) {
+            return (i, e.get::<String>("at").unwrap());
+        }
+    }
+    panic!("no {event} event for job {id}");
+}
+
+/// Jobs arriving one at a time: while the fetch loop waits on an empty stream, a finished
+/// job's finish lingers (`WorkerOptions::linger`) and is recorded by the call that starts the
+/// next job the fetch loop reads (its `completed` event and the next job's `started` event
+/// written by one script call, back to back); the last one is recorded when the linger is
+/// over, and a worker told to stop records what lingers at once instead of waiting.
+#[tokio::test]
+async fn a_finish_lingers_to_ride_with_the_next_jobs_start() {
+    let redis = RedisServer::start();
+    let q = queue(&redis).await;
+    let mut o = opts(&["sleep"]);
+    o.linger = Duration::from_secs(2);
+    let mut w = start(&q, o);
+    let a = enqueue(&q, "sleep", json!({"ms": 20})).await;
+    wait_state(&q, &a, "active", Duration::from_secs(5)).await;
+    // `a` ran (20 ms) and its finish lingers: nothing else is there to start.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(state(&q, &a).await, "active", "the finish lingers");
+    let b = enqueue(&q, "sleep", json!({"ms": 20})).await;
+    wait_state(&q, &a, "completed", Duration::from_secs(1)).await;
+    let (done_a, at_a) = event_of(&q, "completed", &a).await;
+    let (start_b, at_b) = event_of(&q, "started", &b).await;
+    assert_eq!(
+        (start_b, &at_b),
+        (done_a + 1, &at_a),
+        "one call: a's finish, b's start"
+    );
+    // `b` lingers with nothing to ride on: the linger's end records it.
+    let t0 = std::time::Instant::now();
+    wait_state(&q, &b, "completed", Duration::from_secs(5)).await;
+    assert!(
+        t0.elapsed() >= Duration::from_millis(1000),
+        "{:?}",
+        t0.elapsed()
+    );
+    let outcomes: Vec<&str> = [w.obs.recv().await.unwrap(), w.obs.recv().await.unwrap()]
+        .iter()
+        .map(|o| o.outcome)
+        .collect();
+    assert_eq!(outcomes, ["completed", "completed"]);
+    // A third job's finish lingers; stopping the worker records it without waiting.
+    let c = enqueue(&q, "sleep", json!({"ms": 20})).await;
+    wait_state(&q, &c, "active", Duration::from_secs(5)).await;
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let t0 = std::time::Instant::now();
+    w.stop().await;
+    assert!(
+        t0.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        t0.elapsed()
+    );
+    assert_eq!(state(&q, &c).await, "completed");
+    let (started, _) = event_ids(&q, "started").await;
+    assert_eq!(started.len(), 3, "each job started once");
+    let s = &q.stats_for(&["sleep"]).await.unwrap()[0];
+    assert_eq!((s.completed, s.stalled, s.dead), (3, 0, 0));
+    assert_eq!(
+        (xlen(&q, "sleep").await, pending(&q, "sleep").await),
+        (0, 0)
+    );
 }

@@ -14,7 +14,9 @@
 //!   children, `JobError::WaitForChildren`), retrying while Redis is away; a slot
 //!   is freed only once its outcome is recorded. `finish_start.lua` also starts
 //!   the entries its previous call read and reads new ones into the freed slots,
-//!   so a steady worker makes one script call per batch;
+//!   so a steady worker makes one script call per batch; while the fetch loop
+//!   waits on an empty stream, finishes linger (`WorkerOptions::linger`) for the
+//!   fetch loop's call that starts the next job to record them;
 //! - **promoter**, **heartbeat**, **gauges**, **progress**: small loops.
 //!
 //! Lease time is the entry's idle time in the consumer group's pending list,
@@ -62,6 +64,10 @@ pub struct WorkerOptions {
     /// The compute device its handlers train on (`cpu`, `cuda:0`), shown in its registration;
     /// the engine only reports it.
     pub device: Option<String>,
+    /// How long a finish may wait, while the fetch loop waits on an empty stream, to ride
+    /// with the start of the next job it reads (one `finish_start.lua` call for both instead
+    /// of a finish call and a start call); zero: finishes never wait.
+    pub linger: Duration,
 }
 
 impl Default for WorkerOptions {
@@ -78,6 +84,7 @@ impl Default for WorkerOptions {
             heartbeat: Duration::from_secs(5),
             name: None,
             device: None,
+            linger: Duration::from_millis(1),
         }
     }
 }
@@ -162,6 +169,10 @@ struct Inner {
     processed: std::sync::atomic::AtomicU64,
     /// True while the fetch loop's blocking read waits (its stream had nothing for it).
     fetch_waiting: std::sync::atomic::AtomicBool,
+    /// Finishes the finisher left, while the fetch loop waited, for the fetch loop's next
+    /// start call to record (`WorkerOptions::linger`); the finisher takes back what is
+    /// left when the linger is over.
+    lingering: Mutex<Vec<Done>>,
     /// Wakes the local promoter when this worker schedules a retry.
     promote_now: tokio::sync::Notify,
     /// Fires when the worker is asked to stop fetching.
@@ -264,6 +275,7 @@ impl Worker {
             observer: self.observer,
             processed: Default::default(),
             fetch_waiting: Default::default(),
+            lingering: Mutex::new(Vec::new()),
             promote_now: tokio::sync::Notify::new(),
             shutdown: shutdown.clone(),
             closing: CancellationToken::new(),
@@ -329,13 +341,7 @@ async fn fetch_loop(inner: &Arc<Inner>, shutdown: &CancellationToken) {
             p = inner.slots.clone().acquire_owned() => p.expect("semaphore never closes"),
             _ = shutdown.cancelled() => break,
         };
-        let mut permits = vec![first];
-        while permits.len() < inner.opts.batch {
-            match inner.slots.clone().try_acquire_owned() {
-                Ok(p) => permits.push(p),
-                Err(_) => break,
-            }
-        }
+        let slots = more_slots(inner, first);
         if conn.is_none() {
             match inner
                 .queue
@@ -346,7 +352,7 @@ async fn fetch_loop(inner: &Arc<Inner>, shutdown: &CancellationToken) {
                 Err(e) => {
                     let wait = backoff.next_delay();
                     tracing::warn!(%e, ?wait, "fetch: cannot connect to redis, retrying");
-                    drop(permits);
+                    drop(slots);
                     tokio::select! {
                         _ = tokio::time::sleep(wait) => {}
                         _ = shutdown.cancelled() => break,
@@ -358,7 +364,7 @@ async fn fetch_loop(inner: &Arc<Inner>, shutdown: &CancellationToken) {
         let c = conn.as_mut().expect("connected above");
         let opts = StreamReadOptions::default()
             .group(GROUP, &inner.id)
-            .count(permits.len())
+            .count(slots.num_permits())
             .block(inner.opts.block.as_millis() as usize);
         inner.fetch_waiting.store(true, Ordering::Relaxed);
         let reply: redis::RedisResult<Option<StreamReadReply>> =
@@ -372,11 +378,12 @@ async fn fetch_loop(inner: &Arc<Inner>, shutdown: &CancellationToken) {
                     let t = type_of_stream(inner, &k.key);
                     entries.extend(k.ids.into_iter().map(|e| (t.clone(), e)));
                 }
+                let permits = one_each(slots, entries.len());
                 start_entries(inner, entries, permits).await;
             }
             Ok(None) => backoff.reset(),
             Err(e) => {
-                drop(permits);
+                drop(slots);
                 conn = None;
                 if e.code() == Some("NOGROUP") {
                     // The stream or group was deleted under us (e.g. FLUSHALL): recreate.
@@ -391,6 +398,24 @@ async fn fetch_loop(inner: &Arc<Inner>, shutdown: &CancellationToken) {
             }
         }
     }
+}
+
+/// `first` and as many more free slots as are there, up to the batch size, as one permit
+/// (one semaphore operation, rather than one per slot).
+fn more_slots(inner: &Inner, mut first: OwnedSemaphorePermit) -> OwnedSemaphorePermit {
+    let more = (inner.opts.batch - 1).min(inner.slots.available_permits());
+    if more > 0 {
+        if let Ok(p) = inner.slots.clone().try_acquire_many_owned(more as u32) {
+            first.merge(p);
+        }
+    }
+    first
+}
+
+/// `n` permits of one slot each, split off `all` (as many as it holds); its other slots
+/// are freed at once when it drops.
+fn one_each(mut all: OwnedSemaphorePermit, n: usize) -> Vec<OwnedSemaphorePermit> {
+    (0..n).map_while(|_| all.split(1)).collect()
 }
 
 fn type_of_stream(inner: &Inner, stream: &str) -> String {
@@ -422,6 +447,17 @@ async fn start_entries(
         match decode(&job_type, &entry) {
             Ok(d) => push_by_type(&mut by_type, d),
             Err(bad) => bury_raw(inner, &job_type, &entry, bad).await,
+        }
+    }
+    // Finishes that lingered for this call (the finisher left them while this loop waited):
+    // one `finish_start.lua` call records them and starts these entries.
+    if !by_type.is_empty() {
+        let lingering = std::mem::take(&mut *inner.lingering.lock().unwrap());
+        if !lingering.is_empty() {
+            let next = Next { by_type, permits };
+            let read = finish_and_start(inner, lingering, next, false).await;
+            debug_assert!(read.is_empty(), "a call that may not read read entries");
+            return;
         }
     }
     start_deliveries(inner, by_type, permits, false).await;
@@ -798,7 +834,11 @@ impl Next {
 /// Finishes go with `finish_start.lua`, which also starts the entries the previous call
 /// read and reads new ones into the slots that the finishes free: a steady worker makes one
 /// script call per batch, and the fetch loop's blocking read serves what is left (an idle
-/// queue, slots this loop did not fill).
+/// queue, slots this loop did not fill). While that read waits on an empty stream (jobs
+/// arrive one at a time), finishes linger up to `WorkerOptions::linger` in
+/// `Inner::lingering`: the fetch loop's call that starts the next job records them too
+/// (`start_entries`), so such a job costs two round trips (the read and one script call)
+/// instead of three.
 async fn finisher(
     inner: Arc<Inner>,
     mut rx: mpsc::UnboundedReceiver<Done>,
@@ -806,23 +846,41 @@ async fn finisher(
 ) {
     let mut buf = Vec::new();
     let mut next = Next::default();
+    // When the finishes left in `inner.lingering` are taken back (None: none left there).
+    let mut linger_until: Option<tokio::time::Instant> = None;
     loop {
+        let mut linger_over = false;
         if next.is_empty() {
             // Stops only once told to and nothing is left to record.
             let n = tokio::select! {
                 n = rx.recv_many(&mut buf, 256) => n,
+                _ = tokio::time::sleep_until(linger_until.unwrap_or_else(tokio::time::Instant::now)),
+                    if linger_until.is_some() => {
+                    linger_over = true;
+                    0
+                }
+                // Shutting down: the drain waits for these slots, so they go now.
+                _ = inner.shutdown.cancelled(), if linger_until.is_some() => {
+                    linger_over = true;
+                    0
+                }
                 _ = stop.cancelled() => {
                     while let Ok(d) = rx.try_recv() {
                         buf.push(d);
                     }
-                    if buf.is_empty() {
+                    if buf.is_empty() && inner.lingering.lock().unwrap().is_empty() {
                         return;
                     }
+                    // (what lingers is taken back below: the worker is stopping)
                     buf.len()
                 }
             };
-            if n == 0 {
-                return;
+            if n == 0 && !linger_over {
+                // The channel closed: record what lingers, then stop.
+                if inner.lingering.lock().unwrap().is_empty() {
+                    return;
+                }
+                linger_over = true;
             }
         } else {
             // Entries wait to start: go now, with the outcomes already here (a short job
@@ -836,15 +894,39 @@ async fn finisher(
             }
         }
         let batch = std::mem::take(&mut buf);
-        let (finishes, rest): (Vec<_>, Vec<_>) = batch
+        let (mut finishes, rest): (Vec<_>, Vec<_>) = batch
             .into_iter()
             .partition(|d| matches!(d.outcome, Outcome::Finish { .. }));
         if stop.is_cancelled() && !next.is_empty() {
             // Closing: what was read stays pending, for the reclaimer.
             next = Next::default();
         }
+        // Linger only while the fetch loop waits on an empty stream, nothing read waits to
+        // start, and the worker is not stopping.
+        let idle = !inner.opts.linger.is_zero()
+            && next.is_empty()
+            && inner.fetch_waiting.load(Ordering::Relaxed)
+            && !stop.is_cancelled()
+            && !inner.shutdown.is_cancelled();
+        {
+            let mut lingering = inner.lingering.lock().unwrap();
+            if idle && !linger_over {
+                if !finishes.is_empty() {
+                    lingering.append(&mut finishes);
+                    linger_until
+                        .get_or_insert_with(|| tokio::time::Instant::now() + inner.opts.linger);
+                }
+            } else {
+                // Over, or the fetch loop is busy: what it did not take goes now.
+                finishes.append(&mut lingering);
+                linger_until = None;
+            }
+            if lingering.is_empty() {
+                linger_until = None;
+            }
+        }
         if !finishes.is_empty() || !next.is_empty() {
-            next = finish_and_start(&inner, finishes, std::mem::take(&mut next)).await;
+            next = finish_and_start(&inner, finishes, std::mem::take(&mut next), true).await;
         }
         let (handbacks, fails): (Vec<_>, Vec<_>) = rest
             .into_iter()
@@ -872,12 +954,17 @@ type FinishStartReply = (
 );
 
 /// One `finish_start.lua` call: records `done` (finishes), starts `next` (what the last call
-/// read) and reads new entries into the finished jobs' slots (up to the batch size; none
-/// once the worker is shutting down). Returns the entries read,
+/// read, or what the fetch loop read) and, when `may_read`, reads new entries into the
+/// finished jobs' slots (up to the batch size; none once the worker is shutting down). Returns the entries read,
 /// decoded, each with its slot; a malformed one is dead-lettered (`bury_raw`). When the call
 /// fails for good (not a lost connection: that is retried, as a retry), the finishes and
 /// starts go the separate ways, `finish.lua` and `start.lua`, as retries of this call.
-async fn finish_and_start(inner: &Arc<Inner>, mut done: Vec<Done>, next: Next) -> Next {
+async fn finish_and_start(
+    inner: &Arc<Inner>,
+    mut done: Vec<Done>,
+    next: Next,
+    may_read: bool,
+) -> Next {
     let Next {
         by_type,
         mut permits,
@@ -890,7 +977,10 @@ async fn finish_and_start(inner: &Arc<Inner>, mut done: Vec<Done>, next: Next) -
     // (Redis serves a blocked read right after the XADD), and a read here would only take
     // one and start it a call later; so this call reads only while the fetch loop is not
     // waiting on an empty stream (it waits for slots: a backlog).
-    let read = if inner.shutdown.is_cancelled() || inner.fetch_waiting.load(Ordering::Relaxed) {
+    let read = if !may_read
+        || inner.shutdown.is_cancelled()
+        || inner.fetch_waiting.load(Ordering::Relaxed)
+    {
         0
     } else {
         (permits.len() - held).min(inner.opts.batch)
@@ -1313,13 +1403,7 @@ async fn reclaimer(inner: Arc<Inner>, stop: CancellationToken) {
                     p = inner.slots.clone().acquire_owned() => p.expect("semaphore never closes"),
                     _ = stop.cancelled() => return,
                 };
-                let mut permits = vec![first];
-                while permits.len() < inner.opts.batch {
-                    match inner.slots.clone().try_acquire_owned() {
-                        Ok(p) => permits.push(p),
-                        Err(_) => break,
-                    }
-                }
+                let slots = more_slots(&inner, first);
                 let res: Result<redis::streams::StreamAutoClaimReply, QueueError> = async {
                     let mut c = inner.queue.conn().await?;
                     Ok(c.xautoclaim_options(
@@ -1328,7 +1412,7 @@ async fn reclaimer(inner: Arc<Inner>, stop: CancellationToken) {
                         &inner.id,
                         lease_ms,
                         &cursor,
-                        StreamAutoClaimOptions::default().count(permits.len()),
+                        StreamAutoClaimOptions::default().count(slots.num_permits()),
                     )
                     .await?)
                 }
@@ -1345,7 +1429,9 @@ async fn reclaimer(inner: Arc<Inner>, stop: CancellationToken) {
                 if !reply.claimed.is_empty() {
                     tracing::info!(r#type = %t, n = reply.claimed.len(),
                         "reclaimed jobs from a worker whose lease expired");
-                    let entries = reply.claimed.into_iter().map(|e| (t.clone(), e)).collect();
+                    let entries: Vec<_> =
+                        reply.claimed.into_iter().map(|e| (t.clone(), e)).collect();
+                    let permits = one_each(slots, entries.len());
                     start_entries(&inner, entries, permits).await;
                 }
                 cursor = reply.next_stream_id;
