@@ -13,7 +13,7 @@
 #      the background: it serves each (asset, prompt) pair's champion, the GBM until a model
 #      passes the promotion gate (`synth-city models promote RUN/NAME --asset BTC`,
 #      docs/promotion.md);
-#   6. enqueue, once, a classical model (garch-tod-t) through the promotion gate for every pair
+#   6. enqueue, once, a classical model (ewma-tod-t) through the promotion gate for every pair
 #      with bars: the worker decides in the background, and each pair it wins is served;
 #   7. print where to look: the dashboard, `runs list`, the logs, how to stop.
 #
@@ -47,7 +47,7 @@
 #                       SETUP_DATA_MAX_AGE_H hours, default 24) or never
 #   SETUP_MINER         1 (default: check and start the miner) or 0
 #   SETUP_CLASSICAL     a classical model put through the promotion gate for every pair with
-#                       bars, once, as background `promote` jobs (default garch-tod-t; the miner
+#                       bars, once, as background `promote` jobs (default ewma-tod-t; the miner
 #                       serves each pair it wins without a restart), or none.
 #                       SETUP_CLASSICAL_ASSETS (default all), SETUP_CLASSICAL_WINDOWS and
 #                       SETUP_CLASSICAL_PATHS (default: the gate's 40 windows, 1000 paths)
@@ -356,7 +356,7 @@ fi
 # `promote` jobs for the worker: each pair it wins gets a champion, which the miner serves
 # without a restart (docs/promotion.md, "Classical champions").
 
-classical=${SETUP_CLASSICAL:-garch-tod-t}
+classical=${SETUP_CLASSICAL:-ewma-tod-t}
 if [ "$classical" != none ] && [ ! -e "$state/classical-enqueued" ]; then
   assets=$(printf '%s' "${SETUP_CLASSICAL_ASSETS:-all}" | sed 's/[^,][^,]*/"&"/g')
   extra=

@@ -367,7 +367,7 @@ fn setup_starts_the_main_job_is_idempotent_and_stops_what_it_started() {
     // The classical model went through the gate for ETH's two prompts on the worker, in the
     // background: a decision per pair, recorded (promoted or refused, as the sample decides).
     assert!(
-        out.contains("classical:garch-tod-t enqueued for the promotion gate"),
+        out.contains("classical:ewma-tod-t enqueued for the promotion gate"),
         "{out}"
     );
     let deadline = Instant::now() + Duration::from_secs(240);
@@ -391,7 +391,7 @@ fn setup_starts_the_main_job_is_idempotent_and_stops_what_it_started() {
     let mut prompts: Vec<&str> = decisions
         .iter()
         .map(|d| {
-            assert_eq!(d["candidate"], "classical:garch-tod-t", "{d}");
+            assert_eq!(d["candidate"], "classical:ewma-tod-t", "{d}");
             assert_eq!(d["by"], "operator", "{d}");
             d["prompt"].as_str().unwrap()
         })

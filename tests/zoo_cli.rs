@@ -131,7 +131,7 @@ fn zoo_experiment_then_simulate() {
     );
     assert_eq!(v["windows"], 3);
     // the classical anchor, fitted on the bars before each window, scored on the same windows
-    assert_eq!(v["classical_model"], "garch-tod-t");
+    assert_eq!(v["classical_model"], "ewma-tod-t");
     let anchor = v["classical_crps"].as_f64().unwrap();
     assert!(anchor.is_finite() && anchor > 0.0 && anchor != gbm, "{v}");
     assert_eq!(v["classical_fallbacks"], 0, "{v}");

@@ -67,8 +67,8 @@ pub struct ExperimentRecord {
     /// The GBM baseline's CRPS on the same windows.
     #[serde(default)]
     pub gbm_crps: Option<f64>,
-    /// The classical anchor's (`train::CLASSICAL_ANCHOR`, GARCH-t with an hour-of-day
-    /// profile) CRPS on the same windows: a ratio to the GBM only counts as skill where the
+    /// The classical anchor's (`train::CLASSICAL_ANCHOR`, the EWMA-t with the hour-of-day
+    /// profiles) CRPS on the same windows: a ratio to the GBM only counts as skill where the
     /// model also beats this.
     #[serde(default)]
     pub classical_crps: Option<f64>,

@@ -251,9 +251,10 @@ fn zoo_presets_validate() {
         s.validate()
             .unwrap_or_else(|e| panic!("preset {}: {e:?}", p.name));
     }
-    // the recommendation validates for every asset and prompt; its 24 h paths follow the hour
-    // of day except for the equities (regular trading hours only), and its 1 h models, which
-    // train on the volatility term, keep one scale per window
+    // the recommendation validates for every asset and prompt; it is standardised by the
+    // classical anchor (the equities' 24 h models by the 24 h EWMA: their files hold regular
+    // trading hours only); its 24 h paths follow the hour of day except for the equities,
+    // and its 1 h models, which train on the volatility term, keep one scale per window
     use super::features::Scale;
     use jobs::Timeframe;
     for asset in [
@@ -263,9 +264,15 @@ fn zoo_presets_validate() {
             let s = super::registry::recommended(asset, tf);
             s.validate()
                 .unwrap_or_else(|e| panic!("recommended {asset} {tf}: {e:?}"));
-            let tod = matches!(s.data.scale, Scale::Ewma { tod: true, .. });
+            let tod = s.data.scale == Scale::Classical { tod: true };
             let equity = !matches!(asset, "BTC" | "ETH" | "SOL" | "XAU");
             assert_eq!(tod, tf == Timeframe::FiveMinutes && !equity, "{asset} {tf}");
+            let classical = matches!(s.data.scale, Scale::Classical { .. });
+            assert_eq!(
+                classical,
+                tf == Timeframe::OneMinute || !equity,
+                "{asset} {tf}"
+            );
         }
     }
 }

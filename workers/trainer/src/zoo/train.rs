@@ -810,9 +810,10 @@ pub struct Sn50Eval {
 }
 
 /// The classical model every evaluation scores beside the GBM: the best of the project's
-/// classical baselines on held-out windows (docs/benchmarks.md), GARCH(1,1) with Student-t
-/// steps and an hour-of-day profile, fitted per window on the bars before it.
-pub const CLASSICAL_ANCHOR: &str = "garch-tod-t";
+/// classical baselines on issue 15's walk-forward folds (docs/benchmarks.md, "The EWMA
+/// half-life follows the horizon": best in all three competitions), the EWMA with Student-t
+/// steps and the weekday and weekend hour profiles, fitted per window on the bars before it.
+pub const CLASSICAL_ANCHOR: &str = "ewma-tod-t";
 
 /// One window's exact validator score, `(total, price, vol)`, or `None` where the validator
 /// scores `-1`: the total is [`sn50::vol::miner_total_score`]'s (its body: the worker score of
