@@ -1105,6 +1105,41 @@ fn zoo_ewma_scale_standardises_each_window_by_its_past() {
     assert_eq!(xh, x);
 }
 
+/// BTC's last 5-minute bars ([`btc`]) as 24 h windows of 16 history bars on `scale`, every
+/// 12th bar, gap-free, the last fifth for validation; `None` without the data.
+fn btc_24h_windows(scale: super::features::Scale) -> Option<AssetWindows> {
+    let opts = super::features::WindowOptions {
+        seq_len: 16,
+        horizon: 288,
+        val_fraction: 0.2,
+        stride: 12,
+        scale,
+        gaps: super::features::Gaps::Drop,
+    };
+    Some(AssetWindows::build("BTC", btc()?.clone(), &opts).unwrap())
+}
+
+/// The dispersion across UTC hours of the mean square of a 5-minute asset's standardised
+/// target increments (every `step`-th training window, `h` steps each), relative to their mean:
+/// how much of the day's shape a scale leaves in the targets.
+fn hour_spread(w: &AssetWindows, h: usize, step: usize) -> f64 {
+    let (mut sum, mut n) = ([0f64; 24], [0f64; 24]);
+    for &i in w.train.iter().step_by(step) {
+        let mut y = Vec::new();
+        w.target(i, h, &mut y);
+        for k in 0..h {
+            let inc = y[k] as f64 - if k > 0 { y[k - 1] as f64 } else { 0.0 };
+            let t = w.bars.timestamps[i] + (k as i64 + 1) * 300;
+            let hour = (t.rem_euclid(86_400) / 3600) as usize;
+            sum[hour] += inc * inc;
+            n[hour] += 1.0;
+        }
+    }
+    let ms: Vec<f64> = (0..24).map(|x| sum[x] / n[x]).collect();
+    let mean = ms.iter().sum::<f64>() / 24.0;
+    (ms.iter().map(|m| (m - mean).powi(2)).sum::<f64>() / 24.0).sqrt() / mean
+}
+
 /// `ewma-tod`: the EWMA level times each step's hour-of-day profile. The profile is fitted on
 /// the training split (24 values averaging one, the busy hours above), a window's step scales
 /// are its level times the profile's root at each step's hour, the targets' increments are the
@@ -1112,7 +1147,7 @@ fn zoo_ewma_scale_standardises_each_window_by_its_past() {
 /// are closer to one variance than with the level alone. Spelled `ewma-tod[:HOURS]`.
 #[test]
 fn zoo_ewma_tod_scale_shapes_each_step_by_its_hour() {
-    use super::features::{Gaps, Scale, WindowOptions};
+    use super::features::Scale;
     assert_eq!(
         "ewma-tod".parse::<Scale>().unwrap(),
         Scale::Ewma {
@@ -1128,23 +1163,16 @@ fn zoo_ewma_tod_scale_shapes_each_step_by_its_hour() {
         let e = bad.parse::<Scale>().unwrap_err();
         assert!(e.contains("ewma-tod[:HOURS]"), "{e}");
     }
-    let Some(bars) = btc() else { return };
     let h = 288;
     let build = |tod| {
-        let opts = WindowOptions {
-            seq_len: 16,
-            horizon: h,
-            val_fraction: 0.2,
-            stride: 12,
-            scale: Scale::Ewma {
-                half_life_hours: 24.0,
-                tod,
-            },
-            gaps: Gaps::Drop,
-        };
-        AssetWindows::build("BTC", bars.clone(), &opts).unwrap()
+        btc_24h_windows(Scale::Ewma {
+            half_life_hours: 24.0,
+            tod,
+        })
     };
-    let (plain, tod) = (build(false), build(true));
+    let Some((plain, tod)) = build(false).zip(build(true)) else {
+        return;
+    };
     assert!(plain.norm.tod.is_none());
     let p = tod.norm.tod.clone().expect("ewma-tod fits a profile");
     assert_eq!(p.len(), 24);
@@ -1175,24 +1203,7 @@ fn zoo_ewma_tod_scale_shapes_each_step_by_its_hour() {
         assert_eq!(yp[k - 1], whole as f32);
     }
     // the spread across hours of the standardised returns' mean square shrinks
-    let spread = |w: &AssetWindows| {
-        let (mut sum, mut n) = ([0f64; 24], [0f64; 24]);
-        for &i in &w.train {
-            let mut y = Vec::new();
-            w.target(i, h, &mut y);
-            for k in 0..h {
-                let inc = y[k] as f64 - if k > 0 { y[k - 1] as f64 } else { 0.0 };
-                let t = w.bars.timestamps[i] + (k as i64 + 1) * 300;
-                let hour = (t.rem_euclid(86_400) / 3600) as usize;
-                sum[hour] += inc * inc;
-                n[hour] += 1.0;
-            }
-        }
-        let ms: Vec<f64> = (0..24).map(|x| sum[x] / n[x]).collect();
-        let mean = ms.iter().sum::<f64>() / 24.0;
-        (ms.iter().map(|m| (m - mean).powi(2)).sum::<f64>() / 24.0).sqrt() / mean
-    };
-    let (sp, st) = (spread(&plain), spread(&tod));
+    let (sp, st) = (hour_spread(&plain, h, 1), hour_spread(&tod, h, 1));
     assert!(
         st < 0.7 * sp,
         "hours' dispersion {sp} with ewma, {st} with ewma-tod"
@@ -1206,7 +1217,7 @@ fn zoo_ewma_tod_scale_shapes_each_step_by_its_hour() {
 /// names parse, print and look back two weeks.
 #[test]
 fn zoo_classical_scale_is_the_anchors_step_sds() {
-    use super::features::{classical_step_sds, Gaps, Scale, WindowOptions};
+    use super::features::{classical_step_sds, Scale};
     assert_eq!(
         "classical-tod".parse::<Scale>().unwrap(),
         Scale::Classical { tod: true }
@@ -1217,20 +1228,11 @@ fn zoo_classical_scale_is_the_anchors_step_sds() {
     );
     let e = "classical-x".parse::<Scale>().unwrap_err();
     assert!(e.contains("classical-tod"), "{e}");
-    let Some(bars) = btc() else { return };
     let h = 288;
-    let build = |tod| {
-        let opts = WindowOptions {
-            seq_len: 16,
-            horizon: h,
-            val_fraction: 0.2,
-            stride: 12,
-            scale: Scale::Classical { tod },
-            gaps: Gaps::Drop,
-        };
-        AssetWindows::build("BTC", bars.clone(), &opts).unwrap()
+    let build = |tod| btc_24h_windows(Scale::Classical { tod });
+    let Some((plain, tod)) = build(false).zip(build(true)) else {
+        return;
     };
-    let (plain, tod) = (build(false), build(true));
     assert!(tod.norm.per_step() && !plain.norm.per_step());
     assert_eq!(tod.norm.horizon, h);
     // two weeks of 5-minute bars, the anchor's lookback
@@ -1259,24 +1261,7 @@ fn zoo_classical_scale_is_the_anchors_step_sds() {
         assert!((inc - r / want[k - 1]).abs() < 1e-3, "step {k}");
     }
     // the anchor's hours shape the standardised returns' spread across hours
-    let spread = |w: &AssetWindows| {
-        let (mut sum, mut n) = ([0f64; 24], [0f64; 24]);
-        for &i in w.train.iter().step_by(8) {
-            let mut y = Vec::new();
-            w.target(i, h, &mut y);
-            for k in 0..h {
-                let inc = y[k] as f64 - if k > 0 { y[k - 1] as f64 } else { 0.0 };
-                let t = w.bars.timestamps[i] + (k as i64 + 1) * 300;
-                let hour = (t.rem_euclid(86_400) / 3600) as usize;
-                sum[hour] += inc * inc;
-                n[hour] += 1.0;
-            }
-        }
-        let ms: Vec<f64> = (0..24).map(|x| sum[x] / n[x]).collect();
-        let mean = ms.iter().sum::<f64>() / 24.0;
-        (ms.iter().map(|m| (m - mean).powi(2)).sum::<f64>() / 24.0).sqrt() / mean
-    };
-    let (sp, st) = (spread(&plain), spread(&tod));
+    let (sp, st) = (hour_spread(&plain, h, 8), hour_spread(&tod, h, 8));
     assert!(
         st < 0.7 * sp,
         "hours' dispersion {sp} with classical, {st} with classical-tod"
