@@ -108,6 +108,20 @@ impl Ewma {
         time_increment: u64,
         time_length: u64,
     ) -> Result<Vec<f64>, TooFewReturns> {
+        let (var_bar, profile) = self.fit(bars, as_of, time_length)?;
+        Ok(self
+            .shape(var_bar, bars, &profile)
+            .step_sds(start_time, time_increment, time_length))
+    }
+
+    /// The per-bar variance level and the seasonal profile from the bars that closed by
+    /// `as_of`, for paths `time_length` seconds long.
+    fn fit(
+        &self,
+        bars: &Bars,
+        as_of: i64,
+        time_length: u64,
+    ) -> Result<(f64, Profile), TooFewReturns> {
         let rets = returns_before(bars, as_of, self.lookback_days);
         if rets.len() < self.min_returns {
             return Err(TooFewReturns {
@@ -117,14 +131,18 @@ impl Ewma {
         }
         let profile = profile_if(self.time_of_day, &rets, bars, as_of, self.lookback_days);
         let var_bar = self.level(time_length, &rets, bars.bar_seconds, &profile);
-        let per_step = time_increment as f64 / bars.bar_seconds as f64;
-        let steps = (time_length / time_increment.max(1)) as i64;
-        Ok((0..steps)
-            .map(|k| {
-                let t = start_time + k * time_increment as i64;
-                self.width * (var_bar * per_step * profile.at(t)).sqrt()
-            })
-            .collect())
+        Ok((var_bar, profile))
+    }
+
+    /// The random walk of a fitted level and profile.
+    fn shape<'p>(&self, var_bar: f64, bars: &Bars, profile: &'p Profile) -> WalkShape<'p> {
+        WalkShape {
+            var_bar,
+            bar_seconds: bars.bar_seconds,
+            profile,
+            width: self.width,
+            student_t_df: self.student_t_df,
+        }
     }
 }
 
@@ -156,19 +174,10 @@ impl Forecaster for Ewma {
         rng: &mut dyn RngCore,
     ) -> Result<Paths, ForecastError> {
         let bars = check_request(&self.name, req)?;
-        let sd = self
-            .step_sds(
-                bars,
-                req.as_of,
-                req.start_time,
-                req.time_increment,
-                req.time_length,
-            )
+        let (var_bar, profile) = self
+            .fit(bars, req.as_of, req.time_length)
             .map_err(|e| too_few(&self.name, req, e.have, e.need))?;
-        if sd.iter().any(|s| !s.is_finite()) {
-            return Err(ForecastError::BadSigma(sd[0]));
-        }
-        random_walk(req, &sd, self.student_t_df, rng)
+        level_walk(req, &self.shape(var_bar, bars, &profile), rng)
     }
 }
 
@@ -255,12 +264,6 @@ pub(crate) fn returns_before(bars: &Bars, as_of: i64, lookback_days: f64) -> Vec
 /// The UTC hour of day of a unix time.
 pub fn hour_of(t: i64) -> usize {
     (t.rem_euclid(86_400) / 3600) as usize
-}
-
-/// The start time of each step of a request's paths.
-pub(crate) fn step_times<'r>(req: &'r ForecastRequest<'_>) -> impl Iterator<Item = i64> + 'r {
-    let steps = (req.time_length / req.time_increment) as i64;
-    (0..steps).map(move |k| req.start_time + k * req.time_increment as i64)
 }
 
 /// Whether a unix time falls on a Saturday or Sunday, UTC (1970-01-01 was a Thursday).
@@ -404,17 +407,34 @@ pub(crate) struct WalkShape<'p> {
     pub student_t_df: Option<f64>,
 }
 
-/// The paths of a [`WalkShape`] on the request's grid (each step's variance is the per-bar
-/// variance times the bars in a step and the profile of the step's hour).
+impl WalkShape<'_> {
+    /// The standard deviation of each step of a grid that starts at `start_time`,
+    /// `time_increment` seconds a step over `time_length`: the per-bar variance times the bars
+    /// in a step and the profile at the step's start, its root times the width.
+    pub(crate) fn step_sds(
+        &self,
+        start_time: i64,
+        time_increment: u64,
+        time_length: u64,
+    ) -> Vec<f64> {
+        let per_step = time_increment as f64 / self.bar_seconds as f64;
+        let steps = (time_length / time_increment.max(1)) as i64;
+        (0..steps)
+            .map(|k| {
+                let t = start_time + k * time_increment as i64;
+                self.width * (self.var_bar * per_step * self.profile.at(t)).sqrt()
+            })
+            .collect()
+    }
+}
+
+/// The paths of a [`WalkShape`] on the request's grid ([`WalkShape::step_sds`]).
 pub(crate) fn level_walk(
     req: &ForecastRequest<'_>,
     shape: &WalkShape<'_>,
     rng: &mut dyn RngCore,
 ) -> Result<Paths, ForecastError> {
-    let per_step = req.time_increment as f64 / shape.bar_seconds as f64;
-    let sd: Vec<f64> = step_times(req)
-        .map(|t| shape.width * (shape.var_bar * per_step * shape.profile.at(t)).sqrt())
-        .collect();
+    let sd = shape.step_sds(req.start_time, req.time_increment, req.time_length);
     if sd.iter().any(|s| !s.is_finite()) {
         return Err(ForecastError::BadSigma(shape.var_bar));
     }
