@@ -1693,3 +1693,58 @@ async fn the_scripts_library_is_reloaded_after_a_function_flush_beside_another_v
     assert_eq!(libraries(&q).await, vec![lib.name.clone()]);
     w.stop().await;
 }
+
+#[tokio::test]
+async fn a_user_that_may_not_load_the_library_runs_the_scripts_as_plain_scripts() {
+    let redis = RedisServer::start();
+    let q = queue(&redis).await;
+    // A user with every command but FUNCTION, on a Redis whose library is gone.
+    let mut c = q.conn().await.unwrap();
+    let _: () = redis::cmd("ACL")
+        .arg(&[
+            "SETUSER",
+            "nofn",
+            "on",
+            ">pw",
+            "~*",
+            "&*",
+            "+@all",
+            "-function",
+        ])
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("FUNCTION")
+        .arg("FLUSH")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let url = redis.url().replace("redis://", "redis://nofn:pw@");
+    let limited = Queue::new(&url, "t", Default::default()).unwrap();
+    let w = start(&limited, opts(&["noop"]));
+    noop_completes(&limited).await;
+    noop_completes(&limited).await;
+    // The library was not loaded; the calls went by EVALSHA after one refused load.
+    assert!(libraries(&q).await.is_empty());
+    let stats: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let calls = |name: &str| -> u64 {
+        stats
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("cmdstat_{name}:calls=")))
+            .and_then(|r| r.split(',').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    assert!(calls("evalsha") >= 4, "{stats}");
+    assert!(calls("fcall") >= 1, "{stats}");
+    let load = stats
+        .lines()
+        .find(|l| l.starts_with("cmdstat_function|load:"))
+        .unwrap_or_else(|| panic!("no FUNCTION LOAD tried: {stats}"));
+    assert!(!load.contains("rejected_calls=0,"), "{load}");
+    w.stop().await;
+}
