@@ -1607,3 +1607,144 @@ async fn a_finish_lingers_to_ride_with_the_next_jobs_start() {
         (0, 0)
     );
 }
+
+/// The names of the libraries `FUNCTION LIST` shows.
+async fn libraries(q: &Queue) -> Vec<String> {
+    fn strings(v: &redis::Value, out: &mut Vec<String>) {
+        match v {
+            redis::Value::BulkString(b) => out.push(String::from_utf8_lossy(b).into_owned()),
+            redis::Value::SimpleString(s) => out.push(s.clone()),
+            redis::Value::Array(a) | redis::Value::Set(a) => a.iter().for_each(|v| strings(v, out)),
+            redis::Value::Map(m) => m.iter().for_each(|(k, v)| {
+                strings(k, out);
+                strings(v, out)
+            }),
+            _ => {}
+        }
+    }
+    let mut c = q.conn().await.unwrap();
+    let list: redis::Value = redis::cmd("FUNCTION")
+        .arg("LIST")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let mut all = Vec::new();
+    strings(&list, &mut all);
+    all.into_iter()
+        .filter(|s| s.starts_with("synth_city_"))
+        .collect()
+}
+
+/// Enqueues a noop job and waits until a worker has completed it.
+async fn noop_completes(q: &Queue) {
+    let id = q
+        .enqueue(EnqueueRequest::new("noop", json!({})))
+        .await
+        .unwrap()
+        .id;
+    wait_state(q, &id, "completed", Duration::from_secs(10)).await;
+}
+
+#[tokio::test]
+async fn the_scripts_library_is_reloaded_after_a_function_flush_beside_another_version() {
+    let redis = RedisServer::start();
+    let q = queue(&redis).await;
+    let lib = &*engine::scripts::LIBRARY;
+    // Another version's library (another hash) already on this Redis, as in a rolling upgrade.
+    let other = engine::scripts::library_source("0123456789ab");
+    let mut c = q.conn().await.unwrap();
+    let name: String = redis::cmd("FUNCTION")
+        .arg("LOAD")
+        .arg(&other)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(name, "synth_city_0123456789ab");
+    let w = start(&q, opts(&["noop"]));
+    // The first calls load ours beside it; each calls its own functions.
+    noop_completes(&q).await;
+    let mut libs = libraries(&q).await;
+    libs.sort();
+    let mut want = vec![lib.name.clone(), name.clone()];
+    want.sort();
+    assert_eq!(libs, want);
+    let other_fn = "sc0123456789ab_sem_renew";
+    let renewed: i64 = redis::cmd("FCALL")
+        .arg(other_fn)
+        .arg(0)
+        .arg(q.prefix())
+        .arg("pipeline")
+        .arg("nobody")
+        .arg("0")
+        .arg(1000)
+        .query_async(&mut c)
+        .await
+        .unwrap_or_else(|e| panic!("{other_fn}: {e}"));
+    assert_eq!(renewed, 0, "no permit held");
+    // A FUNCTION FLUSH (or a Redis restarted without persistence): the next calls of the
+    // producer and the worker reload the library, and the job completes.
+    let _: () = redis::cmd("FUNCTION")
+        .arg("FLUSH")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert!(libraries(&q).await.is_empty());
+    noop_completes(&q).await;
+    assert_eq!(libraries(&q).await, vec![lib.name.clone()]);
+    w.stop().await;
+}
+
+#[tokio::test]
+async fn a_user_that_may_not_load_the_library_runs_the_scripts_as_plain_scripts() {
+    let redis = RedisServer::start();
+    let q = queue(&redis).await;
+    // A user with every command but FUNCTION, on a Redis whose library is gone.
+    let mut c = q.conn().await.unwrap();
+    let _: () = redis::cmd("ACL")
+        .arg(&[
+            "SETUSER",
+            "nofn",
+            "on",
+            ">pw",
+            "~*",
+            "&*",
+            "+@all",
+            "-function",
+        ])
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("FUNCTION")
+        .arg("FLUSH")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let url = redis.url().replace("redis://", "redis://nofn:pw@");
+    let limited = Queue::new(&url, "t", Default::default()).unwrap();
+    let w = start(&limited, opts(&["noop"]));
+    noop_completes(&limited).await;
+    noop_completes(&limited).await;
+    // The library was not loaded; the calls went by EVALSHA after one refused load.
+    assert!(libraries(&q).await.is_empty());
+    let stats: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let calls = |name: &str| -> u64 {
+        stats
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("cmdstat_{name}:calls=")))
+            .and_then(|r| r.split(',').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    assert!(calls("evalsha") >= 4, "{stats}");
+    assert!(calls("fcall") >= 1, "{stats}");
+    let load = stats
+        .lines()
+        .find(|l| l.starts_with("cmdstat_function|load:"))
+        .unwrap_or_else(|| panic!("no FUNCTION LOAD tried: {stats}"));
+    assert!(!load.contains("rejected_calls=0,"), "{load}");
+    w.stop().await;
+}

@@ -279,7 +279,7 @@ fn roles_run_over_tls_and_the_acl_confines_them() {
         .query::<Vec<String>>(&mut c)
         .unwrap_err();
     assert!(denied(&e), "{e}");
-    // The worker may not EVAL (only the queue's own scripts, by EVALSHA) ...
+    // The worker may not EVAL (only the queue's own scripts, by FCALL or EVALSHA) ...
     let e = redis::cmd("EVAL")
         .arg("return 1")
         .arg(0)

@@ -4,8 +4,8 @@
 # Starts its own redis-server (--save '' --appendonly no) on PORT, resets INFO commandstats,
 # runs `synth-city bench queue` with the given arguments, and prints each command's calls
 # and microseconds per job (commands run inside Lua scripts are counted under their own
-# names, and each script call as EVALSHA, whose microseconds include theirs and are left
-# out of the total), sorted by calls. Stops only the server it started.
+# names, and each script call as FCALL (or EVALSHA, for a binary from before the function
+# library), whose microseconds include theirs and are left out of the total), sorted by calls. Stops only the server it started.
 #
 #   ops/bench/commandstats.sh [BIN] [-- bench queue args]
 #   BIN defaults to target/release/synth-city; PORT to 16481; JOBS to 20000.
@@ -27,7 +27,7 @@ redis-cli -p "$PORT" info commandstats | tr -d '\r' >"$DIR/stats"
 echo "# $(date -u +%FT%TZ) uptime:$(uptime | sed 's/.*load average/ load average/')"
 echo "# bench: $(cat "$DIR/report.json")"
 awk -F'[:,=]' -v jobs="$JOBS" '
-  /^cmdstat_/ { name = substr($1, 9); calls[name] = $3; usec[name] = $5; tc += $3; if (name != "evalsha") tu += $5 }
+  /^cmdstat_/ { name = substr($1, 9); calls[name] = $3; usec[name] = $5; tc += $3; if (name != "evalsha" && name != "fcall") tu += $5 }
   END {
     printf "%-22s %12s %12s %12s\n", "command", "calls", "per job", "us per job"
     for (n in calls) printf "%-22s %12d %12.3f %12.2f\n", n, calls[n], calls[n] / jobs, usec[n] / jobs | "sort -k2 -n -r"

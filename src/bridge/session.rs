@@ -80,7 +80,7 @@ pub(super) fn ttl(s: &State) -> u64 {
 async fn eval<T: redis::FromRedisValue>(
     q: &Queue,
     what: &str,
-    script: &redis::Script,
+    script: &engine::scripts::Function,
     args: &[String],
 ) -> Result<T, QueueError> {
     q.retrying(what, |mut c| {

@@ -10,6 +10,16 @@
 //! roles that run that script. The scripts build every key from the prefix, so every key they
 //! touch matches the pattern.
 //!
+//! The scripts run as the functions of one library (`crate::scripts`): every role may FCALL
+//! them, but only the operator may `FUNCTION LOAD` the library (`synth-city migrate` does,
+//! and so does the operator's first call that finds it missing). A library's code runs with
+//! the rights of whoever calls it, so a role that could load (REPLACE) it could plant code
+//! that the operator's connections then run; the operator's rights already include every
+//! other role's. The other roles call it once it is loaded, and where it is missing (a
+//! Redis restarted without persistence before the next `migrate`) they fall back to the same
+//! scripts by EVALSHA (`scripts.rs`), which is why every role keeps EVALSHA and SCRIPT LOAD.
+//! The other FUNCTION subcommands (FLUSH, DELETE, RESTORE, KILL) are no role's.
+//!
 //! What it does not do: it talks to no Redis (the file is loaded by `redis-server --aclfile`
 //! or `ACL LOAD`, which an administrator runs: no role here may), it generates no passwords
 //! (the binary does), and no role gets FLUSHALL, FLUSHDB, CONFIG, KEYS, DEBUG, SHUTDOWN, ACL,
@@ -64,8 +74,9 @@ pub struct RoleRules {
 }
 
 /// What every role's connections send: the handshake (AUTH/HELLO, SELECT for a `/db` URL),
-/// the pool's health check (UNWATCH + PING), server time, scripts (EVALSHA, and SCRIPT LOAD
-/// when Redis has not cached one yet) and MULTI/EXEC pipelines. Not `CLIENT SETINFO`:
+/// the pool's health check (UNWATCH + PING), server time, scripts (FCALL of the library's
+/// functions; EVALSHA, and SCRIPT LOAD when Redis has not cached one yet, where the library
+/// is missing and this role may not load it) and MULTI/EXEC pipelines. Not `CLIENT SETINFO`:
 /// Redis 7.0 (Debian 12's) does not know it, an ACL file naming an unknown command does not
 /// load, and our client does not send it (`config::RedisTls::client`).
 pub const CONNECTION: &[&str] = &[
@@ -75,6 +86,7 @@ pub const CONNECTION: &[&str] = &[
     "ping",
     "unwatch",
     "time",
+    "fcall",
     "evalsha",
     "script|load",
     "multi",
@@ -108,7 +120,10 @@ pub const NEVER: &[&str] = &[
     "failover",
     "sync",
     "psync",
-    "function",
+    "function|flush",
+    "function|delete",
+    "function|restore",
+    "function|kill",
     "script|flush",
     "script|kill",
     "client|kill",
@@ -233,12 +248,15 @@ pub const RULES: &[RoleRules] = &[
     // other roles read and write, plus migrations (EVAL of the migration files, XGROUP CREATE
     // for new job types, SET NX of the migration lock, HSET meta), the dead-letter stream's
     // requeue and clear (the requeue script, DEL), and SET of the semaphore's limit and the
-    // pipeline definition. Still no FLUSHALL/FLUSHDB/KEYS/CONFIG/ACL: only its prefix's keys.
+    // pipeline definition, and loads the scripts' function library (FUNCTION LOAD, in
+    // `migrate` and when a call finds it missing). Still no FLUSHALL/FLUSHDB/KEYS/CONFIG/ACL
+    // and no other FUNCTION subcommand: only its prefix's keys.
     RoleRules {
         role: Role::Operator,
         name: "operator",
         commands: &[
             "eval",
+            "function|load",
             "xgroup|create",
             "xreadgroup",
             "xautoclaim",
@@ -277,7 +295,9 @@ pub const RULES: &[RoleRules] = &[
 pub const ALL_SCRIPTS: &[&str] = &["*"];
 
 /// Commands whose ACL rule names a subcommand (`xgroup|create`).
-const WITH_SUBCOMMANDS: &[&str] = &["xgroup", "xinfo", "client", "script", "object", "memory"];
+const WITH_SUBCOMMANDS: &[&str] = &[
+    "xgroup", "xinfo", "client", "script", "function", "object", "memory",
+];
 
 /// The commands a Lua source calls with `redis.call('NAME', ...)`, `redis.pcall('NAME', ...)`
 /// or `pcall(redis.call, 'NAME', ...)`, lower case, with the subcommand for the commands
@@ -455,6 +475,20 @@ mod tests {
             assert!(
                 extra.is_empty(),
                 "{role:?} may run {extra:?}, the operator not"
+            );
+        }
+    }
+
+    #[test]
+    fn every_role_calls_the_library_and_only_the_operator_loads_it() {
+        for role in Role::ALL {
+            let cmds = commands(role);
+            assert!(cmds.contains("fcall"), "{role:?} may not FCALL");
+            assert!(cmds.contains("evalsha"), "{role:?} has no fallback");
+            assert_eq!(
+                cmds.contains("function|load"),
+                role == Role::Operator,
+                "{role:?}"
             );
         }
     }

@@ -3,7 +3,8 @@
 //! Each migration is a Lua file in `migrations/`, numbered from 1, run once with
 //! EVAL (ARGV: prefix, then the catalog's job types) under a lock, after which
 //! `meta.schema_version` records its number. Workers refuse to start against any
-//! other version, so a fleet never runs on a layout it does not understand.
+//! other version, so a fleet never runs on a layout it does not understand. It also loads
+//! this build's function library of the scripts (`scripts::load_library`).
 
 use std::time::Duration;
 
@@ -78,7 +79,21 @@ pub async fn migrate(queue: &Queue) -> Result<Vec<u32>> {
     }
     let result = apply(queue, &mut conn).await;
     let _: () = conn.del(&lock).await?;
-    result
+    let applied = result?;
+    // The scripts' library, so that no role's first call has to load it (only the operator
+    // may: `acl.rs`). Redis before 7.0 has no functions: the scripts then run plainly.
+    match crate::scripts::load_library(&mut conn).await {
+        Ok(()) => {
+            tracing::info!(library = %crate::scripts::LIBRARY.name, "function library loaded")
+        }
+        Err(e) if crate::scripts::functions_refused(&e) => {
+            tracing::warn!(
+                "the scripts' function library was not loaded ({e}): they run as plain scripts"
+            )
+        }
+        Err(e) => return Err(e.into()),
+    }
+    Ok(applied)
 }
 
 async fn apply(queue: &Queue, conn: &mut crate::queue::PooledConnection) -> Result<Vec<u32>> {

@@ -1084,7 +1084,7 @@ where
 
 /// Appends the seven arguments per finished job that `finish.lua` and `finish_start.lua` share
 /// (type, stream id, job id, state, result, starts, parent); `done` holds finishes only.
-fn finish_args(inv: &mut redis::ScriptInvocation<'_>, done: &[Done]) {
+fn finish_args(inv: &mut crate::scripts::FunctionInvocation<'_>, done: &[Done]) {
     for d in done {
         let Outcome::Finish { state, result } = &d.outcome else {
             unreachable!("only finishes are recorded by the finish scripts")

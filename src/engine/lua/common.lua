@@ -1,12 +1,18 @@
--- common.lua: prepended to every queue script (see src/scripts.rs).
--- ARGV[1] is always the key prefix; every key shares the hash tag {prefix},
--- so a whole script touches one cluster slot. Time comes from the server.
-local P = ARGV[1]
+-- common.lua: the top of the scripts' function library, and of each script run plainly
+-- (see src/engine/scripts.rs). ARGV[1] is always the key prefix; every key shares the hash
+-- tag {prefix}, so a whole script touches one cluster slot. Time comes from the server.
 local GROUP = 'workers'
 local EVENTS_MAXLEN = 10000
 local DLQ_MAXLEN = 100000
 
-local KP = '{' .. P .. '}:'
+-- The key prefix with its hash tag, `{prefix}:`. Set from ARGV[1] below (a plain script),
+-- and again by every library function before its body (the library loads once and its
+-- functions share this top level).
+local KP
+local function set_prefix(p)
+  KP = '{' .. p .. '}:'
+end
+set_prefix(ARGV[1])
 
 -- `{prefix}:a:b:...`. Up to four parts without building a table (every job's scripts call
 -- it several times).

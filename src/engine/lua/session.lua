@@ -1,5 +1,5 @@
--- session.lua: prepended (after common.lua) to the bridge's bot-session
--- scripts (session_*.lua). A bot's session is `bot:<bot>:session` (hash),
+-- session.lua: follows common.lua in the function library and, run as plain scripts,
+-- in the bridge's bot-session scripts (session_*.lua). A bot's session is `bot:<bot>:session` (hash),
 -- `bot:<bot>:experiments` (hash), `bot:<bot>:active` (set of `job:<id>` /
 -- `run:<id>` in flight) and its entry in the `bots` zset. `refresh` prunes
 -- finished work, then persists the session while work is in flight or sets
