@@ -149,6 +149,7 @@ pub fn build_head(
 ) -> Result<Box<dyn Head>> {
     Ok(match name {
         "GBMHead" => Box::new(GbmHead::new(d, vb)?),
+        "StudentTHead" => Box::new(GbmHead::student_t(d, p.f64("df"), vb)?),
         "SDEHead" => Box::new(SdeHead::new(d, p.usize("hidden"), vb)?),
         "MixtureHead" => Box::new(MixtureHead::new(d, p.usize("components"), vb)?),
         "QuantileHead" => Box::new(QuantileHead::new(d, p.usize("quantiles"), horizon, vb)?),
@@ -179,10 +180,16 @@ fn check_horizon(name: &str, built: usize, asked: usize) -> Result<()> {
 
 /// Geometric Brownian motion: one drift `mu` and one volatility `sigma` per sample from the
 /// last step (layer norm, linear; `sigma = softplus + 1e-3`); log returns `mu + sigma * eps`
-/// i.i.d. over steps (the Ito correction is absorbed in the learned drift).
+/// i.i.d. over steps (the Ito correction is absorbed in the learned drift); `eps` standard
+/// normal, or for the `StudentTHead` unit-variance Student-t.
 pub struct GbmHead {
     ln: LayerNorm,
     out: Linear,
+    /// `StudentTHead`: the steps are Student-t with these degrees of freedom, scaled to unit
+    /// variance (so the width is each step's standard deviation, as the classical anchor
+    /// `ewma-tod-t` draws its steps); on the `classical-tod` scale with the anchor's 5 it
+    /// starts at exactly the anchor's distribution.
+    student_t_df: Option<f64>,
 }
 
 impl GbmHead {
@@ -190,14 +197,51 @@ impl GbmHead {
         Ok(GbmHead {
             ln: layer_norm(d, 1e-5, vb.pp("ln"))?,
             out: linear(d, 2, vb.pp("out"))?,
+            student_t_df: None,
+        })
+    }
+
+    /// The `StudentTHead`: the GBM head with Student-t steps of `df` degrees of freedom.
+    pub fn student_t(d: usize, df: f64, vb: VarBuilder) -> Result<Self> {
+        if !(df > 2.0 && df.is_finite()) {
+            candle_core::bail!("StudentTHead: df must be above 2 (a finite variance), not {df}")
+        }
+        Ok(GbmHead {
+            student_t_df: Some(df),
+            ..GbmHead::new(d, vb)?
         })
     }
 }
 
+impl GbmHead {
+    /// The window's drift and width, each `(b, 1, 1)`, from the last step.
+    fn drift_and_width(&self, h: &Tensor) -> Result<(Tensor, Tensor)> {
+        let o = self.out.forward(&self.ln.forward(&last_step(h)?)?)?; // (b, 2)
+        let mu = (o.narrow(1, 0, 1)? * DRIFT_SCALE)?.unsqueeze(2)?;
+        let sigma = (softplus(&o.narrow(1, 1, 1)?)? + MIN_SIGMA)?.unsqueeze(2)?;
+        Ok((mu, sigma))
+    }
+}
+
 impl Head for GbmHead {
+    /// The head starts as the scale's own Gaussian: width [`START_SCALE`], no drift. On the
+    /// `classical` scales that is the anchor, so training starts from it and learns the
+    /// corrections (a generic start is about 0.69 of the width with a random drift).
+    fn reinit(&self, name: &str, current: &Tensor) -> Result<Option<Tensor>> {
+        match name {
+            "out.weight" => quiet_weight(current),
+            "out.bias" => repeated_bias(
+                current,
+                1,
+                &[0.0, inverse_softplus(START_SCALE - MIN_SIGMA)],
+            ),
+            _ => Ok(None),
+        }
+    }
+
     fn sample(&self, h: &Tensor, n: usize, horizon: usize, noise: &mut Noise) -> Result<Tensor> {
         let Some(a) = self.sample_affine(h, n, horizon, noise)? else {
-            unreachable!("the GBM head always has a Gaussian form")
+            unreachable!("the GBM head always has an affine form")
         };
         affine_noise(&a.eps, &a.mu, &a.sigma)
     }
@@ -209,11 +253,12 @@ impl Head for GbmHead {
         horizon: usize,
         noise: &mut Noise,
     ) -> Result<Option<Affine>> {
-        let o = self.out.forward(&self.ln.forward(&last_step(h)?)?)?; // (b, 2)
-        let b = o.dim(0)?;
-        let mu = (o.narrow(1, 0, 1)? * DRIFT_SCALE)?.unsqueeze(2)?; // (b, 1, 1)
-        let sigma = (softplus(&o.narrow(1, 1, 1)?)? + MIN_SIGMA)?.unsqueeze(2)?;
-        let eps = noise.normal((b, n, horizon))?;
+        let (mu, sigma) = self.drift_and_width(h)?;
+        let b = mu.dim(0)?;
+        let eps = match self.student_t_df {
+            None => noise.normal((b, n, horizon))?,
+            Some(df) => (noise.student_t((b, n, horizon), df)? * ((df - 2.0) / df).sqrt())?,
+        };
         Ok(Some(Affine { eps, mu, sigma }))
     }
 }

@@ -252,9 +252,8 @@ fn zoo_presets_validate() {
             .unwrap_or_else(|e| panic!("preset {}: {e:?}", p.name));
     }
     // the recommendation validates for every asset and prompt; it is standardised by the
-    // classical anchor (the equities' 24 h models by the 24 h EWMA: their files hold regular
-    // trading hours only); its 24 h paths follow the hour of day except for the equities,
-    // and its 1 h models, which train on the volatility term, keep one scale per window
+    // classical anchor; its 24 h paths follow the hour of day, and its 1 h models, which
+    // train on the volatility term, keep one scale per window
     use super::features::Scale;
     use jobs::Timeframe;
     for asset in [
@@ -264,13 +263,11 @@ fn zoo_presets_validate() {
             let s = super::registry::recommended(asset, tf);
             s.validate()
                 .unwrap_or_else(|e| panic!("recommended {asset} {tf}: {e:?}"));
-            let tod = s.data.scale == Scale::Classical { tod: true };
-            let equity = !matches!(asset, "BTC" | "ETH" | "SOL" | "XAU");
-            assert_eq!(tod, tf == Timeframe::FiveMinutes && !equity, "{asset} {tf}");
-            let classical = matches!(s.data.scale, Scale::Classical { .. });
             assert_eq!(
-                classical,
-                tf == Timeframe::OneMinute || !equity,
+                s.data.scale,
+                Scale::Classical {
+                    tod: tf == Timeframe::FiveMinutes
+                },
                 "{asset} {tf}"
             );
         }
@@ -503,13 +500,14 @@ fn zoo_init_is_deterministic() {
     let _ = ChaCha8Rng::seed_from_u64(0);
 }
 
-/// The quantile and copula heads start near a standard normal per step (their `reinit`), where
-/// the generic initialisation left them far off (an initial loss 10 to 50 times the GBM
-/// head's); the other heads keep their generic start.
+/// The GBM, Student-t, quantile and copula heads start near a standard normal per step (their `reinit`),
+/// where the generic initialisation left them off (the quantile and copula heads' initial loss
+/// 10 to 50 times the GBM head's, the GBM head's width about 0.69 with a random drift); the
+/// other heads keep their generic start.
 #[test]
-fn zoo_quantile_and_copula_heads_start_near_a_standard_normal() {
+fn zoo_gbm_quantile_and_copula_heads_start_near_a_standard_normal() {
     let dev = Device::Cpu;
-    for head in ["QuantileHead", "CopulaHead"] {
+    for head in ["GBMHead", "StudentTHead", "QuantileHead", "CopulaHead"] {
         let s = tiny_spec(&["LSTMBlock"], head);
         let r = s.validate().unwrap();
         let vm = SeededVarMap::new(3);
@@ -536,7 +534,7 @@ fn zoo_quantile_and_copula_heads_start_near_a_standard_normal() {
         );
     }
     // a head without its own start is left as built
-    let s = tiny_spec(&["LSTMBlock"], "GBMHead");
+    let s = tiny_spec(&["LSTMBlock"], "MixtureHead");
     let r = s.validate().unwrap();
     let vm = SeededVarMap::new(3);
     let model = ZooModel::build(&s, &r, vm.builder(&dev)).unwrap();
@@ -552,6 +550,54 @@ fn zoo_quantile_and_copula_heads_start_near_a_standard_normal() {
         .map(|v| v.as_tensor().flatten_all().unwrap().to_vec1().unwrap())
         .collect();
     assert_eq!(before, after);
+}
+
+/// The Student-t head draws the GBM head's distribution with the anchor's heavy tails: the
+/// same unit variance at the start, a kurtosis near the t's (9 at 5 degrees of freedom) where
+/// the Gaussian's is 3; a `df` of 2 or less (no variance) is refused by name.
+#[test]
+fn zoo_student_t_head_has_unit_variance_and_heavy_tails() {
+    let dev = Device::Cpu;
+    let kurtosis = |head: &str| {
+        let s = tiny_spec(&["LSTMBlock"], head);
+        let r = s.validate().unwrap();
+        let vm = SeededVarMap::new(3);
+        let model = ZooModel::build(&s, &r, vm.builder(&dev)).unwrap();
+        model.init_head(&vm.named_vars()).unwrap();
+        let f = s.model.backbone.features.len();
+        let x = Noise::new(5, &dev)
+            .normal((2, s.model.backbone.seq_len, f))
+            .unwrap();
+        let inc = model.sample(&x, 2000, &mut Noise::new(9, &dev)).unwrap();
+        let v: Vec<f64> = inc
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
+            .into_iter()
+            .map(f64::from)
+            .collect();
+        let n = v.len() as f64;
+        let mean = v.iter().sum::<f64>() / n;
+        let m2 = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n;
+        let m4 = v.iter().map(|x| (x - mean).powi(4)).sum::<f64>() / n;
+        (m2.sqrt(), m4 / (m2 * m2))
+    };
+    let (sd_t, k_t) = kurtosis("StudentTHead");
+    let (sd_g, k_g) = kurtosis("GBMHead");
+    assert!(
+        (sd_t - sd_g).abs() < 0.05,
+        "sd {sd_t} vs the Gaussian's {sd_g}"
+    );
+    assert!(k_t > 5.0, "Student-t kurtosis {k_t}");
+    assert!((k_g - 3.0).abs() < 0.3, "Gaussian kurtosis {k_g}");
+    let mut s = tiny_spec(&["LSTMBlock"], "StudentTHead");
+    s.model
+        .head
+        .kwargs
+        .insert("df".into(), serde_json::json!(2.0));
+    let e = format!("{:?}", s.validate().unwrap_err());
+    assert!(e.contains("df"), "{e}");
 }
 
 #[test]
