@@ -86,9 +86,14 @@ async fn only_a_candidate_that_passes_the_gate_becomes_champion_of_its_pair() {
         .unwrap()
         .is_none());
 
-    // one training step: refused against the champion, which keeps serving, and the record
-    // says why
-    let weak = candidate(&store, &cache, &data, &work, "run-weak", 1, 1, None).await;
+    // one training step on bars half as volatile as those it answers on (a head starts at
+    // its scale's width, so one step on the right bars is no longer weak): refused against
+    // the champion, which keeps serving, and the record says why
+    let calm = dir.path().join("calm");
+    std::fs::create_dir_all(&calm).unwrap();
+    write_bars(&calm, "BTC", 1, 0.125);
+    write_bars(&calm, "ETH", 2, 0.125);
+    let weak = candidate(&store, &cache, &calm, &work, "run-weak", 1, 1, None).await;
     let d = champions::promote(&store, &cache, &req(&weak, "BTC"), &eval, &opts)
         .await
         .unwrap();

@@ -48,7 +48,8 @@ async fn the_shadow_policy_promotes_a_challenger_and_demotes_a_champion_worse_th
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let hot = dir.path().join("hot");
-    for (d, scale) in [(&data, 0.25), (&hot, 2.0)] {
+    let calm = dir.path().join("calm");
+    for (d, scale) in [(&data, 0.25), (&hot, 2.0), (&calm, 0.125)] {
         std::fs::create_dir_all(d).unwrap();
         write_bars(d, "BTC", 1, scale);
         write_bars(d, "ETH", 2, scale);
@@ -57,9 +58,10 @@ async fn the_shadow_policy_promotes_a_challenger_and_demotes_a_champion_worse_th
     let store = FsStore::new(&store_dir);
     let cache = ArtifactCache::new(dir.path().join("cache"), 1 << 30);
     let work = dir.path().join("runs");
-    // published in this order: weak (one step), good, bad (trained on bars eight times as
-    // volatile as those it will answer on)
-    let weak = candidate(&store, &cache, &data, &work, "run-weak", 1, 1, Some(1_000)).await;
+    // published in this order: weak (one step, on bars half as volatile as those it will
+    // answer on: a head starts at its scale's width, so one step on the right bars is no
+    // longer weak), good, bad (trained on bars eight times as volatile)
+    let weak = candidate(&store, &cache, &calm, &work, "run-weak", 1, 1, Some(1_000)).await;
     let good = candidate(&store, &cache, &data, &work, "run-good", 3, 30, Some(2_000)).await;
     let bad = candidate(&store, &cache, &hot, &work, "run-bad", 3, 30, Some(3_000)).await;
     // the operator forces weak in for BTC and bad for ETH (the gate's verdict does not matter)
