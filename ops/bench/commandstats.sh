@@ -5,7 +5,8 @@
 # runs `synth-city bench queue` with the given arguments, and prints each command's calls
 # and microseconds per job (commands run inside Lua scripts are counted under their own
 # names, and each script call as FCALL (or EVALSHA, for a binary from before the function
-# library), whose microseconds include theirs and are left out of the total), sorted by calls. Stops only the server it started.
+# library), whose microseconds include theirs and are left out of the total), sorted by
+# calls. Stops only the server it started.
 #
 #   ops/bench/commandstats.sh [BIN] [-- bench queue args]
 #   BIN defaults to target/release/synth-city; PORT to 16481; JOBS to 20000.

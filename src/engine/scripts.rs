@@ -38,17 +38,9 @@ use redis::aio::ConnectionLike;
 use redis::{FromRedisValue, RedisError, RedisResult, Script, ToRedisArgs};
 use sha2::{Digest, Sha256};
 
-/// The prelude a body runs after: `common.lua`, then the named helpers' files.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Prelude {
-    /// `common.lua` alone.
-    Common,
-    /// `common.lua`, `start_batch.lua`, `finish_batch.lua` (the worker scripts).
-    Worker,
-    /// `common.lua`, `session.lua` (the bridge's bot-session scripts).
-    Session,
-}
-
+/// The prelude a body runs after as a plain script: `Common` is `common.lua` alone, `Worker`
+/// adds `start_batch.lua` and `finish_batch.lua` (the worker scripts), `Session` adds
+/// `session.lua` (the bridge's bot-session scripts). The library holds them all, once.
 macro_rules! prelude {
     (Common) => {
         include_str!("lua/common.lua")
@@ -83,10 +75,9 @@ macro_rules! scripts {
             concat!(prelude!($prelude), "\n", include_str!(concat!("lua/", stringify!($name), ".lua"))),
         )),*];
 
-        /// Every script's name, prelude and body alone (the library wraps each body).
-        pub const BODIES: &[(&str, Prelude, &str)] = &[$((
+        /// Every script's name and body alone (the library wraps each body).
+        pub const BODIES: &[(&str, &str)] = &[$((
             stringify!($name),
-            Prelude::$prelude,
             include_str!(concat!("lua/", stringify!($name), ".lua")),
         )),*];
 
@@ -163,7 +154,7 @@ pub fn library_source(hash: &str) -> String {
     out.push('\n');
     out.push_str(include_str!("lua/session.lua"));
     out.push('\n');
-    for (name, _, body) in BODIES {
+    for (name, body) in BODIES {
         out.push_str(&format!(
             "redis.register_function{{function_name = 'sc{HASH_MARK}_{name}', \
              callback = function(KEYS, ARGV)\nset_prefix(ARGV[1])\n{body}\nend}}\n"
@@ -388,7 +379,7 @@ mod tests {
             .source
             .starts_with(&format!("#!lua name={}\n", lib.name)));
         assert!(!lib.source.contains(HASH_MARK));
-        for (name, _, _) in BODIES {
+        for (name, _) in BODIES {
             let f = format!("function_name = '{}',", lib.function(name));
             assert_eq!(lib.source.matches(&f).count(), 1, "{f}");
         }

@@ -1,7 +1,7 @@
 -- finish_batch.lua: finish_batch, the body of finish.lua as a function, so
 -- finish_start.lua records finishes with the same code. Follows common.lua in the function
 -- library and, run as plain scripts, in the scripts that finish jobs
--- (src/engine/scripts.rs, `Prelude::Worker`).
+-- (src/engine/scripts.rs, `prelude!(Worker)`).
 
 -- Records finished attempts (finish.lua's header says how); `A` holds 7 values per job from
 -- index `first` to `last`: type, stream id, job id, state (completed|cancelled), result json,

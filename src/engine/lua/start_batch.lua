@@ -1,7 +1,7 @@
 -- start_batch.lua: start_check and start_batch, the body of start.lua as functions, so
 -- finish_start.lua starts entries with the same code. Follows common.lua in the function
 -- library and, run as plain scripts, in the scripts that start jobs
--- (src/engine/scripts.rs, `Prelude::Worker`).
+-- (src/engine/scripts.rs, `prelude!(Worker)`).
 
 -- nil, or why no job of `jtype` can start: a shared key of the wrong type (stats, events,
 -- dlq). Reads only: a caller checks every type it starts before its first write.

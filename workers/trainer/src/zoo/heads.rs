@@ -211,9 +211,7 @@ impl GbmHead {
             ..GbmHead::new(d, vb)?
         })
     }
-}
 
-impl GbmHead {
     /// The window's drift and width, each `(b, 1, 1)`, from the last step.
     fn drift_and_width(&self, h: &Tensor) -> Result<(Tensor, Tensor)> {
         let o = self.out.forward(&self.ln.forward(&last_step(h)?)?)?; // (b, 2)

@@ -327,7 +327,7 @@ pub const RECOMMENDED: &str = "recommended";
 /// The project's current recommendation for `asset` on `timeframe`: the learned spec that
 /// scored best on issue 15's walk-forward folds (docs/benchmarks.md, "The GBM head starts at
 /// the anchor"), trained within a minute per asset on a 2-core machine. It trails the
-/// `ewma-tod-t` anchor alone by 0.1-2.5 % of the GBM's score per competition; blended with it
+/// `ewma-tod-t` anchor alone by 0.08-2.5 % of the GBM's score per competition; blended with it
 /// (`mix:<checkpoint>,ewma-tod-t`) it is 0.06-0.23 % better on crypto. Today one recipe for every
 /// pair: an LSTM into the GBM head (d_model 32, 64 bars of context) whose returns are
 /// standardised by the anchor's own step widths (`classical[-tod]`) and which also sees the
