@@ -4,7 +4,8 @@
 //! [`VOL_WINDOW`] returns), `range` (log of log(high/low)), `volume` (log1p), the time of day
 //! and of week as sine/cosine pairs, and (on request) `ewma_vol`, the log of an exponentially
 //! weighted volatility over days of bars relative to the training split's, the long-memory
-//! context a 64-bar window lacks. Every non-time feature is z-scored with a [`Normalizer`]
+//! context a 64-bar window lacks, and beside it `ewma_vol_2h` and `ewma_vol_3d`, the same with
+//! half-lives of two hours and three days (multi-scale context). Every non-time feature is z-scored with a [`Normalizer`]
 //! fitted on the training split only.
 //!
 //! Targets and simulated paths are log returns divided by a [`Scale`]: one standard deviation
@@ -45,6 +46,8 @@ pub const FEATURES: &[&str] = &[
     "dow_sin",
     "dow_cos",
     "ewma_vol",
+    "ewma_vol_2h",
+    "ewma_vol_3d",
 ];
 
 /// The features of a spec that names none, in order.
@@ -52,6 +55,11 @@ pub const DEFAULT_FEATURES: &[&str] = FEATURES.split_at(9).0;
 
 /// The half-life of the `ewma_vol` feature's weights when the scale is `global`, in hours.
 pub const EWMA_FEATURE_HALF_LIFE_HOURS: f64 = 24.0;
+
+/// The half-lives of the multi-scale EWMA features `ewma_vol_2h` and `ewma_vol_3d`, in hours:
+/// the last hours' volatility and the last days', beside `ewma_vol`'s day, so a network can see
+/// where the volatility stands against its recent and its slower level (and revert to the latter).
+const EWMA_SCALE_FEATURES: &[(&str, f64)] = &[("ewma_vol_2h", 2.0), ("ewma_vol_3d", 72.0)];
 
 /// Half-lives of history an EWMA volatility looks back on; older bars would weigh under 1/16.
 const EWMA_LOOKBACK_HALF_LIVES: f64 = 4.0;
@@ -448,11 +456,32 @@ impl Normalizer {
             _ => 0,
         } as usize;
         let ewma = !matches!(self.scale, Scale::Global) || names.iter().any(|n| n == "ewma_vol");
-        if !ewma {
+        let longest = self
+            .ewma_half_lives(names)
+            .into_iter()
+            .flatten()
+            .chain(ewma.then(|| self.feature_half_life()))
+            .fold(0.0f64, f64::max);
+        if longest == 0.0 {
             return 0;
         }
-        let hl = (self.feature_half_life() * 3600.0 / bar_seconds as f64).max(1.0);
+        let hl = (longest * 3600.0 / bar_seconds as f64).max(1.0);
         classical.max((hl * EWMA_LOOKBACK_HALF_LIVES).ceil() as usize)
+    }
+
+    /// Per name of `names`, the half-life in hours of the EWMA volatility it reads, if it is
+    /// one of the `ewma_vol` features.
+    fn ewma_half_lives(&self, names: &[String]) -> Vec<Option<f64>> {
+        names
+            .iter()
+            .map(|n| match n.as_str() {
+                "ewma_vol" => Some(self.feature_half_life()),
+                n => EWMA_SCALE_FEATURES
+                    .iter()
+                    .find(|(name, _)| *name == n)
+                    .map(|(_, h)| *h),
+            })
+            .collect()
     }
 
     /// The half-life of the `ewma_vol` feature: the scale's, or a day's.
@@ -465,34 +494,44 @@ impl Normalizer {
         }
     }
 
-    /// The rows of bars `first..=last` in the order of `names`, appended to `out`. The
-    /// `ewma_vol` feature, when named, starts from [`ewma_sigma`] at `first` and steps on.
+    /// The rows of bars `first..=last` in the order of `names`, appended to `out`. Each
+    /// `ewma_vol` feature named starts from [`ewma_sigma`] at `first` with its half-life and
+    /// steps on.
     pub fn rows(&self, b: &Bars, first: usize, last: usize, names: &[String], out: &mut Vec<f32>) {
-        let wants_ewma = names.iter().any(|n| n == "ewma_vol");
-        let hl_hours = self.feature_half_life();
-        let hl = (hl_hours * 3600.0 / b.bar_seconds as f64).max(1.0);
-        let mut var = if wants_ewma {
-            ewma_sigma(b, first, hl_hours, self.ret_std).powi(2)
-        } else {
-            0.0
-        };
+        // per name: (half-life in bars, variance) of the EWMA features
+        let mut ewmas: Vec<Option<(f64, f64)>> = self
+            .ewma_half_lives(names)
+            .into_iter()
+            .map(|h| {
+                h.map(|hours| {
+                    let hl = (hours * 3600.0 / b.bar_seconds as f64).max(1.0);
+                    (hl, ewma_sigma(b, first, hours, self.ret_std).powi(2))
+                })
+            })
+            .collect();
+        let mut logs = vec![0.0; names.len()];
         for j in first..=last {
-            if wants_ewma && j > first {
-                var = ewma_step(b, j, j, hl, var);
+            for (k, e) in ewmas.iter_mut().enumerate() {
+                if let Some((hl, var)) = e {
+                    if j > first {
+                        *var = ewma_step(b, j, j, *hl, *var);
+                    }
+                    logs[k] = (var.sqrt().max(1e-12) / self.ret_std).ln();
+                }
             }
-            let ewma = (var.sqrt().max(1e-12) / self.ret_std).ln();
-            self.features_at(b, j, names, ewma, out);
+            self.features_at(b, j, names, &logs, out);
         }
     }
 
-    /// The features of bar `j` in the order of `names`; `ewma` is the `ewma_vol` value.
-    fn features_at(&self, b: &Bars, j: usize, names: &[String], ewma: f64, out: &mut Vec<f32>) {
+    /// The features of bar `j` in the order of `names`; `ewma[k]` is the value of `names[k]`
+    /// where that is an `ewma_vol` feature.
+    fn features_at(&self, b: &Bars, j: usize, names: &[String], ewma: &[f64], out: &mut Vec<f32>) {
         let raw = raw_at(b, j);
         let ts = b.timestamps[j];
         let tau = std::f64::consts::TAU;
         let day = (ts.rem_euclid(86_400)) as f64 / 86_400.0;
         let week = (ts.rem_euclid(7 * 86_400)) as f64 / (7.0 * 86_400.0);
-        for name in names {
+        for (n, name) in names.iter().enumerate() {
             let z = |k: usize| ((raw[k] - self.stats[k][0]) / self.stats[k][1]) as f32;
             let v = match name.as_str() {
                 "log_return" => z(0),
@@ -504,7 +543,7 @@ impl Normalizer {
                 "tod_cos" => (tau * day).cos() as f32,
                 "dow_sin" => (tau * week).sin() as f32,
                 "dow_cos" => (tau * week).cos() as f32,
-                "ewma_vol" => ewma as f32,
+                "ewma_vol" | "ewma_vol_2h" | "ewma_vol_3d" => ewma[n] as f32,
                 _ => 0.0,
             };
             // clip outliers (halts, spikes) so one bar cannot dominate a window

@@ -339,8 +339,11 @@ pub fn recommended(asset: &str, timeframe: jobs::Timeframe) -> ExperimentSpec {
     let mut s = ExperimentSpec::new(&["LSTMBlock"], "GBMHead");
     s.model.backbone.d_model = 32;
     s.model.backbone.seq_len = 64;
-    s.model.backbone.features = super::features::FEATURES
+    // the default features and the day's `ewma_vol` (the multi-scale `ewma_vol_2h` and
+    // `ewma_vol_3d` scored the same on the walk-forward folds: not named)
+    s.model.backbone.features = super::features::DEFAULT_FEATURES
         .iter()
+        .chain(&["ewma_vol"])
         .map(|f| f.to_string())
         .collect();
     // Returns standardised by the classical anchor itself (`classical[-tod]`: the SN50 `ewma`

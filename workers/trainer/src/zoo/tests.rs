@@ -270,6 +270,10 @@ fn zoo_presets_validate() {
                 },
                 "{asset} {tf}"
             );
+            // the features it was measured with: the defaults and the day's EWMA volatility
+            let f = &s.model.backbone.features;
+            assert_eq!(f.len(), 10, "{f:?}");
+            assert_eq!(f[9], "ewma_vol", "{f:?}");
         }
     }
 }
@@ -1138,6 +1142,63 @@ fn zoo_ewma_scale_standardises_each_window_by_its_past() {
         "{last} vs {}",
         (w.scale(i) / w.norm.ret_std).ln()
     );
+    let (j, xh) = history_input(
+        &cut,
+        &w.norm,
+        bars.timestamps[i] + bars.bar_seconds,
+        s,
+        &names,
+        super::features::Gaps::Drop,
+    )
+    .unwrap();
+    assert_eq!(j, i);
+    assert_eq!(xh, x);
+}
+
+/// The multi-scale EWMA features: `ewma_vol_2h` and `ewma_vol_3d` are the log of an EWMA
+/// volatility over `ret_std` with half-lives of two hours and three days (at a window's last bar
+/// up to the truncated look-back of its first), they differ from each other and from
+/// `ewma_vol`, the look-back a forecaster reads covers the longest half-life named, and the
+/// serving input equals the training input.
+#[test]
+fn zoo_multi_scale_ewma_features_read_their_own_half_lives() {
+    use super::features::{ewma_sigma, history_input, Scale};
+    let Some(bars) = btc() else { return };
+    let s = 16;
+    let opts = super::features::WindowOptions {
+        seq_len: s,
+        horizon: 288,
+        val_fraction: 0.2,
+        stride: 12,
+        scale: Scale::Global,
+        gaps: super::features::Gaps::Drop,
+    };
+    let w = AssetWindows::build("BTC", bars.clone(), &opts).unwrap();
+    let names: Vec<String> = ["ewma_vol_2h", "ewma_vol", "ewma_vol_3d"]
+        .map(String::from)
+        .to_vec();
+    // the 3-day half-life's look-back (four half-lives of 5-minute bars) beside the global
+    // scale's none
+    assert_eq!(w.norm.lookback_bars(300, &names[..1]), 4 * 24);
+    assert_eq!(w.norm.lookback_bars(300, &names), 4 * 72 * 12);
+    assert_eq!(w.norm.lookback_bars(300, &[]), 0);
+    let i = w.train[w.train.len() / 2];
+    let mut x = Vec::new();
+    w.input(i, s, &names, &mut x);
+    let last = &x[x.len() - 3..];
+    for (k, hours) in [2.0, 24.0, 72.0].into_iter().enumerate() {
+        let want = (ewma_sigma(&bars, i, hours, w.norm.ret_std) / w.norm.ret_std).ln();
+        // the prior's weight at the truncated look-back's start (1/16) differs by the window's
+        // 16 bars: a few hundredths of the log at two hours, less at longer half-lives
+        assert!(
+            (last[k] as f64 - want).abs() < 0.03,
+            "{}: {} vs {want}",
+            names[k],
+            last[k]
+        );
+    }
+    assert!((last[0] - last[2]).abs() > 1e-3 && (last[1] - last[2]).abs() > 1e-3);
+    let cut = bars.clone().before(bars.timestamps[i + 1]);
     let (j, xh) = history_input(
         &cut,
         &w.norm,
