@@ -312,23 +312,41 @@ end
 -- (count -1: no limit), then `;` and the job types whose records are read after they finish
 -- (comma-separated; those keep `ttl`), or a plain ttl in ms (every record kept for it).
 -- Cancelled records keep `ttl`.
-local function keep_policy(arg)
+local function parse_keep_policy(arg)
   local t, cc, ca, fc, fa, rest =
     string.match(arg, '^(%d+),(%-?%d+),(%d+),(%-?%d+),(%d+);?(.*)$')
   if not t then
     local ttl = tonumber(arg)
     return {ttl = ttl, completed = {count = -1, age = ttl}, dead = {count = -1, age = ttl},
-            exempt = {}}
+            exempt = {}, exempt_keep = {count = -1, age = ttl}}
   end
   local exempt = {}
   for jtype in string.gmatch(rest, '[^,]+') do exempt[jtype] = true end
   return {ttl = tonumber(t), completed = {count = tonumber(cc), age = tonumber(ca)},
-          dead = {count = tonumber(fc), age = tonumber(fa)}, exempt = exempt}
+          dead = {count = tonumber(fc), age = tonumber(fa)}, exempt = exempt,
+          exempt_keep = {count = -1, age = tonumber(t)}}
+end
+
+-- keep_policy's answers by argument. The library's functions share this table from call to
+-- call (a plain script starts with it empty), so a worker's calls do not parse the same
+-- text each time (the parse cost about as much Redis time as an HSET, measured). A policy
+-- is a pure function of its text and its callers only read it. Emptied when it holds
+-- KEEP_CACHE_MAX texts (a fleet has a few).
+local KEEP_CACHE_MAX = 32
+local keep_cache, keep_cached = {}, 0
+local function keep_policy(arg)
+  local K = keep_cache[arg]
+  if K then return K end
+  K = parse_keep_policy(arg)
+  if keep_cached >= KEEP_CACHE_MAX then keep_cache, keep_cached = {}, 0 end
+  keep_cache[arg] = K
+  keep_cached = keep_cached + 1
+  return K
 end
 
 -- What policy `K` keeps of a `class` (completed, dead) record of `jtype`.
 local function keep_for(K, class, jtype)
-  if K.exempt[jtype] then return {count = -1, age = K.ttl} end
+  if K.exempt[jtype] then return K.exempt_keep end
   return K[class]
 end
 
