@@ -32,9 +32,12 @@ end
 -- ('' = none). `retried`: this call repeats one whose reply was lost (a timeout), so an
 -- entry already `active` by `consumer` under this very stream id is its own start, answered
 -- again (run, same attempt and starts) without a write, rather than counted as a stall.
+-- `held` (optional): which entries of the stream the consumer holds (held_by), read by the
+-- caller for these entries and more; without it read here.
 -- Returns per entry {code, now, attempt, starts, reason}. start_check(jtype) must have
 -- passed first.
-local function start_batch(now, jtype, consumer, max_deliveries, K, A, first, last, retried)
+local function start_batch(now, jtype, consumer, max_deliveries, K, A, first, last, retried,
+                           held)
   local buried = false -- a record dead-lettered here: trim_kept once at the end
   local events = {} -- the started jobs, for one event (batch_event)
   local stream = key('q', jtype)
@@ -52,9 +55,11 @@ local function start_batch(now, jtype, consumer, max_deliveries, K, A, first, la
   end
 
   -- Which of the batch's entries this consumer holds (one XPENDING for the batch).
-  local sids = {}
-  for i = first, last, 4 do sids[#sids + 1] = A[i] end
-  local held = held_by(stream, consumer, sids)
+  if not held then
+    local sids = {}
+    for i = first, last, 4 do sids[#sids + 1] = A[i] end
+    held = held_by(stream, consumer, sids)
+  end
 
   -- Pass 1: reads only. Each entry gets a plan: skip, bad (reason), again, or go (its fields).
   local plans = {}
