@@ -3,6 +3,8 @@
 -- tag {prefix}, so a whole script touches one cluster slot. Time comes from the server.
 local GROUP = 'workers'
 local EVENTS_MAXLEN = 10000
+-- As text: a Lua number passed to redis.call is formatted (sprintf) on every call.
+local EVENTS_MAXLEN_S = '10000'
 local DLQ_MAXLEN = 100000
 
 -- The key prefix with its hash tag, `{prefix}:`. Set from ARGV[1] below (a plain script),
@@ -29,14 +31,22 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
--- Appends one event to the capped events stream.
+-- Appends one event to the capped events stream. `extra` (optional): more field-value pairs;
+-- with none or one pair the XADD is sent as it is, without an argument table (a job's own
+-- event on the enqueue path, measured).
 local function emit(now, event, jtype, id, extra)
-  local args = {key('events'), 'MAXLEN', '~', EVENTS_MAXLEN, '*',
-                'event', event, 'type', jtype, 'id', id, 'at', now}
-  if extra then
+  if not extra then
+    redis.call('XADD', key('events'), 'MAXLEN', '~', EVENTS_MAXLEN_S, '*',
+               'event', event, 'type', jtype, 'id', id, 'at', now)
+  elseif #extra == 2 then
+    redis.call('XADD', key('events'), 'MAXLEN', '~', EVENTS_MAXLEN_S, '*',
+               'event', event, 'type', jtype, 'id', id, 'at', now, extra[1], extra[2])
+  else
+    local args = {key('events'), 'MAXLEN', '~', EVENTS_MAXLEN_S, '*',
+                  'event', event, 'type', jtype, 'id', id, 'at', now}
     for i = 1, #extra do args[#args + 1] = extra[i] end
+    redis.call('XADD', unpack(args))
   end
-  redis.call('XADD', unpack(args))
 end
 
 -- Appends one event for several jobs of one type (a script's batch): `ids` and `bots` (each
@@ -47,13 +57,22 @@ end
 -- entries (10,000 entries of a 500-job enqueue batch each would be about 150 MB).
 local function emit_batch(now, event, jtype, ids, bots, extra)
   if #ids == 0 then return end
-  local cap = math.max(1, math.floor(EVENTS_MAXLEN / #ids))
-  local args = {key('events'), 'MAXLEN', '~', cap, '*', 'event', event,
-                'type', jtype, 'ids', cjson.encode(ids), 'bots', cjson.encode(bots), 'at', now}
-  if extra then
+  local cap = EVENTS_MAXLEN_S
+  if #ids > 1 then cap = math.max(1, math.floor(EVENTS_MAXLEN / #ids)) end
+  -- without an argument table where `extra` is none or one pair (emit's reason)
+  if not extra then
+    redis.call('XADD', key('events'), 'MAXLEN', '~', cap, '*', 'event', event, 'type', jtype,
+               'ids', cjson.encode(ids), 'bots', cjson.encode(bots), 'at', now)
+  elseif #extra == 2 then
+    redis.call('XADD', key('events'), 'MAXLEN', '~', cap, '*', 'event', event, 'type', jtype,
+               'ids', cjson.encode(ids), 'bots', cjson.encode(bots), 'at', now,
+               extra[1], extra[2])
+  else
+    local args = {key('events'), 'MAXLEN', '~', cap, '*', 'event', event,
+                  'type', jtype, 'ids', cjson.encode(ids), 'bots', cjson.encode(bots), 'at', now}
     for i = 1, #extra do args[#args + 1] = extra[i] end
+    redis.call('XADD', unpack(args))
   end
-  redis.call('XADD', unpack(args))
 end
 
 -- Adds job `id` (of bot `bot`, false/nil = none) to `batch[event][jtype]` for emit_batches.
@@ -132,29 +151,34 @@ local function enqueue_one(now, jtype, id, env, idem, ready_at, ttl_ms, bot, cou
   end
   local jk = key('job', id)
   if redis.call('EXISTS', jk) == 1 then return {id, 0} end
+  -- `now` as text once: a number is formatted (sprintf) wherever it is used as text.
+  local nows = tostring(now)
   -- Stamp the server's time into the envelope (a JSON object from serde); only its tail can
-  -- hold the stamp (the last field), so only the tail is searched.
-  if not string.match(string.sub(env, -40), '"enqueued_at_ms":%d+}$') then
-    env = string.sub(env, 1, -2) .. ',"enqueued_at_ms":' .. now .. '}'
+  -- hold the stamp (the last field: `"enqueued_at_ms":<digits>}`), so only the tail is
+  -- searched, for the plain text first (a pattern search of every envelope cost more than the
+  -- rest of the stamp).
+  local at = string.find(env, '"enqueued_at_ms":', -40, true)
+  if not (at and string.find(env, '^%d+}$', at + 17)) then
+    env = string.sub(env, 1, -2) .. ',"enqueued_at_ms":' .. nows .. '}'
   end
   if ready_at > now then
     redis.call('HSET', jk, 'id', id, 'type', jtype, 'state', 'delayed', 'env', env,
-               'enqueued_at', now, 'run_at', ready_at, 'attempt', 0, 'bot', bot)
+               'enqueued_at', nows, 'run_at', ready_at, 'attempt', '0', 'bot', bot)
     redis.call('ZADD', key('delayed'), ready_at, id)
-    redis.call('HINCRBY', key('stats', jtype), 'delayed_now', 1)
+    redis.call('HINCRBY', key('stats', jtype), 'delayed_now', '1')
     if events then batch_event(events, 'delayed', jtype, id, bot)
-    else emit(now, 'delayed', jtype, id, {'bot', bot}) end
+    else emit(nows, 'delayed', jtype, id, {'bot', bot}) end
   else
-    local sid = redis.call('XADD', key('q', jtype), '*', 'job', env, 'at', now)
+    local sid = redis.call('XADD', key('q', jtype), '*', 'job', env, 'at', nows)
     redis.call('HSET', jk, 'id', id, 'type', jtype, 'state', 'waiting', 'env', env,
-               'enqueued_at', now, 'stream_id', sid, 'attempt', 0, 'bot', bot)
+               'enqueued_at', nows, 'stream_id', sid, 'attempt', '0', 'bot', bot)
     if events then batch_event(events, 'enqueued', jtype, id, bot)
-    else emit(now, 'enqueued', jtype, id, {'bot', bot}) end
+    else emit(nows, 'enqueued', jtype, id, {'bot', bot}) end
   end
   if counts then
     counts[jtype] = (counts[jtype] or 0) + 1
   else
-    redis.call('HINCRBY', key('stats', jtype), 'enqueued', 1)
+    redis.call('HINCRBY', key('stats', jtype), 'enqueued', '1')
   end
   return {id, 1}
 end
@@ -288,23 +312,41 @@ end
 -- (count -1: no limit), then `;` and the job types whose records are read after they finish
 -- (comma-separated; those keep `ttl`), or a plain ttl in ms (every record kept for it).
 -- Cancelled records keep `ttl`.
-local function keep_policy(arg)
+local function parse_keep_policy(arg)
   local t, cc, ca, fc, fa, rest =
     string.match(arg, '^(%d+),(%-?%d+),(%d+),(%-?%d+),(%d+);?(.*)$')
   if not t then
     local ttl = tonumber(arg)
     return {ttl = ttl, completed = {count = -1, age = ttl}, dead = {count = -1, age = ttl},
-            exempt = {}}
+            exempt = {}, exempt_keep = {count = -1, age = ttl}}
   end
   local exempt = {}
   for jtype in string.gmatch(rest, '[^,]+') do exempt[jtype] = true end
   return {ttl = tonumber(t), completed = {count = tonumber(cc), age = tonumber(ca)},
-          dead = {count = tonumber(fc), age = tonumber(fa)}, exempt = exempt}
+          dead = {count = tonumber(fc), age = tonumber(fa)}, exempt = exempt,
+          exempt_keep = {count = -1, age = tonumber(t)}}
+end
+
+-- keep_policy's answers by argument. The library's functions share this table from call to
+-- call (a plain script starts with it empty), so a worker's calls do not parse the same
+-- text each time (the parse cost about as much Redis time as an HSET, measured). A policy
+-- is a pure function of its text and its callers only read it. Emptied when it holds
+-- KEEP_CACHE_MAX texts (a fleet has a few).
+local KEEP_CACHE_MAX = 32
+local keep_cache, keep_cached = {}, 0
+local function keep_policy(arg)
+  local K = keep_cache[arg]
+  if K then return K end
+  K = parse_keep_policy(arg)
+  if keep_cached >= KEEP_CACHE_MAX then keep_cache, keep_cached = {}, 0 end
+  keep_cache[arg] = K
+  keep_cached = keep_cached + 1
+  return K
 end
 
 -- What policy `K` keeps of a `class` (completed, dead) record of `jtype`.
 local function keep_for(K, class, jtype)
-  if K.exempt[jtype] then return {count = -1, age = K.ttl} end
+  if K.exempt[jtype] then return K.exempt_keep end
   return K[class]
 end
 

@@ -5,8 +5,10 @@
 
 -- Records finished attempts (finish.lua's header says how); `A` holds 7 values per job from
 -- index `first` to `last`: type, stream id, job id, state (completed|cancelled), result json,
--- starts, parent. Returns {ok_1, ok_2, ...} (the codes of finish.lua's reply, without `now`).
-local function finish_batch(now, K, consumer, A, first, last)
+-- starts, parent. `held` (optional): type -> which entries of its stream the consumer holds
+-- (held_by), read by the caller for these entries and more; without it read here.
+-- Returns {ok_1, ok_2, ...} (the codes of finish.lua's reply, without `now`).
+local function finish_batch(now, K, consumer, A, first, last, held)
   local ttl = K.ttl
   -- Pass 1, reads only: each record's fields that child_done needs (the first four),
   -- `fanned_by`, which fan_out.lua leaves on a job that fanned out, and `bot` (for the
@@ -19,14 +21,16 @@ local function finish_batch(now, K, consumer, A, first, last)
     if f.err then bad[i] = type_of(jk) else fields[i] = f end
   end
   -- Ownership for the whole batch: one XPENDING per stream (type) instead of one per job.
-  local by_stream = {}
-  for i = first, last, 7 do
-    local s = by_stream[A[i]] or {}
-    s[#s + 1] = A[i + 1]
-    by_stream[A[i]] = s
-  end
-  for jtype, sids in pairs(by_stream) do
-    by_stream[jtype] = held_by(key('q', jtype), consumer, sids)
+  if not held then
+    held = {}
+    for i = first, last, 7 do
+      local s = held[A[i]] or {}
+      s[#s + 1] = A[i + 1]
+      held[A[i]] = s
+    end
+    for jtype, sids in pairs(held) do
+      held[jtype] = held_by(key('q', jtype), consumer, sids)
+    end
   end
   local out = {}
   local counts = {} -- state -> type -> jobs, added to the stats once per call
@@ -36,7 +40,7 @@ local function finish_batch(now, K, consumer, A, first, last)
     local starts, parent = A[i + 5], A[i + 6]
     local stream = key('q', jtype)
     local jk = key('job', id)
-    if not by_stream[jtype][sid] then
+    if not held[jtype][sid] then
       local f = {}
       if not bad[i] then f = redis.call('HMGET', jk, 'state', 'worker', 'stream_id', 'starts') end
       if f[1] == state and f[2] == consumer and f[3] == sid and f[4] == starts then

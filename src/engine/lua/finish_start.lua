@@ -36,13 +36,35 @@ for _, g in ipairs(groups) do
   if bad then return redis.error_reply(bad) end
 end
 
+-- Which entries of each stream this consumer holds, for the finishes and the starts together:
+-- one XPENDING per type (held_by, over their lowest to highest id) instead of one for the
+-- finishes and one for the starts. Every held entry that a finish names is acked by it, so
+-- those are taken out before the starts read the answer (which is then what a read after
+-- the finishes would say: a finish adds no entry to a pending list).
+local sids = {}
+for f = fi, si - 1, 7 do
+  local s = sids[ARGV[f]] or {}
+  s[#s + 1] = ARGV[f + 1]
+  sids[ARGV[f]] = s
+end
+for _, g in ipairs(groups) do
+  local s = sids[g.jtype] or {}
+  for e = g.first, g.last, 4 do s[#s + 1] = ARGV[e] end
+  sids[g.jtype] = s
+end
+local held = {}
+for jtype, s in pairs(sids) do held[jtype] = held_by(key('q', jtype), consumer, s) end
+
 local now = now_ms()
 local finished = {}
-if F > 0 then finished = finish_batch(now, K, consumer, ARGV, fi, si - 1) end
+if F > 0 then
+  finished = finish_batch(now, K, consumer, ARGV, fi, si - 1, held)
+  for f = fi, si - 1, 7 do held[ARGV[f]][ARGV[f + 1]] = nil end
+end
 local started = {}
 for _, g in ipairs(groups) do
   started[#started + 1] = {g.jtype, start_batch(now, g.jtype, consumer, max_deliveries, K, ARGV,
-                                               g.first, g.last, retried)}
+                                               g.first, g.last, retried, held[g.jtype])}
 end
 local read = {}
 for r = 8, 7 + R do

@@ -5,16 +5,22 @@
 
 -- nil, or why no job of `jtype` can start: a shared key of the wrong type (stats, events,
 -- dlq). Reads only: a caller checks every type it starts before its first write.
+-- HLEN and XLEN answer a number for a key of their type or none, and WRONGTYPE otherwise:
+-- cheaper than TYPE (whose reply becomes a table), measured; TYPE names the key's type
+-- only for the message.
 local function start_check(jtype)
-  for _, k in ipairs({{key('stats', jtype), 'hash'}, {key('events'), 'stream'},
-                      {key('dlq'), 'stream'}}) do
-    local t = redis.call('TYPE', k[1])['ok']
-    if t ~= 'none' and t ~= k[2] then
-      return 'WRONGTYPE `' .. k[1] .. '` holds a ' .. t .. ', not a ' .. k[2] ..
-             ': no job of type ' .. jtype .. ' can start until it is repaired'
-    end
+  local k, want
+  if type(redis.pcall('HLEN', key('stats', jtype))) ~= 'number' then
+    k, want = key('stats', jtype), 'hash'
+  elseif type(redis.pcall('XLEN', key('events'))) ~= 'number' then
+    k, want = key('events'), 'stream'
+  elseif type(redis.pcall('XLEN', key('dlq'))) ~= 'number' then
+    k, want = key('dlq'), 'stream'
+  else
+    return nil
   end
-  return nil
+  return 'WRONGTYPE `' .. k .. '` holds a ' .. redis.call('TYPE', k)['ok'] .. ', not a ' ..
+         want .. ': no job of type ' .. jtype .. ' can start until it is repaired'
 end
 
 local function is_int(v)
@@ -26,9 +32,12 @@ end
 -- ('' = none). `retried`: this call repeats one whose reply was lost (a timeout), so an
 -- entry already `active` by `consumer` under this very stream id is its own start, answered
 -- again (run, same attempt and starts) without a write, rather than counted as a stall.
+-- `held` (optional): which entries of the stream the consumer holds (held_by), read by the
+-- caller for these entries and more; without it read here.
 -- Returns per entry {code, now, attempt, starts, reason}. start_check(jtype) must have
 -- passed first.
-local function start_batch(now, jtype, consumer, max_deliveries, K, A, first, last, retried)
+local function start_batch(now, jtype, consumer, max_deliveries, K, A, first, last, retried,
+                           held)
   local buried = false -- a record dead-lettered here: trim_kept once at the end
   local events = {} -- the started jobs, for one event (batch_event)
   local stream = key('q', jtype)
@@ -46,9 +55,11 @@ local function start_batch(now, jtype, consumer, max_deliveries, K, A, first, la
   end
 
   -- Which of the batch's entries this consumer holds (one XPENDING for the batch).
-  local sids = {}
-  for i = first, last, 4 do sids[#sids + 1] = A[i] end
-  local held = held_by(stream, consumer, sids)
+  if not held then
+    local sids = {}
+    for i = first, last, 4 do sids[#sids + 1] = A[i] end
+    held = held_by(stream, consumer, sids)
+  end
 
   -- Pass 1: reads only. Each entry gets a plan: skip, bad (reason), again, or go (its fields).
   local plans = {}
