@@ -1070,7 +1070,7 @@ fn zoo_score_detail_is_the_validator_total_and_its_parts() {
 /// equals the training input.
 #[test]
 fn zoo_ewma_scale_standardises_each_window_by_its_past() {
-    use super::features::{ewma_sigma, history_input, Scale};
+    use super::features::{ewma_sigma, Scale};
     assert_eq!("global".parse::<Scale>().unwrap(), Scale::Global);
     assert_eq!(
         "ewma".parse::<Scale>().unwrap(),
@@ -1142,12 +1142,26 @@ fn zoo_ewma_scale_standardises_each_window_by_its_past() {
         "{last} vs {}",
         (w.scale(i) / w.norm.ret_std).ln()
     );
-    let (j, xh) = history_input(
+    assert_serving_input_is_training_input(&bars, &w, i, s, &names, &x);
+}
+
+/// The history-only input a forecaster builds at serving time for the request after bar `i`
+/// (from the bars up to `i` alone) is `x`, window `i`'s training input.
+fn assert_serving_input_is_training_input(
+    bars: &Bars,
+    w: &AssetWindows,
+    i: usize,
+    seq_len: usize,
+    names: &[String],
+    x: &[f32],
+) {
+    let cut = bars.clone().before(bars.timestamps[i + 1]);
+    let (j, xh) = super::features::history_input(
         &cut,
         &w.norm,
         bars.timestamps[i] + bars.bar_seconds,
-        s,
-        &names,
+        seq_len,
+        names,
         super::features::Gaps::Drop,
     )
     .unwrap();
@@ -1162,7 +1176,7 @@ fn zoo_ewma_scale_standardises_each_window_by_its_past() {
 /// serving input equals the training input.
 #[test]
 fn zoo_multi_scale_ewma_features_read_their_own_half_lives() {
-    use super::features::{ewma_sigma, history_input, Scale};
+    use super::features::{ewma_sigma, Scale};
     let Some(bars) = btc() else { return };
     let s = 16;
     let opts = super::features::WindowOptions {
@@ -1198,18 +1212,7 @@ fn zoo_multi_scale_ewma_features_read_their_own_half_lives() {
         );
     }
     assert!((last[0] - last[2]).abs() > 1e-3 && (last[1] - last[2]).abs() > 1e-3);
-    let cut = bars.clone().before(bars.timestamps[i + 1]);
-    let (j, xh) = history_input(
-        &cut,
-        &w.norm,
-        bars.timestamps[i] + bars.bar_seconds,
-        s,
-        &names,
-        super::features::Gaps::Drop,
-    )
-    .unwrap();
-    assert_eq!(j, i);
-    assert_eq!(xh, x);
+    assert_serving_input_is_training_input(&bars, &w, i, s, &names, &x);
 }
 
 /// BTC's last 5-minute bars ([`btc`]) as 24 h windows of 16 history bars on `scale`, every
