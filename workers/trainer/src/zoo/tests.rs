@@ -1142,7 +1142,7 @@ fn zoo_ewma_scale_standardises_each_window_by_its_past() {
         "{last} vs {}",
         (w.scale(i) / w.norm.ret_std).ln()
     );
-    assert_serving_input_is_training_input(&bars, &w, i, s, &names, &x);
+    assert_serving_input_is_training_input(bars, &w, i, s, &names, &x);
 }
 
 /// The history-only input a forecaster builds at serving time for the request after bar `i`
@@ -1201,7 +1201,7 @@ fn zoo_multi_scale_ewma_features_read_their_own_half_lives() {
     w.input(i, s, &names, &mut x);
     let last = &x[x.len() - 3..];
     for (k, hours) in [2.0, 24.0, 72.0].into_iter().enumerate() {
-        let want = (ewma_sigma(&bars, i, hours, w.norm.ret_std) / w.norm.ret_std).ln();
+        let want = (ewma_sigma(bars, i, hours, w.norm.ret_std) / w.norm.ret_std).ln();
         // the prior's weight at the truncated look-back's start (1/16) differs by the window's
         // 16 bars: a few hundredths of the log at two hours, less at longer half-lives
         assert!(
@@ -1212,7 +1212,7 @@ fn zoo_multi_scale_ewma_features_read_their_own_half_lives() {
         );
     }
     assert!((last[0] - last[2]).abs() > 1e-3 && (last[1] - last[2]).abs() > 1e-3);
-    assert_serving_input_is_training_input(&bars, &w, i, s, &names, &x);
+    assert_serving_input_is_training_input(bars, &w, i, s, &names, &x);
 }
 
 /// BTC's last 5-minute bars ([`btc`]) as 24 h windows of 16 history bars on `scale`, every
