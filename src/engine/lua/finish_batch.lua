@@ -3,6 +3,17 @@
 -- library and, run as plain scripts, in the scripts that finish jobs
 -- (src/engine/scripts.rs, `prelude!(Worker)`).
 
+-- Adds the stream id of each finish in `A[first..last]` (7 values each, as finish_batch reads
+-- them) to `by`, a table type -> stream ids; returns `by`.
+local function finish_sids(A, first, last, by)
+  for i = first, last, 7 do
+    local s = by[A[i]] or {}
+    s[#s + 1] = A[i + 1]
+    by[A[i]] = s
+  end
+  return by
+end
+
 -- Records finished attempts (finish.lua's header says how); `A` holds 7 values per job from
 -- index `first` to `last`: type, stream id, job id, state (completed|cancelled), result json,
 -- starts, parent. `held` (optional): type -> which entries of its stream the consumer holds
@@ -22,12 +33,7 @@ local function finish_batch(now, K, consumer, A, first, last, held)
   end
   -- Ownership for the whole batch: one XPENDING per stream (type) instead of one per job.
   if not held then
-    held = {}
-    for i = first, last, 7 do
-      local s = held[A[i]] or {}
-      s[#s + 1] = A[i + 1]
-      held[A[i]] = s
-    end
+    held = finish_sids(A, first, last, {})
     for jtype, sids in pairs(held) do
       held[jtype] = held_by(key('q', jtype), consumer, sids)
     end

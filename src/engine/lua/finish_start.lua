@@ -41,12 +41,7 @@ end
 -- finishes and one for the starts. Every held entry that a finish names is acked by it, so
 -- those are taken out before the starts read the answer (which is then what a read after
 -- the finishes would say: a finish adds no entry to a pending list).
-local sids = {}
-for f = fi, si - 1, 7 do
-  local s = sids[ARGV[f]] or {}
-  s[#s + 1] = ARGV[f + 1]
-  sids[ARGV[f]] = s
-end
+local sids = finish_sids(ARGV, fi, si - 1, {})
 for _, g in ipairs(groups) do
   local s = sids[g.jtype] or {}
   for e = g.first, g.last, 4 do s[#s + 1] = ARGV[e] end

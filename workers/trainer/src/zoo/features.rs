@@ -455,12 +455,13 @@ impl Normalizer {
             Scale::Classical { .. } => CLASSICAL_LOOKBACK_DAYS * 86_400 / bar_seconds + 1,
             _ => 0,
         } as usize;
-        let ewma = !matches!(self.scale, Scale::Global) || names.iter().any(|n| n == "ewma_vol");
+        // the scale's own EWMA (every scale but `global`) and the `ewma_vol` features named
+        let scale_ewma = !matches!(self.scale, Scale::Global);
         let longest = self
             .ewma_half_lives(names)
             .into_iter()
             .flatten()
-            .chain(ewma.then(|| self.feature_half_life()))
+            .chain(scale_ewma.then(|| self.feature_half_life()))
             .fold(0.0f64, f64::max);
         if longest == 0.0 {
             return 0;
