@@ -39,6 +39,10 @@ local function finish_batch(now, K, consumer, A, first, last, held)
     end
   end
   local out = {}
+  -- Deferred to the end of the call, one command each for the batch (ackdel_all,
+  -- call_each_chunk): the finished entries (type -> stream ids) and the dropped records' keys.
+  -- Nothing in between reads them: the records were read in pass 1 and ownership by `held`.
+  local acked, dropped = {}, {}
   local counts = {} -- state -> type -> jobs, added to the stats once per call
   local events = {} -- state -> type -> ids and bots: one event per state and type (emit_batch)
   for i = first, last, 7 do
@@ -74,7 +78,9 @@ local function finish_batch(now, K, consumer, A, first, last, held)
       -- without a `type` was deleted under it and cannot say, so those expire too.
       local f = fields[i]
       local flow = f[5] or not f[2]
-      ackdel(stream, sid)
+      local a = acked[jtype] or {}
+      a[#a + 1] = sid
+      acked[jtype] = a
       local c = counts[state] or {}
       c[jtype] = (c[jtype] or 0) + 1
       counts[state] = c
@@ -84,7 +90,7 @@ local function finish_batch(now, K, consumer, A, first, last, held)
         redis.call('PEXPIRE', jk, ttl)
         if flow then expire_flow(id, ttl) end
       elseif drops(keep_for(K, 'completed', jtype)) then
-        drop_record(id)
+        record_keys(id, dropped)
       else
         redis.call('HSET', jk, 'state', state, 'result', result, 'finished_at', now)
         redis.call('HDEL', jk, 'env')
@@ -96,6 +102,8 @@ local function finish_batch(now, K, consumer, A, first, last, held)
       out[#out + 1] = 1
     end
   end
+  for jtype, sids in pairs(acked) do ackdel_all(key('q', jtype), sids) end
+  call_each_chunk(dropped, 'UNLINK')
   for state, c in pairs(counts) do add_counts(c, state) end
   emit_batches(now, events)
   for jtype in pairs(counts.completed or {}) do
