@@ -1306,7 +1306,8 @@ async fn a_type_whose_record_is_read_after_finish_keeps_it_under_retention_zero(
     handle.await.unwrap().unwrap();
 }
 
-/// `finish_start.lua`'s reply: time, finish codes, start answers per type, entries read.
+/// `finish_start.lua`'s reply (time, finish codes, start answers per type), then the entries
+/// the read beside it took (type, stream id, fields).
 type FinishStart = (
     u64,
     Vec<u64>,
@@ -1319,7 +1320,8 @@ type FinishStart = (
 );
 
 /// One `finish_start.lua` call as consumer `who`: finishes (stream id, job id, starts) of
-/// `noop` as completed, starts (stream id, job id) of `noop`, reads up to `read` entries.
+/// `noop` as completed, starts (stream id, job id) of `noop`; then, as the worker does beside
+/// that call, reads up to `read` entries of `noop` (a plain XREADGROUP).
 async fn finish_start(
     q: &Queue,
     who: &str,
@@ -1334,9 +1336,6 @@ async fn finish_start(
         .arg(who)
         .arg(q.config().max_deliveries)
         .arg(if retried { "1" } else { "0" })
-        .arg(read)
-        .arg(1)
-        .arg("noop")
         .arg(finishes.len());
     for (sid, id, n) in finishes {
         inv.arg("noop")
@@ -1354,7 +1353,41 @@ async fn finish_start(
         }
     }
     let mut c = q.conn().await.unwrap();
-    inv.invoke_async(&mut c).await.unwrap()
+    let (now, oks, groups): (u64, Vec<u64>, Vec<(String, Vec<u32>, Vec<String>)>) =
+        inv.invoke_async(&mut c).await.unwrap();
+    // start_batch's flat answers (code 0 skip, 1 run, 2 dead; attempt; starts), as tuples.
+    let started = groups
+        .into_iter()
+        .map(|(t, flat, reasons)| {
+            let mut reasons = reasons.into_iter();
+            let answers = flat
+                .chunks_exact(3)
+                .map(|a| {
+                    let (code, reason) = match a[0] {
+                        1 => ("run", String::new()),
+                        2 => ("dead", reasons.next().unwrap()),
+                        _ => ("skip", String::new()),
+                    };
+                    (code.to_string(), now, a[1], a[2], reason)
+                })
+                .collect();
+            (t, answers)
+        })
+        .collect();
+    let mut entries = Vec::new();
+    if read > 0 {
+        let opts = redis::streams::StreamReadOptions::default()
+            .group("workers", who)
+            .count(read);
+        let reply: Option<redis::streams::StreamReadReply> = c
+            .xread_options(&[q.keys().stream("noop")], &[">"], &opts)
+            .await
+            .unwrap();
+        for e in reply.into_iter().flat_map(|r| r.keys).flat_map(|k| k.ids) {
+            entries.push(("noop".to_string(), e.id, e.map));
+        }
+    }
+    (now, oks, started, entries)
 }
 
 /// The stream id of job `id`'s entry (its record's `stream_id`).
@@ -1363,8 +1396,8 @@ async fn stream_id_of(q: &Queue, id: &str) -> String {
     c.hget(q.keys().job(id), "stream_id").await.unwrap()
 }
 
-/// One call finishes, starts what the last call read, and reads the next entries without
-/// starting them; a stale finisher (its lease lost, the entry now another consumer's)
+/// One call finishes and starts what the last read took (the read beside it takes the next
+/// entries without starting them); a stale finisher (its lease lost, the entry now another consumer's)
 /// records nothing, and the starts of that same call still go ahead.
 #[tokio::test]
 async fn a_combined_finish_and_start_keeps_ownership() {
@@ -1474,9 +1507,6 @@ async fn a_combined_call_with_a_broken_shared_key_writes_nothing() {
         .arg("w1")
         .arg(10)
         .arg("0")
-        .arg(1)
-        .arg(1)
-        .arg("noop")
         .arg(1)
         .arg("noop")
         .arg(&sa)

@@ -6,7 +6,8 @@
 # and microseconds per job (commands run inside Lua scripts are counted under their own
 # names, and each script call as FCALL (or EVALSHA, for a binary from before the function
 # library), whose microseconds include theirs and are left out of the total), sorted by
-# calls. Stops only the server it started.
+# calls, and the CPU per job of Redis and of the bench process beside the wall time per job.
+# Stops only the server it started.
 #
 #   ops/bench/commandstats.sh [BIN] [-- bench queue args]
 #   BIN defaults to target/release/synth-city; PORT to 16481; JOBS to 20000.
@@ -23,10 +24,19 @@ bench_redis_start "$PORT"
 # A first run migrates and warms the scripts; the measured run starts from reset stats.
 "$BIN" --redis-url "$URL" --prefix cs bench queue --jobs 1000 "${ARGS[@]}" --json >/dev/null
 redis-cli -p "$PORT" config resetstat >/dev/null
-"$BIN" --redis-url "$URL" --prefix cs bench queue --jobs "$JOBS" "${ARGS[@]}" --json >"$DIR/report.json"
+cpu() { redis-cli -p "$PORT" info cpu | tr -d '\r' | awk -F: '/^used_cpu_(user|sys):/ { s += $2 } END { print s }'; }
+c0=$(cpu)
+/usr/bin/time -f '%U %S' -o "$DIR/time" \
+  "$BIN" --redis-url "$URL" --prefix cs bench queue --jobs "$JOBS" "${ARGS[@]}" --json >"$DIR/report.json"
+c1=$(cpu)
 redis-cli -p "$PORT" info commandstats | tr -d '\r' >"$DIR/stats"
 echo "# $(date -u +%FT%TZ) uptime:$(uptime | sed 's/.*load average/ load average/')"
 echo "# bench: $(cat "$DIR/report.json")"
+# CPU per job against wall time per job: Redis's (INFO cpu, user + sys) and the bench
+# process's (user + sys). Redis near the wall time is Redis-bound.
+secs=$(sed -n 's/.*"seconds":\([0-9.]*\).*/\1/p' "$DIR/report.json")
+awk -v c0="$c0" -v c1="$c1" -v jobs="$JOBS" -v secs="$secs" '
+  { printf "# us per job: wall %.1f, redis cpu %.1f, bench process cpu %.1f\n", secs * 1e6 / jobs, (c1 - c0) * 1e6 / jobs, ($1 + $2) * 1e6 / jobs }' "$DIR/time"
 awk -F'[:,=]' -v jobs="$JOBS" '
   /^cmdstat_/ { name = substr($1, 9); calls[name] = $3; usec[name] = $5; tc += $3; if (name != "evalsha" && name != "fcall") tu += $5 }
   END {

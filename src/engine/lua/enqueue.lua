@@ -1,9 +1,9 @@
 -- enqueue.lua: adds jobs. ARGV: prefix, ttl_ms, then 7 per job:
 --   type, id, envelope json, idempotency key ('' = none), run_at ms (0), delay ms (0),
 --   bot id ('' = none)
--- One event per type (and state: enqueued, delayed) for the whole call (emit_batch), and one
--- EXISTS for the whole call's ids (fresh_ids); a call of one job writes its event (`emit`:
--- `id` and `bot` fields) and count directly, without the batch's tables.
+-- One event per type (and state: enqueued, delayed) for the whole call (emit_batch); a call
+-- of one job writes its event (`emit`: `id` and `bot` fields) and count directly, without
+-- the batch's tables.
 -- Returns one {id, created} pair per job.
 local ttl = tonumber(ARGV[2])
 local now = now_ms()
@@ -13,11 +13,10 @@ if #ARGV == 9 then
 end
 local out = {}
 local counts, events = {}, {}
-local fresh = fresh_ids(ARGV, 4, #ARGV, 7)
 for i = 3, #ARGV, 7 do
   local ready = math.max(tonumber(ARGV[i + 4]), now + tonumber(ARGV[i + 5]))
   out[#out + 1] = enqueue_one(now, ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ready, ttl,
-                              ARGV[i + 6], counts, events, fresh)
+                              ARGV[i + 6], counts, events)
 end
 add_counts(counts, 'enqueued')
 emit_batches(now, events)

@@ -20,7 +20,8 @@ end
 -- (held_by), read by the caller for these entries and more; without it read here.
 -- Returns {ok_1, ok_2, ...} (the codes of finish.lua's reply, without `now`).
 local function finish_batch(now, K, consumer, A, first, last, held)
-  local ttl = K.ttl
+  -- As text: a Lua number passed to redis.call is formatted (sprintf) on every call.
+  local ttl, nows = K.ttl_s, tostring(now)
   -- Pass 1, reads only: each record's fields that child_done needs (the first four),
   -- `fanned_by`, which fan_out.lua leaves on a job that fanned out, and `bot` (for the
   -- event). pcall: a record that is not a hash answers WRONGTYPE (an error table) instead
@@ -85,14 +86,14 @@ local function finish_batch(now, K, consumer, A, first, last, held)
       c[jtype] = (c[jtype] or 0) + 1
       counts[state] = c
       if state ~= 'completed' then
-        redis.call('HSET', jk, 'state', state, 'result', result, 'finished_at', now)
+        redis.call('HSET', jk, 'state', state, 'result', result, 'finished_at', nows)
         redis.call('HDEL', jk, 'env')
         redis.call('PEXPIRE', jk, ttl)
         if flow then expire_flow(id, ttl) end
       elseif drops(keep_for(K, 'completed', jtype)) then
-        record_keys(id, dropped)
+        if flow then record_keys(id, dropped) else dropped[#dropped + 1] = jk end
       else
-        redis.call('HSET', jk, 'state', state, 'result', result, 'finished_at', now)
+        redis.call('HSET', jk, 'state', state, 'result', result, 'finished_at', nows)
         redis.call('HDEL', jk, 'env')
         retire(now, 'completed', jtype, id, keep_for(K, 'completed', jtype), flow)
       end

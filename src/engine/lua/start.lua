@@ -19,9 +19,12 @@
 --   `run` again, without a write, for an entry that this consumer already started under
 --   this stream id: the lost reply's own start.
 -- A shared key of the wrong type (stats, events, dlq) stops the whole call before any write.
--- Returns per entry {code, now, attempt, starts, reason} with code run|skip|dead.
+-- Returns {now, answers, reasons}: start_batch's (per entry code run|skip|dead as 1|0|2,
+-- attempt and starts, flat; the dead entries' reasons in order).
 local jtype = ARGV[2]
 local bad = start_check(jtype)
 if bad then return redis.error_reply(bad) end
-return start_batch(now_ms(), jtype, ARGV[3], tonumber(ARGV[4]), keep_policy(ARGV[5]), ARGV, 7,
-                   #ARGV, ARGV[6] == '1')
+local now = now_ms()
+local r = start_batch(now, jtype, ARGV[3], tonumber(ARGV[4]), keep_policy(ARGV[5]), ARGV, 7,
+                      #ARGV, ARGV[6] == '1')
+return {now, r[1], r[2]}

@@ -23,6 +23,9 @@ local function start_check(jtype)
          want .. ': no job of type ' .. jtype .. ' can start until it is repaired'
 end
 
+-- start_batch's answer codes (worker.rs, `StartCode`).
+local SKIP, RUN, DEAD = 0, 1, 2
+
 local function is_int(v)
   return v == false or v == nil or string.match(v, '^%-?%d+$') ~= nil
 end
@@ -34,11 +37,13 @@ end
 -- again (run, same attempt and starts) without a write, rather than counted as a stall.
 -- `held` (optional): which entries of the stream the consumer holds (held_by), read by the
 -- caller for these entries and more; without it read here.
--- Returns per entry {code, now, attempt, starts, reason}. start_check(jtype) must have
+-- Returns {answers, reasons}: answers flat, three integers per entry: code (RUN, SKIP, DEAD),
+-- attempt, starts; reasons: each DEAD entry's reason, in order. start_check(jtype) must have
 -- passed first.
 local function start_batch(now, jtype, consumer, max_deliveries, K, A, first, last, retried,
                            held)
   local buried = false -- a record dead-lettered here: trim_kept once at the end
+  local nows -- `now` as text, made at the first start
   local events = {} -- the started jobs, for one event (batch_event)
   local stream = key('q', jtype)
 
@@ -107,16 +112,22 @@ local function start_batch(now, jtype, consumer, max_deliveries, K, A, first, la
     plans[#plans + 1] = plan
   end
 
-  -- Pass 2: writes.
-  local out = {}
+  -- Pass 2: writes. The answers, flat (no table per entry: the reply is cheaper to convert,
+  -- measured): code, attempt, starts per entry, and the dead entries' reasons in order.
+  local out, reasons = {}, {}
+  local function answer(code, attempt, starts, reason)
+    local n = #out
+    out[n + 1], out[n + 2], out[n + 3] = code, attempt, starts
+    if reason then reasons[#reasons + 1] = reason end
+  end
   local started = {} -- job key -> the `starts` written by this call
   for _, plan in ipairs(plans) do
     local sid, id, jk = plan.sid, plan.id, plan.jk
     local state = plan.state
     if plan.code == 'skip' then
-      out[#out + 1] = {'skip', now, 0, 0, ''}
+      answer(SKIP, 0, 0)
     elseif plan.code == 'again' then
-      out[#out + 1] = {'run', now, tonumber(plan.attempt or '0'), tonumber(plan.starts or '0'), ''}
+      answer(RUN, tonumber(plan.attempt or '0'), tonumber(plan.starts or '0'))
     elseif plan.code == 'bad' then
       local env = entry_job(sid)
       if plan.record and state then
@@ -135,10 +146,10 @@ local function start_batch(now, jtype, consumer, max_deliveries, K, A, first, la
         retire(now, 'dead', jtype, id, keep_for(K, 'dead', jtype), false)
         buried = true
       end
-      out[#out + 1] = {'dead', now, tonumber(plan.attempt or '0'), 0, plan.reason}
+      answer(DEAD, tonumber(plan.attempt or '0'), 0, plan.reason)
     elseif state == 'cancelled' or state == 'completed' or state == 'dead' then
       ackdel(stream, sid)
-      out[#out + 1] = {'skip', now, 0, 0, ''}
+      answer(SKIP, 0, 0)
     else
       local attempt = tonumber(plan.attempt or '0')
       if state == 'active' then
@@ -157,7 +168,7 @@ local function start_batch(now, jtype, consumer, max_deliveries, K, A, first, la
         child_done(now, id, 'dead', reason, plan.parent, jtype)
         retire(now, 'dead', jtype, id, keep_for(K, 'dead', jtype), false)
         buried = true
-        out[#out + 1] = {'dead', now, attempt, 0, reason}
+        answer(DEAD, attempt, 0, reason)
       else
         if not state then
           redis.call('HSET', jk, 'id', id, 'type', jtype, 'attempt', attempt)
@@ -167,15 +178,18 @@ local function start_batch(now, jtype, consumer, max_deliveries, K, A, first, la
         -- of this batch for the same job can have changed it since.
         local starts = (started[jk] or tonumber(plan.starts or '0')) + 1
         started[jk] = starts
-        redis.call('HSET', jk, 'state', 'active', 'started_at', now, 'worker', consumer,
-                   'stream_id', sid, 'starts', starts)
+        -- As text: a Lua number passed to redis.call is formatted (sprintf) on every call;
+        -- a job's first start (the common case) is a constant.
+        nows = nows or tostring(now)
+        redis.call('HSET', jk, 'state', 'active', 'started_at', nows, 'worker', consumer,
+                   'stream_id', sid, 'starts', starts == 1 and '1' or tostring(starts))
         batch_event(events, 'started', jtype, id, plan.bot)
-        out[#out + 1] = {'run', now, attempt, starts, ''}
+        answer(RUN, attempt, starts)
       end
     end
   end
   if buried then trim_kept(now, 'dead', jtype, keep_for(K, 'dead', jtype)) end
   -- one `started` event for the call's jobs (emit_batch), naming this worker
   emit_batches(now, events, {'worker', consumer})
-  return out
+  return {out, reasons}
 end
