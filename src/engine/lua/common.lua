@@ -189,8 +189,16 @@ local function enqueue_one(now, jtype, id, env, idem, ready_at, ttl_ms, bot, cou
     else emit(nows, 'delayed', jtype, id, {'bot', bot}) end
   else
     local sid = redis.call('XADD', key('q', jtype), '*', 'job', env, 'at', nows)
-    redis.call('HSET', jk, 'id', id, 'type', jtype, 'state', 'waiting', 'env', env,
-               'enqueued_at', nows, 'stream_id', sid, 'attempt', '0', 'bot', bot)
+    -- No `attempt` field until one is counted (absent reads as 0 everywhere: start_batch,
+    -- HINCRBY, `Queue::status`), and `bot` only when there is one: each field an argument
+    -- less to convert and store (~2k Redis instructions per job, measured).
+    if bot == '' then
+      redis.call('HSET', jk, 'id', id, 'type', jtype, 'state', 'waiting', 'env', env,
+                 'enqueued_at', nows, 'stream_id', sid)
+    else
+      redis.call('HSET', jk, 'id', id, 'type', jtype, 'state', 'waiting', 'env', env,
+                 'enqueued_at', nows, 'stream_id', sid, 'bot', bot)
+    end
     if events then batch_event(events, 'enqueued', jtype, id, bot)
     else emit(nows, 'enqueued', jtype, id, {'bot', bot}) end
   end

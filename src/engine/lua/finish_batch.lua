@@ -85,16 +85,17 @@ local function finish_batch(now, K, consumer, A, first, last, held)
       local c = counts[state] or {}
       c[jtype] = (c[jtype] or 0) + 1
       counts[state] = c
+      -- The envelope is emptied by the record's own HSET rather than deleted by an HDEL (a
+      -- second command per job: ~5k Redis instructions, measured); an empty `env` reads as
+      -- no payload (`Queue::status`), as a deleted one did.
       if state ~= 'completed' then
-        redis.call('HSET', jk, 'state', state, 'result', result, 'finished_at', nows)
-        redis.call('HDEL', jk, 'env')
+        redis.call('HSET', jk, 'state', state, 'result', result, 'finished_at', nows, 'env', '')
         redis.call('PEXPIRE', jk, ttl)
         if flow then expire_flow(id, ttl) end
       elseif drops(keep_for(K, 'completed', jtype)) then
         if flow then record_keys(id, dropped) else dropped[#dropped + 1] = jk end
       else
-        redis.call('HSET', jk, 'state', state, 'result', result, 'finished_at', nows)
-        redis.call('HDEL', jk, 'env')
+        redis.call('HSET', jk, 'state', state, 'result', result, 'finished_at', nows, 'env', '')
         retire(now, 'completed', jtype, id, keep_for(K, 'completed', jtype), flow)
       end
       batch_event(events, state, jtype, id, f[6])

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# ops/bench/script-instructions.sh: Redis's own instructions per job of the queue's scripts,
+# called directly in a steady worker's pattern (enqueue; finish_start finishing the last
+# batch and starting the one read before; the plain XREADGROUP beside it): a measure of the
+# scripts alone, which no client, batching or busy machine moves. redis-server runs under
+# valgrind's callgrind on PORT; ops/bench/script_instructions.py (redis-py, in a venv under
+# target/) drives it and zeroes and reads the counters around each command. LUA: the folder
+# of Lua sources (default src/engine/lua; another checkout's for a before/after; its scripts
+# must take this checkout's ARGV layout). Stops only the server it started.
+#
+#   ops/bench/script-instructions.sh [LUA] [ROUNDS] [B]
+#   env: PORT (16485), KEEP (the retention argument; '86400000,0,86400000,-1,86400000'
+#        drops completed records at finish)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+LUA=${1:-src/engine/lua}
+PORT=${PORT:-16485}
+VENV=target/bench-venv
+[ -x "$VENV/bin/python" ] || { python3 -m venv "$VENV" && "$VENV/bin/pip" install -q redis; }
+DIR=$(mktemp -d)
+valgrind --tool=callgrind --callgrind-out-file="$DIR/cg.%p" --dump-instr=no \
+  redis-server --port "$PORT" --bind 127.0.0.1 --save '' --appendonly no --dir "$DIR" \
+  >"$DIR/log" 2>&1 &
+VG_PID=$!
+trap 'redis-cli -p "$PORT" shutdown nosave >/dev/null 2>&1 || kill "$VG_PID" 2>/dev/null
+      wait "$VG_PID" 2>/dev/null; rm -rf "$DIR"' EXIT
+for _ in $(seq 300); do redis-cli -p "$PORT" ping >/dev/null 2>&1 && break; sleep 0.2; done
+echo "# $(date -u +%FT%TZ) redis $(redis-server --version | sed 's/.*v=\([^ ]*\).*/\1/'), lua $LUA, keep ${KEEP:-default}"
+"$VENV/bin/python" ops/bench/script_instructions.py "$PORT" "$VG_PID" "$DIR" "$LUA" "${2:-5}" "${3:-250}"
