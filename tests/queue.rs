@@ -1319,6 +1319,9 @@ type FinishStart = (
     )>,
 );
 
+/// One group of `finish_start.lua`'s start answers: type, flat answers, dead reasons.
+type StartGroup = (String, Vec<u32>, Vec<String>);
+
 /// One `finish_start.lua` call as consumer `who`: finishes (stream id, job id, starts) of
 /// `noop` as completed, starts (stream id, job id) of `noop`; then, as the worker does beside
 /// that call, reads up to `read` entries of `noop` (a plain XREADGROUP).
@@ -1353,7 +1356,7 @@ async fn finish_start(
         }
     }
     let mut c = q.conn().await.unwrap();
-    let (now, oks, groups): (u64, Vec<u64>, Vec<(String, Vec<u32>, Vec<String>)>) =
+    let (now, oks, groups): (u64, Vec<u64>, Vec<StartGroup>) =
         inv.invoke_async(&mut c).await.unwrap();
     // start_batch's flat answers (code 0 skip, 1 run, 2 dead; attempt; starts), as tuples.
     let started = groups

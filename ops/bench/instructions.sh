@@ -21,15 +21,8 @@ PORT=${PORT:-16484}
 JOBS=${JOBS:-2000}
 ARGS=("$@")
 [ ${#ARGS[@]} -eq 0 ] && ARGS=(--workers 1 --enqueue-batch 1 --producers 1)
-DIR=$(mktemp -d)
-valgrind --tool=callgrind --callgrind-out-file="$DIR/cg.%p" --dump-instr=no \
-  redis-server --port "$PORT" --bind 127.0.0.1 --save '' --appendonly no --dir "$DIR" \
-  >"$DIR/log" 2>&1 &
-VG_PID=$!
-trap 'redis-cli -p "$PORT" shutdown nosave >/dev/null 2>&1 || kill "$VG_PID" 2>/dev/null
-      wait "$VG_PID" 2>/dev/null; rm -rf "$DIR"' EXIT
-for _ in $(seq 300); do redis-cli -p "$PORT" ping >/dev/null 2>&1 && break; sleep 0.2; done
-URL=redis://127.0.0.1:$PORT
+. "$(dirname "$0")/redis.sh"
+bench_callgrind_redis_start "$PORT"
 ir() { # instructions since the last zeroing
   callgrind_control -d "$VG_PID" >/dev/null
   grep -h '^summary:\|^totals:' "$(ls -t "$DIR"/cg.* | head -1)" | head -1 | awk '{print $2}'

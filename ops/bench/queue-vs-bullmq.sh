@@ -7,7 +7,9 @@
 #
 #   ops/bench/queue-vs-bullmq.sh
 #   env: OURS (target/release/synth-city), BASE (none), PEER (built here when unset),
-#        JOBS (20000), ROUNDS (5), PORT (16483), MODE (bulk | single)
+#        JOBS (20000), ROUNDS (5), PORT (16483), MODE (bulk | single),
+#        SHAPE (more `bench queue` arguments for ours and base, e.g. '--concurrency 512
+#        --batch 128'), PEER_CONCURRENCY (100)
 #   bulk:   ours `bench queue --jobs N --workers 1` (enqueue batches of 500);
 #           peer `add_bulk` chunks of 1,000, one worker of concurrency 100.
 #   single: one job per enqueue call, one producer awaiting each: ours `--enqueue-batch 1`;
@@ -28,18 +30,20 @@ if [ -z "${PEER:-}" ]; then
 fi
 . ops/bench/redis.sh
 bench_redis_start "$PORT"
-echo "# redis $(redis-server --version | sed 's/.*v=\([^ ]*\).*/\1/'), $JOBS jobs, mode $MODE, $(nproc) cpus, $(date -u +%FT%TZ)"
+echo "# redis $(redis-server --version | sed 's/.*v=\([^ ]*\).*/\1/'), $JOBS jobs, mode $MODE, shape '${SHAPE:-}', peer concurrency ${PEER_CONCURRENCY:-100}, $(nproc) cpus, $(date -u +%FT%TZ)"
 
 rate() { sed -n 's/.*"jobs_per_sec":\([0-9.]*\).*/\1/p' | head -1; }
 ours() { # BIN -> jobs/s
   local args=(--workers 1)
   [ "$MODE" = single ] && args+=(--enqueue-batch 1 --producers 1)
+  # shellcheck disable=SC2206 # SHAPE is a list of arguments
+  args+=(${SHAPE:-})
   "$1" --redis-url "$URL" --prefix qvb bench queue --jobs "$JOBS" "${args[@]}" --json 2>/dev/null | rate
 }
 peer() {
   local chunk=1000
   [ "$MODE" = single ] && chunk=1
-  "$PEER" "$URL" "$JOBS" 100 "$chunk" | rate
+  "$PEER" "$URL" "$JOBS" "${PEER_CONCURRENCY:-100}" "$chunk" | rate
 }
 load() { cut -d' ' -f1 /proc/loadavg; }
 

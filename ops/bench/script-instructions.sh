@@ -17,13 +17,7 @@ LUA=${1:-src/engine/lua}
 PORT=${PORT:-16485}
 VENV=target/bench-venv
 [ -x "$VENV/bin/python" ] || { python3 -m venv "$VENV" && "$VENV/bin/pip" install -q redis; }
-DIR=$(mktemp -d)
-valgrind --tool=callgrind --callgrind-out-file="$DIR/cg.%p" --dump-instr=no \
-  redis-server --port "$PORT" --bind 127.0.0.1 --save '' --appendonly no --dir "$DIR" \
-  >"$DIR/log" 2>&1 &
-VG_PID=$!
-trap 'redis-cli -p "$PORT" shutdown nosave >/dev/null 2>&1 || kill "$VG_PID" 2>/dev/null
-      wait "$VG_PID" 2>/dev/null; rm -rf "$DIR"' EXIT
-for _ in $(seq 300); do redis-cli -p "$PORT" ping >/dev/null 2>&1 && break; sleep 0.2; done
+. ops/bench/redis.sh
+bench_callgrind_redis_start "$PORT"
 echo "# $(date -u +%FT%TZ) redis $(redis-server --version | sed 's/.*v=\([^ ]*\).*/\1/'), lua $LUA, keep ${KEEP:-default}"
 "$VENV/bin/python" ops/bench/script_instructions.py "$PORT" "$VG_PID" "$DIR" "$LUA" "${2:-5}" "${3:-250}"
