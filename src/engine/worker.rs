@@ -1774,3 +1774,29 @@ pub async fn list_workers(queue: &Queue) -> Result<Vec<WorkerInfo>, QueueError> 
         })
         .await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::start_answers;
+
+    #[test]
+    fn start_answers_read_three_integers_per_entry_and_the_dead_ones_reasons_in_order() {
+        let flat = [1, 0, 1, 2, 3, 0, 0, 0, 0, 2, 1, 0, 1, 2, 5];
+        let reasons = vec!["lost 3 times".to_string(), "overwritten".to_string()];
+        let got = start_answers(7, &flat, reasons);
+        let want = [
+            ("run", 0, 1, ""),
+            ("dead", 3, 0, "lost 3 times"),
+            ("skip", 0, 0, ""),
+            ("dead", 1, 0, "overwritten"),
+            ("run", 2, 5, ""),
+        ];
+        assert_eq!(got.len(), want.len());
+        for (g, w) in got.iter().zip(want) {
+            assert_eq!(
+                (g.0.as_str(), g.1, g.2, g.3, g.4.as_str()),
+                (w.0, 7, w.1, w.2, w.3)
+            );
+        }
+    }
+}
