@@ -41,7 +41,7 @@ local function finish_batch(now, K, consumer, A, first, last, held)
   end
   local out = {}
   -- Deferred to the end of the call, one command each for the batch (ackdel_all,
-  -- call_each_chunk): the finished entries (type -> stream ids) and the dropped records' keys.
+  -- unlink_all): the finished entries (type -> stream ids) and the dropped records' keys.
   -- Nothing in between reads them: the records were read in pass 1 and ownership by `held`.
   local acked, dropped = {}, {}
   local counts = {} -- state -> type -> jobs, added to the stats once per call
@@ -105,7 +105,7 @@ local function finish_batch(now, K, consumer, A, first, last, held)
     end
   end
   for jtype, sids in pairs(acked) do ackdel_all(key('q', jtype), sids) end
-  call_each_chunk(dropped, 'UNLINK')
+  unlink_all(dropped)
   for state, c in pairs(counts) do add_counts(c, state) end
   emit_batches(now, events)
   for jtype in pairs(counts.completed or {}) do
