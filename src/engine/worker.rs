@@ -498,11 +498,11 @@ async fn start_deliveries(
                     .arg(parent_of(&d.env));
             }
             // The batch connection: no pool checkout (and its PING) per batch.
-            let res: Result<Vec<Started>, QueueError> = async {
+            let res: Result<(u64, Vec<Started>), QueueError> = async {
                 let mut c = inner.queue.batch_conn().await?;
                 let (now, flat, reasons): (u64, Vec<u32>, Vec<String>) =
                     inv.invoke_async(&mut c).await?;
-                Ok(start_answers(now, &flat, reasons))
+                Ok((now, start_answers(&flat, reasons)))
             }
             .await;
             match res {
@@ -519,26 +519,28 @@ async fn start_deliveries(
                     // pending, the reclaimer offers them again after the lease.
                     tracing::error!(%e, r#type = %job_type,
                         "start: script failed before any write; entries stay pending");
-                    break Vec::new();
+                    break (0, Vec::new());
                 }
             }
         };
-        on_started(inner, deliveries, started, &mut permits).await;
+        let (now, started) = started;
+        on_started(inner, deliveries, now, started, &mut permits).await;
     }
 }
 
-/// Acts on the start scripts' answer per delivery: `run` spawns the job with a slot from
-/// `permits` (waiting for one if none is left), `dead` (dead-lettered at start) is counted
-/// and observed, `skip` is dropped.
+/// Acts on the start scripts' answer per delivery (`now`: the call's server time): `run`
+/// spawns the job with a slot from `permits` (waiting for one if none is left), `dead`
+/// (dead-lettered at start) is counted and observed, `skip` is dropped.
 async fn on_started(
     inner: &Arc<Inner>,
     deliveries: Vec<Delivery>,
+    now: u64,
     started: Vec<Started>,
     permits: &mut Vec<OwnedSemaphorePermit>,
 ) {
-    for (d, (code, now, attempt, starts, reason)) in deliveries.into_iter().zip(started) {
-        match code.as_str() {
-            "run" => {
+    for (d, answer) in deliveries.into_iter().zip(started) {
+        match answer {
+            Started::Run { attempt, starts } => {
                 let permit = match permits.pop() {
                     Some(p) => p,
                     None => inner
@@ -556,34 +558,45 @@ async fn on_started(
                     .observe(wait as f64 / 1000.0);
                 spawn_job(inner, d, attempt, starts, permit);
             }
-            "dead" => {
+            Started::Dead { attempt, reason } => {
                 inner.metrics.dead.with_label_values(&[&d.job_type]).inc();
                 tracing::warn!(job = %d.env.id, r#type = %d.job_type, attempt, %reason,
                     "job dead-lettered at start");
                 observe(inner, &d, "dead", now);
             }
-            _ => tracing::debug!(job = %d.env.id, "skipped: already finished or cancelled"),
+            Started::Skip => {
+                tracing::debug!(job = %d.env.id, "skipped: already finished or cancelled")
+            }
         }
     }
 }
 
-/// One entry's answer from `start.lua`: code (run|skip|dead), server time, attempt, starts,
-/// and the reason when it was dead-lettered.
-type Started = (String, u64, u32, u32, String);
+/// One entry's answer from `start_batch` (`start.lua`, `finish_start.lua`).
+#[derive(Debug, PartialEq)]
+enum Started {
+    /// Marked active: run it (its attempt, and the start it is, for the fencing token).
+    Run { attempt: u32, starts: u32 },
+    /// Dead-lettered at start, and why.
+    Dead { attempt: u32, reason: String },
+    /// Already finished or cancelled, or no longer this worker's.
+    Skip,
+}
 
-/// Reads `start_batch`'s answers (`start.lua`, `finish_start.lua`): flat, three integers per
-/// entry (code: 0 skip, 1 run, 2 dead; attempt; starts), and the dead entries' reasons in
-/// order.
-fn start_answers(now: u64, flat: &[u32], reasons: Vec<String>) -> Vec<Started> {
+/// Reads `start_batch`'s answers: flat, three integers per entry (code: 0 skip, 1 run,
+/// 2 dead; attempt; starts), and the dead entries' reasons in order.
+fn start_answers(flat: &[u32], reasons: Vec<String>) -> Vec<Started> {
     let mut reasons = reasons.into_iter();
     flat.chunks_exact(3)
-        .map(|a| {
-            let (code, reason) = match a[0] {
-                1 => ("run", String::new()),
-                2 => ("dead", reasons.next().unwrap_or_default()),
-                _ => ("skip", String::new()),
-            };
-            (code.to_string(), now, a[1], a[2], reason)
+        .map(|a| match a[0] {
+            1 => Started::Run {
+                attempt: a[1],
+                starts: a[2],
+            },
+            2 => Started::Dead {
+                attempt: a[1],
+                reason: reasons.next().unwrap_or_default(),
+            },
+            _ => Started::Skip,
         })
         .collect()
 }
@@ -1113,8 +1126,7 @@ async fn finish_and_start(
             t,
             ds.first().map(|d| d.job_type.clone()).unwrap_or_default()
         );
-        let answers = start_answers(now, &flat, reasons);
-        on_started(inner, ds, answers, &mut permits).await;
+        on_started(inner, ds, now, start_answers(&flat, reasons), &mut permits).await;
     }
     // One slot for each entry read (the read asked for no more than the slots held).
     for (_, ds) in &mut out.by_type {
@@ -1777,26 +1789,32 @@ pub async fn list_workers(queue: &Queue) -> Result<Vec<WorkerInfo>, QueueError> 
 
 #[cfg(test)]
 mod tests {
-    use super::start_answers;
+    use super::{start_answers, Started};
 
     #[test]
     fn start_answers_read_three_integers_per_entry_and_the_dead_ones_reasons_in_order() {
         let flat = [1, 0, 1, 2, 3, 0, 0, 0, 0, 2, 1, 0, 1, 2, 5];
         let reasons = vec!["lost 3 times".to_string(), "overwritten".to_string()];
-        let got = start_answers(7, &flat, reasons);
+        let got = start_answers(&flat, reasons);
         let want = [
-            ("run", 0, 1, ""),
-            ("dead", 3, 0, "lost 3 times"),
-            ("skip", 0, 0, ""),
-            ("dead", 1, 0, "overwritten"),
-            ("run", 2, 5, ""),
+            Started::Run {
+                attempt: 0,
+                starts: 1,
+            },
+            Started::Dead {
+                attempt: 3,
+                reason: "lost 3 times".into(),
+            },
+            Started::Skip,
+            Started::Dead {
+                attempt: 1,
+                reason: "overwritten".into(),
+            },
+            Started::Run {
+                attempt: 2,
+                starts: 5,
+            },
         ];
-        assert_eq!(got.len(), want.len());
-        for (g, w) in got.iter().zip(want) {
-            assert_eq!(
-                (g.0.as_str(), g.1, g.2, g.3, g.4.as_str()),
-                (w.0, 7, w.1, w.2, w.3)
-            );
-        }
+        assert_eq!(got, want);
     }
 }

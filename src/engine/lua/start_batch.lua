@@ -23,7 +23,7 @@ local function start_check(jtype)
          want .. ': no job of type ' .. jtype .. ' can start until it is repaired'
 end
 
--- start_batch's answer codes (worker.rs, `StartCode`).
+-- start_batch's answer codes (read by worker.rs, `start_answers`).
 local SKIP, RUN, DEAD = 0, 1, 2
 
 local function is_int(v)
