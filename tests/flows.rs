@@ -171,6 +171,7 @@ fn start_roles(
         name: Some(name.into()),
         device: None,
         linger: Duration::from_millis(1),
+        gather: Duration::from_millis(1),
     };
     let mut w = Worker::new(q.clone(), reg, o).unwrap();
     let (tx, obs) = tokio::sync::mpsc::unbounded_channel();

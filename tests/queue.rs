@@ -41,6 +41,7 @@ fn opts(roles: &[&str]) -> WorkerOptions {
         name: Some("test".into()),
         device: None,
         linger: Duration::from_millis(1),
+        gather: Duration::from_millis(1),
     }
 }
 
@@ -1638,6 +1639,49 @@ async fn a_finish_lingers_to_ride_with_the_next_jobs_start() {
     assert_eq!(
         (xlen(&q, "sleep").await, pending(&q, "sleep").await),
         (0, 0)
+    );
+}
+
+/// Jobs arriving one at a time, a few ms apart: the fetch loop's read finds the first alone,
+/// waits `WorkerOptions::gather` for more, and one script call starts them all (one
+/// `started_at`, the call's server time); with no gather each starts on its own read.
+#[tokio::test]
+async fn a_trickle_of_jobs_is_gathered_into_one_start() {
+    async fn started_ats(gather: Duration) -> Vec<u64> {
+        let redis = RedisServer::start();
+        let q = queue(&redis).await;
+        let mut o = opts(&["noop"]);
+        o.gather = gather;
+        let w = start(&q, o);
+        // the worker's blocking read is waiting before the first job arrives
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut ids = Vec::new();
+        for _ in 0..4 {
+            ids.push(enqueue(&q, "noop", json!({})).await);
+            tokio::time::sleep(Duration::from_millis(15)).await;
+        }
+        let mut at = Vec::new();
+        for id in &ids {
+            wait_state(&q, id, "completed", Duration::from_secs(5)).await;
+            let s = q.status(id).await.unwrap().unwrap();
+            at.push(s.started_at_ms.unwrap());
+            assert_eq!(s.starts, 1);
+        }
+        let st = &q.stats_for(&["noop"]).await.unwrap()[0];
+        assert_eq!((st.completed, st.stalled, st.dead), (4, 0, 0));
+        assert_eq!((xlen(&q, "noop").await, pending(&q, "noop").await), (0, 0));
+        w.stop().await;
+        at
+    }
+    let gathered = started_ats(Duration::from_millis(500)).await;
+    assert!(
+        gathered.iter().all(|a| *a == gathered[0]),
+        "one start call: {gathered:?}"
+    );
+    let each = started_ats(Duration::ZERO).await;
+    assert!(
+        each[3] >= each[0] + 30,
+        "no gather: each job starts as it arrives: {each:?}"
     );
 }
 

@@ -69,6 +69,12 @@ pub struct WorkerOptions {
     /// with the start of the next job it reads (one `finish_start.lua` call for both instead
     /// of a finish call and a start call); zero: finishes never wait.
     pub linger: Duration,
+    /// How long the fetch loop, having read fewer entries than it has free slots (jobs
+    /// arriving one at a time), waits to gather more before it starts them, so that one
+    /// script call starts (and records the lingering finishes of) several jobs rather than
+    /// one each; a job starts up to this much later while the queue trickles, never while
+    /// it has a backlog. Zero: what a read finds starts at once.
+    pub gather: Duration,
 }
 
 impl Default for WorkerOptions {
@@ -86,6 +92,7 @@ impl Default for WorkerOptions {
             name: None,
             device: None,
             linger: Duration::from_millis(1),
+            gather: Duration::from_millis(1),
         }
     }
 }
@@ -168,8 +175,13 @@ struct Inner {
     progress_tx: mpsc::UnboundedSender<ProgressUpdate>,
     observer: Option<mpsc::UnboundedSender<Observation>>,
     processed: std::sync::atomic::AtomicU64,
-    /// True while the fetch loop's blocking read waits (its stream had nothing for it).
+    /// True while the fetch loop's blocking read waits (its stream had nothing for it), or
+    /// gathers what arrives after a short read (`WorkerOptions::gather`).
     fetch_waiting: std::sync::atomic::AtomicBool,
+    /// True while the fetch loop's last read found fewer entries than it asked for (jobs
+    /// trickle in): its next start call is soon, so finishes linger for it even while it
+    /// is busy between reads.
+    trickle: std::sync::atomic::AtomicBool,
     /// Finishes the finisher left, while the fetch loop waited, for the fetch loop's next
     /// start call to record (`WorkerOptions::linger`); the finisher takes back what is
     /// left when the linger is over.
@@ -276,6 +288,7 @@ impl Worker {
             observer: self.observer,
             processed: Default::default(),
             fetch_waiting: Default::default(),
+            trickle: Default::default(),
             lingering: Mutex::new(Vec::new()),
             promote_now: tokio::sync::Notify::new(),
             shutdown: shutdown.clone(),
@@ -370,20 +383,29 @@ async fn fetch_loop(inner: &Arc<Inner>, shutdown: &CancellationToken) {
         inner.fetch_waiting.store(true, Ordering::Relaxed);
         let reply: redis::RedisResult<Option<StreamReadReply>> =
             c.xread_options(&streams, &ids, &opts).await;
-        inner.fetch_waiting.store(false, Ordering::Relaxed);
         match reply {
             Ok(Some(reply)) => {
                 backoff.reset();
                 let mut entries = Vec::new();
-                for k in reply.keys {
-                    let t = type_of_stream(inner, &k.key);
-                    entries.extend(k.ids.into_iter().map(|e| (t.clone(), e)));
+                push_entries(inner, &mut entries, reply);
+                let asked = slots.num_permits();
+                let short = entries.len() < asked;
+                inner.trickle.store(short, Ordering::Relaxed);
+                if short && !inner.opts.gather.is_zero() {
+                    gather(inner, c, &streams, &ids, asked, &mut entries, shutdown).await;
                 }
+                inner.fetch_waiting.store(false, Ordering::Relaxed);
                 let permits = one_each(slots, entries.len());
                 start_entries(inner, entries, permits).await;
             }
-            Ok(None) => backoff.reset(),
+            Ok(None) => {
+                inner.fetch_waiting.store(false, Ordering::Relaxed);
+                inner.trickle.store(false, Ordering::Relaxed);
+                backoff.reset()
+            }
             Err(e) => {
+                inner.fetch_waiting.store(false, Ordering::Relaxed);
+                inner.trickle.store(false, Ordering::Relaxed);
                 drop(slots);
                 conn = None;
                 if e.code() == Some("NOGROUP") {
@@ -398,6 +420,42 @@ async fn fetch_loop(inner: &Arc<Inner>, shutdown: &CancellationToken) {
                 }
             }
         }
+    }
+}
+
+/// Appends a read's entries to `entries`, each with its job type (its stream's role).
+fn push_entries(inner: &Inner, entries: &mut Vec<(String, StreamId)>, reply: StreamReadReply) {
+    for k in reply.keys {
+        let t = type_of_stream(inner, &k.key);
+        entries.extend(k.ids.into_iter().map(|e| (t.clone(), e)));
+    }
+}
+
+/// After a short read (fewer entries than the `asked` free slots: jobs trickle in), waits
+/// `WorkerOptions::gather` (or until shutdown), then takes what arrived meanwhile by one
+/// `XREADGROUP` without `BLOCK`, so that one start call serves them all. A failed read
+/// takes nothing (logged): what it may have taken stays pending with this worker, and the
+/// reclaimer offers it again after the lease, as for the blocking read.
+async fn gather(
+    inner: &Inner,
+    c: &mut redis::aio::MultiplexedConnection,
+    streams: &[String],
+    ids: &[&str],
+    asked: usize,
+    entries: &mut Vec<(String, StreamId)>,
+    shutdown: &CancellationToken,
+) {
+    tokio::select! {
+        _ = tokio::time::sleep(inner.opts.gather) => {}
+        _ = shutdown.cancelled() => return,
+    }
+    let opts = StreamReadOptions::default()
+        .group(GROUP, &inner.id)
+        .count(asked - entries.len());
+    match c.xread_options(streams, ids, &opts).await {
+        Ok(Some(reply)) => push_entries(inner, entries, reply),
+        Ok(None) => {}
+        Err(e) => tracing::warn!(%e, "fetch: gathering read failed; starting what was read"),
     }
 }
 
@@ -938,7 +996,9 @@ async fn finisher(
         // start, and the worker is not stopping.
         let idle = !inner.opts.linger.is_zero()
             && next.is_empty()
-            && inner.fetch_waiting.load(Ordering::Relaxed)
+            && (inner.fetch_waiting.load(Ordering::Relaxed)
+                // (busy between reads of a trickle, with a slot free for its next read)
+                || (inner.trickle.load(Ordering::Relaxed) && inner.slots.available_permits() > 0))
             && !stop.is_cancelled()
             && !inner.shutdown.is_cancelled();
         {
@@ -946,8 +1006,10 @@ async fn finisher(
             if idle && !linger_over {
                 if !finishes.is_empty() {
                     lingering.append(&mut finishes);
-                    linger_until
-                        .get_or_insert_with(|| tokio::time::Instant::now() + inner.opts.linger);
+                    linger_until.get_or_insert_with(|| {
+                        // the fetch loop's next start call may gather first
+                        tokio::time::Instant::now() + inner.opts.linger + inner.opts.gather
+                    });
                 }
             } else {
                 // Over, or the fetch loop is busy: what it did not take goes now.
