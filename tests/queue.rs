@@ -1320,16 +1320,21 @@ type FinishStart = (
     )>,
 );
 
+/// A server time (ms) a century from now: a lease proof that holds for any test.
+const CENTURY: u64 = 4_102_444_800_000;
+
 /// One group of `finish_start.lua`'s start answers: type, flat answers, dead reasons.
 type StartGroup = (String, Vec<u32>, Vec<String>);
 
 /// One `finish_start.lua` call as consumer `who`: finishes (stream id, job id, starts) of
 /// `noop` as completed, starts (stream id, job id) of `noop`; then, as the worker does beside
-/// that call, reads up to `read` entries of `noop` (a plain XREADGROUP).
+/// that call, reads up to `read` entries of `noop` (a plain XREADGROUP). `owned_until`: the
+/// worker's lease proof (a server time in ms; 0: none, the pending list is read).
 async fn finish_start(
     q: &Queue,
     who: &str,
     retried: bool,
+    owned_until: u64,
     read: usize,
     finishes: &[(&str, &str, u32)],
     starts: &[(&str, &str)],
@@ -1340,6 +1345,7 @@ async fn finish_start(
         .arg(who)
         .arg(q.config().max_deliveries)
         .arg(if retried { "1" } else { "0" })
+        .arg(owned_until)
         .arg(finishes.len());
     for (sid, id, n) in finishes {
         inv.arg("noop")
@@ -1412,7 +1418,7 @@ async fn a_combined_finish_and_start_keeps_ownership() {
     let c3 = enqueue(&q, "noop", json!({})).await;
     let (sa, sb) = (stream_id_of(&q, &a).await, stream_id_of(&q, &b).await);
     // First call: nothing to finish or start; reads two entries for "w1", starts none.
-    let (_, oks, started, read) = finish_start(&q, "w1", false, 2, &[], &[]).await;
+    let (_, oks, started, read) = finish_start(&q, "w1", false, 0, 2, &[], &[]).await;
     assert!(oks.is_empty() && started.is_empty());
     let got: Vec<&str> = read.iter().map(|(_, sid, _)| sid.as_str()).collect();
     assert_eq!(got, [sa.as_str(), sb.as_str()]);
@@ -1421,7 +1427,7 @@ async fn a_combined_finish_and_start_keeps_ownership() {
     assert_eq!(state(&q, &a).await, "waiting", "read, not started");
     assert_eq!(pending(&q, "noop").await, 2);
     // Second: start a.
-    let (_, _, started, read) = finish_start(&q, "w1", false, 0, &[], &[(&sa, &a)]).await;
+    let (_, _, started, read) = finish_start(&q, "w1", false, 0, 0, &[], &[(&sa, &a)]).await;
     assert!(read.is_empty(), "read count 0 reads nothing");
     assert_eq!(started.len(), 1);
     assert_eq!(started[0].1[0].0, "run");
@@ -1440,7 +1446,8 @@ async fn a_combined_finish_and_start_keeps_ownership() {
         .unwrap();
     // w1 finishes a (stale: not recorded) and starts b in the same call, and reads c.
     let (_, oks, started, read) =
-        finish_start(&q, "w1", false, 5, &[(&sa, &a, 1)], &[(&sb, &b)]).await;
+        // (a lease proof that ran out long ago: the pending list is read, as with none)
+        finish_start(&q, "w1", false, 1, 5, &[(&sa, &a, 1)], &[(&sb, &b)]).await;
     assert_eq!(oks, [0], "a stale finisher changes nothing");
     assert_eq!(state(&q, &a).await, "active", "still the other worker's");
     assert_eq!(started[0].1[0].0, "run", "the same call's start goes ahead");
@@ -1450,9 +1457,55 @@ async fn a_combined_finish_and_start_keeps_ownership() {
     let s = &q.stats_for(&["noop"]).await.unwrap()[0];
     assert_eq!((s.completed, s.stalled), (0, 0));
     // w1 finishes b: recorded.
-    let (_, oks, _, _) = finish_start(&q, "w1", false, 0, &[(&sb, &b, 1)], &[]).await;
+    let (_, oks, _, _) = finish_start(&q, "w1", false, 0, 0, &[(&sb, &b, 1)], &[]).await;
     assert_eq!(oks, [1]);
     assert_eq!(state(&q, &b).await, "completed");
+}
+
+/// How many times Redis has run `command` (INFO commandstats), scripts' calls included.
+async fn command_calls(q: &Queue, command: &str) -> u64 {
+    let mut c = q.conn().await.unwrap();
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let prefix = format!("cmdstat_{command}:calls=");
+    info.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|rest| rest.split(',').next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// With the worker's lease proof (`owned until` ahead of the server's time) a combined call
+/// starts and finishes without reading the pending list; with none, or one that ran out, it
+/// reads it (one XPENDING per type).
+#[tokio::test]
+async fn a_lease_proof_spares_the_pending_list_read() {
+    let redis = RedisServer::start();
+    let q = queue(&redis).await;
+    let a = enqueue(&q, "noop", json!({})).await;
+    let b = enqueue(&q, "noop", json!({})).await;
+    let (sa, sb) = (stream_id_of(&q, &a).await, stream_id_of(&q, &b).await);
+    finish_start(&q, "w1", false, 0, 2, &[], &[]).await;
+    let x0 = command_calls(&q, "xpending").await;
+    let (_, _, started, _) =
+        finish_start(&q, "w1", false, CENTURY, 0, &[], &[(&sa, &a), (&sb, &b)]).await;
+    assert!(started[0].1.iter().all(|s| s.0 == "run"), "{started:?}");
+    let (_, oks, _, _) = finish_start(&q, "w1", false, CENTURY, 0, &[(&sa, &a, 1)], &[]).await;
+    assert_eq!(oks, [1]);
+    assert_eq!(
+        command_calls(&q, "xpending").await,
+        x0,
+        "proven: no XPENDING"
+    );
+    let (now, oks, _, _) = finish_start(&q, "w1", false, 1, 0, &[(&sb, &b, 1)], &[]).await;
+    assert_eq!(oks, [1]);
+    assert!(now > 1);
+    assert_eq!(command_calls(&q, "xpending").await, x0 + 1, "ran out: read");
+    let s = &q.stats_for(&["noop"]).await.unwrap()[0];
+    assert_eq!((s.completed, s.stalled), (2, 0));
+    assert_eq!((xlen(&q, "noop").await, pending(&q, "noop").await), (0, 0));
 }
 
 /// A combined call retried after its reply was lost (applied once already): its finishes
@@ -1465,13 +1518,15 @@ async fn a_combined_call_retried_after_a_lost_reply_is_applied_once() {
     let a = enqueue(&q, "noop", json!({})).await;
     let b = enqueue(&q, "noop", json!({})).await;
     let (sa, sb) = (stream_id_of(&q, &a).await, stream_id_of(&q, &b).await);
-    let (_, _, _, read) = finish_start(&q, "w1", false, 2, &[], &[]).await;
+    let (_, _, _, read) = finish_start(&q, "w1", false, 0, 2, &[], &[]).await;
     assert_eq!(read.len(), 2);
-    let (_, _, started, _) = finish_start(&q, "w1", false, 0, &[], &[(&sa, &a)]).await;
+    let (_, _, started, _) = finish_start(&q, "w1", false, 0, 0, &[], &[(&sa, &a)]).await;
     assert_eq!(started[0].1[0].3, 1);
     // The call: finish a, start b. Applied, then sent again as a retry.
-    let first = finish_start(&q, "w1", false, 0, &[(&sa, &a, 1)], &[(&sb, &b)]).await;
-    let again = finish_start(&q, "w1", true, 0, &[(&sa, &a, 1)], &[(&sb, &b)]).await;
+    // Both with a lease proof good for a century: a retry does not trust it (its first try
+    // may have been applied) and reads the pending list.
+    let first = finish_start(&q, "w1", false, CENTURY, 0, &[(&sa, &a, 1)], &[(&sb, &b)]).await;
+    let again = finish_start(&q, "w1", true, CENTURY, 0, &[(&sa, &a, 1)], &[(&sb, &b)]).await;
     assert_eq!(first.1, [1]);
     assert_eq!(again.1, [2], "the retry finds its own finish");
     let (f, g) = (&first.2[0].1[0], &again.2[0].1[0]);
@@ -1486,7 +1541,7 @@ async fn a_combined_call_retried_after_a_lost_reply_is_applied_once() {
     let st = q.status(&b).await.unwrap().unwrap();
     assert_eq!((st.state.as_str(), st.attempt, st.starts), ("active", 0, 1));
     // Without the retry flag the same start is a stall (another start of an active job).
-    let third = finish_start(&q, "w1", false, 0, &[], &[(&sb, &b)]).await;
+    let third = finish_start(&q, "w1", false, 0, 0, &[], &[(&sb, &b)]).await;
     assert_eq!(third.2[0].1[0].2, 1, "a stall counts an attempt");
     assert_eq!(q.stats_for(&["noop"]).await.unwrap()[0].stalled, 1);
 }
@@ -1500,8 +1555,8 @@ async fn a_combined_call_with_a_broken_shared_key_writes_nothing() {
     let a = enqueue(&q, "noop", json!({})).await;
     let b = enqueue(&q, "noop", json!({})).await;
     let (sa, sb) = (stream_id_of(&q, &a).await, stream_id_of(&q, &b).await);
-    finish_start(&q, "w1", false, 2, &[], &[]).await;
-    finish_start(&q, "w1", false, 0, &[], &[(&sa, &a)]).await;
+    finish_start(&q, "w1", false, 0, 2, &[], &[]).await;
+    finish_start(&q, "w1", false, 0, 0, &[], &[(&sa, &a)]).await;
     let mut c = q.conn().await.unwrap();
     let _: () = c.del(q.keys().stats("noop")).await.unwrap();
     let _: () = c.set(q.keys().stats("noop"), "x").await.unwrap();
@@ -1511,6 +1566,7 @@ async fn a_combined_call_with_a_broken_shared_key_writes_nothing() {
         .arg("w1")
         .arg(10)
         .arg("0")
+        .arg(0)
         .arg(1)
         .arg("noop")
         .arg(&sa)

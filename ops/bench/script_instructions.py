@@ -13,6 +13,8 @@ after each command; the median round per job is printed for each.
 usage: script_instructions.py PORT CALLGRIND_PID CALLGRIND_DIR [LUA_DIR] [ROUNDS] [B]
 env:   KEEP: the retention argument (default: completed records kept 24 h, no count limit;
        '86400000,0,86400000,-1,86400000' drops them at finish)
+       PROVEN: '1' (default) sends `finish_start` a lease proof good for a century, as a
+       steady worker's calls carry one (no pending-list read); '0' sends none (the read)
 """
 import glob
 import os
@@ -28,6 +30,7 @@ lua = sys.argv[4] if len(sys.argv) > 4 else 'src/engine/lua'
 rounds = int(sys.argv[5]) if len(sys.argv) > 5 else 5
 B = int(sys.argv[6]) if len(sys.argv) > 6 else 250
 keep = os.environ.get('KEEP', '86400000,-1,86400000,-1,86400000')
+owned_until = '4102444800000' if os.environ.get('PROVEN', '1') == '1' else '0'
 
 r = redis.Redis(port=port, decode_responses=True)
 r.flushall()
@@ -71,7 +74,7 @@ for rnd in range(rounds + 1):
         args += ['noop', i, env, '', '0', '0', '']
     _, n = instructions(lambda: r.fcall('cost_enqueue', 0, *args))
     per['enqueue'].append(n / B)
-    a = [prefix, keep, 'c1', '10', '0', str(len(started))]
+    a = [prefix, keep, 'c1', '10', '0', owned_until, str(len(started))]
     for sid, jid in started:
         a += ['noop', sid, jid, 'completed', 'null', '1', '']
     if last_read:

@@ -3,7 +3,9 @@
 //! One process runs these tasks around a shared table of in-flight jobs:
 //!
 //! - **fetch** (the main loop): waits for a free slot of `--concurrency`, then
-//!   `XREADGROUP ... BLOCK` on its roles' streams, and starts what it gets;
+//!   `XREADGROUP ... BLOCK` on its roles' streams, and starts what it gets; a read that
+//!   found fewer entries than free slots (jobs trickling in) first gathers what arrives
+//!   within `WorkerOptions::gather` (1 ms), so one call starts them together;
 //! - **reclaim**: `XAUTOCLAIM`s entries idle longer than the lease — those of a
 //!   worker that died — and starts them here (`start.lua` counts the stall);
 //! - **lease keeper**: every lease/3 re-claims (`XCLAIM JUSTID`) the entries of
@@ -130,6 +132,11 @@ struct Delivery {
     raw: String,
     env: JobEnvelope,
     ready_at_ms: u64,
+    /// A server time (ms) at or before which this entry was delivered to this worker by a
+    /// plain read (`>`: its first delivery), from a `TIME` pipelined ahead of that read; 0
+    /// when not known (a reclaimed entry). With half the lease it proves the entry is still
+    /// this worker's (`owned_until`), so `finish_start.lua` need not read the pending list.
+    delivered_after_ms: u64,
     /// Which start of the job this worker runs (set by `start.lua`; 0 until then): with the
     /// stream id, the fencing token `finish.lua`, `fail.lua` and `fan_out.lua` check a
     /// retried call against (`fence` in `lua/common.lua`).
@@ -381,10 +388,13 @@ async fn fetch_loop(inner: &Arc<Inner>, shutdown: &CancellationToken) {
             .count(slots.num_permits())
             .block(inner.opts.block.as_millis() as usize);
         inner.fetch_waiting.store(true, Ordering::Relaxed);
-        let reply: redis::RedisResult<Option<StreamReadReply>> =
-            c.xread_options(&streams, &ids, &opts).await;
+        let reply: redis::RedisResult<(ServerTime, Option<StreamReadReply>)> = redis::pipe()
+            .cmd("TIME")
+            .xread_options(&streams, &ids, &opts)
+            .query_async(c)
+            .await;
         match reply {
-            Ok(Some(reply)) => {
+            Ok((t, Some(reply))) => {
                 backoff.reset();
                 let mut entries = Vec::new();
                 push_entries(inner, &mut entries, reply);
@@ -396,9 +406,9 @@ async fn fetch_loop(inner: &Arc<Inner>, shutdown: &CancellationToken) {
                 }
                 inner.fetch_waiting.store(false, Ordering::Relaxed);
                 let permits = one_each(slots, entries.len());
-                start_entries(inner, entries, permits).await;
+                start_entries(inner, entries, t.0, permits).await;
             }
-            Ok(None) => {
+            Ok((_, None)) => {
                 inner.fetch_waiting.store(false, Ordering::Relaxed);
                 inner.trickle.store(false, Ordering::Relaxed);
                 backoff.reset()
@@ -420,6 +430,17 @@ async fn fetch_loop(inner: &Arc<Inner>, shutdown: &CancellationToken) {
                 }
             }
         }
+    }
+}
+
+/// `TIME`'s reply, pipelined ahead of a read: a server time at or before which what the read
+/// returns was delivered.
+struct ServerTime(u64);
+
+impl redis::FromRedisValue for ServerTime {
+    fn from_redis_value(v: redis::Value) -> Result<Self, redis::ParsingError> {
+        let (s, us): (u64, u64) = redis::from_redis_value(v)?;
+        Ok(ServerTime(s * 1000 + us / 1000))
     }
 }
 
@@ -499,12 +520,16 @@ fn type_of_stream(inner: &Inner, stream: &str) -> String {
 async fn start_entries(
     inner: &Arc<Inner>,
     entries: Vec<(String, StreamId)>,
+    delivered_after_ms: u64,
     permits: Vec<OwnedSemaphorePermit>,
 ) {
     let mut by_type: Vec<(String, Vec<Delivery>)> = Vec::new();
     for (job_type, entry) in entries {
         match decode(&job_type, &entry) {
-            Ok(d) => push_by_type(&mut by_type, d),
+            Ok(mut d) => {
+                d.delivered_after_ms = delivered_after_ms;
+                push_by_type(&mut by_type, d)
+            }
             Err(bad) => bury_raw(inner, &job_type, &entry, bad).await,
         }
     }
@@ -736,6 +761,7 @@ fn decode(job_type: &str, entry: &StreamId) -> Result<Delivery, Undecodable> {
         raw,
         env,
         ready_at_ms,
+        delivered_after_ms: 0,
         starts: 0,
     })
 }
@@ -1051,12 +1077,14 @@ type FinishStartReply = (u64, Vec<u64>, Vec<(String, Vec<u32>, Vec<String>)>);
 /// out, measured under callgrind). A failed read reads nothing (logged): whatever it may
 /// have taken stays pending with this worker, and the reclaimer offers it again after the
 /// lease, as for the fetch loop's reads.
-async fn read_more(inner: &Inner, n: usize) -> Vec<(String, StreamId)> {
+async fn read_more(inner: &Inner, n: usize) -> (u64, Vec<(String, StreamId)>) {
     let roles = &inner.opts.roles;
     if n == 0 || roles.is_empty() {
-        return Vec::new();
+        return (0, Vec::new());
     }
     let mut pipe = redis::pipe();
+    // a server time at or before which what the reads return is delivered
+    pipe.cmd("TIME");
     let mut asked = Vec::new();
     for (i, role) in roles.iter().enumerate() {
         let share = n / roles.len() + usize::from(i < n % roles.len());
@@ -1074,26 +1102,36 @@ async fn read_more(inner: &Inner, n: usize) -> Vec<(String, StreamId)> {
             .arg(">");
         asked.push(role);
     }
-    let res: Result<Vec<Option<StreamReadReply>>, QueueError> = async {
+    let res: Result<(ServerTime, Vec<Option<StreamReadReply>>), QueueError> = async {
         let mut c = inner.queue.batch_conn().await?;
-        Ok(pipe.query_async(&mut c).await?)
+        let mut replies: Vec<redis::Value> = pipe.query_async(&mut c).await?;
+        let time = redis::from_redis_value(replies.remove(0)).map_err(redis::RedisError::from)?;
+        let reads = replies
+            .into_iter()
+            .map(redis::from_redis_value)
+            .collect::<Result<_, _>>()
+            .map_err(redis::RedisError::from)?;
+        Ok((time, reads))
     }
     .await;
     match res {
-        Ok(replies) => replies
-            .into_iter()
-            .zip(asked)
-            .flat_map(|(reply, role)| {
-                reply
-                    .into_iter()
-                    .flat_map(|r| r.keys)
-                    .flat_map(|k| k.ids)
-                    .map(move |e| (role.clone(), e))
-            })
-            .collect(),
+        Ok((time, replies)) => (
+            time.0,
+            replies
+                .into_iter()
+                .zip(asked)
+                .flat_map(|(reply, role)| {
+                    reply
+                        .into_iter()
+                        .flat_map(|r| r.keys)
+                        .flat_map(|k| k.ids)
+                        .map(move |e| (role.clone(), e))
+                })
+                .collect(),
+        ),
         Err(e) => {
             tracing::warn!(%e, "finish: read failed; the fetch loop reads instead");
-            Vec::new()
+            (0, Vec::new())
         }
     }
 }
@@ -1134,6 +1172,12 @@ async fn finish_and_start(
     };
     let keep = inner.queue.retention_arg();
     let max_deliveries = inner.queue.config().max_deliveries;
+    let owned_until = owned_until(
+        inner,
+        done.iter()
+            .map(|d| &d.d)
+            .chain(by_type.iter().flat_map(|(_, ds)| ds)),
+    );
     let mut tries = 0u32;
     let call = persist(&inner.closing, "finish", || {
         tries += 1;
@@ -1143,6 +1187,8 @@ async fn finish_and_start(
             .arg(&inner.id)
             .arg(max_deliveries)
             .arg(if tries > 1 { "1" } else { "0" })
+            // a retry proves nothing: the first try may have been applied
+            .arg(if tries > 1 { 0 } else { owned_until })
             .arg(done.len());
         finish_args(&mut inv, &done);
         for (t, ds) in &by_type {
@@ -1160,11 +1206,15 @@ async fn finish_and_start(
         }
     });
     // The call is sent first (join! polls in order), the read right behind it.
-    let (res, entries): (Option<FinishStartReply>, _) = tokio::join!(call, read_more(inner, read));
+    let (res, (delivered_after_ms, entries)): (Option<FinishStartReply>, _) =
+        tokio::join!(call, read_more(inner, read));
     let mut out = Next::default();
     for (job_type, entry) in entries {
         match decode(&job_type, &entry) {
-            Ok(d) => push_by_type(&mut out.by_type, d),
+            Ok(mut d) => {
+                d.delivered_after_ms = delivered_after_ms;
+                push_by_type(&mut out.by_type, d)
+            }
             Err(bad) => bury_raw(inner, &job_type, &entry, bad).await,
         }
     }
@@ -1206,6 +1256,23 @@ async fn finish_and_start(
     }
     out.by_type.retain(|(_, ds)| !ds.is_empty());
     out
+}
+
+/// Until when (server time, ms) the lease proves that every entry of `ds` is still this
+/// worker's: the earliest time they were delivered at or after, plus half the lease; 0 when
+/// any of them has no such time (a reclaimed entry) or there are none. Another worker takes
+/// an entry over only once it has been idle a whole lease (`finish_start.lua` says why this
+/// holds on the server's clock alone); the half is the margin. Workers of a deployment share
+/// one lease, as their lease keepers already assume.
+fn owned_until<'a>(inner: &Inner, ds: impl Iterator<Item = &'a Delivery>) -> u64 {
+    let mut since = None;
+    for d in ds {
+        if d.delivered_after_ms == 0 {
+            return 0;
+        }
+        since = Some(since.map_or(d.delivered_after_ms, |s: u64| s.min(d.delivered_after_ms)));
+    }
+    since.map_or(0, |s| s + inner.opts.lease.as_millis() as u64 / 2)
 }
 
 /// Retries `call` while Redis is unreachable; gives up (leaving the entry to
@@ -1582,7 +1649,8 @@ async fn reclaimer(inner: Arc<Inner>, stop: CancellationToken) {
                     let entries: Vec<_> =
                         reply.claimed.into_iter().map(|e| (t.clone(), e)).collect();
                     let permits = one_each(slots, entries.len());
-                    start_entries(&inner, entries, permits).await;
+                    // (0: a reclaimed entry's delivery is not this worker's proof)
+                    start_entries(&inner, entries, 0, permits).await;
                 }
                 cursor = reply.next_stream_id;
                 if cursor == "0-0" {
