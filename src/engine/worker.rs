@@ -573,7 +573,13 @@ async fn start_deliveries(
                 .arg(&inner.id)
                 .arg(cfg.max_deliveries)
                 .arg(inner.queue.retention_arg())
-                .arg(if retried { "1" } else { "0" });
+                .arg(if retried { "1" } else { "0" })
+                // the lease proof (`owned_until`); a retry proves nothing
+                .arg(if retried {
+                    0
+                } else {
+                    owned_until(inner, deliveries.iter())
+                });
             for d in &deliveries {
                 inv.arg(&d.stream_id)
                     .arg(&d.env.id)

@@ -1,7 +1,8 @@
 -- start.lua: marks freshly delivered entries active. ARGV: prefix, type, consumer,
 -- max deliveries, retention of finished records (keep_policy in common.lua: what a record
 -- dead-lettered here keeps), retried ('1': this call repeats one whose reply was lost, '0'),
--- then 4 per entry: stream id, job id, max attempts, parent (the flow parent its envelope
+-- owned until (the worker's lease proof, as in finish_start.lua; '0' = none), then 4 per
+-- entry: stream id, job id, max attempts, parent (the flow parent its envelope
 -- names, '' = none). The work is start_batch in start_batch.lua.
 -- A child dead-lettered here tells its parent (child_done in common.lua), through its
 -- envelope's parent when its record is not a hash; a child whose record was deleted gets
@@ -25,6 +26,10 @@ local jtype = ARGV[2]
 local bad = start_check(jtype)
 if bad then return redis.error_reply(bad) end
 local now = now_ms()
-local r = start_batch(now, jtype, ARGV[3], tonumber(ARGV[4]), keep_policy(ARGV[5]), ARGV, 7,
-                      #ARGV, ARGV[6] == '1')
+local retried = ARGV[6] == '1'
+-- With no proof start_batch reads the pending list itself.
+local held
+if now < tonumber(ARGV[7]) and not retried then held = all_held() end
+local r = start_batch(now, jtype, ARGV[3], tonumber(ARGV[4]), keep_policy(ARGV[5]), ARGV, 8,
+                      #ARGV, retried, held)
 return {now, r[1], r[2]}
