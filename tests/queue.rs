@@ -1478,8 +1478,9 @@ async fn command_calls(q: &Queue, command: &str) -> u64 {
 }
 
 /// With the worker's lease proof (`owned until` ahead of the server's time) a combined call
-/// starts and finishes without reading the pending list; with none, or one that ran out, it
-/// reads it (one XPENDING per type).
+/// starts and finishes without reading the pending list for ownership; with none, or one
+/// that ran out, it reads it (one XPENDING per type). (A finish also asks for the group's
+/// oldest pending entry, one XPENDING summary, to trim what it acked: `ackdel_all`.)
 #[tokio::test]
 async fn a_lease_proof_spares_the_pending_list_read() {
     let redis = RedisServer::start();
@@ -1492,20 +1493,66 @@ async fn a_lease_proof_spares_the_pending_list_read() {
     let (_, _, started, _) =
         finish_start(&q, "w1", false, CENTURY, 0, &[], &[(&sa, &a), (&sb, &b)]).await;
     assert!(started[0].1.iter().all(|s| s.0 == "run"), "{started:?}");
-    let (_, oks, _, _) = finish_start(&q, "w1", false, CENTURY, 0, &[(&sa, &a, 1)], &[]).await;
-    assert_eq!(oks, [1]);
     assert_eq!(
         command_calls(&q, "xpending").await,
         x0,
         "proven: no XPENDING"
     );
+    let (_, oks, _, _) = finish_start(&q, "w1", false, CENTURY, 0, &[(&sa, &a, 1)], &[]).await;
+    assert_eq!(oks, [1]);
+    assert_eq!(
+        command_calls(&q, "xpending").await,
+        x0 + 1,
+        "proven: the trim's only"
+    );
     let (now, oks, _, _) = finish_start(&q, "w1", false, 1, 0, &[(&sb, &b, 1)], &[]).await;
     assert_eq!(oks, [1]);
     assert!(now > 1);
-    assert_eq!(command_calls(&q, "xpending").await, x0 + 1, "ran out: read");
+    assert_eq!(command_calls(&q, "xpending").await, x0 + 3, "ran out: read");
     let s = &q.stats_for(&["noop"]).await.unwrap()[0];
     assert_eq!((s.completed, s.stalled), (2, 0));
     assert_eq!((xlen(&q, "noop").await, pending(&q, "noop").await), (0, 0));
+}
+
+/// Finished entries leave the stream whatever the order they finish in: those before the
+/// group's oldest pending entry by one trim, a newer one (finished out of order) by XDEL;
+/// an entry not yet delivered stays, and is read next.
+#[tokio::test]
+async fn finished_entries_leave_the_stream_in_any_order() {
+    let redis = RedisServer::start();
+    let q = queue(&redis).await;
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        ids.push(enqueue(&q, "noop", json!({})).await);
+    }
+    let mut sids = Vec::new();
+    for id in &ids {
+        sids.push(stream_id_of(&q, id).await);
+    }
+    let (_, _, _, read) = finish_start(&q, "w1", false, 0, 3, &[], &[]).await;
+    assert_eq!(read.len(), 3);
+    let starts: Vec<(&str, &str)> = (0..3)
+        .map(|i| (sids[i].as_str(), ids[i].as_str()))
+        .collect();
+    finish_start(&q, "w1", false, 0, 0, &[], &starts).await;
+    let finish = |i: usize| (sids[i].as_str(), ids[i].as_str(), 1u32);
+    // the second first: the first is still pending, so it goes by XDEL
+    let (_, oks, _, _) = finish_start(&q, "w1", false, 0, 0, &[finish(1)], &[]).await;
+    assert_eq!(oks, [1]);
+    assert_eq!((xlen(&q, "noop").await, pending(&q, "noop").await), (3, 2));
+    // the first: trimmed up to the third, pending
+    let (_, oks, _, _) = finish_start(&q, "w1", false, 0, 0, &[finish(0)], &[]).await;
+    assert_eq!(oks, [1]);
+    assert_eq!((xlen(&q, "noop").await, pending(&q, "noop").await), (2, 1));
+    // the third: nothing pending after it; the fourth, never delivered, stays
+    let (_, oks, _, _) = finish_start(&q, "w1", false, 0, 0, &[finish(2)], &[]).await;
+    assert_eq!(oks, [1]);
+    assert_eq!((xlen(&q, "noop").await, pending(&q, "noop").await), (1, 0));
+    let (_, _, _, read) = finish_start(&q, "w1", false, 0, 5, &[], &[]).await;
+    let got: Vec<&str> = read.iter().map(|(_, sid, _)| sid.as_str()).collect();
+    assert_eq!(got, [sids[3].as_str()]);
+    let s = &q.stats_for(&["noop"]).await.unwrap()[0];
+    assert_eq!((s.completed, s.waiting), (3, 0));
 }
 
 /// A combined call retried after its reply was lost (applied once already): its finishes
