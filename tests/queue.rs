@@ -1462,6 +1462,16 @@ async fn a_combined_finish_and_start_keeps_ownership() {
     assert_eq!(state(&q, &b).await, "completed");
 }
 
+/// Two `noop` jobs enqueued and read (not started) by consumer `w1`: their ids and stream ids.
+async fn two_read_by_w1(q: &Queue) -> (String, String, String, String) {
+    let a = enqueue(q, "noop", json!({})).await;
+    let b = enqueue(q, "noop", json!({})).await;
+    let (sa, sb) = (stream_id_of(q, &a).await, stream_id_of(q, &b).await);
+    let (_, _, _, read) = finish_start(q, "w1", false, 0, 2, &[], &[]).await;
+    assert_eq!(read.len(), 2);
+    (a, b, sa, sb)
+}
+
 /// How many times Redis has run `command` (INFO commandstats), scripts' calls included.
 async fn command_calls(q: &Queue, command: &str) -> u64 {
     let mut c = q.conn().await.unwrap();
@@ -1485,10 +1495,7 @@ async fn command_calls(q: &Queue, command: &str) -> u64 {
 async fn a_lease_proof_spares_the_pending_list_read() {
     let redis = RedisServer::start();
     let q = queue(&redis).await;
-    let a = enqueue(&q, "noop", json!({})).await;
-    let b = enqueue(&q, "noop", json!({})).await;
-    let (sa, sb) = (stream_id_of(&q, &a).await, stream_id_of(&q, &b).await);
-    finish_start(&q, "w1", false, 0, 2, &[], &[]).await;
+    let (a, b, sa, sb) = two_read_by_w1(&q).await;
     let x0 = command_calls(&q, "xpending").await;
     let (_, _, started, _) =
         finish_start(&q, "w1", false, CENTURY, 0, &[], &[(&sa, &a), (&sb, &b)]).await;
@@ -1562,11 +1569,7 @@ async fn finished_entries_leave_the_stream_in_any_order() {
 async fn a_combined_call_retried_after_a_lost_reply_is_applied_once() {
     let redis = RedisServer::start();
     let q = queue(&redis).await;
-    let a = enqueue(&q, "noop", json!({})).await;
-    let b = enqueue(&q, "noop", json!({})).await;
-    let (sa, sb) = (stream_id_of(&q, &a).await, stream_id_of(&q, &b).await);
-    let (_, _, _, read) = finish_start(&q, "w1", false, 0, 2, &[], &[]).await;
-    assert_eq!(read.len(), 2);
+    let (a, b, sa, sb) = two_read_by_w1(&q).await;
     let (_, _, started, _) = finish_start(&q, "w1", false, 0, 0, &[], &[(&sa, &a)]).await;
     assert_eq!(started[0].1[0].3, 1);
     // The call: finish a, start b. Applied, then sent again as a retry.
@@ -1599,10 +1602,7 @@ async fn a_combined_call_retried_after_a_lost_reply_is_applied_once() {
 async fn a_combined_call_with_a_broken_shared_key_writes_nothing() {
     let redis = RedisServer::start();
     let q = queue(&redis).await;
-    let a = enqueue(&q, "noop", json!({})).await;
-    let b = enqueue(&q, "noop", json!({})).await;
-    let (sa, sb) = (stream_id_of(&q, &a).await, stream_id_of(&q, &b).await);
-    finish_start(&q, "w1", false, 0, 2, &[], &[]).await;
+    let (a, b, sa, sb) = two_read_by_w1(&q).await;
     finish_start(&q, "w1", false, 0, 0, &[], &[(&sa, &a)]).await;
     let mut c = q.conn().await.unwrap();
     let _: () = c.del(q.keys().stats("noop")).await.unwrap();
