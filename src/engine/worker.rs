@@ -135,7 +135,8 @@ struct Delivery {
     /// A server time (ms) at or before which this entry was delivered to this worker by a
     /// plain read (`>`: its first delivery), from a `TIME` pipelined ahead of that read; 0
     /// when not known (a reclaimed entry). With half the lease it proves the entry is still
-    /// this worker's (`owned_until`), so `finish_start.lua` need not read the pending list.
+    /// this worker's (`owned_until`), so `start.lua` and `finish_start.lua` need not read the
+    /// pending list.
     delivered_after_ms: u64,
     /// Which start of the job this worker runs (set by `start.lua`; 0 until then): with the
     /// stream id, the fencing token `finish.lua`, `fail.lua` and `fan_out.lua` check a

@@ -133,6 +133,12 @@ local function all_held()
   return setmetatable({}, ALL_HELD)
 end
 
+-- Whether a call's `owned until` (ARGV text, '0' = none) proves its entries still the
+-- caller's at `now` (finish_start.lua says why); a retried call's never does.
+local function proven(now, owned_until, retried)
+  return not retried and now < tonumber(owned_until)
+end
+
 -- Acknowledges and deletes an entry, so streams hold only live work.
 local function ackdel(stream, sid)
   redis.call('XACK', stream, GROUP, sid)

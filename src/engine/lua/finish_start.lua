@@ -7,8 +7,8 @@
 -- out), measured under callgrind.
 -- ARGV: prefix, retention (keep_policy in common.lua), consumer, max deliveries, retried
 -- ('1': this call repeats one whose reply was lost, see start_batch; '0'), owned until (a
--- server time in ms, '0' = none: see below), F (how many finishes), then 7 per finish (finish.lua's: type, stream id, job id, state, result json,
--- starts, parent), then, to the end, groups of entries to start: type, n, then 4 per entry
+-- server time in ms, '0' = none: see below), F (how many finishes), then 7 per finish
+-- (finish.lua's: type, stream id, job id, state, result json, starts, parent), then, to the end, groups of entries to start: type, n, then 4 per entry
 -- (start.lua's: stream id, job id, max attempts, parent).
 -- Order: every started type's shared keys are checked (start_check) before the first
 -- write, and a wrong type stops the whole call, as in start.lua; then the finishes, then the
@@ -16,8 +16,8 @@
 -- Owned until: the worker's proof, by the lease, that every entry this call finishes or
 -- starts is still its own, so the pending list need not be read (held_by: ~21k Redis
 -- instructions per job in batches of 250, measured). The worker sends the least server time
--- at or before which its entries were delivered to it (for an entry read beside an earlier
--- call, that call's `now`), plus half its lease, and only for entries first delivered by a
+-- at or before which its entries were delivered to it (a TIME pipelined ahead of each of its
+-- reads), plus half its lease, and only for entries first delivered by a
 -- plain read (`>`: one delivery) and a call that is not a retry. Another worker takes an
 -- entry over only once it has been idle a lease (XAUTOCLAIM's min idle time; the owner's
 -- renewals only make it younger), so before that time none can have: measured by this
@@ -27,7 +27,6 @@
 -- (start_batch's answers and reasons, as start.lua returns them).
 local consumer, max_deliveries = ARGV[3], tonumber(ARGV[4])
 local retried = ARGV[5] == '1'
-local owned_until = tonumber(ARGV[6])
 local K = keep_policy(ARGV[2])
 local fi = 8 -- the first finish's index
 local F = tonumber(ARGV[7])
@@ -58,7 +57,7 @@ for _, g in ipairs(groups) do
 end
 local now = now_ms()
 local held = {}
-if now < owned_until and not retried then
+if proven(now, ARGV[6], retried) then
   for jtype in pairs(sids) do held[jtype] = all_held() end
 else
   for jtype, s in pairs(sids) do held[jtype] = held_by(key('q', jtype), consumer, s) end
