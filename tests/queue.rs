@@ -1487,6 +1487,56 @@ async fn command_calls(q: &Queue, command: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// An enqueue whose ids the client drew skips the existence check on its first try
+/// (`enqueue.lua`'s `fresh`), and only there: a given id is looked up, and so is every job
+/// of a try that repeats one whose reply was lost, which answers the job the first created.
+#[tokio::test]
+async fn only_the_first_try_of_drawn_ids_skips_the_existence_check() {
+    let redis = RedisServer::start();
+    let q = queue(&redis).await;
+    let e0 = command_calls(&q, "exists").await;
+    let reqs = (0..3)
+        .map(|_| EnqueueRequest::new("noop", json!({})))
+        .collect();
+    let made = q.enqueue_many(reqs).await.unwrap();
+    assert!(made.iter().all(|e| e.created));
+    assert_eq!(
+        command_calls(&q, "exists").await,
+        e0,
+        "drawn ids: no lookup"
+    );
+    let mut r = EnqueueRequest::new("noop", json!({}));
+    r.id = Some(made[0].id.clone());
+    assert!(!q.enqueue(r).await.unwrap().created);
+    assert_eq!(
+        command_calls(&q, "exists").await,
+        e0 + 1,
+        "a given id: looked up"
+    );
+    // A later try of the first call (fresh '0'), with its first job's very envelope.
+    let env = q.status(&made[0].id).await.unwrap().unwrap();
+    let envelope = json!({"v": 1, "id": made[0].id, "type": "noop", "payload": env.payload,
+        "attempt": 0, "max_attempts": 3, "timeout_ms": 60000});
+    let mut inv = q.scripts().enqueue.prepare_invoke();
+    inv.arg(q.prefix()).arg(86_400_000u64).arg("0");
+    inv.arg("noop")
+        .arg(&made[0].id)
+        .arg(envelope.to_string())
+        .arg("")
+        .arg(0)
+        .arg(0)
+        .arg("");
+    let mut c = q.conn().await.unwrap();
+    let again: Vec<(String, i64)> = inv.invoke_async(&mut c).await.unwrap();
+    assert_eq!(
+        again,
+        [(made[0].id.clone(), 0)],
+        "answered, not added again"
+    );
+    assert_eq!(xlen(&q, "noop").await, 3);
+    assert_eq!(command_calls(&q, "exists").await, e0 + 2);
+}
+
 /// With the worker's lease proof (`owned until` ahead of the server's time) a combined call
 /// starts and finishes without reading the pending list for ownership; with none, or one
 /// that ran out, it reads it (one XPENDING per type). (A finish also asks for the group's

@@ -11,7 +11,9 @@
 #   ops/bench/script-instructions.sh [LUA] [ROUNDS] [B]
 #   env: PORT (16485), KEEP (the retention argument; '86400000,0,86400000,-1,86400000'
 #        drops completed records at finish), PROVEN ('1', default: finish_start gets a lease
-#        proof, as a steady worker's calls do; '0': none, the pending list is read)
+#        proof, as a steady worker's calls do; '0': none, the pending list is read),
+#        FRESH ('1', default: `enqueue` told its ids are new; '0': each looked up; 'none':
+#        an older enqueue.lua, without that argument)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 LUA=${1:-src/engine/lua}
@@ -20,5 +22,5 @@ VENV=target/bench-venv
 [ -x "$VENV/bin/python" ] || { python3 -m venv "$VENV" && "$VENV/bin/pip" install -q redis; }
 . ops/bench/redis.sh
 bench_callgrind_redis_start "$PORT"
-echo "# $(date -u +%FT%TZ) redis $(redis-server --version | sed 's/.*v=\([^ ]*\).*/\1/'), lua $LUA, keep ${KEEP:-default}, proven ${PROVEN:-1}"
+echo "# $(date -u +%FT%TZ) redis $(redis-server --version | sed 's/.*v=\([^ ]*\).*/\1/'), lua $LUA, keep ${KEEP:-default}, proven ${PROVEN:-1}, fresh ${FRESH:-1}"
 "$VENV/bin/python" ops/bench/script_instructions.py "$PORT" "$VG_PID" "$DIR" "$LUA" "${2:-5}" "${3:-250}"

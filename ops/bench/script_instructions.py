@@ -15,6 +15,9 @@ env:   KEEP: the retention argument (default: completed records kept 24 h, no co
        '86400000,0,86400000,-1,86400000' drops them at finish)
        PROVEN: '1' (default) sends `finish_start` a lease proof good for a century, as a
        steady worker's calls carry one (no pending-list read); '0' sends none (the read)
+       FRESH: `enqueue`'s fresh argument: '1' (default: ids the producer drew, a first try,
+       as the bench's producer sends them), '0' (each id looked up), 'none' (an older
+       enqueue.lua, from before that argument)
 """
 import glob
 import os
@@ -31,6 +34,7 @@ rounds = int(sys.argv[5]) if len(sys.argv) > 5 else 5
 B = int(sys.argv[6]) if len(sys.argv) > 6 else 250
 keep = os.environ.get('KEEP', '86400000,-1,86400000,-1,86400000')
 owned_until = '4102444800000' if os.environ.get('PROVEN', '1') == '1' else '0'
+fresh = os.environ.get('FRESH', '1')
 
 r = redis.Redis(port=port, decode_responses=True)
 r.flushall()
@@ -66,7 +70,7 @@ def job_id(env):
 per = {'enqueue': [], 'finish_start': [], 'xreadgroup': []}
 started, last_read = [], []
 for rnd in range(rounds + 1):
-    args = [prefix, '86400000']
+    args = [prefix, '86400000'] + ([] if fresh == 'none' else [fresh])
     for _ in range(B):
         i = ''.join(random.choice('0123456789ABCDEFGHJKMNPQRSTVWXYZ') for _ in range(26))
         env = ('{"v":1,"id":"%s","type":"noop","payload":{},"attempt":0,"max_attempts":3,'

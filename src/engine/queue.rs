@@ -639,16 +639,26 @@ impl Queue {
     /// Enqueues many jobs in one atomic script call per 500 jobs.
     pub async fn enqueue_many(&self, reqs: Vec<EnqueueRequest>) -> Result<Vec<Enqueued>> {
         let mut prepared = Vec::with_capacity(reqs.len());
+        // Whether every id was drawn here (none given): then the first try of a call needs no
+        // existence check per job (`enqueue.lua`'s `fresh`).
+        let mut drawn = true;
         for r in reqs {
+            drawn &= r.id.is_none();
             prepared.push(r.into_envelope_in(&self.catalog)?);
         }
         let mut out = Vec::with_capacity(prepared.len());
         for chunk in prepared.chunks(500) {
             let ttl = self.cfg.result_ttl.as_millis() as u64;
+            let mut tries = 0u32;
             let res: Vec<(String, i64)> = self
                 .retrying_acked("enqueue", |mut c| {
+                    tries += 1;
+                    // a later try may follow one that was applied (its reply lost)
+                    let fresh = drawn && tries == 1;
                     let mut inv = self.scripts.enqueue.prepare_invoke();
-                    inv.arg(self.prefix()).arg(ttl);
+                    inv.arg(self.prefix())
+                        .arg(ttl)
+                        .arg(if fresh { "1" } else { "0" });
                     for (env, run_at, delay) in chunk {
                         inv.arg(&env.job_type)
                             .arg(&env.id)

@@ -17,7 +17,8 @@ end
 -- Records finished attempts (finish.lua's header says how); `A` holds 7 values per job from
 -- index `first` to `last`: type, stream id, job id, state (completed|cancelled), result json,
 -- starts, parent. `held` (optional): type -> which entries of its stream the consumer holds
--- (held_by), read by the caller for these entries and more; without it read here.
+-- (held_by), read by the caller for these entries and more, or ALL_HELD (the caller proved
+-- them all its own); without it read here.
 -- Returns {ok_1, ok_2, ...} (the codes of finish.lua's reply, without `now`).
 local function finish_batch(now, K, consumer, A, first, last, held)
   -- As text: a Lua number passed to redis.call is formatted (sprintf) on every call.
@@ -26,9 +27,10 @@ local function finish_batch(now, K, consumer, A, first, last, held)
   -- `fanned_by`, which fan_out.lua leaves on a job that fanned out, and `bot` (for the
   -- event). pcall: a record that is not a hash answers WRONGTYPE (an error table) instead
   -- of raising; its type is read for the dead letter.
-  local bad, fields = {}, {}
+  local bad, fields, jks = {}, {}, {} -- jks: each record's key, made once
   for i = first, last, 7 do
     local jk = key('job', A[i + 2])
+    jks[i] = jk
     local f = redis.pcall('HMGET', jk, 'parent', 'type', 'worker', 'started_at', 'fanned_by', 'bot')
     if f.err then bad[i] = type_of(jk) else fields[i] = f end
   end
@@ -40,6 +42,7 @@ local function finish_batch(now, K, consumer, A, first, last, held)
     end
   end
   local out = {}
+  local all = held == ALL_HELD
   -- Deferred to the end of the call, one command each for the batch (ackdel_all,
   -- unlink_all): the finished entries (type -> stream ids) and the dropped records' keys.
   -- Nothing in between reads them: the records were read in pass 1 and ownership by `held`.
@@ -49,9 +52,8 @@ local function finish_batch(now, K, consumer, A, first, last, held)
   for i = first, last, 7 do
     local jtype, sid, id, state, result = A[i], A[i + 1], A[i + 2], A[i + 3], A[i + 4]
     local starts, parent = A[i + 5], A[i + 6]
-    local stream = key('q', jtype)
-    local jk = key('job', id)
-    if not held[jtype][sid] then
+    local jk = jks[i]
+    if not all and not held[jtype][sid] then
       local f = {}
       if not bad[i] then f = redis.call('HMGET', jk, 'state', 'worker', 'stream_id', 'starts') end
       if f[1] == state and f[2] == consumer and f[3] == sid and f[4] == starts then
@@ -69,7 +71,7 @@ local function finish_batch(now, K, consumer, A, first, last, held)
     elseif bad[i] then
       local reason = '`' .. jk .. '` holds a ' .. bad[i] .. ', not a hash (WRONGTYPE): the ' ..
                      'job\'s record was overwritten while it ran; its result is lost'
-      ackdel(stream, sid)
+      ackdel(key('q', jtype), sid)
       bury(now, jtype, id, '', reason, sid, fence(consumer, sid, starts))
       emit(now, 'dead', jtype, id, {'error', reason})
       child_done(now, id, 'dead', reason, parent, jtype, consumer)

@@ -45,33 +45,36 @@ for _, g in ipairs(groups) do
 end
 
 -- Which entries of each stream this consumer holds, for the finishes and the starts together:
--- one XPENDING per type (held_by, over their ids' milliseconds) instead of one for the
--- finishes and one for the starts. Every held entry that a finish names is acked by it, so
--- those are taken out before the starts read the answer (which is then what a read after
--- the finishes would say: a finish adds no entry to a pending list).
-local sids = finish_sids(ARGV, fi, si - 1, {})
-for _, g in ipairs(groups) do
-  local s = sids[g.jtype] or {}
-  for e = g.first, g.last, 4 do s[#s + 1] = ARGV[e] end
-  sids[g.jtype] = s
-end
+-- all of them when the call proves it (ALL_HELD), else one XPENDING per type (held_by,
+-- over their ids' milliseconds) instead of one for the finishes and one for the starts.
+-- Every held entry that a finish names is acked by it, so those are taken out before the
+-- starts read the answer (which is then what a read after the finishes would say: a finish
+-- adds no entry to a pending list).
 local now = now_ms()
-local held = {}
-if proven(now, ARGV[6], retried) then
-  for jtype in pairs(sids) do held[jtype] = all_held() end
-else
+local held = ALL_HELD
+local all = proven(now, ARGV[6], retried)
+if not all then
+  held = {}
+  local sids = finish_sids(ARGV, fi, si - 1, {})
+  for _, g in ipairs(groups) do
+    local s = sids[g.jtype] or {}
+    for e = g.first, g.last, 4 do s[#s + 1] = ARGV[e] end
+    sids[g.jtype] = s
+  end
   for jtype, s in pairs(sids) do held[jtype] = held_by(key('q', jtype), consumer, s) end
 end
 
 local finished = {}
 if F > 0 then
   finished = finish_batch(now, K, consumer, ARGV, fi, si - 1, held)
-  for f = fi, si - 1, 7 do held[ARGV[f]][ARGV[f + 1]] = nil end
+  if not all then
+    for f = fi, si - 1, 7 do held[ARGV[f]][ARGV[f + 1]] = nil end
+  end
 end
 local started = {}
 for _, g in ipairs(groups) do
   local r = start_batch(now, g.jtype, consumer, max_deliveries, K, ARGV, g.first, g.last,
-                        retried, held[g.jtype])
+                        retried, all and ALL_HELD or held[g.jtype])
   started[#started + 1] = {g.jtype, r[1], r[2]}
 end
 return {now, finished, started}

@@ -29,7 +29,7 @@ local now = now_ms()
 local retried = ARGV[6] == '1'
 -- With no proof start_batch reads the pending list itself.
 local held
-if proven(now, ARGV[7], retried) then held = all_held() end
+if proven(now, ARGV[7], retried) then held = ALL_HELD end
 local r = start_batch(now, jtype, ARGV[3], tonumber(ARGV[4]), keep_policy(ARGV[5]), ARGV, 8,
                       #ARGV, retried, held)
 return {now, r[1], r[2]}
