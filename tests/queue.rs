@@ -1323,8 +1323,9 @@ type FinishStart = (
 /// A server time (ms) a century from now: a lease proof that holds for any test.
 const CENTURY: u64 = 4_102_444_800_000;
 
-/// One group of `finish_start.lua`'s start answers: type, flat answers, dead reasons.
-type StartGroup = (String, Vec<u32>, Vec<String>);
+/// One group of `finish_start.lua`'s start answers: type, flat answers, dead reasons, the
+/// runs' bots.
+type StartGroup = (String, Vec<u32>, Vec<String>, Vec<String>);
 
 /// One `finish_start.lua` call as consumer `who`: finishes (stream id, job id, starts) of
 /// `noop` as completed, starts (stream id, job id) of `noop`; then, as the worker does beside
@@ -1354,6 +1355,9 @@ async fn finish_start(
             .arg("completed")
             .arg("{}")
             .arg(n)
+            .arg("")
+            // not known (`finish_seen` sends what a start read): the record is read
+            .arg("0")
             .arg("");
     }
     if !starts.is_empty() {
@@ -1365,16 +1369,18 @@ async fn finish_start(
     let mut c = q.conn().await.unwrap();
     let (now, oks, groups): (u64, Vec<u64>, Vec<StartGroup>) =
         inv.invoke_async(&mut c).await.unwrap();
-    // start_batch's flat answers (code 0 skip, 1 run, 2 dead; attempt; starts), as tuples.
+    // start_batch's flat answers (code 0 skip, 1 run, 2 dead, 3 run with flow keys; attempt;
+    // starts), as tuples.
     let started = groups
         .into_iter()
-        .map(|(t, flat, reasons)| {
+        .map(|(t, flat, reasons, _bots)| {
             let mut reasons = reasons.into_iter();
             let answers = flat
                 .chunks_exact(3)
                 .map(|a| {
                     let (code, reason) = match a[0] {
                         1 => ("run", String::new()),
+                        3 => ("run_read", String::new()),
                         2 => ("dead", reasons.next().unwrap()),
                         _ => ("skip", String::new()),
                     };
@@ -1470,6 +1476,193 @@ async fn two_read_by_w1(q: &Queue) -> (String, String, String, String) {
     let (_, _, _, read) = finish_start(q, "w1", false, 0, 2, &[], &[]).await;
     assert_eq!(read.len(), 2);
     (a, b, sa, sb)
+}
+
+/// `start.lua` as consumer `who` over entries (stream id, job id) of `noop`, with a lease
+/// proof: its flat answers and the runs' bots.
+async fn start_proven(q: &Queue, who: &str, entries: &[(&str, &str)]) -> (Vec<u32>, Vec<String>) {
+    let mut inv = q.scripts().start.prepare_invoke();
+    inv.arg(q.prefix())
+        .arg("noop")
+        .arg(who)
+        .arg(q.config().max_deliveries)
+        .arg(q.retention_arg())
+        .arg("0")
+        .arg(CENTURY);
+    for (sid, id) in entries {
+        inv.arg(sid).arg(id).arg(3).arg("");
+    }
+    let mut c = q.conn().await.unwrap();
+    let (_, flat, _, bots): (u64, Vec<u32>, Vec<String>, Vec<String>) =
+        inv.invoke_async(&mut c).await.unwrap();
+    (flat, bots)
+}
+
+/// One `finish.lua` call as consumer `who` completing `noop` job `id` (entry `sid`, start
+/// `starts`) with what its start read of the record (`known`, and the record's `bot`).
+async fn finish_seen(
+    q: &Queue,
+    who: &str,
+    (sid, id, starts): (&str, &str, u32),
+    known: bool,
+    bot: &str,
+) -> u64 {
+    let mut inv = q.scripts().finish.prepare_invoke();
+    inv.arg(q.prefix())
+        .arg(q.retention_arg())
+        .arg(who)
+        .arg("noop")
+        .arg(sid)
+        .arg(id)
+        .arg("completed")
+        .arg("{}")
+        .arg(starts)
+        .arg("")
+        .arg(if known { "1" } else { "0" })
+        .arg(bot);
+    let mut c = q.conn().await.unwrap();
+    let oks: Vec<u64> = inv.invoke_async(&mut c).await.unwrap();
+    oks[1]
+}
+
+/// A start answers each run's bot, and tells apart a job whose record names flow keys of its
+/// own (it fanned out before: code 3, its finish reads the record). A finish that
+/// vouches for its record (`known`) writes it without reading it (no HMGET), its event names
+/// the bot the start answered, and the write itself finds what a read would have: a record
+/// deleted under the job (its flow keys then expire with the new one), or overwritten by
+/// another type (dead-lettered, the key left as it is). Retried after a lost reply, such a
+/// finish is recognised as applied.
+#[tokio::test]
+async fn a_finish_that_vouches_for_its_record_does_not_read_it() {
+    let redis = RedisServer::start();
+    let q = queue(&redis).await;
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        let mut r = EnqueueRequest::new("noop", json!({}));
+        r.bot_id = Some("b7".into());
+        ids.push(q.enqueue(r).await.unwrap().id);
+    }
+    let mut sids = Vec::new();
+    for id in &ids {
+        sids.push(stream_id_of(&q, id).await);
+    }
+    let (_, _, _, read) = finish_start(&q, "w1", false, 0, 4, &[], &[]).await;
+    assert_eq!(read.len(), 4);
+    let mut c = q.conn().await.unwrap();
+    let _: () = c
+        .hset(q.keys().job(&ids[3]), "fanned_by", "w0/1-0/1")
+        .await
+        .unwrap();
+    let entries: Vec<(&str, &str)> = sids
+        .iter()
+        .map(String::as_str)
+        .zip(ids.iter().map(String::as_str))
+        .collect();
+    let (flat, bots) = start_proven(&q, "w1", &entries).await;
+    let codes: Vec<u32> = flat.chunks_exact(3).map(|a| a[0]).collect();
+    assert_eq!(
+        codes,
+        [1, 1, 1, 3],
+        "the fanned-out job runs with its flow keys"
+    );
+    assert_eq!(bots, ["b7", "b7", "b7", "b7"]);
+
+    // Known: written, not read.
+    let h0 = command_calls(&q, "hmget").await;
+    assert_eq!(
+        finish_seen(&q, "w1", (&sids[0], &ids[0], 1), true, "b7").await,
+        1
+    );
+    assert_eq!(
+        command_calls(&q, "hmget").await,
+        h0,
+        "no read of the record"
+    );
+    assert_eq!(state(&q, &ids[0]).await, "completed");
+    let ev: redis::streams::StreamRangeReply = c.xrange_all(q.keys().events()).await.unwrap();
+    let done = ev
+        .ids
+        .iter()
+        .rev()
+        .find(|e| e.get::<String>("event").as_deref() == Some("completed"))
+        .unwrap();
+    assert_eq!(done.get::<String>("bots").as_deref(), Some(r#"["b7"]"#));
+
+    // Deleted under the job, beside a flow key of its own: the finish writes a new record
+    // and the flow key expires with it.
+    let (jk, children) = (
+        q.keys().job(&ids[1]),
+        format!("{}:children", q.keys().job(&ids[1])),
+    );
+    let _: () = c.del(&jk).await.unwrap();
+    let _: () = c.hset(&children, "x", "{}").await.unwrap();
+    assert_eq!(
+        finish_seen(&q, "w1", (&sids[1], &ids[1], 1), true, "b7").await,
+        1
+    );
+    assert_eq!(state(&q, &ids[1]).await, "completed");
+    let (tj, tc): (i64, i64) = (c.pttl(&jk).await.unwrap(), c.pttl(&children).await.unwrap());
+    assert!(tj > 0 && tc > 0, "record {tj} ms, flow key {tc} ms");
+
+    // Overwritten by a string: dead-lettered by the write, the key left alone.
+    let jk = q.keys().job(&ids[2]);
+    let _: () = c.set(&jk, "x").await.unwrap();
+    assert_eq!(
+        finish_seen(&q, "w1", (&sids[2], &ids[2], 1), true, "b7").await,
+        3
+    );
+    let got: String = c.get(&jk).await.unwrap();
+    assert_eq!(got, "x");
+    let l = letters(&q).await;
+    assert!(
+        l.iter()
+            .any(|l| l.id == ids[2] && l.error.contains("not a hash")),
+        "{l:?}"
+    );
+
+    // The first finish again (its reply lost): recognised as its own.
+    assert_eq!(
+        finish_seen(&q, "w1", (&sids[0], &ids[0], 1), true, "b7").await,
+        2
+    );
+    let s = &q.stats_for(&["noop"]).await.unwrap()[0];
+    assert_eq!((s.completed, s.dead), (2, 1));
+}
+
+/// Where completed records are dropped at finish, a start does not look for flow keys (every
+/// run is answered code 3): a finish of a job without a parent reads only whether it has
+/// any (its record's `type` and `fanned_by`), and drops the record with them; a record
+/// overwritten by another type is dead-lettered and left as it is.
+#[tokio::test]
+async fn where_records_are_dropped_a_finish_reads_only_whether_there_are_flow_keys() {
+    let redis = RedisServer::start();
+    let q = queue_keeping(
+        &redis,
+        engine::config::Keep::NONE,
+        engine::config::Keep::default(),
+    )
+    .await;
+    let (a, b, sa, sb) = two_read_by_w1(&q).await;
+    let (flat, bots) = start_proven(&q, "w1", &[(&sa, &a), (&sb, &b)]).await;
+    let codes: Vec<u32> = flat.chunks_exact(3).map(|a| a[0]).collect();
+    assert_eq!(codes, [3, 3]);
+    assert_eq!(bots, ["", ""]);
+    let mut c = q.conn().await.unwrap();
+    let children = format!("{}:children", q.keys().job(&a));
+    let _: () = c.hset(&children, "x", "{}").await.unwrap();
+    let _: () = c
+        .hset(q.keys().job(&a), "fanned_by", "w0/1-0/1")
+        .await
+        .unwrap();
+    assert_eq!(finish_seen(&q, "w1", (&sa, &a, 1), false, "").await, 1);
+    let left: u64 = c.exists(&[q.keys().job(&a), children]).await.unwrap();
+    assert_eq!(left, 0, "the record and its flow key dropped");
+    let _: () = c.set(q.keys().job(&b), "x").await.unwrap();
+    assert_eq!(finish_seen(&q, "w1", (&sb, &b, 1), false, "").await, 3);
+    let got: String = c.get(q.keys().job(&b)).await.unwrap();
+    assert_eq!(got, "x");
+    let s = &q.stats_for(&["noop"]).await.unwrap()[0];
+    assert_eq!((s.completed, s.dead), (1, 1));
 }
 
 /// How many times Redis has run `command` (INFO commandstats), scripts' calls included.
@@ -1671,6 +1864,8 @@ async fn a_combined_call_with_a_broken_shared_key_writes_nothing() {
         .arg("completed")
         .arg("{}")
         .arg(1)
+        .arg("")
+        .arg("0")
         .arg("")
         .arg("noop")
         .arg(1)

@@ -13,7 +13,8 @@
 #        drops completed records at finish), PROVEN ('1', default: finish_start gets a lease
 #        proof, as a steady worker's calls do; '0': none, the pending list is read),
 #        FRESH ('1', default: `enqueue` told its ids are new; '0': each looked up; 'none':
-#        an older enqueue.lua, without that argument)
+#        an older enqueue.lua, without that argument), KNOWN ('1', default: finishes vouch
+#        for their records; '0': each read; 'none': an older finish layout, without it)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 LUA=${1:-src/engine/lua}
@@ -22,5 +23,5 @@ VENV=target/bench-venv
 [ -x "$VENV/bin/python" ] || { python3 -m venv "$VENV" && "$VENV/bin/pip" install -q redis; }
 . ops/bench/redis.sh
 bench_callgrind_redis_start "$PORT"
-echo "# $(date -u +%FT%TZ) redis $(redis-server --version | sed 's/.*v=\([^ ]*\).*/\1/'), lua $LUA, keep ${KEEP:-default}, proven ${PROVEN:-1}, fresh ${FRESH:-1}"
+echo "# $(date -u +%FT%TZ) redis $(redis-server --version | sed 's/.*v=\([^ ]*\).*/\1/'), lua $LUA, keep ${KEEP:-default}, proven ${PROVEN:-1}, fresh ${FRESH:-1}, known ${KNOWN:-1}"
 "$VENV/bin/python" ops/bench/script_instructions.py "$PORT" "$VG_PID" "$DIR" "$LUA" "${2:-5}" "${3:-250}"

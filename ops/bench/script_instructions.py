@@ -18,6 +18,9 @@ env:   KEEP: the retention argument (default: completed records kept 24 h, no co
        FRESH: `enqueue`'s fresh argument: '1' (default: ids the producer drew, a first try,
        as the bench's producer sends them), '0' (each id looked up), 'none' (an older
        enqueue.lua, from before that argument)
+       KNOWN: each finish's known argument: '1' (default: as the worker sends it, '1' where
+       its start answered run, '0' where it answered run-and-read), '0' (every record read),
+       'none' (an older finish layout, from before the known and bot arguments)
 """
 import glob
 import os
@@ -35,6 +38,7 @@ B = int(sys.argv[6]) if len(sys.argv) > 6 else 250
 keep = os.environ.get('KEEP', '86400000,-1,86400000,-1,86400000')
 owned_until = '4102444800000' if os.environ.get('PROVEN', '1') == '1' else '0'
 fresh = os.environ.get('FRESH', '1')
+known = os.environ.get('KNOWN', '1')
 
 r = redis.Redis(port=port, decode_responses=True)
 r.flushall()
@@ -68,7 +72,7 @@ def job_id(env):
 
 
 per = {'enqueue': [], 'finish_start': [], 'xreadgroup': []}
-started, last_read = [], []
+started, last_read, known_of = [], [], []
 for rnd in range(rounds + 1):
     args = [prefix, '86400000'] + ([] if fresh == 'none' else [fresh])
     for _ in range(B):
@@ -79,21 +83,25 @@ for rnd in range(rounds + 1):
     _, n = instructions(lambda: r.fcall('cost_enqueue', 0, *args))
     per['enqueue'].append(n / B)
     a = [prefix, keep, 'c1', '10', '0', owned_until, str(len(started))]
-    for sid, jid in started:
+    for (sid, jid), k in zip(started, known_of):
         a += ['noop', sid, jid, 'completed', 'null', '1', '']
+        if known != 'none':
+            a += [k, '']
     if last_read:
         a += ['noop', str(len(last_read))]
         for sid, jid in last_read:
             a += [sid, jid, '3', '']
     reply, n = instructions(lambda: r.fcall('cost_finish_start', 0, *a))
     assert all(ok == 1 for ok in reply[1]), reply[1][:5]
-    for _, answers, _ in reply[2]:
-        assert all(answers[k] == 1 for k in range(0, len(answers), 3)), answers[:6]
+    codes = [c for _, answers, *_ in reply[2] for c in answers[0::3]]
+    assert all(c in (1, 3) for c in codes), codes[:6]
     if rnd > 0:  # the first call starts nothing and finishes nothing
         per['finish_start'].append(n / B)
     got, n = instructions(lambda: r.xreadgroup('workers', 'c1', {stream: '>'}, count=B))
     per['xreadgroup'].append(n / B)
     started = last_read
+    # what the worker sends: known where the start answered 1 (3: the finish reads)
+    known_of = [('1' if c == 1 else '0') if known == '1' else known for c in codes]
     last_read = [(sid, job_id(f['job'])) for sid, f in got[0][1]]
     assert len(last_read) == B
 

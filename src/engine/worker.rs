@@ -142,6 +142,20 @@ struct Delivery {
     /// stream id, the fencing token `finish.lua`, `fail.lua` and `fan_out.lua` check a
     /// retried call against (`fence` in `lua/common.lua`).
     starts: u32,
+    /// What this worker's start read of the job's record (default until started), which its
+    /// finish sends back instead of having the record read again.
+    seen: Seen,
+}
+
+/// What a start (`start_batch`) read of a job's record, for its finish (`finish.lua`'s
+/// `known` and `bot`).
+#[derive(Debug, Default, PartialEq)]
+struct Seen {
+    /// The record's bot ("" = none).
+    bot: String,
+    /// The start looked for flow keys of the job's own (`fanned_by`) and found none
+    /// (`start_batch`'s RUN, not RUN_READ).
+    known: bool,
 }
 
 enum Outcome {
@@ -590,9 +604,9 @@ async fn start_deliveries(
             // The batch connection: no pool checkout (and its PING) per batch.
             let res: Result<(u64, Vec<Started>), QueueError> = async {
                 let mut c = inner.queue.batch_conn().await?;
-                let (now, flat, reasons): (u64, Vec<u32>, Vec<String>) =
+                let (now, flat, reasons, bots): (u64, Vec<u32>, Vec<String>, Vec<String>) =
                     inv.invoke_async(&mut c).await?;
-                Ok((now, start_answers(&flat, reasons)))
+                Ok((now, start_answers(&flat, reasons, bots)))
             }
             .await;
             match res {
@@ -630,7 +644,11 @@ async fn on_started(
 ) {
     for (d, answer) in deliveries.into_iter().zip(started) {
         match answer {
-            Started::Run { attempt, starts } => {
+            Started::Run {
+                attempt,
+                starts,
+                seen,
+            } => {
                 let permit = match permits.pop() {
                     Some(p) => p,
                     None => inner
@@ -646,7 +664,7 @@ async fn on_started(
                     .wait_seconds
                     .with_label_values(&[&d.job_type])
                     .observe(wait as f64 / 1000.0);
-                spawn_job(inner, d, attempt, starts, permit);
+                spawn_job(inner, d, attempt, starts, seen, permit);
             }
             Started::Dead { attempt, reason } => {
                 inner.metrics.dead.with_label_values(&[&d.job_type]).inc();
@@ -664,8 +682,13 @@ async fn on_started(
 /// One entry's answer from `start_batch` (`start.lua`, `finish_start.lua`).
 #[derive(Debug, PartialEq)]
 enum Started {
-    /// Marked active: run it (its attempt, and the start it is, for the fencing token).
-    Run { attempt: u32, starts: u32 },
+    /// Marked active: run it (its attempt, the start it is, for the fencing token, and what
+    /// was read of its record).
+    Run {
+        attempt: u32,
+        starts: u32,
+        seen: Seen,
+    },
     /// Dead-lettered at start, and why.
     Dead { attempt: u32, reason: String },
     /// Already finished or cancelled, or no longer this worker's.
@@ -673,14 +696,20 @@ enum Started {
 }
 
 /// Reads `start_batch`'s answers: flat, three integers per entry (code: 0 skip, 1 run,
-/// 2 dead; attempt; starts), and the dead entries' reasons in order.
-fn start_answers(flat: &[u32], reasons: Vec<String>) -> Vec<Started> {
+/// 2 dead, 3 run and let the finish read the record; attempt; starts), the dead entries'
+/// reasons and the runs' bots, each in order.
+fn start_answers(flat: &[u32], reasons: Vec<String>, bots: Vec<String>) -> Vec<Started> {
     let mut reasons = reasons.into_iter();
+    let mut bots = bots.into_iter();
     flat.chunks_exact(3)
         .map(|a| match a[0] {
-            1 => Started::Run {
+            1 | 3 => Started::Run {
                 attempt: a[1],
                 starts: a[2],
+                seen: Seen {
+                    bot: bots.next().unwrap_or_default(),
+                    known: a[0] == 1,
+                },
             },
             2 => Started::Dead {
                 attempt: a[1],
@@ -770,6 +799,7 @@ fn decode(job_type: &str, entry: &StreamId) -> Result<Delivery, Undecodable> {
         ready_at_ms,
         delivered_after_ms: 0,
         starts: 0,
+        seen: Seen::default(),
     })
 }
 
@@ -814,9 +844,11 @@ fn spawn_job(
     mut d: Delivery,
     attempt: u32,
     starts: u32,
+    seen: Seen,
     permit: OwnedSemaphorePermit,
 ) {
     d.starts = starts;
+    d.seen = seen;
     let token = CancellationToken::new();
     let reason = Arc::new(Mutex::new(None));
     inner.in_flight.lock().unwrap().insert(
@@ -1074,7 +1106,11 @@ async fn finisher(
 
 /// `finish_start.lua`'s reply: server time, a code per finish, per group of starts its type
 /// and answers.
-type FinishStartReply = (u64, Vec<u64>, Vec<(String, Vec<u32>, Vec<String>)>);
+type FinishStartReply = (
+    u64,
+    Vec<u64>,
+    Vec<(String, Vec<u32>, Vec<String>, Vec<String>)>,
+);
 
 /// The finisher's read: up to `n` new entries over the worker's roles, each role's share
 /// (`n` split evenly, so the whole never exceeds the slots it was sized for) by a plain
@@ -1239,13 +1275,20 @@ async fn finish_and_start(
     };
     on_finished(inner, &done, now, oks);
     let mut by_type = by_type.into_iter();
-    for (t, flat, reasons) in started {
+    for (t, flat, reasons, bots) in started {
         let Some((_, ds)) = by_type.next() else { break };
         debug_assert_eq!(
             t,
             ds.first().map(|d| d.job_type.clone()).unwrap_or_default()
         );
-        on_started(inner, ds, now, start_answers(&flat, reasons), &mut permits).await;
+        on_started(
+            inner,
+            ds,
+            now,
+            start_answers(&flat, reasons, bots),
+            &mut permits,
+        )
+        .await;
     }
     // One slot for each entry read (the read asked for no more than the slots held).
     for (_, ds) in &mut out.by_type {
@@ -1306,8 +1349,10 @@ where
     }
 }
 
-/// Appends the seven arguments per finished job that `finish.lua` and `finish_start.lua` share
-/// (type, stream id, job id, state, result, starts, parent); `done` holds finishes only.
+/// Appends the nine arguments per finished job that `finish.lua` and `finish_start.lua`
+/// share (type, stream id, job id, state, result, starts, parent, known, bot); `done` holds
+/// finishes only. Known and bot: what this worker's start read of the record ([`Seen`]),
+/// which spares a job without a parent the script's read of it.
 fn finish_args(inv: &mut crate::scripts::FunctionInvocation<'_>, done: &[Done]) {
     for d in done {
         let Outcome::Finish { state, result } = &d.outcome else {
@@ -1320,6 +1365,8 @@ fn finish_args(inv: &mut crate::scripts::FunctionInvocation<'_>, done: &[Done]) 
             .arg(result)
             .arg(d.d.starts)
             .arg(parent_of(&d.d.env));
+        inv.arg(if d.d.seen.known { "1" } else { "0" })
+            .arg(&d.d.seen.bot);
     }
 }
 
@@ -1926,17 +1973,22 @@ pub async fn list_workers(queue: &Queue) -> Result<Vec<WorkerInfo>, QueueError> 
 
 #[cfg(test)]
 mod tests {
-    use super::{start_answers, Started};
+    use super::{start_answers, Seen, Started};
 
     #[test]
-    fn start_answers_read_three_integers_per_entry_and_the_dead_ones_reasons_in_order() {
-        let flat = [1, 0, 1, 2, 3, 0, 0, 0, 0, 2, 1, 0, 1, 2, 5];
+    fn start_answers_read_three_integers_per_entry_and_the_reasons_and_bots_in_order() {
+        let flat = [1, 0, 1, 2, 3, 0, 0, 0, 0, 2, 1, 0, 1, 2, 5, 3, 0, 2];
         let reasons = vec!["lost 3 times".to_string(), "overwritten".to_string()];
-        let got = start_answers(&flat, reasons);
+        let bots = vec!["b1".to_string(), String::new(), String::new()];
+        let got = start_answers(&flat, reasons, bots);
         let want = [
             Started::Run {
                 attempt: 0,
                 starts: 1,
+                seen: Seen {
+                    bot: "b1".into(),
+                    known: true,
+                },
             },
             Started::Dead {
                 attempt: 3,
@@ -1950,6 +2002,19 @@ mod tests {
             Started::Run {
                 attempt: 2,
                 starts: 5,
+                seen: Seen {
+                    bot: String::new(),
+                    known: true,
+                },
+            },
+            // its finish reads the record (flow keys, or not looked for)
+            Started::Run {
+                attempt: 0,
+                starts: 2,
+                seen: Seen {
+                    bot: String::new(),
+                    known: false,
+                },
             },
         ];
         assert_eq!(got, want);

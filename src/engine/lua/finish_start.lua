@@ -7,8 +7,9 @@
 -- out), measured under callgrind.
 -- ARGV: prefix, retention (keep_policy in common.lua), consumer, max deliveries, retried
 -- ('1': this call repeats one whose reply was lost, see start_batch; '0'), owned until (a
--- server time in ms, '0' = none: see below), F (how many finishes), then 7 per finish
--- (finish.lua's: type, stream id, job id, state, result json, starts, parent), then, to the end, groups of entries to start: type, n, then 4 per entry
+-- server time in ms, '0' = none: see below), F (how many finishes), then 9 per finish
+-- (finish.lua's: type, stream id, job id, state, result json, starts, parent, known, bot),
+-- then, to the end, groups of entries to start: type, n, then 4 per entry
 -- (start.lua's: stream id, job id, max attempts, parent).
 -- Order: every started type's shared keys are checked (start_check) before the first
 -- write, and a wrong type stops the whole call, as in start.lua; then the finishes, then the
@@ -23,14 +24,14 @@
 -- renewals only make it younger), so before that time none can have: measured by this
 -- server's clock on both sides, whatever the worker's. Past it (a slow job, a paused worker)
 -- the pending list is read as before.
--- Returns {now, {ok per finish (finish.lua's codes)}, {{type, answers, reasons} per group}}
--- (start_batch's answers and reasons, as start.lua returns them).
+-- Returns {now, {ok per finish (finish.lua's codes)}, {{type, answers, reasons, bots} per
+-- group}} (start_batch's answers, reasons and bots, as start.lua returns them).
 local consumer, max_deliveries = ARGV[3], tonumber(ARGV[4])
 local retried = ARGV[5] == '1'
 local K = keep_policy(ARGV[2])
 local fi = 8 -- the first finish's index
 local F = tonumber(ARGV[7])
-local si = fi + 7 * F -- the first start group's index
+local si = fi + FINISH_ARGS * F -- the first start group's index
 
 local groups = {}
 local i = si
@@ -68,13 +69,13 @@ local finished = {}
 if F > 0 then
   finished = finish_batch(now, K, consumer, ARGV, fi, si - 1, held)
   if not all then
-    for f = fi, si - 1, 7 do held[ARGV[f]][ARGV[f + 1]] = nil end
+    for f = fi, si - 1, FINISH_ARGS do held[ARGV[f]][ARGV[f + 1]] = nil end
   end
 end
 local started = {}
 for _, g in ipairs(groups) do
   local r = start_batch(now, g.jtype, consumer, max_deliveries, K, ARGV, g.first, g.last,
                         retried, all and ALL_HELD or held[g.jtype])
-  started[#started + 1] = {g.jtype, r[1], r[2]}
+  started[#started + 1] = {g.jtype, r[1], r[2], r[3]}
 end
 return {now, finished, started}

@@ -20,8 +20,9 @@
 --   `run` again, without a write, for an entry that this consumer already started under
 --   this stream id: the lost reply's own start.
 -- A shared key of the wrong type (stats, events, dlq) stops the whole call before any write.
--- Returns {now, answers, reasons}: start_batch's (per entry code run|skip|dead as 1|0|2,
--- attempt and starts, flat; the dead entries' reasons in order).
+-- Returns {now, answers, reasons, bots}: start_batch's (per entry code
+-- run|skip|dead|run-with-flow-keys as 1|0|2|3, attempt and starts, flat; the dead entries'
+-- reasons in order; the runs' bots in order).
 local jtype = ARGV[2]
 local bad = start_check(jtype)
 if bad then return redis.error_reply(bad) end
@@ -32,4 +33,4 @@ local held
 if proven(now, ARGV[7], retried) then held = ALL_HELD end
 local r = start_batch(now, jtype, ARGV[3], tonumber(ARGV[4]), keep_policy(ARGV[5]), ARGV, 8,
                       #ARGV, retried, held)
-return {now, r[1], r[2]}
+return {now, r[1], r[2], r[3]}

@@ -24,7 +24,10 @@ local function start_check(jtype)
 end
 
 -- start_batch's answer codes (read by worker.rs, `start_answers`).
-local SKIP, RUN, DEAD = 0, 1, 2
+-- RUN_READ: run, and let the finish read the record (finish.lua's `known`): the record
+-- names flow keys of its own (`fanned_by`: the job fanned out before), or the start did not
+-- look (see start_batch).
+local SKIP, RUN, DEAD, RUN_READ = 0, 1, 2, 3
 
 local function is_int(v)
   return v == false or v == nil or string.match(v, '^%-?%d+$') ~= nil
@@ -38,8 +41,10 @@ end
 -- `held` (optional): which entries of the stream the consumer holds (held_by, or ALL_HELD
 -- when the caller proved them all its own), read by the caller for these entries and more;
 -- without it read here.
--- Returns {answers, reasons}: answers flat, three integers per entry: code (RUN, SKIP, DEAD),
--- attempt, starts; reasons: each DEAD entry's reason, in order. start_check(jtype) must have
+-- Returns {answers, reasons, bots}: answers flat, three integers per entry: code (RUN,
+-- RUN_READ, SKIP, DEAD), attempt, starts; reasons: each DEAD entry's reason, in order; bots:
+-- each RUN or RUN_READ entry's bot as its record names it ('' = none), in order, which its
+-- finish sends back (finish.lua's `known`). start_check(jtype) must have
 -- passed first.
 local function start_batch(now, jtype, consumer, max_deliveries, K, A, first, last, retried,
                            held)
@@ -68,8 +73,13 @@ local function start_batch(now, jtype, consumer, max_deliveries, K, A, first, la
   end
 
   -- Pass 1: reads only. Each entry gets a plan: skip, bad (reason), again, or go (its fields).
+  -- `fanned_by` is read only where a finish could use it: where completed records of this
+  -- type are dropped, finishes read their records anyway (only a read finds one overwritten
+  -- by another type before the key goes), so every run is answered RUN_READ and the field
+  -- (~3k Redis instructions per job, measured) is not read.
   local plans = {}
   local all = held == ALL_HELD
+  local look = not drops(keep_for(K, 'completed', jtype))
   for i = first, last, 4 do
     local sid, id = A[i], A[i + 1]
     local jk = key('job', id)
@@ -78,13 +88,16 @@ local function start_batch(now, jtype, consumer, max_deliveries, K, A, first, la
     -- there (tonumber of a default '0' is a strtod). Together ~4k Redis instructions per
     -- job in batches of 250, measured.
     local plan = {sid = sid, id = id, jk = jk, max = A[i + 2], parent = A[i + 3], code = false,
-                  state = false, attempt = false, starts = false, bot = false}
+                  state = false, attempt = false, starts = false, bot = false, read = true}
     local deliveries = all and '1' or held[sid]
     -- pcall: a record of another type answers an error table (WRONGTYPE) instead of raising.
     -- Who started it and under which entry matter only to a retried call.
     local f
     if retried then
-      f = redis.pcall('HMGET', jk, 'state', 'attempt', 'starts', 'bot', 'worker', 'stream_id')
+      f = redis.pcall('HMGET', jk, 'state', 'attempt', 'starts', 'bot', 'fanned_by', 'worker',
+                      'stream_id')
+    elseif look then
+      f = redis.pcall('HMGET', jk, 'state', 'attempt', 'starts', 'bot', 'fanned_by')
     else
       f = redis.pcall('HMGET', jk, 'state', 'attempt', 'starts', 'bot')
     end
@@ -98,6 +111,7 @@ local function start_batch(now, jtype, consumer, max_deliveries, K, A, first, la
                     'record was overwritten; delete that key, then `synth-city dlq retry`'
     else
       plan.state, plan.attempt, plan.starts, plan.bot = f[1], f[2], f[3], f[4]
+      plan.read = not look or f[5] ~= false
       if not is_int(f[2]) or not is_int(f[3]) then
         local name, v = 'attempt', f[2]
         if is_int(f[2]) then name, v = 'starts', f[3] end
@@ -105,7 +119,7 @@ local function start_batch(now, jtype, consumer, max_deliveries, K, A, first, la
         plan.reason = 'field `' .. name .. '` of `' .. jk .. '` is not an integer (' .. v ..
                       '): the job\'s record was overwritten; delete that key, then ' ..
                       '`synth-city dlq retry`'
-      elseif retried and f[1] == 'active' and f[5] == consumer and f[6] == sid then
+      elseif retried and f[1] == 'active' and f[6] == consumer and f[7] == sid then
         plan.code = 'again'
       elseif (all and 1 or tonumber(deliveries)) > max_deliveries then
         plan.code = 'bad'
@@ -120,12 +134,17 @@ local function start_batch(now, jtype, consumer, max_deliveries, K, A, first, la
   end
 
   -- Pass 2: writes. The answers, flat (no table per entry: the reply is cheaper to convert,
-  -- measured): code, attempt, starts per entry, and the dead entries' reasons in order.
-  local out, reasons = {}, {}
+  -- measured): code, attempt, starts per entry, the dead entries' reasons and the runs'
+  -- bots in order.
+  local out, reasons, bots = {}, {}, {}
   local function answer(code, attempt, starts, reason)
     local n = #out
     out[n + 1], out[n + 2], out[n + 3] = code, attempt, starts
     if reason then reasons[#reasons + 1] = reason end
+  end
+  local function run(plan, attempt, starts)
+    answer(plan.read and RUN_READ or RUN, attempt, starts)
+    bots[#bots + 1] = plan.bot or ''
   end
   local started = {} -- job key -> the `starts` written by this call
   for _, plan in ipairs(plans) do
@@ -134,7 +153,7 @@ local function start_batch(now, jtype, consumer, max_deliveries, K, A, first, la
     if plan.code == 'skip' then
       answer(SKIP, 0, 0)
     elseif plan.code == 'again' then
-      answer(RUN, tonumber(plan.attempt or '0'), tonumber(plan.starts or '0'))
+      run(plan, tonumber(plan.attempt or '0'), tonumber(plan.starts or '0'))
     elseif plan.code == 'bad' then
       local env = entry_job(sid)
       if plan.record and state then
@@ -191,12 +210,12 @@ local function start_batch(now, jtype, consumer, max_deliveries, K, A, first, la
         redis.call('HSET', jk, 'state', 'active', 'started_at', nows, 'worker', consumer,
                    'stream_id', sid, 'starts', starts == 1 and '1' or tostring(starts))
         batch_event(events, 'started', jtype, id, plan.bot)
-        answer(RUN, attempt, starts)
+        run(plan, attempt, starts)
       end
     end
   end
   if buried then trim_kept(now, 'dead', jtype, keep_for(K, 'dead', jtype)) end
   -- one `started` event for the call's jobs (emit_batch), naming this worker
   emit_batches(now, events, {'worker', consumer})
-  return {out, reasons}
+  return {out, reasons, bots}
 end
