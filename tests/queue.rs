@@ -1184,6 +1184,13 @@ async fn retention_zero_drops_completed_records_at_finish_and_failed_follow_thei
 
 /// The ids of the events of kind `event` in the events stream, and how many entries held them.
 async fn event_ids(q: &Queue, event: &str) -> (Vec<String>, usize) {
+    let (ids, entries) = event_bots(q, event).await;
+    (ids.into_iter().map(|(id, _)| id).collect(), entries)
+}
+
+/// The jobs named by `event` entries of the events stream with each one's bot ("" = none),
+/// in order, and how many entries named them.
+async fn event_bots(q: &Queue, event: &str) -> (Vec<(String, String)>, usize) {
     let mut c = q.conn().await.unwrap();
     let ev: redis::streams::StreamRangeReply = c.xrange_all(q.keys().events()).await.unwrap();
     let mut ids = Vec::new();
@@ -1196,7 +1203,7 @@ async fn event_ids(q: &Queue, event: &str) -> (Vec<String>, usize) {
         let batch: Vec<String> = serde_json::from_str(&e.get::<String>("ids").unwrap()).unwrap();
         let bots: Vec<String> = serde_json::from_str(&e.get::<String>("bots").unwrap()).unwrap();
         assert_eq!(batch.len(), bots.len(), "a bot per job");
-        ids.extend(batch);
+        ids.extend(batch.into_iter().zip(bots));
     }
     (ids, entries)
 }
@@ -1205,17 +1212,23 @@ async fn event_ids(q: &Queue, event: &str) -> (Vec<String>, usize) {
 async fn events_are_written_once_per_script_call_naming_every_job() {
     let redis = RedisServer::start();
     let q = queue(&redis).await;
+    // Every other job a bot's: each event names it, the finish's from what the start read.
+    let bot_of = |i: usize| if i % 2 == 0 { "bot-a" } else { "" };
     let reqs = (0..40)
-        .map(|_| EnqueueRequest::new("noop", json!({})))
+        .map(|i| {
+            let mut r = EnqueueRequest::new("noop", json!({}));
+            r.bot_id = Some(bot_of(i).to_string()).filter(|b| !b.is_empty());
+            r
+        })
         .collect();
-    let mut ids: Vec<String> = q
-        .enqueue_many(reqs)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|e| e.id)
+    let made = q.enqueue_many(reqs).await.unwrap();
+    let mut want: Vec<(String, String)> = made
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (e.id.clone(), bot_of(i).to_string()))
         .collect();
-    ids.sort();
+    want.sort();
+    let ids: Vec<String> = want.iter().map(|(id, _)| id.clone()).collect();
     let w = start(&q, opts(&["noop"]));
     eventually(Duration::from_secs(5), "every job completes", || async {
         q.stats_for(&["noop"]).await.unwrap()[0].completed == 40
@@ -1230,6 +1243,9 @@ async fn events_are_written_once_per_script_call_naming_every_job() {
             entries >= 1 && entries <= most,
             "{event}: {entries} entries for 40 jobs"
         );
+        let mut bots = event_bots(&q, event).await.0;
+        bots.sort();
+        assert_eq!(bots, want, "{event}: each job's own bot");
     }
 }
 
