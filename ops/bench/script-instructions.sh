@@ -13,8 +13,9 @@
 #        drops completed records at finish), PROVEN ('1', default: finish_start gets a lease
 #        proof, as a steady worker's calls do; '0': none, the pending list is read),
 #        FRESH ('1', default: `enqueue` told its ids are new; '0': each looked up; 'none':
-#        an older enqueue.lua, without that argument), KNOWN ('1', default: finishes vouch
-#        for their records; '0': each read; 'none': an older finish layout, without it)
+#        an older enqueue.lua, without that argument), KNOWN ('1', default: each finish sends
+#        what its start answered, as the worker does; '0': none vouches, each reads its
+#        record; 'none': an older finish layout, without that argument)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 LUA=${1:-src/engine/lua}

@@ -1104,8 +1104,8 @@ async fn finisher(
     }
 }
 
-/// `finish_start.lua`'s reply: server time, a code per finish, per group of starts its type
-/// and answers.
+/// `finish_start.lua`'s reply: server time, a code per finish, per group of starts its type,
+/// answers, dead entries' reasons and runs' bots (`start_answers`).
 type FinishStartReply = (
     u64,
     Vec<u64>,
@@ -1364,8 +1364,8 @@ fn finish_args(inv: &mut crate::scripts::FunctionInvocation<'_>, done: &[Done]) 
             .arg(*state)
             .arg(result)
             .arg(d.d.starts)
-            .arg(parent_of(&d.d.env));
-        inv.arg(if d.d.seen.known { "1" } else { "0" })
+            .arg(parent_of(&d.d.env))
+            .arg(if d.d.seen.known { "1" } else { "0" })
             .arg(&d.d.seen.bot);
     }
 }

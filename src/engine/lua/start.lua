@@ -21,8 +21,8 @@
 --   this stream id: the lost reply's own start.
 -- A shared key of the wrong type (stats, events, dlq) stops the whole call before any write.
 -- Returns {now, answers, reasons, bots}: start_batch's (per entry code
--- run|skip|dead|run-with-flow-keys as 1|0|2|3, attempt and starts, flat; the dead entries'
--- reasons in order; the runs' bots in order).
+-- run|skip|dead|run-and-let-the-finish-read as 1|0|2|3, attempt and starts, flat; the dead
+-- entries' reasons in order; the runs' bots in order).
 local jtype = ARGV[2]
 local bad = start_check(jtype)
 if bad then return redis.error_reply(bad) end
